@@ -1,0 +1,177 @@
+package idp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Protocols an identity provider can speak.
+const (
+	OIDC   = "OIDC"
+	OAuth2 = "OAUTH2"
+	SAML   = "SAML"
+	LDAP   = "LDAP"
+)
+
+// Config is one entry of sso.identity_providers. One struct serves every
+// protocol; Validate says which keys each one needs.
+type Config struct {
+	ID          string `yaml:"id"`
+	Name        string `yaml:"name"`
+	Protocol    string `yaml:"protocol"`
+	Preset      string `yaml:"preset"`
+	EmailDomain string `yaml:"email_domain"`
+	Weight      int    `yaml:"weight"`
+
+	// OIDC and OAUTH2.
+	ServerURL       string            `yaml:"server_url"`
+	ClientID        string            `yaml:"client_id"`
+	ClientSecret    string            `yaml:"client_secret"`
+	Scopes          []string          `yaml:"scopes"`
+	TokenAuthMethod string            `yaml:"token_auth_method"`
+	Claims          map[string]string `yaml:"claims"`
+	AuthURL         string            `yaml:"auth_url"`
+	TokenURL        string            `yaml:"token_url"`
+	UserinfoURL     string            `yaml:"userinfo_url"`
+
+	// SAML.
+	EntityID          string `yaml:"entity_id"`
+	MetadataURL       string `yaml:"metadata_url"`
+	X509Cert          string `yaml:"x509_cert"`
+	SSOURL            string `yaml:"sso_url"`
+	SPCertFile        string `yaml:"sp_cert_file"`
+	SPKeyFile         string `yaml:"sp_key_file"`
+	AllowIdPInitiated bool   `yaml:"allow_idp_initiated"`
+
+	// SAML and LDAP: directory or assertion attribute -> profile field.
+	AttributeMapping map[string]string `yaml:"attribute_mapping"`
+
+	// LDAP.
+	URL                string `yaml:"url"`
+	BindDN             string `yaml:"bind_dn"`
+	BindPassword       string `yaml:"bind_password"`
+	StartTLS           bool   `yaml:"start_tls"`
+	CAFile             string `yaml:"ca_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	UserSearch         Search `yaml:"user_search"`
+	GroupSearch        Search `yaml:"group_search"`
+}
+
+// Search is an LDAP search: where to look and what to look for.
+type Search struct {
+	BaseDN string `yaml:"base_dn"`
+	Filter string `yaml:"filter"`
+}
+
+// Options are what every provider needs from the proxy around it.
+type Options struct {
+	// PublicURL is the origin users see (server.public_url).
+	PublicURL *url.URL
+	// AuthPrefix is where the proxy's own endpoints live (server.auth_prefix).
+	AuthPrefix string
+	// HTTPClient reaches the IdP (discovery, tokens, metadata).
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+}
+
+// CallbackURL is the absolute URL of one of this provider's endpoints under the
+// auth prefix, e.g. CallbackURL("company", "oidc", "callback").
+func (o Options) CallbackURL(parts ...string) string {
+	u := *o.PublicURL
+	u.Path = strings.TrimSuffix(o.PublicURL.Path, "/") + o.AuthPrefix + "/" + strings.Join(parts, "/")
+	u.RawQuery, u.Fragment = "", ""
+	return u.String()
+}
+
+// Provider is a configured identity provider. Each also satisfies Redirector
+// or PasswordChecker.
+type Provider interface {
+	// Ready reports whether the provider can log users in now (nil), or why not.
+	Ready() error
+}
+
+// New builds the provider c describes. Providers that need the network
+// (discovery, metadata) keep trying in the background until ctx ends; until
+// then Ready reports ErrNotReady.
+func New(ctx context.Context, c Config, o Options) (Provider, error) {
+	switch c.Protocol {
+	case OIDC, OAuth2:
+		return newOIDC(ctx, c, o)
+	case SAML:
+		return newSAML(ctx, c, o)
+	case LDAP:
+		return newLDAP(ctx, c, o)
+	}
+	return nil, fmt.Errorf("protocol: unknown protocol %q", c.Protocol)
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Validate returns every problem with c, each as "key: what is wrong" with the
+// key relative to this provider's entry. It reaches nothing on the network.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if !idPattern.MatchString(c.ID) {
+		bad("id", "must be 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit (got %q)", c.ID)
+	}
+	switch c.Protocol {
+	case OIDC, OAuth2:
+		errs = append(errs, c.validateOIDC()...)
+	case SAML:
+		errs = append(errs, c.validateSAML()...)
+	case LDAP:
+		errs = append(errs, c.validateLDAP()...)
+	case "":
+		bad("protocol", "required (OIDC, OAUTH2, SAML or LDAP)")
+	default:
+		bad("protocol", "unknown protocol %q (want OIDC, OAUTH2, SAML or LDAP)", c.Protocol)
+	}
+	return errors.Join(errs...)
+}
+
+// ApplyEnv overrides secrets from the environment:
+// PORTCULLIS_IDP_<ID>_CLIENT_ID, _CLIENT_SECRET and _BIND_PASSWORD, where <ID>
+// is the id in upper case with '-' read as '_'.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	prefix := "PORTCULLIS_IDP_" + strings.ToUpper(strings.ReplaceAll(c.ID, "-", "_")) + "_"
+	for name, field := range map[string]*string{
+		"CLIENT_ID":     &c.ClientID,
+		"CLIENT_SECRET": &c.ClientSecret,
+		"BIND_PASSWORD": &c.BindPassword,
+	} {
+		if v := getenv(prefix + name); v != "" {
+			*field = v
+		}
+	}
+}
+
+// DisplayName is the name shown on the login pages.
+func (c *Config) DisplayName() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.ID
+}
+
+func checkURL(key, raw string, required bool) error {
+	if raw == "" {
+		if required {
+			return fmt.Errorf("%s: required", key)
+		}
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ldap" && u.Scheme != "ldaps") {
+		return fmt.Errorf("%s: not an absolute URL: %q", key, raw)
+	}
+	return nil
+}

@@ -1,0 +1,77 @@
+// Package idp holds the identity providers portcullis logs users in with (OIDC,
+// OAuth2, SAML, LDAP) and the one identity type they all produce: Profile.
+package idp
+
+import (
+	"errors"
+	"net/http"
+)
+
+// Profile is what every identity provider produces after a login, what role
+// mapping and attribute pass read, and what the session stores. The expr tags
+// are the names that configuration expressions see.
+type Profile struct {
+	IdP           string         `json:"idp" expr:"idp"`
+	Sub           string         `json:"sub" expr:"sub"`
+	Email         string         `json:"email,omitempty" expr:"email"`
+	EmailVerified bool           `json:"email_verified,omitempty" expr:"email_verified"`
+	Username      string         `json:"username,omitempty" expr:"username"`
+	FirstName     string         `json:"first_name,omitempty" expr:"first_name"`
+	LastName      string         `json:"last_name,omitempty" expr:"last_name"`
+	Name          string         `json:"name,omitempty" expr:"name"`
+	Groups        []string       `json:"groups,omitempty" expr:"groups"`
+	Roles         []string       `json:"roles,omitempty" expr:"roles"`
+	Claims        map[string]any `json:"claims,omitempty" expr:"claims"`
+}
+
+// Flow is the state of one login between its start and the IdP's answer. The
+// proxy seals it into a short-lived cookie bound to the browser; providers fill
+// in what their protocol needs when the login starts and check it when it ends.
+type Flow struct {
+	// State is the random, single-use value the IdP echoes back (OIDC state,
+	// SAML RelayState).
+	State string `json:"st"`
+	// IdP is the id of the provider the login was started at.
+	IdP string `json:"idp"`
+	// Redirect is where the browser goes after the login (already validated).
+	Redirect string `json:"rd,omitempty"`
+	// Nonce binds an OIDC ID token to this login.
+	Nonce string `json:"n,omitempty"`
+	// Verifier is the PKCE code verifier.
+	Verifier string `json:"v,omitempty"`
+	// RequestID is the ID of a SAML AuthnRequest, checked against InResponseTo.
+	RequestID string `json:"rid,omitempty"`
+	// Created is the Unix time the login started.
+	Created int64 `json:"c"`
+}
+
+// Tokens are what an OIDC or OAuth2 login leaves behind for later use by the
+// session: refreshing it and logging out at the IdP.
+type Tokens struct {
+	RefreshToken string `json:"rt,omitempty"`
+	IDToken      string `json:"it,omitempty"`
+	// Expiry is the Unix time the access token expires (0 when unknown).
+	Expiry int64 `json:"exp,omitempty"`
+}
+
+// Redirector is an IdP that logs users in by sending the browser away and
+// getting it back at a callback (OIDC, OAuth2, SAML).
+type Redirector interface {
+	// LoginURL fills in the parts of f that the protocol needs (nonce, PKCE
+	// verifier, request ID) and returns the URL to send the browser to.
+	LoginURL(f *Flow) (string, error)
+	// Complete checks the IdP's answer in r against f and returns the user.
+	Complete(r *http.Request, f *Flow) (*Profile, *Tokens, error)
+}
+
+// PasswordChecker is an IdP that checks a username and password itself (LDAP).
+type PasswordChecker interface {
+	Authenticate(r *http.Request, username, password string) (*Profile, error)
+}
+
+// ErrNotReady means the provider could not reach its IdP yet (discovery or
+// metadata failed); the login should be answered with 503 and retried later.
+var ErrNotReady = errors.New("identity provider not ready")
+
+// ErrInvalidCredentials means a password login was refused by the directory.
+var ErrInvalidCredentials = errors.New("invalid username or password")
