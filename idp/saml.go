@@ -2,12 +2,368 @@ package idp
 
 import (
 	"context"
+	"encoding/xml"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/crewjam/saml"
 )
 
-// placeholder until the SAML provider lands.
-func newSAML(ctx context.Context, c Config, o Options) (Provider, error) {
-	return nil, errors.New("SAML: not implemented yet")
+// SAMLProvider logs users in at a SAML 2.0 identity provider: SP-initiated
+// logins over the HTTP-Redirect binding, answers at the ACS over HTTP-POST,
+// and (when allowed) IdP-initiated logins. It satisfies Provider and
+// Redirector.
+type SAMLProvider struct {
+	cfg  Config
+	log  *slog.Logger
+	http *http.Client
+
+	// base is the service provider without IdP metadata: it makes the SP
+	// metadata, and a copy with the current IdP metadata checks responses.
+	base   saml.ServiceProvider
+	acsURL url.URL
+
+	// current is the service provider with the last good IdP metadata; nil
+	// until metadata was loaded once.
+	current atomic.Pointer[saml.ServiceProvider]
+	// lastErr is why the last metadata fetch failed (for Ready).
+	lastErr atomic.Pointer[error]
+
+	replay  *replayCache
+	mapping samlMapping
+	timing  samlTiming
+
+	// warnTransient logs once that sub comes from a transient NameID.
+	warnTransient sync.Once
 }
 
-func (c *Config) validateSAML() []error { return nil }
+// samlTiming are the metadata fetch intervals; tests shorten them.
+type samlTiming struct {
+	// fetchTimeout bounds one metadata fetch.
+	fetchTimeout time.Duration
+	// refresh is how often good metadata is fetched again.
+	refresh time.Duration
+	// retry is how soon a failed fetch is tried again.
+	retry time.Duration
+}
+
+var defaultSAMLTiming = samlTiming{fetchTimeout: 10 * time.Second, refresh: time.Hour, retry: 30 * time.Second}
+
+// Limits on what a browser may post to the ACS.
+const (
+	// maxSAMLResponse bounds the decoded (and, if deflated, inflated) response.
+	maxSAMLResponse = 256 << 10
+	// maxReplayEntries bounds the replay cache.
+	maxReplayEntries = 100_000
+	// maxMetadata bounds fetched IdP metadata (federation files can be large).
+	maxMetadata = 16 << 20
+)
+
+func newSAML(ctx context.Context, c Config, o Options) (Provider, error) {
+	return newSAMLProvider(ctx, c, o, defaultSAMLTiming)
+}
+
+func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming) (*SAMLProvider, error) {
+	if errs := c.validateSAML(); len(errs) > 0 {
+		return nil, fmt.Errorf("saml %s: config: %w", c.ID, errors.Join(errs...))
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("idp", c.ID)
+	client := o.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: timing.fetchTimeout}
+	}
+
+	key, cert, generated, err := loadSPKeyPair(c)
+	if err != nil {
+		return nil, fmt.Errorf("saml %s: sp key pair: %w", c.ID, err)
+	}
+	if generated {
+		log.Warn("saml: no sp_cert_file/sp_key_file configured; signing AuthnRequests with a key generated at start. " +
+			"It changes on every restart and differs between replicas: configure one when the IdP checks request signatures or more than one replica runs")
+	}
+
+	metadataURL, err := url.Parse(o.CallbackURL("saml", c.ID, "metadata"))
+	if err != nil {
+		return nil, fmt.Errorf("saml %s: metadata url: %w", c.ID, err)
+	}
+	acsURL, err := url.Parse(o.CallbackURL("saml", c.ID, "acs"))
+	if err != nil {
+		return nil, fmt.Errorf("saml %s: acs url: %w", c.ID, err)
+	}
+
+	p := &SAMLProvider{
+		cfg:    c,
+		log:    log,
+		http:   client,
+		acsURL: *acsURL,
+		base: saml.ServiceProvider{
+			EntityID:    metadataURL.String(),
+			Key:         key,
+			Certificate: cert,
+			HTTPClient:  client,
+			MetadataURL: *metadataURL,
+			AcsURL:      *acsURL,
+			// Let the IdP pick its configured NameID format; asking for
+			// "transient" (crewjam's default) would make sub change per login.
+			AuthnNameIDFormat: saml.UnspecifiedNameIDFormat,
+			SignatureMethod:   signatureMethod(key),
+			// InResponseTo is always checked against the IDs we pass in;
+			// IdP-initiated logins pass the empty ID (see Complete).
+			AllowIDPInitiated: false,
+		},
+		replay:  newReplayCache(maxReplayEntries),
+		mapping: newSAMLMapping(c.AttributeMapping),
+		timing:  timing,
+	}
+
+	if c.MetadataURL == "" {
+		md, err := staticIdPMetadata(c)
+		if err != nil {
+			return nil, fmt.Errorf("saml %s: %w", c.ID, err)
+		}
+		p.setIdPMetadata(md)
+		return p, nil
+	}
+
+	// The first fetch happens now so that a reachable IdP is ready at once;
+	// an unreachable one is retried in the background.
+	if err := p.refreshMetadata(ctx); err != nil {
+		log.Warn("saml: fetching IdP metadata failed; retrying in the background", "err", err)
+	}
+	go p.refreshLoop(ctx)
+	return p, nil
+}
+
+// Ready reports whether IdP metadata has been loaded.
+func (p *SAMLProvider) Ready() error {
+	if p.current.Load() != nil {
+		return nil
+	}
+	if errp := p.lastErr.Load(); errp != nil {
+		return fmt.Errorf("saml %s: metadata: %w: %v", p.cfg.ID, ErrNotReady, *errp)
+	}
+	return fmt.Errorf("saml %s: metadata: %w", p.cfg.ID, ErrNotReady)
+}
+
+// LoginURL makes a (signed) AuthnRequest for the HTTP-Redirect binding,
+// records its ID in f.RequestID and returns the IdP URL carrying it, with
+// f.State as RelayState.
+func (p *SAMLProvider) LoginURL(f *Flow) (string, error) {
+	sp := p.current.Load()
+	if sp == nil {
+		return "", p.Ready()
+	}
+	ssoURL := sp.GetSSOBindingLocation(saml.HTTPRedirectBinding)
+	req, err := sp.MakeAuthenticationRequest(ssoURL, saml.HTTPRedirectBinding, saml.HTTPPostBinding)
+	if err != nil {
+		return "", fmt.Errorf("saml %s: make AuthnRequest: %w", p.cfg.ID, err)
+	}
+	// crewjam appends RelayState to the query as given.
+	u, err := req.Redirect(url.QueryEscape(f.State), sp)
+	if err != nil {
+		return "", fmt.Errorf("saml %s: encode AuthnRequest: %w", p.cfg.ID, err)
+	}
+	f.RequestID = req.ID
+	return u.String(), nil
+}
+
+// Complete checks the SAMLResponse posted to the ACS and returns the user it
+// asserts. f is the login this browser started; nil means the IdP started it
+// (accepted only with allow_idp_initiated). Errors are for the log: the
+// proxy shows the user a short page.
+func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, error) {
+	id := p.cfg.ID
+	sp := p.current.Load()
+	if sp == nil {
+		return nil, nil, p.Ready()
+	}
+	if r.Method != http.MethodPost {
+		return nil, nil, fmt.Errorf("saml %s: read response: method %s, want POST", id, r.Method)
+	}
+	if r.PostForm == nil {
+		// The proxy limits the body too; this keeps the provider safe alone.
+		r.Body = http.MaxBytesReader(nil, r.Body, 2*maxSAMLResponse)
+	}
+	if err := r.ParseForm(); err != nil {
+		return nil, nil, fmt.Errorf("saml %s: read response: %w", id, err)
+	}
+
+	var requestIDs []string
+	if f == nil {
+		if !p.cfg.AllowIdPInitiated {
+			return nil, nil, fmt.Errorf("saml %s: check flow: %w", id, errIdPInitiated)
+		}
+		// An unsolicited response must not answer any request: one that
+		// does was meant for a login some browser started.
+		requestIDs = []string{""}
+	} else {
+		if f.IdP != "" && f.IdP != id {
+			return nil, nil, fmt.Errorf("saml %s: check flow: login was started at %q", id, f.IdP)
+		}
+		if f.RequestID == "" {
+			return nil, nil, fmt.Errorf("saml %s: check flow: no AuthnRequest ID in the login state", id)
+		}
+		if r.PostForm.Get("RelayState") != f.State {
+			return nil, nil, fmt.Errorf("saml %s: check flow: RelayState does not match the login state", id)
+		}
+		requestIDs = []string{f.RequestID}
+	}
+
+	raw, err := decodeSAMLResponse(r.PostForm.Get("SAMLResponse"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("saml %s: decode response: %w", id, err)
+	}
+	if err := inspectResponse(raw); err != nil {
+		return nil, nil, fmt.Errorf("saml %s: inspect response: %w", id, err)
+	}
+	assertion, err := parseAssertion(sp, raw, requestIDs, p.acsURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
+	}
+	if err := checkBearer(assertion); err != nil {
+		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
+	}
+	if err := p.replay.use(assertion.ID, replayExpiry(assertion), time.Now()); err != nil {
+		return nil, nil, fmt.Errorf("saml %s: replay check: %w", id, err)
+	}
+	prof, err := p.mapping.profile(id, assertion)
+	if err != nil {
+		return nil, nil, fmt.Errorf("saml %s: map attributes: %w", id, err)
+	}
+	if nid := assertion.Subject.NameID; nid != nil && nid.Format == string(saml.TransientNameIDFormat) && !p.mapping.explicit["uid"] {
+		p.warnTransient.Do(func() {
+			p.log.Warn("saml: the IdP sends a transient NameID, so sub changes on every login; set attribute_mapping.uid or a persistent NameID format at the IdP")
+		})
+	}
+	return prof, nil, nil
+}
+
+var errIdPInitiated = errors.New("IdP-initiated login refused (allow_idp_initiated is false)")
+
+// Metadata is the service provider metadata XML to register at the IdP
+// (served at {auth_prefix}/saml/{id}/metadata).
+func (p *SAMLProvider) Metadata() ([]byte, error) {
+	md := p.base.Metadata()
+	for i := range md.SPSSODescriptors {
+		d := &md.SPSSODescriptors[i]
+		// Advertise no encryption key: responses then arrive in plaintext,
+		// where every check in Complete can see them.
+		var keys []saml.KeyDescriptor
+		for _, k := range d.KeyDescriptors {
+			if k.Use == "signing" {
+				keys = append(keys, k)
+			}
+		}
+		d.KeyDescriptors = keys
+		// Only HTTP-POST is served at the ACS; artifacts are not resolved.
+		var acs []saml.IndexedEndpoint
+		for _, e := range d.AssertionConsumerServices {
+			if e.Binding == saml.HTTPPostBinding {
+				acs = append(acs, e)
+			}
+		}
+		d.AssertionConsumerServices = acs
+	}
+	out, err := xml.MarshalIndent(md, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("saml %s: encode sp metadata: %w", p.cfg.ID, err)
+	}
+	return append([]byte(xml.Header), out...), nil
+}
+
+// setIdPMetadata makes md the metadata that logins use from now on.
+func (p *SAMLProvider) setIdPMetadata(md *saml.EntityDescriptor) {
+	sp := p.base
+	sp.IDPMetadata = md
+	p.current.Store(&sp)
+}
+
+// samlMappingFields are the profile fields attribute_mapping may name.
+var samlMappingFields = []string{"uid", "username", "email", "first_name", "last_name", "email_verified", "groups", "name"}
+
+func (c *Config) validateSAML() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.EntityID == "" {
+		bad("entity_id", "required (the IdP's entity id, the issuer of its assertions)")
+	}
+	switch {
+	case c.MetadataURL != "":
+		if err := checkHTTPURL("metadata_url", c.MetadataURL); err != nil {
+			errs = append(errs, err)
+		}
+		if c.X509Cert != "" {
+			bad("x509_cert", "not used with metadata_url: give either metadata_url or x509_cert and sso_url")
+		}
+		if c.SSOURL != "" {
+			bad("sso_url", "not used with metadata_url: give either metadata_url or x509_cert and sso_url")
+		}
+	case c.X509Cert == "" && c.SSOURL == "":
+		bad("metadata_url", "required unless x509_cert and sso_url are given")
+	default:
+		if c.X509Cert == "" {
+			bad("x509_cert", "required with sso_url (or give metadata_url instead)")
+		} else if _, err := parseCertificate(c.X509Cert); err != nil {
+			bad("x509_cert", "%v", err)
+		}
+		if c.SSOURL == "" {
+			bad("sso_url", "required with x509_cert (or give metadata_url instead)")
+		} else if err := checkHTTPURL("sso_url", c.SSOURL); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch {
+	case c.SPCertFile != "" && c.SPKeyFile == "":
+		bad("sp_key_file", "required with sp_cert_file")
+	case c.SPCertFile == "" && c.SPKeyFile != "":
+		bad("sp_cert_file", "required with sp_key_file")
+	case c.SPCertFile != "":
+		if _, _, err := loadSPKeyFiles(c.SPCertFile, c.SPKeyFile); err != nil {
+			bad("sp_cert_file", "%v", err)
+		}
+	}
+	fields := make([]string, 0, len(c.AttributeMapping))
+	for field := range c.AttributeMapping {
+		fields = append(fields, field)
+	}
+	sort.Strings(fields)
+	for _, field := range fields {
+		key := "attribute_mapping." + field
+		known := false
+		for _, f := range samlMappingFields {
+			known = known || f == field
+		}
+		if !known {
+			bad(key, "unknown profile field (want one of %s)", strings.Join(samlMappingFields, ", "))
+		}
+		if strings.TrimSpace(c.AttributeMapping[field]) == "" {
+			bad(key, "empty attribute name")
+		}
+	}
+	return errs
+}
+
+// checkHTTPURL is checkURL restricted to http and https.
+func checkHTTPURL(key, raw string) error {
+	if err := checkURL(key, raw, true); err != nil {
+		return err
+	}
+	if u, _ := url.Parse(raw); u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%s: must be an http or https URL: %q", key, raw)
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package idp
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/crewjam/saml"
+	xrv "github.com/mattermost/xml-roundtrip-validator"
+)
+
+// staticIdPMetadata builds IdP metadata from x509_cert and sso_url, for IdPs
+// configured without a metadata URL.
+func staticIdPMetadata(c Config) (*saml.EntityDescriptor, error) {
+	cert, err := parseCertificate(c.X509Cert)
+	if err != nil {
+		return nil, fmt.Errorf("x509_cert: %w", err)
+	}
+	return &saml.EntityDescriptor{
+		EntityID: c.EntityID,
+		IDPSSODescriptors: []saml.IDPSSODescriptor{{
+			SSODescriptor: saml.SSODescriptor{RoleDescriptor: saml.RoleDescriptor{
+				ProtocolSupportEnumeration: "urn:oasis:names:tc:SAML:2.0:protocol",
+				KeyDescriptors: []saml.KeyDescriptor{{
+					Use: "signing",
+					KeyInfo: saml.KeyInfo{X509Data: saml.X509Data{X509Certificates: []saml.X509Certificate{
+						{Data: base64.StdEncoding.EncodeToString(cert.Raw)},
+					}}},
+				}},
+			}},
+			SingleSignOnServices: []saml.Endpoint{{Binding: saml.HTTPRedirectBinding, Location: c.SSOURL}},
+		}},
+	}, nil
+}
+
+// refreshLoop fetches the IdP metadata again every timing.refresh, or every
+// timing.retry after a failure, until ctx ends. A failed fetch keeps the last
+// good copy.
+func (p *SAMLProvider) refreshLoop(ctx context.Context) {
+	for {
+		wait := p.timing.refresh
+		if p.lastErr.Load() != nil {
+			wait = p.timing.retry
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if err := p.refreshMetadata(ctx); err != nil {
+			if p.current.Load() != nil {
+				p.log.Warn("saml: refreshing IdP metadata failed; keeping the last good copy", "err", err)
+			} else {
+				p.log.Warn("saml: fetching IdP metadata failed", "err", err)
+			}
+		}
+	}
+}
+
+// refreshMetadata fetches metadata_url once and, if it is usable, makes it
+// current.
+func (p *SAMLProvider) refreshMetadata(ctx context.Context) error {
+	md, err := p.fetchMetadata(ctx)
+	if err != nil {
+		err = fmt.Errorf("saml %s: fetch metadata: %w", p.cfg.ID, err)
+		p.lastErr.Store(&err)
+		return err
+	}
+	p.setIdPMetadata(md)
+	p.lastErr.Store(nil)
+	return nil
+}
+
+func (p *SAMLProvider) fetchMetadata(ctx context.Context) (*saml.EntityDescriptor, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timing.fetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.cfg.MetadataURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %s", resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxMetadata+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxMetadata {
+		return nil, fmt.Errorf("larger than %d bytes", maxMetadata)
+	}
+	return parseIdPMetadata(data, p.cfg.EntityID)
+}
+
+// parseIdPMetadata finds the IdP entity entityID in an EntityDescriptor or a
+// federation's EntitiesDescriptor and checks it has what logins need.
+func parseIdPMetadata(data []byte, entityID string) (*saml.EntityDescriptor, error) {
+	if err := xrv.Validate(bytes.NewReader(data)); err != nil {
+		return nil, fmt.Errorf("invalid XML: %w", err)
+	}
+	var candidates []saml.EntityDescriptor
+	var one saml.EntityDescriptor
+	if err := xml.Unmarshal(data, &one); err == nil {
+		candidates = []saml.EntityDescriptor{one}
+	} else {
+		var many saml.EntitiesDescriptor
+		if err2 := xml.Unmarshal(data, &many); err2 != nil {
+			return nil, fmt.Errorf("neither EntityDescriptor nor EntitiesDescriptor: %w", err)
+		}
+		candidates = flattenEntities(&many)
+	}
+	var md *saml.EntityDescriptor
+	var ids []string
+	for i := range candidates {
+		if candidates[i].EntityID == entityID {
+			md = &candidates[i]
+			break
+		}
+		ids = append(ids, candidates[i].EntityID)
+	}
+	if md == nil {
+		return nil, fmt.Errorf("no entity %q in the metadata (found %q): check entity_id", entityID, ids)
+	}
+	if len(md.IDPSSODescriptors) == 0 {
+		return nil, fmt.Errorf("entity %q has no IDPSSODescriptor", entityID)
+	}
+	if !md.ValidUntil.IsZero() && md.ValidUntil.Before(time.Now()) {
+		return nil, fmt.Errorf("metadata expired at %s", md.ValidUntil.Format(time.RFC3339))
+	}
+	hasRedirect, hasCert := false, false
+	for _, d := range md.IDPSSODescriptors {
+		for _, e := range d.SingleSignOnServices {
+			hasRedirect = hasRedirect || (e.Binding == saml.HTTPRedirectBinding && e.Location != "")
+		}
+		for _, k := range d.KeyDescriptors {
+			if k.Use == "" || k.Use == "signing" {
+				hasCert = hasCert || len(k.KeyInfo.X509Data.X509Certificates) > 0
+			}
+		}
+	}
+	if !hasRedirect {
+		return nil, errors.New("the IdP offers no SingleSignOnService with the HTTP-Redirect binding")
+	}
+	if !hasCert {
+		return nil, errors.New("the IdP metadata has no signing certificate")
+	}
+	return md, nil
+}
+
+func flattenEntities(e *saml.EntitiesDescriptor) []saml.EntityDescriptor {
+	out := append([]saml.EntityDescriptor(nil), e.EntityDescriptors...)
+	for i := range e.EntitiesDescriptors {
+		out = append(out, flattenEntities(&e.EntitiesDescriptors[i])...)
+	}
+	return out
+}

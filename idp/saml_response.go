@@ -1,0 +1,154 @@
+package idp
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/beevik/etree"
+	"github.com/crewjam/saml"
+)
+
+const (
+	samlProtocolNS  = "urn:oasis:names:tc:SAML:2.0:protocol"
+	samlAssertionNS = "urn:oasis:names:tc:SAML:2.0:assertion"
+	bearerMethod    = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+)
+
+var errResponseTooLarge = fmt.Errorf("SAMLResponse larger than %d bytes", maxSAMLResponse)
+
+// decodeSAMLResponse turns the posted form value into response XML. The
+// HTTP-POST binding sends plain base64; a few IdPs deflate it as the Redirect
+// binding does, so a body that is not XML is inflated, under the same limit.
+func decodeSAMLResponse(form string) ([]byte, error) {
+	if form == "" {
+		return nil, errors.New("no SAMLResponse in the form")
+	}
+	// Checked before decoding so that a huge value costs nothing more;
+	// the slack allows for line breaks some IdPs put in the base64.
+	if len(form) > base64.StdEncoding.EncodedLen(maxSAMLResponse)*11/10 {
+		return nil, errResponseTooLarge
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(form), ""))
+	if err != nil {
+		return nil, fmt.Errorf("base64: %w", err)
+	}
+	if len(raw) > maxSAMLResponse {
+		return nil, errResponseTooLarge
+	}
+	if trimmed := bytes.TrimLeft(raw, " \t\r\n\ufeff"); len(trimmed) > 0 && trimmed[0] == '<' {
+		return raw, nil
+	}
+	inflated, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(raw)), maxSAMLResponse+1))
+	if err != nil {
+		return nil, fmt.Errorf("neither XML nor deflated XML: %w", err)
+	}
+	if len(inflated) > maxSAMLResponse {
+		return nil, fmt.Errorf("inflated %w", errResponseTooLarge)
+	}
+	return inflated, nil
+}
+
+// inspectResponse refuses shapes that crewjam/saml would accept but that
+// carry known attacks: more than one assertion (signature wrapping: crewjam
+// returns the first that verifies, wherever the others hide), and XML
+// comments (exclusive canonicalization drops them, so a comment can split a
+// signed NameID such as alice@example.com<!---->.evil.com without breaking
+// the signature).
+func inspectResponse(data []byte) error {
+	doc := etree.NewDocument()
+	if err := doc.ReadFromBytes(data); err != nil {
+		return fmt.Errorf("parse XML: %w", err)
+	}
+	root := doc.Root()
+	if root == nil || root.Tag != "Response" || root.NamespaceURI() != samlProtocolNS {
+		return errors.New("root element is not a SAML 2.0 Response")
+	}
+	assertions := 0
+	var walk func(el *etree.Element) error
+	walk = func(el *etree.Element) error {
+		if el.NamespaceURI() == samlAssertionNS && (el.Tag == "Assertion" || el.Tag == "EncryptedAssertion") {
+			assertions++
+		}
+		for _, tok := range el.Child {
+			switch t := tok.(type) {
+			case *etree.Comment:
+				return fmt.Errorf("XML comment inside <%s>: refused, comments can alter signed values", el.Tag)
+			case *etree.Element:
+				if err := walk(t); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk(root); err != nil {
+		return err
+	}
+	if assertions != 1 {
+		return fmt.Errorf("response carries %d assertions, want exactly 1", assertions)
+	}
+	return nil
+}
+
+// parseAssertion runs crewjam/saml's checks: signatures against the IdP's
+// certificates, issuer, destination, InResponseTo, recipient, audience and
+// validity times (MaxClockSkew, 180 s, of leeway).
+func parseAssertion(sp *saml.ServiceProvider, data []byte, requestIDs []string, acs url.URL) (a *saml.Assertion, err error) {
+	defer func() {
+		// crewjam dereferences Subject and Conditions unchecked; a signed
+		// assertion without them is malformed, not a reason to crash.
+		if r := recover(); r != nil {
+			a, err = nil, fmt.Errorf("malformed assertion: %v", r)
+		}
+	}()
+	a, err = sp.ParseXMLResponse(data, requestIDs, acs)
+	if err != nil {
+		// InvalidResponseError hides the reason behind a fixed message.
+		var ire *saml.InvalidResponseError
+		if errors.As(err, &ire) && ire.PrivateErr != nil {
+			return nil, ire.PrivateErr
+		}
+		return nil, err
+	}
+	return a, nil
+}
+
+// checkBearer requires what the Web Browser SSO profile requires and crewjam
+// does not: a subject with a bearer confirmation (crewjam checks recipient
+// and InResponseTo only on the confirmations present, so none would pass).
+func checkBearer(a *saml.Assertion) error {
+	if a.Subject == nil {
+		return errors.New("assertion has no Subject")
+	}
+	if len(a.Subject.SubjectConfirmations) == 0 {
+		return errors.New("assertion has no SubjectConfirmation")
+	}
+	for _, sc := range a.Subject.SubjectConfirmations {
+		if sc.Method != bearerMethod || sc.SubjectConfirmationData == nil {
+			return fmt.Errorf("SubjectConfirmation method %q, want bearer with data", sc.Method)
+		}
+	}
+	if a.Conditions == nil {
+		return errors.New("assertion has no Conditions")
+	}
+	return nil
+}
+
+// replayExpiry is when an assertion stops being acceptable, so the replay
+// cache can forget it: its latest NotOnOrAfter plus the clock skew allowed.
+func replayExpiry(a *saml.Assertion) time.Time {
+	t := a.Conditions.NotOnOrAfter
+	for _, sc := range a.Subject.SubjectConfirmations {
+		if d := sc.SubjectConfirmationData; d != nil && d.NotOnOrAfter.After(t) {
+			t = d.NotOnOrAfter
+		}
+	}
+	return t.Add(saml.MaxClockSkew)
+}
