@@ -78,6 +78,9 @@ type Options struct {
 	// HTTPClient reaches the IdP (discovery, tokens, metadata).
 	HTTPClient *http.Client
 	Logger     *slog.Logger
+	// PKCE sends a PKCE S256 challenge with every OIDC and OAuth2 login
+	// (sso.enable_pkce).
+	PKCE bool
 }
 
 // CallbackURL is the absolute URL of one of this provider's endpoints under the

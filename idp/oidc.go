@@ -2,12 +2,439 @@ package idp
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
 )
 
-// placeholder until the OIDC provider lands.
-func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {
-	return nil, errors.New("OIDC: not implemented yet")
+// Discovery retries start after this delay and double up to the maximum.
+const (
+	discoveryFirstRetry = time.Second
+	discoveryMaxRetry   = time.Minute
+	discoveryTimeout    = 30 * time.Second
+)
+
+// Token auth methods a client may use at the token endpoint.
+const (
+	ClientSecretBasic = "client_secret_basic"
+	ClientSecretPost  = "client_secret_post"
+)
+
+// CallbackError is what the IdP sent to the callback instead of a code
+// (RFC 6749 section 4.1.2.1), e.g. access_denied when the user cancelled.
+// Both fields come from the query string: untrusted text, to be escaped.
+type CallbackError struct {
+	// Code is the error parameter, e.g. "access_denied".
+	Code string
+	// Description is error_description, for logs rather than pages.
+	Description string
 }
 
-func (c *Config) validateOIDC() []error { return nil }
+func (e *CallbackError) Error() string {
+	if e.Description == "" {
+		return fmt.Sprintf("idp answered error %q", e.Code)
+	}
+	return fmt.Sprintf("idp answered error %q (%q)", e.Code, e.Description)
+}
+
+// oidcProvider logs users in with OpenID Connect (discovered from server_url)
+// or with plain OAuth2 (endpoints configured, profile from userinfo).
+type oidcProvider struct {
+	cfg      Config
+	client   *http.Client
+	pkce     bool
+	mapping  map[string]string
+	redirect string
+	log      *slog.Logger
+
+	mu sync.RWMutex
+	// oauth is nil until discovery succeeded.
+	oauth    *oauth2.Config
+	provider *oidc.Provider
+	verifier *oidc.IDTokenVerifier
+	issuer   string
+	// notReady says why oauth is still nil.
+	notReady error
+}
+
+func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {
+	p := &oidcProvider{
+		cfg:      c,
+		client:   o.HTTPClient,
+		pkce:     o.PKCE,
+		mapping:  claimMapping(c.Claims),
+		redirect: o.CallbackURL("oidc", c.ID, "callback"),
+		log:      o.Logger,
+		notReady: errors.New("discovery has not finished yet"),
+	}
+	if p.client == nil {
+		p.client = &http.Client{Timeout: discoveryTimeout}
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	p.log = p.log.With("idp", c.ID)
+
+	if c.Protocol == OAuth2 {
+		// Plain OAuth2 has nothing to discover: the endpoints are configured.
+		p.oauth = p.oauthConfig(oauth2.Endpoint{AuthURL: c.AuthURL, TokenURL: c.TokenURL})
+		p.notReady = nil
+		return p, nil
+	}
+	go p.discoverLoop(ctx)
+	return p, nil
+}
+
+// oauthConfig builds the client side of the code flow for endpoint.
+func (p *oidcProvider) oauthConfig(endpoint oauth2.Endpoint) *oauth2.Config {
+	switch {
+	case p.cfg.TokenAuthMethod == ClientSecretPost || p.cfg.ClientSecret == "":
+		// A public client has no secret to put in a Basic header; it sends
+		// client_id in the body.
+		endpoint.AuthStyle = oauth2.AuthStyleInParams
+	default:
+		endpoint.AuthStyle = oauth2.AuthStyleInHeader
+	}
+	scopes := p.cfg.Scopes
+	if len(scopes) == 0 {
+		scopes = []string{oidc.ScopeOpenID, "email", "profile"}
+		if p.cfg.Protocol == OAuth2 {
+			scopes = nil
+		}
+	}
+	return &oauth2.Config{
+		ClientID:     p.cfg.ClientID,
+		ClientSecret: p.cfg.ClientSecret,
+		Endpoint:     endpoint,
+		RedirectURL:  p.redirect,
+		Scopes:       scopes,
+	}
+}
+
+// discoverLoop keeps trying discovery until it succeeds or ctx ends, so a
+// proxy can start while its IdP is still down.
+func (p *oidcProvider) discoverLoop(ctx context.Context) {
+	delay := discoveryFirstRetry
+	for {
+		err := p.discover(ctx)
+		if err == nil {
+			p.log.Info("oidc discovery succeeded", "issuer", p.issuer)
+			return
+		}
+		p.mu.Lock()
+		p.notReady = err
+		p.mu.Unlock()
+		p.log.Warn("oidc discovery failed; retrying", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, discoveryMaxRetry)
+	}
+}
+
+func (p *oidcProvider) discover(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, p.client), discoveryTimeout)
+	defer cancel()
+	provider, err := oidc.NewProvider(ctx, p.cfg.ServerURL)
+	var mismatch *oidc.IssuerMismatchError
+	if errors.As(err, &mismatch) &&
+		strings.TrimSuffix(mismatch.Discovered, "/") == strings.TrimSuffix(mismatch.Provided, "/") {
+		// server_url was written with or without the trailing slash that the
+		// issuer has; the issuer's own spelling is what ID tokens carry.
+		provider, err = oidc.NewProvider(ctx, mismatch.Discovered)
+	}
+	if err != nil {
+		return fmt.Errorf("oidc %s: discover %s: %w", p.cfg.ID, p.cfg.ServerURL, err)
+	}
+	var meta struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := provider.Claims(&meta); err != nil {
+		return fmt.Errorf("oidc %s: read discovery document: %w", p.cfg.ID, err)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.provider = provider
+	p.issuer = meta.Issuer
+	p.verifier = provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
+	p.oauth = p.oauthConfig(provider.Endpoint())
+	p.notReady = nil
+	return nil
+}
+
+// Ready reports nil once the IdP's endpoints are known.
+func (p *oidcProvider) Ready() error {
+	_, err := p.current()
+	return err
+}
+
+// discovered is a consistent view of what discovery found.
+type discovered struct {
+	oauth    *oauth2.Config
+	provider *oidc.Provider
+	verifier *oidc.IDTokenVerifier
+	issuer   string
+}
+
+func (p *oidcProvider) current() (discovered, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.oauth == nil {
+		return discovered{}, fmt.Errorf("oidc %s: %w: %w", p.cfg.ID, ErrNotReady, p.notReady)
+	}
+	return discovered{oauth: p.oauth, provider: p.provider, verifier: p.verifier, issuer: p.issuer}, nil
+}
+
+// LoginURL sets f's nonce (OIDC) and PKCE verifier (when enabled) and returns
+// the IdP's authorization URL carrying f.State.
+func (p *oidcProvider) LoginURL(f *Flow) (string, error) {
+	d, err := p.current()
+	if err != nil {
+		return "", err
+	}
+	if f.State == "" {
+		return "", fmt.Errorf("oidc %s: login url: flow has no state", p.cfg.ID)
+	}
+	f.IdP = p.cfg.ID
+	var opts []oauth2.AuthCodeOption
+	if p.cfg.Protocol == OIDC {
+		f.Nonce = rand.Text()
+		opts = append(opts, oidc.Nonce(f.Nonce))
+	}
+	if p.pkce {
+		f.Verifier = oauth2.GenerateVerifier()
+		opts = append(opts, oauth2.S256ChallengeOption(f.Verifier))
+	}
+	return d.oauth.AuthCodeURL(f.State, opts...), nil
+}
+
+// Complete checks the callback request r against f, redeems the code and
+// returns the user's profile and the tokens to keep.
+func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, error) {
+	id := p.cfg.ID
+	d, err := p.current()
+	if err != nil {
+		return nil, nil, err
+	}
+	q := r.URL.Query()
+	// The state is checked first: an answer that does not belong to this
+	// browser's login is refused whatever it says.
+	if f.State == "" || subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(f.State)) != 1 {
+		return nil, nil, fmt.Errorf("oidc %s: callback: state does not match the login", id)
+	}
+	if f.IdP != "" && f.IdP != id {
+		return nil, nil, fmt.Errorf("oidc %s: callback: login was started at %q", id, f.IdP)
+	}
+	if iss := q.Get("iss"); iss != "" && d.issuer != "" && iss != d.issuer {
+		// RFC 9207: an answer naming another issuer is a mix-up attack.
+		return nil, nil, fmt.Errorf("oidc %s: callback: answer from issuer %q, want %q", id, iss, d.issuer)
+	}
+	if code := q.Get("error"); code != "" {
+		return nil, nil, fmt.Errorf("oidc %s: callback: %w", id, &CallbackError{
+			Code:        truncate(code, 64),
+			Description: truncate(q.Get("error_description"), 256),
+		})
+	}
+	code := q.Get("code")
+	if code == "" {
+		return nil, nil, fmt.Errorf("oidc %s: callback: no code", id)
+	}
+
+	ctx := oidc.ClientContext(r.Context(), p.client)
+	var opts []oauth2.AuthCodeOption
+	if f.Verifier != "" {
+		opts = append(opts, oauth2.VerifierOption(f.Verifier))
+	}
+	token, err := d.oauth.Exchange(ctx, code, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("oidc %s: exchange code: %w", id, err)
+	}
+	tokens := &Tokens{RefreshToken: token.RefreshToken}
+	if !token.Expiry.IsZero() {
+		tokens.Expiry = token.Expiry.Unix()
+	}
+
+	var claims map[string]any
+	if p.cfg.Protocol == OAuth2 {
+		claims, err = p.oauth2Claims(ctx, token)
+	} else {
+		claims, tokens.IDToken, err = p.oidcClaims(ctx, d, token, f)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	profile := profileFromClaims(id, claims, p.mapping)
+	if profile.Sub == "" {
+		return nil, nil, fmt.Errorf("oidc %s: map claims: no subject in claim %q", id, p.mapping["sub"])
+	}
+	return profile, tokens, nil
+}
+
+// oidcClaims verifies the ID token in token and returns its claims, merged
+// with userinfo's when the ID token lacks some mapped claim.
+func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oauth2.Token, f *Flow) (map[string]any, string, error) {
+	id := p.cfg.ID
+	raw, _ := token.Extra("id_token").(string)
+	if raw == "" {
+		return nil, "", fmt.Errorf("oidc %s: exchange code: token response has no id_token", id)
+	}
+	idToken, err := d.verifier.Verify(ctx, raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("oidc %s: verify id token: %w", id, err)
+	}
+	if f.Nonce == "" || subtle.ConstantTimeCompare([]byte(idToken.Nonce), []byte(f.Nonce)) != 1 {
+		return nil, "", fmt.Errorf("oidc %s: verify id token: nonce does not match the login", id)
+	}
+	if idToken.AccessTokenHash != "" {
+		if err := idToken.VerifyAccessToken(token.AccessToken); err != nil {
+			return nil, "", fmt.Errorf("oidc %s: verify id token: %w", id, err)
+		}
+	}
+	claims := map[string]any{}
+	if err := idToken.Claims(&claims); err != nil {
+		return nil, "", fmt.Errorf("oidc %s: read id token claims: %w", id, err)
+	}
+	if !p.lacksClaims(claims) || d.provider.UserInfoEndpoint() == "" {
+		return claims, raw, nil
+	}
+
+	// Conforming IdPs keep the ID token small when an access token is issued,
+	// and release the rest at userinfo.
+	info, err := d.provider.UserInfo(ctx, oauth2.StaticTokenSource(token))
+	if err != nil {
+		return nil, "", fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
+	}
+	if info.Subject != idToken.Subject {
+		// OIDC Core 5.3.2: a userinfo answer about someone else must not be used.
+		return nil, "", fmt.Errorf("oidc %s: fetch userinfo: subject %q is not the id token's %q", id, info.Subject, idToken.Subject)
+	}
+	extra := map[string]any{}
+	if err := info.Claims(&extra); err != nil {
+		return nil, "", fmt.Errorf("oidc %s: read userinfo claims: %w", id, err)
+	}
+	for k, v := range extra {
+		// The signed ID token wins over userinfo.
+		if _, ok := claims[k]; !ok {
+			claims[k] = v
+		}
+	}
+	return claims, raw, nil
+}
+
+// lacksClaims reports whether a mapped profile field has no claim in claims.
+func (p *oidcProvider) lacksClaims(claims map[string]any) bool {
+	for _, field := range slices.Sorted(maps.Keys(p.mapping)) {
+		if _, ok := lookupClaim(claims, p.mapping[field]); !ok {
+			return true
+		}
+	}
+	return false
+}
+
+// oauth2Claims fetches the user from the configured userinfo URL. With no
+// sub claim configured, a missing "sub" falls back to "id" (GitHub, Gitea).
+func (p *oidcProvider) oauth2Claims(ctx context.Context, token *oauth2.Token) (map[string]any, error) {
+	id := p.cfg.ID
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.cfg.UserinfoURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	token.SetAuthHeader(req)
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("oidc %s: fetch userinfo: %s: %s", id, resp.Status, truncate(string(body), 200))
+	}
+	claims := map[string]any{}
+	if err := json.Unmarshal(body, &claims); err != nil {
+		return nil, fmt.Errorf("oidc %s: decode userinfo: %w", id, err)
+	}
+	if _, configured := p.cfg.Claims["sub"]; !configured {
+		if _, ok := claims["sub"]; !ok {
+			if v, ok := claims["id"]; ok {
+				claims["sub"] = claimText(v)
+			}
+		}
+	}
+	return claims, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// validateOIDC checks the keys OIDC and OAUTH2 entries use.
+func (c *Config) validateOIDC() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	checkHTTP := func(key, raw string, required bool) {
+		if raw == "" {
+			if required {
+				bad(key, "required")
+			}
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			bad(key, "not an absolute http(s) URL: %q", raw)
+		}
+	}
+
+	if c.Protocol == OAuth2 {
+		checkHTTP("auth_url", c.AuthURL, true)
+		checkHTTP("token_url", c.TokenURL, true)
+		checkHTTP("userinfo_url", c.UserinfoURL, true)
+	} else {
+		// A preset knows its IdP's server URL.
+		checkHTTP("server_url", c.ServerURL, c.Preset == "")
+		if len(c.Scopes) > 0 && !slices.Contains(c.Scopes, oidc.ScopeOpenID) {
+			bad("scopes", "must include openid for protocol OIDC")
+		}
+	}
+	if c.ClientID == "" {
+		bad("client_id", "required")
+	}
+	switch c.TokenAuthMethod {
+	case "", ClientSecretBasic, ClientSecretPost:
+	default:
+		bad("token_auth_method", "unknown method %q (want %s or %s)", c.TokenAuthMethod, ClientSecretBasic, ClientSecretPost)
+	}
+	for _, field := range slices.Sorted(maps.Keys(c.Claims)) {
+		if _, ok := defaultClaims[field]; !ok {
+			bad("claims."+field, "unknown profile field (want one of %s)", profileFields())
+		} else if c.Claims[field] == "" {
+			bad("claims."+field, "empty claim name")
+		}
+	}
+	return errs
+}

@@ -1,0 +1,157 @@
+package idp
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// defaultClaims says which claim fills each profile field when the IdP entry's
+// claims map does not name one. Its keys are every profile field a claims map
+// may set.
+var defaultClaims = map[string]string{
+	"sub":            "sub",
+	"email":          "email",
+	"email_verified": "email_verified",
+	"username":       "preferred_username",
+	"first_name":     "given_name",
+	"last_name":      "family_name",
+	"name":           "name",
+	"groups":         "groups",
+}
+
+// profileFields lists defaultClaims' keys in a stable order, for messages.
+func profileFields() string {
+	keys := make([]string, 0, len(defaultClaims))
+	for k := range defaultClaims {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}
+
+// claimMapping is the defaults overridden by the configured claims map
+// (profile field -> claim name or dotted path).
+func claimMapping(configured map[string]string) map[string]string {
+	m := make(map[string]string, len(defaultClaims))
+	for field, claim := range defaultClaims {
+		m[field] = claim
+	}
+	for field, claim := range configured {
+		if claim != "" {
+			m[field] = claim
+		}
+	}
+	return m
+}
+
+// profileFromClaims fills a profile from claims through mapping (as built by
+// claimMapping). Groups may be a list, or a string holding exactly one group
+// (no splitting on commas or spaces: group names may contain both).
+// email_verified may be a boolean or the string "true". The profile's Claims
+// are all of claims.
+func profileFromClaims(idpID string, claims map[string]any, mapping map[string]string) *Profile {
+	text := func(field string) string {
+		v, _ := lookupClaim(claims, mapping[field])
+		return claimText(v)
+	}
+	verified, _ := lookupClaim(claims, mapping["email_verified"])
+	groups, _ := lookupClaim(claims, mapping["groups"])
+	return &Profile{
+		IdP:           idpID,
+		Sub:           text("sub"),
+		Email:         text("email"),
+		EmailVerified: claimBool(verified),
+		Username:      text("username"),
+		FirstName:     text("first_name"),
+		LastName:      text("last_name"),
+		Name:          text("name"),
+		Groups:        claimList(groups),
+		Claims:        claims,
+	}
+}
+
+// lookupClaim finds a claim by its name or, failing that, by a dotted path
+// into nested objects ("realm_access.roles"). The whole name is tried first
+// because real claim names contain dots ("https://example.com/roles").
+func lookupClaim(claims map[string]any, path string) (any, bool) {
+	if path == "" {
+		return nil, false
+	}
+	if v, ok := claims[path]; ok {
+		return v, true
+	}
+	var cur any = claims
+	for part := range strings.SplitSeq(path, ".") {
+		obj, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = obj[part]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// claimText reads a claim as text; numbers (GitHub's numeric user id) are
+// written without exponent, other kinds read as empty.
+func claimText(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case int:
+		return strconv.Itoa(v)
+	case bool:
+		return strconv.FormatBool(v)
+	case fmt.Stringer:
+		// json.Number, when a decoder used UseNumber.
+		return v.String()
+	}
+	return ""
+}
+
+// claimBool reads a boolean claim, accepting the string "true" (any case)
+// that some IdPs send.
+func claimBool(v any) bool {
+	switch v := v.(type) {
+	case bool:
+		return v
+	case string:
+		return strings.EqualFold(strings.TrimSpace(v), "true")
+	}
+	return false
+}
+
+// claimList reads a list claim: a JSON array of scalars, or one string as a
+// single element. Empty elements are dropped.
+func claimList(v any) []string {
+	switch v := v.(type) {
+	case string:
+		if v = strings.TrimSpace(v); v != "" {
+			return []string{v}
+		}
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, e := range v {
+			if s := claimText(e); s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	case []string:
+		out := make([]string, 0, len(v))
+		for _, s := range v {
+			if s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}

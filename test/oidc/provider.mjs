@@ -1,0 +1,322 @@
+// A real OpenID Connect provider (npm oidc-provider v9) for portcullis tests.
+//
+//   node test/oidc/provider.mjs [--port 0] [--client-id ID] [--client-secret S]
+//        [--redirect-uri URI]... [--conform-id-token-claims true|false]
+//        [--auth-method client_secret_basic|client_secret_post]
+//        [--pkce-required true|false] [--users FILE.json] [--jwks FILE.json]
+//        [--post-logout-redirect-uri URI]... [--backchannel-logout-uri URI]
+//        [--watch-stdin]
+//
+// Every flag also reads from the environment (OIDC_PORT, OIDC_CLIENT_ID,
+// OIDC_CLIENT_SECRET, OIDC_REDIRECT_URIS comma separated,
+// OIDC_CONFORM_ID_TOKEN_CLAIMS, OIDC_AUTH_METHOD, OIDC_PKCE_REQUIRED,
+// OIDC_USERS, OIDC_JWKS). Once it listens it prints exactly one line to
+// stdout, "READY http://127.0.0.1:PORT"; everything else goes to stderr.
+//
+// Users: alice/alice-pw (groups cvat-admins, annotators) and bob/bob-pw
+// (annotators), plus those in --users: a JSON object keyed by username whose
+// values hold "password" and claims (email, email_verified, name, given_name,
+// family_name, groups, and any other key, which is released with the profile
+// scope). A user given there replaces a built-in one of the same name.
+//
+// Logins go through a plain HTML form at /interaction/:uid (fields username,
+// password; a submit named "abort" cancels with access_denied). Consent is
+// never asked: every requested scope is granted. The token endpoint insists on
+// the registered client authentication method (Basic header or body).
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+
+import Provider from 'oidc-provider';
+
+const env = process.env;
+const { values: args } = parseArgs({
+  options: {
+    host: { type: 'string', default: env.OIDC_HOST || '127.0.0.1' },
+    port: { type: 'string', default: env.OIDC_PORT || '0' },
+    'client-id': { type: 'string', default: env.OIDC_CLIENT_ID ?? 'portcullis' },
+    'client-secret': { type: 'string', default: env.OIDC_CLIENT_SECRET ?? 'portcullis-secret' },
+    'redirect-uri': { type: 'string', multiple: true, default: splitList(env.OIDC_REDIRECT_URIS) },
+    'post-logout-redirect-uri': { type: 'string', multiple: true, default: splitList(env.OIDC_POST_LOGOUT_REDIRECT_URIS) },
+    'backchannel-logout-uri': { type: 'string', default: env.OIDC_BACKCHANNEL_LOGOUT_URI || '' },
+    'conform-id-token-claims': { type: 'string', default: env.OIDC_CONFORM_ID_TOKEN_CLAIMS || 'true' },
+    'auth-method': { type: 'string', default: env.OIDC_AUTH_METHOD || 'client_secret_basic' },
+    'pkce-required': { type: 'string', default: env.OIDC_PKCE_REQUIRED || 'false' },
+    users: { type: 'string', default: env.OIDC_USERS || '' },
+    jwks: { type: 'string', default: env.OIDC_JWKS || '' },
+    'watch-stdin': { type: 'boolean', default: false },
+  },
+});
+
+function splitList(s) {
+  return s ? s.split(',').map((x) => x.trim()).filter(Boolean) : [];
+}
+
+function flag(name) {
+  const v = String(args[name]).toLowerCase();
+  if (v !== 'true' && v !== 'false') {
+    fail(`--${name} must be true or false, got ${args[name]}`);
+  }
+  return v === 'true';
+}
+
+function fail(msg) {
+  console.error(`provider.mjs: ${msg}`);
+  process.exit(2);
+}
+
+// Users and the claims they release. sub is the username.
+const users = {
+  alice: {
+    password: 'alice-pw',
+    email: 'alice@example.com',
+    email_verified: true,
+    name: 'Alice Admin',
+    given_name: 'Alice',
+    family_name: 'Admin',
+    groups: ['cvat-admins', 'annotators'],
+  },
+  bob: {
+    password: 'bob-pw',
+    email: 'bob@example.com',
+    email_verified: true,
+    name: 'Bob Builder',
+    given_name: 'Bob',
+    family_name: 'Builder',
+    groups: ['annotators'],
+  },
+};
+if (args.users) {
+  Object.assign(users, JSON.parse(fs.readFileSync(args.users, 'utf8')));
+}
+
+const standardClaims = {
+  openid: ['sub'],
+  email: ['email', 'email_verified'],
+  profile: ['preferred_username', 'name', 'given_name', 'family_name'],
+  groups: ['groups'],
+};
+// Any other claim a user carries is released with the profile scope, so tests
+// can exercise custom and nested claims.
+const known = new Set(['password', 'sub', ...Object.values(standardClaims).flat()]);
+for (const user of Object.values(users)) {
+  for (const key of Object.keys(user)) {
+    if (!known.has(key)) {
+      known.add(key);
+      standardClaims.profile.push(key);
+    }
+  }
+}
+
+// Signing keys: kept in --jwks across restarts, so tokens issued before a
+// restart still verify.
+function loadKeys(file) {
+  if (file && fs.existsSync(file)) {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  }
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'RS256' };
+  const jwks = { keys: [jwk] };
+  if (file) {
+    fs.writeFileSync(file, JSON.stringify(jwks), { mode: 0o600 });
+  }
+  return jwks;
+}
+
+const authMethod = args['client-secret'] === '' ? 'none' : args['auth-method'];
+if (!['client_secret_basic', 'client_secret_post', 'none'].includes(authMethod)) {
+  fail(`--auth-method must be client_secret_basic or client_secret_post, got ${authMethod}`);
+}
+const pkceRequired = flag('pkce-required');
+const conformIdTokenClaims = flag('conform-id-token-claims');
+
+const client = {
+  client_id: args['client-id'],
+  redirect_uris: args['redirect-uri'],
+  post_logout_redirect_uris: args['post-logout-redirect-uri'],
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  token_endpoint_auth_method: authMethod,
+};
+if (authMethod !== 'none') {
+  client.client_secret = args['client-secret'];
+}
+if (args['backchannel-logout-uri']) {
+  client.backchannel_logout_uri = args['backchannel-logout-uri'];
+  client.backchannel_logout_session_required = true;
+}
+if (client.redirect_uris.length === 0) {
+  fail('at least one --redirect-uri is required');
+}
+
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function loginPage(uid, error, username = '') {
+  return `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Test IdP login</title></head>
+<body>
+<h1>Test IdP</h1>
+${error ? `<p class="error">${esc(error)}</p>` : ''}
+<form method="post" action="/interaction/${esc(uid)}" autocomplete="off">
+<input type="text" name="username" value="${esc(username)}" placeholder="username" autofocus>
+<input type="password" name="password" placeholder="password">
+<button type="submit" name="login" value="yes">Sign in</button>
+<button type="submit" name="abort" value="yes">Cancel</button>
+</form>
+</body></html>`;
+}
+
+function send(res, status, body) {
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'text/html; charset=utf-8');
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(body);
+}
+
+async function readForm(req) {
+  let body = '';
+  for await (const chunk of req) {
+    body += chunk;
+    if (body.length > 64 * 1024) throw new Error('form too large');
+  }
+  return new URLSearchParams(body);
+}
+
+// ensureGrant grants everything the client asked for, so consent is never shown.
+async function ensureGrant(provider, grantId, accountId, clientId, scope, claims) {
+  const grant = (grantId && await provider.Grant.find(grantId))
+    || new provider.Grant({ accountId, clientId });
+  if (scope) grant.addOIDCScope(scope);
+  if (claims?.length) grant.addOIDCClaims(claims);
+  await grant.save();
+  return grant;
+}
+
+async function interaction(provider, req, res, uid) {
+  const details = await provider.interactionDetails(req, res);
+  if (details.uid !== uid) {
+    return send(res, 400, 'interaction mismatch');
+  }
+  const { prompt, params, session } = details;
+
+  if (prompt.name === 'consent') {
+    // Only reached with prompt=consent (e.g. for offline_access).
+    const grant = await ensureGrant(provider, details.grantId, session.accountId, params.client_id, params.scope,
+      prompt.details.missingOIDCClaims);
+    return provider.interactionFinished(req, res, { consent: { grantId: grant.jti } }, { mergeWithLastSubmission: true });
+  }
+
+  if (req.method === 'GET') {
+    return send(res, 200, loginPage(uid));
+  }
+  const form = await readForm(req);
+  if (form.has('abort')) {
+    return provider.interactionFinished(req, res, {
+      error: 'access_denied',
+      error_description: 'End-User aborted interaction',
+    }, { mergeWithLastSubmission: false });
+  }
+  const username = form.get('username') || '';
+  const user = Object.hasOwn(users, username) ? users[username] : undefined;
+  if (!user || user.password !== form.get('password')) {
+    return send(res, 200, loginPage(uid, 'Invalid username or password.', username));
+  }
+  return provider.interactionFinished(req, res, { login: { accountId: username } }, { mergeWithLastSubmission: false });
+}
+
+let provider;
+const server = http.createServer(async (req, res) => {
+  const m = /^\/interaction\/([A-Za-z0-9_-]+)$/.exec(new URL(req.url, 'http://x').pathname);
+  if (!m) {
+    return provider.callback()(req, res);
+  }
+  try {
+    await interaction(provider, req, res, m[1]);
+  } catch (err) {
+    console.error('interaction:', err);
+    if (!res.headersSent) send(res, 400, esc(err.message));
+  }
+});
+
+server.listen(Number(args.port), args.host, () => {
+  const { port } = server.address();
+  const issuer = `http://${args.host}:${port}`;
+  provider = new Provider(issuer, {
+    clients: [client],
+    jwks: loadKeys(args.jwks),
+    cookies: {
+      keys: [crypto.randomBytes(32).toString('base64')],
+    },
+    claims: standardClaims,
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+    conformIdTokenClaims,
+    async findAccount(ctx, sub) {
+      const user = Object.hasOwn(users, sub) ? users[sub] : undefined;
+      if (!user) return undefined;
+      return {
+        accountId: sub,
+        async claims() {
+          const { password, ...claims } = user;
+          return { preferred_username: sub, ...claims, sub: user.sub || sub };
+        },
+      };
+    },
+    async loadExistingGrant(ctx) {
+      const { oidc } = ctx;
+      const grantId = oidc.result?.consent?.grantId || oidc.session.grantIdFor(oidc.client.clientId);
+      return ensureGrant(oidc.provider, grantId, oidc.session.accountId, oidc.client.clientId,
+        oidc.params.scope, [...(oidc.requestParamClaims || [])]);
+    },
+    pkce: { required: () => pkceRequired },
+    rotateRefreshToken: true,
+    features: {
+      devInteractions: { enabled: false },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          ctx.body = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>Logout</title></head><body>
+${form}
+<button type="submit" form="op.logoutForm" name="logout" value="yes">Yes, sign me out</button>
+<button type="submit" form="op.logoutForm">No, stay signed in</button>
+</body></html>`;
+        },
+        async postLogoutSuccessSource(ctx) {
+          ctx.body = '<!DOCTYPE html><html><body><h1>Signed out</h1></body></html>';
+        },
+      },
+      backchannelLogout: { enabled: true },
+    },
+    renderError(ctx, out) {
+      ctx.type = 'html';
+      ctx.body = `<!DOCTYPE html><html><body><h1>Error</h1><pre>${esc(JSON.stringify(out))}</pre></body></html>`;
+    },
+  });
+  // oidc-provider takes client_secret_basic and client_secret_post as one
+  // another; some real IdPs do not, and tests must be able to tell them apart.
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === '/token' && authMethod !== 'none') {
+      const basic = ctx.get('authorization') !== '';
+      if (basic !== (authMethod === 'client_secret_basic')) {
+        ctx.status = 401;
+        ctx.body = { error: 'invalid_client', error_description: `client must authenticate with ${authMethod}` };
+        return;
+      }
+    }
+    await next();
+  });
+  provider.on('server_error', (ctx, err) => console.error('server_error:', err));
+  console.log(`READY ${issuer}`);
+});
+
+// With --watch-stdin the provider exits when its parent (a Go test) goes away
+// and its end of the pipe closes.
+if (args['watch-stdin']) {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => process.exit(0));
+}

@@ -1,0 +1,417 @@
+// Package oidcserver runs a real OpenID Connect provider (test/oidc/provider.mjs,
+// npm oidc-provider v9) for tests, and drives its login form like a browser.
+//
+// The provider knows two users: alice (password alice-pw, alice@example.com,
+// groups cvat-admins and annotators) and bob (bob-pw, bob@example.com, group
+// annotators). It releases the scopes openid, email, profile, groups and
+// offline_access; refresh tokens need prompt=consent with offline_access, as
+// the OpenID Connect spec asks, and are rotated on use.
+package oidcserver
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Built-in users and their passwords.
+const (
+	Alice         = "alice"
+	AlicePassword = "alice-pw"
+	Bob           = "bob"
+	BobPassword   = "bob-pw"
+)
+
+// Options configure the provider and its one client.
+type Options struct {
+	// Port to listen on at 127.0.0.1; 0 picks a free one.
+	Port int
+	// ClientID defaults to "portcullis".
+	ClientID string
+	// ClientSecret defaults to "portcullis-secret"; set PublicClient for none.
+	ClientSecret string
+	// PublicClient registers the client with no secret
+	// (token_endpoint_auth_method none, which implies PKCE).
+	PublicClient bool
+	// RedirectURIs the client may use; at least one is required.
+	RedirectURIs []string
+	// PostLogoutRedirectURIs the client may use at the end_session endpoint.
+	PostLogoutRedirectURIs []string
+	// BackchannelLogoutURI, when set, receives logout tokens.
+	BackchannelLogoutURI string
+	// ConformIDTokenClaims keeps the ID token down to sub and protocol claims,
+	// so that email, groups and the like come only from userinfo
+	// (oidc-provider's default). The zero value puts them in the ID token too.
+	ConformIDTokenClaims bool
+	// AuthMethod is client_secret_basic (default) or client_secret_post.
+	AuthMethod string
+	// PKCERequired refuses authorization requests without a code challenge.
+	PKCERequired bool
+	// ExtraUsers are added to (or replace) the built-in users.
+	ExtraUsers map[string]User
+}
+
+// User is one account at the provider. Extra claims may hold anything that
+// marshals to JSON (nested objects, a string instead of a list of groups);
+// they are released with the profile scope.
+type User struct {
+	Password      string         `json:"password"`
+	Sub           string         `json:"sub,omitempty"`
+	Email         string         `json:"email,omitempty"`
+	EmailVerified any            `json:"email_verified,omitempty"`
+	Name          string         `json:"name,omitempty"`
+	GivenName     string         `json:"given_name,omitempty"`
+	FamilyName    string         `json:"family_name,omitempty"`
+	Groups        any            `json:"groups,omitempty"`
+	Extra         map[string]any `json:"-"`
+}
+
+// MarshalJSON flattens Extra next to the standard claims.
+func (u User) MarshalJSON() ([]byte, error) {
+	type plain User
+	b, err := json.Marshal(plain(u))
+	if err != nil || len(u.Extra) == 0 {
+		return b, err
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	for k, v := range u.Extra {
+		m[k] = v
+	}
+	return json.Marshal(m)
+}
+
+// Server is a running provider.
+type Server struct {
+	// Issuer is the provider's issuer URL, e.g. http://127.0.0.1:41234.
+	Issuer string
+	// Port is the port it listens on; it stays the same across Restart.
+	Port int
+	// ClientID and ClientSecret are the registered client's credentials.
+	ClientID     string
+	ClientSecret string
+	// StartupTime is how long the last start took until READY.
+	StartupTime time.Duration
+
+	t    testing.TB
+	args []string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stderr *lockedBuffer
+	done   chan struct{}
+}
+
+// Start runs the provider and stops it when the test ends. It fails the test
+// when node or test/oidc/node_modules is missing.
+func Start(t testing.TB, o Options) *Server {
+	t.Helper()
+	root := repoRoot(t)
+	script := filepath.Join(root, "test", "oidc", "provider.mjs")
+	if _, err := os.Stat(filepath.Join(root, "test", "oidc", "node_modules", "oidc-provider")); err != nil {
+		t.Fatalf("oidcserver: test/oidc/node_modules/oidc-provider is missing; run: cd test/oidc && npm ci")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatalf("oidcserver: node is not installed (need Node.js 20 or later): %v", err)
+	}
+	if len(o.RedirectURIs) == 0 {
+		t.Fatalf("oidcserver: Options.RedirectURIs is empty")
+	}
+
+	s := &Server{t: t, Port: o.Port, ClientID: o.ClientID, ClientSecret: o.ClientSecret}
+	if s.ClientID == "" {
+		s.ClientID = "portcullis"
+	}
+	if s.ClientSecret == "" && !o.PublicClient {
+		s.ClientSecret = "portcullis-secret"
+	}
+	if o.PublicClient {
+		s.ClientSecret = ""
+	}
+	if s.Port == 0 {
+		s.Port = FreePort(t)
+	}
+	dir := t.TempDir()
+	args := []string{script,
+		"--watch-stdin",
+		"--port", strconv.Itoa(s.Port),
+		"--client-id", s.ClientID,
+		"--client-secret", s.ClientSecret,
+		"--conform-id-token-claims", strconv.FormatBool(o.ConformIDTokenClaims),
+		"--pkce-required", strconv.FormatBool(o.PKCERequired),
+		// The signing keys outlive a restart, so old tokens still verify.
+		"--jwks", filepath.Join(dir, "jwks.json"),
+	}
+	if o.AuthMethod != "" {
+		args = append(args, "--auth-method", o.AuthMethod)
+	}
+	for _, u := range o.RedirectURIs {
+		args = append(args, "--redirect-uri", u)
+	}
+	for _, u := range o.PostLogoutRedirectURIs {
+		args = append(args, "--post-logout-redirect-uri", u)
+	}
+	if o.BackchannelLogoutURI != "" {
+		args = append(args, "--backchannel-logout-uri", o.BackchannelLogoutURI)
+	}
+	if len(o.ExtraUsers) > 0 {
+		b, err := json.Marshal(o.ExtraUsers)
+		if err != nil {
+			t.Fatalf("oidcserver: marshal users: %v", err)
+		}
+		file := filepath.Join(dir, "users.json")
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatalf("oidcserver: write users: %v", err)
+		}
+		args = append(args, "--users", file)
+	}
+	s.args = args
+
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("oidcserver: provider stderr:\n%s", s.stderr)
+		}
+	})
+	s.start()
+	return s
+}
+
+// start runs the node process and waits for its READY line.
+func (s *Server) start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.t.Fatalf("oidcserver: already running")
+	}
+	began := time.Now()
+	cmd := exec.Command("node", s.args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		s.t.Fatalf("oidcserver: %v", err)
+	}
+	// Node exits when this pipe closes, so a crashed test leaves no provider behind.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		s.t.Fatalf("oidcserver: %v", err)
+	}
+	if s.stderr == nil {
+		s.stderr = &lockedBuffer{}
+	}
+	cmd.Stderr = s.stderr
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("oidcserver: start node: %v", err)
+	}
+
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if issuer, ok := strings.CutPrefix(sc.Text(), "READY "); ok {
+				ready <- issuer
+			}
+		}
+		close(ready)
+	}()
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+
+	select {
+	case issuer, ok := <-ready:
+		if !ok {
+			<-done
+			s.t.Fatalf("oidcserver: provider exited before it was ready:\n%s", s.stderr)
+		}
+		s.Issuer = issuer
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		s.t.Fatalf("oidcserver: provider not ready after 30s:\n%s", s.stderr)
+	}
+	s.StartupTime = time.Since(began)
+	s.cmd, s.stdin, s.done = cmd, stdin, done
+}
+
+// Stop ends the provider; its sessions, codes and tokens are lost. It is safe
+// to call more than once.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.stdin.Close()
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// Restart stops the provider and starts it again on the same port with the
+// same signing keys (but none of its sessions or tokens).
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+// FreePort returns a loopback port that was free a moment ago, for a provider
+// whose URL must be known before it starts.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("oidcserver: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Login is a browser logging in: it GETs startURL (following redirects with
+// client's cookie jar), and when that lands on the provider's login form it
+// posts user and password there and follows the redirects again. It returns
+// the final response, whose body the caller must close: the redirect URI's
+// page on success, the login form again (status 200) when the password is
+// wrong, or wherever startURL led if the provider already had a session.
+func Login(t testing.TB, client *http.Client, startURL, user, password string) *http.Response {
+	t.Helper()
+	return submitLogin(t, client, startURL, url.Values{"username": {user}, "password": {password}, "login": {"yes"}})
+}
+
+// Cancel is a browser that reaches the login form and presses Cancel: the
+// provider answers the redirect URI with error=access_denied.
+func Cancel(t testing.TB, client *http.Client, startURL string) *http.Response {
+	t.Helper()
+	return submitLogin(t, client, startURL, url.Values{"abort": {"yes"}})
+}
+
+// Logout follows startURL (typically the proxy's logout, or the provider's
+// end_session URL) and confirms the provider's "sign out?" page if it shows
+// one; it returns the final response.
+func Logout(t testing.TB, client *http.Client, startURL string) *http.Response {
+	t.Helper()
+	resp, body := get(t, client, startURL)
+	m := logoutForm.FindSubmatch(body)
+	if m == nil {
+		return resp
+	}
+	action := resolve(t, resp.Request.URL, string(m[1]))
+	form := url.Values{"xsrf": {string(m[2])}, "logout": {"yes"}}
+	return post(t, client, action, form)
+}
+
+var (
+	loginForm  = regexp.MustCompile(`<form method="post" action="(/interaction/[A-Za-z0-9_-]+)"`)
+	logoutForm = regexp.MustCompile(`(?s)<form[^>]*id="op.logoutForm"[^>]*action="([^"]+)"[^>]*>.*?name="xsrf" value="([^"]+)"`)
+)
+
+func submitLogin(t testing.TB, client *http.Client, startURL string, form url.Values) *http.Response {
+	t.Helper()
+	if client.Jar == nil {
+		t.Fatalf("oidcserver: the http.Client needs a cookie jar to log in")
+	}
+	resp, body := get(t, client, startURL)
+	m := loginForm.FindSubmatch(body)
+	if m == nil {
+		return resp
+	}
+	return post(t, client, resolve(t, resp.Request.URL, string(m[1])), form)
+}
+
+// get returns the final response with its body read into memory and replaced,
+// so the caller can both inspect and return it.
+func get(t testing.TB, client *http.Client, u string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := client.Get(u)
+	if err != nil {
+		t.Fatalf("oidcserver: GET %s: %v", u, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("oidcserver: read %s: %v", u, err)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return resp, body
+}
+
+func post(t testing.TB, client *http.Client, u string, form url.Values) *http.Response {
+	t.Helper()
+	resp, err := client.PostForm(u, form)
+	if err != nil {
+		t.Fatalf("oidcserver: POST %s: %v", u, err)
+	}
+	return resp
+}
+
+func resolve(t testing.TB, base *url.URL, ref string) string {
+	t.Helper()
+	u, err := base.Parse(strings.ReplaceAll(ref, "&amp;", "&"))
+	if err != nil {
+		t.Fatalf("oidcserver: form action %q: %v", ref, err)
+	}
+	return u.String()
+}
+
+// repoRoot finds the checkout this package lives in: from its source file, or
+// failing that (a -trimpath build) from the working directory upwards.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	var starts []string
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		starts = append(starts, filepath.Dir(file))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	for _, dir := range starts {
+		for d := dir; ; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "test", "oidc", "provider.mjs")); err == nil {
+				return d
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	t.Fatalf("oidcserver: cannot find test/oidc/provider.mjs above %v", starts)
+	return ""
+}
+
+// lockedBuffer collects the provider's stderr while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
