@@ -1,0 +1,384 @@
+// Package attrpass is the attribute pass: it removes spoofable identity
+// headers from client requests and sets the headers, and optionally the
+// signed assertion, that tell the upstream who the user is.
+package attrpass
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/textproto"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/vm"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// Config is the attribute_pass section of the configuration.
+type Config struct {
+	// Headers maps a header name to an expr-lang expression over the
+	// profile (roles included) that gives its value.
+	Headers map[string]string `yaml:"headers"`
+	// JWT, when set, adds a signed assertion of the user for the upstream.
+	JWT *JWTConfig `yaml:"jwt"`
+	// StripHeaders are removed from every client request, besides every
+	// header named in Headers and JWT.
+	StripHeaders []string `yaml:"strip_headers"`
+}
+
+// Pass is a compiled attribute pass, safe for concurrent use.
+type Pass struct {
+	headers []header // sorted by name
+	jwt     *signer  // nil without jwt
+
+	// strip holds the normalized form (see normalize) of every header that
+	// Strip removes; minLen and maxLen let Strip skip most keys at once.
+	strip          map[string]struct{}
+	minLen, maxLen int
+	names          []string
+}
+
+// header is one entry of Config.Headers.
+type header struct {
+	name    string // as configured, for error messages
+	key     string // the http.Header key it is set under
+	program *vm.Program
+}
+
+// headersNeverTouched are the headers that frame the request itself: stripping
+// or setting them would break or smuggle requests, never pass an attribute.
+var headersNeverTouched = []string{"host", "content-length", "transfer-encoding", "connection"}
+
+// Compile checks c and compiles its expressions once. issuer is the JWT
+// issuer used when jwt.issuer is empty (the proxy's public_url); log gets the
+// warning about a generated signing key. Every problem is reported, as
+// "key: what is wrong" with keys relative to attribute_pass.
+func Compile(c Config, issuer string, log *slog.Logger) (*Pass, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+
+	p := &Pass{strip: map[string]struct{}{}}
+	// owner remembers which key first named each normalized header, so a
+	// second spelling of the same header is reported against the first.
+	owner := map[string]string{}
+	claim := func(key, name string) (ok bool) {
+		if !validName(name) {
+			bad(key, "%q is not a valid header name", name)
+			return false
+		}
+		n := normalize(name)
+		if slices.Contains(headersNeverTouched, n) {
+			bad(key, "%s cannot be stripped or set by the attribute pass", name)
+			return false
+		}
+		if first, dup := owner[n]; dup {
+			bad(key, "same header as %s (names match case-insensitively, with _ and . read as -)", first)
+			return false
+		}
+		owner[n] = key
+		p.addStrip(name)
+		return true
+	}
+
+	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
+		key := "headers." + name
+		if !claim(key, name) {
+			continue
+		}
+		prog, err := expr.Compile(c.Headers[name], expr.Env(idp.Profile{}))
+		if err != nil {
+			bad(key, "%s", exprMessage(err))
+			continue
+		}
+		if t := prog.Node().Type(); t != nil && !headerKind(t.Kind()) {
+			bad(key, "expression gives %s; want a string, list, bool or number", t)
+			continue
+		}
+		p.headers = append(p.headers, header{name: name, key: textproto.CanonicalMIMEHeaderKey(name), program: prog})
+	}
+
+	if c.JWT != nil {
+		if c.JWT.Header == "" {
+			bad("jwt.header", "required")
+		} else {
+			claim("jwt.header", c.JWT.Header)
+		}
+		s, err := newSigner(*c.JWT, issuer, log)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		p.jwt = s
+	}
+
+	for i, name := range c.StripHeaders {
+		key := fmt.Sprintf("strip_headers[%d]", i)
+		if !validName(name) {
+			bad(key, "%q is not a valid header name", name)
+			continue
+		}
+		if slices.Contains(headersNeverTouched, normalize(name)) {
+			bad(key, "%s cannot be stripped or set by the attribute pass", name)
+			continue
+		}
+		// Naming a header twice, or also under headers, is harmless.
+		p.addStrip(name)
+	}
+
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	slices.Sort(p.names)
+	return p, nil
+}
+
+func (p *Pass) addStrip(name string) {
+	n := normalize(name)
+	if _, ok := p.strip[n]; ok {
+		return
+	}
+	p.strip[n] = struct{}{}
+	p.names = append(p.names, textproto.CanonicalMIMEHeaderKey(name))
+	if p.minLen == 0 || len(n) < p.minLen {
+		p.minLen = len(n)
+	}
+	p.maxLen = max(p.maxLen, len(n))
+}
+
+// Strip removes from h every header that the attribute pass sets or that
+// strip_headers names, however the client spelled it: case-insensitively and
+// with _ and . read as -. It must run on every client request before
+// anything else reads the headers (SPEC security invariant 1).
+func (p *Pass) Strip(h http.Header) {
+	if len(p.strip) == 0 {
+		return
+	}
+	// Keys are normalized into a stack buffer and looked up with
+	// m[string(b)], which Go does without allocating.
+	var buf [64]byte
+	for k := range h {
+		if len(k) < p.minLen || len(k) > p.maxLen {
+			continue
+		}
+		b := buf[:0]
+		for i := 0; i < len(k); i++ {
+			b = append(b, fold(k[i]))
+		}
+		if _, ok := p.strip[string(b)]; ok {
+			delete(h, k)
+		}
+	}
+}
+
+// Names returns every header name Strip removes, sorted, one spelling each.
+func (p *Pass) Names() []string {
+	return slices.Clone(p.names)
+}
+
+// Inject sets on h the configured headers and the assertion JWT for prof,
+// whose Roles are already filled in. On error nothing is set, and the
+// request must not be forwarded: a value with a control character would let
+// the profile forge headers.
+//
+// A header whose expression gives nil or "" is not set: to an upstream that
+// trusts it, an empty identity header is worse than none.
+func (p *Pass) Inject(h http.Header, prof *idp.Profile) error {
+	vals := make([]string, len(p.headers))
+	for i, hd := range p.headers {
+		v, err := p.value(hd, prof)
+		if err != nil {
+			return err
+		}
+		vals[i] = v
+	}
+	var token string
+	if p.jwt != nil {
+		var err error
+		if token, err = p.jwt.sign(prof); err != nil {
+			return err
+		}
+	}
+
+	for i, hd := range p.headers {
+		if vals[i] == "" {
+			// Strip already removed any client copy; deleting again keeps
+			// Inject safe on its own.
+			delete(h, hd.key)
+			continue
+		}
+		h[hd.key] = []string{vals[i]}
+	}
+	if p.jwt != nil {
+		h[p.jwt.key] = []string{token}
+	}
+	return nil
+}
+
+// Values returns what Inject would set for prof, by header key (for
+// portcullis explain). Headers that would not be set are left out.
+func (p *Pass) Values(prof *idp.Profile) (map[string]string, error) {
+	out := make(map[string]string, len(p.headers)+1)
+	for _, hd := range p.headers {
+		v, err := p.value(hd, prof)
+		if err != nil {
+			return nil, err
+		}
+		if v != "" {
+			out[hd.key] = v
+		}
+	}
+	if p.jwt != nil {
+		token, err := p.jwt.sign(prof)
+		if err != nil {
+			return nil, err
+		}
+		out[p.jwt.key] = token
+	}
+	return out, nil
+}
+
+func (p *Pass) value(hd header, prof *idp.Profile) (string, error) {
+	out, err := expr.Run(hd.program, prof)
+	if err != nil {
+		return "", fmt.Errorf("attribute pass: header %s: evaluate: %s", hd.name, exprMessage(err))
+	}
+	v, err := format(out)
+	if err != nil {
+		return "", fmt.Errorf("attribute pass: header %s: %w", hd.name, err)
+	}
+	if i := strings.IndexFunc(v, isControl); i >= 0 {
+		return "", fmt.Errorf("attribute pass: header %s: value has control character %q at byte %d", hd.name, v[i], i)
+	}
+	return v, nil
+}
+
+// format turns an expression's result into a header value: strings as they
+// are, lists joined with ",", bools and numbers in their usual text.
+func format(v any) (string, error) {
+	switch v := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	case []string:
+		return strings.Join(v, ","), nil
+	case []any:
+		parts := make([]string, 0, len(v))
+		for _, e := range v {
+			if e == nil {
+				continue
+			}
+			s, ok := scalar(e)
+			if !ok {
+				return "", fmt.Errorf("list element is %T; want a string, bool or number", e)
+			}
+			parts = append(parts, s)
+		}
+		return strings.Join(parts, ","), nil
+	}
+	if s, ok := scalar(v); ok {
+		return s, nil
+	}
+	return "", fmt.Errorf("value is %T; want a string, list, bool or number", v)
+}
+
+func scalar(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case bool:
+		return strconv.FormatBool(v), true
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), true
+	case float32:
+		return strconv.FormatFloat(float64(v), 'f', -1, 32), true
+	}
+	rv := reflect.ValueOf(v)
+	switch {
+	case rv.CanInt():
+		return strconv.FormatInt(rv.Int(), 10), true
+	case rv.CanUint():
+		return strconv.FormatUint(rv.Uint(), 10), true
+	}
+	return "", false
+}
+
+// headerKind reports whether an expression whose type is known at compile
+// time to be of kind k can give a header value.
+func headerKind(k reflect.Kind) bool {
+	switch k {
+	case reflect.String, reflect.Bool, reflect.Slice, reflect.Array, reflect.Interface,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
+}
+
+// isControl reports the characters a header value must never carry: they
+// would end the header or the request early (CR, LF) or be cut by the
+// upstream (NUL). Tab is allowed, as HTTP allows it.
+func isControl(r rune) bool {
+	return (r < 0x20 && r != '\t') || r == 0x7f
+}
+
+// normalize is how Strip compares header names: lower case, with _ and .
+// read as -, since servers such as those behind CGI or nginx treat them
+// alike.
+func normalize(name string) string {
+	b := make([]byte, len(name))
+	for i := 0; i < len(name); i++ {
+		b[i] = fold(name[i])
+	}
+	return string(b)
+}
+
+func fold(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + ('a' - 'A')
+	case c == '_' || c == '.':
+		return '-'
+	}
+	return c
+}
+
+// validName reports whether name is an HTTP field name (RFC 9110 token).
+func validName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// exprMessage is an expr-lang error on one line, with its position, so a
+// config check lists one problem per line.
+func exprMessage(err error) string {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		if fe.Line > 0 {
+			return fmt.Sprintf("%s (at %d:%d)", fe.Message, fe.Line, fe.Column+1)
+		}
+		return fe.Message
+	}
+	return err.Error()
+}
