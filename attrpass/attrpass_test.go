@@ -499,3 +499,17 @@ func BenchmarkInject(b *testing.B) {
 		})
 	}
 }
+
+func TestStripLongName(t *testing.T) {
+	long := "X-" + strings.Repeat("Very-Long-Name-", 6) + "User" // longer than Strip's stack buffer
+	p, err := Compile(Config{StripHeaders: []string{long}}, "https://x", quietLog())
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	spoofed := strings.ReplaceAll(strings.ToLower(long), "-", "_")
+	h := http.Header{spoofed: {"evil"}, "Accept": {"*/*"}}
+	p.Strip(h)
+	if _, present := h[spoofed]; present || len(h) != 1 {
+		t.Errorf("after Strip headers = %v, want only Accept", h)
+	}
+}
