@@ -1,0 +1,286 @@
+// Command portcullis is an identity-aware reverse proxy: it logs browsers in
+// at an identity provider and forwards their requests to an application with
+// the identity headers it trusts.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy"
+)
+
+const usage = `portcullis — an identity-aware reverse proxy
+
+Usage:
+  portcullis serve   [--config FILE] [--log-format json|text] [--log-level LEVEL]
+  portcullis check   [--config FILE]
+  portcullis explain [--config FILE] [--claims FILE.json] [--source IP] METHOD URL [-H 'Name: value']...
+  portcullis demo    [--listen ADDR]
+  portcullis keys
+  portcullis version
+
+FILE defaults to $PORTCULLIS_CONFIG, then ./portcullis.yaml.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(rest, stderr)
+	case "check":
+		return check(rest, stdout, stderr)
+	case "explain":
+		return explain(rest, stdout, stderr)
+	case "demo":
+		return demo(rest, stdout, stderr)
+	case "keys":
+		fmt.Fprintln(stdout, newKey())
+		return 0
+	case "version", "--version":
+		printVersion(stdout)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "portcullis: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+// configFlag adds --config with the documented fallbacks.
+func configFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("PORTCULLIS_CONFIG")
+	if def == "" {
+		def = "portcullis.yaml"
+	}
+	return fs.String("config", def, "configuration file")
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := newFlags("serve", stderr)
+	path := configFlag(fs)
+	format := fs.String("log-format", "json", "log format: json or text")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	grace := fs.Duration("grace", 30*time.Second, "how long to let requests in flight finish on shutdown")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	log, err := newLogger(stderr, *format, *level)
+	if err != nil {
+		fmt.Fprintln(stderr, "portcullis:", err)
+		return 2
+	}
+	cfg, err := loadChecked(*path)
+	if err != nil {
+		printProblems(stderr, *path, err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := proxy.Serve(ctx, cfg, log, *grace); err != nil {
+		log.Error("portcullis stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: want json or text, got %q", format)
+}
+
+func loadChecked(path string) (*proxy.Config, error) {
+	cfg, err := proxy.LoadConfig(path, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if err := proxy.Check(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// printProblems prints every configuration problem on a line of its own.
+func printProblems(w io.Writer, path string, err error) {
+	fmt.Fprintf(w, "%s: configuration has problems:\n", path)
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		for _, e := range joined.Unwrap() {
+			fmt.Fprintln(w, "  "+e.Error())
+		}
+		return
+	}
+	fmt.Fprintln(w, "  "+err.Error())
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("check", stderr)
+	path := configFlag(fs)
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if _, err := loadChecked(*path); err != nil {
+		printProblems(stderr, *path, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	return 0
+}
+
+// headerFlags collects repeated -H 'Name: value' flags.
+type headerFlags []string
+
+func (h *headerFlags) String() string     { return strings.Join(*h, ", ") }
+func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
+
+func explain(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("explain", stderr)
+	path := configFlag(fs)
+	claimsFile := fs.String("claims", "", "JSON file with the user's claims (profile fields or raw IdP claims)")
+	source := fs.String("source", "127.0.0.1", "client IP address")
+	var headers headerFlags
+	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	// Flags may follow METHOD URL too, as in curl.
+	rest := fs.Args()
+	if len(rest) >= 2 {
+		if fs.Parse(rest[2:]) != nil {
+			return 2
+		}
+		rest = append(rest[:2:2], fs.Args()...)
+	}
+	if len(rest) != 2 {
+		fmt.Fprintln(stderr, "usage: portcullis explain [--config FILE] [--claims FILE.json] METHOD URL [-H 'Name: value']...")
+		return 2
+	}
+	cfg, err := proxy.LoadConfig(*path, os.Getenv)
+	if err != nil {
+		printProblems(stderr, *path, err)
+		return 1
+	}
+	req, err := http.NewRequest(strings.ToUpper(rest[0]), rest[1], nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "portcullis explain: URL:", err)
+		return 2
+	}
+	for _, h := range headers {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok {
+			fmt.Fprintf(stderr, "portcullis explain: -H %q: want 'Name: value'\n", h)
+			return 2
+		}
+		req.Header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+	src, err := netip.ParseAddr(*source)
+	if err != nil {
+		fmt.Fprintln(stderr, "portcullis explain: --source:", err)
+		return 2
+	}
+	var profile *idp.Profile
+	if *claimsFile != "" {
+		raw, err := os.ReadFile(*claimsFile)
+		var claims map[string]any
+		if err == nil {
+			err = json.Unmarshal(raw, &claims)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "portcullis explain: --claims:", err)
+			return 2
+		}
+		profile = idp.ProfileFromClaims("explain", claims, nil)
+	}
+	e, err := proxy.Explain(cfg, req, src, profile)
+	if err != nil {
+		printProblems(stderr, *path, err)
+		return 1
+	}
+	printExplanation(stdout, req, e)
+	return 0
+}
+
+func printExplanation(w io.Writer, req *http.Request, e *proxy.Explanation) {
+	fmt.Fprintf(w, "request:   %s %s\n", req.Method, req.URL.String())
+	if len(e.Stripped) > 0 {
+		fmt.Fprintf(w, "stripped:  %s\n", strings.Join(e.Stripped, ", "))
+	}
+	if e.Path != "" {
+		fmt.Fprintf(w, "path:      %s\n", e.Path)
+	}
+	if e.Rule != "" {
+		fmt.Fprintf(w, "rule:      %s (%s)\n", e.Rule, e.Action)
+	}
+	fmt.Fprintf(w, "decision:  %s — %s\n", e.Decision, e.Reason)
+	if e.Roles != nil {
+		fmt.Fprintf(w, "roles:     %s\n", strings.Join(e.Roles, ", "))
+	}
+	if len(e.Headers) > 0 {
+		fmt.Fprintln(w, "headers:")
+		for _, name := range slices.Sorted(maps.Keys(e.Headers)) {
+			fmt.Fprintf(w, "  %s: %s\n", name, e.Headers[name])
+		}
+	}
+}
+
+// newKey is a fresh random session key: 32 bytes, standard base64.
+func newKey() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "portcullis %s (%s, %s/%s)\n", proxy.Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" || s.Key == "vcs.time" || s.Key == "vcs.modified" {
+				fmt.Fprintf(w, "  %s: %s\n", s.Key, s.Value)
+			}
+		}
+	}
+}

@@ -1,0 +1,306 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/rolemap"
+)
+
+// provider is one configured identity provider with the protocol
+// implementation behind it.
+type provider struct {
+	cfg  idp.Config
+	impl idp.Provider
+}
+
+// metadataServer is a provider that publishes metadata about the proxy as
+// its client (SAML SP metadata).
+type metadataServer interface {
+	Metadata() ([]byte, error)
+}
+
+// authRoutes are the proxy's own endpoints under server.auth_prefix.
+func (h *Handler) authRoutes() http.Handler {
+	p := h.cfg.Server.AuthPrefix
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+p+"/login", h.login)
+	mux.HandleFunc("POST "+p+"/login", h.loginByEmail)
+	mux.HandleFunc("GET "+p+"/login/{idp}", h.startLogin)
+	mux.HandleFunc("GET "+p+"/oidc/{idp}/callback", h.oidcCallback)
+	mux.HandleFunc("POST "+p+"/saml/{idp}/acs", h.samlACS)
+	mux.HandleFunc("GET "+p+"/saml/{idp}/metadata", h.samlMetadata)
+	mux.HandleFunc("GET "+p+"/logout", h.logout)
+	mux.HandleFunc("POST "+p+"/logout", h.logout)
+	mux.HandleFunc("GET "+p+"/userinfo", h.userinfo)
+	mux.HandleFunc("GET "+p+"/jwks.json", h.jwks)
+	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
+		h.pages.fail(w, r, http.StatusNotFound, "Not found", "There is no such page.")
+	})
+	return mux
+}
+
+// login starts a login: straight at the one IdP the selection mode picks, or
+// with a page that lets the user pick.
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	rd := r.URL.Query().Get("rd")
+	if len(h.order) == 1 || h.cfg.SSO.SelectionMode == SelectLowestWeight {
+		best := h.order[0]
+		for _, p := range h.order[1:] {
+			if p.cfg.Weight < best.cfg.Weight {
+				best = p
+			}
+		}
+		http.Redirect(w, r, h.startPath(best.cfg.ID, rd), http.StatusFound)
+		return
+	}
+	if h.cfg.SSO.SelectionMode == SelectEmailAddress {
+		h.pages.emailForm(w, http.StatusOK, rd, "", "")
+		return
+	}
+	h.pages.chooser(w, r, h.order, rd)
+}
+
+// loginByEmail picks the IdP by the domain of the email address the user gave.
+func (h *Handler) loginByEmail(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if err := r.ParseForm(); err != nil {
+		h.pages.fail(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.")
+		return
+	}
+	email, rd := strings.TrimSpace(r.PostForm.Get("email")), r.PostForm.Get("rd")
+	_, domain, ok := strings.Cut(email, "@")
+	if !ok || domain == "" {
+		h.pages.emailForm(w, http.StatusBadRequest, rd, email, "Enter your full email address, like name@company.com.")
+		return
+	}
+	for _, p := range h.order {
+		if strings.EqualFold(p.cfg.EmailDomain, domain) {
+			http.Redirect(w, r, h.startPath(p.cfg.ID, rd), http.StatusSeeOther)
+			return
+		}
+	}
+	h.pages.emailForm(w, http.StatusBadRequest, rd, email, "There is no sign-in for the domain "+domain+". Check the address, or ask your administrator.")
+}
+
+func (h *Handler) startPath(id, rd string) string {
+	u := h.cfg.Server.AuthPrefix + "/login/" + url.PathEscape(id)
+	if rd != "" {
+		u += "?rd=" + queryEscape(rd)
+	}
+	return u
+}
+
+// startLogin sends the browser to the IdP, remembering the login in a sealed
+// cookie bound to this browser and this IdP (SPEC invariant 7).
+func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
+	p := h.providers[r.PathValue("idp")]
+	if p == nil {
+		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
+		return
+	}
+	rd := h.safeRedirect(r.URL.Query().Get("rd"))
+	redirector, ok := p.impl.(idp.Redirector)
+	if !ok {
+		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "This sign-in method has no login page yet.")
+		return
+	}
+	if err := p.impl.Ready(); err != nil {
+		h.log.Warn("login at an IdP that is not ready", "idp", p.cfg.ID, "err", err)
+		h.pages.fail(w, r, http.StatusServiceUnavailable, "Temporarily unavailable",
+			p.cfg.DisplayName()+" cannot be reached right now. Try again in a moment.")
+		return
+	}
+	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Redirect: rd, Created: h.now().Unix()}
+	target, err := redirector.LoginURL(f)
+	if err == nil {
+		err = h.flows.Start(w, f)
+	}
+	if err != nil {
+		h.log.Error("cannot start login", "idp", p.cfg.ID, "err", err)
+		h.pages.fail(w, r, http.StatusInternalServerError, "Internal error", "The sign-in could not be started.")
+		return
+	}
+	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// oidcCallback is where OIDC and OAuth2 providers send the browser back.
+func (h *Handler) oidcCallback(w http.ResponseWriter, r *http.Request) {
+	h.finishRedirect(w, r, r.URL.Query().Get("state"), false)
+}
+
+// samlACS is the SAML assertion consumer service (HTTP-POST binding).
+func (h *Handler) samlACS(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+	if err := r.ParseForm(); err != nil {
+		h.pages.fail(w, r, http.StatusRequestEntityTooLarge, "Bad request", "The sign-in answer was too large or malformed.")
+		return
+	}
+	h.finishRedirect(w, r, r.PostForm.Get("RelayState"), true)
+}
+
+// finishRedirect completes a login at a Redirector: the flow is opened from
+// this browser's cookie (single use), must belong to the IdP whose callback
+// this is, and the IdP's answer is checked against it.
+func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state string, saml bool) {
+	id := r.PathValue("idp")
+	p := h.providers[id]
+	redirector, ok := p.implAsRedirector()
+	if p == nil || !ok || (p.cfg.Protocol == idp.SAML) != saml {
+		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
+		return
+	}
+	start := h.now()
+	f, err := h.flows.Finish(w, r, state)
+	switch {
+	case err != nil && saml && p.cfg.AllowIdPInitiated:
+		f = nil // IdP-initiated: the provider checks the assertion has no InResponseTo
+	case err != nil:
+		h.loginFailed(w, r, id, "state", err, http.StatusBadRequest,
+			"This sign-in has expired or was already used. Start again.")
+		return
+	case f.IdP != id:
+		// A callback at one IdP for a login started at another: a mix-up attack.
+		h.loginFailed(w, r, id, "idp_mismatch", errors.New("flow belongs to "+f.IdP), http.StatusBadRequest,
+			"This sign-in was started somewhere else. Start again.")
+		return
+	}
+	profile, tokens, err := redirector.Complete(r, f)
+	if err != nil {
+		h.loginFailed(w, r, id, "idp", err, http.StatusForbidden, "The sign-in could not be completed.")
+		return
+	}
+	rd := ""
+	if f != nil {
+		rd = f.Redirect
+	}
+	h.establish(w, r, profile, tokens, rd, start)
+}
+
+func (p *provider) implAsRedirector() (idp.Redirector, bool) {
+	if p == nil {
+		return nil, false
+	}
+	r, ok := p.impl.(idp.Redirector)
+	return r, ok
+}
+
+// establish turns a verified profile into a session: roles are mapped once,
+// here, and kept with it.
+func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profile, t *idp.Tokens, rd string, start time.Time) {
+	roles, err := h.roles.Map(p)
+	if errors.Is(err, rolemap.ErrNoRole) {
+		h.loginFailed(w, r, p.IdP, "no_role", err, http.StatusForbidden,
+			"Your account has no role in this application. Ask your administrator for access.")
+		return
+	}
+	if err != nil {
+		h.loginFailed(w, r, p.IdP, "role_mapping", err, http.StatusInternalServerError, "Your roles could not be determined.")
+		return
+	}
+	p.Roles = roles
+	var tokens idp.Tokens
+	if t != nil {
+		tokens = *t
+	}
+	s := session.New(*p, tokens, h.cookies)
+	if err := h.sessions.Save(w, r, s); err != nil {
+		h.loginFailed(w, r, p.IdP, "session", err, http.StatusInternalServerError, "Your session could not be saved.")
+		return
+	}
+	h.metrics.login(p.IdP, "success", h.now().Sub(start))
+	h.log.Info("login", "idp", p.IdP, "sub", p.Sub, "email", p.Email, "roles", roles)
+	if rd == "" {
+		rd = h.safeRedirect("")
+	}
+	http.Redirect(w, r, rd, http.StatusFound)
+}
+
+func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg string) {
+	h.metrics.login(id, "failure", 0)
+	h.log.Warn("login failed", "idp", id, "reason", reason, "err", err)
+	h.pages.failWithLink(w, r, status, "Sign-in failed", msg, h.cfg.Server.AuthPrefix+"/login", "Sign in again")
+}
+
+func (h *Handler) samlMetadata(w http.ResponseWriter, r *http.Request) {
+	p := h.providers[r.PathValue("idp")]
+	md, ok := p.implAsMetadata()
+	if !ok {
+		h.pages.fail(w, r, http.StatusNotFound, "Not found", "There is no such SAML service provider.")
+		return
+	}
+	body, err := md.Metadata()
+	if err != nil {
+		h.log.Error("SAML metadata", "idp", p.cfg.ID, "err", err)
+		h.pages.fail(w, r, http.StatusInternalServerError, "Internal error", "Metadata is not available.")
+		return
+	}
+	w.Header().Set("Content-Type", "application/samlmetadata+xml")
+	w.Write(body)
+}
+
+func (p *provider) implAsMetadata() (metadataServer, bool) {
+	if p == nil {
+		return nil, false
+	}
+	m, ok := p.impl.(metadataServer)
+	return m, ok
+}
+
+// logout ends the session on this proxy (the cookie is cleared and its id
+// revoked) and sends the browser to rd or the signed-out page.
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	rd := r.URL.Query().Get("rd")
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+		if err := r.ParseForm(); err == nil && r.PostForm.Get("rd") != "" {
+			rd = r.PostForm.Get("rd")
+		}
+	}
+	s, err := h.sessions.Load(r)
+	if err == nil {
+		if derr := h.sessions.Delete(w, r, s); derr != nil {
+			h.log.Error("logout: session not deleted", "err", derr)
+		}
+	}
+	if s != nil {
+		h.log.Info("logout", "idp", s.Profile.IdP, "sub", s.Profile.Sub, "email", s.Profile.Email)
+	}
+	if rd != "" {
+		http.Redirect(w, r, h.safeRedirect(rd), http.StatusFound)
+		return
+	}
+	h.pages.signedOut(w, r)
+}
+
+// userinfo shows the session's profile and roles.
+func (h *Handler) userinfo(w http.ResponseWriter, r *http.Request) {
+	s, err := h.sessions.Load(r)
+	if err != nil || s == nil {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized", "message": "no session"})
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		idp.Profile
+		Expires time.Time `json:"expires"`
+	}{s.Profile, s.Expires})
+}
+
+func (h *Handler) jwks(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(h.pass.JWKS())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

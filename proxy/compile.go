@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+
+	"github.com/portcullis-proxy/portcullis/attrpass"
+	"github.com/portcullis-proxy/portcullis/rolemap"
+	"github.com/portcullis-proxy/portcullis/rules"
+)
+
+// compiled is everything in a Config that can be checked and built without
+// reaching the network: it is what `portcullis check` and `explain` use, and
+// what New builds the running proxy from.
+type compiled struct {
+	cfg         *Config
+	publicURL   *url.URL
+	upstreamURL *url.URL
+	trusted     []netip.Prefix
+	keys        [][]byte
+	rules       *rules.Set
+	roles       *rolemap.Mapper
+	pass        *attrpass.Pass
+}
+
+// Check validates cfg completely without reaching the network and returns
+// every problem, each as "path.to.key: what is wrong".
+func Check(cfg *Config) error {
+	_, err := compile(cfg, slog.New(slog.DiscardHandler))
+	return err
+}
+
+func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
+	var p problems
+	cfg.validate(&p)
+	c := &compiled{cfg: cfg}
+	var err error
+	c.rules, err = rules.Compile(cfg.Rules, cfg.DefaultAction)
+	p.addAll("", err)
+	c.roles, err = rolemap.Compile(cfg.RoleMapping)
+	p.addAll("role_mapping.", err)
+	c.pass, err = attrpass.Compile(cfg.AttributePass, cfg.Server.PublicURL, log)
+	p.addAll("attribute_pass.", err)
+	if len(p) > 0 {
+		return nil, errors.Join(p...)
+	}
+	// validate has already refused anything these could fail on.
+	c.publicURL, _ = url.Parse(cfg.Server.PublicURL)
+	c.publicURL.Path = ""
+	c.upstreamURL, _ = url.Parse(cfg.Upstream.URL)
+	c.trusted, _ = parsePrefixes(cfg.Server.TrustedProxies)
+	for _, k := range cfg.Session.Keys {
+		key, err := decodeKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("session.keys: %w", err)
+		}
+		c.keys = append(c.keys, key)
+	}
+	return c, nil
+}

@@ -1,0 +1,375 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/portcullis-proxy/portcullis/attrpass"
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/rolemap"
+	"github.com/portcullis-proxy/portcullis/rules"
+)
+
+// Config is the whole portcullis configuration file. Each package owns the
+// part of it that it uses; Config only gathers them.
+type Config struct {
+	Server        ServerConfig    `yaml:"server"`
+	Upstream      UpstreamConfig  `yaml:"upstream"`
+	Session       SessionConfig   `yaml:"session"`
+	SSO           SSOConfig       `yaml:"sso"`
+	RoleMapping   rolemap.Config  `yaml:"role_mapping"`
+	AttributePass attrpass.Config `yaml:"attribute_pass"`
+	Rules         []rules.Config  `yaml:"rules"`
+	DefaultAction rules.Action    `yaml:"default_action"`
+}
+
+// ServerConfig is the `server:` block: listeners and how users reach the proxy.
+type ServerConfig struct {
+	Listen         string    `yaml:"listen"`
+	AdminListen    string    `yaml:"admin_listen"`
+	PublicURL      string    `yaml:"public_url"`
+	AuthPrefix     string    `yaml:"auth_prefix"`
+	TrustedProxies []string  `yaml:"trusted_proxies"`
+	TLS            TLSConfig `yaml:"tls"`
+}
+
+// TLSConfig names the certificate and key the proxy listener serves, if any.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// UpstreamConfig is the `upstream:` block: the application behind the proxy.
+type UpstreamConfig struct {
+	URL          string `yaml:"url"`
+	PreserveHost *bool  `yaml:"preserve_host"`
+}
+
+// SessionConfig is the `session:` block.
+type SessionConfig struct {
+	CookieName  string        `yaml:"cookie_name"`
+	Keys        []string      `yaml:"keys"`
+	Lifetime    time.Duration `yaml:"lifetime"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	Store       string        `yaml:"store"`
+	Redis       RedisConfig   `yaml:"redis"`
+}
+
+// RedisConfig says where the Redis session store lives.
+type RedisConfig struct {
+	URL string `yaml:"url"`
+}
+
+// SSOConfig is the `sso:` block: the identity providers and how one is picked.
+type SSOConfig struct {
+	SelectionMode     string       `yaml:"selection_mode"`
+	EnablePKCE        *bool        `yaml:"enable_pkce"`
+	IdentityProviders []idp.Config `yaml:"identity_providers"`
+}
+
+// Selection modes of sso.selection_mode.
+const (
+	SelectChooser      = "chooser"
+	SelectEmailAddress = "email_address"
+	SelectLowestWeight = "lowest_weight"
+)
+
+// LoadConfig reads, expands and strictly decodes the configuration file at
+// path, fills in defaults and applies the environment overrides. Every problem
+// it finds is reported, each as "path.to.key: what is wrong".
+func LoadConfig(path string, getenv func(string) string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(raw, getenv)
+}
+
+// ParseConfig is LoadConfig for a configuration already in memory.
+func ParseConfig(raw []byte, getenv func(string) string) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg := &Config{}
+	if len(doc.Content) > 0 {
+		root := doc.Content[0]
+		expandEnv(root, getenv)
+		if errs := unknownKeys(root, reflect.TypeOf(cfg).Elem(), ""); len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+		if err := root.Decode(cfg); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	cfg.applyDefaults()
+	cfg.applyEnv(getenv)
+	return cfg, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces ${VAR} in every scalar value (not in the YAML text, so a
+// secret containing YAML syntax cannot change the document's structure).
+func expandEnv(n *yaml.Node, getenv func(string) string) {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+			return getenv(ref[2 : len(ref)-1])
+		})
+	}
+	for _, c := range n.Content {
+		expandEnv(c, getenv)
+	}
+}
+
+// unknownKeys walks the document beside the Go type it decodes into and names
+// every mapping key that no field takes, so typos fail loudly with their path.
+func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	var errs []error
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode || t == reflect.TypeOf(time.Time{}) {
+			return nil
+		}
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			ft, ok := fields[key]
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s: unknown key", joinKey(path, key)))
+				continue
+			}
+			errs = append(errs, unknownKeys(n.Content[i+1], ft, joinKey(path, key))...)
+		}
+	case reflect.Slice:
+		if n.Kind == yaml.SequenceNode {
+			for i, c := range n.Content {
+				errs = append(errs, unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			}
+		}
+	case reflect.Map:
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				errs = append(errs, unknownKeys(n.Content[i+1], t.Elem(), joinKey(path, n.Content[i].Value))...)
+			}
+		}
+	}
+	return errs
+}
+
+func joinKey(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func (c *Config) applyDefaults() {
+	s := &c.Server
+	setDefault(&s.Listen, ":9772")
+	setDefault(&s.AdminListen, "127.0.0.1:9773")
+	setDefault(&s.AuthPrefix, "/.portcullis")
+	if c.Upstream.PreserveHost == nil {
+		c.Upstream.PreserveHost = ptr(true)
+	}
+	setDefault(&c.Session.CookieName, "portcullis")
+	setDefault(&c.Session.Store, "cookie")
+	if c.Session.Lifetime == 0 {
+		c.Session.Lifetime = 12 * time.Hour
+	}
+	if c.Session.IdleTimeout == 0 {
+		c.Session.IdleTimeout = 2 * time.Hour
+	}
+	setDefault(&c.SSO.SelectionMode, SelectChooser)
+	if c.SSO.EnablePKCE == nil {
+		c.SSO.EnablePKCE = ptr(true)
+	}
+	if c.DefaultAction == "" {
+		c.DefaultAction = rules.Authenticate
+	}
+}
+
+func (c *Config) applyEnv(getenv func(string) string) {
+	if keys := getenv("PORTCULLIS_SESSION_KEYS"); keys != "" {
+		c.Session.Keys = strings.Split(keys, ",")
+	}
+	for i := range c.SSO.IdentityProviders {
+		c.SSO.IdentityProviders[i].ApplyEnv(getenv)
+	}
+}
+
+func setDefault(field *string, value string) {
+	if *field == "" {
+		*field = value
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// problems gathers configuration errors, each prefixed by the key it concerns.
+type problems []error
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+// addAll adds every error joined in err (as the packages return them), with
+// their keys placed under prefix.
+func (p *problems) addAll(prefix string, err error) {
+	if err == nil {
+		return
+	}
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		*p = append(*p, fmt.Errorf("%s%s", prefix, err))
+		return
+	}
+	for _, e := range joined.Unwrap() {
+		p.addAll(prefix, e)
+	}
+}
+
+// validate checks what belongs to no package: the server, upstream, session
+// and sso blocks. The packages' own parts are checked when they compile.
+func (c *Config) validate(p *problems) {
+	pub, err := url.Parse(c.Server.PublicURL)
+	switch {
+	case c.Server.PublicURL == "":
+		p.add("server.public_url", "required (the origin users see, e.g. https://cvat.example.com)")
+	case err != nil || (pub.Scheme != "http" && pub.Scheme != "https") || pub.Host == "":
+		p.add("server.public_url", "not an absolute http(s) URL: %q", c.Server.PublicURL)
+	case pub.Path != "" && pub.Path != "/" || pub.RawQuery != "" || pub.Fragment != "" || pub.User != nil:
+		p.add("server.public_url", "must be an origin only (scheme://host[:port]), got %q", c.Server.PublicURL)
+	}
+	for key, addr := range map[string]string{"server.listen": c.Server.Listen, "server.admin_listen": c.Server.AdminListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			p.add(key, "not a host:port address: %q", addr)
+		}
+	}
+	ap := c.Server.AuthPrefix
+	if clean, err := rules.CleanPath(ap); err != nil || clean != ap || ap == "/" || strings.HasSuffix(ap, "/") || strings.ContainsAny(ap, "?% ") {
+		p.add("server.auth_prefix", "must be a plain path like /.portcullis (leading slash, no trailing slash), got %q", ap)
+	}
+	if _, err := parsePrefixes(c.Server.TrustedProxies); err != nil {
+		p.add("server.trusted_proxies", "%v", err)
+	}
+	if (c.Server.TLS.CertFile == "") != (c.Server.TLS.KeyFile == "") {
+		p.add("server.tls", "cert_file and key_file go together")
+	}
+
+	up, err := url.Parse(c.Upstream.URL)
+	switch {
+	case c.Upstream.URL == "":
+		p.add("upstream.url", "required (the application behind the proxy, e.g. http://traefik:8080)")
+	case err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "":
+		p.add("upstream.url", "not an absolute http(s) URL: %q", c.Upstream.URL)
+	}
+
+	if !cookieName.MatchString(c.Session.CookieName) {
+		p.add("session.cookie_name", "must be letters, digits, '-' or '_', got %q", c.Session.CookieName)
+	}
+	if len(c.Session.Keys) == 0 {
+		p.add("session.keys", "at least one key is required (make one with `portcullis keys`, or set PORTCULLIS_SESSION_KEYS)")
+	}
+	for i, k := range c.Session.Keys {
+		if _, err := decodeKey(k); err != nil {
+			p.add(fmt.Sprintf("session.keys[%d]", i), "%v", err)
+		}
+	}
+	if c.Session.Lifetime < 0 || c.Session.IdleTimeout < 0 {
+		p.add("session.lifetime", "durations must be positive")
+	}
+	switch c.Session.Store {
+	case "cookie":
+	case "redis":
+		p.add("session.store", `"redis" is not available in this version yet; use "cookie"`)
+	default:
+		p.add("session.store", "unknown store %q (want cookie or redis)", c.Session.Store)
+	}
+
+	switch c.SSO.SelectionMode {
+	case SelectChooser, SelectEmailAddress, SelectLowestWeight:
+	default:
+		p.add("sso.selection_mode", "unknown mode %q (want chooser, email_address or lowest_weight)", c.SSO.SelectionMode)
+	}
+	if len(c.SSO.IdentityProviders) == 0 {
+		p.add("sso.identity_providers", "at least one identity provider is required")
+	}
+	seen := map[string]bool{}
+	domains := map[string]string{}
+	for i := range c.SSO.IdentityProviders {
+		ic := &c.SSO.IdentityProviders[i]
+		key := fmt.Sprintf("sso.identity_providers[%d]", i)
+		p.addAll(key+".", ic.Validate())
+		if seen[ic.ID] && ic.ID != "" {
+			p.add(key+".id", "duplicate id %q", ic.ID)
+		}
+		seen[ic.ID] = true
+		if c.SSO.SelectionMode == SelectEmailAddress {
+			d := strings.ToLower(ic.EmailDomain)
+			switch {
+			case d == "":
+				p.add(key+".email_domain", "required when sso.selection_mode is email_address")
+			case domains[d] != "":
+				p.add(key+".email_domain", "domain %q already belongs to %s", d, domains[d])
+			}
+			domains[d] = ic.ID
+		}
+	}
+}
+
+var cookieName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// decodeKey reads a session key: 32 bytes in standard or URL-safe base64.
+func decodeKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			if len(b) != 32 {
+				return nil, fmt.Errorf("must be 32 bytes of base64, got %d bytes (make one with `portcullis keys`)", len(b))
+			}
+			return b, nil
+		}
+	}
+	return nil, errors.New("not base64 (make one with `portcullis keys`)")
+}
+
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("not a CIDR or IP address: %q", s)
+			}
+			pfx = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, pfx.Masked())
+	}
+	return out, nil
+}

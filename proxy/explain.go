@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/rolemap"
+	"github.com/portcullis-proxy/portcullis/rules"
+)
+
+// Explanation is what `portcullis explain` reports about one request: what
+// the pipeline would do with it, step by step, without starting anything.
+type Explanation struct {
+	Path     string            // the normalized path rules and upstream see
+	Stripped []string          // client headers the proxy would remove
+	Rule     string            // the rule that matched
+	Action   rules.Action      // its action
+	Decision string            // what happens: bypass, denied, redirect, ...
+	Reason   string            // why, in words
+	Roles    []string          // with a profile: the mapped roles
+	Headers  map[string]string // with a profile and access: the headers injected
+}
+
+// Explain walks r through the pipeline of cfg. With a profile (built from
+// claims) it goes on past the session: role mapping, allow_if and the headers
+// the upstream would get.
+func Explain(cfg *Config, r *http.Request, source netip.Addr, profile *idp.Profile) (*Explanation, error) {
+	c, err := compile(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	e := &Explanation{}
+	before := headerNames(r.Header)
+	c.pass.Strip(r.Header)
+	stripSpoofable(r.Header)
+	for _, name := range before {
+		if _, ok := r.Header[name]; !ok {
+			e.Stripped = append(e.Stripped, name)
+		}
+	}
+	path, err := rules.CleanPath(r.URL.EscapedPath())
+	if err != nil {
+		e.Decision, e.Reason = decisionDenied, "400: the path is refused: "+err.Error()
+		return e, nil
+	}
+	e.Path = path
+	h := &Handler{compiled: c}
+	if h.isAuthPath(path) {
+		e.Decision, e.Reason = "endpoint", "a portcullis endpoint under server.auth_prefix; never forwarded"
+		return e, nil
+	}
+	req := rules.NewRequest(r, path, source)
+	rule := c.rules.Match(req)
+	e.Rule, e.Action = rule.Name, rule.Action
+	switch rule.Action {
+	case rules.Deny:
+		e.Decision, e.Reason = decisionDenied, "403: the rule denies it"
+		return e, nil
+	case rules.Bypass:
+		e.Decision, e.Reason = decisionBypass, "forwarded as is, with no identity headers"
+		return e, nil
+	}
+	if profile == nil {
+		e.Decision = decisionUnauthorized
+		e.Reason = "needs a session: 401 JSON, or a redirect to the login page for a browser navigating (give --claims to go on)"
+		if isNavigation(r) {
+			e.Decision = decisionRedirect
+			e.Reason = "needs a session: a browser is sent to " + cfg.Server.AuthPrefix + "/login (give --claims to go on)"
+		}
+		return e, nil
+	}
+	roles, err := c.roles.Map(profile)
+	if errors.Is(err, rolemap.ErrNoRole) {
+		e.Decision, e.Reason = decisionForbidden, "the login would be refused: no role matches and role_mapping.default is empty"
+		return e, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("role mapping: %w", err)
+	}
+	profile.Roles, e.Roles = roles, roles
+	ok, err := rule.Allow(&rules.Env{Profile: *profile, Request: req, Now: time.Now()})
+	if !ok {
+		e.Decision, e.Reason = decisionForbidden, "403: allow_if is false"
+		if err != nil {
+			e.Reason += " (" + err.Error() + ")"
+		}
+		return e, nil
+	}
+	if e.Headers, err = c.pass.Values(profile); err != nil {
+		e.Decision, e.Reason = decisionInternal, "500: "+err.Error()
+		return e, nil
+	}
+	e.Decision, e.Reason = decisionAuthenticated, "forwarded with the identity headers below"
+	return e, nil
+}
+
+func headerNames(h http.Header) []string {
+	names := make([]string, 0, len(h))
+	for name := range h {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,244 @@
+// Package proxy is portcullis's request pipeline: it decides what happens to
+// each request, logs browsers in at an identity provider, keeps their
+// sessions and forwards requests upstream with the identity headers the
+// application trusts.
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/rules"
+)
+
+// Handler is the proxy: every request to the public listener goes through its
+// ServeHTTP.
+type Handler struct {
+	*compiled
+	sessions  session.Store
+	flows     *session.Flows
+	cookies   session.Options
+	providers map[string]*provider
+	order     []*provider // as configured, for the login pages
+	upstream  *httputil.ReverseProxy
+	auth      http.Handler // the endpoints under server.auth_prefix
+	pages     *pages
+	metrics   *metrics
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// Decisions, as logged and counted in requests_total{decision}.
+const (
+	decisionBypass        = "bypass"
+	decisionAuthenticated = "authenticated"
+	decisionRedirect      = "redirect"
+	decisionUnauthorized  = "unauthorized"
+	decisionForbidden     = "forbidden"
+	decisionDenied        = "denied"
+	decisionInternal      = "internal"
+)
+
+// ServeHTTP walks one request through the pipeline:
+//
+//	strip spoofable headers → normalize path → rules.Match → bypass | deny |
+//	authenticate → session (or login) → allow_if → attribute pass → upstream.
+//
+// Roles were mapped (rolemap) when the session was made, at login.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.now()
+	rec := &statusRecorder{ResponseWriter: w}
+	decision := h.serve(rec, r)
+	h.metrics.observe(decision, rec.status(), h.now().Sub(start))
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) string {
+	// Nothing a client sends may pose as the proxy's own word about identity.
+	h.pass.Strip(r.Header)
+	stripSpoofable(r.Header)
+
+	// Rules and the upstream see one and the same path (SPEC invariant 4).
+	path, err := rules.CleanPath(r.URL.EscapedPath())
+	if err != nil {
+		h.pages.fail(w, r, http.StatusBadRequest, "Bad request", "The request path is not allowed: "+err.Error())
+		return decisionDenied
+	}
+	r.URL.Path, r.URL.RawPath = path, ""
+	if h.isAuthPath(path) {
+		h.auth.ServeHTTP(w, r)
+		return decisionOf(w.(*statusRecorder).status())
+	}
+
+	req := rules.NewRequest(r, path, h.clientAddr(r))
+	rule := h.rules.Match(req)
+	h.metrics.ruleMatched(rule.Name)
+	switch rule.Action {
+	case rules.Deny:
+		h.pages.fail(w, r, http.StatusForbidden, "Forbidden", "This address is not available.")
+		return decisionDenied
+	case rules.Bypass:
+		return h.forward(w, r, nil) // no identity: the upstream checks the caller's own credentials
+	}
+
+	s, err := h.sessions.Load(r)
+	if err != nil {
+		h.log.Error("session store unavailable", "err", err)
+		h.pages.fail(w, r, http.StatusServiceUnavailable, "Temporarily unavailable", "Sessions cannot be checked right now. Try again in a moment.")
+		return decisionInternal
+	}
+	if s == nil {
+		return h.challenge(w, r)
+	}
+	if err := h.sessions.Touch(w, r, s); err != nil {
+		h.log.Warn("session touch failed", "err", err)
+	}
+
+	allowed, err := rule.Allow(&rules.Env{Profile: s.Profile, Request: req, Now: h.now()})
+	if err != nil {
+		h.log.Warn("allow_if failed; refusing", "rule", rule.Name, "err", err)
+	}
+	if !allowed {
+		h.pages.fail(w, r, http.StatusForbidden, "Access denied", "Your account does not have access to this page.")
+		return decisionForbidden
+	}
+	return h.forward(w, r, &s.Profile) // attribute pass: identity headers for the upstream
+}
+
+// challenge answers a request that needs a session and has none: browsers
+// navigating go to the login page, everything else gets 401.
+func (h *Handler) challenge(w http.ResponseWriter, r *http.Request) string {
+	if isNavigation(r) {
+		http.Redirect(w, r, h.loginPath(r.URL.RequestURI()), http.StatusFound)
+		return decisionRedirect
+	}
+	writeJSON(w, http.StatusUnauthorized, map[string]string{
+		"error":     "unauthorized",
+		"message":   "login required",
+		"login_url": h.loginPath(""),
+	})
+	return decisionUnauthorized
+}
+
+// decisionOf labels the answers of the proxy's own endpoints by their status.
+func decisionOf(status int) string {
+	switch {
+	case status == http.StatusUnauthorized:
+		return decisionUnauthorized
+	case status == http.StatusForbidden:
+		return decisionForbidden
+	case status >= 500:
+		return decisionInternal
+	case status >= 400:
+		return decisionDenied
+	case status >= 300:
+		return decisionRedirect
+	}
+	return decisionAuthenticated
+}
+
+// isNavigation tells a browser loading a page (which should be sent to log
+// in) from a script or API client (which should get a status it can handle).
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" && mode != "navigate" {
+		return false
+	}
+	if r.Header.Get("X-Requested-With") != "" {
+		return false
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+func (h *Handler) isAuthPath(path string) bool {
+	p := h.cfg.Server.AuthPrefix
+	return strings.HasPrefix(path, p) && (len(path) == len(p) || path[len(p)] == '/')
+}
+
+func (h *Handler) loginPath(rd string) string {
+	u := h.cfg.Server.AuthPrefix + "/login"
+	if rd != "" {
+		u += "?rd=" + queryEscape(rd)
+	}
+	return u
+}
+
+// spoofable are request headers that change how an upstream reads the
+// method, path or origin of a request; a client never gets to set them.
+var spoofable = []string{
+	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
+	"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-Uri", "X-Forwarded-Prefix",
+	"X-Forwarded-Path", "X-Forwarded-Port", "X-Forwarded-Server", "X-Real-Ip",
+	"Http2-Settings",
+}
+
+func stripSpoofable(h http.Header) {
+	for _, name := range spoofable {
+		delete(h, name)
+	}
+	// Only WebSocket upgrades pass; an h2c upgrade would let the client talk
+	// to the upstream past the proxy's request-by-request checks.
+	if up := h.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
+		delete(h, "Upgrade")
+	}
+}
+
+type identityKey struct{}
+
+// forward sends r upstream; with a profile, as that user. The identity
+// headers are computed here, where a failure can still refuse the request,
+// and set in rewrite.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, p *idp.Profile) string {
+	if p != nil {
+		identity, err := h.pass.Values(p)
+		if err != nil {
+			h.log.Error("attribute pass failed; refusing", "err", err, "idp", p.IdP, "sub", p.Sub)
+			h.pages.fail(w, r, http.StatusInternalServerError, "Internal error", "Your identity could not be passed to the application.")
+			return decisionInternal
+		}
+		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, identity))
+	}
+	h.upstream.ServeHTTP(w, r)
+	if p == nil {
+		return decisionBypass
+	}
+	return decisionAuthenticated
+}
+
+// statusRecorder remembers the status code written, for metrics and logs.
+// Unwrap lets http.ResponseController reach Flush and Hijack (streaming,
+// WebSockets) on the real writer.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusRecorder) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}

@@ -1,0 +1,160 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// newUpstream builds the reverse proxy to the application. It uses Rewrite,
+// never Director: Rewrite runs after hop-by-hop headers are removed, so a
+// client's `Connection: X-Email` cannot delete a header the proxy injects.
+func (h *Handler) newUpstream() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:      h.rewrite,
+		Transport:    newTransport(),
+		BufferPool:   bufferPool{},
+		ErrorHandler: h.upstreamError,
+		ErrorLog:     slogErrorLog(h.log),
+	}
+}
+
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(h.upstreamURL)
+	if *h.cfg.Upstream.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
+	if h.trustedPeer(pr.In) {
+		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	}
+	pr.SetXForwarded()
+	pr.Out.Header.Set("X-Forwarded-Proto", h.publicURL.Scheme)
+	pr.Out.Header.Set("X-Forwarded-Host", h.publicURL.Host)
+	h.dropOwnCookies(pr.Out.Header)
+
+	// Injected last, after the hop-by-hop headers (and whatever a client's
+	// Connection header named) are gone.
+	if identity, ok := pr.In.Context().Value(identityKey{}).(map[string]string); ok {
+		for name, value := range identity {
+			pr.Out.Header.Set(name, value)
+		}
+	}
+}
+
+// dropOwnCookies removes the proxy's own cookies (session, chunks, login
+// flows) from what the upstream gets (SPEC invariant 3).
+func (h *Handler) dropOwnCookies(hdr http.Header) {
+	lines := hdr["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	own := false
+	for _, line := range lines {
+		if strings.Contains(line, h.cfg.Session.CookieName) {
+			own = true
+		}
+	}
+	if !own {
+		return
+	}
+	var kept []string
+	for _, line := range lines {
+		for _, part := range strings.Split(line, ";") {
+			part = strings.TrimSpace(part)
+			name, _, _ := strings.Cut(part, "=")
+			if part != "" && !h.cookies.Owns(name) {
+				kept = append(kept, part)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		delete(hdr, "Cookie")
+		return
+	}
+	hdr["Cookie"] = []string{strings.Join(kept, "; ")}
+}
+
+func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	h.metrics.upstreamErrors.Inc()
+	status, title, msg := http.StatusBadGateway, "Bad gateway", "The application is not answering. Try again in a moment."
+	if isTimeout(err) {
+		status, title, msg = http.StatusGatewayTimeout, "Gateway timeout", "The application took too long to answer."
+	}
+	h.log.Warn("upstream request failed", "err", err, "path", r.URL.Path)
+	h.pages.fail(w, r, status, title, msg)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// clientAddr is the address of the client: the peer, unless the peer is a
+// trusted proxy, in which case the nearest untrusted address it forwarded.
+func (h *Handler) clientAddr(r *http.Request) netip.Addr {
+	peer := peerAddr(r)
+	if !h.isTrusted(peer) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return peer
+		}
+		if a = a.Unmap(); !h.isTrusted(a) {
+			return a
+		}
+	}
+	return peer
+}
+
+func (h *Handler) trustedPeer(r *http.Request) bool { return h.isTrusted(peerAddr(r)) }
+
+func (h *Handler) isTrusted(a netip.Addr) bool {
+	for _, p := range h.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func peerAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// newTransport is the one upstream transport, with an idle pool large enough
+// that a busy proxy reuses connections instead of opening new ones.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass bodies through as the upstream sent them
+	}
+}
+
+// bufferPool lends the reverse proxy its copy buffers instead of allocating
+// 32 KiB per request.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+)
+
+// cvatConfig is the CVAT profile from the README quick start, pointed at the
+// test IdP and the echo upstream.
+const cvatConfig = `
+server:
+  public_url: PUBLIC_URL
+upstream:
+  url: UPSTREAM_URL
+session:
+  keys: [SESSION_KEY]
+sso:
+  identity_providers:
+    - id: company
+      name: Company SSO
+      protocol: OIDC
+      server_url: ISSUER
+      client_id: portcullis
+      client_secret: portcullis-secret
+      scopes: [openid, email, profile, groups]
+role_mapping:
+  roles: [admin, business, user, worker]
+  default: user
+  rules:
+    - role: admin
+      when: '"cvat-admins" in groups'
+attribute_pass:
+  headers:
+    X-Email: email
+    X-Groups: 'join(roles, ",")'
+rules:
+  - name: cvat-api-credentials
+    path_prefix: /api/
+    headers: {Authorization: '^(Basic|Token|Bearer) '}
+    action: bypass
+  - name: admin-only
+    path_prefix: /admin
+    action: authenticate
+    allow_if: '"admin" in roles'
+default_action: authenticate
+`
+
+// oidcStack is portcullis with the CVAT profile in front of the echo
+// upstream, logging in at a real oidc-provider.
+func oidcStack(t *testing.T, o oidcserver.Options) (*stack, *oidcserver.Server) {
+	t.Helper()
+	s := listen(t)
+	o.RedirectURIs = []string{s.URL + "/.portcullis/oidc/company/callback"}
+	idp := oidcserver.Start(t, o)
+	s.start(t, strings.Replace(cvatConfig, "ISSUER", idp.Issuer, 1))
+	return s, idp
+}
+
+func TestOIDCLoginPassesIdentityToCVAT(t *testing.T) {
+	for _, conform := range []bool{false, true} {
+		name := map[bool]string{false: "claims in the ID token", true: "claims from userinfo"}[conform]
+		t.Run(name, func(t *testing.T) {
+			s, _ := oidcStack(t, oidcserver.Options{ConformIDTokenClaims: conform})
+			b := browser(t)
+
+			resp := oidcserver.Login(t, b, s.URL+"/tasks?page=2", oidcserver.Alice, oidcserver.AlicePassword)
+			body := readBody(t, resp)
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Echo") != "1" {
+				t.Fatalf("after login: status %d, want the upstream's page; body:\n%s", resp.StatusCode, body)
+			}
+			if got := resp.Request.URL.RequestURI(); got != "/tasks?page=2" {
+				t.Errorf("landed on %q, want the page asked for, /tasks?page=2", got)
+			}
+			got, _ := s.Upstream.Last()
+			if e := got.Header.Get("X-Email"); e != "alice@example.com" {
+				t.Errorf("upstream X-Email = %q, want alice@example.com", e)
+			}
+			if g := got.Header.Get("X-Groups"); g != "admin" {
+				t.Errorf("upstream X-Groups = %q, want admin", g)
+			}
+			if c := got.Header.Get("Cookie"); strings.Contains(c, "portcullis") {
+				t.Errorf("upstream got the proxy's cookie: %q", c)
+			}
+
+			// userinfo shows the session.
+			info, err := b.Get(s.URL + "/.portcullis/userinfo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var prof struct {
+				Email  string   `json:"email"`
+				Roles  []string `json:"roles"`
+				Groups []string `json:"groups"`
+			}
+			json.Unmarshal([]byte(readBody(t, info)), &prof)
+			if info.StatusCode != 200 || prof.Email != "alice@example.com" || len(prof.Roles) != 1 || prof.Roles[0] != "admin" {
+				t.Errorf("userinfo: status %d, %+v", info.StatusCode, prof)
+			}
+		})
+	}
+}
+
+func TestBasicAuthAPICallBypassesWithoutIdentity(t *testing.T) {
+	s, _ := oidcStack(t, oidcserver.Options{})
+	req, _ := http.NewRequest("GET", s.URL+"/api/tasks", nil)
+	req.SetBasicAuth("cvat-user", "secret")
+	req.Header.Set("X-Email", "spoofed@evil.example")
+	req.Header["X_Groups"] = []string{"admin"}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("bypassed API call: status %d, want 200 from the upstream", resp.StatusCode)
+	}
+	got, _ := s.Upstream.Last()
+	if got.Header.Get("Authorization") == "" {
+		t.Error("the caller's Authorization header did not reach the upstream")
+	}
+	for name := range got.Header {
+		if n := strings.ToLower(strings.NewReplacer("_", "-", ".", "-").Replace(name)); n == "x-email" || n == "x-groups" {
+			t.Errorf("bypassed request reached the upstream with identity header %s: %q", name, got.Header[name])
+		}
+	}
+}
+
+func TestAPICallWithoutSessionGets401(t *testing.T) {
+	s, _ := oidcStack(t, oidcserver.Options{})
+	resp, err := http.Get(s.URL + "/api/tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, `"unauthorized"`) {
+		t.Fatalf("status %d body %s, want 401 JSON", resp.StatusCode, body)
+	}
+	if n := len(s.Upstream.Requests()); n != 0 {
+		t.Fatalf("upstream saw %d requests, want none", n)
+	}
+}
+
+func TestNonAdminGets403OnAllowIfRoute(t *testing.T) {
+	s, _ := oidcStack(t, oidcserver.Options{})
+	b := browser(t)
+	resp := oidcserver.Login(t, b, s.URL+"/admin/users", oidcserver.Bob, oidcserver.BobPassword)
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("bob on /admin: status %d, want 403", resp.StatusCode)
+	}
+	if n := len(s.Upstream.Requests()); n != 0 {
+		t.Fatalf("upstream saw %d requests, want none", n)
+	}
+	// The same session reaches an ordinary page, as a user.
+	resp, err := b.Get(s.URL + "/tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	got, _ := s.Upstream.Last()
+	if resp.StatusCode != 200 || got.Header.Get("X-Groups") != "user" || got.Header.Get("X-Email") != "bob@example.com" {
+		t.Fatalf("bob on /tasks: status %d, X-Email %q X-Groups %q; want 200, bob@example.com, user",
+			resp.StatusCode, got.Header.Get("X-Email"), got.Header.Get("X-Groups"))
+	}
+}
+
+func TestLogoutEndsTheSession(t *testing.T) {
+	s, _ := oidcStack(t, oidcserver.Options{})
+	b := browser(t)
+	readBody(t, oidcserver.Login(t, b, s.URL+"/tasks", oidcserver.Alice, oidcserver.AlicePassword))
+	stolen := b.Jar.Cookies(mustURL(t, s.URL))
+	if len(stolen) == 0 {
+		t.Fatal("no session cookie after login")
+	}
+
+	resp, err := b.Get(s.URL + "/.portcullis/logout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readBody(t, resp); resp.StatusCode != 200 || !strings.Contains(body, "signed out") {
+		t.Fatalf("logout: status %d, want the signed-out page; body %s", resp.StatusCode, body)
+	}
+	resp, err = noRedirect(b).Get(s.URL + "/tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), "/.portcullis/login?rd=") {
+		t.Fatalf("after logout: status %d Location %q, want a redirect to the login page", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
+	// The cookie from before the logout, replayed, is no session.
+	req, _ := http.NewRequest("GET", s.URL+"/tasks", nil)
+	for _, c := range stolen {
+		req.AddCookie(c)
+	}
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("replayed cookie after logout: status %d, want 401", resp.StatusCode)
+	}
+}

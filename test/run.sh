@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The one test command (the README's and CI's): installs what the tests need
+# on a fresh Debian machine that has only Go, Node and gcc, then runs them all.
+#   Debian packages: chromium (browser tests of the login pages and the demo)
+#   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(chromium)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	echo "test/run.sh: installing ${missing[*]}"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d test/oidc/node_modules/oidc-provider ] || [ test/oidc/package-lock.json -nt test/oidc/node_modules/.package-lock.json ]; then
+	echo "test/run.sh: npm ci in test/oidc"
+	(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+echo "test/run.sh: go vet"
+go vet ./...
+echo "test/run.sh: go test"
+go test -count=1 -timeout 15m "$@" ./...
