@@ -1,0 +1,434 @@
+package session
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gorilla/securecookie"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// Store keeps sessions. The cookie store is the default; a Redis store comes
+// later with the same interface.
+type Store interface {
+	// Load returns the request's session, or nil when there is none. A cookie
+	// that fails to open (tampered, wrong key, truncated, expired, idle too
+	// long, revoked) is no session: nil, nil (SPEC invariant 5). An error is
+	// only for a store that cannot answer. The session returned is the
+	// caller's own copy, but its slices and maps may be shared with other
+	// requests: replace them, never modify them in place.
+	Load(r *http.Request) (*Session, error)
+	// Save writes s (sets cookies; chunked when large).
+	Save(w http.ResponseWriter, r *http.Request, s *Session) error
+	// Delete ends s: clears every cookie of it and revokes its ID so the same
+	// cookie replayed later is refused. s may be nil to only clear cookies.
+	Delete(w http.ResponseWriter, r *http.Request, s *Session) error
+	// Touch records activity for the idle timeout. It re-seals only when
+	// LastSeen is older than min(idle/10, 1m), so most requests write nothing.
+	Touch(w http.ResponseWriter, r *http.Request, s *Session) error
+}
+
+const (
+	// chunkSize keeps every cookie, name and attributes included, under the
+	// 4096 bytes browsers accept.
+	chunkSize = 3800
+	// maxChunks bounds a session to about 30 KB of cookies; Save refuses more.
+	maxChunks = 8
+	// maxValuesPerName and maxCandidates bound the work a request with
+	// duplicated cookie names can cause; beyond them the request has no session.
+	maxValuesPerName = 3
+	maxCandidates    = 4
+	// cacheEntries bounds the cache of opened sessions.
+	cacheEntries = 10000
+	// revokedEntries bounds the set of revoked session IDs.
+	revokedEntries = 100000
+	// sessionCodecName is bound into every session seal; flows use another,
+	// so one kind of cookie never opens as the other.
+	sessionCodecName = "portcullis session"
+	// wireVersion changes when the sealed layout does; older cookies then
+	// simply stop opening (users log in again).
+	wireVersion = 1
+)
+
+// CookieStore keeps the whole session in the browser, sealed (encrypted and
+// authenticated) with the session keys and split over several cookies when
+// large. Revocation and the cache of opened sessions live in memory, so a
+// logout is only known to the process that handled it.
+type CookieStore struct {
+	opts    Options
+	name    string
+	codecs  []securecookie.Codec
+	revoked *expiringSet
+	cache   *openedCache // nil disables caching
+}
+
+var _ Store = (*CookieStore)(nil)
+
+// NewCookieStore builds the cookie session store; it fails when the keys are
+// missing or not KeySize bytes long.
+func NewCookieStore(o Options) (*CookieStore, error) {
+	if err := checkKeys(o.Keys); err != nil {
+		return nil, fmt.Errorf("session cookie store: %w", err)
+	}
+	cs, err := codecs(o.Keys, "session", o.lifetime(), maxChunks*chunkSize+64, compactJSON{})
+	if err != nil {
+		return nil, fmt.Errorf("session cookie store: %w", err)
+	}
+	return &CookieStore{
+		opts:    o,
+		name:    o.Name(),
+		codecs:  cs,
+		revoked: newExpiringSet(revokedEntries),
+		cache:   newOpenedCache(cacheEntries),
+	}, nil
+}
+
+// wireSession is the sealed form of a Session: short keys and Unix seconds,
+// since every byte is sent back by the browser on every request.
+type wireSession struct {
+	V        int         `json:"v"`
+	ID       string      `json:"id"`
+	Profile  idp.Profile `json:"p"`
+	Tokens   idp.Tokens  `json:"t,omitzero"`
+	Created  int64       `json:"c"`
+	Expires  int64       `json:"e"`
+	LastSeen int64       `json:"l"`
+}
+
+func toWire(s *Session) wireSession {
+	return wireSession{
+		V: wireVersion, ID: s.ID, Profile: s.Profile, Tokens: s.Tokens,
+		Created: s.Created.Unix(), Expires: s.Expires.Unix(), LastSeen: s.LastSeen.Unix(),
+	}
+}
+
+func (w wireSession) session() *Session {
+	p := w.Profile
+	// Clipped, so that an append by one request can never write into a
+	// backing array another request shares through the cache.
+	p.Groups, p.Roles = slices.Clip(p.Groups), slices.Clip(p.Roles)
+	return &Session{
+		ID: w.ID, Profile: p, Tokens: w.Tokens,
+		Created: time.Unix(w.Created, 0), Expires: time.Unix(w.Expires, 0), LastSeen: time.Unix(w.LastSeen, 0),
+	}
+}
+
+// Load returns the request's session, or nil when it has none. Duplicate
+// cookie names (cookie tossing from a sibling domain, possible without the
+// __Host- prefix) are resolved fail-closed: every combination of the values
+// present is tried, within a small bound, and the request has a session only
+// when exactly one of them opens. Too many values means no session.
+func (st *CookieStore) Load(r *http.Request) (*Session, error) {
+	lines := r.Header["Cookie"]
+	if len(lines) == 0 {
+		return nil, nil
+	}
+	var j jar
+	j.collect(lines, st.name)
+	if j.count[0] == 0 {
+		return nil, nil
+	}
+	if j.overflow {
+		st.opts.logger().Debug("session: too many duplicate session cookies; treating as no session")
+		return nil, nil
+	}
+	now := st.opts.now()
+	var found *Session
+	candidates := 0
+	for _, head := range j.values[0][:j.count[0]] {
+		n, first := splitHead(head)
+		// Try each combination of the chunk values present (one each,
+		// normally), counting each against the bound.
+		var pick [maxChunks]int
+		for {
+			candidates++
+			if candidates > maxCandidates {
+				return st.refuse("too many candidate session cookies")
+			}
+			key, ok := j.key(first, n, &pick)
+			if !ok {
+				break // a chunk is missing: this head opens nothing
+			}
+			s := st.cache.get(key)
+			if s == nil {
+				s = st.unseal(key, j.assemble(first, n, &pick), now)
+			}
+			if s != nil && st.valid(s, now) {
+				if found != nil {
+					return st.refuse("two different session cookies open")
+				}
+				found = s
+			}
+			if !j.next(n, &pick) {
+				break
+			}
+		}
+	}
+	if found == nil {
+		return nil, nil
+	}
+	s := *found
+	return &s, nil
+}
+
+func (st *CookieStore) refuse(why string) (*Session, error) {
+	st.opts.logger().Debug("session: refusing session cookies", "reason", why)
+	return nil, nil
+}
+
+// unseal opens the sealed value whose hash is key and caches the session it
+// holds; nil when it does not open. The session is shared through the cache
+// and must not be modified.
+func (st *CookieStore) unseal(key [sha256.Size]byte, value string, now time.Time) *Session {
+	var w wireSession
+	if err := securecookie.DecodeMulti(sessionCodecName, value, &w, st.codecs...); err != nil {
+		st.opts.logger().Debug("session: cookie does not open", "error", err)
+		return nil
+	}
+	if w.V != wireVersion || w.ID == "" {
+		return nil
+	}
+	s := w.session()
+	st.cache.put(key, s, now)
+	return s
+}
+
+// valid checks what can change while the sealed value stays the same: the
+// clock and revocation.
+func (st *CookieStore) valid(s *Session, now time.Time) bool {
+	if !now.Before(s.Expires) || !now.Before(s.Created.Add(st.opts.lifetime())) {
+		return false // a shortened lifetime applies to existing sessions too
+	}
+	if idle := st.opts.IdleTimeout; idle > 0 && now.Sub(s.LastSeen) > idle {
+		return false
+	}
+	return !st.revoked.Has(s.ID, now)
+}
+
+// Save seals s into the session cookie, split into chunks when large, and
+// clears chunks left over from a larger earlier session.
+func (st *CookieStore) Save(w http.ResponseWriter, r *http.Request, s *Session) error {
+	if s == nil || s.ID == "" {
+		return errors.New("save session: no session ID")
+	}
+	now := st.opts.now()
+	maxAge := int(s.Expires.Sub(now) / time.Second)
+	if maxAge <= 0 {
+		return fmt.Errorf("save session %s: already expired", s.ID)
+	}
+	wire := toWire(s)
+	sealed, err := st.codecs[0].Encode(sessionCodecName, wire)
+	if err != nil {
+		return fmt.Errorf("save session %s: seal: %w", s.ID, err)
+	}
+	n := (len(sealed) + chunkSize - 1) / chunkSize
+	if n > maxChunks {
+		return fmt.Errorf("save session %s: sealed session is %d bytes, more than %d cookies of %d bytes",
+			s.ID, len(sealed), maxChunks, chunkSize)
+	}
+	for i := range n {
+		piece := sealed[i*chunkSize : min((i+1)*chunkSize, len(sealed))]
+		if i == 0 && n > 1 {
+			piece = fmt.Sprintf("%d~%s", n, piece)
+		}
+		http.SetCookie(w, st.cookie(chunkName(st.name, i), piece, maxAge))
+	}
+	present := st.present(r)
+	for i := n; i < maxChunks; i++ {
+		if present[i] {
+			http.SetCookie(w, st.cookie(chunkName(st.name, i), "", -1))
+		}
+	}
+	// The next request will carry exactly this value: remember it opened.
+	st.cache.put(valueKey(sealed), wire.session(), now)
+	return nil
+}
+
+// Delete clears every cookie of the session present in r and revokes s's ID
+// until it would have expired anyway.
+func (st *CookieStore) Delete(w http.ResponseWriter, r *http.Request, s *Session) error {
+	present := st.present(r)
+	present[0] = true
+	for i, ok := range present {
+		if ok {
+			http.SetCookie(w, st.cookie(chunkName(st.name, i), "", -1))
+		}
+	}
+	if s == nil || s.ID == "" {
+		return nil
+	}
+	now := st.opts.now()
+	if now.Before(s.Expires) {
+		st.revoked.Add(s.ID, s.Expires, now)
+	}
+	st.cache.drop(s.ID)
+	return nil
+}
+
+// Touch records activity on s for the idle timeout, re-sealing the cookie
+// only when LastSeen is older than min(idle/10, 1m).
+func (st *CookieStore) Touch(w http.ResponseWriter, r *http.Request, s *Session) error {
+	idle := st.opts.IdleTimeout
+	if idle <= 0 || s == nil {
+		return nil
+	}
+	now := st.opts.now()
+	if now.Sub(s.LastSeen) < min(idle/10, time.Minute) {
+		return nil
+	}
+	s.LastSeen = now.Truncate(time.Second)
+	if err := st.Save(w, r, s); err != nil {
+		return fmt.Errorf("touch: %w", err)
+	}
+	return nil
+}
+
+// present reports which of the session's cookie names r carries; without a
+// request, all of them, so that callers clear too much rather than too little.
+func (st *CookieStore) present(r *http.Request) (p [maxChunks]bool) {
+	if r == nil {
+		for i := range p {
+			p[i] = true
+		}
+		return p
+	}
+	var j jar
+	j.collect(r.Header["Cookie"], st.name)
+	for i, c := range j.count {
+		p[i] = c > 0
+	}
+	return p
+}
+
+func (st *CookieStore) cookie(name, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name: name, Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: st.opts.Secure, SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// chunkName is the name of chunk i: the session cookie's own name for the
+// first, then name_1, name_2...
+func chunkName(name string, i int) string {
+	if i == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s_%d", name, i)
+}
+
+// splitHead reads the chunk count marker ("3~...") off the first cookie's
+// value. Sealed values are base64 and never contain '~'.
+func splitHead(v string) (n int, rest string) {
+	if len(v) > 2 && v[1] == '~' && v[0] >= '2' && v[0] <= '0'+maxChunks {
+		return int(v[0] - '0'), v[2:]
+	}
+	return 1, v
+}
+
+// jar holds the values of the session's cookies (the first under index 0,
+// chunk i under index i) found in a request's Cookie headers, without
+// allocating: the values point into the header strings.
+type jar struct {
+	values   [maxChunks][maxValuesPerName]string
+	count    [maxChunks]int
+	overflow bool
+}
+
+// collect scans Cookie header lines for name and its chunk names. The scan is
+// linear in the header's size and keeps at most maxValuesPerName distinct
+// values per name, so hundreds of cookies cost no more than reading them.
+func (j *jar) collect(lines []string, name string) {
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if !ok {
+				continue
+			}
+			rest, ok := strings.CutPrefix(k, name)
+			if !ok {
+				continue
+			}
+			i := 0
+			if rest != "" {
+				if len(rest) != 2 || rest[0] != '_' || rest[1] < '1' || rest[1] >= '0'+maxChunks {
+					continue
+				}
+				i = int(rest[1] - '0')
+			}
+			j.add(i, v)
+		}
+	}
+}
+
+// add keeps v as a value of cookie i unless it is empty or already kept.
+func (j *jar) add(i int, v string) {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	if v == "" || slices.Contains(j.values[i][:j.count[i]], v) {
+		return
+	}
+	if j.count[i] == maxValuesPerName {
+		j.overflow = true
+		return
+	}
+	j.values[i][j.count[i]] = v
+	j.count[i]++
+}
+
+// key is the cache key of the value assemble would return, computed without
+// assembling it; ok is false when a chunk is missing.
+func (j *jar) key(first string, n int, pick *[maxChunks]int) (key [sha256.Size]byte, ok bool) {
+	if n == 1 {
+		return valueKey(first), true
+	}
+	for i := 1; i < n; i++ {
+		if j.count[i] == 0 {
+			return key, false
+		}
+	}
+	var pieces [maxChunks]string
+	pieces[0] = first
+	for i := 1; i < n; i++ {
+		pieces[i] = j.values[i][pick[i]]
+	}
+	return valueKey(pieces[:n]...), true
+}
+
+// assemble joins the first chunk's body with the picked value of each of the
+// n-1 chunks after it; key has checked that none is missing.
+func (j *jar) assemble(first string, n int, pick *[maxChunks]int) string {
+	if n == 1 {
+		return first
+	}
+	size := len(first)
+	for i := 1; i < n; i++ {
+		size += len(j.values[i][pick[i]])
+	}
+	var b strings.Builder
+	b.Grow(size)
+	b.WriteString(first)
+	for i := 1; i < n; i++ {
+		b.WriteString(j.values[i][pick[i]])
+	}
+	return b.String()
+}
+
+// next advances pick to the next combination of chunk values, like an
+// odometer; false when all have been tried.
+func (j *jar) next(n int, pick *[maxChunks]int) bool {
+	for i := 1; i < n; i++ {
+		if pick[i]+1 < j.count[i] {
+			pick[i]++
+			return true
+		}
+		pick[i] = 0
+	}
+	return false
+}

@@ -1,0 +1,168 @@
+package session
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/securecookie"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// FlowLifetime is how long a login may take between its start and the IdP's
+// answer.
+const FlowLifetime = 10 * time.Minute
+
+const (
+	// flowCodecName is bound into every flow seal, distinct from sessions'.
+	flowCodecName = "portcullis login flow"
+	// usedStates bounds how many finished login states are remembered.
+	usedStates = 100000
+)
+
+// Reasons Finish refuses a login's answer; their text is short enough for a
+// 400 page.
+var (
+	ErrFlowMissing = errors.New("no login in progress in this browser for this state")
+	ErrFlowInvalid = errors.New("login state is invalid")
+	ErrFlowExpired = errors.New("login took too long")
+	ErrFlowReused  = errors.New("login state was already used")
+)
+
+// Flows keeps login flows (idp.Flow) between the start of a login and the
+// IdP's answer, in a sealed short-lived cookie bound to the browser. Each one
+// is single use. The caller still checks that the flow's IdP is the one that
+// answered.
+type Flows struct {
+	opts   Options
+	codecs []securecookie.Codec
+	err    error // why codecs could not be built, reported by Start and Finish
+	used   *expiringSet
+}
+
+// NewFlows builds the login flow keeper. Keys are checked by NewCookieStore;
+// with unusable keys every Start and Finish fails.
+func NewFlows(o Options) *Flows {
+	f := &Flows{opts: o, used: newExpiringSet(usedStates)}
+	if f.err = checkKeys(o.Keys); f.err == nil {
+		f.codecs, f.err = codecs(o.Keys, "login flow", FlowLifetime, 4096, securecookie.JSONEncoder{})
+	}
+	return f
+}
+
+// CookieName is the name of the cookie carrying the flow with this state:
+// one per login, so that logins started in two tabs do not collide.
+func (f *Flows) CookieName(state string) string {
+	return f.opts.Name() + "_login_" + state[:min(8, len(state))]
+}
+
+// Start seals flow into its cookie. flow.State must be set (NewState);
+// flow.Created is set to now when zero.
+func (f *Flows) Start(w http.ResponseWriter, flow *idp.Flow) error {
+	if f.err != nil {
+		return fmt.Errorf("start login: %w", f.err)
+	}
+	if !validState(flow.State) {
+		return fmt.Errorf("start login at %s: %w", flow.IdP, ErrFlowInvalid)
+	}
+	if flow.Created == 0 {
+		flow.Created = f.opts.now().Unix()
+	}
+	sealed, err := f.codecs[0].Encode(flowCodecName, flow)
+	if err != nil {
+		return fmt.Errorf("start login at %s: seal flow: %w", flow.IdP, err)
+	}
+	http.SetCookie(w, f.cookie(f.CookieName(flow.State), sealed, int(FlowLifetime/time.Second)))
+	return nil
+}
+
+// Finish returns the flow started in this browser for state, and deletes its
+// cookie. It refuses a state that has no cookie here, a cookie that does not
+// open or belongs to another state, an expired flow and a state already
+// finished once (remembered until it would have expired).
+func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*idp.Flow, error) {
+	if f.err != nil {
+		return nil, fmt.Errorf("finish login: %w", f.err)
+	}
+	if !validState(state) {
+		return nil, ErrFlowInvalid
+	}
+	name := f.CookieName(state)
+	var j jar
+	j.collectExact(r.Header["Cookie"], name)
+	if j.count[0] == 0 {
+		return nil, ErrFlowMissing
+	}
+	// The cookie has done its job whatever the outcome.
+	http.SetCookie(w, f.cookie(name, "", -1))
+	if j.overflow {
+		return nil, ErrFlowInvalid
+	}
+	// With duplicates (cookie tossing), exactly one value must open for
+	// this state.
+	var flow *idp.Flow
+	for _, v := range j.values[0][:j.count[0]] {
+		var candidate idp.Flow
+		if securecookie.DecodeMulti(flowCodecName, v, &candidate, f.codecs...) != nil {
+			continue
+		}
+		if subtle.ConstantTimeCompare([]byte(candidate.State), []byte(state)) != 1 {
+			continue
+		}
+		if flow != nil {
+			return nil, ErrFlowInvalid
+		}
+		flow = &candidate
+	}
+	if flow == nil {
+		return nil, ErrFlowInvalid
+	}
+	now := f.opts.now()
+	expires := time.Unix(flow.Created, 0).Add(FlowLifetime)
+	if !now.Before(expires) {
+		return nil, ErrFlowExpired
+	}
+	if !f.used.Add(state, expires, now) {
+		return nil, ErrFlowReused
+	}
+	return flow, nil
+}
+
+func (f *Flows) cookie(name, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name: name, Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: f.opts.Secure, SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// validState accepts what NewState makes and what an IdP may echo back of it:
+// URL-safe base64, long enough to be unguessable, short enough to be cheap.
+func validState(s string) bool {
+	if len(s) < 16 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// collectExact scans Cookie header lines for one exact name only.
+func (j *jar) collectExact(lines []string, name string) {
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if !ok || k != name {
+				continue
+			}
+			j.add(0, v)
+		}
+	}
+}

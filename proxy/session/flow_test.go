@@ -1,0 +1,151 @@
+package session
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// started starts a login flow for state and returns its cookie.
+func started(t *testing.T, f *Flows, state string) *http.Cookie {
+	t.Helper()
+	w := httptest.NewRecorder()
+	if err := f.Start(w, &idp.Flow{State: state, IdP: "company", Redirect: "https://cvat.example.com/tasks", Nonce: "n", Verifier: "v"}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return w.Result().Cookies()[0]
+}
+
+func TestFlowRoundTrip(t *testing.T) {
+	c := newClock()
+	f := NewFlows(testOptions(c))
+	state := NewState()
+	cookie := started(t, f, state)
+	c.Advance(9 * time.Minute)
+	w := httptest.NewRecorder()
+	flow, err := f.Finish(w, request(cookie), state)
+	if err != nil {
+		t.Fatalf("Finish: %v", err)
+	}
+	want := idp.Flow{State: state, IdP: "company", Redirect: "https://cvat.example.com/tasks", Nonce: "n", Verifier: "v", Created: c.t.Add(-9 * time.Minute).Unix()}
+	if *flow != want {
+		t.Errorf("flow %+v, want %+v", *flow, want)
+	}
+	cleared := w.Result().Cookies()
+	if len(cleared) != 1 || cleared[0].Name != cookie.Name || cleared[0].MaxAge >= 0 {
+		t.Errorf("Finish set %q, want the flow cookie cleared", w.Header().Values("Set-Cookie"))
+	}
+}
+
+func TestFinishRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		// finish prepares a browser with a started login and returns the
+		// request and state the IdP's answer carries.
+		finish func(t *testing.T, f *Flows, c *clock) (*http.Request, string)
+		want   error
+	}{
+		{"a second Finish with the same cookie", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			state := NewState()
+			cookie := started(t, f, state)
+			if _, err := f.Finish(httptest.NewRecorder(), request(cookie), state); err != nil {
+				t.Fatalf("first Finish: %v", err)
+			}
+			return request(cookie), state
+		}, ErrFlowReused},
+		{"a state that no login in this browser started", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			return request(started(t, f, NewState())), NewState()
+		}, ErrFlowMissing},
+		{"a state sharing the cookie name's 8 characters but not the rest", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			state := NewState()
+			other := state[:8] + NewState()[8:]
+			return request(started(t, f, state)), other
+		}, ErrFlowInvalid},
+		{"a login older than ten minutes", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			state := NewState()
+			cookie := started(t, f, state)
+			c.Advance(10*time.Minute + time.Second)
+			return request(cookie), state
+		}, ErrFlowExpired},
+		{"a state too short to be one of ours", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			return request(), "abc"
+		}, ErrFlowInvalid},
+		{"a state with characters outside URL-safe base64", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			return request(), "abcdefgh;ijklmnop=qrs"
+		}, ErrFlowInvalid},
+		{"a tampered flow cookie", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			state := NewState()
+			cookie := started(t, f, state)
+			cookie.Value = cookie.Value[:len(cookie.Value)-4] + "AAAA"
+			return request(cookie), state
+		}, ErrFlowInvalid},
+		{"a flow cookie sealed with another key", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			state := NewState()
+			return request(started(t, NewFlows(testOptions(c, key(9))), state)), state
+		}, ErrFlowInvalid},
+		{"a session cookie presented as the flow cookie", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			st := mustStore(t, f.opts)
+			sc := saved(t, st, New(testProfile(), idp.Tokens{}, f.opts))[0]
+			state := NewState()
+			return request(&http.Cookie{Name: f.CookieName(state), Value: sc.Value}), state
+		}, ErrFlowInvalid},
+		{"two flow cookies for the same state that both open", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			state := NewState()
+			a := started(t, f, state)
+			c.Advance(time.Second)
+			b := started(t, f, state)
+			return request(a, b), state
+		}, ErrFlowInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+" is refused", func(t *testing.T) {
+			c := newClock()
+			f := NewFlows(testOptions(c))
+			r, state := tt.finish(t, f, c)
+			flow, err := f.Finish(httptest.NewRecorder(), r, state)
+			if flow != nil || !errors.Is(err, tt.want) {
+				t.Errorf("Finish = %+v, %v; want nil, %v", flow, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestFlowsInTwoTabs(t *testing.T) {
+	c := newClock()
+	f := NewFlows(testOptions(c))
+	first, second := NewState(), NewState()
+	a, b := started(t, f, first), started(t, f, second)
+	if a.Name == b.Name {
+		t.Fatalf("both logins use cookie %q", a.Name)
+	}
+	for _, state := range []string{second, first} {
+		flow, err := f.Finish(httptest.NewRecorder(), request(a, b), state)
+		if err != nil || flow.State != state {
+			t.Errorf("Finish(%s) = %+v, %v", state, flow, err)
+		}
+	}
+}
+
+func TestFlowWithGarbageNextToIt(t *testing.T) {
+	c := newClock()
+	f := NewFlows(testOptions(c))
+	state := NewState()
+	cookie := started(t, f, state)
+	tossed := &http.Cookie{Name: cookie.Name, Value: "Zm9vYmFy"}
+	if flow, err := f.Finish(httptest.NewRecorder(), request(tossed, cookie), state); err != nil || flow.State != state {
+		t.Errorf("Finish = %+v, %v; want the flow that opens", flow, err)
+	}
+}
+
+func TestStartRefusesAFlowWithoutState(t *testing.T) {
+	f := NewFlows(testOptions(newClock()))
+	for _, state := range []string{"", "short", "not/url+safe/base64=="} {
+		if err := f.Start(httptest.NewRecorder(), &idp.Flow{State: state}); !errors.Is(err, ErrFlowInvalid) {
+			t.Errorf("Start with state %q: %v, want %v", state, err, ErrFlowInvalid)
+		}
+	}
+}

@@ -1,0 +1,200 @@
+// Package session keeps logged-in browsers: the Session type, the stores that
+// keep sessions between requests (a sealed, chunked cookie by default), and the
+// short-lived sealed cookies that carry a login flow from its start at the
+// proxy to the identity provider's answer.
+package session
+
+import (
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/gorilla/securecookie"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// Defaults for the session config block; the caller applies them before
+// building Options (an IdleTimeout of 0 means no idle timeout).
+const (
+	DefaultCookieName  = "portcullis"
+	DefaultLifetime    = 12 * time.Hour
+	DefaultIdleTimeout = 2 * time.Hour
+)
+
+// KeySize is the length in bytes every session key must have.
+const KeySize = 32
+
+// hostPrefix makes browsers accept a cookie only when it is Secure, has Path=/
+// and no Domain, so a sibling domain cannot set or shadow it.
+const hostPrefix = "__Host-"
+
+// Options configure sessions (from the `session:` config block, already
+// validated by the caller).
+type Options struct {
+	// CookieName is the base name, e.g. "portcullis" (DefaultCookieName when empty).
+	CookieName string
+	// Keys are each exactly KeySize bytes; the first seals, all open (rotation).
+	Keys [][]byte
+	// Secure is set when public_url is https: the cookie names get the
+	// __Host- prefix and the Secure flag.
+	Secure bool
+	// Lifetime is the absolute lifetime of a session (DefaultLifetime when 0).
+	Lifetime time.Duration
+	// IdleTimeout ends a session that saw no request for this long (0 = none).
+	IdleTimeout time.Duration
+	// Now is the clock, for tests; nil means time.Now.
+	Now func() time.Time
+	// Logger receives debug notes on refused cookies; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Name is the session cookie's full name (with __Host- when Secure).
+func (o Options) Name() string {
+	if o.Secure {
+		return hostPrefix + o.base()
+	}
+	return o.base()
+}
+
+// Owns reports whether a cookie name belongs to portcullis (the session, its
+// chunks, login flow cookies), with or without the __Host- prefix, so the
+// proxy can remove it from the Cookie header sent upstream (SPEC invariant 3).
+// It does not allocate.
+func (o Options) Owns(cookieName string) bool {
+	rest, ok := strings.CutPrefix(strings.TrimPrefix(cookieName, hostPrefix), o.base())
+	if !ok {
+		return false
+	}
+	if rest == "" || strings.HasPrefix(rest, "_login_") {
+		return true
+	}
+	// Chunk names: "_1" .. "_99", wider than the chunks we write so that a
+	// leftover from another configuration never leaks upstream either.
+	digits, ok := strings.CutPrefix(rest, "_")
+	if !ok || len(digits) == 0 || len(digits) > 2 {
+		return false
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func (o Options) base() string {
+	if o.CookieName == "" {
+		return DefaultCookieName
+	}
+	return o.CookieName
+}
+
+func (o Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+func (o Options) lifetime() time.Duration {
+	if o.Lifetime <= 0 {
+		return DefaultLifetime
+	}
+	return o.Lifetime
+}
+
+func (o Options) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.Default()
+}
+
+// Session is one logged-in browser.
+type Session struct {
+	// ID is random (128 bits) and URL-safe; revocation and logging use it.
+	ID string
+	// Profile is the user, with roles already mapped.
+	Profile idp.Profile
+	// Tokens are what the IdP left for refreshing the session and logging out.
+	Tokens idp.Tokens
+	// Created is when the login finished.
+	Created time.Time
+	// Expires is Created + Lifetime; the session is refused after it.
+	Expires time.Time
+	// LastSeen is the last recorded activity, for the idle timeout.
+	LastSeen time.Time
+}
+
+// New starts a session for a user who just logged in. Times are kept to the
+// second, the precision the cookie stores.
+func New(p idp.Profile, t idp.Tokens, o Options) *Session {
+	now := o.now().Truncate(time.Second)
+	return &Session{
+		ID:       randomToken(),
+		Profile:  p,
+		Tokens:   t,
+		Created:  now,
+		Expires:  now.Add(o.lifetime()),
+		LastSeen: now,
+	}
+}
+
+// NewState returns a fresh login state: 128 random bits, URL-safe.
+func NewState() string {
+	return randomToken()
+}
+
+func randomToken() string {
+	var b [16]byte
+	// crypto/rand.Read never returns an error; it crashes the program
+	// instead when the system's randomness is broken.
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// codecs derives, from every configured key, a pair of HMAC and AES keys with
+// HKDF under the given purpose, so that sessions and login flows never share
+// key material even though they come from the same configured keys.
+func codecs(keys [][]byte, purpose string, maxAge time.Duration, maxLength int, sz securecookie.Serializer) ([]securecookie.Codec, error) {
+	pairs := make([][]byte, 0, 2*len(keys))
+	for i, key := range keys {
+		hashKey, err := hkdf.Key(sha256.New, key, nil, "portcullis "+purpose+" hash", 32)
+		if err != nil {
+			return nil, fmt.Errorf("derive %s hash key %d: %w", purpose, i, err)
+		}
+		blockKey, err := hkdf.Key(sha256.New, key, nil, "portcullis "+purpose+" block", 32)
+		if err != nil {
+			return nil, fmt.Errorf("derive %s block key %d: %w", purpose, i, err)
+		}
+		pairs = append(pairs, hashKey, blockKey)
+	}
+	cs := securecookie.CodecsFromPairs(pairs...)
+	for _, c := range cs {
+		sc := c.(*securecookie.SecureCookie)
+		// A little slack over the lifetime so that our own clock check,
+		// which honours Options.Now, is the one that decides.
+		sc.MaxAge(int((maxAge + time.Minute) / time.Second))
+		sc.MaxLength(maxLength)
+		sc.SetSerializer(sz)
+	}
+	return cs, nil
+}
+
+func checkKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return fmt.Errorf("no session keys")
+	}
+	for i, k := range keys {
+		if len(k) != KeySize {
+			return fmt.Errorf("session key %d: %d bytes, want %d", i, len(k), KeySize)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,214 @@
+package session
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+func TestOptionsName(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"plain http uses the base name", Options{CookieName: "portcullis"}, "portcullis"},
+		{"https adds the __Host- prefix", Options{CookieName: "portcullis", Secure: true}, "__Host-portcullis"},
+		{"empty base name falls back to the default", Options{}, DefaultCookieName},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.opts.Name(); got != tt.want {
+				t.Errorf("Name() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOwns(t *testing.T) {
+	tests := []struct {
+		cookie string
+		secure bool
+		want   bool
+	}{
+		{"portcullis", false, true},
+		{"portcullis_1", false, true},
+		{"portcullis_7", false, true},
+		{"portcullis_12", false, true},
+		{"portcullis_login_AbCdEfGh", false, true},
+		{"__Host-portcullis", true, true},
+		{"__Host-portcullis_3", true, true},
+		{"__Host-portcullis_login_AbCdEfGh", true, true},
+		{"__Host-portcullis", false, true}, // left from an https configuration
+		{"portcullis", true, true},         // or tossed without the prefix
+		{"csrftoken", false, false},
+		{"sessionid", true, false},
+		{"portcullisx", false, false},
+		{"portcullis_", false, false},
+		{"portcullis_x", false, false},
+		{"portcullis_123", false, false},
+		{"xportcullis", false, false},
+		{"__Host-csrftoken", true, false},
+		{"", false, false},
+	}
+	for _, tt := range tests {
+		verb := " is not owned"
+		if tt.want {
+			verb = " is owned"
+		}
+		t.Run(tt.cookie+verb, func(t *testing.T) {
+			o := Options{CookieName: "portcullis", Secure: tt.secure}
+			if got := o.Owns(tt.cookie); got != tt.want {
+				t.Errorf("Owns(%q) = %v, want %v", tt.cookie, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOwnsDoesNotAllocate(t *testing.T) {
+	o := Options{CookieName: "portcullis", Secure: true}
+	if n := testing.AllocsPerRun(100, func() { o.Owns("__Host-portcullis_login_AbCdEfGh"); o.Owns("csrftoken") }); n != 0 {
+		t.Errorf("Owns allocates %v times, want 0", n)
+	}
+}
+
+func TestNewSession(t *testing.T) {
+	c := newClock()
+	o := testOptions(c)
+	a := New(testProfile(), idp.Tokens{RefreshToken: "rt"}, o)
+	b := New(testProfile(), idp.Tokens{}, o)
+	if a.ID == b.ID || len(a.ID) != 22 || strings.ContainsAny(a.ID, "+/=") {
+		t.Errorf("IDs %q and %q: want distinct 22-char URL-safe values", a.ID, b.ID)
+	}
+	if !a.Created.Equal(c.t) || !a.LastSeen.Equal(c.t) || !a.Expires.Equal(c.t.Add(12*time.Hour)) {
+		t.Errorf("times: created %v last seen %v expires %v, want %v, %v, +12h", a.Created, a.LastSeen, a.Expires, c.t, c.t)
+	}
+	o.Lifetime = 0
+	if got := New(testProfile(), idp.Tokens{}, o).Expires; !got.Equal(c.t.Add(DefaultLifetime)) {
+		t.Errorf("zero lifetime: expires %v, want now + %v", got, DefaultLifetime)
+	}
+}
+
+func TestNewState(t *testing.T) {
+	a, b := NewState(), NewState()
+	if a == b || !validState(a) || len(a) != 22 {
+		t.Errorf("NewState gave %q and %q: want distinct 22-char URL-safe values", a, b)
+	}
+}
+
+func TestCookieAttributes(t *testing.T) {
+	tests := []struct {
+		name       string
+		secure     bool
+		wantName   string
+		wantSecure bool
+	}{
+		{"http session cookie has no prefix and no Secure flag", false, "portcullis", false},
+		{"https session cookie has the __Host- prefix and Secure flag", true, "__Host-portcullis", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			o := testOptions(c)
+			o.Secure = tt.secure
+			st := mustStore(t, o)
+			s := New(testProfile(), idp.Tokens{}, o)
+			c.Advance(2 * time.Hour)
+			w := httptest.NewRecorder()
+			if err := st.Save(w, request(), s); err != nil {
+				t.Fatal(err)
+			}
+			header := w.Header().Values("Set-Cookie")
+			if len(header) != 1 {
+				t.Fatalf("Set-Cookie: %q, want one", header)
+			}
+			got := w.Result().Cookies()[0]
+			if got.Name != tt.wantName || got.Secure != tt.wantSecure || !got.HttpOnly ||
+				got.SameSite != http.SameSiteLaxMode || got.Path != "/" || got.Domain != "" {
+				t.Errorf("cookie %q", header[0])
+			}
+			if got.MaxAge != int((10 * time.Hour).Seconds()) {
+				t.Errorf("Max-Age %d, want the remaining lifetime %d", got.MaxAge, int((10 * time.Hour).Seconds()))
+			}
+
+			f := NewFlows(o)
+			w = httptest.NewRecorder()
+			state := NewState()
+			if err := f.Start(w, &idp.Flow{State: state, IdP: "company"}); err != nil {
+				t.Fatal(err)
+			}
+			fc := w.Result().Cookies()[0]
+			if fc.Name != tt.wantName+"_login_"+state[:8] || fc.Secure != tt.wantSecure || !fc.HttpOnly ||
+				fc.SameSite != http.SameSiteLaxMode || fc.Path != "/" || fc.Domain != "" || fc.MaxAge != 600 {
+				t.Errorf("flow cookie %q", w.Header().Get("Set-Cookie"))
+			}
+			if !o.Owns(fc.Name) || !o.Owns(got.Name) {
+				t.Errorf("Owns does not claim %q or %q", got.Name, fc.Name)
+			}
+		})
+	}
+}
+
+func TestNewCookieStoreRefusesBadKeys(t *testing.T) {
+	tests := []struct {
+		name string
+		keys [][]byte
+	}{
+		{"no keys", nil},
+		{"a short key", [][]byte{key(1), make([]byte, 16)}},
+		{"a long key", [][]byte{make([]byte, 64)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+" is refused", func(t *testing.T) {
+			if _, err := NewCookieStore(Options{Keys: tt.keys}); err == nil {
+				t.Error("NewCookieStore accepted the keys")
+			}
+			f := NewFlows(Options{Keys: tt.keys})
+			if err := f.Start(httptest.NewRecorder(), &idp.Flow{State: NewState()}); err == nil {
+				t.Error("Flows.Start worked with bad keys")
+			}
+		})
+	}
+}
+
+func TestSessionRoundTrip(t *testing.T) {
+	c := newClock()
+	o := testOptions(c)
+	st := mustStore(t, o)
+	s := New(testProfile(), idp.Tokens{RefreshToken: "rt", IDToken: "it", Expiry: 1234}, o)
+	cookies := saved(t, st, s)
+
+	for _, cached := range []bool{true, false} {
+		if !cached {
+			st.cache = nil // the cookie alone must be enough
+		}
+		got := load(t, st, request(cookies...))
+		if got == nil {
+			t.Fatalf("cached=%v: no session", cached)
+		}
+		if got.ID != s.ID || !reflect.DeepEqual(got.Profile, s.Profile) || got.Tokens != s.Tokens ||
+			!got.Created.Equal(s.Created) || !got.Expires.Equal(s.Expires) || !got.LastSeen.Equal(s.LastSeen) {
+			t.Errorf("cached=%v: loaded %+v, want %+v", cached, got, s)
+		}
+	}
+}
+
+func TestLoadReturnsACopy(t *testing.T) {
+	c := newClock()
+	o := testOptions(c)
+	st := mustStore(t, o)
+	cookies := saved(t, st, New(testProfile(), idp.Tokens{}, o))
+	first := load(t, st, request(cookies...))
+	first.Profile.Email = "mallory@example.com"
+	first.Profile.Roles = append(first.Profile.Roles, "worker")
+	first.LastSeen = time.Time{}
+	second := load(t, st, request(cookies...))
+	if second.Profile.Email != "alice@example.com" || len(second.Profile.Roles) != 1 || second.LastSeen.IsZero() {
+		t.Errorf("a change to one loaded session showed in the next: %+v", second)
+	}
+}
