@@ -58,7 +58,7 @@ func BenchmarkLoad(b *testing.B) {
 				if mode == "cold" {
 					st.cache = nil
 				} else {
-					st.cache = newOpenedCache(cacheEntries)
+					st.cache = newOpenedCache(cacheEntries, cacheBytes)
 				}
 				b.ReportAllocs()
 				for b.Loop() {

@@ -44,8 +44,10 @@ const (
 	// duplicated cookie names can cause; beyond them the request has no session.
 	maxValuesPerName = 3
 	maxCandidates    = 4
-	// cacheEntries bounds the cache of opened sessions.
+	// cacheEntries and cacheBytes bound the cache of opened sessions: about
+	// 10,000 typical sessions, fewer big ones.
 	cacheEntries = 10000
+	cacheBytes   = 16 << 20
 	// revokedEntries bounds the set of revoked session IDs.
 	revokedEntries = 100000
 	// sessionCodecName is bound into every session seal; flows use another,
@@ -85,7 +87,7 @@ func NewCookieStore(o Options) (*CookieStore, error) {
 		name:    o.Name(),
 		codecs:  cs,
 		revoked: newExpiringSet(revokedEntries),
-		cache:   newOpenedCache(cacheEntries),
+		cache:   newOpenedCache(cacheEntries, cacheBytes),
 	}, nil
 }
 
@@ -195,7 +197,7 @@ func (st *CookieStore) unseal(key [sha256.Size]byte, value string, now time.Time
 		return nil
 	}
 	s := w.session()
-	st.cache.put(key, s, now)
+	st.cache.put(key, s, len(value), now)
 	return s
 }
 
@@ -245,8 +247,8 @@ func (st *CookieStore) Save(w http.ResponseWriter, r *http.Request, s *Session) 
 			http.SetCookie(w, st.cookie(chunkName(st.name, i), "", -1))
 		}
 	}
-	// The next request will carry exactly this value: remember it opened.
-	st.cache.put(valueKey(sealed), wire.session(), now)
+	// Not cached here: the next request opens it once, so the cache only
+	// ever holds exactly what a cookie decodes to, sharing nothing with s.
 	return nil
 }
 

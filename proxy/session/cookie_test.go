@@ -55,14 +55,15 @@ func TestLoadRefuses(t *testing.T) {
 	}
 	flip := func(i int) func(string) string {
 		return func(v string) string {
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 			b := []byte(v)
 			i := (i + len(b)) % len(b)
-			// Swap to another base64 letter so that only the content changes.
-			if b[i] == 'A' {
-				b[i] = 'B'
-			} else {
-				b[i] = 'A'
+			for b[i] == '=' {
+				i--
 			}
+			// Flip the top bit of the letter's six: a decoder may ignore
+			// the low bits of the last letter, never the top one.
+			b[i] = alphabet[strings.IndexByte(alphabet, b[i])^0b100000]
 			return string(b)
 		}
 	}

@@ -96,18 +96,27 @@ func (h *expiryHeap) Pop() any {
 }
 
 // openedCache maps the SHA-256 of a sealed session value to the session it
-// opened to, so that the HMAC check, decryption and JSON decoding happen once
-// per cookie value rather than on every request. It holds only sessions that
+// opened to, so that the HMAC check, decryption and decoding happen once per
+// cookie value rather than on every request. It holds only sessions that
 // opened; expiry, idle timeout and revocation are checked by the caller on
-// every hit, so a cached entry never outlives its session's validity.
+// every hit, so a cached entry never outlives its session's validity. It is
+// bounded both in entries and in the total length of the sealed values (a
+// rough measure of the memory their sessions take).
 type openedCache struct {
-	mu      sync.RWMutex
-	max     int
-	entries map[[sha256.Size]byte]*Session
+	mu       sync.RWMutex
+	max      int
+	maxBytes int
+	bytes    int
+	entries  map[[sha256.Size]byte]cached
 }
 
-func newOpenedCache(max int) *openedCache {
-	return &openedCache{max: max, entries: make(map[[sha256.Size]byte]*Session)}
+type cached struct {
+	session *Session
+	size    int // length of the sealed value
+}
+
+func newOpenedCache(max, maxBytes int) *openedCache {
+	return &openedCache{max: max, maxBytes: maxBytes, entries: make(map[[sha256.Size]byte]cached)}
 }
 
 // get returns the cached session; callers must not modify it.
@@ -116,23 +125,28 @@ func (c *openedCache) get(key [sha256.Size]byte) *Session {
 		return nil
 	}
 	c.mu.RLock()
-	s := c.entries[key]
+	e := c.entries[key]
 	c.mu.RUnlock()
-	return s
+	return e.session
 }
 
-func (c *openedCache) put(key [sha256.Size]byte, s *Session, now time.Time) {
-	if c == nil || c.max <= 0 {
+// put caches s, opened from a sealed value of the given length.
+func (c *openedCache) put(key [sha256.Size]byte, s *Session, size int, now time.Time) {
+	if c == nil || size > c.maxBytes {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.entries) >= c.max {
+	if _, ok := c.entries[key]; ok {
+		return
+	}
+	for len(c.entries) > 0 && (len(c.entries) >= c.max || c.bytes+size > c.maxBytes) {
 		// Forget expired sessions among a few entries, and at least one
 		// entry; map iteration order is random, so this is random eviction.
 		n := 0
 		for k, e := range c.entries {
-			if n == 0 || !now.Before(e.Expires) {
+			if n == 0 || !now.Before(e.session.Expires) {
+				c.bytes -= e.size
 				delete(c.entries, k)
 			}
 			if n++; n >= 16 {
@@ -140,7 +154,8 @@ func (c *openedCache) put(key [sha256.Size]byte, s *Session, now time.Time) {
 			}
 		}
 	}
-	c.entries[key] = s
+	c.entries[key] = cached{s, size}
+	c.bytes += size
 }
 
 // drop forgets every entry of the session with this ID (a logout is rare, so
@@ -152,7 +167,8 @@ func (c *openedCache) drop(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, e := range c.entries {
-		if e.ID == id {
+		if e.session.ID == id {
+			c.bytes -= e.size
 			delete(c.entries, k)
 		}
 	}

@@ -46,15 +46,31 @@ func TestExpiringSetStaysBounded(t *testing.T) {
 
 func TestOpenedCacheStaysBounded(t *testing.T) {
 	now := time.Now()
-	c := newOpenedCache(50)
+	c := newOpenedCache(50, 1<<20)
 	for i := range 500 {
-		c.put(valueKey(fmt.Sprint(i)), &Session{ID: fmt.Sprint(i), Expires: now.Add(time.Hour)}, now)
+		c.put(valueKey(fmt.Sprint(i)), &Session{ID: fmt.Sprint(i), Expires: now.Add(time.Hour)}, 100, now)
 	}
 	if len(c.entries) > 50 {
 		t.Errorf("%d entries, want at most 50", len(c.entries))
 	}
 	if got := c.get(valueKey("499")); got == nil || got.ID != "499" {
 		t.Errorf("the newest entry is missing: %v", got)
+	}
+
+	small := newOpenedCache(1000, 10000)
+	for i := range 100 {
+		small.put(valueKey(fmt.Sprint(i)), &Session{ID: fmt.Sprint(i), Expires: now.Add(time.Hour)}, 3000, now)
+	}
+	if len(small.entries) > 3 || small.bytes > 10000 {
+		t.Errorf("%d entries of %d bytes, want at most 10000 bytes", len(small.entries), small.bytes)
+	}
+	small.put(valueKey("huge"), &Session{ID: "huge"}, 20000, now)
+	if small.get(valueKey("huge")) != nil {
+		t.Error("a value bigger than the whole cache was cached")
+	}
+	small.drop("99")
+	if small.get(valueKey("99")) != nil || small.bytes != 3000*len(small.entries) {
+		t.Errorf("drop left %d entries, %d bytes", len(small.entries), small.bytes)
 	}
 }
 
