@@ -19,9 +19,10 @@ import (
 
 // samlEnv is a real SAML IdP (samlidp) and a provider registered with it.
 type samlEnv struct {
-	idp     *samlserver.Server
-	p       *SAMLProvider
-	browser *http.Client
+	idp *samlserver.Server
+	p   *SAMLProvider
+	// browsers are one per user, each with its own cookies (IdP session).
+	browsers map[string]*http.Client
 }
 
 var samlUsers = []samlserver.User{
@@ -75,8 +76,7 @@ func newSAMLEnv(t *testing.T, edit func(*Config)) *samlEnv {
 	if err := srv.AddServiceProviderXML(md); err != nil {
 		t.Fatal(err)
 	}
-	jar, _ := cookiejar.New(nil)
-	return &samlEnv{idp: srv, p: p, browser: &http.Client{Jar: jar, Timeout: 10 * time.Second}}
+	return &samlEnv{idp: srv, p: p, browsers: map[string]*http.Client{}}
 }
 
 // samlACSPost is what the browser posts to the ACS.
@@ -113,7 +113,13 @@ func (e *samlEnv) login(t *testing.T, user, password string) (*Flow, samlACSPost
 // response form bound for the ACS.
 func (e *samlEnv) browse(t *testing.T, u, user, password string) samlACSPost {
 	t.Helper()
-	resp, err := e.browser.Get(u)
+	browser := e.browsers[user]
+	if browser == nil {
+		jar, _ := cookiejar.New(nil)
+		browser = &http.Client{Jar: jar, Timeout: 10 * time.Second}
+		e.browsers[user] = browser
+	}
+	resp, err := browser.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +131,7 @@ func (e *samlEnv) browse(t *testing.T, u, user, password string) samlACSPost {
 		for _, name := range []string{"SAMLRequest", "RelayState"} {
 			form.Set(name, fields[name])
 		}
-		resp, err = e.browser.PostForm(resp.Request.URL.String(), form)
+		resp, err = browser.PostForm(resp.Request.URL.String(), form)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -40,11 +40,11 @@ func TestSAMLLoginEndToEnd(t *testing.T) {
 		t.Errorf("profile =\n%+v\nwant\n%+v", got, want)
 	}
 	for name, value := range map[string]any{
-		"groups":                           []string{"cvat-admins", "staff"},
-		"mail":                             "alice@example.com",
+		"groups":                            []string{"cvat-admins", "staff"},
+		"mail":                              "alice@example.com",
 		"urn:oid:0.9.2342.19200300.100.1.3": "alice@example.com",
-		"eduPersonAffiliation":             []string{"cvat-admins", "staff"},
-		"givenName":                        "Alice",
+		"eduPersonAffiliation":              []string{"cvat-admins", "staff"},
+		"givenName":                         "Alice",
 	} {
 		if !reflect.DeepEqual(prof.Claims[name], value) {
 			t.Errorf("claims[%q] = %#v, want %#v", name, prof.Claims[name], value)

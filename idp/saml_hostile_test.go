@@ -1,0 +1,435 @@
+package idp
+
+import (
+	"bytes"
+	"compress/flate"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"errors"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/beevik/etree"
+	dsig "github.com/russellhaering/goxmldsig"
+)
+
+// samlForgery alters a real response from the IdP. Signing decides what
+// signs the result afterwards.
+type samlForgery struct {
+	name string
+	// mutate edits the response (root) and its assertion in place.
+	mutate func(t *testing.T, resp, assertion *etree.Element)
+	sign   samlSigning
+	// relayState, when set, replaces the posted RelayState.
+	wantErr string
+}
+
+type samlSigning int
+
+const (
+	// signedByIdP re-signs assertion and response with the IdP's key: only
+	// the check under test can tell the forgery apart.
+	signedByIdP samlSigning = iota
+	// signedByForeignKey re-signs both with a key the IdP never had.
+	signedByForeignKey
+	// signedByForeignKeyWithIdPCert does so but embeds the IdP's certificate.
+	signedByForeignKeyWithIdPCert
+	// unsigned strips both signatures.
+	unsigned
+	// untouchedSignatures keeps the IdP's original signatures.
+	untouchedSignatures
+	// assertionSignatureOnly strips the response signature and keeps the
+	// assertion's (a valid shape: the assertion carries the proof).
+	assertionSignatureOnly
+)
+
+func TestSAMLHostileResponses(t *testing.T) {
+	e := newSAMLEnv(t, nil)
+	foreignKey, foreignCert := samlTestKeyPair(t)
+	later := func(d time.Duration) string { return time.Now().Add(d).UTC().Format(time.RFC3339) }
+
+	cases := []samlForgery{
+		{name: "response re-signed by the IdP unchanged is accepted (the forging works)", sign: signedByIdP},
+		{name: "response with only the assertion signed is accepted", sign: assertionSignatureOnly},
+		{name: "response with no signature at all is refused", sign: unsigned, wantErr: "signature"},
+		{name: "response signed by a foreign key is refused", sign: signedByForeignKey, wantErr: "signature"},
+		{name: "foreign signature carrying the IdP's certificate is refused", sign: signedByForeignKeyWithIdPCert, wantErr: "signature"},
+		{
+			name: "assertion edited after signing is refused", sign: untouchedSignatures, wantErr: "signature",
+			mutate: func(t *testing.T, resp, a *etree.Element) { setText(t, a, "./Subject/NameID", "bob@example.com") },
+		},
+		{
+			name: "assertion without signature inside an unsigned response is refused", sign: unsigned, wantErr: "signature",
+			mutate: func(t *testing.T, resp, a *etree.Element) { setText(t, a, "./Subject/NameID", "bob@example.com") },
+		},
+		{
+			name: "second, forged assertion before the signed one is refused (signature wrapping)", sign: untouchedSignatures,
+			wantErr: "2 assertions",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				resp.RemoveChild(resp.SelectElement("Signature"))
+				evil := a.Copy()
+				evil.RemoveChild(evil.SelectElement("Signature"))
+				evil.CreateAttr("ID", "id-evil")
+				setText(t, evil, "./Subject/NameID", "bob@example.com")
+				resp.InsertChildAt(a.Index(), evil)
+			},
+		},
+		{
+			name: "forged assertion hidden in Extensions is refused (signature wrapping)", sign: untouchedSignatures,
+			wantErr: "2 assertions",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				ext := resp.CreateElement("samlp:Extensions")
+				evil := a.Copy()
+				setText(t, evil, "./Subject/NameID", "bob@example.com")
+				ext.AddChild(evil)
+				resp.InsertChildAt(a.Index(), ext)
+			},
+		},
+		{
+			name: "wrong audience is refused", wantErr: "AudienceRestriction",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				setText(t, a, "./Conditions/AudienceRestriction/Audience", "https://other-sp.example/metadata")
+			},
+		},
+		{
+			name: "wrong recipient is refused", wantErr: "Recipient",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				setAttr(t, a, "./Subject/SubjectConfirmation/SubjectConfirmationData", "Recipient", "https://other-sp.example/acs")
+			},
+		},
+		{
+			name: "wrong destination is refused", wantErr: "Destination",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				resp.CreateAttr("Destination", "https://other-sp.example/acs")
+			},
+		},
+		{
+			name: "assertion from another issuer is refused", wantErr: "issuer",
+			mutate: func(t *testing.T, resp, a *etree.Element) { setText(t, a, "./Issuer", "https://evil.example/idp") },
+		},
+		{
+			name: "conditions expired beyond the clock skew are refused", wantErr: "expired",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				setAttr(t, a, "./Conditions", "NotOnOrAfter", later(-10*time.Minute))
+			},
+		},
+		{
+			name: "conditions not yet valid beyond the clock skew are refused", wantErr: "not yet valid",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				setAttr(t, a, "./Conditions", "NotBefore", later(10*time.Minute))
+			},
+		},
+		{
+			name: "conditions not yet valid within the clock skew are accepted",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				setAttr(t, a, "./Conditions", "NotBefore", later(30*time.Second))
+			},
+		},
+		{
+			name: "expired subject confirmation is refused", wantErr: "expired",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				setAttr(t, a, "./Subject/SubjectConfirmation/SubjectConfirmationData", "NotOnOrAfter", later(-10*time.Minute))
+			},
+		},
+		{
+			name: "response issued long ago is refused", wantErr: "IssueInstant",
+			mutate: func(t *testing.T, resp, a *etree.Element) { resp.CreateAttr("IssueInstant", later(-30*time.Minute)) },
+		},
+		{
+			name: "assertion without subject confirmation is refused", wantErr: "SubjectConfirmation",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				s := a.FindElement("./Subject")
+				s.RemoveChild(s.SelectElement("SubjectConfirmation"))
+			},
+		},
+		{
+			name: "assertion without subject is refused", wantErr: "malformed assertion",
+			mutate: func(t *testing.T, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("Subject")) },
+		},
+		{
+			name: "comment splitting the NameID is refused", sign: untouchedSignatures, wantErr: "comment",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				// What an attacker does with mallory's genuine response:
+				// the signature still verifies, exclusive c14n drops comments.
+				nameID := a.FindElement("./Subject/NameID")
+				if nameID.Text() != "alice@example.com.evil.com" {
+					t.Fatalf("NameID %q", nameID.Text())
+				}
+				nameID.SetText("alice@example.com")
+				nameID.CreateComment("")
+				nameID.CreateText(".evil.com")
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			user, password := "alice", "alice-pw"
+			if strings.Contains(tc.name, "NameID") {
+				user, password = "mallory", "mallory-pw"
+			}
+			f, post := e.login(t, user, password)
+			post.SAMLResponse = forgeResponse(t, post.SAMLResponse, tc, e, foreignKey, foreignCert)
+			prof, _, err := e.p.Complete(post.request(), f)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if prof.Email != samlUserEmail(user) {
+					t.Fatalf("logged in as %q", prof.Email)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted as %+v, want an error about %q", prof, tc.wantErr)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %q does not mention %q", err, tc.wantErr)
+			}
+			if !strings.HasPrefix(err.Error(), "saml corp: ") {
+				t.Errorf("error %q is not prefixed with the provider", err)
+			}
+		})
+	}
+}
+
+func samlUserEmail(name string) string {
+	for _, u := range samlUsers {
+		if u.Name == name {
+			return u.Email
+		}
+	}
+	return ""
+}
+
+func TestSAMLFlowBinding(t *testing.T) {
+	e := newSAMLEnv(t, func(c *Config) { c.AllowIdPInitiated = true })
+	tests := []struct {
+		name    string
+		run     func(t *testing.T) error
+		wantErr string
+	}{
+		{
+			name: "response to another browser's request is refused", wantErr: "InResponseTo",
+			run: func(t *testing.T) error {
+				_, postA := e.login(t, "alice", "alice-pw")
+				fB, _ := e.login(t, "alice", "alice-pw")
+				postA.RelayState = fB.State
+				_, _, err := e.p.Complete(postA.request(), fB)
+				return err
+			},
+		},
+		{
+			name: "RelayState other than the flow's is refused", wantErr: "RelayState",
+			run: func(t *testing.T) error {
+				f, post := e.login(t, "alice", "alice-pw")
+				post.RelayState = "something-else"
+				_, _, err := e.p.Complete(post.request(), f)
+				return err
+			},
+		},
+		{
+			name: "response to an SP request posted as IdP-initiated is refused", wantErr: "InResponseTo",
+			run: func(t *testing.T) error {
+				_, post := e.login(t, "alice", "alice-pw")
+				_, _, err := e.p.Complete(post.request(), nil)
+				return err
+			},
+		},
+		{
+			name: "flow without a request ID is refused", wantErr: "AuthnRequest ID",
+			run: func(t *testing.T) error {
+				f, post := e.login(t, "alice", "alice-pw")
+				f.RequestID = ""
+				_, _, err := e.p.Complete(post.request(), f)
+				return err
+			},
+		},
+		{
+			name: "flow started at another IdP is refused", wantErr: "started at",
+			run: func(t *testing.T) error {
+				f, post := e.login(t, "alice", "alice-pw")
+				f.IdP = "other"
+				_, _, err := e.p.Complete(post.request(), f)
+				return err
+			},
+		},
+		{
+			name: "the same assertion posted twice is refused the second time", wantErr: "replay",
+			run: func(t *testing.T) error {
+				f, post := e.login(t, "alice", "alice-pw")
+				if _, _, err := e.p.Complete(post.request(), f); err != nil {
+					t.Fatalf("first use refused: %v", err)
+				}
+				_, _, err := e.p.Complete(post.request(), f)
+				return err
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.run(t)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one about %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestSAMLOversizedResponses(t *testing.T) {
+	e := newSAMLEnv(t, nil)
+	deflate := func(t *testing.T, data []byte) string {
+		var buf bytes.Buffer
+		w, _ := flate.NewWriter(&buf, flate.BestCompression)
+		w.Write(data)
+		w.Close()
+		return base64.StdEncoding.EncodeToString(buf.Bytes())
+	}
+	// A real response padded past the limit with whitespace inside the
+	// root element, which compresses to almost nothing.
+	padded := func(t *testing.T, b64 string, n int) []byte {
+		raw, _ := base64.StdEncoding.DecodeString(b64)
+		i := bytes.Index(raw, []byte("<samlp:Response")) + len("<samlp:Response")
+		return append(append(append([]byte{}, raw[:i]...), bytes.Repeat([]byte(" "), n)...), raw[i:]...)
+	}
+	tests := []struct {
+		name    string
+		encode  func(t *testing.T, b64 string) string
+		wantErr error
+	}{
+		{"deflated response within the limit is accepted", func(t *testing.T, b64 string) string {
+			raw, _ := base64.StdEncoding.DecodeString(b64)
+			return deflate(t, raw)
+		}, nil},
+		{"response over 256 KiB is refused", func(t *testing.T, b64 string) string {
+			return base64.StdEncoding.EncodeToString(padded(t, b64, maxSAMLResponse))
+		}, errResponseTooLarge},
+		{"deflate bomb is refused", func(t *testing.T, b64 string) string {
+			return deflate(t, padded(t, b64, 64<<20))
+		}, errResponseTooLarge},
+		{"form value far over the limit is refused before decoding", func(t *testing.T, b64 string) string {
+			// Under the body limit Complete sets, over the encoded limit.
+			return b64 + strings.Repeat("A", 390_000-len(b64))
+		}, errResponseTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, post := e.login(t, "alice", "alice-pw")
+			post.SAMLResponse = tc.encode(t, post.SAMLResponse)
+			_, _, err := e.p.Complete(post.request(), f)
+			if !errors.Is(err, tc.wantErr) && !(tc.wantErr == nil && err == nil) {
+				t.Fatalf("error %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// forgeResponse applies tc to a real base64 SAMLResponse.
+func forgeResponse(t *testing.T, b64 string, tc samlForgery, e *samlEnv, foreignKey *rsa.PrivateKey, foreignCert *x509.Certificate) string {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := etree.NewDocument()
+	if err := doc.ReadFromBytes(raw); err != nil {
+		t.Fatal(err)
+	}
+	resp := doc.Root()
+	assertion := resp.SelectElement("Assertion")
+	if assertion == nil {
+		t.Fatalf("the IdP's response has no plaintext assertion:\n%s", raw)
+	}
+	if tc.sign != untouchedSignatures && tc.sign != assertionSignatureOnly {
+		resp.RemoveChild(resp.SelectElement("Signature"))
+		assertion.RemoveChild(assertion.SelectElement("Signature"))
+	}
+	if tc.sign == assertionSignatureOnly {
+		resp.RemoveChild(resp.SelectElement("Signature"))
+	}
+	if tc.mutate != nil {
+		tc.mutate(t, resp, assertion)
+	}
+	var key *rsa.PrivateKey
+	var certs [][]byte
+	switch tc.sign {
+	case signedByIdP:
+		key, certs = e.idp.Key, [][]byte{e.idp.Certificate.Raw}
+	case signedByForeignKey:
+		key, certs = foreignKey, [][]byte{foreignCert.Raw}
+	case signedByForeignKeyWithIdPCert:
+		key, certs = foreignKey, [][]byte{e.idp.Certificate.Raw}
+	}
+	if key != nil {
+		signed := signElement(t, assertion, key, certs)
+		i := assertion.Index()
+		resp.RemoveChildAt(i)
+		resp.InsertChildAt(i, signed)
+		doc.SetRoot(signElement(t, resp, key, certs))
+	}
+	out, err := doc.WriteToBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(out)
+}
+
+// signElement signs el as samlidp does (enveloped, exclusive c14n), with
+// key, embedding certs.
+func signElement(t *testing.T, el *etree.Element, key *rsa.PrivateKey, certs [][]byte) *etree.Element {
+	t.Helper()
+	ctx := dsig.NewDefaultSigningContext(dsig.TLSCertKeyStore(tls.Certificate{Certificate: certs, PrivateKey: key}))
+	ctx.Canonicalizer = dsig.MakeC14N10ExclusiveCanonicalizerWithPrefixList("")
+	if err := ctx.SetSignatureMethod(dsig.RSASHA256SignatureMethod); err != nil {
+		t.Fatal(err)
+	}
+	signed, err := ctx.SignEnveloped(el)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed
+}
+
+func setText(t *testing.T, el *etree.Element, path, text string) {
+	t.Helper()
+	target := el.FindElement(path)
+	if target == nil {
+		t.Fatalf("no %s in <%s>", path, el.Tag)
+	}
+	target.SetText(text)
+}
+
+func setAttr(t *testing.T, el *etree.Element, path, attr, value string) {
+	t.Helper()
+	target := el.FindElement(path)
+	if target == nil {
+		t.Fatalf("no %s in <%s>", path, el.Tag)
+	}
+	target.CreateAttr(attr, value)
+}
+
+func samlTestKeyPair(t *testing.T) (*rsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "attacker"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, cert
+}
