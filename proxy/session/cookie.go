@@ -91,6 +91,15 @@ func NewCookieStore(o Options) (*CookieStore, error) {
 	}, nil
 }
 
+// Inherit carries over the session IDs revoked so far by prev, the store this
+// one replaces on a config reload, so that a reload does not make logged-out
+// cookies valid again. Call it before the store serves requests.
+func (st *CookieStore) Inherit(prev *CookieStore) {
+	if prev != nil {
+		st.revoked = prev.revoked
+	}
+}
+
 // wireSession is the sealed form of a Session: short keys and Unix seconds,
 // since every byte is sent back by the browser on every request.
 type wireSession struct {

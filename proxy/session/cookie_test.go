@@ -486,3 +486,19 @@ func TestConcurrentRequestsShareTheStore(t *testing.T) {
 		}
 	}
 }
+
+func TestInheritKeepsRevocationsAcrossReload(t *testing.T) {
+	c := newClock()
+	o := testOptions(c)
+	before := mustStore(t, o)
+	s := New(testProfile(), idp.Tokens{}, o)
+	cookies := saved(t, before, s)
+	if err := before.Delete(httptest.NewRecorder(), request(cookies...), s); err != nil {
+		t.Fatal(err)
+	}
+	after := mustStore(t, o)
+	after.Inherit(before)
+	if load(t, after, request(cookies...)) != nil {
+		t.Error("a cookie logged out before the reload opens after it")
+	}
+}

@@ -54,6 +54,15 @@ func NewFlows(o Options) *Flows {
 	return f
 }
 
+// Inherit carries over the login states prev (the Flows this one replaces on
+// a config reload) has seen finished, so that a reload does not make them
+// usable again. Call it before f serves requests.
+func (f *Flows) Inherit(prev *Flows) {
+	if prev != nil {
+		f.used = prev.used
+	}
+}
+
 // CookieName is the name of the cookie carrying the flow with this state:
 // one per login, so that logins started in two tabs do not collide.
 func (f *Flows) CookieName(state string) string {

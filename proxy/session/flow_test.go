@@ -149,3 +149,18 @@ func TestStartRefusesAFlowWithoutState(t *testing.T) {
 		}
 	}
 }
+
+func TestFlowsInheritUsedStatesAcrossReload(t *testing.T) {
+	c := newClock()
+	before := NewFlows(testOptions(c))
+	state := NewState()
+	cookie := started(t, before, state)
+	if _, err := before.Finish(httptest.NewRecorder(), request(cookie), state); err != nil {
+		t.Fatal(err)
+	}
+	after := NewFlows(testOptions(c))
+	after.Inherit(before)
+	if _, err := after.Finish(httptest.NewRecorder(), request(cookie), state); !errors.Is(err, ErrFlowReused) {
+		t.Errorf("Finish after reload: %v, want %v", err, ErrFlowReused)
+	}
+}

@@ -38,6 +38,7 @@ var (
 	flateReaders = sync.Pool{New: func() any { return flate.NewReader(bytes.NewReader(nil)) }}
 )
 
+// Serialize encodes src as JSON, deflated when long enough to gain from it.
 func (compactJSON) Serialize(src any) ([]byte, error) {
 	j, err := json.Marshal(src)
 	if err != nil {
@@ -64,6 +65,7 @@ func (compactJSON) Serialize(src any) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// Deserialize decodes what Serialize made into dst.
 func (compactJSON) Deserialize(src []byte, dst any) error {
 	if len(src) == 0 || src[0] != deflatedMark {
 		return json.Unmarshal(src, dst)
