@@ -144,6 +144,15 @@ func Compile(c Config, issuer string, log *slog.Logger) (*Pass, error) {
 	return p, nil
 }
 
+// AlsoStrip adds headers that Strip removes besides those of the config: the
+// proxy's own list of headers no client may set (method overrides, rewritten
+// URLs). Call it before the Pass is used.
+func (p *Pass) AlsoStrip(names ...string) {
+	for _, name := range names {
+		p.addStrip(name)
+	}
+}
+
 func (p *Pass) addStrip(name string) {
 	n := normalize(name)
 	if _, ok := p.strip[n]; ok {

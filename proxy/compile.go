@@ -44,6 +44,9 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	p.addAll("role_mapping.", err)
 	c.pass, err = attrpass.Compile(cfg.AttributePass, cfg.Server.PublicURL, log)
 	p.addAll("attribute_pass.", err)
+	if c.pass != nil {
+		c.pass.AlsoStrip(spoofable...)
+	}
 	if len(p) > 0 {
 		return nil, errors.Join(p...)
 	}

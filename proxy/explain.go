@@ -38,13 +38,13 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, profile *idp.Profi
 	e := &Explanation{}
 	before := headerNames(r.Header)
 	c.pass.Strip(r.Header)
-	stripSpoofable(r.Header)
+	stripUpgrade(r.Header)
 	for _, name := range before {
 		if _, ok := r.Header[name]; !ok {
 			e.Stripped = append(e.Stripped, name)
 		}
 	}
-	path, err := rules.CleanPath(r.URL.EscapedPath())
+	path, err := rules.CleanPath(requestPath(r))
 	if err != nil {
 		e.Decision, e.Reason = decisionDenied, "400: the path is refused: "+err.Error()
 		return e, nil

@@ -59,12 +59,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) string {
-	// Nothing a client sends may pose as the proxy's own word about identity.
+	// Nothing a client sends may pose as the proxy's own word about identity,
+	// nor change how the upstream reads the method or path.
 	h.pass.Strip(r.Header)
-	stripSpoofable(r.Header)
+	stripUpgrade(r.Header)
 
 	// Rules and the upstream see one and the same path (SPEC invariant 4).
-	path, err := rules.CleanPath(r.URL.EscapedPath())
+	path, err := rules.CleanPath(requestPath(r))
 	if err != nil {
 		h.pages.fail(w, r, http.StatusBadRequest, "Bad request", "The request path is not allowed: "+err.Error())
 		return decisionDenied
@@ -108,6 +109,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) string {
 		return decisionForbidden
 	}
 	return h.forward(w, r, &s.Profile) // attribute pass: identity headers for the upstream
+}
+
+// requestPath is the escaped path of r; an absolute-form target with no path
+// (GET http://host HTTP/1.1) means the root.
+func requestPath(r *http.Request) string {
+	if p := r.URL.EscapedPath(); p != "" {
+		return p
+	}
+	return "/"
 }
 
 // challenge answers a request that needs a session and has none: browsers
@@ -171,7 +181,8 @@ func (h *Handler) loginPath(rd string) string {
 }
 
 // spoofable are request headers that change how an upstream reads the
-// method, path or origin of a request; a client never gets to set them.
+// method, path or origin of a request; a client never gets to set them. The
+// attribute pass strips them with the identity headers, in every spelling.
 var spoofable = []string{
 	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
 	"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-Uri", "X-Forwarded-Prefix",
@@ -179,10 +190,8 @@ var spoofable = []string{
 	"Http2-Settings",
 }
 
-func stripSpoofable(h http.Header) {
-	for _, name := range spoofable {
-		delete(h, name)
-	}
+// stripUpgrade lets only WebSocket upgrades pass.
+func stripUpgrade(h http.Header) {
 	// Only WebSocket upgrades pass; an h2c upgrade would let the client talk
 	// to the upstream past the proxy's request-by-request checks.
 	if up := h.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {

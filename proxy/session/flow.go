@@ -141,10 +141,19 @@ func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*i
 	return flow, nil
 }
 
+// cookie makes a flow cookie. Over https it is SameSite=None: a SAML IdP
+// answers with a cross-site POST to the ACS, on which browsers withhold Lax
+// cookies. That does not weaken the binding: the flow opens only with the
+// state the IdP echoes, and only once. Over plain http (development) browsers
+// refuse None without Secure, so it stays Lax.
 func (f *Flows) cookie(name, value string, maxAge int) *http.Cookie {
+	sameSite := http.SameSiteLaxMode
+	if f.opts.Secure {
+		sameSite = http.SameSiteNoneMode
+	}
 	return &http.Cookie{
 		Name: name, Value: value, Path: "/", MaxAge: maxAge,
-		HttpOnly: true, Secure: f.opts.Secure, SameSite: http.SameSiteLaxMode,
+		HttpOnly: true, Secure: f.opts.Secure, SameSite: sameSite,
 	}
 }
 

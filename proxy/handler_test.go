@@ -1,0 +1,422 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/echo"
+)
+
+const testKey = "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE="
+
+// testConfig is the CVAT profile with an IdP that is never reached: these
+// tests make sessions directly, so they can exercise the pipeline alone.
+const testConfig = `
+server:
+  public_url: https://cvat.example.com
+  trusted_proxies: [10.0.0.0/8]
+upstream:
+  url: UPSTREAM
+session:
+  keys: [` + testKey + `]
+sso:
+  identity_providers:
+    - id: company
+      protocol: OIDC
+      server_url: http://127.0.0.1:1/
+      client_id: portcullis
+role_mapping:
+  roles: [admin, business, user, worker]
+  default: user
+  rules:
+    - role: admin
+      when: '"cvat-admins" in groups'
+attribute_pass:
+  headers:
+    X-Email: email
+    X-Groups: 'join(roles, ",")'
+  strip_headers: [X-Forwarded-User]
+rules:
+  - name: cvat-api-credentials
+    path_prefix: /api/
+    headers: {Authorization: '^(Basic|Token|Bearer) '}
+    action: bypass
+  - name: public
+    path_prefix: /public/
+    action: bypass
+  - name: admin-only
+    path_prefix: /admin
+    action: authenticate
+    allow_if: '"admin" in roles'
+  - name: blocked
+    path: /blocked
+    action: deny
+`
+
+type fixture struct {
+	h        *Handler
+	upstream *echo.Server
+	store    *session.CookieStore
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	up := echo.New()
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	cfg, err := ParseConfig([]byte(strings.Replace(testConfig, "UPSTREAM", srv.URL, 1)), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := session.NewCookieStore(h.cookies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{h: h, upstream: up, store: store}
+}
+
+// login makes a session for a user as a login would, and returns its cookies.
+func (f *fixture) login(t *testing.T, email string, groups ...string) []*http.Cookie {
+	t.Helper()
+	p := idp.Profile{IdP: "company", Sub: email, Email: email, Groups: groups}
+	roles, err := f.h.roles.Map(&p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Roles = roles
+	rec := httptest.NewRecorder()
+	if err := f.store.Save(rec, httptest.NewRequest("GET", "/", nil), session.New(p, idp.Tokens{}, f.h.cookies)); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Result().Cookies()
+}
+
+// do sends a request through the proxy and returns the response and what
+// reached the upstream (ok false when nothing did).
+func (f *fixture) do(t *testing.T, r *http.Request) (*http.Response, echo.Request, bool) {
+	t.Helper()
+	f.upstream.Reset()
+	if r.RemoteAddr == "" || r.RemoteAddr == "192.0.2.1:1234" {
+		r.RemoteAddr = "203.0.113.7:40000"
+	}
+	rec := httptest.NewRecorder()
+	f.h.ServeHTTP(rec, r)
+	got, ok := f.upstream.Last()
+	return rec.Result(), got, ok
+}
+
+func request(method, target string, cookies []*http.Cookie, headers ...string) *http.Request {
+	r := httptest.NewRequest(method, target, nil)
+	for _, c := range cookies {
+		r.AddCookie(c)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		r.Header[headers[i]] = append(r.Header[headers[i]], headers[i+1]) // raw keys: no canonicalization
+	}
+	return r
+}
+
+func identityHeaders(h http.Header) map[string][]string {
+	out := map[string][]string{}
+	for name, v := range h {
+		n := strings.ToLower(strings.NewReplacer("_", "-", ".", "-").Replace(name))
+		if n == "x-email" || n == "x-groups" || n == "x-forwarded-user" {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// Invariant 1: every header named in attribute_pass or strip_headers is
+// removed from every client request, in every spelling.
+func TestSpoofedIdentityHeadersNeverReachTheUpstream(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com", "cvat-admins")
+	spoofs := [][]string{
+		{"X-Email", "evil@example.com"},
+		{"x-email", "evil@example.com"},
+		{"X-EMAIL", "evil@example.com"},
+		{"X_Email", "evil@example.com"},
+		{"x_email", "evil@example.com"},
+		{"X.Email", "evil@example.com"},
+		{"X-Groups", "admin"},
+		{"X_Groups", "admin"},
+		{"x.groups", "admin"},
+		{"X-Forwarded-User", "root"},
+		{"X_Forwarded_User", "root"},
+	}
+	for _, s := range spoofs {
+		for _, tc := range []struct {
+			name    string
+			target  string
+			cookies []*http.Cookie
+			extra   []string
+			want    map[string]string // what the upstream must see, if it sees the request
+		}{
+			{"bypassed", "/api/tasks", nil, []string{"Authorization", "Token abc"}, nil},
+			{"public bypass", "/public/app.js", nil, nil, nil},
+			{"authenticated", "/tasks", alice, nil, map[string]string{"X-Email": "alice@example.com", "X-Groups": "admin"}},
+			{"unauthenticated", "/tasks", nil, nil, nil},
+		} {
+			t.Run(tc.name+" "+s[0], func(t *testing.T) {
+				r := request("GET", tc.target, tc.cookies, append([]string{s[0], s[1], s[0], s[1]}, tc.extra...)...)
+				_, got, reached := f.do(t, r)
+				if !reached {
+					if tc.name != "unauthenticated" {
+						t.Fatal("request did not reach the upstream")
+					}
+					return
+				}
+				seen := identityHeaders(got.Header)
+				if len(seen) != len(tc.want) {
+					t.Fatalf("upstream saw identity headers %v, want exactly %v", seen, tc.want)
+				}
+				for name, value := range tc.want {
+					if v := seen[name]; len(v) != 1 || v[0] != value {
+						t.Errorf("upstream %s = %q, want exactly [%q]", name, v, value)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A client's Connection header cannot delete the identity the proxy injects,
+// nor smuggle a spoofed one past the strip.
+func TestConnectionHeaderCannotRemoveInjectedIdentity(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com", "cvat-admins")
+	r := request("GET", "/tasks", alice, "Connection", "X-Email, X-Groups, X-Forwarded-For", "X-Email", "evil@example.com")
+	_, got, ok := f.do(t, r)
+	if !ok {
+		t.Fatal("did not reach the upstream")
+	}
+	if got.Header.Get("X-Email") != "alice@example.com" || got.Header.Get("X-Groups") != "admin" {
+		t.Fatalf("upstream identity = %q / %q, want alice@example.com / admin", got.Header.Get("X-Email"), got.Header.Get("X-Groups"))
+	}
+	if got.Header.Get("X-Forwarded-For") == "" {
+		t.Error("X-Forwarded-For was removed by the client's Connection header")
+	}
+}
+
+// Invariant 2: a bypassed request carries no identity set by the proxy, even
+// with a valid session cookie.
+func TestBypassWithSessionCarriesNoIdentity(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com", "cvat-admins")
+	_, got, ok := f.do(t, request("GET", "/api/tasks", alice, "Authorization", "Basic YTpi"))
+	if !ok {
+		t.Fatal("did not reach the upstream")
+	}
+	if seen := identityHeaders(got.Header); len(seen) != 0 {
+		t.Fatalf("bypassed request reached the upstream with %v", seen)
+	}
+	if got.Header.Get("Authorization") != "Basic YTpi" {
+		t.Errorf("the caller's own credentials were not passed: %q", got.Header.Get("Authorization"))
+	}
+}
+
+// Invariant 3: the proxy's own cookies never reach the upstream; the app's do.
+func TestOwnCookiesNeverReachTheUpstream(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	cookies := append(alice,
+		&http.Cookie{Name: "csrftoken", Value: "app1"},
+		&http.Cookie{Name: "__Host-portcullis_1", Value: "chunk"},
+		&http.Cookie{Name: "__Host-portcullis_login_abcdefgh", Value: "flow"},
+		&http.Cookie{Name: "portcullis", Value: "plain"},
+		&http.Cookie{Name: "sessionid", Value: "app2"},
+	)
+	for _, target := range []string{"/tasks", "/public/x"} {
+		_, got, ok := f.do(t, request("GET", target, cookies))
+		if !ok {
+			t.Fatalf("%s did not reach the upstream", target)
+		}
+		c := strings.Join(got.Header.Values("Cookie"), "; ")
+		if strings.Contains(c, "portcullis") {
+			t.Errorf("%s: upstream Cookie = %q, has the proxy's cookies", target, c)
+		}
+		if !strings.Contains(c, "csrftoken=app1") || !strings.Contains(c, "sessionid=app2") {
+			t.Errorf("%s: upstream Cookie = %q, lost the application's cookies", target, c)
+		}
+	}
+}
+
+// Invariant 4: the path a rule sees is the path the upstream gets, or the
+// request is refused.
+func TestPathTricksAgainstABypassRule(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		target string
+		status int    // without a session
+		path   string // what the upstream gets, if it gets it
+	}{
+		{"/public/../secret", http.StatusUnauthorized, ""},
+		{"/public/%2e%2e/secret", http.StatusUnauthorized, ""},
+		{"/public/./%2E%2E/admin", http.StatusUnauthorized, ""},
+		{"/public%2F..%2Fsecret", http.StatusBadRequest, ""},
+		{"/public/..%2Fsecret", http.StatusBadRequest, ""},
+		{"/public/..;/secret", http.StatusBadRequest, ""},
+		{"/public/..%5Csecret", http.StatusBadRequest, ""},
+		{"/public/%00/x", http.StatusBadRequest, ""},
+		{"//public/../secret", http.StatusUnauthorized, ""},
+		{"/public//app.js", http.StatusOK, "/public/app.js"},
+		{"/public/a/../app.js", http.StatusOK, "/public/app.js"},
+		{"/public/%61pp.js", http.StatusOK, "/public/app.js"},
+		{"/public/a%3Fb", http.StatusOK, "/public/a?b"},
+	} {
+		t.Run(tc.target, func(t *testing.T) {
+			r := request("GET", "/", nil)
+			r.URL.RawPath, r.URL.Path = tc.target, mustUnescape(tc.target)
+			r.RequestURI = tc.target
+			resp, got, ok := f.do(t, r)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if tc.path == "" {
+				if ok {
+					t.Fatalf("upstream got %q; want nothing", got.RequestURI)
+				}
+				return
+			}
+			if !ok || got.Path != tc.path {
+				t.Fatalf("upstream path %q (reached %v), want %q", got.Path, ok, tc.path)
+			}
+		})
+	}
+}
+
+func mustUnescape(s string) string {
+	r, err := http.NewRequest("GET", "http://x"+s, nil)
+	if err != nil {
+		return s
+	}
+	return r.URL.Path
+}
+
+// Invariant 5: a session cookie that fails to open is no session.
+func TestTamperedSessionIsNoSession(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com", "cvat-admins")
+	v := alice[0].Value
+	for name, value := range map[string]string{
+		"bit flip":  v[:len(v)/2] + string(v[len(v)/2]^1) + v[len(v)/2+1:],
+		"truncated": v[:len(v)-5],
+		"empty":     "",
+		"garbage":   "not-a-cookie",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := *alice[0]
+			c.Value = value
+			resp, _, ok := f.do(t, request("GET", "/tasks", []*http.Cookie{&c}))
+			if ok || resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("status %d, reached upstream %v; want 401 and nothing upstream", resp.StatusCode, ok)
+			}
+		})
+	}
+}
+
+func TestDecisions(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com", "cvat-admins")
+	bob := f.login(t, "bob@example.com")
+	for _, tc := range []struct {
+		name     string
+		r        *http.Request
+		status   int
+		location string
+		reached  bool
+	}{
+		{"browser without session is sent to log in", request("GET", "/tasks?x=1", nil, "Accept", "text/html"), http.StatusFound, "/.portcullis/login?rd=%2Ftasks%3Fx%3D1", false},
+		{"XHR without session gets 401", request("GET", "/tasks", nil, "Accept", "text/html", "Sec-Fetch-Mode", "cors"), http.StatusUnauthorized, "", false},
+		{"POST without session gets 401", request("POST", "/tasks", nil, "Accept", "text/html"), http.StatusUnauthorized, "", false},
+		{"admin reaches admin route", request("GET", "/admin/x", alice), http.StatusOK, "", true},
+		{"non-admin is forbidden on admin route", request("GET", "/admin/x", bob), http.StatusForbidden, "", false},
+		{"deny rule refuses everyone", request("GET", "/blocked", alice), http.StatusForbidden, "", false},
+		{"unknown auth endpoint is not forwarded", request("GET", "/.portcullis/nope", nil), http.StatusNotFound, "", false},
+		{"auth prefix with dot segments is not forwarded", request("GET", "/x/../.portcullis/nope", nil), http.StatusNotFound, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _, reached := f.do(t, tc.r)
+			if resp.StatusCode != tc.status || reached != tc.reached {
+				t.Fatalf("status %d reached %v, want %d %v", resp.StatusCode, reached, tc.status, tc.reached)
+			}
+			if tc.location != "" && resp.Header.Get("Location") != tc.location {
+				t.Errorf("Location %q, want %q", resp.Header.Get("Location"), tc.location)
+			}
+		})
+	}
+}
+
+func TestMethodOverrideAndUpgradeHeadersAreStripped(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	_, got, ok := f.do(t, request("POST", "/tasks", alice,
+		"X-HTTP-Method-Override", "DELETE", "X-Http-Method", "DELETE", "X-Method-Override", "DELETE",
+		"X-Original-URL", "/admin", "X-Rewrite-URL", "/admin", "Upgrade", "h2c", "Connection", "Upgrade"))
+	if !ok {
+		t.Fatal("did not reach the upstream")
+	}
+	for _, name := range []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "X-Original-Url", "X-Rewrite-Url", "Upgrade"} {
+		if v := got.Header.Values(name); len(v) > 0 {
+			t.Errorf("upstream got %s: %q", name, v)
+		}
+	}
+}
+
+func TestForwardedHeadersFromUntrustedPeersAreReplaced(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	r := request("GET", "/tasks", alice, "X-Forwarded-For", "1.2.3.4", "X-Forwarded-Host", "evil.com", "X-Forwarded-Proto", "http")
+	_, got, _ := f.do(t, r)
+	if xff := got.Header.Get("X-Forwarded-For"); xff != "203.0.113.7" {
+		t.Errorf("X-Forwarded-For = %q, want only the peer 203.0.113.7", xff)
+	}
+	if got.Header.Get("X-Forwarded-Host") != "cvat.example.com" || got.Header.Get("X-Forwarded-Proto") != "https" {
+		t.Errorf("X-Forwarded-Host/Proto = %q/%q, want the public origin's", got.Header.Get("X-Forwarded-Host"), got.Header.Get("X-Forwarded-Proto"))
+	}
+	// A trusted proxy's chain is kept and extended.
+	r = request("GET", "/tasks", alice, "X-Forwarded-For", "198.51.100.9")
+	r.RemoteAddr = "10.1.2.3:5555"
+	_, got, _ = f.do(t, r)
+	if xff := got.Header.Get("X-Forwarded-For"); xff != "198.51.100.9, 10.1.2.3" {
+		t.Errorf("through a trusted proxy X-Forwarded-For = %q, want \"198.51.100.9, 10.1.2.3\"", xff)
+	}
+}
+
+func TestUserinfo(t *testing.T) {
+	f := newFixture(t)
+	resp, _, _ := f.do(t, request("GET", "/.portcullis/userinfo", nil))
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("without session: %d, want 401", resp.StatusCode)
+	}
+	resp, _, _ = f.do(t, request("GET", "/.portcullis/userinfo", f.login(t, "alice@example.com", "cvat-admins")))
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"roles":["admin"]`) {
+		t.Fatalf("userinfo: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestUpstreamDownAnswers502WithoutInternals(t *testing.T) {
+	f := newFixture(t)
+	f.h.upstreamURL.Host = "127.0.0.1:1"
+	resp, _, _ := f.do(t, request("GET", "/tasks", f.login(t, "alice@example.com"), "Accept", "application/json"))
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadGateway || strings.Contains(string(body), "127.0.0.1") || strings.Contains(string(body), "connect") {
+		t.Fatalf("upstream down: %d %s", resp.StatusCode, body)
+	}
+}
