@@ -1,0 +1,272 @@
+package idp
+
+import (
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crewjam/saml"
+)
+
+// writeSPKeyPair writes a fresh key pair as PEM files and returns the paths
+// and the certificate.
+func writeSPKeyPair(t *testing.T) (certFile, keyFile string, cert *x509.Certificate) {
+	t.Helper()
+	key, cert := samlTestKeyPair(t)
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "sp.crt"), filepath.Join(dir, "sp.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, cert
+}
+
+func TestValidateSAML(t *testing.T) {
+	certFile, keyFile, cert := writeSPKeyPair(t)
+	otherCert, _, _ := writeSPKeyPair(t)
+	certPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
+	certB64 := base64.StdEncoding.EncodeToString(cert.Raw)
+	wrapped := strings.Join([]string{certB64[:64], certB64[64:]}, "\n  ")
+
+	tests := []struct {
+		name string
+		edit func(c *Config)
+		want []string
+	}{
+		{"metadata_url form is valid", func(c *Config) {}, nil},
+		{"x509_cert (PEM) and sso_url form is valid", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL = "", certPEM, "https://sso.company.com/sso"
+		}, nil},
+		{"x509_cert as bare base64 with line breaks is valid", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL = "", wrapped, "https://sso.company.com/sso"
+		}, nil},
+		{"entity_id is required", func(c *Config) { c.EntityID = "" }, []string{"entity_id: required"}},
+		{"metadata_url or x509_cert and sso_url is required", func(c *Config) { c.MetadataURL = "" },
+			[]string{"metadata_url: required unless x509_cert and sso_url are given"}},
+		{"x509_cert alone lacks sso_url", func(c *Config) { c.MetadataURL, c.X509Cert = "", certPEM },
+			[]string{"sso_url: required with x509_cert"}},
+		{"sso_url alone lacks x509_cert", func(c *Config) { c.MetadataURL, c.SSOURL = "", "https://sso.company.com/sso" },
+			[]string{"x509_cert: required with sso_url"}},
+		{"both forms at once are refused", func(c *Config) { c.X509Cert, c.SSOURL = certPEM, "https://sso.company.com/sso" },
+			[]string{"x509_cert: not used with metadata_url", "sso_url: not used with metadata_url"}},
+		{"metadata_url must be an http(s) URL", func(c *Config) { c.MetadataURL = "ldap://sso.company.com/md" },
+			[]string{"metadata_url: must be an http or https URL"}},
+		{"metadata_url must be absolute", func(c *Config) { c.MetadataURL = "/saml/metadata" },
+			[]string{"metadata_url: not an absolute URL"}},
+		{"x509_cert that is no certificate is refused", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL = "", "not a cert!", "https://sso.company.com/sso"
+		}, []string{"x509_cert: neither PEM nor base64 DER"}},
+		{"sp_cert_file and sp_key_file load", func(c *Config) { c.SPCertFile, c.SPKeyFile = certFile, keyFile }, nil},
+		{"sp_cert_file needs sp_key_file", func(c *Config) { c.SPCertFile = certFile }, []string{"sp_key_file: required with sp_cert_file"}},
+		{"sp_key_file needs sp_cert_file", func(c *Config) { c.SPKeyFile = keyFile }, []string{"sp_cert_file: required with sp_key_file"}},
+		{"a certificate that does not match the key is refused", func(c *Config) { c.SPCertFile, c.SPKeyFile = otherCert, keyFile },
+			[]string{"sp_cert_file: cannot load key pair"}},
+		{"a missing key file is refused", func(c *Config) { c.SPCertFile, c.SPKeyFile = certFile, "/nonexistent/sp.key" },
+			[]string{"sp_cert_file: cannot load key pair"}},
+		{"attribute_mapping of known fields is valid", func(c *Config) {
+			c.AttributeMapping = map[string]string{"uid": "employeeID", "email": "mail", "groups": "memberOf", "email_verified": "emailVerified"}
+		}, nil},
+		{"attribute_mapping of an unknown field is refused", func(c *Config) { c.AttributeMapping = map[string]string{"role": "x"} },
+			[]string{"attribute_mapping.role: unknown profile field"}},
+		{"attribute_mapping to an empty attribute name is refused", func(c *Config) { c.AttributeMapping = map[string]string{"email": " "} },
+			[]string{"attribute_mapping.email: empty attribute name"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{ID: "corp", Protocol: SAML, EntityID: "https://sso.company.com", MetadataURL: "https://sso.company.com/saml/metadata"}
+			tc.edit(&c)
+			errs := c.validateSAML()
+			if len(errs) != len(tc.want) {
+				t.Fatalf("errors %q, want %d matching %q", errs, len(tc.want), tc.want)
+			}
+			for i, want := range tc.want {
+				if !strings.HasPrefix(errs[i].Error(), want) {
+					t.Errorf("error %d = %q, want prefix %q", i, errs[i], want)
+				}
+			}
+			// Validate reports the same through errors.Join.
+			if err := c.Validate(); (err == nil) != (len(tc.want) == 0) {
+				t.Errorf("Validate = %v", err)
+			}
+		})
+	}
+}
+
+func TestSAMLConfiguredSPKeyPair(t *testing.T) {
+	certFile, keyFile, cert := writeSPKeyPair(t)
+	e := newSAMLEnv(t, func(c *Config) { c.SPCertFile, c.SPKeyFile = certFile, keyFile })
+	if !e.p.base.Certificate.Equal(cert) {
+		t.Fatal("the provider does not use sp_cert_file")
+	}
+	md, err := e.p.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), base64.StdEncoding.EncodeToString(cert.Raw)) {
+		t.Error("SP metadata does not carry the configured certificate")
+	}
+	f, post := e.login(t, "alice", "alice-pw")
+	if _, _, err := e.p.Complete(post.request(), f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewSAMLRefusesInvalidConfig(t *testing.T) {
+	_, err := New(t.Context(), Config{ID: "corp", Protocol: SAML}, samlTestOptions())
+	if err == nil || !strings.Contains(err.Error(), "entity_id: required") {
+		t.Fatalf("New = %v, want the validation error", err)
+	}
+}
+
+func TestReplayCache(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	t.Run("an ID is accepted once until it expires", func(t *testing.T) {
+		c := newReplayCache(10)
+		if err := c.use("a", now.Add(time.Minute), now); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.use("a", now.Add(time.Minute), now.Add(59*time.Second)); !errors.Is(err, errReplay) {
+			t.Fatalf("second use = %v, want errReplay", err)
+		}
+		if err := c.use("a", now.Add(2*time.Minute), now.Add(time.Minute)); err != nil {
+			t.Fatalf("use after expiry = %v (the assertion itself is refused by then)", err)
+		}
+	})
+	t.Run("a full cache drops expired entries first, then the one closest to expiry", func(t *testing.T) {
+		c := newReplayCache(3)
+		c.use("old", now.Add(time.Second), now)
+		c.use("soon", now.Add(time.Minute), now)
+		c.use("late", now.Add(time.Hour), now)
+		c.use("new", now.Add(time.Hour), now.Add(2*time.Second)) // "old" expired
+		if c.len() != 3 {
+			t.Fatalf("len %d, want 3", c.len())
+		}
+		c.use("newer", now.Add(time.Hour), now.Add(3*time.Second)) // evicts "soon"
+		if c.len() != 3 {
+			t.Fatalf("len %d, want 3 (bounded)", c.len())
+		}
+		for id, kept := range map[string]bool{"old": false, "soon": false, "late": true, "new": true, "newer": true} {
+			if _, ok := c.expires[id]; ok != kept {
+				t.Errorf("%s: kept %v, want %v", id, ok, kept)
+			}
+		}
+	})
+	t.Run("an empty ID is refused", func(t *testing.T) {
+		if err := newReplayCache(1).use("", now, now); err == nil {
+			t.Fatal("empty ID accepted")
+		}
+	})
+}
+
+func TestSAMLProfileMapping(t *testing.T) {
+	attr := func(name, friendly string, values ...string) saml.Attribute {
+		a := saml.Attribute{Name: name, FriendlyName: friendly}
+		for _, v := range values {
+			a.Values = append(a.Values, saml.AttributeValue{Value: v})
+		}
+		return a
+	}
+	assertion := func(nameID string, attrs ...saml.Attribute) *saml.Assertion {
+		return &saml.Assertion{
+			Subject:             &saml.Subject{NameID: &saml.NameID{Value: nameID}},
+			AttributeStatements: []saml.AttributeStatement{{Attributes: attrs}},
+		}
+	}
+	azure := assertion("A1B2C3",
+		attr("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress", "", "ada@corp.com"),
+		attr("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname", "", "Ada"),
+		attr("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname", "", "Lovelace"),
+		attr("http://schemas.microsoft.com/ws/2008/06/identity/claims/groups", "", "g1", "g2"),
+		attr("department", "", "R&D"),
+	)
+	tests := []struct {
+		name    string
+		mapping map[string]string
+		in      *saml.Assertion
+		want    Profile
+		wantErr string
+	}{
+		{
+			name: "defaults read Azure AD claim URIs and sub is the NameID",
+			in:   azure,
+			want: Profile{IdP: "corp", Sub: "A1B2C3", Email: "ada@corp.com", FirstName: "Ada", LastName: "Lovelace",
+				Name: "Ada Lovelace", Groups: []string{"g1", "g2"}},
+		},
+		{
+			name:    "uid maps sub from an attribute",
+			mapping: map[string]string{"uid": "department"},
+			in:      azure,
+			want: Profile{IdP: "corp", Sub: "R&D", Email: "ada@corp.com", FirstName: "Ada", LastName: "Lovelace",
+				Name: "Ada Lovelace", Groups: []string{"g1", "g2"}},
+		},
+		{
+			name:    "a mapped uid attribute that is missing refuses the login",
+			mapping: map[string]string{"uid": "employeeNumber"},
+			in:      azure,
+			wantErr: "attribute_mapping.uid",
+		},
+		{
+			name:    "mapping names an attribute by FriendlyName; repeated attributes merge",
+			mapping: map[string]string{"email": "mail", "groups": "memberOf", "email_verified": "verified", "username": "uid"},
+			in: assertion("n",
+				attr("urn:oid:0.9.2342.19200300.100.1.3", "mail", "m@x.org"),
+				attr("memberOf", "", "a"), attr("memberOf", "", "b"),
+				attr("verified", "", "TRUE"),
+				attr("urn:oid:0.9.2342.19200300.100.1.1", "uid", "mx")),
+			want: Profile{IdP: "corp", Sub: "n", Email: "m@x.org", EmailVerified: true, Username: "mx", Groups: []string{"a", "b"}},
+		},
+		{
+			name:    "no NameID and no uid mapping refuses the login",
+			in:      assertion(""),
+			wantErr: "no NameID",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newSAMLMapping(tc.mapping)
+			got, err := m.profile("corp", tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one about %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			claims := got.Claims
+			got.Claims = nil
+			if !reflect.DeepEqual(*got, tc.want) {
+				t.Errorf("profile\n%+v\nwant\n%+v", *got, tc.want)
+			}
+			if len(claims) == 0 {
+				t.Error("no claims")
+			}
+		})
+	}
+	t.Run("every attribute is a claim: one value a string, several a list, friendly names too", func(t *testing.T) {
+		m := newSAMLMapping(nil)
+		got, err := m.profile("corp", assertion("n",
+			attr("urn:oid:2.5.4.42", "givenName", "Ada"),
+			attr("roles", "", "x", "y"),
+			attr("department", "", "R&D")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]any{"urn:oid:2.5.4.42": "Ada", "givenName": "Ada", "roles": []string{"x", "y"}, "department": "R&D"}
+		if !reflect.DeepEqual(got.Claims, want) {
+			t.Errorf("claims %#v, want %#v", got.Claims, want)
+		}
+	})
+}

@@ -1,0 +1,172 @@
+package idp
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
+)
+
+// flakyMetadata serves the IdP's metadata until broken is set, then 500s.
+type flakyMetadata struct {
+	broken atomic.Bool
+	hits   atomic.Int32
+	body   atomic.Pointer[[]byte]
+}
+
+func (m *flakyMetadata) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.hits.Add(1)
+	if m.broken.Load() {
+		http.Error(w, "down for maintenance", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/samlmetadata+xml")
+	w.Write(*m.body.Load())
+}
+
+func fetchBody(t *testing.T, u string) []byte {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSAMLMetadataRefreshKeepsLastGoodCopy(t *testing.T) {
+	srv := samlserver.Start(t, samlserver.Options{Users: samlUsers})
+	md := &flakyMetadata{}
+	body := fetchBody(t, srv.MetadataURL())
+	md.body.Store(&body)
+	hs := httptest.NewServer(md)
+	t.Cleanup(hs.Close)
+
+	c := Config{ID: "corp", Protocol: SAML, EntityID: srv.EntityID(), MetadataURL: hs.URL}
+	fast := samlTiming{fetchTimeout: time.Second, refresh: 20 * time.Millisecond, retry: 20 * time.Millisecond}
+	p, err := newSAMLProvider(t.Context(), c, samlTestOptions(), fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Ready(); err != nil {
+		t.Fatalf("not ready after a good first fetch: %v", err)
+	}
+	good := p.current.Load()
+
+	md.broken.Store(true)
+	hits := md.hits.Load()
+	waitFor(t, "failed refreshes", func() bool { return md.hits.Load() >= hits+3 })
+	if err := p.Ready(); err != nil {
+		t.Errorf("a failed refresh made the provider unready: %v", err)
+	}
+	if p.current.Load() != good {
+		t.Errorf("a failed refresh replaced the metadata")
+	}
+	if p.lastErr.Load() == nil {
+		t.Errorf("the failed refresh was not recorded")
+	}
+	if _, err := p.LoginURL(&Flow{State: "s"}); err != nil {
+		t.Errorf("login with the last good metadata failed: %v", err)
+	}
+
+	md.broken.Store(false)
+	waitFor(t, "a successful refresh", func() bool { return p.current.Load() != good })
+	if p.lastErr.Load() != nil {
+		t.Errorf("the error stayed after a successful refresh")
+	}
+}
+
+func TestSAMLMetadataUnreachableAtStart(t *testing.T) {
+	srv := samlserver.Start(t, samlserver.Options{})
+	md := &flakyMetadata{}
+	body := fetchBody(t, srv.MetadataURL())
+	md.body.Store(&body)
+	md.broken.Store(true)
+	hs := httptest.NewServer(md)
+	t.Cleanup(hs.Close)
+
+	c := Config{ID: "corp", Protocol: SAML, EntityID: srv.EntityID(), MetadataURL: hs.URL}
+	fast := samlTiming{fetchTimeout: time.Second, refresh: time.Hour, retry: 20 * time.Millisecond}
+	p, err := newSAMLProvider(t.Context(), c, samlTestOptions(), fast)
+	if err != nil {
+		t.Fatalf("an unreachable IdP must not fail the start: %v", err)
+	}
+	if err := p.Ready(); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("Ready = %v, want ErrNotReady", err)
+	}
+	if _, err := p.LoginURL(&Flow{State: "s"}); !errors.Is(err, ErrNotReady) {
+		t.Errorf("LoginURL = %v, want ErrNotReady", err)
+	}
+	if _, _, err := p.Complete(httptest.NewRequest(http.MethodPost, "/acs", nil), &Flow{}); !errors.Is(err, ErrNotReady) {
+		t.Errorf("Complete = %v, want ErrNotReady", err)
+	}
+	md.broken.Store(false)
+	waitFor(t, "the background retry", func() bool { return p.Ready() == nil })
+}
+
+func TestParseIdPMetadata(t *testing.T) {
+	srv := samlserver.Start(t, samlserver.Options{})
+	real := string(fetchBody(t, srv.MetadataURL()))
+	strip := func(s, from, to string) string {
+		i, j := strings.Index(s, from), strings.Index(s, to)
+		if i < 0 || j < 0 {
+			t.Fatalf("metadata lacks %s…%s", from, to)
+		}
+		return s[:i] + s[j+len(to):]
+	}
+	federation := `<EntitiesDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata">` +
+		`<EntityDescriptor entityID="https://someone-else.example"><IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"/></EntityDescriptor>` +
+		strings.TrimPrefix(real, `<?xml version="1.0" encoding="UTF-8"?>`) + `</EntitiesDescriptor>`
+	tests := []struct {
+		name     string
+		data     string
+		entityID string
+		wantErr  string
+	}{
+		{"the IdP's own metadata is accepted", real, srv.EntityID(), ""},
+		{"the entity is found inside a federation's EntitiesDescriptor", federation, srv.EntityID(), ""},
+		{"metadata for another entity id is refused", real, "https://sso.company.com", "check entity_id"},
+		{"metadata without a signing certificate is refused", strip(real, "<KeyDescriptor", "</KeyDescriptor>"), srv.EntityID(), "signing certificate"},
+		{"metadata without an HTTP-Redirect SSO endpoint is refused",
+			strings.ReplaceAll(real, "HTTP-Redirect", "HTTP-Artifact"), srv.EntityID(), "HTTP-Redirect"},
+		{"a document that is not SAML metadata is refused", "<html>oops</html>", srv.EntityID(), "EntityDescriptor"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			md, err := parseIdPMetadata([]byte(tc.data), tc.entityID)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if md.EntityID != tc.entityID {
+					t.Errorf("picked %q", md.EntityID)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one about %q", err, tc.wantErr)
+			}
+		})
+	}
+}
