@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+// minimal is a valid configuration; each case below breaks one thing in it.
+const minimal = `
+server:
+  public_url: https://cvat.example.com
+upstream:
+  url: http://traefik:8080
+session:
+  keys: [` + testKey + `]
+sso:
+  identity_providers:
+    - id: company
+      protocol: OIDC
+      server_url: https://login.example.com/
+      client_id: portcullis
+`
+
+func checkYAML(t *testing.T, yaml string, env map[string]string) error {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml), func(k string) string { return env[k] })
+	if err != nil {
+		return err
+	}
+	return Check(cfg)
+}
+
+func TestMinimalConfigIsValid(t *testing.T) {
+	if err := checkYAML(t, minimal, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCheckNamesTheKey: `portcullis check` reports each class of mistake
+// with the key it concerns.
+func TestCheckNamesTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		name, old, new, want string
+	}{
+		{"unknown top-level key", "server:", "sever:\n  listen: x\nserver:", "sever: unknown key"},
+		{"typo in an IdP key", "client_id: portcullis", "clent_id: portcullis", "sso.identity_providers[0].clent_id: unknown key"},
+		{"missing public_url", "public_url: https://cvat.example.com", "listen: \":9772\"", "server.public_url: required"},
+		{"public_url with a path", "https://cvat.example.com", "https://cvat.example.com/app", "server.public_url: must be an origin"},
+		{"missing upstream", "url: http://traefik:8080", "preserve_host: true", "upstream.url: required"},
+		{"short session key", testKey, "c2hvcnQ=", "session.keys[0]: must be 32 bytes"},
+		{"session key not base64", testKey, "not base64!", "session.keys[0]: not base64"},
+		{"duplicate IdP id", "      client_id: portcullis\n", "      client_id: portcullis\n    - id: company\n      protocol: OIDC\n      server_url: https://x.example.com/\n      client_id: y\n", "sso.identity_providers[1].id: duplicate id"},
+		{"unknown protocol", "protocol: OIDC", "protocol: KERBEROS", "sso.identity_providers[0].protocol: unknown protocol"},
+		{"bad IdP id", "id: company", "id: Company SSO", "sso.identity_providers[0].id:"},
+		{"unknown selection mode", "sso:\n", "sso:\n  selection_mode: random\n", "sso.selection_mode: unknown mode"},
+		{"bad regex", "", "rules:\n  - name: r\n    path_regex: '(unclosed'\n    action: bypass\n", "rules[0].path_regex:"},
+		{"unknown action", "", "rules:\n  - name: r\n    path: /x\n    action: allow\n", "rules[0].action:"},
+		{"typo in allow_if", "", "rules:\n  - name: r\n    path: /x\n    action: authenticate\n    allow_if: '\"admin\" in rolez'\n", "rules[0].allow_if:"},
+		{"typo in a role rule", "", "role_mapping:\n  roles: [admin, user]\n  default: user\n  rules:\n    - role: admin\n      when: '\"a\" in grups'\n", "role_mapping.rules[0].when:"},
+		{"typo in a header expression", "", "attribute_pass:\n  headers:\n    X-Email: emial\n", "attribute_pass.headers.X-Email:"},
+		{"bad CIDR", "", "rules:\n  - name: r\n    sources: [10.0.0.0/33]\n    action: deny\n", "rules[0].sources"},
+		{"bad trusted proxy", "server:\n", "server:\n  trusted_proxies: [nope]\n", "server.trusted_proxies:"},
+		{"bad default action", "", "default_action: maybe\n", "default_action:"},
+		{"redis store not yet available", "session:\n", "session:\n  store: redis\n", "session.store:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := minimal
+			if tc.old == "" {
+				yaml += tc.new
+			} else {
+				if !strings.Contains(yaml, tc.old) {
+					t.Fatalf("test case: %q not in the config", tc.old)
+				}
+				yaml = strings.Replace(yaml, tc.old, tc.new, 1)
+			}
+			err := checkYAML(t, yaml, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v\nwant a problem containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckReportsEveryProblem(t *testing.T) {
+	yaml := strings.NewReplacer("public_url: https://cvat.example.com", "", "url: http://traefik:8080", "url: nope", "protocol: OIDC", "protocol: X").Replace(minimal)
+	err := checkYAML(t, yaml, nil)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"server.public_url", "upstream.url", "sso.identity_providers[0].protocol"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %s in:\n%v", want, err)
+		}
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	yaml := strings.Replace(minimal, "client_id: portcullis", "client_id: ${CLIENT}\n      client_secret: from-file", 1)
+	yaml = strings.Replace(yaml, "keys: ["+testKey+"]", "keys: [\"${NOPE}\"]", 1)
+	env := map[string]string{
+		"CLIENT":                               "from-env",
+		"PORTCULLIS_SESSION_KEYS":              testKey,
+		"PORTCULLIS_IDP_COMPANY_CLIENT_SECRET": "secret-from-env",
+	}
+	cfg, err := ParseConfig([]byte(yaml), func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ic := cfg.SSO.IdentityProviders[0]
+	if ic.ClientID != "from-env" || ic.ClientSecret != "secret-from-env" || cfg.Session.Keys[0] != testKey {
+		t.Fatalf("client_id %q client_secret %q keys %q", ic.ClientID, ic.ClientSecret, cfg.Session.Keys)
+	}
+}
+
+func TestEnvironmentCannotInjectYAML(t *testing.T) {
+	yaml := strings.Replace(minimal, "client_id: portcullis", "client_id: ${CLIENT}", 1)
+	cfg, err := ParseConfig([]byte(yaml), func(k string) string {
+		if k == "CLIENT" {
+			return "x\n      client_secret: injected"
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SSO.IdentityProviders[0].ClientSecret != "" {
+		t.Fatal("an environment value changed the document's structure")
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := ParseConfig([]byte(minimal), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Listen != ":9772" || cfg.Server.AdminListen != "127.0.0.1:9773" || cfg.Server.AuthPrefix != "/.portcullis" ||
+		cfg.Session.CookieName != "portcullis" || cfg.Session.Store != "cookie" || !*cfg.Upstream.PreserveHost ||
+		cfg.SSO.SelectionMode != "chooser" || !*cfg.SSO.EnablePKCE || cfg.DefaultAction != "authenticate" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}

@@ -1,0 +1,46 @@
+package proxy
+
+import (
+	"net/url"
+	"testing"
+)
+
+// Invariant 6: after login and logout, rd leads only to public_url's origin.
+func TestSafeRedirect(t *testing.T) {
+	c := &compiled{publicURL: &url.URL{Scheme: "https", Host: "cvat.example.com"}}
+	const home = "https://cvat.example.com/"
+	for _, tc := range []struct{ rd, want string }{
+		{"", home},
+		{"/tasks?id=1", "https://cvat.example.com/tasks?id=1"},
+		{"/tasks#frag", "https://cvat.example.com/tasks#frag"},
+		{"https://cvat.example.com/tasks", "https://cvat.example.com/tasks"},
+		{"HTTPS://CVAT.EXAMPLE.COM/tasks", "https://cvat.example.com/tasks"},
+		{"/%2F%2Fevil.com", "https://cvat.example.com/%2F%2Fevil.com"},
+		{"//evil.com", home},
+		{"///evil.com", home},
+		{"/\\evil.com", home},
+		{"\\\\evil.com", home},
+		{"https:evil.com", home},
+		{"https:/evil.com", home},
+		{"http://cvat.example.com/", home},
+		{"https://evil.com", home},
+		{"https://cvat.example.com.evil.com/", home},
+		{"https://cvat.example.com@evil.com/", home},
+		{"https://user:pw@cvat.example.com/", home},
+		{"https://evil.com#@cvat.example.com", home},
+		{"/\t/evil.com", home},
+		{"/\n/evil.com", home},
+		{" //evil.com", home},
+		{"javascript:alert(1)", home},
+		{"data:text/html,x", home},
+		{"evil.com", home},
+		{"tasks", home},
+		{"https://cvat.example.com//evil.com", "https://cvat.example.com/"},
+		{"https://cvаt.example.com/", home}, // Cyrillic а
+		{"/ｅvil", home},
+	} {
+		if got := c.safeRedirect(tc.rd); got != tc.want {
+			t.Errorf("safeRedirect(%q) = %q, want %q", tc.rd, got, tc.want)
+		}
+	}
+}
