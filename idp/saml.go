@@ -152,7 +152,7 @@ func (p *SAMLProvider) Ready() error {
 		return nil
 	}
 	if errp := p.lastErr.Load(); errp != nil {
-		return fmt.Errorf("saml %s: metadata: %w: %v", p.cfg.ID, ErrNotReady, *errp)
+		return fmt.Errorf("saml %s: fetch metadata: %w: %v", p.cfg.ID, ErrNotReady, *errp)
 	}
 	return fmt.Errorf("saml %s: metadata: %w", p.cfg.ID, ErrNotReady)
 }

@@ -70,9 +70,8 @@ func (p *SAMLProvider) refreshLoop(ctx context.Context) {
 func (p *SAMLProvider) refreshMetadata(ctx context.Context) error {
 	md, err := p.fetchMetadata(ctx)
 	if err != nil {
-		err = fmt.Errorf("saml %s: fetch metadata: %w", p.cfg.ID, err)
 		p.lastErr.Store(&err)
-		return err
+		return fmt.Errorf("saml %s: fetch metadata: %w", p.cfg.ID, err)
 	}
 	p.setIdPMetadata(md)
 	p.lastErr.Store(nil)
