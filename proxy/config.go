@@ -32,6 +32,10 @@ type Config struct {
 	AttributePass attrpass.Config `yaml:"attribute_pass"`
 	Rules         []rules.Config  `yaml:"rules"`
 	DefaultAction rules.Action    `yaml:"default_action"`
+
+	// unknown are the keys of the file that no field takes; Check reports
+	// them with every other problem rather than hiding the rest.
+	unknown []error
 }
 
 // ServerConfig is the `server:` block: listeners and how users reach the proxy.
@@ -85,9 +89,10 @@ const (
 	SelectLowestWeight = "lowest_weight"
 )
 
-// LoadConfig reads, expands and strictly decodes the configuration file at
-// path, fills in defaults and applies the environment overrides. Every problem
-// it finds is reported, each as "path.to.key: what is wrong".
+// LoadConfig reads, expands and decodes the configuration file at path, fills
+// in defaults and applies the environment overrides. It fails only when the
+// file cannot be read or decoded; unknown keys and every other problem are
+// reported by Check, each as "path.to.key: what is wrong".
 func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -106,11 +111,9 @@ func ParseConfig(raw []byte, getenv func(string) string) (*Config, error) {
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
 		expandEnv(root, getenv)
-		if errs := unknownKeys(root, reflect.TypeOf(cfg).Elem(), ""); len(errs) > 0 {
-			return nil, errors.Join(errs...)
-		}
+		cfg.unknown = unknownKeys(root, reflect.TypeOf(cfg).Elem(), "")
 		if err := root.Decode(cfg); err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, errors.Join(append(cfg.unknown, fmt.Errorf("config: %w", err))...)
 		}
 	}
 	cfg.applyDefaults()
@@ -256,6 +259,7 @@ func (p *problems) addAll(prefix string, err error) {
 // validate checks what belongs to no package: the server, upstream, session
 // and sso blocks. The packages' own parts are checked when they compile.
 func (c *Config) validate(p *problems) {
+	*p = append(*p, c.unknown...)
 	pub, err := url.Parse(c.Server.PublicURL)
 	switch {
 	case c.Server.PublicURL == "":
