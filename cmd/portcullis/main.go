@@ -184,16 +184,9 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	source := fs.String("source", "127.0.0.1", "client IP address")
 	var headers headerFlags
 	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
-	if fs.Parse(args) != nil {
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
 		return 2
-	}
-	// Flags may follow METHOD URL too, as in curl.
-	rest := fs.Args()
-	if len(rest) >= 2 {
-		if fs.Parse(rest[2:]) != nil {
-			return 2
-		}
-		rest = append(rest[:2:2], fs.Args()...)
 	}
 	if len(rest) != 2 {
 		fmt.Fprintln(stderr, "usage: portcullis explain [--config FILE] [--claims FILE.json] METHOD URL [-H 'Name: value']...")
@@ -204,7 +197,17 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, *path, err)
 		return 1
 	}
-	req, err := http.NewRequest(strings.ToUpper(rest[0]), rest[1], nil)
+	target := rest[1]
+	switch {
+	case strings.HasPrefix(target, "/"):
+		// A bare path is a request to the public origin, so that rules and
+		// expressions that look at the host see what they would in production.
+		target = strings.TrimSuffix(cfg.Server.PublicURL, "/") + target
+	case !strings.Contains(target, "://"):
+		fmt.Fprintf(stderr, "portcullis explain: URL %q: want an absolute URL (https://host/path) or a path (/path)\n", target)
+		return 2
+	}
+	req, err := http.NewRequest(strings.ToUpper(rest[0]), target, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "portcullis explain: URL:", err)
 		return 2
@@ -242,6 +245,26 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	}
 	printExplanation(stdout, req, e)
 	return 0
+}
+
+// parseInterspersed parses fs's flags wherever they stand among the
+// positional arguments, as curl users expect (`explain GET URL -H ...`), and
+// returns the positional ones in order. After "--" everything is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		positional, args = append(positional, rest[0]), rest[1:]
+	}
 }
 
 func printExplanation(w io.Writer, req *http.Request, e *proxy.Explanation) {

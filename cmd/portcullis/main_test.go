@@ -1,0 +1,384 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+const testKey = "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE="
+
+// validConfig is the CVAT profile; its IdP is never reached by check or explain.
+const validConfig = `
+server:
+  public_url: https://cvat.example.com
+upstream:
+  url: http://traefik:8080
+session:
+  keys: [` + testKey + `]
+sso:
+  identity_providers:
+    - id: company
+      protocol: OIDC
+      server_url: http://127.0.0.1:1/
+      client_id: portcullis
+role_mapping:
+  roles: [admin, business, user, worker]
+  default: user
+  rules:
+    - role: admin
+      when: '"cvat-admins" in groups'
+attribute_pass:
+  headers:
+    X-Email: email
+    X-Groups: 'join(roles, ",")'
+  strip_headers: [X-Forwarded-User]
+rules:
+  - name: cvat-api-credentials
+    path_prefix: /api/
+    headers: {Authorization: '^(Basic|Token|Bearer) '}
+    action: bypass
+  - name: public
+    path_prefix: /public/
+    action: bypass
+  - name: admin-only
+    path_prefix: /admin
+    action: authenticate
+    allow_if: '"admin" in roles'
+`
+
+// brokenConfig has one mistake of each kind that check must name.
+const brokenConfig = `
+server:
+  listen: ":9772"
+  colour: blue
+upstream:
+  url: http://traefik:8080
+session:
+  keys: [c2hvcnQ=]
+sso:
+  identity_providers:
+    - id: company
+      protocol: OIDC
+      server_url: https://login.example.com/
+      client_id: portcullis
+attribute_pass:
+  headers:
+    X-Email: emial
+rules:
+  - name: r
+    path_regex: '(unclosed'
+    action: bypass
+`
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runCLI runs the command line as main would and returns its exit code and output.
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestCheckValidConfigIsOK(t *testing.T) {
+	path := writeFile(t, "portcullis.yaml", validConfig)
+	code, stdout, stderr := runCLI("check", "--config", path)
+	if code != 0 || !strings.Contains(stdout, "ok") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and ok", code, stdout, stderr)
+	}
+}
+
+var problemLine = regexp.MustCompile(`^[A-Za-z0-9_.\[\]-]+: \S.*$`)
+
+// Every mistake is reported, each on a line of its own that starts with the
+// key it concerns: an unknown key does not hide the others.
+func TestCheckListsEveryProblemByKey(t *testing.T) {
+	path := writeFile(t, "portcullis.yaml", brokenConfig)
+	code, stdout, stderr := runCLI("check", "--config", path)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stdout %q stderr %q", code, stdout, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	var found []string
+	for _, l := range lines[1:] { // the first line names the file
+		l = strings.TrimSpace(l)
+		if !problemLine.MatchString(l) {
+			t.Errorf("line %q is not `path.to.key: what is wrong`", l)
+		}
+		found = append(found, l)
+	}
+	for _, want := range []string{
+		"server.colour: unknown key",
+		"server.public_url: required",
+		"session.keys[0]: must be 32 bytes",
+		"rules[0].path_regex: ",
+		"attribute_pass.headers.X-Email: ",
+	} {
+		n := 0
+		for _, l := range found {
+			if strings.HasPrefix(l, want) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d lines start with %q, want 1; output:\n%s", n, want, stderr)
+		}
+	}
+	if len(found) != 5 {
+		t.Errorf("%d problems listed, want 5:\n%s", len(found), stderr)
+	}
+}
+
+func TestConfigFileDefaults(t *testing.T) {
+	good := writeFile(t, "good.yaml", validConfig)
+	bad := writeFile(t, "bad.yaml", brokenConfig)
+	for _, tc := range []struct {
+		name   string
+		env    string
+		cwd    string // a portcullis.yaml there, when not empty
+		code   int
+		stdout string
+	}{
+		{"$PORTCULLIS_CONFIG names the file", good, "", 0, good + ": ok"},
+		{"$PORTCULLIS_CONFIG naming a broken file fails", bad, "", 1, ""},
+		{"$PORTCULLIS_CONFIG wins over ./portcullis.yaml", bad, validConfig, 1, ""},
+		{"without $PORTCULLIS_CONFIG ./portcullis.yaml is read", "", validConfig, 0, "portcullis.yaml: ok"},
+		{"without either the default file is missing", "", "", 1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("PORTCULLIS_CONFIG", tc.env)
+			dir := t.TempDir()
+			if tc.cwd != "" {
+				if err := os.WriteFile(filepath.Join(dir, "portcullis.yaml"), []byte(tc.cwd), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Chdir(dir)
+			code, stdout, stderr := runCLI("check")
+			if code != tc.code || strings.TrimSpace(stdout) != tc.stdout {
+				t.Fatalf("exit %d stdout %q (stderr %q), want %d %q", code, stdout, stderr, tc.code, tc.stdout)
+			}
+		})
+	}
+}
+
+func TestExplain(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", validConfig)
+	admin := writeFile(t, "admin.json", `{"sub": "a1", "email": "alice@example.com", "groups": ["cvat-admins"]}`)
+	user := writeFile(t, "user.json", `{"sub": "b1", "email": "bob@example.com", "groups": ["staff"]}`)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // lines of the output, in order
+		not  []string // substrings that must not appear
+	}{
+		{
+			name: "API call with Basic credentials is bypassed",
+			args: []string{"GET", "https://cvat.example.com/api/tasks", "-H", "Authorization: Basic YTpi"},
+			want: []string{"rule:      cvat-api-credentials (bypass)", "decision:  bypass"},
+			not:  []string{"headers:"},
+		},
+		{
+			name: "-H before METHOD URL works the same",
+			args: []string{"-H", "Authorization: Basic YTpi", "GET", "https://cvat.example.com/api/tasks"},
+			want: []string{"rule:      cvat-api-credentials (bypass)", "decision:  bypass"},
+		},
+		{
+			name: "-H between METHOD and URL works the same",
+			args: []string{"GET", "-H", "Authorization: Token abc", "https://cvat.example.com/api/tasks"},
+			want: []string{"rule:      cvat-api-credentials (bypass)", "decision:  bypass"},
+		},
+		{
+			name: "API call without credentials needs a session",
+			args: []string{"GET", "https://cvat.example.com/api/tasks"},
+			want: []string{"rule:      default (authenticate)", "decision:  unauthorized"},
+		},
+		{
+			name: "browser GET without claims is redirected to log in",
+			args: []string{"GET", "https://cvat.example.com/tasks", "-H", "Accept: text/html"},
+			want: []string{"rule:      default (authenticate)", "decision:  redirect", "/.portcullis/login"},
+		},
+		{
+			name: "admin claims give role admin and its identity headers",
+			args: []string{"--claims", admin, "GET", "https://cvat.example.com/tasks"},
+			want: []string{"decision:  authenticated", "roles:     admin", "headers:", "  X-Email: alice@example.com", "  X-Groups: admin"},
+		},
+		{
+			name: "--claims after the URL works the same",
+			args: []string{"GET", "https://cvat.example.com/tasks", "--claims", admin},
+			want: []string{"decision:  authenticated", "roles:     admin"},
+		},
+		{
+			name: "admin passes allow_if",
+			args: []string{"--claims", admin, "GET", "https://cvat.example.com/admin/users"},
+			want: []string{"rule:      admin-only (authenticate)", "decision:  authenticated", "roles:     admin"},
+		},
+		{
+			name: "non-admin on an allow_if route is forbidden",
+			args: []string{"--claims", user, "GET", "https://cvat.example.com/admin/users"},
+			want: []string{"rule:      admin-only (authenticate)", "decision:  forbidden", "allow_if", "roles:     user"},
+			not:  []string{"X-Email"},
+		},
+		{
+			name: "encoded slash climbing out of a bypass prefix is refused",
+			args: []string{"GET", "https://cvat.example.com/public/..%2fsecret"},
+			want: []string{"decision:  denied", "refused"},
+			not:  []string{"rule:", "bypass"},
+		},
+		{
+			name: "dot segments are resolved before the rules see the path",
+			args: []string{"GET", "https://cvat.example.com/public/../secret"},
+			want: []string{"path:      /secret", "rule:      default (authenticate)"},
+		},
+		{
+			name: "spoofed identity header in underscore spelling is stripped",
+			args: []string{"--claims", admin, "GET", "https://cvat.example.com/tasks", "-H", "X_Email: evil@example.com", "-H", "X-Forwarded-User: root"},
+			want: []string{"stripped:", "decision:  authenticated", "  X-Email: alice@example.com"},
+			not:  []string{"evil@example.com"},
+		},
+		{
+			name: "a bare path is a request to public_url",
+			args: []string{"GET", "/api/tasks", "-H", "Authorization: Bearer x"},
+			want: []string{"request:   GET https://cvat.example.com/api/tasks", "decision:  bypass"},
+		},
+		{
+			name: "the method may be lower case",
+			args: []string{"get", "/tasks"},
+			want: []string{"request:   GET https://cvat.example.com/tasks"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(append([]string{"explain", "--config", config}, tc.args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d, stderr %q", code, stderr)
+			}
+			rest := stdout
+			for _, w := range tc.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("output lacks %q (in order):\n%s", w, stdout)
+				}
+				rest = rest[i+len(w):]
+			}
+			for _, n := range tc.not {
+				if strings.Contains(stdout, n) {
+					t.Errorf("output has %q:\n%s", n, stdout)
+				}
+			}
+		})
+	}
+}
+
+// The header a client spoofed is named in the stripped list, however spelled.
+func TestExplainNamesStrippedHeaders(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", validConfig)
+	code, stdout, stderr := runCLI("explain", "--config", config, "GET", "/tasks", "-H", "X_Email: evil@example.com", "-H", "X-HTTP-Method-Override: DELETE", "-H", "Accept: */*")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	var stripped string
+	for _, l := range strings.Split(stdout, "\n") {
+		if s, ok := strings.CutPrefix(l, "stripped:"); ok {
+			stripped = strings.ToLower(s)
+		}
+	}
+	for _, name := range []string{"x_email", "x-http-method-override"} {
+		if !strings.Contains(stripped, name) {
+			t.Errorf("stripped list %q lacks %s:\n%s", stripped, name, stdout)
+		}
+	}
+	if strings.Contains(stripped, "accept") {
+		t.Errorf("stripped list %q names Accept, which is not stripped", stripped)
+	}
+}
+
+func TestExplainUsageErrors(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", validConfig)
+	broken := writeFile(t, "broken.yaml", brokenConfig)
+	notJSON := writeFile(t, "claims.json", "{not json")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"no URL", []string{"--config", config, "GET"}, 2},
+		{"too many arguments", []string{"--config", config, "GET", "/a", "/b"}, 2},
+		{"header without a colon", []string{"--config", config, "GET", "/a", "-H", "NoColon"}, 2},
+		{"claims file is not JSON", []string{"--config", config, "--claims", notJSON, "GET", "/a"}, 2},
+		{"claims file is missing", []string{"--config", config, "--claims", notJSON + ".nope", "GET", "/a"}, 2},
+		{"URL without scheme or leading slash", []string{"--config", config, "GET", "cvat.example.com/a"}, 2},
+		{"bad source address", []string{"--config", config, "--source", "nope", "GET", "/a"}, 2},
+		{"unknown flag", []string{"--config", config, "--frob", "GET", "/a"}, 2},
+		{"broken config", []string{"--config", broken, "GET", "/a"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(append([]string{"explain"}, tc.args...)...)
+			if code != tc.code || stderr == "" {
+				t.Fatalf("exit %d stderr %q (stdout %q), want %d and a message", code, stderr, stdout, tc.code)
+			}
+		})
+	}
+}
+
+func TestKeysAreFresh32ByteKeys(t *testing.T) {
+	var keys []string
+	for range 2 {
+		code, stdout, _ := runCLI("keys")
+		key := strings.TrimSpace(stdout)
+		if code != 0 || len(key) != 44 {
+			t.Fatalf("exit %d key %q (%d chars), want 0 and 44 chars", code, key, len(key))
+		}
+		raw, err := base64.StdEncoding.DecodeString(key)
+		if err != nil || len(raw) != 32 {
+			t.Fatalf("key %q decodes to %d bytes (%v), want 32", key, len(raw), err)
+		}
+		keys = append(keys, key)
+	}
+	if keys[0] == keys[1] {
+		t.Fatalf("two calls gave the same key %q", keys[0])
+	}
+}
+
+// A key from `portcullis keys` is accepted by check.
+func TestKeysAreAcceptedByCheck(t *testing.T) {
+	_, key, _ := runCLI("keys")
+	path := writeFile(t, "portcullis.yaml", strings.Replace(validConfig, testKey, strings.TrimSpace(key), 1))
+	if code, _, stderr := runCLI("check", "--config", path); code != 0 {
+		t.Fatalf("check of a fresh key: exit %d %s", code, stderr)
+	}
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string // prefix
+		stderr string // substring
+	}{
+		{"version names the program", []string{"version"}, 0, "portcullis ", ""},
+		{"--version names the program", []string{"--version"}, 0, "portcullis ", ""},
+		{"help prints usage", []string{"help"}, 0, "portcullis — ", ""},
+		{"unknown command is a usage error", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{"no command is a usage error", nil, 2, "", "Usage:"},
+		{"unknown flag of check is a usage error", []string{"check", "--nope"}, 2, "", "-nope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(tc.args...)
+			if code != tc.code || !strings.HasPrefix(stdout, tc.stdout) || !strings.Contains(stderr, tc.stderr) {
+				t.Fatalf("exit %d stdout %q stderr %q; want %d, stdout starting %q, stderr with %q", code, stdout, stderr, tc.code, tc.stdout, tc.stderr)
+			}
+		})
+	}
+}
