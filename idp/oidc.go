@@ -368,7 +368,7 @@ func (p *oidcProvider) oauth2Claims(ctx context.Context, token *oauth2.Token) (m
 		return nil, fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("oidc %s: fetch userinfo: %s: %s", id, resp.Status, truncate(string(body), 200))
+		return nil, fmt.Errorf("oidc %s: fetch userinfo: %s: %s", id, resp.Status, strings.TrimSpace(truncate(string(body), 200)))
 	}
 	claims := map[string]any{}
 	if err := json.Unmarshal(body, &claims); err != nil {

@@ -55,9 +55,9 @@ func testOptions(public string, pkce bool) Options {
 }
 
 // newOIDCHarness starts a provider with so (redirect URI filled in), builds
-// the portcullis side from c (server_url defaults to "{issuer}", which is
-// replaced by the provider's issuer; client credentials are filled in when
-// empty) and waits until it is ready.
+// the portcullis side from c and waits until it is ready. "{issuer}" in c's
+// URLs is replaced by the provider's issuer; server_url defaults to it for
+// OIDC, and client credentials are filled in when empty.
 func newOIDCHarness(t *testing.T, so oidcserver.Options, c Config, pkce bool) *oidcHarness {
 	t.Helper()
 	public := callbackCatcher(t)
@@ -74,10 +74,12 @@ func newOIDCHarness(t *testing.T, so oidcserver.Options, c Config, pkce bool) *o
 		// The IdP releases groups only with its groups scope, like Keycloak.
 		c.Scopes = []string{"openid", "email", "profile", "groups"}
 	}
-	if c.ServerURL == "" {
+	if c.ServerURL == "" && c.Protocol == OIDC {
 		c.ServerURL = "{issuer}"
 	}
-	c.ServerURL = strings.ReplaceAll(c.ServerURL, "{issuer}", idpServer.Issuer)
+	for _, u := range []*string{&c.ServerURL, &c.AuthURL, &c.TokenURL, &c.UserinfoURL} {
+		*u = strings.ReplaceAll(*u, "{issuer}", idpServer.Issuer)
+	}
 	if c.ClientID == "" {
 		c.ClientID, c.ClientSecret = idpServer.ClientID, idpServer.ClientSecret
 	}
@@ -388,6 +390,21 @@ func TestOIDCCompleteRefuses(t *testing.T) {
 		}
 	})
 
+	t.Run("a wrong password at the IdP shows its form again", func(t *testing.T) {
+		f := &Flow{State: rand.Text(), IdP: testIdP}
+		start, err := h.provider.LoginURL(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp := oidcserver.Login(t, newBrowser(t), start, "alice", "wrong")
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "Invalid username or password") ||
+			!strings.HasPrefix(resp.Request.URL.String(), h.idp.Issuer+"/interaction/") {
+			t.Fatalf("got %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
+		}
+	})
+
 	t.Run("a forged error callback without the flow's state", func(t *testing.T) {
 		f := &Flow{State: rand.Text(), IdP: testIdP}
 		r := httptest.NewRequest(http.MethodGet, "/cb?error=access_denied&state=forged", nil)
@@ -414,22 +431,6 @@ func TestOIDCWrongTokenAuthMethodFailsTheExchange(t *testing.T) {
 	f, cb := h.login(t, "alice", "alice-pw")
 	if _, _, err := h.provider.Complete(cb, f); err == nil || !strings.Contains(err.Error(), "exchange code") {
 		t.Fatalf("Complete err = %v, want exchange code failure", err)
-	}
-}
-
-func TestOIDCWrongPasswordShowsTheFormAgain(t *testing.T) {
-	h := newOIDCHarness(t, oidcserver.Options{}, Config{}, false)
-	f := &Flow{State: rand.Text(), IdP: testIdP}
-	start, err := h.provider.LoginURL(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp := oidcserver.Login(t, newBrowser(t), start, "alice", "wrong")
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "Invalid username or password") ||
-		!strings.HasPrefix(resp.Request.URL.String(), h.idp.Issuer+"/interaction/") {
-		t.Fatalf("got %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
 	}
 }
 
@@ -473,5 +474,32 @@ func TestOIDCBecomesReadyWhenTheIdPComesUp(t *testing.T) {
 	}
 	if prof.Sub != "bob" || !slices.Equal(prof.Groups, []string{"annotators"}) {
 		t.Errorf("profile = %+v, want bob in annotators", prof)
+	}
+}
+
+func TestOAuth2LoginReadsUserinfo(t *testing.T) {
+	h := newOIDCHarness(t, oidcserver.Options{ConformIDTokenClaims: true}, Config{
+		Protocol:    OAuth2,
+		AuthURL:     "{issuer}/auth",
+		TokenURL:    "{issuer}/token",
+		UserinfoURL: "{issuer}/me",
+		// This IdP serves userinfo only to tokens with openid; the ID token
+		// that comes with them is ignored in OAUTH2 mode.
+		Scopes: []string{"openid", "email", "profile", "groups"},
+	}, true)
+	if err := h.provider.Ready(); err != nil {
+		t.Fatalf("Ready = %v; OAUTH2 has nothing to discover", err)
+	}
+	f, cb := h.login(t, "alice", "alice-pw")
+	if f.Nonce != "" {
+		t.Errorf("flow nonce = %q; OAUTH2 has no ID token to bind it to", f.Nonce)
+	}
+	p, tokens, err := h.provider.Complete(cb, f)
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	wantAlice(t, p)
+	if tokens.IDToken != "" {
+		t.Errorf("tokens.IDToken = %q, want none in OAUTH2 mode", tokens.IDToken)
 	}
 }

@@ -1,0 +1,90 @@
+package oidcserver
+
+import (
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func browser(t *testing.T) *http.Client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Jar: jar, Timeout: 10 * time.Second}
+}
+
+func fetch(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", u, resp.Status)
+	}
+	return string(b)
+}
+
+func TestRestartKeepsIssuerAndSigningKeys(t *testing.T) {
+	s := Start(t, Options{RedirectURIs: []string{"http://127.0.0.1:1/cb"}})
+	t.Logf("provider started in %s", s.StartupTime)
+	issuer, keys := s.Issuer, fetch(t, s.Issuer+"/jwks")
+	s.Restart()
+	t.Logf("provider restarted in %s", s.StartupTime)
+	if s.Issuer != issuer {
+		t.Errorf("issuer after restart = %s, want %s", s.Issuer, issuer)
+	}
+	if got := fetch(t, s.Issuer+"/jwks"); got != keys {
+		t.Errorf("signing keys changed across restart:\n%s\n%s", keys, got)
+	}
+}
+
+func TestLoginThenLogoutAsksForTheFormAgain(t *testing.T) {
+	rp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "relying party")
+	}))
+	defer rp.Close()
+	s := Start(t, Options{
+		RedirectURIs:           []string{rp.URL + "/cb"},
+		PostLogoutRedirectURIs: []string{rp.URL + "/bye"},
+	})
+	authURL := s.Issuer + "/auth?" + url.Values{
+		"client_id": {s.ClientID}, "redirect_uri": {rp.URL + "/cb"}, "response_type": {"code"},
+		"scope": {"openid"}, "state": {"st"}, "nonce": {"n"},
+	}.Encode()
+	b := browser(t)
+
+	resp := Login(t, b, authURL, Bob, BobPassword)
+	resp.Body.Close()
+	q := resp.Request.URL.Query()
+	if resp.Request.URL.Path != "/cb" || q.Get("code") == "" || q.Get("state") != "st" {
+		t.Fatalf("login ended at %s, want the redirect URI with a code", resp.Request.URL)
+	}
+
+	// With a session at the IdP, the next login needs no form.
+	resp, body := get(t, b, authURL)
+	if resp.Request.URL.Path != "/cb" {
+		t.Fatalf("second login ended at %s (%s), want straight back to the redirect URI", resp.Request.URL, body)
+	}
+
+	resp = Logout(t, b, s.Issuer+"/session/end?"+url.Values{
+		"client_id": {s.ClientID}, "post_logout_redirect_uri": {rp.URL + "/bye"},
+	}.Encode())
+	resp.Body.Close()
+	if resp.Request.URL.String() != rp.URL+"/bye" {
+		t.Fatalf("logout ended at %s, want the post-logout redirect URI", resp.Request.URL)
+	}
+
+	_, body = get(t, b, authURL)
+	if !strings.Contains(string(body), `name="password"`) {
+		t.Fatalf("login after logout did not show the form:\n%s", body)
+	}
+}
