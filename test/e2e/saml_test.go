@@ -98,26 +98,26 @@ type acsPost struct {
 }
 
 // samlAnswer logs user in as a browser without JavaScript would: it opens
-// pageURL, follows the redirects to the IdP, fills in and posts the IdP's
-// login form, and returns the auto-POST form of the IdP's answer, not yet
-// posted.
-func samlAnswer(t *testing.T, b *http.Client, idpSrv *samlserver.Server, pageURL string, user samlserver.User) acsPost {
+// pageURL, follows the redirects to the IdP's SSO URL, fills in and posts the
+// IdP's login form, and returns the auto-POST form of the IdP's answer, not
+// yet posted.
+func samlAnswer(t *testing.T, b *http.Client, ssoURL, pageURL, user, password string) acsPost {
 	t.Helper()
 	resp, err := b.Get(pageURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	page := readBody(t, resp)
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Request.URL.String(), idpSrv.SSOURL()+"?") {
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Request.URL.String(), ssoURL+"?") {
 		t.Fatalf("GET %s ended at %s (status %d), want the IdP's login form at %s; body:\n%s",
-			pageURL, resp.Request.URL, resp.StatusCode, idpSrv.SSOURL(), page)
+			pageURL, resp.Request.URL, resp.StatusCode, ssoURL, page)
 	}
 	fields := formFields(page)
 	if _, ok := fields["password"]; !ok {
 		t.Fatalf("the IdP showed no login form:\n%s", page)
 	}
 	// The login form has no action: it posts back to the page it is on.
-	form := url.Values{"user": {user.Name}, "password": {user.Password}}
+	form := url.Values{"user": {user}, "password": {password}}
 	for _, name := range []string{"SAMLRequest", "RelayState"} {
 		form.Set(name, fields[name])
 	}
@@ -128,7 +128,7 @@ func samlAnswer(t *testing.T, b *http.Client, idpSrv *samlserver.Server, pageURL
 	page = readBody(t, resp)
 	fields = formFields(page)
 	if resp.StatusCode != http.StatusOK || fields["SAMLResponse"] == "" {
-		t.Fatalf("the IdP answered the login of %s with status %d and no SAMLResponse form:\n%s", user.Name, resp.StatusCode, page)
+		t.Fatalf("the IdP answered the login of %s with status %d and no SAMLResponse form:\n%s", user, resp.StatusCode, page)
 	}
 	post := acsPost{Action: formAction(page), Form: url.Values{}}
 	for _, name := range []string{"SAMLResponse", "RelayState"} {
@@ -138,9 +138,15 @@ func samlAnswer(t *testing.T, b *http.Client, idpSrv *samlserver.Server, pageURL
 }
 
 // samlLogin logs user in at pageURL and returns the page the browser lands on.
-func samlLogin(t *testing.T, b *http.Client, idpSrv *samlserver.Server, pageURL string, user samlserver.User) *http.Response {
+func samlLogin(t *testing.T, b *http.Client, ssoURL, pageURL, user, password string) *http.Response {
 	t.Helper()
-	return samlAnswer(t, b, idpSrv, pageURL, user).post(t, b)
+	return samlAnswer(t, b, ssoURL, pageURL, user, password).post(t, b)
+}
+
+// answer is samlAnswer for a user of the test IdP.
+func answer(t *testing.T, b *http.Client, idpSrv *samlserver.Server, pageURL string, user samlserver.User) acsPost {
+	t.Helper()
+	return samlAnswer(t, b, idpSrv.SSOURL(), pageURL, user.Name, user.Password)
 }
 
 // post submits the form as the IdP's auto-POST page would.
@@ -209,7 +215,7 @@ func TestSAMLLoginPassesIdentityToCVAT(t *testing.T) {
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					b := browser(t)
-					post := samlAnswer(t, b, idpSrv, s.URL+"/tasks?page=2", tc.user)
+					post := answer(t, b, idpSrv, s.URL+"/tasks?page=2", tc.user)
 					if want := s.URL + "/.portcullis/saml/corp/acs"; post.Action != want {
 						t.Fatalf("the IdP's answer posts to %q, want the ACS %q", post.Action, want)
 					}
@@ -280,7 +286,7 @@ func TestSAMLHostileACSPostsAreRefused(t *testing.T) {
 			name: "a response posted again by the browser it was for is refused",
 			attack: func(t *testing.T) (*http.Client, acsPost) {
 				b := browser(t)
-				post := samlAnswer(t, b, idpSrv, s.URL+"/tasks", samlAlice)
+				post := answer(t, b, idpSrv, s.URL+"/tasks", samlAlice)
 				if resp := post.post(t, b); readBody(t, resp) == "" || resp.StatusCode != http.StatusOK {
 					t.Fatalf("the first post: status %d, want the upstream's page", resp.StatusCode)
 				}
@@ -292,7 +298,7 @@ func TestSAMLHostileACSPostsAreRefused(t *testing.T) {
 			name: "a used response replayed with a fresh login's RelayState is refused",
 			attack: func(t *testing.T) (*http.Client, acsPost) {
 				victim := browser(t)
-				post := samlAnswer(t, victim, idpSrv, s.URL+"/tasks", samlAlice)
+				post := answer(t, victim, idpSrv, s.URL+"/tasks", samlAlice)
 				readBody(t, post.post(t, victim))
 				attacker := browser(t)
 				post.Form.Set("RelayState", startLogin(t, attacker, s))
@@ -304,7 +310,7 @@ func TestSAMLHostileACSPostsAreRefused(t *testing.T) {
 			attack: func(t *testing.T) (*http.Client, acsPost) {
 				// Login CSRF: the attacker's own login answer, posted
 				// from the victim's browser, which started a login too.
-				post := samlAnswer(t, browser(t), idpSrv, s.URL+"/tasks", samlBob)
+				post := answer(t, browser(t), idpSrv, s.URL+"/tasks", samlBob)
 				victim := browser(t)
 				startLogin(t, victim, s)
 				return victim, post
@@ -313,7 +319,7 @@ func TestSAMLHostileACSPostsAreRefused(t *testing.T) {
 		{
 			name: "another browser's response with this browser's RelayState is refused",
 			attack: func(t *testing.T) (*http.Client, acsPost) {
-				post := samlAnswer(t, browser(t), idpSrv, s.URL+"/tasks", samlBob)
+				post := answer(t, browser(t), idpSrv, s.URL+"/tasks", samlBob)
 				victim := browser(t)
 				post.Form.Set("RelayState", startLogin(t, victim, s))
 				return victim, post
