@@ -269,7 +269,8 @@ server.listen(Number(args.port), args.host, () => {
       return ensureGrant(oidc.provider, grantId, oidc.session.accountId, oidc.client.clientId,
         oidc.params.scope, [...(oidc.requestParamClaims || [])]);
     },
-    pkce: { required: () => pkceRequired },
+    // Public clients always need PKCE (oidc-provider's own rule).
+    pkce: { required: (ctx, c) => pkceRequired || c.clientAuthMethod === 'none' },
     rotateRefreshToken: true,
     features: {
       devInteractions: { enabled: false },
