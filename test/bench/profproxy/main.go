@@ -1,0 +1,39 @@
+// Command profproxy is portcullis serve with net/http/pprof on a separate
+// loopback listener, for profiling the proxy under the load run's load
+// (test/bench/run.sh with PROFILE=1). It is never shipped.
+package main
+
+import (
+	"context"
+	"flag"
+	"log"
+	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/proxy"
+)
+
+func main() {
+	path := flag.String("config", "portcullis.yaml", "configuration file")
+	pprofAddr := flag.String("pprof", "127.0.0.1:19779", "address of the pprof endpoints")
+	flag.Parse()
+	cfg, err := proxy.LoadConfig(*path, os.Getenv)
+	if err == nil {
+		err = proxy.Check(cfg)
+	}
+	if err != nil {
+		log.Fatalf("config: %v", err)
+	}
+	go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	if err := proxy.Serve(ctx, cfg, logger, time.Second); err != nil {
+		log.Fatal(err)
+	}
+}
