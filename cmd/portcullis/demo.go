@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	demostack "github.com/portcullis-proxy/portcullis/internal/demo"
+	demostack "github.com/portcullis-proxy/portcullis/cmd/portcullis/demo"
 )
 
 // demo runs `portcullis demo` until Ctrl-C: the embedded identity provider,

@@ -13,7 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/portcullis-proxy/portcullis/internal/demo"
+	"github.com/portcullis-proxy/portcullis/cmd/portcullis/demo"
 )
 
 // runningDemo is `portcullis demo` running in the test process.
