@@ -1,0 +1,210 @@
+package security
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+const trustedPeer = "127.0.0.2" // server.trusted_proxies in the suite's config
+
+// The internal rule bypasses /internal/ for clients in 10.0.0.0/8. Only a
+// trusted proxy's X-Forwarded-For may say where a client is.
+func TestForwardedHeaderTrustSource(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		from    string
+		headers []string
+		bypass  bool
+	}{
+		{"untrusted peer, X-Forwarded-For", "", []string{"X-Forwarded-For: 10.1.2.3"}, false},
+		{"untrusted peer, X-Forwarded-For listing itself last", "", []string{"X-Forwarded-For: 10.1.2.3, 127.0.0.1"}, false},
+		{"untrusted peer, two X-Forwarded-For lines", "", []string{"X-Forwarded-For: 10.1.2.3", "X-Forwarded-For: 10.4.5.6"}, false},
+		{"untrusted peer, x_forwarded_for", "", []string{"x_forwarded_for: 10.1.2.3"}, false},
+		{"untrusted peer, X-Real-IP", "", []string{"X-Real-IP: 10.1.2.3"}, false},
+		{"untrusted peer, Forwarded", "", []string{"Forwarded: for=10.1.2.3"}, false},
+		{"untrusted peer, True-Client-IP", "", []string{"True-Client-IP: 10.1.2.3"}, false},
+		{"untrusted peer, CF-Connecting-IP", "", []string{"CF-Connecting-IP: 10.1.2.3"}, false},
+		{"untrusted peer, X-Client-IP", "", []string{"X-Client-IP: 10.1.2.3"}, false},
+		{"untrusted peer, X-Cluster-Client-IP", "", []string{"X-Cluster-Client-IP: 10.1.2.3"}, false},
+		{"untrusted peer, X-Originating-IP", "", []string{"X-Originating-IP: 10.1.2.3"}, false},
+		{"untrusted peer, IPv4-mapped IPv6", "", []string{"X-Forwarded-For: ::ffff:10.1.2.3"}, false},
+		{"trusted peer forwarding an internal client", trustedPeer, []string{"X-Forwarded-For: 10.1.2.3"}, true},
+		{"trusted peer forwarding an internal client as IPv4-mapped IPv6", trustedPeer, []string{"X-Forwarded-For: ::ffff:10.1.2.3"}, true},
+		{"trusted peer whose client claims to be internal", trustedPeer, []string{"X-Forwarded-For: 10.1.2.3, 203.0.113.9"}, false},
+		{"trusted peer forwarding garbage", trustedPeer, []string{"X-Forwarded-For: not-an-ip"}, false},
+		{"trusted peer forwarding garbage before an internal address", trustedPeer, []string{"X-Forwarded-For: 10.1.2.3, junk"}, false},
+		{"trusted peer with X-Real-IP only", trustedPeer, []string{"X-Real-IP: 10.1.2.3"}, false},
+		{"trusted peer with Forwarded only", trustedPeer, []string{"Forwarded: for=10.1.2.3"}, false},
+		{"trusted peer forwarding nothing", trustedPeer, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, rq{target: "/internal/report", from: tc.from, headers: append(tc.headers, "Accept: application/json")})
+			if !tc.bypass {
+				refusedCleanly(t, r, "spoofed source")
+				if r.Status != http.StatusUnauthorized {
+					t.Errorf("status %d, want 401", r.Status)
+				}
+				return
+			}
+			if r.Status != 200 || len(r.Upstream) != 1 {
+				t.Fatalf("want the bypass (trusted proxy's word); got %s", fmtReply(r))
+			}
+			if got := r.Upstream[0].Values("X-Forwarded-For"); len(got) != 1 || !strings.HasSuffix(got[0], ", "+tc.from) {
+				t.Errorf("upstream X-Forwarded-For = %q, want the forwarded chain ending in the trusted peer", got)
+			}
+		})
+	}
+}
+
+// Headers that rewrite the URL or the origin in some servers never change the
+// decision, never reach the upstream, and never move a redirect elsewhere.
+func TestForwardedHeaderTrustRewrite(t *testing.T) {
+	bob := sessionFor(t, "bob")
+	rewrites := []string{
+		"X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Uri", "X-Forwarded-Path", "X-Forwarded-Prefix",
+		"X-Original-Uri", "X-Envoy-Original-Path",
+	}
+	for _, peer := range []string{"", trustedPeer} {
+		peerName := map[string]string{"": "untrusted", trustedPeer: "trusted"}[peer]
+		for _, name := range rewrites {
+			t.Run(peerName+" peer/"+name+" pointing at admin does not follow", func(t *testing.T) {
+				r := do(t, rq{target: "/public/x", from: peer, headers: []string{name + ": /admin", "Accept: application/json"}})
+				if r.Status != 200 || len(r.Upstream) != 1 {
+					t.Fatalf("want the bypass of /public/x; got %s", fmtReply(r))
+				}
+				s := r.Upstream[0]
+				if s.Target != "/public/x" {
+					t.Errorf("upstream target %q, want /public/x", s.Target)
+				}
+				if got := s.Values(name); len(got) > 0 && isRewriteHeader(name) {
+					t.Errorf("upstream got %s = %q; a rewrite header must never reach it", name, got)
+				}
+			})
+			t.Run(peerName+" peer/"+name+" pointing at the bypass prefix does not unlock admin", func(t *testing.T) {
+				r := do(t, rq{target: "/admin/panel", from: peer, headers: []string{"Cookie: " + bob, name + ": /public/x", "Accept: application/json"}})
+				refusedCleanly(t, r, "admin with a rewrite header")
+				if r.Status != http.StatusForbidden {
+					t.Errorf("status %d, want 403", r.Status)
+				}
+			})
+		}
+		t.Run(peerName+" peer/upstream gets the public origin whatever the client forwarded", func(t *testing.T) {
+			r := do(t, rq{target: "/public/x", from: peer, headers: []string{"X-Forwarded-Host: evil.example", "X-Forwarded-Proto: https", "X-Forwarded-Port: 443", "X-Forwarded-Server: evil"}})
+			if r.Status != 200 || len(r.Upstream) != 1 {
+				t.Fatalf("got %s", fmtReply(r))
+			}
+			s := r.Upstream[0]
+			if got := s.Values("X-Forwarded-Host"); len(got) != 1 || got[0] != suite.proxy {
+				t.Errorf("upstream X-Forwarded-Host = %q, want [%q]", got, suite.proxy)
+			}
+			if got := s.Values("X-Forwarded-Proto"); len(got) != 1 || got[0] != "http" {
+				t.Errorf("upstream X-Forwarded-Proto = %q, want [http]", got)
+			}
+			for _, n := range []string{"X-Forwarded-Port", "X-Forwarded-Server"} {
+				if got := s.Values(n); len(got) > 0 {
+					t.Errorf("upstream got the client's %s %q", n, got)
+				}
+			}
+		})
+	}
+}
+
+func isRewriteHeader(name string) bool {
+	// The proxy strips these: servers (IIS, Symfony, nginx auth setups,
+	// Spring) route by them.
+	switch name {
+	case "X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Uri", "X-Forwarded-Path", "X-Forwarded-Prefix":
+		return true
+	}
+	return false
+}
+
+// originHeaders are the ways a client can claim another origin.
+var originHeaders = [][]string{
+	{"X-Forwarded-Host: evil.example"},
+	{"X-Forwarded-Host: evil.example", "X-Forwarded-Proto: https"},
+	{"X-Forwarded-Prefix: //evil.example"},
+	{"X-Forwarded-Proto: javascript"},
+	{"Forwarded: host=evil.example;proto=https"},
+	{"X-Original-URL: //evil.example/"},
+	{"X-Forwarded-Server: evil.example", "X-Forwarded-Port: 1"},
+	{"Host: evil.example"},
+	{"Host: evil.example", "X-Forwarded-Host: evil.example"},
+}
+
+// Every Location the proxy sends is relative to, or on, public_url's origin,
+// whatever origin the request claims.
+func TestForwardedHeaderTrustRedirects(t *testing.T) {
+	for _, peer := range []string{"", trustedPeer} {
+		for _, hs := range originHeaders {
+			name := strings.Join(hs, " + ")
+			if peer != "" {
+				name = "trusted peer/" + name
+			}
+			t.Run(name+"/login challenge", func(t *testing.T) {
+				r := do(t, rq{target: "/app/page", from: peer, headers: append([]string{"Accept: text/html"}, hs...)})
+				if r.Status != http.StatusFound {
+					t.Fatalf("want the login redirect; got %s", fmtReply(r))
+				}
+				checkLocation(t, r.Header.Get("Location"))
+			})
+			t.Run(name+"/login start sends the IdP the public callback", func(t *testing.T) {
+				r := do(t, rq{target: "/.portcullis/login/alpha?rd=/x", from: peer, headers: hs})
+				if r.Status != http.StatusFound {
+					t.Fatalf("want the IdP redirect; got %s", fmtReply(r))
+				}
+				auth, err := url.Parse(r.Header.Get("Location"))
+				if err != nil || !strings.HasPrefix(auth.String(), suite.alpha.issuer+"/authorize?") {
+					t.Fatalf("Location %q is not alpha's authorize endpoint", r.Header.Get("Location"))
+				}
+				if got, want := auth.Query().Get("redirect_uri"), suite.public+"/.portcullis/oidc/alpha/callback"; got != want {
+					t.Errorf("redirect_uri %q, want %q", got, want)
+				}
+			})
+			t.Run(name+"/login through /login", func(t *testing.T) {
+				r := do(t, rq{target: "/.portcullis/login?rd=/x", from: peer, headers: hs})
+				checkLocation(t, r.Header.Get("Location"))
+			})
+			t.Run(name+"/logout", func(t *testing.T) {
+				r := do(t, rq{target: "/.portcullis/logout?rd=/bye", from: peer, headers: hs})
+				if r.Status != http.StatusFound {
+					t.Fatalf("want a redirect; got %s", fmtReply(r))
+				}
+				checkLocation(t, r.Header.Get("Location"))
+			})
+			t.Run(name+"/after login", func(t *testing.T) {
+				b := newBrowser(t)
+				cb := b.authorize(b.start("alpha", "/landing"), "bob", "")
+				r := do(t, rq{target: cb.RequestURI(), from: peer, headers: append(hs, "Cookie: "+b.cookieHeader())})
+				if r.Status != http.StatusFound {
+					t.Fatalf("want the post-login redirect; got %s", fmtReply(r))
+				}
+				loc := r.Header.Get("Location")
+				checkLocation(t, loc)
+				if loc != suite.public+"/landing" {
+					t.Errorf("Location %q, want %q", loc, suite.public+"/landing")
+				}
+			})
+		}
+	}
+}
+
+// checkLocation asserts loc is on public_url's origin (or a path on it).
+func checkLocation(t *testing.T, loc string) {
+	t.Helper()
+	if loc == "" {
+		t.Fatal("no Location")
+	}
+	if strings.ContainsAny(loc, "\r\n\t\\") {
+		t.Errorf("Location %q has a control character or backslash", loc)
+	}
+	if strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "//") {
+		return
+	}
+	u, err := url.Parse(loc)
+	if err != nil || u.Scheme+"://"+u.Host != suite.public || u.User != nil {
+		t.Errorf("Location %q leaves %s", loc, suite.public)
+	}
+}
