@@ -39,6 +39,7 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, profile *idp.Profi
 	before := headerNames(r.Header)
 	c.pass.Strip(r.Header)
 	stripUpgrade(r.Header)
+	dropConnectionListed(r.Header)
 	for _, name := range before {
 		if _, ok := r.Header[name]; !ok {
 			e.Stripped = append(e.Stripped, name)

@@ -63,6 +63,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) string {
 	// nor change how the upstream reads the method or path.
 	h.pass.Strip(r.Header)
 	stripUpgrade(r.Header)
+	dropConnectionListed(r.Header)
 
 	// Rules and the upstream see one and the same path (SPEC invariant 4).
 	path, err := rules.CleanPath(requestPath(r))
@@ -196,6 +197,23 @@ func stripUpgrade(h http.Header) {
 	// to the upstream past the proxy's request-by-request checks.
 	if up := h.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
 		delete(h, "Upgrade")
+	}
+}
+
+// dropConnectionListed removes the headers a client's Connection header
+// names. They are for this hop only, and the reverse proxy drops them on the
+// way upstream; dropped here, before the rules, a rule never decides on a
+// header the upstream will not get (`Connection: Authorization` would
+// otherwise pass a credentials bypass rule and reach the upstream anonymous).
+// Upgrade stays: the reverse proxy needs it to carry a WebSocket upgrade.
+func dropConnectionListed(h http.Header) {
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if name != "" && name != "Upgrade" && name != "Connection" {
+				delete(h, name)
+			}
+		}
 	}
 }
 

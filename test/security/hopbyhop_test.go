@@ -15,7 +15,7 @@ func TestHopByHopAbuse(t *testing.T) {
 		"X-Email", "X-Groups", "X-Portcullis-Assertion", "x-email", "X_Email",
 		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded",
 		"X-Email, X-Groups, X-Portcullis-Assertion", "close, X-Email", "keep-alive, X-Groups",
-		"Upgrade, X-Email", "Cookie", "Host", "Content-Length",
+		"Upgrade, X-Email", "Authorization", "Cookie", "Host", "Content-Length",
 	}
 	type context struct {
 		name    string
