@@ -26,6 +26,8 @@ const (
 	discoveryFirstRetry = time.Second
 	discoveryMaxRetry   = time.Minute
 	discoveryTimeout    = 30 * time.Second
+	// idTokenClockSkew is how far in the future an ID token's iat may be.
+	idTokenClockSkew = 5 * time.Minute
 )
 
 // Token auth methods a client may use at the token endpoint.
@@ -301,6 +303,13 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 	}
 	if f.Nonce == "" || subtle.ConstantTimeCompare([]byte(idToken.Nonce), []byte(f.Nonce)) != 1 {
 		return nil, "", fmt.Errorf("oidc %s: verify id token: nonce does not match the login", id)
+	}
+	// go-oidc checks exp and nbf, not iat. A token issued in the future was
+	// not made for a login happening now: refuse it, allowing the same clock
+	// skew go-oidc allows for nbf.
+	if now := time.Now(); idToken.IssuedAt.After(now.Add(idTokenClockSkew)) {
+		return nil, "", fmt.Errorf("oidc %s: verify id token: issued in the future (iat %s, now %s)",
+			id, idToken.IssuedAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if idToken.AccessTokenHash != "" {
 		if err := idToken.VerifyAccessToken(token.AccessToken); err != nil {

@@ -204,7 +204,7 @@ var forgeModes = []string{
 	"hs256_public_key_jwk_n", "unknown_kid", "attacker_key_same_kid", "attacker_key_no_kid",
 	"attacker_key_embedded_jwk", "signature_stripped", "payload_swapped", "two_signatures",
 	"wrong_iss", "iss_trailing_slash", "other_idp_iss", "wrong_aud", "aud_list_without_client",
-	"no_aud", "expired", "no_exp", "nbf_future", "wrong_nonce", "no_nonce",
+	"no_aud", "expired", "no_exp", "nbf_future", "iat_future", "wrong_nonce", "no_nonce",
 	"empty_sub", "bad_at_hash", "no_id_token", "token_error", "token_endpoint_down",
 	"userinfo_other_sub",
 }
@@ -236,6 +236,8 @@ func (p *oidcIdP) idToken(g grant, access string) string {
 		delete(c, "exp")
 	case "nbf_future":
 		c["nbf"] = now.Add(time.Hour).Unix()
+	case "iat_future":
+		c["iat"], c["exp"] = now.Add(time.Hour).Unix(), now.Add(2*time.Hour).Unix()
 	case "wrong_nonce":
 		c["nonce"] = "not-the-nonce"
 	case "no_nonce":
