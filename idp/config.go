@@ -40,6 +40,27 @@ type Config struct {
 	TokenURL        string            `yaml:"token_url"`
 	UserinfoURL     string            `yaml:"userinfo_url"`
 
+	// Where a preset's IdP lives (see preset.go): base_url for GitHub
+	// Enterprise and self-hosted GitLab, domain for Cognito, Okta and Auth0,
+	// tenant for Azure, region and user_pool_id for Cognito,
+	// authorization_server for Okta.
+	BaseURL             string `yaml:"base_url"`
+	Domain              string `yaml:"domain"`
+	Tenant              string `yaml:"tenant"`
+	Region              string `yaml:"region"`
+	UserPoolID          string `yaml:"user_pool_id"`
+	AuthorizationServer string `yaml:"authorization_server"`
+
+	// Admission: who may sign in through this provider (see admission.go).
+	AllowedEmailDomains  []string `yaml:"allowed_email_domains"`
+	RequireVerifiedEmail bool     `yaml:"require_verified_email"`
+	AllowedGroups        []string `yaml:"allowed_groups"`
+	AllowedOrganizations []string `yaml:"allowed_organizations"`
+	AllowedTeams         []string `yaml:"allowed_teams"`
+	// SingleSignOut sends the browser, on logout, to the IdP's
+	// end_session_endpoint too (OIDC RP-initiated logout).
+	SingleSignOut bool `yaml:"single_sign_out"`
+
 	// SAML.
 	EntityID          string `yaml:"entity_id"`
 	MetadataURL       string `yaml:"metadata_url"`
@@ -103,6 +124,10 @@ type Provider interface {
 // (discovery, metadata) keep trying in the background until ctx ends; until
 // then Ready reports ErrNotReady.
 func New(ctx context.Context, c Config, o Options) (Provider, error) {
+	c, err := c.WithPreset()
+	if err != nil {
+		return nil, err
+	}
 	switch c.Protocol {
 	case OIDC, OAuth2:
 		return newOIDC(ctx, c, o)
@@ -123,6 +148,13 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
+	// The entry is checked as it will run: with its preset's defaults.
+	resolved, err := c.WithPreset()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.validateAdmission()...)
+	c = &resolved
 	if !idPattern.MatchString(c.ID) {
 		bad("id", "must be 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit (got %q)", c.ID)
 	}
@@ -161,6 +193,9 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 func (c *Config) DisplayName() string {
 	if c.Name != "" {
 		return c.Name
+	}
+	if name := presetDisplayName(c.Preset); name != "" {
+		return name
 	}
 	return c.ID
 }

@@ -224,6 +224,7 @@ func (p *oidcProvider) LoginURL(f *Flow) (string, error) {
 		f.Verifier = oauth2.GenerateVerifier()
 		opts = append(opts, oauth2.S256ChallengeOption(f.Verifier))
 	}
+	opts = append(opts, p.offlineAccessOptions(d.oauth.Scopes)...)
 	return d.oauth.AuthCodeURL(f.State, opts...), nil
 }
 

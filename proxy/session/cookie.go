@@ -110,13 +110,23 @@ type wireSession struct {
 	Created  int64       `json:"c"`
 	Expires  int64       `json:"e"`
 	LastSeen int64       `json:"l"`
+	// Refreshed is 0 in cookies sealed before refreshes existed.
+	Refreshed int64 `json:"r,omitempty"`
 }
 
 func toWire(s *Session) wireSession {
 	return wireSession{
 		V: wireVersion, ID: s.ID, Profile: s.Profile, Tokens: s.Tokens,
 		Created: s.Created.Unix(), Expires: s.Expires.Unix(), LastSeen: s.LastSeen.Unix(),
+		Refreshed: unixOrZero(s.Refreshed),
 	}
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
 }
 
 func (w wireSession) session() *Session {
@@ -124,10 +134,15 @@ func (w wireSession) session() *Session {
 	// Clipped, so that an append by one request can never write into a
 	// backing array another request shares through the cache.
 	p.Groups, p.Roles = slices.Clip(p.Groups), slices.Clip(p.Roles)
-	return &Session{
+	s := &Session{
 		ID: w.ID, Profile: p, Tokens: w.Tokens,
 		Created: time.Unix(w.Created, 0), Expires: time.Unix(w.Expires, 0), LastSeen: time.Unix(w.LastSeen, 0),
+		Refreshed: time.Unix(w.Refreshed, 0),
 	}
+	if w.Refreshed == 0 {
+		s.Refreshed = s.Created
+	}
+	return s
 }
 
 // Load returns the request's session, or nil when it has none. Duplicate

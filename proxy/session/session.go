@@ -130,6 +130,9 @@ type Session struct {
 	Expires time.Time
 	// LastSeen is the last recorded activity, for the idle timeout.
 	LastSeen time.Time
+	// Refreshed is when the IdP last confirmed the user (the login, then
+	// each refresh with the refresh token).
+	Refreshed time.Time
 }
 
 // New starts a session for a user who just logged in. Times are kept to the
@@ -137,12 +140,13 @@ type Session struct {
 func New(p idp.Profile, t idp.Tokens, o Options) *Session {
 	now := o.now().Truncate(time.Second)
 	return &Session{
-		ID:       randomToken(),
-		Profile:  p,
-		Tokens:   t,
-		Created:  now,
-		Expires:  now.Add(o.lifetime()),
-		LastSeen: now,
+		ID:        randomToken(),
+		Profile:   p,
+		Tokens:    t,
+		Created:   now,
+		Expires:   now.Add(o.lifetime()),
+		LastSeen:  now,
+		Refreshed: now,
 	}
 }
 

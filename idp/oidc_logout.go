@@ -1,0 +1,58 @@
+package idp
+
+import (
+	"fmt"
+	"net/url"
+)
+
+// SingleSignOuter is an IdP that can end the user's session at the IdP too
+// when they log out of the proxy (RP-initiated logout).
+type SingleSignOuter interface {
+	// LogoutURL returns where to send the browser so that the IdP ends its
+	// session: t is what the login left (its ID token is the hint), the IdP
+	// sends the browser back to postLogoutRedirect with state. It returns ""
+	// when the IdP publishes no end_session_endpoint.
+	LogoutURL(t *Tokens, postLogoutRedirect, state string) (string, error)
+}
+
+var _ SingleSignOuter = (*oidcProvider)(nil)
+
+// LogoutURL builds the OpenID Connect RP-Initiated Logout 1.0 request to the
+// end_session_endpoint of the discovery document.
+func (p *oidcProvider) LogoutURL(t *Tokens, postLogoutRedirect, state string) (string, error) {
+	d, err := p.current()
+	if err != nil {
+		return "", err
+	}
+	if d.provider == nil {
+		return "", nil // plain OAuth2 has no logout endpoint
+	}
+	var meta struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	if err := d.provider.Claims(&meta); err != nil {
+		return "", fmt.Errorf("oidc %s: logout: read discovery document: %w", p.cfg.ID, err)
+	}
+	if meta.EndSession == "" {
+		return "", nil
+	}
+	u, err := url.Parse(meta.EndSession)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", fmt.Errorf("oidc %s: logout: end_session_endpoint %q is not an absolute URL", p.cfg.ID, meta.EndSession)
+	}
+	q := u.Query()
+	// client_id lets the IdP check post_logout_redirect_uri even when the
+	// ID token hint is missing or has expired.
+	q.Set("client_id", p.cfg.ClientID)
+	if t != nil && t.IDToken != "" {
+		q.Set("id_token_hint", t.IDToken)
+	}
+	if postLogoutRedirect != "" {
+		q.Set("post_logout_redirect_uri", postLogoutRedirect)
+		if state != "" {
+			q.Set("state", state)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}

@@ -1,0 +1,190 @@
+package idp
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// ScopeOfflineAccess asks an OIDC provider for a refresh token.
+const ScopeOfflineAccess = "offline_access"
+
+// ErrRefreshRefused means the IdP refused the refresh token (invalid_grant:
+// revoked, expired, already used, or the user was disabled). The session it
+// belonged to must end.
+var ErrRefreshRefused = errors.New("identity provider refused the refresh token")
+
+// Refresher is an IdP whose logins can be renewed without the browser: with
+// the refresh token the login left behind.
+type Refresher interface {
+	// Refresh spends t's refresh token and returns the user as the IdP sees
+	// them now and the tokens to keep instead of t. The profile is nil when
+	// the IdP confirmed the token but released nothing to map anew. An error
+	// wrapping ErrRefreshRefused means the session must end; any other error
+	// means the IdP could not be asked.
+	Refresh(ctx context.Context, t *Tokens) (*Profile, *Tokens, error)
+}
+
+var _ Refresher = (*oidcProvider)(nil)
+
+// offlineAccessOptions are the extra authorization parameters a login needs
+// for the IdP to issue a refresh token: OpenID Connect Core 11 makes
+// offline_access count only with prompt=consent.
+func (p *oidcProvider) offlineAccessOptions(scopes []string) []oauth2.AuthCodeOption {
+	if p.cfg.Protocol == OIDC && slices.Contains(scopes, ScopeOfflineAccess) {
+		return []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "consent")}
+	}
+	return nil
+}
+
+// Refresh spends t's refresh token at the token endpoint. A new ID token is
+// verified like one from a login and must name the same subject; the profile
+// is then mapped from it, merged with userinfo as at login.
+func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Tokens, error) {
+	id := p.cfg.ID
+	if t == nil || t.RefreshToken == "" {
+		return nil, nil, fmt.Errorf("oidc %s: refresh: no refresh token", id)
+	}
+	d, err := p.current()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx = oidc.ClientContext(ctx, p.client)
+	// No access token: the token source goes straight to the token endpoint.
+	token, err := d.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: t.RefreshToken}).Token()
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && refusal(re) {
+			return nil, nil, fmt.Errorf("oidc %s: refresh: %w: %s %s", id, ErrRefreshRefused, re.ErrorCode, truncate(re.ErrorDescription, 200))
+		}
+		return nil, nil, fmt.Errorf("oidc %s: refresh: %w", id, err)
+	}
+	next := &Tokens{RefreshToken: token.RefreshToken, IDToken: t.IDToken}
+	if next.RefreshToken == "" {
+		next.RefreshToken = t.RefreshToken // an IdP that does not rotate keeps the old one valid
+	}
+	if !token.Expiry.IsZero() {
+		next.Expiry = token.Expiry.Unix()
+	}
+
+	var claims map[string]any
+	switch raw, _ := token.Extra("id_token").(string); {
+	case p.cfg.Protocol == OAuth2:
+		claims, err = p.oauth2Claims(ctx, token)
+	case raw != "":
+		claims, err = p.refreshedIDTokenClaims(ctx, d, token, raw, subjectOf(t.IDToken))
+		next.IDToken = raw
+	case d.provider.UserInfoEndpoint() != "":
+		claims, err = p.userinfoClaims(ctx, d, token, subjectOf(t.IDToken))
+	default:
+		// The IdP renewed the token and said nothing more about the user.
+		return nil, next, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	profile := profileFromClaims(id, claims, p.mapping)
+	if profile.Sub == "" {
+		return nil, nil, fmt.Errorf("oidc %s: refresh: map claims: no subject in claim %q", id, p.mapping["sub"])
+	}
+	return profile, next, nil
+}
+
+// refusal tells an answer that revokes the login (the grant is gone, the
+// client may no longer use it) from a passing failure of the IdP.
+func refusal(re *oauth2.RetrieveError) bool {
+	switch re.ErrorCode {
+	case "invalid_grant", "unauthorized_client", "invalid_client":
+		return true
+	}
+	// An answer without an error code: 400 and 401 still mean "no".
+	return re.ErrorCode == "" && re.Response != nil &&
+		(re.Response.StatusCode == http.StatusBadRequest || re.Response.StatusCode == http.StatusUnauthorized)
+}
+
+// refreshedIDTokenClaims verifies an ID token from a refresh (OpenID Connect
+// Core 12.2: same issuer and audience, checked by the verifier, and the same
+// subject as the login's) and merges userinfo when it lacks mapped claims.
+func (p *oidcProvider) refreshedIDTokenClaims(ctx context.Context, d discovered, token *oauth2.Token, raw, sub string) (map[string]any, error) {
+	id := p.cfg.ID
+	idToken, err := d.verifier.Verify(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("oidc %s: refresh: verify id token: %w", id, err)
+	}
+	if sub != "" && idToken.Subject != sub {
+		return nil, fmt.Errorf("oidc %s: refresh: %w: id token names subject %q, the login was %q", id, ErrRefreshRefused, idToken.Subject, sub)
+	}
+	if now := time.Now(); idToken.IssuedAt.After(now.Add(idTokenClockSkew)) {
+		return nil, fmt.Errorf("oidc %s: refresh: verify id token: issued in the future", id)
+	}
+	if idToken.AccessTokenHash != "" {
+		if err := idToken.VerifyAccessToken(token.AccessToken); err != nil {
+			return nil, fmt.Errorf("oidc %s: refresh: verify id token: %w", id, err)
+		}
+	}
+	claims := map[string]any{}
+	if err := idToken.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("oidc %s: refresh: read id token claims: %w", id, err)
+	}
+	if !p.lacksClaims(claims) || d.provider.UserInfoEndpoint() == "" {
+		return claims, nil
+	}
+	extra, err := p.userinfoClaims(ctx, d, token, idToken.Subject)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range extra {
+		if _, ok := claims[k]; !ok {
+			claims[k] = v
+		}
+	}
+	return claims, nil
+}
+
+// userinfoClaims asks the userinfo endpoint with the new access token; an
+// answer about another subject than sub is refused.
+func (p *oidcProvider) userinfoClaims(ctx context.Context, d discovered, token *oauth2.Token, sub string) (map[string]any, error) {
+	id := p.cfg.ID
+	info, err := d.provider.UserInfo(ctx, oauth2.StaticTokenSource(token))
+	if err != nil {
+		return nil, fmt.Errorf("oidc %s: refresh: fetch userinfo: %w", id, err)
+	}
+	if sub != "" && info.Subject != sub {
+		return nil, fmt.Errorf("oidc %s: refresh: %w: userinfo names subject %q, the login was %q", id, ErrRefreshRefused, info.Subject, sub)
+	}
+	claims := map[string]any{}
+	if err := info.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("oidc %s: refresh: read userinfo claims: %w", id, err)
+	}
+	return claims, nil
+}
+
+// subjectOf reads the sub claim of an ID token the session keeps. It was
+// verified at login and has been sealed in the session since, so its
+// signature is not checked again here; "" when there is none.
+func subjectOf(rawIDToken string) string {
+	parts := strings.Split(rawIDToken, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Sub string `json:"sub"`
+	}
+	if json.Unmarshal(payload, &c) != nil {
+		return ""
+	}
+	return c.Sub
+}
