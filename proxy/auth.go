@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -215,7 +216,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 		return
 	}
 	h.metrics.login(p.IdP, "success", h.now().Sub(start))
-	h.log.Info("login", "idp", p.IdP, "sub", p.Sub, "email", p.Email, "roles", roles)
+	h.audit(r, slog.LevelInfo, "login", slog.String("idp", p.IdP), slog.String("sub", p.Sub), slog.String("email", p.Email), slog.Any("roles", roles))
 	if rd == "" {
 		rd = h.safeRedirect("")
 	}
@@ -224,7 +225,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 
 func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg string) {
 	h.metrics.login(id, "failure", 0)
-	h.log.Warn("login failed", "idp", id, "reason", reason, "err", err)
+	h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", reason), slog.Any("err", err))
 	h.pages.failWithLink(w, r, status, "Sign-in failed", msg, h.cfg.Server.AuthPrefix+"/login", "Sign in again")
 }
 
@@ -270,7 +271,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if s != nil {
-		h.log.Info("logout", "idp", s.Profile.IdP, "sub", s.Profile.Sub, "email", s.Profile.Email)
+		h.audit(r, slog.LevelInfo, "logout", slog.String("idp", s.Profile.IdP), slog.String("sub", s.Profile.Sub), slog.String("email", s.Profile.Email))
 	}
 	if rd != "" {
 		http.Redirect(w, r, h.safeRedirect(rd), http.StatusFound)

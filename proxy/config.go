@@ -56,8 +56,9 @@ type TLSConfig struct {
 
 // UpstreamConfig is the `upstream:` block: the application behind the proxy.
 type UpstreamConfig struct {
-	URL          string `yaml:"url"`
-	PreserveHost *bool  `yaml:"preserve_host"`
+	URL          string           `yaml:"url"`
+	PreserveHost *bool            `yaml:"preserve_host"`
+	Timeouts     UpstreamTimeouts `yaml:"timeouts"`
 }
 
 // SessionConfig is the `session:` block.
@@ -292,6 +293,7 @@ func (c *Config) validate(p *problems) {
 	case err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "":
 		p.add("upstream.url", "not an absolute http(s) URL: %q", c.Upstream.URL)
 	}
+	c.Upstream.Timeouts.validate(p)
 
 	if !cookieName.MatchString(c.Session.CookieName) {
 		p.add("session.cookie_name", "must be letters, digits, '-' or '_', got %q", c.Session.CookieName)

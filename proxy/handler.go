@@ -32,6 +32,7 @@ type Handler struct {
 	metrics   *metrics
 	log       *slog.Logger
 	now       func() time.Time
+	idpStop   map[string]context.CancelFunc // ends each provider's background work (reload.go)
 }
 
 // Decisions, as logged and counted in requests_total{decision}.
@@ -53,12 +54,18 @@ const (
 // Roles were mapped (rolemap) when the session was made, at login.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
+	id := h.requestID(r)
+	r.Header.Set(requestIDHeader, id) // passed upstream
+	w.Header().Set(requestIDHeader, id)
 	rec := &statusRecorder{ResponseWriter: w}
-	decision := h.serve(rec, r)
-	h.metrics.observe(decision, rec.status(), h.now().Sub(start))
+	var o outcome
+	decision := h.serve(rec, r, &o)
+	elapsed := h.now().Sub(start)
+	h.metrics.observe(decision, rec.status(), elapsed)
+	h.logRequest(r, id, decision, rec, &o, elapsed)
 }
 
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request) string {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) string {
 	// Nothing a client sends may pose as the proxy's own word about identity,
 	// nor change how the upstream reads the method or path.
 	h.pass.Strip(r.Header)
@@ -80,6 +87,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) string {
 	req := rules.NewRequest(r, path, h.clientAddr(r))
 	rule := h.rules.Match(req)
 	h.metrics.ruleMatched(rule.Name)
+	o.rule = rule.Name
 	switch rule.Action {
 	case rules.Deny:
 		h.pages.fail(w, r, http.StatusForbidden, "Forbidden", "This address is not available.")
@@ -97,6 +105,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) string {
 	if s == nil {
 		return h.challenge(w, r)
 	}
+	o.setUser(&s.Profile)
 	if err := h.sessions.Touch(w, r, s); err != nil {
 		h.log.Warn("session touch failed", "err", err)
 	}
@@ -239,12 +248,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, p *idp.Profile
 	return decisionAuthenticated
 }
 
-// statusRecorder remembers the status code written, for metrics and logs.
+// statusRecorder remembers the status code and body bytes written, for
+// metrics and logs.
 // Unwrap lets http.ResponseController reach Flush and Hijack (streaming,
 // WebSockets) on the real writer.
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code  int
+	bytes int64
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -258,7 +269,9 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.code == 0 {
 		s.code = http.StatusOK
 	}
-	return s.ResponseWriter.Write(b)
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

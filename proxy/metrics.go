@@ -47,6 +47,9 @@ func newMetrics() *metrics {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
 		Help: "Always 1; the version label says which build runs."}, []string{"version"})
 	build.WithLabelValues(Version()).Set(1)
+	for _, result := range []string{"success", "failure"} {
+		m.reloads.WithLabelValues(result) // present from the start, so rates and alerts see 0, not nothing
+	}
 	m.registry.MustRegister(m.requests, m.duration, m.upstreamErrors, m.logins, m.loginDuration,
 		m.refreshes, m.ruleMatches, m.reloads, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 )
@@ -20,17 +18,28 @@ import (
 // network (discovery, metadata) keep trying in the background until ctx ends;
 // until then /readyz says which one is missing and logins to it answer 503.
 func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Handler, error) {
+	return build(ctx, cfg, log, nil)
+}
+
+// build is New; on a reload, prev is the Handler being replaced, and the new
+// one takes over its metrics, session revocations, used login states and
+// the providers whose configuration did not change (reload.go).
+func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h *Handler, err error) {
 	c, err := compile(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{
+	h = &Handler{
 		compiled:  c,
 		providers: map[string]*provider{},
 		pages:     newPages("portcullis", cfg.Server.AuthPrefix, log),
 		metrics:   newMetrics(),
 		log:       log,
 		now:       time.Now,
+		idpStop:   map[string]context.CancelFunc{},
+	}
+	if prev != nil {
+		h.metrics = prev.metrics // one registry for the life of the process
 	}
 	h.cookies = session.Options{
 		CookieName:  cfg.Session.CookieName,
@@ -48,6 +57,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Handler, error) {
 		return nil, fmt.Errorf("session: %w", err)
 	}
 	h.flows = session.NewFlows(h.cookies)
+	h.inherit(prev)
 
 	opts := idp.Options{
 		PublicURL:  c.publicURL,
@@ -56,8 +66,13 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Handler, error) {
 		Logger:     log,
 		PKCE:       *cfg.SSO.EnablePKCE,
 	}
+	defer func() {
+		if err != nil {
+			h.stopProviders(prev) // those this build started, not those it took over
+		}
+	}()
 	for _, ic := range cfg.SSO.IdentityProviders {
-		impl, err := idp.New(ctx, ic, opts)
+		impl, err := h.startProvider(ctx, ic, opts, prev)
 		if err != nil {
 			return nil, fmt.Errorf("sso.identity_providers %s: %w", ic.ID, err)
 		}
@@ -80,20 +95,7 @@ func isLoopback(host string) bool {
 
 // Admin is the handler of the admin listener: /metrics, /healthz, /readyz.
 func (h *Handler) Admin() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(h.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		problems := h.Ready()
-		if len(problems) > 0 {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
-	return mux
+	return adminMux(h.metrics.registry, h.Ready)
 }
 
 // Ready lists what keeps the proxy from serving logins, by IdP id; empty

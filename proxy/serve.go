@@ -7,67 +7,179 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
 // Serve runs the proxy and admin listeners until ctx ends, then shuts them
-// down, letting requests in flight finish for up to grace.
+// down, letting requests in flight finish for up to grace. It never reloads
+// the configuration; Run does.
 func Serve(ctx context.Context, cfg *Config, log *slog.Logger, grace time.Duration) error {
-	h, err := New(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	proxyLn, err := net.Listen("tcp", cfg.Server.Listen)
-	if err != nil {
-		return fmt.Errorf("server.listen: %w", err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.Server.AdminListen)
-	if err != nil {
-		proxyLn.Close()
-		return fmt.Errorf("server.admin_listen: %w", err)
-	}
-	return h.serveOn(ctx, proxyLn, adminLn, grace)
+	return Run(ctx, cfg, ServeOptions{Log: log, Grace: grace})
 }
 
-// serveOn serves on listeners already open (tests and the demo pick free ports).
+func listen(cfg *Config) (proxyLn, adminLn net.Listener, err error) {
+	proxyLn, err = net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server.listen: %w", err)
+	}
+	adminLn, err = net.Listen("tcp", cfg.Server.AdminListen)
+	if err != nil {
+		proxyLn.Close()
+		return nil, nil, fmt.Errorf("server.admin_listen: %w", err)
+	}
+	return proxyLn, adminLn, nil
+}
+
+// serveOn serves h on listeners already open (tests and the demo pick free ports).
 func (h *Handler) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace time.Duration) error {
-	errLog := slogErrorLog(h.log)
+	return newLive(ctx, h, h.log).serveOn(ctx, proxyLn, adminLn, grace)
+}
+
+// serveOn runs the public and admin servers until ctx ends, then shuts down:
+// /readyz turns 503, the public listener stops accepting, requests in flight
+// (long uploads too) finish, and connections taken over by a protocol
+// switch (WebSockets), which http.Server no longer tracks, are given until
+// the end of the grace period and then closed.
+func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace time.Duration) error {
+	h := l.cur.Load()
+	errLog := slogErrorLog(l.log)
+	conns := &connSet{m: map[*trackedConn]struct{}{}}
 	public := &http.Server{
-		Handler:           h,
+		Handler:           l,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          errLog,
 	}
-	admin := &http.Server{Handler: h.Admin(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errLog}
+	admin := &http.Server{Handler: l.admin(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errLog}
 	errc := make(chan error, 2)
 	tls := h.cfg.Server.TLS
 	go func() {
+		ln := trackedListener{Listener: proxyLn, set: conns}
 		if tls.CertFile != "" {
-			errc <- public.ServeTLS(proxyLn, tls.CertFile, tls.KeyFile)
+			errc <- public.ServeTLS(ln, tls.CertFile, tls.KeyFile)
 			return
 		}
-		errc <- public.Serve(proxyLn)
+		errc <- public.Serve(ln)
 	}()
 	go func() { errc <- admin.Serve(adminLn) }()
-	h.log.Info("portcullis serving", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
+	l.log.Info("portcullis serving", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"public_url", h.cfg.Server.PublicURL, "upstream", h.cfg.Upstream.URL, "version", Version())
 
 	select {
 	case err := <-errc:
 		public.Close()
 		admin.Close()
+		conns.closeAll()
 		return err
 	case <-ctx.Done():
 	}
-	h.log.Info("shutting down", "grace", grace)
+	l.draining.Store(true)
+	l.log.Info("shutting down", "grace", grace)
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	err := public.Shutdown(sctx)
-	admin.Shutdown(sctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		h.log.Warn("grace period over; closing remaining connections")
+	if err := public.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
+		l.log.Warn("grace period over; closing remaining connections")
 		public.Close()
+	}
+	if n := conns.wait(sctx); n > 0 {
+		l.log.Warn("grace period over; closing upgraded connections (WebSockets)", "connections", n)
+	}
+	conns.closeAll()
+	admin.Close()
+	l.cur.Load().stopProviders(nil)
+	l.log.Info("portcullis stopped")
+	return nil
+}
+
+// connSet is every connection the public listener accepted that is still
+// open. After http.Server.Shutdown only hijacked ones (WebSockets) remain.
+type connSet struct {
+	mu sync.Mutex
+	m  map[*trackedConn]struct{}
+}
+
+func (s *connSet) add(c *trackedConn) {
+	s.mu.Lock()
+	s.m[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *connSet) remove(c *trackedConn) {
+	s.mu.Lock()
+	delete(s.m, c)
+	s.mu.Unlock()
+}
+
+func (s *connSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
+// wait waits until every connection has closed or ctx ends, and returns how
+// many are still open.
+func (s *connSet) wait(ctx context.Context) int {
+	for {
+		n := s.len()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	open := make([]*trackedConn, 0, len(s.m))
+	for c := range s.m {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+	for _, c := range open {
+		c.Close()
+	}
+}
+
+// trackedListener adds every connection it accepts to set.
+type trackedListener struct {
+	net.Listener
+	set *connSet
+}
+
+func (l trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, set: l.set}
+	l.set.add(tc)
+	return tc, nil
+}
+
+// trackedConn leaves its set when closed, by whoever closes it: the server,
+// the reverse proxy after a WebSocket ends, or closeAll.
+type trackedConn struct {
+	net.Conn
+	set  *connSet
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() { c.set.remove(c) })
+	return c.Conn.Close()
+}
+
+// CloseWrite lets http.Server half-close the connection as it does a bare
+// TCP connection, so a client reads the whole response before the close.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
 	}
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"time"
 )
 
 // newUpstream builds the reverse proxy to the application. It uses Rewrite,
@@ -17,10 +16,13 @@ import (
 func (h *Handler) newUpstream() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
-		Transport:    newTransport(),
+		Transport:    newTransport(h.cfg.Upstream.Timeouts),
 		BufferPool:   bufferPool{},
 		ErrorHandler: h.upstreamError,
-		ErrorLog:     slogErrorLog(h.log),
+		// The client gets the proxy's X-Request-Id (the one the upstream was
+		// sent), once, not again as the upstream echoes it.
+		ModifyResponse: func(resp *http.Response) error { resp.Header.Del(requestIDHeader); return nil },
+		ErrorLog:       slogErrorLog(h.log),
 	}
 }
 
@@ -131,23 +133,6 @@ func peerAddr(r *http.Request) netip.Addr {
 		return netip.Addr{}
 	}
 	return ap.Addr().Unmap()
-}
-
-// newTransport is the one upstream transport, with an idle pool large enough
-// that a busy proxy reuses connections instead of opening new ones.
-func newTransport() *http.Transport {
-	return &http.Transport{
-		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // pass bodies through as the upstream sent them
-	}
 }
 
 // bufferPool lends the reverse proxy its copy buffers instead of allocating

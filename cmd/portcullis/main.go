@@ -33,6 +33,7 @@ const usage = `portcullis — an identity-aware reverse proxy
 
 Usage:
   portcullis serve   [--config FILE] [--log-format json|text] [--log-level LEVEL]
+                     [--grace 30s] [--watch-interval 1s]
   portcullis check   [--config FILE]
   portcullis explain [--config FILE] [--claims FILE.json] [--source IP] METHOD URL [-H 'Name: value']...
   portcullis demo    [--listen ADDR]
@@ -96,6 +97,7 @@ func serve(args []string, stderr io.Writer) int {
 	format := fs.String("log-format", "json", "log format: json or text")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	grace := fs.Duration("grace", 30*time.Second, "how long to let requests in flight finish on shutdown")
+	poll := fs.Duration("watch-interval", time.Second, "how often to check the config file for changes (0 or less: only reload on SIGHUP)")
 	if fs.Parse(args) != nil {
 		return 2
 	}
@@ -111,7 +113,17 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := proxy.Serve(ctx, cfg, log, *grace); err != nil {
+	if *poll <= 0 {
+		*poll = -1 // proxy.ServeOptions reads 0 as the default
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	err = proxy.Run(ctx, cfg, proxy.ServeOptions{
+		Log: log, Grace: *grace,
+		ConfigPath: *path, Getenv: os.Getenv, Reload: hup, PollInterval: *poll,
+	})
+	if err != nil {
 		log.Error("portcullis stopped", "err", err)
 		return 1
 	}

@@ -1,0 +1,102 @@
+package proxy
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// outcome is what one request came to, beyond its decision: serve fills it
+// in as it learns the rule and the user, and the access line reports it.
+type outcome struct {
+	rule string
+	idp  string
+	user string
+}
+
+// setUser records who the request is from: the email, else the subject.
+func (o *outcome) setUser(p *idp.Profile) {
+	o.idp, o.user = p.IdP, userOf(p)
+}
+
+func userOf(p *idp.Profile) string {
+	if p.Email != "" {
+		return p.Email
+	}
+	return p.Sub
+}
+
+// Kinds of log line, in the "log" attribute, so that access and audit lines
+// can be routed apart from the proxy's own diagnostics.
+const (
+	logAccess = "access"
+	logAudit  = "audit"
+)
+
+// maxLoggedPath bounds the path in a log line; a refused path can be long.
+const maxLoggedPath = 512
+
+// logRequest writes the access line of one request. It never logs the query
+// (OAuth codes and states travel there), headers or cookies.
+func (h *Handler) logRequest(r *http.Request, id, decision string, rec *statusRecorder, o *outcome, d time.Duration) {
+	path := r.URL.Path
+	if o.rule == "" && o.idp == "" && h.isAuthPath(path) {
+		o.idp = h.authPathIdP(path)
+	}
+	if len(path) > maxLoggedPath {
+		path = path[:maxLoggedPath]
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("log", logAccess),
+		slog.String("method", r.Method),
+		slog.String("path", path),
+		slog.Int("status", rec.status()),
+		slog.String("decision", decision),
+		slog.String("rule", o.rule),
+		slog.String("idp", o.idp),
+		slog.String("user", o.user),
+		slog.Float64("duration_seconds", d.Seconds()),
+		slog.Int64("bytes", rec.bytes),
+		slog.String("request_id", id),
+		slog.String("client", h.clientAddr(r).String()),
+	)
+	// A refusal by a rule is a security event of its own, besides its access line.
+	if (decision == decisionDenied || decision == decisionForbidden) && !h.isAuthPath(r.URL.Path) {
+		h.audit(r, slog.LevelWarn, decision,
+			slog.String("rule", o.rule), slog.String("idp", o.idp), slog.String("user", o.user),
+			slog.String("method", r.Method), slog.String("path", path), slog.Int("status", rec.status()))
+	}
+}
+
+// audit writes an audit line: logins and their failures, logouts, refusals.
+// Callers pass identities and reasons, never tokens, codes or cookies.
+func (h *Handler) audit(r *http.Request, level slog.Level, event string, attrs ...slog.Attr) {
+	attrs = append([]slog.Attr{
+		slog.String("log", logAudit),
+		slog.String("event", event),
+		slog.String("request_id", r.Header.Get(requestIDHeader)),
+		slog.String("client", h.clientAddr(r).String()),
+	}, attrs...)
+	h.log.LogAttrs(r.Context(), level, event, attrs...)
+}
+
+// authPathIdP is the configured IdP a path under the auth prefix is about
+// (/login/{idp}, /oidc/{idp}/callback, /saml/{idp}/acs, /ldap/{idp}), or "".
+// Only configured ids are returned, so the field stays one of a known few.
+func (h *Handler) authPathIdP(path string) string {
+	rest := strings.TrimPrefix(path, h.cfg.Server.AuthPrefix+"/")
+	parts := strings.SplitN(rest, "/", 3)
+	if len(parts) < 2 {
+		return ""
+	}
+	switch parts[0] {
+	case "login", "oidc", "saml", "ldap":
+		if _, ok := h.providers[parts[1]]; ok {
+			return parts[1]
+		}
+	}
+	return ""
+}

@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"time"
+)
+
+// UpstreamTimeouts is the `upstream.timeouts:` block: how long the proxy
+// waits on the application before it answers 502 or 504 itself.
+type UpstreamTimeouts struct {
+	// Dial bounds opening a connection to the upstream (0: 10s).
+	Dial time.Duration `yaml:"dial"`
+	// ResponseHeader bounds the wait for the response head once the request
+	// is sent, body included (0: no limit, for long-polling and slow reports).
+	ResponseHeader time.Duration `yaml:"response_header"`
+	// Idle is how long an unused upstream connection is kept for reuse (0: 90s).
+	Idle time.Duration `yaml:"idle"`
+}
+
+// Defaults of upstream.timeouts.
+const (
+	defaultDialTimeout = 10 * time.Second
+	defaultIdleTimeout = 90 * time.Second
+)
+
+func (t UpstreamTimeouts) validate(p *problems) {
+	for _, f := range []struct {
+		key string
+		d   time.Duration
+	}{{"dial", t.Dial}, {"response_header", t.ResponseHeader}, {"idle", t.Idle}} {
+		if f.d < 0 {
+			p.add("upstream.timeouts."+f.key, "must not be negative, got %s", f.d)
+		}
+	}
+}
+
+func (t UpstreamTimeouts) withDefaults() UpstreamTimeouts {
+	if t.Dial == 0 {
+		t.Dial = defaultDialTimeout
+	}
+	if t.Idle == 0 {
+		t.Idle = defaultIdleTimeout
+	}
+	return t
+}
+
+// newTransport is the one upstream transport, with an idle pool large enough
+// that a busy proxy reuses connections instead of opening new ones.
+func newTransport(t UpstreamTimeouts) *http.Transport {
+	t = t.withDefaults()
+	return &http.Transport{
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   t.Dial,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       t.Idle,
+		ResponseHeaderTimeout: t.ResponseHeader,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass bodies through as the upstream sent them
+	}
+}
