@@ -258,9 +258,10 @@ func (p *provider) implAsMetadata() (metadataServer, bool) {
 // revoked) and sends the browser to rd or the signed-out page.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	rd := r.URL.Query().Get("rd")
+	var formErr error
 	if r.Method == http.MethodPost {
 		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-		if err := r.ParseForm(); err == nil && r.PostForm.Get("rd") != "" {
+		if formErr = r.ParseForm(); formErr == nil && r.PostForm.Get("rd") != "" {
 			rd = r.PostForm.Get("rd")
 		}
 	}
@@ -272,6 +273,17 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	if s != nil {
 		h.audit(r, slog.LevelInfo, "logout", slog.String("idp", s.Profile.IdP), slog.String("sub", s.Profile.Sub), slog.String("email", s.Profile.Email))
+	}
+	if formErr != nil {
+		// Signed out all the same; an oversized or broken form is refused
+		// like on every other endpoint rather than silently ignored.
+		status := http.StatusBadRequest
+		var tooBig *http.MaxBytesError
+		if errors.As(formErr, &tooBig) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		h.pages.fail(w, r, status, "Bad request", "You are signed out, but the form could not be read.")
+		return
 	}
 	if rd != "" {
 		http.Redirect(w, r, h.safeRedirect(rd), http.StatusFound)

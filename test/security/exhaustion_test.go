@@ -147,6 +147,8 @@ func TestResourceExhaustion(t *testing.T) {
 	}{
 		{"POST", "/.portcullis/login", 50 << 20},
 		{"POST", "/.portcullis/login", -1},
+		{"POST", "/.portcullis/logout", 50 << 20},
+		{"POST", "/.portcullis/logout", -1},
 		{"POST", "/.portcullis/saml/alpha/acs", 50 << 20},
 		{"POST", "/.portcullis/oidc/alpha/callback", 50 << 20},
 		{"POST", "/.portcullis/userinfo", 50 << 20},
