@@ -1,0 +1,404 @@
+// Package ldapserver runs a real OpenLDAP slapd (Debian's slapd package) for
+// tests, on loopback, with its own configuration directory: an mdb database
+// under dc=example,dc=com with the memberof and refint overlays, so that
+// users carry memberOf for the groupOfNames groups they are in.
+//
+// The configuration is built with `slapadd -n 0`; the tree is loaded with
+// `ldapadd` against the running server (slapadd would skip the overlays and
+// leave memberOf empty).
+//
+// The default tree (Tree) has:
+//
+//	cn=portcullis,ou=services  service account (ServiceDN / ServicePassword)
+//	uid=alice,ou=people        alice-pw, member of cn=cvat-admins
+//	uid=bob,ou=people          bob-pw, member of cn=annotators, which is a member of cn=workers
+//	uid=star*user,ou=people    star-pw, a user with a filter metacharacter in its name
+//	uid=dup,ou=people          dup-pw, and a second uid=dup under ou=contractors
+//
+// Anonymous clients can bind and nothing else; bound users read everything
+// but passwords.
+package ldapserver
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The directory's suffix and accounts.
+const (
+	Suffix          = "dc=example,dc=com"
+	AdminDN         = "cn=admin," + Suffix
+	AdminPassword   = "admin-pw"
+	ServiceDN       = "cn=portcullis,ou=services," + Suffix
+	ServicePassword = "service-pw"
+	PeopleDN        = "ou=people," + Suffix
+	GroupsDN        = "ou=groups," + Suffix
+)
+
+// Users of the default tree and their passwords.
+const (
+	Alice            = "alice"
+	AlicePassword    = "alice-pw"
+	Bob              = "bob"
+	BobPassword      = "bob-pw"
+	StarUser         = "star*user"
+	StarUserPassword = "star-pw"
+	Dup              = "dup"
+	DupPassword      = "dup-pw"
+)
+
+// Options configure the server.
+type Options struct {
+	// Port to listen on at 127.0.0.1; 0 picks a free one.
+	Port int
+	// LDIF is the tree to load after the suffix entry; empty means Tree().
+	LDIF string
+}
+
+// Server is a running slapd.
+type Server struct {
+	// URL is ldap://127.0.0.1:PORT.
+	URL string
+	// Port stays the same across Restart.
+	Port int
+	// StartupTime is how long the first start took, from building the
+	// configuration to a loaded tree.
+	StartupTime time.Duration
+
+	t    testing.TB
+	dir  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	logs *lockedBuffer
+}
+
+// Start builds a configuration in a temporary directory, runs slapd and
+// loads the tree; slapd stops when the test ends. It fails the test when
+// slapd or ldapadd is missing.
+func Start(t testing.TB, o Options) *Server {
+	t.Helper()
+	began := time.Now()
+	for _, tool := range []string{"slapd", "slapadd", "ldapadd"} {
+		if _, err := lookPath(tool); err != nil {
+			t.Fatalf("ldapserver: %s not found (%v): install Debian's slapd and ldap-utils (test/run.sh does)", tool, err)
+		}
+	}
+	s := &Server{t: t, Port: o.Port, dir: t.TempDir(), logs: &lockedBuffer{}}
+	if s.Port == 0 {
+		s.Port = freePort(t)
+	}
+	s.URL = "ldap://127.0.0.1:" + strconv.Itoa(s.Port)
+
+	confDir := filepath.Join(s.dir, "slapd.d")
+	for _, d := range []string{confDir, filepath.Join(s.dir, "data")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatalf("ldapserver: %v", err)
+		}
+	}
+	ldif := filepath.Join(s.dir, "config.ldif")
+	if err := os.WriteFile(ldif, []byte(configLDIF(s.dir)), 0o600); err != nil {
+		t.Fatalf("ldapserver: %v", err)
+	}
+	if out, err := command("slapadd", "-n", "0", "-F", confDir, "-l", ldif).CombinedOutput(); err != nil {
+		t.Fatalf("ldapserver: slapadd -n 0: %v\n%s", err, out)
+	}
+
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("ldapserver: slapd output:\n%s", s.logs)
+		}
+	})
+	s.start()
+
+	tree := o.LDIF
+	if tree == "" {
+		tree = Tree()
+	}
+	s.Add(t, suffixLDIF+"\n"+tree)
+	s.StartupTime = time.Since(began)
+	return s
+}
+
+// Add loads entries into the running server with ldapadd, bound as the
+// administrator.
+func (s *Server) Add(t testing.TB, ldif string) {
+	t.Helper()
+	cmd := command("ldapadd", "-x", "-H", s.URL, "-D", AdminDN, "-w", AdminPassword)
+	cmd.Stdin = strings.NewReader(ldif)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ldapserver: ldapadd: %v\n%s", err, out)
+	}
+}
+
+// start runs slapd in the foreground and waits until it accepts connections.
+func (s *Server) start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.t.Fatalf("ldapserver: already running")
+	}
+	// -d 0 keeps slapd in the foreground (so the test owns the process) and
+	// quiet; errors still reach stderr.
+	cmd := command("slapd", "-d", "0", "-h", "ldap://127.0.0.1:"+strconv.Itoa(s.Port)+"/", "-F", filepath.Join(s.dir, "slapd.d"))
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("ldapserver: start slapd: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(s.Port), time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-done:
+			s.t.Fatalf("ldapserver: slapd exited before it listened:\n%s", s.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-done
+			s.t.Fatalf("ldapserver: slapd not listening after 15s:\n%s", s.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.cmd, s.done = cmd, done
+}
+
+// Stop ends slapd; connections to it break and new ones are refused. The
+// database stays, so Restart brings the same tree back. It is safe to call
+// more than once.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// Restart starts slapd again on the same port with the same tree.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+// lockedBuffer collects slapd's output, written from exec's goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// UserDN is the DN of a user of the default tree under ou=people.
+func UserDN(uid string) string { return "uid=" + uid + "," + PeopleDN }
+
+// GroupDN is the DN of a group of the default tree.
+func GroupDN(cn string) string { return "cn=" + cn + "," + GroupsDN }
+
+// Tree is the default tree's LDIF (without the suffix entry).
+func Tree() string {
+	user := func(uid, ou, password, given, sn, mail string) string {
+		return fmt.Sprintf(`dn: uid=%s,ou=%s,%s
+objectClass: inetOrgPerson
+uid: %s
+cn: %s %s
+givenName: %s
+sn: %s
+mail: %s
+userPassword: %s
+
+`, uid, ou, Suffix, uid, given, sn, given, sn, mail, SSHA(password))
+	}
+	return `dn: ou=people,` + Suffix + `
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=contractors,` + Suffix + `
+objectClass: organizationalUnit
+ou: contractors
+
+dn: ou=groups,` + Suffix + `
+objectClass: organizationalUnit
+ou: groups
+
+dn: ou=services,` + Suffix + `
+objectClass: organizationalUnit
+ou: services
+
+dn: ` + ServiceDN + `
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: portcullis
+userPassword: ` + SSHA(ServicePassword) + `
+
+` + user(Alice, "people", AlicePassword, "Alice", "Liddell", "alice@example.com") +
+		user(Bob, "people", BobPassword, "Bob", "Builder", "bob@example.com") +
+		user(StarUser, "people", StarUserPassword, "Star", "User", "star@example.com") +
+		user(Dup, "people", DupPassword, "Dup", "One", "dup1@example.com") +
+		user(Dup, "contractors", DupPassword, "Dup", "Two", "dup2@example.com") +
+		`dn: ` + GroupDN("cvat-admins") + `
+objectClass: groupOfNames
+cn: cvat-admins
+member: ` + UserDN(Alice) + `
+
+dn: ` + GroupDN("annotators") + `
+objectClass: groupOfNames
+cn: annotators
+member: ` + UserDN(Bob) + `
+
+dn: ` + GroupDN("workers") + `
+objectClass: groupOfNames
+cn: workers
+member: ` + GroupDN("annotators") + `
+`
+}
+
+// SSHA is password hashed as slapd's {SSHA} scheme (salted SHA-1) for a
+// userPassword value.
+func SSHA(password string) string {
+	salt := make([]byte, 8)
+	_, _ = rand.Read(salt)
+	sum := sha1.Sum(append([]byte(password), salt...))
+	return "{SSHA}" + base64.StdEncoding.EncodeToString(append(sum[:], salt...))
+}
+
+const suffixLDIF = `dn: ` + Suffix + `
+objectClass: dcObject
+objectClass: organization
+dc: example
+o: Example
+`
+
+// configLDIF is the cn=config tree: schemas, an mdb database with the
+// memberof and refint overlays, and access rules that make the service
+// account necessary (anonymous clients may only bind).
+func configLDIF(dir string) string {
+	var schemas strings.Builder
+	for _, name := range []string{"core", "cosine", "inetorgperson"} {
+		fmt.Fprintf(&schemas, "include: file:///etc/ldap/schema/%s.ldif\n\n", name)
+	}
+	return `dn: cn=config
+objectClass: olcGlobal
+cn: config
+olcPidFile: ` + filepath.Join(dir, "slapd.pid") + `
+olcArgsFile: ` + filepath.Join(dir, "slapd.args") + `
+
+dn: cn=module{0},cn=config
+objectClass: olcModuleList
+cn: module{0}
+olcModulePath: /usr/lib/ldap
+olcModuleLoad: back_mdb
+olcModuleLoad: memberof
+olcModuleLoad: refint
+
+dn: cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: schema
+
+` + schemas.String() + `dn: olcDatabase={-1}frontend,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcFrontendConfig
+olcDatabase: {-1}frontend
+olcSizeLimit: 500
+
+dn: olcDatabase={0}config,cn=config
+objectClass: olcDatabaseConfig
+olcDatabase: {0}config
+olcAccess: {0}to * by * none
+
+dn: olcDatabase={1}mdb,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcMdbConfig
+olcDatabase: {1}mdb
+olcDbDirectory: ` + filepath.Join(dir, "data") + `
+olcDbMaxSize: 16777216
+olcSuffix: ` + Suffix + `
+olcRootDN: ` + AdminDN + `
+olcRootPW: ` + AdminPassword + `
+olcAccess: {0}to attrs=userPassword by anonymous auth by * none
+olcAccess: {1}to * by users read by * none
+
+dn: olcOverlay={0}memberof,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcMemberOf
+olcOverlay: {0}memberof
+olcMemberOfRefInt: TRUE
+olcMemberOfGroupOC: groupOfNames
+olcMemberOfMemberAD: member
+olcMemberOfMemberOfAD: memberOf
+
+dn: olcOverlay={1}refint,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcRefintConfig
+olcOverlay: {1}refint
+olcRefintAttribute: memberof member
+`
+}
+
+// command runs a Debian tool found in /usr/sbin even when PATH lacks it.
+func command(name string, args ...string) *exec.Cmd {
+	path, err := lookPath(name)
+	if err != nil {
+		path = name
+	}
+	return exec.Command(path, args...)
+}
+
+func lookPath(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/bin"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not in PATH, /usr/sbin or /usr/bin", name)
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("ldapserver: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
