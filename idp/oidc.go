@@ -283,6 +283,9 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := p.cfg.checkPresetClaims(claims); err != nil {
+		return nil, nil, fmt.Errorf("oidc %s: %w", id, err)
+	}
 	profile := profileFromClaims(id, claims, p.mapping)
 	if profile.Sub == "" {
 		return nil, nil, fmt.Errorf("oidc %s: map claims: no subject in claim %q", id, p.mapping["sub"])
@@ -361,6 +364,10 @@ func (p *oidcProvider) lacksClaims(claims map[string]any) bool {
 // oauth2Claims fetches the user from the configured userinfo URL. With no
 // sub claim configured, a missing "sub" falls back to "id" (GitHub, Gitea).
 func (p *oidcProvider) oauth2Claims(ctx context.Context, token *oauth2.Token) (map[string]any, error) {
+	if p.cfg.Preset == PresetGitHub {
+		// GitHub's user takes several API calls: emails, organizations, teams.
+		return p.githubClaims(ctx, token)
+	}
 	id := p.cfg.ID
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.cfg.UserinfoURL, nil)
 	if err != nil {

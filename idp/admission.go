@@ -1,0 +1,132 @@
+package idp
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// AdmissionError is a login that the IdP accepted and this entry's admission
+// rules refuse. Reason is written for the user and safe to show on the 403
+// page (it names nothing the configuration keeps secret); Rule is the
+// configuration key that refused, for logs and metrics.
+type AdmissionError struct {
+	Rule   string
+	Reason string
+}
+
+func (e *AdmissionError) Error() string {
+	return fmt.Sprintf("refused by %s: %s", e.Rule, e.Reason)
+}
+
+// Admit applies the entry's admission rules to a profile its IdP produced:
+// allowed_email_domains, require_verified_email, allowed_groups, and for
+// GitHub allowed_organizations and allowed_teams. Every rule configured must
+// pass; it returns nil or an *AdmissionError. The proxy calls it right after
+// Complete (or Authenticate), for every protocol.
+//
+//   - allowed_email_domains: the part after the last "@" of the email, compared
+//     case-insensitively with each listed domain, exactly: subdomains do not
+//     count (list sub.example.com too to admit it). No email is refused.
+//   - require_verified_email: the email must be present and email_verified
+//     true (the rule of CVAT's BasicAuthenticationEx).
+//   - allowed_groups: the user is in at least one listed group (exact,
+//     case-sensitive names, as the IdP sends them).
+//   - allowed_organizations / allowed_teams (preset github): the user is in at
+//     least one listed organisation or "org/team-slug"; either list admits.
+//     GitHub names are compared case-insensitively.
+func (c *Config) Admit(p *Profile) error {
+	if len(c.AllowedEmailDomains) > 0 {
+		_, domain, ok := cutLast(p.Email, "@")
+		if !ok || domain == "" {
+			return &AdmissionError{Rule: "allowed_email_domains",
+				Reason: "Your account has no email address, and only some email domains may sign in here."}
+		}
+		if !slices.ContainsFunc(c.AllowedEmailDomains, func(d string) bool { return strings.EqualFold(d, domain) }) {
+			return &AdmissionError{Rule: "allowed_email_domains",
+				Reason: fmt.Sprintf("Email addresses at %s are not allowed to sign in here.", strings.ToLower(domain))}
+		}
+	}
+	if c.RequireVerifiedEmail && (p.Email == "" || !p.EmailVerified) {
+		return &AdmissionError{Rule: "require_verified_email",
+			Reason: fmt.Sprintf("Your email address is not verified at %s. Verify it there, then sign in again.", c.DisplayName())}
+	}
+	if len(c.AllowedGroups) > 0 && !slices.ContainsFunc(p.Groups, func(g string) bool { return slices.Contains(c.AllowedGroups, g) }) {
+		return &AdmissionError{Rule: "allowed_groups",
+			Reason: "You are not a member of a group that may sign in here."}
+	}
+	if len(c.AllowedOrganizations)+len(c.AllowedTeams) > 0 {
+		allowed := append(slices.Clone(c.AllowedOrganizations), c.AllowedTeams...)
+		member := slices.ContainsFunc(p.Groups, func(g string) bool {
+			return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, g) })
+		})
+		if !member {
+			rule := "allowed_organizations"
+			if len(c.AllowedOrganizations) == 0 {
+				rule = "allowed_teams"
+			}
+			return &AdmissionError{Rule: rule,
+				Reason: fmt.Sprintf("You are not a member of an organization or team on %s that may sign in here. If you are, an organization owner may have to approve this application first.", c.DisplayName())}
+		}
+	}
+	return nil
+}
+
+func cutLast(s, sep string) (before, after string, found bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
+}
+
+var (
+	emailDomain    = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$`)
+	githubOrgName  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,38})$`)
+	githubTeamName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9_.-]+$`)
+)
+
+// validateAdmission checks the admission keys.
+func (c *Config) validateAdmission() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	for i, d := range c.AllowedEmailDomains {
+		key := fmt.Sprintf("allowed_email_domains[%d]", i)
+		switch {
+		case strings.HasPrefix(d, "*.") || strings.HasPrefix(d, "."):
+			bad(key, "wildcards are not supported; list each domain, subdomains included (got %q)", d)
+		case strings.Contains(d, "@"):
+			bad(key, "a domain, not an email address (got %q)", d)
+		case !emailDomain.MatchString(d):
+			bad(key, "not a domain name like example.com (got %q)", d)
+		}
+	}
+	for i, g := range c.AllowedGroups {
+		if g == "" {
+			bad(fmt.Sprintf("allowed_groups[%d]", i), "empty group name")
+		}
+	}
+	if len(c.AllowedOrganizations)+len(c.AllowedTeams) > 0 && c.Preset != PresetGitHub {
+		key := "allowed_organizations"
+		if len(c.AllowedOrganizations) == 0 {
+			key = "allowed_teams"
+		}
+		bad(key, "only for preset github (use allowed_groups with other providers)")
+	}
+	for i, o := range c.AllowedOrganizations {
+		if !githubOrgName.MatchString(o) {
+			bad(fmt.Sprintf("allowed_organizations[%d]", i), "not a GitHub organization login (got %q)", o)
+		}
+	}
+	for i, t := range c.AllowedTeams {
+		if !githubTeamName.MatchString(t) {
+			bad(fmt.Sprintf("allowed_teams[%d]", i), `must be "org/team-slug" (got %q)`, t)
+		}
+	}
+	if _, mapped := c.AttributeMapping["email_verified"]; c.RequireVerifiedEmail && c.Protocol == SAML && !mapped {
+		bad("require_verified_email", "needs attribute_mapping.email_verified: without it no SAML user counts as verified")
+	}
+	return errs
+}

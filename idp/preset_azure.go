@@ -1,0 +1,63 @@
+package idp
+
+import (
+	"fmt"
+	"regexp"
+)
+
+var tenantID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// presetAzure is Microsoft Entra ID (Azure AD) v2.0 for one tenant:
+// https://login.microsoftonline.com/{tenant}/v2.0, or another cloud's login
+// host at base_url. The tenant must be the directory id: a tenant name, or
+// common/organizations/consumers, discovers an issuer other than the URL
+// asked for, which cannot be verified. Groups are the groups claim (object
+// ids, or names when the app's token configuration says so); email_verified
+// reads the optional claim xms_edov, the only verification signal Entra ID
+// sends.
+func (c *Config) presetAzure() error {
+	if err := c.needs(map[string]string{"tenant": c.Tenant}); err != nil {
+		return err
+	}
+	if !tenantID.MatchString(c.Tenant) {
+		return fmt.Errorf("tenant: must be the directory (tenant) id, a GUID like 72f988bf-86f1-41af-91ab-2d7cd011db47 (got %q): other values discover an issuer that cannot be verified", c.Tenant)
+	}
+	login := "https://login.microsoftonline.com"
+	base, err := httpsOrigin("base_url", c.BaseURL)
+	if err != nil {
+		return err
+	}
+	if base != "" {
+		login = base
+	}
+	return c.apply(presetDefaults{
+		protocol:  OIDC,
+		serverURL: login + "/" + c.Tenant + "/v2.0",
+		scopes:    []string{"openid", "profile", "email"},
+		claims: map[string]string{
+			"groups":         "groups",
+			"username":       "preferred_username",
+			"email_verified": "xms_edov",
+		},
+	})
+}
+
+// azureClaims refuses a login whose groups did not fit in the token (group
+// overage: more than 200 groups, announced by _claim_names.groups or
+// hasgroups). Logging in without them would silently drop the user to the
+// default role; the fix is on the Azure side (emit only the groups assigned
+// to the application, or app roles mapped with claims.groups: roles).
+func (c *Config) azureClaims(claims map[string]any) error {
+	if c.Claims["groups"] != "groups" {
+		return nil
+	}
+	names, _ := claims["_claim_names"].(map[string]any)
+	_, overage := names["groups"]
+	if overage || claimBool(claims["hasgroups"]) {
+		return &AdmissionError{
+			Rule:   "groups",
+			Reason: "You are a member of more groups than Microsoft can list at sign-in, so your groups cannot be checked here. Ask your administrator to send only the groups assigned to this application.",
+		}
+	}
+	return nil
+}

@@ -1,0 +1,35 @@
+package idp
+
+// presetHuggingFace is "Sign in with Hugging Face" (OpenID Connect at
+// https://huggingface.co). Groups are the organisations the user chose to
+// share with the app on Hugging Face's consent screen (the orgs claim of
+// userinfo, by their preferred_username).
+func (c *Config) presetHuggingFace() error {
+	return c.apply(presetDefaults{
+		protocol:  OIDC,
+		serverURL: "https://huggingface.co",
+		scopes:    []string{"openid", "profile", "email"},
+		claims:    map[string]string{"username": "preferred_username", "groups": "groups"},
+	})
+}
+
+// huggingFaceClaims sets the groups claim, when the IdP sent none, to the
+// names of the orgs in the orgs claim (a list of objects).
+func huggingFaceClaims(claims map[string]any) {
+	if _, ok := claims["groups"]; ok {
+		return
+	}
+	orgs, ok := claims["orgs"].([]any)
+	if !ok {
+		return
+	}
+	var groups []any
+	for _, o := range orgs {
+		if org, ok := o.(map[string]any); ok {
+			if name := claimText(org["preferred_username"]); name != "" {
+				groups = append(groups, name)
+			}
+		}
+	}
+	claims["groups"] = groups
+}

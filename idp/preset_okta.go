@@ -1,0 +1,26 @@
+package idp
+
+// presetOkta is an Okta org at domain. Without authorization_server it uses
+// the org authorization server (issuer https://{domain}), which grants the
+// Okta-specific groups scope; with one ("default" or an id) the issuer is
+// https://{domain}/oauth2/{authorization_server}, whose groups claim the
+// admin adds in Okta (named groups).
+func (c *Config) presetOkta() error {
+	if err := c.needs(map[string]string{"domain": c.Domain}); err != nil {
+		return err
+	}
+	origin, err := httpsOrigin("domain", c.Domain)
+	if err != nil {
+		return err
+	}
+	server, scopes := origin, []string{"openid", "email", "profile", "groups"}
+	if c.AuthorizationServer != "" {
+		server, scopes = origin+"/oauth2/"+c.AuthorizationServer, []string{"openid", "email", "profile"}
+	}
+	return c.apply(presetDefaults{
+		protocol:  OIDC,
+		serverURL: server,
+		scopes:    scopes,
+		claims:    map[string]string{"groups": "groups", "username": "preferred_username"},
+	})
+}
