@@ -56,6 +56,22 @@ func newMetrics() *metrics {
 	return m
 }
 
+// known creates the series of every configured IdP and rule at zero, so a
+// dashboard or an alert sees 0 rather than nothing before the first event.
+func (m *metrics) known(cfg *Config) {
+	for _, ic := range cfg.SSO.IdentityProviders {
+		for _, result := range []string{"success", "failure"} {
+			m.logins.WithLabelValues(ic.ID, result)
+			m.refreshes.WithLabelValues(ic.ID, result)
+		}
+		m.loginDuration.WithLabelValues(ic.ID)
+	}
+	for _, rc := range cfg.Rules {
+		m.ruleMatches.WithLabelValues(rc.Name)
+	}
+	m.ruleMatches.WithLabelValues("default")
+}
+
 func (m *metrics) observe(decision string, code int, d time.Duration) {
 	m.requests.WithLabelValues(decision, strconv.Itoa(code)).Inc()
 	m.duration.WithLabelValues(decision).Observe(d.Seconds())

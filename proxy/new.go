@@ -41,6 +41,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 	if prev != nil {
 		h.metrics = prev.metrics // one registry for the life of the process
 	}
+	h.metrics.known(cfg)
 	h.cookies = session.Options{
 		CookieName:  cfg.Session.CookieName,
 		Keys:        c.keys,

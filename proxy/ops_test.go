@@ -1,0 +1,497 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+)
+
+// logBuffer collects log output that handlers write concurrently.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns every JSON log line written so far.
+func (b *logBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, raw := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
+		if len(raw) == 0 {
+			continue
+		}
+		m := map[string]any{}
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatalf("log line is not JSON: %s", raw)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// find returns the log lines whose attributes include every pair in want.
+func (b *logBuffer) find(t *testing.T, want map[string]any) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range b.lines(t) {
+		ok := true
+		for k, v := range want {
+			if l[k] != v {
+				ok = false
+			}
+		}
+		if ok {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// newLoggedFixture is newFixture with the proxy's log written as JSON to a
+// buffer, and the config text it was built from, for reloads.
+func newLoggedFixture(t *testing.T, yaml string) (*fixture, *logBuffer, string) {
+	t.Helper()
+	f := newFixture(t)
+	logs := &logBuffer{}
+	up := strings.Replace(yaml, "UPSTREAM", f.h.upstreamURL.String(), 1)
+	cfg, err := ParseConfig([]byte(up), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h, err := New(ctx, cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = h
+	return f, logs, up
+}
+
+func TestAccessLineAndRequestID(t *testing.T) {
+	f, logs, _ := newLoggedFixture(t, testConfig)
+	cookies := f.login(t, "alice@example.com", "cvat-admins")
+	cases := []struct {
+		name       string
+		peer       string
+		sent       string
+		wantReused bool
+	}{
+		{"a trusted proxy's request id is kept", "10.1.2.3:5000", "trace-abc-123", true},
+		{"an untrusted client's request id is replaced", "203.0.113.9:5000", "chosen-by-client", false},
+		{"a trusted proxy's malformed request id is replaced", "10.1.2.3:5000", "bad id\" with quotes", false},
+		{"a request without an id gets one", "203.0.113.9:5000", "", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := request("GET", "/tasks/7?secret=code123", cookies, "Accept", "application/json")
+			r.RemoteAddr = tc.peer
+			if tc.sent != "" {
+				r.Header.Set("X-Request-Id", tc.sent)
+			}
+			resp, got, ok := f.do(t, r)
+			id := resp.Header.Get("X-Request-Id")
+			if tc.wantReused && id != tc.sent {
+				t.Fatalf("response X-Request-Id = %q, want the trusted one %q", id, tc.sent)
+			}
+			if !tc.wantReused && !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(id) {
+				t.Fatalf("response X-Request-Id = %q, want 32 fresh hex digits", id)
+			}
+			if !ok || got.Header.Values("X-Request-Id")[0] != id || len(got.Header.Values("X-Request-Id")) != 1 {
+				t.Fatalf("upstream X-Request-Id = %q, want exactly %q", got.Header.Values("X-Request-Id"), id)
+			}
+			lines := logs.find(t, map[string]any{"log": "access", "request_id": id})
+			if len(lines) != 1 {
+				t.Fatalf("%d access lines for request %s, want 1", len(lines), id)
+			}
+			l := lines[0]
+			want := map[string]any{"msg": "request", "method": "GET", "path": "/tasks/7", "status": float64(200),
+				"decision": "authenticated", "rule": "default", "idp": "company", "user": "alice@example.com"}
+			for k, v := range want {
+				if l[k] != v {
+					t.Errorf("access line %s = %v, want %v", k, l[k], v)
+				}
+			}
+			if b, _ := l["bytes"].(float64); b <= 0 {
+				t.Errorf("access line bytes = %v, want the body size", l["bytes"])
+			}
+			if _, ok := l["duration_seconds"].(float64); !ok {
+				t.Errorf("access line has no duration_seconds: %v", l)
+			}
+			if c, _ := l["client"].(string); c == "" {
+				t.Errorf("access line has no client address: %v", l)
+			}
+			if strings.Contains(logs.buf.String(), "code123") {
+				t.Errorf("the query string reached the log")
+			}
+		})
+	}
+}
+
+func TestAuditLinesForRefusals(t *testing.T) {
+	f, logs, _ := newLoggedFixture(t, testConfig)
+	user := f.login(t, "bob@example.com")
+	cases := []struct {
+		name  string
+		req   *http.Request
+		event string
+		rule  string
+		user  string
+	}{
+		{"a deny rule is audited", request("GET", "/blocked", nil, "Accept", "application/json"), "denied", "blocked", ""},
+		{"allow_if refusing a user is audited with the user", request("GET", "/admin/users", user, "Accept", "application/json"), "forbidden", "admin-only", "bob@example.com"},
+		{"a login answer with no login in progress is audited with its reason",
+			request("GET", "/.portcullis/oidc/company/callback?state=forged&code=secret-code", nil, "Accept", "application/json"), "login_failed", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _, _ := f.do(t, tc.req)
+			id := resp.Header.Get("X-Request-Id")
+			lines := logs.find(t, map[string]any{"log": "audit", "event": tc.event, "request_id": id})
+			if len(lines) != 1 {
+				t.Fatalf("%d audit lines %q for this request, want 1; log:\n%s", len(lines), tc.event, logs.buf.String())
+			}
+			l := lines[0]
+			if tc.rule != "" && l["rule"] != tc.rule {
+				t.Errorf("audit rule = %v, want %s", l["rule"], tc.rule)
+			}
+			if tc.user != "" && l["user"] != tc.user {
+				t.Errorf("audit user = %v, want %s", l["user"], tc.user)
+			}
+			if tc.event == "login_failed" && (l["reason"] != "state" || l["idp"] != "company") {
+				t.Errorf("login_failed audit line: %v, want reason state at idp company", l)
+			}
+		})
+	}
+	if strings.Contains(logs.buf.String(), "secret-code") {
+		t.Errorf("an authorization code reached the log")
+	}
+}
+
+// gather returns the families the handler's registry exposes, by name.
+func gather(t *testing.T, h *Handler) map[string]*dto.MetricFamily {
+	t.Helper()
+	mfs, err := h.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*dto.MetricFamily{}
+	for _, mf := range mfs {
+		out[mf.GetName()] = mf
+	}
+	return out
+}
+
+func TestEveryMetricIsFedWithBoundedLabels(t *testing.T) {
+	f, _, yaml := newLoggedFixture(t, testConfig)
+	admin := f.login(t, "alice@example.com", "cvat-admins")
+	for _, r := range []*http.Request{
+		request("GET", "/public/x", nil),                                  // bypass
+		request("GET", "/tasks", admin),                                   // authenticated
+		request("GET", "/tasks", nil, "Accept", "text/html"),              // redirect
+		request("GET", "/tasks", nil),                                     // unauthorized
+		request("GET", "/admin", f.login(t, "bob@example.com")),           // forbidden
+		request("GET", "/blocked", nil),                                   // denied
+		request("GET", "/.portcullis/oidc/company/callback?state=x", nil), // login failure
+		request("GET", "/users/alice@example.com/secret-path-123", admin), // a path with a user in it
+	} {
+		f.do(t, r)
+	}
+	f.h.upstreamURL.Host = "127.0.0.1:1"
+	f.do(t, request("GET", "/tasks", admin)) // upstream error
+	f.h.metrics.login("company", "success", 30*time.Millisecond)
+
+	// A reload through the same path serve uses, from a file.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "portcullis.yaml")
+	os.WriteFile(path, []byte(yaml), 0o600)
+	l := newLive(context.Background(), f.h, f.h.log)
+	l.src = &configSource{path: path, getenv: os.Getenv}
+	if err := l.reload("test"); err != nil {
+		t.Fatal(err)
+	}
+
+	want := map[string][]string{
+		"portcullis_requests_total":           {"code", "decision"},
+		"portcullis_request_duration_seconds": {"decision"},
+		"portcullis_upstream_errors_total":    nil,
+		"portcullis_logins_total":             {"idp", "result"},
+		"portcullis_login_duration_seconds":   {"idp"},
+		"portcullis_session_refreshes_total":  {"idp", "result"},
+		"portcullis_rule_matches_total":       {"rule"},
+		"portcullis_config_reloads_total":     {"result"},
+		"portcullis_build_info":               {"version"},
+		"go_goroutines":                       nil,
+		"process_cpu_seconds_total":           nil,
+	}
+	// The registry survives the reload: the new Handler serves the same one.
+	mfs := gather(t, l.cur.Load())
+	decisions := map[string]bool{}
+	for name, labels := range want {
+		mf, ok := mfs[name]
+		if !ok {
+			if name == "portcullis_session_refreshes_total" {
+				continue // fed by session refresh, which this configuration does not do
+			}
+			t.Errorf("metric %s is missing", name)
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var got []string
+			for _, lp := range m.GetLabel() {
+				got = append(got, lp.GetName())
+				if strings.Contains(lp.GetValue(), "/") || strings.Contains(lp.GetValue(), "@") {
+					t.Errorf("%s{%s=%q}: label values must be bounded, never paths or users", name, lp.GetName(), lp.GetValue())
+				}
+				if name == "portcullis_requests_total" && lp.GetName() == "decision" {
+					decisions[lp.GetValue()] = true
+				}
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, labels) {
+				t.Errorf("%s has labels %v, want %v", name, got, labels)
+			}
+		}
+	}
+	for _, d := range []string{"bypass", "authenticated", "redirect", "unauthorized", "forbidden", "denied", "internal"} {
+		if d == "internal" {
+			continue // no configuration mistake here makes one
+		}
+		if !decisions[d] {
+			t.Errorf("requests_total has no decision=%q after a request that makes one", d)
+		}
+	}
+	checkCounter(t, mfs, "portcullis_upstream_errors_total", nil, 1)
+	checkCounter(t, mfs, "portcullis_logins_total", map[string]string{"idp": "company", "result": "failure"}, 1)
+	checkCounter(t, mfs, "portcullis_config_reloads_total", map[string]string{"result": "success"}, 1)
+	checkCounter(t, mfs, "portcullis_config_reloads_total", map[string]string{"result": "failure"}, 0)
+	checkCounter(t, mfs, "portcullis_rule_matches_total", map[string]string{"rule": "blocked"}, 1)
+}
+
+func checkCounter(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels map[string]string, want float64) {
+	t.Helper()
+	for _, m := range mfs[name].GetMetric() {
+		match := true
+		for _, lp := range m.GetLabel() {
+			if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+				match = false
+			}
+		}
+		if match {
+			if got := m.GetCounter().GetValue(); got != want {
+				t.Errorf("%s%v = %v, want %v", name, labels, got, want)
+			}
+			return
+		}
+	}
+	t.Errorf("%s%v: no such series", name, labels)
+}
+
+// reloadFixture is a live proxy serving testConfig from a file, as serve
+// runs it, so tests can rewrite the file and reload.
+type reloadFixture struct {
+	*fixture
+	live *live
+	logs *logBuffer
+	path string
+	yaml string
+}
+
+func newReloadFixture(t *testing.T) *reloadFixture {
+	t.Helper()
+	f, logs, yaml := newLoggedFixture(t, testConfig)
+	path := filepath.Join(t.TempDir(), "portcullis.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := newLive(context.Background(), f.h, f.h.log)
+	l.src = &configSource{path: path, getenv: os.Getenv}
+	_, l.src.stamp, _ = l.src.read()
+	return &reloadFixture{fixture: f, live: l, logs: logs, path: path, yaml: yaml}
+}
+
+func (rf *reloadFixture) write(t *testing.T, yaml string) {
+	t.Helper()
+	if err := os.WriteFile(rf.path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get sends a request through whatever Handler is live now.
+func (rf *reloadFixture) get(t *testing.T, path string, cookies []*http.Cookie) *http.Response {
+	t.Helper()
+	r := request("GET", path, cookies, "Accept", "application/json")
+	r.RemoteAddr = "203.0.113.7:40000"
+	rec := httptest.NewRecorder()
+	rf.live.ServeHTTP(rec, r)
+	return rec.Result()
+}
+
+const secondKey = "c2Vjb25kLXNlc3Npb24ta2V5LTMyLWJ5dGVzLWxvbmc="
+
+func TestReload(t *testing.T) {
+	t.Run("sessions survive a reload with the same keys and the change applies", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		cookies := rf.login(t, "alice@example.com", "cvat-admins")
+		rf.write(t, strings.Replace(rf.yaml, "    X-Email: email", "    X-Email: email\n    X-Reloaded: '\"yes\"'", 1))
+		if !rf.live.src.changed() {
+			t.Fatal("the poll does not see the rewritten file")
+		}
+		if err := rf.live.reload("file"); err != nil {
+			t.Fatal(err)
+		}
+		if resp := rf.get(t, "/tasks", cookies); resp.StatusCode != 200 {
+			t.Fatalf("after reload: %d, want the session to still open", resp.StatusCode)
+		}
+		got, _ := rf.upstream.Last()
+		if got.Header.Get("X-Reloaded") != "yes" {
+			t.Errorf("new attribute_pass header not applied after reload: %v", got.Header)
+		}
+		if rf.live.src.changed() {
+			t.Errorf("the reloaded file still counts as changed")
+		}
+	})
+	t.Run("key rotation by a new first key keeps old cookies and seals with the new key", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		old := rf.login(t, "alice@example.com")
+		rf.write(t, strings.Replace(rf.yaml, "keys: ["+testKey+"]", "keys: ["+secondKey+", "+testKey+"]", 1))
+		if err := rf.live.reload("signal"); err != nil {
+			t.Fatal(err)
+		}
+		if resp := rf.get(t, "/tasks", old); resp.StatusCode != 200 {
+			t.Fatalf("cookie sealed with the old key after rotation: %d, want 200", resp.StatusCode)
+		}
+		onlyNew, err := session.NewCookieStore(session.Options{CookieName: "portcullis", Keys: [][]byte{mustKey(t, secondKey)}, Secure: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		cur := rf.live.cur.Load()
+		s, _ := cur.sessions.Load(request("GET", "/", old))
+		if err := cur.sessions.Save(rec, request("GET", "/", nil), s); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := onlyNew.Load(request("GET", "/", rec.Result().Cookies())); got == nil {
+			t.Errorf("a session saved after rotation does not open with the new first key alone")
+		}
+	})
+	t.Run("a logout before a reload stays a logout after it", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		cookies := rf.login(t, "alice@example.com")
+		rf.get(t, "/.portcullis/logout", cookies)
+		if err := rf.live.reload("signal"); err != nil {
+			t.Fatal(err)
+		}
+		if resp := rf.get(t, "/tasks", cookies); resp.StatusCode != 401 {
+			t.Fatalf("logged-out cookie after reload: %d, want 401", resp.StatusCode)
+		}
+	})
+	t.Run("a bad config is refused with every problem and the old one keeps serving", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		before := rf.live.cur.Load()
+		bad := strings.Replace(rf.yaml, "default: user", "default: nobody", 1)
+		bad = strings.Replace(bad, "action: deny", "action: explode", 1)
+		rf.write(t, bad)
+		if err := rf.live.reload("file"); err == nil {
+			t.Fatal("bad config accepted")
+		}
+		if rf.live.cur.Load() != before {
+			t.Fatal("the Handler was swapped although the config was refused")
+		}
+		if resp := rf.get(t, "/public/x", nil); resp.StatusCode != 200 {
+			t.Fatalf("old config no longer serving: %d", resp.StatusCode)
+		}
+		lines := rf.logs.find(t, map[string]any{"msg": "config reload refused; the running configuration stays"})
+		if len(lines) != 1 {
+			t.Fatalf("%d refusal lines, want 1", len(lines))
+		}
+		problems, _ := lines[0]["problems"].([]any)
+		text := fmt.Sprint(problems...)
+		if len(problems) < 2 || !strings.Contains(text, "role_mapping.default") || !strings.Contains(text, "rules[3].action") {
+			t.Errorf("refusal does not list every problem: %v", problems)
+		}
+		checkCounter(t, gather(t, before), "portcullis_config_reloads_total", map[string]string{"result": "failure"}, 1)
+		if rf.live.src.changed() {
+			t.Errorf("a refused file is retried on every poll")
+		}
+	})
+	t.Run("an unchanged identity provider is reused and a changed one is replaced", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		before := rf.live.cur.Load().providers["company"].impl
+		rf.live.reload("signal")
+		if rf.live.cur.Load().providers["company"].impl != before {
+			t.Errorf("unchanged IdP was rebuilt; its readiness would flap")
+		}
+		rf.write(t, strings.Replace(rf.yaml, "client_id: portcullis", "client_id: other", 1))
+		rf.live.reload("file")
+		if rf.live.cur.Load().providers["company"].impl == before {
+			t.Errorf("IdP with a new client_id was kept")
+		}
+	})
+}
+
+func mustKey(t *testing.T, s string) []byte {
+	t.Helper()
+	k, err := decodeKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestUpstreamTimeouts(t *testing.T) {
+	t.Run("a slow upstream answers 504, JSON for APIs and a page for browsers", func(t *testing.T) {
+		f, _, _ := newLoggedFixture(t, strings.Replace(testConfig, "  url: UPSTREAM", "  url: UPSTREAM\n  timeouts: {response_header: 100ms}", 1))
+		f.useUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(time.Second)
+		}))
+		f.h.upstream = f.h.newUpstream()
+		for accept, wantType := range map[string]string{"application/json": "application/json", "text/html": "text/html"} {
+			r := request("GET", "/public/slow", nil, "Accept", accept)
+			rec := httptest.NewRecorder()
+			f.h.ServeHTTP(rec, r)
+			body, _ := io.ReadAll(rec.Body)
+			if rec.Code != http.StatusGatewayTimeout || !strings.HasPrefix(rec.Header().Get("Content-Type"), wantType) {
+				t.Errorf("Accept %s: %d %s, want 504 as %s; body %s", accept, rec.Code, rec.Header().Get("Content-Type"), wantType, body)
+			}
+		}
+		checkCounter(t, gather(t, f.h), "portcullis_upstream_errors_total", nil, 2)
+	})
+	t.Run("negative timeouts are refused naming the key", func(t *testing.T) {
+		cfg, err := ParseConfig([]byte(strings.Replace(strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1),
+			"  url: http://127.0.0.1:1", "  url: http://127.0.0.1:1\n  timeouts: {dial: -1s, idle: -2s}", 1)), os.Getenv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = Check(cfg)
+		if err == nil || !strings.Contains(err.Error(), "upstream.timeouts.dial: must not be negative") ||
+			!strings.Contains(err.Error(), "upstream.timeouts.idle: must not be negative") {
+			t.Fatalf("check: %v", err)
+		}
+	})
+}
