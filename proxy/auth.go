@@ -39,6 +39,7 @@ func (h *Handler) authRoutes() http.Handler {
 	mux.HandleFunc("GET "+p+"/saml/{idp}/metadata", h.samlMetadata)
 	mux.HandleFunc("GET "+p+"/logout", h.logout)
 	mux.HandleFunc("POST "+p+"/logout", h.logout)
+	mux.HandleFunc("GET "+p+"/logout/done", h.logoutDone)
 	mux.HandleFunc("GET "+p+"/userinfo", h.userinfo)
 	mux.HandleFunc("GET "+p+"/jwks.json", h.jwks)
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
@@ -76,8 +77,9 @@ func (h *Handler) loginByEmail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	email, rd := strings.TrimSpace(r.PostForm.Get("email")), r.PostForm.Get("rd")
-	_, domain, ok := strings.Cut(email, "@")
-	if !ok || domain == "" {
+	at := strings.LastIndex(email, "@")
+	domain := strings.TrimSuffix(email[at+1:], ".")
+	if at <= 0 || domain == "" {
 		h.pages.emailForm(w, http.StatusBadRequest, rd, email, "Enter your full email address, like name@company.com.")
 		return
 	}
@@ -195,10 +197,13 @@ func (p *provider) implAsRedirector() (idp.Redirector, bool) {
 // establish turns a verified profile into a session: roles are mapped once,
 // here, and kept with it.
 func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profile, t *idp.Tokens, rd string, start time.Time) {
+	if reason := h.admit(p); reason != "" {
+		h.accessDenied(w, r, p, "admission", reason)
+		return
+	}
 	roles, err := h.roles.Map(p)
 	if errors.Is(err, rolemap.ErrNoRole) {
-		h.loginFailed(w, r, p.IdP, "no_role", err, http.StatusForbidden,
-			"Your account has no role in this application. Ask your administrator for access.")
+		h.accessDenied(w, r, p, "no_role", "Your account has no role in this application.")
 		return
 	}
 	if err != nil {
@@ -221,6 +226,33 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 		rd = h.safeRedirect("")
 	}
 	http.Redirect(w, r, rd, http.StatusFound)
+}
+
+// admit applies the IdP entry's admission rules (allowed domains, groups,
+// verified email) to p; it returns the reason to show the user when they
+// refuse, "" when p may go on.
+func (h *Handler) admit(p *idp.Profile) string {
+	pr := h.providers[p.IdP]
+	if pr == nil {
+		return "This sign-in method is no longer configured."
+	}
+	err := pr.cfg.Admit(p)
+	if err == nil {
+		return ""
+	}
+	var refused *idp.AdmissionError
+	if errors.As(err, &refused) {
+		return refused.Reason
+	}
+	return "Your account could not be checked."
+}
+
+// accessDenied answers a login that the IdP accepted but this application
+// refuses, with the reason on a 403 page.
+func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, p *idp.Profile, kind, reason string) {
+	h.metrics.login(p.IdP, "denied", 0)
+	h.log.Info("login denied", "idp", p.IdP, "sub", p.Sub, "email", p.Email, "why", kind, "reason", reason)
+	h.pages.denied(w, r, reason)
 }
 
 func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg string) {
@@ -285,8 +317,58 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		h.pages.fail(w, r, status, "Bad request", "You are signed out, but the form could not be read.")
 		return
 	}
+	if target := h.singleSignOut(w, s, rd); target != "" {
+		http.Redirect(w, r, target, http.StatusFound)
+		return
+	}
 	if rd != "" {
 		http.Redirect(w, r, h.safeRedirect(rd), http.StatusFound)
+		return
+	}
+	h.pages.signedOut(w, r)
+}
+
+// singleSignOut returns the IdP's end-session URL for s when its IdP entry
+// has single_sign_out, so that the IdP's session ends too; "" to finish here.
+// The IdP sends the browser back to {auth_prefix}/logout/done with a state
+// that a flow cookie binds to this browser and to where it goes next.
+func (h *Handler) singleSignOut(w http.ResponseWriter, s *session.Session, rd string) string {
+	if s == nil {
+		return ""
+	}
+	p := h.providers[s.Profile.IdP]
+	if p == nil || !p.cfg.SingleSignOut {
+		return ""
+	}
+	so, ok := p.impl.(idp.SingleSignOuter)
+	if !ok {
+		return ""
+	}
+	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Created: h.now().Unix()}
+	if rd != "" {
+		f.Redirect = h.safeRedirect(rd)
+	}
+	done := h.publicURL.Scheme + "://" + h.publicURL.Host + h.cfg.Server.AuthPrefix + "/logout/done"
+	target, err := so.LogoutURL(&s.Tokens, done, f.State)
+	if err == nil && target != "" {
+		err = h.flows.Start(w, f)
+	}
+	switch {
+	case err != nil:
+		h.log.Warn("single sign-out: signed out here only", "idp", p.cfg.ID, "err", err)
+		return ""
+	case target == "":
+		h.log.Warn("single sign-out: the IdP publishes no end_session_endpoint; signed out here only", "idp", p.cfg.ID)
+	}
+	return target
+}
+
+// logoutDone is where the IdP sends the browser back after a single
+// sign-out: on to where the logout was asked to lead, or the signed-out page.
+func (h *Handler) logoutDone(w http.ResponseWriter, r *http.Request) {
+	f, err := h.flows.Finish(w, r, r.URL.Query().Get("state"))
+	if err == nil && f.Redirect != "" {
+		http.Redirect(w, r, f.Redirect, http.StatusFound)
 		return
 	}
 	h.pages.signedOut(w, r)

@@ -32,6 +32,7 @@ type Config struct {
 	AttributePass attrpass.Config `yaml:"attribute_pass"`
 	Rules         []rules.Config  `yaml:"rules"`
 	DefaultAction rules.Action    `yaml:"default_action"`
+	Pages         PagesConfig     `yaml:"pages"`
 
 	// unknown are the keys of the file that no field takes; Check reports
 	// them with every other problem rather than hiding the rest.
@@ -67,8 +68,11 @@ type SessionConfig struct {
 	Keys        []string      `yaml:"keys"`
 	Lifetime    time.Duration `yaml:"lifetime"`
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	Store       string        `yaml:"store"`
-	Redis       RedisConfig   `yaml:"redis"`
+	// Refresh is how often a session's user is confirmed at the IdP with
+	// the refresh token the login left (OIDC, OAUTH2); 0 never refreshes.
+	Refresh time.Duration `yaml:"refresh"`
+	Store   string        `yaml:"store"`
+	Redis   RedisConfig   `yaml:"redis"`
 }
 
 // RedisConfig says where the Redis session store lives.
@@ -294,6 +298,7 @@ func (c *Config) validate(p *problems) {
 		p.add("upstream.url", "not an absolute http(s) URL: %q", c.Upstream.URL)
 	}
 	c.Upstream.Timeouts.validate(p)
+	c.Pages.validate(p)
 
 	if !cookieName.MatchString(c.Session.CookieName) {
 		p.add("session.cookie_name", "must be letters, digits, '-' or '_', got %q", c.Session.CookieName)
@@ -308,6 +313,9 @@ func (c *Config) validate(p *problems) {
 	}
 	if c.Session.Lifetime < 0 || c.Session.IdleTimeout < 0 {
 		p.add("session.lifetime", "durations must be positive")
+	}
+	if c.Session.Refresh < 0 {
+		p.add("session.refresh", "must be 0 (off) or a positive duration like 5m, got %s", c.Session.Refresh)
 	}
 	switch c.Session.Store {
 	case "cookie":
@@ -331,6 +339,9 @@ func (c *Config) validate(p *problems) {
 		ic := &c.SSO.IdentityProviders[i]
 		key := fmt.Sprintf("sso.identity_providers[%d]", i)
 		p.addAll(key+".", ic.Validate())
+		if ic.SingleSignOut && ic.Protocol != idp.OIDC {
+			p.add(key+".single_sign_out", "only OIDC providers have an end_session_endpoint (protocol is %q)", ic.Protocol)
+		}
 		if seen[ic.ID] && ic.ID != "" {
 			p.add(key+".id", "duplicate id %q", ic.ID)
 		}

@@ -33,6 +33,7 @@ type Handler struct {
 	log       *slog.Logger
 	now       func() time.Time
 	idpStop   map[string]context.CancelFunc // ends each provider's background work (reload.go)
+	refresher *refresher                    // renews sessions at the IdP (refresh.go)
 }
 
 // Decisions, as logged and counted in requests_total{decision}.
@@ -101,6 +102,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		h.log.Error("session store unavailable", "err", err)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Temporarily unavailable", "Sessions cannot be checked right now. Try again in a moment.")
 		return decisionInternal
+	}
+	if s != nil {
+		s = h.refreshSession(w, r, s) // session.refresh: the IdP confirms the user; nil when it refused
 	}
 	if s == nil {
 		return h.challenge(w, r)

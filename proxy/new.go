@@ -32,7 +32,8 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 	h = &Handler{
 		compiled:  c,
 		providers: map[string]*provider{},
-		pages:     newPages("portcullis", cfg.Server.AuthPrefix, log),
+		pages:     newPages(cfg.Pages, cfg.Server.AuthPrefix, log),
+		refresher: newRefresher(cfg.Session.Refresh),
 		metrics:   newMetrics(),
 		log:       log,
 		now:       time.Now,

@@ -1,63 +1,266 @@
 package proxy
 
 import (
+	"bytes"
 	"embed"
+	"errors"
+	"fmt"
 	"html/template"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 )
 
 //go:embed pages
 var pageFiles embed.FS
 
+// PagesConfig is the `pages:` block: how the proxy's own pages (the IdP
+// chooser, the email form, errors, "access denied", "signed out") look.
+type PagesConfig struct {
+	// Title names the application on every page and in the browser's tab
+	// (default "portcullis").
+	Title string `yaml:"title"`
+	// LogoURL is an image shown above the title: an https URL or a
+	// data:image/... URI.
+	LogoURL string `yaml:"logo_url"`
+	// AccentColor colours the buttons, as #rrggbb; their white text must
+	// keep a contrast of at least 4.5:1 on it.
+	AccentColor string `yaml:"accent_color"`
+	// TemplateDir holds templates that replace the embedded ones of the same
+	// file name (layout.html, chooser.html, email.html, error.html,
+	// denied.html, signed_out.html, style.css). They are parsed at load.
+	TemplateDir string `yaml:"template_dir"`
+}
+
+// defaultTitle is the brand when pages.title is empty.
+const defaultTitle = "portcullis"
+
+// pageNames are the pages there are, each a template file defining
+// "content", rendered inside layout.html's "layout".
+var pageNames = []string{"chooser", "email", "error", "denied", "signed_out"}
+
 // pages renders the proxy's own pages: plain, accessible HTML that works
 // without JavaScript. Clients that do not want HTML get JSON instead.
 type pages struct {
 	brand      string
+	logo       template.URL
 	authPrefix string
 	css        template.CSS
+	csp        string
 	tmpl       map[string]*template.Template
 	log        *slog.Logger
 }
 
-func newPages(brand, authPrefix string, log *slog.Logger) *pages {
-	css, _ := pageFiles.ReadFile("pages/style.css")
-	p := &pages{brand: brand, authPrefix: authPrefix, css: template.CSS(css), tmpl: map[string]*template.Template{}, log: log}
-	layout := template.Must(template.ParseFS(pageFiles, "pages/layout.html"))
-	for _, name := range []string{"error", "chooser", "email", "signed_out"} {
-		p.tmpl[name] = template.Must(template.Must(layout.Clone()).ParseFS(pageFiles, "pages/"+name+".html"))
+// newPages builds the pages pages.* describes. The configuration was checked
+// at load; should the template directory fail now, the embedded pages serve.
+func newPages(c PagesConfig, authPrefix string, log *slog.Logger) *pages {
+	p, err := buildPages(c, authPrefix, log)
+	if err != nil {
+		log.Error("pages: using the built-in pages", "err", err)
+		c.TemplateDir = ""
+		p, err = buildPages(c, authPrefix, log)
+		if err != nil {
+			p, _ = buildPages(PagesConfig{}, authPrefix, log)
+		}
 	}
 	return p
+}
+
+// validate checks the pages block, templates included.
+func (c PagesConfig) validate(p *problems) {
+	_, err := buildPages(c, "/.portcullis", slog.New(slog.DiscardHandler))
+	p.addAll("", err)
+}
+
+var hexColor = regexp.MustCompile(`^#[0-9a-fA-F]{6}$`)
+
+// buildPages parses and trial-renders every page, so that a template mistake
+// is a configuration error naming its file rather than a broken login page.
+func buildPages(c PagesConfig, authPrefix string, log *slog.Logger) (*pages, error) {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("pages.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	p := &pages{brand: c.Title, authPrefix: authPrefix, tmpl: map[string]*template.Template{}, log: log}
+	if p.brand == "" {
+		p.brand = defaultTitle
+	}
+	imgSrc := "'self' data:"
+	if c.LogoURL != "" {
+		u, err := url.Parse(c.LogoURL)
+		switch {
+		case err == nil && u.Scheme == "https" && u.Host != "" && u.User == nil:
+			imgSrc += " " + u.Scheme + "://" + u.Host
+			p.logo = template.URL(c.LogoURL)
+		case strings.HasPrefix(c.LogoURL, "data:image/") && !strings.ContainsAny(c.LogoURL, "\"'<> \n"):
+			p.logo = template.URL(c.LogoURL)
+		default:
+			bad("logo_url", "must be an https:// URL or a data:image/... URI")
+		}
+	}
+	accent := ""
+	if c.AccentColor != "" {
+		if !hexColor.MatchString(c.AccentColor) {
+			bad("accent_color", "must be a colour as #rrggbb, got %q", c.AccentColor)
+		} else if ratio := contrast(c.AccentColor, "#ffffff"); ratio < 4.5 {
+			bad("accent_color", "white button text on %s has a contrast of %.1f:1, below the 4.5:1 that text needs; pick a darker colour", c.AccentColor, ratio)
+		} else {
+			accent = fmt.Sprintf("\n:root { --accent: %s; }\n", strings.ToLower(c.AccentColor))
+		}
+	}
+	p.csp = "default-src 'none'; style-src 'unsafe-inline'; img-src " + imgSrc + "; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+	files, err := pageSources(c.TemplateDir)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	p.css = template.CSS(files["style.css"] + accent)
+	layout, err := template.New("layout.html").Parse(files["layout.html"])
+	if err != nil {
+		bad("template_dir", "layout.html: %v", err)
+		return nil, errors.Join(errs...)
+	}
+	for _, name := range pageNames {
+		file := name + ".html"
+		t, err := template.Must(layout.Clone()).New(file).Parse(files[file])
+		if err != nil {
+			bad("template_dir", "%s: %v", file, err)
+			continue
+		}
+		p.tmpl[name] = t
+		if err := p.execute(&bytes.Buffer{}, name, samplePage); err != nil {
+			bad("template_dir", "%s: %v", file, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return p, nil
+}
+
+// pageSources returns the text of every template and the style sheet: the
+// embedded ones, replaced by those in dir of the same name.
+func pageSources(dir string) (map[string]string, error) {
+	known := []string{"layout.html", "style.css"}
+	for _, n := range pageNames {
+		known = append(known, n+".html")
+	}
+	files := map[string]string{}
+	for _, name := range known {
+		b, err := pageFiles.ReadFile("pages/" + name)
+		if err != nil {
+			return nil, fmt.Errorf("pages: embedded %s: %w", name, err)
+		}
+		files[name] = string(b)
+	}
+	if dir == "" {
+		return files, nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return files, fmt.Errorf("pages.template_dir: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || (filepath.Ext(name) != ".html" && filepath.Ext(name) != ".css") {
+			continue
+		}
+		if !slices.Contains(known, name) {
+			errs = append(errs, fmt.Errorf("pages.template_dir: %s replaces no page (want one of %s)", name, strings.Join(known, ", ")))
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pages.template_dir: %w", err))
+			continue
+		}
+		files[name] = string(b)
+	}
+	return files, errors.Join(errs...)
+}
+
+// samplePage fills every field a template may show, for the trial render.
+var samplePage = page{
+	Brand: "Example", Title: "Sign in", Message: "A message.", Reason: "A reason.", Status: 403,
+	Link: "/login", LinkText: "Sign in again", Providers: []choice{{Name: "Company SSO", Href: "/login/company"}},
+	Action: "/login", RD: "/", Email: "name@example.com",
+}
+
+// contrast is the WCAG 2 contrast ratio of two #rrggbb colours.
+func contrast(a, b string) float64 {
+	la, lb := luminance(a), luminance(b)
+	if la < lb {
+		la, lb = lb, la
+	}
+	return (la + 0.05) / (lb + 0.05)
+}
+
+func luminance(hex string) float64 {
+	var l float64
+	for i, weight := range []float64{0.2126, 0.7152, 0.0722} {
+		v, _ := strconv.ParseUint(hex[1+2*i:3+2*i], 16, 8)
+		c := float64(v) / 255
+		if c <= 0.04045 {
+			c /= 12.92
+		} else {
+			c = math.Pow((c+0.055)/1.055, 2.4)
+		}
+		l += weight * c
+	}
+	return l
 }
 
 // page is what every template sees.
 type page struct {
 	Brand, Title, Message string
+	Logo                  template.URL
 	CSS                   template.CSS
 	Status                int
 	Link, LinkText        string
 	Providers             []choice
 	Action, RD, Email     string
+	// Reason says why access was denied.
+	Reason string
 }
 
 type choice struct{ Name, Href string }
 
+func (p *pages) execute(buf *bytes.Buffer, name string, data page) error {
+	data.Brand, data.CSS, data.Logo = p.brand, p.css, p.logo
+	return p.tmpl[name].ExecuteTemplate(buf, "layout", data)
+}
+
 func (p *pages) render(w http.ResponseWriter, status int, name string, data page) {
-	data.Brand, data.CSS = p.brand, p.css
+	// Rendered in full first: a failing template must not leave half a page
+	// behind a 200.
+	var buf bytes.Buffer
+	if err := p.execute(&buf, name, data); err != nil {
+		p.log.Error("render page", "page", name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", p.csp)
 	h.Set("X-Content-Type-Options", "nosniff")
 	if status != 0 {
 		w.WriteHeader(status)
 	}
-	if err := p.tmpl[name].ExecuteTemplate(w, "layout", data); err != nil {
-		p.log.Error("render page", "page", name, "err", err)
-	}
+	w.Write(buf.Bytes())
+}
+
+func wantsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
 // fail answers with an error: a page for browsers, JSON for everything else.
@@ -66,11 +269,22 @@ func (p *pages) fail(w http.ResponseWriter, r *http.Request, status int, title, 
 }
 
 func (p *pages) failWithLink(w http.ResponseWriter, r *http.Request, status int, title, msg, link, linkText string) {
-	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
+	if !wantsHTML(r) {
 		writeJSON(w, status, map[string]string{"error": strings.ToLower(strings.ReplaceAll(title, " ", "_")), "message": msg})
 		return
 	}
 	p.render(w, status, "error", page{Title: title, Message: msg, Status: status, Link: link, LinkText: linkText})
+}
+
+// denied says that the user signed in but may not use the application, and
+// why (from role mapping or the IdP entry's admission rules).
+func (p *pages) denied(w http.ResponseWriter, r *http.Request, reason string) {
+	if !wantsHTML(r) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": reason})
+		return
+	}
+	p.render(w, http.StatusForbidden, "denied", page{Title: "Access denied", Reason: reason, Status: http.StatusForbidden,
+		Link: p.authPrefix + "/login", LinkText: "Sign in with another account"})
 }
 
 func (p *pages) chooser(w http.ResponseWriter, r *http.Request, providers []*provider, rd string) {

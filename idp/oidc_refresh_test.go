@@ -1,0 +1,179 @@
+package idp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+)
+
+// offlineScopes ask the test IdP for a refresh token.
+var offlineScopes = []string{"openid", "email", "profile", "groups", ScopeOfflineAccess}
+
+// loginWithRefreshToken logs alice in and returns the tokens Complete kept.
+func loginWithRefreshToken(t *testing.T, h *oidcHarness) *Tokens {
+	t.Helper()
+	f, cb := h.login(t, oidcserver.Alice, oidcserver.AlicePassword)
+	_, tokens, err := h.provider.Complete(cb, f)
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	if tokens.RefreshToken == "" || tokens.IDToken == "" {
+		t.Fatalf("tokens = %+v, want a refresh token and an ID token (offline_access with prompt=consent)", tokens)
+	}
+	return tokens
+}
+
+func TestOIDCRefresh(t *testing.T) {
+	// Claims only at userinfo: a refreshed ID token carries just sub, so the
+	// profile must be merged from userinfo as at login.
+	h := newOIDCHarness(t, oidcserver.Options{ConformIDTokenClaims: true}, Config{Scopes: offlineScopes}, true)
+	ctx := context.Background()
+
+	t.Run("a login with offline_access asks for consent", func(t *testing.T) {
+		u, err := h.provider.LoginURL(&Flow{State: rand.Text()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q := mustParse(t, u).Query(); q.Get("prompt") != "consent" || !strings.Contains(q.Get("scope"), ScopeOfflineAccess) {
+			t.Errorf("login URL %s: want prompt=consent with scope offline_access", u)
+		}
+		if opts := h.provider.offlineAccessOptions([]string{"openid", "email"}); len(opts) != 0 {
+			t.Errorf("without offline_access: %d extra parameters, want none", len(opts))
+		}
+	})
+
+	t.Run("a refresh rotates the token and maps the user anew", func(t *testing.T) {
+		old := loginWithRefreshToken(t, h)
+		profile, next, err := h.provider.Refresh(ctx, old)
+		if err != nil {
+			t.Fatalf("Refresh: %v", err)
+		}
+		wantAlice(t, profile)
+		if next.RefreshToken == "" || next.RefreshToken == old.RefreshToken {
+			t.Errorf("refresh token not rotated: old %q new %q", old.RefreshToken, next.RefreshToken)
+		}
+		if next.IDToken == "" || jwtClaims(t, next.IDToken)["sub"] != "alice" {
+			t.Errorf("new ID token %q, want one for alice", next.IDToken)
+		}
+		if next.Expiry <= time.Now().Unix() {
+			t.Errorf("expiry %d is not in the future", next.Expiry)
+		}
+
+		// The rotated-away token, spent again, is refused.
+		_, _, err = h.provider.Refresh(ctx, old)
+		if !errors.Is(err, ErrRefreshRefused) {
+			t.Errorf("spending the old refresh token again: %v, want ErrRefreshRefused", err)
+		}
+	})
+
+	t.Run("a refresh token the IdP never issued is refused", func(t *testing.T) {
+		_, _, err := h.provider.Refresh(ctx, &Tokens{RefreshToken: rand.Text()})
+		if !errors.Is(err, ErrRefreshRefused) {
+			t.Errorf("Refresh = %v, want ErrRefreshRefused", err)
+		}
+	})
+
+	t.Run("a refreshed ID token for another subject is refused", func(t *testing.T) {
+		tokens := loginWithRefreshToken(t, h)
+		// The session's ID token says bob; the IdP answers for alice.
+		tokens.IDToken = fakeJWT(`{"sub":"bob"}`)
+		_, _, err := h.provider.Refresh(ctx, tokens)
+		if !errors.Is(err, ErrRefreshRefused) || !strings.Contains(err.Error(), "subject") {
+			t.Errorf("Refresh = %v, want ErrRefreshRefused naming the subject", err)
+		}
+	})
+
+	t.Run("an IdP that cannot be reached is no refusal", func(t *testing.T) {
+		tokens := loginWithRefreshToken(t, h)
+		h.idp.Stop()
+		_, _, err := h.provider.Refresh(ctx, tokens)
+		if err == nil || errors.Is(err, ErrRefreshRefused) {
+			t.Errorf("Refresh with the IdP down = %v, want an error that is not ErrRefreshRefused", err)
+		}
+	})
+}
+
+func TestOIDCLogoutURLEndsTheIdPSession(t *testing.T) {
+	public := callbackCatcher(t)
+	o := testOptions(public.URL, false)
+	done := o.CallbackURL("logout", "done")
+	idpServer := oidcserver.Start(t, oidcserver.Options{
+		RedirectURIs:           []string{o.CallbackURL("oidc", testIdP, "callback")},
+		PostLogoutRedirectURIs: []string{done},
+	})
+	p := startOIDC(t, Config{ID: testIdP, Protocol: OIDC, ServerURL: idpServer.Issuer,
+		ClientID: idpServer.ClientID, ClientSecret: idpServer.ClientSecret}, o)
+	waitReady(t, p, 10*time.Second)
+	h := &oidcHarness{idp: idpServer, provider: p, public: public}
+	b := newBrowser(t)
+
+	f := &Flow{State: rand.Text(), IdP: testIdP}
+	start, _ := h.provider.LoginURL(f)
+	_, tokens, err := h.provider.Complete(h.caught(t, oidcserver.Login(t, b, start, oidcserver.Alice, oidcserver.AlicePassword)), f)
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+
+	state := rand.Text()
+	target, err := h.provider.LogoutURL(tokens, done, state)
+	if err != nil {
+		t.Fatalf("LogoutURL: %v", err)
+	}
+	q := mustParse(t, target).Query()
+	if !strings.HasPrefix(target, h.idp.Issuer+"/") || q.Get("id_token_hint") != tokens.IDToken ||
+		q.Get("post_logout_redirect_uri") != done || q.Get("state") != state || q.Get("client_id") != h.idp.ClientID {
+		t.Fatalf("logout URL %s: want the IdP's end_session_endpoint with id_token_hint, post_logout_redirect_uri, state and client_id", target)
+	}
+
+	resp := oidcserver.Logout(t, b, target)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got := resp.Request.URL; got.Path != "/.portcullis/logout/done" || got.Query().Get("state") != state {
+		t.Fatalf("after the IdP's logout the browser is at %s, want %s?state=%s", got, done, state)
+	}
+
+	// The IdP forgot the browser: a new login asks for the password again.
+	f2 := &Flow{State: rand.Text(), IdP: testIdP}
+	start, _ = h.provider.LoginURL(f2)
+	resp, err = b.Get(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `name="password"`) {
+		t.Errorf("a login after single sign-out ended at %s without the login form:\n%s", resp.Request.URL, body)
+	}
+}
+
+func TestOIDCLogoutURLWithoutEndSessionEndpoint(t *testing.T) {
+	// Plain OAuth2 has no discovery document and so no logout endpoint.
+	p := startOIDC(t, Config{ID: testIdP, Protocol: OAuth2, ClientID: "c", AuthURL: "https://idp.example/a",
+		TokenURL: "https://idp.example/t", UserinfoURL: "https://idp.example/u"}, testOptions("https://proxy.example", false))
+	if u, err := p.LogoutURL(&Tokens{}, "https://proxy.example/done", "s"); u != "" || err != nil {
+		t.Errorf("LogoutURL = %q, %v; want no URL and no error", u, err)
+	}
+}
+
+func mustParse(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// fakeJWT is an unsigned token with payload, as a session could hold one.
+func fakeJWT(payload string) string {
+	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	return enc(`{"alg":"none"}`) + "." + enc(payload) + ".sig"
+}

@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+)
+
+// Refresh results, as counted in session_refreshes_total{result}.
+const (
+	refreshSuccess = "success"
+	refreshRefused = "refused"
+	refreshError   = "error"
+)
+
+const (
+	// refreshTimeout bounds one call to the IdP's token endpoint.
+	refreshTimeout = 15 * time.Second
+	// refreshMemory is the longest an outcome is remembered for requests
+	// that still carry the cookie from before the refresh.
+	refreshMemory = time.Minute
+	// refreshEntries bounds the outcomes remembered.
+	refreshEntries = 10000
+)
+
+// refresher renews sessions at their IdP with the refresh token once
+// session.refresh has passed. A rotating refresh token may be spent only
+// once, so within this process one refresh runs per session at a time and
+// its outcome is remembered for a while: requests that were already on their
+// way with the old cookie get the new session instead of spending the old
+// token again.
+type refresher struct {
+	every time.Duration
+
+	mu       sync.Mutex
+	inFlight map[string]*refreshCall
+	recent   map[string]*refreshCall // finished, by session ID
+}
+
+// refreshCall is one refresh of one session: in flight until done closes.
+type refreshCall struct {
+	done chan struct{}
+	// from is the Refreshed time of the session that was refreshed.
+	from time.Time
+	// s is the session to use from now on; nil when it ended.
+	s *session.Session
+	// kept says the IdP could not be asked: every request keeps its own.
+	kept     bool
+	finished time.Time
+}
+
+func newRefresher(every time.Duration) *refresher {
+	return &refresher{every: every, inFlight: map[string]*refreshCall{}, recent: map[string]*refreshCall{}}
+}
+
+// refreshSession returns the session to carry on with: s itself when no
+// refresh is due, the renewed one (saved in w) after a refresh, s again when
+// the IdP could not be asked, and nil when the IdP refused, in which case the
+// session has been deleted and the request has no session.
+func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *session.Session) *session.Session {
+	rf := h.refresher
+	now := h.now()
+	if rf == nil || rf.every <= 0 || s.Tokens.RefreshToken == "" || now.Sub(s.Refreshed) < rf.every {
+		return s
+	}
+	p := h.providers[s.Profile.IdP]
+	if p == nil {
+		return s // the IdP left the configuration; the session runs out as it is
+	}
+	impl, ok := p.impl.(idp.Refresher)
+	if !ok {
+		return s
+	}
+
+	call, leader := rf.join(s, now)
+	if leader {
+		next, result := h.refreshAtIdP(r.Context(), impl, s)
+		h.metrics.refreshes.WithLabelValues(s.Profile.IdP, result).Inc()
+		rf.finish(s.ID, call, next, result == refreshError, h.now())
+	}
+	<-call.done
+
+	switch {
+	case call.s == nil:
+		if err := h.sessions.Delete(w, r, s); err != nil {
+			h.log.Error("refresh: session not deleted", "err", err)
+		}
+		return nil
+	case call.kept:
+		return s // nothing new to write
+	}
+	next := *call.s
+	if err := h.sessions.Save(w, r, &next); err != nil {
+		h.log.Error("refresh: session not saved", "idp", s.Profile.IdP, "err", err)
+	}
+	return &next
+}
+
+// join returns the refresh of s to wait for: one already running or just
+// finished for this session, or a new one that the caller (leader) runs.
+func (rf *refresher) join(s *session.Session, now time.Time) (call *refreshCall, leader bool) {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	if c := rf.inFlight[s.ID]; c != nil {
+		return c, false
+	}
+	// A finished refresh answers requests still carrying the cookie it
+	// replaced (same starting point), not a later, newer one.
+	if c := rf.recent[s.ID]; c != nil && now.Sub(c.finished) < min(rf.every, refreshMemory) && !s.Refreshed.After(c.from) {
+		return c, false
+	}
+	c := &refreshCall{done: make(chan struct{}), from: s.Refreshed}
+	rf.inFlight[s.ID] = c
+	return c, true
+}
+
+func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, kept bool, now time.Time) {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	c.s, c.kept, c.finished = next, kept, now
+	delete(rf.inFlight, id)
+	if len(rf.recent) >= refreshEntries {
+		for k, old := range rf.recent {
+			if now.Sub(old.finished) >= refreshMemory {
+				delete(rf.recent, k)
+			}
+		}
+		if len(rf.recent) >= refreshEntries {
+			clear(rf.recent) // a burst of refreshes: forget rather than grow
+		}
+	}
+	rf.recent[id] = c
+	close(c.done)
+}
+
+// refreshAtIdP asks the IdP about s's user and builds the session that
+// follows: s with new tokens and a re-mapped profile, s unchanged when the
+// IdP could not be asked, or nil when the session must end.
+func (h *Handler) refreshAtIdP(ctx context.Context, impl idp.Refresher, s *session.Session) (*session.Session, string) {
+	id := s.Profile.IdP
+	// Detached from the request: others wait on this refresh, and a client
+	// that goes away must not leave a spent token with no session to keep it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	defer cancel()
+	tokens := s.Tokens
+	profile, next, err := impl.Refresh(ctx, &tokens)
+	switch {
+	case errors.Is(err, idp.ErrRefreshRefused):
+		h.log.Info("refresh refused by the IdP; session ended", "idp", id, "sub", s.Profile.Sub, "err", err)
+		return nil, refreshRefused
+	case err != nil:
+		h.log.Warn("refresh failed; keeping the session for now", "idp", id, "sub", s.Profile.Sub, "err", err)
+		return s, refreshError
+	}
+	out := *s
+	out.Tokens = *next
+	out.Refreshed = h.now().Truncate(time.Second)
+	out.LastSeen = out.Refreshed
+	if profile == nil {
+		return &out, refreshSuccess
+	}
+	if profile.Sub != s.Profile.Sub {
+		h.log.Warn("refresh answered for another user; session ended", "idp", id, "sub", s.Profile.Sub, "got", profile.Sub)
+		return nil, refreshRefused
+	}
+	if reason := h.admit(profile); reason != "" {
+		h.log.Info("refresh: user no longer admitted; session ended", "idp", id, "sub", s.Profile.Sub, "reason", reason)
+		return nil, refreshRefused
+	}
+	roles, err := h.roles.Map(profile)
+	if err != nil {
+		h.log.Info("refresh: user has no role any more; session ended", "idp", id, "sub", s.Profile.Sub, "err", err)
+		return nil, refreshRefused
+	}
+	profile.Roles = roles
+	out.Profile = *profile
+	return &out, refreshSuccess
+}
