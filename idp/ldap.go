@@ -3,11 +3,330 @@ package idp
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/go-ldap/ldap/v3"
 )
 
-// placeholder until the LDAP provider lands.
-func newLDAP(ctx context.Context, c Config, o Options) (Provider, error) {
-	return nil, errors.New("LDAP: not implemented yet")
+// LDAPProvider checks usernames and passwords against an LDAP directory
+// (Active Directory, FreeIPA, OpenLDAP): it finds the user with the service
+// account, binds as the user to check the password, and reads the user's
+// groups. It satisfies Provider and PasswordChecker.
+type LDAPProvider struct {
+	cfg     Config
+	log     *slog.Logger
+	pool    *ldapPool
+	mapping ldapMapping
+	timing  ldapTiming
+	// nested says whether Authenticate walks group nesting itself: when the
+	// group filter names the user's DN and is not AD's in-chain rule.
+	nested bool
+
+	// lastErr is why the directory could not be used last time (nil: it
+	// could); notChecked until the first attempt.
+	lastErr atomic.Pointer[error]
+	// binds counts the binds as a user (password checks) that reached the
+	// directory.
+	binds atomic.Int64
 }
 
-func (c *Config) validateLDAP() []error { return nil }
+// Limits on what a login may make the provider do.
+const (
+	// maxUsernameBytes and maxPasswordBytes bound what is sent to the
+	// directory; longer values are refused as wrong credentials.
+	maxUsernameBytes = 256
+	maxPasswordBytes = 1024
+	// maxGroupDepth bounds the group nesting walked (groups of groups of
+	// the user's groups...).
+	maxGroupDepth = 8
+	// maxGroups bounds the groups collected for one user.
+	maxGroups = 1000
+	// groupsPerSearch bounds the DNs asked for in one nested-group search.
+	groupsPerSearch = 50
+)
+
+var errNotChecked = errors.New("directory not reached yet")
+
+func newLDAP(ctx context.Context, c Config, o Options) (Provider, error) {
+	return newLDAPProvider(ctx, c, o, defaultLDAPTiming)
+}
+
+func newLDAPProvider(ctx context.Context, c Config, o Options, timing ldapTiming) (*LDAPProvider, error) {
+	if errs := c.validateLDAP(); len(errs) > 0 {
+		return nil, fmt.Errorf("ldap %s: config: %w", c.ID, errors.Join(errs...))
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("idp", c.ID)
+	u, _ := url.Parse(c.URL) // validateLDAP parsed it
+	tlsConfig, err := c.tlsConfig(u)
+	if err != nil {
+		return nil, fmt.Errorf("ldap %s: %w", c.ID, err)
+	}
+	if tlsConfig == nil && !isLoopbackHost(u.Hostname()) {
+		log.Warn("ldap: url is plain ldap:// without start_tls: passwords cross the network unencrypted; use ldaps:// or start_tls: true outside development", "url", c.URL)
+	}
+	filter := c.GroupSearch.Filter
+	p := &LDAPProvider{
+		cfg:     c,
+		log:     log,
+		pool:    newLDAPPool(u, tlsConfig, c.StartTLS, timing),
+		mapping: newLDAPMapping(c.AttributeMapping),
+		timing:  timing,
+		nested:  strings.Contains(filter, placeholderDN) && !strings.Contains(filter, inChainOID),
+	}
+	p.lastErr.Store(&errNotChecked)
+	go p.checkLoop(ctx)
+	return p, nil
+}
+
+// Ready reports whether the service account could bind at the last check
+// (at start, every half minute, and on every login).
+func (p *LDAPProvider) Ready() error {
+	if errp := p.lastErr.Load(); errp != nil {
+		return fmt.Errorf("ldap %s: %w: %v", p.cfg.ID, ErrNotReady, *errp)
+	}
+	return nil
+}
+
+// Binds is how many password checks (binds as a user) reached the
+// directory so far.
+func (p *LDAPProvider) Binds() int64 { return p.binds.Load() }
+
+// checkLoop binds with the service account now and then, so that Ready
+// follows the directory, until ctx ends; then it closes the idle
+// connections.
+func (p *LDAPProvider) checkLoop(ctx context.Context) {
+	defer p.pool.closeIdle()
+	t := time.NewTicker(p.timing.check)
+	defer t.Stop()
+	for {
+		if err := p.check(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("ldap: directory unavailable", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// check takes a connection, binds as the service account and hands it back.
+func (p *LDAPProvider) check(ctx context.Context) error {
+	c, err := p.serviceConn(ctx)
+	if err != nil {
+		return err
+	}
+	p.pool.put(c, true)
+	return nil
+}
+
+// setState records whether the directory could be used.
+func (p *LDAPProvider) setState(err error) {
+	if err == nil {
+		p.lastErr.Store(nil)
+		return
+	}
+	p.lastErr.Store(&err)
+}
+
+// serviceConn returns a connection bound as the service account (or
+// anonymously, without bind_dn). A pooled connection that turns out to be
+// dead (the directory restarted) is replaced by a new one once.
+func (p *LDAPProvider) serviceConn(ctx context.Context) (*ldap.Conn, error) {
+	for attempt := 0; ; attempt++ {
+		c, reused, err := p.pool.get(ctx)
+		if err != nil {
+			err = fmt.Errorf("ldap %s: connect: %w: %w", p.cfg.ID, ErrNotReady, err)
+			p.setState(err)
+			return nil, err
+		}
+		err = p.bindService(c)
+		if err == nil {
+			p.setState(nil)
+			return c, nil
+		}
+		p.pool.discard(c)
+		if reused && attempt == 0 && isUnavailable(err) {
+			continue
+		}
+		err = fmt.Errorf("ldap %s: bind as service account: %w: %w", p.cfg.ID, ErrNotReady, err)
+		p.setState(err)
+		return nil, err
+	}
+}
+
+func (p *LDAPProvider) bindService(c *ldap.Conn) error {
+	if p.cfg.BindDN == "" {
+		// Anonymous: also drops the identity of whoever used c before.
+		_, err := c.SimpleBind(&ldap.SimpleBindRequest{AllowEmptyPassword: true})
+		return err
+	}
+	return c.Bind(p.cfg.BindDN, p.cfg.BindPassword)
+}
+
+// Authenticate checks username and password against the directory and
+// returns the user's profile. Wrong passwords, unknown users, usernames
+// that match more than one entry, and empty passwords all give
+// ErrInvalidCredentials, so that the answer does not tell which; a
+// directory that cannot be reached gives an error wrapping ErrNotReady.
+func (p *LDAPProvider) Authenticate(r *http.Request, username, password string) (*Profile, error) {
+	id := p.cfg.ID
+	// An empty password would make a simple bind "unauthenticated", which
+	// many directories answer with success: it never reaches a bind.
+	if password == "" || len(password) > maxPasswordBytes || !acceptableUsername(username) {
+		return nil, ErrInvalidCredentials
+	}
+	ctx := r.Context()
+	c, err := p.serviceConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	healthy := false
+	defer func() { p.pool.put(c, healthy) }()
+
+	entry, err := p.findUser(c, username)
+	if err != nil {
+		healthy = !isUnavailable(err)
+		return nil, p.classify("search user", err)
+	}
+	p.binds.Add(1)
+	if err := c.Bind(entry.DN, password); err != nil {
+		healthy = !isUnavailable(err)
+		if ldap.IsErrorAnyOf(err, ldap.LDAPResultInvalidCredentials, ldap.LDAPResultInappropriateAuthentication,
+			ldap.LDAPResultUnwillingToPerform, ldap.ErrorEmptyPassword) {
+			// AD says why in the diagnostic (expired, locked, disabled):
+			// worth a log line, never the user's page.
+			p.log.Info("ldap: password refused", "dn", entry.DN, "err", err)
+			return nil, ErrInvalidCredentials
+		}
+		return nil, p.classify("bind as user", err)
+	}
+	// Groups are read as the service account: users may not see them.
+	if err := p.bindService(c); err != nil {
+		healthy = false
+		return nil, p.classify("bind as service account", err)
+	}
+	groups, err := p.groups(c, entry, username)
+	if err != nil {
+		healthy = !isUnavailable(err)
+		return nil, p.classify("search groups", err)
+	}
+	healthy = true
+	return p.mapping.profile(id, entry, username, groups), nil
+}
+
+// classify wraps err from step: ErrInvalidCredentials passes as is,
+// anything else means the directory could not answer the login (503).
+func (p *LDAPProvider) classify(step string, err error) error {
+	if errors.Is(err, ErrInvalidCredentials) {
+		return err
+	}
+	if isUnavailable(err) {
+		p.setState(err)
+	}
+	return fmt.Errorf("ldap %s: %s: %w: %w", p.cfg.ID, step, ErrNotReady, err)
+}
+
+// acceptableUsername refuses what no directory account is named: empty,
+// overlong, invalid UTF-8, control characters (NUL included).
+func acceptableUsername(u string) bool {
+	if strings.TrimSpace(u) == "" || len(u) > maxUsernameBytes || !utf8.ValidString(u) {
+		return false
+	}
+	return !strings.ContainsFunc(u, unicode.IsControl)
+}
+
+// findUser returns the one entry user_search finds for username. No entry,
+// or more than one, is ErrInvalidCredentials.
+func (p *LDAPProvider) findUser(c *ldap.Conn, username string) (*ldap.Entry, error) {
+	filter := fillFilter(p.cfg.UserSearch.Filter, username, "")
+	req := ldap.NewSearchRequest(p.cfg.UserSearch.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		2, int(p.timing.op/time.Second), false, filter, p.mapping.attributes(), nil)
+	res, err := c.Search(req)
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+		p.log.Warn("ldap: username matches more than one entry; refusing", "username", username)
+		return nil, ErrInvalidCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch len(res.Entries) {
+	case 0:
+		return nil, ErrInvalidCredentials
+	case 1:
+		return res.Entries[0], nil
+	}
+	p.log.Warn("ldap: username matches more than one entry; refusing", "username", username, "entries", len(res.Entries))
+	return nil, ErrInvalidCredentials
+}
+
+// groups returns the DNs of the user's groups: from group_search when
+// configured (walking nesting when the filter names {dn} and is not AD's
+// in-chain rule), else from the user entry's memberOf.
+func (p *LDAPProvider) groups(c *ldap.Conn, user *ldap.Entry, username string) ([]string, error) {
+	gs := p.cfg.GroupSearch
+	if gs.Filter == "" {
+		return p.mapping.memberOf(user), nil
+	}
+	var all []string
+	seen := map[string]bool{}
+	members := []string{user.DN}
+	for depth := 0; len(members) > 0 && depth < maxGroupDepth; depth++ {
+		var next []string
+		for start := 0; start < len(members); start += groupsPerSearch {
+			chunk := members[start:min(start+groupsPerSearch, len(members))]
+			var filter string
+			if len(chunk) == 1 {
+				filter = fillFilter(gs.Filter, username, chunk[0])
+			} else {
+				var b strings.Builder
+				b.WriteString("(|")
+				for _, dn := range chunk {
+					b.WriteString(fillFilter(gs.Filter, username, dn))
+				}
+				b.WriteString(")")
+				filter = b.String()
+			}
+			req := ldap.NewSearchRequest(gs.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+				maxGroups, int(p.timing.op/time.Second), false, filter, []string{"1.1"}, nil)
+			res, err := c.Search(req)
+			if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+				return nil, err
+			}
+			for _, e := range res.Entries {
+				key := strings.ToLower(e.DN)
+				if seen[key] || len(all) >= maxGroups {
+					continue
+				}
+				seen[key] = true
+				all = append(all, e.DN)
+				next = append(next, e.DN)
+			}
+		}
+		if !p.nested {
+			break
+		}
+		members = next
+	}
+	return all, nil
+}
+
+// fillFilter puts the escaped username and DN into a configured filter.
+func fillFilter(filter, username, dn string) string {
+	return strings.NewReplacer(
+		placeholderUsername, ldap.EscapeFilter(username),
+		placeholderDN, ldap.EscapeFilter(dn),
+	).Replace(filter)
+}

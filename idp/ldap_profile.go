@@ -1,0 +1,161 @@
+package idp
+
+import (
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// ldapDefaultAttributes are the attributes tried, in order, for a profile
+// field that attribute_mapping does not name: OpenLDAP and FreeIPA names
+// first, then Active Directory's. uid falls back to the entry's DN.
+var ldapDefaultAttributes = map[string][]string{
+	"uid":        {"entryUUID", "ipaUniqueID", "objectGUID"},
+	"username":   {"uid", "sAMAccountName"},
+	"email":      {"mail"},
+	"first_name": {"givenName"},
+	"last_name":  {"sn"},
+	"name":       {"displayName", "cn"},
+	"groups":     {"memberOf"},
+}
+
+// ldapMapping turns a user entry and its groups into a Profile per
+// attribute_mapping.
+type ldapMapping struct {
+	fields    map[string][]string
+	groupName string // groupNameCN or groupNameDN
+}
+
+func newLDAPMapping(configured map[string]string) ldapMapping {
+	m := ldapMapping{fields: map[string][]string{}, groupName: groupNameCN}
+	for field, names := range ldapDefaultAttributes {
+		m.fields[field] = names
+	}
+	for field, name := range configured {
+		name = strings.TrimSpace(name)
+		if field == "group_name" {
+			m.groupName = name
+			continue
+		}
+		m.fields[field] = []string{name}
+	}
+	return m
+}
+
+// attributes are what the user search asks for.
+func (m ldapMapping) attributes() []string {
+	var out []string
+	for _, names := range m.fields {
+		for _, n := range names {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// first is the first value of the first attribute present for field.
+func (m ldapMapping) first(e *ldap.Entry, field string) string {
+	for _, name := range m.fields[field] {
+		if strings.EqualFold(name, "objectGUID") {
+			if raw := e.GetEqualFoldRawAttributeValue(name); len(raw) == 16 {
+				return formatGUID(raw)
+			}
+			continue
+		}
+		if v := strings.TrimSpace(e.GetEqualFoldAttributeValue(name)); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// memberOf is the group DNs listed in the user entry itself.
+func (m ldapMapping) memberOf(e *ldap.Entry) []string {
+	for _, name := range m.fields["groups"] {
+		if v := e.GetEqualFoldAttributeValues(name); len(v) > 0 {
+			return v
+		}
+	}
+	return nil
+}
+
+// profile builds the user's profile. typed is the username as the user
+// typed it, the username of last resort.
+func (m ldapMapping) profile(idpID string, e *ldap.Entry, typed string, groupDNs []string) *Profile {
+	p := &Profile{
+		IdP:       idpID,
+		Sub:       m.first(e, "uid"),
+		Email:     m.first(e, "email"),
+		Username:  m.first(e, "username"),
+		FirstName: m.first(e, "first_name"),
+		LastName:  m.first(e, "last_name"),
+		Name:      m.first(e, "name"),
+		Claims:    map[string]any{"dn": e.DN},
+	}
+	if p.Sub == "" {
+		// No stable id attribute: the DN is unique, though it changes when
+		// the entry is renamed or moved.
+		p.Sub = e.DN
+	}
+	if p.Username == "" {
+		p.Username = strings.TrimSpace(typed)
+	}
+	if p.Name == "" {
+		p.Name = strings.TrimSpace(p.FirstName + " " + p.LastName)
+	}
+	for _, a := range e.Attributes {
+		if strings.EqualFold(a.Name, "objectGUID") || strings.EqualFold(a.Name, "userPassword") || len(a.Values) == 0 {
+			continue
+		}
+		if len(a.Values) == 1 {
+			p.Claims[a.Name] = a.Values[0]
+		} else {
+			p.Claims[a.Name] = slices.Clone(a.Values)
+		}
+	}
+	p.Groups = m.groupNames(groupDNs)
+	return p
+}
+
+// groupNames names groups per attribute_mapping.group_name, without
+// duplicates, in the order found.
+func (m ldapMapping) groupNames(dns []string) []string {
+	var out []string
+	for _, dn := range dns {
+		name := dn
+		if m.groupName == groupNameCN {
+			name = rdnValue(dn)
+		}
+		if name != "" && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// rdnValue is the value of a DN's first RDN ("cvat-admins" for
+// cn=cvat-admins,ou=groups,dc=example,dc=com), or "" when dn does not parse.
+func rdnValue(dn string) string {
+	parsed, err := ldap.ParseDN(dn)
+	if err != nil || len(parsed.RDNs) == 0 || len(parsed.RDNs[0].Attributes) == 0 {
+		return ""
+	}
+	return parsed.RDNs[0].Attributes[0].Value
+}
+
+// formatGUID writes an Active Directory objectGUID the way AD tools show
+// it: the first three groups are little-endian.
+func formatGUID(b []byte) string {
+	le := func(s []byte) string {
+		r := slices.Clone(s)
+		slices.Reverse(r)
+		return hex.EncodeToString(r)
+	}
+	return fmt.Sprintf("%s-%s-%s-%s-%s", le(b[0:4]), le(b[4:6]), le(b[6:8]), hex.EncodeToString(b[8:10]), hex.EncodeToString(b[10:16]))
+}

@@ -1,0 +1,373 @@
+package idp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/portcullis-proxy/portcullis/test/ldapserver"
+)
+
+// testLDAPTiming keeps the tests quick when the directory is away.
+var testLDAPTiming = ldapTiming{dial: time.Second, op: time.Second, check: time.Hour, maxOpen: 4, maxIdle: 2}
+
+// ldapTestConfig is the FreeIPA/OpenLDAP style setup against the test tree:
+// a service account, users by uid, groupOfNames groups by member.
+func ldapTestConfig(url string) Config {
+	return Config{
+		ID: "corp-ldap", Protocol: LDAP, URL: url,
+		BindDN: ldapserver.ServiceDN, BindPassword: ldapserver.ServicePassword,
+		UserSearch:  Search{BaseDN: ldapserver.Suffix, Filter: "(&(objectClass=inetOrgPerson)(uid={username}))"},
+		GroupSearch: Search{BaseDN: ldapserver.GroupsDN, Filter: "(&(objectClass=groupOfNames)(member={dn}))"},
+	}
+}
+
+func newTestLDAP(t *testing.T, c Config) *LDAPProvider {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	p, err := newLDAPProvider(ctx, c, Options{Logger: slog.New(slog.DiscardHandler)}, testLDAPTiming)
+	if err != nil {
+		t.Fatalf("newLDAPProvider: %v", err)
+	}
+	return p
+}
+
+func TestValidateLDAP(t *testing.T) {
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	certFile, _, _ := writeSPKeyPair(t)
+	pemBytes, _ := os.ReadFile(certFile)
+	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		edit func(c *Config)
+		want []string
+	}{
+		{"the test setup is valid", func(c *Config) {}, nil},
+		{"ldaps with a CA file is valid", func(c *Config) { c.URL, c.CAFile = "ldaps://ad.example.com", caFile }, nil},
+		{"start_tls with a CA file is valid", func(c *Config) { c.URL, c.StartTLS, c.CAFile = "ldap://ad.example.com:389", true, caFile }, nil},
+		{"memberOf without group_search is valid", func(c *Config) { c.GroupSearch = Search{} }, nil},
+		{"anonymous search (no bind_dn) is valid", func(c *Config) { c.BindDN, c.BindPassword = "", "" }, nil},
+		{"AD's in-chain filter is valid", func(c *Config) {
+			c.GroupSearch.Filter = "(&(objectClass=group)(member:1.2.840.113556.1.4.1941:={dn}))"
+		}, nil},
+		{"insecure_skip_verify on loopback is valid", func(c *Config) { c.URL, c.InsecureSkipVerify = "ldaps://127.0.0.1:636", true }, nil},
+		{"url is required", func(c *Config) { c.URL = "" }, []string{"url: required"}},
+		{"url must be ldap or ldaps", func(c *Config) { c.URL = "https://ad.example.com" }, []string{"url: must be ldap://"}},
+		{"url must not carry a DN", func(c *Config) { c.URL = "ldap://ad.example.com/dc=example,dc=com" }, []string{"url: must be only scheme://host"}},
+		{"start_tls with ldaps is refused", func(c *Config) { c.URL, c.StartTLS = "ldaps://ad.example.com", true }, []string{"start_tls: not used with ldaps://"}},
+		{"insecure_skip_verify outside development is refused", func(c *Config) {
+			c.URL, c.InsecureSkipVerify = "ldaps://ad.example.com", true
+		}, []string{"insecure_skip_verify: refused outside development"}},
+		{"ca_file without TLS is refused", func(c *Config) { c.URL, c.CAFile = "ldap://ad.example.com", caFile }, []string{"ca_file: only used with ldaps://"}},
+		{"ca_file that is missing is refused", func(c *Config) { c.URL, c.CAFile = "ldaps://ad.example.com", "/nonexistent.pem" }, []string{"ca_file: open /nonexistent.pem"}},
+		{"ca_file without a certificate is refused", func(c *Config) { c.URL, c.CAFile = "ldaps://ad.example.com", "/etc/hostname" }, []string{"ca_file: /etc/hostname: no PEM certificate"}},
+		{"bind_password needs bind_dn", func(c *Config) { c.BindDN = "" }, []string{"bind_dn: required with bind_password"}},
+		{"bind_dn needs bind_password, naming the env override", func(c *Config) { c.BindPassword = "" },
+			[]string{"bind_password: required with bind_dn (or set PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD)"}},
+		{"bind_dn must be a DN", func(c *Config) { c.BindDN = "portcullis" }, []string{"bind_dn: not a DN"}},
+		{"user_search.base_dn is required", func(c *Config) { c.UserSearch.BaseDN = "" }, []string{"user_search.base_dn: required"}},
+		{"user_search.filter is required", func(c *Config) { c.UserSearch.Filter = "" }, []string{"user_search.filter: required, e.g. (uid={username})"}},
+		{"user_search.filter must use {username}", func(c *Config) { c.UserSearch.Filter = "(uid=alice)" }, []string{"user_search.filter: must contain {username}"}},
+		{"user_search.filter must compile", func(c *Config) { c.UserSearch.Filter = "(uid={username}" }, []string{"user_search.filter: not a valid LDAP filter"}},
+		{"user_search.filter knows no {dn}", func(c *Config) { c.UserSearch.Filter = "(&(uid={username})(x={dn}))" }, []string{"user_search.filter: unknown placeholder {dn}"}},
+		{"Django's %(user)s is refused", func(c *Config) { c.UserSearch.Filter = "(sAMAccountName=%(user)s)" }, []string{"user_search.filter: must contain {username}"}},
+		{"group_search needs a filter with its base_dn", func(c *Config) { c.GroupSearch.Filter = "" }, []string{"group_search.filter: required, e.g. (member={dn})"}},
+		{"group_search needs a base_dn with its filter", func(c *Config) { c.GroupSearch.BaseDN = "" }, []string{"group_search.base_dn: required"}},
+		{"group_search.filter must name the user", func(c *Config) { c.GroupSearch.Filter = "(objectClass=group)" },
+			[]string{"group_search.filter: must contain {dn} or {username}"}},
+		{"attribute_mapping knows its keys", func(c *Config) { c.AttributeMapping = map[string]string{"mail": "mail"} },
+			[]string{"attribute_mapping.mail: unknown key"}},
+		{"attribute_mapping.group_name is cn or dn", func(c *Config) { c.AttributeMapping = map[string]string{"group_name": "name"} },
+			[]string{"attribute_mapping.group_name: must be cn"}},
+		{"attribute_mapping values are attribute names", func(c *Config) {
+			c.AttributeMapping = map[string]string{"email": "mail address", "username": ""}
+		}, []string{"attribute_mapping.email: not an LDAP attribute name", "attribute_mapping.username: empty attribute name"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ldapTestConfig("ldap://127.0.0.1:389")
+			tc.edit(&c)
+			err := c.Validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error, want %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestFillFilterEscapesEveryValue(t *testing.T) {
+	tests := []struct {
+		name, username, dn, want string
+	}{
+		{"plain username", "alice", "", "(uid=alice)"},
+		{"a star is a literal star", "*", "", `(uid=\2a)`},
+		{"a closing parenthesis cannot end the filter", "*)(uid=*", "", `(uid=\2a\29\28uid=\2a)`},
+		{"an OR injection stays one value", "alice)(|(uid=*", "", `(uid=alice\29\28|\28uid=\2a)`},
+		{"NUL is escaped", "alice\x00", "", `(uid=alice\00)`},
+		{"a backslash is escaped", `a\2a`, "", `(uid=a\5c2a)`},
+		{"non-ASCII is hex-escaped", "zoë", "", `(uid=zo\c3\ab)`},
+		{"DNs are escaped too", "", "cn=a*(b),dc=x", `(member=cn=a\2a\28b\29,dc=x)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			filter := "(uid={username})"
+			if tc.dn != "" {
+				filter = "(member={dn})"
+			}
+			got := fillFilter(filter, tc.username, tc.dn)
+			if got != tc.want {
+				t.Errorf("fillFilter = %q, want %q", got, tc.want)
+			}
+			if _, err := ldap.CompileFilter(got); err != nil {
+				t.Errorf("filled filter does not compile: %v", err)
+			}
+		})
+	}
+}
+
+func TestLDAPGroupNamesAndGUID(t *testing.T) {
+	m := newLDAPMapping(nil)
+	dns := []string{"cn=cvat-admins,ou=groups,dc=example,dc=com", "CN=CVAT Admins,CN=Users,DC=ad,DC=example,DC=com",
+		"cn=cvat-admins,ou=other,dc=example,dc=com", "cn=a\\,b,dc=x", "not a dn"}
+	if got, want := m.groupNames(dns), []string{"cvat-admins", "CVAT Admins", "a,b"}; !slices.Equal(got, want) {
+		t.Errorf("group_name cn: %q, want %q", got, want)
+	}
+	m = newLDAPMapping(map[string]string{"group_name": "dn"})
+	if got := m.groupNames(dns[:2]); !slices.Equal(got, dns[:2]) {
+		t.Errorf("group_name dn: %q, want %q", got, dns[:2])
+	}
+	guid := []byte{0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff}
+	if got, want := formatGUID(guid), "00112233-4455-6677-8899-aabbccddeeff"; got != want {
+		t.Errorf("formatGUID = %s, want %s", got, want)
+	}
+}
+
+// TestLDAPAuthenticate logs in against a real slapd: passwords, groups
+// (nested too), and every way a username could try to match someone else.
+func TestLDAPAuthenticate(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	t.Logf("slapd started in %s", srv.StartupTime)
+	p := newTestLDAP(t, ldapTestConfig(srv.URL))
+
+	tests := []struct {
+		name, username, password string
+		wantUser                 string   // "" means ErrInvalidCredentials
+		wantGroups               []string // with wantUser
+	}{
+		{"alice logs in with her groups", "alice", ldapserver.AlicePassword, "alice", []string{"cvat-admins"}},
+		{"bob gets the group his group is in", "bob", ldapserver.BobPassword, "bob", []string{"annotators", "workers"}},
+		{"the username is matched case-insensitively, the profile has the directory's", "ALICE", ldapserver.AlicePassword, "alice", []string{"cvat-admins"}},
+		{"a star in a real username is matched literally", ldapserver.StarUser, ldapserver.StarUserPassword, ldapserver.StarUser, nil},
+		{"wrong password", "alice", "bob-pw", "", nil},
+		{"unknown user", "mallory", "alice-pw", "", nil},
+		{"empty password never reaches a bind", "alice", "", "", nil},
+		{"a lone star matches nobody", "*", ldapserver.AlicePassword, "", nil},
+		{"star prefix matches nobody", "star*", ldapserver.StarUserPassword, "", nil},
+		{"closing the filter matches nobody", "*)(uid=*", ldapserver.AlicePassword, "", nil},
+		{"an OR injection matches nobody", "alice)(|(uid=*", ldapserver.AlicePassword, "", nil},
+		{"a trailing NUL is refused", "alice\x00", ldapserver.AlicePassword, "", nil},
+		{"a username with two entries is refused", ldapserver.Dup, ldapserver.DupPassword, "", nil},
+		{"an empty username is refused", "", ldapserver.AlicePassword, "", nil},
+		{"a DN as username matches nobody", ldapserver.UserDN("alice"), ldapserver.AlicePassword, "", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), tc.username, tc.password)
+			if tc.wantUser == "" {
+				if !errors.Is(err, ErrInvalidCredentials) || prof != nil {
+					t.Fatalf("got %+v, %v; want ErrInvalidCredentials", prof, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Authenticate: %v", err)
+			}
+			if prof.Username != tc.wantUser || !slices.Equal(prof.Groups, tc.wantGroups) {
+				t.Errorf("got user %q groups %q; want %q %q", prof.Username, prof.Groups, tc.wantUser, tc.wantGroups)
+			}
+			if prof.IdP != "corp-ldap" || prof.Sub == "" || prof.Claims["dn"] != ldapserver.UserDN(tc.wantUser) {
+				t.Errorf("idp %q sub %q dn %v", prof.IdP, prof.Sub, prof.Claims["dn"])
+			}
+		})
+	}
+
+	prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prof.Email != "alice@example.com" || prof.FirstName != "Alice" || prof.LastName != "Liddell" || prof.Name != "Alice Liddell" {
+		t.Errorf("attributes: %+v", prof)
+	}
+	if len(prof.Sub) != 36 {
+		t.Errorf("sub %q is not OpenLDAP's entryUUID", prof.Sub)
+	}
+	if _, leaked := prof.Claims["userPassword"]; leaked {
+		t.Errorf("claims carry userPassword")
+	}
+	if err := p.Ready(); err != nil {
+		t.Errorf("Ready after logins: %v", err)
+	}
+}
+
+// TestLDAPGroupSources covers where groups come from: memberOf, group
+// search without nesting, and whole DNs.
+func TestLDAPGroupSources(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	tests := []struct {
+		name    string
+		edit    func(c *Config)
+		user    string
+		pw      string
+		want    []string
+		wantSub string
+	}{
+		{"memberOf lists direct groups only", func(c *Config) { c.GroupSearch = Search{} }, "bob", ldapserver.BobPassword, []string{"annotators"}, ""},
+		{"memberOf with group_name dn", func(c *Config) {
+			c.GroupSearch = Search{}
+			c.AttributeMapping = map[string]string{"group_name": "dn"}
+		}, "alice", ldapserver.AlicePassword, []string{ldapserver.GroupDN("cvat-admins")}, ""},
+		{"a group filter on {username} alone does not walk nesting", func(c *Config) {
+			c.GroupSearch.Filter = "(member=uid={username},ou=people,dc=example,dc=com)"
+		}, "bob", ldapserver.BobPassword, []string{"annotators"}, ""},
+		{"attribute_mapping picks the attributes", func(c *Config) {
+			c.AttributeMapping = map[string]string{"uid": "uid", "username": "mail", "email": "mail"}
+		}, "alice", ldapserver.AlicePassword, []string{"cvat-admins"}, "alice"},
+		{"a directory that refuses the search is unavailable, not a wrong password", func(c *Config) {
+			c.BindDN, c.BindPassword = "", "" // anonymous may only bind in the test tree
+		}, "alice", ldapserver.AlicePassword, nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ldapTestConfig(srv.URL)
+			tc.edit(&c)
+			p := newTestLDAP(t, c)
+			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), tc.user, tc.pw)
+			if tc.want == nil {
+				if !errors.Is(err, ErrNotReady) {
+					t.Fatalf("got %v, want ErrNotReady", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(prof.Groups, tc.want) {
+				t.Errorf("groups %q, want %q", prof.Groups, tc.want)
+			}
+			if tc.wantSub != "" && prof.Sub != tc.wantSub {
+				t.Errorf("sub %q, want %q", prof.Sub, tc.wantSub)
+			}
+		})
+	}
+}
+
+// TestLDAPDirectoryAway stops the directory: logins fail as unavailable
+// (not as wrong passwords), Ready says so, and both recover on restart
+// through the pooled connections that the restart broke.
+func TestLDAPDirectoryAway(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	p := newTestLDAP(t, ldapTestConfig(srv.URL))
+	login := func() error {
+		_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword)
+		return err
+	}
+	if err := login(); err != nil {
+		t.Fatalf("first login: %v", err)
+	}
+	srv.Stop()
+	err := login()
+	if !errors.Is(err, ErrNotReady) || errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("login with the directory stopped: %v, want ErrNotReady", err)
+	}
+	if err := p.Ready(); !errors.Is(err, ErrNotReady) {
+		t.Errorf("Ready with the directory stopped: %v", err)
+	}
+	// A wrong password is not reported as one while the directory is away.
+	if _, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", "nope"); !errors.Is(err, ErrNotReady) {
+		t.Errorf("wrong password with the directory stopped: %v, want ErrNotReady", err)
+	}
+	srv.Restart()
+	if err := login(); err != nil {
+		t.Fatalf("login after restart: %v", err)
+	}
+	if err := p.Ready(); err != nil {
+		t.Errorf("Ready after restart: %v", err)
+	}
+
+	// A pooled connection broken by a restart is replaced on the next use.
+	srv.Restart()
+	if err := login(); err != nil {
+		t.Fatalf("login through a pooled connection after a second restart: %v", err)
+	}
+}
+
+// TestLDAPTimeouts talks to a server that accepts connections and never
+// answers: the login fails as unavailable within the operation timeout.
+func TestLDAPTimeouts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold it open, say nothing
+		}
+	}()
+	for _, startTLS := range []bool{false, true} {
+		c := ldapTestConfig("ldap://" + ln.Addr().String())
+		c.StartTLS, c.InsecureSkipVerify = startTLS, startTLS
+		p := newTestLDAP(t, c)
+		began := time.Now()
+		_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword)
+		if !errors.Is(err, ErrNotReady) {
+			t.Errorf("start_tls %v: %v, want ErrNotReady", startTLS, err)
+		}
+		if d := time.Since(began); d > 3*testLDAPTiming.op {
+			t.Errorf("start_tls %v: took %s", startTLS, d)
+		}
+	}
+}
+
+// TestLDAPCountsBinds checks that Binds counts the password checks that
+// reached the directory, and that refused-early attempts do not.
+func TestLDAPCountsBinds(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	p := newTestLDAP(t, ldapTestConfig(srv.URL))
+	r := httptest.NewRequest("POST", "/", nil)
+	p.Authenticate(r, "alice", ldapserver.AlicePassword)
+	p.Authenticate(r, "alice", "wrong")
+	p.Authenticate(r, "alice", "")
+	p.Authenticate(r, "nobody", "x")
+	if got := p.Binds(); got != 2 {
+		t.Errorf("Binds = %d, want 2", got)
+	}
+}
