@@ -111,6 +111,7 @@ type Server struct {
 
 	t    testing.TB
 	args []string
+	jwks string // the signing keys' file, kept across restarts
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -159,6 +160,7 @@ func Start(t testing.TB, o Options) *Server {
 		// The signing keys outlive a restart, so old tokens still verify.
 		"--jwks", filepath.Join(dir, "jwks.json"),
 	}
+	s.jwks = filepath.Join(dir, "jwks.json")
 	if o.AuthMethod != "" {
 		args = append(args, "--auth-method", o.AuthMethod)
 	}
@@ -272,6 +274,17 @@ func (s *Server) Stop() {
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
+	s.start()
+}
+
+// RotateKeys restarts the provider with a new signing key (a new kid), as an
+// IdP rotating its keys does; tokens it signs from then on carry the new kid.
+func (s *Server) RotateKeys() {
+	s.t.Helper()
+	s.Stop()
+	if err := os.Remove(s.jwks); err != nil {
+		s.t.Fatalf("oidcserver: rotate keys: %v", err)
+	}
 	s.start()
 }
 
