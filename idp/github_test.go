@@ -1,0 +1,336 @@
+package idp
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/portcullis-proxy/portcullis/test/githubapi"
+)
+
+const githubIdP = "gh"
+
+// octocat is the fake's user: 150 addresses (two pages of 100) whose primary,
+// verified address is on the second page behind verified and unverified
+// others; two organisations and 130 teams (two pages).
+func octocat() githubapi.User {
+	u := githubapi.User{
+		Login: "octocat", ID: 583231, Name: "The Octocat",
+		PublicEmail: "public-but-unverified@example.com",
+		Orgs:        []githubapi.Org{{Login: "cvat-ai", ID: 1}, {Login: "Portcullis-Proxy", ID: 2}},
+	}
+	for i := range 150 {
+		u.Emails = append(u.Emails, githubapi.Email{Email: fmt.Sprintf("alias%d@example.net", i), Verified: i%2 == 0})
+	}
+	u.Emails[140] = githubapi.Email{Email: "octocat@github.com", Primary: true, Verified: true}
+	for i := range 130 {
+		u.Teams = append(u.Teams, githubapi.Team{Org: "cvat-ai", Slug: fmt.Sprintf("team-%d", i), Name: fmt.Sprintf("Team %d", i), ID: int64(100 + i)})
+	}
+	u.Teams[129] = githubapi.Team{Org: "Portcullis-Proxy", Slug: "maintainers", Name: "Maintainers", ID: 99}
+	return u
+}
+
+// githubHarness is the fake GitHub, the proxy's public origin, and a
+// provider built from the github preset pointed at the fake.
+type githubHarness struct {
+	gh       *githubapi.Server
+	provider *oidcProvider
+	public   *httptest.Server
+	cfg      Config
+}
+
+func newGitHubHarness(t *testing.T, u githubapi.User, edit func(c *Config, gh *githubapi.Server), deny bool) *githubHarness {
+	t.Helper()
+	public := callbackCatcher(t)
+	o := testOptions(public.URL, true)
+	gh := githubapi.Start(t, githubapi.Options{CallbackURL: o.CallbackURL("oidc", githubIdP, "callback"), User: u, Deny: deny})
+	c := Config{ID: githubIdP, Preset: PresetGitHub, BaseURL: gh.URL, ClientID: gh.ClientID, ClientSecret: gh.ClientSecret}
+	if edit != nil {
+		edit(&c, gh)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("config does not validate: %v", err)
+	}
+	h := &githubHarness{gh: gh, public: public, cfg: c, provider: startOIDC(t, c, o)}
+	waitReady(t, h.provider, time.Second)
+	return h
+}
+
+// login runs a browser from LoginURL through the authorize page to the
+// callback and hands the callback to Complete.
+func (h *githubHarness) login(t *testing.T) (*Profile, error) {
+	t.Helper()
+	f := &Flow{State: rand.Text(), IdP: githubIdP}
+	start, err := h.provider.LoginURL(f)
+	if err != nil {
+		t.Fatalf("LoginURL: %v", err)
+	}
+	resp, err := newBrowser(t).Get(start)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	cb := resp.Request.URL.String()
+	if !strings.HasPrefix(cb, h.public.URL+"/.portcullis/oidc/"+githubIdP+"/callback?") {
+		t.Fatalf("browser ended at %s, not the callback", cb)
+	}
+	p, _, err := h.provider.Complete(httptest.NewRequest(http.MethodGet, cb, nil), f)
+	return p, err
+}
+
+func TestGitHubLoginEndToEnd(t *testing.T) {
+	h := newGitHubHarness(t, octocat(), nil, false)
+	p, err := h.login(t)
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+
+	t.Run("the user comes from GET /user with the numeric id as subject", func(t *testing.T) {
+		if p.IdP != githubIdP || p.Sub != "583231" || p.Username != "octocat" || p.Name != "The Octocat" {
+			t.Errorf("profile = %+v", p)
+		}
+	})
+	t.Run("the primary verified email on page 2 wins over the public and the other verified addresses", func(t *testing.T) {
+		if p.Email != "octocat@github.com" || !p.EmailVerified {
+			t.Errorf("email = %q verified %v", p.Email, p.EmailVerified)
+		}
+	})
+	t.Run("organisations and org/team slugs from both pages of teams are the groups", func(t *testing.T) {
+		for _, g := range []string{"cvat-ai", "Portcullis-Proxy", "cvat-ai/team-0", "cvat-ai/team-99", "cvat-ai/team-128", "Portcullis-Proxy/maintainers"} {
+			if !slices.Contains(p.Groups, g) {
+				t.Errorf("groups lack %q", g)
+			}
+		}
+		if len(p.Groups) != 2+130 {
+			t.Errorf("got %d groups, want 132", len(p.Groups))
+		}
+	})
+	t.Run("the API is called with GitHub's media type, API version, a User-Agent and 100 items a page", func(t *testing.T) {
+		reqs := h.gh.APIRequests()
+		var paths []string
+		for _, r := range reqs {
+			paths = append(paths, r.URL.Path+"?"+r.URL.RawQuery)
+			if r.Header.Get("Accept") != "application/vnd.github+json" || r.Header.Get("X-GitHub-Api-Version") != "2022-11-28" ||
+				r.Header.Get("User-Agent") == "" || !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer gho_") {
+				t.Errorf("%s headers = %v", r.URL, r.Header)
+			}
+		}
+		want := []string{
+			"/api/v3/user?",
+			"/api/v3/user/emails?per_page=100", "/api/v3/user/emails?page=2&per_page=100",
+			"/api/v3/user/orgs?per_page=100",
+			"/api/v3/user/teams?per_page=100", "/api/v3/user/teams?page=2&per_page=100",
+		}
+		if !slices.Equal(paths, want) {
+			t.Errorf("requests =\n %q\nwant\n %q", paths, want)
+		}
+	})
+}
+
+func TestGitHubEmailChoice(t *testing.T) {
+	tests := []struct {
+		name         string
+		emails       []githubapi.Email
+		wantEmail    string
+		wantVerified bool
+	}{
+		{
+			name: "a verified address is chosen over an unverified primary",
+			emails: []githubapi.Email{
+				{Email: "primary@example.com", Primary: true},
+				{Email: "verified@example.com", Verified: true},
+			},
+			wantEmail: "verified@example.com", wantVerified: true,
+		},
+		{
+			name: "the primary verified address wins over earlier verified ones",
+			emails: []githubapi.Email{
+				{Email: "first@example.com", Verified: true},
+				{Email: "primary@example.com", Primary: true, Verified: true},
+			},
+			wantEmail: "primary@example.com", wantVerified: true,
+		},
+		{
+			name:   "with no verified address there is no email at all, not the public one",
+			emails: []githubapi.Email{{Email: "primary@example.com", Primary: true}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := octocat()
+			u.Emails = tt.emails
+			p, err := newGitHubHarness(t, u, nil, false).login(t)
+			if err != nil {
+				t.Fatalf("Complete: %v", err)
+			}
+			if p.Email != tt.wantEmail || p.EmailVerified != tt.wantVerified {
+				t.Errorf("email = %q verified %v, want %q %v", p.Email, p.EmailVerified, tt.wantEmail, tt.wantVerified)
+			}
+			if tt.wantEmail == "" {
+				c := Config{RequireVerifiedEmail: true, Preset: PresetGitHub}
+				var ae *AdmissionError
+				if err := c.Admit(p); !errors.As(err, &ae) || ae.Rule != "require_verified_email" {
+					t.Errorf("Admit = %v, want refusal by require_verified_email", err)
+				}
+			}
+		})
+	}
+}
+
+func TestGitHubAllowedOrganizationsAndTeams(t *testing.T) {
+	h := newGitHubHarness(t, octocat(), nil, false)
+	p, err := h.login(t)
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	tests := []struct {
+		name      string
+		orgs      []string
+		teams     []string
+		wantAdmit bool
+	}{
+		{name: "a member of an allowed organisation is admitted", orgs: []string{"cvat-ai"}, wantAdmit: true},
+		{name: "organisation names match case-insensitively", orgs: []string{"portcullis-proxy"}, wantAdmit: true},
+		{name: "a user in none of the allowed organisations is refused", orgs: []string{"other-org"}},
+		{name: "a member of an allowed team is admitted", teams: []string{"portcullis-proxy/maintainers"}, wantAdmit: true},
+		{name: "a team of the right name in another organisation does not admit", teams: []string{"other-org/maintainers"}},
+		{name: "either list admits", orgs: []string{"other-org"}, teams: []string{"cvat-ai/team-7"}, wantAdmit: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := h.cfg
+			c.AllowedOrganizations, c.AllowedTeams = tt.orgs, tt.teams
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			err := c.Admit(p)
+			var ae *AdmissionError
+			switch {
+			case tt.wantAdmit && err != nil:
+				t.Errorf("Admit = %v, want admitted", err)
+			case !tt.wantAdmit && !errors.As(err, &ae):
+				t.Errorf("Admit = %v, want an AdmissionError", err)
+			case !tt.wantAdmit && !strings.Contains(ae.Reason, "GitHub"):
+				t.Errorf("reason %q does not say where", ae.Reason)
+			}
+		})
+	}
+}
+
+func TestGitHubLoginVariants(t *testing.T) {
+	t.Run("github.com-style endpoints (API at the root) work as configured keys", func(t *testing.T) {
+		h := newGitHubHarness(t, octocat(), func(c *Config, gh *githubapi.Server) {
+			c.BaseURL = ""
+			c.AuthURL, c.TokenURL = gh.URL+"/login/oauth/authorize", gh.URL+"/login/oauth/access_token"
+			c.UserinfoURL = gh.URL + "/user"
+		}, false)
+		p, err := h.login(t)
+		if err != nil || p.Email != "octocat@github.com" || len(p.Groups) != 132 {
+			t.Fatalf("Complete = %+v, %v", p, err)
+		}
+	})
+	t.Run("without read:org the organisations and teams are not read", func(t *testing.T) {
+		h := newGitHubHarness(t, octocat(), func(c *Config, _ *githubapi.Server) {
+			c.Scopes = []string{"read:user", "user:email"}
+		}, false)
+		p, err := h.login(t)
+		if err != nil {
+			t.Fatalf("Complete: %v", err)
+		}
+		if len(p.Groups) != 0 {
+			t.Errorf("groups = %q, want none", p.Groups)
+		}
+		for _, r := range h.gh.APIRequests() {
+			if strings.Contains(r.URL.Path, "/orgs") || strings.Contains(r.URL.Path, "/teams") {
+				t.Errorf("requested %s without read:org", r.URL.Path)
+			}
+		}
+	})
+	t.Run("without user:email the emails endpoint's 404 fails the login", func(t *testing.T) {
+		h := newGitHubHarness(t, octocat(), func(c *Config, _ *githubapi.Server) {
+			c.Scopes = []string{"read:user"}
+		}, false)
+		_, err := h.login(t)
+		if err == nil || !strings.Contains(err.Error(), "oidc gh: fetch emails: github GET /api/v3/user/emails: 404 Not Found") {
+			t.Fatalf("Complete err = %v", err)
+		}
+	})
+	t.Run("a user who cancels at GitHub comes back with access_denied", func(t *testing.T) {
+		_, err := newGitHubHarness(t, octocat(), nil, true).login(t)
+		var ce *CallbackError
+		if !errors.As(err, &ce) || ce.Code != "access_denied" {
+			t.Fatalf("Complete err = %v, want CallbackError access_denied", err)
+		}
+	})
+	t.Run("a wrong client secret fails the exchange with GitHub's error code", func(t *testing.T) {
+		h := newGitHubHarness(t, octocat(), func(c *Config, _ *githubapi.Server) { c.ClientSecret = "wrong" }, false)
+		_, err := h.login(t)
+		if err == nil || !strings.Contains(err.Error(), "exchange code") || !strings.Contains(err.Error(), "incorrect_client_credentials") {
+			t.Fatalf("Complete err = %v", err)
+		}
+	})
+	t.Run("a rate-limited API is a clear error with the reset time", func(t *testing.T) {
+		h := newGitHubHarness(t, octocat(), nil, false)
+		h.gh.SetRateLimited(true)
+		_, err := h.login(t)
+		var ge *GitHubAPIError
+		if !errors.As(err, &ge) || !ge.RateLimited || ge.Status != http.StatusForbidden || ge.Reset.Before(time.Now()) {
+			t.Fatalf("Complete err = %v, want a rate-limit GitHubAPIError", err)
+		}
+		if !strings.Contains(err.Error(), "oidc gh: fetch user: github GET /api/v3/user: rate limit exceeded (403 API rate limit exceeded for user ID 583231.), resets at ") {
+			t.Errorf("err = %v", err)
+		}
+	})
+}
+
+func TestGitHubClaimsWithABadToken(t *testing.T) {
+	gh := githubapi.Start(t, githubapi.Options{CallbackURL: "http://127.0.0.1/cb", User: octocat()})
+	p := &oidcProvider{cfg: Config{ID: githubIdP, Preset: PresetGitHub, UserinfoURL: gh.URL + "/user"}, client: gh.Client()}
+	_, err := p.oauth2Claims(context.Background(), &oauth2.Token{AccessToken: "gho_revoked", TokenType: "bearer"})
+	if err == nil || err.Error() != "oidc gh: fetch user: github GET /user: the access token was refused (401 Bad credentials)" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestGitHubNextPage(t *testing.T) {
+	gh := githubClient{api: "https://api.github.com"}
+	tests := []struct {
+		name, link, want string
+		wantErr          bool
+	}{
+		{name: "no Link header is the last page", link: ""},
+		{
+			name: "rel=next is followed",
+			link: `<https://api.github.com/user/emails?page=2>; rel="next", <https://api.github.com/user/emails?page=5>; rel="last"`,
+			want: "https://api.github.com/user/emails?page=2",
+		},
+		{
+			name: "the last page has prev and first only",
+			link: `<https://api.github.com/user/emails?page=4>; rel="prev", <https://api.github.com/user/emails?page=1>; rel="first"`,
+		},
+		{
+			name:    "a next link to another host is refused: the token would go with it",
+			link:    `<https://evil.example/user/emails?page=2>; rel="next"`,
+			wantErr: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := gh.nextPage(tt.link)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("nextPage = %q, %v; want %q, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
