@@ -110,9 +110,16 @@ func (rf *refresher) join(s *session.Session, now time.Time) (call *refreshCall,
 		return c, false
 	}
 	// A finished refresh answers requests still carrying the cookie it
-	// replaced (same starting point), not a later, newer one.
-	if c := rf.recent[s.ID]; c != nil && now.Sub(c.finished) < min(rf.every, refreshMemory) && !s.Refreshed.After(c.from) {
-		return c, false
+	// replaced (same starting point), not a later, newer one. When the IdP
+	// could not be asked, it is asked again after the refresh interval.
+	if c := rf.recent[s.ID]; c != nil && !s.Refreshed.After(c.from) {
+		memory := refreshMemory
+		if c.kept {
+			memory = min(rf.every, refreshMemory)
+		}
+		if now.Sub(c.finished) < memory {
+			return c, false
+		}
 	}
 	c := &refreshCall{done: make(chan struct{}), from: s.Refreshed}
 	rf.inFlight[s.ID] = c

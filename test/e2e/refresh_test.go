@@ -1,0 +1,246 @@
+package e2e
+
+import (
+	"bufio"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+)
+
+// refreshConfig is one OIDC IdP that issues rotating refresh tokens, with
+// sessions confirmed at it every second and single sign-out on.
+const refreshConfig = `
+server:
+  public_url: PUBLIC_URL
+upstream:
+  url: UPSTREAM_URL
+session:
+  keys: [SESSION_KEY]
+  refresh: 1s
+sso:
+  identity_providers:
+    - id: company
+      protocol: OIDC
+      server_url: ISSUER
+      client_id: portcullis
+      client_secret: portcullis-secret
+      scopes: [openid, email, profile, groups, offline_access]
+      single_sign_out: true
+role_mapping:
+  roles: [admin, user]
+  default: user
+  rules:
+    - role: admin
+      when: '"cvat-admins" in groups'
+attribute_pass:
+  headers:
+    X-Email: email
+`
+
+// tokenCounter counts the proxy's calls to an IdP's token endpoint. The
+// proxy's IdP client uses http.DefaultTransport, which this wraps for the
+// test's duration.
+type tokenCounter struct {
+	next  http.RoundTripper
+	host  string
+	calls atomic.Int64
+}
+
+func (c *tokenCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPost && r.URL.Host == c.host && r.URL.Path == "/token" {
+		c.calls.Add(1)
+	}
+	return c.next.RoundTrip(r)
+}
+
+func countTokenCalls(t *testing.T, issuer string) *tokenCounter {
+	t.Helper()
+	c := &tokenCounter{next: http.DefaultTransport, host: mustURL(t, issuer).Host}
+	http.DefaultTransport = c
+	t.Cleanup(func() { http.DefaultTransport = c.next })
+	return c
+}
+
+// refreshStack is portcullis with refreshConfig in front of the echo
+// upstream and a real oidc-provider.
+func refreshStack(t *testing.T) (*stack, *oidcserver.Server) {
+	t.Helper()
+	s := listen(t)
+	idp := oidcserver.Start(t, oidcserver.Options{
+		RedirectURIs:           []string{s.URL + "/.portcullis/oidc/company/callback"},
+		PostLogoutRedirectURIs: []string{s.URL + "/.portcullis/logout/done"},
+	})
+	s.start(t, strings.Replace(refreshConfig, "ISSUER", idp.Issuer, 1))
+	return s, idp
+}
+
+// refreshes reads session_refreshes_total{idp="company",result} from the
+// admin listener's metrics.
+func refreshes(t *testing.T, s *stack, result string) int {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	s.Handler.Admin().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	want := `portcullis_session_refreshes_total{idp="company",result="` + result + `"} `
+	sc := bufio.NewScanner(rec.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return int(n)
+		}
+	}
+	return 0
+}
+
+// cookieHeader is the Cookie header the browser sends to the proxy now.
+func cookieHeader(t *testing.T, b *http.Client, s *stack) string {
+	t.Helper()
+	var parts []string
+	for _, c := range b.Jar.Cookies(mustURL(t, s.URL)) {
+		if strings.HasPrefix(c.Name, "portcullis") {
+			parts = append(parts, c.Name+"="+c.Value)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// apiGet is a script's request with the given cookies (no jar, no redirects).
+func apiGet(t *testing.T, s *stack, cookie string) (status int, _ string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", s.URL+"/data", nil)
+	req.Header.Set("Cookie", cookie)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0, ""
+	}
+	readBody(t, resp)
+	return resp.StatusCode, ""
+}
+
+func TestRefreshIsSpentOnceUnderConcurrentRequests(t *testing.T) {
+	s, idp := refreshStack(t)
+	counter := countTokenCalls(t, idp.Issuer)
+	b := browser(t)
+	readBody(t, oidcserver.Login(t, b, s.URL+"/", oidcserver.Alice, oidcserver.AlicePassword))
+	oldCookie := cookieHeader(t, b, s)
+	if oldCookie == "" {
+		t.Fatal("no session cookie after login")
+	}
+	loginCalls := counter.calls.Load() // the code exchange
+
+	time.Sleep(1100 * time.Millisecond) // past session.refresh
+	const concurrent = 40
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	start := make(chan struct{})
+	for range concurrent {
+		wg.Go(func() {
+			<-start
+			// Every request carries the cookie from before the refresh, as
+			// a page's parallel requests do.
+			if status, _ := apiGet(t, s, oldCookie); status == http.StatusOK {
+				ok.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	idpRefreshes := counter.calls.Load() - loginCalls
+	t.Logf("%d concurrent requests after the refresh interval: %d succeeded, %d refresh(es) at the IdP", concurrent, ok.Load(), idpRefreshes)
+	if ok.Load() != concurrent {
+		t.Errorf("%d of %d requests succeeded, want all", ok.Load(), concurrent)
+	}
+	if idpRefreshes != 1 {
+		t.Errorf("the IdP's token endpoint was called %d times, want exactly 1 refresh", idpRefreshes)
+	}
+	if n, refused := refreshes(t, s, "success"), refreshes(t, s, "refused"); n != 1 || refused != 0 {
+		t.Errorf("session_refreshes_total success=%d refused=%d, want 1 and 0", n, refused)
+	}
+
+	// The old cookie still works for a moment (requests already on their
+	// way), and the browser's new cookie carries the rotated token.
+	if status, _ := apiGet(t, s, oldCookie); status != http.StatusOK {
+		t.Errorf("old cookie right after the refresh: status %d, want 200", status)
+	}
+	resp, err := b.Get(s.URL + "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if got, _ := s.Upstream.Last(); resp.StatusCode != 200 || got.Header.Get("X-Email") != "alice@example.com" {
+		t.Errorf("browser after the refresh: status %d, X-Email %q", resp.StatusCode, got.Header.Get("X-Email"))
+	}
+	if n := counter.calls.Load() - loginCalls; n != 1 {
+		t.Errorf("token endpoint calls after the burst = %d, want still 1", n)
+	}
+}
+
+func TestRefreshOutcomes(t *testing.T) {
+	s, idp := refreshStack(t)
+	b := browser(t)
+	readBody(t, oidcserver.Login(t, b, s.URL+"/", oidcserver.Bob, oidcserver.BobPassword))
+	cookie := cookieHeader(t, b, s)
+
+	// An IdP that cannot be reached keeps the session for now.
+	idp.Stop()
+	time.Sleep(1100 * time.Millisecond)
+	if status, email := apiGet(t, s, cookie); status != http.StatusOK {
+		t.Fatalf("IdP down: status %d (%q), want the session kept", status, email)
+	}
+	if n := refreshes(t, s, "error"); n != 1 {
+		t.Errorf("session_refreshes_total{result=error} = %d, want 1", n)
+	}
+
+	// Restarted, the IdP has forgotten every token: the refresh is refused
+	// and the session ends.
+	idp.Restart()
+	time.Sleep(1100 * time.Millisecond) // the failed attempt is retried after session.refresh
+	if status, _ := apiGet(t, s, cookie); status != http.StatusUnauthorized {
+		t.Fatalf("refused refresh: status %d, want 401 (session ended)", status)
+	}
+	if n := refreshes(t, s, "refused"); n != 1 {
+		t.Errorf("session_refreshes_total{result=refused} = %d, want 1", n)
+	}
+	if status, _ := apiGet(t, s, cookie); status != http.StatusUnauthorized {
+		t.Errorf("the ended session's cookie again: status %d, want 401", status)
+	}
+}
+
+func TestSingleSignOutEndsTheIdPSession(t *testing.T) {
+	s, idp := refreshStack(t)
+	b := browser(t)
+	readBody(t, oidcserver.Login(t, b, s.URL+"/", oidcserver.Alice, oidcserver.AlicePassword))
+
+	// Logout goes through the IdP's end-session confirmation, back to the
+	// proxy and on to rd.
+	var visited []string
+	watching := *b
+	watching.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		visited = append(visited, r.URL.String())
+		return nil
+	}
+	resp := oidcserver.Logout(t, &watching, s.URL+"/.portcullis/logout?rd=/bye")
+	body := readBody(t, resp)
+	trail := strings.Join(visited, "\n")
+	for _, want := range []string{idp.Issuer + "/session/end", s.URL + "/.portcullis/logout/done?state=", s.URL + "/bye"} {
+		if !strings.Contains(trail, want) {
+			t.Errorf("the logout did not pass %s; redirects:\n%s", want, trail)
+		}
+	}
+	// /bye needs a session, and the IdP no longer has one: the browser ends
+	// on the IdP's login form, not silently logged in again.
+	if !strings.Contains(body, `name="password"`) {
+		t.Fatalf("after single sign-out the browser is at %s without the IdP's login form:\n%s", resp.Request.URL, body)
+	}
+	if status, _ := apiGet(t, s, cookieHeader(t, b, s)); status != http.StatusUnauthorized {
+		t.Errorf("after single sign-out: status %d, want 401", status)
+	}
+}
