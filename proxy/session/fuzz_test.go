@@ -1,0 +1,79 @@
+package session
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// FuzzLoad checks SPEC invariant 5 on any Cookie header: Load never panics
+// and never fails, and the only sessions it returns are ones sealed with the
+// store's key (here: the seeds'), never one made of other bytes.
+func FuzzLoad(f *testing.F) {
+	c := newClock()
+	o := testOptions(c)
+	st := mustStore(f, o)
+	// Fixed IDs: the fuzzing workers each run this setup again, and must
+	// recognise the seeds the coordinator sealed.
+	sealed := map[string]bool{}
+	seal := func(id string, p idp.Profile) []*http.Cookie {
+		s := New(p, idp.Tokens{}, o)
+		s.ID = id
+		sealed[id] = true
+		return saved(f, st, s)
+	}
+	header := func(cookies []*http.Cookie) string {
+		var parts []string
+		for _, ck := range cookies {
+			parts = append(parts, ck.Name+"="+ck.Value)
+		}
+		return strings.Join(parts, "; ")
+	}
+	small := seal("seed-small", testProfile())
+	big := testProfile()
+	// Random group names, so that deflate cannot shrink them into one cookie.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		big.Groups = append(big.Groups, fmt.Sprintf("group-%016x", rng.Uint64()))
+	}
+	chunked := seal("seed-chunked", big)
+	if len(chunked) < 2 {
+		f.Fatalf("want a chunked seed, got %d cookies", len(chunked))
+	}
+	other := mustStore(f, testOptions(c, key(2)))
+	w := httptest.NewRecorder()
+	other.Save(w, httptest.NewRequest("GET", "/", nil), New(testProfile(), idp.Tokens{}, o))
+
+	flows := NewFlows(o)
+	fw := httptest.NewRecorder()
+	flows.Start(fw, &idp.Flow{State: NewState(), IdP: "company", Redirect: "/x"})
+	flowValue := fw.Result().Cookies()[0].Value
+
+	for _, s := range []string{
+		header(small), header(chunked), header(w.Result().Cookies()),
+		"portcullis=" + flowValue, header(small) + "; " + header(small),
+		header(small) + "; portcullis=x; portcullis=y", "portcullis=3~" + small[0].Value,
+		"portcullis_1=" + small[0].Value, "", "portcullis=", `portcullis="a"`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, cookie string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header["Cookie"] = strings.Split(cookie, "\n")
+		s, err := st.Load(r)
+		if err != nil {
+			t.Fatalf("Load(%q) failed: %v", cookie, err)
+		}
+		if s != nil && !sealed[s.ID] {
+			t.Fatalf("Load(%q) returned session %q, which the store never sealed", cookie, s.ID)
+		}
+		if s != nil && !c.Now().Before(s.Expires) {
+			t.Fatalf("Load(%q) returned an expired session", cookie)
+		}
+	})
+}
