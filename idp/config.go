@@ -148,16 +148,18 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	// The entry is checked as it will run: with its preset's defaults.
-	resolved, err := c.WithPreset()
-	if err != nil {
-		errs = append(errs, err)
-	}
-	errs = append(errs, c.validateAdmission()...)
-	c = &resolved
 	if !idPattern.MatchString(c.ID) {
 		bad("id", "must be 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit (got %q)", c.ID)
 	}
+	errs = append(errs, c.validateAdmission()...)
+	// The entry is checked as it will run: with its preset's defaults. When
+	// the preset cannot fill them in, its error says what to add, and the
+	// keys it would have filled in are not reported missing as well.
+	resolved, err := c.WithPreset()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	c = &resolved
 	switch c.Protocol {
 	case OIDC, OAuth2:
 		errs = append(errs, c.validateOIDC()...)

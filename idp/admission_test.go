@@ -1,0 +1,99 @@
+package idp
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestAdmit(t *testing.T) {
+	alice := Profile{Email: "alice@Example.org", EmailVerified: true, Groups: []string{"annotators", "cvat-admins"}}
+	tests := []struct {
+		name    string
+		c       Config
+		p       Profile
+		rule    string // empty: admitted
+		reasons string // part of the user-facing reason
+	}{
+		{name: "no rules admit everyone", p: Profile{}},
+		{name: "an allowed domain admits, case-insensitively", c: Config{AllowedEmailDomains: []string{"example.ORG"}}, p: alice},
+		{name: "any listed domain admits", c: Config{AllowedEmailDomains: []string{"example.com", "example.org"}}, p: alice},
+		{name: "another domain is refused and named", c: Config{AllowedEmailDomains: []string{"example.com"}}, p: alice,
+			rule: "allowed_email_domains", reasons: "Email addresses at example.org are not allowed to sign in here."},
+		{name: "a subdomain does not count as its parent", c: Config{AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: "bob@eu.example.org"}, rule: "allowed_email_domains", reasons: "eu.example.org"},
+		{name: "a parent does not count as its subdomain", c: Config{AllowedEmailDomains: []string{"eu.example.org"}},
+			p: alice, rule: "allowed_email_domains"},
+		{name: "the domain is after the last @", c: Config{AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: `"a@example.org"@evil.example`}, rule: "allowed_email_domains", reasons: "evil.example"},
+		{name: "no email is refused when domains are listed", c: Config{AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{}, rule: "allowed_email_domains", reasons: "no email address"},
+		{name: "a verified email passes require_verified_email", c: Config{RequireVerifiedEmail: true}, p: alice},
+		{name: "an unverified email is refused by require_verified_email", c: Config{ID: "corp", Name: "Company SSO", RequireVerifiedEmail: true},
+			p: Profile{Email: "a@example.org"}, rule: "require_verified_email", reasons: "not verified at Company SSO"},
+		{name: "no email is refused by require_verified_email", c: Config{RequireVerifiedEmail: true},
+			p: Profile{EmailVerified: true}, rule: "require_verified_email"},
+		{name: "one allowed group is enough", c: Config{AllowedGroups: []string{"cvat-admins", "other"}}, p: alice},
+		{name: "no allowed group is refused without naming the groups", c: Config{AllowedGroups: []string{"secret-ops"}}, p: alice,
+			rule: "allowed_groups", reasons: "not a member of a group"},
+		{name: "group names are case-sensitive", c: Config{AllowedGroups: []string{"Annotators"}}, p: alice, rule: "allowed_groups"},
+		{name: "every configured rule must pass", c: Config{AllowedEmailDomains: []string{"example.org"}, AllowedGroups: []string{"nope"}},
+			p: alice, rule: "allowed_groups"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.c.Admit(&tt.p)
+			var ae *AdmissionError
+			if tt.rule == "" {
+				if err != nil {
+					t.Fatalf("Admit = %v, want admitted", err)
+				}
+				return
+			}
+			if !errors.As(err, &ae) || ae.Rule != tt.rule || !strings.Contains(ae.Reason, tt.reasons) {
+				t.Fatalf("Admit = %v, want refusal by %s saying %q", err, tt.rule, tt.reasons)
+			}
+			if strings.Contains(ae.Reason, "secret-ops") {
+				t.Errorf("reason %q names a configured group", ae.Reason)
+			}
+		})
+	}
+}
+
+func TestValidateAdmission(t *testing.T) {
+	tests := []struct {
+		name string
+		c    Config
+		want []string
+	}{
+		{name: "domains, groups and github lists that are well formed pass",
+			c: Config{Preset: PresetGitHub, AllowedEmailDomains: []string{"example.com", "eu.example.com"}, AllowedGroups: []string{"g"},
+				AllowedOrganizations: []string{"cvat-ai"}, AllowedTeams: []string{"cvat-ai/annotation-team"}}},
+		{name: "wildcards, addresses and junk are not domains",
+			c: Config{AllowedEmailDomains: []string{"*.example.com", "a@example.com", "example"}},
+			want: []string{
+				`allowed_email_domains[0]: wildcards are not supported; list each domain, subdomains included (got "*.example.com")`,
+				`allowed_email_domains[1]: a domain, not an email address (got "a@example.com")`,
+				`allowed_email_domains[2]: not a domain name like example.com (got "example")`,
+			}},
+		{name: "an empty group name is refused", c: Config{AllowedGroups: []string{""}}, want: []string{"allowed_groups[0]: empty group name"}},
+		{name: "organisations need preset github", c: Config{AllowedOrganizations: []string{"cvat-ai"}},
+			want: []string{"allowed_organizations: only for preset github (use allowed_groups with other providers)"}},
+		{name: "teams must be org/slug", c: Config{Preset: PresetGitHub, AllowedTeams: []string{"annotation-team"}},
+			want: []string{`allowed_teams[0]: must be "org/team-slug" (got "annotation-team")`}},
+		{name: "SAML needs email_verified mapped to require it", c: Config{Protocol: SAML, RequireVerifiedEmail: true},
+			want: []string{"require_verified_email: needs attribute_mapping.email_verified: without it no SAML user counts as verified"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, err := range tt.c.validateAdmission() {
+				got = append(got, err.Error())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tt.want, "\n  "))
+			}
+		})
+	}
+}
