@@ -65,6 +65,11 @@ type Config struct {
 	// AllowIf is an expression over Env evaluated after login on an
 	// authenticate rule; false answers 403.
 	AllowIf string `yaml:"allow_if"`
+	// BasicAuth names an LDAP identity provider: on this authenticate rule,
+	// a request with Authorization: Basic is let in by checking those
+	// credentials there instead of by a session. The proxy checks that the
+	// provider exists and is LDAP.
+	BasicAuth string `yaml:"basic_auth"`
 }
 
 // Rule is a compiled rule, as Match returns it.
@@ -252,6 +257,9 @@ func compileRule(key string, c Config) (*Rule, error) {
 			bad("allow_if", "%v", err)
 		}
 		r.allowIf = p
+	}
+	if c.BasicAuth != "" && c.Action != Authenticate && c.Action != "" {
+		bad("basic_auth", "only an authenticate rule checks credentials (action is %s)", c.Action)
 	}
 	return r, errors.Join(errs...)
 }

@@ -356,6 +356,7 @@ func TestCompileErrors(t *testing.T) {
 		{"non-boolean allow_if", []Config{valid(Config{AllowIf: `email`})}, "", `rules[0].allow_if: `},
 		{"allow_if on a bypass rule", []Config{valid(Config{Action: Bypass, AllowIf: `true`})}, "", `rules[0].allow_if: only an authenticate rule`},
 		{"allow_if on a deny rule", []Config{valid(Config{Action: Deny, AllowIf: `true`})}, "", `rules[0].allow_if: only an authenticate rule`},
+		{"basic_auth on a bypass rule", []Config{valid(Config{Action: Bypass, BasicAuth: "corp-ldap"})}, "", `rules[0].basic_auth: only an authenticate rule`},
 		{"problem in a later rule names its index", []Config{valid(Config{Name: "a"}), valid(Config{Name: "b", Sources: []string{"x"}})}, "", `rules[1].sources[0]: `},
 	}
 	for _, tt := range tests {
