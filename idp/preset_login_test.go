@@ -1,0 +1,95 @@
+package idp
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+)
+
+// TestPresetLoginsAtARealIdP logs in through presets whose IdP cannot run
+// here, against the npm oidc-provider pointed at by server_url (a user-given
+// key, which wins over the preset's) and releasing the claims that IdP
+// would: the preset's scopes and claim mapping do the rest.
+func TestPresetLoginsAtARealIdP(t *testing.T) {
+	dana := oidcserver.User{
+		Password: "dana-pw", Email: "dana@example.com", EmailVerified: true, Name: "Dana",
+		Extra: map[string]any{
+			"realm_access":     map[string]any{"roles": []string{"cvat-admin", "offline_access"}},
+			"cognito:groups":   []string{"annotators"},
+			"cognito:username": "dana-cognito",
+			"orgs": []map[string]any{
+				{"sub": "6123", "name": "CVAT", "preferred_username": "cvat-ai", "isEnterprise": true},
+			},
+		},
+	}
+	erin := oidcserver.User{
+		Password: "erin-pw", Email: "erin@example.com", EmailVerified: true,
+		// Entra ID's overage marker in an implicit-flow token.
+		Extra: map[string]any{"hasgroups": true},
+	}
+	so := oidcserver.Options{ConformIDTokenClaims: true, ExtraUsers: map[string]oidcserver.User{"dana": dana, "erin": erin}}
+	tests := []struct {
+		name       string
+		c          Config
+		user, pass string
+		want       func(p *Profile) bool
+		wantRule   string
+	}{
+		{
+			name: "keycloak: realm roles are the groups",
+			c:    Config{Preset: PresetKeycloak}, user: "dana", pass: "dana-pw",
+			want: func(p *Profile) bool {
+				return slices.Equal(p.Groups, []string{"cvat-admin", "offline_access"}) && p.Username == "dana"
+			},
+		},
+		{
+			name: "cognito: cognito:groups and cognito:username",
+			c:    Config{Preset: PresetCognito, UserPoolID: "us-east-1_AbC123xyz"}, user: "dana", pass: "dana-pw",
+			want: func(p *Profile) bool {
+				return slices.Equal(p.Groups, []string{"annotators"}) && p.Username == "dana-cognito"
+			},
+		},
+		{
+			name: "huggingface: the shared orgs are the groups",
+			c:    Config{Preset: PresetHuggingFace}, user: "dana", pass: "dana-pw",
+			want: func(p *Profile) bool {
+				return slices.Equal(p.Groups, []string{"cvat-ai"}) && p.Email == "dana@example.com"
+			},
+		},
+		{
+			name: "azure: a token announcing group overage is refused with a reason for the user",
+			c:    Config{Preset: PresetAzure, Tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47"}, user: "erin", pass: "erin-pw",
+			wantRule: "groups",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.c
+			c.ServerURL = "{issuer}"
+			resolved, err := c.WithPreset()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The harness would add its groups scope; the preset's are the point.
+			c.Scopes = resolved.Scopes
+			h := newOIDCHarness(t, so, c, true)
+			f, cb := h.login(t, tt.user, tt.pass)
+			p, _, err := h.provider.Complete(cb, f)
+			if tt.wantRule != "" {
+				var ae *AdmissionError
+				if !errors.As(err, &ae) || ae.Rule != tt.wantRule {
+					t.Fatalf("Complete = %+v, %v; want an AdmissionError by %s", p, err, tt.wantRule)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Complete: %v", err)
+			}
+			if !tt.want(p) {
+				t.Errorf("profile = %+v", p)
+			}
+		})
+	}
+}
