@@ -37,6 +37,8 @@ func (h *Handler) authRoutes() http.Handler {
 	mux.HandleFunc("GET "+p+"/oidc/{idp}/callback", h.oidcCallback)
 	mux.HandleFunc("POST "+p+"/saml/{idp}/acs", h.samlACS)
 	mux.HandleFunc("GET "+p+"/saml/{idp}/metadata", h.samlMetadata)
+	mux.HandleFunc("GET "+p+"/ldap/{idp}", h.ldapForm)
+	mux.HandleFunc("POST "+p+"/ldap/{idp}", h.ldapLogin)
 	mux.HandleFunc("GET "+p+"/logout", h.logout)
 	mux.HandleFunc("POST "+p+"/logout", h.logout)
 	mux.HandleFunc("GET "+p+"/logout/done", h.logoutDone)
@@ -109,6 +111,10 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rd := h.safeRedirect(r.URL.Query().Get("rd"))
+	if _, ok := p.impl.(idp.PasswordChecker); ok {
+		http.Redirect(w, r, h.ldapFormPath(p.cfg.ID, rd), http.StatusFound) // the login form (ldap.go)
+		return
+	}
 	redirector, ok := p.impl.(idp.Redirector)
 	if !ok {
 		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "This sign-in method has no login page yet.")

@@ -36,6 +36,7 @@ func Check(cfg *Config) error {
 func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	var p problems
 	cfg.validate(&p)
+	checkBasicAuth(cfg, &p) // rules naming an LDAP IdP (ldap.go)
 	c := &compiled{cfg: cfg}
 	var err error
 	c.rules, err = rules.Compile(cfg.Rules, cfg.DefaultAction)

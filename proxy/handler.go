@@ -34,6 +34,7 @@ type Handler struct {
 	now       func() time.Time
 	idpStop   map[string]context.CancelFunc // ends each provider's background work (reload.go)
 	refresher *refresher                    // renews sessions at the IdP (refresh.go)
+	passwords passwordLogins                // LDAP failure limits and Basic auth cache (ldap.go)
 }
 
 // Decisions, as logged and counted in requests_total{decision}.
@@ -95,6 +96,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		return decisionDenied
 	case rules.Bypass:
 		return h.forward(w, r, nil) // no identity: the upstream checks the caller's own credentials
+	}
+
+	if rule.Config.BasicAuth != "" && hasBasicCredentials(r) {
+		return h.serveBasic(w, r, rule, req, o) // the caller's LDAP password instead of a session (ldap.go)
 	}
 
 	s, err := h.sessions.Load(r)

@@ -44,7 +44,7 @@ const defaultTitle = "portcullis"
 
 // pageNames are the pages there are, each a template file defining
 // "content", rendered inside layout.html's "layout".
-var pageNames = []string{"chooser", "email", "error", "denied", "signed_out"}
+var pageNames = []string{"chooser", "email", "error", "denied", "signed_out", "ldap"}
 
 // pages renders the proxy's own pages: plain, accessible HTML that works
 // without JavaScript. Clients that do not want HTML get JSON instead.
@@ -192,6 +192,7 @@ var samplePage = page{
 	Brand: "Example", Title: "Sign in", Message: "A message.", Reason: "A reason.", Status: 403,
 	Link: "/login", LinkText: "Sign in again", Providers: []choice{{Name: "Company SSO", Href: "/login/company"}},
 	Action: "/login", RD: "/", Email: "name@example.com",
+	IdPName: "Company directory", Username: "alice", State: "state",
 }
 
 // contrast is the WCAG 2 contrast ratio of two #rrggbb colours.
@@ -229,6 +230,9 @@ type page struct {
 	Action, RD, Email     string
 	// Reason says why access was denied.
 	Reason string
+	// The LDAP login form (ldap.go): the IdP's name, the username typed
+	// so far, and the login flow's state.
+	IdPName, Username, State string
 }
 
 type choice struct{ Name, Href string }

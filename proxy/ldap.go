@@ -1,0 +1,380 @@
+package proxy
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/rolemap"
+	"github.com/portcullis-proxy/portcullis/rules"
+)
+
+// Password logins (LDAP): the login form at {auth_prefix}/ldap/{idp}, and
+// rules with basic_auth, whose API callers send their directory password
+// in an Authorization: Basic header. Both go through checkPassword, which
+// applies the failure limits (ratelimit.go).
+
+// basicAuthTTL is how long a successful Basic auth check is reused without
+// asking the directory again.
+const basicAuthTTL = 60 * time.Second
+
+// maxBasicAuthEntries bounds the Basic auth cache.
+const maxBasicAuthEntries = 10_000
+
+// passwordLogins is the state of password logins: failure limits and the
+// Basic auth cache. Its zero value is ready to use.
+type passwordLogins struct {
+	once   sync.Once
+	limits *loginLimits
+	cache  *basicCache
+}
+
+func (l *passwordLogins) init() *passwordLogins {
+	l.once.Do(func() {
+		l.limits = newLoginLimits()
+		l.cache = newBasicCache(basicAuthTTL, maxBasicAuthEntries)
+	})
+	return l
+}
+
+// errRateLimited means the username or client failed too often lately.
+var errRateLimited = errors.New("too many failed logins")
+
+// checkPassword checks username and password at p unless the failure
+// limits hold them back (errRateLimited, with how long to wait), and counts
+// the outcome. Other errors are idp.ErrInvalidCredentials or the directory
+// being unavailable.
+func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string) (*idp.Profile, time.Duration, error) {
+	id := p.cfg.ID
+	limits := h.passwords.init().limits
+	addr := h.clientAddr(r)
+	if wait := limits.wait(id, username, addr, h.now()); wait > 0 {
+		h.metrics.login(id, "rate_limited", 0)
+		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username))
+		return nil, wait, errRateLimited
+	}
+	prof, err := checker.Authenticate(r, username, password)
+	switch {
+	case err == nil:
+		limits.succeeded(id, username)
+		return prof, 0, nil
+	case errors.Is(err, idp.ErrInvalidCredentials):
+		limits.failed(id, username, addr, h.now())
+		h.metrics.login(id, "failure", 0)
+		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "invalid_credentials"),
+			slog.String("username", username))
+	default:
+		h.metrics.login(id, "failure", 0)
+		h.audit(r, slog.LevelError, "login_failed", slog.String("idp", id), slog.String("reason", "directory_unavailable"),
+			slog.Any("err", err))
+	}
+	return nil, 0, err
+}
+
+// passwordProvider is the configured password-checking IdP named id.
+func (h *Handler) passwordProvider(id string) (*provider, idp.PasswordChecker, bool) {
+	p := h.providers[id]
+	if p == nil {
+		return nil, nil, false
+	}
+	checker, ok := p.impl.(idp.PasswordChecker)
+	return p, checker, ok
+}
+
+// ldapFormPath is where the login form of IdP id is.
+func (h *Handler) ldapFormPath(id, rd string) string {
+	u := h.cfg.Server.AuthPrefix + "/ldap/" + url.PathEscape(id)
+	if rd != "" {
+		u += "?rd=" + queryEscape(rd)
+	}
+	return u
+}
+
+// ldapForm shows the login form.
+func (h *Handler) ldapForm(w http.ResponseWriter, r *http.Request) {
+	p, _, ok := h.passwordProvider(r.PathValue("idp"))
+	if !ok {
+		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
+		return
+	}
+	h.showLDAPForm(w, r, p, h.safeRedirect(r.URL.Query().Get("rd")), http.StatusOK, "", "")
+}
+
+// showLDAPForm renders the form with a fresh login flow: its state, in a
+// hidden field, must come back with the browser's flow cookie, once. That
+// is the form's CSRF protection (SPEC invariant 7), as for the redirect
+// logins.
+func (h *Handler) showLDAPForm(w http.ResponseWriter, r *http.Request, p *provider, rd string, status int, username, msg string) {
+	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Redirect: rd, Created: h.now().Unix()}
+	if err := h.flows.Start(w, f); err != nil {
+		h.log.Error("cannot start login", "idp", p.cfg.ID, "err", err)
+		h.pages.fail(w, r, http.StatusInternalServerError, "Internal error", "The sign-in could not be started.")
+		return
+	}
+	data := page{
+		Title: "Sign in", Message: msg, IdPName: p.cfg.DisplayName(),
+		Action: h.ldapFormPath(p.cfg.ID, ""), RD: rd, State: f.State, Username: username,
+	}
+	if len(h.order) > 1 {
+		data.Link, data.LinkText = h.loginPath(rd), "Other ways to sign in"
+	}
+	h.pages.render(w, status, "ldap", data)
+}
+
+// ldapLogin checks the posted form: the flow first (this browser started
+// this login at this IdP, and has not finished it), then the limits, then
+// the password.
+func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("idp")
+	p, checker, ok := h.passwordProvider(id)
+	if !ok {
+		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if err := r.ParseForm(); err != nil {
+		h.pages.fail(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.")
+		return
+	}
+	start := h.now()
+	username, password := r.PostForm.Get("username"), r.PostForm.Get("password")
+	f, err := h.flows.Finish(w, r, r.PostForm.Get("state"))
+	if err == nil && f.IdP != id {
+		err = fmt.Errorf("flow belongs to %s", f.IdP)
+	}
+	if err != nil {
+		// No password is checked without a form this browser got from us;
+		// the user gets a fresh one.
+		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "state"), slog.Any("err", err))
+		h.showLDAPForm(w, r, p, h.safeRedirect(r.PostForm.Get("rd")), http.StatusBadRequest, username,
+			"This sign-in form has expired. Enter your password again.")
+		return
+	}
+
+	prof, wait, err := h.checkPassword(r, p, checker, username, password)
+	switch {
+	case errors.Is(err, errRateLimited):
+		h.tooManyAttempts(w, r, p, f.Redirect, wait)
+	case errors.Is(err, idp.ErrInvalidCredentials):
+		h.showLDAPForm(w, r, p, f.Redirect, http.StatusUnauthorized, username, "Wrong username or password.")
+	case err != nil:
+		h.directoryUnavailable(w, r, p)
+	default:
+		h.establish(w, r, prof, nil, f.Redirect, start)
+	}
+}
+
+// tooManyAttempts answers 429 with Retry-After.
+func (h *Handler) tooManyAttempts(w http.ResponseWriter, r *http.Request, p *provider, rd string, wait time.Duration) {
+	secs := int(math.Ceil(wait.Seconds()))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	h.pages.failWithLink(w, r, http.StatusTooManyRequests, "Too many attempts",
+		"There were too many failed sign-ins for this account or from your network. Try again later, in about "+humanWait(secs)+".",
+		h.ldapFormPath(p.cfg.ID, rd), "Back to sign-in")
+}
+
+// directoryUnavailable answers 503: the password could not be checked.
+func (h *Handler) directoryUnavailable(w http.ResponseWriter, r *http.Request, p *provider) {
+	w.Header().Set("Retry-After", "30")
+	h.pages.fail(w, r, http.StatusServiceUnavailable, "Directory unavailable",
+		p.cfg.DisplayName()+" cannot check passwords right now: the directory is unavailable. Try again in a moment.")
+}
+
+func humanWait(secs int) string {
+	switch {
+	case secs <= 60:
+		return "a minute"
+	case secs < 90*60:
+		return strconv.Itoa((secs+59)/60) + " minutes"
+	}
+	return strconv.Itoa((secs+3599)/3600) + " hours"
+}
+
+// hasBasicCredentials reports whether r carries Authorization: Basic.
+func hasBasicCredentials(r *http.Request) bool {
+	auth := r.Header.Get("Authorization")
+	return len(auth) >= 6 && strings.EqualFold(auth[:6], "basic ")
+}
+
+// serveBasic is the pipeline for a request that a basic_auth rule matched
+// and that carries Authorization: Basic: the credentials are checked at
+// the rule's LDAP IdP (or found in the cache of recent checks) instead of
+// a session; then, as in serve, allow_if and the attribute pass. The
+// credentials themselves do not go upstream.
+func (h *Handler) serveBasic(w http.ResponseWriter, r *http.Request, rule *rules.Rule, req *rules.Request, o *outcome) string {
+	prof, decision := h.basicIdentity(w, r, rule.Config.BasicAuth)
+	if prof == nil {
+		return decision
+	}
+	o.setUser(prof)
+	allowed, err := rule.Allow(&rules.Env{Profile: *prof, Request: req, Now: h.now()})
+	if err != nil {
+		h.log.Warn("allow_if failed; refusing", "rule", rule.Name, "err", err)
+	}
+	if !allowed {
+		h.pages.fail(w, r, http.StatusForbidden, "Access denied", "Your account does not have access to this page.")
+		return decisionForbidden
+	}
+	r.Header.Del("Authorization")
+	return h.forward(w, r, prof)
+}
+
+// basicIdentity checks the request's Basic credentials at IdP id, returning
+// the user with roles mapped; or nil after answering the request.
+func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id string) (*idp.Profile, string) {
+	p, checker, ok := h.passwordProvider(id)
+	if !ok {
+		// check refuses such a config; this is a safety net.
+		h.log.Error("basic_auth names no password IdP", "idp", id)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal", "message": "basic_auth is misconfigured"})
+		return nil, decisionInternal
+	}
+	username, password, ok := r.BasicAuth()
+	if !ok {
+		return nil, h.basicChallenge(w, p, "malformed Basic credentials")
+	}
+	cache := h.passwords.init().cache
+	key := cache.key(id, username, password)
+	if prof, ok := cache.get(key, h.now()); ok {
+		return prof, ""
+	}
+	prof, wait, err := h.checkPassword(r, p, checker, username, password)
+	switch {
+	case errors.Is(err, errRateLimited):
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too_many_attempts", "message": "too many failed logins; try again later"})
+		return nil, decisionUnauthorized
+	case errors.Is(err, idp.ErrInvalidCredentials):
+		return nil, h.basicChallenge(w, p, "wrong username or password")
+	case err != nil:
+		w.Header().Set("Retry-After", "30")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "directory_unavailable", "message": "the directory cannot check passwords right now"})
+		return nil, decisionInternal
+	}
+	if reason := h.admit(prof); reason != "" {
+		h.metrics.login(id, "denied", 0)
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": reason})
+		return nil, decisionForbidden
+	}
+	roles, err := h.roles.Map(prof)
+	if errors.Is(err, rolemap.ErrNoRole) {
+		h.metrics.login(id, "denied", 0)
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": "your account has no role in this application"})
+		return nil, decisionForbidden
+	}
+	if err != nil {
+		h.log.Error("role mapping failed", "idp", id, "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal", "message": "your roles could not be determined"})
+		return nil, decisionInternal
+	}
+	prof.Roles = roles
+	h.metrics.login(id, "success", 0)
+	cache.put(key, prof, h.now())
+	return prof, ""
+}
+
+// basicChallenge answers 401 asking for Basic credentials for p.
+func (h *Handler) basicChallenge(w http.ResponseWriter, p *provider, msg string) string {
+	realm := strings.NewReplacer(`"`, "", `\`, "").Replace(p.cfg.DisplayName())
+	w.Header().Set("WWW-Authenticate", `Basic realm="`+realm+`", charset="UTF-8"`)
+	writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized", "message": msg})
+	return decisionUnauthorized
+}
+
+// basicCache remembers successful Basic auth checks briefly, so that an
+// API client's every request does not cost the directory a bind. Entries
+// are keyed by an HMAC of IdP, username and password under a key made at
+// start: neither the password nor an unsalted hash of it is kept.
+type basicCache struct {
+	secret  [32]byte
+	ttl     time.Duration
+	max     int
+	mu      sync.Mutex
+	entries map[[32]byte]basicEntry
+}
+
+type basicEntry struct {
+	profile *idp.Profile
+	expires time.Time
+}
+
+func newBasicCache(ttl time.Duration, max int) *basicCache {
+	c := &basicCache{ttl: ttl, max: max, entries: map[[32]byte]basicEntry{}}
+	rand.Read(c.secret[:])
+	return c
+}
+
+func (c *basicCache) key(id, username, password string) [32]byte {
+	m := hmac.New(sha256.New, c.secret[:])
+	// Lengths first: no two (id, username, password) triples share an input.
+	fmt.Fprintf(m, "%d:%d:%d:", len(id), len(username), len(password))
+	m.Write([]byte(id + username + password))
+	var k [32]byte
+	m.Sum(k[:0])
+	return k
+}
+
+// get returns a copy of the profile cached under k, if still fresh.
+func (c *basicCache) get(k [32]byte, now time.Time) (*idp.Profile, bool) {
+	c.mu.Lock()
+	e, ok := c.entries[k]
+	c.mu.Unlock()
+	if !ok || !now.Before(e.expires) {
+		return nil, false
+	}
+	p := *e.profile
+	return &p, true
+}
+
+func (c *basicCache) put(k [32]byte, p *idp.Profile, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= c.max {
+		for key, e := range c.entries {
+			if !now.Before(e.expires) {
+				delete(c.entries, key)
+			}
+		}
+		// Still full: drop an arbitrary entry; it only costs a bind.
+		for key := range c.entries {
+			if len(c.entries) < c.max {
+				break
+			}
+			delete(c.entries, key)
+		}
+	}
+	saved := *p
+	c.entries[k] = basicEntry{profile: &saved, expires: now.Add(c.ttl)}
+}
+
+// checkBasicAuth refuses basic_auth rules that name no LDAP IdP.
+func checkBasicAuth(cfg *Config, p *problems) {
+	protocols := map[string]string{}
+	for _, ic := range cfg.SSO.IdentityProviders {
+		protocols[ic.ID] = ic.Protocol
+	}
+	for i, rc := range cfg.Rules {
+		if rc.BasicAuth == "" {
+			continue
+		}
+		key := fmt.Sprintf("rules[%d].basic_auth", i)
+		switch proto, ok := protocols[rc.BasicAuth]; {
+		case !ok:
+			p.add(key, "no identity provider %q in sso.identity_providers", rc.BasicAuth)
+		case proto != idp.LDAP:
+			p.add(key, "%q is a %s identity provider; basic_auth needs an LDAP one, which can check passwords", rc.BasicAuth, proto)
+		}
+	}
+}

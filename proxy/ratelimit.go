@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Limits on failed password logins (LDAP forms and Basic auth): a username
+// may fail this many times per window, and so may a client address (over
+// all usernames). Both refill steadily, one attempt per window/burst.
+const (
+	userFailureBurst = 5
+	addrFailureBurst = 20
+	failureWindow    = 5 * time.Minute
+	// maxLimitedKeys bounds the memory of each limiter.
+	maxLimitedKeys = 50_000
+)
+
+// failureLimiter counts failures per key in token buckets: each key may
+// fail burst times, and earns one attempt back every per/burst. A full
+// bucket is the same as no bucket, so memory holds only keys that failed
+// recently.
+type failureLimiter struct {
+	burst   float64
+	refill  time.Duration // time to earn one attempt back
+	max     int
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newFailureLimiter(burst int, window time.Duration, max int) *failureLimiter {
+	return &failureLimiter{burst: float64(burst), refill: window / time.Duration(burst), max: max, buckets: map[string]*bucket{}}
+}
+
+// level is b's tokens at now.
+func (l *failureLimiter) level(b *bucket, now time.Time) float64 {
+	return min(l.burst, b.tokens+float64(now.Sub(b.at))/float64(l.refill))
+}
+
+// wait is how long key must wait before its next attempt; 0 when it may
+// try now.
+func (l *failureLimiter) wait(key string, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		return 0
+	}
+	tokens := l.level(b, now)
+	if tokens >= 1 {
+		return 0
+	}
+	return time.Duration((1 - tokens) * float64(l.refill))
+}
+
+// fail takes one attempt from key.
+func (l *failureLimiter) fail(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		if len(l.buckets) >= l.max {
+			l.evict(now)
+		}
+		b = &bucket{tokens: l.burst}
+	} else {
+		b.tokens = l.level(b, now)
+	}
+	b.tokens = max(0, b.tokens-1)
+	b.at = now
+	l.buckets[key] = b
+}
+
+// reset forgets key's failures (after it logged in).
+func (l *failureLimiter) reset(key string) {
+	l.mu.Lock()
+	delete(l.buckets, key)
+	l.mu.Unlock()
+}
+
+// evict makes room: first the buckets that have refilled (forgetting them
+// changes nothing), then, if every key is still limited (a spray of
+// usernames), an arbitrary tenth of them. The per-address limit still
+// holds such a spray back.
+func (l *failureLimiter) evict(now time.Time) {
+	for k, b := range l.buckets {
+		if l.level(b, now) >= l.burst {
+			delete(l.buckets, k)
+		}
+	}
+	drop := len(l.buckets) - l.max + max(1, l.max/10)
+	for k := range l.buckets {
+		if drop <= 0 {
+			break
+		}
+		delete(l.buckets, k)
+		drop--
+	}
+}
+
+// loginLimits are the failure limits of password logins, per username (at
+// one IdP) and per client address.
+type loginLimits struct {
+	users *failureLimiter
+	addrs *failureLimiter
+}
+
+func newLoginLimits() *loginLimits {
+	return &loginLimits{
+		users: newFailureLimiter(userFailureBurst, failureWindow, maxLimitedKeys),
+		addrs: newFailureLimiter(addrFailureBurst, failureWindow, maxLimitedKeys),
+	}
+}
+
+// userKey identifies a username at an IdP the way directories compare
+// them: without case and surrounding space.
+func userKey(idpID, username string) string {
+	return idpID + "\x00" + strings.ToLower(strings.TrimSpace(username))
+}
+
+// addrKey identifies a client: its IPv4 address, or its IPv6 /64 (one
+// host usually has the whole /64).
+func addrKey(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.Unmap().String()
+}
+
+// wait is how long this username and address must wait before their next
+// attempt; 0 when they may try now.
+func (l *loginLimits) wait(idpID, username string, addr netip.Addr, now time.Time) time.Duration {
+	return max(l.users.wait(userKey(idpID, username), now), l.addrs.wait(addrKey(addr), now))
+}
+
+// failed counts a failed attempt against both.
+func (l *loginLimits) failed(idpID, username string, addr netip.Addr, now time.Time) {
+	l.users.fail(userKey(idpID, username), now)
+	l.addrs.fail(addrKey(addr), now)
+}
+
+// succeeded forgets the username's failures; the address's stay, so that
+// one known password does not reset a spray against others.
+func (l *loginLimits) succeeded(idpID, username string) {
+	l.users.reset(userKey(idpID, username))
+}
