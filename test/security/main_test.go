@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -167,6 +168,8 @@ func run(m *testing.M) (int, error) {
 	suite.cmd = exec.Command(suite.bin, "serve", "--config", cfgPath, "--log-format", "text", "--log-level", "warn", "--grace", "1s")
 	suite.cmd.Stdout, suite.cmd.Stderr = logf, logf
 	suite.cmd.Env = append(os.Environ(), "PORTCULLIS_CONFIG=")
+	// If the test binary dies (a -timeout panic), the proxy dies with it.
+	suite.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := suite.cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start portcullis: %w", err)
 	}
