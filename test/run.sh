@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The one test command (the README's and CI's): installs what the tests need
 # on a fresh Debian machine that has only Go, Node and gcc, then runs them all.
-#   Debian packages: chromium (browser tests of the login pages and the demo)
+#   Debian packages: chromium (browser tests of the login pages and the demo),
+#                    slapd and ldap-utils (the OpenLDAP directory of the LDAP tests)
 #   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(chromium)
+apt_packages=(chromium slapd ldap-utils)
 missing=()
 for pkg in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
