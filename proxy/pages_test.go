@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestPagesConfigNamesTheKey: every mistake in the pages block, templates
+// included, is a load error naming its key.
+func TestPagesConfigNamesTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		pages string
+		files map[string]string // written to a template_dir
+		want  string
+	}{
+		{name: "an accent colour not in #rrggbb form", pages: "accent_color: purple", want: `pages.accent_color: must be a colour as #rrggbb, got "purple"`},
+		{name: "an accent too light for white text", pages: `accent_color: "#f5a623"`, want: "pages.accent_color: white button text on #f5a623 has a contrast of 2.0:1"},
+		{name: "a logo over plain http", pages: "logo_url: http://cdn.example.com/logo.png", want: "pages.logo_url: must be an https:// URL or a data:image/... URI"},
+		{name: "a logo data URI that is not an image", pages: "logo_url: 'data:text/html,<script>'", want: "pages.logo_url:"},
+		{name: "a template directory that does not exist", pages: "template_dir: /nonexistent/pages", want: "pages.template_dir: open /nonexistent/pages"},
+		{name: "a template that does not parse", files: map[string]string{"chooser.html": `{{define "content"}}{{range .Providers}}{{end}`}, want: "pages.template_dir: chooser.html: template:"},
+		{name: "a template naming a field pages do not have", files: map[string]string{"denied.html": `{{define "content"}}{{.Nope}}{{end}}`}, want: "pages.template_dir: denied.html:"},
+		{name: "a file that replaces no page", files: map[string]string{"choser.html": `x`}, want: "pages.template_dir: choser.html replaces no page"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pages := tc.pages
+			if tc.files != nil {
+				dir := t.TempDir()
+				for name, text := range tc.files {
+					if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				pages = "template_dir: " + dir
+			}
+			err := checkYAML(t, minimal+"pages:\n  "+pages+"\n", nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("check = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPagesAndRefreshConfigAccepted(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "signed_out.html"), []byte(`{{define "content"}}<p>Bye from {{.Brand}}.</p>{{end}}`), 0o644)
+	yaml := minimal + `pages:
+  title: Example Annotation
+  logo_url: https://cdn.example.com/logo.svg
+  accent_color: "#5B2A86"
+  template_dir: ` + dir + "\n"
+	yaml = strings.Replace(yaml, "session:\n", "session:\n  refresh: 5m\n", 1)
+	cfg, err := ParseConfig([]byte(yaml), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(cfg); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	if cfg.Session.Refresh.Minutes() != 5 {
+		t.Errorf("session.refresh = %s, want 5m", cfg.Session.Refresh)
+	}
+
+	p := newPages(cfg.Pages, "/.portcullis", slog.New(slog.DiscardHandler))
+	rec := httptest.NewRecorder()
+	p.signedOut(rec, httptest.NewRequest("GET", "/.portcullis/logout", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{"Bye from Example Annotation.", `<img class="logo" src="https://cdn.example.com/logo.svg"`, "--accent: #5b2a86"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("signed-out page lacks %q:\n%s", want, body)
+		}
+	}
+	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "img-src 'self' data: https://cdn.example.com;") {
+		t.Errorf("CSP %q does not let the logo load", csp)
+	}
+}
+
+func TestConfigRefusesRefreshAndSingleSignOutMistakes(t *testing.T) {
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"a negative session.refresh", "session:\n", "session:\n  refresh: -1m\n", "session.refresh: must be 0 (off) or a positive duration"},
+		{"single_sign_out on plain OAuth2", "      protocol: OIDC\n      server_url: https://login.example.com/\n",
+			"      protocol: OAUTH2\n      auth_url: https://x.example/a\n      token_url: https://x.example/t\n      userinfo_url: https://x.example/u\n      single_sign_out: true\n",
+			"sso.identity_providers[0].single_sign_out: only OIDC providers"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("check = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDeniedPageForScriptsIsJSON(t *testing.T) {
+	p := newPages(PagesConfig{}, "/.portcullis", slog.New(slog.DiscardHandler))
+	rec := httptest.NewRecorder()
+	p.denied(rec, httptest.NewRequest("GET", "/", nil), "Email addresses at x.example are not allowed to sign in here.")
+	if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), `"access_denied"`) || !strings.Contains(rec.Body.String(), "x.example") {
+		t.Errorf("denied for a script: %d %s, want 403 JSON with the reason", rec.Code, rec.Body)
+	}
+}
