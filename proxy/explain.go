@@ -27,13 +27,24 @@ type Explanation struct {
 	Headers  map[string]string // with a profile and access: the headers injected
 }
 
-// Explain walks r through the pipeline of cfg. With a profile (built from
-// claims) it goes on past the session: role mapping, allow_if and the headers
-// the upstream would get.
-func Explain(cfg *Config, r *http.Request, source netip.Addr, profile *idp.Profile) (*Explanation, error) {
+// Explain walks r through the pipeline of cfg. Given the claims an IdP would
+// send (and which IdP: "" for the first configured), it goes on past the
+// session as a login would: the IdP's claim mapping and admission rules, role
+// mapping, allow_if and the headers the upstream would get.
+func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]any, idpID string) (*Explanation, error) {
 	c, err := compile(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, err
+	}
+	var profile *idp.Profile
+	var admission error
+	if claims != nil {
+		ic, err := cfg.identityProvider(idpID)
+		if err != nil {
+			return nil, err
+		}
+		profile = idp.ProfileFromClaims(ic.ID, claims, ic.Claims)
+		admission = ic.Admit(profile)
 	}
 	e := &Explanation{}
 	before := headerNames(r.Header)
@@ -76,6 +87,10 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, profile *idp.Profi
 		}
 		return e, nil
 	}
+	if admission != nil {
+		e.Decision, e.Reason = decisionForbidden, "the login would be refused: "+admission.Error()
+		return e, nil
+	}
 	roles, err := c.roles.Map(profile)
 	if errors.Is(err, rolemap.ErrNoRole) {
 		e.Decision, e.Reason = decisionForbidden, "the login would be refused: no role matches and role_mapping.default is empty"
@@ -108,4 +123,15 @@ func headerNames(h http.Header) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// identityProvider is the IdP entry with that id (the first one for ""),
+// with its preset filled in.
+func (c *Config) identityProvider(id string) (idp.Config, error) {
+	for _, ic := range c.SSO.IdentityProviders {
+		if id == "" || ic.ID == id {
+			return ic.WithPreset()
+		}
+	}
+	return idp.Config{}, fmt.Errorf("no identity provider with id %q", id)
 }

@@ -57,6 +57,7 @@ const (
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
 	id := h.requestID(r)
+	dropSpellings(r.Header, requestIDHeader)
 	r.Header.Set(requestIDHeader, id) // passed upstream
 	w.Header().Set(requestIDHeader, id)
 	rec := &statusRecorder{ResponseWriter: w}
@@ -204,7 +205,8 @@ func (h *Handler) loginPath(rd string) string {
 // attribute pass strips them with the identity headers, in every spelling.
 var spoofable = []string{
 	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
-	"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-Uri", "X-Forwarded-Prefix",
+	"X-Original-Url", "X-Original-Uri", "X-Rewrite-Url", "X-Envoy-Original-Path",
+	"X-Forwarded-Uri", "X-Forwarded-Prefix",
 	"X-Forwarded-Path", "X-Forwarded-Port", "X-Forwarded-Server", "X-Real-Ip",
 	"Http2-Settings",
 }

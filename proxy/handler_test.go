@@ -420,3 +420,21 @@ func TestUpstreamDownAnswers502WithoutInternals(t *testing.T) {
 		t.Fatalf("upstream down: %d %s", resp.StatusCode, body)
 	}
 }
+
+// Only the proxy's X-Request-Id reaches the upstream: other spellings, which
+// the upstream may read as the same header, are dropped.
+func TestRequestIDSpellingsAreDropped(t *testing.T) {
+	f := newFixture(t)
+	_, got, ok := f.do(t, request("GET", "/public/x", nil, "X_Request_Id", "forged", "x.request.id", "forged", "X-Original-Uri", "/admin", "X-Envoy-Original-Path", "/admin"))
+	if !ok {
+		t.Fatal("did not reach the upstream")
+	}
+	for name, v := range got.Header {
+		if n := strings.ToLower(name); strings.Contains(n, "request") && name != "X-Request-Id" || strings.Contains(n, "original") {
+			t.Errorf("upstream got %s: %q", name, v)
+		}
+	}
+	if v := got.Header.Values("X-Request-Id"); len(v) != 1 || v[0] == "forged" {
+		t.Errorf("upstream X-Request-Id = %q, want exactly the proxy's", v)
+	}
+}

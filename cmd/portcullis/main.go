@@ -25,7 +25,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy"
 )
 
@@ -35,7 +34,7 @@ Usage:
   portcullis serve   [--config FILE] [--log-format json|text] [--log-level LEVEL]
                      [--grace 30s] [--watch-interval 1s]
   portcullis check   [--config FILE]
-  portcullis explain [--config FILE] [--claims FILE.json] [--source IP] METHOD URL [-H 'Name: value']...
+  portcullis explain [--config FILE] [--claims FILE.json] [--idp ID] [--source IP] METHOD URL [-H 'Name: value']...
   portcullis demo    [--listen ADDR]
   portcullis keys
   portcullis version
@@ -194,6 +193,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	path := configFlag(fs)
 	claimsFile := fs.String("claims", "", "JSON file with the user's claims (profile fields or raw IdP claims)")
 	source := fs.String("source", "127.0.0.1", "client IP address")
+	idpID := fs.String("idp", "", "the IdP whose claim mapping and admission rules apply to --claims (default: the first)")
 	var headers headerFlags
 	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
 	rest, err := parseInterspersed(fs, args)
@@ -237,10 +237,9 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "portcullis explain: --source:", err)
 		return 2
 	}
-	var profile *idp.Profile
+	var claims map[string]any
 	if *claimsFile != "" {
 		raw, err := os.ReadFile(*claimsFile)
-		var claims map[string]any
 		if err == nil {
 			err = json.Unmarshal(raw, &claims)
 		}
@@ -248,9 +247,11 @@ func explain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "portcullis explain: --claims:", err)
 			return 2
 		}
-		profile = idp.ProfileFromClaims("explain", claims, nil)
+		if claims == nil {
+			claims = map[string]any{}
+		}
 	}
-	e, err := proxy.Explain(cfg, req, src, profile)
+	e, err := proxy.Explain(cfg, req, src, claims, *idpID)
 	if err != nil {
 		printProblems(stderr, *path, err)
 		return 1
