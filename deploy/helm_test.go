@@ -1,0 +1,579 @@
+package deploy
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/portcullis-proxy/portcullis/proxy"
+)
+
+const chartDir = "../charts/portcullis"
+
+// helmBinary finds helm on PATH or where `go install` puts it. A missing helm
+// fails the test: test/run.sh installs it.
+func helmBinary(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("helm"); err == nil {
+		return p
+	}
+	out, err := exec.Command("go", "env", "GOPATH").Output()
+	if err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "helm")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Fatal("helm not found on PATH or in $(go env GOPATH)/bin: go install helm.sh/helm/v3/cmd/helm@v3.22.0 (test/run.sh does)")
+	return ""
+}
+
+// runHelm runs helm with its cache, config and data in temp dirs and no
+// cluster, and returns stdout; stderr goes into the error.
+func runHelm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	home := t.TempDir()
+	cmd := exec.Command(helmBinary(t), args...)
+	cmd.Env = append(os.Environ(),
+		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+		"HELM_DATA_HOME="+filepath.Join(home, "data"),
+		"KUBECONFIG="+filepath.Join(home, "no-kubeconfig"),
+	)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// serviceMonitor is the part of the Prometheus Operator's ServiceMonitor the
+// chart renders; decoding it strictly catches a field the CRD does not have.
+type serviceMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Selector  metav1.LabelSelector `json:"selector"`
+		Endpoints []struct {
+			Port     string `json:"port"`
+			Path     string `json:"path"`
+			Interval string `json:"interval"`
+		} `json:"endpoints"`
+	} `json:"spec"`
+}
+
+// manifests are the objects one `helm template` renders, decoded strictly
+// into their Kubernetes API types.
+type manifests struct {
+	deployments     []appsv1.Deployment
+	services        []corev1.Service
+	configMaps      []corev1.ConfigMap
+	secrets         []corev1.Secret
+	serviceAccounts []corev1.ServiceAccount
+	pods            []corev1.Pod
+	ingresses       []networkingv1.Ingress
+	networkPolicies []networkingv1.NetworkPolicy
+	hpas            []autoscalingv2.HorizontalPodAutoscaler
+	pdbs            []policyv1.PodDisruptionBudget
+	serviceMonitors []serviceMonitor
+}
+
+var docSeparator = regexp.MustCompile(`(?m)^---\s*$`)
+
+// render runs helm template on the chart (release "cvat-sso" in namespace
+// "cvat-sso") and decodes every document strictly.
+func render(t *testing.T, args ...string) manifests {
+	t.Helper()
+	out, err := runHelm(t, append([]string{"template", "cvat-sso", chartDir, "--namespace", "cvat-sso"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m manifests
+	for _, doc := range docSeparator.Split(out, -1) {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatalf("rendered document is not YAML: %v\n%s", err, doc)
+		}
+		if meta.Kind == "" {
+			continue // only comments
+		}
+		var target any
+		switch meta.APIVersion + " " + meta.Kind {
+		case "apps/v1 Deployment":
+			m.deployments = append(m.deployments, appsv1.Deployment{})
+			target = &m.deployments[len(m.deployments)-1]
+		case "v1 Service":
+			m.services = append(m.services, corev1.Service{})
+			target = &m.services[len(m.services)-1]
+		case "v1 ConfigMap":
+			m.configMaps = append(m.configMaps, corev1.ConfigMap{})
+			target = &m.configMaps[len(m.configMaps)-1]
+		case "v1 Secret":
+			m.secrets = append(m.secrets, corev1.Secret{})
+			target = &m.secrets[len(m.secrets)-1]
+		case "v1 ServiceAccount":
+			m.serviceAccounts = append(m.serviceAccounts, corev1.ServiceAccount{})
+			target = &m.serviceAccounts[len(m.serviceAccounts)-1]
+		case "v1 Pod":
+			m.pods = append(m.pods, corev1.Pod{})
+			target = &m.pods[len(m.pods)-1]
+		case "networking.k8s.io/v1 Ingress":
+			m.ingresses = append(m.ingresses, networkingv1.Ingress{})
+			target = &m.ingresses[len(m.ingresses)-1]
+		case "networking.k8s.io/v1 NetworkPolicy":
+			m.networkPolicies = append(m.networkPolicies, networkingv1.NetworkPolicy{})
+			target = &m.networkPolicies[len(m.networkPolicies)-1]
+		case "autoscaling/v2 HorizontalPodAutoscaler":
+			m.hpas = append(m.hpas, autoscalingv2.HorizontalPodAutoscaler{})
+			target = &m.hpas[len(m.hpas)-1]
+		case "policy/v1 PodDisruptionBudget":
+			m.pdbs = append(m.pdbs, policyv1.PodDisruptionBudget{})
+			target = &m.pdbs[len(m.pdbs)-1]
+		case "monitoring.coreos.com/v1 ServiceMonitor":
+			m.serviceMonitors = append(m.serviceMonitors, serviceMonitor{})
+			target = &m.serviceMonitors[len(m.serviceMonitors)-1]
+		default:
+			t.Fatalf("the chart renders %s %s, which this test does not know", meta.APIVersion, meta.Kind)
+		}
+		if err := yaml.UnmarshalStrict([]byte(doc), target); err != nil {
+			t.Fatalf("%s does not decode strictly: %v\n%s", meta.Kind, err, doc)
+		}
+	}
+	return m
+}
+
+// one returns the only element of list, failing unless there is exactly one.
+func one[T any](t *testing.T, what string, list []T) *T {
+	t.Helper()
+	if len(list) != 1 {
+		t.Fatalf("want exactly one %s, got %d", what, len(list))
+	}
+	return &list[0]
+}
+
+// containerPort returns the port of the container's port named name.
+func containerPort(t *testing.T, c *corev1.Container, name string) int32 {
+	t.Helper()
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	t.Fatalf("container %s has no port named %q", c.Name, name)
+	return 0
+}
+
+// podEnv is the environment the container would get from the rendered
+// Secret (envFrom), as the chart's Secret gives it.
+func podEnv(t *testing.T, m manifests) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, s := range m.secrets {
+		for k, v := range s.Data {
+			env[k] = string(v)
+		}
+	}
+	return env
+}
+
+// checkConfig asserts that the ConfigMap holds a config `portcullis check`
+// accepts with env, listening where the probes and Services look.
+func checkConfig(t *testing.T, m manifests, env map[string]string) *proxy.Config {
+	t.Helper()
+	cm := one(t, "ConfigMap", m.configMaps)
+	raw, ok := cm.Data["portcullis.yaml"]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no portcullis.yaml", cm.Name)
+	}
+	cfg, err := proxy.ParseConfig([]byte(raw), func(k string) string { return env[k] })
+	if err == nil {
+		err = proxy.Check(cfg)
+	}
+	if err != nil {
+		t.Fatalf("portcullis check rejects the rendered config:\n%v\n%s", err, raw)
+	}
+	c := &one(t, "Deployment", m.deployments).Spec.Template.Spec.Containers[0]
+	for _, l := range []struct{ key, addr, port string }{
+		{"server.listen", cfg.Server.Listen, "http"},
+		{"server.admin_listen", cfg.Server.AdminListen, "admin"},
+	} {
+		host, port, err := net.SplitHostPort(l.addr)
+		if err != nil {
+			t.Fatalf("%s: %v", l.key, err)
+		}
+		if host != "" && host != "0.0.0.0" && host != "::" {
+			t.Errorf("%s = %q: the probes and Services cannot reach it from outside the pod", l.key, l.addr)
+		}
+		if want := fmt.Sprint(containerPort(t, c, l.port)); port != want {
+			t.Errorf("%s listens on port %s, the container's %s port is %s", l.key, port, l.port, want)
+		}
+	}
+	return cfg
+}
+
+// checkDeployment asserts what every rendering must keep: the probes, the
+// hardened security context, resources, and secrets from envFrom.
+func checkDeployment(t *testing.T, m manifests, secretName string) {
+	t.Helper()
+	d := one(t, "Deployment", m.deployments)
+	pod := d.Spec.Template.Spec
+	if len(pod.Containers) != 1 {
+		t.Fatalf("want one container, got %d", len(pod.Containers))
+	}
+	c := &pod.Containers[0]
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{{"liveness", c.LivenessProbe, "/healthz"}, {"readiness", c.ReadinessProbe, "/readyz"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil {
+			t.Errorf("%s probe: want an HTTP GET, got %+v", p.name, p.probe)
+			continue
+		}
+		if p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "admin" {
+			t.Errorf("%s probe: want GET %s on port admin, got %s on %s", p.name, p.path, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String())
+		}
+	}
+	psc, sc := pod.SecurityContext, c.SecurityContext
+	if psc == nil || sc == nil {
+		t.Fatal("pod and container security contexts must be set")
+	}
+	if psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
+		t.Errorf("pod must run as a non-root user: %+v", psc)
+	}
+	if psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod seccomp profile: want RuntimeDefault, got %+v", psc.SeccompProfile)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("container root filesystem must be read-only")
+	}
+	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		t.Error("container must set runAsNonRoot")
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("container must set allowPrivilegeEscalation: false")
+	}
+	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 {
+		t.Errorf("container must drop ALL capabilities and add none: %+v", sc.Capabilities)
+	}
+	if c.Resources.Requests.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("container needs cpu and memory requests and a memory limit: %+v", c.Resources)
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("portcullis needs no service account token: automountServiceAccountToken must be false")
+	}
+	if !slices.Equal(c.Args, []string{"serve", "--config", "/etc/portcullis/portcullis.yaml", "--grace", "30s"}) {
+		t.Errorf("container args: %q", c.Args)
+	}
+	if len(c.EnvFrom) != 1 || c.EnvFrom[0].SecretRef == nil || c.EnvFrom[0].SecretRef.Name != secretName {
+		t.Errorf("want the environment from Secret %s, got %+v", secretName, c.EnvFrom)
+	}
+	if d.Spec.Template.Annotations["checksum/config"] == "" {
+		t.Error("pod template has no checksum/config annotation")
+	}
+	if !reflect.DeepEqual(d.Spec.Selector.MatchLabels, subset(d.Spec.Template.Labels, d.Spec.Selector.MatchLabels)) {
+		t.Errorf("selector %v does not select the pod labels %v", d.Spec.Selector.MatchLabels, d.Spec.Template.Labels)
+	}
+
+	// The admin Service and the helm test pod reach the admin port.
+	var admin *corev1.Service
+	for i := range m.services {
+		if m.services[i].Spec.Ports[0].Name == "admin" {
+			admin = &m.services[i]
+		}
+	}
+	if admin == nil || admin.Spec.Type != corev1.ServiceTypeClusterIP || admin.Spec.Ports[0].TargetPort.String() != "admin" {
+		t.Fatalf("want a ClusterIP Service for the admin port, got %+v", admin)
+	}
+	test := one(t, "helm test Pod", m.pods)
+	if test.Annotations["helm.sh/hook"] != "test" {
+		t.Errorf("test pod is not a helm test hook: %v", test.Annotations)
+	}
+	url := fmt.Sprintf("http://%s:%d/healthz", admin.Name, admin.Spec.Ports[0].Port)
+	if cmd := test.Spec.Containers[0].Command; !slices.Contains(cmd, url) {
+		t.Errorf("test pod should fetch %s, runs %q", url, cmd)
+	}
+}
+
+// subset returns the entries of labels whose keys are in keys.
+func subset(labels, keys map[string]string) map[string]string {
+	out := map[string]string{}
+	for k := range keys {
+		if v, ok := labels[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func TestHelmLint(t *testing.T) {
+	for _, values := range [][]string{nil, {"-f", chartDir + "/values-ha.yaml"}} {
+		if out, err := runHelm(t, append([]string{"lint", "--strict", chartDir}, values...)...); err != nil {
+			t.Errorf("%v\n%s", err, out)
+		}
+	}
+}
+
+func TestHelmDefaultValues(t *testing.T) {
+	m := render(t)
+	checkDeployment(t, m, "cvat-sso-portcullis")
+	secret := one(t, "Secret", m.secrets)
+	key, err := base64.StdEncoding.DecodeString(string(secret.Data["PORTCULLIS_SESSION_KEYS"]))
+	if err != nil || len(key) != 32 {
+		t.Errorf("the generated session key should be base64 of 32 bytes, got %q", secret.Data["PORTCULLIS_SESSION_KEYS"])
+	}
+	checkConfig(t, m, podEnv(t, m))
+	if d := one(t, "Deployment", m.deployments); d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+		t.Errorf("default replicas: want 1, got %v", d.Spec.Replicas)
+	}
+	if n := len(m.ingresses) + len(m.hpas) + len(m.pdbs) + len(m.serviceMonitors) + len(m.networkPolicies); n != 0 {
+		t.Errorf("optional objects must be off by default, %d rendered", n)
+	}
+}
+
+func TestHelmHAValues(t *testing.T) {
+	m := render(t, "-f", chartDir+"/values-ha.yaml")
+	checkDeployment(t, m, "cvat-sso-portcullis")
+	checkConfig(t, m, podEnv(t, m))
+	d := one(t, "Deployment", m.deployments)
+	if d.Spec.Replicas != nil {
+		t.Errorf("with the HPA on, the Deployment must leave replicas to it, got %d", *d.Spec.Replicas)
+	}
+	hpa := one(t, "HorizontalPodAutoscaler", m.hpas)
+	if hpa.Spec.MinReplicas == nil || *hpa.Spec.MinReplicas != 3 || hpa.Spec.ScaleTargetRef.Name != d.Name {
+		t.Errorf("HPA: want min 3 replicas of %s, got %+v", d.Name, hpa.Spec)
+	}
+	pdb := one(t, "PodDisruptionBudget", m.pdbs)
+	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 2 ||
+		!reflect.DeepEqual(pdb.Spec.Selector.MatchLabels, d.Spec.Selector.MatchLabels) {
+		t.Errorf("PDB: want minAvailable 2 over the Deployment's pods, got %+v", pdb.Spec)
+	}
+	aff := d.Spec.Template.Spec.Affinity
+	if aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 {
+		t.Fatalf("HA pods need anti-affinity, got %+v", aff)
+	}
+	term := aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm
+	if term.TopologyKey != "kubernetes.io/hostname" || !reflect.DeepEqual(term.LabelSelector.MatchLabels, d.Spec.Selector.MatchLabels) {
+		t.Errorf("anti-affinity should spread the Deployment's pods over nodes, got %+v", term)
+	}
+	var redis *corev1.EnvVar
+	for i, e := range d.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "PORTCULLIS_REDIS_URL" {
+			redis = &d.Spec.Template.Spec.Containers[0].Env[i]
+		}
+	}
+	if redis == nil || redis.ValueFrom == nil || redis.ValueFrom.SecretKeyRef == nil ||
+		redis.ValueFrom.SecretKeyRef.Optional == nil || !*redis.ValueFrom.SecretKeyRef.Optional {
+		t.Errorf("the Redis URL should come from an optional Secret, got %+v", redis)
+	}
+}
+
+func TestHelmEveryOption(t *testing.T) {
+	m := render(t,
+		"--set", "secret.existingSecret=cvat-sso-secrets",
+		"--set", "ingress.enabled=true,ingress.className=nginx",
+		"--set", "serviceMonitor.enabled=true",
+		"--set", "networkPolicy.cvatTraefik.enabled=true,networkPolicy.cvatTraefik.namespace=cvat",
+		"--set", "podAntiAffinity=hard",
+	)
+	checkDeployment(t, m, "cvat-sso-secrets")
+	if len(m.secrets) != 0 {
+		t.Errorf("with an existing Secret the chart must create none, got %d", len(m.secrets))
+	}
+	d := one(t, "Deployment", m.deployments)
+	if _, ok := d.Spec.Template.Annotations["checksum/secret"]; ok {
+		t.Error("checksum/secret of a Secret the chart does not render means nothing")
+	}
+	// The config itself is the same; an existing Secret gives the same keys.
+	checkConfig(t, m, map[string]string{
+		"PORTCULLIS_SESSION_KEYS":              "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=",
+		"PORTCULLIS_IDP_COMPANY_CLIENT_SECRET": "s3cret",
+	})
+
+	ing := one(t, "Ingress", m.ingresses)
+	backend := ing.Spec.Rules[0].HTTP.Paths[0].Backend.Service
+	if backend.Name != "cvat-sso-portcullis" || backend.Port.Name != "http" {
+		t.Errorf("Ingress should send to the proxy's http port, got %+v", backend)
+	}
+	sm := one(t, "ServiceMonitor", m.serviceMonitors)
+	if sm.Spec.Selector.MatchLabels["app.kubernetes.io/component"] != "admin" || sm.Spec.Endpoints[0].Port != "admin" || sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor should scrape /metrics on the admin Service, got %+v", sm.Spec)
+	}
+
+	np := one(t, "NetworkPolicy", m.networkPolicies)
+	if np.Namespace != "cvat" || np.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "traefik" {
+		t.Errorf("the policy must select CVAT's traefik pods in CVAT's namespace, got %s %+v", np.Namespace, np.Spec.PodSelector)
+	}
+	if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) || len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 {
+		t.Fatalf("the policy must allow exactly one ingress peer, got %+v", np.Spec)
+	}
+	peer := np.Spec.Ingress[0].From[0]
+	if peer.PodSelector == nil || !reflect.DeepEqual(peer.PodSelector.MatchLabels, d.Spec.Selector.MatchLabels) {
+		t.Errorf("the only peer must be portcullis's pods, got %+v", peer.PodSelector)
+	}
+	if peer.NamespaceSelector == nil || peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "cvat-sso" {
+		t.Errorf("portcullis runs in another namespace than CVAT: the peer needs its namespace, got %+v", peer.NamespaceSelector)
+	}
+	if aff := d.Spec.Template.Spec.Affinity; aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 1 {
+		t.Errorf("podAntiAffinity=hard should require one pod per node, got %+v", aff)
+	}
+}
+
+func TestHelmSecretsBecomeEnvironment(t *testing.T) {
+	m := render(t,
+		"--set", "secret.sessionKeys={dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=,b2xkLXNlc3Npb24ta2V5LTMyLWJ5dGVzLWxvbmchISE=}",
+		"--set", "secret.clientSecrets.corp-oidc=s3cret",
+		"--set", "secret.env.PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD=b1nd",
+	)
+	env := podEnv(t, m)
+	want := map[string]string{
+		"PORTCULLIS_SESSION_KEYS":                "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=,b2xkLXNlc3Npb24ta2V5LTMyLWJ5dGVzLWxvbmchISE=",
+		"PORTCULLIS_IDP_CORP_OIDC_CLIENT_SECRET": "s3cret",
+		"PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD": "b1nd",
+	}
+	if !reflect.DeepEqual(env, want) {
+		t.Errorf("Secret data:\n got %v\nwant %v", env, want)
+	}
+	cfg := checkConfig(t, m, env)
+	if len(cfg.Session.Keys) != 2 {
+		t.Errorf("both session keys should reach the config, got %d", len(cfg.Session.Keys))
+	}
+}
+
+func TestHelmConfigChangeRollsPods(t *testing.T) {
+	checksums := func(args ...string) (config, secret string) {
+		a := one(t, "Deployment", render(t, append(args, "--set", "secret.sessionKeys={dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=}")...).deployments).Spec.Template.Annotations
+		return a["checksum/config"], a["checksum/secret"]
+	}
+	baseConfig, baseSecret := checksums()
+	for _, c := range []struct {
+		name                     string
+		set                      string
+		configMoves, secretMoves bool
+	}{
+		{"a config change changes checksum/config", "config.session.lifetime=8h", true, false},
+		{"a client secret change changes checksum/secret", "secret.clientSecrets.company=new", false, true},
+		{"a replica count change changes neither", "replicaCount=2", false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			config, secret := checksums("--set", c.set)
+			if (config != baseConfig) != c.configMoves || (secret != baseSecret) != c.secretMoves {
+				t.Errorf("checksum/config moved: %v (want %v); checksum/secret moved: %v (want %v)",
+					config != baseConfig, c.configMoves, secret != baseSecret, c.secretMoves)
+			}
+		})
+	}
+}
+
+func TestHelmSchemaRejectsMistakes(t *testing.T) {
+	for _, c := range []struct{ name, set, says string }{
+		{"a misspelt top-level value", "replicaCont=2", "replicaCont"},
+		{"a public_url that is not an origin", "config.server.public_url=https://cvat.example.com/app", "public_url"},
+		{"an unknown protocol", "config.sso.identity_providers[0].protocol=CAS", "protocol"},
+		{"an anti-affinity that is not soft or hard", "podAntiAffinity=always", "podAntiAffinity"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := runHelm(t, "template", "x", chartDir, "--set", c.set)
+			if err == nil || !strings.Contains(err.Error(), c.says) {
+				t.Errorf("want an error naming %s, got %v", c.says, err)
+			}
+		})
+	}
+}
+
+// The chart's default config is the CVAT profile: the same rules, roles and
+// headers as deploy/cvat/portcullis.yaml, so the two never drift apart.
+func TestHelmDefaultConfigIsTheCVATProfile(t *testing.T) {
+	m := render(t)
+	chart := checkConfig(t, m, podEnv(t, m))
+	profile, err := proxy.LoadConfig("cvat/portcullis.yaml", func(k string) string { return exampleEnv[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range []struct {
+		name        string
+		chart, prof any
+	}{
+		{"rules", chart.Rules, profile.Rules},
+		{"role_mapping", chart.RoleMapping, profile.RoleMapping},
+		{"attribute_pass", chart.AttributePass, profile.AttributePass},
+		{"default_action", chart.DefaultAction, profile.DefaultAction},
+	} {
+		if !reflect.DeepEqual(part.chart, part.prof) {
+			t.Errorf("%s differs between values.yaml and deploy/cvat/portcullis.yaml:\nchart   %+v\nprofile %+v", part.name, part.chart, part.prof)
+		}
+	}
+}
+
+// NOTES.txt is rendered only by install, which wants a cluster; in a copy of
+// the chart, a template that wraps NOTES.txt in a YAML string lets helm
+// template render it.
+func TestHelmNotesPrintCallbackURLs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "portcullis")
+	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	notesTxt, err := os.ReadFile(filepath.Join(dir, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper := "{{- define \"test.notes\" }}" + string(notesTxt) + "{{- end }}\n" +
+		"kind: Notes\ntext: {{ include \"test.notes\" . | toJson }}\n"
+	if err := os.WriteFile(filepath.Join(dir, "templates", "notes-rendered.yaml"), []byte(wrapper), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	os.WriteFile(values, []byte(`
+config:
+  server:
+    public_url: https://cvat.example.com/
+  sso:
+    identity_providers:
+      - {id: company, protocol: OIDC, server_url: "https://login.example.com/", client_id: cvat}
+      - {id: github, protocol: OAUTH2, preset: github, client_id: abc}
+      - {id: corp-saml, protocol: SAML, entity_id: "https://sso.example.com", metadata_url: "https://sso.example.com/md"}
+      - {id: corp-ldap, protocol: LDAP, url: "ldap://ad.example.com"}
+`), 0o600)
+	out, err := runHelm(t, "template", "cvat-sso", dir, "-f", values, "--show-only", "templates/notes-rendered.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rendered struct{ Text string }
+	if err := yaml.Unmarshal([]byte(out), &rendered); err != nil {
+		t.Fatal(err)
+	}
+	notes := rendered.Text
+	for _, want := range []string{
+		"https://cvat.example.com/.portcullis/oidc/company/callback",
+		"https://cvat.example.com/.portcullis/oidc/github/callback",
+		"https://cvat.example.com/.portcullis/saml/corp-saml/acs",
+		"https://cvat.example.com/.portcullis/saml/corp-saml/metadata",
+		"https://cvat.example.com/.portcullis/ldap/corp-ldap",
+		"WARNING: networkPolicy.cvatTraefik.enabled is false",
+	} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("NOTES.txt lacks %q:\n%s", want, notes)
+		}
+	}
+	if strings.Contains(notes, "//.portcullis") {
+		t.Errorf("a public_url with a trailing slash must not double it:\n%s", notes)
+	}
+}
