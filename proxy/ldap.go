@@ -374,7 +374,7 @@ func checkBasicAuth(cfg *Config, p *problems) {
 		case !ok:
 			p.add(key, "no identity provider %q in sso.identity_providers", rc.BasicAuth)
 		case proto != idp.LDAP:
-			p.add(key, "%q is a %s identity provider; basic_auth needs an LDAP one, which can check passwords", rc.BasicAuth, proto)
+			p.add(key, "%q uses protocol %s; basic_auth needs an LDAP identity provider, which can check passwords", rc.BasicAuth, proto)
 		}
 	}
 }

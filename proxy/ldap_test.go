@@ -1,0 +1,92 @@
+package proxy
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// withLDAP is minimal with an LDAP IdP next to the OIDC one.
+const withLDAP = minimal + `    - id: corp-ldap
+      protocol: LDAP
+      url: ldaps://ad.example.com
+      bind_dn: "CN=cvat_bind,CN=Users,DC=ad,DC=example,DC=com"
+      bind_password: secret
+      user_search: {base_dn: "CN=Users,DC=ad,DC=example,DC=com", filter: "(sAMAccountName={username})"}
+`
+
+func TestCheckBasicAuth(t *testing.T) {
+	tests := []struct {
+		name, rules, env, want string
+	}{
+		{"basic_auth naming the LDAP IdP is valid", "basic_auth: corp-ldap", "", ""},
+		{"basic_auth naming an unknown IdP is refused", "basic_auth: nope", "",
+			`rules[0].basic_auth: no identity provider "nope" in sso.identity_providers`},
+		{"basic_auth naming an OIDC IdP is refused", "basic_auth: company", "",
+			`rules[0].basic_auth: "company" uses protocol OIDC; basic_auth needs an LDAP identity provider`},
+		{"the LDAP IdP's keys are checked under its entry", "basic_auth: corp-ldap", "insecure_skip_verify",
+			"sso.identity_providers[1].insecure_skip_verify: refused outside development"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := withLDAP
+			if tc.env != "" {
+				yaml += "      " + tc.env + ": true\n"
+			}
+			yaml += "rules:\n  - name: legacy\n    path_prefix: /legacy/\n    action: authenticate\n    " + tc.rules + "\n"
+			err := checkYAML(t, yaml, nil)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckLDAPBindPasswordFromEnv(t *testing.T) {
+	yaml := strings.Replace(withLDAP, "      bind_password: secret\n", "", 1)
+	if err := checkYAML(t, yaml, nil); err == nil || !strings.Contains(err.Error(), "PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD") {
+		t.Errorf("without a bind password: %v, want an error naming the env override", err)
+	}
+	if err := checkYAML(t, yaml, map[string]string{"PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD": "x"}); err != nil {
+		t.Errorf("with the env override: %v", err)
+	}
+}
+
+func TestBasicCache(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	c := newBasicCache(time.Minute, 3)
+	k := c.key("corp", "alice", "alice-pw")
+	c.put(k, &idp.Profile{Sub: "alice", Roles: []string{"admin"}}, t0)
+
+	if p, ok := c.get(k, t0.Add(59*time.Second)); !ok || p.Sub != "alice" {
+		t.Errorf("fresh entry not found: %v %v", p, ok)
+	}
+	if _, ok := c.get(k, t0.Add(time.Minute)); ok {
+		t.Errorf("entry found after its TTL")
+	}
+	for _, other := range [][3]string{
+		{"corp", "alice", "alice-pwx"}, {"corp", "alicealice-pw", ""}, {"corp2", "alice", "alice-pw"}, {"corpalice", "", "alice-pw"},
+	} {
+		if c.key(other[0], other[1], other[2]) == k {
+			t.Errorf("%q has the same key as corp/alice/alice-pw", other)
+		}
+	}
+	if newBasicCache(time.Minute, 3).key("corp", "alice", "alice-pw") == k {
+		t.Errorf("two caches key alike: the key is not salted")
+	}
+	if bytes.Contains(k[:], []byte("alice-pw")) {
+		t.Errorf("the key carries the password")
+	}
+	for i := range 10 {
+		c.put(c.key("corp", "u", string(rune('a'+i))), &idp.Profile{}, t0)
+	}
+	if n := len(c.entries); n > 3 {
+		t.Errorf("%d entries, want at most 3", n)
+	}
+}

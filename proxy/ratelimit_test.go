@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestFailureLimiter(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	tests := []struct {
+		name     string
+		failures int
+		after    time.Duration
+		wantWait time.Duration
+	}{
+		{"four failures leave an attempt", 4, 0, 0},
+		{"the fifth failure holds the key back a minute", 5, 0, time.Minute},
+		{"one attempt comes back a minute later", 5, time.Minute, 0},
+		{"half a minute later, half a minute to wait", 5, 30 * time.Second, 30 * time.Second},
+		{"failing on past the limit does not dig deeper", 9, 0, time.Minute},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newFailureLimiter(5, 5*time.Minute, 100)
+			for range tc.failures {
+				l.fail("k", t0)
+			}
+			if got := l.wait("k", t0.Add(tc.after)); got != tc.wantWait {
+				t.Errorf("wait = %s, want %s", got, tc.wantWait)
+			}
+			if got := l.wait("other", t0); got != 0 {
+				t.Errorf("another key waits %s", got)
+			}
+		})
+	}
+}
+
+func TestFailureLimiterIsBounded(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	l := newFailureLimiter(5, 5*time.Minute, 100)
+	for i := range 1000 {
+		l.fail(string(rune('a'+i%26))+string(rune(i)), t0)
+	}
+	if n := len(l.buckets); n > 100 {
+		t.Errorf("%d buckets, want at most 100", n)
+	}
+	// Refilled buckets go first: after the window, the old keys are gone.
+	l.fail("new", t0.Add(10*time.Minute))
+	for range 200 {
+		l.fail("new2", t0.Add(10*time.Minute))
+	}
+	if n := len(l.buckets); n > 2 {
+		t.Errorf("%d buckets after the window, want the 2 recent ones", n)
+	}
+}
+
+func TestLoginLimits(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	l := newLoginLimits()
+	a := netip.MustParseAddr("192.0.2.1")
+	for i := range 5 {
+		l.failed("corp", "Bob ", netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), t0)
+	}
+	if l.wait("corp", "bob", a, t0) == 0 {
+		t.Errorf("bob (any case, any address) is not held back after 5 failures")
+	}
+	if l.wait("other-idp", "bob", a, t0) != 0 {
+		t.Errorf("bob at another IdP is held back")
+	}
+	l.succeeded("corp", "BOB")
+	if l.wait("corp", "bob", a, t0) != 0 {
+		t.Errorf("a success did not clear bob's failures")
+	}
+
+	// One IPv6 host has its /64.
+	v6a, v6b := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9")
+	for i := range 20 {
+		l.failed("corp", "user"+string(rune('a'+i)), v6a, t0)
+	}
+	if l.wait("corp", "alice", v6b, t0) == 0 {
+		t.Errorf("another address of the same /64 is not held back")
+	}
+	if l.wait("corp", "alice", netip.MustParseAddr("2001:db8:1:3::1"), t0) != 0 {
+		t.Errorf("another /64 is held back")
+	}
+}
