@@ -371,3 +371,37 @@ func TestLDAPCountsBinds(t *testing.T) {
 		t.Errorf("Binds = %d, want 2", got)
 	}
 }
+
+// TestLDAPTLS logs in over StartTLS and ldaps:// against slapd with a test
+// CA, and refuses a directory whose certificate the proxy cannot verify.
+func TestLDAPTLS(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{TLS: true})
+	tests := []struct {
+		name    string
+		edit    func(c *Config)
+		wantErr bool
+	}{
+		{"start_tls with the CA", func(c *Config) { c.StartTLS, c.CAFile = true, srv.CAFile }, false},
+		{"ldaps with the CA", func(c *Config) { c.URL, c.CAFile = srv.LDAPSURL, srv.CAFile }, false},
+		{"ldaps with an unknown CA is unavailable", func(c *Config) { c.URL = srv.LDAPSURL }, true},
+		{"start_tls with an unknown CA is unavailable", func(c *Config) { c.StartTLS = true }, true},
+		{"insecure_skip_verify on loopback (development)", func(c *Config) { c.URL, c.InsecureSkipVerify = srv.LDAPSURL, true }, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ldapTestConfig(srv.URL)
+			tc.edit(&c)
+			p := newTestLDAP(t, c)
+			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword)
+			if tc.wantErr {
+				if !errors.Is(err, ErrNotReady) {
+					t.Fatalf("got %v, want ErrNotReady", err)
+				}
+				return
+			}
+			if err != nil || prof.Username != "alice" {
+				t.Fatalf("Authenticate: %v, %v", prof, err)
+			}
+		})
+	}
+}

@@ -65,6 +65,9 @@ type Options struct {
 	Port int
 	// LDIF is the tree to load after the suffix entry; empty means Tree().
 	LDIF string
+	// TLS makes a CA and a certificate for 127.0.0.1, offers StartTLS on
+	// URL and listens for ldaps:// on LDAPSURL too.
+	TLS bool
 }
 
 // Server is a running slapd.
@@ -76,6 +79,11 @@ type Server struct {
 	// StartupTime is how long the first start took, from building the
 	// configuration to a loaded tree.
 	StartupTime time.Duration
+	// With Options.TLS: LDAPSURL is ldaps://127.0.0.1:PORT, and CAFile the
+	// PEM file of the CA that signed the server's certificate.
+	LDAPSURL string
+	CAFile   string
+	tlsPort  int
 
 	t    testing.TB
 	dir  string
@@ -108,8 +116,16 @@ func Start(t testing.TB, o Options) *Server {
 			t.Fatalf("ldapserver: %v", err)
 		}
 	}
+	config := configLDIF(s.dir)
+	if o.TLS {
+		s.tlsPort = freePort(t)
+		s.LDAPSURL = "ldaps://127.0.0.1:" + strconv.Itoa(s.tlsPort)
+		var certFile, keyFile string
+		s.CAFile, certFile, keyFile = writeCertificates(t, s.dir)
+		config = strings.Replace(config, "olcArgsFile:", "olcTLSCertificateFile: "+certFile+"\nolcTLSCertificateKeyFile: "+keyFile+"\nolcArgsFile:", 1)
+	}
 	ldif := filepath.Join(s.dir, "config.ldif")
-	if err := os.WriteFile(ldif, []byte(configLDIF(s.dir)), 0o600); err != nil {
+	if err := os.WriteFile(ldif, []byte(config), 0o600); err != nil {
 		t.Fatalf("ldapserver: %v", err)
 	}
 	if out, err := command("slapadd", "-n", "0", "-F", confDir, "-l", ldif).CombinedOutput(); err != nil {
@@ -154,7 +170,11 @@ func (s *Server) start() {
 	}
 	// -d 0 keeps slapd in the foreground (so the test owns the process) and
 	// quiet; errors still reach stderr.
-	cmd := command("slapd", "-d", "0", "-h", "ldap://127.0.0.1:"+strconv.Itoa(s.Port)+"/", "-F", filepath.Join(s.dir, "slapd.d"))
+	urls := "ldap://127.0.0.1:" + strconv.Itoa(s.Port) + "/"
+	if s.tlsPort != 0 {
+		urls += " ldaps://127.0.0.1:" + strconv.Itoa(s.tlsPort) + "/"
+	}
+	cmd := command("slapd", "-d", "0", "-h", urls, "-F", filepath.Join(s.dir, "slapd.d"))
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("ldapserver: start slapd: %v", err)

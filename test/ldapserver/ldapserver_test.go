@@ -44,3 +44,18 @@ func TestAnonymousCannotSearch(t *testing.T) {
 		t.Errorf("anonymous search found alice:\n%s", out)
 	}
 }
+
+// TestTLS checks StartTLS and ldaps:// with the test CA.
+func TestTLS(t *testing.T) {
+	s := Start(t, Options{TLS: true})
+	for _, args := range [][]string{
+		{"-H", s.URL, "-ZZ"},
+		{"-H", s.LDAPSURL},
+	} {
+		cmd := exec.Command("ldapwhoami", append(args, "-x", "-D", ServiceDN, "-w", ServicePassword)...)
+		cmd.Env = append(cmd.Environ(), "LDAPTLS_CACERT="+s.CAFile)
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "cn=portcullis") {
+			t.Errorf("ldapwhoami %v: %v\n%s", args, err, out)
+		}
+	}
+}
