@@ -92,6 +92,11 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 	if err != nil {
 		return nil, nil, err
 	}
+	// The same checks as at login: an Azure group overage, say, must not
+	// slip in through a refresh.
+	if err := p.cfg.checkPresetClaims(claims); err != nil {
+		return nil, nil, fmt.Errorf("oidc %s: refresh: %w", id, err)
+	}
 	profile := profileFromClaims(id, claims, p.mapping)
 	if profile.Sub == "" {
 		return nil, nil, fmt.Errorf("oidc %s: refresh: map claims: no subject in claim %q", id, p.mapping["sub"])

@@ -400,6 +400,16 @@ func TestReload(t *testing.T) {
 			t.Errorf("a session saved after rotation does not open with the new first key alone")
 		}
 	})
+	t.Run("refreshes in flight carry over a reload", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		before := rf.live.cur.Load().refresher
+		if err := rf.live.reload("signal"); err != nil {
+			t.Fatal(err)
+		}
+		if rf.live.cur.Load().refresher != before {
+			t.Fatal("the reload dropped the refresher: a request with the old cookie could spend a rotated refresh token again")
+		}
+	})
 	t.Run("a logout before a reload stays a logout after it", func(t *testing.T) {
 		rf := newReloadFixture(t)
 		cookies := rf.login(t, "alice@example.com")

@@ -299,10 +299,15 @@ func (s *configSource) changed() bool {
 }
 
 // inherit takes over from prev, the Handler a reload replaces, the state
-// that must outlive it: revoked sessions and used login states.
+// that must outlive it: revoked sessions, used login states, and refreshes in
+// flight (a rotating refresh token must not be spent again by a request that
+// arrives at the new Handler with the old cookie).
 func (h *Handler) inherit(prev *Handler) {
 	if prev == nil {
 		return
+	}
+	if prev.refresher.every == h.refresher.every {
+		h.refresher = prev.refresher
 	}
 	if cs, ok := h.sessions.(*session.CookieStore); ok {
 		if old, ok := prev.sessions.(*session.CookieStore); ok {
