@@ -34,7 +34,7 @@ type Handler struct {
 	now       func() time.Time
 	idpStop   map[string]context.CancelFunc // ends each provider's background work (reload.go)
 	refresher *refresher                    // renews sessions at the IdP (refresh.go)
-	passwords passwordLogins                // LDAP failure limits and Basic auth cache (ldap.go)
+	passwords *passwordLogins               // LDAP failure limits and Basic auth cache (ldap.go)
 }
 
 // Decisions, as logged and counted in requests_total{decision}.

@@ -36,17 +36,12 @@ const maxBasicAuthEntries = 10_000
 // passwordLogins is the state of password logins: failure limits and the
 // Basic auth cache. Its zero value is ready to use.
 type passwordLogins struct {
-	once   sync.Once
 	limits *loginLimits
 	cache  *basicCache
 }
 
-func (l *passwordLogins) init() *passwordLogins {
-	l.once.Do(func() {
-		l.limits = newLoginLimits()
-		l.cache = newBasicCache(basicAuthTTL, maxBasicAuthEntries)
-	})
-	return l
+func newPasswordLogins() *passwordLogins {
+	return &passwordLogins{limits: newLoginLimits(), cache: newBasicCache(basicAuthTTL, maxBasicAuthEntries)}
 }
 
 // errRateLimited means the username or client failed too often lately.
@@ -58,7 +53,7 @@ var errRateLimited = errors.New("too many failed logins")
 // being unavailable.
 func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string) (*idp.Profile, time.Duration, error) {
 	id := p.cfg.ID
-	limits := h.passwords.init().limits
+	limits := h.passwords.limits
 	addr := h.clientAddr(r)
 	if wait := limits.wait(id, username, addr, h.now()); wait > 0 {
 		h.metrics.login(id, "rate_limited", 0)
@@ -245,7 +240,7 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 	if !ok {
 		return nil, h.basicChallenge(w, p, "malformed Basic credentials")
 	}
-	cache := h.passwords.init().cache
+	cache := h.passwords.cache
 	key := cache.key(id, username, password)
 	if prof, ok := cache.get(key, h.now()); ok {
 		return prof, ""

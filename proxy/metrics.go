@@ -60,8 +60,10 @@ func newMetrics() *metrics {
 // dashboard or an alert sees 0 rather than nothing before the first event.
 func (m *metrics) known(cfg *Config) {
 	for _, ic := range cfg.SSO.IdentityProviders {
-		for _, result := range []string{"success", "failure"} {
+		for _, result := range []string{"success", "failure", "denied", "rate_limited"} {
 			m.logins.WithLabelValues(ic.ID, result)
+		}
+		for _, result := range []string{"success", "refused", "error"} {
 			m.refreshes.WithLabelValues(ic.ID, result)
 		}
 		m.loginDuration.WithLabelValues(ic.ID)

@@ -30,6 +30,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		return nil, err
 	}
 	h = &Handler{
+		passwords: newPasswordLogins(),
 		compiled:  c,
 		providers: map[string]*provider{},
 		pages:     newPages(cfg.Pages, cfg.Server.AuthPrefix, log),

@@ -410,6 +410,16 @@ func TestReload(t *testing.T) {
 			t.Fatal("the reload dropped the refresher: a request with the old cookie could spend a rotated refresh token again")
 		}
 	})
+	t.Run("failed-login limits carry over a reload", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		before := rf.live.cur.Load().passwords.limits
+		if err := rf.live.reload("signal"); err != nil {
+			t.Fatal(err)
+		}
+		if rf.live.cur.Load().passwords.limits != before {
+			t.Fatal("the reload reset the failed-login limits")
+		}
+	})
 	t.Run("a logout before a reload stays a logout after it", func(t *testing.T) {
 		rf := newReloadFixture(t)
 		cookies := rf.login(t, "alice@example.com")

@@ -299,7 +299,8 @@ func (s *configSource) changed() bool {
 }
 
 // inherit takes over from prev, the Handler a reload replaces, the state
-// that must outlive it: revoked sessions, used login states, and refreshes in
+// that must outlive it: revoked sessions, used login states, failed-login
+// limits, and refreshes in
 // flight (a rotating refresh token must not be spent again by a request that
 // arrives at the new Handler with the old cookie).
 func (h *Handler) inherit(prev *Handler) {
@@ -309,6 +310,10 @@ func (h *Handler) inherit(prev *Handler) {
 	if prev.refresher.every == h.refresher.every {
 		h.refresher = prev.refresher
 	}
+	// Failed-login counts outlive a reload, or a reload would reset an
+	// attacker's budget. The Basic auth cache does not: it holds profiles
+	// checked under the old config.
+	h.passwords.limits = prev.passwords.limits
 	if cs, ok := h.sessions.(*session.CookieStore); ok {
 		if old, ok := prev.sessions.(*session.CookieStore); ok {
 			cs.Inherit(old)
