@@ -1,0 +1,219 @@
+package deploy
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/portcullis-proxy/portcullis/proxy"
+)
+
+// cvatCompose is the shape of CVAT's own docker-compose.yml that the
+// override relies on: traefik publishing 8080 (and 8090 for its dashboard)
+// on the `cvat` network, routing by Host to cvat_server and cvat_ui.
+const cvatCompose = `
+name: cvat
+services:
+  cvat_server:
+    image: cvat/server:${CVAT_VERSION:-dev}
+    restart: always
+    environment:
+      ALLOWED_HOSTS: '*'
+      CVAT_REDIS_HOST: cvat_redis
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.cvat.rule=Host(` + "`${CVAT_HOST:-localhost}`" + `) && PathPrefix(` + "`/api/`" + `)
+    networks:
+      cvat:
+        aliases: [cvat-server]
+  cvat_ui:
+    image: cvat/ui:${CVAT_VERSION:-dev}
+    restart: always
+    networks: [cvat]
+  cvat_opa:
+    image: openpolicyagent/opa:0.63.0
+    networks:
+      cvat:
+        aliases: [opa]
+  traefik:
+    image: traefik:v3.1
+    container_name: traefik
+    restart: always
+    ports:
+      - 8080:8080
+      - 8090:8090
+    environment:
+      CVAT_HOST: ${CVAT_HOST:-localhost}
+      TRAEFIK_ENTRYPOINTS_web_ADDRESS: :8080
+      TRAEFIK_PROVIDERS_DOCKER_EXPOSEDBYDEFAULT: "false"
+      TRAEFIK_PROVIDERS_DOCKER_NETWORK: cvat
+    volumes:
+      - /var/run/docker.sock:/var/run/docker.sock:ro
+    networks: [cvat]
+networks:
+  cvat:
+`
+
+// composeEnv is what the guide puts in CVAT's .env.
+var composeEnv = map[string]string{
+	"CVAT_HOST":                            "cvat.example.com",
+	"CVAT_PUBLIC_URL":                      "https://cvat.example.com",
+	"OIDC_ISSUER":                          "https://login.example.com/realms/company",
+	"PORTCULLIS_SESSION_KEYS":              "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=",
+	"PORTCULLIS_IDP_COMPANY_CLIENT_SECRET": "s3cret",
+}
+
+// loadCVATWithPortcullis lays out a CVAT checkout as the guide does (CVAT's
+// compose file, the override and portcullis.yaml side by side) and loads
+// `docker compose -f docker-compose.yml -f docker-compose.header-auth.yml`
+// with Compose v2's own loader.
+func loadCVATWithPortcullis(t *testing.T, env map[string]string) (*types.Project, string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	override, err := os.ReadFile("docker-compose.header-auth.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	profile, err := os.ReadFile("cvat/portcullis.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string][]byte{
+		"docker-compose.yml":             []byte(cvatCompose),
+		"docker-compose.header-auth.yml": override,
+		"portcullis.yaml":                profile,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var list []string
+	for k, v := range env {
+		list = append(list, k+"="+v)
+	}
+	opts, err := cli.NewProjectOptions(
+		[]string{filepath.Join(dir, "docker-compose.yml"), filepath.Join(dir, "docker-compose.header-auth.yml")},
+		cli.WithWorkingDirectory(dir), cli.WithEnv(list), cli.WithName("cvat"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	return p, dir, err
+}
+
+func TestComposeOverridePutsPortcullisInFrontOfCVAT(t *testing.T) {
+	p, dir, err := loadCVATWithPortcullis(t, composeEnv)
+	if err != nil {
+		t.Fatalf("compose rejects CVAT's file with the override: %v", err)
+	}
+	pc, ok := p.Services["portcullis"]
+	if !ok {
+		t.Fatal("the override adds no portcullis service")
+	}
+
+	// Nothing but portcullis is published: traefik lost 8080 and 8090.
+	for name, s := range p.Services {
+		if name != "portcullis" && len(s.Ports) > 0 {
+			t.Errorf("%s still publishes %+v: CVAT must be reachable only through portcullis", name, s.Ports)
+		}
+	}
+	if len(pc.Ports) != 1 || pc.Ports[0].Published != "8080" || pc.Ports[0].Target != 9772 {
+		t.Errorf("portcullis should take over host port 8080 for its listener 9772, got %+v", pc.Ports)
+	}
+	if v := p.Services["cvat_server"].Environment["HEADER_AUTH_ENABLE"]; v == nil || *v == "" {
+		t.Error("cvat_server needs HEADER_AUTH_ENABLE set (CVAT enables header auth when it is non-empty)")
+	}
+
+	// The mounted config is the CVAT profile, and check accepts it with the
+	// environment compose gives the container.
+	var config string
+	for _, v := range pc.Volumes {
+		if v.Target == "/etc/portcullis/portcullis.yaml" {
+			config = v.Source
+			if !v.ReadOnly {
+				t.Error("the config must be mounted read-only")
+			}
+		}
+	}
+	if config != filepath.Join(dir, "portcullis.yaml") {
+		t.Fatalf("want portcullis.yaml of the CVAT checkout mounted at /etc/portcullis/portcullis.yaml, got %q", config)
+	}
+	cfg, err := proxy.LoadConfig(config, func(k string) string {
+		if v := pc.Environment[k]; v != nil {
+			return *v
+		}
+		return ""
+	})
+	if err == nil {
+		err = proxy.Check(cfg)
+	}
+	if err != nil {
+		t.Fatalf("portcullis check rejects the mounted config with the container's environment:\n%v", err)
+	}
+	if _, port, _ := net.SplitHostPort(cfg.Server.Listen); port != "9772" {
+		t.Errorf("server.listen %q is not the published target 9772", cfg.Server.Listen)
+	}
+
+	// The upstream is traefik, on a network portcullis shares, at the port
+	// traefik's web entrypoint listens on.
+	up, err := url.Parse(cfg.Upstream.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	traefik, ok := p.Services[up.Hostname()]
+	if !ok || up.Hostname() != "traefik" {
+		t.Fatalf("upstream %s is not CVAT's traefik service", cfg.Upstream.URL)
+	}
+	if addr := traefik.Environment["TRAEFIK_ENTRYPOINTS_web_ADDRESS"]; addr == nil || *addr != ":"+up.Port() {
+		t.Errorf("upstream port %s is not traefik's web entrypoint %v", up.Port(), addr)
+	}
+	if _, ok := pc.Networks["cvat"]; !ok {
+		t.Errorf("portcullis must join CVAT's network, is on %v", pc.Networks)
+	}
+
+	// The container needs nothing writable and no privileges.
+	if !pc.ReadOnly || !slices.Equal(pc.CapDrop, []string{"ALL"}) || !slices.Contains(pc.SecurityOpt, "no-new-privileges:true") {
+		t.Errorf("portcullis should run read-only, with no capabilities and no-new-privileges: read_only=%v cap_drop=%v security_opt=%v",
+			pc.ReadOnly, pc.CapDrop, pc.SecurityOpt)
+	}
+}
+
+func TestComposeOverrideHostPortIsCVATPort(t *testing.T) {
+	env := map[string]string{"CVAT_PORT": "443"}
+	for k, v := range composeEnv {
+		env[k] = v
+	}
+	p, _, err := loadCVATWithPortcullis(t, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ports := p.Services["portcullis"].Ports; len(ports) != 1 || ports[0].Published != "443" {
+		t.Errorf("CVAT_PORT=443 should publish portcullis on 443, got %+v", ports)
+	}
+}
+
+func TestComposeOverrideRefusesToStartWithoutItsSettings(t *testing.T) {
+	for _, missing := range []string{"CVAT_PUBLIC_URL", "OIDC_ISSUER", "PORTCULLIS_SESSION_KEYS", "PORTCULLIS_IDP_COMPANY_CLIENT_SECRET"} {
+		t.Run("without "+missing, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range composeEnv {
+				if k != missing {
+					env[k] = v
+				}
+			}
+			_, _, err := loadCVATWithPortcullis(t, env)
+			if err == nil || !strings.Contains(err.Error(), missing) {
+				t.Errorf("want an error naming %s, got %v", missing, err)
+			}
+		})
+	}
+}

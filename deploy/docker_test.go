@@ -1,0 +1,255 @@
+package deploy
+
+import (
+	"bufio"
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// There is no Docker engine here: these tests lint what the image relies on
+// and run the Dockerfile's build step with the local Go toolchain.
+
+// instruction is one Dockerfile instruction, continuation lines joined.
+type instruction struct {
+	cmd  string // upper case: FROM, RUN, ...
+	args string
+}
+
+// stage is one FROM ... section of the Dockerfile.
+type stage struct {
+	from, name   string
+	instructions []instruction
+}
+
+// last returns the arguments of the stage's last instruction cmd, or "".
+func (s stage) last(cmd string) string {
+	for i := len(s.instructions) - 1; i >= 0; i-- {
+		if s.instructions[i].cmd == cmd {
+			return s.instructions[i].args
+		}
+	}
+	return ""
+}
+
+func parseDockerfile(t *testing.T, path string) []stage {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var stages []stage
+	var line string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		text := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(text, "#") || (text == "" && line == "") {
+			continue
+		}
+		if strings.HasSuffix(text, "\\") {
+			line += strings.TrimSuffix(text, "\\") + " "
+			continue
+		}
+		line += text
+		cmd, args, _ := strings.Cut(line, " ")
+		line = ""
+		in := instruction{strings.ToUpper(cmd), strings.TrimSpace(args)}
+		if in.cmd == "FROM" {
+			fields := strings.Fields(in.args)
+			st := stage{from: fields[0]}
+			if len(fields) == 3 && strings.EqualFold(fields[1], "AS") {
+				st.name = fields[2]
+			}
+			stages = append(stages, st)
+			continue
+		}
+		if len(stages) == 0 {
+			t.Fatalf("%s before the first FROM", in.cmd)
+		}
+		stages[len(stages)-1].instructions = append(stages[len(stages)-1].instructions, in)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return stages
+}
+
+// goBuild finds the builder stage's `go build` and returns its environment
+// assignments and arguments (shell words, quotes removed).
+func goBuild(t *testing.T, st stage) (env, args []string) {
+	t.Helper()
+	for _, in := range st.instructions {
+		if in.cmd != "RUN" || !strings.Contains(in.args, "go build") {
+			continue
+		}
+		words := shellWords(in.args)
+		i := slices.Index(words, "go")
+		return words[:i], words[i+2:]
+	}
+	t.Fatalf("stage %s has no RUN ... go build", st.name)
+	return nil, nil
+}
+
+// shellWords splits a simple shell command: spaces separate words, double
+// quotes group them. Enough for the Dockerfile's one build line.
+func shellWords(s string) []string {
+	var words []string
+	var cur strings.Builder
+	quoted, inWord := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			quoted, inWord = !quoted, true
+		case r == ' ' && !quoted:
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words
+}
+
+func TestDockerfileEssentials(t *testing.T) {
+	stages := parseDockerfile(t, "../Dockerfile")
+	if len(stages) < 2 {
+		t.Fatalf("want a multi-stage build, got %d stage(s)", len(stages))
+	}
+	builder, final := stages[0], stages[len(stages)-1]
+	if !strings.HasPrefix(builder.from, "golang:1.26") || builder.name == "" {
+		t.Errorf("the first stage should be a named golang:1.26 builder, got FROM %s AS %q", builder.from, builder.name)
+	}
+	// distroless/static carries CA certificates and tzdata and nothing else.
+	if !strings.HasPrefix(final.from, "gcr.io/distroless/static") {
+		t.Errorf("the image should be distroless/static (CA certificates, no shell), got %s", final.from)
+	}
+	if copyFrom := final.last("COPY"); !strings.HasPrefix(copyFrom, "--from="+builder.name+" ") {
+		t.Errorf("the image should copy only the binary from the builder, got COPY %s", copyFrom)
+	}
+	if user := final.last("USER"); user != "65532:65532" {
+		t.Errorf("USER: want the numeric non-root 65532:65532 (runAsNonRoot checks it), got %q", user)
+	}
+	if expose := strings.Fields(final.last("EXPOSE")); !slices.Equal(expose, []string{"9772", "9773"}) {
+		t.Errorf("EXPOSE: want 9772 9773, got %v", expose)
+	}
+	entrypoint, cmd := final.last("ENTRYPOINT"), final.last("CMD")
+	if entrypoint != `["/usr/local/bin/portcullis"]` || cmd != `["serve", "--config", "/etc/portcullis/portcullis.yaml"]` {
+		t.Errorf("the default command should be portcullis serve --config /etc/portcullis/portcullis.yaml in exec form, got ENTRYPOINT %s CMD %s", entrypoint, cmd)
+	}
+	if final.last("RUN") != "" {
+		t.Error("the final stage runs nothing: distroless has no shell")
+	}
+
+	env, args := goBuild(t, builder)
+	if !slices.Contains(env, "CGO_ENABLED=0") {
+		t.Errorf("the build must be static (CGO_ENABLED=0), env %v", env)
+	}
+	if !slices.Contains(args, "-trimpath") {
+		t.Errorf("the build should use -trimpath, args %v", args)
+	}
+	i := slices.Index(args, "-ldflags")
+	if i < 0 || args[i+1] != "-s -w -X github.com/portcullis-proxy/portcullis/proxy.version=${VERSION}" {
+		t.Errorf("-ldflags should strip and set proxy.version, args %v", args)
+	}
+
+	// The package built is the README's local build.
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := regexp.MustCompile(`(?m)^go build -o portcullis (\S+)$`).FindSubmatch(readme)
+	if local == nil {
+		t.Fatal("README.md has no `go build -o portcullis ./cmd/...` line to compare with")
+	}
+	if pkg := args[len(args)-1]; pkg != string(local[1]) {
+		t.Errorf("the Dockerfile builds %s, the README %s", pkg, local[1])
+	}
+}
+
+// The Dockerfile's build command, run here: it compiles, the binary is
+// static and stripped, and `version` reports the VERSION build argument.
+func TestDockerfileBuildStep(t *testing.T) {
+	env, args := goBuild(t, parseDockerfile(t, "../Dockerfile")[0])
+	out := filepath.Join(t.TempDir(), "portcullis")
+	for i, a := range args {
+		args[i] = strings.ReplaceAll(a, "${VERSION}", "v9.8.7-test")
+		if i > 0 && args[i-1] == "-o" {
+			args[i] = out
+		}
+	}
+	cmd := exec.Command("go", append([]string{"build"}, args...)...)
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), env...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %v: %v\n%s", args, err, b)
+	}
+
+	f, err := elf.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("the binary is dynamically linked (%v): distroless/static cannot run it", p.Type)
+		}
+	}
+	if f.Section(".symtab") != nil {
+		t.Error("the binary keeps its symbol table: -s was lost")
+	}
+
+	version, err := exec.Command(out, "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(version), "v9.8.7-test") {
+		t.Errorf("portcullis version should report the VERSION build argument, got %q (%v)", version, err)
+	}
+}
+
+// .dockerignore keeps the build context small; it must not hide a package
+// the binary is built from.
+func TestDockerignoreKeepsEverySourcePackage(t *testing.T) {
+	raw, err := os.ReadFile("../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patterns []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			patterns = append(patterns, l)
+		}
+	}
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", "../cmd/portcullis").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	needed := []string{"go.mod", "go.sum"}
+	for _, dir := range strings.Fields(string(out)) {
+		if rel, err := filepath.Rel(root, dir); err == nil && !strings.HasPrefix(rel, "..") {
+			needed = append(needed, rel)
+		}
+	}
+	for _, path := range needed {
+		for _, p := range patterns {
+			p = strings.TrimPrefix(p, "**/")
+			if ok, _ := filepath.Match(p, path); ok || path == p || strings.HasPrefix(path, p+"/") || strings.Contains("/"+path+"/", "/"+p+"/") {
+				t.Errorf(".dockerignore pattern %q drops %s, which the binary needs", p, path)
+			}
+		}
+	}
+}
