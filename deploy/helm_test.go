@@ -577,3 +577,35 @@ config:
 		t.Errorf("a public_url with a trailing slash must not double it:\n%s", notes)
 	}
 }
+
+// The values of docs/cvat.md's Helm section render, and the config they give
+// passes check with the Secret the guide creates.
+func TestHelmGuideValues(t *testing.T) {
+	guide, err := os.ReadFile("../docs/cvat.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(# portcullis-values.yaml\n.*?)```").FindSubmatch(guide)
+	if m == nil {
+		t.Fatal("docs/cvat.md has no yaml block starting with # portcullis-values.yaml")
+	}
+	values := filepath.Join(t.TempDir(), "portcullis-values.yaml")
+	if err := os.WriteFile(values, m[1], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := render(t, "-f", values)
+	checkDeployment(t, r, "cvat-sso")
+	cfg := checkConfig(t, r, map[string]string{
+		"PORTCULLIS_SESSION_KEYS":              "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=",
+		"PORTCULLIS_IDP_COMPANY_CLIENT_SECRET": "the-client-secret",
+	})
+	if cfg.Upstream.URL != "http://cvat-traefik.cvat.svc:80" || cfg.Server.PublicURL != "https://cvat.example.com" {
+		t.Errorf("the guide's config: upstream %s, public_url %s", cfg.Upstream.URL, cfg.Server.PublicURL)
+	}
+	if np := one(t, "NetworkPolicy", r.networkPolicies); np.Namespace != "cvat" {
+		t.Errorf("the guide's NetworkPolicy should be in CVAT's namespace, is in %q", np.Namespace)
+	}
+	if len(r.secrets) != 0 {
+		t.Error("the guide creates the Secret itself; the chart must not")
+	}
+}

@@ -4,6 +4,7 @@
 #   Debian packages: chromium (browser tests of the login pages and the demo),
 #                    slapd and ldap-utils (the OpenLDAP directory of the LDAP tests)
 #   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at)
+#   Go tools:        helm (deploy/: lint and render the Helm chart)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,15 @@ fi
 if [ ! -d test/oidc/node_modules/oidc-provider ] || [ test/oidc/package-lock.json -nt test/oidc/node_modules/.package-lock.json ]; then
 	echo "test/run.sh: npm ci in test/oidc"
 	(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# helm, for deploy/helm_test.go (helm lint and helm template of charts/portcullis;
+# no cluster needed). Built from source once (a minute or more, cold) and kept
+# in $(go env GOPATH)/bin, where the test looks for it.
+helm_version=v3.22.0
+if ! command -v helm >/dev/null && [ ! -x "$(go env GOPATH)/bin/helm" ]; then
+	echo "test/run.sh: go install helm.sh/helm/v3/cmd/helm@$helm_version"
+	go install "helm.sh/helm/v3/cmd/helm@$helm_version"
 fi
 
 echo "test/run.sh: go vet"
