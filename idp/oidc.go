@@ -286,6 +286,10 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err := p.cfg.checkPresetClaims(claims); err != nil {
 		return nil, nil, fmt.Errorf("oidc %s: %w", id, err)
 	}
+	if tokens.IDToken != "" {
+		// The IdP's session, which a back-channel logout names.
+		tokens.SID, _ = claims["sid"].(string)
+	}
 	profile := profileFromClaims(id, claims, p.mapping)
 	if profile.Sub == "" {
 		return nil, nil, fmt.Errorf("oidc %s: map claims: no subject in claim %q", id, p.mapping["sub"])

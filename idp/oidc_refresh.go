@@ -68,7 +68,7 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 		}
 		return nil, nil, fmt.Errorf("oidc %s: refresh: %w", id, err)
 	}
-	next := &Tokens{RefreshToken: token.RefreshToken, IDToken: t.IDToken}
+	next := &Tokens{RefreshToken: token.RefreshToken, IDToken: t.IDToken, SID: t.SID}
 	if next.RefreshToken == "" {
 		next.RefreshToken = t.RefreshToken // an IdP that does not rotate keeps the old one valid
 	}

@@ -52,6 +52,9 @@ type Tokens struct {
 	IDToken      string `json:"it,omitempty"`
 	// Expiry is the Unix time the access token expires (0 when unknown).
 	Expiry int64 `json:"exp,omitempty"`
+	// SID is the IdP's session ID (the ID token's sid claim), which an
+	// OIDC back-channel logout names.
+	SID string `json:"sid,omitempty"`
 }
 
 // Redirector is an IdP that logs users in by sending the browser away and

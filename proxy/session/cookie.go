@@ -67,7 +67,8 @@ type CookieStore struct {
 	name    string
 	codecs  []securecookie.Codec
 	revoked *expiringSet
-	cache   *openedCache // nil disables caching
+	users   *userRevocations // whole users ended by back-channel logout (revoke_user.go)
+	cache   *openedCache     // nil disables caching
 }
 
 var _ Store = (*CookieStore)(nil)
@@ -87,6 +88,7 @@ func NewCookieStore(o Options) (*CookieStore, error) {
 		name:    o.Name(),
 		codecs:  cs,
 		revoked: newExpiringSet(revokedEntries),
+		users:   newUserRevocations(o.lifetime()),
 		cache:   newOpenedCache(cacheEntries, cacheBytes),
 	}, nil
 }
@@ -97,6 +99,7 @@ func NewCookieStore(o Options) (*CookieStore, error) {
 func (st *CookieStore) Inherit(prev *CookieStore) {
 	if prev != nil {
 		st.revoked = prev.revoked
+		st.users = prev.users
 	}
 }
 
@@ -234,7 +237,7 @@ func (st *CookieStore) valid(s *Session, now time.Time) bool {
 	if idle := st.opts.IdleTimeout; idle > 0 && now.Sub(s.LastSeen) > idle {
 		return false
 	}
-	return !st.revoked.Has(s.ID, now)
+	return !st.revoked.Has(s.ID, now) && !st.users.ended(s)
 }
 
 // Save seals s into the session cookie, split into chunks when large, and

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -42,6 +43,22 @@ type Flows struct {
 	codecs []securecookie.Codec
 	err    error // why codecs could not be built, reported by Start and Finish
 	used   *expiringSet
+	shared OnceMarker // when set, where used states are recorded instead of used
+}
+
+// OnceMarker records values that may be used once, until they expire anyway,
+// where every replica sees them (Redis).
+type OnceMarker interface {
+	// MarkOnce records key until the given time and reports whether it was
+	// new; an error means it could not be recorded (the use is refused).
+	MarkOnce(ctx context.Context, key string, until time.Time) (bool, error)
+}
+
+// ShareUsedStates records finished login states in m rather than in this
+// process's memory, so that a login's answer is single-use whichever replica
+// it reaches. Call it before f serves requests.
+func (f *Flows) ShareUsedStates(m OnceMarker) {
+	f.shared = m
 }
 
 // NewFlows builds the login flow keeper. Keys are checked by NewCookieStore;
@@ -134,6 +151,16 @@ func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*i
 	expires := time.Unix(flow.Created, 0).Add(FlowLifetime)
 	if !now.Before(expires) {
 		return nil, ErrFlowExpired
+	}
+	if f.shared != nil {
+		first, err := f.shared.MarkOnce(r.Context(), "state:"+state, expires)
+		if err != nil {
+			return nil, fmt.Errorf("finish login: %w", err)
+		}
+		if !first {
+			return nil, ErrFlowReused
+		}
+		return flow, nil
 	}
 	if !f.used.Add(state, expires, now) {
 		return nil, ErrFlowReused

@@ -133,6 +133,11 @@ type Session struct {
 	// Refreshed is when the IdP last confirmed the user (the login, then
 	// each refresh with the refresh token).
 	Refreshed time.Time
+
+	// stored is set on sessions a server-side store loaded: saving one
+	// again only updates it, so that a session ended meanwhile (logout on
+	// another replica) is never written back to life.
+	stored bool
 }
 
 // New starts a session for a user who just logged in. Times are kept to the

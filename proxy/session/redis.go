@@ -1,0 +1,130 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrUnavailable marks errors of a store that cannot answer (Redis down): the
+// request is answered 503, never let through and never treated as logged out.
+var ErrUnavailable = errors.New("session store unavailable")
+
+// Redis is the connection to the Redis that replicas share. Besides the
+// sessions of the Redis store, it keeps what must hold across replicas: the
+// marks of single-use values (login states, SAML assertions, logout tokens)
+// and the failed-login counts. It is safe for concurrent use.
+type Redis struct {
+	client redis.UniversalClient
+	prefix string
+}
+
+// DialRedis builds the connection c describes. It connects lazily and
+// reconnects by itself, so it succeeds while Redis is down; Ping tells.
+func DialRedis(c RedisConfig) (*Redis, error) {
+	client, err := c.client()
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	return &Redis{client: client, prefix: c.prefix()}, nil
+}
+
+// Close closes the connections.
+func (r *Redis) Close() error {
+	return r.client.Close()
+}
+
+// Ping checks that Redis answers, for readiness.
+func (r *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: ping: %w", err)
+	}
+	return nil
+}
+
+// key is the Redis key of parts under the prefix, e.g. "portcullis:s:ID".
+func (r *Redis) key(parts ...string) string {
+	return r.prefix + strings.Join(parts, ":")
+}
+
+// unavailable wraps an error of Redis as ErrUnavailable, with the step.
+func unavailable(step string, err error) error {
+	return fmt.Errorf("redis: %s: %w: %w", step, ErrUnavailable, err)
+}
+
+// MarkOnce records key until the given time and reports whether it was new:
+// false means it was already recorded, by this replica or another. It is the
+// single-use check of login states, SAML assertion IDs and logout tokens.
+func (r *Redis) MarkOnce(ctx context.Context, key string, until time.Time) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	ttl := max(time.Until(until), time.Second)
+	first, err := r.client.SetNX(ctx, r.key("once", key), "1", ttl).Result()
+	if err != nil {
+		return false, unavailable("mark used", err)
+	}
+	return first, nil
+}
+
+// CountFailure counts one failure of key in its current window, which starts
+// with its first failure and lasts window, and returns the count so far and
+// how long the window still lasts.
+func (r *Redis) CountFailure(ctx context.Context, key string, window time.Duration) (int64, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	k := r.key("fail", key)
+	var incr *redis.IntCmd
+	var ttl *redis.DurationCmd
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SetNX(ctx, k, 0, window) // starts the window; INCR keeps its expiry
+		incr = p.Incr(ctx, k)
+		ttl = p.PTTL(ctx, k)
+		return nil
+	})
+	if err != nil {
+		return 0, 0, unavailable("count failure", err)
+	}
+	return incr.Val(), max(ttl.Val(), 0), nil
+}
+
+// Failures returns key's failures in its current window and how long the
+// window still lasts; 0, 0 when there is none.
+func (r *Redis) Failures(ctx context.Context, key string) (int64, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	k := r.key("fail", key)
+	var get *redis.StringCmd
+	var ttl *redis.DurationCmd
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		get = p.Get(ctx, k)
+		ttl = p.PTTL(ctx, k)
+		return nil
+	})
+	if errors.Is(err, redis.Nil) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, unavailable("read failures", err)
+	}
+	n, err := get.Int64()
+	if err != nil {
+		return 0, 0, nil // not ours to read: as if none
+	}
+	return n, max(ttl.Val(), 0), nil
+}
+
+// ForgetFailures clears key's failures.
+func (r *Redis) ForgetFailures(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	if err := r.client.Del(ctx, r.key("fail", key)).Err(); err != nil {
+		return unavailable("forget failures", err)
+	}
+	return nil
+}

@@ -1,0 +1,245 @@
+package session
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// RedisConfig is the `session.redis:` block: where the Redis that replicas
+// share lives. Exactly one of URL (one server), Sentinel (a master found
+// through Redis Sentinel) and ClusterAddrs (a Redis Cluster) is set.
+type RedisConfig struct {
+	// URL is one Redis server: redis://[user:password@]host:port/db, or
+	// rediss:// for TLS.
+	URL string `yaml:"url"`
+	// Sentinel names the master and the sentinels that know where it is.
+	Sentinel RedisSentinel `yaml:"sentinel"`
+	// ClusterAddrs are some nodes (host:port) of a Redis Cluster; the rest
+	// are discovered.
+	ClusterAddrs []string `yaml:"cluster_addrs"`
+	// Username and Password authenticate at Redis (ACL user, or the
+	// requirepass password with no username); they win over the URL's.
+	// Env PORTCULLIS_REDIS_PASSWORD overrides Password.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// DB is the database number with Sentinel (a URL names its own; a
+	// cluster has only 0).
+	DB int `yaml:"db"`
+	// TLS secures the connections; a rediss:// URL turns it on too.
+	TLS RedisTLS `yaml:"tls"`
+	// KeyPrefix starts every key portcullis writes ("portcullis:" when
+	// empty), so that one Redis can serve several deployments.
+	KeyPrefix string `yaml:"key_prefix"`
+}
+
+// RedisSentinel is `session.redis.sentinel:`.
+type RedisSentinel struct {
+	MasterName string   `yaml:"master_name"`
+	Addrs      []string `yaml:"addrs"`
+	// Password authenticates at the sentinels (env
+	// PORTCULLIS_REDIS_SENTINEL_PASSWORD); empty when they need none.
+	Password string `yaml:"password"`
+}
+
+// RedisTLS is `session.redis.tls:`.
+type RedisTLS struct {
+	// Enabled turns TLS on for Sentinel and Cluster (URLs say rediss://).
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the CAs that sign Redis's certificate;
+	// empty means the system's.
+	CAFile string `yaml:"ca_file"`
+	// ServerName is the name checked in the certificate when it is not
+	// the host dialled.
+	ServerName string `yaml:"server_name"`
+}
+
+// DefaultRedisKeyPrefix starts every key when session.redis.key_prefix is empty.
+const DefaultRedisKeyPrefix = "portcullis:"
+
+// Timeouts of every Redis connection: a Redis that does not answer must turn
+// into a 503 quickly, not into requests piling up.
+const (
+	redisDialTimeout = 2 * time.Second
+	redisIOTimeout   = time.Second
+	// redisOpTimeout bounds one operation, retries included.
+	redisOpTimeout = 3 * time.Second
+)
+
+// ApplyEnv applies the environment overrides of the passwords.
+func (c *RedisConfig) ApplyEnv(getenv func(string) string) {
+	if v := getenv("PORTCULLIS_REDIS_PASSWORD"); v != "" {
+		c.Password = v
+	}
+	if v := getenv("PORTCULLIS_REDIS_SENTINEL_PASSWORD"); v != "" {
+		c.Sentinel.Password = v
+	}
+}
+
+// Validate returns every problem with c, each as "key: what is wrong" with the
+// key relative to session.redis. It reaches nothing on the network.
+func (c *RedisConfig) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	modes := 0
+	for _, set := range []bool{c.URL != "", c.Sentinel.MasterName != "" || len(c.Sentinel.Addrs) > 0, len(c.ClusterAddrs) > 0} {
+		if set {
+			modes++
+		}
+	}
+	switch {
+	case modes == 0:
+		bad("url", `required with session.store redis (redis://host:6379/0, rediss:// for TLS), or set sentinel or cluster_addrs instead`)
+	case modes > 1:
+		bad("url", "set only one of url, sentinel and cluster_addrs")
+	}
+	if c.URL != "" {
+		u, err := url.Parse(c.URL)
+		switch {
+		case err != nil || u.Host == "":
+			bad("url", "not a redis:// or rediss:// URL")
+		case u.Scheme != "redis" && u.Scheme != "rediss":
+			bad("url", "scheme %q: want redis:// or rediss:// (TLS); for Sentinel or Cluster use sentinel or cluster_addrs", u.Scheme)
+		default:
+			if _, err := redis.ParseURL(c.URL); err != nil {
+				// go-redis's message may quote the URL; the password must not show.
+				bad("url", "%s", strings.ReplaceAll(err.Error(), c.URL, u.Redacted()))
+			}
+		}
+	}
+	if c.Sentinel.MasterName != "" || len(c.Sentinel.Addrs) > 0 {
+		if c.Sentinel.MasterName == "" {
+			bad("sentinel.master_name", "required (the name the sentinels monitor, e.g. mymaster)")
+		}
+		if len(c.Sentinel.Addrs) == 0 {
+			bad("sentinel.addrs", "at least one sentinel host:port is required")
+		}
+		for i, a := range c.Sentinel.Addrs {
+			if !hostPort(a) {
+				bad(fmt.Sprintf("sentinel.addrs[%d]", i), "not a host:port address: %q", a)
+			}
+		}
+	}
+	for i, a := range c.ClusterAddrs {
+		if !hostPort(a) {
+			bad(fmt.Sprintf("cluster_addrs[%d]", i), "not a host:port address: %q", a)
+		}
+	}
+	if c.DB < 0 {
+		bad("db", "must be 0 or more, got %d", c.DB)
+	}
+	if c.DB != 0 && c.URL != "" {
+		bad("db", "a url names its database in its path (redis://host:6379/%d)", c.DB)
+	}
+	if c.DB != 0 && len(c.ClusterAddrs) > 0 {
+		bad("db", "a Redis Cluster has only database 0")
+	}
+	if c.TLS.CAFile != "" {
+		if _, err := loadCAs(c.TLS.CAFile); err != nil {
+			bad("tls.ca_file", "%v", err)
+		}
+	}
+	if strings.ContainsAny(c.KeyPrefix, " \t\r\n{}") {
+		bad("key_prefix", "must not contain spaces or braces, got %q", c.KeyPrefix)
+	}
+	return errors.Join(errs...)
+}
+
+func hostPort(a string) bool {
+	host, port, err := net.SplitHostPort(a)
+	return err == nil && host != "" && port != ""
+}
+
+func loadCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+func (c *RedisConfig) prefix() string {
+	if c.KeyPrefix == "" {
+		return DefaultRedisKeyPrefix
+	}
+	return c.KeyPrefix
+}
+
+// tlsConfig is the TLS client config c asks for, nil for plain connections.
+// Without tls.server_name, each connection checks the certificate against
+// the host it dials (every node of a cluster, the master Sentinel names).
+func (c *RedisConfig) tlsConfig() (*tls.Config, error) {
+	if !c.TLS.Enabled && c.TLS.CAFile == "" && !strings.HasPrefix(c.URL, "rediss://") {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLS.ServerName}
+	if c.TLS.CAFile != "" {
+		pool, err := loadCAs(c.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// client builds the go-redis client c describes; it connects lazily.
+func (c *RedisConfig) client() (redis.UniversalClient, error) {
+	noMaint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	switch {
+	case c.URL != "":
+		o, err := redis.ParseURL(c.URL)
+		if err != nil {
+			return nil, fmt.Errorf("parse url: %w", err)
+		}
+		if o.TLSConfig, err = c.tlsConfig(); err != nil {
+			return nil, err
+		}
+		if c.Username != "" {
+			o.Username = c.Username
+		}
+		if c.Password != "" {
+			o.Password = c.Password
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		o.MaxRetries = 1
+		o.MaintNotificationsConfig = noMaint
+		return redis.NewClient(o), nil
+	case len(c.ClusterAddrs) > 0:
+		tc, err := c.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: c.ClusterAddrs, Username: c.Username, Password: c.Password, TLSConfig: tc,
+			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
+			MaxRetries: 1, MaintNotificationsConfig: noMaint,
+		}), nil
+	default:
+		tc, err := c.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: c.Sentinel.MasterName, SentinelAddrs: c.Sentinel.Addrs, SentinelPassword: c.Sentinel.Password,
+			Username: c.Username, Password: c.Password, DB: c.DB, TLSConfig: tc,
+			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
+			MaxRetries: 1,
+		}), nil
+	}
+}

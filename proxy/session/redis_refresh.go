@@ -1,0 +1,116 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/securecookie"
+	"github.com/redis/go-redis/v9"
+)
+
+// RefreshOutcome is how a refresh of a session at its IdP ended.
+type RefreshOutcome struct {
+	// Session is the session to carry on with; nil when it ended.
+	Session *Session
+	// Kept says the IdP could not be asked: every request keeps its own.
+	Kept bool
+}
+
+const (
+	// refreshLockTTL bounds how long a replica that died mid-refresh holds
+	// the others back; longer than one call to the token endpoint.
+	refreshLockTTL = 20 * time.Second
+	// refreshPoll is how often a waiting replica looks for the outcome.
+	refreshPoll = 25 * time.Millisecond
+)
+
+// releaseScript deletes the lock only when it is still this replica's.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// RefreshOnce makes sure a refresh of s (from its Refreshed time) runs on one
+// replica only, so that a rotating refresh token is spent once: the replica
+// that takes the lock in Redis runs refresh and stores its outcome there for
+// remember (kept outcomes for keptRemember); the others wait for it and
+// return it. ran reports whether refresh ran here. An error means Redis could
+// not be asked; refresh did not run.
+func (st *RedisStore) RefreshOnce(ctx context.Context, s *Session, remember, keptRemember time.Duration, refresh func() RefreshOutcome) (out RefreshOutcome, ran bool, err error) {
+	from := strconv.FormatInt(s.Refreshed.Unix(), 10)
+	lock, result := st.redis.key("refresh", "lock", s.ID, from), st.redis.key("refresh", "result", s.ID, from)
+	token := rand.Text()
+	ctx, cancel := context.WithTimeout(ctx, refreshLockTTL+redisOpTimeout)
+	defer cancel()
+	for {
+		if out, ok, err := st.refreshResult(ctx, s.ID, result); err != nil || ok {
+			return out, false, err
+		}
+		took, err := st.redis.client.SetNX(ctx, lock, token, refreshLockTTL).Result()
+		if err != nil {
+			return RefreshOutcome{}, false, unavailable("take refresh lock", err)
+		}
+		if took {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return RefreshOutcome{}, false, unavailable("wait for refresh", ctx.Err())
+		case <-time.After(refreshPoll):
+		}
+	}
+	defer releaseScript.Run(context.WithoutCancel(ctx), st.redis.client, []string{lock}, token)
+	// The winner before this one may have finished between the look and the lock.
+	if out, ok, err := st.refreshResult(ctx, s.ID, result); err != nil || ok {
+		return out, false, err
+	}
+	out = refresh()
+	value, keep := "e", remember
+	switch {
+	case out.Kept:
+		value, keep = "k", keptRemember
+	case out.Session != nil:
+		sealed, err := st.values[0].Encode(redisValueCodecName, toWire(out.Session))
+		if err != nil {
+			return out, true, fmt.Errorf("refresh session %s: seal: %w", s.ID, err)
+		}
+		value = "s" + sealed
+	}
+	if keep > 0 {
+		if err := st.redis.client.Set(context.WithoutCancel(ctx), result, value, keep).Err(); err != nil {
+			return out, true, unavailable("store refresh outcome", err)
+		}
+	}
+	return out, true, nil
+}
+
+// refreshResult reads the stored outcome of a refresh; ok is false when
+// there is none yet.
+func (st *RedisStore) refreshResult(ctx context.Context, id, key string) (RefreshOutcome, bool, error) {
+	v, err := st.redis.client.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		return RefreshOutcome{}, false, nil
+	}
+	if err != nil {
+		return RefreshOutcome{}, false, unavailable("read refresh outcome", err)
+	}
+	switch {
+	case v == "e":
+		return RefreshOutcome{}, true, nil
+	case v == "k":
+		return RefreshOutcome{Kept: true}, true, nil
+	case strings.HasPrefix(v, "s"):
+		var w wireSession
+		if err := securecookie.DecodeMulti(redisValueCodecName, v[1:], &w, st.values...); err == nil && w.ID == id {
+			s := w.session()
+			s.stored = true
+			return RefreshOutcome{Session: s}, true, nil
+		}
+	}
+	// Unreadable (keys rotated away meanwhile): as if the IdP could not be asked.
+	return RefreshOutcome{Kept: true}, true, nil
+}

@@ -1,0 +1,354 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/securecookie"
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisStore keeps sessions in Redis, shared by every replica: the cookie
+// holds only the session ID, sealed with the session keys (a guessed or
+// altered ID opens nothing), and the session itself lives in Redis, sealed
+// with the same keys, under a TTL that is its absolute lifetime cut short by
+// the idle timeout. A logout deletes it, which every replica sees at once;
+// so does the end of a user's sessions by OIDC back-channel logout or by an
+// operator (portcullis sessions revoke).
+//
+// Each session is a hash: d is the sealed session, l the last activity (Unix
+// seconds), which Touch updates without re-sealing. Index sets by user (IdP
+// and sub), by the IdP's session ID (sid) and by email find a user's
+// sessions; they may name sessions that have ended, which readers skip.
+type RedisStore struct {
+	opts   Options
+	name   string
+	ids    []securecookie.Codec // the session ID in the cookie
+	values []securecookie.Codec // the session in Redis
+	redis  *Redis
+	// cache maps the hash of a sealed value read from Redis to the session
+	// it opens to: Redis is asked on every request (so an ended session
+	// ends everywhere at once), but decryption and decoding happen once
+	// per saved value.
+	cache *openedCache
+}
+
+var _ Store = (*RedisStore)(nil)
+
+const (
+	// sessionIDCodecName and redisValueCodecName are bound into the seals of
+	// the cookie and of the value in Redis.
+	sessionIDCodecName  = "portcullis session id"
+	redisValueCodecName = "portcullis redis session"
+	// maxRedisValue bounds a sealed session in Redis (many groups fit).
+	maxRedisValue = 1 << 20
+	// indexSlack keeps an index set a little longer than the sessions in it.
+	indexSlack = time.Minute
+)
+
+// NewRedisStore builds the Redis session store on r; it fails when the keys
+// are missing or not KeySize bytes long. It reaches nothing on the network.
+func NewRedisStore(o Options, r *Redis) (*RedisStore, error) {
+	if err := checkKeys(o.Keys); err != nil {
+		return nil, fmt.Errorf("session redis store: %w", err)
+	}
+	ids, err := codecs(o.Keys, "session id", o.lifetime(), 1024, securecookie.JSONEncoder{})
+	if err != nil {
+		return nil, fmt.Errorf("session redis store: %w", err)
+	}
+	values, err := codecs(o.Keys, "redis session", o.lifetime(), maxRedisValue, compactJSON{})
+	if err != nil {
+		return nil, fmt.Errorf("session redis store: %w", err)
+	}
+	return &RedisStore{
+		opts: o, name: o.Name(), ids: ids, values: values, redis: r,
+		cache: newOpenedCache(cacheEntries, cacheBytes),
+	}, nil
+}
+
+// Redis is the connection the store keeps its sessions in.
+func (st *RedisStore) Redis() *Redis { return st.redis }
+
+// Ping checks that Redis answers, for readiness.
+func (st *RedisStore) Ping(ctx context.Context) error { return st.redis.Ping(ctx) }
+
+func (st *RedisStore) sessionKey(id string) string { return st.redis.key("s", id) }
+
+func (st *RedisStore) subIndex(idp, sub string) string { return st.redis.key("idx", "sub", idp, sub) }
+
+func (st *RedisStore) sidIndex(idp, sid string) string { return st.redis.key("idx", "sid", idp, sid) }
+
+func (st *RedisStore) emailIndex(email string) string {
+	return st.redis.key("idx", "email", strings.ToLower(strings.TrimSpace(email)))
+}
+
+// Load returns the request's session, or nil when it has none: no cookie, a
+// cookie that does not open, two cookies that open to different sessions
+// (cookie tossing), or a session that has ended or is not in Redis (any
+// more). An error, wrapping ErrUnavailable, means Redis did not answer.
+func (st *RedisStore) Load(r *http.Request) (*Session, error) {
+	lines := r.Header["Cookie"]
+	if len(lines) == 0 {
+		return nil, nil
+	}
+	var j jar
+	j.collect(lines, st.name)
+	if j.count[0] == 0 || j.overflow {
+		return nil, nil
+	}
+	id := ""
+	for _, v := range j.values[0][:j.count[0]] {
+		var candidate string
+		if securecookie.DecodeMulti(sessionIDCodecName, v, &candidate, st.ids...) != nil || !validState(candidate) {
+			continue
+		}
+		if id != "" && candidate != id {
+			st.opts.logger().Debug("session: refusing session cookies", "reason", "two different session cookies open")
+			return nil, nil
+		}
+		id = candidate
+	}
+	if id == "" {
+		return nil, nil
+	}
+	return st.get(r.Context(), id)
+}
+
+// get reads session id from Redis; nil when it is not there or has ended.
+func (st *RedisStore) get(ctx context.Context, id string) (*Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	vals, err := st.redis.client.HMGet(ctx, st.sessionKey(id), "d", "l").Result()
+	if err != nil {
+		return nil, unavailable("load session", err)
+	}
+	sealed, _ := vals[0].(string)
+	if sealed == "" {
+		return nil, nil // gone: logged out, revoked, expired, or Redis lost its data
+	}
+	key := valueKey(sealed)
+	shared := st.cache.get(key)
+	if shared == nil {
+		var w wireSession
+		if err := securecookie.DecodeMulti(redisValueCodecName, sealed, &w, st.values...); err != nil {
+			st.opts.logger().Debug("session: value in redis does not open", "error", err)
+			return nil, nil
+		}
+		if w.V != wireVersion || w.ID != id {
+			return nil, nil
+		}
+		shared = w.session()
+		st.cache.put(key, shared, len(sealed), st.opts.now())
+	}
+	s := *shared
+	if last, _ := vals[1].(string); last != "" {
+		if sec, err := strconv.ParseInt(last, 10, 64); err == nil && sec > s.LastSeen.Unix() {
+			s.LastSeen = time.Unix(sec, 0)
+		}
+	}
+	now := st.opts.now()
+	if !now.Before(s.Expires) || !now.Before(s.Created.Add(st.opts.lifetime())) {
+		return nil, nil
+	}
+	if idle := st.opts.IdleTimeout; idle > 0 && now.Sub(s.LastSeen) > idle {
+		return nil, nil
+	}
+	s.stored = true
+	return &s, nil
+}
+
+// ttl is how long s may stay in Redis from now: to its expiry, or to the
+// end of its idle timeout when that comes first.
+func (st *RedisStore) ttl(s *Session, now time.Time) time.Duration {
+	ttl := s.Expires.Sub(now)
+	if lifeEnd := s.Created.Add(st.opts.lifetime()).Sub(now); lifeEnd < ttl {
+		ttl = lifeEnd
+	}
+	if idle := st.opts.IdleTimeout; idle > 0 {
+		ttl = min(ttl, idle-now.Sub(s.LastSeen))
+	}
+	return ttl
+}
+
+// saveScript writes a session, but when ARGV[4] is 1 only over one that is
+// still there (a refresh must not bring back a session ended meanwhile).
+var saveScript = redis.NewScript(`
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'l', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1`)
+
+// touchScript records activity on a session that is still there.
+var touchScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'l', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`)
+
+// errEnded means a session was ended (on any replica) while a request was
+// about to save it again.
+var errEnded = errors.New("session has ended")
+
+// Save writes s to Redis and its sealed ID into the session cookie. A new
+// session is indexed by user, IdP session and email; a loaded one is only
+// updated, and not at all when it has ended meanwhile.
+func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) error {
+	if s == nil || s.ID == "" {
+		return errors.New("save session: no session ID")
+	}
+	now := st.opts.now()
+	ttl := st.ttl(s, now)
+	if ttl <= 0 {
+		return fmt.Errorf("save session %s: already expired", s.ID)
+	}
+	sealed, err := st.values[0].Encode(redisValueCodecName, toWire(s))
+	if err != nil {
+		return fmt.Errorf("save session %s: seal: %w", s.ID, err)
+	}
+	cookie, err := st.ids[0].Encode(sessionIDCodecName, s.ID)
+	if err != nil {
+		return fmt.Errorf("save session %s: seal id: %w", s.ID, err)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), redisOpTimeout)
+	defer cancel()
+	mustExist := "0"
+	if s.stored {
+		mustExist = "1"
+	}
+	saved, err := saveScript.Run(ctx, st.redis.client, []string{st.sessionKey(s.ID)},
+		sealed, s.LastSeen.Unix(), ttl.Milliseconds(), mustExist).Int()
+	if err != nil {
+		return fmt.Errorf("save session %s: %w", s.ID, unavailable("write", err))
+	}
+	if saved == 0 {
+		return fmt.Errorf("save session %s: %w", s.ID, errEnded)
+	}
+	if !s.stored {
+		if err := st.index(ctx, s); err != nil {
+			return fmt.Errorf("save session %s: %w", s.ID, err)
+		}
+	}
+	http.SetCookie(w, st.cookie(st.name, cookie, int(s.Expires.Sub(now)/time.Second)))
+	// Chunks left by the cookie store (a switch of session.store) go.
+	present := st.present(r)
+	for i := 1; i < maxChunks; i++ {
+		if present[i] {
+			http.SetCookie(w, st.cookie(chunkName(st.name, i), "", -1))
+		}
+	}
+	return nil
+}
+
+// index adds a new session to the sets that find it by user, IdP session
+// and email. Each set lives as long as the newest session in it can.
+func (st *RedisStore) index(ctx context.Context, s *Session) error {
+	keep := st.opts.lifetime() + indexSlack
+	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range st.indexes(s) {
+			p.SAdd(ctx, k, s.ID)
+			p.Expire(ctx, k, keep)
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("index session", err)
+	}
+	return nil
+}
+
+func (st *RedisStore) indexes(s *Session) []string {
+	keys := []string{st.subIndex(s.Profile.IdP, s.Profile.Sub)}
+	if s.Tokens.SID != "" {
+		keys = append(keys, st.sidIndex(s.Profile.IdP, s.Tokens.SID))
+	}
+	if s.Profile.Email != "" {
+		keys = append(keys, st.emailIndex(s.Profile.Email))
+	}
+	return keys
+}
+
+// Delete clears the session cookie and deletes s from Redis, which ends it on
+// every replica. s may be nil to only clear the cookie.
+func (st *RedisStore) Delete(w http.ResponseWriter, r *http.Request, s *Session) error {
+	present := st.present(r)
+	present[0] = true
+	for i, ok := range present {
+		if ok {
+			http.SetCookie(w, st.cookie(chunkName(st.name, i), "", -1))
+		}
+	}
+	if s == nil || s.ID == "" {
+		return nil
+	}
+	ctx := context.Background()
+	if r != nil {
+		ctx = r.Context()
+	}
+	if _, err := st.end(ctx, s.ID); err != nil {
+		return fmt.Errorf("delete session %s: %w", s.ID, err)
+	}
+	return nil
+}
+
+// end deletes session id and its cached value; it reports whether it was
+// there.
+func (st *RedisStore) end(ctx context.Context, id string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	n, err := st.redis.client.Del(ctx, st.sessionKey(id)).Result()
+	if err != nil {
+		return false, unavailable("delete", err)
+	}
+	st.cache.drop(id)
+	return n > 0, nil
+}
+
+// Touch records activity on s for the idle timeout: it moves the session's
+// expiry in Redis, and only when LastSeen is older than min(idle/10, 1m), so
+// most requests write nothing. The cookie does not change.
+func (st *RedisStore) Touch(w http.ResponseWriter, r *http.Request, s *Session) error {
+	idle := st.opts.IdleTimeout
+	if idle <= 0 || s == nil {
+		return nil
+	}
+	now := st.opts.now()
+	if now.Sub(s.LastSeen) < min(idle/10, time.Minute) {
+		return nil
+	}
+	s.LastSeen = now.Truncate(time.Second)
+	ttl := st.ttl(s, now)
+	if ttl <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), redisOpTimeout)
+	defer cancel()
+	if err := touchScript.Run(ctx, st.redis.client, []string{st.sessionKey(s.ID)}, s.LastSeen.Unix(), ttl.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("touch session %s: %w", s.ID, unavailable("write", err))
+	}
+	return nil
+}
+
+// present reports which of the session's cookie names r carries.
+func (st *RedisStore) present(r *http.Request) (p [maxChunks]bool) {
+	if r == nil {
+		return p
+	}
+	var j jar
+	j.collect(r.Header["Cookie"], st.name)
+	for i, c := range j.count {
+		p[i] = c > 0
+	}
+	return p
+}
+
+func (st *RedisStore) cookie(name, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name: name, Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: st.opts.Secure, SameSite: http.SameSiteLaxMode,
+	}
+}

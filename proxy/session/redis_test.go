@@ -1,0 +1,414 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
+)
+
+// replica is one proxy's Redis store: replicas share a Redis and the keys.
+func replica(t *testing.T, srv *redisserver.Server, o Options) *RedisStore {
+	t.Helper()
+	r, err := DialRedis(RedisConfig{URL: srv.URL, KeyPrefix: "test:"})
+	if err != nil {
+		t.Fatalf("DialRedis: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	st, err := NewRedisStore(o, r)
+	if err != nil {
+		t.Fatalf("NewRedisStore: %v", err)
+	}
+	return st
+}
+
+// saveTo saves s with st and returns the cookies the browser keeps.
+func saveTo(t *testing.T, st Store, s *Session) []*http.Cookie {
+	t.Helper()
+	w := httptest.NewRecorder()
+	if err := st.Save(w, httptest.NewRequest("GET", "/", nil), s); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	return live(w.Result().Cookies())
+}
+
+func loadFrom(t *testing.T, st Store, cookies []*http.Cookie) *Session {
+	t.Helper()
+	s, err := st.Load(request(cookies...))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	return s
+}
+
+func pttl(t *testing.T, st *RedisStore, id string) time.Duration {
+	t.Helper()
+	d, err := st.redis.client.PTTL(context.Background(), st.sessionKey(id)).Result()
+	if err != nil {
+		t.Fatalf("PTTL: %v", err)
+	}
+	return d
+}
+
+func TestRedisStoreRoundTripAcrossReplicas(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	one, two := replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c))
+	p := testProfile()
+	p.Groups = make([]string, 500) // a session far too big for cookies
+	for i := range p.Groups {
+		p.Groups[i] = strings.Repeat("g", 40)
+	}
+	s := New(p, idp.Tokens{RefreshToken: "rt", IDToken: "it", SID: "idp-session-1"}, testOptions(c))
+	cookies := saveTo(t, one, s)
+
+	if len(cookies) != 1 || len(cookies[0].Value) > 200 {
+		t.Fatalf("cookies %d, first %d bytes: want one small cookie with the sealed ID", len(cookies), len(cookies[0].Value))
+	}
+	if strings.Contains(cookies[0].Value, s.ID) {
+		t.Errorf("the cookie carries the session ID in the clear")
+	}
+	got := loadFrom(t, two, cookies)
+	if got == nil {
+		t.Fatal("another replica does not find the session")
+	}
+	if got.ID != s.ID || got.Profile.Email != p.Email || len(got.Profile.Groups) != 500 || got.Tokens != s.Tokens || !got.Created.Equal(s.Created) {
+		t.Errorf("loaded %+v, want the saved session", got)
+	}
+	raw, _ := one.redis.client.HGet(context.Background(), one.sessionKey(s.ID), "d").Result()
+	if raw == "" || strings.Contains(raw, "alice@example.com") || strings.Contains(raw, "idp-session-1") {
+		t.Errorf("the session is readable in Redis: %.80s", raw)
+	}
+}
+
+func TestRedisStoreRefuses(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	st := replica(t, srv, testOptions(c))
+	otherKeys := replica(t, srv, testOptions(c, key(9)))
+	s := New(testProfile(), idp.Tokens{}, testOptions(c))
+	cookies := saveTo(t, st, s)
+	cookieStore := mustStore(t, testOptions(c))
+	sealedAsCookieSession := saved(t, cookieStore, New(testProfile(), idp.Tokens{}, testOptions(c)))
+	other := saveTo(t, st, New(testProfile(), idp.Tokens{}, testOptions(c)))
+
+	tests := []struct {
+		name    string
+		store   *RedisStore
+		cookies []*http.Cookie
+	}{
+		{"the bare session ID (a guess) is no session", st, []*http.Cookie{{Name: "portcullis", Value: s.ID}}},
+		{"an altered cookie is no session", st, []*http.Cookie{{Name: "portcullis", Value: cookies[0].Value[:20] + "A" + cookies[0].Value[21:]}}},
+		{"a cookie sealed with other keys is no session", otherKeys, cookies},
+		{"a cookie store's session cookie is no session", st, sealedAsCookieSession},
+		{"two cookies opening to different sessions are no session", st, append(append([]*http.Cookie{}, cookies...), other...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := loadFrom(t, tt.store, tt.cookies); got != nil {
+				t.Errorf("got session %s, want none", got.ID)
+			}
+		})
+	}
+}
+
+func TestRedisStoreLifetimeAndIdleTimeout(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	o := testOptions(c)
+	st := replica(t, srv, o)
+
+	s := New(testProfile(), idp.Tokens{}, o)
+	cookies := saveTo(t, st, s)
+	if d := pttl(t, st, s.ID); d > o.IdleTimeout || d < o.IdleTimeout-5*time.Second {
+		t.Errorf("TTL after save = %s, want the idle timeout %s", d, o.IdleTimeout)
+	}
+
+	// Within min(idle/10, 1m) nothing is written; after it, the expiry moves.
+	c.Advance(30 * time.Second)
+	loaded := loadFrom(t, st, cookies)
+	st.redis.client.PExpire(context.Background(), st.sessionKey(s.ID), time.Hour)
+	if err := st.Touch(httptest.NewRecorder(), request(cookies...), loaded); err != nil {
+		t.Fatal(err)
+	}
+	if d := pttl(t, st, s.ID); d > time.Hour {
+		t.Errorf("touch within a minute moved the TTL to %s", d)
+	}
+	c.Advance(time.Minute)
+	loaded = loadFrom(t, st, cookies)
+	if err := st.Touch(httptest.NewRecorder(), request(cookies...), loaded); err != nil {
+		t.Fatal(err)
+	}
+	if d := pttl(t, st, s.ID); d < o.IdleTimeout-5*time.Second {
+		t.Errorf("TTL after touch = %s, want the idle timeout again", d)
+	}
+	if got := loadFrom(t, st, cookies); got == nil || !got.LastSeen.Equal(c.Now()) {
+		t.Errorf("LastSeen after touch = %v, want %v", got, c.Now())
+	}
+
+	c.Advance(o.IdleTimeout + time.Second)
+	if loadFrom(t, st, cookies) != nil {
+		t.Error("a session idle longer than the idle timeout is still there")
+	}
+
+	// The absolute lifetime holds however active the session is.
+	s2 := New(testProfile(), idp.Tokens{}, o)
+	cookies = saveTo(t, st, s2)
+	for c.Now().Before(s2.Expires.Add(-time.Hour)) {
+		c.Advance(time.Hour)
+		got := loadFrom(t, st, cookies)
+		if got == nil {
+			t.Fatalf("session ended at %s before its lifetime", c.Now().Sub(s2.Created))
+		}
+		if err := st.Touch(httptest.NewRecorder(), request(cookies...), got); err != nil {
+			t.Fatal(err)
+		}
+		if d := pttl(t, st, s2.ID); d > s2.Expires.Sub(c.Now())+time.Second {
+			t.Fatalf("TTL %s goes past the session's expiry in %s", d, s2.Expires.Sub(c.Now()))
+		}
+	}
+	c.Advance(time.Hour)
+	if loadFrom(t, st, cookies) != nil {
+		t.Error("a session past its lifetime is still there")
+	}
+}
+
+func TestRedisStoreTTLEndsTheSessionInRedis(t *testing.T) {
+	srv := redisserver.Start(t)
+	o := Options{Keys: [][]byte{key(1)}, IdleTimeout: time.Second}
+	st := replica(t, srv, o)
+	s := New(testProfile(), idp.Tokens{}, o)
+	cookies := saveTo(t, st, s)
+	time.Sleep(1500 * time.Millisecond)
+	if n, _ := st.redis.client.Exists(context.Background(), st.sessionKey(s.ID)).Result(); n != 0 {
+		t.Error("Redis still holds a session idle past its timeout")
+	}
+	if loadFrom(t, st, cookies) != nil {
+		t.Error("session loaded after its idle timeout")
+	}
+}
+
+func TestRedisStoreLogoutEndsTheSessionOnEveryReplica(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	one, two := replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c))
+	s := New(testProfile(), idp.Tokens{}, testOptions(c))
+	cookies := saveTo(t, one, s)
+	onTwo := loadFrom(t, two, cookies) // a request in flight on replica two
+
+	w := httptest.NewRecorder()
+	if err := one.Delete(w, request(cookies...), loadFrom(t, one, cookies)); err != nil {
+		t.Fatal(err)
+	}
+	if cleared := w.Result().Cookies(); len(cleared) == 0 || cleared[0].MaxAge >= 0 {
+		t.Errorf("logout did not clear the cookie: %v", cleared)
+	}
+	if loadFrom(t, two, cookies) != nil {
+		t.Error("the other replica still has the session")
+	}
+	// Replica two saving the session it had loaded (a refresh) does not
+	// bring it back.
+	err := two.Save(httptest.NewRecorder(), request(cookies...), onTwo)
+	if !errors.Is(err, errEnded) {
+		t.Errorf("saving an ended session: %v, want errEnded", err)
+	}
+	if err := two.Touch(httptest.NewRecorder(), request(cookies...), onTwo); err != nil {
+		t.Errorf("touching an ended session: %v", err)
+	}
+	if loadFrom(t, one, cookies) != nil {
+		t.Error("the ended session came back")
+	}
+}
+
+func TestRedisStoreRevokeUser(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	st := replica(t, srv, testOptions(c))
+	alice := testProfile()
+	bob := testProfile()
+	bob.Sub, bob.Email = "u-456", "bob@example.com"
+	a1 := saveTo(t, st, New(alice, idp.Tokens{SID: "sid-1"}, testOptions(c)))
+	a2 := saveTo(t, st, New(alice, idp.Tokens{SID: "sid-2"}, testOptions(c)))
+	b1 := saveTo(t, st, New(bob, idp.Tokens{SID: "sid-3"}, testOptions(c)))
+	ctx := context.Background()
+
+	if n, err := st.RevokeUser(ctx, "company", alice.Sub, "sid-1", c.Now()); err != nil || n != 1 {
+		t.Fatalf("revoke by sid: %d, %v; want 1", n, err)
+	}
+	if loadFrom(t, st, a1) != nil || loadFrom(t, st, a2) == nil {
+		t.Error("revoking sid-1 must end that IdP session's session only")
+	}
+	if n, err := st.RevokeUser(ctx, "company", alice.Sub, "", c.Now()); err != nil || n != 1 {
+		t.Fatalf("revoke by sub: %d, %v; want the 1 left", n, err)
+	}
+	if loadFrom(t, st, a2) != nil || loadFrom(t, st, b1) == nil {
+		t.Error("revoking alice must end hers and not bob's")
+	}
+	if n, _ := st.RevokeUser(ctx, "other-idp", bob.Sub, "", c.Now()); n != 0 || loadFrom(t, st, b1) == nil {
+		t.Error("the same sub at another IdP is another user")
+	}
+
+	list, err := st.ListByEmail(ctx, "BOB@example.com")
+	if err != nil || len(list) != 1 || list[0].Sub != bob.Sub {
+		t.Fatalf("ListByEmail = %+v, %v; want bob's one session", list, err)
+	}
+	if n, err := st.RevokeByEmail(ctx, "bob@example.com"); err != nil || n != 1 || loadFrom(t, st, b1) != nil {
+		t.Errorf("RevokeByEmail = %d, %v; want 1 and the session gone", n, err)
+	}
+}
+
+func TestRedisDownIsAnErrorNotASession(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	st := replica(t, srv, testOptions(c))
+	cookies := saveTo(t, st, New(testProfile(), idp.Tokens{}, testOptions(c)))
+	flows := NewFlows(testOptions(c))
+	flows.ShareUsedStates(st.Redis())
+
+	srv.Stop()
+	s, err := st.Load(request(cookies...))
+	if s != nil || !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Load with Redis down = %v, %v; want no session and ErrUnavailable", s, err)
+	}
+	if err := st.Save(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), New(testProfile(), idp.Tokens{}, testOptions(c))); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Save with Redis down: %v, want ErrUnavailable", err)
+	}
+	if err := st.Ping(context.Background()); err == nil {
+		t.Error("Ping with Redis down succeeded")
+	}
+	state := NewState()
+	w := httptest.NewRecorder()
+	if err := flows.Start(w, &idp.Flow{State: state, IdP: "company"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := flows.Finish(httptest.NewRecorder(), request(w.Result().Cookies()...), state); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Finish with Redis down: %v, want ErrUnavailable (a state that cannot be marked used is refused)", err)
+	}
+
+	// Back without its data: the old session is simply gone, new ones work.
+	srv.Start()
+	if err := st.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping after Redis came back: %v", err)
+	}
+	if s := loadFrom(t, st, cookies); s != nil {
+		t.Error("a session Redis lost is still there")
+	}
+	fresh := saveTo(t, st, New(testProfile(), idp.Tokens{}, testOptions(c)))
+	if loadFrom(t, st, fresh) == nil {
+		t.Error("a new session does not load after Redis came back")
+	}
+}
+
+func TestSharedUsedStatesAreSingleUseAcrossReplicas(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	one, two := replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c))
+	f1, f2 := NewFlows(testOptions(c)), NewFlows(testOptions(c))
+	f1.ShareUsedStates(one.Redis())
+	f2.ShareUsedStates(two.Redis())
+
+	state := NewState()
+	w := httptest.NewRecorder()
+	if err := f1.Start(w, &idp.Flow{State: state, IdP: "company"}); err != nil {
+		t.Fatal(err)
+	}
+	cookies := w.Result().Cookies()
+	if _, err := f2.Finish(httptest.NewRecorder(), request(cookies...), state); err != nil {
+		t.Fatalf("finishing on another replica: %v", err)
+	}
+	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), state); !errors.Is(err, ErrFlowReused) {
+		t.Errorf("the same state on the first replica: %v, want ErrFlowReused", err)
+	}
+}
+
+func TestRedisFailureCounts(t *testing.T) {
+	srv := redisserver.Start(t)
+	st := replica(t, srv, testOptions(newClock()))
+	r, ctx := st.Redis(), context.Background()
+	for i := 1; i <= 3; i++ {
+		n, ttl, err := r.CountFailure(ctx, "user:alice", time.Minute)
+		if err != nil || n != int64(i) || ttl <= 0 || ttl > time.Minute {
+			t.Fatalf("failure %d: count %d, window %s, %v", i, n, ttl, err)
+		}
+	}
+	if n, _, _ := r.Failures(ctx, "user:alice"); n != 3 {
+		t.Errorf("Failures = %d, want 3", n)
+	}
+	if err := r.ForgetFailures(ctx, "user:alice"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := r.Failures(ctx, "user:alice"); n != 0 {
+		t.Errorf("Failures after Forget = %d, want 0", n)
+	}
+}
+
+func TestRefreshOnceRunsOnOneReplica(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	replicas := []*RedisStore{replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c))}
+	s := New(testProfile(), idp.Tokens{RefreshToken: "rt-1"}, testOptions(c))
+	saveTo(t, replicas[0], s)
+
+	var runs atomic.Int64
+	var wg sync.WaitGroup
+	outcomes := make([]RefreshOutcome, 30)
+	for i := range outcomes {
+		wg.Go(func() {
+			loaded, _ := replicas[i%3].get(context.Background(), s.ID)
+			out, _, err := replicas[i%3].RefreshOnce(context.Background(), loaded, time.Minute, time.Second, func() RefreshOutcome {
+				runs.Add(1)
+				time.Sleep(100 * time.Millisecond) // the IdP's token endpoint
+				next := *loaded
+				next.Tokens.RefreshToken = "rt-2"
+				return RefreshOutcome{Session: &next}
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			outcomes[i] = out
+		})
+	}
+	wg.Wait()
+	if runs.Load() != 1 {
+		t.Errorf("refresh ran %d times, want once", runs.Load())
+	}
+	for i, out := range outcomes {
+		if out.Session == nil || out.Session.Tokens.RefreshToken != "rt-2" {
+			t.Errorf("request %d got %+v, want the rotated token", i, out)
+		}
+	}
+}
+
+func TestCookieStoreRevokeUserIsPerProcess(t *testing.T) {
+	c := newClock()
+	st := mustStore(t, testOptions(c))
+	alice := testProfile()
+	before := saved(t, st, New(alice, idp.Tokens{SID: "sid-1"}, testOptions(c)))
+	other := saved(t, st, New(alice, idp.Tokens{SID: "sid-2"}, testOptions(c)))
+	if _, err := st.RevokeUser(context.Background(), "company", alice.Sub, "sid-1", c.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if load(t, st, request(before...)) != nil || load(t, st, request(other...)) == nil {
+		t.Error("revoking sid-1 must end its session and no other")
+	}
+	st.RevokeUser(context.Background(), "company", alice.Sub, "", c.Now())
+	if load(t, st, request(other...)) != nil {
+		t.Error("revoking the user must end every session created before")
+	}
+	c.Advance(time.Second)
+	after := saved(t, st, New(alice, idp.Tokens{}, testOptions(c)))
+	if load(t, st, request(after...)) == nil {
+		t.Error("a login after the revocation must work")
+	}
+	if load(t, mustStore(t, testOptions(c)), request(before...)) == nil {
+		t.Error("another process (replica) does not know of the revocation; the test expects it to still open")
+	}
+}

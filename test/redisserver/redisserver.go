@@ -1,0 +1,155 @@
+// Package redisserver runs a throwaway redis-server (Debian's redis-server
+// package) on loopback for tests: no persistence, so a restart loses every
+// key, as a Redis without persistence does when it restarts.
+package redisserver
+
+import (
+	"bytes"
+	"net"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Server is a running redis-server.
+type Server struct {
+	// Addr is host:port; it stays the same across Restart.
+	Addr string
+	// URL is redis://Addr/0.
+	URL string
+
+	t      testing.TB
+	port   int
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	output lockedBuffer
+}
+
+// Start runs redis-server on a free loopback port and stops it when the test
+// ends. It fails the test when redis-server is not installed.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redisserver: redis-server is not installed (apt-get install redis-server): %v", err)
+	}
+	s := &Server{t: t, port: freePort(t)}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	s.URL = "redis://" + s.Addr + "/0"
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("redisserver: output:\n%s", s.output.String())
+		}
+	})
+	s.start()
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.t.Fatalf("redisserver: already running")
+	}
+	cmd := exec.Command("redis-server",
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no",
+		"--protected-mode", "no", "--loglevel", "warning")
+	cmd.Stdout, cmd.Stderr = &s.output, &s.output
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("redisserver: start: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.answers() {
+		select {
+		case <-done:
+			s.t.Fatalf("redisserver: redis-server exited at start:\n%s", s.output.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-done
+			s.t.Fatalf("redisserver: not answering after 10s:\n%s", s.output.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.cmd, s.done = cmd, done
+}
+
+// answers reports whether a PING gets PONG.
+func (s *Server) answers() bool {
+	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 7)
+	n, _ := c.Read(buf)
+	return string(buf[:n]) == "+PONG\r\n"
+}
+
+// Stop kills redis-server; every key is lost. It is safe to call more than once.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// Restart stops redis-server and starts an empty one on the same port.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+// Start again after Stop, on the same port, empty.
+func (s *Server) Start() {
+	s.t.Helper()
+	s.start()
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redisserver: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// lockedBuffer collects redis-server's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
