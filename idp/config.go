@@ -102,6 +102,9 @@ type Options struct {
 	// PKCE sends a PKCE S256 challenge with every OIDC and OAuth2 login
 	// (sso.enable_pkce).
 	PKCE bool
+	// Replay, when set, records accepted SAML assertions where every
+	// replica sees them (Redis); nil keeps them in this process's memory.
+	Replay ReplayStore
 }
 
 // CallbackURL is the absolute URL of one of this provider's endpoints under the

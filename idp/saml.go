@@ -38,6 +38,7 @@ type SAMLProvider struct {
 	lastErr atomic.Pointer[error]
 
 	replay  *replayCache
+	shared  ReplayStore // when set, used instead of replay (saml_replay.go)
 	mapping samlMapping
 	timing  samlTiming
 
@@ -124,6 +125,7 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 			AllowIDPInitiated: false,
 		},
 		replay:  newReplayCache(maxReplayEntries),
+		shared:  o.Replay,
 		mapping: newSAMLMapping(c.AttributeMapping),
 		timing:  timing,
 	}
@@ -235,7 +237,7 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err := checkBearer(assertion); err != nil {
 		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
 	}
-	if err := p.replay.use(assertion.ID, replayExpiry(assertion), time.Now()); err != nil {
+	if err := p.useAssertion(r.Context(), assertion.ID, replayExpiry(assertion)); err != nil {
 		return nil, nil, fmt.Errorf("saml %s: replay check: %w", id, err)
 	}
 	prof, err := p.mapping.profile(id, assertion)

@@ -2,12 +2,43 @@ package idp
 
 import (
 	"container/heap"
+	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
 
 var errReplay = errors.New("assertion already used (replay)")
+
+// ReplayStore records values that may be used once, where every replica sees
+// them (Redis): given to the SAML provider in Options.Replay, it makes an
+// assertion acceptable once across replicas, not once per process.
+type ReplayStore interface {
+	// MarkOnce records key until the given time and reports whether it was
+	// new; an error means it could not be recorded.
+	MarkOnce(ctx context.Context, key string, until time.Time) (bool, error)
+}
+
+// useAssertion accepts the assertion id once: in the shared store when there
+// is one, else in this process's cache. An assertion that cannot be recorded
+// is refused.
+func (p *SAMLProvider) useAssertion(ctx context.Context, id string, expiry time.Time) error {
+	if p.shared == nil {
+		return p.replay.use(id, expiry, time.Now())
+	}
+	if id == "" {
+		return errors.New("assertion has no ID")
+	}
+	first, err := p.shared.MarkOnce(ctx, "saml:"+p.cfg.ID+":"+id, expiry)
+	if err != nil {
+		return fmt.Errorf("record assertion: %w", err)
+	}
+	if !first {
+		return errReplay
+	}
+	return nil
+}
 
 // replayCache remembers the IDs of accepted assertions until they expire, so
 // each is accepted once. It holds at most max entries: when full, expired ones

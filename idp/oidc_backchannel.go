@@ -1,0 +1,97 @@
+package idp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+)
+
+// BackchannelLogoutEvent is the member of a logout token's events claim that
+// makes it one (OpenID Connect Back-Channel Logout 1.0, section 2.4).
+const BackchannelLogoutEvent = "http://schemas.openid.net/event/backchannel-logout"
+
+// LogoutTokenMaxAge is how old (by its iat) a logout token may be; a token's
+// jti needs to be remembered only this long.
+const LogoutTokenMaxAge = 5 * time.Minute
+
+// LogoutToken is a verified back-channel logout token: the IdP says that the
+// session SessionID, or when that is empty every session of Subject, ended.
+type LogoutToken struct {
+	Subject   string
+	SessionID string
+	// ID is the jti claim, single-use.
+	ID       string
+	IssuedAt time.Time
+}
+
+// BackchannelLogouter is an IdP that ends sessions by calling the proxy with
+// a signed logout token (OIDC Back-Channel Logout 1.0).
+type BackchannelLogouter interface {
+	// VerifyLogoutToken checks raw (signature by the IdP's keys, iss, aud,
+	// iat, events, sub or sid, no nonce, jti) and returns what it says. It
+	// does not check that jti is unused; the caller does.
+	VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error)
+}
+
+var _ BackchannelLogouter = (*oidcProvider)(nil)
+
+// VerifyLogoutToken verifies a logout token like an ID token (the IdP's
+// signing keys from its JWKS, issuer, audience this client), then the claims
+// that make it a logout token rather than an ID token.
+func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error) {
+	id := p.cfg.ID
+	d, err := p.current()
+	if err != nil {
+		return nil, err
+	}
+	if d.provider == nil {
+		return nil, fmt.Errorf("oidc %s: logout token: plain OAuth2 has no back-channel logout", id)
+	}
+	// exp is optional in a logout token; it is checked below when present.
+	v := d.provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true})
+	tok, err := v.Verify(oidc.ClientContext(ctx, p.client), raw)
+	if err != nil {
+		return nil, fmt.Errorf("oidc %s: logout token: %w", id, err)
+	}
+	var claims struct {
+		SID    string                     `json:"sid"`
+		JTI    string                     `json:"jti"`
+		Events map[string]json.RawMessage `json:"events"`
+		Nonce  json.RawMessage            `json:"nonce"`
+	}
+	if err := tok.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("oidc %s: logout token: read claims: %w", id, err)
+	}
+	now := time.Now()
+	var problem error
+	switch event, ok := claims.Events[BackchannelLogoutEvent]; {
+	case !ok:
+		problem = fmt.Errorf("events has no %s", BackchannelLogoutEvent)
+	case len(event) == 0 || event[0] != '{':
+		problem = errors.New("the logout event is not a JSON object")
+	case claims.Nonce != nil:
+		// An ID token carries a nonce; a logout token must not, so that one
+		// can never pass for the other.
+		problem = errors.New("it has a nonce")
+	case tok.Subject == "" && claims.SID == "":
+		problem = errors.New("it names neither sub nor sid")
+	case claims.JTI == "":
+		problem = errors.New("it has no jti")
+	case tok.IssuedAt.IsZero():
+		problem = errors.New("it has no iat")
+	case tok.IssuedAt.After(now.Add(idTokenClockSkew)):
+		problem = fmt.Errorf("issued in the future (iat %s)", tok.IssuedAt.UTC().Format(time.RFC3339))
+	case now.Sub(tok.IssuedAt) > LogoutTokenMaxAge:
+		problem = fmt.Errorf("issued too long ago (iat %s)", tok.IssuedAt.UTC().Format(time.RFC3339))
+	case !tok.Expiry.IsZero() && now.After(tok.Expiry.Add(idTokenClockSkew)):
+		problem = errors.New("it has expired")
+	}
+	if problem != nil {
+		return nil, fmt.Errorf("oidc %s: logout token: %w", id, problem)
+	}
+	return &LogoutToken{Subject: tok.Subject, SessionID: claims.SID, ID: claims.JTI, IssuedAt: tok.IssuedAt}, nil
+}

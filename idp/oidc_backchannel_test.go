@@ -1,0 +1,128 @@
+package idp
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// logoutIssuer is a minimal OpenID provider for logout tokens: discovery and
+// a JWKS with one RSA key, whose private half signs what the test asks.
+type logoutIssuer struct {
+	url string
+	key *rsa.PrivateKey
+}
+
+func newLogoutIssuer(t *testing.T) *logoutIssuer {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	li := &logoutIssuer{key: key}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{
+			"issuer": li.url, "authorization_endpoint": li.url + "/auth", "token_endpoint": li.url + "/token",
+			"jwks_uri": li.url + "/jwks", "id_token_signing_alg_values_supported": []string{"RS256"},
+		})
+	})
+	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	li.url = srv.URL
+	return li
+}
+
+// sign makes a logout token from claims, signed with key (the issuer's when nil).
+func (li *logoutIssuer) sign(t *testing.T, claims map[string]any, key *rsa.PrivateKey) string {
+	t.Helper()
+	if key == nil {
+		key = li.key
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+		(&jose.SignerOptions{}).WithType("logout+jwt").WithHeader("kid", "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := jwt.Signed(signer).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestVerifyLogoutToken(t *testing.T) {
+	li := newLogoutIssuer(t)
+	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
+		testOptions("http://127.0.0.1:1", false))
+	waitReady(t, p, 10*time.Second)
+	foreignKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	now := time.Now()
+	valid := func() map[string]any {
+		return map[string]any{
+			"iss": li.url, "aud": "portcullis", "iat": now.Unix(), "exp": now.Add(2 * time.Minute).Unix(),
+			"jti": "jti-1", "sub": "alice", "sid": "sid-1",
+			"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
+		}
+	}
+	tests := []struct {
+		name    string
+		edit    func(map[string]any)
+		key     *rsa.PrivateKey
+		wantErr string // "" accepts
+	}{
+		{name: "a token with sub and sid is accepted", edit: func(map[string]any) {}},
+		{name: "a token with only sid is accepted", edit: func(c map[string]any) { delete(c, "sub") }},
+		{name: "a token with only sub is accepted", edit: func(c map[string]any) { delete(c, "sid") }},
+		{name: "a token without exp is accepted", edit: func(c map[string]any) { delete(c, "exp") }},
+		{name: "a token signed by another key is refused", edit: func(map[string]any) {}, key: foreignKey, wantErr: "signature"},
+		{name: "a token from another issuer is refused", edit: func(c map[string]any) { c["iss"] = "https://evil.example" }, wantErr: "issued by a different provider"},
+		{name: "a token for another client is refused", edit: func(c map[string]any) { c["aud"] = "someone-else" }, wantErr: "audience"},
+		{name: "a token without the logout event is refused", edit: func(c map[string]any) { c["events"] = map[string]any{"other": map[string]any{}} }, wantErr: "events has no"},
+		{name: "a token whose event is not an object is refused", edit: func(c map[string]any) { c["events"] = map[string]any{BackchannelLogoutEvent: "yes"} }, wantErr: "not a JSON object"},
+		{name: "a token with a nonce (an ID token) is refused", edit: func(c map[string]any) { c["nonce"] = "n" }, wantErr: "nonce"},
+		{name: "a token naming neither sub nor sid is refused", edit: func(c map[string]any) { delete(c, "sub"); delete(c, "sid") }, wantErr: "neither sub nor sid"},
+		{name: "a token without jti is refused", edit: func(c map[string]any) { delete(c, "jti") }, wantErr: "no jti"},
+		{name: "a token without iat is refused", edit: func(c map[string]any) { delete(c, "iat") }, wantErr: "no iat"},
+		{name: "a token issued long ago is refused", edit: func(c map[string]any) { c["iat"] = now.Add(-time.Hour).Unix(); delete(c, "exp") }, wantErr: "too long ago"},
+		{name: "a token issued in the future is refused", edit: func(c map[string]any) { c["iat"] = now.Add(time.Hour).Unix() }, wantErr: "future"},
+		{name: "an expired token is refused", edit: func(c map[string]any) { c["iat"] = now.Add(-4 * time.Minute).Unix(); c["exp"] = now.Add(-10 * time.Minute).Unix() }, wantErr: "expired"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			claims := valid()
+			tt.edit(claims)
+			tok, err := p.VerifyLogoutToken(t.Context(), li.sign(t, claims, tt.key))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if tok.ID != "jti-1" || tok.Subject != claims["sub"] && claims["sub"] != nil || tok.SessionID != claims["sid"] && claims["sid"] != nil {
+					t.Errorf("token %+v does not carry the claims %v", tok, claims)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error %v, want one about %q", err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := p.VerifyLogoutToken(t.Context(), "not-a-jwt"); err == nil {
+		t.Error("garbage accepted as a logout token")
+	}
+}
