@@ -101,7 +101,10 @@ func TestVerifyLogoutToken(t *testing.T) {
 		{name: "a token without iat is refused", edit: func(c map[string]any) { delete(c, "iat") }, wantErr: "no iat"},
 		{name: "a token issued long ago is refused", edit: func(c map[string]any) { c["iat"] = now.Add(-time.Hour).Unix(); delete(c, "exp") }, wantErr: "too long ago"},
 		{name: "a token issued in the future is refused", edit: func(c map[string]any) { c["iat"] = now.Add(time.Hour).Unix() }, wantErr: "future"},
-		{name: "an expired token is refused", edit: func(c map[string]any) { c["iat"] = now.Add(-4 * time.Minute).Unix(); c["exp"] = now.Add(-10 * time.Minute).Unix() }, wantErr: "expired"},
+		{name: "an expired token is refused", edit: func(c map[string]any) {
+			c["iat"] = now.Add(-4 * time.Minute).Unix()
+			c["exp"] = now.Add(-10 * time.Minute).Unix()
+		}, wantErr: "expired"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
