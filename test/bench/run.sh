@@ -1,24 +1,52 @@
 #!/usr/bin/env bash
-# Quick load run: portcullis against a bare httputil.ReverseProxy with the
-# same transport, in front of the same 512-byte upstream, under the same load
-# (loadgen: CONNS keep-alive connections for DURATION, ROUNDS interleaved
-# rounds). Prints the median requests/s and latencies of each, and the ratio
-# portcullis/bare, for
-#   auth   — GET with a session cookie (minted with the proxy's session
-#            package and the config's key: no identity provider needed)
-#   bypass — GET /api/... with Basic credentials, passed by rule.
-# With PROFILE=1 it then takes a CPU profile of portcullis under the auth
-# load and prints its top functions.
+# The load comparison of issue 6, in one command:
 #
-# Not part of `go test`: run it by hand, on a quiet machine if you can
-# (the load average is printed, because every process here shares the CPUs).
+#   test/bench/run.sh
+#
+# It builds portcullis and a bare httputil.ReverseProxy with the same tuned
+# transport (test/bench/bareproxy), starts a 512-byte upstream
+# (test/bench/upstream) and the real OpenID Connect provider of the tests
+# (test/oidc, npm oidc-provider), logs in through portcullis like a browser
+# (test/bench/login) to get a real session, and drives both proxies with the
+# same load, interleaved, for several rounds. It prints the medians and the
+# ratio portcullis/bare of:
+#
+#   auth      GET with the session cookie: req/s and p99 latency
+#   bypass    GET /api/... with Basic credentials, passed by rule: req/s
+#   upload    one 1 GiB upload (authenticated): MiB/s, and portcullis's RSS growth
+#   download  one 1 GiB download (authenticated): MiB/s, and RSS growth
+#   idle      10,000 idle keep-alive client connections: RSS per connection
+#   logins    full logins per second at the OIDC provider, CPU per login
+#
+# Load comes from wrk (installed from Debian if missing), else from the Go
+# load generator in test/bench/loadgen (LOADGEN=go forces it). portcullis
+# runs as `portcullis serve` does by default: JSON logs at info, so every
+# request writes its access line (to a file here).
+#
+# It is a benchmark, not a test: nothing in test/run.sh or CI runs it. Every
+# process shares the machine's CPUs, so only ratios measured in the same run
+# mean anything; the load average is printed before and after.
+#
+# Knobs (environment): CONNS=64 THREADS=2 DURATION=5s ROUNDS=5
+# STREAM_BYTES=1073741824 STREAM_ROUNDS=3 IDLE_CONNS=10000 LOGIN_CONNS=4
+# LOGIN_DURATION=10s (0, like IDLE_CONNS=0 or STREAM_ROUNDS=0, skips that part) LOADGEN=auto|wrk|go PORT_BASE=19770 LOG_LEVEL=info
+# PROFILE=1 (then a CPU profile of portcullis under the auth load, saved to
+# PROFILE_OUT, default /tmp/portcullis-cpu.pprof).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
 DURATION=${DURATION:-5s}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
+STREAM_BYTES=${STREAM_BYTES:-1073741824}
+STREAM_ROUNDS=${STREAM_ROUNDS:-3}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+LOGIN_CONNS=${LOGIN_CONNS:-4}
+LOGIN_DURATION=${LOGIN_DURATION:-10s}
+LOADGEN=${LOADGEN:-auto}
 PORT_BASE=${PORT_BASE:-19770}
+LOG_LEVEL=${LOG_LEVEL:-info}
 PROFILE=${PROFILE:-0}
 
 UPSTREAM_ADDR=127.0.0.1:$((PORT_BASE + 1))
@@ -26,6 +54,30 @@ BARE_ADDR=127.0.0.1:$((PORT_BASE + 2))
 PROXY_ADDR=127.0.0.1:$((PORT_BASE + 3))
 ADMIN_ADDR=127.0.0.1:$((PORT_BASE + 4))
 PPROF_ADDR=127.0.0.1:$((PORT_BASE + 5))
+OIDC_PORT=$((PORT_BASE + 6))
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# wrk from Debian, installed here because the benchmark is not part of the
+# tests (test/run.sh does not install it).
+if [ "$LOADGEN" != go ] && ! command -v wrk >/dev/null; then
+	echo "installing wrk..."
+	{ as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends wrk; } >/dev/null 2>&1 ||
+		echo "could not install wrk; using the Go load generator"
+fi
+if [ "$LOADGEN" = wrk ] || { [ "$LOADGEN" = auto ] && command -v wrk >/dev/null; }; then
+	LOADGEN=wrk
+else
+	LOADGEN=go
+fi
+
+# 10,000 client connections need as many descriptors in the client and in
+# each proxy.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 1024)) ]; then
+	echo "ulimit -n is $(ulimit -n): holding $((($(ulimit -n) - 1024))) idle connections instead of $IDLE_CONNS"
+	IDLE_CONNS=$(($(ulimit -n) - 1024))
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -39,10 +91,45 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building..."
-for cmd in ./cmd/portcullis ./test/bench/loadgen ./test/bench/upstream ./test/bench/bareproxy ./test/bench/mintcookie; do
+for cmd in ./cmd/portcullis ./test/bench/loadgen ./test/bench/upstream ./test/bench/bareproxy \
+	./test/bench/login ./test/bench/stream ./test/bench/idle ./test/bench/mintcookie; do
 	go build -o "$work/" "$cmd"
 done
 [ "$PROFILE" = 1 ] && go build -o "$work/" ./test/bench/profproxy
+
+start() { # name, command... (the pid is left in $started)
+	local name=$1
+	shift
+	"$@" >"$work/$name.log" 2>&1 &
+	started=$!
+	pids+=("$started")
+}
+wait_up() { # url
+	for _ in $(seq 200); do
+		[ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+		sleep 0.1
+	done
+	echo "not up: $1" >&2
+	tail -20 "$work"/*.log >&2
+	exit 1
+}
+
+# The real OIDC provider of the tests; without node, sessions are minted
+# with the proxy's session package instead (and the run says so).
+SESSIONS=minted
+if command -v node >/dev/null; then
+	if [ ! -d test/oidc/node_modules/oidc-provider ]; then
+		echo "npm ci in test/oidc..."
+		(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
+	fi
+	start oidc node test/oidc/provider.mjs --port "$OIDC_PORT" \
+		--redirect-uri "http://$PROXY_ADDR/.portcullis/oidc/bench/callback"
+	OIDC_PID=$started
+	SESSIONS=oidc
+	wait_up "http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration"
+else
+	echo "node not found: sessions are minted, and logins are not measured"
+fi
 
 cat >"$work/portcullis.yaml" <<EOF
 server:
@@ -57,8 +144,10 @@ sso:
   identity_providers:
     - id: bench
       protocol: OIDC
-      server_url: http://127.0.0.1:9/   # never reached: sessions are minted
-      client_id: bench
+      server_url: "http://127.0.0.1:$OIDC_PORT"
+      client_id: portcullis
+      client_secret: portcullis-secret
+      scopes: [openid, email, profile, groups]
 role_mapping:
   roles: [admin, business, user, worker]
   default: user
@@ -78,32 +167,32 @@ rules:
 EOF
 "$work/portcullis" check --config "$work/portcullis.yaml" >/dev/null
 
-start() { # name, command...
-	local name=$1
-	shift
-	"$@" >"$work/$name.log" 2>&1 &
-	pids+=($!)
-}
-wait_up() { # url
-	for _ in $(seq 100); do
-		curl -s -o /dev/null "$1" && return 0
-		sleep 0.1
-	done
-	echo "not up: $1" >&2
-	exit 1
-}
-
 start upstream "$work/upstream" -listen "$UPSTREAM_ADDR"
 start bareproxy "$work/bareproxy" -listen "$BARE_ADDR" -upstream "http://$UPSTREAM_ADDR"
-start portcullis "$work/portcullis" serve --config "$work/portcullis.yaml" --log-level error
+BARE_PID=$started
+start portcullis "$work/portcullis" serve --config "$work/portcullis.yaml" --log-level "$LOG_LEVEL"
+PROXY_PID=$started
 wait_up "http://$UPSTREAM_ADDR/"
 wait_up "http://$BARE_ADDR/"
-wait_up "http://$ADMIN_ADDR/healthz"
+if [ "$SESSIONS" = oidc ]; then
+	wait_up "http://$ADMIN_ADDR/readyz" # the IdP's discovery is done
+else
+	wait_up "http://$ADMIN_ADDR/healthz"
+fi
 
-mint() { "$work/mintcookie" -config "$work/portcullis.yaml" -email alice@example.com -groups cvat-admins; }
+# session prints the Cookie header of a fresh session: a real login at the
+# OIDC provider, or a minted one.
+session() {
+	if [ "$SESSIONS" = oidc ]; then
+		"$work/login" -proxy "http://$PROXY_ADDR" -idp bench
+	else
+		"$work/mintcookie" -config "$work/portcullis.yaml" -idp bench -email alice@example.com -groups cvat-admins
+	fi
+}
 
-# Sanity: the cookie opens a session, and the bypass really bypasses.
-cookie=$(mint)
+# Sanity: the session opens, a request without one is refused, and the
+# bypass really bypasses.
+cookie=$(session)
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "http://$PROXY_ADDR/tasks")
 [ "$code" = 200 ] || { echo "authenticated GET through portcullis: $code, want 200" >&2; exit 1; }
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://$PROXY_ADDR/tasks")
@@ -111,88 +200,212 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://$PROXY_ADDR/tasks")
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Basic YTpi' "http://$PROXY_ADDR/api/tasks")
 [ "$code" = 200 ] || { echo "bypassed GET through portcullis: $code, want 200" >&2; exit 1; }
 
-load() { # scenario target round
-	local scenario=$1 target=$2 round=$3 addr hdr
-	addr=$BARE_ADDR
-	[ "$target" = portcullis ] && addr=$PROXY_ADDR
-	if [ "$scenario" = auth ]; then
-		# A fresh cookie each round, as a browser would have: an old one makes
-		# portcullis re-seal it on every request once LastSeen is a minute old.
-		hdr="Cookie: $(mint)"
-		url="http://$addr/tasks"
-	else
-		hdr="Authorization: Basic YTpi"
-		url="http://$addr/api/tasks"
-	fi
-	local out pid before after sent
-	pid=${pids[1]}
-	[ "$target" = portcullis ] && pid=${pids[2]}
-	before=$(cputicks "$pid")
-	out=$("$work/loadgen" -url "$url" -c "$CONNS" -d "$DURATION" -H "$hdr")
-	after=$(cputicks "$pid")
-	sent=${out##*sent=}
-	# The proxy's own CPU time per request: unlike req/s, barely moved by
-	# whatever else the machine is running.
-	echo "$scenario $target $round $out cpu_us=$(((after - before) * 1000000 / CLK_TCK / sent))" | tee -a "$work/results"
-}
 cputicks() { # utime + stime of a process, in clock ticks
 	awk '{print $14 + $15}' "/proc/$1/stat"
 }
 CLK_TCK=$(getconf CLK_TCK)
+addr_of() { if [ "$1" = portcullis ]; then echo "$PROXY_ADDR"; else echo "$BARE_ADDR"; fi; }
+pid_of() { if [ "$1" = portcullis ]; then echo "$PROXY_PID"; else echo "$BARE_PID"; fi; }
 
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)  ($(nproc) CPUs)"
+# drive URL HEADER: one load run; prints "rps= p50_ms= p99_ms= requests="
+drive() {
+	local url=$1 hdr=$2
+	if [ "$LOADGEN" = wrk ]; then
+		wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "$hdr" "$url" | awk '
+			function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+			/Non-2xx/ { bad = $NF }
+			/Socket errors/ { errs = $0 }
+			/requests in/ { n = $1 }
+			/Requests\/sec/ { rps = $2 }
+			$1 == "50%" { p50 = ms($2) }
+			$1 == "99%" { p99 = ms($2) }
+			END {
+				if (bad > 0) { print "wrk: " bad " responses were not 2xx or 3xx" > "/dev/stderr"; exit 1 }
+				printf "rps=%.0f p50_ms=%.3f p99_ms=%.3f requests=%d\n", rps, p50, p99, n
+			}'
+	else
+		"$work/loadgen" -url "$url" -c "$CONNS" -d "$DURATION" -H "$hdr" |
+			sed -E 's/ requests=[0-9]+ errors=[0-9]+ sent=/ requests=/'
+	fi
+}
+
+load() { # scenario target round header path
+	local scenario=$1 target=$2 round=$3 hdr=$4 path=$5 pid out before after n
+	pid=$(pid_of "$target")
+	before=$(cputicks "$pid")
+	out=$(drive "http://$(addr_of "$target")$path" "$hdr")
+	after=$(cputicks "$pid")
+	n=${out##*requests=}
+	# The proxy's own CPU time per request: unlike req/s, barely moved by
+	# whatever else the machine is running.
+	echo "$scenario $target $round $out cpu_us=$(((after - before) * 1000000 / CLK_TCK / n))" | tee -a "$work/results"
+}
+
+order() { # alternate which proxy goes first, so drift in load hits both
+	if [ $(($1 % 2)) = 1 ]; then echo "bare portcullis"; else echo "portcullis bare"; fi
+}
+
+echo
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(go version | cut -d' ' -f3), load generator: $LOADGEN ($THREADS threads, $CONNS connections, $DURATION per run), sessions: $SESSIONS"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+echo "== requests (${ROUNDS} rounds)"
+for target in bare portcullis; do # warm both up, unrecorded
+	DURATION=1s drive "http://$(addr_of $target)/tasks" "Cookie: $cookie" >/dev/null
+done
 for round in $(seq "$ROUNDS"); do
-	# Alternate which goes first, so drift in the machine's load hits both.
-	if [ $((round % 2)) = 1 ]; then order="bare portcullis"; else order="portcullis bare"; fi
-	for scenario in auth bypass; do
-		for target in $order; do
-			load "$scenario" "$target" "$round"
+	# A fresh login each round, as a browser's cookie would be: one sealed
+	# more than a minute ago gets re-sealed on every request by a client
+	# that, unlike a browser, never stores the new one.
+	cookie=$(session)
+	for target in $(order "$round"); do
+		load auth "$target" "$round" "Cookie: $cookie" /tasks
+	done
+	for target in $(order $((round + 1))); do
+		load bypass "$target" "$round" "Authorization: Basic YTpi" /api/tasks
+	done
+done
+
+echo
+echo "== streaming $((STREAM_BYTES >> 20)) MiB (${STREAM_ROUNDS} rounds)"
+for round in $(seq "$STREAM_ROUNDS"); do
+	cookie=$(session)
+	for mode in upload download; do
+		for target in $(order "$round"); do
+			out=$("$work/stream" -url "http://$(addr_of "$target")" -mode "$mode" -bytes "$STREAM_BYTES" \
+				-pid "$(pid_of "$target")" -H "Cookie: $cookie")
+			echo "$mode $target $round $out" | tee -a "$work/results"
 		done
 	done
 done
-echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [ "$IDLE_CONNS" -gt 0 ]; then
+	echo
+	echo "== $IDLE_CONNS idle keep-alive connections"
+	cookie=$(session)
+	for target in bare portcullis; do
+		out=$("$work/idle" -addr "$(addr_of "$target")" -path /tasks -n "$IDLE_CONNS" -pid "$(pid_of "$target")" -H "Cookie: $cookie")
+		echo "idle $target 1 $out" | tee -a "$work/results"
+	done
+fi
+
+if [ "$SESSIONS" = oidc ] && [ "$LOGIN_DURATION" != 0 ]; then
+	echo
+	echo "== logins at the OIDC provider ($LOGIN_CONNS browsers, $LOGIN_DURATION)"
+	before=$(cputicks "$PROXY_PID")
+	idp_before=$(cputicks "$OIDC_PID")
+	out=$("$work/login" -proxy "http://$PROXY_ADDR" -idp bench -c "$LOGIN_CONNS" -d "$LOGIN_DURATION")
+	after=$(cputicks "$PROXY_PID")
+	idp_after=$(cputicks "$OIDC_PID")
+	n=${out#logins=}
+	n=${n%% *}
+	echo "logins portcullis 1 $out cpu_ms=$(awk -v t=$((after - before)) -v n="$n" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t * 1000 / hz / n }') idp_cpu_ms=$(awk -v t=$((idp_after - idp_before)) -v n="$n" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t * 1000 / hz / n }')" | tee -a "$work/results"
+fi
 
 echo
+echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "portcullis wrote $(wc -l <"$work/portcullis.log") log lines ($(grep -c '"log":"access"' "$work/portcullis.log" || true) access lines)"
+echo
+
 awk '
 function median(list,   n, a, i, j, t) {
 	n = split(list, a, " ")
-	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
 	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
+function m(s, p, k) { return median(v[s, p, k]) }
+function mark(ok) { return ok ? "ok" : "MISSED" }
 {
-	key = $1 " " $2
-	for (i = 4; i <= NF; i++) { split($i, kv, "="); v[key, kv[1]] = v[key, kv[1]] " " kv[2] }
-	scen[$1] = 1
+	for (i = 4; i <= NF; i++) { split($i, kv, "="); v[$1, $2, kv[1]] = v[$1, $2, kv[1]] " " kv[2] }
+	seen[$1] = 1
 }
 END {
-	printf "%-8s %-11s %10s %9s %9s %14s\n", "scenario", "proxy", "req/s", "p50 ms", "p99 ms", "proxy CPU/req"
-	for (s in scen) {
+	printf "%-9s %-11s %10s %9s %9s %12s\n", "scenario", "proxy", "req/s", "p50 ms", "p99 ms", "CPU/request"
+	for (si = 1; si <= 2; si++) {
+		s = si == 1 ? "auth" : "bypass"
+		if (!seen[s]) continue
 		for (t = 0; t < 2; t++) {
 			p = t ? "portcullis" : "bare"
-			rps[s, p] = median(v[s " " p, "rps"])
-			cpu[s, p] = median(v[s " " p, "cpu_us"])
-			printf "%-8s %-11s %10.0f %9.3f %9.3f %11.0f µs\n", s, p, rps[s, p], median(v[s " " p, "p50_ms"]), median(v[s " " p, "p99_ms"]), cpu[s, p]
+			printf "%-9s %-11s %10.0f %9.3f %9.3f %9.0f µs\n", s, p, m(s, p, "rps"), m(s, p, "p50_ms"), m(s, p, "p99_ms"), m(s, p, "cpu_us")
 		}
 	}
-	print ""
-	for (s in scen) printf "%-8s portcullis/bare: req/s ratio %.2f, CPU per request ratio %.2f\n", s, rps[s, "portcullis"] / rps[s, "bare"], cpu[s, "portcullis"] / cpu[s, "bare"]
+	printf "\n%-9s %-11s %10s %16s\n", "stream", "proxy", "MiB/s", "RSS growth MiB"
+	for (si = 1; si <= 2; si++) {
+		s = si == 1 ? "upload" : "download"
+		if (!seen[s]) continue
+		for (t = 0; t < 2; t++) {
+			p = t ? "portcullis" : "bare"
+			printf "%-9s %-11s %10.1f %16.1f\n", s, p, m(s, p, "mib_s"), m(s, p, "rss_growth_mib")
+		}
+	}
+	if (seen["idle"]) {
+		printf "\n%-9s %-11s %10s %16s\n", "idle", "proxy", "conns", "RSS KiB/conn"
+		for (t = 0; t < 2; t++) {
+			p = t ? "portcullis" : "bare"
+			printf "%-9s %-11s %10d %16.1f\n", "idle", p, m("idle", p, "conns"), m("idle", p, "kib_per_conn")
+		}
+	}
+
+	print "\nportcullis / bare (medians)                      ratio   target"
+	r = m("auth", "portcullis", "rps") / m("auth", "bare", "rps")
+	printf "%-48s %6.2f   >= 0.90 %s\n", "authenticated GET, req/s", r, mark(r >= 0.9)
+	r = m("auth", "portcullis", "p99_ms") / m("auth", "bare", "p99_ms")
+	printf "%-48s %6.2f   <= 1.20 %s\n", "authenticated GET, p99 latency", r, mark(r <= 1.2)
+	r = m("bypass", "portcullis", "rps") / m("bypass", "bare", "rps")
+	printf "%-48s %6.2f   >= 0.95 %s\n", "bypassed GET (Basic auth to /api/), req/s", r, mark(r >= 0.95)
+	r = m("auth", "portcullis", "cpu_us") / m("auth", "bare", "cpu_us")
+	printf "%-48s %6.2f   (CPU per request)\n", "authenticated GET, proxy CPU per request", r
+	r = m("bypass", "portcullis", "cpu_us") / m("bypass", "bare", "cpu_us")
+	printf "%-48s %6.2f   (CPU per request)\n", "bypassed GET, proxy CPU per request", r
+	if (seen["upload"]) {
+		r = m("upload", "portcullis", "mib_s") / m("upload", "bare", "mib_s")
+		printf "%-48s %6.2f   >= 0.90 %s\n", "1 GiB upload, MiB/s", r, mark(r >= 0.9)
+		r = m("download", "portcullis", "mib_s") / m("download", "bare", "mib_s")
+		printf "%-48s %6.2f   >= 0.90 %s\n", "1 GiB download, MiB/s", r, mark(r >= 0.9)
+		g = m("upload", "portcullis", "rss_growth_mib"); g2 = m("download", "portcullis", "rss_growth_mib")
+		if (g2 > g) g = g2
+		printf "%-48s %6.1f   < 32 MiB %s\n", "portcullis RSS growth while streaming, MiB", g, mark(g < 32)
+	}
+	if (seen["idle"]) {
+		a = m("idle", "portcullis", "kib_per_conn"); b = m("idle", "bare", "kib_per_conn")
+		printf "%-48s %6.2f   (%.1f KiB vs %.1f KiB per connection)\n", "idle keep-alive connection, RSS per connection", a / b, a, b
+	}
+	if (seen["logins"]) {
+		printf "%-48s %6.1f   (p50 %.0f ms; portcullis CPU %.2f ms and IdP CPU %.2f ms per login)\n", "logins per second (full OIDC logins)", m("logins", "portcullis", "logins_s"), m("logins", "portcullis", "p50_ms"), m("logins", "portcullis", "cpu_ms"), m("logins", "portcullis", "idp_cpu_ms")
+	}
 }' "$work/results"
 
 if [ "$PROFILE" = 1 ]; then
+	# CPU profiles of both proxies under the same auth load, one after the
+	# other: the difference between them is portcullis's own cost.
 	echo
-	echo "profiling portcullis under the auth load..."
-	kill "${pids[2]}"
-	wait "${pids[2]}" 2>/dev/null || true
+	echo "profiling both proxies under the auth load..."
+	out=${PROFILE_OUT:-/tmp/portcullis-cpu.pprof}
+	kill "$PROXY_PID" "$BARE_PID"
+	wait "$PROXY_PID" "$BARE_PID" 2>/dev/null || true
 	start profproxy "$work/profproxy" -config "$work/portcullis.yaml" -pprof "$PPROF_ADDR"
-	wait_up "http://$ADMIN_ADDR/healthz"
-	"$work/loadgen" -url "http://$PROXY_ADDR/tasks" -c "$CONNS" -d 12s -H "Cookie: $(mint)" >/dev/null &
-	loadpid=$!
-	sleep 1
-	curl -s -o "$work/cpu.pprof" "http://$PPROF_ADDR/debug/pprof/profile?seconds=10"
-	wait "$loadpid"
-	go tool pprof -top -nodecount=25 "$work/profproxy" "$work/cpu.pprof" 2>/dev/null
-	echo
-	go tool pprof -top -cum -nodecount=40 "$work/profproxy" "$work/cpu.pprof" 2>/dev/null | tail -n +7
-	cp "$work/cpu.pprof" "${PROFILE_OUT:-/tmp/portcullis-cpu.pprof}"
-	echo "profile saved to ${PROFILE_OUT:-/tmp/portcullis-cpu.pprof}"
+	start bareproxy "$work/bareproxy" -listen "$BARE_ADDR" -upstream "http://$UPSTREAM_ADDR" -pprof "127.0.0.1:$((PORT_BASE + 7))"
+	wait_up "http://$ADMIN_ADDR/readyz"
+	wait_up "http://$BARE_ADDR/"
+	cookie=$(session)
+	for target in bare portcullis; do
+		pprof_addr=$PPROF_ADDR
+		[ "$target" = bare ] && pprof_addr=127.0.0.1:$((PORT_BASE + 7))
+		DURATION=12s drive "http://$(addr_of "$target")/tasks" "Cookie: $cookie" >"$work/$target.load" &
+		loadpid=$!
+		sleep 1
+		curl -s -o "$work/$target.pprof" "http://$pprof_addr/debug/pprof/profile?seconds=10"
+		wait "$loadpid"
+	done
+	cp "$work/portcullis.pprof" "$out"
+	cp "$work/bare.pprof" "${out%.pprof}-bare.pprof"
+	cp "$work/profproxy" "$out.bin"
+	cp "$work/bareproxy" "${out%.pprof}-bare.pprof.bin"
+	for target in bare portcullis; do
+		echo
+		echo "--- $target under load: $(cat "$work/$target.load")"
+		go tool pprof -top -cum -nodecount=60 "$work/$target.pprof" 2>/dev/null | sed -n '4,5p;7,$p'
+	done
+	echo "profiles saved to $out and ${out%.pprof}-bare.pprof (binaries: .bin next to them)"
 fi

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	_ "net/http/pprof" // on -pprof only: the default mux is not the proxy's handler
 	"net/url"
 	"sync"
 	"time"
@@ -18,7 +19,11 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:19772", "address to listen on")
 	upstream := flag.String("upstream", "http://127.0.0.1:19771", "upstream URL")
+	pprofAddr := flag.String("pprof", "", "address to serve net/http/pprof on (for test/bench/run.sh PROFILE=1)")
 	flag.Parse()
+	if *pprofAddr != "" {
+		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
+	}
 	target, err := url.Parse(*upstream)
 	if err != nil {
 		log.Fatalf("-upstream: %v", err)

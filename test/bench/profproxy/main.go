@@ -1,6 +1,8 @@
 // Command profproxy is portcullis serve with net/http/pprof on a separate
 // loopback listener, for profiling the proxy under the load run's load
-// (test/bench/run.sh with PROFILE=1). It is never shipped.
+// (test/bench/run.sh with PROFILE=1). It logs as `portcullis serve` does by
+// default (JSON at info, to stderr), so the profile counts the access log.
+// It is never shipped.
 package main
 
 import (
@@ -32,8 +34,8 @@ func main() {
 	go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	if err := proxy.Serve(ctx, cfg, logger, time.Second); err != nil {
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if err := proxy.Run(ctx, cfg, proxy.ServeOptions{Log: logger, Grace: time.Second, ConfigPath: *path}); err != nil {
 		log.Fatal(err)
 	}
 }
