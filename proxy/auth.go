@@ -35,6 +35,7 @@ func (h *Handler) authRoutes() http.Handler {
 	mux.HandleFunc("POST "+p+"/login", h.loginByEmail)
 	mux.HandleFunc("GET "+p+"/login/{idp}", h.startLogin)
 	mux.HandleFunc("GET "+p+"/oidc/{idp}/callback", h.oidcCallback)
+	mux.HandleFunc("POST "+p+"/oidc/{idp}/backchannel-logout", h.backchannelLogout) // backchannel.go
 	mux.HandleFunc("POST "+p+"/saml/{idp}/acs", h.samlACS)
 	mux.HandleFunc("GET "+p+"/saml/{idp}/metadata", h.samlMetadata)
 	mux.HandleFunc("GET "+p+"/ldap/{idp}", h.ldapForm)
@@ -168,6 +169,10 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	start := h.now()
 	f, err := h.flows.Finish(w, r, state)
 	switch {
+	case errors.Is(err, session.ErrUnavailable):
+		h.loginFailed(w, r, id, "session_store", err, http.StatusServiceUnavailable,
+			"Sign-in is not available right now. Try again in a moment.")
+		return
 	case err != nil && saml && p.cfg.AllowIdPInitiated:
 		f = nil // IdP-initiated: the provider checks the assertion has no InResponseTo
 	case err != nil:
@@ -305,10 +310,18 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	s, err := h.sessions.Load(r)
 	if err == nil {
-		if derr := h.sessions.Delete(w, r, s); derr != nil {
-			h.log.Error("logout: session not deleted", "err", derr)
-		}
+		err = h.sessions.Delete(w, r, s)
 	}
+	if err != nil {
+		// The store (Redis) did not answer: the cookie goes, but the session
+		// may live on for a copy of it; say so rather than "signed out".
+		h.log.Error("logout: session not deleted", "err", err)
+		h.sessions.Delete(w, r, nil)
+		h.pages.fail(w, r, http.StatusServiceUnavailable, "Sign-out incomplete",
+			"You are signed out in this browser, but the session could not be ended everywhere. Try again in a moment.")
+		return
+	}
+	h.clearUpstreamCookies(w)
 	if s != nil {
 		h.audit(r, slog.LevelInfo, "logout", slog.String("idp", s.Profile.IdP), slog.String("sub", s.Profile.Sub), slog.String("email", s.Profile.Email))
 	}
@@ -371,6 +384,16 @@ func (h *Handler) singleSignOut(w http.ResponseWriter, s *session.Session, rd st
 
 // logoutDone is where the IdP sends the browser back after a single
 // sign-out: on to where the logout was asked to lead, or the signed-out page.
+// clearUpstreamCookies expires the application's own session cookies
+// (upstream.logout_cookies): CVAT, for one, trusts its Django session cookie
+// before the identity headers, so without this a second user signing in in
+// the same browser would reach CVAT as the first.
+func (h *Handler) clearUpstreamCookies(w http.ResponseWriter) {
+	for _, name := range h.cfg.Upstream.LogoutCookies {
+		http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, Secure: h.publicURL.Scheme == "https"})
+	}
+}
+
 func (h *Handler) logoutDone(w http.ResponseWriter, r *http.Request) {
 	f, err := h.flows.Finish(w, r, r.URL.Query().Get("state"))
 	if err == nil && f.Redirect != "" {

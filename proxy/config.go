@@ -17,6 +17,7 @@ import (
 
 	"github.com/portcullis-proxy/portcullis/attrpass"
 	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/rolemap"
 	"github.com/portcullis-proxy/portcullis/rules"
 )
@@ -60,6 +61,10 @@ type UpstreamConfig struct {
 	URL          string           `yaml:"url"`
 	PreserveHost *bool            `yaml:"preserve_host"`
 	Timeouts     UpstreamTimeouts `yaml:"timeouts"`
+	// LogoutCookies are the application's own session cookies, expired by
+	// /logout so that the next person to sign in in the same browser does
+	// not inherit the previous one's session at the application.
+	LogoutCookies []string `yaml:"logout_cookies"`
 }
 
 // SessionConfig is the `session:` block.
@@ -71,13 +76,10 @@ type SessionConfig struct {
 	// Refresh is how often a session's user is confirmed at the IdP with
 	// the refresh token the login left (OIDC, OAUTH2); 0 never refreshes.
 	Refresh time.Duration `yaml:"refresh"`
-	Store   string        `yaml:"store"`
-	Redis   RedisConfig   `yaml:"redis"`
-}
-
-// RedisConfig says where the Redis session store lives.
-type RedisConfig struct {
-	URL string `yaml:"url"`
+	// Store is where sessions live: cookie (in the browser, the default)
+	// or redis (shared by replicas; see proxy/redis.go).
+	Store string              `yaml:"store"`
+	Redis session.RedisConfig `yaml:"redis"`
 }
 
 // SSOConfig is the `sso:` block: the identity providers and how one is picked.
@@ -225,6 +227,7 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	if keys := getenv("PORTCULLIS_SESSION_KEYS"); keys != "" {
 		c.Session.Keys = strings.Split(keys, ",")
 	}
+	c.Session.Redis.ApplyEnv(getenv)
 	for i := range c.SSO.IdentityProviders {
 		c.SSO.IdentityProviders[i].ApplyEnv(getenv)
 	}
@@ -300,6 +303,15 @@ func (c *Config) validate(p *problems) {
 	c.Upstream.Timeouts.validate(p)
 	c.Pages.validate(p)
 
+	for i, name := range c.Upstream.LogoutCookies {
+		key := fmt.Sprintf("upstream.logout_cookies[%d]", i)
+		switch {
+		case !upstreamCookieName.MatchString(name):
+			p.add(key, "not a cookie name: %q", name)
+		case strings.HasPrefix(strings.TrimPrefix(name, "__Host-"), c.Session.CookieName):
+			p.add(key, "%q is portcullis's own cookie (session.cookie_name); logout clears those anyway", name)
+		}
+	}
 	if !cookieName.MatchString(c.Session.CookieName) {
 		p.add("session.cookie_name", "must be letters, digits, '-' or '_', got %q", c.Session.CookieName)
 	}
@@ -318,9 +330,9 @@ func (c *Config) validate(p *problems) {
 		p.add("session.refresh", "must be 0 (off) or a positive duration like 5m, got %s", c.Session.Refresh)
 	}
 	switch c.Session.Store {
-	case "cookie":
-	case "redis":
-		p.add("session.store", `"redis" is not available in this version yet; use "cookie"`)
+	case storeCookie:
+	case storeRedis:
+		p.addAll("session.redis.", c.Session.Redis.Validate())
 	default:
 		p.add("session.store", "unknown store %q (want cookie or redis)", c.Session.Store)
 	}
@@ -360,6 +372,9 @@ func (c *Config) validate(p *problems) {
 }
 
 var cookieName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// upstreamCookieName is an RFC 6265 cookie name (a token).
+var upstreamCookieName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 
 // decodeKey reads a session key: 32 bytes in standard or URL-safe base64.
 func decodeKey(s string) ([]byte, error) {

@@ -60,8 +60,10 @@ func TestCheckNamesTheKey(t *testing.T) {
 		{"typo in a header expression", "", "attribute_pass:\n  headers:\n    X-Email: emial\n", "attribute_pass.headers.X-Email:"},
 		{"bad CIDR", "", "rules:\n  - name: r\n    sources: [10.0.0.0/33]\n    action: deny\n", "rules[0].sources"},
 		{"bad trusted proxy", "server:\n", "server:\n  trusted_proxies: [nope]\n", "server.trusted_proxies:"},
+		{"bad logout cookie", "url: http://traefik:8080", "url: http://traefik:8080\n  logout_cookies: [\"bad name\"]", "upstream.logout_cookies[0]: not a cookie name"},
 		{"bad default action", "", "default_action: maybe\n", "default_action:"},
-		{"redis store not yet available", "session:\n", "session:\n  store: redis\n", "session.store:"},
+		{"redis store without an address", "session:\n", "session:\n  store: redis\n", "session.redis.url: required"},
+		{"unknown session store", "session:\n", "session:\n  store: memcached\n", "session.store: unknown store"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			yaml := minimal

@@ -35,6 +35,10 @@ type Handler struct {
 	idpStop   map[string]context.CancelFunc // ends each provider's background work (reload.go)
 	refresher *refresher                    // renews sessions at the IdP (refresh.go)
 	passwords *passwordLogins               // LDAP failure limits and Basic auth cache (ldap.go)
+	// redis is the Redis replicas share, nil with the cookie store (redis.go).
+	redis *session.Redis
+	// logoutTokens marks the jti of back-channel logout tokens used (backchannel.go).
+	logoutTokens session.OnceMarker
 }
 
 // Decisions, as logged and counted in requests_total{decision}.

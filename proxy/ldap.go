@@ -36,7 +36,7 @@ const maxBasicAuthEntries = 10_000
 // passwordLogins is the state of password logins: failure limits and the
 // Basic auth cache. Its zero value is ready to use.
 type passwordLogins struct {
-	limits *loginLimits
+	limits failureLimits // in memory, or shared through Redis (redis.go)
 	cache  *basicCache
 }
 

@@ -56,11 +56,12 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 			log.Warn("server.public_url is plain http: session cookies are sent unencrypted; use https outside development", "public_url", cfg.Server.PublicURL)
 		}
 	}
-	if h.sessions, err = session.NewCookieStore(h.cookies); err != nil {
+	if h.sessions, err = h.newSessionStore(cfg, prev); err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
 	h.flows = session.NewFlows(h.cookies)
 	h.inherit(prev)
+	h.shareThroughRedis(prev) // session.store redis: what replicas must share (redis.go)
 
 	opts := idp.Options{
 		PublicURL:  c.publicURL,
@@ -68,10 +69,12 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		HTTPClient: &http.Client{Timeout: 15 * time.Second},
 		Logger:     log,
 		PKCE:       *cfg.SSO.EnablePKCE,
+		Replay:     h.replayStore(),
 	}
 	defer func() {
 		if err != nil {
 			h.stopProviders(prev) // those this build started, not those it took over
+			h.releaseRedis(prev)
 		}
 	}()
 	for _, ic := range cfg.SSO.IdentityProviders {
@@ -101,10 +104,13 @@ func (h *Handler) Admin() http.Handler {
 	return adminMux(h.metrics.registry, h.Ready)
 }
 
-// Ready lists what keeps the proxy from serving logins, by IdP id; empty
-// when it is ready.
+// Ready lists what keeps the proxy from serving logins, by IdP id, and a
+// session store that does not answer (Redis); empty when it is ready.
 func (h *Handler) Ready() map[string]string {
 	problems := map[string]string{}
+	if problem := h.storeProblem(); problem != "" {
+		problems["session store"] = problem
+	}
 	for _, p := range h.order {
 		if err := p.impl.Ready(); err != nil {
 			problems["idp "+p.cfg.ID] = err.Error()

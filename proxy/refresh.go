@@ -79,8 +79,11 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 
 	call, leader := rf.join(s, now)
 	if leader {
-		next, result := h.refreshAtIdP(r.Context(), impl, s)
-		h.metrics.refreshes.WithLabelValues(s.Profile.IdP, result).Inc()
+		// Across replicas too, with the Redis store (redis.go).
+		next, result, ran := h.refreshShared(r.Context(), impl, s)
+		if ran {
+			h.metrics.refreshes.WithLabelValues(s.Profile.IdP, result).Inc()
+		}
 		rf.finish(s.ID, call, next, result == refreshError, h.now())
 	}
 	<-call.done

@@ -181,6 +181,7 @@ func (l *live) reload(trigger string) error {
 	waited := l.awaitReady(next, prev)
 	l.cur.Store(next)
 	prev.stopProviders(next)
+	prev.releaseRedis(next)
 	prev.metrics.reloaded("success")
 	l.log.Info("config reloaded", "trigger", trigger, "path", l.src.path,
 		"duration_seconds", time.Since(start).Seconds(), "waited_for_idps", waited)
@@ -330,7 +331,9 @@ func (h *Handler) startProvider(ctx context.Context, ic idp.Config, opts idp.Opt
 		if p, ok := prev.providers[ic.ID]; ok && reflect.DeepEqual(p.cfg, ic) &&
 			prev.publicURL.String() == h.publicURL.String() &&
 			prev.cfg.Server.AuthPrefix == h.cfg.Server.AuthPrefix &&
-			*prev.cfg.SSO.EnablePKCE == *h.cfg.SSO.EnablePKCE {
+			*prev.cfg.SSO.EnablePKCE == *h.cfg.SSO.EnablePKCE &&
+			prev.redis == h.redis { // a SAML provider records assertions there
+
 			h.idpStop[ic.ID] = prev.idpStop[ic.ID]
 			return p.impl, nil
 		}

@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// OIDC Back-Channel Logout 1.0: the IdP POSTs a signed logout token to
+// {auth_prefix}/oidc/{idp}/backchannel-logout when a user's session at the
+// IdP ends, and the proxy ends that user's sessions too. With the Redis store
+// they end on every replica; with the cookie store only on the replica the
+// IdP reached (its memory holds the revocation). Operators register the URL
+// at the IdP; nothing is advertised.
+
+// userRevoker is a session store that can end every session of a user, or of
+// one IdP session (both stores).
+type userRevoker interface {
+	RevokeUser(ctx context.Context, idp, sub, sid string, before time.Time) (int, error)
+}
+
+// maxLogoutTokenForm bounds the posted form; logout tokens are small JWTs.
+const maxLogoutTokenForm = 64 << 10
+
+// backchannelLogout verifies the logout token and ends the sessions it
+// names. It answers 200 when they have ended, 400 for a token that is
+// missing, invalid or used before (the spec's answers), and 503 when the
+// session store could not be reached (the sessions may still be there).
+func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	id := r.PathValue("idp")
+	p := h.providers[id]
+	var verifier idp.BackchannelLogouter
+	if p != nil {
+		verifier, _ = p.impl.(idp.BackchannelLogouter)
+	}
+	revoker, canRevoke := h.sessions.(userRevoker)
+	if verifier == nil || !canRevoke {
+		writeJSON(w, http.StatusNotFound, logoutError("invalid_request", "no back-channel logout for this identity provider"))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxLogoutTokenForm)
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the form could not be read"))
+		return
+	}
+	raw := r.PostForm.Get("logout_token")
+	if raw == "" {
+		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "logout_token is missing"))
+		return
+	}
+	tok, err := verifier.VerifyLogoutToken(r.Context(), raw)
+	if err != nil {
+		h.audit(r, slog.LevelWarn, "backchannel_logout_refused", slog.String("idp", id), slog.Any("err", err))
+		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token is not valid"))
+		return
+	}
+	first, err := h.logoutTokens.MarkOnce(r.Context(), "jti:"+id+":"+tok.ID, tok.IssuedAt.Add(idp.LogoutTokenMaxAge+time.Minute))
+	if err != nil {
+		h.log.Error("back-channel logout: the session store is unavailable", "idp", id, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable", "sessions cannot be ended right now"))
+		return
+	}
+	if !first {
+		h.audit(r, slog.LevelWarn, "backchannel_logout_refused", slog.String("idp", id), slog.String("reason", "jti already used"))
+		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token was already used"))
+		return
+	}
+	n, err := revoker.RevokeUser(r.Context(), id, tok.Subject, tok.SessionID, h.now().Truncate(time.Second))
+	if err != nil {
+		h.log.Error("back-channel logout: sessions not ended", "idp", id, "sub", tok.Subject, "sid", tok.SessionID, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable", "sessions cannot be ended right now"))
+		return
+	}
+	h.audit(r, slog.LevelInfo, "backchannel_logout", slog.String("idp", id), slog.String("sub", tok.Subject),
+		slog.String("sid", tok.SessionID), slog.Int("sessions", n))
+	w.WriteHeader(http.StatusOK)
+}
+
+func logoutError(code, description string) map[string]string {
+	return map[string]string{"error": code, "error_description": description}
+}

@@ -1,0 +1,252 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+)
+
+// With session.store redis, what must hold across replicas lives in one
+// Redis: the sessions themselves (so a logout, a back-channel logout or an
+// operator's revoke ends a session on every replica at once), the used
+// login states, the SAML assertion IDs seen, the jti of logout tokens, the
+// failed-login counts, and the outcome of each refresh (so a rotating
+// refresh token is spent once). With the cookie store all of these live in
+// each process's memory.
+
+// Store names of session.store.
+const (
+	storeCookie = "cookie"
+	storeRedis  = "redis"
+)
+
+// maxLogoutTokens bounds the jti remembered in memory (cookie store).
+const maxLogoutTokens = 100_000
+
+// redisCloseDelay is how long a Redis connection replaced by a reload stays
+// open for requests still running on the old Handler.
+const redisCloseDelay = time.Minute
+
+// newSessionStore builds the store session.store names. The Redis connection
+// of prev is taken over when session.redis did not change, so a reload does
+// not reconnect.
+func (h *Handler) newSessionStore(cfg *Config, prev *Handler) (session.Store, error) {
+	if cfg.Session.Store != storeRedis {
+		return session.NewCookieStore(h.cookies)
+	}
+	if prev != nil && prev.redis != nil && reflect.DeepEqual(prev.cfg.Session.Redis, cfg.Session.Redis) {
+		h.redis = prev.redis
+	} else {
+		r, err := session.DialRedis(cfg.Session.Redis)
+		if err != nil {
+			return nil, err
+		}
+		h.redis = r
+	}
+	return session.NewRedisStore(h.cookies, h.redis)
+}
+
+// shareThroughRedis points what replicas must share at Redis when the
+// session store is there, and back at this process's memory otherwise. It
+// runs after inherit, so the memory parts carry over a reload either way.
+func (h *Handler) shareThroughRedis(prev *Handler) {
+	local := localLimits(h.passwords.limits)
+	if h.redis == nil {
+		h.passwords.limits = local
+		h.logoutTokens = session.NewMemoryMarks(maxLogoutTokens)
+		if prev != nil && prev.redis == nil && prev.logoutTokens != nil {
+			h.logoutTokens = prev.logoutTokens
+		}
+		return
+	}
+	h.flows.ShareUsedStates(h.redis)
+	h.passwords.limits = &sharedLimits{redis: h.redis, local: local}
+	h.logoutTokens = h.redis
+}
+
+// replayStore is where SAML providers record assertions: Redis when there is
+// one, else nil (each provider's own memory).
+func (h *Handler) replayStore() idp.ReplayStore {
+	if h.redis == nil {
+		return nil // not a typed nil inside the interface
+	}
+	return h.redis
+}
+
+// releaseRedis closes h's Redis connection, after a delay for requests still
+// running on h, unless keep (the Handler replacing h) took it over.
+func (h *Handler) releaseRedis(keep *Handler) {
+	if h.redis == nil || (keep != nil && keep.redis == h.redis) {
+		return
+	}
+	r := h.redis
+	time.AfterFunc(redisCloseDelay, func() { r.Close() })
+}
+
+// sessionPinger is a session store that lives elsewhere and can be asked
+// whether it answers (Redis).
+type sessionPinger interface {
+	Ping(ctx context.Context) error
+}
+
+// readyTimeout bounds the store's answer to a readiness check.
+const readyTimeout = 2 * time.Second
+
+// storeProblem is why the session store cannot be used now; "" when it can
+// (or is the cookie store, which is always there).
+func (h *Handler) storeProblem() string {
+	p, ok := h.sessions.(sessionPinger)
+	if !ok {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := p.Ping(ctx); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// refreshShared runs refreshAtIdP for s, on one replica at a time when the
+// sessions are in Redis: the others wait for its outcome and use it, so that
+// a rotating refresh token is spent once. ran says whether this replica asked
+// the IdP (and should count it).
+func (h *Handler) refreshShared(ctx context.Context, impl idp.Refresher, s *session.Session) (*session.Session, string, bool) {
+	rs, ok := h.sessions.(*session.RedisStore)
+	if !ok {
+		next, result := h.refreshAtIdP(ctx, impl, s)
+		return next, result, true
+	}
+	result := ""
+	out, ran, err := rs.RefreshOnce(ctx, s, refreshMemory, min(h.refresher.every, refreshMemory), func() session.RefreshOutcome {
+		next, res := h.refreshAtIdP(ctx, impl, s)
+		result = res
+		return session.RefreshOutcome{Session: next, Kept: res == refreshError}
+	})
+	switch {
+	case ran:
+		if err != nil {
+			h.log.Warn("refresh: outcome not shared with other replicas", "idp", s.Profile.IdP, "err", err)
+		}
+		return out.Session, result, true
+	case err != nil:
+		h.log.Warn("refresh: Redis not available; keeping the session for now", "idp", s.Profile.IdP, "err", err)
+		return s, refreshError, false
+	case out.Kept:
+		return s, refreshError, false
+	case out.Session == nil:
+		return nil, refreshRefused, false
+	}
+	return out.Session, refreshSuccess, false
+}
+
+// failureLimits are the failed-login limits checkPassword applies.
+type failureLimits interface {
+	wait(idpID, username string, addr netip.Addr, now time.Time) time.Duration
+	failed(idpID, username string, addr netip.Addr, now time.Time)
+	succeeded(idpID, username string)
+}
+
+var (
+	_ failureLimits = (*loginLimits)(nil)
+	_ failureLimits = (*sharedLimits)(nil)
+)
+
+// localLimits is the in-memory part of l.
+func localLimits(l failureLimits) *loginLimits {
+	switch l := l.(type) {
+	case *loginLimits:
+		return l
+	case *sharedLimits:
+		return l.local
+	}
+	return newLoginLimits()
+}
+
+// sharedLimits count failed logins in Redis, over all replicas: a username
+// may fail userFailureBurst times and an address addrFailureBurst times in a
+// window of failureWindow that starts with the first failure. Failures are
+// counted in memory too, so that a replica never limits less than it would
+// alone, and keeps limiting while Redis is away.
+type sharedLimits struct {
+	redis *session.Redis
+	local *loginLimits
+}
+
+// sharedKeys are the Redis keys of a username (hashed: usernames are
+// attacker-chosen text) and of an address, with their bursts.
+func sharedKeys(idpID, username string, addr netip.Addr) [2]struct {
+	key   string
+	burst int64
+} {
+	sum := sha256.Sum256([]byte(userKey(idpID, username)))
+	return [2]struct {
+		key   string
+		burst int64
+	}{
+		{"user:" + hex.EncodeToString(sum[:16]), userFailureBurst},
+		{"addr:" + addrKey(addr), addrFailureBurst},
+	}
+}
+
+func (l *sharedLimits) wait(idpID, username string, addr netip.Addr, now time.Time) time.Duration {
+	wait := l.local.wait(idpID, username, addr, now)
+	for _, k := range sharedKeys(idpID, username, addr) {
+		n, left, err := l.redis.Failures(context.Background(), k.key)
+		if err == nil && n >= k.burst {
+			wait = max(wait, left)
+		}
+	}
+	return wait
+}
+
+func (l *sharedLimits) failed(idpID, username string, addr netip.Addr, now time.Time) {
+	l.local.failed(idpID, username, addr, now)
+	for _, k := range sharedKeys(idpID, username, addr) {
+		_, _, _ = l.redis.CountFailure(context.Background(), k.key, failureWindow)
+	}
+}
+
+func (l *sharedLimits) succeeded(idpID, username string) {
+	l.local.succeeded(idpID, username)
+	k := sharedKeys(idpID, username, netip.Addr{})[0]
+	_ = l.redis.ForgetFailures(context.Background(), k.key)
+}
+
+// ErrSessionsNeedRedis is OpenSessions' answer for the cookie store, whose
+// sessions live in browsers: there is nothing to list or revoke.
+var ErrSessionsNeedRedis = errors.New("session.store is cookie: sessions live in the browsers and cannot be listed or revoked; this needs session.store: redis")
+
+// OpenSessions connects to the Redis session store cfg names, for operators'
+// tools (portcullis sessions). The caller closes it with Redis().Close().
+func OpenSessions(cfg *Config) (*session.RedisStore, error) {
+	if cfg.Session.Store != storeRedis {
+		return nil, ErrSessionsNeedRedis
+	}
+	c, err := compile(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	r, err := session.DialRedis(cfg.Session.Redis)
+	if err != nil {
+		return nil, fmt.Errorf("session.redis: %w", err)
+	}
+	st, err := session.NewRedisStore(session.Options{
+		CookieName: cfg.Session.CookieName, Keys: c.keys, Secure: c.publicURL.Scheme == "https",
+		Lifetime: cfg.Session.Lifetime, IdleTimeout: cfg.Session.IdleTimeout,
+	}, r)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return st, nil
+}
