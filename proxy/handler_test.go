@@ -25,6 +25,7 @@ server:
   trusted_proxies: [10.0.0.0/8]
 upstream:
   url: UPSTREAM
+  logout_cookies: [sessionid, csrftoken]
 session:
   keys: [` + testKey + `]
 sso:
@@ -436,5 +437,23 @@ func TestRequestIDSpellingsAreDropped(t *testing.T) {
 	}
 	if v := got.Header.Values("X-Request-Id"); len(v) != 1 || v[0] == "forged" {
 		t.Errorf("upstream X-Request-Id = %q, want exactly the proxy's", v)
+	}
+}
+
+// Logout expires the application's own session cookies too, so the next
+// person signing in in this browser does not reach the app as the last one.
+func TestLogoutExpiresTheApplicationsCookies(t *testing.T) {
+	f := newFixture(t)
+	resp, _, _ := f.do(t, request("GET", "/.portcullis/logout", f.login(t, "alice@example.com")))
+	expired := map[string]bool{}
+	for _, c := range resp.Cookies() {
+		if c.MaxAge < 0 {
+			expired[c.Name] = true
+		}
+	}
+	for _, name := range []string{"sessionid", "csrftoken"} {
+		if !expired[name] {
+			t.Errorf("logout did not expire the application's %s cookie; Set-Cookie: %q", name, resp.Header.Values("Set-Cookie"))
+		}
 	}
 }
