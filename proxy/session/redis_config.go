@@ -218,6 +218,9 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
 		o.MaxRetries = 1
+		// go-redis dials 5 times 100 ms apart by default: with Redis down
+		// every request would wait about a second for its 503.
+		o.DialerRetries, o.DialerRetryTimeout = 2, 50*time.Millisecond
 		o.MaintNotificationsConfig = noMaint
 		return redis.NewClient(o), nil
 	case len(c.ClusterAddrs) > 0:

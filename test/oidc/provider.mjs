@@ -272,6 +272,13 @@ server.listen(Number(args.port), args.host, () => {
     // Public clients always need PKCE (oidc-provider's own rule).
     pkce: { required: (ctx, c) => pkceRequired || c.clientAuthMethod === 'none' },
     rotateRefreshToken: true,
+    // oidc-provider refuses outgoing requests to loopback and private
+    // addresses (SSRF protection); in tests the back-channel logout URI is
+    // a proxy on 127.0.0.1.
+    fetch: (url, options) => {
+      delete options.dispatcher;
+      return globalThis.fetch(url, options);
+    },
     features: {
       devInteractions: { enabled: false },
       rpInitiatedLogout: {
