@@ -2,13 +2,14 @@
 # The one test command (the README's and CI's): installs what the tests need
 # on a fresh Debian machine that has only Go, Node and gcc, then runs them all.
 #   Debian packages: chromium (browser tests of the login pages and the demo),
-#                    slapd and ldap-utils (the OpenLDAP directory of the LDAP tests)
+#                    slapd and ldap-utils (the OpenLDAP directory of the LDAP tests),
+#                    redis-server (the Redis session store and the replica tests)
 #   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at)
 #   Go tools:        helm (deploy/: lint and render the Helm chart)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(chromium slapd ldap-utils)
+apt_packages=(chromium slapd ldap-utils redis-server)
 missing=()
 for pkg in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -36,6 +36,7 @@ Usage:
   portcullis check   [--config FILE]
   portcullis explain [--config FILE] [--claims FILE.json] [--idp ID] [--source IP] METHOD URL [-H 'Name: value']...
   portcullis demo    [--listen ADDR]
+  portcullis sessions list|revoke --user EMAIL [--config FILE]   (session.store redis)
   portcullis keys
   portcullis version
 
@@ -61,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return explain(rest, stdout, stderr)
 	case "demo":
 		return demo(rest, stdout, stderr)
+	case "sessions":
+		return sessions(rest, stdout, stderr)
 	case "keys":
 		fmt.Fprintln(stdout, newKey())
 		return 0
