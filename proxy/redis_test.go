@@ -1,0 +1,48 @@
+package proxy
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
+)
+
+func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
+	srv := redisserver.Start(t)
+	replica := func() *sharedLimits {
+		r, err := session.DialRedis(session.RedisConfig{URL: srv.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return &sharedLimits{redis: r, local: newLoginLimits()}
+	}
+	one, two := replica(), replica()
+	now := time.Now()
+	addr := netip.MustParseAddr("192.0.2.7")
+
+	for range userFailureBurst {
+		one.failed("corp", "Alice", addr, now)
+	}
+	if wait := two.wait("corp", "alice ", netip.MustParseAddr("198.51.100.1"), now); wait <= 0 || wait > failureWindow {
+		t.Errorf("another replica lets alice try again at once (wait %s); want up to %s", wait, failureWindow)
+	}
+	if wait := two.wait("corp", "bob", netip.MustParseAddr("198.51.100.1"), now); wait != 0 {
+		t.Errorf("bob waits %s for alice's failures", wait)
+	}
+	two.succeeded("corp", "alice")
+	if wait := two.wait("corp", "alice", netip.MustParseAddr("198.51.100.1"), now); wait != 0 {
+		t.Errorf("after a success alice still waits %s on the replica that saw it", wait)
+	}
+
+	// Without Redis each replica still limits what it saw itself.
+	for range userFailureBurst {
+		one.failed("corp", "carol", addr, now)
+	}
+	srv.Stop()
+	if wait := one.wait("corp", "carol", addr, now); wait <= 0 {
+		t.Error("with Redis down the replica that saw the failures lets carol try again")
+	}
+}
