@@ -53,13 +53,17 @@ func TestRedisConfig(t *testing.T) {
 
 func TestRedisPasswordsFromTheEnvironment(t *testing.T) {
 	cfg, err := ParseConfig([]byte(withRedis("    url: redis://redis:6379/0\n    password: from-file\n    sentinel: {password: ''}\n")), func(k string) string {
-		return map[string]string{"PORTCULLIS_REDIS_PASSWORD": "from-env", "PORTCULLIS_REDIS_SENTINEL_PASSWORD": "sentinel-env"}[k]
+		return map[string]string{
+			"PORTCULLIS_REDIS_URL":               "rediss://redis.internal:6380/1",
+			"PORTCULLIS_REDIS_PASSWORD":          "from-env",
+			"PORTCULLIS_REDIS_SENTINEL_PASSWORD": "sentinel-env",
+		}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := cfg.Session.Redis; r.Password != "from-env" || r.Sentinel.Password != "sentinel-env" {
-		t.Errorf("password %q, sentinel password %q: want the environment's", r.Password, r.Sentinel.Password)
+	if r := cfg.Session.Redis; r.URL != "rediss://redis.internal:6380/1" || r.Password != "from-env" || r.Sentinel.Password != "sentinel-env" {
+		t.Errorf("url %q, password %q, sentinel password %q: want the environment's", r.URL, r.Password, r.Sentinel.Password)
 	}
 }
 

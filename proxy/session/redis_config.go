@@ -20,7 +20,7 @@ import (
 // through Redis Sentinel) and ClusterAddrs (a Redis Cluster) is set.
 type RedisConfig struct {
 	// URL is one Redis server: redis://[user:password@]host:port/db, or
-	// rediss:// for TLS.
+	// rediss:// for TLS. Env PORTCULLIS_REDIS_URL overrides it.
 	URL string `yaml:"url"`
 	// Sentinel names the master and the sentinels that know where it is.
 	Sentinel RedisSentinel `yaml:"sentinel"`
@@ -75,8 +75,13 @@ const (
 	redisOpTimeout = 3 * time.Second
 )
 
-// ApplyEnv applies the environment overrides of the passwords.
+// ApplyEnv applies the environment overrides: PORTCULLIS_REDIS_URL (so a
+// deployment can take the whole URL from a secret),
+// PORTCULLIS_REDIS_PASSWORD and PORTCULLIS_REDIS_SENTINEL_PASSWORD.
 func (c *RedisConfig) ApplyEnv(getenv func(string) string) {
+	if v := getenv("PORTCULLIS_REDIS_URL"); v != "" {
+		c.URL = v
+	}
 	if v := getenv("PORTCULLIS_REDIS_PASSWORD"); v != "" {
 		c.Password = v
 	}
