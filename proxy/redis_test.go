@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
@@ -44,5 +45,39 @@ func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
 	srv.Stop()
 	if wait := one.wait("corp", "carol", addr, now); wait <= 0 {
 		t.Error("with Redis down the replica that saw the failures lets carol try again")
+	}
+}
+
+func TestReloadKeepsTheRedisConnection(t *testing.T) {
+	srv := redisserver.Start(t)
+	parse := func(prefix string) *Config {
+		cfg, err := ParseConfig([]byte(withRedis("    url: "+srv.URL+"\n    key_prefix: '"+prefix+"'\n")), func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	ctx := t.Context()
+	log := slog.New(slog.DiscardHandler)
+	first, err := New(ctx, parse("a:"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := build(ctx, parse("a:"), log, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same.redis != first.redis || same.providers["company"].impl != first.providers["company"].impl {
+		t.Error("a reload with the same session.redis must keep the connection and the providers")
+	}
+	changed, err := build(ctx, parse("b:"), log, same)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed.redis == same.redis || changed.providers["company"].impl == same.providers["company"].impl {
+		t.Error("a reload with another session.redis must connect anew and restart the providers (SAML records assertions there)")
+	}
+	if problems := changed.Ready(); problems["session store"] != "" {
+		t.Errorf("session store not ready: %s", problems["session store"])
 	}
 }
