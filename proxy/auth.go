@@ -317,6 +317,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		// may live on for a copy of it; say so rather than "signed out".
 		h.log.Error("logout: session not deleted", "err", err)
 		h.sessions.Delete(w, r, nil)
+		h.clearUpstreamCookies(w)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Sign-out incomplete",
 			"You are signed out in this browser, but the session could not be ended everywhere. Try again in a moment.")
 		return
