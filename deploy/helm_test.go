@@ -352,7 +352,11 @@ func TestHelmDefaultValues(t *testing.T) {
 func TestHelmHAValues(t *testing.T) {
 	m := render(t, "-f", chartDir+"/values-ha.yaml")
 	checkDeployment(t, m, "cvat-sso-portcullis")
-	checkConfig(t, m, podEnv(t, m))
+	env := podEnv(t, m)
+	env["PORTCULLIS_REDIS_URL"] = "rediss://:secret@redis:6379/0" // from the operator's portcullis-redis Secret
+	if cfg := checkConfig(t, m, env); cfg.Session.Store != "redis" {
+		t.Errorf("HA values: session.store = %q, want redis (shared logout and login state across replicas)", cfg.Session.Store)
+	}
 	d := one(t, "Deployment", m.deployments)
 	if d.Spec.Replicas != nil {
 		t.Errorf("with the HPA on, the Deployment must leave replicas to it, got %d", *d.Spec.Replicas)
@@ -381,8 +385,9 @@ func TestHelmHAValues(t *testing.T) {
 		}
 	}
 	if redis == nil || redis.ValueFrom == nil || redis.ValueFrom.SecretKeyRef == nil ||
-		redis.ValueFrom.SecretKeyRef.Optional == nil || !*redis.ValueFrom.SecretKeyRef.Optional {
-		t.Errorf("the Redis URL should come from an optional Secret, got %+v", redis)
+		redis.ValueFrom.SecretKeyRef.Name != "portcullis-redis" ||
+		(redis.ValueFrom.SecretKeyRef.Optional != nil && *redis.ValueFrom.SecretKeyRef.Optional) {
+		t.Errorf("the Redis URL should come from the (required) portcullis-redis Secret, got %+v", redis)
 	}
 }
 

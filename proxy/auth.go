@@ -407,7 +407,12 @@ func (h *Handler) logoutDone(w http.ResponseWriter, r *http.Request) {
 // userinfo shows the session's profile and roles.
 func (h *Handler) userinfo(w http.ResponseWriter, r *http.Request) {
 	s, err := h.sessions.Load(r)
-	if err != nil || s == nil {
+	if err != nil {
+		// "No session" would be a lie that sends the browser to log in again.
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable", "message": "sessions cannot be checked right now"})
+		return
+	}
+	if s == nil {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized", "message": "no session"})
 		return
 	}

@@ -309,6 +309,18 @@ func TestReplicasWithRedisDownAndBack(t *testing.T) {
 			t.Errorf("replica %d /readyz with Redis stopped: %d %s, want 503 naming the session store", i, code, body)
 		}
 	}
+	// userinfo must not claim "no session" (which sends the UI to log in)
+	// when the store cannot say.
+	req, _ := http.NewRequest("GET", rs.URLs[0]+"/.portcullis/userinfo", nil)
+	req.Header.Set("Cookie", cookie)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("userinfo with Redis stopped: %d, want 503", resp.StatusCode)
+	}
 
 	// Redis comes back empty: every replica is ready again by itself, the
 	// old session is gone, and a new login works everywhere.
