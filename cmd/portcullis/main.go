@@ -103,7 +103,11 @@ func serve(args []string, stderr io.Writer) int {
 	if fs.Parse(args) != nil {
 		return 2
 	}
-	log, err := newLogger(stderr, *format, *level)
+	// Access lines come one per request: batched, they cost one write(2)
+	// per batch instead of one per request.
+	out := newLineWriter(stderr)
+	defer out.Close()
+	log, err := newLogger(out, *format, *level)
 	if err != nil {
 		fmt.Fprintln(stderr, "portcullis:", err)
 		return 2

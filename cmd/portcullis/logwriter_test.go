@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lockedBuffer is a writer that records every Write call.
+type lockedBuffer struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+	gate   chan struct{} // when set, each Write waits for a value
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	if b.gate != nil {
+		<-b.gate
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.writes++
+	return b.buf.Write(p)
+}
+
+func TestLineWriterKeepsEveryLineWholeAndInOrder(t *testing.T) {
+	var out lockedBuffer
+	lw := newLineWriter(&out)
+	const writers, lines = 8, 2000
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range lines {
+				fmt.Fprintf(lw, "writer=%d line=%d %s\n", w, i, strings.Repeat("x", i%100))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := lw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	next := make([]int, writers)
+	got := strings.Split(strings.TrimSuffix(out.buf.String(), "\n"), "\n")
+	if len(got) != writers*lines {
+		t.Fatalf("%d lines written, want %d", len(got), writers*lines)
+	}
+	for _, l := range got {
+		var w, i int
+		var pad string
+		if _, err := fmt.Sscanf(l, "writer=%d line=%d %s", &w, &i, &pad); err != nil && i%100 != 0 {
+			t.Fatalf("line %q is not whole: %v", l, err)
+		}
+		if i != next[w] {
+			t.Fatalf("writer %d: line %d after line %d", w, i, next[w]-1)
+		}
+		next[w]++
+	}
+	if out.writes >= writers*lines {
+		t.Errorf("%d writes for %d lines: lines were not batched", out.writes, writers*lines)
+	}
+}
+
+func TestLineWriterAfterCloseWritesDirectly(t *testing.T) {
+	var out lockedBuffer
+	lw := newLineWriter(&out)
+	fmt.Fprintln(lw, "before")
+	lw.Close()
+	fmt.Fprintln(lw, "after")
+	if got := out.buf.String(); got != "before\nafter\n" {
+		t.Fatalf("got %q, want both lines in order", got)
+	}
+}
+
+func TestLineWriterMakesWritersWaitWhenTheOutputIsStuck(t *testing.T) {
+	out := lockedBuffer{gate: make(chan struct{})}
+	lw := newLineWriter(&out)
+	line := strings.Repeat("y", 1023) + "\n"
+	// The first batch blocks in the gated Write; the next fills the queue.
+	wrote := make(chan int, 1)
+	go func() {
+		n := 0
+		for range 3 * maxPendingLog / len(line) {
+			lw.Write([]byte(line))
+			n++
+		}
+		wrote <- n
+	}()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case n := <-wrote:
+		t.Fatalf("all %d lines queued while the output was stuck; want the writer to wait", n)
+	default:
+	}
+	close(out.gate) // the output moves again
+	<-wrote
+	lw.Close()
+	if got, want := out.buf.Len(), 3*maxPendingLog/len(line)*len(line); got != want {
+		t.Fatalf("%d bytes written, want %d", got, want)
+	}
+}
