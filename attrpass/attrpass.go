@@ -44,6 +44,11 @@ type Pass struct {
 	strip          map[string]struct{}
 	minLen, maxLen int
 	names          []string
+
+	// ids remembers the identity of recent sessions (identity.go), unless
+	// volatile: a header's expression reads the clock.
+	ids      identities
+	volatile bool
 }
 
 // header is one entry of Config.Headers.
@@ -108,6 +113,7 @@ func Compile(c Config, issuer string, log *slog.Logger) (*Pass, error) {
 			continue
 		}
 		p.headers = append(p.headers, header{name: name, key: textproto.CanonicalMIMEHeaderKey(name), program: prog})
+		p.volatile = p.volatile || readsClock(prog.Node())
 	}
 
 	if c.JWT != nil {

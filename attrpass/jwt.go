@@ -176,7 +176,11 @@ func loadKey(c JWTConfig, log *slog.Logger) (*ecdsa.PrivateKey, error) {
 // sign makes the assertion for prof. Signing costs an ECDSA signature per
 // request (see BenchmarkInject); it is not cached.
 func (s *signer) sign(prof *idp.Profile) (string, error) {
-	now := s.now()
+	return s.signAt(prof, s.now())
+}
+
+// signAt signs the assertion of prof as issued at now.
+func (s *signer) signAt(prof *idp.Profile, now time.Time) (string, error) {
 	a := Assertion{
 		Claims: jwt.Claims{
 			Issuer:    s.issuer,

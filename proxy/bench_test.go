@@ -198,13 +198,11 @@ func BenchmarkPipeline(b *testing.B) {
 		out := http.Header{}
 		b.ReportAllocs()
 		for b.Loop() {
-			identity, err := h.pass.Values(&s.Profile)
+			identity, err := h.pass.For(s.ID, &s.Profile)
 			if err != nil {
 				b.Fatal(err)
 			}
-			for name, value := range identity {
-				out.Set(name, value)
-			}
+			identity.Set(out)
 		}
 	})
 	b.Run("client_addr", func(b *testing.B) {

@@ -132,7 +132,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		h.pages.fail(w, r, http.StatusForbidden, "Access denied", "Your account does not have access to this page.")
 		return decisionForbidden
 	}
-	return h.forward(w, r, &s.Profile) // attribute pass: identity headers for the upstream
+	return h.forwardSession(w, r, s) // attribute pass: identity headers for the upstream
 }
 
 // requestPath is the escaped path of r; an absolute-form target with no path
@@ -247,8 +247,21 @@ type identityKey struct{}
 // headers are computed here, where a failure can still refuse the request,
 // and set in rewrite.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, p *idp.Profile) string {
+	return h.forwardAs(w, r, "", p)
+}
+
+// forwardSession is forward for the user of session s: the attribute pass
+// remembers the identity headers of the session instead of computing them
+// on every request.
+func (h *Handler) forwardSession(w http.ResponseWriter, r *http.Request, s *session.Session) string {
+	return h.forwardAs(w, r, s.ID, &s.Profile)
+}
+
+// forwardAs is forward; session is the key under which the attribute pass
+// may remember the identity, "" for none.
+func (h *Handler) forwardAs(w http.ResponseWriter, r *http.Request, session string, p *idp.Profile) string {
 	if p != nil {
-		identity, err := h.pass.Values(p)
+		identity, err := h.pass.For(session, p)
 		if err != nil {
 			h.log.Error("attribute pass failed; refusing", "err", err, "idp", p.IdP, "sub", p.Sub)
 			h.pages.fail(w, r, http.StatusInternalServerError, "Internal error", "Your identity could not be passed to the application.")

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+
+	"github.com/portcullis-proxy/portcullis/attrpass"
 )
 
 // newUpstream builds the reverse proxy to the application. It uses Rewrite,
@@ -41,10 +43,8 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 
 	// Injected last, after the hop-by-hop headers (and whatever a client's
 	// Connection header named) are gone.
-	if identity, ok := pr.In.Context().Value(identityKey{}).(map[string]string); ok {
-		for name, value := range identity {
-			pr.Out.Header.Set(name, value)
-		}
+	if identity, ok := pr.In.Context().Value(identityKey{}).(*attrpass.Identity); ok {
+		identity.Set(pr.Out.Header)
 	}
 }
 

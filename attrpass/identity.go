@@ -1,0 +1,156 @@
+package attrpass
+
+import (
+	"net/http"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/expr-lang/expr/ast"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+// identityEntries bounds the identities a Pass remembers: about one per
+// active session.
+const identityEntries = 10000
+
+// Identity is what the attribute pass sets on the requests of one session:
+// each header key with its value, ready to be set without evaluating the
+// expressions or signing the assertion again.
+type Identity struct {
+	prof   idp.Profile // what it was computed from
+	fields []field
+	signed time.Time // when the assertion was signed; zero without jwt
+}
+
+type field struct {
+	key   string
+	value []string // shared by every request of the session: never modified
+}
+
+// Set sets the identity headers on h. The value slices are shared between
+// requests; callers replace them, never modify them in place.
+func (id *Identity) Set(h http.Header) {
+	for _, f := range id.fields {
+		h[f.key] = f.value
+	}
+}
+
+// For is Inject for the requests of one session: it returns the identity of
+// prof, remembered under the session's key (its ID) so that the expressions
+// run and the assertion is signed once per session rather than per request.
+// A remembered identity is used only for the very same profile, only while
+// its assertion has at least three quarters of its lifetime left, and never
+// when a header's expression reads the clock (now()). The Pass is rebuilt on
+// every configuration change, and its memory with it. An empty session key
+// remembers nothing.
+func (p *Pass) For(session string, prof *idp.Profile) (*Identity, error) {
+	now := time.Time{}
+	if p.jwt != nil {
+		now = p.jwt.now()
+	}
+	remember := session != "" && !p.volatile
+	if remember {
+		p.ids.mu.RLock()
+		id := p.ids.m[session]
+		p.ids.mu.RUnlock()
+		if id != nil && sameProfile(&id.prof, prof) && (p.jwt == nil || now.Sub(id.signed) < p.jwt.lifetime/4) {
+			return id, nil
+		}
+	}
+	id, err := p.identity(prof, now)
+	if err != nil {
+		return nil, err
+	}
+	if remember {
+		p.ids.put(session, id)
+	}
+	return id, nil
+}
+
+func (p *Pass) identity(prof *idp.Profile, now time.Time) (*Identity, error) {
+	id := &Identity{prof: *prof, fields: make([]field, 0, len(p.headers)+1)}
+	for _, hd := range p.headers {
+		v, err := p.value(hd, prof)
+		if err != nil {
+			return nil, err
+		}
+		if v != "" { // as in Inject: an empty identity header is worse than none
+			id.fields = append(id.fields, field{hd.key, []string{v}})
+		}
+	}
+	if p.jwt != nil {
+		token, err := p.jwt.signAt(prof, now)
+		if err != nil {
+			return nil, err
+		}
+		id.fields = append(id.fields, field{p.jwt.key, []string{token}})
+		id.signed = now
+	}
+	return id, nil
+}
+
+// identities remembers the identity of recent sessions, bounded.
+type identities struct {
+	mu sync.RWMutex
+	m  map[string]*Identity
+}
+
+func (c *identities) put(session string, id *Identity) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]*Identity)
+	}
+	if _, ok := c.m[session]; !ok && len(c.m) >= identityEntries {
+		// Forget a few at random (map order) rather than grow.
+		n := 0
+		for k := range c.m {
+			delete(c.m, k)
+			if n++; n >= 16 {
+				break
+			}
+		}
+	}
+	c.m[session] = id
+}
+
+// sameProfile reports whether b is the profile a was copied from. Sessions
+// opened from the same cookie share their slices and claims, so the usual
+// case costs a few comparisons of equal pointers; a claims map that is not
+// the very same counts as different (the identity is then computed again).
+func sameProfile(a, b *idp.Profile) bool {
+	return a.IdP == b.IdP && a.Sub == b.Sub && a.Email == b.Email && a.EmailVerified == b.EmailVerified &&
+		a.Username == b.Username && a.FirstName == b.FirstName && a.LastName == b.LastName && a.Name == b.Name &&
+		slices.Equal(a.Groups, b.Groups) && slices.Equal(a.Roles, b.Roles) && sameMap(a.Claims, b.Claims)
+}
+
+func sameMap(a, b map[string]any) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
+// readsClock reports whether an expression calls now(): its value then
+// changes from one request to the next, and cannot be remembered.
+func readsClock(node ast.Node) bool {
+	v := &clockFinder{}
+	ast.Walk(&node, v)
+	return v.found
+}
+
+type clockFinder struct{ found bool }
+
+func (f *clockFinder) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.BuiltinNode:
+		f.found = f.found || n.Name == "now"
+	case *ast.CallNode:
+		if id, ok := n.Callee.(*ast.IdentifierNode); ok && id.Value == "now" {
+			f.found = true
+		}
+	}
+}

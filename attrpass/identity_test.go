@@ -1,0 +1,138 @@
+package attrpass
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+)
+
+func alice() *idp.Profile {
+	return &idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com",
+		Groups: []string{"cvat-admins"}, Roles: []string{"admin"}, Claims: map[string]any{"dept": "r&d"}}
+}
+
+func TestForSetsWhatInjectSets(t *testing.T) {
+	p := compileYAML(t, cvatYAML)
+	prof := alice()
+	want := http.Header{}
+	if err := p.Inject(want, prof); err != nil {
+		t.Fatal(err)
+	}
+	id, err := p.For("session-1", prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := http.Header{}
+	id.Set(got)
+	for _, k := range []string{"X-Email", "X-Groups"} {
+		if got.Get(k) != want.Get(k) {
+			t.Errorf("%s = %q, want %q", k, got.Get(k), want.Get(k))
+		}
+	}
+	if got.Get("X-Portcullis-Assertion") == "" || len(got) != len(want) {
+		t.Errorf("headers %v, want the same keys as Inject's %v", got, want)
+	}
+}
+
+func TestForRemembersASessionsIdentity(t *testing.T) {
+	p := compileYAML(t, "headers: {X-Email: email, X-Groups: 'join(groups, \",\")'}")
+	base := alice()
+	first, _ := p.For("session-1", base)
+	again, _ := p.For("session-1", alice2(base))
+	if first != again {
+		t.Fatalf("the same session with the same profile was computed again")
+	}
+}
+
+// alice2 is a copy of prof sharing its slices and claims, as every request
+// of a session opened from the same cookie gets.
+func alice2(prof *idp.Profile) *idp.Profile { c := *prof; return &c }
+
+func TestForComputesAgainWhenTheProfileChanged(t *testing.T) {
+	p := compileYAML(t, "headers: {X-Email: email, X-Groups: 'join(groups, \",\")'}")
+	base := alice()
+	if _, err := p.For("session-1", base); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		change func(*idp.Profile)
+		header string
+		want   string
+	}{
+		{"a refresh that adds a group", func(p *idp.Profile) { p.Groups = []string{"cvat-admins", "annotators"} }, "X-Groups", "cvat-admins,annotators"},
+		{"a new email", func(p *idp.Profile) { p.Email = "alice@new.example.com" }, "X-Email", "alice@new.example.com"},
+		{"claims that are not the same map", func(p *idp.Profile) { p.Claims = map[string]any{"dept": "r&d"} }, "X-Email", "alice@example.com"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			prof := alice2(base)
+			tc.change(prof)
+			id, err := p.For("session-1", prof)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := http.Header{}
+			id.Set(h)
+			if got := h.Get(tc.header); got != tc.want {
+				t.Fatalf("%s = %q, want %q", tc.header, got, tc.want)
+			}
+			if !sameProfile(&id.prof, prof) {
+				t.Fatalf("identity remembered for another profile")
+			}
+		})
+	}
+}
+
+func TestForNeverRemembersAnExpressionThatReadsTheClock(t *testing.T) {
+	for _, expr := range []string{`string(now().UnixNano())`, `email + " " + now().Format("15:04:05.000000000")`} {
+		t.Run(expr, func(t *testing.T) {
+			p := compileYAML(t, fmt.Sprintf("headers: {X-Seen: '%s'}", expr))
+			first, _ := p.For("session-1", alice())
+			again, _ := p.For("session-1", alice())
+			if first == again {
+				t.Fatalf("an identity whose header reads the clock was remembered")
+			}
+		})
+	}
+}
+
+func TestForSignsTheAssertionAgainAfterAQuarterOfItsLifetime(t *testing.T) {
+	p := compileYAML(t, cvatYAML) // lifetime: the default minute
+	now := time.Unix(1_800_000_000, 0)
+	p.jwt.now = func() time.Time { return now }
+	base := alice()
+	token := func() string {
+		id, err := p.For("session-1", alice2(base))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := http.Header{}
+		id.Set(h)
+		return h.Get("X-Portcullis-Assertion")
+	}
+	first := token()
+	now = now.Add(DefaultLifetime/4 - time.Second)
+	if token() != first {
+		t.Fatalf("assertion signed again before a quarter of its lifetime")
+	}
+	now = now.Add(time.Second)
+	if token() == first {
+		t.Fatalf("assertion still reused after a quarter of its lifetime")
+	}
+}
+
+func TestForIsBounded(t *testing.T) {
+	p := compileYAML(t, "headers: {X-Email: email}")
+	for i := range identityEntries + 100 {
+		if _, err := p.For(fmt.Sprintf("session-%d", i), alice()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(p.ids.m); n > identityEntries {
+		t.Fatalf("%d identities remembered, want at most %d", n, identityEntries)
+	}
+}
