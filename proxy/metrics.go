@@ -3,6 +3,7 @@ package proxy
 import (
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,17 @@ type metrics struct {
 	refreshes      *prometheus.CounterVec
 	ruleMatches    *prometheus.CounterVec
 	reloads        *prometheus.CounterVec
+
+	// The series every request feeds, resolved from their labels once
+	// (hashing the label values on every request showed in profiles).
+	requestSeries  sync.Map // requestLabels -> prometheus.Counter
+	durationSeries sync.Map // decision -> prometheus.Observer
+	ruleSeries     sync.Map // rule name -> prometheus.Counter
+}
+
+type requestLabels struct {
+	decision string
+	code     int
 }
 
 func newMetrics() *metrics {
@@ -75,11 +87,26 @@ func (m *metrics) known(cfg *Config) {
 }
 
 func (m *metrics) observe(decision string, code int, d time.Duration) {
-	m.requests.WithLabelValues(decision, strconv.Itoa(code)).Inc()
-	m.duration.WithLabelValues(decision).Observe(d.Seconds())
+	key := requestLabels{decision, code}
+	c, ok := m.requestSeries.Load(key)
+	if !ok {
+		c, _ = m.requestSeries.LoadOrStore(key, m.requests.WithLabelValues(decision, strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
+	o, ok := m.durationSeries.Load(decision)
+	if !ok {
+		o, _ = m.durationSeries.LoadOrStore(decision, m.duration.WithLabelValues(decision))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
-func (m *metrics) ruleMatched(rule string) { m.ruleMatches.WithLabelValues(rule).Inc() }
+func (m *metrics) ruleMatched(rule string) {
+	c, ok := m.ruleSeries.Load(rule)
+	if !ok {
+		c, _ = m.ruleSeries.LoadOrStore(rule, m.ruleMatches.WithLabelValues(rule))
+	}
+	c.(prometheus.Counter).Inc()
+}
 
 func (m *metrics) login(idp, result string, d time.Duration) {
 	m.logins.WithLabelValues(idp, result).Inc()
