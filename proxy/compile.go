@@ -24,6 +24,10 @@ type compiled struct {
 	rules       *rules.Set
 	roles       *rolemap.Mapper
 	pass        *attrpass.Pass
+
+	// forwardedProto and forwardedHost are the X-Forwarded-Proto and
+	// X-Forwarded-Host values of public_url, set on every upstream request.
+	forwardedProto, forwardedHost []string
 }
 
 // Check validates cfg completely without reaching the network and returns
@@ -54,6 +58,7 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	// validate has already refused anything these could fail on.
 	c.publicURL, _ = url.Parse(cfg.Server.PublicURL)
 	c.publicURL.Path = ""
+	c.forwardedProto, c.forwardedHost = []string{c.publicURL.Scheme}, []string{c.publicURL.Host}
 	c.upstreamURL, _ = url.Parse(cfg.Upstream.URL)
 	c.trusted, _ = parsePrefixes(cfg.Server.TrustedProxies)
 	for _, k := range cfg.Session.Keys {

@@ -37,8 +37,10 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	}
 	pr.SetXForwarded()
-	pr.Out.Header.Set("X-Forwarded-Proto", h.publicURL.Scheme)
-	pr.Out.Header.Set("X-Forwarded-Host", h.publicURL.Host)
+	// Prepared once (compile.go) and shared by every request: never
+	// modified in place.
+	pr.Out.Header["X-Forwarded-Proto"] = h.forwardedProto
+	pr.Out.Header["X-Forwarded-Host"] = h.forwardedHost
 	h.dropOwnCookies(pr.Out.Header)
 
 	// Injected last, after the hop-by-hop headers (and whatever a client's
@@ -64,21 +66,37 @@ func (h *Handler) dropOwnCookies(hdr http.Header) {
 	if !own {
 		return
 	}
-	var kept []string
-	for _, line := range lines {
-		for _, part := range strings.Split(line, ";") {
-			part = strings.TrimSpace(part)
-			name, _, _ := strings.Cut(part, "=")
-			if part != "" && !h.cookies.Owns(name) {
-				kept = append(kept, part)
-			}
-		}
-	}
-	if len(kept) == 0 {
+	// The other cookies, in order, as one line: measured, then written
+	// into one string.
+	size := 0
+	h.otherCookies(lines, func(part string) { size += len(part) + len("; ") })
+	if size == 0 {
 		delete(hdr, "Cookie")
 		return
 	}
-	hdr["Cookie"] = []string{strings.Join(kept, "; ")}
+	var kept strings.Builder
+	kept.Grow(size)
+	h.otherCookies(lines, func(part string) {
+		if kept.Len() > 0 {
+			kept.WriteString("; ")
+		}
+		kept.WriteString(part)
+	})
+	hdr["Cookie"] = []string{kept.String()}
+}
+
+// otherCookies calls f with each name=value of the Cookie lines that is not
+// one of the proxy's own cookies.
+func (h *Handler) otherCookies(lines []string, f func(string)) {
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			part = strings.TrimSpace(part)
+			name, _, _ := strings.Cut(part, "=")
+			if part != "" && !h.cookies.Owns(name) {
+				f(part)
+			}
+		}
+	}
 }
 
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
