@@ -12,9 +12,10 @@ import (
 // outcome is what one request came to, beyond its decision: serve fills it
 // in as it learns the rule and the user, and the access line reports it.
 type outcome struct {
-	rule string
-	idp  string
-	user string
+	rule   string
+	idp    string
+	user   string
+	client string // the client address as text, once the rules have it
 }
 
 // setUser records who the request is from: the email, else the subject.
@@ -49,6 +50,10 @@ func (h *Handler) logRequest(r *http.Request, id, decision string, rec *statusRe
 	if len(path) > maxLoggedPath {
 		path = path[:maxLoggedPath]
 	}
+	client := o.client
+	if client == "" {
+		client = h.clientAddr(r).String()
+	}
 	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("log", logAccess),
 		slog.String("method", r.Method),
@@ -61,7 +66,7 @@ func (h *Handler) logRequest(r *http.Request, id, decision string, rec *statusRe
 		slog.Float64("duration_seconds", d.Seconds()),
 		slog.Int64("bytes", rec.bytes),
 		slog.String("request_id", id),
-		slog.String("client", h.clientAddr(r).String()),
+		slog.String("client", client),
 	)
 	// A refusal by a rule is a security event of its own, besides its access line.
 	if (decision == decisionDenied || decision == decisionForbidden) && !h.isAuthPath(r.URL.Path) {

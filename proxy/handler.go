@@ -92,6 +92,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	}
 
 	req := rules.NewRequest(r, path, h.clientAddr(r))
+	o.client = req.Source
 	rule := h.rules.Match(req)
 	h.metrics.ruleMatched(rule.Name)
 	o.rule = rule.Name
