@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -54,7 +55,7 @@ func (h *Handler) logRequest(r *http.Request, id, decision string, rec *statusRe
 	if client == "" {
 		client = h.clientAddr(r).String()
 	}
-	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+	h.accessLine(r.Context(),
 		slog.String("log", logAccess),
 		slog.String("method", r.Method),
 		slog.String("path", path),
@@ -74,6 +75,20 @@ func (h *Handler) logRequest(r *http.Request, id, decision string, rec *statusRe
 			slog.String("rule", o.rule), slog.String("idp", o.idp), slog.String("user", o.user),
 			slog.String("method", r.Method), slog.String("path", path), slog.Int("status", rec.status()))
 	}
+}
+
+// accessLine hands the access line to the log's handler as a record with
+// no source position: Logger.LogAttrs would capture the caller's program
+// counter (runtime.Callers) on every request for a source the line never
+// shows.
+func (h *Handler) accessLine(ctx context.Context, attrs ...slog.Attr) {
+	handler := h.log.Handler()
+	if !handler.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	rec := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+	rec.AddAttrs(attrs...)
+	_ = handler.Handle(ctx, rec) // a log line that cannot be written has nowhere to be reported
 }
 
 // audit writes an audit line: logins and their failures, logouts, refusals.

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/internal/logging"
 	"github.com/portcullis-proxy/portcullis/proxy"
 )
 
@@ -105,7 +106,7 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	// Access lines come one per request: batched, they cost one write(2)
 	// per batch instead of one per request.
-	out := newLineWriter(stderr)
+	out := logging.NewLineWriter(stderr)
 	defer out.Close()
 	log, err := newLogger(out, *format, *level)
 	if err != nil {
@@ -144,7 +145,8 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		// slog's JSON, formatted cheaper for the access line.
+		return slog.New(logging.NewJSONHandler(w, lv)), nil
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}

@@ -1,7 +1,8 @@
 // Command profproxy is portcullis serve with net/http/pprof on a separate
 // loopback listener, for profiling the proxy under the load run's load
 // (test/bench/run.sh with PROFILE=1). It logs as `portcullis serve` does by
-// default (JSON at info, to stderr), so the profile counts the access log.
+// default (JSON at info, batched to stderr), so the profile counts the
+// access log.
 // It is never shipped.
 package main
 
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/internal/logging"
 	"github.com/portcullis-proxy/portcullis/proxy"
 )
 
@@ -34,7 +36,9 @@ func main() {
 	go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	out := logging.NewLineWriter(os.Stderr)
+	defer out.Close()
+	logger := slog.New(logging.NewJSONHandler(out, slog.LevelInfo))
 	if err := proxy.Run(ctx, cfg, proxy.ServeOptions{Log: logger, Grace: time.Second, ConfigPath: *path}); err != nil {
 		log.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package logging
 
 import (
 	"bytes"
@@ -29,7 +29,7 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 
 func TestLineWriterKeepsEveryLineWholeAndInOrder(t *testing.T) {
 	var out lockedBuffer
-	lw := newLineWriter(&out)
+	lw := NewLineWriter(&out)
 	const writers, lines = 8, 2000
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -68,7 +68,7 @@ func TestLineWriterKeepsEveryLineWholeAndInOrder(t *testing.T) {
 
 func TestLineWriterAfterCloseWritesDirectly(t *testing.T) {
 	var out lockedBuffer
-	lw := newLineWriter(&out)
+	lw := NewLineWriter(&out)
 	fmt.Fprintln(lw, "before")
 	lw.Close()
 	fmt.Fprintln(lw, "after")
@@ -79,7 +79,7 @@ func TestLineWriterAfterCloseWritesDirectly(t *testing.T) {
 
 func TestLineWriterMakesWritersWaitWhenTheOutputIsStuck(t *testing.T) {
 	out := lockedBuffer{gate: make(chan struct{})}
-	lw := newLineWriter(&out)
+	lw := NewLineWriter(&out)
 	line := strings.Repeat("y", 1023) + "\n"
 	// The first batch blocks in the gated Write; the next fills the queue.
 	wrote := make(chan int, 1)

@@ -1,4 +1,4 @@
-package main
+package logging
 
 import (
 	"io"
@@ -9,12 +9,12 @@ import (
 // writers wait, as they would on a slow stderr.
 const maxPendingLog = 1 << 20
 
-// lineWriter hands the log lines of `portcullis serve` to stderr from one
+// LineWriter hands the log lines of `portcullis serve` to stderr from one
 // goroutine, so that under load many lines go out in one write(2) instead of
 // one system call per request (the access line). Nothing waits on a timer: a
 // line is written as soon as the writer goroutine is free, so a line is
 // delayed only by the write before it. Close writes what is left.
-type lineWriter struct {
+type LineWriter struct {
 	w io.Writer
 
 	mu      sync.Mutex
@@ -25,8 +25,9 @@ type lineWriter struct {
 	done    chan struct{} // closed when the goroutine has written everything
 }
 
-func newLineWriter(w io.Writer) *lineWriter {
-	l := &lineWriter{w: w, wake: make(chan struct{}, 1), done: make(chan struct{})}
+// NewLineWriter starts writing the lines given to it to w; Close stops it.
+func NewLineWriter(w io.Writer) *LineWriter {
+	l := &LineWriter{w: w, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	l.drained = sync.NewCond(&l.mu)
 	go l.run()
 	return l
@@ -34,7 +35,7 @@ func newLineWriter(w io.Writer) *lineWriter {
 
 // Write queues p, which slog hands over as one whole line, and returns at
 // once unless maxPendingLog bytes are already waiting.
-func (l *lineWriter) Write(p []byte) (int, error) {
+func (l *LineWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	for len(l.pending) >= maxPendingLog && !l.closed {
 		l.drained.Wait()
@@ -54,7 +55,7 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (l *lineWriter) run() {
+func (l *LineWriter) run() {
 	defer close(l.done)
 	var spare []byte
 	for range l.wake {
@@ -75,7 +76,7 @@ func (l *lineWriter) run() {
 
 // Close writes every line still waiting; lines written after it go straight
 // to the underlying writer.
-func (l *lineWriter) Close() error {
+func (l *LineWriter) Close() error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
