@@ -119,8 +119,8 @@ func (c *identities) put(session string, id *Identity) {
 
 // sameProfile reports whether b is the profile a was copied from. Sessions
 // opened from the same cookie share their slices and claims, so the usual
-// case costs a few comparisons of equal pointers; a claims map that is not
-// the very same counts as different (the identity is then computed again).
+// case costs a few comparisons of equal pointers; claims decoded afresh (a
+// re-sealed cookie, the Redis store) are compared in depth.
 func sameProfile(a, b *idp.Profile) bool {
 	return a.IdP == b.IdP && a.Sub == b.Sub && a.Email == b.Email && a.EmailVerified == b.EmailVerified &&
 		a.Username == b.Username && a.FirstName == b.FirstName && a.LastName == b.LastName && a.Name == b.Name &&
@@ -131,7 +131,7 @@ func sameMap(a, b map[string]any) bool {
 	if len(a) == 0 || len(b) == 0 {
 		return len(a) == len(b)
 	}
-	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() || reflect.DeepEqual(a, b)
 }
 
 // readsClock reports whether an expression calls now(): its value then

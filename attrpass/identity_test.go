@@ -41,9 +41,19 @@ func TestForRemembersASessionsIdentity(t *testing.T) {
 	p := compileYAML(t, "headers: {X-Email: email, X-Groups: 'join(groups, \",\")'}")
 	base := alice()
 	first, _ := p.For("session-1", base)
-	again, _ := p.For("session-1", alice2(base))
-	if first != again {
-		t.Fatalf("the same session with the same profile was computed again")
+	cases := []struct {
+		name string
+		prof *idp.Profile
+	}{
+		{"opened from the same cookie", alice2(base)},
+		{"decoded afresh, equal", alice()},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if again, _ := p.For("session-1", tc.prof); again != first {
+				t.Fatalf("the same session with the same profile was computed again")
+			}
+		})
 	}
 }
 
@@ -66,6 +76,7 @@ func TestForComputesAgainWhenTheProfileChanged(t *testing.T) {
 		{"a refresh that adds a group", func(p *idp.Profile) { p.Groups = []string{"cvat-admins", "annotators"} }, "X-Groups", "cvat-admins,annotators"},
 		{"a new email", func(p *idp.Profile) { p.Email = "alice@new.example.com" }, "X-Email", "alice@new.example.com"},
 		{"claims that are not the same map", func(p *idp.Profile) { p.Claims = map[string]any{"dept": "r&d"} }, "X-Email", "alice@example.com"},
+		{"other claims", func(p *idp.Profile) { p.Claims = map[string]any{"dept": "sales"} }, "X-Email", "alice@example.com"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
