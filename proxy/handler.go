@@ -62,8 +62,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
 	id := h.requestID(r)
 	dropSpellings(r.Header, requestIDHeader)
-	r.Header.Set(requestIDHeader, id) // passed upstream
-	w.Header().Set(requestIDHeader, id)
+	ids := []string{id}             // read by both, never modified
+	r.Header[requestIDHeader] = ids // passed upstream
+	w.Header()[requestIDHeader] = ids
 	rec := &statusRecorder{ResponseWriter: w}
 	var o outcome
 	decision := h.serve(rec, r, &o)
