@@ -25,7 +25,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/portcullis-proxy/portcullis/internal/logging"
 	"github.com/portcullis-proxy/portcullis/proxy"
 )
 
@@ -106,7 +105,7 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	// Access lines come one per request: batched, they cost one write(2)
 	// per batch instead of one per request.
-	out := logging.NewLineWriter(stderr)
+	out := NewLineWriter(stderr)
 	defer out.Close()
 	log, err := newLogger(out, *format, *level)
 	if err != nil {
@@ -145,8 +144,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "json":
-		// slog's JSON, formatted cheaper for the access line.
-		return slog.New(logging.NewJSONHandler(w, lv)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}

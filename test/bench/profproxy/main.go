@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"log"
@@ -18,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/portcullis-proxy/portcullis/internal/logging"
 	"github.com/portcullis-proxy/portcullis/proxy"
 )
 
@@ -36,9 +36,11 @@ func main() {
 	go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	out := logging.NewLineWriter(os.Stderr)
-	defer out.Close()
-	logger := slog.New(logging.NewJSONHandler(out, slog.LevelInfo))
+	// Buffered like `portcullis serve`'s batching line writer, so that the
+	// profile is not of one write(2) per access line.
+	out := bufio.NewWriterSize(os.Stderr, 64<<10)
+	defer out.Flush()
+	logger := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := proxy.Run(ctx, cfg, proxy.ServeOptions{Log: logger, Grace: time.Second, ConfigPath: *path}); err != nil {
 		log.Fatal(err)
 	}
