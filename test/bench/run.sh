@@ -11,7 +11,9 @@
 # same load, interleaved, for several rounds. It prints the medians and the
 # ratio portcullis/bare of:
 #
-#   auth      GET with the session cookie: req/s and p99 latency
+#   auth      GET with the session cookie: req/s and p99 latency, also
+#             through a second portcullis with session.store redis (its
+#             own redis-server, installed from Debian if missing)
 #   bypass    GET /api/... with Basic credentials, passed by rule: req/s
 #   upload    one 1 GiB upload (authenticated): MiB/s, and portcullis's RSS growth
 #   download  one 1 GiB download (authenticated): MiB/s, and RSS growth
@@ -56,6 +58,11 @@ PROXY_ADDR=127.0.0.1:$((PORT_BASE + 3))
 ADMIN_ADDR=127.0.0.1:$((PORT_BASE + 4))
 PPROF_ADDR=127.0.0.1:$((PORT_BASE + 5))
 OIDC_PORT=$((PORT_BASE + 6))
+# The same proxy with session.store redis, and its Redis (PORT_BASE + 7 is
+# the bare proxy's pprof with PROFILE=1).
+REDIS_PROXY_ADDR=127.0.0.1:$((PORT_BASE + 8))
+REDIS_ADMIN_ADDR=127.0.0.1:$((PORT_BASE + 9))
+REDIS_PORT=$((PORT_BASE + 10))
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -65,6 +72,11 @@ if [ "$LOADGEN" != go ] && ! command -v wrk >/dev/null; then
 	echo "installing wrk..."
 	{ as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends wrk; } >/dev/null 2>&1 ||
 		echo "could not install wrk; using the Go load generator"
+fi
+if ! command -v redis-server >/dev/null; then
+	echo "installing redis-server..."
+	{ as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends redis-server; } >/dev/null 2>&1 ||
+		echo "could not install redis-server; the Redis store is not measured"
 fi
 if [ "$LOADGEN" = wrk ] || { [ "$LOADGEN" = auto ] && command -v wrk >/dev/null; }; then
 	LOADGEN=wrk
@@ -124,7 +136,8 @@ if command -v node >/dev/null; then
 		(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
 	fi
 	start oidc node test/oidc/provider.mjs --port "$OIDC_PORT" \
-		--redirect-uri "http://$PROXY_ADDR/.portcullis/oidc/bench/callback"
+		--redirect-uri "http://$PROXY_ADDR/.portcullis/oidc/bench/callback" \
+		--redirect-uri "http://$REDIS_PROXY_ADDR/.portcullis/oidc/bench/callback"
 	OIDC_PID=$started
 	SESSIONS=oidc
 	wait_up "http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration"
@@ -132,15 +145,24 @@ else
 	echo "node not found: sessions are minted, and logins are not measured"
 fi
 
-cat >"$work/portcullis.yaml" <<EOF
+SESSION_KEY=$("$work/portcullis" keys)
+config() { # listen admin_listen [session line...]: the benchmark's config on stdout
+	local listen=$1 admin=$2
+	shift 2
+	cat <<EOF
 server:
-  listen: "$PROXY_ADDR"
-  admin_listen: "$ADMIN_ADDR"
-  public_url: "http://$PROXY_ADDR"
+  listen: "$listen"
+  admin_listen: "$admin"
+  public_url: "http://$listen"
 upstream:
   url: "http://$UPSTREAM_ADDR"
 session:
-  keys: ["$("$work/portcullis" keys)"]
+  keys: ["$SESSION_KEY"]
+EOF
+	for line in "$@"; do
+		echo "  $line"
+	done
+	cat <<EOF
 sso:
   identity_providers:
     - id: bench
@@ -166,13 +188,29 @@ rules:
     headers: {Authorization: '^(Basic|Token|Bearer) '}
     action: bypass
 EOF
+}
+config "$PROXY_ADDR" "$ADMIN_ADDR" >"$work/portcullis.yaml"
 "$work/portcullis" check --config "$work/portcullis.yaml" >/dev/null
+# The Redis store needs real logins (mintcookie seals cookie-store sessions).
+REDIS_STORE=0
+if [ "$SESSIONS" = oidc ] && command -v redis-server >/dev/null; then
+	REDIS_STORE=1
+	config "$REDIS_PROXY_ADDR" "$REDIS_ADMIN_ADDR" "store: redis" "redis: {url: \"redis://127.0.0.1:$REDIS_PORT/0\"}" \
+		>"$work/portcullis-redis.yaml"
+	"$work/portcullis" check --config "$work/portcullis-redis.yaml" >/dev/null
+fi
 
 start upstream "$work/upstream" -listen "$UPSTREAM_ADDR"
 start bareproxy "$work/bareproxy" -listen "$BARE_ADDR" -upstream "http://$UPSTREAM_ADDR"
 BARE_PID=$started
 start portcullis "$work/portcullis" serve --config "$work/portcullis.yaml" --log-level "$LOG_LEVEL"
 PROXY_PID=$started
+if [ "$REDIS_STORE" = 1 ]; then
+	start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
+	REDIS_PID=$started
+	start portcullis-redis "$work/portcullis" serve --config "$work/portcullis-redis.yaml" --log-level "$LOG_LEVEL"
+	REDIS_PROXY_PID=$started
+fi
 wait_up "http://$UPSTREAM_ADDR/"
 wait_up "http://$BARE_ADDR/"
 if [ "$SESSIONS" = oidc ]; then
@@ -180,6 +218,7 @@ if [ "$SESSIONS" = oidc ]; then
 else
 	wait_up "http://$ADMIN_ADDR/healthz"
 fi
+[ "$REDIS_STORE" = 1 ] && wait_up "http://$REDIS_ADMIN_ADDR/readyz" # Redis answers too
 
 # session prints the Cookie header of a fresh session: a real login at the
 # OIDC provider, or a minted one.
@@ -200,14 +239,23 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://$PROXY_ADDR/tasks")
 [ "$code" = 401 ] || { echo "GET without a session: $code, want 401" >&2; exit 1; }
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Basic YTpi' "http://$PROXY_ADDR/api/tasks")
 [ "$code" = 200 ] || { echo "bypassed GET through portcullis: $code, want 200" >&2; exit 1; }
+if [ "$REDIS_STORE" = 1 ]; then
+	redis_cookie=$("$work/login" -proxy "http://$REDIS_PROXY_ADDR" -idp bench)
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $redis_cookie" "http://$REDIS_PROXY_ADDR/tasks")
+	[ "$code" = 200 ] || { echo "authenticated GET through portcullis (Redis store): $code, want 200" >&2; exit 1; }
+	code=$(curl -s -o /dev/null -w '%{http_code}' "http://$REDIS_PROXY_ADDR/tasks")
+	[ "$code" = 401 ] || { echo "GET without a session (Redis store): $code, want 401" >&2; exit 1; }
+fi
 
 cputicks() { # utime + stime of a process, in clock ticks
 	awk '{print $14 + $15}' "/proc/$1/stat"
 }
 CLK_TCK=$(getconf CLK_TCK)
 syscw() { awk '/^syscw/ {print $2}' "/proc/$1/io"; }
-addr_of() { if [ "$1" = portcullis ]; then echo "$PROXY_ADDR"; else echo "$BARE_ADDR"; fi; }
-pid_of() { if [ "$1" = portcullis ]; then echo "$PROXY_PID"; else echo "$BARE_PID"; fi; }
+# Targets: bare, portcullis (cookie store) and redis (portcullis with the
+# Redis store).
+addr_of() { case $1 in portcullis) echo "$PROXY_ADDR" ;; redis) echo "$REDIS_PROXY_ADDR" ;; *) echo "$BARE_ADDR" ;; esac; }
+pid_of() { case $1 in portcullis) echo "$PROXY_PID" ;; redis) echo "$REDIS_PROXY_PID" ;; *) echo "$BARE_PID" ;; esac; }
 
 # drive URL HEADER: one load run; prints "rps= p50_ms= p99_ms= requests="
 drive() {
@@ -232,23 +280,34 @@ drive() {
 }
 
 load() { # scenario target round header path
-	local scenario=$1 target=$2 round=$3 hdr=$4 path=$5 pid out before after n
+	local scenario=$1 target=$2 round=$3 hdr=$4 path=$5 pid out before after n extra=
 	pid=$(pid_of "$target")
 	before=$(cputicks "$pid")
 	wbefore=$(syscw "$pid")
+	[ "$target" = redis ] && rbefore=$(cputicks "$REDIS_PID")
 	out=$(drive "http://$(addr_of "$target")$path" "$hdr")
 	after=$(cputicks "$pid")
 	wafter=$(syscw "$pid")
 	n=${out##*requests=}
+	# With the Redis store, redis-server's CPU per request too: part of
+	# the cost of that store that the proxy's own CPU does not show.
+	[ "$target" = redis ] && extra=" redis_cpu_us=$((($(cputicks "$REDIS_PID") - rbefore) * 1000000 / CLK_TCK / n))"
 	# The proxy's own CPU time per request: less moved than req/s by
 	# whatever else the machine is running. And its write(2) calls per
 	# request (two for the bare proxy: upstream request, client response).
-	echo "$scenario $target $round $out cpu_us=$(((after - before) * 1000000 / CLK_TCK / n)) writes=$(awk -v w=$((wafter - wbefore)) -v n="$n" 'BEGIN { printf "%.2f", w / n }')" | tee -a "$work/results"
+	echo "$scenario $target $round $out cpu_us=$(((after - before) * 1000000 / CLK_TCK / n)) writes=$(awk -v w=$((wafter - wbefore)) -v n="$n" 'BEGIN { printf "%.2f", w / n }')$extra" | tee -a "$work/results"
 }
 
-order() { # alternate which proxy goes first, so drift in load hits both
-	if [ $(($1 % 2)) = 1 ]; then echo "bare portcullis"; else echo "portcullis bare"; fi
+order() { # round target...: the targets, reversed every other round, so drift in load hits all alike
+	local round=$1 out= target
+	shift
+	for target in "$@"; do
+		if [ $((round % 2)) = 1 ]; then out="$out $target"; else out="$target $out"; fi
+	done
+	echo $out
 }
+auth_targets="bare portcullis"
+[ "$REDIS_STORE" = 1 ] && auth_targets="$auth_targets redis"
 
 echo
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(go version | cut -d' ' -f3), load generator: $LOADGEN ($THREADS threads, $CONNS connections, $DURATION per run), sessions: $SESSIONS"
@@ -256,18 +315,25 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
 echo "== requests (${ROUNDS} rounds)"
-for target in bare portcullis; do # warm both up, unrecorded
-	DURATION=1s drive "http://$(addr_of $target)/tasks" "Cookie: $cookie" >/dev/null
+for target in $auth_targets; do # warm them up, unrecorded
+	hdr="Cookie: $cookie"
+	[ "$target" = redis ] && hdr="Cookie: $redis_cookie"
+	DURATION=1s drive "http://$(addr_of "$target")/tasks" "$hdr" >/dev/null
 done
 for round in $(seq "$ROUNDS"); do
 	# A fresh login each round, as a browser's cookie would be: one sealed
 	# more than a minute ago gets re-sealed on every request by a client
 	# that, unlike a browser, never stores the new one.
 	cookie=$(session)
-	for target in $(order "$round"); do
-		load auth "$target" "$round" "Cookie: $cookie" /tasks
+	# The Redis store's session comes from a login through its own proxy:
+	# one lookup in Redis per request.
+	[ "$REDIS_STORE" = 1 ] && redis_cookie=$("$work/login" -proxy "http://$REDIS_PROXY_ADDR" -idp bench)
+	for target in $(order "$round" $auth_targets); do
+		hdr="Cookie: $cookie"
+		[ "$target" = redis ] && hdr="Cookie: $redis_cookie"
+		load auth "$target" "$round" "$hdr" /tasks
 	done
-	for target in $(order $((round + 1))); do
+	for target in $(order $((round + 1)) bare portcullis); do
 		load bypass "$target" "$round" "Authorization: Basic YTpi" /api/tasks
 	done
 done
@@ -277,7 +343,7 @@ echo "== streaming $((STREAM_BYTES >> 20)) MiB (${STREAM_ROUNDS} rounds)"
 for round in $(seq "$STREAM_ROUNDS"); do
 	cookie=$(session)
 	for mode in upload download; do
-		for target in $(order "$round"); do
+		for target in $(order "$round" bare portcullis); do
 			out=$("$work/stream" -url "http://$(addr_of "$target")" -mode "$mode" -bytes "$STREAM_BYTES" \
 				-pid "$(pid_of "$target")" -H "Cookie: $cookie")
 			echo "$mode $target $round $out" | tee -a "$work/results"
@@ -321,17 +387,20 @@ function median(list,   n, a, i, j, t) {
 }
 function m(s, p, k) { return median(v[s, p, k]) }
 function mark(ok) { return ok ? "ok" : "MISSED" }
-# pr(s, k): the median over rounds of portcullis/bare in the same round:
-# each pair ran back to back, so drift in the load of the machine cancels out.
-function pr(s, k,   list, r) {
+# pr(s, k[, p]): the median over rounds of p/bare in the same round (p is
+# portcullis unless given): each pair ran close together, so drift in the
+# load of the machine cancels out.
+function pr(s, k, p,   list, r) {
+	if (p == "") p = "portcullis"
 	list = ""
 	for (r = 1; r <= rounds[s]; r++)
-		if (x[s, "bare", r, k] > 0 && (s, "portcullis", r, k) in x) list = list " " x[s, "portcullis", r, k] / x[s, "bare", r, k]
+		if (x[s, "bare", r, k] > 0 && (s, p, r, k) in x) list = list " " x[s, p, r, k] / x[s, "bare", r, k]
 	return median(list)
 }
 {
 	for (i = 4; i <= NF; i++) { split($i, kv, "="); v[$1, $2, kv[1]] = v[$1, $2, kv[1]] " " kv[2]; x[$1, $2, $3, kv[1]] = kv[2] }
 	seen[$1] = 1
+	if ($2 == "redis") seen_redis = 1
 	if ($3 > rounds[$1]) rounds[$1] = $3
 }
 END {
@@ -343,6 +412,8 @@ END {
 			p = t ? "portcullis" : "bare"
 			printf "%-9s %-11s %10.0f %9.3f %9.3f %9.0f µs\n", s, p, m(s, p, "rps"), m(s, p, "p50_ms"), m(s, p, "p99_ms"), m(s, p, "cpu_us")
 		}
+		if (s == "auth" && seen_redis)
+			printf "%-9s %-11s %10.0f %9.3f %9.3f %9.0f µs  (+ %.0f µs in redis-server)\n", s, "redis", m(s, "redis", "rps"), m(s, "redis", "p50_ms"), m(s, "redis", "p99_ms"), m(s, "redis", "cpu_us"), m(s, "redis", "redis_cpu_us")
 	}
 	printf "\n%-9s %-11s %10s %16s\n", "stream", "proxy", "MiB/s", "RSS growth MiB"
 	for (si = 1; si <= 2; si++) {
@@ -368,6 +439,10 @@ END {
 	printf "%-48s %6.2f   <= 1.20 %s\n", "authenticated GET, p99 latency", r, mark(r <= 1.2)
 	r = pr("bypass", "rps")
 	printf "%-48s %6.2f   >= 0.95 %s\n", "bypassed GET (Basic auth to /api/), req/s", r, mark(r >= 0.95)
+	if (seen_redis) {
+		printf "%-48s %6.2f   (session.store redis; cookie store %.2f)\n", "authenticated GET, Redis store, req/s", pr("auth", "rps", "redis"), pr("auth", "rps")
+		printf "%-48s %6.2f   (session.store redis; cookie store %.2f)\n", "authenticated GET, Redis store, p99 latency", pr("auth", "p99_ms", "redis"), pr("auth", "p99_ms")
+	}
 	printf "%-48s %6.2f   (CPU per request)\n", "authenticated GET, proxy CPU per request", pr("auth", "cpu_us")
 	printf "%-48s %6.2f   (CPU per request)\n", "bypassed GET, proxy CPU per request", pr("bypass", "cpu_us")
 	if (seen["upload"]) {
