@@ -266,14 +266,9 @@ func (st *CookieStore) Save(w http.ResponseWriter, r *http.Request, s *Session) 
 		if i == 0 && n > 1 {
 			piece = fmt.Sprintf("%d~%s", n, piece)
 		}
-		http.SetCookie(w, st.cookie(chunkName(st.name, i), piece, maxAge))
+		http.SetCookie(w, sessionCookie(st.opts, chunkName(st.name, i), piece, maxAge))
 	}
-	present := st.present(r)
-	for i := n; i < maxChunks; i++ {
-		if present[i] {
-			http.SetCookie(w, st.cookie(chunkName(st.name, i), "", -1))
-		}
-	}
+	expireChunks(w, r, st.opts, st.name, n)
 	// Not cached here: the next request opens it once, so the cache only
 	// ever holds exactly what a cookie decodes to, sharing nothing with s.
 	return nil
@@ -282,13 +277,8 @@ func (st *CookieStore) Save(w http.ResponseWriter, r *http.Request, s *Session) 
 // Delete clears every cookie of the session present in r and revokes s's ID
 // until it would have expired anyway.
 func (st *CookieStore) Delete(w http.ResponseWriter, r *http.Request, s *Session) error {
-	present := st.present(r)
-	present[0] = true
-	for i, ok := range present {
-		if ok {
-			http.SetCookie(w, st.cookie(chunkName(st.name, i), "", -1))
-		}
-	}
+	http.SetCookie(w, sessionCookie(st.opts, st.name, "", -1))
+	expireChunks(w, r, st.opts, st.name, 1)
 	if s == nil || s.ID == "" {
 		return nil
 	}
@@ -318,27 +308,35 @@ func (st *CookieStore) Touch(w http.ResponseWriter, r *http.Request, s *Session)
 	return nil
 }
 
-// present reports which of the session's cookie names r carries; without a
-// request, all of them, so that callers clear too much rather than too little.
-func (st *CookieStore) present(r *http.Request) (p [maxChunks]bool) {
-	if r == nil {
-		for i := range p {
-			p[i] = true
-		}
-		return p
-	}
-	var j jar
-	j.collect(r.Header["Cookie"], st.name)
-	for i, c := range j.count {
-		p[i] = c > 0
-	}
-	return p
-}
-
-func (st *CookieStore) cookie(name, value string, maxAge int) *http.Cookie {
+// sessionCookie is a session cookie (or one of its chunks) as both stores
+// write it.
+func sessionCookie(o Options, name, value string, maxAge int) *http.Cookie {
 	return &http.Cookie{
 		Name: name, Value: value, Path: "/", MaxAge: maxAge,
-		HttpOnly: true, Secure: st.opts.Secure, SameSite: http.SameSiteLaxMode,
+		HttpOnly: true, Secure: o.Secure, SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// expireChunks expires the session cookies r carries from chunk from on;
+// without a request, every chunk name, so that callers clear too much rather
+// than too little.
+func expireChunks(w http.ResponseWriter, r *http.Request, o Options, name string, from int) {
+	var carried [maxChunks]bool
+	if r == nil {
+		for i := range carried {
+			carried[i] = true
+		}
+	} else {
+		var j jar
+		j.collect(r.Header["Cookie"], name)
+		for i, c := range j.count {
+			carried[i] = c > 0
+		}
+	}
+	for i := from; i < maxChunks; i++ {
+		if carried[i] {
+			http.SetCookie(w, sessionCookie(o, chunkName(name, i), "", -1))
+		}
 	}
 }
 

@@ -233,14 +233,9 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 			return fmt.Errorf("save session %s: %w", s.ID, err)
 		}
 	}
-	http.SetCookie(w, st.cookie(st.name, cookie, int(s.Expires.Sub(now)/time.Second)))
+	http.SetCookie(w, sessionCookie(st.opts, st.name, cookie, int(s.Expires.Sub(now)/time.Second)))
 	// Chunks left by the cookie store (a switch of session.store) go.
-	present := st.present(r)
-	for i := 1; i < maxChunks; i++ {
-		if present[i] {
-			http.SetCookie(w, st.cookie(chunkName(st.name, i), "", -1))
-		}
-	}
+	expireChunks(w, r, st.opts, st.name, 1)
 	return nil
 }
 
@@ -275,13 +270,8 @@ func (st *RedisStore) indexes(s *Session) []string {
 // Delete clears the session cookie and deletes s from Redis, which ends it on
 // every replica. s may be nil to only clear the cookie.
 func (st *RedisStore) Delete(w http.ResponseWriter, r *http.Request, s *Session) error {
-	present := st.present(r)
-	present[0] = true
-	for i, ok := range present {
-		if ok {
-			http.SetCookie(w, st.cookie(chunkName(st.name, i), "", -1))
-		}
-	}
+	http.SetCookie(w, sessionCookie(st.opts, st.name, "", -1))
+	expireChunks(w, r, st.opts, st.name, 1)
 	if s == nil || s.ID == "" {
 		return nil
 	}
@@ -331,24 +321,4 @@ func (st *RedisStore) Touch(w http.ResponseWriter, r *http.Request, s *Session) 
 		return fmt.Errorf("touch session %s: %w", s.ID, unavailable("write", err))
 	}
 	return nil
-}
-
-// present reports which of the session's cookie names r carries.
-func (st *RedisStore) present(r *http.Request) (p [maxChunks]bool) {
-	if r == nil {
-		return p
-	}
-	var j jar
-	j.collect(r.Header["Cookie"], st.name)
-	for i, c := range j.count {
-		p[i] = c > 0
-	}
-	return p
-}
-
-func (st *RedisStore) cookie(name, value string, maxAge int) *http.Cookie {
-	return &http.Cookie{
-		Name: name, Value: value, Path: "/", MaxAge: maxAge,
-		HttpOnly: true, Secure: st.opts.Secure, SameSite: http.SameSiteLaxMode,
-	}
 }
