@@ -1,0 +1,176 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
+)
+
+// modeReplica is one proxy's Redis store on the Redis that c describes.
+func modeReplica(t *testing.T, c RedisConfig, o Options) *RedisStore {
+	t.Helper()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	r, err := DialRedis(c)
+	if err != nil {
+		t.Fatalf("DialRedis: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	st, err := NewRedisStore(o, r)
+	if err != nil {
+		t.Fatalf("NewRedisStore: %v", err)
+	}
+	return st
+}
+
+// TestRedisStoreOnSentinelAndCluster runs the store's shared behaviour on a
+// master found through a real Sentinel and on a real 3-master Cluster, where
+// one session's keys (session hash, index sets) land on different slots.
+func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
+	modes := []struct {
+		name    string
+		cluster bool
+		config  func(t *testing.T) RedisConfig
+	}{
+		{"sentinel finds the master", false, func(t *testing.T) RedisConfig {
+			master, sentinels := redisserver.StartSentinel(t)
+			return RedisConfig{Sentinel: RedisSentinel{MasterName: master, Addrs: sentinels}, KeyPrefix: "test:"}
+		}},
+		{"cluster of three masters", true, func(t *testing.T) RedisConfig {
+			return RedisConfig{ClusterAddrs: redisserver.StartCluster(t, 3), KeyPrefix: "test:"}
+		}},
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			cfg := mode.config(t)
+			c := newClock()
+			one, two := modeReplica(t, cfg, testOptions(c)), modeReplica(t, cfg, testOptions(c))
+			ctx := context.Background()
+
+			t.Run("ping answers", func(t *testing.T) {
+				for i, st := range []*RedisStore{one, two} {
+					if err := st.Ping(ctx); err != nil {
+						t.Errorf("replica %d: Ping: %v", i+1, err)
+					}
+				}
+			})
+
+			t.Run("a session saved on one replica loads on the other and a delete ends it there", func(t *testing.T) {
+				s := New(testProfile(), idp.Tokens{RefreshToken: "rt", SID: "idp-session-1"}, testOptions(c))
+				cookies := saveTo(t, one, s)
+				got := loadFrom(t, two, cookies)
+				if got == nil || got.ID != s.ID || got.Profile.Email != "alice@example.com" || got.Tokens.RefreshToken != "rt" {
+					t.Fatalf("replica two loaded %+v, want the session replica one saved", got)
+				}
+				if err := two.Delete(httptest.NewRecorder(), request(cookies...), got); err != nil {
+					t.Fatalf("Delete: %v", err)
+				}
+				if loadFrom(t, one, cookies) != nil {
+					t.Error("replica one still has the session replica two deleted")
+				}
+			})
+
+			t.Run("index operations find and end a user's sessions across slots", func(t *testing.T) {
+				carol := testProfile()
+				carol.Sub, carol.Email = "u-carol", "carol@example.com"
+				// Several sessions, each with its own sid index, so that the
+				// session hashes and index sets spread over the slots.
+				var all [][]*http.Cookie
+				for i := range 6 {
+					s := New(carol, idp.Tokens{SID: fmt.Sprintf("carol-sid-%d", i)}, testOptions(c))
+					all = append(all, saveTo(t, one, s))
+				}
+				if mode.cluster {
+					// The test means something only when one user's keys
+					// are not all in one slot.
+					s := New(carol, idp.Tokens{SID: "carol-sid-0"}, testOptions(c))
+					keys := append([]string{one.sessionKey(s.ID)}, one.indexes(s)...)
+					slots := map[int64]bool{}
+					for _, k := range keys {
+						slot, err := one.redis.client.ClusterKeySlot(ctx, k).Result()
+						if err != nil {
+							t.Fatalf("CLUSTER KEYSLOT %s: %v", k, err)
+						}
+						slots[slot] = true
+					}
+					if len(slots) < 2 {
+						t.Fatalf("keys %q share one slot; the test needs them spread", keys)
+					}
+				}
+				list, err := two.ListByEmail(ctx, "Carol@Example.com")
+				if err != nil || len(list) != 6 {
+					t.Fatalf("ListByEmail = %d sessions, %v; want 6", len(list), err)
+				}
+				if n, err := two.RevokeUser(ctx, "company", carol.Sub, "carol-sid-0", c.Now()); err != nil || n != 1 {
+					t.Fatalf("RevokeUser by sid = %d, %v; want 1", n, err)
+				}
+				if loadFrom(t, one, all[0]) != nil || loadFrom(t, one, all[1]) == nil {
+					t.Error("revoking carol-sid-0 must end that IdP session's session only")
+				}
+				if n, err := two.RevokeByEmail(ctx, "carol@example.com"); err != nil || n != 5 {
+					t.Fatalf("RevokeByEmail = %d, %v; want the 5 left", n, err)
+				}
+				for i, cs := range all {
+					if loadFrom(t, one, cs) != nil {
+						t.Errorf("session %d outlived RevokeByEmail", i)
+					}
+				}
+				if list, err := one.ListByEmail(ctx, "carol@example.com"); err != nil || len(list) != 0 {
+					t.Errorf("ListByEmail after revoke = %+v, %v; want none", list, err)
+				}
+				dave := testProfile()
+				dave.Sub, dave.Email = "u-dave", "dave@example.com"
+				d := saveTo(t, two, New(dave, idp.Tokens{}, testOptions(c)))
+				if n, err := one.RevokeUser(ctx, "company", dave.Sub, "", c.Now()); err != nil || n != 1 || loadFrom(t, two, d) != nil {
+					t.Errorf("RevokeUser by sub = %d, %v; want 1 and the session gone", n, err)
+				}
+			})
+
+			t.Run("marks and failure counts are shared", func(t *testing.T) {
+				until := c.Now().Add(time.Minute)
+				if first, err := one.Redis().MarkOnce(ctx, "state-1", until); err != nil || !first {
+					t.Fatalf("first MarkOnce = %v, %v; want true", first, err)
+				}
+				if first, err := two.Redis().MarkOnce(ctx, "state-1", until); err != nil || first {
+					t.Errorf("MarkOnce on the other replica = %v, %v; want false", first, err)
+				}
+				for i := 1; i <= 2; i++ {
+					if n, _, err := []*RedisStore{one, two}[i-1].Redis().CountFailure(ctx, "user:carol", time.Minute); err != nil || n != int64(i) {
+						t.Fatalf("CountFailure %d = %d, %v", i, n, err)
+					}
+				}
+				if n, ttl, err := one.Redis().Failures(ctx, "user:carol"); err != nil || n != 2 || ttl <= 0 {
+					t.Errorf("Failures = %d, %s, %v; want 2 in a running window", n, ttl, err)
+				}
+			})
+
+			t.Run("a refresh runs on one replica and the other gets its outcome", func(t *testing.T) {
+				s := New(testProfile(), idp.Tokens{RefreshToken: "rt-1"}, testOptions(c))
+				saveTo(t, one, s)
+				loaded, err := one.get(ctx, s.ID)
+				if err != nil || loaded == nil {
+					t.Fatalf("get: %v, %v", loaded, err)
+				}
+				rotate := func() RefreshOutcome {
+					next := *loaded
+					next.Tokens.RefreshToken = "rt-2"
+					return RefreshOutcome{Session: &next}
+				}
+				if _, ran, err := one.RefreshOnce(ctx, loaded, time.Minute, time.Second, rotate); err != nil || !ran {
+					t.Fatalf("first RefreshOnce: ran %v, %v", ran, err)
+				}
+				out, ran, err := two.RefreshOnce(ctx, loaded, time.Minute, time.Second, rotate)
+				if err != nil || ran || out.Session == nil || out.Session.Tokens.RefreshToken != "rt-2" {
+					t.Errorf("second RefreshOnce: ran %v, %+v, %v; want the first one's outcome", ran, out, err)
+				}
+			})
+		})
+	}
+}
