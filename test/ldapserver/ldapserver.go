@@ -20,7 +20,6 @@
 package ldapserver
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
@@ -34,6 +33,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // The directory's suffix and accounts.
@@ -90,7 +91,7 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	logs *lockedBuffer
+	logs *process.Output
 }
 
 // Start builds a configuration in a temporary directory, runs slapd and
@@ -104,9 +105,9 @@ func Start(t testing.TB, o Options) *Server {
 			t.Fatalf("ldapserver: %s not found (%v): install Debian's slapd and ldap-utils (test/run.sh does)", tool, err)
 		}
 	}
-	s := &Server{t: t, Port: o.Port, dir: t.TempDir(), logs: &lockedBuffer{}}
+	s := &Server{t: t, Port: o.Port, dir: t.TempDir(), logs: &process.Output{}}
 	if s.Port == 0 {
-		s.Port = freePort(t)
+		s.Port = process.FreePort(t)
 	}
 	s.URL = "ldap://127.0.0.1:" + strconv.Itoa(s.Port)
 
@@ -118,7 +119,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	config := configLDIF(s.dir)
 	if o.TLS {
-		s.tlsPort = freePort(t)
+		s.tlsPort = process.FreePort(t)
 		s.LDAPSURL = "ldaps://127.0.0.1:" + strconv.Itoa(s.tlsPort)
 		var certFile, keyFile string
 		s.CAFile, certFile, keyFile = writeCertificates(t, s.dir)
@@ -225,24 +226,6 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
 	s.start()
-}
-
-// lockedBuffer collects slapd's output, written from exec's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // UserDN is the DN of a user of the default tree under ou=people.
@@ -411,14 +394,4 @@ func lookPath(name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: not in PATH, /usr/sbin or /usr/bin", name)
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("ldapserver: free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

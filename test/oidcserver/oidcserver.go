@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -26,6 +25,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // Built-in users and their passwords.
@@ -116,7 +117,7 @@ type Server struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stderr *lockedBuffer
+	stderr *process.Output
 	done   chan struct{}
 }
 
@@ -216,7 +217,7 @@ func (s *Server) start() {
 		s.t.Fatalf("oidcserver: %v", err)
 	}
 	if s.stderr == nil {
-		s.stderr = &lockedBuffer{}
+		s.stderr = &process.Output{}
 	}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
@@ -290,15 +291,7 @@ func (s *Server) RotateKeys() {
 
 // FreePort returns a loopback port that was free a moment ago, for a provider
 // whose URL must be known before it starts.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("oidcserver: free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func FreePort(t testing.TB) int { return process.FreePort(t) }
 
 // Login is a browser logging in: it GETs startURL (following redirects with
 // client's cookie jar), and when that lands on the provider's login form it
@@ -409,22 +402,4 @@ func repoRoot(t testing.TB) string {
 	}
 	t.Fatalf("oidcserver: cannot find test/oidc/provider.mjs above %v", starts)
 	return ""
-}
-
-// lockedBuffer collects the provider's stderr while tests read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

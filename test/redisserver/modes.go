@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // StartSentinel runs a master (a Server) and one sentinel monitoring it on
@@ -21,7 +23,7 @@ func StartSentinel(t testing.TB) (masterName string, sentinelAddrs []string) {
 	master := Start(t)
 	masterName = "portcullis-test"
 	dir := t.TempDir()
-	port := freePort(t)
+	port := process.FreePort(t)
 	conf := filepath.Join(dir, "sentinel.conf")
 	// A sentinel rewrites its config file, so it lives in the temp dir.
 	host, masterPort, _ := net.SplitHostPort(master.Addr)
@@ -53,7 +55,7 @@ func StartCluster(t testing.TB, n int) []string {
 	dir := t.TempDir()
 	addrs := make([]string, n)
 	for i := range addrs {
-		port, busPort := freePort(t), freePort(t)
+		port, busPort := process.FreePort(t), process.FreePort(t)
 		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		// An explicit cluster-port: the default, port+10000, may be taken
 		// or beyond 65535 for a random free port.
@@ -90,7 +92,7 @@ func startProcess(t testing.TB, what string, args []string) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redisserver: redis-server is not installed (apt-get install redis-server): %v", err)
 	}
-	var output lockedBuffer
+	var output process.Output
 	cmd := exec.Command("redis-server", args...)
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Start(); err != nil {

@@ -4,13 +4,14 @@
 package redisserver
 
 import (
-	"bytes"
 	"net"
 	"os/exec"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // Server is a running redis-server.
@@ -25,7 +26,7 @@ type Server struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	done   chan struct{}
-	output lockedBuffer
+	output process.Output
 }
 
 // Start runs redis-server on a free loopback port and stops it when the test
@@ -35,7 +36,7 @@ func Start(t testing.TB) *Server {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redisserver: redis-server is not installed (apt-get install redis-server): %v", err)
 	}
-	s := &Server{t: t, port: freePort(t)}
+	s := &Server{t: t, port: process.FreePort(t)}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	s.URL = "redis://" + s.Addr + "/0"
 	t.Cleanup(func() {
@@ -124,32 +125,4 @@ func (s *Server) Restart() {
 func (s *Server) Start() {
 	s.t.Helper()
 	s.start()
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("redisserver: free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// lockedBuffer collects redis-server's output while tests read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
