@@ -13,10 +13,11 @@ import (
 // outcome is what one request came to, beyond its decision: serve fills it
 // in as it learns the rule and the user, and the access line reports it.
 type outcome struct {
-	rule   string
-	idp    string
-	user   string
-	client string // the client address as text, once the rules have it
+	requestID []string // X-Request-Id, as passed upstream and returned
+	rule      string
+	idp       string
+	user      string
+	client    string // the client address as text, once the rules have it
 }
 
 // setUser records who the request is from: the email, else the subject.

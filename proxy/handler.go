@@ -60,13 +60,10 @@ const (
 // Roles were mapped (rolemap) when the session was made, at login.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
-	id := h.requestID(r)
-	dropSpellings(r.Header, requestIDHeader)
-	ids := []string{id}             // read by both, never modified
-	r.Header[requestIDHeader] = ids // passed upstream
-	w.Header()[requestIDHeader] = ids
+	id := h.requestID(r)                  // read before the strip: a trusted proxy's ID is kept
+	o := outcome{requestID: []string{id}} // shared by request and response, never modified
+	w.Header()[requestIDHeader] = o.requestID
 	rec := &statusRecorder{ResponseWriter: w}
-	var o outcome
 	decision := h.serve(rec, r, &o)
 	elapsed := h.now().Sub(start)
 	h.metrics.observe(decision, rec.status(), elapsed)
@@ -79,6 +76,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	h.pass.Strip(r.Header)
 	stripUpgrade(r.Header)
 	dropConnectionListed(r.Header)
+	r.Header[requestIDHeader] = o.requestID // the proxy's own, once every client spelling is gone
 
 	// Rules and the upstream see one and the same path (SPEC invariant 4).
 	path, err := rules.CleanPath(requestPath(r))

@@ -51,34 +51,3 @@ func validRequestID(id string) bool {
 	}
 	return true
 }
-
-// dropSpellings removes every other spelling of the canonical header name
-// (x_request_id, X.Request.Id): the upstream may read them as the same header,
-// so only the proxy's own may reach it. It allocates nothing.
-func dropSpellings(h http.Header, canonical string) {
-	for k := range h {
-		if k != canonical && len(k) == len(canonical) && sameHeaderName(k, canonical) {
-			delete(h, k)
-		}
-	}
-}
-
-// sameHeaderName compares names case-insensitively with '_' and '.' read as '-'.
-func sameHeaderName(a, b string) bool {
-	for i := 0; i < len(a); i++ {
-		if fold(a[i]) != fold(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func fold(c byte) byte {
-	switch {
-	case c == '_' || c == '.':
-		return '-'
-	case 'A' <= c && c <= 'Z':
-		return c + 'a' - 'A'
-	}
-	return c
-}
