@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
@@ -203,6 +204,15 @@ func BenchmarkPipeline(b *testing.B) {
 				b.Fatal(err)
 			}
 			identity.Set(out)
+		}
+	})
+	b.Run("access_line", func(b *testing.B) {
+		r := br.make()
+		rec := &statusRecorder{ResponseWriter: &discardWriter{h: http.Header{}}, code: http.StatusOK, bytes: 512}
+		o := outcome{rule: "default", idp: "company", user: "alice@example.com", client: "203.0.113.7"}
+		b.ReportAllocs()
+		for b.Loop() {
+			h.logRequest(r, "0123456789abcdef0123456789abcdef", decisionAuthenticated, rec, &o, time.Now(), 1234567*time.Nanosecond)
 		}
 	})
 	b.Run("client_addr", func(b *testing.B) {

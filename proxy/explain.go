@@ -100,7 +100,7 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 		return nil, fmt.Errorf("role mapping: %w", err)
 	}
 	profile.Roles, e.Roles = roles, roles
-	ok, err := rule.Allow(&rules.Env{Profile: *profile, Request: req, Now: time.Now()})
+	ok, err := rule.Allow(profile, req, time.Now())
 	if !ok {
 		e.Decision, e.Reason = decisionForbidden, "403: allow_if is false"
 		if err != nil {

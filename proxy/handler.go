@@ -21,20 +21,22 @@ import (
 // ServeHTTP.
 type Handler struct {
 	*compiled
-	sessions  session.Store
-	flows     *session.Flows
-	cookies   session.Options
-	providers map[string]*provider
-	order     []*provider // as configured, for the login pages
-	upstream  *httputil.ReverseProxy
-	auth      http.Handler // the endpoints under server.auth_prefix
-	pages     *pages
-	metrics   *metrics
-	log       *slog.Logger
-	now       func() time.Time
-	idpStop   map[string]context.CancelFunc // ends each provider's background work (reload.go)
-	refresher *refresher                    // renews sessions at the IdP (refresh.go)
-	passwords *passwordLogins               // LDAP failure limits and Basic auth cache (ldap.go)
+	sessions   session.Store
+	flows      *session.Flows
+	cookies    session.Options
+	providers  map[string]*provider
+	order      []*provider // as configured, for the login pages
+	upstream   *httputil.ReverseProxy
+	auth       http.Handler // the endpoints under server.auth_prefix
+	pages      *pages
+	metrics    *metrics
+	ruleSeries *ruleSeries // rule_matches_total of this config's rules
+	log        *slog.Logger
+	accessLog  slog.Handler // log with "log":"access" (accesslog.go)
+	now        func() time.Time
+	idpStop    map[string]context.CancelFunc // ends each provider's background work (reload.go)
+	refresher  *refresher                    // renews sessions at the IdP (refresh.go)
+	passwords  *passwordLogins               // LDAP failure limits and Basic auth cache (ldap.go)
 	// redis is the Redis replicas share, nil with the cookie store (redis.go).
 	redis *session.Redis
 	// logoutTokens marks the jti of back-channel logout tokens used (backchannel.go).
@@ -65,9 +67,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()[requestIDHeader] = o.requestID
 	rec := &statusRecorder{ResponseWriter: w}
 	decision := h.serve(rec, r, &o)
-	elapsed := h.now().Sub(start)
-	h.metrics.observe(decision, rec.status(), elapsed)
-	h.logRequest(r, id, decision, rec, &o, elapsed)
+	end := h.now()
+	h.metrics.observe(decision, rec.status(), end.Sub(start))
+	h.logRequest(r, id, decision, rec, &o, end, end.Sub(start))
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) string {
@@ -93,7 +95,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	req := rules.NewRequest(r, path, h.clientAddr(r))
 	o.client = req.Source
 	rule := h.rules.Match(req)
-	h.metrics.ruleMatched(rule.Name)
+	h.ruleSeries.matched(rule)
 	o.rule = rule.Name
 	switch rule.Action {
 	case rules.Deny:
@@ -124,7 +126,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		h.log.Warn("session touch failed", "err", err)
 	}
 
-	allowed, err := rule.Allow(&rules.Env{Profile: s.Profile, Request: req, Now: h.now()})
+	allowed, err := rule.Allow(&s.Profile, req, h.now())
 	if err != nil {
 		h.log.Warn("allow_if failed; refusing", "rule", rule.Name, "err", err)
 	}

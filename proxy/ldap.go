@@ -214,7 +214,7 @@ func (h *Handler) serveBasic(w http.ResponseWriter, r *http.Request, rule *rules
 		return decision
 	}
 	o.setUser(prof)
-	allowed, err := rule.Allow(&rules.Env{Profile: *prof, Request: req, Now: h.now()})
+	allowed, err := rule.Allow(prof, req, h.now())
 	if err != nil {
 		h.log.Warn("allow_if failed; refusing", "rule", rule.Name, "err", err)
 	}

@@ -3,11 +3,13 @@ package proxy
 import (
 	"runtime/debug"
 	"strconv"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/portcullis-proxy/portcullis/rules"
 )
 
 // metrics are the Prometheus series in SPEC.md. Labels stay bounded: rule
@@ -23,16 +25,39 @@ type metrics struct {
 	ruleMatches    *prometheus.CounterVec
 	reloads        *prometheus.CounterVec
 
-	// The series every request feeds, resolved from their labels once
-	// (hashing the label values on every request showed in profiles).
-	requestSeries  sync.Map // requestLabels -> prometheus.Counter
-	durationSeries sync.Map // decision -> prometheus.Observer
-	ruleSeries     sync.Map // rule name -> prometheus.Counter
+	// The series every request feeds, resolved from their labels ahead of
+	// time: hashing label values on every request showed in profiles.
+	byDecision [len(decisions)]decisionSeries
 }
 
-type requestLabels struct {
-	decision string
-	code     int
+// decisions are the values of the decision label, in the order of
+// decisionIndex.
+var decisions = [...]string{decisionBypass, decisionAuthenticated, decisionRedirect, decisionUnauthorized,
+	decisionForbidden, decisionDenied, decisionInternal}
+
+func decisionIndex(decision string) int {
+	switch decision {
+	case decisionBypass:
+		return 0
+	case decisionAuthenticated:
+		return 1
+	case decisionRedirect:
+		return 2
+	case decisionUnauthorized:
+		return 3
+	case decisionForbidden:
+		return 4
+	case decisionDenied:
+		return 5
+	}
+	return 6 // decisionInternal
+}
+
+// decisionSeries are the series of one decision: its duration histogram, and
+// its requests_total counter per status code, made on the code's first use.
+type decisionSeries struct {
+	duration prometheus.Observer
+	codes    [1000]atomic.Pointer[prometheus.Counter] // net/http writes codes 100-999
 }
 
 func newMetrics() *metrics {
@@ -62,13 +87,17 @@ func newMetrics() *metrics {
 	for _, result := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(result) // present from the start, so rates and alerts see 0, not nothing
 	}
+	for i, d := range decisions {
+		m.byDecision[i].duration = m.duration.WithLabelValues(d)
+	}
 	m.registry.MustRegister(m.requests, m.duration, m.upstreamErrors, m.logins, m.loginDuration,
 		m.refreshes, m.ruleMatches, m.reloads, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// known creates the series of every configured IdP and rule at zero, so a
+// known creates the series of every configured IdP at zero (rules does the
+// rules'), so a
 // dashboard or an alert sees 0 rather than nothing before the first event.
 func (m *metrics) known(cfg *Config) {
 	for _, ic := range cfg.SSO.IdentityProviders {
@@ -80,32 +109,53 @@ func (m *metrics) known(cfg *Config) {
 		}
 		m.loginDuration.WithLabelValues(ic.ID)
 	}
-	for _, rc := range cfg.Rules {
-		m.ruleMatches.WithLabelValues(rc.Name)
-	}
-	m.ruleMatches.WithLabelValues("default")
 }
 
 func (m *metrics) observe(decision string, code int, d time.Duration) {
-	key := requestLabels{decision, code}
-	c, ok := m.requestSeries.Load(key)
-	if !ok {
-		c, _ = m.requestSeries.LoadOrStore(key, m.requests.WithLabelValues(decision, strconv.Itoa(code)))
+	series := &m.byDecision[decisionIndex(decision)]
+	series.duration.Observe(d.Seconds())
+	if code < 0 || code >= len(series.codes) {
+		m.requests.WithLabelValues(decision, strconv.Itoa(code)).Inc()
+		return
 	}
-	c.(prometheus.Counter).Inc()
-	o, ok := m.durationSeries.Load(decision)
-	if !ok {
-		o, _ = m.durationSeries.LoadOrStore(decision, m.duration.WithLabelValues(decision))
+	c := series.codes[code].Load()
+	if c == nil {
+		// Two first requests may both get here; WithLabelValues gives both
+		// the same series.
+		counter := m.requests.WithLabelValues(decision, strconv.Itoa(code))
+		c = &counter
+		series.codes[code].Store(c)
 	}
-	o.(prometheus.Observer).Observe(d.Seconds())
+	(*c).Inc()
 }
 
-func (m *metrics) ruleMatched(rule string) {
-	c, ok := m.ruleSeries.Load(rule)
-	if !ok {
-		c, _ = m.ruleSeries.LoadOrStore(rule, m.ruleMatches.WithLabelValues(rule))
+// ruleSeries are the rule_matches_total counters of a rule set: by rule
+// index, then the built-in default and error rules.
+type ruleSeries struct {
+	byIndex []prometheus.Counter
+	deflt   prometheus.Counter
+	vec     *prometheus.CounterVec // for the rare "error"
+}
+
+// rules resolves the series of set's rules, creating them at zero.
+func (m *metrics) rules(set *rules.Set) *ruleSeries {
+	rs := &ruleSeries{deflt: m.ruleMatches.WithLabelValues(set.Default().Name), vec: m.ruleMatches}
+	for _, r := range set.Rules() {
+		rs.byIndex = append(rs.byIndex, m.ruleMatches.WithLabelValues(r.Name))
 	}
-	c.(prometheus.Counter).Inc()
+	return rs
+}
+
+// matched counts a request matched by r.
+func (rs *ruleSeries) matched(r *rules.Rule) {
+	switch {
+	case r.Index >= 0 && r.Index < len(rs.byIndex):
+		rs.byIndex[r.Index].Inc()
+	case r.Index < 0 && r.Name == "default":
+		rs.deflt.Inc()
+	default:
+		rs.vec.WithLabelValues(r.Name).Inc()
+	}
 }
 
 func (m *metrics) login(idp, result string, d time.Duration) {

@@ -37,6 +37,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		refresher: newRefresher(cfg.Session.Refresh),
 		metrics:   newMetrics(),
 		log:       log,
+		accessLog: accessLog(log),
 		now:       time.Now,
 		idpStop:   map[string]context.CancelFunc{},
 	}
@@ -44,6 +45,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		h.metrics = prev.metrics // one registry for the life of the process
 	}
 	h.metrics.known(cfg)
+	h.ruleSeries = h.metrics.rules(c.rules)
 	h.cookies = session.Options{
 		CookieName:  cfg.Session.CookieName,
 		Keys:        c.keys,

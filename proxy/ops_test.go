@@ -140,8 +140,8 @@ func TestAccessLineAndRequestID(t *testing.T) {
 			if b, _ := l["bytes"].(float64); b <= 0 {
 				t.Errorf("access line bytes = %v, want the body size", l["bytes"])
 			}
-			if _, ok := l["duration_seconds"].(float64); !ok {
-				t.Errorf("access line has no duration_seconds: %v", l)
+			if _, ok := l["duration_us"].(float64); !ok {
+				t.Errorf("access line has no duration_us: %v", l)
 			}
 			if c, _ := l["client"].(string); c == "" {
 				t.Errorf("access line has no client address: %v", l)

@@ -134,7 +134,9 @@ func (h *Handler) clientAddr(r *http.Request) netip.Addr {
 	return peer
 }
 
-func (h *Handler) trustedPeer(r *http.Request) bool { return h.isTrusted(peerAddr(r)) }
+func (h *Handler) trustedPeer(r *http.Request) bool {
+	return len(h.trusted) > 0 && h.isTrusted(peerAddr(r)) // no address to parse without trusted proxies
+}
 
 func (h *Handler) isTrusted(a netip.Addr) bool {
 	for _, p := range h.trusted {

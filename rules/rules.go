@@ -22,6 +22,8 @@ import (
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/vm"
+
+	"github.com/portcullis-proxy/portcullis/idp"
 )
 
 // Action is what a matched rule does with a request.
@@ -95,7 +97,7 @@ type Rule struct {
 
 type headerMatcher struct {
 	name  string // canonical
-	value *regexp.Regexp
+	value valueMatcher
 }
 
 // program is a compiled expression and whether it reads request.headers.
@@ -229,7 +231,7 @@ func compileRule(key string, c Config) (*Rule, error) {
 			bad(field, "%v", err)
 			continue
 		}
-		r.headers = append(r.headers, headerMatcher{name: http.CanonicalHeaderKey(name), value: re})
+		r.headers = append(r.headers, headerMatcher{name: http.CanonicalHeaderKey(name), value: newValueMatcher(re)})
 	}
 
 	for j, src := range c.Sources {
@@ -451,14 +453,14 @@ func (r *Rule) sourceMatches(addr netip.Addr) bool {
 	return false
 }
 
-// Allow evaluates the rule's allow_if against the logged-in user and the
-// request; true when the rule has none. An error means the expression failed
-// at run time, and the request must be refused.
-func (r *Rule) Allow(env *Env) (bool, error) {
+// Allow evaluates the rule's allow_if against the logged-in user p and the
+// request at time now; true when the rule has none. An error means the
+// expression failed at run time, and the request must be refused.
+func (r *Rule) Allow(p *idp.Profile, req *Request, now time.Time) (bool, error) {
 	if r.allowIf == nil {
-		return true, nil
+		return true, nil // and no Env to build: most rules have no allow_if
 	}
-	ok, err := r.allowIf.run(env)
+	ok, err := r.allowIf.run(&Env{Profile: *p, Request: req, Now: now})
 	if err != nil {
 		return false, fmt.Errorf("rule %s: allow_if: %w", r.Name, err)
 	}

@@ -296,7 +296,7 @@ func TestAllow(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			req := newRequest(t, tt.method, tt.path, "192.0.2.1", tt.header)
 			rule := set.Match(req)
-			got, err := rule.Allow(&Env{Profile: tt.profile, Request: req, Now: time.Now()})
+			got, err := rule.Allow(&tt.profile, req, time.Now())
 			if err != nil {
 				t.Fatalf("Allow (rule %s): %v", rule.Name, err)
 			}
@@ -310,7 +310,7 @@ func TestAllow(t *testing.T) {
 func TestAllowFailingExpressionIsAnError(t *testing.T) {
 	set := mustCompile(t, []Config{{Name: "c", Action: Authenticate, AllowIf: `claims.level > 2`}}, Authenticate)
 	req := newRequest(t, "GET", "/", "192.0.2.1", nil)
-	ok, err := set.Match(req).Allow(&Env{Profile: idp.Profile{Claims: map[string]any{"level": "high"}}, Request: req})
+	ok, err := set.Match(req).Allow(&idp.Profile{Claims: map[string]any{"level": "high"}}, req, time.Time{})
 	if err == nil || ok {
 		t.Fatalf("Allow = %v, %v; want false and an error", ok, err)
 	}

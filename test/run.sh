@@ -41,11 +41,11 @@ go vet ./...
 echo "test/run.sh: go test"
 go test -count=1 -timeout 15m "$@" ./...
 
-# Each fuzz target for a short fixed budget (about 60 s in all). A crasher
+# Each fuzz target for a short fixed budget (about 70 s in all). A crasher
 # fails the run and is written to the package's testdata/fuzz, where it stays
 # as a regression seed once committed. PORTCULLIS_FUZZTIME changes the budget.
 fuzztime="${PORTCULLIS_FUZZTIME:-10s}"
-for target in rules:FuzzCleanPath rules:FuzzMatch proxy:FuzzSafeRedirect proxy:FuzzParseConfig proxy/session:FuzzLoad; do
+for target in rules:FuzzCleanPath rules:FuzzMatch rules:FuzzValueMatcher proxy:FuzzSafeRedirect proxy:FuzzParseConfig proxy/session:FuzzLoad; do
 	pkg="${target%%:*}" fn="${target#*:}"
 	echo "test/run.sh: fuzz $fn ($fuzztime)"
 	go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "./$pkg/"
