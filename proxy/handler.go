@@ -5,8 +5,10 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -62,14 +64,22 @@ const (
 // Roles were mapped (rolemap) when the session was made, at login.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
-	id := h.requestID(r)                  // read before the strip: a trusted proxy's ID is kept
-	o := outcome{requestID: []string{id}} // shared by request and response, never modified
-	w.Header()[requestIDHeader] = o.requestID
-	rec := &statusRecorder{ResponseWriter: w}
-	decision := h.serve(rec, r, &o)
+	x := &exchange{statusRecorder: statusRecorder{ResponseWriter: w, req: r}}
+	x.id[0] = h.requestID(r) // read before the strip: a trusted proxy's ID is kept
+	x.requestID = x.id[:]    // shared by request and response, never modified
+	w.Header()[requestIDHeader] = x.requestID
+	decision := h.serve(&x.statusRecorder, r, &x.outcome)
 	end := h.now()
-	h.metrics.observe(decision, rec.status(), end.Sub(start))
-	h.logRequest(r, id, decision, rec, &o, end, end.Sub(start))
+	h.metrics.observe(decision, x.status(), end.Sub(start))
+	h.logRequest(r, x.id[0], decision, &x.statusRecorder, &x.outcome, end, end.Sub(start))
+}
+
+// exchange is the proxy's bookkeeping of one request, in one allocation: the
+// writer that records the answer, what the request came to, and its ID.
+type exchange struct {
+	statusRecorder
+	outcome
+	id [1]string
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) string {
@@ -221,7 +231,7 @@ var spoofable = []string{
 func stripUpgrade(h http.Header) {
 	// Only WebSocket upgrades pass; an h2c upgrade would let the client talk
 	// to the upstream past the proxy's request-by-request checks.
-	if up := h.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
+	if up := h["Upgrade"]; len(up) > 0 && (len(up) > 1 || !strings.EqualFold(up[0], "websocket")) {
 		delete(h, "Upgrade")
 	}
 }
@@ -280,12 +290,30 @@ func (h *Handler) forwardAs(w http.ResponseWriter, r *http.Request, session stri
 
 // statusRecorder remembers the status code and body bytes written, for
 // metrics and logs.
-// Unwrap lets http.ResponseController reach Flush and Hijack (streaming,
-// WebSockets) on the real writer.
+// Unwrap lets http.ResponseController reach Flush (streaming) on the real
+// writer; Hijack (WebSockets) goes through the recorder.
 type statusRecorder struct {
 	http.ResponseWriter
+	req   *http.Request
 	code  int
 	bytes int64
+}
+
+// Hijack hands the connection over, as the real writer does, and adds it
+// to the server's set of hijacked connections, which shutdown closes at the
+// end of the grace period.
+func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	set, ok := s.req.Context().Value(connSetKey{}).(*connSet)
+	if !ok { // a Handler served without serveOn (tests): nothing to close at shutdown
+		return c, brw, nil
+	}
+	tc := &trackedConn{Conn: c, set: set}
+	set.add(tc)
+	return tc, brw, nil
 }
 
 func (s *statusRecorder) WriteHeader(code int) {

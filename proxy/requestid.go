@@ -1,8 +1,9 @@
 package proxy
 
 import (
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
+	"math/rand/v2"
 	"net/http"
 )
 
@@ -26,10 +27,14 @@ func (h *Handler) requestID(r *http.Request) string {
 	return newRequestID()
 }
 
-// newRequestID is 16 random bytes in hex.
+// newRequestID is 16 random bytes in hex. An ID needs to be unique, not
+// secret: math/rand/v2's generator (ChaCha8, seeded by the runtime from the
+// system's randomness, one per thread) gives that at a fraction of
+// crypto/rand's cost, which showed in profiles of every request.
 func newRequestID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails; it crashes instead
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	return hex.EncodeToString(b[:])
 }
 

@@ -46,7 +46,12 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	errLog := slogErrorLog(l.log)
 	conns := &connSet{m: map[*trackedConn]struct{}{}}
 	public := &http.Server{
-		Handler:           l,
+		Handler: l,
+		// Handlers find the set of hijacked connections in every request's
+		// context (statusRecorder.Hijack).
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), connSetKey{}, conns)
+		},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -56,12 +61,11 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	errc := make(chan error, 2)
 	tls := h.cfg.Server.TLS
 	go func() {
-		ln := trackedListener{Listener: proxyLn, set: conns}
 		if tls.CertFile != "" {
-			errc <- public.ServeTLS(ln, tls.CertFile, tls.KeyFile)
+			errc <- public.ServeTLS(proxyLn, tls.CertFile, tls.KeyFile)
 			return
 		}
-		errc <- public.Serve(ln)
+		errc <- public.Serve(proxyLn)
 	}()
 	go func() { errc <- admin.Serve(adminLn) }()
 	l.log.Info("portcullis serving", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
@@ -93,8 +97,9 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	return nil
 }
 
-// connSet is every connection the public listener accepted that is still
-// open. After http.Server.Shutdown only hijacked ones (WebSockets) remain.
+// connSet is every connection of the public listener that a handler took
+// over from http.Server (WebSockets, through statusRecorder.Hijack) and that
+// is still open: http.Server.Shutdown does not wait for them, nor close them.
 type connSet struct {
 	mu sync.Mutex
 	m  map[*trackedConn]struct{}
@@ -146,24 +151,13 @@ func (s *connSet) closeAll() {
 	}
 }
 
-// trackedListener adds every connection it accepts to set.
-type trackedListener struct {
-	net.Listener
-	set *connSet
-}
+// connSetKey is the context key of the public server's connSet.
+type connSetKey struct{}
 
-func (l trackedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, set: l.set}
-	l.set.add(tc)
-	return tc, nil
-}
-
-// trackedConn leaves its set when closed, by whoever closes it: the server,
-// the reverse proxy after a WebSocket ends, or closeAll.
+// trackedConn is a hijacked connection that leaves its set when closed, by
+// whoever closes it: the reverse proxy after a WebSocket ends, or closeAll.
+// Only hijacked connections are wrapped: every other connection's reads and
+// writes go to the socket without an extra call.
 type trackedConn struct {
 	net.Conn
 	set  *connSet
@@ -173,13 +167,4 @@ type trackedConn struct {
 func (c *trackedConn) Close() error {
 	c.once.Do(func() { c.set.remove(c) })
 	return c.Conn.Close()
-}
-
-// CloseWrite lets http.Server half-close the connection as it does a bare
-// TCP connection, so a client reads the whole response before the close.
-func (c *trackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
 }

@@ -23,7 +23,7 @@ func (h *Handler) newUpstream() *httputil.ReverseProxy {
 		ErrorHandler: h.upstreamError,
 		// The client gets the proxy's X-Request-Id (the one the upstream was
 		// sent), once, not again as the upstream echoes it.
-		ModifyResponse: func(resp *http.Response) error { resp.Header.Del(requestIDHeader); return nil },
+		ModifyResponse: func(resp *http.Response) error { delete(resp.Header, requestIDHeader); return nil },
 		ErrorLog:       slogErrorLog(h.log),
 	}
 }
