@@ -104,3 +104,40 @@ func TestLineWriterMakesWritersWaitWhenTheOutputIsStuck(t *testing.T) {
 		t.Fatalf("%d bytes written, want %d", got, want)
 	}
 }
+
+// waitFor waits until out holds at least n bytes; false after a minute.
+func waitFor(out *lockedBuffer, n int) bool {
+	for range 60_000 {
+		out.mu.Lock()
+		got := out.buf.Len()
+		out.mu.Unlock()
+		if got >= n {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
+}
+
+func TestLineWriterWritesALoneLineAfterTheBatchDelay(t *testing.T) {
+	var out lockedBuffer
+	lw := newLineWriter(&out, time.Millisecond)
+	defer lw.Close()
+	fmt.Fprintln(lw, "alone")
+	if !waitFor(&out, len("alone\n")) {
+		t.Fatalf("a lone line was never written (before Close)")
+	}
+}
+
+func TestLineWriterWritesAFullBatchWithoutWaitingForTheDelay(t *testing.T) {
+	var out lockedBuffer
+	lw := newLineWriter(&out, time.Hour)
+	defer lw.Close()
+	line := strings.Repeat("z", 1023) + "\n"
+	for range batchBytes / len(line) {
+		lw.Write([]byte(line))
+	}
+	if !waitFor(&out, batchBytes/len(line)*len(line)) {
+		t.Fatalf("a full batch of %d bytes was not written; want it written at once, not after the delay", batchBytes)
+	}
+}
