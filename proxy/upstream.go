@@ -33,12 +33,22 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	if *h.cfg.Upstream.PreserveHost {
 		pr.Out.Host = pr.In.Host
 	}
+	// X-Forwarded-For as ProxyRequest.SetXForwarded makes it: a trusted
+	// peer's list, then the peer. Its X-Forwarded-Host and -Proto would be
+	// overwritten: they come from public_url, prepared once (compile.go)
+	// and shared by every request, never modified in place.
+	var prior []string
 	if h.trustedPeer(pr.In) {
-		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+		prior = pr.In.Header["X-Forwarded-For"]
 	}
-	pr.SetXForwarded()
-	// Prepared once (compile.go) and shared by every request: never
-	// modified in place.
+	if client, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		if len(prior) > 0 {
+			client = strings.Join(prior, ", ") + ", " + client
+		}
+		pr.Out.Header["X-Forwarded-For"] = []string{client}
+	} else {
+		delete(pr.Out.Header, "X-Forwarded-For")
+	}
 	pr.Out.Header["X-Forwarded-Proto"] = h.forwardedProto
 	pr.Out.Header["X-Forwarded-Host"] = h.forwardedHost
 	h.dropOwnCookies(pr.Out.Header)
