@@ -1,20 +1,20 @@
 package proxy
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/rules"
 )
 
 // outcome is what one request came to, beyond its decision: serve fills it
 // in as it learns the rule and the user, and the access line reports it.
 type outcome struct {
-	requestID []string // X-Request-Id, as passed upstream and returned
-	rule      string
+	requestID []string    // X-Request-Id, as passed upstream and returned
+	rule      *rules.Rule // nil until the rules ran
 	idp       string
 	user      string
 	client    string // the client address as text, once the rules have it
@@ -46,7 +46,7 @@ const maxLoggedPath = 512
 // (OAuth codes and states travel there), headers or cookies.
 func (h *Handler) logRequest(r *http.Request, id, decision string, rec *statusRecorder, o *outcome, end time.Time, d time.Duration) {
 	path := r.URL.Path
-	if o.rule == "" && o.idp == "" && h.isAuthPath(path) {
+	if o.rule == nil && o.idp == "" && h.isAuthPath(path) {
 		o.idp = h.authPathIdP(path)
 	}
 	if len(path) > maxLoggedPath {
@@ -55,48 +55,89 @@ func (h *Handler) logRequest(r *http.Request, id, decision string, rec *statusRe
 	// A refusal by a rule is a security event of its own, besides its access line.
 	if (decision == decisionDenied || decision == decisionForbidden) && !h.isAuthPath(r.URL.Path) {
 		h.audit(r, slog.LevelWarn, decision,
-			slog.String("rule", o.rule), slog.String("idp", o.idp), slog.String("user", o.user),
+			slog.String("rule", ruleName(o.rule)), slog.String("idp", o.idp), slog.String("user", o.user),
 			slog.String("method", r.Method), slog.String("path", path), slog.Int("status", rec.status()))
 	}
-	if !h.accessLog.Enabled(r.Context(), slog.LevelInfo) {
+	handler := h.accessLogs.handler(o.rule, decision)
+	if !handler.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
 	client := o.client
 	if client == "" {
 		client = h.clientAddr(r).String()
 	}
-	h.accessLine(r.Context(), end,
+	// Each attribute costs slog's JSON handler as much as the rest of the
+	// line: decision and rule are formatted once (accessLogs), and idp and
+	// user are left out when there is no user.
+	attrs := [9]slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("path", path),
 		slog.Int("status", rec.status()),
-		slog.String("decision", decision),
-		slog.String("rule", o.rule),
-		slog.String("idp", o.idp),
-		slog.String("user", o.user),
 		// An integer: slog's JSON handler formats a float64 through
 		// json.Marshal (reflection), a quarter of the line's cost.
 		slog.Int64("duration_us", d.Microseconds()),
 		slog.Int64("bytes", rec.bytes),
 		slog.String("request_id", id),
 		slog.String("client", client),
-	)
+	}
+	n := 7
+	if o.idp != "" {
+		attrs[n] = slog.String("idp", o.idp)
+		n++
+	}
+	if o.user != "" {
+		attrs[n] = slog.String("user", o.user)
+		n++
+	}
+	line := slog.NewRecord(end, slog.LevelInfo, "request", 0) // the time the request ended
+	line.AddAttrs(attrs[:n]...)
+	// Not Logger.LogAttrs: it would capture the caller's program counter
+	// (runtime.Callers) on every request for a source the line never shows.
+	_ = handler.Handle(r.Context(), line) // a log line that cannot be written has nowhere to be reported
 }
 
-// accessLog is the handler of access lines: the log's, with "log":"access"
-// formatted once instead of on every line.
-func accessLog(log *slog.Logger) slog.Handler {
-	return log.Handler().WithAttrs([]slog.Attr{slog.String("log", logAccess)})
+func ruleName(r *rules.Rule) string {
+	if r == nil {
+		return ""
+	}
+	return r.Name
 }
 
-// accessLine hands the access line to the access log's handler as a record
-// with no source position: Logger.LogAttrs would capture the caller's program
-// counter (runtime.Callers) on every request for a source the line never
-// shows. The line's time is when the request ended, as measured for its
-// duration.
-func (h *Handler) accessLine(ctx context.Context, end time.Time, attrs ...slog.Attr) {
-	rec := slog.NewRecord(end, slog.LevelInfo, "request", 0)
-	rec.AddAttrs(attrs...)
-	_ = h.accessLog.Handle(ctx, rec) // a log line that cannot be written has nowhere to be reported
+// accessLogs are the handlers of the access lines of one rule set: the log's,
+// with "log":"access", "decision" and "rule" formatted once for each rule
+// and decision instead of on every line.
+type accessLogs struct {
+	none   [len(decisions)]slog.Handler   // no rule ran: the proxy's own endpoints, refused paths
+	byRule [][len(decisions)]slog.Handler // rules by index, then the default and the error rule
+}
+
+func newAccessLogs(log *slog.Logger, set *rules.Set) *accessLogs {
+	base := log.Handler().WithAttrs([]slog.Attr{slog.String("log", logAccess)})
+	forRule := func(attrs ...slog.Attr) (hs [len(decisions)]slog.Handler) {
+		for i, d := range decisions {
+			hs[i] = base.WithAttrs(append([]slog.Attr{slog.String("decision", d)}, attrs...))
+		}
+		return hs
+	}
+	a := &accessLogs{none: forRule()}
+	for _, r := range set.Rules() {
+		a.byRule = append(a.byRule, forRule(slog.String("rule", r.Name)))
+	}
+	a.byRule = append(a.byRule, forRule(slog.String("rule", set.Default().Name)), forRule(slog.String("rule", "error")))
+	return a
+}
+
+func (a *accessLogs) handler(r *rules.Rule, decision string) slog.Handler {
+	n := len(a.byRule) - 2 // configured rules
+	switch {
+	case r == nil:
+		return a.none[decisionIndex(decision)]
+	case r.Index >= 0 && r.Index < n:
+		return a.byRule[r.Index][decisionIndex(decision)]
+	case r.Index < 0 && r.Name == "default":
+		return a.byRule[n][decisionIndex(decision)]
+	}
+	return a.byRule[n+1][decisionIndex(decision)]
 }
 
 // audit writes an audit line: logins and their failures, logouts, refusals.

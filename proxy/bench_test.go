@@ -209,7 +209,7 @@ func BenchmarkPipeline(b *testing.B) {
 	b.Run("access_line", func(b *testing.B) {
 		r := br.make()
 		rec := &statusRecorder{ResponseWriter: &discardWriter{h: http.Header{}}, code: http.StatusOK, bytes: 512}
-		o := outcome{rule: "default", idp: "company", user: "alice@example.com", client: "203.0.113.7"}
+		o := outcome{rule: h.rules.Default(), idp: "company", user: "alice@example.com", client: "203.0.113.7"}
 		b.ReportAllocs()
 		for b.Loop() {
 			h.logRequest(r, "0123456789abcdef0123456789abcdef", decisionAuthenticated, rec, &o, time.Now(), 1234567*time.Nanosecond)

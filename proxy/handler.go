@@ -34,7 +34,7 @@ type Handler struct {
 	metrics    *metrics
 	ruleSeries *ruleSeries // rule_matches_total of this config's rules
 	log        *slog.Logger
-	accessLog  slog.Handler // log with "log":"access" (accesslog.go)
+	accessLogs *accessLogs // the access log by rule and decision (accesslog.go)
 	now        func() time.Time
 	idpStop    map[string]context.CancelFunc // ends each provider's background work (reload.go)
 	refresher  *refresher                    // renews sessions at the IdP (refresh.go)
@@ -106,7 +106,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	o.client = req.Source
 	rule := h.rules.Match(req)
 	h.ruleSeries.matched(rule)
-	o.rule = rule.Name
+	o.rule = rule
 	switch rule.Action {
 	case rules.Deny:
 		h.pages.fail(w, r, http.StatusForbidden, "Forbidden", "This address is not available.")

@@ -37,7 +37,6 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		refresher: newRefresher(cfg.Session.Refresh),
 		metrics:   newMetrics(),
 		log:       log,
-		accessLog: accessLog(log),
 		now:       time.Now,
 		idpStop:   map[string]context.CancelFunc{},
 	}
@@ -46,6 +45,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 	}
 	h.metrics.known(cfg)
 	h.ruleSeries = h.metrics.rules(c.rules)
+	h.accessLogs = newAccessLogs(log, c.rules)
 	h.cookies = session.Options{
 		CookieName:  cfg.Session.CookieName,
 		Keys:        c.keys,
