@@ -40,9 +40,11 @@ type Pass struct {
 	jwt     *signer  // nil without jwt
 
 	// strip holds the normalized form (see normalize) of every header that
-	// Strip removes; minLen and maxLen let Strip skip most keys at once.
+	// Strip removes; minLen, maxLen and first let Strip skip most keys at
+	// once.
 	strip          map[string]struct{}
 	minLen, maxLen int
+	first          [256]bool // the first bytes of the normalized names
 	names          []string
 
 	// ids remembers the identity of recent sessions (identity.go), unless
@@ -161,10 +163,11 @@ func (p *Pass) AlsoStrip(names ...string) {
 
 func (p *Pass) addStrip(name string) {
 	n := normalize(name)
-	if _, ok := p.strip[n]; ok {
+	if _, ok := p.strip[n]; ok || n == "" {
 		return
 	}
 	p.strip[n] = struct{}{}
+	p.first[n[0]] = true
 	p.names = append(p.names, textproto.CanonicalMIMEHeaderKey(name))
 	if p.minLen == 0 || len(n) < p.minLen {
 		p.minLen = len(n)
@@ -184,7 +187,7 @@ func (p *Pass) Strip(h http.Header) {
 	// m[string(b)], which Go does without allocating.
 	var buf [64]byte
 	for k := range h {
-		if len(k) < p.minLen || len(k) > p.maxLen {
+		if len(k) < p.minLen || len(k) > p.maxLen || !p.first[fold(k[0])] {
 			continue
 		}
 		b := buf[:0]
