@@ -80,11 +80,38 @@ func cutLast(s, sep string) (before, after string, found bool) {
 	return s, "", false
 }
 
+// Names are checked by a pattern and lengths: counted repetitions such as
+// {0,61} compile to programs of hundreds of instructions that stay in the
+// heap, where every garbage collection scans them.
 var (
-	emailDomain    = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$`)
-	githubOrgName  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,38})$`)
-	githubTeamName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9_.-]+$`)
+	emailDomain    = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?\.)+[a-zA-Z]{2,}$`) // labels of at most 63 bytes
+	githubOrgName  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*$`)                                // at most 39 bytes
+	githubTeamName = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9-]*)/[A-Za-z0-9_.-]+$`)              // an organization, then a slug
 )
+
+// maxGitHubLogin is the length of the longest GitHub login.
+const maxGitHubLogin = 39
+
+func isDomain(d string) bool {
+	if !emailDomain.MatchString(d) {
+		return false
+	}
+	for label := range strings.SplitSeq(d, ".") {
+		if len(label) > 63 {
+			return false
+		}
+	}
+	return true
+}
+
+func isGitHubOrg(o string) bool {
+	return githubOrgName.MatchString(o) && len(o) <= maxGitHubLogin
+}
+
+func isGitHubTeam(t string) bool {
+	m := githubTeamName.FindStringSubmatch(t)
+	return m != nil && len(m[1]) <= maxGitHubLogin
+}
 
 // validateAdmission checks the admission keys.
 func (c *Config) validateAdmission() []error {
@@ -99,7 +126,7 @@ func (c *Config) validateAdmission() []error {
 			bad(key, "wildcards are not supported; list each domain, subdomains included (got %q)", d)
 		case strings.Contains(d, "@"):
 			bad(key, "a domain, not an email address (got %q)", d)
-		case !emailDomain.MatchString(d):
+		case !isDomain(d):
 			bad(key, "not a domain name like example.com (got %q)", d)
 		}
 	}
@@ -116,12 +143,12 @@ func (c *Config) validateAdmission() []error {
 		bad(key, "only for preset github (use allowed_groups with other providers)")
 	}
 	for i, o := range c.AllowedOrganizations {
-		if !githubOrgName.MatchString(o) {
+		if !isGitHubOrg(o) {
 			bad(fmt.Sprintf("allowed_organizations[%d]", i), "not a GitHub organization login (got %q)", o)
 		}
 	}
 	for i, t := range c.AllowedTeams {
-		if !githubTeamName.MatchString(t) {
+		if !isGitHubTeam(t) {
 			bad(fmt.Sprintf("allowed_teams[%d]", i), `must be "org/team-slug" (got %q)`, t)
 		}
 	}

@@ -82,6 +82,15 @@ func TestValidateAdmission(t *testing.T) {
 			want: []string{"allowed_organizations: only for preset github (use allowed_groups with other providers)"}},
 		{name: "teams must be org/slug", c: Config{Preset: PresetGitHub, AllowedTeams: []string{"annotation-team"}},
 			want: []string{`allowed_teams[0]: must be "org/team-slug" (got "annotation-team")`}},
+		{name: "names too long are refused: a domain label over 63 bytes, a GitHub login over 39",
+			c: Config{Preset: PresetGitHub, AllowedEmailDomains: []string{strings.Repeat("a", 64) + ".example.com", strings.Repeat("a", 63) + ".example.com"},
+				AllowedOrganizations: []string{strings.Repeat("o", 40), strings.Repeat("o", 39)},
+				AllowedTeams:         []string{strings.Repeat("o", 40) + "/team", strings.Repeat("o", 39) + "/team"}},
+			want: []string{
+				`allowed_email_domains[0]: not a domain name like example.com (got "` + strings.Repeat("a", 64) + `.example.com")`,
+				`allowed_organizations[0]: not a GitHub organization login (got "` + strings.Repeat("o", 40) + `")`,
+				`allowed_teams[0]: must be "org/team-slug" (got "` + strings.Repeat("o", 40) + `/team")`,
+			}},
 		{name: "SAML needs email_verified mapped to require it", c: Config{Protocol: SAML, RequireVerifiedEmail: true},
 			want: []string{"require_verified_email: needs attribute_mapping.email_verified: without it no SAML user counts as verified"}},
 	}
