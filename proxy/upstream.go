@@ -76,37 +76,27 @@ func (h *Handler) dropOwnCookies(hdr http.Header) {
 	if !own {
 		return
 	}
-	// The other cookies, in order, as one line: measured, then written
-	// into one string.
-	size := 0
-	h.otherCookies(lines, func(part string) { size += len(part) + len("; ") })
-	if size == 0 {
-		delete(hdr, "Cookie")
-		return
-	}
-	var kept strings.Builder
-	kept.Grow(size)
-	h.otherCookies(lines, func(part string) {
-		if kept.Len() > 0 {
-			kept.WriteString("; ")
-		}
-		kept.WriteString(part)
-	})
-	hdr["Cookie"] = []string{kept.String()}
-}
-
-// otherCookies calls f with each name=value of the Cookie lines that is not
-// one of the proxy's own cookies.
-func (h *Handler) otherCookies(lines []string, f func(string)) {
+	// The other cookies, in order, as one line, gathered on the stack.
+	var buf [1024]byte
+	kept := buf[:0]
 	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
 			part = strings.TrimSpace(part)
 			name, _, _ := strings.Cut(part, "=")
-			if part != "" && !h.cookies.Owns(name) {
-				f(part)
+			if part == "" || h.cookies.Owns(name) {
+				continue
 			}
+			if len(kept) > 0 {
+				kept = append(kept, "; "...)
+			}
+			kept = append(kept, part...)
 		}
 	}
+	if len(kept) == 0 {
+		delete(hdr, "Cookie")
+		return
+	}
+	hdr["Cookie"] = []string{string(kept)}
 }
 
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
