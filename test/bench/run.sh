@@ -29,7 +29,7 @@
 # process shares the machine's CPUs, so only ratios measured in the same run
 # mean anything; the load average is printed before and after.
 #
-# Knobs (environment): CONNS=64 THREADS=2 DURATION=5s ROUNDS=5
+# Knobs (environment): CONNS=64 THREADS=2 DURATION=3s ROUNDS=9
 # STREAM_BYTES=1073741824 STREAM_ROUNDS=3 IDLE_CONNS=10000 LOGIN_CONNS=4
 # LOGIN_DURATION=10s (0, like IDLE_CONNS=0 or STREAM_ROUNDS=0, skips that part) LOADGEN=auto|wrk|go PORT_BASE=19770 LOG_LEVEL=info
 # PROFILE=1 (then CPU profiles of both proxies under the auth load, or the
@@ -40,8 +40,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
-DURATION=${DURATION:-5s}
-ROUNDS=${ROUNDS:-5}
+# Many short rounds rather than a few long ones: on a shared machine the
+# speed drifts over seconds, and the two runs of a pair should see the same
+# machine.
+DURATION=${DURATION:-3s}
+ROUNDS=${ROUNDS:-9}
 STREAM_BYTES=${STREAM_BYTES:-1073741824}
 STREAM_ROUNDS=${STREAM_ROUNDS:-3}
 IDLE_CONNS=${IDLE_CONNS:-10000}
