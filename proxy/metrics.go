@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +30,7 @@ type metrics struct {
 	// The series every request feeds, resolved from their labels ahead of
 	// time: hashing label values on every request showed in profiles.
 	byDecision [len(decisions)]decisionSeries
+	codesMu    sync.Mutex // serializes replacing a decisionSeries' codes
 }
 
 // decisions are the values of the decision label, in the order of
@@ -54,11 +57,22 @@ func decisionIndex(decision string) int {
 }
 
 // decisionSeries are the series of one decision: its duration histogram, and
-// its requests_total counter per status code, made on the code's first use.
+// its requests_total counter of each status code seen, in a short list that
+// is replaced, never changed, when a code is first seen. (An array indexed
+// by code held 1,000 pointers per decision, 56 KB that every garbage
+// collection scanned.)
 type decisionSeries struct {
 	duration prometheus.Observer
-	codes    [1000]atomic.Pointer[prometheus.Counter] // net/http writes codes 100-999
+	codes    atomic.Pointer[[]codeCounter]
 }
+
+type codeCounter struct {
+	code    int
+	counter prometheus.Counter
+}
+
+// maxCodesListed bounds the list; codes past it are looked up by label.
+const maxCodesListed = 32
 
 func newMetrics() *metrics {
 	const ns = "portcullis"
@@ -114,19 +128,27 @@ func (m *metrics) known(cfg *Config) {
 func (m *metrics) observe(decision string, code int, d time.Duration) {
 	series := &m.byDecision[decisionIndex(decision)]
 	series.duration.Observe(d.Seconds())
-	if code < 0 || code >= len(series.codes) {
-		m.requests.WithLabelValues(decision, strconv.Itoa(code)).Inc()
-		return
+	if list := series.codes.Load(); list != nil {
+		for _, cc := range *list {
+			if cc.code == code {
+				cc.counter.Inc()
+				return
+			}
+		}
 	}
-	c := series.codes[code].Load()
-	if c == nil {
-		// Two first requests may both get here; WithLabelValues gives both
-		// the same series.
-		counter := m.requests.WithLabelValues(decision, strconv.Itoa(code))
-		c = &counter
-		series.codes[code].Store(c)
+	counter := m.requests.WithLabelValues(decision, strconv.Itoa(code))
+	counter.Inc()
+	m.codesMu.Lock()
+	defer m.codesMu.Unlock()
+	var list []codeCounter
+	if old := series.codes.Load(); old != nil {
+		if slices.ContainsFunc(*old, func(cc codeCounter) bool { return cc.code == code }) || len(*old) >= maxCodesListed {
+			return // another request listed it meanwhile, or the list is full
+		}
+		list = slices.Clone(*old)
 	}
-	(*c).Inc()
+	list = append(list, codeCounter{code, counter})
+	series.codes.Store(&list)
 }
 
 // ruleSeries are the rule_matches_total counters of a rule set: by rule
