@@ -100,7 +100,7 @@ func (l *LineWriter) run() {
 			// A log line that cannot be written has nowhere to be reported.
 			_, _ = l.w.Write(out)
 		}
-		if cap(out) <= 4*maxPendingLog {
+		if cap(out) <= 2*batchBytes { // a burst's larger buffer is left to the GC, not kept live
 			spare = out
 		}
 	}
