@@ -32,6 +32,7 @@
 # Knobs (environment): CONNS=64 THREADS=2 DURATION=3s ROUNDS=9
 # STREAM_BYTES=1073741824 STREAM_ROUNDS=3 IDLE_CONNS=10000 LOGIN_CONNS=4
 # LOGIN_DURATION=10s (0, like IDLE_CONNS=0 or STREAM_ROUNDS=0, skips that part) LOADGEN=auto|wrk|go PORT_BASE=19770 LOG_LEVEL=info
+# PORTCULLIS_GOGC (GOGC of the portcullis processes only)
 # PROFILE=1 (then CPU profiles of both proxies under the auth load, or the
 # bypass load with PROFILE_SCENARIO=bypass, saved to PROFILE_OUT, default
 # /tmp/portcullis-cpu.pprof, and PROFILE_OUT with -bare).
@@ -53,6 +54,9 @@ LOGIN_DURATION=${LOGIN_DURATION:-10s}
 LOADGEN=${LOADGEN:-auto}
 PORT_BASE=${PORT_BASE:-19770}
 LOG_LEVEL=${LOG_LEVEL:-info}
+# GOGC for the portcullis processes only (the bare proxy keeps Go's
+# default), to measure what the operator's knob buys: empty means unset.
+PORTCULLIS_GOGC=${PORTCULLIS_GOGC:-}
 PROFILE=${PROFILE:-0}
 
 UPSTREAM_ADDR=127.0.0.1:$((PORT_BASE + 1))
@@ -206,12 +210,14 @@ fi
 start upstream "$work/upstream" -listen "$UPSTREAM_ADDR"
 start bareproxy "$work/bareproxy" -listen "$BARE_ADDR" -upstream "http://$UPSTREAM_ADDR"
 BARE_PID=$started
-start portcullis "$work/portcullis" serve --config "$work/portcullis.yaml" --log-level "$LOG_LEVEL"
+proxy_env=()
+[ -n "$PORTCULLIS_GOGC" ] && proxy_env=(env GOGC="$PORTCULLIS_GOGC")
+start portcullis "${proxy_env[@]}" "$work/portcullis" serve --config "$work/portcullis.yaml" --log-level "$LOG_LEVEL"
 PROXY_PID=$started
 if [ "$REDIS_STORE" = 1 ]; then
 	start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
 	REDIS_PID=$started
-	start portcullis-redis "$work/portcullis" serve --config "$work/portcullis-redis.yaml" --log-level "$LOG_LEVEL"
+	start portcullis-redis "${proxy_env[@]}" "$work/portcullis" serve --config "$work/portcullis-redis.yaml" --log-level "$LOG_LEVEL"
 	REDIS_PROXY_PID=$started
 fi
 wait_up "http://$UPSTREAM_ADDR/"
@@ -313,7 +319,7 @@ auth_targets="bare portcullis"
 [ "$REDIS_STORE" = 1 ] && auth_targets="$auth_targets redis"
 
 echo
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(go version | cut -d' ' -f3), load generator: $LOADGEN ($THREADS threads, $CONNS connections, $DURATION per run), sessions: $SESSIONS"
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(go version | cut -d' ' -f3), load generator: $LOADGEN ($THREADS threads, $CONNS connections, $DURATION per run), sessions: $SESSIONS${PORTCULLIS_GOGC:+, portcullis with GOGC=$PORTCULLIS_GOGC}"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
