@@ -56,17 +56,8 @@ func literalPrefixes(pattern string) (prefixes []string, ok bool) {
 	if re.Op != syntax.OpConcat || len(re.Sub) < 2 || re.Sub[0].Op != syntax.OpBeginText {
 		return nil, false
 	}
-	prefixes = []string{""}
-	for _, sub := range re.Sub[1:] {
-		words, ok := literals(sub)
-		if !ok {
-			return nil, false
-		}
-		if prefixes, ok = concat(prefixes, words); !ok {
-			return nil, false
-		}
-	}
-	return prefixes, true
+	// What follows the anchor, as one concatenation.
+	return literals(&syntax.Regexp{Op: syntax.OpConcat, Sub: re.Sub[1:]})
 }
 
 // literals is the finite set of strings re matches exactly, if it is one.
