@@ -108,7 +108,7 @@ func ruleName(r *rules.Rule) string {
 // and decision instead of on every line.
 type accessLogs struct {
 	none   [len(decisions)]slog.Handler   // no rule ran: the proxy's own endpoints, refused paths
-	byRule [][len(decisions)]slog.Handler // rules by index, then the default and the error rule
+	bySlot [][len(decisions)]slog.Handler // by ruleSlot
 }
 
 func newAccessLogs(log *slog.Logger, set *rules.Set) *accessLogs {
@@ -120,24 +120,18 @@ func newAccessLogs(log *slog.Logger, set *rules.Set) *accessLogs {
 		return hs
 	}
 	a := &accessLogs{none: forRule()}
-	for _, r := range set.Rules() {
-		a.byRule = append(a.byRule, forRule(slog.String("rule", r.Name)))
+	for _, r := range slotted(set) {
+		a.bySlot = append(a.bySlot, forRule(slog.String("rule", r.Name)))
 	}
-	a.byRule = append(a.byRule, forRule(slog.String("rule", set.Default().Name)), forRule(slog.String("rule", "error")))
+	a.bySlot = append(a.bySlot, forRule(slog.String("rule", "error")))
 	return a
 }
 
 func (a *accessLogs) handler(r *rules.Rule, decision string) slog.Handler {
-	n := len(a.byRule) - 2 // configured rules
-	switch {
-	case r == nil:
+	if r == nil {
 		return a.none[decisionIndex(decision)]
-	case r.Index >= 0 && r.Index < n:
-		return a.byRule[r.Index][decisionIndex(decision)]
-	case r.Index < 0 && r.Name == "default":
-		return a.byRule[n][decisionIndex(decision)]
 	}
-	return a.byRule[n+1][decisionIndex(decision)]
+	return a.bySlot[ruleSlot(r, len(a.bySlot)-2)][decisionIndex(decision)]
 }
 
 // audit writes an audit line: logins and their failures, logouts, refusals.

@@ -151,33 +151,47 @@ func (m *metrics) observe(decision string, code int, d time.Duration) {
 	series.codes.Store(&list)
 }
 
-// ruleSeries are the rule_matches_total counters of a rule set: by rule
-// index, then the built-in default and error rules.
+// ruleSeries are the rule_matches_total counters of a rule set, by
+// ruleSlot; the rare "error" rule's is looked up by label.
 type ruleSeries struct {
-	byIndex []prometheus.Counter
-	deflt   prometheus.Counter
-	vec     *prometheus.CounterVec // for the rare "error"
+	bySlot []prometheus.Counter
+	vec    *prometheus.CounterVec
 }
 
-// rules resolves the series of set's rules, creating them at zero.
+// rules resolves the series of set's rules and its default, creating them
+// at zero.
 func (m *metrics) rules(set *rules.Set) *ruleSeries {
-	rs := &ruleSeries{deflt: m.ruleMatches.WithLabelValues(set.Default().Name), vec: m.ruleMatches}
-	for _, r := range set.Rules() {
-		rs.byIndex = append(rs.byIndex, m.ruleMatches.WithLabelValues(r.Name))
+	rs := &ruleSeries{vec: m.ruleMatches}
+	for _, r := range slotted(set) {
+		rs.bySlot = append(rs.bySlot, m.ruleMatches.WithLabelValues(r.Name))
 	}
 	return rs
 }
 
 // matched counts a request matched by r.
 func (rs *ruleSeries) matched(r *rules.Rule) {
-	switch {
-	case r.Index >= 0 && r.Index < len(rs.byIndex):
-		rs.byIndex[r.Index].Inc()
-	case r.Index < 0 && r.Name == "default":
-		rs.deflt.Inc()
-	default:
-		rs.vec.WithLabelValues(r.Name).Inc()
+	if slot := ruleSlot(r, len(rs.bySlot)-1); slot < len(rs.bySlot) {
+		rs.bySlot[slot].Inc()
+		return
 	}
+	rs.vec.WithLabelValues(r.Name).Inc()
+}
+
+// slotted are set's rules and its default, by ruleSlot.
+func slotted(set *rules.Set) []*rules.Rule {
+	return slices.Concat(set.Rules(), []*rules.Rule{set.Default()})
+}
+
+// ruleSlot numbers every rule a rules.Set with n configured rules returns:
+// those by their index, then the default (n), then the error rule (n+1).
+func ruleSlot(r *rules.Rule, n int) int {
+	switch {
+	case r.Index >= 0 && r.Index < n:
+		return r.Index
+	case r.Index < 0 && r.Name == "default":
+		return n
+	}
+	return n + 1
 }
 
 func (m *metrics) login(idp, result string, d time.Duration) {
