@@ -17,7 +17,8 @@ type outcome struct {
 	rule      *rules.Rule // nil until the rules ran
 	idp       string
 	user      string
-	client    string // the client address as text, once the rules have it
+	client    string        // the client address as text, once the rules have it
+	req       rules.Request // the request as the rules see it
 }
 
 // setUser records who the request is from: the email, else the subject.

@@ -102,7 +102,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		return decisionOf(w.(*statusRecorder).status())
 	}
 
-	req := rules.NewRequest(r, path, h.clientAddr(r))
+	req := &o.req
+	req.Init(r, path, h.clientAddr(r))
 	o.client = req.Source
 	rule := h.rules.Match(req)
 	h.ruleSeries.matched(rule)
