@@ -15,10 +15,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/bench/procstat"
 )
 
 // headerFlags collects repeated -H 'Name: value' flags.
@@ -61,7 +62,7 @@ func run(addr, path string, n, parallel int, settle time.Duration, pid int, head
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	time.Sleep(settle)
-	before, err := rss(pid)
+	before, err := procstat.RSS(pid)
 	if err != nil {
 		return err
 	}
@@ -71,7 +72,7 @@ func run(addr, path string, n, parallel int, settle time.Duration, pid int, head
 		return err
 	}
 	time.Sleep(settle)
-	after, err := rss(pid)
+	after, err := procstat.RSS(pid)
 	if err != nil {
 		return err
 	}
@@ -160,24 +161,4 @@ func closeAll(conns []net.Conn) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
-}
-
-// rss is the resident memory of process pid in bytes (0 when pid is 0).
-func rss(pid int) (int64, error) {
-	if pid == 0 {
-		return 0, nil
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }

@@ -8,7 +8,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"flag"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/bench/procstat"
 )
 
 // headerFlags collects repeated -H 'Name: value' flags.
@@ -66,7 +67,7 @@ func run(base, mode string, size int64, pid int, headers []string) error {
 		req.Header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
 	}
 
-	before, err := rss(pid)
+	before, err := procstat.RSS(pid)
 	if err != nil {
 		return err
 	}
@@ -83,7 +84,7 @@ func run(base, mode string, size int64, pid int, headers []string) error {
 			case <-stop:
 				return
 			case <-t.C:
-				if v, err := rss(pid); err == nil && v > peak.Load() {
+				if v, err := procstat.RSS(pid); err == nil && v > peak.Load() {
 					peak.Store(v)
 				}
 			}
@@ -128,24 +129,4 @@ func (p *pattern) Read(b []byte) (int, error) {
 	n := copy(b, chunk[:min(int64(len(chunk)), p.left)])
 	p.left -= int64(n)
 	return n, nil
-}
-
-// rss is the resident memory of process pid in bytes (0 when pid is 0).
-func rss(pid int) (int64, error) {
-	if pid == 0 {
-		return 0, nil
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
