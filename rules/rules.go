@@ -335,7 +335,6 @@ func compileExpr(src string) (*program, error) {
 // than reading one of its other fields (toJSON(request), let r = request).
 type headerUse struct {
 	requests, otherFields int
-	headers               bool
 }
 
 func (h *headerUse) Visit(node *ast.Node) {
