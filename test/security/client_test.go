@@ -124,12 +124,6 @@ func readReply(br *bufio.Reader, method string) reply {
 	return reply{Status: resp.StatusCode, Header: resp.Header, Body: string(body), Err: err}
 }
 
-// get is a plain GET of target with extra header lines.
-func get(t *testing.T, target string, headers ...string) reply {
-	t.Helper()
-	return do(t, rq{target: target, headers: headers})
-}
-
 // refusedCleanly checks an answer that must not have reached the upstream.
 func refusedCleanly(t *testing.T, r reply, what string) {
 	t.Helper()

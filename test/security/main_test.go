@@ -7,7 +7,6 @@ package security
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -265,15 +264,4 @@ func proxyRSS(t *testing.T) int {
 	}
 	t.Fatal("no VmRSS in /proc status")
 	return 0
-}
-
-// proxyLog is what the proxy has logged so far (warnings and errors).
-func proxyLog() string {
-	b, _ := os.ReadFile(suite.logPath)
-	return string(b)
-}
-
-// ctxTimeout is a short context for the suite's own HTTP calls.
-func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
 }
