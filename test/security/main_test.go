@@ -6,7 +6,6 @@
 package security
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -15,11 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // sessionKey is the proxy's session key in the suite's config.
@@ -247,21 +247,9 @@ func tail(s string, n int) string {
 // proxyRSS is the resident memory of the proxy process, in KiB.
 func proxyRSS(t *testing.T) int {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", suite.cmd.Process.Pid))
+	b, err := process.RSS(suite.cmd.Process.Pid)
 	if err != nil {
 		t.Fatalf("read proxy memory: %v", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			if err != nil {
-				t.Fatalf("parse VmRSS %q: %v", rest, err)
-			}
-			return kb
-		}
-	}
-	t.Fatal("no VmRSS in /proc status")
-	return 0
+	return int(b >> 10)
 }

@@ -19,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/portcullis-proxy/portcullis/test/bench/procstat"
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // headerFlags collects repeated -H 'Name: value' flags.
@@ -62,7 +62,7 @@ func run(addr, path string, n, parallel int, settle time.Duration, pid int, head
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	time.Sleep(settle)
-	before, err := procstat.RSS(pid)
+	before, err := process.RSS(pid)
 	if err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func run(addr, path string, n, parallel int, settle time.Duration, pid int, head
 		return err
 	}
 	time.Sleep(settle)
-	after, err := procstat.RSS(pid)
+	after, err := process.RSS(pid)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/portcullis-proxy/portcullis/test/bench/procstat"
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // headerFlags collects repeated -H 'Name: value' flags.
@@ -67,7 +67,7 @@ func run(base, mode string, size int64, pid int, headers []string) error {
 		req.Header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
 	}
 
-	before, err := procstat.RSS(pid)
+	before, err := process.RSS(pid)
 	if err != nil {
 		return err
 	}
@@ -84,7 +84,7 @@ func run(base, mode string, size int64, pid int, headers []string) error {
 			case <-stop:
 				return
 			case <-t.C:
-				if v, err := procstat.RSS(pid); err == nil && v > peak.Load() {
+				if v, err := process.RSS(pid); err == nil && v > peak.Load() {
 					peak.Store(v)
 				}
 			}
