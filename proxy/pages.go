@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 //go:embed pages
@@ -54,8 +55,11 @@ type pages struct {
 	authPrefix string
 	css        template.CSS
 	csp        string
-	tmpl       map[string]*template.Template
-	log        *slog.Logger
+	// tmpl gives each page's template, parsed when the page is first
+	// rendered: a deployment shows a few of the six, and a parsed
+	// html/template is ≈ 13 KB of pointers that every GC cycle scans.
+	tmpl map[string]func() *template.Template
+	log  *slog.Logger
 }
 
 // newPages builds the pages pages.* describes. The configuration was checked
@@ -88,7 +92,7 @@ func buildPages(c PagesConfig, authPrefix string, log *slog.Logger) (*pages, err
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("pages.%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	p := &pages{brand: c.Title, authPrefix: authPrefix, tmpl: map[string]*template.Template{}, log: log}
+	p := &pages{brand: c.Title, authPrefix: authPrefix, tmpl: map[string]func() *template.Template{}, log: log}
 	if p.brand == "" {
 		p.brand = defaultTitle
 	}
@@ -122,27 +126,42 @@ func buildPages(c PagesConfig, authPrefix string, log *slog.Logger) (*pages, err
 		errs = append(errs, err)
 	}
 	p.css = template.CSS(files["style.css"] + accent)
-	layout, err := template.New("layout.html").Parse(files["layout.html"])
-	if err != nil {
+	if _, err := template.New("layout.html").Parse(files["layout.html"]); err != nil {
 		bad("template_dir", "layout.html: %v", err)
 		return nil, errors.Join(errs...)
 	}
+	// Every page is parsed and trial-rendered now, to report its mistakes,
+	// and parsed again from the same text when it is first shown.
 	for _, name := range pageNames {
-		file := name + ".html"
-		t, err := template.Must(layout.Clone()).New(file).Parse(files[file])
+		layout, content := files["layout.html"], files[name+".html"]
+		t, err := parsePage(layout, name, content)
 		if err != nil {
-			bad("template_dir", "%s: %v", file, err)
+			bad("template_dir", "%s.html: %v", name, err)
 			continue
 		}
-		p.tmpl[name] = t
+		p.tmpl[name] = func() *template.Template { return t }
 		if err := p.execute(&bytes.Buffer{}, name, samplePage); err != nil {
-			bad("template_dir", "%s: %v", file, err)
+			bad("template_dir", "%s.html: %v", name, err)
 		}
+		p.tmpl[name] = sync.OnceValue(func() *template.Template {
+			t, _ := parsePage(layout, name, content) // parsed above without an error
+			return t
+		})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return p, nil
+}
+
+// parsePage is the template of one page: the layout, with the page's file
+// defining its "content".
+func parsePage(layout, name, content string) (*template.Template, error) {
+	t, err := template.New("layout.html").Parse(layout)
+	if err != nil {
+		return nil, err
+	}
+	return t.New(name + ".html").Parse(content)
 }
 
 // pageSources returns the text of every template and the style sheet: the
@@ -239,7 +258,7 @@ type choice struct{ Name, Href string }
 
 func (p *pages) execute(buf *bytes.Buffer, name string, data page) error {
 	data.Brand, data.CSS, data.Logo = p.brand, p.css, p.logo
-	return p.tmpl[name].ExecuteTemplate(buf, "layout", data)
+	return p.tmpl[name]().ExecuteTemplate(buf, "layout", data)
 }
 
 func (p *pages) render(w http.ResponseWriter, status int, name string, data page) {
