@@ -71,20 +71,12 @@ REDIS_PROXY_ADDR=127.0.0.1:$((PORT_BASE + 8))
 REDIS_ADMIN_ADDR=127.0.0.1:$((PORT_BASE + 9))
 REDIS_PORT=$((PORT_BASE + 10))
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+. test/bench/lib.sh
 
 # wrk from Debian, installed here because the benchmark is not part of the
 # tests (test/run.sh does not install it).
-if [ "$LOADGEN" != go ] && ! command -v wrk >/dev/null; then
-	echo "installing wrk..."
-	{ as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends wrk; } >/dev/null 2>&1 ||
-		echo "could not install wrk; using the Go load generator"
-fi
-if ! command -v redis-server >/dev/null; then
-	echo "installing redis-server..."
-	{ as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends redis-server; } >/dev/null 2>&1 ||
-		echo "could not install redis-server; the Redis store is not measured"
-fi
+[ "$LOADGEN" = go ] || install_deb wrk wrk || echo "could not install wrk; using the Go load generator"
+install_deb redis-server redis-server || echo "could not install redis-server; the Redis store is not measured"
 if [ "$LOADGEN" = wrk ] || { [ "$LOADGEN" = auto ] && command -v wrk >/dev/null; }; then
 	LOADGEN=wrk
 else
@@ -100,14 +92,6 @@ if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 1024)) ]; then
 fi
 
 work=$(mktemp -d)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
 trap cleanup EXIT
 
 echo "building..."
@@ -116,23 +100,6 @@ for cmd in ./cmd/portcullis ./test/bench/loadgen ./test/bench/upstream ./test/be
 	go build -o "$work/" "$cmd"
 done
 [ "$PROFILE" = 1 ] && go build -o "$work/" ./test/bench/profproxy
-
-start() { # name, command... (the pid is left in $started)
-	local name=$1
-	shift
-	"$@" >"$work/$name.log" 2>&1 &
-	started=$!
-	pids+=("$started")
-}
-wait_up() { # url
-	for _ in $(seq 200); do
-		[ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
-		sleep 0.1
-	done
-	echo "not up: $1" >&2
-	tail -20 "$work"/*.log >&2
-	exit 1
-}
 
 # The real OIDC provider of the tests; without node, sessions are minted
 # with the proxy's session package instead (and the run says so).
@@ -153,56 +120,13 @@ else
 fi
 
 SESSION_KEY=$("$work/portcullis" keys)
-config() { # listen admin_listen [session line...]: the benchmark's config on stdout
-	local listen=$1 admin=$2
-	shift 2
-	cat <<EOF
-server:
-  listen: "$listen"
-  admin_listen: "$admin"
-  public_url: "http://$listen"
-upstream:
-  url: "http://$UPSTREAM_ADDR"
-session:
-  keys: ["$SESSION_KEY"]
-EOF
-	for line in "$@"; do
-		echo "  $line"
-	done
-	cat <<EOF
-sso:
-  identity_providers:
-    - id: bench
-      protocol: OIDC
-      server_url: "http://127.0.0.1:$OIDC_PORT"
-      client_id: portcullis
-      client_secret: portcullis-secret
-      scopes: [openid, email, profile, groups]
-role_mapping:
-  roles: [admin, business, user, worker]
-  default: user
-  rules:
-    - role: admin
-      when: '"cvat-admins" in groups'
-attribute_pass:
-  headers:
-    X-Email: email
-    X-Groups: 'join(roles, ",")'
-  strip_headers: [X-Forwarded-User]
-rules:
-  - name: cvat-api-credentials
-    path_prefix: /api/
-    headers: {Authorization: '^(Basic|Token|Bearer) '}
-    action: bypass
-EOF
-}
-config "$PROXY_ADDR" "$ADMIN_ADDR" >"$work/portcullis.yaml"
+bench_config "$PROXY_ADDR" "$ADMIN_ADDR" >"$work/portcullis.yaml"
 "$work/portcullis" check --config "$work/portcullis.yaml" >/dev/null
 # The Redis store needs real logins (mintcookie seals cookie-store sessions).
 REDIS_STORE=0
 if [ "$SESSIONS" = oidc ] && command -v redis-server >/dev/null; then
 	REDIS_STORE=1
-	config "$REDIS_PROXY_ADDR" "$REDIS_ADMIN_ADDR" "store: redis" "redis: {url: \"redis://127.0.0.1:$REDIS_PORT/0\"}" \
+	bench_config "$REDIS_PROXY_ADDR" "$REDIS_ADMIN_ADDR" "store: redis" "redis: {url: \"redis://127.0.0.1:$REDIS_PORT/0\"}" \
 		>"$work/portcullis-redis.yaml"
 	"$work/portcullis" check --config "$work/portcullis-redis.yaml" >/dev/null
 fi
