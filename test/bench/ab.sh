@@ -106,11 +106,6 @@ for round in $(seq "$ROUNDS"); do
 		printf "round %2d  requests A %6d B %6d  B/A %.3f   CPU/request A %5.1f µs B %5.1f µs  B/A %.3f\n", r, na, nb, nb / na, ca / na, cb / nb, (cb / nb) / (ca / na)
 	}' | tee -a "$work/rounds"
 done
-awk '
-function median(list,   n, a, i, j, t) {
-	n = split(list, a, " ")
-	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
+awk "$awk_median"'
 { req = req " " $9; cpu = cpu " " $NF }
 END { printf "\nmedian B/A: requests %.3f, CPU per request %.3f\n", median(req), median(cpu) }' "$work/rounds"

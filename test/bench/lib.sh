@@ -45,6 +45,17 @@ cpu_us() {
 	cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%d\n", ns / 1000}'
 }
 
+# awk_median defines median(list) for awk programs: the median of the
+# numbers in a space-separated list.
+awk_median='
+function median(list,   n, a, i, j, t) {
+	n = split(list, a, " ")
+	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+
+'
+
 # bench_config LISTEN ADMIN_LISTEN [SESSION_LINE...]: the benchmark's
 # portcullis config on stdout (CVAT's: an OIDC IdP, the four roles, X-Email
 # and X-Groups, and the API bypass rule). Uses UPSTREAM_ADDR, SESSION_KEY and

@@ -312,12 +312,7 @@ echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "portcullis wrote $(wc -l <"$work/portcullis.log") log lines ($(grep -c '"log":"access"' "$work/portcullis.log" || true) access lines)"
 echo
 
-awk '
-function median(list,   n, a, i, j, t) {
-	n = split(list, a, " ")
-	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
+awk "$awk_median"'
 function m(s, p, k) { return median(v[s, p, k]) }
 function mark(ok) { return ok ? "ok" : "MISSED" }
 # pr(s, k[, p]): the median over rounds of p/bare in the same round (p is
