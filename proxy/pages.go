@@ -139,8 +139,7 @@ func buildPages(c PagesConfig, authPrefix string, log *slog.Logger) (*pages, err
 			bad("template_dir", "%s.html: %v", name, err)
 			continue
 		}
-		p.tmpl[name] = func() *template.Template { return t }
-		if err := p.execute(&bytes.Buffer{}, name, samplePage); err != nil {
+		if err := p.executeTemplate(t, &bytes.Buffer{}, samplePage); err != nil {
 			bad("template_dir", "%s.html: %v", name, err)
 		}
 		p.tmpl[name] = sync.OnceValue(func() *template.Template {
@@ -257,8 +256,12 @@ type page struct {
 type choice struct{ Name, Href string }
 
 func (p *pages) execute(buf *bytes.Buffer, name string, data page) error {
+	return p.executeTemplate(p.tmpl[name](), buf, data)
+}
+
+func (p *pages) executeTemplate(t *template.Template, buf *bytes.Buffer, data page) error {
 	data.Brand, data.CSS, data.Logo = p.brand, p.css, p.logo
-	return p.tmpl[name]().ExecuteTemplate(buf, "layout", data)
+	return t.ExecuteTemplate(buf, "layout", data)
 }
 
 func (p *pages) render(w http.ResponseWriter, status int, name string, data page) {
