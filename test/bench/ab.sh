@@ -13,8 +13,9 @@
 # runs (on a shared 2-CPU VM, the same proxy does 5,000 to 8,700 req/s in
 # consecutive runs) is larger than the effect of most single changes. Loaded
 # side by side, both builds see the same drift. Two copies of the same build
-# give per-round CPU ratios of 0.97 to 1.03 here, and a median over 12 rounds
-# within 1 %; a change below that is not measurable this way either.
+# give per-round CPU ratios of 0.96 to 1.05 here and medians over 12 rounds of
+# 0.99 to 1.01 (of requests: 0.99 to 1.03), so CPU per request is the figure
+# to read; a change below a percent is not measurable this way either.
 #
 # Knobs (environment): ROUNDS=12 DURATION=5s CONNS=32 SCENARIO=bypass|auth
 # PORT_BASE=19800
