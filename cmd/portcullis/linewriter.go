@@ -96,6 +96,7 @@ func (l *LineWriter) run() {
 		l.pending = spare[:0]
 		l.drained.Broadcast()
 		l.mu.Unlock()
+		spare = nil // it is the queue's now, whatever becomes of out
 		if len(out) > 0 {
 			// A log line that cannot be written has nowhere to be reported.
 			_, _ = l.w.Write(out)

@@ -141,3 +141,68 @@ func TestLineWriterWritesAFullBatchWithoutWaitingForTheDelay(t *testing.T) {
 		t.Fatalf("a full batch of %d bytes was not written; want it written at once, not after the delay", batchBytes)
 	}
 }
+
+// steppedWriter holds every Write until the test releases it, and copies
+// the bytes only then, as a slow write(2) would read them late.
+type steppedWriter struct {
+	entered, release chan struct{}
+	mu               sync.Mutex
+	buf              bytes.Buffer
+}
+
+func (s *steppedWriter) Write(p []byte) (int, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+// TestLineWriterNeverQueuesIntoTheBatchBeingWritten: after a burst larger
+// than the buffer kept for reuse, the queue must not be handed the buffer
+// whose batch is being written; lines queued meanwhile overwrote that batch,
+// so some lines were lost and others written twice.
+func TestLineWriterNeverQueuesIntoTheBatchBeingWritten(t *testing.T) {
+	out := &steppedWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	lw := newLineWriter(out, time.Hour) // a batch goes out when full, or at Close
+	n := 0
+	queue := func(size int) { // numbered lines of 64 bytes, size bytes in all
+		for end := n + size/64; n < end; n++ {
+			fmt.Fprintf(lw, "line %08d %s\n", n, strings.Repeat("x", 49))
+		}
+	}
+	queue(batchBytes + 64) // a full batch: the writer takes it and is held in Write
+	<-out.entered
+	queue(3 * batchBytes) // a burst, queued meanwhile
+	out.release <- struct{}{}
+	<-out.entered          // the burst is being written
+	queue(batchBytes + 64) // into the buffer the first batch was written from
+	out.release <- struct{}{}
+	<-out.entered          // that batch is being written...
+	queue(batchBytes + 64) // ...while more lines are queued
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-out.entered:
+				out.release <- struct{}{}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	out.release <- struct{}{}
+	if err := lw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	got := strings.Split(strings.TrimSuffix(out.buf.String(), "\n"), "\n")
+	if len(got) != n {
+		t.Errorf("%d lines written, want %d", len(got), n)
+	}
+	for i, l := range got {
+		if want := fmt.Sprintf("line %08d ", i); !strings.HasPrefix(l, want) {
+			t.Fatalf("line %d is %.14q, want it to start with %q", i, l, want)
+		}
+	}
+}
