@@ -18,16 +18,7 @@ import (
 // replica is one proxy's Redis store: replicas share a Redis and the keys.
 func replica(t *testing.T, srv *redisserver.Server, o Options) *RedisStore {
 	t.Helper()
-	r, err := DialRedis(RedisConfig{URL: srv.URL, KeyPrefix: "test:"})
-	if err != nil {
-		t.Fatalf("DialRedis: %v", err)
-	}
-	t.Cleanup(func() { r.Close() })
-	st, err := NewRedisStore(o, r)
-	if err != nil {
-		t.Fatalf("NewRedisStore: %v", err)
-	}
-	return st
+	return modeReplica(t, RedisConfig{URL: srv.URL, KeyPrefix: "test:"}, o)
 }
 
 // saveTo saves s with st and returns the cookies the browser keeps.
