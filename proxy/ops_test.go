@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,39 +13,28 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // logBuffer collects log output that handlers write concurrently.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ process.Output }
 
 // lines returns every JSON log line written so far.
 func (b *logBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, raw := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
+	for _, raw := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		if len(raw) == 0 {
 			continue
 		}
 		m := map[string]any{}
-		if err := json.Unmarshal(raw, &m); err != nil {
+		if err := json.Unmarshal([]byte(raw), &m); err != nil {
 			t.Fatalf("log line is not JSON: %s", raw)
 		}
 		out = append(out, m)
@@ -146,7 +134,7 @@ func TestAccessLineAndRequestID(t *testing.T) {
 			if c, _ := l["client"].(string); c == "" {
 				t.Errorf("access line has no client address: %v", l)
 			}
-			if strings.Contains(logs.buf.String(), "code123") {
+			if strings.Contains(logs.String(), "code123") {
 				t.Errorf("the query string reached the log")
 			}
 		})
@@ -174,7 +162,7 @@ func TestAuditLinesForRefusals(t *testing.T) {
 			id := resp.Header.Get("X-Request-Id")
 			lines := logs.find(t, map[string]any{"log": "audit", "event": tc.event, "request_id": id})
 			if len(lines) != 1 {
-				t.Fatalf("%d audit lines %q for this request, want 1; log:\n%s", len(lines), tc.event, logs.buf.String())
+				t.Fatalf("%d audit lines %q for this request, want 1; log:\n%s", len(lines), tc.event, logs.String())
 			}
 			l := lines[0]
 			if tc.rule != "" && l["rule"] != tc.rule {
@@ -188,7 +176,7 @@ func TestAuditLinesForRefusals(t *testing.T) {
 			}
 		})
 	}
-	if strings.Contains(logs.buf.String(), "secret-code") {
+	if strings.Contains(logs.String(), "secret-code") {
 		t.Errorf("an authorization code reached the log")
 	}
 }
