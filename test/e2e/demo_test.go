@@ -7,19 +7,19 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/portcullis-proxy/portcullis/cmd/portcullis/demo"
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // runningDemo is `portcullis demo` running in the test process.
 type runningDemo struct {
 	*demo.Info
-	out *syncBuffer
+	out *process.Output
 }
 
 // startDemo runs the demo on free ports until the test ends; the test fails
@@ -29,7 +29,7 @@ func startDemo(t *testing.T) *runningDemo {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *demo.Info, 1)
 	done := make(chan error, 1)
-	out := &syncBuffer{}
+	out := &process.Output{}
 	start := time.Now()
 	go func() {
 		done <- demo.Run(ctx, demo.Options{
@@ -73,24 +73,6 @@ func (d *runningDemo) user(t *testing.T, name string) demo.User {
 	}
 	t.Fatalf("the demo has no user %q (users: %+v)", name, d.Users)
 	return demo.User{}
-}
-
-// syncBuffer is an io.Writer that the demo writes to while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestDemoPrintsHowToUseIt(t *testing.T) {
@@ -236,7 +218,7 @@ func TestDemoStopsCleanly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *demo.Info, 1)
 	done := make(chan error, 1)
-	out := &syncBuffer{}
+	out := &process.Output{}
 	go func() {
 		done <- demo.Run(ctx, demo.Options{Listen: "127.0.0.1:0", Ready: func(i *demo.Info) { ready <- i }}, out)
 	}()
@@ -275,7 +257,7 @@ func TestDemoRefusesABusyAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	err = demo.Run(t.Context(), demo.Options{Listen: ln.Addr().String()}, &syncBuffer{})
+	err = demo.Run(t.Context(), demo.Options{Listen: ln.Addr().String()}, &process.Output{})
 	if err == nil || !strings.Contains(err.Error(), "--listen") {
 		t.Fatalf("demo on a busy address: %v, want an error that suggests --listen", err)
 	}

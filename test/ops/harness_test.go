@@ -5,7 +5,6 @@
 package ops
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -19,13 +18,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // binary is the portcullis binary TestMain builds.
@@ -89,28 +88,11 @@ default_action: authenticate
 type proc struct {
 	URL, Admin string
 	Config     string // the config file
-	Log        *syncBuffer
+	Log        *process.Output
 	cmd        *exec.Cmd
 	done       chan struct{}
 	exitCode   int
 	vars       map[string]string
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -166,7 +148,7 @@ func (p *proc) writeRaw(t *testing.T, text string) {
 // start runs the binary and waits until its admin listener answers.
 func (p *proc) start(t *testing.T, args ...string) {
 	t.Helper()
-	p.Log = &syncBuffer{}
+	p.Log = &process.Output{}
 	p.cmd = exec.Command(binary, append([]string{"serve", "--config", p.Config}, args...)...)
 	p.cmd.Stderr = p.Log
 	p.cmd.Stdout = p.Log
