@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/jsonlog"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/rules"
 )
@@ -29,7 +30,7 @@ import (
 //
 // gives ns/op and allocs/op of each step and the ratio of portcullis to bare.
 // The whole-request benchmarks log their access lines as `portcullis serve`
-// does by default (slog's JSON at info), to io.Discard: the cost
+// does by default (JSON at info, through jsonlog), to io.Discard: the cost
 // of formatting a line is counted, the cost of the write(2) is not.
 
 // benchBody is the upstream's answer in the load run: 512 bytes.
@@ -75,7 +76,7 @@ func benchProxy(b *testing.B) (*Handler, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	h, err := New(ctx, cfg, slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	h, err := New(ctx, cfg, slog.New(jsonlog.New(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
 		b.Fatal(err)
 	}

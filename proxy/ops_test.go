@@ -18,6 +18,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/portcullis-proxy/portcullis/proxy/jsonlog"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/test/process"
 )
@@ -73,7 +74,7 @@ func newLoggedFixture(t *testing.T, yaml string) (*fixture, *logBuffer, string) 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	h, err := New(ctx, cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	h, err := New(ctx, cfg, slog.New(jsonlog.New(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/proxy"
+	"github.com/portcullis-proxy/portcullis/proxy/jsonlog"
 )
 
 const usage = `portcullis — an identity-aware reverse proxy
@@ -144,7 +145,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(jsonlog.New(w, opts)), nil
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/proxy"
+	"github.com/portcullis-proxy/portcullis/proxy/jsonlog"
 )
 
 func main() {
@@ -40,7 +41,7 @@ func main() {
 	// profile is not of one write(2) per access line.
 	out := bufio.NewWriterSize(os.Stderr, 64<<10)
 	defer out.Flush()
-	logger := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger := slog.New(jsonlog.New(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := proxy.Run(ctx, cfg, proxy.ServeOptions{Log: logger, Grace: time.Second, ConfigPath: *path}); err != nil {
 		log.Fatal(err)
 	}
