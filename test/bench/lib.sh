@@ -45,15 +45,29 @@ cpu_us() {
 	cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%d\n", ns / 1000}'
 }
 
-# awk_median defines median(list) for awk programs: the median of the
-# numbers in a space-separated list.
+# awk_median defines, for awk programs, median(list), the median of the
+# numbers in a space-separated list, and spread(list), its middle half as
+# "q1-q3" (the medians of the lower and the upper half), so that a ratio is
+# printed with how much the rounds behind it agreed.
 awk_median='
-function median(list,   n, a, i, j, t) {
+function sorted(list, a,   n, i, j, t) {
 	n = split(list, a, " ")
 	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	return n
 }
-
+function mid(a, from, to,   n) {
+	n = to - from + 1
+	return n % 2 ? a[from + (n - 1) / 2] : (a[from + n / 2 - 1] + a[from + n / 2]) / 2
+}
+function median(list,   a, n) {
+	n = sorted(list, a)
+	return mid(a, 1, n)
+}
+function spread(list,   a, n) {
+	n = sorted(list, a)
+	if (n < 4) return ""
+	return sprintf("%.2f-%.2f", mid(a, 1, int(n / 2)), mid(a, n - int(n / 2) + 1, n))
+}
 '
 
 # bench_config LISTEN ADMIN_LISTEN [SESSION_LINE...]: the benchmark's
