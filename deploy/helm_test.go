@@ -277,6 +277,9 @@ func checkDeployment(t *testing.T, m manifests, secretName string) {
 	if c.Resources.Requests.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("container needs cpu and memory requests and a memory limit: %+v", c.Resources)
 	}
+	if got := gomemlimit(c); got == nil || got.ResourceFieldRef == nil || got.ResourceFieldRef.Resource != "limits.memory" {
+		t.Errorf("GOMEMLIMIT must come from the memory limit, got %+v", got)
+	}
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 		t.Error("portcullis needs no service account token: automountServiceAccountToken must be false")
 	}
@@ -439,6 +442,37 @@ func TestHelmEveryOption(t *testing.T) {
 	}
 	if aff := d.Spec.Template.Spec.Affinity; aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 1 {
 		t.Errorf("podAntiAffinity=hard should require one pod per node, got %+v", aff)
+	}
+}
+
+// gomemlimit is where the container's GOMEMLIMIT comes from, or nil.
+func gomemlimit(c *corev1.Container) *corev1.EnvVarSource {
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" {
+			if e.ValueFrom == nil {
+				return &corev1.EnvVarSource{}
+			}
+			return e.ValueFrom
+		}
+	}
+	return nil
+}
+
+// portcullis collects garbage at GOGC=200 unless told otherwise; in a pod
+// with a memory limit the collector's soft limit is that limit.
+func TestHelmGOMEMLIMITFollowsTheMemoryLimit(t *testing.T) {
+	m := render(t, "--set", "resources.limits=null", "--set", "extraEnv[0].name=TZ,extraEnv[0].value=UTC")
+	c := &one(t, "Deployment", m.deployments).Spec.Template.Spec.Containers[0]
+	if got := gomemlimit(c); got != nil {
+		t.Errorf("no memory limit, no GOMEMLIMIT: got %+v", got)
+	}
+	m = render(t, "--set", "extraEnv[0].name=TZ,extraEnv[0].value=UTC")
+	c = &one(t, "Deployment", m.deployments).Spec.Template.Spec.Containers[0]
+	if got := gomemlimit(c); got == nil || got.ResourceFieldRef == nil {
+		t.Errorf("GOMEMLIMIT must come from the memory limit next to extraEnv, got %+v", got)
+	}
+	if len(c.Env) != 2 || c.Env[1].Name != "TZ" {
+		t.Errorf("extraEnv must follow GOMEMLIMIT, so that it can override it: %+v", c.Env)
 	}
 }
 

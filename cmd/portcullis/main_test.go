@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -378,6 +379,32 @@ func TestVersionAndUsage(t *testing.T) {
 			code, stdout, stderr := runCLI(tc.args...)
 			if code != tc.code || !strings.HasPrefix(stdout, tc.stdout) || !strings.Contains(stderr, tc.stderr) {
 				t.Fatalf("exit %d stdout %q stderr %q; want %d, stdout starting %q, stderr with %q", code, stdout, stderr, tc.code, tc.stdout, tc.stderr)
+			}
+		})
+	}
+}
+
+func TestGCTarget(t *testing.T) {
+	cases := []struct {
+		name string
+		gogc string
+		want int
+	}{
+		{"without GOGC, serve collects at 200 %", "", gcPercent},
+		{"an operator's GOGC is left alone", "50", 100},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			old := debug.SetGCPercent(100) // the test binary's own, restored below
+			defer debug.SetGCPercent(old)
+			tuneGC(func(k string) string {
+				if k == "GOGC" {
+					return c.gogc
+				}
+				return ""
+			})
+			if got := debug.SetGCPercent(100); got != c.want {
+				t.Errorf("GC percent %d, want %d", got, c.want)
 			}
 		})
 	}

@@ -89,6 +89,7 @@ type proc struct {
 	URL, Admin string
 	Config     string // the config file
 	Log        *process.Output
+	Env        []string // added to the test's environment
 	cmd        *exec.Cmd
 	done       chan struct{}
 	exitCode   int
@@ -152,6 +153,7 @@ func (p *proc) start(t *testing.T, args ...string) {
 	p.cmd = exec.Command(binary, append([]string{"serve", "--config", p.Config}, args...)...)
 	p.cmd.Stderr = p.Log
 	p.cmd.Stdout = p.Log
+	p.cmd.Env = append(os.Environ(), p.Env...)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

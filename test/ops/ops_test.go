@@ -301,3 +301,25 @@ func TestUpstreamStoppedAnswers502AndCounts(t *testing.T) {
 		t.Errorf(`requests_total{code="502",decision="bypass"} = %v, want 2`, got)
 	}
 }
+
+// serve runs the garbage collector at 200 % unless the operator sets GOGC
+// (issue 6), as its Go collector metrics show.
+func TestServeGCTargetAndGOGC(t *testing.T) {
+	for _, c := range []struct {
+		env  string
+		want float64
+	}{
+		{"GOGC=", 200},
+		{"GOGC=100", 100},
+		{"GOGC=50", 50},
+	} {
+		t.Run(c.env, func(t *testing.T) {
+			p := newProc(t, nil)
+			p.Env = []string{c.env}
+			p.start(t)
+			if got := p.metric(t, "go_gc_gogc_percent"); got != c.want {
+				t.Errorf("%s: go_gc_gogc_percent = %v, want %v", c.env, got, c.want)
+			}
+		})
+	}
+}

@@ -2,7 +2,7 @@
 // loopback listener, for profiling the proxy under the load run's load
 // (test/bench/run.sh with PROFILE=1). It logs as `portcullis serve` does by
 // default (JSON at info, batched to stderr), so the profile counts the
-// access log.
+// access log, and sets the same garbage-collector target.
 // It is never shipped.
 package main
 
@@ -16,6 +16,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -33,6 +34,9 @@ func main() {
 	}
 	if err != nil {
 		log.Fatalf("config: %v", err)
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200) // as portcullis serve does (cmd/portcullis, gcPercent)
 	}
 	go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
