@@ -94,38 +94,64 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b 
 // not format (a float, a group, an error, any other value) is slog's to write.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	bp := buffers.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxKeptBuffer {
-			buffers.Put(bp)
-		}
-	}()
-	line, ok := h.appendRecord((*bp)[:0], r)
-	*bp = line
+	defer putBuffer(bp)
+	b, ok := h.appendHead((*bp)[:0], r.Time, r.Level, r.Message)
+	if ok {
+		r.Attrs(func(a slog.Attr) bool {
+			b, ok = appendAttr(b, a)
+			return ok
+		})
+	}
+	*bp = b
 	if !ok {
 		return h.slow.Handle(ctx, r)
 	}
-	_, err := h.out.Write(line)
+	_, err := h.out.Write(append(b, "}\n"...))
 	return err
 }
 
-func (h *Handler) appendRecord(b []byte, r slog.Record) ([]byte, bool) {
+// HandleAttrs writes what Handle writes for the record
+// slog.NewRecord(t, level, msg, 0) with attrs added, without the record: a
+// Record holds five attributes and copies the rest to a slice it allocates,
+// only for Handle to read them back. The access line (nine attributes, on
+// every request) comes this way.
+func (h *Handler) HandleAttrs(ctx context.Context, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) error {
+	bp := buffers.Get().(*[]byte)
+	defer putBuffer(bp)
+	b, ok := h.appendHead((*bp)[:0], t, level, msg)
+	for i := 0; ok && i < len(attrs); i++ {
+		b, ok = appendAttr(b, attrs[i])
+	}
+	*bp = b
+	if !ok {
+		r := slog.NewRecord(t, level, msg, 0)
+		r.AddAttrs(attrs...)
+		return h.slow.Handle(ctx, r)
+	}
+	_, err := h.out.Write(append(b, "}\n"...))
+	return err
+}
+
+func putBuffer(bp *[]byte) {
+	if cap(*bp) <= maxKeptBuffer {
+		buffers.Put(bp)
+	}
+}
+
+// appendHead appends a line's start: `{"time":…,"level":…,"msg":…` and the
+// WithAttrs attributes. It reports false for a time only slog writes.
+func (h *Handler) appendHead(b []byte, t time.Time, level slog.Level, msg string) ([]byte, bool) {
 	b = append(b, '{')
-	if !r.Time.IsZero() {
+	if !t.IsZero() {
 		var ok bool
-		if b, ok = appendTime(append(b, `"time":`...), r.Time.Round(0)); !ok {
+		if b, ok = appendTime(append(b, `"time":`...), t.Round(0)); !ok {
 			return b, false
 		}
 		b = append(b, ',')
 	}
-	b = appendString(append(b, `"level":`...), r.Level.String())
-	b = appendString(append(b, `,"msg":`...), r.Message)
-	b = append(b, h.attrs...)
-	ok := true
-	r.Attrs(func(a slog.Attr) bool {
-		b, ok = appendAttr(b, a)
-		return ok
-	})
-	return append(b, "}\n"...), ok
+	b = appendString(append(b, `"level":`...), level.String())
+	b = appendString(append(b, `,"msg":`...), msg)
+	return append(b, h.attrs...), true
 }
 
 // appendAttr appends `,"key":value`, or reports that the value's kind is

@@ -81,6 +81,11 @@ func TestSameLinesAsSlog(t *testing.T) {
 		{"a year slog calls out of range is slog's to write", func(h slog.Handler) error {
 			return h.Handle(context.Background(), record("m", slog.Time("t", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC))))
 		}},
+		{"a record time slog calls out of range is slog's to write", func(h slog.Handler) error {
+			r := slog.NewRecord(time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), slog.LevelInfo, "m", 0)
+			r.AddAttrs(slog.String("a", "b"))
+			return h.Handle(context.Background(), r)
+		}},
 		{"attributes only slog formats, bound with WithAttrs", func(h slog.Handler) error {
 			h = h.WithAttrs([]slog.Attr{slog.String("a", "b"), slog.Float64("f", 0.5)}).WithAttrs([]slog.Attr{slog.Int("n", 2)})
 			return h.Handle(context.Background(), record("m", slog.String("c", "d")))
@@ -105,6 +110,57 @@ func TestSameLinesAsSlog(t *testing.T) {
 				t.Errorf("lines differ\nslog: %s\nours: %s", slogs, ours)
 			}
 		})
+	}
+}
+
+// attrsHandler is the shortcut past slog.Record that the proxy's access line
+// takes when its handler has it.
+type attrsHandler interface {
+	HandleAttrs(ctx context.Context, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) error
+}
+
+func TestHandleAttrsWritesWhatHandleWrites(t *testing.T) {
+	cases := []struct {
+		name  string
+		time  time.Time
+		attrs []slog.Attr
+	}{
+		{"the access line", when, []slog.Attr{
+			slog.String("method", "GET"), slog.String("path", "/api/tasks"), slog.Int("status", 200),
+			slog.Int64("duration_us", 431), slog.Int64("bytes", 512),
+			slog.String("request_id", "8c1f2a3b4d5e6f70"), slog.String("client", "127.0.0.1"),
+			slog.String("idp", "oidc"), slog.String("user", "al\"ice\n\xff"),
+		}},
+		{"no attributes", when, nil},
+		{"no time", time.Time{}, []slog.Attr{slog.Int("n", 1)}},
+		{"a time slog calls out of range", time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), []slog.Attr{slog.Int("n", 1)}},
+		{"a float after what this handler formats", when, []slog.Attr{slog.String("a", "b"), slog.Float64("f", 0.1)}},
+		{"an empty Attr and an empty group, which a Record drops", when, []slog.Attr{{}, slog.Group("g"), slog.Int("n", 1)}},
+		{"a LogValuer and a group", when, []slog.Attr{slog.Any("v", valuer{}), slog.Group("g", slog.Int("n", 1))}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			slogs, ours := bothWrite(t, nil, func(h slog.Handler) {
+				h = h.WithAttrs([]slog.Attr{slog.String("log", "access")})
+				if fast, ok := h.(attrsHandler); ok {
+					if err := fast.HandleAttrs(context.Background(), c.time, slog.LevelWarn, "request", c.attrs...); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				r := slog.NewRecord(c.time, slog.LevelWarn, "request", 0)
+				r.AddAttrs(c.attrs...)
+				if err := h.Handle(context.Background(), r); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if ours != slogs {
+				t.Errorf("lines differ\nslog: %s\nours: %s", slogs, ours)
+			}
+		})
+	}
+	if _, ok := New(io.Discard, nil).WithAttrs([]slog.Attr{slog.String("log", "access")}).(attrsHandler); !ok {
+		t.Error("the access line's handler has no HandleAttrs")
 	}
 }
 
@@ -222,6 +278,22 @@ func FuzzSameLinesAsSlog(f *testing.F) {
 		if ours != slogs {
 			t.Errorf("lines differ\nslog: %q\nours: %q", slogs, ours)
 		}
+		// The same line through HandleAttrs, where the handler has it.
+		var b bytes.Buffer
+		h := New(&b, nil).WithAttrs(bound)
+		if shape&0x80 != 0 {
+			h = h.WithGroup(k2)
+		}
+		if fast, ok := h.(attrsHandler); ok {
+			t0 := tm
+			if shape&0x40 != 0 {
+				t0 = time.Time{}
+			}
+			_ = fast.HandleAttrs(context.Background(), t0, slog.Level(level), msg, inRecord...)
+			if b.String() != slogs {
+				t.Errorf("HandleAttrs: lines differ\nslog: %q\nours: %q", slogs, b.String())
+			}
+		}
 	})
 }
 
@@ -249,4 +321,16 @@ func BenchmarkAccessLine(b *testing.B) {
 			}
 		})
 	}
+	b.Run("jsonlog_HandleAttrs", func(b *testing.B) {
+		h := New(io.Discard, nil).WithAttrs([]slog.Attr{slog.String("log", "access")}).
+			WithAttrs([]slog.Attr{slog.String("decision", "bypass"), slog.String("rule", "api-credentials")}).(*Handler)
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			attrs := [...]slog.Attr{slog.String("method", "GET"), slog.String("path", "/api/tasks"), slog.Int("status", 200),
+				slog.Int64("duration_us", 431), slog.Int64("bytes", 512),
+				slog.String("request_id", "8c1f2a3b4d5e6f708192a3b4c5d6e7f8"), slog.String("client", "127.0.0.1")}
+			_ = h.HandleAttrs(ctx, when, slog.LevelInfo, "request", attrs[:]...)
+		}
+	})
 }
