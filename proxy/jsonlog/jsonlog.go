@@ -113,8 +113,8 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 // HandleAttrs writes what Handle writes for the record
 // slog.NewRecord(t, level, msg, 0) with attrs added, without the record: a
 // Record holds five attributes and copies the rest to a slice it allocates,
-// only for Handle to read them back. The access line (nine attributes, on
-// every request) comes this way.
+// only for Handle to read them back. The access line (seven to nine
+// attributes, on every request) comes this way.
 func (h *Handler) HandleAttrs(ctx context.Context, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) error {
 	bp := buffers.Get().(*[]byte)
 	defer putBuffer(bp)
