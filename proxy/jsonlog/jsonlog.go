@@ -102,12 +102,10 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 			return ok
 		})
 	}
-	*bp = b
 	if !ok {
 		return h.slow.Handle(ctx, r)
 	}
-	_, err := h.out.Write(append(b, "}\n"...))
-	return err
+	return h.writeLine(bp, b)
 }
 
 // HandleAttrs writes what Handle writes for the record
@@ -122,13 +120,20 @@ func (h *Handler) HandleAttrs(ctx context.Context, t time.Time, level slog.Level
 	for i := 0; ok && i < len(attrs); i++ {
 		b, ok = appendAttr(b, attrs[i])
 	}
-	*bp = b
 	if !ok {
 		r := slog.NewRecord(t, level, msg, 0)
 		r.AddAttrs(attrs...)
 		return h.slow.Handle(ctx, r)
 	}
-	_, err := h.out.Write(append(b, "}\n"...))
+	return h.writeLine(bp, b)
+}
+
+// writeLine ends the line b and writes it; b, grown or not, goes back to the
+// pool in bp.
+func (h *Handler) writeLine(bp *[]byte, b []byte) error {
+	b = append(b, "}\n"...)
+	*bp = b
+	_, err := h.out.Write(b)
 	return err
 }
 
