@@ -120,7 +120,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		return h.serveBasic(w, r, rule, req, o) // the caller's LDAP password instead of a session (ldap.go)
 	}
 
-	s, err := h.sessions.Load(r)
+	s, err := h.loadSession(w, r)
 	if err != nil {
 		h.log.Error("session store unavailable", "err", err)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Temporarily unavailable", "Sessions cannot be checked right now. Try again in a moment.")
@@ -146,6 +146,20 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		return decisionForbidden
 	}
 	return h.forwardSession(w, r, s) // attribute pass: identity headers for the upstream
+}
+
+// loadSession is the request's session, nil for none. A session whose IdP
+// has left the configuration (removed or renamed) is none: the proxy no
+// longer trusts what that IdP said, so the user logs in again.
+func (h *Handler) loadSession(w http.ResponseWriter, r *http.Request) (*session.Session, error) {
+	s, err := h.sessions.Load(r)
+	if err != nil || s == nil || h.providers[s.Profile.IdP] != nil {
+		return s, err
+	}
+	if err := h.sessions.Delete(w, r, s); err != nil {
+		h.log.Warn("session of a removed IdP not deleted", "idp", s.Profile.IdP, "err", err)
+	}
+	return nil, nil
 }
 
 // requestPath is the escaped path of r; an absolute-form target with no path

@@ -457,3 +457,27 @@ func TestLogoutExpiresTheApplicationsCookies(t *testing.T) {
 		}
 	}
 }
+
+// A session whose IdP has left the configuration is no session: the proxy
+// no longer trusts what that IdP said.
+func TestSessionOfARemovedIdPIsNoSession(t *testing.T) {
+	f := newFixture(t)
+	p := idp.Profile{IdP: "retired", Sub: "alice", Email: "alice@example.com", Roles: []string{"admin"}}
+	rec := httptest.NewRecorder()
+	if err := f.store.Save(rec, httptest.NewRequest("GET", "/", nil), session.New(p, idp.Tokens{}, f.h.cookies)); err != nil {
+		t.Fatal(err)
+	}
+	cookies := rec.Result().Cookies()
+	resp, _, reached := f.do(t, request("GET", "/tasks", cookies, "Accept", "application/json"))
+	if reached || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /tasks with a session of a removed IdP: %d, reached upstream %v; want 401, not reached", resp.StatusCode, reached)
+	}
+	resp, _, _ = f.do(t, request("GET", "/.portcullis/userinfo", cookies))
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("userinfo with a session of a removed IdP: %d, want 401", resp.StatusCode)
+	}
+	// The same session from a configured IdP passes: the test can fail.
+	if resp, _, reached := f.do(t, request("GET", "/tasks", f.login(t, "alice@example.com"))); !reached {
+		t.Fatalf("GET /tasks with a session of a configured IdP: %d, not reached", resp.StatusCode)
+	}
+}

@@ -68,11 +68,7 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 	if rf == nil || rf.every <= 0 || s.Tokens.RefreshToken == "" || now.Sub(s.Refreshed) < rf.every {
 		return s
 	}
-	p := h.providers[s.Profile.IdP]
-	if p == nil {
-		return s // the IdP left the configuration; the session runs out as it is
-	}
-	impl, ok := p.impl.(idp.Refresher)
+	impl, ok := h.providers[s.Profile.IdP].impl.(idp.Refresher) // serve checked the IdP is configured
 	if !ok {
 		return s
 	}
