@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/beevik/etree"
+	"github.com/crewjam/saml/xmlenc"
 	dsig "github.com/russellhaering/goxmldsig"
 )
 
@@ -193,6 +194,82 @@ func TestSAMLHostileResponses(t *testing.T) {
 			}
 			if !strings.HasPrefix(err.Error(), "saml corp: ") {
 				t.Errorf("error %q is not prefixed with the provider", err)
+			}
+		})
+	}
+}
+
+// The SP advertises no encryption key, so an EncryptedAssertion is refused
+// before anything decrypts it: inspectResponse's checks could not see inside.
+func TestSAMLEncryptedAssertionRefused(t *testing.T) {
+	tests := []struct {
+		name    string
+		respond func(t *testing.T, e *samlEnv) (*Flow, samlACSPost)
+	}{
+		{
+			name: "assertion the IdP encrypted to the SP certificate is refused",
+			respond: func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
+				// Registered with crewjam's full metadata, which offers the
+				// SP certificate for encryption, samlidp encrypts.
+				if err := e.idp.AddServiceProvider(e.p.base.Metadata()); err != nil {
+					t.Fatal(err)
+				}
+				f, post := e.login(t, "alice", "alice-pw")
+				if raw, _ := base64.StdEncoding.DecodeString(post.SAMLResponse); !strings.Contains(string(raw), "EncryptedAssertion") {
+					t.Fatal("the IdP did not encrypt the assertion")
+				}
+				return f, post
+			},
+		},
+		{
+			name: "signed assertion with a comment in its NameID, encrypted by the user to the SP certificate, is refused",
+			respond: func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
+				// mallory hides the comment trick from inspectResponse by
+				// encrypting her own signed assertion to the certificate the
+				// SP metadata publishes.
+				f, post := e.login(t, "mallory", "mallory-pw")
+				post.SAMLResponse = forgeResponse(t, post.SAMLResponse, samlForgery{
+					sign: assertionSignatureOnly,
+					mutate: func(t *testing.T, resp, a *etree.Element) {
+						nameID := a.FindElement("./Subject/NameID")
+						nameID.SetText("alice@example.com")
+						nameID.CreateComment("")
+						nameID.CreateText(".evil.com")
+						doc := etree.NewDocument()
+						doc.SetRoot(a.Copy())
+						plain, err := doc.WriteToBytes()
+						if err != nil {
+							t.Fatal(err)
+						}
+						enc := xmlenc.OAEP()
+						enc.BlockCipher = xmlenc.AES128CBC
+						enc.DigestMethod = &xmlenc.SHA1
+						data, err := enc.Encrypt(e.p.base.Certificate, plain, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						data.CreateAttr("Type", "http://www.w3.org/2001/04/xmlenc#Element")
+						encrypted := etree.NewElement("saml:EncryptedAssertion")
+						encrypted.AddChild(data)
+						i := a.Index()
+						resp.RemoveChildAt(i)
+						resp.InsertChildAt(i, encrypted)
+					},
+				}, e, nil, nil)
+				return f, post
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newSAMLEnv(t, nil)
+			f, post := tc.respond(t, e)
+			prof, _, err := e.p.Complete(post.request(), f)
+			if err == nil {
+				t.Fatalf("accepted as %q", prof.Email)
+			}
+			if !strings.Contains(err.Error(), "inspect response: EncryptedAssertion refused") {
+				t.Fatalf("error %q, want the EncryptedAssertion refusal", err)
 			}
 		})
 	}

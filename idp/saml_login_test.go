@@ -203,24 +203,3 @@ func TestSAMLCompleteRefusesGET(t *testing.T) {
 		t.Fatal("GET to the ACS accepted")
 	}
 }
-
-func TestSAMLEncryptedAssertion(t *testing.T) {
-	e := newSAMLEnv(t, nil)
-	// Register the SP again with crewjam's full metadata, which offers the
-	// SP certificate for encryption: samlidp then encrypts the assertion.
-	if err := e.idp.AddServiceProvider(e.p.base.Metadata()); err != nil {
-		t.Fatal(err)
-	}
-	f, post := e.login(t, "alice", "alice-pw")
-	raw, _ := base64.StdEncoding.DecodeString(post.SAMLResponse)
-	if !strings.Contains(string(raw), "EncryptedAssertion") {
-		t.Fatal("the IdP did not encrypt the assertion")
-	}
-	prof, _, err := e.p.Complete(post.request(), f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if prof.Email != "alice@example.com" {
-		t.Errorf("profile %+v", prof)
-	}
-}

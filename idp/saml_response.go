@@ -55,12 +55,19 @@ func decodeSAMLResponse(form string) ([]byte, error) {
 	return inflated, nil
 }
 
+// errEncryptedAssertion refuses what crewjam/saml would decrypt with the SP
+// key: the SP metadata offers no encryption key (see Metadata), so an IdP
+// has no reason to encrypt, and the checks below could not see inside; a
+// user could encrypt their own tampered assertion to the SP certificate,
+// which the metadata publishes for signing.
+var errEncryptedAssertion = errors.New("EncryptedAssertion refused: this SP offers no encryption key in its metadata; turn off assertion encryption for it at the IdP")
+
 // inspectResponse refuses shapes that crewjam/saml would accept but that
-// carry known attacks: more than one assertion (signature wrapping: crewjam
-// returns the first that verifies, wherever the others hide), and XML
-// comments (exclusive canonicalization drops them, so a comment can split a
-// signed NameID such as alice@example.com<!---->.evil.com without breaking
-// the signature).
+// carry known attacks: an encrypted assertion (errEncryptedAssertion), more
+// than one assertion (signature wrapping: crewjam returns the first that
+// verifies, wherever the others hide), and XML comments (exclusive
+// canonicalization drops them, so a comment can split a signed NameID such
+// as alice@example.com<!---->.evil.com without breaking the signature).
 func inspectResponse(data []byte) error {
 	doc := etree.NewDocument()
 	if err := doc.ReadFromBytes(data); err != nil {
@@ -73,7 +80,10 @@ func inspectResponse(data []byte) error {
 	assertions := 0
 	var walk func(el *etree.Element) error
 	walk = func(el *etree.Element) error {
-		if el.NamespaceURI() == samlAssertionNS && (el.Tag == "Assertion" || el.Tag == "EncryptedAssertion") {
+		if el.NamespaceURI() == samlAssertionNS && el.Tag == "EncryptedAssertion" {
+			return errEncryptedAssertion
+		}
+		if el.NamespaceURI() == samlAssertionNS && el.Tag == "Assertion" {
 			assertions++
 		}
 		for _, tok := range el.Child {
