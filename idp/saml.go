@@ -123,6 +123,10 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 			// InResponseTo is always checked against the IDs we pass in;
 			// IdP-initiated logins pass the empty ID (see Complete).
 			AllowIDPInitiated: false,
+			// checkAudience is the audience rule (every AudienceRestriction
+			// must name us); crewjam's own check reads only the last Audience
+			// of each restriction and so refuses [us, another SP].
+			ValidateAudienceRestriction: func(*saml.Assertion) error { return nil },
 		},
 		replay:  newReplayCache(maxReplayEntries),
 		shared:  o.Replay,
@@ -227,7 +231,8 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("saml %s: decode response: %w", id, err)
 	}
-	if err := inspectResponse(raw); err != nil {
+	assertionEl, err := inspectResponse(raw)
+	if err != nil {
 		return nil, nil, fmt.Errorf("saml %s: inspect response: %w", id, err)
 	}
 	assertion, err := parseAssertion(sp, raw, requestIDs, p.acsURL)
@@ -235,6 +240,9 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
 	}
 	if err := checkBearer(assertion); err != nil {
+		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
+	}
+	if err := checkAudience(assertionEl, sp.EntityID); err != nil {
 		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
 	}
 	if err := p.useAssertion(r.Context(), assertion.ID, replayExpiry(assertion)); err != nil {

@@ -99,6 +99,44 @@ func TestSAMLHostileResponses(t *testing.T) {
 			},
 		},
 		{
+			name: "assertion without AudienceRestriction is refused", wantErr: "no AudienceRestriction",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				c := a.FindElement("./Conditions")
+				c.RemoveChild(c.SelectElement("AudienceRestriction"))
+			},
+		},
+		{
+			name: "second AudienceRestriction naming only another SP is refused", wantErr: "AudienceRestriction 2",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				c := a.FindElement("./Conditions")
+				other := c.SelectElement("AudienceRestriction").Copy()
+				setText(t, other, "./Audience", "https://other-sp.example/metadata")
+				c.AddChild(other)
+			},
+		},
+		{
+			name: "AudienceRestriction with an empty Audience is refused", wantErr: "AudienceRestriction 1",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				setText(t, a, "./Conditions/AudienceRestriction/Audience", "")
+			},
+		},
+		{
+			name: "AudienceRestriction naming this SP and, after it, another is accepted",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				ar := a.FindElement("./Conditions/AudienceRestriction")
+				other := ar.SelectElement("Audience").Copy()
+				other.SetText("https://other-sp.example/metadata")
+				ar.AddChild(other)
+			},
+		},
+		{
+			name: "two AudienceRestrictions both naming this SP are accepted",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				c := a.FindElement("./Conditions")
+				c.AddChild(c.SelectElement("AudienceRestriction").Copy())
+			},
+		},
+		{
 			name: "wrong recipient is refused", wantErr: "Recipient",
 			mutate: func(t *testing.T, resp, a *etree.Element) {
 				setAttr(t, a, "./Subject/SubjectConfirmation/SubjectConfirmationData", "Recipient", "https://other-sp.example/acs")

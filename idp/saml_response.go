@@ -67,17 +67,20 @@ var errEncryptedAssertion = errors.New("EncryptedAssertion refused: this SP offe
 // than one assertion (signature wrapping: crewjam returns the first that
 // verifies, wherever the others hide), and XML comments (exclusive
 // canonicalization drops them, so a comment can split a signed NameID such
-// as alice@example.com<!---->.evil.com without breaking the signature).
-func inspectResponse(data []byte) error {
+// as alice@example.com<!---->.evil.com without breaking the signature). It
+// returns the one assertion, for the checks that need more of it than
+// crewjam's parsed form keeps (checkAudience).
+func inspectResponse(data []byte) (*etree.Element, error) {
 	doc := etree.NewDocument()
 	if err := doc.ReadFromBytes(data); err != nil {
-		return fmt.Errorf("parse XML: %w", err)
+		return nil, fmt.Errorf("parse XML: %w", err)
 	}
 	root := doc.Root()
 	if root == nil || root.Tag != "Response" || root.NamespaceURI() != samlProtocolNS {
-		return errors.New("root element is not a SAML 2.0 Response")
+		return nil, errors.New("root element is not a SAML 2.0 Response")
 	}
 	assertions := 0
+	var assertion *etree.Element
 	var walk func(el *etree.Element) error
 	walk = func(el *etree.Element) error {
 		if el.NamespaceURI() == samlAssertionNS && el.Tag == "EncryptedAssertion" {
@@ -85,6 +88,7 @@ func inspectResponse(data []byte) error {
 		}
 		if el.NamespaceURI() == samlAssertionNS && el.Tag == "Assertion" {
 			assertions++
+			assertion = el
 		}
 		for _, tok := range el.Child {
 			switch t := tok.(type) {
@@ -99,17 +103,17 @@ func inspectResponse(data []byte) error {
 		return nil
 	}
 	if err := walk(root); err != nil {
-		return err
+		return nil, err
 	}
 	if assertions != 1 {
-		return fmt.Errorf("response carries %d assertions, want exactly 1", assertions)
+		return nil, fmt.Errorf("response carries %d assertions, want exactly 1", assertions)
 	}
-	return nil
+	return assertion, nil
 }
 
 // parseAssertion runs crewjam/saml's checks: signatures against the IdP's
-// certificates, issuer, destination, InResponseTo, recipient, audience and
-// validity times (MaxClockSkew, 180 s, of leeway).
+// certificates, issuer, destination, InResponseTo, recipient and validity
+// times (MaxClockSkew, 180 s, of leeway). The audience is checkAudience's.
 func parseAssertion(sp *saml.ServiceProvider, data []byte, requestIDs []string, acs url.URL) (a *saml.Assertion, err error) {
 	defer func() {
 		// crewjam dereferences Subject and Conditions unchecked; a signed
@@ -147,6 +151,35 @@ func checkBearer(a *saml.Assertion) error {
 	}
 	if a.Conditions == nil {
 		return errors.New("assertion has no Conditions")
+	}
+	return nil
+}
+
+// checkAudience requires what SAML core (2.5.1.4) and the Web Browser SSO
+// profile require and crewjam does not: at least one AudienceRestriction,
+// and every one of them naming entityID (crewjam accepts an assertion with
+// none, or with several of which any one names us). It reads the XML because
+// crewjam's parsed form keeps only the last Audience of each restriction.
+// assertion is the one inspectResponse found, after crewjam verified it.
+func checkAudience(assertion *etree.Element, entityID string) error {
+	// Conditions and AudienceRestriction match in any namespace, as they do
+	// for crewjam's unmarshalling; only a SAML Audience names us.
+	restrictions := 0
+	for _, conditions := range assertion.SelectElements("Conditions") {
+		for _, restriction := range conditions.SelectElements("AudienceRestriction") {
+			restrictions++
+			named := false
+			for _, audience := range restriction.SelectElements("Audience") {
+				named = named || (audience.NamespaceURI() == samlAssertionNS &&
+					len(audience.ChildElements()) == 0 && audience.Text() == entityID)
+			}
+			if !named {
+				return fmt.Errorf("assertion AudienceRestriction %d does not name this SP (%q)", restrictions, entityID)
+			}
+		}
+	}
+	if restrictions == 0 {
+		return fmt.Errorf("assertion has no AudienceRestriction (want one naming this SP, %q)", entityID)
 	}
 	return nil
 }
