@@ -315,6 +315,8 @@ func (c *Config) validateSAML() []error {
 	case c.MetadataURL != "":
 		if err := checkHTTPURL("metadata_url", c.MetadataURL); err != nil {
 			errs = append(errs, err)
+		} else if err := checkMetadataScheme(c.MetadataURL); err != nil {
+			bad("metadata_url", "%v", err)
 		}
 		if c.X509Cert != "" {
 			bad("x509_cert", "not used with metadata_url: give either metadata_url or x509_cert and sso_url")
@@ -365,6 +367,21 @@ func (c *Config) validateSAML() []error {
 		}
 	}
 	return errs
+}
+
+// checkMetadataScheme refuses metadata over plain http from a host that is
+// not loopback: the metadata is the trust anchor (it carries the IdP's
+// signing certificate) and is fetched again every hour, so anyone on the
+// path could swap in their own certificate.
+func checkMetadataScheme(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		return fmt.Errorf("plain http refused outside development: the host %q is not loopback, and the metadata carries the IdP's signing certificate; use https, or give x509_cert and sso_url instead", u.Hostname())
+	}
+	return nil
 }
 
 // checkHTTPURL is checkURL restricted to http and https.

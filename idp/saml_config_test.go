@@ -62,6 +62,13 @@ func TestValidateSAML(t *testing.T) {
 			[]string{"x509_cert: not used with metadata_url", "sso_url: not used with metadata_url"}},
 		{"metadata_url must be an http(s) URL", func(c *Config) { c.MetadataURL = "ldap://sso.company.com/md" },
 			[]string{"metadata_url: must be an http or https URL"}},
+		{"metadata_url over plain http to a remote host is refused", func(c *Config) { c.MetadataURL = "http://sso.company.com/saml/metadata" },
+			[]string{`metadata_url: plain http refused outside development: the host "sso.company.com" is not loopback`}},
+		{"metadata_url over plain http to an address that only looks local is refused", func(c *Config) { c.MetadataURL = "http://127.0.0.1.nip.io/md" },
+			[]string{"metadata_url: plain http refused"}},
+		{"metadata_url over plain http to 127.0.0.1 is valid", func(c *Config) { c.MetadataURL = "http://127.0.0.1:8080/md" }, nil},
+		{"metadata_url over plain http to [::1] is valid", func(c *Config) { c.MetadataURL = "http://[::1]:8080/md" }, nil},
+		{"metadata_url over plain http to localhost is valid", func(c *Config) { c.MetadataURL = "http://localhost:8080/md" }, nil},
 		{"metadata_url must be absolute", func(c *Config) { c.MetadataURL = "/saml/metadata" },
 			[]string{"metadata_url: not an absolute URL"}},
 		{"x509_cert that is no certificate is refused", func(c *Config) {

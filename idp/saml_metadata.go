@@ -90,6 +90,11 @@ func (p *SAMLProvider) fetchMetadata(ctx context.Context) (*saml.EntityDescripto
 		return nil, err
 	}
 	defer resp.Body.Close()
+	// An https metadata_url may redirect; the rule for the URL holds for
+	// where the metadata really came from.
+	if err := checkMetadataScheme(resp.Request.URL.String()); err != nil {
+		return nil, fmt.Errorf("redirected to %s: %w", resp.Request.URL.Redacted(), err)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("status %s", resp.Status)
 	}

@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -123,6 +124,58 @@ func TestSAMLMetadataUnreachableAtStart(t *testing.T) {
 	}
 	md.broken.Store(false)
 	waitFor(t, "the background retry", func() bool { return p.Ready() == nil })
+}
+
+// redirectingIdP answers as idp.example.com would: /md redirects to
+// location, which serves body.
+type redirectingIdP struct {
+	location string
+	body     []byte
+}
+
+func (r redirectingIdP) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp := &http.Response{Request: req, Header: http.Header{}, Body: http.NoBody, StatusCode: http.StatusFound}
+	if req.URL.String() == r.location {
+		resp.StatusCode, resp.Body = http.StatusOK, io.NopCloser(bytes.NewReader(r.body))
+	} else {
+		resp.Header.Set("Location", r.location)
+	}
+	return resp, nil
+}
+
+func TestSAMLMetadataRedirect(t *testing.T) {
+	srv := samlserver.Start(t, samlserver.Options{})
+	body := fetchBody(t, srv.MetadataURL())
+	tests := []struct {
+		name     string
+		location string
+		wantErr  string
+	}{
+		{"redirect to another https URL is followed", "https://idp.example.com/saml/metadata", ""},
+		{"redirect from https to plain http is refused", "http://idp.example.com/saml/metadata", "plain http refused"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{ID: "corp", Protocol: SAML, EntityID: srv.EntityID(), MetadataURL: "https://idp.example.com/md"}
+			o := samlTestOptions()
+			o.HTTPClient = &http.Client{Transport: redirectingIdP{location: tc.location, body: body}}
+			timing := samlTiming{fetchTimeout: time.Second, refresh: time.Hour, retry: time.Hour}
+			p, err := newSAMLProvider(t.Context(), c, o, timing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = p.Ready()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Ready = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Ready = %v, want an error about %q", err, tc.wantErr)
+			}
+		})
+	}
 }
 
 func TestParseIdPMetadata(t *testing.T) {
