@@ -48,7 +48,8 @@ const (
 	// 10,000 typical sessions, fewer big ones.
 	cacheEntries = 10000
 	cacheBytes   = 16 << 20
-	// revokedEntries bounds the set of revoked session IDs.
+	// revokedEntries bounds the set of revoked session IDs; beyond it, sessions
+	// expiring no later than the ones forgotten are refused too.
 	revokedEntries = 100000
 	// sessionCodecName is bound into every session seal; flows use another,
 	// so one kind of cookie never opens as the other.
@@ -87,7 +88,7 @@ func NewCookieStore(o Options) (*CookieStore, error) {
 		opts:    o,
 		name:    o.Name(),
 		codecs:  cs,
-		revoked: newExpiringSet(revokedEntries),
+		revoked: newExpiringSet(revokedEntries, "revoked sessions", o.logger()),
 		users:   newUserRevocations(o.lifetime()),
 		cache:   newOpenedCache(cacheEntries, cacheBytes),
 	}, nil
@@ -237,7 +238,7 @@ func (st *CookieStore) valid(s *Session, now time.Time) bool {
 	if idle := st.opts.IdleTimeout; idle > 0 && now.Sub(s.LastSeen) > idle {
 		return false
 	}
-	return !st.revoked.Has(s.ID, now) && !st.users.ended(s)
+	return !st.revoked.Has(s.ID, s.Expires, now) && !st.users.ended(s)
 }
 
 // Save seals s into the session cookie, split into chunks when large, and

@@ -425,11 +425,11 @@ func TestDeleteDropsTheCachedSession(t *testing.T) {
 	if n := len(st.cache.entries); n != 0 {
 		t.Errorf("%d cache entries left after Delete", n)
 	}
-	if !st.revoked.Has(s.ID, c.t) {
+	if !st.revoked.Has(s.ID, s.Expires, c.t) {
 		t.Error("ID not revoked")
 	}
 	c.Advance(12*time.Hour + time.Second)
-	if st.revoked.Has(s.ID, c.t) {
+	if st.revoked.Has(s.ID, s.Expires, c.t) {
 		t.Error("revocation outlives the session")
 	}
 }
@@ -500,5 +500,39 @@ func TestInheritKeepsRevocationsAcrossReload(t *testing.T) {
 	after.Inherit(before)
 	if load(t, after, request(cookies...)) != nil {
 		t.Error("a cookie logged out before the reload opens after it")
+	}
+}
+
+func TestRevocationsSurviveAFloodOfLogouts(t *testing.T) {
+	c := newClock()
+	o := testOptions(c)
+	st := mustStore(t, o)
+	st.revoked = newExpiringSet(10, "revoked sessions", quiet)
+	victim := New(testProfile(), idp.Tokens{}, o)
+	victimCookies := saved(t, st, victim)
+	if err := st.Delete(httptest.NewRecorder(), request(victimCookies...), victim); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(time.Second)
+	older := New(testProfile(), idp.Tokens{}, o)
+	olderCookies := saved(t, st, older)
+	c.Advance(time.Second)
+	p := testProfile()
+	p.Sub = "mallory"
+	for range 20 { // twice the bound: unexpired revocations are forgotten
+		st.Delete(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), New(p, idp.Tokens{}, o))
+	}
+	c.Advance(time.Second)
+	newer := New(testProfile(), idp.Tokens{}, o)
+	newerCookies := saved(t, st, newer)
+
+	if load(t, st, request(victimCookies...)) != nil {
+		t.Error("a copied cookie of a logged-out session opens again after a flood of logouts")
+	}
+	if load(t, st, request(olderCookies...)) != nil {
+		t.Error("a session expiring before the revocations forgotten still opens (fail closed: it must log in again)")
+	}
+	if load(t, st, request(newerCookies...)) == nil {
+		t.Error("a session newer than the flood does not open")
 	}
 }

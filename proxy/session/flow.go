@@ -32,6 +32,10 @@ var (
 	ErrFlowInvalid = errors.New("login state is invalid")
 	ErrFlowExpired = errors.New("login took too long")
 	ErrFlowReused  = errors.New("login state was already used")
+	// ErrFlowForgotten is a flow older than the newest used state that had
+	// to be forgotten to bound memory (a flood of logins): it might have
+	// been used, so it is refused and the login must be started again.
+	ErrFlowForgotten = errors.New("login state is too old to be checked; start again")
 )
 
 // Flows keeps login flows (idp.Flow) between the start of a login and the
@@ -64,7 +68,7 @@ func (f *Flows) ShareUsedStates(m OnceMarker) {
 // NewFlows builds the login flow keeper. Keys are checked by NewCookieStore;
 // with unusable keys every Start and Finish fails.
 func NewFlows(o Options) *Flows {
-	f := &Flows{opts: o, used: newExpiringSet(usedStates)}
+	f := &Flows{opts: o, used: newExpiringSet(usedStates, "used login states", o.logger())}
 	if f.err = checkKeys(o.Keys); f.err == nil {
 		f.codecs, f.err = codecs(o.Keys, "login flow", FlowLifetime, 4096, securecookie.JSONEncoder{})
 	}
@@ -109,7 +113,8 @@ func (f *Flows) Start(w http.ResponseWriter, flow *idp.Flow) error {
 // Finish returns the flow started in this browser for state, and deletes its
 // cookie. It refuses a state that has no cookie here, a cookie that does not
 // open or belongs to another state, an expired flow and a state already
-// finished once (remembered until it would have expired).
+// finished once (remembered until it would have expired; under a flood that
+// exceeds the memory bound, flows older than the newest state forgotten).
 func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*idp.Flow, error) {
 	if f.err != nil {
 		return nil, fmt.Errorf("finish login: %w", f.err)
@@ -163,6 +168,9 @@ func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*i
 		return flow, nil
 	}
 	if !f.used.Add(state, expires, now) {
+		if f.used.Forgets(expires) {
+			return nil, ErrFlowForgotten
+		}
 		return nil, ErrFlowReused
 	}
 	return flow, nil

@@ -164,3 +164,40 @@ func TestFlowsInheritUsedStatesAcrossReload(t *testing.T) {
 		t.Errorf("Finish after reload: %v, want %v", err, ErrFlowReused)
 	}
 }
+
+func TestUsedStatesStaySingleUseUnderAFlood(t *testing.T) {
+	c := newClock()
+	f := NewFlows(testOptions(c))
+	f.used = newExpiringSet(10, "used login states", quiet)
+	victim := NewState()
+	victimCookie := started(t, f, victim)
+	if _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), victim); err != nil {
+		t.Fatalf("the victim's Finish: %v", err)
+	}
+	c.Advance(time.Second)
+	pending := NewState()
+	pendingCookie := started(t, f, pending)
+	c.Advance(time.Second)
+	// Anyone can finish logins without an account: the state is used before
+	// the IdP's answer is checked. Twice the bound forgets unexpired states.
+	for range 20 {
+		c.Advance(time.Second)
+		s := NewState()
+		if _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), s); err != nil {
+			t.Fatalf("the flood's Finish: %v", err)
+		}
+	}
+	c.Advance(time.Second)
+	fresh := NewState()
+	freshCookie := started(t, f, fresh)
+
+	if _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), victim); !errors.Is(err, ErrFlowForgotten) {
+		t.Errorf("the victim's used state again: %v, want %v", err, ErrFlowForgotten)
+	}
+	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), pending); !errors.Is(err, ErrFlowForgotten) {
+		t.Errorf("a login started before the flood: %v, want %v (fail closed)", err, ErrFlowForgotten)
+	}
+	if _, err := f.Finish(httptest.NewRecorder(), request(freshCookie), fresh); err != nil {
+		t.Errorf("a login started after the flood: %v", err)
+	}
+}

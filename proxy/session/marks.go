@@ -12,12 +12,15 @@ type MemoryMarks struct {
 	set *expiringSet
 }
 
-// NewMemoryMarks remembers up to max keys.
+// NewMemoryMarks remembers up to max keys. When more unexpired keys come, it
+// forgets the ones closest to expiring and from then on reports every key
+// valid no longer than those as already used (and logs a warning).
 func NewMemoryMarks(max int) *MemoryMarks {
-	return &MemoryMarks{set: newExpiringSet(max)}
+	return &MemoryMarks{set: newExpiringSet(max, "single-use marks", nil)}
 }
 
-// MarkOnce records key until the given time and reports whether it was new.
+// MarkOnce records key until the given time and reports whether it was new;
+// false also for a key that may have been forgotten under a flood.
 func (m *MemoryMarks) MarkOnce(_ context.Context, key string, until time.Time) (bool, error) {
 	return m.set.Add(key, until, time.Now()), nil
 }

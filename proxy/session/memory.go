@@ -3,6 +3,7 @@ package session
 import (
 	"container/heap"
 	"crypto/sha256"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -10,21 +11,42 @@ import (
 // expiringSet remembers keys until a time (revoked session IDs, used login
 // states). It holds at most max keys: when full it first forgets expired ones
 // and then the ones closest to expiring, so memory stays bounded even under a
-// flood of logouts or logins.
+// flood of logouts or logins. It never forgets a key silently: it keeps the
+// latest time of the keys it had to forget before their time, and treats
+// every key whose own time is at or before that as still remembered (fail
+// closed). A login in progress that old must be started again, a session that
+// close to its end must log in again; newer ones are unaffected.
 type expiringSet struct {
 	mu    sync.Mutex
 	max   int
 	until map[string]time.Time
 	order expiryHeap // every key in until has an entry here with the same time
+	// forgotten is the latest time of a key forgotten before it expired.
+	forgotten time.Time
+
+	what    string // names the set in the warning
+	log     *slog.Logger
+	evicted int       // keys forgotten before their time since the last warning
+	warned  time.Time // when that warning was logged
 }
 
-func newExpiringSet(max int) *expiringSet {
-	return &expiringSet{max: max, until: make(map[string]time.Time)}
+// evictionWarnEvery spaces the warnings about keys forgotten before their
+// time: a flood is reported once a minute with a count, not once per key.
+const evictionWarnEvery = time.Minute
+
+// newExpiringSet builds a set of at most max keys; what names it in the
+// warning log logs when it forgets keys before their time (nil: slog.Default()).
+func newExpiringSet(max int, what string, log *slog.Logger) *expiringSet {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &expiringSet{max: max, until: make(map[string]time.Time), what: what, log: log}
 }
 
 // Add remembers key until the given time. It reports false when key was
-// already remembered and not yet expired, which makes it a check-and-set for
-// single use.
+// already remembered and not yet expired, or may have been (until is at or
+// before the time of a key forgotten early), which makes it a check-and-set
+// for single use.
 func (s *expiringSet) Add(key string, until, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -32,21 +54,37 @@ func (s *expiringSet) Add(key string, until, now time.Time) bool {
 	if old, ok := s.until[key]; ok && now.Before(old) {
 		if until.After(old) {
 			s.until[key] = until
-			s.push(key, until)
+			s.push(key, until, now)
 		}
 		return false
 	}
+	if s.covers(until) {
+		return false
+	}
 	s.until[key] = until
-	s.push(key, until)
+	s.push(key, until, now)
 	return true
 }
 
-// Has reports whether key is remembered and not yet expired.
-func (s *expiringSet) Has(key string, now time.Time) bool {
+// Has reports whether key, which is valid until the given time, is
+// remembered and not yet expired, or may have been forgotten early.
+func (s *expiringSet) Has(key string, until, now time.Time) bool {
 	s.mu.Lock()
-	until, ok := s.until[key]
-	s.mu.Unlock()
-	return ok && now.Before(until)
+	defer s.mu.Unlock()
+	remembered, ok := s.until[key]
+	return (ok && now.Before(remembered)) || s.covers(until)
+}
+
+// Forgets reports whether a key valid until the given time may have been
+// forgotten before its time, and is therefore refused.
+func (s *expiringSet) Forgets(until time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.covers(until)
+}
+
+func (s *expiringSet) covers(until time.Time) bool {
+	return !s.forgotten.IsZero() && !until.After(s.forgotten)
 }
 
 func (s *expiringSet) Len() int {
@@ -55,26 +93,42 @@ func (s *expiringSet) Len() int {
 	return len(s.until)
 }
 
-func (s *expiringSet) push(key string, until time.Time) {
+// push adds key's heap entry, first making room by forgetting the keys
+// closest to expiring.
+func (s *expiringSet) push(key string, until, now time.Time) {
 	for len(s.order) >= s.max {
-		s.pop()
+		e := heap.Pop(&s.order).(expiryEntry)
+		if !s.drop(e) || !now.Before(e.until) {
+			continue
+		}
+		if e.until.After(s.forgotten) {
+			s.forgotten = e.until
+		}
+		s.evicted++
 	}
 	heap.Push(&s.order, expiryEntry{key, until})
+	if s.evicted > 0 && (s.warned.IsZero() || now.Sub(s.warned) >= evictionWarnEvery) {
+		s.log.Warn("session: memory bound reached, unexpired entries forgotten; older ones are refused until then",
+			"set", s.what, "bound", s.max, "forgotten", s.evicted, "refused_until", s.forgotten)
+		s.evicted, s.warned = 0, now
+	}
 }
 
 // sweep forgets the keys that have expired.
 func (s *expiringSet) sweep(now time.Time) {
 	for len(s.order) > 0 && !now.Before(s.order[0].until) {
-		s.pop()
+		s.drop(heap.Pop(&s.order).(expiryEntry))
 	}
 }
 
-func (s *expiringSet) pop() {
-	e := heap.Pop(&s.order).(expiryEntry)
-	// An entry is stale when the key was re-added later with a later time.
-	if s.until[e.key].Equal(e.until) {
-		delete(s.until, e.key)
+// drop forgets the key of a popped heap entry and reports whether it did:
+// an entry is stale when the key was re-added later with a later time.
+func (s *expiringSet) drop(e expiryEntry) bool {
+	if t, ok := s.until[e.key]; !ok || !t.Equal(e.until) {
+		return false
 	}
+	delete(s.until, e.key)
+	return true
 }
 
 type expiryEntry struct {

@@ -3,19 +3,26 @@ package session
 import (
 	"bytes"
 	"compress/flate"
+	"context"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
+// quiet is a logger for sets whose warnings a test does not read.
+var quiet = slog.New(slog.DiscardHandler)
+
 func TestExpiringSet(t *testing.T) {
 	now := time.Now()
-	s := newExpiringSet(3)
+	s := newExpiringSet(3, "test", quiet)
 	if !s.Add("a", now.Add(time.Minute), now) || s.Add("a", now.Add(time.Minute), now) {
 		t.Error("Add is not a check-and-set")
 	}
-	if !s.Has("a", now) || s.Has("a", now.Add(time.Minute)) {
+	if !s.Has("a", now.Add(time.Minute), now) || s.Has("a", now.Add(time.Minute), now.Add(time.Minute)) {
 		t.Error("a key is not remembered exactly until its time")
 	}
 	if !s.Add("a", now.Add(2*time.Minute), now.Add(time.Minute)) {
@@ -24,23 +31,125 @@ func TestExpiringSet(t *testing.T) {
 	s.Add("b", now.Add(3*time.Minute), now)
 	s.Add("c", now.Add(4*time.Minute), now)
 	s.Add("d", now.Add(5*time.Minute), now)
-	if s.Len() != 3 || s.Has("a", now) || !s.Has("d", now) {
+	if _, kept := s.until["a"]; s.Len() != 3 || kept || !s.Has("d", now.Add(5*time.Minute), now) {
 		t.Errorf("a full set did not forget the key closest to expiring: len %d", s.Len())
 	}
 	s.Add("e", now.Add(6*time.Minute), now.Add(4*time.Minute+time.Second))
-	if s.Len() != 2 || s.Has("b", now) || s.Has("c", now) {
+	_, keptB := s.until["b"]
+	_, keptC := s.until["c"]
+	if s.Len() != 2 || keptB || keptC {
 		t.Errorf("expired keys not swept: len %d", s.Len())
 	}
 }
 
 func TestExpiringSetStaysBounded(t *testing.T) {
 	now := time.Now()
-	s := newExpiringSet(100)
+	s := newExpiringSet(100, "test", quiet)
 	for i := range 1000 {
 		s.Add(fmt.Sprint(i%150), now.Add(time.Duration(i)*time.Second), now)
 	}
 	if s.Len() > 100 || len(s.order) > 100 {
 		t.Errorf("%d keys and %d heap entries, want at most 100", s.Len(), len(s.order))
+	}
+}
+
+func TestExpiringSetFailsClosedWhenFull(t *testing.T) {
+	now := time.Now()
+	full := func() *expiringSet {
+		s := newExpiringSet(3, "test", quiet)
+		for i, k := range []string{"a", "b", "c", "d"} { // a is forgotten for d
+			s.Add(k, now.Add(time.Duration(i+1)*time.Minute), now)
+		}
+		return s
+	}
+	tests := []struct {
+		name  string
+		key   string
+		until time.Duration
+		want  bool // Has, and the opposite of what Add reports
+	}{
+		{"the key forgotten early is still remembered", "a", time.Minute, true},
+		{"any key valid no longer than it is remembered too", "x", 30 * time.Second, true},
+		{"a key valid exactly as long is remembered too", "y", time.Minute, true},
+		{"a key valid longer is not", "z", 90 * time.Second, false},
+		{"a key still held is remembered", "d", 4 * time.Minute, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := full().Has(tt.key, now.Add(tt.until), now); got != tt.want {
+				t.Errorf("Has = %v, want %v", got, tt.want)
+			}
+			if got := full().Add(tt.key, now.Add(tt.until), now); got == tt.want {
+				t.Errorf("Add = %v, want %v", got, !tt.want)
+			}
+		})
+	}
+}
+
+func TestMemoryMarksFailClosedWhenFull(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	m := NewMemoryMarks(2)
+	m.set.log = quiet
+	for i, k := range []string{"victim", "flood-1", "flood-2"} {
+		if first, _ := m.MarkOnce(ctx, k, now.Add(time.Duration(i+1)*time.Hour)); !first {
+			t.Fatalf("MarkOnce(%s) = false on its first use", k)
+		}
+	}
+	if first, _ := m.MarkOnce(ctx, "victim", now.Add(time.Hour)); first {
+		t.Error("a mark forgotten to make room was accepted as new")
+	}
+}
+
+// recorder keeps the records logged through it.
+type recorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, rec)
+	return nil
+}
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recorder) WithGroup(string) slog.Handler      { return r }
+
+func (r *recorder) forgotten() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var counts []int64
+	for _, rec := range r.records {
+		rec.Attrs(func(a slog.Attr) bool {
+			if a.Key == "forgotten" {
+				counts = append(counts, a.Value.Int64())
+			}
+			return true
+		})
+	}
+	return counts
+}
+
+func TestExpiringSetWarnsOncePerBurst(t *testing.T) {
+	now := time.Now()
+	var logged recorder
+	s := newExpiringSet(10, "test", slog.New(&logged))
+	for i := range 10 { // expire before the flood: forgotten without a warning
+		s.Add(fmt.Sprint("old-", i), now.Add(time.Second), now)
+	}
+	now = now.Add(time.Minute)
+	for i := range 1000 {
+		s.Add(fmt.Sprint(i), now.Add(time.Hour+time.Duration(i)*time.Second), now)
+	}
+	if got := logged.forgotten(); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("warnings counting %v keys forgotten early, want one warning at the first", got)
+	}
+	now = now.Add(evictionWarnEvery)
+	s.Add("late", now.Add(2*time.Hour), now)
+	if got := logged.forgotten(); !slices.Equal(got, []int64{1, 990}) {
+		t.Errorf("warnings counting %v keys forgotten early, want a second one counting the rest of the burst", got)
 	}
 }
 

@@ -50,7 +50,8 @@ type Options struct {
 	IdleTimeout time.Duration
 	// Now is the clock, for tests; nil means time.Now.
 	Now func() time.Time
-	// Logger receives debug notes on refused cookies; nil means slog.Default().
+	// Logger receives debug notes on refused cookies and warnings when a
+	// memory bound forgets entries early; nil means slog.Default().
 	Logger *slog.Logger
 }
 
