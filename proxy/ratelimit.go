@@ -5,6 +5,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Limits on failed password logins (LDAP forms and Basic auth): a username
@@ -119,10 +123,45 @@ func newLoginLimits() *loginLimits {
 	}
 }
 
+// maxUserKeyBytes is as long a username as the LDAP provider checks at all;
+// only that much of a longer one, never an account, goes into its key.
+const maxUserKeyBytes = 256
+
 // userKey identifies a username at an IdP the way directories compare
-// them: without case and surrounding space.
+// them, so that no other spelling of one account gets failures of its own:
+// compatibility forms (full-width, mathematical, circled letters, other
+// spaces) read as what they stand for (NFKC), case is folded, invisible
+// format characters are dropped, katakana reads as hiragana (Active
+// Directory ignores kana type), and runs of spaces read as one, none at
+// either end. Names it merges that the directory keeps apart only share a
+// limit; names it kept apart that the directory merges would be a bypass.
+// The Redis limits (redis.go) hash the same key.
 func userKey(idpID, username string) string {
-	return idpID + "\x00" + strings.ToLower(strings.TrimSpace(username))
+	if len(username) > maxUserKeyBytes {
+		username = strings.ToValidUTF8(username[:maxUserKeyBytes], "")
+	}
+	// A Caser keeps state: one per call.
+	name := norm.NFKC.String(cases.Fold().String(norm.NFKC.String(username)))
+	var b strings.Builder
+	b.Grow(len(name))
+	space := false
+	for _, r := range name {
+		switch {
+		case unicode.IsSpace(r):
+			space = b.Len() > 0
+			continue
+		case unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point):
+			continue
+		case 'ァ' <= r && r <= 'ヶ':
+			r -= 'ァ' - 'ぁ'
+		}
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteRune(r)
+	}
+	return idpID + "\x00" + b.String()
 }
 
 // addrKey identifies a client: its IPv4 address, or its IPv6 /64 (one

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -83,5 +84,42 @@ func TestLoginLimits(t *testing.T) {
 	}
 	if l.wait("corp", "alice", netip.MustParseAddr("2001:db8:1:3::1"), t0) != 0 {
 		t.Errorf("another /64 is held back")
+	}
+}
+
+func TestUserKeyReadsSpellingsAsTheDirectoryDoes(t *testing.T) {
+	tests := []struct {
+		name     string
+		username string
+		same     string // the spelling it must share a key with
+		want     bool
+	}{
+		{"case and surrounding space are ignored", "  BoB ", "bob", true},
+		{"full-width letters read as ASCII", "ｂob", "bob", true},
+		{"full-width capitals read as ASCII", "ＢＯＢ", "bob", true},
+		{"mathematical bold letters read as ASCII", "𝐛ob", "bob", true},
+		{"circled letters read as ASCII", "ⓑob", "bob", true},
+		{"other spaces at either end are ignored", "\u3000bob\u00a0", "bob", true},
+		{"runs of inner spaces read as one", "bob \u2003\u00a0builder", "bob builder", true},
+		{"invisible format characters are dropped", "b\u200bo\u00adb\ufeff", "bob", true},
+		{"case folding goes beyond ToLower", "STRASSE", "straße", true},
+		{"half-width katakana reads as hiragana", "ｱﾘｽ", "ありす", true},
+		{"a longer name is another user", "bobby", "bob", false},
+		{"inner space still separates", "bob builder", "bobbuilder", false},
+		{"accents are not dropped", "böb", "bob", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := userKey("corp", tt.username) == userKey("corp", tt.same); got != tt.want {
+				t.Errorf("userKey(%q) == userKey(%q): %v, want %v (%q, %q)", tt.username, tt.same, got, tt.want,
+					userKey("corp", tt.username), userKey("corp", tt.same))
+			}
+		})
+	}
+	if sharedKeys("corp", "ＢＯＢ", netip.Addr{})[0] != sharedKeys("corp", "bob", netip.Addr{})[0] {
+		t.Error("the Redis limits keep ＢＯＢ apart from bob")
+	}
+	if long := strings.Repeat("ﷺ", 10_000); len(userKey("corp", long)) > 20*maxUserKeyBytes {
+		t.Errorf("a %d-byte username has a %d-byte key", len(long), len(userKey("corp", long)))
 	}
 }

@@ -333,6 +333,29 @@ func TestLDAPRateLimit(t *testing.T) {
 	}
 }
 
+// TestLDAPRateLimitAcrossSpellings fails bob's logins until he is limited,
+// then tries his password under spellings slapd reads as bob: they share
+// his limit, so none reaches the directory.
+func TestLDAPRateLimitAcrossSpellings(t *testing.T) {
+	s, _ := ldapStack(t)
+	attempt := func(addr, user, password string) *http.Response {
+		t.Helper()
+		c := fromAddr(browser(t), addr)
+		resp, _ := openForm(t, c, s.URL+"/.portcullis/ldap/corp-ldap").submit(t, c, user, password)
+		return resp
+	}
+	for i := 1; i <= 5; i++ {
+		if resp := attempt("10.3.4."+strconv.Itoa(i), ldapserver.Bob, "guess-"+strconv.Itoa(i)); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d, want 401", i, resp.StatusCode)
+		}
+	}
+	for i, spelling := range []string{"ｂｏｂ", "ＢＯＢ", "𝐛ob", "ⓑob", "\u3000bob"} {
+		if resp := attempt("10.3.5."+strconv.Itoa(i+1), spelling, ldapserver.BobPassword); resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("%q with bob's password while bob is limited: %d, want 429", spelling, resp.StatusCode)
+		}
+	}
+}
+
 func scrape(t *testing.T, s *stack) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
