@@ -328,6 +328,9 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 	if err := idToken.Claims(&claims); err != nil {
 		return nil, "", fmt.Errorf("oidc %s: read id token claims: %w", id, err)
 	}
+	if err := p.checkAuthorizedParty(idToken.Audience, claims); err != nil {
+		return nil, "", fmt.Errorf("oidc %s: verify id token: %w", id, err)
+	}
 	if !p.lacksClaims(claims) || d.provider.UserInfoEndpoint() == "" {
 		return claims, raw, nil
 	}
@@ -353,6 +356,25 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 		}
 	}
 	return claims, raw, nil
+}
+
+// checkAuthorizedParty applies OpenID Connect Core 3.1.3.7 steps 4 and 5,
+// which go-oidc leaves out: an ID token for several audiences must name in
+// azp the client it was issued to, and an azp, when present, must be this
+// client. Otherwise a token issued to another client of the same IdP, that
+// merely lists this one as an extra audience, would log in here.
+func (p *oidcProvider) checkAuthorizedParty(aud []string, claims map[string]any) error {
+	azp, present := claims["azp"]
+	if !present {
+		if len(aud) > 1 {
+			return fmt.Errorf("%d audiences and no azp claim", len(aud))
+		}
+		return nil
+	}
+	if s, ok := azp.(string); !ok || s != p.cfg.ClientID {
+		return fmt.Errorf("azp %q is not this client", claimText(azp))
+	}
+	return nil
 }
 
 // lacksClaims reports whether a mapped profile field has no claim in claims.

@@ -140,6 +140,9 @@ func (p *oidcProvider) refreshedIDTokenClaims(ctx context.Context, d discovered,
 	if err := idToken.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("oidc %s: refresh: read id token claims: %w", id, err)
 	}
+	if err := p.checkAuthorizedParty(idToken.Audience, claims); err != nil {
+		return nil, fmt.Errorf("oidc %s: refresh: verify id token: %w", id, err)
+	}
 	if !p.lacksClaims(claims) || d.provider.UserInfoEndpoint() == "" {
 		return claims, nil
 	}

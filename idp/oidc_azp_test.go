@@ -1,0 +1,134 @@
+package idp
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// idTokenIssuer is a minimal OpenID provider whose token endpoint answers every
+// grant (code or refresh) with an ID token for alice carrying the claims the
+// test sets, signed with the key its JWKS publishes.
+type idTokenIssuer struct {
+	url string
+	key *rsa.PrivateKey
+	// edit changes the ID token's claims before they are signed.
+	edit func(claims map[string]any)
+	// nonce is the nonce the next ID token carries.
+	nonce string
+}
+
+func newIDTokenIssuer(t *testing.T) *idTokenIssuer {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti := &idTokenIssuer{key: key}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{
+			"issuer": ti.url, "authorization_endpoint": ti.url + "/auth", "token_endpoint": ti.url + "/token",
+			"jwks_uri": ti.url + "/jwks", "id_token_signing_alg_values_supported": []string{"RS256"},
+		})
+	})
+	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	})
+	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		claims := map[string]any{"iss": ti.url, "aud": "portcullis", "sub": "alice", "nonce": ti.nonce,
+			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "email": "alice@example.com"}
+		if ti.edit != nil {
+			ti.edit(claims)
+		}
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+			(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		raw, err := jwt.Signed(signer).Claims(claims).Serialize()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"access_token": "at", "token_type": "Bearer", "refresh_token": "rt", "id_token": raw})
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	ti.url = srv.URL
+	return ti
+}
+
+// TestOIDCAuthorizedParty holds ID tokens, at login and at refresh, to OpenID
+// Connect Core 3.1.3.7 steps 4 and 5: several audiences need azp, and azp
+// must be this client.
+func TestOIDCAuthorizedParty(t *testing.T) {
+	ti := newIDTokenIssuer(t)
+	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"},
+		testOptions("http://127.0.0.1:1", false))
+	waitReady(t, p, 10*time.Second)
+
+	tests := []struct {
+		name    string
+		aud     any
+		azp     any // nil: no azp claim
+		wantErr string
+	}{
+		{name: "one audience without azp is accepted (Azure, Okta, Cognito)", aud: "portcullis"},
+		{name: "one audience with azp naming this client is accepted (Google, Keycloak)", aud: "portcullis", azp: "portcullis"},
+		{name: "several audiences with azp naming this client are accepted", aud: []string{"portcullis", "api"}, azp: "portcullis"},
+		{name: "several audiences without azp are refused", aud: []string{"other-client", "portcullis"},
+			wantErr: "2 audiences and no azp claim"},
+		{name: "several audiences with azp naming another client are refused", aud: []string{"other-client", "portcullis"}, azp: "other-client",
+			wantErr: `azp "other-client" is not this client`},
+		{name: "one audience with azp naming another client is refused", aud: "portcullis", azp: "other-client",
+			wantErr: `azp "other-client" is not this client`},
+		{name: "an azp that is not a string is refused", aud: "portcullis", azp: []string{"portcullis"},
+			wantErr: "is not this client"},
+	}
+	for _, tt := range tests {
+		ti.edit = func(c map[string]any) {
+			c["aud"] = tt.aud
+			if tt.azp != nil {
+				c["azp"] = tt.azp
+			}
+		}
+		check := func(t *testing.T, prof *Profile, err error) {
+			t.Helper()
+			if tt.wantErr == "" {
+				if err != nil || prof == nil || prof.Sub != "alice" {
+					t.Fatalf("got %+v, %v; want alice", prof, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got %+v, %v; want an error containing %q", prof, err, tt.wantErr)
+			}
+		}
+		t.Run(tt.name+" at login", func(t *testing.T) {
+			f := &Flow{State: rand.Text()}
+			if _, err := p.LoginURL(f); err != nil {
+				t.Fatal(err)
+			}
+			ti.nonce = f.Nonce
+			prof, _, err := p.Complete(httptest.NewRequest(http.MethodGet, "/cb?state="+f.State+"&code=c", nil), f)
+			check(t, prof, err)
+		})
+		t.Run(tt.name+" at refresh", func(t *testing.T) {
+			ti.nonce = ""
+			prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
+			check(t, prof, err)
+		})
+	}
+}
