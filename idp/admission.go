@@ -27,15 +27,17 @@ func (e *AdmissionError) Error() string {
 // Complete (or Authenticate), for every protocol.
 //
 //   - allowed_email_domains: the part after the last "@" of the email, compared
-//     case-insensitively with each listed domain, exactly: subdomains do not
-//     count (list sub.example.com too to admit it). No email is refused.
+//     with each listed domain exactly, ignoring the case of ASCII letters only
+//     (SameDomain): subdomains do not count (list sub.example.com too to
+//     admit it), and a domain with any other character never matches. No
+//     email is refused.
 //   - require_verified_email: the email must be present and email_verified
 //     true (the rule of CVAT's BasicAuthenticationEx).
 //   - allowed_groups: the user is in at least one listed group (exact,
 //     case-sensitive names, as the IdP sends them).
 //   - allowed_organizations / allowed_teams (preset github): the user is in at
 //     least one listed organisation or "org/team-slug"; either list admits.
-//     GitHub names are compared case-insensitively.
+//     GitHub names are compared ignoring the case of ASCII letters.
 func (c *Config) Admit(p *Profile) error {
 	if len(c.AllowedEmailDomains) > 0 {
 		_, domain, ok := cutLast(p.Email, "@")
@@ -43,9 +45,9 @@ func (c *Config) Admit(p *Profile) error {
 			return &AdmissionError{Rule: "allowed_email_domains",
 				Reason: "Your account has no email address, and only some email domains may sign in here."}
 		}
-		if !slices.ContainsFunc(c.AllowedEmailDomains, func(d string) bool { return strings.EqualFold(d, domain) }) {
+		if !slices.ContainsFunc(c.AllowedEmailDomains, func(d string) bool { return SameDomain(d, domain) }) {
 			return &AdmissionError{Rule: "allowed_email_domains",
-				Reason: fmt.Sprintf("Email addresses at %s are not allowed to sign in here.", strings.ToLower(domain))}
+				Reason: fmt.Sprintf("Email addresses at %s are not allowed to sign in here.", lowerASCII(domain))}
 		}
 	}
 	if c.RequireVerifiedEmail && (p.Email == "" || !p.EmailVerified) {
@@ -59,7 +61,7 @@ func (c *Config) Admit(p *Profile) error {
 	if len(c.AllowedOrganizations)+len(c.AllowedTeams) > 0 {
 		allowed := append(slices.Clone(c.AllowedOrganizations), c.AllowedTeams...)
 		member := slices.ContainsFunc(p.Groups, func(g string) bool {
-			return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, g) })
+			return slices.ContainsFunc(allowed, func(a string) bool { return equalFoldASCII(a, g) })
 		})
 		if !member {
 			rule := "allowed_organizations"
@@ -71,6 +73,49 @@ func (c *Config) Admit(p *Profile) error {
 		}
 	}
 	return nil
+}
+
+// SameDomain reports whether two domain names are the same: equal byte for
+// byte but for the case of ASCII letters. Any other byte must be equal and
+// ASCII, so a name with a non-ASCII character never matches: Unicode case
+// folding (strings.EqualFold) would make "\u212Aompany.com" (Kelvin sign)
+// the same as "kompany.com" and "\u017F\u017Fo.com" (long s) the same as
+// "sso.com", names that are not the ones listed. Internationalized domains
+// are compared in their ASCII (punycode) form.
+func SameDomain(a, b string) bool {
+	return equalFoldASCII(a, b)
+}
+
+// equalFoldASCII is strings.EqualFold for ASCII only: any byte outside
+// ASCII makes the strings different.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x >= 0x80 || y >= 0x80 || lowerByte(x) != lowerByte(y) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerByte(b byte) byte {
+	if 'A' <= b && b <= 'Z' {
+		return b + 'a' - 'A'
+	}
+	return b
+}
+
+// lowerASCII lowers the ASCII letters of s and leaves every other byte as
+// it is (strings.ToLower would turn the Kelvin sign into "k").
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i := range b {
+		b[i] = lowerByte(b[i])
+	}
+	return string(b)
 }
 
 func cutLast(s, sep string) (before, after string, found bool) {

@@ -87,7 +87,7 @@ func (h *Handler) loginByEmail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, p := range h.order {
-		if strings.EqualFold(p.cfg.EmailDomain, domain) {
+		if idp.SameDomain(p.cfg.EmailDomain, domain) {
 			http.Redirect(w, r, h.startPath(p.cfg.ID, rd), http.StatusSeeOther)
 			return
 		}
