@@ -24,12 +24,15 @@ func (e *AdmissionError) Error() string {
 // allowed_email_domains, require_verified_email, allowed_groups, and for
 // GitHub allowed_organizations and allowed_teams. Every rule configured must
 // pass; it returns nil or an *AdmissionError. The proxy calls it right after
-// Complete (or Authenticate), for every protocol.
+// Complete (or Authenticate), for every protocol, and keeps the profile it
+// admitted: with trust_email, Admit first marks the email verified.
 //
 //   - allowed_email_domains: the part after the last "@" of the email, compared
 //     with each listed domain exactly, ignoring the case of ASCII letters only
 //     (SameDomain): subdomains do not count (list sub.example.com too to
-//     admit it), and a domain with any other character never matches. No
+//     admit it), and a domain with any other character never matches. The
+//     email must also be verified (email_verified): a domain says who may
+//     sign in only if the IdP vouches that the address is the user's. No
 //     email is refused.
 //   - require_verified_email: the email must be present and email_verified
 //     true (the rule of CVAT's BasicAuthenticationEx).
@@ -39,6 +42,9 @@ func (e *AdmissionError) Error() string {
 //     least one listed organisation or "org/team-slug"; either list admits.
 //     GitHub names are compared ignoring the case of ASCII letters.
 func (c *Config) Admit(p *Profile) error {
+	if c.TrustEmail && p.Email != "" {
+		p.EmailVerified = true
+	}
 	if len(c.AllowedEmailDomains) > 0 {
 		_, domain, ok := cutLast(p.Email, "@")
 		if !ok || domain == "" {
@@ -49,10 +55,12 @@ func (c *Config) Admit(p *Profile) error {
 			return &AdmissionError{Rule: "allowed_email_domains",
 				Reason: fmt.Sprintf("Email addresses at %s are not allowed to sign in here.", lowerASCII(domain))}
 		}
+		if !p.EmailVerified {
+			return &AdmissionError{Rule: "allowed_email_domains", Reason: c.unverifiedReason(p)}
+		}
 	}
 	if c.RequireVerifiedEmail && (p.Email == "" || !p.EmailVerified) {
-		return &AdmissionError{Rule: "require_verified_email",
-			Reason: fmt.Sprintf("Your email address is not verified at %s. Verify it there, then sign in again.", c.DisplayName())}
+		return &AdmissionError{Rule: "require_verified_email", Reason: c.unverifiedReason(p)}
 	}
 	if len(c.AllowedGroups) > 0 && !slices.ContainsFunc(p.Groups, func(g string) bool { return slices.Contains(c.AllowedGroups, g) }) {
 		return &AdmissionError{Rule: "allowed_groups",
@@ -73,6 +81,14 @@ func (c *Config) Admit(p *Profile) error {
 		}
 	}
 	return nil
+}
+
+// unverifiedReason tells a user whose email is not verified what to do.
+func (c *Config) unverifiedReason(p *Profile) string {
+	if reason := c.azureUnverifiedReason(p); reason != "" {
+		return reason
+	}
+	return fmt.Sprintf("Your email address is not verified at %s. Verify it there, then sign in again.", c.DisplayName())
 }
 
 // SameDomain reports whether two domain names are the same: equal byte for
@@ -197,8 +213,29 @@ func (c *Config) validateAdmission() []error {
 			bad(fmt.Sprintf("allowed_teams[%d]", i), `must be "org/team-slug" (got %q)`, t)
 		}
 	}
-	if _, mapped := c.AttributeMapping["email_verified"]; c.RequireVerifiedEmail && c.Protocol == SAML && !mapped {
-		bad("require_verified_email", "needs attribute_mapping.email_verified: without it no SAML user counts as verified")
+	_, samlVerified := c.AttributeMapping["email_verified"]
+	if c.Protocol == SAML && !samlVerified && !c.TrustEmail {
+		// Nothing else makes a SAML user's email verified: these would
+		// refuse everyone.
+		const never = "admits no one: a SAML user's email counts as verified only with attribute_mapping.email_verified (an attribute the IdP sends) or trust_email: true"
+		if len(c.AllowedEmailDomains) > 0 {
+			bad("allowed_email_domains", never)
+		}
+		if c.RequireVerifiedEmail {
+			bad("require_verified_email", never)
+		}
+	}
+	if c.TrustEmail {
+		switch {
+		case c.Protocol == LDAP:
+			bad("trust_email", "not for LDAP: an address from the directory always counts as verified")
+		case c.Preset != "":
+			bad("trust_email", "not with preset %s, whose IdP says itself which addresses are verified", c.Preset)
+		case c.Protocol == SAML && samlVerified:
+			bad("trust_email", "attribute_mapping.email_verified is set: the IdP says which addresses are verified")
+		case c.Claims["email_verified"] != "":
+			bad("trust_email", "claims.email_verified is set: the IdP says which addresses are verified")
+		}
 	}
 	return errs
 }

@@ -40,6 +40,20 @@ func TestAdmit(t *testing.T) {
 			c: Config{Preset: PresetGitHub, AllowedOrganizations: []string{"CVAT-ai"}}, p: Profile{Groups: []string{"cvat-AI"}}},
 		{name: "no email is refused when domains are listed", c: Config{AllowedEmailDomains: []string{"example.org"}},
 			p: Profile{}, rule: "allowed_email_domains", reasons: "no email address"},
+		{name: "an unverified address at an allowed domain is refused", c: Config{ID: "corp", Name: "Company SSO", AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: "a@example.org"}, rule: "allowed_email_domains", reasons: "not verified at Company SSO"},
+		{name: "trust_email makes an address at an allowed domain verified", c: Config{AllowedEmailDomains: []string{"example.org"}, TrustEmail: true},
+			p: Profile{Email: "a@example.org"}},
+		{name: "trust_email makes no address up", c: Config{RequireVerifiedEmail: true, TrustEmail: true},
+			p: Profile{}, rule: "require_verified_email"},
+		{name: "azure without xms_edov asks for the optional claim", c: Config{Preset: PresetAzure, AllowedEmailDomains: []string{"example.com"}},
+			p:    Profile{Email: "ceo@example.com", Claims: map[string]any{"email": "ceo@example.com"}},
+			rule: "allowed_email_domains", reasons: "add the optional claim xms_edov"},
+		{name: "azure with xms_edov false is not verified at Microsoft", c: Config{Preset: PresetAzure, RequireVerifiedEmail: true},
+			p:    Profile{Email: "ceo@example.com", Claims: map[string]any{"xms_edov": false}},
+			rule: "require_verified_email", reasons: "not verified at Microsoft"},
+		{name: "azure with xms_edov true admits the domain", c: Config{Preset: PresetAzure, AllowedEmailDomains: []string{"example.com"}},
+			p: Profile{Email: "ceo@example.com", EmailVerified: true, Claims: map[string]any{"xms_edov": true}}},
 		{name: "a verified email passes require_verified_email", c: Config{RequireVerifiedEmail: true}, p: alice},
 		{name: "an unverified email is refused by require_verified_email", c: Config{ID: "corp", Name: "Company SSO", RequireVerifiedEmail: true},
 			p: Profile{Email: "a@example.org"}, rule: "require_verified_email", reasons: "not verified at Company SSO"},
@@ -102,8 +116,27 @@ func TestValidateAdmission(t *testing.T) {
 				`allowed_organizations[0]: not a GitHub organization login (got "` + strings.Repeat("o", 40) + `")`,
 				`allowed_teams[0]: must be "org/team-slug" (got "` + strings.Repeat("o", 40) + `/team")`,
 			}},
-		{name: "SAML needs email_verified mapped to require it", c: Config{Protocol: SAML, RequireVerifiedEmail: true},
-			want: []string{"require_verified_email: needs attribute_mapping.email_verified: without it no SAML user counts as verified"}},
+		{name: "SAML without a verification signal admits no one by domain or by verified email",
+			c: Config{Protocol: SAML, RequireVerifiedEmail: true, AllowedEmailDomains: []string{"example.com"}},
+			want: []string{
+				"allowed_email_domains: admits no one: a SAML user's email counts as verified only with attribute_mapping.email_verified (an attribute the IdP sends) or trust_email: true",
+				"require_verified_email: admits no one: a SAML user's email counts as verified only with attribute_mapping.email_verified (an attribute the IdP sends) or trust_email: true",
+			}},
+		{name: "SAML with email_verified mapped may check domains",
+			c: Config{Protocol: SAML, AllowedEmailDomains: []string{"example.com"}, AttributeMapping: map[string]string{"email_verified": "emailVerified"}}},
+		{name: "SAML with trust_email may check domains",
+			c: Config{Protocol: SAML, RequireVerifiedEmail: true, AllowedEmailDomains: []string{"example.com"}, TrustEmail: true}},
+		{name: "OIDC without a preset may trust its IdP's addresses", c: Config{Protocol: OIDC, TrustEmail: true}},
+		{name: "trust_email is refused for LDAP",
+			c: Config{Protocol: LDAP, TrustEmail: true}, want: []string{"trust_email: not for LDAP: an address from the directory always counts as verified"}},
+		{name: "trust_email is refused with a preset",
+			c: Config{Preset: PresetAzure, TrustEmail: true}, want: []string{"trust_email: not with preset azure, whose IdP says itself which addresses are verified"}},
+		{name: "trust_email is refused with SAML's email_verified mapped",
+			c:    Config{Protocol: SAML, TrustEmail: true, AttributeMapping: map[string]string{"email_verified": "v"}},
+			want: []string{"trust_email: attribute_mapping.email_verified is set: the IdP says which addresses are verified"}},
+		{name: "trust_email is refused with claims.email_verified set",
+			c:    Config{Protocol: OIDC, TrustEmail: true, Claims: map[string]string{"email_verified": "verified"}},
+			want: []string{"trust_email: claims.email_verified is set: the IdP says which addresses are verified"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,5 +148,16 @@ func TestValidateAdmission(t *testing.T) {
 				t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tt.want, "\n  "))
 			}
 		})
+	}
+}
+
+func TestTrustEmailMarksTheAdmittedProfile(t *testing.T) {
+	c := Config{Protocol: SAML, TrustEmail: true, AllowedEmailDomains: []string{"example.org"}}
+	p := Profile{Email: "a@example.org"}
+	if err := c.Admit(&p); err != nil {
+		t.Fatalf("Admit = %v", err)
+	}
+	if !p.EmailVerified {
+		t.Error("email_verified is still false: expressions and headers would not see what admission decided")
 	}
 }

@@ -57,6 +57,10 @@ type Config struct {
 	AllowedGroups        []string `yaml:"allowed_groups"`
 	AllowedOrganizations []string `yaml:"allowed_organizations"`
 	AllowedTeams         []string `yaml:"allowed_teams"`
+	// TrustEmail counts every email address this IdP sends as verified, for
+	// an IdP that sends no verification flag and whose addresses only its
+	// administrators set (OIDC or OAUTH2 without a preset, SAML).
+	TrustEmail bool `yaml:"trust_email"`
 	// SingleSignOut sends the browser, on logout, to the IdP's
 	// end_session_endpoint too (OIDC RP-initiated logout).
 	SingleSignOut bool `yaml:"single_sign_out"`

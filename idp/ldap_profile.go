@@ -98,6 +98,9 @@ func (m ldapMapping) profile(idpID string, e *ldap.Entry, typed string, groupDNs
 		Name:      m.first(e, "name"),
 		Claims:    map[string]any{"dn": e.DN},
 	}
+	// The directory is the authority on its own entries: the address it
+	// holds counts as verified (docs/ldap.md says when not to rely on that).
+	p.EmailVerified = p.Email != ""
 	if p.Sub == "" {
 		// No stable id attribute: the DN is unique, though it changes when
 		// the entry is renamed or moved.

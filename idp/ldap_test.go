@@ -160,6 +160,10 @@ func TestLDAPGroupNamesAndGUID(t *testing.T) {
 	if got := m.groupNames(dns[:2]); !slices.Equal(got, dns[:2]) {
 		t.Errorf("group_name dn: %q, want %q", got, dns[:2])
 	}
+	entry := ldap.NewEntry("uid=carol,dc=x", map[string][]string{"uid": {"carol"}})
+	if p := m.profile("corp-ldap", entry, "carol", nil); p.EmailVerified {
+		t.Errorf("an entry without mail: email_verified is true")
+	}
 	guid := []byte{0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff}
 	if got, want := formatGUID(guid), "00112233-4455-6677-8899-aabbccddeeff"; got != want {
 		t.Errorf("formatGUID = %s, want %s", got, want)
@@ -221,6 +225,9 @@ func TestLDAPAuthenticate(t *testing.T) {
 	}
 	if prof.Email != "alice@example.com" || prof.FirstName != "Alice" || prof.LastName != "Liddell" || prof.Name != "Alice Liddell" {
 		t.Errorf("attributes: %+v", prof)
+	}
+	if !prof.EmailVerified {
+		t.Errorf("email_verified is false; the directory's own address counts as verified")
 	}
 	if len(prof.Sub) != 36 {
 		t.Errorf("sub %q is not OpenLDAP's entryUUID", prof.Sub)

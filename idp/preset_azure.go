@@ -14,7 +14,8 @@ var tenantID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 // asked for, which cannot be verified. Groups are the groups claim (object
 // ids, or names when the app's token configuration says so); email_verified
 // reads the optional claim xms_edov, the only verification signal Entra ID
-// sends.
+// sends: without it allowed_email_domains and require_verified_email refuse
+// everyone, and azureUnverifiedReason says so.
 func (c *Config) presetAzure() error {
 	if err := c.needs(map[string]string{"tenant": c.Tenant}); err != nil {
 		return err
@@ -40,6 +41,20 @@ func (c *Config) presetAzure() error {
 			"email_verified": "xms_edov",
 		},
 	})
+}
+
+// azureUnverifiedReason is the reason to give a user refused for an
+// unverified email when Entra ID said nothing about it: the application's
+// token configuration lacks the optional claim xms_edov, which only an
+// administrator can add. "" when that is not the case.
+func (c *Config) azureUnverifiedReason(p *Profile) string {
+	if c.Preset != PresetAzure || (c.Claims["email_verified"] != "" && c.Claims["email_verified"] != "xms_edov") {
+		return ""
+	}
+	if _, sent := p.Claims["xms_edov"]; sent || p.Email == "" {
+		return ""
+	}
+	return "Microsoft did not say whether your email address is verified, which signing in here requires. Ask your administrator to add the optional claim xms_edov to this application's ID token."
 }
 
 // azureClaims refuses a login whose groups did not fit in the token (group
