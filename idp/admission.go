@@ -34,6 +34,10 @@ func (e *AdmissionError) Error() string {
 //     email must also be verified (email_verified): a domain says who may
 //     sign in only if the IdP vouches that the address is the user's. No
 //     email is refused.
+//   - always, unless trust_email: an email that the IdP says in so many words
+//     is not verified (saysUnverified) refuses the login, as oauth2-proxy
+//     does: the address would go upstream (CVAT's X-Email) as the user's
+//     name. An IdP that says nothing either way is believed.
 //   - require_verified_email: the email must be present and email_verified
 //     true (the rule of CVAT's BasicAuthenticationEx).
 //   - allowed_groups: the user is in at least one listed group (exact,
@@ -44,6 +48,9 @@ func (e *AdmissionError) Error() string {
 func (c *Config) Admit(p *Profile) error {
 	if c.TrustEmail && p.Email != "" {
 		p.EmailVerified = true
+	}
+	if c.saysUnverified(p) {
+		return &AdmissionError{Rule: "email_verified", Reason: c.unverifiedReason(p)}
 	}
 	if len(c.AllowedEmailDomains) > 0 {
 		_, domain, ok := cutLast(p.Email, "@")
@@ -81,6 +88,26 @@ func (c *Config) Admit(p *Profile) error {
 		}
 	}
 	return nil
+}
+
+// saysUnverified reports whether p's IdP said that p's email is not
+// verified: p has an email, not verified, and the claim (or SAML attribute)
+// that email_verified is read from is there. LDAP never says so.
+func (c *Config) saysUnverified(p *Profile) bool {
+	if p.Email == "" || p.EmailVerified {
+		return false
+	}
+	var from string
+	switch c.Protocol {
+	case LDAP:
+		return false
+	case SAML:
+		from = c.AttributeMapping["email_verified"]
+	default:
+		from = claimMapping(c.Claims)["email_verified"]
+	}
+	_, said := lookupClaim(p.Claims, from)
+	return said
 }
 
 // unverifiedReason tells a user whose email is not verified what to do.
@@ -225,17 +252,8 @@ func (c *Config) validateAdmission() []error {
 			bad("require_verified_email", never)
 		}
 	}
-	if c.TrustEmail {
-		switch {
-		case c.Protocol == LDAP:
-			bad("trust_email", "not for LDAP: an address from the directory always counts as verified")
-		case c.Preset != "":
-			bad("trust_email", "not with preset %s, whose IdP says itself which addresses are verified", c.Preset)
-		case c.Protocol == SAML && samlVerified:
-			bad("trust_email", "attribute_mapping.email_verified is set: the IdP says which addresses are verified")
-		case c.Claims["email_verified"] != "":
-			bad("trust_email", "claims.email_verified is set: the IdP says which addresses are verified")
-		}
+	if c.TrustEmail && c.Protocol == LDAP {
+		bad("trust_email", "not for LDAP: an address from the directory always counts as verified")
 	}
 	return errs
 }
