@@ -56,6 +56,10 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 			e.Stripped = append(e.Stripped, name)
 		}
 	}
+	if err := checkMethod(r.Method); err != nil {
+		e.Decision, e.Reason = decisionDenied, "400: the method is refused: "+err.Error()
+		return e, nil
+	}
 	path, err := rules.CleanPath(requestPath(r))
 	if err != nil {
 		e.Decision, e.Reason = decisionDenied, "400: the path is refused: "+err.Error()

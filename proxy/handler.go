@@ -7,6 +7,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -90,6 +91,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	dropConnectionListed(r.Header)
 	r.Header[requestIDHeader] = o.requestID // the proxy's own, once every client spelling is gone
 
+	// A method rule compares methods as sent; an upstream that upper-cases
+	// them (Django) would run `delete` as the DELETE the rule refuses.
+	if err := checkMethod(r.Method); err != nil {
+		h.pages.fail(w, r, http.StatusBadRequest, "Bad request", "The request method is not allowed: "+err.Error()+".")
+		return decisionDenied
+	}
+
 	// Rules and the upstream see one and the same path (SPEC invariant 4).
 	path, err := rules.CleanPath(requestPath(r))
 	if err != nil {
@@ -160,6 +168,22 @@ func (h *Handler) loadSession(w http.ResponseWriter, r *http.Request) (*session.
 		h.log.Warn("session of a removed IdP not deleted", "idp", s.Profile.IdP, "err", err)
 	}
 	return nil, nil
+}
+
+// errLowerCaseMethod refuses a method with a lower-case letter. Methods are
+// case-sensitive (RFC 9110), every standard one is upper case, and nginx
+// refuses the others too.
+var errLowerCaseMethod = errors.New("lower-case letters in the method")
+
+// checkMethod refuses a method that an upstream could read as another one
+// than the rules did.
+func checkMethod(m string) error {
+	for i := 0; i < len(m); i++ {
+		if 'a' <= m[i] && m[i] <= 'z' {
+			return errLowerCaseMethod
+		}
+	}
+	return nil
 }
 
 // requestPath is the escaped path of r; an absolute-form target with no path

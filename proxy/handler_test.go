@@ -70,10 +70,18 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, "")
+}
+
+// newFixtureWith is newFixture with rules placed before testConfig's.
+func newFixtureWith(t *testing.T, rules string) *fixture {
+	t.Helper()
 	up := echo.New()
 	srv := httptest.NewServer(up)
 	t.Cleanup(srv.Close)
-	cfg, err := ParseConfig([]byte(strings.Replace(testConfig, "UPSTREAM", srv.URL, 1)), os.Getenv)
+	y := strings.Replace(testConfig, "UPSTREAM", srv.URL, 1)
+	y = strings.Replace(y, "rules:\n  - name: cvat-api-credentials", "rules:\n"+rules+"  - name: cvat-api-credentials", 1)
+	cfg, err := ParseConfig([]byte(y), os.Getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,5 +487,41 @@ func TestSessionOfARemovedIdPIsNoSession(t *testing.T) {
 	// The same session from a configured IdP passes: the test can fail.
 	if resp, _, reached := f.do(t, request("GET", "/tasks", f.login(t, "alice@example.com"))); !reached {
 		t.Fatalf("GET /tasks with a session of a configured IdP: %d, not reached", resp.StatusCode)
+	}
+}
+
+// A method with a lower-case letter is refused before the rules and the
+// auth endpoints: Django upper-cases it, so `delete` would run as the DELETE
+// a rule refuses.
+func TestLowerCaseMethodsAreRefused(t *testing.T) {
+	f := newFixtureWith(t, `  - name: no-delete
+    path_prefix: /tasks
+    methods: [DELETE]
+    action: deny
+`)
+	alice := f.login(t, "alice@example.com", "cvat-admins")
+	for _, tc := range []struct {
+		name, method, target string
+		status               int
+		reached              bool
+	}{
+		{"DELETE meets the deny rule", "DELETE", "/tasks/1", http.StatusForbidden, false},
+		{"delete does not slip past the deny rule", "delete", "/tasks/1", http.StatusBadRequest, false},
+		{"Delete does not slip past the deny rule", "Delete", "/tasks/1", http.StatusBadRequest, false},
+		{"lower-case method on a bypassed path is refused", "get", "/public/x", http.StatusBadRequest, false},
+		{"lower-case method on an auth endpoint is refused", "get", "/.portcullis/userinfo", http.StatusBadRequest, false},
+		{"upper-case methods pass", "PATCH", "/tasks/1", http.StatusOK, true},
+		{"upper-case extension methods pass", "PROPFIND", "/public/x", http.StatusOK, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, got, reached := f.do(t, request(tc.method, tc.target, alice))
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || reached != tc.reached {
+				t.Fatalf("status %d reached %v (upstream method %q), want %d %v", resp.StatusCode, reached, got.Method, tc.status, tc.reached)
+			}
+			if tc.status == http.StatusBadRequest && !strings.Contains(string(body), "lower-case") {
+				t.Errorf("the refusal does not say why: %s", body)
+			}
+		})
 	}
 }

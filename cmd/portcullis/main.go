@@ -244,7 +244,9 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "portcullis explain: URL %q: want an absolute URL (https://host/path) or a path (/path)\n", target)
 		return 2
 	}
-	req, err := http.NewRequest(strings.ToUpper(rest[0]), target, nil)
+	// The method as given: the proxy refuses a lower-case one (400), and so
+	// does the explanation.
+	req, err := http.NewRequest(rest[0], target, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "portcullis explain: URL:", err)
 		return 2

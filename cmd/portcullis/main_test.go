@@ -254,9 +254,10 @@ func TestExplain(t *testing.T) {
 			want: []string{"request:   GET https://cvat.example.com/api/tasks", "decision:  bypass"},
 		},
 		{
-			name: "the method may be lower case",
-			args: []string{"get", "/tasks"},
-			want: []string{"request:   GET https://cvat.example.com/tasks"},
+			name: "a lower-case method is refused with 400, as the proxy does",
+			args: []string{"delete", "/tasks"},
+			want: []string{"request:   delete https://cvat.example.com/tasks", "decision:  denied", "400", "lower-case"},
+			not:  []string{"rule:"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
