@@ -58,7 +58,10 @@ type TLSConfig struct {
 
 // UpstreamConfig is the `upstream:` block: the application behind the proxy.
 type UpstreamConfig struct {
-	URL          string           `yaml:"url"`
+	URL string `yaml:"url"`
+	// PreserveHost (the default) gives the upstream public_url's host as
+	// Host, what browsers send; false gives it upstream.url's. The client's
+	// Host never reaches the upstream.
 	PreserveHost *bool            `yaml:"preserve_host"`
 	Timeouts     UpstreamTimeouts `yaml:"timeouts"`
 	// LogoutCookies are the application's own session cookies, expired by

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -523,5 +524,46 @@ func TestLowerCaseMethodsAreRefused(t *testing.T) {
 				t.Errorf("the refusal does not say why: %s", body)
 			}
 		})
+	}
+}
+
+// The upstream's Host is public_url's (preserve_host, the default) or
+// upstream.url's, never the client's: a host-routing upstream (traefik)
+// would otherwise send a client to another virtual host.
+func TestUpstreamHostIsNeverTheClients(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	requests := map[string]func() *http.Request{
+		"Host header, bypassed": func() *http.Request {
+			r := request("GET", "/api/x", nil, "Authorization", "Bearer x")
+			r.Host = "grafana.internal"
+			return r
+		},
+		"absolute-form target, bypassed": func() *http.Request {
+			return request("GET", "http://grafana.internal/public/x", nil)
+		},
+		"Host header with a port, authenticated": func() *http.Request {
+			r := request("GET", "/tasks", alice)
+			r.Host = "cvat.example.com:8443"
+			return r
+		},
+	}
+	upstreamHost := strings.TrimPrefix(f.h.cfg.Upstream.URL, "http://")
+	for _, tc := range []struct {
+		preserve bool
+		want     string
+	}{{true, "cvat.example.com"}, {false, upstreamHost}} {
+		for name, r := range requests {
+			t.Run(fmt.Sprintf("preserve_host %v/%s", tc.preserve, name), func(t *testing.T) {
+				*f.h.cfg.Upstream.PreserveHost = tc.preserve
+				_, got, ok := f.do(t, r())
+				if !ok {
+					t.Fatal("did not reach the upstream")
+				}
+				if got.Host != tc.want {
+					t.Errorf("upstream Host %q, want %q", got.Host, tc.want)
+				}
+			})
+		}
 	}
 }

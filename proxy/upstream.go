@@ -29,9 +29,12 @@ func (h *Handler) newUpstream() *httputil.ReverseProxy {
 }
 
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(h.upstreamURL)
+	pr.SetURL(h.upstreamURL) // and the Host of upstream.url
 	if *h.cfg.Upstream.PreserveHost {
-		pr.Out.Host = pr.In.Host
+		// public_url's host, as browsers send it; never the client's Host
+		// or absolute-form target, which would let any client pick another
+		// virtual host behind a host-routing upstream (traefik).
+		pr.Out.Host = h.publicURL.Host
 	}
 	// X-Forwarded-For as ProxyRequest.SetXForwarded makes it: a trusted
 	// peer's list, then the peer. Its X-Forwarded-Host and -Proto would be
