@@ -66,7 +66,9 @@ type UpstreamConfig struct {
 	Timeouts     UpstreamTimeouts `yaml:"timeouts"`
 	// LogoutCookies are the application's own session cookies, expired by
 	// /logout so that the next person to sign in in the same browser does
-	// not inherit the previous one's session at the application.
+	// not inherit the previous one's session at the application, and
+	// dropped from bypassed requests, which the application would
+	// otherwise log in from them.
 	LogoutCookies []string `yaml:"logout_cookies"`
 }
 

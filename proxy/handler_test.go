@@ -240,7 +240,8 @@ func TestBypassWithSessionCarriesNoIdentity(t *testing.T) {
 	}
 }
 
-// Invariant 3: the proxy's own cookies never reach the upstream; the app's do.
+// Invariant 3: the proxy's own cookies never reach the upstream; the app's
+// do, but for its session cookies on bypassed requests (below).
 func TestOwnCookiesNeverReachTheUpstream(t *testing.T) {
 	f := newFixture(t)
 	alice := f.login(t, "alice@example.com")
@@ -250,6 +251,7 @@ func TestOwnCookiesNeverReachTheUpstream(t *testing.T) {
 		&http.Cookie{Name: "__Host-portcullis_login_abcdefgh", Value: "flow"},
 		&http.Cookie{Name: "portcullis", Value: "plain"},
 		&http.Cookie{Name: "sessionid", Value: "app2"},
+		&http.Cookie{Name: "theme", Value: "dark"},
 	)
 	for _, target := range []string{"/tasks", "/public/x"} {
 		_, got, ok := f.do(t, request("GET", target, cookies))
@@ -260,10 +262,58 @@ func TestOwnCookiesNeverReachTheUpstream(t *testing.T) {
 		if strings.Contains(c, "portcullis") {
 			t.Errorf("%s: upstream Cookie = %q, has the proxy's cookies", target, c)
 		}
-		if !strings.Contains(c, "csrftoken=app1") || !strings.Contains(c, "sessionid=app2") {
+		if !strings.Contains(c, "theme=dark") {
 			t.Errorf("%s: upstream Cookie = %q, lost the application's cookies", target, c)
 		}
+		if target == "/tasks" && (!strings.Contains(c, "csrftoken=app1") || !strings.Contains(c, "sessionid=app2")) {
+			t.Errorf("%s: upstream Cookie = %q, lost the application's session", target, c)
+		}
 	}
+}
+
+// A bypassed request never carries the application's session cookies
+// (upstream.logout_cookies): CVAT would log it in from a stale sessionid
+// that outlives the proxy session. An authenticated request keeps them.
+func TestBypassDropsTheApplicationsSessionCookies(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	for _, tc := range []struct {
+		name    string
+		cookies []string // Cookie lines, as sent
+	}{
+		{"plain", []string{"sessionid=stale; csrftoken=t; theme=dark"}},
+		{"on separate lines", []string{"theme=dark", "sessionid=stale", "csrftoken=t"}},
+		{"no space after ;", []string{"theme=dark;sessionid=stale;csrftoken=t"}},
+		{"space and tab around the name", []string{"theme=dark; sessionid =stale;\tcsrftoken\t=t"}},
+		{"Latin-1 spaces Django strips", []string{"theme=dark; \xa0sessionid\xa0=stale; \x85csrftoken=t"}},
+		{"empty value", []string{"sessionid=; theme=dark; csrftoken"}},
+	} {
+		for _, path := range []string{"/api/users/self", "/public/x"} {
+			t.Run(tc.name+" "+path, func(t *testing.T) {
+				r := request("GET", path, nil, "Authorization", "Bearer junk")
+				r.Header["Cookie"] = tc.cookies
+				_, got, ok := f.do(t, r)
+				if !ok {
+					t.Fatal("did not reach the upstream")
+				}
+				c := strings.Join(got.Header.Values("Cookie"), "; ")
+				if strings.Contains(c, "sessionid") || strings.Contains(c, "csrftoken") {
+					t.Errorf("bypassed request reached the upstream with Cookie %q", c)
+				}
+				if !strings.Contains(c, "theme=dark") {
+					t.Errorf("upstream Cookie %q lost the other cookies", c)
+				}
+			})
+		}
+	}
+	t.Run("authenticated keeps them", func(t *testing.T) {
+		r := request("GET", "/tasks", alice)
+		r.Header["Cookie"] = append(r.Header["Cookie"], "sessionid=app; csrftoken=t")
+		_, got, ok := f.do(t, r)
+		if c := strings.Join(got.Header.Values("Cookie"), "; "); !ok || c != "sessionid=app; csrftoken=t" {
+			t.Errorf("upstream Cookie %q (reached %v), want the application's session alone", c, ok)
+		}
+	})
 }
 
 // Invariant 4: the path a rule sees is the path the upstream gets, or the

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
@@ -54,29 +55,43 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.Out.Header["X-Forwarded-Proto"] = h.forwardedProto
 	pr.Out.Header["X-Forwarded-Host"] = h.forwardedHost
-	h.dropOwnCookies(pr.Out.Header)
+	identity, authenticated := pr.In.Context().Value(identityKey{}).(*attrpass.Identity)
+	// A bypassed request loses the application's session cookies too: the
+	// application would log it in from them, and its session would outlive
+	// the proxy's (logout, idle timeout, allow_if).
+	h.dropCookies(pr.Out.Header, !authenticated)
 
 	// Injected last, after the hop-by-hop headers (and whatever a client's
 	// Connection header named) are gone.
-	if identity, ok := pr.In.Context().Value(identityKey{}).(*attrpass.Identity); ok {
+	if authenticated {
 		identity.Set(pr.Out.Header)
 	}
 }
 
-// dropOwnCookies removes the proxy's own cookies (session, chunks, login
-// flows) from what the upstream gets (SPEC invariant 3).
-func (h *Handler) dropOwnCookies(hdr http.Header) {
+// dropCookies removes the proxy's own cookies (session, chunks, login
+// flows) from what the upstream gets (SPEC invariant 3), and with appSession
+// the application's session cookies (upstream.logout_cookies).
+func (h *Handler) dropCookies(hdr http.Header, appSession bool) {
 	lines := hdr["Cookie"]
 	if len(lines) == 0 {
 		return
 	}
-	own := false
+	var app []string
+	if appSession {
+		app = h.cfg.Upstream.LogoutCookies
+	}
+	found := false
 	for _, line := range lines {
 		if strings.Contains(line, h.cfg.Session.CookieName) {
-			own = true
+			found = true
+		}
+		for _, name := range app {
+			if strings.Contains(line, name) {
+				found = true
+			}
 		}
 	}
-	if !own {
+	if !found {
 		return
 	}
 	// The other cookies, in order, as one line, gathered on the stack.
@@ -86,7 +101,8 @@ func (h *Handler) dropOwnCookies(hdr http.Header) {
 		for part := range strings.SplitSeq(line, ";") {
 			part = strings.TrimSpace(part)
 			name, _, _ := strings.Cut(part, "=")
-			if part == "" || h.cookies.Owns(name) {
+			name = trimCookieName(name)
+			if part == "" || h.cookies.Owns(name) || slices.Contains(app, name) {
 				continue
 			}
 			if len(kept) > 0 {
@@ -100,6 +116,20 @@ func (h *Handler) dropOwnCookies(hdr http.Header) {
 		return
 	}
 	hdr["Cookie"] = []string{string(kept)}
+}
+
+// trimCookieName is a cookie's name as the application reads it. Django
+// strips names with Python's str.strip(), which in the Latin-1 that servers
+// decode headers with also removes \x85 and \xa0 ("sessionid\xa0=x" is its
+// sessionid); every byte that is not printable ASCII is trimmed here.
+func trimCookieName(name string) string {
+	for len(name) > 0 && (name[0] <= ' ' || name[0] >= 0x7f) {
+		name = name[1:]
+	}
+	for len(name) > 0 && (name[len(name)-1] <= ' ' || name[len(name)-1] >= 0x7f) {
+		name = name[:len(name)-1]
+	}
+	return name
 }
 
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
