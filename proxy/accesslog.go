@@ -66,7 +66,7 @@ func (h *Handler) logRequest(r *http.Request, id, decision string, rec *statusRe
 	}
 	client := o.client
 	if client == "" {
-		client = h.clientAddr(r).String()
+		client = clientText(h.clientAddr(r))
 	}
 	// Each attribute costs slog's JSON handler as much as the rest of the
 	// line: decision and rule are formatted once (accessLogs), and idp and
@@ -149,7 +149,7 @@ func (h *Handler) audit(r *http.Request, level slog.Level, event string, attrs .
 		slog.String("log", logAudit),
 		slog.String("event", event),
 		slog.String("request_id", r.Header.Get(requestIDHeader)),
-		slog.String("client", h.clientAddr(r).String()),
+		slog.String("client", clientText(h.clientAddr(r))),
 	}, attrs...)
 	h.log.LogAttrs(r.Context(), level, event, attrs...)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -615,5 +616,65 @@ func TestUpstreamHostIsNeverTheClients(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A trusted proxy's X-Forwarded-For entry may carry a port or brackets; one
+// that does not parse makes the client unknown, which no sources rule
+// matches, never the trusted proxy itself (10.1.2.3, whose 10.0.0.0/8 a
+// sources rule covers).
+func TestForwardedForEntries(t *testing.T) {
+	internal := "rules:\n  - name: internal\n    path_prefix: /internal/\n    sources: [10.0.0.0/8]\n    action: bypass\n  - name: cvat-api-credentials"
+	f, logs, _ := newLoggedFixture(t, strings.Replace(testConfig, "rules:\n  - name: cvat-api-credentials", internal, 1))
+	for _, tc := range []struct {
+		xff  []string // X-Forwarded-For lines; nil for none
+		want string   // the client address, "" for unknown
+	}{
+		{nil, "10.1.2.3"},
+		{[]string{"203.0.113.9"}, "203.0.113.9"},
+		{[]string{"203.0.113.9:5555"}, "203.0.113.9"},
+		{[]string{"[2001:db8::1]"}, "2001:db8::1"},
+		{[]string{"[2001:db8::1]:443"}, "2001:db8::1"},
+		{[]string{"[::ffff:203.0.113.9]:443"}, "203.0.113.9"},
+		{[]string{" 198.51.100.1 , 203.0.113.9:5555 "}, "203.0.113.9"},
+		{[]string{"garbage, 203.0.113.9"}, "203.0.113.9"},
+		{[]string{"203.0.113.9", "10.9.9.9:80"}, "203.0.113.9"},
+		{[]string{"10.9.9.9"}, "10.1.2.3"},
+		{[]string{"unknown"}, ""},
+		{[]string{"203.0.113.9, garbage"}, ""},
+		{[]string{"10.9.9.9, garbage, 10.8.8.8"}, ""},
+		{[]string{"[203.0.113.9]"}, ""},
+		{[]string{"203.0.113.9:"}, ""},
+		{[]string{"203.0.113.9,"}, ""},
+		{[]string{""}, ""},
+		{[]string{"_hidden"}, ""},
+	} {
+		t.Run(fmt.Sprintf("%q", tc.xff), func(t *testing.T) {
+			r := request("GET", "/internal/x", nil, "Accept", "application/json")
+			r.RemoteAddr = "10.1.2.3:4444"
+			if tc.xff != nil {
+				r.Header["X-Forwarded-For"] = tc.xff
+			}
+			got := f.h.clientAddr(r)
+			if tc.want == "" && got.IsValid() || tc.want != "" && got != netip.MustParseAddr(tc.want) {
+				t.Fatalf("client %v, want %q", got, tc.want)
+			}
+			resp, _, reached := f.do(t, r)
+			id := resp.Header.Get("X-Request-Id")
+			internal := tc.want == "10.1.2.3"
+			if reached != internal {
+				t.Errorf("sources: [10.0.0.0/8] bypassed %v, want %v (status %d)", reached, internal, resp.StatusCode)
+			}
+			logged := tc.want
+			if logged == "" {
+				logged = "unknown"
+			}
+			if lines := logs.find(t, map[string]any{"log": "access", "request_id": id}); len(lines) != 1 || lines[0]["client"] != logged {
+				t.Errorf("access lines %v, want one with client %q", lines, logged)
+			}
+		})
+	}
+	if addrKey(netip.Addr{}) != "unknown" {
+		t.Errorf("unknown clients are limited under %q, want one shared key", addrKey(netip.Addr{}))
 	}
 }

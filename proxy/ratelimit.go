@@ -165,8 +165,13 @@ func userKey(idpID, username string) string {
 }
 
 // addrKey identifies a client: its IPv4 address, or its IPv6 /64 (one
-// host usually has the whole /64).
+// host usually has the whole /64). Clients whose address is unknown (a
+// trusted proxy forwarded one that does not parse) share one key, so that
+// made-up addresses never buy fresh attempts.
 func addrKey(a netip.Addr) string {
+	if !a.IsValid() {
+		return "unknown"
+	}
 	if a.Is6() && !a.Is4In6() {
 		p, _ := a.Prefix(64)
 		return p.String()

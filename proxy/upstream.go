@@ -149,22 +149,58 @@ func isTimeout(err error) bool {
 
 // clientAddr is the address of the client: the peer, unless the peer is a
 // trusted proxy, in which case the nearest untrusted address it forwarded.
+// An entry on the way there that does not parse makes the client unknown:
+// the invalid netip.Addr{}, which no sources rule matches. (Taking the
+// trusted proxy for the client instead would let every client match a
+// rule that covers the proxy.)
 func (h *Handler) clientAddr(r *http.Request) netip.Addr {
 	peer := peerAddr(r)
 	if !h.isTrusted(peer) {
 		return peer
 	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	forwarded := r.Header.Values("X-Forwarded-For")
+	if len(forwarded) == 0 {
+		return peer
+	}
+	hops := strings.Split(strings.Join(forwarded, ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return peer
+		a := parseForwardedFor(hops[i])
+		if !a.IsValid() {
+			return netip.Addr{}
 		}
 		if a = a.Unmap(); !h.isTrusted(a) {
 			return a
 		}
 	}
 	return peer
+}
+
+// parseForwardedFor reads one X-Forwarded-For entry: an address, or an
+// address with a port (203.0.113.9:5555, [2001:db8::1]:443, as Azure
+// Application Gateway writes them), or a bracketed IPv6 address. Anything
+// else (unknown, obfuscated names, garbage) is the invalid address.
+func parseForwardedFor(s string) netip.Addr {
+	s = strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr()
+	}
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil && a.Is6() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// clientText is a client address as the logs show it.
+func clientText(a netip.Addr) string {
+	if !a.IsValid() {
+		return "unknown" // a trusted proxy forwarded an entry that does not parse
+	}
+	return a.String()
 }
 
 func (h *Handler) trustedPeer(r *http.Request) bool {

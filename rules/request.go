@@ -18,7 +18,8 @@ type Request struct {
 	// the upstream gets.
 	Path string `expr:"path"`
 	Host string `expr:"host"`
-	// Source is the client IP as text.
+	// Source is the client IP as text; empty when it is unknown (a trusted
+	// proxy forwarded one that does not parse).
 	Source string `expr:"source"`
 	// Headers maps each canonical header name to its values joined with
 	// ", ". It is filled only before an expression that reads it runs, so
