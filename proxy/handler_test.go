@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/netip"
 	"os"
 	"strings"
@@ -676,5 +677,28 @@ func TestForwardedForEntries(t *testing.T) {
 	}
 	if addrKey(netip.Addr{}) != "unknown" {
 		t.Errorf("unknown clients are limited under %q, want one shared key", addrKey(netip.Addr{}))
+	}
+}
+
+// Invariant 1 for trailers: a client's request trailer named like an
+// identity or stripped header is never sent upstream, whatever net/http
+// does with the values it reads after the body (test/security sends them
+// over the wire).
+func TestClientTrailersNamedLikeIdentityHeadersAreStripped(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	for _, target := range []string{"/public/upload", "/tasks"} {
+		t.Run(target, func(t *testing.T) {
+			in := request("POST", target, alice)
+			out := in.Clone(in.Context())
+			out.Trailer = http.Header{
+				"X-Email": {"evil@example.com"}, "X_groups": {"admin"}, "X-Forwarded-User": {"root"},
+				"X-Http-Method-Override": {"DELETE"}, "X-Checksum": {"abc"},
+			}
+			f.h.rewrite(&httputil.ProxyRequest{In: in, Out: out})
+			if len(out.Trailer) != 1 || out.Trailer.Get("X-Checksum") != "abc" {
+				t.Errorf("trailers sent upstream: %v, want only X-Checksum", out.Trailer)
+			}
+		})
 	}
 }

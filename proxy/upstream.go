@@ -55,6 +55,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.Out.Header["X-Forwarded-Proto"] = h.forwardedProto
 	pr.Out.Header["X-Forwarded-Host"] = h.forwardedHost
+	// A client's trailers are stripped as its headers are (SPEC invariant
+	// 1): declared here, their values would follow the body upstream.
+	h.pass.Strip(pr.Out.Trailer)
 	identity, authenticated := pr.In.Context().Value(identityKey{}).(*attrpass.Identity)
 	// A bypassed request loses the application's session cookies too: the
 	// application would log it in from them, and its session would outlive
