@@ -186,13 +186,27 @@ func checkMethod(m string) error {
 	return nil
 }
 
-// requestPath is the escaped path of r; an absolute-form target with no path
-// (GET http://host HTTP/1.1) means the root.
+// requestPath is the path of r as the client sent it, still escaped; an
+// absolute-form target with no path (GET http://host HTTP/1.1) means the
+// root. Not URL.EscapedPath(): when the path holds a byte net/url would
+// escape ({, |, ^, non-ASCII), that drops the client's encoding and
+// re-escapes the decoded path, so /a%2F..%2Fb{ would reach CleanPath as
+// /a/../b%7B and its encoded slashes would go unseen.
 func requestPath(r *http.Request) string {
-	if p := r.URL.EscapedPath(); p != "" {
-		return p
+	p := r.URL.RawPath // set whenever the client's encoding is not net/url's own
+	if p == "" {
+		p = r.URL.EscapedPath() // which is then exactly what the client sent
 	}
-	return "/"
+	if p == "" {
+		return "/"
+	}
+	if strings.IndexByte(p, '#') >= 0 {
+		// A # in a request line is part of the path (net/url decodes it
+		// as such); %23 is the same # to CleanPath, which refuses a raw
+		// one as a fragment.
+		p = strings.ReplaceAll(p, "#", "%23")
+	}
+	return p
 }
 
 // challenge answers a request that needs a session and has none: browsers

@@ -340,6 +340,16 @@ func TestPathTricksAgainstABypassRule(t *testing.T) {
 		{"/public/a/../app.js", http.StatusOK, "/public/app.js"},
 		{"/public/%61pp.js", http.StatusOK, "/public/app.js"},
 		{"/public/a%3Fb", http.StatusOK, "/public/a?b"},
+		// net/url re-escapes these bytes and drops the client's encoding,
+		// %2F included; the path the client sent is the one checked.
+		{"/public%2F..%2Fsecret{", http.StatusBadRequest, ""},
+		{"/public/..%2Fsecret|", http.StatusBadRequest, ""},
+		{"/public/..%2fsecret^", http.StatusBadRequest, ""},
+		{"/public/caf\xc3\xa9/..%2F..%2Fsecret", http.StatusBadRequest, ""},
+		{"/public/..%5Csecret{", http.StatusBadRequest, ""},
+		{"/public/{a}|b^", http.StatusOK, "/public/{a}|b^"},
+		{"/public/caf\xc3\xa9", http.StatusOK, "/public/caf\u00e9"},
+		{"/public/caf%C3%A9{", http.StatusOK, "/public/caf\u00e9{"},
 	} {
 		t.Run(tc.target, func(t *testing.T) {
 			r := request("GET", "/", nil)

@@ -20,8 +20,8 @@ var (
 	errInvalidUnicode = errors.New("invalid UTF-8 in path")
 )
 
-// CleanPath turns the escaped path of a request (r.URL.EscapedPath()) into
-// the decoded, normalized path that rules match and that the upstream gets:
+// CleanPath turns the escaped path of a request, as the client sent it,
+// into the decoded, normalized path that rules match and that the upstream gets:
 // escapes decoded, runs of / collapsed, . and .. resolved (never above the
 // root), a trailing slash kept. Anything two servers could read differently
 // is refused instead: encoded slashes, backslashes, control characters,
@@ -62,7 +62,7 @@ func unescapePath(p string) (string, error) {
 			i += 2
 		} else if c == '#' || c == '?' {
 			// An escaped path cannot hold these raw; the caller passed
-			// something else than URL.EscapedPath().
+			// a query or fragment with the path.
 			return "", errFragment
 		}
 		if err := checkPathByte(c); err != nil {

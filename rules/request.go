@@ -31,7 +31,7 @@ type Request struct {
 }
 
 // NewRequest describes r for matching. path is the result of CleanPath on
-// r.URL.EscapedPath() and source the client address (already resolved
+// r's escaped path and source the client address (already resolved
 // through trusted proxies by the caller).
 func NewRequest(r *http.Request, path string, source netip.Addr) *Request {
 	req := new(Request)
