@@ -114,6 +114,32 @@ func TestForwardedHeaderTrustRewrite(t *testing.T) {
 	}
 }
 
+// The upstream's Host is public_url's, whatever host the client names: a
+// host-routing upstream would otherwise send the request to another
+// application, past the rules (SPEC: upstream.preserve_host).
+func TestUpstreamHostIsPublicURLs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    rq
+	}{
+		{"Host header", rq{target: "/public/x", headers: []string{"Host: grafana.internal"}}},
+		{"Host header with credentials", rq{target: "/api/x", headers: []string{"Host: grafana.internal", "Authorization: Bearer x"}}},
+		{"absolute-form target", rq{target: "http://grafana.internal/public/x"}},
+		{"absolute-form target with a port", rq{target: "http://grafana.internal:8080/public/x", headers: []string{"Host: grafana.internal:8080"}}},
+		{"trusted peer's X-Forwarded-Host", rq{target: "/public/x", from: trustedPeer, headers: []string{"Host: grafana.internal", "X-Forwarded-Host: grafana.internal"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, tc.r)
+			if r.Status != 200 || len(r.Upstream) != 1 {
+				t.Fatalf("want it forwarded; got %s", fmtReply(r))
+			}
+			if got := r.Upstream[0].Values("Host"); len(got) != 1 || got[0] != suite.proxy {
+				t.Errorf("upstream Host %q, want [%q]", got, suite.proxy)
+			}
+		})
+	}
+}
+
 func isRewriteHeader(name string) bool {
 	// The proxy strips these: servers (IIS, Symfony, nginx auth setups,
 	// Spring) route by them.

@@ -48,6 +48,24 @@ func TestMethodOverride(t *testing.T) {
 	}
 }
 
+// A method with a lower-case letter is refused before the rules and the
+// proxy's endpoints: an upstream that upper-cases methods (Django) would run
+// it as a method the rules never saw.
+func TestLowerCaseMethod(t *testing.T) {
+	bob := sessionFor(t, "bob")
+	for _, method := range []string{"get", "delete", "Post", "pUT"} {
+		for _, target := range []string{"/public/x", "/app/x", "/blocked/x", "/.portcullis/userinfo"} {
+			t.Run(method+" "+target, func(t *testing.T) {
+				r := do(t, rq{method: method, target: target, headers: []string{"Cookie: " + bob, "Accept: application/json"}})
+				refusedCleanly(t, r, method)
+				if r.Status != 400 {
+					t.Errorf("status %d, want 400", r.Status)
+				}
+			})
+		}
+	}
+}
+
 // smuggled is a request hidden in another's body; it must never reach the
 // upstream as a request of its own (it asks for admin without a session).
 func smuggled(probe string) string {
