@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -12,71 +11,73 @@ import (
 // IdP created up to a time, and every session of an IdP session (sid). They
 // live in this process's memory: with the cookie store a back-channel logout
 // reaches only the replica the IdP called.
+//
+// Each record is kept until the last session it can end has expired: keep
+// (the longest a session lives) after the time it ends sessions up to. Both
+// sets are bounded; when one has to forget a record before then, it refuses
+// every session that such a record could have ended (see expiringSet), so a
+// flood of logouts makes older sessions log in again rather than letting a
+// logged-out one open.
 type userRevocations struct {
-	n  atomic.Int64 // entries; 0 lets valid skip the lock
-	mu sync.RWMutex
-	// subs maps idp\x00sub to the time up to which its sessions are ended.
-	subs map[string]time.Time
-	// sids maps idp\x00sid to when the revocation may be forgotten.
-	sids map[string]time.Time
-	// keep is how long an entry matters: the longest a session lives.
+	added atomic.Bool // set by the first add; false lets ended skip the locks
+	// subs remembers idp\x00sub until before+keep: its sessions created up
+	// to before are ended.
+	subs *expiringSet
+	// sids remembers idp\x00sid until the logout+keep: its sessions are ended.
+	sids *expiringSet
+	// keep is how long a record matters: the longest a session lives.
 	keep time.Duration
 }
 
-// maxUserRevocations bounds each map; beyond it the oldest entries go.
+// maxUserRevocations bounds each set; beyond it the records closest to
+// expiring are forgotten, and sessions no newer than them refused.
 const maxUserRevocations = 100_000
 
 func newUserRevocations(keep time.Duration) *userRevocations {
-	return &userRevocations{subs: map[string]time.Time{}, sids: map[string]time.Time{}, keep: keep}
+	return &userRevocations{
+		subs: newExpiringSet(maxUserRevocations, "users logged out at their IdP", nil),
+		sids: newExpiringSet(maxUserRevocations, "IdP sessions logged out", nil),
+		keep: keep,
+	}
 }
 
 // add ends the sessions of sid (when set), else all of sub's created up to
 // before.
 func (u *userRevocations) add(idp, sub, sid string, before, now time.Time) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.sweep(now)
+	u.added.Store(true)
 	if sid != "" {
-		u.sids[idp+"\x00"+sid] = now.Add(u.keep)
-	} else {
-		k := idp + "\x00" + sub
-		if before.After(u.subs[k]) {
-			u.subs[k] = before
-		}
+		u.sids.Add(idp+"\x00"+sid, now.Add(u.keep), now)
+		return
 	}
-	u.n.Store(int64(len(u.subs) + len(u.sids)))
-}
-
-// sweep forgets entries no session they could end is still alive for, and
-// makes room when a map is full.
-func (u *userRevocations) sweep(now time.Time) {
-	for k, t := range u.subs {
-		if now.Sub(t) > u.keep || len(u.subs) >= maxUserRevocations {
-			delete(u.subs, k)
-		}
-	}
-	for k, t := range u.sids {
-		if now.After(t) || len(u.sids) >= maxUserRevocations {
-			delete(u.sids, k)
-		}
-	}
+	// Add keeps the later of two ends for the same user.
+	u.subs.Add(idp+"\x00"+sub, before.Add(u.keep), now)
 }
 
 // ended reports whether s was ended by a revocation of its user or its IdP
-// session.
+// session, or may have been by one forgotten early.
 func (u *userRevocations) ended(s *Session) bool {
-	if u.n.Load() == 0 {
+	if !u.added.Load() {
 		return false
 	}
-	u.mu.RLock()
-	defer u.mu.RUnlock()
+	// A record ends sessions created up to its time, which all expire by
+	// that time plus keep: a session is compared by the same measure.
+	end := s.Created.Add(u.keep)
 	if s.Tokens.SID != "" {
-		if _, ok := u.sids[s.Profile.IdP+"\x00"+s.Tokens.SID]; ok {
+		if _, ok := u.sids.remembered(s.Profile.IdP + "\x00" + s.Tokens.SID); ok || u.sids.Forgets(end) {
 			return true
 		}
 	}
-	before, ok := u.subs[s.Profile.IdP+"\x00"+s.Profile.Sub]
-	return ok && !s.Created.After(before)
+	until, ok := u.subs.remembered(s.Profile.IdP + "\x00" + s.Profile.Sub)
+	return (ok && !end.After(until)) || u.subs.Forgets(end)
+}
+
+// remembered returns the time key is remembered until, if it is; an expired
+// key is there until the next Add sweeps it.
+func (s *expiringSet) remembered(key string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.until[key]
+	return until, ok
 }
 
 // RevokeUser ends, in this process, the sessions of the IdP session sid at
