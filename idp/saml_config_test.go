@@ -140,26 +140,26 @@ func TestReplayCache(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	t.Run("an ID is accepted once until it expires", func(t *testing.T) {
 		c := newReplayCache(10)
-		if err := c.use("a", now.Add(time.Minute), now); err != nil {
+		if err := c.use("a", now.Add(time.Minute), now, quiet); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.use("a", now.Add(time.Minute), now.Add(59*time.Second)); !errors.Is(err, errReplay) {
+		if err := c.use("a", now.Add(time.Minute), now.Add(59*time.Second), quiet); !errors.Is(err, errReplay) {
 			t.Fatalf("second use = %v, want errReplay", err)
 		}
-		if err := c.use("a", now.Add(2*time.Minute), now.Add(time.Minute)); err != nil {
+		if err := c.use("a", now.Add(2*time.Minute), now.Add(time.Minute), quiet); err != nil {
 			t.Fatalf("use after expiry = %v (the assertion itself is refused by then)", err)
 		}
 	})
 	t.Run("a full cache drops expired entries first, then the one closest to expiry", func(t *testing.T) {
 		c := newReplayCache(3)
-		c.use("old", now.Add(time.Second), now)
-		c.use("soon", now.Add(time.Minute), now)
-		c.use("late", now.Add(time.Hour), now)
-		c.use("new", now.Add(time.Hour), now.Add(2*time.Second)) // "old" expired
+		c.use("old", now.Add(time.Second), now, quiet)
+		c.use("soon", now.Add(time.Minute), now, quiet)
+		c.use("late", now.Add(time.Hour), now, quiet)
+		c.use("new", now.Add(time.Hour), now.Add(2*time.Second), quiet) // "old" expired
 		if c.len() != 3 {
 			t.Fatalf("len %d, want 3", c.len())
 		}
-		c.use("newer", now.Add(time.Hour), now.Add(3*time.Second)) // evicts "soon"
+		c.use("newer", now.Add(time.Hour), now.Add(3*time.Second), quiet) // evicts "soon"
 		if c.len() != 3 {
 			t.Fatalf("len %d, want 3 (bounded)", c.len())
 		}
@@ -170,7 +170,7 @@ func TestReplayCache(t *testing.T) {
 		}
 	})
 	t.Run("an empty ID is refused", func(t *testing.T) {
-		if err := newReplayCache(1).use("", now, now); err == nil {
+		if err := newReplayCache(1).use("", now, now, quiet); err == nil {
 			t.Fatal("empty ID accepted")
 		}
 	})
