@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -56,8 +57,8 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 			e.Stripped = append(e.Stripped, name)
 		}
 	}
-	if err := checkMethod(r.Method); err != nil {
-		e.Decision, e.Reason = decisionDenied, "400: the method is refused: "+err.Error()
+	if status, err := checkMethod(r.Method); err != nil {
+		e.Decision, e.Reason = decisionDenied, strconv.Itoa(status)+": the method is refused: "+err.Error()
 		return e, nil
 	}
 	path, err := rules.CleanPath(requestPath(r))

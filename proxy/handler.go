@@ -93,8 +93,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 
 	// A method rule compares methods as sent; an upstream that upper-cases
 	// them (Django) would run `delete` as the DELETE the rule refuses.
-	if err := checkMethod(r.Method); err != nil {
-		h.pages.fail(w, r, http.StatusBadRequest, "Bad request", "The request method is not allowed: "+err.Error()+".")
+	if status, err := checkMethod(r.Method); err != nil {
+		h.pages.fail(w, r, status, http.StatusText(status), "The request method is not allowed: "+err.Error()+".")
 		return decisionDenied
 	}
 
@@ -175,15 +175,24 @@ func (h *Handler) loadSession(w http.ResponseWriter, r *http.Request) (*session.
 // refuses the others too.
 var errLowerCaseMethod = errors.New("lower-case letters in the method")
 
+// errUnproxiedMethod refuses CONNECT, which would ask the upstream for a
+// tunnel, and TRACE, which would echo the request's cookies back to a
+// script (cross-site tracing): neither has a place behind a reverse proxy.
+var errUnproxiedMethod = errors.New("CONNECT and TRACE are not passed on")
+
 // checkMethod refuses a method that an upstream could read as another one
-// than the rules did.
-func checkMethod(m string) error {
+// than the rules did, with 400, and one that has no business upstream, with
+// 405.
+func checkMethod(m string) (status int, err error) {
+	if m == http.MethodConnect || m == http.MethodTrace {
+		return http.StatusMethodNotAllowed, errUnproxiedMethod
+	}
 	for i := 0; i < len(m); i++ {
 		if 'a' <= m[i] && m[i] <= 'z' {
-			return errLowerCaseMethod
+			return http.StatusBadRequest, errLowerCaseMethod
 		}
 	}
-	return nil
+	return 0, nil
 }
 
 // requestPath is the path of r as the client sent it, still escaped; an

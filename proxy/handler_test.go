@@ -575,6 +575,8 @@ func TestLowerCaseMethodsAreRefused(t *testing.T) {
 		{"lower-case method on an auth endpoint is refused", "get", "/.portcullis/userinfo", http.StatusBadRequest, false},
 		{"upper-case methods pass", "PATCH", "/tasks/1", http.StatusOK, true},
 		{"upper-case extension methods pass", "PROPFIND", "/public/x", http.StatusOK, true},
+		{"CONNECT is not passed on", "CONNECT", "/public/x", http.StatusMethodNotAllowed, false},
+		{"TRACE is not passed on", "TRACE", "/public/x", http.StatusMethodNotAllowed, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, got, reached := f.do(t, request(tc.method, tc.target, alice))

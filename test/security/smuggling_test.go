@@ -66,6 +66,25 @@ func TestLowerCaseMethod(t *testing.T) {
 	}
 }
 
+// CONNECT would ask the upstream for a tunnel and TRACE would echo cookies
+// back to a script: both are refused with 405 on every path, bypassed ones
+// included, in origin form and (CONNECT) authority form.
+func TestConnectAndTraceAreRefused(t *testing.T) {
+	bob := sessionFor(t, "bob")
+	for _, tc := range []struct{ method, target string }{
+		{"CONNECT", "/public/x"}, {"CONNECT", "/app/x"}, {"CONNECT", "upstream.internal:443"},
+		{"TRACE", "/public/x"}, {"TRACE", "/app/x"},
+	} {
+		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
+			r := do(t, rq{method: tc.method, target: tc.target, headers: []string{"Cookie: " + bob, "Accept: application/json"}})
+			refusedCleanly(t, r, tc.method)
+			if r.Status != 405 {
+				t.Errorf("status %d, want 405", r.Status)
+			}
+		})
+	}
+}
+
 // smuggled is a request hidden in another's body; it must never reach the
 // upstream as a request of its own (it asks for admin without a session).
 func smuggled(probe string) string {
