@@ -186,6 +186,13 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		return
 	}
 	profile, tokens, err := redirector.Complete(r, f)
+	var refused *idp.AdmissionError
+	if errors.As(err, &refused) {
+		// The IdP vouched for the user, but what it sent cannot be used here
+		// (Entra ID's group overage): the user gets the reason and what to do.
+		h.accessDenied(w, r, &idp.Profile{IdP: id}, refused.Rule, refused.Reason)
+		return
+	}
 	if err != nil {
 		h.loginFailed(w, r, id, "idp", err, http.StatusForbidden, "The sign-in could not be completed.")
 		return

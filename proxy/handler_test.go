@@ -714,3 +714,36 @@ func TestClientTrailersNamedLikeIdentityHeadersAreStripped(t *testing.T) {
 		})
 	}
 }
+
+// refusingIdP is an IdP that vouches for the user but sends something the
+// proxy cannot use (Entra ID's group overage): Complete returns an
+// *idp.AdmissionError.
+type refusingIdP struct{ state string }
+
+func (*refusingIdP) Ready() error { return nil }
+
+func (i *refusingIdP) LoginURL(f *idp.Flow) (string, error) {
+	i.state = f.State
+	return "https://idp.example.com/authorize", nil
+}
+
+func (*refusingIdP) Complete(*http.Request, *idp.Flow) (*idp.Profile, *idp.Tokens, error) {
+	return nil, nil, fmt.Errorf("oidc company: %w", &idp.AdmissionError{Rule: "groups", Reason: "Ask your administrator to send only the groups assigned to this application."})
+}
+
+// An IdP's refusal that says what to do reaches the user on the 403 page,
+// not as "the sign-in could not be completed".
+func TestIdPRefusalReasonReachesTheUser(t *testing.T) {
+	f := newFixture(t)
+	fake := &refusingIdP{}
+	f.h.providers["company"].impl = fake
+	resp, _, _ := f.do(t, request("GET", "/.portcullis/login/company", nil))
+	if resp.StatusCode != http.StatusFound || fake.state == "" {
+		t.Fatalf("login start: %d, state %q", resp.StatusCode, fake.state)
+	}
+	resp, _, reached := f.do(t, request("GET", "/.portcullis/oidc/company/callback?code=c&state="+fake.state, resp.Cookies(), "Accept", "text/html"))
+	body, _ := io.ReadAll(resp.Body)
+	if reached || resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "only the groups assigned") {
+		t.Fatalf("callback: %d, reached upstream %v, body %s; want 403 with the IdP's reason", resp.StatusCode, reached, body)
+	}
+}
