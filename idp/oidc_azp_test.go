@@ -2,79 +2,18 @@ package idp
 
 import (
 	"crypto/rand"
-	"crypto/rsa"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 )
-
-// idTokenIssuer is a minimal OpenID provider whose token endpoint answers every
-// grant (code or refresh) with an ID token for alice carrying the claims the
-// test sets, signed with the key its JWKS publishes.
-type idTokenIssuer struct {
-	url string
-	key *rsa.PrivateKey
-	// edit changes the ID token's claims before they are signed.
-	edit func(claims map[string]any)
-	// nonce is the nonce the next ID token carries.
-	nonce string
-}
-
-func newIDTokenIssuer(t *testing.T) *idTokenIssuer {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ti := &idTokenIssuer{key: key}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{
-			"issuer": ti.url, "authorization_endpoint": ti.url + "/auth", "token_endpoint": ti.url + "/token",
-			"jwks_uri": ti.url + "/jwks", "id_token_signing_alg_values_supported": []string{"RS256"},
-		})
-	})
-	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
-	})
-	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		claims := map[string]any{"iss": ti.url, "aud": "portcullis", "sub": "alice", "nonce": ti.nonce,
-			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "email": "alice@example.com"}
-		if ti.edit != nil {
-			ti.edit(claims)
-		}
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-			(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		raw, err := jwt.Signed(signer).Claims(claims).Serialize()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"access_token": "at", "token_type": "Bearer", "refresh_token": "rt", "id_token": raw})
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	ti.url = srv.URL
-	return ti
-}
 
 // TestOIDCAuthorizedParty holds ID tokens, at login and at refresh, to OpenID
 // Connect Core 3.1.3.7 steps 4 and 5: several audiences need azp, and azp
 // must be this client.
 func TestOIDCAuthorizedParty(t *testing.T) {
-	ti := newIDTokenIssuer(t)
+	ti := newTestIssuer(t)
 	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"},
 		testOptions("http://127.0.0.1:1", false))
 	waitReady(t, p, 10*time.Second)

@@ -3,59 +3,15 @@ package idp
 import (
 	"crypto/rand"
 	"crypto/rsa"
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 )
 
-// logoutIssuer is a minimal OpenID provider for logout tokens: discovery and
-// a JWKS with one RSA key, whose private half signs what the test asks.
-type logoutIssuer struct {
-	url string
-	key *rsa.PrivateKey
-}
-
-func newLogoutIssuer(t *testing.T) *logoutIssuer {
+// logoutToken makes a logout token from claims, signed with key (ti's when nil).
+func logoutToken(t *testing.T, ti *testIssuer, claims map[string]any, key *rsa.PrivateKey) string {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	li := &logoutIssuer{key: key}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{
-			"issuer": li.url, "authorization_endpoint": li.url + "/auth", "token_endpoint": li.url + "/token",
-			"jwks_uri": li.url + "/jwks", "id_token_signing_alg_values_supported": []string{"RS256"},
-		})
-	})
-	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	li.url = srv.URL
-	return li
-}
-
-// sign makes a logout token from claims, signed with key (the issuer's when nil).
-func (li *logoutIssuer) sign(t *testing.T, claims map[string]any, key *rsa.PrivateKey) string {
-	t.Helper()
-	if key == nil {
-		key = li.key
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-		(&jose.SignerOptions{}).WithType("logout+jwt").WithHeader("kid", "k1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := jwt.Signed(signer).Claims(claims).Serialize()
+	raw, err := ti.sign("logout+jwt", claims, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +19,7 @@ func (li *logoutIssuer) sign(t *testing.T, claims map[string]any, key *rsa.Priva
 }
 
 func TestVerifyLogoutToken(t *testing.T) {
-	li := newLogoutIssuer(t)
+	li := newTestIssuer(t)
 	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
 		testOptions("http://127.0.0.1:1", false))
 	waitReady(t, p, 10*time.Second)
@@ -110,7 +66,7 @@ func TestVerifyLogoutToken(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			claims := valid()
 			tt.edit(claims)
-			tok, err := p.VerifyLogoutToken(t.Context(), li.sign(t, claims, tt.key))
+			tok, err := p.VerifyLogoutToken(t.Context(), logoutToken(t, li, claims, tt.key))
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)

@@ -84,6 +84,17 @@ func newFixtureWith(t *testing.T, rules string) *fixture {
 	t.Cleanup(srv.Close)
 	y := strings.Replace(testConfig, "UPSTREAM", srv.URL, 1)
 	y = strings.Replace(y, "rules:\n  - name: cvat-api-credentials", "rules:\n"+rules+"  - name: cvat-api-credentials", 1)
+	h := newTestHandler(t, y)
+	store, err := session.NewCookieStore(h.cookies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{h: h, upstream: up, store: store}
+}
+
+// newTestHandler builds the Handler of config y, stopped when the test ends.
+func newTestHandler(t *testing.T, y string) *Handler {
+	t.Helper()
 	cfg, err := ParseConfig([]byte(y), os.Getenv)
 	if err != nil {
 		t.Fatal(err)
@@ -94,11 +105,7 @@ func newFixtureWith(t *testing.T, rules string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := session.NewCookieStore(h.cookies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fixture{h: h, upstream: up, store: store}
+	return h
 }
 
 // login makes a session for a user as a login would, and returns its cookies.

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -11,7 +9,7 @@ import (
 )
 
 func TestEmailAddressModeMatchesDomainsInASCIIOnly(t *testing.T) {
-	cfg, err := ParseConfig([]byte(`
+	h := newTestHandler(t, `
 server:
   public_url: https://cvat.example.com
 upstream:
@@ -29,16 +27,7 @@ sso:
 role_mapping:
   roles: [user]
   default: user
-`), func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	h, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	for _, tt := range []struct {
 		name, email string
 		want        int
