@@ -440,7 +440,9 @@ func (c *Config) validateOIDC() []error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	checkHTTP := func(key, raw string, required bool) {
+	// Plain http only to loopback (development): on any other path whoever
+	// sits on it could forge what the URL vouches for.
+	checkHTTP := func(key, raw string, required bool, carries string) {
 		if raw == "" {
 			if required {
 				bad(key, "required")
@@ -448,18 +450,21 @@ func (c *Config) validateOIDC() []error {
 			return
 		}
 		u, err := url.Parse(raw)
-		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
 			bad(key, "not an absolute http(s) URL: %q", raw)
+		case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+			bad(key, "plain http refused outside development: the host %q is not loopback, and %s; use https", u.Hostname(), carries)
 		}
 	}
 
 	if c.Protocol == OAuth2 {
-		checkHTTP("auth_url", c.AuthURL, true)
-		checkHTTP("token_url", c.TokenURL, true)
-		checkHTTP("userinfo_url", c.UserinfoURL, true)
+		checkHTTP("auth_url", c.AuthURL, true, "the browser would log in at a page anyone on the path can replace")
+		checkHTTP("token_url", c.TokenURL, true, "the client secret and the tokens travel over it")
+		checkHTTP("userinfo_url", c.UserinfoURL, true, "who the user is comes from it")
 	} else {
 		// A preset knows its IdP's server URL.
-		checkHTTP("server_url", c.ServerURL, c.Preset == "")
+		checkHTTP("server_url", c.ServerURL, c.Preset == "", "discovery and the keys that sign ID tokens come from it")
 		if len(c.Scopes) > 0 && !slices.Contains(c.Scopes, oidc.ScopeOpenID) {
 			bad("scopes", "must include openid for protocol OIDC")
 		}

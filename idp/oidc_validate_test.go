@@ -42,6 +42,24 @@ func TestValidateOIDC(t *testing.T) {
 			want: []string{`server_url: not an absolute http(s) URL: "/realms/x"`},
 		},
 		{
+			name: "plain http to a host that is not loopback is refused: discovery and the JWKS come from it",
+			base: valid, edit: func(c *Config) { c.ServerURL = "http://login.example.com/" },
+			want: []string{`server_url: plain http refused outside development: the host "login.example.com" is not loopback, and discovery and the keys that sign ID tokens come from it; use https`},
+		},
+		{
+			name: "plain http to loopback is development, and accepted",
+			base: valid, edit: func(c *Config) { c.ServerURL = "http://127.0.0.1:8080/" },
+		},
+		{
+			name: "so is http to localhost and to [::1]",
+			base: valid, edit: func(c *Config) { c.ServerURL = "http://localhost:8080/realms/x" },
+		},
+		{
+			name: "a preset's http base_url is refused as the server_url it becomes",
+			base: valid, edit: func(c *Config) { c.ServerURL, c.Preset, c.BaseURL = "", "gitlab", "http://gitlab.corp.example" },
+			want: []string{`server_url: plain http refused outside development: the host "gitlab.corp.example" is not loopback, and discovery and the keys that sign ID tokens come from it; use https`},
+		},
+		{
 			name: "OIDC scopes without openid are refused",
 			base: valid, edit: func(c *Config) { c.Scopes = []string{"email"} },
 			want: []string{"scopes: must include openid for protocol OIDC"},
@@ -69,6 +87,16 @@ func TestValidateOIDC(t *testing.T) {
 			name: "OAUTH2 needs its three endpoints",
 			base: oauth, edit: func(c *Config) { c.AuthURL, c.TokenURL, c.UserinfoURL = "", "github.com/token", "" },
 			want: []string{"auth_url: required", `token_url: not an absolute http(s) URL: "github.com/token"`, "userinfo_url: required"},
+		},
+		{
+			name: "OAUTH2 endpoints over plain http are refused unless on loopback",
+			base: oauth, edit: func(c *Config) {
+				c.AuthURL, c.TokenURL, c.UserinfoURL = "http://idp.example/auth", "http://idp.example/token", "http://[::1]:9/user"
+			},
+			want: []string{
+				`auth_url: plain http refused outside development: the host "idp.example" is not loopback, and the browser would log in at a page anyone on the path can replace; use https`,
+				`token_url: plain http refused outside development: the host "idp.example" is not loopback, and the client secret and the tokens travel over it; use https`,
+			},
 		},
 		{
 			name: "OAUTH2 scopes need not include openid",
