@@ -413,7 +413,7 @@ func (h *Handler) logoutDone(w http.ResponseWriter, r *http.Request) {
 
 // userinfo shows the session's profile and roles.
 func (h *Handler) userinfo(w http.ResponseWriter, r *http.Request) {
-	s, err := h.loadSession(w, r)
+	s, err := h.loadSession(r)
 	if err != nil {
 		// "No session" would be a lie that sends the browser to log in again.
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable", "message": "sessions cannot be checked right now"})

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"net/url"
+	"strings"
 
 	"github.com/portcullis-proxy/portcullis/attrpass"
 	"github.com/portcullis-proxy/portcullis/rolemap"
@@ -59,6 +60,11 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	// validate has already refused anything these could fail on.
 	c.publicURL, _ = url.Parse(cfg.Server.PublicURL)
 	c.publicURL.Path = ""
+	// A scheme's default port is left out, as browsers leave it out of Host
+	// and Origin: the upstream (Django's CSRF check) compares those.
+	if port := c.publicURL.Port(); (c.publicURL.Scheme == "https" && port == "443") || (c.publicURL.Scheme == "http" && port == "80") {
+		c.publicURL.Host = strings.TrimSuffix(c.publicURL.Host, ":"+port)
+	}
 	c.forwardedProto, c.forwardedHost = []string{c.publicURL.Scheme}, []string{c.publicURL.Host}
 	c.upstreamURL, _ = url.Parse(cfg.Upstream.URL)
 	c.trusted, _ = parsePrefixes(cfg.Server.TrustedProxies)

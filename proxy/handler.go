@@ -94,6 +94,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	// A method rule compares methods as sent; an upstream that upper-cases
 	// them (Django) would run `delete` as the DELETE the rule refuses.
 	if status, err := checkMethod(r.Method); err != nil {
+		if status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS") // RFC 9110 15.5.6
+		}
 		h.pages.fail(w, r, status, http.StatusText(status), "The request method is not allowed: "+err.Error()+".")
 		return decisionDenied
 	}
@@ -128,7 +131,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		return h.serveBasic(w, r, rule, req, o) // the caller's LDAP password instead of a session (ldap.go)
 	}
 
-	s, err := h.loadSession(w, r)
+	s, err := h.loadSession(r)
 	if err != nil {
 		h.log.Error("session store unavailable", "err", err)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Temporarily unavailable", "Sessions cannot be checked right now. Try again in a moment.")
@@ -157,15 +160,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 }
 
 // loadSession is the request's session, nil for none. A session whose IdP
-// has left the configuration (removed or renamed) is none: the proxy no
-// longer trusts what that IdP said, so the user logs in again.
-func (h *Handler) loadSession(w http.ResponseWriter, r *http.Request) (*session.Session, error) {
+// this configuration does not have (removed, renamed) is none: the proxy no
+// longer trusts what that IdP said, so the user logs in again. It is not
+// deleted: during a rolling update the IdP may be one that only newer
+// replicas know, and with the Redis store a delete would end it on those too.
+func (h *Handler) loadSession(r *http.Request) (*session.Session, error) {
 	s, err := h.sessions.Load(r)
 	if err != nil || s == nil || h.providers[s.Profile.IdP] != nil {
 		return s, err
-	}
-	if err := h.sessions.Delete(w, r, s); err != nil {
-		h.log.Warn("session of a removed IdP not deleted", "idp", s.Profile.IdP, "err", err)
 	}
 	return nil, nil
 }

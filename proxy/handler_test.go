@@ -639,6 +639,32 @@ func TestUpstreamHostIsNeverTheClients(t *testing.T) {
 	}
 }
 
+// A public_url with its scheme's default port sends the Host browsers send:
+// without the port (Django compares Host with Origin for CSRF).
+func TestUpstreamHostLeavesOutTheDefaultPort(t *testing.T) {
+	up := echo.New()
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	for public, want := range map[string]string{
+		"https://cvat.example.com:443": "cvat.example.com",
+		"http://cvat.example.com:80":   "cvat.example.com",
+		"https://cvat.example.com:80":  "cvat.example.com:80",
+		"https://[2001:db8::1]:443":    "[2001:db8::1]",
+	} {
+		y := strings.Replace(testConfig, "UPSTREAM", srv.URL, 1)
+		y = strings.Replace(y, "public_url: https://cvat.example.com", "public_url: "+public, 1)
+		h := newTestHandler(t, y)
+		up.Reset()
+		r := request("GET", "/public/x", nil)
+		r.RemoteAddr = "203.0.113.7:40000"
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		got, ok := up.Last()
+		if !ok || got.Host != want {
+			t.Errorf("public_url %s: upstream Host %q (reached %v), want %q", public, got.Host, ok, want)
+		}
+	}
+}
+
 // A trusted proxy's X-Forwarded-For entry may carry a port or brackets; one
 // that does not parse makes the client unknown, which no sources rule
 // matches, never the trusted proxy itself (10.1.2.3, whose 10.0.0.0/8 a

@@ -61,14 +61,19 @@ func newRefresher(every time.Duration) *refresher {
 // refreshSession returns the session to carry on with: s itself when no
 // refresh is due, the renewed one (saved in w) after a refresh, s again when
 // the IdP could not be asked, and nil when the IdP refused, in which case the
-// session has been deleted and the request has no session.
+// session has been deleted and the request has no session (or, which serve's
+// loadSession rules out, when the IdP is no longer configured).
 func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *session.Session) *session.Session {
 	rf := h.refresher
 	now := h.now()
 	if rf == nil || rf.every <= 0 || s.Tokens.RefreshToken == "" || now.Sub(s.Refreshed) < rf.every {
 		return s
 	}
-	impl, ok := h.providers[s.Profile.IdP].impl.(idp.Refresher) // serve checked the IdP is configured
+	p := h.providers[s.Profile.IdP]
+	if p == nil {
+		return nil // the IdP left the configuration: no session (loadSession)
+	}
+	impl, ok := p.impl.(idp.Refresher)
 	if !ok {
 		return s
 	}

@@ -78,8 +78,8 @@ func TestConnectAndTraceAreRefused(t *testing.T) {
 		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
 			r := do(t, rq{method: tc.method, target: tc.target, headers: []string{"Cookie: " + bob, "Accept: application/json"}})
 			refusedCleanly(t, r, tc.method)
-			if r.Status != 405 {
-				t.Errorf("status %d, want 405", r.Status)
+			if r.Status != 405 || r.Header.Get("Allow") == "" {
+				t.Errorf("status %d with Allow %q, want 405 with an Allow header", r.Status, r.Header.Get("Allow"))
 			}
 		})
 	}
