@@ -186,6 +186,11 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		return
 	}
 	profile, tokens, err := redirector.Complete(r, f)
+	if err != nil && f != nil {
+		if err := h.flows.Release(r.Context(), f.State); err != nil {
+			h.log.Warn("failed login state not released", "idp", id, "err", err)
+		}
+	}
 	var refused *idp.AdmissionError
 	if errors.As(err, &refused) {
 		// The IdP vouched for the user, but what it sent cannot be used here

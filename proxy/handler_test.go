@@ -751,7 +751,10 @@ func TestClientTrailersNamedLikeIdentityHeadersAreStripped(t *testing.T) {
 // refusingIdP is an IdP that vouches for the user but sends something the
 // proxy cannot use (Entra ID's group overage): Complete returns an
 // *idp.AdmissionError.
-type refusingIdP struct{ state string }
+type refusingIdP struct {
+	state     string
+	completes int
+}
 
 func (*refusingIdP) Ready() error { return nil }
 
@@ -760,7 +763,8 @@ func (i *refusingIdP) LoginURL(f *idp.Flow) (string, error) {
 	return "https://idp.example.com/authorize", nil
 }
 
-func (*refusingIdP) Complete(*http.Request, *idp.Flow) (*idp.Profile, *idp.Tokens, error) {
+func (i *refusingIdP) Complete(*http.Request, *idp.Flow) (*idp.Profile, *idp.Tokens, error) {
+	i.completes++
 	return nil, nil, fmt.Errorf("oidc company: %w", &idp.AdmissionError{Rule: "groups", Reason: "Ask your administrator to send only the groups assigned to this application."})
 }
 
@@ -778,5 +782,22 @@ func TestIdPRefusalReasonReachesTheUser(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if reached || resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "only the groups assigned") {
 		t.Fatalf("callback: %d, reached upstream %v, body %s; want 403 with the IdP's reason", resp.StatusCode, reached, body)
+	}
+}
+
+// A callback whose answer fails gives its login state back, so that junk
+// callbacks cannot fill the set of used states (session.Flows.Release): the
+// same flow may be answered again, and is checked again.
+func TestFailedCallbackReleasesItsState(t *testing.T) {
+	f := newFixture(t)
+	fake := &refusingIdP{}
+	f.h.providers["company"].impl = fake
+	resp, _, _ := f.do(t, request("GET", "/.portcullis/login/company", nil))
+	flow := resp.Cookies()
+	for range 2 {
+		f.do(t, request("GET", "/.portcullis/oidc/company/callback?code=c&state="+fake.state, flow))
+	}
+	if fake.completes != 2 {
+		t.Fatalf("the IdP's answer was checked %d times, want 2: a failed login keeps its state used", fake.completes)
 	}
 }

@@ -56,6 +56,8 @@ type OnceMarker interface {
 	// MarkOnce records key until the given time and reports whether it was
 	// new; an error means it could not be recorded (the use is refused).
 	MarkOnce(ctx context.Context, key string, until time.Time) (bool, error)
+	// Unmark forgets key, so that it may be marked again.
+	Unmark(ctx context.Context, key string) error
 }
 
 // ShareUsedStates records finished login states in m rather than in this
@@ -174,6 +176,21 @@ func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*i
 		return nil, ErrFlowReused
 	}
 	return flow, nil
+}
+
+// Release forgets that state was used, once its login has failed (the
+// IdP's answer did not check out). A refused answer spends nothing, so junk
+// callbacks, which anyone can send without an account, cannot fill the
+// bounded set of used states and push real logins past its watermark; only
+// logins that succeeded stay marked. A flow retried after its failure is no
+// use to anyone but its browser: the IdP's answer must still match its
+// nonce, PKCE verifier or request ID.
+func (f *Flows) Release(ctx context.Context, state string) error {
+	if f.shared != nil {
+		return f.shared.Unmark(ctx, "state:"+state)
+	}
+	f.used.Remove(state)
+	return nil
 }
 
 // cookie makes a flow cookie. Over https it is SameSite=None: a SAML IdP

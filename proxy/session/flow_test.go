@@ -201,3 +201,30 @@ func TestUsedStatesStaySingleUseUnderAFlood(t *testing.T) {
 		t.Errorf("a login started after the flood: %v", err)
 	}
 }
+
+// A login whose answer failed gives its state back (Release): junk callbacks,
+// which anyone can send, then cannot fill the set of used states and push
+// logins in progress past its watermark.
+func TestReleasedStatesDoNotFillTheUsedSet(t *testing.T) {
+	c := newClock()
+	f := NewFlows(testOptions(c))
+	f.used = newExpiringSet(10, "used login states", quiet)
+	pending := NewState()
+	pendingCookie := started(t, f, pending)
+	for range 20 {
+		c.Advance(time.Second)
+		s := NewState()
+		if _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), s); err != nil {
+			t.Fatalf("the flood's Finish: %v", err)
+		}
+		if err := f.Release(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), pending); err != nil {
+		t.Errorf("a login started before a flood of failed answers: %v", err)
+	}
+	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), pending); !errors.Is(err, ErrFlowReused) {
+		t.Errorf("the same login again, not released: %v, want %v", err, ErrFlowReused)
+	}
+}

@@ -24,3 +24,9 @@ func NewMemoryMarks(max int) *MemoryMarks {
 func (m *MemoryMarks) MarkOnce(_ context.Context, key string, until time.Time) (bool, error) {
 	return m.set.Add(key, until, time.Now()), nil
 }
+
+// Unmark forgets key, so that it may be marked again.
+func (m *MemoryMarks) Unmark(_ context.Context, key string) error {
+	m.set.Remove(key)
+	return nil
+}

@@ -83,6 +83,13 @@ func (s *expiringSet) Forgets(until time.Time) bool {
 	return s.covers(until)
 }
 
+// Remove forgets key now; its heap entry goes stale and is skipped.
+func (s *expiringSet) Remove(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.until, key)
+}
+
 func (s *expiringSet) covers(until time.Time) bool {
 	return !s.forgotten.IsZero() && !until.After(s.forgotten)
 }

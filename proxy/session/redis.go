@@ -72,6 +72,16 @@ func (r *Redis) MarkOnce(ctx context.Context, key string, until time.Time) (bool
 	return first, nil
 }
 
+// Unmark forgets key, so that it may be marked again.
+func (r *Redis) Unmark(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	if err := r.client.Del(ctx, r.key("once", key)).Err(); err != nil {
+		return unavailable("unmark", err)
+	}
+	return nil
+}
+
 // CountFailure counts one failure of key in its current window, which starts
 // with its first failure and lasts window, and returns the count so far and
 // how long the window still lasts.

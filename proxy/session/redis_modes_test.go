@@ -141,6 +141,12 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 				if first, err := two.Redis().MarkOnce(ctx, "state-1", until); err != nil || first {
 					t.Errorf("MarkOnce on the other replica = %v, %v; want false", first, err)
 				}
+				if err := two.Redis().Unmark(ctx, "state-1"); err != nil {
+					t.Fatal(err)
+				}
+				if first, err := one.Redis().MarkOnce(ctx, "state-1", until); err != nil || !first {
+					t.Errorf("MarkOnce after the other replica's Unmark = %v, %v; want true", first, err)
+				}
 				for i := 1; i <= 2; i++ {
 					if n, _, err := []*RedisStore{one, two}[i-1].Redis().CountFailure(ctx, "user:carol", time.Minute); err != nil || n != int64(i) {
 						t.Fatalf("CountFailure %d = %d, %v", i, n, err)
