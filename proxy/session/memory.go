@@ -83,6 +83,17 @@ func (s *expiringSet) Forgets(until time.Time) bool {
 	return s.covers(until)
 }
 
+// lookup tells, under one lock (it runs on every request once a user was
+// logged out at the IdP), the time key is remembered until, if it is (an
+// expired key stays until the next Add sweeps it), and whether an item
+// valid until the given time may have been forgotten early (Forgets).
+func (s *expiringSet) lookup(key string, until time.Time) (remembered time.Time, ok, forgotten bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	remembered, ok = s.until[key]
+	return remembered, ok, s.covers(until)
+}
+
 // Remove forgets key now; its heap entry goes stale and is skipped.
 func (s *expiringSet) Remove(key string) {
 	s.mu.Lock()

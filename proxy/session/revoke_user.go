@@ -13,7 +13,11 @@ import (
 // reaches only the replica the IdP called.
 //
 // Each record is kept until the last session it can end has expired: keep
-// (the longest a session lives) after the time it ends sessions up to. Both
+// (the longest a session lives) after the time it ends sessions up to. keep
+// is session.lifetime when the store was first made: a reload carries the
+// records over (CookieStore.Inherit) with it, so after a reload that
+// lengthens session.lifetime a record may expire before sessions made
+// under the longer lifetime that it would have ended (restart to be exact). Both
 // sets are bounded; when one has to forget a record before then, it refuses
 // every session that such a record could have ended (see expiringSet), so a
 // flood of logouts makes older sessions log in again rather than letting a
@@ -63,21 +67,12 @@ func (u *userRevocations) ended(s *Session) bool {
 	// that time plus keep: a session is compared by the same measure.
 	end := s.Created.Add(u.keep)
 	if s.Tokens.SID != "" {
-		if _, ok := u.sids.remembered(s.Profile.IdP + "\x00" + s.Tokens.SID); ok || u.sids.Forgets(end) {
+		if _, ok, forgotten := u.sids.lookup(s.Profile.IdP+"\x00"+s.Tokens.SID, end); ok || forgotten {
 			return true
 		}
 	}
-	until, ok := u.subs.remembered(s.Profile.IdP + "\x00" + s.Profile.Sub)
-	return (ok && !end.After(until)) || u.subs.Forgets(end)
-}
-
-// remembered returns the time key is remembered until, if it is; an expired
-// key is there until the next Add sweeps it.
-func (s *expiringSet) remembered(key string) (time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	until, ok := s.until[key]
-	return until, ok
+	until, ok, forgotten := u.subs.lookup(s.Profile.IdP+"\x00"+s.Profile.Sub, end)
+	return (ok && !end.After(until)) || forgotten
 }
 
 // RevokeUser ends, in this process, the sessions of the IdP session sid at
