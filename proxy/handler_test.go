@@ -550,6 +550,11 @@ func TestSessionOfARemovedIdPIsNoSession(t *testing.T) {
 	if reached || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("GET /tasks with a session of a removed IdP: %d, reached upstream %v; want 401, not reached", resp.StatusCode, reached)
 	}
+	// Not deleted: in a rolling update the IdP may be one only newer
+	// replicas have, and their users keep their sessions there.
+	if set := resp.Header.Values("Set-Cookie"); len(set) > 0 {
+		t.Errorf("the session of an IdP this replica does not know was cleared: %q", set)
+	}
 	resp, _, _ = f.do(t, request("GET", "/.portcullis/userinfo", cookies))
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("userinfo with a session of a removed IdP: %d, want 401", resp.StatusCode)
