@@ -181,7 +181,9 @@ func (p *LDAPProvider) bindService(c *ldap.Conn) error {
 // that match more than one entry, and empty passwords all give
 // ErrInvalidCredentials, so that the answer does not tell which; a
 // directory that cannot be reached gives an error wrapping ErrNotReady.
-func (p *LDAPProvider) Authenticate(r *http.Request, username, password string) (*Profile, error) {
+// allow, when not nil, is asked with the entry's DN before the bind
+// (PasswordChecker).
+func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, allow func(account string) error) (*Profile, error) {
 	id := p.cfg.ID
 	// An empty password would make a simple bind "unauthenticated", which
 	// many directories answer with success: it never reaches a bind.
@@ -200,6 +202,12 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string) 
 	if err != nil {
 		healthy = !isUnavailable(err)
 		return nil, p.classify("search user", err)
+	}
+	if allow != nil {
+		if err := allow(entry.DN); err != nil {
+			healthy = true // the search went through
+			return nil, err
+		}
 	}
 	p.binds.Add(1)
 	if err := c.Bind(entry.DN, password); err != nil {

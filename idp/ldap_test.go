@@ -200,7 +200,7 @@ func TestLDAPAuthenticate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), tc.username, tc.password)
+			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), tc.username, tc.password, nil)
 			if tc.wantUser == "" {
 				if !errors.Is(err, ErrInvalidCredentials) || prof != nil {
 					t.Fatalf("got %+v, %v; want ErrInvalidCredentials", prof, err)
@@ -219,7 +219,7 @@ func TestLDAPAuthenticate(t *testing.T) {
 		})
 	}
 
-	prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword)
+	prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,6 +237,45 @@ func TestLDAPAuthenticate(t *testing.T) {
 	}
 	if err := p.Ready(); err != nil {
 		t.Errorf("Ready after logins: %v", err)
+	}
+}
+
+// TestLDAPAuthenticateAsksAllowWithTheAccount checks the hook the failure
+// limits use: allow hears the entry's DN, the same for every spelling the
+// filter matches, and its refusal stops the check before any bind.
+func TestLDAPAuthenticateAsksAllowWithTheAccount(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	c := ldapTestConfig(srv.URL)
+	c.UserSearch.Filter = "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={username})))"
+	p := newTestLDAP(t, c)
+	r := httptest.NewRequest("POST", "/", nil)
+
+	for _, spelling := range []string{"alice", "ALICE", "alice@example.com"} {
+		var asked []string
+		prof, err := p.Authenticate(r, spelling, ldapserver.AlicePassword, func(account string) error {
+			asked = append(asked, account)
+			return nil
+		})
+		if err != nil || prof.Username != "alice" {
+			t.Fatalf("%q: %+v, %v; want alice", spelling, prof, err)
+		}
+		if !slices.Equal(asked, []string{ldapserver.UserDN("alice")}) {
+			t.Errorf("%q: allow asked with %q, want alice's DN once", spelling, asked)
+		}
+	}
+
+	refused := errors.New("held back")
+	binds := p.Binds()
+	prof, err := p.Authenticate(r, "alice@example.com", ldapserver.AlicePassword, func(string) error { return refused })
+	if !errors.Is(err, refused) || prof != nil {
+		t.Errorf("allow refused: %+v, %v; want its error", prof, err)
+	}
+	if n := p.Binds() - binds; n != 0 {
+		t.Errorf("%d binds after allow refused, want 0", n)
+	}
+	// An unknown user has no account to ask about.
+	if _, err := p.Authenticate(r, "mallory", "x", func(string) error { return refused }); !errors.Is(err, ErrInvalidCredentials) {
+		t.Errorf("unknown user: %v, want ErrInvalidCredentials", err)
 	}
 }
 
@@ -272,7 +311,7 @@ func TestLDAPGroupSources(t *testing.T) {
 			c := ldapTestConfig(srv.URL)
 			tc.edit(&c)
 			p := newTestLDAP(t, c)
-			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), tc.user, tc.pw)
+			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), tc.user, tc.pw, nil)
 			if tc.want == nil {
 				if !errors.Is(err, ErrNotReady) {
 					t.Fatalf("got %v, want ErrNotReady", err)
@@ -299,7 +338,7 @@ func TestLDAPDirectoryAway(t *testing.T) {
 	srv := ldapserver.Start(t, ldapserver.Options{})
 	p := newTestLDAP(t, ldapTestConfig(srv.URL))
 	login := func() error {
-		_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword)
+		_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
 		return err
 	}
 	if err := login(); err != nil {
@@ -314,7 +353,7 @@ func TestLDAPDirectoryAway(t *testing.T) {
 		t.Errorf("Ready with the directory stopped: %v", err)
 	}
 	// A wrong password is not reported as one while the directory is away.
-	if _, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", "nope"); !errors.Is(err, ErrNotReady) {
+	if _, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", "nope", nil); !errors.Is(err, ErrNotReady) {
 		t.Errorf("wrong password with the directory stopped: %v, want ErrNotReady", err)
 	}
 	srv.Restart()
@@ -354,7 +393,7 @@ func TestLDAPTimeouts(t *testing.T) {
 		c.StartTLS, c.InsecureSkipVerify = startTLS, startTLS
 		p := newTestLDAP(t, c)
 		began := time.Now()
-		_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword)
+		_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
 		if !errors.Is(err, ErrNotReady) {
 			t.Errorf("start_tls %v: %v, want ErrNotReady", startTLS, err)
 		}
@@ -370,10 +409,10 @@ func TestLDAPCountsBinds(t *testing.T) {
 	srv := ldapserver.Start(t, ldapserver.Options{})
 	p := newTestLDAP(t, ldapTestConfig(srv.URL))
 	r := httptest.NewRequest("POST", "/", nil)
-	p.Authenticate(r, "alice", ldapserver.AlicePassword)
-	p.Authenticate(r, "alice", "wrong")
-	p.Authenticate(r, "alice", "")
-	p.Authenticate(r, "nobody", "x")
+	p.Authenticate(r, "alice", ldapserver.AlicePassword, nil)
+	p.Authenticate(r, "alice", "wrong", nil)
+	p.Authenticate(r, "alice", "", nil)
+	p.Authenticate(r, "nobody", "x", nil)
 	if got := p.Binds(); got != 2 {
 		t.Errorf("Binds = %d, want 2", got)
 	}
@@ -399,7 +438,7 @@ func TestLDAPTLS(t *testing.T) {
 			c := ldapTestConfig(srv.URL)
 			tc.edit(&c)
 			p := newTestLDAP(t, c)
-			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword)
+			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
 			if tc.wantErr {
 				if !errors.Is(err, ErrNotReady) {
 					t.Fatalf("got %v, want ErrNotReady", err)

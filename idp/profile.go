@@ -69,7 +69,12 @@ type Redirector interface {
 
 // PasswordChecker is an IdP that checks a username and password itself (LDAP).
 type PasswordChecker interface {
-	Authenticate(r *http.Request, username, password string) (*Profile, error)
+	// Authenticate checks password for username and returns the user. When
+	// allow is not nil it is asked first, with the account the username
+	// names at the IdP (an LDAP entry's DN): an error from it ends the check
+	// with that error, before the password is tried. Other spellings of one
+	// account (uid or mail, any case) name the same account.
+	Authenticate(r *http.Request, username, password string, allow func(account string) error) (*Profile, error)
 }
 
 // ErrNotReady means the provider could not reach its IdP yet (discovery or

@@ -44,29 +44,48 @@ func newPasswordLogins() *passwordLogins {
 	return &passwordLogins{limits: newLoginLimits(), cache: newBasicCache(basicAuthTTL, maxBasicAuthEntries)}
 }
 
-// errRateLimited means the username or client failed too often lately.
+// errRateLimited means the username, its account or the client failed too
+// often lately.
 var errRateLimited = errors.New("too many failed logins")
 
 // checkPassword checks username and password at p unless the failure
 // limits hold them back (errRateLimited, with how long to wait), and counts
 // the outcome. Other errors are idp.ErrInvalidCredentials or the directory
 // being unavailable.
+//
+// The limits are asked twice: for the username and the client before the
+// directory is, and for the account once the directory has found it, before
+// the password is tried, so that another spelling of a limited account (its
+// mail instead of its uid) gets no attempts of its own.
 func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string) (*idp.Profile, time.Duration, error) {
 	id := p.cfg.ID
 	limits := h.passwords.limits
-	addr := h.clientAddr(r)
-	if wait := limits.wait(id, username, addr, h.now()); wait > 0 {
+	keys := attemptKeys(id, username, h.clientAddr(r))
+	limited := func(wait time.Duration) (*idp.Profile, time.Duration, error) {
 		h.metrics.login(id, "rate_limited", 0)
 		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username))
 		return nil, wait, errRateLimited
 	}
-	prof, err := checker.Authenticate(r, username, password)
+	if wait := limits.wait(keys, h.now()); wait > 0 {
+		return limited(wait)
+	}
+	var accountWait time.Duration
+	prof, err := checker.Authenticate(r, username, password, func(account string) error {
+		keys.account = accountKey(id, account)
+		accountWait = limits.wait(loginKeys{account: keys.account}, h.now())
+		if accountWait > 0 {
+			return errRateLimited
+		}
+		return nil
+	})
 	switch {
 	case err == nil:
-		limits.succeeded(id, username)
+		limits.succeeded(keys)
 		return prof, 0, nil
+	case errors.Is(err, errRateLimited):
+		return limited(accountWait)
 	case errors.Is(err, idp.ErrInvalidCredentials):
-		limits.failed(id, username, addr, h.now())
+		limits.failed(keys, h.now())
 		h.metrics.login(id, "failure", 0)
 		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "invalid_credentials"),
 			slog.String("username", username))

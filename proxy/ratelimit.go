@@ -109,18 +109,44 @@ func (l *failureLimiter) evict(now time.Time) {
 	}
 }
 
-// loginLimits are the failure limits of password logins, per username (at
-// one IdP) and per client address.
+// loginLimits are the failure limits of password logins: per username (at
+// one IdP), per directory account, and per client address.
 type loginLimits struct {
-	users *failureLimiter
-	addrs *failureLimiter
+	users    *failureLimiter
+	accounts *failureLimiter
+	addrs    *failureLimiter
 }
 
 func newLoginLimits() *loginLimits {
 	return &loginLimits{
-		users: newFailureLimiter(userFailureBurst, failureWindow, maxLimitedKeys),
-		addrs: newFailureLimiter(addrFailureBurst, failureWindow, maxLimitedKeys),
+		users:    newFailureLimiter(userFailureBurst, failureWindow, maxLimitedKeys),
+		accounts: newFailureLimiter(userFailureBurst, failureWindow, maxLimitedKeys),
+		addrs:    newFailureLimiter(addrFailureBurst, failureWindow, maxLimitedKeys),
 	}
+}
+
+// loginKeys are what one password login is counted against. An empty key
+// is not counted: the account is known only once the directory found it,
+// and is asked about on its own then (checkPassword).
+type loginKeys struct {
+	user    string // userKey
+	account string // accountKey
+	addr    string // addrKey
+}
+
+// attemptKeys are the keys of a login as username from addr at an IdP,
+// before the directory has found the account.
+func attemptKeys(idpID, username string, addr netip.Addr) loginKeys {
+	return loginKeys{user: userKey(idpID, username), addr: addrKey(addr)}
+}
+
+// accountKey identifies a directory account: the DN of its entry at an
+// IdP, as the directory returned it, in lower case (DNs compare without
+// case). Every spelling of a username that finds the entry (uid or mail,
+// sAMAccountName or userPrincipalName) shares it, whatever userKey makes
+// of them.
+func accountKey(idpID, dn string) string {
+	return idpID + "\x00" + strings.ToLower(dn)
 }
 
 // maxUserKeyBytes is as long a username as the LDAP provider checks at all;
@@ -179,20 +205,46 @@ func addrKey(a netip.Addr) string {
 	return a.Unmap().String()
 }
 
-// wait is how long this username and address must wait before their next
-// attempt; 0 when they may try now.
-func (l *loginLimits) wait(idpID, username string, addr netip.Addr, now time.Time) time.Duration {
-	return max(l.users.wait(userKey(idpID, username), now), l.addrs.wait(addrKey(addr), now))
+// wait is how long the attempt must wait before it may be made: the longest
+// wait of its keys; 0 when it may be made now.
+func (l *loginLimits) wait(k loginKeys, now time.Time) time.Duration {
+	var wait time.Duration
+	for _, c := range l.counters(k) {
+		wait = max(wait, c.limiter.wait(c.key, now))
+	}
+	return wait
 }
 
-// failed counts a failed attempt against both.
-func (l *loginLimits) failed(idpID, username string, addr netip.Addr, now time.Time) {
-	l.users.fail(userKey(idpID, username), now)
-	l.addrs.fail(addrKey(addr), now)
+// failed counts a failed attempt against each of its keys.
+func (l *loginLimits) failed(k loginKeys, now time.Time) {
+	for _, c := range l.counters(k) {
+		c.limiter.fail(c.key, now)
+	}
 }
 
-// succeeded forgets the username's failures; the address's stay, so that
-// one known password does not reset a spray against others.
-func (l *loginLimits) succeeded(idpID, username string) {
-	l.users.reset(userKey(idpID, username))
+// succeeded forgets the failures of the username and the account; the
+// address's stay, so that one known password does not reset a spray
+// against others.
+func (l *loginLimits) succeeded(k loginKeys) {
+	k.addr = ""
+	for _, c := range l.counters(k) {
+		c.limiter.reset(c.key)
+	}
+}
+
+type counter struct {
+	limiter *failureLimiter
+	key     string
+}
+
+// counters are k's keys with their limiters, the empty ones left out.
+func (l *loginLimits) counters(k loginKeys) []counter {
+	all := [3]counter{{l.users, k.user}, {l.accounts, k.account}, {l.addrs, k.addr}}
+	set := all[:0]
+	for _, c := range all {
+		if c.key != "" {
+			set = append(set, c)
+		}
+	}
+	return set
 }

@@ -61,28 +61,49 @@ func TestLoginLimits(t *testing.T) {
 	l := newLoginLimits()
 	a := netip.MustParseAddr("192.0.2.1")
 	for i := range 5 {
-		l.failed("corp", "Bob ", netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), t0)
+		l.failed(attemptKeys("corp", "Bob ", netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})), t0)
 	}
-	if l.wait("corp", "bob", a, t0) == 0 {
+	if l.wait(attemptKeys("corp", "bob", a), t0) == 0 {
 		t.Errorf("bob (any case, any address) is not held back after 5 failures")
 	}
-	if l.wait("other-idp", "bob", a, t0) != 0 {
+	if l.wait(attemptKeys("other-idp", "bob", a), t0) != 0 {
 		t.Errorf("bob at another IdP is held back")
 	}
-	l.succeeded("corp", "BOB")
-	if l.wait("corp", "bob", a, t0) != 0 {
+	l.succeeded(attemptKeys("corp", "BOB", netip.Addr{}))
+	if l.wait(attemptKeys("corp", "bob", a), t0) != 0 {
 		t.Errorf("a success did not clear bob's failures")
+	}
+
+	// Failures count against the account the directory found too, so that
+	// its other spellings (mail for uid) are held back once it is found.
+	dn := "uid=carol,ou=people,dc=example,dc=com"
+	for i := range 5 {
+		k := attemptKeys("corp", "carol", netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}))
+		k.account = accountKey("corp", dn)
+		l.failed(k, t0)
+	}
+	if l.wait(attemptKeys("corp", "carol@example.com", a), t0) != 0 {
+		t.Errorf("another spelling is held back before its account is known")
+	}
+	if l.wait(loginKeys{account: accountKey("corp", "UID=Carol,ou=people,dc=example,dc=com")}, t0) == 0 {
+		t.Errorf("carol's account (its DN in any case) is not held back after 5 failures")
+	}
+	k := attemptKeys("corp", "carol@example.com", a)
+	k.account = accountKey("corp", dn)
+	l.succeeded(k)
+	if l.wait(loginKeys{account: accountKey("corp", dn)}, t0) != 0 {
+		t.Errorf("a success under another spelling did not clear the account's failures")
 	}
 
 	// One IPv6 host has its /64.
 	v6a, v6b := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9")
 	for i := range 20 {
-		l.failed("corp", "user"+string(rune('a'+i)), v6a, t0)
+		l.failed(attemptKeys("corp", "user"+string(rune('a'+i)), v6a), t0)
 	}
-	if l.wait("corp", "alice", v6b, t0) == 0 {
+	if l.wait(attemptKeys("corp", "alice", v6b), t0) == 0 {
 		t.Errorf("another address of the same /64 is not held back")
 	}
-	if l.wait("corp", "alice", netip.MustParseAddr("2001:db8:1:3::1"), t0) != 0 {
+	if l.wait(attemptKeys("corp", "alice", netip.MustParseAddr("2001:db8:1:3::1")), t0) != 0 {
 		t.Errorf("another /64 is held back")
 	}
 }
@@ -116,7 +137,7 @@ func TestUserKeyReadsSpellingsAsTheDirectoryDoes(t *testing.T) {
 			}
 		})
 	}
-	if sharedKeys("corp", "ＢＯＢ", netip.Addr{})[0] != sharedKeys("corp", "bob", netip.Addr{})[0] {
+	if sharedKeys(attemptKeys("corp", "ＢＯＢ", netip.Addr{}))[0] != sharedKeys(attemptKeys("corp", "bob", netip.Addr{}))[0] {
 		t.Error("the Redis limits keep ＢＯＢ apart from bob")
 	}
 	if long := strings.Repeat("ﷺ", 10_000); len(userKey("corp", long)) > 20*maxUserKeyBytes {

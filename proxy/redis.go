@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"reflect"
 	"time"
 
@@ -151,9 +150,9 @@ func (h *Handler) refreshShared(ctx context.Context, impl idp.Refresher, s *sess
 
 // failureLimits are the failed-login limits checkPassword applies.
 type failureLimits interface {
-	wait(idpID, username string, addr netip.Addr, now time.Time) time.Duration
-	failed(idpID, username string, addr netip.Addr, now time.Time)
-	succeeded(idpID, username string)
+	wait(k loginKeys, now time.Time) time.Duration
+	failed(k loginKeys, now time.Time)
+	succeeded(k loginKeys)
 }
 
 var (
@@ -173,53 +172,66 @@ func localLimits(l failureLimits) *loginLimits {
 }
 
 // sharedLimits count failed logins in Redis, over all replicas: a username
-// may fail userFailureBurst times and an address addrFailureBurst times in a
-// window of failureWindow that starts with the first failure. Failures are
-// counted in memory too, so that a replica never limits less than it would
-// alone, and keeps limiting while Redis is away.
+// or an account may fail userFailureBurst times and an address
+// addrFailureBurst times in a window of failureWindow that starts with the
+// first failure. Failures are counted in memory too, so that a replica
+// never limits less than it would alone, and keeps limiting while Redis is
+// away.
 type sharedLimits struct {
 	redis *session.Redis
 	local *loginLimits
 }
 
-// sharedKeys are the Redis keys of a username (hashed: usernames are
-// attacker-chosen text) and of an address, with their bursts.
-func sharedKeys(idpID, username string, addr netip.Addr) [2]struct {
+// sharedKey is a Redis key of the limits, with its burst.
+type sharedKey struct {
 	key   string
 	burst int64
-} {
-	sum := sha256.Sum256([]byte(userKey(idpID, username)))
-	return [2]struct {
-		key   string
-		burst int64
-	}{
-		{"user:" + hex.EncodeToString(sum[:16]), userFailureBurst},
-		{"addr:" + addrKey(addr), addrFailureBurst},
-	}
 }
 
-func (l *sharedLimits) wait(idpID, username string, addr netip.Addr, now time.Time) time.Duration {
-	wait := l.local.wait(idpID, username, addr, now)
-	for _, k := range sharedKeys(idpID, username, addr) {
-		n, left, err := l.redis.Failures(context.Background(), k.key)
-		if err == nil && n >= k.burst {
+// sharedKeys are the Redis keys of k's keys that are set: usernames and
+// DNs hashed (usernames are attacker-chosen text), addresses as they are.
+func sharedKeys(k loginKeys) []sharedKey {
+	hashed := func(s string) string {
+		sum := sha256.Sum256([]byte(s))
+		return hex.EncodeToString(sum[:16])
+	}
+	var keys []sharedKey
+	if k.user != "" {
+		keys = append(keys, sharedKey{"user:" + hashed(k.user), userFailureBurst})
+	}
+	if k.account != "" {
+		keys = append(keys, sharedKey{"account:" + hashed(k.account), userFailureBurst})
+	}
+	if k.addr != "" {
+		keys = append(keys, sharedKey{"addr:" + k.addr, addrFailureBurst})
+	}
+	return keys
+}
+
+func (l *sharedLimits) wait(k loginKeys, now time.Time) time.Duration {
+	wait := l.local.wait(k, now)
+	for _, s := range sharedKeys(k) {
+		n, left, err := l.redis.Failures(context.Background(), s.key)
+		if err == nil && n >= s.burst {
 			wait = max(wait, left)
 		}
 	}
 	return wait
 }
 
-func (l *sharedLimits) failed(idpID, username string, addr netip.Addr, now time.Time) {
-	l.local.failed(idpID, username, addr, now)
-	for _, k := range sharedKeys(idpID, username, addr) {
-		_, _, _ = l.redis.CountFailure(context.Background(), k.key, failureWindow)
+func (l *sharedLimits) failed(k loginKeys, now time.Time) {
+	l.local.failed(k, now)
+	for _, s := range sharedKeys(k) {
+		_, _, _ = l.redis.CountFailure(context.Background(), s.key, failureWindow)
 	}
 }
 
-func (l *sharedLimits) succeeded(idpID, username string) {
-	l.local.succeeded(idpID, username)
-	k := sharedKeys(idpID, username, netip.Addr{})[0]
-	_ = l.redis.ForgetFailures(context.Background(), k.key)
+func (l *sharedLimits) succeeded(k loginKeys) {
+	l.local.succeeded(k)
+	k.addr = ""
+	for _, s := range sharedKeys(k) {
+		_ = l.redis.ForgetFailures(context.Background(), s.key)
+	}
 }
 
 // ErrSessionsNeedRedis is OpenSessions' answer for the cookie store, whose

@@ -25,25 +25,35 @@ func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
 	addr := netip.MustParseAddr("192.0.2.7")
 
 	for range userFailureBurst {
-		one.failed("corp", "Alice", addr, now)
+		one.failed(attemptKeys("corp", "Alice", addr), now)
 	}
-	if wait := two.wait("corp", "alice ", netip.MustParseAddr("198.51.100.1"), now); wait <= 0 || wait > failureWindow {
+	if wait := two.wait(attemptKeys("corp", "alice ", netip.MustParseAddr("198.51.100.1")), now); wait <= 0 || wait > failureWindow {
 		t.Errorf("another replica lets alice try again at once (wait %s); want up to %s", wait, failureWindow)
 	}
-	if wait := two.wait("corp", "bob", netip.MustParseAddr("198.51.100.1"), now); wait != 0 {
+	if wait := two.wait(attemptKeys("corp", "bob", netip.MustParseAddr("198.51.100.1")), now); wait != 0 {
 		t.Errorf("bob waits %s for alice's failures", wait)
 	}
-	two.succeeded("corp", "alice")
-	if wait := two.wait("corp", "alice", netip.MustParseAddr("198.51.100.1"), now); wait != 0 {
+	two.succeeded(attemptKeys("corp", "alice", netip.Addr{}))
+	if wait := two.wait(attemptKeys("corp", "alice", netip.MustParseAddr("198.51.100.1")), now); wait != 0 {
 		t.Errorf("after a success alice still waits %s on the replica that saw it", wait)
+	}
+
+	// The account the directory found is shared too.
+	k := attemptKeys("corp", "dave", addr)
+	k.account = accountKey("corp", "uid=dave,dc=example,dc=com")
+	for range userFailureBurst {
+		one.failed(k, now)
+	}
+	if wait := two.wait(loginKeys{account: k.account}, now); wait <= 0 {
+		t.Error("another replica lets dave's account try again at once")
 	}
 
 	// Without Redis each replica still limits what it saw itself.
 	for range userFailureBurst {
-		one.failed("corp", "carol", addr, now)
+		one.failed(attemptKeys("corp", "carol", addr), now)
 	}
 	srv.Stop()
-	if wait := one.wait("corp", "carol", addr, now); wait <= 0 {
+	if wait := one.wait(attemptKeys("corp", "carol", addr), now); wait <= 0 {
 		t.Error("with Redis down the replica that saw the failures lets carol try again")
 	}
 }

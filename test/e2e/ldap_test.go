@@ -70,11 +70,17 @@ default_action: authenticate
 // checking passwords at a fresh slapd.
 func ldapStack(t *testing.T) (*stack, *ldapserver.Server) {
 	t.Helper()
+	return ldapStackWith(t, ldapConfig)
+}
+
+// ldapStackWith is ldapStack with another config.
+func ldapStackWith(t *testing.T, config string) (*stack, *ldapserver.Server) {
+	t.Helper()
 	dir := ldapserver.Start(t, ldapserver.Options{})
 	t.Logf("slapd started with the tree in %s", dir.StartupTime.Round(time.Millisecond))
 	t.Setenv("PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD", ldapserver.ServicePassword)
 	s := listen(t)
-	s.start(t, strings.ReplaceAll(ldapConfig, "LDAP_URL", dir.URL))
+	s.start(t, strings.ReplaceAll(config, "LDAP_URL", dir.URL))
 	return s, dir
 }
 
@@ -353,6 +359,37 @@ func TestLDAPRateLimitAcrossSpellings(t *testing.T) {
 		if resp := attempt("10.3.5."+strconv.Itoa(i+1), spelling, ldapserver.BobPassword); resp.StatusCode != http.StatusTooManyRequests {
 			t.Errorf("%q with bob's password while bob is limited: %d, want 429", spelling, resp.StatusCode)
 		}
+	}
+}
+
+// TestLDAPRateLimitAcrossAttributes logs in by uid or by mail, as many
+// directories are set up to (AD: sAMAccountName or userPrincipalName): once
+// bob's uid is limited, his mail address is held back too, before his
+// password is tried, because both find the same entry. Other users are not.
+func TestLDAPRateLimitAcrossAttributes(t *testing.T) {
+	byUIDOrMail := strings.Replace(ldapConfig, "(uid={username})", "(|(uid={username})(mail={username}))", 1)
+	s, _ := ldapStackWith(t, byUIDOrMail)
+	attempt := func(addr, user, password string) *http.Response {
+		t.Helper()
+		c := fromAddr(browser(t), addr)
+		resp, _ := openForm(t, c, s.URL+"/.portcullis/ldap/corp-ldap").submit(t, c, user, password)
+		return resp
+	}
+	if resp := attempt("10.3.6.1", "alice@example.com", ldapserver.AlicePassword); resp.StatusCode != http.StatusFound {
+		t.Fatalf("alice by mail: %d, want 302 (the filter takes mail)", resp.StatusCode)
+	}
+	for i := 1; i <= 5; i++ {
+		if resp := attempt("10.3.6."+strconv.Itoa(i+1), ldapserver.Bob, "guess-"+strconv.Itoa(i)); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d, want 401", i, resp.StatusCode)
+		}
+	}
+	// His right password: had it been tried, it would have logged him in.
+	resp := attempt("10.3.7.1", "bob@example.com", ldapserver.BobPassword)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("bob's mail with his password while his uid is limited: %d, want 429 with Retry-After", resp.StatusCode)
+	}
+	if resp := attempt("10.3.7.2", "alice@example.com", ldapserver.AlicePassword); resp.StatusCode != http.StatusFound {
+		t.Errorf("alice by mail while bob is limited: %d, want 302", resp.StatusCode)
 	}
 }
 
