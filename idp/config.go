@@ -106,8 +106,8 @@ type Options struct {
 	// PKCE sends a PKCE S256 challenge with every OIDC and OAuth2 login
 	// (sso.enable_pkce).
 	PKCE bool
-	// Replay, when set, records accepted SAML assertions where every
-	// replica sees them (Redis); nil keeps them in this process's memory.
+	// Replay records the assertions SAML providers accept, so that each is
+	// accepted once; SAML providers require it.
 	Replay ReplayStore
 }
 

@@ -37,8 +37,7 @@ type SAMLProvider struct {
 	// lastErr is why the last metadata fetch failed (for Ready).
 	lastErr atomic.Pointer[error]
 
-	replay  *replayCache
-	shared  ReplayStore // when set, used instead of replay (saml_replay.go)
+	replay  ReplayStore // where accepted assertions are recorded (saml_replay.go)
 	mapping samlMapping
 	timing  samlTiming
 
@@ -62,8 +61,6 @@ var defaultSAMLTiming = samlTiming{fetchTimeout: 10 * time.Second, refresh: time
 const (
 	// maxSAMLResponse bounds the decoded (and, if deflated, inflated) response.
 	maxSAMLResponse = 256 << 10
-	// maxReplayEntries bounds the replay cache.
-	maxReplayEntries = 100_000
 	// maxMetadata bounds fetched IdP metadata (federation files can be large).
 	maxMetadata = 16 << 20
 )
@@ -75,6 +72,9 @@ func newSAML(ctx context.Context, c Config, o Options) (Provider, error) {
 func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming) (*SAMLProvider, error) {
 	if errs := c.validateSAML(); len(errs) > 0 {
 		return nil, fmt.Errorf("saml %s: config: %w", c.ID, errors.Join(errs...))
+	}
+	if o.Replay == nil {
+		return nil, fmt.Errorf("saml %s: options: Replay is required (where accepted assertions are recorded)", c.ID)
 	}
 	log := o.Logger
 	if log == nil {
@@ -128,8 +128,7 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 			// of each restriction and so refuses [us, another SP].
 			ValidateAudienceRestriction: func(*saml.Assertion) error { return nil },
 		},
-		replay:  newReplayCache(maxReplayEntries),
-		shared:  o.Replay,
+		replay:  o.Replay,
 		mapping: newSAMLMapping(c.AttributeMapping),
 		timing:  timing,
 	}

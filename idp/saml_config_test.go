@@ -4,13 +4,11 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/crewjam/saml"
 )
@@ -136,44 +134,14 @@ func TestNewSAMLRefusesInvalidConfig(t *testing.T) {
 	}
 }
 
-func TestReplayCache(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	t.Run("an ID is accepted once until it expires", func(t *testing.T) {
-		c := newReplayCache(10)
-		if err := c.use("a", now.Add(time.Minute), now, quiet); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.use("a", now.Add(time.Minute), now.Add(59*time.Second), quiet); !errors.Is(err, errReplay) {
-			t.Fatalf("second use = %v, want errReplay", err)
-		}
-		if err := c.use("a", now.Add(2*time.Minute), now.Add(time.Minute), quiet); err != nil {
-			t.Fatalf("use after expiry = %v (the assertion itself is refused by then)", err)
-		}
-	})
-	t.Run("a full cache drops expired entries first, then the one closest to expiry", func(t *testing.T) {
-		c := newReplayCache(3)
-		c.use("old", now.Add(time.Second), now, quiet)
-		c.use("soon", now.Add(time.Minute), now, quiet)
-		c.use("late", now.Add(time.Hour), now, quiet)
-		c.use("new", now.Add(time.Hour), now.Add(2*time.Second), quiet) // "old" expired
-		if c.len() != 3 {
-			t.Fatalf("len %d, want 3", c.len())
-		}
-		c.use("newer", now.Add(time.Hour), now.Add(3*time.Second), quiet) // evicts "soon"
-		if c.len() != 3 {
-			t.Fatalf("len %d, want 3 (bounded)", c.len())
-		}
-		for id, kept := range map[string]bool{"old": false, "soon": false, "late": true, "new": true, "newer": true} {
-			if _, ok := c.expires[id]; ok != kept {
-				t.Errorf("%s: kept %v, want %v", id, ok, kept)
-			}
-		}
-	})
-	t.Run("an empty ID is refused", func(t *testing.T) {
-		if err := newReplayCache(1).use("", now, now, quiet); err == nil {
-			t.Fatal("empty ID accepted")
-		}
-	})
+func TestNewSAMLRequiresAReplayStore(t *testing.T) {
+	o := samlTestOptions()
+	o.Replay = nil
+	c := Config{ID: "corp", Protocol: SAML, EntityID: "https://idp.example.com", MetadataURL: "https://idp.example.com/md"}
+	_, err := New(t.Context(), c, o)
+	if err == nil || !strings.Contains(err.Error(), "Replay is required") {
+		t.Fatalf("New = %v, want an error naming Options.Replay", err)
+	}
 }
 
 func TestSAMLProfileMapping(t *testing.T) {

@@ -39,6 +39,7 @@ func samlTestOptions() Options {
 		PublicURL:  &url.URL{Scheme: "https", Host: "portcullis.test"},
 		AuthPrefix: "/.portcullis",
 		Logger:     slog.New(slog.DiscardHandler),
+		Replay:     &memoryMarks{},
 	}
 }
 

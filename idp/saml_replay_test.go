@@ -1,53 +1,68 @@
 package idp
 
 import (
-	"bytes"
+	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// quiet is a logger for replay caches whose warnings a test does not read.
-var quiet = slog.New(slog.DiscardHandler)
+// memoryMarks is the ReplayStore of these tests, standing in for the
+// proxy's: one unbounded map, which fails like a Redis that is down.
+type memoryMarks struct {
+	mu   sync.Mutex
+	keys map[string]time.Time
+	down bool
+}
 
-func TestReplayCacheRefusesReplaysAfterAFlood(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	var logged bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logged, nil))
-	c := newReplayCache(10)
-	victimExpiry := now.Add(5 * time.Minute)
-	if err := c.use("victim", victimExpiry, now, log); err != nil {
-		t.Fatalf("the victim's assertion: %v", err)
+func (m *memoryMarks) MarkOnce(_ context.Context, key string, until time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return false, errors.New("redis: connection refused")
 	}
-	// Posted later, but issued before the flood: it expires before its
-	// assertions do.
-	pendingExpiry := now.Add(5*time.Minute + time.Second)
-	// Anyone with an account can post valid assertions of their own. Twice
-	// the bound forgets unexpired ones.
-	for i := range 20 {
-		now = now.Add(time.Second)
-		if err := c.use(fmt.Sprint("flood-", i), now.Add(5*time.Minute+time.Second), now, log); err != nil {
-			t.Fatalf("the flood's assertion %d: %v", i, err)
+	if _, ok := m.keys[key]; ok {
+		return false, nil
+	}
+	if m.keys == nil {
+		m.keys = map[string]time.Time{}
+	}
+	m.keys[key] = until
+	return true, nil
+}
+
+func TestSAMLAssertionIsRecordedOnce(t *testing.T) {
+	e := newSAMLEnv(t, nil)
+	marks := e.p.replay.(*memoryMarks)
+
+	f, post := e.login(t, "alice", "alice-pw")
+	if _, _, err := e.p.Complete(post.request(), f); err != nil {
+		t.Fatalf("first use refused: %v", err)
+	}
+	if len(marks.keys) != 1 {
+		t.Fatalf("the store has %d marks, want the assertion's", len(marks.keys))
+	}
+	for k, until := range marks.keys {
+		if !strings.HasPrefix(k, "saml:corp:") || !until.After(time.Now()) {
+			t.Errorf("mark %q until %v: want saml:corp:<assertion ID> until the assertion expires", k, until)
 		}
 	}
-	now = now.Add(time.Second)
+	if _, _, err := e.p.Complete(post.request(), f); err == nil || !strings.Contains(err.Error(), "replay") {
+		t.Errorf("second use: %v, want a replay refusal", err)
+	}
 
-	if err := c.use("victim", victimExpiry, now, log); !errors.Is(err, errReplay) {
-		t.Errorf("the victim's assertion replayed after a flood: %v, want errReplay", err)
+	marks.down = true
+	f, post = e.login(t, "alice", "alice-pw")
+	if _, _, err := e.p.Complete(post.request(), f); err == nil || !strings.Contains(err.Error(), "record assertion") {
+		t.Errorf("with the store down: %v, want the assertion refused", err)
 	}
-	if err := c.use("pending", pendingExpiry, now, log); !errors.Is(err, errReplayForgotten) {
-		t.Errorf("an assertion expiring before the ones forgotten: %v, want errReplayForgotten (fail closed)", err)
-	}
-	if err := c.use("fresh", now.Add(5*time.Minute+time.Second), now, log); err != nil {
-		t.Errorf("an assertion issued after the flood: %v", err)
-	}
-	if c.len() > 10 {
-		t.Errorf("len %d, want at most the bound 10", c.len())
-	}
-	if n := strings.Count(logged.String(), "replay cache full"); n != 1 {
-		t.Errorf("%d warnings about the flood, want one (once a minute):\n%s", n, &logged)
+}
+
+func TestSAMLAssertionWithoutIDIsRefused(t *testing.T) {
+	p := &SAMLProvider{cfg: Config{ID: "corp"}, replay: &memoryMarks{}}
+	if err := p.useAssertion(t.Context(), "", time.Now().Add(time.Minute)); err == nil {
+		t.Fatal("empty ID accepted")
 	}
 }

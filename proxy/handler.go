@@ -44,6 +44,8 @@ type Handler struct {
 	redis *session.Redis
 	// logoutTokens marks the jti of back-channel logout tokens used (backchannel.go).
 	logoutTokens session.OnceMarker
+	// assertions marks the SAML assertions used, for every SAML provider (redis.go).
+	assertions idp.ReplayStore
 }
 
 // Decisions, as logged and counted in requests_total{decision}.

@@ -71,7 +71,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		HTTPClient: &http.Client{Timeout: 15 * time.Second},
 		Logger:     log,
 		PKCE:       *cfg.SSO.EnablePKCE,
-		Replay:     h.replayStore(),
+		Replay:     h.assertions,
 	}
 	defer func() {
 		if err != nil {

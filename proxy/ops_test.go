@@ -409,6 +409,20 @@ func TestReload(t *testing.T) {
 			t.Fatal("the reload reset the failed-login limits")
 		}
 	})
+	t.Run("used SAML assertions and logout tokens carry over a reload", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		before := rf.live.cur.Load()
+		if _, ok := before.assertions.(*session.MemoryMarks); !ok {
+			t.Fatalf("the cookie store records SAML assertions in %T, want memory", before.assertions)
+		}
+		if err := rf.live.reload("signal"); err != nil {
+			t.Fatal(err)
+		}
+		after := rf.live.cur.Load()
+		if after.assertions != before.assertions || after.logoutTokens != before.logoutTokens {
+			t.Fatal("the reload forgot the used assertions or logout tokens: they could be used again")
+		}
+	})
 	t.Run("a logout before a reload stays a logout after it", func(t *testing.T) {
 		rf := newReloadFixture(t)
 		cookies := rf.login(t, "alice@example.com")

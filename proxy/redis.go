@@ -28,8 +28,14 @@ const (
 	storeRedis  = "redis"
 )
 
-// maxLogoutTokens bounds the jti remembered in memory (cookie store).
-const maxLogoutTokens = 100_000
+// Bounds of the single-use marks kept in memory (cookie store). Each has its
+// own, so that a flood of SAML logins cannot make logout tokens refused.
+const (
+	// maxLogoutTokens bounds the jti of back-channel logout tokens.
+	maxLogoutTokens = 100_000
+	// maxAssertions bounds the IDs of SAML assertions, of every SAML IdP.
+	maxAssertions = 100_000
+)
 
 // redisCloseDelay is how long a Redis connection replaced by a reload stays
 // open for requests still running on the old Handler.
@@ -55,30 +61,26 @@ func (h *Handler) newSessionStore(cfg *Config, prev *Handler) (session.Store, er
 }
 
 // shareThroughRedis points what replicas must share at Redis when the
-// session store is there, and back at this process's memory otherwise. It
-// runs after inherit, so the memory parts carry over a reload either way.
+// session store is there, and back at this process's memory otherwise. The
+// memory parts carry over a reload: it runs after inherit, which took over
+// the failed-login counts, and takes the used logout tokens and SAML
+// assertions of prev when prev kept them in memory too.
 func (h *Handler) shareThroughRedis(prev *Handler) {
 	local := localLimits(h.passwords.limits)
 	if h.redis == nil {
 		h.passwords.limits = local
-		h.logoutTokens = session.NewMemoryMarks(maxLogoutTokens)
-		if prev != nil && prev.redis == nil && prev.logoutTokens != nil {
-			h.logoutTokens = prev.logoutTokens
+		if prev != nil && prev.redis == nil {
+			h.logoutTokens, h.assertions = prev.logoutTokens, prev.assertions
+			return
 		}
+		h.logoutTokens = session.NewMemoryMarks(maxLogoutTokens, "used logout tokens", h.log)
+		h.assertions = session.NewMemoryMarks(maxAssertions, "used SAML assertions", h.log)
 		return
 	}
 	h.flows.ShareUsedStates(h.redis)
 	h.passwords.limits = &sharedLimits{redis: h.redis, local: local}
 	h.logoutTokens = h.redis
-}
-
-// replayStore is where SAML providers record assertions: Redis when there is
-// one, else nil (each provider's own memory).
-func (h *Handler) replayStore() idp.ReplayStore {
-	if h.redis == nil {
-		return nil // not a typed nil inside the interface
-	}
-	return h.redis
+	h.assertions = h.redis
 }
 
 // releaseRedis closes h's Redis connection, after a delay for requests still

@@ -24,10 +24,11 @@ import (
 // and swaps it in only when it is complete; nothing is changed in place.
 //
 // What carries over from the old Handler: the metrics registry (one for the
-// process), the revoked session IDs and used login states (so a reload never
-// makes a logged-out cookie or a used state valid again), and every identity
-// provider whose entry, public_url, auth_prefix and enable_pkce are unchanged
-// (its discovery, keys and metadata, so its readiness does not flap).
+// process), the revoked session IDs, and the used login states, logout
+// tokens and SAML assertions (so a reload never makes a logged-out cookie or
+// anything used once valid again), and every identity provider whose entry,
+// public_url, auth_prefix and enable_pkce are unchanged (its discovery, keys
+// and metadata, so its readiness does not flap).
 // Providers that are new or changed start afresh; the swap waits up to
 // readyWait for them to become ready, then happens anyway (an IdP that is
 // down is the IdP's problem, not the configuration's, and /readyz says so).
@@ -332,7 +333,7 @@ func (h *Handler) startProvider(ctx context.Context, ic idp.Config, opts idp.Opt
 			prev.publicURL.String() == h.publicURL.String() &&
 			prev.cfg.Server.AuthPrefix == h.cfg.Server.AuthPrefix &&
 			*prev.cfg.SSO.EnablePKCE == *h.cfg.SSO.EnablePKCE &&
-			prev.redis == h.redis { // a SAML provider records assertions there
+			prev.assertions == h.assertions { // a SAML provider records assertions there
 
 			h.idpStop[ic.ID] = prev.idpStop[ic.ID]
 			return p.impl, nil

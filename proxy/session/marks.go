@@ -2,21 +2,24 @@ package session
 
 import (
 	"context"
+	"log/slog"
 	"time"
 )
 
 // MemoryMarks is a OnceMarker in this process's memory, bounded to a number
 // of keys: what a single replica (the cookie store) uses where replicas with
-// Redis share marks, e.g. the jti of back-channel logout tokens.
+// Redis share marks, e.g. the jti of back-channel logout tokens or the IDs
+// of SAML assertions.
 type MemoryMarks struct {
 	set *expiringSet
 }
 
 // NewMemoryMarks remembers up to max keys. When more unexpired keys come, it
 // forgets the ones closest to expiring and from then on reports every key
-// valid no longer than those as already used (and logs a warning).
-func NewMemoryMarks(max int) *MemoryMarks {
-	return &MemoryMarks{set: newExpiringSet(max, "single-use marks", nil)}
+// valid no longer than those as already used, with a warning to log (nil:
+// slog.Default()) that names the marks by what.
+func NewMemoryMarks(max int, what string, log *slog.Logger) *MemoryMarks {
+	return &MemoryMarks{set: newExpiringSet(max, what, log)}
 }
 
 // MarkOnce records key until the given time and reports whether it was new;

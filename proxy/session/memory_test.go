@@ -89,8 +89,7 @@ func TestExpiringSetFailsClosedWhenFull(t *testing.T) {
 func TestMemoryMarksFailClosedWhenFull(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
-	m := NewMemoryMarks(2)
-	m.set.log = quiet
+	m := NewMemoryMarks(2, "test", quiet)
 	for i, k := range []string{"victim", "flood-1", "flood-2"} {
 		if first, _ := m.MarkOnce(ctx, k, now.Add(time.Duration(i+1)*time.Hour)); !first {
 			t.Fatalf("MarkOnce(%s) = false on its first use", k)
