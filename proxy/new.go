@@ -52,6 +52,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		Secure:      c.publicURL.Scheme == "https",
 		Lifetime:    cfg.Session.Lifetime,
 		IdleTimeout: cfg.Session.IdleTimeout,
+		Logger:      log, // the bounded sets' flood warnings, in the proxy's log
 	}
 	if !h.cookies.Secure {
 		if !isLoopback(c.publicURL.Hostname()) {
