@@ -18,6 +18,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/jsonlog"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/test/process"
@@ -313,7 +314,13 @@ type reloadFixture struct {
 
 func newReloadFixture(t *testing.T) *reloadFixture {
 	t.Helper()
-	f, logs, yaml := newLoggedFixture(t, testConfig)
+	return newReloadFixtureFrom(t, testConfig)
+}
+
+// newReloadFixtureFrom is newReloadFixture serving another config.
+func newReloadFixtureFrom(t *testing.T, config string) *reloadFixture {
+	t.Helper()
+	f, logs, yaml := newLoggedFixture(t, config)
 	path := filepath.Join(t.TempDir(), "portcullis.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -432,6 +439,42 @@ func TestReload(t *testing.T) {
 		}
 		if resp := rf.get(t, "/tasks", cookies); resp.StatusCode != 401 {
 			t.Fatalf("logged-out cookie after reload: %d, want 401", resp.StatusCode)
+		}
+	})
+	t.Run("a back-channel logout lasts as long as a session.lifetime a reload lengthened", func(t *testing.T) {
+		rf := newReloadFixtureFrom(t, strings.Replace(testConfig, "session:\n", "session:\n  lifetime: 1s\n", 1))
+		rf.write(t, strings.Replace(rf.yaml, "lifetime: 1s", "lifetime: 1h", 1))
+		if err := rf.live.reload("file"); err != nil {
+			t.Fatal(err)
+		}
+		cur := rf.live.cur.Load()
+		login := func() []*http.Cookie {
+			p := idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com"}
+			rec := httptest.NewRecorder()
+			if err := cur.sessions.Save(rec, request("GET", "/", nil), session.New(p, idp.Tokens{}, cur.cookies)); err != nil {
+				t.Fatal(err)
+			}
+			return rec.Result().Cookies()
+		}
+		revoke := func(sub string) time.Time {
+			before := time.Now().Truncate(time.Second)
+			if _, err := cur.sessions.(userRevoker).RevokeUser(context.Background(), "company", sub, "", before); err != nil {
+				t.Fatal(err)
+			}
+			return before
+		}
+
+		cookies := login()
+		before := revoke("alice")
+		// Past the end of the record under the first lifetime; another
+		// logout sweeps what has expired.
+		time.Sleep(time.Until(before.Add(time.Second + 10*time.Millisecond)))
+		revoke("mallory")
+		if resp := rf.get(t, "/tasks", cookies); resp.StatusCode != 401 {
+			t.Fatalf("a session made before its user's back-channel logout: %d, want 401", resp.StatusCode)
+		}
+		if resp := rf.get(t, "/tasks", login()); resp.StatusCode != 200 {
+			t.Fatalf("a session made after the logout: %d, want 200", resp.StatusCode)
 		}
 	})
 	t.Run("a bad config is refused with every problem and the old one keeps serving", func(t *testing.T) {

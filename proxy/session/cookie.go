@@ -94,13 +94,17 @@ func NewCookieStore(o Options) (*CookieStore, error) {
 	}, nil
 }
 
-// Inherit carries over the session IDs revoked so far by prev, the store this
-// one replaces on a config reload, so that a reload does not make logged-out
-// cookies valid again. Call it before the store serves requests.
+// Inherit carries over the session IDs and the users revoked so far by prev,
+// the store this one replaces on a config reload, so that a reload does not
+// make logged-out cookies valid again. A longer session.lifetime makes the
+// users' records last longer too (userRevocations.lengthen); a revoked ID
+// needs no such care, as it is kept until its session's own expiry, sealed
+// in the cookie. Call it before the store serves requests.
 func (st *CookieStore) Inherit(prev *CookieStore) {
 	if prev != nil {
 		st.revoked = prev.revoked
 		st.users = prev.users
+		st.users.lengthen(st.opts.lifetime())
 	}
 }
 

@@ -101,6 +101,23 @@ func (s *expiringSet) Remove(key string) {
 	delete(s.until, key)
 }
 
+// postpone moves the time of every key, and that of the keys forgotten
+// early, d later (d > 0). Moving every heap entry by the same amount keeps
+// the heap in order, and a stale entry stays stale.
+func (s *expiringSet) postpone(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, t := range s.until {
+		s.until[k] = t.Add(d)
+	}
+	for i := range s.order {
+		s.order[i].until = s.order[i].until.Add(d)
+	}
+	if !s.forgotten.IsZero() {
+		s.forgotten = s.forgotten.Add(d)
+	}
+}
+
 func (s *expiringSet) covers(until time.Time) bool {
 	return !s.forgotten.IsZero() && !until.After(s.forgotten)
 }

@@ -221,3 +221,21 @@ func TestCompactJSON(t *testing.T) {
 		}
 	})
 }
+
+func TestExpiringSetPostpone(t *testing.T) {
+	now := time.Now()
+	s := newExpiringSet(3, "test", quiet)
+	for i, k := range []string{"a", "b", "c", "d"} { // a is forgotten for d
+		s.Add(k, now.Add(time.Duration(i+1)*time.Minute), now)
+	}
+	s.postpone(10 * time.Minute)
+	if !s.Forgets(now.Add(11*time.Minute)) || s.Forgets(now.Add(11*time.Minute+time.Second)) {
+		t.Error("the time of the keys forgotten early did not move with the keys")
+	}
+	s.Add("e", now.Add(time.Hour), now.Add(12*time.Minute+30*time.Second))
+	_, keptB := s.until["b"]
+	_, keptC := s.until["c"]
+	if keptB || !keptC || !s.Has("c", now.Add(13*time.Minute), now.Add(12*time.Minute+30*time.Second)) {
+		t.Errorf("after postponing, keys do not expire at their new times in order: b kept %v, c kept %v", keptB, keptC)
+	}
+}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -14,16 +15,24 @@ import (
 //
 // Each record is kept until the last session it can end has expired: keep
 // (the longest a session lives) after the time it ends sessions up to. keep
-// is session.lifetime when the store was first made: a reload carries the
-// records over (CookieStore.Inherit) with it, so after a reload that
-// lengthens session.lifetime a record may expire before sessions made
-// under the longer lifetime that it would have ended (restart to be exact). Both
-// sets are bounded; when one has to forget a record before then, it refuses
-// every session that such a record could have ended (see expiringSet), so a
-// flood of logouts makes older sessions log in again rather than letting a
-// logged-out one open.
+// is the longest session.lifetime the records have served under: a reload
+// carries them over (CookieStore.Inherit), and one that lengthens the
+// lifetime lengthens keep and moves every record that much later (lengthen),
+// so that sessions made under the longer lifetime stay covered. A shorter
+// lifetime leaves keep as it is; records then outlive what they can end,
+// which costs only memory. Both sets are bounded; when one has to forget a
+// record before then, it refuses every session that such a record could
+// have ended (see expiringSet), so a flood of logouts makes older sessions
+// log in again rather than letting a logged-out one open.
 type userRevocations struct {
 	added atomic.Bool // set by the first add; false lets ended skip the locks
+	// mu makes keep and the records' times change together. The store a
+	// reload replaces and its successor share this value, so requests still
+	// in flight on the old Handler add and check records while Inherit
+	// lengthens keep: add and ended hold mu shared, lengthen alone, so none
+	// of them pairs a time made with one keep with a time made with the
+	// other. It is taken before a set's own lock.
+	mu sync.RWMutex
 	// subs remembers idp\x00sub until before+keep: its sessions created up
 	// to before are ended.
 	subs *expiringSet
@@ -49,6 +58,8 @@ func newUserRevocations(keep time.Duration) *userRevocations {
 // before.
 func (u *userRevocations) add(idp, sub, sid string, before, now time.Time) {
 	u.added.Store(true)
+	u.mu.RLock()
+	defer u.mu.RUnlock()
 	if sid != "" {
 		u.sids.Add(idp+"\x00"+sid, now.Add(u.keep), now)
 		return
@@ -63,6 +74,8 @@ func (u *userRevocations) ended(s *Session) bool {
 	if !u.added.Load() {
 		return false
 	}
+	u.mu.RLock()
+	defer u.mu.RUnlock()
 	// A record ends sessions created up to its time, which all expire by
 	// that time plus keep: a session is compared by the same measure.
 	end := s.Created.Add(u.keep)
@@ -73,6 +86,22 @@ func (u *userRevocations) ended(s *Session) bool {
 	}
 	until, ok, forgotten := u.subs.lookup(s.Profile.IdP+"\x00"+s.Profile.Sub, end)
 	return (ok && !end.After(until)) || forgotten
+}
+
+// lengthen makes the records last for sessions that live up to lifetime
+// (a reload's session.lifetime) when that is longer than keep. Every record,
+// and each set's time of the records it forgot early, moves as much later
+// as keep does: ended compares a session's creation plus keep with them, so
+// which sessions a record ends stays exactly the same. A reload refused
+// after Inherit leaves keep longer, as harmless as a shorter lifetime.
+func (u *userRevocations) lengthen(lifetime time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if d := lifetime - u.keep; d > 0 {
+		u.subs.postpone(d)
+		u.sids.postpone(d)
+		u.keep = lifetime
+	}
 }
 
 // RevokeUser ends, in this process, the sessions of the IdP session sid at

@@ -56,3 +56,118 @@ func TestUserRevocationsSurviveAFloodOfLogouts(t *testing.T) {
 		})
 	}
 }
+
+// reloaded is the store a reload that triples session.lifetime builds after
+// old (made with o), and the options it makes sessions with.
+func reloaded(t *testing.T, old *CookieStore, o Options) (*CookieStore, Options) {
+	t.Helper()
+	o.Lifetime *= 3
+	st := mustStore(t, o)
+	st.Inherit(old)
+	return st, o
+}
+
+func TestUserRevocationsLastAsLongAsALengthenedLifetime(t *testing.T) {
+	tests := []struct {
+		name    string
+		sid     func(who string) string // the IdP session a logout names; "" ends the whole user
+		viaPrev bool                    // the logout reaches the store the reload replaced (a request still in flight)
+	}{
+		{"a logout of a whole user", func(string) string { return "" }, false},
+		{"a logout of an IdP session", func(who string) string { return who + "-sid" }, false},
+		{"a logout of a whole user in flight on the old store", func(string) string { return "" }, true},
+		{"a logout of an IdP session in flight on the old store", func(who string) string { return who + "-sid" }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			c := newClock()
+			o := testOptions(c)
+			o.IdleTimeout = 0 // sessions here idle for longer than a lifetime
+			old := mustStore(t, o)
+			st, longer := reloaded(t, old, o)
+			login := func(sid string) []*http.Cookie {
+				p := testProfile()
+				p.Sub = "alice"
+				return saved(t, st, New(p, idp.Tokens{SID: sid}, longer))
+			}
+			revoker := st
+			if tt.viaPrev {
+				revoker = old
+			}
+
+			victim := login(tt.sid("alice"))
+			c.Advance(time.Second)
+			revoker.RevokeUser(ctx, "company", "alice", tt.sid("alice"), c.Now())
+			c.Advance(time.Second)
+			newer := login(tt.sid("alice-again"))
+			// Past the end of the record under the old lifetime, within the
+			// victim's; another logout sweeps what has expired.
+			c.Advance(o.Lifetime)
+			st.RevokeUser(ctx, "company", "mallory", tt.sid("mallory"), c.Now())
+
+			if load(t, st, request(victim...)) != nil {
+				t.Error("a session made under the longer lifetime opens again once the old lifetime has passed since its user's logout")
+			}
+			if load(t, st, request(newer...)) == nil {
+				t.Error("a session made after the logout does not open")
+			}
+		})
+	}
+}
+
+func TestUserRevocationsBeforeAReloadThatLengthensTheLifetime(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	o := testOptions(c)
+	old := mustStore(t, o)
+	old.users.subs = newExpiringSet(10, "test", quiet)
+	login := func(st *CookieStore, o Options, sub string) []*http.Cookie {
+		p := testProfile()
+		p.Sub = sub
+		return saved(t, st, New(p, idp.Tokens{}, o))
+	}
+
+	victim := login(old, o, "alice")
+	older := login(old, o, "bob")
+	c.Advance(time.Second)
+	for i := range 100 { // ten times the bound: unexpired records are forgotten
+		old.RevokeUser(ctx, "company", fmt.Sprint("mallory-", i), "", c.Now())
+	}
+	c.Advance(time.Second)
+	old.RevokeUser(ctx, "company", "alice", "", c.Now()) // the newest record: kept
+	c.Advance(time.Second)
+	st, longer := reloaded(t, old, o)
+	newer := login(st, longer, "alice")
+
+	if load(t, st, request(victim...)) != nil {
+		t.Error("a session of a user logged out before the reload opens after it")
+	}
+	if load(t, st, request(older...)) != nil {
+		t.Error("a session as old as the records forgotten before the reload (under a flood) opens after it")
+	}
+	if load(t, st, request(newer...)) == nil {
+		t.Error("a session made after the reload does not open")
+	}
+}
+
+// TestUserRevocationsLengthenWhileInUse is for the race detector: the old
+// store's requests in flight use the records while a reload lengthens them.
+func TestUserRevocationsLengthenWhileInUse(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	o := testOptions(c)
+	old := mustStore(t, o)
+	cookies := saved(t, old, New(testProfile(), idp.Tokens{}, o))
+	old.RevokeUser(ctx, "company", "someone", "", c.Now())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 100 {
+			old.RevokeUser(ctx, "company", fmt.Sprint("user-", i), "", c.Now())
+			old.Load(request(cookies...))
+		}
+	}()
+	reloaded(t, old, o)
+	<-done
+}
