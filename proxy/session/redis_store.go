@@ -242,11 +242,11 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 // index adds a new session to the sets that find it by user, IdP session
 // and email. Each set lives as long as the newest session in it can.
 func (st *RedisStore) index(ctx context.Context, s *Session) error {
-	keep := st.opts.lifetime() + indexSlack
+	keep := (st.opts.lifetime() + indexSlack).Milliseconds()
 	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, k := range st.indexes(s) {
-			p.SAdd(ctx, k, s.ID)
-			p.Expire(ctx, k, keep)
+			// One key a script: a cluster keeps the sets on other nodes.
+			indexScript.Eval(ctx, p, []string{k}, s.ID, keep)
 		}
 		return nil
 	})
@@ -255,6 +255,18 @@ func (st *RedisStore) index(ctx context.Context, s *Session) error {
 	}
 	return nil
 }
+
+// indexScript adds ARGV[1] to the set KEYS[1] and makes the set live for
+// ARGV[2] ms more, never less than it had left: a replica with a shorter
+// session.lifetime (during a rolling update) must not cut short the set of
+// a longer-lived session another replica made, or a logout at the IdP would
+// not find that session.
+var indexScript = redis.NewScript(`
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1`)
 
 func (st *RedisStore) indexes(s *Session) []string {
 	keys := []string{st.subIndex(s.Profile.IdP, s.Profile.Sub)}

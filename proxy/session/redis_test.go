@@ -256,6 +256,40 @@ func TestRedisStoreRevokeUser(t *testing.T) {
 	}
 }
 
+// TestRedisIndexesLiveAsLongAsTheirLongestSession: during a rolling update
+// replicas run with different session.lifetimes; the one with the shorter
+// must not shorten the sets that find the longer-lived sessions of the
+// other, or a logout at the IdP would miss them.
+func TestRedisIndexesLiveAsLongAsTheirLongestSession(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	long, short := testOptions(c), testOptions(c)
+	long.Lifetime, short.Lifetime = 12*time.Hour, time.Hour
+	old, updated := replica(t, srv, long), replica(t, srv, short)
+	alice := testProfile()
+	s1 := New(alice, idp.Tokens{SID: "sid-1"}, long)
+	saveTo(t, old, s1)
+	saveTo(t, updated, New(alice, idp.Tokens{SID: "sid-1"}, short))
+
+	for _, k := range old.indexes(s1) {
+		left, err := old.redis.client.PTTL(context.Background(), k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left < 12*time.Hour {
+			t.Errorf("index %s lives %s more, want at least the 12h of the session in it", k, left)
+		}
+	}
+	// And the other way: the shorter lifetime's session still gets one.
+	bob := testProfile()
+	bob.Sub, bob.Email = "u-456", "bob@example.com"
+	s2 := New(bob, idp.Tokens{}, short)
+	saveTo(t, updated, s2)
+	if left, err := old.redis.client.PTTL(context.Background(), updated.indexes(s2)[0]).Result(); err != nil || left <= 0 || left > time.Hour+indexSlack {
+		t.Errorf("a new index lives %s (%v), want its session's hour and the slack", left, err)
+	}
+}
+
 func TestRedisDownIsAnErrorNotASession(t *testing.T) {
 	srv := redisserver.Start(t)
 	c := newClock()
