@@ -400,6 +400,7 @@ func TestHelmEveryOption(t *testing.T) {
 		"--set", "ingress.enabled=true,ingress.className=nginx",
 		"--set", "serviceMonitor.enabled=true",
 		"--set", "networkPolicy.cvatTraefik.enabled=true,networkPolicy.cvatTraefik.namespace=cvat",
+		"--set", "networkPolicy.cvatServer.enabled=true",
 		"--set", "podAntiAffinity=hard",
 	)
 	checkDeployment(t, m, "cvat-sso-secrets")
@@ -426,7 +427,13 @@ func TestHelmEveryOption(t *testing.T) {
 		t.Errorf("ServiceMonitor should scrape /metrics on the admin Service, got %+v", sm.Spec)
 	}
 
-	np := one(t, "NetworkPolicy", m.networkPolicies)
+	if len(m.networkPolicies) != 2 {
+		t.Fatalf("want the traefik and the CVAT server NetworkPolicies, got %d", len(m.networkPolicies))
+	}
+	np := &m.networkPolicies[0]
+	if np.Name != "cvat-sso-portcullis-cvat-traefik" {
+		np = &m.networkPolicies[1]
+	}
 	if np.Namespace != "cvat" || np.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "traefik" {
 		t.Errorf("the policy must select CVAT's traefik pods in CVAT's namespace, got %s %+v", np.Namespace, np.Spec.PodSelector)
 	}
@@ -607,6 +614,7 @@ config:
 		"https://cvat.example.com/.portcullis/saml/corp-saml/metadata",
 		"https://cvat.example.com/.portcullis/ldap/corp-ldap",
 		"WARNING: networkPolicy.cvatTraefik.enabled is false",
+		"WARNING: networkPolicy.cvatServer.enabled is false",
 	} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES.txt lacks %q:\n%s", want, notes)
@@ -620,6 +628,32 @@ config:
 // The values of docs/cvat.md's Helm section render, and the config they give
 // passes check with the Secret the guide creates.
 func TestHelmGuideValues(t *testing.T) {
+	r := render(t, "-f", guideValues(t))
+	checkDeployment(t, r, "cvat-sso")
+	cfg := checkConfig(t, r, map[string]string{
+		"PORTCULLIS_SESSION_KEYS":              "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=",
+		"PORTCULLIS_IDP_COMPANY_CLIENT_SECRET": "the-client-secret",
+	})
+	if cfg.Upstream.URL != "http://cvat-traefik.cvat.svc:80" || cfg.Server.PublicURL != "https://cvat.example.com" {
+		t.Errorf("the guide's config: upstream %s, public_url %s", cfg.Upstream.URL, cfg.Server.PublicURL)
+	}
+	if len(r.networkPolicies) != 2 {
+		t.Errorf("the guide should turn on both NetworkPolicies (traefik's and CVAT's server's), got %d", len(r.networkPolicies))
+	}
+	for _, np := range r.networkPolicies {
+		if np.Namespace != "cvat" {
+			t.Errorf("the guide's NetworkPolicy %s should be in CVAT's namespace, is in %q", np.Name, np.Namespace)
+		}
+	}
+	if len(r.secrets) != 0 {
+		t.Error("the guide creates the Secret itself; the chart must not")
+	}
+}
+
+// guideValues writes the values of docs/cvat.md's Helm section (its yaml block
+// that starts with # portcullis-values.yaml) to a file and returns its path.
+func guideValues(t *testing.T) string {
+	t.Helper()
 	guide, err := os.ReadFile("../docs/cvat.md")
 	if err != nil {
 		t.Fatal(err)
@@ -632,19 +666,5 @@ func TestHelmGuideValues(t *testing.T) {
 	if err := os.WriteFile(values, m[1], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := render(t, "-f", values)
-	checkDeployment(t, r, "cvat-sso")
-	cfg := checkConfig(t, r, map[string]string{
-		"PORTCULLIS_SESSION_KEYS":              "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=",
-		"PORTCULLIS_IDP_COMPANY_CLIENT_SECRET": "the-client-secret",
-	})
-	if cfg.Upstream.URL != "http://cvat-traefik.cvat.svc:80" || cfg.Server.PublicURL != "https://cvat.example.com" {
-		t.Errorf("the guide's config: upstream %s, public_url %s", cfg.Upstream.URL, cfg.Server.PublicURL)
-	}
-	if np := one(t, "NetworkPolicy", r.networkPolicies); np.Namespace != "cvat" {
-		t.Errorf("the guide's NetworkPolicy should be in CVAT's namespace, is in %q", np.Namespace)
-	}
-	if len(r.secrets) != 0 {
-		t.Error("the guide creates the Secret itself; the chart must not")
-	}
+	return values
 }

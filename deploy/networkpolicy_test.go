@@ -1,0 +1,147 @@
+package deploy
+
+import (
+	"strings"
+	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// pod is a pod as a NetworkPolicy sees it: its namespace and labels.
+type pod struct {
+	namespace string
+	labels    map[string]string
+}
+
+// The pods of the guide's cluster: portcullis's release cvat-sso in namespace
+// cvat-sso (render's), CVAT's chart as release cvat in namespace cvat, with
+// the labels CVAT's chart and its traefik subchart give them.
+var (
+	portcullisPod = pod{"cvat-sso", map[string]string{"app.kubernetes.io/name": "portcullis", "app.kubernetes.io/instance": "cvat-sso"}}
+	traefikPod    = pod{"cvat", map[string]string{"app.kubernetes.io/name": "traefik", "app.kubernetes.io/instance": "cvat-cvat"}}
+	cvatServerPod = pod{"cvat", map[string]string{"app": "cvat-app", "tier": "backend", "component": "server", "app.kubernetes.io/name": "cvat", "app.kubernetes.io/instance": "cvat"}}
+	cvatOPAPod    = pod{"cvat", map[string]string{"app": "cvat-app", "tier": "opa", "app.kubernetes.io/name": "cvat", "app.kubernetes.io/instance": "cvat"}}
+	cvatWorkerPod = pod{"cvat", map[string]string{"app": "cvat-app", "tier": "backend", "component": "worker-export", "app.kubernetes.io/name": "cvat", "app.kubernetes.io/instance": "cvat"}}
+	otherAppPod   = pod{"default", map[string]string{"run": "probe"}}
+)
+
+// selects reports whether selector matches set; a nil selector matches
+// nothing, an empty one everything.
+func selects(t *testing.T, selector *metav1.LabelSelector, set map[string]string) bool {
+	t.Helper()
+	if selector == nil {
+		return false
+	}
+	s, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil {
+		t.Fatalf("label selector %+v: %v", selector, err)
+	}
+	return s.Matches(labels.Set(set))
+}
+
+// admits evaluates Kubernetes' NetworkPolicy rules for a connection from
+// `from` to `to` on any port: a pod no Ingress policy selects takes
+// everything; a selected pod takes what one of its policies' rules admits.
+// Namespaces carry only their kubernetes.io/metadata.name label.
+func admits(t *testing.T, policies []networkingv1.NetworkPolicy, from, to pod) bool {
+	t.Helper()
+	isolated := false
+	for _, np := range policies {
+		if np.Namespace != to.namespace || !selects(t, &np.Spec.PodSelector, to.labels) {
+			continue
+		}
+		ingress := len(np.Spec.PolicyTypes) == 0
+		for _, pt := range np.Spec.PolicyTypes {
+			ingress = ingress || pt == networkingv1.PolicyTypeIngress
+		}
+		if !ingress {
+			continue
+		}
+		isolated = true
+		for _, rule := range np.Spec.Ingress {
+			if len(rule.From) == 0 {
+				return true
+			}
+			for _, peer := range rule.From {
+				nsLabels := map[string]string{"kubernetes.io/metadata.name": from.namespace}
+				switch {
+				case peer.IPBlock != nil:
+					// Node or external addresses, never a pod here.
+				case peer.NamespaceSelector == nil:
+					if from.namespace == np.Namespace && selects(t, peer.PodSelector, from.labels) {
+						return true
+					}
+				case peer.PodSelector == nil:
+					if selects(t, peer.NamespaceSelector, nsLabels) {
+						return true
+					}
+				default:
+					if selects(t, peer.NamespaceSelector, nsLabels) && selects(t, peer.PodSelector, from.labels) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return !isolated
+}
+
+// With the guide's values, CVAT is reachable only through portcullis:
+// neither traefik nor CVAT's server pods (whose own ClusterIP Service is
+// cvat-backend-service:8080) answer another pod that could send its own
+// X-Email, while the path portcullis → traefik → server, and CVAT's OPA
+// loading its rules from the server, keep working.
+func TestHelmGuideValuesLeaveOnlyPortcullisInFrontOfCVAT(t *testing.T) {
+	policies := render(t, "-f", guideValues(t)).networkPolicies
+	for _, c := range []struct {
+		name     string
+		from, to pod
+		want     bool
+	}{
+		{"portcullis reaches traefik", portcullisPod, traefikPod, true},
+		{"traefik reaches CVAT's server", traefikPod, cvatServerPod, true},
+		{"CVAT's OPA loads its rules from the server", cvatOPAPod, cvatServerPod, true},
+		{"another app's pod cannot reach traefik", otherAppPod, traefikPod, false},
+		{"another app's pod cannot reach CVAT's server past traefik", otherAppPod, cvatServerPod, false},
+		{"a pod in CVAT's namespace cannot reach traefik", cvatWorkerPod, traefikPod, false},
+		{"a pod in CVAT's namespace cannot reach the server past traefik", cvatWorkerPod, cvatServerPod, false},
+		{"portcullis does not reach the server past traefik", portcullisPod, cvatServerPod, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := admits(t, policies, c.from, c.to); got != c.want {
+				t.Errorf("admitted: %v, want %v (policies: %+v)", got, c.want, policies)
+			}
+		})
+	}
+}
+
+// Either policy can be turned on alone, and each is off by default.
+func TestHelmCVATServerPolicy(t *testing.T) {
+	m := render(t, "--set", "networkPolicy.cvatServer.enabled=true")
+	np := one(t, "NetworkPolicy", m.networkPolicies)
+	if np.Namespace != "cvat-sso" {
+		t.Errorf("with no namespace set, the policy goes into the release's namespace, got %q", np.Namespace)
+	}
+	m = render(t, "--set", "networkPolicy.cvatServer.enabled=true,networkPolicy.cvatTraefik.namespace=cvat")
+	if np := one(t, "NetworkPolicy", m.networkPolicies); np.Namespace != "cvat" {
+		t.Errorf("the server's policy follows cvatTraefik.namespace, got %q", np.Namespace)
+	}
+	m = render(t, "--set", "networkPolicy.cvatServer.enabled=true,networkPolicy.cvatServer.namespace=cvat2,networkPolicy.cvatTraefik.namespace=cvat")
+	np = one(t, "NetworkPolicy", m.networkPolicies)
+	if np.Namespace != "cvat2" {
+		t.Errorf("networkPolicy.cvatServer.namespace wins, got %q", np.Namespace)
+	}
+	if server := (pod{"cvat2", cvatServerPod.labels}); admits(t, m.networkPolicies, pod{"cvat2", otherAppPod.labels}, server) ||
+		!admits(t, m.networkPolicies, pod{"cvat2", traefikPod.labels}, server) {
+		t.Errorf("the policy should admit traefik's pods and no other to CVAT's server: %+v", np.Spec)
+	}
+	// An ingress rule with no peers admits every pod: the chart refuses it.
+	for _, from := range []string{"null", "{}"} {
+		_, err := runHelm(t, "template", "x", chartDir, "--set", "networkPolicy.cvatServer.enabled=true,networkPolicy.cvatServer.from="+from)
+		if err == nil || !strings.Contains(err.Error(), "networkPolicy.cvatServer.from") {
+			t.Errorf("from=%s: want an error naming networkPolicy.cvatServer.from, got %v", from, err)
+		}
+	}
+}
