@@ -668,3 +668,45 @@ func guideValues(t *testing.T) string {
 	}
 	return values
 }
+
+// A secret written into values.config would land in the ConfigMap, which
+// more people and tools may read than Secrets: the chart refuses it, naming
+// the key and never the value, and takes a ${VARIABLE} the Secret sets.
+func TestHelmRefusesSecretsInTheConfigMap(t *testing.T) {
+	const secret = "hunter2-do-not-print"
+	idp := func(extra string) string {
+		return "config:\n  sso:\n    identity_providers:\n      - {id: corp, protocol: LDAP, url: \"ldap://ad.example.com\"" + extra + "}\n"
+	}
+	for _, c := range []struct {
+		name, values, key string // key "" means the chart must render it
+	}{
+		{"a client secret", idp(", client_secret: " + secret), "config.sso.identity_providers[0].client_secret"},
+		{"an LDAP bind password", idp(", bind_password: " + secret), "config.sso.identity_providers[0].bind_password"},
+		{"a session key", "config:\n  session:\n    keys: [" + secret + "]\n", "config.session.keys[0]"},
+		{"a Redis password", "config:\n  session:\n    redis: {password: " + secret + "}\n", "config.session.redis.password"},
+		{"a Sentinel password", "config:\n  session:\n    redis: {sentinel: {password: " + secret + "}}\n", "config.session.redis.sentinel.password"},
+		{"a password in the Redis URL", "config:\n  session:\n    redis: {url: \"rediss://user:" + secret + "@redis:6379/0\"}\n", "config.session.redis.url"},
+		{"the assertion's signing key", "config:\n  attribute_pass:\n    jwt: {signing_key: " + secret + "}\n", "config.attribute_pass.jwt.signing_key"},
+		{"a client secret from the environment", idp(", client_secret: \"${CORP_SECRET}\", bind_password: \"${BIND}\""), ""},
+		{"session keys from the environment", "config:\n  session:\n    keys: [\"${PORTCULLIS_SESSION_KEY}\"]\n", ""},
+		{"a Redis URL from the environment", "config:\n  session:\n    redis: {url: \"${PORTCULLIS_REDIS_URL}\"}\n", ""},
+		{"a Redis URL with its password from the environment", "config:\n  session:\n    redis: {url: \"rediss://:${REDIS_PASSWORD}@redis:6379/0\"}\n", ""},
+		{"a Redis URL without a password", "config:\n  session:\n    redis: {url: \"redis://redis:6379/0\"}\n", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			values := filepath.Join(t.TempDir(), "values.yaml")
+			if err := os.WriteFile(values, []byte(c.values), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := runHelm(t, "template", "x", chartDir, "-f", values)
+			switch {
+			case c.key == "" && err != nil:
+				t.Errorf("want it rendered, got %v", err)
+			case c.key != "" && (err == nil || !strings.Contains(err.Error(), c.key)):
+				t.Errorf("want an error naming %s, got %v", c.key, err)
+			case strings.Contains(out, secret) || (err != nil && strings.Contains(err.Error(), secret)):
+				t.Errorf("the secret reached the output or the error")
+			}
+		})
+	}
+}

@@ -81,3 +81,47 @@ already holds (so an upgrade logs nobody out), else a fresh key.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+Secrets never go into the ConfigMap, which more people and tools may read
+than Secrets: a secret-bearing key of values.config must be empty or a
+${VARIABLE} that the container's environment (the Secret) sets. Fails
+naming every such key, never its value.
+*/}}
+{{- define "portcullis.refuseInlineSecrets" -}}
+{{- $cfg := .Values.config | default dict }}
+{{- $ref := "^\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}$" }}
+{{- $inline := list }}
+{{- range $i, $key := (dig "session" "keys" list $cfg) }}
+{{- if not (regexMatch $ref (toString $key)) }}
+{{- $inline = append $inline (printf "config.session.keys[%d]" $i) }}
+{{- end }}
+{{- end }}
+{{- $values := dict
+  "config.session.redis.password" (dig "session" "redis" "password" "" $cfg)
+  "config.session.redis.sentinel.password" (dig "session" "redis" "sentinel" "password" "" $cfg)
+  "config.attribute_pass.jwt.signing_key" (dig "attribute_pass" "jwt" "signing_key" "" $cfg) }}
+{{- range $path, $value := $values }}
+{{- if and $value (not (regexMatch $ref (toString $value))) }}
+{{- $inline = append $inline $path }}
+{{- end }}
+{{- end }}
+{{- $redisURL := dig "session" "redis" "url" "" $cfg | toString }}
+{{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]+@" $redisURL }}
+{{- $password := regexReplaceAll "^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:([^/@]+)@.*$" $redisURL "${1}" }}
+{{- if not (regexMatch $ref $password) }}
+{{- $inline = append $inline "config.session.redis.url (its password)" }}
+{{- end }}
+{{- end }}
+{{- range $i, $idp := (dig "sso" "identity_providers" list $cfg) }}
+{{- range $key := list "client_secret" "bind_password" }}
+{{- $value := toString (get ($idp | default dict) $key | default "") }}
+{{- if and $value (not (regexMatch $ref $value)) }}
+{{- $inline = append $inline (printf "config.sso.identity_providers[%d].%s" $i $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $inline }}
+{{- fail (printf "%s: a secret written into values.config would be rendered into the ConfigMap; put it in the Secret (secret.sessionKeys, secret.clientSecrets, secret.env or secret.existingSecret) and drop the key, or write ${VARIABLE} for a variable that Secret sets" (join ", " $inline)) }}
+{{- end }}
+{{- end }}
