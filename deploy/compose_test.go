@@ -3,9 +3,11 @@ package deploy
 import (
 	"context"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -77,8 +79,42 @@ var composeEnv = map[string]string{
 // with Compose v2's own loader.
 func loadCVATWithPortcullis(t *testing.T, env map[string]string) (*types.Project, string, error) {
 	t.Helper()
+	return loadCVATCompose(t, env, "docker-compose.yml", "docker-compose.header-auth.yml")
+}
+
+// cvatServerless is CVAT's components/serverless/docker-compose.serverless.yml:
+// nuclio's dashboard, with the Docker socket and no login, published on 8070
+// of every address.
+const cvatServerless = `
+services:
+  nuclio:
+    container_name: nuclio
+    image: quay.io/nuclio/dashboard:1.15.9-amd64
+    restart: always
+    networks: [cvat]
+    volumes:
+      - /var/run/docker.sock:/var/run/docker.sock
+    ports:
+      - '8070:8070'
+  cvat_server:
+    environment:
+      CVAT_SERVERLESS: 1
+    extra_hosts:
+      - "host.docker.internal:host-gateway"
+`
+
+// loadCVATCompose lays out a CVAT checkout as the guide does (CVAT's compose
+// files, the overrides and portcullis.yaml side by side) and loads the files
+// named, in that order, as `docker compose -f ... -f ...` would, with
+// Compose v2's own loader.
+func loadCVATCompose(t *testing.T, env map[string]string, files ...string) (*types.Project, string, error) {
+	t.Helper()
 	dir := t.TempDir()
 	override, err := os.ReadFile("docker-compose.header-auth.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverlessOverride, err := os.ReadFile("docker-compose.header-auth.serverless.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,10 +122,15 @@ func loadCVATWithPortcullis(t *testing.T, env map[string]string) (*types.Project
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := os.MkdirAll(filepath.Join(dir, "components", "serverless"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	for name, content := range map[string][]byte{
-		"docker-compose.yml":             []byte(cvatCompose),
-		"docker-compose.header-auth.yml": override,
-		"portcullis.yaml":                profile,
+		"docker-compose.yml": []byte(cvatCompose),
+		"components/serverless/docker-compose.serverless.yml": []byte(cvatServerless),
+		"docker-compose.header-auth.yml":                      override,
+		"docker-compose.header-auth.serverless.yml":           serverlessOverride,
+		"portcullis.yaml":                                     profile,
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
 			t.Fatal(err)
@@ -99,10 +140,11 @@ func loadCVATWithPortcullis(t *testing.T, env map[string]string) (*types.Project
 	for k, v := range env {
 		list = append(list, k+"="+v)
 	}
-	opts, err := cli.NewProjectOptions(
-		[]string{filepath.Join(dir, "docker-compose.yml"), filepath.Join(dir, "docker-compose.header-auth.yml")},
-		cli.WithWorkingDirectory(dir), cli.WithEnv(list), cli.WithName("cvat"),
-	)
+	var paths []string
+	for _, f := range files {
+		paths = append(paths, filepath.Join(dir, f))
+	}
+	opts, err := cli.NewProjectOptions(paths, cli.WithWorkingDirectory(dir), cli.WithEnv(list), cli.WithName("cvat"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,5 +257,45 @@ func TestComposeOverrideRefusesToStartWithoutItsSettings(t *testing.T) {
 				t.Errorf("want an error naming %s, got %v", missing, err)
 			}
 		})
+	}
+}
+
+// With CVAT's serverless component, the guide's command line still leaves
+// portcullis the only way in from other hosts: nuclio's dashboard (no login,
+// the Docker socket, a way onto CVAT's network) stays on the host's loopback.
+func TestComposeWithServerlessPublishesOnlyPortcullis(t *testing.T) {
+	guide, err := os.ReadFile("../docs/cvat.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	command := regexp.MustCompile(`docker compose((?: -f \S+)+) up -d`)
+	var files []string
+	for _, m := range command.FindAllSubmatch(guide, -1) {
+		if strings.Contains(string(m[1]), "serverless") {
+			files = strings.Fields(strings.ReplaceAll(string(m[1]), "-f ", ""))
+		}
+	}
+	if files == nil {
+		t.Fatal("docs/cvat.md shows no `docker compose -f ... up -d` with CVAT's serverless component")
+	}
+	p, _, err := loadCVATCompose(t, composeEnv, files...)
+	if err != nil {
+		t.Fatalf("compose rejects %v: %v", files, err)
+	}
+	if _, ok := p.Services["nuclio"]; !ok {
+		t.Fatalf("%v has no nuclio service", files)
+	}
+	for name, s := range p.Services {
+		for _, port := range s.Ports {
+			if name == "portcullis" {
+				continue
+			}
+			if ip, err := netip.ParseAddr(port.HostIP); err != nil || !ip.IsLoopback() {
+				t.Errorf("%s publishes %s:%s on every address: CVAT must be reachable only through portcullis", name, port.HostIP, port.Published)
+			}
+		}
+	}
+	if v := p.Services["cvat_server"].Environment["HEADER_AUTH_ENABLE"]; v == nil || *v == "" {
+		t.Error("header auth must stay on with the serverless component")
 	}
 }
