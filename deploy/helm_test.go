@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -708,5 +709,87 @@ func TestHelmRefusesSecretsInTheConfigMap(t *testing.T) {
 				t.Errorf("the secret reached the output or the error")
 			}
 		})
+	}
+}
+
+// servesTLS reports why the rendering cannot answer users of an https
+// public_url over TLS, or "" when it can: an Ingress with TLS for the host in
+// front, or portcullis itself with server.tls, its certificate and key in a
+// Secret volume mounted beside (not below) the config's mount, behind a
+// Service on 443.
+func servesTLS(t *testing.T, m manifests, cfg *proxy.Config) string {
+	t.Helper()
+	pub, err := url.Parse(cfg.Server.PublicURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ing := range m.ingresses {
+		for _, tls := range ing.Spec.TLS {
+			if slices.Contains(tls.Hosts, pub.Hostname()) && tls.SecretName != "" {
+				return ""
+			}
+		}
+	}
+	if cfg.Server.TLS.CertFile == "" {
+		return "neither an Ingress with TLS for " + pub.Hostname() + " nor config.server.tls"
+	}
+	pod := one(t, "Deployment", m.deployments).Spec.Template.Spec
+	c := pod.Containers[0]
+	secretVolumes := map[string]bool{}
+	for _, v := range pod.Volumes {
+		if v.Secret != nil {
+			secretVolumes[v.Name] = true
+		}
+	}
+	below := func(path, dir string) bool { return strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/") }
+	for _, file := range []string{cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile} {
+		mounted := false
+		for _, vm := range c.VolumeMounts {
+			mounted = mounted || (secretVolumes[vm.Name] && below(file, vm.MountPath))
+		}
+		if !mounted {
+			return file + " is not in a Secret volume the container mounts"
+		}
+	}
+	// A ConfigMap volume is read-only: the runtime cannot make a mount
+	// point inside it, and the pod would not start.
+	for _, config := range c.VolumeMounts {
+		for _, other := range c.VolumeMounts {
+			if config.Name == "config" && below(other.MountPath, config.MountPath) {
+				return fmt.Sprintf("%s is mounted below the config's read-only mount %s", other.MountPath, config.MountPath)
+			}
+		}
+	}
+	for _, svc := range m.services {
+		if svc.Spec.Ports[0].Name == "http" && svc.Spec.Ports[0].Port != 443 {
+			return fmt.Sprintf("the proxy's Service %s answers TLS on port %d, not 443", svc.Name, svc.Spec.Ports[0].Port)
+		}
+	}
+	return ""
+}
+
+// The guide's users open https://cvat.example.com: its values must answer
+// that origin over TLS, or the operator is left to switch public_url to
+// http:// and send the session cookie in clear text.
+func TestHelmGuideValuesServeTheHTTPSOrigin(t *testing.T) {
+	r := render(t, "-f", guideValues(t))
+	cfg := checkConfig(t, r, map[string]string{
+		"PORTCULLIS_SESSION_KEYS":              "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=",
+		"PORTCULLIS_IDP_COMPANY_CLIENT_SECRET": "the-client-secret",
+	})
+	if !strings.HasPrefix(cfg.Server.PublicURL, "https://") {
+		t.Fatalf("the guide's public_url %s is not https", cfg.Server.PublicURL)
+	}
+	if why := servesTLS(t, r, cfg); why != "" {
+		t.Errorf("users of %s get no TLS: %s", cfg.Server.PublicURL, why)
+	}
+	// The alternative the guide names: an Ingress with TLS in front.
+	ingress := render(t, "--set", "ingress.enabled=true,ingress.tls[0].secretName=cvat-tls,ingress.tls[0].hosts[0]=cvat.example.com")
+	if why := servesTLS(t, ingress, checkConfig(t, ingress, podEnv(t, ingress))); why != "" {
+		t.Errorf("an Ingress with TLS should count: %s", why)
+	}
+	plain := render(t)
+	if why := servesTLS(t, plain, checkConfig(t, plain, podEnv(t, plain))); why == "" {
+		t.Error("the default values serve plain HTTP on port 80: servesTLS must say so")
 	}
 }
