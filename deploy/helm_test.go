@@ -616,6 +616,9 @@ config:
 		"https://cvat.example.com/.portcullis/ldap/corp-ldap",
 		"WARNING: networkPolicy.cvatTraefik.enabled is false",
 		"WARNING: networkPolicy.cvatServer.enabled is false",
+		// A generated key survives only renders that read the cluster.
+		"The session key was generated",
+		"Argo CD",
 	} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES.txt lacks %q:\n%s", want, notes)
