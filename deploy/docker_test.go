@@ -220,16 +220,7 @@ func TestDockerfileBuildStep(t *testing.T) {
 // .dockerignore keeps the build context small; it must not hide a package
 // the binary is built from.
 func TestDockerignoreKeepsEverySourcePackage(t *testing.T) {
-	raw, err := os.ReadFile("../.dockerignore")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var patterns []string
-	for _, l := range strings.Split(string(raw), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-			patterns = append(patterns, l)
-		}
-	}
+	patterns := dockerignorePatterns(t)
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", "../cmd/portcullis").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +241,62 @@ func TestDockerignoreKeepsEverySourcePackage(t *testing.T) {
 			if ok, _ := filepath.Match(p, path); ok || path == p || strings.HasPrefix(path, p+"/") || strings.Contains("/"+path+"/", "/"+p+"/") {
 				t.Errorf(".dockerignore pattern %q drops %s, which the binary needs", p, path)
 			}
+		}
+	}
+}
+
+// dockerignorePatterns are the patterns of the repository's .dockerignore.
+func dockerignorePatterns(t *testing.T) []string {
+	t.Helper()
+	raw, err := os.ReadFile("../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patterns []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			patterns = append(patterns, l)
+		}
+	}
+	return patterns
+}
+
+// dockerignored reports whether a .dockerignore pattern list leaves path
+// (relative, slash-separated) out of the build context: Docker matches a
+// pattern against the whole path from the context's root ("/x" is "x"),
+// "**/" standing for any number of directories, and a match of a parent
+// directory leaves out everything below it.
+func dockerignored(patterns []string, path string) bool {
+	for _, p := range patterns {
+		p = strings.TrimPrefix(p, "/")
+		for dir := path; dir != "."; dir = filepath.Dir(dir) {
+			if ok, _ := filepath.Match(p, dir); ok {
+				return true
+			}
+			if rest, ok := strings.CutPrefix(p, "**/"); ok {
+				if m, _ := filepath.Match(rest, filepath.Base(dir)); m {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// The README runs the image with portcullis.env and portcullis.yaml from the
+// checkout the image is built in: secrets there, and keys and certificates
+// anywhere in it, must stay out of the build context, whose builder-stage
+// layers a `--cache-to ...,mode=max` build pushes to a registry.
+func TestDockerignoreKeepsOperatorSecretsOut(t *testing.T) {
+	patterns := dockerignorePatterns(t)
+	for _, path := range []string{".env", "portcullis.env", "portcullis.yaml", "tls.key", "certs/tls.key", "certs/tls.crt", "saml/sp.pem", "proxy.test"} {
+		if !dockerignored(patterns, path) {
+			t.Errorf("%s would be sent in the build context", path)
+		}
+	}
+	for _, path := range []string{"go.mod", "cmd/portcullis/main.go", "proxy/pages/chooser.html"} {
+		if dockerignored(patterns, path) {
+			t.Errorf("%s is needed by the build but ignored", path)
 		}
 	}
 }
