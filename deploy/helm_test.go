@@ -796,3 +796,28 @@ func TestHelmGuideValuesServeTheHTTPSOrigin(t *testing.T) {
 		t.Error("the default values serve plain HTTP on port 80: servesTLS must say so")
 	}
 }
+
+// A PodDisruptionBudget that keeps every replica up lets no pod be evicted:
+// a node drain (a cluster upgrade) would wait for ever. The chart refuses it.
+func TestHelmPodDisruptionBudgetLeavesAPodEvictable(t *testing.T) {
+	for _, c := range []struct {
+		name, set string
+		ok        bool
+	}{
+		{"one replica that must stay up", "podDisruptionBudget.enabled=true", false},
+		{"two replicas that must both stay up", "podDisruptionBudget.enabled=true,replicaCount=2,podDisruptionBudget.minAvailable=2", false},
+		{"the HPA's minimum that must all stay up", "podDisruptionBudget.enabled=true,autoscaling.enabled=true,autoscaling.minReplicas=2,podDisruptionBudget.minAvailable=2", false},
+		{"one of two replicas", "podDisruptionBudget.enabled=true,replicaCount=2", true},
+		{"a percentage", "podDisruptionBudget.enabled=true,podDisruptionBudget.minAvailable=50%", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := runHelm(t, "template", "x", chartDir, "--set", c.set)
+			if c.ok && err != nil {
+				t.Errorf("want it rendered, got %v", err)
+			}
+			if !c.ok && (err == nil || !strings.Contains(err.Error(), "podDisruptionBudget.minAvailable")) {
+				t.Errorf("want an error naming podDisruptionBudget.minAvailable, got %v", err)
+			}
+		})
+	}
+}
