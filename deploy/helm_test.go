@@ -570,25 +570,10 @@ func TestHelmDefaultConfigIsTheCVATProfile(t *testing.T) {
 	}
 }
 
-// NOTES.txt is rendered only by install, which wants a cluster; in a copy of
-// the chart, a template that wraps NOTES.txt in a YAML string lets helm
-// template render it.
+// The notes name the URLs to register at each IdP, and warn about what is
+// left open.
 func TestHelmNotesPrintCallbackURLs(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "portcullis")
-	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
-		t.Fatal(err)
-	}
-	notesTxt, err := os.ReadFile(filepath.Join(dir, "templates", "NOTES.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrapper := "{{- define \"test.notes\" }}" + string(notesTxt) + "{{- end }}\n" +
-		"kind: Notes\ntext: {{ include \"test.notes\" . | toJson }}\n"
-	if err := os.WriteFile(filepath.Join(dir, "templates", "notes-rendered.yaml"), []byte(wrapper), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	values := filepath.Join(t.TempDir(), "values.yaml")
-	os.WriteFile(values, []byte(`
+	notes := renderNotes(t, `
 config:
   server:
     public_url: https://cvat.example.com/
@@ -598,16 +583,7 @@ config:
       - {id: github, protocol: OAUTH2, preset: github, client_id: abc}
       - {id: corp-saml, protocol: SAML, entity_id: "https://sso.example.com", metadata_url: "https://sso.example.com/md"}
       - {id: corp-ldap, protocol: LDAP, url: "ldap://ad.example.com"}
-`), 0o600)
-	out, err := runHelm(t, "template", "cvat-sso", dir, "-f", values, "--show-only", "templates/notes-rendered.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rendered struct{ Text string }
-	if err := yaml.Unmarshal([]byte(out), &rendered); err != nil {
-		t.Fatal(err)
-	}
-	notes := rendered.Text
+`)
 	for _, want := range []string{
 		"https://cvat.example.com/.portcullis/oidc/company/callback",
 		"https://cvat.example.com/.portcullis/oidc/github/callback",
@@ -819,5 +795,68 @@ func TestHelmPodDisruptionBudgetLeavesAPodEvictable(t *testing.T) {
 				t.Errorf("want an error naming podDisruptionBudget.minAvailable, got %v", err)
 			}
 		})
+	}
+}
+
+// renderNotes renders NOTES.txt with values (YAML) and the chart's
+// defaults. NOTES.txt is rendered only by install, which wants a cluster; in
+// a copy of the chart, a template that wraps NOTES.txt in a YAML string lets
+// helm template render it.
+func renderNotes(t *testing.T, values string, args ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "portcullis")
+	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	notesTxt, err := os.ReadFile(filepath.Join(dir, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper := "{{- define \"test.notes\" }}" + string(notesTxt) + "{{- end }}\n" +
+		"kind: Notes\ntext: {{ include \"test.notes\" . | toJson }}\n"
+	if err := os.WriteFile(filepath.Join(dir, "templates", "notes-rendered.yaml"), []byte(wrapper), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(file, []byte(values), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runHelm(t, append([]string{"template", "cvat-sso", dir, "-f", file, "--show-only", "templates/notes-rendered.yaml"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rendered struct{ Text string }
+	if err := yaml.Unmarshal([]byte(out), &rendered); err != nil {
+		t.Fatal(err)
+	}
+	return rendered.Text
+}
+
+// Several replicas that each generate a key at start do not agree: a SAML IdP
+// checks AuthnRequests (or encrypts assertions) for one replica's key, and
+// the upstream verifies the assertion JWT against one replica's JWKS. The
+// notes name what to configure.
+func TestHelmNotesWarnAboutKeysEachReplicaGenerates(t *testing.T) {
+	const values = `
+config:
+  sso:
+    identity_providers:
+      - {id: corp-saml, protocol: SAML, entity_id: "https://sso.example.com", metadata_url: "https://sso.example.com/md"}
+      - {id: keyed-saml, protocol: SAML, entity_id: "https://sso.example.com", metadata_url: "https://sso.example.com/md", sp_cert_file: /k/c.pem, sp_key_file: /k/k.pem}
+  attribute_pass:
+    headers: {X-Email: email}
+    jwt: {header: X-Portcullis-Assertion}
+`
+	ha := renderNotes(t, values, "-f", chartDir+"/values-ha.yaml")
+	for _, want := range []string{"SAML IdP corp-saml has no sp_cert_file", "attribute_pass.jwt has no signing_key_file"} {
+		if !strings.Contains(ha, want) {
+			t.Errorf("several replicas: the notes lack %q:\n%s", want, ha)
+		}
+	}
+	if strings.Contains(ha, "SAML IdP keyed-saml") {
+		t.Errorf("an IdP with its SP key configured needs no warning:\n%s", ha)
+	}
+	if one := renderNotes(t, values); strings.Contains(one, "sp_cert_file") || strings.Contains(one, "signing_key_file") {
+		t.Errorf("one replica: nothing to warn about:\n%s", one)
 	}
 }
