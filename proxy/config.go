@@ -125,12 +125,32 @@ func ParseConfig(raw []byte, getenv func(string) string) (*Config, error) {
 		expandEnv(root, getenv)
 		cfg.unknown = unknownKeys(root, reflect.TypeOf(cfg).Elem(), "")
 		if err := root.Decode(cfg); err != nil {
-			return nil, errors.Join(append(cfg.unknown, fmt.Errorf("config: %w", err))...)
+			return nil, errors.Join(append(cfg.unknown, fmt.Errorf("config: %w", withoutValues(err)))...)
 		}
 	}
 	cfg.applyDefaults()
 	cfg.applyEnv(getenv)
 	return cfg, nil
+}
+
+// withoutValues is a decoding error without the values yaml.v3 quotes in it
+// ("cannot unmarshal !!str `hunter2` into ..."): a secret in the wrong place,
+// `redis: ${REDIS_PASSWORD}` for one, would be printed in full, or its first
+// seven characters. The line number still says where the mistake is.
+func withoutValues(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, msg := range te.Errors {
+		start, end := strings.Index(msg, " `"), strings.LastIndex(msg, "` into ")
+		if start >= 0 && end > start {
+			msg = msg[:start] + msg[end+1:]
+		}
+		msgs[i] = msg
+	}
+	return &yaml.TypeError{Errors: msgs}
 }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)

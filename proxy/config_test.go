@@ -136,6 +136,28 @@ func TestEnvironmentCannotInjectYAML(t *testing.T) {
 	}
 }
 
+// TestDecodeErrorsQuoteNoValues: a value of the wrong type is reported by
+// its line, never quoted, since it may be a secret put in the wrong place.
+func TestDecodeErrorsQuoteNoValues(t *testing.T) {
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"a password where the redis block goes", "session:\n", "session:\n  redis: ${REDIS_PASSWORD}\n", "cannot unmarshal !!str into session.RedisConfig"},
+		{"a session key where the list goes", "keys: [" + testKey + "]", "keys: ${KEY}", "cannot unmarshal !!str into []string"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"REDIS_PASSWORD": "hunter2", "KEY": testKey}
+			_, err := ParseConfig([]byte(strings.Replace(minimal, tc.old, tc.new, 1)), func(k string) string { return env[k] })
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+			for _, secret := range []string{"hunter2", testKey[:7]} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("the error shows the value %q: %v", secret, err)
+				}
+			}
+		})
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	cfg, err := ParseConfig([]byte(minimal), func(string) string { return "" })
 	if err != nil {
