@@ -211,6 +211,21 @@ func (c *Config) DisplayName() string {
 	return c.ID
 }
 
+// RedactURL is a URL from the configuration as a problem may quote it: any
+// user:password@ part masked, also where net/url does not read raw as a URL
+// with one (no scheme, a space in the password).
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err == nil && u.User != nil:
+		u.User = url.User("xxxxx")
+		return u.String()
+	case !strings.Contains(raw, "@"):
+		return raw
+	}
+	return "xxxxx" + raw[strings.LastIndex(raw, "@"):]
+}
+
 func checkURL(key, raw string, required bool) error {
 	if raw == "" {
 		if required {
@@ -220,7 +235,7 @@ func checkURL(key, raw string, required bool) error {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ldap" && u.Scheme != "ldaps") {
-		return fmt.Errorf("%s: not an absolute URL: %q", key, raw)
+		return fmt.Errorf("%s: not an absolute URL: %q", key, RedactURL(raw))
 	}
 	return nil
 }

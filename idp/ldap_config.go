@@ -49,9 +49,9 @@ func (c *Config) validateLDAP() []error {
 	case c.URL == "":
 		bad("url", "required (ldap://host[:port] or ldaps://host[:port])")
 	case err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Host == "":
-		bad("url", "must be ldap://host[:port] or ldaps://host[:port], got %q", c.URL)
+		bad("url", "must be ldap://host[:port] or ldaps://host[:port], got %q", RedactURL(c.URL))
 	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil || u.Fragment != "":
-		bad("url", "must be only scheme://host[:port] (put the base DN in user_search.base_dn), got %q", c.URL)
+		bad("url", "must be only scheme://host[:port] (put the base DN in user_search.base_dn, the service account in bind_dn and bind_password), got %q", RedactURL(c.URL))
 	default:
 		tls := u.Scheme == "ldaps" || c.StartTLS
 		if u.Scheme == "ldaps" && c.StartTLS {

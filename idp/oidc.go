@@ -452,7 +452,7 @@ func (c *Config) validateOIDC() []error {
 		u, err := url.Parse(raw)
 		switch {
 		case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-			bad(key, "not an absolute http(s) URL: %q", raw)
+			bad(key, "not an absolute http(s) URL: %q", RedactURL(raw))
 		case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
 			bad(key, "plain http refused outside development: the host %q is not loopback, and %s; use https", u.Hostname(), carries)
 		}

@@ -156,7 +156,7 @@ func httpsOrigin(key, raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") ||
 		u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("%s: not a host name or http(s) URL: %q", key, raw)
+		return "", fmt.Errorf("%s: not a host name or http(s) URL: %q", key, RedactURL(raw))
 	}
 	return strings.TrimSuffix(u.Scheme+"://"+u.Host+u.Path, "/"), nil
 }

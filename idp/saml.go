@@ -389,7 +389,7 @@ func checkHTTPURL(key, raw string) error {
 		return err
 	}
 	if u, _ := url.Parse(raw); u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%s: must be an http or https URL: %q", key, raw)
+		return fmt.Errorf("%s: must be an http or https URL: %q", key, RedactURL(raw))
 	}
 	return nil
 }

@@ -298,9 +298,9 @@ func (c *Config) validate(p *problems) {
 	case c.Server.PublicURL == "":
 		p.add("server.public_url", "required (the origin users see, e.g. https://cvat.example.com)")
 	case err != nil || (pub.Scheme != "http" && pub.Scheme != "https") || pub.Host == "":
-		p.add("server.public_url", "not an absolute http(s) URL: %q", c.Server.PublicURL)
+		p.add("server.public_url", "not an absolute http(s) URL: %q", idp.RedactURL(c.Server.PublicURL))
 	case pub.Path != "" && pub.Path != "/" || pub.RawQuery != "" || pub.Fragment != "" || pub.User != nil:
-		p.add("server.public_url", "must be an origin only (scheme://host[:port]), got %q", c.Server.PublicURL)
+		p.add("server.public_url", "must be an origin only (scheme://host[:port]), got %q", idp.RedactURL(c.Server.PublicURL))
 	}
 	for key, addr := range map[string]string{"server.listen": c.Server.Listen, "server.admin_listen": c.Server.AdminListen} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -323,7 +323,10 @@ func (c *Config) validate(p *problems) {
 	case c.Upstream.URL == "":
 		p.add("upstream.url", "required (the application behind the proxy, e.g. http://traefik:8080)")
 	case err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "":
-		p.add("upstream.url", "not an absolute http(s) URL: %q", c.Upstream.URL)
+		p.add("upstream.url", "not an absolute http(s) URL: %q", idp.RedactURL(c.Upstream.URL))
+	case up.User != nil:
+		// The reverse proxy would drop them, and the startup line log them.
+		p.add("upstream.url", "must not carry credentials (user:password@): they are not sent to the upstream")
 	}
 	c.Upstream.Timeouts.validate(p)
 	c.Pages.validate(p)

@@ -158,6 +158,37 @@ func TestDecodeErrorsQuoteNoValues(t *testing.T) {
 	}
 }
 
+// TestCheckQuotesNoPasswordOfAURL: a URL with credentials in it is refused or
+// quoted with them masked, and credentials in upstream.url, which the upstream
+// would never get, are refused rather than dropped (and logged at start).
+func TestCheckQuotesNoPasswordOfAURL(t *testing.T) {
+	ldap := `      client_id: portcullis
+    - id: corp
+      protocol: LDAP
+      url: URL
+      bind_dn: cn=svc,dc=example,dc=com
+      bind_password: x
+      user_search: {base_dn: "dc=example,dc=com", filter: "(uid={username})"}
+`
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"upstream.url with credentials", "url: http://traefik:8080", "url: http://svc:s3cret@traefik:8080", "upstream.url: must not carry credentials"},
+		{"upstream.url with credentials and no scheme", "url: http://traefik:8080", "url: svc:s3cret@traefik:8080", "upstream.url: not an absolute http(s) URL"},
+		{"public_url with credentials", "https://cvat.example.com", "https://svc:s3cret@cvat.example.com", "server.public_url: must be an origin only"},
+		{"an LDAP url with the bind password", "      client_id: portcullis\n", strings.Replace(ldap, "URL", "ldap://cn=admin:s3cret@ad.example.com", 1), `sso.identity_providers[1].url: must be only scheme://host[:port]`},
+		{"an OIDC server_url with credentials and no scheme", "https://login.example.com/", "svc:s3cret@login.example.com", "sso.identity_providers[0].server_url: not an absolute http(s) URL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v\nwant a problem containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the problem shows the password: %v", err)
+			}
+		})
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	cfg, err := ParseConfig([]byte(minimal), func(string) string { return "" })
 	if err != nil {
