@@ -245,7 +245,8 @@ func (p *Pass) Inject(h http.Header, prof *idp.Profile) error {
 }
 
 // Values returns what Inject would set for prof, by header key (for
-// portcullis explain). Headers that would not be set are left out.
+// portcullis explain), the assertion JWT as its claims rather than signed.
+// Headers that would not be set are left out.
 func (p *Pass) Values(prof *idp.Profile) (map[string]string, error) {
 	out := make(map[string]string, len(p.headers)+1)
 	for _, hd := range p.headers {
@@ -258,11 +259,11 @@ func (p *Pass) Values(prof *idp.Profile) (map[string]string, error) {
 		}
 	}
 	if p.jwt != nil {
-		token, err := p.jwt.sign(prof)
+		claims, err := p.jwt.describe(prof)
 		if err != nil {
 			return nil, err
 		}
-		out[p.jwt.key] = token
+		out[p.jwt.key] = claims
 	}
 	return out, nil
 }

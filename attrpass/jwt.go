@@ -181,7 +181,28 @@ func (s *signer) sign(prof *idp.Profile) (string, error) {
 
 // signAt signs the assertion of prof as issued at now.
 func (s *signer) signAt(prof *idp.Profile, now time.Time) (string, error) {
-	a := Assertion{
+	token, err := jwt.Signed(s.signer).Claims(s.assertion(prof, now)).Serialize()
+	if err != nil {
+		return "", fmt.Errorf("attribute pass: sign assertion: %w", err)
+	}
+	return token, nil
+}
+
+// describe is the assertion of prof as `portcullis explain` shows it: its
+// claims, unsigned. A signed one would be a working credential, for the
+// assertion's lifetime, of whoever the claims file names, printed to a
+// terminal that may be shared or logged.
+func (s *signer) describe(prof *idp.Profile) (string, error) {
+	claims, err := json.Marshal(s.assertion(prof, s.now()))
+	if err != nil {
+		return "", fmt.Errorf("attribute pass: encode assertion: %w", err)
+	}
+	return "(an ES256 JWT signed on each request) " + string(claims), nil
+}
+
+// assertion is the claim set of prof's assertion issued at now.
+func (s *signer) assertion(prof *idp.Profile, now time.Time) Assertion {
+	return Assertion{
 		Claims: jwt.Claims{
 			Issuer:    s.issuer,
 			Subject:   prof.Sub,
@@ -199,11 +220,6 @@ func (s *signer) signAt(prof *idp.Profile, now time.Time) (string, error) {
 		Roles:  nonNil(prof.Roles),
 		IdP:    prof.IdP,
 	}
-	token, err := jwt.Signed(s.signer).Claims(a).Serialize()
-	if err != nil {
-		return "", fmt.Errorf("attribute pass: sign assertion: %w", err)
-	}
-	return token, nil
 }
 
 func nonNil(s []string) []string {

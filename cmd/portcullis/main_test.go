@@ -282,6 +282,26 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestExplainPrintsNoSignedAssertion: explain shows the assertion JWT's
+// claims, never a signed token, which would work as a credential of whoever
+// the claims file names for the assertion's lifetime.
+func TestExplainPrintsNoSignedAssertion(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", strings.Replace(validConfig, "  strip_headers:", "  jwt: {header: X-Portcullis-Assertion, lifetime: 1h}\n  strip_headers:", 1))
+	admin := writeFile(t, "admin.json", `{"sub": "a1", "email": "alice@example.com", "groups": ["cvat-admins"]}`)
+	code, stdout, stderr := runCLI("explain", "--config", config, "--claims", admin, "GET", "/tasks")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	for _, want := range []string{"  X-Portcullis-Assertion: ", `"sub":"a1"`, `"roles":["admin"]`} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if jws := regexp.MustCompile(`[\w-]+\.[\w-]+\.[\w-]{20,}`).FindString(stdout); jws != "" {
+		t.Errorf("output has a signed token %q:\n%s", jws, stdout)
+	}
+}
+
 // The header a client spoofed is named in the stripped list, however spelled.
 func TestExplainNamesStrippedHeaders(t *testing.T) {
 	config := writeFile(t, "portcullis.yaml", validConfig)
