@@ -285,6 +285,10 @@ func (p *pages) render(w http.ResponseWriter, status int, name string, data page
 	}
 	h.Set("Content-Security-Policy", csp)
 	h.Set("X-Content-Type-Options", "nosniff")
+	// As layout.html's meta tag says, for layouts from template_dir that
+	// lack it: pages shown at the OIDC callback have its code in their URL,
+	// and a logo may load from another origin.
+	h.Set("Referrer-Policy", "no-referrer")
 	if status != 0 {
 		w.WriteHeader(status)
 	}

@@ -98,6 +98,54 @@ func TestConfigRefusesRefreshAndSingleSignOutMistakes(t *testing.T) {
 	}
 }
 
+// TestEveryPageCarriesTheSecurityHeaders: every page is kept out of caches
+// and frames, runs no script, and sends no Referer, even with a layout from
+// template_dir that lacks the meta tag saying so.
+func TestEveryPageCarriesTheSecurityHeaders(t *testing.T) {
+	dir := t.TempDir()
+	layout := `{{define "layout"}}<!doctype html><html lang="en"><head><title>{{.Title}}</title>` +
+		`<img src="https://cdn.example.com/logo.png" alt=""></head><body>{{template "content" .}}</body></html>{{end}}`
+	if err := os.WriteFile(filepath.Join(dir, "layout.html"), []byte(layout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := newPages(PagesConfig{TemplateDir: dir, LogoURL: "https://cdn.example.com/logo.png"}, "/.portcullis", slog.New(slog.DiscardHandler))
+	browser := func() *http.Request {
+		r := httptest.NewRequest("GET", "/.portcullis/oidc/company/callback?code=secret-code&state=s", nil)
+		r.Header.Set("Accept", "text/html")
+		return r
+	}
+	for name, show := range map[string]func(w http.ResponseWriter){
+		"chooser":    func(w http.ResponseWriter) { p.chooser(w, browser(), nil, "/") },
+		"email":      func(w http.ResponseWriter) { p.emailForm(w, http.StatusOK, "/", "", "") },
+		"error":      func(w http.ResponseWriter) { p.fail(w, browser(), http.StatusForbidden, "Sign-in failed", "No.") },
+		"denied":     func(w http.ResponseWriter) { p.denied(w, browser(), "No role.") },
+		"signed_out": func(w http.ResponseWriter) { p.signedOut(w, browser()) },
+		"ldap":       func(w http.ResponseWriter) { p.render(w, http.StatusOK, "ldap", page{Title: "Sign in", State: "s"}) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			show(rec)
+			for header, want := range map[string]string{
+				"Content-Type":           "text/html; charset=utf-8",
+				"Cache-Control":          "no-store",
+				"X-Frame-Options":        "DENY",
+				"X-Content-Type-Options": "nosniff",
+				"Referrer-Policy":        "no-referrer",
+			} {
+				if got := rec.Header().Get(header); got != want {
+					t.Errorf("%s: %q, want %q", header, got, want)
+				}
+			}
+			csp := rec.Header().Get("Content-Security-Policy")
+			for _, want := range []string{"default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'"} {
+				if !strings.Contains(csp, want) || strings.Contains(csp, "script-src") {
+					t.Errorf("Content-Security-Policy %q: want %s and no script-src", csp, want)
+				}
+			}
+		})
+	}
+}
+
 func TestDeniedPageForScriptsIsJSON(t *testing.T) {
 	p := newPages(PagesConfig{}, "/.portcullis", slog.New(slog.DiscardHandler))
 	rec := httptest.NewRecorder()
