@@ -85,6 +85,11 @@ func (c PagesConfig) validate(p *problems) {
 
 var hexColor = regexp.MustCompile(`^#[0-9a-fA-F]{6}$`)
 
+// logoHost is the host[:port] of an https logo_url as the img-src of the
+// pages' Content-Security-Policy names it. url.Parse lets ';', ',' and '*'
+// through in a host: the first would end the directive and start another.
+var logoHost = regexp.MustCompile(`^[A-Za-z0-9.:\[\]-]+$`)
+
 // buildPages parses and trial-renders every page, so that a template mistake
 // is a configuration error naming its file rather than a broken login page.
 func buildPages(c PagesConfig, authPrefix string, log *slog.Logger) (*pages, error) {
@@ -100,7 +105,7 @@ func buildPages(c PagesConfig, authPrefix string, log *slog.Logger) (*pages, err
 	if c.LogoURL != "" {
 		u, err := url.Parse(c.LogoURL)
 		switch {
-		case err == nil && u.Scheme == "https" && u.Host != "" && u.User == nil:
+		case err == nil && u.Scheme == "https" && logoHost.MatchString(u.Host) && u.User == nil:
 			imgSrc += " " + u.Scheme + "://" + u.Host
 			p.logo = template.URL(c.LogoURL)
 		case strings.HasPrefix(c.LogoURL, "data:image/") && !strings.ContainsAny(c.LogoURL, "\"'<> \n"):

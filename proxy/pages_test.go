@@ -23,6 +23,8 @@ func TestPagesConfigNamesTheKey(t *testing.T) {
 		{name: "an accent colour not in #rrggbb form", pages: "accent_color: purple", want: `pages.accent_color: must be a colour as #rrggbb, got "purple"`},
 		{name: "an accent too light for white text", pages: `accent_color: "#f5a623"`, want: "pages.accent_color: white button text on #f5a623 has a contrast of 2.0:1"},
 		{name: "a logo over plain http", pages: "logo_url: http://cdn.example.com/logo.png", want: "pages.logo_url: must be an https:// URL or a data:image/... URI"},
+		{name: "a logo host that would add a directive to the CSP", pages: "logo_url: https://cdn.example.com;script-src/logo.png", want: "pages.logo_url: must be an https:// URL or a data:image/... URI"},
+		{name: "a logo host that is a wildcard", pages: "logo_url: https://*.example.com/logo.png", want: "pages.logo_url: must be an https:// URL or a data:image/... URI"},
 		{name: "a logo data URI that is not an image", pages: "logo_url: 'data:text/html,<script>'", want: "pages.logo_url:"},
 		{name: "a template directory that does not exist", pages: "template_dir: /nonexistent/pages", want: "pages.template_dir: open /nonexistent/pages"},
 		{name: "a template that does not parse", files: map[string]string{"chooser.html": `{{define "content"}}{{range .Providers}}{{end}`}, want: "pages.template_dir: chooser.html: template:"},
