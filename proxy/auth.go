@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -82,7 +83,10 @@ func (h *Handler) loginByEmail(w http.ResponseWriter, r *http.Request) {
 	email, rd := strings.TrimSpace(r.PostForm.Get("email")), r.PostForm.Get("rd")
 	at := strings.LastIndex(email, "@")
 	domain := strings.TrimSuffix(email[at+1:], ".")
-	if at <= 0 || domain == "" {
+	// The domain is named on the page when no IdP has it: only a domain
+	// name, never prose that a cross-site form posted to show on this
+	// origin ("x@example.com. Your account is locked; call ...").
+	if at <= 0 || len(domain) > 253 || !domainName.MatchString(domain) {
 		h.pages.emailForm(w, http.StatusBadRequest, rd, email, "Enter your full email address, like name@company.com.")
 		return
 	}
@@ -94,6 +98,9 @@ func (h *Handler) loginByEmail(w http.ResponseWriter, r *http.Request) {
 	}
 	h.pages.emailForm(w, http.StatusBadRequest, rd, email, "There is no sign-in for the domain "+domain+". Check the address, or ask your administrator.")
 }
+
+// domainName is a domain name as an email address has it, IDNs included.
+var domainName = regexp.MustCompile(`^[\p{L}\p{N}-]+(\.[\p{L}\p{N}-]+)*$`)
 
 func (h *Handler) startPath(id, rd string) string {
 	u := h.cfg.Server.AuthPrefix + "/login/" + url.PathEscape(id)

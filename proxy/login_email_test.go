@@ -8,14 +8,14 @@ import (
 	"testing"
 )
 
-func TestEmailAddressModeMatchesDomainsInASCIIOnly(t *testing.T) {
-	h := newTestHandler(t, `
+// emailModeConfig picks the one IdP by the domain sso.example.
+const emailModeConfig = `
 server:
   public_url: https://cvat.example.com
 upstream:
   url: http://127.0.0.1:1
 session:
-  keys: [`+testKey+`]
+  keys: [` + testKey + `]
 sso:
   selection_mode: email_address
   identity_providers:
@@ -27,7 +27,10 @@ sso:
 role_mapping:
   roles: [user]
   default: user
-`)
+`
+
+func TestEmailAddressModeMatchesDomainsInASCIIOnly(t *testing.T) {
+	h := newTestHandler(t, emailModeConfig)
 	for _, tt := range []struct {
 		name, email string
 		want        int
@@ -42,6 +45,34 @@ role_mapping:
 			h.ServeHTTP(rec, r)
 			if rec.Code != tt.want {
 				t.Fatalf("POST login with %q: status %d (Location %q), want %d", tt.email, rec.Code, rec.Header().Get("Location"), tt.want)
+			}
+		})
+	}
+}
+
+// TestEmailFormNamesOnlyADomain: the page that says no IdP has the domain
+// names it only when it is a domain name; anything else would let a
+// cross-site form put its own words on this origin's login page.
+func TestEmailFormNamesOnlyADomain(t *testing.T) {
+	h := newTestHandler(t, emailModeConfig)
+	for _, tt := range []struct{ name, email, want string }{
+		{"a domain no IdP has", "eve@other.example", "There is no sign-in for the domain other.example."},
+		{"an IDN domain no IdP has", "eve@b\u00FCcher.example", "There is no sign-in for the domain b\u00FCcher.example."},
+		{"prose after the @", "eve@sso.example. Your account is locked; call the IT desk at +1 555 0100", "Enter your full email address"},
+		{"an overlong domain", "eve@" + strings.Repeat("a.", 130) + "example", "Enter your full email address"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/.portcullis/login", strings.NewReader(url.Values{"email": {tt.email}}.Encode()))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			r.Header.Set("Accept", "text/html")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			_, alert, _ := strings.Cut(rec.Body.String(), `role="alert"`)
+			if alert, _, _ = strings.Cut(alert, "</p>"); rec.Code != http.StatusBadRequest || !strings.Contains(alert, tt.want) {
+				t.Fatalf("status %d, alert %q; want 400 and %q", rec.Code, alert, tt.want)
+			}
+			if strings.Contains(alert, "locked") {
+				t.Errorf("the alert repeats the posted prose: %q", alert)
 			}
 		})
 	}
