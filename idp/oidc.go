@@ -267,7 +267,7 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	}
 	token, err := d.oauth.Exchange(ctx, code, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("oidc %s: exchange code: %w", id, err)
+		return nil, nil, fmt.Errorf("oidc %s: exchange code: %w", id, tokenEndpointError(err))
 	}
 	tokens := &Tokens{RefreshToken: token.RefreshToken}
 	if !token.Expiry.IsZero() {
@@ -425,6 +425,19 @@ func (p *oidcProvider) oauth2Claims(ctx context.Context, token *oauth2.Token) (m
 		}
 	}
 	return claims, nil
+}
+
+// tokenEndpointError is err from the token endpoint as the log shows it. An
+// answer without an OAuth error code (a gateway's error page, a server that
+// echoes the request) comes with its whole body, up to 1 MiB, in
+// oauth2.RetrieveError's message: the status and the start of the body tell
+// what went wrong, as for userinfo.
+func tokenEndpointError(err error) error {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "" || re.Response == nil {
+		return err
+	}
+	return fmt.Errorf("token endpoint answered %s: %s", re.Response.Status, strings.TrimSpace(truncate(string(re.Body), 200)))
 }
 
 func truncate(s string, n int) string {

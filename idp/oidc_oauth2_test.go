@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 
 	"golang.org/x/oauth2"
@@ -55,4 +57,37 @@ func TestOAuth2UserinfoSubject(t *testing.T) {
 			t.Fatalf("err = %q", err)
 		}
 	})
+}
+
+// TestTokenEndpointErrorBodyIsCutShort: a token endpoint's answer without an
+// OAuth error code reaches the log as its status and the start of its body,
+// not the whole body (up to 1 MiB), which may echo the request's secrets.
+func TestTokenEndpointErrorBodyIsCutShort(t *testing.T) {
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		io.WriteString(w, "<html><body>upstream failed "+strings.Repeat(".", 300)+" request was client_secret=s3cret</body></html>")
+	}))
+	defer endpoint.Close()
+	public, _ := url.Parse("https://cvat.example.com")
+	impl, err := New(context.Background(), Config{ID: "o", Protocol: OAuth2, AuthURL: endpoint.URL + "/authorize",
+		TokenURL: endpoint.URL + "/token", UserinfoURL: endpoint.URL + "/user", ClientID: "c", ClientSecret: "s3cret"},
+		Options{PublicURL: public, AuthPrefix: "/.portcullis", HTTPClient: endpoint.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := impl.(*oidcProvider)
+	f := &Flow{State: "st"}
+	if _, err := p.LoginURL(f); err != nil {
+		t.Fatal(err)
+	}
+	_, _, loginErr := p.Complete(httptest.NewRequest("GET", "/.portcullis/oidc/o/callback?state=st&code=c1", nil), f)
+	_, _, refreshErr := p.Refresh(context.Background(), &Tokens{RefreshToken: "r1"})
+	for step, err := range map[string]error{"exchange code": loginErr, "refresh": refreshErr} {
+		if err == nil || !strings.Contains(err.Error(), "502 Bad Gateway: <html><body>upstream failed") {
+			t.Errorf("%s: %v, want the status and the start of the body", step, err)
+		} else if strings.Contains(err.Error(), "s3cret") || len(err.Error()) > 300 {
+			t.Errorf("%s: %d bytes, past the start of the body: %v", step, len(err.Error()), err)
+		}
+	}
 }

@@ -66,7 +66,7 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 		if errors.As(err, &re) && refusal(re) {
 			return nil, nil, fmt.Errorf("oidc %s: refresh: %w: %s %s", id, ErrRefreshRefused, re.ErrorCode, truncate(re.ErrorDescription, 200))
 		}
-		return nil, nil, fmt.Errorf("oidc %s: refresh: %w", id, err)
+		return nil, nil, fmt.Errorf("oidc %s: refresh: %w", id, tokenEndpointError(err))
 	}
 	next := &Tokens{RefreshToken: token.RefreshToken, IDToken: t.IDToken, SID: t.SID}
 	if next.RefreshToken == "" {
