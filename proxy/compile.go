@@ -44,7 +44,7 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	checkBasicAuth(cfg, &p) // rules naming an LDAP IdP (ldap.go)
 	c := &compiled{cfg: cfg}
 	var err error
-	c.rules, err = rules.Compile(cfg.Rules, cfg.DefaultAction)
+	c.rules, err = rules.Compile(cfg.Rules, cfg.DefaultAction, log)
 	p.addAll("", err)
 	c.roles, err = rolemap.Compile(cfg.RoleMapping)
 	p.addAll("role_mapping.", err)

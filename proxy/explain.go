@@ -73,7 +73,13 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 		return e, nil
 	}
 	req := rules.NewRequest(r, path, source)
-	rule := c.rules.Match(req)
+	rule, err := c.rules.Evaluate(req, time.Now())
+	if err != nil {
+		// What Match does, with the whole error, which its log line leaves out.
+		e.Rule, e.Action = "error", rules.Deny
+		e.Decision, e.Reason = decisionDenied, "403: a when expression failed, which refuses the request: "+err.Error()
+		return e, nil
+	}
 	e.Rule, e.Action = rule.Name, rule.Action
 	switch rule.Action {
 	case rules.Deny:

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -82,7 +83,7 @@ func FuzzMatch(f *testing.F) {
 		{Name: "office", Sources: []string{"10.0.0.0/8", "::ffff:172.16.0.0/108"}, Path: "/metrics", Action: Bypass},
 		{Name: "debug", When: `request.headers["X-Debug"] == "1" && request.path contains "dbg"`, Action: Deny},
 		{Name: "exact", Path: "/exact/é", Action: Deny},
-	}, Authenticate)
+	}, Authenticate, slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -112,6 +113,7 @@ type Set struct {
 	rules []*Rule
 	deflt *Rule
 	now   func() time.Time
+	log   *slog.Logger // where Match reports failing expressions
 }
 
 // errorRule is what Match returns when a `when` expression fails at run
@@ -122,8 +124,9 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // Compile checks and compiles the `rules:` list and `default_action` (empty
 // means authenticate). The error joins every problem found, each as
-// `rules[i].key: what is wrong` or `default_action: what is wrong`.
-func Compile(list []Config, defaultAction Action) (*Set, error) {
+// `rules[i].key: what is wrong` or `default_action: what is wrong`. Match
+// reports `when` expressions that fail at run time to log.
+func Compile(list []Config, defaultAction Action, log *slog.Logger) (*Set, error) {
 	var errs []error
 	if defaultAction == "" {
 		defaultAction = Authenticate
@@ -134,6 +137,7 @@ func Compile(list []Config, defaultAction Action) (*Set, error) {
 	s := &Set{
 		deflt: &Rule{Name: "default", Action: defaultAction, Index: -1},
 		now:   time.Now,
+		log:   log,
 	}
 	seen := map[string]int{}
 	for i, c := range list {
@@ -380,11 +384,24 @@ func (p *program) run(env *Env) (bool, error) {
 func (s *Set) Match(req *Request) *Rule {
 	r, err := s.Evaluate(req, s.now())
 	if err != nil {
-		slog.Error("rules: when expression failed; denying the request",
-			"rule", r.Name, "method", req.Method, "path", req.Path, "err", err)
+		s.log.Error("rules: when expression failed; denying the request",
+			"rule", r.Name, "method", req.Method, "path", req.Path, "at", where(err))
 		return errorRule
 	}
 	return r
+}
+
+// where is what the log says of a failing expression: where in it the
+// failure was, not what it was. expr's message shows the values it failed
+// on (`invalid operation: int(Basic c2Vj…)`), and request headers carry
+// credentials, which no log line may. `portcullis explain` shows the whole
+// error for a request the operator writes down.
+func where(err error) string {
+	var fe *file.Error
+	if errors.As(err, &fe) && fe.Snippet != "" {
+		return fmt.Sprintf("line %d, column %d:%s", fe.Line, fe.Column, fe.Snippet)
+	}
+	return "see portcullis explain"
 }
 
 // Evaluate is Match at a given time, returning the error of a failing `when`

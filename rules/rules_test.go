@@ -2,6 +2,8 @@ package rules
 
 import (
 	"bufio"
+	"bytes"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -14,7 +16,7 @@ import (
 
 func mustCompile(t testing.TB, list []Config, def Action) *Set {
 	t.Helper()
-	s, err := Compile(list, def)
+	s, err := Compile(list, def, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
@@ -233,16 +235,24 @@ func TestMatchUsesTheClock(t *testing.T) {
 }
 
 func TestMatchFailingWhenDenies(t *testing.T) {
-	set := mustCompile(t, []Config{
-		{Name: "broken", When: `int(request.headers["X-N"]) > 0`, Action: Deny},
+	var logged bytes.Buffer
+	set, err := Compile([]Config{
+		{Name: "broken", When: `int(request.headers["Authorization"]) > 0`, Action: Deny},
 		{Name: "open", Action: Bypass},
-	}, Authenticate)
-	req := newRequest(t, "GET", "/", "192.0.2.1", http.Header{"X-N": {"many"}})
-	if _, err := set.Evaluate(req, time.Now()); err == nil {
-		t.Fatal("Evaluate: no error from a failing expression")
+	}, Authenticate, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := newRequest(t, "GET", "/", "192.0.2.1", http.Header{"Authorization": {"Basic c2VjcmV0"}})
+	if _, err := set.Evaluate(req, time.Now()); err == nil || !strings.Contains(err.Error(), "c2VjcmV0") {
+		t.Fatalf("Evaluate: %v, want the failing expression's whole error (for explain)", err)
 	}
 	if got := set.Match(req); got.Name != "error" || got.Action != Deny {
 		t.Fatalf("matched %q (%s), want the deny rule \"error\"", got.Name, got.Action)
+	}
+	// The log line names the rule and the failure, never the header's value.
+	if line := logged.String(); !strings.Contains(line, "rule=broken") || strings.Contains(line, "c2VjcmV0") {
+		t.Errorf("log line %q: want rule=broken and not the credentials", line)
 	}
 }
 
@@ -361,7 +371,7 @@ func TestCompileErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Compile(tt.list, tt.def)
+			_, err := Compile(tt.list, tt.def, slog.New(slog.DiscardHandler))
 			if err == nil {
 				t.Fatalf("Compile succeeded, want an error containing %q", tt.want)
 			}
@@ -381,7 +391,7 @@ func TestCompileReportsEveryProblem(t *testing.T) {
 	_, err := Compile([]Config{
 		{Name: "", Action: "nope", PathRegex: "("},
 		{Name: "ok", Action: Bypass, Sources: []string{"bad"}},
-	}, "maybe")
+	}, "maybe", slog.New(slog.DiscardHandler))
 	for _, key := range []string{"default_action:", "rules[0].name:", "rules[0].action:", "rules[0].path_regex:", "rules[1].sources[0]:"} {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("error %v does not report %s", err, key)

@@ -50,6 +50,10 @@ rules:
     path_prefix: /admin
     action: authenticate
     allow_if: '"admin" in roles'
+  - name: debug-level
+    path_prefix: /debug/
+    when: 'int(request.headers["X-Debug-Level"]) > 2'
+    action: deny
 `
 
 // brokenConfig has one mistake of each kind that check must name.
@@ -230,6 +234,11 @@ func TestExplain(t *testing.T) {
 			args: []string{"--claims", user, "GET", "https://cvat.example.com/admin/users"},
 			want: []string{"rule:      admin-only (authenticate)", "decision:  forbidden", "allow_if", "roles:     user"},
 			not:  []string{"X-Email"},
+		},
+		{
+			name: "a failing when expression refuses the request, and explain says why",
+			args: []string{"GET", "https://cvat.example.com/debug/x", "-H", "X-Debug-Level: high"},
+			want: []string{"rule:      error (deny)", "decision:  denied", "when expression failed", "int(high)"},
 		},
 		{
 			name: "encoded slash climbing out of a bypass prefix is refused",
