@@ -450,6 +450,7 @@ func (h *Handler) jwks(w http.ResponseWriter, r *http.Request) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff") // as on the pages
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
 }

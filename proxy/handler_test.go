@@ -437,6 +437,10 @@ func TestDecisions(t *testing.T) {
 			if tc.location != "" && resp.Header.Get("Location") != tc.location {
 				t.Errorf("Location %q, want %q", resp.Header.Get("Location"), tc.location)
 			}
+			// The proxy's own answers, JSON ones too, are never sniffed.
+			if !tc.reached && tc.location == "" && resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("X-Content-Type-Options %q on the proxy's %d, want nosniff", resp.Header.Get("X-Content-Type-Options"), resp.StatusCode)
+			}
 		})
 	}
 }

@@ -57,7 +57,14 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          errLog,
 	}
-	admin := &http.Server{Handler: l.admin(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errLog}
+	admin := &http.Server{
+		Handler:           l.admin(),
+		ReadHeaderTimeout: 5 * time.Second,
+		// It shares the process's descriptors with the public listener.
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       errLog,
+	}
 	errc := make(chan error, 2)
 	tls := h.cfg.Server.TLS
 	go func() {
