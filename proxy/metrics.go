@@ -194,6 +194,16 @@ func ruleSlot(r *rules.Rule, n int) int {
 	return n + 1
 }
 
+// certificateExpiry adds tls_certificate_expiry_timestamp_seconds, read
+// from notAfter at every scrape. Only a proxy that serves TLS has it: a zero
+// would read as a certificate long expired.
+func (m *metrics) certificateExpiry(notAfter func() time.Time) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "portcullis",
+		Name: "tls_certificate_expiry_timestamp_seconds",
+		Help: "When the certificate the proxy listener serves expires, in seconds since the Unix epoch."},
+		func() float64 { return float64(notAfter().Unix()) }))
+}
+
 func (m *metrics) login(idp, result string, d time.Duration) {
 	m.logins.WithLabelValues(idp, result).Inc()
 	if result == "success" {

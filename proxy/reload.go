@@ -56,6 +56,10 @@ type ServeOptions struct {
 	// PollInterval is how often ConfigPath is checked for a change of its
 	// content (0: every second; negative: never).
 	PollInterval time.Duration
+	// CertPollInterval is how often the files server.tls names are checked
+	// for a renewed certificate (0: every 30 seconds; negative: only on a
+	// reload).
+	CertPollInterval time.Duration
 }
 
 // Run serves the proxy cfg describes on its listeners until ctx ends, then
@@ -70,6 +74,7 @@ func Run(ctx context.Context, cfg *Config, o ServeOptions) error {
 		return err
 	}
 	l := newLive(ctx, h, o.Log)
+	l.certPoll = o.CertPollInterval
 	if o.ConfigPath != "" {
 		l.src = &configSource{path: o.ConfigPath, getenv: o.Getenv}
 		if l.src.getenv == nil {
@@ -98,8 +103,11 @@ type live struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 
-	mu  sync.Mutex // one reload at a time
-	src *configSource
+	certPoll time.Duration // ServeOptions.CertPollInterval
+
+	mu    sync.Mutex // one reload at a time
+	src   *configSource
+	certs *certificate // what the proxy listener serves, set by serveOn; nil without server.tls
 }
 
 func newLive(ctx context.Context, h *Handler, log *slog.Logger) *live {
@@ -177,6 +185,10 @@ func (l *live) reload(trigger string) error {
 		prev.metrics.reloaded("failure")
 		l.log.Error("config reload refused; the running configuration stays",
 			"trigger", trigger, "path", l.src.path, "problems", problemList(err))
+		// A SIGHUP after a renewal still serves the new certificate.
+		if l.certs != nil {
+			l.certs.check(trigger)
+		}
 		return err
 	}
 	waited := l.awaitReady(next, prev)
@@ -186,7 +198,21 @@ func (l *live) reload(trigger string) error {
 	prev.metrics.reloaded("success")
 	l.log.Info("config reloaded", "trigger", trigger, "path", l.src.path,
 		"duration_seconds", time.Since(start).Seconds(), "waited_for_idps", waited)
+	l.reloadCertificate(next.cfg.Server.TLS, trigger)
 	return nil
+}
+
+// reloadCertificate checks the certificate files on a reload, at the paths
+// files names now. Turning TLS on or off takes a restart: until then the
+// listener serves what it started with.
+func (l *live) reloadCertificate(files TLSConfig, trigger string) {
+	switch {
+	case l.certs == nil:
+	case files.CertFile == "":
+		l.certs.check(trigger)
+	default:
+		l.certs.follow(files, trigger)
+	}
 }
 
 func (l *live) build(prev *Handler) (*Handler, error) {
@@ -200,14 +226,14 @@ func (l *live) build(prev *Handler) (*Handler, error) {
 		return nil, err
 	}
 	if restartOnly(prev.cfg, cfg) {
-		l.log.Warn("config reload: server.listen, server.admin_listen and server.tls take effect only after a restart")
+		l.log.Warn("config reload: server.listen, server.admin_listen and turning server.tls on or off take effect only after a restart")
 	}
 	return build(l.ctx, cfg, l.log, prev)
 }
 
 func restartOnly(old, cur *Config) bool {
 	return old.Server.Listen != cur.Server.Listen || old.Server.AdminListen != cur.Server.AdminListen ||
-		old.Server.TLS != cur.Server.TLS
+		(old.Server.TLS.CertFile == "") != (cur.Server.TLS.CertFile == "")
 }
 
 // awaitReady waits, up to readyWait, until next has no readiness problem

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -65,11 +66,27 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 		MaxHeaderBytes: 16 << 10,
 		ErrorLog:       errLog,
 	}
+	if files := h.cfg.Server.TLS; files.CertFile != "" {
+		certs, err := loadCertificate(files, l.log)
+		if err != nil {
+			proxyLn.Close()
+			adminLn.Close()
+			return err
+		}
+		l.mu.Lock()
+		l.certs = certs
+		l.mu.Unlock()
+		h.metrics.certificateExpiry(certs.notAfter)
+		go certs.watch(ctx, l.certPoll)
+		// ServeTLS without files adds to this what it always did (HTTP/2
+		// and HTTP/1.1 by ALPN); only where the certificate comes from
+		// differs.
+		public.TLSConfig = &tls.Config{GetCertificate: certs.GetCertificate}
+	}
 	errc := make(chan error, 2)
-	tls := h.cfg.Server.TLS
 	go func() {
-		if tls.CertFile != "" {
-			errc <- public.ServeTLS(proxyLn, tls.CertFile, tls.KeyFile)
+		if public.TLSConfig != nil {
+			errc <- public.ServeTLS(proxyLn, "", "")
 			return
 		}
 		errc <- public.Serve(proxyLn)

@@ -28,6 +28,13 @@ import (
 // address.
 func (f *fixture) serve(t *testing.T) string {
 	t.Helper()
+	return serveLive(t, newLive(context.Background(), f.h, f.h.log))
+}
+
+// serveLive runs l on loopback listeners until the test ends and returns
+// the proxy listener's address.
+func serveLive(t *testing.T, l *live) string {
+	t.Helper()
 	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,10 +45,12 @@ func (f *fixture) serve(t *testing.T) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- f.h.serveOn(ctx, proxyLn, adminLn, time.Second) }()
+	go func() { done <- l.serveOn(ctx, proxyLn, adminLn, time.Second) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
 	})
 	return proxyLn.Addr().String()
 }

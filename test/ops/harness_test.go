@@ -128,11 +128,16 @@ func (p *proc) write(t *testing.T, vars map[string]string) {
 	for k, v := range vars {
 		p.vars[k] = v
 	}
+	p.writeRaw(t, p.text())
+}
+
+// text is baseConfig with p's vars.
+func (p *proc) text() string {
 	text := baseConfig
 	for k, v := range p.vars {
 		text = strings.ReplaceAll(text, k, v)
 	}
-	p.writeRaw(t, text)
+	return text
 }
 
 func (p *proc) writeRaw(t *testing.T, text string) {
