@@ -24,8 +24,14 @@ USER 65532:65532
 # server.admin_listen is ":9773" (its default, 127.0.0.1:9773, is reachable
 # only from inside the container).
 EXPOSE 9772 9773
-# No HEALTHCHECK: the image has no HTTP client to run one, on purpose.
-# Orchestrators probe the admin listener from outside (the Helm chart's
-# liveness and readiness probes); see docs/cvat.md for compose.
+# The image has no shell and no curl: `portcullis health` is its HTTP client.
+# It runs inside the container, so it reaches the admin listener on the
+# default 127.0.0.1:9773 as well as on ":9773", and it reads only
+# server.admin_listen from the config. It asks /readyz, which waits for every
+# IdP's discovery: 30 s to start before a failure counts, and a timeout above
+# the command's own 3 s, so that its one-line answer lands in the health log.
+# Kubernetes ignores HEALTHCHECK (the Helm chart has its own probes).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/portcullis", "health", "--config", "/etc/portcullis/portcullis.yaml"]
 ENTRYPOINT ["/usr/local/bin/portcullis"]
 CMD ["serve", "--config", "/etc/portcullis/portcullis.yaml"]

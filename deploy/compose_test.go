@@ -299,3 +299,34 @@ func TestComposeWithServerlessPublishesOnlyPortcullis(t *testing.T) {
 		t.Error("header auth must stay on with the serverless component")
 	}
 }
+
+// The portcullis service keeps the image's HEALTHCHECK (`docker compose ps`
+// shows it healthy once /readyz passes, and another service's
+// depends_on: service_healthy can wait for it), and mounts the config where
+// that check reads server.admin_listen.
+func TestComposeOverrideKeepsTheImageHealthcheck(t *testing.T) {
+	p, _, err := loadCVATWithPortcullis(t, composeEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := p.Services["portcullis"]
+	if hc := pc.HealthCheck; hc != nil {
+		if hc.Disable || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
+			t.Fatalf("the override turns the image's health check off: %+v", hc)
+		}
+		t.Fatalf("the override replaces the image's health check with %q: keep one, in the Dockerfile", hc.Test)
+	}
+	stages := parseDockerfile(t, "../Dockerfile")
+	_, command := healthcheck(t, stages[len(stages)-1])
+	i := slices.Index(command, "--config")
+	if i < 0 || i+1 >= len(command) {
+		t.Fatalf("the image's HEALTHCHECK %q names no --config", command)
+	}
+	mounted := false
+	for _, v := range pc.Volumes {
+		mounted = mounted || v.Target == command[i+1]
+	}
+	if !mounted {
+		t.Errorf("the image's health check reads %s, which the override does not mount (volumes %+v)", command[i+1], pc.Volumes)
+	}
+}

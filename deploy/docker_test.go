@@ -3,6 +3,9 @@ package deploy
 import (
 	"bufio"
 	"debug/elf"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // There is no Docker engine here: these tests lint what the image relies on
@@ -152,6 +156,7 @@ func TestDockerfileEssentials(t *testing.T) {
 	if final.last("RUN") != "" {
 		t.Error("the final stage runs nothing: distroless has no shell")
 	}
+	checkHealthcheck(t, final)
 
 	env, args := goBuild(t, builder)
 	if !slices.Contains(env, "CGO_ENABLED=0") {
@@ -176,6 +181,61 @@ func TestDockerfileEssentials(t *testing.T) {
 	}
 	if pkg := args[len(args)-1]; pkg != string(local[1]) {
 		t.Errorf("the Dockerfile builds %s, the README %s", pkg, local[1])
+	}
+}
+
+// healthcheck is the final stage's HEALTHCHECK: its options and its command
+// in exec form (distroless has no shell to run the shell form).
+func healthcheck(t *testing.T, final stage) (opts map[string]string, command []string) {
+	t.Helper()
+	hc := final.last("HEALTHCHECK")
+	flags, exec, ok := strings.Cut(hc, " CMD ")
+	if !ok {
+		t.Fatalf("the image needs a HEALTHCHECK ... CMD [...] (compose's depends_on: service_healthy waits on it), got HEALTHCHECK %q", hc)
+	}
+	if err := json.Unmarshal([]byte(exec), &command); err != nil {
+		t.Fatalf("HEALTHCHECK CMD %s: want the exec form, a JSON array (no shell): %v", exec, err)
+	}
+	opts = map[string]string{}
+	for _, f := range strings.Fields(flags) {
+		name, value, _ := strings.Cut(f, "=")
+		opts[name] = value
+	}
+	return opts, command
+}
+
+// The HEALTHCHECK runs `portcullis health` on the file the default command
+// serves, gives the proxy time to discover its IdPs (/readyz waits for
+// them), and lets the command's own timeout fire first, so that its one-line
+// answer, not Docker's "exceeded timeout", lands in the health log.
+func checkHealthcheck(t *testing.T, final stage) {
+	t.Helper()
+	opts, command := healthcheck(t, final)
+	var entrypoint, cmd []string
+	json.Unmarshal([]byte(final.last("ENTRYPOINT")), &entrypoint)
+	json.Unmarshal([]byte(final.last("CMD")), &cmd)
+	want := append(slices.Clone(entrypoint), "health")
+	if i := slices.Index(cmd, "--config"); i >= 0 && i+1 < len(cmd) {
+		want = append(want, "--config", cmd[i+1])
+	}
+	if !slices.Equal(command, want) {
+		t.Errorf("HEALTHCHECK CMD %q, want %q: portcullis health on the config the default command serves", command, want)
+	}
+	duration := func(name string) time.Duration {
+		d, err := time.ParseDuration(opts[name])
+		if err != nil {
+			t.Errorf("HEALTHCHECK %s=%q: %v", name, opts[name], err)
+		}
+		return d
+	}
+	if d := duration("--start-period"); d < 30*time.Second {
+		t.Errorf("HEALTHCHECK --start-period=%s: /readyz waits for IdP discovery, give it at least 30s", d)
+	}
+	if d := duration("--timeout"); d <= 3*time.Second {
+		t.Errorf("HEALTHCHECK --timeout=%s: must exceed portcullis health's own --timeout (3s)", d)
+	}
+	if d := duration("--interval"); d <= 0 || d > 30*time.Second {
+		t.Errorf("HEALTHCHECK --interval=%s: compose waits an interval before the first check; at most 30s", d)
 	}
 }
 
@@ -214,6 +274,58 @@ func TestDockerfileBuildStep(t *testing.T) {
 	version, err := exec.Command(out, "version").CombinedOutput()
 	if err != nil || !strings.Contains(string(version), "v9.8.7-test") {
 		t.Errorf("portcullis version should report the VERSION build argument, got %q (%v)", version, err)
+	}
+
+	// The HEALTHCHECK's command, run with this binary against an admin
+	// listener that is ready and one that is not: exit 0 and 1, which is all
+	// Docker reads.
+	stages := parseDockerfile(t, "../Dockerfile")
+	_, command := healthcheck(t, stages[len(stages)-1])
+	if len(command) < 2 {
+		t.Fatalf("HEALTHCHECK CMD %q runs no command", command)
+	}
+	for _, tc := range []struct {
+		name  string
+		ready int
+		code  int
+	}{{"a ready proxy", http.StatusOK, 0}, {"a proxy that is not ready", http.StatusServiceUnavailable, 1}} {
+		admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/readyz" {
+				http.NotFound(w, r)
+				return
+			}
+			w.WriteHeader(tc.ready)
+		}))
+		config := filepath.Join(t.TempDir(), "portcullis.yaml")
+		// The CVAT profile's secrets are not in this environment, as they
+		// need not be in a health check's.
+		profile, err := os.ReadFile("cvat/portcullis.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		const cvatAdmin = `admin_listen: "127.0.0.1:9773"`
+		if !strings.Contains(string(profile), cvatAdmin) {
+			t.Fatalf("cvat/portcullis.yaml has no %s line to point at the test's admin listener", cvatAdmin)
+		}
+		profile = []byte(strings.Replace(string(profile), cvatAdmin, `admin_listen: "`+strings.TrimPrefix(admin.URL, "http://")+`"`, 1))
+		if err := os.WriteFile(config, profile, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args := slices.Clone(command[1:])
+		if i := slices.Index(args, "--config"); i >= 0 && i+1 < len(args) {
+			args[i+1] = config
+		}
+		hc := exec.Command(out, args...)
+		hc.Env = []string{}
+		b, err := hc.CombinedOutput()
+		admin.Close()
+		code := -1
+		if hc.ProcessState != nil {
+			code = hc.ProcessState.ExitCode()
+		}
+		if code != tc.code {
+			t.Errorf("HEALTHCHECK %q against %s: exit %d (%v), want %d\n%s", args, tc.name, code, err, tc.code, b)
+		}
 	}
 }
 

@@ -133,6 +133,33 @@ func ParseConfig(raw []byte, getenv func(string) string) (*Config, error) {
 	return cfg, nil
 }
 
+// DefaultAdminListen is server.admin_listen when the file does not set it:
+// reachable only from the host (or the container) the proxy runs on.
+const DefaultAdminListen = "127.0.0.1:9773"
+
+// LoadAdminListen reads only server.admin_listen from the configuration file
+// at path, expanded and defaulted as LoadConfig does, for `portcullis health`.
+// Nothing else in the file is decoded or checked: a secret that the health
+// check's environment lacks, or a mistake elsewhere in the file that a reload
+// refused while the proxy keeps serving, must not make the check fail.
+func LoadAdminListen(path string, getenv func(string) string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read config: %w", err)
+	}
+	var doc struct {
+		Server struct {
+			AdminListen string `yaml:"admin_listen"`
+		} `yaml:"server"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return "", fmt.Errorf("config: %w", withoutValues(err))
+	}
+	addr := expandString(doc.Server.AdminListen, getenv)
+	setDefault(&addr, DefaultAdminListen)
+	return addr, nil
+}
+
 // withoutValues is a decoding error without the values yaml.v3 quotes in it
 // ("cannot unmarshal !!str `hunter2` into ..."): a secret in the wrong place,
 // `redis: ${REDIS_PASSWORD}` for one, would be printed in full, or its first
@@ -158,14 +185,22 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // expandEnv replaces ${VAR} in every scalar value (not in the YAML text, so a
 // secret containing YAML syntax cannot change the document's structure).
 func expandEnv(n *yaml.Node, getenv func(string) string) {
-	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
-		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
-			return getenv(ref[2 : len(ref)-1])
-		})
+	if n.Kind == yaml.ScalarNode {
+		n.Value = expandString(n.Value, getenv)
 	}
 	for _, c := range n.Content {
 		expandEnv(c, getenv)
 	}
+}
+
+// expandString replaces every ${VAR} in s.
+func expandString(s string, getenv func(string) string) string {
+	if !strings.Contains(s, "${") {
+		return s
+	}
+	return envRef.ReplaceAllStringFunc(s, func(ref string) string {
+		return getenv(ref[2 : len(ref)-1])
+	})
 }
 
 // unknownKeys walks the document beside the Go type it decodes into and names
@@ -226,7 +261,7 @@ func joinKey(path, key string) string {
 func (c *Config) applyDefaults() {
 	s := &c.Server
 	setDefault(&s.Listen, ":9772")
-	setDefault(&s.AdminListen, "127.0.0.1:9773")
+	setDefault(&s.AdminListen, DefaultAdminListen)
 	setDefault(&s.AuthPrefix, "/.portcullis")
 	if c.Upstream.PreserveHost == nil {
 		c.Upstream.PreserveHost = ptr(true)

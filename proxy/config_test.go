@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -198,5 +200,45 @@ func TestDefaults(t *testing.T) {
 		cfg.Session.CookieName != "portcullis" || cfg.Session.Store != "cookie" || !*cfg.Upstream.PreserveHost ||
 		cfg.SSO.SelectionMode != "chooser" || !*cfg.SSO.EnablePKCE || cfg.DefaultAction != "authenticate" {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+// TestLoadAdminListen: `portcullis health` finds the admin listener where
+// serve listens, from a file that LoadConfig may refuse as a whole.
+func TestLoadAdminListen(t *testing.T) {
+	env := map[string]string{"ADMIN": "0.0.0.0:9999"}
+	getenv := func(k string) string { return env[k] }
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"the default", minimal, "127.0.0.1:9773"},
+		{"as written", strings.Replace(minimal, "server:\n", "server:\n  admin_listen: \":9773\"\n", 1), ":9773"},
+		{"expanded from the environment", strings.Replace(minimal, "server:\n", "server:\n  admin_listen: ${ADMIN}\n", 1), "0.0.0.0:9999"},
+		{"an empty file", "", "127.0.0.1:9773"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "portcullis.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := LoadAdminListen(path, getenv)
+			if err != nil || got != tc.want {
+				t.Fatalf("LoadAdminListen: %q, %v; want %q", got, err, tc.want)
+			}
+			cfg, err := LoadConfig(path, getenv)
+			if err != nil || cfg.Server.AdminListen != got {
+				t.Fatalf("LoadConfig reads server.admin_listen %q (%v), LoadAdminListen %q", cfg.Server.AdminListen, err, got)
+			}
+		})
+	}
+
+	// The rest of the file is not decoded: here LoadConfig fails.
+	path := filepath.Join(t.TempDir(), "portcullis.yaml")
+	if err := os.WriteFile(path, []byte("server:\n  admin_listen: ${ADMIN}\n  trusted_proxies: ${PROXIES}\nsession: {lifetime: soon}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path, getenv); err == nil {
+		t.Fatal("LoadConfig accepts the file: the case tests nothing")
+	}
+	if got, err := LoadAdminListen(path, getenv); err != nil || got != "0.0.0.0:9999" {
+		t.Fatalf("LoadAdminListen: %q, %v; want 0.0.0.0:9999", got, err)
 	}
 }

@@ -38,10 +38,13 @@ Usage:
   portcullis explain [--config FILE] [--claims FILE.json] [--idp ID] [--source IP] METHOD URL [-H 'Name: value']...
   portcullis demo    [--listen ADDR]
   portcullis sessions list|revoke --user EMAIL [--config FILE]   (session.store redis)
+  portcullis health  [--config FILE | --url http://HOST:PORT] [--live] [--timeout 3s]
   portcullis keys
   portcullis version
 
 FILE defaults to $PORTCULLIS_CONFIG, then ./portcullis.yaml.
+health exits 0 when the admin listener (server.admin_listen, a wildcard address
+dialled on 127.0.0.1) answers 200 on /readyz, or with --live on /healthz.
 `
 
 func main() {
@@ -65,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return demo(rest, stdout, stderr)
 	case "sessions":
 		return sessions(rest, stdout, stderr)
+	case "health":
+		return health(rest, stdout, stderr)
 	case "keys":
 		fmt.Fprintln(stdout, newKey())
 		return 0

@@ -145,6 +145,20 @@ func TestCheckListsEveryProblemByKey(t *testing.T) {
 	}
 }
 
+// configLookup sets $PORTCULLIS_CONFIG to env and moves the test into a
+// directory of its own, with a portcullis.yaml of cwd when cwd is not empty.
+func configLookup(t *testing.T, env, cwd string) {
+	t.Helper()
+	t.Setenv("PORTCULLIS_CONFIG", env)
+	dir := t.TempDir()
+	if cwd != "" {
+		if err := os.WriteFile(filepath.Join(dir, "portcullis.yaml"), []byte(cwd), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(dir)
+}
+
 func TestConfigFileDefaults(t *testing.T) {
 	good := writeFile(t, "good.yaml", validConfig)
 	bad := writeFile(t, "bad.yaml", brokenConfig)
@@ -162,14 +176,7 @@ func TestConfigFileDefaults(t *testing.T) {
 		{"without either the default file is missing", "", "", 1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Setenv("PORTCULLIS_CONFIG", tc.env)
-			dir := t.TempDir()
-			if tc.cwd != "" {
-				if err := os.WriteFile(filepath.Join(dir, "portcullis.yaml"), []byte(tc.cwd), 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			t.Chdir(dir)
+			configLookup(t, tc.env, tc.cwd)
 			code, stdout, stderr := runCLI("check")
 			if code != tc.code || strings.TrimSpace(stdout) != tc.stdout {
 				t.Fatalf("exit %d stdout %q (stderr %q), want %d %q", code, stdout, stderr, tc.code, tc.stdout)
@@ -437,5 +444,24 @@ func TestGCTarget(t *testing.T) {
 				t.Errorf("GC percent %d, want %d", got, c.want)
 			}
 		})
+	}
+}
+
+// Every command of the usage text has its row in the README's command table.
+func TestEveryCommandIsInTheREADME(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(readme), "\n## Command line\n")
+	table, _, _ = strings.Cut(table, "\n## ")
+	verbs := regexp.MustCompile(`(?m)^  portcullis (\w+)`).FindAllStringSubmatch(usage, -1)
+	if len(verbs) < 8 {
+		t.Fatalf("the usage text lists %d commands:\n%s", len(verbs), usage)
+	}
+	for _, v := range verbs {
+		if !strings.Contains(table, "| `portcullis "+v[1]) {
+			t.Errorf("README's Command line table has no row for `portcullis %s`", v[1])
+		}
 	}
 }
