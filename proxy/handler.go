@@ -152,7 +152,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 
 	allowed, err := rule.Allow(&s.Profile, req, h.now())
 	if err != nil {
-		h.log.Warn("allow_if failed; refusing", "rule", rule.Name, "err", err)
+		h.log.Warn("allow_if failed; refusing", "rule", rule.Name, "at", rules.FailedAt(err))
 	}
 	if !allowed {
 		h.pages.fail(w, r, http.StatusForbidden, "Access denied", "Your account does not have access to this page.")

@@ -235,7 +235,7 @@ func (h *Handler) serveBasic(w http.ResponseWriter, r *http.Request, rule *rules
 	o.setUser(prof)
 	allowed, err := rule.Allow(prof, req, h.now())
 	if err != nil {
-		h.log.Warn("allow_if failed; refusing", "rule", rule.Name, "err", err)
+		h.log.Warn("allow_if failed; refusing", "rule", rule.Name, "at", rules.FailedAt(err))
 	}
 	if !allowed {
 		h.pages.fail(w, r, http.StatusForbidden, "Access denied", "Your account does not have access to this page.")

@@ -183,6 +183,32 @@ func TestAuditLinesForRefusals(t *testing.T) {
 	}
 }
 
+// TestFailingAllowIfIsLoggedWithoutValues: an allow_if that fails at run time
+// refuses the request, and its log line names the rule and where the
+// expression failed, never the values it failed on, as for a failing when:
+// allow_if sees the request's headers, and they carry credentials.
+func TestFailingAllowIfIsLoggedWithoutValues(t *testing.T) {
+	f, logs, _ := newLoggedFixture(t, strings.Replace(testConfig, "\nrules:\n", `
+rules:
+  - name: tenant
+    path_prefix: /tenant/
+    action: authenticate
+    allow_if: 'int(request.headers["Authorization"]) > 0'
+`, 1))
+	cookies := f.login(t, "bob@example.com")
+	resp, _, reached := f.do(t, request("GET", "/tenant/x", cookies, "Accept", "application/json", "Authorization", "Bearer s3cret-token"))
+	if resp.StatusCode != http.StatusForbidden || reached {
+		t.Fatalf("a failing allow_if: %d (reached upstream: %v), want 403", resp.StatusCode, reached)
+	}
+	lines := logs.find(t, map[string]any{"msg": "allow_if failed; refusing", "rule": "tenant"})
+	if len(lines) != 1 || !strings.Contains(fmt.Sprint(lines[0]["at"]), "line 1, column") {
+		t.Errorf("log lines %v, want one naming the rule and where the expression failed", lines)
+	}
+	if strings.Contains(logs.String(), "s3cret-token") {
+		t.Errorf("the Authorization header reached the log:\n%s", logs.String())
+	}
+}
+
 // gather returns the families the handler's registry exposes, by name.
 func gather(t *testing.T, h *Handler) map[string]*dto.MetricFamily {
 	t.Helper()

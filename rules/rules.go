@@ -385,18 +385,19 @@ func (s *Set) Match(req *Request) *Rule {
 	r, err := s.Evaluate(req, s.now())
 	if err != nil {
 		s.log.Error("rules: when expression failed; denying the request",
-			"rule", r.Name, "method", req.Method, "path", req.Path, "at", where(err))
+			"rule", r.Name, "method", req.Method, "path", req.Path, "at", FailedAt(err))
 		return errorRule
 	}
 	return r
 }
 
-// where is what the log says of a failing expression: where in it the
-// failure was, not what it was. expr's message shows the values it failed
-// on (`invalid operation: int(Basic c2Vj…)`), and request headers carry
-// credentials, which no log line may. `portcullis explain` shows the whole
-// error for a request the operator writes down.
-func where(err error) string {
+// FailedAt is what a log line says of a `when` or `allow_if` expression that
+// failed at run time: where in it the failure was, not what it was. expr's
+// message shows the values it failed on (`invalid operation: int(Basic
+// c2Vj…)`), and request headers carry credentials, which no log line may.
+// `portcullis explain` shows the whole error for a request the operator
+// writes down.
+func FailedAt(err error) string {
 	var fe *file.Error
 	if errors.As(err, &fe) && fe.Snippet != "" {
 		return fmt.Sprintf("line %d, column %d:%s", fe.Line, fe.Column, fe.Snippet)
