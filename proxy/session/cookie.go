@@ -89,7 +89,7 @@ func NewCookieStore(o Options) (*CookieStore, error) {
 		name:    o.Name(),
 		codecs:  cs,
 		revoked: newExpiringSet(revokedEntries, "revoked sessions", o.logger()),
-		users:   newUserRevocations(o.lifetime()),
+		users:   newUserRevocations(o.lifetime(), o.logger()),
 		cache:   newOpenedCache(cacheEntries, cacheBytes),
 	}, nil
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,10 +47,12 @@ type userRevocations struct {
 // expiring are forgotten, and sessions no newer than them refused.
 const maxUserRevocations = 100_000
 
-func newUserRevocations(keep time.Duration) *userRevocations {
+// newUserRevocations keeps records for keep; log receives the sets'
+// warnings when a flood makes them forget records early.
+func newUserRevocations(keep time.Duration, log *slog.Logger) *userRevocations {
 	return &userRevocations{
-		subs: newExpiringSet(maxUserRevocations, "users logged out at their IdP", nil),
-		sids: newExpiringSet(maxUserRevocations, "IdP sessions logged out", nil),
+		subs: newExpiringSet(maxUserRevocations, "users logged out at their IdP", log),
+		sids: newExpiringSet(maxUserRevocations, "IdP sessions logged out", log),
 		keep: keep,
 	}
 }

@@ -1,9 +1,12 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,4 +173,22 @@ func TestUserRevocationsLengthenWhileInUse(t *testing.T) {
 	}()
 	reloaded(t, old, o)
 	<-done
+}
+
+// TestUserRevocationsWarnInTheStoresLog: the warning that a flood of
+// back-channel logouts made the store forget records goes to
+// Options.Logger, the proxy's log, as the other sets' warnings do.
+func TestUserRevocationsWarnInTheStoresLog(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	o := testOptions(c)
+	var logged bytes.Buffer
+	o.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	st := mustStore(t, o)
+	for i := range maxUserRevocations + 1 {
+		st.RevokeUser(ctx, "company", "", fmt.Sprint("sid-", i), c.Now())
+	}
+	if !strings.Contains(logged.String(), "memory bound reached") || !strings.Contains(logged.String(), "IdP sessions logged out") {
+		t.Errorf("no warning about the forgotten records in the store's log:\n%s", logged.String())
+	}
 }
