@@ -139,6 +139,9 @@ func Compile(list []Config, defaultAction Action, log *slog.Logger) (*Set, error
 		now:   time.Now,
 		log:   log,
 	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
 	seen := map[string]int{}
 	for i, c := range list {
 		key := fmt.Sprintf("rules[%d]", i)

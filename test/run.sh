@@ -41,6 +41,13 @@ go vet ./...
 echo "test/run.sh: go test"
 go test -count=1 -timeout 15m "$@" ./...
 
+# The packages that share state between requests, reloads and background
+# work (sessions, marks, limits, certificates, providers), again under the
+# race detector: some of their tests only mean something there (about 40 s
+# here once built).
+echo "test/run.sh: go test -race"
+go test -race -count=1 -timeout 15m "$@" ./proxy/... ./rules ./idp
+
 # Each fuzz target for a short fixed budget, counted in executions (about
 # 10 s each on a 2-CPU machine, 70 s in all): a duration budget (-fuzztime
 # 10s) sometimes fails with "context deadline exceeded" and no crasher, a race
