@@ -325,6 +325,40 @@ func TestRenewedCertificateIsServedWithoutRestart(t *testing.T) {
 	})
 }
 
+// TestReloadBeforeServingMovesTheCertificate: a reload that moves the
+// certificate files while the listener is starting (the watcher runs before
+// serveOn) is served from the new files.
+func TestReloadBeforeServingMovesTheCertificate(t *testing.T) {
+	year := time.Now().Add(365 * 24 * time.Hour)
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "a.crt"), filepath.Join(dir, "a.key")
+	testcert.New(t, "a.example", year).Write(t, cert, key)
+	rf := newReloadFixtureFrom(t, withTLS(testConfig, cert, key))
+	rf.live.certPoll = -1
+
+	moved := filepath.Join(dir, "b.crt")
+	testcert.New(t, "b.example", year).Write(t, moved, filepath.Join(dir, "b.key"))
+	rf.write(t, withTLS(rf.yaml, moved, filepath.Join(dir, "b.key")))
+
+	// A reload in progress as serveOn starts: the listener waits for it.
+	// (The pause lets serveOn get as far as it can first.)
+	rf.live.mu.Lock()
+	tf := &tlsFixture{reloadFixture: rf, addr: serveLive(t, rf.live)}
+	time.Sleep(100 * time.Millisecond)
+	prev := rf.live.cur.Load()
+	next, err := rf.live.build(prev)
+	if err != nil {
+		rf.live.mu.Unlock()
+		t.Fatal(err)
+	}
+	rf.live.cur.Store(next)
+	prev.stopProviders(next)
+	rf.live.reloadCertificate(next.cfg.Server.TLS, "test")
+	rf.live.mu.Unlock()
+
+	tf.wantServed(t, "b.example")
+}
+
 func TestServeRefusesACertificateThatDoesNotLoad(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")

@@ -66,16 +66,19 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 		MaxHeaderBytes: 16 << 10,
 		ErrorLog:       errLog,
 	}
-	if files := h.cfg.Server.TLS; files.CertFile != "" {
-		certs, err := loadCertificate(files, l.log)
+	if h.cfg.Server.TLS.CertFile != "" {
+		// Under the reload lock, from the configuration live now: a reload
+		// that finished since h was read (one at start) may have moved the
+		// files, and found no certificate to make follow them.
+		l.mu.Lock()
+		certs, err := loadCertificate(l.cur.Load().cfg.Server.TLS, l.log)
+		l.certs = certs
+		l.mu.Unlock()
 		if err != nil {
 			proxyLn.Close()
 			adminLn.Close()
 			return err
 		}
-		l.mu.Lock()
-		l.certs = certs
-		l.mu.Unlock()
 		h.metrics.certificateExpiry(certs.notAfter)
 		go certs.watch(ctx, l.certPoll)
 		// ServeTLS without files adds to this what it always did (HTTP/2
