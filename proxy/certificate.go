@@ -83,13 +83,13 @@ func (c *certificate) watch(ctx context.Context, every time.Duration) {
 
 // follow makes the pair come from files from now on (a reload changed their
 // paths), then checks them.
-func (c *certificate) follow(files TLSConfig, trigger string) bool {
+func (c *certificate) follow(files TLSConfig, trigger string) {
 	c.mu.Lock()
 	if files != c.files {
 		c.files, c.tried, c.unread = files, [sha256.Size]byte{}, ""
 	}
 	c.mu.Unlock()
-	return c.check(trigger)
+	c.check(trigger)
 }
 
 // check serves the files' pair if their content changed since it was last

@@ -1,6 +1,6 @@
-// Package testcert makes self-signed server certificates for tests that
-// serve TLS: the proxy's unit tests and the operator tests that run the
-// binary.
+// Package testcert makes server certificates for tests that serve TLS:
+// self-signed for the proxy's unit tests and the operator tests that run the
+// binary, signed by a test CA for the LDAP directory.
 package testcert
 
 import (
@@ -25,30 +25,72 @@ type Pair struct {
 	NotAfter  time.Time
 }
 
-// New makes a pair for name that expires at notAfter (to the second) and
-// was valid for 90 days before.
+// New makes a self-signed pair for name that expires at notAfter (to the
+// second) and was valid for 90 days before.
 func New(t testing.TB, name string, notAfter time.Time) Pair {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("testcert: key: %v", err)
+	return issue(t, name, notAfter, nil)
+}
+
+// CA is a certificate authority of tests, for servers whose clients are
+// given a CA file to trust (the LDAP directory's).
+type CA struct {
+	PEM  []byte // its certificate
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// NewCA makes a CA valid from an hour ago for a day.
+func NewCA(t testing.TB, name string) *CA {
+	t.Helper()
+	key := newKey(t)
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(t), Subject: pkix.Name{CommonName: name},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatalf("testcert: serial: %v", err)
+		t.Fatalf("testcert: CA certificate: %v", err)
 	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("testcert: %v", err)
+	}
+	return &CA{PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert: cert, key: key}
+}
+
+// Issue makes a pair for name signed by ca, as New does otherwise.
+func (ca *CA) Issue(t testing.TB, name string, notAfter time.Time) Pair {
+	t.Helper()
+	return issue(t, name, notAfter, ca)
+}
+
+// issue makes a server pair for name, localhost and 127.0.0.1, signed by ca
+// or, when ca is nil, by itself.
+func issue(t testing.TB, name string, notAfter time.Time, ca *CA) Pair {
+	t.Helper()
+	key := newKey(t)
 	notAfter = notAfter.Truncate(time.Second)
 	tmpl := &x509.Certificate{
-		SerialNumber: serial,
+		SerialNumber: serial(t),
 		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name, "localhost"},
+		DNSNames:     []string{"localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		NotBefore:    notAfter.Add(-90 * 24 * time.Hour),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if net.ParseIP(name) == nil && name != "localhost" {
+		tmpl.DNSNames = append([]string{name}, tmpl.DNSNames...)
+	}
+	parent, parentKey := tmpl, key
+	if ca != nil {
+		parent, parentKey = ca.cert, ca.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatalf("testcert: certificate: %v", err)
 	}
@@ -62,6 +104,24 @@ func New(t testing.TB, name string, notAfter time.Time) Pair {
 		Key:      pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 		NotAfter: notAfter,
 	}
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("testcert: key: %v", err)
+	}
+	return key
+}
+
+func serial(t testing.TB) *big.Int {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		t.Fatalf("testcert: serial: %v", err)
+	}
+	return n
 }
 
 // Write overwrites certFile and keyFile in place with the pair.
