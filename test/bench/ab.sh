@@ -17,8 +17,13 @@
 # 0.99 to 1.01 (of requests: 0.99 to 1.03), so CPU per request is the figure
 # to read; a change below a percent is not measurable this way either.
 #
+# APART=1 loads one build at a time instead, alternating within each round,
+# as run.sh loads a proxy (wrk's 2 threads, CONNS=64): the machine is then
+# not saturated, and a change to the latency of a request shows in the
+# requests it serves although its CPU per request stays the same.
+#
 # Knobs (environment): ROUNDS=12 DURATION=5s CONNS=32 SCENARIO=bypass|auth
-# PORT_BASE=19800
+# APART=0 PORT_BASE=19800
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -26,6 +31,12 @@ A=${1:-HEAD}
 B=${2:-.}
 ROUNDS=${ROUNDS:-12}
 DURATION=${DURATION:-5s}
+APART=${APART:-0}
+THREADS=1
+if [ "$APART" = 1 ]; then
+	CONNS=${CONNS:-64}
+	THREADS=2
+fi
 CONNS=${CONNS:-32}
 SCENARIO=${SCENARIO:-bypass}
 PORT_BASE=${PORT_BASE:-19800}
@@ -88,7 +99,9 @@ done
 
 requests() { awk '/requests in/ {print $1}' "$1"; }
 echo
-echo "$SCENARIO: A=$A B=$B, $ROUNDS rounds of $DURATION, $CONNS connections each, $(nproc) CPUs"
+how="each at the same time"
+[ "$APART" = 1 ] && how="one at a time"
+echo "$SCENARIO: A=$A B=$B, $ROUNDS rounds of $DURATION, $CONNS connections each, $how, $(nproc) CPUs"
 for round in $(seq "$ROUNDS"); do
 	ca=$(cpu_us "${pid[a]}")
 	cb=$(cpu_us "${pid[b]}")
@@ -97,8 +110,9 @@ for round in $(seq "$ROUNDS"); do
 	[ $((round % 2)) = 0 ] && order="b a"
 	waits=()
 	for side in $order; do
-		wrk -t1 -c"$CONNS" -d"$DURATION" -H "${hdr[$side]}" "http://${addr[$side]}$path" >"$work/wrk-$side" &
+		wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "${hdr[$side]}" "http://${addr[$side]}$path" >"$work/wrk-$side" &
 		waits+=($!)
+		if [ "$APART" = 1 ]; then wait "$!"; fi
 	done
 	wait "${waits[@]}"
 	na=$(requests "$work/wrk-a")
