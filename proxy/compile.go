@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/portcullis-proxy/portcullis/attrpass"
@@ -54,7 +55,7 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 		c.pass.AlsoStrip(spoofable...)
 		c.pass.AlsoStrip(requestIDHeader) // every spelling; the proxy sets its own after the strip
 	}
-	if len(p) > 0 {
+	if p = slices.Concat(cfg.shape, p.except(cfg.undecoded)); len(p) > 0 {
 		return nil, errors.Join(p...)
 	}
 	// validate has already refused anything these could fail on.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,9 +36,14 @@ type Config struct {
 	DefaultAction rules.Action    `yaml:"default_action"`
 	Pages         PagesConfig     `yaml:"pages"`
 
-	// unknown are the keys of the file that no field takes; Check reports
-	// them with every other problem rather than hiding the rest.
-	unknown []error
+	// shape are the problems decoding meets, each by its key: keys that no
+	// field takes, keys given twice and values of the wrong type. Check
+	// reports them with every other problem rather than hiding the rest.
+	shape []error
+	// undecoded are the keys whose values decoding left empty: a value of
+	// the wrong type, or a mapping with a key given twice. What that would
+	// cause under the same key is no problem of the file's.
+	undecoded []string
 }
 
 // ServerConfig is the `server:` block: listeners and how users reach the proxy.
@@ -103,8 +109,9 @@ const (
 
 // LoadConfig reads, expands and decodes the configuration file at path, fills
 // in defaults and applies the environment overrides. It fails only when the
-// file cannot be read or decoded; unknown keys and every other problem are
-// reported by Check, each as "path.to.key: what is wrong".
+// file cannot be read or is not YAML; unknown keys, values of the wrong type
+// and every other problem are reported by Check, each as
+// "path.to.key: what is wrong".
 func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -123,9 +130,16 @@ func ParseConfig(raw []byte, getenv func(string) string) (*Config, error) {
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
 		expandEnv(root, getenv)
-		cfg.unknown = unknownKeys(root, reflect.TypeOf(cfg).Elem(), "")
-		if err := root.Decode(cfg); err != nil {
-			return nil, errors.Join(append(cfg.unknown, fmt.Errorf("config: %w", withoutValues(err)))...)
+		var s shape
+		s.walk(root, reflect.TypeOf(cfg).Elem(), "")
+		cfg.shape, cfg.undecoded = s.problems, s.undecoded
+		// Decoding goes on past a value of the wrong type and leaves its
+		// field empty. When the walk named every one by its key, Check
+		// reports them with the rest; otherwise (the file itself is a list
+		// or a string) the decoder's own error says where.
+		var te *yaml.TypeError
+		if err := root.Decode(cfg); err != nil && (!errors.As(err, &te) || len(te.Errors) > s.decodeErrors) {
+			return nil, errors.Join(append(cfg.shape, fmt.Errorf("config: %w", withoutValues(err)))...)
 		}
 	}
 	cfg.applyDefaults()
@@ -203,20 +217,35 @@ func expandString(s string, getenv func(string) string) string {
 	})
 }
 
-// unknownKeys walks the document beside the Go type it decodes into and names
-// every mapping key that no field takes, so typos fail loudly with their path.
-func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
+// shape is what walking the document beside the Go type it decodes into
+// finds: every mapping key that no field takes, every key given twice and
+// every value of the wrong type, each named by its path, so that mistakes
+// fail loudly with their key.
+type shape struct {
+	problems  []error
+	undecoded []string
+	// decodeErrors counts the problems that yaml.v3's decoder reports too.
+	decodeErrors int
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// walk checks the node n at path, which decodes into t.
+func (s *shape) walk(n *yaml.Node, t reflect.Type, path string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
-	var errs []error
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return // empty: the field keeps its zero value
+	}
 	switch t.Kind() {
 	case reflect.Struct:
-		if n.Kind != yaml.MappingNode || t == reflect.TypeOf(time.Time{}) {
-			return nil
+		if n.Kind != yaml.MappingNode {
+			s.mistype(path, n, t)
+			return
 		}
 		fields := map[string]reflect.Type{}
 		for i := 0; i < t.NumField(); i++ {
@@ -226,29 +255,97 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
 				fields[name] = f.Type
 			}
 		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key := n.Content[i].Value
+		s.keys(n, path, func(key string) (reflect.Type, bool) {
 			ft, ok := fields[key]
-			if !ok {
-				errs = append(errs, fmt.Errorf("%s: unknown key", joinKey(path, key)))
-				continue
-			}
-			errs = append(errs, unknownKeys(n.Content[i+1], ft, joinKey(path, key))...)
-		}
-	case reflect.Slice:
-		if n.Kind == yaml.SequenceNode {
-			for i, c := range n.Content {
-				errs = append(errs, unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
-			}
-		}
+			return ft, ok
+		})
 	case reflect.Map:
-		if n.Kind == yaml.MappingNode {
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				errs = append(errs, unknownKeys(n.Content[i+1], t.Elem(), joinKey(path, n.Content[i].Value))...)
+		if n.Kind != yaml.MappingNode {
+			s.mistype(path, n, t)
+			return
+		}
+		s.keys(n, path, func(string) (reflect.Type, bool) { return t.Elem(), true })
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			s.mistype(path, n, t)
+			return
+		}
+		for i, c := range n.Content {
+			elem := fmt.Sprintf("%s[%d]", path, i)
+			s.walk(c, t.Elem(), elem)
+			if slices.Contains(s.undecoded, elem) {
+				// yaml.v3 drops the element, and the ones after it move up:
+				// what is checked at rules[2] would be the file's rules[3].
+				s.undecoded = append(s.undecoded, path)
 			}
+		}
+	default:
+		if n.Kind != yaml.ScalarNode || n.Decode(reflect.New(t).Interface()) != nil {
+			s.mistype(path, n, t)
 		}
 	}
-	return errs
+}
+
+// keys walks the entries of the mapping n; field gives the type of a key's
+// value, or false for a key that no field takes.
+func (s *shape) keys(n *yaml.Node, path string, field func(string) (reflect.Type, bool)) {
+	line := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		key := joinKey(path, k.Value)
+		if first, dup := line[k.Value]; dup {
+			// yaml.v3 then decodes none of the mapping.
+			s.problems = append(s.problems, fmt.Errorf("%s: given twice (lines %d and %d)", key, first, k.Line))
+			s.undecoded = append(s.undecoded, path)
+			s.decodeErrors++
+			continue
+		}
+		line[k.Value] = k.Line
+		ft, ok := field(k.Value)
+		if !ok {
+			s.problems = append(s.problems, fmt.Errorf("%s: unknown key", key))
+			continue
+		}
+		s.walk(n.Content[i+1], ft, key)
+	}
+}
+
+// mistype records that the value n at path cannot be decoded into t. It
+// says what was wanted and what kind of value was found, never the value: a
+// secret in the wrong place would be printed.
+func (s *shape) mistype(path string, n *yaml.Node, t reflect.Type) {
+	if path == "" {
+		return // the whole file: the decoder's error says it
+	}
+	want := "a single value"
+	switch {
+	case t == durationType:
+		want = "a duration like 90s or 12h"
+	case t.Kind() == reflect.Bool:
+		want = "true or false"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		want = "a whole number"
+	case t.Kind() == reflect.Slice:
+		want = "a list"
+	case t.Kind() == reflect.Map || t.Kind() == reflect.Struct:
+		want = "a mapping of keys to values"
+	}
+	got := "a value"
+	switch {
+	case n.Kind == yaml.MappingNode:
+		got = "a mapping"
+	case n.Kind == yaml.SequenceNode:
+		got = "a list"
+	case n.ShortTag() == "!!str":
+		got = "a string"
+	case n.ShortTag() == "!!int" || n.ShortTag() == "!!float":
+		got = "a number"
+	case n.ShortTag() == "!!bool":
+		got = "true or false"
+	}
+	s.problems = append(s.problems, fmt.Errorf("%s: must be %s, got %s", path, want, got))
+	s.undecoded = append(s.undecoded, path)
+	s.decodeErrors++
 }
 
 func joinKey(path, key string) string {
@@ -324,10 +421,25 @@ func (p *problems) addAll(prefix string, err error) {
 	}
 }
 
+// except is p without the problems of keys or of any key below them (of
+// every key, for ""): a value that decoding left empty is one mistake, and
+// what its emptiness causes there (required, at least one) is not another.
+func (p problems) except(keys []string) problems {
+	var out problems
+	for _, e := range p {
+		msg := e.Error()
+		if !slices.ContainsFunc(keys, func(key string) bool {
+			return key == "" || strings.HasPrefix(msg, key) && len(msg) > len(key) && strings.IndexByte(":.[", msg[len(key)]) >= 0
+		}) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // validate checks what belongs to no package: the server, upstream, session
 // and sso blocks. The packages' own parts are checked when they compile.
 func (c *Config) validate(p *problems) {
-	*p = append(*p, c.unknown...)
 	pub, err := url.Parse(c.Server.PublicURL)
 	switch {
 	case c.Server.PublicURL == "":

@@ -3,6 +3,7 @@ package proxy
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -139,15 +140,16 @@ func TestEnvironmentCannotInjectYAML(t *testing.T) {
 }
 
 // TestDecodeErrorsQuoteNoValues: a value of the wrong type is reported by
-// its line, never quoted, since it may be a secret put in the wrong place.
+// its key, never quoted, since it may be a secret put in the wrong place.
 func TestDecodeErrorsQuoteNoValues(t *testing.T) {
 	for _, tc := range []struct{ name, old, new, want string }{
-		{"a password where the redis block goes", "session:\n", "session:\n  redis: ${REDIS_PASSWORD}\n", "cannot unmarshal !!str into session.RedisConfig"},
-		{"a session key where the list goes", "keys: [" + testKey + "]", "keys: ${KEY}", "cannot unmarshal !!str into []string"},
+		{"a password where the redis block goes", "session:\n", "session:\n  redis: ${REDIS_PASSWORD}\n", "session.redis: must be a mapping of keys to values, got a string"},
+		{"a session key where the list goes", "keys: [" + testKey + "]", "keys: ${KEY}", "session.keys: must be a list, got a string"},
+		{"a session key for the whole file", minimal, "${KEY}", "cannot unmarshal !!str into proxy.Config"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{"REDIS_PASSWORD": "hunter2", "KEY": testKey}
-			_, err := ParseConfig([]byte(strings.Replace(minimal, tc.old, tc.new, 1)), func(k string) string { return env[k] })
+			err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), env)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
@@ -155,6 +157,44 @@ func TestDecodeErrorsQuoteNoValues(t *testing.T) {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("the error shows the value %q: %v", secret, err)
 				}
+			}
+		})
+	}
+}
+
+// TestValuesOfTheWrongType: a value decoding cannot take is named by its
+// key, hides no other problem, and the emptiness it leaves is no second one
+// (session.keys is not also "required").
+func TestValuesOfTheWrongType(t *testing.T) {
+	for _, tc := range []struct {
+		name, old, new string
+		want           []string
+	}{
+		{"a list where a string goes", "url: http://traefik:8080", "url: [http://traefik:8080]",
+			[]string{"upstream.url: must be a single value, got a list"}},
+		{"a word where a duration goes", "session:\n", "session:\n  lifetime: soon\n",
+			[]string{"session.lifetime: must be a duration like 90s or 12h, got a string"}},
+		{"a number where true or false goes", "sso:\n", "sso:\n  enable_pkce: 2\n",
+			[]string{"sso.enable_pkce: must be true or false, got a number"}},
+		{"a list where a mapping goes", "client_id: portcullis", "client_id: portcullis\n      claims: [email]",
+			[]string{"sso.identity_providers[0].claims: must be a mapping of keys to values, got a list"}},
+		{"a key given twice", "client_id: portcullis", "client_id: portcullis\n      client_id: again",
+			[]string{"sso.identity_providers[0].client_id: given twice (lines 13 and 14)"}},
+		{"an entry of a list", "    - id: company", "    - [company]\n    - id: company",
+			[]string{"sso.identity_providers[0]: must be a mapping of keys to values, got a list"}},
+		{"with every other problem", "keys: [" + testKey + "]\n", "keys: " + testKey + "\n  lifetime: 12 hours\n" + "  store: memcached\n",
+			[]string{"session.keys: must be a list, got a string", "session.lifetime: must be a duration like 90s or 12h, got a string", `session.store: unknown store "memcached" (want cookie or redis)`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(minimal, tc.old) {
+				t.Fatalf("test case: %q not in the config", tc.old)
+			}
+			err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), nil)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, tc.want) {
+				t.Errorf("problems:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
 			}
 		})
 	}
@@ -230,13 +270,13 @@ func TestLoadAdminListen(t *testing.T) {
 		})
 	}
 
-	// The rest of the file is not decoded: here LoadConfig fails.
+	// The rest of the file is not decoded: here the check fails.
 	path := filepath.Join(t.TempDir(), "portcullis.yaml")
 	if err := os.WriteFile(path, []byte("server:\n  admin_listen: ${ADMIN}\n  trusted_proxies: ${PROXIES}\nsession: {lifetime: soon}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadConfig(path, getenv); err == nil {
-		t.Fatal("LoadConfig accepts the file: the case tests nothing")
+	if cfg, err := LoadConfig(path, getenv); err == nil && Check(cfg) == nil {
+		t.Fatal("the file checks clean: the case tests nothing")
 	}
 	if got, err := LoadAdminListen(path, getenv); err != nil || got != "0.0.0.0:9999" {
 		t.Fatalf("LoadAdminListen: %q, %v; want 0.0.0.0:9999", got, err)

@@ -65,6 +65,7 @@ upstream:
   url: http://traefik:8080
 session:
   keys: [c2hvcnQ=]
+  lifetime: 12 hours
 sso:
   identity_providers:
     - id: company
@@ -127,6 +128,7 @@ func TestCheckListsEveryProblemByKey(t *testing.T) {
 		"server.colour: unknown key",
 		"server.public_url: required",
 		"session.keys[0]: must be 32 bytes",
+		"session.lifetime: must be a duration",
 		"rules[0].path_regex: ",
 		"attribute_pass.headers.X-Email: ",
 	} {
@@ -140,8 +142,8 @@ func TestCheckListsEveryProblemByKey(t *testing.T) {
 			t.Errorf("%d lines start with %q, want 1; output:\n%s", n, want, stderr)
 		}
 	}
-	if len(found) != 5 {
-		t.Errorf("%d problems listed, want 5:\n%s", len(found), stderr)
+	if len(found) != 6 {
+		t.Errorf("%d problems listed, want 6:\n%s", len(found), stderr)
 	}
 }
 
