@@ -458,8 +458,10 @@ func (c *Config) validate(p *problems) {
 	if clean, err := rules.CleanPath(ap); err != nil || clean != ap || ap == "/" || strings.HasSuffix(ap, "/") || strings.ContainsAny(ap, "?% ") {
 		p.add("server.auth_prefix", "must be a plain path like /.portcullis (leading slash, no trailing slash), got %q", ap)
 	}
-	if _, err := parsePrefixes(c.Server.TrustedProxies); err != nil {
-		p.add("server.trusted_proxies", "%v", err)
+	for i, s := range c.Server.TrustedProxies {
+		if _, err := parsePrefix(s); err != nil {
+			p.add(fmt.Sprintf("server.trusted_proxies[%d]", i), "%v", err)
+		}
 	}
 	if (c.Server.TLS.CertFile == "") != (c.Server.TLS.KeyFile == "") {
 		p.add("server.tls", "cert_file and key_file go together")
@@ -571,15 +573,24 @@ func decodeKey(s string) ([]byte, error) {
 func parsePrefixes(list []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range list {
-		pfx, err := netip.ParsePrefix(s)
+		pfx, err := parsePrefix(s)
 		if err != nil {
-			addr, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				return nil, fmt.Errorf("not a CIDR or IP address: %q", s)
-			}
-			pfx = netip.PrefixFrom(addr, addr.BitLen())
+			return nil, err
 		}
-		out = append(out, pfx.Masked())
+		out = append(out, pfx)
 	}
 	return out, nil
+}
+
+// parsePrefix reads a CIDR, or a bare address as a one-address prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	pfx, err := netip.ParsePrefix(s)
+	if err != nil {
+		addr, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("not a CIDR or IP address: %q", s)
+		}
+		pfx = netip.PrefixFrom(addr, addr.BitLen())
+	}
+	return pfx.Masked(), nil
 }
