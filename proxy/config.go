@@ -500,8 +500,11 @@ func (c *Config) validate(p *problems) {
 			p.add(fmt.Sprintf("session.keys[%d]", i), "%v", err)
 		}
 	}
-	if c.Session.Lifetime < 0 || c.Session.IdleTimeout < 0 {
-		p.add("session.lifetime", "durations must be positive")
+	if c.Session.Lifetime < 0 {
+		p.add("session.lifetime", "must be a positive duration like 12h, got %s", c.Session.Lifetime)
+	}
+	if c.Session.IdleTimeout < 0 {
+		p.add("session.idle_timeout", "must be a positive duration like 2h, got %s", c.Session.IdleTimeout)
 	}
 	if c.Session.Refresh < 0 {
 		p.add("session.refresh", "must be 0 (off) or a positive duration like 5m, got %s", c.Session.Refresh)

@@ -63,6 +63,8 @@ func TestCheckNamesTheKey(t *testing.T) {
 		{"typo in a header expression", "", "attribute_pass:\n  headers:\n    X-Email: emial\n", "attribute_pass.headers.X-Email:"},
 		{"bad CIDR", "", "rules:\n  - name: r\n    sources: [10.0.0.0/33]\n    action: deny\n", "rules[0].sources"},
 		{"bad trusted proxy", "server:\n", "server:\n  trusted_proxies: [nope]\n", "server.trusted_proxies[0]: not a CIDR or IP address"},
+		{"negative session lifetime", "session:\n", "session:\n  lifetime: -1h\n", "session.lifetime: must be a positive duration"},
+		{"negative idle timeout", "session:\n", "session:\n  idle_timeout: -1h\n", "session.idle_timeout: must be a positive duration"},
 		{"second bad trusted proxy", "server:\n", "server:\n  trusted_proxies: [nope, 10.0.0.0/33]\n", "server.trusted_proxies[1]: not a CIDR or IP address"},
 		{"bad logout cookie", "url: http://traefik:8080", "url: http://traefik:8080\n  logout_cookies: [\"bad name\"]", "upstream.logout_cookies[0]: not a cookie name"},
 		{"logout cookie name too long", "url: http://traefik:8080", "url: http://traefik:8080\n  logout_cookies: [" + strings.Repeat("c", 129) + "]", "upstream.logout_cookies[0]: not a cookie name"},
