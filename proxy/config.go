@@ -531,8 +531,13 @@ func (c *Config) validate(p *problems) {
 		ic := &c.SSO.IdentityProviders[i]
 		key := fmt.Sprintf("sso.identity_providers[%d]", i)
 		p.addAll(key+".", ic.Validate())
-		if ic.SingleSignOut && ic.Protocol != idp.OIDC {
-			p.add(key+".single_sign_out", "only OIDC providers have an end_session_endpoint (protocol is %q)", ic.Protocol)
+		if resolved, err := ic.WithPreset(); err == nil && ic.SingleSignOut {
+			// A preset entry speaks its preset's protocol (okta OIDC, github
+			// OAUTH2); an unknown protocol is a problem of protocol.
+			switch resolved.Protocol {
+			case idp.OAuth2, idp.SAML, idp.LDAP:
+				p.add(key+".single_sign_out", "only OIDC providers have an end_session_endpoint (protocol is %s)", resolved.Protocol)
+			}
 		}
 		if seen[ic.ID] && ic.ID != "" {
 			p.add(key+".id", "duplicate id %q", ic.ID)

@@ -84,12 +84,31 @@ func TestPagesAndRefreshConfigAccepted(t *testing.T) {
 	}
 }
 
+// TestSingleSignOutOfAnOIDCPreset: an entry whose preset speaks OIDC has the
+// end_session_endpoint of its discovery, with no protocol key of its own.
+func TestSingleSignOutOfAnOIDCPreset(t *testing.T) {
+	for _, tc := range []struct{ name, keys string }{
+		{"okta", "preset: okta\n      domain: acme.okta.com"},
+		{"keycloak", "preset: keycloak\n      server_url: https://kc.example.com/realms/cvat"},
+		{"google", "preset: google"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := strings.Replace(minimal, "protocol: OIDC\n      server_url: https://login.example.com/", tc.keys+"\n      single_sign_out: true", 1)
+			if err := checkYAML(t, yaml, nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 func TestConfigRefusesRefreshAndSingleSignOutMistakes(t *testing.T) {
 	for _, tc := range []struct{ name, old, new, want string }{
 		{"a negative session.refresh", "session:\n", "session:\n  refresh: -1m\n", "session.refresh: must be 0 (off) or a positive duration"},
 		{"single_sign_out on plain OAuth2", "      protocol: OIDC\n      server_url: https://login.example.com/\n",
 			"      protocol: OAUTH2\n      auth_url: https://x.example/a\n      token_url: https://x.example/t\n      userinfo_url: https://x.example/u\n      single_sign_out: true\n",
 			"sso.identity_providers[0].single_sign_out: only OIDC providers"},
+		{"single_sign_out on a preset of plain OAuth2", "      protocol: OIDC\n      server_url: https://login.example.com/\n",
+			"      preset: github\n      single_sign_out: true\n", "sso.identity_providers[0].single_sign_out: only OIDC providers have an end_session_endpoint (protocol is OAUTH2)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), nil)
