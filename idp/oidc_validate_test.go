@@ -55,9 +55,9 @@ func TestValidateOIDC(t *testing.T) {
 			base: valid, edit: func(c *Config) { c.ServerURL = "http://localhost:8080/realms/x" },
 		},
 		{
-			name: "a preset's http base_url is refused as the server_url it becomes",
+			name: "a preset's http base_url is refused as base_url, the key the file has",
 			base: valid, edit: func(c *Config) { c.ServerURL, c.Preset, c.BaseURL = "", "gitlab", "http://gitlab.corp.example" },
-			want: []string{`server_url: plain http refused outside development: the host "gitlab.corp.example" is not loopback, and discovery and the keys that sign ID tokens come from it; use https`},
+			want: []string{`base_url: plain http refused outside development: the host "gitlab.corp.example" is not loopback, and the preset's login, token and user endpoints are under it; use https`},
 		},
 		{
 			name: "OIDC scopes without openid are refused",

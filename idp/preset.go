@@ -158,6 +158,11 @@ func httpsOrigin(key, raw string) (string, error) {
 		u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return "", fmt.Errorf("%s: not a host name or http(s) URL: %q", key, RedactURL(raw))
 	}
+	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		// Checked here rather than on the URLs made from it, so that the
+		// problem names the key the file has.
+		return "", fmt.Errorf("%s: plain http refused outside development: the host %q is not loopback, and the preset's login, token and user endpoints are under it; use https", key, u.Hostname())
+	}
 	return strings.TrimSuffix(u.Scheme+"://"+u.Host+u.Path, "/"), nil
 }
 

@@ -163,6 +163,11 @@ func TestPresetValidation(t *testing.T) {
 			want: []string{"protocol: preset github uses OAUTH2, not OIDC"}},
 		{name: "a base_url that is not a URL is refused", c: Config{Preset: PresetGitHub, BaseURL: "ftp://ghe.example.com"},
 			want: []string{`base_url: not a host name or http(s) URL: "ftp://ghe.example.com"`}},
+		{name: "a plain http base_url is refused as base_url", c: Config{Preset: PresetGitHub, BaseURL: "http://ghe.example.com"},
+			want: []string{`base_url: plain http refused outside development: the host "ghe.example.com" is not loopback, and the preset's login, token and user endpoints are under it; use https`}},
+		{name: "a plain http domain is refused as domain", c: Config{Preset: PresetOkta, Domain: "http://acme.okta.com"},
+			want: []string{`domain: plain http refused outside development: the host "acme.okta.com" is not loopback, and the preset's login, token and user endpoints are under it; use https`}},
+		{name: "a base_url on loopback may be plain http", c: Config{Preset: PresetGitLab, BaseURL: "http://127.0.0.1:8929"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
