@@ -163,10 +163,15 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateAdmission()...)
 	// The entry is checked as it will run: with its preset's defaults. When
 	// the preset cannot fill them in, its error says what to add, and the
-	// keys it would have filled in are not reported missing as well.
+	// keys it would have filled in are not reported missing as well; those
+	// of the client, which every preset has and none fills in, are checked.
 	resolved, err := c.WithPreset()
 	if err != nil {
-		return errors.Join(append(errs, err)...)
+		errs = append(errs, err)
+		if presetDisplayName(c.Preset) != "" {
+			errs = append(errs, c.validateClient()...)
+		}
+		return errors.Join(errs...)
 	}
 	c = &resolved
 	switch c.Protocol {

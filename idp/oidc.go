@@ -482,6 +482,16 @@ func (c *Config) validateOIDC() []error {
 			bad("scopes", "must include openid for protocol OIDC")
 		}
 	}
+	return append(errs, c.validateClient()...)
+}
+
+// validateClient checks the keys of the client registered at an OIDC or
+// OAUTH2 IdP, which no preset fills in.
+func (c *Config) validateClient() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
 	if c.ClientID == "" {
 		bad("client_id", "required")
 	}

@@ -184,6 +184,25 @@ func TestPresetValidation(t *testing.T) {
 	}
 }
 
+// TestPresetErrorHidesNoClientProblem: a preset that cannot fill in its
+// endpoints hides none of the entry's other problems; the client's keys,
+// which no preset fills in, are checked all the same.
+func TestPresetErrorHidesNoClientProblem(t *testing.T) {
+	c := Config{ID: "x", Preset: PresetOkta, TokenAuthMethod: "private_key_jwt"}
+	want := []string{
+		"preset: okta needs domain",
+		"client_id: required",
+		`token_auth_method: unknown method "private_key_jwt" (want client_secret_basic or client_secret_post)`,
+	}
+	var got []string
+	if err := c.Validate(); err != nil {
+		got = strings.Split(err.Error(), "\n")
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Validate() =\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
 func TestPresetDisplayName(t *testing.T) {
 	for c, want := range map[*Config]string{
 		{ID: "gh", Preset: PresetGitHub}:                  "GitHub",
