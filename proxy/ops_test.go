@@ -532,6 +532,25 @@ func TestReload(t *testing.T) {
 			t.Errorf("a refused file is retried on every poll")
 		}
 	})
+	t.Run("a refused config does not warn that its listeners need a restart", func(t *testing.T) {
+		rf := newReloadFixtureFrom(t, strings.Replace(testConfig, "server:\n", "server:\n  listen: \"127.0.0.1:9999\"\n", 1))
+		for _, bad := range []string{
+			strings.Replace(rf.yaml, "listen: \"127.0.0.1:9999\"", "listen: [\"127.0.0.1:9999\"]", 1),
+			strings.Replace(rf.yaml, "server:\n", "server:\n  admin_listen: \"127.0.0.1:1\"\n  admin_listen: \"127.0.0.1:1\"\n", 1),
+			strings.Replace(rf.yaml, "listen: \"127.0.0.1:9999\"", "listen: \"127.0.0.1:9998\"\n  colour: blue", 1),
+		} {
+			if bad == rf.yaml {
+				t.Fatal("test case: the config is unchanged")
+			}
+			rf.write(t, bad)
+			if err := rf.live.reload("file"); err == nil {
+				t.Fatal("bad config accepted")
+			}
+		}
+		if lines := rf.logs.find(t, map[string]any{"msg": "config reload: server.listen, server.admin_listen and turning server.tls on or off take effect only after a restart"}); len(lines) != 0 {
+			t.Errorf("a refused reload warned that it needs a restart")
+		}
+	})
 	t.Run("an unchanged identity provider is reused and a changed one is replaced", func(t *testing.T) {
 		rf := newReloadFixture(t)
 		before := rf.live.cur.Load().providers["company"].impl

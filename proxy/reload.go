@@ -225,10 +225,13 @@ func (l *live) build(prev *Handler) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	if restartOnly(prev.cfg, cfg) {
+	next, err := build(l.ctx, cfg, l.log, prev)
+	// Only a configuration that is taken has anything to take effect: a
+	// refused one's listen may be no more than what a mistake left empty.
+	if err == nil && restartOnly(prev.cfg, cfg) {
 		l.log.Warn("config reload: server.listen, server.admin_listen and turning server.tls on or off take effect only after a restart")
 	}
-	return build(l.ctx, cfg, l.log, prev)
+	return next, err
 }
 
 func restartOnly(old, cur *Config) bool {
