@@ -468,6 +468,12 @@ func (c *Config) validateOIDC() []error {
 			bad(key, "not an absolute http(s) URL: %q", RedactURL(raw))
 		case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
 			bad(key, "plain http refused outside development: the host %q is not loopback, and %s; use https", u.Hostname(), carries)
+		case u.User != nil:
+			// Never of use: discovery would find an issuer without them,
+			// the client signs in with client_id and client_secret, and
+			// auth_url is where every browser is sent. The errors and
+			// /readyz that quote the URL would show them.
+			bad(key, "must not carry credentials (user:password@); the IdP is reached with client_id and client_secret")
 		}
 	}
 

@@ -99,6 +99,21 @@ func TestValidateOIDC(t *testing.T) {
 			},
 		},
 		{
+			name: "a server_url with credentials is refused, and they are not quoted",
+			base: valid, edit: func(c *Config) { c.ServerURL = "https://svc:s3cret@login.example.com/" },
+			want: []string{"server_url: must not carry credentials (user:password@); the IdP is reached with client_id and client_secret"},
+		},
+		{
+			name: "so are OAUTH2 endpoints with credentials",
+			base: oauth, edit: func(c *Config) {
+				c.AuthURL, c.TokenURL = "https://svc:s3cret@idp.example/auth", "https://svc@idp.example/token"
+			},
+			want: []string{
+				"auth_url: must not carry credentials (user:password@); the IdP is reached with client_id and client_secret",
+				"token_url: must not carry credentials (user:password@); the IdP is reached with client_id and client_secret",
+			},
+		},
+		{
 			name: "OAUTH2 scopes need not include openid",
 			base: oauth, edit: func(c *Config) { c.Scopes = []string{"read:user", "user:email"} },
 		},
