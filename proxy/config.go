@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -241,6 +242,12 @@ func (s *shape) walk(n *yaml.Node, t reflect.Type, path string) {
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return // empty: the field keeps its zero value
 	}
+	if decodesItself(t) { // its own rules of shape, which only decoding knows
+		if n.Decode(reflect.New(t).Interface()) != nil {
+			s.mistype(path, n, t)
+		}
+		return
+	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
@@ -286,6 +293,18 @@ func (s *shape) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 }
 
+var (
+	yamlUnmarshaler = reflect.TypeFor[yaml.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// decodesItself reports whether yaml.v3 decodes a t by t's own method, which
+// may take a shape the walk would not (a scalar for a struct).
+func decodesItself(t reflect.Type) bool {
+	pt := reflect.PointerTo(t)
+	return pt.Implements(yamlUnmarshaler) || pt.Implements(textUnmarshaler)
+}
+
 // keys walks the entries of the mapping n; field gives the type of a key's
 // value, or false for a key that no field takes.
 func (s *shape) keys(n *yaml.Node, path string, field func(string) (reflect.Type, bool)) {
@@ -319,6 +338,8 @@ func (s *shape) mistype(path string, n *yaml.Node, t reflect.Type) {
 	}
 	want := "a single value"
 	switch {
+	case decodesItself(t):
+		want = "in the form this key takes"
 	case t == durationType:
 		want = "a duration like 90s or 12h"
 	case t.Kind() == reflect.Bool:

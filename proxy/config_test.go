@@ -1,11 +1,17 @@
 package proxy
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // minimal is a valid configuration; each case below breaks one thing in it.
@@ -200,6 +206,44 @@ func TestValuesOfTheWrongType(t *testing.T) {
 				t.Errorf("problems:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
 			}
 		})
+	}
+}
+
+// scalarStruct is a struct that decodes itself from a scalar, as time.Time
+// does: the walk must leave its shape to its own method.
+type scalarStruct struct{ a, b string }
+
+func (v *scalarStruct) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	var ok bool
+	if v.a, v.b, ok = strings.Cut(s, ","); !ok {
+		return errors.New("want a,b")
+	}
+	return nil
+}
+
+func TestShapeLeavesTypesThatDecodeThemselvesToThem(t *testing.T) {
+	type doc struct {
+		Pair  scalarStruct `yaml:"pair"`
+		Since time.Time    `yaml:"since"`
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"pair: x,y\nsince: 2026-12-04T18:00:00Z", ""},
+		{"pair: xy", "pair: must be in the form this key takes, got a string"},
+		{"since: [1]", "since: must be in the form this key takes, got a list"},
+	} {
+		var n yaml.Node
+		if err := yaml.Unmarshal([]byte(tc.yaml), &n); err != nil {
+			t.Fatal(err)
+		}
+		var s shape
+		s.walk(n.Content[0], reflect.TypeFor[doc](), "")
+		if got := fmt.Sprint(errors.Join(s.problems...)); tc.want == "" && len(s.problems) > 0 || tc.want != "" && got != tc.want {
+			t.Errorf("%q: problems %v, want %q", tc.yaml, s.problems, tc.want)
+		}
 	}
 }
 
