@@ -535,6 +535,8 @@ func TestHelmSchemaRejectsMistakes(t *testing.T) {
 		{"a misspelt top-level value", "replicaCont=2", "replicaCont"},
 		{"a public_url that is not an origin", "config.server.public_url=https://cvat.example.com/app", "public_url"},
 		{"an unknown protocol", "config.sso.identity_providers[0].protocol=CAS", "protocol"},
+		{"an unknown preset", "config.sso.identity_providers[0].id=company,config.sso.identity_providers[0].preset=gitea", "preset"},
+		{"neither protocol nor preset", "config.sso.identity_providers[0].id=company", "missing property 'preset'"},
 		{"an anti-affinity that is not soft or hard", "podAntiAffinity=always", "podAntiAffinity"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

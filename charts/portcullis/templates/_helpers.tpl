@@ -59,6 +59,23 @@ kubelet and Prometheus reach it from outside the pod.
 {{- toYaml $cfg }}
 {{- end }}
 
+{{/*
+The protocol of an identity_providers entry, for NOTES.txt: its own, else
+its preset's, as the preset fills it in (idp/preset_*.go): GitHub is OAuth2,
+Cognito OAuth2 unless it names a user pool, every other preset OIDC.
+*/}}
+{{- define "portcullis.idpProtocol" -}}
+{{- if .protocol }}
+{{- upper (toString .protocol) }}
+{{- else if eq (toString .preset) "github" }}
+{{- "OAUTH2" }}
+{{- else if eq (toString .preset) "cognito" }}
+{{- if .user_pool_id }}OIDC{{ else }}OAUTH2{{ end }}
+{{- else if .preset }}
+{{- "OIDC" }}
+{{- end }}
+{{- end }}
+
 {{/* public_url and auth_prefix as users see them, for NOTES.txt. */}}
 {{- define "portcullis.baseURL" -}}
 {{- $server := .Values.config.server | default dict }}
