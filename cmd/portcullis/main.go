@@ -36,7 +36,7 @@ Usage:
                      [--grace 30s] [--watch-interval 1s]
   portcullis check   [--config FILE]
   portcullis explain [--config FILE] [--claims FILE.json] [--idp ID] [--source IP] METHOD URL [-H 'Name: value']...
-  portcullis demo    [--listen ADDR]
+  portcullis demo    [--listen ADDR] [--log-level LEVEL] [--print-config]
   portcullis sessions list|revoke --user EMAIL [--config FILE]   (session.store redis)
   portcullis health  [--config FILE | --url http://HOST:PORT] [--live] [--timeout 3s]
   portcullis keys
@@ -231,7 +231,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if len(rest) != 2 {
-		fmt.Fprintln(stderr, "usage: portcullis explain [--config FILE] [--claims FILE.json] METHOD URL [-H 'Name: value']...")
+		fmt.Fprintln(stderr, "usage: portcullis explain [--config FILE] [--claims FILE.json] [--idp ID] [--source IP] METHOD URL [-H 'Name: value']...")
 		return 2
 	}
 	cfg, err := proxy.LoadConfig(*path, os.Getenv)

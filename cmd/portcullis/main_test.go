@@ -467,3 +467,44 @@ func TestEveryCommandIsInTheREADME(t *testing.T) {
 		}
 	}
 }
+
+// Every flag a command takes is in its usage line and in its row of the
+// README's command table, as `-h` lists them.
+func TestEveryFlagIsInTheUsageAndTheREADME(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagLine := regexp.MustCompile(`(?m)^  -(\S+)`)
+	for _, args := range [][]string{{"serve"}, {"check"}, {"explain"}, {"demo"}, {"sessions", "list"}, {"sessions", "revoke"}, {"health"}} {
+		verb := args[0]
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			_, _, help := runCLI(append(args, "-h")...)
+			flags := flagLine.FindAllStringSubmatch(help, -1)
+			if len(flags) == 0 {
+				t.Fatalf("`portcullis %s -h` lists no flags:\n%s", strings.Join(args, " "), help)
+			}
+			// The usage lines of the command: from its own to the next command's.
+			_, usageLines, _ := strings.Cut(usage, "\n  portcullis "+verb+" ")
+			usageLines, _, _ = strings.Cut(usageLines, "\n  portcullis ")
+			var row string
+			for line := range strings.SplitSeq(string(readme), "\n") {
+				if strings.HasPrefix(line, "| `portcullis "+verb) {
+					row = line
+				}
+			}
+			for _, f := range flags {
+				spelt := "--" + f[1]
+				if len(f[1]) == 1 {
+					spelt = "-" + f[1]
+				}
+				if !strings.Contains(usageLines, spelt) {
+					t.Errorf("the usage text of `portcullis %s` does not name %s", verb, spelt)
+				}
+				if !strings.Contains(row, spelt) {
+					t.Errorf("README's row for `portcullis %s` does not name %s", verb, spelt)
+				}
+			}
+		})
+	}
+}
