@@ -508,3 +508,23 @@ func TestEveryFlagIsInTheUsageAndTheREADME(t *testing.T) {
 		})
 	}
 }
+
+// README's Install names the Go that go.mod requires: an older one refuses
+// to build the module (GOTOOLCHAIN=local) or downloads another first.
+func TestREADMENamesTheGoOfGoMod(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("go.mod has no go line")
+	}
+	if want := "Go " + string(m[1]) + " or later"; !strings.Contains(string(readme), want) {
+		t.Errorf("README's Install does not say %q", want)
+	}
+}
