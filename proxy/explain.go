@@ -37,15 +37,10 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 	if err != nil {
 		return nil, err
 	}
-	var profile *idp.Profile
-	var admission error
 	if claims != nil {
-		ic, err := cfg.identityProvider(idpID)
-		if err != nil {
+		if _, err := cfg.identityProvider(idpID); err != nil {
 			return nil, err
 		}
-		profile = idp.ProfileFromClaims(ic.ID, claims, ic.Claims)
-		admission = ic.Admit(profile)
 	}
 	e := &Explanation{}
 	before := headerNames(r.Header)
@@ -89,17 +84,33 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 		e.Decision, e.Reason = decisionBypass, "forwarded as is, with no identity headers"
 		return e, nil
 	}
-	if profile == nil {
+	// A basic_auth rule checks the caller's password at its LDAP IdP instead
+	// of a session, as serveBasic does; the claims are then that IdP's.
+	basic := rule.Config.BasicAuth != "" && hasBasicCredentials(r)
+	if basic {
+		idpID = rule.Config.BasicAuth
+	}
+	if claims == nil {
 		e.Decision = decisionUnauthorized
-		e.Reason = "needs a session: 401 JSON, or a redirect to the login page for a browser navigating (give --claims to go on)"
-		if isNavigation(r) {
+		switch {
+		case basic:
+			e.Reason = "Authorization: Basic is checked at LDAP IdP " + idpID + ", with no session: the right password goes on as that user " +
+				"(give --claims to go on), a wrong one gets 401 with WWW-Authenticate"
+		case isNavigation(r):
 			e.Decision = decisionRedirect
 			e.Reason = "needs a session: a browser is sent to " + cfg.Server.AuthPrefix + "/login (give --claims to go on)"
+		default:
+			e.Reason = "needs a session: 401 JSON, or a redirect to the login page for a browser navigating (give --claims to go on)"
 		}
 		return e, nil
 	}
-	if admission != nil {
-		e.Decision, e.Reason = decisionForbidden, "the login would be refused: "+admission.Error()
+	ic, err := cfg.identityProvider(idpID)
+	if err != nil {
+		return nil, err
+	}
+	profile := idp.ProfileFromClaims(ic.ID, claims, ic.Claims)
+	if err := ic.Admit(profile); err != nil {
+		e.Decision, e.Reason = decisionForbidden, "the login would be refused: "+err.Error()
 		return e, nil
 	}
 	roles, err := c.roles.Map(profile)
@@ -124,6 +135,9 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 		return e, nil
 	}
 	e.Decision, e.Reason = decisionAuthenticated, "forwarded with the identity headers below"
+	if basic {
+		e.Reason += ", without its Authorization header"
+	}
 	return e, nil
 }
 

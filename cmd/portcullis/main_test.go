@@ -528,3 +528,72 @@ func TestREADMENamesTheGoOfGoMod(t *testing.T) {
 		t.Errorf("README's Install does not say %q", want)
 	}
 }
+
+// A basic_auth rule checks Authorization: Basic at its LDAP IdP instead of
+// asking for a session (docs/ldap.md): explain says so, and with claims it
+// reads them as that IdP's, whichever IdP comes first.
+func TestExplainBasicAuthRule(t *testing.T) {
+	// The OIDC IdP, first, reads groups from another claim than the
+	// directory's entry does.
+	ldapIdP := `      client_id: portcullis
+      claims: {groups: oidc_groups}
+    - id: ad
+      protocol: LDAP
+      url: ldaps://ad.example.com
+      user_search: {base_dn: "DC=example,DC=com", filter: "(sAMAccountName={username})"}
+`
+	basicRule := `
+rules:
+  - name: legacy-api
+    path_prefix: /legacy/api/
+    basic_auth: ad
+    action: authenticate
+`
+	config := writeFile(t, "portcullis.yaml", strings.Replace(strings.Replace(validConfig,
+		"      client_id: portcullis\n", ldapIdP, 1), "\nrules:\n", basicRule, 1))
+	// The LDAP IdP's groups are directory groups, mapped as for a form login.
+	ldapAdmin := writeFile(t, "ldap.json", `{"sub": "a1", "email": "alice@example.com", "groups": ["cvat-admins"]}`)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+		not  []string
+	}{
+		{
+			name: "Basic credentials are checked at the directory, not a session",
+			args: []string{"GET", "/legacy/api/x", "-H", "Authorization: Basic YTpi"},
+			want: []string{"rule:      legacy-api (authenticate)", "decision:  unauthorized", "checked at LDAP IdP ad", "401"},
+			not:  []string{"needs a session"},
+		},
+		{
+			name: "without Basic credentials the rule needs a session",
+			args: []string{"GET", "/legacy/api/x"},
+			want: []string{"rule:      legacy-api (authenticate)", "decision:  unauthorized", "needs a session"},
+		},
+		{
+			name: "claims go through the basic_auth IdP to the identity headers",
+			args: []string{"--claims", ldapAdmin, "GET", "/legacy/api/x", "-H", "Authorization: Basic YTpi"},
+			want: []string{"decision:  authenticated", "Authorization", "roles:     admin", "  X-Email: alice@example.com"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(append([]string{"explain", "--config", config}, tc.args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d, stderr %q", code, stderr)
+			}
+			rest := stdout
+			for _, w := range tc.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("output lacks %q (in order):\n%s", w, stdout)
+				}
+				rest = rest[i+len(w):]
+			}
+			for _, n := range tc.not {
+				if strings.Contains(stdout, n) {
+					t.Errorf("output has %q:\n%s", n, stdout)
+				}
+			}
+		})
+	}
+}
