@@ -188,14 +188,22 @@ func loadChecked(path string) (*proxy.Config, error) {
 // printProblems prints every configuration problem on a line of its own.
 func printProblems(w io.Writer, path string, err error) {
 	fmt.Fprintf(w, "%s: configuration has problems:\n", path)
-	var joined interface{ Unwrap() []error }
-	if errors.As(err, &joined) {
-		for _, e := range joined.Unwrap() {
-			fmt.Fprintln(w, "  "+e.Error())
-		}
-		return
+	for _, e := range flatten(err) {
+		fmt.Fprintln(w, "  "+e.Error())
 	}
-	fmt.Fprintln(w, "  "+err.Error())
+}
+
+// flatten lists the problems joined in err, however deep the joins.
+func flatten(err error) []error {
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }
 
 func check(args []string, stdout, stderr io.Writer) int {
@@ -204,7 +212,12 @@ func check(args []string, stdout, stderr io.Writer) int {
 	if fs.Parse(args) != nil {
 		return 2
 	}
-	if _, err := loadChecked(*path); err != nil {
+	cfg, err := proxy.LoadConfig(*path, os.Getenv)
+	if err == nil {
+		// What serve would refuse at start besides the configuration itself.
+		err = errors.Join(proxy.Check(cfg), proxy.CheckCertificate(cfg))
+	}
+	if err != nil {
 		printProblems(stderr, *path, err)
 		return 1
 	}

@@ -9,6 +9,9 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
 const testKey = "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE="
@@ -102,6 +105,31 @@ func TestCheckValidConfigIsOK(t *testing.T) {
 	code, stdout, stderr := runCLI("check", "--config", path)
 	if code != 0 || !strings.Contains(stdout, "ok") {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and ok", code, stdout, stderr)
+	}
+}
+
+// TestCheckLoadsTheTLSPair: check refuses what serve would refuse at start,
+// a server.tls pair that does not load, and lists it with the other problems.
+func TestCheckLoadsTheTLSPair(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	withTLS := strings.Replace(validConfig, "server:\n", "server:\n  tls: {cert_file: "+cert+", key_file: "+key+"}\n", 1)
+	path := writeFile(t, "portcullis.yaml", withTLS)
+	if code, _, stderr := runCLI("check", "--config", path); code != 1 || !strings.Contains(stderr, "  server.tls: read cert_file: ") {
+		t.Fatalf("no files: exit %d, stderr %q; want 1 and server.tls named", code, stderr)
+	}
+
+	other := testcert.New(t, "other.example.com", time.Now().Add(time.Hour))
+	testcert.New(t, "cvat.example.com", time.Now().Add(time.Hour)).Write(t, cert, key)
+	if code, stdout, stderr := runCLI("check", "--config", path); code != 0 {
+		t.Fatalf("a good pair: exit %d, stdout %q, stderr %q; want 0", code, stdout, stderr)
+	}
+
+	other.Write(t, filepath.Join(dir, "unused.crt"), key) // the key of another certificate
+	broken := writeFile(t, "broken.yaml", strings.Replace(withTLS, "url: http://traefik:8080", "url: traefik\n  colour: blue", 1))
+	code, _, stderr := runCLI("check", "--config", broken)
+	if code != 1 || !strings.Contains(stderr, "\n  server.tls: load key pair: ") || !strings.Contains(stderr, "\n  upstream.url: ") || !strings.Contains(stderr, "\n  upstream.colour: ") {
+		t.Fatalf("a mismatched pair, a bad url and an unknown key: exit %d, stderr %q; want 1 and both listed, one a line", code, stderr)
 	}
 }
 
