@@ -29,22 +29,9 @@ sso:
 // (histograms with their _bucket, _sum and _count series).
 func exposedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	cfg, err := proxy.ParseConfig([]byte(dashboardConfig), os.Getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	h, err := proxy.New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// One request, so that the request series exist too.
-	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
-	rec := httptest.NewRecorder()
-	h.Admin().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	page := metricsPage(t)
 	names := map[string]bool{}
-	sc := bufio.NewScanner(rec.Body)
+	sc := bufio.NewScanner(strings.NewReader(page))
 	for sc.Scan() {
 		// "# TYPE name kind" names families that have no series yet (vectors
 		// with no label values seen), which a dashboard may still chart.
@@ -58,6 +45,26 @@ func exposedMetrics(t *testing.T) map[string]bool {
 		}
 	}
 	return names
+}
+
+// metricsPage is what a running proxy's /metrics serves after one request,
+// so that the request series exist too.
+func metricsPage(t *testing.T) string {
+	t.Helper()
+	cfg, err := proxy.ParseConfig([]byte(dashboardConfig), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, err := proxy.New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	rec := httptest.NewRecorder()
+	h.Admin().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }
 
 // metricName finds the metric names in a PromQL expression: identifiers

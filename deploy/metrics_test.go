@@ -1,15 +1,10 @@
 package deploy
 
 import (
-	"context"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/portcullis-proxy/portcullis/proxy"
 )
 
 // The README's metrics table names every portcullis_* metric a running
@@ -26,26 +21,15 @@ func TestREADMEMetricsTable(t *testing.T) {
 			rows[m[1]] = line
 		}
 	}
-	cfg, err := proxy.ParseConfig([]byte(dashboardConfig), os.Getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	h, err := proxy.New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := httptest.NewRecorder()
-	h.Admin().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	page := metricsPage(t)
 	family := regexp.MustCompile(`(?m)^# TYPE (portcullis_[a-z_]+) `)
-	for _, m := range family.FindAllStringSubmatch(rec.Body.String(), -1) {
+	for _, m := range family.FindAllStringSubmatch(page, -1) {
 		if rows[m[1]] == "" {
 			t.Errorf("README's metrics table has no row for %s", m[1])
 		}
 	}
 	result := regexp.MustCompile(`(?m)^(portcullis_[a-z_]+)\{[^}]*\bresult="([^"]+)"`)
-	for _, m := range result.FindAllStringSubmatch(rec.Body.String(), -1) {
+	for _, m := range result.FindAllStringSubmatch(page, -1) {
 		if row := rows[m[1]]; row != "" && !strings.Contains(row, m[2]) {
 			t.Errorf("README's row for %s does not name its result %q:\n%s", m[1], m[2], row)
 		}

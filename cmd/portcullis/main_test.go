@@ -133,6 +133,29 @@ func TestCheckLoadsTheTLSPair(t *testing.T) {
 	}
 }
 
+// explainShows runs explain on config with args and checks that its output
+// has every line of want, in that order, and none of not.
+func explainShows(t *testing.T, config string, args, want, not []string) {
+	t.Helper()
+	code, stdout, stderr := runCLI(append([]string{"explain", "--config", config}, args...)...)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	rest := stdout
+	for _, w := range want {
+		i := strings.Index(rest, w)
+		if i < 0 {
+			t.Fatalf("output lacks %q (in order):\n%s", w, stdout)
+		}
+		rest = rest[i+len(w):]
+	}
+	for _, n := range not {
+		if strings.Contains(stdout, n) {
+			t.Errorf("output has %q:\n%s", n, stdout)
+		}
+	}
+}
+
 var problemLine = regexp.MustCompile(`^[A-Za-z0-9_.\[\]-]+: \S.*$`)
 
 // Every mistake is reported, each on a line of its own that starts with the
@@ -307,23 +330,7 @@ func TestExplain(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, stdout, stderr := runCLI(append([]string{"explain", "--config", config}, tc.args...)...)
-			if code != 0 {
-				t.Fatalf("exit %d, stderr %q", code, stderr)
-			}
-			rest := stdout
-			for _, w := range tc.want {
-				i := strings.Index(rest, w)
-				if i < 0 {
-					t.Fatalf("output lacks %q (in order):\n%s", w, stdout)
-				}
-				rest = rest[i+len(w):]
-			}
-			for _, n := range tc.not {
-				if strings.Contains(stdout, n) {
-					t.Errorf("output has %q:\n%s", n, stdout)
-				}
-			}
+			explainShows(t, config, tc.args, tc.want, tc.not)
 		})
 	}
 }
@@ -605,23 +612,7 @@ rules:
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, stdout, stderr := runCLI(append([]string{"explain", "--config", config}, tc.args...)...)
-			if code != 0 {
-				t.Fatalf("exit %d, stderr %q", code, stderr)
-			}
-			rest := stdout
-			for _, w := range tc.want {
-				i := strings.Index(rest, w)
-				if i < 0 {
-					t.Fatalf("output lacks %q (in order):\n%s", w, stdout)
-				}
-				rest = rest[i+len(w):]
-			}
-			for _, n := range tc.not {
-				if strings.Contains(stdout, n) {
-					t.Errorf("output has %q:\n%s", n, stdout)
-				}
-			}
+			explainShows(t, config, tc.args, tc.want, tc.not)
 		})
 	}
 }
