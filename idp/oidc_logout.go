@@ -10,15 +10,16 @@ import (
 type SingleSignOuter interface {
 	// LogoutURL returns where to send the browser so that the IdP ends its
 	// session: t is what the login left (its ID token is the hint), the IdP
-	// sends the browser back to postLogoutRedirect with state. It returns ""
-	// when the IdP publishes no end_session_endpoint.
+	// sends the browser back to postLogoutRedirect with state (Cognito
+	// without it). It returns "" when the IdP publishes no
+	// end_session_endpoint.
 	LogoutURL(t *Tokens, postLogoutRedirect, state string) (string, error)
 }
 
 var _ SingleSignOuter = (*oidcProvider)(nil)
 
 // LogoutURL builds the OpenID Connect RP-Initiated Logout 1.0 request to the
-// end_session_endpoint of the discovery document.
+// end_session_endpoint of the discovery document, or Cognito's own.
 func (p *oidcProvider) LogoutURL(t *Tokens, postLogoutRedirect, state string) (string, error) {
 	d, err := p.current()
 	if err != nil {
@@ -32,6 +33,9 @@ func (p *oidcProvider) LogoutURL(t *Tokens, postLogoutRedirect, state string) (s
 	}
 	if err := d.provider.Claims(&meta); err != nil {
 		return "", fmt.Errorf("oidc %s: logout: read discovery document: %w", p.cfg.ID, err)
+	}
+	if p.cfg.Preset == PresetCognito {
+		return p.cognitoLogoutURL(meta.EndSession, d.oauth.Endpoint.AuthURL, postLogoutRedirect)
 	}
 	if meta.EndSession == "" {
 		return "", nil

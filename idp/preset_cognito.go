@@ -2,6 +2,7 @@ package idp
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 )
@@ -67,4 +68,28 @@ func (c *Config) presetCognito() error {
 		})
 	}
 	return fmt.Errorf("protocol: preset cognito uses OIDC or OAUTH2, not %s", protocol)
+}
+
+// cognitoLogoutURL is the sign-out request for a Cognito user pool. Its
+// /logout endpoint, on the domain of the managed login pages, is not OpenID
+// Connect RP-Initiated Logout: it wants client_id and logout_uri (one of the
+// app client's Allowed sign-out URLs) and reads no post_logout_redirect_uri,
+// id_token_hint or state. No state comes back, so the browser ends on the
+// signed-out page rather than at the logout's rd. The endpoint is the
+// discovery document's end_session_endpoint, or /logout beside the
+// authorization endpoint for a pool that publishes none.
+func (p *oidcProvider) cognitoLogoutURL(endSession, authURL, postLogoutRedirect string) (string, error) {
+	if endSession == "" {
+		endSession = strings.TrimSuffix(authURL, "/oauth2/authorize") + "/logout"
+	}
+	u, err := url.Parse(endSession)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", fmt.Errorf("oidc %s: logout: cognito logout endpoint %q is not an absolute URL", p.cfg.ID, endSession)
+	}
+	q := url.Values{"client_id": {p.cfg.ClientID}}
+	if postLogoutRedirect != "" {
+		q.Set("logout_uri", postLogoutRedirect)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }

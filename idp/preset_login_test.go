@@ -2,8 +2,10 @@ package idp
 
 import (
 	"errors"
+	"net/url"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 )
@@ -89,6 +91,46 @@ func TestPresetLoginsAtARealIdP(t *testing.T) {
 			}
 			if !tt.want(p) {
 				t.Errorf("profile = %+v", p)
+			}
+		})
+	}
+}
+
+// TestCognitoSingleSignOutSendsLogoutURI: Cognito's /logout takes client_id
+// and logout_uri, not RP-Initiated Logout's post_logout_redirect_uri, so a
+// cognito entry with single_sign_out must send those two.
+func TestCognitoSingleSignOutSendsLogoutURI(t *testing.T) {
+	public := callbackCatcher(t)
+	o := testOptions(public.URL, false)
+	done := o.CallbackURL("logout", "done")
+	idpServer := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
+	p := startOIDC(t, Config{ID: testIdP, Preset: PresetCognito, UserPoolID: "us-east-1_AbC123xyz", ServerURL: idpServer.Issuer,
+		ClientID: idpServer.ClientID, ClientSecret: idpServer.ClientSecret}, o)
+	waitReady(t, p, 10*time.Second)
+
+	tests := []struct {
+		name  string
+		build func() (string, error)
+		want  string
+	}{
+		{
+			name:  "the discovery document's end_session_endpoint with client_id and logout_uri only",
+			build: func() (string, error) { return p.LogoutURL(&Tokens{IDToken: fakeJWT(`{"sub":"u"}`)}, done, "state-1") },
+			want:  idpServer.Issuer + "/session/end?" + url.Values{"client_id": {idpServer.ClientID}, "logout_uri": {done}}.Encode(),
+		},
+		{
+			name: "a pool that publishes no end_session_endpoint signs out at /logout of its login domain",
+			build: func() (string, error) {
+				return p.cognitoLogoutURL("", "https://cvat.auth.us-east-1.amazoncognito.com/oauth2/authorize", done)
+			},
+			want: "https://cvat.auth.us-east-1.amazoncognito.com/logout?" + url.Values{"client_id": {idpServer.ClientID}, "logout_uri": {done}}.Encode(),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.build()
+			if err != nil || got != tt.want {
+				t.Errorf("logout URL = %q, %v\nwant %q", got, err, tt.want)
 			}
 		})
 	}
