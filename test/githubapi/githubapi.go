@@ -409,10 +409,11 @@ func (s *Server) user(w http.ResponseWriter, r *http.Request, g grant) {
 }
 
 // emails is GET /user/emails; it needs the user:email (or user) scope and
-// answers 404 without it, as GitHub does.
+// answers 404 without it, as GitHub does, naming both scopes in
+// X-Accepted-OAuth-Scopes.
 func (s *Server) emails(w http.ResponseWriter, r *http.Request, g grant) {
 	if !hasScope(g, "user:email", "user") {
-		w.Header().Set("X-Accepted-OAuth-Scopes", "user")
+		w.Header().Set("X-Accepted-OAuth-Scopes", "user, user:email")
 		writeJSON(w, http.StatusNotFound, apiError{"Not Found", "https://docs.github.com/rest/users/emails#list-email-addresses-for-the-authenticated-user", "404"})
 		return
 	}
@@ -427,8 +428,14 @@ func (s *Server) emails(w http.ResponseWriter, r *http.Request, g grant) {
 	paginate(w, r, items)
 }
 
-// orgs is GET /user/orgs.
+// orgs is GET /user/orgs; it needs the read:org (or a broader org) or user
+// scope and answers 403 without it, as GitHub does.
 func (s *Server) orgs(w http.ResponseWriter, r *http.Request, g grant) {
+	if !hasScope(g, "read:org", "write:org", "admin:org", "user") {
+		writeJSON(w, http.StatusForbidden, apiError{"You need at least read:org scope or user scope to list your organizations.",
+			"https://docs.github.com/rest/orgs/orgs#list-organizations-for-the-authenticated-user", "403"})
+		return
+	}
 	base := apiBase(r)
 	items := make([]any, len(s.o.User.Orgs))
 	for i, o := range s.o.User.Orgs {

@@ -97,10 +97,19 @@ func TestAnswersAsGitHubDoes(t *testing.T) {
 			t.Errorf("status %d", resp.StatusCode)
 		}
 	})
-	t.Run("/user/emails without user:email is 404", func(t *testing.T) {
+	t.Run("/user/emails without user:email is 404 naming the scopes it accepts", func(t *testing.T) {
 		resp, _ := get(t, "/api/v3/user/emails", s.IssueToken("read:user"), "test")
-		if resp.StatusCode != 404 {
-			t.Errorf("status %d", resp.StatusCode)
+		if resp.StatusCode != 404 || resp.Header.Get("X-Accepted-OAuth-Scopes") != "user, user:email" {
+			t.Errorf("status %d, X-Accepted-OAuth-Scopes %q", resp.StatusCode, resp.Header.Get("X-Accepted-OAuth-Scopes"))
+		}
+	})
+	t.Run("/user/orgs without read:org or user is 403 with GitHub's message", func(t *testing.T) {
+		resp, body := get(t, "/user/orgs", s.IssueToken("read:user", "user:email"), "test")
+		if resp.StatusCode != 403 || !strings.Contains(body, `"message": "You need at least read:org scope or user scope to list your organizations."`) {
+			t.Errorf("%d %s", resp.StatusCode, body)
+		}
+		if resp, _ := get(t, "/user/orgs", s.IssueToken("user"), "test"); resp.StatusCode != 200 {
+			t.Errorf("with the user scope: status %d", resp.StatusCode)
 		}
 	})
 	t.Run("emails have GitHub's fields", func(t *testing.T) {
