@@ -1,9 +1,11 @@
 package idp
 
 // presetHuggingFace is "Sign in with Hugging Face" (OpenID Connect at
-// https://huggingface.co). Groups are the organisations the user chose to
-// share with the app on Hugging Face's consent screen (the orgs claim of
-// userinfo, by their preferred_username).
+// https://huggingface.co). Groups are the organisations the user belongs to
+// (the orgs claim of userinfo, by their preferred_username). Granting the app
+// an organisation on Hugging Face's consent screen opens that organisation's
+// resources to it and adds the user's roleInOrg; it does not decide which
+// organisations are listed.
 func (c *Config) presetHuggingFace() error {
 	return c.apply(presetDefaults{
 		protocol:  OIDC,
