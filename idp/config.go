@@ -41,7 +41,7 @@ type Config struct {
 	UserinfoURL     string            `yaml:"userinfo_url"`
 
 	// Where a preset's IdP lives (see preset.go): base_url for GitHub
-	// Enterprise and self-hosted GitLab, domain for Cognito, Okta and Auth0,
+	// Enterprise (Server, or Cloud with data residency) and self-hosted GitLab, domain for Cognito, Okta and Auth0,
 	// tenant for Azure, region and user_pool_id for Cognito,
 	// authorization_server for Okta.
 	BaseURL             string `yaml:"base_url"`

@@ -1,6 +1,11 @@
 package idp
 
-// presetGitHub is GitHub (or GitHub Enterprise Server at base_url) over plain
+import (
+	"net/url"
+	"strings"
+)
+
+// presetGitHub is GitHub (or GitHub Enterprise at base_url) over plain
 // OAuth2: GitHub has no OpenID Connect for users. The profile comes from the
 // REST API (github.go): the user, the primary verified email, and the
 // organisations and teams as groups.
@@ -11,8 +16,13 @@ func (c *Config) presetGitHub() error {
 		return err
 	}
 	if base != "" {
-		// GitHub Enterprise Server serves the API under /api/v3 of its own host.
+		// GitHub Enterprise Server serves the API under /api/v3 of its own
+		// host; GitHub Enterprise Cloud with data residency (SUBDOMAIN.ghe.com)
+		// at the host api.SUBDOMAIN.ghe.com, as api.github.com serves github.com.
 		web, api = base, base+"/api/v3"
+		if u, err := url.Parse(base); err == nil && strings.HasSuffix(strings.ToLower(u.Hostname()), ".ghe.com") {
+			api = u.Scheme + "://api." + u.Host
+		}
 	}
 	return c.apply(presetDefaults{
 		protocol:    OAuth2,

@@ -38,6 +38,13 @@ func TestPresetsFillInWhatTheProvidersDocument(t *testing.T) {
 				TokenAuthMethod: ClientSecretPost, Claims: map[string]string{"username": "login"}},
 		},
 		{
+			name: "github enterprise cloud with data residency serves the web flow at SUBDOMAIN.ghe.com and the API at api.SUBDOMAIN.ghe.com",
+			in:   Config{Preset: PresetGitHub, BaseURL: "https://acme.ghe.com"},
+			want: Config{Protocol: OAuth2, AuthURL: "https://acme.ghe.com/login/oauth/authorize", TokenURL: "https://acme.ghe.com/login/oauth/access_token",
+				UserinfoURL: "https://api.acme.ghe.com/user", Scopes: []string{"read:user", "user:email", "read:org"},
+				TokenAuthMethod: ClientSecretPost, Claims: map[string]string{"username": "login"}},
+		},
+		{
 			name: "gitlab is gitlab.com with the groups claim",
 			in:   Config{Preset: PresetGitLab},
 			want: Config{Protocol: OIDC, ServerURL: "https://gitlab.com", Scopes: []string{"openid", "profile", "email"},
