@@ -133,11 +133,13 @@ func verifiedEmail(emails []githubEmail) (string, bool) {
 }
 
 // grantedReadOrg reports whether the token may list the user's organisations
-// and teams. GitHub's token answer lists the granted scopes, comma-separated;
-// without that list (another server) the lists are tried.
+// and teams. An OAuth app's token answer lists the granted scopes,
+// comma-separated. A GitHub App's lists none (its scope is always the empty
+// string: the app's permissions, Members among them, say what the token may
+// read), and neither does another server: then the lists are tried.
 func grantedReadOrg(token *oauth2.Token) bool {
 	granted, ok := token.Extra("scope").(string)
-	if !ok {
+	if !ok || granted == "" {
 		return true
 	}
 	for s := range strings.SplitSeq(granted, ",") {

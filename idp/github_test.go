@@ -51,9 +51,17 @@ type githubHarness struct {
 
 func newGitHubHarness(t *testing.T, u githubapi.User, edit func(c *Config, gh *githubapi.Server), deny bool) *githubHarness {
 	t.Helper()
+	return newGitHubHarnessWith(t, githubapi.Options{User: u, Deny: deny}, edit)
+}
+
+// newGitHubHarnessWith is newGitHubHarness with the fake's options (its
+// callback URL filled in).
+func newGitHubHarnessWith(t *testing.T, so githubapi.Options, edit func(c *Config, gh *githubapi.Server)) *githubHarness {
+	t.Helper()
 	public := callbackCatcher(t)
 	o := testOptions(public.URL, true)
-	gh := githubapi.Start(t, githubapi.Options{CallbackURL: o.CallbackURL("oidc", githubIdP, "callback"), User: u, Deny: deny})
+	so.CallbackURL = o.CallbackURL("oidc", githubIdP, "callback")
+	gh := githubapi.Start(t, so)
 	c := Config{ID: githubIdP, Preset: PresetGitHub, BaseURL: gh.URL, ClientID: gh.ClientID, ClientSecret: gh.ClientSecret}
 	if edit != nil {
 		edit(&c, gh)
@@ -255,6 +263,13 @@ func TestGitHubLoginVariants(t *testing.T) {
 			if strings.Contains(r.URL.Path, "/orgs") || strings.Contains(r.URL.Path, "/teams") {
 				t.Errorf("requested %s without read:org", r.URL.Path)
 			}
+		}
+	})
+	t.Run("a GitHub App's token, whose granted scope is always empty, reads organisations and teams", func(t *testing.T) {
+		h := newGitHubHarnessWith(t, githubapi.Options{User: octocat(), GitHubApp: true}, nil)
+		p, err := h.login(t)
+		if err != nil || p.Email != "octocat@github.com" || len(p.Groups) != 132 {
+			t.Fatalf("Complete = %+v, %v; want the primary email and 132 groups", p, err)
 		}
 	})
 	t.Run("without user:email the emails endpoint's 404 fails the login", func(t *testing.T) {

@@ -1,5 +1,6 @@
 // Package githubapi is a local stand-in for github.com for tests: the OAuth
-// app web flow (/login/oauth/authorize and /login/oauth/access_token) and the
+// app (or GitHub App) web flow (/login/oauth/authorize and
+// /login/oauth/access_token) and the
 // REST API endpoints a login reads (/user, /user/emails, /user/orgs,
 // /user/teams), answering with the status codes, headers, JSON field names
 // and shapes, Link pagination and error bodies of GitHub's public REST API
@@ -74,6 +75,11 @@ type Options struct {
 	User        User
 	// Deny makes the user press Cancel at the authorize page.
 	Deny bool
+	// GitHubApp makes the client a GitHub App rather than an OAuth app: its
+	// user access tokens (ghu_) carry no scopes, the token answer's scope is
+	// always empty, and what the token may read is the app's permissions,
+	// here Email addresses and Members (read).
+	GitHubApp bool
 }
 
 // Server is a running fake.
@@ -92,6 +98,8 @@ type Server struct {
 }
 
 type grant struct {
+	// app marks a GitHub App's user access token: permissions, not scopes.
+	app         bool
 	scopes      []string
 	redirectURI string
 	challenge   string
@@ -188,11 +196,15 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "code_challenge_method must be S256", http.StatusBadRequest)
 		return
 	}
-	// Scopes are space-separated in the request (commas are accepted too).
+	// Scopes are space-separated in the request (commas are accepted too);
+	// a GitHub App ignores them.
 	scopes := strings.FieldsFunc(q.Get("scope"), func(r rune) bool { return r == ' ' || r == ',' })
+	if s.o.GitHubApp {
+		scopes = nil
+	}
 	code := randomHex(10)
 	s.mu.Lock()
-	s.codes[code] = grant{scopes: scopes, redirectURI: redirect, challenge: q.Get("code_challenge")}
+	s.codes[code] = grant{app: s.o.GitHubApp, scopes: scopes, redirectURI: redirect, challenge: q.Get("code_challenge")}
 	s.mu.Unlock()
 	back(redirect, url.Values{"code": {code}})
 }
@@ -250,6 +262,17 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if uri := r.PostForm.Get("redirect_uri"); uri != "" && uri != g.redirectURI {
 		fail("redirect_uri_mismatch", "The redirect_uri MUST match the registered callback URL for this application.", "redirect-uri-mismatch2")
+		return
+	}
+	if g.app {
+		// A GitHub App's user access token expires and comes with a refresh
+		// token; its scope is always the empty string.
+		token := "ghu_" + randomHex(18)
+		s.mu.Lock()
+		s.tokens[token] = g
+		s.mu.Unlock()
+		reply(url.Values{"access_token": {token}, "expires_in": {"28800"}, "refresh_token": {"ghr_" + randomHex(30)},
+			"refresh_token_expires_in": {"15811200"}, "scope": {""}, "token_type": {"bearer"}})
 		return
 	}
 	token := "gho_" + randomHex(18)
@@ -338,7 +361,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
+// hasScope reports whether g may call an endpoint that needs one of scopes:
+// a GitHub App's token may (its permissions are the ones the endpoints need).
 func hasScope(g grant, scopes ...string) bool {
+	if g.app {
+		return true
+	}
 	return slices.ContainsFunc(g.scopes, func(s string) bool { return slices.Contains(scopes, s) })
 }
 
