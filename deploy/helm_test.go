@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -284,7 +285,9 @@ func checkDeployment(t *testing.T, m manifests, secretName string) {
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 		t.Error("portcullis needs no service account token: automountServiceAccountToken must be false")
 	}
-	if !slices.Equal(c.Args, []string{"serve", "--config", "/etc/portcullis/portcullis.yaml", "--grace", "30s"}) {
+	// --grace follows terminationGracePeriodSeconds and the preStop sleep:
+	// TestHelmPodKeepsServingWhileItLeavesTheEndpoints.
+	if len(c.Args) != 5 || !slices.Equal(c.Args[:4], []string{"serve", "--config", "/etc/portcullis/portcullis.yaml", "--grace"}) {
 		t.Errorf("container args: %q", c.Args)
 	}
 	if len(c.EnvFrom) != 1 || c.EnvFrom[0].SecretRef == nil || c.EnvFrom[0].SecretRef.Name != secretName {
@@ -860,5 +863,65 @@ config:
 	}
 	if one := renderNotes(t, values); strings.Contains(one, "sp_cert_file") || strings.Contains(one, "signing_key_file") {
 		t.Errorf("one replica: nothing to warn about:\n%s", one)
+	}
+}
+
+// graceArg is the --grace the container's serve runs with.
+func graceArg(t *testing.T, c *corev1.Container) time.Duration {
+	t.Helper()
+	i := slices.Index(c.Args, "--grace")
+	if i < 0 || i+1 >= len(c.Args) {
+		t.Fatalf("container args have no --grace: %q", c.Args)
+	}
+	d, err := time.ParseDuration(c.Args[i+1])
+	if err != nil {
+		t.Fatalf("--grace %q: %v", c.Args[i+1], err)
+	}
+	return d
+}
+
+// portcullis refuses new connections as soon as it gets SIGTERM, while
+// kube-proxy, load balancers and ingress controllers go on sending new ones
+// to the pod for a moment after it starts terminating: without a pause
+// before SIGTERM, every rollout answers some requests with 502. The pause
+// (a preStop sleep; the image has no shell for `sleep`), serve's --grace
+// and a margin fit in terminationGracePeriodSeconds, after which the
+// kubelet kills.
+func TestHelmPodKeepsServingWhileItLeavesTheEndpoints(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		args        []string
+		sleep       int64 // 0: no preStop
+		graceSecond int64
+	}{
+		{"a cluster with the preStop sleep action", []string{"--kube-version", "1.31.0"}, 5, 30},
+		{"a longer sleep leaves less grace", []string{"--kube-version", "1.31.0", "--set", "preStopSleepSeconds=10"}, 10, 25},
+		{"no sleep when turned off", []string{"--kube-version", "1.31.0", "--set", "preStopSleepSeconds=0"}, 0, 35},
+		{"no sleep before Kubernetes 1.30, which lacks the action", []string{"--kube-version", "1.29.4"}, 0, 35},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pod := one(t, "Deployment", render(t, c.args...).deployments).Spec.Template.Spec
+			ctr := &pod.Containers[0]
+			var sleep int64
+			if l := ctr.Lifecycle; l != nil && l.PreStop != nil {
+				if l.PreStop.Sleep == nil || l.PreStop.Exec != nil || l.PreStop.HTTPGet != nil || l.PreStop.TCPSocket != nil {
+					t.Fatalf("preStop must be a sleep action (distroless has no shell): %+v", l.PreStop)
+				}
+				sleep = l.PreStop.Sleep.Seconds
+			}
+			if sleep != c.sleep {
+				t.Errorf("preStop sleep: got %d s, want %d s", sleep, c.sleep)
+			}
+			grace := graceArg(t, ctr)
+			if grace != time.Duration(c.graceSecond)*time.Second {
+				t.Errorf("--grace: got %s, want %ds", grace, c.graceSecond)
+			}
+			if pod.TerminationGracePeriodSeconds == nil || time.Duration(*pod.TerminationGracePeriodSeconds-sleep)*time.Second < grace+5*time.Second {
+				t.Errorf("terminationGracePeriodSeconds %v leaves no margin after a %d s sleep and --grace %s", pod.TerminationGracePeriodSeconds, sleep, grace)
+			}
+		})
+	}
+	if _, err := runHelm(t, "template", "x", chartDir, "--kube-version", "1.31.0", "--set", "terminationGracePeriodSeconds=10,preStopSleepSeconds=5"); err == nil || !strings.Contains(err.Error(), "terminationGracePeriodSeconds") {
+		t.Errorf("a grace period the sleep uses up should be refused naming terminationGracePeriodSeconds, got %v", err)
 	}
 }
