@@ -145,3 +145,44 @@ func TestHelmCVATServerPolicy(t *testing.T) {
 		}
 	}
 }
+
+// The helm test pod (tests.image, busybox by default) is no portcullis pod:
+// no selector that stands for portcullis's pods may take it. Otherwise the
+// traefik NetworkPolicy admits it to CVAT's traefik, where any X-Email is
+// believed, the PodDisruptionBudget and the HPA count it as a replica, and
+// the anti-affinity keeps replicas off its node.
+func TestHelmTestPodIsNoPortcullisPod(t *testing.T) {
+	m := render(t,
+		"-f", chartDir+"/values-ha.yaml",
+		"--set", "networkPolicy.cvatTraefik.enabled=true,networkPolicy.cvatTraefik.namespace=cvat",
+		"--set", "podAntiAffinity=hard",
+	)
+	d := one(t, "Deployment", m.deployments)
+	test := pod{"cvat-sso", one(t, "helm test Pod", m.pods).Labels}
+	replica := pod{"cvat-sso", d.Spec.Template.Labels}
+
+	selectors := map[string]*metav1.LabelSelector{"the Deployment's selector": d.Spec.Selector}
+	for _, svc := range m.services {
+		selectors["Service "+svc.Name] = &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}
+	}
+	for _, pdb := range m.pdbs {
+		selectors["PodDisruptionBudget "+pdb.Name] = pdb.Spec.Selector
+	}
+	for _, term := range d.Spec.Template.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+		selectors["the anti-affinity"] = term.LabelSelector
+	}
+	for what, sel := range selectors {
+		if !selects(t, sel, replica.labels) {
+			t.Errorf("%s does not select portcullis's pods", what)
+		}
+		if selects(t, sel, test.labels) {
+			t.Errorf("%s selects the helm test pod (labels %v)", what, test.labels)
+		}
+	}
+	if !admits(t, m.networkPolicies, replica, traefikPod) {
+		t.Error("portcullis's pods must reach CVAT's traefik")
+	}
+	if admits(t, m.networkPolicies, test, traefikPod) {
+		t.Error("the helm test pod reaches CVAT's traefik")
+	}
+}
