@@ -925,3 +925,33 @@ func TestHelmPodKeepsServingWhileItLeavesTheEndpoints(t *testing.T) {
 		t.Errorf("a grace period the sleep uses up should be refused naming terminationGracePeriodSeconds, got %v", err)
 	}
 }
+
+// Behind a LoadBalancer Service with Kubernetes' default external traffic
+// policy (Cluster), a node forwards with its own address as the source:
+// portcullis would log every user as a node, match `sources` rules against
+// nodes, and count LDAP's failed logins per address for everybody behind one
+// node together. The guide's Service keeps the client's address (Local); a
+// ClusterIP Service has no external traffic policy, and Kubernetes refuses one.
+func TestHelmServiceKeepsTheClientAddress(t *testing.T) {
+	r := render(t, "-f", guideValues(t))
+	var proxySvc *corev1.Service
+	for i := range r.services {
+		if r.services[i].Spec.Ports[0].Name == "http" {
+			proxySvc = &r.services[i]
+		}
+	}
+	if proxySvc == nil {
+		t.Fatal("no Service for the proxy's http port")
+	}
+	if proxySvc.Spec.Type == corev1.ServiceTypeLoadBalancer && proxySvc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+		t.Errorf("the guide's LoadBalancer Service %s has externalTrafficPolicy %q: portcullis sees a node's address instead of the client's", proxySvc.Name, proxySvc.Spec.ExternalTrafficPolicy)
+	}
+	for _, svc := range render(t).services {
+		if svc.Spec.ExternalTrafficPolicy != "" {
+			t.Errorf("the default ClusterIP Service %s must set no externalTrafficPolicy, has %q", svc.Name, svc.Spec.ExternalTrafficPolicy)
+		}
+	}
+	if _, err := runHelm(t, "template", "x", chartDir, "--set", "service.externalTrafficPolicy=Local"); err == nil || !strings.Contains(err.Error(), "service.externalTrafficPolicy") {
+		t.Errorf("a ClusterIP Service with an external traffic policy should be refused naming service.externalTrafficPolicy, got %v", err)
+	}
+}
