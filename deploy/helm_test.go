@@ -782,21 +782,31 @@ func TestHelmGuideValuesServeTheHTTPSOrigin(t *testing.T) {
 // a node drain (a cluster upgrade) would wait for ever. The chart refuses it.
 func TestHelmPodDisruptionBudgetLeavesAPodEvictable(t *testing.T) {
 	for _, c := range []struct {
-		name, set string
-		ok        bool
+		name string
+		args []string
+		ok   bool
 	}{
-		{"one replica that must stay up", "podDisruptionBudget.enabled=true", false},
-		{"two replicas that must both stay up", "podDisruptionBudget.enabled=true,replicaCount=2,podDisruptionBudget.minAvailable=2", false},
-		{"the HPA's minimum that must all stay up", "podDisruptionBudget.enabled=true,autoscaling.enabled=true,autoscaling.minReplicas=2,podDisruptionBudget.minAvailable=2", false},
-		{"one of two replicas", "podDisruptionBudget.enabled=true,replicaCount=2", true},
-		{"a percentage", "podDisruptionBudget.enabled=true,podDisruptionBudget.minAvailable=50%", true},
+		{"one replica that must stay up", []string{"--set", "podDisruptionBudget.enabled=true"}, false},
+		{"two replicas that must both stay up", []string{"--set", "podDisruptionBudget.enabled=true,replicaCount=2,podDisruptionBudget.minAvailable=2"}, false},
+		{"the HPA's minimum that must all stay up", []string{"--set", "podDisruptionBudget.enabled=true,autoscaling.enabled=true,autoscaling.minReplicas=2,podDisruptionBudget.minAvailable=2"}, false},
+		{"one of two replicas", []string{"--set", "podDisruptionBudget.enabled=true,replicaCount=2"}, true},
+		{"a percentage", []string{"--set", "podDisruptionBudget.enabled=true,replicaCount=2,podDisruptionBudget.minAvailable=50%"}, true},
+		// Kubernetes rounds a percentage up: half of one replica is that one.
+		{"half of one replica", []string{"--set", "podDisruptionBudget.enabled=true,podDisruptionBudget.minAvailable=50%"}, false},
+		{"all replicas as a percentage", []string{"--set", "podDisruptionBudget.enabled=true,replicaCount=3,podDisruptionBudget.minAvailable=100%"}, false},
+		{"a count written as a string", []string{"--set", "podDisruptionBudget.enabled=true", "--set-string", "podDisruptionBudget.minAvailable=1"}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := runHelm(t, "template", "x", chartDir, "--set", c.set)
+			_, err := runHelm(t, append([]string{"template", "x", chartDir}, c.args...)...)
 			if c.ok && err != nil {
 				t.Errorf("want it rendered, got %v", err)
 			}
-			if !c.ok && (err == nil || !strings.Contains(err.Error(), "podDisruptionBudget.minAvailable")) {
+			// What helm says, after the command line runHelm puts first.
+			says := ""
+			if err != nil {
+				_, says, _ = strings.Cut(err.Error(), "\n")
+			}
+			if !c.ok && !strings.Contains(says, "podDisruptionBudget.minAvailable") {
 				t.Errorf("want an error naming podDisruptionBudget.minAvailable, got %v", err)
 			}
 		})
