@@ -541,10 +541,26 @@ func TestHelmSchemaRejectsMistakes(t *testing.T) {
 		{"an unknown preset", "config.sso.identity_providers[0].id=company,config.sso.identity_providers[0].preset=gitea", "preset"},
 		{"neither protocol nor preset", "config.sso.identity_providers[0].id=company", "missing property 'preset'"},
 		{"an anti-affinity that is not soft or hard", "podAntiAffinity=always", "podAntiAffinity"},
+		// Kubernetes wants objects in these lists; a string fails only at
+		// apply, or (a volume mount without a path) when the pod is made.
+		{"an image pull secret as a bare name", "imagePullSecrets={regcred}", "/imagePullSecrets/0"},
+		{"an extra variable as NAME", "extraEnv={TZ}", "/extraEnv/0"},
+		{"an extra variable without a name", "extraEnv[0].value=UTC", "/extraEnv/0"},
+		{"an extra volume as a name", "extraVolumes={tls}", "/extraVolumes/0"},
+		{"an extra volume mount without its path", "extraVolumeMounts[0].name=tls", "/extraVolumeMounts/0"},
+		{"a toleration as a string", "tolerations={dedicated}", "/tolerations/0"},
+		{"a topology spread constraint as a string", "topologySpreadConstraints={zone}", "/topologySpreadConstraints/0"},
+		{"an Ingress TLS entry as a Secret name", "ingress.tls={cvat-tls}", "/ingress/tls/0"},
+		{"another peer of traefik as a CIDR", "networkPolicy.cvatTraefik.extraFrom={10.0.0.0/8}", "/networkPolicy/cvatTraefik/extraFrom/0"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := runHelm(t, "template", "x", chartDir, "--set", c.set)
-			if err == nil || !strings.Contains(err.Error(), c.says) {
+			// What helm says, after the command line runHelm puts first.
+			says := ""
+			if err != nil {
+				_, says, _ = strings.Cut(err.Error(), "\n")
+			}
+			if !strings.Contains(says, c.says) {
 				t.Errorf("want an error naming %s, got %v", c.says, err)
 			}
 		})
