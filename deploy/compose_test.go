@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -328,5 +329,28 @@ func TestComposeOverrideKeepsTheImageHealthcheck(t *testing.T) {
 	}
 	if !mounted {
 		t.Errorf("the image's health check reads %s, which the override does not mount (volumes %+v)", command[i+1], pc.Volumes)
+	}
+}
+
+// serveGrace is how long `portcullis serve` lets requests in flight finish
+// after SIGTERM when the image's command names no --grace (its default;
+// README, Shutdown).
+const serveGrace = 30 * time.Second
+
+// `docker compose stop`, `down` and every `up -d` that recreates portcullis
+// send SIGTERM and kill after stop_grace_period, 10 s unless set: uploads
+// still in flight would be cut at 10 s, not at serve's --grace.
+func TestComposeOverrideLetsRequestsInFlightFinish(t *testing.T) {
+	p, _, err := loadCVATWithPortcullis(t, composeEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := p.Services["portcullis"]
+	stages := parseDockerfile(t, "../Dockerfile")
+	if cmd := stages[len(stages)-1].last("CMD"); strings.Contains(cmd, "--grace") || slices.Contains(pc.Command, "--grace") {
+		t.Fatalf("the command sets --grace (image CMD %s, compose command %q): compare with it, not with serve's default", cmd, pc.Command)
+	}
+	if pc.StopGracePeriod == nil || time.Duration(*pc.StopGracePeriod) <= serveGrace {
+		t.Errorf("stop_grace_period %v: Docker kills portcullis before serve's %s --grace ends", pc.StopGracePeriod, serveGrace)
 	}
 }
