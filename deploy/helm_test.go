@@ -981,3 +981,59 @@ func TestHelmServiceKeepsTheClientAddress(t *testing.T) {
 		t.Errorf("a ClusterIP Service with an external traffic policy should be refused naming service.externalTrafficPolicy, got %v", err)
 	}
 }
+
+// dns1035Label is what Kubernetes takes as a Service's name.
+var dns1035Label = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])?$`)
+
+// Helm takes release names of up to 53 characters; the chart's names must
+// still be ones Kubernetes takes, and the test pod and the notes must name
+// the admin Service it really has.
+func TestHelmNamesFitTheLongestReleaseName(t *testing.T) {
+	release := strings.Repeat("r", 53)
+	out, err := runHelm(t, "template", release, chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var admin string
+	seen := map[string]bool{}
+	for _, doc := range docSeparator.Split(out, -1) {
+		var obj struct {
+			Kind     string            `json:"kind"`
+			Metadata metav1.ObjectMeta `json:"metadata"`
+			Spec     corev1.ServiceSpec
+		}
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil || obj.Kind == "" {
+			continue
+		}
+		if id := obj.Kind + " " + obj.Metadata.Name; seen[id] {
+			t.Errorf("two objects are %s", id)
+		} else {
+			seen[id] = true
+		}
+		if len(obj.Metadata.Name) > 253 {
+			t.Errorf("%s %s: name longer than 253 characters", obj.Kind, obj.Metadata.Name)
+		}
+		if obj.Kind == "Service" {
+			if len(obj.Metadata.Name) > 63 || !dns1035Label.MatchString(obj.Metadata.Name) {
+				t.Errorf("Service %q (%d characters) is no DNS-1035 label of at most 63", obj.Metadata.Name, len(obj.Metadata.Name))
+			}
+			if obj.Metadata.Labels["app.kubernetes.io/component"] == "admin" {
+				admin = obj.Metadata.Name
+			}
+		}
+		for k, v := range obj.Metadata.Labels {
+			if len(v) > 63 {
+				t.Errorf("%s %s: label %s is longer than 63 characters", obj.Kind, obj.Metadata.Name, k)
+			}
+		}
+	}
+	if admin == "" {
+		t.Fatal("no admin Service")
+	}
+	if !strings.Contains(out, "http://"+admin+":9773/healthz") {
+		t.Errorf("the helm test pod does not fetch /healthz from the admin Service %s", admin)
+	}
+	if notes := renderNotes(t, "{}"); !strings.Contains(notes, "svc/cvat-sso-portcullis-admin ") {
+		t.Errorf("the notes port-forward another Service than the admin one:\n%s", notes)
+	}
+}

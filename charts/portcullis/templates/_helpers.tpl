@@ -17,6 +17,15 @@
 {{- end }}
 {{- end }}
 
+{{/*
+The admin Service's name. A Service's name is a DNS label of at most 63
+characters: the fullname is cut to leave room for "-admin", which keeps it
+apart from the proxy's Service.
+*/}}
+{{- define "portcullis.adminServiceName" -}}
+{{- printf "%s-admin" (include "portcullis.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
 {{- define "portcullis.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "portcullis.selectorLabels" . }}
