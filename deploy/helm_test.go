@@ -1037,3 +1037,18 @@ func TestHelmNamesFitTheLongestReleaseName(t *testing.T) {
 		t.Errorf("the notes port-forward another Service than the admin one:\n%s", notes)
 	}
 }
+
+// Private keys reach the pod in Secret volumes (server.tls, a SAML IdP's
+// sp_key_file, the assertion's signing_key_file), often with a mode that
+// only their owner reads (defaultMode: 0400), and the kubelet makes them
+// root's: portcullis, running as 65532, could not read them and would not
+// start. With the pod's fsGroup set to the group portcullis runs as, the
+// kubelet gives those files that group and adds its read bit.
+func TestHelmPodReadsKeysFromSecretVolumes(t *testing.T) {
+	for _, args := range [][]string{nil, {"-f", chartDir + "/values-ha.yaml"}, {"-f", guideValues(t)}} {
+		psc := one(t, "Deployment", render(t, args...).deployments).Spec.Template.Spec.SecurityContext
+		if psc == nil || psc.FSGroup == nil || psc.RunAsGroup == nil || *psc.FSGroup != *psc.RunAsGroup {
+			t.Errorf("values %v: the pod's fsGroup must be the group portcullis runs as, got %+v", args, psc)
+		}
+	}
+}
