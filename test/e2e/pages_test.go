@@ -60,7 +60,8 @@ var carol = oidcserver.User{Password: "carol-pw", Email: "carol@beta.example", E
 
 // TestPagesInChromium walks the login pages in headless Chromium: the
 // chooser, the email form (with an unknown domain first), the denied page and
-// the signed-out page, saving a screenshot of each.
+// the signed-out page, saving a screenshot of each and checking that each
+// reflows to a 320 CSS px wide window.
 func TestPagesInChromium(t *testing.T) {
 	modes := []string{"chooser", "email_address"}
 	stacks := map[string]*stack{}
@@ -117,6 +118,7 @@ func TestPagesInChromium(t *testing.T) {
 			t.Errorf("button colour %q, want the configured accent #5b2a86", accent)
 		}
 		screenshot(t, tab, dir, "1-chooser.png")
+		reflows(t, tab, "the chooser")
 
 		step(t, tab, "pick Beta SSO", chromedp.Click(chromedp.CSS(`a[href^="/.portcullis/login/beta"]`)))
 		idpLogin(t, tab, "carol", "carol-pw")
@@ -128,6 +130,7 @@ func TestPagesInChromium(t *testing.T) {
 			t.Errorf("denied page says %q, want the reason (no role)", why)
 		}
 		screenshot(t, tab, dir, "4-denied.png")
+		reflows(t, tab, "the denied page")
 	})
 
 	t.Run("submit the email form; an unknown domain is explained", func(t *testing.T) {
@@ -139,15 +142,19 @@ func TestPagesInChromium(t *testing.T) {
 			t.Errorf("focus on %q when the form opens, want the email field", focused)
 		}
 		screenshot(t, tab, dir, "2-email.png")
+		reflows(t, tab, "the email form")
 
+		// A domain as long as many real ones (Entra ID's *.onmicrosoft.com),
+		// with no space or hyphen to break the line at.
 		step(t, tab, "submit an address at an unknown domain",
-			chromedp.SendKeys(chromedp.CSS(`#email`), "dave@nowhere.example"),
+			chromedp.SendKeys(chromedp.CSS(`#email`), "dave@externalpartners.onmicrosoft.com"),
 			chromedp.Click(chromedp.CSS(`button[type="submit"]`)),
 			chromedp.WaitVisible(chromedp.CSS(`#email-error`)))
-		if msg := value(t, tab, "read the error", chromedp.Text(chromedp.CSS(`[role="alert"]`))); !strings.Contains(msg, "no sign-in for the domain nowhere.example") {
+		if msg := value(t, tab, "read the error", chromedp.Text(chromedp.CSS(`[role="alert"]`))); !strings.Contains(msg, "no sign-in for the domain externalpartners.onmicrosoft.com") {
 			t.Errorf("error %q, want the unknown domain named", msg)
 		}
 		screenshot(t, tab, dir, "3-email-unknown-domain.png")
+		reflows(t, tab, "the email form's error")
 
 		step(t, tab, "submit an address at alpha.example",
 			chromedp.SetValue(chromedp.CSS(`#email`), "alice@alpha.example"),
@@ -164,5 +171,20 @@ func TestPagesInChromium(t *testing.T) {
 		step(t, tab, "sign out", chromedp.Navigate(s.URL+"/.portcullis/logout"),
 			chromedp.WaitVisible(chromedp.CSS(`[role="status"]`)))
 		screenshot(t, tab, dir, "5-signed-out.png")
+		reflows(t, tab, "the signed-out page")
 	})
+}
+
+// reflows checks that the page in tab needs no horizontal scrolling in a
+// window 320 CSS px wide (WCAG 2.2 1.4.10 Reflow: 1280 px at 400% zoom),
+// long words in messages included, then restores the window.
+func reflows(t *testing.T, tab context.Context, what string) {
+	t.Helper()
+	step(t, tab, "narrow the window to 320 px", chromedp.EmulateViewport(320, 640))
+	widths := value(t, tab, "read the widths", chromedp.Evaluate[[]int](
+		`[document.documentElement.scrollWidth, document.documentElement.clientWidth]`))
+	if len(widths) != 2 || widths[0] > widths[1] {
+		t.Errorf("%s at 320 px: scrollWidth, clientWidth = %v; it scrolls sideways", what, widths)
+	}
+	step(t, tab, "restore the window", chromedp.ResetViewport())
 }
