@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
@@ -119,6 +120,7 @@ func TestPagesInChromium(t *testing.T) {
 		}
 		screenshot(t, tab, dir, "1-chooser.png")
 		reflows(t, tab, "the chooser")
+		outlinedInForcedColors(t, tab, "the chooser's first button", `nav a.button`)
 
 		step(t, tab, "pick Beta SSO", chromedp.Click(chromedp.CSS(`a[href^="/.portcullis/login/beta"]`)))
 		idpLogin(t, tab, "carol", "carol-pw")
@@ -143,6 +145,7 @@ func TestPagesInChromium(t *testing.T) {
 		}
 		screenshot(t, tab, dir, "2-email.png")
 		reflows(t, tab, "the email form")
+		outlinedInForcedColors(t, tab, "the email form's button", `button[type="submit"]`)
 
 		// A domain as long as many real ones (Entra ID's *.onmicrosoft.com),
 		// with no space or hyphen to break the line at.
@@ -187,4 +190,25 @@ func reflows(t *testing.T, tab context.Context, what string) {
 		t.Errorf("%s at 320 px: scrollWidth, clientWidth = %v; it scrolls sideways", what, widths)
 	}
 	step(t, tab, "restore the window", chromedp.ResetViewport())
+}
+
+// outlinedInForcedColors checks that the button sel still shows its edge in
+// forced-colors mode (Windows' contrast themes), which drops backgrounds:
+// without a border there, a button is a word floating on the page.
+func outlinedInForcedColors(t *testing.T, tab context.Context, what, sel string) {
+	t.Helper()
+	media := func(value string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "forced-colors", Value: value}}})
+			return err
+		})
+	}
+	step(t, tab, "turn forced colours on", media("active"))
+	border := value(t, tab, "read the border", chromedp.Evaluate[[]string](
+		`(s => [s.borderTopStyle, s.borderTopWidth, s.borderTopColor, s.backgroundColor])(getComputedStyle(document.querySelector(`+"`"+sel+"`"+`)))`))
+	if len(border) != 4 || border[0] == "none" || border[1] == "0px" || border[2] == border[3] {
+		t.Errorf("%s in forced colours: border style, width, colour and background %q; its edge does not show", what, border)
+	}
+	step(t, tab, "turn forced colours off", media(""))
 }
