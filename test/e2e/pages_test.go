@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/chromedp/cdproto/emulation"
+	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
@@ -146,6 +147,7 @@ func TestPagesInChromium(t *testing.T) {
 		screenshot(t, tab, dir, "2-email.png")
 		reflows(t, tab, "the email form")
 		outlinedInForcedColors(t, tab, "the email form's button", `button[type="submit"]`)
+		followsFontSize(t, tab, "the email form")
 
 		// A domain as long as many real ones (Entra ID's *.onmicrosoft.com),
 		// with no space or hyphen to break the line at.
@@ -211,4 +213,23 @@ func outlinedInForcedColors(t *testing.T, tab context.Context, what, sel string)
 		t.Errorf("%s in forced colours: border style, width, colour and background %q; its edge does not show", what, border)
 	}
 	step(t, tab, "turn forced colours off", media(""))
+}
+
+// followsFontSize checks that the page's text grows with the browser's font
+// size setting (Chrome's Appearance > Font size, which low-vision users set
+// instead of zooming each site), as its rem-sized headings and hints do.
+func followsFontSize(t *testing.T, tab context.Context, what string) {
+	t.Helper()
+	fontSize := func(px int64) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			_, err := chromedp.Call(ctx, cdppage.SetFontSizes, cdppage.SetFontSizesParams{FontSizes: &cdppage.FontSizes{Standard: px}})
+			return err
+		})
+	}
+	step(t, tab, "set the font size to 32 px", fontSize(32))
+	size := value(t, tab, "read the text size", chromedp.Evaluate[string](`getComputedStyle(document.querySelector("label")).fontSize`))
+	if size != "32px" {
+		t.Errorf("%s with the browser's font size at 32 px: label text is %s, want 32px", what, size)
+	}
+	step(t, tab, "restore the font size", fontSize(16))
 }
