@@ -71,7 +71,7 @@ func (c *Config) azureClaims(claims map[string]any) error {
 	if overage || claimBool(claims["hasgroups"]) {
 		return &AdmissionError{
 			Rule:   "groups",
-			Reason: "You are a member of more groups than Microsoft can list at sign-in, so your groups cannot be checked here. Ask your administrator to send only the groups assigned to this application.",
+			Reason: entraOverageMessage,
 		}
 	}
 	return nil

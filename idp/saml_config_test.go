@@ -206,6 +206,32 @@ func TestSAMLProfileMapping(t *testing.T) {
 			in:      assertion(""),
 			wantErr: "no NameID",
 		},
+		{
+			// Entra ID sends groups.link instead of the groups claim past 150
+			// groups; logging in without them would drop the user to the
+			// default role.
+			name: "Entra ID group overage (groups.link) refuses the login",
+			in: assertion("A1B2C3",
+				attr("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress", "", "ada@corp.com"),
+				attr("http://schemas.microsoft.com/claims/groups.link", "",
+					"https://graph.windows.net/tenant/users/A1B2C3/getMemberObjects")),
+			wantErr: "more groups than Microsoft",
+		},
+		{
+			name:    "Entra ID group overage refuses the login with groups mapped to the claim URI",
+			mapping: map[string]string{"groups": "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups"},
+			in: assertion("A1B2C3",
+				attr("http://schemas.microsoft.com/claims/groups.link", "", "https://graph.microsoft.com/v1.0/users/A1B2C3/getMemberObjects")),
+			wantErr: "more groups than Microsoft",
+		},
+		{
+			name:    "groups.link is ignored when groups come from another attribute",
+			mapping: map[string]string{"groups": "roles"},
+			in: assertion("A1B2C3",
+				attr("roles", "", "cvat-admins"),
+				attr("http://schemas.microsoft.com/claims/groups.link", "", "https://graph.microsoft.com/v1.0/users/A1B2C3/getMemberObjects")),
+			want: Profile{IdP: "corp", Sub: "A1B2C3", Groups: []string{"cvat-admins"}},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package idp
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -28,6 +29,15 @@ var samlDefaultAttributes = map[string][]string{
 	"groups": {"groups", "memberOf",
 		"http://schemas.microsoft.com/ws/2008/06/identity/claims/groups"},
 }
+
+// Entra ID's group claim, and what it sends instead past 150 groups (group
+// overage): a link to the Graph API, where portcullis does not look.
+const (
+	entraGroupsClaim    = "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups"
+	entraGroupsOverage  = "http://schemas.microsoft.com/claims/groups.link"
+	entraOverageMessage = "You are a member of more groups than Microsoft can list at sign-in, so your groups cannot be checked here. " +
+		"Ask your administrator to send only the groups assigned to this application."
+)
 
 // samlMapping turns an assertion into a Profile per attribute_mapping.
 type samlMapping struct {
@@ -148,7 +158,13 @@ func (m *samlMapping) profile(idpID string, a *saml.Assertion) (*Profile, error)
 	if v, ok := first("email_verified"); ok {
 		p.EmailVerified, _ = strconv.ParseBool(strings.ToLower(v))
 	}
-	if groups, ok := attrs.lookup(m.fields["groups"]); ok {
+	groups, ok := attrs.lookup(m.fields["groups"])
+	if _, overage := attrs.byName[entraGroupsOverage]; !ok && overage && slices.Contains(m.fields["groups"], entraGroupsClaim) {
+		// As for Entra ID over OIDC (azureClaims): without its groups the
+		// user would silently get the default role.
+		return nil, &AdmissionError{Rule: "groups", Reason: entraOverageMessage}
+	}
+	if ok {
 		for _, g := range groups {
 			if g = strings.TrimSpace(g); g != "" {
 				p.Groups = append(p.Groups, g)
