@@ -232,6 +232,15 @@ func TestSAMLProfileMapping(t *testing.T) {
 				attr("http://schemas.microsoft.com/claims/groups.link", "", "https://graph.microsoft.com/v1.0/users/A1B2C3/getMemberObjects")),
 			want: Profile{IdP: "corp", Sub: "A1B2C3", Groups: []string{"cvat-admins"}},
 		},
+		{
+			// ADFS's "Group" claim type (Token-Groups as claims) and Auth0's
+			// SAML add-on send groups under this URI.
+			name: "defaults read the ADFS and Auth0 Group claim URI and ADFS's upn",
+			in: assertion("S-1-5-21",
+				attr("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn", "", "ada@corp.com"),
+				attr("http://schemas.xmlsoap.org/claims/Group", "", "CVAT Admins", "Domain Users")),
+			want: Profile{IdP: "corp", Sub: "S-1-5-21", Username: "ada@corp.com", Groups: []string{"CVAT Admins", "Domain Users"}},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,15 +11,18 @@ import (
 
 // samlDefaultAttributes are the attribute names (Name or FriendlyName) tried,
 // in order, for a profile field that attribute_mapping does not name: the
-// usual LDAP/eduPerson names, their OIDs, and the claim URIs of Azure AD and
-// ADFS. uid has none (it defaults to the NameID) and neither has
-// email_verified (false unless mapped).
+// usual LDAP/eduPerson names, their OIDs, and the claim URIs of Azure AD,
+// ADFS and Auth0 (whose SAML add-on and ADFS's "Group" claim type send
+// groups as http://schemas.xmlsoap.org/claims/Group). uid has none (it
+// defaults to the NameID) and neither has email_verified (false unless
+// mapped).
 var samlDefaultAttributes = map[string][]string{
 	"email": {"email", "mail", "emailAddress",
 		"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
 		"urn:oid:0.9.2342.19200300.100.1.3"},
 	"username": {"username", "uid", "urn:oid:0.9.2342.19200300.100.1.1",
-		"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"},
+		"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+		"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"},
 	"first_name": {"first_name", "firstName", "givenName", "urn:oid:2.5.4.42",
 		"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname"},
 	"last_name": {"last_name", "lastName", "sn", "surname", "urn:oid:2.5.4.4",
@@ -27,7 +30,7 @@ var samlDefaultAttributes = map[string][]string{
 	"name": {"displayName", "cn", "urn:oid:2.16.840.1.113730.3.1.241", "urn:oid:2.5.4.3",
 		"http://schemas.microsoft.com/identity/claims/displayname"},
 	"groups": {"groups", "memberOf",
-		"http://schemas.microsoft.com/ws/2008/06/identity/claims/groups"},
+		entraGroupsClaim, "http://schemas.xmlsoap.org/claims/Group"},
 }
 
 // Entra ID's group claim, and what it sends instead past 150 groups (group
