@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -212,10 +213,15 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 	p.binds.Add(1)
 	if err := c.Bind(entry.DN, password); err != nil {
 		healthy = !isUnavailable(err)
+		if acct := adAccountError(err); acct != nil {
+			p.log.Info("ldap: account refused", "dn", entry.DN, "err", err)
+			return nil, acct
+		}
 		if ldap.IsErrorAnyOf(err, ldap.LDAPResultInvalidCredentials, ldap.LDAPResultInappropriateAuthentication,
 			ldap.LDAPResultUnwillingToPerform, ldap.ErrorEmptyPassword) {
-			// AD says why in the diagnostic (expired, locked, disabled):
-			// worth a log line, never the user's page.
+			// AD says why in the diagnostic (disabled, locked, account
+			// expired): worth a log line, never the user's page, since AD
+			// is not known to say so only for the right password.
 			p.log.Info("ldap: password refused", "dn", entry.DN, "err", err)
 			return nil, ErrInvalidCredentials
 		}
@@ -337,4 +343,56 @@ func fillFilter(filter, username, dn string) string {
 		placeholderUsername, ldap.EscapeFilter(username),
 		placeholderDN, ldap.EscapeFilter(dn),
 	).Replace(filter)
+}
+
+// AccountError is a password check the directory refused although the
+// password was right, because of the account's state: Active Directory's
+// password expired or to be changed, logon hours, allowed workstations. It
+// wraps ErrInvalidCredentials, so it counts as a failed login; Reason is
+// for the user, who can do something about it.
+type AccountError struct {
+	// Code is AD's data code from the bind's diagnostic message (532, 773…).
+	Code   string
+	Reason string
+}
+
+func (e *AccountError) Error() string {
+	return fmt.Sprintf("account refused by the directory (AD data %s): %s", e.Code, e.Reason)
+}
+
+func (e *AccountError) Unwrap() error { return ErrInvalidCredentials }
+
+// adDataCode finds AD's reason in a bind diagnostic such as
+// "80090308: LdapErr: DSID-0C09042F, comment: AcceptSecurityContext error, data 532, v4563".
+var adDataCode = regexp.MustCompile(`\bdata ([0-9a-fA-F]{3,8}),`)
+
+// adAccountRefusals are the data codes AD sends only when the password was
+// right, with what the user is told. The others (52e wrong password, 525
+// unknown user, 533 disabled, 701 account expired, 775 locked) stay "wrong
+// username or password": for those AD is not documented to have checked
+// the password first, and telling them apart would tell a guesser more.
+var adAccountRefusals = map[string]string{
+	"530": "Your account may not sign in at this time. Ask your administrator about its logon hours.",
+	"531": "Your account may not sign in from here. Ask your administrator about the computers it may use.",
+	"532": "Your password has expired. Change it (when signing in to Windows, or on your organization's password page), then sign in here with the new one.",
+	"773": "Your password must be changed before you can sign in. Change it (when signing in to Windows, or on your organization's password page), then sign in here with the new one.",
+}
+
+// adAccountError is the *AccountError an Active Directory bind refusal
+// carries, or nil.
+func adAccountError(err error) *AccountError {
+	var le *ldap.Error
+	if !errors.As(err, &le) || le.ResultCode != ldap.LDAPResultInvalidCredentials || le.Err == nil {
+		return nil
+	}
+	m := adDataCode.FindStringSubmatch(le.Err.Error())
+	if m == nil {
+		return nil
+	}
+	code := strings.ToLower(m[1])
+	reason, ok := adAccountRefusals[code]
+	if !ok {
+		return nil
+	}
+	return &AccountError{Code: code, Reason: reason}
 }

@@ -451,3 +451,50 @@ func TestLDAPTLS(t *testing.T) {
 		})
 	}
 }
+
+// Active Directory refuses a bind with result 49 and says why in the
+// diagnostic's data code. Those it sends only for the right password
+// (expired, must change, logon hours, workstations) become an
+// *AccountError the user is shown; the rest stay "wrong password".
+func TestADAccountRefusals(t *testing.T) {
+	diag := func(code string) error {
+		return ldap.NewError(ldap.LDAPResultInvalidCredentials,
+			errors.New("80090308: LdapErr: DSID-0C09042F, comment: AcceptSecurityContext error, data "+code+", v4563\x00"))
+	}
+	tests := []struct {
+		name     string
+		err      error
+		wantCode string
+		wantText string
+	}{
+		{"expired password (532) says to change it", diag("532"), "532", "expired"},
+		{"password that must be changed (773) says so", diag("773"), "773", "must be changed"},
+		{"logon hours (530) say when", diag("530"), "530", "at this time"},
+		{"workstation restriction (531) says where", diag("531"), "531", "from here"},
+		{"wrong password (52e) is no account refusal", diag("52e"), "", ""},
+		{"unknown user (525) is no account refusal", diag("525"), "", ""},
+		{"disabled (533), whose password AD may not have checked, stays generic", diag("533"), "", ""},
+		{"locked (775) stays generic", diag("775"), "", ""},
+		{"OpenLDAP's bare invalid credentials is no account refusal",
+			ldap.NewError(ldap.LDAPResultInvalidCredentials, errors.New("")), "", ""},
+		{"another result code with an AD-looking text is no account refusal",
+			ldap.NewError(ldap.LDAPResultUnwillingToPerform, errors.New("data 532, v4563")), "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := adAccountError(tc.err)
+			if tc.wantCode == "" {
+				if got != nil {
+					t.Fatalf("got %+v, want none", got)
+				}
+				return
+			}
+			if got == nil || got.Code != tc.wantCode || !strings.Contains(got.Reason, tc.wantText) {
+				t.Fatalf("got %+v, want code %s and a reason about %q", got, tc.wantCode, tc.wantText)
+			}
+			if !errors.Is(got, ErrInvalidCredentials) {
+				t.Errorf("%v does not count as invalid credentials (the failure limits)", got)
+			}
+		})
+	}
+}

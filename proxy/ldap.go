@@ -178,9 +178,13 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	}
 
 	prof, wait, err := h.checkPassword(r, p, checker, username, password)
+	var refused *idp.AccountError
 	switch {
 	case errors.Is(err, errRateLimited):
 		h.tooManyAttempts(w, r, p, f.Redirect, wait)
+	case errors.As(err, &refused):
+		// The password was right; the account cannot sign in as it is.
+		h.showLDAPForm(w, r, p, f.Redirect, http.StatusUnauthorized, username, refused.Reason)
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		h.showLDAPForm(w, r, p, f.Redirect, http.StatusUnauthorized, username, "Wrong username or password.")
 	case err != nil:

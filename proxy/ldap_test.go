@@ -2,6 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +93,41 @@ func TestBasicCache(t *testing.T) {
 	}
 	if n := len(c.entries); n > 3 {
 		t.Errorf("%d entries, want at most 3", n)
+	}
+}
+
+// accountRefusingChecker is a directory that knows the password but refuses
+// the account as it is (AD's password expired, data 532).
+type accountRefusingChecker struct{}
+
+func (accountRefusingChecker) Ready() error { return nil }
+
+func (accountRefusingChecker) Authenticate(*http.Request, string, string, func(string) error) (*idp.Profile, error) {
+	return nil, fmt.Errorf("ldap corp-ldap: %w", &idp.AccountError{Code: "532", Reason: "Your password has expired."})
+}
+
+// A user whose password is right but whose account the directory refuses
+// as it is gets the directory's reason on the form, not "Wrong username or
+// password", which would have them try again and again.
+func TestLDAPAccountRefusalReachesTheUser(t *testing.T) {
+	h := newTestHandler(t, withLDAP)
+	h.providers["corp-ldap"].impl = accountRefusingChecker{}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/.portcullis/ldap/corp-ldap", nil))
+	m := regexp.MustCompile(`name="state" value="([^"]+)"`).FindStringSubmatch(rec.Body.String())
+	if rec.Code != http.StatusOK || m == nil {
+		t.Fatalf("form: %d %s", rec.Code, rec.Body)
+	}
+	form := url.Values{"username": {"alice"}, "password": {"old-pw"}, "state": {m[1]}}
+	r := httptest.NewRequest("POST", "/.portcullis/ldap/corp-ldap", strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for _, c := range rec.Result().Cookies() {
+		r.AddCookie(c)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	body := rec.Body.String()
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(body, "Your password has expired.") || strings.Contains(body, "Wrong username") {
+		t.Fatalf("login: %d %s; want 401 with the directory's reason", rec.Code, body)
 	}
 }
