@@ -69,6 +69,9 @@ type oidcProvider struct {
 	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
 	issuer   string
+	// issParam is the discovery document's
+	// authorization_response_iss_parameter_supported (RFC 9207).
+	issParam bool
 	// notReady says why oauth is still nil.
 	notReady error
 }
@@ -165,7 +168,8 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 		return fmt.Errorf("oidc %s: discover %s: %w", p.cfg.ID, p.cfg.ServerURL, err)
 	}
 	var meta struct {
-		Issuer string `json:"issuer"`
+		Issuer   string `json:"issuer"`
+		IssParam bool   `json:"authorization_response_iss_parameter_supported"`
 	}
 	if err := provider.Claims(&meta); err != nil {
 		return fmt.Errorf("oidc %s: read discovery document: %w", p.cfg.ID, err)
@@ -175,6 +179,7 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 	defer p.mu.Unlock()
 	p.provider = provider
 	p.issuer = meta.Issuer
+	p.issParam = meta.IssParam
 	p.verifier = provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
 	p.oauth = p.oauthConfig(provider.Endpoint())
 	p.notReady = nil
@@ -193,6 +198,7 @@ type discovered struct {
 	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
 	issuer   string
+	issParam bool
 }
 
 func (p *oidcProvider) current() (discovered, error) {
@@ -201,7 +207,7 @@ func (p *oidcProvider) current() (discovered, error) {
 	if p.oauth == nil {
 		return discovered{}, fmt.Errorf("oidc %s: %w: %w", p.cfg.ID, ErrNotReady, p.notReady)
 	}
-	return discovered{oauth: p.oauth, provider: p.provider, verifier: p.verifier, issuer: p.issuer}, nil
+	return discovered{oauth: p.oauth, provider: p.provider, verifier: p.verifier, issuer: p.issuer, issParam: p.issParam}, nil
 }
 
 // LoginURL sets f's nonce (OIDC) and PKCE verifier (when enabled) and returns
@@ -245,9 +251,14 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if f.IdP != "" && f.IdP != id {
 		return nil, nil, fmt.Errorf("oidc %s: callback: login was started at %q", id, f.IdP)
 	}
-	if iss := q.Get("iss"); iss != "" && d.issuer != "" && iss != d.issuer {
-		// RFC 9207: an answer naming another issuer is a mix-up attack.
-		return nil, nil, fmt.Errorf("oidc %s: callback: answer from issuer %q, want %q", id, iss, d.issuer)
+	// RFC 9207 2.4: an answer naming another issuer is a mix-up attack, and
+	// so is one without iss from an IdP whose discovery says it sends it
+	// (another server answered in its place). error answers carry it too.
+	switch iss, sent := q.Get("iss"), q.Has("iss"); {
+	case sent && d.issuer != "" && iss != d.issuer:
+		return nil, nil, fmt.Errorf("oidc %s: callback: answer from issuer %q, want %q", id, truncate(iss, 256), d.issuer)
+	case !sent && d.issParam:
+		return nil, nil, fmt.Errorf("oidc %s: callback: answer has no iss, which %s sends in every answer (authorization_response_iss_parameter_supported)", id, d.issuer)
 	}
 	if code := q.Get("error"); code != "" {
 		return nil, nil, fmt.Errorf("oidc %s: callback: %w", id, &CallbackError{

@@ -352,6 +352,22 @@ func TestOIDCCompleteRefuses(t *testing.T) {
 			},
 			wantErr: "answer from issuer",
 		},
+		{
+			// oidc-provider's discovery has authorization_response_iss_parameter_supported:
+			// an answer without iss did not come from it the way it answers (RFC 9207 2.4).
+			name: "an answer without iss from an IdP that says it sends one (mix-up)",
+			tamper: func(f *Flow, r *http.Request) *http.Request {
+				return withQuery(r, func(q url.Values) { q.Del("iss") })
+			},
+			wantErr: "has no iss",
+		},
+		{
+			name: "an answer with an empty iss",
+			tamper: func(f *Flow, r *http.Request) *http.Request {
+				return withQuery(r, func(q url.Values) { q.Set("iss", "") })
+			},
+			wantErr: "answer from issuer",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
