@@ -64,14 +64,17 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	return ti
 }
 
-// sign makes a JWT of type typ from claims, signed with key (the issuer's
+// sign makes a JWT of type typ (no typ header when "") from claims, signed with key (the issuer's
 // when nil).
 func (ti *testIssuer) sign(typ string, claims map[string]any, key *rsa.PrivateKey) (string, error) {
 	if key == nil {
 		key = ti.key
 	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)).WithHeader("kid", "k1"))
+	opts := (&jose.SignerOptions{}).WithHeader("kid", "k1")
+	if typ != "" {
+		opts = opts.WithType(jose.ContentType(typ))
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, opts)
 	if err != nil {
 		return "", err
 	}

@@ -2,9 +2,11 @@ package idp
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -31,8 +33,9 @@ type LogoutToken struct {
 // BackchannelLogouter is an IdP that ends sessions by calling the proxy with
 // a signed logout token (OIDC Back-Channel Logout 1.0).
 type BackchannelLogouter interface {
-	// VerifyLogoutToken checks raw (signature by the IdP's keys, iss, aud,
-	// iat, events, sub or sid, no nonce, jti) and returns what it says. It
+	// VerifyLogoutToken checks raw (signature by the IdP's keys, typ when
+	// present, iss, aud, iat, events, sub or sid, no nonce, jti) and returns
+	// what it says. It
 	// does not check that jti is unused; the caller does.
 	VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error)
 }
@@ -69,6 +72,10 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 	now := time.Now()
 	var problem error
 	switch event, ok := claims.Events[BackchannelLogoutEvent]; {
+	case !logoutTokenType(raw):
+		// Back-Channel Logout 4.1: explicit typing keeps another JWT signed
+		// by the same keys for this client from passing for a logout token.
+		problem = fmt.Errorf("typ %q is not logout+jwt", truncate(jwtHeaderType(raw), 64))
 	case !ok:
 		problem = fmt.Errorf("events has no %s", BackchannelLogoutEvent)
 	case len(event) == 0 || event[0] != '{':
@@ -94,4 +101,39 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, problem)
 	}
 	return &LogoutToken{Subject: tok.Subject, SessionID: claims.SID, ID: claims.JTI, IssuedAt: tok.IssuedAt}, nil
+}
+
+// logoutTokenType reports whether the JOSE header of the compact JWT raw
+// allows it to be a logout token: typed logout+jwt (with or without
+// "application/", in any case, as RFC 7515 4.1.9 allows), or untyped. "JWT"
+// says no more than no typ at all, and Keycloak sends it.
+func logoutTokenType(raw string) bool {
+	typ := strings.ToLower(jwtHeaderType(raw))
+	switch strings.TrimPrefix(typ, "application/") {
+	case "", "jwt", "logout+jwt":
+		return true
+	}
+	return false
+}
+
+// jwtHeaderType is the typ of the compact JWT raw's header: "" when it has
+// none or cannot be read (the signature check refuses those), its JSON when
+// it is not a string.
+func jwtHeaderType(raw string) string {
+	header, _, _ := strings.Cut(raw, ".")
+	b, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Typ json.RawMessage `json:"typ"`
+	}
+	if json.Unmarshal(b, &h) != nil || h.Typ == nil {
+		return ""
+	}
+	var typ string
+	if json.Unmarshal(h.Typ, &typ) != nil {
+		return string(h.Typ)
+	}
+	return typ
 }

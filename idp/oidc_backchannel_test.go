@@ -11,7 +11,13 @@ import (
 // logoutToken makes a logout token from claims, signed with key (ti's when nil).
 func logoutToken(t *testing.T, ti *testIssuer, claims map[string]any, key *rsa.PrivateKey) string {
 	t.Helper()
-	raw, err := ti.sign("logout+jwt", claims, key)
+	return typedLogoutToken(t, ti, "logout+jwt", claims, key)
+}
+
+// typedLogoutToken is logoutToken with the JOSE header typ set to typ.
+func typedLogoutToken(t *testing.T, ti *testIssuer, typ string, claims map[string]any, key *rsa.PrivateKey) string {
+	t.Helper()
+	raw, err := ti.sign(typ, claims, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,12 +46,18 @@ func TestVerifyLogoutToken(t *testing.T) {
 		name    string
 		edit    func(map[string]any)
 		key     *rsa.PrivateKey
-		wantErr string // "" accepts
+		typ     *string // nil: logout+jwt
+		wantErr string  // "" accepts
 	}{
 		{name: "a token with sub and sid is accepted", edit: func(map[string]any) {}},
 		{name: "a token with only sid is accepted", edit: func(c map[string]any) { delete(c, "sub") }},
 		{name: "a token with only sub is accepted", edit: func(c map[string]any) { delete(c, "sid") }},
 		{name: "a token without exp is accepted", edit: func(c map[string]any) { delete(c, "exp") }},
+		{name: "a token without typ is accepted", edit: func(map[string]any) {}, typ: ptr("")},
+		{name: "a token typed JWT is accepted (Keycloak)", edit: func(map[string]any) {}, typ: ptr("JWT")},
+		{name: "a token typed application/logout+jwt is accepted", edit: func(map[string]any) {}, typ: ptr("application/Logout+JWT")},
+		{name: "a token typed as another kind of JWT is refused", edit: func(map[string]any) {}, typ: ptr("at+jwt"), wantErr: `typ "at+jwt"`},
+		{name: "a token typed as a security event of another profile is refused", edit: func(map[string]any) {}, typ: ptr("secevent+jwt"), wantErr: "typ"},
 		{name: "a token signed by another key is refused", edit: func(map[string]any) {}, key: foreignKey, wantErr: "signature"},
 		{name: "a token from another issuer is refused", edit: func(c map[string]any) { c["iss"] = "https://evil.example" }, wantErr: "issued by a different provider"},
 		{name: "a token for another client is refused", edit: func(c map[string]any) { c["aud"] = "someone-else" }, wantErr: "audience"},
@@ -66,7 +78,11 @@ func TestVerifyLogoutToken(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			claims := valid()
 			tt.edit(claims)
-			tok, err := p.VerifyLogoutToken(t.Context(), logoutToken(t, li, claims, tt.key))
+			typ := "logout+jwt"
+			if tt.typ != nil {
+				typ = *tt.typ
+			}
+			tok, err := p.VerifyLogoutToken(t.Context(), typedLogoutToken(t, li, typ, claims, tt.key))
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -85,3 +101,5 @@ func TestVerifyLogoutToken(t *testing.T) {
 		t.Error("garbage accepted as a logout token")
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
