@@ -205,6 +205,12 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		h.accessDenied(w, r, &idp.Profile{IdP: id}, refused.Rule, refused.Reason)
 		return
 	}
+	var answered *idp.CallbackError
+	if errors.As(err, &answered) {
+		status, msg := idpErrorPage(p.cfg.DisplayName(), answered.Code)
+		h.loginFailed(w, r, id, "idp_error", err, status, msg)
+		return
+	}
 	if err != nil {
 		h.loginFailed(w, r, id, "idp", err, http.StatusForbidden, "The sign-in could not be completed.")
 		return
@@ -214,6 +220,28 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		rd = f.Redirect
 	}
 	h.establish(w, r, profile, tokens, rd, start)
+}
+
+// idpErrorPage is the status and the message for an IdP that answered the
+// callback with an error code instead of a code (RFC 6749 4.1.2.1, OpenID
+// Connect Core 3.1.2.6), in the proxy's words: error_description and codes
+// not registered for the authorization endpoint are text from the IdP, or
+// from whoever wrote the link, and stay in the log.
+func idpErrorPage(name, code string) (int, string) {
+	switch code {
+	case "access_denied":
+		return http.StatusForbidden, "The sign-in at " + name + " was cancelled, or " + name +
+			" did not allow it. Sign in again, or ask your administrator for access."
+	case "temporarily_unavailable", "server_error":
+		return http.StatusBadGateway, name + " could not complete the sign-in. Try again in a moment."
+	case "invalid_request", "unauthorized_client", "unsupported_response_type", "invalid_scope",
+		"interaction_required", "login_required", "account_selection_required", "consent_required",
+		"invalid_request_uri", "invalid_request_object", "request_not_supported", "request_uri_not_supported",
+		"registration_not_supported":
+		return http.StatusBadGateway, name + " refused the sign-in request (" + code +
+			"). Its settings for this application need a change: ask your administrator."
+	}
+	return http.StatusBadGateway, name + " could not complete the sign-in; ask your administrator."
 }
 
 func (p *provider) implAsRedirector() (idp.Redirector, bool) {

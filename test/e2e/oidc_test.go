@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -205,5 +206,62 @@ func TestLogoutEndsTheSession(t *testing.T) {
 	readBody(t, resp)
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("replayed cookie after logout: status %d, want 401", resp.StatusCode)
+	}
+}
+
+// An error the IdP sends to the callback instead of a code (RFC 6749
+// 4.1.2.1) says what happened, in the proxy's words: error_description and
+// unknown codes are the IdP's (or whoever wrote the link's) text, and never
+// reach the page.
+func TestIdPErrorAtTheCallbackIsExplained(t *testing.T) {
+	s, idp := oidcStack(t, oidcserver.Options{})
+
+	t.Run("the user cancels at the IdP", func(t *testing.T) {
+		resp := oidcserver.Cancel(t, browser(t), s.URL+"/tasks")
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "cancelled") || !strings.Contains(body, "Company SSO") {
+			t.Fatalf("status %d at %s, want 403 saying the sign-in at Company SSO was cancelled; body:\n%s", resp.StatusCode, resp.Request.URL, body)
+		}
+	})
+
+	tests := []struct {
+		name       string
+		code       string
+		wantStatus int
+		want       string
+	}{
+		{name: "access_denied", code: "access_denied", wantStatus: http.StatusForbidden, want: "cancelled"},
+		{name: "the IdP failing", code: "temporarily_unavailable", wantStatus: http.StatusBadGateway, want: "Try again in a moment"},
+		{name: "a refused request", code: "invalid_scope", wantStatus: http.StatusBadGateway, want: "invalid_scope"},
+		{name: "a code of markup", code: "<b>x</b>", wantStatus: http.StatusBadGateway, want: "ask your administrator"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+" with a hostile description", func(t *testing.T) {
+			b := browser(t)
+			start, err := noRedirect(b).Get(s.URL + "/.portcullis/login/company")
+			if err != nil {
+				t.Fatal(err)
+			}
+			readBody(t, start)
+			authz, err := url.Parse(start.Header.Get("Location"))
+			if err != nil || authz.Query().Get("state") == "" {
+				t.Fatalf("login start: %d %q, want a redirect to the IdP with a state", start.StatusCode, start.Header.Get("Location"))
+			}
+			q := url.Values{"state": {authz.Query().Get("state")}, "iss": {idp.Issuer}, "error": {tt.code},
+				"error_description": {`<script>alert(1)</script> Your account is locked; call +1 555 0100`}}
+			resp, err := b.Get(s.URL + "/.portcullis/oidc/company/callback?" + q.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.wantStatus || !strings.Contains(body, tt.want) {
+				t.Errorf("status %d, want %d with %q; body:\n%s", resp.StatusCode, tt.wantStatus, tt.want, body)
+			}
+			for _, leak := range []string{"<script>", "alert(1)", "555 0100", "<b>x</b>", "&lt;b&gt;"} {
+				if strings.Contains(body, leak) {
+					t.Errorf("the page shows %q from the callback's query:\n%s", leak, body)
+				}
+			}
+		})
 	}
 }
