@@ -21,19 +21,24 @@ type Info struct {
 // IdP), oldest first. Index entries of sessions that have ended are dropped
 // on the way.
 func (st *RedisStore) ListByEmail(ctx context.Context, email string) ([]Info, error) {
-	index := st.emailIndex(email)
-	ids, err := st.redis.client.SMembers(ctx, index).Result()
+	ix := st.emailIndex(email)
+	ids, legacy, err := st.indexed(ctx, ix)
 	if err != nil {
-		return nil, unavailable("read index", err)
+		return nil, err
 	}
 	var out []Info
-	for _, id := range ids {
+	var ended, endedLegacy []string
+	for i, id := range append(ids, legacy...) {
 		s, err := st.get(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		if s == nil {
-			st.redis.client.SRem(ctx, index, id) // best effort: a stale entry costs a lookup
+			if i < len(ids) {
+				ended = append(ended, id)
+			} else {
+				endedLegacy = append(endedLegacy, id)
+			}
 			continue
 		}
 		out = append(out, Info{
@@ -41,6 +46,7 @@ func (st *RedisStore) ListByEmail(ctx context.Context, email string) ([]Info, er
 			Created: s.Created, Expires: s.Expires, LastSeen: s.LastSeen,
 		})
 	}
+	st.dropIndexed(ctx, ix, ended, endedLegacy) // best effort: a stale entry costs a lookup
 	slices.SortFunc(out, func(a, b Info) int { return a.Created.Compare(b.Created) })
 	return out, nil
 }

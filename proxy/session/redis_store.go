@@ -2,6 +2,8 @@ package session
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -22,9 +24,13 @@ import (
 // operator (portcullis sessions revoke).
 //
 // Each session is a hash: d is the sealed session, l the last activity (Unix
-// seconds), which Touch updates without re-sealing. Index sets by user (IdP
-// and sub), by the IdP's session ID (sid) and by email find a user's
-// sessions; they may name sessions that have ended, which readers skip.
+// seconds), which Touch updates without re-sealing. Indexes by user (IdP and
+// sub), by the IdP's session ID (sid) and by email find a user's sessions:
+// sorted sets of session IDs scored by when each session expires at the
+// latest, named by a hash of what they index so that no email or subject
+// shows in key names. Adding to one drops the sessions that have expired,
+// and a logout removes its session, so an index holds about as many
+// sessions as its user has live; readers still skip any that have ended.
 type RedisStore struct {
 	opts   Options
 	name   string
@@ -79,12 +85,30 @@ func (st *RedisStore) Ping(ctx context.Context) error { return st.redis.Ping(ctx
 
 func (st *RedisStore) sessionKey(id string) string { return st.redis.key("s", id) }
 
-func (st *RedisStore) subIndex(idp, sub string) string { return st.redis.key("idx", "sub", idp, sub) }
+func (st *RedisStore) subIndex(idp, sub string) index {
+	return index{st.redis.key("ix", "sub", nameHash(idp+"\x00"+sub)), st.redis.key("idx", "sub", idp, sub)}
+}
 
-func (st *RedisStore) sidIndex(idp, sid string) string { return st.redis.key("idx", "sid", idp, sid) }
+func (st *RedisStore) sidIndex(idp, sid string) index {
+	return index{st.redis.key("ix", "sid", nameHash(idp+"\x00"+sid)), st.redis.key("idx", "sid", idp, sid)}
+}
 
-func (st *RedisStore) emailIndex(email string) string {
-	return st.redis.key("idx", "email", strings.ToLower(strings.TrimSpace(email)))
+func (st *RedisStore) emailIndex(email string) index {
+	email = strings.ToLower(strings.TrimSpace(email))
+	return index{st.redis.key("ix", "email", nameHash(email)), st.redis.key("idx", "email", email)}
+}
+
+// index names the sorted set that finds some sessions, and the plain set
+// that did before (legacy): replicas of older versions, during a rolling
+// update, still add to those, which expire within session.lifetime and a
+// minute of the last. Readers take both; only key is written.
+type index struct{ key, legacy string }
+
+// nameHash stands for a user's email, subject or IdP session ID in a key
+// name: key names show in SCAN, MONITOR and SLOWLOG, the sessions are sealed.
+func nameHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:16])
 }
 
 // Load returns the request's session, or nil when it has none: no cookie, a
@@ -229,7 +253,7 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 		return fmt.Errorf("save session %s: %w", s.ID, errEnded)
 	}
 	if !s.stored {
-		if err := st.index(ctx, s); err != nil {
+		if err := st.index(ctx, s, now); err != nil {
 			return fmt.Errorf("save session %s: %w", s.ID, err)
 		}
 	}
@@ -240,13 +264,17 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 }
 
 // index adds a new session to the sets that find it by user, IdP session
-// and email. Each set lives as long as the newest session in it can.
-func (st *RedisStore) index(ctx context.Context, s *Session) error {
-	keep := (st.opts.lifetime() + indexSlack).Milliseconds()
+// and email. Each set lives as long as the longest-lived session in it.
+func (st *RedisStore) index(ctx context.Context, s *Session, now time.Time) error {
+	end := s.Expires.UnixMilli() // no session outlives Expires (get)
+	keep := (s.Expires.Sub(now) + indexSlack).Milliseconds()
+	// Replicas' clocks differ a little: a session is dropped from its sets
+	// only a slack after it expired by this one's.
+	ended := now.Add(-indexSlack).UnixMilli()
 	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range st.indexes(s) {
+		for _, ix := range st.indexes(s) {
 			// One key a script: a cluster keeps the sets on other nodes.
-			indexScript.Eval(ctx, p, []string{k}, s.ID, keep)
+			indexScript.Eval(ctx, p, []string{ix.key}, s.ID, end, ended, keep)
 		}
 		return nil
 	})
@@ -256,27 +284,29 @@ func (st *RedisStore) index(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// indexScript adds ARGV[1] to the set KEYS[1] and makes the set live for
-// ARGV[2] ms more, never less than it had left: a replica with a shorter
-// session.lifetime (during a rolling update) must not cut short the set of
-// a longer-lived session another replica made, or a logout at the IdP would
-// not find that session.
+// indexScript adds session ARGV[1], which expires at ARGV[2] (Unix ms), to
+// the sorted set KEYS[1], drops the sessions that expired by ARGV[3], and
+// makes the set live for ARGV[4] ms more, never less than it had left: a
+// replica with a shorter session.lifetime (during a rolling update) must not
+// cut short the set of a longer-lived session another replica made, or a
+// logout at the IdP would not find that session.
 var indexScript = redis.NewScript(`
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
+	redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
 return 1`)
 
-func (st *RedisStore) indexes(s *Session) []string {
-	keys := []string{st.subIndex(s.Profile.IdP, s.Profile.Sub)}
+func (st *RedisStore) indexes(s *Session) []index {
+	ixs := []index{st.subIndex(s.Profile.IdP, s.Profile.Sub)}
 	if s.Tokens.SID != "" {
-		keys = append(keys, st.sidIndex(s.Profile.IdP, s.Tokens.SID))
+		ixs = append(ixs, st.sidIndex(s.Profile.IdP, s.Tokens.SID))
 	}
 	if s.Profile.Email != "" {
-		keys = append(keys, st.emailIndex(s.Profile.Email))
+		ixs = append(ixs, st.emailIndex(s.Profile.Email))
 	}
-	return keys
+	return ixs
 }
 
 // Delete clears the session cookie and deletes s from Redis, which ends it on
@@ -294,7 +324,21 @@ func (st *RedisStore) Delete(w http.ResponseWriter, r *http.Request, s *Session)
 	if _, err := st.end(ctx, s.ID); err != nil {
 		return fmt.Errorf("delete session %s: %w", s.ID, err)
 	}
+	// Best effort: an index entry left behind goes when it expires.
+	st.unindex(ctx, s)
 	return nil
+}
+
+// unindex removes s from the sets that find it.
+func (st *RedisStore) unindex(ctx context.Context, s *Session) {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, ix := range st.indexes(s) {
+			p.ZRem(ctx, ix.key, s.ID)
+		}
+		return nil
+	})
 }
 
 // end deletes session id and its cached value; it reports whether it was

@@ -271,13 +271,13 @@ func TestRedisIndexesLiveAsLongAsTheirLongestSession(t *testing.T) {
 	saveTo(t, old, s1)
 	saveTo(t, updated, New(alice, idp.Tokens{SID: "sid-1"}, short))
 
-	for _, k := range old.indexes(s1) {
-		left, err := old.redis.client.PTTL(context.Background(), k).Result()
+	for _, ix := range old.indexes(s1) {
+		left, err := old.redis.client.PTTL(context.Background(), ix.key).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if left < 12*time.Hour {
-			t.Errorf("index %s lives %s more, want at least the 12h of the session in it", k, left)
+			t.Errorf("index %s lives %s more, want at least the 12h of the session in it", ix.key, left)
 		}
 	}
 	// And the other way: the shorter lifetime's session still gets one.
@@ -285,7 +285,7 @@ func TestRedisIndexesLiveAsLongAsTheirLongestSession(t *testing.T) {
 	bob.Sub, bob.Email = "u-456", "bob@example.com"
 	s2 := New(bob, idp.Tokens{}, short)
 	saveTo(t, updated, s2)
-	if left, err := old.redis.client.PTTL(context.Background(), updated.indexes(s2)[0]).Result(); err != nil || left <= 0 || left > time.Hour+indexSlack {
+	if left, err := old.redis.client.PTTL(context.Background(), updated.indexes(s2)[0].key).Result(); err != nil || left <= 0 || left > time.Hour+indexSlack {
 		t.Errorf("a new index lives %s (%v), want its session's hour and the slack", left, err)
 	}
 }
@@ -435,5 +435,97 @@ func TestCookieStoreRevokeUserIsPerProcess(t *testing.T) {
 	}
 	if load(t, mustStore(t, testOptions(c)), request(before...)) == nil {
 		t.Error("another process (replica) does not know of the revocation; the test expects it to still open")
+	}
+}
+
+// indexLen is how many sessions the index key names.
+func indexLen(t *testing.T, st *RedisStore, key string) int64 {
+	t.Helper()
+	n, err := st.redis.client.ZCard(context.Background(), key).Result()
+	if err != nil {
+		t.Fatalf("ZCARD %s: %v", key, err)
+	}
+	return n
+}
+
+// TestRedisIndexesDoNotGrowWithAnActiveUser: a user who logs in again before
+// the last session ended (a script, a CI job with a fresh cookie jar) keeps
+// the index sets alive; sessions that have ended or were logged out must
+// leave them, or a set grows by one member a login for as long as the user
+// stays active.
+func TestRedisIndexesDoNotGrowWithAnActiveUser(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	o := testOptions(c)
+	o.Lifetime = time.Hour
+	st := replica(t, srv, o)
+	alice := testProfile()
+	var last *Session
+	for range 50 {
+		last = New(alice, idp.Tokens{SID: "sid-1"}, o)
+		saveTo(t, st, last)
+		c.Advance(61 * time.Minute) // the session before has ended
+	}
+	for _, ix := range st.indexes(last) {
+		if n := indexLen(t, st, ix.key); n != 1 {
+			t.Errorf("index %s names %d sessions after 50 logins one after the other, want the 1 that can still be live", ix.key, n)
+		}
+	}
+
+	c.Advance(-61 * time.Minute)
+	cookies := saveTo(t, st, New(alice, idp.Tokens{SID: "sid-1"}, o))
+	s := loadFrom(t, st, cookies)
+	if err := st.Delete(httptest.NewRecorder(), request(cookies...), s); err != nil {
+		t.Fatal(err)
+	}
+	for _, ix := range st.indexes(s) {
+		if n := indexLen(t, st, ix.key); n != 1 {
+			t.Errorf("index %s names %d sessions after a logout, want only the 1 still live", ix.key, n)
+		}
+	}
+}
+
+// TestRedisKeysNameNoUser: key names show in SCAN, MONITOR, SLOWLOG and
+// every tool an operator points at Redis; the session itself is sealed, and
+// its user's email, subject and IdP session ID must not sit beside it in the
+// clear.
+func TestRedisKeysNameNoUser(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	st := replica(t, srv, testOptions(c))
+	p := testProfile()
+	saveTo(t, st, New(p, idp.Tokens{SID: "idp-session-1"}, testOptions(c)))
+	keys, err := st.redis.client.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		for _, secret := range []string{p.Email, p.Sub, "idp-session-1"} {
+			if strings.Contains(strings.ToLower(k), strings.ToLower(secret)) {
+				t.Errorf("key %q names %q in the clear", k, secret)
+			}
+		}
+	}
+}
+
+// TestRedisRevokeFindsSessionsOfOlderReplicas: during a rolling update older
+// replicas index sessions in plain sets named in the clear; a logout handled
+// by a newer replica must still end those.
+func TestRedisRevokeFindsSessionsOfOlderReplicas(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	st := replica(t, srv, testOptions(c))
+	ctx := context.Background()
+	s := New(testProfile(), idp.Tokens{SID: "sid-1"}, testOptions(c))
+	cookies := saveTo(t, st, s)
+	for _, ix := range st.indexes(s) { // as an older replica indexed it
+		st.redis.client.Del(ctx, ix.key)
+		st.redis.client.SAdd(ctx, ix.legacy, s.ID)
+	}
+	if list, err := st.ListByEmail(ctx, s.Profile.Email); err != nil || len(list) != 1 {
+		t.Errorf("ListByEmail = %+v, %v; want the session an older replica indexed", list, err)
+	}
+	if n, err := st.RevokeUser(ctx, "company", s.Profile.Sub, "sid-1", c.Now()); err != nil || n != 1 || loadFrom(t, st, cookies) != nil {
+		t.Errorf("RevokeUser = %d, %v; want 1 and the session gone", n, err)
 	}
 }

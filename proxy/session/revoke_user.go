@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // userRevocations are the ends of whole users' sessions that the cookie store
@@ -119,24 +121,24 @@ func (st *CookieStore) RevokeUser(_ context.Context, idp, sub, sid string, befor
 // set, else every session of sub at idp, on every replica, and returns how
 // many there were.
 func (st *RedisStore) RevokeUser(ctx context.Context, idp, sub, sid string, _ time.Time) (int, error) {
-	index := st.subIndex(idp, sub)
+	ix := st.subIndex(idp, sub)
 	if sid != "" {
-		index = st.sidIndex(idp, sid)
+		ix = st.sidIndex(idp, sid)
 	}
-	return st.endIndexed(ctx, index)
+	return st.endIndexed(ctx, ix)
 }
 
-// endIndexed ends every session the index set names and returns how many
-// were still there.
-func (st *RedisStore) endIndexed(ctx context.Context, index string) (int, error) {
+// endIndexed ends every session the index names and returns how many were
+// still there.
+func (st *RedisStore) endIndexed(ctx context.Context, ix index) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	ids, err := st.redis.client.SMembers(ctx, index).Result()
+	ids, legacy, err := st.indexed(ctx, ix)
 	if err != nil {
-		return 0, unavailable("read index", err)
+		return 0, err
 	}
 	n := 0
-	for _, id := range ids {
+	for _, id := range append(ids, legacy...) {
 		there, err := st.end(ctx, id)
 		if err != nil {
 			return n, err
@@ -145,15 +147,49 @@ func (st *RedisStore) endIndexed(ctx context.Context, index string) (int, error)
 			n++
 		}
 	}
-	if len(ids) > 0 {
-		// Only the IDs read: a session indexed meanwhile stays findable.
-		members := make([]any, len(ids))
-		for i, id := range ids {
-			members[i] = id
-		}
-		if err := st.redis.client.SRem(ctx, index, members...).Err(); err != nil {
-			return n, unavailable("update index", err)
-		}
+	// Only the IDs read: a session indexed meanwhile stays findable.
+	if err := st.dropIndexed(ctx, ix, ids, legacy); err != nil {
+		return n, unavailable("update index", err)
 	}
 	return n, nil
+}
+
+// indexed reads the session IDs the index names, in its sorted set and in
+// its legacy set.
+func (st *RedisStore) indexed(ctx context.Context, ix index) (ids, legacy []string, err error) {
+	var zr, sm *redis.StringSliceCmd
+	_, err = st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		zr = p.ZRange(ctx, ix.key, 0, -1)
+		sm = p.SMembers(ctx, ix.legacy)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, unavailable("read index", err)
+	}
+	return zr.Val(), sm.Val(), nil
+}
+
+// dropIndexed removes ids from the index's sorted set and legacy from its
+// legacy set.
+func (st *RedisStore) dropIndexed(ctx context.Context, ix index, ids, legacy []string) error {
+	if len(ids) == 0 && len(legacy) == 0 {
+		return nil
+	}
+	members := func(ids []string) []any {
+		m := make([]any, len(ids))
+		for i, id := range ids {
+			m[i] = id
+		}
+		return m
+	}
+	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if len(ids) > 0 {
+			p.ZRem(ctx, ix.key, members(ids)...)
+		}
+		if len(legacy) > 0 {
+			p.SRem(ctx, ix.legacy, members(legacy)...)
+		}
+		return nil
+	})
+	return err
 }
