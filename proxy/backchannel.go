@@ -28,7 +28,8 @@ const maxLogoutTokenForm = 64 << 10
 // backchannelLogout verifies the logout token and ends the sessions it
 // names. It answers 200 when they have ended, 400 for a token that is
 // missing, invalid or used before (the spec's answers), and 503 when the
-// session store could not be reached (the sessions may still be there).
+// session store could not be reached (the sessions may still be there, and
+// the same token may be sent again).
 func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	id := r.PathValue("idp")
@@ -58,7 +59,8 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token is not valid"))
 		return
 	}
-	first, err := h.logoutTokens.MarkOnce(r.Context(), "jti:"+id+":"+tok.ID, tok.IssuedAt.Add(idp.LogoutTokenMaxAge+time.Minute))
+	jti := "jti:" + id + ":" + tok.ID
+	first, err := h.logoutTokens.MarkOnce(r.Context(), jti, tok.IssuedAt.Add(idp.LogoutTokenMaxAge+time.Minute))
 	if err != nil {
 		h.log.Error("back-channel logout: the session store is unavailable", "idp", id, "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable", "sessions cannot be ended right now"))
@@ -72,6 +74,11 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	n, err := revoker.RevokeUser(r.Context(), id, tok.Subject, tok.SessionID, h.now().Truncate(time.Second))
 	if err != nil {
 		h.log.Error("back-channel logout: sessions not ended", "idp", id, "sub", tok.Subject, "sid", tok.SessionID, "err", err)
+		// The token ended nothing (or not all): the IdP's retry of it must
+		// not be refused as a replay.
+		if err := h.logoutTokens.Unmark(context.WithoutCancel(r.Context()), jti); err != nil {
+			h.log.Error("back-channel logout: token left marked used; a retry of it will be refused", "idp", id, "err", err)
+		}
 		writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable", "sessions cannot be ended right now"))
 		return
 	}

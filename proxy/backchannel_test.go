@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
+	"github.com/redis/go-redis/v9"
+)
+
+// fixedLogoutToken is an IdP whose every logout token verifies to tok.
+type fixedLogoutToken struct {
+	idp.Provider
+	tok idp.LogoutToken
+}
+
+func (f fixedLogoutToken) VerifyLogoutToken(context.Context, string) (*idp.LogoutToken, error) {
+	tok := f.tok
+	return &tok, nil
+}
+
+// TestBackchannelLogoutThatFailsCanBeSentAgain: when the sessions cannot be
+// ended (503), the IdP's retry of the same logout token must end them, not
+// be refused as a replay of a token that ended nothing.
+func TestBackchannelLogoutThatFailsCanBeSentAgain(t *testing.T) {
+	srv := redisserver.Start(t)
+	y := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
+	y = strings.Replace(y, "session:\n  keys: ["+testKey+"]", "session:\n  keys: ["+testKey+"]\n  store: redis\n  redis: {url: "+srv.URL+"}", 1)
+	h := newTestHandler(t, y)
+	p := h.providers["company"]
+	p.impl = fixedLogoutToken{Provider: p.impl, tok: idp.LogoutToken{Subject: "u-1", ID: "jti-1", IssuedAt: time.Now()}}
+
+	rec := httptest.NewRecorder()
+	s := session.New(idp.Profile{IdP: "company", Sub: "u-1", Email: "alice@example.com"}, idp.Tokens{}, h.cookies)
+	if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+		t.Fatal(err)
+	}
+	cookies := rec.Result().Cookies()
+	post := func() int {
+		r := httptest.NewRequest("POST", "/.portcullis/oidc/company/backchannel-logout",
+			strings.NewReader(url.Values{"logout_token": {"signed"}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+
+	// Redis records the token but fails to read who has sessions.
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { admin.Close() })
+	ctx := context.Background()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "-zrange", "-smembers").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code := post(); code != http.StatusServiceUnavailable {
+		t.Fatalf("logout with the sessions unreadable: %d, want 503", code)
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code := post(); code != http.StatusOK {
+		t.Errorf("the IdP's retry of the logout: %d, want 200", code)
+	}
+	r := httptest.NewRequest("GET", "/", nil)
+	for _, c := range cookies {
+		r.AddCookie(c)
+	}
+	if got, err := h.sessions.Load(r); err != nil || got != nil {
+		t.Errorf("after the retried logout the session is %v (%v), want gone", got, err)
+	}
+}
