@@ -73,6 +73,11 @@ const (
 	redisIOTimeout   = time.Second
 	// redisOpTimeout bounds one operation, retries included.
 	redisOpTimeout = 3 * time.Second
+	// go-redis dials 5 times 100 ms apart by default: with Redis down every
+	// request would wait about a second for its 503, and with Sentinel
+	// (each sentinel, then the master) the whole of redisOpTimeout.
+	redisDialerRetries   = 2
+	redisDialerRetryWait = 50 * time.Millisecond
 )
 
 // ApplyEnv applies the environment overrides: PORTCULLIS_REDIS_URL (so a
@@ -223,9 +228,7 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
 		o.MaxRetries = 1
-		// go-redis dials 5 times 100 ms apart by default: with Redis down
-		// every request would wait about a second for its 503.
-		o.DialerRetries, o.DialerRetryTimeout = 2, 50*time.Millisecond
+		o.DialerRetries, o.DialerRetryTimeout = redisDialerRetries, redisDialerRetryWait
 		o.MaintNotificationsConfig = noMaint
 		return redis.NewClient(o), nil
 	case len(c.ClusterAddrs) > 0:
@@ -236,6 +239,7 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: c.ClusterAddrs, Username: c.Username, Password: c.Password, TLSConfig: tc,
 			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
+			DialerRetries: redisDialerRetries, DialerRetryTimeout: redisDialerRetryWait,
 			MaxRetries: 1, MaintNotificationsConfig: noMaint,
 		}), nil
 	default:
@@ -247,6 +251,7 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 			MasterName: c.Sentinel.MasterName, SentinelAddrs: c.Sentinel.Addrs, SentinelPassword: c.Sentinel.Password,
 			Username: c.Username, Password: c.Password, DB: c.DB, TLSConfig: tc,
 			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
+			DialerRetries: redisDialerRetries, DialerRetryTimeout: redisDialerRetryWait,
 			MaxRetries: 1,
 		}), nil
 	}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -180,6 +181,34 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 					t.Errorf("second RefreshOnce: ran %v, %+v, %v; want the first one's outcome", ran, out, err)
 				}
 			})
+		})
+	}
+}
+
+// TestUnreachableRedisFailsFast: with nothing listening, a request must get
+// its 503 well within a second in every mode, not wait out the operation
+// timeout while go-redis keeps dialling.
+func TestUnreachableRedisFailsFast(t *testing.T) {
+	nowhere := "127.0.0.1:1"
+	for _, tc := range []struct {
+		name string
+		c    RedisConfig
+	}{
+		{"url", RedisConfig{URL: "redis://" + nowhere + "/0"}},
+		{"sentinel", RedisConfig{Sentinel: RedisSentinel{MasterName: "mymaster", Addrs: []string{nowhere}}}},
+		{"cluster", RedisConfig{ClusterAddrs: []string{nowhere}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := DialRedis(tc.c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			start := time.Now()
+			_, err = r.MarkOnce(context.Background(), "x", time.Now().Add(time.Minute))
+			if took := time.Since(start); !errors.Is(err, ErrUnavailable) || took > time.Second {
+				t.Errorf("MarkOnce = %v after %s; want ErrUnavailable within a second", err, took)
+			}
 		})
 	}
 }
