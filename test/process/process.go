@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -18,15 +19,44 @@ import (
 )
 
 // FreePort returns a loopback port that was free a moment ago, for a server
-// whose address must be known before it starts.
+// whose address must be known before it starts. It is taken below the
+// kernel's ephemeral range, where no outgoing connection gets its source
+// port: a port from there (the kernel's pick for ":0") was once taken by a
+// client connection between FreePort and the server's start (EADDRINUSE).
 func FreePort(t testing.TB) int {
 	t.Helper()
+	low := ephemeralLow()
+	for range 100 {
+		port := freePortBase + rand.IntN(low-freePortBase)
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			l.Close()
+			return port
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// freePortBase is where FreePort's ports start: above the fixed ports the
+// demo and the load run use (9772, 197xx, 198xx).
+const freePortBase = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default: 32768).
+func ephemeralLow() int {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > freePortBase+1000 {
+				low = n
+			}
+		}
+	}
+	return low
 }
 
 // Output collects a child process's stdout or stderr, written from exec's
