@@ -98,12 +98,7 @@ type proc struct {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(process.FreePort(t))
 }
 
 // newProc prepares a process whose config is baseConfig with vars; LISTEN
