@@ -70,9 +70,7 @@ func literals(re *syntax.Regexp) ([]string, bool) {
 			return nil, false
 		}
 		for _, r := range re.Rune {
-			// The regexp reads an invalid byte as U+FFFD; a byte prefix
-			// would not.
-			if r == utf8.RuneError {
+			if !literalRune(r) {
 				return nil, false
 			}
 		}
@@ -81,7 +79,7 @@ func literals(re *syntax.Regexp) ([]string, bool) {
 		var words []string
 		for i := 0; i+1 < len(re.Rune); i += 2 {
 			for r := re.Rune[i]; r <= re.Rune[i+1]; r++ {
-				if r == utf8.RuneError || len(words) == maxPrefixes {
+				if !literalRune(r) || len(words) == maxPrefixes {
 					return nil, false
 				}
 				words = append(words, string(r))
@@ -114,6 +112,14 @@ func literals(re *syntax.Regexp) ([]string, bool) {
 		return words, true
 	}
 	return nil, false
+}
+
+// literalRune reports whether r can be compared as the bytes of
+// string(r). The regexp reads an invalid byte as U+FFFD, which a byte prefix
+// would not; and a surrogate, which no UTF-8 text holds, so that the regexp
+// never matches it, converts to U+FFFD's bytes, which a value may hold.
+func literalRune(r rune) bool {
+	return r != utf8.RuneError && utf8.ValidRune(r)
 }
 
 // concat is every a followed by every b, if there are not too many.

@@ -17,15 +17,17 @@ func TestLiteralPrefixes(t *testing.T) {
 		{`^(?:a|b)(c|d)`, []string{"ac", "ad", "bc", "bd"}},
 		{`^[ab]x`, []string{"ax", "bx"}},
 		{`^(a|)`, []string{"", "a"}},
-		{`^Bearer$`, nil},                 // must end there
-		{`Bearer `, nil},                  // anywhere in the value
-		{`(?m)^Bearer `, nil},             // at the start of any line
-		{`(?i)^bearer `, nil},             // any case
-		{`^Bearer .+`, nil},               // not a finite set
-		{`^Bearer \S`, nil},               // a class too large to expand
-		{`^x?`, nil},                      // optional parts are left to the regexp
-		{`^[a-z]`, nil},                   // 26 > maxPrefixes
-		{"^\ufffd", nil},                  // the regexp reads invalid bytes as U+FFFD
+		{`^Bearer$`, nil},             // must end there
+		{`Bearer `, nil},              // anywhere in the value
+		{`(?m)^Bearer `, nil},         // at the start of any line
+		{`(?i)^bearer `, nil},         // any case
+		{`^Bearer .+`, nil},           // not a finite set
+		{`^Bearer \S`, nil},           // a class too large to expand
+		{`^x?`, nil},                  // optional parts are left to the regexp
+		{`^[a-z]`, nil},               // 26 > maxPrefixes
+		{"^\ufffd", nil},              // the regexp reads invalid bytes as U+FFFD
+		{`^[\x{D800}-\x{D801}]`, nil}, // surrogates: string(r) would be U+FFFD
+		{`^a\x{DFFF}`, nil},
 		{`^(a|b|c|d)(e|f|g|h)(i|j)`, nil}, // 32 > maxPrefixes
 	}
 	for _, tt := range tests {
@@ -55,6 +57,7 @@ var headerSeeds = []struct{ pattern, value string }{
 	{`^(a|)`, ""},
 	{"^\u00e9", "\xc3\xa9t\xc3\xa9"},
 	{`^Bearer$`, "Bearer"},
+	{`^[\x{D800}-\x{D801}]`, "\ufffd"},
 }
 
 // FuzzValueMatcher checks that a header rule answers as its regexp would,
