@@ -210,8 +210,9 @@ func (p *Pass) Names() []string {
 // request must not be forwarded: a value with a control character would let
 // the profile forge headers.
 //
-// A header whose expression gives nil or "" is not set: to an upstream that
-// trusts it, an empty identity header is worse than none.
+// A header whose expression gives nil, "" or only spaces and tabs is not
+// set: to an upstream that trusts it, an empty identity header is worse than
+// none.
 func (p *Pass) Inject(h http.Header, prof *idp.Profile) error {
 	vals := make([]string, len(p.headers))
 	for i, hd := range p.headers {
@@ -280,7 +281,11 @@ func (p *Pass) value(hd header, prof *idp.Profile) (string, error) {
 	if i := strings.IndexFunc(v, isControl); i >= 0 {
 		return "", fmt.Errorf("attribute pass: header %s: value has control character %q at byte %d", hd.name, v[i], i)
 	}
-	return v, nil
+	// net/http trims spaces and tabs around a header value as it writes it:
+	// trimmed here, a value of only whitespace is left unset rather than
+	// reaching the upstream as an empty header, and explain shows what is
+	// sent.
+	return strings.Trim(v, " \t"), nil
 }
 
 // format turns an expression's result into a header value: strings as they

@@ -195,7 +195,7 @@ func TestInjectFormatsValues(t *testing.T) {
 		Groups: []string{"staff", "cvat-admins"}, Roles: []string{"admin"},
 		Claims: map[string]any{
 			"uid": float64(1234), "ratio": 0.5, "list": []any{"a", float64(1), true, nil},
-			"empty": "", "nested": []any{[]any{"x"}}, "obj": map[string]any{"a": "b"},
+			"empty": "", "blank": " \t ", "padded": " ann ", "nested": []any{[]any{"x"}}, "obj": map[string]any{"a": "b"},
 		},
 	}
 	tests := []struct {
@@ -214,6 +214,8 @@ func TestInjectFormatsValues(t *testing.T) {
 		{"tab inside a value is allowed", "name", "Ann\tLee"},
 		{"missing claim leaves the header unset", "claims.missing", ""},
 		{"empty string leaves the header unset", "claims.empty", ""},
+		{"whitespace-only value leaves the header unset", "claims.blank", ""},
+		{"surrounding whitespace is trimmed, as net/http sends it", "claims.padded", "ann"},
 		{"empty profile field leaves the header unset", "username", ""},
 		{"expression can build a value", `sub + "@" + idp`, "s@"},
 	}
