@@ -57,6 +57,17 @@ func (c *Config) azureUnverifiedReason(p *Profile) string {
 	return "Microsoft did not say whether your email address is verified, which signing in here requires. Ask your administrator to add the optional claim xms_edov to this application's ID token."
 }
 
+// Entra ID's SAML group claim, and what it sends instead past 150 groups
+// (group overage): a link to the Graph API, where portcullis does not look.
+// Over OIDC, azureClaims finds the overage; over SAML, samlMapping.profile.
+// Both refuse the login with entraOverageMessage.
+const (
+	entraGroupsClaim    = "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups"
+	entraGroupsOverage  = "http://schemas.microsoft.com/claims/groups.link"
+	entraOverageMessage = "You are a member of more groups than Microsoft can list at sign-in, so your groups cannot be checked here. " +
+		"Ask your administrator to send only the groups assigned to this application."
+)
+
 // azureClaims refuses a login whose groups did not fit in the token (group
 // overage: more than 200 groups, announced by _claim_names.groups or
 // hasgroups). Logging in without them would silently drop the user to the

@@ -33,15 +33,6 @@ var samlDefaultAttributes = map[string][]string{
 		entraGroupsClaim, "http://schemas.xmlsoap.org/claims/Group"},
 }
 
-// Entra ID's group claim, and what it sends instead past 150 groups (group
-// overage): a link to the Graph API, where portcullis does not look.
-const (
-	entraGroupsClaim    = "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups"
-	entraGroupsOverage  = "http://schemas.microsoft.com/claims/groups.link"
-	entraOverageMessage = "You are a member of more groups than Microsoft can list at sign-in, so your groups cannot be checked here. " +
-		"Ask your administrator to send only the groups assigned to this application."
-)
-
 // samlMapping turns an assertion into a Profile per attribute_mapping.
 type samlMapping struct {
 	// fields maps a profile field to the attribute names tried for it.
