@@ -177,8 +177,7 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	f, err := h.flows.Finish(w, r, state)
 	switch {
 	case errors.Is(err, session.ErrUnavailable):
-		h.loginFailed(w, r, id, "session_store", err, http.StatusServiceUnavailable,
-			"Sign-in is not available right now. Try again in a moment.")
+		h.storeUnavailable(w, r, id, err)
 		return
 	case err != nil && saml && p.cfg.AllowIdPInitiated:
 		f = nil // IdP-initiated: the provider checks the assertion has no InResponseTo
@@ -197,6 +196,11 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		if err := h.flows.Release(r.Context(), f.State); err != nil {
 			h.log.Warn("failed login state not released", "idp", id, "err", err)
 		}
+	}
+	if errors.Is(err, session.ErrUnavailable) {
+		// The answer may be sound: Redis failed to record its assertion.
+		h.storeUnavailable(w, r, id, err)
+		return
 	}
 	var refused *idp.AdmissionError
 	if errors.As(err, &refused) {
@@ -274,7 +278,11 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 		tokens = *t
 	}
 	s := session.New(*p, tokens, h.cookies)
-	if err := h.sessions.Save(w, r, s); err != nil {
+	switch err := h.sessions.Save(w, r, s); {
+	case errors.Is(err, session.ErrUnavailable):
+		h.storeUnavailable(w, r, p.IdP, err)
+		return
+	case err != nil:
 		h.loginFailed(w, r, p.IdP, "session", err, http.StatusInternalServerError, "Your session could not be saved.")
 		return
 	}
@@ -311,6 +319,15 @@ func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, p *idp.Pr
 	h.metrics.login(p.IdP, "denied", 0)
 	h.log.Info("login denied", "idp", p.IdP, "sub", p.Sub, "email", p.Email, "why", kind, "reason", reason)
 	h.pages.denied(w, r, reason)
+}
+
+// storeUnavailable answers a login that the session store (Redis) could not
+// record, its login state, assertion or session: 503 to try again, never a
+// refusal that reads like an authentication failure, since nothing may be
+// wrong with the login itself.
+func (h *Handler) storeUnavailable(w http.ResponseWriter, r *http.Request, id string, err error) {
+	h.loginFailed(w, r, id, "session_store", err, http.StatusServiceUnavailable,
+		"Sign-in is not available right now. Try again in a moment.")
 }
 
 func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg string) {

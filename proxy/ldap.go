@@ -165,6 +165,10 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
 	username, password := r.PostForm.Get("username"), r.PostForm.Get("password")
 	f, err := h.flows.Finish(w, r, r.PostForm.Get("state"))
+	if errors.Is(err, session.ErrUnavailable) {
+		h.storeUnavailable(w, r, id, err)
+		return
+	}
 	if err == nil && f.IdP != id {
 		err = fmt.Errorf("flow belongs to %s", f.IdP)
 	}
