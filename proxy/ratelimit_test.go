@@ -137,7 +137,8 @@ func TestUserKeyReadsSpellingsAsTheDirectoryDoes(t *testing.T) {
 			}
 		})
 	}
-	if sharedKeys(attemptKeys("corp", "ＢＯＢ", netip.Addr{}))[0] != sharedKeys(attemptKeys("corp", "bob", netip.Addr{}))[0] {
+	shared := newSharedLimits(nil, nil, make([]byte, 32))
+	if shared.sharedKeys(attemptKeys("corp", "ＢＯＢ", netip.Addr{}))[0] != shared.sharedKeys(attemptKeys("corp", "bob", netip.Addr{}))[0] {
 		t.Error("the Redis limits keep ＢＯＢ apart from bob")
 	}
 	if long := strings.Repeat("ﷺ", 10_000); len(userKey("corp", long)) > 20*maxUserKeyBytes {

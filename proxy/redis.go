@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -78,7 +79,7 @@ func (h *Handler) shareThroughRedis(prev *Handler) {
 		return
 	}
 	h.flows.ShareUsedStates(h.redis)
-	h.passwords.limits = &sharedLimits{redis: h.redis, local: local}
+	h.passwords.limits = newSharedLimits(h.redis, local, h.cookies.Keys[0])
 	h.logoutTokens = h.redis
 	h.assertions = h.redis
 }
@@ -182,6 +183,15 @@ func localLimits(l failureLimits) *loginLimits {
 type sharedLimits struct {
 	redis *session.Redis
 	local *loginLimits
+	names []byte // keys the hash that names the counts (limitName)
+}
+
+// newSharedLimits counts in r and in local; sessionKey is the first of
+// session.keys, which every replica shares.
+func newSharedLimits(r *session.Redis, local *loginLimits, sessionKey []byte) *sharedLimits {
+	m := hmac.New(sha256.New, sessionKey)
+	m.Write([]byte("portcullis failed-login names"))
+	return &sharedLimits{redis: r, local: local, names: m.Sum(nil)}
 }
 
 // sharedKey is a Redis key of the limits, with its burst.
@@ -190,29 +200,38 @@ type sharedKey struct {
 	burst int64
 }
 
-// sharedKeys are the Redis keys of k's keys that are set: usernames and
-// DNs hashed (usernames are attacker-chosen text), addresses as they are.
-func sharedKeys(k loginKeys) []sharedKey {
-	hashed := func(s string) string {
-		sum := sha256.Sum256([]byte(s))
-		return hex.EncodeToString(sum[:16])
-	}
+// sharedKeys are the Redis keys of k's keys that are set, each named by
+// limitName: no key name holds a client address, a username or a DN.
+func (l *sharedLimits) sharedKeys(k loginKeys) []sharedKey {
 	var keys []sharedKey
 	if k.user != "" {
-		keys = append(keys, sharedKey{"user:" + hashed(k.user), userFailureBurst})
+		keys = append(keys, sharedKey{l.limitName("user", k.user), userFailureBurst})
 	}
 	if k.account != "" {
-		keys = append(keys, sharedKey{"account:" + hashed(k.account), userFailureBurst})
+		keys = append(keys, sharedKey{l.limitName("account", k.account), userFailureBurst})
 	}
 	if k.addr != "" {
-		keys = append(keys, sharedKey{"addr:" + k.addr, addrFailureBurst})
+		keys = append(keys, sharedKey{l.limitName("addr", k.addr), addrFailureBurst})
 	}
 	return keys
 }
 
+// limitName stands for a limit's key in its Redis key name, which shows in
+// SCAN, MONITOR and SLOWLOG. The hash is keyed (HMAC under a key derived
+// from the session key): a plain hash of an IPv4 address is undone by
+// hashing all 2^32 of them, in minutes, and one of a username by hashing a
+// list of names. The counts live failureWindow, so that the names change
+// with the first session key only starts them over (while a rotation rolls
+// out, replicas with the old first key and those with the new count apart).
+func (l *sharedLimits) limitName(kind, key string) string {
+	m := hmac.New(sha256.New, l.names)
+	m.Write([]byte(kind + "\x00" + key))
+	return kind + ":" + hex.EncodeToString(m.Sum(nil)[:16])
+}
+
 func (l *sharedLimits) wait(k loginKeys, now time.Time) time.Duration {
 	wait := l.local.wait(k, now)
-	for _, s := range sharedKeys(k) {
+	for _, s := range l.sharedKeys(k) {
 		n, left, err := l.redis.Failures(context.Background(), s.key)
 		if err == nil && n >= s.burst {
 			wait = max(wait, left)
@@ -223,7 +242,7 @@ func (l *sharedLimits) wait(k loginKeys, now time.Time) time.Duration {
 
 func (l *sharedLimits) failed(k loginKeys, now time.Time) {
 	l.local.failed(k, now)
-	for _, s := range sharedKeys(k) {
+	for _, s := range l.sharedKeys(k) {
 		_, _, _ = l.redis.CountFailure(context.Background(), s.key, failureWindow)
 	}
 }
@@ -231,7 +250,7 @@ func (l *sharedLimits) failed(k loginKeys, now time.Time) {
 func (l *sharedLimits) succeeded(k loginKeys) {
 	l.local.succeeded(k)
 	k.addr = ""
-	for _, s := range sharedKeys(k) {
+	for _, s := range l.sharedKeys(k) {
 		_ = l.redis.ForgetFailures(context.Background(), s.key)
 	}
 }

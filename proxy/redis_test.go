@@ -18,7 +18,7 @@ func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { r.Close() })
-		return &sharedLimits{redis: r, local: newLoginLimits()}
+		return newSharedLimits(r, newLoginLimits(), make([]byte, 32))
 	}
 	one, two := replica(), replica()
 	now := time.Now()

@@ -84,11 +84,12 @@ func (r *Redis) Unmark(ctx context.Context, key string) error {
 
 // CountFailure counts one failure of key in its current window, which starts
 // with its first failure and lasts window, and returns the count so far and
-// how long the window still lasts.
+// how long the window still lasts. key goes into a key name as it is (under
+// "lim:"): the caller keeps user data out of it.
 func (r *Redis) CountFailure(ctx context.Context, key string, window time.Duration) (int64, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	k := r.key("fail", key)
+	k := r.key("lim", key)
 	var incr *redis.IntCmd
 	var ttl *redis.DurationCmd
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -108,7 +109,7 @@ func (r *Redis) CountFailure(ctx context.Context, key string, window time.Durati
 func (r *Redis) Failures(ctx context.Context, key string) (int64, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	k := r.key("fail", key)
+	k := r.key("lim", key)
 	var get *redis.StringCmd
 	var ttl *redis.DurationCmd
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -133,7 +134,7 @@ func (r *Redis) Failures(ctx context.Context, key string) (int64, time.Duration,
 func (r *Redis) ForgetFailures(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	if err := r.client.Del(ctx, r.key("fail", key)).Err(); err != nil {
+	if err := r.client.Del(ctx, r.key("lim", key)).Err(); err != nil {
 		return unavailable("forget failures", err)
 	}
 	return nil

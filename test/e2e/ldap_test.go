@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"html"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,8 +15,10 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis-proxy/portcullis/test/ldapserver"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
 )
 
 // ldapConfig is the CVAT profile with an LDAP directory: users by uid,
@@ -390,6 +393,44 @@ func TestLDAPRateLimitAcrossAttributes(t *testing.T) {
 	}
 	if resp := attempt("10.3.7.2", "alice@example.com", ldapserver.AlicePassword); resp.StatusCode != http.StatusFound {
 		t.Errorf("alice by mail while bob is limited: %d, want 302", resp.StatusCode)
+	}
+}
+
+// TestLDAPFailureCountsInRedisNameNobody fails logins with the counts in
+// Redis, then lists its keys: key names show in SCAN, MONITOR and SLOWLOG,
+// and none may hold the client's address, the username or the account's DN.
+func TestLDAPFailureCountsInRedisNameNobody(t *testing.T) {
+	rdb := redisserver.Start(t)
+	s, _ := ldapStackWith(t, strings.Replace(ldapConfig, "  keys: [SESSION_KEY]\n",
+		"  keys: [SESSION_KEY]\n  store: redis\n  redis: {url: "+rdb.URL+"}\n", 1))
+	for _, addr := range []string{"10.5.0.9", "2001:db8:5::7"} {
+		c := fromAddr(browser(t), addr)
+		for _, user := range []string{ldapserver.Bob, "mallory"} { // an account the directory has, and none
+			if resp, _ := openForm(t, c, s.URL+"/.portcullis/ldap/corp-ldap").submit(t, c, user, "guess"); resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("%s from %s: %d, want 401", user, addr, resp.StatusCode)
+			}
+		}
+	}
+	client := redis.NewClient(&redis.Options{Addr: rdb.Addr})
+	t.Cleanup(func() { client.Close() })
+	keys, err := client.Keys(t.Context(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for _, k := range keys {
+		for _, clear := range []string{"10.5.0.9", "2001:db8:5", ldapserver.Bob, "mallory", ldapserver.UserDN(ldapserver.Bob)} {
+			if strings.Contains(strings.ToLower(k), strings.ToLower(clear)) {
+				t.Errorf("key %q names %q in the clear", k, clear)
+			}
+		}
+		if kind, _, ok := strings.Cut(strings.TrimPrefix(k, "portcullis:lim:"), ":"); ok && strings.HasPrefix(k, "portcullis:lim:") {
+			counts[kind]++
+		}
+	}
+	// Two usernames, bob's account, two addresses.
+	if want := map[string]int{"user": 2, "account": 1, "addr": 2}; !maps.Equal(counts, want) {
+		t.Errorf("failure counts in Redis by kind: %v, want %v; keys: %q", counts, want, keys)
 	}
 }
 
