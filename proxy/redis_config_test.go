@@ -30,6 +30,9 @@ func TestRedisConfig(t *testing.T) {
 		{"a bad database number is refused", "    url: redis://redis:6379/zero\n", "session.redis.url: redis: invalid database number"},
 		{"the password does not show in the error", "    url: redis://:hunter2@redis:6379/zero\n", "session.redis.url:"},
 		{"Sentinel without a master name is refused", "    sentinel:\n      addrs: [s1:26379]\n", "session.redis.sentinel.master_name: required"},
+		{"a Sentinel ACL user with its password is accepted", "    sentinel:\n      master_name: m\n      addrs: [s1:26379]\n      username: portcullis\n      password: pw\n", ""},
+		{"a Sentinel ACL user without a password is refused", "    sentinel:\n      master_name: m\n      addrs: [s1:26379]\n      username: portcullis\n",
+			"session.redis.sentinel.username: needs sentinel.password (or PORTCULLIS_REDIS_SENTINEL_PASSWORD)"},
 		{"a sentinel address without a port is refused", "    sentinel:\n      master_name: m\n      addrs: [s1]\n", "session.redis.sentinel.addrs[0]: not a host:port"},
 		{"a cluster address without a port is refused", "    cluster_addrs: [n1]\n", "session.redis.cluster_addrs[0]: not a host:port"},
 		{"a database with a cluster is refused", "    cluster_addrs: [n1:6379]\n    db: 3\n", "session.redis.db: a Redis Cluster has only database 0"},
@@ -56,14 +59,17 @@ func TestRedisPasswordsFromTheEnvironment(t *testing.T) {
 		return map[string]string{
 			"PORTCULLIS_REDIS_URL":               "rediss://redis.internal:6380/1",
 			"PORTCULLIS_REDIS_PASSWORD":          "from-env",
+			"PORTCULLIS_REDIS_SENTINEL_USERNAME": "sentinel-user-env",
 			"PORTCULLIS_REDIS_SENTINEL_PASSWORD": "sentinel-env",
 		}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := cfg.Session.Redis; r.URL != "rediss://redis.internal:6380/1" || r.Password != "from-env" || r.Sentinel.Password != "sentinel-env" {
-		t.Errorf("url %q, password %q, sentinel password %q: want the environment's", r.URL, r.Password, r.Sentinel.Password)
+	if r := cfg.Session.Redis; r.URL != "rediss://redis.internal:6380/1" || r.Password != "from-env" ||
+		r.Sentinel.Username != "sentinel-user-env" || r.Sentinel.Password != "sentinel-env" {
+		t.Errorf("url %q, password %q, sentinel username %q and password %q: want the environment's",
+			r.URL, r.Password, r.Sentinel.Username, r.Sentinel.Password)
 	}
 }
 

@@ -46,6 +46,10 @@ type RedisConfig struct {
 type RedisSentinel struct {
 	MasterName string   `yaml:"master_name"`
 	Addrs      []string `yaml:"addrs"`
+	// Username is the ACL user the sentinels know portcullis as (env
+	// PORTCULLIS_REDIS_SENTINEL_USERNAME); empty for their default user.
+	// It needs Password.
+	Username string `yaml:"username"`
 	// Password authenticates at the sentinels (env
 	// PORTCULLIS_REDIS_SENTINEL_PASSWORD); empty when they need none.
 	Password string `yaml:"password"`
@@ -82,13 +86,17 @@ const (
 
 // ApplyEnv applies the environment overrides: PORTCULLIS_REDIS_URL (so a
 // deployment can take the whole URL from a secret),
-// PORTCULLIS_REDIS_PASSWORD and PORTCULLIS_REDIS_SENTINEL_PASSWORD.
+// PORTCULLIS_REDIS_PASSWORD, PORTCULLIS_REDIS_SENTINEL_USERNAME and
+// PORTCULLIS_REDIS_SENTINEL_PASSWORD.
 func (c *RedisConfig) ApplyEnv(getenv func(string) string) {
 	if v := getenv("PORTCULLIS_REDIS_URL"); v != "" {
 		c.URL = v
 	}
 	if v := getenv("PORTCULLIS_REDIS_PASSWORD"); v != "" {
 		c.Password = v
+	}
+	if v := getenv("PORTCULLIS_REDIS_SENTINEL_USERNAME"); v != "" {
+		c.Sentinel.Username = v
 	}
 	if v := getenv("PORTCULLIS_REDIS_SENTINEL_PASSWORD"); v != "" {
 		c.Sentinel.Password = v
@@ -140,6 +148,11 @@ func (c *RedisConfig) Validate() error {
 				bad(fmt.Sprintf("sentinel.addrs[%d]", i), "not a host:port address: %q", a)
 			}
 		}
+	}
+	if c.Sentinel.Username != "" && c.Sentinel.Password == "" {
+		// go-redis sends no AUTH without a password: the sentinels would
+		// see their default user, never this one.
+		bad("sentinel.username", "needs sentinel.password (or PORTCULLIS_REDIS_SENTINEL_PASSWORD): a user is only sent with its password")
 	}
 	for i, a := range c.ClusterAddrs {
 		if !hostPort(a) {
@@ -248,7 +261,8 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 			return nil, err
 		}
 		return redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName: c.Sentinel.MasterName, SentinelAddrs: c.Sentinel.Addrs, SentinelPassword: c.Sentinel.Password,
+			MasterName: c.Sentinel.MasterName, SentinelAddrs: c.Sentinel.Addrs,
+			SentinelUsername: c.Sentinel.Username, SentinelPassword: c.Sentinel.Password,
 			Username: c.Username, Password: c.Password, DB: c.DB, TLSConfig: tc,
 			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
 			DialerRetries: redisDialerRetries, DialerRetryTimeout: redisDialerRetryWait,

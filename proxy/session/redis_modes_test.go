@@ -185,6 +185,44 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 	}
 }
 
+// TestSentinelWithACL: sentinels whose ACL admits only one user (their
+// default user off) are reached as sentinel.username with
+// sentinel.password; a password alone is taken for the default user's and
+// refused, so Ping tells the two apart.
+func TestSentinelWithACL(t *testing.T) {
+	master, sentinels := redisserver.StartSentinelWithACL(t, redisserver.SentinelACL{User: "portcullis-sentinel", Password: "s3ntinel-pw"})
+	for _, tc := range []struct {
+		name     string
+		sentinel RedisSentinel
+		ok       bool
+	}{
+		{"the ACL user with its password is let in", RedisSentinel{Username: "portcullis-sentinel", Password: "s3ntinel-pw"}, true},
+		{"the password alone is refused", RedisSentinel{Password: "s3ntinel-pw"}, false},
+		{"another user is refused", RedisSentinel{Username: "someone", Password: "s3ntinel-pw"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.sentinel
+			s.MasterName, s.Addrs = master, sentinels
+			c := RedisConfig{Sentinel: s, KeyPrefix: "test:"}
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			r, err := DialRedis(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			err = r.Ping(context.Background())
+			if tc.ok && err != nil {
+				t.Errorf("Ping: %v, want the master found through the sentinel", err)
+			}
+			if !tc.ok && err == nil {
+				t.Error("Ping succeeded; want the sentinel to refuse")
+			}
+		})
+	}
+}
+
 // TestUnreachableRedisFailsFast: with nothing listening, a request must get
 // its 503 well within a second in every mode, not wait out the operation
 // timeout while go-redis keeps dialling.

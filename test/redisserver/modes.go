@@ -20,6 +20,20 @@ import (
 // sentinel names the master.
 func StartSentinel(t testing.TB) (masterName string, sentinelAddrs []string) {
 	t.Helper()
+	return StartSentinelWithACL(t, SentinelACL{})
+}
+
+// SentinelACL is who a sentinel lets in: with a User, its default user is
+// off and clients must authenticate as User with Password (ACL rules in
+// sentinel.conf, which sentinels take since Redis 6.2).
+type SentinelACL struct {
+	User, Password string
+}
+
+// StartSentinelWithACL is StartSentinel with a sentinel that admits only
+// acl.User (none: anyone).
+func StartSentinelWithACL(t testing.TB, acl SentinelACL) (masterName string, sentinelAddrs []string) {
+	t.Helper()
 	master := Start(t)
 	masterName = "portcullis-test"
 	dir := t.TempDir()
@@ -30,13 +44,20 @@ func StartSentinel(t testing.TB) (masterName string, sentinelAddrs []string) {
 	text := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir %s\n"+
 		"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 5000\n",
 		port, dir, masterName, host, masterPort, masterName)
+	var auth []string
+	if acl.User != "" {
+		// go-redis asks for the master and its replicas and subscribes to
+		// the failover events: all commands and channels.
+		text += fmt.Sprintf("user default off\nuser %s on >%s allchannels +@all\n", acl.User, acl.Password)
+		auth = []string{"--user", acl.User, "--pass", acl.Password, "--no-auth-warning"}
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatalf("redisserver: write sentinel.conf: %v", err)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	startProcess(t, "sentinel", []string{conf, "--sentinel"})
 	waitFor(t, "sentinel knows the master", func() (bool, string) {
-		out, err := cli(addr, "SENTINEL", "get-master-addr-by-name", masterName)
+		out, err := cli(addr, append(auth, "SENTINEL", "get-master-addr-by-name", masterName)...)
 		f := strings.Fields(out)
 		return err == nil && len(f) == 2 && f[0] == host && f[1] == masterPort, out
 	})
