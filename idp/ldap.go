@@ -48,10 +48,19 @@ const (
 	// maxGroupDepth bounds the group nesting walked (groups of groups of
 	// the user's groups...).
 	maxGroupDepth = 8
-	// maxGroups bounds the groups collected for one user.
+	// maxGroups bounds the groups kept for one user; a list cut there is
+	// logged. The session must fit the cookie store (8 cookies of 3,800
+	// bytes): sealed, 1,000 Active Directory group DNs take about 14 KB,
+	// 27 KB with the same DNs in claims.memberOf, and 1,500 would not fit.
+	// Windows itself refuses to log on a user in more than about 1,010
+	// security groups (KB 328889).
 	maxGroups = 1000
 	// groupsPerSearch bounds the DNs asked for in one nested-group search.
 	groupsPerSearch = 50
+	// groupPageSize is the page size of group searches (RFC 2696 paged
+	// results), below Active Directory's MaxPageSize (1000), so that no
+	// page asks for more than a domain controller answers at once.
+	groupPageSize = 500
 )
 
 var errNotChecked = errors.New("directory not reached yet")
@@ -288,15 +297,21 @@ func (p *LDAPProvider) findUser(c *ldap.Conn, username string) (*ldap.Entry, err
 
 // groups returns the DNs of the user's groups: from group_search when
 // configured (walking nesting when the filter names {dn} and is not AD's
-// in-chain rule), else from the user entry's memberOf.
+// in-chain rule), else from the user entry's memberOf. Searches are paged,
+// so that a directory's page limit (AD's MaxPageSize) does not end them;
+// a list cut at maxGroups, or by a limit the directory keeps, is logged.
 func (p *LDAPProvider) groups(c *ldap.Conn, user *ldap.Entry, username string) ([]string, error) {
 	gs := p.cfg.GroupSearch
 	if gs.Filter == "" {
-		return p.mapping.memberOf(user), nil
+		dns, cut := p.mapping.memberOf(user)
+		p.warnGroupsCut(user, username, len(dns), cut)
+		return dns, nil
 	}
 	var all []string
+	var cut string // why the list is incomplete; "" when it is not
 	seen := map[string]bool{}
 	members := []string{user.DN}
+walk:
 	for depth := 0; len(members) > 0 && depth < maxGroupDepth; depth++ {
 		var next []string
 		for start := 0; start < len(members); start += groupsPerSearch {
@@ -313,16 +328,32 @@ func (p *LDAPProvider) groups(c *ldap.Conn, user *ldap.Entry, username string) (
 				b.WriteString(")")
 				filter = b.String()
 			}
+			// The size limit is for the whole paged search (RFC 2696):
+			// one more than is kept tells a cut list from a full one.
 			req := ldap.NewSearchRequest(gs.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-				maxGroups, int(p.timing.op/time.Second), false, filter, []string{"1.1"}, nil)
-			res, err := c.Search(req)
-			if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+				maxGroups+1, int(p.timing.op/time.Second), false, filter, []string{"1.1"}, nil)
+			res, err := c.SearchWithPaging(req, groupPageSize)
+			if ldap.IsErrorWithCode(err, ldap.LDAPResultAdminLimitExceeded) {
+				// OpenLDAP refuses a page larger than its size.pr limit;
+				// its plain size limit may still be enough.
+				req.Controls = nil
+				res, err = c.Search(req)
+			}
+			if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+				if len(res.Entries) <= maxGroups {
+					cut = "the directory's size limit for the service account ended the group search"
+				}
+			} else if err != nil {
 				return nil, err
 			}
 			for _, e := range res.Entries {
 				key := strings.ToLower(e.DN)
-				if seen[key] || len(all) >= maxGroups {
+				if seen[key] {
 					continue
+				}
+				if len(all) == maxGroups {
+					cut = groupsCapReason
+					break walk
 				}
 				seen[key] = true
 				all = append(all, e.DN)
@@ -334,7 +365,21 @@ func (p *LDAPProvider) groups(c *ldap.Conn, user *ldap.Entry, username string) (
 		}
 		members = next
 	}
+	p.warnGroupsCut(user, username, len(all), cut)
 	return all, nil
+}
+
+// groupsCapReason is why a list cut at maxGroups is incomplete.
+var groupsCapReason = fmt.Sprintf("the user is in more groups than the %d portcullis keeps", maxGroups)
+
+// warnGroupsCut logs a group list that is incomplete for reason: roles and
+// admission rules may then miss a group the user is in.
+func (p *LDAPProvider) warnGroupsCut(user *ldap.Entry, username string, kept int, reason string) {
+	if reason == "" {
+		return
+	}
+	p.log.Warn("ldap: group list cut; rules may miss groups the user is in", "username", username, "dn", user.DN,
+		"groups", kept, "why", reason)
 }
 
 // fillFilter puts the escaped username and DN into a configured filter.

@@ -75,14 +75,55 @@ func (m ldapMapping) first(e *ldap.Entry, field string) string {
 	return ""
 }
 
-// memberOf is the group DNs listed in the user entry itself.
-func (m ldapMapping) memberOf(e *ldap.Entry) []string {
+// memberOf is the group DNs listed in the user entry itself, at most
+// maxGroups of them, and why the list is incomplete ("" when it is not).
+func (m ldapMapping) memberOf(e *ldap.Entry) ([]string, string) {
 	for _, name := range m.fields["groups"] {
-		if v := e.GetEqualFoldAttributeValues(name); len(v) > 0 {
-			return v
+		v, partial := attributeValues(e, name)
+		switch {
+		case len(v) > maxGroups:
+			return v[:maxGroups], groupsCapReason
+		case partial:
+			return v, "the directory sent " + name + " in ranges (Active Directory: more values than its MaxValRange); only the first is read"
+		case len(v) > 0:
+			return v, ""
 		}
 	}
-	return nil
+	return nil, ""
+}
+
+// attributeValues is the values of attribute name in e. Active Directory
+// answers an attribute with more values than its MaxValRange policy (1500
+// by default) as "name;range=0-1499" with the first values, leaving name
+// itself out; partial says the range holds only some (its end is not *).
+func attributeValues(e *ldap.Entry, name string) (values []string, partial bool) {
+	if v := e.GetEqualFoldAttributeValues(name); len(v) > 0 {
+		return v, false
+	}
+	for _, a := range e.Attributes {
+		base, high, ok := valueRange(a.Name)
+		if ok && strings.EqualFold(base, name) {
+			return a.Values, high != "*"
+		}
+	}
+	return nil, false
+}
+
+// valueRange splits an attribute description with Active Directory's range
+// option ("memberOf;range=0-1499") into the attribute's name and the
+// range's end ("1499", or "*" for the last values).
+func valueRange(description string) (name, high string, ok bool) {
+	name, options, found := strings.Cut(description, ";")
+	if !found {
+		return description, "", false
+	}
+	for _, opt := range strings.Split(options, ";") {
+		if len(opt) > len("range=") && strings.EqualFold(opt[:len("range=")], "range=") {
+			_, high, ok = strings.Cut(opt[len("range="):], "-")
+			return name, high, ok
+		}
+	}
+	return description, "", false
 }
 
 // profile builds the user's profile. typed is the username as the user
@@ -116,10 +157,19 @@ func (m ldapMapping) profile(idpID string, e *ldap.Entry, typed string, groupDNs
 		if strings.EqualFold(a.Name, "objectGUID") || strings.EqualFold(a.Name, "userPassword") || len(a.Values) == 0 {
 			continue
 		}
-		if len(a.Values) == 1 {
-			p.Claims[a.Name] = a.Values[0]
+		name, values := a.Name, a.Values
+		if base, _, ranged := valueRange(name); ranged {
+			name = base // AD's memberOf;range=0-1499 is claims.memberOf
+		}
+		if slices.ContainsFunc(m.fields["groups"], func(g string) bool { return strings.EqualFold(g, name) }) {
+			// The groups attribute is as long as the group list may be, so
+			// that the session still fits a cookie.
+			values = values[:min(len(values), maxGroups)]
+		}
+		if len(values) == 1 {
+			p.Claims[name] = values[0]
 		} else {
-			p.Claims[a.Name] = slices.Clone(a.Values)
+			p.Claims[name] = slices.Clone(values)
 		}
 	}
 	p.Groups = m.groupNames(groupDNs)

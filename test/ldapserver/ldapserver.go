@@ -69,6 +69,13 @@ type Options struct {
 	// TLS makes a CA and a certificate for 127.0.0.1, offers StartTLS on
 	// URL and listens for ldaps:// on LDAPSURL too.
 	TLS bool
+	// SizeLimit is the database's olcSizeLimit, which binds every account
+	// but the administrator: "size.soft=20 size.hard=20
+	// size.prtotal=unlimited" answers at most 20 entries to a plain search
+	// and any number to a paged one (RFC 2696), as Active Directory's
+	// MaxPageSize does with 1000. Empty keeps slapd's default, 500 for
+	// both.
+	SizeLimit string
 }
 
 // Server is a running slapd.
@@ -118,6 +125,9 @@ func Start(t testing.TB, o Options) *Server {
 		}
 	}
 	config := configLDIF(s.dir)
+	if o.SizeLimit != "" {
+		config = strings.Replace(config, "olcRootDN:", "olcSizeLimit: "+o.SizeLimit+"\nolcRootDN:", 1)
+	}
 	if o.TLS {
 		s.tlsPort = process.FreePort(t)
 		s.LDAPSURL = "ldaps://127.0.0.1:" + strconv.Itoa(s.tlsPort)
