@@ -220,7 +220,15 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 		}
 	}
 	p.binds.Add(1)
-	if err := c.Bind(entry.DN, password); err != nil {
+	policy, err := bindUser(c, entry.DN, password)
+	if acct := policyAccountError(policy); acct != nil {
+		// The password was right (ppolicy answers so for no other), but
+		// the account may not be used as it is.
+		healthy = !isUnavailable(err)
+		p.log.Info("ldap: account refused", "dn", entry.DN, "policy", policy.String(), "err", err)
+		return nil, acct
+	}
+	if err != nil {
 		healthy = !isUnavailable(err)
 		if acct := adAccountError(err); acct != nil {
 			p.log.Info("ldap: account refused", "dn", entry.DN, "err", err)
@@ -235,6 +243,9 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 			return nil, ErrInvalidCredentials
 		}
 		return nil, p.classify("bind as user", err)
+	}
+	if policy != nil && policy.Expire >= 0 {
+		p.log.Info("ldap: password expires soon", "dn", entry.DN, "seconds", policy.Expire)
 	}
 	// Groups are read as the service account: users may not see them.
 	if err := p.bindService(c); err != nil {
@@ -391,18 +402,65 @@ func fillFilter(filter, username, dn string) string {
 }
 
 // AccountError is a password check the directory refused although the
-// password was right, because of the account's state: Active Directory's
-// password expired or to be changed, logon hours, allowed workstations. It
-// wraps ErrInvalidCredentials, so it counts as a failed login; Reason is
-// for the user, who can do something about it.
+// password was right, because of the account's state: the password expired
+// or to be changed (Active Directory, or a password policy such as
+// OpenLDAP's ppolicy), AD's logon hours and allowed workstations. It wraps
+// ErrInvalidCredentials, so it counts as a failed login; Reason is for the
+// user, who can do something about it.
 type AccountError struct {
-	// Code is AD's data code from the bind's diagnostic message (532, 773…).
+	// Code is the directory's reason: AD's data code from the bind's
+	// diagnostic message (532, 773…), or the password policy's
+	// (changeAfterReset, passwordExpired, graceAuthNsRemaining).
 	Code   string
 	Reason string
 }
 
 func (e *AccountError) Error() string {
-	return fmt.Sprintf("account refused by the directory (AD data %s): %s", e.Code, e.Reason)
+	return fmt.Sprintf("account refused by the directory (%s): %s", e.Code, e.Reason)
+}
+
+// bindUser binds as dn to check password, asking for the password policy
+// response (draft-behera-ldap-password-policy: OpenLDAP's ppolicy overlay,
+// 389 Directory Server and FreeIPA answer it; Active Directory ignores the
+// request, which is not critical). policy is the response, or nil.
+func bindUser(c *ldap.Conn, dn, password string) (policy *ldap.ControlBeheraPasswordPolicy, err error) {
+	res, err := c.SimpleBind(ldap.NewSimpleBindRequest(dn, password, []ldap.Control{ldap.NewControlBeheraPasswordPolicy()}))
+	if res != nil {
+		policy, _ = ldap.FindControl(res.Controls, ldap.ControlTypeBeheraPasswordPolicy).(*ldap.ControlBeheraPasswordPolicy)
+	}
+	return policy, err
+}
+
+// Reasons for a password policy's refusals. Portcullis cannot change
+// passwords: the user does so where they usually do.
+const (
+	policyMustChange = "Your password was reset and must be changed before you can sign in. Change it where you usually change your password, then sign in here with the new one."
+	policyExpired    = "Your password has expired. Change it where you usually change your password (or ask your administrator to reset it), then sign in here with the new one."
+)
+
+// policyAccountError is the *AccountError a password policy response
+// carries, or nil. The directory sends these only for the right password:
+// a bind that succeeded with changeAfterReset (an administrator set the
+// password and the policy has pwdMustChange: the connection may do nothing
+// but change it), or with graceAuthNsRemaining (the password expired and
+// this bind used one of the grace logins, which are there to change it);
+// and a bind refused with passwordExpired. Letting a grace login in would
+// spend the user's grace logins, without a word, on every sign-in here
+// (and on every Basic auth check), until none is left to change the
+// password with. accountLocked stays "wrong username or password", as AD's
+// locked accounts do.
+func policyAccountError(policy *ldap.ControlBeheraPasswordPolicy) *AccountError {
+	switch {
+	case policy == nil:
+		return nil
+	case policy.Error == ldap.BeheraChangeAfterReset:
+		return &AccountError{Code: "changeAfterReset", Reason: policyMustChange}
+	case policy.Error == ldap.BeheraPasswordExpired:
+		return &AccountError{Code: "passwordExpired", Reason: policyExpired}
+	case policy.Grace >= 0:
+		return &AccountError{Code: "graceAuthNsRemaining", Reason: policyExpired}
+	}
+	return nil
 }
 
 func (e *AccountError) Unwrap() error { return ErrInvalidCredentials }

@@ -79,7 +79,13 @@ func ldapStack(t *testing.T) (*stack, *ldapserver.Server) {
 // ldapStackWith is ldapStack with another config.
 func ldapStackWith(t *testing.T, config string) (*stack, *ldapserver.Server) {
 	t.Helper()
-	dir := ldapserver.Start(t, ldapserver.Options{})
+	return ldapStackAt(t, config, ldapserver.Options{})
+}
+
+// ldapStackAt is ldapStackWith with a directory started with o.
+func ldapStackAt(t *testing.T, config string, o ldapserver.Options) (*stack, *ldapserver.Server) {
+	t.Helper()
+	dir := ldapserver.Start(t, o)
 	t.Logf("slapd started with the tree in %s", dir.StartupTime.Round(time.Millisecond))
 	t.Setenv("PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD", ldapserver.ServicePassword)
 	s := listen(t)
@@ -284,6 +290,41 @@ func TestLDAPFormRefusals(t *testing.T) {
 			t.Errorf("login: %d to %q, want 302 to %s/", resp.StatusCode, loc, s.URL)
 		}
 	})
+}
+
+// TestLDAPFormPasswordMustChange resets a password as the administrator of
+// a directory with OpenLDAP's ppolicy overlay (pwdMustChange): the new
+// password binds, but the policy says it must be changed first, and the
+// form says so instead of signing the user in.
+func TestLDAPFormPasswordMustChange(t *testing.T) {
+	s, dir := ldapStackAt(t, ldapConfig, ldapserver.Options{PasswordPolicy: true})
+	dir.Modify(t, "dn: "+ldapserver.UserDN(ldapserver.Bob)+"\nchangetype: modify\nreplace: userPassword\nuserPassword: reset-pw\n")
+	c := fromAddr(browser(t), "10.2.2.1")
+	form := openForm(t, c, s.URL+"/.portcullis/ldap/corp-ldap?rd=/")
+	resp, body := form.submit(t, c, ldapserver.Bob, "reset-pw")
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "Your password was reset and must be changed before you can sign in.") {
+		t.Fatalf("status %d, want 401 with the form saying the password must be changed:\n%s", resp.StatusCode, body)
+	}
+	resp, err := c.Get(s.URL + "/.portcullis/userinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("userinfo after the refused login: %d, want 401", resp.StatusCode)
+	}
+	// Basic auth callers get no session from it either.
+	req, _ := http.NewRequest("GET", s.URL+"/legacy/x", nil)
+	req.Header.Set("X-Forwarded-For", "10.2.2.2")
+	req.SetBasicAuth(ldapserver.Bob, "reset-pw")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("Basic auth with the reset password: %d, want 401", resp.StatusCode)
+	}
 }
 
 // TestLDAPRateLimit fails logins until the limits answer 429, per username

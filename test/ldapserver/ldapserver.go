@@ -16,7 +16,7 @@
 //	uid=dup,ou=people          dup-pw, and a second uid=dup under ou=contractors
 //
 // Anonymous clients can bind and nothing else; bound users read everything
-// but passwords.
+// but passwords. Options add a size limit and the ppolicy overlay.
 package ldapserver
 
 import (
@@ -46,6 +46,9 @@ const (
 	ServicePassword = "service-pw"
 	PeopleDN        = "ou=people," + Suffix
 	GroupsDN        = "ou=groups," + Suffix
+	// With Options.PasswordPolicy: where the policies are, and the default.
+	PoliciesDN = "ou=policies," + Suffix
+	PolicyDN   = "cn=default," + PoliciesDN
 )
 
 // Users of the default tree and their passwords.
@@ -76,6 +79,12 @@ type Options struct {
 	// MaxPageSize does with 1000. Empty keeps slapd's default, 500 for
 	// both.
 	SizeLimit string
+	// PasswordPolicy loads the ppolicy overlay with PolicyDN as the default
+	// policy: pwdMustChange, so a password the administrator sets (Modify)
+	// must be changed before anything else, and no expiry or lockout.
+	// Tests add stricter policies under PoliciesDN and point an entry at
+	// one with pwdPolicySubentry.
+	PasswordPolicy bool
 }
 
 // Server is a running slapd.
@@ -128,6 +137,9 @@ func Start(t testing.TB, o Options) *Server {
 	if o.SizeLimit != "" {
 		config = strings.Replace(config, "olcRootDN:", "olcSizeLimit: "+o.SizeLimit+"\nolcRootDN:", 1)
 	}
+	if o.PasswordPolicy {
+		config = strings.Replace(config, "olcModuleLoad: refint\n", "olcModuleLoad: refint\nolcModuleLoad: ppolicy\n", 1) + ppolicyConfigLDIF
+	}
 	if o.TLS {
 		s.tlsPort = process.FreePort(t)
 		s.LDAPSURL = "ldaps://127.0.0.1:" + strconv.Itoa(s.tlsPort)
@@ -155,6 +167,10 @@ func Start(t testing.TB, o Options) *Server {
 	if tree == "" {
 		tree = Tree()
 	}
+	if o.PasswordPolicy {
+		// Before the users, so that their passwords start under it.
+		tree = policiesLDIF + "\n" + tree
+	}
 	s.Add(t, suffixLDIF+"\n"+tree)
 	s.StartupTime = time.Since(began)
 	return s
@@ -168,6 +184,18 @@ func (s *Server) Add(t testing.TB, ldif string) {
 	cmd.Stdin = strings.NewReader(ldif)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("ldapserver: ldapadd: %v\n%s", err, out)
+	}
+}
+
+// Modify changes entries in the running server with ldapmodify, bound as
+// the administrator: what an administrator's password reset looks like to
+// the ppolicy overlay.
+func (s *Server) Modify(t testing.TB, ldif string) {
+	t.Helper()
+	cmd := command("ldapmodify", "-x", "-H", s.URL, "-D", AdminDN, "-w", AdminPassword)
+	cmd.Stdin = strings.NewReader(ldif)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ldapserver: ldapmodify: %v\n%s", err, out)
 	}
 }
 
@@ -383,6 +411,33 @@ olcOverlay: {1}refint
 olcRefintAttribute: memberof member
 `
 }
+
+// ppolicyConfigLDIF configures the ppolicy overlay (OpenLDAP 2.5 carries
+// its schema itself). Lockout stays off: the tests count failures in the
+// proxy.
+const ppolicyConfigLDIF = `
+dn: olcOverlay={2}ppolicy,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcPPolicyConfig
+olcOverlay: {2}ppolicy
+olcPPolicyDefault: ` + PolicyDN + `
+olcPPolicyHashCleartext: TRUE
+olcPPolicyUseLockout: FALSE
+`
+
+// policiesLDIF is the default password policy of Options.PasswordPolicy.
+const policiesLDIF = `dn: ` + PoliciesDN + `
+objectClass: organizationalUnit
+ou: policies
+
+dn: ` + PolicyDN + `
+objectClass: organizationalRole
+objectClass: pwdPolicy
+cn: default
+pwdAttribute: userPassword
+pwdMustChange: TRUE
+pwdAllowUserChange: TRUE
+`
 
 // command runs a Debian tool found in /usr/sbin even when PATH lacks it.
 func command(name string, args ...string) *exec.Cmd {
