@@ -197,6 +197,7 @@ func TestLDAPAuthenticate(t *testing.T) {
 		{"a username with two entries is refused", ldapserver.Dup, ldapserver.DupPassword, "", nil},
 		{"an empty username is refused", "", ldapserver.AlicePassword, "", nil},
 		{"a DN as username matches nobody", ldapserver.UserDN("alice"), ldapserver.AlicePassword, "", nil},
+		{"a DOMAIN\\ prefix matches nobody (docs/ldap.md says so)", `EXAMPLE\alice`, ldapserver.AlicePassword, "", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
