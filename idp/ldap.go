@@ -326,19 +326,7 @@ walk:
 	for depth := 0; len(members) > 0 && depth < maxGroupDepth; depth++ {
 		var next []string
 		for start := 0; start < len(members); start += groupsPerSearch {
-			chunk := members[start:min(start+groupsPerSearch, len(members))]
-			var filter string
-			if len(chunk) == 1 {
-				filter = fillFilter(gs.Filter, username, chunk[0])
-			} else {
-				var b strings.Builder
-				b.WriteString("(|")
-				for _, dn := range chunk {
-					b.WriteString(fillFilter(gs.Filter, username, dn))
-				}
-				b.WriteString(")")
-				filter = b.String()
-			}
+			filter := groupsOf(gs.Filter, username, members[start:min(start+groupsPerSearch, len(members))])
 			// The size limit is for the whole paged search (RFC 2696):
 			// one more than is kept tells a cut list from a full one.
 			req := ldap.NewSearchRequest(gs.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
@@ -376,9 +364,54 @@ walk:
 		}
 		members = next
 	}
+	if cut == "" && p.nested && len(members) > 0 {
+		// The walk stopped at maxGroupDepth with groups whose own groups
+		// were not looked for; whether there are any is one search away.
+		// A directory that fails this search gets the warning too.
+		if deeper, err := p.anyGroupOf(c, username, members); deeper || err != nil {
+			cut = groupsDepthReason
+		}
+	}
 	p.warnGroupsCut(user, username, len(all), cut)
 	return all, nil
 }
+
+// groupsOf is the group search filter for the groups of any of dns.
+func groupsOf(filter, username string, dns []string) string {
+	if len(dns) == 1 {
+		return fillFilter(filter, username, dns[0])
+	}
+	var b strings.Builder
+	b.WriteString("(|")
+	for _, dn := range dns {
+		b.WriteString(fillFilter(filter, username, dn))
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// anyGroupOf reports whether any of dns is a member of a group.
+func (p *LDAPProvider) anyGroupOf(c *ldap.Conn, username string, dns []string) (bool, error) {
+	gs := p.cfg.GroupSearch
+	for start := 0; start < len(dns); start += groupsPerSearch {
+		req := ldap.NewSearchRequest(gs.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+			1, int(p.timing.op/time.Second), false, groupsOf(gs.Filter, username, dns[start:min(start+groupsPerSearch, len(dns))]), []string{"1.1"}, nil)
+		res, err := c.Search(req)
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if len(res.Entries) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// groupsDepthReason is why a list cut at maxGroupDepth is incomplete.
+var groupsDepthReason = fmt.Sprintf("groups are nested more than %d levels deep; the deeper ones were not looked for", maxGroupDepth)
 
 // groupsCapReason is why a list cut at maxGroups is incomplete.
 var groupsCapReason = fmt.Sprintf("the user is in more groups than the %d portcullis keeps", maxGroups)

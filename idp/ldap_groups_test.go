@@ -207,3 +207,47 @@ func TestLDAPRangedMemberOf(t *testing.T) {
 		})
 	}
 }
+
+// userInChain is the LDIF of a user uid (password uid-pw) who is a member
+// of group uid-0, which is a member of uid-1, and so on up to uid-(n-1).
+func userInChain(uid string, n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dn: %s\nobjectClass: inetOrgPerson\nuid: %s\ncn: %s\nsn: %s\nuserPassword: %s\n\n",
+		ldapserver.UserDN(uid), uid, uid, uid, ldapserver.SSHA(uid+"-pw"))
+	member := ldapserver.UserDN(uid)
+	for i := range n {
+		dn := fmt.Sprintf("cn=%s-%d,%s", uid, i, ldapserver.GroupsDN)
+		fmt.Fprintf(&b, "dn: %s\nobjectClass: groupOfNames\ncn: %s-%d\nmember: %s\n\n", dn, uid, i, member)
+		member = dn
+	}
+	return b.String()
+}
+
+// TestLDAPGroupNestingDepth: nesting is followed maxGroupDepth levels; a
+// list that stops there while deeper groups exist is logged as cut, and one
+// whose nesting ends exactly there is not.
+func TestLDAPGroupNestingDepth(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	srv.Add(t, userInChain("erin", maxGroupDepth)+userInChain("frank", maxGroupDepth+2))
+	r := httptest.NewRequest("POST", "/", nil)
+	for _, tc := range []struct {
+		user string
+		cut  bool
+	}{{"erin", false}, {"frank", true}} {
+		p, logs := newLoggedLDAP(t, ldapTestConfig(srv.URL))
+		prof, err := p.Authenticate(r, tc.user, tc.user+"-pw", nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.user, err)
+		}
+		if len(prof.Groups) != maxGroupDepth {
+			t.Errorf("%s: %d groups, want the %d levels followed", tc.user, len(prof.Groups), maxGroupDepth)
+		}
+		logged := strings.Contains(logs.String(), "group list cut")
+		if logged != tc.cut {
+			t.Errorf("%s: cut logged %v, want %v:\n%s", tc.user, logged, tc.cut, logs)
+		}
+		if tc.cut && !strings.Contains(logs.String(), "nested more than") {
+			t.Errorf("%s: the log does not say why:\n%s", tc.user, logs)
+		}
+	}
+}
