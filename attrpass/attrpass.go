@@ -16,7 +16,6 @@ import (
 	"strings"
 
 	"github.com/expr-lang/expr"
-	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -105,9 +104,9 @@ func Compile(c Config, issuer string, log *slog.Logger) (*Pass, error) {
 		if !claim(key, name) {
 			continue
 		}
-		prog, err := expr.Compile(c.Headers[name], expr.Env(idp.Profile{}))
+		prog, err := idp.CompileExpr(c.Headers[name], idp.Profile{})
 		if err != nil {
-			bad(key, "%s", exprMessage(err))
+			bad(key, "%v", err)
 			continue
 		}
 		if t := prog.Node().Type(); t != nil && !headerKind(t.Kind()) {
@@ -272,7 +271,7 @@ func (p *Pass) Values(prof *idp.Profile) (map[string]string, error) {
 func (p *Pass) value(hd header, prof *idp.Profile) (string, error) {
 	out, err := expr.Run(hd.program, prof)
 	if err != nil {
-		return "", fmt.Errorf("attribute pass: header %s: evaluate: %s", hd.name, exprMessage(err))
+		return "", fmt.Errorf("attribute pass: header %s: evaluate: %s", hd.name, idp.ExprMessage(err))
 	}
 	v, err := format(out)
 	if err != nil {
@@ -392,17 +391,4 @@ func validName(name string) bool {
 		}
 	}
 	return true
-}
-
-// exprMessage is an expr-lang error on one line, with its position, so a
-// config check lists one problem per line.
-func exprMessage(err error) string {
-	var fe *file.Error
-	if errors.As(err, &fe) {
-		if fe.Line > 0 {
-			return fmt.Sprintf("%s (at %d:%d)", fe.Message, fe.Line, fe.Column+1)
-		}
-		return fe.Message
-	}
-	return err.Error()
 }

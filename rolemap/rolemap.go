@@ -8,7 +8,6 @@ import (
 	"fmt"
 
 	"github.com/expr-lang/expr"
-	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -117,9 +116,9 @@ func Compile(c Config) (*Mapper, error) {
 			bad(key+".when", "required")
 			continue
 		}
-		prog, err := expr.Compile(r.When, expr.Env(env{}), expr.AsBool())
+		prog, err := idp.CompileExpr(r.When, env{}, expr.AsBool())
 		if err != nil {
-			bad(key+".when", "%s", exprMessage(err))
+			bad(key+".when", "%v", err)
 			continue
 		}
 		m.rules = append(m.rules, rule{priority: p, when: r.When, program: prog})
@@ -157,7 +156,7 @@ func (m *Mapper) Map(p *idp.Profile) ([]string, error) {
 		}
 		out, err := expr.Run(r.program, e)
 		if err != nil {
-			evalErrs = append(evalErrs, fmt.Errorf("rules[%d].when: %s", i, exprMessage(err)))
+			evalErrs = append(evalErrs, fmt.Errorf("rules[%d].when: %s", i, idp.ExprMessage(err)))
 			continue
 		}
 		if b, _ := out.(bool); b {
@@ -187,17 +186,4 @@ func (m *Mapper) Map(p *idp.Profile) ([]string, error) {
 // Roles returns the configured roles, highest priority first.
 func (m *Mapper) Roles() []string {
 	return append([]string(nil), m.roles...)
-}
-
-// exprMessage is an expr-lang error on one line, with its position, so a
-// config check lists one problem per line.
-func exprMessage(err error) string {
-	var fe *file.Error
-	if errors.As(err, &fe) {
-		if fe.Line > 0 {
-			return fmt.Sprintf("%s (at %d:%d)", fe.Message, fe.Line, fe.Column+1)
-		}
-		return fe.Message
-	}
-	return err.Error()
 }

@@ -324,12 +324,9 @@ func parseSource(s string) (netip.Prefix, error) {
 
 // compileExpr compiles a boolean expression over Env.
 func compileExpr(src string) (*program, error) {
-	prog, err := expr.Compile(src, expr.Env(Env{}), expr.AsBool())
+	prog, err := idp.CompileExpr(src, Env{}, expr.AsBool())
 	if err != nil {
-		// expr appends a drawing of the source under the message; a config
-		// check prints one problem a line, and the message has the column.
-		msg, _, _ := strings.Cut(err.Error(), "\n")
-		return nil, errors.New(msg)
+		return nil, err
 	}
 	node := prog.Node()
 	v := &headerUse{}

@@ -362,7 +362,7 @@ func TestCompileErrors(t *testing.T) {
 		{"path with a semicolon", []Config{valid(Config{Path: "/a;b"})}, "", `rules[0].path: can never match: semicolon`},
 		{"two path kinds", []Config{valid(Config{Path: "/a", PathPrefix: "/a/"})}, "", `rules[0]: set only one of path, path_prefix and path_regex`},
 		{"typo in when", []Config{valid(Config{When: `request.methd == "GET"`})}, "", `rules[0].when: `},
-		{"typo in allow_if", []Config{valid(Config{AllowIf: `'admin' in rolez`})}, "", `rules[0].allow_if: unknown name rolez`},
+		{"typo in allow_if", []Config{valid(Config{AllowIf: `'admin' in rolez`})}, "", `rules[0].allow_if: unknown name rolez (at 1:12)`},
 		{"non-boolean allow_if", []Config{valid(Config{AllowIf: `email`})}, "", `rules[0].allow_if: `},
 		{"allow_if on a bypass rule", []Config{valid(Config{Action: Bypass, AllowIf: `true`})}, "", `rules[0].allow_if: only an authenticate rule`},
 		{"allow_if on a deny rule", []Config{valid(Config{Action: Deny, AllowIf: `true`})}, "", `rules[0].allow_if: only an authenticate rule`},
