@@ -67,6 +67,7 @@ func TestCheckNamesTheKey(t *testing.T) {
 		{"typo in allow_if", "", "rules:\n  - name: r\n    path: /x\n    action: authenticate\n    allow_if: '\"admin\" in rolez'\n", "rules[0].allow_if:"},
 		{"typo in a role rule", "", "role_mapping:\n  roles: [admin, user]\n  default: user\n  rules:\n    - role: admin\n      when: '\"a\" in grups'\n", "role_mapping.rules[0].when:"},
 		{"typo in a header expression", "", "attribute_pass:\n  headers:\n    X-Email: emial\n", "attribute_pass.headers.X-Email:"},
+		{"repeat in a rule's when", "", "rules:\n  - name: r\n    action: deny\n    when: 'repeat(request.headers[\"X-A\"], 100000) != \"\"'\n", "rules[0].when: repeat is not available"},
 		{"bad CIDR", "", "rules:\n  - name: r\n    sources: [10.0.0.0/33]\n    action: deny\n", "rules[0].sources"},
 		{"bad trusted proxy", "server:\n", "server:\n  trusted_proxies: [nope]\n", "server.trusted_proxies[0]: not a CIDR or IP address"},
 		{"negative session lifetime", "session:\n", "session:\n  lifetime: -1h\n", "session.lifetime: must be a positive duration"},
