@@ -60,7 +60,50 @@ func CompileExpr(src string, env any, opts ...expr.Option) (*vm.Program, error) 
 	if err != nil {
 		return nil, errors.New(ExprMessage(err))
 	}
+	// The rest is judged on the program as the optimizer left it, which is
+	// what runs: "a" + "b" is a constant pattern there, and x in 1..5 with
+	// an integer x two comparisons.
+	if err := refuseCostly(prog); err != nil {
+		return nil, err
+	}
 	return prog, nil
+}
+
+// maxRange is the most numbers a range may hold: it is built, element by
+// element, at every evaluation.
+const maxRange = 1000
+
+func refuseCostly(prog *vm.Program) error {
+	var first error
+	refuse := func(n ast.Node, format string, args ...any) {
+		if first == nil { // one problem an expression, as for its other mistakes
+			first = exprRefusal(prog.Source(), n, format, args...)
+		}
+	}
+	walk(prog.Node(), func(n ast.Node) {
+		b, ok := n.(*ast.BinaryNode)
+		if !ok {
+			return
+		}
+		switch b.Operator {
+		case "matches":
+			// expr compiles a constant pattern once; any other at every
+			// evaluation, and a pattern from the request is the client's.
+			if _, ok := b.Right.(*ast.StringNode); !ok {
+				refuse(b, "matches needs a constant pattern: any other is compiled at every evaluation; compare with startsWith, endsWith, contains or ==")
+			}
+		case "..":
+			from, ok1 := b.Left.(*ast.IntegerNode)
+			to, ok2 := b.Right.(*ast.IntegerNode)
+			switch {
+			case !ok1 || !ok2:
+				refuse(b, "a range needs integers written out as its bounds")
+			case to.Value >= from.Value && uint64(to.Value)-uint64(from.Value) >= maxRange: // exact, even from -2^63
+				refuse(b, "a range of more than %d numbers is built at every evaluation; compare with >= and <= instead", maxRange)
+			}
+		}
+	})
+	return first
 }
 
 func refuseUnavailable(tree *parser.Tree) error {

@@ -27,6 +27,13 @@ func TestCompileExprRefusesCostlyConstructs(t *testing.T) {
 		{"repeat through a pipe", `request.path | repeat(2) | len() > 0`, "repeat is not available: ", "(at 1:16)"},
 		{"reduce", `reduce(groups, #acc + #, "") != ""`, "reduce is not available: ", "(at 1:1)"},
 		{"uniq", `len(uniq(split(request.headers["X-A"], ","))) > 1`, "uniq is not available: ", "(at 1:5)"},
+		{"matches with a pattern from the request", `request.path matches request.headers["X-Pattern"]`, "matches needs a constant pattern", "(at 1:14)"},
+		{"matches with a pattern built from the profile", `request.path matches "^/users/" + username`, "matches needs a constant pattern", ""},
+		{"range with a bound from the request", `any(1..int(request.headers["X-N"]), {# > 0})`, "a range needs integers written out as its bounds", "(at 1:6)"},
+		{"range of a billion numbers", `len(1..1000000000) > 0`, "a range of more than 1000 numbers", "(at 1:6)"},
+		{"range from the least integer to the greatest", `len(-9223372036854775807-1..9223372036854775807) > 0`, "a range of more than 1000 numbers", ""},
+		{"range that no comparison replaces", `claims.uid in 1000..60000`, "a range of more than 1000 numbers is built at every evaluation; compare with >= and <= instead", ""},
+		{"range of 1001 numbers", `claims.uid in 0..1000`, "a range of more than 1000 numbers", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := CompileExpr(tc.src, requestEnv{}, expr.AsBool())
@@ -54,6 +61,11 @@ func TestCompileExprKeepsDocumentedExpressions(t *testing.T) {
 		`now.Hour() < 8 || now.Hour() >= 18`,
 		`request.headers["X-Debug"] == "1" && request.path contains "dbg"`,
 		`int(request.headers["X-Level"]) > 2`,
+		`request.path matches "^/static/" + "v[0-9]+/"`,
+		`now.Hour() in 8..17 && now.Year() in 2000..1000000`,
+		`claims.level in 1..5`,
+		`sum(1..1000000) > 0`,
+		`claims.uid in 1..1000`,
 	} {
 		if _, err := CompileExpr(src, requestEnv{}, expr.AsBool()); err != nil {
 			t.Errorf("CompileExpr(%s): %v", src, err)

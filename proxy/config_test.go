@@ -68,6 +68,8 @@ func TestCheckNamesTheKey(t *testing.T) {
 		{"typo in a role rule", "", "role_mapping:\n  roles: [admin, user]\n  default: user\n  rules:\n    - role: admin\n      when: '\"a\" in grups'\n", "role_mapping.rules[0].when:"},
 		{"typo in a header expression", "", "attribute_pass:\n  headers:\n    X-Email: emial\n", "attribute_pass.headers.X-Email:"},
 		{"repeat in a rule's when", "", "rules:\n  - name: r\n    action: deny\n    when: 'repeat(request.headers[\"X-A\"], 100000) != \"\"'\n", "rules[0].when: repeat is not available"},
+		{"matches with a pattern from the request in allow_if", "", "rules:\n  - name: r\n    action: authenticate\n    allow_if: 'request.path matches request.headers[\"X-P\"]'\n", "rules[0].allow_if: matches needs a constant pattern"},
+		{"large range in a role rule", "", "role_mapping:\n  roles: [admin, user]\n  default: user\n  rules:\n    - role: admin\n      when: 'claims.uid in 1000..60000'\n", "role_mapping.rules[0].when: a range of more than 1000 numbers"},
 		{"bad CIDR", "", "rules:\n  - name: r\n    sources: [10.0.0.0/33]\n    action: deny\n", "rules[0].sources"},
 		{"bad trusted proxy", "server:\n", "server:\n  trusted_proxies: [nope]\n", "server.trusted_proxies[0]: not a CIDR or IP address"},
 		{"negative session lifetime", "session:\n", "session:\n  lifetime: -1h\n", "session.lifetime: must be a positive duration"},
