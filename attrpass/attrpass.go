@@ -104,7 +104,7 @@ func Compile(c Config, issuer string, log *slog.Logger) (*Pass, error) {
 		if !claim(key, name) {
 			continue
 		}
-		prog, err := idp.CompileExpr(c.Headers[name], idp.Profile{})
+		prog, err := idp.CompileExpr(c.Headers[name], idp.Profile{}, nil)
 		if err != nil {
 			bad(key, "%v", err)
 			continue

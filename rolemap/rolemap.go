@@ -116,7 +116,7 @@ func Compile(c Config) (*Mapper, error) {
 			bad(key+".when", "required")
 			continue
 		}
-		prog, err := idp.CompileExpr(r.When, env{}, expr.AsBool())
+		prog, err := idp.CompileExpr(r.When, env{}, nil, expr.AsBool())
 		if err != nil {
 			bad(key+".when", "%v", err)
 			continue

@@ -324,7 +324,7 @@ func parseSource(s string) (netip.Prefix, error) {
 
 // compileExpr compiles a boolean expression over Env.
 func compileExpr(src string) (*program, error) {
-	prog, err := idp.CompileExpr(src, Env{}, expr.AsBool())
+	prog, err := idp.CompileExpr(src, Env{}, []string{"request"}, expr.AsBool())
 	if err != nil {
 		return nil, err
 	}
