@@ -1,45 +1,26 @@
 package idp
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/portcullis-proxy/portcullis/test/ldapserver"
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
-// logBuffer collects a provider's log lines for a test to read.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // newLoggedLDAP is newTestLDAP with the provider's log lines kept.
-func newLoggedLDAP(t *testing.T, c Config) (*LDAPProvider, *logBuffer) {
+func newLoggedLDAP(t *testing.T, c Config) (*LDAPProvider, *process.Output) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	logs := &logBuffer{}
+	logs := &process.Output{}
 	p, err := newLDAPProvider(ctx, c, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))}, testLDAPTiming)
 	if err != nil {
 		t.Fatalf("newLDAPProvider: %v", err)
