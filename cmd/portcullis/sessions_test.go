@@ -79,3 +79,38 @@ func TestSessionsRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionsRevokeAfterAKeyRotation: the proxy's sessions made before a
+// new key was put first are still found by the command run with the
+// rotated keys.
+func TestSessionsRevokeAfterAKeyRotation(t *testing.T) {
+	srv := redisserver.Start(t)
+	cfgYAML := strings.Replace(validConfig, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+	before := writeFile(t, "before.yaml", cfgYAML)
+	newKey := "bmV3LXNlc3Npb24ta2V5LTMyLWJ5dGVzLWxvbmchISE=" // 32 bytes
+	rotated := writeFile(t, "rotated.yaml", strings.Replace(cfgYAML, "keys: ["+testKey+"]", "keys: ["+newKey+", "+testKey+"]", 1))
+
+	cfg, err := proxy.LoadConfig(before, os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := proxy.OpenSessions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Redis().Close()
+	s := session.New(idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com"}, idp.Tokens{}, session.Options{})
+	if err := st.Save(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), s); err != nil {
+		t.Fatal(err)
+	}
+
+	if code, out, errOut := runCLI("sessions", "list", "--user", "alice@example.com", "--config", rotated); code != 0 || !strings.Contains(out, s.ID[:8]) {
+		t.Errorf("list with the rotated keys: exit %d\n%s%s\nwant the session made before the rotation", code, out, errOut)
+	}
+	if code, out, errOut := runCLI("sessions", "revoke", "--user", "alice@example.com", "--config", rotated); code != 0 || !strings.Contains(out, "revoked 1 session(s)") {
+		t.Errorf("revoke with the rotated keys: exit %d, %q %q; want 1 revoked", code, out, errOut)
+	}
+	if code, out, _ := runCLI("sessions", "list", "--user", "alice@example.com", "--config", before); code != 0 || !strings.Contains(out, "no sessions") {
+		t.Errorf("list after the revoke: exit %d, %q; want none", code, out)
+	}
+}

@@ -78,23 +78,28 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 				}
 			})
 
-			t.Run("index operations find and end a user's sessions across slots", func(t *testing.T) {
+			t.Run("index operations find and end a user's sessions across slots and keys", func(t *testing.T) {
+				// A replica whose session.keys were rotated: its lookups
+				// read the sets named under both keys, which lie in other
+				// slots than each other.
+				rotated := modeReplica(t, cfg, testOptions(c, key(2), key(1)))
 				carol := testProfile()
 				carol.Sub, carol.Email = "u-carol", "carol@example.com"
 				// Several sessions, each with its own sid index, so that the
-				// session hashes and index sets spread over the slots.
+				// session hashes and index sets spread over the slots; half
+				// indexed before the rotation, half after.
 				var all [][]*http.Cookie
 				for i := range 6 {
 					s := New(carol, idp.Tokens{SID: fmt.Sprintf("carol-sid-%d", i)}, testOptions(c))
-					all = append(all, saveTo(t, one, s))
+					all = append(all, saveTo(t, []*RedisStore{one, rotated}[i%2], s))
 				}
 				if mode.cluster {
 					// The test means something only when one user's keys
 					// are not all in one slot.
 					s := New(carol, idp.Tokens{SID: "carol-sid-0"}, testOptions(c))
 					keys := []string{one.sessionKey(s.ID)}
-					for _, ix := range one.indexes(s) {
-						keys = append(keys, ix.key)
+					for _, ix := range rotated.indexes(s) {
+						keys = append(keys, ix.sorted()...)
 					}
 					slots := map[int64]bool{}
 					for _, k := range keys {
@@ -108,32 +113,47 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 						t.Fatalf("keys %q share one slot; the test needs them spread", keys)
 					}
 				}
-				list, err := two.ListByEmail(ctx, "Carol@Example.com")
+				list, err := rotated.ListByEmail(ctx, "Carol@Example.com")
 				if err != nil || len(list) != 6 {
 					t.Fatalf("ListByEmail = %d sessions, %v; want 6", len(list), err)
 				}
-				if n, err := two.RevokeUser(ctx, "company", carol.Sub, "carol-sid-0", c.Now()); err != nil || n != 1 {
+				if n, err := rotated.RevokeUser(ctx, "company", carol.Sub, "carol-sid-0", c.Now()); err != nil || n != 1 {
 					t.Fatalf("RevokeUser by sid = %d, %v; want 1", n, err)
 				}
-				if loadFrom(t, one, all[0]) != nil || loadFrom(t, one, all[1]) == nil {
+				if loadFrom(t, rotated, all[0]) != nil || loadFrom(t, rotated, all[1]) == nil {
 					t.Error("revoking carol-sid-0 must end that IdP session's session only")
 				}
-				if n, err := two.RevokeByEmail(ctx, "carol@example.com"); err != nil || n != 5 {
+				if n, err := rotated.RevokeByEmail(ctx, "carol@example.com"); err != nil || n != 5 {
 					t.Fatalf("RevokeByEmail = %d, %v; want the 5 left", n, err)
 				}
 				for i, cs := range all {
-					if loadFrom(t, one, cs) != nil {
+					if loadFrom(t, rotated, cs) != nil {
 						t.Errorf("session %d outlived RevokeByEmail", i)
 					}
 				}
-				if list, err := one.ListByEmail(ctx, "carol@example.com"); err != nil || len(list) != 0 {
+				if list, err := rotated.ListByEmail(ctx, "carol@example.com"); err != nil || len(list) != 0 {
 					t.Errorf("ListByEmail after revoke = %+v, %v; want none", list, err)
 				}
 				dave := testProfile()
 				dave.Sub, dave.Email = "u-dave", "dave@example.com"
 				d := saveTo(t, two, New(dave, idp.Tokens{}, testOptions(c)))
-				if n, err := one.RevokeUser(ctx, "company", dave.Sub, "", c.Now()); err != nil || n != 1 || loadFrom(t, two, d) != nil {
+				if n, err := rotated.RevokeUser(ctx, "company", dave.Sub, "", c.Now()); err != nil || n != 1 || loadFrom(t, two, d) != nil {
 					t.Errorf("RevokeUser by sub = %d, %v; want 1 and the session gone", n, err)
+				}
+				// A logout on the rotated replica ends a session indexed
+				// before the rotation, and takes it out of its sets.
+				s := New(dave, idp.Tokens{SID: "dave-sid"}, testOptions(c))
+				cs := saveTo(t, one, s)
+				if err := rotated.Delete(httptest.NewRecorder(), request(cs...), loadFrom(t, rotated, cs)); err != nil {
+					t.Fatalf("Delete: %v", err)
+				}
+				if list, err := rotated.ListByEmail(ctx, dave.Email); err != nil || len(list) != 0 {
+					t.Errorf("ListByEmail after the logout = %+v, %v; want none", list, err)
+				}
+				for _, ix := range one.indexes(s) {
+					if n := indexLen(t, one, ix.key); n != 0 {
+						t.Errorf("index %s names %d sessions after the logout of its only one", ix.key, n)
+					}
 				}
 			})
 

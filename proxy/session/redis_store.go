@@ -2,11 +2,13 @@ package session
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,16 +29,20 @@ import (
 // seconds), which Touch updates without re-sealing. Indexes by user (IdP and
 // sub), by the IdP's session ID (sid) and by email find a user's sessions:
 // sorted sets of session IDs scored by when each session expires at the
-// latest, named by a hash of what they index so that no email or subject
-// shows in key names. Adding to one drops the sessions that have expired,
-// and a logout removes its session, so an index holds about as many
-// sessions as its user has live; readers still skip any that have ended.
+// latest, named by a keyed hash of what they index (indexName) so that no
+// email, subject or IdP session ID can be found in key names. Adding to one
+// drops the sessions that have expired, and a logout removes its session,
+// so an index holds about as many sessions as its user has live; readers
+// still skip any that have ended.
 type RedisStore struct {
 	opts   Options
 	name   string
 	ids    []securecookie.Codec // the session ID in the cookie
 	values []securecookie.Codec // the session in Redis
 	redis  *Redis
+	// names key the hash that names the index sets, one per session key
+	// (the first is the first key's): indexName.
+	names [][]byte
 	// cache maps the hash of a sealed value read from Redis to the session
 	// it opens to: Redis is asked on every request (so an ended session
 	// ends everywhere at once), but decryption and decoding happen once
@@ -73,6 +79,7 @@ func NewRedisStore(o Options, r *Redis) (*RedisStore, error) {
 	}
 	return &RedisStore{
 		opts: o, name: o.Name(), ids: ids, values: values, redis: r,
+		names: indexNameKeys(o.Keys),
 		cache: newOpenedCache(cacheEntries, cacheBytes),
 	}, nil
 }
@@ -86,29 +93,79 @@ func (st *RedisStore) Ping(ctx context.Context) error { return st.redis.Ping(ctx
 func (st *RedisStore) sessionKey(id string) string { return st.redis.key("s", id) }
 
 func (st *RedisStore) subIndex(idp, sub string) index {
-	return index{st.redis.key("ix", "sub", nameHash(idp+"\x00"+sub)), st.redis.key("idx", "sub", idp, sub)}
+	return st.indexOf("sub", idp+"\x00"+sub, st.redis.key("idx", "sub", idp, sub))
 }
 
 func (st *RedisStore) sidIndex(idp, sid string) index {
-	return index{st.redis.key("ix", "sid", nameHash(idp+"\x00"+sid)), st.redis.key("idx", "sid", idp, sid)}
+	return st.indexOf("sid", idp+"\x00"+sid, st.redis.key("idx", "sid", idp, sid))
 }
 
 func (st *RedisStore) emailIndex(email string) index {
 	email = strings.ToLower(strings.TrimSpace(email))
-	return index{st.redis.key("ix", "email", nameHash(email)), st.redis.key("idx", "email", email)}
+	return st.indexOf("email", email, st.redis.key("idx", "email", email))
 }
 
-// index names the sorted set that finds some sessions, and the plain set
-// that did before (legacy): replicas of older versions, during a rolling
-// update, still add to those, which expire within session.lifetime and a
-// minute of the last. Readers take both; only key is written.
-type index struct{ key, legacy string }
+// index names the sorted sets that find some sessions, and the plain set
+// that did before (legacy). key, named under the first session key, is the
+// only one written. old are the names under the other session keys: a
+// rotation puts a new key first, and the sessions indexed under the one
+// before stay findable there until they expire, as long as that key stays
+// listed (which it must for their cookies to open anyway). legacy is named
+// in the clear: replicas of older versions, during a rolling update, still
+// add to those, which expire within session.lifetime and a minute of the
+// last. Readers take all of them.
+type index struct {
+	key    string
+	old    []string
+	legacy string
+}
 
-// nameHash stands for a user's email, subject or IdP session ID in a key
-// name: key names show in SCAN, MONITOR and SLOWLOG, the sessions are sealed.
-func nameHash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:16])
+// sorted is every sorted set of ix, the written one first.
+func (ix index) sorted() []string { return append([]string{ix.key}, ix.old...) }
+
+// indexOf is the index of kind ("sub", "sid", "email") for value, with
+// legacy its plain set.
+func (st *RedisStore) indexOf(kind, value, legacy string) index {
+	ix := index{legacy: legacy}
+	for i, k := range st.names {
+		name := st.redis.key("ix", kind, indexName(k, kind, value))
+		if i == 0 {
+			ix.key = name
+		} else {
+			ix.old = append(ix.old, name)
+		}
+	}
+	return ix
+}
+
+// indexNameKeys derives from each session key the key of indexName, as
+// newSharedLimits (package proxy) does for the failed-login counts: every
+// replica and the sessions command hold the session keys, and nothing else
+// needs to be configured or shared. Keys listed twice are named once.
+func indexNameKeys(keys [][]byte) [][]byte {
+	var out [][]byte
+	for _, k := range keys {
+		m := hmac.New(sha256.New, k)
+		m.Write([]byte("portcullis session index names"))
+		derived := m.Sum(nil)
+		if !slices.ContainsFunc(out, func(o []byte) bool { return hmac.Equal(o, derived) }) {
+			out = append(out, derived)
+		}
+	}
+	return out
+}
+
+// indexName stands for a user's email, subject or IdP session ID in a key
+// name, which shows in SCAN, MONITOR, SLOWLOG, backups and managed-Redis
+// consoles while the sessions are sealed. The hash is keyed (HMAC under a
+// key derived from a session key): a plain hash is undone by hashing a list
+// of the company's addresses, or the subjects an IdP hands out in sequence,
+// and looking for the results. kind is hashed too, so that an email and a
+// subject that are the same text name different sets.
+func indexName(key []byte, kind, value string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(kind + "\x00" + value))
+	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
 // Load returns the request's session, or nil when it has none: no cookie, a
@@ -218,9 +275,9 @@ return 1`)
 // about to save it again.
 var errEnded = errors.New("session has ended")
 
-// Save writes s to Redis and its sealed ID into the session cookie. A new
-// session is indexed by user, IdP session and email; a loaded one is only
-// updated, and not at all when it has ended meanwhile.
+// Save writes s to Redis and its sealed ID into the session cookie, and
+// indexes it by user, IdP session and email; a loaded one is not written at
+// all when it has ended meanwhile.
 func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) error {
 	if s == nil || s.ID == "" {
 		return errors.New("save session: no session ID")
@@ -252,10 +309,14 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 	if saved == 0 {
 		return fmt.Errorf("save session %s: %w", s.ID, errEnded)
 	}
-	if !s.stored {
-		if err := st.index(ctx, s, now); err != nil {
-			return fmt.Errorf("save session %s: %w", s.ID, err)
-		}
+	// A loaded session is indexed again (a refresh, every session.refresh):
+	// it is now sealed with the first key, and so must be findable under
+	// that key's names, or removing the key it was made under from
+	// session.keys (a leaked one, before session.lifetime has passed) would
+	// leave a session that opens and that no revoke or back-channel logout
+	// finds. An email that the refresh changed is indexed too.
+	if err := st.index(ctx, s, now); err != nil {
+		return fmt.Errorf("save session %s: %w", s.ID, err)
 	}
 	http.SetCookie(w, sessionCookie(st.opts, st.name, cookie, int(s.Expires.Sub(now)/time.Second)))
 	// Chunks left by the cookie store (a switch of session.store) go.
@@ -263,8 +324,10 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 	return nil
 }
 
-// index adds a new session to the sets that find it by user, IdP session
-// and email. Each set lives as long as the longest-lived session in it.
+// index adds a session to the sets that find it by user, IdP session and
+// email, under the first key's names, and drops the sessions that have
+// expired from those and from the other keys' sets. Each set lives as long
+// as the longest-lived session in it. It is one round trip.
 func (st *RedisStore) index(ctx context.Context, s *Session, now time.Time) error {
 	end := s.Expires.UnixMilli() // no session outlives Expires (get)
 	keep := (s.Expires.Sub(now) + indexSlack).Milliseconds()
@@ -273,8 +336,12 @@ func (st *RedisStore) index(ctx context.Context, s *Session, now time.Time) erro
 	ended := now.Add(-indexSlack).UnixMilli()
 	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, ix := range st.indexes(s) {
-			// One key a script: a cluster keeps the sets on other nodes.
+			// One key a script or command: a cluster keeps the sets on
+			// other nodes.
 			indexScript.Eval(ctx, p, []string{ix.key}, s.ID, end, ended, keep)
+			for _, old := range ix.old {
+				p.ZRemRangeByScore(ctx, old, "-inf", strconv.FormatInt(ended, 10))
+			}
 		}
 		return nil
 	})
@@ -329,13 +396,16 @@ func (st *RedisStore) Delete(w http.ResponseWriter, r *http.Request, s *Session)
 	return nil
 }
 
-// unindex removes s from the sets that find it.
+// unindex removes s from the sets that find it, under every key's names:
+// it may have been indexed under a key that was first before a rotation.
 func (st *RedisStore) unindex(ctx context.Context, s *Session) {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
 	st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, ix := range st.indexes(s) {
-			p.ZRem(ctx, ix.key, s.ID)
+			for _, name := range ix.sorted() {
+				p.ZRem(ctx, name, s.ID)
+			}
 		}
 		return nil
 	})

@@ -2,14 +2,19 @@ package session
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
@@ -485,24 +490,45 @@ func TestRedisIndexesDoNotGrowWithAnActiveUser(t *testing.T) {
 	}
 }
 
-// TestRedisKeysNameNoUser: key names show in SCAN, MONITOR, SLOWLOG and
-// every tool an operator points at Redis; the session itself is sealed, and
-// its user's email, subject and IdP session ID must not sit beside it in the
-// clear.
+// TestRedisKeysNameNoUser: key names show in SCAN, MONITOR, SLOWLOG, a
+// backup and every console an operator points at Redis; the session itself
+// is sealed, and its user's email, subject and IdP session ID must not sit
+// beside it, neither in the clear nor as a plain hash, which anyone with a
+// list of the company's addresses can compute and look for.
 func TestRedisKeysNameNoUser(t *testing.T) {
 	srv := redisserver.Start(t)
 	c := newClock()
 	st := replica(t, srv, testOptions(c))
-	p := testProfile()
-	saveTo(t, st, New(p, idp.Tokens{SID: "idp-session-1"}, testOptions(c)))
-	keys, err := st.redis.client.Keys(context.Background(), "*").Result()
-	if err != nil {
+	rotated := replica(t, srv, testOptions(c, key(2), key(1)))
+	alice, bob := testProfile(), testProfile()
+	bob.Sub, bob.Email = "u-456", "Bob@Example.com"
+	saveTo(t, st, New(alice, idp.Tokens{SID: "idp-session-1"}, testOptions(c)))
+	saveTo(t, rotated, New(bob, idp.Tokens{SID: "idp-session-2"}, testOptions(c)))
+
+	var secrets []string
+	for _, v := range []string{
+		alice.Email, alice.Sub, "idp-session-1", bob.Email, bob.Sub, "idp-session-2",
+		"company\x00" + alice.Sub, "company\x00idp-session-1", "company\x00" + bob.Sub, "company\x00idp-session-2",
+		strings.ToLower(bob.Email),
+	} {
+		sum := sha256.Sum256([]byte(v))
+		secrets = append(secrets, v, hex.EncodeToString(sum[:]), hex.EncodeToString(sum[:16]), hex.EncodeToString(sum[:8]))
+	}
+	var keys []string
+	iter := st.redis.client.Scan(context.Background(), 0, "*", 100).Iterator()
+	for iter.Next(context.Background()) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
 		t.Fatal(err)
 	}
+	if len(keys) < 8 { // two sessions and their three indexes each
+		t.Fatalf("SCAN found %d keys, want the two sessions and their indexes: %q", len(keys), keys)
+	}
 	for _, k := range keys {
-		for _, secret := range []string{p.Email, p.Sub, "idp-session-1"} {
+		for _, secret := range secrets {
 			if strings.Contains(strings.ToLower(k), strings.ToLower(secret)) {
-				t.Errorf("key %q names %q in the clear", k, secret)
+				t.Errorf("key %q names %q", k, secret)
 			}
 		}
 	}
@@ -527,5 +553,166 @@ func TestRedisRevokeFindsSessionsOfOlderReplicas(t *testing.T) {
 	}
 	if n, err := st.RevokeUser(ctx, "company", s.Profile.Sub, "sid-1", c.Now()); err != nil || n != 1 || loadFrom(t, st, cookies) != nil {
 		t.Errorf("RevokeUser = %d, %v; want 1 and the session gone", n, err)
+	}
+}
+
+// TestRedisIndexesAcrossAKeyRotation: a rotation puts a new key first in
+// session.keys and keeps the old one listed; the sessions indexed under the
+// old first key live on, and every lookup (logout at the IdP by sid or by
+// sub, revoke by email, list, logout) must still find them, beside those
+// indexed under the new one.
+func TestRedisIndexesAcrossAKeyRotation(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	o := testOptions(c)
+	o.Lifetime = time.Hour
+	rotatedOpts := testOptions(c, key(2), key(1))
+	rotatedOpts.Lifetime = time.Hour
+	before, rotated := replica(t, srv, o), replica(t, srv, rotatedOpts)
+	ctx := context.Background()
+	alice := testProfile()
+	old := func(sid string) (*Session, []*http.Cookie) {
+		s := New(alice, idp.Tokens{SID: sid}, o)
+		return s, saveTo(t, before, s)
+	}
+
+	_, c1 := old("sid-1")
+	if n, err := rotated.RevokeUser(ctx, "company", alice.Sub, "sid-1", c.Now()); err != nil || n != 1 || loadFrom(t, rotated, c1) != nil {
+		t.Errorf("back-channel logout by sid after the rotation: %d, %v; want 1 and the session gone", n, err)
+	}
+	_, c2 := old("sid-2")
+	fresh := saveTo(t, rotated, New(alice, idp.Tokens{SID: "sid-3"}, rotatedOpts))
+	if n, err := rotated.RevokeUser(ctx, "company", alice.Sub, "", c.Now()); err != nil || n != 2 || loadFrom(t, rotated, c2) != nil || loadFrom(t, rotated, fresh) != nil {
+		t.Errorf("back-channel logout by sub after the rotation: %d, %v; want the 2 made before and after it", n, err)
+	}
+	_, c3 := old("sid-4")
+	if list, err := rotated.ListByEmail(ctx, alice.Email); err != nil || len(list) != 1 {
+		t.Errorf("sessions list after the rotation: %+v, %v; want the one made before it", list, err)
+	}
+	if n, err := rotated.RevokeByEmail(ctx, alice.Email); err != nil || n != 1 || loadFrom(t, rotated, c3) != nil {
+		t.Errorf("sessions revoke --user after the rotation: %d, %v; want 1 and the session gone", n, err)
+	}
+
+	// A logout after the rotation takes the session out of the sets it was
+	// put in before.
+	s5, c5 := old("sid-5")
+	if err := rotated.Delete(httptest.NewRecorder(), request(c5...), loadFrom(t, rotated, c5)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ix := range before.indexes(s5) {
+		if err := before.redis.client.ZScore(ctx, ix.key, s5.ID).Err(); !errors.Is(err, redis.Nil) {
+			t.Errorf("index %s still names the session after its logout (%v)", ix.key, err)
+		}
+	}
+
+	// Sessions that expired leave the old key's sets on the next login too.
+	s6, _ := old("sid-6")
+	c.Advance(61 * time.Minute)
+	s7 := New(alice, idp.Tokens{SID: "sid-6"}, rotatedOpts)
+	saveTo(t, rotated, s7)
+	for _, ix := range before.indexes(s6) {
+		if n := indexLen(t, before, ix.key); n != 0 {
+			t.Errorf("old key's index %s names %d sessions, all ended, after a login", ix.key, n)
+		}
+	}
+	for _, ix := range rotated.indexes(s7) {
+		if n := indexLen(t, rotated, ix.key); n != 1 {
+			t.Errorf("new key's index %s names %d sessions after a login, want 1", ix.key, n)
+		}
+	}
+}
+
+// TestRedisSessionsOfARemovedKey is what README "Reload without restart"
+// says of removing a key from session.keys: the sessions it sealed no
+// longer open, and their index entries, no longer read, expire with them;
+// a session that was saved again since the rotation (a refresh) is sealed
+// with the new key and must stay revocable.
+func TestRedisSessionsOfARemovedKey(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	before := replica(t, srv, testOptions(c))
+	rotated := replica(t, srv, testOptions(c, key(2), key(1)))
+	removed := replica(t, srv, testOptions(c, key(2)))
+	ctx := context.Background()
+	alice := testProfile()
+	idle := New(alice, idp.Tokens{SID: "sid-1"}, testOptions(c))
+	idleCookies := saveTo(t, before, idle)
+	refreshedCookies := saveTo(t, before, New(alice, idp.Tokens{SID: "sid-2"}, testOptions(c)))
+
+	// A refresh after the rotation saves the session again.
+	c.Advance(10 * time.Minute)
+	refreshed := loadFrom(t, rotated, refreshedCookies)
+	refreshed.Refreshed = c.Now()
+	refreshedCookies = saveTo(t, rotated, refreshed)
+
+	if loadFrom(t, removed, idleCookies) != nil {
+		t.Error("a session sealed with a key no longer listed opens")
+	}
+	if loadFrom(t, removed, refreshedCookies) == nil {
+		t.Fatal("a session saved again under the new key does not open")
+	}
+	if list, err := removed.ListByEmail(ctx, alice.Email); err != nil || len(list) != 1 || list[0].ID != refreshed.ID {
+		t.Errorf("sessions list = %+v, %v; want only the session refreshed under the new key", list, err)
+	}
+	if n, err := removed.RevokeUser(ctx, "company", alice.Sub, "sid-2", c.Now()); err != nil || n != 1 || loadFrom(t, removed, refreshedCookies) != nil {
+		t.Errorf("back-channel logout by sid = %d, %v; want the refreshed session ended", n, err)
+	}
+	for _, ix := range before.indexes(idle) {
+		if left, err := before.redis.client.PTTL(ctx, ix.key).Result(); err != nil || left <= 0 || left > testOptions(c).Lifetime+indexSlack {
+			t.Errorf("the removed key's index %s lives %s more (%v), want no longer than its session", ix.key, left, err)
+		}
+	}
+}
+
+// roundTrips counts the commands and pipelines a client sends to Redis,
+// each one round trip, but for a new connection's handshake (HELLO, CLIENT
+// SETINFO), which go-redis sends through the hooks too.
+type roundTrips struct{ n atomic.Int64 }
+
+func (*roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "hello" {
+			r.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "client" }) {
+			r.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRedisIndexesTakeOneRoundTripWhateverTheKeys: each key in
+// session.keys adds names to read at every lookup (a back-channel logout,
+// a revoke) and to trim at every login and logout; they go in one pipeline,
+// so a rotation does not make a logout at the IdP slower.
+func TestRedisIndexesTakeOneRoundTripWhateverTheKeys(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	st := replica(t, srv, testOptions(c, key(3), key(2), key(1)))
+	ctx := context.Background()
+	var rt roundTrips
+	st.redis.client.AddHook(&rt)
+	s := New(testProfile(), idp.Tokens{SID: "sid-1"}, testOptions(c))
+	for _, step := range []struct {
+		name string
+		run  func()
+	}{
+		{"indexing a login", func() { st.index(ctx, s, c.Now()) }},
+		{"reading the sessions of a user", func() { st.indexed(ctx, st.subIndex("company", s.Profile.Sub)) }},
+		{"taking a logout out of the indexes", func() { st.unindex(ctx, s) }},
+	} {
+		rt.n.Store(0)
+		step.run()
+		if n := rt.n.Load(); n != 1 {
+			t.Errorf("%s with three session keys: %d round trips, want 1", step.name, n)
+		}
 	}
 }

@@ -154,23 +154,37 @@ func (st *RedisStore) endIndexed(ctx context.Context, ix index) (int, error) {
 	return n, nil
 }
 
-// indexed reads the session IDs the index names, in its sorted set and in
-// its legacy set.
+// indexed reads the session IDs the index names, in its sorted sets under
+// every session key and in its legacy set, in one round trip whatever the
+// number of keys. An ID in several sets is returned once.
 func (st *RedisStore) indexed(ctx context.Context, ix index) (ids, legacy []string, err error) {
-	var zr, sm *redis.StringSliceCmd
+	names := ix.sorted()
+	zr := make([]*redis.StringSliceCmd, len(names))
+	var sm *redis.StringSliceCmd
 	_, err = st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		zr = p.ZRange(ctx, ix.key, 0, -1)
+		for i, name := range names {
+			zr[i] = p.ZRange(ctx, name, 0, -1)
+		}
 		sm = p.SMembers(ctx, ix.legacy)
 		return nil
 	})
 	if err != nil {
 		return nil, nil, unavailable("read index", err)
 	}
-	return zr.Val(), sm.Val(), nil
+	seen := map[string]bool{}
+	for _, z := range zr {
+		for _, id := range z.Val() {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, sm.Val(), nil
 }
 
-// dropIndexed removes ids from the index's sorted set and legacy from its
-// legacy set.
+// dropIndexed removes ids from the index's sorted sets (from each: a
+// session may be in the sets of two keys) and legacy from its legacy set.
 func (st *RedisStore) dropIndexed(ctx context.Context, ix index, ids, legacy []string) error {
 	if len(ids) == 0 && len(legacy) == 0 {
 		return nil
@@ -184,7 +198,9 @@ func (st *RedisStore) dropIndexed(ctx context.Context, ix index, ids, legacy []s
 	}
 	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if len(ids) > 0 {
-			p.ZRem(ctx, ix.key, members(ids)...)
+			for _, name := range ix.sorted() {
+				p.ZRem(ctx, name, members(ids)...)
+			}
 		}
 		if len(legacy) > 0 {
 			p.SRem(ctx, ix.legacy, members(legacy)...)

@@ -69,6 +69,13 @@ type replicaSet struct {
 
 func startReplicas(t *testing.T, refresh string) *replicaSet {
 	t.Helper()
+	return startReplicasWithKeys(t, refresh, [3]string{sessionKey, sessionKey, sessionKey})
+}
+
+// startReplicasWithKeys is startReplicas with each replica's session.keys
+// (comma-separated), as during the rollout of a key rotation.
+func startReplicasWithKeys(t *testing.T, refresh string, keys [3]string) *replicaSet {
+	t.Helper()
 	rs := &replicaSet{Redis: redisserver.Start(t), Upstream: echo.New()}
 	upSrv := httptest.NewServer(rs.Upstream)
 	t.Cleanup(upSrv.Close)
@@ -92,12 +99,12 @@ func startReplicas(t *testing.T, refresh string) *replicaSet {
 		// The IdP calls one replica directly, as it would a pod behind a Service.
 		BackchannelLogoutURI: rs.URLs[2] + "/.portcullis/oidc/company/backchannel-logout",
 	})
-	yaml := strings.NewReplacer("PUBLIC_URL", rs.PublicURL, "UPSTREAM_URL", upSrv.URL, "SESSION_KEY", sessionKey,
+	yaml := strings.NewReplacer("PUBLIC_URL", rs.PublicURL, "UPSTREAM_URL", upSrv.URL,
 		"REDIS_URL", rs.Redis.URL, "ISSUER", rs.IdP.Issuer, "REFRESH", refresh).Replace(replicasConfig)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for i := range rs.Handlers {
-		cfg, err := proxy.ParseConfig([]byte(yaml), os.Getenv)
+		cfg, err := proxy.ParseConfig([]byte(strings.Replace(yaml, "SESSION_KEY", keys[i], 1)), os.Getenv)
 		if err != nil {
 			t.Fatalf("config: %v", err)
 		}
@@ -293,6 +300,24 @@ func TestBackchannelLogoutEndsTheSessionEverywhere(t *testing.T) {
 	}
 	if body := readBody(t, resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "invalid_request") {
 		t.Errorf("forged logout token: %d %s, want 400 invalid_request", resp.StatusCode, body)
+	}
+}
+
+// TestBackchannelLogoutAfterAKeyRotation: the IdP's back-channel logout
+// lands on a replica that has a new session key first, the old one second;
+// the session was made before, on a replica with the old key alone, and
+// indexed under that key's names. It must end everywhere all the same.
+func TestBackchannelLogoutAfterAKeyRotation(t *testing.T) {
+	const newKey = "bmV3LXNlc3Npb24ta2V5LTMyLWJ5dGVzLWxvbmchISE="
+	rs := startReplicasWithKeys(t, "0s", [3]string{sessionKey, sessionKey, newKey + ", " + sessionKey})
+	b := browser(t)
+	cookie := rs.login(t, b, 0, 0)
+	if got := rs.everywhere(t, cookie); got != [3]int{200, 200, 200} {
+		t.Fatalf("after login the replicas answer %v, want 200 everywhere", got)
+	}
+	readBody(t, oidcserver.Logout(t, b, rs.IdP.Issuer+"/session/end"))
+	if got := rs.waitEverywhere(t, cookie, 401); got != [3]int{401, 401, 401} {
+		t.Errorf("after the IdP's back-channel logout to the rotated replica the replicas answer %v, want 401 everywhere", got)
 	}
 }
 
