@@ -716,3 +716,28 @@ func TestRedisIndexesTakeOneRoundTripWhateverTheKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisRevokeTakesThreeRoundTripsWhateverTheSessions: a back-channel
+// logout is an IdP's request waiting on the answer, and a user with many
+// sessions (a script that logs in often) must not make it one round trip
+// a session.
+func TestRedisRevokeTakesThreeRoundTripsWhateverTheSessions(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	before := replica(t, srv, testOptions(c))
+	st := replica(t, srv, testOptions(c, key(2), key(1)))
+	alice := testProfile()
+	for i := range 10 {
+		saveTo(t, []*RedisStore{before, st}[i%2], New(alice, idp.Tokens{}, testOptions(c)))
+	}
+	var rt roundTrips
+	st.redis.client.AddHook(&rt)
+	n, err := st.RevokeUser(context.Background(), "company", alice.Sub, "", c.Now())
+	if err != nil || n != 10 {
+		t.Fatalf("RevokeUser = %d, %v; want 10", n, err)
+	}
+	// Read the indexes, end the sessions, drop them from the indexes.
+	if got := rt.n.Load(); got != 3 {
+		t.Errorf("revoking 10 sessions took %d round trips, want 3", got)
+	}
+}
