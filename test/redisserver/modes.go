@@ -1,6 +1,8 @@
 package redisserver
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -156,4 +158,122 @@ func cli(addr string, args ...string) (string, error) {
 	host, port, _ := net.SplitHostPort(addr)
 	out, err := exec.Command("redis-cli", append([]string{"-h", host, "-p", port}, args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
+}
+
+// Failover timings of StartFailover's sentinels: a master that answers no
+// PING for failoverDownAfter is down (production: 5 to 30 s, Redis's default
+// 30 s, so that a GC pause or a slow network is not a failover), and
+// failoverTimeout bounds each step of a failover and spaces the retries of
+// one that did not finish (production: 60 to 180 s, default 180 s).
+const (
+	failoverDownAfter = 500 * time.Millisecond
+	failoverTimeout   = 2 * time.Second
+)
+
+// Failover is a master, one replica of it and three sentinels that watch
+// them with a quorum of two, the smallest deployment that survives the loss
+// of the master's machine. Timings are a test's: see failoverDownAfter.
+type Failover struct {
+	// MasterName is the name the sentinels know the master by.
+	MasterName string
+	// Sentinels are the sentinels' host:port addresses.
+	Sentinels []string
+	// Master is the master at the start; Replica the replica the sentinels
+	// promote when it is gone.
+	Master, Replica *Server
+}
+
+// StartFailover runs a Failover on loopback and stops it when the test
+// ends. It returns once the replica has synced with the master and every
+// sentinel knows the master, the replica and the two other sentinels, so
+// that a failover can start at once. The sentinels are told of each other
+// in their config files rather than left to find each other (their hello
+// messages go every 2 s).
+func StartFailover(t testing.TB) *Failover {
+	t.Helper()
+	// The master syncs the replica through a file in its temp dir: over
+	// the socket (the default) it would wait 5 s for more replicas, and
+	// count the replica in (for WAIT) only at its first ack, a second on.
+	master := startWith(t, "--dir", t.TempDir(), "--repl-diskless-sync", "no")
+	host, masterPort, _ := net.SplitHostPort(master.Addr)
+	replica := startWith(t, "--dir", t.TempDir(), "--replicaof", host, masterPort, "--repl-diskless-load", "swapdb")
+	waitFor(t, "the replica synced with the master", func() (bool, string) {
+		out, err := cli(master.Addr, "INFO", "replication")
+		return err == nil && strings.Contains(out, "state=online"), out
+	})
+	_, replicaPort, _ := net.SplitHostPort(replica.Addr)
+
+	f := &Failover{MasterName: "portcullis-failover", Master: master, Replica: replica}
+	ports := make([]int, 3)
+	ids := make([]string, 3)
+	for i := range ports {
+		ports[i] = process.FreePort(t)
+		id := make([]byte, 20)
+		rand.Read(id)
+		ids[i] = hex.EncodeToString(id)
+		f.Sentinels = append(f.Sentinels, net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[i])))
+	}
+	for i, port := range ports {
+		dir := t.TempDir() // a sentinel rewrites its config file
+		var text strings.Builder
+		fmt.Fprintf(&text, "port %d\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir %s\nsentinel myid %s\n", port, dir, ids[i])
+		fmt.Fprintf(&text, "sentinel monitor %s %s %s 2\n", f.MasterName, host, masterPort)
+		fmt.Fprintf(&text, "sentinel down-after-milliseconds %s %d\n", f.MasterName, failoverDownAfter.Milliseconds())
+		fmt.Fprintf(&text, "sentinel failover-timeout %s %d\n", f.MasterName, failoverTimeout.Milliseconds())
+		fmt.Fprintf(&text, "sentinel known-replica %s %s %s\n", f.MasterName, host, replicaPort)
+		for j, other := range ports {
+			if j != i {
+				fmt.Fprintf(&text, "sentinel known-sentinel %s 127.0.0.1 %d %s\n", f.MasterName, other, ids[j])
+			}
+		}
+		conf := filepath.Join(dir, "sentinel.conf")
+		if err := os.WriteFile(conf, []byte(text.String()), 0o600); err != nil {
+			t.Fatalf("redisserver: write sentinel.conf: %v", err)
+		}
+		startProcess(t, fmt.Sprintf("sentinel %d", i), []string{conf, "--sentinel"})
+	}
+	for _, s := range f.Sentinels {
+		waitFor(t, "sentinel "+s+" knows the master, its replica and the other sentinels", func() (bool, string) {
+			out, err := cli(s, "SENTINEL", "MASTER", f.MasterName)
+			fields := fieldsOf(out)
+			return err == nil && fields["ip"] == host && fields["port"] == masterPort &&
+				fields["num-slaves"] == "1" && fields["num-other-sentinels"] == "2", out
+		})
+	}
+	return f
+}
+
+// WaitReplicated returns once the replica holds every write the master had
+// accepted when it was called, failing the test after 10 s. Writes the
+// master acknowledged but had not yet sent are what a failover loses.
+func (f *Failover) WaitReplicated(t testing.TB) {
+	t.Helper()
+	// WAIT counts the replicas that have the writes of its own connection:
+	// a write first, on the same connection, covers every earlier one.
+	host, port, _ := net.SplitHostPort(f.Master.Addr)
+	cmd := exec.Command("redis-cli", "-h", host, "-p", port)
+	cmd.Stdin = strings.NewReader("SET redisserver:replicated 1\nWAIT 1 10000\n")
+	out, err := cmd.CombinedOutput()
+	if lines := strings.Fields(string(out)); err != nil || len(lines) != 2 || lines[1] != "1" {
+		t.Fatalf("redisserver: SET and WAIT 1 at the master: %v\n%s", err, out)
+	}
+}
+
+// Promoted reports whether the replica has been made master. The sentinel
+// that made it so names it as the master once the replica's INFO confirms
+// it (a second on), the others when they hear of it (their hello, every 2 s).
+func (f *Failover) Promoted() bool {
+	out, err := cli(f.Replica.Addr, "ROLE")
+	return err == nil && strings.HasPrefix(out, "master")
+}
+
+// fieldsOf reads redis-cli's output of a flat list of names and values
+// (SENTINEL MASTER), one per line, into a map.
+func fieldsOf(out string) map[string]string {
+	lines := strings.Split(out, "\n")
+	m := make(map[string]string, len(lines)/2)
+	for i := 0; i+1 < len(lines); i += 2 {
+		m[strings.TrimSpace(lines[i])] = strings.TrimSpace(lines[i+1])
+	}
+	return m
 }

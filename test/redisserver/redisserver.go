@@ -23,6 +23,7 @@ type Server struct {
 
 	t      testing.TB
 	port   int
+	args   []string // besides the loopback, no-persistence ones
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	done   chan struct{}
@@ -33,10 +34,16 @@ type Server struct {
 // ends. It fails the test when redis-server is not installed.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return startWith(t)
+}
+
+// startWith is Start with more redis-server arguments.
+func startWith(t testing.TB, args ...string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redisserver: redis-server is not installed (apt-get install redis-server): %v", err)
 	}
-	s := &Server{t: t, port: process.FreePort(t)}
+	s := &Server{t: t, port: process.FreePort(t), args: args}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	s.URL = "redis://" + s.Addr + "/0"
 	t.Cleanup(func() {
@@ -56,10 +63,10 @@ func (s *Server) start() {
 	if s.cmd != nil {
 		s.t.Fatalf("redisserver: already running")
 	}
-	cmd := exec.Command("redis-server",
+	cmd := exec.Command("redis-server", append([]string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--protected-mode", "no", "--loglevel", "warning")
+		"--protected-mode", "no", "--loglevel", "warning"}, s.args...)...)
 	cmd.Stdout, cmd.Stderr = &s.output, &s.output
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("redisserver: start: %v", err)
@@ -102,7 +109,9 @@ func (s *Server) answers() bool {
 	return string(buf[:n]) == "+PONG\r\n"
 }
 
-// Stop kills redis-server; every key is lost. It is safe to call more than once.
+// Stop kills redis-server with SIGKILL, as a crash or an OOM kill would:
+// every key is lost, and its clients' connections are reset. It is safe to
+// call more than once.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
