@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
+	"github.com/redis/go-redis/v9"
 )
 
 // modeReplica is one proxy's Redis store on the Redis that c describes.
@@ -199,6 +201,63 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 				out, ran, err := two.RefreshOnce(ctx, loaded, time.Minute, time.Second, rotate)
 				if err != nil || ran || out.Session == nil || out.Session.Tokens.RefreshToken != "rt-2" {
 					t.Errorf("second RefreshOnce: ran %v, %+v, %v; want the first one's outcome", ran, out, err)
+				}
+			})
+
+			if !mode.cluster {
+				return
+			}
+			t.Run("a session whose slot moves to another master is found while it moves (ASK) and after (MOVED)", func(t *testing.T) {
+				erin := testProfile()
+				erin.Sub, erin.Email = "u-erin", "erin@example.com"
+				s := New(erin, idp.Tokens{}, testOptions(c))
+				cookies := saveTo(t, one, s)
+				k := one.sessionKey(s.ID)
+				slot, err := one.redis.client.ClusterKeySlot(ctx, k).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				from := redisserver.SlotOwner(t, cfg.ClusterAddrs, int(slot))
+				to := cfg.ClusterAddrs[0]
+				if to == from {
+					to = cfg.ClusterAddrs[1]
+				}
+				// The old owner, asked directly, tells which redirection
+				// the replicas' clients, whose slot maps still name it, get.
+				direct := redis.NewClient(&redis.Options{Addr: from})
+				t.Cleanup(func() { direct.Close() })
+				redirect := func() string {
+					err := direct.HGet(ctx, k, "d").Err()
+					if err == nil {
+						return ""
+					}
+					kind, _, _ := strings.Cut(err.Error(), " ")
+					return kind
+				}
+				redisserver.MoveSlot(t, cfg.ClusterAddrs, int(slot), to, func() {
+					if got := redirect(); got != "ASK" {
+						t.Fatalf("the old owner answers %q for the session in the slot being moved; want ASK", got)
+					}
+					loaded := loadFrom(t, two, cookies)
+					if loaded == nil || loaded.ID != s.ID {
+						t.Fatalf("while its slot moves, replica two loaded %+v; want the session", loaded)
+					}
+					// Saving it again (a refresh) runs the save script
+					// where the session now is.
+					loaded.Tokens.RefreshToken = "rt-while-moving"
+					saveTo(t, two, loaded)
+				})
+				if got := redirect(); got != "MOVED" {
+					t.Fatalf("the old owner answers %q for the session after its slot moved; want MOVED", got)
+				}
+				if got := loadFrom(t, one, cookies); got == nil || got.Tokens.RefreshToken != "rt-while-moving" {
+					t.Fatalf("after the move replica one loaded %+v; want the session as saved during the move", got)
+				}
+				if n, err := two.RevokeByEmail(ctx, erin.Email); err != nil || n != 1 {
+					t.Fatalf("RevokeByEmail after the move = %d, %v; want 1", n, err)
+				}
+				if loadFrom(t, one, cookies) != nil {
+					t.Error("the session outlived its revoke after its slot moved")
 				}
 			})
 		})

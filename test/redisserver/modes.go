@@ -277,3 +277,79 @@ func fieldsOf(out string) map[string]string {
 	}
 	return m
 }
+
+// SlotOwner is the address of the master of the cluster at addrs that
+// serves hash slot, as the first node sees it.
+func SlotOwner(t testing.TB, addrs []string, slot int) string {
+	t.Helper()
+	out, err := cli(addrs[0], "CLUSTER", "NODES")
+	if err != nil {
+		t.Fatalf("redisserver: CLUSTER NODES: %v\n%s", err, out)
+	}
+	// <id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slot or first-last>...
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 {
+			continue
+		}
+		for _, r := range f[8:] {
+			first, last, isRange := strings.Cut(r, "-")
+			if !isRange {
+				last = first
+			}
+			lo, err1 := strconv.Atoi(first)
+			hi, err2 := strconv.Atoi(last)
+			if err1 == nil && err2 == nil && lo <= slot && slot <= hi {
+				addr, _, _ := strings.Cut(f[1], "@")
+				return addr
+			}
+		}
+	}
+	t.Fatalf("redisserver: no master serves slot %d:\n%s", slot, out)
+	return ""
+}
+
+// MoveSlot moves hash slot of the cluster at addrs from the master that
+// serves it to the master at to, as redis-cli --cluster reshard moves each
+// slot: to imports it, its owner marks it migrating, its keys go over with
+// MIGRATE, and every master is told the slot's new owner. between runs once
+// the keys have moved and before the owner changes: then the old owner
+// sends a client that asks for one of them on to the new with ASK, and
+// afterwards with MOVED.
+func MoveSlot(t testing.TB, addrs []string, slot int, to string, between func()) {
+	t.Helper()
+	from := SlotOwner(t, addrs, slot)
+	if from == to {
+		t.Fatalf("redisserver: slot %d is at %s already", slot, to)
+	}
+	run := func(addr string, args ...string) string {
+		t.Helper()
+		out, err := cli(addr, args...)
+		if err != nil || strings.HasPrefix(out, "ERR") {
+			t.Fatalf("redisserver: %s at %s: %v\n%s", strings.Join(args, " "), addr, err, out)
+		}
+		return out
+	}
+	fromID, toID := run(from, "CLUSTER", "MYID"), run(to, "CLUSTER", "MYID")
+	s := strconv.Itoa(slot)
+	run(to, "CLUSTER", "SETSLOT", s, "IMPORTING", fromID)
+	run(from, "CLUSTER", "SETSLOT", s, "MIGRATING", toID)
+	host, port, _ := net.SplitHostPort(to)
+	for {
+		keys := strings.Fields(run(from, "CLUSTER", "GETKEYSINSLOT", s, "100"))
+		if len(keys) == 0 {
+			break
+		}
+		run(from, append([]string{"MIGRATE", host, port, "", "0", "5000", "KEYS"}, keys...)...)
+	}
+	between()
+	// The new owner first, as redis-cli does, so that no node sends a
+	// client back and forth.
+	run(to, "CLUSTER", "SETSLOT", s, "NODE", toID)
+	run(from, "CLUSTER", "SETSLOT", s, "NODE", toID)
+	for _, a := range addrs {
+		if a != to && a != from {
+			run(a, "CLUSTER", "SETSLOT", s, "NODE", toID)
+		}
+	}
+}
