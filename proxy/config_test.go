@@ -73,6 +73,7 @@ func TestCheckNamesTheKey(t *testing.T) {
 		{"loop inside a loop in a header expression", "", "attribute_pass:\n  headers:\n    X-Teams: 'join(map(claims.orgs, {join(map(#.teams, {#.name}), \",\")}), \",\")'\n", "attribute_pass.headers.X-Teams: map inside map: a loop inside a loop"},
 		{"loop over a header that reads the request in a rule's when", "", "rules:\n  - name: r\n    action: deny\n    when: 'any(split(request.headers[\"X-A\"], \",\"), {request.path contains #})'\n", "rules[0].when: a loop over a range or a list built from request may read only # and constants, not request"},
 		{"fromJSON of a header in allow_if", "", "rules:\n  - name: r\n    action: authenticate\n    allow_if: 'len(flatten(fromJSON(request.headers[\"X-A\"]))) > 0'\n", "rules[0].allow_if: fromJSON of request"},
+		{"split of a header in a loop over the groups in a rule's when", "", "rules:\n  - name: r\n    action: deny\n    when: 'any(groups, {# in split(request.headers[\"X-Teams\"], \",\")})'\n", "rules[0].when: split of request inside any"},
 		{"replace with a replacement from the request in allow_if", "", "rules:\n  - name: r\n    action: authenticate\n    allow_if: 'replace(request.path, \"\", request.path) != \"\"'\n", "rules[0].allow_if: replace needs a constant replacement"},
 		{"bad CIDR", "", "rules:\n  - name: r\n    sources: [10.0.0.0/33]\n    action: deny\n", "rules[0].sources"},
 		{"bad trusted proxy", "server:\n", "server:\n  trusted_proxies: [nope]\n", "server.trusted_proxies[0]: not a CIDR or IP address"},
