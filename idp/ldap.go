@@ -234,11 +234,10 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 			p.log.Info("ldap: account refused", "dn", entry.DN, "err", err)
 			return nil, acct
 		}
-		if ldap.IsErrorAnyOf(err, ldap.LDAPResultInvalidCredentials, ldap.LDAPResultInappropriateAuthentication,
-			ldap.LDAPResultUnwillingToPerform, ldap.ErrorEmptyPassword) {
-			// AD says why in the diagnostic (disabled, locked, account
-			// expired): worth a log line, never the user's page, since AD
-			// is not known to say so only for the right password.
+		if passwordRefused(err) {
+			// The directory says why in the diagnostic (disabled, locked,
+			// account expired): worth a log line, never the user's page,
+			// since it says so whatever the password.
 			p.log.Info("ldap: password refused", "dn", entry.DN, "err", err)
 			return nil, ErrInvalidCredentials
 		}
@@ -432,6 +431,19 @@ func fillFilter(filter, username, dn string) string {
 		placeholderUsername, ldap.EscapeFilter(username),
 		placeholderDN, ldap.EscapeFilter(dn),
 	).Replace(filter)
+}
+
+// passwordRefused reports whether err, a user's bind's, is the directory
+// refusing the password or the account, to be read as a wrong password:
+// invalid credentials (49: Active Directory's disabled, locked and expired
+// accounts among them), inappropriate authentication (48), unwilling to
+// perform (53: 389 Directory Server's and FreeIPA's inactivated accounts),
+// and constraint violation (19), which 389 Directory Server and FreeIPA
+// answer for an account their password policy locked ("Exceed password
+// retry limit") before they look at the password.
+func passwordRefused(err error) bool {
+	return ldap.IsErrorAnyOf(err, ldap.LDAPResultInvalidCredentials, ldap.LDAPResultInappropriateAuthentication,
+		ldap.LDAPResultUnwillingToPerform, ldap.LDAPResultConstraintViolation, ldap.ErrorEmptyPassword)
 }
 
 // AccountError is a password check the directory refused although the

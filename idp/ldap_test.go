@@ -453,6 +453,40 @@ func TestLDAPTLS(t *testing.T) {
 	}
 }
 
+// A directory's refusal of a user's bind reads as a wrong password, the
+// same for every password; only a directory that cannot answer is
+// unavailable. 389 Directory Server and FreeIPA refuse an account that
+// their password policy locked with constraint violation (19), before they
+// check the password: as "directory unavailable" (503) it told whoever
+// typed the name, with any password, that the account exists and is
+// locked, and sent its user to the helpdesk about an outage.
+func TestPasswordRefused(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"wrong password", ldap.NewError(ldap.LDAPResultInvalidCredentials, errors.New("")), true},
+		{"389 Directory Server's account locked by its password policy",
+			ldap.NewError(ldap.LDAPResultConstraintViolation, errors.New("Exceed password retry limit. Please try later.")), true},
+		{"389 Directory Server's account locked until an administrator resets it",
+			ldap.NewError(ldap.LDAPResultConstraintViolation, errors.New("Exceed password retry limit. Contact system administrator to reset.")), true},
+		{"FreeIPA's inactivated account",
+			ldap.NewError(ldap.LDAPResultUnwillingToPerform, errors.New("Account inactivated. Contact system administrator.")), true},
+		{"inappropriate authentication", ldap.NewError(ldap.LDAPResultInappropriateAuthentication, errors.New("")), true},
+		{"a busy directory", ldap.NewError(ldap.LDAPResultBusy, errors.New("")), false},
+		{"an unavailable directory", ldap.NewError(ldap.LDAPResultUnavailable, errors.New("")), false},
+		{"a closed connection", ldap.NewError(ldap.ErrorNetwork, errors.New("connection closed")), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := passwordRefused(tc.err); got != tc.want {
+				t.Errorf("passwordRefused(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
 // Active Directory refuses a bind with result 49 and says why in the
 // diagnostic's data code. Those it sends only for the right password
 // (expired, must change, logon hours, workstations) become an
