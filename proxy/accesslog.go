@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -170,4 +172,43 @@ func (h *Handler) authPathIdP(path string) string {
 		}
 	}
 	return ""
+}
+
+// oncePerSecond lets through one diagnostic line a second of a kind that a
+// failing dependency (the session store, the upstream) would otherwise write
+// with every request, and counts the others for the next line that passes.
+// While Redis is away, a proxy at thousands of requests a second wrote as
+// many ERROR lines as access lines, all saying the same; each request is
+// still in its access line, with its status and request ID.
+type oncePerSecond struct {
+	mu      sync.Mutex
+	next    time.Time
+	dropped int
+}
+
+// pass reports whether a line may be written at now, and how many lines
+// were held back since the last one that was.
+func (o *oncePerSecond) pass(now time.Time) (ok bool, heldBack int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if now.Before(o.next) {
+		o.dropped++
+		return false, 0
+	}
+	heldBack, o.dropped = o.dropped, 0
+	o.next = now.Add(time.Second)
+	return true, heldBack
+}
+
+// logThrottled writes the line through t: at most one a second, with the
+// number held back since the last as "held_back".
+func (h *Handler) logThrottled(t *oncePerSecond, level slog.Level, msg string, attrs ...slog.Attr) {
+	ok, heldBack := t.pass(h.now())
+	if !ok {
+		return
+	}
+	if heldBack > 0 {
+		attrs = append(attrs, slog.Int("held_back", heldBack))
+	}
+	h.log.LogAttrs(context.Background(), level, msg, attrs...)
 }

@@ -46,6 +46,9 @@ type Handler struct {
 	logoutTokens session.OnceMarker
 	// assertions marks the SAML assertions used, for every SAML provider (redis.go).
 	assertions idp.ReplayStore
+	// storeDown and upstreamDown throttle the diagnostic line that each
+	// request would write while Redis or the upstream fails (accesslog.go).
+	storeDown, upstreamDown oncePerSecond
 }
 
 // Decisions, as logged and counted in requests_total{decision}.
@@ -135,7 +138,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 
 	s, err := h.loadSession(r)
 	if err != nil {
-		h.log.Error("session store unavailable", "err", err)
+		h.logThrottled(&h.storeDown, slog.LevelError, "session store unavailable", slog.Any("err", err))
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Temporarily unavailable", "Sessions cannot be checked right now. Try again in a moment.")
 		return decisionInternal
 	}

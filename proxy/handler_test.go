@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,10 +13,12 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 const testKey = "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE="
@@ -809,4 +812,66 @@ func TestFailedCallbackReleasesItsState(t *testing.T) {
 	if fake.completes != 2 {
 		t.Fatalf("the IdP's answer was checked %d times, want 2: a failed login keeps its state used", fake.completes)
 	}
+}
+
+// While the upstream or the session store is down, every request is
+// answered 502 or 503 and has its access line, but the diagnostic line is
+// written once a second, with how many were held back since the last.
+func TestDependencyDownIsLoggedOnceASecond(t *testing.T) {
+	for _, tc := range []struct {
+		name, msg string
+		status    int
+		breakIt   func(*Handler)
+	}{
+		{"upstream", "upstream request failed", http.StatusBadGateway, func(h *Handler) { h.upstreamURL.Host = "127.0.0.1:1" }},
+		{"session store", "session store unavailable", http.StatusServiceUnavailable, func(h *Handler) { h.sessions = unavailableStore{h.sessions} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			cookies := f.login(t, "alice@example.com")
+			tc.breakIt(f.h)
+			logs := &process.Output{}
+			f.h.log = slog.New(slog.NewJSONHandler(logs, nil))
+			now := time.Now()
+			f.h.now = func() time.Time { return now }
+			send := func(n int) {
+				for range n {
+					resp, _, _ := f.do(t, request("GET", "/tasks", cookies, "Accept", "application/json"))
+					if resp.StatusCode != tc.status {
+						t.Fatalf("%s down: %d, want %d", tc.name, resp.StatusCode, tc.status)
+					}
+				}
+			}
+			lines := func() []map[string]any {
+				var out []map[string]any
+				for line := range strings.Lines(logs.String()) {
+					var m map[string]any
+					if err := json.Unmarshal([]byte(line), &m); err != nil {
+						t.Fatalf("log line %q: %v", line, err)
+					}
+					if m["msg"] == tc.msg {
+						out = append(out, m)
+					}
+				}
+				return out
+			}
+			send(20)
+			if got := lines(); len(got) != 1 || got[0]["held_back"] != nil {
+				t.Fatalf("20 failures within a second logged %d lines (%v), want 1 with nothing held back", len(got), got)
+			}
+			now = now.Add(time.Second)
+			send(1)
+			got := lines()
+			if len(got) != 2 || got[1]["held_back"] != float64(19) {
+				t.Fatalf("a second later: %d lines (%v), want a second one saying 19 were held back", len(got), got)
+			}
+		})
+	}
+}
+
+// unavailableStore is a session store that cannot answer, as Redis away.
+type unavailableStore struct{ session.Store }
+
+func (unavailableStore) Load(*http.Request) (*session.Session, error) {
+	return nil, fmt.Errorf("load session: %w", session.ErrUnavailable)
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -141,7 +142,7 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	if isTimeout(err) {
 		status, title, msg = http.StatusGatewayTimeout, "Gateway timeout", "The application took too long to answer."
 	}
-	h.log.Warn("upstream request failed", "err", err, "path", r.URL.Path)
+	h.logThrottled(&h.upstreamDown, slog.LevelWarn, "upstream request failed", slog.Any("err", err), slog.String("path", r.URL.Path))
 	h.pages.fail(w, r, status, title, msg)
 }
 
