@@ -149,6 +149,19 @@ func (c *RedisConfig) Validate() error {
 			}
 		}
 	}
+	// go-redis authenticates only with a password: a user without one is
+	// never sent, and the connection is Redis's default user's.
+	urlUser, urlPassword := "", ""
+	if u, err := url.Parse(c.URL); err == nil && u.User != nil {
+		urlUser = u.User.Username()
+		urlPassword, _ = u.User.Password()
+	}
+	switch {
+	case c.Username != "" && c.Password == "" && urlPassword == "":
+		bad("username", "needs password (or PORTCULLIS_REDIS_PASSWORD, or one in url): a user is only sent with its password")
+	case urlUser != "" && c.Username == "" && c.Password == "" && urlPassword == "":
+		bad("url", "names a user without a password (redis://user:password@host:port): a user is only sent with its password")
+	}
 	if c.Sentinel.Username != "" && c.Sentinel.Password == "" {
 		// go-redis sends no AUTH without a password: the sentinels would
 		// see their default user, never this one.
