@@ -112,22 +112,41 @@ func (accountRefusingChecker) Authenticate(*http.Request, string, string, func(s
 func TestLDAPAccountRefusalReachesTheUser(t *testing.T) {
 	h := newTestHandler(t, withLDAP)
 	h.providers["corp-ldap"].impl = accountRefusingChecker{}
+	rec := postLDAPForm(t, h, openLDAPForm(t, h), "alice", "old-pw")
+	body := rec.Body.String()
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(body, "Your password has expired.") || strings.Contains(body, "Wrong username") {
+		t.Fatalf("login: %d %s; want 401 with the directory's reason", rec.Code, body)
+	}
+}
+
+// ldapForm is the LDAP login form as served: its state and flow cookies.
+type ldapForm struct {
+	state   string
+	cookies []*http.Cookie
+}
+
+// openLDAPForm gets corp-ldap's login form from h.
+func openLDAPForm(t *testing.T, h *Handler) ldapForm {
+	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/.portcullis/ldap/corp-ldap", nil))
 	m := regexp.MustCompile(`name="state" value="([^"]+)"`).FindStringSubmatch(rec.Body.String())
 	if rec.Code != http.StatusOK || m == nil {
 		t.Fatalf("form: %d %s", rec.Code, rec.Body)
 	}
-	form := url.Values{"username": {"alice"}, "password": {"old-pw"}, "state": {m[1]}}
+	return ldapForm{m[1], rec.Result().Cookies()}
+}
+
+// postLDAPForm posts f to h as a browser would, signed in as username.
+func postLDAPForm(t *testing.T, h *Handler, f ldapForm, username, password string) *httptest.ResponseRecorder {
+	t.Helper()
+	form := url.Values{"username": {username}, "password": {password}, "state": {f.state}}
 	r := httptest.NewRequest("POST", "/.portcullis/ldap/corp-ldap", strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	for _, c := range rec.Result().Cookies() {
+	for _, c := range f.cookies {
 		r.AddCookie(c)
 	}
-	rec = httptest.NewRecorder()
+	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, r)
-	body := rec.Body.String()
-	if rec.Code != http.StatusUnauthorized || !strings.Contains(body, "Your password has expired.") || strings.Contains(body, "Wrong username") {
-		t.Fatalf("login: %d %s; want 401 with the directory's reason", rec.Code, body)
-	}
+	return rec
 }

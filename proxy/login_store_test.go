@@ -41,10 +41,7 @@ func (p redisFailsDuring) Complete(r *http.Request, f *idp.Flow) (*idp.Profile, 
 	return prof, tokens, err
 }
 
-var (
-	formInputRe = regexp.MustCompile(`<input[^>]*\bname="([^"]+)"[^>]*\bvalue="([^"]*)"`)
-	stateFormRe = regexp.MustCompile(`name="state" value="([^"]+)"`)
-)
+var formInputRe = regexp.MustCompile(`<input[^>]*\bname="([^"]+)"[^>]*\bvalue="([^"]*)"`)
 
 // With session.store redis, a login whose answer checked out at the IdP but
 // that Redis failed to record is a 503 to try again, never a refusal that
@@ -111,21 +108,9 @@ func TestLoginsAnswer503WhenRedisFailsMidway(t *testing.T) {
 	t.Run("LDAP: Redis stops between the form and its post", func(t *testing.T) {
 		srv := redisserver.Start(t)
 		h := newTestHandler(t, strings.Replace(withLDAP, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1))
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", "/.portcullis/ldap/corp-ldap", nil))
-		m := stateFormRe.FindStringSubmatch(rec.Body.String())
-		if rec.Code != http.StatusOK || m == nil {
-			t.Fatalf("form: %d %s", rec.Code, rec.Body)
-		}
+		form := openLDAPForm(t, h)
 		srv.Stop()
-		form := url.Values{"username": {"alice"}, "password": {"alice-pw"}, "state": {m[1]}}
-		r := httptest.NewRequest("POST", "/.portcullis/ldap/corp-ldap", strings.NewReader(form.Encode()))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		for _, c := range rec.Result().Cookies() {
-			r.AddCookie(c)
-		}
-		rec = httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
+		rec := postLDAPForm(t, h, form, "alice", "alice-pw")
 		if body := rec.Body.String(); rec.Code != http.StatusServiceUnavailable || strings.Contains(body, "expired") {
 			t.Errorf("form posted with Redis stopped: %d, want 503 (not a form that has \"expired\")", rec.Code)
 		}
