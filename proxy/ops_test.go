@@ -424,11 +424,11 @@ func TestReload(t *testing.T) {
 	})
 	t.Run("refreshes in flight carry over a reload", func(t *testing.T) {
 		rf := newReloadFixture(t)
-		before := rf.live.cur.Load().refresher
+		before := rf.live.cur.Load().refresher.refreshCalls
 		if err := rf.live.reload("signal"); err != nil {
 			t.Fatal(err)
 		}
-		if rf.live.cur.Load().refresher != before {
+		if rf.live.cur.Load().refresher.refreshCalls != before {
 			t.Fatal("the reload dropped the refresher: a request with the old cookie could spend a rotated refresh token again")
 		}
 	})

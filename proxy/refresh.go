@@ -36,7 +36,12 @@ const (
 // token again.
 type refresher struct {
 	every time.Duration
+	*refreshCalls
+}
 
+// refreshCalls are the refreshes running and just finished, which a reload
+// hands on whatever it changes (reload.go's inherit).
+type refreshCalls struct {
 	mu       sync.Mutex
 	inFlight map[string]*refreshCall
 	recent   map[string]*refreshCall // finished, by session ID
@@ -55,7 +60,7 @@ type refreshCall struct {
 }
 
 func newRefresher(every time.Duration) *refresher {
-	return &refresher{every: every, inFlight: map[string]*refreshCall{}, recent: map[string]*refreshCall{}}
+	return &refresher{every: every, refreshCalls: &refreshCalls{inFlight: map[string]*refreshCall{}, recent: map[string]*refreshCall{}}}
 }
 
 // refreshSession returns the session to carry on with: s itself when no

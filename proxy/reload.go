@@ -331,16 +331,15 @@ func (s *configSource) changed() bool {
 
 // inherit takes over from prev, the Handler a reload replaces, the state
 // that must outlive it: revoked sessions, used login states, failed-login
-// limits, and refreshes in
-// flight (a rotating refresh token must not be spent again by a request that
-// arrives at the new Handler with the old cookie).
+// limits, and refreshes in flight or just finished, under a new
+// session.refresh too (a rotating refresh token must not be spent again by
+// a request that arrives at the new Handler with the old cookie: the IdP
+// refuses it as reused, and the session ends).
 func (h *Handler) inherit(prev *Handler) {
 	if prev == nil {
 		return
 	}
-	if prev.refresher.every == h.refresher.every {
-		h.refresher = prev.refresher
-	}
+	h.refresher.refreshCalls = prev.refresher.refreshCalls
 	// Failed-login counts outlive a reload, or a reload would reset an
 	// attacker's budget. The Basic auth cache does not: it holds profiles
 	// checked under the old config.

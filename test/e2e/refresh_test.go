@@ -2,16 +2,25 @@ package e2e
 
 import (
 	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/proxy"
+	"github.com/portcullis-proxy/portcullis/test/echo"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // refreshConfig is one OIDC IdP that issues rotating refresh tokens, with
@@ -242,5 +251,110 @@ func TestSingleSignOutEndsTheIdPSession(t *testing.T) {
 	}
 	if status, _ := apiGet(t, s, cookieHeader(t, b, s)); status != http.StatusUnauthorized {
 		t.Errorf("after single sign-out: status %d, want 401", status)
+	}
+}
+
+// TestReloadChangingRefreshKeepsRefreshesInFlight changes session.refresh
+// in a reload right after a refresh: a request still carrying the cookie
+// from before it (a page's parallel requests) must get the refreshed
+// session, not spend the rotated-away refresh token again, which the IdP
+// refuses as reuse and which ends the session.
+func TestReloadChangingRefreshKeepsRefreshesInFlight(t *testing.T) {
+	listenAddr := fmt.Sprintf("127.0.0.1:%d", process.FreePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", process.FreePort(t))
+	public := "http://" + listenAddr
+	up := echo.New()
+	upSrv := httptest.NewServer(up)
+	t.Cleanup(upSrv.Close)
+	idp := oidcserver.Start(t, oidcserver.Options{
+		RedirectURIs:           []string{public + "/.portcullis/oidc/company/callback"},
+		PostLogoutRedirectURIs: []string{public + "/.portcullis/logout/done"},
+	})
+	configYAML := func(refresh string) []byte {
+		y := strings.NewReplacer("PUBLIC_URL", public, "UPSTREAM_URL", upSrv.URL, "SESSION_KEY", sessionKey,
+			"ISSUER", idp.Issuer, "refresh: 1s", "refresh: "+refresh).Replace(refreshConfig)
+		return []byte(strings.Replace(y, "server:\n", "server:\n  listen: "+listenAddr+"\n  admin_listen: "+adminAddr+"\n", 1))
+	}
+	path := filepath.Join(t.TempDir(), "portcullis.yaml")
+	if err := os.WriteFile(path, configYAML("2s"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := proxy.ParseConfig(configYAML("2s"), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	go func() {
+		done <- proxy.Run(ctx, cfg, proxy.ServeOptions{Log: log, ConfigPath: path, Reload: reload, PollInterval: -1, Grace: time.Second})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	s := &stack{URL: public}
+	metric := func(series string) float64 {
+		resp, err := http.Get("http://" + adminAddr + "/metrics")
+		if err != nil {
+			return -1
+		}
+		body := readBody(t, resp)
+		for line := range strings.SplitSeq(body, "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return n
+			}
+		}
+		return 0
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + adminAddr + "/readyz")
+		if err == nil && readBody(t, resp) != "" && resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("proxy not ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	b := browser(t)
+	readBody(t, oidcserver.Login(t, b, public+"/", oidcserver.Alice, oidcserver.AlicePassword))
+	oldCookie := cookieHeader(t, b, s)
+	if oldCookie == "" {
+		t.Fatal("no session cookie after login")
+	}
+	time.Sleep(2100 * time.Millisecond) // past session.refresh
+	if status, _ := apiGet(t, s, oldCookie); status != http.StatusOK {
+		t.Fatalf("request that refreshes: status %d, want 200", status)
+	}
+
+	// The interval shortened: the old cookie is due again under it.
+	if err := os.WriteFile(path, configYAML("1s"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- syscall.SIGHUP
+	for metric(`portcullis_config_reloads_total{result="success"}`) != 1 {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("no reload")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if status, _ := apiGet(t, s, oldCookie); status != http.StatusOK {
+		t.Errorf("the cookie from before the refresh, after a reload that changed session.refresh: status %d, want 200", status)
+	}
+	// Nor is the browser, whose cookie has the new token, signed out.
+	resp, err := noRedirect(b).Get(public + "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Errorf("the browser after the reload: status %d, want 200 (its session kept)", resp.StatusCode)
+	}
+	if n := metric(`portcullis_session_refreshes_total{idp="company",result="refused"}`); n != 0 {
+		t.Errorf("session_refreshes_total{result=refused} = %v, want 0: the rotated-away token was spent again", n)
+	}
+	if n := metric(`portcullis_session_refreshes_total{idp="company",result="success"}`); n != 1 {
+		t.Errorf("session_refreshes_total{result=success} = %v, want 1", n)
 	}
 }
