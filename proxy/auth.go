@@ -137,7 +137,7 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Redirect: rd, Created: h.now().Unix()}
 	target, err := redirector.LoginURL(f)
 	if err == nil {
-		err = h.flows.Start(w, f)
+		err = h.flows.Start(w, r, f)
 	}
 	if err != nil {
 		h.log.Error("cannot start login", "idp", p.cfg.ID, "err", err)
@@ -401,7 +401,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		h.pages.fail(w, r, status, "Bad request", "You are signed out, but the form could not be read.")
 		return
 	}
-	if target := h.singleSignOut(w, s, rd); target != "" {
+	if target := h.singleSignOut(w, r, s, rd); target != "" {
 		http.Redirect(w, r, target, http.StatusFound)
 		return
 	}
@@ -416,7 +416,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 // has single_sign_out, so that the IdP's session ends too; "" to finish here.
 // The IdP sends the browser back to {auth_prefix}/logout/done with a state
 // that a flow cookie binds to this browser and to where it goes next.
-func (h *Handler) singleSignOut(w http.ResponseWriter, s *session.Session, rd string) string {
+func (h *Handler) singleSignOut(w http.ResponseWriter, r *http.Request, s *session.Session, rd string) string {
 	if s == nil {
 		return ""
 	}
@@ -435,7 +435,7 @@ func (h *Handler) singleSignOut(w http.ResponseWriter, s *session.Session, rd st
 	done := h.publicURL.Scheme + "://" + h.publicURL.Host + h.cfg.Server.AuthPrefix + "/logout/done"
 	target, err := so.LogoutURL(&s.Tokens, done, f.State)
 	if err == nil && target != "" {
-		err = h.flows.Start(w, f)
+		err = h.flows.Start(w, r, f)
 	}
 	switch {
 	case err != nil:

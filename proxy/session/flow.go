@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,6 +24,9 @@ const (
 	flowCodecName = "portcullis login flow"
 	// usedStates bounds how many finished login states are remembered.
 	usedStates = 100000
+	// maxOpenFlows is how many unfinished logins a browser may hold at
+	// once: each is a cookie of about 450 bytes for FlowLifetime.
+	maxOpenFlows = 8
 )
 
 // Reasons Finish refuses a login's answer; their text is short enough for a
@@ -93,8 +97,9 @@ func (f *Flows) CookieName(state string) string {
 }
 
 // Start seals flow into its cookie. flow.State must be set (NewState);
-// flow.Created is set to now when zero.
-func (f *Flows) Start(w http.ResponseWriter, flow *idp.Flow) error {
+// flow.Created is set to now when zero. When r, the request that starts it,
+// already carries maxOpenFlows login cookies, they are all expired first.
+func (f *Flows) Start(w http.ResponseWriter, r *http.Request, flow *idp.Flow) error {
 	if f.err != nil {
 		return fmt.Errorf("start login: %w", f.err)
 	}
@@ -108,8 +113,39 @@ func (f *Flows) Start(w http.ResponseWriter, flow *idp.Flow) error {
 	if err != nil {
 		return fmt.Errorf("start login at %s: seal flow: %w", flow.IdP, err)
 	}
+	f.expireAbandoned(w, r)
 	http.SetCookie(w, f.cookie(f.CookieName(flow.State), sealed, int(FlowLifetime/time.Second)))
 	return nil
+}
+
+// expireAbandoned expires the login cookies r carries once there are
+// maxOpenFlows of them. Logins that are started and never finished (a page
+// that reloads into the login, another site's <img src=".../login/x"> tags)
+// each leave one for FlowLifetime: about 140 made every request larger than
+// the proxy's 64 KiB of headers, a 431 even for the login, and browsers keep
+// about 180 cookies a site. A user finishing one of eight logins at once
+// starts it again.
+func (f *Flows) expireAbandoned(w http.ResponseWriter, r *http.Request) {
+	if r == nil {
+		return
+	}
+	prefix := f.opts.Name() + "_login_"
+	var names []string
+	for _, line := range r.Header["Cookie"] {
+		for part := range strings.SplitSeq(line, ";") {
+			k, _, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if ok && strings.HasPrefix(k, prefix) && !slices.Contains(names, k) && len(names) < 4*maxOpenFlows {
+				names = append(names, k)
+			}
+		}
+	}
+	if len(names) < maxOpenFlows {
+		return
+	}
+	f.opts.logger().Info("login: the browser holds too many unfinished logins; expiring them", "count", len(names))
+	for _, name := range names {
+		http.SetCookie(w, f.cookie(name, "", -1))
+	}
 }
 
 // Finish returns the flow started in this browser for state, and deletes its

@@ -14,7 +14,7 @@ import (
 func started(t *testing.T, f *Flows, state string) *http.Cookie {
 	t.Helper()
 	w := httptest.NewRecorder()
-	if err := f.Start(w, &idp.Flow{State: state, IdP: "company", Redirect: "https://cvat.example.com/tasks", Nonce: "n", Verifier: "v"}); err != nil {
+	if err := f.Start(w, nil, &idp.Flow{State: state, IdP: "company", Redirect: "https://cvat.example.com/tasks", Nonce: "n", Verifier: "v"}); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	return w.Result().Cookies()[0]
@@ -144,7 +144,7 @@ func TestFlowWithGarbageNextToIt(t *testing.T) {
 func TestStartRefusesAFlowWithoutState(t *testing.T) {
 	f := NewFlows(testOptions(newClock()))
 	for _, state := range []string{"", "short", "not/url+safe/base64=="} {
-		if err := f.Start(httptest.NewRecorder(), &idp.Flow{State: state}); !errors.Is(err, ErrFlowInvalid) {
+		if err := f.Start(httptest.NewRecorder(), nil, &idp.Flow{State: state}); !errors.Is(err, ErrFlowInvalid) {
 			t.Errorf("Start with state %q: %v, want %v", state, err, ErrFlowInvalid)
 		}
 	}

@@ -265,3 +265,41 @@ func TestIdPErrorAtTheCallbackIsExplained(t *testing.T) {
 		})
 	}
 }
+
+// TestAbandonedLoginsDoNotPileUpInTheBrowser starts logins that are never
+// finished, as a page that reloads into the login, or another site's
+// <img src=".../login/company"> tags, do: each leaves a login cookie for ten
+// minutes, and enough of them make every request too large for the
+// proxy's 64 KiB of headers (431) and push the session's cookies past
+// browsers' ~180 cookies a site.
+func TestAbandonedLoginsDoNotPileUpInTheBrowser(t *testing.T) {
+	s, _ := refreshStack(t)
+	b := browser(t)
+	for range 150 {
+		resp, err := noRedirect(b).Get(s.URL + "/.portcullis/login/company?rd=/tasks/17/jobs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readBody(t, resp); resp.StatusCode != http.StatusFound {
+			t.Fatalf("login start: status %d", resp.StatusCode)
+		}
+	}
+	logins := 0
+	for _, c := range b.Jar.Cookies(mustURL(t, s.URL)) {
+		if strings.HasPrefix(c.Name, "portcullis_login_") {
+			logins++
+		}
+	}
+	size := len(cookieHeader(t, b, s))
+	t.Logf("after 150 abandoned logins the browser holds %d login cookies, %d bytes of Cookie header", logins, size)
+	if logins > 10 {
+		t.Errorf("%d login cookies held after 150 abandoned logins, want at most 10", logins)
+	}
+
+	// The latest login still finishes.
+	resp := oidcserver.Login(t, b, s.URL+"/", oidcserver.Alice, oidcserver.AlicePassword)
+	readBody(t, resp)
+	if got, _ := s.Upstream.Last(); resp.StatusCode != http.StatusOK || got.Header.Get("X-Email") != "alice@example.com" {
+		t.Errorf("login after the abandoned ones: status %d, X-Email %q", resp.StatusCode, got.Header.Get("X-Email"))
+	}
+}
