@@ -18,15 +18,7 @@ func TestSessionsListAndRevoke(t *testing.T) {
 	path := writeFile(t, "portcullis.yaml", cfgYAML)
 
 	// Two logins of alice and one of bob, as the proxy would save them.
-	cfg, err := proxy.LoadConfig(path, os.Getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := proxy.OpenSessions(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Redis().Close()
+	st := openSessions(t, path)
 	var ids []string
 	for _, email := range []string{"alice@example.com", "alice@example.com", "bob@example.com"} {
 		s := session.New(idp.Profile{IdP: "company", Sub: email, Email: email}, idp.Tokens{}, session.Options{})
@@ -90,15 +82,7 @@ func TestSessionsRevokeAfterAKeyRotation(t *testing.T) {
 	newKey := "bmV3LXNlc3Npb24ta2V5LTMyLWJ5dGVzLWxvbmchISE=" // 32 bytes
 	rotated := writeFile(t, "rotated.yaml", strings.Replace(cfgYAML, "keys: ["+testKey+"]", "keys: ["+newKey+", "+testKey+"]", 1))
 
-	cfg, err := proxy.LoadConfig(before, os.Getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := proxy.OpenSessions(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Redis().Close()
+	st := openSessions(t, before)
 	s := session.New(idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com"}, idp.Tokens{}, session.Options{})
 	if err := st.Save(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), s); err != nil {
 		t.Fatal(err)
@@ -113,4 +97,20 @@ func TestSessionsRevokeAfterAKeyRotation(t *testing.T) {
 	if code, out, _ := runCLI("sessions", "list", "--user", "alice@example.com", "--config", before); code != 0 || !strings.Contains(out, "no sessions") {
 		t.Errorf("list after the revoke: exit %d, %q; want none", code, out)
 	}
+}
+
+// openSessions opens the Redis session store of the config at path, as the
+// sessions command does, closed when the test ends.
+func openSessions(t *testing.T, path string) *session.RedisStore {
+	t.Helper()
+	cfg, err := proxy.LoadConfig(path, os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := proxy.OpenSessions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Redis().Close() })
+	return st
 }
