@@ -282,6 +282,10 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 	case errors.Is(err, session.ErrUnavailable):
 		h.storeUnavailable(w, r, p.IdP, err)
 		return
+	case errors.Is(err, session.ErrTooLarge):
+		h.loginFailed(w, r, p.IdP, "session_too_large", err, http.StatusInternalServerError,
+			"Your account carries more groups or details than a sign-in here can hold. Ask your administrator.")
+		return
 	case err != nil:
 		h.loginFailed(w, r, p.IdP, "session", err, http.StatusInternalServerError, "Your session could not be saved.")
 		return

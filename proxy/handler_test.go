@@ -875,3 +875,43 @@ type unavailableStore struct{ session.Store }
 func (unavailableStore) Load(*http.Request) (*session.Session, error) {
 	return nil, fmt.Errorf("load session: %w", session.ErrUnavailable)
 }
+
+// growingRefresher confirms every refresh with a profile of n groups.
+type growingRefresher struct{ n int }
+
+func (growingRefresher) Ready() error { return nil }
+
+func (g growingRefresher) Refresh(_ context.Context, t *idp.Tokens) (*idp.Profile, *idp.Tokens, error) {
+	next := *t
+	next.RefreshToken = "rotated"
+	return &idp.Profile{IdP: "company", Sub: "alice@example.com", Email: "alice@example.com", Groups: randomGroups(g.n)}, &next, nil
+}
+
+// A refresh whose profile no longer fits the cookies ends the session at
+// once, with a log line that says why; carried on, the old cookie would
+// spend the rotated-away refresh token again a minute later and read as the
+// IdP's refusal.
+func TestRefreshTooLargeForTheCookiesEndsTheSession(t *testing.T) {
+	f := newFixture(t)
+	f.h.refresher = newRefresher(time.Minute)
+	f.h.providers["company"].impl = growingRefresher{n: 3000}
+	logs := &process.Output{}
+	f.h.log = slog.New(slog.NewJSONHandler(logs, nil))
+	s := session.New(idp.Profile{IdP: "company", Sub: "alice@example.com", Email: "alice@example.com"}, idp.Tokens{RefreshToken: "first"}, f.h.cookies)
+	s.Refreshed = time.Now().Add(-2 * time.Minute)
+	rec := httptest.NewRecorder()
+	if err := f.store.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+		t.Fatal(err)
+	}
+	resp, _, reached := f.do(t, request("GET", "/tasks", rec.Result().Cookies(), "Accept", "application/json"))
+	if resp.StatusCode != http.StatusUnauthorized || reached {
+		t.Fatalf("request at the refresh: %d (upstream reached: %v), want 401 and a new login", resp.StatusCode, reached)
+	}
+	if !strings.Contains(logs.String(), "does not fit its cookies; session ended") {
+		t.Errorf("no log line saying why the session ended:\n%s", logs)
+	}
+	resp, _, reached = f.do(t, request("GET", "/tasks", rec.Result().Cookies(), "Accept", "application/json"))
+	if resp.StatusCode != http.StatusUnauthorized || reached {
+		t.Errorf("the old cookie again: %d (upstream reached: %v), want 401: the session is revoked", resp.StatusCode, reached)
+	}
+}

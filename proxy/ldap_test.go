@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
 // withLDAP is minimal with an LDAP IdP next to the OIDC one.
@@ -149,4 +152,46 @@ func postLDAPForm(t *testing.T, h *Handler, f ldapForm, username, password strin
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, r)
 	return rec
+}
+
+// manyGroupsChecker signs everyone in with n groups of random names, which
+// compress no better than a real directory's DNs.
+type manyGroupsChecker struct{ n int }
+
+func (manyGroupsChecker) Ready() error { return nil }
+
+func (c manyGroupsChecker) Authenticate(_ *http.Request, username, _ string, _ func(string) error) (*idp.Profile, error) {
+	return &idp.Profile{IdP: "corp-ldap", Sub: username, Email: username + "@example.com", Groups: randomGroups(c.n)}, nil
+}
+
+// randomGroups is n group names of 22 random characters each.
+func randomGroups(n int) []string {
+	groups := make([]string, n)
+	for i := range groups {
+		groups[i] = session.NewState()
+	}
+	return groups
+}
+
+// A profile too large for the cookie store's cookies is refused at login
+// with a page that says so, and audited as session_too_large, rather than
+// "Your session could not be saved".
+func TestLoginTooLargeForTheCookies(t *testing.T) {
+	h := newTestHandler(t, withLDAP)
+	h.providers["corp-ldap"].impl = manyGroupsChecker{n: 3000}
+	logs := &process.Output{}
+	h.log = slog.New(slog.NewJSONHandler(logs, nil))
+	rec := postLDAPForm(t, h, openLDAPForm(t, h), "alice", "alice-pw")
+	body := rec.Body.String()
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(body, "more groups or details than a sign-in here can hold") {
+		t.Fatalf("login: %d %s; want 500 saying the account is too large", rec.Code, body)
+	}
+	for _, c := range rec.Result().Cookies() {
+		if strings.HasPrefix(c.Name, h.cookies.Name()) && !strings.Contains(c.Name, "_login_") && c.MaxAge >= 0 {
+			t.Errorf("a session cookie was set: %s", c.Name)
+		}
+	}
+	if !strings.Contains(logs.String(), `"reason":"session_too_large"`) {
+		t.Errorf("no login_failed line with reason session_too_large:\n%s", logs)
+	}
 }

@@ -104,7 +104,19 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 		return s // nothing new to write
 	}
 	next := *call.s
-	if err := h.sessions.Save(w, r, &next); err != nil {
+	switch err := h.sessions.Save(w, r, &next); {
+	case errors.Is(err, session.ErrTooLarge):
+		// The IdP now says more about the user than the cookies hold, and
+		// the refresh token it replaced is spent: carried on, the old
+		// cookie would spend it again a minute later and be refused as if
+		// the IdP had ended the session. The user logs in again, where
+		// the login says why it cannot finish.
+		h.log.Warn("refresh: the renewed session does not fit its cookies; session ended", "idp", s.Profile.IdP, "sub", s.Profile.Sub, "err", err)
+		if err := h.sessions.Delete(w, r, s); err != nil {
+			h.log.Error("refresh: session not deleted", "err", err)
+		}
+		return nil
+	case err != nil:
 		h.log.Error("refresh: session not saved", "idp", s.Profile.IdP, "err", err)
 	}
 	return &next

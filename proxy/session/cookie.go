@@ -34,6 +34,11 @@ type Store interface {
 	Touch(w http.ResponseWriter, r *http.Request, s *Session) error
 }
 
+// ErrTooLarge is a session that does not fit the cookie store's cookies:
+// a profile with thousands of groups or large claims. It will not fit the
+// next time either; session.store redis holds any size.
+var ErrTooLarge = errors.New("session too large for the cookie store")
+
 const (
 	// chunkSize keeps every cookie, name and attributes included, under the
 	// 4096 bytes browsers accept.
@@ -64,9 +69,13 @@ const (
 // large. Revocation and the cache of opened sessions live in memory, so a
 // logout is only known to the process that handled it.
 type CookieStore struct {
-	opts    Options
-	name    string
-	codecs  []securecookie.Codec
+	opts   Options
+	name   string
+	codecs []securecookie.Codec // open cookies, at most maxChunks of them
+	// sealer seals with the first key, as codecs[0], without its bound on
+	// length, so that Save measures a session too large for the cookies
+	// itself and says so (ErrTooLarge) instead of a codec's error.
+	sealer  securecookie.Codec
 	revoked *expiringSet
 	users   *userRevocations // whole users ended by back-channel logout (revoke_user.go)
 	cache   *openedCache     // nil disables caching
@@ -84,10 +93,15 @@ func NewCookieStore(o Options) (*CookieStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session cookie store: %w", err)
 	}
+	sealer, err := codecs(o.Keys[:1], "session", o.lifetime(), 0, compactJSON{})
+	if err != nil {
+		return nil, fmt.Errorf("session cookie store: %w", err)
+	}
 	return &CookieStore{
 		opts:    o,
 		name:    o.Name(),
 		codecs:  cs,
+		sealer:  sealer[0],
 		revoked: newExpiringSet(revokedEntries, "revoked sessions", o.logger()),
 		users:   newUserRevocations(o.lifetime(), o.logger()),
 		cache:   newOpenedCache(cacheEntries, cacheBytes),
@@ -257,14 +271,14 @@ func (st *CookieStore) Save(w http.ResponseWriter, r *http.Request, s *Session) 
 		return fmt.Errorf("save session %s: already expired", s.ID)
 	}
 	wire := toWire(s)
-	sealed, err := st.codecs[0].Encode(sessionCodecName, wire)
+	sealed, err := st.sealer.Encode(sessionCodecName, wire)
 	if err != nil {
 		return fmt.Errorf("save session %s: seal: %w", s.ID, err)
 	}
 	n := (len(sealed) + chunkSize - 1) / chunkSize
 	if n > maxChunks {
-		return fmt.Errorf("save session %s: sealed session is %d bytes, more than %d cookies of %d bytes",
-			s.ID, len(sealed), maxChunks, chunkSize)
+		return fmt.Errorf("save session %s: sealed session is %d bytes, more than %d cookies of %d bytes: %w",
+			s.ID, len(sealed), maxChunks, chunkSize, ErrTooLarge)
 	}
 	for i := range n {
 		piece := sealed[i*chunkSize : min((i+1)*chunkSize, len(sealed))]
