@@ -353,3 +353,157 @@ func MoveSlot(t testing.TB, addrs []string, slot int, to string, between func())
 		}
 	}
 }
+
+// clusterNodeTimeout is cluster-node-timeout in StartClusterWithReplicas: a
+// master that answers no ping for it is suspected, and once most masters
+// suspect it, failed, and its replica is promoted about a second later
+// (production: Redis's default 15 s, so that a GC pause or a slow network
+// is not a failover).
+const clusterNodeTimeout = time.Second
+
+// ReplicatedCluster is a Redis Cluster in which every master has one
+// replica, the smallest that survives the loss of a master's machine.
+type ReplicatedCluster struct {
+	// Addrs are every node's host:port, masters and replicas: the seeds a
+	// client is given.
+	Addrs []string
+	nodes map[string]*Server
+}
+
+// StartClusterWithReplicas runs a Redis Cluster of masters masters (at least
+// 3), each with one replica, on loopback, and stops it when the test ends.
+// It returns once every node sees every other in its role and every replica
+// has synced with its master. Timings are a test's: see clusterNodeTimeout.
+// Tests that need no failover use StartCluster, which starts in half the
+// time.
+func StartClusterWithReplicas(t testing.TB, masters int) *ReplicatedCluster {
+	t.Helper()
+	if masters < 3 {
+		t.Fatalf("redisserver: a cluster needs at least 3 masters, asked for %d", masters)
+	}
+	c := &ReplicatedCluster{nodes: map[string]*Server{}}
+	for range 2 * masters {
+		// Each node syncs its replica through a file in its own temp dir,
+		// as in StartFailover: over the socket the master would wait 5 s
+		// for more replicas first. An explicit cluster-port: the default,
+		// port+10000, may be taken or beyond 65535 for a random free port.
+		dir := t.TempDir()
+		s := startWith(t, "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(process.FreePort(t)),
+			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10),
+			"--dir", dir, "--repl-diskless-sync", "no")
+		c.Addrs = append(c.Addrs, s.Addr)
+		c.nodes[s.Addr] = s
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redisserver: redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, a := range c.Addrs {
+		waitFor(t, "cluster node "+a+" sees every node in its role", func() (bool, string) {
+			info, err := cli(a, "CLUSTER", "INFO")
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				return false, info
+			}
+			out, err := cli(a, "CLUSTER", "NODES")
+			return err == nil && strings.Count(out, "slave") == masters && strings.Count(out, "master") == masters &&
+				!strings.Contains(out, "fail") && !strings.Contains(out, "handshake"), out
+		})
+		waitFor(t, "cluster node "+a+" is a master or a synced replica", func() (bool, string) {
+			out, err := cli(a, "INFO", "replication")
+			return err == nil && (strings.Contains(out, "role:master") || strings.Contains(out, "master_link_status:up")), out
+		})
+	}
+	return c
+}
+
+// ReplicaOf is the address of the replica of the master at master.
+func (c *ReplicatedCluster) ReplicaOf(t testing.TB, master string) string {
+	t.Helper()
+	id, err := cli(master, "CLUSTER", "MYID")
+	if err != nil {
+		t.Fatalf("redisserver: CLUSTER MYID at %s: %v\n%s", master, err, id)
+	}
+	// CLUSTER REPLICAS answers CLUSTER NODES lines: <id> <ip:port@bus> ...
+	out, err := cli(master, "CLUSTER", "REPLICAS", id)
+	f := strings.Fields(out)
+	if err != nil || len(f) < 2 {
+		t.Fatalf("redisserver: CLUSTER REPLICAS of %s: %v\n%s", master, err, out)
+	}
+	addr, _, _ := strings.Cut(f[1], "@")
+	return addr
+}
+
+// SlotOwner is the address of the master that serves hash slot, as a node
+// that is still running sees it.
+func (c *ReplicatedCluster) SlotOwner(t testing.TB, slot int) string {
+	t.Helper()
+	for _, a := range c.Addrs {
+		if c.nodes[a].Running() {
+			return SlotOwner(t, []string{a}, slot)
+		}
+	}
+	t.Fatal("redisserver: no node of the cluster is running")
+	return ""
+}
+
+// Failover makes the replica at replica its master's master with CLUSTER
+// FAILOVER, as an operator does before maintenance of the master's machine:
+// the master stops taking writes, the replica catches up and takes over its
+// slots, and the old master becomes its replica. It returns once every node
+// names replica as a master and the old one as a replica.
+func (c *ReplicatedCluster) Failover(t testing.TB, replica string) {
+	t.Helper()
+	if out, err := cli(replica, "CLUSTER", "FAILOVER"); err != nil || out != "OK" {
+		t.Fatalf("redisserver: CLUSTER FAILOVER at %s: %v\n%s", replica, err, out)
+	}
+	waitFor(t, replica+" is master", func() (bool, string) {
+		return c.Promoted(replica), ""
+	})
+	for _, a := range c.Addrs {
+		waitFor(t, a+" sees "+replica+" as master", func() (bool, string) {
+			out, err := cli(a, "CLUSTER", "NODES")
+			for _, line := range strings.Split(out, "\n") {
+				if f := strings.Fields(line); len(f) > 2 && strings.HasPrefix(f[1], replica+"@") {
+					return err == nil && strings.Contains(f[2], "master") && strings.Count(out, "slave") == len(c.Addrs)/2, out
+				}
+			}
+			return false, out
+		})
+	}
+}
+
+// Kill stops the node at addr with SIGKILL, as a crash or the loss of its
+// machine would.
+func (c *ReplicatedCluster) Kill(addr string) { c.nodes[addr].Stop() }
+
+// Promoted reports whether the node at addr, a replica at the start, is now
+// a master.
+func (c *ReplicatedCluster) Promoted(addr string) bool {
+	out, err := cli(addr, "ROLE")
+	return err == nil && strings.HasPrefix(out, "master")
+}
+
+// WaitReplicated returns once the replica of the master at master holds
+// every write the master had accepted when it was called, failing the test
+// after 10 s.
+func (c *ReplicatedCluster) WaitReplicated(t testing.TB, master string) {
+	t.Helper()
+	replica := c.ReplicaOf(t, master)
+	offset := func(addr, field string) int64 {
+		out, _ := cli(addr, "INFO", "replication")
+		for _, line := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		return -1
+	}
+	want := offset(master, "master_repl_offset")
+	waitFor(t, replica+" has the writes of "+master, func() (bool, string) {
+		got := offset(replica, "slave_repl_offset")
+		return got >= want && want >= 0, fmt.Sprintf("replica at offset %d, master at %d", got, want)
+	})
+}

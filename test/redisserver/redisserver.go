@@ -135,3 +135,10 @@ func (s *Server) Start() {
 	s.t.Helper()
 	s.start()
 }
+
+// Running reports whether redis-server runs (it was not stopped).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
