@@ -82,6 +82,13 @@ const (
 	// (each sentinel, then the master) the whole of redisOpTimeout.
 	redisDialerRetries   = 2
 	redisDialerRetryWait = 50 * time.Millisecond
+	// redisClusterReload is how old a Cluster client's slot map may get
+	// before a request has it read again (CLUSTER SLOTS, in the
+	// background). go-redis reads it again at once on a MOVED, which a
+	// manual failover's old master answers, but not when a master is gone:
+	// after its replica was promoted, the slots stayed on the dead master
+	// for go-redis's default of 60 s, a minute of 503s past the failover.
+	redisClusterReload = time.Second
 )
 
 // ApplyEnv applies the environment overrides: PORTCULLIS_REDIS_URL (so a
@@ -262,11 +269,15 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Every command goes to the slot's master (ReadOnly, RouteByLatency
+		// and RouteRandomly off): a replica lags, and would show a session
+		// just revoked or logged out as still there, or miss one just made.
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: c.ClusterAddrs, Username: c.Username, Password: c.Password, TLSConfig: tc,
 			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
 			DialerRetries: redisDialerRetries, DialerRetryTimeout: redisDialerRetryWait,
 			MaxRetries: 1, MaintNotificationsConfig: noMaint,
+			ClusterStateReloadInterval: redisClusterReload,
 		}), nil
 	default:
 		tc, err := c.tlsConfig()

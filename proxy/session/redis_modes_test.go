@@ -329,3 +329,133 @@ func TestUnreachableRedisFailsFast(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisClusterFailover moves a session's slot to its master's replica on
+// a real Cluster whose masters each have one: first by CLUSTER FAILOVER, as
+// an operator does before maintenance, then by killing the new master with
+// SIGKILL and letting the cluster promote its replica. Both times the
+// proxies' clients learnt the slot map before the failover, so they first
+// ask the old master.
+func TestRedisClusterFailover(t *testing.T) {
+	rc := redisserver.StartClusterWithReplicas(t, 3)
+	cfg := RedisConfig{ClusterAddrs: rc.Addrs, KeyPrefix: "test:"}
+	c := newClock()
+	one, two := modeReplica(t, cfg, testOptions(c)), modeReplica(t, cfg, testOptions(c))
+	ctx := context.Background()
+	frank := testProfile()
+	frank.Sub, frank.Email = "u-frank", "frank@example.com"
+	s := New(frank, idp.Tokens{RefreshToken: "rt-1"}, testOptions(c))
+	cookies := saveTo(t, one, s)
+	if got := loadFrom(t, two, cookies); got == nil || got.ID != s.ID {
+		t.Fatalf("replica two loaded %+v before the failover; want the session", got)
+	}
+	slot, err := one.redis.client.ClusterKeySlot(ctx, one.sessionKey(s.ID)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("a manual failover: the session loads, saves and is revoked on clients that ask the old master", func(t *testing.T) {
+		master := rc.SlotOwner(t, int(slot))
+		replica := rc.ReplicaOf(t, master)
+		rc.Failover(t, replica)
+		if owner := rc.SlotOwner(t, int(slot)); owner != replica {
+			t.Fatalf("after CLUSTER FAILOVER the session's slot is served by %s; want the replica %s", owner, replica)
+		}
+		// The old master, which the clients' slot maps still name, sends
+		// them on to the new one.
+		direct := redis.NewClient(&redis.Options{Addr: master})
+		t.Cleanup(func() { direct.Close() })
+		if err := direct.HGet(ctx, one.sessionKey(s.ID), "d").Err(); err == nil || !strings.HasPrefix(err.Error(), "MOVED ") {
+			t.Fatalf("the old master answers %v for the session after the failover; want MOVED", err)
+		}
+		got := loadFrom(t, two, cookies)
+		if got == nil || got.ID != s.ID || got.Tokens.RefreshToken != "rt-1" {
+			t.Fatalf("after the failover replica two loaded %+v; want the session", got)
+		}
+		got.Tokens.RefreshToken = "rt-2"
+		saveTo(t, two, got)
+		if got := loadFrom(t, one, cookies); got == nil || got.Tokens.RefreshToken != "rt-2" {
+			t.Fatalf("after the failover replica one loaded %+v; want the session as replica two saved it", got)
+		}
+		if n, err := one.RevokeByEmail(ctx, frank.Email); err != nil || n != 1 {
+			t.Fatalf("RevokeByEmail after the failover = %d, %v; want 1", n, err)
+		}
+		if loadFrom(t, two, cookies) != nil {
+			t.Error("the session outlived its revoke after the failover")
+		}
+	})
+
+	t.Run("the master killed: errors until its replica is promoted, then the same session", func(t *testing.T) {
+		s := New(frank, idp.Tokens{RefreshToken: "rt-3"}, testOptions(c))
+		cookies := saveTo(t, one, s)
+		if got := loadFrom(t, two, cookies); got == nil {
+			t.Fatal("replica two does not find the session before the kill")
+		}
+		slot, err := one.redis.client.ClusterKeySlot(ctx, one.sessionKey(s.ID)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		master := rc.SlotOwner(t, int(slot))
+		replica := rc.ReplicaOf(t, master)
+		rc.WaitReplicated(t, master)
+		rc.Kill(master)
+		killed := time.Now()
+
+		var promotedAt, backAt, slowest time.Duration
+		failed := 0
+		for {
+			// The cluster promotes the replica about 2 s after the kill,
+			// and go-redis learns of it when it reads the slot map again.
+			// Generous bounds: a loaded machine is slow at both.
+			if promotedAt != 0 && time.Since(killed)-promotedAt > 10*time.Second {
+				t.Fatalf("the session did not load for 10 s after the replica was promoted (%s after the kill); %d loads failed",
+					promotedAt.Round(10*time.Millisecond), failed)
+			}
+			if time.Since(killed) > 30*time.Second {
+				t.Fatalf("the replica was not promoted within 30 s of the kill (%d loads failed)", failed)
+			}
+			asked := time.Now()
+			got, err := two.Load(request(cookies...))
+			took := time.Since(asked)
+			if promotedAt == 0 && rc.Promoted(replica) {
+				promotedAt = time.Since(killed)
+			}
+			if err == nil {
+				if got == nil || got.ID != s.ID || got.Tokens.RefreshToken != "rt-3" {
+					t.Fatalf("after the kill replica two loaded %+v; want the session (never none: it is not lost)", got)
+				}
+				if !rc.Promoted(replica) {
+					t.Fatal("the session loaded before the replica was promoted, with its master dead")
+				}
+				backAt = time.Since(killed)
+				break
+			}
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Load with the master dead: %v; want ErrUnavailable (a 503)", err)
+			}
+			failed++
+			slowest = max(slowest, took)
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("master killed: replica promoted within %s, session loaded again after %s; %d loads failed, the slowest in %s",
+			promotedAt.Round(10*time.Millisecond), backAt.Round(10*time.Millisecond), failed, slowest.Round(time.Millisecond))
+		if failed == 0 {
+			t.Error("no load failed with the session's master dead")
+		}
+		got := loadFrom(t, one, cookies)
+		if got == nil || got.ID != s.ID {
+			t.Fatalf("after the promotion replica one loaded %+v; want the session", got)
+		}
+		got.Tokens.RefreshToken = "rt-4"
+		saveTo(t, one, got)
+		if got := loadFrom(t, two, cookies); got == nil || got.Tokens.RefreshToken != "rt-4" {
+			t.Fatalf("after the promotion replica two loaded %+v; want the session as replica one saved it", got)
+		}
+		if n, err := two.RevokeByEmail(ctx, frank.Email); err != nil || n != 1 {
+			t.Fatalf("RevokeByEmail after the promotion = %d, %v; want 1", n, err)
+		}
+		if loadFrom(t, one, cookies) != nil {
+			t.Error("the session outlived its revoke after the promotion")
+		}
+	})
+}
