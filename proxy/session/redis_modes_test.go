@@ -152,11 +152,7 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 				if list, err := rotated.ListByEmail(ctx, dave.Email); err != nil || len(list) != 0 {
 					t.Errorf("ListByEmail after the logout = %+v, %v; want none", list, err)
 				}
-				for _, ix := range one.indexes(s) {
-					if n := indexLen(t, one, ix.key); n != 0 {
-						t.Errorf("index %s names %d sessions after the logout of its only one", ix.key, n)
-					}
-				}
+				wantIndexed(t, one, s, 0, "after the logout of its only one")
 			})
 
 			t.Run("marks and failure counts are shared", func(t *testing.T) {

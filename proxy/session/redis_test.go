@@ -443,14 +443,19 @@ func TestCookieStoreRevokeUserIsPerProcess(t *testing.T) {
 	}
 }
 
-// indexLen is how many sessions the index key names.
-func indexLen(t *testing.T, st *RedisStore, key string) int64 {
+// wantIndexed checks that each index of s (by user, IdP session and email,
+// under st's first key) names want sessions; after says when, for the error.
+func wantIndexed(t *testing.T, st *RedisStore, s *Session, want int64, after string) {
 	t.Helper()
-	n, err := st.redis.client.ZCard(context.Background(), key).Result()
-	if err != nil {
-		t.Fatalf("ZCARD %s: %v", key, err)
+	for _, ix := range st.indexes(s) {
+		n, err := st.redis.client.ZCard(context.Background(), ix.key).Result()
+		if err != nil {
+			t.Fatalf("ZCARD %s: %v", ix.key, err)
+		}
+		if n != want {
+			t.Errorf("index %s names %d sessions %s, want %d", ix.key, n, after, want)
+		}
 	}
-	return n
 }
 
 // TestRedisIndexesDoNotGrowWithAnActiveUser: a user who logs in again before
@@ -471,11 +476,7 @@ func TestRedisIndexesDoNotGrowWithAnActiveUser(t *testing.T) {
 		saveTo(t, st, last)
 		c.Advance(61 * time.Minute) // the session before has ended
 	}
-	for _, ix := range st.indexes(last) {
-		if n := indexLen(t, st, ix.key); n != 1 {
-			t.Errorf("index %s names %d sessions after 50 logins one after the other, want the 1 that can still be live", ix.key, n)
-		}
-	}
+	wantIndexed(t, st, last, 1, "after 50 logins one after the other (only the last can still be live)")
 
 	c.Advance(-61 * time.Minute)
 	cookies := saveTo(t, st, New(alice, idp.Tokens{SID: "sid-1"}, o))
@@ -483,11 +484,7 @@ func TestRedisIndexesDoNotGrowWithAnActiveUser(t *testing.T) {
 	if err := st.Delete(httptest.NewRecorder(), request(cookies...), s); err != nil {
 		t.Fatal(err)
 	}
-	for _, ix := range st.indexes(s) {
-		if n := indexLen(t, st, ix.key); n != 1 {
-			t.Errorf("index %s names %d sessions after a logout, want only the 1 still live", ix.key, n)
-		}
-	}
+	wantIndexed(t, st, s, 1, "after a logout (only the one still live)")
 }
 
 // TestRedisKeysNameNoUser: key names show in SCAN, MONITOR, SLOWLOG, a
@@ -610,16 +607,8 @@ func TestRedisIndexesAcrossAKeyRotation(t *testing.T) {
 	c.Advance(61 * time.Minute)
 	s7 := New(alice, idp.Tokens{SID: "sid-6"}, rotatedOpts)
 	saveTo(t, rotated, s7)
-	for _, ix := range before.indexes(s6) {
-		if n := indexLen(t, before, ix.key); n != 0 {
-			t.Errorf("old key's index %s names %d sessions, all ended, after a login", ix.key, n)
-		}
-	}
-	for _, ix := range rotated.indexes(s7) {
-		if n := indexLen(t, rotated, ix.key); n != 1 {
-			t.Errorf("new key's index %s names %d sessions after a login, want 1", ix.key, n)
-		}
-	}
+	wantIndexed(t, before, s6, 0, "under the old key, all ended, after a login")
+	wantIndexed(t, rotated, s7, 1, "under the new key after a login")
 }
 
 // TestRedisSessionsOfARemovedKey is what README "Reload without restart"
