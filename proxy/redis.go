@@ -2,9 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -189,9 +186,7 @@ type sharedLimits struct {
 // newSharedLimits counts in r and in local; sessionKey is the first of
 // session.keys, which every replica shares.
 func newSharedLimits(r *session.Redis, local *loginLimits, sessionKey []byte) *sharedLimits {
-	m := hmac.New(sha256.New, sessionKey)
-	m.Write([]byte("portcullis failed-login names"))
-	return &sharedLimits{redis: r, local: local, names: m.Sum(nil)}
+	return &sharedLimits{redis: r, local: local, names: session.NameKey(sessionKey, "failed-login")}
 }
 
 // sharedKey is a Redis key of the limits, with its burst.
@@ -216,17 +211,13 @@ func (l *sharedLimits) sharedKeys(k loginKeys) []sharedKey {
 	return keys
 }
 
-// limitName stands for a limit's key in its Redis key name, which shows in
-// SCAN, MONITOR and SLOWLOG. The hash is keyed (HMAC under a key derived
-// from the session key): a plain hash of an IPv4 address is undone by
-// hashing all 2^32 of them, in minutes, and one of a username by hashing a
-// list of names. The counts live failureWindow, so that the names change
-// with the first session key only starts them over (while a rotation rolls
-// out, replicas with the old first key and those with the new count apart).
+// limitName stands for a limit's key in its Redis key name (session.KeyName:
+// all 2^32 IPv4 addresses hash in minutes, so the hash is keyed). The counts
+// live failureWindow, so that the names change with the first session key
+// only starts them over (while a rotation rolls out, replicas with the old
+// first key and those with the new count apart).
 func (l *sharedLimits) limitName(kind, key string) string {
-	m := hmac.New(sha256.New, l.names)
-	m.Write([]byte(kind + "\x00" + key))
-	return kind + ":" + hex.EncodeToString(m.Sum(nil)[:16])
+	return kind + ":" + session.KeyName(l.names, kind, key)
 }
 
 func (l *sharedLimits) wait(k loginKeys, now time.Time) time.Duration {

@@ -2,6 +2,9 @@ package session
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,6 +16,29 @@ import (
 // ErrUnavailable marks errors of a store that cannot answer (Redis down): the
 // request is answered 503, never let through and never treated as logged out.
 var ErrUnavailable = errors.New("session store unavailable")
+
+// NameKey derives from a session key the key that names Redis keys made
+// for purpose ("session index", "failed-login"): what they stand for (an
+// email, a subject, a client address, a username) must not show in key
+// names, which SCAN, MONITOR, SLOWLOG, backups and managed-Redis consoles
+// show while the values are sealed. Every replica and the sessions command
+// hold the session keys, so nothing else needs to be configured or shared.
+func NameKey(sessionKey []byte, purpose string) []byte {
+	m := hmac.New(sha256.New, sessionKey)
+	m.Write([]byte("portcullis " + purpose + " names"))
+	return m.Sum(nil)
+}
+
+// KeyName stands for value, of kind, in a Redis key name: an HMAC under
+// nameKey (NameKey). It is keyed because a plain hash is undone by hashing
+// a list of the company's addresses, every IPv4 address, or the subjects an
+// IdP hands out in sequence, and looking for the results; kind is hashed
+// too, so that an email and a subject of the same text differ.
+func KeyName(nameKey []byte, kind, value string) string {
+	m := hmac.New(sha256.New, nameKey)
+	m.Write([]byte(kind + "\x00" + value))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
 
 // Redis is the connection to the Redis that replicas share. Besides the
 // sessions of the Redis store, it keeps what must hold across replicas: the

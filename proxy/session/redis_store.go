@@ -3,8 +3,6 @@ package session
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -29,7 +27,7 @@ import (
 // seconds), which Touch updates without re-sealing. Indexes by user (IdP and
 // sub), by the IdP's session ID (sid) and by email find a user's sessions:
 // sorted sets of session IDs scored by when each session expires at the
-// latest, named by a keyed hash of what they index (indexName) so that no
+// latest, named by a keyed hash of what they index (KeyName) so that no
 // email, subject or IdP session ID can be found in key names. Adding to one
 // drops the sessions that have expired, and a logout removes its session,
 // so an index holds about as many sessions as its user has live; readers
@@ -41,7 +39,7 @@ type RedisStore struct {
 	values []securecookie.Codec // the session in Redis
 	redis  *Redis
 	// names key the hash that names the index sets, one per session key
-	// (the first is the first key's): indexName.
+	// (the first is the first key's): KeyName.
 	names [][]byte
 	// cache maps the hash of a sealed value read from Redis to the session
 	// it opens to: Redis is asked on every request (so an ended session
@@ -128,7 +126,7 @@ func (ix index) sorted() []string { return append([]string{ix.key}, ix.old...) }
 func (st *RedisStore) indexOf(kind, value, legacy string) index {
 	ix := index{legacy: legacy}
 	for i, k := range st.names {
-		name := st.redis.key("ix", kind, indexName(k, kind, value))
+		name := st.redis.key("ix", kind, KeyName(k, kind, value))
 		if i == 0 {
 			ix.key = name
 		} else {
@@ -138,34 +136,17 @@ func (st *RedisStore) indexOf(kind, value, legacy string) index {
 	return ix
 }
 
-// indexNameKeys derives from each session key the key of indexName, as
-// newSharedLimits (package proxy) does for the failed-login counts: every
-// replica and the sessions command hold the session keys, and nothing else
-// needs to be configured or shared. Keys listed twice are named once.
+// indexNameKeys are the NameKeys of the index names under each session key;
+// keys listed twice are named once.
 func indexNameKeys(keys [][]byte) [][]byte {
 	var out [][]byte
 	for _, k := range keys {
-		m := hmac.New(sha256.New, k)
-		m.Write([]byte("portcullis session index names"))
-		derived := m.Sum(nil)
+		derived := NameKey(k, "session index")
 		if !slices.ContainsFunc(out, func(o []byte) bool { return hmac.Equal(o, derived) }) {
 			out = append(out, derived)
 		}
 	}
 	return out
-}
-
-// indexName stands for a user's email, subject or IdP session ID in a key
-// name, which shows in SCAN, MONITOR, SLOWLOG, backups and managed-Redis
-// consoles while the sessions are sealed. The hash is keyed (HMAC under a
-// key derived from a session key): a plain hash is undone by hashing a list
-// of the company's addresses, or the subjects an IdP hands out in sequence,
-// and looking for the results. kind is hashed too, so that an email and a
-// subject that are the same text name different sets.
-func indexName(key []byte, kind, value string) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(kind + "\x00" + value))
-	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
 // Load returns the request's session, or nil when it has none: no cookie, a
