@@ -131,12 +131,9 @@ func (f *Flows) expireAbandoned(w http.ResponseWriter, r *http.Request) {
 	}
 	prefix := f.opts.Name() + "_login_"
 	var names []string
-	for _, line := range r.Header["Cookie"] {
-		for part := range strings.SplitSeq(line, ";") {
-			k, _, ok := strings.Cut(strings.TrimSpace(part), "=")
-			if ok && strings.HasPrefix(k, prefix) && !slices.Contains(names, k) && len(names) < 4*maxOpenFlows {
-				names = append(names, k)
-			}
+	for _, c := range r.Cookies() {
+		if strings.HasPrefix(c.Name, prefix) && !slices.Contains(names, c.Name) && len(names) < 4*maxOpenFlows {
+			names = append(names, c.Name)
 		}
 	}
 	if len(names) < maxOpenFlows {
