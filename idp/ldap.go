@@ -114,10 +114,9 @@ func (p *LDAPProvider) Ready() error {
 func (p *LDAPProvider) Binds() int64 { return p.binds.Load() }
 
 // checkLoop binds with the service account now and then, so that Ready
-// follows the directory, until ctx ends; then it closes the idle
-// connections.
+// follows the directory, until ctx ends; then it closes the pool.
 func (p *LDAPProvider) checkLoop(ctx context.Context) {
-	defer p.pool.closeIdle()
+	defer p.pool.close()
 	t := time.NewTicker(p.timing.check)
 	defer t.Stop()
 	for {

@@ -43,9 +43,10 @@ type ldapPool struct {
 	start  bool        // StartTLS after connecting
 	timing ldapTiming
 
-	slots chan struct{} // one per open-or-opening connection
-	mu    sync.Mutex
-	idle  []*ldap.Conn
+	slots  chan struct{} // one per open-or-opening connection
+	mu     sync.Mutex
+	idle   []*ldap.Conn
+	closed bool // the provider stopped: connections handed back are closed
 }
 
 func newLDAPPool(u *url.URL, tlsConfig *tls.Config, startTLS bool, timing ldapTiming) *ldapPool {
@@ -93,7 +94,7 @@ func (p *ldapPool) put(c *ldap.Conn, healthy bool) {
 		return
 	}
 	p.mu.Lock()
-	if len(p.idle) < p.timing.maxIdle {
+	if !p.closed && len(p.idle) < p.timing.maxIdle {
 		p.idle = append(p.idle, c)
 		c = nil
 	}
@@ -106,11 +107,15 @@ func (p *ldapPool) put(c *ldap.Conn, healthy bool) {
 // discard closes c, taken with get, and frees its slot.
 func (p *ldapPool) discard(c *ldap.Conn) { p.put(c, false) }
 
-// closeIdle closes the idle connections (when the provider stops).
-func (p *ldapPool) closeIdle() {
+// close closes the idle connections when the provider stops, and those
+// that logins still running on it hand back later: a reload that replaced
+// the provider leaves nobody to take them again, and each would stay open at
+// the directory (OpenLDAP keeps an idle connection forever) with go-ldap's
+// goroutines behind it.
+func (p *ldapPool) close() {
 	p.mu.Lock()
 	idle := p.idle
-	p.idle = nil
+	p.idle, p.closed = nil, true
 	p.mu.Unlock()
 	for _, c := range idle {
 		c.Close()

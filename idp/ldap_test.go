@@ -533,3 +533,30 @@ func TestADAccountRefusals(t *testing.T) {
 		})
 	}
 }
+
+// A reload that replaces an LDAP entry stops its provider while logins may
+// still be running on it: their connections must close when they end, not
+// wait in a pool that nobody uses any more.
+func TestLDAPLoginRunningWhenTheProviderStopsKeepsNoConnection(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	p, err := newLDAPProvider(ctx, ldapTestConfig(srv.URL), Options{Logger: slog.New(slog.DiscardHandler)}, testLDAPTiming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, func(string) error {
+		stop() // the reload, while this login holds a connection
+		time.Sleep(200 * time.Millisecond)
+		return nil
+	})
+	if err != nil || prof.Username != "alice" {
+		t.Fatalf("login running while the provider stopped: %+v, %v", prof, err)
+	}
+	p.pool.mu.Lock()
+	idle := len(p.pool.idle)
+	p.pool.mu.Unlock()
+	if idle != 0 {
+		t.Errorf("%d connections kept open to the directory by a stopped provider", idle)
+	}
+}
