@@ -30,7 +30,8 @@ type Handler struct {
 	providers  map[string]*provider
 	order      []*provider // as configured, for the login pages
 	upstream   *httputil.ReverseProxy
-	auth       http.Handler // the endpoints under server.auth_prefix
+	transport  *http.Transport // upstream's, kept by a reload (timeouts.go)
+	auth       http.Handler    // the endpoints under server.auth_prefix
 	pages      *pages
 	metrics    *metrics
 	ruleSeries *ruleSeries // rule_matches_total of this config's rules

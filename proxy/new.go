@@ -89,6 +89,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		h.providers[ic.ID] = p
 		h.order = append(h.order, p)
 	}
+	h.transport = upstreamTransport(cfg.Upstream.Timeouts, prev)
 	h.upstream = h.newUpstream()
 	h.auth = h.authRoutes()
 	return h, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -549,6 +552,58 @@ func TestReload(t *testing.T) {
 		}
 		if lines := rf.logs.find(t, map[string]any{"msg": "config reload: server.listen, server.admin_listen and turning server.tls on or off take effect only after a restart"}); len(lines) != 0 {
 			t.Errorf("a refused reload warned that it needs a restart")
+		}
+	})
+	t.Run("reloads keep the upstream connections, and one that changes upstream.timeouts closes the idle ones", func(t *testing.T) {
+		var open atomic.Int64
+		up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(20 * time.Millisecond) // the requests of a burst overlap: one connection each
+		}))
+		up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				open.Add(-1)
+			}
+		}
+		up.Start()
+		t.Cleanup(up.Close)
+		rf := newReloadFixtureFrom(t, strings.Replace(testConfig, "UPSTREAM", up.URL, 1))
+		const inFlight = 20
+		burst := func() {
+			var wg sync.WaitGroup
+			for range inFlight {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := request("GET", "/api/tasks", nil, "Authorization", "Token abc")
+					rf.live.ServeHTTP(httptest.NewRecorder(), r)
+				}()
+			}
+			wg.Wait()
+		}
+		for range 10 {
+			burst()
+			if err := rf.live.reload("signal"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		burst()
+		if n := open.Load(); n > inFlight {
+			t.Errorf("%d connections open at the upstream after 10 reloads with %d requests at a time, want at most %d", n, inFlight, inFlight)
+		}
+		rf.write(t, strings.Replace(rf.yaml, "  url: "+up.URL, "  url: "+up.URL+"\n  timeouts: {idle: 1m}", 1))
+		if err := rf.live.reload("file"); err != nil {
+			t.Fatal(err)
+		}
+		burst()
+		deadline := time.Now().Add(2 * time.Second)
+		for open.Load() > inFlight && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := open.Load(); n > inFlight {
+			t.Errorf("%d connections open at the upstream after a reload changed upstream.timeouts, want at most %d", n, inFlight)
 		}
 	})
 	t.Run("an unchanged identity provider is reused and a changed one is replaced", func(t *testing.T) {

@@ -28,7 +28,8 @@ import (
 // tokens and SAML assertions (so a reload never makes a logged-out cookie or
 // anything used once valid again), and every identity provider whose entry,
 // public_url, auth_prefix and enable_pkce are unchanged (its discovery, keys
-// and metadata, so its readiness does not flap).
+// and metadata, so its readiness does not flap), and the upstream transport
+// while upstream.timeouts is unchanged (its connections).
 // Providers that are new or changed start afresh; the swap waits up to
 // readyWait for them to become ready, then happens anyway (an IdP that is
 // down is the IdP's problem, not the configuration's, and /readyz says so).
@@ -195,6 +196,7 @@ func (l *live) reload(trigger string) error {
 	l.cur.Store(next)
 	prev.stopProviders(next)
 	prev.releaseRedis(next)
+	prev.releaseTransport(next)
 	prev.metrics.reloaded("success")
 	l.log.Info("config reloaded", "trigger", trigger, "path", l.src.path,
 		"duration_seconds", time.Since(start).Seconds(), "waited_for_idps", waited)

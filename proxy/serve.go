@@ -120,6 +120,7 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	conns.closeAll()
 	admin.Close()
 	l.cur.Load().stopProviders(nil)
+	l.cur.Load().releaseTransport(nil)
 	l.log.Info("portcullis stopped")
 	return nil
 }

@@ -20,7 +20,7 @@ import (
 func (h *Handler) newUpstream() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
-		Transport:    newTransport(h.cfg.Upstream.Timeouts),
+		Transport:    h.transport,
 		BufferPool:   bufferPool{},
 		ErrorHandler: h.upstreamError,
 		// The client gets the proxy's X-Request-Id (the one the upstream was
