@@ -50,6 +50,10 @@ type Handler struct {
 	// storeDown and upstreamDown throttle the diagnostic line that each
 	// request would write while Redis or the upstream fails (accesslog.go).
 	storeDown, upstreamDown oncePerSecond
+	// formerCookies are the session.cookie_name of the configurations that
+	// reloads replaced: browsers send their cookies until they expire, and
+	// the upstream must not get them either (upstream.go).
+	formerCookies []session.Options
 }
 
 // Decisions, as logged and counted in requests_total{decision}.

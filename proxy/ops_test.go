@@ -554,6 +554,28 @@ func TestReload(t *testing.T) {
 			t.Errorf("a refused reload warned that it needs a restart")
 		}
 	})
+	t.Run("cookies of a cookie_name a reload replaced still never reach the upstream", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		old := rf.login(t, "alice@example.com")
+		for _, name := range []string{"other", "third"} {
+			rf.write(t, strings.Replace(rf.yaml, "session:\n", "session:\n  cookie_name: "+name+"\n", 1))
+			if err := rf.live.reload("file"); err != nil {
+				t.Fatal(err)
+			}
+			r := request("GET", "/api/tasks", append(old, &http.Cookie{Name: "lang", Value: "en"},
+				&http.Cookie{Name: "__Host-other", Value: "sealed"}, &http.Cookie{Name: "__Host-other_login_abc", Value: "flow"}),
+				"Authorization", "Token abc")
+			r.RemoteAddr = "203.0.113.7:40000"
+			rf.live.ServeHTTP(httptest.NewRecorder(), r)
+			got, ok := rf.upstream.Last()
+			if !ok {
+				t.Fatal("the bypassed request did not reach the upstream")
+			}
+			if c := got.Header.Get("Cookie"); c != "lang=en" {
+				t.Errorf("after cookie_name became %s the upstream got Cookie %q, want only the application's", name, c)
+			}
+		}
+	})
 	t.Run("reloads keep the upstream connections, and one that changes upstream.timeouts closes the idle ones", func(t *testing.T) {
 		var open atomic.Int64
 		up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

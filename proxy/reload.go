@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -333,7 +334,7 @@ func (s *configSource) changed() bool {
 
 // inherit takes over from prev, the Handler a reload replaces, the state
 // that must outlive it: revoked sessions, used login states, failed-login
-// limits, and refreshes in flight or just finished, under a new
+// limits, the cookie names it and those before it used, and refreshes in flight or just finished, under a new
 // session.refresh too (a rotating refresh token must not be spent again by
 // a request that arrives at the new Handler with the old cookie: the IdP
 // refuses it as reused, and the session ends).
@@ -342,6 +343,12 @@ func (h *Handler) inherit(prev *Handler) {
 		return
 	}
 	h.refresher.refreshCalls = prev.refresher.refreshCalls
+	for _, o := range append(prev.formerCookies, prev.cookies) {
+		if o.CookieName != h.cookies.CookieName &&
+			!slices.ContainsFunc(h.formerCookies, func(f session.Options) bool { return f.CookieName == o.CookieName }) {
+			h.formerCookies = append(h.formerCookies, session.Options{CookieName: o.CookieName})
+		}
+	}
 	// Failed-login counts outlive a reload, or a reload would reset an
 	// attacker's budget. The Basic auth cache does not: it holds profiles
 	// checked under the old config.

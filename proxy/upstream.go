@@ -89,6 +89,11 @@ func (h *Handler) dropCookies(hdr http.Header, appSession bool) {
 		if strings.Contains(line, h.cfg.Session.CookieName) {
 			found = true
 		}
+		for _, o := range h.formerCookies {
+			if strings.Contains(line, o.CookieName) {
+				found = true
+			}
+		}
 		for _, name := range app {
 			if strings.Contains(line, name) {
 				found = true
@@ -106,7 +111,7 @@ func (h *Handler) dropCookies(hdr http.Header, appSession bool) {
 			part = strings.TrimSpace(part)
 			name, _, _ := strings.Cut(part, "=")
 			name = trimCookieName(name)
-			if part == "" || h.cookies.Owns(name) || slices.Contains(app, name) {
+			if part == "" || h.ownsCookie(name) || slices.Contains(app, name) {
 				continue
 			}
 			if len(kept) > 0 {
@@ -126,6 +131,20 @@ func (h *Handler) dropCookies(hdr http.Header, appSession bool) {
 // strips names with Python's str.strip(), which in the Latin-1 that servers
 // decode headers with also removes \x85 and \xa0 ("sessionid\xa0=x" is its
 // sessionid); every byte that is not printable ASCII is trimmed here.
+// ownsCookie reports whether name is one of the proxy's cookies, under
+// session.cookie_name or one a reload replaced.
+func (h *Handler) ownsCookie(name string) bool {
+	if h.cookies.Owns(name) {
+		return true
+	}
+	for _, o := range h.formerCookies {
+		if o.Owns(name) {
+			return true
+		}
+	}
+	return false
+}
+
 func trimCookieName(name string) string {
 	for len(name) > 0 && (name[0] <= ' ' || name[0] >= 0x7f) {
 		name = name[1:]
