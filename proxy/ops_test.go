@@ -535,6 +535,72 @@ func TestReload(t *testing.T) {
 			t.Errorf("a refused file is retried on every poll")
 		}
 	})
+	t.Run("a ConfigMap's swap of its ..data link is followed, and a file that goes missing is refused once", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		// The kubelet's layout: the file is a link into ..data, itself a
+		// link to a timestamped directory that each update replaces.
+		dir := t.TempDir()
+		version := 0
+		swap := func(files map[string]string) {
+			t.Helper()
+			version++
+			ts := fmt.Sprintf("..2025_01_01_00_00_0%d", version)
+			if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for name, content := range files {
+				writeFile(t, filepath.Join(dir, ts, name), []byte(content))
+			}
+			if err := os.Symlink(ts, filepath.Join(dir, "..data_tmp")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		swap(map[string]string{"portcullis.yaml": rf.yaml})
+		rf.live.src.path = filepath.Join(dir, "portcullis.yaml")
+		if err := os.Symlink("..data/portcullis.yaml", rf.live.src.path); err != nil {
+			t.Fatal(err)
+		}
+		_, rf.live.src.stamp, _ = rf.live.src.read()
+		for _, v := range []string{"two", "three"} {
+			swap(map[string]string{"portcullis.yaml": strings.Replace(rf.yaml, "    X-Email: email", "    X-Email: email\n    X-Version: '\""+v+"\"'", 1)})
+			if !rf.live.src.changed() {
+				t.Fatalf("update %s of the ConfigMap is not seen", v)
+			}
+			if err := rf.live.reload("file"); err != nil {
+				t.Fatal(err)
+			}
+			if got := rf.live.cur.Load().cfg.AttributePass.Headers["X-Version"]; got != `"`+v+`"` {
+				t.Fatalf("after update %s X-Version is %q", v, got)
+			}
+		}
+		// The ConfigMap's key was renamed: the link names nothing.
+		swap(map[string]string{"proxy.yaml": rf.yaml})
+		for range 3 {
+			if rf.live.src.changed() {
+				if err := rf.live.reload("file"); err == nil {
+					t.Fatal("a reload without the file was taken")
+				}
+			}
+		}
+		lines := rf.logs.find(t, map[string]any{"msg": "config reload refused; the running configuration stays"})
+		if len(lines) != 1 || !strings.Contains(fmt.Sprint(lines[0]["problems"]), "no such file") {
+			t.Fatalf("a file gone missing is refused %d times, want once naming why: %v", len(lines), lines)
+		}
+		checkCounter(t, gather(t, rf.live.cur.Load()), "portcullis_config_reloads_total", map[string]string{"result": "failure"}, 1)
+		swap(map[string]string{"portcullis.yaml": rf.yaml})
+		if !rf.live.src.changed() {
+			t.Fatal("the file back is not seen")
+		}
+		if err := rf.live.reload("file"); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := rf.live.cur.Load().cfg.AttributePass.Headers["X-Version"]; ok {
+			t.Error("the file back is not what serves")
+		}
+	})
 	t.Run("a refused config does not warn that its listeners need a restart", func(t *testing.T) {
 		rf := newReloadFixtureFrom(t, strings.Replace(testConfig, "server:\n", "server:\n  listen: \"127.0.0.1:9999\"\n", 1))
 		for _, bad := range []string{

@@ -293,6 +293,10 @@ type configSource struct {
 	path   string
 	getenv func(string) string
 	stamp  fileStamp // of the content last read
+	// unread is the last failure to read the file that changed reported,
+	// so that a file gone missing (a ConfigMap key renamed) or unreadable
+	// is refused, logged and counted once, not at every poll, nor never.
+	unread string
 }
 
 // fileStamp tells one version of the file from another: size and mtime are
@@ -315,16 +319,27 @@ func (s *configSource) read() ([]byte, fileStamp, error) {
 	return raw, fileStamp{mod: fi.ModTime(), size: fi.Size(), sum: sha256.Sum256(raw)}, nil
 }
 
-// changed reports whether the file's content differs from what was last read.
+// changed reports whether the file's content differs from what was last
+// read, or the file cannot be read for a new reason: the reload that follows
+// reports why.
 func (s *configSource) changed() bool {
 	fi, err := os.Stat(s.path)
-	if err != nil || (fi.ModTime().Equal(s.stamp.mod) && fi.Size() == s.stamp.size) {
+	if err == nil && fi.ModTime().Equal(s.stamp.mod) && fi.Size() == s.stamp.size {
+		s.unread = ""
 		return false
 	}
-	raw, err := os.ReadFile(s.path)
+	var raw []byte
+	if err == nil {
+		raw, err = os.ReadFile(s.path)
+	}
 	if err != nil {
-		return false
+		if err.Error() == s.unread {
+			return false
+		}
+		s.unread = err.Error()
+		return true
 	}
+	s.unread = ""
 	if sha256.Sum256(raw) == s.stamp.sum {
 		s.stamp.mod, s.stamp.size = fi.ModTime(), fi.Size()
 		return false
