@@ -127,10 +127,6 @@ func (h *Handler) dropCookies(hdr http.Header, appSession bool) {
 	hdr["Cookie"] = []string{string(kept)}
 }
 
-// trimCookieName is a cookie's name as the application reads it. Django
-// strips names with Python's str.strip(), which in the Latin-1 that servers
-// decode headers with also removes \x85 and \xa0 ("sessionid\xa0=x" is its
-// sessionid); every byte that is not printable ASCII is trimmed here.
 // ownsCookie reports whether name is one of the proxy's cookies, under
 // session.cookie_name or one a reload replaced.
 func (h *Handler) ownsCookie(name string) bool {
@@ -145,6 +141,10 @@ func (h *Handler) ownsCookie(name string) bool {
 	return false
 }
 
+// trimCookieName is a cookie's name as the application reads it. Django
+// strips names with Python's str.strip(), which in the Latin-1 that servers
+// decode headers with also removes \x85 and \xa0 ("sessionid\xa0=x" is its
+// sessionid); every byte that is not printable ASCII is trimmed here.
 func trimCookieName(name string) string {
 	for len(name) > 0 && (name[0] <= ' ' || name[0] >= 0x7f) {
 		name = name[1:]
