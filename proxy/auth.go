@@ -130,6 +130,7 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := p.impl.Ready(); err != nil {
 		h.log.Warn("login at an IdP that is not ready", "idp", p.cfg.ID, "err", err)
+		retryLater(w)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Temporarily unavailable",
 			p.cfg.DisplayName()+" cannot be reached right now. Try again in a moment.")
 		return
@@ -330,6 +331,7 @@ func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, p *idp.Pr
 // refusal that reads like an authentication failure, since nothing may be
 // wrong with the login itself.
 func (h *Handler) storeUnavailable(w http.ResponseWriter, r *http.Request, id string, err error) {
+	retryLater(w)
 	h.loginFailed(w, r, id, "session_store", err, http.StatusServiceUnavailable,
 		"Sign-in is not available right now. Try again in a moment.")
 }
@@ -386,6 +388,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		h.log.Error("logout: session not deleted", "err", err)
 		h.sessions.Delete(w, r, nil)
 		h.clearUpstreamCookies(w)
+		retryLater(w)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Sign-out incomplete",
 			"You are signed out in this browser, but the session could not be ended everywhere. Try again in a moment.")
 		return
@@ -477,6 +480,7 @@ func (h *Handler) userinfo(w http.ResponseWriter, r *http.Request) {
 	s, err := h.loadSession(r)
 	if err != nil {
 		// "No session" would be a lie that sends the browser to log in again.
+		retryLater(w)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable", "message": "sessions cannot be checked right now"})
 		return
 	}

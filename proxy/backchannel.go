@@ -63,6 +63,7 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	first, err := h.logoutTokens.MarkOnce(r.Context(), jti, tok.IssuedAt.Add(idp.LogoutTokenMaxAge+time.Minute))
 	if err != nil {
 		h.log.Error("back-channel logout: the session store is unavailable", "idp", id, "err", err)
+		retryLater(w)
 		writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable", "sessions cannot be ended right now"))
 		return
 	}
@@ -79,6 +80,7 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		if err := h.logoutTokens.Unmark(context.WithoutCancel(r.Context()), jti); err != nil {
 			h.log.Error("back-channel logout: token left marked used; a retry of it will be refused", "idp", id, "err", err)
 		}
+		retryLater(w)
 		writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable", "sessions cannot be ended right now"))
 		return
 	}

@@ -67,6 +67,21 @@ const (
 	decisionInternal      = "internal"
 )
 
+// retryAfter is the Retry-After (RFC 9110 10.2.3, delay-seconds) of every
+// 503 the proxy answers itself because something it depends on is briefly
+// away: the session store (Redis), an IdP not yet reached, the directory.
+// It is what the outages measured in test/e2e last: a Sentinel failover
+// answered its first 200 3.4 s after the master died, a Cluster master's
+// 3.1 s, and a dropped Redis connection is back within a second. A client
+// that waits 5 s and tries once more lands after either; a longer wait
+// (the LDAP pages said 30) keeps scripts idle long after the outage, and
+// an outage that lasts longer costs a retry every 5 s, each a cheap 503.
+// Not /readyz: a probe has its own schedule.
+const retryAfter = "5"
+
+// retryLater says, on a 503 about to be written, when to try again.
+func retryLater(w http.ResponseWriter) { w.Header().Set("Retry-After", retryAfter) }
+
 // ServeHTTP walks one request through the pipeline:
 //
 //	strip spoofable headers → normalize path → rules.Match → bypass | deny |
@@ -144,6 +159,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	s, err := h.loadSession(r)
 	if err != nil {
 		h.logThrottled(&h.storeDown, slog.LevelError, "session store unavailable", slog.Any("err", err))
+		retryLater(w)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Temporarily unavailable", "Sessions cannot be checked right now. Try again in a moment.")
 		return decisionInternal
 	}

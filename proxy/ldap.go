@@ -209,7 +209,7 @@ func (h *Handler) tooManyAttempts(w http.ResponseWriter, r *http.Request, p *pro
 
 // directoryUnavailable answers 503: the password could not be checked.
 func (h *Handler) directoryUnavailable(w http.ResponseWriter, r *http.Request, p *provider) {
-	w.Header().Set("Retry-After", "30")
+	retryLater(w)
 	h.pages.fail(w, r, http.StatusServiceUnavailable, "Directory unavailable",
 		p.cfg.DisplayName()+" cannot check passwords right now: the directory is unavailable. Try again in a moment.")
 }
@@ -281,7 +281,7 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		return nil, h.basicChallenge(w, p, "wrong username or password")
 	case err != nil:
-		w.Header().Set("Retry-After", "30")
+		retryLater(w)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "directory_unavailable", "message": "the directory cannot check passwords right now"})
 		return nil, decisionInternal
 	}
