@@ -57,6 +57,10 @@ type refreshCall struct {
 	// kept says the IdP could not be asked: every request keeps its own.
 	kept     bool
 	finished time.Time
+	// unsaved says that s could not be saved (Redis was away): the store
+	// still holds the session from before the refresh, with the refresh
+	// token the IdP has rotated away. Under refreshCalls.mu.
+	unsaved bool
 }
 
 func newRefresher(every time.Duration) *refresher {
@@ -104,7 +108,11 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 		return s // nothing new to write
 	}
 	next := *call.s
-	switch err := h.sessions.Save(w, r, &next); {
+	err := h.sessions.Save(w, r, &next)
+	// Redis away: the IdP has rotated the refresh token, and only this
+	// process knows the new one (remembers).
+	rf.markUnsaved(call, errors.Is(err, session.ErrUnavailable))
+	switch {
 	case errors.Is(err, session.ErrTooLarge):
 		// The IdP now says more about the user than the cookies hold, and
 		// the refresh token it replaced is spent: carried on, the old
@@ -117,6 +125,8 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 		}
 		return nil
 	case err != nil:
+		// With Redis away, the next request that carries the session from
+		// before the refresh, on this replica, saves it (remembers).
 		h.log.Error("refresh: session not saved", "idp", s.Profile.IdP, "err", err)
 	}
 	return &next
@@ -131,20 +141,38 @@ func (rf *refresher) join(s *session.Session, now time.Time) (call *refreshCall,
 		return c, false
 	}
 	// A finished refresh answers requests still carrying the cookie it
-	// replaced (same starting point), not a later, newer one. When the IdP
-	// could not be asked, it is asked again after the refresh interval.
-	if c := rf.recent[s.ID]; c != nil && !s.Refreshed.After(c.from) {
-		memory := refreshMemory
-		if c.kept {
-			memory = min(rf.every, refreshMemory)
-		}
-		if now.Sub(c.finished) < memory {
-			return c, false
-		}
+	// replaced (same starting point), not a later, newer one.
+	if c := rf.recent[s.ID]; c != nil && !s.Refreshed.After(c.from) && rf.remembers(c, now) {
+		return c, false
 	}
 	c := &refreshCall{done: make(chan struct{}), from: s.Refreshed}
 	rf.inFlight[s.ID] = c
 	return c, true
+}
+
+// remembers says whether the finished refresh c still answers for its
+// session. When the IdP could not be asked, it is asked again after the
+// refresh interval. A renewed session that could not be saved is
+// remembered until it expires: the store gives out the session from before
+// the refresh, whose refresh token the IdP has rotated away, and spent
+// again it would be refused as reused and the user signed out, however
+// long Redis was away. The next request after Redis is back saves it.
+func (rf *refresher) remembers(c *refreshCall, now time.Time) bool {
+	switch {
+	case c.unsaved:
+		return now.Before(c.s.Expires)
+	case c.kept:
+		return now.Sub(c.finished) < min(rf.every, refreshMemory)
+	}
+	return now.Sub(c.finished) < refreshMemory
+}
+
+// markUnsaved records whether the renewed session of c is still to be
+// saved, after a request tried to.
+func (rf *refresher) markUnsaved(c *refreshCall, unsaved bool) {
+	rf.mu.Lock()
+	c.unsaved = unsaved
+	rf.mu.Unlock()
 }
 
 func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, kept bool, now time.Time) {
@@ -154,7 +182,7 @@ func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, ke
 	delete(rf.inFlight, id)
 	if len(rf.recent) >= refreshEntries {
 		for k, old := range rf.recent {
-			if now.Sub(old.finished) >= refreshMemory {
+			if !rf.remembers(old, now) {
 				delete(rf.recent, k)
 			}
 		}

@@ -1,6 +1,7 @@
 // Package redisserver runs a throwaway redis-server (Debian's redis-server
 // package) on loopback for tests: no persistence, so a restart loses every
-// key, as a Redis without persistence does when it restarts.
+// key, as a Redis without persistence does when it restarts (but see
+// StartPersistent).
 package redisserver
 
 import (
@@ -35,6 +36,15 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	return startWith(t)
+}
+
+// StartPersistent is Start with an append-only file in a temporary directory,
+// written through at every write (appendfsync always): a Stop, which kills
+// redis-server as a crash would, and a Start or Restart bring every key
+// back, as for a Redis with persistence that restarts after a crash.
+func StartPersistent(t testing.TB) *Server {
+	t.Helper()
+	return startWith(t, "--dir", t.TempDir(), "--appendonly", "yes", "--appendfsync", "always")
 }
 
 // startWith is Start with more redis-server arguments.
@@ -123,14 +133,16 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// Restart stops redis-server and starts an empty one on the same port.
+// Restart stops redis-server and starts it again on the same port: empty,
+// unless it was started with StartPersistent.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
 	s.start()
 }
 
-// Start again after Stop, on the same port, empty.
+// Start again after Stop, on the same port: empty, unless it was started
+// with StartPersistent.
 func (s *Server) Start() {
 	s.t.Helper()
 	s.start()
