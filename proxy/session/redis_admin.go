@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Info describes one stored session for operators (portcullis sessions list).
@@ -26,13 +28,15 @@ func (st *RedisStore) ListByEmail(ctx context.Context, email string) ([]Info, er
 	if err != nil {
 		return nil, err
 	}
+	all := append(ids, legacy...)
+	sessions, err := st.getAll(ctx, all)
+	if err != nil {
+		return nil, err
+	}
 	var out []Info
 	var ended, endedLegacy []string
-	for i, id := range append(ids, legacy...) {
-		s, err := st.get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
+	for i, id := range all {
+		s := sessions[i]
 		if s == nil {
 			if i < len(ids) {
 				ended = append(ended, id)
@@ -55,4 +59,34 @@ func (st *RedisStore) ListByEmail(ctx context.Context, email string) ([]Info, er
 // replica, and returns how many there were.
 func (st *RedisStore) RevokeByEmail(ctx context.Context, email string) (int, error) {
 	return st.endIndexed(ctx, st.emailIndex(email))
+}
+
+// getBatch is how many sessions getAll reads in one round trip: a user
+// with hundreds of sessions (a script that logs in often) is listed in a
+// few round trips, each well within redisOpTimeout.
+const getBatch = 100
+
+// getAll reads the sessions ids name, getBatch to a pipeline; an entry is
+// nil where get would give nil.
+func (st *RedisStore) getAll(ctx context.Context, ids []string) ([]*Session, error) {
+	out := make([]*Session, 0, len(ids))
+	cmds := make([]*redis.SliceCmd, 0, min(len(ids), getBatch))
+	for batch := range slices.Chunk(ids, getBatch) {
+		cmds = cmds[:0]
+		opCtx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+		_, err := st.redis.client.Pipelined(opCtx, func(p redis.Pipeliner) error {
+			for _, id := range batch {
+				cmds = append(cmds, p.HMGet(opCtx, st.sessionKey(id), "d", "l"))
+			}
+			return nil
+		})
+		cancel()
+		if err != nil {
+			return nil, unavailable("load sessions", err)
+		}
+		for i, id := range batch {
+			out = append(out, st.open(id, cmds[i].Val()))
+		}
+	}
+	return out, nil
 }

@@ -189,9 +189,15 @@ func (st *RedisStore) get(ctx context.Context, id string) (*Session, error) {
 	if err != nil {
 		return nil, unavailable("load session", err)
 	}
+	return st.open(id, vals), nil
+}
+
+// open is session id from the fields d and l of its hash, as HMGET gives
+// them; nil when it is not there or has ended.
+func (st *RedisStore) open(id string, vals []any) *Session {
 	sealed, _ := vals[0].(string)
 	if sealed == "" {
-		return nil, nil // gone: logged out, revoked, expired, or Redis lost its data
+		return nil // gone: logged out, revoked, expired, or Redis lost its data
 	}
 	key := valueKey(sealed)
 	shared := st.cache.get(key)
@@ -199,10 +205,10 @@ func (st *RedisStore) get(ctx context.Context, id string) (*Session, error) {
 		var w wireSession
 		if err := securecookie.DecodeMulti(redisValueCodecName, sealed, &w, st.values...); err != nil {
 			st.opts.logger().Debug("session: value in redis does not open", "error", err)
-			return nil, nil
+			return nil
 		}
 		if w.V != wireVersion || w.ID != id {
-			return nil, nil
+			return nil
 		}
 		shared = w.session()
 		st.cache.put(key, shared, len(sealed), st.opts.now())
@@ -215,13 +221,13 @@ func (st *RedisStore) get(ctx context.Context, id string) (*Session, error) {
 	}
 	now := st.opts.now()
 	if !now.Before(s.Expires) || !now.Before(s.Created.Add(st.opts.lifetime())) {
-		return nil, nil
+		return nil
 	}
 	if idle := st.opts.IdleTimeout; idle > 0 && now.Sub(s.LastSeen) > idle {
-		return nil, nil
+		return nil
 	}
 	s.stored = true
-	return &s, nil
+	return &s
 }
 
 // ttl is how long s may stay in Redis from now: to its expiry, or to the

@@ -730,3 +730,57 @@ func TestRedisRevokeTakesThreeRoundTripsWhateverTheSessions(t *testing.T) {
 		t.Errorf("revoking 10 sessions took %d round trips, want 3", got)
 	}
 }
+
+// A user with hundreds of sessions (a script that logs in often) is listed
+// in a few round trips, getBatch sessions each, with the same sessions as
+// one read at a time would give: the live ones, oldest first, those that
+// ended dropped from the index.
+func TestListByEmailReadsSessionsInBatches(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	writer, st := replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c))
+	const made, endEvery = 350, 10
+	const ended = made / endEvery
+	var live []*Session
+	for i := range made {
+		s := New(testProfile(), idp.Tokens{}, testOptions(c))
+		saveTo(t, writer, s)
+		if i%endEvery == 0 {
+			// Gone as an expired session goes, still in the index.
+			if err := writer.redis.client.Del(context.Background(), writer.sessionKey(s.ID)).Err(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			live = append(live, s)
+		}
+		c.Advance(time.Second)
+	}
+	trips := &roundTrips{}
+	st.redis.client.AddHook(trips)
+	ctx := context.Background()
+
+	for _, want := range []int64{
+		1 + (made+getBatch-1)/getBatch + 1,       // the index, the sessions, the ended ones dropped
+		1 + (made-ended+getBatch-1)/getBatch + 0, // nothing left to drop
+	} {
+		trips.n.Store(0)
+		list, err := st.ListByEmail(ctx, "alice@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%d sessions listed in %d round trips", len(list), trips.n.Load())
+		if n := trips.n.Load(); n != want {
+			t.Errorf("%d round trips, want %d", n, want)
+		}
+		if len(list) != len(live) {
+			t.Fatalf("%d sessions listed, want the %d live ones", len(list), len(live))
+		}
+		for i, s := range live {
+			got := list[i]
+			if got.ID != s.ID || got.IdP != s.Profile.IdP || got.Sub != s.Profile.Sub || got.Email != s.Profile.Email ||
+				!got.Created.Equal(s.Created) || !got.Expires.Equal(s.Expires) || !got.LastSeen.Equal(s.LastSeen) {
+				t.Fatalf("session %d listed as %+v, want %s created %s", i, got, s.ID, s.Created)
+			}
+		}
+	}
+}
