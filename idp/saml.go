@@ -120,12 +120,12 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 			// "transient" (crewjam's default) would make sub change per login.
 			AuthnNameIDFormat: saml.UnspecifiedNameIDFormat,
 			SignatureMethod:   signatureMethod(key),
-			// InResponseTo is always checked against the IDs we pass in;
-			// IdP-initiated logins pass the empty ID (see Complete).
+			// A response must answer the login this browser started;
+			// Complete allows an unsolicited one for IdP-initiated logins.
 			AllowIDPInitiated: false,
-			// checkAudience is the audience rule (every AudienceRestriction
-			// must name us); crewjam's own check reads only the last Audience
-			// of each restriction and so refuses [us, another SP].
+			// checkAudience is the audience rule (at least one
+			// AudienceRestriction, and every one names us), crewjam's own
+			// since v0.6; ours says which restriction fails.
 			ValidateAudienceRestriction: func(*saml.Assertion) error { return nil },
 		},
 		replay:  o.Replay,
@@ -175,8 +175,7 @@ func (p *SAMLProvider) LoginURL(f *Flow) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("saml %s: make AuthnRequest: %w", p.cfg.ID, err)
 	}
-	// crewjam appends RelayState to the query as given.
-	u, err := req.Redirect(url.QueryEscape(f.State), sp)
+	u, err := req.Redirect(f.State, sp)
 	if err != nil {
 		return "", fmt.Errorf("saml %s: encode AuthnRequest: %w", p.cfg.ID, err)
 	}
@@ -210,9 +209,12 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 		if !p.cfg.AllowIdPInitiated {
 			return nil, nil, fmt.Errorf("saml %s: check flow: %w", id, errIdPInitiated)
 		}
-		// An unsolicited response must not answer any request: one that
-		// does was meant for a login some browser started.
-		requestIDs = []string{""}
+		// An unsolicited response has no InResponseTo; with no request IDs
+		// to match, crewjam refuses one that has, since it was meant for a
+		// login some browser started.
+		unsolicited := *sp
+		unsolicited.AllowIDPInitiated = true
+		sp = &unsolicited
 	} else {
 		if f.IdP != "" && f.IdP != id {
 			return nil, nil, fmt.Errorf("saml %s: check flow: login was started at %q", id, f.IdP)

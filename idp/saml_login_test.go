@@ -140,7 +140,9 @@ func TestSAMLMetadata(t *testing.T) {
 }
 
 func TestSAMLStaticCertAndSSOURL(t *testing.T) {
-	e := newSAMLEnv(t, nil)
+	// The IdP checks AuthnRequest signatures against the SP certificate it
+	// was given, so both providers sign with the same configured key pair.
+	e := newSAMLEnv(t, func(c *Config) { c.SPCertFile, c.SPKeyFile, _ = writeSPKeyPair(t) })
 	srv := e.idp
 	// A second provider for the same IdP, configured without metadata.
 	c := e.p.cfg

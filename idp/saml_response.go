@@ -156,11 +156,10 @@ func checkBearer(a *saml.Assertion) error {
 }
 
 // checkAudience requires what SAML core (2.5.1.4) and the Web Browser SSO
-// profile require and crewjam does not: at least one AudienceRestriction,
-// and every one of them naming entityID (crewjam accepts an assertion with
-// none, or with several of which any one names us). It reads the XML because
-// crewjam's parsed form keeps only the last Audience of each restriction.
-// assertion is the one inspectResponse found, after crewjam verified it.
+// profile require: at least one AudienceRestriction, and every one of them
+// naming entityID. crewjam/saml checks the same since v0.6; this check stays
+// because its error says which restriction fails. It reads the XML that
+// inspectResponse found, after crewjam verified it.
 func checkAudience(assertion *etree.Element, entityID string) error {
 	// Conditions and AudienceRestriction match in any namespace, as they do
 	// for crewjam's unmarshalling; only a SAML Audience names us.

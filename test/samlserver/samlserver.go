@@ -75,9 +75,11 @@ type Server struct {
 const GroupsAttribute = "groups"
 
 // loginForm posts back to the page it was served on (no action attribute):
-// /sso?SAMLRequest=… for a login the SP started, /login/{shortcut} for one the
-// IdP starts. samlidp's default form posts to /login, which only creates a
-// session and never answers the SP.
+// /sso?SAMLRequest=… for a login the SP started (see loginAndReturn), /sso
+// for one whose AuthnRequest came in a POST (the hidden fields carry it
+// again), /login/{shortcut} for one the IdP starts. samlidp's default form
+// posts the request again in its body, where the signature of one sent with
+// the HTTP-Redirect binding is lost.
 var loginForm = template.Must(template.New("login").Parse(`<!doctype html>
 <html><head><title>Demo identity provider</title></head>
 <body style="font-family:sans-serif;max-width:24em;margin:4em auto">
@@ -135,7 +137,7 @@ func New(opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.http = &http.Server{Handler: parseForms(idp), ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: parseForms(s.loginAndReturn(idp)), ReadHeaderTimeout: 10 * time.Second}
 	go s.http.Serve(ln)
 	return s, nil
 }
@@ -272,6 +274,42 @@ func parseForms(next http.Handler) http.Handler {
 			}
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// loginAndReturn finishes the login form of an SP-initiated login whose
+// AuthnRequest came with the HTTP-Redirect binding: the form posts the
+// credentials to the page's URL, /sso with the request, its RelayState and
+// its query string signature as the service provider sent them. samlidp
+// checks that signature against the SP's metadata, and can only when it
+// reads the request from that query, so the credentials go to samlidp's
+// own /login handler, which starts the IdP session, and the browser is sent
+// back to the same URL with GET (303), where samlidp verifies the request
+// again and answers it with the session, as an IdP that keeps the request
+// while the user logs in does. Wrong credentials get samlidp's answer: the
+// form again, with its message.
+func (s *Server) loginAndReturn(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != s.IDP.IDP.SSOURL.Path ||
+			!r.URL.Query().Has("SAMLRequest") || r.PostForm.Get("user") == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		s.IDP.HandleLogin(rec, r)
+		res := rec.Result()
+		if res.StatusCode != http.StatusOK || len(res.Cookies()) == 0 {
+			for name, values := range res.Header {
+				w.Header()[name] = values
+			}
+			w.WriteHeader(res.StatusCode)
+			w.Write(rec.Body.Bytes())
+			return
+		}
+		for _, c := range res.Cookies() {
+			http.SetCookie(w, c)
+		}
+		http.Redirect(w, r, r.URL.RequestURI(), http.StatusSeeOther)
 	})
 }
 
