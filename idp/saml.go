@@ -240,9 +240,6 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
 	}
-	if err := checkBearer(assertion); err != nil {
-		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
-	}
 	if err := checkAudience(assertionEl, sp.EntityID); err != nil {
 		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
 	}

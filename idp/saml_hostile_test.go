@@ -192,6 +192,14 @@ func TestSAMLHostileResponses(t *testing.T) {
 			mutate: func(t *testing.T, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("Subject")) },
 		},
 		{
+			name: "assertion without conditions is refused", wantErr: "no Conditions",
+			mutate: func(t *testing.T, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("Conditions")) },
+		},
+		{
+			name: "assertion without an AuthnStatement (attributes only) is refused", wantErr: "no AuthnStatement",
+			mutate: func(t *testing.T, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("AuthnStatement")) },
+		},
+		{
 			name: "comment splitting the NameID is refused", sign: untouchedSignatures, wantErr: "comment",
 			mutate: func(t *testing.T, resp, a *etree.Element) {
 				// What an attacker does with mallory's genuine response:
