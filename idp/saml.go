@@ -127,6 +127,17 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 			// AudienceRestriction, and every one names us), crewjam's own
 			// since v0.6; ours says which restriction fails.
 			ValidateAudienceRestriction: func(*saml.Assertion) error { return nil },
+			// A condition crewjam does not know makes the assertion
+			// Indeterminate, which SAML core says MUST be refused; the
+			// IdPs in docs/saml.md send only AudienceRestriction (and
+			// Keycloak, on request, OneTimeUse).
+			RejectUnknownConditions: true,
+			// SHA-1 signatures and digests are refused: every IdP in
+			// docs/saml.md signs with SHA-256 by default or on one setting.
+			RejectSHA1Signatures: true,
+			// The SAML bindings allow 80 bytes of RelayState; the proxy's
+			// login state is 22 (session.NewState).
+			LimitRelayStateLength: true,
 		},
 		replay:  o.Replay,
 		mapping: newSAMLMapping(c.AttributeMapping),

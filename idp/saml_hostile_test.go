@@ -48,6 +48,9 @@ const (
 	// assertionSignatureOnly strips the response signature and keeps the
 	// assertion's (a valid shape: the assertion carries the proof).
 	assertionSignatureOnly
+	// signedByIdPWithSHA1 re-signs both with the IdP's key, as
+	// signedByIdP, but with RSA-SHA1 and SHA-1 digests.
+	signedByIdPWithSHA1
 )
 
 func TestSAMLHostileResponses(t *testing.T) {
@@ -185,6 +188,18 @@ func TestSAMLHostileResponses(t *testing.T) {
 			mutate: func(t *testing.T, resp, a *etree.Element) {
 				s := a.FindElement("./Subject")
 				s.RemoveChild(s.SelectElement("SubjectConfirmation"))
+			},
+		},
+		{
+			name: "response signed with SHA-1 is refused", sign: signedByIdPWithSHA1, wantErr: "SHA-1",
+		},
+		{
+			name: "condition of an unknown type is refused (its assertion is Indeterminate)", wantErr: "unrecognised conditions",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				c := a.FindElement("./Conditions").CreateElement("saml:Condition")
+				c.CreateAttr("xmlns:xsi", "http://www.w3.org/2001/XMLSchema-instance")
+				c.CreateAttr("xmlns:del", "urn:oasis:names:tc:SAML:2.0:conditions:delegation")
+				c.CreateAttr("xsi:type", "del:DelegationRestrictionType")
 			},
 		},
 		{
@@ -480,20 +495,23 @@ func forgeResponse(t *testing.T, b64 string, tc samlForgery, e *samlEnv, foreign
 	}
 	var key *rsa.PrivateKey
 	var certs [][]byte
+	method := dsig.RSASHA256SignatureMethod
 	switch tc.sign {
 	case signedByIdP:
 		key, certs = e.idp.Key, [][]byte{e.idp.Certificate.Raw}
+	case signedByIdPWithSHA1:
+		key, certs, method = e.idp.Key, [][]byte{e.idp.Certificate.Raw}, dsig.RSASHA1SignatureMethod
 	case signedByForeignKey:
 		key, certs = foreignKey, [][]byte{foreignCert.Raw}
 	case signedByForeignKeyWithIdPCert:
 		key, certs = foreignKey, [][]byte{e.idp.Certificate.Raw}
 	}
 	if key != nil {
-		signed := signElement(t, assertion, key, certs)
+		signed := signElement(t, assertion, key, certs, method)
 		i := assertion.Index()
 		resp.RemoveChildAt(i)
 		resp.InsertChildAt(i, signed)
-		doc.SetRoot(signElement(t, resp, key, certs))
+		doc.SetRoot(signElement(t, resp, key, certs, method))
 	}
 	out, err := doc.WriteToBytes()
 	if err != nil {
@@ -503,12 +521,12 @@ func forgeResponse(t *testing.T, b64 string, tc samlForgery, e *samlEnv, foreign
 }
 
 // signElement signs el as samlidp does (enveloped, exclusive c14n), with
-// key, embedding certs.
-func signElement(t *testing.T, el *etree.Element, key *rsa.PrivateKey, certs [][]byte) *etree.Element {
+// key and method (whose hash is the digests' too), embedding certs.
+func signElement(t *testing.T, el *etree.Element, key *rsa.PrivateKey, certs [][]byte, method string) *etree.Element {
 	t.Helper()
 	ctx := dsig.NewDefaultSigningContext(dsig.TLSCertKeyStore(tls.Certificate{Certificate: certs, PrivateKey: key}))
 	ctx.Canonicalizer = dsig.MakeC14N10ExclusiveCanonicalizerWithPrefixList("")
-	if err := ctx.SetSignatureMethod(dsig.RSASHA256SignatureMethod); err != nil {
+	if err := ctx.SetSignatureMethod(method); err != nil {
 		t.Fatal(err)
 	}
 	signed, err := ctx.SignEnveloped(el)
