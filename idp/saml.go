@@ -135,6 +135,10 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 			// SHA-1 signatures and digests are refused: every IdP in
 			// docs/saml.md signs with SHA-256 by default or on one setting.
 			RejectSHA1Signatures: true,
+			// Metadata past its validUntil (its own, or its federation
+			// aggregate's) is not relied on, as SAML metadata says; the
+			// last good copy kept through failed refreshes expires too.
+			RejectExpiredIDPMetadata: true,
 			// The SAML bindings allow 80 bytes of RelayState; the proxy's
 			// login state is 22 (session.NewState).
 			LimitRelayStateLength: true,
@@ -162,9 +166,12 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 	return p, nil
 }
 
-// Ready reports whether IdP metadata has been loaded.
+// Ready reports whether IdP metadata has been loaded and has not expired.
 func (p *SAMLProvider) Ready() error {
-	if p.current.Load() != nil {
+	if sp := p.current.Load(); sp != nil {
+		if until := sp.IDPMetadata.ValidUntil; !until.IsZero() && until.Before(time.Now()) {
+			return fmt.Errorf("saml %s: metadata: %w: expired at %s", p.cfg.ID, ErrNotReady, until.Format(time.RFC3339))
+		}
 		return nil
 	}
 	if errp := p.lastErr.Load(); errp != nil {
@@ -175,12 +182,13 @@ func (p *SAMLProvider) Ready() error {
 
 // LoginURL makes a (signed) AuthnRequest for the HTTP-Redirect binding,
 // records its ID in f.RequestID and returns the IdP URL carrying it, with
-// f.State as RelayState.
+// f.State as RelayState. Expired metadata starts no login: the response
+// would be refused.
 func (p *SAMLProvider) LoginURL(f *Flow) (string, error) {
-	sp := p.current.Load()
-	if sp == nil {
-		return "", p.Ready()
+	if err := p.Ready(); err != nil {
+		return "", err
 	}
+	sp := p.current.Load()
 	ssoURL := sp.GetSSOBindingLocation(saml.HTTPRedirectBinding)
 	req, err := sp.MakeAuthenticationRequest(ssoURL, saml.HTTPRedirectBinding, saml.HTTPPostBinding)
 	if err != nil {

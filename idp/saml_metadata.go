@@ -1,10 +1,8 @@
 package idp
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +10,7 @@ import (
 	"time"
 
 	"github.com/crewjam/saml"
-	xrv "github.com/mattermost/xml-roundtrip-validator"
+	"github.com/crewjam/saml/samlsp"
 )
 
 // staticIdPMetadata builds IdP metadata from x509_cert and sso_url, for IdPs
@@ -109,33 +107,16 @@ func (p *SAMLProvider) fetchMetadata(ctx context.Context) (*saml.EntityDescripto
 }
 
 // parseIdPMetadata finds the IdP entity entityID in an EntityDescriptor or a
-// federation's EntitiesDescriptor and checks it has what logins need.
+// federation's EntitiesDescriptor (crewjam/saml's samlsp, which also carries
+// the federation's validUntil down to it) and checks it has what logins need.
 func parseIdPMetadata(data []byte, entityID string) (*saml.EntityDescriptor, error) {
-	if err := xrv.Validate(bytes.NewReader(data)); err != nil {
-		return nil, fmt.Errorf("invalid XML: %w", err)
-	}
-	var candidates []saml.EntityDescriptor
-	var one saml.EntityDescriptor
-	if err := xml.Unmarshal(data, &one); err == nil {
-		candidates = []saml.EntityDescriptor{one}
-	} else {
-		var many saml.EntitiesDescriptor
-		if err2 := xml.Unmarshal(data, &many); err2 != nil {
-			return nil, fmt.Errorf("neither EntityDescriptor nor EntitiesDescriptor: %w", err)
+	md, err := samlsp.ParseMetadataByEntityID(data, entityID)
+	if err != nil {
+		// Name the entity the document holds, for the likely typo.
+		if other, err2 := samlsp.ParseMetadata(data); err2 == nil {
+			return nil, fmt.Errorf("no entity %q in the metadata (found %q): check entity_id", entityID, other.EntityID)
 		}
-		candidates = flattenEntities(&many)
-	}
-	var md *saml.EntityDescriptor
-	var ids []string
-	for i := range candidates {
-		if candidates[i].EntityID == entityID {
-			md = &candidates[i]
-			break
-		}
-		ids = append(ids, candidates[i].EntityID)
-	}
-	if md == nil {
-		return nil, fmt.Errorf("no entity %q in the metadata (found %q): check entity_id", entityID, ids)
+		return nil, err
 	}
 	if len(md.IDPSSODescriptors) == 0 {
 		return nil, fmt.Errorf("entity %q has no IDPSSODescriptor", entityID)
@@ -161,12 +142,4 @@ func parseIdPMetadata(data []byte, entityID string) (*saml.EntityDescriptor, err
 		return nil, errors.New("the IdP metadata has no signing certificate")
 	}
 	return md, nil
-}
-
-func flattenEntities(e *saml.EntitiesDescriptor) []saml.EntityDescriptor {
-	out := append([]saml.EntityDescriptor(nil), e.EntityDescriptors...)
-	for i := range e.EntitiesDescriptors {
-		out = append(out, flattenEntities(&e.EntitiesDescriptors[i])...)
-	}
-	return out
 }

@@ -178,6 +178,27 @@ func TestSAMLMetadataRedirect(t *testing.T) {
 	}
 }
 
+func TestSAMLExpiredMetadataIsNotReliedOn(t *testing.T) {
+	e := newSAMLEnv(t, nil)
+	// A login started while the metadata was good.
+	f, post := e.login(t, "alice", "alice-pw")
+
+	// The copy kept through failed refreshes expires.
+	md := *e.p.current.Load().IDPMetadata
+	md.ValidUntil = time.Now().Add(-time.Minute)
+	e.p.setIdPMetadata(&md)
+
+	if err := e.p.Ready(); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("Ready = %v, want not ready: expired", err)
+	}
+	if _, err := e.p.LoginURL(&Flow{State: "s"}); err == nil {
+		t.Error("a login started with expired metadata")
+	}
+	if _, _, err := e.p.Complete(post.request(), f); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("response checked against expired metadata: err = %v", err)
+	}
+}
+
 func TestParseIdPMetadata(t *testing.T) {
 	srv := samlserver.Start(t, samlserver.Options{})
 	real := string(fetchBody(t, srv.MetadataURL()))
@@ -199,6 +220,8 @@ func TestParseIdPMetadata(t *testing.T) {
 	}{
 		{"the IdP's own metadata is accepted", real, srv.EntityID(), ""},
 		{"the entity is found inside a federation's EntitiesDescriptor", federation, srv.EntityID(), ""},
+		{"a federation's validUntil that has passed expires the entity in it",
+			strings.Replace(federation, "<EntitiesDescriptor ", `<EntitiesDescriptor validUntil="2020-01-01T00:00:00Z" `, 1), srv.EntityID(), "expired"},
 		{"metadata for another entity id is refused", real, "https://sso.company.com", "check entity_id"},
 		{"metadata without a signing certificate is refused", strip(real, "<KeyDescriptor", "</KeyDescriptor>"), srv.EntityID(), "signing certificate"},
 		{"metadata without an HTTP-Redirect SSO endpoint is refused",
