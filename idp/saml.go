@@ -169,7 +169,7 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 // Ready reports whether IdP metadata has been loaded and has not expired.
 func (p *SAMLProvider) Ready() error {
 	if sp := p.current.Load(); sp != nil {
-		if until := sp.IDPMetadata.ValidUntil; !until.IsZero() && until.Before(time.Now()) {
+		if until := metadataExpiry(sp.IDPMetadata); !until.IsZero() && until.Before(time.Now()) {
 			return fmt.Errorf("saml %s: metadata: %w: expired at %s", p.cfg.ID, ErrNotReady, until.Format(time.RFC3339))
 		}
 		return nil

@@ -121,8 +121,8 @@ func parseIdPMetadata(data []byte, entityID string) (*saml.EntityDescriptor, err
 	if len(md.IDPSSODescriptors) == 0 {
 		return nil, fmt.Errorf("entity %q has no IDPSSODescriptor", entityID)
 	}
-	if !md.ValidUntil.IsZero() && md.ValidUntil.Before(time.Now()) {
-		return nil, fmt.Errorf("metadata expired at %s", md.ValidUntil.Format(time.RFC3339))
+	if until := metadataExpiry(md); !until.IsZero() && until.Before(time.Now()) {
+		return nil, fmt.Errorf("metadata expired at %s", until.Format(time.RFC3339))
 	}
 	hasRedirect, hasCert := false, false
 	for _, d := range md.IDPSSODescriptors {
@@ -142,4 +142,18 @@ func parseIdPMetadata(data []byte, entityID string) (*saml.EntityDescriptor, err
 		return nil, errors.New("the IdP metadata has no signing certificate")
 	}
 	return md, nil
+}
+
+// metadataExpiry is when md stops being relied on (zero: never): the
+// earliest validUntil of the entity (its federation's included) and of its
+// IDPSSODescriptors, each of which makes crewjam/saml, with
+// RejectExpiredIDPMetadata, refuse every response once it has passed.
+func metadataExpiry(md *saml.EntityDescriptor) time.Time {
+	until := md.ValidUntil
+	for _, d := range md.IDPSSODescriptors {
+		if v := d.ValidUntil; v != nil && !v.IsZero() && (until.IsZero() || v.Before(until)) {
+			until = *v
+		}
+	}
+	return until
 }

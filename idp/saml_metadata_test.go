@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -199,6 +200,30 @@ func TestSAMLExpiredMetadataIsNotReliedOn(t *testing.T) {
 	}
 }
 
+// crewjam/saml refuses every response once an IDPSSODescriptor's own
+// validUntil has passed, so Ready must say so too, or /readyz stays green and
+// every login started fails at the ACS.
+func TestSAMLExpiredIdPSSODescriptorIsNotReady(t *testing.T) {
+	e := newSAMLEnv(t, nil)
+	f, post := e.login(t, "alice", "alice-pw")
+
+	md := *e.p.current.Load().IDPMetadata
+	md.IDPSSODescriptors = slices.Clone(md.IDPSSODescriptors)
+	past := time.Now().Add(-time.Minute)
+	md.IDPSSODescriptors[0].ValidUntil = &past
+	e.p.setIdPMetadata(&md)
+
+	if err := e.p.Ready(); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("Ready = %v, want not ready: expired", err)
+	}
+	if _, err := e.p.LoginURL(&Flow{State: "s"}); err == nil {
+		t.Error("a login started with an expired IDPSSODescriptor")
+	}
+	if _, _, err := e.p.Complete(post.request(), f); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("response checked against an expired IDPSSODescriptor: err = %v", err)
+	}
+}
+
 func TestParseIdPMetadata(t *testing.T) {
 	srv := samlserver.Start(t, samlserver.Options{})
 	real := string(fetchBody(t, srv.MetadataURL()))
@@ -222,6 +247,8 @@ func TestParseIdPMetadata(t *testing.T) {
 		{"the entity is found inside a federation's EntitiesDescriptor", federation, srv.EntityID(), ""},
 		{"a federation's validUntil that has passed expires the entity in it",
 			strings.Replace(federation, "<EntitiesDescriptor ", `<EntitiesDescriptor validUntil="2020-01-01T00:00:00Z" `, 1), srv.EntityID(), "expired"},
+		{"an IDPSSODescriptor whose validUntil has passed is refused",
+			strings.Replace(real, "<IDPSSODescriptor ", `<IDPSSODescriptor validUntil="2020-01-01T00:00:00Z" `, 1), srv.EntityID(), "expired"},
 		{"metadata for another entity id is refused", real, "https://sso.company.com", "check entity_id"},
 		{"metadata without a signing certificate is refused", strip(real, "<KeyDescriptor", "</KeyDescriptor>"), srv.EntityID(), "signing certificate"},
 		{"metadata without an HTTP-Redirect SSO endpoint is refused",
