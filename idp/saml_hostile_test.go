@@ -191,6 +191,25 @@ func TestSAMLHostileResponses(t *testing.T) {
 			},
 		},
 		{
+			name: "bearer confirmation without NotOnOrAfter is refused", wantErr: "expired",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				a.FindElement("./Subject/SubjectConfirmation/SubjectConfirmationData").RemoveAttr("NotOnOrAfter")
+			},
+		},
+		{
+			name: "holder-of-key confirmation naming this ACS beside a bearer one for another SP is refused", wantErr: "Recipient",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				setAttr(t, a, "./Subject/SubjectConfirmation/SubjectConfirmationData", "Recipient", "https://other-sp.example/acs")
+				addConfirmation(a, "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key", later(5*time.Minute))
+			},
+		},
+		{
+			name: "holder-of-key confirmation beside a bearer one that passes is accepted",
+			mutate: func(t *testing.T, resp, a *etree.Element) {
+				addConfirmation(a, "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key", later(5*time.Minute))
+			},
+		},
+		{
 			name: "response signed with SHA-1 is refused", sign: signedByIdPWithSHA1, wantErr: "SHA-1",
 		},
 		{
@@ -380,6 +399,29 @@ func TestSAMLFlowBinding(t *testing.T) {
 			},
 		},
 		{
+			name: "response to an SP request, its InResponseTo cut from the unsigned response, posted as IdP-initiated is refused", wantErr: "request IDs",
+			run: func(t *testing.T) error {
+				_, post := e.login(t, "alice", "alice-pw")
+				post.SAMLResponse = forgeResponse(t, post.SAMLResponse, samlForgery{sign: assertionSignatureOnly,
+					mutate: func(t *testing.T, resp, a *etree.Element) { resp.RemoveAttr("InResponseTo") }}, e, nil, nil)
+				_, _, err := e.p.Complete(post.request(), nil)
+				return err
+			},
+		},
+		{
+			name: "IdP-initiated response posted into a login this browser started is refused", wantErr: "InResponseTo",
+			run: func(t *testing.T) error {
+				if err := e.idp.AddShortcut("portcullis", e.p.base.EntityID, "/after-login"); err != nil {
+					t.Fatal(err)
+				}
+				post := e.browse(t, e.idp.URL+"/login/portcullis", "alice", "alice-pw")
+				f, _ := e.login(t, "alice", "alice-pw")
+				post.RelayState = f.State
+				_, _, err := e.p.Complete(post.request(), f)
+				return err
+			},
+		},
+		{
 			name: "flow without a request ID is refused", wantErr: "AuthnRequest ID",
 			run: func(t *testing.T) error {
 				f, post := e.login(t, "alice", "alice-pw")
@@ -465,6 +507,18 @@ func TestSAMLOversizedResponses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// addConfirmation puts a SubjectConfirmation of method, naming this SP's ACS
+// and valid until notOnOrAfter, before the assertion's first one.
+func addConfirmation(a *etree.Element, method, notOnOrAfter string) {
+	s := a.FindElement("./Subject")
+	sc := etree.NewElement("saml:SubjectConfirmation")
+	sc.CreateAttr("Method", method)
+	d := sc.CreateElement("saml:SubjectConfirmationData")
+	d.CreateAttr("Recipient", "https://portcullis.test/.portcullis/saml/corp/acs")
+	d.CreateAttr("NotOnOrAfter", notOnOrAfter)
+	s.InsertChildAt(s.SelectElement("SubjectConfirmation").Index(), sc)
 }
 
 // forgeResponse applies tc to a real base64 SAMLResponse.
