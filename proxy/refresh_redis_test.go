@@ -181,3 +181,30 @@ func TestRefreshThatRedisFailedToSaveIsSavedWhenRedisIsBack(t *testing.T) {
 		})
 	}
 }
+
+// The renewed session kept in memory answers only for a session Redis
+// still has: signed out once Redis is back, the cookie from before the
+// refresh opens nothing, however long the kept session has to live.
+func TestRefreshThatRedisFailedToSaveDoesNotOutliveLogout(t *testing.T) {
+	e := newRefreshAfterRedisCameBack(t)
+	e.advance(2 * time.Second)
+	e.idp.armed.Store(true)
+	if got := e.get(t); got != http.StatusOK || e.redis.Running() {
+		t.Fatalf("the refresh did not run into Redis dying: %d, Redis running %v", got, e.redis.Running())
+	}
+	e.redis.Start()
+	req, _ := http.NewRequest("GET", e.url+"/.portcullis/logout", nil)
+	req.Header.Set("Cookie", e.cookie)
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	if got := e.get(t); got != http.StatusUnauthorized {
+		t.Errorf("the signed-out cookie after logout: %d, want 401", got)
+	}
+}
