@@ -18,6 +18,8 @@ import (
 	"github.com/beevik/etree"
 	"github.com/crewjam/saml/xmlenc"
 	dsig "github.com/russellhaering/goxmldsig"
+
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
 
 // samlForgery alters a real response from the IdP. Signing decides what
@@ -25,7 +27,7 @@ import (
 type samlForgery struct {
 	name string
 	// mutate edits the response (root) and its assertion in place.
-	mutate func(t *testing.T, resp, assertion *etree.Element)
+	mutate func(t testing.TB, resp, assertion *etree.Element)
 	sign   samlSigning
 	// relayState, when set, replaces the posted RelayState.
 	wantErr string
@@ -53,12 +55,11 @@ const (
 	signedByIdPWithSHA1
 )
 
-func TestSAMLHostileResponses(t *testing.T) {
-	e := newSAMLEnv(t, nil)
-	foreignKey, foreignCert := samlTestKeyPair(t)
-	later := func(d time.Duration) string { return time.Now().Add(d).UTC().Format(time.RFC3339) }
-
-	cases := []samlForgery{
+// samlHostileCases are the forgeries of TestSAMLHostileResponses, with times
+// relative to now; FuzzSAMLResponse starts from them too.
+func samlHostileCases(now time.Time) []samlForgery {
+	later := func(d time.Duration) string { return now.Add(d).UTC().Format(time.RFC3339) }
+	return []samlForgery{
 		{name: "response re-signed by the IdP unchanged is accepted (the forging works)", sign: signedByIdP},
 		{name: "response with only the assertion signed is accepted", sign: assertionSignatureOnly},
 		{name: "response with no signature at all is refused", sign: unsigned, wantErr: "signature"},
@@ -66,16 +67,16 @@ func TestSAMLHostileResponses(t *testing.T) {
 		{name: "foreign signature carrying the IdP's certificate is refused", sign: signedByForeignKeyWithIdPCert, wantErr: "signature"},
 		{
 			name: "assertion edited after signing is refused", sign: untouchedSignatures, wantErr: "signature",
-			mutate: func(t *testing.T, resp, a *etree.Element) { setText(t, a, "./Subject/NameID", "bob@example.com") },
+			mutate: func(t testing.TB, resp, a *etree.Element) { setText(t, a, "./Subject/NameID", "bob@example.com") },
 		},
 		{
 			name: "assertion without signature inside an unsigned response is refused", sign: unsigned, wantErr: "signature",
-			mutate: func(t *testing.T, resp, a *etree.Element) { setText(t, a, "./Subject/NameID", "bob@example.com") },
+			mutate: func(t testing.TB, resp, a *etree.Element) { setText(t, a, "./Subject/NameID", "bob@example.com") },
 		},
 		{
 			name: "second, forged assertion before the signed one is refused (signature wrapping)", sign: untouchedSignatures,
 			wantErr: "2 assertions",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				resp.RemoveChild(resp.SelectElement("Signature"))
 				evil := a.Copy()
 				evil.RemoveChild(evil.SelectElement("Signature"))
@@ -87,7 +88,7 @@ func TestSAMLHostileResponses(t *testing.T) {
 		{
 			name: "forged assertion hidden in Extensions is refused (signature wrapping)", sign: untouchedSignatures,
 			wantErr: "2 assertions",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				ext := resp.CreateElement("samlp:Extensions")
 				evil := a.Copy()
 				setText(t, evil, "./Subject/NameID", "bob@example.com")
@@ -97,20 +98,20 @@ func TestSAMLHostileResponses(t *testing.T) {
 		},
 		{
 			name: "wrong audience is refused", wantErr: "AudienceRestriction",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setText(t, a, "./Conditions/AudienceRestriction/Audience", "https://other-sp.example/metadata")
 			},
 		},
 		{
 			name: "assertion without AudienceRestriction is refused", wantErr: "no AudienceRestriction",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				c := a.FindElement("./Conditions")
 				c.RemoveChild(c.SelectElement("AudienceRestriction"))
 			},
 		},
 		{
 			name: "second AudienceRestriction naming only another SP is refused", wantErr: "AudienceRestriction 2",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				c := a.FindElement("./Conditions")
 				other := c.SelectElement("AudienceRestriction").Copy()
 				setText(t, other, "./Audience", "https://other-sp.example/metadata")
@@ -119,13 +120,13 @@ func TestSAMLHostileResponses(t *testing.T) {
 		},
 		{
 			name: "AudienceRestriction with an empty Audience is refused", wantErr: "AudienceRestriction 1",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setText(t, a, "./Conditions/AudienceRestriction/Audience", "")
 			},
 		},
 		{
 			name: "AudienceRestriction naming this SP and, after it, another is accepted",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				ar := a.FindElement("./Conditions/AudienceRestriction")
 				other := ar.SelectElement("Audience").Copy()
 				other.SetText("https://other-sp.example/metadata")
@@ -134,78 +135,78 @@ func TestSAMLHostileResponses(t *testing.T) {
 		},
 		{
 			name: "two AudienceRestrictions both naming this SP are accepted",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				c := a.FindElement("./Conditions")
 				c.AddChild(c.SelectElement("AudienceRestriction").Copy())
 			},
 		},
 		{
 			name: "wrong recipient is refused", wantErr: "Recipient",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setAttr(t, a, "./Subject/SubjectConfirmation/SubjectConfirmationData", "Recipient", "https://other-sp.example/acs")
 			},
 		},
 		{
 			name: "wrong destination is refused", wantErr: "Destination",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				resp.CreateAttr("Destination", "https://other-sp.example/acs")
 			},
 		},
 		{
 			name: "assertion from another issuer is refused", wantErr: "issuer",
-			mutate: func(t *testing.T, resp, a *etree.Element) { setText(t, a, "./Issuer", "https://evil.example/idp") },
+			mutate: func(t testing.TB, resp, a *etree.Element) { setText(t, a, "./Issuer", "https://evil.example/idp") },
 		},
 		{
 			name: "conditions expired beyond the clock skew are refused", wantErr: "expired",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setAttr(t, a, "./Conditions", "NotOnOrAfter", later(-10*time.Minute))
 			},
 		},
 		{
 			name: "conditions not yet valid beyond the clock skew are refused", wantErr: "not yet valid",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setAttr(t, a, "./Conditions", "NotBefore", later(10*time.Minute))
 			},
 		},
 		{
 			name: "conditions not yet valid within the clock skew are accepted",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setAttr(t, a, "./Conditions", "NotBefore", later(30*time.Second))
 			},
 		},
 		{
 			name: "expired subject confirmation is refused", wantErr: "expired",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setAttr(t, a, "./Subject/SubjectConfirmation/SubjectConfirmationData", "NotOnOrAfter", later(-10*time.Minute))
 			},
 		},
 		{
 			name: "response issued long ago is refused", wantErr: "IssueInstant",
-			mutate: func(t *testing.T, resp, a *etree.Element) { resp.CreateAttr("IssueInstant", later(-30*time.Minute)) },
+			mutate: func(t testing.TB, resp, a *etree.Element) { resp.CreateAttr("IssueInstant", later(-30*time.Minute)) },
 		},
 		{
 			name: "assertion without subject confirmation is refused", wantErr: "SubjectConfirmation",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				s := a.FindElement("./Subject")
 				s.RemoveChild(s.SelectElement("SubjectConfirmation"))
 			},
 		},
 		{
 			name: "bearer confirmation without NotOnOrAfter is refused", wantErr: "expired",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				a.FindElement("./Subject/SubjectConfirmation/SubjectConfirmationData").RemoveAttr("NotOnOrAfter")
 			},
 		},
 		{
 			name: "holder-of-key confirmation naming this ACS beside a bearer one for another SP is refused", wantErr: "Recipient",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setAttr(t, a, "./Subject/SubjectConfirmation/SubjectConfirmationData", "Recipient", "https://other-sp.example/acs")
 				addConfirmation(a, "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key", later(5*time.Minute))
 			},
 		},
 		{
 			name: "holder-of-key confirmation beside a bearer one that passes is accepted",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				addConfirmation(a, "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key", later(5*time.Minute))
 			},
 		},
@@ -214,7 +215,7 @@ func TestSAMLHostileResponses(t *testing.T) {
 		},
 		{
 			name: "condition of an unknown type is refused (its assertion is Indeterminate)", wantErr: "unrecognised conditions",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				c := a.FindElement("./Conditions").CreateElement("saml:Condition")
 				c.CreateAttr("xmlns:xsi", "http://www.w3.org/2001/XMLSchema-instance")
 				c.CreateAttr("xmlns:del", "urn:oasis:names:tc:SAML:2.0:conditions:delegation")
@@ -223,19 +224,19 @@ func TestSAMLHostileResponses(t *testing.T) {
 		},
 		{
 			name: "assertion without subject is refused", wantErr: "no Subject",
-			mutate: func(t *testing.T, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("Subject")) },
+			mutate: func(t testing.TB, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("Subject")) },
 		},
 		{
 			name: "assertion without conditions is refused", wantErr: "no Conditions",
-			mutate: func(t *testing.T, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("Conditions")) },
+			mutate: func(t testing.TB, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("Conditions")) },
 		},
 		{
 			name: "assertion without an AuthnStatement (attributes only) is refused", wantErr: "no AuthnStatement",
-			mutate: func(t *testing.T, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("AuthnStatement")) },
+			mutate: func(t testing.TB, resp, a *etree.Element) { a.RemoveChild(a.SelectElement("AuthnStatement")) },
 		},
 		{
 			name: "comment splitting the NameID is refused", sign: untouchedSignatures, wantErr: "comment",
-			mutate: func(t *testing.T, resp, a *etree.Element) {
+			mutate: func(t testing.TB, resp, a *etree.Element) {
 				// What an attacker does with mallory's genuine response:
 				// the signature still verifies, exclusive c14n drops comments.
 				nameID := a.FindElement("./Subject/NameID")
@@ -248,20 +249,37 @@ func TestSAMLHostileResponses(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range cases {
+}
+
+// user is who logs in for the forgery: mallory for the NameID tricks.
+func (tc samlForgery) user() samlserver.User {
+	name := "alice"
+	if strings.Contains(tc.name, "NameID") {
+		name = "mallory"
+	}
+	for _, u := range samlUsers {
+		if u.Name == name {
+			return u
+		}
+	}
+	panic("no user " + name)
+}
+
+func TestSAMLHostileResponses(t *testing.T) {
+	e := newSAMLEnv(t, nil)
+	foreignKey, foreignCert := samlTestKeyPair(t)
+	keys := samlSigners{idpKey: e.idp.Key, idpCert: e.idp.Certificate, foreignKey: foreignKey, foreignCert: foreignCert}
+	for _, tc := range samlHostileCases(time.Now()) {
 		t.Run(tc.name, func(t *testing.T) {
-			user, password := "alice", "alice-pw"
-			if strings.Contains(tc.name, "NameID") {
-				user, password = "mallory", "mallory-pw"
-			}
-			f, post := e.login(t, user, password)
-			post.SAMLResponse = forgeResponse(t, post.SAMLResponse, tc, e, foreignKey, foreignCert)
+			user := tc.user()
+			f, post := e.login(t, user.Name, user.Password)
+			post.SAMLResponse = forgeResponse(t, post.SAMLResponse, tc, keys)
 			prof, _, err := e.p.Complete(post.request(), f)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
 				}
-				if prof.Email != samlUserEmail(user) {
+				if prof.Email != user.Email {
 					t.Fatalf("logged in as %q", prof.Email)
 				}
 				return
@@ -304,38 +322,8 @@ func TestSAMLEncryptedAssertionRefused(t *testing.T) {
 		{
 			name: "signed assertion with a comment in its NameID, encrypted by the user to the SP certificate, is refused",
 			respond: func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
-				// mallory hides the comment trick from inspectResponse by
-				// encrypting her own signed assertion to the certificate the
-				// SP metadata publishes.
 				f, post := e.login(t, "mallory", "mallory-pw")
-				post.SAMLResponse = forgeResponse(t, post.SAMLResponse, samlForgery{
-					sign: assertionSignatureOnly,
-					mutate: func(t *testing.T, resp, a *etree.Element) {
-						nameID := a.FindElement("./Subject/NameID")
-						nameID.SetText("alice@example.com")
-						nameID.CreateComment("")
-						nameID.CreateText(".evil.com")
-						doc := etree.NewDocument()
-						doc.SetRoot(a.Copy())
-						plain, err := doc.WriteToBytes()
-						if err != nil {
-							t.Fatal(err)
-						}
-						enc := xmlenc.OAEP()
-						enc.BlockCipher = xmlenc.AES128CBC
-						enc.DigestMethod = &xmlenc.SHA1
-						data, err := enc.Encrypt(e.p.base.Certificate, plain, nil)
-						if err != nil {
-							t.Fatal(err)
-						}
-						data.CreateAttr("Type", "http://www.w3.org/2001/04/xmlenc#Element")
-						encrypted := etree.NewElement("saml:EncryptedAssertion")
-						encrypted.AddChild(data)
-						i := a.Index()
-						resp.RemoveChildAt(i)
-						resp.InsertChildAt(i, encrypted)
-					},
-				}, e, nil, nil)
+				post.SAMLResponse = forgeResponse(t, post.SAMLResponse, samlSelfEncrypted(e.p.base.Certificate), samlSigners{})
 				return f, post
 			},
 		},
@@ -355,13 +343,39 @@ func TestSAMLEncryptedAssertionRefused(t *testing.T) {
 	}
 }
 
-func samlUserEmail(name string) string {
-	for _, u := range samlUsers {
-		if u.Name == name {
-			return u.Email
-		}
+// samlSelfEncrypted is mallory hiding the comment trick from
+// inspectResponse by encrypting her own signed assertion to spCert, which
+// the SP metadata publishes.
+func samlSelfEncrypted(spCert *x509.Certificate) samlForgery {
+	return samlForgery{
+		name: "signed assertion with a comment in its NameID, encrypted by the user to the SP certificate",
+		sign: assertionSignatureOnly,
+		mutate: func(t testing.TB, resp, a *etree.Element) {
+			nameID := a.FindElement("./Subject/NameID")
+			nameID.SetText("alice@example.com")
+			nameID.CreateComment("")
+			nameID.CreateText(".evil.com")
+			doc := etree.NewDocument()
+			doc.SetRoot(a.Copy())
+			plain, err := doc.WriteToBytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc := xmlenc.OAEP()
+			enc.BlockCipher = xmlenc.AES128CBC
+			enc.DigestMethod = &xmlenc.SHA1
+			data, err := enc.Encrypt(spCert, plain, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data.CreateAttr("Type", "http://www.w3.org/2001/04/xmlenc#Element")
+			encrypted := etree.NewElement("saml:EncryptedAssertion")
+			encrypted.AddChild(data)
+			i := a.Index()
+			resp.RemoveChildAt(i)
+			resp.InsertChildAt(i, encrypted)
+		},
 	}
-	return ""
 }
 
 func TestSAMLFlowBinding(t *testing.T) {
@@ -403,7 +417,7 @@ func TestSAMLFlowBinding(t *testing.T) {
 			run: func(t *testing.T) error {
 				_, post := e.login(t, "alice", "alice-pw")
 				post.SAMLResponse = forgeResponse(t, post.SAMLResponse, samlForgery{sign: assertionSignatureOnly,
-					mutate: func(t *testing.T, resp, a *etree.Element) { resp.RemoveAttr("InResponseTo") }}, e, nil, nil)
+					mutate: func(t testing.TB, resp, a *etree.Element) { resp.RemoveAttr("InResponseTo") }}, samlSigners{})
 				_, _, err := e.p.Complete(post.request(), nil)
 				return err
 			},
@@ -464,18 +478,11 @@ func TestSAMLFlowBinding(t *testing.T) {
 func TestSAMLOversizedResponses(t *testing.T) {
 	e := newSAMLEnv(t, nil)
 	deflate := func(t *testing.T, data []byte) string {
-		var buf bytes.Buffer
-		w, _ := flate.NewWriter(&buf, flate.BestCompression)
-		w.Write(data)
-		w.Close()
-		return base64.StdEncoding.EncodeToString(buf.Bytes())
+		return base64.StdEncoding.EncodeToString(samlDeflate(data))
 	}
-	// A real response padded past the limit with whitespace inside the
-	// root element, which compresses to almost nothing.
 	padded := func(t *testing.T, b64 string, n int) []byte {
 		raw, _ := base64.StdEncoding.DecodeString(b64)
-		i := bytes.Index(raw, []byte("<samlp:Response")) + len("<samlp:Response")
-		return append(append(append([]byte{}, raw[:i]...), bytes.Repeat([]byte(" "), n)...), raw[i:]...)
+		return samlPadded(raw, n)
 	}
 	tests := []struct {
 		name    string
@@ -521,8 +528,32 @@ func addConfirmation(a *etree.Element, method, notOnOrAfter string) {
 	s.InsertChildAt(s.SelectElement("SubjectConfirmation").Index(), sc)
 }
 
+// samlDeflate compresses data as the IdPs that deflate their responses do.
+func samlDeflate(data []byte) []byte {
+	var buf bytes.Buffer
+	w, _ := flate.NewWriter(&buf, flate.BestCompression)
+	w.Write(data)
+	w.Close()
+	return buf.Bytes()
+}
+
+// samlPadded is a response padded with n spaces inside its root element,
+// which compress to almost nothing.
+func samlPadded(raw []byte, n int) []byte {
+	i := bytes.Index(raw, []byte("<samlp:Response")) + len("<samlp:Response")
+	return append(append(append([]byte{}, raw[:i]...), bytes.Repeat([]byte(" "), n)...), raw[i:]...)
+}
+
+// samlSigners are the keys forgeResponse signs with.
+type samlSigners struct {
+	idpKey      *rsa.PrivateKey
+	idpCert     *x509.Certificate
+	foreignKey  *rsa.PrivateKey
+	foreignCert *x509.Certificate
+}
+
 // forgeResponse applies tc to a real base64 SAMLResponse.
-func forgeResponse(t *testing.T, b64 string, tc samlForgery, e *samlEnv, foreignKey *rsa.PrivateKey, foreignCert *x509.Certificate) string {
+func forgeResponse(t testing.TB, b64 string, tc samlForgery, keys samlSigners) string {
 	t.Helper()
 	raw, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
@@ -552,13 +583,13 @@ func forgeResponse(t *testing.T, b64 string, tc samlForgery, e *samlEnv, foreign
 	method := dsig.RSASHA256SignatureMethod
 	switch tc.sign {
 	case signedByIdP:
-		key, certs = e.idp.Key, [][]byte{e.idp.Certificate.Raw}
+		key, certs = keys.idpKey, [][]byte{keys.idpCert.Raw}
 	case signedByIdPWithSHA1:
-		key, certs, method = e.idp.Key, [][]byte{e.idp.Certificate.Raw}, dsig.RSASHA1SignatureMethod
+		key, certs, method = keys.idpKey, [][]byte{keys.idpCert.Raw}, dsig.RSASHA1SignatureMethod
 	case signedByForeignKey:
-		key, certs = foreignKey, [][]byte{foreignCert.Raw}
+		key, certs = keys.foreignKey, [][]byte{keys.foreignCert.Raw}
 	case signedByForeignKeyWithIdPCert:
-		key, certs = foreignKey, [][]byte{e.idp.Certificate.Raw}
+		key, certs = keys.foreignKey, [][]byte{keys.idpCert.Raw}
 	}
 	if key != nil {
 		signed := signElement(t, assertion, key, certs, method)
@@ -576,7 +607,7 @@ func forgeResponse(t *testing.T, b64 string, tc samlForgery, e *samlEnv, foreign
 
 // signElement signs el as samlidp does (enveloped, exclusive c14n), with
 // key and method (whose hash is the digests' too), embedding certs.
-func signElement(t *testing.T, el *etree.Element, key *rsa.PrivateKey, certs [][]byte, method string) *etree.Element {
+func signElement(t testing.TB, el *etree.Element, key *rsa.PrivateKey, certs [][]byte, method string) *etree.Element {
 	t.Helper()
 	ctx := dsig.NewDefaultSigningContext(dsig.TLSCertKeyStore(tls.Certificate{Certificate: certs, PrivateKey: key}))
 	ctx.Canonicalizer = dsig.MakeC14N10ExclusiveCanonicalizerWithPrefixList("")
@@ -590,7 +621,7 @@ func signElement(t *testing.T, el *etree.Element, key *rsa.PrivateKey, certs [][
 	return signed
 }
 
-func setText(t *testing.T, el *etree.Element, path, text string) {
+func setText(t testing.TB, el *etree.Element, path, text string) {
 	t.Helper()
 	target := el.FindElement(path)
 	if target == nil {
@@ -599,7 +630,7 @@ func setText(t *testing.T, el *etree.Element, path, text string) {
 	target.SetText(text)
 }
 
-func setAttr(t *testing.T, el *etree.Element, path, attr, value string) {
+func setAttr(t testing.TB, el *etree.Element, path, attr, value string) {
 	t.Helper()
 	target := el.FindElement(path)
 	if target == nil {
@@ -608,7 +639,7 @@ func setAttr(t *testing.T, el *etree.Element, path, attr, value string) {
 	target.CreateAttr(attr, value)
 }
 
-func samlTestKeyPair(t *testing.T) (*rsa.PrivateKey, *x509.Certificate) {
+func samlTestKeyPair(t testing.TB) (*rsa.PrivateKey, *x509.Certificate) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

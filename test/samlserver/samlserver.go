@@ -128,7 +128,7 @@ func New(opts Options) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("samlserver: create idp: %w", err)
 	}
-	idp.IDP.AssertionMaker = groupsAssertionMaker{}
+	idp.IDP.AssertionMaker = GroupsAssertionMaker{}
 
 	s := &Server{URL: base.String(), Key: key, Certificate: cert, IDP: idp, ln: ln}
 	for _, u := range opts.Users {
@@ -319,11 +319,13 @@ func serviceName(entityID string) string {
 	return r.Replace(entityID)
 }
 
-// groupsAssertionMaker adds the user's groups as a plain "groups" attribute,
-// the name most IdPs (Okta, Keycloak, Auth0) are configured to use.
-type groupsAssertionMaker struct{}
+// GroupsAssertionMaker makes the server's assertions: samlidp's, with the
+// user's groups added as a plain "groups" attribute, the name most IdPs
+// (Okta, Keycloak, Auth0) are configured to use.
+type GroupsAssertionMaker struct{}
 
-func (groupsAssertionMaker) MakeAssertion(req *saml.IdpAuthnRequest, session *saml.Session) error {
+// MakeAssertion sets req.Assertion for the user of session.
+func (GroupsAssertionMaker) MakeAssertion(req *saml.IdpAuthnRequest, session *saml.Session) error {
 	if err := (saml.DefaultAssertionMaker{}).MakeAssertion(req, session); err != nil {
 		return err
 	}
