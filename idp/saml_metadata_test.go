@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crewjam/saml"
+
 	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
 
@@ -179,48 +181,42 @@ func TestSAMLMetadataRedirect(t *testing.T) {
 	}
 }
 
+// Metadata past its validUntil is not relied on, even as the copy kept
+// through failed refreshes. crewjam/saml refuses every response once an
+// IDPSSODescriptor's own validUntil has passed too, so Ready must say so
+// then as well, or /readyz stays green and every login started fails at the
+// ACS.
 func TestSAMLExpiredMetadataIsNotReliedOn(t *testing.T) {
-	e := newSAMLEnv(t, nil)
-	// A login started while the metadata was good.
-	f, post := e.login(t, "alice", "alice-pw")
-
-	// The copy kept through failed refreshes expires.
-	md := *e.p.current.Load().IDPMetadata
-	md.ValidUntil = time.Now().Add(-time.Minute)
-	e.p.setIdPMetadata(&md)
-
-	if err := e.p.Ready(); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "expired") {
-		t.Errorf("Ready = %v, want not ready: expired", err)
-	}
-	if _, err := e.p.LoginURL(&Flow{State: "s"}); err == nil {
-		t.Error("a login started with expired metadata")
-	}
-	if _, _, err := e.p.Complete(post.request(), f); err == nil || !strings.Contains(err.Error(), "expired") {
-		t.Errorf("response checked against expired metadata: err = %v", err)
-	}
-}
-
-// crewjam/saml refuses every response once an IDPSSODescriptor's own
-// validUntil has passed, so Ready must say so too, or /readyz stays green and
-// every login started fails at the ACS.
-func TestSAMLExpiredIdPSSODescriptorIsNotReady(t *testing.T) {
-	e := newSAMLEnv(t, nil)
-	f, post := e.login(t, "alice", "alice-pw")
-
-	md := *e.p.current.Load().IDPMetadata
-	md.IDPSSODescriptors = slices.Clone(md.IDPSSODescriptors)
 	past := time.Now().Add(-time.Minute)
-	md.IDPSSODescriptors[0].ValidUntil = &past
-	e.p.setIdPMetadata(&md)
+	for _, tc := range []struct {
+		name   string
+		expire func(md *saml.EntityDescriptor)
+	}{
+		{"the entity's validUntil", func(md *saml.EntityDescriptor) { md.ValidUntil = past }},
+		{"an IDPSSODescriptor's validUntil", func(md *saml.EntityDescriptor) {
+			md.IDPSSODescriptors = slices.Clone(md.IDPSSODescriptors)
+			md.IDPSSODescriptors[0].ValidUntil = &past
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newSAMLEnv(t, nil)
+			// A login started while the metadata was good.
+			f, post := e.login(t, "alice", "alice-pw")
 
-	if err := e.p.Ready(); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "expired") {
-		t.Errorf("Ready = %v, want not ready: expired", err)
-	}
-	if _, err := e.p.LoginURL(&Flow{State: "s"}); err == nil {
-		t.Error("a login started with an expired IDPSSODescriptor")
-	}
-	if _, _, err := e.p.Complete(post.request(), f); err == nil || !strings.Contains(err.Error(), "expired") {
-		t.Errorf("response checked against an expired IDPSSODescriptor: err = %v", err)
+			md := *e.p.current.Load().IDPMetadata
+			tc.expire(&md)
+			e.p.setIdPMetadata(&md)
+
+			if err := e.p.Ready(); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "expired") {
+				t.Errorf("Ready = %v, want not ready: expired", err)
+			}
+			if _, err := e.p.LoginURL(&Flow{State: "s"}); err == nil {
+				t.Error("a login started with expired metadata")
+			}
+			if _, _, err := e.p.Complete(post.request(), f); err == nil || !strings.Contains(err.Error(), "expired") {
+				t.Errorf("response checked against expired metadata: err = %v", err)
+			}
+		})
 	}
 }
 
