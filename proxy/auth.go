@@ -20,6 +20,8 @@ import (
 type provider struct {
 	cfg  idp.Config
 	impl idp.Provider
+	// pace is how long its refused password checks take (failuredelay.go).
+	pace *failurePace
 }
 
 // metadataServer is a provider that publishes metadata about the proxy as

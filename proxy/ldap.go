@@ -57,6 +57,12 @@ var errRateLimited = errors.New("too many failed logins")
 // directory is, and for the account once the directory has found it, before
 // the password is tried, so that another spelling of a limited account (its
 // mail instead of its uid) gets no attempts of its own.
+//
+// A check refused as wrong credentials returns no sooner than p's failure
+// floor after it began (failuredelay.go), whether the directory found the
+// user or not; it waits with the failure already counted, so that the
+// limits hold back at once a client that keeps trying meanwhile, and with
+// no directory connection or lock held.
 func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string) (*idp.Profile, time.Duration, error) {
 	id := p.cfg.ID
 	limits := h.passwords.limits
@@ -66,16 +72,19 @@ func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.Passwo
 		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username))
 		return nil, wait, errRateLimited
 	}
-	if wait := limits.wait(keys, h.now()); wait > 0 {
+	start := h.now()
+	if wait := limits.wait(keys, start); wait > 0 {
 		return limited(wait)
 	}
 	var accountWait time.Duration
+	triedPassword := false
 	prof, err := checker.Authenticate(r, username, password, func(account string) error {
 		keys.account = accountKey(id, account)
 		accountWait = limits.wait(loginKeys{account: keys.account}, h.now())
 		if accountWait > 0 {
 			return errRateLimited
 		}
+		triedPassword = true // PasswordChecker: the password is tried next
 		return nil
 	})
 	switch {
@@ -85,10 +94,14 @@ func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.Passwo
 	case errors.Is(err, errRateLimited):
 		return limited(accountWait)
 	case errors.Is(err, idp.ErrInvalidCredentials):
+		if triedPassword {
+			p.pace.observe(h.now().Sub(start))
+		}
 		limits.failed(keys, h.now())
 		h.metrics.login(id, "failure", 0)
 		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "invalid_credentials"),
 			slog.String("username", username))
+		h.pause(r.Context(), p.pace.answerAt(start))
 	default:
 		h.metrics.login(id, "failure", 0)
 		h.audit(r, slog.LevelError, "login_failed", slog.String("idp", id), slog.String("reason", "directory_unavailable"),

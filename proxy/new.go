@@ -40,6 +40,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		now:       time.Now,
 		idpStop:   map[string]context.CancelFunc{},
 	}
+	h.pause = h.sleepUntil
 	if prev != nil {
 		h.metrics = prev.metrics // one registry for the life of the process
 	}
@@ -85,7 +86,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		if err != nil {
 			return nil, fmt.Errorf("sso.identity_providers %s: %w", ic.ID, err)
 		}
-		p := &provider{cfg: ic, impl: impl}
+		p := &provider{cfg: ic, impl: impl, pace: newFailurePace()}
 		h.providers[ic.ID] = p
 		h.order = append(h.order, p)
 	}
