@@ -87,6 +87,9 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 			return nil, fmt.Errorf("sso.identity_providers %s: %w", ic.ID, err)
 		}
 		p := &provider{cfg: ic, impl: impl, pace: newFailurePace()}
+		if prev != nil && prev.providers[ic.ID] != nil && prev.providers[ic.ID].impl == impl {
+			p.pace = prev.providers[ic.ID].pace // the same directory: what was learnt of it holds
+		}
 		h.providers[ic.ID] = p
 		h.order = append(h.order, p)
 	}

@@ -445,6 +445,16 @@ func TestReload(t *testing.T) {
 			t.Fatal("the reload reset the failed-login limits")
 		}
 	})
+	t.Run("the failure floor learnt of an IdP carries over a reload that keeps it", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		before := rf.live.cur.Load().order[0]
+		if err := rf.live.reload("signal"); err != nil {
+			t.Fatal(err)
+		}
+		if after := rf.live.cur.Load().providers[before.cfg.ID]; after.impl != before.impl || after.pace != before.pace {
+			t.Fatal("the reload kept the IdP but forgot how long its refused password checks take")
+		}
+	})
 	t.Run("used SAML assertions and logout tokens carry over a reload", func(t *testing.T) {
 		rf := newReloadFixture(t)
 		before := rf.live.cur.Load()
