@@ -62,7 +62,9 @@ type Config struct {
 	// administrators set (OIDC or OAUTH2 without a preset, SAML).
 	TrustEmail bool `yaml:"trust_email"`
 	// SingleSignOut sends the browser, on logout, to the IdP's
-	// end_session_endpoint too (OIDC RP-initiated logout).
+	// end_session_endpoint too (OIDC RP-initiated logout), or with a
+	// LogoutRequest to its SingleLogoutService (SAML single logout, which
+	// also takes the IdP's LogoutRequests).
 	SingleSignOut bool `yaml:"single_sign_out"`
 
 	// SAML.
@@ -70,6 +72,7 @@ type Config struct {
 	MetadataURL       string `yaml:"metadata_url"`
 	X509Cert          string `yaml:"x509_cert"`
 	SSOURL            string `yaml:"sso_url"`
+	SLOURL            string `yaml:"slo_url"`
 	SPCertFile        string `yaml:"sp_cert_file"`
 	SPKeyFile         string `yaml:"sp_key_file"`
 	AllowIdPInitiated bool   `yaml:"allow_idp_initiated"`

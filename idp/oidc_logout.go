@@ -6,21 +6,25 @@ import (
 )
 
 // SingleSignOuter is an IdP that can end the user's session at the IdP too
-// when they log out of the proxy (RP-initiated logout).
+// when they log out of the proxy (OIDC RP-initiated logout, SAML single
+// logout).
 type SingleSignOuter interface {
 	// LogoutURL returns where to send the browser so that the IdP ends its
-	// session: t is what the login left (its ID token is the hint), the IdP
-	// sends the browser back to postLogoutRedirect with state (Cognito
-	// without it). It returns "" when the IdP publishes no
-	// end_session_endpoint.
-	LogoutURL(t *Tokens, postLogoutRedirect, state string) (string, error)
+	// session: t is what the login left (the ID token hint, the SAML NameID
+	// and SessionIndex), f the logout's flow, whose State the IdP sends
+	// back and whose other fields the protocol fills in (the SAML
+	// LogoutRequest's ID). An OIDC IdP sends the browser back to
+	// postLogoutRedirect (Cognito without the state), a SAML IdP to the
+	// SP's SingleLogoutService. It returns "" when the IdP offers no
+	// logout endpoint.
+	LogoutURL(t *Tokens, postLogoutRedirect string, f *Flow) (string, error)
 }
 
 var _ SingleSignOuter = (*oidcProvider)(nil)
 
 // LogoutURL builds the OpenID Connect RP-Initiated Logout 1.0 request to the
 // end_session_endpoint of the discovery document, or Cognito's own.
-func (p *oidcProvider) LogoutURL(t *Tokens, postLogoutRedirect, state string) (string, error) {
+func (p *oidcProvider) LogoutURL(t *Tokens, postLogoutRedirect string, f *Flow) (string, error) {
 	d, err := p.current()
 	if err != nil {
 		return "", err
@@ -53,8 +57,8 @@ func (p *oidcProvider) LogoutURL(t *Tokens, postLogoutRedirect, state string) (s
 	}
 	if postLogoutRedirect != "" {
 		q.Set("post_logout_redirect_uri", postLogoutRedirect)
-		if state != "" {
-			q.Set("state", state)
+		if f != nil && f.State != "" {
+			q.Set("state", f.State)
 		}
 	}
 	u.RawQuery = q.Encode()

@@ -123,7 +123,7 @@ func TestOIDCLogoutURLEndsTheIdPSession(t *testing.T) {
 	}
 
 	state := rand.Text()
-	target, err := h.provider.LogoutURL(tokens, done, state)
+	target, err := h.provider.LogoutURL(tokens, done, &Flow{State: state})
 	if err != nil {
 		t.Fatalf("LogoutURL: %v", err)
 	}
@@ -158,7 +158,7 @@ func TestOIDCLogoutURLWithoutEndSessionEndpoint(t *testing.T) {
 	// Plain OAuth2 has no discovery document and so no logout endpoint.
 	p := startOIDC(t, Config{ID: testIdP, Protocol: OAuth2, ClientID: "c", AuthURL: "https://idp.example/a",
 		TokenURL: "https://idp.example/t", UserinfoURL: "https://idp.example/u"}, testOptions("https://proxy.example", false))
-	if u, err := p.LogoutURL(&Tokens{}, "https://proxy.example/done", "s"); u != "" || err != nil {
+	if u, err := p.LogoutURL(&Tokens{}, "https://proxy.example/done", &Flow{State: "s"}); u != "" || err != nil {
 		t.Errorf("LogoutURL = %q, %v; want no URL and no error", u, err)
 	}
 }

@@ -114,9 +114,11 @@ func TestCognitoSingleSignOutSendsLogoutURI(t *testing.T) {
 		want  string
 	}{
 		{
-			name:  "the discovery document's end_session_endpoint with client_id and logout_uri only",
-			build: func() (string, error) { return p.LogoutURL(&Tokens{IDToken: fakeJWT(`{"sub":"u"}`)}, done, "state-1") },
-			want:  idpServer.Issuer + "/session/end?" + url.Values{"client_id": {idpServer.ClientID}, "logout_uri": {done}}.Encode(),
+			name: "the discovery document's end_session_endpoint with client_id and logout_uri only",
+			build: func() (string, error) {
+				return p.LogoutURL(&Tokens{IDToken: fakeJWT(`{"sub":"u"}`)}, done, &Flow{State: "state-1"})
+			},
+			want: idpServer.Issuer + "/session/end?" + url.Values{"client_id": {idpServer.ClientID}, "logout_uri": {done}}.Encode(),
 		},
 		{
 			name: "a pool that publishes no end_session_endpoint signs out at /logout of its login domain",

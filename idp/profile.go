@@ -52,9 +52,23 @@ type Tokens struct {
 	IDToken      string `json:"it,omitempty"`
 	// Expiry is the Unix time the access token expires (0 when unknown).
 	Expiry int64 `json:"exp,omitempty"`
-	// SID is the IdP's session ID (the ID token's sid claim), which an
-	// OIDC back-channel logout names.
+	// SID is the IdP's session ID, which a logout from the IdP names: the
+	// ID token's sid claim (OIDC back-channel logout), or the SAML
+	// assertion's SessionIndex (kept with single_sign_out).
 	SID string `json:"sid,omitempty"`
+	// NameID is the SAML assertion's NameID, kept with single_sign_out to
+	// name the user in the LogoutRequest exactly as the IdP did.
+	NameID *SAMLNameID `json:"nid,omitempty"`
+}
+
+// SAMLNameID is a SAML NameID as the IdP gave it: its value, format and
+// qualifiers, which a LogoutRequest must repeat (SAML core 3.7.1).
+type SAMLNameID struct {
+	Value           string `json:"v"`
+	Format          string `json:"f,omitempty"`
+	NameQualifier   string `json:"nq,omitempty"`
+	SPNameQualifier string `json:"spq,omitempty"`
+	SPProvidedID    string `json:"spp,omitempty"`
 }
 
 // Redirector is an IdP that logs users in by sending the browser away and

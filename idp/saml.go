@@ -103,6 +103,15 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 	if err != nil {
 		return nil, fmt.Errorf("saml %s: acs url: %w", c.ID, err)
 	}
+	sloURL, err := url.Parse(o.CallbackURL("saml", c.ID, "slo"))
+	if err != nil {
+		return nil, fmt.Errorf("saml %s: slo url: %w", c.ID, err)
+	}
+	// The SP metadata lists a SingleLogoutService only with single logout.
+	var logoutBindings []string
+	if c.SingleSignOut {
+		logoutBindings = []string{saml.HTTPRedirectBinding, saml.HTTPPostBinding}
+	}
 
 	p := &SAMLProvider{
 		cfg:    c,
@@ -116,6 +125,10 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 			HTTPClient:  client,
 			MetadataURL: *metadataURL,
 			AcsURL:      *acsURL,
+			// LogoutRequests and LogoutResponses must name it as
+			// Destination (saml_logout.go).
+			SloURL:         *sloURL,
+			LogoutBindings: logoutBindings,
 			// Let the IdP pick its configured NameID format; asking for
 			// "transient" (crewjam's default) would make sub change per login.
 			AuthnNameIDFormat: saml.UnspecifiedNameIDFormat,
@@ -274,7 +287,7 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 			p.log.Warn("saml: the IdP sends a transient NameID, so sub changes on every login; set attribute_mapping.uid or a persistent NameID format at the IdP")
 		})
 	}
-	return prof, nil, nil
+	return prof, p.logoutTokens(assertion), nil
 }
 
 var errIdPInitiated = errors.New("IdP-initiated login refused (allow_idp_initiated is false)")
@@ -314,6 +327,9 @@ func (p *SAMLProvider) Metadata() ([]byte, error) {
 func (p *SAMLProvider) setIdPMetadata(md *saml.EntityDescriptor) {
 	sp := p.base
 	sp.IDPMetadata = md
+	if p.cfg.SingleSignOut && sp.GetSLOBindingLocation(saml.HTTPRedirectBinding) == "" {
+		p.log.Warn("saml: single_sign_out is on, but the IdP metadata has no SingleLogoutService with the HTTP-Redirect binding; /logout signs users out here only")
+	}
 	p.current.Store(&sp)
 }
 
@@ -341,6 +357,9 @@ func (c *Config) validateSAML() []error {
 		if c.SSOURL != "" {
 			bad("sso_url", "not used with metadata_url: give either metadata_url or x509_cert and sso_url")
 		}
+		if c.SLOURL != "" {
+			bad("slo_url", "not used with metadata_url: the metadata's SingleLogoutService is used")
+		}
 	case c.X509Cert == "" && c.SSOURL == "":
 		bad("metadata_url", "required unless x509_cert and sso_url are given")
 	default:
@@ -353,6 +372,17 @@ func (c *Config) validateSAML() []error {
 			bad("sso_url", "required with x509_cert (or give metadata_url instead)")
 		} else if err := checkHTTPURL("sso_url", c.SSOURL); err != nil {
 			errs = append(errs, err)
+		}
+		switch {
+		case c.SLOURL != "":
+			if err := checkHTTPURL("slo_url", c.SLOURL); err != nil {
+				errs = append(errs, err)
+			}
+			if !c.SingleSignOut {
+				bad("slo_url", "used only with single_sign_out: true")
+			}
+		case c.SingleSignOut:
+			bad("slo_url", "required with single_sign_out and x509_cert (the IdP's SingleLogoutService, HTTP-Redirect binding), or give metadata_url instead")
 		}
 	}
 	switch {

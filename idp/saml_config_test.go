@@ -79,6 +79,21 @@ func TestValidateSAML(t *testing.T) {
 			[]string{"sp_cert_file: cannot load key pair"}},
 		{"a missing key file is refused", func(c *Config) { c.SPCertFile, c.SPKeyFile = certFile, "/nonexistent/sp.key" },
 			[]string{"sp_cert_file: cannot load key pair"}},
+		{"single_sign_out with metadata_url is valid (the metadata names the SingleLogoutService)", func(c *Config) { c.SingleSignOut = true }, nil},
+		{"single_sign_out with x509_cert, sso_url and slo_url is valid", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL, c.SLOURL, c.SingleSignOut = "", certPEM, "https://sso.company.com/sso", "https://sso.company.com/slo", true
+		}, nil},
+		{"single_sign_out with x509_cert and sso_url needs slo_url", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL, c.SingleSignOut = "", certPEM, "https://sso.company.com/sso", true
+		}, []string{"slo_url: required with single_sign_out and x509_cert"}},
+		{"slo_url without single_sign_out is refused", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL, c.SLOURL = "", certPEM, "https://sso.company.com/sso", "https://sso.company.com/slo"
+		}, []string{"slo_url: used only with single_sign_out: true"}},
+		{"slo_url must be an http(s) URL", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL, c.SLOURL, c.SingleSignOut = "", certPEM, "https://sso.company.com/sso", "ldap://sso.company.com/slo", true
+		}, []string{"slo_url: must be an http or https URL"}},
+		{"slo_url with metadata_url is refused", func(c *Config) { c.SLOURL, c.SingleSignOut = "https://sso.company.com/slo", true },
+			[]string{"slo_url: not used with metadata_url"}},
 		{"attribute_mapping of known fields is valid", func(c *Config) {
 			c.AttributeMapping = map[string]string{"uid": "employeeID", "email": "mail", "groups": "memberOf", "email_verified": "emailVerified"}
 		}, nil},

@@ -20,10 +20,14 @@ func staticIdPMetadata(c Config) (*saml.EntityDescriptor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("x509_cert: %w", err)
 	}
+	var slo []saml.Endpoint
+	if c.SLOURL != "" {
+		slo = []saml.Endpoint{{Binding: saml.HTTPRedirectBinding, Location: c.SLOURL}}
+	}
 	return &saml.EntityDescriptor{
 		EntityID: c.EntityID,
 		IDPSSODescriptors: []saml.IDPSSODescriptor{{
-			SSODescriptor: saml.SSODescriptor{RoleDescriptor: saml.RoleDescriptor{
+			SSODescriptor: saml.SSODescriptor{SingleLogoutServices: slo, RoleDescriptor: saml.RoleDescriptor{
 				ProtocolSupportEnumeration: "urn:oasis:names:tc:SAML:2.0:protocol",
 				KeyDescriptors: []saml.KeyDescriptor{{
 					Use: "signing",

@@ -442,7 +442,7 @@ func (h *Handler) singleSignOut(w http.ResponseWriter, r *http.Request, s *sessi
 		f.Redirect = h.safeRedirect(rd)
 	}
 	done := h.publicURL.Scheme + "://" + h.publicURL.Host + h.cfg.Server.AuthPrefix + "/logout/done"
-	target, err := so.LogoutURL(&s.Tokens, done, f.State)
+	target, err := so.LogoutURL(&s.Tokens, done, f)
 	if err == nil && target != "" {
 		err = h.flows.Start(w, r, f)
 	}

@@ -1,0 +1,230 @@
+package idp
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/crewjam/saml"
+)
+
+// SAML single logout (SAML profiles 4.4), with single_sign_out on: the proxy
+// sends the IdP a signed LogoutRequest when a user logs out (HTTP-Redirect
+// binding) and checks its LogoutResponse, and takes the IdP's own
+// LogoutRequests (HTTP-Redirect and HTTP-POST), answering each with a
+// signed LogoutResponse. Both come to {auth_prefix}/saml/{id}/slo, which the
+// SP metadata then lists. crewjam/saml checks the messages: the IdP's
+// signature (an unsigned message is refused), Issuer, Destination, times,
+// and a LogoutResponse's InResponseTo.
+
+var _ SingleSignOuter = (*SAMLProvider)(nil)
+
+// Errors of FinishLogout for a LogoutResponse that is sound but says the
+// IdP did not end every session.
+var (
+	// ErrPartialLogout: the IdP ended its session but could not log the
+	// user out of every other application (status PartialLogout).
+	ErrPartialLogout = errors.New("the IdP ended its session, but not in every application (PartialLogout)")
+	// ErrLogoutFailed: the IdP answered with a status other than Success.
+	ErrLogoutFailed = errors.New("the IdP did not end its session")
+)
+
+// SAMLLogoutOutcome is what the proxy tells the IdP in a LogoutResponse.
+type SAMLLogoutOutcome int
+
+const (
+	// LogoutSucceeded: every session the request named has ended.
+	LogoutSucceeded SAMLLogoutOutcome = iota
+	// LogoutPartial: some sessions may live on (status Success with
+	// PartialLogout).
+	LogoutPartial
+	// LogoutFailed: sessions could not be ended (status Responder).
+	LogoutFailed
+)
+
+// SAMLLogoutRequest is a LogoutRequest from the IdP that passed every check:
+// end the sessions of NameID, only those of SessionIndexes when it names
+// any.
+type SAMLLogoutRequest struct {
+	// ID is the request's ID, which the LogoutResponse answers.
+	ID string
+	// NameID is the user's NameID value.
+	NameID string
+	// Sub is the profile sub of the user's sessions, the NameID's value;
+	// "" when attribute_mapping.uid takes sub from an attribute instead.
+	Sub            string
+	SessionIndexes []string
+	// RelayState goes back to the IdP with the LogoutResponse.
+	RelayState string
+}
+
+// logoutTokens are what a login leaves for single logout: the NameID as the
+// assertion gave it and the first SessionIndex of its AuthnStatements. nil
+// without single_sign_out, so that sessions stay as small as before.
+func (p *SAMLProvider) logoutTokens(a *saml.Assertion) *Tokens {
+	if !p.cfg.SingleSignOut || a.Subject == nil || a.Subject.NameID == nil {
+		return nil
+	}
+	nid := a.Subject.NameID
+	t := &Tokens{NameID: &SAMLNameID{Value: nid.Value, Format: nid.Format, NameQualifier: nid.NameQualifier,
+		SPNameQualifier: nid.SPNameQualifier, SPProvidedID: nid.SPProvidedID}}
+	for _, st := range a.AuthnStatements {
+		if st.SessionIndex != "" {
+			t.SID = st.SessionIndex
+			break
+		}
+	}
+	return t
+}
+
+// LogoutURL makes a signed LogoutRequest for the IdP's SingleLogoutService
+// (HTTP-Redirect binding, the signature in the query) naming the user's
+// NameID exactly as the assertion did, with its SessionIndex, records its ID
+// in f.RequestID and returns the URL that carries it, with f.State as
+// RelayState. The IdP answers at the SLO endpoint, not postLogoutRedirect.
+// It returns "" when the IdP offers no such SingleLogoutService, or t has no
+// NameID (a session made before single_sign_out was turned on).
+func (p *SAMLProvider) LogoutURL(t *Tokens, _ string, f *Flow) (string, error) {
+	if err := p.Ready(); err != nil {
+		return "", err
+	}
+	sp := p.current.Load()
+	dest := sp.GetSLOBindingLocation(saml.HTTPRedirectBinding)
+	if dest == "" || t == nil || t.NameID == nil {
+		return "", nil
+	}
+	nid := saml.NameID{Value: t.NameID.Value, Format: t.NameID.Format, NameQualifier: t.NameID.NameQualifier,
+		SPNameQualifier: t.NameID.SPNameQualifier, SPProvidedID: t.NameID.SPProvidedID}
+	// crewjam names the user with the SP's requested format and its own
+	// qualifiers; the IdP matches the NameID it issued.
+	asIssued := func(r *saml.LogoutRequest) { r.NameID = &nid }
+	req, err := sp.MakeLogoutRequest(dest, nid.Value, saml.WithSessionIndex(t.SID), asIssued)
+	if err != nil {
+		return "", fmt.Errorf("saml %s: make LogoutRequest: %w", p.cfg.ID, err)
+	}
+	u, err := sp.RedirectLogoutRequestURL(req, f.State)
+	if err != nil {
+		return "", fmt.Errorf("saml %s: encode LogoutRequest: %w", p.cfg.ID, err)
+	}
+	f.RequestID = req.ID
+	return u.String(), nil
+}
+
+// FinishLogout checks the IdP's LogoutResponse in r (HTTP-Redirect or
+// HTTP-POST binding) against f, the logout this browser started: signed by
+// the IdP, from its entity ID, addressed to the SLO endpoint, recent, and in
+// response to f.RequestID. It returns nil when the IdP ended the session,
+// ErrPartialLogout or an error wrapping ErrLogoutFailed for a response that
+// says otherwise, and any other error for a response that is refused.
+func (p *SAMLProvider) FinishLogout(r *http.Request, f *Flow) error {
+	id := p.cfg.ID
+	sp := p.current.Load()
+	if sp == nil {
+		return p.Ready()
+	}
+	if f.IdP != id {
+		return fmt.Errorf("saml %s: check flow: logout was started at %q", id, f.IdP)
+	}
+	if f.RequestID == "" {
+		return fmt.Errorf("saml %s: check flow: no LogoutRequest ID in the logout state", id)
+	}
+	resp, err := sp.ParseLogoutResponse(r, []string{f.RequestID})
+	var status saml.ErrBadStatus
+	switch {
+	case errors.As(err, &status):
+		// crewjam checks the status after the signature, Issuer and
+		// Destination, before InResponseTo; the flow, single-use and
+		// bound to this browser, is what ties the answer to it.
+		return fmt.Errorf("saml %s: %w: status %s", id, ErrLogoutFailed, status.Status)
+	case err != nil:
+		return fmt.Errorf("saml %s: verify LogoutResponse: %w", id, unwrapInvalid(err))
+	}
+	if sub := resp.Status.StatusCode.StatusCode; sub != nil && sub.Value == saml.StatusPartialLogout {
+		return fmt.Errorf("saml %s: %w", id, ErrPartialLogout)
+	}
+	return nil
+}
+
+// VerifyLogoutRequest checks a LogoutRequest from the IdP in r
+// (HTTP-Redirect or HTTP-POST binding): signed by the IdP (an unsigned one
+// is refused: any site could otherwise sign users out), from its entity ID,
+// addressed to the SLO endpoint, not expired, naming a NameID, and with an
+// ID not seen before (recorded in the replay store of assertions).
+func (p *SAMLProvider) VerifyLogoutRequest(r *http.Request) (*SAMLLogoutRequest, error) {
+	id := p.cfg.ID
+	if err := p.Ready(); err != nil {
+		return nil, err
+	}
+	sp := p.current.Load()
+	req, err := sp.ValidateLogoutRequest(r)
+	if err != nil {
+		return nil, fmt.Errorf("saml %s: verify LogoutRequest: %w", id, unwrapInvalid(err))
+	}
+	if req.NameID == nil || strings.TrimSpace(req.NameID.Value) == "" {
+		return nil, fmt.Errorf("saml %s: verify LogoutRequest: no NameID", id)
+	}
+	// crewjam refuses the request from MaxIssueDelay after its
+	// IssueInstant on; the ID is remembered a minute longer.
+	first, err := p.replay.MarkOnce(r.Context(), "saml:"+id+":logout:"+req.ID, req.IssueInstant.Add(saml.MaxIssueDelay+time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("saml %s: record LogoutRequest: %w", id, err)
+	}
+	if !first {
+		return nil, fmt.Errorf("saml %s: LogoutRequest %q already used (replay)", id, req.ID)
+	}
+	out := &SAMLLogoutRequest{ID: req.ID, NameID: req.NameID.Value, RelayState: r.FormValue("RelayState")}
+	if !p.mapping.explicit["uid"] {
+		out.Sub = strings.TrimSpace(req.NameID.Value) // as the profile's sub is made
+	}
+	for _, si := range req.AllSessionIndexes() {
+		if si.Value != "" {
+			out.SessionIndexes = append(out.SessionIndexes, si.Value)
+		}
+	}
+	return out, nil
+}
+
+// LogoutResponse answers req with a signed LogoutResponse to the IdP's
+// SingleLogoutService: a URL to redirect the browser to (HTTP-Redirect
+// binding, signed in the query) or, for an IdP that offers only HTTP-POST,
+// an HTML page whose form the browser posts.
+func (p *SAMLProvider) LogoutResponse(req *SAMLLogoutRequest, outcome SAMLLogoutOutcome) (redirect string, page []byte, err error) {
+	sp := p.current.Load()
+	if sp == nil {
+		return "", nil, p.Ready()
+	}
+	status := saml.Status{StatusCode: saml.StatusCode{Value: saml.StatusSuccess}}
+	switch outcome {
+	case LogoutPartial:
+		status.StatusCode.StatusCode = &saml.StatusCode{Value: saml.StatusPartialLogout}
+	case LogoutFailed:
+		status.StatusCode.Value = saml.StatusResponder
+	}
+	if sp.GetSLOBindingLocation(saml.HTTPRedirectBinding) != "" {
+		u, err := sp.MakeRedirectLogoutResponseWithStatus(req.ID, req.RelayState, status)
+		if err != nil {
+			return "", nil, fmt.Errorf("saml %s: make LogoutResponse: %w", p.cfg.ID, err)
+		}
+		return u.String(), nil, nil
+	}
+	if sp.GetSLOBindingLocation(saml.HTTPPostBinding) != "" {
+		form, err := sp.MakePostLogoutResponseWithStatus(req.ID, req.RelayState, status)
+		if err != nil {
+			return "", nil, fmt.Errorf("saml %s: make LogoutResponse: %w", p.cfg.ID, err)
+		}
+		return "", form, nil
+	}
+	return "", nil, fmt.Errorf("saml %s: the IdP metadata has no SingleLogoutService to answer at", p.cfg.ID)
+}
+
+// unwrapInvalid returns the reason behind crewjam's InvalidResponseError,
+// whose own message is fixed.
+func unwrapInvalid(err error) error {
+	var ire *saml.InvalidResponseError
+	if errors.As(err, &ire) && ire.PrivateErr != nil {
+		return ire.PrivateErr
+	}
+	return err
+}

@@ -1,0 +1,416 @@
+package idp
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/base64"
+	"encoding/xml"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/beevik/etree"
+	"github.com/crewjam/saml"
+	dsig "github.com/russellhaering/goxmldsig"
+)
+
+const testSLOURL = "https://portcullis.test/.portcullis/saml/corp/slo"
+
+// newSLOEnv is a samlEnv whose provider has single_sign_out.
+func newSLOEnv(t *testing.T, edit func(*Config)) *samlEnv {
+	t.Helper()
+	return newSAMLEnv(t, func(c *Config) {
+		c.SingleSignOut = true
+		if edit != nil {
+			edit(c)
+		}
+	})
+}
+
+// sloLogin logs user in and returns what the session keeps.
+func (e *samlEnv) sloLogin(t *testing.T, user, password string) *Tokens {
+	t.Helper()
+	f, post := e.login(t, user, password)
+	_, tokens, err := e.p.Complete(post.request(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokens == nil || tokens.NameID == nil || tokens.SID == "" {
+		t.Fatalf("Complete with single_sign_out kept %+v, want the NameID and SessionIndex", tokens)
+	}
+	return tokens
+}
+
+// toSP follows u in user's browser until the IdP sends it to the proxy
+// (portcullis.test), and returns that URL.
+func (e *samlEnv) toSP(t *testing.T, user, u string) string {
+	t.Helper()
+	b := *e.browsers[user]
+	var back string
+	b.CheckRedirect = func(r *http.Request, _ []*http.Request) error {
+		if r.URL.Host == "portcullis.test" {
+			back = r.URL.String()
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, err := b.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if back == "" {
+		t.Fatalf("the IdP did not send the browser back to the SP: status %d at %s\n%s", resp.StatusCode, resp.Request.URL, body)
+	}
+	return back
+}
+
+// redirectMessage decodes the SAMLRequest or SAMLResponse of an
+// HTTP-Redirect binding URL into v.
+func redirectMessage(t *testing.T, raw, param string, v any) url.Values {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	deflated, err := base64.StdEncoding.DecodeString(q.Get(param))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(flate.NewReader(bytes.NewReader(deflated)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v\n%s", param, err, data)
+	}
+	return q
+}
+
+func TestSAMLSingleLogoutSPInitiated(t *testing.T) {
+	e := newSLOEnv(t, nil)
+	tokens := e.sloLogin(t, "alice", "alice-pw")
+	if want := (SAMLNameID{Value: "alice@example.com", Format: string(saml.EmailAddressNameIDFormat)}); *tokens.NameID != want {
+		t.Errorf("kept NameID %+v, want it as the assertion gave it, %+v", *tokens.NameID, want)
+	}
+
+	f := &Flow{State: "logout-state-0123456789", IdP: "corp"}
+	u, err := e.p.LogoutURL(tokens, "", f)
+	if err != nil || u == "" {
+		t.Fatalf("LogoutURL = %q, %v", u, err)
+	}
+	var req saml.LogoutRequest
+	q := redirectMessage(t, u, "SAMLRequest", &req)
+	if !strings.HasPrefix(u, e.idp.URL+"/slo?") || q.Get("Signature") == "" || q.Get("RelayState") != f.State {
+		t.Errorf("LogoutURL %s: want the IdP's SLO URL, signed in the query, with the flow state as RelayState", u)
+	}
+	if f.RequestID == "" || req.ID != f.RequestID {
+		t.Errorf("flow RequestID %q, LogoutRequest ID %q: want it recorded", f.RequestID, req.ID)
+	}
+	// The NameID exactly as issued: crewjam's own would be of the SP's
+	// requested format (none) with its qualifiers.
+	if nid := req.NameID; nid == nil || nid.Value != "alice@example.com" || nid.Format != string(saml.EmailAddressNameIDFormat) ||
+		nid.NameQualifier != "" || nid.SPNameQualifier != "" {
+		t.Errorf("LogoutRequest NameID %+v, want alice's as the assertion gave it", req.NameID)
+	}
+	if req.SessionIndex == nil || req.SessionIndex.Value != tokens.SID {
+		t.Errorf("LogoutRequest SessionIndex %+v, want %q", req.SessionIndex, tokens.SID)
+	}
+
+	back := e.toSP(t, "alice", u)
+	if !strings.HasPrefix(back, testSLOURL+"?") {
+		t.Fatalf("the IdP answered at %s, want the SLO endpoint", back)
+	}
+	answer := httptest.NewRequest(http.MethodGet, back, nil)
+	if err := e.p.FinishLogout(answer, f); err != nil {
+		t.Fatalf("FinishLogout: %v", err)
+	}
+	// The IdP session is gone: the next login asks for the password again.
+	lf := &Flow{State: "state-after-logout-0123", IdP: "corp"}
+	lu, err := e.p.LoginURL(lf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.browsers["alice"].Get(lu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fields := samlFormFields(samlReadPage(t, resp)); fields["password"] == "" && !hasField(fields, "password") {
+		t.Errorf("after single logout the IdP did not ask alice to log in again")
+	}
+
+	// The same answer again, for another logout of this browser, is refused.
+	f2 := &Flow{State: "logout-state-9876543210", IdP: "corp"}
+	if _, err := e.p.LogoutURL(tokens, "", f2); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.FinishLogout(httptest.NewRequest(http.MethodGet, back, nil), f2); err == nil || !strings.Contains(err.Error(), "InResponseTo") {
+		t.Errorf("an answer to another LogoutRequest: %v, want it refused for its InResponseTo", err)
+	}
+}
+
+func hasField(fields map[string]string, name string) bool {
+	_, ok := fields[name]
+	return ok
+}
+
+func TestSAMLSingleLogoutURLWithoutWhatItNeeds(t *testing.T) {
+	e := newSLOEnv(t, nil)
+	if u, err := e.p.LogoutURL(&Tokens{}, "", &Flow{State: "s-0123456789abcdef"}); u != "" || err != nil {
+		t.Errorf("a session without a NameID: LogoutURL = %q, %v; want none", u, err)
+	}
+	// Without single_sign_out a login keeps nothing and the SP metadata
+	// lists no SingleLogoutService.
+	plain := newSAMLEnv(t, nil)
+	f, post := plain.login(t, "alice", "alice-pw")
+	if _, tokens, err := plain.p.Complete(post.request(), f); err != nil || tokens != nil {
+		t.Errorf("Complete without single_sign_out = %+v, %v; want no tokens", tokens, err)
+	}
+	for _, tc := range []struct {
+		p    *SAMLProvider
+		want int
+	}{{plain.p, 0}, {e.p, 2}} {
+		md, err := tc.p.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ed saml.EntityDescriptor
+		if err := xml.Unmarshal(md, &ed); err != nil {
+			t.Fatal(err)
+		}
+		slo := ed.SPSSODescriptors[0].SingleLogoutServices
+		if len(slo) != tc.want {
+			t.Errorf("single_sign_out %v: metadata lists %d SingleLogoutServices, want %d", tc.p.cfg.SingleSignOut, len(slo), tc.want)
+		}
+		for _, s := range slo {
+			if s.Location != testSLOURL || (s.Binding != saml.HTTPRedirectBinding && s.Binding != saml.HTTPPostBinding) {
+				t.Errorf("SingleLogoutService %+v, want Redirect and POST at %s", s, testSLOURL)
+			}
+		}
+	}
+}
+
+// sloForger makes logout messages as the IdP would, with crewjam/saml's SP
+// side: an SP whose entity ID is the IdP's and whose key is the IdP's
+// signs them, addressed to the proxy's SLO endpoint. edit makes them
+// hostile.
+func (e *samlEnv) sloForger(edit func(sp *saml.ServiceProvider)) *saml.ServiceProvider {
+	sp := &saml.ServiceProvider{
+		EntityID:        e.idp.EntityID(),
+		Key:             e.idp.Key,
+		Certificate:     e.idp.Certificate,
+		SignatureMethod: dsig.RSASHA256SignatureMethod,
+		IDPMetadata: &saml.EntityDescriptor{EntityID: e.p.base.EntityID, IDPSSODescriptors: []saml.IDPSSODescriptor{{
+			SSODescriptor: saml.SSODescriptor{SingleLogoutServices: []saml.Endpoint{
+				{Binding: saml.HTTPRedirectBinding, Location: testSLOURL},
+				{Binding: saml.HTTPPostBinding, Location: testSLOURL},
+			}},
+		}}},
+	}
+	if edit != nil {
+		edit(sp)
+	}
+	return sp
+}
+
+func TestSAMLHostileLogoutResponses(t *testing.T) {
+	e := newSLOEnv(t, nil)
+	tokens := e.sloLogin(t, "alice", "alice-pw")
+	otherKey, otherCert := samlTestKeyPair(t)
+	status := func(code string, second string) saml.Status {
+		s := saml.Status{StatusCode: saml.StatusCode{Value: code}}
+		if second != "" {
+			s.StatusCode.StatusCode = &saml.StatusCode{Value: second}
+		}
+		return s
+	}
+	success := status(saml.StatusSuccess, "")
+	for _, tc := range []struct {
+		name   string
+		edit   func(sp *saml.ServiceProvider)
+		status saml.Status
+		// inResponseTo answers another LogoutRequest than the flow's.
+		inResponseTo string
+		want         string
+		wantErr      error
+	}{
+		{name: "a sound answer is accepted", status: success},
+		{name: "PartialLogout is reported", status: status(saml.StatusSuccess, saml.StatusPartialLogout), wantErr: ErrPartialLogout},
+		{name: "a failure status is reported", status: status(saml.StatusResponder, ""), wantErr: ErrLogoutFailed},
+		{name: "an unsigned answer is refused", edit: func(sp *saml.ServiceProvider) { sp.SignatureMethod = "" },
+			status: success, want: "signature"},
+		{name: "an answer signed with another key is refused", edit: func(sp *saml.ServiceProvider) { sp.Key, sp.Certificate = otherKey, otherCert },
+			status: success, want: "ignature"},
+		{name: "an answer from another issuer is refused", edit: func(sp *saml.ServiceProvider) { sp.EntityID = "https://evil.example/idp" },
+			status: success, want: "issuer"},
+		{name: "an answer addressed to another SP is refused", edit: func(sp *saml.ServiceProvider) {
+			sp.IDPMetadata.IDPSSODescriptors[0].SingleLogoutServices[0].Location = "https://other.example/slo"
+		}, status: success, want: "Destination"},
+		{name: "an answer to another browser's LogoutRequest is refused", status: success, inResponseTo: "id-of-another-logout", want: "InResponseTo"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &Flow{State: "logout-" + samlRandom(t), IdP: "corp"}
+			if _, err := e.p.LogoutURL(tokens, "", f); err != nil {
+				t.Fatal(err)
+			}
+			irt := f.RequestID
+			if tc.inResponseTo != "" {
+				irt = tc.inResponseTo
+			}
+			u, err := e.sloForger(tc.edit).MakeRedirectLogoutResponseWithStatus(irt, f.State, tc.status)
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := testSLOURL + "?" + u.RawQuery
+			err = e.p.FinishLogout(httptest.NewRequest(http.MethodGet, target, nil), f)
+			switch {
+			case tc.wantErr != nil:
+				if !errors.Is(err, tc.wantErr) {
+					t.Errorf("FinishLogout = %v, want %v", err, tc.wantErr)
+				}
+			case tc.want == "":
+				if err != nil {
+					t.Errorf("FinishLogout = %v, want it accepted", err)
+				}
+			case err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, ErrLogoutFailed):
+				t.Errorf("FinishLogout = %v, want it refused for %q", err, tc.want)
+			default:
+				t.Logf("refused: %v", err)
+			}
+		})
+	}
+	t.Run("a flow started at another IdP is refused", func(t *testing.T) {
+		f := &Flow{State: "logout-" + samlRandom(t), IdP: "corp"}
+		if _, err := e.p.LogoutURL(tokens, "", f); err != nil {
+			t.Fatal(err)
+		}
+		u, err := e.sloForger(nil).MakeRedirectLogoutResponseWithStatus(f.RequestID, f.State, success)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.IdP = "other"
+		if err := e.p.FinishLogout(httptest.NewRequest(http.MethodGet, testSLOURL+"?"+u.RawQuery, nil), f); err == nil || !strings.Contains(err.Error(), "started at") {
+			t.Errorf("FinishLogout = %v, want it refused", err)
+		}
+	})
+}
+
+// logoutRequestHTTP is the request the browser brings to the SLO endpoint
+// with req, over binding, as the IdP sp sends it.
+func logoutRequestHTTP(t *testing.T, sp *saml.ServiceProvider, req *saml.LogoutRequest, binding, relayState string) *http.Request {
+	t.Helper()
+	if binding == saml.HTTPRedirectBinding {
+		u, err := sp.RedirectLogoutRequestURL(req, relayState)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return httptest.NewRequest(http.MethodGet, testSLOURL+"?"+u.RawQuery, nil)
+	}
+	doc := etree.NewDocument()
+	el := req.Element()
+	doc.SetRoot(el)
+	raw, err := doc.WriteToBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"SAMLRequest": {base64.StdEncoding.EncodeToString(raw)}, "RelayState": {relayState}}
+	r := httptest.NewRequest(http.MethodPost, testSLOURL, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return r
+}
+
+func TestSAMLIdPLogoutRequests(t *testing.T) {
+	e := newSLOEnv(t, nil)
+	otherKey, otherCert := samlTestKeyPair(t)
+	type opt = saml.LogoutRequestOption
+	for _, binding := range []string{saml.HTTPRedirectBinding, saml.HTTPPostBinding} {
+		t.Run(binding[strings.LastIndex(binding, ":")+1:], func(t *testing.T) {
+			for _, tc := range []struct {
+				name string
+				edit func(sp *saml.ServiceProvider)
+				opts []opt
+				dest string
+				want string
+			}{
+				{name: "a signed request is accepted", opts: []opt{saml.WithSessionIndexes("idx-1", "idx-2")}},
+				{name: "an unsigned request is refused", edit: func(sp *saml.ServiceProvider) { sp.SignatureMethod = "" }, want: "ignature"},
+				{name: "a request signed with another key is refused", edit: func(sp *saml.ServiceProvider) { sp.Key, sp.Certificate = otherKey, otherCert }, want: "ignature"},
+				{name: "a request from another issuer is refused", edit: func(sp *saml.ServiceProvider) { sp.EntityID = "https://evil.example/idp" }, want: "issuer"},
+				{name: "a request addressed to another SP is refused", dest: "https://other.example/slo", want: "Destination"},
+				{name: "a request past its NotOnOrAfter is refused", opts: []opt{func(r *saml.LogoutRequest) {
+					past := time.Now().Add(-10 * time.Minute)
+					r.NotOnOrAfter = &past
+				}}, want: "expired"},
+				{name: "a request issued long ago is refused", opts: []opt{func(r *saml.LogoutRequest) {
+					r.IssueInstant = time.Now().Add(-10 * time.Minute)
+				}}, want: "expired"},
+				{name: "a request without NameID is refused", opts: []opt{func(r *saml.LogoutRequest) { r.NameID = nil }}, want: "NameID"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					sp := e.sloForger(tc.edit)
+					dest := testSLOURL
+					if tc.dest != "" {
+						dest = tc.dest
+					}
+					req, err := sp.MakeLogoutRequest(dest, "alice@example.com", tc.opts...)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, err := e.p.VerifyLogoutRequest(logoutRequestHTTP(t, sp, req, binding, "relay-1"))
+					if tc.want != "" {
+						if err == nil || !strings.Contains(err.Error(), tc.want) {
+							t.Fatalf("VerifyLogoutRequest = %+v, %v; want it refused for %q", got, err, tc.want)
+						}
+						t.Logf("refused: %v", err)
+						return
+					}
+					if err != nil {
+						t.Fatalf("VerifyLogoutRequest: %v", err)
+					}
+					want := SAMLLogoutRequest{ID: req.ID, NameID: "alice@example.com", Sub: "alice@example.com",
+						SessionIndexes: []string{"idx-1", "idx-2"}, RelayState: "relay-1"}
+					if strings.Join(got.SessionIndexes, ",") != "idx-1,idx-2" || got.ID != want.ID || got.NameID != want.NameID ||
+						got.Sub != want.Sub || got.RelayState != want.RelayState {
+						t.Errorf("VerifyLogoutRequest = %+v, want %+v", *got, want)
+					}
+					// The same request again is refused.
+					if _, err := e.p.VerifyLogoutRequest(logoutRequestHTTP(t, sp, req, binding, "relay-1")); err == nil || !strings.Contains(err.Error(), "replay") {
+						t.Errorf("the request again: %v, want it refused as a replay", err)
+					}
+					// The answer goes to the IdP's SLO, signed, answering it.
+					u, page, err := e.p.LogoutResponse(got, LogoutPartial)
+					if err != nil || page != nil {
+						t.Fatalf("LogoutResponse = %q, %d bytes, %v", u, len(page), err)
+					}
+					var resp saml.LogoutResponse
+					q := redirectMessage(t, u, "SAMLResponse", &resp)
+					if !strings.HasPrefix(u, e.idp.URL+"/slo?") || q.Get("Signature") == "" || q.Get("RelayState") != "relay-1" ||
+						resp.InResponseTo != req.ID || resp.Issuer == nil || resp.Issuer.Value != e.p.base.EntityID ||
+						resp.Status.StatusCode.Value != saml.StatusSuccess || resp.Status.StatusCode.StatusCode == nil ||
+						resp.Status.StatusCode.StatusCode.Value != saml.StatusPartialLogout {
+						t.Errorf("LogoutResponse %s:\n%+v\nwant a signed PartialLogout answer to %s at the IdP's SLO", u, resp, req.ID)
+					}
+				})
+			}
+		})
+	}
+	t.Run("with attribute_mapping.uid the request names no sub", func(t *testing.T) {
+		e := newSLOEnv(t, func(c *Config) { c.AttributeMapping = map[string]string{"uid": "uid"} })
+		sp := e.sloForger(nil)
+		req, err := sp.MakeLogoutRequest(testSLOURL, "alice@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.p.VerifyLogoutRequest(logoutRequestHTTP(t, sp, req, saml.HTTPRedirectBinding, ""))
+		if err != nil || got.Sub != "" || got.NameID != "alice@example.com" {
+			t.Errorf("VerifyLogoutRequest = %+v, %v; want the NameID and no sub", got, err)
+		}
+	})
+}
