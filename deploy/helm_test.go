@@ -603,6 +603,7 @@ config:
       - {id: company, protocol: OIDC, server_url: "https://login.example.com/", client_id: cvat}
       - {id: github, protocol: OAUTH2, preset: github, client_id: abc}
       - {id: corp-saml, protocol: SAML, entity_id: "https://sso.example.com", metadata_url: "https://sso.example.com/md"}
+      - {id: slo-saml, protocol: SAML, entity_id: "https://sso.example.com", metadata_url: "https://sso.example.com/md", single_sign_out: true}
       - {id: corp-ldap, protocol: LDAP, url: "ldap://ad.example.com"}
 `)
 	for _, want := range []string{
@@ -610,6 +611,7 @@ config:
 		"https://cvat.example.com/.portcullis/oidc/github/callback",
 		"https://cvat.example.com/.portcullis/saml/corp-saml/acs",
 		"https://cvat.example.com/.portcullis/saml/corp-saml/metadata",
+		"https://cvat.example.com/.portcullis/saml/slo-saml/slo",
 		"https://cvat.example.com/.portcullis/ldap/corp-ldap",
 		"WARNING: networkPolicy.cvatTraefik.enabled is false",
 		"WARNING: networkPolicy.cvatServer.enabled is false",
@@ -620,6 +622,9 @@ config:
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES.txt lacks %q:\n%s", want, notes)
 		}
+	}
+	if strings.Contains(notes, "corp-saml/slo") {
+		t.Errorf("an entry without single_sign_out has no SLO URL to register:\n%s", notes)
 	}
 	if strings.Contains(notes, "//.portcullis") {
 		t.Errorf("a public_url with a trailing slash must not double it:\n%s", notes)

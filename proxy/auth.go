@@ -41,6 +41,8 @@ func (h *Handler) authRoutes() http.Handler {
 	mux.HandleFunc("POST "+p+"/oidc/{idp}/backchannel-logout", h.backchannelLogout) // backchannel.go
 	mux.HandleFunc("POST "+p+"/saml/{idp}/acs", h.samlACS)
 	mux.HandleFunc("GET "+p+"/saml/{idp}/metadata", h.samlMetadata)
+	mux.HandleFunc("GET "+p+"/saml/{idp}/slo", h.samlSLO) // saml_logout.go
+	mux.HandleFunc("POST "+p+"/saml/{idp}/slo", h.samlSLO)
 	mux.HandleFunc("GET "+p+"/ldap/{idp}", h.ldapForm)
 	mux.HandleFunc("POST "+p+"/ldap/{idp}", h.ldapLogin)
 	mux.HandleFunc("GET "+p+"/logout", h.logout)
@@ -423,8 +425,9 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 
 // singleSignOut returns the IdP's end-session URL for s when its IdP entry
 // has single_sign_out, so that the IdP's session ends too; "" to finish here.
-// The IdP sends the browser back to {auth_prefix}/logout/done with a state
-// that a flow cookie binds to this browser and to where it goes next.
+// The IdP sends the browser back to {auth_prefix}/logout/done (OIDC) or the
+// SAML SLO endpoint with a state that a flow cookie binds to this browser,
+// to the IdP and to where it goes next.
 func (h *Handler) singleSignOut(w http.ResponseWriter, r *http.Request, s *session.Session, rd string) string {
 	if s == nil {
 		return ""
@@ -451,7 +454,7 @@ func (h *Handler) singleSignOut(w http.ResponseWriter, r *http.Request, s *sessi
 		h.log.Warn("single sign-out: signed out here only", "idp", p.cfg.ID, "err", err)
 		return ""
 	case target == "":
-		h.log.Warn("single sign-out: the IdP publishes no end_session_endpoint; signed out here only", "idp", p.cfg.ID)
+		h.log.Warn("single sign-out: the IdP offers no logout endpoint (OIDC end_session_endpoint, SAML SingleLogoutService) for this session; signed out here only", "idp", p.cfg.ID)
 	}
 	return target
 }

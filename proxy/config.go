@@ -556,8 +556,8 @@ func (c *Config) validate(p *problems) {
 			// A preset entry speaks its preset's protocol (okta OIDC, github
 			// OAUTH2); an unknown protocol is a problem of protocol.
 			switch resolved.Protocol {
-			case idp.OAuth2, idp.SAML, idp.LDAP:
-				p.add(key+".single_sign_out", "only OIDC providers have an end_session_endpoint (protocol is %s)", resolved.Protocol)
+			case idp.OAuth2, idp.LDAP:
+				p.add(key+".single_sign_out", "only OIDC and SAML providers offer single sign-out (protocol is %s)", resolved.Protocol)
 			}
 		}
 		if seen[ic.ID] && ic.ID != "" {

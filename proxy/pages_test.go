@@ -106,9 +106,9 @@ func TestConfigRefusesRefreshAndSingleSignOutMistakes(t *testing.T) {
 		{"a negative session.refresh", "session:\n", "session:\n  refresh: -1m\n", "session.refresh: must be 0 (off) or a positive duration"},
 		{"single_sign_out on plain OAuth2", "      protocol: OIDC\n      server_url: https://login.example.com/\n",
 			"      protocol: OAUTH2\n      auth_url: https://x.example/a\n      token_url: https://x.example/t\n      userinfo_url: https://x.example/u\n      single_sign_out: true\n",
-			"sso.identity_providers[0].single_sign_out: only OIDC providers"},
+			"sso.identity_providers[0].single_sign_out: only OIDC and SAML providers offer single sign-out"},
 		{"single_sign_out on a preset of plain OAuth2", "      protocol: OIDC\n      server_url: https://login.example.com/\n",
-			"      preset: github\n      single_sign_out: true\n", "sso.identity_providers[0].single_sign_out: only OIDC providers have an end_session_endpoint (protocol is OAUTH2)"},
+			"      preset: github\n      single_sign_out: true\n", "sso.identity_providers[0].single_sign_out: only OIDC and SAML providers offer single sign-out (protocol is OAUTH2)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), nil)
