@@ -41,6 +41,9 @@ type Handler struct {
 	idpStop    map[string]context.CancelFunc // ends each provider's background work (reload.go)
 	refresher  *refresher                    // renews sessions at the IdP (refresh.go)
 	passwords  *passwordLogins               // LDAP failure limits and Basic auth cache (ldap.go)
+	// idpTransport carries the requests to the IdPs; nil is
+	// http.DefaultTransport (build). A reload keeps it.
+	idpTransport http.RoundTripper
 	// pause waits until a refused password check may be answered, or its
 	// client is gone (failuredelay.go): sleepUntil, which tests replace.
 	pause func(ctx context.Context, until time.Time)

@@ -98,13 +98,20 @@ func newFixtureWith(t *testing.T, rules string) *fixture {
 // newTestHandler builds the Handler of config y, stopped when the test ends.
 func newTestHandler(t *testing.T, y string) *Handler {
 	t.Helper()
+	return newTestHandlerVia(t, y, nil)
+}
+
+// newTestHandlerVia is newTestHandler whose requests to the IdPs go through
+// idpTransport (nil: http.DefaultTransport).
+func newTestHandlerVia(t *testing.T, y string, idpTransport http.RoundTripper) *Handler {
+	t.Helper()
 	cfg, err := ParseConfig([]byte(y), os.Getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	h, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	h, err := build(ctx, cfg, slog.New(slog.DiscardHandler), nil, idpTransport)
 	if err != nil {
 		t.Fatal(err)
 	}

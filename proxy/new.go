@@ -18,13 +18,15 @@ import (
 // network (discovery, metadata) keep trying in the background until ctx ends;
 // until then /readyz says which one is missing and logins to it answer 503.
 func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Handler, error) {
-	return build(ctx, cfg, log, nil)
+	return build(ctx, cfg, log, nil, nil)
 }
 
 // build is New; on a reload, prev is the Handler being replaced, and the new
 // one takes over its metrics, session revocations, used login states and
-// the providers whose configuration did not change (reload.go).
-func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h *Handler, err error) {
+// the providers whose configuration did not change (reload.go). idpTransport
+// carries the requests to the IdPs (nil: http.DefaultTransport); tests put
+// a network that fails on cue in between, without touching the global.
+func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler, idpTransport http.RoundTripper) (h *Handler, err error) {
 	c, err := compile(cfg, log)
 	if err != nil {
 		return nil, err
@@ -39,6 +41,8 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 		log:       log,
 		now:       time.Now,
 		idpStop:   map[string]context.CancelFunc{},
+
+		idpTransport: idpTransport,
 	}
 	h.pause = h.sleepUntil
 	if prev != nil {
@@ -70,7 +74,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler) (h
 	opts := idp.Options{
 		PublicURL:  c.publicURL,
 		AuthPrefix: cfg.Server.AuthPrefix,
-		HTTPClient: &http.Client{Timeout: 15 * time.Second},
+		HTTPClient: &http.Client{Timeout: 15 * time.Second, Transport: idpTransport},
 		Logger:     log,
 		PKCE:       *cfg.SSO.EnablePKCE,
 		Replay:     h.assertions,

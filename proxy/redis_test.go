@@ -73,14 +73,14 @@ func TestReloadKeepsTheRedisConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same, err := build(ctx, parse("a:"), log, first)
+	same, err := build(ctx, parse("a:"), log, first, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if same.redis != first.redis || same.providers["company"].impl != first.providers["company"].impl {
 		t.Error("a reload with the same session.redis must keep the connection and the providers")
 	}
-	changed, err := build(ctx, parse("b:"), log, same)
+	changed, err := build(ctx, parse("b:"), log, same, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

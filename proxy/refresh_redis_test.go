@@ -84,11 +84,9 @@ func newRefreshAfterRedisCameBack(t *testing.T) *refreshAfterRedisCameBack {
 	t.Cleanup(up.Close)
 	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{e.url + "/.portcullis/oidc/company/callback"}})
 	e.idp = &redisDiesAfterRefresh{next: http.DefaultTransport, issuer: op.Issuer, redis: e.redis}
-	http.DefaultTransport = e.idp // the IdP client's transport
-	t.Cleanup(func() { http.DefaultTransport = e.idp.next })
 
 	y := strings.NewReplacer("PUBLIC_URL", e.url, "UPSTREAM_URL", up.URL, "REDIS_URL", e.redis.URL, "ISSUER", op.Issuer).Replace(refreshRedisConfig)
-	e.h = newTestHandler(t, y)
+	e.h = newTestHandlerVia(t, y, e.idp)
 	e.h.now = func() time.Time { return time.Now().Add(time.Duration(e.offset.Load())) }
 	srv := &http.Server{Handler: e.h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)

@@ -228,7 +228,7 @@ func (l *live) build(prev *Handler) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	next, err := build(l.ctx, cfg, l.log, prev)
+	next, err := build(l.ctx, cfg, l.log, prev, prev.idpTransport)
 	// Only a configuration that is taken has anything to take effect: a
 	// refused one's listen may be no more than what a mistake left empty.
 	if err == nil && restartOnly(prev.cfg, cfg) {
