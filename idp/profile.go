@@ -61,6 +61,25 @@ type Tokens struct {
 	NameID *SAMLNameID `json:"nid,omitempty"`
 }
 
+// SessionKey is what a logout from the IdP finds the session by, "" when
+// the login left no IdP session ID: the OIDC sid, or the SAML SessionIndex
+// within its NameID (SAMLSessionKey).
+func (t Tokens) SessionKey() string {
+	if t.SID == "" || t.NameID == nil {
+		return t.SID
+	}
+	return SAMLSessionKey(t.NameID.Value, t.SID)
+}
+
+// SAMLSessionKey is the SessionKey of a SAML session of the NameID value
+// nameID with sessionIndex. An IdP need only make a SessionIndex unique
+// among the sessions of one principal (SAML core 2.7.2), and a LogoutRequest
+// names both: the same index under another NameID is another session. XML
+// holds no NUL, so no two pairs give one key.
+func SAMLSessionKey(nameID, sessionIndex string) string {
+	return nameID + "\x00" + sessionIndex
+}
+
 // SAMLNameID is a SAML NameID as the IdP gave it: its value, format and
 // qualifiers, which a LogoutRequest must repeat (SAML core 3.7.1).
 type SAMLNameID struct {

@@ -17,7 +17,8 @@ import (
 // at the IdP; nothing is advertised.
 
 // userRevoker is a session store that can end every session of a user, or of
-// one IdP session (both stores).
+// one IdP session, named by the Tokens.SessionKey of its sessions (both
+// stores).
 type userRevoker interface {
 	RevokeUser(ctx context.Context, idp, sub, sid string, before time.Time) (int, error)
 }

@@ -118,7 +118,8 @@ func (h *Handler) samlLogoutRefused(w http.ResponseWriter, r *http.Request, id, 
 
 // samlLogoutRequest ends the sessions a verified LogoutRequest from the IdP
 // names and answers the IdP with a signed LogoutResponse: of the IdP
-// session (SessionIndex) when it names one, else of the user (NameID); and
+// session (SessionIndex, of that NameID only) when it names one, else of the
+// user (NameID); and
 // the session of the browser that carries it, when it is one of them.
 func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *provider, slo samlLogouter) {
 	id := p.cfg.ID
@@ -154,7 +155,7 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 	case len(req.SessionIndexes) > 0:
 		for _, si := range req.SessionIndexes {
 			var ended int
-			if ended, err = revoker.RevokeUser(r.Context(), id, sub, si, before); err != nil {
+			if ended, err = revoker.RevokeUser(r.Context(), id, sub, idp.SAMLSessionKey(req.NameID, si), before); err != nil {
 				break
 			}
 			n += ended

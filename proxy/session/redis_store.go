@@ -354,8 +354,8 @@ return 1`)
 
 func (st *RedisStore) indexes(s *Session) []index {
 	ixs := []index{st.subIndex(s.Profile.IdP, s.Profile.Sub)}
-	if s.Tokens.SID != "" {
-		ixs = append(ixs, st.sidIndex(s.Profile.IdP, s.Tokens.SID))
+	if sid := s.Tokens.SessionKey(); sid != "" {
+		ixs = append(ixs, st.sidIndex(s.Profile.IdP, sid))
 	}
 	if s.Profile.Email != "" {
 		ixs = append(ixs, st.emailIndex(s.Profile.Email))

@@ -40,7 +40,8 @@ type userRevocations struct {
 	// subs remembers idp\x00sub until before+keep: its sessions created up
 	// to before are ended.
 	subs *expiringSet
-	// sids remembers idp\x00sid until the logout+keep: its sessions are ended.
+	// sids remembers idp\x00sid until the logout+keep: its sessions are
+	// ended. sid is a session's Tokens.SessionKey.
 	sids *expiringSet
 	// keep is how long a record matters: the longest a session lives.
 	keep time.Duration
@@ -85,8 +86,8 @@ func (u *userRevocations) ended(s *Session) bool {
 	// A record ends sessions created up to its time, which all expire by
 	// that time plus keep: a session is compared by the same measure.
 	end := s.Created.Add(u.keep)
-	if s.Tokens.SID != "" {
-		if _, ok, forgotten := u.sids.lookup(s.Profile.IdP+"\x00"+s.Tokens.SID, end); ok || forgotten {
+	if sid := s.Tokens.SessionKey(); sid != "" {
+		if _, ok, forgotten := u.sids.lookup(s.Profile.IdP+"\x00"+sid, end); ok || forgotten {
 			return true
 		}
 	}
@@ -110,16 +111,18 @@ func (u *userRevocations) lengthen(lifetime time.Duration) {
 	}
 }
 
-// RevokeUser ends, in this process, the sessions of the IdP session sid at
-// idp when sid is set, else every session of sub at idp created up to before.
+// RevokeUser ends, in this process, the sessions of the IdP session sid (a
+// Tokens.SessionKey) at idp when sid is set, else every session of sub at
+// idp created up to before.
 // The store cannot count them (they live in browsers): it returns 0.
 func (st *CookieStore) RevokeUser(_ context.Context, idp, sub, sid string, before time.Time) (int, error) {
 	st.users.add(idp, sub, sid, before, st.opts.now())
 	return 0, nil
 }
 
-// RevokeUser ends every session of the IdP session sid at idp when sid is
-// set, else every session of sub at idp, on every replica, and returns how
+// RevokeUser ends every session of the IdP session sid (a
+// Tokens.SessionKey) at idp when sid is set, else every session of sub at
+// idp, on every replica, and returns how
 // many there were.
 func (st *RedisStore) RevokeUser(ctx context.Context, idp, sub, sid string, _ time.Time) (int, error) {
 	ix := st.subIndex(idp, sub)

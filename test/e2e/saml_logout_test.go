@@ -58,6 +58,29 @@ func sloLogin(t *testing.T, s *stack, idpSrv *samlserver.Server, user samlserver
 	return b, b.Jar.Cookies(mustURL(t, s.URL))
 }
 
+// sloLoginIndex is sloLogin that returns only the session cookies and the
+// SessionIndex the IdP gave the session, read from the assertion the
+// browser posted.
+func sloLoginIndex(t *testing.T, s *stack, idpSrv *samlserver.Server, user samlserver.User) ([]*http.Cookie, string) {
+	t.Helper()
+	b := browser(t)
+	post := answer(t, b, idpSrv, s.URL+"/tasks", user)
+	raw, err := base64.StdEncoding.DecodeString(post.Form.Get("SAMLResponse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent saml.Response
+	if err := xml.Unmarshal(raw, &sent); err != nil || sent.Assertion == nil ||
+		len(sent.Assertion.AuthnStatements) == 0 || sent.Assertion.AuthnStatements[0].SessionIndex == "" {
+		t.Fatalf("the IdP's answer to %s has no SessionIndex (err %v):\n%s", user.Name, err, raw)
+	}
+	resp := post.post(t, b)
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("login of %s: status %d\n%s", user.Name, resp.StatusCode, body)
+	}
+	return b.Jar.Cookies(mustURL(t, s.URL)), sent.Assertion.AuthnStatements[0].SessionIndex
+}
+
 // userinfo is the status of /userinfo with these cookies, sent by a client
 // of their own.
 func userinfo(t *testing.T, s *stack, cookies []*http.Cookie) int {
@@ -390,6 +413,47 @@ func TestSAMLSingleLogoutFromTheIdP(t *testing.T) {
 				}
 				if code := userinfo(t, s, cookies); code != http.StatusOK {
 					t.Errorf("after hostile LogoutRequests: userinfo %d, want the session still there", code)
+				}
+			})
+
+			t.Run("a SessionIndex ends only the sessions of the NameID it comes with", func(t *testing.T) {
+				// An IdP numbers sessions per user (SAML core 2.7.2): the
+				// same SessionIndex under another NameID is another session.
+				alices, aliceIndex := sloLoginIndex(t, s, idpSrv, samlAlice)
+				bobs, bobIndex := sloLoginIndex(t, s, idpSrv, samlBob)
+				u, err := idpForger(s, idpSrv).MakeRedirectLogoutRequest(samlAlice.Email, "", saml.WithSessionIndex(bobIndex))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := noRedirect(browser(t)).Get(s.URL + "/.portcullis/saml/corp/slo?" + u.RawQuery)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if body := readBody(t, resp); resp.StatusCode != http.StatusFound {
+					t.Errorf("alice's LogoutRequest with bob's SessionIndex: status %d, want the LogoutResponse to the IdP\n%s", resp.StatusCode, body)
+				}
+				if code := userinfo(t, s, bobs); code != http.StatusOK {
+					t.Errorf("bob's session after alice's LogoutRequest naming his SessionIndex: userinfo %d, want 200", code)
+				}
+				if code := userinfo(t, s, alices); code != http.StatusOK {
+					t.Errorf("alice's session (SessionIndex %q) after a LogoutRequest for another of hers: userinfo %d, want 200", aliceIndex, code)
+				}
+
+				// Her own SessionIndex ends her session.
+				u, err = idpForger(s, idpSrv).MakeRedirectLogoutRequest(samlAlice.Email, "", saml.WithSessionIndex(aliceIndex))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err = noRedirect(browser(t)).Get(s.URL + "/.portcullis/saml/corp/slo?" + u.RawQuery)
+				if err != nil {
+					t.Fatal(err)
+				}
+				readBody(t, resp)
+				if code := userinfo(t, s, alices); code != http.StatusUnauthorized {
+					t.Errorf("alice's session after a LogoutRequest with her SessionIndex: userinfo %d, want 401", code)
+				}
+				if code := userinfo(t, s, bobs); code != http.StatusOK {
+					t.Errorf("bob's session after alice's logout: userinfo %d, want 200", code)
 				}
 			})
 
