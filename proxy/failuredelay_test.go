@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -245,4 +246,69 @@ func TestLDAPFailuresAnsweredAtTheFloor(t *testing.T) {
 			t.Errorf("status %d, pauses %v; want 503 without a pause", rec.Code, paused)
 		}
 	})
+}
+
+// Failures of one spelling of an account (its uid) hold back its other
+// spellings (its mail) once the directory finds them, before the password
+// is tried. An unknown username never gets that far, so such an attempt is
+// answered as a wrong password, at the floor: a 429 at once would tell that
+// the spelling names an existing account, and which.
+func TestLDAPLimitedAccountAnsweredAsAWrongPassword(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	cfg := strings.Replace(ldapProxyConfig(dir.URL, upstream.URL), "(uid={username})", "(|(uid={username})(mail={username}))", 1)
+	h := newTestHandler(t, cfg)
+	t0 := time.Now()
+	h.now = func() time.Time { return t0 } // the limits do not refill
+	h.providers["corp-ldap"].pace.jitter = func(n int64) int64 { return 0 }
+	var paused []time.Duration
+	h.pause = func(ctx context.Context, until time.Time) { paused = append(paused, until.Sub(t0)) }
+	addr := 0
+	try := func(username, password string) (int, []time.Duration) {
+		addr++
+		r := httptest.NewRequest("GET", "/legacy/api", nil)
+		r.SetBasicAuth(username, password)
+		r.RemoteAddr = fmt.Sprintf("203.0.113.%d:40000", addr)
+		paused = nil
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code, paused
+	}
+	for _, name := range []string{ldapserver.Alice, "mallory"} {
+		for range userFailureBurst {
+			if code, _ := try(name, "guess"); code != http.StatusUnauthorized {
+				t.Fatalf("%s's failure: %d, want 401", name, code)
+			}
+		}
+		if code, _ := try(name, "guess"); code != http.StatusTooManyRequests {
+			t.Fatalf("%s after %d failures: %d, want 429", name, userFailureBurst, code)
+		}
+	}
+	binds := h.providers["corp-ldap"].impl.(interface{ Binds() int64 }).Binds()
+	for _, tc := range []struct{ name, username, password string }{
+		{"an unknown username's other spelling", "mallory@example.com", "guess"},
+		{"a limited account's other spelling", "alice@example.com", "guess"},
+		{"a limited account's other spelling with the right password", "alice@example.com", ldapserver.AlicePassword},
+	} {
+		code, pauses := try(tc.username, tc.password)
+		if code != http.StatusUnauthorized || len(pauses) != 1 || pauses[0] != minFailureFloor {
+			t.Errorf("%s: %d after pauses %v, want 401 after one until the floor, as a wrong password", tc.name, code, pauses)
+		}
+	}
+	if n := h.providers["corp-ldap"].impl.(interface{ Binds() int64 }).Binds(); n != binds {
+		t.Errorf("%d binds as a limited account, want none", n-binds)
+	}
+	// They count as failures of their spelling, as the unknown one's do:
+	// both run out of attempts together.
+	for username, failed := range map[string]int{"mallory@example.com": 1, "alice@example.com": 2} {
+		for range userFailureBurst - failed {
+			try(username, "guess")
+		}
+	}
+	for _, username := range []string{"mallory@example.com", "alice@example.com"} {
+		if code, pauses := try(username, "guess"); code != http.StatusTooManyRequests || len(pauses) != 0 {
+			t.Errorf("%s after %d failures: %d after pauses %v, want 429 at once", username, userFailureBurst, code, pauses)
+		}
+	}
 }

@@ -50,7 +50,8 @@ var errRateLimited = errors.New("too many failed logins")
 
 // checkPassword checks username and password at p unless the failure
 // limits hold them back (errRateLimited, with how long to wait), and counts
-// the outcome. Other errors are idp.ErrInvalidCredentials or the directory
+// the outcome. Other errors are idp.ErrInvalidCredentials (also for a
+// username whose account the limits hold back: see below) or the directory
 // being unavailable.
 //
 // The limits are asked twice: for the username and the client before the
@@ -92,7 +93,17 @@ func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.Passwo
 		limits.succeeded(keys)
 		return prof, 0, nil
 	case errors.Is(err, errRateLimited):
-		return limited(accountWait)
+		// Another spelling of a limited account: only a username that
+		// finds an entry gets here, so a 429 would tell that it does. It
+		// is refused as a wrong password, counted against the username
+		// and the client as one, and the account's failures stay as
+		// they are.
+		h.metrics.login(id, "rate_limited", 0)
+		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username),
+			slog.String("limit", "account"))
+		limits.failed(loginKeys{user: keys.user, addr: keys.addr}, h.now())
+		h.pause(r.Context(), p.pace.answerAt(start))
+		return nil, 0, idp.ErrInvalidCredentials
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		if triedPassword {
 			p.pace.observe(h.now().Sub(start))
