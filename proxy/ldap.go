@@ -54,10 +54,15 @@ var errRateLimited = errors.New("too many failed logins")
 // username whose account the limits hold back: see below) or the directory
 // being unavailable.
 //
-// The limits are asked twice: for the username and the client before the
-// directory is, and for the account once the directory has found it, before
-// the password is tried, so that another spelling of a limited account (its
-// mail instead of its uid) gets no attempts of its own.
+// Each attempt is counted as a failure before it is made, against the
+// username and the client before the directory is asked, and against the
+// account once the directory has found it, before the password is tried:
+// the check and the count are one step, so that simultaneous attempts
+// cannot all pass the limits before any of them is counted, and another
+// spelling of a limited account (its mail instead of its uid) gets no
+// attempts of its own. A success forgets the username's and the account's
+// failures and gives the client its attempt back; an attempt the directory
+// could not answer is given back whole.
 //
 // A check refused as wrong credentials returns no sooner than p's failure
 // floor after it began (failuredelay.go), whether the directory found the
@@ -68,52 +73,47 @@ func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.Passwo
 	id := p.cfg.ID
 	limits := h.passwords.limits
 	keys := attemptKeys(id, username, h.clientAddr(r))
-	limited := func(wait time.Duration) (*idp.Profile, time.Duration, error) {
+	start := h.now()
+	if wait := limits.take(keys, start); wait > 0 {
 		h.metrics.login(id, "rate_limited", 0)
 		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username))
 		return nil, wait, errRateLimited
 	}
-	start := h.now()
-	if wait := limits.wait(keys, start); wait > 0 {
-		return limited(wait)
-	}
-	var accountWait time.Duration
 	triedPassword := false
 	prof, err := checker.Authenticate(r, username, password, func(account string) error {
-		keys.account = accountKey(id, account)
-		accountWait = limits.wait(loginKeys{account: keys.account}, h.now())
-		if accountWait > 0 {
+		key := accountKey(id, account)
+		if limits.take(loginKeys{account: key}, h.now()) > 0 {
 			return errRateLimited
 		}
+		keys.account = key   // counted: settled with the others below
 		triedPassword = true // PasswordChecker: the password is tried next
 		return nil
 	})
 	switch {
 	case err == nil:
-		limits.succeeded(keys)
+		limits.succeeded(keys, h.now())
 		return prof, 0, nil
 	case errors.Is(err, errRateLimited):
 		// Another spelling of a limited account: only a username that
 		// finds an entry gets here, so a 429 would tell that it does. It
-		// is refused as a wrong password, counted against the username
-		// and the client as one, and the account's failures stay as
-		// they are.
+		// is refused as a wrong password and stays counted against the
+		// username and the client as one; the account's failures stay
+		// as they are.
 		h.metrics.login(id, "rate_limited", 0)
 		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username),
 			slog.String("limit", "account"))
-		limits.failed(loginKeys{user: keys.user, addr: keys.addr}, h.now())
 		h.pause(r.Context(), p.pace.answerAt(start))
 		return nil, 0, idp.ErrInvalidCredentials
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		if triedPassword {
 			p.pace.observe(h.now().Sub(start))
 		}
-		limits.failed(keys, h.now())
 		h.metrics.login(id, "failure", 0)
 		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "invalid_credentials"),
 			slog.String("username", username))
 		h.pause(r.Context(), p.pace.answerAt(start))
 	default:
+		limits.giveBack(keys, h.now())
 		h.metrics.login(id, "failure", 0)
 		h.audit(r, slog.LevelError, "login_failed", slog.String("idp", id), slog.String("reason", "directory_unavailable"),
 			slog.Any("err", err))

@@ -53,6 +53,11 @@ func (l *failureLimiter) level(b *bucket, now time.Time) float64 {
 func (l *failureLimiter) wait(key string, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.waitLocked(key, now)
+}
+
+// waitLocked is wait, with l.mu held.
+func (l *failureLimiter) waitLocked(key string, now time.Time) time.Duration {
 	b := l.buckets[key]
 	if b == nil {
 		return 0
@@ -68,6 +73,11 @@ func (l *failureLimiter) wait(key string, now time.Time) time.Duration {
 func (l *failureLimiter) fail(key string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.failLocked(key, now)
+}
+
+// failLocked is fail, with l.mu held.
+func (l *failureLimiter) failLocked(key string, now time.Time) {
 	b := l.buckets[key]
 	if b == nil {
 		if len(l.buckets) >= l.max {
@@ -80,6 +90,22 @@ func (l *failureLimiter) fail(key string, now time.Time) {
 	b.tokens = max(0, b.tokens-1)
 	b.at = now
 	l.buckets[key] = b
+}
+
+// giveBack returns one attempt to key, taken by fail for an attempt that
+// turned out not to be a failure.
+func (l *failureLimiter) giveBack(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		return // forgotten meanwhile (a success, or evicted)
+	}
+	b.tokens = l.level(b, now) + 1
+	b.at = now
+	if b.tokens >= l.burst {
+		delete(l.buckets, key)
+	}
 }
 
 // reset forgets key's failures (after it logged in).
@@ -215,17 +241,50 @@ func (l *loginLimits) wait(k loginKeys, now time.Time) time.Duration {
 	return wait
 }
 
-// failed counts a failed attempt against each of its keys.
-func (l *loginLimits) failed(k loginKeys, now time.Time) {
+// take reserves an attempt before it is made: it counts it as a failure
+// against each of k's keys at once, unless one of them has no attempt left;
+// then it takes none and returns the longest wait. Checking and counting
+// under one lock is what keeps simultaneous attempts from all passing the
+// check before any failure is counted.
+func (l *loginLimits) take(k loginKeys, now time.Time) time.Duration {
+	cs := l.counters(k)
+	// counters keeps one order (users, accounts, addrs): no two takes wait
+	// for each other's locks.
+	for _, c := range cs {
+		c.limiter.mu.Lock()
+	}
+	defer func() {
+		for _, c := range cs {
+			c.limiter.mu.Unlock()
+		}
+	}()
+	var wait time.Duration
+	for _, c := range cs {
+		wait = max(wait, c.limiter.waitLocked(c.key, now))
+	}
+	if wait > 0 {
+		return wait
+	}
+	for _, c := range cs {
+		c.limiter.failLocked(c.key, now)
+	}
+	return 0
+}
+
+// giveBack returns the attempt take counted against k: it was not a
+// failure (the directory could not be asked).
+func (l *loginLimits) giveBack(k loginKeys, now time.Time) {
 	for _, c := range l.counters(k) {
-		c.limiter.fail(c.key, now)
+		c.limiter.giveBack(c.key, now)
 	}
 }
 
 // succeeded forgets the failures of the username and the account; the
-// address's stay, so that one known password does not reset a spray
-// against others.
-func (l *loginLimits) succeeded(k loginKeys) {
+// address gets back the attempt take counted but keeps its earlier
+// failures, so that one known password does not reset a spray against
+// others.
+func (l *loginLimits) succeeded(k loginKeys, now time.Time) {
+	l.addrs.giveBack(k.addr, now)
 	k.addr = ""
 	for _, c := range l.counters(k) {
 		c.limiter.reset(c.key)

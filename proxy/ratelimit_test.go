@@ -61,7 +61,7 @@ func TestLoginLimits(t *testing.T) {
 	l := newLoginLimits()
 	a := netip.MustParseAddr("192.0.2.1")
 	for i := range 5 {
-		l.failed(attemptKeys("corp", "Bob ", netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})), t0)
+		l.take(attemptKeys("corp", "Bob ", netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})), t0)
 	}
 	if l.wait(attemptKeys("corp", "bob", a), t0) == 0 {
 		t.Errorf("bob (any case, any address) is not held back after 5 failures")
@@ -69,7 +69,7 @@ func TestLoginLimits(t *testing.T) {
 	if l.wait(attemptKeys("other-idp", "bob", a), t0) != 0 {
 		t.Errorf("bob at another IdP is held back")
 	}
-	l.succeeded(attemptKeys("corp", "BOB", netip.Addr{}))
+	l.succeeded(attemptKeys("corp", "BOB", netip.Addr{}), t0)
 	if l.wait(attemptKeys("corp", "bob", a), t0) != 0 {
 		t.Errorf("a success did not clear bob's failures")
 	}
@@ -80,7 +80,7 @@ func TestLoginLimits(t *testing.T) {
 	for i := range 5 {
 		k := attemptKeys("corp", "carol", netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}))
 		k.account = accountKey("corp", dn)
-		l.failed(k, t0)
+		l.take(k, t0)
 	}
 	if l.wait(attemptKeys("corp", "carol@example.com", a), t0) != 0 {
 		t.Errorf("another spelling is held back before its account is known")
@@ -90,7 +90,7 @@ func TestLoginLimits(t *testing.T) {
 	}
 	k := attemptKeys("corp", "carol@example.com", a)
 	k.account = accountKey("corp", dn)
-	l.succeeded(k)
+	l.succeeded(k, t0)
 	if l.wait(loginKeys{account: accountKey("corp", dn)}, t0) != 0 {
 		t.Errorf("a success under another spelling did not clear the account's failures")
 	}
@@ -98,7 +98,7 @@ func TestLoginLimits(t *testing.T) {
 	// One IPv6 host has its /64.
 	v6a, v6b := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9")
 	for i := range 20 {
-		l.failed(attemptKeys("corp", "user"+string(rune('a'+i)), v6a), t0)
+		l.take(attemptKeys("corp", "user"+string(rune('a'+i)), v6a), t0)
 	}
 	if l.wait(attemptKeys("corp", "alice", v6b), t0) == 0 {
 		t.Errorf("another address of the same /64 is not held back")

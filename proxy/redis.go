@@ -148,11 +148,19 @@ func (h *Handler) refreshShared(ctx context.Context, impl idp.Refresher, s *sess
 	return out.Session, refreshSuccess, false
 }
 
-// failureLimits are the failed-login limits checkPassword applies.
+// failureLimits are the failed-login limits checkPassword applies. An
+// attempt is counted as a failure before it is made (take), and given back
+// when it turns out not to be one.
 type failureLimits interface {
-	wait(k loginKeys, now time.Time) time.Duration
-	failed(k loginKeys, now time.Time)
-	succeeded(k loginKeys)
+	// take counts an attempt of k against each of its keys, or, when one
+	// of them has no attempt left, none: then it returns how long to wait.
+	take(k loginKeys, now time.Time) time.Duration
+	// giveBack returns the attempt take counted: the directory could not
+	// check the password.
+	giveBack(k loginKeys, now time.Time)
+	// succeeded forgets the username's and the account's failures, and
+	// gives the address its attempt back.
+	succeeded(k loginKeys, now time.Time)
 }
 
 var (
@@ -220,9 +228,16 @@ func (l *sharedLimits) limitName(kind, key string) string {
 	return kind + ":" + session.KeyName(l.names, kind, key)
 }
 
+// wait is the longest wait of k's keys, in memory and in Redis.
 func (l *sharedLimits) wait(k loginKeys, now time.Time) time.Duration {
-	wait := l.local.wait(k, now)
-	for _, s := range l.sharedKeys(k) {
+	return max(l.local.wait(k, now), l.redisWait(l.sharedKeys(k)))
+}
+
+// redisWait is how long the longest window of those of keys that have
+// used up their attempts still lasts.
+func (l *sharedLimits) redisWait(keys []sharedKey) time.Duration {
+	var wait time.Duration
+	for _, s := range keys {
 		n, left, err := l.redis.Failures(context.Background(), s.key)
 		if err == nil && n >= s.burst {
 			wait = max(wait, left)
@@ -231,18 +246,50 @@ func (l *sharedLimits) wait(k loginKeys, now time.Time) time.Duration {
 	return wait
 }
 
-func (l *sharedLimits) failed(k loginKeys, now time.Time) {
-	l.local.failed(k, now)
+// take counts the attempt in memory, then in Redis key by key, each in one
+// atomic step; when a key has no attempt left, what was counted is given
+// back. A key Redis cannot count is left to the memory's count.
+func (l *sharedLimits) take(k loginKeys, now time.Time) time.Duration {
+	keys := l.sharedKeys(k)
+	if wait := l.local.take(k, now); wait > 0 {
+		return max(wait, l.redisWait(keys))
+	}
+	ctx := context.Background()
+	var counted []sharedKey
+	for i, s := range keys {
+		taken, wait, err := l.redis.TakeAttempt(ctx, s.key, s.burst, failureWindow)
+		if err != nil {
+			continue
+		}
+		if taken {
+			counted = append(counted, s)
+			continue
+		}
+		for _, c := range counted {
+			_ = l.redis.GiveBack(ctx, c.key)
+		}
+		l.local.giveBack(k, now)
+		return max(wait, l.redisWait(keys[i+1:]))
+	}
+	return 0
+}
+
+func (l *sharedLimits) giveBack(k loginKeys, now time.Time) {
+	l.local.giveBack(k, now)
 	for _, s := range l.sharedKeys(k) {
-		_, _, _ = l.redis.CountFailure(context.Background(), s.key, failureWindow)
+		_ = l.redis.GiveBack(context.Background(), s.key)
 	}
 }
 
-func (l *sharedLimits) succeeded(k loginKeys) {
-	l.local.succeeded(k)
+func (l *sharedLimits) succeeded(k loginKeys, now time.Time) {
+	l.local.succeeded(k, now)
+	ctx := context.Background()
+	if k.addr != "" {
+		_ = l.redis.GiveBack(ctx, l.limitName("addr", k.addr))
+	}
 	k.addr = ""
 	for _, s := range l.sharedKeys(k) {
-		_ = l.redis.ForgetFailures(context.Background(), s.key)
+		_ = l.redis.ForgetFailures(ctx, s.key)
 	}
 }
 

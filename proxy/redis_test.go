@@ -25,7 +25,7 @@ func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
 	addr := netip.MustParseAddr("192.0.2.7")
 
 	for range userFailureBurst {
-		one.failed(attemptKeys("corp", "Alice", addr), now)
+		one.take(attemptKeys("corp", "Alice", addr), now)
 	}
 	if wait := two.wait(attemptKeys("corp", "alice ", netip.MustParseAddr("198.51.100.1")), now); wait <= 0 || wait > failureWindow {
 		t.Errorf("another replica lets alice try again at once (wait %s); want up to %s", wait, failureWindow)
@@ -33,7 +33,7 @@ func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
 	if wait := two.wait(attemptKeys("corp", "bob", netip.MustParseAddr("198.51.100.1")), now); wait != 0 {
 		t.Errorf("bob waits %s for alice's failures", wait)
 	}
-	two.succeeded(attemptKeys("corp", "alice", netip.Addr{}))
+	two.succeeded(attemptKeys("corp", "alice", netip.Addr{}), now)
 	if wait := two.wait(attemptKeys("corp", "alice", netip.MustParseAddr("198.51.100.1")), now); wait != 0 {
 		t.Errorf("after a success alice still waits %s on the replica that saw it", wait)
 	}
@@ -42,7 +42,7 @@ func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
 	k := attemptKeys("corp", "dave", addr)
 	k.account = accountKey("corp", "uid=dave,dc=example,dc=com")
 	for range userFailureBurst {
-		one.failed(k, now)
+		one.take(k, now)
 	}
 	if wait := two.wait(loginKeys{account: k.account}, now); wait <= 0 {
 		t.Error("another replica lets dave's account try again at once")
@@ -50,7 +50,7 @@ func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
 
 	// Without Redis each replica still limits what it saw itself.
 	for range userFailureBurst {
-		one.failed(attemptKeys("corp", "carol", addr), now)
+		one.take(attemptKeys("corp", "carol", addr), now)
 	}
 	srv.Stop()
 	if wait := one.wait(attemptKeys("corp", "carol", addr), now); wait <= 0 {

@@ -108,26 +108,65 @@ func (r *Redis) Unmark(ctx context.Context, key string) error {
 	return nil
 }
 
-// CountFailure counts one failure of key in its current window, which starts
-// with its first failure and lasts window, and returns the count so far and
-// how long the window still lasts. key goes into a key name as it is (under
-// "lim:"): the caller keeps user data out of it.
-func (r *Redis) CountFailure(ctx context.Context, key string, window time.Duration) (int64, time.Duration, error) {
+// takeScript counts a failure of KEYS[1] unless it has ARGV[1] already in
+// its window, which starts with its first failure and lasts ARGV[2] ms. It
+// returns {1, 0} when it counted, or {0, ms the window still lasts}: the
+// check and the count are one step, however many replicas ask at once.
+var takeScript = redis.NewScript(`
+local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if n >= tonumber(ARGV[1]) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    left = tonumber(ARGV[2])
+  end
+  return {0, left}
+end
+redis.call('SET', KEYS[1], 0, 'PX', ARGV[2], 'NX')
+redis.call('INCR', KEYS[1])
+return {1, 0}
+`)
+
+// giveBackScript takes back one failure of KEYS[1]; the last one ends the
+// window.
+var giveBackScript = redis.NewScript(`
+local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if n <= 1 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('DECR', KEYS[1])
+end
+return 0
+`)
+
+// TakeAttempt counts a failure of key before the attempt is made, unless key
+// has burst failures already in its current window (which starts with its
+// first failure and lasts window): then it counts nothing and says how long
+// the window still lasts. Replicas asking at once never count more than
+// burst. key goes into a key name as it is (under "lim:"): the caller keeps
+// user data out of it.
+func (r *Redis) TakeAttempt(ctx context.Context, key string, burst int64, window time.Duration) (bool, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	k := r.key("lim", key)
-	var incr *redis.IntCmd
-	var ttl *redis.DurationCmd
-	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.SetNX(ctx, k, 0, window) // starts the window; INCR keeps its expiry
-		incr = p.Incr(ctx, k)
-		ttl = p.PTTL(ctx, k)
-		return nil
-	})
-	if err != nil {
-		return 0, 0, unavailable("count failure", err)
+	res, err := takeScript.Run(ctx, r.client, []string{r.key("lim", key)}, burst, window.Milliseconds()).Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("answer %v", res)
 	}
-	return incr.Val(), max(ttl.Val(), 0), nil
+	if err != nil {
+		return false, 0, unavailable("take attempt", err)
+	}
+	return res[0] == 1, time.Duration(res[1]) * time.Millisecond, nil
+}
+
+// GiveBack takes back a failure TakeAttempt counted for an attempt that
+// was not one (it succeeded, or could not be made).
+func (r *Redis) GiveBack(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
+	defer cancel()
+	if err := giveBackScript.Run(ctx, r.client, []string{r.key("lim", key)}).Err(); err != nil {
+		return unavailable("give back attempt", err)
+	}
+	return nil
 }
 
 // Failures returns key's failures in its current window and how long the

@@ -364,19 +364,36 @@ func TestRedisFailureCounts(t *testing.T) {
 	st := replica(t, srv, testOptions(newClock()))
 	r, ctx := st.Redis(), context.Background()
 	for i := 1; i <= 3; i++ {
-		n, ttl, err := r.CountFailure(ctx, "user:alice", time.Minute)
-		if err != nil || n != int64(i) || ttl <= 0 || ttl > time.Minute {
-			t.Fatalf("failure %d: count %d, window %s, %v", i, n, ttl, err)
+		if taken, wait, err := r.TakeAttempt(ctx, "user:alice", 3, time.Minute); err != nil || !taken || wait != 0 {
+			t.Fatalf("attempt %d: taken %v, wait %s, %v; want taken", i, taken, wait, err)
 		}
 	}
+	if n, left, _ := r.Failures(ctx, "user:alice"); n != 3 || left <= 0 || left > time.Minute {
+		t.Errorf("Failures = %d in a window of %s more, want 3 within a minute", n, left)
+	}
+	if taken, wait, err := r.TakeAttempt(ctx, "user:alice", 3, time.Minute); err != nil || taken || wait <= 0 || wait > time.Minute {
+		t.Errorf("a fourth attempt of 3: taken %v, wait %s, %v; want refused, with the window's rest to wait", taken, wait, err)
+	}
 	if n, _, _ := r.Failures(ctx, "user:alice"); n != 3 {
-		t.Errorf("Failures = %d, want 3", n)
+		t.Errorf("a refused attempt counted: Failures = %d, want 3", n)
+	}
+	if err := r.GiveBack(ctx, "user:alice"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := r.Failures(ctx, "user:alice"); n != 2 {
+		t.Errorf("Failures after GiveBack = %d, want 2", n)
 	}
 	if err := r.ForgetFailures(ctx, "user:alice"); err != nil {
 		t.Fatal(err)
 	}
 	if n, _, _ := r.Failures(ctx, "user:alice"); n != 0 {
 		t.Errorf("Failures after Forget = %d, want 0", n)
+	}
+	// The last failure given back ends the window.
+	r.TakeAttempt(ctx, "user:bob", 3, time.Minute)
+	r.GiveBack(ctx, "user:bob")
+	if n, left, _ := r.Failures(ctx, "user:bob"); n != 0 || left != 0 {
+		t.Errorf("after the only failure was given back: %d in a window of %s more, want none", n, left)
 	}
 }
 
