@@ -56,6 +56,9 @@ type SAMLLogoutRequest struct {
 	// "" when attribute_mapping.uid takes sub from an attribute instead.
 	Sub            string
 	SessionIndexes []string
+	// IssueInstant is when the IdP made the request: the logout happened
+	// then, and sessions made after it are not the ones it ends.
+	IssueInstant time.Time
 	// RelayState goes back to the IdP with the LogoutResponse.
 	RelayState string
 }
@@ -174,7 +177,7 @@ func (p *SAMLProvider) VerifyLogoutRequest(r *http.Request) (*SAMLLogoutRequest,
 	if !first {
 		return nil, fmt.Errorf("saml %s: LogoutRequest %q already used (replay)", id, req.ID)
 	}
-	out := &SAMLLogoutRequest{ID: req.ID, NameID: req.NameID.Value, RelayState: r.FormValue("RelayState")}
+	out := &SAMLLogoutRequest{ID: req.ID, NameID: req.NameID.Value, IssueInstant: req.IssueInstant, RelayState: r.FormValue("RelayState")}
 	if !p.mapping.explicit["uid"] {
 		out.Sub = strings.TrimSpace(req.NameID.Value) // as the profile's sub is made
 	}

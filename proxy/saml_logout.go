@@ -119,8 +119,9 @@ func (h *Handler) samlLogoutRefused(w http.ResponseWriter, r *http.Request, id, 
 // samlLogoutRequest ends the sessions a verified LogoutRequest from the IdP
 // names and answers the IdP with a signed LogoutResponse: of the IdP
 // session (SessionIndex, of that NameID only) when it names one, else of the
-// user (NameID); and
-// the session of the browser that carries it, when it is one of them.
+// user (NameID) created up to its IssueInstant (logoutCutoff); and the
+// session of the browser that carries it, when it is one of them and was
+// created by then.
 func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *provider, slo samlLogouter) {
 	id := p.cfg.ID
 	req, err := slo.VerifyLogoutRequest(r)
@@ -136,8 +137,9 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 		return
 	}
 	outcome, n := idp.LogoutSucceeded, 0
+	before := logoutCutoff(req.IssueInstant, h.now())
 	own, err := h.sessions.Load(r)
-	if err == nil && own != nil && samlSessionNamed(own, id, req) {
+	if err == nil && own != nil && samlSessionNamed(own, id, req) && !own.Created.After(before) {
 		err = h.sessions.Delete(w, r, own)
 		h.clearUpstreamCookies(w)
 		n++
@@ -147,7 +149,6 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 		sub = own.Profile.Sub // attribute_mapping.uid: the browser's session tells whose
 	}
 	revoker, canRevoke := h.sessions.(userRevoker)
-	before := h.now().Truncate(time.Second)
 	switch {
 	case err != nil:
 	case !canRevoke:
@@ -187,6 +188,24 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Write(page)
+}
+
+// logoutCutoff is the time up to which a LogoutRequest issued at issued and
+// received at now ends its user's sessions (those found by NameID in the
+// cookie store, and the browser's own): its IssueInstant, when the IdP
+// ended the user's session there, not now, so that a signed request
+// replayed within its acceptance window (on another replica: with the
+// cookie store each remembers only the request IDs it saw) does not end
+// logins made after that logout. It is never later than now (the IdP's
+// clock may run ahead), and read to the second, as sessions' creation
+// times are. Redis ends the sessions it indexes when the request comes
+// (its ID is accepted once on all replicas), and a SessionIndex names an
+// IdP session that the logout ended.
+func logoutCutoff(issued, now time.Time) time.Time {
+	if issued.IsZero() || issued.After(now) {
+		issued = now
+	}
+	return issued.Truncate(time.Second)
 }
 
 // samlSessionNamed reports whether s is a session of the user a
