@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -19,6 +20,7 @@ import (
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/rolemap"
 	"github.com/portcullis-proxy/portcullis/rules"
+	"golang.org/x/sync/singleflight"
 )
 
 // Password logins (LDAP): the login form at {auth_prefix}/ldap/{idp}, and
@@ -33,11 +35,12 @@ const basicAuthTTL = 60 * time.Second
 // maxBasicAuthEntries bounds the Basic auth cache.
 const maxBasicAuthEntries = 10_000
 
-// passwordLogins is the state of password logins: failure limits and the
-// Basic auth cache. Its zero value is ready to use.
+// passwordLogins is the state of password logins: failure limits, the
+// Basic auth cache and the Basic auth checks under way.
 type passwordLogins struct {
 	limits failureLimits // in memory, or shared through Redis (redis.go)
 	cache  *basicCache
+	checks singleflight.Group // by cache key: see basicIdentity
 }
 
 func newPasswordLogins() *passwordLogins {
@@ -70,6 +73,17 @@ var errRateLimited = errors.New("too many failed logins")
 // limits hold back at once a client that keeps trying meanwhile, and with
 // no directory connection or lock held.
 func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string) (*idp.Profile, time.Duration, error) {
+	start := h.now()
+	prof, wait, err := h.tryPassword(r, p, checker, username, password)
+	if errors.Is(err, idp.ErrInvalidCredentials) {
+		h.pause(r.Context(), p.pace.answerAt(start))
+	}
+	return prof, wait, err
+}
+
+// tryPassword is checkPassword without the wait at the failure floor,
+// which is the caller's.
+func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string) (*idp.Profile, time.Duration, error) {
 	id := p.cfg.ID
 	limits := h.passwords.limits
 	keys := attemptKeys(id, username, h.clientAddr(r))
@@ -102,7 +116,6 @@ func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.Passwo
 		h.metrics.login(id, "rate_limited", 0)
 		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username),
 			slog.String("limit", "account"))
-		h.pause(r.Context(), p.pace.answerAt(start))
 		return nil, 0, idp.ErrInvalidCredentials
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		if triedPassword {
@@ -111,7 +124,6 @@ func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.Passwo
 		h.metrics.login(id, "failure", 0)
 		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "invalid_credentials"),
 			slog.String("username", username))
-		h.pause(r.Context(), p.pace.answerAt(start))
 	default:
 		limits.giveBack(keys, h.now())
 		h.metrics.login(id, "failure", 0)
@@ -277,8 +289,28 @@ func (h *Handler) serveBasic(w http.ResponseWriter, r *http.Request, rule *rules
 	return h.forward(w, r, prof)
 }
 
+// basicCheck is the outcome of checking one set of Basic credentials at
+// the directory (tryPassword's results).
+type basicCheck struct {
+	prof *idp.Profile
+	wait time.Duration
+	err  error
+}
+
 // basicIdentity checks the request's Basic credentials at IdP id, returning
 // the user with roles mapped; or nil after answering the request.
+//
+// Requests that bring the same credentials while they are being checked
+// share that check (an API client that opens many connections at once,
+// before the cache has them): one attempt at the failure limits and one
+// bind, where each request's own would be counted before it is made and
+// all but five refused 429, the right password too. Credentials are told
+// apart by their cache key, never by the password itself. The check runs
+// on the context of the request that began it, detached from its
+// cancellation, so that the others' outcome does not depend on that
+// client staying; the directory's own timeouts bound it (idp's connection
+// pool and operations). A refusal is answered no sooner than the floor
+// after each request's own start.
 func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id string) (*idp.Profile, string) {
 	p, checker, ok := h.passwordProvider(id)
 	if !ok {
@@ -293,22 +325,31 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 	}
 	cache := h.passwords.cache
 	key := cache.key(id, username, password)
-	if prof, ok := cache.get(key, h.now()); ok {
+	start := h.now()
+	if prof, ok := cache.get(key, start); ok {
 		return prof, ""
 	}
-	prof, wait, err := h.checkPassword(r, p, checker, username, password)
+	shared, _, _ := h.passwords.checks.Do(string(key[:]), func() (any, error) {
+		detached := r.WithContext(context.WithoutCancel(r.Context()))
+		prof, wait, err := h.tryPassword(detached, p, checker, username, password)
+		return basicCheck{prof, wait, err}, nil
+	})
+	check := shared.(basicCheck)
+	wait, err := check.wait, check.err
 	switch {
 	case errors.Is(err, errRateLimited):
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too_many_attempts", "message": "too many failed logins; try again later"})
 		return nil, decisionUnauthorized
 	case errors.Is(err, idp.ErrInvalidCredentials):
+		h.pause(r.Context(), p.pace.answerAt(start))
 		return nil, h.basicChallenge(w, p, "wrong username or password")
 	case err != nil:
 		retryLater(w)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "directory_unavailable", "message": "the directory cannot check passwords right now"})
 		return nil, decisionInternal
 	}
+	prof := new(*check.prof) // each request maps roles onto its own copy
 	if reason := h.admit(prof); reason != "" {
 		h.metrics.login(id, "denied", 0)
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": reason})

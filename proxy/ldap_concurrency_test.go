@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,9 +46,11 @@ func guessAtOnce(t *testing.T, reqs []*http.Request, hs []*Handler) map[int]int 
 	return codes
 }
 
-func basicGuess(username, addr string) *http.Request {
+// basicGuess is guess number i of username's password, from addr: each a
+// different password, so that none shares another's check.
+func basicGuess(username string, i int, addr string) *http.Request {
 	r := httptest.NewRequest("GET", "/legacy/api", nil)
-	r.SetBasicAuth(username, "guess")
+	r.SetBasicAuth(username, fmt.Sprintf("guess-%d", i))
 	r.RemoteAddr = addr + ":40000"
 	return r
 }
@@ -66,7 +71,7 @@ func quickFailures(h *Handler) {
 	h.pause = func(context.Context, time.Time) {}
 }
 
-// Wrong passwords sent at once get no more binds than sent one after the
+// Different wrong passwords sent at once get no more binds than sent one after the
 // other: an attempt is counted against the username, the client and the
 // account before the password is tried, not after the directory answered,
 // so that simultaneous requests cannot all pass the limits first.
@@ -86,18 +91,18 @@ func TestLDAPConcurrentGuessesAreLimited(t *testing.T) {
 		refused  int // 401, the rest 429
 	}{
 		{"one username from one address", false, 1,
-			func(i int) *http.Request { return basicGuess(ldapserver.Alice, "203.0.113.1") }, userFailureBurst, userFailureBurst},
+			func(i int) *http.Request { return basicGuess(ldapserver.Alice, i, "203.0.113.1") }, userFailureBurst, userFailureBurst},
 		{"one address, many usernames", false, 1,
-			func(i int) *http.Request { return basicGuess(fmt.Sprintf("user%d", i), "203.0.113.2") }, 0, addrFailureBurst},
+			func(i int) *http.Request { return basicGuess(fmt.Sprintf("user%d", i), i, "203.0.113.2") }, 0, addrFailureBurst},
 		{"one account by two spellings from many addresses", false, 1,
 			func(i int) *http.Request {
-				return basicGuess([]string{ldapserver.Alice, "alice@example.com"}[i%2], fmt.Sprintf("198.51.100.%d", i))
+				return basicGuess([]string{ldapserver.Alice, "alice@example.com"}[i%2], i, fmt.Sprintf("198.51.100.%d", i))
 			}, userFailureBurst, 2 * userFailureBurst},
 		{"one username from one address, at two replicas sharing Redis", true, 2,
-			func(i int) *http.Request { return basicGuess(ldapserver.Bob, "203.0.113.3") }, userFailureBurst, userFailureBurst},
+			func(i int) *http.Request { return basicGuess(ldapserver.Bob, i, "203.0.113.3") }, userFailureBurst, userFailureBurst},
 		{"one account by two spellings from many addresses, at two replicas sharing Redis", true, 2,
 			func(i int) *http.Request {
-				return basicGuess([]string{ldapserver.Bob, "bob@example.com"}[i%2], fmt.Sprintf("198.51.100.%d", i))
+				return basicGuess([]string{ldapserver.Bob, "bob@example.com"}[i%2], i, fmt.Sprintf("198.51.100.%d", i))
 			}, userFailureBurst, 2 * userFailureBurst},
 	}
 	for _, tc := range tests {
@@ -162,4 +167,180 @@ func TestLDAPAttemptsThatAreNotFailuresAreGivenBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gatedLimits holds each password check at the failure limits, before the
+// directory is asked, until open is closed; entered tells that the first
+// one got there. The tests below use it to send requests while a check is
+// under way.
+type gatedLimits struct {
+	failureLimits
+	entered chan struct{} // buffered: one
+	open    chan struct{}
+}
+
+func gateLimits(h *Handler) *gatedLimits {
+	g := &gatedLimits{failureLimits: h.passwords.limits, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	h.passwords.limits = g
+	return g
+}
+
+func (g *gatedLimits) take(k loginKeys, now time.Time) time.Duration {
+	if k.user != "" { // the username and the client: a check begins
+		select {
+		case g.entered <- struct{}{}:
+		default:
+		}
+		<-g.open
+	}
+	return g.failureLimits.take(k, now)
+}
+
+// waitForSharers waits until n goroutines are in a shared check, the one
+// making it and those waiting for its outcome. Nothing else tells from
+// outside that a request has joined a check; without sharing, it gives up
+// after a while and the test goes on to fail on what it sees.
+func waitForSharers(t *testing.T, n int) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for range 2000 {
+		stacks := buf[:runtime.Stack(buf, true)]
+		if bytes.Count(stacks, []byte("singleflight.(*Group).Do(")) >= n {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("%d requests never shared one check", n)
+}
+
+// sameCredentialsAtOnce sends n requests with the same Basic credentials
+// from addr: the first alone, on h's clock at t0, and once its check has
+// begun the others, with the clock at t0+1s, so that they arrive while it
+// is under way. With firstGoesAway, the first request's context ends then,
+// as when its client disconnects. It returns the answers, first one first.
+func sameCredentialsAtOnce(t *testing.T, h *Handler, clock *atomic.Pointer[time.Time],
+	username, password, addr string, n int, firstGoesAway bool) []*httptest.ResponseRecorder {
+	t.Helper()
+	g := gateLimits(h)
+	defer func() { h.passwords.limits = g.failureLimits }()
+	t0 := *clock.Load()
+	recs := make([]*httptest.ResponseRecorder, n)
+	var wg sync.WaitGroup
+	send := func(i int, ctx context.Context) {
+		r := httptest.NewRequestWithContext(ctx, "GET", "/legacy/api", nil)
+		r.SetBasicAuth(username, password)
+		r.RemoteAddr = addr + ":40000"
+		recs[i] = httptest.NewRecorder()
+		wg.Go(func() { h.ServeHTTP(recs[i], r) })
+	}
+	first, goAway := context.WithCancel(context.Background())
+	defer goAway()
+	send(0, first)
+	<-g.entered
+	if firstGoesAway {
+		goAway()
+	}
+	t1 := t0.Add(time.Second)
+	clock.Store(&t1)
+	for i := 1; i < n; i++ {
+		send(i, context.Background())
+	}
+	waitForSharers(t, n)
+	close(g.open)
+	wg.Wait()
+	return recs
+}
+
+// A Basic auth client that opens many connections at once with a cold
+// cache (CVAT's SDK uploads with ten) sends the same credentials in each:
+// the requests share one check, as one attempt, instead of each making its
+// own, of which the failure limits let five through and answer the rest
+// 429, the right password too. A shared refusal is still answered no
+// sooner than the floor after each request's own start, and different
+// passwords are not shared (TestLDAPConcurrentGuessesAreLimited).
+func TestLDAPBasicAuthSameCredentialsShareOneCheck(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	const n = 20
+	newHandler := func(t *testing.T) (*Handler, *atomic.Pointer[time.Time], *[]time.Duration) {
+		h := newTestHandler(t, ldapProxyConfig(dir.URL, upstream.URL))
+		var clock atomic.Pointer[time.Time]
+		t0 := time.Now()
+		clock.Store(&t0)
+		h.now = func() time.Time { return *clock.Load() }
+		h.providers["corp-ldap"].pace.jitter = func(n int64) int64 { return 0 }
+		var mu sync.Mutex
+		paused := new([]time.Duration)
+		h.pause = func(ctx context.Context, until time.Time) {
+			mu.Lock()
+			defer mu.Unlock()
+			*paused = append(*paused, until.Sub(t0))
+		}
+		return h, &clock, paused
+	}
+
+	t.Run("the right password: all let in, one bind", func(t *testing.T) {
+		h, clock, paused := newHandler(t)
+		before := binds(h)
+		recs := sameCredentialsAtOnce(t, h, clock, ldapserver.Alice, ldapserver.AlicePassword, "203.0.113.1", n, false)
+		codes := map[int]int{}
+		for _, rec := range recs {
+			codes[rec.Code]++
+		}
+		if b := binds(h) - before; b != 1 || codes[http.StatusOK] != n || len(*paused) != 0 {
+			t.Errorf("%d binds, answers %v, pauses %v; want 1 bind, %d × 200, no pause", b, codes, *paused, n)
+		}
+	})
+
+	t.Run("the same wrong password: all refused at their own floor, one bind, one failure counted", func(t *testing.T) {
+		h, clock, paused := newHandler(t)
+		before := binds(h)
+		recs := sameCredentialsAtOnce(t, h, clock, ldapserver.Alice, "guess", "203.0.113.2", n, false)
+		codes := map[int]int{}
+		for _, rec := range recs {
+			codes[rec.Code]++
+		}
+		if b := binds(h) - before; b != 1 || codes[http.StatusUnauthorized] != n {
+			t.Errorf("%d binds, answers %v; want 1 bind, %d × 401", b, codes, n)
+		}
+		if rec := recs[n-1]; rec.Header().Get("WWW-Authenticate") == "" {
+			t.Errorf("a request that took the shared refusal: no WWW-Authenticate; headers %v", rec.Header())
+		}
+		// The first began at t0, the others a second later (which the
+		// floor learnt as the time the refusal took).
+		floor := h.providers["corp-ldap"].pace.floor()
+		atFloor := map[time.Duration]int{}
+		for _, d := range *paused {
+			atFloor[d]++
+		}
+		if len(*paused) != n || atFloor[floor] != 1 || atFloor[time.Second+floor] != n-1 {
+			t.Errorf("pauses until %v from t0; want one until %s and %d until %s", *paused, floor, n-1, time.Second+floor)
+		}
+		// Alice has four attempts left.
+		for i := range userFailureBurst {
+			want := http.StatusUnauthorized
+			if i == userFailureBurst-1 {
+				want = http.StatusTooManyRequests
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, basicGuess(ldapserver.Alice, i, fmt.Sprintf("198.51.100.%d", i)))
+			if rec.Code != want {
+				t.Fatalf("alice's next guess %d after the shared one: %d, want %d", i+1, rec.Code, want)
+			}
+		}
+	})
+
+	t.Run("the first client going away does not end the check the others wait for", func(t *testing.T) {
+		// The directory's connection pool gives up on a request whose
+		// context ended, when it gets to choose: ten tries.
+		h, clock, _ := newHandler(t)
+		for i := range 10 {
+			h.passwords.cache = newBasicCache(basicAuthTTL, maxBasicAuthEntries)
+			recs := sameCredentialsAtOnce(t, h, clock, ldapserver.Bob, ldapserver.BobPassword, "203.0.113.3", 2, true)
+			if recs[1].Code != http.StatusOK {
+				t.Fatalf("try %d: the request that waited got %d, want 200: %s", i+1, recs[1].Code, recs[1].Body)
+			}
+		}
+	})
 }
