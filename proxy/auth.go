@@ -81,7 +81,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) loginByEmail(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	if err := r.ParseForm(); err != nil {
-		h.pages.fail(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.")
+		h.pages.fail(w, r, formStatus(err), "Bad request", "The form could not be read.")
 		return
 	}
 	email, rd := strings.TrimSpace(r.PostForm.Get("email")), r.PostForm.Get("rd")
@@ -161,7 +161,7 @@ func (h *Handler) oidcCallback(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) samlACS(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 	if err := r.ParseForm(); err != nil {
-		h.pages.fail(w, r, http.StatusRequestEntityTooLarge, "Bad request", "The sign-in answer was too large or malformed.")
+		h.pages.fail(w, r, formStatus(err), "Bad request", "The sign-in answer was too large or malformed.")
 		return
 	}
 	h.finishRedirect(w, r, r.PostForm.Get("RelayState"), true)
@@ -404,12 +404,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if formErr != nil {
 		// Signed out all the same; an oversized or broken form is refused
 		// like on every other endpoint rather than silently ignored.
-		status := http.StatusBadRequest
-		var tooBig *http.MaxBytesError
-		if errors.As(formErr, &tooBig) {
-			status = http.StatusRequestEntityTooLarge
-		}
-		h.pages.fail(w, r, status, "Bad request", "You are signed out, but the form could not be read.")
+		h.pages.fail(w, r, formStatus(formErr), "Bad request", "You are signed out, but the form could not be read.")
 		return
 	}
 	if target := h.singleSignOut(w, r, s, rd); target != "" {
@@ -511,4 +506,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff") // as on the pages
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// formStatus is the status of a form that could not be read: 413 when it
+// was over its endpoint's limit (http.MaxBytesReader), else 400.
+func formStatus(err error) int {
+	if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
 }

@@ -46,7 +46,7 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxLogoutTokenForm)
 	if err := r.ParseForm(); err != nil {
-		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the form could not be read"))
+		writeJSON(w, formStatus(err), logoutError("invalid_request", "the form could not be read"))
 		return
 	}
 	raw := r.PostForm.Get("logout_token")

@@ -195,7 +195,7 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	if err := r.ParseForm(); err != nil {
-		h.pages.fail(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.")
+		h.pages.fail(w, r, formStatus(err), "Bad request", "The form could not be read.")
 		return
 	}
 	start := h.now()

@@ -175,3 +175,29 @@ func TestDeniedPageForScriptsIsJSON(t *testing.T) {
 		t.Errorf("denied for a script: %d %s, want 403 JSON with the reason", rec.Code, rec.Body)
 	}
 }
+
+// A form an endpoint cannot read is refused: 413 when it is over the
+// endpoint's limit, 400 when it is malformed.
+func TestUnreadableFormsAreRefused(t *testing.T) {
+	f := newFixture(t)
+	big := "rd=" + strings.Repeat("a", 2<<20)
+	for _, tc := range []struct {
+		name, path, body string
+		want             int
+	}{
+		{"oversized sign-out form", "/.portcullis/logout", big, http.StatusRequestEntityTooLarge},
+		{"malformed sign-out form", "/.portcullis/logout", "rd=%zz", http.StatusBadRequest},
+		{"oversized SAML answer", "/.portcullis/saml/company/acs", big, http.StatusRequestEntityTooLarge},
+		{"malformed SAML answer", "/.portcullis/saml/company/acs", "SAMLResponse=%zz", http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "https://cvat.example.com"+tc.path, strings.NewReader(tc.body))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			rec := httptest.NewRecorder()
+			f.h.ServeHTTP(rec, r)
+			if rec.Code != tc.want {
+				t.Errorf("status %d, want %d", rec.Code, tc.want)
+			}
+		})
+	}
+}

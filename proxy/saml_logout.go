@@ -44,12 +44,7 @@ func (h *Handler) samlSLO(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxSLOForm)
 	}
 	if err := r.ParseForm(); err != nil {
-		status := http.StatusBadRequest
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			status = http.StatusRequestEntityTooLarge
-		}
-		h.pages.fail(w, r, status, "Bad request", "The logout message could not be read.")
+		h.pages.fail(w, r, formStatus(err), "Bad request", "The logout message could not be read.")
 		return
 	}
 	switch {
