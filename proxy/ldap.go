@@ -65,7 +65,7 @@ var errRateLimited = errors.New("too many failed logins")
 // spelling of a limited account (its mail instead of its uid) gets no
 // attempts of its own. A success forgets the username's and the account's
 // failures and gives the client its attempt back; an attempt the directory
-// could not answer is given back whole.
+// could not answer is given back whole, unless its password was sent.
 //
 // A check refused as wrong credentials returns no sooner than p's failure
 // floor after it began (failuredelay.go), whether the directory found the
@@ -125,10 +125,17 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "invalid_credentials"),
 			slog.String("username", username))
 	default:
-		limits.giveBack(keys, h.now())
+		// Given back only when the password never reached the directory:
+		// once the bind is sent, the directory may have checked it
+		// whatever comes back (busy, unavailable, a timeout, a connection
+		// cut), and a guess whose answer an attacker can make it lose
+		// would otherwise cost nothing.
+		if !triedPassword {
+			limits.giveBack(keys, h.now())
+		}
 		h.metrics.login(id, "failure", 0)
 		h.audit(r, slog.LevelError, "login_failed", slog.String("idp", id), slog.String("reason", "directory_unavailable"),
-			slog.Any("err", err))
+			slog.Bool("password_sent", triedPassword), slog.Any("err", err))
 	}
 	return nil, 0, err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	ber "github.com/go-asn1-ber/asn1-ber"
+	"github.com/go-ldap/ldap/v3"
 	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
 )
@@ -343,4 +346,90 @@ func TestLDAPBasicAuthSameCredentialsShareOneCheck(t *testing.T) {
 			}
 		}
 	})
+}
+
+// dropUserBindAnswers relays LDAP between the proxy and dir (an ldap://
+// URL) and returns the relay's URL. A bind as anyone but the service
+// account reaches dir, which checks its password, but its answer never
+// comes back: the relay closes the connection instead, as a connection
+// cut by the network, a load balancer or an overloaded domain controller
+// after the bind was sent would.
+func dropUserBindAnswers(t *testing.T, dir string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	target := strings.TrimPrefix(dir, "ldap://")
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			var userBind atomic.Bool
+			relay := func(from, to net.Conn, up bool) {
+				defer from.Close()
+				defer to.Close()
+				for {
+					p, err := ber.ReadPacket(from)
+					if err != nil || len(p.Children) < 2 {
+						return
+					}
+					switch op := p.Children[1]; {
+					case up && op.Tag == ldap.ApplicationBindRequest && len(op.Children) > 1:
+						userBind.Store(op.Children[1].Data.String() != ldapserver.ServiceDN)
+					case !up && op.Tag == ldap.ApplicationBindResponse && userBind.Load():
+						return // the password was checked; the answer is lost
+					}
+					if _, err := to.Write(p.Bytes()); err != nil {
+						return
+					}
+				}
+			}
+			go relay(client, server, true)
+			go relay(server, client, false)
+		}
+	}()
+	return "ldap://" + ln.Addr().String()
+}
+
+// An attempt whose password reached the directory stays counted whatever
+// comes back, even nothing: the directory may have checked it (and counted
+// it towards its own lockout). Given back as "directory unavailable", each
+// guess whose answer an attacker can make the directory lose (an Active
+// Directory that forwards wrong passwords to a loaded PDC, and so times
+// out on those and not on the right one) would cost nothing.
+func TestLDAPAttemptWhoseAnswerIsLostStaysCounted(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	for _, store := range []string{"memory", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			cfg := ldapProxyConfig(dropUserBindAnswers(t, dir.URL), upstream.URL)
+			if store == "redis" {
+				srv := redisserver.Start(t)
+				cfg = strings.Replace(cfg, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+			}
+			h := newTestHandler(t, cfg)
+			quickFailures(h)
+			for i := range userFailureBurst + 1 {
+				want := http.StatusServiceUnavailable
+				if i == userFailureBurst {
+					want = http.StatusTooManyRequests
+				}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, basicGuess(ldapserver.Alice, i, "203.0.113.4"))
+				if rec.Code != want {
+					t.Fatalf("guess %d, its bind's answer lost: %d, want %d (%d binds sent)", i+1, rec.Code, want, binds(h))
+				}
+			}
+		})
+	}
 }
