@@ -88,18 +88,20 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 	limits := h.passwords.limits
 	keys := attemptKeys(id, username, h.clientAddr(r))
 	start := h.now()
-	if wait := limits.take(keys, start); wait > 0 {
+	keys, wait := limits.take(keys, start)
+	if wait > 0 {
 		h.metrics.login(id, "rate_limited", 0)
 		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username))
 		return nil, wait, errRateLimited
 	}
 	triedPassword := false
 	prof, err := checker.Authenticate(r, username, password, func(account string) error {
-		key := accountKey(id, account)
-		if limits.take(loginKeys{account: key}, h.now()) > 0 {
+		taken, wait := limits.take(loginKeys{account: accountKey(id, account)}, h.now())
+		if wait > 0 {
 			return errRateLimited
 		}
-		keys.account = key   // counted: settled with the others below
+		// Counted: settled with the others below.
+		keys.account, keys.taken = taken.account, append(keys.taken, taken.taken...)
 		triedPassword = true // PasswordChecker: the password is tried next
 		return nil
 	})

@@ -188,7 +188,7 @@ func gateLimits(h *Handler) *gatedLimits {
 	return g
 }
 
-func (g *gatedLimits) take(k loginKeys, now time.Time) time.Duration {
+func (g *gatedLimits) take(k loginKeys, now time.Time) (loginKeys, time.Duration) {
 	if k.user != "" { // the username and the client: a check begins
 		select {
 		case g.entered <- struct{}{}:

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 )
@@ -158,6 +159,9 @@ type loginKeys struct {
 	user    string // userKey
 	account string // accountKey
 	addr    string // addrKey
+	// taken are the counts in Redis that take made (sharedLimits), for
+	// giveBack and succeeded to settle in their own windows.
+	taken []session.Attempt
 }
 
 // attemptKeys are the keys of a login as username from addr at an IdP,
@@ -245,8 +249,13 @@ func (l *loginLimits) wait(k loginKeys, now time.Time) time.Duration {
 // against each of k's keys at once, unless one of them has no attempt left;
 // then it takes none and returns the longest wait. Checking and counting
 // under one lock is what keeps simultaneous attempts from all passing the
-// check before any failure is counted.
-func (l *loginLimits) take(k loginKeys, now time.Time) time.Duration {
+// check before any failure is counted. The keys it returns are k's.
+func (l *loginLimits) take(k loginKeys, now time.Time) (loginKeys, time.Duration) {
+	return k, l.takeLocal(k, now)
+}
+
+// takeLocal is take.
+func (l *loginLimits) takeLocal(k loginKeys, now time.Time) time.Duration {
 	cs := l.counters(k)
 	// counters keeps one order (users, accounts, addrs): no two takes wait
 	// for each other's locks.

@@ -154,7 +154,9 @@ func (h *Handler) refreshShared(ctx context.Context, impl idp.Refresher, s *sess
 type failureLimits interface {
 	// take counts an attempt of k against each of its keys, or, when one
 	// of them has no attempt left, none: then it returns how long to wait.
-	take(k loginKeys, now time.Time) time.Duration
+	// The keys it returns, with what it counted, are for giveBack and
+	// succeeded.
+	take(k loginKeys, now time.Time) (loginKeys, time.Duration)
 	// giveBack returns the attempt take counted: the directory could not
 	// check the password.
 	giveBack(k loginKeys, now time.Time)
@@ -248,36 +250,40 @@ func (l *sharedLimits) redisWait(keys []sharedKey) time.Duration {
 
 // take counts the attempt in memory, then in Redis key by key, each in one
 // atomic step; when a key has no attempt left, what was counted is given
-// back. A key Redis cannot count is left to the memory's count.
-func (l *sharedLimits) take(k loginKeys, now time.Time) time.Duration {
+// back. A key Redis cannot count is left to the memory's count. The keys
+// it returns carry the Redis counts it made.
+func (l *sharedLimits) take(k loginKeys, now time.Time) (loginKeys, time.Duration) {
 	keys := l.sharedKeys(k)
-	if wait := l.local.take(k, now); wait > 0 {
-		return max(wait, l.redisWait(keys))
+	if wait := l.local.takeLocal(k, now); wait > 0 {
+		return k, max(wait, l.redisWait(keys))
 	}
 	ctx := context.Background()
-	var counted []sharedKey
+	k.taken = nil
 	for i, s := range keys {
-		taken, wait, err := l.redis.TakeAttempt(ctx, s.key, s.burst, failureWindow)
+		a, wait, err := l.redis.TakeAttempt(ctx, s.key, s.burst, failureWindow)
 		if err != nil {
 			continue
 		}
-		if taken {
-			counted = append(counted, s)
+		if a.Taken() {
+			k.taken = append(k.taken, a)
 			continue
 		}
-		for _, c := range counted {
-			_ = l.redis.GiveBack(ctx, c.key)
+		for _, c := range k.taken {
+			_ = l.redis.GiveBack(ctx, c)
 		}
+		k.taken = nil
 		l.local.giveBack(k, now)
-		return max(wait, l.redisWait(keys[i+1:]))
+		return k, max(wait, l.redisWait(keys[i+1:]))
 	}
-	return 0
+	return k, 0
 }
 
+// giveBack returns the attempt take counted in memory and, each in its
+// own window, in Redis.
 func (l *sharedLimits) giveBack(k loginKeys, now time.Time) {
 	l.local.giveBack(k, now)
-	for _, s := range l.sharedKeys(k) {
-		_ = l.redis.GiveBack(context.Background(), s.key)
+	for _, a := range k.taken {
+		_ = l.redis.GiveBack(context.Background(), a)
 	}
 }
 
@@ -285,7 +291,12 @@ func (l *sharedLimits) succeeded(k loginKeys, now time.Time) {
 	l.local.succeeded(k, now)
 	ctx := context.Background()
 	if k.addr != "" {
-		_ = l.redis.GiveBack(ctx, l.limitName("addr", k.addr))
+		addr := l.limitName("addr", k.addr)
+		for _, a := range k.taken {
+			if a.Key() == addr {
+				_ = l.redis.GiveBack(ctx, a)
+			}
+		}
 	}
 	k.addr = ""
 	for _, s := range l.sharedKeys(k) {

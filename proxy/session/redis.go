@@ -110,8 +110,9 @@ func (r *Redis) Unmark(ctx context.Context, key string) error {
 
 // takeScript counts a failure of KEYS[1] unless it has ARGV[1] already in
 // its window, which starts with its first failure and lasts ARGV[2] ms. It
-// returns {1, 0} when it counted, or {0, ms the window still lasts}: the
-// check and the count are one step, however many replicas ask at once.
+// returns {1, ms the window still lasts} when it counted, or {0, ms the
+// window still lasts}: the check and the count are one step, however many
+// replicas ask at once.
 var takeScript = redis.NewScript(`
 local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if n >= tonumber(ARGV[1]) then
@@ -124,13 +125,17 @@ if n >= tonumber(ARGV[1]) then
 end
 redis.call('SET', KEYS[1], 0, 'PX', ARGV[2], 'NX')
 redis.call('INCR', KEYS[1])
-return {1, 0}
+return {1, redis.call('PTTL', KEYS[1])}
 `)
 
-// giveBackScript takes back one failure of KEYS[1]; the last one ends the
-// window.
+// giveBackScript takes back one failure of KEYS[1] if its window lasts no
+// more than ARGV[1] ms: longer means that the window of the failure ended
+// and this one began after it. The last failure ends the window.
 var giveBackScript = redis.NewScript(`
 local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if n == 0 or redis.call('PTTL', KEYS[1]) > tonumber(ARGV[1]) then
+  return 0
+end
 if n <= 1 then
   redis.call('DEL', KEYS[1])
 else
@@ -139,31 +144,62 @@ end
 return 0
 `)
 
+// Attempt is a failure TakeAttempt counted, which GiveBack takes back if it
+// turns out not to be one. The zero Attempt counted nothing.
+type Attempt struct {
+	key    string    // as the caller named it
+	ends   time.Time // its window's end, on this process's clock
+	window time.Duration
+}
+
+// Taken reports whether a counted a failure.
+func (a Attempt) Taken() bool { return a.key != "" }
+
+// Key is the key a counted against.
+func (a Attempt) Key() string { return a.key }
+
 // TakeAttempt counts a failure of key before the attempt is made, unless key
 // has burst failures already in its current window (which starts with its
 // first failure and lasts window): then it counts nothing and says how long
 // the window still lasts. Replicas asking at once never count more than
 // burst. key goes into a key name as it is (under "lim:"): the caller keeps
 // user data out of it.
-func (r *Redis) TakeAttempt(ctx context.Context, key string, burst int64, window time.Duration) (bool, time.Duration, error) {
+func (r *Redis) TakeAttempt(ctx context.Context, key string, burst int64, window time.Duration) (Attempt, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
+	asked := time.Now()
 	res, err := takeScript.Run(ctx, r.client, []string{r.key("lim", key)}, burst, window.Milliseconds()).Int64Slice()
 	if err == nil && len(res) != 2 {
 		err = fmt.Errorf("answer %v", res)
 	}
 	if err != nil {
-		return false, 0, unavailable("take attempt", err)
+		return Attempt{}, 0, unavailable("take attempt", err)
 	}
-	return res[0] == 1, time.Duration(res[1]) * time.Millisecond, nil
+	left := time.Duration(res[1]) * time.Millisecond
+	if res[0] != 1 {
+		return Attempt{}, left, nil
+	}
+	return Attempt{key: key, ends: asked.Add(left), window: window}, 0, nil
 }
 
 // GiveBack takes back a failure TakeAttempt counted for an attempt that
-// was not one (it succeeded, or could not be made).
-func (r *Redis) GiveBack(ctx context.Context, key string) error {
+// was not one (it succeeded, or could not be made). A failure whose window
+// has ended is not taken from the next one's count: a client that timed
+// its good logins to a window's end would get attempts in the next.
+func (r *Redis) GiveBack(ctx context.Context, a Attempt) error {
+	if !a.Taken() {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	if err := giveBackScript.Run(ctx, r.client, []string{r.key("lim", key)}).Err(); err != nil {
+	// A window that began after a's ended lasts until at least a whole
+	// window after a's end; half of one tells them apart whatever the
+	// round trips took.
+	most := time.Until(a.ends) + a.window/2
+	if most < 0 {
+		return nil
+	}
+	if err := giveBackScript.Run(ctx, r.client, []string{r.key("lim", a.key)}, most.Milliseconds()).Err(); err != nil {
 		return unavailable("give back attempt", err)
 	}
 	return nil

@@ -170,15 +170,15 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 					t.Errorf("MarkOnce after the other replica's Unmark = %v, %v; want true", first, err)
 				}
 				for i := 1; i <= 2; i++ {
-					if taken, _, err := []*RedisStore{one, two}[i-1].Redis().TakeAttempt(ctx, "user:carol", 2, time.Minute); err != nil || !taken {
-						t.Fatalf("TakeAttempt %d = %v, %v", i, taken, err)
+					if a, _, err := []*RedisStore{one, two}[i-1].Redis().TakeAttempt(ctx, "user:carol", 2, time.Minute); err != nil || !a.Taken() {
+						t.Fatalf("TakeAttempt %d = %v, %v", i, a.Taken(), err)
 					}
 				}
 				if n, ttl, err := one.Redis().Failures(ctx, "user:carol"); err != nil || n != 2 || ttl <= 0 {
 					t.Errorf("Failures = %d, %s, %v; want 2 in a running window", n, ttl, err)
 				}
-				if taken, wait, err := two.Redis().TakeAttempt(ctx, "user:carol", 2, time.Minute); err != nil || taken || wait <= 0 {
-					t.Errorf("a third TakeAttempt of 2 = %v, %s, %v; want refused with a wait", taken, wait, err)
+				if a, wait, err := two.Redis().TakeAttempt(ctx, "user:carol", 2, time.Minute); err != nil || a.Taken() || wait <= 0 {
+					t.Errorf("a third TakeAttempt of 2 = %v, %s, %v; want refused with a wait", a.Taken(), wait, err)
 				}
 			})
 

@@ -363,21 +363,24 @@ func TestRedisFailureCounts(t *testing.T) {
 	srv := redisserver.Start(t)
 	st := replica(t, srv, testOptions(newClock()))
 	r, ctx := st.Redis(), context.Background()
+	var last Attempt
 	for i := 1; i <= 3; i++ {
-		if taken, wait, err := r.TakeAttempt(ctx, "user:alice", 3, time.Minute); err != nil || !taken || wait != 0 {
-			t.Fatalf("attempt %d: taken %v, wait %s, %v; want taken", i, taken, wait, err)
+		a, wait, err := r.TakeAttempt(ctx, "user:alice", 3, time.Minute)
+		if err != nil || !a.Taken() || wait != 0 {
+			t.Fatalf("attempt %d: taken %v, wait %s, %v; want taken", i, a.Taken(), wait, err)
 		}
+		last = a
 	}
 	if n, left, _ := r.Failures(ctx, "user:alice"); n != 3 || left <= 0 || left > time.Minute {
 		t.Errorf("Failures = %d in a window of %s more, want 3 within a minute", n, left)
 	}
-	if taken, wait, err := r.TakeAttempt(ctx, "user:alice", 3, time.Minute); err != nil || taken || wait <= 0 || wait > time.Minute {
-		t.Errorf("a fourth attempt of 3: taken %v, wait %s, %v; want refused, with the window's rest to wait", taken, wait, err)
+	if a, wait, err := r.TakeAttempt(ctx, "user:alice", 3, time.Minute); err != nil || a.Taken() || wait <= 0 || wait > time.Minute {
+		t.Errorf("a fourth attempt of 3: taken %v, wait %s, %v; want refused, with the window's rest to wait", a.Taken(), wait, err)
 	}
 	if n, _, _ := r.Failures(ctx, "user:alice"); n != 3 {
 		t.Errorf("a refused attempt counted: Failures = %d, want 3", n)
 	}
-	if err := r.GiveBack(ctx, "user:alice"); err != nil {
+	if err := r.GiveBack(ctx, last); err != nil {
 		t.Fatal(err)
 	}
 	if n, _, _ := r.Failures(ctx, "user:alice"); n != 2 {
@@ -390,8 +393,8 @@ func TestRedisFailureCounts(t *testing.T) {
 		t.Errorf("Failures after Forget = %d, want 0", n)
 	}
 	// The last failure given back ends the window.
-	r.TakeAttempt(ctx, "user:bob", 3, time.Minute)
-	r.GiveBack(ctx, "user:bob")
+	bob, _, _ := r.TakeAttempt(ctx, "user:bob", 3, time.Minute)
+	r.GiveBack(ctx, bob)
 	if n, left, _ := r.Failures(ctx, "user:bob"); n != 0 || left != 0 {
 		t.Errorf("after the only failure was given back: %d in a window of %s more, want none", n, left)
 	}
@@ -799,5 +802,37 @@ func TestListByEmailReadsSessionsInBatches(t *testing.T) {
 				t.Fatalf("session %d listed as %+v, want %s created %s", i, got, s.ID, s.Created)
 			}
 		}
+	}
+}
+
+// An attempt given back after its window ended (a login that took the
+// last moments of one window and finished in the next) is not taken from
+// the next window's count: that would give a client who times its own
+// good logins to a window's end more attempts in the next.
+func TestRedisGiveBackStaysInItsWindow(t *testing.T) {
+	srv := redisserver.Start(t)
+	st := replica(t, srv, testOptions(newClock()))
+	r, ctx := st.Redis(), context.Background()
+	const window = 300 * time.Millisecond
+	first, _, err := r.TakeAttempt(ctx, "addr:x", 3, window)
+	if err != nil || !first.Taken() {
+		t.Fatalf("first attempt: %v, %v", first.Taken(), err)
+	}
+	for {
+		if n, _, _ := r.Failures(ctx, "addr:x"); n == 0 {
+			break // its window ended
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := range 3 {
+		if a, _, err := r.TakeAttempt(ctx, "addr:x", 3, window); err != nil || !a.Taken() {
+			t.Fatalf("attempt %d of the next window: %v, %v", i+1, a.Taken(), err)
+		}
+	}
+	if err := r.GiveBack(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := r.Failures(ctx, "addr:x"); n != 3 {
+		t.Errorf("the next window's failures after the give-back of an earlier one's: %d, want 3", n)
 	}
 }
