@@ -251,11 +251,6 @@ func (l *loginLimits) wait(k loginKeys, now time.Time) time.Duration {
 // under one lock is what keeps simultaneous attempts from all passing the
 // check before any failure is counted. The keys it returns are k's.
 func (l *loginLimits) take(k loginKeys, now time.Time) (loginKeys, time.Duration) {
-	return k, l.takeLocal(k, now)
-}
-
-// takeLocal is take.
-func (l *loginLimits) takeLocal(k loginKeys, now time.Time) time.Duration {
 	cs := l.counters(k)
 	// counters keeps one order (users, accounts, addrs): no two takes wait
 	// for each other's locks.
@@ -272,12 +267,12 @@ func (l *loginLimits) takeLocal(k loginKeys, now time.Time) time.Duration {
 		wait = max(wait, c.limiter.waitLocked(c.key, now))
 	}
 	if wait > 0 {
-		return wait
+		return k, wait
 	}
 	for _, c := range cs {
 		c.limiter.failLocked(c.key, now)
 	}
-	return 0
+	return k, 0
 }
 
 // giveBack returns the attempt take counted against k: it was not a

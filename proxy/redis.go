@@ -254,7 +254,7 @@ func (l *sharedLimits) redisWait(keys []sharedKey) time.Duration {
 // it returns carry the Redis counts it made.
 func (l *sharedLimits) take(k loginKeys, now time.Time) (loginKeys, time.Duration) {
 	keys := l.sharedKeys(k)
-	if wait := l.local.takeLocal(k, now); wait > 0 {
+	if _, wait := l.local.take(k, now); wait > 0 {
 		return k, max(wait, l.redisWait(keys))
 	}
 	ctx := context.Background()
