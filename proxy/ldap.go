@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -315,11 +316,14 @@ type basicCheck struct {
 // bind, where each request's own would be counted before it is made and
 // all but five refused 429, the right password too. Credentials are told
 // apart by their cache key, never by the password itself. The check runs
-// on the context of the request that began it, detached from its
-// cancellation, so that the others' outcome does not depend on that
-// client staying; the directory's own timeouts bound it (idp's connection
-// pool and operations). A refusal is answered no sooner than the floor
-// after each request's own start.
+// in a goroutine of its own, on a copy of the request that began it
+// detached from its cancellation, so that the others' outcome does not
+// depend on that client staying; the directory's own timeouts bound it
+// (idp's connection pool and operations). Each request waits for the
+// outcome only while its own client is there: one that goes away is
+// answered 499 at once and leaves the check, and its counting, to the
+// others. A refusal is answered no sooner than the floor after each
+// request's own start.
 func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id string) (*idp.Profile, string) {
 	p, checker, ok := h.passwordProvider(id)
 	if !ok {
@@ -338,12 +342,22 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 	if prof, ok := cache.get(key, start); ok {
 		return prof, ""
 	}
-	shared, _, _ := h.passwords.checks.Do(string(key[:]), func() (any, error) {
-		detached := r.WithContext(context.WithoutCancel(r.Context()))
-		prof, wait, err := h.tryPassword(detached, p, checker, username, password)
-		return basicCheck{prof, wait, err}, nil
+	// A clone: the request that began the check may have been answered
+	// before the check ends.
+	detached := r.Clone(context.WithoutCancel(r.Context()))
+	outcome := h.passwords.checks.DoChan(string(key[:]), func() (any, error) {
+		return h.sharedCheck(detached, p, checker, username, password), nil
 	})
-	check := shared.(basicCheck)
+	var check basicCheck
+	select {
+	case res := <-outcome:
+		check = res.Val.(basicCheck)
+	case <-r.Context().Done():
+		// Nobody reads the answer; the status tells the access log
+		// (nginx's and Caddy's "client closed request").
+		w.WriteHeader(statusClientClosed)
+		return nil, decisionUnauthorized
+	}
 	wait, err := check.wait, check.err
 	switch {
 	case errors.Is(err, errRateLimited):
@@ -379,6 +393,25 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 	h.metrics.login(id, "success", 0)
 	cache.put(key, prof, h.now())
 	return prof, ""
+}
+
+// statusClientClosed records a request whose client went away before it
+// could be answered.
+const statusClientClosed = 499
+
+// sharedCheck is tryPassword for the requests that share one Basic auth
+// check, in singleflight's goroutine. A panic there would end the process
+// (singleflight re-panics it where nothing can recover it, not in a
+// request's goroutine, which net/http would recover): it is a 503 instead.
+func (h *Handler) sharedCheck(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string) (check basicCheck) {
+	defer func() {
+		if v := recover(); v != nil {
+			h.log.Error("password check panicked", "idp", p.cfg.ID, "panic", v, "stack", string(debug.Stack()))
+			check = basicCheck{err: fmt.Errorf("ldap %s: check panicked: %v", p.cfg.ID, v)}
+		}
+	}()
+	prof, wait, err := h.tryPassword(r, p, checker, username, password)
+	return basicCheck{prof, wait, err}
 }
 
 // basicChallenge answers 401 asking for Basic credentials for p.

@@ -199,16 +199,22 @@ func (g *gatedLimits) take(k loginKeys, now time.Time) (loginKeys, time.Duration
 	return g.failureLimits.take(k, now)
 }
 
-// waitForSharers waits until n goroutines are in a shared check, the one
-// making it and those waiting for its outcome. Nothing else tells from
-// outside that a request has joined a check; without sharing, it gives up
-// after a while and the test goes on to fail on what it sees.
+// waitForSharers waits until n requests wait for the outcome of a shared
+// check. Nothing else tells from outside that a request has joined a
+// check; without sharing, it gives up after a while and the test goes on
+// to fail on what it sees.
 func waitForSharers(t *testing.T, n int) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
 	for range 2000 {
-		stacks := buf[:runtime.Stack(buf, true)]
-		if bytes.Count(stacks, []byte("singleflight.(*Group).Do(")) >= n {
+		waiting := 0
+		for _, g := range bytes.Split(buf[:runtime.Stack(buf, true)], []byte("\n\n")) {
+			// The check's own goroutine runs basicIdentity.func1.
+			if bytes.Contains(g, []byte(" [select")) && bytes.Contains(g, []byte("proxy.(*Handler).basicIdentity(")) {
+				waiting++
+			}
+		}
+		if waiting >= n {
 			return
 		}
 		time.Sleep(time.Millisecond)
@@ -220,7 +226,9 @@ func waitForSharers(t *testing.T, n int) {
 // from addr: the first alone, on h's clock at t0, and once its check has
 // begun the others, with the clock at t0+1s, so that they arrive while it
 // is under way. With firstGoesAway, the first request's context ends then,
-// as when its client disconnects. It returns the answers, first one first.
+// as when its client disconnects, and it must be answered before the
+// others are sent, its check still held. It returns the answers, first
+// one first.
 func sameCredentialsAtOnce(t *testing.T, h *Handler, clock *atomic.Pointer[time.Time],
 	username, password, addr string, n int, firstGoesAway bool) []*httptest.ResponseRecorder {
 	t.Helper()
@@ -229,29 +237,57 @@ func sameCredentialsAtOnce(t *testing.T, h *Handler, clock *atomic.Pointer[time.
 	t0 := *clock.Load()
 	recs := make([]*httptest.ResponseRecorder, n)
 	var wg sync.WaitGroup
-	send := func(i int, ctx context.Context) {
+	send := func(i int, ctx context.Context) <-chan struct{} {
 		r := httptest.NewRequestWithContext(ctx, "GET", "/legacy/api", nil)
 		r.SetBasicAuth(username, password)
 		r.RemoteAddr = addr + ":40000"
 		recs[i] = httptest.NewRecorder()
-		wg.Go(func() { h.ServeHTTP(recs[i], r) })
+		done := make(chan struct{})
+		wg.Go(func() { h.ServeHTTP(recs[i], r); close(done) })
+		return done
 	}
 	first, goAway := context.WithCancel(context.Background())
 	defer goAway()
-	send(0, first)
+	defer wg.Wait()
+	defer close(g.open)
+	firstDone := send(0, first)
 	<-g.entered
+	sharers := n
 	if firstGoesAway {
 		goAway()
+		select {
+		case <-firstDone:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("the first request, its client gone, still waits for its check after 2s")
+		}
+		sharers--
 	}
 	t1 := t0.Add(time.Second)
 	clock.Store(&t1)
 	for i := 1; i < n; i++ {
 		send(i, context.Background())
 	}
-	waitForSharers(t, n)
-	close(g.open)
-	wg.Wait()
+	waitForSharers(t, sharers)
 	return recs
+}
+
+// guessesLeft is how many wrong passwords the failure limits still let
+// through for username, each from an address of its own, before the 429.
+func guessesLeft(t *testing.T, h *Handler, username string) int {
+	t.Helper()
+	for i := range userFailureBurst + 1 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, basicGuess(username, i, fmt.Sprintf("198.51.100.%d", i)))
+		switch rec.Code {
+		case http.StatusTooManyRequests:
+			return i
+		case http.StatusUnauthorized:
+		default:
+			t.Fatalf("%s's guess %d: %d, want 401 or 429", username, i+1, rec.Code)
+		}
+	}
+	t.Fatalf("%s: more than %d guesses let through", username, userFailureBurst)
+	return 0
 }
 
 // A Basic auth client that opens many connections at once with a cold
@@ -320,17 +356,8 @@ func TestLDAPBasicAuthSameCredentialsShareOneCheck(t *testing.T) {
 		if len(*paused) != n || atFloor[floor] != 1 || atFloor[time.Second+floor] != n-1 {
 			t.Errorf("pauses until %v from t0; want one until %s and %d until %s", *paused, floor, n-1, time.Second+floor)
 		}
-		// Alice has four attempts left.
-		for i := range userFailureBurst {
-			want := http.StatusUnauthorized
-			if i == userFailureBurst-1 {
-				want = http.StatusTooManyRequests
-			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, basicGuess(ldapserver.Alice, i, fmt.Sprintf("198.51.100.%d", i)))
-			if rec.Code != want {
-				t.Fatalf("alice's next guess %d after the shared one: %d, want %d", i+1, rec.Code, want)
-			}
+		if left := guessesLeft(t, h, ldapserver.Alice); left != userFailureBurst-1 {
+			t.Errorf("alice has %d guesses left after the shared one, want %d", left, userFailureBurst-1)
 		}
 	})
 
@@ -340,21 +367,22 @@ func TestLDAPBasicAuthSameCredentialsShareOneCheck(t *testing.T) {
 		h, clock, _ := newHandler(t)
 		for i := range 10 {
 			h.passwords.cache = newBasicCache(basicAuthTTL, maxBasicAuthEntries)
+			before := binds(h)
 			recs := sameCredentialsAtOnce(t, h, clock, ldapserver.Bob, ldapserver.BobPassword, "203.0.113.3", 2, true)
-			if recs[1].Code != http.StatusOK {
-				t.Fatalf("try %d: the request that waited got %d, want 200: %s", i+1, recs[1].Code, recs[1].Body)
+			if recs[0].Code != statusClientClosed || recs[1].Code != http.StatusOK || binds(h)-before != 1 {
+				t.Fatalf("try %d: the first got %d, the request that waited %d (%s), %d binds; want %d, 200 and 1 bind",
+					i+1, recs[0].Code, recs[1].Code, recs[1].Body, binds(h)-before, statusClientClosed)
 			}
 		}
 	})
 }
 
-// dropUserBindAnswers relays LDAP between the proxy and dir (an ldap://
-// URL) and returns the relay's URL. A bind as anyone but the service
-// account reaches dir, which checks its password, but its answer never
-// comes back: the relay closes the connection instead, as a connection
-// cut by the network, a load balancer or an overloaded domain controller
-// after the bind was sent would.
-func dropUserBindAnswers(t *testing.T, dir string) string {
+// relayUserBinds relays LDAP between the proxy and dir (an ldap:// URL)
+// and returns the relay's URL. A bind as anyone but the service account
+// reaches dir, which checks its password, and its answer is passed on
+// when answer returns true; when false, the relay closes the connection
+// instead.
+func relayUserBinds(t *testing.T, dir string, answer func() bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -386,7 +414,9 @@ func dropUserBindAnswers(t *testing.T, dir string) string {
 					case up && op.Tag == ldap.ApplicationBindRequest && len(op.Children) > 1:
 						userBind.Store(op.Children[1].Data.String() != ldapserver.ServiceDN)
 					case !up && op.Tag == ldap.ApplicationBindResponse && userBind.Load():
-						return // the password was checked; the answer is lost
+						if !answer() {
+							return
+						}
 					}
 					if _, err := to.Write(p.Bytes()); err != nil {
 						return
@@ -398,6 +428,117 @@ func dropUserBindAnswers(t *testing.T, dir string) string {
 		}
 	}()
 	return "ldap://" + ln.Addr().String()
+}
+
+// dropUserBindAnswers is dir behind a relay that loses the answers to
+// users' binds: the password was checked, but the connection is cut before
+// its answer comes back, as by the network, a load balancer or an
+// overloaded domain controller after the bind was sent.
+func dropUserBindAnswers(t *testing.T, dir string) string {
+	return relayUserBinds(t, dir, func() bool { return false })
+}
+
+// holdUserBindAnswers is dir behind a relay that holds the answers to
+// users' binds until release is called, as a slow directory would; held
+// tells when one is being held.
+func holdUserBindAnswers(t *testing.T, dir string) (url string, held <-chan struct{}, release func()) {
+	holding, open := make(chan struct{}, 1), make(chan struct{})
+	release = sync.OnceFunc(func() { close(open) })
+	t.Cleanup(release)
+	url = relayUserBinds(t, dir, func() bool {
+		select {
+		case holding <- struct{}{}:
+		default:
+		}
+		<-open
+		return true
+	})
+	return url, holding, release
+}
+
+// A request that shares another's Basic auth check stops waiting for it
+// when its own client goes away, as does the request that began it,
+// instead of holding its goroutine and connection until the directory
+// answers (up to its timeouts); the check goes on for those still there,
+// counted once as before: the request that left neither takes an attempt
+// nor gives one back.
+func TestLDAPBasicAuthClientThatGoesAwayStopsWaiting(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	tests := []struct {
+		name     string
+		leaver   int // which of the requests goes away: the first began the check
+		password string
+		want     int // the others' answer
+		left     int // alice's guesses left after it
+	}{
+		{"a request waiting for another's check, the right password", 1, ldapserver.AlicePassword, http.StatusOK, userFailureBurst},
+		{"a request waiting for another's check, a wrong password", 1, "guess", http.StatusUnauthorized, userFailureBurst - 1},
+		{"the request that began the check, the right password", 0, ldapserver.AlicePassword, http.StatusOK, userFailureBurst},
+		{"the request that began the check, a wrong password", 0, "guess", http.StatusUnauthorized, userFailureBurst - 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			url, held, release := holdUserBindAnswers(t, dir.URL)
+			h := newTestHandler(t, ldapProxyConfig(url, upstream.URL))
+			quickFailures(h)
+			const n = 3
+			recs := make([]*httptest.ResponseRecorder, n)
+			done := make([]chan struct{}, n)
+			leaving, goAway := context.WithCancel(context.Background())
+			defer goAway()
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			defer release()
+			send := func(i int) {
+				ctx := context.Background()
+				if i == tc.leaver {
+					ctx = leaving
+				}
+				r := httptest.NewRequestWithContext(ctx, "GET", "/legacy/api", nil)
+				r.SetBasicAuth(ldapserver.Alice, tc.password)
+				r.RemoteAddr = "203.0.113.5:40000"
+				recs[i], done[i] = httptest.NewRecorder(), make(chan struct{})
+				wg.Go(func() { h.ServeHTTP(recs[i], r); close(done[i]) })
+			}
+			send(0)
+			select {
+			case <-held: // the check's bind is at the directory, its answer held
+			case <-time.After(5 * time.Second):
+				t.Fatal("the first request's bind never reached the directory")
+			}
+			for i := 1; i < n; i++ {
+				send(i)
+			}
+			waitForSharers(t, n)
+			goAway()
+			left := time.Now()
+			select {
+			case <-done[tc.leaver]:
+				t.Logf("request %d answered %v after its client went away", tc.leaver, time.Since(left))
+			case <-time.After(2 * time.Second):
+				t.Fatalf("request %d, its client gone, still waits for the directory's answer after 2s", tc.leaver)
+			}
+			release()
+			wg.Wait()
+			for i, rec := range recs {
+				want := tc.want
+				if i == tc.leaver {
+					want = statusClientClosed
+				}
+				if rec.Code != want {
+					t.Errorf("request %d: %d, want %d: %s", i, rec.Code, want, rec.Body)
+				}
+			}
+			if b := binds(h); b != 1 {
+				t.Errorf("%d binds, want 1", b)
+			}
+			if left := guessesLeft(t, h, ldapserver.Alice); left != tc.left {
+				t.Errorf("alice has %d guesses left, want %d", left, tc.left)
+			}
+		})
+	}
 }
 
 // An attempt whose password reached the directory stays counted whatever

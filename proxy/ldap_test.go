@@ -122,6 +122,35 @@ func TestLDAPAccountRefusalReachesTheUser(t *testing.T) {
 	}
 }
 
+// panickingChecker is a password check with a bug.
+type panickingChecker struct{}
+
+func (panickingChecker) Ready() error { return nil }
+
+func (panickingChecker) Authenticate(*http.Request, string, string, func(string) error) (*idp.Profile, error) {
+	panic("a bug in the password check")
+}
+
+// A panic in a Basic auth check, which runs in a goroutine of its own for
+// the requests that share it, is a 503 and a log line, not the end of the
+// process: net/http recovers the panics of a request's goroutine only.
+func TestLDAPBasicAuthCheckThatPanicsIs503(t *testing.T) {
+	h := newTestHandler(t, withLDAP+"rules:\n  - name: legacy\n    path_prefix: /legacy/\n    action: authenticate\n    basic_auth: corp-ldap\n")
+	h.providers["corp-ldap"].impl = panickingChecker{}
+	logs := &process.Output{}
+	h.log = slog.New(slog.NewJSONHandler(logs, nil))
+	r := httptest.NewRequest("GET", "/legacy/api", nil)
+	r.SetBasicAuth("alice", "alice-pw")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("%d, want 503: %s", rec.Code, rec.Body)
+	}
+	if !strings.Contains(logs.String(), "a bug in the password check") {
+		t.Errorf("the panic is not in the log:\n%s", logs)
+	}
+}
+
 // ldapForm is the LDAP login form as served: its state and flow cookies.
 type ldapForm struct {
 	state   string
