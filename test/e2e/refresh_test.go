@@ -53,30 +53,6 @@ attribute_pass:
     X-Email: email
 `
 
-// tokenCounter counts the proxy's calls to an IdP's token endpoint. The
-// proxy's IdP client uses http.DefaultTransport, which this wraps for the
-// test's duration.
-type tokenCounter struct {
-	next  http.RoundTripper
-	host  string
-	calls atomic.Int64
-}
-
-func (c *tokenCounter) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method == http.MethodPost && r.URL.Host == c.host && r.URL.Path == "/token" {
-		c.calls.Add(1)
-	}
-	return c.next.RoundTrip(r)
-}
-
-func countTokenCalls(t *testing.T, issuer string) *tokenCounter {
-	t.Helper()
-	c := &tokenCounter{next: http.DefaultTransport, host: mustURL(t, issuer).Host}
-	http.DefaultTransport = c
-	t.Cleanup(func() { http.DefaultTransport = c.next })
-	return c
-}
-
 // refreshStack is portcullis with refreshConfig in front of the echo
 // upstream and a real oidc-provider.
 func refreshStack(t *testing.T) (*stack, *oidcserver.Server) {
@@ -135,14 +111,15 @@ func apiGet(t *testing.T, s *stack, cookie string) (status int, _ string) {
 
 func TestRefreshIsSpentOnceUnderConcurrentRequests(t *testing.T) {
 	s, idp := refreshStack(t)
-	counter := countTokenCalls(t, idp.Issuer)
 	b := browser(t)
 	readBody(t, oidcserver.Login(t, b, s.URL+"/", oidcserver.Alice, oidcserver.AlicePassword))
 	oldCookie := cookieHeader(t, b, s)
 	if oldCookie == "" {
 		t.Fatal("no session cookie after login")
 	}
-	loginCalls := counter.calls.Load() // the code exchange
+	// The token endpoint's requests, counted by the IdP: so far the code
+	// exchange.
+	loginCalls := idp.TokenRequests(t)
 
 	time.Sleep(1100 * time.Millisecond) // past session.refresh
 	const concurrent = 40
@@ -162,7 +139,7 @@ func TestRefreshIsSpentOnceUnderConcurrentRequests(t *testing.T) {
 	close(start)
 	wg.Wait()
 
-	idpRefreshes := counter.calls.Load() - loginCalls
+	idpRefreshes := idp.TokenRequests(t) - loginCalls
 	t.Logf("%d concurrent requests after the refresh interval: %d succeeded, %d refresh(es) at the IdP", concurrent, ok.Load(), idpRefreshes)
 	if ok.Load() != concurrent {
 		t.Errorf("%d of %d requests succeeded, want all", ok.Load(), concurrent)
@@ -187,7 +164,7 @@ func TestRefreshIsSpentOnceUnderConcurrentRequests(t *testing.T) {
 	if got, _ := s.Upstream.Last(); resp.StatusCode != 200 || got.Header.Get("X-Email") != "alice@example.com" {
 		t.Errorf("browser after the refresh: status %d, X-Email %q", resp.StatusCode, got.Header.Get("X-Email"))
 	}
-	if n := counter.calls.Load() - loginCalls; n != 1 {
+	if n := idp.TokenRequests(t) - loginCalls; n != 1 {
 		t.Errorf("token endpoint calls after the burst = %d, want still 1", n)
 	}
 }

@@ -23,6 +23,11 @@
 // password; a submit named "abort" cancels with access_denied). Consent is
 // never asked: every requested scope is granted. The token endpoint insists on
 // the registered client authentication method (Basic header or body).
+//
+// GET /test/token-requests answers {"count": N}, the POSTs to the token
+// endpoint since start (code exchanges and refreshes, answered or refused),
+// so that a test can tell how often the client asked without wrapping the
+// client's own transport.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -227,8 +232,17 @@ async function interaction(provider, req, res, uid) {
 }
 
 let provider;
+let tokenRequests = 0;
 const server = http.createServer(async (req, res) => {
-  const m = /^\/interaction\/([A-Za-z0-9_-]+)$/.exec(new URL(req.url, 'http://x').pathname);
+  const path = new URL(req.url, 'http://x').pathname;
+  if (req.method === 'POST' && path === '/token') {
+    tokenRequests++;
+  }
+  if (req.method === 'GET' && path === '/test/token-requests') {
+    res.setHeader('Content-Type', 'application/json');
+    return res.end(JSON.stringify({ count: tokenRequests }));
+  }
+  const m = /^\/interaction\/([A-Za-z0-9_-]+)$/.exec(path);
   if (!m) {
     return provider.callback()(req, res);
   }

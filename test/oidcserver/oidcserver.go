@@ -315,6 +315,20 @@ func (s *Server) RotateKeys() {
 	s.start()
 }
 
+// TokenRequests is how many requests the token endpoint received since the
+// provider last started: code exchanges and refreshes, answered or
+// refused. It is counted by the provider, so that a test can tell how often
+// a client asked without wrapping the client's transport.
+func (s *Server) TokenRequests(t testing.TB) int {
+	t.Helper()
+	resp, body := get(t, http.DefaultClient, s.Issuer+"/test/token-requests")
+	var v struct{ Count int }
+	if err := json.Unmarshal(body, &v); resp.StatusCode != http.StatusOK || err != nil {
+		t.Fatalf("oidcserver: token requests: %d %v: %s", resp.StatusCode, err, body)
+	}
+	return v.Count
+}
+
 // FreePort returns a loopback port that was free a moment ago, for a provider
 // whose URL must be known before it starts.
 func FreePort(t testing.TB) int { return process.FreePort(t) }

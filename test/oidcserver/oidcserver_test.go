@@ -88,3 +88,20 @@ func TestLoginThenLogoutAsksForTheFormAgain(t *testing.T) {
 		t.Fatalf("login after logout did not show the form:\n%s", body)
 	}
 }
+
+func TestTokenRequestsCountsEveryPOSTToTheTokenEndpoint(t *testing.T) {
+	s := Start(t, Options{RedirectURIs: []string{"http://127.0.0.1:1/cb"}})
+	if n := s.TokenRequests(t); n != 0 {
+		t.Fatalf("token requests at start = %d, want 0", n)
+	}
+	for range 2 {
+		resp, err := http.PostForm(s.Issuer+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"unknown"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if n := s.TokenRequests(t); n != 2 {
+		t.Errorf("token requests after two refused refreshes = %d, want 2", n)
+	}
+}
