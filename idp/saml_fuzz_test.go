@@ -46,13 +46,15 @@ const (
 	samlFuzzUnsolicited
 )
 
-// samlFuzzEnv is an IdP that signs in-process with a fixed key and the two
-// providers FuzzSAMLResponse posts to.
+// samlFuzzEnv is an IdP that signs in-process with a fixed key, the two
+// providers FuzzSAMLResponse posts to and the one with single logout that
+// FuzzSAMLLogout sends to.
 type samlFuzzEnv struct {
 	idp         *saml.IdentityProvider
 	keys        samlSigners
 	spInitiated *SAMLProvider
 	unsolicited *SAMLProvider
+	logout      *SAMLProvider
 	// spMetadata is what the SP registers at the IdP (no encryption key);
 	// encrypting is the SP metadata crewjam would publish.
 	spMetadata, encrypting *saml.EntityDescriptor
@@ -82,15 +84,15 @@ func newSAMLFuzzEnv(tb testing.TB) *samlFuzzEnv {
 		Clock: dsig.NewFakeClockAt(samlFuzzTime),
 	}
 
-	provider := func(allowIdPInitiated bool) *SAMLProvider {
+	provider := func(edit func(c *Config)) *SAMLProvider {
 		c := Config{
 			ID: "corp", Protocol: SAML, EntityID: samlFuzzIdP,
 			X509Cert:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.keys.idpCert.Raw})),
 			SSOURL:     e.idp.SSOURL.String(),
 			SPCertFile: "testdata/saml-fuzz-sp.crt", SPKeyFile: "testdata/saml-fuzz-sp.key",
-			AttributeMapping:  map[string]string{"groups": samlserver.GroupsAttribute, "name": "cn"},
-			AllowIdPInitiated: allowIdPInitiated,
+			AttributeMapping: map[string]string{"groups": samlserver.GroupsAttribute, "name": "cn"},
 		}
+		edit(&c)
 		o := samlTestOptions()
 		o.Replay = alwaysNew{}
 		p, err := newSAMLProvider(context.Background(), c, o, defaultSAMLTiming)
@@ -102,7 +104,9 @@ func newSAMLFuzzEnv(tb testing.TB) *samlFuzzEnv {
 		p.current.Store(&sp)
 		return p
 	}
-	e.spInitiated, e.unsolicited = provider(false), provider(true)
+	e.spInitiated = provider(func(*Config) {})
+	e.unsolicited = provider(func(c *Config) { c.AllowIdPInitiated = true })
+	e.logout = provider(func(c *Config) { c.SingleSignOut, c.SLOURL = true, idpURL.JoinPath("../slo").String() })
 
 	md, err := e.spInitiated.Metadata()
 	if err != nil {

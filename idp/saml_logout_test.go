@@ -3,6 +3,8 @@ package idp
 import (
 	"bytes"
 	"compress/flate"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
@@ -197,33 +199,64 @@ func TestSAMLSingleLogoutURLWithoutWhatItNeeds(t *testing.T) {
 	}
 }
 
-// sloForger makes logout messages as the IdP would, with crewjam/saml's SP
-// side: an SP whose entity ID is the IdP's and whose key is the IdP's
-// signs them, addressed to the proxy's SLO endpoint. edit makes them
-// hostile.
+// sloForger makes logout messages as the IdP would (logoutForger), with
+// the IdP's entity ID and key; edit makes them hostile.
 func (e *samlEnv) sloForger(edit func(sp *saml.ServiceProvider)) *saml.ServiceProvider {
-	sp := &saml.ServiceProvider{
-		EntityID:        e.idp.EntityID(),
-		Key:             e.idp.Key,
-		Certificate:     e.idp.Certificate,
-		SignatureMethod: dsig.RSASHA256SignatureMethod,
-		IDPMetadata: &saml.EntityDescriptor{EntityID: e.p.base.EntityID, IDPSSODescriptors: []saml.IDPSSODescriptor{{
-			SSODescriptor: saml.SSODescriptor{SingleLogoutServices: []saml.Endpoint{
-				{Binding: saml.HTTPRedirectBinding, Location: testSLOURL},
-				{Binding: saml.HTTPPostBinding, Location: testSLOURL},
-			}},
-		}}},
-	}
+	sp := logoutForger(e.idp.EntityID(), e.idp.Key, e.idp.Certificate, e.p.base.EntityID)
 	if edit != nil {
 		edit(sp)
 	}
 	return sp
 }
 
-func TestSAMLHostileLogoutResponses(t *testing.T) {
-	e := newSLOEnv(t, nil)
-	tokens := e.sloLogin(t, "alice", "alice-pw")
-	otherKey, otherCert := samlTestKeyPair(t)
+// logoutForger makes logout messages as the IdP idpEntityID would, with
+// crewjam/saml's SP side: an SP whose entity ID and key are the IdP's signs
+// them, for the SP spEntityID and addressed to its SLO endpoint (the "IdP"
+// of this SP side, with every binding).
+func logoutForger(idpEntityID string, key *rsa.PrivateKey, cert *x509.Certificate, spEntityID string) *saml.ServiceProvider {
+	var slo []saml.Endpoint
+	for _, binding := range []string{saml.HTTPRedirectBinding, saml.HTTPPostBinding, saml.HTTPPostSimpleSignBinding} {
+		slo = append(slo, saml.Endpoint{Binding: binding, Location: testSLOURL})
+	}
+	return &saml.ServiceProvider{
+		EntityID:        idpEntityID,
+		Key:             key,
+		Certificate:     cert,
+		SignatureMethod: dsig.RSASHA256SignatureMethod,
+		IDPMetadata: &saml.EntityDescriptor{EntityID: spEntityID, IDPSSODescriptors: []saml.IDPSSODescriptor{{
+			SSODescriptor: saml.SSODescriptor{SingleLogoutServices: slo},
+		}}},
+	}
+}
+
+// addressedTo makes sp's messages name dest as their Destination.
+func addressedTo(dest string) func(sp *saml.ServiceProvider) {
+	return func(sp *saml.ServiceProvider) {
+		for i := range sp.IDPMetadata.IDPSSODescriptors[0].SingleLogoutServices {
+			sp.IDPMetadata.IDPSSODescriptors[0].SingleLogoutServices[i].Location = dest
+		}
+	}
+}
+
+// samlLogoutResponseCase is an IdP's LogoutResponse to the logout a browser
+// started, and what FinishLogout must make of it.
+type samlLogoutResponseCase struct {
+	name string
+	// edit changes who signs it and how.
+	edit   func(sp *saml.ServiceProvider)
+	status saml.Status
+	// inResponseTo answers another LogoutRequest than the flow's.
+	inResponseTo string
+	// want is part of the error that refuses it; wantErr the error of an
+	// answer that is sound but says the IdP did not end every session.
+	want    string
+	wantErr error
+}
+
+// samlLogoutResponseCases are the LogoutResponses of
+// TestSAMLHostileLogoutResponses and FuzzSAMLLogout: sound ones, then
+// forgeries (keys.foreignKey signs one).
+func samlLogoutResponseCases(keys samlSigners) []samlLogoutResponseCase {
 	status := func(code string, second string) saml.Status {
 		s := saml.Status{StatusCode: saml.StatusCode{Value: code}}
 		if second != "" {
@@ -232,29 +265,27 @@ func TestSAMLHostileLogoutResponses(t *testing.T) {
 		return s
 	}
 	success := status(saml.StatusSuccess, "")
-	for _, tc := range []struct {
-		name   string
-		edit   func(sp *saml.ServiceProvider)
-		status saml.Status
-		// inResponseTo answers another LogoutRequest than the flow's.
-		inResponseTo string
-		want         string
-		wantErr      error
-	}{
+	return []samlLogoutResponseCase{
 		{name: "a sound answer is accepted", status: success},
 		{name: "PartialLogout is reported", status: status(saml.StatusSuccess, saml.StatusPartialLogout), wantErr: ErrPartialLogout},
 		{name: "a failure status is reported", status: status(saml.StatusResponder, ""), wantErr: ErrLogoutFailed},
 		{name: "an unsigned answer is refused", edit: func(sp *saml.ServiceProvider) { sp.SignatureMethod = "" },
 			status: success, want: "signature"},
-		{name: "an answer signed with another key is refused", edit: func(sp *saml.ServiceProvider) { sp.Key, sp.Certificate = otherKey, otherCert },
+		{name: "an answer signed with another key is refused", edit: func(sp *saml.ServiceProvider) { sp.Key, sp.Certificate = keys.foreignKey, keys.foreignCert },
 			status: success, want: "ignature"},
 		{name: "an answer from another issuer is refused", edit: func(sp *saml.ServiceProvider) { sp.EntityID = "https://evil.example/idp" },
 			status: success, want: "issuer"},
-		{name: "an answer addressed to another SP is refused", edit: func(sp *saml.ServiceProvider) {
-			sp.IDPMetadata.IDPSSODescriptors[0].SingleLogoutServices[0].Location = "https://other.example/slo"
-		}, status: success, want: "Destination"},
+		{name: "an answer addressed to another SP is refused", edit: addressedTo("https://other.example/slo"), status: success, want: "Destination"},
 		{name: "an answer to another browser's LogoutRequest is refused", status: success, inResponseTo: "id-of-another-logout", want: "InResponseTo"},
-	} {
+	}
+}
+
+func TestSAMLHostileLogoutResponses(t *testing.T) {
+	e := newSLOEnv(t, nil)
+	tokens := e.sloLogin(t, "alice", "alice-pw")
+	otherKey, otherCert := samlTestKeyPair(t)
+	success := saml.Status{StatusCode: saml.StatusCode{Value: saml.StatusSuccess}}
+	for _, tc := range samlLogoutResponseCases(samlSigners{foreignKey: otherKey, foreignCert: otherCert}) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &Flow{State: "logout-" + samlRandom(t), IdP: "corp"}
 			if _, err := e.p.LogoutURL(tokens, "", f); err != nil {
@@ -326,33 +357,47 @@ func logoutRequestHTTP(t *testing.T, sp *saml.ServiceProvider, req *saml.LogoutR
 	return r
 }
 
+// samlLogoutRequestCase is a LogoutRequest that the IdP, or someone else,
+// sends to the SLO endpoint, and what VerifyLogoutRequest must make of it.
+type samlLogoutRequestCase struct {
+	name string
+	// edit changes who signs it and how.
+	edit func(sp *saml.ServiceProvider)
+	opts []saml.LogoutRequestOption
+	// dest is its Destination; "" is the SLO endpoint.
+	dest string
+	// want is part of the error that refuses it; "" accepts it.
+	want string
+}
+
+// samlLogoutRequestCases are the LogoutRequests of
+// TestSAMLIdPLogoutRequests and FuzzSAMLLogout: a sound one, then forgeries
+// (keys.foreignKey signs one). now is the IdP's clock.
+func samlLogoutRequestCases(now time.Time, keys samlSigners) []samlLogoutRequestCase {
+	type opt = saml.LogoutRequestOption
+	return []samlLogoutRequestCase{
+		{name: "a signed request is accepted", opts: []opt{saml.WithSessionIndexes("idx-1", "idx-2")}},
+		{name: "an unsigned request is refused", edit: func(sp *saml.ServiceProvider) { sp.SignatureMethod = "" }, want: "ignature"},
+		{name: "a request signed with another key is refused", edit: func(sp *saml.ServiceProvider) { sp.Key, sp.Certificate = keys.foreignKey, keys.foreignCert }, want: "ignature"},
+		{name: "a request from another issuer is refused", edit: func(sp *saml.ServiceProvider) { sp.EntityID = "https://evil.example/idp" }, want: "issuer"},
+		{name: "a request addressed to another SP is refused", dest: "https://other.example/slo", want: "Destination"},
+		{name: "a request past its NotOnOrAfter is refused", opts: []opt{func(r *saml.LogoutRequest) {
+			past := now.Add(-10 * time.Minute)
+			r.NotOnOrAfter = &past
+		}}, want: "expired"},
+		{name: "a request issued long ago is refused", opts: []opt{func(r *saml.LogoutRequest) {
+			r.IssueInstant = now.Add(-10 * time.Minute)
+		}}, want: "expired"},
+		{name: "a request without NameID is refused", opts: []opt{func(r *saml.LogoutRequest) { r.NameID = nil }}, want: "NameID"},
+	}
+}
+
 func TestSAMLIdPLogoutRequests(t *testing.T) {
 	e := newSLOEnv(t, nil)
 	otherKey, otherCert := samlTestKeyPair(t)
-	type opt = saml.LogoutRequestOption
 	for _, binding := range []string{saml.HTTPRedirectBinding, saml.HTTPPostBinding} {
 		t.Run(binding[strings.LastIndex(binding, ":")+1:], func(t *testing.T) {
-			for _, tc := range []struct {
-				name string
-				edit func(sp *saml.ServiceProvider)
-				opts []opt
-				dest string
-				want string
-			}{
-				{name: "a signed request is accepted", opts: []opt{saml.WithSessionIndexes("idx-1", "idx-2")}},
-				{name: "an unsigned request is refused", edit: func(sp *saml.ServiceProvider) { sp.SignatureMethod = "" }, want: "ignature"},
-				{name: "a request signed with another key is refused", edit: func(sp *saml.ServiceProvider) { sp.Key, sp.Certificate = otherKey, otherCert }, want: "ignature"},
-				{name: "a request from another issuer is refused", edit: func(sp *saml.ServiceProvider) { sp.EntityID = "https://evil.example/idp" }, want: "issuer"},
-				{name: "a request addressed to another SP is refused", dest: "https://other.example/slo", want: "Destination"},
-				{name: "a request past its NotOnOrAfter is refused", opts: []opt{func(r *saml.LogoutRequest) {
-					past := time.Now().Add(-10 * time.Minute)
-					r.NotOnOrAfter = &past
-				}}, want: "expired"},
-				{name: "a request issued long ago is refused", opts: []opt{func(r *saml.LogoutRequest) {
-					r.IssueInstant = time.Now().Add(-10 * time.Minute)
-				}}, want: "expired"},
-				{name: "a request without NameID is refused", opts: []opt{func(r *saml.LogoutRequest) { r.NameID = nil }}, want: "NameID"},
-			} {
+			for _, tc := range samlLogoutRequestCases(time.Now(), samlSigners{foreignKey: otherKey, foreignCert: otherCert}) {
 				t.Run(tc.name, func(t *testing.T) {
 					sp := e.sloForger(tc.edit)
 					dest := testSLOURL
