@@ -192,7 +192,9 @@ func (p *SAMLProvider) VerifyLogoutRequest(r *http.Request) (*SAMLLogoutRequest,
 // LogoutResponse answers req with a signed LogoutResponse to the IdP's
 // SingleLogoutService: a URL to redirect the browser to (HTTP-Redirect
 // binding, signed in the query) or, for an IdP that offers only HTTP-POST,
-// an HTML page whose form the browser posts.
+// an HTML page whose form the browser posts. It goes to the service's
+// ResponseLocation when the metadata gives one, else to its Location, and
+// names that as its Destination.
 func (p *SAMLProvider) LogoutResponse(req *SAMLLogoutRequest, outcome SAMLLogoutOutcome) (redirect string, page []byte, err error) {
 	sp := p.current.Load()
 	if sp == nil {
@@ -205,21 +207,61 @@ func (p *SAMLProvider) LogoutResponse(req *SAMLLogoutRequest, outcome SAMLLogout
 	case LogoutFailed:
 		status.StatusCode.Value = saml.StatusResponder
 	}
-	if sp.GetSLOBindingLocation(saml.HTTPRedirectBinding) != "" {
-		u, err := sp.MakeRedirectLogoutResponseWithStatus(req.ID, req.RelayState, status)
+	if to := responseLocation(sp, saml.HTTPRedirectBinding); to != "" {
+		u, err := answeringAt(sp, saml.HTTPRedirectBinding, to).MakeRedirectLogoutResponseWithStatus(req.ID, req.RelayState, status)
 		if err != nil {
 			return "", nil, fmt.Errorf("saml %s: make LogoutResponse: %w", p.cfg.ID, err)
 		}
 		return u.String(), nil, nil
 	}
-	if sp.GetSLOBindingLocation(saml.HTTPPostBinding) != "" {
-		form, err := sp.MakePostLogoutResponseWithStatus(req.ID, req.RelayState, status)
+	if to := responseLocation(sp, saml.HTTPPostBinding); to != "" {
+		form, err := answeringAt(sp, saml.HTTPPostBinding, to).MakePostLogoutResponseWithStatus(req.ID, req.RelayState, status)
 		if err != nil {
 			return "", nil, fmt.Errorf("saml %s: make LogoutResponse: %w", p.cfg.ID, err)
 		}
 		return "", form, nil
 	}
 	return "", nil, fmt.Errorf("saml %s: the IdP metadata has no SingleLogoutService to answer at", p.cfg.ID)
+}
+
+// responseLocation is where the IdP takes LogoutResponses over binding:
+// the ResponseLocation of its SingleLogoutService for that binding, which
+// SAML metadata (2.2.2) says responses go to when present, else its
+// Location, where requests go; "" without one. The service is the one
+// crewjam/saml would pick, the first for the binding.
+func responseLocation(sp *saml.ServiceProvider, binding string) string {
+	if sp.IDPMetadata == nil {
+		return ""
+	}
+	for _, d := range sp.IDPMetadata.IDPSSODescriptors {
+		for _, e := range d.SingleLogoutServices {
+			if e.Binding != binding {
+				continue
+			}
+			if e.Location == "" {
+				return "" // as crewjam reads it: no service for binding
+			}
+			if e.ResponseLocation != "" {
+				return e.ResponseLocation
+			}
+			return e.Location
+		}
+	}
+	return ""
+}
+
+// answeringAt is sp with the IdP's SingleLogoutService for binding at to:
+// crewjam/saml makes a LogoutResponse for that binding addressed to the
+// service's Location (its Destination and, HTTP-Redirect, the URL or,
+// HTTP-POST, the form's action), and has no way to name another.
+func answeringAt(sp *saml.ServiceProvider, binding, to string) *saml.ServiceProvider {
+	md := *sp.IDPMetadata
+	md.IDPSSODescriptors = []saml.IDPSSODescriptor{{SSODescriptor: saml.SSODescriptor{
+		SingleLogoutServices: []saml.Endpoint{{Binding: binding, Location: to}},
+	}}}
+	answering := *sp
+	answering.IDPMetadata = &md
+	return &answering
 }
 
 // unwrapInvalid returns the reason behind crewjam's InvalidResponseError,

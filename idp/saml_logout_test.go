@@ -436,11 +436,11 @@ func TestSAMLIdPLogoutRequests(t *testing.T) {
 					}
 					var resp saml.LogoutResponse
 					q := redirectMessage(t, u, "SAMLResponse", &resp)
-					if !strings.HasPrefix(u, e.idp.URL+"/slo?") || q.Get("Signature") == "" || q.Get("RelayState") != "relay-1" ||
+					if !strings.HasPrefix(u, e.idp.URL+"/slo?") || resp.Destination != e.idp.URL+"/slo" || q.Get("Signature") == "" || q.Get("RelayState") != "relay-1" ||
 						resp.InResponseTo != req.ID || resp.Issuer == nil || resp.Issuer.Value != e.p.base.EntityID ||
 						resp.Status.StatusCode.Value != saml.StatusSuccess || resp.Status.StatusCode.StatusCode == nil ||
 						resp.Status.StatusCode.StatusCode.Value != saml.StatusPartialLogout {
-						t.Errorf("LogoutResponse %s:\n%+v\nwant a signed PartialLogout answer to %s at the IdP's SLO", u, resp, req.ID)
+						t.Errorf("LogoutResponse %s:\n%+v\nwant a signed PartialLogout answer to %s at the IdP's SLO, naming it as Destination", u, resp, req.ID)
 					}
 				})
 			}
@@ -458,4 +458,103 @@ func TestSAMLIdPLogoutRequests(t *testing.T) {
 			t.Errorf("VerifyLogoutRequest = %+v, %v; want the NameID and no sub", got, err)
 		}
 	})
+}
+
+// servedMetadata serves the IdP metadata at metadataURL, as edit changes
+// it, and returns its URL.
+func servedMetadata(t *testing.T, metadataURL string, edit func(root *etree.Element)) string {
+	t.Helper()
+	resp, err := http.Get(metadataURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	doc := etree.NewDocument()
+	if _, err := doc.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	edit(doc.Root())
+	md, err := doc.WriteToBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(md) }))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/metadata"
+}
+
+// An IdP's SingleLogoutService may give a ResponseLocation, where responses
+// go instead of its Location (SAML metadata 2.2.2): portcullis's
+// LogoutResponse goes there and names it as its Destination, while its
+// LogoutRequests still go to the Location.
+func TestSAMLLogoutResponseGoesToResponseLocation(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		binding string
+	}{
+		{"HTTP-Redirect", saml.HTTPRedirectBinding},
+		{"HTTP-POST, the IdP's only binding", saml.HTTPPostBinding},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var location, answers string
+			e := newSLOEnv(t, func(c *Config) {
+				location = strings.TrimSuffix(c.MetadataURL, "/metadata") + "/slo"
+				answers = location + "/answers"
+				c.MetadataURL = servedMetadata(t, c.MetadataURL, func(root *etree.Element) {
+					for _, slo := range root.FindElements("//SingleLogoutService") {
+						if slo.SelectAttrValue("Location", "") != location {
+							t.Fatalf("samlidp's metadata lists a SingleLogoutService at %s, want %s", slo.SelectAttrValue("Location", ""), location)
+						}
+						if tc.binding == saml.HTTPPostBinding && slo.SelectAttrValue("Binding", "") == saml.HTTPRedirectBinding {
+							slo.Parent().RemoveChild(slo)
+						}
+						slo.CreateAttr("ResponseLocation", answers)
+					}
+				})
+			})
+			sp := e.sloForger(nil)
+			req, err := sp.MakeLogoutRequest(testSLOURL, "alice@example.com")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.p.VerifyLogoutRequest(logoutRequestHTTP(t, sp, req, saml.HTTPRedirectBinding, "relay-1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			target, page, err := e.p.LogoutResponse(got, LogoutSucceeded)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var resp saml.LogoutResponse
+			var sentTo string
+			if tc.binding == saml.HTTPRedirectBinding {
+				redirectMessage(t, target, "SAMLResponse", &resp)
+				sentTo, _, _ = strings.Cut(target, "?")
+			} else {
+				sentTo = samlFormAction(string(page))
+				raw, err := base64.StdEncoding.DecodeString(samlFormFields(string(page))["SAMLResponse"])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := xml.Unmarshal(raw, &resp); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if sentTo != answers || resp.Destination != answers || resp.InResponseTo != req.ID {
+				t.Errorf("the LogoutResponse to %s goes to %q with Destination %q, want both the ResponseLocation %q", req.ID, sentTo, resp.Destination, answers)
+			}
+
+			if tc.binding == saml.HTTPRedirectBinding {
+				u, err := e.p.LogoutURL(&Tokens{NameID: &SAMLNameID{Value: "alice@example.com"}}, "", &Flow{State: "logout-state-0123456789"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var sent saml.LogoutRequest
+				redirectMessage(t, u, "SAMLRequest", &sent)
+				if to, _, _ := strings.Cut(u, "?"); to != location || sent.Destination != location {
+					t.Errorf("the LogoutRequest goes to %q with Destination %q, want both the Location %q", to, sent.Destination, location)
+				}
+			}
+		})
+	}
 }
