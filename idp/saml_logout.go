@@ -1,9 +1,14 @@
 package idp
 
 import (
+	"bytes"
+	"compress/flate"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -30,6 +35,14 @@ var (
 	// ErrLogoutFailed: the IdP answered with a status other than Success.
 	ErrLogoutFailed = errors.New("the IdP did not end its session")
 )
+
+// maxLogoutMessage bounds the XML of a logout message, inflated
+// (HTTP-Redirect) or decoded (HTTP-POST); they are a few KB. crewjam/saml
+// inflates up to 1 MiB, and parses and canonicalizes all of it before the
+// signature is found wrong.
+const maxLogoutMessage = 64 << 10
+
+var errLogoutTooLarge = fmt.Errorf("logout message larger than %d bytes", maxLogoutMessage)
 
 // SAMLLogoutOutcome is what the proxy tells the IdP in a LogoutResponse.
 type SAMLLogoutOutcome int
@@ -116,11 +129,12 @@ func (p *SAMLProvider) LogoutURL(t *Tokens, _ string, f *Flow) (string, error) {
 }
 
 // FinishLogout checks the IdP's LogoutResponse in r (HTTP-Redirect or
-// HTTP-POST binding) against f, the logout this browser started: signed by
-// the IdP, from its entity ID, addressed to the SLO endpoint, recent, and in
-// response to f.RequestID. It returns nil when the IdP ended the session,
-// ErrPartialLogout or an error wrapping ErrLogoutFailed for a response that
-// says otherwise, and any other error for a response that is refused.
+// HTTP-POST binding) against f, the logout this browser started: within
+// inspectLogoutMessage's bounds, signed by the IdP, from its entity ID,
+// addressed to the SLO endpoint, recent, and in response to f.RequestID.
+// It returns nil when the IdP ended the session, ErrPartialLogout or an
+// error wrapping ErrLogoutFailed for a response that says otherwise, and
+// any other error for a response that is refused.
 func (p *SAMLProvider) FinishLogout(r *http.Request, f *Flow) error {
 	id := p.cfg.ID
 	sp := p.current.Load()
@@ -132,6 +146,9 @@ func (p *SAMLProvider) FinishLogout(r *http.Request, f *Flow) error {
 	}
 	if f.RequestID == "" {
 		return fmt.Errorf("saml %s: check flow: no LogoutRequest ID in the logout state", id)
+	}
+	if err := inspectLogoutMessage(r, "SAMLResponse"); err != nil {
+		return fmt.Errorf("saml %s: inspect LogoutResponse: %w", id, err)
 	}
 	resp, err := sp.ParseLogoutResponse(r, []string{f.RequestID})
 	var status saml.ErrBadStatus
@@ -151,16 +168,20 @@ func (p *SAMLProvider) FinishLogout(r *http.Request, f *Flow) error {
 }
 
 // VerifyLogoutRequest checks a LogoutRequest from the IdP in r
-// (HTTP-Redirect or HTTP-POST binding): signed by the IdP (an unsigned one
-// is refused: any site could otherwise sign users out), from its entity ID,
-// addressed to the SLO endpoint, not expired, naming a NameID, and with an
-// ID not seen before (recorded in the replay store of assertions).
+// (HTTP-Redirect or HTTP-POST binding): within inspectLogoutMessage's
+// bounds, signed by the IdP (an unsigned one is refused: any site could
+// otherwise sign users out), from its entity ID, addressed to the SLO
+// endpoint, not expired, naming a NameID, and with an ID not seen before
+// (recorded in the replay store of assertions).
 func (p *SAMLProvider) VerifyLogoutRequest(r *http.Request) (*SAMLLogoutRequest, error) {
 	id := p.cfg.ID
 	if err := p.Ready(); err != nil {
 		return nil, err
 	}
 	sp := p.current.Load()
+	if err := inspectLogoutMessage(r, "SAMLRequest"); err != nil {
+		return nil, fmt.Errorf("saml %s: inspect LogoutRequest: %w", id, err)
+	}
 	req, err := sp.ValidateLogoutRequest(r)
 	if err != nil {
 		return nil, fmt.Errorf("saml %s: verify LogoutRequest: %w", id, unwrapInvalid(err))
@@ -262,6 +283,67 @@ func answeringAt(sp *saml.ServiceProvider, binding, to string) *saml.ServiceProv
 	answering := *sp
 	answering.IDPMetadata = &md
 	return &answering
+}
+
+// inspectLogoutMessage refuses, before crewjam/saml reads it, a logout
+// message in r's param (SAMLRequest or SAMLResponse: every copy of it that
+// crewjam could read, deflated in the query or posted) that is larger than
+// maxLogoutMessage or has an XML comment. crewjam canonicalizes a message
+// to check its XML signature, and anyone gets that far with the IdP's
+// certificate (public) in a signature that is then found wrong, or with a
+// message the IdP once signed; canonicalization takes comments out one at
+// a time, each moving all that follow: a GET of 5 KB whose SAMLRequest
+// inflated to 1 MiB of comments took 22 s of CPU. The IdPs in
+// docs/saml.md send none, as the ACS's inspectResponse expects of their
+// responses. Values that do not decode are left to crewjam to refuse.
+func inspectLogoutMessage(r *http.Request, param string) error {
+	if r.Method == http.MethodPost && r.PostForm == nil {
+		// The proxy limits the body too; this keeps the provider safe alone.
+		r.Body = http.MaxBytesReader(nil, r.Body, 2*maxLogoutMessage)
+	}
+	if err := r.ParseForm(); err != nil {
+		return fmt.Errorf("read form: %w", err)
+	}
+	var messages [][]byte
+	// The query as crewjam parses an HTTP-Redirect one: split at '&' only.
+	for _, pair := range strings.Split(r.URL.RawQuery, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if k, err := url.QueryUnescape(k); err != nil || k != param {
+			continue
+		}
+		v, err := url.QueryUnescape(v)
+		if err != nil {
+			continue
+		}
+		deflated, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			continue
+		}
+		inflated, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(deflated)), maxLogoutMessage+1))
+		if len(inflated) > maxLogoutMessage {
+			return fmt.Errorf("inflated %w", errLogoutTooLarge)
+		}
+		if err == nil {
+			messages = append(messages, inflated)
+		}
+	}
+	for _, v := range r.PostForm[param] {
+		raw, err := base64.StdEncoding.DecodeString(v)
+		if len(raw) > maxLogoutMessage {
+			return errLogoutTooLarge
+		}
+		if err == nil {
+			messages = append(messages, raw)
+		}
+	}
+	for _, m := range messages {
+		// Every comment starts so; the string anywhere else (in a CDATA
+		// section or a processing instruction) is refused along with it.
+		if bytes.Contains(m, []byte("<!--")) {
+			return errors.New("XML comment in the message: refused")
+		}
+	}
+	return nil
 }
 
 // unwrapInvalid returns the reason behind crewjam's InvalidResponseError,

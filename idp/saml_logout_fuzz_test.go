@@ -258,7 +258,8 @@ func (e *samlFuzzEnv) logoutSeeds(tb testing.TB) []samlLogoutFuzzSeed {
 	}
 
 	// A deflate bomb: a sound request, and a response, padded with 4 MiB
-	// of spaces, which deflate to 4 KB.
+	// of spaces, which deflate to 4 KB; and each with a comment, which its
+	// XML signature does not cover.
 	sp := e.logoutForger(nil)
 	req, err := sp.MakeLogoutRequest(testSLOURL, "alice@example.com")
 	if err != nil {
@@ -277,7 +278,13 @@ func (e *samlFuzzEnv) logoutSeeds(tb testing.TB) []samlLogoutFuzzSeed {
 		bomb := append(append(append([]byte{}, raw[:i]...), bytes.Repeat([]byte(" "), 4<<20)...), raw[i:]...)
 		query := url.Values{sloFuzzParam(m.mode): {base64.StdEncoding.EncodeToString(samlDeflate(bomb))}, "RelayState": {samlFuzzRelayState}}
 		seeds = append(seeds, samlLogoutFuzzSeed{name: "deflate bomb " + sloFuzzParam(m.mode), input: []byte(query.Encode()),
-			mode: m.mode | sloFuzzVerbatim, want: "uncompress limit"})
+			mode: m.mode | sloFuzzVerbatim, want: errLogoutTooLarge.Error()})
+		i = bytes.Index(raw, []byte("</saml:Issuer>")) + len("</saml:Issuer>")
+		commented := append(append(append([]byte{}, raw[:i]...), "<!---->"...), raw[i:]...)
+		for _, binding := range []byte{0, sloFuzzPost} {
+			seeds = append(seeds, samlLogoutFuzzSeed{name: "comment in " + sloFuzzParam(m.mode), input: commented,
+				mode: m.mode | binding, want: "comment"})
+		}
 	}
 	return seeds
 }

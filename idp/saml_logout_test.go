@@ -558,3 +558,91 @@ func TestSAMLLogoutResponseGoesToResponseLocation(t *testing.T) {
 		})
 	}
 }
+
+// Logout messages that cost far more to read than they are worth are
+// refused before crewjam/saml parses them: larger than 64 KiB once
+// inflated, or with XML comments, which canonicalization takes out one at a
+// time (a SAMLRequest of 5 KB that inflated to 1 MiB of comments took 22 s
+// of CPU). All carry the IdP's valid XML signature, which neither padding
+// inside a start tag nor comments break; sending one takes no more than the
+// IdP's public certificate and any signed message.
+func TestSAMLCostlyLogoutMessagesAreRefused(t *testing.T) {
+	e := newSLOEnv(t, nil)
+	sp := e.sloForger(nil)
+	signed := func(t *testing.T, param string) []byte {
+		t.Helper()
+		var el *etree.Element
+		if param == "SAMLRequest" {
+			req, err := sp.MakeLogoutRequest(testSLOURL, "alice@example.com")
+			if err != nil {
+				t.Fatal(err)
+			}
+			el = req.Element()
+		} else {
+			resp, err := sp.MakeLogoutResponseWithStatus(testSLOURL, "id-of-the-logout", saml.Status{StatusCode: saml.StatusCode{Value: saml.StatusSuccess}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			el = resp.Element()
+		}
+		doc := etree.NewDocument()
+		doc.SetRoot(el)
+		raw, err := doc.WriteToBytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	// insert puts n bytes of pad into raw after the first occurrence of at
+	// (" ": after the root element's name).
+	insert := func(raw []byte, at, pad string, n int) []byte {
+		i := bytes.Index(raw, []byte(at)) + len(at)
+		return append(append(append([]byte{}, raw[:i]...), bytes.Repeat([]byte(pad), n/len(pad))...), raw[i:]...)
+	}
+	for _, tc := range []struct {
+		name string
+		// make edits the signed message.
+		make func(raw []byte) []byte
+		post bool
+		want string
+	}{
+		{"the signed message as it is is accepted", func(raw []byte) []byte { return raw }, false, ""},
+		{"padded inside its start tag to 1 MiB", func(raw []byte) []byte { return insert(raw, " ", " ", 1<<20-len(raw)) }, false, "larger than"},
+		{"a deflate bomb: 16 MiB of spaces in 16 KB", func(raw []byte) []byte { return insert(raw, " ", " ", 16<<20) }, false, "larger than"},
+		{"1 MiB of comments", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 1<<20-len(raw)) }, false, "larger than"},
+		{"50 KB of comments", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 50<<10) }, false, "comment"},
+		{"50 KB of comments, posted", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 50<<10) }, true, "comment"},
+		{"one comment", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 7) }, false, "comment"},
+	} {
+		for _, param := range []string{"SAMLRequest", "SAMLResponse"} {
+			t.Run(tc.name+" ("+param+")", func(t *testing.T) {
+				raw := tc.make(signed(t, param))
+				form := url.Values{"RelayState": {"relay-1"}}
+				var r *http.Request
+				if tc.post {
+					form.Set(param, base64.StdEncoding.EncodeToString(raw))
+					r = httptest.NewRequest(http.MethodPost, testSLOURL, strings.NewReader(form.Encode()))
+					r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				} else {
+					form.Set(param, base64.StdEncoding.EncodeToString(samlDeflate(raw)))
+					r = httptest.NewRequest(http.MethodGet, testSLOURL+"?"+form.Encode(), nil)
+				}
+				start := time.Now()
+				var err error
+				if param == "SAMLRequest" {
+					_, err = e.p.VerifyLogoutRequest(r)
+				} else {
+					err = e.p.FinishLogout(r, &Flow{State: "relay-1", IdP: "corp", RequestID: "id-of-the-logout"})
+				}
+				took := time.Since(start)
+				switch {
+				case tc.want == "" && err != nil:
+					t.Fatalf("refused: %v", err)
+				case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+					t.Fatalf("%d bytes (%d sent) took %s: %v; want it refused for %q", len(raw), len(r.URL.RawQuery), took, err, tc.want)
+				}
+				t.Logf("%d bytes (%d in the query) took %s: %v", len(raw), len(r.URL.RawQuery), took, err)
+			})
+		}
+	}
+}
