@@ -198,7 +198,17 @@ func (p *SAMLProvider) VerifyLogoutRequest(r *http.Request) (*SAMLLogoutRequest,
 	if !first {
 		return nil, fmt.Errorf("saml %s: LogoutRequest %q already used (replay)", id, req.ID)
 	}
-	out := &SAMLLogoutRequest{ID: req.ID, NameID: req.NameID.Value, IssueInstant: req.IssueInstant, RelayState: r.FormValue("RelayState")}
+	// The RelayState that came with the request, where crewjam read it:
+	// with HTTP-Redirect the one in the query, which the IdP's signature
+	// covers, not one that a form posted with it carries.
+	relayState := r.PostForm.Get("RelayState")
+	if r.URL.Query().Get("SAMLRequest") != "" {
+		relayState = ""
+		if v := redirectValues(r.URL.RawQuery, "RelayState"); len(v) > 0 {
+			relayState = v[0]
+		}
+	}
+	out := &SAMLLogoutRequest{ID: req.ID, NameID: req.NameID.Value, IssueInstant: req.IssueInstant, RelayState: relayState}
 	if !p.mapping.explicit["uid"] {
 		out.Sub = strings.TrimSpace(req.NameID.Value) // as the profile's sub is made
 	}
@@ -305,16 +315,7 @@ func inspectLogoutMessage(r *http.Request, param string) error {
 		return fmt.Errorf("read form: %w", err)
 	}
 	var messages [][]byte
-	// The query as crewjam parses an HTTP-Redirect one: split at '&' only.
-	for _, pair := range strings.Split(r.URL.RawQuery, "&") {
-		k, v, _ := strings.Cut(pair, "=")
-		if k, err := url.QueryUnescape(k); err != nil || k != param {
-			continue
-		}
-		v, err := url.QueryUnescape(v)
-		if err != nil {
-			continue
-		}
+	for _, v := range redirectValues(r.URL.RawQuery, param) {
 		deflated, err := base64.StdEncoding.DecodeString(v)
 		if err != nil {
 			continue
@@ -344,6 +345,23 @@ func inspectLogoutMessage(r *http.Request, param string) error {
 		}
 	}
 	return nil
+}
+
+// redirectValues are the values of name in rawQuery as crewjam/saml parses
+// an HTTP-Redirect binding's query: split at '&' only (url.ParseQuery drops
+// a pair with a ';'), with pairs that do not unescape left out.
+func redirectValues(rawQuery, name string) []string {
+	var values []string
+	for _, pair := range strings.Split(rawQuery, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if k, err := url.QueryUnescape(k); err != nil || k != name {
+			continue
+		}
+		if v, err := url.QueryUnescape(v); err == nil {
+			values = append(values, v)
+		}
+	}
+	return values
 }
 
 // unwrapInvalid returns the reason behind crewjam's InvalidResponseError,

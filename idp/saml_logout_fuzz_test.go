@@ -92,10 +92,15 @@ func sloFuzzMessage(r *http.Request, param string) ([]byte, error) {
 }
 
 // sloFuzzRelayState is the RelayState that came with the message in param
-// of r, by the binding that carried it.
+// of r, by the binding that carried it: with HTTP-Redirect, in the query as
+// crewjam parses it (where a query string signature covers it).
 func sloFuzzRelayState(r *http.Request, param string) string {
-	if q := r.URL.Query(); q.Get(param) != "" {
-		return q.Get("RelayState")
+	if r.URL.Query().Get(param) != "" {
+		v := redirectValues(r.URL.RawQuery, "RelayState")
+		if len(v) == 0 {
+			return ""
+		}
+		return v[0]
 	}
 	return r.PostForm.Get("RelayState")
 }

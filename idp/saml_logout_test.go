@@ -646,3 +646,29 @@ func TestSAMLCostlyLogoutMessagesAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// The RelayState that goes back to the IdP is the one that came with its
+// LogoutRequest, by the binding that carried it: with HTTP-Redirect the one
+// in the query, which the IdP's signature covers, not another in a posted
+// form that the same request carries.
+func TestSAMLLogoutRequestRelayStateIsTheSignedOne(t *testing.T) {
+	e := newSLOEnv(t, nil)
+	sp := e.sloForger(nil)
+	req, err := sp.MakeLogoutRequest(testSLOURL, "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := sp.RedirectLogoutRequestURL(req, "signed-relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, testSLOURL+"?"+u.RawQuery, strings.NewReader("RelayState=https%3A%2F%2Fevil.example%2F"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	got, err := e.p.VerifyLogoutRequest(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RelayState != "signed-relay" {
+		t.Errorf("RelayState %q, want the one the IdP signed, %q", got.RelayState, "signed-relay")
+	}
+}
