@@ -33,6 +33,10 @@ const (
 	// and Signature (HTTP-Redirect's query signature, HTTP-POST-SimpleSign's).
 	// Otherwise only an XML signature inside the message can sign it.
 	sloFuzzVerbatim
+	// sloFuzzQueryAndForm sends the input as the query string of a POST
+	// whose form carries another RelayState (and nothing else), whatever
+	// the bits above say.
+	sloFuzzQueryAndForm
 )
 
 const (
@@ -41,6 +45,9 @@ const (
 	samlFuzzLogoutID = "id-fuzz-logout-request"
 	// samlFuzzRelayState is the RelayState that comes with the messages.
 	samlFuzzRelayState = "fuzz-relay-state"
+	// samlFuzzPostedRelayState is the RelayState that a sloFuzzQueryAndForm
+	// form carries.
+	samlFuzzPostedRelayState = "posted-relay-state"
 )
 
 // sloFuzzParam is the parameter that carries the message mode sends.
@@ -54,6 +61,12 @@ func sloFuzzParam(mode byte) string {
 // sloFuzzRequest is the request a browser brings to the SLO endpoint with
 // input, as mode says.
 func sloFuzzRequest(input []byte, mode byte) *http.Request {
+	if mode&sloFuzzQueryAndForm != 0 {
+		r := httptest.NewRequest(http.MethodPost, testSLOURL, strings.NewReader("RelayState="+samlFuzzPostedRelayState))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.URL.RawQuery = string(input)
+		return r
+	}
 	encoded := url.Values{"RelayState": {samlFuzzRelayState}}
 	if mode&sloFuzzPost == 0 {
 		r := httptest.NewRequest(http.MethodGet, testSLOURL, nil)
@@ -213,6 +226,9 @@ func (e *samlFuzzEnv) logoutSeeds(tb testing.TB) []samlLogoutFuzzSeed {
 		name := s.name
 		s.name, s.input, s.mode = name+" (HTTP-Redirect)", []byte(redirect.RawQuery), s.mode|sloFuzzVerbatim
 		seeds = append(seeds, s)
+		posted := s
+		posted.name, posted.mode = name+" (HTTP-Redirect, posted with another RelayState)", s.mode|sloFuzzQueryAndForm
+		seeds = append(seeds, posted)
 		s.name, s.input, s.mode = name+" (HTTP-Redirect, XML signature)", signed, s.mode&^sloFuzzVerbatim
 		seeds = append(seeds, s)
 		s.name, s.mode = name+" (HTTP-POST)", s.mode|sloFuzzPost
@@ -298,7 +314,8 @@ func (e *samlFuzzEnv) logoutSeeds(tb testing.TB) []samlLogoutFuzzSeed {
 // LogoutRequest (VerifyLogoutRequest) or LogoutResponse (FinishLogout, to
 // the logout samlFuzzLogoutID), over HTTP-Redirect or HTTP-POST, either as
 // the message alone or as the whole query string or form with its
-// signature parameters. It is seeded with the messages of
+// signature parameters, or as the query string of a form that carries
+// another RelayState. It is seeded with the messages of
 // TestSAMLIdPLogoutRequests and TestSAMLHostileLogoutResponses, sound and
 // forged, over every binding. It checks that nothing panics and that what
 // is accepted is what the IdP signed: no mutation forges a signature, so an
