@@ -1,0 +1,669 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/ldapserver"
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+	"github.com/portcullis-proxy/portcullis/test/process"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
+)
+
+// A long-running `portcullis serve` must not accumulate anything: these
+// tests run the proxy as serve runs it (serveOn on loopback listeners,
+// reloaded from its file) against a real oidc-provider, samlidp, slapd and
+// redis-server, repeat a mixed workload, and compare what the process holds
+// once the workload has settled after one round with what it holds after
+// many: goroutines, descriptors, and the sockets to each server.
+
+// leakConfig is the proxy with an IdP of each kind; VARIANT changes the
+// names of all three and session.cookie_name, so that a reload to the other
+// variant replaces every provider.
+const leakConfig = `
+server:
+  public_url: PUBLIC_URL
+  trusted_proxies: [127.0.0.1/32]
+upstream:
+  url: UPSTREAM_URL
+session:
+  cookie_name: portcullisVARIANT
+  keys: [` + testKey + `]
+STORE
+sso:
+  identity_providers:
+    - id: company
+      name: Company SSO VARIANT
+      protocol: OIDC
+      server_url: ISSUER
+      client_id: portcullis
+      client_secret: portcullis-secret
+      scopes: [openid, email, profile, groups]
+    - id: corp
+      name: Corporate SAML VARIANT
+      protocol: SAML
+      entity_id: SAML_ENTITY
+      metadata_url: SAML_METADATA
+    - id: corp-ldap
+      name: Directory VARIANT
+      protocol: LDAP
+      url: LDAP_URL
+      bind_dn: ` + ldapserver.ServiceDN + `
+      bind_password: ` + ldapserver.ServicePassword + `
+      user_search: {base_dn: "` + ldapserver.Suffix + `", filter: "(&(objectClass=inetOrgPerson)(uid={username}))"}
+      group_search: {base_dn: "` + ldapserver.GroupsDN + `", filter: "(&(objectClass=groupOfNames)(member={dn}))"}
+attribute_pass:
+  headers:
+    X-Email: email
+rules:
+  - name: api
+    path_prefix: /api/
+    headers: {Authorization: '^(Token|Bearer) '}
+    action: bypass
+  - name: legacy
+    path_prefix: /legacy/
+    basic_auth: corp-ldap
+    action: authenticate
+`
+
+// leakStack is the proxy and the servers it uses.
+type leakStack struct {
+	base     string // the proxy's public URL
+	addr     string // its listener
+	live     *live
+	path     string // the configuration file
+	configs  [2]string
+	oidc     *oidcserver.Server
+	saml     *samlserver.Server
+	dir      *ldapserver.Server
+	redis    *redisserver.Server // nil with the cookie store
+	upstream string
+
+	// peers names the servers by port, for the sockets count.
+	peers map[int]string
+}
+
+func startLeakStack(t *testing.T, redis bool) *leakStack {
+	t.Helper()
+	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &leakStack{base: "http://" + proxyLn.Addr().String(), addr: proxyLn.Addr().String(), peers: map[int]string{}}
+	up := newServer(t, http.HandlerFunc(leakUpstream))
+	s.upstream = up
+	s.oidc = oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.base + "/.portcullis/oidc/company/callback"}})
+	s.saml = samlserver.Start(t, samlserver.Options{Users: []samlserver.User{{
+		Name: "alice", Password: "alice-pw", Email: "alice@example.com", Groups: []string{"cvat-admins"},
+	}}})
+	s.dir = ldapserver.Start(t, ldapserver.Options{})
+	store := ""
+	if redis {
+		s.redis = redisserver.Start(t)
+		store = "  store: redis\n  redis: {url: " + s.redis.URL + "}"
+		s.peers[portOf(t, s.redis.URL)] = "redis"
+	}
+	s.peers[portOf(t, up)] = "upstream"
+	s.peers[s.oidc.Port] = "oidc"
+	s.peers[portOf(t, s.saml.URL)] = "saml"
+	s.peers[portOf(t, s.dir.URL)] = "ldap"
+	s.peers[portOf(t, s.base)] = "proxy"
+	for i, variant := range []string{"", "-b"} {
+		s.configs[i] = strings.NewReplacer("PUBLIC_URL", s.base, "UPSTREAM_URL", up, "STORE", store,
+			"ISSUER", s.oidc.Issuer, "SAML_ENTITY", s.saml.EntityID(), "SAML_METADATA", s.saml.MetadataURL(),
+			"LDAP_URL", s.dir.URL, "VARIANT", variant).Replace(leakConfig)
+	}
+	s.path = filepath.Join(t.TempDir(), "portcullis.yaml")
+	if err := os.WriteFile(s.path, []byte(s.configs[0]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig([]byte(s.configs[0]), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	// As serve's: the IdPs are reached through a transport of the proxy's own.
+	logs := &process.Output{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("proxy's warnings:\n%s", logs)
+		}
+	})
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h, err := build(ctx, cfg, log, nil, http.DefaultTransport.(*http.Transport).Clone())
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	s.live = newLive(ctx, h, h.log)
+	s.live.src = &configSource{path: s.path, getenv: os.Getenv}
+	_, s.live.src.stamp, _ = s.live.src.read()
+	done := make(chan error, 1)
+	go func() { done <- s.live.serveOn(ctx, proxyLn, adminLn, time.Second) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	s.awaitReady(t)
+	s.registerSP(t)
+	return s
+}
+
+func portOf(t *testing.T, raw string) int {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// newServer runs h on loopback until the test ends and returns its URL.
+func newServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// leakUpstream answers every request, and switches a WebSocket upgrade to
+// echo its bytes (switcher, without remembering the requests).
+func leakUpstream(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	if r.Header.Get("Upgrade") == "" {
+		w.Header().Set("X-Upstream", "1")
+		io.WriteString(w, "upstream page\n")
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n%s", greeting)
+	if brw.Flush() != nil {
+		return
+	}
+	io.Copy(conn, brw.Reader)
+}
+
+func (s *leakStack) handler() *Handler { return s.live.cur.Load() }
+
+func (s *leakStack) awaitReady(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(s.handler().Ready()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy not ready: %v", s.handler().Ready())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// registerSP registers the SAML provider's metadata at the IdP: a provider
+// that a reload started anew has a key of its own.
+func (s *leakStack) registerSP(t *testing.T) {
+	t.Helper()
+	md, ok := s.handler().providers["corp"].implAsMetadata()
+	if !ok {
+		t.Fatal("the SAML provider publishes no metadata")
+	}
+	raw, err := md.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.saml.AddServiceProviderXML(raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reload rewrites the file with variant and reloads, as a SIGHUP does.
+func (s *leakStack) reload(t *testing.T, variant int) {
+	t.Helper()
+	if err := os.WriteFile(s.path, []byte(s.configs[variant]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.live.reload("signal"); err != nil {
+		t.Fatal(err)
+	}
+	s.awaitReady(t)
+	s.registerSP(t)
+}
+
+// leakClient is a browser of its own (cookies, connections), which the
+// workload closes when done with it, as a user closes a tab.
+type leakClient struct {
+	*http.Client
+	transport *http.Transport
+	from      string // X-Forwarded-For
+}
+
+func (s *leakStack) client(from string) *leakClient {
+	jar, _ := cookiejar.New(nil)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	c := &leakClient{transport: tr, from: from}
+	c.Client = &http.Client{Jar: jar, Timeout: 20 * time.Second, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		if r.Header.Get("Accept") == "" {
+			r.Header.Set("Accept", "text/html")
+		}
+		if c.from != "" && strings.HasPrefix(r.URL.String(), s.base) {
+			r.Header.Set("X-Forwarded-For", c.from)
+		}
+		return tr.RoundTrip(r)
+	})}
+	return c
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (c *leakClient) close() { c.transport.CloseIdleConnections() }
+
+// stop is c not following redirects.
+func (c *leakClient) stop() *http.Client {
+	cc := *c.Client
+	cc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &cc
+}
+
+// status sends r with c and returns its status, the body read and closed.
+func status(t *testing.T, c *http.Client, r *http.Request) (int, string) {
+	t.Helper()
+	resp, err := c.Do(r)
+	if err != nil {
+		t.Fatalf("%s %s: %v", r.Method, r.URL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func mustRequest(t *testing.T, method, u string, body io.Reader) *http.Request {
+	t.Helper()
+	r, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	return r
+}
+
+var stateField = regexp.MustCompile(`name="state" value="([^"]+)"`)
+
+// round is one pass of the workload. Each step checks its answer, so that a
+// workload that silently stopped working cannot pass for one that leaks
+// nothing.
+func (s *leakStack) round(t *testing.T, i int) {
+	t.Helper()
+	var clients []*leakClient
+	newClient := func(from string) *leakClient {
+		c := s.client(from)
+		clients = append(clients, c)
+		return c
+	}
+	defer func() {
+		for _, c := range clients {
+			c.close()
+		}
+	}()
+	want := func(what string, got, want int, body string) {
+		t.Helper()
+		if got != want {
+			t.Fatalf("round %d: %s: %d, want %d\n%.400s", i, what, got, want, body)
+		}
+	}
+
+	// OIDC: login, requests, a WebSocket, logout.
+	b := newClient("")
+	resp := oidcserver.Login(t, b.Client, s.base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want("OIDC login", resp.StatusCode, 200, string(body))
+	if resp.Header.Get("X-Upstream") != "1" {
+		t.Fatalf("round %d: OIDC login did not reach the upstream: %s", i, body)
+	}
+	code, body2 := status(t, b.Client, mustRequest(t, "GET", s.base+"/.portcullis/userinfo", nil))
+	want("userinfo", code, 200, body2)
+	s.webSocket(t, i, b)
+	code, body2 = status(t, b.Client, mustRequest(t, "GET", s.base+"/.portcullis/logout", nil))
+	want("logout", code, 200, body2)
+	code, body2 = status(t, b.Client, mustRequest(t, "GET", s.base+"/.portcullis/userinfo", nil))
+	want("userinfo after logout", code, 401, body2)
+
+	// Callbacks that fail: junk states, and junk answers to logins started.
+	junk := newClient("")
+	for range 3 {
+		code, body2 = status(t, junk.Client, mustRequest(t, "GET", s.base+"/.portcullis/oidc/company/callback?code=x&state=junk"+strconv.Itoa(i)+"aaaaaaaaaaaaaaaaaaaaaa", nil))
+		want("callback with a junk state", code, 400, body2)
+	}
+	for range 2 {
+		resp, err := junk.stop().Get(s.base + "/.portcullis/login/company")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		state := loc.Query().Get("state")
+		code, body2 = status(t, junk.Client, mustRequest(t, "GET", s.base+"/.portcullis/oidc/company/callback?code=junk&state="+state, nil))
+		want("callback with a junk code", code, 403, body2)
+
+		resp, err = junk.stop().Get(s.base + "/.portcullis/login/corp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ = url.Parse(resp.Header.Get("Location"))
+		form := url.Values{"RelayState": {loc.Query().Get("RelayState")}, "SAMLResponse": {base64.StdEncoding.EncodeToString([]byte("<junk/>"))}}
+		code, body2 = status(t, junk.Client, mustRequest(t, "POST", s.base+"/.portcullis/saml/corp/acs", strings.NewReader(form.Encode())))
+		want("ACS with a junk response", code, 403, body2)
+	}
+
+	// SAML: login and a request.
+	b = newClient("")
+	resp, err := b.stop().Get(s.base + "/.portcullis/login/corp?rd=/tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	acs := signInAtSAMLIdP(t, resp.Header.Get("Location"), "alice", "alice-pw")
+	code, body2 = status(t, b.Client, mustRequest(t, "POST", s.base+"/.portcullis/saml/corp/acs", strings.NewReader(acs.Encode())))
+	want("SAML login", code, 200, body2)
+	code, body2 = status(t, b.Client, mustRequest(t, "GET", s.base+"/tasks", nil))
+	want("request after the SAML login", code, 200, body2)
+
+	// LDAP: the form, right and wrong, and Basic auth, right and wrong.
+	// The wrong ones come from an address of their own, whose limits
+	// they soon use up (429), so that the right ones keep passing.
+	for _, tc := range []struct {
+		from, password string
+		want           []int
+	}{
+		{"198.51.100.1", ldapserver.AlicePassword, []int{200}},
+		{"198.51.100.2", "wrong", []int{401, 429}},
+	} {
+		b = newClient(tc.from)
+		code, page := status(t, b.Client, mustRequest(t, "GET", s.base+"/.portcullis/ldap/corp-ldap?rd=/tasks", nil))
+		m := stateField.FindStringSubmatch(page)
+		if code != 200 || m == nil {
+			t.Fatalf("round %d: LDAP form: %d %.400s", i, code, page)
+		}
+		form := url.Values{"username": {ldapserver.Alice}, "password": {tc.password}, "state": {m[1]}}
+		code, body2 = status(t, b.Client, mustRequest(t, "POST", s.base+"/.portcullis/ldap/corp-ldap", strings.NewReader(form.Encode())))
+		if !slices.Contains(tc.want, code) {
+			t.Fatalf("round %d: LDAP form from %s: %d, want %v\n%.400s", i, tc.from, code, tc.want, body2)
+		}
+		r := mustRequest(t, "GET", s.base+"/legacy/x", nil)
+		r.SetBasicAuth(ldapserver.Alice, tc.password)
+		r.Header.Set("Accept", "application/json")
+		code, body2 = status(t, b.Client, r)
+		if !slices.Contains(tc.want, code) {
+			t.Fatalf("round %d: Basic auth from %s: %d, want %v\n%.400s", i, tc.from, code, tc.want, body2)
+		}
+	}
+
+	// Bypassed and refused requests.
+	anon := newClient("")
+	r := mustRequest(t, "GET", s.base+"/api/tasks", nil)
+	r.Header.Set("Authorization", "Token abc")
+	code, body2 = status(t, anon.Client, r)
+	want("bypassed request", code, 200, body2)
+	r = mustRequest(t, "GET", s.base+"/tasks", nil)
+	r.Header.Set("Accept", "application/json")
+	code, body2 = status(t, anon.Client, r)
+	want("request without a session", code, 401, body2)
+
+	// Redis goes away and comes back, empty.
+	if s.redis != nil {
+		b = newClient("")
+		resp := oidcserver.Login(t, b.Client, s.base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+		resp.Body.Close()
+		want("OIDC login before Redis stops", resp.StatusCode, 200, "")
+		s.redis.Stop()
+		code, body2 = status(t, b.Client, mustRequest(t, "GET", s.base+"/tasks", nil))
+		want("request while Redis is stopped", code, 503, body2)
+		s.redis.Start()
+		s.awaitReady(t)
+		r := mustRequest(t, "GET", s.base+"/tasks", nil)
+		r.Header.Set("Accept", "application/json")
+		code, body2 = status(t, b.Client, r)
+		want("request after Redis came back empty", code, 401, body2)
+	}
+
+	// A reload to the other variant: every IdP and the cookie name change.
+	s.reload(t, (i+1)%2)
+}
+
+// webSocket opens a WebSocket through the proxy as c's user, sees the
+// upstream's greeting and closes it.
+func (s *leakStack) webSocket(t *testing.T, i int, c *leakClient) {
+	t.Helper()
+	u, _ := url.Parse(s.base)
+	var cookies []string
+	for _, ck := range c.Jar.Cookies(u) {
+		cookies = append(cookies, ck.Name+"="+ck.Value)
+	}
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\n%s\r\nCookie: %s\r\n\r\n", u.Host, strings.Join(webSocketHeaders, "\r\n"), strings.Join(cookies, "; "))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("round %d: WebSocket: %v", i, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("round %d: WebSocket: %d, want 101", i, resp.StatusCode)
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != greeting {
+		t.Fatalf("round %d: WebSocket greeting: %q %v", i, line, err)
+	}
+	io.WriteString(conn, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
+		t.Fatalf("round %d: WebSocket echo: %q %v", i, line, err)
+	}
+}
+
+// holdings are what the process holds: goroutines, open descriptors, and
+// its established TCP connections by the server they reach (the proxy's
+// own listener counts the connections clients made to it).
+type holdings struct {
+	goroutines int
+	fds        int
+	conns      map[string]int
+	heap       uint64 // bytes of live heap objects after a collection
+}
+
+func (h holdings) String() string {
+	var peers []string
+	for p, n := range h.conns {
+		peers = append(peers, fmt.Sprintf("%s=%d", p, n))
+	}
+	slices.Sort(peers)
+	return fmt.Sprintf("goroutines=%d fds=%d heap=%dKiB conns[%s]", h.goroutines, h.fds, h.heap>>10, strings.Join(peers, " "))
+}
+
+func (s *leakStack) holdings(t *testing.T) holdings {
+	t.Helper()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	h := holdings{goroutines: runtime.NumGoroutine(), heap: ms.HeapAlloc, conns: map[string]int{}}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockets := map[string]bool{}
+	for _, e := range entries {
+		h.fds++
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "socket:[") {
+			sockets[strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")] = true
+		}
+	}
+	for _, file := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "01" || !sockets[f[9]] { // 01: ESTABLISHED
+				continue
+			}
+			name, ok := s.peers[hexPort(f[2])]
+			if !ok {
+				name = "other"
+			}
+			h.conns[name]++
+		}
+	}
+	return h
+}
+
+// hexPort is the port of an address of /proc/net/tcp (0100007F:1F90).
+func hexPort(addr string) int {
+	_, p, _ := strings.Cut(addr, ":")
+	n, _ := strconv.ParseInt(p, 16, 32)
+	return int(n)
+}
+
+// settle waits until what the process holds is no more than base, or has
+// stopped changing, or a while has passed, and returns what it holds then:
+// the connections and goroutines of a finished workload take a moment to
+// go.
+func (s *leakStack) settle(t *testing.T, base *holdings) holdings {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	last, same := s.holdings(t), 0
+	for {
+		time.Sleep(50 * time.Millisecond)
+		h := s.holdings(t)
+		if base != nil && h.goroutines <= base.goroutines && h.fds <= base.fds {
+			return h
+		}
+		if h.goroutines == last.goroutines && h.fds == last.fds {
+			same++
+		} else {
+			same = 0
+		}
+		// Half a second unchanged is settled, unless base says better.
+		if (base == nil && same >= 10) || time.Now().After(deadline) {
+			return h
+		}
+		last = h
+	}
+}
+
+// goroutineDump is every goroutine's stack, grouped, for a failure message.
+func goroutineDump() string {
+	var b bytes.Buffer
+	pprof.Lookup("goroutine").WriteTo(&b, 1)
+	return b.String()
+}
+
+// leakRounds is how many rounds the tests run after the first;
+// PORTCULLIS_LEAK_ROUNDS asks for more when hunting.
+func leakRounds() int {
+	if n, err := strconv.Atoi(os.Getenv("PORTCULLIS_LEAK_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return 6
+}
+
+// The workload of many rounds leaves the process holding no more goroutines
+// and descriptors than one round did, with either session store. To hunt,
+// PORTCULLIS_LEAK_ROUNDS=20 runs more rounds, and PORTCULLIS_LEAK_PROFILE=DIR
+// writes heap profiles of every allocation after the first round and the
+// last, for go tool pprof -base.
+func TestLongRunningServeHoldsNoMore(t *testing.T) {
+	if os.Getenv("PORTCULLIS_LEAK_PROFILE") != "" {
+		runtime.MemProfileRate = 1 // every allocation, for a profile of small growth
+	}
+	for _, tc := range []struct {
+		name  string
+		redis bool
+	}{{"cookie store", false}, {"redis store", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startLeakStack(t, tc.redis)
+			s.round(t, 0)
+			base := s.settle(t, nil)
+			t.Logf("after 1 round:   %s", base)
+			if os.Getenv("PORTCULLIS_LEAK_PROFILE") != "" {
+				writeHeapProfile(t, tc.name+"-1")
+			}
+			rounds := leakRounds()
+			for i := 1; i <= rounds; i++ {
+				s.round(t, i)
+				if testing.Verbose() {
+					t.Logf("after %d rounds: %s", i+1, s.holdings(t))
+				}
+			}
+			got := s.settle(t, &base)
+			t.Logf("after %d rounds: %s (settled)", rounds+1, got)
+			if os.Getenv("PORTCULLIS_LEAK_PROFILE") != "" {
+				writeHeapProfile(t, tc.name+"-"+strconv.Itoa(rounds+1))
+			}
+			if got.goroutines > base.goroutines || got.fds > base.fds {
+				t.Errorf("after %d rounds the process holds more than after 1:\n  %s\n  %s\n%s", rounds+1, base, got, goroutineDump())
+			}
+		})
+	}
+}
+
+// writeHeapProfile writes the heap profile as NAME.pprof into the directory
+// PORTCULLIS_LEAK_PROFILE names.
+func writeHeapProfile(t *testing.T, name string) {
+	t.Helper()
+	runtime.GC()
+	file := filepath.Join(os.Getenv("PORTCULLIS_LEAK_PROFILE"), strings.ReplaceAll(name, " ", "-")+".pprof")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("heap profile: %s", file)
+}
