@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -666,4 +667,52 @@ func writeHeapProfile(t *testing.T, name string) {
 		t.Fatal(err)
 	}
 	t.Logf("heap profile: %s", file)
+}
+
+// liveHeap is the bytes of live heap objects, after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// A login's state is remembered as used for the flow's lifetime (ten
+// minutes), and the state a form or a query carries is a piece of the
+// request it came in: remembered as it was cut, it kept the whole request
+// alive with it. Junk answers at the SAML ACS, posted by anyone who started
+// a login, each kept up to a megabyte for ten minutes.
+func TestUsedLoginStatesKeepNoRequest(t *testing.T) {
+	idpSrv := samlserver.Start(t, samlserver.Options{})
+	h := newTestHandler(t, minimal+"    - id: corp\n      protocol: SAML\n      entity_id: "+idpSrv.EntityID()+
+		"\n      x509_cert: "+base64.StdEncoding.EncodeToString(idpSrv.Certificate.Raw)+
+		"\n      sso_url: "+idpSrv.SSOURL()+"\n")
+	const posts, size = 16, 1000 << 10
+	junk := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("<junk/>"), size/10))
+	before := liveHeap()
+	for range posts {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/.portcullis/login/corp", nil))
+		loc, err := url.Parse(rec.Header().Get("Location"))
+		if rec.Code != http.StatusFound || err != nil {
+			t.Fatalf("start login: %d %v", rec.Code, err)
+		}
+		form := url.Values{"RelayState": {loc.Query().Get("RelayState")}, "SAMLResponse": {junk}}
+		r := httptest.NewRequest("POST", "/.portcullis/saml/corp/acs", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for _, c := range rec.Result().Cookies() {
+			r.AddCookie(c)
+		}
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if rec.Code != http.StatusForbidden {
+			t.Fatalf("junk answer: %d, want 403", rec.Code)
+		}
+	}
+	kept := int64(liveHeap()) - int64(before)
+	runtime.KeepAlive(h) // what it remembers is what is measured
+	t.Logf("%d junk answers of %d KiB: %d KiB more live heap", posts, size>>10, kept>>10)
+	if kept > posts*size/4 {
+		t.Errorf("%d junk answers of %d KiB left %d KiB more live heap, want the requests gone", posts, size>>10, kept>>10)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"crypto/sha256"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -48,6 +49,10 @@ func newExpiringSet(max int, what string, log *slog.Logger) *expiringSet {
 // before the time of a key forgotten early), which makes it a check-and-set
 // for single use.
 func (s *expiringSet) Add(key string, until, now time.Time) bool {
+	// A copy of its own: a key cut from a request (a login's state, from a
+	// form or a query) would keep the whole request alive until it expires,
+	// up to a megabyte of SAML answer for each state for ten minutes.
+	key = strings.Clone(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sweep(now)
