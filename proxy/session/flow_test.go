@@ -204,14 +204,22 @@ func TestUsedStatesStaySingleUseUnderAFlood(t *testing.T) {
 
 // A login whose answer failed gives its state back (Release): junk callbacks,
 // which anyone can send, then cannot fill the set of used states and push
-// logins in progress past its watermark.
+// logins in progress, or those finished before, past its watermark. The
+// entries they leave behind are not kept for long either.
 func TestReleasedStatesDoNotFillTheUsedSet(t *testing.T) {
 	c := newClock()
 	f := NewFlows(testOptions(c))
-	f.used = newExpiringSet(10, "used login states", quiet)
+	const bound = 10
+	f.used = newExpiringSet(bound, "used login states", quiet)
 	pending := NewState()
 	pendingCookie := started(t, f, pending)
-	for range 20 {
+	done := NewState()
+	doneCookie := started(t, f, done)
+	if _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), done); err != nil {
+		t.Fatal(err)
+	}
+	most := 0
+	for range 20 * bound {
 		c.Advance(time.Second)
 		s := NewState()
 		if _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), s); err != nil {
@@ -220,11 +228,18 @@ func TestReleasedStatesDoNotFillTheUsedSet(t *testing.T) {
 		if err := f.Release(t.Context(), s); err != nil {
 			t.Fatal(err)
 		}
+		most = max(most, len(f.used.order))
+	}
+	if _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), done); !errors.Is(err, ErrFlowReused) {
+		t.Errorf("a login finished before a flood of failed answers, again: %v, want %v", err, ErrFlowReused)
 	}
 	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), pending); err != nil {
 		t.Errorf("a login started before a flood of failed answers: %v", err)
 	}
 	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), pending); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("the same login again, not released: %v, want %v", err, ErrFlowReused)
+	}
+	if most > 2*bound+staleSlack {
+		t.Errorf("%d failed answers left up to %d entries for %d states, want at most %d", 20*bound, most, bound, 2*bound+staleSlack)
 	}
 }

@@ -59,15 +59,18 @@ func (s *expiringSet) Add(key string, until, now time.Time) bool {
 	if old, ok := s.until[key]; ok && now.Before(old) {
 		if until.After(old) {
 			s.until[key] = until
-			s.push(key, until, now)
+			s.push(key, until)
 		}
 		return false
 	}
 	if s.covers(until) {
 		return false
 	}
+	if _, ok := s.until[key]; !ok {
+		s.makeRoom(now)
+	}
 	s.until[key] = until
-	s.push(key, until, now)
+	s.push(key, until)
 	return true
 }
 
@@ -99,7 +102,8 @@ func (s *expiringSet) lookup(key string, until time.Time) (remembered time.Time,
 	return remembered, ok, s.covers(until)
 }
 
-// Remove forgets key now; its heap entry goes stale and is skipped.
+// Remove forgets key now; its heap entry goes stale and is skipped, and
+// counts against no bound (push, makeRoom).
 func (s *expiringSet) Remove(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -133,10 +137,12 @@ func (s *expiringSet) Len() int {
 	return len(s.until)
 }
 
-// push adds key's heap entry, first making room by forgetting the keys
-// closest to expiring.
-func (s *expiringSet) push(key string, until, now time.Time) {
-	for len(s.order) >= s.max {
+// makeRoom forgets the keys closest to expiring until one more fits. Only
+// keys count: the stale entries that removed keys (logins whose answer
+// failed, which anyone can send) leave in the heap are passed over for
+// nothing, so that they never push a key out before its time.
+func (s *expiringSet) makeRoom(now time.Time) {
+	for len(s.until) >= s.max {
 		e := heap.Pop(&s.order).(expiryEntry)
 		if !s.drop(e) || !now.Before(e.until) {
 			continue
@@ -146,12 +152,33 @@ func (s *expiringSet) push(key string, until, now time.Time) {
 		}
 		s.evicted++
 	}
-	heap.Push(&s.order, expiryEntry{key, until})
 	if s.evicted > 0 && (s.warned.IsZero() || now.Sub(s.warned) >= evictionWarnEvery) {
 		s.log.Warn("session: memory bound reached, unexpired entries forgotten; older ones are refused until then",
 			"set", s.what, "bound", s.max, "forgotten", s.evicted, "refused_until", s.forgotten)
 		s.evicted, s.warned = 0, now
 	}
+}
+
+// staleSlack is how many stale heap entries beyond as many as there are
+// keys are let be before the heap is rebuilt.
+const staleSlack = 16
+
+// push adds key's heap entry. Once stale entries (of removed keys, and of
+// keys remembered longer since) outnumber the keys, the heap is rebuilt
+// from the keys alone, so that it holds at most about twice as many
+// entries as there are keys, at a cost spread over the pushes that made
+// them stale.
+func (s *expiringSet) push(key string, until time.Time) {
+	heap.Push(&s.order, expiryEntry{key, until})
+	if len(s.order) <= 2*len(s.until)+staleSlack {
+		return
+	}
+	order := make(expiryHeap, 0, len(s.until))
+	for k, t := range s.until {
+		order = append(order, expiryEntry{k, t})
+	}
+	heap.Init(&order)
+	s.order = order
 }
 
 // sweep forgets the keys that have expired.
@@ -185,6 +212,7 @@ func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryEntry)) }
 func (h *expiryHeap) Pop() any {
 	old := *h
 	e := old[len(old)-1]
+	old[len(old)-1] = expiryEntry{} // its key is not kept by the array
 	*h = old[:len(old)-1]
 	return e
 }
