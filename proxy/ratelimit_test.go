@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +145,26 @@ func TestUserKeyReadsSpellingsAsTheDirectoryDoes(t *testing.T) {
 	}
 	if long := strings.Repeat("ﷺ", 10_000); len(userKey("corp", long)) > 20*maxUserKeyBytes {
 		t.Errorf("a %d-byte username has a %d-byte key", len(long), len(userKey("corp", long)))
+	}
+}
+
+// A limiter's entries take the same memory whatever their key: a
+// username's key is cut to maxUserKeyBytes before it is normalized, but
+// NFKC makes 18 characters of some single ones (U+FDFA), and a limiter
+// full of such names, which need no account, held 34 times what one of
+// plain names did (about 3 KB an entry, against 100 bytes).
+func TestFailureLimiterMemoryDoesNotGrowWithTheKey(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	const keys = 5000
+	l := newFailureLimiter(userFailureBurst, failureWindow, keys)
+	before := liveHeap()
+	for i := range keys {
+		l.fail(userKey("corp-ldap", fmt.Sprintf("%08d", i)+strings.Repeat("\uFDFA", 82)), t0)
+	}
+	each := (int64(liveHeap()) - int64(before)) / keys
+	runtime.KeepAlive(l)
+	t.Logf("%d usernames of %d-byte keys: %d bytes each", keys, len(userKey("corp-ldap", strings.Repeat("\uFDFA", 85))), each)
+	if each > 1<<10 {
+		t.Errorf("%d usernames of 256 bytes held %d bytes each, want no more than a plain one's (about 100)", keys, each)
 	}
 }
