@@ -34,7 +34,15 @@ type failureLimiter struct {
 	max     int
 	mu      sync.Mutex
 	buckets map[limitKey]*bucket
+	// sweepAt is how many buckets there are when the refilled ones are
+	// next forgotten: twice as many as were left last time, so that the
+	// sweep costs each new key a constant share.
+	sweepAt int
 }
+
+// minSweep is the fewest buckets that a sweep of the refilled ones waits
+// for.
+const minSweep = 1024
 
 // limitKey is a key as a failureLimiter keeps it, its SHA-256, so that an
 // entry takes the same memory whatever the key: a username's key is cut to
@@ -51,7 +59,8 @@ type bucket struct {
 }
 
 func newFailureLimiter(burst int, window time.Duration, max int) *failureLimiter {
-	return &failureLimiter{burst: float64(burst), refill: window / time.Duration(burst), max: max, buckets: map[limitKey]*bucket{}}
+	return &failureLimiter{burst: float64(burst), refill: window / time.Duration(burst), max: max,
+		buckets: map[limitKey]*bucket{}, sweepAt: minSweep}
 }
 
 // level is b's tokens at now.
@@ -92,6 +101,14 @@ func (l *failureLimiter) failLocked(key string, now time.Time) {
 	k := limitKeyOf(key)
 	b := l.buckets[k]
 	if b == nil {
+		// A full bucket is the same as none; a bucket is not looked at
+		// again once it has refilled, so the sweep forgets them, or a
+		// proxy that runs for weeks keeps every username and address that
+		// ever failed, up to max.
+		if len(l.buckets) >= l.sweepAt {
+			l.forgetRefilled(now)
+			l.sweepAt = max(2*len(l.buckets), minSweep)
+		}
 		if len(l.buckets) >= l.max {
 			l.evict(now)
 		}
@@ -134,11 +151,7 @@ func (l *failureLimiter) reset(key string) {
 // usernames), an arbitrary tenth of them. The per-address limit still
 // holds such a spray back.
 func (l *failureLimiter) evict(now time.Time) {
-	for k, b := range l.buckets {
-		if l.level(b, now) >= l.burst {
-			delete(l.buckets, k)
-		}
-	}
+	l.forgetRefilled(now)
 	drop := len(l.buckets) - l.max + max(1, l.max/10)
 	for k := range l.buckets {
 		if drop <= 0 {
@@ -146,6 +159,15 @@ func (l *failureLimiter) evict(now time.Time) {
 		}
 		delete(l.buckets, k)
 		drop--
+	}
+}
+
+// forgetRefilled forgets the buckets that have refilled.
+func (l *failureLimiter) forgetRefilled(now time.Time) {
+	for k, b := range l.buckets {
+		if l.level(b, now) >= l.burst {
+			delete(l.buckets, k)
+		}
 	}
 }
 

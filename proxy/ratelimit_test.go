@@ -58,6 +58,26 @@ func TestFailureLimiterIsBounded(t *testing.T) {
 	}
 }
 
+// A key whose bucket has refilled is forgotten long before the limiter is
+// full: a full bucket is the same as none, and a proxy that ran for weeks
+// kept every username and address that had ever failed, up to the bound.
+func TestFailureLimiterForgetsRefilledKeys(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	l := newFailureLimiter(5, 5*time.Minute, 50_000)
+	for day := range 10 {
+		now := t0.Add(time.Duration(day) * 24 * time.Hour)
+		for i := range 2000 {
+			l.fail(fmt.Sprintf("day%d-user%d", day, i), now)
+		}
+	}
+	if n := len(l.buckets); n > 2*2000 {
+		t.Errorf("after 10 days of 2000 failing usernames a day, %d buckets, want at most 4000 (two days')", n)
+	}
+	if l.wait("day9-user1", t0.Add(9*24*time.Hour)) != 0 || l.level(l.buckets[limitKeyOf("day9-user1")], t0.Add(9*24*time.Hour)) != 4 {
+		t.Error("a key that failed today is forgotten")
+	}
+}
+
 func TestLoginLimits(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	l := newLoginLimits()
