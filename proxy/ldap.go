@@ -432,6 +432,9 @@ type basicCache struct {
 	max     int
 	mu      sync.Mutex
 	entries map[[32]byte]basicEntry
+	// sweepAt is how many entries there are when the stale ones are next
+	// forgotten (minSweep).
+	sweepAt int
 }
 
 type basicEntry struct {
@@ -440,7 +443,7 @@ type basicEntry struct {
 }
 
 func newBasicCache(ttl time.Duration, max int) *basicCache {
-	c := &basicCache{ttl: ttl, max: max, entries: map[[32]byte]basicEntry{}}
+	c := &basicCache{ttl: ttl, max: max, entries: map[[32]byte]basicEntry{}, sweepAt: minSweep}
 	rand.Read(c.secret[:])
 	return c
 }
@@ -470,12 +473,15 @@ func (c *basicCache) get(k [32]byte, now time.Time) (*idp.Profile, bool) {
 func (c *basicCache) put(k [32]byte, p *idp.Profile, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Each entry holds a profile, groups included: swept only once max
+	// are held, every set of credentials that signed in since the start
+	// would stay.
+	if len(c.entries) >= c.sweepAt {
+		c.forgetStale(now)
+		c.sweepAt = max(2*len(c.entries), minSweep)
+	}
 	if len(c.entries) >= c.max {
-		for key, e := range c.entries {
-			if !now.Before(e.expires) {
-				delete(c.entries, key)
-			}
-		}
+		c.forgetStale(now)
 		// Still full: drop an arbitrary entry; it only costs a bind.
 		for key := range c.entries {
 			if len(c.entries) < c.max {
@@ -486,6 +492,15 @@ func (c *basicCache) put(k [32]byte, p *idp.Profile, now time.Time) {
 	}
 	saved := *p
 	c.entries[k] = basicEntry{profile: &saved, expires: now.Add(c.ttl)}
+}
+
+// forgetStale forgets the entries past their time; c.mu is held.
+func (c *basicCache) forgetStale(now time.Time) {
+	for key, e := range c.entries {
+		if !now.Before(e.expires) {
+			delete(c.entries, key)
+		}
+	}
 }
 
 // checkBasicAuth refuses basic_auth rules that name no LDAP IdP.

@@ -66,6 +66,25 @@ func TestCheckLDAPBindPasswordFromEnv(t *testing.T) {
 	}
 }
 
+// A Basic auth check is forgotten once it is stale, not only once the
+// cache is full: each entry holds the user's profile, groups included, and
+// a proxy that ran for days held every set of credentials that had signed
+// in since it started, up to maxBasicAuthEntries.
+func TestBasicCacheForgetsStaleEntries(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	c := newBasicCache(basicAuthTTL, maxBasicAuthEntries)
+	const perHour = 500
+	for hour := range 10 {
+		now := t0.Add(time.Duration(hour) * time.Hour)
+		for i := range perHour {
+			c.put(c.key("corp", fmt.Sprintf("user%d-%d", hour, i), "pw"), &idp.Profile{Groups: []string{"staff"}}, now)
+		}
+	}
+	if n := len(c.entries); n > 2*perHour {
+		t.Errorf("after 10 hours of %d new credentials an hour, %d entries, want at most %d (two hours')", perHour, n, 2*perHour)
+	}
+}
+
 func TestBasicCache(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	c := newBasicCache(time.Minute, 3)

@@ -35,13 +35,14 @@ type failureLimiter struct {
 	mu      sync.Mutex
 	buckets map[limitKey]*bucket
 	// sweepAt is how many buckets there are when the refilled ones are
-	// next forgotten: twice as many as were left last time, so that the
-	// sweep costs each new key a constant share.
+	// next forgotten (minSweep).
 	sweepAt int
 }
 
-// minSweep is the fewest buckets that a sweep of the refilled ones waits
-// for.
+// minSweep is the fewest entries at which a sweep of those gone stale is
+// due: refilled buckets here, refresh outcomes (refresh.go) and Basic auth
+// checks (ldap.go). Each sweeps again once its entries have doubled since,
+// so that sweeping costs each new entry a constant share.
 const minSweep = 1024
 
 // limitKey is a key as a failureLimiter keeps it, its SHA-256, so that an

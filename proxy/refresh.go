@@ -45,6 +45,9 @@ type refreshCalls struct {
 	mu       sync.Mutex
 	inFlight map[string]*refreshCall
 	recent   map[string]*refreshCall // finished, by session ID
+	// sweepAt is how many are remembered when those that no longer answer
+	// are next forgotten (minSweep).
+	sweepAt int
 }
 
 // refreshCall is one refresh of one session: in flight until done closes.
@@ -64,7 +67,8 @@ type refreshCall struct {
 }
 
 func newRefresher(every time.Duration) *refresher {
-	return &refresher{every: every, refreshCalls: &refreshCalls{inFlight: map[string]*refreshCall{}, recent: map[string]*refreshCall{}}}
+	return &refresher{every: every, refreshCalls: &refreshCalls{inFlight: map[string]*refreshCall{},
+		recent: map[string]*refreshCall{}, sweepAt: minSweep}}
 }
 
 // refreshSession returns the session to carry on with: s itself when no
@@ -175,17 +179,30 @@ func (rf *refresher) markUnsaved(c *refreshCall, unsaved bool) {
 	rf.mu.Unlock()
 }
 
+// forgetDone forgets the outcomes that no longer answer for their
+// sessions; rf.mu is held.
+func (rf *refresher) forgetDone(now time.Time) {
+	for k, old := range rf.recent {
+		if !rf.remembers(old, now) {
+			delete(rf.recent, k)
+		}
+	}
+}
+
 func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, kept bool, now time.Time) {
 	rf.mu.Lock()
 	defer rf.mu.Unlock()
 	c.s, c.kept, c.finished = next, kept, now
 	delete(rf.inFlight, id)
+	// Each outcome holds a renewed session, tokens included: swept only
+	// once refreshEntries are held, those of every session refreshed
+	// since the start would stay, sessions long logged out included.
+	if len(rf.recent) >= rf.sweepAt {
+		rf.forgetDone(now)
+		rf.sweepAt = max(2*len(rf.recent), minSweep)
+	}
 	if len(rf.recent) >= refreshEntries {
-		for k, old := range rf.recent {
-			if !rf.remembers(old, now) {
-				delete(rf.recent, k)
-			}
-		}
+		rf.forgetDone(now)
 		if len(rf.recent) >= refreshEntries {
 			clear(rf.recent) // a burst of refreshes: forget rather than grow
 		}

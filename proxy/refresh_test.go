@@ -44,3 +44,27 @@ func TestRefreshRecordIsBoundedWithUnsavedSessions(t *testing.T) {
 		t.Errorf("%d remembered, want at most %d", n, refreshEntries)
 	}
 }
+
+// A refresh's outcome is forgotten once it no longer answers for its
+// session (a minute for one that was saved), not only once refreshEntries
+// are held: each kept the renewed session, tokens included, and a proxy
+// that ran for days held those of every session refreshed since it
+// started, up to the bound, sessions long logged out included.
+func TestRefreshRecordForgetsWhatNoLongerAnswers(t *testing.T) {
+	rf := newRefresher(time.Minute)
+	t0 := time.Unix(1_700_000_000, 0)
+	const perHour = 500
+	for hour := range 10 {
+		now := t0.Add(time.Duration(hour) * time.Hour)
+		for i := range perHour {
+			s := &session.Session{ID: strconv.Itoa(hour) + "-" + strconv.Itoa(i), Refreshed: now.Add(-time.Hour)}
+			c, _ := rf.join(s, now)
+			next := *s
+			next.Refreshed, next.Expires = now, now.Add(12*time.Hour)
+			rf.finish(s.ID, c, &next, false, now)
+		}
+	}
+	if n := len(rf.recent); n > 2*perHour {
+		t.Errorf("after 10 hours of %d refreshes an hour, %d remembered, want at most %d (two hours')", perHour, n, 2*perHour)
+	}
+}
