@@ -372,6 +372,21 @@ func (s *leakStack) round(t *testing.T, i int) {
 
 	// Callbacks that fail: junk states, and junk answers to logins started.
 	junk := newClient("")
+	// IdPs and paths a client made up: no metric series may take them.
+	for _, path := range []string{"/login/", "/oidc/%s/callback?state=x", "/ldap/", "/saml/%s/acs", "/saml/%s/slo", "/oidc/%s/backchannel-logout"} {
+		method := "GET"
+		if strings.HasSuffix(path, "acs") || strings.HasSuffix(path, "logout") {
+			method = "POST"
+		}
+		if !strings.Contains(path, "%s") {
+			path += "%s"
+		}
+		u := s.base + "/.portcullis" + fmt.Sprintf(path, "nosuch"+strconv.Itoa(i))
+		code, body2 = status(t, junk.Client, mustRequest(t, method, u, strings.NewReader("")))
+		want(method+" "+u, code, 404, body2)
+	}
+	code, body2 = status(t, junk.stop(), mustRequest(t, "GET", s.base+"/nosuch"+strconv.Itoa(i)+"/tasks", nil))
+	want("a path the client made up, without a session", code, 302, body2)
 	for range 3 {
 		code, body2 = status(t, junk.Client, mustRequest(t, "GET", s.base+"/.portcullis/oidc/company/callback?code=x&state=junk"+strconv.Itoa(i)+"aaaaaaaaaaaaaaaaaaaaaa", nil))
 		want("callback with a junk state", code, 400, body2)
@@ -411,35 +426,42 @@ func (s *leakStack) round(t *testing.T, i int) {
 	code, body2 = status(t, b.Client, mustRequest(t, "GET", s.base+"/tasks", nil))
 	want("request after the SAML login", code, 200, body2)
 
-	// LDAP: the form, right and wrong, and Basic auth, right and wrong.
-	// The wrong ones come from an address of their own, whose limits
-	// they soon use up (429), so that the right ones keep passing.
-	for _, tc := range []struct {
-		from, password string
-		want           []int
-	}{
-		{"198.51.100.1", ldapserver.AlicePassword, []int{200}},
-		{"198.51.100.2", "wrong", []int{401, 429}},
-	} {
-		b = newClient(tc.from)
-		code, page := status(t, b.Client, mustRequest(t, "GET", s.base+"/.portcullis/ldap/corp-ldap?rd=/tasks", nil))
+	// LDAP: the form and Basic auth, with alice's password and with wrong
+	// ones for bob, which soon use up bob's attempts (429). The first round
+	// goes on until they have, so that it has seen every answer the later
+	// ones give.
+	ldapForm := func(c *leakClient, username, password string) int {
+		t.Helper()
+		code, page := status(t, c.Client, mustRequest(t, "GET", s.base+"/.portcullis/ldap/corp-ldap?rd=/tasks", nil))
 		m := stateField.FindStringSubmatch(page)
 		if code != 200 || m == nil {
 			t.Fatalf("round %d: LDAP form: %d %.400s", i, code, page)
 		}
-		form := url.Values{"username": {ldapserver.Alice}, "password": {tc.password}, "state": {m[1]}}
-		code, body2 = status(t, b.Client, mustRequest(t, "POST", s.base+"/.portcullis/ldap/corp-ldap", strings.NewReader(form.Encode())))
-		if !slices.Contains(tc.want, code) {
-			t.Fatalf("round %d: LDAP form from %s: %d, want %v\n%.400s", i, tc.from, code, tc.want, body2)
-		}
+		form := url.Values{"username": {username}, "password": {password}, "state": {m[1]}}
+		code, _ = status(t, c.Client, mustRequest(t, "POST", s.base+"/.portcullis/ldap/corp-ldap", strings.NewReader(form.Encode())))
+		return code
+	}
+	basic := func(c *leakClient, username, password string) int {
+		t.Helper()
 		r := mustRequest(t, "GET", s.base+"/legacy/x", nil)
-		r.SetBasicAuth(ldapserver.Alice, tc.password)
+		r.SetBasicAuth(username, password)
 		r.Header.Set("Accept", "application/json")
-		code, body2 = status(t, b.Client, r)
-		if !slices.Contains(tc.want, code) {
-			t.Fatalf("round %d: Basic auth from %s: %d, want %v\n%.400s", i, tc.from, code, tc.want, body2)
+		code, _ := status(t, c.Client, r)
+		return code
+	}
+	right, wrong := newClient("198.51.100.1"), newClient("198.51.100.2")
+	want("LDAP form with the right password", ldapForm(right, ldapserver.Alice, ldapserver.AlicePassword), 200, "")
+	want("Basic auth with the right password", basic(right, ldapserver.Alice, ldapserver.AlicePassword), 200, "")
+	for attempt := 0; ; attempt++ {
+		code := ldapForm(wrong, ldapserver.Bob, "wrong")
+		if code == 429 {
+			break
+		}
+		if code != 401 || i > 0 || attempt > userFailureBurst {
+			t.Fatalf("round %d: LDAP form with a wrong password, attempt %d: %d, want 401 then 429", i, attempt+1, code)
 		}
 	}
+	want("Basic auth with a wrong password once the limit is reached", basic(wrong, ldapserver.Bob, "wrong"), 429, "")
 
 	// Bypassed and refused requests.
 	anon := newClient("")
@@ -506,14 +528,16 @@ func (s *leakStack) webSocket(t *testing.T, i int, c *leakClient) {
 	}
 }
 
-// holdings are what the process holds: goroutines, open descriptors, and
-// its established TCP connections by the server they reach (the proxy's
-// own listener counts the connections clients made to it).
+// holdings are what the process holds: goroutines, open descriptors, its
+// established TCP connections by the server they reach (the proxy's own
+// listener counts the connections clients made to it), and the series of
+// the proxy's metrics.
 type holdings struct {
 	goroutines int
 	fds        int
 	conns      map[string]int
-	heap       uint64 // bytes of live heap objects after a collection
+	heap       uint64          // bytes of live heap objects after a collection
+	series     map[string]bool // of the proxy's metrics, by name and labels
 }
 
 func (h holdings) String() string {
@@ -522,7 +546,7 @@ func (h holdings) String() string {
 		peers = append(peers, fmt.Sprintf("%s=%d", p, n))
 	}
 	slices.Sort(peers)
-	return fmt.Sprintf("goroutines=%d fds=%d heap=%dKiB conns[%s]", h.goroutines, h.fds, h.heap>>10, strings.Join(peers, " "))
+	return fmt.Sprintf("goroutines=%d fds=%d heap=%dKiB series=%d conns[%s]", h.goroutines, h.fds, h.heap>>10, len(h.series), strings.Join(peers, " "))
 }
 
 func (s *leakStack) holdings(t *testing.T) holdings {
@@ -531,6 +555,19 @@ func (s *leakStack) holdings(t *testing.T) holdings {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	h := holdings{goroutines: runtime.NumGoroutine(), heap: ms.HeapAlloc, conns: map[string]int{}}
+	h.series = map[string]bool{}
+	for name, mf := range gather(t, s.handler()) {
+		if !strings.HasPrefix(name, "portcullis_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			series := name
+			for _, lp := range m.GetLabel() {
+				series += fmt.Sprintf(" %s=%q", lp.GetName(), lp.GetValue())
+			}
+			h.series[series] = true
+		}
+	}
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
@@ -612,8 +649,9 @@ func leakRounds() int {
 	return 6
 }
 
-// The workload of many rounds leaves the process holding no more goroutines
-// and descriptors than one round did, with either session store. To hunt,
+// The workload of many rounds leaves the process holding no more goroutines,
+// descriptors and metric series than one round did, with either session
+// store, and no series is named by an IdP or a path that a client made up. To hunt,
 // PORTCULLIS_LEAK_ROUNDS=20 runs more rounds, and PORTCULLIS_LEAK_PROFILE=DIR
 // writes heap profiles of every allocation after the first round and the
 // last, for go tool pprof -base.
@@ -647,6 +685,20 @@ func TestLongRunningServeHoldsNoMore(t *testing.T) {
 			}
 			if got.goroutines > base.goroutines || got.fds > base.fds {
 				t.Errorf("after %d rounds the process holds more than after 1:\n  %s\n  %s\n%s", rounds+1, base, got, goroutineDump())
+			}
+			for series := range got.series {
+				if !base.series[series] {
+					t.Errorf("after %d rounds a series that 1 did not have: %s", rounds+1, series)
+				}
+			}
+			for name, mf := range gather(t, s.handler()) {
+				for _, m := range mf.GetMetric() {
+					for _, lp := range m.GetLabel() {
+						if strings.Contains(lp.GetValue(), "nosuch") {
+							t.Errorf("%s{%s=%q}: a series named by what a client made up", name, lp.GetName(), lp.GetValue())
+						}
+					}
+				}
 			}
 		})
 	}
