@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,6 +103,8 @@ type leakStack struct {
 
 	// peers names the servers by port, for the sockets count.
 	peers map[int]string
+	// shutdown ends serve, as a SIGTERM does, and waits until it returned.
+	shutdown func()
 }
 
 func startLeakStack(t *testing.T, redis bool) *leakStack {
@@ -165,12 +168,13 @@ func startLeakStack(t *testing.T, redis bool) *leakStack {
 	_, s.live.src.stamp, _ = s.live.src.read()
 	done := make(chan error, 1)
 	go func() { done <- s.live.serveOn(ctx, proxyLn, adminLn, time.Second) }()
-	t.Cleanup(func() {
+	s.shutdown = sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
+	t.Cleanup(s.shutdown)
 	s.awaitReady(t)
 	s.registerSP(t)
 	return s
@@ -700,8 +704,41 @@ func TestLongRunningServeHoldsNoMore(t *testing.T) {
 					}
 				}
 			}
+
+			// Once serve has returned, nothing of the proxy's runs or
+			// stays connected: a process that embeds it (the tests, for
+			// one) would keep it all after every Run.
+			s.shutdown()
+			after := s.settle(t, nil)
+			t.Logf("after shutdown: %s", after)
+			for _, peer := range []string{"upstream", "ldap", "redis", "proxy"} {
+				if after.conns[peer] > 0 {
+					t.Errorf("after shutdown, %d connections to %s are open", after.conns[peer], peer)
+				}
+			}
+			if left := proxyGoroutines(); len(left) > 0 {
+				t.Errorf("after shutdown, the proxy's goroutines run on:\n%s", strings.Join(left, "\n\n"))
+			}
 		})
 	}
+}
+
+// proxyGoroutines are the stacks of the goroutines that run the proxy's
+// code or the clients it uses, those the tests started aside.
+func proxyGoroutines() []string {
+	var b bytes.Buffer
+	pprof.Lookup("goroutine").WriteTo(&b, 2)
+	var found []string
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(g, "_test.go:") {
+			continue
+		}
+		if strings.Contains(g, "portcullis/proxy.") || strings.Contains(g, "portcullis/idp.") ||
+			strings.Contains(g, "go-ldap") || strings.Contains(g, "go-redis") {
+			found = append(found, g)
+		}
+	}
+	return found
 }
 
 // writeHeapProfile writes the heap profile as NAME.pprof into the directory

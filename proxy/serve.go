@@ -119,8 +119,14 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	}
 	conns.closeAll()
 	admin.Close()
-	l.cur.Load().stopProviders(nil)
-	l.cur.Load().releaseTransport(nil)
+	h = l.cur.Load()
+	h.stopProviders(nil)
+	h.releaseTransport(nil)
+	// The requests are over; a process that embeds the proxy (the tests)
+	// would otherwise keep the connections to Redis after every Run.
+	if h.redis != nil {
+		h.redis.Close()
+	}
 	l.log.Info("portcullis stopped")
 	return nil
 }
