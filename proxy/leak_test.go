@@ -120,7 +120,10 @@ func startLeakStack(t *testing.T, redis bool) *leakStack {
 	s := &leakStack{base: "http://" + proxyLn.Addr().String(), addr: proxyLn.Addr().String(), peers: map[int]string{}}
 	up := newServer(t, http.HandlerFunc(leakUpstream))
 	s.upstream = up
-	s.oidc = oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.base + "/.portcullis/oidc/company/callback"}})
+	s.oidc = oidcserver.Start(t, oidcserver.Options{
+		RedirectURIs:         []string{s.base + "/.portcullis/oidc/company/callback"},
+		BackchannelLogoutURI: s.base + "/.portcullis/oidc/company/backchannel-logout",
+	})
 	s.saml = samlserver.Start(t, samlserver.Options{Users: []samlserver.User{{
 		Name: "alice", Password: "alice-pw", Email: "alice@example.com", Groups: []string{"cvat-admins"},
 	}}})
@@ -373,6 +376,23 @@ func (s *leakStack) round(t *testing.T, i int) {
 	want("logout", code, 200, body2)
 	code, body2 = status(t, b.Client, mustRequest(t, "GET", s.base+"/.portcullis/userinfo", nil))
 	want("userinfo after logout", code, 401, body2)
+
+	// OIDC: a login that the IdP ends, by back-channel logout.
+	b = newClient("")
+	resp = oidcserver.Login(t, b.Client, s.base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+	resp.Body.Close()
+	want("OIDC login", resp.StatusCode, 200, "")
+	resp = oidcserver.Logout(t, b.Client, s.oidc.Issuer+"/session/end")
+	resp.Body.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		code, body2 = status(t, b.Client, mustRequest(t, "GET", s.base+"/.portcullis/userinfo", nil))
+		if code == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("round %d: userinfo after the IdP's back-channel logout: %d, want 401\n%.400s", i, code, body2)
+		}
+	}
 
 	// Callbacks that fail: junk states, and junk answers to logins started.
 	junk := newClient("")
