@@ -487,6 +487,13 @@ func (s *leakStack) round(t *testing.T, i int) {
 	}
 	want("Basic auth with a wrong password once the limit is reached", basic(wrong, ldapserver.Bob, "wrong"), 429, "")
 
+	// The directory goes away and comes back.
+	s.dir.Stop()
+	want("LDAP form while the directory is down", ldapForm(right, ldapserver.Alice, ldapserver.AlicePassword), 503, "")
+	want("Basic auth while the directory is down", basic(right, "carol", ldapserver.AlicePassword), 503, "")
+	s.dir.Restart()
+	want("LDAP form once the directory is back", ldapForm(right, ldapserver.Alice, ldapserver.AlicePassword), 200, "")
+
 	// Bypassed and refused requests.
 	anon := newClient("")
 	r := mustRequest(t, "GET", s.base+"/api/tasks", nil)
