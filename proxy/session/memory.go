@@ -222,8 +222,7 @@ func (h *expiryHeap) Pop() any {
 // cookie value rather than on every request. It holds only sessions that
 // opened; expiry, idle timeout and revocation are checked by the caller on
 // every hit, so a cached entry never outlives its session's validity. It is
-// bounded both in entries and in the total length of the sealed values (a
-// rough measure of the memory their sessions take).
+// bounded both in entries and in the memory its sessions hold (heldBytes).
 type openedCache struct {
 	mu       sync.RWMutex
 	max      int
@@ -234,7 +233,7 @@ type openedCache struct {
 
 type cached struct {
 	session *Session
-	size    int // length of the sealed value
+	size    int // heldBytes of the session
 }
 
 func newOpenedCache(max, maxBytes int) *openedCache {
@@ -252,7 +251,7 @@ func (c *openedCache) get(key [sha256.Size]byte) *Session {
 	return e.session
 }
 
-// put caches s, opened from a sealed value of the given length.
+// put caches s, which holds size bytes (heldBytes).
 func (c *openedCache) put(key [sha256.Size]byte, s *Session, size int, now time.Time) {
 	if c == nil || size > c.maxBytes {
 		return
@@ -294,6 +293,54 @@ func (c *openedCache) drop(id string) {
 			delete(c.entries, k)
 		}
 	}
+}
+
+// heldBytes estimates the memory session s holds once opened, for the
+// cache's bound: its strings and a header for each, and the structs around
+// them. The length of the sealed value it came from is no measure: sessions
+// are deflated before they are sealed, and one with 300 groups named by
+// their DN holds ten times its 2 KB of cookie.
+func heldBytes(s *Session) int {
+	n := 512 // the Session, with its Profile and Tokens, and its cache entry
+	p, t := &s.Profile, &s.Tokens
+	for _, v := range [...]string{s.ID, p.IdP, p.Sub, p.Email, p.Username, p.FirstName, p.LastName, p.Name,
+		t.RefreshToken, t.IDToken, t.SID} {
+		n += len(v)
+	}
+	for _, list := range [...][]string{p.Groups, p.Roles} {
+		for _, v := range list {
+			n += heldHeader + len(v)
+		}
+	}
+	if id := t.NameID; id != nil {
+		n += 5*heldHeader + len(id.Value) + len(id.Format) + len(id.NameQualifier) + len(id.SPNameQualifier) + len(id.SPProvidedID)
+	}
+	return n + claimBytes(p.Claims)
+}
+
+// heldHeader is what heldBytes counts for a value besides its bytes: a
+// string's header, or an interface's two words.
+const heldHeader = 16
+
+// claimBytes is heldBytes for a claim's value, as JSON decodes it.
+func claimBytes(v any) int {
+	switch v := v.(type) {
+	case string:
+		return heldHeader + len(v)
+	case []any:
+		n := 2 * heldHeader
+		for _, e := range v {
+			n += claimBytes(e)
+		}
+		return n
+	case map[string]any:
+		n := 3 * heldHeader
+		for k, e := range v {
+			n += heldHeader + len(k) + claimBytes(e)
+		}
+		return n
+	}
+	return heldHeader // a number, a boolean, null
 }
 
 // hashBuffers lend a byte buffer for hashing a cookie value that is held as a

@@ -6,11 +6,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
 )
 
 // quiet is a logger for sets whose warnings a test does not read.
@@ -237,5 +240,42 @@ func TestExpiringSetPostpone(t *testing.T) {
 	_, keptC := s.until["c"]
 	if keptB || !keptC || !s.Has("c", now.Add(13*time.Minute), now.Add(12*time.Minute+30*time.Second)) {
 		t.Errorf("after postponing, keys do not expire at their new times in order: b kept %v, c kept %v", keptB, keptC)
+	}
+}
+
+// liveHeap is the bytes of live heap objects, after a collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// The cache's bound on bytes counts what its sessions hold once opened, not
+// the length of their sealed values: a session is deflated before it is
+// sealed, and one with 300 groups named by their DN holds ten times its 2 KB
+// of cookie. Bounded by the sealed length, the cache meant to hold 16 MiB
+// held 168 MiB of such sessions, which an active user's re-sealed cookie (a
+// new value every minute) fills within hours.
+func TestOpenedCacheBoundCountsWhatSessionsHold(t *testing.T) {
+	c := newClock()
+	st := mustStore(t, testOptions(c))
+	const bound = 2 << 20
+	st.cache = newOpenedCache(cacheEntries, bound)
+	groups := make([]string, 300)
+	for i := range groups {
+		groups[i] = fmt.Sprintf("cn=group-%d,ou=groups,dc=example,dc=com", i)
+	}
+	before := liveHeap()
+	for i := range 2000 {
+		p := testProfile()
+		p.Sub, p.Groups = fmt.Sprint("user-", i), groups
+		load(t, st, request(saved(t, st, New(p, idp.Tokens{}, st.opts))...))
+	}
+	held := liveHeap() - before
+	runtime.KeepAlive(st)
+	t.Logf("%d sessions cached, %d KiB counted, %d KiB live", len(st.cache.entries), st.cache.bytes>>10, held>>10)
+	if held > 2*bound {
+		t.Errorf("a cache bounded to %d KiB holds %d KiB of sessions", bound>>10, held>>10)
 	}
 }

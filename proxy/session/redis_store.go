@@ -211,7 +211,7 @@ func (st *RedisStore) open(id string, vals []any) *Session {
 			return nil
 		}
 		shared = w.session()
-		st.cache.put(key, shared, len(sealed), st.opts.now())
+		st.cache.put(key, shared, heldBytes(shared), st.opts.now())
 	}
 	s := *shared
 	if last, _ := vals[1].(string); last != "" {
