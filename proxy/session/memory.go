@@ -296,51 +296,18 @@ func (c *openedCache) drop(id string) {
 }
 
 // heldBytes estimates the memory session s holds once opened, for the
-// cache's bound: its strings and a header for each, and the structs around
-// them. The length of the sealed value it came from is no measure: sessions
-// are deflated before they are sealed, and one with 300 groups named by
-// their DN holds ten times its 2 KB of cookie.
+// cache's bound: its profile's Footprint, its tokens, and the structs
+// around them. The length of the sealed value it came from is no measure:
+// sessions are deflated before they are sealed, and one with 300 groups
+// named by their DN holds ten times its 2 KB of cookie.
 func heldBytes(s *Session) int {
-	n := 512 // the Session, with its Profile and Tokens, and its cache entry
-	p, t := &s.Profile, &s.Tokens
-	for _, v := range [...]string{s.ID, p.IdP, p.Sub, p.Email, p.Username, p.FirstName, p.LastName, p.Name,
-		t.RefreshToken, t.IDToken, t.SID} {
-		n += len(v)
-	}
-	for _, list := range [...][]string{p.Groups, p.Roles} {
-		for _, v := range list {
-			n += heldHeader + len(v)
-		}
-	}
+	n := 512 + s.Profile.Footprint() // with the Session and its cache entry
+	t := &s.Tokens
+	n += len(s.ID) + len(t.RefreshToken) + len(t.IDToken) + len(t.SID)
 	if id := t.NameID; id != nil {
-		n += 5*heldHeader + len(id.Value) + len(id.Format) + len(id.NameQualifier) + len(id.SPNameQualifier) + len(id.SPProvidedID)
+		n += 80 + len(id.Value) + len(id.Format) + len(id.NameQualifier) + len(id.SPNameQualifier) + len(id.SPProvidedID)
 	}
-	return n + claimBytes(p.Claims)
-}
-
-// heldHeader is what heldBytes counts for a value besides its bytes: a
-// string's header, or an interface's two words.
-const heldHeader = 16
-
-// claimBytes is heldBytes for a claim's value, as JSON decodes it.
-func claimBytes(v any) int {
-	switch v := v.(type) {
-	case string:
-		return heldHeader + len(v)
-	case []any:
-		n := 2 * heldHeader
-		for _, e := range v {
-			n += claimBytes(e)
-		}
-		return n
-	case map[string]any:
-		n := 3 * heldHeader
-		for k, e := range v {
-			n += heldHeader + len(k) + claimBytes(e)
-		}
-		return n
-	}
-	return heldHeader // a number, a boolean, null
+	return n
 }
 
 // hashBuffers lend a byte buffer for hashing a cookie value that is held as a
