@@ -36,6 +36,10 @@ const basicAuthTTL = 60 * time.Second
 // maxBasicAuthEntries bounds the Basic auth cache.
 const maxBasicAuthEntries = 10_000
 
+// maxBasicAuthBytes bounds the memory of the profiles the Basic auth cache
+// holds (their Footprint).
+const maxBasicAuthBytes = 16 << 20
+
 // passwordLogins is the state of password logins: failure limits, the
 // Basic auth cache and the Basic auth checks under way.
 type passwordLogins struct {
@@ -432,6 +436,11 @@ type basicCache struct {
 	max     int
 	mu      sync.Mutex
 	entries map[[32]byte]basicEntry
+	// bytes is the Footprint of the profiles in entries, which it keeps
+	// within maxBasicAuthBytes: a user whose password is right can sign in
+	// under as many spellings of the username as the directory accepts
+	// (case, spaces), each an entry with a copy of the groups of its own.
+	bytes int
 	// sweepAt is how many entries there are when the stale ones are next
 	// forgotten (minSweep).
 	sweepAt int
@@ -440,6 +449,7 @@ type basicCache struct {
 type basicEntry struct {
 	profile *idp.Profile
 	expires time.Time
+	size    int // the profile's Footprint
 }
 
 func newBasicCache(ttl time.Duration, max int) *basicCache {
@@ -471,6 +481,10 @@ func (c *basicCache) get(k [32]byte, now time.Time) (*idp.Profile, bool) {
 }
 
 func (c *basicCache) put(k [32]byte, p *idp.Profile, now time.Time) {
+	size := p.Footprint()
+	if size > maxBasicAuthBytes/16 {
+		return // checked at every request rather than pushing out a sixteenth of the cache
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// Each entry holds a profile, groups included: swept only once max
@@ -480,24 +494,31 @@ func (c *basicCache) put(k [32]byte, p *idp.Profile, now time.Time) {
 		c.forgetStale(now)
 		c.sweepAt = max(2*len(c.entries), minSweep)
 	}
-	if len(c.entries) >= c.max {
+	if old, ok := c.entries[k]; ok {
+		c.bytes -= old.size
+		delete(c.entries, k)
+	}
+	if len(c.entries) >= c.max || c.bytes+size > maxBasicAuthBytes {
 		c.forgetStale(now)
-		// Still full: drop an arbitrary entry; it only costs a bind.
-		for key := range c.entries {
-			if len(c.entries) < c.max {
+		// Still full: drop arbitrary entries; each only costs a bind.
+		for key, e := range c.entries {
+			if len(c.entries) < c.max && c.bytes+size <= maxBasicAuthBytes {
 				break
 			}
+			c.bytes -= e.size
 			delete(c.entries, key)
 		}
 	}
 	saved := *p
-	c.entries[k] = basicEntry{profile: &saved, expires: now.Add(c.ttl)}
+	c.entries[k] = basicEntry{profile: &saved, expires: now.Add(c.ttl), size: size}
+	c.bytes += size
 }
 
 // forgetStale forgets the entries past their time; c.mu is held.
 func (c *basicCache) forgetStale(now time.Time) {
 	for key, e := range c.entries {
 		if !now.Before(e.expires) {
+			c.bytes -= e.size
 			delete(c.entries, key)
 		}
 	}

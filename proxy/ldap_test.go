@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,30 @@ func TestBasicCacheForgetsStaleEntries(t *testing.T) {
 	}
 	if n := len(c.entries); n > 2*perHour {
 		t.Errorf("after 10 hours of %d new credentials an hour, %d entries, want at most %d (two hours')", perHour, n, 2*perHour)
+	}
+}
+
+// The Basic auth cache is bounded in the memory its profiles hold, not only
+// in number: a user whose password is right can sign in under as many
+// spellings of the username as the directory accepts (case, spaces), each
+// an entry of its own with its own copy of the groups, and 10,000 of a user
+// with 300 groups named by their DN would hold about 200 MiB.
+func TestBasicCacheBoundsTheMemoryItHolds(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	c := newBasicCache(basicAuthTTL, maxBasicAuthEntries)
+	before := liveHeap()
+	for i := range 4000 {
+		groups := make([]string, 300)
+		for g := range groups {
+			groups[g] = fmt.Sprintf("cn=group-%d,ou=groups,dc=example,dc=com", g)
+		}
+		c.put(c.key("corp", fmt.Sprintf("alice%d", i), "alice-pw"), &idp.Profile{Sub: "alice", Groups: groups}, t0)
+	}
+	held := int64(liveHeap()) - int64(before)
+	runtime.KeepAlive(c)
+	t.Logf("%d entries, %d KiB live", len(c.entries), held>>10)
+	if held > 2*maxBasicAuthBytes {
+		t.Errorf("4000 entries of 300 groups hold %d KiB, want at most about %d", held>>10, maxBasicAuthBytes>>10)
 	}
 }
 
