@@ -90,16 +90,15 @@ rules:
 
 // leakStack is the proxy and the servers it uses.
 type leakStack struct {
-	base     string // the proxy's public URL
-	addr     string // its listener
-	live     *live
-	path     string // the configuration file
-	configs  [2]string
-	oidc     *oidcserver.Server
-	saml     *samlserver.Server
-	dir      *ldapserver.Server
-	redis    *redisserver.Server // nil with the cookie store
-	upstream string
+	base    string // the proxy's public URL
+	addr    string // its listener
+	live    *live
+	path    string // the configuration file
+	configs [2]string
+	oidc    *oidcserver.Server
+	saml    *samlserver.Server
+	dir     *ldapserver.Server
+	redis   *redisserver.Server // nil with the cookie store
 
 	// peers names the servers by port, for the sockets count.
 	peers map[int]string
@@ -119,7 +118,6 @@ func startLeakStack(t *testing.T, redis bool) *leakStack {
 	}
 	s := &leakStack{base: "http://" + proxyLn.Addr().String(), addr: proxyLn.Addr().String(), peers: map[int]string{}}
 	up := newServer(t, http.HandlerFunc(leakUpstream))
-	s.upstream = up
 	s.oidc = oidcserver.Start(t, oidcserver.Options{
 		RedirectURIs:         []string{s.base + "/.portcullis/oidc/company/callback"},
 		BackchannelLogoutURI: s.base + "/.portcullis/oidc/company/backchannel-logout",
@@ -153,7 +151,6 @@ func startLeakStack(t *testing.T, redis bool) *leakStack {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	// As serve's: the IdPs are reached through a transport of the proxy's own.
 	logs := &process.Output{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -161,6 +158,8 @@ func startLeakStack(t *testing.T, redis bool) *leakStack {
 		}
 	})
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// The IdPs are reached through a transport of the proxy's own, as
+	// serve's http.DefaultTransport is: not one the test's clients share.
 	h, err := build(ctx, cfg, log, nil, http.DefaultTransport.(*http.Transport).Clone())
 	if err != nil {
 		cancel()
@@ -397,17 +396,13 @@ func (s *leakStack) round(t *testing.T, i int) {
 	// Callbacks that fail: junk states, and junk answers to logins started.
 	junk := newClient("")
 	// IdPs and paths a client made up: no metric series may take them.
-	for _, path := range []string{"/login/", "/oidc/%s/callback?state=x", "/ldap/", "/saml/%s/acs", "/saml/%s/slo", "/oidc/%s/backchannel-logout"} {
-		method := "GET"
-		if strings.HasSuffix(path, "acs") || strings.HasSuffix(path, "logout") {
-			method = "POST"
-		}
-		if !strings.Contains(path, "%s") {
-			path += "%s"
-		}
-		u := s.base + "/.portcullis" + fmt.Sprintf(path, "nosuch"+strconv.Itoa(i))
-		code, body2 = status(t, junk.Client, mustRequest(t, method, u, strings.NewReader("")))
-		want(method+" "+u, code, 404, body2)
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/login/%s"}, {"GET", "/oidc/%s/callback?state=x"}, {"GET", "/ldap/%s"},
+		{"POST", "/saml/%s/acs"}, {"GET", "/saml/%s/slo"}, {"POST", "/oidc/%s/backchannel-logout"},
+	} {
+		u := s.base + "/.portcullis" + fmt.Sprintf(tc.path, "nosuch"+strconv.Itoa(i))
+		code, body2 = status(t, junk.Client, mustRequest(t, tc.method, u, strings.NewReader("")))
+		want(tc.method+" "+u, code, 404, body2)
 	}
 	code, body2 = status(t, junk.stop(), mustRequest(t, "GET", s.base+"/nosuch"+strconv.Itoa(i)+"/tasks", nil))
 	want("a path the client made up, without a session", code, 302, body2)
