@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"time"
 
@@ -377,6 +378,9 @@ func (h *Handler) forwardAs(w http.ResponseWriter, r *http.Request, session stri
 		}
 		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, identity))
 	}
+	if rec, ok := w.(*statusRecorder); ok {
+		rec.held.keep(rec.Header())
+	}
 	h.upstream.ServeHTTP(w, r)
 	if p == nil {
 		return decisionBypass
@@ -391,14 +395,16 @@ func (h *Handler) forwardAs(w http.ResponseWriter, r *http.Request, session stri
 type statusRecorder struct {
 	http.ResponseWriter
 	req   *http.Request
-	code  int
+	code  int // the final status; informational ones are not recorded
 	bytes int64
+	held  heldHeaders
 }
 
 // Hijack hands the connection over, as the real writer does, and adds it
 // to the server's set of hijacked connections, which shutdown closes at the
 // end of the grace period.
 func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	s.held.restore(s.Header(), s.req) // the reverse proxy writes the 101's head from it
 	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
@@ -413,8 +419,17 @@ func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		// An upstream's informational answer (103 Early Hints), passed on
+		// by the reverse proxy: neither the status of the request nor the
+		// place for the proxy's own headers.
+		s.held.withhold(s.Header())
+		s.ResponseWriter.WriteHeader(code)
+		return
+	}
 	if s.code == 0 {
 		s.code = code
+		s.held.restore(s.Header(), s.req)
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
@@ -422,6 +437,7 @@ func (s *statusRecorder) WriteHeader(code int) {
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.code == 0 {
 		s.code = http.StatusOK
+		s.held.restore(s.Header(), s.req)
 	}
 	n, err := s.ResponseWriter.Write(b)
 	s.bytes += int64(n)
@@ -435,4 +451,68 @@ func (s *statusRecorder) status() int {
 		return http.StatusOK
 	}
 	return s.code
+}
+
+// heldHeaders keeps the headers the proxy set on a response before it
+// forwarded the request (X-Request-Id, a renewed session's Set-Cookie) out
+// of an upstream's informational answers, and puts them back on the final
+// one. httputil.ReverseProxy writes a 103 with the response's header map,
+// the proxy's headers and the 103's, then clears the map: the final answer
+// went without the request's ID and without the renewed session cookie (a
+// rotated refresh token lost with it), and the 103 carried them instead.
+type heldHeaders struct {
+	// others are the proxy's headers besides the request's ID, which
+	// the request carries too (serve); nil on most requests.
+	others   http.Header
+	withheld bool // an informational answer went out without them
+}
+
+// keep notes the proxy's own headers in h before the request goes
+// upstream; it allocates only for headers besides the request's ID.
+func (hh *heldHeaders) keep(h http.Header) {
+	if len(h) < 2 {
+		return
+	}
+	for k, v := range h {
+		if k == requestIDHeader {
+			continue
+		}
+		if hh.others == nil {
+			hh.others = make(http.Header, len(h)-1)
+		}
+		hh.others[k] = v
+	}
+}
+
+// withhold takes the proxy's headers out of h, about to be written with an
+// informational status: h has them first under each key, then the
+// upstream's values (httputil adds those). After the first informational
+// answer, h holds only the upstream's: the reverse proxy clears it.
+func (hh *heldHeaders) withhold(h http.Header) {
+	if hh.withheld {
+		return
+	}
+	hh.withheld = true
+	delete(h, requestIDHeader) // the upstream's never reaches the client (newUpstream)
+	for k, v := range hh.others {
+		if rest := h[k][min(len(v), len(h[k])):]; len(rest) > 0 {
+			h[k] = rest
+		} else {
+			delete(h, k)
+		}
+	}
+}
+
+// restore puts the withheld headers back on h, the final answer's, before
+// the upstream's values as they would have been; r is the request, which
+// carries the same ID.
+func (hh *heldHeaders) restore(h http.Header, r *http.Request) {
+	if !hh.withheld {
+		return
+	}
+	hh.withheld = false
+	h[requestIDHeader] = r.Header[requestIDHeader]
+	for k, v := range hh.others {
+		h[k] = append(slices.Clip(v), h[k]...)
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -758,4 +760,88 @@ func TestUpstreamTimeouts(t *testing.T) {
 			t.Fatalf("check: %v", err)
 		}
 	})
+}
+
+// An upstream's informational answer (103 Early Hints) goes on to the
+// client with the upstream's headers only, and the final answer has the
+// proxy's own (the request's ID, a renewed session's cookie) and is logged
+// with its status. httputil.ReverseProxy sends the response's headers with
+// a 103 and then clears them.
+func TestEarlyHintsLeaveTheFinalAnswerItsHeaders(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</app.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		if r.URL.Path == "/public/broken" { // the answer never comes
+			c, _, _ := http.NewResponseController(w).Hijack()
+			c.Close()
+			return
+		}
+		w.Header().Set("Set-Cookie", "app=1")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "made")
+	}))
+	t.Cleanup(up.Close)
+	f, logs, _ := newLoggedFixture(t, strings.Replace(testConfig, "UPSTREAM", up.URL, 1))
+	srv := httptest.NewServer(f.h)
+	t.Cleanup(srv.Close)
+	// A session last seen five minutes ago: this request re-seals it.
+	p := idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com", Roles: []string{"user"}}
+	s := session.New(p, idp.Tokens{}, f.h.cookies)
+	s.LastSeen = time.Now().Add(-5 * time.Minute).Truncate(time.Second)
+	rec := httptest.NewRecorder()
+	if err := f.store.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path  string
+		cookies     []*http.Cookie
+		wantStatus  int
+		wantSession bool
+	}{
+		{"bypassed", "/public/page", nil, http.StatusCreated, false},
+		{"authenticated, its session renewed", "/tasks", rec.Result().Cookies(), http.StatusCreated, true},
+		{"the upstream gone after its 103", "/public/broken", nil, http.StatusBadGateway, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var hints []textproto.MIMEHeader
+			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				if code == http.StatusEarlyHints {
+					hints = append(hints, h)
+				}
+				return nil
+			}}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", srv.URL+tc.path, nil)
+			req.Header.Set("Accept", "application/json")
+			for _, c := range tc.cookies {
+				req.AddCookie(c)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantStatus || len(hints) != 1 {
+				t.Fatalf("client got %d early hints then %d, want 1 then %d", len(hints), resp.StatusCode, tc.wantStatus)
+			}
+			if h := hints[0]; h.Get("Link") == "" || h.Get("X-Request-Id") != "" || h.Get("Set-Cookie") != "" {
+				t.Errorf("103 headers %v, want the upstream's Link only", h)
+			}
+			var renewed bool
+			for _, c := range resp.Cookies() {
+				renewed = renewed || c.Name == rec.Result().Cookies()[0].Name
+			}
+			app := slices.ContainsFunc(resp.Cookies(), func(c *http.Cookie) bool { return c.Name == "app" })
+			if renewed != tc.wantSession || app != (tc.wantStatus == http.StatusCreated) {
+				t.Errorf("final Set-Cookie %q, want the session's renewed: %v, and the application's", resp.Header.Values("Set-Cookie"), tc.wantSession)
+			}
+			id := resp.Header.Values("X-Request-Id")
+			if len(id) != 1 || id[0] == "" {
+				t.Fatalf("final X-Request-Id %q, want the request's", id)
+			}
+			lines := logs.find(t, map[string]any{"log": "access", "request_id": id[0]})
+			if len(lines) != 1 || lines[0]["status"] != float64(tc.wantStatus) {
+				t.Fatalf("access lines %v, want one with status %d", lines, tc.wantStatus)
+			}
+		})
+	}
 }
