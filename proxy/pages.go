@@ -215,7 +215,7 @@ var samplePage = page{
 	Brand: "Example", Title: "Sign in", Message: "A message.", Reason: "A reason.", Status: 403,
 	Link: "/login", LinkText: "Sign in again", Providers: []choice{{Name: "Company SSO", Href: "/login/company"}},
 	Action: "/login", RD: "/", Email: "name@example.com",
-	IdPName: "Company directory", Username: "alice", State: "state",
+	IdPName: "Company directory", Username: "alice", State: "state", RequestID: "0123456789abcdef0123456789abcdef",
 }
 
 // contrast is the WCAG 2 contrast ratio of two #rrggbb colours.
@@ -256,6 +256,9 @@ type page struct {
 	// The LDAP login form (ldap.go): the IdP's name, the username typed
 	// so far, and the login flow's state.
 	IdPName, Username, State string
+	// RequestID is the request's X-Request-Id, on the pages that report a
+	// failure: quoted by the user, it finds the log lines that say why.
+	RequestID string
 }
 
 type choice struct{ Name, Href string }
@@ -314,7 +317,8 @@ func (p *pages) failWithLink(w http.ResponseWriter, r *http.Request, status int,
 		writeJSON(w, status, map[string]string{"error": strings.ToLower(strings.ReplaceAll(title, " ", "_")), "message": msg})
 		return
 	}
-	p.render(w, status, "error", page{Title: title, Message: msg, Status: status, Link: link, LinkText: linkText})
+	p.render(w, status, "error", page{Title: title, Message: msg, Status: status, Link: link, LinkText: linkText,
+		RequestID: r.Header.Get(requestIDHeader)})
 }
 
 // denied says that the user signed in but may not use the application, and
@@ -325,7 +329,7 @@ func (p *pages) denied(w http.ResponseWriter, r *http.Request, reason string) {
 		return
 	}
 	p.render(w, http.StatusForbidden, "denied", page{Title: "Access denied", Reason: reason, Status: http.StatusForbidden,
-		Link: p.authPrefix + "/login", LinkText: "Sign in with another account"})
+		Link: p.authPrefix + "/login", LinkText: "Sign in with another account", RequestID: r.Header.Get(requestIDHeader)})
 }
 
 func (p *pages) chooser(w http.ResponseWriter, r *http.Request, providers []*provider, rd string) {

@@ -201,3 +201,24 @@ func TestUnreadableFormsAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// A page that reports a failure shows the request's ID, the one in its
+// X-Request-Id header and in the log lines about it, so that a user's
+// report leads the operator to why.
+func TestFailurePagesShowTheRequestID(t *testing.T) {
+	f := newFixture(t)
+	for name, req := range map[string]*http.Request{
+		"a sign-in that cannot be finished": request("GET", "/.portcullis/oidc/company/callback?state=forged-state-0123456789&code=c", nil, "Accept", "text/html"),
+		"a page the proxy does not have":    request("GET", "/.portcullis/nope", nil, "Accept", "text/html"),
+		"a request refused by a deny rule":  request("GET", "/blocked", nil, "Accept", "text/html"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, _, _ := f.do(t, req)
+			body, _ := io.ReadAll(resp.Body)
+			id := resp.Header.Get("X-Request-Id")
+			if id == "" || !strings.Contains(string(body), `Request ID <span class="request-id">`+id+`</span>`) {
+				t.Errorf("%d page does not show its request ID %q:\n%s", resp.StatusCode, id, body)
+			}
+		})
+	}
+}
