@@ -278,7 +278,7 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	}
 	token, err := d.oauth.Exchange(ctx, code, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("oidc %s: exchange code: %w", id, tokenEndpointError(err))
+		return nil, nil, p.exchangeError(d, fmt.Errorf("oidc %s: exchange code: %w", id, tokenEndpointError(err)), err)
 	}
 	tokens := &Tokens{RefreshToken: token.RefreshToken}
 	if !token.Expiry.IsZero() {
@@ -317,6 +317,15 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 		return nil, "", fmt.Errorf("oidc %s: exchange code: token response has no id_token", id)
 	}
 	idToken, err := d.verifier.Verify(ctx, raw)
+	if expired, ok := errors.AsType[*oidc.TokenExpiredError](err); ok && p.genuine(ctx, d, raw) {
+		// Issued for this exchange a moment ago: only a clock can make it
+		// expired already.
+		now := time.Now()
+		return nil, "", setupError("clock_skew", fmt.Sprintf("the IdP issued an ID token that had expired %s before this machine's clock (exp %s, now %s): "+
+			"the IdP's clock is behind this one's, or its ID tokens live only seconds. Keep both clocks on NTP",
+			now.Sub(expired.Expiry).Round(time.Second), expired.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)),
+			fmt.Errorf("oidc %s: verify id token: %w", id, err))
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("oidc %s: verify id token: %w", id, err)
 	}
@@ -327,8 +336,10 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 	// not made for a login happening now: refuse it, allowing the same clock
 	// skew go-oidc allows for nbf.
 	if now := time.Now(); idToken.IssuedAt.After(now.Add(idTokenClockSkew)) {
-		return nil, "", fmt.Errorf("oidc %s: verify id token: issued in the future (iat %s, now %s)",
-			id, idToken.IssuedAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return nil, "", setupError("clock_skew", fmt.Sprintf("the IdP stamped the ID token %s ahead of this machine's clock, more than the %s allowed: "+
+			"one of the two clocks is wrong. Keep both on NTP", idToken.IssuedAt.Sub(now).Round(time.Second), idTokenClockSkew),
+			fmt.Errorf("oidc %s: verify id token: issued in the future (iat %s, now %s)",
+				id, idToken.IssuedAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
 	}
 	if idToken.AccessTokenHash != "" {
 		if err := idToken.VerifyAccessToken(token.AccessToken); err != nil {
@@ -367,6 +378,15 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 		}
 	}
 	return claims, raw, nil
+}
+
+// genuine reports whether raw, an ID token refused as expired, is the IdP's
+// all the same: go-oidc checks the expiry before the signature, and a
+// forged token must not be logged as the IdP's clock being wrong.
+func (p *oidcProvider) genuine(ctx context.Context, d discovered, raw string) bool {
+	v := d.provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true})
+	_, err := v.Verify(ctx, raw)
+	return err == nil
 }
 
 // checkAuthorizedParty applies OpenID Connect Core 3.1.3.7 steps 4 and 5,
@@ -436,6 +456,37 @@ func (p *oidcProvider) oauth2Claims(ctx context.Context, token *oauth2.Token) (m
 		}
 	}
 	return claims, nil
+}
+
+// exchangeError is logged, the failed code exchange, as a *SetupError
+// with what to check: the IdP's error code (RFC 6749 5.2) says which side
+// of the client's registration is wrong. raw is the token endpoint's error.
+func (p *oidcProvider) exchangeError(d discovered, logged, raw error) error {
+	code := ""
+	if re, ok := errors.AsType[*oauth2.RetrieveError](raw); ok {
+		code = re.ErrorCode
+	}
+	switch code {
+	case "invalid_client", "unauthorized_client":
+		method := ClientSecretBasic
+		if d.oauth.Endpoint.AuthStyle == oauth2.AuthStyleInParams {
+			method = ClientSecretPost
+		}
+		hint := fmt.Sprintf("the IdP did not accept this client's credentials at its token endpoint: check that client_id (%q) is the client registered there, "+
+			"that client_secret (or %s) is its current secret, and that the IdP expects the secret the way token_auth_method says (%s)",
+			p.cfg.ClientID, p.cfg.envName("CLIENT_SECRET"), method)
+		if code == "unauthorized_client" {
+			hint = "the IdP does not let this client use the authorization code grant: enable it (and refresh tokens, with session.refresh) in the client's settings at the IdP"
+		}
+		return setupError(code, hint, logged)
+	case "invalid_grant":
+		return setupError("token_exchange", fmt.Sprintf("the IdP refused the authorization code it had just issued: the redirect URI it has registered must be exactly %s, "+
+			"and a code is good once, for a few minutes (a retried callback or a slow proxy in front spends it)", d.oauth.RedirectURL), logged)
+	case "":
+		return setupError("token_exchange", fmt.Sprintf("the token endpoint (%s) did not answer with tokens: check that this host reaches it (proxies, firewalls, TLS) "+
+			"and that it is the IdP's", d.oauth.Endpoint.TokenURL), logged)
+	}
+	return setupError("token_exchange", "the IdP refused the code exchange with the error code above: see its documentation or its own log for that code", logged)
 }
 
 // tokenEndpointError is err from the token endpoint as the log shows it. An

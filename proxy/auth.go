@@ -220,6 +220,10 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		h.loginFailed(w, r, id, "idp_error", err, status, msg)
 		return
 	}
+	if setup, ok := errors.AsType[*idp.SetupError](err); ok {
+		h.setupFailed(w, r, p, setup)
+		return
+	}
 	if err != nil {
 		h.loginFailed(w, r, id, "idp", err, http.StatusForbidden, "The sign-in could not be completed.")
 		return
@@ -344,6 +348,22 @@ func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason
 	h.metrics.login(id, "failure", 0)
 	h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", reason), slog.Any("err", err))
 	h.pages.failWithLink(w, r, status, "Sign-in failed", msg, h.cfg.Server.AuthPrefix+"/login", "Sign in again")
+}
+
+// setupFailed answers a login that the proxy and its IdP are not set up to
+// complete (idp.SetupError: a secret, a registered URL, a certificate, a
+// clock). Every login there fails alike until an administrator changes
+// something, so the line is an error, with the hint that says what; the
+// user learns that it is not their account and what to tell whom. 502: the
+// fault lies between the proxy and the IdP, as for an upstream's.
+func (h *Handler) setupFailed(w http.ResponseWriter, r *http.Request, p *provider, e *idp.SetupError) {
+	h.metrics.login(p.cfg.ID, "failure", 0)
+	h.audit(r, slog.LevelError, "login_failed", slog.String("idp", p.cfg.ID), slog.String("reason", e.Reason),
+		slog.String("hint", e.Hint), slog.Any("err", e.Err))
+	h.pages.failWithLink(w, r, http.StatusBadGateway, "Sign-in failed",
+		"You signed in at "+p.cfg.DisplayName()+", but this application could not complete the sign-in with it. "+
+			"This is a problem with how the two are set up, not with your account: tell your administrator, with the request ID below.",
+		h.cfg.Server.AuthPrefix+"/login", "Sign in again")
 }
 
 func (h *Handler) samlMetadata(w http.ResponseWriter, r *http.Request) {

@@ -51,6 +51,14 @@ func listen(t *testing.T) *stack {
 // SESSION_KEY are replaced, and waits until every IdP is ready.
 func (s *stack) start(t *testing.T, configYAML string) {
 	t.Helper()
+	s.serve(t, configYAML, slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s.waitReady(t)
+}
+
+// serve runs portcullis with configYAML (placeholders as for start), logging
+// to log, without waiting for its IdPs.
+func (s *stack) serve(t *testing.T, configYAML string, log slog.Handler) {
+	t.Helper()
 	configYAML = strings.NewReplacer("PUBLIC_URL", s.URL, "UPSTREAM_URL", s.upURL, "SESSION_KEY", sessionKey).Replace(configYAML)
 	cfg, err := proxy.ParseConfig([]byte(configYAML), os.Getenv)
 	if err != nil {
@@ -58,8 +66,7 @@ func (s *stack) start(t *testing.T, configYAML string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h, err := proxy.New(ctx, cfg, log)
+	h, err := proxy.New(ctx, cfg, slog.New(log))
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}
@@ -67,10 +74,15 @@ func (s *stack) start(t *testing.T, configYAML string) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(s.ln)
 	t.Cleanup(func() { srv.Close() })
+}
+
+// waitReady waits until every IdP of the running proxy is ready.
+func (s *stack) waitReady(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for len(h.Ready()) > 0 {
+	for len(s.Handler.Ready()) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("proxy not ready: %v", h.Ready())
+			t.Fatalf("proxy not ready: %v", s.Handler.Ready())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

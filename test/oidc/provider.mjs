@@ -5,13 +5,14 @@
 //        [--auth-method client_secret_basic|client_secret_post]
 //        [--pkce-required true|false] [--users FILE.json] [--jwks FILE.json]
 //        [--post-logout-redirect-uri URI]... [--backchannel-logout-uri URI]
-//        [--watch-stdin]
+//        [--clock-skew SECONDS] [--id-token-ttl SECONDS] [--watch-stdin]
 //
 // Every flag also reads from the environment (OIDC_PORT, OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URIS comma separated,
 // OIDC_CONFORM_ID_TOKEN_CLAIMS, OIDC_AUTH_METHOD, OIDC_PKCE_REQUIRED,
-// OIDC_USERS, OIDC_JWKS). Once it listens it prints exactly one line to
-// stdout, "READY http://127.0.0.1:PORT"; everything else goes to stderr.
+// OIDC_USERS, OIDC_JWKS, OIDC_CLOCK_SKEW, OIDC_ID_TOKEN_TTL). Once it
+// listens it prints exactly one line to stdout, "READY http://127.0.0.1:PORT";
+// everything else goes to stderr.
 //
 // Users: alice/alice-pw (groups cvat-admins, annotators) and bob/bob-pw
 // (annotators), plus those in --users: a JSON object keyed by username whose
@@ -23,6 +24,13 @@
 // password; a submit named "abort" cancels with access_denied). Consent is
 // never asked: every requested scope is granted. The token endpoint insists on
 // the registered client authentication method (Basic header or body).
+//
+// --clock-skew runs the provider's clock that many seconds ahead of the
+// machine's (negative: behind), as an IdP without NTP does: the iat, exp and
+// auth_time of what it issues are off by as much. --id-token-ttl sets how
+// long its ID tokens live (default one hour), so that a clock behind by a
+// few minutes issues tokens already expired while its own login cookies,
+// which live an hour, still work.
 //
 // GET /test/token-requests answers {"count": N}, the POSTs to the token
 // endpoint since start (code exchanges and refreshes, answered or refused),
@@ -51,9 +59,23 @@ const { values: args } = parseArgs({
     'pkce-required': { type: 'string', default: env.OIDC_PKCE_REQUIRED || 'false' },
     users: { type: 'string', default: env.OIDC_USERS || '' },
     jwks: { type: 'string', default: env.OIDC_JWKS || '' },
+    'clock-skew': { type: 'string', default: env.OIDC_CLOCK_SKEW || '0' },
+    'id-token-ttl': { type: 'string', default: env.OIDC_ID_TOKEN_TTL || '' },
     'watch-stdin': { type: 'boolean', default: false },
   },
 });
+
+// The provider reads the time from Date.now (its epochTime helper, cookie
+// expiries), so moving that moves everything it stamps.
+const skewSeconds = Number(args['clock-skew']);
+if (!Number.isFinite(skewSeconds)) {
+  console.error(`provider.mjs: --clock-skew must be a number of seconds, got ${args['clock-skew']}`);
+  process.exit(2);
+}
+if (skewSeconds !== 0) {
+  const realNow = Date.now;
+  Date.now = () => realNow() + skewSeconds * 1000;
+}
 
 function splitList(s) {
   return s ? s.split(',').map((x) => x.trim()).filter(Boolean) : [];
@@ -286,6 +308,7 @@ server.listen(Number(args.port), args.host, () => {
     // Public clients always need PKCE (oidc-provider's own rule).
     pkce: { required: (ctx, c) => pkceRequired || c.clientAuthMethod === 'none' },
     rotateRefreshToken: true,
+    ...(args['id-token-ttl'] ? { ttl: { IdToken: Number(args['id-token-ttl']) } } : {}),
     // oidc-provider refuses outgoing requests to loopback and private
     // addresses (SSRF protection); in tests the back-channel logout URI is
     // a proxy on 127.0.0.1.

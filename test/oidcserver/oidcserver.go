@@ -66,6 +66,13 @@ type Options struct {
 	PKCERequired bool
 	// ExtraUsers are added to (or replace) the built-in users.
 	ExtraUsers map[string]User
+	// ClockSkew runs the provider's clock this far ahead of the machine's
+	// (negative: behind), as an IdP without NTP does: the iat and exp of its
+	// ID tokens are off by as much. Whole seconds.
+	ClockSkew time.Duration
+	// IDTokenTTL is how long its ID tokens live (whole seconds); zero is
+	// oidc-provider's hour.
+	IDTokenTTL time.Duration
 }
 
 // User is one account at the provider. Extra claims may hold anything that
@@ -166,6 +173,13 @@ func Start(t testing.TB, o Options) *Server {
 	s.jwks = filepath.Join(dir, "jwks.json")
 	if o.AuthMethod != "" {
 		args = append(args, "--auth-method", o.AuthMethod)
+	}
+	if o.ClockSkew != 0 {
+		// One argument: parseArgs takes a negative value for another flag.
+		args = append(args, "--clock-skew="+strconv.Itoa(int(o.ClockSkew/time.Second)))
+	}
+	if o.IDTokenTTL != 0 {
+		args = append(args, "--id-token-ttl", strconv.Itoa(int(o.IDTokenTTL/time.Second)))
 	}
 	for _, u := range o.RedirectURIs {
 		args = append(args, "--redirect-uri", u)

@@ -1,0 +1,189 @@
+package e2e
+
+// The mistakes operators make when they first set portcullis up, made for
+// real against the test IdPs: what the browser gets, what the log says, and
+// the metric. The page says what the user can do and gives the request ID;
+// the log line for that request ID gives a stable reason and a hint that
+// says what to change, and neither holds a secret.
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/proxy/jsonlog"
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+	"github.com/portcullis-proxy/portcullis/test/process"
+)
+
+// operatorLog is the proxy's log as `portcullis serve` writes it: JSON
+// lines, info and up.
+type operatorLog struct{ out process.Output }
+
+// startLogged is start with the proxy's log kept in an operatorLog.
+func (s *stack) startLogged(t *testing.T, configYAML string) *operatorLog {
+	t.Helper()
+	l := s.serveLogged(t, configYAML)
+	s.waitReady(t)
+	return l
+}
+
+// serveLogged is startLogged without waiting for the IdPs to be ready.
+func (s *stack) serveLogged(t *testing.T, configYAML string) *operatorLog {
+	t.Helper()
+	l := &operatorLog{}
+	s.serve(t, configYAML, jsonlog.New(&l.out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("portcullis log:\n%s", l.out.String())
+		}
+	})
+	return l
+}
+
+// find returns the lines that have every field of match.
+func (l *operatorLog) find(t *testing.T, match map[string]any) []map[string]any {
+	t.Helper()
+	var found []map[string]any
+	for _, text := range strings.Split(strings.TrimSpace(l.out.String()), "\n") {
+		var line map[string]any
+		if err := json.Unmarshal([]byte(text), &line); err != nil {
+			t.Fatalf("log line is not JSON: %q", text)
+		}
+		ok := true
+		for k, v := range match {
+			ok = ok && line[k] == v
+		}
+		if ok {
+			found = append(found, line)
+		}
+	}
+	return found
+}
+
+// audit returns the one audit line event wrote for the request resp
+// answered.
+func (l *operatorLog) audit(t *testing.T, resp *http.Response, event string) map[string]any {
+	t.Helper()
+	lines := l.find(t, map[string]any{"log": "audit", "event": event, "request_id": resp.Header.Get("X-Request-Id")})
+	if len(lines) != 1 {
+		t.Fatalf("%d %s audit lines for request %s, want 1", len(lines), event, resp.Header.Get("X-Request-Id"))
+	}
+	return lines[0]
+}
+
+// metric is the value of one series on the admin listener's /metrics, -1
+// when there is none.
+func (s *stack) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	s.Handler.Admin().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	return -1
+}
+
+// operatorSees checks what a login that failed for reason shows: a page
+// with status, the words says and the request ID, naming none of the
+// internals, and
+// the one login_failed audit line of that request, with reason and a hint
+// that mentions every one of hints; it returns that line.
+func operatorSees(t *testing.T, s *stack, logs *operatorLog, resp *http.Response, status int, says, reason string, hints ...string) map[string]any {
+	t.Helper()
+	page := readBody(t, resp)
+	id := resp.Header.Get("X-Request-Id")
+	if resp.StatusCode != status || !strings.Contains(page, says) || !strings.Contains(page, id) {
+		t.Errorf("page: status %d, want %d, saying %q, with the request ID %q:\n%s", resp.StatusCode, status, says, id, page)
+	}
+	for _, internal := range append([]string{reason}, hints...) {
+		if strings.Contains(page, internal) {
+			t.Errorf("the page shows %q, which is for the operator:\n%s", internal, page)
+		}
+	}
+	line := logs.audit(t, resp, "login_failed")
+	if line["reason"] != reason {
+		t.Errorf("login_failed reason = %v, want %s", line["reason"], reason)
+	}
+	hint, _ := line["hint"].(string)
+	for _, h := range hints {
+		if !strings.Contains(hint, h) {
+			t.Errorf("login_failed hint %q does not mention %q", hint, h)
+		}
+	}
+	if got := s.metric(t, `portcullis_logins_total{idp="company",result="failure"}`); got != 1 {
+		t.Errorf("logins_total failure = %v, want 1", got)
+	}
+	return line
+}
+
+// setupPage is what the page of a login the IdP and the proxy are not set
+// up to complete says to the user.
+const setupPage = "not with your account"
+
+// oidcStackLogged is oidcStack with the operator's log, and cvatConfig
+// changed by edit.
+func oidcStackLogged(t *testing.T, o oidcserver.Options, edit func(config string) string) (*stack, *oidcserver.Server, *operatorLog) {
+	t.Helper()
+	s := listen(t)
+	if o.RedirectURIs == nil {
+		o.RedirectURIs = []string{s.URL + "/.portcullis/oidc/company/callback"}
+	}
+	idpSrv := oidcserver.Start(t, o)
+	config := strings.Replace(cvatConfig, "ISSUER", idpSrv.Issuer, 1)
+	if edit != nil {
+		config = edit(config)
+	}
+	return s, idpSrv, s.startLogged(t, config)
+}
+
+// A client secret that is not the IdP's: the token endpoint answers
+// invalid_client. The log names the keys to check, the secret's
+// environment variable among them, and neither secret.
+func TestWrongClientSecretIsNamedInTheLog(t *testing.T) {
+	s, _, logs := oidcStackLogged(t, oidcserver.Options{}, func(c string) string {
+		return strings.Replace(c, "client_secret: portcullis-secret", "client_secret: not-the-secret", 1)
+	})
+	resp := oidcserver.Login(t, browser(t), s.URL+"/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+	if resp.Request.URL.Path != "/.portcullis/oidc/company/callback" {
+		t.Fatalf("the login ended at %s, want the callback's page", resp.Request.URL)
+	}
+	operatorSees(t, s, logs, resp, http.StatusBadGateway, setupPage, "invalid_client",
+		"client_secret", "PORTCULLIS_IDP_COMPANY_CLIENT_SECRET", "token_auth_method", "client_secret_basic")
+	for _, secret := range []string{"portcullis-secret", "not-the-secret"} {
+		if strings.Contains(logs.out.String(), secret) {
+			t.Errorf("the log holds a client secret, %q", secret)
+		}
+	}
+}
+
+// An IdP whose clock is off: its ID tokens are issued in the future, or
+// expired already. The log says it is the clocks, by how much.
+func TestClockSkewIsNamedInTheLog(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    oidcserver.Options
+		hint string
+	}{
+		{"an IdP ten minutes ahead issues ID tokens in the future", oidcserver.Options{ClockSkew: 10 * time.Minute}, "ahead of this machine's clock"},
+		{"an IdP ten minutes behind issues five-minute ID tokens already expired",
+			oidcserver.Options{ClockSkew: -10 * time.Minute, IDTokenTTL: 5 * time.Minute}, "behind this one's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, logs := oidcStackLogged(t, tc.o, nil)
+			resp := oidcserver.Login(t, browser(t), s.URL+"/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+			operatorSees(t, s, logs, resp, http.StatusBadGateway, setupPage, "clock_skew", tc.hint, "NTP")
+		})
+	}
+}
