@@ -143,7 +143,7 @@ func (p *oidcProvider) discoverLoop(ctx context.Context) {
 		p.mu.Lock()
 		p.notReady = err
 		p.mu.Unlock()
-		p.log.Warn("oidc discovery failed; retrying", "err", err, "retry_in", delay)
+		p.log.Warn("oidc discovery failed; retrying", "err", err, "retry_in", delay.String())
 		select {
 		case <-ctx.Done():
 			return
@@ -163,6 +163,14 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 		// server_url was written with or without the trailing slash that the
 		// issuer has; the issuer's own spelling is what ID tokens carry.
 		provider, err = oidc.NewProvider(ctx, mismatch.Discovered)
+	}
+	if errors.As(err, &mismatch) {
+		// ID tokens carry the issuer as the IdP names it, so it must be
+		// server_url, character for character. An IdP that names a plain
+		// http or internal address does not know the URL it is reached at.
+		return fmt.Errorf("oidc %s: discover %s: %w: set server_url to the issuer exactly as the IdP names it, %q; "+
+			"if that is not the address the IdP is reached at, the IdP is not told its public URL (its hostname setting, or the X-Forwarded-Proto and Host of a proxy in front of it)",
+			p.cfg.ID, p.cfg.ServerURL, err, mismatch.Discovered)
 	}
 	if err != nil {
 		return fmt.Errorf("oidc %s: discover %s: %w", p.cfg.ID, p.cfg.ServerURL, err)

@@ -107,7 +107,7 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	case <-ctx.Done():
 	}
 	l.draining.Store(true)
-	l.log.Info("shutting down", "grace", grace)
+	l.log.Info("shutting down", "grace", grace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := public.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {

@@ -187,3 +187,44 @@ func TestClockSkewIsNamedInTheLog(t *testing.T) {
 		})
 	}
 }
+
+// readyz is the admin listener's /readyz: its status and body.
+func (s *stack) readyz(t *testing.T) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	s.Handler.Admin().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	return rec.Code, rec.Body.String()
+}
+
+// A server_url that is not the issuer the IdP names (another host name
+// for it here; http for https, or a path, elsewhere): discovery fails, and
+// /readyz and the log say what to set server_url to, and when to retry in
+// words rather than nanoseconds.
+func TestIssuerMismatchNamesTheIssuer(t *testing.T) {
+	s := listen(t)
+	idpSrv := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.URL + "/.portcullis/oidc/company/callback"}})
+	elsewhere := strings.Replace(idpSrv.Issuer, "127.0.0.1", "localhost", 1)
+	logs := s.serveLogged(t, strings.Replace(cvatConfig, "ISSUER", elsewhere, 1))
+	var lines []map[string]any
+	deadline := time.Now().Add(20 * time.Second)
+	for len(lines) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		lines = logs.find(t, map[string]any{"msg": "oidc discovery failed; retrying", "idp": "company"})
+	}
+	if len(lines) == 0 {
+		t.Fatal("no line says that discovery failed")
+	}
+	want := `set server_url to the issuer exactly as the IdP names it, "` + idpSrv.Issuer + `"`
+	if err, _ := lines[0]["err"].(string); !strings.Contains(err, want) {
+		t.Errorf("discovery error %q does not say %s", err, want)
+	}
+	if lines[0]["retry_in"] != "1s" {
+		t.Errorf("retry_in = %v, want 1s", lines[0]["retry_in"])
+	}
+	status, body := s.readyz(t)
+	var ready struct{ Problems map[string]string }
+	json.Unmarshal([]byte(body), &ready)
+	if status != http.StatusServiceUnavailable || !strings.Contains(ready.Problems["idp company"], want) {
+		t.Errorf("/readyz: %d %s; want 503 saying %s", status, body, want)
+	}
+}
