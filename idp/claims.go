@@ -58,6 +58,15 @@ func profileFromClaims(idpID string, claims map[string]any, mapping map[string]s
 	}
 	verified, _ := lookupClaim(claims, mapping["email_verified"])
 	groups, _ := lookupClaim(claims, mapping["groups"])
+	var missing map[string]string
+	for _, field := range missingFields {
+		if _, ok := lookupClaim(claims, mapping[field]); !ok {
+			if missing == nil {
+				missing = map[string]string{}
+			}
+			missing[field] = mapping[field]
+		}
+	}
 	return &Profile{
 		IdP:           idpID,
 		Sub:           text("sub"),
@@ -69,6 +78,7 @@ func profileFromClaims(idpID string, claims map[string]any, mapping map[string]s
 		Name:          text("name"),
 		Groups:        claimList(groups),
 		Claims:        claims,
+		missing:       missing,
 	}
 }
 
@@ -154,4 +164,15 @@ func claimList(v any) []string {
 		return out
 	}
 	return nil
+}
+
+// MissingHint says what makes this IdP send the claims a Profile's Missing
+// names, for the operator's log.
+func (c *Config) MissingHint() string {
+	if c.Protocol == SAML {
+		return "the assertion carries none of these attributes: add the attribute to those the IdP sends this application, " +
+			"or name in attribute_mapping one it does send (claims_sent)"
+	}
+	return "the IdP released no such claim, in the ID token or at userinfo: ask for the scope that releases it " +
+		"(scopes: email needs \"email\"; groups need the IdP's own scope or claim setting), or name in claims one it does send (claims_sent)"
 }

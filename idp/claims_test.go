@@ -3,7 +3,10 @@ package idp
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/crewjam/saml"
 )
 
 func TestProfileFromClaims(t *testing.T) {
@@ -81,10 +84,60 @@ func TestProfileFromClaims(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := profileFromClaims("corp", claims, claimMapping(tt.mapping))
+			got.missing = nil // TestMissingClaims
 			want := tt.want
 			want.IdP, want.Claims = "corp", claims
 			if !reflect.DeepEqual(*got, want) {
 				t.Errorf("profile =\n %+v\nwant\n %+v", *got, want)
+			}
+		})
+	}
+}
+
+// Missing names email and groups when the IdP's answer left them out,
+// with the claim or attributes read, and not when it sent them empty.
+func TestMissingClaims(t *testing.T) {
+	samlWith := func(attrs ...string) *saml.Assertion {
+		a := &saml.Assertion{Subject: &saml.Subject{NameID: &saml.NameID{Value: "n"}}, AttributeStatements: []saml.AttributeStatement{{}}}
+		for _, name := range attrs {
+			a.AttributeStatements[0].Attributes = append(a.AttributeStatements[0].Attributes, saml.Attribute{Name: name})
+		}
+		return a
+	}
+	for _, tc := range []struct {
+		name string
+		got  func(t *testing.T) *Profile
+		want map[string]string
+	}{
+		{"an ID token with only sub misses email and groups, by their claims", func(t *testing.T) *Profile {
+			return profileFromClaims("corp", map[string]any{"sub": "u1"}, claimMapping(nil))
+		}, map[string]string{"email": "email", "groups": "groups"}},
+		{"a remapped field is missing by the claim it names", func(t *testing.T) *Profile {
+			return profileFromClaims("corp", map[string]any{"sub": "u1", "email": "a@b.c", "groups": []any{"g"}}, claimMapping(map[string]string{"groups": "roles"}))
+		}, map[string]string{"groups": "roles"}},
+		{"claims sent empty are not missing", func(t *testing.T) *Profile {
+			return profileFromClaims("corp", map[string]any{"sub": "u1", "email": "", "groups": []any{}}, claimMapping(nil))
+		}, nil},
+		{"a SAML assertion without groups misses them by the attributes tried", func(t *testing.T) *Profile {
+			m := newSAMLMapping(map[string]string{"groups": "memberOf"})
+			p, err := m.profile("corp", samlWith("mail"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, map[string]string{"groups": "memberOf"}},
+		{"a SAML assertion without an email attribute names every default one tried", func(t *testing.T) *Profile {
+			m := newSAMLMapping(nil)
+			p, err := m.profile("corp", samlWith("groups"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, map[string]string{"email": strings.Join(samlDefaultAttributes["email"], " or ")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.got(t).Missing(); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Missing() = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -22,6 +22,10 @@ type Profile struct {
 	Groups        []string       `json:"groups,omitempty" expr:"groups"`
 	Roles         []string       `json:"roles,omitempty" expr:"roles"`
 	Claims        map[string]any `json:"claims,omitempty" expr:"claims"`
+
+	// missing is what Missing reports; set by the provider at login, and
+	// kept neither in the session nor in what expressions see.
+	missing map[string]string
 }
 
 // Footprint estimates the bytes p holds in memory: its strings with a
@@ -67,6 +71,18 @@ func claimFootprint(v any) int {
 	}
 	return valueHeader // a number, a boolean, null
 }
+
+// Missing names the profile fields that access most often hangs on, email
+// and groups, that the IdP's answer did not carry at all, each with the
+// claim (or the SAML attributes) it is read from; nil when it carried both,
+// or for LDAP, where the directory's word is final. An IdP that releases no
+// email or no groups (a scope not asked for, an attribute not configured)
+// otherwise shows only as an empty X-Email upstream, or everyone in the
+// default role. A claim sent empty (no groups) is not missing.
+func (p *Profile) Missing() map[string]string { return p.missing }
+
+// missingFields are the profile fields Missing reports on.
+var missingFields = []string{"email", "groups"}
 
 // Flow is the state of one login between its start and the IdP's answer. The
 // proxy seals it into a short-lived cookie bound to the browser; providers fill

@@ -165,5 +165,13 @@ func (m *samlMapping) profile(idpID string, a *saml.Assertion) (*Profile, error)
 			}
 		}
 	}
+	for _, field := range missingFields {
+		if _, ok := attrs.lookup(m.fields[field]); !ok {
+			if p.missing == nil {
+				p.missing = map[string]string{}
+			}
+			p.missing[field] = strings.Join(m.fields[field], " or ")
+		}
+	}
 	return p, nil
 }

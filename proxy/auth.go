@@ -1,13 +1,17 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -22,6 +26,9 @@ type provider struct {
 	impl idp.Provider
 	// pace is how long its refused password checks take (failuredelay.go).
 	pace *failurePace
+	// missingWarned holds the sets of claims left out (idp.Profile.Missing)
+	// that a warning was written for already: one a set, not one a login.
+	missingWarned sync.Map
 }
 
 // metadataServer is a provider that publishes metadata about the proxy as
@@ -300,7 +307,8 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 		return
 	}
 	h.metrics.login(p.IdP, "success", h.now().Sub(start))
-	h.audit(r, slog.LevelInfo, "login", slog.String("idp", p.IdP), slog.String("sub", p.Sub), slog.String("email", p.Email), slog.Any("roles", roles))
+	h.audit(r, slog.LevelInfo, "login", append([]slog.Attr{slog.String("idp", p.IdP), slog.String("sub", p.Sub),
+		slog.String("email", p.Email), slog.Any("roles", roles)}, h.missingClaims(p)...)...)
 	if rd == "" {
 		rd = h.safeRedirect("")
 	}
@@ -330,8 +338,29 @@ func (h *Handler) admit(p *idp.Profile) string {
 // refuses, with the reason on a 403 page.
 func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, p *idp.Profile, kind, reason string) {
 	h.metrics.login(p.IdP, "denied", 0)
-	h.log.Info("login denied", "idp", p.IdP, "sub", p.Sub, "email", p.Email, "why", kind, "reason", reason)
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "login denied", append([]slog.Attr{slog.String("idp", p.IdP), slog.String("sub", p.Sub),
+		slog.String("email", p.Email), slog.String("why", kind), slog.String("reason", reason)}, h.missingClaims(p)...)...)
 	h.pages.denied(w, r, reason)
+}
+
+// missingClaims are the fields of a login's line about the claims its IdP
+// left out (idp.Profile.Missing): which, by profile field, the names of
+// the claims it did send, never their values, and what to change. The
+// first login to leave out a set also writes a warning, which a login's
+// info line would not raise: its user gets in, with no email upstream or
+// the default role.
+func (h *Handler) missingClaims(p *idp.Profile) []slog.Attr {
+	missing, pr := p.Missing(), h.providers[p.IdP]
+	if len(missing) == 0 || pr == nil {
+		return nil
+	}
+	attrs := []slog.Attr{slog.Any("missing_claims", missing), slog.Any("claims_sent", slices.Sorted(maps.Keys(p.Claims))),
+		slog.String("hint", pr.cfg.MissingHint())}
+	if _, warned := pr.missingWarned.LoadOrStore(strings.Join(slices.Sorted(maps.Keys(missing)), ","), true); !warned {
+		h.log.LogAttrs(context.Background(), slog.LevelWarn, "login: the IdP sent no claim for a profile field",
+			append([]slog.Attr{slog.String("idp", p.IdP)}, attrs...)...)
+	}
+	return attrs
 }
 
 // storeUnavailable answers a login that the session store (Redis) could not

@@ -7,6 +7,8 @@ package e2e
 // says what to change, and neither holds a secret.
 
 import (
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -19,6 +21,7 @@ import (
 	"github.com/portcullis-proxy/portcullis/proxy/jsonlog"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 	"github.com/portcullis-proxy/portcullis/test/process"
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
 
 // operatorLog is the proxy's log as `portcullis serve` writes it: JSON
@@ -227,4 +230,104 @@ func TestIssuerMismatchNamesTheIssuer(t *testing.T) {
 	if status != http.StatusServiceUnavailable || !strings.Contains(ready.Problems["idp company"], want) {
 		t.Errorf("/readyz: %d %s; want 503 saying %s", status, body, want)
 	}
+}
+
+// An IdP that sends no email or no groups claim (a scope not asked for, an
+// attribute not configured): its users get in with no email upstream and
+// the default role. Each login line names the claims left out and the names
+// of those the IdP did send, never their values, and the first login that
+// leaves out a set also writes a warning that says what to change.
+func TestMissingClaimsAreNamedInTheLoginLine(t *testing.T) {
+	for _, conform := range []bool{false, true} {
+		name := map[bool]string{false: "claims in the ID token", true: "claims from userinfo"}[conform]
+		t.Run(name, func(t *testing.T) {
+			s, _, logs := oidcStackLogged(t, oidcserver.Options{ConformIDTokenClaims: conform}, func(c string) string {
+				return strings.Replace(c, "scopes: [openid, email, profile, groups]", "scopes: [openid, profile]", 1)
+			})
+			for _, user := range []struct{ name, password string }{{oidcserver.Alice, oidcserver.AlicePassword}, {oidcserver.Bob, oidcserver.BobPassword}} {
+				resp := oidcserver.Login(t, browser(t), s.URL+"/tasks", user.name, user.password)
+				readBody(t, resp)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("login of %s: %d, want the upstream's page (the default role)", user.name, resp.StatusCode)
+				}
+				lines := logs.find(t, map[string]any{"event": "login", "sub": user.name})
+				if len(lines) != 1 {
+					t.Fatalf("%d login lines for %s, want 1", len(lines), user.name)
+				}
+				checkMissing(t, lines[0], map[string]any{"email": "email", "groups": "groups"}, "preferred_username", "scopes")
+			}
+			if warned := logs.find(t, map[string]any{"level": "WARN", "msg": "login: the IdP sent no claim for a profile field"}); len(warned) != 1 {
+				t.Errorf("%d warnings for two logins without the same claims, want 1", len(warned))
+			}
+		})
+	}
+}
+
+// checkMissing checks the missing_claims of a login line, and that its
+// claims_sent has the claim sent and only names.
+func checkMissing(t *testing.T, line map[string]any, want map[string]any, sent, hint string) {
+	t.Helper()
+	missing, _ := line["missing_claims"].(map[string]any)
+	if len(missing) != len(want) {
+		t.Errorf("missing_claims = %v, want %v", line["missing_claims"], want)
+	}
+	for k, v := range want {
+		if missing[k] != v {
+			t.Errorf("missing_claims = %v, want %v", line["missing_claims"], want)
+		}
+	}
+	names, _ := line["claims_sent"].([]any)
+	found := false
+	for _, n := range names {
+		found = found || n == sent
+		if s, _ := n.(string); strings.ContainsAny(s, "@ ") {
+			t.Errorf("claims_sent has %q, which looks like a value", s)
+		}
+	}
+	if !found {
+		t.Errorf("claims_sent = %v, want %s among them", names, sent)
+	}
+	if h, _ := line["hint"].(string); !strings.Contains(h, hint) {
+		t.Errorf("hint %q does not mention %s", h, hint)
+	}
+}
+
+// samlStackLogged is samlStack, the IdP given by x509_cert and sso_url,
+// with the operator's log: trusted is the certificate the proxy trusts
+// (nil: the IdP's own), and edit changes samlConfig.
+func samlStackLogged(t *testing.T, trusted *x509.Certificate, edit func(config string) string) (*stack, *samlserver.Server, *operatorLog) {
+	t.Helper()
+	idpSrv := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice, samlBob}})
+	if trusted == nil {
+		trusted = idpSrv.Certificate
+	}
+	s := listen(t)
+	src := "x509_cert: " + base64.StdEncoding.EncodeToString(trusted.Raw) + "\n      sso_url: " + idpSrv.SSOURL()
+	config := strings.NewReplacer("ENTITY_ID", idpSrv.EntityID(), "IDP_SOURCE", src).Replace(samlConfig)
+	if edit != nil {
+		config = edit(config)
+	}
+	logs := s.startLogged(t, config)
+	if err := idpSrv.AddServiceProviderURL(t.Context(), s.URL+"/.portcullis/saml/corp/metadata"); err != nil {
+		t.Fatal(err)
+	}
+	return s, idpSrv, logs
+}
+
+// The SAML side of it: an attribute_mapping naming an attribute the IdP
+// does not send.
+func TestMissingSAMLAttributesAreNamedInTheLoginLine(t *testing.T) {
+	s, idpSrv, logs := samlStackLogged(t, nil, func(c string) string {
+		return strings.Replace(c, "attribute_mapping: {groups: groups}", "attribute_mapping: {groups: memberOf}", 1)
+	})
+	resp := samlLogin(t, browser(t), idpSrv.SSOURL(), s.URL+"/tasks", samlAlice.Name, samlAlice.Password)
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d, want the upstream's page (the default role)", resp.StatusCode)
+	}
+	lines := logs.find(t, map[string]any{"event": "login", "email": samlAlice.Email})
+	if len(lines) != 1 {
+		t.Fatalf("%d login lines, want 1", len(lines))
+	}
+	checkMissing(t, lines[0], map[string]any{"groups": "memberOf"}, samlserver.GroupsAttribute, "attribute_mapping")
 }
