@@ -194,8 +194,8 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	case err != nil && saml && p.cfg.AllowIdPInitiated:
 		f = nil // IdP-initiated: the provider checks the assertion has no InResponseTo
 	case err != nil:
-		h.loginFailed(w, r, id, "state", err, http.StatusBadRequest,
-			"This sign-in has expired or was already used. Start again.")
+		reason, hint, msg := h.flowFailure(r, err)
+		h.loginFailed(w, r, id, reason, err, http.StatusBadRequest, msg, hint)
 		return
 	case f.IdP != id:
 		// A callback at one IdP for a login started at another: a mix-up attack.
@@ -373,10 +373,60 @@ func (h *Handler) storeUnavailable(w http.ResponseWriter, r *http.Request, id st
 		"Sign-in is not available right now. Try again in a moment.")
 }
 
-func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg string) {
+// loginFailed answers a login that failed with msg on a page, and writes
+// its login_failed line with reason, err and, when there is one, the
+// operator's hint.
+func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg string, hint ...string) {
 	h.metrics.login(id, "failure", 0)
-	h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", reason), slog.Any("err", err))
+	attrs := []slog.Attr{slog.String("idp", id), slog.String("reason", reason)}
+	if len(hint) > 0 && hint[0] != "" {
+		attrs = append(attrs, slog.String("hint", hint[0]))
+	}
+	h.audit(r, slog.LevelWarn, "login_failed", append(attrs, slog.Any("err", err))...)
 	h.pages.failWithLink(w, r, status, "Sign-in failed", msg, h.cfg.Server.AuthPrefix+"/login", "Sign in again")
+}
+
+// flowFailure says why a login's answer came without a login flow that
+// opens (session.Flows.Finish): the log's reason and hint, and the user's
+// message. A browser that sends back none of the proxy's cookies is the
+// proxy reached at another address than public_url, or cookies lost on
+// the way: the first login of a new set-up fails so, and "expired or
+// already used" would send its operator looking elsewhere.
+func (h *Handler) flowFailure(r *http.Request, err error) (reason, hint, msg string) {
+	public := h.cfg.Server.PublicURL
+	switch {
+	case errors.Is(err, session.ErrFlowMissing) && !h.carriesOwnCookie(r):
+		reason = "state_cookie_missing"
+		hint = "the browser sent back none of the proxy's cookies, so not the one set when this login started: it was started at another address " +
+			"than public_url (" + public + "): another host name, or http where public_url is https (browsers keep Secure cookies to https); " +
+			"or a proxy in front drops cookies, or the browser blocks them (a frame in another site, privacy settings)"
+		msg = "Your browser did not send back the cookie this sign-in started with, so it cannot be finished. " +
+			"Open this application at " + public + ", make sure your browser accepts its cookies, and sign in again."
+	case errors.Is(err, session.ErrFlowMissing):
+		reason = "state_cookie_missing"
+		hint = "the browser sent back other cookies of the proxy but not this login's: it took longer than 10 minutes, " +
+			"was started in another browser, or the browser dropped its cookie (more than 8 sign-ins open at once)"
+		msg = "This sign-in was not started in this browser, or took too long. Start again."
+	case errors.Is(err, session.ErrFlowUnopened):
+		reason = "state_cookie_invalid"
+		hint = "this login's cookie came back but does not open with session.keys: the replica that started it has other keys " +
+			"(every replica needs the same session.keys), or another deployment on this host name uses the same session.cookie_name"
+		msg = "This sign-in cannot be finished here. Start again; if this keeps happening, tell your administrator, with the request ID below."
+	default:
+		reason, msg = "state", "This sign-in has expired or was already used. Start again."
+	}
+	return reason, hint, msg
+}
+
+// carriesOwnCookie reports whether r carries any cookie of the proxy's
+// (the session, its chunks, login flows).
+func (h *Handler) carriesOwnCookie(r *http.Request) bool {
+	for _, c := range r.Cookies() {
+		if h.cookies.Owns(c.Name) {
+			return true
+		}
+	}
+	return false
 }
 
 // setupFailed answers a login that the proxy and its IdP are not set up to

@@ -224,10 +224,17 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		// No password is checked without a form this browser got from us;
-		// the user gets a fresh one.
-		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "state"), slog.Any("err", err))
-		h.showLDAPForm(w, r, p, h.safeRedirect(r.PostForm.Get("rd")), http.StatusBadRequest, username,
-			"This sign-in form has expired. Enter your password again.")
+		// the user gets a fresh one. The form's cookie not coming back
+		// would bring them back here at every try: they are told why.
+		reason, hint, msg := h.flowFailure(r, err)
+		attrs := []slog.Attr{slog.String("idp", id), slog.String("reason", reason)}
+		if hint != "" {
+			attrs = append(attrs, slog.String("hint", hint))
+		} else {
+			msg = "This sign-in form has expired. Enter your password again."
+		}
+		h.audit(r, slog.LevelWarn, "login_failed", append(attrs, slog.Any("err", err))...)
+		h.showLDAPForm(w, r, p, h.safeRedirect(r.PostForm.Get("rd")), http.StatusBadRequest, username, msg)
 		return
 	}
 

@@ -40,6 +40,11 @@ var (
 	// to be forgotten to bound memory (a flood of logins): it might have
 	// been used, so it is refused and the login must be started again.
 	ErrFlowForgotten = errors.New("login state is too old to be checked; start again")
+	// ErrFlowUnopened is an ErrFlowInvalid whose cookie came back but opens
+	// with none of the keys: another replica sealed it with other
+	// session.keys, another deployment on the host uses the cookie name, or
+	// it was tampered with.
+	ErrFlowUnopened = fmt.Errorf("%w: its cookie does not open with these session keys", ErrFlowInvalid)
 )
 
 // Flows keeps login flows (idp.Flow) between the start of a login and the
@@ -171,11 +176,13 @@ func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*i
 	// With duplicates (cookie tossing), exactly one value must open for
 	// this state.
 	var flow *idp.Flow
+	opened := false
 	for _, v := range j.values[0][:j.count[0]] {
 		var candidate idp.Flow
 		if securecookie.DecodeMulti(flowCodecName, v, &candidate, f.codecs...) != nil {
 			continue
 		}
+		opened = true
 		if subtle.ConstantTimeCompare([]byte(candidate.State), []byte(state)) != 1 {
 			continue
 		}
@@ -183,6 +190,9 @@ func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*i
 			return nil, ErrFlowInvalid
 		}
 		flow = &candidate
+	}
+	if !opened {
+		return nil, ErrFlowUnopened
 	}
 	if flow == nil {
 		return nil, ErrFlowInvalid

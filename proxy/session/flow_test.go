@@ -82,17 +82,17 @@ func TestFinishRefuses(t *testing.T) {
 			cookie := started(t, f, state)
 			cookie.Value = cookie.Value[:len(cookie.Value)-4] + "AAAA"
 			return request(cookie), state
-		}, ErrFlowInvalid},
+		}, ErrFlowUnopened},
 		{"a flow cookie sealed with another key", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
 			state := NewState()
 			return request(started(t, NewFlows(testOptions(c, key(9))), state)), state
-		}, ErrFlowInvalid},
+		}, ErrFlowUnopened},
 		{"a session cookie presented as the flow cookie", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
 			st := mustStore(t, f.opts)
 			sc := saved(t, st, New(testProfile(), idp.Tokens{}, f.opts))[0]
 			state := NewState()
 			return request(&http.Cookie{Name: f.CookieName(state), Value: sc.Value}), state
-		}, ErrFlowInvalid},
+		}, ErrFlowUnopened},
 		{"two flow cookies for the same state that both open", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
 			state := NewState()
 			a := started(t, f, state)
@@ -109,6 +109,11 @@ func TestFinishRefuses(t *testing.T) {
 			flow, err := f.Finish(httptest.NewRecorder(), r, state)
 			if flow != nil || !errors.Is(err, tt.want) {
 				t.Errorf("Finish = %+v, %v; want nil, %v", flow, err, tt.want)
+			}
+			// Only a cookie that opens with no key says so: the proxy
+			// blames other replicas' keys for it.
+			if errors.Is(err, ErrFlowUnopened) != (tt.want == ErrFlowUnopened) {
+				t.Errorf("Finish = %v; want ErrFlowUnopened: %v", err, tt.want == ErrFlowUnopened)
 			}
 		})
 	}

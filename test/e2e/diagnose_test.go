@@ -7,18 +7,23 @@ package e2e
 // says what to change, and neither holds a secret.
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/proxy"
 	"github.com/portcullis-proxy/portcullis/proxy/jsonlog"
+	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/samlserver"
@@ -330,4 +335,151 @@ func TestMissingSAMLAttributesAreNamedInTheLoginLine(t *testing.T) {
 		t.Fatalf("%d login lines, want 1", len(lines))
 	}
 	checkMissing(t, lines[0], map[string]any{"groups": "memberOf"}, samlserver.GroupsAttribute, "attribute_mapping")
+}
+
+// public_url names another host than the one the browser uses (localhost
+// and 127.0.0.1 here; a proxy's internal name and the public one, in real
+// set-ups): the login starts where the browser is, the IdP sends it back to
+// public_url, and there the login's cookie is not sent. The page says to
+// open the application at public_url, which works, and the log what the
+// likely causes are.
+func TestLoginCookieNotComingBackIsNamed(t *testing.T) {
+	s := listen(t)
+	public := strings.Replace(s.URL, "127.0.0.1", "localhost", 1)
+	idpSrv := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"}})
+	config := strings.Replace(cvatConfig, "ISSUER", idpSrv.Issuer, 1)
+	logs := s.startLogged(t, strings.Replace(config, "public_url: PUBLIC_URL", "public_url: "+public, 1))
+
+	b := browser(t)
+	resp := oidcserver.Login(t, b, s.URL+"/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+	if resp.Request.URL.Host != mustURL(t, public).Host {
+		t.Fatalf("the login ended at %s, want public_url's callback", resp.Request.URL)
+	}
+	line := operatorSees(t, s, logs, resp, http.StatusBadRequest, "Open this application at "+public,
+		"state_cookie_missing", "public_url ("+public+")", "another host name", "Secure cookies", "a proxy in front")
+	if line["err"] != "no login in progress in this browser for this state" {
+		t.Errorf("login_failed err = %v", line["err"])
+	}
+
+	// As the page says: at public_url the same browser signs in.
+	resp = oidcserver.Login(t, b, public+"/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Echo") != "1" {
+		t.Errorf("login at public_url: %d, want the upstream's page", resp.StatusCode)
+	}
+}
+
+// replicas runs one proxy for each of keys (session.keys) behind one
+// address, a load balancer that sends each request to the replica route
+// picks, all logging to one operatorLog; s.Handler is the first.
+func (s *stack) replicas(t *testing.T, configYAML string, keys []string, route func(*http.Request) int) *operatorLog {
+	t.Helper()
+	logs := &operatorLog{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("portcullis log:\n%s", logs.out.String())
+		}
+	})
+	var hs []http.Handler
+	for i, key := range keys {
+		config := strings.NewReplacer("PUBLIC_URL", s.URL, "UPSTREAM_URL", s.upURL, "SESSION_KEY", key).Replace(configYAML)
+		cfg, err := proxy.ParseConfig([]byte(config), os.Getenv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		h, err := proxy.New(ctx, cfg, slog.New(jsonlog.New(&logs.out, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			s.Handler = h
+		}
+		hs = append(hs, h)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hs[route(r)].ServeHTTP(w, r)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(s.ln)
+	t.Cleanup(func() { srv.Close() })
+	s.waitReady(t)
+	return logs
+}
+
+// otherKey is a second session key, as a replica deployed with its own
+// secret has.
+const otherKey = "c2Vjb25kLXNlc3Npb24ta2V5LTMyLWJ5dGVzLWxvbmc="
+
+// Two replicas with different session.keys behind a load balancer: the
+// login starts at one and its answer reaches the other, where the login's
+// cookie does not open. The log says to give every replica the same keys.
+func TestLoginCookieOfAReplicaWithOtherKeysIsNamed(t *testing.T) {
+	s := listen(t)
+	idpSrv := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.URL + "/.portcullis/oidc/company/callback"}})
+	logs := s.replicas(t, strings.Replace(cvatConfig, "ISSUER", idpSrv.Issuer, 1), []string{sessionKey, otherKey}, func(r *http.Request) int {
+		if strings.HasSuffix(r.URL.Path, "/callback") {
+			return 0
+		}
+		return 1
+	})
+	resp := oidcserver.Login(t, browser(t), s.URL+"/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+	operatorSees(t, s, logs, resp, http.StatusBadRequest, "tell your administrator",
+		"state_cookie_invalid", "session.keys", "every replica")
+}
+
+// ldapStackLogged is ldapStackWith with the operator's log, and ldapConfig
+// changed by edit.
+func ldapStackLogged(t *testing.T, edit func(config string) string) (*stack, *ldapserver.Server, *operatorLog) {
+	t.Helper()
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	t.Setenv("PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD", ldapserver.ServicePassword)
+	s := listen(t)
+	config := strings.ReplaceAll(ldapConfig, "LDAP_URL", dir.URL)
+	if edit != nil {
+		config = edit(config)
+	}
+	return s, dir, s.startLogged(t, config)
+}
+
+// postLDAPForm fills in the login form page (the answer to GET of the
+// form, or of a page that led there) and posts it.
+func postLDAPForm(t *testing.T, b *http.Client, form *http.Response, username, password string) *http.Response {
+	t.Helper()
+	fields := formFields(readBody(t, form))
+	if _, ok := fields["state"]; !ok {
+		t.Fatalf("%s is not the login form", form.Request.URL)
+	}
+	values := url.Values{}
+	for k, v := range fields {
+		values.Set(k, v)
+	}
+	values.Set("username", username)
+	values.Set("password", password)
+	resp, err := b.PostForm(form.Request.URL.String(), values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// A browser that keeps no cookies (blocked for the site, or dropped on the
+// way) gets the LDAP form back at every try: the form says why, and the
+// log why and what else can be the cause.
+func TestLDAPFormCookieNotComingBackIsNamed(t *testing.T) {
+	s, _, logs := ldapStackLogged(t, nil)
+	noCookies := &http.Client{Transport: acceptHTML{http.DefaultTransport}, Timeout: 30 * time.Second}
+	form, err := noCookies.Get(s.URL + "/tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := postLDAPForm(t, noCookies, form, "alice", "alice-pw")
+	page := readBody(t, resp)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, "did not send back the cookie") || !strings.Contains(page, "accepts its cookies") {
+		t.Errorf("form: %d, want 400 saying that the cookie did not come back:\n%s", resp.StatusCode, page)
+	}
+	line := logs.audit(t, resp, "login_failed")
+	if hint, _ := line["hint"].(string); line["reason"] != "state_cookie_missing" || !strings.Contains(hint, "blocks them") {
+		t.Errorf("login_failed line %v, want reason state_cookie_missing with a hint", line)
+	}
 }
