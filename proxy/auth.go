@@ -66,6 +66,9 @@ func (h *Handler) authRoutes() http.Handler {
 // login starts a login: straight at the one IdP the selection mode picks, or
 // with a page that lets the user pick.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	if h.loginLoop(w, r) {
+		return
+	}
 	rd := r.URL.Query().Get("rd")
 	if len(h.order) == 1 || h.cfg.SSO.SelectionMode == SelectLowestWeight {
 		best := h.order[0]
@@ -127,6 +130,9 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 	p := h.providers[r.PathValue("idp")]
 	if p == nil {
 		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
+		return
+	}
+	if h.loginLoop(w, r) {
 		return
 	}
 	rd := h.safeRedirect(r.URL.Query().Get("rd"))
@@ -306,6 +312,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 		h.loginFailed(w, r, p.IdP, "session", err, http.StatusInternalServerError, "Your session could not be saved.")
 		return
 	}
+	h.markSignedIn(w, p.IdP)
 	h.metrics.login(p.IdP, "success", h.now().Sub(start))
 	h.audit(r, slog.LevelInfo, "login", append([]slog.Attr{slog.String("idp", p.IdP), slog.String("sub", p.Sub),
 		slog.String("email", p.Email), slog.Any("roles", roles)}, h.missingClaims(p)...)...)
@@ -497,6 +504,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.clearUpstreamCookies(w)
+	h.clearSignedIn(w, r) // signing in again is no loop
 	if s != nil {
 		h.audit(r, slog.LevelInfo, "logout", slog.String("idp", s.Profile.IdP), slog.String("sub", s.Profile.Sub), slog.String("email", s.Profile.Email))
 	}

@@ -63,16 +63,23 @@ func (o Options) Name() string {
 	return o.base()
 }
 
+// SignedInName is the name of the cookie a login leaves in the browser for
+// a short while, so that the proxy can tell a browser sent to sign in again
+// at once (a login loop) from one signing in (with __Host- when Secure).
+func (o Options) SignedInName() string { return o.Name() + signedInSuffix }
+
+const signedInSuffix = "_signed_in"
+
 // Owns reports whether a cookie name belongs to portcullis (the session, its
-// chunks, login flow cookies), with or without the __Host- prefix, so the
-// proxy can remove it from the Cookie header sent upstream (SPEC invariant 3).
-// It does not allocate.
+// chunks, login flow cookies, the signed-in mark), with or without the
+// __Host- prefix, so the proxy can remove it from the Cookie header sent
+// upstream (SPEC invariant 3). It does not allocate.
 func (o Options) Owns(cookieName string) bool {
 	rest, ok := strings.CutPrefix(strings.TrimPrefix(cookieName, hostPrefix), o.base())
 	if !ok {
 		return false
 	}
-	if rest == "" || strings.HasPrefix(rest, "_login_") {
+	if rest == "" || strings.HasPrefix(rest, "_login_") || rest == signedInSuffix {
 		return true
 	}
 	// Chunk names: "_1" .. "_99", wider than the chunks we write so that a

@@ -44,6 +44,8 @@ func TestOwns(t *testing.T) {
 		{"__Host-portcullis", true, true},
 		{"__Host-portcullis_3", true, true},
 		{"__Host-portcullis_login_AbCdEfGh", true, true},
+		{"portcullis_signed_in", false, true},
+		{"__Host-portcullis_signed_in", true, true},
 		{"__Host-portcullis", false, true}, // left from an https configuration
 		{"portcullis", true, true},         // or tossed without the prefix
 		{"csrftoken", false, false},
@@ -52,6 +54,7 @@ func TestOwns(t *testing.T) {
 		{"portcullis_", false, false},
 		{"portcullis_x", false, false},
 		{"portcullis_123", false, false},
+		{"portcullis_signed_inx", false, false},
 		{"xportcullis", false, false},
 		{"__Host-csrftoken", true, false},
 		{"", false, false},

@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,22 +86,32 @@ func (l *operatorLog) audit(t *testing.T, resp *http.Response, event string) map
 	return lines[0]
 }
 
-// metric is the value of one series on the admin listener's /metrics, -1
-// when there is none.
+// metric is the value of one series on the admin listener's /metrics,
+// summed over the replicas as a dashboard does; -1 when there is none.
 func (s *stack) metric(t *testing.T, series string) float64 {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	s.Handler.Admin().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for _, line := range strings.Split(rec.Body.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric line %q: %v", line, err)
+	replicas := s.all
+	if replicas == nil {
+		replicas = []*proxy.Handler{s.Handler}
+	}
+	sum, found := 0.0, false
+	for _, h := range replicas {
+		rec := httptest.NewRecorder()
+		h.Admin().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("metric line %q: %v", line, err)
+				}
+				sum, found = sum+f, true
 			}
-			return f
 		}
 	}
-	return -1
+	if !found {
+		return -1
+	}
+	return sum
 }
 
 // operatorSees checks what a login that failed for reason shows: a page
@@ -371,7 +382,8 @@ func TestLoginCookieNotComingBackIsNamed(t *testing.T) {
 
 // replicas runs one proxy for each of keys (session.keys) behind one
 // address, a load balancer that sends each request to the replica route
-// picks, all logging to one operatorLog; s.Handler is the first.
+// picks, all logging to one operatorLog; s.Handler is the first, s.all
+// every one.
 func (s *stack) replicas(t *testing.T, configYAML string, keys []string, route func(*http.Request) int) *operatorLog {
 	t.Helper()
 	logs := &operatorLog{}
@@ -380,7 +392,7 @@ func (s *stack) replicas(t *testing.T, configYAML string, keys []string, route f
 			t.Logf("portcullis log:\n%s", logs.out.String())
 		}
 	})
-	var hs []http.Handler
+	var hs []*proxy.Handler
 	for i, key := range keys {
 		config := strings.NewReplacer("PUBLIC_URL", s.URL, "UPSTREAM_URL", s.upURL, "SESSION_KEY", key).Replace(configYAML)
 		cfg, err := proxy.ParseConfig([]byte(config), os.Getenv)
@@ -397,6 +409,7 @@ func (s *stack) replicas(t *testing.T, configYAML string, keys []string, route f
 			s.Handler = h
 		}
 		hs = append(hs, h)
+		s.all = append(s.all, h)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hs[route(r)].ServeHTTP(w, r)
@@ -481,5 +494,123 @@ func TestLDAPFormCookieNotComingBackIsNamed(t *testing.T) {
 	line := logs.audit(t, resp, "login_failed")
 	if hint, _ := line["hint"].(string); line["reason"] != "state_cookie_missing" || !strings.Contains(hint, "blocks them") {
 		t.Errorf("login_failed line %v, want reason state_cookie_missing with a hint", line)
+	}
+}
+
+// keepCookies is a proxy in front that passes on only the cookies whose
+// names match: a cache or CDN set up to forward "the application's
+// cookies", here every portcullis_ one and CVAT's, but not portcullis
+// itself, the session.
+func keepCookies(next http.Handler, keep *regexp.Regexp) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var kept []string
+		for _, c := range r.Cookies() {
+			if keep.MatchString(c.Name) {
+				kept = append(kept, c.Name+"="+c.Value)
+			}
+		}
+		r.Header.Del("Cookie")
+		if len(kept) > 0 {
+			r.Header.Set("Cookie", strings.Join(kept, "; "))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// A login loop: the login succeeds, and the session cookie it set does not
+// come back, or does not open, so the browser is sent to sign in again,
+// and through an IdP that remembers the user, round and round until the
+// browser gives up, every login in the log a success. The proxy stops it at
+// the next sign-in with a page that says what the user can do, and a log
+// line that says which it is and what causes it.
+func TestLoginLoopIsStoppedAndNamed(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		setUp  func(t *testing.T, s *stack, config string) *operatorLog
+		status int
+		says   string
+		reason string
+		hints  []string
+	}{
+		{
+			name: "a proxy in front drops the session cookie",
+			setUp: func(t *testing.T, s *stack, config string) *operatorLog {
+				logs := s.serveLogged(t, config)
+				s.waitReady(t)
+				front := &http.Server{Handler: keepCookies(s.Handler, regexp.MustCompile(`^(portcullis_.*|sessionid|csrftoken)$`)), ReadHeaderTimeout: 10 * time.Second}
+				s.handOver(t, front)
+				return logs
+			},
+			status: http.StatusBadRequest, says: "did not send back the cookie that keeps you signed in",
+			reason: "session_cookie_missing", hints: []string{"without the session cookie (portcullis)", "a proxy, CDN or cache in front", "third-party cookies"},
+		},
+		{
+			name: "replicas have different session keys",
+			setUp: func(t *testing.T, s *stack, config string) *operatorLog {
+				// The login at the first replica, the application's pages
+				// and /login at the second.
+				return s.replicas(t, config, []string{sessionKey, otherKey}, func(r *http.Request) int {
+					if strings.HasSuffix(r.URL.Path, "/callback") || strings.HasPrefix(r.URL.Path, "/.portcullis/login/") {
+						return 0
+					}
+					return 1
+				})
+			},
+			status: http.StatusInternalServerError, says: "could not read your session",
+			reason: "session_cookie_invalid", hints: []string{"does not open here", "different session.keys", "share one Redis"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := listen(t)
+			idpSrv := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.URL + "/.portcullis/oidc/company/callback"}})
+			logs := tc.setUp(t, s, strings.Replace(cvatConfig, "ISSUER", idpSrv.Issuer, 1))
+			b := browser(t)
+			resp := oidcserver.Login(t, b, s.URL+"/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+			if resp.Request.URL.Path != "/.portcullis/login" {
+				t.Fatalf("the browser ended at %s (%d), want the loop stopped at /login", resp.Request.URL, resp.StatusCode)
+			}
+			if n := len(logs.find(t, map[string]any{"event": "login"})); n != 1 {
+				t.Errorf("%d logins before the loop was stopped, want 1", n)
+			}
+			line := operatorSees(t, s, logs, resp, tc.status, tc.says, tc.reason, tc.hints...)
+			if line["idp"] != "company" {
+				t.Errorf("login_failed idp = %v, want company", line["idp"])
+			}
+			if page := logs.find(t, map[string]any{"log": "access", "request_id": resp.Header.Get("X-Request-Id")}); len(page) != 1 {
+				t.Errorf("%d access lines for the loop's page, want 1", len(page))
+			}
+
+			// Try again goes to the IdP, as a sign-in does: the mark is gone.
+			again, err := noRedirect(b).Get(resp.Request.URL.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			readBody(t, again)
+			if again.StatusCode != http.StatusFound {
+				t.Errorf("trying again: %d, want the way to the IdP", again.StatusCode)
+			}
+		})
+	}
+}
+
+// Signing out and straight in again is no loop: the sign-out takes the
+// mark of the last login with it.
+func TestSigningOutAndInAgainIsNoLoop(t *testing.T) {
+	s, _, logs := oidcStackLogged(t, oidcserver.Options{}, nil)
+	b := browser(t)
+	for i := range 2 {
+		resp := oidcserver.Login(t, b, s.URL+"/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+		readBody(t, resp)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Echo") != "1" {
+			t.Fatalf("login %d: %d at %s, want the upstream's page", i+1, resp.StatusCode, resp.Request.URL)
+		}
+		out, err := b.Get(s.URL + "/.portcullis/logout")
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, out)
+	}
+	if failed := logs.find(t, map[string]any{"event": "login_failed"}); len(failed) != 0 {
+		t.Errorf("login_failed lines: %v", failed)
 	}
 }

@@ -28,7 +28,9 @@ type stack struct {
 	URL      string // the proxy's public URL
 	Upstream *echo.Server
 	Handler  *proxy.Handler
+	all      []*proxy.Handler // every replica, when there are several
 	ln       net.Listener
+	srv      *http.Server // serving ln
 	upURL    string
 }
 
@@ -71,8 +73,22 @@ func (s *stack) serve(t *testing.T, configYAML string, log slog.Handler) {
 		t.Fatalf("proxy.New: %v", err)
 	}
 	s.Handler = h
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(s.ln)
+	s.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go s.srv.Serve(s.ln)
+	t.Cleanup(func() { s.srv.Close() })
+}
+
+// handOver serves the stack's address with srv from now on, in place of
+// the proxy alone (a proxy in front of it, say).
+func (s *stack) handOver(t *testing.T, srv *http.Server) {
+	t.Helper()
+	s.srv.Close() // closes s.ln too
+	ln, err := net.Listen("tcp", s.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ln, s.srv = ln, srv
+	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 }
 

@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// loginLoopWindow is how long after a login a browser sent to sign in
+// again, without a session that opens, is taken for a login loop. A loop
+// through an IdP that remembers the user goes round in a second; an LDAP
+// form that keeps coming back, in the time it takes to type a password.
+const loginLoopWindow = 2 * time.Minute
+
+// markSignedIn leaves in the browser, for loginLoopWindow, when and at which
+// IdP it last signed in: the only way to tell, at the next /login, a
+// browser that just signed in and lost its session at once from one that
+// signs in. It holds nothing secret, and a forged one can do no more than
+// show its browser the loop page.
+func (h *Handler) markSignedIn(w http.ResponseWriter, idpID string) {
+	http.SetCookie(w, h.signedInCookie(strconv.FormatInt(h.now().Unix(), 10)+"."+idpID, int(loginLoopWindow/time.Second)))
+}
+
+// clearSignedIn removes the mark: at logout, and once the loop is reported,
+// so that the user's next try goes to the IdP.
+func (h *Handler) clearSignedIn(w http.ResponseWriter, r *http.Request) {
+	if _, err := r.Cookie(h.cookies.SignedInName()); err == nil {
+		http.SetCookie(w, h.signedInCookie("", -1))
+	}
+}
+
+func (h *Handler) signedInCookie(value string, maxAge int) *http.Cookie {
+	return &http.Cookie{Name: h.cookies.SignedInName(), Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: h.cookies.Secure, SameSite: http.SameSiteLaxMode}
+}
+
+// loginLoop answers, and reports true for, a browser sent to sign in again
+// within loginLoopWindow of signing in here, without a session that opens:
+// the session cookie set then did not come back, or came back and did not
+// open. Left alone the browser goes round through the IdP until it gives up
+// ("too many redirects"), with every login in the log a success. The page
+// says what the user can do and offers to try again; the log line says
+// which of the two it is and what causes it.
+func (h *Handler) loginLoop(w http.ResponseWriter, r *http.Request) bool {
+	mark, err := r.Cookie(h.cookies.SignedInName())
+	if err != nil {
+		return false
+	}
+	at, id, _ := strings.Cut(mark.Value, ".")
+	unix, err := strconv.ParseInt(at, 10, 64)
+	ago := h.now().Sub(time.Unix(unix, 0))
+	if err != nil || ago < 0 || ago > loginLoopWindow {
+		return false
+	}
+	if s, err := h.loadSession(r); err != nil || s != nil {
+		return false // a store that cannot answer says so elsewhere; a session: signing in again on purpose
+	}
+	if h.providers[id] == nil {
+		id = "" // a label of logins_total is a configured IdP or nothing
+	}
+	h.clearSignedIn(w, r)
+	ago = ago.Round(time.Second)
+	public := h.cfg.Server.PublicURL
+	var reason, hint, msg string
+	status := http.StatusBadRequest
+	if _, err := r.Cookie(h.cookies.Name()); err != nil {
+		reason = "session_cookie_missing"
+		hint = "the browser came back to sign in " + ago.String() + " after it signed in here, without the session cookie (" + h.cookies.Name() +
+			") set then: a proxy, CDN or cache in front drops it or does not pass it on, or the browser refuses it: public_url (" + public +
+			") is https and the site is browsed over http, or the application is shown in a frame of another site (third-party cookies)"
+		msg = "You signed in a moment ago, but your browser did not send back the cookie that keeps you signed in. " +
+			"Open this application at " + public + ", make sure your browser accepts its cookies, and try again."
+	} else {
+		reason = "session_cookie_invalid"
+		hint = "the browser came back to sign in " + ago.String() + " after it signed in here, with a session cookie that does not open here: " +
+			"replicas with different session.keys, or with session.store redis, replicas that do not share one Redis and database; " +
+			"or the session ended at once (revoked, a back-channel logout, a lifetime or idle_timeout of seconds)"
+		msg = "You signed in a moment ago, but this application could not read your session. " +
+			"This is a problem with its setup: tell your administrator, with the request ID below."
+		status = http.StatusInternalServerError
+	}
+	if id != "" {
+		h.metrics.login(id, "failure", 0)
+	}
+	h.audit(r, slog.LevelError, "login_failed", slog.String("idp", id), slog.String("reason", reason), slog.String("hint", hint))
+	h.pages.failWithLink(w, r, status, "Sign-in did not hold", msg, r.URL.RequestURI(), "Try again")
+	return true
+}
