@@ -265,15 +265,21 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 		return nil, nil, fmt.Errorf("saml %s: decode response: %w", id, err)
 	}
 	assertionEl, err := inspectResponse(raw)
+	if errors.Is(err, errEncryptedAssertion) {
+		// Its message says what to do; what sent it is mostly an IdP set
+		// to encrypt (a user encrypting a forgery cannot be told apart).
+		return nil, nil, setupError("saml_encrypted", "turn off assertion encryption for this application at the IdP",
+			fmt.Errorf("saml %s: inspect response: %w", id, err))
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("saml %s: inspect response: %w", id, err)
 	}
 	assertion, err := parseAssertion(sp, raw, requestIDs, p.acsURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
+		return nil, nil, p.samlDiagnose(sp, assertionEl, fmt.Errorf("saml %s: verify response: %w", id, err))
 	}
 	if err := checkAudience(assertionEl, sp.EntityID); err != nil {
-		return nil, nil, fmt.Errorf("saml %s: verify response: %w", id, err)
+		return nil, nil, p.samlDiagnose(sp, assertionEl, fmt.Errorf("saml %s: verify response: %w", id, err))
 	}
 	if err := p.useAssertion(r.Context(), assertion.ID, replayExpiry(assertion)); err != nil {
 		return nil, nil, fmt.Errorf("saml %s: replay check: %w", id, err)

@@ -31,6 +31,14 @@ type samlForgery struct {
 	sign   samlSigning
 	// relayState, when set, replaces the posted RelayState.
 	wantErr string
+	// reason is the *SetupError's Reason the refusal is logged with, one
+	// an IdP set up unlike its entry would cause; "" for a refusal that is
+	// no set-up mistake (a forgery), which must not send the operator to
+	// change the set-up.
+	reason string
+	// idpError is the code of the *CallbackError of an IdP that refused
+	// the login (a status other than Success).
+	idpError string
 }
 
 type samlSigning int
@@ -62,15 +70,15 @@ func samlHostileCases(now time.Time) []samlForgery {
 	return []samlForgery{
 		{name: "response re-signed by the IdP unchanged is accepted (the forging works)", sign: signedByIdP},
 		{name: "response with only the assertion signed is accepted", sign: assertionSignatureOnly},
-		{name: "response with no signature at all is refused", sign: unsigned, wantErr: "signature"},
-		{name: "response signed by a foreign key is refused", sign: signedByForeignKey, wantErr: "signature"},
+		{name: "response with no signature at all is refused", sign: unsigned, wantErr: "signature", reason: "saml_unsigned"},
+		{name: "response signed by a foreign key is refused", sign: signedByForeignKey, wantErr: "signature", reason: "saml_signature"},
 		{name: "foreign signature carrying the IdP's certificate is refused", sign: signedByForeignKeyWithIdPCert, wantErr: "signature"},
 		{
 			name: "assertion edited after signing is refused", sign: untouchedSignatures, wantErr: "signature",
 			mutate: func(t testing.TB, resp, a *etree.Element) { setText(t, a, "./Subject/NameID", "bob@example.com") },
 		},
 		{
-			name: "assertion without signature inside an unsigned response is refused", sign: unsigned, wantErr: "signature",
+			name: "assertion without signature inside an unsigned response is refused", sign: unsigned, wantErr: "signature", reason: "saml_unsigned",
 			mutate: func(t testing.TB, resp, a *etree.Element) { setText(t, a, "./Subject/NameID", "bob@example.com") },
 		},
 		{
@@ -97,20 +105,20 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
-			name: "wrong audience is refused", wantErr: "AudienceRestriction",
+			name: "wrong audience is refused", wantErr: "AudienceRestriction", reason: "saml_audience",
 			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setText(t, a, "./Conditions/AudienceRestriction/Audience", "https://other-sp.example/metadata")
 			},
 		},
 		{
-			name: "assertion without AudienceRestriction is refused", wantErr: "no AudienceRestriction",
+			name: "assertion without AudienceRestriction is refused", wantErr: "no AudienceRestriction", reason: "saml_audience",
 			mutate: func(t testing.TB, resp, a *etree.Element) {
 				c := a.FindElement("./Conditions")
 				c.RemoveChild(c.SelectElement("AudienceRestriction"))
 			},
 		},
 		{
-			name: "second AudienceRestriction naming only another SP is refused", wantErr: "AudienceRestriction 2",
+			name: "second AudienceRestriction naming only another SP is refused", wantErr: "AudienceRestriction 2", reason: "saml_audience",
 			mutate: func(t testing.TB, resp, a *etree.Element) {
 				c := a.FindElement("./Conditions")
 				other := c.SelectElement("AudienceRestriction").Copy()
@@ -119,7 +127,7 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
-			name: "AudienceRestriction with an empty Audience is refused", wantErr: "AudienceRestriction 1",
+			name: "AudienceRestriction with an empty Audience is refused", wantErr: "AudienceRestriction 1", reason: "saml_audience",
 			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setText(t, a, "./Conditions/AudienceRestriction/Audience", "")
 			},
@@ -141,19 +149,19 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
-			name: "wrong recipient is refused", wantErr: "Recipient",
+			name: "wrong recipient is refused", wantErr: "Recipient", reason: "saml_acs_url",
 			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setAttr(t, a, "./Subject/SubjectConfirmation/SubjectConfirmationData", "Recipient", "https://other-sp.example/acs")
 			},
 		},
 		{
-			name: "wrong destination is refused", wantErr: "Destination",
+			name: "wrong destination is refused", wantErr: "Destination", reason: "saml_acs_url",
 			mutate: func(t testing.TB, resp, a *etree.Element) {
 				resp.CreateAttr("Destination", "https://other-sp.example/acs")
 			},
 		},
 		{
-			name: "assertion from another issuer is refused", wantErr: "issuer",
+			name: "assertion from another issuer is refused", wantErr: "issuer", reason: "saml_issuer",
 			mutate: func(t testing.TB, resp, a *etree.Element) { setText(t, a, "./Issuer", "https://evil.example/idp") },
 		},
 		{
@@ -181,6 +189,16 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
+			name: "assertion stamped ten minutes ahead, by an IdP whose clock is off, is refused", wantErr: "in the future", reason: "clock_skew",
+			mutate: func(t testing.TB, resp, a *etree.Element) { a.CreateAttr("IssueInstant", later(10*time.Minute)) },
+		},
+		{
+			name: "response whose status is not Success is the IdP refusing the login", wantErr: "Responder", idpError: "Responder",
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				setAttr(t, resp, "./Status/StatusCode", "Value", "urn:oasis:names:tc:SAML:2.0:status:Responder")
+			},
+		},
+		{
 			name: "response issued long ago is refused", wantErr: "IssueInstant",
 			mutate: func(t testing.TB, resp, a *etree.Element) { resp.CreateAttr("IssueInstant", later(-30*time.Minute)) },
 		},
@@ -198,7 +216,7 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
-			name: "holder-of-key confirmation naming this ACS beside a bearer one for another SP is refused", wantErr: "Recipient",
+			name: "holder-of-key confirmation naming this ACS beside a bearer one for another SP is refused", wantErr: "Recipient", reason: "saml_acs_url",
 			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setAttr(t, a, "./Subject/SubjectConfirmation/SubjectConfirmationData", "Recipient", "https://other-sp.example/acs")
 				addConfirmation(a, "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key", later(5*time.Minute))
@@ -211,7 +229,7 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
-			name: "response signed with SHA-1 is refused", sign: signedByIdPWithSHA1, wantErr: "SHA-1",
+			name: "response signed with SHA-1 is refused", sign: signedByIdPWithSHA1, wantErr: "SHA-1", reason: "saml_sha1",
 		},
 		{
 			name: "condition of an unknown type is refused (its assertion is Indeterminate)", wantErr: "unrecognised conditions",
@@ -293,6 +311,16 @@ func TestSAMLHostileResponses(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "saml corp: ") {
 				t.Errorf("error %q is not prefixed with the provider", err)
 			}
+			reason := ""
+			if setup, ok := errors.AsType[*SetupError](err); ok {
+				reason = setup.Reason
+			}
+			if reason != tc.reason {
+				t.Errorf("logged with reason %q, want %q (%v)", reason, tc.reason, err)
+			}
+			if answered, _ := errors.AsType[*CallbackError](err); (answered == nil && tc.idpError != "") || (answered != nil && answered.Code != tc.idpError) {
+				t.Errorf("IdP error %+v, want code %q", answered, tc.idpError)
+			}
 		})
 	}
 }
@@ -338,6 +366,9 @@ func TestSAMLEncryptedAssertionRefused(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), "inspect response: EncryptedAssertion refused") {
 				t.Fatalf("error %q, want the EncryptedAssertion refusal", err)
+			}
+			if setup, ok := errors.AsType[*SetupError](err); !ok || setup.Reason != "saml_encrypted" {
+				t.Errorf("logged as %+v, want reason saml_encrypted", setup)
 			}
 		})
 	}

@@ -146,12 +146,12 @@ func checkAudience(assertion *etree.Element, entityID string) error {
 					len(audience.ChildElements()) == 0 && audience.Text() == entityID)
 			}
 			if !named {
-				return fmt.Errorf("assertion AudienceRestriction %d does not name this SP (%q)", restrictions, entityID)
+				return audienceError{fmt.Errorf("assertion AudienceRestriction %d does not name this SP (%q)", restrictions, entityID)}
 			}
 		}
 	}
 	if restrictions == 0 {
-		return fmt.Errorf("assertion has no AudienceRestriction (want one naming this SP, %q)", entityID)
+		return audienceError{fmt.Errorf("assertion has no AudienceRestriction (want one naming this SP, %q)", entityID)}
 	}
 	return nil
 }

@@ -199,6 +199,14 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		return
 	case err != nil && saml && p.cfg.AllowIdPInitiated:
 		f = nil // IdP-initiated: the provider checks the assertion has no InResponseTo
+	case err != nil && saml && !session.IsState(state):
+		// No login of ours has this RelayState (none, or the IdP's own):
+		// the IdP started it, from its portal, which this entry refuses.
+		h.loginFailed(w, r, id, "saml_idp_initiated", err, http.StatusBadRequest,
+			"This sign-in was started at "+p.cfg.DisplayName()+", which this application does not accept. Open the application and sign in from there.",
+			"the IdP started this login itself (its application portal, a tile or bookmark there), with no request from the proxy: "+
+				"set allow_idp_initiated: true on this entry to accept such logins (docs/saml.md), or have users start at the application")
+		return
 	case err != nil:
 		reason, hint, msg := h.flowFailure(r, err)
 		h.loginFailed(w, r, id, reason, err, http.StatusBadRequest, msg, hint)

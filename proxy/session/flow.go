@@ -252,6 +252,10 @@ func (f *Flows) cookie(name, value string, maxAge int) *http.Cookie {
 	}
 }
 
+// IsState reports whether s could be a login's state (NewState): a
+// RelayState that could not is no answer to a login started here.
+func IsState(s string) bool { return validState(s) }
+
 // validState accepts what NewState makes and what an IdP may echo back of it:
 // URL-safe base64, long enough to be unguessable, short enough to be cheap.
 func validState(s string) bool {

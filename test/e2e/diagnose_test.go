@@ -8,9 +8,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +23,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crewjam/saml"
 
 	"github.com/portcullis-proxy/portcullis/proxy"
 	"github.com/portcullis-proxy/portcullis/proxy/jsonlog"
@@ -141,8 +145,8 @@ func operatorSees(t *testing.T, s *stack, logs *operatorLog, resp *http.Response
 			t.Errorf("login_failed hint %q does not mention %q", hint, h)
 		}
 	}
-	if got := s.metric(t, `portcullis_logins_total{idp="company",result="failure"}`); got != 1 {
-		t.Errorf("logins_total failure = %v, want 1", got)
+	if got := s.metric(t, `portcullis_logins_total{idp="`+fmt.Sprint(line["idp"])+`",result="failure"}`); got != 1 {
+		t.Errorf("logins_total{idp=%q} failure = %v, want 1", line["idp"], got)
 	}
 	return line
 }
@@ -613,4 +617,104 @@ func TestSigningOutAndInAgainIsNoLoop(t *testing.T) {
 	if failed := logs.find(t, map[string]any{"event": "login_failed"}); len(failed) != 0 {
 		t.Errorf("login_failed lines: %v", failed)
 	}
+}
+
+// idpAssertion makes the test IdP's assertions as an IdP set up with
+// another Audience URI (SP entity ID) or ACS URL than the proxy's would.
+type idpAssertion struct{ audience, recipient string }
+
+func (m idpAssertion) MakeAssertion(req *saml.IdpAuthnRequest, session *saml.Session) error {
+	if err := (samlserver.GroupsAssertionMaker{}).MakeAssertion(req, session); err != nil {
+		return err
+	}
+	if m.audience != "" {
+		req.Assertion.Conditions.AudienceRestrictions[0].Audience.Value = m.audience
+	}
+	if m.recipient != "" {
+		req.Assertion.Subject.SubjectConfirmations[0].SubjectConfirmationData.Recipient = m.recipient
+	}
+	return nil
+}
+
+// sha256Fingerprint is how IdP consoles and the log show a certificate.
+func sha256Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	var hex []string
+	for _, b := range sum {
+		hex = append(hex, fmt.Sprintf("%02X", b))
+	}
+	return strings.Join(hex, ":")
+}
+
+// A SAML IdP and the proxy's entry for it that do not agree: the IdP
+// signs with a new certificate, or was given another SP entity ID or ACS
+// URL than the proxy's. The login fails at the ACS; the log says what the
+// IdP sent on that point and what the proxy expects.
+func TestSAMLSetUpMismatchesAreNamed(t *testing.T) {
+	old := samlserver.Start(t, samlserver.Options{}) // the IdP's certificate before the rotation
+	for _, tc := range []struct {
+		name    string
+		trusted *x509.Certificate
+		maker   saml.AssertionMaker
+		reason  string
+		hints   func(s *stack, idpSrv *samlserver.Server) []string
+	}{
+		{
+			name: "the IdP signs with a new certificate", trusted: old.Certificate, reason: "saml_signature",
+			hints: func(s *stack, idpSrv *samlserver.Server) []string {
+				return []string{"changed its signing certificate", "SHA-256 " + sha256Fingerprint(idpSrv.Certificate),
+					"trusted: " + sha256Fingerprint(old.Certificate), "x509_cert"}
+			},
+		},
+		{
+			name: "the IdP has another SP entity ID", maker: idpAssertion{audience: "https://cvat.example.com"}, reason: "saml_audience",
+			hints: func(s *stack, idpSrv *samlserver.Server) []string {
+				return []string{`"https://cvat.example.com"`, "Audience URI", "to " + s.URL + "/.portcullis/saml/corp/metadata"}
+			},
+		},
+		{
+			name: "the IdP has another ACS URL", maker: idpAssertion{recipient: "https://cvat.example.com/saml/acs"}, reason: "saml_acs_url",
+			hints: func(s *stack, idpSrv *samlserver.Server) []string {
+				return []string{`"https://cvat.example.com/saml/acs"`, "ACS URL", "to " + s.URL + "/.portcullis/saml/corp/acs"}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, idpSrv, logs := samlStackLogged(t, tc.trusted, nil)
+			if tc.maker != nil {
+				idpSrv.IDP.IDP.AssertionMaker = tc.maker
+			}
+			resp := samlLogin(t, browser(t), idpSrv.SSOURL(), s.URL+"/tasks", samlAlice.Name, samlAlice.Password)
+			operatorSees(t, s, logs, resp, http.StatusBadGateway, setupPage, tc.reason, tc.hints(s, idpSrv)...)
+		})
+	}
+}
+
+// A login started at the IdP's portal (an application tile), which the
+// entry does not accept (allow_idp_initiated): it has no login state of
+// the proxy's, which is no cookie trouble, and the log says which key
+// accepts it.
+func TestSAMLIdPInitiatedLoginIsNamed(t *testing.T) {
+	s, idpSrv, logs := samlStackLogged(t, nil, nil)
+	if err := idpSrv.AddShortcut("cvat", s.URL+"/.portcullis/saml/corp/metadata", ""); err != nil {
+		t.Fatal(err)
+	}
+	b := browser(t)
+	tile := idpSrv.URL + "/login/cvat"
+	resp, err := b.Get(tile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	resp, err = b.PostForm(tile, url.Values{"user": {samlAlice.Name}, "password": {samlAlice.Password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := readBody(t, resp)
+	fields := formFields(page)
+	post := acsPost{Action: formAction(page), Form: url.Values{"SAMLResponse": {fields["SAMLResponse"]}, "RelayState": {fields["RelayState"]}}}
+	if fields["SAMLResponse"] == "" || post.Action != s.URL+"/.portcullis/saml/corp/acs" {
+		t.Fatalf("the IdP's portal gave no answer for the proxy's ACS:\n%s", page)
+	}
+	operatorSees(t, s, logs, post.post(t, b), http.StatusBadRequest, "sign in from there", "saml_idp_initiated", "allow_idp_initiated")
 }
