@@ -414,13 +414,15 @@ func (h *Handler) flowFailure(r *http.Request, err error) (reason, hint, msg str
 		reason = "state_cookie_missing"
 		hint = "the browser sent back none of the proxy's cookies, so not the one set when this login started: it was started at another address " +
 			"than public_url (" + public + "): another host name, or http where public_url is https (browsers keep Secure cookies to https); " +
-			"or a proxy in front drops cookies, or the browser blocks them (a frame in another site, privacy settings)"
+			"or a proxy in front drops cookies, or the browser blocks them (a frame in another site, privacy settings); " +
+			"or, once, this answer was sent again (the back button) after the first had used the cookie"
 		msg = "Your browser did not send back the cookie this sign-in started with, so it cannot be finished. " +
 			"Open this application at " + public + ", make sure your browser accepts its cookies, and sign in again."
 	case errors.Is(err, session.ErrFlowMissing):
 		reason = "state_cookie_missing"
-		hint = "the browser sent back other cookies of the proxy but not this login's: it took longer than 10 minutes, " +
-			"was started in another browser, or the browser dropped its cookie (more than 8 sign-ins open at once)"
+		hint = "the browser sent back other cookies of the proxy but not this login's: this answer was sent again (the back button) " +
+			"after the first had used it, the login took longer than 10 minutes or was started in another browser, " +
+			"or the browser dropped its cookie (more than 8 sign-ins open at once)"
 		msg = "This sign-in was not started in this browser, or took too long. Start again."
 	case errors.Is(err, session.ErrFlowUnopened):
 		reason = "state_cookie_invalid"
