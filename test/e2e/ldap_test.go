@@ -267,7 +267,7 @@ func TestLDAPFormRefusals(t *testing.T) {
 		form := openForm(t, fromAddr(browser(t), "10.2.1.1"), s.URL+"/.portcullis/ldap/corp-ldap")
 		other := fromAddr(browser(t), "10.2.1.1") // another browser: no flow cookie
 		resp, body := form.submit(t, other, ldapserver.Alice, ldapserver.AlicePassword)
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "This sign-in form has expired") {
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "did not send back the cookie") || !strings.Contains(body, `name="state"`) {
 			t.Errorf("status %d, want 400 with a fresh form:\n%s", resp.StatusCode, body)
 		}
 	})
