@@ -104,6 +104,9 @@ func newLDAPProvider(ctx context.Context, c Config, o Options, timing ldapTiming
 // (at start, every half minute, and on every login).
 func (p *LDAPProvider) Ready() error {
 	if errp := p.lastErr.Load(); errp != nil {
+		if errors.Is(*errp, ErrNotReady) {
+			return *errp // it says so, and keeps its *SetupError
+		}
 		return fmt.Errorf("ldap %s: %w: %v", p.cfg.ID, ErrNotReady, *errp)
 	}
 	return nil
@@ -120,7 +123,10 @@ func (p *LDAPProvider) checkLoop(ctx context.Context) {
 	t := time.NewTicker(p.timing.check)
 	defer t.Stop()
 	for {
-		if err := p.check(ctx); err != nil && ctx.Err() == nil {
+		err := p.check(ctx)
+		if setup, ok := errors.AsType[*SetupError](err); ok {
+			p.log.Error("ldap: the directory refuses the service account", "reason", setup.Reason, "hint", setup.Hint, "err", err)
+		} else if err != nil && ctx.Err() == nil {
 			p.log.Warn("ldap: directory unavailable", "err", err)
 		}
 		select {
@@ -170,7 +176,18 @@ func (p *LDAPProvider) serviceConn(ctx context.Context) (*ldap.Conn, error) {
 		if reused && attempt == 0 && isUnavailable(err) {
 			continue
 		}
+		refused := passwordRefused(err)
 		err = fmt.Errorf("ldap %s: bind as service account: %w: %w", p.cfg.ID, ErrNotReady, err)
+		if refused {
+			// Not the directory being away, which waiting mends: every
+			// login fails so until the configuration changes.
+			hint := fmt.Sprintf("the directory refused the service account: check bind_dn (%q) and bind_password (or %s); "+
+				"in Active Directory the account may also be locked, disabled or its password expired", p.cfg.BindDN, p.cfg.envName("BIND_PASSWORD"))
+			if p.cfg.BindDN == "" {
+				hint = "the directory does not let anonymous clients search: set bind_dn and bind_password to a service account's"
+			}
+			err = setupError("service_bind", hint, err)
+		}
 		p.setState(err)
 		return nil, err
 	}
@@ -197,7 +214,7 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 	// An empty password would make a simple bind "unauthenticated", which
 	// many directories answer with success: it never reaches a bind.
 	if password == "" || len(password) > maxPasswordBytes || !acceptableUsername(username) {
-		return nil, ErrInvalidCredentials
+		return nil, fmt.Errorf("%w: empty password, or a username no account can have", ErrInvalidCredentials)
 	}
 	ctx := r.Context()
 	c, err := p.serviceConn(ctx)
@@ -210,7 +227,7 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 	entry, err := p.findUser(c, username)
 	if err != nil {
 		healthy = !isUnavailable(err)
-		return nil, p.classify("search user", err)
+		return nil, p.classifySearch("search user", "user_search", p.cfg.UserSearch.BaseDN, err)
 	}
 	if allow != nil {
 		if err := allow(entry.DN); err != nil {
@@ -238,7 +255,7 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 			// account expired): worth a log line, never the user's page,
 			// since it says so whatever the password.
 			p.log.Info("ldap: password refused", "dn", entry.DN, "err", err)
-			return nil, ErrInvalidCredentials
+			return nil, fmt.Errorf("%w: the directory refused the password of %s", ErrInvalidCredentials, entry.DN)
 		}
 		return nil, p.classify("bind as user", err)
 	}
@@ -253,7 +270,7 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 	groups, err := p.groups(c, entry, username)
 	if err != nil {
 		healthy = !isUnavailable(err)
-		return nil, p.classify("search groups", err)
+		return nil, p.classifySearch("search groups", "group_search", p.cfg.GroupSearch.BaseDN, err)
 	}
 	healthy = true
 	return p.mapping.profile(id, entry, username, groups), nil
@@ -271,6 +288,22 @@ func (p *LDAPProvider) classify(step string, err error) error {
 	return fmt.Errorf("ldap %s: %s: %w: %w", p.cfg.ID, step, ErrNotReady, err)
 }
 
+// classifySearch is classify for a search of the configuration's key
+// (user_search, group_search) under baseDN: a base DN the directory does not
+// have, or does not let the service account read, is a *SetupError, since
+// every login fails so and the directory is not to blame.
+func (p *LDAPProvider) classifySearch(step, key, baseDN string, err error) error {
+	err = p.classify(step, err)
+	switch {
+	case ldap.IsErrorAnyOf(err, ldap.LDAPResultNoSuchObject, ldap.LDAPResultInvalidDNSyntax):
+		return setupError(key, fmt.Sprintf("%s.base_dn %q is no entry of the directory (or one the service account may not see): "+
+			"check its spelling against the directory's naming context", key, baseDN), err)
+	case ldap.IsErrorWithCode(err, ldap.LDAPResultInsufficientAccessRights):
+		return setupError(key, fmt.Sprintf("the service account (bind_dn) may not search %s.base_dn %q: grant it read access there", key, baseDN), err)
+	}
+	return err
+}
+
 // acceptableUsername refuses what no directory account is named: empty,
 // overlong, invalid UTF-8, control characters (NUL included).
 func acceptableUsername(u string) bool {
@@ -279,6 +312,13 @@ func acceptableUsername(u string) bool {
 	}
 	return !strings.ContainsFunc(u, unicode.IsControl)
 }
+
+// Refusals of a username, ErrInvalidCredentials as a wrong password is: the
+// user must not learn which, the operator's log says it.
+var (
+	errNoEntry     = fmt.Errorf("%w: no entry under user_search.base_dn matches user_search.filter", ErrInvalidCredentials)
+	errManyEntries = fmt.Errorf("%w: more than one entry matches user_search.filter", ErrInvalidCredentials)
+)
 
 // findUser returns the one entry user_search finds for username. No entry,
 // or more than one, is ErrInvalidCredentials.
@@ -289,19 +329,19 @@ func (p *LDAPProvider) findUser(c *ldap.Conn, username string) (*ldap.Entry, err
 	res, err := c.Search(req)
 	if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
 		p.log.Warn("ldap: username matches more than one entry; refusing", "username", username)
-		return nil, ErrInvalidCredentials
+		return nil, errManyEntries
 	}
 	if err != nil {
 		return nil, err
 	}
 	switch len(res.Entries) {
 	case 0:
-		return nil, ErrInvalidCredentials
+		return nil, errNoEntry
 	case 1:
 		return res.Entries[0], nil
 	}
 	p.log.Warn("ldap: username matches more than one entry; refusing", "username", username, "entries", len(res.Entries))
-	return nil, ErrInvalidCredentials
+	return nil, errManyEntries
 }
 
 // groups returns the DNs of the user's groups: from group_search when

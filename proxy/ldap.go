@@ -129,8 +129,10 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 			p.pace.observe(h.now().Sub(start))
 		}
 		h.metrics.login(id, "failure", 0)
+		// err says which (no such user, or a wrong password): the user
+		// must not learn it, the operator needs it.
 		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "invalid_credentials"),
-			slog.String("username", username))
+			slog.String("username", username), slog.Any("err", err))
 	default:
 		// Given back only when the password never reached the directory:
 		// once the bind is sent, the directory may have checked it
@@ -141,8 +143,13 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 			limits.giveBack(keys, h.now())
 		}
 		h.metrics.login(id, "failure", 0)
-		h.audit(r, slog.LevelError, "login_failed", slog.String("idp", id), slog.String("reason", "directory_unavailable"),
-			slog.Bool("password_sent", triedPassword), slog.Any("err", err))
+		attrs := []slog.Attr{slog.String("idp", id), slog.String("reason", "directory_unavailable")}
+		if setup, ok := errors.AsType[*idp.SetupError](err); ok {
+			// The directory answers, and refuses what the configuration
+			// asks of it: the service account, a base DN.
+			attrs = []slog.Attr{slog.String("idp", id), slog.String("reason", setup.Reason), slog.String("hint", setup.Hint)}
+		}
+		h.audit(r, slog.LevelError, "login_failed", append(attrs, slog.Bool("password_sent", triedPassword), slog.Any("err", err))...)
 	}
 	return nil, 0, err
 }
@@ -249,7 +256,7 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		h.showLDAPForm(w, r, p, f.Redirect, http.StatusUnauthorized, username, "Wrong username or password.")
 	case err != nil:
-		h.directoryUnavailable(w, r, p)
+		h.directoryUnavailable(w, r, p, err)
 	default:
 		h.establish(w, r, prof, nil, f.Redirect, start)
 	}
@@ -264,9 +271,17 @@ func (h *Handler) tooManyAttempts(w http.ResponseWriter, r *http.Request, p *pro
 		h.ldapFormPath(p.cfg.ID, rd), "Back to sign-in")
 }
 
-// directoryUnavailable answers 503: the password could not be checked.
-func (h *Handler) directoryUnavailable(w http.ResponseWriter, r *http.Request, p *provider) {
+// directoryUnavailable answers 503: the password could not be checked,
+// because of err. A directory that refuses the configuration's service
+// account or base DN will not mend by waiting, and the user is told whom to
+// tell.
+func (h *Handler) directoryUnavailable(w http.ResponseWriter, r *http.Request, p *provider, err error) {
 	retryLater(w)
+	if _, setup := errors.AsType[*idp.SetupError](err); setup {
+		h.pages.fail(w, r, http.StatusServiceUnavailable, "Directory unavailable",
+			p.cfg.DisplayName()+" cannot check passwords: sign-in with it is not set up right. Tell your administrator, with the request ID below.")
+		return
+	}
 	h.pages.fail(w, r, http.StatusServiceUnavailable, "Directory unavailable",
 		p.cfg.DisplayName()+" cannot check passwords right now: the directory is unavailable. Try again in a moment.")
 }

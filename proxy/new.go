@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -126,6 +127,10 @@ func (h *Handler) Ready() map[string]string {
 	for _, p := range h.order {
 		if err := p.impl.Ready(); err != nil {
 			problems["idp "+p.cfg.ID] = err.Error()
+			if setup, ok := errors.AsType[*idp.SetupError](err); ok {
+				// Not the IdP being away: what to change, for the operator.
+				problems["idp "+p.cfg.ID] += " (" + setup.Reason + ": " + setup.Hint + ")"
+			}
 		}
 	}
 	return problems

@@ -446,17 +446,26 @@ func TestLoginCookieOfAReplicaWithOtherKeysIsNamed(t *testing.T) {
 }
 
 // ldapStackLogged is ldapStackWith with the operator's log, and ldapConfig
-// changed by edit.
+// changed by edit; it waits for the directory to be ready.
 func ldapStackLogged(t *testing.T, edit func(config string) string) (*stack, *ldapserver.Server, *operatorLog) {
 	t.Helper()
+	s, dir, logs := ldapStackServing(t, edit, ldapserver.ServicePassword)
+	s.waitReady(t)
+	return s, dir, logs
+}
+
+// ldapStackServing is ldapStackLogged without the wait, for a proxy the
+// directory will never let be ready, with bindPassword in the environment.
+func ldapStackServing(t *testing.T, edit func(config string) string, bindPassword string) (*stack, *ldapserver.Server, *operatorLog) {
+	t.Helper()
 	dir := ldapserver.Start(t, ldapserver.Options{})
-	t.Setenv("PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD", ldapserver.ServicePassword)
+	t.Setenv("PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD", bindPassword)
 	s := listen(t)
 	config := strings.ReplaceAll(ldapConfig, "LDAP_URL", dir.URL)
 	if edit != nil {
 		config = edit(config)
 	}
-	return s, dir, s.startLogged(t, config)
+	return s, dir, s.serveLogged(t, config)
 }
 
 // postLDAPForm fills in the login form page (the answer to GET of the
@@ -717,4 +726,98 @@ func TestSAMLIdPInitiatedLoginIsNamed(t *testing.T) {
 		t.Fatalf("the IdP's portal gave no answer for the proxy's ACS:\n%s", page)
 	}
 	operatorSees(t, s, logs, post.post(t, b), http.StatusBadRequest, "sign in from there", "saml_idp_initiated", "allow_idp_initiated")
+}
+
+// The mistakes of an LDAP entry: a service account the directory refuses
+// (its DN, or its password in the environment), a base DN the directory
+// does not have. The page says to tell the administrator, not to try again
+// in a moment, and the log, and /readyz for the service account, say what
+// to check; no password reaches either.
+func TestLDAPSetUpMistakesAreNamed(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		edit    func(config string) string
+		env     string // PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD, when not the right one
+		reason  string
+		hints   []string
+		unready bool
+	}{
+		{
+			name: "a bind_dn the directory does not have",
+			edit: func(c string) string {
+				return strings.Replace(c, "bind_dn: cn=portcullis,ou=services,", "bind_dn: cn=portcullis,ou=service,", 1)
+			},
+			reason: "service_bind", unready: true,
+			hints: []string{"refused the service account", `bind_dn ("cn=portcullis,ou=service,dc=example,dc=com")`, "PORTCULLIS_IDP_CORP_LDAP_BIND_PASSWORD"},
+		},
+		{
+			name: "a bind password that is not the service account's", env: "not-the-service-password",
+			reason: "service_bind", unready: true,
+			hints: []string{"refused the service account", "bind_password"},
+		},
+		{
+			name: "a user_search.base_dn the directory does not have",
+			edit: func(c string) string {
+				return strings.Replace(c, `user_search: {base_dn: "dc=example,dc=com"`, `user_search: {base_dn: "ou=staff,dc=example,dc=com"`, 1)
+			},
+			reason: "user_search",
+			hints:  []string{`user_search.base_dn "ou=staff,dc=example,dc=com" is no entry of the directory`},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			password := ldapserver.ServicePassword
+			if tc.env != "" {
+				password = tc.env
+			}
+			s, _, logs := ldapStackServing(t, tc.edit, password)
+			if !tc.unready {
+				s.waitReady(t)
+			}
+			b := browser(t)
+			form, err := b.Get(s.URL + "/tasks")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := postLDAPForm(t, b, form, ldapserver.Alice, ldapserver.AlicePassword)
+			operatorSees(t, s, logs, resp, http.StatusServiceUnavailable, "not set up right", tc.reason, tc.hints...)
+			if tc.unready {
+				status, body := s.readyz(t)
+				if status != http.StatusServiceUnavailable || !strings.Contains(body, tc.reason+": ") || !strings.Contains(body, "refused the service account") {
+					t.Errorf("/readyz: %d %s; want 503 saying the service account is refused", status, body)
+				}
+			}
+			for _, secret := range []string{ldapserver.ServicePassword, "not-the-service-password", ldapserver.AlicePassword, "not-the-password"} {
+				if strings.Contains(logs.out.String(), secret) {
+					t.Errorf("the log holds a password, %q", secret)
+				}
+			}
+		})
+	}
+}
+
+// A username no entry has and a wrong password get the same page, as
+// they must; the log tells them apart for the operator, who otherwise sees
+// "invalid_credentials" for a user_search.filter that finds nobody.
+func TestLDAPUnknownUserAndWrongPasswordAreToldApartInTheLog(t *testing.T) {
+	s, _, logs := ldapStackLogged(t, nil)
+	for _, tc := range []struct{ name, username, password, err string }{
+		{"a username no entry has", "nosuch", ldapserver.AlicePassword, "no entry under user_search.base_dn matches user_search.filter"},
+		{"a wrong password", ldapserver.Alice, "not-alices-password", "the directory refused the password of uid=alice,ou=people,dc=example,dc=com"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := fromAddr(browser(t), "10.3.0.1")
+			form, err := b.Get(s.URL + "/tasks")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := postLDAPForm(t, b, form, tc.username, tc.password)
+			if page := readBody(t, resp); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(page, "Wrong username or password.") {
+				t.Errorf("page: %d, want 401 with the one message for both:\n%s", resp.StatusCode, page)
+			}
+			line := logs.audit(t, resp, "login_failed")
+			if e, _ := line["err"].(string); line["reason"] != "invalid_credentials" || !strings.Contains(e, tc.err) {
+				t.Errorf("login_failed line %v, want reason invalid_credentials and err saying %q", line, tc.err)
+			}
+		})
+	}
 }
