@@ -247,3 +247,42 @@ func checkURL(key, raw string, required bool) error {
 	}
 	return nil
 }
+
+// Registration is one URL of the proxy that the IdP's administrator enters
+// at the IdP for this entry: What names it in the IdP's words, Key in the
+// log's.
+type Registration struct {
+	Key, What, URL string
+}
+
+// Registrations are the URLs of the proxy to enter at the IdP for c, with
+// its preset applied: a redirect URI that is not registered exactly (the
+// scheme, the host, a trailing slash) is refused at the IdP, whose error
+// page is all the user sees, and the proxy never hears of the login. LDAP
+// has none.
+func (c Config) Registrations(o Options) []Registration {
+	if resolved, err := c.WithPreset(); err == nil {
+		c = resolved
+	}
+	switch c.Protocol {
+	case OIDC, OAuth2:
+		regs := []Registration{{"redirect_uri", "redirect URI (callback URL)", o.CallbackURL("oidc", c.ID, "callback")}}
+		if c.SingleSignOut {
+			regs = append(regs, Registration{"post_logout_redirect_uri", "post-logout redirect URI", o.CallbackURL("logout", "done")})
+		}
+		if c.Protocol == OIDC {
+			regs = append(regs, Registration{"backchannel_logout_uri", "back-channel logout URI (optional)", o.CallbackURL("oidc", c.ID, "backchannel-logout")})
+		}
+		return regs
+	case SAML:
+		regs := []Registration{
+			{"acs_url", "ACS URL (Reply URL, single sign-on URL)", o.CallbackURL("saml", c.ID, "acs")},
+			{"sp_entity_id", "SP entity ID (Audience URI) and metadata URL", o.CallbackURL("saml", c.ID, "metadata")},
+		}
+		if c.SingleSignOut {
+			regs = append(regs, Registration{"slo_url", "single logout URL", o.CallbackURL("saml", c.ID, "slo")})
+		}
+		return regs
+	}
+	return nil
+}

@@ -97,6 +97,15 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	go func() { errc <- admin.Serve(adminLn) }()
 	l.log.Info("portcullis serving", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"public_url", h.cfg.Server.PublicURL, "upstream", h.cfg.Upstream.URL, "version", Version())
+	for _, r := range Registrations(h.cfg) {
+		// The URLs each IdP must have registered, exactly: one it lacks
+		// stops the login at the IdP, where nothing reaches this log.
+		attrs := []any{"idp", r.IdP, "protocol", r.Protocol}
+		for _, u := range r.URLs {
+			attrs = append(attrs, u.Key, u.URL)
+		}
+		l.log.Info("identity provider", attrs...)
+	}
 
 	select {
 	case err := <-errc:

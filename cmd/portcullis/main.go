@@ -222,7 +222,24 @@ func check(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	printRegistrations(stdout, proxy.Registrations(cfg))
 	return 0
+}
+
+// printRegistrations lists what to enter at each IdP, each URL on a line of
+// its own to copy.
+func printRegistrations(w io.Writer, regs []proxy.Registration) {
+	fmt.Fprintln(w, "\nRegister at each identity provider, exactly as written:")
+	for _, r := range regs {
+		if len(r.URLs) == 0 {
+			fmt.Fprintf(w, "  %s (%s): nothing to register\n", r.IdP, r.Protocol)
+			continue
+		}
+		fmt.Fprintf(w, "  %s (%s):\n", r.IdP, r.Protocol)
+		for _, u := range r.URLs {
+			fmt.Fprintf(w, "    %s:\n      %s\n", u.What, u.URL)
+		}
+	}
 }
 
 // headerFlags collects repeated -H 'Name: value' flags.

@@ -231,10 +231,54 @@ func TestConfigFileDefaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			configLookup(t, tc.env, tc.cwd)
 			code, stdout, stderr := runCLI("check")
-			if code != tc.code || strings.TrimSpace(stdout) != tc.stdout {
+			if first, _, _ := strings.Cut(stdout, "\n"); code != tc.code || first != tc.stdout {
 				t.Fatalf("exit %d stdout %q (stderr %q), want %d %q", code, stdout, stderr, tc.code, tc.stdout)
 			}
 		})
+	}
+}
+
+// check lists, after "ok", the URLs to enter at each IdP, exactly as the
+// IdP must have them: a redirect URI it lacks stops the login at the IdP,
+// where the proxy never hears of it.
+func TestCheckPrintsTheURLsToRegister(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", strings.Replace(validConfig, "      client_id: portcullis\n", `      client_id: portcullis
+      single_sign_out: true
+    - id: github
+      preset: github
+      client_id: gh
+    - id: corp
+      protocol: SAML
+      entity_id: https://sso.example.com
+      metadata_url: https://sso.example.com/metadata
+    - id: corp-ldap
+      protocol: LDAP
+      url: ldaps://ad.example.com
+      user_search: {base_dn: "dc=example,dc=com", filter: "(uid={username})"}
+`, 1))
+	code, stdout, stderr := runCLI("check", "--config", config)
+	if code != 0 {
+		t.Fatalf("check: exit %d: %s", code, stderr)
+	}
+	want := []string{
+		config + ": ok",
+		"  company (OIDC):", "    redirect URI (callback URL):", "      https://cvat.example.com/.portcullis/oidc/company/callback",
+		"    post-logout redirect URI:", "      https://cvat.example.com/.portcullis/logout/done",
+		"    back-channel logout URI (optional):", "      https://cvat.example.com/.portcullis/oidc/company/backchannel-logout",
+		"  github (OAUTH2):", "    redirect URI (callback URL):", "      https://cvat.example.com/.portcullis/oidc/github/callback",
+		"  corp (SAML):", "    ACS URL (Reply URL, single sign-on URL):", "      https://cvat.example.com/.portcullis/saml/corp/acs",
+		"    SP entity ID (Audience URI) and metadata URL:", "      https://cvat.example.com/.portcullis/saml/corp/metadata",
+		"  corp-ldap (LDAP): nothing to register",
+	}
+	lines := strings.Split(stdout, "\n")
+	i := 0
+	for _, line := range lines {
+		if i < len(want) && line == want[i] {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Errorf("check's output lacks %q (or has it out of order):\n%s", want[i], stdout)
 	}
 }
 

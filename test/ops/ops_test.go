@@ -323,3 +323,16 @@ func TestServeGCTargetAndGOGC(t *testing.T) {
 		})
 	}
 }
+
+// At start, portcullis serve logs for each IdP the URLs to register there,
+// as oauth2-proxy logs its redirect URL: a redirect URI the IdP lacks stops
+// the login at the IdP's error page, and nothing of it reaches this log.
+func TestServeLogsTheURLsToRegister(t *testing.T) {
+	p := newProc(t, map[string]string{"ISSUER": fakeIssuer(t)})
+	p.start(t)
+	want := `"msg":"identity provider","idp":"company","protocol":"OIDC","redirect_uri":"` + p.URL + `/.portcullis/oidc/company/callback",` +
+		`"backchannel_logout_uri":"` + p.URL + `/.portcullis/oidc/company/backchannel-logout"`
+	eventually(t, 10*time.Second, "the URLs to register in the log", func() bool {
+		return strings.Contains(p.Log.String(), want)
+	})
+}
