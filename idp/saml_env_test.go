@@ -47,7 +47,13 @@ func samlTestOptions() Options {
 // form unless edit changes the config), registered at the IdP.
 func newSAMLEnv(t *testing.T, edit func(*Config)) *samlEnv {
 	t.Helper()
-	srv := samlserver.Start(t, samlserver.Options{Users: samlUsers})
+	return newSAMLEnvWith(t, samlserver.Options{Users: samlUsers}, edit)
+}
+
+// newSAMLEnvWith is newSAMLEnv with an IdP started with opts.
+func newSAMLEnvWith(t *testing.T, opts samlserver.Options, edit func(*Config)) *samlEnv {
+	t.Helper()
+	srv := samlserver.Start(t, opts)
 	c := Config{
 		ID:          "corp",
 		Protocol:    SAML,

@@ -10,7 +10,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math/big"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +69,7 @@ const (
 // relative to now; FuzzSAMLResponse starts from them too.
 func samlHostileCases(now time.Time) []samlForgery {
 	later := func(d time.Duration) string { return now.Add(d).UTC().Format(time.RFC3339) }
-	return []samlForgery{
+	return append([]samlForgery{
 		{name: "response re-signed by the IdP unchanged is accepted (the forging works)", sign: signedByIdP},
 		{name: "response with only the assertion signed is accepted", sign: assertionSignatureOnly},
 		{name: "response with no signature at all is refused", sign: unsigned, wantErr: "signature", reason: "saml_unsigned"},
@@ -264,6 +266,66 @@ func samlHostileCases(now time.Time) []samlForgery {
 				nameID.SetText("alice@example.com")
 				nameID.CreateComment("")
 				nameID.CreateText(".evil.com")
+			},
+		},
+	}, samlShapeForgeries()...)
+}
+
+// samlShapeForgeries are responses whose XML has a shape no IdP sends,
+// within maxSAMLResponse: each is the IdP's signed response with the
+// padding in its assertion, so that crewjam/saml, reading it, would parse,
+// canonicalize and digest all of it before finding the signature wrong.
+// Deflated, each posts as a form value of 3 to 5 KB.
+func samlShapeForgeries() []samlForgery {
+	pad := func(n int, makeChild func(parent *etree.Element, i int)) func(t testing.TB, resp, a *etree.Element) {
+		return func(t testing.TB, resp, a *etree.Element) {
+			el := a.FindElement("./Subject").CreateElement("a")
+			for i := range n {
+				makeChild(el, i)
+			}
+		}
+	}
+	element := func(parent *etree.Element, _ int) { parent.CreateElement("a") }
+	return []samlForgery{
+		{
+			name: "60,000 empty elements in the assertion are refused", sign: untouchedSignatures,
+			wantErr: "more than 4096 XML elements",
+			mutate:  pad(60_000, element),
+		},
+		{
+			name: "60,000 empty elements under 55 namespace declarations are refused", sign: untouchedSignatures,
+			wantErr: "more than 16 XML namespace declarations in scope",
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				pad(60_000, element)(t, resp, a)
+				padding := a.FindElement("./Subject/a")
+				for i := range 55 {
+					padding.CreateAttr(fmt.Sprintf("xmlns:p%d", i), fmt.Sprintf("u%d", i))
+				}
+			},
+		},
+		{
+			name: "2,000 elements with 10 attributes each are refused", sign: untouchedSignatures,
+			wantErr: "more than 8192 XML attributes",
+			mutate: pad(2_000, func(parent *etree.Element, _ int) {
+				el := parent.CreateElement("a")
+				for i := range 10 {
+					el.CreateAttr(fmt.Sprintf("b%d", i), "")
+				}
+			}),
+		},
+		{
+			name: "45,000 processing instructions in the assertion are refused", sign: untouchedSignatures,
+			wantErr: "more than 12288 XML nodes",
+			mutate:  pad(45_000, func(parent *etree.Element, _ int) { parent.CreateProcInst("a", "") }),
+		},
+		{
+			name: "elements nested 40 deep in the assertion are refused", sign: untouchedSignatures,
+			wantErr: "more than 32 deep",
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				el := a.FindElement("./Subject")
+				for range 40 {
+					el = el.CreateElement("a")
+				}
 			},
 		},
 	}
@@ -542,6 +604,45 @@ func TestSAMLOversizedResponses(t *testing.T) {
 			_, _, err := e.p.Complete(post.request(), f)
 			if !errors.Is(err, tc.wantErr) && !(tc.wantErr == nil && err == nil) {
 				t.Fatalf("error %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// A response of a shape no IdP sends is refused before anything builds a
+// tree of it (scanResponse): what inspectResponse and crewjam/saml allocate
+// to parse and canonicalize a response grows with its nodes, attributes and
+// namespaces in scope, and anyone can post 256 KiB of them deflated into a
+// few KB. Refusing each costs less than maxAlloc.
+func TestSAMLResponseShapesAreRefusedBeforeParsing(t *testing.T) {
+	const maxAlloc = 8 << 20
+	e := newSAMLEnv(t, nil)
+	for _, tc := range samlShapeForgeries() {
+		t.Run(tc.name, func(t *testing.T) {
+			f, post := e.login(t, "alice", "alice-pw")
+			raw, err := base64.StdEncoding.DecodeString(forgeResponse(t, post.SAMLResponse, tc, samlSigners{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(raw) > maxSAMLResponse {
+				t.Fatalf("the forgery is %d bytes, over maxSAMLResponse: it tests nothing", len(raw))
+			}
+			post.SAMLResponse = base64.StdEncoding.EncodeToString(samlDeflate(raw))
+			r := post.request()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			prof, _, err := e.p.Complete(r, f)
+			runtime.ReadMemStats(&after)
+			if err == nil {
+				t.Fatalf("accepted as %q", prof.Email)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error %q does not mention %q", err, tc.wantErr)
+			}
+			alloc := after.TotalAlloc - before.TotalAlloc
+			t.Logf("%d bytes of XML posted as %d: refused after %.1f MB allocated", len(raw), len(post.SAMLResponse), float64(alloc)/1e6)
+			if alloc > maxAlloc {
+				t.Errorf("refusing it allocated %.1f MB, want less than %d MB", float64(alloc)/1e6, maxAlloc>>20)
 			}
 		})
 	}

@@ -2,14 +2,19 @@ package idp
 
 import (
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/beevik/etree"
+	"github.com/crewjam/saml"
+
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
 
 func TestSAMLLoginEndToEnd(t *testing.T) {
@@ -58,6 +63,69 @@ func TestSAMLLoginEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("SAML login round trip with an IdP session: %s", time.Since(start))
+}
+
+// A user in 1,000 groups logs in: the response's size and shape stay within
+// maxSAMLResponse and scanResponse's limits, as IdPs send it and as samlidp
+// does, with each group twice.
+func TestSAMLLoginWithManyGroups(t *testing.T) {
+	tests := []struct {
+		name string
+		// group names the i-th group.
+		group func(i int) string
+		// maker makes the IdP's assertions; nil is samlserver's.
+		maker saml.AssertionMaker
+	}{
+		{
+			name:  "1,000 groups in one attribute, as Okta and Keycloak send them",
+			group: func(i int) string { return fmt.Sprintf("cvat-project-%04d-annotators", i) },
+			maker: samlGroupsOnce{},
+		},
+		{
+			// Short names: 2,000 values of longer ones would not fit in
+			// maxSAMLResponse.
+			name:  "1,000 groups each sent twice (groups and eduPersonAffiliation), as samlidp sends them",
+			group: func(i int) string { return fmt.Sprintf("g%03d", i) },
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			carol := samlserver.User{Name: "carol", Password: "carol-pw", Email: "carol@example.com"}
+			for i := range 1000 {
+				carol.Groups = append(carol.Groups, tc.group(i))
+			}
+			e := newSAMLEnvWith(t, samlserver.Options{Users: []samlserver.User{carol}, AssertionMaker: tc.maker}, nil)
+			f, post := e.login(t, carol.Name, carol.Password)
+			raw, err := base64.StdEncoding.DecodeString(post.SAMLResponse)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("response: %d bytes of XML, %d AttributeValue elements", len(raw), strings.Count(string(raw), "<saml:AttributeValue "))
+			prof, _, err := e.p.Complete(post.request(), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(prof.Groups, carol.Groups) {
+				t.Errorf("profile has %d groups, want the user's %d", len(prof.Groups), len(carol.Groups))
+			}
+		})
+	}
+}
+
+// samlGroupsOnce is samlserver's assertion without eduPersonAffiliation,
+// where samlidp repeats the groups: each group once, as the IdPs in
+// docs/saml.md send them.
+type samlGroupsOnce struct{}
+
+func (samlGroupsOnce) MakeAssertion(req *saml.IdpAuthnRequest, s *saml.Session) error {
+	if err := (samlserver.GroupsAssertionMaker{}).MakeAssertion(req, s); err != nil {
+		return err
+	}
+	for i := range req.Assertion.AttributeStatements {
+		st := &req.Assertion.AttributeStatements[i]
+		st.Attributes = slices.DeleteFunc(st.Attributes, func(a saml.Attribute) bool { return a.FriendlyName == "eduPersonAffiliation" })
+	}
+	return nil
 }
 
 func TestSAMLLoginURL(t *testing.T) {

@@ -53,6 +53,8 @@ type Options struct {
 	Addr string
 	// Logger receives samlidp's log lines; default: discarded.
 	Logger *slog.Logger
+	// AssertionMaker makes the assertions; default: GroupsAssertionMaker.
+	AssertionMaker saml.AssertionMaker
 }
 
 // Server is a running SAML identity provider. Its entity id is its metadata
@@ -128,7 +130,10 @@ func New(opts Options) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("samlserver: create idp: %w", err)
 	}
-	idp.IDP.AssertionMaker = GroupsAssertionMaker{}
+	idp.IDP.AssertionMaker = opts.AssertionMaker
+	if idp.IDP.AssertionMaker == nil {
+		idp.IDP.AssertionMaker = GroupsAssertionMaker{}
+	}
 
 	s := &Server{URL: base.String(), Key: key, Certificate: cert, IDP: idp, ln: ln}
 	for _, u := range opts.Users {
