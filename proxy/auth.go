@@ -217,7 +217,7 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 			"This sign-in was started somewhere else. Start again.")
 		return
 	}
-	profile, tokens, err := redirector.Complete(r, f)
+	profile, tokens, err := h.complete(redirector, r, f, saml)
 	if err != nil && f != nil {
 		if err := h.flows.Release(r.Context(), f.State); err != nil {
 			h.log.Warn("failed login state not released", "idp", id, "err", err)
@@ -226,6 +226,18 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	if errors.Is(err, session.ErrUnavailable) {
 		// The answer may be sound: Redis failed to record its assertion.
 		h.storeUnavailable(w, r, id, err)
+		return
+	}
+	if errors.Is(err, errChecksBusy) {
+		// The answer was not looked at, and its login state is released:
+		// posted again once there is room, it may well be accepted.
+		retryLater(w)
+		h.loginFailed(w, r, id, "busy", err, http.StatusServiceUnavailable,
+			"Too many sign-ins are being checked right now. Try again in a moment.")
+		return
+	}
+	if errors.Is(err, errLeftWaiting) {
+		w.WriteHeader(statusClientClosed) // nobody reads the answer
 		return
 	}
 	var refused *idp.AdmissionError
@@ -254,6 +266,20 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		rd = f.Redirect
 	}
 	h.establish(w, r, profile, tokens, rd, start)
+}
+
+// complete has the IdP check its answer: a SAML response only in one of the
+// replica's check slots (samlchecks.go), held while Complete runs, not
+// while the login state is opened before it or the session saved after.
+func (h *Handler) complete(redirector idp.Redirector, r *http.Request, f *idp.Flow, saml bool) (*idp.Profile, *idp.Tokens, error) {
+	if !saml {
+		return redirector.Complete(r, f)
+	}
+	if err := h.samlChecks.take(r.Context()); err != nil {
+		return nil, nil, err
+	}
+	defer h.samlChecks.give()
+	return redirector.Complete(r, f)
 }
 
 // idpErrorPage is the status and the message for an IdP that answered the

@@ -42,6 +42,7 @@ type Handler struct {
 	idpStop    map[string]context.CancelFunc // ends each provider's background work (reload.go)
 	refresher  *refresher                    // renews sessions at the IdP (refresh.go)
 	passwords  *passwordLogins               // LDAP failure limits and Basic auth cache (ldap.go)
+	samlChecks *checkSlots                   // SAML responses checked at once (samlchecks.go)
 	// idpTransport carries the requests to the IdPs; nil is
 	// http.DefaultTransport (build). A reload keeps it.
 	idpTransport http.RoundTripper

@@ -46,6 +46,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler, id
 		idpTransport: idpTransport,
 	}
 	h.pause = h.sleepUntil
+	h.samlChecks = newCheckSlots()
 	if prev != nil {
 		h.metrics = prev.metrics // one registry for the life of the process
 	}

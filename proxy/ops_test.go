@@ -447,6 +447,16 @@ func TestReload(t *testing.T) {
 			t.Fatal("the reload reset the failed-login limits")
 		}
 	})
+	t.Run("the SAML check slots carry over a reload", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		before := rf.live.cur.Load().samlChecks
+		if err := rf.live.reload("signal"); err != nil {
+			t.Fatal(err)
+		}
+		if rf.live.cur.Load().samlChecks != before {
+			t.Fatal("the reload made new SAML check slots: the old Handler's checks in flight and the new one's would not share a bound")
+		}
+	})
 	t.Run("the failure floor learnt of an IdP carries over a reload that keeps it", func(t *testing.T) {
 		rf := newReloadFixture(t)
 		before := rf.live.cur.Load().order[0]

@@ -349,7 +349,8 @@ func (s *configSource) changed() bool {
 
 // inherit takes over from prev, the Handler a reload replaces, the state
 // that must outlive it: revoked sessions, used login states, failed-login
-// limits, the cookie names it and those before it used, and refreshes in flight or just finished, under a new
+// limits, the SAML check slots, the cookie names it and those before it
+// used, and refreshes in flight or just finished, under a new
 // session.refresh too (a rotating refresh token must not be spent again by
 // a request that arrives at the new Handler with the old cookie: the IdP
 // refuses it as reused, and the session ends).
@@ -368,6 +369,9 @@ func (h *Handler) inherit(prev *Handler) {
 	// attacker's budget. The Basic auth cache does not: it holds profiles
 	// checked under the old config.
 	h.passwords.limits = prev.passwords.limits
+	// Both Handlers check responses while the old one finishes its
+	// requests: one set of slots bounds them together.
+	h.samlChecks = prev.samlChecks
 	if cs, ok := h.sessions.(*session.CookieStore); ok {
 		if old, ok := prev.sessions.(*session.CookieStore); ok {
 			cs.Inherit(old)
