@@ -610,7 +610,7 @@ func TestSAMLOversizedResponses(t *testing.T) {
 }
 
 // A response of a shape no IdP sends is refused before anything builds a
-// tree of it (scanResponse): what inspectResponse and crewjam/saml allocate
+// tree of it (scanXML): what inspectResponse and crewjam/saml allocate
 // to parse and canonicalize a response grows with its nodes, attributes and
 // namespaces in scope, and anyone can post 256 KiB of them deflated into a
 // few KB. Refusing each costs less than maxAlloc.

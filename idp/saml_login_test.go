@@ -66,7 +66,7 @@ func TestSAMLLoginEndToEnd(t *testing.T) {
 }
 
 // A user in 1,000 groups logs in: the response's size and shape stay within
-// maxSAMLResponse and scanResponse's limits, as IdPs send it and as samlidp
+// maxSAMLResponse and responseLimits, as IdPs send it and as samlidp
 // does, with each group twice.
 func TestSAMLLoginWithManyGroups(t *testing.T) {
 	tests := []struct {

@@ -44,6 +44,14 @@ const maxLogoutMessage = 64 << 10
 
 var errLogoutTooLarge = fmt.Errorf("logout message larger than %d bytes", maxLogoutMessage)
 
+// logoutLimits bound the shape of a logout message's XML, as responseLimits
+// do a response's: a LogoutRequest or LogoutResponse has about 20 elements
+// (Issuer, the Signature's 13, NameID and SessionIndex, or Status), and the
+// IdP's signed LogoutRequest padded to 64 KiB with empty elements after its
+// Signature cost 35 MB to refuse, with 55 namespaces declared over 14,000
+// of them 90 MB, from a GET of 3 KB.
+var logoutLimits = xmlLimits{elements: 256, nodes: 3 * 256, attributes: 2 * 256, depth: 32, namespaces: 16}
+
 // SAMLLogoutOutcome is what the proxy tells the IdP in a LogoutResponse.
 type SAMLLogoutOutcome int
 
@@ -298,14 +306,15 @@ func answeringAt(sp *saml.ServiceProvider, binding, to string) *saml.ServiceProv
 // inspectLogoutMessage refuses, before crewjam/saml reads it, a logout
 // message in r's param (SAMLRequest or SAMLResponse: every copy of it that
 // crewjam could read, deflated in the query or posted) that is larger than
-// maxLogoutMessage or has an XML comment. crewjam canonicalizes a message
-// to check its XML signature, and anyone gets that far with the IdP's
-// certificate (public) in a signature that is then found wrong, or with a
-// message the IdP once signed; canonicalization takes comments out one at
-// a time, each moving all that follow: a GET of 5 KB whose SAMLRequest
-// inflated to 1 MiB of comments took 22 s of CPU. The IdPs in
-// docs/saml.md send none, as the ACS's inspectResponse expects of their
-// responses. Values that do not decode are left to crewjam to refuse.
+// maxLogoutMessage, has an XML comment or a shape beyond logoutLimits.
+// crewjam canonicalizes a message to check its XML signature, and anyone
+// gets that far with the IdP's certificate (public) in a signature that is
+// then found wrong, or with a message the IdP once signed; canonicalization
+// takes comments out one at a time, each moving all that follow: a GET of
+// 5 KB whose SAMLRequest inflated to 1 MiB of comments took 22 s of CPU.
+// The IdPs in docs/saml.md send none, as the ACS's inspectResponse expects
+// of their responses. Values that do not decode are left to crewjam to
+// refuse.
 func inspectLogoutMessage(r *http.Request, param string) error {
 	if r.Method == http.MethodPost && r.PostForm == nil {
 		// The proxy limits the body too; this keeps the provider safe alone.
@@ -342,6 +351,11 @@ func inspectLogoutMessage(r *http.Request, param string) error {
 		// section or a processing instruction) is refused along with it.
 		if bytes.Contains(m, []byte("<!--")) {
 			return errors.New("XML comment in the message: refused")
+		}
+		// XML that does not parse is left to crewjam, as above.
+		var shape *xmlShapeError
+		if err := scanXML(m, "message", logoutLimits); errors.As(err, &shape) {
+			return err
 		}
 	}
 	return nil

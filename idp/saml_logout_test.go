@@ -8,10 +8,12 @@ import (
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -599,20 +601,43 @@ func TestSAMLCostlyLogoutMessagesAreRefused(t *testing.T) {
 		i := bytes.Index(raw, []byte(at)) + len(at)
 		return append(append(append([]byte{}, raw[:i]...), bytes.Repeat([]byte(pad), n/len(pad))...), raw[i:]...)
 	}
+	// last puts n bytes of pad into raw as the root element's last
+	// children, after its Signature, so that crewjam canonicalizes them.
+	last := func(raw []byte, pad string, n int) []byte {
+		i := bytes.LastIndex(raw, []byte("</samlp:"))
+		return append(append(append([]byte{}, raw[:i]...), bytes.Repeat([]byte(pad), n/len(pad))...), raw[i:]...)
+	}
+	namespaces := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, ` xmlns:p%d="u%d"`, i, i)
+		}
+		return b.String()
+	}
 	for _, tc := range []struct {
 		name string
 		// make edits the signed message.
 		make func(raw []byte) []byte
 		post bool
 		want string
+		// maxAlloc, when set, bounds what refusing it may allocate.
+		maxAlloc uint64
 	}{
-		{"the signed message as it is is accepted", func(raw []byte) []byte { return raw }, false, ""},
-		{"padded inside its start tag to 1 MiB", func(raw []byte) []byte { return insert(raw, " ", " ", 1<<20-len(raw)) }, false, "larger than"},
-		{"a deflate bomb: 16 MiB of spaces in 16 KB", func(raw []byte) []byte { return insert(raw, " ", " ", 16<<20) }, false, "larger than"},
-		{"1 MiB of comments", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 1<<20-len(raw)) }, false, "larger than"},
-		{"50 KB of comments", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 50<<10) }, false, "comment"},
-		{"50 KB of comments, posted", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 50<<10) }, true, "comment"},
-		{"one comment", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 7) }, false, "comment"},
+		{"the signed message as it is is accepted", func(raw []byte) []byte { return raw }, false, "", 0},
+		{"padded inside its start tag to 1 MiB", func(raw []byte) []byte { return insert(raw, " ", " ", 1<<20-len(raw)) }, false, "larger than", 0},
+		{"a deflate bomb: 16 MiB of spaces in 16 KB", func(raw []byte) []byte { return insert(raw, " ", " ", 16<<20) }, false, "larger than", 0},
+		{"1 MiB of comments", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 1<<20-len(raw)) }, false, "larger than", 0},
+		{"50 KB of comments", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 50<<10) }, false, "comment", 0},
+		{"50 KB of comments, posted", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 50<<10) }, true, "comment", 0},
+		{"one comment", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 7) }, false, "comment", 0},
+		// What canonicalizing grows with, within 64 KiB (35 and 90 MB
+		// allocated before logoutLimits).
+		{"60 KB of empty elements", func(raw []byte) []byte { return last(raw, "<a/>", 60<<10) }, false, "more than 256 XML elements", 2 << 20},
+		{"60 KB of empty elements under 55 namespace declarations", func(raw []byte) []byte {
+			pad := "<a" + namespaces(55) + ">" + strings.Repeat("<a/>", 14_000) + "</a>"
+			return last(raw, pad, len(pad))
+		}, false, "more than 16 XML namespace declarations in scope", 2 << 20},
+		{"60 KB of empty elements, posted", func(raw []byte) []byte { return last(raw, "<a/>", 60<<10) }, true, "more than 256 XML elements", 2 << 20},
 	} {
 		for _, param := range []string{"SAMLRequest", "SAMLResponse"} {
 			t.Run(tc.name+" ("+param+")", func(t *testing.T) {
@@ -628,20 +653,28 @@ func TestSAMLCostlyLogoutMessagesAreRefused(t *testing.T) {
 					r = httptest.NewRequest(http.MethodGet, testSLOURL+"?"+form.Encode(), nil)
 				}
 				start := time.Now()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
 				var err error
 				if param == "SAMLRequest" {
 					_, err = e.p.VerifyLogoutRequest(r)
 				} else {
 					err = e.p.FinishLogout(r, &Flow{State: "relay-1", IdP: "corp", RequestID: "id-of-the-logout"})
 				}
+				runtime.ReadMemStats(&after)
 				took := time.Since(start)
+				alloc := after.TotalAlloc - before.TotalAlloc
 				switch {
 				case tc.want == "" && err != nil:
 					t.Fatalf("refused: %v", err)
 				case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-					t.Fatalf("%d bytes (%d sent) took %s: %v; want it refused for %q", len(raw), len(r.URL.RawQuery), took, err, tc.want)
+					t.Fatalf("%d bytes (%d sent) took %s, %.1f MB allocated: %v; want it refused for %q",
+						len(raw), len(r.URL.RawQuery), took, float64(alloc)/1e6, err, tc.want)
 				}
-				t.Logf("%d bytes (%d in the query) took %s: %v", len(raw), len(r.URL.RawQuery), took, err)
+				t.Logf("%d bytes (%d in the query) took %s, %.1f MB allocated: %v", len(raw), len(r.URL.RawQuery), took, float64(alloc)/1e6, err)
+				if tc.maxAlloc > 0 && alloc > tc.maxAlloc {
+					t.Errorf("refusing it allocated %.1f MB, want at most %d MB", float64(alloc)/1e6, tc.maxAlloc>>20)
+				}
 			})
 		}
 	}

@@ -71,7 +71,7 @@ var errEncryptedAssertion = errors.New("EncryptedAssertion refused: this SP offe
 // returns the one assertion, for the checks that need more of it than
 // crewjam's parsed form keeps (checkAudience).
 func inspectResponse(data []byte) (*etree.Element, error) {
-	if err := scanResponse(data); err != nil {
+	if err := scanXML(data, "response", responseLimits); err != nil {
 		return nil, err
 	}
 	doc := etree.NewDocument()
@@ -114,54 +114,64 @@ func inspectResponse(data []byte) (*etree.Element, error) {
 	return assertion, nil
 }
 
-// Limits on the shape of a response's XML, checked by scanResponse. What
-// inspectResponse and crewjam/saml allocate to check a response grows with
-// its nodes and attributes, and with the namespaces in scope at each
+// xmlLimits bound the shape of a SAML message's XML; scanXML checks them.
+// What inspectResponse and crewjam/saml allocate to check a message grows
+// with its nodes and attributes, and with the namespaces in scope at each
 // element (canonicalization copies them for every element), far more than
-// with its bytes: the IdP's signed response with 60,000 empty elements in
-// its assertion (249 KB, posted deflated as 4.5 KB) cost 184 MB to refuse,
-// with 55 namespaces declared over them 442 MB. The limits are about twice
-// what a user in 1,000 groups needs: samlidp's response for one has 2,060
-// elements (each group twice, as groups and as eduPersonAffiliation), 2,000
-// text nodes, 4,075 attributes, 7 levels and 5 namespaces in scope; Okta
-// and Keycloak send a group once, with three attributes; Entra ID sends at
-// most 150 groups; ADFS sends every group, about 60 bytes each, so that
-// maxSAMLResponse and maxResponseElements both stop it at 4,000 to 4,500.
-const (
-	// maxResponseElements bounds the elements.
-	maxResponseElements = 4096
-	// maxResponseNodes bounds the elements and every other node: text (a
-	// run of characters or a CDATA section), comments, processing
-	// instructions and directives. An IdP that indents its XML has a
-	// text node between every two tags.
-	maxResponseNodes = 3 * maxResponseElements
-	// maxResponseAttributes bounds the attributes, namespace declarations
-	// included.
-	maxResponseAttributes = 2 * maxResponseElements
-	// maxResponseDepth bounds the nesting of elements; responses nest 7 or
-	// 8 deep.
-	maxResponseDepth = 32
-	// maxResponseNamespaces bounds the namespace declarations in scope at
-	// an element; IdPs have 3 to 6.
-	maxResponseNamespaces = 16
-)
+// with its bytes.
+type xmlLimits struct {
+	// elements bounds the elements.
+	elements int
+	// nodes bounds the elements and every other node: text (a run of
+	// characters or a CDATA section), comments, processing instructions
+	// and directives. An IdP that indents its XML has a text node between
+	// every two tags.
+	nodes int
+	// attributes bounds the attributes, namespace declarations included.
+	attributes int
+	// depth bounds the nesting of elements; SAML messages nest 7 or 8 deep.
+	depth int
+	// namespaces bounds the namespace declarations in scope at an element;
+	// IdPs have 3 to 6.
+	namespaces int
+}
 
-// scanResponse refuses XML beyond the limits above in one streaming pass
-// that builds nothing, before inspectResponse and crewjam/saml build trees
-// of it. crewjam parses the response twice (xmlroundtrip, then etree) and
-// canonicalizes what a signature covers before it compares the digest:
-// parsing takes nothing but a post (93 MB for the 60,000 elements above
-// with a signature made up), canonicalizing a response or assertion whose
-// SignedInfo the IdP signed, which anyone with an account at the IdP has.
-// Within the limits, a response costs what a real one of its size does:
-// up to 38 MB at 256 KiB. XML that does not parse is refused as
-// inspectResponse would refuse it.
-func scanResponse(data []byte) error {
+// responseLimits are the limits of a response at the ACS. The IdP's signed
+// response with 60,000 empty elements in its assertion (249 KB, posted
+// deflated as 4.5 KB) cost 184 MB to refuse, with 55 namespaces declared
+// over them 442 MB. The limits are about twice what a user in 1,000 groups
+// needs: samlidp's response for one has 2,060 elements (each group twice,
+// as groups and as eduPersonAffiliation), 2,000 text nodes, 4,075
+// attributes, 7 levels and 5 namespaces in scope; Okta and Keycloak send a
+// group once, with three attributes; Entra ID sends at most 150 groups;
+// ADFS sends every group, about 60 bytes each, so that maxSAMLResponse and
+// the element limit both stop it at 4,000 to 4,500.
+var responseLimits = xmlLimits{elements: 4096, nodes: 3 * 4096, attributes: 2 * 4096, depth: 32, namespaces: 16}
+
+// xmlShapeError is XML beyond its xmlLimits.
+type xmlShapeError struct{ msg string }
+
+func (e *xmlShapeError) Error() string { return e.msg }
+
+// scanXML refuses XML of what (a "response", a "message") beyond limits,
+// with an *xmlShapeError, in one streaming pass that builds nothing,
+// before inspectResponse and crewjam/saml build trees of it. crewjam parses
+// a message twice (xmlroundtrip, then etree) and canonicalizes what a
+// signature covers before it compares the digest: parsing takes nothing
+// but a post (93 MB for the 60,000 elements above with a signature made
+// up), canonicalizing a message whose SignedInfo the IdP signed, which
+// anyone with an account at the IdP has. Within responseLimits, a
+// response costs what a real one of its size does: up to 38 MB at 256 KiB.
+// XML that does not parse is refused as etree would refuse it.
+func scanXML(data []byte, what string, limits xmlLimits) error {
 	d := xml.NewDecoder(bytes.NewReader(data))
 	// As etree reads it: the declared encoding is not converted.
 	d.CharsetReader = func(_ string, r io.Reader) (io.Reader, error) { return r, nil }
 	var declared []int // namespaces each open element declares
 	elements, nodes, attrs, inScope := 0, 0, 0, 0
+	beyond := func(format string, limit int) error {
+		return &xmlShapeError{fmt.Sprintf(format, what, limit)}
+	}
 	for {
 		tok, err := d.RawToken()
 		if err == io.EOF {
@@ -193,16 +203,16 @@ func scanResponse(data []byte) error {
 		}
 		nodes++
 		switch {
-		case elements > maxResponseElements:
-			return fmt.Errorf("response has more than %d XML elements", maxResponseElements)
-		case nodes > maxResponseNodes:
-			return fmt.Errorf("response has more than %d XML nodes", maxResponseNodes)
-		case attrs > maxResponseAttributes:
-			return fmt.Errorf("response has more than %d XML attributes", maxResponseAttributes)
-		case len(declared) > maxResponseDepth:
-			return fmt.Errorf("response nests XML elements more than %d deep", maxResponseDepth)
-		case inScope > maxResponseNamespaces:
-			return fmt.Errorf("response has more than %d XML namespace declarations in scope", maxResponseNamespaces)
+		case elements > limits.elements:
+			return beyond("%s has more than %d XML elements", limits.elements)
+		case nodes > limits.nodes:
+			return beyond("%s has more than %d XML nodes", limits.nodes)
+		case attrs > limits.attributes:
+			return beyond("%s has more than %d XML attributes", limits.attributes)
+		case len(declared) > limits.depth:
+			return beyond("%s nests XML elements more than %d deep", limits.depth)
+		case inScope > limits.namespaces:
+			return beyond("%s has more than %d XML namespace declarations in scope", limits.namespaces)
 		}
 	}
 }
