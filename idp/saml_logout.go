@@ -307,11 +307,12 @@ func answeringAt(sp *saml.ServiceProvider, binding, to string) *saml.ServiceProv
 // message in r's param (SAMLRequest or SAMLResponse: every copy of it that
 // crewjam could read, deflated in the query or posted) that is larger than
 // maxLogoutMessage, has an XML comment or a shape beyond logoutLimits.
-// crewjam canonicalizes a message to check its XML signature, and anyone
-// gets that far with the IdP's certificate (public) in a signature that is
-// then found wrong, or with a message the IdP once signed; canonicalization
-// takes comments out one at a time, each moving all that follow: a GET of
-// 5 KB whose SAMLRequest inflated to 1 MiB of comments took 22 s of CPU.
+// crewjam parses any message, which takes no key, and canonicalizes what
+// its XML signature covers once the signature over SignedInfo checks out,
+// which takes only a message the IdP once signed (padded as one likes
+// outside SignedInfo); canonicalization takes comments out one at a time,
+// each moving all that follow: a GET of 5 KB whose SAMLRequest inflated to
+// 1 MiB of comments took 22 s of CPU.
 // The IdPs in docs/saml.md send none, as the ACS's inspectResponse expects
 // of their responses. Values that do not decode are left to crewjam to
 // refuse.
