@@ -534,6 +534,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		h.log.Error("logout: session not deleted", "err", err)
 		h.sessions.Delete(w, r, nil)
 		h.clearUpstreamCookies(w)
+		h.clearSignedIn(w, r)
 		retryLater(w)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Sign-out incomplete",
 			"You are signed out in this browser, but the session could not be ended everywhere. Try again in a moment.")

@@ -23,8 +23,11 @@ func (h *Handler) markSignedIn(w http.ResponseWriter, idpID string) {
 	http.SetCookie(w, h.signedInCookie(strconv.FormatInt(h.now().Unix(), 10)+"."+idpID, int(loginLoopWindow/time.Second)))
 }
 
-// clearSignedIn removes the mark: at logout, and once the loop is reported,
-// so that the user's next try goes to the IdP.
+// clearSignedIn removes the mark: wherever the proxy ends the browser's
+// session itself (logout, the IdP's single logout, a refresh the IdP
+// refuses), since the browser then comes to sign in again without a
+// session for a reason that is no loop; and once the loop is reported, so
+// that the user's next try goes to the IdP.
 func (h *Handler) clearSignedIn(w http.ResponseWriter, r *http.Request) {
 	if _, err := r.Cookie(h.cookies.SignedInName()); err == nil {
 		http.SetCookie(w, h.signedInCookie("", -1))

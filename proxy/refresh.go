@@ -107,6 +107,7 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 		if err := h.sessions.Delete(w, r, s); err != nil {
 			h.log.Error("refresh: session not deleted", "err", err)
 		}
+		h.clearSignedIn(w, r) // the IdP ended it: the next sign-in is no loop
 		return nil
 	case call.kept:
 		return s // nothing new to write
@@ -127,6 +128,7 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 		if err := h.sessions.Delete(w, r, s); err != nil {
 			h.log.Error("refresh: session not deleted", "err", err)
 		}
+		h.clearSignedIn(w, r)
 		return nil
 	case err != nil:
 		// With Redis away, the next request that carries the session from

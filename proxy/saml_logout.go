@@ -137,6 +137,7 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 	if err == nil && own != nil && samlSessionNamed(own, id, req) && !own.Created.After(before) {
 		err = h.sessions.Delete(w, r, own)
 		h.clearUpstreamCookies(w)
+		h.clearSignedIn(w, r) // signed out at the IdP: signing in again is no loop
 		n++
 	}
 	sub := req.Sub

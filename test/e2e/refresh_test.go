@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -197,6 +198,28 @@ func TestRefreshOutcomes(t *testing.T) {
 	}
 	if status, _ := apiGet(t, s, cookie); status != http.StatusUnauthorized {
 		t.Errorf("the ended session's cookie again: status %d, want 401", status)
+	}
+}
+
+// A session the IdP ends at a refresh, a moment after its login, sends the
+// browser to sign in again: that is no login loop, and the sign-in goes to
+// the IdP rather than to the page that says the session cookie was lost.
+func TestSessionEndedAtARefreshIsNoLoginLoop(t *testing.T) {
+	s, idp := refreshStack(t)
+	b := browser(t)
+	readBody(t, oidcserver.Login(t, b, s.URL+"/", oidcserver.Bob, oidcserver.BobPassword))
+
+	idp.Restart() // forgets every token: the next refresh is refused
+	time.Sleep(1100 * time.Millisecond)
+	via, resp := chain(t, b, s.URL+"/data", func(u *url.URL) bool { return !strings.HasPrefix(u.String(), s.URL) })
+	body := readBody(t, resp)
+	if n := refreshes(t, s, "refused"); n != 1 {
+		t.Fatalf("session_refreshes_total{result=refused} = %d, want 1", n)
+	}
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther && resp.StatusCode != http.StatusFound ||
+		!strings.HasPrefix(loc, idp.Issuer) {
+		t.Errorf("after the refused refresh the browser went through %q and got %d (Location %q), want the way to the IdP\n%s",
+			via, resp.StatusCode, loc, body)
 	}
 }
 

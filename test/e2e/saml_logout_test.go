@@ -321,6 +321,17 @@ func TestSAMLSingleLogoutFromTheIdP(t *testing.T) {
 				if code := userinfo(t, s, cookies); code != http.StatusUnauthorized {
 					t.Errorf("the session after the IdP's logout: userinfo %d, want 401", code)
 				}
+
+				// Signing in again a moment later is no login loop: the
+				// logout took the last login's mark with the session.
+				resp, err := noRedirect(b).Get(s.URL + "/.portcullis/login/corp")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body = readBody(t, resp)
+				if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, idpSrv.SSOURL()) {
+					t.Errorf("signing in again after the IdP's logout: status %d Location %q, want the way to the IdP\n%s", resp.StatusCode, loc, body)
+				}
 			})
 
 			t.Run("a LogoutRequest reaching the proxy without the session cookie ends the session", func(t *testing.T) {
