@@ -2,6 +2,7 @@ package idp
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/beevik/etree"
 	"github.com/crewjam/saml"
+	dsig "github.com/russellhaering/goxmldsig"
+	"github.com/russellhaering/goxmldsig/etreeutils"
 )
 
 // samlDiagnose returns err, a response refused by crewjam/saml's checks or
@@ -28,6 +31,13 @@ func (p *SAMLProvider) samlDiagnose(sp *saml.ServiceProvider, assertion *etree.E
 		return fmt.Errorf("saml %s: response status: %w", p.cfg.ID, &CallbackError{Code: truncate(code, 64), Description: truncate(bad.Status, 256)})
 	}
 	response := assertion.Parent()
+	if !signed(response) && signed(assertion) && responseLevel(err) && !genuineAssertion(sp, assertion) {
+		// crewjam reads an unsigned response's Destination, Issuer and
+		// IssueInstant before it checks the assertion's signature: refused
+		// for them, the answer is vouched for by nothing, and anyone who
+		// starts a login could have the operator told to change the set-up.
+		return err
+	}
 	switch {
 	case !signed(response) && !signed(assertion):
 		// Whatever else is wrong, nothing in it can be believed before that.
@@ -66,6 +76,61 @@ func (p *SAMLProvider) samlDiagnose(sp *saml.ServiceProvider, assertion *etree.E
 		}
 	}
 	return err
+}
+
+// responseLevel reports whether err is one that crewjam may raise from the
+// response's own Destination, Issuer or IssueInstant (saml-core 3.2.2), read
+// before the signature of its assertion when the response has none.
+func responseLevel(err error) bool {
+	return errors.Is(err, saml.ErrDestinationMismatch) || errors.Is(err, saml.ErrIssuerMismatch) ||
+		errors.Is(err, saml.ErrExpired) || errors.Is(err, saml.ErrNotYetValid)
+}
+
+// genuineAssertion reports whether the signature of assertion verifies with
+// a certificate this entry trusts, whatever else is wrong with it: what
+// crewjam would have checked next, had the unsigned response around it
+// passed. It costs one more canonicalization of the assertion, within the
+// bounds scanXML set, and only for an answer already refused.
+func genuineAssertion(sp *saml.ServiceProvider, assertion *etree.Element) bool {
+	var roots []*x509.Certificate
+	if sp.IDPMetadata != nil {
+		for _, d := range sp.IDPMetadata.IDPSSODescriptors {
+			for _, k := range d.KeyDescriptors {
+				if k.Use != "" && k.Use != "signing" {
+					continue
+				}
+				for _, c := range k.KeyInfo.X509Data.X509Certificates {
+					der, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(c.Data), ""))
+					if err != nil {
+						continue
+					}
+					if cert, err := x509.ParseCertificate(der); err == nil {
+						roots = append(roots, cert)
+					}
+				}
+			}
+		}
+	}
+	if len(roots) == 0 {
+		return false
+	}
+	// Detached with the namespaces it has in scope, as crewjam does: the
+	// response may declare the assertion's prefixes.
+	ns, err := etreeutils.NSBuildParentContext(assertion)
+	if err != nil {
+		return false
+	}
+	if ns, err = ns.SubContext(assertion); err != nil {
+		return false
+	}
+	el, err := etreeutils.NSDetatch(ns, assertion)
+	if err != nil {
+		return false
+	}
+	v := dsig.NewDefaultValidationContext(&dsig.MemoryX509CertificateStore{Roots: roots})
+	v.IdAttribute = "ID"
+	_, err = v.Validate(el)
+	return err == nil
 }
 
 // audienceError is checkAudience's refusal.

@@ -163,6 +163,40 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
+			name: "unsigned response to another destination around the IdP's signed assertion is refused", wantErr: "Destination", reason: "saml_acs_url",
+			sign: assertionSignatureOnly,
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				resp.CreateAttr("Destination", "https://other-sp.example/acs")
+			},
+		},
+		// crewjam reads an unsigned response's Destination, Issuer and
+		// IssueInstant before it checks its assertion's signature: a
+		// forgery refused for them is no set-up mistake.
+		{
+			name: "unsigned response to another destination around an edited assertion is no set-up mistake", wantErr: "Destination",
+			sign: assertionSignatureOnly,
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				resp.CreateAttr("Destination", "https://other-sp.example/acs")
+				setText(t, a, "./Subject/NameID", "bob@example.com")
+			},
+		},
+		{
+			name: "unsigned response from another issuer around an edited assertion is no set-up mistake", wantErr: "Issuer",
+			sign: assertionSignatureOnly,
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				setText(t, resp, "./Issuer", "https://evil.example/idp")
+				setText(t, a, "./Subject/NameID", "bob@example.com")
+			},
+		},
+		{
+			name: "unsigned response issued long ago around an assertion restamped ahead is no set-up mistake", wantErr: "IssueInstant",
+			sign: assertionSignatureOnly,
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				resp.CreateAttr("IssueInstant", later(-30*time.Minute))
+				a.CreateAttr("IssueInstant", later(10*time.Minute))
+			},
+		},
+		{
 			name: "assertion from another issuer is refused", wantErr: "issuer", reason: "saml_issuer",
 			mutate: func(t testing.TB, resp, a *etree.Element) { setText(t, a, "./Issuer", "https://evil.example/idp") },
 		},
