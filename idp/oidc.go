@@ -488,8 +488,12 @@ func (p *oidcProvider) exchangeError(d discovered, logged, raw error) error {
 		}
 		return setupError(code, hint, logged)
 	case "invalid_grant":
-		return setupError("token_exchange", fmt.Sprintf("the IdP refused the authorization code it had just issued: the redirect URI it has registered must be exactly %s, "+
-			"and a code is good once, for a few minutes (a retried callback or a slow proxy in front spends it)", d.oauth.RedirectURL), logged)
+		// A code the IdP does not take: anyone who starts a login can send
+		// its callback a made-up one, and a real one fails so only when
+		// spent or expired (the proxy sends the redirect URI it sent the
+		// browser with). The client's doing, not the set-up's: a plain
+		// refusal, not an error line telling the operator to change things.
+		return logged
 	case "":
 		return setupError("token_exchange", fmt.Sprintf("the token endpoint (%s) did not answer with tokens: check that this host reaches it (proxies, firewalls, TLS) "+
 			"and that it is the IdP's", d.oauth.Endpoint.TokenURL), logged)
