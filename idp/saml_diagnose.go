@@ -42,14 +42,15 @@ func (p *SAMLProvider) samlDiagnose(sp *saml.ServiceProvider, assertion *etree.E
 	case !signed(response) && !signed(assertion):
 		// Whatever else is wrong, nothing in it can be believed before that.
 		return setupError("saml_unsigned", "the IdP signs neither the response nor the assertion: turn on signing at the IdP "+
-			"(the assertion, the response, or both, with SHA-256)", err)
+			"(the assertion, the response, or both, with SHA-256); if it does sign, this answer came from someone else", err)
 	case errors.Is(err, saml.ErrUntrustedCertificate):
 		source := "x509_cert holds it: replace it with the IdP's new signing certificate (its metadata or console shows it)"
 		if p.cfg.MetadataURL != "" {
 			source = "metadata_url is fetched again every hour, and at a restart: if the IdP's metadata does not list the new certificate yet, it has not published it there"
 		}
 		return setupError("saml_signature", fmt.Sprintf("the IdP signed with a certificate this entry does not trust (SHA-256 %s; trusted: %s): "+
-			"it changed its signing certificate. %s", signingFingerprint(response, assertion), strings.Join(trustedFingerprints(sp), ", "), source), err)
+			"it changed its signing certificate, or the answer came from someone else: the fingerprint is the answer's word, "+
+			"compare it with the IdP's console before trusting it. %s", signingFingerprint(response, assertion), strings.Join(trustedFingerprints(sp), ", "), source), err)
 	case errors.Is(err, saml.ErrCertificateNotValidNow):
 		return setupError("saml_signature", "the IdP signed with the certificate this entry trusts, but outside its validity: "+
 			"renew the IdP's signing certificate and give this entry the new one", err)
