@@ -825,3 +825,44 @@ func samlTestKeyPair(t testing.TB) (*rsa.PrivateKey, *x509.Certificate) {
 	}
 	return key, cert
 }
+
+// A response with a document type declaration, or with an element after
+// its root, is not what an IdP sends: SAML documents carry no DTD, and XML
+// has one root. Both were accepted (crewjam/saml reads the first root and
+// no DTD), which only a careful reading showed harmless; refused instead.
+func TestSAMLResponseOutsideTheRootIsRefused(t *testing.T) {
+	e := newSAMLEnv(t, nil)
+	for _, tc := range []struct {
+		name, wantErr string
+		edit          func(raw []byte) []byte
+	}{
+		{"a DOCTYPE with an internal subset", "document type declaration", func(raw []byte) []byte {
+			return append([]byte(`<!DOCTYPE Response [<!ENTITY e "x">]>`), raw...)
+		}},
+		{"a second root element after the response", "after its root element", func(raw []byte) []byte {
+			return append(raw, []byte(`<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"/>`)...)
+		}},
+		{"an element of padding after the response", "after its root element", func(raw []byte) []byte {
+			return append(raw, []byte(`<a/>`)...)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, post := e.login(t, "alice", "alice-pw")
+			raw, err := base64.StdEncoding.DecodeString(post.SAMLResponse)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := bytes.Index(raw, []byte("?>")); bytes.HasPrefix(raw, []byte("<?xml")) && i > 0 {
+				raw = raw[i+2:] // the declaration goes first; the DOCTYPE after it
+			}
+			post.SAMLResponse = base64.StdEncoding.EncodeToString(tc.edit(raw))
+			prof, _, err := e.p.Complete(post.request(), f)
+			if err == nil {
+				t.Fatalf("accepted as %q", prof.Email)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error %q does not mention %q", err, tc.wantErr)
+			}
+		})
+	}
+}

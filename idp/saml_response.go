@@ -169,6 +169,7 @@ func scanXML(data []byte, what string, limits xmlLimits) error {
 	d.CharsetReader = func(_ string, r io.Reader) (io.Reader, error) { return r, nil }
 	var declared []int // namespaces each open element declares
 	elements, nodes, attrs, inScope := 0, 0, 0, 0
+	rooted := false // the root element has begun
 	beyond := func(format string, limit int) error {
 		return &xmlShapeError{fmt.Sprintf(format, what, limit)}
 	}
@@ -181,7 +182,17 @@ func scanXML(data []byte, what string, limits xmlLimits) error {
 			return fmt.Errorf("parse XML: %w", err)
 		}
 		switch t := tok.(type) {
+		case xml.Directive:
+			// SAML documents carry no DTD (crewjam/saml reads past one,
+			// and nothing of it is expanded); one is no IdP's.
+			return fmt.Errorf("%s has a document type declaration", what)
 		case xml.StartElement:
+			if rooted && len(declared) == 0 {
+				// XML has one root; crewjam/saml reads the first and
+				// nothing after it, which an IdP never sends.
+				return fmt.Errorf("%s has an element after its root element", what)
+			}
+			rooted = true
 			elements++
 			attrs += len(t.Attr)
 			n := 0
