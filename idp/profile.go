@@ -5,6 +5,7 @@ package idp
 import (
 	"errors"
 	"net/http"
+	"reflect"
 )
 
 // Profile is what every identity provider produces after a login, what role
@@ -51,11 +52,20 @@ func (p *Profile) Footprint() int {
 // string's header, or an interface's two words.
 const valueHeader = 16
 
-// claimFootprint is Footprint for a claim's value, as JSON decodes it.
+// claimFootprint is Footprint for a claim's value: as JSON decodes it (a
+// session's), or as a provider made it, which need not be JSON's types: the
+// SAML and LDAP providers give a multi-valued attribute as a []string, which
+// an LDAP user's memberOf makes as long as their group list.
 func claimFootprint(v any) int {
 	switch v := v.(type) {
 	case string:
 		return valueHeader + len(v)
+	case []string:
+		n := 2 * valueHeader
+		for _, e := range v {
+			n += valueHeader + len(e)
+		}
+		return n
 	case []any:
 		n := 2 * valueHeader
 		for _, e := range v {
@@ -68,8 +78,38 @@ func claimFootprint(v any) int {
 			n += valueHeader + len(k) + claimFootprint(e)
 		}
 		return n
+	case nil, bool, float64, int, int64:
+		return valueHeader
 	}
-	return valueHeader // a number, a boolean, null
+	return reflectFootprint(reflect.ValueOf(v))
+}
+
+// reflectFootprint is claimFootprint for the types it does not name (a
+// json.Number, a map[string]string): its strings, slices and maps counted
+// as claimFootprint counts them, anything else as one value.
+func reflectFootprint(v reflect.Value) int {
+	switch v.Kind() {
+	case reflect.String:
+		return valueHeader + v.Len()
+	case reflect.Slice, reflect.Array:
+		n := 2 * valueHeader
+		for i := range v.Len() {
+			n += reflectFootprint(v.Index(i))
+		}
+		return n
+	case reflect.Map:
+		n := 3 * valueHeader
+		for it := v.MapRange(); it.Next(); {
+			n += reflectFootprint(it.Key()) + reflectFootprint(it.Value())
+		}
+		return n
+	case reflect.Interface:
+		if v.IsNil() {
+			return valueHeader
+		}
+		return reflectFootprint(v.Elem())
+	}
+	return valueHeader // a number, a boolean; a pointer is not followed
 }
 
 // Missing names the profile fields that access most often hangs on, email

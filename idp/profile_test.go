@@ -1,0 +1,53 @@
+package idp
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// Footprint counts what a profile's claims hold whatever their types: the
+// SAML and LDAP providers give a multi-valued attribute as a []string (an
+// LDAP user's memberOf is as long as their group list), and the caches that
+// bound their memory by it (Basic auth, the attribute pass's identities)
+// keep those profiles as the provider made them. Counted as one value each,
+// 1,000 group DNs in a claim were 40 KB counted as 16 bytes.
+func TestFootprintCountsEveryClaimType(t *testing.T) {
+	dns := make([]string, 1000)
+	for i := range dns {
+		dns[i] = fmt.Sprintf("cn=group-%d,ou=groups,dc=example,dc=com", i)
+	}
+	long := strings.Join(dns, ";")
+	anys := make([]any, len(dns))
+	for i, dn := range dns {
+		anys[i] = dn
+	}
+	byDN := make(map[string]string, len(dns))
+	for _, dn := range dns {
+		byDN[dn] = dn
+	}
+	tests := []struct {
+		name  string
+		claim any
+		holds int // bytes of text in it, at least
+	}{
+		{"a string", long, len(long)},
+		{"a []any of strings (JSON)", anys, len(long)},
+		{"a []string (SAML and LDAP multi-valued attributes)", dns, len(long)},
+		{"a []string inside a []any", []any{dns}, len(long)},
+		{"a []string inside a map", map[string]any{"memberOf": dns}, len(long)},
+		{"a map[string]string", byDN, 2 * len(long)},
+		{"a json.Number", json.Number(strings.Repeat("1", 60000)), 60000},
+		{"a large key", map[string]any{long: true}, len(long)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bare := (&Profile{Sub: "alice"}).Footprint()
+			p := &Profile{Sub: "alice", Claims: map[string]any{"c": tt.claim}}
+			if got := p.Footprint() - bare; got < tt.holds {
+				t.Errorf("a claim holding %d bytes adds %d to Footprint", tt.holds, got)
+			}
+		})
+	}
+}
