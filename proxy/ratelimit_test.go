@@ -188,3 +188,42 @@ func TestFailureLimiterMemoryDoesNotGrowWithTheKey(t *testing.T) {
 		t.Errorf("%d usernames of 256 bytes held %d bytes each, want no more than a plain one's (about 100)", keys, each)
 	}
 }
+
+// The sweep forgets only buckets that have refilled: one that forgot a key
+// still short of a full bucket, even by a second's worth, would give a
+// guesser attempts back early. Keys short by various amounts stay through
+// sweeps of thousands of new keys, each with the attempts it had before.
+func TestFailureLimiterSweepKeepsWhatHasNotRefilled(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	now := t0.Add(time.Hour)
+	l := newFailureLimiter(5, 5*time.Minute, 50_000)
+	held := map[string]float64{}
+	for i := range 300 {
+		// n failures refill in n minutes: the last one a second to n
+		// minutes less a second ago.
+		n := 1 + i%5
+		ago := time.Duration(1+i%(n*60-1)) * time.Second
+		if i < 5 {
+			ago = time.Duration(n)*time.Minute - time.Second
+		}
+		key := fmt.Sprint("held-", i)
+		for range n {
+			l.fail(key, now.Add(-ago))
+		}
+		held[key] = l.level(l.buckets[limitKeyOf(key)], now)
+	}
+	for i := range 5 * minSweep {
+		l.fail(fmt.Sprint("new-", i), now)
+	}
+	if l.sweepAt <= minSweep {
+		t.Fatalf("no sweep ran (sweepAt %d)", l.sweepAt)
+	}
+	for key, level := range held {
+		b := l.buckets[limitKeyOf(key)]
+		if b == nil {
+			t.Errorf("%s, %.3f attempts of 5, forgotten before it refilled", key, level)
+		} else if got := l.level(b, now); got != level {
+			t.Errorf("%s has %.3f attempts after the sweeps, %.3f before", key, got, level)
+		}
+	}
+}
