@@ -490,11 +490,13 @@ func (hh *heldHeaders) keep(h http.Header) {
 // upstream's values (httputil adds those). After the first informational
 // answer, h holds only the upstream's: the reverse proxy clears it.
 func (hh *heldHeaders) withhold(h http.Header) {
+	// The upstream's ID never reaches the client (newUpstream), on any
+	// informational answer either.
+	delete(h, requestIDHeader)
 	if hh.withheld {
 		return
 	}
 	hh.withheld = true
-	delete(h, requestIDHeader) // the upstream's never reaches the client (newUpstream)
 	for k, v := range hh.others {
 		if rest := h[k][min(len(v), len(h[k])):]; len(rest) > 0 {
 			h[k] = rest

@@ -855,3 +855,44 @@ func TestEarlyHintsLeaveTheFinalAnswerItsHeaders(t *testing.T) {
 		})
 	}
 }
+
+// Every informational answer of the upstream's goes without an X-Request-Id
+// of its own, as its final answer does (newUpstream): the client knows the
+// request by the proxy's ID. The second 103 of two carried the upstream's.
+func TestEarlyHintsNeverCarryTheUpstreamsRequestID(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := range 3 {
+			w.Header().Set("X-Request-Id", fmt.Sprint("upstream-", i))
+			w.Header().Set("Link", fmt.Sprintf("</app-%d.css>; rel=preload; as=style", i))
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		w.Header().Set("X-Request-Id", "upstream-final")
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	f, _, _ := newLoggedFixture(t, strings.Replace(testConfig, "UPSTREAM", up.URL, 1))
+	srv := httptest.NewServer(f.h)
+	t.Cleanup(srv.Close)
+	var hints []textproto.MIMEHeader
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, h)
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", srv.URL+"/public/page", nil)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if len(hints) != 3 || resp.StatusCode != http.StatusOK {
+		t.Fatalf("client got %d early hints then %d, want 3 then 200", len(hints), resp.StatusCode)
+	}
+	for i, h := range hints {
+		if id := h.Values("X-Request-Id"); len(id) != 0 || h.Get("Link") == "" {
+			t.Errorf("103 number %d: X-Request-Id %q, Link %q; want no ID and the upstream's Link", i+1, id, h.Get("Link"))
+		}
+	}
+	if id := resp.Header.Values("X-Request-Id"); len(id) != 1 || strings.HasPrefix(id[0], "upstream") {
+		t.Errorf("final X-Request-Id %q, want the proxy's only", id)
+	}
+}
