@@ -578,6 +578,7 @@ func (h holdings) String() string {
 func (s *leakStack) holdings(t *testing.T) holdings {
 	t.Helper()
 	runtime.GC()
+	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	h := holdings{goroutines: runtime.NumGoroutine(), heap: ms.HeapAlloc, conns: map[string]int{}}
@@ -780,8 +781,10 @@ func writeHeapProfile(t *testing.T, name string) {
 	t.Logf("heap profile: %s", file)
 }
 
-// liveHeap is the bytes of live heap objects, after a collection.
+// liveHeap is the bytes of live heap objects, after two collections (the
+// second frees what sync.Pools held until the first).
 func liveHeap() uint64 {
+	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
