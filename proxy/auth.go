@@ -170,9 +170,15 @@ func (h *Handler) oidcCallback(w http.ResponseWriter, r *http.Request) {
 	h.finishRedirect(w, r, r.URL.Query().Get("state"), false)
 }
 
+// maxACSForm bounds the form posted to the ACS. The largest response the
+// idp package takes is 256 KiB of XML, 342 KiB in base64, with a RelayState
+// of 80 bytes beside it; more is no answer to read, and a post waiting for
+// a check slot (samlchecks.go) holds its form meanwhile.
+const maxACSForm = 512 << 10
+
 // samlACS is the SAML assertion consumer service (HTTP-POST binding).
 func (h *Handler) samlACS(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+	r.Body = http.MaxBytesReader(w, r.Body, maxACSForm)
 	if err := r.ParseForm(); err != nil {
 		h.pages.fail(w, r, formStatus(err), "Bad request", "The sign-in answer was too large or malformed.")
 		return

@@ -188,6 +188,8 @@ func TestUnreadableFormsAreRefused(t *testing.T) {
 		{"oversized sign-out form", "/.portcullis/logout", big, http.StatusRequestEntityTooLarge},
 		{"malformed sign-out form", "/.portcullis/logout", "rd=%zz", http.StatusBadRequest},
 		{"oversized SAML answer", "/.portcullis/saml/company/acs", big, http.StatusRequestEntityTooLarge},
+		{"SAML answer over what a 256 KiB response takes", "/.portcullis/saml/company/acs",
+			"SAMLResponse=" + strings.Repeat("A", 600<<10), http.StatusRequestEntityTooLarge},
 		{"malformed SAML answer", "/.portcullis/saml/company/acs", "SAMLResponse=%zz", http.StatusBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
