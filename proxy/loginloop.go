@@ -14,6 +14,11 @@ import (
 // form that keeps coming back, in the time it takes to type a password.
 const loginLoopWindow = 2 * time.Minute
 
+// loginLoopSkew is how far ahead of this replica's clock a mark may be: the
+// replica that set it may run a little ahead, and a loop through replicas
+// whose clocks are seconds apart is a loop all the same.
+const loginLoopSkew = 30 * time.Second
+
 // markSignedIn leaves in the browser, for loginLoopWindow, when and at which
 // IdP it last signed in: the only way to tell, at the next /login, a
 // browser that just signed in and lost its session at once from one that
@@ -54,7 +59,7 @@ func (h *Handler) loginLoop(w http.ResponseWriter, r *http.Request) bool {
 	at, id, _ := strings.Cut(mark.Value, ".")
 	unix, err := strconv.ParseInt(at, 10, 64)
 	ago := h.now().Sub(time.Unix(unix, 0))
-	if err != nil || ago < 0 || ago > loginLoopWindow {
+	if err != nil || ago < -loginLoopSkew || ago > loginLoopWindow {
 		return false
 	}
 	if s, err := h.loadSession(r); err != nil || s != nil {
@@ -64,7 +69,7 @@ func (h *Handler) loginLoop(w http.ResponseWriter, r *http.Request) bool {
 		id = "" // a label of logins_total is a configured IdP or nothing
 	}
 	h.clearSignedIn(w, r)
-	ago = ago.Round(time.Second)
+	ago = max(ago, 0).Round(time.Second)
 	public := h.cfg.Server.PublicURL
 	var reason, hint, msg string
 	status := http.StatusBadRequest

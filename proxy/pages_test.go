@@ -7,8 +7,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestPagesConfigNamesTheKey: every mistake in the pages block, templates
@@ -220,6 +222,31 @@ func TestFailurePagesShowTheRequestID(t *testing.T) {
 			id := resp.Header.Get("X-Request-Id")
 			if id == "" || !strings.Contains(string(body), `Request ID <span class="request-id">`+id+`</span>`) {
 				t.Errorf("%d page does not show its request ID %q:\n%s", resp.StatusCode, id, body)
+			}
+		})
+	}
+}
+
+// A login-loop mark set by a replica whose clock runs a few seconds ahead
+// is a loop all the same: a browser back at /login with it and without its
+// session cookie gets the page that says so, not the IdP again.
+func TestLoginLoopMarkFromAReplicaAhead(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name  string
+		ahead time.Duration
+		want  int
+	}{
+		{"five seconds ahead", 5 * time.Second, http.StatusBadRequest},
+		{"an hour ahead: no mark of a login here", time.Hour, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mark := &http.Cookie{Name: f.h.cookies.SignedInName(), Value: strconv.FormatInt(time.Now().Add(tc.ahead).Unix(), 10) + ".company"}
+			rec := httptest.NewRecorder()
+			f.h.ServeHTTP(rec, request("GET", "https://cvat.example.com/.portcullis/login/company?rd=/tasks", []*http.Cookie{mark}, "Accept", "text/html"))
+			loop := rec.Code == http.StatusBadRequest && strings.Contains(rec.Body.String(), "did not send back")
+			if loop != (tc.want == http.StatusBadRequest) {
+				t.Errorf("status %d, loop page %v, want it %v:\n%s", rec.Code, loop, tc.want == http.StatusBadRequest, rec.Body)
 			}
 		})
 	}
