@@ -153,6 +153,16 @@ func (p *oidcProvider) discoverLoop(ctx context.Context) {
 	}
 }
 
+// wellKnown is where an issuer publishes its OpenID configuration
+// (OpenID Connect Discovery 1.0, 4).
+const wellKnown = "/.well-known/openid-configuration"
+
+// notAnIssuer says what server_url must be, for a discovery that found no
+// document: the issuer, with its path.
+const notAnIssuer = "server_url must be the issuer, the URL before " + wellKnown + ", path included " +
+	"(Keycloak: https://HOST/realms/REALM, Entra ID: https://login.microsoftonline.com/TENANT/v2.0, " +
+	"Okta: https://ORG.okta.com/oauth2/default, GitLab: https://gitlab.example.com), or a preset's keys that make it"
+
 func (p *oidcProvider) discover(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, p.client), discoveryTimeout)
 	defer cancel()
@@ -171,6 +181,13 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 		return fmt.Errorf("oidc %s: discover %s: %w: set server_url to the issuer exactly as the IdP names it, %q; "+
 			"if that is not the address the IdP is reached at, the IdP is not told its public URL (its hostname setting, or the X-Forwarded-Proto and Host of a proxy in front of it)",
 			p.cfg.ID, p.cfg.ServerURL, err, mismatch.Discovered)
+	}
+	if err != nil && strings.HasPrefix(err.Error(), "404 ") {
+		// go-oidc's error for a discovery document the server does not
+		// have: server_url is not the issuer, most often a base URL
+		// missing the issuer's path.
+		return fmt.Errorf("oidc %s: discover %s: %w: there is no %s there; %s", p.cfg.ID, p.cfg.ServerURL, err,
+			wellKnown, notAnIssuer)
 	}
 	if err != nil {
 		return fmt.Errorf("oidc %s: discover %s: %w", p.cfg.ID, p.cfg.ServerURL, err)

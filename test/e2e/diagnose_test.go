@@ -280,6 +280,34 @@ func TestIssuerMismatchNamesTheIssuer(t *testing.T) {
 	}
 }
 
+// A server_url that is the IdP's host but not its issuer (Keycloak without
+// /realms/NAME): there is no discovery document there. The log and /readyz
+// say what server_url must be, not only "404 Not Found".
+func TestServerURLWithoutTheIssuersPathSaysWhatItMustBe(t *testing.T) {
+	s := listen(t)
+	idpSrv := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.URL + "/.portcullis/oidc/company/callback"}})
+	logs := s.serveLogged(t, strings.Replace(cvatConfig, "ISSUER", idpSrv.Issuer+"/realms/cvat", 1))
+	var lines []map[string]any
+	deadline := time.Now().Add(20 * time.Second)
+	for len(lines) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		lines = logs.find(t, map[string]any{"msg": "oidc discovery failed; retrying", "idp": "company"})
+	}
+	if len(lines) == 0 {
+		t.Fatal("no line says that discovery failed")
+	}
+	const want = "server_url must be the issuer"
+	if err, _ := lines[0]["err"].(string); !strings.Contains(err, "404") || !strings.Contains(err, want) {
+		t.Errorf("discovery error %q does not say 404 and %s", err, want)
+	}
+	status, body := s.readyz(t)
+	var ready struct{ Problems map[string]string }
+	json.Unmarshal([]byte(body), &ready)
+	if status != http.StatusServiceUnavailable || !strings.Contains(ready.Problems["idp company"], want) {
+		t.Errorf("/readyz: %d %s; want 503 saying %s", status, body, want)
+	}
+}
+
 // An IdP that sends no email or no groups claim (a scope not asked for, an
 // attribute not configured): its users get in with no email upstream and
 // the default role. Each login line names the claims left out and the names
