@@ -247,64 +247,56 @@ func (s *stack) readyz(t *testing.T) (int, string) {
 	return rec.Code, rec.Body.String()
 }
 
-// A server_url that is not the issuer the IdP names (another host name
-// for it here; http for https, or a path, elsewhere): discovery fails, and
-// /readyz and the log say what to set server_url to, and when to retry in
-// words rather than nanoseconds.
-func TestIssuerMismatchNamesTheIssuer(t *testing.T) {
-	s := listen(t)
-	idpSrv := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.URL + "/.portcullis/oidc/company/callback"}})
-	elsewhere := strings.Replace(idpSrv.Issuer, "127.0.0.1", "localhost", 1)
-	logs := s.serveLogged(t, strings.Replace(cvatConfig, "ISSUER", elsewhere, 1))
-	var lines []map[string]any
-	deadline := time.Now().Add(20 * time.Second)
-	for len(lines) == 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		lines = logs.find(t, map[string]any{"msg": "oidc discovery failed; retrying", "idp": "company"})
-	}
-	if len(lines) == 0 {
-		t.Fatal("no line says that discovery failed")
-	}
-	want := `set server_url to the issuer exactly as the IdP names it, "` + idpSrv.Issuer + `"`
-	if err, _ := lines[0]["err"].(string); !strings.Contains(err, want) {
-		t.Errorf("discovery error %q does not say %s", err, want)
-	}
-	if lines[0]["retry_in"] != "1s" {
-		t.Errorf("retry_in = %v, want 1s", lines[0]["retry_in"])
-	}
-	status, body := s.readyz(t)
-	var ready struct{ Problems map[string]string }
-	json.Unmarshal([]byte(body), &ready)
-	if status != http.StatusServiceUnavailable || !strings.Contains(ready.Problems["idp company"], want) {
-		t.Errorf("/readyz: %d %s; want 503 saying %s", status, body, want)
-	}
-}
-
-// A server_url that is the IdP's host but not its issuer (Keycloak without
-// /realms/NAME): there is no discovery document there. The log and /readyz
-// say what server_url must be, not only "404 Not Found".
-func TestServerURLWithoutTheIssuersPathSaysWhatItMustBe(t *testing.T) {
-	s := listen(t)
-	idpSrv := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.URL + "/.portcullis/oidc/company/callback"}})
-	logs := s.serveLogged(t, strings.Replace(cvatConfig, "ISSUER", idpSrv.Issuer+"/realms/cvat", 1))
-	var lines []map[string]any
-	deadline := time.Now().Add(20 * time.Second)
-	for len(lines) == 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		lines = logs.find(t, map[string]any{"msg": "oidc discovery failed; retrying", "idp": "company"})
-	}
-	if len(lines) == 0 {
-		t.Fatal("no line says that discovery failed")
-	}
-	const want = "server_url must be the issuer"
-	if err, _ := lines[0]["err"].(string); !strings.Contains(err, "404") || !strings.Contains(err, want) {
-		t.Errorf("discovery error %q does not say 404 and %s", err, want)
-	}
-	status, body := s.readyz(t)
-	var ready struct{ Problems map[string]string }
-	json.Unmarshal([]byte(body), &ready)
-	if status != http.StatusServiceUnavailable || !strings.Contains(ready.Problems["idp company"], want) {
-		t.Errorf("/readyz: %d %s; want 503 saying %s", status, body, want)
+// A server_url that is not the issuer: discovery fails, and /readyz and the
+// log say what server_url must be, and when to retry in words rather than
+// nanoseconds. Either the IdP names another issuer (another host name for
+// it here; http for https, or a path, elsewhere), or there is no discovery
+// document at all (the IdP's host without the issuer's path, as Keycloak
+// without /realms/NAME), which said only "404 Not Found".
+func TestServerURLNotTheIssuerSaysWhatItMustBe(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		serverURL func(issuer string) string
+		want      func(issuer string) []string
+	}{
+		{"the IdP names another issuer",
+			func(issuer string) string { return strings.Replace(issuer, "127.0.0.1", "localhost", 1) },
+			func(issuer string) []string {
+				return []string{`set server_url to the issuer exactly as the IdP names it, "` + issuer + `"`}
+			}},
+		{"no discovery document there",
+			func(issuer string) string { return issuer + "/realms/cvat" },
+			func(string) []string { return []string{"404", "server_url must be the issuer"} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := listen(t)
+			idpSrv := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.URL + "/.portcullis/oidc/company/callback"}})
+			logs := s.serveLogged(t, strings.Replace(cvatConfig, "ISSUER", tc.serverURL(idpSrv.Issuer), 1))
+			var lines []map[string]any
+			deadline := time.Now().Add(20 * time.Second)
+			for len(lines) == 0 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+				lines = logs.find(t, map[string]any{"msg": "oidc discovery failed; retrying", "idp": "company"})
+			}
+			if len(lines) == 0 {
+				t.Fatal("no line says that discovery failed")
+			}
+			if lines[0]["retry_in"] != "1s" {
+				t.Errorf("retry_in = %v, want 1s", lines[0]["retry_in"])
+			}
+			status, body := s.readyz(t)
+			var ready struct{ Problems map[string]string }
+			json.Unmarshal([]byte(body), &ready)
+			err, _ := lines[0]["err"].(string)
+			for _, want := range tc.want(idpSrv.Issuer) {
+				if !strings.Contains(err, want) {
+					t.Errorf("discovery error %q does not say %s", err, want)
+				}
+				if status != http.StatusServiceUnavailable || !strings.Contains(ready.Problems["idp company"], want) {
+					t.Errorf("/readyz: %d %s; want 503 saying %s", status, body, want)
+				}
+			}
+		})
 	}
 }
 
