@@ -352,6 +352,11 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 		h.loginFailed(w, r, p.IdP, "session", err, http.StatusInternalServerError, "Your session could not be saved.")
 		return
 	}
+	// The application's session starts again with the proxy's: one left by
+	// a session that ended without /logout (lifetime, idle timeout, a
+	// back-channel logout) may be another user's, and CVAT believes its
+	// cookie before the identity headers.
+	h.clearUpstreamCookies(w)
 	h.markSignedIn(w, p.IdP)
 	h.metrics.login(p.IdP, "success", h.now().Sub(start))
 	h.audit(r, slog.LevelInfo, "login", append([]slog.Attr{slog.String("idp", p.IdP), slog.String("sub", p.Sub),

@@ -72,8 +72,9 @@ type UpstreamConfig struct {
 	PreserveHost *bool            `yaml:"preserve_host"`
 	Timeouts     UpstreamTimeouts `yaml:"timeouts"`
 	// LogoutCookies are the application's own session cookies, expired by
-	// /logout so that the next person to sign in in the same browser does
-	// not inherit the previous one's session at the application, and
+	// /logout and at every login so that the next person to sign in in the
+	// same browser does not inherit the previous one's session at the
+	// application, and
 	// dropped from bypassed requests, which the application would
 	// otherwise log in from them.
 	LogoutCookies []string `yaml:"logout_cookies"`

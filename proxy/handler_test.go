@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -548,6 +550,64 @@ func TestLogoutExpiresTheApplicationsCookies(t *testing.T) {
 		if !expired[name] {
 			t.Errorf("logout did not expire the application's %s cookie; Set-Cookie: %q", name, resp.Header.Values("Set-Cookie"))
 		}
+	}
+}
+
+// appSessions is an upstream that keeps sessions of its own, as CVAT's
+// Django does: it knows the user by its sessionid cookie first, and only
+// without one by X-Email, for whom it then sets one. It answers with the
+// user it took the request for.
+type appSessions struct{ users map[string]string }
+
+func (a *appSessions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie("sessionid"); err == nil && a.users[c.Value] != "" {
+		io.WriteString(w, a.users[c.Value])
+		return
+	}
+	id := fmt.Sprintf("app-session-%d", len(a.users))
+	a.users[id] = r.Header.Get("X-Email")
+	http.SetCookie(w, &http.Cookie{Name: "sessionid", Value: id, Path: "/"})
+	io.WriteString(w, a.users[id])
+}
+
+// A login expires the application's own session cookies, as /logout does:
+// a session of the proxy's that ended otherwise (its lifetime or idle
+// timeout, a back-channel logout, a refresh the IdP refused) leaves the
+// application's in the browser, and the next user to sign in there reached
+// the application as the last one, who may have had another role.
+func TestLoginExpiresTheApplicationsCookies(t *testing.T) {
+	f := newFixture(t)
+	app := &appSessions{users: map[string]string{}}
+	f.useUpstream(t, app)
+	fake := &signingIn{} // signs alice in
+	f.h.providers["company"].impl = fake
+	site, _ := url.Parse("https://cvat.example.com/")
+	browser, _ := cookiejar.New(nil)
+	visit := func(method, target string) *http.Response {
+		t.Helper()
+		resp, _, _ := f.do(t, request(method, target, browser.Cookies(site)))
+		browser.SetCookies(site, resp.Cookies())
+		return resp
+	}
+
+	// Bob works in the application, which gives him its own session; then
+	// his session at the proxy ends (here its cookie's Max-Age) without a
+	// visit to /logout.
+	browser.SetCookies(site, f.login(t, "bob@example.com", "cvat-admins"))
+	if body, _ := io.ReadAll(visit("GET", "/tasks").Body); string(body) != "bob@example.com" {
+		t.Fatalf("bob's first request reached the application as %q", body)
+	}
+	browser.SetCookies(site, []*http.Cookie{{Name: f.h.cookies.Name(), Value: "", MaxAge: -1}})
+
+	// Alice signs in with the same browser.
+	if resp := visit("GET", "/.portcullis/login/company"); resp.StatusCode != http.StatusFound || fake.state == "" {
+		t.Fatalf("login start: %d", resp.StatusCode)
+	}
+	if resp := visit("GET", "/.portcullis/oidc/company/callback?code=c&state="+fake.state); resp.StatusCode != http.StatusFound {
+		t.Fatalf("callback: %d", resp.StatusCode)
+	}
+	if body, _ := io.ReadAll(visit("GET", "/tasks").Body); string(body) != "alice@example.com" {
+		t.Errorf("after alice signed in, the application took her request for %q's", body)
 	}
 }
 
