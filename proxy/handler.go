@@ -315,13 +315,18 @@ func (h *Handler) loginPath(rd string) string {
 }
 
 // spoofable are request headers that change how an upstream reads the
-// method, path or origin of a request; a client never gets to set them. The
-// attribute pass strips them with the identity headers, in every spelling.
+// method, path, origin or client address of a request; a client never gets
+// to set them. The attribute pass strips them with the identity headers, in
+// every spelling. The client's address goes upstream in X-Forwarded-For
+// only: middleware believes the others from its proxy (chi's RealIP takes
+// True-Client-IP first, django-ipware X-Client-IP, Rails Client-IP).
 var spoofable = []string{
 	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
 	"X-Original-Url", "X-Original-Uri", "X-Rewrite-Url", "X-Envoy-Original-Path",
 	"X-Forwarded-Uri", "X-Forwarded-Prefix",
-	"X-Forwarded-Path", "X-Forwarded-Port", "X-Forwarded-Server", "X-Real-Ip",
+	"X-Forwarded-Path", "X-Forwarded-Port", "X-Forwarded-Server",
+	"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip",
+	"X-Cluster-Client-Ip", "X-Originating-Ip", "X-Forwarded", "Forwarded-For",
 	"Http2-Settings",
 }
 

@@ -474,6 +474,45 @@ func TestMethodOverrideAndUpgradeHeadersAreStripped(t *testing.T) {
 	}
 }
 
+// Headers that name the client's address are the proxy's word, as
+// X-Forwarded-For is: upstream middleware believes them from its trusted
+// proxy (chi's RealIP takes True-Client-IP first, django-ipware reads
+// X-Client-IP and CF-Connecting-IP, Rails Client-IP), so a client's would
+// move an IP allowlist, a rate limit or an audit log to any address it names.
+func TestClientAddressHeadersAreStripped(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	names := []string{"True-Client-Ip", "X-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip",
+		"X-Cluster-Client-Ip", "X-Originating-Ip", "X-Forwarded", "Forwarded-For", "X-Real-Ip"}
+	for _, tc := range []struct {
+		name, target string
+		peer         string
+		cookies      []*http.Cookie
+	}{
+		{"bypass", "/public/x", "203.0.113.7:40000", nil},
+		{"authenticated", "/tasks", "203.0.113.7:40000", alice},
+		{"through a trusted proxy", "/tasks", "10.1.2.3:5555", alice},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var headers []string
+			for _, n := range names {
+				headers = append(headers, n, "10.0.0.1")
+			}
+			r := request("GET", tc.target, tc.cookies, headers...)
+			r.RemoteAddr = tc.peer
+			_, got, ok := f.do(t, r)
+			if !ok {
+				t.Fatal("did not reach the upstream")
+			}
+			for _, n := range names {
+				if v := got.Header.Values(n); len(v) > 0 {
+					t.Errorf("upstream got %s: %q", n, v)
+				}
+			}
+		})
+	}
+}
+
 func TestForwardedHeadersFromUntrustedPeersAreReplaced(t *testing.T) {
 	f := newFixture(t)
 	alice := f.login(t, "alice@example.com")
