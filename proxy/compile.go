@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-proxy/portcullis/attrpass"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/rolemap"
 	"github.com/portcullis-proxy/portcullis/rules"
 )
@@ -30,6 +31,30 @@ type compiled struct {
 	// forwardedProto and forwardedHost are the X-Forwarded-Proto and
 	// X-Forwarded-Host values of public_url, set on every upstream request.
 	forwardedProto, forwardedHost []string
+}
+
+// sessionOptions are the options of c's session cookies, for log.
+func (c *compiled) sessionOptions(log *slog.Logger) session.Options {
+	return session.Options{
+		CookieName:  c.cfg.Session.CookieName,
+		Keys:        c.keys,
+		Secure:      c.publicURL.Scheme == "https",
+		Lifetime:    c.cfg.Session.Lifetime,
+		IdleTimeout: c.cfg.Session.IdleTimeout,
+		Audience:    strings.ToLower(c.publicURL.Scheme + "://" + c.publicURL.Host),
+		Logger:      log,
+	}
+}
+
+// SessionOptions are the options of cfg's session cookies as serve uses
+// them, keys and audience included: for tools that make or read sessions
+// outside the proxy. cfg must pass Check.
+func SessionOptions(cfg *Config) (session.Options, error) {
+	c, err := compile(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return session.Options{}, err
+	}
+	return c.sessionOptions(nil), nil
 }
 
 // Check validates cfg completely without reaching the network and returns

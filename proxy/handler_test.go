@@ -679,6 +679,33 @@ func TestSessionOfARemovedIdPIsNoSession(t *testing.T) {
 	}
 }
 
+// Two deployments given the same session keys (sidecars sharing one
+// Secret) do not take each other's sessions: each carries the roles its own
+// deployment mapped, and admin at one application is not admin at the other.
+func TestSessionOfAnotherDeploymentWithTheSameKeysIsNoSession(t *testing.T) {
+	f := newFixture(t)
+	y := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
+	other := newTestHandler(t, strings.Replace(y, "https://cvat.example.com", "https://grafana.example.com", 1))
+	store, err := session.NewCookieStore(other.cookies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := idp.Profile{IdP: "company", Sub: "mallory", Email: "mallory@example.com", Roles: []string{"admin"}}
+	rec := httptest.NewRecorder()
+	if err := store.Save(rec, httptest.NewRequest("GET", "/", nil), session.New(p, idp.Tokens{}, other.cookies)); err != nil {
+		t.Fatal(err)
+	}
+	resp, got, reached := f.do(t, request("GET", "/admin", rec.Result().Cookies(), "Accept", "application/json"))
+	if reached || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /admin with a session of another deployment: %d, reached upstream as %q; want 401, not reached",
+			resp.StatusCode, got.Header.Get("X-Email"))
+	}
+	// The same session made by this deployment passes: the test can fail.
+	if resp, _, reached := f.do(t, request("GET", "/admin", f.login(t, "alice@example.com", "cvat-admins"))); !reached {
+		t.Fatalf("GET /admin with this deployment's session: %d, not reached", resp.StatusCode)
+	}
+}
+
 // A method with a lower-case letter is refused before the rules and the
 // auth endpoints: Django upper-cases it, so `delete` would run as the DELETE
 // a rule refuses.

@@ -53,14 +53,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler, id
 	h.metrics.known(cfg)
 	h.ruleSeries = h.metrics.rules(c.rules)
 	h.accessLogs = newAccessLogs(log, c.rules)
-	h.cookies = session.Options{
-		CookieName:  cfg.Session.CookieName,
-		Keys:        c.keys,
-		Secure:      c.publicURL.Scheme == "https",
-		Lifetime:    cfg.Session.Lifetime,
-		IdleTimeout: cfg.Session.IdleTimeout,
-		Logger:      log, // the bounded sets' flood warnings, in the proxy's log
-	}
+	h.cookies = c.sessionOptions(log) // log: the bounded sets' flood warnings
 	if !h.cookies.Secure {
 		if !isLoopback(c.publicURL.Hostname()) {
 			log.Warn("server.public_url is plain http: session cookies are sent unencrypted; use https outside development", "public_url", cfg.Server.PublicURL)

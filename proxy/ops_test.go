@@ -413,12 +413,14 @@ func TestReload(t *testing.T) {
 		if resp := rf.get(t, "/tasks", old); resp.StatusCode != 200 {
 			t.Fatalf("cookie sealed with the old key after rotation: %d, want 200", resp.StatusCode)
 		}
-		onlyNew, err := session.NewCookieStore(session.Options{CookieName: "portcullis", Keys: [][]byte{mustKey(t, secondKey)}, Secure: true})
+		cur := rf.live.cur.Load()
+		o := cur.cookies
+		o.Keys = [][]byte{mustKey(t, secondKey)}
+		onlyNew, err := session.NewCookieStore(o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rec := httptest.NewRecorder()
-		cur := rf.live.cur.Load()
 		s, _ := cur.sessions.Load(request("GET", "/", old))
 		if err := cur.sessions.Save(rec, request("GET", "/", nil), s); err != nil {
 			t.Fatal(err)

@@ -322,10 +322,7 @@ func OpenSessions(cfg *Config) (*session.RedisStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session.redis: %w", err)
 	}
-	st, err := session.NewRedisStore(session.Options{
-		CookieName: cfg.Session.CookieName, Keys: c.keys, Secure: c.publicURL.Scheme == "https",
-		Lifetime: cfg.Session.Lifetime, IdleTimeout: cfg.Session.IdleTimeout,
-	}, r)
+	st, err := session.NewRedisStore(c.sessionOptions(nil), r)
 	if err != nil {
 		r.Close()
 		return nil, err

@@ -71,6 +71,7 @@ const (
 // logout is only known to the process that handled it.
 type CookieStore struct {
 	opts   Options
+	aud    string // opts.audienceTag()
 	name   string
 	codecs []securecookie.Codec // open cookies, at most maxChunks of them
 	// sealer seals with the first key, as codecs[0], without its bound on
@@ -100,6 +101,7 @@ func NewCookieStore(o Options) (*CookieStore, error) {
 	}
 	return &CookieStore{
 		opts:    o,
+		aud:     o.audienceTag(),
 		name:    o.Name(),
 		codecs:  cs,
 		sealer:  sealer[0],
@@ -135,14 +137,26 @@ type wireSession struct {
 	LastSeen int64       `json:"l"`
 	// Refreshed is 0 in cookies sealed before refreshes existed.
 	Refreshed int64 `json:"r,omitempty"`
+	// Aud is the audience tag of the deployment that sealed the session
+	// (Options.audienceTag); empty in sessions sealed before there was one.
+	Aud string `json:"a,omitempty"`
 }
 
-func toWire(s *Session) wireSession {
+// toWire is the sealed form of s at the deployment whose audience tag is aud.
+func toWire(s *Session, aud string) wireSession {
 	return wireSession{
 		V: wireVersion, ID: s.ID, Profile: s.Profile, Tokens: s.Tokens,
 		Created: s.Created.Unix(), Expires: s.Expires.Unix(), LastSeen: s.LastSeen.Unix(),
-		Refreshed: unixOrZero(s.Refreshed),
+		Refreshed: unixOrZero(s.Refreshed), Aud: aud,
 	}
+}
+
+// opens says whether w is a session of this layout sealed for the deployment
+// whose audience tag is aud. One sealed with no tag, by a version before
+// sessions carried one, opens wherever its keys do until it expires: an
+// update signs nobody out, even while replicas of both versions serve.
+func (w *wireSession) opens(aud string) bool {
+	return w.V == wireVersion && (w.Aud == "" || w.Aud == aud)
 }
 
 func unixOrZero(t time.Time) int64 {
@@ -240,7 +254,7 @@ func (st *CookieStore) unseal(key [sha256.Size]byte, value string, now time.Time
 		st.opts.logger().Debug("session: cookie does not open", "error", err)
 		return nil
 	}
-	if w.V != wireVersion || w.ID == "" {
+	if !w.opens(st.aud) || w.ID == "" {
 		return nil
 	}
 	s := w.session()
@@ -271,7 +285,7 @@ func (st *CookieStore) Save(w http.ResponseWriter, r *http.Request, s *Session) 
 	if maxAge <= 0 {
 		return fmt.Errorf("save session %s: already expired", s.ID)
 	}
-	wire := toWire(s)
+	wire := toWire(s, st.aud)
 	sealed, err := st.sealer.Encode(sessionCodecName, wire)
 	if err != nil {
 		return fmt.Errorf("save session %s: seal: %w", s.ID, err)

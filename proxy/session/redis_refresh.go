@@ -74,7 +74,7 @@ func (st *RedisStore) RefreshOnce(ctx context.Context, s *Session, remember, kep
 	case out.Kept:
 		value, keep = "k", keptRemember
 	case out.Session != nil:
-		sealed, err := st.values[0].Encode(redisValueCodecName, toWire(out.Session))
+		sealed, err := st.values[0].Encode(redisValueCodecName, toWire(out.Session, st.aud))
 		if err != nil {
 			return out, true, fmt.Errorf("refresh session %s: seal: %w", s.ID, err)
 		}
@@ -105,7 +105,7 @@ func (st *RedisStore) refreshResult(ctx context.Context, id, key string) (Refres
 		return RefreshOutcome{Kept: true}, true, nil
 	case strings.HasPrefix(v, "s"):
 		var w wireSession
-		if err := securecookie.DecodeMulti(redisValueCodecName, v[1:], &w, st.values...); err == nil && w.ID == id {
+		if err := securecookie.DecodeMulti(redisValueCodecName, v[1:], &w, st.values...); err == nil && w.opens(st.aud) && w.ID == id {
 			s := w.session()
 			s.stored = true
 			return RefreshOutcome{Session: s}, true, nil

@@ -34,6 +34,7 @@ import (
 // still skip any that have ended.
 type RedisStore struct {
 	opts   Options
+	aud    string // opts.audienceTag()
 	name   string
 	ids    []securecookie.Codec // the session ID in the cookie
 	values []securecookie.Codec // the session in Redis
@@ -76,7 +77,7 @@ func NewRedisStore(o Options, r *Redis) (*RedisStore, error) {
 		return nil, fmt.Errorf("session redis store: %w", err)
 	}
 	return &RedisStore{
-		opts: o, name: o.Name(), ids: ids, values: values, redis: r,
+		opts: o, aud: o.audienceTag(), name: o.Name(), ids: ids, values: values, redis: r,
 		names: indexNameKeys(o.Keys),
 		cache: newOpenedCache(cacheEntries, cacheBytes),
 	}, nil
@@ -207,7 +208,7 @@ func (st *RedisStore) open(id string, vals []any) *Session {
 			st.opts.logger().Debug("session: value in redis does not open", "error", err)
 			return nil
 		}
-		if w.V != wireVersion || w.ID != id {
+		if !w.opens(st.aud) || w.ID != id {
 			return nil
 		}
 		shared = w.session()
@@ -274,7 +275,7 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 	if ttl <= 0 {
 		return fmt.Errorf("save session %s: already expired", s.ID)
 	}
-	sealed, err := st.values[0].Encode(redisValueCodecName, toWire(s))
+	sealed, err := st.values[0].Encode(redisValueCodecName, toWire(s, st.aud))
 	if err != nil {
 		return fmt.Errorf("save session %s: seal: %w", s.ID, err)
 	}

@@ -48,6 +48,11 @@ type Options struct {
 	Lifetime time.Duration
 	// IdleTimeout ends a session that saw no request for this long (0 = none).
 	IdleTimeout time.Duration
+	// Audience is public_url's origin. Everything sealed is bound to it: a
+	// deployment given the same keys (sidecars of several applications
+	// sharing one Secret) cannot open another's cookies, which carry roles
+	// mapped for that other application. Empty (tests, tools): unbound.
+	Audience string
 	// Now is the clock, for tests; nil means time.Now.
 	Now func() time.Time
 	// Logger receives debug notes on refused cookies and warnings when a
@@ -94,6 +99,18 @@ func (o Options) Owns(cookieName string) bool {
 		}
 	}
 	return true
+}
+
+// audienceTag is what a sealed session carries of o.Audience: 48 bits of
+// its SHA-256, eight characters, as every byte of the cookie goes back with
+// every request. Deployments that share keys are few, and one of them
+// forging a collision needs the keys anyway.
+func (o Options) audienceTag() string {
+	if o.Audience == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(o.Audience))
+	return base64.RawURLEncoding.EncodeToString(sum[:6])
 }
 
 func (o Options) base() string {

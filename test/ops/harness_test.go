@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/test/process"
 )
@@ -275,11 +276,19 @@ func mintCookie(t *testing.T, key string, email string) *http.Cookie {
 	return cookies[0]
 }
 
-// openSession opens a session cookie as the proxy does, to learn the
-// tokens it holds.
-func openSession(t *testing.T, key string, cookies []*http.Cookie) *session.Session {
+// openSession opens a session cookie of p as p does, to learn the tokens
+// it holds.
+func openSession(t *testing.T, p *proc, cookies []*http.Cookie) *session.Session {
 	t.Helper()
-	store, err := session.NewCookieStore(session.Options{CookieName: "portcullis", Keys: [][]byte{mustDecode(t, key)}})
+	cfg, err := proxy.LoadConfig(p.Config, os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := proxy.SessionOptions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := session.NewCookieStore(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,7 +103,7 @@ func TestIdPDownAtStartThenBackThenRotatingKeys(t *testing.T) {
 	idpSrv.Restart()
 	eventually(t, 15*time.Second, "ready once the IdP is back", func() bool { code, _ := p.ready(t); return code == 200 })
 	b.login(t, p)
-	first := openSession(t, sessionKey, b.Jar.Cookies(mustURL(t, p.URL)))
+	first := openSession(t, p, b.Jar.Cookies(mustURL(t, p.URL)))
 
 	// The IdP rotates its signing key; the next login's ID token has a kid
 	// the proxy has not seen, and must still verify.
@@ -112,7 +112,7 @@ func TestIdPDownAtStartThenBackThenRotatingKeys(t *testing.T) {
 	b2 := newBrowser(t)
 	b2.login(t, p)
 	sessionCookies := b2.Jar.Cookies(mustURL(t, p.URL))
-	second := openSession(t, sessionKey, sessionCookies)
+	second := openSession(t, p, sessionCookies)
 	if kidA, kidB := strings.Split(first.Tokens.IDToken, ".")[0], strings.Split(second.Tokens.IDToken, ".")[0]; kidA == kidB {
 		t.Fatalf("the IdP signed with the same key (JWT header) after RotateKeys")
 	}

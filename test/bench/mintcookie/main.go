@@ -5,12 +5,9 @@
 package main
 
 import (
-	"encoding/base64"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"strings"
 
@@ -36,28 +33,12 @@ func main() {
 
 func mint(path, email, groups, idpID string) (string, error) {
 	cfg, err := proxy.LoadConfig(path, os.Getenv)
-	if err == nil {
-		err = proxy.Check(cfg)
-	}
 	if err != nil {
 		return "", fmt.Errorf("config: %w", err)
 	}
-	public, err := url.Parse(cfg.Server.PublicURL)
+	o, err := proxy.SessionOptions(cfg) // checks cfg whole
 	if err != nil {
-		return "", fmt.Errorf("server.public_url: %w", err)
-	}
-	o := session.Options{
-		CookieName:  cfg.Session.CookieName,
-		Secure:      public.Scheme == "https",
-		Lifetime:    cfg.Session.Lifetime,
-		IdleTimeout: cfg.Session.IdleTimeout,
-	}
-	for i, k := range cfg.Session.Keys {
-		key, err := decodeKey(k)
-		if err != nil {
-			return "", fmt.Errorf("session.keys[%d]: %w", i, err)
-		}
-		o.Keys = append(o.Keys, key)
+		return "", fmt.Errorf("config: %w", err)
 	}
 
 	p := idp.Profile{IdP: idpID, Sub: email, Email: email, EmailVerified: true, Username: email}
@@ -87,19 +68,4 @@ func mint(path, email, groups, idpID string) (string, error) {
 		}
 	}
 	return strings.Join(parts, "; "), nil
-}
-
-// decodeKey reads a session key as the proxy does: 32 bytes of standard or
-// URL-safe base64, padded or not.
-func decodeKey(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(s); err == nil {
-			if len(b) != session.KeySize {
-				return nil, fmt.Errorf("%d bytes, want %d", len(b), session.KeySize)
-			}
-			return b, nil
-		}
-	}
-	return nil, errors.New("not base64")
 }

@@ -1,0 +1,50 @@
+package session
+
+import (
+	"testing"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
+)
+
+// Deployments given the same keys (sidecars of two applications sharing one
+// Secret) each open only their own sessions: a session carries the roles its
+// own deployment mapped, and a user who is admin at one application must not
+// take that cookie to the other and be admin there.
+func TestSessionsOpenOnlyAtTheDeploymentThatSealedThem(t *testing.T) {
+	c := newClock()
+	at := func(audience string) Options {
+		o := testOptions(c)
+		o.Audience = audience
+		return o
+	}
+	a, b := at("https://grafana.example.com"), at("https://cvat.example.com")
+	srv := redisserver.Start(t)
+	stores := []struct {
+		name string
+		make func(Options) Store // the redis ones share one Redis
+	}{
+		{"cookie", func(o Options) Store { return mustStore(t, o) }},
+		{"redis", func(o Options) Store { return replica(t, srv, o) }},
+	}
+	for _, st := range stores {
+		t.Run(st.name, func(t *testing.T) {
+			s := New(testProfile(), idp.Tokens{}, a)
+			cookies := saveTo(t, st.make(a), s)
+			if got := loadFrom(t, st.make(a), cookies); got == nil || got.ID != s.ID {
+				t.Fatalf("its own deployment: %v, want the session", got)
+			}
+			if got := loadFrom(t, st.make(b), cookies); got != nil {
+				t.Errorf("a deployment with the same keys and another public_url opened it (roles %v)", got.Profile.Roles)
+			}
+
+			// Sealed by the version before sessions named their deployment:
+			// still open after the update, until they expire.
+			legacy := New(testProfile(), idp.Tokens{}, a)
+			cookies = saveTo(t, st.make(at("")), legacy)
+			if got := loadFrom(t, st.make(a), cookies); got == nil || got.ID != legacy.ID {
+				t.Errorf("a session sealed without an audience: %v, want it to open after the update", got)
+			}
+		})
+	}
+}
