@@ -39,6 +39,20 @@ func (h *Handler) clearSignedIn(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// sessionEnded reports whether a browser without a session, which signed
+// in ago, lost it for a reason that is no fault of its cookie: the session
+// ended (a logout, a back-channel logout, a revoke, its lifetime or
+// idle_timeout), as the store can tell when the cookie opens; or the
+// session could have run out of time since the login, which a store that
+// keeps nothing of it (Redis, once its TTL is up; the browser, once the
+// cookie's Max-Age is) cannot tell.
+func (h *Handler) sessionEnded(r *http.Request, ago time.Duration) (bool, error) {
+	if ago >= h.cfg.Session.Lifetime || (h.cfg.Session.IdleTimeout > 0 && ago > h.cfg.Session.IdleTimeout) {
+		return true, nil
+	}
+	return h.sessions.Ended(r)
+}
+
 func (h *Handler) signedInCookie(value string, maxAge int) *http.Cookie {
 	return &http.Cookie{Name: h.cookies.SignedInName(), Value: value, Path: "/", MaxAge: maxAge,
 		HttpOnly: true, Secure: h.cookies.Secure, SameSite: http.SameSiteLaxMode}
@@ -50,7 +64,8 @@ func (h *Handler) signedInCookie(value string, maxAge int) *http.Cookie {
 // open. Left alone the browser goes round through the IdP until it gives up
 // ("too many redirects"), with every login in the log a success. The page
 // says what the user can do and offers to try again; the log line says
-// which of the two it is and what causes it.
+// which of the two it is and what causes it. A session that opens and has
+// ended meanwhile (sessionEnded) is no loop: the browser signs in again.
 func (h *Handler) loginLoop(w http.ResponseWriter, r *http.Request) bool {
 	mark, err := r.Cookie(h.cookies.SignedInName())
 	if err != nil {
@@ -62,8 +77,21 @@ func (h *Handler) loginLoop(w http.ResponseWriter, r *http.Request) bool {
 	if err != nil || ago < -loginLoopSkew || ago > loginLoopWindow {
 		return false
 	}
-	if s, err := h.loadSession(r); err != nil || s != nil {
+	s, err := h.sessions.Load(r)
+	if err != nil || (s != nil && h.providers[s.Profile.IdP] != nil) {
 		return false // a store that cannot answer says so elsewhere; a session: signing in again on purpose
+	}
+	// A session of an IdP this configuration no longer has has ended here
+	// (loadSession).
+	ended := s != nil
+	if !ended {
+		if ended, err = h.sessionEnded(r, ago); err != nil {
+			return false
+		}
+	}
+	if ended {
+		h.clearSignedIn(w, r)
+		return false
 	}
 	if h.providers[id] == nil {
 		id = "" // a label of logins_total is a configured IdP or nothing
@@ -83,8 +111,8 @@ func (h *Handler) loginLoop(w http.ResponseWriter, r *http.Request) bool {
 	} else {
 		reason = "session_cookie_invalid"
 		hint = "the browser came back to sign in " + ago.String() + " after it signed in here, with a session cookie that does not open here: " +
-			"replicas with different session.keys, or with session.store redis, replicas that do not share one Redis and database; " +
-			"or the session ended at once (revoked, a back-channel logout, a lifetime or idle_timeout of seconds)"
+			"replicas with different session.keys, or with session.store redis, replicas that do not share one Redis and database, " +
+			"or the session removed from Redis behind the proxy's back (a flush, a restart that lost its data)"
 		msg = "You signed in a moment ago, but this application could not read your session. " +
 			"This is a problem with its setup: tell your administrator, with the request ID below."
 		status = http.StatusInternalServerError

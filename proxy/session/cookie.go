@@ -26,6 +26,15 @@ type Store interface {
 	Load(r *http.Request) (*Session, error)
 	// Save writes s (sets cookies; chunked when large).
 	Save(w http.ResponseWriter, r *http.Request, s *Session) error
+	// Ended reports whether a request Load finds no session in carries a
+	// session cookie that opens, to a session that has ended (logged out,
+	// revoked, expired, idle too long): no fault of the cookie or of the
+	// browser. False for a request without one, or whose cookie does not
+	// open; and, with the Redis store, for a session that is not in Redis
+	// and that the store does not know it ended (another Redis, or removed
+	// behind the proxy's back). An error is only for a store that cannot
+	// answer.
+	Ended(r *http.Request) (bool, error)
 	// Delete ends s: clears every cookie of it and revokes its ID so the same
 	// cookie replayed later is refused. s may be nil to only clear cookies.
 	Delete(w http.ResponseWriter, r *http.Request, s *Session) error
@@ -188,21 +197,40 @@ func (w wireSession) session() *Session {
 // present is tried, within a small bound, and the request has a session only
 // when exactly one of them opens. Too many values means no session.
 func (st *CookieStore) Load(r *http.Request) (*Session, error) {
+	found, _ := st.find(r)
+	if found == nil {
+		return nil, nil
+	}
+	s := *found
+	return &s, nil
+}
+
+// Ended reports whether r's session cookie opens to a session that has
+// ended: revoked (a logout, a back-channel logout), expired or idle too
+// long.
+func (st *CookieStore) Ended(r *http.Request) (bool, error) {
+	found, ended := st.find(r)
+	return found == nil && ended, nil
+}
+
+// find opens r's session cookies: found is the one session they open to
+// that has not ended, shared through the cache; ended is whether any opened
+// to one that has.
+func (st *CookieStore) find(r *http.Request) (found *Session, ended bool) {
 	lines := r.Header["Cookie"]
 	if len(lines) == 0 {
-		return nil, nil
+		return nil, false
 	}
 	var j jar
 	j.collect(lines, st.name)
 	if j.count[0] == 0 {
-		return nil, nil
+		return nil, false
 	}
 	if j.overflow {
 		st.opts.logger().Debug("session: too many duplicate session cookies; treating as no session")
-		return nil, nil
+		return nil, false
 	}
 	now := st.opts.now()
-	var found *Session
 	candidates := 0
 	for _, head := range j.values[0][:j.count[0]] {
 		n, first := splitHead(head)
@@ -222,10 +250,13 @@ func (st *CookieStore) Load(r *http.Request) (*Session, error) {
 			if s == nil {
 				s = st.unseal(key, j.assemble(first, n, &pick), now)
 			}
-			if s != nil && st.valid(s, now) {
-				if found != nil {
-					return st.refuse("two different session cookies open")
-				}
+			switch {
+			case s == nil:
+			case !st.valid(s, now):
+				ended = true
+			case found != nil:
+				return st.refuse("two different session cookies open")
+			default:
 				found = s
 			}
 			if !j.next(n, &pick) {
@@ -233,16 +264,14 @@ func (st *CookieStore) Load(r *http.Request) (*Session, error) {
 			}
 		}
 	}
-	if found == nil {
-		return nil, nil
-	}
-	s := *found
-	return &s, nil
+	return found, ended
 }
 
-func (st *CookieStore) refuse(why string) (*Session, error) {
+// refuse is find's answer to cookies it will not choose between: no
+// session, and none that ended either.
+func (st *CookieStore) refuse(why string) (*Session, bool) {
 	st.opts.logger().Debug("session: refusing session cookies", "reason", why)
-	return nil, nil
+	return nil, false
 }
 
 // unseal opens the sealed value whose hash is key and caches the session it

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
@@ -534,5 +535,56 @@ func TestRevocationsSurviveAFloodOfLogouts(t *testing.T) {
 	}
 	if load(t, st, request(newerCookies...)) == nil {
 		t.Error("a session newer than the flood does not open")
+	}
+}
+
+// Ended tells a cookie that opens to a session that has ended (the user may
+// simply sign in again) from one that does not open or is not there.
+func TestCookieStoreEndedTellsAnEndedSessionFromAnUnreadableCookie(t *testing.T) {
+	c := newClock()
+	o := testOptions(c)
+	st := mustStore(t, o)
+	other := mustStore(t, testOptions(c, key(2)))
+	for _, tc := range []struct {
+		name  string
+		setUp func() []*http.Cookie
+		ended bool
+	}{
+		{"no session cookie", func() []*http.Cookie { return nil }, false},
+		{"a value that is not a session", func() []*http.Cookie {
+			return []*http.Cookie{{Name: "portcullis", Value: "bm90IGEgc2Vzc2lvbg"}}
+		}, false},
+		{"a session sealed with other keys", func() []*http.Cookie { return saved(t, other, New(testProfile(), idp.Tokens{}, o)) }, false},
+		{"a live session", func() []*http.Cookie { return saved(t, st, New(testProfile(), idp.Tokens{}, o)) }, false},
+		{"signed out", func() []*http.Cookie {
+			cookies := saved(t, st, New(testProfile(), idp.Tokens{}, o))
+			r := request(cookies...)
+			if err := st.Delete(httptest.NewRecorder(), r, load(t, st, r)); err != nil {
+				t.Fatal(err)
+			}
+			return cookies
+		}, true},
+		{"ended by a back-channel logout", func() []*http.Cookie {
+			s := New(testProfile(), idp.Tokens{}, o)
+			cookies := saved(t, st, s)
+			c.Advance(time.Second)
+			if _, err := st.RevokeUser(context.Background(), s.Profile.IdP, s.Profile.Sub, "", c.Now()); err != nil {
+				t.Fatal(err)
+			}
+			return cookies
+		}, true},
+		{"idle too long", func() []*http.Cookie {
+			cookies := saved(t, st, New(testProfile(), idp.Tokens{}, o))
+			c.Advance(o.IdleTimeout + time.Second)
+			return cookies
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := request(tc.setUp()...)
+			ended, err := st.Ended(r)
+			if err != nil || ended != tc.ended {
+				t.Errorf("Ended = %v, %v; want %v", ended, err, tc.ended)
+			}
+		})
 	}
 }

@@ -85,7 +85,8 @@ func (st *RedisStore) getAll(ctx context.Context, ids []string) ([]*Session, err
 			return nil, unavailable("load sessions", err)
 		}
 		for i, id := range batch {
-			out = append(out, st.open(id, cmds[i].Val()))
+			s, _ := st.open(id, cmds[i].Val())
+			out = append(out, s)
 		}
 	}
 	return out, nil

@@ -62,6 +62,13 @@ const (
 	indexSlack = time.Minute
 )
 
+// EndedKept is how long the Redis store remembers a session it ended
+// (logout, back-channel logout, revoke), after the session itself is gone:
+// longer than the proxy's login-loop window and its slack for clocks, so
+// that a browser sent to sign in again just after is known to have lost
+// its session for no fault of its cookie (Ended).
+const EndedKept = 3 * time.Minute
+
 // NewRedisStore builds the Redis session store on r; it fails when the keys
 // are missing or not KeySize bytes long. It reaches nothing on the network.
 func NewRedisStore(o Options, r *Redis) (*RedisStore, error) {
@@ -90,6 +97,9 @@ func (st *RedisStore) Redis() *Redis { return st.redis }
 func (st *RedisStore) Ping(ctx context.Context) error { return st.redis.Ping(ctx) }
 
 func (st *RedisStore) sessionKey(id string) string { return st.redis.key("s", id) }
+
+// endedKey marks, for EndedKept, that session id was ended here.
+func (st *RedisStore) endedKey(id string) string { return st.redis.key("ended", id) }
 
 func (st *RedisStore) subIndex(idp, sub string) index {
 	return st.indexOf("sub", idp+"\x00"+sub, st.redis.key("idx", "sub", idp, sub))
@@ -155,14 +165,24 @@ func indexNameKeys(keys [][]byte) [][]byte {
 // (cookie tossing), or a session that has ended or is not in Redis (any
 // more). An error, wrapping ErrUnavailable, means Redis did not answer.
 func (st *RedisStore) Load(r *http.Request) (*Session, error) {
+	id := st.cookieID(r)
+	if id == "" {
+		return nil, nil
+	}
+	return st.get(r.Context(), id)
+}
+
+// cookieID is the session ID r's session cookie opens to; "" for none, and
+// for two cookies that open to different IDs (cookie tossing).
+func (st *RedisStore) cookieID(r *http.Request) string {
 	lines := r.Header["Cookie"]
 	if len(lines) == 0 {
-		return nil, nil
+		return ""
 	}
 	var j jar
 	j.collect(lines, st.name)
 	if j.count[0] == 0 || j.overflow {
-		return nil, nil
+		return ""
 	}
 	id := ""
 	for _, v := range j.values[0][:j.count[0]] {
@@ -172,14 +192,42 @@ func (st *RedisStore) Load(r *http.Request) (*Session, error) {
 		}
 		if id != "" && candidate != id {
 			st.opts.logger().Debug("session: refusing session cookies", "reason", "two different session cookies open")
-			return nil, nil
+			return ""
 		}
 		id = candidate
 	}
+	return id
+}
+
+// Ended reports whether r's session cookie opens to a session that has
+// ended: one this store ended within EndedKept (a logout, a back-channel
+// logout, a revoke, on any replica), or one still in Redis past its expiry
+// or idle timeout. A session that is simply not in Redis is not known to
+// have ended: it may be in another Redis (replicas that do not share one),
+// or have been removed behind the proxy's back; whether it could have run
+// out of time by now is the caller's to judge.
+func (st *RedisStore) Ended(r *http.Request) (bool, error) {
+	id := st.cookieID(r)
 	if id == "" {
-		return nil, nil
+		return false, nil
 	}
-	return st.get(r.Context(), id)
+	ctx, cancel := context.WithTimeout(r.Context(), redisOpTimeout)
+	defer cancel()
+	var vals *redis.SliceCmd
+	var marked *redis.IntCmd
+	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		vals = p.HMGet(ctx, st.sessionKey(id), "d", "l")
+		marked = p.Exists(ctx, st.endedKey(id))
+		return nil
+	})
+	if err != nil {
+		return false, unavailable("load session", err)
+	}
+	if marked.Val() > 0 {
+		return true, nil
+	}
+	s, ended := st.open(id, vals.Val())
+	return s == nil && ended, nil
 }
 
 // get reads session id from Redis; nil when it is not there or has ended.
@@ -190,15 +238,17 @@ func (st *RedisStore) get(ctx context.Context, id string) (*Session, error) {
 	if err != nil {
 		return nil, unavailable("load session", err)
 	}
-	return st.open(id, vals), nil
+	s, _ := st.open(id, vals)
+	return s, nil
 }
 
 // open is session id from the fields d and l of its hash, as HMGET gives
-// them; nil when it is not there or has ended.
-func (st *RedisStore) open(id string, vals []any) *Session {
+// them; nil when it is not there or has ended, and ended true for the
+// latter: it is there, opens, and is past its expiry or idle timeout.
+func (st *RedisStore) open(id string, vals []any) (_ *Session, ended bool) {
 	sealed, _ := vals[0].(string)
 	if sealed == "" {
-		return nil // gone: logged out, revoked, expired, or Redis lost its data
+		return nil, false // gone: logged out, revoked, expired, or Redis lost its data
 	}
 	key := valueKey(sealed)
 	shared := st.cache.get(key)
@@ -206,10 +256,10 @@ func (st *RedisStore) open(id string, vals []any) *Session {
 		var w wireSession
 		if err := securecookie.DecodeMulti(redisValueCodecName, sealed, &w, st.values...); err != nil {
 			st.opts.logger().Debug("session: value in redis does not open", "error", err)
-			return nil
+			return nil, false
 		}
 		if !w.opens(st.aud) || w.ID != id {
-			return nil
+			return nil, false
 		}
 		shared = w.session()
 		st.cache.put(key, shared, heldBytes(shared), st.opts.now())
@@ -222,13 +272,13 @@ func (st *RedisStore) open(id string, vals []any) *Session {
 	}
 	now := st.opts.now()
 	if !now.Before(s.Expires) || !now.Before(s.Created.Add(st.opts.lifetime())) {
-		return nil
+		return nil, true
 	}
 	if idle := st.opts.IdleTimeout; idle > 0 && now.Sub(s.LastSeen) > idle {
-		return nil
+		return nil, true
 	}
 	s.stored = true
-	return &s
+	return &s, false
 }
 
 // ttl is how long s may stay in Redis from now: to its expiry, or to the
@@ -399,17 +449,13 @@ func (st *RedisStore) unindex(ctx context.Context, s *Session) {
 	})
 }
 
-// end deletes session id and its cached value; it reports whether it was
-// there.
+// end deletes session id and its cached value, and marks it ended for
+// EndedKept; it reports whether it was there.
 func (st *RedisStore) end(ctx context.Context, id string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	n, err := st.redis.client.Del(ctx, st.sessionKey(id)).Result()
-	if err != nil {
-		return false, unavailable("delete", err)
-	}
-	st.cache.drop(id)
-	return n > 0, nil
+	n, err := st.endAll(ctx, []string{id})
+	return n > 0, err
 }
 
 // Touch records activity on s for the idle timeout: it moves the session's

@@ -836,3 +836,62 @@ func TestRedisGiveBackStaysInItsWindow(t *testing.T) {
 		t.Errorf("the next window's failures after the give-back of an earlier one's: %d, want 3", n)
 	}
 }
+
+// Ended is known on every replica for a session any of them ended, for
+// EndedKept, and for one still in Redis past its idle timeout; a session
+// this Redis never had (replicas on different Redis servers) is not known
+// to have ended.
+func TestRedisStoreEndedIsKnownOnEveryReplica(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	o := testOptions(c)
+	one, two := replica(t, srv, o), replica(t, srv, o)
+	elsewhere := replica(t, redisserver.Start(t), o)
+	for _, tc := range []struct {
+		name  string
+		setUp func() []*http.Cookie
+		ended bool
+	}{
+		{"no session cookie", func() []*http.Cookie { return nil }, false},
+		{"a live session", func() []*http.Cookie { return saveTo(t, one, New(testProfile(), idp.Tokens{}, o)) }, false},
+		{"a session in another Redis", func() []*http.Cookie { return saveTo(t, elsewhere, New(testProfile(), idp.Tokens{}, o)) }, false},
+		{"signed out on the other replica", func() []*http.Cookie {
+			cookies := saveTo(t, one, New(testProfile(), idp.Tokens{}, o))
+			if err := two.Delete(httptest.NewRecorder(), request(cookies...), loadFrom(t, two, cookies)); err != nil {
+				t.Fatal(err)
+			}
+			return cookies
+		}, true},
+		{"ended by a back-channel logout on the other replica", func() []*http.Cookie {
+			p := testProfile()
+			p.Sub = "u-backchannel"
+			cookies := saveTo(t, one, New(p, idp.Tokens{}, o))
+			if n, err := two.RevokeUser(context.Background(), p.IdP, p.Sub, "", c.Now()); n != 1 || err != nil {
+				t.Fatalf("RevokeUser: %d, %v", n, err)
+			}
+			return cookies
+		}, true},
+		{"idle too long, still in Redis", func() []*http.Cookie {
+			cookies := saveTo(t, one, New(testProfile(), idp.Tokens{}, o))
+			c.Advance(o.IdleTimeout + time.Second) // the fake clock: Redis's TTL has not run
+			return cookies
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ended, err := one.Ended(request(tc.setUp()...))
+			if err != nil || ended != tc.ended {
+				t.Errorf("Ended = %v, %v; want %v", ended, err, tc.ended)
+			}
+		})
+	}
+
+	// The mark of an ended session lasts EndedKept, no longer.
+	s := New(testProfile(), idp.Tokens{}, o)
+	cookies := saveTo(t, one, s)
+	if err := one.Delete(httptest.NewRecorder(), request(cookies...), s); err != nil {
+		t.Fatal(err)
+	}
+	if ttl, err := one.redis.client.PTTL(context.Background(), one.endedKey(s.ID)).Result(); err != nil || ttl <= EndedKept-time.Minute || ttl > EndedKept {
+		t.Errorf("the ended mark lives %s (%v), want %s", ttl, err, EndedKept)
+	}
+}

@@ -153,8 +153,9 @@ func (st *RedisStore) endIndexed(ctx context.Context, ix index) (int, error) {
 	return n, nil
 }
 
-// endAll deletes the sessions ids and their cached values, in one round
-// trip, and returns how many were there.
+// endAll deletes the sessions ids and their cached values, and marks them
+// ended for EndedKept (Ended), in one round trip, and returns how many were
+// there.
 func (st *RedisStore) endAll(ctx context.Context, ids []string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
@@ -163,6 +164,7 @@ func (st *RedisStore) endAll(ctx context.Context, ids []string) (int, error) {
 	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
 			dels[i] = p.Del(ctx, st.sessionKey(id))
+			p.Set(ctx, st.endedKey(id), "", EndedKept)
 		}
 		return nil
 	})

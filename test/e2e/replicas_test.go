@@ -303,6 +303,7 @@ func TestBackchannelLogoutEndsTheSessionEverywhere(t *testing.T) {
 			if got := rs.waitEverywhere(t, cookie, 401); got != [3]int{401, 401, 401} {
 				t.Errorf("after the IdP's back-channel logout the replicas answer %v, want 401 everywhere", got)
 			}
+			signsInAgainAfterItsSessionEnded(t, b, rs.PublicURL+"/", rs.IdP.Issuer)
 
 			// A logout token that does not verify is refused with 400.
 			resp, err := http.PostForm(rs.URLs[0]+"/.portcullis/oidc/company/backchannel-logout", map[string][]string{"logout_token": {"e30.e30.e30"}})
@@ -440,5 +441,29 @@ func TestBackchannelLogoutWithTheCookieStore(t *testing.T) {
 	}
 	if status != http.StatusUnauthorized {
 		t.Errorf("after the IdP's back-channel logout: status %d, want 401", status)
+	}
+	signsInAgainAfterItsSessionEnded(t, b, s.URL+"/tasks", idp.Issuer)
+}
+
+// signsInAgainAfterItsSessionEnded is a browser whose session ended, within
+// two minutes of its login, by a back-channel logout: back at the
+// application it is sent to the IdP to sign in again, as any browser
+// without a session, and signs in. Its session cookie still opens, to a
+// session that has ended: no login loop, which the page "Sign-in did not
+// hold" is for.
+func signsInAgainAfterItsSessionEnded(t *testing.T, b *http.Client, page, issuer string) {
+	t.Helper()
+	resp, err := b.Get(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if !strings.HasPrefix(resp.Request.URL.String(), issuer+"/") || strings.Contains(body, "Sign-in did not hold") {
+		t.Errorf("back at %s after the back-channel logout: %d at %s, want the IdP's sign-in:\n%s", page, resp.StatusCode, resp.Request.URL, body)
+	}
+	resp = oidcserver.Login(t, b, page, oidcserver.Alice, oidcserver.AlicePassword)
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.String() != page {
+		t.Errorf("signing in again: %d at %s, want %s", resp.StatusCode, resp.Request.URL, page)
 	}
 }

@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
+)
+
+// A browser back at /login within two minutes of its login, with a session
+// cookie that opens to a session that has ended (signed out, a back-channel
+// logout, idle too long), or whose session could have run out since, lost
+// its session for no fault of its cookie: it goes to the IdP to sign in
+// again, the mark cleared. The loop page is for a cookie that did not come
+// back or does not open, and, with Redis, for a session this replica's
+// Redis never had.
+func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
+	const (
+		toIdP     = 0
+		missing   = http.StatusBadRequest
+		unopened  = http.StatusInternalServerError
+		idleLimit = time.Minute
+	)
+	if session.EndedKept < loginLoopWindow+loginLoopSkew {
+		t.Fatalf("the Redis store remembers an ended session %s, less than a login-loop mark lasts (%s)", session.EndedKept, loginLoopWindow+loginLoopSkew)
+	}
+	alice := idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com", Roles: []string{"user"}}
+	saved := func(t *testing.T, st session.Store, s *session.Session) []*http.Cookie {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		if err := st.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Result().Cookies()
+	}
+	signedIn := func(t *testing.T, h *Handler) []*http.Cookie {
+		return saved(t, h.sessions, session.New(alice, idp.Tokens{}, h.cookies))
+	}
+	common := []loopCase{
+		{"no session cookie", func(*testing.T, *Handler) []*http.Cookie { return nil }, 10 * time.Second, missing},
+		{"a session cookie that is not one", func(*testing.T, *Handler) []*http.Cookie {
+			return []*http.Cookie{{Name: "__Host-portcullis", Value: "bm90IGEgc2Vzc2lvbg"}}
+		}, 10 * time.Second, unopened},
+		{"signed out here", func(t *testing.T, h *Handler) []*http.Cookie {
+			cookies := signedIn(t, h)
+			s, err := h.sessions.Load(request("GET", "/", cookies))
+			if err != nil || s == nil {
+				t.Fatalf("the session does not load: %v", err)
+			}
+			if err := h.sessions.Delete(httptest.NewRecorder(), request("GET", "/", cookies), s); err != nil {
+				t.Fatal(err)
+			}
+			return cookies
+		}, 10 * time.Second, toIdP},
+		{"ended by a back-channel logout", func(t *testing.T, h *Handler) []*http.Cookie {
+			cookies := signedIn(t, h)
+			if _, err := h.sessions.(userRevoker).RevokeUser(context.Background(), "company", "alice", "", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			return cookies
+		}, 10 * time.Second, toIdP},
+		{"a session of an IdP no longer configured", func(t *testing.T, h *Handler) []*http.Cookie {
+			retired := alice
+			retired.IdP = "retired"
+			return saved(t, h.sessions, session.New(retired, idp.Tokens{}, h.cookies))
+		}, 10 * time.Second, toIdP},
+	}
+	for _, store := range []struct {
+		name  string
+		yaml  string
+		cases []loopCase
+	}{
+		{name: "cookie store", yaml: "", cases: []loopCase{
+			{"a session cookie sealed with other keys", func(t *testing.T, h *Handler) []*http.Cookie {
+				o := h.cookies
+				o.Keys = [][]byte{[]byte(strings.Repeat("k", session.KeySize))}
+				other, err := session.NewCookieStore(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return saved(t, other, session.New(alice, idp.Tokens{}, o))
+			}, 10 * time.Second, unopened},
+			{"idle longer than idle_timeout", func(t *testing.T, h *Handler) []*http.Cookie {
+				s := session.New(alice, idp.Tokens{}, h.cookies)
+				s.LastSeen = s.LastSeen.Add(-2 * idleLimit)
+				return saved(t, h.sessions, s)
+			}, 10 * time.Second, toIdP},
+		}},
+		{name: "redis store", yaml: "  store: redis\n  redis: {url: REDIS_URL}\n", cases: []loopCase{
+			// The session cookie opens, and its session is not in Redis:
+			// another replica's Redis has it, or its TTL ran out.
+			{"a session in another Redis", inAnotherRedis(alice), 10 * time.Second, unopened},
+			{"a session gone from Redis after idle_timeout", inAnotherRedis(alice), idleLimit + 30*time.Second, toIdP},
+		}},
+	} {
+		for _, tc := range append(common, store.cases...) {
+			t.Run(store.name+": "+tc.name, func(t *testing.T) {
+				y := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
+				y = strings.Replace(y, "session:\n", "session:\n  idle_timeout: 1m\n"+store.yaml, 1)
+				if store.yaml != "" {
+					y = strings.Replace(y, "REDIS_URL", redisserver.Start(t).URL, 1)
+				}
+				h := newTestHandler(t, y)
+				cookies := tc.browser(t, h)
+				mark := &http.Cookie{Name: h.cookies.SignedInName(), Value: strconv.FormatInt(time.Now().Add(-tc.ago).Unix(), 10) + ".company"}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, request("GET", "https://cvat.example.com/.portcullis/login/company?rd=/tasks", append(cookies, mark), "Accept", "text/html"))
+				loopPage := strings.Contains(rec.Body.String(), "Sign-in did not hold")
+				switch {
+				case tc.want == toIdP && loopPage:
+					t.Errorf("%d loop page, want the way to the IdP:\n%s", rec.Code, rec.Body)
+				case tc.want != toIdP && (!loopPage || rec.Code != tc.want):
+					t.Errorf("%d, loop page %v, want the loop page with %d:\n%s", rec.Code, loopPage, tc.want, rec.Body)
+				}
+				cleared := false
+				for _, c := range rec.Result().Cookies() {
+					cleared = cleared || (c.Name == mark.Name && c.MaxAge < 0)
+				}
+				if !cleared {
+					t.Errorf("the mark is left: Set-Cookie %q", rec.Header().Values("Set-Cookie"))
+				}
+			})
+		}
+	}
+}
+
+// loopCase is a browser back at /login, which signed in ago, and what it
+// gets: toIdP, or the loop page's status.
+type loopCase struct {
+	name    string
+	browser func(t *testing.T, h *Handler) []*http.Cookie
+	ago     time.Duration
+	want    int
+}
+
+// inAnotherRedis is a browser signed in at a replica with the same keys
+// and another Redis: its cookie opens, and this replica's Redis does not
+// have its session.
+func inAnotherRedis(p idp.Profile) func(t *testing.T, h *Handler) []*http.Cookie {
+	return func(t *testing.T, h *Handler) []*http.Cookie {
+		t.Helper()
+		r, err := session.DialRedis(session.RedisConfig{URL: redisserver.Start(t).URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		other, err := session.NewRedisStore(h.cookies, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		if err := other.Save(rec, httptest.NewRequest("GET", "/", nil), session.New(p, idp.Tokens{}, h.cookies)); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Result().Cookies()
+	}
+}
