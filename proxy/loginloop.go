@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/proxy/session"
 )
 
 // loginLoopWindow is how long after a login a browser sent to sign in
@@ -39,18 +41,16 @@ func (h *Handler) clearSignedIn(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sessionEnded reports whether a browser without a session, which signed
-// in ago, lost it for a reason that is no fault of its cookie: the session
-// ended (a logout, a back-channel logout, a revoke, its lifetime or
-// idle_timeout), as the store can tell when the cookie opens; or the
-// session could have run out of time since the login, which a store that
-// keeps nothing of it (Redis, once its TTL is up; the browser, once the
-// cookie's Max-Age is) cannot tell.
-func (h *Handler) sessionEnded(r *http.Request, ago time.Duration) (bool, error) {
+// whyNoSession is why a browser without a session, which signed in ago,
+// has none: as the store tells from its cookie, or Ended when the session
+// could have run out of time since the login, which a store that keeps
+// nothing of it (Redis, once its TTL is up; the browser, once the cookie's
+// Max-Age is) cannot tell.
+func (h *Handler) whyNoSession(r *http.Request, ago time.Duration) (session.Absence, error) {
 	if ago >= h.cfg.Session.Lifetime || (h.cfg.Session.IdleTimeout > 0 && ago > h.cfg.Session.IdleTimeout) {
-		return true, nil
+		return session.Ended, nil
 	}
-	return h.sessions.Ended(r)
+	return h.sessions.Absent(r)
 }
 
 func (h *Handler) signedInCookie(value string, maxAge int) *http.Cookie {
@@ -64,8 +64,8 @@ func (h *Handler) signedInCookie(value string, maxAge int) *http.Cookie {
 // open. Left alone the browser goes round through the IdP until it gives up
 // ("too many redirects"), with every login in the log a success. The page
 // says what the user can do and offers to try again; the log line says
-// which of the two it is and what causes it. A session that opens and has
-// ended meanwhile (sessionEnded) is no loop: the browser signs in again.
+// which it is and what causes it. A session that opens and has ended
+// meanwhile (whyNoSession) is no loop: the browser signs in again.
 func (h *Handler) loginLoop(w http.ResponseWriter, r *http.Request) bool {
 	mark, err := r.Cookie(h.cookies.SignedInName())
 	if err != nil {
@@ -83,44 +83,66 @@ func (h *Handler) loginLoop(w http.ResponseWriter, r *http.Request) bool {
 	}
 	// A session of an IdP this configuration no longer has has ended here
 	// (loadSession).
-	ended := s != nil
-	if !ended {
-		if ended, err = h.sessionEnded(r, ago); err != nil {
+	why := session.Ended
+	if s == nil {
+		if why, err = h.whyNoSession(r, ago); err != nil {
 			return false
 		}
 	}
-	if ended {
-		h.clearSignedIn(w, r)
+	h.clearSignedIn(w, r)
+	if why == session.Ended {
 		return false
 	}
 	if h.providers[id] == nil {
 		id = "" // a label of logins_total is a configured IdP or nothing
 	}
-	h.clearSignedIn(w, r)
-	ago = max(ago, 0).Round(time.Second)
-	public := h.cfg.Server.PublicURL
-	var reason, hint, msg string
-	status := http.StatusBadRequest
-	if _, err := r.Cookie(h.cookies.Name()); err != nil {
-		reason = "session_cookie_missing"
-		hint = "the browser came back to sign in " + ago.String() + " after it signed in here, without the session cookie (" + h.cookies.Name() +
-			") set then: a proxy, CDN or cache in front drops it or does not pass it on, or the browser refuses it: public_url (" + public +
-			") is https and the site is browsed over http, or the application is shown in a frame of another site (third-party cookies)"
-		msg = "You signed in a moment ago, but your browser did not send back the cookie that keeps you signed in. " +
-			"Open this application at " + public + ", make sure your browser accepts its cookies, and try again."
-	} else {
-		reason = "session_cookie_invalid"
-		hint = "the browser came back to sign in " + ago.String() + " after it signed in here, with a session cookie that does not open here: " +
-			"replicas with different session.keys, or with session.store redis, replicas that do not share one Redis and database, " +
-			"or the session removed from Redis behind the proxy's back (a flush, a restart that lost its data)"
-		msg = "You signed in a moment ago, but this application could not read your session. " +
-			"This is a problem with its setup: tell your administrator, with the request ID below."
-		status = http.StatusInternalServerError
-	}
 	if id != "" {
 		h.metrics.login(id, "failure", 0)
 	}
-	h.audit(r, slog.LevelError, "login_failed", slog.String("idp", id), slog.String("reason", reason), slog.String("hint", hint))
-	h.pages.failWithLink(w, r, status, "Sign-in did not hold", msg, r.URL.RequestURI(), "Try again")
+	loop := h.explainLoop(why, max(ago, 0).Round(time.Second))
+	h.audit(r, loop.level, "login_failed", slog.String("idp", id), slog.String("reason", loop.reason), slog.String("hint", loop.hint))
+	h.pages.failWithLink(w, r, loop.status, "Sign-in did not hold", loop.msg, r.URL.RequestURI(), "Try again")
 	return true
+}
+
+// loopAnswer is what the loop page and the login_failed line say.
+type loopAnswer struct {
+	status       int
+	level        slog.Level
+	reason, hint string
+	msg          string // the page's, for the user
+}
+
+// explainLoop says, for a browser back to sign in ago after it signed in
+// here and why it has no session, what the user can do, and what may cause
+// it. A cookie that is no sealed value at all (session.Malformed) is a
+// warning: anyone can make their own browser send one, with a mark of
+// their own making, and a real one is spoilt only by something that cuts
+// cookies short, which then keeps coming. A sealed one that no key opens
+// is the set-up's, as a cookie that does not come back is.
+func (h *Handler) explainLoop(why session.Absence, ago time.Duration) loopAnswer {
+	public := h.cfg.Server.PublicURL
+	back := "the browser came back to sign in " + ago.String() + " after it signed in here, "
+	switch why {
+	case session.NoCookie:
+		return loopAnswer{status: http.StatusBadRequest, level: slog.LevelError, reason: "session_cookie_missing",
+			hint: back + "without the session cookie (" + h.cookies.Name() +
+				") set then: a proxy, CDN or cache in front drops it or does not pass it on, or the browser refuses it: public_url (" + public +
+				") is https and the site is browsed over http, or the application is shown in a frame of another site (third-party cookies)",
+			msg: "You signed in a moment ago, but your browser did not send back the cookie that keeps you signed in. " +
+				"Open this application at " + public + ", make sure your browser accepts its cookies, and try again."}
+	case session.Malformed:
+		return loopAnswer{status: http.StatusBadRequest, level: slog.LevelWarn, reason: "session_cookie_malformed",
+			hint: back + "with a session cookie (" + h.cookies.Name() + ") that is no sealed value: cut short or altered " +
+				"by a proxy or CDN in front (a limit on the size of cookies or headers) or in the browser, or made up there, " +
+				"with the mark of a login; a set-up problem only if it keeps coming",
+			msg: "You signed in a moment ago, but your browser sent back a damaged copy of the cookie that keeps you signed in. " +
+				"Try again; if this page comes back, tell your administrator, with the request ID below."}
+	}
+	return loopAnswer{status: http.StatusInternalServerError, level: slog.LevelError, reason: "session_cookie_invalid",
+		hint: back + "with a session cookie that does not open here: " +
+			"replicas with different session.keys, or with session.store redis, replicas that do not share one Redis and database, " +
+			"or the session removed from Redis behind the proxy's back (a flush, a restart that lost its data)",
+		msg: "You signed in a moment ago, but this application could not read your session. " +
+			"This is a problem with its setup: tell your administrator, with the request ID below."}
 }

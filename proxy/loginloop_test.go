@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -26,6 +29,7 @@ func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
 		toIdP     = 0
 		missing   = http.StatusBadRequest
 		unopened  = http.StatusInternalServerError
+		malformed = http.StatusBadRequest
 		idleLimit = time.Minute
 	)
 	if session.EndedKept < loginLoopWindow+loginLoopSkew {
@@ -44,10 +48,26 @@ func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
 		return saved(t, h.sessions, session.New(alice, idp.Tokens{}, h.cookies))
 	}
 	common := []loopCase{
-		{"no session cookie", func(*testing.T, *Handler) []*http.Cookie { return nil }, 10 * time.Second, missing},
+		{"no session cookie", func(*testing.T, *Handler) []*http.Cookie { return nil }, 10 * time.Second,
+			missing, "session_cookie_missing", slog.LevelError},
+		// Anyone can make their own browser send these, with a made-up
+		// mark: nothing the operator has to look into, unless it keeps
+		// coming (something in front that cuts cookies short).
 		{"a session cookie that is not one", func(*testing.T, *Handler) []*http.Cookie {
 			return []*http.Cookie{{Name: "__Host-portcullis", Value: "bm90IGEgc2Vzc2lvbg"}}
-		}, 10 * time.Second, unopened},
+		}, 10 * time.Second, malformed, "session_cookie_malformed", slog.LevelWarn},
+		{"a session cookie cut short", func(t *testing.T, h *Handler) []*http.Cookie {
+			cookies := signedIn(t, h)
+			cookies[0].Value = cookies[0].Value[:len(cookies[0].Value)/2]
+			return cookies
+		}, 10 * time.Second, malformed, "session_cookie_malformed", slog.LevelWarn},
+		{"too many session cookies that are not one", func(*testing.T, *Handler) []*http.Cookie {
+			var junk []*http.Cookie
+			for i := range 5 {
+				junk = append(junk, &http.Cookie{Name: "__Host-portcullis", Value: "junk" + strconv.Itoa(i)})
+			}
+			return junk
+		}, 10 * time.Second, malformed, "session_cookie_malformed", slog.LevelWarn},
 		{"signed out here", func(t *testing.T, h *Handler) []*http.Cookie {
 			cookies := signedIn(t, h)
 			s, err := h.sessions.Load(request("GET", "/", cookies))
@@ -58,19 +78,19 @@ func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
 				t.Fatal(err)
 			}
 			return cookies
-		}, 10 * time.Second, toIdP},
+		}, 10 * time.Second, toIdP, "", 0},
 		{"ended by a back-channel logout", func(t *testing.T, h *Handler) []*http.Cookie {
 			cookies := signedIn(t, h)
 			if _, err := h.sessions.(userRevoker).RevokeUser(context.Background(), "company", "alice", "", time.Now()); err != nil {
 				t.Fatal(err)
 			}
 			return cookies
-		}, 10 * time.Second, toIdP},
+		}, 10 * time.Second, toIdP, "", 0},
 		{"a session of an IdP no longer configured", func(t *testing.T, h *Handler) []*http.Cookie {
 			retired := alice
 			retired.IdP = "retired"
 			return saved(t, h.sessions, session.New(retired, idp.Tokens{}, h.cookies))
-		}, 10 * time.Second, toIdP},
+		}, 10 * time.Second, toIdP, "", 0},
 	}
 	for _, store := range []struct {
 		name  string
@@ -86,18 +106,18 @@ func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
 					t.Fatal(err)
 				}
 				return saved(t, other, session.New(alice, idp.Tokens{}, o))
-			}, 10 * time.Second, unopened},
+			}, 10 * time.Second, unopened, "session_cookie_invalid", slog.LevelError},
 			{"idle longer than idle_timeout", func(t *testing.T, h *Handler) []*http.Cookie {
 				s := session.New(alice, idp.Tokens{}, h.cookies)
 				s.LastSeen = s.LastSeen.Add(-2 * idleLimit)
 				return saved(t, h.sessions, s)
-			}, 10 * time.Second, toIdP},
+			}, 10 * time.Second, toIdP, "", 0},
 		}},
 		{name: "redis store", yaml: "  store: redis\n  redis: {url: REDIS_URL}\n", cases: []loopCase{
 			// The session cookie opens, and its session is not in Redis:
 			// another replica's Redis has it, or its TTL ran out.
-			{"a session in another Redis", inAnotherRedis(alice), 10 * time.Second, unopened},
-			{"a session gone from Redis after idle_timeout", inAnotherRedis(alice), idleLimit + 30*time.Second, toIdP},
+			{"a session in another Redis", inAnotherRedis(alice), 10 * time.Second, unopened, "session_cookie_invalid", slog.LevelError},
+			{"a session gone from Redis after idle_timeout", inAnotherRedis(alice), idleLimit + 30*time.Second, toIdP, "", 0},
 		}},
 	} {
 		for _, tc := range append(common, store.cases...) {
@@ -108,6 +128,8 @@ func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
 					y = strings.Replace(y, "REDIS_URL", redisserver.Start(t).URL, 1)
 				}
 				h := newTestHandler(t, y)
+				var logs bytes.Buffer
+				h.log = slog.New(slog.NewJSONHandler(&logs, nil))
 				cookies := tc.browser(t, h)
 				mark := &http.Cookie{Name: h.cookies.SignedInName(), Value: strconv.FormatInt(time.Now().Add(-tc.ago).Unix(), 10) + ".company"}
 				rec := httptest.NewRecorder()
@@ -118,6 +140,15 @@ func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
 					t.Errorf("%d loop page, want the way to the IdP:\n%s", rec.Code, rec.Body)
 				case tc.want != toIdP && (!loopPage || rec.Code != tc.want):
 					t.Errorf("%d, loop page %v, want the loop page with %d:\n%s", rec.Code, loopPage, tc.want, rec.Body)
+				}
+				var line struct{ Level, Reason string }
+				for l := range strings.Lines(logs.String()) {
+					if strings.Contains(l, `"event":"login_failed"`) {
+						json.Unmarshal([]byte(l), &line)
+					}
+				}
+				if line.Reason != tc.reason || (tc.reason != "" && line.Level != tc.level.String()) {
+					t.Errorf("login_failed line: reason %q at %s, want %q at %s", line.Reason, line.Level, tc.reason, tc.level)
 				}
 				cleared := false
 				for _, c := range rec.Result().Cookies() {
@@ -132,12 +163,15 @@ func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
 }
 
 // loopCase is a browser back at /login, which signed in ago, and what it
-// gets: toIdP, or the loop page's status.
+// gets: toIdP, or the loop page's status and the login_failed line's reason
+// and level.
 type loopCase struct {
 	name    string
 	browser func(t *testing.T, h *Handler) []*http.Cookie
 	ago     time.Duration
 	want    int
+	reason  string
+	level   slog.Level
 }
 
 // inAnotherRedis is a browser signed in at a replica with the same keys

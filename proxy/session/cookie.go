@@ -1,11 +1,14 @@
 package session
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,15 +29,9 @@ type Store interface {
 	Load(r *http.Request) (*Session, error)
 	// Save writes s (sets cookies; chunked when large).
 	Save(w http.ResponseWriter, r *http.Request, s *Session) error
-	// Ended reports whether a request Load finds no session in carries a
-	// session cookie that opens, to a session that has ended (logged out,
-	// revoked, expired, idle too long): no fault of the cookie or of the
-	// browser. False for a request without one, or whose cookie does not
-	// open; and, with the Redis store, for a session that is not in Redis
-	// and that the store does not know it ended (another Redis, or removed
-	// behind the proxy's back). An error is only for a store that cannot
-	// answer.
-	Ended(r *http.Request) (bool, error)
+	// Absent is why Load finds no session in r (Absence). An error is only
+	// for a store that cannot answer.
+	Absent(r *http.Request) (Absence, error)
 	// Delete ends s: clears every cookie of it and revokes its ID so the same
 	// cookie replayed later is refused. s may be nil to only clear cookies.
 	Delete(w http.ResponseWriter, r *http.Request, s *Session) error
@@ -42,6 +39,30 @@ type Store interface {
 	// LastSeen is older than min(idle/10, 1m), so most requests write nothing.
 	Touch(w http.ResponseWriter, r *http.Request, s *Session) error
 }
+
+// Absence is why a request has no session: what tells a browser that lost
+// its session for no fault of its cookie (Ended) from one whose cookie
+// failed, and whose fault that may be.
+type Absence int
+
+const (
+	// NoCookie is a request without a session cookie.
+	NoCookie Absence = iota
+	// Malformed is a session cookie that is no sealed value at all: cut
+	// short or altered on the way or in the browser, or made up; or more
+	// of them than a request may carry.
+	Malformed
+	// Unopened is a sealed value that opens with none of the keys: sealed
+	// with others (replicas with different session.keys, a key removed
+	// while its sessions lived). With the Redis store, also a session ID
+	// that opens, whose session Redis does not have and the store did not
+	// end: replicas that do not share one Redis, or a session removed
+	// behind the proxy's back.
+	Unopened
+	// Ended is a session cookie that opens to a session that has ended:
+	// logged out, revoked, expired, idle too long.
+	Ended
+)
 
 // ErrTooLarge is a session that does not fit the cookie store's cookies:
 // a profile with thousands of groups or large claims. It will not fit the
@@ -205,30 +226,30 @@ func (st *CookieStore) Load(r *http.Request) (*Session, error) {
 	return &s, nil
 }
 
-// Ended reports whether r's session cookie opens to a session that has
-// ended: revoked (a logout, a back-channel logout), expired or idle too
-// long.
-func (st *CookieStore) Ended(r *http.Request) (bool, error) {
-	found, ended := st.find(r)
-	return found == nil && ended, nil
+// Absent is why r has no session: its cookie opens to one that was
+// revoked (a logout, a back-channel logout), expired or idled out; or it
+// does not open, or is not there.
+func (st *CookieStore) Absent(r *http.Request) (Absence, error) {
+	_, why := st.find(r)
+	return why, nil
 }
 
 // find opens r's session cookies: found is the one session they open to
-// that has not ended, shared through the cache; ended is whether any opened
-// to one that has.
-func (st *CookieStore) find(r *http.Request) (found *Session, ended bool) {
+// that has not ended, shared through the cache; why, when there is none,
+// the likeliest reason among the values tried, Ended first.
+func (st *CookieStore) find(r *http.Request) (found *Session, why Absence) {
 	lines := r.Header["Cookie"]
 	if len(lines) == 0 {
-		return nil, false
+		return nil, NoCookie
 	}
 	var j jar
 	j.collect(lines, st.name)
 	if j.count[0] == 0 {
-		return nil, false
+		return nil, NoCookie
 	}
 	if j.overflow {
 		st.opts.logger().Debug("session: too many duplicate session cookies; treating as no session")
-		return nil, false
+		return nil, Malformed
 	}
 	now := st.opts.now()
 	candidates := 0
@@ -240,22 +261,26 @@ func (st *CookieStore) find(r *http.Request) (found *Session, ended bool) {
 		for {
 			candidates++
 			if candidates > maxCandidates {
-				return st.refuse("too many candidate session cookies")
+				return st.refuse("too many candidate session cookies", Malformed)
 			}
 			key, ok := j.key(first, n, &pick)
 			if !ok {
-				break // a chunk is missing: this head opens nothing
+				why = max(why, Malformed) // a chunk is missing: this head opens nothing
+				break
 			}
 			s := st.cache.get(key)
 			if s == nil {
-				s = st.unseal(key, j.assemble(first, n, &pick), now)
+				value := j.assemble(first, n, &pick)
+				if s = st.unseal(key, value, now); s == nil {
+					why = max(why, unopened(value))
+				}
 			}
 			switch {
 			case s == nil:
 			case !st.valid(s, now):
-				ended = true
+				why = Ended
 			case found != nil:
-				return st.refuse("two different session cookies open")
+				return st.refuse("two different session cookies open", Unopened)
 			default:
 				found = s
 			}
@@ -264,14 +289,39 @@ func (st *CookieStore) find(r *http.Request) (found *Session, ended bool) {
 			}
 		}
 	}
-	return found, ended
+	return found, why
 }
 
 // refuse is find's answer to cookies it will not choose between: no
-// session, and none that ended either.
-func (st *CookieStore) refuse(why string) (*Session, bool) {
-	st.opts.logger().Debug("session: refusing session cookies", "reason", why)
-	return nil, false
+// session, for the reason why.
+func (st *CookieStore) refuse(reason string, why Absence) (*Session, Absence) {
+	st.opts.logger().Debug("session: refusing session cookies", "reason", reason)
+	return nil, why
+}
+
+// unopened is why a value that no key opens failed: Unopened when it has
+// the shape of a sealed value (base64 of a timestamp, the sealed payload
+// and a MAC of the size the keys make), which another deployment's keys
+// make; Malformed when not, which only a value cut short, altered or made
+// up has. securecookie answers both with the same error (ErrMacInvalid).
+func unopened(value string) Absence {
+	b, err := base64.URLEncoding.DecodeString(value)
+	if err != nil {
+		return Malformed
+	}
+	// The timestamp is digits and the payload base64: neither holds a
+	// '|', which only the MAC's random bytes may.
+	parts := bytes.SplitN(b, []byte("|"), 3)
+	if len(parts) != 3 || len(parts[2]) != sha256.Size {
+		return Malformed
+	}
+	if _, err := strconv.ParseUint(string(parts[0]), 10, 63); err != nil {
+		return Malformed
+	}
+	if _, err := base64.URLEncoding.DecodeString(string(parts[1])); err != nil {
+		return Malformed
+	}
+	return Unopened
 }
 
 // unseal opens the sealed value whose hash is key and caches the session it

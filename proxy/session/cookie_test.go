@@ -538,9 +538,10 @@ func TestRevocationsSurviveAFloodOfLogouts(t *testing.T) {
 	}
 }
 
-// Ended tells a cookie that opens to a session that has ended (the user may
-// simply sign in again) from one that does not open or is not there.
-func TestCookieStoreEndedTellsAnEndedSessionFromAnUnreadableCookie(t *testing.T) {
+// Absent tells a cookie that opens to a session that has ended (the user
+// may simply sign in again) from one that is not there, is no sealed value,
+// or is sealed with other keys.
+func TestCookieStoreAbsentTellsAnEndedSessionFromAnUnreadableCookie(t *testing.T) {
 	c := newClock()
 	o := testOptions(c)
 	st := mustStore(t, o)
@@ -548,14 +549,18 @@ func TestCookieStoreEndedTellsAnEndedSessionFromAnUnreadableCookie(t *testing.T)
 	for _, tc := range []struct {
 		name  string
 		setUp func() []*http.Cookie
-		ended bool
+		want  Absence
 	}{
-		{"no session cookie", func() []*http.Cookie { return nil }, false},
+		{"no session cookie", func() []*http.Cookie { return nil }, NoCookie},
 		{"a value that is not a session", func() []*http.Cookie {
 			return []*http.Cookie{{Name: "portcullis", Value: "bm90IGEgc2Vzc2lvbg"}}
-		}, false},
-		{"a session sealed with other keys", func() []*http.Cookie { return saved(t, other, New(testProfile(), idp.Tokens{}, o)) }, false},
-		{"a live session", func() []*http.Cookie { return saved(t, st, New(testProfile(), idp.Tokens{}, o)) }, false},
+		}, Malformed},
+		{"a session cut short", func() []*http.Cookie {
+			cookies := saved(t, st, New(testProfile(), idp.Tokens{}, o))
+			cookies[0].Value = cookies[0].Value[:len(cookies[0].Value)-8]
+			return cookies
+		}, Malformed},
+		{"a session sealed with other keys", func() []*http.Cookie { return saved(t, other, New(testProfile(), idp.Tokens{}, o)) }, Unopened},
 		{"signed out", func() []*http.Cookie {
 			cookies := saved(t, st, New(testProfile(), idp.Tokens{}, o))
 			r := request(cookies...)
@@ -563,7 +568,7 @@ func TestCookieStoreEndedTellsAnEndedSessionFromAnUnreadableCookie(t *testing.T)
 				t.Fatal(err)
 			}
 			return cookies
-		}, true},
+		}, Ended},
 		{"ended by a back-channel logout", func() []*http.Cookie {
 			s := New(testProfile(), idp.Tokens{}, o)
 			cookies := saved(t, st, s)
@@ -572,18 +577,17 @@ func TestCookieStoreEndedTellsAnEndedSessionFromAnUnreadableCookie(t *testing.T)
 				t.Fatal(err)
 			}
 			return cookies
-		}, true},
+		}, Ended},
 		{"idle too long", func() []*http.Cookie {
 			cookies := saved(t, st, New(testProfile(), idp.Tokens{}, o))
 			c.Advance(o.IdleTimeout + time.Second)
 			return cookies
-		}, true},
+		}, Ended},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := request(tc.setUp()...)
-			ended, err := st.Ended(r)
-			if err != nil || ended != tc.ended {
-				t.Errorf("Ended = %v, %v; want %v", ended, err, tc.ended)
+			why, err := st.Absent(request(tc.setUp()...))
+			if err != nil || why != tc.want {
+				t.Errorf("Absent = %v, %v; want %v", why, err, tc.want)
 			}
 		})
 	}

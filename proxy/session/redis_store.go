@@ -66,7 +66,7 @@ const (
 // (logout, back-channel logout, revoke), after the session itself is gone:
 // longer than the proxy's login-loop window and its slack for clocks, so
 // that a browser sent to sign in again just after is known to have lost
-// its session for no fault of its cookie (Ended).
+// its session for no fault of its cookie (Absent).
 const EndedKept = 3 * time.Minute
 
 // NewRedisStore builds the Redis session store on r; it fails when the keys
@@ -165,7 +165,7 @@ func indexNameKeys(keys [][]byte) [][]byte {
 // (cookie tossing), or a session that has ended or is not in Redis (any
 // more). An error, wrapping ErrUnavailable, means Redis did not answer.
 func (st *RedisStore) Load(r *http.Request) (*Session, error) {
-	id := st.cookieID(r)
+	id, _ := st.cookieID(r)
 	if id == "" {
 		return nil, nil
 	}
@@ -173,43 +173,48 @@ func (st *RedisStore) Load(r *http.Request) (*Session, error) {
 }
 
 // cookieID is the session ID r's session cookie opens to; "" for none, and
-// for two cookies that open to different IDs (cookie tossing).
-func (st *RedisStore) cookieID(r *http.Request) string {
+// for two cookies that open to different IDs (cookie tossing), with why
+// there is none.
+func (st *RedisStore) cookieID(r *http.Request) (string, Absence) {
 	lines := r.Header["Cookie"]
 	if len(lines) == 0 {
-		return ""
+		return "", NoCookie
 	}
 	var j jar
 	j.collect(lines, st.name)
-	if j.count[0] == 0 || j.overflow {
-		return ""
+	if j.count[0] == 0 {
+		return "", NoCookie
 	}
-	id := ""
+	if j.overflow {
+		return "", Malformed
+	}
+	id, why := "", NoCookie
 	for _, v := range j.values[0][:j.count[0]] {
 		var candidate string
 		if securecookie.DecodeMulti(sessionIDCodecName, v, &candidate, st.ids...) != nil || !validState(candidate) {
+			why = max(why, unopened(v))
 			continue
 		}
 		if id != "" && candidate != id {
 			st.opts.logger().Debug("session: refusing session cookies", "reason", "two different session cookies open")
-			return ""
+			return "", Unopened
 		}
 		id = candidate
 	}
-	return id
+	return id, why
 }
 
-// Ended reports whether r's session cookie opens to a session that has
-// ended: one this store ended within EndedKept (a logout, a back-channel
-// logout, a revoke, on any replica), or one still in Redis past its expiry
-// or idle timeout. A session that is simply not in Redis is not known to
-// have ended: it may be in another Redis (replicas that do not share one),
-// or have been removed behind the proxy's back; whether it could have run
-// out of time by now is the caller's to judge.
-func (st *RedisStore) Ended(r *http.Request) (bool, error) {
-	id := st.cookieID(r)
+// Absent is why r has no session. Ended is a session this store ended
+// within EndedKept (a logout, a back-channel logout, a revoke, on any
+// replica), or one still in Redis past its expiry or idle timeout. A
+// session that is simply not in Redis is Unopened, not known to have
+// ended: it may be in another Redis (replicas that do not share one), or
+// have been removed behind the proxy's back; whether it could have run out
+// of time by now is the caller's to judge.
+func (st *RedisStore) Absent(r *http.Request) (Absence, error) {
+	id, why := st.cookieID(r)
 	if id == "" {
-		return false, nil
+		return why, nil
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), redisOpTimeout)
 	defer cancel()
@@ -221,13 +226,12 @@ func (st *RedisStore) Ended(r *http.Request) (bool, error) {
 		return nil
 	})
 	if err != nil {
-		return false, unavailable("load session", err)
+		return NoCookie, unavailable("load session", err)
 	}
-	if marked.Val() > 0 {
-		return true, nil
+	if _, ended := st.open(id, vals.Val()); ended || marked.Val() > 0 {
+		return Ended, nil
 	}
-	s, ended := st.open(id, vals.Val())
-	return s == nil && ended, nil
+	return Unopened, nil
 }
 
 // get reads session id from Redis; nil when it is not there or has ended.

@@ -840,7 +840,7 @@ func TestRedisGiveBackStaysInItsWindow(t *testing.T) {
 // Ended is known on every replica for a session any of them ended, for
 // EndedKept, and for one still in Redis past its idle timeout; a session
 // this Redis never had (replicas on different Redis servers) is not known
-// to have ended.
+// to have ended: Unopened, as a cookie sealed with other keys.
 func TestRedisStoreEndedIsKnownOnEveryReplica(t *testing.T) {
 	srv := redisserver.Start(t)
 	c := newClock()
@@ -850,18 +850,23 @@ func TestRedisStoreEndedIsKnownOnEveryReplica(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		setUp func() []*http.Cookie
-		ended bool
+		want  Absence
 	}{
-		{"no session cookie", func() []*http.Cookie { return nil }, false},
-		{"a live session", func() []*http.Cookie { return saveTo(t, one, New(testProfile(), idp.Tokens{}, o)) }, false},
-		{"a session in another Redis", func() []*http.Cookie { return saveTo(t, elsewhere, New(testProfile(), idp.Tokens{}, o)) }, false},
+		{"no session cookie", func() []*http.Cookie { return nil }, NoCookie},
+		{"a value that is not a session", func() []*http.Cookie {
+			return []*http.Cookie{{Name: "portcullis", Value: "bm90IGEgc2Vzc2lvbg"}}
+		}, Malformed},
+		{"a session ID sealed with other keys", func() []*http.Cookie {
+			return saveTo(t, replica(t, srv, testOptions(c, key(2))), New(testProfile(), idp.Tokens{}, o))
+		}, Unopened},
+		{"a session in another Redis", func() []*http.Cookie { return saveTo(t, elsewhere, New(testProfile(), idp.Tokens{}, o)) }, Unopened},
 		{"signed out on the other replica", func() []*http.Cookie {
 			cookies := saveTo(t, one, New(testProfile(), idp.Tokens{}, o))
 			if err := two.Delete(httptest.NewRecorder(), request(cookies...), loadFrom(t, two, cookies)); err != nil {
 				t.Fatal(err)
 			}
 			return cookies
-		}, true},
+		}, Ended},
 		{"ended by a back-channel logout on the other replica", func() []*http.Cookie {
 			p := testProfile()
 			p.Sub = "u-backchannel"
@@ -870,17 +875,17 @@ func TestRedisStoreEndedIsKnownOnEveryReplica(t *testing.T) {
 				t.Fatalf("RevokeUser: %d, %v", n, err)
 			}
 			return cookies
-		}, true},
+		}, Ended},
 		{"idle too long, still in Redis", func() []*http.Cookie {
 			cookies := saveTo(t, one, New(testProfile(), idp.Tokens{}, o))
 			c.Advance(o.IdleTimeout + time.Second) // the fake clock: Redis's TTL has not run
 			return cookies
-		}, true},
+		}, Ended},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ended, err := one.Ended(request(tc.setUp()...))
-			if err != nil || ended != tc.ended {
-				t.Errorf("Ended = %v, %v; want %v", ended, err, tc.ended)
+			why, err := one.Absent(request(tc.setUp()...))
+			if err != nil || why != tc.want {
+				t.Errorf("Absent = %v, %v; want %v", why, err, tc.want)
 			}
 		})
 	}

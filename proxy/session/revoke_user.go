@@ -154,7 +154,7 @@ func (st *RedisStore) endIndexed(ctx context.Context, ix index) (int, error) {
 }
 
 // endAll deletes the sessions ids and their cached values, and marks them
-// ended for EndedKept (Ended), in one round trip, and returns how many were
+// ended for EndedKept (Absent), in one round trip, and returns how many were
 // there.
 func (st *RedisStore) endAll(ctx context.Context, ids []string) (int, error) {
 	if len(ids) == 0 {
