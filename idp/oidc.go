@@ -342,17 +342,12 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 		return nil, "", fmt.Errorf("oidc %s: exchange code: token response has no id_token", id)
 	}
 	idToken, err := d.verifier.Verify(ctx, raw)
-	if expired, ok := errors.AsType[*oidc.TokenExpiredError](err); ok && p.genuine(ctx, d, raw) {
-		// Issued for this exchange a moment ago: only a clock can make it
-		// expired already.
-		now := time.Now()
-		return nil, "", setupError("clock_skew", fmt.Sprintf("the IdP issued an ID token that had expired %s before this machine's clock (exp %s, now %s): "+
-			"the IdP's clock is behind this one's, or its ID tokens live only seconds. Keep both clocks on NTP",
-			now.Sub(expired.Expiry).Round(time.Second), expired.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)),
-			fmt.Errorf("oidc %s: verify id token: %w", id, err))
-	}
 	if err != nil {
-		return nil, "", fmt.Errorf("oidc %s: verify id token: %w", id, err)
+		err = fmt.Errorf("oidc %s: verify id token: %w", id, err)
+		if skewed := p.clockSkew(ctx, d, raw, err); skewed != nil {
+			return nil, "", skewed
+		}
+		return nil, "", err
 	}
 	if f.Nonce == "" || subtle.ConstantTimeCompare([]byte(idToken.Nonce), []byte(f.Nonce)) != 1 {
 		return nil, "", fmt.Errorf("oidc %s: verify id token: nonce does not match the login", id)
@@ -405,13 +400,49 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 	return claims, raw, nil
 }
 
-// genuine reports whether raw, an ID token refused as expired, is the IdP's
-// all the same: go-oidc checks the expiry before the signature, and a
-// forged token must not be logged as the IdP's clock being wrong.
-func (p *oidcProvider) genuine(ctx context.Context, d discovered, raw string) bool {
+// clockSkew is the set-up error for raw, an ID token that Verify refused
+// (err) for its times alone: expired already (exp), or valid only from a
+// moment ahead (nbf), though the IdP issued it for this exchange just now,
+// which only a clock can do. Nil for any other refusal.
+func (p *oidcProvider) clockSkew(ctx context.Context, d discovered, raw string, err error) error {
+	tok := p.genuine(ctx, d, raw)
+	if tok == nil {
+		return nil
+	}
+	now := time.Now()
+	if expired, ok := errors.AsType[*oidc.TokenExpiredError](err); ok {
+		return setupError("clock_skew", fmt.Sprintf("the IdP issued an ID token that had expired %s before this machine's clock (exp %s, now %s): "+
+			"the IdP's clock is behind this one's, or its ID tokens live only seconds. Keep both clocks on NTP",
+			now.Sub(expired.Expiry).Round(time.Second), expired.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)), err)
+	}
+	// go-oidc reports an nbf ahead of its leeway (idTokenClockSkew) in
+	// words only, with no error type: read it from the token, which
+	// verified but for its times.
+	var times struct {
+		NotBefore float64 `json:"nbf"`
+	}
+	if tok.Claims(&times) != nil || times.NotBefore == 0 {
+		return nil
+	}
+	nbf := time.Unix(int64(times.NotBefore), 0)
+	if !nbf.After(now.Add(idTokenClockSkew)) {
+		return nil
+	}
+	return setupError("clock_skew", fmt.Sprintf("the IdP made the ID token valid only from %s ahead of this machine's clock (nbf %s, now %s), "+
+		"more than the %s allowed: the IdP's clock is ahead of this one's. Keep both clocks on NTP",
+		nbf.Sub(now).Round(time.Second), nbf.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), idTokenClockSkew), err)
+}
+
+// genuine is raw, an ID token refused for its times, verified without
+// them; nil when it is not the IdP's: a forged token must not be logged as
+// the IdP's clock being wrong.
+func (p *oidcProvider) genuine(ctx context.Context, d discovered, raw string) *oidc.IDToken {
 	v := d.provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true})
-	_, err := v.Verify(ctx, raw)
-	return err == nil
+	tok, err := v.Verify(ctx, raw)
+	if err != nil {
+		return nil
+	}
+	return tok
 }
 
 // checkAuthorizedParty applies OpenID Connect Core 3.1.3.7 steps 4 and 5,
