@@ -26,6 +26,12 @@ type Explanation struct {
 	Reason   string            // why, in words
 	Roles    []string          // with a profile: the mapped roles
 	Headers  map[string]string // with a profile and access: the headers injected
+	// Missing is, with a profile, what a login's missing_claims says:
+	// each profile field access hangs on (email, groups) that the claims
+	// lack, with the claim the IdP's mapping reads it from; MissingHint
+	// is that line's hint, what makes the IdP send them.
+	Missing     map[string]string
+	MissingHint string
 }
 
 // Explain walks r through the pipeline of cfg. Given the claims an IdP would
@@ -109,6 +115,13 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 		return nil, err
 	}
 	profile := idp.ProfileFromClaims(ic.ID, claims, ic.Claims)
+	// As a login's line has it (missingClaims); none for LDAP, where the
+	// directory's word is final (idp.Profile.Missing).
+	if e.Missing = profile.Missing(); len(e.Missing) > 0 && ic.Protocol != idp.LDAP {
+		e.MissingHint = ic.MissingHint()
+	} else {
+		e.Missing = nil
+	}
 	if err := ic.Admit(profile); err != nil {
 		e.Decision, e.Reason = decisionForbidden, "the login would be refused: "+err.Error()
 		return e, nil

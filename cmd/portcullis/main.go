@@ -357,6 +357,14 @@ func printExplanation(w io.Writer, req *http.Request, e *proxy.Explanation) {
 	if e.Roles != nil {
 		fmt.Fprintf(w, "roles:     %s\n", strings.Join(e.Roles, ", "))
 	}
+	if len(e.Missing) > 0 {
+		var missing []string
+		for _, field := range slices.Sorted(maps.Keys(e.Missing)) {
+			missing = append(missing, field+" (claim "+e.Missing[field]+")")
+		}
+		fmt.Fprintf(w, "missing:   %s\n", strings.Join(missing, ", "))
+		fmt.Fprintf(w, "hint:      %s\n", e.MissingHint)
+	}
 	if len(e.Headers) > 0 {
 		fmt.Fprintln(w, "headers:")
 		for _, name := range slices.Sorted(maps.Keys(e.Headers)) {

@@ -286,6 +286,8 @@ func TestExplain(t *testing.T) {
 	config := writeFile(t, "portcullis.yaml", validConfig)
 	admin := writeFile(t, "admin.json", `{"sub": "a1", "email": "alice@example.com", "groups": ["cvat-admins"]}`)
 	user := writeFile(t, "user.json", `{"sub": "b1", "email": "bob@example.com", "groups": ["staff"]}`)
+	noGroups := writeFile(t, "no-groups.json", `{"sub": "c1", "email": "carol@example.com"}`)
+	otherNames := writeFile(t, "other-names.json", `{"sub": "d1", "mail": "dave@example.com", "memberOf": ["cvat-admins"]}`)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -322,6 +324,23 @@ func TestExplain(t *testing.T) {
 			name: "admin claims give role admin and its identity headers",
 			args: []string{"--claims", admin, "GET", "https://cvat.example.com/tasks"},
 			want: []string{"decision:  authenticated", "roles:     admin", "headers:", "  X-Email: alice@example.com", "  X-Groups: admin"},
+		},
+		{
+			name: "claims the mapping needs and the file lacks are named, with what to do, as a login's line does",
+			args: []string{"--claims", noGroups, "GET", "https://cvat.example.com/admin/users"},
+			want: []string{"decision:  forbidden", "missing:   groups (claim groups)", "hint:      the IdP released no such claim", "scope"},
+			not:  []string{"email (claim"},
+		},
+		{
+			name: "claims sent under other names than the mapping's are missing too",
+			args: []string{"--claims", otherNames, "GET", "https://cvat.example.com/tasks"},
+			want: []string{"decision:  authenticated", "missing:   email (claim email), groups (claim groups)", "hint:"},
+		},
+		{
+			name: "nothing is missing when the file has every claim",
+			args: []string{"--claims", admin, "GET", "https://cvat.example.com/tasks"},
+			want: []string{"decision:  authenticated"},
+			not:  []string{"missing:", "hint:"},
 		},
 		{
 			name: "--claims after the URL works the same",
