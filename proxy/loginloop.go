@@ -141,7 +141,7 @@ func (h *Handler) explainLoop(why session.Absence, ago time.Duration) loopAnswer
 	}
 	return loopAnswer{status: http.StatusInternalServerError, level: slog.LevelError, reason: "session_cookie_invalid",
 		hint: back + "with a session cookie that does not open here: " +
-			"replicas with different session.keys, or with session.store redis, replicas that do not share one Redis and database, " +
+			"replicas with different session.keys or server.public_url, or with session.store redis, replicas that do not share one Redis and database, " +
 			"or the session removed from Redis behind the proxy's back (a flush, a restart that lost its data)",
 		msg: "You signed in a moment ago, but this application could not read your session. " +
 			"This is a problem with its setup: tell your administrator, with the request ID below."}

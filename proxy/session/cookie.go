@@ -54,7 +54,7 @@ const (
 	Malformed
 	// Unopened is a sealed value that opens with none of the keys: sealed
 	// with others (replicas with different session.keys, a key removed
-	// while its sessions lived). With the Redis store, also a session ID
+	// while its sessions lived), or for another public_url. With the Redis store, also a session ID
 	// that opens, whose session Redis does not have and the store did not
 	// end: replicas that do not share one Redis, or a session removed
 	// behind the proxy's back.
