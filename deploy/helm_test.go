@@ -552,6 +552,17 @@ func TestHelmSchemaRejectsMistakes(t *testing.T) {
 		{"a topology spread constraint as a string", "topologySpreadConstraints={zone}", "/topologySpreadConstraints/0"},
 		{"an Ingress TLS entry as a Secret name", "ingress.tls={cvat-tls}", "/ingress/tls/0"},
 		{"another peer of traefik as a CIDR", "networkPolicy.cvatTraefik.extraFrom={10.0.0.0/8}", "/networkPolicy/cvatTraefik/extraFrom/0"},
+		// Names go into many places of the manifests unquoted: only what
+		// Kubernetes takes as a name, so that none adds YAML of its own
+		// (TestHelmStringValuesStayValues has the free-form values).
+		{"a service account name that adds hostPID", "serviceAccount.create=false,serviceAccount.name=sa\n      hostPID: true", "/serviceAccount/name"},
+		{"an existing Secret's name that adds a field", "secret.existingSecret=s\n                optional: true", "/secret/existingSecret"},
+		{"a fullnameOverride that adds a namespace", "fullnameOverride=x\n  namespace: kube-system", "/fullnameOverride"},
+		{"a nameOverride that is no name", "nameOverride=Portcullis Proxy", "/nameOverride"},
+		// (helm names another value's path for a key that fails
+		// propertyNames, so these look for the key itself.)
+		{"a client secret's IdP id that adds a variable", "secret.clientSecrets.a: b\n  EVIL=x", "invalid propertyName 'a: b"},
+		{"a client secret's IdP id that no IdP can have", "secret.clientSecrets.Corp_LDAP=x", "invalid propertyName 'Corp_LDAP'"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := runHelm(t, "template", "x", chartDir, "--set", c.set)
@@ -1055,5 +1066,53 @@ func TestHelmPodReadsKeysFromSecretVolumes(t *testing.T) {
 		if psc == nil || psc.FSGroup == nil || psc.RunAsGroup == nil || *psc.FSGroup != *psc.RunAsGroup {
 			t.Errorf("values %v: the pod's fsGroup must be the group portcullis runs as, got %+v", args, psc)
 		}
+	}
+}
+
+// A value is data, never YAML: a newline or a quote in a string value, by
+// mistake or from whoever fills in values through a form or a pipeline,
+// stays in that value (and fails where Kubernetes checks it) instead of
+// adding fields next to it, such as hostNetwork or hostPID to the pod, a
+// defaultBackend to the Ingress or a namespace to a NetworkPolicy.
+func TestHelmStringValuesStayValues(t *testing.T) {
+	for _, c := range []struct {
+		name, values, want string
+		got                func(m manifests) string
+	}{
+		{"priorityClassName", "priorityClassName: \"x\\n      hostNetwork: true\"\n",
+			"x\n      hostNetwork: true",
+			func(m manifests) string { return m.deployments[0].Spec.Template.Spec.PriorityClassName }},
+		{"image.repository", "image: {repository: \"evil\\\"\\n          stdin: true\\n          workingDir: \\\"/\", tag: \"1\"}\n",
+			"evil\"\n          stdin: true\n          workingDir: \"/:1",
+			func(m manifests) string { return m.deployments[0].Spec.Template.Spec.Containers[0].Image }},
+		{"ingress.className", "ingress: {enabled: true, className: \"nginx\\n  defaultBackend: {service: {name: evil, port: {number: 80}}}\"}\n",
+			"nginx\n  defaultBackend: {service: {name: evil, port: {number: 80}}}",
+			func(m manifests) string { return *m.ingresses[0].Spec.IngressClassName }},
+		{"an ingress path", "ingress: {enabled: true, hosts: [{host: cvat.example.com, paths: [{path: \"/\\n            pathType: Exact\\n            x: 1\", pathType: Prefix}]}]}\n",
+			"/\n            pathType: Exact\n            x: 1",
+			func(m manifests) string { return m.ingresses[0].Spec.Rules[0].HTTP.Paths[0].Path }},
+		{"networkPolicy.cvatTraefik.namespace", "networkPolicy: {cvatTraefik: {enabled: true, namespace: \"cvat\\n  annotations: {a: b}\"}}\n",
+			"cvat\n  annotations: {a: b}",
+			func(m manifests) string { return m.networkPolicies[0].Namespace }},
+		{"networkPolicy.cvatServer.namespace", "networkPolicy: {cvatServer: {enabled: true, namespace: \"cvat\\n  annotations: {a: b}\"}}\n",
+			"cvat\n  annotations: {a: b}",
+			func(m manifests) string { return m.networkPolicies[0].Namespace }},
+		{"serviceMonitor.interval", "serviceMonitor: {enabled: true, interval: \"30s\\n      scheme: http\"}\n",
+			"30s\n      scheme: http",
+			func(m manifests) string { return m.serviceMonitors[0].Spec.Endpoints[0].Interval }},
+		{"tests.image", "tests: {image: \"busybox\\n      command: [sh, -c, id]\"}\n",
+			"busybox\n      command: [sh, -c, id]",
+			func(m manifests) string { return m.pods[0].Spec.Containers[0].Image }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			values := filepath.Join(t.TempDir(), "values.yaml")
+			if err := os.WriteFile(values, []byte(c.values), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			m := render(t, "-f", values)
+			if got := c.got(m); got != c.want {
+				t.Errorf("rendered as %q, want the whole value %q: the rest became YAML of its own", got, c.want)
+			}
+		})
 	}
 }
