@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -47,6 +49,13 @@ func selects(t *testing.T, selector *metav1.LabelSelector, set map[string]string
 // Namespaces carry only their kubernetes.io/metadata.name label.
 func admits(t *testing.T, policies []networkingv1.NetworkPolicy, from, to pod) bool {
 	t.Helper()
+	return admitsOn(t, policies, from, to, "")
+}
+
+// admitsOn is admits for a connection to the container port named port;
+// "" stands for a rule that names no ports.
+func admitsOn(t *testing.T, policies []networkingv1.NetworkPolicy, from, to pod, port string) bool {
+	t.Helper()
 	isolated := false
 	for _, np := range policies {
 		if np.Namespace != to.namespace || !selects(t, &np.Spec.PodSelector, to.labels) {
@@ -61,6 +70,9 @@ func admits(t *testing.T, policies []networkingv1.NetworkPolicy, from, to pod) b
 		}
 		isolated = true
 		for _, rule := range np.Spec.Ingress {
+			if !rulePorts(rule, port) {
+				continue
+			}
 			if len(rule.From) == 0 {
 				return true
 			}
@@ -86,6 +98,19 @@ func admits(t *testing.T, policies []networkingv1.NetworkPolicy, from, to pod) b
 		}
 	}
 	return !isolated
+}
+
+// rulePorts reports whether rule applies to the container port named port.
+func rulePorts(rule networkingv1.NetworkPolicyIngressRule, port string) bool {
+	if len(rule.Ports) == 0 {
+		return true
+	}
+	for _, p := range rule.Ports {
+		if p.Port != nil && p.Port.String() == port {
+			return true
+		}
+	}
+	return false
 }
 
 // With the guide's values, CVAT is reachable only through portcullis:
@@ -184,5 +209,69 @@ func TestHelmTestPodIsNoPortcullisPod(t *testing.T) {
 	}
 	if admits(t, m.networkPolicies, test, traefikPod) {
 		t.Error("the helm test pod reaches CVAT's traefik")
+	}
+}
+
+// networkPolicy.portcullis isolates portcullis's own pods: behind an Ingress
+// whose controller's pod CIDR is config.server.trusted_proxies (in most
+// clusters every pod's), any other pod could otherwise set the X-Forwarded-For
+// that `sources` rules, logs and LDAP's limits read, and every pod could
+// read /metrics and /readyz. The proxy port takes only `from`, the admin port
+// only `adminFrom` and the helm test pod.
+func TestHelmPortcullisPolicy(t *testing.T) {
+	const values = `
+networkPolicy:
+  portcullis:
+    enabled: true
+    from:
+      - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}
+        podSelector: {matchLabels: {app.kubernetes.io/name: ingress-nginx}}
+    adminFrom:
+      - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}
+`
+	file := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(file, []byte(values), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := render(t, "-f", file)
+	// Like the chart's other objects it names no namespace: helm puts it
+	// in the release's, render's cvat-sso.
+	if np := one(t, "NetworkPolicy", m.networkPolicies); np.Namespace != "" {
+		t.Errorf("the policy belongs in the release's namespace, got %q", np.Namespace)
+	}
+	m.networkPolicies[0].Namespace = "cvat-sso"
+	controller := pod{"ingress-nginx", map[string]string{"app.kubernetes.io/name": "ingress-nginx"}}
+	prometheus := pod{"monitoring", map[string]string{"app.kubernetes.io/name": "prometheus"}}
+	helmTest := pod{"cvat-sso", one(t, "helm test Pod", m.pods).Labels}
+	for _, c := range []struct {
+		name string
+		from pod
+		port string
+		want bool
+	}{
+		{"the ingress controller reaches the proxy", controller, "http", true},
+		{"the ingress controller does not reach the admin port", controller, "admin", false},
+		{"Prometheus scrapes the admin port", prometheus, "admin", true},
+		{"Prometheus does not reach the proxy", prometheus, "http", false},
+		{"the helm test pod reaches the admin port", helmTest, "admin", true},
+		{"another app's pod cannot send its own X-Forwarded-For", otherAppPod, "http", false},
+		{"another app's pod cannot read /metrics", otherAppPod, "admin", false},
+		{"CVAT's traefik cannot call portcullis", traefikPod, "http", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := admitsOn(t, m.networkPolicies, c.from, portcullisPod, c.port); got != c.want {
+				t.Errorf("admitted: %v, want %v (policies: %+v)", got, c.want, m.networkPolicies)
+			}
+		})
+	}
+	if len(render(t).networkPolicies) != 0 {
+		t.Error("the policy is off by default")
+	}
+	// A rule with no peers admits every pod: the chart refuses it.
+	for _, from := range []string{"null", "{}"} {
+		_, err := runHelm(t, "template", "x", chartDir, "--set", "networkPolicy.portcullis.enabled=true,networkPolicy.portcullis.from="+from)
+		if err == nil || !strings.Contains(err.Error(), "networkPolicy.portcullis.from") {
+			t.Errorf("from=%s: want an error naming networkPolicy.portcullis.from, got %v", from, err)
+		}
 	}
 }
