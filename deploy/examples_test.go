@@ -43,6 +43,9 @@ func TestExampleConfigsPassCheck(t *testing.T) {
 			if err != nil {
 				t.Fatalf("portcullis check %s:\n%v", f, err)
 			}
+			if w := proxy.Warnings(cfg); len(w) > 0 {
+				t.Errorf("portcullis check %s warns: %v", f, w)
+			}
 		})
 	}
 }

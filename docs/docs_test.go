@@ -23,7 +23,7 @@ var guideEnv = map[string]string{
 var guideYAML = regexp.MustCompile("(?s)```yaml\n(.*?)```")
 
 // Every portcullis configuration shown on a page of docs/ (a yaml block with
-// identity_providers) is one `portcullis check` accepts. Helm values (a
+// identity_providers) is one `portcullis check` accepts without a warning. Helm values (a
 // top-level `config:`) are rendered and checked by deploy/helm_test.go.
 func TestGuideConfigsPassCheck(t *testing.T) {
 	pages, err := filepath.Glob("*.md")
@@ -56,6 +56,11 @@ func TestGuideConfigsPassCheck(t *testing.T) {
 			}
 			if err != nil {
 				t.Errorf("portcullis check rejects %s yaml block %d:\n%v\n%s", page, i+1, err, block)
+				continue
+			}
+			// A guide's rules are ones to copy: none admits more than meant.
+			if w := proxy.Warnings(cfg); len(w) > 0 {
+				t.Errorf("portcullis check warns of %s yaml block %d: %v", page, i+1, w)
 			}
 		}
 	}

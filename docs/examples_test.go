@@ -44,6 +44,9 @@ func TestIdPPagesHaveCheckedExamples(t *testing.T) {
 			if err != nil {
 				t.Fatalf("portcullis check %s:\n%v", example, err)
 			}
+			if w := proxy.Warnings(cfg); len(w) > 0 {
+				t.Errorf("portcullis check %s warns: %v", example, w)
+			}
 			page, err := os.ReadFile(filepath.Join("idp", name+".md"))
 			if err != nil {
 				t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-proxy/portcullis/attrpass"
+	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/rolemap"
 	"github.com/portcullis-proxy/portcullis/rules"
@@ -62,6 +63,36 @@ func SessionOptions(cfg *Config) (session.Options, error) {
 func Check(cfg *Config) error {
 	_, err := compile(cfg, slog.New(slog.DiscardHandler))
 	return err
+}
+
+// Warning is something in a configuration that is valid but may not do what
+// was meant: `portcullis check` prints it and still passes, and serve logs
+// it at start and at every reload.
+type Warning struct {
+	Key     string // path.to.key
+	Message string
+}
+
+func (w Warning) String() string { return w.Key + ": " + w.Message }
+
+// Warnings lists what in cfg is valid but may not do what was meant: the
+// conditions that admit users by a group's name (role_mapping's when, a
+// rule's allow_if) that some IdP's users can make theirs, or that more than
+// one IdP can give (idp.GroupNameWarnings).
+func Warnings(cfg *Config) []Warning {
+	var out []Warning
+	check := func(key, src string) {
+		for _, msg := range idp.GroupNameWarnings(src, cfg.SSO.IdentityProviders) {
+			out = append(out, Warning{Key: key, Message: msg})
+		}
+	}
+	for i, r := range cfg.RoleMapping.Rules {
+		check(fmt.Sprintf("role_mapping.rules[%d].when", i), r.When)
+	}
+	for i, r := range cfg.Rules {
+		check(fmt.Sprintf("rules[%d].allow_if", i), r.AllowIf)
+	}
+	return out
 }
 
 func compile(cfg *Config, log *slog.Logger) (*compiled, error) {

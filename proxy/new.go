@@ -59,6 +59,9 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler, id
 			log.Warn("server.public_url is plain http: session cookies are sent unencrypted; use https outside development", "public_url", cfg.Server.PublicURL)
 		}
 	}
+	for _, w := range Warnings(cfg) {
+		log.Warn("config warning", "key", w.Key, "warning", w.Message)
+	}
 	if h.sessions, err = h.newSessionStore(cfg, prev); err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}

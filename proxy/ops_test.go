@@ -214,6 +214,41 @@ rules:
 	}
 }
 
+// A role rule that names a group a GitHub user can take by creating an
+// organisation is logged as a warning, with its key, at start and at every
+// reload that keeps it; one restricted to the company's IdP is not.
+func TestGroupNameWarningsAreLogged(t *testing.T) {
+	withGitHub := strings.Replace(testConfig, "      client_id: portcullis\n", `      client_id: portcullis
+    - id: github
+      preset: github
+      client_id: gh
+`, 1)
+	rf := newReloadFixtureFrom(t, withGitHub)
+	warned := func() []map[string]any {
+		return rf.logs.find(t, map[string]any{"level": "WARN", "msg": "config warning", "key": "role_mapping.rules[0].when"})
+	}
+	lines := warned()
+	if len(lines) != 1 || !strings.HasPrefix(fmt.Sprint(lines[0]["warning"]), `"cvat-admins" in groups: github (preset github) gives its users' organisations as groups`) {
+		t.Fatalf("at start: %v, want one warning line naming the group and the IdP\n%s", lines, rf.logs.String())
+	}
+
+	rf.write(t, strings.Replace(rf.yaml, "default: user", "default: worker", 1))
+	if err := rf.live.reload("file"); err != nil {
+		t.Fatal(err)
+	}
+	if lines := warned(); len(lines) != 2 {
+		t.Fatalf("after a reload that keeps the rule: %d warning lines, want 2", len(lines))
+	}
+
+	rf.write(t, strings.Replace(rf.yaml, `when: '"cvat-admins" in groups'`, `when: 'idp == "company" && "cvat-admins" in groups'`, 1))
+	if err := rf.live.reload("file"); err != nil {
+		t.Fatal(err)
+	}
+	if lines := warned(); len(lines) != 2 {
+		t.Errorf("after a reload that restricts the rule to the company's IdP: %d warning lines, want still 2", len(lines))
+	}
+}
+
 // gather returns the families the handler's registry exposes, by name.
 func gather(t *testing.T, h *Handler) map[string]*dto.MetricFamily {
 	t.Helper()

@@ -217,6 +217,9 @@ func check(args []string, stdout, stderr io.Writer) int {
 		// What serve would refuse at start besides the configuration itself.
 		err = errors.Join(proxy.Check(cfg), proxy.CheckCertificate(cfg))
 	}
+	if cfg != nil {
+		printWarnings(stderr, *path, proxy.Warnings(cfg))
+	}
 	if err != nil {
 		printProblems(stderr, *path, err)
 		return 1
@@ -224,6 +227,15 @@ func check(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	printRegistrations(stdout, proxy.Registrations(cfg))
 	return 0
+}
+
+// printWarnings prints each warning on a line of its own, on stderr: they
+// do not fail the check, and stdout stays what a script reads ("FILE: ok"
+// first, then the URLs to register).
+func printWarnings(w io.Writer, path string, warnings []proxy.Warning) {
+	for _, warning := range warnings {
+		fmt.Fprintf(w, "%s: warning: %s\n", path, warning)
+	}
 }
 
 // printRegistrations lists what to enter at each IdP, each URL on a line of

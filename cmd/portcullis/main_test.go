@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -279,6 +280,52 @@ func TestCheckPrintsTheURLsToRegister(t *testing.T) {
 	}
 	if i < len(want) {
 		t.Errorf("check's output lacks %q (or has it out of order):\n%s", want[i], stdout)
+	}
+}
+
+// withGitHub is validConfig with a GitHub IdP beside the company's, and an
+// allow_if that names a group: its rules name groups that a GitHub user can
+// take by creating an organisation.
+func withGitHub() string {
+	config := strings.Replace(validConfig, "      client_id: portcullis\n", `      client_id: portcullis
+    - id: github
+      preset: github
+      client_id: gh
+      allowed_organizations: [my-org]
+`, 1)
+	return strings.Replace(config, `allow_if: '"admin" in roles'`, `allow_if: '"admin" in roles || "ops" in groups'`, 1)
+}
+
+// check warns, on stderr and naming the key, of a condition that admits by
+// a group name that a GitHub user can take, and still passes: the
+// configuration is valid, and may be meant.
+func TestCheckWarnsOfGroupNamesAnyoneCanTake(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", withGitHub())
+	code, stdout, stderr := runCLI("check", "--config", config)
+	if first, _, _ := strings.Cut(stdout, "\n"); code != 0 || first != config+": ok" {
+		t.Fatalf("exit %d, stdout %q; want 0 and %q first: warnings do not fail the check", code, stdout, config+": ok")
+	}
+	want := []string{
+		config + `: warning: role_mapping.rules[0].when: "cvat-admins" in groups: github (preset github) gives its users' organisations as groups, and anyone can create an organisation of that name; write idp == "company" && "cvat-admins" in groups, or name a team (my-org/admins)`,
+		config + `: warning: rules[2].allow_if: "ops" in groups: github (preset github) gives its users' organisations as groups, and anyone can create an organisation of that name; write idp == "company" && "ops" in groups, or name a team (my-org/admins)`,
+	}
+	if got := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n"); !slices.Equal(got, want) {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, strings.Join(want, "\n"))
+	}
+	if strings.Contains(stdout, "warning") {
+		t.Errorf("a warning on stdout, among the URLs to register:\n%s", stdout)
+	}
+
+	fixed := strings.Replace(withGitHub(), `when: '"cvat-admins" in groups'`, `when: 'idp == "company" && "cvat-admins" in groups'`, 1)
+	fixed = strings.Replace(fixed, `"ops" in groups`, `"my-org/ops" in groups && idp == "github"`, 1)
+	if code, _, stderr := runCLI("check", "--config", writeFile(t, "fixed.yaml", fixed)); code != 0 || stderr != "" {
+		t.Errorf("the rules restricted to one IdP: exit %d, stderr %q; want 0 and nothing", code, stderr)
+	}
+
+	broken := writeFile(t, "broken.yaml", strings.Replace(withGitHub(), "url: http://traefik:8080", "url: traefik", 1))
+	code, _, stderr = runCLI("check", "--config", broken)
+	if code != 1 || !strings.Contains(stderr, "\n  upstream.url: ") || !strings.Contains(stderr, broken+`: warning: role_mapping.rules[0].when: "cvat-admins" in groups`) {
+		t.Errorf("a problem and a warning: exit %d, stderr %q; want 1, the problem and the warning", code, stderr)
 	}
 }
 
