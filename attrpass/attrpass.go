@@ -369,6 +369,20 @@ func normalize(name string) string {
 	return string(b)
 }
 
+// SameName reports whether a and b are one header name as Strip reads
+// names: case-insensitively, with _ and . read as -. It does not allocate.
+func SameName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if fold(a[i]) != fold(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 func fold(c byte) byte {
 	switch {
 	case 'A' <= c && c <= 'Z':

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/attrpass"
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/rules"
@@ -120,6 +121,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	// Nothing a client sends may pose as the proxy's own word about identity,
 	// nor change how the upstream reads the method or path.
 	h.pass.Strip(r.Header)
+	dropForwardedSpellings(r.Header)
 	stripUpgrade(r.Header)
 	dropConnectionListed(r.Header)
 	r.Header[requestIDHeader] = o.requestID // the proxy's own, once every client spelling is gone
@@ -328,6 +330,26 @@ var spoofable = []string{
 	"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip",
 	"X-Cluster-Client-Ip", "X-Originating-Ip", "X-Forwarded", "Forwarded-For",
 	"Http2-Settings",
+}
+
+// forwardedHeaders say where a request came from. The reverse proxy
+// removes a client's under these spellings and rewrite sets the proxy's own
+// (X-Forwarded-For after a trusted proxy's list).
+var forwardedHeaders = [...]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
+
+// dropForwardedSpellings removes every other spelling of forwardedHeaders
+// (X_Forwarded_Host, x.forwarded.proto), which would reach the upstream
+// next to the proxy's: servers that read _ and . as - (CGI, and WSGI and
+// ASGI servers, which put both in HTTP_X_FORWARDED_HOST) would take the
+// client's word for the origin or the address of the request.
+func dropForwardedSpellings(h http.Header) {
+	for k := range h {
+		for _, name := range forwardedHeaders {
+			if k != name && attrpass.SameName(k, name) {
+				delete(h, k)
+			}
+		}
+	}
 }
 
 // stripUpgrade lets only WebSocket upgrades pass.

@@ -13,10 +13,12 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/attrpass"
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/test/echo"
@@ -530,6 +532,46 @@ func TestForwardedHeadersFromUntrustedPeersAreReplaced(t *testing.T) {
 	_, got, _ = f.do(t, r)
 	if xff := got.Header.Get("X-Forwarded-For"); xff != "198.51.100.9, 10.1.2.3" {
 		t.Errorf("through a trusted proxy X-Forwarded-For = %q, want \"198.51.100.9, 10.1.2.3\"", xff)
+	}
+}
+
+// The forwarding headers are the proxy's word in every spelling, as identity
+// headers are: an upstream that reads _ and . as - (CGI, WSGI and ASGI
+// servers put X_Forwarded_Host and X-Forwarded-Host both in
+// HTTP_X_FORWARDED_HOST) would otherwise get the client's next to the
+// proxy's. Found by FuzzServeHTTP.
+func TestForwardedHeaderSpellingsNeverReachTheUpstream(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	spellings := []string{
+		"X_Forwarded_Host", "x_forwarded_host", "X.Forwarded.Host", "X-Forwarded_Host",
+		"X_Forwarded_Proto", "x.forwarded.proto", "X_Forwarded_For", "x_forwarded_for", "FORWARDED", "forwarded",
+	}
+	for _, tc := range []struct {
+		name, target, peer string
+		cookies            []*http.Cookie
+	}{
+		{"bypass", "/public/x", "203.0.113.7:40000", nil},
+		{"authenticated", "/tasks", "203.0.113.7:40000", alice},
+		{"through a trusted proxy", "/tasks", "10.1.2.3:5555", alice},
+	} {
+		for _, name := range spellings {
+			t.Run(tc.name+" "+name, func(t *testing.T) {
+				r := request("GET", tc.target, tc.cookies, name, "evil.example")
+				r.RemoteAddr = tc.peer
+				_, got, ok := f.do(t, r)
+				if !ok {
+					t.Fatal("did not reach the upstream")
+				}
+				for key, v := range got.Header {
+					for _, canonical := range []string{"X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-For", "Forwarded"} {
+						if attrpass.SameName(key, canonical) && (key != canonical || slices.Contains(v, "evil.example")) {
+							t.Errorf("upstream got %s: %q", key, v)
+						}
+					}
+				}
+			})
+		}
 	}
 }
 
