@@ -81,7 +81,7 @@ func Compile(c Config, issuer string, log *slog.Logger) (*Pass, error) {
 	// second spelling of the same header is reported against the first.
 	owner := map[string]string{}
 	claim := func(key, name string) (ok bool) {
-		if !validName(name) {
+		if !ValidName(name) {
 			bad(key, "%q is not a valid header name", name)
 			return false
 		}
@@ -132,7 +132,7 @@ func Compile(c Config, issuer string, log *slog.Logger) (*Pass, error) {
 
 	for i, name := range c.StripHeaders {
 		key := fmt.Sprintf("strip_headers[%d]", i)
-		if !validName(name) {
+		if !ValidName(name) {
 			bad(key, "%q is not a valid header name", name)
 			continue
 		}
@@ -393,8 +393,8 @@ func fold(c byte) byte {
 	return c
 }
 
-// validName reports whether name is an HTTP field name (RFC 9110 token).
-func validName(name string) bool {
+// ValidName reports whether name is an HTTP field name (RFC 9110 token).
+func ValidName(name string) bool {
 	if name == "" {
 		return false
 	}

@@ -136,6 +136,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		return decisionDenied
 	}
 
+	if err := checkTrailer(r.Trailer); err != nil {
+		h.pages.fail(w, r, http.StatusBadRequest, "Bad request", "The request is not allowed: "+err.Error()+".")
+		return decisionDenied
+	}
+
 	// Rules and the upstream see one and the same path (SPEC invariant 4).
 	path, err := rules.CleanPath(requestPath(r))
 	if err != nil {
@@ -231,6 +236,23 @@ func checkMethod(m string) (status int, err error) {
 		}
 	}
 	return 0, nil
+}
+
+// errTrailerName refuses a Trailer header that declares what is no field
+// name ("", a quote, a space). net/http's server takes the declaration as
+// it comes and its transport refuses to send it on: the client's mistake
+// was answered 502 and counted as the upstream's failure.
+var errTrailerName = errors.New("the Trailer header declares an invalid field name")
+
+// checkTrailer refuses a request whose declared trailers could not be sent
+// upstream.
+func checkTrailer(trailer http.Header) error {
+	for name := range trailer {
+		if !attrpass.ValidName(name) {
+			return errTrailerName
+		}
+	}
+	return nil
 }
 
 // requestPath is the path of r as the client sent it, still escaped; an

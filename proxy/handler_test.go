@@ -575,6 +575,35 @@ func TestForwardedHeaderSpellingsNeverReachTheUpstream(t *testing.T) {
 	}
 }
 
+// A Trailer header declaring what is no field name is the client's
+// mistake: net/http's server takes the declaration, its transport refuses
+// to send it on, and the answer was a 502 counted as the upstream's
+// failure. Found by FuzzServeHTTP (testdata/fuzz/FuzzServeHTTP/fc821770186bd555).
+func TestInvalidTrailerNameIsABadRequest(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	for _, name := range []string{`"`, "", "a b", "X-Email:", "\xe9"} {
+		for _, target := range []string{"/public/x", "/tasks"} {
+			t.Run(target+" "+name, func(t *testing.T) {
+				r := request("POST", target, alice)
+				r.TransferEncoding, r.ContentLength = []string{"chunked"}, -1
+				r.Trailer = http.Header{name: nil, "X-Checksum": nil}
+				resp, _, ok := f.do(t, r)
+				if resp.StatusCode != http.StatusBadRequest || ok {
+					t.Errorf("status %d, reached the upstream %v; want 400 and not reached", resp.StatusCode, ok)
+				}
+			})
+		}
+	}
+	// A declaration of a valid name goes on as before.
+	r := request("POST", "/public/x", nil)
+	r.TransferEncoding, r.ContentLength = []string{"chunked"}, -1
+	r.Trailer = http.Header{"X-Checksum": nil}
+	if resp, _, ok := f.do(t, r); resp.StatusCode != http.StatusOK || !ok {
+		t.Errorf("valid trailer name: status %d, reached %v; want 200 and reached", resp.StatusCode, ok)
+	}
+}
+
 func TestUserinfo(t *testing.T) {
 	f := newFixture(t)
 	resp, _, _ := f.do(t, request("GET", "/.portcullis/userinfo", nil))
