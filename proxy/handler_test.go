@@ -78,13 +78,13 @@ type fixture struct {
 	store    *session.CookieStore
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	return newFixtureWith(t, "")
 }
 
 // newFixtureWith is newFixture with rules placed before testConfig's.
-func newFixtureWith(t *testing.T, rules string) *fixture {
+func newFixtureWith(t testing.TB, rules string) *fixture {
 	t.Helper()
 	up := echo.New()
 	srv := httptest.NewServer(up)
@@ -100,14 +100,14 @@ func newFixtureWith(t *testing.T, rules string) *fixture {
 }
 
 // newTestHandler builds the Handler of config y, stopped when the test ends.
-func newTestHandler(t *testing.T, y string) *Handler {
+func newTestHandler(t testing.TB, y string) *Handler {
 	t.Helper()
 	return newTestHandlerVia(t, y, nil)
 }
 
 // newTestHandlerVia is newTestHandler whose requests to the IdPs go through
 // idpTransport (nil: http.DefaultTransport).
-func newTestHandlerVia(t *testing.T, y string, idpTransport http.RoundTripper) *Handler {
+func newTestHandlerVia(t testing.TB, y string, idpTransport http.RoundTripper) *Handler {
 	t.Helper()
 	cfg, err := ParseConfig([]byte(y), os.Getenv)
 	if err != nil {
@@ -123,7 +123,7 @@ func newTestHandlerVia(t *testing.T, y string, idpTransport http.RoundTripper) *
 }
 
 // login makes a session for a user as a login would, and returns its cookies.
-func (f *fixture) login(t *testing.T, email string, groups ...string) []*http.Cookie {
+func (f *fixture) login(t testing.TB, email string, groups ...string) []*http.Cookie {
 	t.Helper()
 	p := idp.Profile{IdP: "company", Sub: email, Email: email, Groups: groups}
 	roles, err := f.h.roles.Map(&p)

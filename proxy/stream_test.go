@@ -26,14 +26,14 @@ import (
 
 // serve runs f's handler on loopback until the test ends and returns its
 // address.
-func (f *fixture) serve(t *testing.T) string {
+func (f *fixture) serve(t testing.TB) string {
 	t.Helper()
 	return serveLive(t, newLive(context.Background(), f.h, f.h.log))
 }
 
 // serveLive runs l on loopback listeners until the test ends and returns
 // the proxy listener's address.
-func serveLive(t *testing.T, l *live) string {
+func serveLive(t testing.TB, l *live) string {
 	t.Helper()
 	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -22,7 +22,9 @@ type Request struct {
 	RequestURI string      `json:"request_uri"` // exactly as sent on the wire
 	Host       string      `json:"host"`
 	Header     http.Header `json:"headers"`
-	BodyBytes  int64       `json:"body_bytes"`
+	// Trailer is what followed a chunked body, nil when nothing did.
+	Trailer   http.Header `json:"trailers,omitempty"`
+	BodyBytes int64       `json:"body_bytes"`
 }
 
 // Server is the echo upstream. Its zero value is not usable; use New.
@@ -38,6 +40,9 @@ func New() *Server { return &Server{} }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n, _ := io.Copy(io.Discard, r.Body)
 	req := Request{Method: r.Method, Path: r.URL.Path, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone(), BodyBytes: n}
+	if len(r.Trailer) > 0 { // filled in once the body is read
+		req.Trailer = r.Trailer.Clone()
+	}
 	s.mu.Lock()
 	s.seen = append(s.seen, req)
 	s.mu.Unlock()

@@ -1,0 +1,437 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/rules"
+	"github.com/portcullis-proxy/portcullis/test/echo"
+)
+
+// Bits of FuzzServeHTTP's flags: what the harness adds to the fuzzer's
+// request.
+const (
+	fuzzSession      = 1 << iota // a Cookie line with bob's valid session (role user, not admin)
+	fuzzNoHost                   // no Host line of the harness's
+	fuzzSessionFirst             // bob's Cookie line before the fuzzer's header lines, not after
+)
+
+// fuzzProbeHeader ties what the upstream got to the iteration that sent it.
+const fuzzProbeHeader = "X-Fuzz-Probe"
+
+// bobIdentity is what the attribute pass of testConfig sets for bob's
+// session: the only identity any request of FuzzServeHTTP may carry.
+var bobIdentity = map[string]string{"X-Email": "bob@example.com", "X-Groups": "user"}
+
+// fuzzHeaderNames and fuzzHeaderValues are what FuzzServeHTTP's picks add
+// as header lines, a pair of bytes each: names and values that mean
+// something to the proxy or the upstream, which byte mutations alone
+// seldom spell.
+var fuzzHeaderNames = []string{
+	"X-Email", "x_email", "X.Groups", "X-Groups", "X_Forwarded_User", "Cookie", "Authorization",
+	"Connection", "Transfer-Encoding", "Content-Length", "Host", "X-Forwarded-For", "X_Forwarded_Host",
+	"X-Forwarded-Proto", "Forwarded", "Upgrade", "Trailer", "Expect", "X-Original-URL",
+	"X-HTTP-Method-Override", "X-Request-Id", "Accept", "Sec-Fetch-Mode", "Te", "Keep-Alive",
+}
+
+var fuzzHeaderValues = []string{
+	"evil@example.com", "admin", "Bearer x", "Token t", "Basic YTpi", "X-Email", "X-Email, X-Groups",
+	"Cookie", "Authorization", "close", "keep-alive", "Upgrade", "chunked", "gzip, chunked", "0", "5",
+	"evil.example", "cvat.example.com", "10.0.0.1", "__Host-portcullis=x", "__Host-portcullis_1=x; a=b",
+	"__Host-portcullis_login_a=1; sessionid=s; csrftoken=c", "websocket", "h2c", "text/html", "navigate",
+	"/admin", "/blocked", "DELETE", "100-continue", "trailers", "",
+}
+
+// serveSeeds are the classic tricks against a reverse proxy's decisions, as
+// FuzzServeHTTP's inputs: method, request-target, protocol, header lines
+// (separated by \n; each is sent with CRLF), body and flags.
+var serveSeeds = []struct {
+	method, target, proto, headers, body string
+	flags                                uint8
+}{
+	{"GET", "/public/x", "HTTP/1.1", "Accept: application/json", "", 0},
+	{"GET", "/tasks", "HTTP/1.1", "Accept: text/html", "", 0},
+	{"GET", "/tasks", "HTTP/1.1", "Accept: application/json", "", fuzzSession},
+	{"GET", "/admin/panel", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "/blocked", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "/api/tasks", "HTTP/1.1", "Authorization: Token abc", "", fuzzSession},
+	{"GET", "/api/tasks", "HTTP/1.1", "Authorization: Bearer x\nConnection: Authorization", "", fuzzSession},
+	{"GET", "/api/tasks", "HTTP/1.1", "Authorization: Bearer x\nAuthorization: junk", "", fuzzSession},
+	{"GET", "/api/tasks", "HTTP/1.1", "authorization: Basic YTpi\nX-Email: evil@example.com", "", 0},
+	// Encoded slashes, dot segments, ; and //.
+	{"GET", "/public%2F..%2Fadmin/x", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "/public/..%2Fblocked", "HTTP/1.1", "", "", 0},
+	{"GET", "/public/../admin/x", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "/public/%2e%2e/blocked", "HTTP/1.1", "", "", 0},
+	{"GET", "/public/%252e%252e/admin", "HTTP/1.1", "", "", 0},
+	{"GET", "/public/..;/admin", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "/blocked;x=1", "HTTP/1.1", "", "", 0},
+	{"GET", "//blocked", "HTTP/1.1", "", "", 0},
+	{"GET", "/public//../admin", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "/public\\..\\admin", "HTTP/1.1", "", "", 0},
+	{"GET", "/public/%c0%ae%c0%ae/admin", "HTTP/1.1", "", "", 0},
+	{"GET", "/api/%2e%2e/admin?x=/public/", "HTTP/1.1", "Authorization: Token t", "", 0},
+	{"GET", "/public/x#/../../admin", "HTTP/1.1", "", "", 0},
+	{"GET", "/ADMIN", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "/.portcullis/../admin", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "/.portcullis/userinfo", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "/%2eportcullis/userinfo", "HTTP/1.1", "", "", 0},
+	{"GET", "/.portcullis/login?rd=//evil.example", "HTTP/1.1", "Accept: text/html", "", 0},
+	{"OPTIONS", "*", "HTTP/1.1", "", "", 0},
+	// Absolute-form targets.
+	{"GET", "http://cvat.example.com/admin/x", "HTTP/1.1", "", "", fuzzSession},
+	{"GET", "http://evil.example/public/../blocked", "HTTP/1.1", "", "", 0},
+	{"GET", "https://cvat.example.com", "HTTP/1.1", "", "", fuzzSession},
+	// Identity headers in other spellings, repeated, and named in Connection.
+	{"GET", "/public/x", "HTTP/1.1", "X-Email: evil@example.com\nx_email: evil@example.com\nX.Groups: admin\nX_Forwarded_User: root", "", fuzzSession},
+	{"GET", "/tasks", "HTTP/1.1", "X-EMAIL: evil@example.com\nX-Email: evil@example.com\nX-Groups: admin", "", fuzzSession},
+	{"GET", "/tasks", "HTTP/1.1", "Connection: X-Email, X-Groups, Cookie", "", fuzzSession},
+	{"GET", "/tasks", "HTTP/1.1", "X-Email: a\n b@example.com", "", fuzzSession | fuzzSessionFirst},
+	{"GET", "/public/x", "HTTP/1.1", "X-Forwarded-Host: evil.example\nX_Forwarded_Host: evil.example\nx-forwarded-proto: http\nForwarded: for=10.0.0.1;host=evil", "", 0},
+	{"GET", "/public/x", "HTTP/1.1", "X-Original-URL: /admin\nX-HTTP-Method-Override: DELETE\nX-Real-IP: 10.0.0.1", "", 0},
+	{"GET", "/tasks", "HTTP/1.1", "X-Request-Id: forged\nx_request_id: forged", "", fuzzSession},
+	{"GET", "/tasks", "HTTP/1.1", "Host: evil.example", "", fuzzSession},
+	{"GET", "/tasks", "HTTP/1.1", "Upgrade: h2c\nConnection: Upgrade, HTTP2-Settings\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA", "", fuzzSession},
+	// The proxy's own cookies, and the application's on a bypass.
+	{"GET", "/public/x", "HTTP/1.1", "Cookie: __Host-portcullis=x; __Host-portcullis_1=y; a=b\nCookie: __Host-portcullis_login_abc=z; __Host-portcullis_signed_in=1; sessionid=s; csrftoken=c", "", 0},
+	{"GET", "/tasks", "HTTP/1.1", "Cookie: a=b; __Host-portcullis_2=x;  portcullis=y ;\xa0__Host-portcullis_login_x=1", "", fuzzSession},
+	{"GET", "/api/x", "HTTP/1.1", "Authorization: Bearer junk\nCookie: sessionid=s; csrftoken=c", "", fuzzSession | fuzzSessionFirst},
+	{"GET", "/tasks", "HTTP/1.1", "Cookie: __Host-portcullis=forged", "", fuzzSession},
+	// Bodies: chunked with trailers, conflicting framing.
+	{"POST", "/tasks", "HTTP/1.1", "Transfer-Encoding: chunked\nTrailer: X-Email, Cookie", "3\r\nabc\r\n0\r\nX-Email: evil@example.com\r\nCookie: __Host-portcullis=x\r\n\r\n", fuzzSession},
+	{"POST", "/public/x", "HTTP/1.1", "Transfer-Encoding: chunked\nTrailer: X-Groups", "3\r\nabc\r\n0\r\nX-Groups: admin\r\nx_email: evil@example.com\r\n\r\n", 0},
+	{"POST", "/public/x", "HTTP/1.1", "Content-Length: 5\nTransfer-Encoding: chunked", "0\r\n\r\nGET /admin/x HTTP/1.1\r\nHost: cvat.example.com\r\n\r\n", fuzzSession},
+	{"POST", "/public/x", "HTTP/1.1", "Content-Length: 3\nContent-Length: 40", "abcGET /blocked HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+	{"POST", "/public/x", "HTTP/1.1", "Transfer-Encoding: chunked, identity", "3\r\nabc\r\n0\r\n\r\n", 0},
+	{"POST", "/tasks", "HTTP/1.1", "Content-Length: 4\nExpect: 100-continue", "abcd", fuzzSession},
+	// Protocols and methods.
+	{"GET", "/tasks", "HTTP/1.0", "", "", fuzzSession | fuzzNoHost},
+	{"GET", "/blocked", "HTTP/1.0", "", "", fuzzNoHost},
+	{"GET", "/tasks", "HTTP/1.1", "", "", fuzzNoHost},
+	{"get", "/public/x", "HTTP/1.1", "", "", 0},
+	{"DELETE", "/admin/x", "HTTP/1.1", "X-HTTP-Method-Override: GET", "", fuzzSession},
+	{"TRACE", "/tasks", "HTTP/1.1", "", "", fuzzSession},
+	{"CONNECT", "cvat.example.com:443", "HTTP/1.1", "", "", 0},
+	{"HEAD", "/tasks", "HTTP/1.1", "Accept: text/html", "", 0},
+	{"PROPFIND", "/admin", "HTTP/1.1", "", "", fuzzSession},
+}
+
+// FuzzServeHTTP sends any request through the whole pipeline, as raw bytes
+// over a real connection (so that net/http parses it as it parses an
+// attacker's): method, request-target, protocol, header lines (the
+// fuzzer's, then those its picks choose), body, and by its flags a valid
+// session of bob, who is no admin. It checks SECURITY.md's guarantees on what reached the upstream and on what
+// came back:
+//   - identity headers (and every header the proxy strips) reach the upstream,
+//     in any spelling and in trailers, only as the proxy set them for bob's
+//     session, and never on a bypass;
+//   - the rules, run on the request as the upstream got it, agree with what
+//     happened: no deny, no admin path, no path of the proxy's own and no
+//     authenticate rule without the session (invariant 4);
+//   - none of the proxy's cookies reaches the upstream, nor the
+//     application's session cookies on a bypass;
+//   - Host and X-Forwarded-* come from public_url;
+//   - no answer is a 500 or the proxy's own 5xx, and a request that did not
+//     reach the upstream was refused with a 4xx or sent to log in.
+func FuzzServeHTTP(f *testing.F) {
+	fx := newFixture(f)
+	addr := fx.serve(f)
+	bob := cookieHeader(fx.login(f, bobIdentity["X-Email"], "staff"))
+	for _, s := range serveSeeds {
+		f.Add(s.method, s.target, s.proto, s.headers, []byte(nil), s.body, s.flags)
+	}
+	f.Add("GET", "/api/x", "HTTP/1.1", "", []byte{6, 2, 7, 8}, "", uint8(fuzzSession))
+	f.Add("POST", "/tasks", "HTTP/1.1", "", []byte{8, 12, 16, 5, 0, 0}, "3\r\nabc\r\n0\r\nX-Email: evil@example.com\r\n\r\n", uint8(fuzzSession))
+	iteration := 0
+	f.Fuzz(func(t *testing.T, method, target, proto, headers string, picks []byte, body string, flags uint8) {
+		iteration++
+		probe := strconv.Itoa(iteration)
+		for i := 0; i+1 < len(picks); i += 2 {
+			headers += "\n" + fuzzHeaderNames[int(picks[i])%len(fuzzHeaderNames)] + ": " + fuzzHeaderValues[int(picks[i+1])%len(fuzzHeaderValues)]
+		}
+		raw := fuzzRequestBytes(method, target, proto, headers, body, flags, bob, probe)
+		if len(raw) > 16<<10 {
+			return // the head limit and large bodies have tests of their own
+		}
+		sent, finished := preParse(raw)
+		fx.upstream.Reset()
+		answers := exchangeRaw(t, addr, raw, sent, finished)
+		var reached []echo.Request
+		for _, got := range fx.upstream.Requests() {
+			if p := got.Header.Values(fuzzProbeHeader); len(p) == 0 || slices.Contains(p, probe) {
+				reached = append(reached, got) // no probe: a request of the fuzzer's own, pipelined
+			}
+		}
+		for _, got := range reached {
+			fx.checkUpstreamGot(t, got, flags&fuzzSession != 0)
+		}
+		checkAnswers(t, fx.h, answers, sent, finished, len(reached) > 0)
+		if t.Failed() {
+			t.Logf("request:\n%q", raw)
+		}
+	})
+}
+
+// fuzzRequestBytes lays out FuzzServeHTTP's request: the request line, the
+// Host line, the fuzzer's header lines (an empty one is left out, so that
+// the head never ends early by the harness's doing), the session, the probe
+// and Connection: close, then the body.
+func fuzzRequestBytes(method, target, proto, headers, body string, flags uint8, session, probe string) []byte {
+	var b bytes.Buffer
+	b.WriteString(method + " " + target + " " + proto + "\r\n")
+	if flags&fuzzNoHost == 0 {
+		b.WriteString("Host: cvat.example.com\r\n")
+	}
+	cookie := flags&fuzzSession != 0
+	if cookie && flags&fuzzSessionFirst != 0 {
+		b.WriteString("Cookie: " + session + "\r\n")
+		cookie = false
+	}
+	for line := range strings.SplitSeq(headers, "\n") {
+		if line != "" {
+			b.WriteString(line + "\r\n")
+		}
+	}
+	if cookie {
+		b.WriteString("Cookie: " + session + "\r\n")
+	}
+	b.WriteString(fuzzProbeHeader + ": " + probe + "\r\nConnection: close\r\n\r\n")
+	b.WriteString(body)
+	return b.Bytes()
+}
+
+// preParse reads raw as the proxy's server will: the request it makes of
+// it (nil when it refuses it), and whether that request, body and all, is
+// exactly raw and closes the connection. Only then does the server answer
+// and close without the client closing its side first.
+func preParse(raw []byte) (req *http.Request, finished bool) {
+	br := bufio.NewReader(bytes.NewReader(raw))
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		// A head that ends early makes the server wait for the rest;
+		// anything else it refuses at once.
+		return nil, !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF)
+	}
+	_, err = io.Copy(io.Discard, req.Body)
+	return req, err == nil && req.Close && br.Buffered() == 0
+}
+
+// answer is one final response of the proxy.
+type answer struct {
+	status   int
+	location string
+	handler  bool // the Handler's answer, not net/http's own
+}
+
+// exchangeRaw sends raw on a new connection to addr and reads the answers
+// until the server closes it. When raw is not one finished request, the
+// client closes its side once it has sent everything, so that the server
+// stops waiting for more.
+func exchangeRaw(t *testing.T, addr string, raw []byte, sent *http.Request, finished bool) []answer {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Not a measure of anything: the bound on a proxy that never answers,
+	// which fails the input instead of stalling the fuzzer.
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(raw); err != nil {
+		return nil // the server refused the head and closed before reading it all
+	}
+	if !finished {
+		conn.(*net.TCPConn).CloseWrite()
+	}
+	var answers []answer
+	br := bufio.NewReader(conn)
+	for {
+		resp, err := http.ReadResponse(br, sent)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("no answer from the proxy: %v", err)
+			}
+			return answers
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			answers = append(answers, answer{resp.StatusCode, resp.Header.Get("Location"), resp.Header.Get(requestIDHeader) != ""})
+		}
+		// One finished request has one final answer, after which the
+		// server may keep the connection open all the same: an HTTP/1.0
+		// request saying both keep-alive and close gets keep-alive.
+		if err != nil || resp.Close || finished && len(answers) > 0 {
+			return answers
+		}
+		sent = nil // the fuzzer's own pipelined requests: their methods are unknown
+	}
+}
+
+// checkUpstreamGot checks one request the upstream got against the rules
+// and against what the proxy may have set, session telling whether the
+// client sent bob's session.
+func (f *fixture) checkUpstreamGot(t *testing.T, got echo.Request, session bool) {
+	t.Helper()
+	// Invariant 4: the upstream got a canonical path, one that cleaning
+	// again leaves as it is, and the decision on it is what happened.
+	escaped, _, _ := strings.Cut(got.RequestURI, "?")
+	if clean, err := rules.CleanPath(escaped); err != nil || clean != got.Path {
+		t.Errorf("upstream got %q (path %q), not a clean path: CleanPath gives %q, %v", got.RequestURI, got.Path, clean, err)
+	}
+	if f.h.isAuthPath(got.Path) {
+		t.Errorf("upstream got %q, under the proxy's own auth_prefix", got.Path)
+	}
+	identity := f.checkIdentityHeaders(t, got, session)
+	view := &http.Request{Method: got.Method, Host: got.Host, Header: got.Header.Clone()}
+	f.h.pass.Strip(view.Header) // what the rules saw of the client's headers
+	req := rules.NewRequest(view, got.Path, netip.MustParseAddr("127.0.0.1"))
+	rule := f.h.rules.Match(req)
+	switch {
+	case rule.Action == rules.Deny:
+		t.Errorf("upstream got %s %q, which rule %s denies", got.Method, got.Path, rule.Name)
+	case rule.Action == rules.Bypass && identity:
+		t.Errorf("upstream got identity headers on %s %q, which rule %s bypasses", got.Method, got.Path, rule.Name)
+	case rule.Action == rules.Authenticate && !identity:
+		t.Errorf("upstream got %s %q without identity, which rule %s lets through only with a session", got.Method, got.Path, rule.Name)
+	case rule.Action == rules.Authenticate:
+		bob := idp.Profile{Email: bobIdentity["X-Email"], Roles: []string{bobIdentity["X-Groups"]}}
+		if ok, err := rule.Allow(&bob, req, time.Now()); !ok || err != nil {
+			t.Errorf("upstream got %s %q as bob, whom rule %s's allow_if refuses (%v)", got.Method, got.Path, rule.Name, err)
+		}
+	}
+	f.checkCookies(t, got, !identity)
+	// Guarantee 8: where the request came from is the proxy's word.
+	if got.Host != "cvat.example.com" {
+		t.Errorf("upstream got Host %q, not public_url's", got.Host)
+	}
+	want := map[string]string{"x-forwarded-host": "cvat.example.com", "x-forwarded-proto": "https", "x-forwarded-for": "127.0.0.1", "forwarded": ""}
+	for name, values := range got.Header {
+		n := foldHeaderName(name)
+		if v, ok := want[n]; ok && (v == "" || name != http.CanonicalHeaderKey(n) || len(values) != 1 || values[0] != v) {
+			t.Errorf("upstream got %s: %q; want only the proxy's %s: %s", name, values, http.CanonicalHeaderKey(n), v)
+		}
+	}
+}
+
+// checkIdentityHeaders checks every header the proxy strips from clients as
+// the upstream got it, in headers and trailers, and reports whether the
+// request carried the session's identity.
+func (f *fixture) checkIdentityHeaders(t *testing.T, got echo.Request, session bool) (identity bool) {
+	t.Helper()
+	stripped := map[string]bool{}
+	for _, name := range f.h.pass.Names() {
+		stripped[foldHeaderName(name)] = true
+	}
+	for name, values := range got.Trailer {
+		if stripped[foldHeaderName(name)] {
+			t.Errorf("upstream got the trailer %s: %q", name, values)
+		}
+	}
+	for name, values := range got.Header {
+		n := foldHeaderName(name)
+		if !stripped[n] || n == "x-request-id" {
+			continue
+		}
+		want, ok := bobIdentity[name]
+		switch {
+		case !ok:
+			t.Errorf("upstream got %s: %q, which no client may set and the proxy does not", name, values)
+		case !session:
+			t.Errorf("upstream got %s: %q without a session", name, values)
+		case len(values) != 1 || values[0] != want:
+			t.Errorf("upstream got %s: %q; bob's session has %q", name, values, want)
+		default:
+			identity = true
+		}
+	}
+	if emails, groups := got.Header.Values("X-Email"), got.Header.Values("X-Groups"); identity && (len(emails) != 1 || len(groups) != 1) {
+		t.Errorf("upstream got part of an identity: X-Email %q, X-Groups %q", emails, groups)
+	}
+	return identity
+}
+
+// checkCookies checks the Cookie lines the upstream got, read as leniently
+// as any server reads them (Django strips names of every space Python
+// knows): none is the proxy's, and on a bypass none is the application's
+// session (upstream.logout_cookies).
+func (f *fixture) checkCookies(t *testing.T, got echo.Request, bypass bool) {
+	t.Helper()
+	for _, lines := range [][]string{got.Header["Cookie"], got.Trailer["Cookie"]} {
+		for _, line := range lines {
+			for part := range strings.SplitSeq(line, ";") {
+				name, _, _ := strings.Cut(part, "=")
+				name = strings.TrimFunc(name, func(r rune) bool { return r <= ' ' || r >= 0x7f })
+				if f.h.ownsCookie(name) {
+					t.Errorf("upstream got the proxy's cookie %q in %q", name, line)
+				}
+				if bypass && slices.Contains(f.h.cfg.Upstream.LogoutCookies, name) {
+					t.Errorf("upstream got the application's session cookie %q on a bypass", name)
+				}
+			}
+		}
+	}
+}
+
+// checkAnswers checks the answers to sent (nil: net/http refused it):
+// never a 500; from the Handler, a 5xx only when the upstream (502, 504) or
+// something the proxy waits on (503) failed, and, when nothing reached the
+// upstream, a refusal (4xx) or the way to log in; from net/http itself
+// (without the Handler's X-Request-Id), a 4xx, 501 (an unknown transfer
+// coding), 505, or the empty 200 it gives OPTIONS *. A finished request
+// always gets an answer: a connection closed without one is a panic.
+func checkAnswers(t *testing.T, h *Handler, answers []answer, sent *http.Request, finished, reached bool) {
+	t.Helper()
+	if finished && len(answers) == 0 {
+		t.Errorf("the connection closed without an answer")
+	}
+	for i, a := range answers {
+		if !a.handler {
+			options := sent != nil && sent.Method == http.MethodOptions && sent.RequestURI == "*"
+			if (a.status < 400 || a.status >= 500) && a.status != http.StatusNotImplemented &&
+				a.status != http.StatusHTTPVersionNotSupported && !(options && a.status == http.StatusOK) {
+				t.Errorf("net/http's own answer %d", a.status)
+			}
+			continue
+		}
+		switch a.status {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		default:
+			if a.status >= 500 {
+				t.Errorf("answer %d", a.status)
+			}
+		}
+		if i > 0 || !finished || reached || sent == nil {
+			continue // the fuzzer's own pipelined requests, or the upstream's answer
+		}
+		if path, err := rules.CleanPath(requestPath(sent)); err == nil && h.isAuthPath(path) {
+			continue // the proxy's own endpoints answer for themselves
+		}
+		login := a.status == http.StatusFound && strings.HasPrefix(a.location, h.cfg.Server.AuthPrefix+"/login?")
+		if (a.status < 400 || a.status >= 500) && !login {
+			t.Errorf("nothing reached the upstream, yet the answer is %d (Location %q)", a.status, a.location)
+		}
+	}
+}
+
+// foldHeaderName is a header name as servers behind CGI-style gateways
+// read it: case-insensitively, with _ and . as -.
+func foldHeaderName(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '.' {
+			return '-'
+		}
+		return r
+	}, strings.ToLower(name))
+}
