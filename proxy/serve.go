@@ -57,6 +57,10 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          errLog,
+		// OPTIONS * comes to the handler, which refuses it as no path,
+		// rather than net/http's 200: nothing is answered but by the
+		// pipeline.
+		DisableGeneralOptionsHandler: true,
 	}
 	admin := &http.Server{
 		Handler:           l.admin(),

@@ -10,38 +10,38 @@ import (
 // upstream without the checks a well-formed request would get.
 func TestFailOpenMalformed(t *testing.T) {
 	for _, tc := range []struct{ name, raw string }{
-		{"bad escape in the path", "GET /app/%zz HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"broken IPv6 authority", "GET http://[::1/app HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"two ports", "GET http://H:1:2/app HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"query only", "GET ?x=1 HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"empty target", "GET  HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"double space before the target", "GET  /app HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"extra word in the request line", "GET /app HTTP/1.1 x\r\nHost: H\r\n\r\n"},
-		{"unknown protocol version", "GET /app HTTP/1.7\r\nHost: H\r\n\r\n"},
+		{"bad escape in the path", "GET /app/%zz HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"broken IPv6 authority", "GET http://[::1/app HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"two ports", "GET http://{H}:1:2/app HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"query only", "GET ?x=1 HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"empty target", "GET  HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"double space before the target", "GET  /app HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"extra word in the request line", "GET /app HTTP/1.1 x\r\nHost: {H}\r\n\r\n"},
+		{"unknown protocol version", "GET /app HTTP/1.7\r\nHost: {H}\r\n\r\n"},
 		{"HTTP/0.9 request line", "GET /app\r\n\r\n"},
-		{"lower-case protocol", "GET /app http/1.1\r\nHost: H\r\n\r\n"},
-		{"NUL in the method", "G\x00ET /app HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"tab as separator", "GET\t/app\tHTTP/1.1\r\nHost: H\r\n\r\n"},
+		{"lower-case protocol", "GET /app http/1.1\r\nHost: {H}\r\n\r\n"},
+		{"NUL in the method", "G\x00ET /app HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"tab as separator", "GET\t/app\tHTTP/1.1\r\nHost: {H}\r\n\r\n"},
 		{"no Host in HTTP/1.1", "GET /app HTTP/1.1\r\n\r\n"},
-		{"two Host headers", "GET /app HTTP/1.1\r\nHost: H\r\nHost: evil.example\r\n\r\n"},
-		{"NUL in Host", "GET /app HTTP/1.1\r\nHost: H\x00evil\r\n\r\n"},
+		{"two Host headers", "GET /app HTTP/1.1\r\nHost: {H}\r\nHost: evil.example\r\n\r\n"},
+		{"NUL in Host", "GET /app HTTP/1.1\r\nHost: {H}\x00evil\r\n\r\n"},
 		{"invalid UTF-8 in Host", "GET /app HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n"},
-		{"invalid UTF-8 in the path", "GET /app/\xff\xfe HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"invalid UTF-8 in the query", "GET /app?x=\xff HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"invalid UTF-8 in a header", "GET /app HTTP/1.1\r\nHost: H\r\nAccept: \xff\xfe\r\n\r\n"},
-		{"invalid UTF-8 in the cookie", "GET /app HTTP/1.1\r\nHost: H\r\nCookie: portcullis=\xff\xfe\r\n\r\n"},
+		{"invalid UTF-8 in the path", "GET /app/\xff\xfe HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"invalid UTF-8 in the query", "GET /app?x=\xff HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"invalid UTF-8 in a header", "GET /app HTTP/1.1\r\nHost: {H}\r\nAccept: \xff\xfe\r\n\r\n"},
+		{"invalid UTF-8 in the cookie", "GET /app HTTP/1.1\r\nHost: {H}\r\nCookie: portcullis=\xff\xfe\r\n\r\n"},
 		{"CONNECT to another port", "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n"},
-		{"CONNECT with a path", "CONNECT /app HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"header without colon", "GET /app HTTP/1.1\r\nHost: H\r\nX-Broken\r\n\r\n"},
-		{"header name with a space", "GET /app HTTP/1.1\r\nHost: H\r\nX Email: a\r\n\r\n"},
-		{"absolute form with userinfo", "GET http://user:pw@H/app HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"absolute form with an unknown scheme", "GET gopher://H/app HTTP/1.1\r\nHost: H\r\n\r\n"},
-		{"lone CR in the request line", "GET /app\rX HTTP/1.1\r\nHost: H\r\n\r\n"},
+		{"CONNECT with a path", "CONNECT /app HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"header without colon", "GET /app HTTP/1.1\r\nHost: {H}\r\nX-Broken\r\n\r\n"},
+		{"header name with a space", "GET /app HTTP/1.1\r\nHost: {H}\r\nX Email: a\r\n\r\n"},
+		{"absolute form with userinfo", "GET http://user:pw@{H}/app HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"absolute form with an unknown scheme", "GET gopher://{H}/app HTTP/1.1\r\nHost: {H}\r\n\r\n"},
+		{"lone CR in the request line", "GET /app\rX HTTP/1.1\r\nHost: {H}\r\n\r\n"},
 	} {
 		t.Run(tc.name+" never reaches the upstream unchecked", func(t *testing.T) {
 			before := suite.upstream.count()
-			r := do(t, rq{raw: strings.ReplaceAll(tc.raw, "H", suite.proxy)})
+			r := do(t, rq{raw: strings.ReplaceAll(tc.raw, "{H}", suite.proxy)})
 			if r.Err == nil && r.Status < 300 {
 				t.Errorf("status %d, want a refusal", r.Status)
 			}
