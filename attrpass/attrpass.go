@@ -6,7 +6,6 @@ package attrpass
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net/http"
 	"net/textproto"
@@ -59,18 +58,26 @@ type header struct {
 	program *vm.Program
 }
 
+// Warnings lists what in c is valid but weakens the set-up, with keys
+// relative to attribute_pass: an assertion signed with a key generated at
+// start, which the upstream cannot verify once the key is another.
+func (c Config) Warnings() []idp.Warning {
+	if c.JWT == nil || c.JWT.SigningKey != "" || c.JWT.SigningKeyFile != "" {
+		return nil
+	}
+	return []idp.Warning{{Key: "jwt", Message: "no signing_key or signing_key_file: assertions are signed with a key generated at start (and at every reload), " +
+		"so they stop verifying after either and differ between replicas; configure a key"}}
+}
+
 // headersNeverTouched are the headers that frame the request itself: stripping
 // or setting them would break or smuggle requests, never pass an attribute.
 var headersNeverTouched = []string{"host", "content-length", "transfer-encoding", "connection"}
 
 // Compile checks c and compiles its expressions once. issuer is the JWT
-// issuer used when jwt.issuer is empty (the proxy's public_url); log gets the
-// warning about a generated signing key. Every problem is reported, as
-// "key: what is wrong" with keys relative to attribute_pass.
-func Compile(c Config, issuer string, log *slog.Logger) (*Pass, error) {
-	if log == nil {
-		log = slog.Default()
-	}
+// issuer used when jwt.issuer is empty (the proxy's public_url). Every
+// problem is reported, as "key: what is wrong" with keys relative to
+// attribute_pass.
+func Compile(c Config, issuer string) (*Pass, error) {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
@@ -123,7 +130,7 @@ func Compile(c Config, issuer string, log *slog.Logger) (*Pass, error) {
 		} else {
 			claim("jwt.header", c.JWT.Header)
 		}
-		s, err := newSigner(*c.JWT, issuer, log)
+		s, err := newSigner(*c.JWT, issuer)
 		if err != nil {
 			errs = append(errs, err)
 		}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -34,14 +33,12 @@ func compileYAML(t testing.TB, src string) *Pass {
 	if err := yaml.Unmarshal([]byte(src), &c); err != nil {
 		t.Fatalf("decode config: %v", err)
 	}
-	p, err := Compile(c, "https://cvat.example.com", quietLog())
+	p, err := Compile(c, "https://cvat.example.com")
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
 	return p
 }
-
-func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestStrip(t *testing.T) {
 	p := compileYAML(t, cvatYAML)
@@ -239,7 +236,7 @@ func TestInjectFormatsValues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Compile(Config{Headers: map[string]string{"X-Value": tt.expr}}, "https://x", quietLog())
+			p, err := Compile(Config{Headers: map[string]string{"X-Value": tt.expr}}, "https://x")
 			if err != nil {
 				t.Fatalf("Compile: %v", err)
 			}
@@ -282,7 +279,7 @@ func TestInjectRefusesUnsafeValues(t *testing.T) {
 			p, err := Compile(Config{
 				Headers: map[string]string{"X-Value": tt.expr, "X-Email": "email", "X-Sub": `"s"`},
 				JWT:     &JWTConfig{Header: "X-Assertion"},
-			}, "https://x", quietLog())
+			}, "https://x")
 			if err != nil {
 				t.Fatalf("Compile: %v", err)
 			}
@@ -456,7 +453,7 @@ func TestCompileErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Compile(tt.config, "https://cvat.example.com", quietLog())
+			p, err := Compile(tt.config, "https://cvat.example.com")
 			if err == nil {
 				t.Fatalf("Compile succeeded, want errors %q", tt.want)
 			}
@@ -476,7 +473,7 @@ func TestCompileErrors(t *testing.T) {
 }
 
 func TestEmptyConfigStripsAndInjectsNothing(t *testing.T) {
-	p, err := Compile(Config{}, "", nil)
+	p, err := Compile(Config{}, "")
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
@@ -522,7 +519,7 @@ func BenchmarkInject(b *testing.B) {
 
 func TestStripLongName(t *testing.T) {
 	long := "X-" + strings.Repeat("Very-Long-Name-", 6) + "User" // longer than Strip's stack buffer
-	p, err := Compile(Config{StripHeaders: []string{long}}, "https://x", quietLog())
+	p, err := Compile(Config{StripHeaders: []string{long}}, "https://x")
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}

@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/textproto"
 	"os"
 	"slices"
@@ -69,9 +68,9 @@ type signer struct {
 	now      func() time.Time // time.Now; tests set it
 }
 
-func newSigner(c JWTConfig, issuer string, log *slog.Logger) (*signer, error) {
+func newSigner(c JWTConfig, issuer string) (*signer, error) {
 	var errs []error
-	priv, err := loadKey(c, log)
+	priv, err := loadKey(c)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -121,7 +120,7 @@ func newSigner(c JWTConfig, issuer string, log *slog.Logger) (*signer, error) {
 }
 
 // loadKey reads the configured signing key, or generates one.
-func loadKey(c JWTConfig, log *slog.Logger) (*ecdsa.PrivateKey, error) {
+func loadKey(c JWTConfig) (*ecdsa.PrivateKey, error) {
 	key, pemText := "jwt.signing_key", []byte(c.SigningKey)
 	switch {
 	case c.SigningKey != "" && c.SigningKeyFile != "":
@@ -132,9 +131,7 @@ func loadKey(c JWTConfig, log *slog.Logger) (*ecdsa.PrivateKey, error) {
 		if pemText, err = os.ReadFile(c.SigningKeyFile); err != nil {
 			return nil, fmt.Errorf("%s: read: %w", key, err)
 		}
-	case c.SigningKey == "":
-		log.Warn("attribute_pass.jwt: no signing_key configured; signing with a key generated at start, " +
-			"so assertions stop verifying after a restart and differ between replicas; configure a key when running more than one")
+	case c.SigningKey == "": // Warnings says so
 		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return nil, fmt.Errorf("jwt: generate key: %w", err)

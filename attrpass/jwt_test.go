@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -148,7 +147,7 @@ func TestAssertionVerifiesAgainstJWKS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Compile(Config{JWT: &tt.jwt}, "https://cvat.example.com", quietLog())
+			p, err := Compile(Config{JWT: &tt.jwt}, "https://cvat.example.com")
 			if err != nil {
 				t.Fatalf("Compile: %v", err)
 			}
@@ -263,7 +262,7 @@ func TestJWKSShape(t *testing.T) {
 }
 
 func TestJWKSWithoutJWTIsEmptySet(t *testing.T) {
-	p, err := Compile(Config{Headers: map[string]string{"X-Email": "email"}}, "https://x", quietLog())
+	p, err := Compile(Config{Headers: map[string]string{"X-Email": "email"}}, "https://x")
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
@@ -272,24 +271,25 @@ func TestJWKSWithoutJWTIsEmptySet(t *testing.T) {
 	}
 }
 
-func TestGeneratedKeyIsLogged(t *testing.T) {
+// A key generated at start is a warning of jwt (check prints it, serve
+// logs it); a configured one, or no assertion at all, is none.
+func TestGeneratedKeyIsWarnedOf(t *testing.T) {
 	tests := []struct {
 		name     string
-		jwt      JWTConfig
+		jwt      *JWTConfig
 		wantWarn bool
 	}{
-		{"no key configured warns about replicas", JWTConfig{Header: "X-A"}, true},
-		{"configured key does not warn", JWTConfig{Header: "X-A", SigningKey: p256PEM(t, false)}, false},
+		{"no key configured warns about replicas", &JWTConfig{Header: "X-A"}, true},
+		{"configured key does not warn", &JWTConfig{Header: "X-A", SigningKey: p256PEM(t, false)}, false},
+		{"configured key file does not warn", &JWTConfig{Header: "X-A", SigningKeyFile: "/etc/portcullis/assertion.pem"}, false},
+		{"no assertion does not warn", nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var buf bytes.Buffer
-			if _, err := Compile(Config{JWT: &tt.jwt}, "https://x", slog.New(slog.NewTextHandler(&buf, nil))); err != nil {
-				t.Fatalf("Compile: %v", err)
-			}
-			warned := strings.Contains(buf.String(), "level=WARN") && strings.Contains(buf.String(), "replicas")
-			if warned != tt.wantWarn {
-				t.Errorf("log %q: warned = %v, want %v", buf.String(), warned, tt.wantWarn)
+			w := Config{JWT: tt.jwt}.Warnings()
+			warned := len(w) == 1 && w[0].Key == "jwt" && strings.Contains(w[0].Message, "replicas")
+			if warned != tt.wantWarn || len(w) > 1 {
+				t.Errorf("warnings %v: warned = %v, want %v", w, warned, tt.wantWarn)
 			}
 		})
 	}

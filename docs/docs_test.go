@@ -6,10 +6,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/portcullis-proxy/portcullis/proxy"
+	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
 // guideEnv stands in for what the guides' examples take from the environment.
@@ -18,6 +20,15 @@ var guideEnv = map[string]string{
 	"CVAT_PUBLIC_URL":        "https://cvat.example.com",
 	"OIDC_ISSUER":            "https://login.example.com/",
 	"PORTCULLIS_SESSION_KEY": "dGVzdC1zZXNzaW9uLWtleS0zMi1ieXRlcy1sb25nISE=",
+}
+
+// guideFiles writes the files the guides' examples name (check loads them,
+// as a start would) and returns what puts the test's copies in their place.
+func guideFiles(t *testing.T) *strings.Replacer {
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "saml-sp.crt"), filepath.Join(dir, "saml-sp.key")
+	testcert.New(t, "portcullis-saml-sp", time.Now().AddDate(10, 0, 0)).Write(t, crt, key)
+	return strings.NewReplacer("/etc/portcullis/saml-sp.crt", crt, "/etc/portcullis/saml-sp.key", key)
 }
 
 var guideYAML = regexp.MustCompile("(?s)```yaml\n(.*?)```")
@@ -30,6 +41,7 @@ func TestGuideConfigsPassCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	files := guideFiles(t)
 	checked := 0
 	for _, page := range pages {
 		text, err := os.ReadFile(page)
@@ -50,7 +62,7 @@ func TestGuideConfigsPassCheck(t *testing.T) {
 				continue
 			}
 			checked++
-			cfg, err := proxy.ParseConfig(block, func(k string) string { return guideEnv[k] })
+			cfg, err := proxy.ParseConfig([]byte(files.Replace(string(block))), func(k string) string { return guideEnv[k] })
 			if err == nil {
 				err = proxy.Check(cfg)
 			}

@@ -10,7 +10,7 @@ import (
 )
 
 // TestLDAPPageExamples checks that each example of ldap.md (ldap/*.yaml) is
-// one `portcullis check` accepts and appears on the page verbatim.
+// one `portcullis check` accepts without a warning and appears on the page verbatim.
 func TestLDAPPageExamples(t *testing.T) {
 	page, err := os.ReadFile("ldap.md")
 	if err != nil {
@@ -29,6 +29,9 @@ func TestLDAPPageExamples(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatalf("portcullis check %s:\n%v", example, err)
+			}
+			if w := proxy.Warnings(cfg); len(w) > 0 {
+				t.Errorf("portcullis check %s warns: %v", example, w)
 			}
 			file, err := os.ReadFile(example)
 			if err != nil {

@@ -192,6 +192,32 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Warning is something valid in a configuration that may not do what was
+// meant, keyed as Validate's problems are: `portcullis check` prints it and
+// serve logs it, at start and at every reload, from the same list.
+type Warning struct {
+	Key     string
+	Message string
+}
+
+// Warnings lists what in c is valid but weakens the set-up outside
+// development, with keys relative to this provider's entry: plain ldap://
+// to a directory off loopback, a SAML key pair generated at start. The IdP
+// is built without logging these itself, so that each is said once.
+func (c Config) Warnings() []Warning {
+	resolved, err := c.WithPreset()
+	if err != nil {
+		return nil // Validate says what is wrong
+	}
+	switch resolved.Protocol {
+	case SAML:
+		return resolved.samlWarnings()
+	case LDAP:
+		return resolved.ldapWarnings()
+	}
+	return nil
+}
+
 // ApplyEnv overrides secrets from the environment:
 // PORTCULLIS_IDP_<ID>_CLIENT_ID, _CLIENT_SECRET and _BIND_PASSWORD, where <ID>
 // is the id in upper case with '-' read as '_'.

@@ -83,9 +83,6 @@ func newLDAPProvider(ctx context.Context, c Config, o Options, timing ldapTiming
 	if err != nil {
 		return nil, fmt.Errorf("ldap %s: %w", c.ID, err)
 	}
-	if tlsConfig == nil && !isLoopbackHost(u.Hostname()) {
-		log.Warn("ldap: url is plain ldap:// without start_tls: passwords cross the network unencrypted; use ldaps:// or start_tls: true outside development", "url", c.URL)
-	}
 	filter := c.GroupSearch.Filter
 	p := &LDAPProvider{
 		cfg:     c,

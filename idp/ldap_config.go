@@ -178,6 +178,16 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// ldapWarnings: plain ldap:// off loopback sends every password a user
+// types, and the service account's, in clear (tlsConfig gives none then).
+func (c *Config) ldapWarnings() []Warning {
+	u, err := url.Parse(c.URL)
+	if err != nil || u.Scheme != "ldap" || c.StartTLS || isLoopbackHost(u.Hostname()) {
+		return nil
+	}
+	return []Warning{{"url", "plain ldap:// without start_tls: passwords cross the network unencrypted; use ldaps:// or start_tls: true outside development"}}
+}
+
 // isLoopbackHost reports whether host names this machine only: development.
 func isLoopbackHost(host string) bool {
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {

@@ -86,13 +86,9 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 		client = &http.Client{Timeout: timing.fetchTimeout}
 	}
 
-	key, cert, generated, err := loadSPKeyPair(c)
+	key, cert, err := loadSPKeyPair(c) // generated without sp_cert_file: samlWarnings
 	if err != nil {
 		return nil, fmt.Errorf("saml %s: sp key pair: %w", c.ID, err)
-	}
-	if generated {
-		log.Warn("saml: no sp_cert_file/sp_key_file configured; signing AuthnRequests with a key generated at start. " +
-			"It changes on every restart and differs between replicas: configure one when the IdP checks request signatures or more than one replica runs")
 	}
 
 	metadataURL, err := url.Parse(o.CallbackURL("saml", c.ID, "metadata"))

@@ -21,14 +21,23 @@ import (
 
 // loadSPKeyPair returns the key and certificate that sign AuthnRequests:
 // sp_cert_file and sp_key_file when configured, else a fresh RSA key and
-// self-signed certificate (generated reports which).
-func loadSPKeyPair(c Config) (key crypto.Signer, cert *x509.Certificate, generated bool, err error) {
+// self-signed certificate, of which samlWarnings warns.
+func loadSPKeyPair(c Config) (crypto.Signer, *x509.Certificate, error) {
 	if c.SPCertFile != "" {
-		key, cert, err := loadSPKeyFiles(c.SPCertFile, c.SPKeyFile)
-		return key, cert, false, err
+		return loadSPKeyFiles(c.SPCertFile, c.SPKeyFile)
 	}
-	key, cert, err = generateSPKeyPair(c.ID)
-	return key, cert, true, err
+	return generateSPKeyPair(c.ID)
+}
+
+// samlWarnings: a key pair generated at start is another one after every
+// restart and on every replica, which an IdP that checks request
+// signatures (it pinned the SP metadata's certificate) refuses.
+func (c *Config) samlWarnings() []Warning {
+	if c.SPCertFile != "" {
+		return nil
+	}
+	return []Warning{{"sp_cert_file", "not set: AuthnRequests are signed with a key generated at start, which changes on every restart and differs between replicas; " +
+		"configure sp_cert_file and sp_key_file when the IdP checks request signatures or more than one replica runs"}}
 }
 
 // loadSPKeyFiles reads a PEM certificate and its PEM private key (RSA or

@@ -75,12 +75,28 @@ type Warning struct {
 
 func (w Warning) String() string { return w.Key + ": " + w.Message }
 
-// Warnings lists what in cfg is valid but may not do what was meant: the
-// conditions that admit users by a group's name (role_mapping's when, a
-// rule's allow_if) that some IdP's users can make theirs, or that more than
-// one IdP can give (idp.GroupNameWarnings).
+// Warnings lists what in cfg is valid but may not do what was meant, in the
+// order of the file: what weakens the set-up outside development (a
+// plain-http public_url off loopback; the IdPs' and attribute_pass's own,
+// idp.Config.Warnings and attrpass.Config.Warnings), then the conditions
+// that admit users by a group's name (role_mapping's when, a rule's
+// allow_if) that some IdP's users can make theirs, or that more than one IdP
+// can give (idp.GroupNameWarnings). It is the one list of them: serve logs
+// nothing of these on its own.
 func Warnings(cfg *Config) []Warning {
 	var out []Warning
+	if u, err := url.Parse(cfg.Server.PublicURL); err == nil && u.Scheme == "http" && u.Host != "" && !isLoopback(u.Hostname()) {
+		out = append(out, Warning{"server.public_url", "plain http: session cookies are sent unencrypted; use https outside development"})
+	}
+	under := func(prefix string, ws []idp.Warning) {
+		for _, w := range ws {
+			out = append(out, Warning{Key: prefix + w.Key, Message: w.Message})
+		}
+	}
+	for i, ic := range cfg.SSO.IdentityProviders {
+		under(fmt.Sprintf("sso.identity_providers[%d].", i), ic.Warnings())
+	}
+	under("attribute_pass.", cfg.AttributePass.Warnings())
 	check := func(key, src string) {
 		for _, msg := range idp.GroupNameWarnings(src, cfg.SSO.IdentityProviders) {
 			out = append(out, Warning{Key: key, Message: msg})
@@ -105,7 +121,7 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	p.addAll("", err)
 	c.roles, err = rolemap.Compile(cfg.RoleMapping)
 	p.addAll("role_mapping.", err)
-	c.pass, err = attrpass.Compile(cfg.AttributePass, cfg.Server.PublicURL, log)
+	c.pass, err = attrpass.Compile(cfg.AttributePass, cfg.Server.PublicURL)
 	p.addAll("attribute_pass.", err)
 	if c.pass != nil {
 		c.pass.AlsoStrip(spoofable...)

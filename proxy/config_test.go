@@ -337,3 +337,60 @@ func TestLoadAdminListen(t *testing.T) {
 		t.Fatalf("LoadAdminListen: %q, %v; want 0.0.0.0:9999", got, err)
 	}
 }
+
+// startUpWarnings are entries that valid configurations may have and that
+// weaken them outside development: each test case adds one to minimal.
+const (
+	plainLDAP = `      client_id: portcullis
+    - id: corp
+      protocol: LDAP
+      url: URL
+      bind_dn: cn=svc,dc=example,dc=com
+      bind_password: x
+      user_search: {base_dn: "dc=example,dc=com", filter: "(uid={username})"}
+`
+	samlEntry = `      client_id: portcullis
+    - id: corp
+      protocol: SAML
+      entity_id: https://sso.example.com
+      metadata_url: https://sso.example.com/saml/metadata
+`
+)
+
+// TestWarningsOfWhatWeakensASetUp: what serve used to log only at start (a
+// plain-http public_url, plain ldap://, a SAML key or an assertion key
+// generated at start) is a Warning, keyed, so that check prints it too; the
+// same set-ups in development (loopback) or with the key given are not.
+func TestWarningsOfWhatWeakensASetUp(t *testing.T) {
+	for _, tc := range []struct {
+		name, old, new string
+		want           []Warning
+	}{
+		{name: "https public_url, OIDC IdP: nothing"},
+		{"a plain-http public_url", "https://cvat.example.com", "http://cvat.example.com",
+			[]Warning{{"server.public_url", "plain http: session cookies are sent unencrypted; use https outside development"}}},
+		{"a plain-http public_url on loopback is development", "https://cvat.example.com", "http://127.0.0.1:9772", nil},
+		{"a plain-http public_url on localhost is development", "https://cvat.example.com", "http://localhost:9772", nil},
+		{"plain ldap:// to a remote directory", "      client_id: portcullis\n", strings.Replace(plainLDAP, "URL", "ldap://ad.example.com", 1),
+			[]Warning{{"sso.identity_providers[1].url", "plain ldap:// without start_tls: passwords cross the network unencrypted; use ldaps:// or start_tls: true outside development"}}},
+		{"ldap:// with start_tls", "      client_id: portcullis\n", strings.Replace(plainLDAP, "URL", "ldap://ad.example.com\n      start_tls: true", 1), nil},
+		{"ldaps://", "      client_id: portcullis\n", strings.Replace(plainLDAP, "URL", "ldaps://ad.example.com", 1), nil},
+		{"plain ldap:// on loopback is development", "      client_id: portcullis\n", strings.Replace(plainLDAP, "URL", "ldap://127.0.0.1:3389", 1), nil},
+		{"a SAML IdP without sp_cert_file", "      client_id: portcullis\n", samlEntry,
+			[]Warning{{"sso.identity_providers[1].sp_cert_file", "not set: AuthnRequests are signed with a key generated at start, which changes on every restart and differs between replicas; configure sp_cert_file and sp_key_file when the IdP checks request signatures or more than one replica runs"}}},
+		{"a SAML IdP with its key pair", "      client_id: portcullis\n", samlEntry + "      sp_cert_file: /etc/portcullis/sp.crt\n      sp_key_file: /etc/portcullis/sp.key\n", nil},
+		{"an assertion without a signing key", "https://login.example.com/\n      client_id: portcullis\n", "https://login.example.com/\n      client_id: portcullis\nattribute_pass:\n  jwt: {header: X-Portcullis-Assertion}\n",
+			[]Warning{{"attribute_pass.jwt", "no signing_key or signing_key_file: assertions are signed with a key generated at start (and at every reload), so they stop verifying after either and differ between replicas; configure a key"}}},
+		{"an assertion with signing_key_file", "https://login.example.com/\n      client_id: portcullis\n", "https://login.example.com/\n      client_id: portcullis\nattribute_pass:\n  jwt: {header: X-Portcullis-Assertion, signing_key_file: /etc/portcullis/assertion.pem}\n", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(strings.Replace(minimal, tc.old, tc.new, 1)), func(string) string { return "" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := Warnings(cfg); !slices.Equal(got, tc.want) {
+				t.Errorf("warnings:\n%v\nwant:\n%v", got, tc.want)
+			}
+		})
+	}
+}

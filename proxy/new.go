@@ -54,12 +54,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler, id
 	h.ruleSeries = h.metrics.rules(c.rules)
 	h.accessLogs = newAccessLogs(log, c.rules)
 	h.cookies = c.sessionOptions(log) // log: the bounded sets' flood warnings
-	if !h.cookies.Secure {
-		if !isLoopback(c.publicURL.Hostname()) {
-			log.Warn("server.public_url is plain http: session cookies are sent unencrypted; use https outside development", "public_url", cfg.Server.PublicURL)
-		}
-	}
-	for _, w := range Warnings(cfg) {
+	for _, w := range Warnings(cfg) { // what `portcullis check` prints
 		log.Warn("config warning", "key", w.Key, "warning", w.Message)
 	}
 	if h.sessions, err = h.newSessionStore(cfg, prev); err != nil {

@@ -249,6 +249,41 @@ func TestGroupNameWarningsAreLogged(t *testing.T) {
 	}
 }
 
+// What weakens a set-up outside development (a plain-http public_url, plain
+// ldap://, keys generated at start) is logged at start the way check prints
+// it, as a config warning with its key, once; the lines serve logged on its
+// own before are gone, so that no warning is logged twice.
+func TestStartUpWarningsAreConfigWarnings(t *testing.T) {
+	config := strings.Replace(testConfig, "https://cvat.example.com", "http://cvat.example.com", 1)
+	config = strings.Replace(config, "      client_id: portcullis\n", `      client_id: portcullis
+    - id: corp
+      protocol: SAML
+      entity_id: https://sso.example.com
+      metadata_url: http://127.0.0.1:1/saml/metadata
+    - id: corp-ldap
+      protocol: LDAP
+      url: ldap://ldap.invalid:389
+      bind_dn: cn=svc,dc=example,dc=com
+      bind_password: x
+      user_search: {base_dn: "dc=example,dc=com", filter: "(uid={username})"}
+`, 1)
+	config = strings.Replace(config, "  strip_headers:", "  jwt: {header: X-Portcullis-Assertion}\n  strip_headers:", 1)
+	_, logs, _ := newLoggedFixture(t, config)
+	for _, key := range []string{"server.public_url", "sso.identity_providers[1].sp_cert_file", "sso.identity_providers[2].url", "attribute_pass.jwt"} {
+		if lines := logs.find(t, map[string]any{"level": "WARN", "msg": "config warning", "key": key}); len(lines) != 1 {
+			t.Errorf("config warning of %s: %d lines, want 1\n%s", key, len(lines), logs.String())
+		}
+	}
+	for _, l := range logs.lines(t) {
+		msg := fmt.Sprint(l["msg"])
+		for _, old := range []string{"public_url is plain http", "plain ldap://", "sp_cert_file", "no signing_key"} {
+			if strings.Contains(msg, old) {
+				t.Errorf("a start-up warning of its own, besides the config warning: %v", l)
+			}
+		}
+	}
+}
+
 // gather returns the families the handler's registry exposes, by name.
 func gather(t *testing.T, h *Handler) map[string]*dto.MetricFamily {
 	t.Helper()

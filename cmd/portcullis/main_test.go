@@ -329,6 +329,27 @@ func TestCheckWarnsOfGroupNamesAnyoneCanTake(t *testing.T) {
 	}
 }
 
+// check prints what serve warned of only in its log at start, so that an
+// operator who checks before deploying sees it: here a plain-http
+// public_url and an assertion signed with a key generated at start.
+func TestCheckWarnsOfWhatServeLogsAtStart(t *testing.T) {
+	config := strings.Replace(validConfig, "https://cvat.example.com", "http://cvat.example.com", 1)
+	config = strings.Replace(config, "  strip_headers:", "  jwt: {header: X-Portcullis-Assertion}\n  strip_headers:", 1)
+	config = strings.Replace(config, `when: '"cvat-admins" in groups'`, `when: 'idp == "company" && "cvat-admins" in groups'`, 1)
+	path := writeFile(t, "portcullis.yaml", config)
+	code, stdout, stderr := runCLI("check", "--config", path)
+	if first, _, _ := strings.Cut(stdout, "\n"); code != 0 || first != path+": ok" {
+		t.Fatalf("exit %d, stdout %q; want 0 and %q first", code, stdout, path+": ok")
+	}
+	want := []string{
+		path + ": warning: server.public_url: plain http: session cookies are sent unencrypted; use https outside development",
+		path + ": warning: attribute_pass.jwt: no signing_key or signing_key_file: assertions are signed with a key generated at start (and at every reload), so they stop verifying after either and differ between replicas; configure a key",
+	}
+	if got := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n"); !slices.Equal(got, want) {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, strings.Join(want, "\n"))
+	}
+}
+
 func TestExplain(t *testing.T) {
 	config := writeFile(t, "portcullis.yaml", validConfig)
 	admin := writeFile(t, "admin.json", `{"sub": "a1", "email": "alice@example.com", "groups": ["cvat-admins"]}`)
