@@ -119,36 +119,51 @@ func (f *groupTestFinder) admits(n ast.Node, idps []string) {
 // idpTest returns the IdPs n admits when n is idp == "x" ("x" == idp) or
 // idp in ["x", "y"], and counts it as followed.
 func (f *groupTestFinder) idpTest(n ast.Node) ([]string, bool) {
-	b, ok := n.(*ast.BinaryNode)
-	if !ok {
-		return nil, false
-	}
-	var ids []string
-	switch {
-	case b.Operator == "==" && isField(b.Left, "idp") && isString(b.Right):
-		ids = []string{b.Right.(*ast.StringNode).Value}
-	case b.Operator == "==" && isField(b.Right, "idp") && isString(b.Left):
-		ids = []string{b.Left.(*ast.StringNode).Value}
-	case b.Operator == "in" && isField(b.Left, "idp"):
-		list, ok := b.Right.(*ast.ArrayNode)
-		if !ok {
-			return nil, false
-		}
-		for _, e := range list.Nodes {
-			s, ok := e.(*ast.StringNode)
-			if !ok {
-				return nil, false
-			}
-			ids = append(ids, s.Value)
-		}
-	default:
+	c, ok := idpComparison(n)
+	if !ok || c.op == "!=" {
 		return nil, false
 	}
 	f.idpTests++
-	if ids == nil {
-		ids = []string{} // idp in []: no IdP
+	if c.ids == nil {
+		return []string{}, true // idp in []: no IdP
 	}
-	return ids, true
+	return c.ids, true
+}
+
+// comparison is a test of idp against IdP ids written out.
+type comparison struct {
+	op  string // ==, != or in
+	ids []string
+}
+
+// idpComparison reads n as idp == "x" ("x" == idp), idp != "x" or idp in
+// ["x", "y"] (every element a string), the tests of idp that name IdPs.
+func idpComparison(n ast.Node) (comparison, bool) {
+	b, ok := n.(*ast.BinaryNode)
+	if !ok {
+		return comparison{}, false
+	}
+	switch {
+	case (b.Operator == "==" || b.Operator == "!=") && isField(b.Left, "idp") && isString(b.Right):
+		return comparison{b.Operator, []string{b.Right.(*ast.StringNode).Value}}, true
+	case (b.Operator == "==" || b.Operator == "!=") && isField(b.Right, "idp") && isString(b.Left):
+		return comparison{b.Operator, []string{b.Left.(*ast.StringNode).Value}}, true
+	case b.Operator == "in" && isField(b.Left, "idp"):
+		list, ok := b.Right.(*ast.ArrayNode)
+		if !ok {
+			return comparison{}, false
+		}
+		var ids []string
+		for _, e := range list.Nodes {
+			s, ok := e.(*ast.StringNode)
+			if !ok {
+				return comparison{}, false
+			}
+			ids = append(ids, s.Value)
+		}
+		return comparison{"in", ids}, true
+	}
+	return comparison{}, false
 }
 
 // conjuncts are the operands of a chain of &&.

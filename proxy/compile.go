@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -76,13 +77,15 @@ type Warning struct {
 func (w Warning) String() string { return w.Key + ": " + w.Message }
 
 // Warnings lists what in cfg is valid but may not do what was meant, in the
-// order of the file: what weakens the set-up outside development (a
-// plain-http public_url off loopback; the IdPs' and attribute_pass's own,
-// idp.Config.Warnings and attrpass.Config.Warnings), then the conditions
-// that admit users by a group's name (role_mapping's when, a rule's
-// allow_if) that some IdP's users can make theirs, or that more than one IdP
-// can give (idp.GroupNameWarnings). It is the one list of them: serve logs
-// nothing of these on its own.
+// order of the configuration's blocks: what weakens the set-up outside
+// development (a plain-http public_url off loopback; the IdPs' and
+// attribute_pass's own, idp.Config.Warnings and attrpass.Config.Warnings);
+// in every expression over the profile, a comparison of idp with an id no
+// IdP has (idp.UnknownIdPWarnings); and the conditions that admit users by
+// a group's name (role_mapping's when, a rule's allow_if) that some IdP's
+// users can make theirs, or that more than one IdP can give
+// (idp.GroupNameWarnings). It is the one list of them: serve logs nothing
+// of these on its own.
 func Warnings(cfg *Config) []Warning {
 	var out []Warning
 	if u, err := url.Parse(cfg.Server.PublicURL); err == nil && u.Scheme == "http" && u.Host != "" && !isLoopback(u.Hostname()) {
@@ -96,17 +99,28 @@ func Warnings(cfg *Config) []Warning {
 	for i, ic := range cfg.SSO.IdentityProviders {
 		under(fmt.Sprintf("sso.identity_providers[%d].", i), ic.Warnings())
 	}
-	under("attribute_pass.", cfg.AttributePass.Warnings())
-	check := func(key, src string) {
-		for _, msg := range idp.GroupNameWarnings(src, cfg.SSO.IdentityProviders) {
+	providers := cfg.SSO.IdentityProviders
+	expression := func(key, src string) {
+		for _, msg := range idp.UnknownIdPWarnings(src, providers) {
+			out = append(out, Warning{Key: key, Message: msg})
+		}
+	}
+	condition := func(key, src string) {
+		expression(key, src)
+		for _, msg := range idp.GroupNameWarnings(src, providers) {
 			out = append(out, Warning{Key: key, Message: msg})
 		}
 	}
 	for i, r := range cfg.RoleMapping.Rules {
-		check(fmt.Sprintf("role_mapping.rules[%d].when", i), r.When)
+		condition(fmt.Sprintf("role_mapping.rules[%d].when", i), r.When)
 	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.AttributePass.Headers)) {
+		expression("attribute_pass.headers."+name, cfg.AttributePass.Headers[name])
+	}
+	under("attribute_pass.", cfg.AttributePass.Warnings())
 	for i, r := range cfg.Rules {
-		check(fmt.Sprintf("rules[%d].allow_if", i), r.AllowIf)
+		expression(fmt.Sprintf("rules[%d].when", i), r.When)
+		condition(fmt.Sprintf("rules[%d].allow_if", i), r.AllowIf)
 	}
 	return out
 }

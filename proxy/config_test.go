@@ -394,3 +394,43 @@ func TestWarningsOfWhatWeakensASetUp(t *testing.T) {
 		})
 	}
 }
+
+// A comparison of idp with an id no IdP has is warned of in every
+// expression over the profile, keyed by it: it never holds, and nothing
+// else would say so.
+func TestWarningsOfAnUnknownIdP(t *testing.T) {
+	config := minimal + `role_mapping:
+  roles: [admin, user]
+  default: user
+  rules:
+    - role: admin
+      when: 'idp == "compnay" && "cvat-admins" in groups'
+attribute_pass:
+  headers:
+    X-Source: 'idp in ["company", "partner"] ? "sso" : "other"'
+rules:
+  - name: staff
+    path_prefix: /staff/
+    when: 'idp != "Company"'
+    action: deny
+  - name: admin
+    path_prefix: /admin/
+    action: authenticate
+    allow_if: 'idp == "company" && "admin" in roles'
+`
+	cfg, err := ParseConfig([]byte(config), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(cfg); err != nil {
+		t.Fatalf("the configuration is valid, only mistaken: %v", err)
+	}
+	want := []Warning{
+		{"role_mapping.rules[0].when", `idp == "compnay": no identity provider has the id "compnay" (the ids are company), so this is never true`},
+		{"attribute_pass.headers.X-Source", `idp in ["company", "partner"]: no identity provider has the id "partner" (the ids are company), so this is never true of it`},
+		{"rules[0].when", `idp != "Company": no identity provider has the id "Company" (the ids are company), so this is always true`},
+	}
+	if got := Warnings(cfg); !slices.Equal(got, want) {
+		t.Errorf("warnings:\n%v\nwant:\n%v", got, want)
+	}
+}

@@ -350,6 +350,17 @@ func TestCheckWarnsOfWhatServeLogsAtStart(t *testing.T) {
 	}
 }
 
+// check warns of a condition that compares idp with an id no IdP has: it
+// never matches, and nothing else says so.
+func TestCheckWarnsOfAnUnknownIdP(t *testing.T) {
+	path := writeFile(t, "portcullis.yaml", strings.Replace(withGitHub(), `when: '"cvat-admins" in groups'`, `when: 'idp == "compnay" && "cvat-admins" in groups'`, 1))
+	code, _, stderr := runCLI("check", "--config", path)
+	want := path + `: warning: role_mapping.rules[0].when: idp == "compnay": no identity provider has the id "compnay" (the ids are company, github), so this is never true` + "\n"
+	if code != 0 || !strings.HasPrefix(stderr, want) {
+		t.Errorf("exit %d, stderr:\n%s\nwant 0, and first:\n%s", code, stderr, want)
+	}
+}
+
 func TestExplain(t *testing.T) {
 	config := writeFile(t, "portcullis.yaml", validConfig)
 	admin := writeFile(t, "admin.json", `{"sub": "a1", "email": "alice@example.com", "groups": ["cvat-admins"]}`)
