@@ -126,6 +126,18 @@ func valueRange(description string) (name, high string, ok bool) {
 	return description, "", false
 }
 
+// LDAPProfile builds the profile c's LDAP provider would make at a login
+// from the user entry dn with attrs, its attributes, reading its group DNs
+// from the groups attribute (memberOf) as a login does without
+// group_search: what `portcullis explain --claims` shows for an LDAP entry.
+// c has its preset applied.
+func LDAPProfile(c Config, dn string, attrs map[string][]string) *Profile {
+	m := newLDAPMapping(c.AttributeMapping)
+	e := ldap.NewEntry(dn, attrs)
+	groupDNs, _ := m.memberOf(e)
+	return m.profile(c.ID, e, "", groupDNs)
+}
+
 // profile builds the user's profile. typed is the username as the user
 // typed it, the username of last resort.
 func (m ldapMapping) profile(idpID string, e *ldap.Entry, typed string, groupDNs []string) *Profile {

@@ -2,6 +2,7 @@ package idp
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,6 +119,25 @@ func (s samlAttributes) claims() map[string]any {
 		}
 	}
 	return out
+}
+
+// SAMLProfile builds the profile c's SAML provider would make at a login
+// from an assertion with attrs, its attributes by Name, and its NameID: what
+// `portcullis explain --claims` shows for a SAML entry. c has its preset
+// applied.
+func SAMLProfile(c Config, attrs map[string][]string, nameID string) (*Profile, error) {
+	a := &saml.Assertion{Subject: &saml.Subject{NameID: &saml.NameID{Value: nameID}}}
+	var stmt saml.AttributeStatement
+	for _, name := range slices.Sorted(maps.Keys(attrs)) {
+		attr := saml.Attribute{Name: name}
+		for _, v := range attrs[name] {
+			attr.Values = append(attr.Values, saml.AttributeValue{Value: v})
+		}
+		stmt.Attributes = append(stmt.Attributes, attr)
+	}
+	a.AttributeStatements = []saml.AttributeStatement{stmt}
+	m := newSAMLMapping(c.AttributeMapping)
+	return m.profile(c.ID, a)
 }
 
 func (m *samlMapping) profile(idpID string, a *saml.Assertion) (*Profile, error) {

@@ -32,6 +32,7 @@ type Explanation struct {
 	// is that line's hint, what makes the IdP send them.
 	Missing     map[string]string
 	MissingHint string
+	MissingFrom string // what Missing's names are: claim, or SAML's attribute
 }
 
 // Explain walks r through the pipeline of cfg. Given the claims an IdP would
@@ -115,11 +116,22 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 	if err != nil {
 		return nil, err
 	}
-	profile := idp.ProfileFromClaims(ic.ID, claims, ic.Claims)
+	attrs, err := attributes(ic.Protocol, claims)
+	if err != nil {
+		return nil, err
+	}
+	profile, err := loginProfile(ic, claims, attrs)
+	if err != nil {
+		e.Decision, e.Reason = decisionForbidden, "the login would be refused: "+err.Error()
+		return e, nil
+	}
 	// As a login's line has it (missingClaims); none for LDAP, where the
 	// directory's word is final (idp.Profile.Missing).
 	if e.Missing = profile.Missing(); len(e.Missing) > 0 && ic.Protocol != idp.LDAP {
-		e.MissingHint = ic.MissingHint()
+		e.MissingHint, e.MissingFrom = ic.MissingHint(), "claim"
+		if ic.Protocol == idp.SAML {
+			e.MissingFrom = "attribute"
+		}
 	} else {
 		e.Missing = nil
 	}
@@ -153,6 +165,70 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 		e.Reason += ", without its Authorization header"
 	}
 	return e, nil
+}
+
+// The keys of a claims file for SAML and LDAP that are not attributes: an
+// assertion's NameID, an entry's DN.
+const (
+	claimsNameID = "NameID"
+	claimsDN     = "dn"
+)
+
+// explainNameID stands for the assertion's NameID when the claims file gives
+// none: real assertions carry one, and it is sub unless attribute_mapping.uid
+// names an attribute.
+const explainNameID = "(NameID)"
+
+// attributes reads claims as a SAML IdP's or an LDAP directory's attributes
+// for those protocols, each a string or a list of strings: what a real one
+// sends. Nil for OIDC and OAuth2, whose claims are any JSON.
+func attributes(protocol string, claims map[string]any) (map[string][]string, error) {
+	if protocol != idp.SAML && protocol != idp.LDAP {
+		return nil, nil
+	}
+	attrs := map[string][]string{}
+	for name, v := range claims {
+		if name == claimsNameID && protocol == idp.SAML || name == claimsDN && protocol == idp.LDAP {
+			if _, ok := v.(string); !ok {
+				return nil, fmt.Errorf("claims: %s: want a string", name)
+			}
+			continue
+		}
+		switch v := v.(type) {
+		case string:
+			attrs[name] = []string{v}
+		case []any:
+			for _, e := range v {
+				s, ok := e.(string)
+				if !ok {
+					return nil, fmt.Errorf("claims: attribute %q: want a string or a list of strings (a %s IdP sends no other)", name, protocol)
+				}
+				attrs[name] = append(attrs[name], s)
+			}
+		default:
+			return nil, fmt.Errorf("claims: attribute %q: want a string or a list of strings (a %s IdP sends no other)", name, protocol)
+		}
+	}
+	return attrs, nil
+}
+
+// loginProfile is the profile a login at ic would give: from the claims
+// through ic's claims mapping (OIDC, OAuth2), or from attrs through its
+// attribute_mapping, by the function the SAML or LDAP provider itself
+// uses. An error is one the login would fail with.
+func loginProfile(ic idp.Config, claims map[string]any, attrs map[string][]string) (*idp.Profile, error) {
+	switch ic.Protocol {
+	case idp.SAML:
+		nameID, ok := claims[claimsNameID].(string)
+		if !ok {
+			nameID = explainNameID
+		}
+		return idp.SAMLProfile(ic, attrs, nameID)
+	case idp.LDAP:
+		dn, _ := claims[claimsDN].(string)
+		return idp.LDAPProfile(ic, dn, attrs), nil
+	}
+	return idp.ProfileFromClaims(ic.ID, claims, ic.Claims), nil
 }
 
 func headerNames(h http.Header) []string {

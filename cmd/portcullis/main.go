@@ -263,7 +263,7 @@ func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
 func explain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("explain", stderr)
 	path := configFlag(fs)
-	claimsFile := fs.String("claims", "", "JSON file with the user's claims (profile fields or raw IdP claims)")
+	claimsFile := fs.String("claims", "", "JSON file with the user's claims as the IdP sends them (SAML, LDAP: attribute name -> string or list of strings; NameID, dn)")
 	source := fs.String("source", "127.0.0.1", "client IP address")
 	idpID := fs.String("idp", "", "the IdP whose claim mapping and admission rules apply to --claims (default: the first)")
 	var headers headerFlags
@@ -372,7 +372,7 @@ func printExplanation(w io.Writer, req *http.Request, e *proxy.Explanation) {
 	if len(e.Missing) > 0 {
 		var missing []string
 		for _, field := range slices.Sorted(maps.Keys(e.Missing)) {
-			missing = append(missing, field+" (claim "+e.Missing[field]+")")
+			missing = append(missing, field+" ("+e.MissingFrom+" "+e.Missing[field]+")")
 		}
 		fmt.Fprintf(w, "missing:   %s\n", strings.Join(missing, ", "))
 		fmt.Fprintf(w, "hint:      %s\n", e.MissingHint)

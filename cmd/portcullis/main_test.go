@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
 	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
@@ -477,6 +478,40 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// explain --claims for a SAML entry reads the file as the assertion's
+// attributes, by the names crewjam's samlidp (test/samlserver) sends, through
+// attribute_mapping and its defaults, as the login does; and names a missing
+// one as an attribute.
+func TestExplainReadsSAMLAttributes(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", strings.Replace(validConfig, "    - id: company\n", `    - id: corp
+      protocol: SAML
+      entity_id: https://sso.example.com/metadata
+      metadata_url: https://sso.example.com/metadata
+      attribute_mapping: {groups: `+samlserver.GroupsAttribute+`}
+    - id: company
+`, 1))
+	admin := writeFile(t, "alice.json", `{
+  "NameID": "alice@example.com",
+  "urn:oid:0.9.2342.19200300.100.1.1": "alice",
+  "urn:oid:0.9.2342.19200300.100.1.3": "alice@example.com",
+  "urn:oid:1.3.6.1.4.1.5923.1.1.1.1": ["member", "cvat-admins"],
+  "`+samlserver.GroupsAttribute+`": ["cvat-admins"]
+}`)
+	explainShows(t, config, []string{"--idp", "corp", "--claims", admin, "GET", "/admin/users"},
+		[]string{"rule:      admin-only (authenticate)", "decision:  authenticated", "roles:     admin", "  X-Email: alice@example.com", "  X-Groups: admin"},
+		[]string{"missing:"})
+
+	noGroups := writeFile(t, "bob.json", `{"urn:oid:0.9.2342.19200300.100.1.3": "bob@example.com", "memberOf": ["cvat-admins"]}`)
+	explainShows(t, config, []string{"--idp", "corp", "--claims", noGroups, "GET", "/tasks"},
+		[]string{"decision:  authenticated", "roles:     user", "missing:   groups (attribute groups)", "hint:      the assertion carries none of these attributes", "  X-Email: bob@example.com"},
+		[]string{"(claim "})
+
+	number := writeFile(t, "carol.json", `{"groups": ["cvat-admins", 7]}`)
+	if code, _, stderr := runCLI("explain", "--config", config, "--idp", "corp", "--claims", number, "GET", "/tasks"); code != 1 || !strings.Contains(stderr, `attribute "groups": want a string or a list of strings`) {
+		t.Errorf("a number among the attributes: exit %d, stderr %q; want 1 naming the attribute", code, stderr)
+	}
+}
+
 // TestExplainPrintsNoSignedAssertion: explain shows the assertion JWT's
 // claims, never a signed token, which would work as a credential of whoever
 // the claims file names for the assertion's lifetime.
@@ -728,8 +763,9 @@ rules:
 `
 	config := writeFile(t, "portcullis.yaml", strings.Replace(strings.Replace(validConfig,
 		"      client_id: portcullis\n", ldapIdP, 1), "\nrules:\n", basicRule, 1))
-	// The LDAP IdP's groups are directory groups, mapped as for a form login.
-	ldapAdmin := writeFile(t, "ldap.json", `{"sub": "a1", "email": "alice@example.com", "groups": ["cvat-admins"]}`)
+	// The LDAP IdP's groups are directory groups, mapped as for a form login:
+	// the file is the user's entry, its groups the DNs in memberOf.
+	ldapAdmin := writeFile(t, "ldap.json", `{"dn": "CN=Alice,OU=Staff,DC=example,DC=com", "sAMAccountName": "alice", "mail": "alice@example.com", "memberOf": ["CN=cvat-admins,OU=Groups,DC=example,DC=com"]}`)
 	for _, tc := range []struct {
 		name string
 		args []string

@@ -1,0 +1,169 @@
+package proxy
+
+import (
+	"maps"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
+)
+
+// explainIdPs has a SAML entry of each kind a login meets (crewjam's
+// samlidp, as test/samlserver runs it, and Entra ID) and an LDAP one, with
+// the role rule and identity headers of the CVAT profile.
+const explainIdPs = `
+server:
+  public_url: https://cvat.example.com
+upstream:
+  url: http://traefik:8080
+session:
+  keys: [` + testKey + `]
+sso:
+  identity_providers:
+    - id: samlidp
+      protocol: SAML
+      entity_id: https://sso.example.com/metadata
+      metadata_url: https://sso.example.com/metadata
+      attribute_mapping: {groups: ` + samlserver.GroupsAttribute + `}
+    - id: entra
+      protocol: SAML
+      entity_id: https://sts.windows.net/00000000-0000-0000-0000-000000000000/
+      metadata_url: https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/federationmetadata/2007-06/federationmetadata.xml
+      attribute_mapping:
+        uid: http://schemas.microsoft.com/identity/claims/objectidentifier
+        groups: http://schemas.microsoft.com/ws/2008/06/identity/claims/groups
+    - id: ad
+      protocol: LDAP
+      url: ldaps://ad.example.com
+      bind_dn: cn=svc,dc=example,dc=com
+      bind_password: x
+      user_search: {base_dn: "dc=example,dc=com", filter: "(sAMAccountName={username})"}
+role_mapping:
+  roles: [admin, user]
+  default: user
+  rules:
+    - role: admin
+      when: '"cvat-admins" in groups || "22222222-2222-2222-2222-222222222222" in groups'
+attribute_pass:
+  headers:
+    X-Email: email
+    X-User: username
+    X-Sub: sub
+`
+
+// explain --claims for a SAML or LDAP entry reads the file as the
+// attributes that IdP sends, through the entry's attribute_mapping (and its
+// defaults), as a login does: not as OIDC claims.
+func TestExplainReadsAttributesAsTheLoginDoes(t *testing.T) {
+	cfg, err := ParseConfig([]byte(explainIdPs), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, idp   string
+		claims      map[string]any
+		roles       []string
+		headers     map[string]string
+		missing     map[string]string
+		missingFrom string
+	}{
+		{
+			name: "crewjam samlidp: mail and uid by their OIDs, groups by the mapping, sub the NameID",
+			idp:  "samlidp",
+			claims: map[string]any{
+				"NameID":                            "alice@example.com",
+				"urn:oid:0.9.2342.19200300.100.1.1": "alice",
+				"urn:oid:0.9.2342.19200300.100.1.3": "alice@example.com",
+				"urn:oid:2.5.4.3":                   "Alice Liddell",
+				"urn:oid:1.3.6.1.4.1.5923.1.1.1.1":  []any{"member", "cvat-admins"},
+				samlserver.GroupsAttribute:          []any{"cvat-admins"},
+			},
+			roles:   []string{"admin"},
+			headers: map[string]string{"X-Email": "alice@example.com", "X-User": "alice", "X-Sub": "alice@example.com"},
+		},
+		{
+			name: "Entra ID: its claim URIs, uid by attribute_mapping, group object IDs",
+			idp:  "entra",
+			claims: map[string]any{
+				"http://schemas.microsoft.com/identity/claims/objectidentifier":      "9f1b0c6e-5d7a-4c21-8f3e-0a1b2c3d4e5f",
+				"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress": "bob@example.com",
+				"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name":         "bob@example.com",
+				"http://schemas.microsoft.com/ws/2008/06/identity/claims/groups":     "22222222-2222-2222-2222-222222222222",
+			},
+			roles:   []string{"admin"},
+			headers: map[string]string{"X-Email": "bob@example.com", "X-User": "bob@example.com", "X-Sub": "9f1b0c6e-5d7a-4c21-8f3e-0a1b2c3d4e5f"},
+		},
+		{
+			name: "a SAML assertion without the mapped groups attribute: missing names the attribute, not an OIDC claim",
+			idp:  "samlidp",
+			claims: map[string]any{
+				"urn:oid:0.9.2342.19200300.100.1.3": "carol@example.com",
+				"groups_typo":                       []any{"cvat-admins"},
+			},
+			roles:       []string{"user"},
+			headers:     map[string]string{"X-Email": "carol@example.com", "X-Sub": "(NameID)"},
+			missing:     map[string]string{"groups": samlserver.GroupsAttribute},
+			missingFrom: "attribute",
+		},
+		{
+			name: "LDAP: the entry's attributes, groups named by the CN of their DN in memberOf",
+			idp:  "ad",
+			claims: map[string]any{
+				"dn":             "CN=Dave,OU=Staff,DC=example,DC=com",
+				"sAMAccountName": "dave",
+				"mail":           "dave@example.com",
+				"memberOf":       []any{"CN=cvat-admins,OU=Groups,DC=example,DC=com", "CN=staff,OU=Groups,DC=example,DC=com"},
+			},
+			roles:   []string{"admin"},
+			headers: map[string]string{"X-Email": "dave@example.com", "X-User": "dave", "X-Sub": "CN=Dave,OU=Staff,DC=example,DC=com"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "https://cvat.example.com/tasks", nil)
+			e, err := Explain(cfg, r, netip.MustParseAddr("203.0.113.7"), tc.claims, tc.idp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Decision != decisionAuthenticated || !slices.Equal(e.Roles, tc.roles) || !maps.Equal(e.Headers, tc.headers) {
+				t.Errorf("decision %s (%s), roles %v, headers %v; want authenticated, %v, %v", e.Decision, e.Reason, e.Roles, e.Headers, tc.roles, tc.headers)
+			}
+			if !maps.Equal(e.Missing, tc.missing) || e.MissingFrom != tc.missingFrom {
+				t.Errorf("missing %v from %q, want %v from %q", e.Missing, e.MissingFrom, tc.missing, tc.missingFrom)
+			}
+			if tc.missing != nil && !strings.Contains(e.MissingHint, "attribute_mapping") {
+				t.Errorf("hint %q, want the SAML one (attribute_mapping)", e.MissingHint)
+			}
+		})
+	}
+}
+
+// What the SAML provider refuses at a login, explain says would be refused,
+// and a file a SAML IdP could not have sent is an error naming the value.
+func TestExplainRefusesWhatASAMLLoginRefuses(t *testing.T) {
+	cfg, err := ParseConfig([]byte(explainIdPs), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	explain := func(idpID string, claims map[string]any) (*Explanation, error) {
+		return Explain(cfg, httptest.NewRequest("GET", "https://cvat.example.com/tasks", nil), netip.MustParseAddr("203.0.113.7"), claims, idpID)
+	}
+	// Entra ID sends a link instead of more than 150 groups.
+	e, err := explain("entra", map[string]any{
+		"http://schemas.microsoft.com/identity/claims/objectidentifier": "9f1b0c6e",
+		"http://schemas.microsoft.com/claims/groups.link":               "https://graph.windows.net/tenant/users/9f1b0c6e/getMemberObjects",
+	})
+	if err != nil || e.Decision != decisionForbidden || !strings.Contains(e.Reason, "the login would be refused") || !strings.Contains(e.Reason, "more groups than Microsoft can list") {
+		t.Errorf("groups overage: %v, %+v; want the login refused, as the provider refuses it", err, e)
+	}
+	// attribute_mapping.uid names an attribute the assertion lacks.
+	if e, err := explain("entra", map[string]any{"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress": "bob@example.com"}); err != nil ||
+		e.Decision != decisionForbidden || !strings.Contains(e.Reason, "attribute_mapping.uid") {
+		t.Errorf("no uid attribute: %v, %+v; want the login refused, naming attribute_mapping.uid", err, e)
+	}
+	if _, err := explain("samlidp", map[string]any{"groups": []any{"cvat-admins", 7}}); err == nil || !strings.Contains(err.Error(), `attribute "groups": want a string or a list of strings`) {
+		t.Errorf("a number among the groups: %v, want an error naming the attribute", err)
+	}
+}
