@@ -65,8 +65,8 @@ func (c Config) Warnings() []idp.Warning {
 	if c.JWT == nil || c.JWT.SigningKey != "" || c.JWT.SigningKeyFile != "" {
 		return nil
 	}
-	return []idp.Warning{{Key: "jwt", Message: "no signing_key or signing_key_file: assertions are signed with a key generated at start (and at every reload), " +
-		"so they stop verifying after either and differ between replicas; configure a key"}}
+	return []idp.Warning{{Key: "jwt", Message: "no signing_key or signing_key_file: assertions are signed with a key generated at start, " +
+		"so they stop verifying after a restart and differ between replicas; configure a key"}}
 }
 
 // headersNeverTouched are the headers that frame the request itself: stripping

@@ -14,6 +14,7 @@ import (
 	"net/textproto"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -119,7 +120,15 @@ func newSigner(c JWTConfig, issuer string) (*signer, error) {
 	return s, errors.Join(errs...)
 }
 
-// loadKey reads the configured signing key, or generates one.
+// generatedKey is the signing key of a jwt block that names none, made once
+// in the life of the process: every reload compiles the attribute pass
+// again, and a key made anew each time made the assertions signed before
+// the reload stop verifying against the JWKS the upstream had fetched.
+var generatedKey = sync.OnceValues(func() (*ecdsa.PrivateKey, error) {
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+})
+
+// loadKey reads the configured signing key, or the one generated at start.
 func loadKey(c JWTConfig) (*ecdsa.PrivateKey, error) {
 	key, pemText := "jwt.signing_key", []byte(c.SigningKey)
 	switch {
@@ -132,7 +141,7 @@ func loadKey(c JWTConfig) (*ecdsa.PrivateKey, error) {
 			return nil, fmt.Errorf("%s: read: %w", key, err)
 		}
 	case c.SigningKey == "": // Warnings says so
-		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		priv, err := generatedKey()
 		if err != nil {
 			return nil, fmt.Errorf("jwt: generate key: %w", err)
 		}

@@ -380,7 +380,7 @@ func TestWarningsOfWhatWeakensASetUp(t *testing.T) {
 			[]Warning{{"sso.identity_providers[1].sp_cert_file", "not set: AuthnRequests are signed with a key generated at start, which changes on every restart and differs between replicas; configure sp_cert_file and sp_key_file when the IdP checks request signatures or more than one replica runs"}}},
 		{"a SAML IdP with its key pair", "      client_id: portcullis\n", samlEntry + "      sp_cert_file: /etc/portcullis/sp.crt\n      sp_key_file: /etc/portcullis/sp.key\n", nil},
 		{"an assertion without a signing key", "https://login.example.com/\n      client_id: portcullis\n", "https://login.example.com/\n      client_id: portcullis\nattribute_pass:\n  jwt: {header: X-Portcullis-Assertion}\n",
-			[]Warning{{"attribute_pass.jwt", "no signing_key or signing_key_file: assertions are signed with a key generated at start (and at every reload), so they stop verifying after either and differ between replicas; configure a key"}}},
+			[]Warning{{"attribute_pass.jwt", "no signing_key or signing_key_file: assertions are signed with a key generated at start, so they stop verifying after a restart and differ between replicas; configure a key"}}},
 		{"an assertion with signing_key_file", "https://login.example.com/\n      client_id: portcullis\n", "https://login.example.com/\n      client_id: portcullis\nattribute_pass:\n  jwt: {header: X-Portcullis-Assertion, signing_key_file: /etc/portcullis/assertion.pem}\n", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

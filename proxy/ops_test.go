@@ -452,6 +452,17 @@ func (rf *reloadFixture) get(t *testing.T, path string, cookies []*http.Cookie) 
 const secondKey = "c2Vjb25kLXNlc3Npb24ta2V5LTMyLWJ5dGVzLWxvbmc="
 
 func TestReload(t *testing.T) {
+	t.Run("an assertion key generated at start is kept", func(t *testing.T) {
+		rf := newReloadFixtureFrom(t, strings.Replace(testConfig, "  strip_headers:", "  jwt: {header: X-Portcullis-Assertion}\n  strip_headers:", 1))
+		before := rf.live.cur.Load().pass.JWKS()
+		rf.write(t, strings.Replace(rf.yaml, "default: user", "default: worker", 1))
+		if err := rf.live.reload("signal"); err != nil {
+			t.Fatal(err)
+		}
+		if after := rf.live.cur.Load().pass.JWKS(); string(after) != string(before) {
+			t.Errorf("the JWKS changed at a reload that left attribute_pass.jwt alone: assertions signed before no longer verify\nbefore %s\nafter  %s", before, after)
+		}
+	})
 	t.Run("sessions survive a reload with the same keys and the change applies", func(t *testing.T) {
 		rf := newReloadFixture(t)
 		cookies := rf.login(t, "alice@example.com", "cvat-admins")

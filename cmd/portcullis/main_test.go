@@ -344,7 +344,7 @@ func TestCheckWarnsOfWhatServeLogsAtStart(t *testing.T) {
 	}
 	want := []string{
 		path + ": warning: server.public_url: plain http: session cookies are sent unencrypted; use https outside development",
-		path + ": warning: attribute_pass.jwt: no signing_key or signing_key_file: assertions are signed with a key generated at start (and at every reload), so they stop verifying after either and differ between replicas; configure a key",
+		path + ": warning: attribute_pass.jwt: no signing_key or signing_key_file: assertions are signed with a key generated at start, so they stop verifying after a restart and differ between replicas; configure a key",
 	}
 	if got := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n"); !slices.Equal(got, want) {
 		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, strings.Join(want, "\n"))
