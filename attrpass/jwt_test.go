@@ -191,7 +191,9 @@ func TestAssertionVerifiesAgainstJWKS(t *testing.T) {
 
 func TestAssertionFromAnotherKeyDoesNotVerify(t *testing.T) {
 	a := compileYAML(t, cvatYAML)
-	b := compileYAML(t, cvatYAML)
+	// Another proxy: another process's generated key, or a key of its own.
+	b := compileYAML(t, strings.Replace(cvatYAML, "  header: X-Portcullis-Assertion\n",
+		"  header: X-Portcullis-Assertion\n  signing_key: |\n    "+strings.ReplaceAll(strings.TrimSpace(p256PEM(t, false)), "\n", "\n    ")+"\n", 1))
 	h := http.Header{}
 	if err := a.Inject(h, &idp.Profile{Sub: "1"}); err != nil {
 		t.Fatalf("Inject: %v", err)
@@ -206,6 +208,15 @@ func TestAssertionFromAnotherKeyDoesNotVerify(t *testing.T) {
 	}
 	if err := tok.Claims(set.Keys[0].Key, &Assertion{}); err == nil {
 		t.Errorf("assertion verified against another proxy's key")
+	}
+}
+
+// Every reload compiles the attribute pass again: the key generated at
+// start must be the one it signs with after, or the assertions signed
+// before stop verifying against the JWKS the upstream fetched.
+func TestGeneratedKeyIsTheSameAtEveryCompile(t *testing.T) {
+	if a, b := compileYAML(t, cvatYAML).JWKS(), compileYAML(t, cvatYAML).JWKS(); string(a) != string(b) {
+		t.Errorf("two compiles of one jwt block without a key published different keys:\n%s\n%s", a, b)
 	}
 }
 
