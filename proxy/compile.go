@@ -78,8 +78,11 @@ func (w Warning) String() string { return w.Key + ": " + w.Message }
 
 // Warnings lists what in cfg is valid but may not do what was meant, in the
 // order of the configuration's blocks: what weakens the set-up outside
-// development (a plain-http public_url off loopback; the IdPs' and
-// attribute_pass's own, idp.Config.Warnings and attrpass.Config.Warnings);
+// development (a plain-http public_url off loopback; a trusted_proxies
+// entry that makes any client on the internet a proxy, trustsThePublic; the
+// IdPs' and attribute_pass's own, idp.Config.Warnings and
+// attrpass.Config.Warnings); a rule that an earlier one leaves nothing to
+// match, and a bypass of every path (rules.Set.Warnings);
 // in every expression over the profile, a comparison of idp with an id no
 // IdP has (idp.UnknownIdPWarnings); and the conditions that admit users by
 // a group's name (role_mapping's when, a rule's allow_if) that some IdP's
@@ -90,6 +93,11 @@ func Warnings(cfg *Config) []Warning {
 	var out []Warning
 	if u, err := url.Parse(cfg.Server.PublicURL); err == nil && u.Scheme == "http" && u.Host != "" && !isLoopback(u.Hostname()) {
 		out = append(out, Warning{"server.public_url", "plain http: session cookies are sent unencrypted; use https outside development"})
+	}
+	for i, s := range cfg.Server.TrustedProxies {
+		if p, err := parsePrefix(s); err == nil && trustsThePublic(p) {
+			out = append(out, Warning{fmt.Sprintf("server.trusted_proxies[%d]", i), s + " includes public addresses: any client that connects from one is taken for a proxy, and its X-Forwarded-For sets the client address that sources rules, the logs and LDAP's failed-login limit see; list only your proxies' own addresses or ranges"})
+		}
 	}
 	under := func(prefix string, ws []idp.Warning) {
 		for _, w := range ws {
@@ -118,6 +126,9 @@ func Warnings(cfg *Config) []Warning {
 		expression("attribute_pass.headers."+name, cfg.AttributePass.Headers[name])
 	}
 	under("attribute_pass.", cfg.AttributePass.Warnings())
+	if set, err := rules.Compile(cfg.Rules, cfg.DefaultAction, nil); err == nil { // else check reports the rules' errors
+		under("", set.Warnings())
+	}
 	for i, r := range cfg.Rules {
 		expression(fmt.Sprintf("rules[%d].when", i), r.When)
 		condition(fmt.Sprintf("rules[%d].allow_if", i), r.AllowIf)

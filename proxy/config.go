@@ -612,6 +612,38 @@ func parsePrefixes(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// notPublic are the ranges that hold no address a client on the internet
+// connects from: private (RFC 1918, RFC 6598's shared space, RFC 4193's
+// unique local), loopback and link-local.
+var notPublic = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("fc00::/7"),
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("::1/128"),
+}
+
+// trustsThePublic reports whether a trusted_proxies entry takes in public
+// addresses by the million: an IPv4 /8 or wider, an IPv6 /16 or wider, not
+// all of it private. Nobody's proxies need that many (Cloudflare's widest
+// published ranges are /13 and /29), while a cluster's pod CIDR, which
+// trusted_proxies lists behind an Ingress, may well be all of 10.0.0.0/8.
+func trustsThePublic(p netip.Prefix) bool {
+	if p.Addr().Is4() && p.Bits() > 8 || p.Addr().Is6() && p.Bits() > 16 {
+		return false
+	}
+	for _, private := range notPublic {
+		if private.Bits() <= p.Bits() && private.Contains(p.Addr()) {
+			return false
+		}
+	}
+	return true
+}
+
 // parsePrefix reads a CIDR, or a bare address as a one-address prefix.
 func parsePrefix(s string) (netip.Prefix, error) {
 	pfx, err := netip.ParsePrefix(s)

@@ -434,3 +434,160 @@ rules:
 		t.Errorf("warnings:\n%v\nwant:\n%v", got, want)
 	}
 }
+
+// What a reviewer of the rules would point out is a warning keyed by the
+// rule: one that an earlier rule leaves nothing to match, a bypass of every
+// path, and a trusted proxy range that takes in public addresses by the
+// million. Nothing in the shipped examples is one of these: each case that
+// wants no warning is a pattern they use.
+func TestWarningsOfRulesAndTrustedProxies(t *testing.T) {
+	shadowed := func(key string, by int, name string) Warning {
+		return Warning{key, fmt.Sprintf("never matches: rules[%d] (%s) comes first and takes every request this rule would (the first rule that matches wins); move this rule above it, or remove it", by, name)}
+	}
+	public := func(key, scope string) Warning {
+		return Warning{key, "bypass on every path with no headers, sources or when: " + scope + " reaches the upstream without a login or identity headers; if only part of the application is public, narrow this rule with path_prefix, or with headers that only credentials carry"}
+	}
+	trusted := func(key, cidr string) Warning {
+		return Warning{key, cidr + " includes public addresses: any client that connects from one is taken for a proxy, and its X-Forwarded-For sets the client address that sources rules, the logs and LDAP's failed-login limit see; list only your proxies' own addresses or ranges"}
+	}
+	bypassDefault := Warning{"default_action", "bypass: every request that no rule takes reaches the upstream without a login or identity headers; if only some paths are public, set authenticate and bypass those paths by rule"}
+	for _, tc := range []struct {
+		name, yaml string
+		want       []Warning
+	}{
+		// Shadowed rules.
+		{"a prefix leaves nothing to a longer prefix after it", `rules:
+  - {name: api, path_prefix: /api/, action: authenticate}
+  - {name: api-admin, path_prefix: /api/admin, action: deny}
+`, []Warning{shadowed("rules[1]", 0, "api")}},
+		{"a prefix leaves nothing to an exact path under it", `rules:
+  - {name: api, path_prefix: /api/, action: authenticate}
+  - {name: users, path: /api/users, action: deny}
+`, []Warning{shadowed("rules[1]", 0, "api")}},
+		{"the same exact path twice", `rules:
+  - {name: health, path: /health, action: bypass}
+  - {name: health-again, path: /health, methods: [GET], action: deny}
+`, []Warning{shadowed("rules[1]", 0, "health")}},
+		{"a prefix leaves nothing to a path_regex whose every match starts with it", `rules:
+  - {name: api, path_prefix: /api/, action: authenticate}
+  - {name: versions, path_regex: '/api/v[0-9]+/admin', action: deny}
+`, []Warning{shadowed("rules[1]", 0, "api")}},
+		{"a rule with no conditions leaves nothing to any rule after it", `rules:
+  - {name: everyone, action: authenticate, allow_if: '"staff" in groups'}
+  - {name: admin, path_prefix: /admin, action: authenticate}
+  - {name: api, path_prefix: /api/, action: deny}
+`, []Warning{shadowed("rules[1]", 0, "everyone"), shadowed("rules[2]", 0, "everyone")}},
+		{"methods that include the later rule's, written in any case", `rules:
+  - {name: api-writes, path_prefix: /api/, methods: [post, PUT, DELETE], action: deny}
+  - {name: api-admin-delete, path_prefix: /api/admin/, methods: [DELETE], action: authenticate}
+`, []Warning{shadowed("rules[1]", 0, "api-writes")}},
+		{"methods leave the later rule's other methods", `rules:
+  - {name: api-writes, path_prefix: /api/, methods: [POST], action: deny}
+  - {name: api-admin-reads, path_prefix: /api/admin/, methods: [GET, POST], action: authenticate}
+  - {name: api-admin, path_prefix: /api/admin/, action: authenticate}
+`, nil},
+		{"headers leave the requests without them (CVAT's credentials rule)", `rules:
+  - name: cvat-api-credentials
+    path_prefix: /api/
+    headers: {Authorization: '^(Basic|Token|Bearer) '}
+    action: bypass
+  - {name: cvat-health, path: /api/server/health/, methods: [GET, HEAD], action: bypass}
+`, nil},
+		{"sources leave the other clients", `rules:
+  - {name: office, path_prefix: /admin, sources: [10.0.0.0/8], action: authenticate}
+  - {name: admin, path_prefix: /admin/users, action: deny}
+`, nil},
+		{"when leaves what it is false of", `rules:
+  - {name: hours, path_prefix: /admin, when: 'now.Hour() < 8', action: deny}
+  - {name: admin, path_prefix: /admin/users, action: authenticate}
+`, nil},
+		{"a longer prefix first leaves the shorter its other paths", `rules:
+  - {name: api-admin, path_prefix: /api/admin, action: deny}
+  - {name: api, path_prefix: /api/, action: authenticate}
+`, nil},
+		{"/admin/ leaves /admin", `rules:
+  - {name: admin-tree, path_prefix: /admin/, action: deny}
+  - {name: admin, path: /admin, action: authenticate}
+`, nil},
+		{"an exact path leaves the paths below it to a prefix", `rules:
+  - {name: api-root, path: /api, action: bypass}
+  - {name: api, path_prefix: /api, action: authenticate}
+`, nil},
+		{"a path_regex first is not read for what it takes", `rules:
+  - {name: git, path_regex: '/.*', action: authenticate}
+  - {name: api, path: /api/x, action: deny}
+`, nil},
+
+		// Bypass of every path.
+		{"bypass with path_prefix /", `rules:
+  - {name: public, path_prefix: /, action: bypass}
+`, []Warning{public("rules[0]", "every request")}},
+		{"bypass with no conditions, after the private parts", `rules:
+  - {name: private, path_prefix: /private/, action: authenticate}
+  - {name: public, action: bypass}
+`, []Warning{public("rules[1]", "every request that no rule above it takes")}},
+		{"bypass of reads on every path", `rules:
+  - {name: read-only, methods: [GET, HEAD], action: bypass}
+`, []Warning{public("rules[0]", "every GET or HEAD request")}},
+		{"bypass of writes on every path", `rules:
+  - {name: webhooks, methods: [POST], action: bypass}
+`, []Warning{public("rules[0]", "every POST request")}},
+		{"bypass of CORS preflights on every path", `rules:
+  - {name: preflight, methods: [OPTIONS], action: bypass}
+`, nil},
+		{"bypass of requests with credentials on every path (Gitea)", `rules:
+  - {name: gitea-credentials, headers: {Authorization: '^(Basic|token|Bearer) '}, action: bypass}
+`, nil},
+		{"bypass after a rule that takes every request is warned of as never matching", `rules:
+  - {name: everyone, action: authenticate}
+  - {name: public, action: bypass}
+`, []Warning{shadowed("rules[1]", 0, "everyone")}},
+		{"default_action bypass", `rules:
+  - {name: private, path_prefix: /private/, action: authenticate}
+default_action: bypass
+`, []Warning{bypassDefault}},
+		{"default_action bypass after a rule that takes every request never applies", `rules:
+  - {name: everyone, action: authenticate}
+default_action: bypass
+`, nil},
+
+		// Trusted proxies.
+		{"every IPv4 and IPv6 address trusted", `server:
+  trusted_proxies: [0.0.0.0/0, "::/0"]
+`, []Warning{trusted("server.trusted_proxies[0]", "0.0.0.0/0"), trusted("server.trusted_proxies[1]", "::/0")}},
+		{"half of IPv4, an /8 of public space, all of global IPv6", `server:
+  trusted_proxies: [128.0.0.0/1, 52.0.0.0/8, "2000::/3"]
+`, []Warning{trusted("server.trusted_proxies[0]", "128.0.0.0/1"), trusted("server.trusted_proxies[1]", "52.0.0.0/8"), trusted("server.trusted_proxies[2]", "2000::/3")}},
+		{"private ranges, however wide (a cluster's pod CIDR)", `server:
+  trusted_proxies: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 127.0.0.0/8, "fc00::/7"]
+`, nil},
+		{"a CDN's published ranges", `server:
+  trusted_proxies: [173.245.48.0/20, 104.16.0.0/13, 203.0.113.9, "2a06:98c0::/29", "2606:4700::/32"]
+`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			config := minimal + tc.yaml
+			if strings.HasPrefix(tc.yaml, "server:\n") {
+				config = strings.Replace(minimal, "server:\n", tc.yaml, 1)
+			}
+			cfg, err := ParseConfig([]byte(config), func(string) string { return "" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Check(cfg); err != nil {
+				t.Fatalf("the configuration is valid: %v", err)
+			}
+			if got := Warnings(cfg); !slices.Equal(got, tc.want) {
+				t.Errorf("warnings:\n%v\nwant:\n%v", strings.Join(warningLines(got), "\n"), strings.Join(warningLines(tc.want), "\n"))
+			}
+		})
+	}
+}
+
+func warningLines(ws []Warning) []string {
+	var out []string
+	for _, w := range ws {
+		out = append(out, w.String())
+	}
+	return out
+}

@@ -428,12 +428,7 @@ func (s *Set) Default() *Rule { return s.deflt }
 
 // matches checks the cheap matchers first and the expression last.
 func (r *Rule) matches(req *Request, now time.Time) (bool, error) {
-	switch {
-	case r.path != "" && req.Path != r.path:
-		return false, nil
-	case r.prefix != "" && !strings.HasPrefix(req.Path, r.prefix):
-		return false, nil
-	case r.pathRegex != nil && !r.pathRegex.MatchString(req.Path):
+	if !r.matchesPath(req.Path) {
 		return false, nil
 	}
 	if len(r.methods) > 0 && !contains(r.methods, req.Method) {
@@ -456,6 +451,14 @@ func (r *Rule) matches(req *Request, now time.Time) (bool, error) {
 		return true, nil
 	}
 	return r.when.run(&Env{Request: req, Now: now})
+}
+
+// matchesPath reports whether r's path, path_prefix or path_regex (the one
+// it has, if any) matches the normalized path.
+func (r *Rule) matchesPath(path string) bool {
+	return (r.path == "" || path == r.path) &&
+		(r.prefix == "" || strings.HasPrefix(path, r.prefix)) &&
+		(r.pathRegex == nil || r.pathRegex.MatchString(path))
 }
 
 func (r *Rule) sourceMatches(addr netip.Addr) bool {
