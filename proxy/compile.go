@@ -95,7 +95,7 @@ func Warnings(cfg *Config) []Warning {
 		out = append(out, Warning{"server.public_url", "plain http: session cookies are sent unencrypted; use https outside development"})
 	}
 	for i, s := range cfg.Server.TrustedProxies {
-		if p, err := parsePrefix(s); err == nil && trustsThePublic(p) {
+		if p, err := rules.ParsePrefix(s); err == nil && trustsThePublic(p) {
 			out = append(out, Warning{fmt.Sprintf("server.trusted_proxies[%d]", i), s + " includes public addresses: any client that connects from one is taken for a proxy, and its X-Forwarded-For sets the client address that sources rules, the logs and LDAP's failed-login limit see; list only your proxies' own addresses or ranges"})
 		}
 	}

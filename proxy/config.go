@@ -481,7 +481,7 @@ func (c *Config) validate(p *problems) {
 		p.add("server.auth_prefix", "must be a plain path like /.portcullis (leading slash, no trailing slash), got %q", ap)
 	}
 	for i, s := range c.Server.TrustedProxies {
-		if _, err := parsePrefix(s); err != nil {
+		if _, err := rules.ParsePrefix(s); err != nil {
 			p.add(fmt.Sprintf("server.trusted_proxies[%d]", i), "%v", err)
 		}
 	}
@@ -603,7 +603,7 @@ func decodeKey(s string) ([]byte, error) {
 func parsePrefixes(list []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range list {
-		pfx, err := parsePrefix(s)
+		pfx, err := rules.ParsePrefix(s)
 		if err != nil {
 			return nil, err
 		}
@@ -642,17 +642,4 @@ func trustsThePublic(p netip.Prefix) bool {
 		}
 	}
 	return true
-}
-
-// parsePrefix reads a CIDR, or a bare address as a one-address prefix.
-func parsePrefix(s string) (netip.Prefix, error) {
-	pfx, err := netip.ParsePrefix(s)
-	if err != nil {
-		addr, aerr := netip.ParseAddr(s)
-		if aerr != nil {
-			return netip.Prefix{}, fmt.Errorf("not a CIDR or IP address: %q", s)
-		}
-		pfx = netip.PrefixFrom(addr, addr.BitLen())
-	}
-	return pfx.Masked(), nil
 }

@@ -886,6 +886,18 @@ func TestUpstreamHostLeavesOutTheDefaultPort(t *testing.T) {
 // that does not parse makes the client unknown, which no sources rule
 // matches, never the trusted proxy itself (10.1.2.3, whose 10.0.0.0/8 a
 // sources rule covers).
+// A trusted proxy range written in IPv4-mapped form (::ffff:10.0.0.0/104)
+// trusts the IPv4 peers it names, as the same form does in a rule's sources:
+// peers are compared unmapped, and the range trusted nobody.
+func TestTrustedProxiesInMappedFormTrustTheirPeers(t *testing.T) {
+	f, _, _ := newLoggedFixture(t, strings.Replace(testConfig, "trusted_proxies: [10.0.0.0/8]", `trusted_proxies: ["::ffff:10.0.0.0/104"]`, 1))
+	r := request("GET", "/", nil, "X-Forwarded-For", "203.0.113.9")
+	r.RemoteAddr = "10.1.2.3:4444"
+	if got := f.h.clientAddr(r); got != netip.MustParseAddr("203.0.113.9") {
+		t.Errorf("client %v from the trusted peer 10.1.2.3, want 203.0.113.9 from its X-Forwarded-For", got)
+	}
+}
+
 func TestForwardedForEntries(t *testing.T) {
 	internal := "rules:\n  - name: internal\n    path_prefix: /internal/\n    sources: [10.0.0.0/8]\n    action: bypass\n  - name: cvat-api-credentials"
 	f, logs, _ := newLoggedFixture(t, strings.Replace(testConfig, "rules:\n  - name: cvat-api-credentials", internal, 1))

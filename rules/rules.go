@@ -242,7 +242,7 @@ func compileRule(key string, c Config) (*Rule, error) {
 	}
 
 	for j, src := range c.Sources {
-		p, err := parseSource(src)
+		p, err := ParsePrefix(src)
 		if err != nil {
 			bad(fmt.Sprintf("sources[%d]", j), "%v", err)
 			continue
@@ -293,20 +293,21 @@ func checkRulePath(p string) error {
 	return nil
 }
 
-// parseSource reads a CIDR, or a bare address as a one-address prefix, in
-// the unmapped form that request addresses are compared in.
-func parseSource(s string) (netip.Prefix, error) {
+// ParsePrefix reads a CIDR, or a bare address as a one-address prefix, in
+// the unmapped form that request addresses are compared in: for `sources`,
+// and the proxy's server.trusted_proxies.
+func ParsePrefix(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	var p netip.Prefix
 	if strings.Contains(s, "/") {
 		var err error
 		if p, err = netip.ParsePrefix(s); err != nil {
-			return p, err
+			return p, fmt.Errorf("not a CIDR or IP address: %q", s)
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return p, err
+			return p, fmt.Errorf("not a CIDR or IP address: %q", s)
 		}
 		if a.Zone() != "" {
 			return p, fmt.Errorf("%q: zones are not supported", s)
