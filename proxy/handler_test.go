@@ -86,12 +86,17 @@ func newFixture(t testing.TB) *fixture {
 // newFixtureWith is newFixture with rules placed before testConfig's.
 func newFixtureWith(t testing.TB, rules string) *fixture {
 	t.Helper()
+	return newFixtureOf(t, strings.Replace(testConfig, "rules:\n  - name: cvat-api-credentials", "rules:\n"+rules+"  - name: cvat-api-credentials", 1))
+}
+
+// newFixtureOf is the fixture of y, testConfig changed, whose UPSTREAM it
+// fills in with the echo upstream's URL.
+func newFixtureOf(t testing.TB, y string) *fixture {
+	t.Helper()
 	up := echo.New()
 	srv := httptest.NewServer(up)
 	t.Cleanup(srv.Close)
-	y := strings.Replace(testConfig, "UPSTREAM", srv.URL, 1)
-	y = strings.Replace(y, "rules:\n  - name: cvat-api-credentials", "rules:\n"+rules+"  - name: cvat-api-credentials", 1)
-	h := newTestHandler(t, y)
+	h := newTestHandler(t, strings.Replace(y, "UPSTREAM", srv.URL, 1))
 	store, err := session.NewCookieStore(h.cookies)
 	if err != nil {
 		t.Fatal(err)

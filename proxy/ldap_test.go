@@ -202,7 +202,7 @@ type ldapForm struct {
 }
 
 // openLDAPForm gets corp-ldap's login form from h.
-func openLDAPForm(t *testing.T, h *Handler) ldapForm {
+func openLDAPForm(t testing.TB, h *Handler) ldapForm {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/.portcullis/ldap/corp-ldap", nil))

@@ -119,7 +119,7 @@ func TestLoginsAnswer503WhenRedisFailsMidway(t *testing.T) {
 
 // signInAtSAMLIdP follows loginURL to the IdP, signs in as user, and returns
 // the form the IdP's answer page posts to the ACS.
-func signInAtSAMLIdP(t *testing.T, loginURL, user, password string) url.Values {
+func signInAtSAMLIdP(t testing.TB, loginURL, user, password string) url.Values {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar, Timeout: 10 * time.Second}
