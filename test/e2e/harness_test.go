@@ -92,15 +92,20 @@ func (s *stack) handOver(t *testing.T, srv *http.Server) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// waitReady waits until every IdP of the running proxy is ready.
+// waitReady waits until every IdP of the running proxy, and of every
+// replica, is ready.
 func (s *stack) waitReady(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for len(s.Handler.Ready()) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy not ready: %v", s.Handler.Ready())
+	// Every replica (s.all), not only the first: a request the load
+	// balancer sends to one still discovering its IdP gets 503.
+	for _, h := range append([]*proxy.Handler{s.Handler}, s.all...) {
+		for len(h.Ready()) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("proxy not ready: %v", h.Ready())
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
