@@ -900,3 +900,54 @@ func TestRedisStoreEndedIsKnownOnEveryReplica(t *testing.T) {
 		t.Errorf("the ended mark lives %s (%v), want %s", ttl, err, EndedKept)
 	}
 }
+
+// A Redis at its maxmemory with noeviction refuses writes but still
+// deletes: a logout, a back-channel logout or a revoke ends the sessions
+// and says so, though the mark that tells Absent they ended (a write) is
+// refused.
+func TestRedisEndsSessionsWhenRedisIsFull(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	o := testOptions(c)
+	st := replica(t, srv, o)
+	ctx := context.Background()
+	full := func(t *testing.T) {
+		t.Helper()
+		if err := st.redis.client.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.redis.client.ConfigSet(ctx, "maxmemory", "0") })
+		if err := st.redis.client.Set(ctx, "test:probe", "x", 0).Err(); err == nil || !strings.Contains(err.Error(), "OOM") {
+			t.Fatalf("a write to the full Redis: %v, want OOM", err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		end  func(s *Session, cookies []*http.Cookie) error
+	}{
+		{"logout", func(s *Session, cookies []*http.Cookie) error {
+			return st.Delete(httptest.NewRecorder(), request(cookies...), s)
+		}},
+		{"back-channel logout", func(s *Session, _ []*http.Cookie) error {
+			n, err := st.RevokeUser(ctx, s.Profile.IdP, s.Profile.Sub, "", c.Now())
+			if err == nil && n != 1 {
+				t.Errorf("RevokeUser ended %d sessions, want 1", n)
+			}
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testProfile()
+			p.Sub = "u-full-" + tc.name
+			s := New(p, idp.Tokens{}, o)
+			cookies := saveTo(t, st, s)
+			full(t)
+			if err := tc.end(s, cookies); err != nil {
+				t.Errorf("ending a session at a full Redis: %v, want it ended", err)
+			}
+			if got := loadFrom(t, st, cookies); got != nil {
+				t.Error("the session still opens")
+			}
+		})
+	}
+}

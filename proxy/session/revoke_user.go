@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"slices"
@@ -155,25 +156,31 @@ func (st *RedisStore) endIndexed(ctx context.Context, ix index) (int, error) {
 
 // endAll deletes the sessions ids and their cached values, and marks them
 // ended for EndedKept (Absent), in one round trip, and returns how many were
-// there.
+// there. Only a delete that failed is an error: the mark is a note for the
+// login-loop page, and a Redis that refuses writes (full, under noeviction)
+// still deletes. Each mark goes before its delete, so that whoever sees the
+// session gone sees the mark too.
 func (st *RedisStore) endAll(ctx context.Context, ids []string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
 	dels := make([]*redis.IntCmd, len(ids))
-	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			dels[i] = p.Del(ctx, st.sessionKey(id))
 			p.Set(ctx, st.endedKey(id), "", EndedKept)
+			dels[i] = p.Del(ctx, st.sessionKey(id))
 		}
 		return nil
 	})
 	n := 0
+	var err error
 	for i, d := range dels {
-		if d.Err() == nil {
-			st.cache.drop(ids[i])
-			n += int(d.Val())
+		if d.Err() != nil {
+			err = cmp.Or(err, d.Err())
+			continue
 		}
+		st.cache.drop(ids[i])
+		n += int(d.Val())
 	}
 	if err != nil {
 		return n, unavailable("delete", err)
