@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"testing"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -46,5 +47,34 @@ func TestSessionsOpenOnlyAtTheDeploymentThatSealedThem(t *testing.T) {
 				t.Errorf("a session sealed without an audience: %v, want it to open after the update", got)
 			}
 		})
+	}
+}
+
+// Deployments that share keys and a Redis under one key_prefix (against
+// the README's advice, but the chart's default) share the indexes too:
+// `sessions list` at one of them must not drop from them the sessions it
+// cannot open because another deployment made them, or a revoke there
+// would no longer find them.
+func TestSessionsListedAtAnotherDeploymentStayRevocable(t *testing.T) {
+	c := newClock()
+	at := func(audience string) Options {
+		o := testOptions(c)
+		o.Audience = audience
+		return o
+	}
+	srv := redisserver.Start(t)
+	grafana, cvat := replica(t, srv, at("https://grafana.example.com")), replica(t, srv, at("https://cvat.example.com"))
+	ctx := context.Background()
+	s := New(testProfile(), idp.Tokens{}, at("https://grafana.example.com"))
+	cookies := saveTo(t, grafana, s)
+
+	if list, err := cvat.ListByEmail(ctx, s.Profile.Email); err != nil || len(list) != 0 {
+		t.Fatalf("ListByEmail at the other deployment = %+v, %v; want none of its own", list, err)
+	}
+	if n, err := grafana.RevokeByEmail(ctx, s.Profile.Email); err != nil || n != 1 {
+		t.Errorf("RevokeByEmail at its own deployment = %d, %v; want 1", n, err)
+	}
+	if loadFrom(t, grafana, cookies) != nil {
+		t.Error("the session still opens after its revoke")
 	}
 }

@@ -21,7 +21,9 @@ type Info struct {
 
 // ListByEmail returns the live sessions of the user with this email (at any
 // IdP), oldest first. Index entries of sessions that have ended are dropped
-// on the way.
+// on the way; not those of sessions there that do not open here, which
+// another deployment sharing the keys and key_prefix (or a replica not yet
+// given a changed public_url) may still open and have to revoke.
 func (st *RedisStore) ListByEmail(ctx context.Context, email string) ([]Info, error) {
 	ix := st.emailIndex(email)
 	ids, legacy, err := st.indexed(ctx, ix)
@@ -29,7 +31,7 @@ func (st *RedisStore) ListByEmail(ctx context.Context, email string) ([]Info, er
 		return nil, err
 	}
 	all := append(ids, legacy...)
-	sessions, err := st.getAll(ctx, all)
+	sessions, gone, err := st.getAll(ctx, all)
 	if err != nil {
 		return nil, err
 	}
@@ -38,6 +40,9 @@ func (st *RedisStore) ListByEmail(ctx context.Context, email string) ([]Info, er
 	for i, id := range all {
 		s := sessions[i]
 		if s == nil {
+			if !gone[i] {
+				continue
+			}
 			if i < len(ids) {
 				ended = append(ended, id)
 			} else {
@@ -67,9 +72,11 @@ func (st *RedisStore) RevokeByEmail(ctx context.Context, email string) (int, err
 const getBatch = 100
 
 // getAll reads the sessions ids name, getBatch to a pipeline; an entry is
-// nil where get would give nil.
-func (st *RedisStore) getAll(ctx context.Context, ids []string) ([]*Session, error) {
+// nil where get would give nil, and gone where the session is not in Redis
+// or has ended.
+func (st *RedisStore) getAll(ctx context.Context, ids []string) (_ []*Session, gone []bool, _ error) {
 	out := make([]*Session, 0, len(ids))
+	gone = make([]bool, 0, len(ids))
 	cmds := make([]*redis.SliceCmd, 0, min(len(ids), getBatch))
 	for batch := range slices.Chunk(ids, getBatch) {
 		cmds = cmds[:0]
@@ -82,12 +89,14 @@ func (st *RedisStore) getAll(ctx context.Context, ids []string) ([]*Session, err
 		})
 		cancel()
 		if err != nil {
-			return nil, unavailable("load sessions", err)
+			return nil, nil, unavailable("load sessions", err)
 		}
 		for i, id := range batch {
-			s, _ := st.open(id, cmds[i].Val())
+			vals := cmds[i].Val()
+			s, ended := st.open(id, vals)
 			out = append(out, s)
+			gone = append(gone, ended || vals[0] == nil)
 		}
 	}
-	return out, nil
+	return out, gone, nil
 }
