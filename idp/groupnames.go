@@ -8,6 +8,7 @@ import (
 
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/parser"
+	"github.com/go-ldap/ldap/v3"
 )
 
 // A group is only a name, and each IdP says which names its users have. A
@@ -274,7 +275,8 @@ func groupWarnings(t groupTest, providers []Config) []string {
 		warnings = append(warnings, fmt.Sprintf("%s: %s gives %s, and anyone can create %s of that name; %s",
 			test, providerLabel(c), anyone.groups, anyone.one, strings.Join(fixes, ", or ")))
 	}
-	if warnings != nil || len(givers) < 2 {
+	if warnings != nil || len(givers) < 2 || t.idps != nil {
+		// idp in ["a", "b"]: the condition names the IdPs it means.
 		return warnings
 	}
 	ids := make([]string, len(givers))
@@ -384,5 +386,15 @@ func namingOf(c Config) groupNaming {
 			return groupNaming{gives: func(string) bool { return false }} // Google has no groups claim
 		}
 	}
+	if c.Protocol == LDAP && strings.TrimSpace(c.AttributeMapping["group_name"]) == groupNameDN {
+		return groupNaming{gives: isDN, shaped: true} // the group's whole DN
+	}
 	return groupNaming{gives: func(string) bool { return true }}
+}
+
+// isDN reports whether name is a DN, as an LDAP entry with group_name dn
+// names its groups.
+func isDN(name string) bool {
+	dn, err := ldap.ParseDN(name)
+	return err == nil && len(dn.RDNs) > 0
 }

@@ -15,6 +15,7 @@ func TestGroupNameWarnings(t *testing.T) {
 	selfGitLab := Config{ID: "gitlab", Preset: PresetGitLab, BaseURL: "https://gitlab.example.com"}
 	google := Config{ID: "google", Preset: PresetGoogle}
 	ldap := Config{ID: "ad", Protocol: LDAP}
+	ldapDN := Config{ID: "ad", Protocol: LDAP, AttributeMapping: map[string]string{"group_name": " dn"}}
 
 	const (
 		orgAtGitHub = `"cvat-admins" in groups: github (preset github) gives its users' organisations as groups, and anyone can create an organisation of that name; `
@@ -154,10 +155,20 @@ func TestGroupNameWarnings(t *testing.T) {
 			want:      []string{orgBesideCompany},
 		},
 		{
-			name:      "idp in a list of IdPs that name their own groups",
+			name:      "idp in a list of IdPs that name their own groups: the condition names the ones it means",
 			expr:      `idp in ["company", "partner"] && "cvat-admins" in groups`,
 			providers: []Config{company, partner, github},
-			want:      []string{`"cvat-admins" in groups: company (OIDC) and partner (SAML) can each give a group of that name, and this admits whoever any of them gives it to; name the one that should, as in idp == "company" && "cvat-admins" in groups`},
+		},
+		{
+			name:      "an LDAP entry with group_name dn gives DNs only, not a plain name",
+			expr:      `"cvat-admins" in groups`,
+			providers: []Config{company, ldapDN},
+		},
+		{
+			name:      "a DN that an LDAP entry with group_name dn gives is named as its",
+			expr:      `"CN=cvat-admins,OU=Groups,DC=example,DC=com" in groups`,
+			providers: []Config{company, ldapDN},
+			want:      []string{`"CN=cvat-admins,OU=Groups,DC=example,DC=com" in groups: company (OIDC) and ad (LDAP) can each give a group of that name, and this admits whoever any of them gives it to; name the one that should, as in idp == "ad" && "CN=cvat-admins,OU=Groups,DC=example,DC=com" in groups`},
 		},
 		{
 			name:      "any(groups, # == name)",
