@@ -130,10 +130,17 @@ func valueRange(description string) (name, high string, ok bool) {
 // from the user entry dn with attrs, its attributes, reading its group DNs
 // from the groups attribute (memberOf) as a login does without
 // group_search: what `portcullis explain --claims` shows for an LDAP entry.
+// Of attrs it reads only what a login asks the directory for (attributes):
+// an entry exported whole has more, which no session's claims hold.
 // c has its preset applied.
 func LDAPProfile(c Config, dn string, attrs map[string][]string) *Profile {
 	m := newLDAPMapping(c.AttributeMapping)
 	e := ldap.NewEntry(dn, attrs)
+	asked := m.attributes()
+	e.Attributes = slices.DeleteFunc(e.Attributes, func(a *ldap.EntryAttribute) bool {
+		name, _, _ := valueRange(a.Name) // AD answers memberOf as memberOf;range=0-1499
+		return !slices.ContainsFunc(asked, func(n string) bool { return strings.EqualFold(n, name) })
+	})
 	groupDNs, _ := m.memberOf(e)
 	return m.profile(c.ID, e, "", groupDNs)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -329,6 +330,45 @@ func TestLDAPGroupSources(t *testing.T) {
 				t.Errorf("sub %q, want %q", prof.Sub, tc.wantSub)
 			}
 		})
+	}
+}
+
+// TestLDAPProfileIsTheLogins gives LDAPProfile (what `portcullis explain
+// --claims` shows for an LDAP entry) the user's whole entry, as an operator
+// exports it with ldapsearch, and wants the profile a real login of that
+// user makes: the login asks the directory only for the attributes the
+// mapping reads, so the others are in no session's claims.
+func TestLDAPProfileIsTheLogins(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	c := ldapTestConfig(srv.URL)
+	c.GroupSearch = Search{} // groups from memberOf, which the entry carries
+	login, err := newTestLDAP(t, c).Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := ldap.DialURL(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Bind(ldapserver.ServiceDN, ldapserver.ServicePassword); err != nil {
+		t.Fatal(err)
+	}
+	res, err := conn.Search(ldap.NewSearchRequest(ldapserver.UserDN("alice"), ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		1, 0, false, "(objectClass=*)", []string{"*", "memberOf", "entryUUID"}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("read alice's entry: %v", err)
+	}
+	attrs := map[string][]string{}
+	for _, a := range res.Entries[0].Attributes {
+		attrs[a.Name] = a.Values
+	}
+	if _, ok := attrs["objectClass"]; !ok {
+		t.Fatalf("the export lacks objectClass, an attribute the mapping does not read: %v", attrs)
+	}
+	explained := LDAPProfile(c, res.Entries[0].DN, attrs)
+	if !reflect.DeepEqual(explained, login) {
+		t.Errorf("from the whole entry:\n%+v\nthe login:\n%+v", explained, login)
 	}
 }
 
