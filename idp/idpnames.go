@@ -24,11 +24,21 @@ func UnknownIdPWarnings(src string, providers []Config) []string {
 	for _, c := range providers {
 		configured = append(configured, c.ID)
 	}
+	// idp not in [...] parses as a negation of idp in [...].
+	negated := map[ast.Node]bool{}
+	walk(tree.Node, func(n ast.Node) {
+		if u, ok := n.(*ast.UnaryNode); ok && (u.Operator == "not" || u.Operator == "!") {
+			negated[u.Node] = true
+		}
+	})
 	var warnings []string
 	walk(tree.Node, func(n ast.Node) {
 		c, ok := idpComparison(n)
 		if !ok {
 			return
+		}
+		if c.op == "in" && negated[n] {
+			c.op = "not in"
 		}
 		for _, id := range c.ids {
 			if slices.Contains(configured, id) {
@@ -46,16 +56,17 @@ func UnknownIdPWarnings(src string, providers []Config) []string {
 
 // unknownIdPOutcome is what a comparison of idp with an id no IdP has
 // gives, by its operator.
-var unknownIdPOutcome = map[string]string{"==": "never true", "!=": "always true", "in": "never true of it"}
+var unknownIdPOutcome = map[string]string{"==": "never true", "!=": "always true", "in": "never true of it", "not in": "always true of it"}
 
-// String writes c as a condition would: idp == "x", idp in ["x", "y"].
+// String writes c as a condition would: idp == "x", idp in ["x", "y"],
+// idp not in ["x"].
 func (c comparison) String() string {
-	if c.op != "in" {
+	if c.op != "in" && c.op != "not in" {
 		return fmt.Sprintf("idp %s %q", c.op, c.ids[0])
 	}
 	quoted := make([]string, len(c.ids))
 	for i, id := range c.ids {
 		quoted[i] = fmt.Sprintf("%q", id)
 	}
-	return "idp in [" + strings.Join(quoted, ", ") + "]"
+	return "idp " + c.op + " [" + strings.Join(quoted, ", ") + "]"
 }

@@ -31,6 +31,8 @@ func TestUnknownIdPWarnings(t *testing.T) {
 				`idp == "b": no identity provider has the id "b" ` + ids + `, so this is never true`,
 				`idp == "c": no identity provider has the id "c" ` + ids + `, so this is never true`,
 			}},
+		{"a misspelt id in a not-in list is always true of it", `idp not in ["githb"] && "ops" in groups`,
+			[]string{`idp not in ["githb"]: no identity provider has the id "githb" ` + ids + `, so this is always true of it`}},
 		{"the same unknown id twice is one warning", `idp == "compnay" || idp == "compnay"`,
 			[]string{`idp == "compnay": no identity provider has the id "compnay" ` + ids + `, so this is never true`}},
 		{"idp compared with something other than a name is not judged", `idp == email || idp in groups || idp startsWith "comp"`, nil},
