@@ -3,6 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net"
@@ -17,6 +19,8 @@ import (
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/rules"
 	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/ldapserver"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
 )
 
 // Bits of FuzzServeHTTP's flags: what the harness adds to the fuzzer's
@@ -25,14 +29,23 @@ const (
 	fuzzSession      = 1 << iota // a Cookie line with bob's valid session (role user, not admin)
 	fuzzNoHost                   // no Host line of the harness's
 	fuzzSessionFirst             // bob's Cookie line before the fuzzer's header lines, not after
+	fuzzConfigShift  = iota      // the bits from here up pick the configuration (startServeConfigs), modulo their number
 )
 
 // fuzzProbeHeader ties what the upstream got to the iteration that sent it.
 const fuzzProbeHeader = "X-Fuzz-Probe"
 
 // bobIdentity is what the attribute pass of testConfig sets for bob's
-// session: the only identity any request of FuzzServeHTTP may carry.
+// session, and for ldapserver.Bob's directory password on a basic_auth
+// rule: the only identity any request of FuzzServeHTTP may carry.
 var bobIdentity = map[string]string{"X-Email": "bob@example.com", "X-Groups": "user"}
+
+// bobBasic is ldapserver.Bob's right directory password as Basic
+// credentials, and bobWrongBasic a wrong one.
+var (
+	bobBasic      = "Basic " + base64.StdEncoding.EncodeToString([]byte(ldapserver.Bob+":"+ldapserver.BobPassword))
+	bobWrongBasic = "Basic " + base64.StdEncoding.EncodeToString([]byte(ldapserver.Bob+":x"))
+)
 
 // fuzzHeaderNames and fuzzHeaderValues are what FuzzServeHTTP's picks add
 // as header lines, a pair of bytes each: names and values that mean
@@ -50,7 +63,8 @@ var fuzzHeaderValues = []string{
 	"Cookie", "Authorization", "close", "keep-alive", "Upgrade", "chunked", "gzip, chunked", "0", "5",
 	"evil.example", "cvat.example.com", "10.0.0.1", "__Host-portcullis=x", "__Host-portcullis_1=x; a=b",
 	"__Host-portcullis_login_a=1; sessionid=s; csrftoken=c", "websocket", "h2c", "text/html", "navigate",
-	"/admin", "/blocked", "DELETE", "100-continue", "trailers", "",
+	"/admin", "/blocked", "DELETE", "100-continue", "trailers", bobBasic, bobWrongBasic, "basic " + bobBasic[6:],
+	"/legacy/x", "",
 }
 
 // serveSeeds are the classic tricks against a reverse proxy's decisions, as
@@ -69,6 +83,16 @@ var serveSeeds = []struct {
 	{"GET", "/api/tasks", "HTTP/1.1", "Authorization: Bearer x\nConnection: Authorization", "", fuzzSession},
 	{"GET", "/api/tasks", "HTTP/1.1", "Authorization: Bearer x\nAuthorization: junk", "", fuzzSession},
 	{"GET", "/api/tasks", "HTTP/1.1", "authorization: Basic YTpi\nX-Email: evil@example.com", "", 0},
+	// Basic credentials on the basic_auth rule: checked, or nothing goes
+	// upstream, and never the password itself.
+	{"GET", "/legacy/x", "HTTP/1.1", "Authorization: " + bobBasic, "", 0},
+	{"GET", "/legacy/x", "HTTP/1.1", "Authorization: " + bobBasic + "\nX-Email: evil@example.com", "", fuzzSession},
+	{"GET", "/legacy/x", "HTTP/1.1", "Authorization: " + bobWrongBasic, "", fuzzSession},
+	{"GET", "/legacy/x", "HTTP/1.1", "Authorization: Bearer x\nAuthorization: " + bobBasic, "", fuzzSession},
+	{"GET", "/legacy/x", "HTTP/1.1", "Authorization: Basic\t" + bobBasic[6:], "", fuzzSession},
+	{"POST", "/legacy/x", "HTTP/1.1", "Transfer-Encoding: chunked\nTrailer: Authorization", "3\r\nabc\r\n0\r\nAuthorization: " + bobBasic + "\r\n\r\n", fuzzSession},
+	{"GET", "/legacy/../legacy/x", "HTTP/1.1", "authorization: BASIC " + bobBasic[6:] + "\nConnection: Authorization", "", 0},
+	{"GET", "/legacy/x", "HTTP/1.1", "Authorization: " + bobBasic + "\nContent-Length: 0", "GET /legacy/y HTTP/1.1\r\nHost: cvat.example.com\r\nAuthorization: " + bobWrongBasic + "\r\n\r\n", 0},
 	// Encoded slashes, dot segments, ; and //.
 	{"GET", "/public%2F..%2Fadmin/x", "HTTP/1.1", "", "", fuzzSession},
 	{"GET", "/public/..%2Fblocked", "HTTP/1.1", "", "", 0},
@@ -131,11 +155,15 @@ var serveSeeds = []struct {
 // over a real connection (so that net/http parses it as it parses an
 // attacker's): method, request-target, protocol, header lines (the
 // fuzzer's, then those its picks choose), body, and by its flags a valid
-// session of bob, who is no admin. It checks SECURITY.md's guarantees on what reached the upstream and on what
+// session of bob, who is no admin, and the configuration it goes to
+// (startServeConfigs). It checks SECURITY.md's guarantees on what reached the upstream and on what
 // came back:
 //   - identity headers (and every header the proxy strips) reach the upstream,
 //     in any spelling and in trailers, only as the proxy set them for bob's
-//     session, and never on a bypass;
+//     session or, on a basic_auth rule, for his directory password, and
+//     never on a bypass;
+//   - on a basic_auth rule, no Basic credentials reach the upstream: they
+//     are checked at the directory and removed, or refused;
 //   - the rules, run on the request as the upstream got it, agree with what
 //     happened: no deny, no admin path, no path of the proxy's own and no
 //     authenticate rule without the session (invariant 4);
@@ -145,11 +173,11 @@ var serveSeeds = []struct {
 //   - no answer is a 500 or the proxy's own 5xx, and a request that did not
 //     reach the upstream was refused with a 4xx or sent to log in.
 func FuzzServeHTTP(f *testing.F) {
-	fx := newFixture(f)
-	addr := fx.serve(f)
-	bob := cookieHeader(fx.login(f, bobIdentity["X-Email"], "staff"))
-	for _, s := range serveSeeds {
-		f.Add(s.method, s.target, s.proto, s.headers, []byte(nil), s.body, s.flags)
+	configs := startServeConfigs(f)
+	for c := range configs {
+		for _, s := range serveSeeds {
+			f.Add(s.method, s.target, s.proto, s.headers, []byte(nil), s.body, s.flags|uint8(c)<<fuzzConfigShift)
+		}
 	}
 	f.Add("GET", "/api/x", "HTTP/1.1", "", []byte{6, 2, 7, 8}, "", uint8(fuzzSession))
 	f.Add("POST", "/tasks", "HTTP/1.1", "", []byte{8, 12, 16, 5, 0, 0}, "3\r\nabc\r\n0\r\nX-Email: evil@example.com\r\n\r\n", uint8(fuzzSession))
@@ -160,27 +188,105 @@ func FuzzServeHTTP(f *testing.F) {
 		for i := 0; i+1 < len(picks); i += 2 {
 			headers += "\n" + fuzzHeaderNames[int(picks[i])%len(fuzzHeaderNames)] + ": " + fuzzHeaderValues[int(picks[i+1])%len(fuzzHeaderValues)]
 		}
-		raw := fuzzRequestBytes(method, target, proto, headers, body, flags, bob, probe)
+		fx := configs[int(flags>>fuzzConfigShift)%len(configs)]
+		raw := fuzzRequestBytes(method, target, proto, headers, body, flags, fx.bob, probe)
 		if len(raw) > 16<<10 {
 			return // the head limit and large bodies have tests of their own
 		}
 		sent, finished := preParse(raw)
 		fx.upstream.Reset()
-		answers := exchangeRaw(t, addr, raw, sent, finished)
+		if fx.directory {
+			// Each iteration has its own failure limits, as a client of
+			// its own: the fuzzer's one address would use the 20 failures
+			// it may have within minutes, and every Basic check after
+			// would be a 429.
+			fx.h.passwords.limits = newLoginLimits()
+		}
+		answers := exchangeRaw(t, fx.addr, raw, sent, finished)
 		var reached []echo.Request
 		for _, got := range fx.upstream.Requests() {
-			if p := got.Header.Values(fuzzProbeHeader); len(p) == 0 || slices.Contains(p, probe) {
-				reached = append(reached, got) // no probe: a request of the fuzzer's own, pipelined
+			if p := got.Header.Values(fuzzProbeHeader); len(p) == 0 {
+				// A request of the fuzzer's own, pipelined: its credentials
+				// are somewhere in raw.
+				fx.checkUpstreamGot(t, got, false, fx.directory && bytes.Contains(raw, []byte(bobBasic[len("Basic "):])))
+			} else if slices.Contains(p, probe) {
+				fx.checkUpstreamGot(t, got, flags&fuzzSession != 0, fx.directory && sentBobsPassword(sent))
+			} else {
+				continue
 			}
-		}
-		for _, got := range reached {
-			fx.checkUpstreamGot(t, got, flags&fuzzSession != 0)
+			reached = append(reached, got)
 		}
 		checkAnswers(t, fx.h, answers, sent, finished, len(reached) > 0)
 		if t.Failed() {
-			t.Logf("request:\n%q", raw)
+			t.Logf("request to the %s configuration:\n%q", fx.name, raw)
 		}
 	})
+}
+
+// serveConfig is one configuration FuzzServeHTTP sends requests to, on a
+// listener of its own.
+type serveConfig struct {
+	*fixture
+	name string
+	addr string
+	bob  string // the Cookie header of bob's session
+	// directory is true when the rule legacy (/legacy/) checks Basic
+	// credentials at a real slapd, where ldapserver.Bob has bob's identity.
+	directory bool
+}
+
+// startServeConfigs starts FuzzServeHTTP's configurations, once a process:
+// testConfig as it is (cookie sessions); with session.store redis, at a
+// redis-server of its own, so that sessions go through RedisStore's Load,
+// its cache of opened sessions and its ended and absent sessions; and with
+// the rule legacy, basic_auth at a real slapd, before the others.
+func startServeConfigs(f *testing.F) []*serveConfig {
+	redis := redisserver.Start(f)
+	dir := ldapserver.Start(f, ldapserver.Options{})
+	withRedis := strings.Replace(testConfig, "session:\n", "session:\n  store: redis\n  redis: {url: "+redis.URL+"}\n", 1)
+	var configs []*serveConfig
+	for _, c := range []struct {
+		name, yaml string
+		directory  bool
+	}{{"cookie", testConfig, false}, {"redis", withRedis, false}, {"basic_auth", withLegacyRule(dir.URL), true}} {
+		fx := newFixtureOf(f, c.yaml)
+		if c.directory {
+			// A refused password is answered at once: the failure floor
+			// (250 ms and more) has tests of its own.
+			fx.h.pause = func(context.Context, time.Time) {}
+		}
+		configs = append(configs, &serveConfig{fixture: fx, name: c.name, addr: fx.serve(f),
+			bob: cookieHeader(fx.login(f, bobIdentity["X-Email"], "staff")), directory: c.directory})
+	}
+	return configs
+}
+
+// withLegacyRule is testConfig with the LDAP IdP corp-ldap at the
+// directory url (ldapserver's tree) and, before the other rules, the rule
+// legacy: /legacy/ checks Basic credentials there.
+func withLegacyRule(url string) string {
+	y := strings.Replace(testConfig, "  identity_providers:\n", "  identity_providers:\n"+`    - id: corp-ldap
+      protocol: LDAP
+      url: `+url+`
+      bind_dn: `+ldapserver.ServiceDN+`
+      bind_password: `+ldapserver.ServicePassword+`
+      user_search: {base_dn: "`+ldapserver.Suffix+`", filter: "(&(objectClass=inetOrgPerson)(uid={username}))"}
+`, 1)
+	return strings.Replace(y, "rules:\n  - name: cvat-api-credentials", "rules:\n"+`  - name: legacy
+    path_prefix: /legacy/
+    action: authenticate
+    basic_auth: corp-ldap
+  - name: cvat-api-credentials`, 1)
+}
+
+// sentBobsPassword reports whether sent carries bobBasic as the proxy reads
+// Basic credentials.
+func sentBobsPassword(sent *http.Request) bool {
+	if sent == nil {
+		return false
+	}
+	user, password, ok := sent.BasicAuth()
+	return ok && user == ldapserver.Bob && password == ldapserver.BobPassword
 }
 
 // fuzzRequestBytes lays out FuzzServeHTTP's request: the request line, the
@@ -281,8 +387,9 @@ func exchangeRaw(t *testing.T, addr string, raw []byte, sent *http.Request, fini
 
 // checkUpstreamGot checks one request the upstream got against the rules
 // and against what the proxy may have set, session telling whether the
-// client sent bob's session.
-func (f *fixture) checkUpstreamGot(t *testing.T, got echo.Request, session bool) {
+// client sent bob's session and password whether it sent bob's directory
+// password.
+func (f *fixture) checkUpstreamGot(t *testing.T, got echo.Request, session, password bool) {
 	t.Helper()
 	// Invariant 4: the upstream got a canonical path, one that cleaning
 	// again leaves as it is, and the decision on it is what happened.
@@ -293,11 +400,16 @@ func (f *fixture) checkUpstreamGot(t *testing.T, got echo.Request, session bool)
 	if f.h.isAuthPath(got.Path) {
 		t.Errorf("upstream got %q, under the proxy's own auth_prefix", got.Path)
 	}
-	identity := f.checkIdentityHeaders(t, got, session)
+	identity := f.checkIdentityHeaders(t, got, session || password)
 	view := &http.Request{Method: got.Method, Host: got.Host, Header: got.Header.Clone()}
 	f.h.pass.Strip(view.Header) // what the rules saw of the client's headers
 	req := rules.NewRequest(view, got.Path, netip.MustParseAddr("127.0.0.1"))
 	rule := f.h.rules.Match(req)
+	if rule.Config.BasicAuth != "" {
+		checkNoBasicCredentials(t, got, rule.Name)
+	} else if identity && !session {
+		t.Errorf("upstream got bob's identity on %s %q without his session, and rule %s checks no password", got.Method, got.Path, rule.Name)
+	}
 	switch {
 	case rule.Action == rules.Deny:
 		t.Errorf("upstream got %s %q, which rule %s denies", got.Method, got.Path, rule.Name)
@@ -325,10 +437,31 @@ func (f *fixture) checkUpstreamGot(t *testing.T, got echo.Request, session bool)
 	}
 }
 
+// checkNoBasicCredentials checks that no Authorization header or trailer
+// the upstream got on the basic_auth rule named carries Basic credentials,
+// read as leniently as any server reads them (Django REST framework splits
+// the value at any white space): the directory password stays at the proxy.
+func checkNoBasicCredentials(t *testing.T, got echo.Request, rule string) {
+	t.Helper()
+	for _, h := range []http.Header{got.Header, got.Trailer} {
+		for name, values := range h {
+			if foldHeaderName(name) != "authorization" {
+				continue
+			}
+			for _, v := range values {
+				if words := strings.Fields(v); len(words) > 0 && strings.EqualFold(words[0], "basic") {
+					t.Errorf("upstream got %s: %q on rule %s, which checks Basic credentials at the directory", name, v, rule)
+				}
+			}
+		}
+	}
+}
+
 // checkIdentityHeaders checks every header the proxy strips from clients as
 // the upstream got it, in headers and trailers, and reports whether the
-// request carried the session's identity.
-func (f *fixture) checkIdentityHeaders(t *testing.T, got echo.Request, session bool) (identity bool) {
+// request carried bob's identity, which it may only when bob (his session
+// or his password) sent it.
+func (f *fixture) checkIdentityHeaders(t *testing.T, got echo.Request, bob bool) (identity bool) {
 	t.Helper()
 	stripped := map[string]bool{}
 	for _, name := range f.h.pass.Names() {
@@ -348,8 +481,8 @@ func (f *fixture) checkIdentityHeaders(t *testing.T, got echo.Request, session b
 		switch {
 		case !ok:
 			t.Errorf("upstream got %s: %q, which no client may set and the proxy does not", name, values)
-		case !session:
-			t.Errorf("upstream got %s: %q without a session", name, values)
+		case !bob:
+			t.Errorf("upstream got %s: %q without a session or a password", name, values)
 		case len(values) != 1 || values[0] != want:
 			t.Errorf("upstream got %s: %q; bob's session has %q", name, values, want)
 		default:

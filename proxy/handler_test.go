@@ -75,7 +75,7 @@ rules:
 type fixture struct {
 	h        *Handler
 	upstream *echo.Server
-	store    *session.CookieStore
+	store    session.Store // h's own: cookies, or Redis with session.store redis
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -97,11 +97,7 @@ func newFixtureOf(t testing.TB, y string) *fixture {
 	srv := httptest.NewServer(up)
 	t.Cleanup(srv.Close)
 	h := newTestHandler(t, strings.Replace(y, "UPSTREAM", srv.URL, 1))
-	store, err := session.NewCookieStore(h.cookies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fixture{h: h, upstream: up, store: store}
+	return &fixture{h: h, upstream: up, store: h.sessions}
 }
 
 // newTestHandler builds the Handler of config y, stopped when the test ends.

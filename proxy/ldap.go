@@ -296,10 +296,18 @@ func humanWait(secs int) string {
 	return strconv.Itoa((secs+3599)/3600) + " hours"
 }
 
-// hasBasicCredentials reports whether r carries Authorization: Basic.
+// hasBasicCredentials reports whether any Authorization line of r says
+// Basic, read as leniently as an upstream may read it (Django REST
+// framework takes the value's first word, whatever white space follows):
+// on a basic_auth rule such credentials are the user's directory password,
+// for the proxy to check or refuse and never to pass on beside a session.
 func hasBasicCredentials(r *http.Request) bool {
-	auth := r.Header.Get("Authorization")
-	return len(auth) >= 6 && strings.EqualFold(auth[:6], "basic ")
+	for _, auth := range r.Header.Values("Authorization") {
+		if words := strings.Fields(auth); len(words) > 0 && strings.EqualFold(words[0], "basic") {
+			return true
+		}
+	}
+	return false
 }
 
 // serveBasic is the pipeline for a request that a basic_auth rule matched
@@ -358,8 +366,10 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal", "message": "basic_auth is misconfigured"})
 		return nil, decisionInternal
 	}
+	// Of several Authorization lines, the upstream might read another
+	// than the one checked.
 	username, password, ok := r.BasicAuth()
-	if !ok {
+	if !ok || len(r.Header.Values("Authorization")) != 1 {
 		return nil, h.basicChallenge(w, p, "malformed Basic credentials")
 	}
 	cache := h.passwords.cache

@@ -268,3 +268,36 @@ func TestLoginTooLargeForTheCookies(t *testing.T) {
 		t.Errorf("no login_failed line with reason session_too_large:\n%s", logs)
 	}
 }
+
+// On a basic_auth rule, Basic credentials are checked at the directory or
+// refused, even beside a session: a request that carried them past the
+// check would hand the user's directory password to the upstream, which
+// reads them as leniently as Django REST framework does (the scheme is the
+// value's first word, after any white space) and whichever of several
+// Authorization lines it likes.
+func TestBasicAuthRuleNeverForwardsBasicCredentials(t *testing.T) {
+	f := newFixtureOf(t, withLegacyRule("ldap://127.0.0.1:1"))
+	f.h.providers["corp-ldap"].impl = directoryDown{}
+	bob := f.login(t, "bob@example.com")
+	for _, tc := range []struct {
+		name           string
+		authorizations []string
+	}{
+		{"Basic credentials after another scheme's", []string{"Bearer x", bobBasic}},
+		{"Basic credentials before another scheme's", []string{bobBasic, "Bearer x"}},
+		{"Basic credentials after a tab", []string{"Basic\t" + bobBasic[len("Basic "):]}},
+		{"Basic credentials after several spaces", []string{"basic   " + bobBasic[len("Basic "):]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := request("GET", "/legacy/x", bob)
+			r.Header["Authorization"] = tc.authorizations
+			resp, got, reached := f.do(t, r)
+			if reached {
+				t.Errorf("upstream got Authorization %q", got.Header["Authorization"])
+			}
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%d, want 401", resp.StatusCode)
+			}
+		})
+	}
+}
