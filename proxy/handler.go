@@ -172,6 +172,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	}
 
 	s, err := h.loadSession(r)
+	if err != nil && r.Context().Err() != nil {
+		// The client went away (Redis's read was canceled with it): no
+		// sign of the store failing, and nobody reads the answer.
+		w.WriteHeader(statusClientClosed)
+		return decisionUnauthorized
+	}
 	if err != nil {
 		h.logThrottled(&h.storeDown, slog.LevelError, "session store unavailable", slog.Any("err", err))
 		retryLater(w)

@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
 )
 
@@ -89,5 +92,27 @@ func TestReloadKeepsTheRedisConnection(t *testing.T) {
 	}
 	if problems := changed.Ready(); problems["session store"] != "" {
 		t.Errorf("session store not ready: %s", problems["session store"])
+	}
+}
+
+// A client that goes away while the proxy reads its session from Redis
+// (it closed its side of the connection, which cancels the request) is no
+// sign that Redis failed: it is logged 499, as Basic auth's client that
+// leaves, not answered 503 with "session store unavailable" at ERROR,
+// which anyone could make the proxy log and count as decision internal
+// by half-closing connections (FuzzServeHTTP found it).
+func TestClientGoneWhileLoadingItsRedisSessionIsNoStoreFailure(t *testing.T) {
+	srv := redisserver.Start(t)
+	f := newFixtureOf(t, strings.Replace(testConfig, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1))
+	logs := &process.Output{}
+	f.h.log = slog.New(slog.NewTextHandler(logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	resp, _, reached := f.do(t, request("GET", "/tasks", f.login(t, "bob@example.com")).WithContext(ctx))
+	if reached || resp.StatusCode != statusClientClosed {
+		t.Errorf("%d (reached the upstream: %v), want 499", resp.StatusCode, reached)
+	}
+	if strings.Contains(logs.String(), "session store unavailable") {
+		t.Errorf("logged as Redis failing:\n%s", logs)
 	}
 }
