@@ -478,9 +478,12 @@ func (s *statusRecorder) WriteHeader(code int) {
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		// An upstream's informational answer (103 Early Hints), passed on
 		// by the reverse proxy: neither the status of the request nor the
-		// place for the proxy's own headers.
+		// place for the proxy's own headers. Not to an HTTP/1.0 client,
+		// which would take it for the answer (RFC 9110 15.2).
 		s.held.withhold(s.Header())
-		s.ResponseWriter.WriteHeader(code)
+		if s.req.ProtoAtLeast(1, 1) {
+			s.ResponseWriter.WriteHeader(code)
+		}
 		return
 	}
 	if s.code == 0 {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -942,6 +943,39 @@ func TestEarlyHintsLeaveTheFinalAnswerItsHeaders(t *testing.T) {
 // Every informational answer of the upstream's goes without an X-Request-Id
 // of its own, as its final answer does (newUpstream): the client knows the
 // request by the proxy's ID. The second 103 of two carried the upstream's.
+// An HTTP/1.0 client gets no informational answer (RFC 9110 15.2: a
+// server must not send one to it): it would read the upstream's 100
+// Continue or 103 as the answer. Found by FuzzServeHTTP (an authenticated
+// HTTP/1.0 request with Expect: 100-continue).
+func TestHTTP10ClientsGetNoInformationalAnswers(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</app.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.ReadAll(r.Body) // answers the Expect with 100 Continue
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	f, _, _ := newLoggedFixture(t, strings.Replace(testConfig, "UPSTREAM", up.URL, 1))
+	srv := httptest.NewServer(f.h)
+	t.Cleanup(srv.Close)
+	for _, proto := range []string{"HTTP/1.0", "HTTP/1.1"} {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "POST /public/page %s\r\nHost: cvat.example.com\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nabcd", proto)
+		head, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		want := proto + " 200 OK\r\n"
+		if proto == "HTTP/1.1" {
+			want = "HTTP/1.1 103 Early Hints\r\n" // the test can fail
+		}
+		if head != want {
+			t.Errorf("%s client: first line %q, want %q", proto, head, want)
+		}
+	}
+}
+
 func TestEarlyHintsNeverCarryTheUpstreamsRequestID(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for i := range 3 {
