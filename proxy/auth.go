@@ -633,6 +633,9 @@ func (h *Handler) logoutDone(w http.ResponseWriter, r *http.Request) {
 // userinfo shows the session's profile and roles.
 func (h *Handler) userinfo(w http.ResponseWriter, r *http.Request) {
 	s, err := h.loadSession(r)
+	if clientLeft(w, r, err) {
+		return
+	}
 	if err != nil {
 		// "No session" would be a lie that sends the browser to log in again.
 		retryLater(w)

@@ -172,10 +172,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	}
 
 	s, err := h.loadSession(r)
-	if err != nil && r.Context().Err() != nil {
-		// The client went away (Redis's read was canceled with it): no
-		// sign of the store failing, and nobody reads the answer.
-		w.WriteHeader(statusClientClosed)
+	if clientLeft(w, r, err) {
 		return decisionUnauthorized
 	}
 	if err != nil {
@@ -249,6 +246,17 @@ func checkMethod(m string) (status int, err error) {
 // it comes and its transport refuses to send it on: the client's mistake
 // was answered 502 and counted as the upstream's failure.
 var errTrailerName = errors.New("the Trailer header declares an invalid field name")
+
+// clientLeft answers 499 when err came of r's client going away (a Redis
+// read canceled with it): no sign of the store failing, and nobody reads
+// the answer.
+func clientLeft(w http.ResponseWriter, r *http.Request, err error) bool {
+	if err == nil || r.Context().Err() == nil {
+		return false
+	}
+	w.WriteHeader(statusClientClosed)
+	return true
+}
 
 // checkTrailer refuses a request whose declared trailers could not be sent
 // upstream.

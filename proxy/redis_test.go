@@ -115,4 +115,9 @@ func TestClientGoneWhileLoadingItsRedisSessionIsNoStoreFailure(t *testing.T) {
 	if strings.Contains(logs.String(), "session store unavailable") {
 		t.Errorf("logged as Redis failing:\n%s", logs)
 	}
+	// The same at /userinfo, which answers a store failure itself.
+	resp, _, _ = f.do(t, request("GET", "/.portcullis/userinfo", f.login(t, "bob@example.com")).WithContext(ctx))
+	if resp.StatusCode != statusClientClosed {
+		t.Errorf("/userinfo: %d, want 499", resp.StatusCode)
+	}
 }
