@@ -38,9 +38,9 @@ type Pass struct {
 	jwt     *signer  // nil without jwt
 
 	// strip holds the normalized form (see normalize) of every header that
-	// Strip removes; minLen, maxLen and first let Strip skip most keys at
-	// once.
-	strip          map[string]struct{}
+	// Strip removes, with the one spelling of it Strip keeps ("": none);
+	// minLen, maxLen and first let Strip skip most keys at once.
+	strip          map[string]string
 	minLen, maxLen int
 	first          [256]bool // the first bytes of the normalized names
 	names          []string
@@ -83,7 +83,7 @@ func Compile(c Config, issuer string) (*Pass, error) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 
-	p := &Pass{strip: map[string]struct{}{}}
+	p := &Pass{strip: map[string]string{}}
 	// owner remembers which key first named each normalized header, so a
 	// second spelling of the same header is reported against the first.
 	owner := map[string]string{}
@@ -167,14 +167,36 @@ func (p *Pass) AlsoStrip(names ...string) {
 	}
 }
 
+// AlsoStripOtherSpellings adds headers whose canonical spelling Strip keeps
+// and removes every other (X_Forwarded_Host beside X-Forwarded-Host): the
+// forwarding headers, which the reverse proxy replaces or extends under
+// their canonical names only, while servers that read _ and . as - (CGI,
+// WSGI and ASGI) would take the other spellings for them. Call it after
+// AlsoStrip and before the Pass is used.
+func (p *Pass) AlsoStripOtherSpellings(names ...string) {
+	for _, name := range names {
+		n := normalize(name)
+		if _, ok := p.strip[n]; ok || n == "" {
+			continue // removed in every spelling already
+		}
+		p.strip[n] = textproto.CanonicalMIMEHeaderKey(name)
+		p.index(n)
+	}
+}
+
 func (p *Pass) addStrip(name string) {
 	n := normalize(name)
 	if _, ok := p.strip[n]; ok || n == "" {
 		return
 	}
-	p.strip[n] = struct{}{}
-	p.first[n[0]] = true
+	p.strip[n] = ""
+	p.index(n)
 	p.names = append(p.names, textproto.CanonicalMIMEHeaderKey(name))
+}
+
+// index lets Strip's quick checks pass the normalized name n.
+func (p *Pass) index(n string) {
+	p.first[n[0]] = true
 	if p.minLen == 0 || len(n) < p.minLen {
 		p.minLen = len(n)
 	}
@@ -183,7 +205,8 @@ func (p *Pass) addStrip(name string) {
 
 // Strip removes from h every header that the attribute pass sets or that
 // strip_headers names, however the client spelled it: case-insensitively and
-// with _ and . read as -. It must run on every client request before
+// with _ and . read as -; of those AlsoStripOtherSpellings adds, every
+// spelling but the canonical one. It must run on every client request before
 // anything else reads the headers (SPEC security invariant 1).
 func (p *Pass) Strip(h http.Header) {
 	if len(p.strip) == 0 {
@@ -200,7 +223,7 @@ func (p *Pass) Strip(h http.Header) {
 		for i := 0; i < len(k); i++ {
 			b = append(b, fold(k[i]))
 		}
-		if _, ok := p.strip[string(b)]; ok {
+		if keep, ok := p.strip[string(b)]; ok && k != keep {
 			delete(h, k)
 		}
 	}
@@ -374,20 +397,6 @@ func normalize(name string) string {
 		b[i] = fold(name[i])
 	}
 	return string(b)
-}
-
-// SameName reports whether a and b are one header name as Strip reads
-// names: case-insensitively, with _ and . read as -. It does not allocate.
-func SameName(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		if fold(a[i]) != fold(b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 func fold(c byte) byte {

@@ -151,6 +151,7 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	if c.pass != nil {
 		c.pass.AlsoStrip(spoofable...)
 		c.pass.AlsoStrip(requestIDHeader) // every spelling; the proxy sets its own after the strip
+		c.pass.AlsoStripOtherSpellings(forwardedHeaders[:]...)
 	}
 	if p = slices.Concat(cfg.shape, p.except(cfg.undecoded)); len(p) > 0 {
 		return nil, errors.Join(p...)

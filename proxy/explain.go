@@ -52,7 +52,6 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 	e := &Explanation{}
 	before := headerNames(r.Header)
 	c.pass.Strip(r.Header)
-	dropForwardedSpellings(r.Header)
 	stripUpgrade(r.Header)
 	dropConnectionListed(r.Header)
 	for _, name := range before {

@@ -121,7 +121,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	// Nothing a client sends may pose as the proxy's own word about identity,
 	// nor change how the upstream reads the method or path.
 	h.pass.Strip(r.Header)
-	dropForwardedSpellings(r.Header)
 	stripUpgrade(r.Header)
 	dropConnectionListed(r.Header)
 	r.Header[requestIDHeader] = o.requestID // the proxy's own, once every client spelling is gone
@@ -247,17 +246,6 @@ func checkMethod(m string) (status int, err error) {
 // was answered 502 and counted as the upstream's failure.
 var errTrailerName = errors.New("the Trailer header declares an invalid field name")
 
-// clientLeft answers 499 when err came of r's client going away (a Redis
-// read canceled with it): no sign of the store failing, and nobody reads
-// the answer.
-func clientLeft(w http.ResponseWriter, r *http.Request, err error) bool {
-	if err == nil || r.Context().Err() == nil {
-		return false
-	}
-	w.WriteHeader(statusClientClosed)
-	return true
-}
-
 // checkTrailer refuses a request whose declared trailers could not be sent
 // upstream.
 func checkTrailer(trailer http.Header) error {
@@ -267,6 +255,17 @@ func checkTrailer(trailer http.Header) error {
 		}
 	}
 	return nil
+}
+
+// clientLeft answers 499 when err came of r's client going away (a Redis
+// read canceled with it): no sign of the store failing, and nobody reads
+// the answer.
+func clientLeft(w http.ResponseWriter, r *http.Request, err error) bool {
+	if err == nil || r.Context().Err() == nil {
+		return false
+	}
+	w.WriteHeader(statusClientClosed)
+	return true
 }
 
 // requestPath is the path of r as the client sent it, still escaped; an
@@ -370,23 +369,9 @@ var spoofable = []string{
 
 // forwardedHeaders say where a request came from. The reverse proxy
 // removes a client's under these spellings and rewrite sets the proxy's own
-// (X-Forwarded-For after a trusted proxy's list).
+// (X-Forwarded-For after a trusted proxy's list); the attribute pass
+// removes every other spelling (AlsoStripOtherSpellings).
 var forwardedHeaders = [...]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
-
-// dropForwardedSpellings removes every other spelling of forwardedHeaders
-// (X_Forwarded_Host, x.forwarded.proto), which would reach the upstream
-// next to the proxy's: servers that read _ and . as - (CGI, and WSGI and
-// ASGI servers, which put both in HTTP_X_FORWARDED_HOST) would take the
-// client's word for the origin or the address of the request.
-func dropForwardedSpellings(h http.Header) {
-	for k := range h {
-		for _, name := range forwardedHeaders {
-			if k != name && attrpass.SameName(k, name) {
-				delete(h, k)
-			}
-		}
-	}
-}
 
 // stripUpgrade lets only WebSocket upgrades pass.
 func stripUpgrade(h http.Header) {

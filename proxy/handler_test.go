@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-proxy/portcullis/attrpass"
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/test/echo"
@@ -566,7 +565,7 @@ func TestForwardedHeaderSpellingsNeverReachTheUpstream(t *testing.T) {
 				}
 				for key, v := range got.Header {
 					for _, canonical := range []string{"X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-For", "Forwarded"} {
-						if attrpass.SameName(key, canonical) && (key != canonical || slices.Contains(v, "evil.example")) {
+						if strings.EqualFold(strings.NewReplacer("_", "-", ".", "-").Replace(key), canonical) && (key != canonical || slices.Contains(v, "evil.example")) {
 							t.Errorf("upstream got %s: %q", key, v)
 						}
 					}
