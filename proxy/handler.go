@@ -28,6 +28,7 @@ type Handler struct {
 	*compiled
 	sessions   session.Store
 	flows      *session.Flows
+	devices    *session.Devices // device cookies of the LDAP form (ldap.go)
 	cookies    session.Options
 	providers  map[string]*provider
 	order      []*provider // as configured, for the login pages

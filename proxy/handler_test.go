@@ -273,6 +273,8 @@ func TestOwnCookiesNeverReachTheUpstream(t *testing.T) {
 		&http.Cookie{Name: "__Host-portcullis_1", Value: "chunk"},
 		&http.Cookie{Name: "__Host-portcullis_login_abcdefgh", Value: "flow"},
 		&http.Cookie{Name: "__Host-portcullis_signed_in", Value: "1733000000.company"},
+		&http.Cookie{Name: "__Secure-portcullis_device", Value: "device"},
+		&http.Cookie{Name: "portcullis_device", Value: "device"},
 		&http.Cookie{Name: "portcullis", Value: "plain"},
 		&http.Cookie{Name: "sessionid", Value: "app2"},
 		&http.Cookie{Name: "theme", Value: "dark"},

@@ -72,14 +72,20 @@ var errRateLimited = errors.New("too many failed logins")
 // failures and gives the client its attempt back; an attempt the directory
 // could not answer is given back whole, unless its password was sent.
 //
+// device is the nonce of the browser's device cookie for this username
+// (session.Devices), "" for none: while the cookie has attempts left, the
+// attempt is counted against it and the client instead of the username
+// and the account, and no failures of other clients hold it back; once it
+// has none, it is a login like any other (trustedAttempt).
+//
 // A check refused as wrong credentials returns no sooner than p's failure
 // floor after it began (failuredelay.go), whether the directory found the
 // user or not; it waits with the failure already counted, so that the
 // limits hold back at once a client that keeps trying meanwhile, and with
 // no directory connection or lock held.
-func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string) (*idp.Profile, time.Duration, error) {
+func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password, device string) (*idp.Profile, time.Duration, error) {
 	start := h.now()
-	prof, wait, err := h.tryPassword(r, p, checker, username, password)
+	prof, wait, err := h.tryPassword(r, p, checker, username, password, device)
 	if errors.Is(err, idp.ErrInvalidCredentials) {
 		h.pause(r.Context(), p.pace.answerAt(start))
 	}
@@ -88,25 +94,29 @@ func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.Passwo
 
 // tryPassword is checkPassword without the wait at the failure floor,
 // which is the caller's.
-func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string) (*idp.Profile, time.Duration, error) {
+func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password, device string) (*idp.Profile, time.Duration, error) {
 	id := p.cfg.ID
 	limits := h.passwords.limits
-	keys := attemptKeys(id, username, h.clientAddr(r))
 	start := h.now()
+	keys, trust := h.trustedAttempt(r, id, username, device, start)
 	keys, wait := limits.take(keys, start)
 	if wait > 0 {
 		h.metrics.login(id, "rate_limited", 0)
-		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username))
+		h.audit(r, slog.LevelWarn, "login_rate_limited", append(trust, slog.String("idp", id), slog.String("username", username))...)
 		return nil, wait, errRateLimited
 	}
 	triedPassword := false
 	prof, err := checker.Authenticate(r, username, password, func(account string) error {
-		taken, wait := limits.take(loginKeys{account: accountKey(id, account)}, h.now())
-		if wait > 0 {
-			return errRateLimited
+		// A device cookie vouches for the username, and so for the
+		// account it finds: the account's count is the other clients'.
+		if keys.device == "" {
+			taken, wait := limits.take(loginKeys{account: accountKey(id, account)}, h.now())
+			if wait > 0 {
+				return errRateLimited
+			}
+			// Counted: settled with the others below.
+			keys.account, keys.taken = taken.account, append(keys.taken, taken.taken...)
 		}
-		// Counted: settled with the others below.
-		keys.account, keys.taken = taken.account, append(keys.taken, taken.taken...)
 		triedPassword = true // PasswordChecker: the password is tried next
 		return nil
 	})
@@ -131,8 +141,8 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 		h.metrics.login(id, "failure", 0)
 		// err says which (no such user, or a wrong password): the user
 		// must not learn it, the operator needs it.
-		h.audit(r, slog.LevelWarn, "login_failed", slog.String("idp", id), slog.String("reason", "invalid_credentials"),
-			slog.String("username", username), slog.Any("err", err))
+		h.audit(r, slog.LevelWarn, "login_failed", append(trust, slog.String("idp", id), slog.String("reason", "invalid_credentials"),
+			slog.String("username", username), slog.Any("err", err))...)
 	default:
 		// Given back only when the password never reached the directory:
 		// once the bind is sent, the directory may have checked it
@@ -149,9 +159,40 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 			// asks of it: the service account, a base DN.
 			attrs = []slog.Attr{slog.String("idp", id), slog.String("reason", setup.Reason), slog.String("hint", setup.Hint)}
 		}
-		h.audit(r, slog.LevelError, "login_failed", append(attrs, slog.Bool("password_sent", triedPassword), slog.Any("err", err))...)
+		h.audit(r, slog.LevelError, "login_failed", append(append(trust, attrs...), slog.Bool("password_sent", triedPassword), slog.Any("err", err))...)
 	}
 	return nil, 0, err
+}
+
+// Values of the device attribute of login lines: the browser's device
+// cookie vouched for the username, or had no attempts left.
+const (
+	deviceTrusted   = "trusted"
+	deviceLockedOut = "locked_out"
+)
+
+// trustedAttempt is what a login as username from r is counted against:
+// with the nonce of a device cookie that vouches for the username
+// (device), the cookie and the client while the cookie has attempts left
+// (trustedKeys); else, a cookie whose attempts ran out too, as any other
+// client's, against the username and the client (OWASP's lockout list:
+// who stole a device cookie gets its few attempts, then waits with
+// everyone else). The attributes say which, for the login's log lines.
+//
+// The cookie's count is read here and taken by take, not in one step:
+// simultaneous attempts with one cookie can all find its last attempt
+// left. The first takes it; take refuses the others 429 and counts them
+// nowhere, never as the username's.
+func (h *Handler) trustedAttempt(r *http.Request, id, username, device string, now time.Time) (loginKeys, []slog.Attr) {
+	addr := h.clientAddr(r)
+	if device == "" {
+		return attemptKeys(id, username, addr), nil
+	}
+	trusted := trustedKeys(id, device, addr)
+	if h.passwords.limits.wait(loginKeys{device: trusted.device}, now) > 0 {
+		return attemptKeys(id, username, addr), []slog.Attr{slog.String("device", deviceLockedOut)}
+	}
+	return trusted, []slog.Attr{slog.String("device", deviceTrusted)}
 }
 
 // passwordProvider is the configured password-checking IdP named id.
@@ -245,7 +286,8 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	prof, wait, err := h.checkPassword(r, p, checker, username, password)
+	device := h.devices.Nonce(r, id, userKey(id, username))
+	prof, wait, err := h.checkPassword(r, p, checker, username, password, device)
 	var refused *idp.AccountError
 	switch {
 	case errors.Is(err, errRateLimited):
@@ -258,7 +300,21 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		h.directoryUnavailable(w, r, p, err)
 	default:
+		h.trustDevice(w, p, username)
 		h.establish(w, r, prof, nil, f.Redirect, start)
+	}
+}
+
+// trustDevice gives the browser whose password login as username just
+// succeeded a fresh device cookie for it (OWASP: a new one at every
+// successful login), sent back only to the form of p, which posts to the
+// path it is shown at. The password was right, which is all the cookie
+// vouches for: it is set even if the login is then refused (admission,
+// role mapping).
+func (h *Handler) trustDevice(w http.ResponseWriter, p *provider, username string) {
+	id := p.cfg.ID
+	if err := h.devices.Issue(w, h.ldapFormPath(id, ""), id, userKey(id, username)); err != nil {
+		h.log.Error("login: no device cookie set", "idp", id, "err", err)
 	}
 }
 
@@ -446,7 +502,8 @@ func (h *Handler) sharedCheck(r *http.Request, p *provider, checker idp.Password
 			check = basicCheck{err: fmt.Errorf("ldap %s: check panicked: %v", p.cfg.ID, v)}
 		}
 	}()
-	prof, wait, err := h.tryPassword(r, p, checker, username, password)
+	// API clients keep no cookies: no device cookie vouches for them.
+	prof, wait, err := h.tryPassword(r, p, checker, username, password, "")
 	return basicCheck{prof, wait, err}
 }
 

@@ -61,6 +61,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler, id
 		return nil, fmt.Errorf("session: %w", err)
 	}
 	h.flows = session.NewFlows(h.cookies)
+	h.devices = session.NewDevices(h.cookies)
 	h.inherit(prev)
 	h.shareThroughRedis(prev) // session.store redis: what replicas must share (redis.go)
 

@@ -15,7 +15,9 @@ import (
 
 // Limits on failed password logins (LDAP forms and Basic auth): a username
 // may fail this many times per window, and so may a client address (over
-// all usernames). Both refill steadily, one attempt per window/burst.
+// all usernames). Both refill steadily, one attempt per window/burst. A
+// browser's device cookie (session.Devices) has the username's limit, of
+// its own.
 const (
 	userFailureBurst = 5
 	addrFailureBurst = 20
@@ -173,10 +175,12 @@ func (l *failureLimiter) forgetRefilled(now time.Time) {
 }
 
 // loginLimits are the failure limits of password logins: per username (at
-// one IdP), per directory account, and per client address.
+// one IdP), per directory account, per device cookie and per client
+// address.
 type loginLimits struct {
 	users    *failureLimiter
 	accounts *failureLimiter
+	devices  *failureLimiter
 	addrs    *failureLimiter
 }
 
@@ -184,16 +188,21 @@ func newLoginLimits() *loginLimits {
 	return &loginLimits{
 		users:    newFailureLimiter(userFailureBurst, failureWindow, maxLimitedKeys),
 		accounts: newFailureLimiter(userFailureBurst, failureWindow, maxLimitedKeys),
+		devices:  newFailureLimiter(userFailureBurst, failureWindow, maxLimitedKeys),
 		addrs:    newFailureLimiter(addrFailureBurst, failureWindow, maxLimitedKeys),
 	}
 }
 
 // loginKeys are what one password login is counted against. An empty key
 // is not counted: the account is known only once the directory found it,
-// and is asked about on its own then (checkPassword).
+// and is asked about on its own then (checkPassword). A login from a
+// browser whose device cookie vouches for the username is counted against
+// the cookie and the client, not the username and the account
+// (trustedKeys).
 type loginKeys struct {
 	user    string // userKey
 	account string // accountKey
+	device  string // deviceKey
 	addr    string // addrKey
 	// taken are the counts in Redis that take made (sharedLimits), for
 	// giveBack and succeeded to settle in their own windows.
@@ -204,6 +213,20 @@ type loginKeys struct {
 // before the directory has found the account.
 func attemptKeys(idpID, username string, addr netip.Addr) loginKeys {
 	return loginKeys{user: userKey(idpID, username), addr: addrKey(addr)}
+}
+
+// trustedKeys are the keys of a login from addr by a browser whose device
+// cookie, with this nonce, vouches for the username at IdP idpID: the
+// cookie's own count, in place of the username's and the account's that
+// every other client shares (OWASP counts the two apart), and the client's
+// as for any login.
+func trustedKeys(idpID, nonce string, addr netip.Addr) loginKeys {
+	return loginKeys{device: deviceKey(idpID, nonce), addr: addrKey(addr)}
+}
+
+// deviceKey identifies a device cookie by its nonce, at an IdP.
+func deviceKey(idpID, nonce string) string {
+	return idpID + "\x00" + nonce
 }
 
 // accountKey identifies a directory account: the DN of its entry at an
@@ -288,8 +311,8 @@ func (l *loginLimits) wait(k loginKeys, now time.Time) time.Duration {
 // check before any failure is counted. The keys it returns are k's.
 func (l *loginLimits) take(k loginKeys, now time.Time) (loginKeys, time.Duration) {
 	cs := l.counters(k)
-	// counters keeps one order (users, accounts, addrs): no two takes wait
-	// for each other's locks.
+	// counters keeps one order (users, accounts, devices, addrs): no two
+	// takes wait for each other's locks.
 	for _, c := range cs {
 		c.limiter.mu.Lock()
 	}
@@ -319,10 +342,10 @@ func (l *loginLimits) giveBack(k loginKeys, now time.Time) {
 	}
 }
 
-// succeeded forgets the failures of the username and the account; the
-// address gets back the attempt take counted but keeps its earlier
-// failures, so that one known password does not reset a spray against
-// others.
+// succeeded forgets the failures of the username and the account, or of
+// the device cookie; the address gets back the attempt take counted but
+// keeps its earlier failures, so that one known password does not reset a
+// spray against others.
 func (l *loginLimits) succeeded(k loginKeys, now time.Time) {
 	l.addrs.giveBack(k.addr, now)
 	k.addr = ""
@@ -338,7 +361,7 @@ type counter struct {
 
 // counters are k's keys with their limiters, the empty ones left out.
 func (l *loginLimits) counters(k loginKeys) []counter {
-	all := [3]counter{{l.users, k.user}, {l.accounts, k.account}, {l.addrs, k.addr}}
+	all := [4]counter{{l.users, k.user}, {l.accounts, k.account}, {l.devices, k.device}, {l.addrs, k.addr}}
 	set := all[:0]
 	for _, c := range all {
 		if c.key != "" {

@@ -152,6 +152,9 @@ func (h *Handler) refreshShared(ctx context.Context, impl idp.Refresher, s *sess
 // attempt is counted as a failure before it is made (take), and given back
 // when it turns out not to be one.
 type failureLimits interface {
+	// wait is how long k must wait before its next attempt; 0 when it may
+	// be made now. It counts nothing.
+	wait(k loginKeys, now time.Time) time.Duration
 	// take counts an attempt of k against each of its keys, or, when one
 	// of them has no attempt left, none: then it returns how long to wait.
 	// The keys it returns, with what it counted, are for giveBack and
@@ -160,8 +163,8 @@ type failureLimits interface {
 	// giveBack returns the attempt take counted: the directory could not
 	// check the password.
 	giveBack(k loginKeys, now time.Time)
-	// succeeded forgets the username's and the account's failures, and
-	// gives the address its attempt back.
+	// succeeded forgets the username's and the account's failures (or
+	// the device cookie's), and gives the address its attempt back.
 	succeeded(k loginKeys, now time.Time)
 }
 
@@ -181,10 +184,10 @@ func localLimits(l failureLimits) *loginLimits {
 	return newLoginLimits()
 }
 
-// sharedLimits count failed logins in Redis, over all replicas: a username
-// or an account may fail userFailureBurst times and an address
-// addrFailureBurst times in a window of failureWindow that starts with the
-// first failure. Failures are counted in memory too, so that a replica
+// sharedLimits count failed logins in Redis, over all replicas: a username,
+// an account or a device cookie may fail userFailureBurst times and an
+// address addrFailureBurst times in a window of failureWindow that starts
+// with the first failure. Failures are counted in memory too, so that a replica
 // never limits less than it would alone, and keeps limiting while Redis is
 // away.
 type sharedLimits struct {
@@ -214,6 +217,9 @@ func (l *sharedLimits) sharedKeys(k loginKeys) []sharedKey {
 	}
 	if k.account != "" {
 		keys = append(keys, sharedKey{l.limitName("account", k.account), userFailureBurst})
+	}
+	if k.device != "" {
+		keys = append(keys, sharedKey{l.limitName("device", k.device), userFailureBurst})
 	}
 	if k.addr != "" {
 		keys = append(keys, sharedKey{l.limitName("addr", k.addr), addrFailureBurst})

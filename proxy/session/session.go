@@ -76,15 +76,20 @@ func (o Options) SignedInName() string { return o.Name() + signedInSuffix }
 const signedInSuffix = "_signed_in"
 
 // Owns reports whether a cookie name belongs to portcullis (the session, its
-// chunks, login flow cookies, the signed-in mark), with or without the
-// __Host- prefix, so the proxy can remove it from the Cookie header sent
-// upstream (SPEC invariant 3). It does not allocate.
+// chunks, login flow cookies, the signed-in mark, the device cookie), with
+// or without the __Host- or __Secure- prefix, so the proxy can remove it
+// from the Cookie header sent upstream (SPEC invariant 3). It does not
+// allocate.
 func (o Options) Owns(cookieName string) bool {
-	rest, ok := strings.CutPrefix(strings.TrimPrefix(cookieName, hostPrefix), o.base())
+	name, host := strings.CutPrefix(cookieName, hostPrefix)
+	if !host {
+		name = strings.TrimPrefix(name, securePrefix)
+	}
+	rest, ok := strings.CutPrefix(name, o.base())
 	if !ok {
 		return false
 	}
-	if rest == "" || strings.HasPrefix(rest, "_login_") || rest == signedInSuffix {
+	if rest == "" || strings.HasPrefix(rest, "_login_") || rest == signedInSuffix || rest == deviceSuffix {
 		return true
 	}
 	// Chunk names: "_1" .. "_99", wider than the chunks we write so that a

@@ -46,6 +46,10 @@ func TestOwns(t *testing.T) {
 		{"__Host-portcullis_login_AbCdEfGh", true, true},
 		{"portcullis_signed_in", false, true},
 		{"__Host-portcullis_signed_in", true, true},
+		{"portcullis_device", false, true},
+		{"__Secure-portcullis_device", true, true},
+		{"__Host-portcullis_device", true, true}, // set by hand: still the proxy's
+		{"__Secure-portcullis", true, true},
 		{"__Host-portcullis", false, true}, // left from an https configuration
 		{"portcullis", true, true},         // or tossed without the prefix
 		{"csrftoken", false, false},
@@ -55,6 +59,9 @@ func TestOwns(t *testing.T) {
 		{"portcullis_x", false, false},
 		{"portcullis_123", false, false},
 		{"portcullis_signed_inx", false, false},
+		{"portcullis_devices", false, false},
+		{"__Secure-csrftoken", true, false},
+		{"__Secure-__Host-portcullis", true, false},
 		{"xportcullis", false, false},
 		{"__Host-csrftoken", true, false},
 		{"", false, false},

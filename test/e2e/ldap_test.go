@@ -670,3 +670,47 @@ func TestLDAPFormInChromium(t *testing.T) {
 		t.Errorf("echo page shows role %q", role)
 	}
 }
+
+// TestLDAPDeviceCookieInChromium signs alice in with the form in a real
+// browser, signs her out, and has someone else fail enough guesses as
+// alice that her username is held back for every new browser: Chromium
+// kept the device cookie her sign-in set (Path the form's, SameSite=Strict)
+// and sends it with the form, so her right password still gets her in.
+func TestLDAPDeviceCookieInChromium(t *testing.T) {
+	s, _ := ldapStack(t)
+	tab := newTab(t, newChromium(t))
+	signIn := func(what string) {
+		t.Helper()
+		step(t, tab, what,
+			chromedp.Navigate(s.URL+"/projects"),
+			chromedp.WaitVisible(chromedp.CSS(`#username`)),
+			chromedp.SendKeys(chromedp.CSS(`#username`), ldapserver.Alice),
+			chromedp.SendKeys(chromedp.CSS(`#password`), ldapserver.AlicePassword),
+			chromedp.Click(chromedp.CSS(`button[type="submit"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#email`)),
+		)
+	}
+	signIn("sign in")
+	step(t, tab, "sign out", chromedp.Navigate(s.URL+"/.portcullis/logout"),
+		chromedp.WaitVisible(chromedp.CSS(`[role="status"]`)))
+
+	attempt := func(addr, password string) int {
+		t.Helper()
+		c := fromAddr(browser(t), addr)
+		resp, _ := openForm(t, c, s.URL+"/.portcullis/ldap/corp-ldap").submit(t, c, ldapserver.Alice, password)
+		return resp.StatusCode
+	}
+	for i := 1; i <= 5; i++ {
+		if code := attempt("10.6.0.1", "guess-"+strconv.Itoa(i)); code != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d, want 401", i, code)
+		}
+	}
+	if code := attempt("10.6.0.2", ldapserver.AlicePassword); code != http.StatusTooManyRequests {
+		t.Fatalf("alice's password from a new browser after five failed guesses: %d, want 429", code)
+	}
+
+	signIn("sign in again while alice's username is held back")
+	if loc := value(t, tab, "read the location", chromedp.Location()); loc != s.URL+"/projects" {
+		t.Errorf("landed on %s, want %s/projects", loc, s.URL)
+	}
+}
