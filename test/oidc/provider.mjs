@@ -5,12 +5,14 @@
 //        [--auth-method client_secret_basic|client_secret_post]
 //        [--pkce-required true|false] [--users FILE.json] [--jwks FILE.json]
 //        [--post-logout-redirect-uri URI]... [--backchannel-logout-uri URI]
+//        [--backchannel-logout-session-required true|false]
 //        [--clock-skew SECONDS] [--id-token-ttl SECONDS] [--watch-stdin]
 //
 // Every flag also reads from the environment (OIDC_PORT, OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URIS comma separated,
 // OIDC_CONFORM_ID_TOKEN_CLAIMS, OIDC_AUTH_METHOD, OIDC_PKCE_REQUIRED,
-// OIDC_USERS, OIDC_JWKS, OIDC_CLOCK_SKEW, OIDC_ID_TOKEN_TTL). Once it
+// OIDC_USERS, OIDC_JWKS, OIDC_CLOCK_SKEW, OIDC_ID_TOKEN_TTL,
+// OIDC_BACKCHANNEL_LOGOUT_SESSION_REQUIRED). Once it
 // listens it prints exactly one line to stdout, "READY http://127.0.0.1:PORT";
 // everything else goes to stderr.
 //
@@ -24,6 +26,11 @@
 // password; a submit named "abort" cancels with access_denied). Consent is
 // never asked: every requested scope is granted. The token endpoint insists on
 // the registered client authentication method (Basic header or body).
+//
+// --backchannel-logout-session-required (default true) registers the client
+// with backchannel_logout_session_required: its ID tokens and logout tokens
+// carry sid. With false they carry none, and a logout token names the user
+// by sub alone, as OIDC Back-Channel Logout 1.0 (2.4) allows.
 //
 // --clock-skew runs the provider's clock that many seconds ahead of the
 // machine's (negative: behind), as an IdP without NTP does: the iat, exp and
@@ -54,6 +61,7 @@ const { values: args } = parseArgs({
     'redirect-uri': { type: 'string', multiple: true, default: splitList(env.OIDC_REDIRECT_URIS) },
     'post-logout-redirect-uri': { type: 'string', multiple: true, default: splitList(env.OIDC_POST_LOGOUT_REDIRECT_URIS) },
     'backchannel-logout-uri': { type: 'string', default: env.OIDC_BACKCHANNEL_LOGOUT_URI || '' },
+    'backchannel-logout-session-required': { type: 'string', default: env.OIDC_BACKCHANNEL_LOGOUT_SESSION_REQUIRED || 'true' },
     'conform-id-token-claims': { type: 'string', default: env.OIDC_CONFORM_ID_TOKEN_CLAIMS || 'true' },
     'auth-method': { type: 'string', default: env.OIDC_AUTH_METHOD || 'client_secret_basic' },
     'pkce-required': { type: 'string', default: env.OIDC_PKCE_REQUIRED || 'false' },
@@ -172,7 +180,7 @@ if (authMethod !== 'none') {
 }
 if (args['backchannel-logout-uri']) {
   client.backchannel_logout_uri = args['backchannel-logout-uri'];
-  client.backchannel_logout_session_required = true;
+  client.backchannel_logout_session_required = flag('backchannel-logout-session-required');
 }
 if (client.redirect_uris.length === 0) {
   fail('at least one --redirect-uri is required');

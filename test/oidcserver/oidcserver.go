@@ -56,6 +56,11 @@ type Options struct {
 	PostLogoutRedirectURIs []string
 	// BackchannelLogoutURI, when set, receives logout tokens.
 	BackchannelLogoutURI string
+	// BackchannelLogoutWithoutSID registers the client without
+	// backchannel_logout_session_required: neither its ID tokens nor its
+	// logout tokens carry sid, and a logout token names the user by sub
+	// alone (OIDC Back-Channel Logout 1.0, 2.4).
+	BackchannelLogoutWithoutSID bool
 	// ConformIDTokenClaims keeps the ID token down to sub and protocol claims,
 	// so that email, groups and the like come only from userinfo
 	// (oidc-provider's default). The zero value puts them in the ID token too.
@@ -189,6 +194,9 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	if o.BackchannelLogoutURI != "" {
 		args = append(args, "--backchannel-logout-uri", o.BackchannelLogoutURI)
+	}
+	if o.BackchannelLogoutWithoutSID {
+		args = append(args, "--backchannel-logout-session-required", "false")
 	}
 	if len(o.ExtraUsers) > 0 {
 		b, err := json.Marshal(o.ExtraUsers)
