@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
+	"strings"
 )
 
 // Profile is what every identity provider produces after a login, what role
@@ -149,7 +150,9 @@ type Flow struct {
 // session: refreshing it and logging out at the IdP.
 type Tokens struct {
 	RefreshToken string `json:"rt,omitempty"`
-	IDToken      string `json:"it,omitempty"`
+	// IDToken is the OIDC ID token of the login (or of its last refresh):
+	// sent as id_token_hint at logout, and whose sub is Subject.
+	IDToken string `json:"it,omitempty"`
 	// Expiry is the Unix time the access token expires (0 when unknown).
 	Expiry int64 `json:"exp,omitempty"`
 	// SID is the IdP's session ID, which a logout from the IdP names: the
@@ -159,6 +162,19 @@ type Tokens struct {
 	// NameID is the SAML assertion's NameID, kept with single_sign_out to
 	// name the user in the LogoutRequest exactly as the IdP did.
 	NameID *SAMLNameID `json:"nid,omitempty"`
+}
+
+// Subject is the IdP's own name for the user the tokens were issued to,
+// which a logout from the IdP names: the sub of the OIDC ID token, or the
+// SAML NameID's value (kept with single_sign_out), trimmed as a profile's
+// sub is; "" when the login left neither (OAuth2, LDAP, SAML without
+// single_sign_out). It is the profile's sub unless the IdP entry maps sub
+// to another claim (claims.sub) or attribute (attribute_mapping.uid).
+func (t Tokens) Subject() string {
+	if t.NameID != nil {
+		return strings.TrimSpace(t.NameID.Value)
+	}
+	return subjectOf(t.IDToken)
 }
 
 // SessionKey is what a logout from the IdP finds the session by, "" when

@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -47,6 +48,30 @@ func TestFootprintCountsEveryClaimType(t *testing.T) {
 			p := &Profile{Sub: "alice", Claims: map[string]any{"c": tt.claim}}
 			if got := p.Footprint() - bare; got < tt.holds {
 				t.Errorf("a claim holding %d bytes adds %d to Footprint", tt.holds, got)
+			}
+		})
+	}
+}
+
+func TestTokensSubjectIsTheIdPsNameForTheUser(t *testing.T) {
+	idToken := func(claims string) string {
+		enc := base64.RawURLEncoding.EncodeToString
+		return enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(claims)) + ".c2ln"
+	}
+	tests := []struct {
+		name   string
+		tokens Tokens
+		want   string
+	}{
+		{"an OIDC login's is its ID token's sub", Tokens{IDToken: idToken(`{"sub":"00u1","email":"a@example.com"}`), SID: "s"}, "00u1"},
+		{"a SAML login's is its NameID's value, trimmed as a profile's sub", Tokens{NameID: &SAMLNameID{Value: " a@example.com\n", Format: "f"}, SID: "i"}, "a@example.com"},
+		{"an OAuth2 login has none", Tokens{RefreshToken: "r"}, ""},
+		{"an ID token that does not decode names none", Tokens{IDToken: "not.a-jwt"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.tokens.Subject(); got != tt.want {
+				t.Errorf("Subject() = %q, want %q", got, tt.want)
 			}
 		})
 	}

@@ -73,9 +73,10 @@ type SAMLLogoutRequest struct {
 	ID string
 	// NameID is the user's NameID value.
 	NameID string
-	// Sub is the profile sub of the user's sessions, the NameID's value;
-	// "" when attribute_mapping.uid takes sub from an attribute instead.
-	Sub            string
+	// Subject is the Tokens.Subject of the user's sessions: the NameID's
+	// value, trimmed. It is their profile's sub too, unless
+	// attribute_mapping.uid takes that from an attribute.
+	Subject        string
 	SessionIndexes []string
 	// IssueInstant is when the IdP made the request: the logout happened
 	// then, and sessions made after it are not the ones it ends.
@@ -216,10 +217,8 @@ func (p *SAMLProvider) VerifyLogoutRequest(r *http.Request) (*SAMLLogoutRequest,
 			relayState = v[0]
 		}
 	}
-	out := &SAMLLogoutRequest{ID: req.ID, NameID: req.NameID.Value, IssueInstant: req.IssueInstant, RelayState: relayState}
-	if !p.mapping.explicit["uid"] {
-		out.Sub = strings.TrimSpace(req.NameID.Value) // as the profile's sub is made
-	}
+	out := &SAMLLogoutRequest{ID: req.ID, NameID: req.NameID.Value, Subject: strings.TrimSpace(req.NameID.Value),
+		IssueInstant: req.IssueInstant, RelayState: relayState}
 	for _, si := range req.AllSessionIndexes() {
 		if si.Value != "" {
 			out.SessionIndexes = append(out.SessionIndexes, si.Value)

@@ -16,9 +16,10 @@ import (
 // IdP reached (its memory holds the revocation). Operators register the URL
 // at the IdP; nothing is advertised.
 
-// userRevoker is a session store that can end every session of a user, or of
-// one IdP session, named by the Tokens.SessionKey of its sessions (both
-// stores).
+// userRevoker is a session store that can end every session of a user,
+// named as the IdP names them (Tokens.Subject: a logout token's sub is the
+// ID token's, whatever claim the entry maps the profile's sub to), or of one
+// IdP session, named by the Tokens.SessionKey of its sessions (both stores).
 type userRevoker interface {
 	RevokeUser(ctx context.Context, idp, sub, sid string, before time.Time) (int, error)
 }

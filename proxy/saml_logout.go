@@ -140,10 +140,6 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 		h.clearSignedIn(w, r) // signed out at the IdP: signing in again is no loop
 		n++
 	}
-	sub := req.Sub
-	if sub == "" && own != nil && samlSessionNamed(own, id, req) {
-		sub = own.Profile.Sub // attribute_mapping.uid: the browser's session tells whose
-	}
 	revoker, canRevoke := h.sessions.(userRevoker)
 	switch {
 	case err != nil:
@@ -152,19 +148,19 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 	case len(req.SessionIndexes) > 0:
 		for _, si := range req.SessionIndexes {
 			var ended int
-			if ended, err = revoker.RevokeUser(r.Context(), id, sub, idp.SAMLSessionKey(req.NameID, si), before); err != nil {
+			if ended, err = revoker.RevokeUser(r.Context(), id, req.Subject, idp.SAMLSessionKey(req.NameID, si), before); err != nil {
 				break
 			}
 			n += ended
 		}
-	case sub != "":
-		var ended int
-		ended, err = revoker.RevokeUser(r.Context(), id, sub, "", before)
-		n += ended
 	default:
-		// sub is an attribute the request does not carry: the user's
-		// sessions elsewhere cannot be found.
-		outcome = idp.LogoutPartial
+		for _, sub := range logoutSubjects(req, own, id) {
+			var ended int
+			if ended, err = revoker.RevokeUser(r.Context(), id, sub, "", before); err != nil {
+				break
+			}
+			n += ended
+		}
 	}
 	if err != nil {
 		h.log.Error("single logout: sessions not ended", "idp", id, "name_id", req.NameID, "err", err)
@@ -202,6 +198,21 @@ func logoutCutoff(issued, now time.Time) time.Time {
 		issued = now
 	}
 	return issued.Truncate(time.Second)
+}
+
+// logoutSubjects are the subjects (session.Session's IdP subject) whose
+// sessions a LogoutRequest from IdP id without SessionIndex ends: its
+// NameID's, and also, when own (the browser's session, or nil) is one of
+// them with another profile sub (attribute_mapping.uid), that sub. The
+// sessions of a user were found by the profile's sub before they were by
+// the NameID: those the Redis store indexed then, and those made before
+// single_sign_out was on (their tokens name no NameID), are found by it as
+// they were, from the browser's session.
+func logoutSubjects(req *idp.SAMLLogoutRequest, own *session.Session, id string) []string {
+	if own != nil && samlSessionNamed(own, id, req) && own.Profile.Sub != req.Subject {
+		return []string{req.Subject, own.Profile.Sub}
+	}
+	return []string{req.Subject}
 }
 
 // samlSessionNamed reports whether s is a session of the user a

@@ -13,8 +13,35 @@ import (
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
 	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
+
+// idpSide signs logout messages to the test handler's SLO endpoint with the
+// key of idpSrv, as the IdP does: crewjam/saml's SP side, with the IdP's
+// entity ID and key.
+func idpSide(idpSrv *samlserver.Server) *saml.ServiceProvider {
+	slo := "https://cvat.example.com/.portcullis/saml/corp/slo"
+	return &saml.ServiceProvider{
+		EntityID: idpSrv.EntityID(), Key: idpSrv.Key, Certificate: idpSrv.Certificate,
+		SignatureMethod: dsig.RSASHA256SignatureMethod,
+		IDPMetadata: &saml.EntityDescriptor{IDPSSODescriptors: []saml.IDPSSODescriptor{{
+			SSODescriptor: saml.SSODescriptor{SingleLogoutServices: []saml.Endpoint{{Binding: saml.HTTPRedirectBinding, Location: slo}}},
+		}}},
+	}
+}
+
+// sloEntry is the IdP entry of idpSrv, id corp, with single_sign_out.
+func sloEntry(idpSrv *samlserver.Server) string {
+	return `    - id: corp
+      protocol: SAML
+      entity_id: ` + idpSrv.EntityID() + `
+      x509_cert: ` + base64.StdEncoding.EncodeToString(idpSrv.Certificate.Raw) + `
+      sso_url: ` + idpSrv.SSOURL() + `
+      slo_url: ` + idpSrv.URL + `/slo
+      single_sign_out: true
+`
+}
 
 // A LogoutRequest without SessionIndex ends its user's sessions created up
 // to its IssueInstant, when the IdP ended the user's session, not up to
@@ -23,14 +50,7 @@ import (
 // only the request IDs it saw) must not end the logins made since.
 func TestSAMLLogoutRequestEndsSessionsUpToItsIssueInstant(t *testing.T) {
 	idpSrv := samlserver.Start(t, samlserver.Options{})
-	h := newTestHandler(t, minimal+`    - id: corp
-      protocol: SAML
-      entity_id: `+idpSrv.EntityID()+`
-      x509_cert: `+base64.StdEncoding.EncodeToString(idpSrv.Certificate.Raw)+`
-      sso_url: `+idpSrv.SSOURL()+`
-      slo_url: `+idpSrv.URL+`/slo
-      single_sign_out: true
-`)
+	h := newTestHandler(t, minimal+sloEntry(idpSrv))
 	// The request is checked on crewjam/saml's clock, the real one: it was
 	// issued half a minute ago, within the 90 s it is accepted for.
 	issued := time.Now().Add(-30 * time.Second).Truncate(time.Second)
@@ -64,15 +84,7 @@ func TestSAMLLogoutRequestEndsSessionsUpToItsIssueInstant(t *testing.T) {
 		{"bob's login before it", sessionOf("bob@example.com", issued.Add(-time.Minute)), http.StatusOK},
 	}
 
-	slo := "https://cvat.example.com/.portcullis/saml/corp/slo"
-	forger := &saml.ServiceProvider{ // the IdP's side, with its key
-		EntityID: idpSrv.EntityID(), Key: idpSrv.Key, Certificate: idpSrv.Certificate,
-		SignatureMethod: dsig.RSASHA256SignatureMethod,
-		IDPMetadata: &saml.EntityDescriptor{IDPSSODescriptors: []saml.IDPSSODescriptor{{
-			SSODescriptor: saml.SSODescriptor{SingleLogoutServices: []saml.Endpoint{{Binding: saml.HTTPRedirectBinding, Location: slo}}},
-		}}},
-	}
-	u, err := forger.MakeRedirectLogoutRequest("alice@example.com", "", func(r *saml.LogoutRequest) { r.IssueInstant = issued })
+	u, err := idpSide(idpSrv).MakeRedirectLogoutRequest("alice@example.com", "", func(r *saml.LogoutRequest) { r.IssueInstant = issued })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,5 +106,69 @@ func TestSAMLLogoutRequestEndsSessionsUpToItsIssueInstant(t *testing.T) {
 
 	if got, now := logoutCutoff(time.Now().Add(time.Minute), time.Now()), time.Now(); got.After(now) {
 		t.Errorf("an IssueInstant a minute ahead (the IdP's clock is fast) cuts off at %s, after now (%s)", got, now)
+	}
+}
+
+// With attribute_mapping.uid a LogoutRequest names the user by the NameID,
+// but the user's sessions were found by the profile's sub before they were
+// by the NameID: those the Redis store indexed so before an update, and
+// those made before single_sign_out was on, whose tokens name no NameID. A
+// LogoutRequest without SessionIndex that the browser brings with one of
+// the user's sessions still ends them, by that session's sub.
+func TestSAMLLogoutRequestFindsSessionsByTheProfileSubAsBefore(t *testing.T) {
+	idpSrv := samlserver.Start(t, samlserver.Options{})
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store+" store", func(t *testing.T) {
+			y := minimal + sloEntry(idpSrv) + "      attribute_mapping: {uid: uid}\n"
+			if store == "redis" {
+				srv := redisserver.Start(t)
+				y = strings.Replace(y, "session:\n  keys: ["+testKey+"]", "session:\n  keys: ["+testKey+"]\n  store: redis\n  redis: {url: "+srv.URL+"}", 1)
+			}
+			h := newTestHandler(t, y)
+			sessionOf := func(uid string, nameID *idp.SAMLNameID) []*http.Cookie {
+				s := session.New(idp.Profile{IdP: "corp", Sub: uid, Roles: []string{"user"}}, idp.Tokens{NameID: nameID}, h.cookies)
+				rec := httptest.NewRecorder()
+				if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+					t.Fatal(err)
+				}
+				return rec.Result().Cookies()
+			}
+			own := sessionOf("alice", &idp.SAMLNameID{Value: "alice@example.com"})
+			older := sessionOf("alice", nil)
+			bobs := sessionOf("bob", &idp.SAMLNameID{Value: "bob@example.com"})
+
+			u, err := idpSide(idpSrv).MakeRedirectLogoutRequest("alice@example.com", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest("GET", "/.portcullis/saml/corp/slo?"+u.RawQuery, nil)
+			for _, c := range own {
+				r.AddCookie(c)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			if rec.Code != http.StatusFound {
+				t.Fatalf("the LogoutRequest: %d, want the LogoutResponse to the IdP\n%s", rec.Code, rec.Body)
+			}
+			for _, s := range []struct {
+				name    string
+				cookies []*http.Cookie
+				want    int
+			}{
+				{"the browser's own session", own, http.StatusUnauthorized},
+				{"alice's session from before single_sign_out", older, http.StatusUnauthorized},
+				{"bob's session", bobs, http.StatusOK},
+			} {
+				r := httptest.NewRequest("GET", "/.portcullis/userinfo", nil)
+				for _, c := range s.cookies {
+					r.AddCookie(c)
+				}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, r)
+				if rec.Code != s.want {
+					t.Errorf("%s: userinfo %d, want %d", s.name, rec.Code, s.want)
+				}
+			}
+		})
 	}
 }

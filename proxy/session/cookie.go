@@ -337,6 +337,7 @@ func (st *CookieStore) unseal(key [sha256.Size]byte, value string, now time.Time
 		return nil
 	}
 	s := w.session()
+	s.openedSubject = s.idpSubject()
 	st.cache.put(key, s, heldBytes(s), now)
 	return s
 }

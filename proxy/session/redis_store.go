@@ -25,7 +25,7 @@ import (
 //
 // Each session is a hash: d is the sealed session, l the last activity (Unix
 // seconds), which Touch updates without re-sealing. Indexes by user (IdP and
-// sub), by the IdP's session ID (sid) and by email find a user's sessions:
+// the IdP's subject), by the IdP's session ID (sid) and by email find a user's sessions:
 // sorted sets of session IDs scored by when each session expires at the
 // latest, named by a keyed hash of what they index (KeyName) so that no
 // email, subject or IdP session ID can be found in key names. Adding to one
@@ -407,8 +407,15 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
 end
 return 1`)
 
+// indexes are the sets that find s: by user (the IdP's subject, which a
+// logout from the IdP names), by IdP session and by email. The user's set
+// is the one its profile's sub named before, unless the IdP entry maps sub
+// to another claim or attribute: sessions indexed before then are not in
+// the set of the IdP's subject, and a logout that names it finds them
+// once a refresh saves them again (with a sid or SessionIndex, or by
+// email, they are found as before).
 func (st *RedisStore) indexes(s *Session) []index {
-	ixs := []index{st.subIndex(s.Profile.IdP, s.Profile.Sub)}
+	ixs := []index{st.subIndex(s.Profile.IdP, s.idpSubject())}
 	if sid := s.Tokens.SessionKey(); sid != "" {
 		ixs = append(ixs, st.sidIndex(s.Profile.IdP, sid))
 	}

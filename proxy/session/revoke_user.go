@@ -39,7 +39,7 @@ type userRevocations struct {
 	// other. It is taken before a set's own lock.
 	mu sync.RWMutex
 	// subs remembers idp\x00sub until before+keep: its sessions created up
-	// to before are ended.
+	// to before are ended. sub is the IdP's own subject (idpSubject).
 	subs *expiringSet
 	// sids remembers idp\x00sid until the logout+keep: its sessions are
 	// ended. sid is a session's Tokens.SessionKey.
@@ -92,7 +92,11 @@ func (u *userRevocations) ended(s *Session) bool {
 			return true
 		}
 	}
-	until, ok, forgotten := u.subs.lookup(s.Profile.IdP+"\x00"+s.Profile.Sub, end)
+	sub := s.openedSubject
+	if sub == "" {
+		sub = s.idpSubject()
+	}
+	until, ok, forgotten := u.subs.lookup(s.Profile.IdP+"\x00"+sub, end)
 	return (ok && !end.After(until)) || forgotten
 }
 
@@ -113,8 +117,9 @@ func (u *userRevocations) lengthen(lifetime time.Duration) {
 }
 
 // RevokeUser ends, in this process, the sessions of the IdP session sid (a
-// Tokens.SessionKey) at idp when sid is set, else every session of sub at
-// idp created up to before.
+// Tokens.SessionKey) at idp when sid is set, else every session of sub (the
+// IdP's subject, Tokens.Subject, or the profile's sub for sessions whose
+// tokens name none) at idp created up to before.
 // The store cannot count them (they live in browsers): it returns 0.
 func (st *CookieStore) RevokeUser(_ context.Context, idp, sub, sid string, before time.Time) (int, error) {
 	st.users.add(idp, sub, sid, before, st.opts.now())
@@ -122,8 +127,8 @@ func (st *CookieStore) RevokeUser(_ context.Context, idp, sub, sid string, befor
 }
 
 // RevokeUser ends every session of the IdP session sid (a
-// Tokens.SessionKey) at idp when sid is set, else every session of sub at
-// idp, on every replica, and returns how
+// Tokens.SessionKey) at idp when sid is set, else every session of sub (as
+// for CookieStore.RevokeUser) at idp, on every replica, and returns how
 // many there were.
 func (st *RedisStore) RevokeUser(ctx context.Context, idp, sub, sid string, _ time.Time) (int, error) {
 	ix := st.subIndex(idp, sub)

@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
 )
 
 func TestUserRevocationsSurviveAFloodOfLogouts(t *testing.T) {
@@ -190,5 +192,61 @@ func TestUserRevocationsWarnInTheStoresLog(t *testing.T) {
 	}
 	if !strings.Contains(logged.String(), "memory bound reached") || !strings.Contains(logged.String(), "IdP sessions logged out") {
 		t.Errorf("no warning about the forgotten records in the store's log:\n%s", logged.String())
+	}
+}
+
+// idToken is an ID token as a session keeps it, naming sub; its signature
+// was checked at login and is not again.
+func idToken(sub string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(`{"iss":"https://idp.example","sub":"`+sub+`"}`)) + ".c2ln"
+}
+
+// A logout from the IdP names the user as the IdP does: a logout token the
+// ID token's sub, a SAML LogoutRequest the NameID. Both stores find the
+// sessions by it, whatever the IdP entry maps the profile's sub to, and by
+// the profile's sub only when the tokens name no subject (OAuth2).
+func TestRevokeUserFindsSessionsByTheIdPsSubject(t *testing.T) {
+	srv := redisserver.Start(t)
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store+" store", func(t *testing.T) {
+			c := newClock()
+			o := testOptions(c)
+			var st interface {
+				Store
+				RevokeUser(ctx context.Context, idp, sub, sid string, before time.Time) (int, error)
+			}
+			st = mustStore(t, o)
+			if store == "redis" {
+				st = replica(t, srv, o)
+			}
+			login := func(idpID, sub string, tokens idp.Tokens) []*http.Cookie {
+				p := testProfile()
+				p.IdP, p.Sub = idpID, sub
+				return saveTo(t, st, New(p, tokens, o))
+			}
+			// claims: {sub: email}; attribute_mapping.uid; GitHub.
+			oidc := login("company", "alice@example.com", idp.Tokens{IDToken: idToken("00u1"), RefreshToken: "r"})
+			collides := login("company", "00u1", idp.Tokens{IDToken: idToken("00u9")}) // a mapped sub that is alice's at the IdP
+			saml := login("corp", "alice", idp.Tokens{NameID: &idp.SAMLNameID{Value: "alice@example.com"}, SID: "idx-1"})
+			oauth2 := login("gh", "123", idp.Tokens{RefreshToken: "r"})
+			alive := func(name string, cookies []*http.Cookie, want bool) {
+				t.Helper()
+				if got := loadFrom(t, st, cookies) != nil; got != want {
+					t.Errorf("%s: session opens %v, want %v", name, got, want)
+				}
+			}
+			ctx := context.Background()
+
+			st.RevokeUser(ctx, "company", "alice@example.com", "", c.Now())
+			alive("alice's OIDC session after a logout naming her profile's sub, which is not the IdP's name for her", oidc, true)
+			st.RevokeUser(ctx, "company", "00u1", "", c.Now())
+			alive("alice's OIDC session after a logout naming her ID token's sub", oidc, false)
+			alive("the session whose profile's sub is that sub", collides, true)
+			st.RevokeUser(ctx, "corp", "alice@example.com", "", c.Now())
+			alive("alice's SAML session after a logout naming her NameID", saml, false)
+			st.RevokeUser(ctx, "gh", "123", "", c.Now())
+			alive("an OAuth2 session after a logout naming its profile's sub", oauth2, false)
+		})
 	}
 }

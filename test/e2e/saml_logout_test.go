@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/xml"
 	"io"
 	"net/http"
@@ -27,14 +28,23 @@ const (
 // sloStack is samlStack with single_sign_out on, sessions in store.
 func sloStack(t *testing.T, source, store string) (*stack, *samlserver.Server) {
 	t.Helper()
-	idpSrv := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice, samlBob}})
+	return sloStackOf(t, source, store, samlserver.Options{}, "{groups: groups}")
+}
+
+// sloStackOf is sloStack with the IdP's options (its users are alice and
+// bob) and the entry's attribute_mapping.
+func sloStackOf(t *testing.T, source, store string, o samlserver.Options, mapping string) (*stack, *samlserver.Server) {
+	t.Helper()
+	o.Users = []samlserver.User{samlAlice, samlBob}
+	idpSrv := samlserver.Start(t, o)
 	s := listen(t)
 	src := "metadata_url: " + idpSrv.MetadataURL()
 	if source == fromCertificate {
 		src = "x509_cert: " + base64.StdEncoding.EncodeToString(idpSrv.Certificate.Raw) +
 			"\n      sso_url: " + idpSrv.SSOURL() + "\n      slo_url: " + idpSrv.URL + "/slo"
 	}
-	cfg := strings.NewReplacer("ENTITY_ID", idpSrv.EntityID(), "IDP_SOURCE", src+"\n      single_sign_out: true").Replace(samlConfig)
+	cfg := strings.NewReplacer("ENTITY_ID", idpSrv.EntityID(), "IDP_SOURCE", src+"\n      single_sign_out: true",
+		"attribute_mapping: {groups: groups}", "attribute_mapping: "+mapping).Replace(samlConfig)
 	if store == redisStore {
 		r := redisserver.Start(t)
 		cfg = strings.Replace(cfg, "  keys: [SESSION_KEY]\n", "  keys: [SESSION_KEY]\n  store: redis\n  redis: {url: "+r.URL+"}\n", 1)
@@ -517,4 +527,124 @@ func xmlUnmarshalDeflated(data []byte, v any) error {
 		return err
 	}
 	return xml.Unmarshal(inflated, v)
+}
+
+// withoutSessionIndex makes the test IdP's assertions without a
+// SessionIndex, which SAML core (2.7.2) leaves optional: its LogoutRequests
+// then name the user by NameID alone.
+type withoutSessionIndex struct {
+	samlserver.GroupsAssertionMaker
+}
+
+func (m withoutSessionIndex) MakeAssertion(req *saml.IdpAuthnRequest, session *saml.Session) error {
+	if err := m.GroupsAssertionMaker.MakeAssertion(req, session); err != nil {
+		return err
+	}
+	for i := range req.Assertion.AuthnStatements {
+		req.Assertion.AuthnStatements[i].SessionIndex = ""
+	}
+	return nil
+}
+
+// profileSub is the sub of the session these cookies carry, as /userinfo
+// shows it.
+func profileSub(t *testing.T, s *stack, cookies []*http.Cookie) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/.portcullis/userinfo", nil)
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct{ Sub string }
+	if err := json.Unmarshal([]byte(readBody(t, resp)), &p); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("userinfo: status %d, %v", resp.StatusCode, err)
+	}
+	return p.Sub
+}
+
+// With attribute_mapping.uid the profile's sub is an attribute, but the
+// IdP names the user of a LogoutRequest by the NameID it issued: the
+// sessions are found by that, with or without the browser's cookie, and
+// the proxy's own LogoutRequest names it too.
+func TestSAMLSingleLogoutOfAUserWhoseSubIsAnAttribute(t *testing.T) {
+	for _, store := range []string{cookieStore, redisStore} {
+		t.Run(store+" store", func(t *testing.T) {
+			s, idpSrv := sloStackOf(t, fromMetadataURL, store,
+				samlserver.Options{AssertionMaker: withoutSessionIndex{}}, "{groups: groups, uid: uid}")
+
+			// Each subtest ends every session of its user created up to
+			// its second: alice first, then bob.
+			t.Run("the proxy's own logout names the user by the NameID the IdP gave", func(t *testing.T) {
+				b, cookies := sloLogin(t, s, idpSrv, samlAlice)
+				if sub := profileSub(t, s, cookies); sub != samlAlice.Name {
+					t.Fatalf("the profile's sub is %q, want the uid attribute %q", sub, samlAlice.Name)
+				}
+				via, resp := chain(t, b, s.URL+"/.portcullis/logout?rd=/bye", func(u *url.URL) bool { return u.Path == "/bye" })
+				readBody(t, resp)
+				if len(via) != 3 || via[2] != s.URL+"/bye" {
+					t.Fatalf("logout went through %q, want the IdP's SLO, the proxy's SLO and rd", via)
+				}
+				var req saml.LogoutRequest
+				decodeRedirect(t, via[0], "SAMLRequest", &req)
+				if req.NameID == nil || req.NameID.Value != samlAlice.Email {
+					t.Errorf("the proxy's LogoutRequest names %+v, want the NameID %q", req.NameID, samlAlice.Email)
+				}
+			})
+
+			t.Run("a LogoutRequest reaching the proxy without the session cookie ends every session of the user", func(t *testing.T) {
+				b, first := sloLogin(t, s, idpSrv, samlAlice)
+				_, second := sloLogin(t, s, idpSrv, samlAlice)
+				_, bobs := sloLogin(t, s, idpSrv, samlBob)
+				resp, err := noRedirect(b).Get(idpSrv.URL + "/logout")
+				if err != nil {
+					t.Fatal(err)
+				}
+				readBody(t, resp)
+				toProxy := resp.Header.Get("Location")
+				var sent saml.LogoutRequest
+				decodeRedirect(t, toProxy, "SAMLRequest", &sent)
+				if sent.NameID == nil || sent.NameID.Value != samlAlice.Email || sent.SessionIndex != nil {
+					t.Fatalf("the IdP's LogoutRequest names %+v, SessionIndex %+v; want alice's NameID alone", sent.NameID, sent.SessionIndex)
+				}
+				// As a cross-site POST would, without the proxy's cookies.
+				resp, err = noRedirect(browser(t)).Get(toProxy)
+				if err != nil {
+					t.Fatal(err)
+				}
+				readBody(t, resp)
+				var answer saml.LogoutResponse
+				decodeRedirect(t, resp.Header.Get("Location"), "SAMLResponse", &answer)
+				if code := answer.Status.StatusCode; code.Value != saml.StatusSuccess || code.StatusCode != nil {
+					t.Errorf("the LogoutResponse's status %s %+v, want Success alone", code.Value, code.StatusCode)
+				}
+				for name, cookies := range map[string][]*http.Cookie{"alice's first": first, "alice's second": second} {
+					if code := userinfo(t, s, cookies); code != http.StatusUnauthorized {
+						t.Errorf("%s session after the IdP's LogoutRequest: userinfo %d, want 401", name, code)
+					}
+				}
+				if code := userinfo(t, s, bobs); code != http.StatusOK {
+					t.Errorf("bob's session: userinfo %d, want 200", code)
+				}
+			})
+
+			t.Run("a LogoutRequest the browser brings ends its session and the user's others", func(t *testing.T) {
+				b, first := sloLogin(t, s, idpSrv, samlBob)
+				_, second := sloLogin(t, s, idpSrv, samlBob)
+				via, resp := chain(t, b, idpSrv.URL+"/logout", nil)
+				body := readBody(t, resp)
+				if len(via) != 2 || !strings.HasPrefix(via[0], s.URL+"/.portcullis/saml/corp/slo?SAMLRequest=") ||
+					resp.StatusCode != http.StatusOK || !strings.Contains(body, "You have been logged out") {
+					t.Errorf("the IdP's logout went through %q to status %d\n%s", via, resp.StatusCode, body)
+				}
+				for name, cookies := range map[string][]*http.Cookie{"bob's own": first, "bob's other": second} {
+					if code := userinfo(t, s, cookies); code != http.StatusUnauthorized {
+						t.Errorf("%s session after the IdP's LogoutRequest: userinfo %d, want 401", name, code)
+					}
+				}
+			})
+		})
+	}
 }
