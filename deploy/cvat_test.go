@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"net/http/httptest"
 	"net/netip"
 	"testing"
 
@@ -46,9 +45,13 @@ func TestCVATProfileDecisions(t *testing.T) {
 		{"Django's admin refuses others", "GET", "/admin/", nil, worker, "forbidden", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r := httptest.NewRequest(c.method, "https://cvat.example.com"+c.target, nil)
+			var lines []string
 			for k, v := range c.headers {
-				r.Header.Set(k, v)
+				lines = append(lines, k+": "+v)
+			}
+			r, err := proxy.ExplainRequest(cfg, c.method, "https://cvat.example.com"+c.target, lines)
+			if err != nil {
+				t.Fatal(err)
 			}
 			e, err := proxy.Explain(cfg, r, netip.MustParseAddr("203.0.113.7"), c.claims, "company")
 			if err != nil {

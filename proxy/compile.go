@@ -159,11 +159,7 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	// validate has already refused anything these could fail on.
 	c.publicURL, _ = url.Parse(cfg.Server.PublicURL)
 	c.publicURL.Path = ""
-	// A scheme's default port is left out, as browsers leave it out of Host
-	// and Origin: the upstream (Django's CSRF check) compares those.
-	if port := c.publicURL.Port(); (c.publicURL.Scheme == "https" && port == "443") || (c.publicURL.Scheme == "http" && port == "80") {
-		c.publicURL.Host = strings.TrimSuffix(c.publicURL.Host, ":"+port)
-	}
+	c.publicURL.Host = browserHost(c.publicURL)
 	c.forwardedProto, c.forwardedHost = []string{c.publicURL.Scheme}, []string{c.publicURL.Host}
 	c.upstreamURL, _ = url.Parse(cfg.Upstream.URL)
 	c.trusted, _ = parsePrefixes(cfg.Server.TrustedProxies)
@@ -175,4 +171,14 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 		c.keys = append(c.keys, key)
 	}
 	return c, nil
+}
+
+// browserHost is u's host as browsers send it in Host and Origin: without
+// the scheme's default port, which the upstream (Django's CSRF check)
+// compares them with.
+func browserHost(u *url.URL) string {
+	if port := u.Port(); (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+		return strings.TrimSuffix(u.Host, ":"+port)
+	}
+	return u.Host
 }

@@ -1,13 +1,20 @@
 package proxy
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -35,11 +42,16 @@ type Explanation struct {
 	MissingFrom string // what Missing's names are: claim, or SAML's attribute
 }
 
-// Explain walks r through the pipeline of cfg. Given the claims an IdP would
-// send (and which IdP: "" for the first configured), it goes on past the
-// session as a login would: the IdP's claim mapping and admission rules, role
-// mapping, allow_if and the headers the upstream would get.
-func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]any, idpID string) (*Explanation, error) {
+// Explain walks r through the pipeline of cfg, as serve would were r to
+// come from the address peer: when peer is a trusted proxy, the client
+// address is read from r's X-Forwarded-For, and its X-Request-Id kept, as
+// serve reads them. Given the claims an IdP would send (and which IdP: ""
+// for the first configured), r carries that user's session cookie, and
+// Explain goes on past the session as a login would: the IdP's claim
+// mapping and admission rules, role mapping, allow_if and the headers the
+// upstream would get. Build r with ExplainRequest, so that it is what
+// serve's server would make of the request.
+func Explain(cfg *Config, r *http.Request, peer netip.Addr, claims map[string]any, idpID string) (*Explanation, error) {
 	c, err := compile(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, err
@@ -50,15 +62,24 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 		}
 	}
 	e := &Explanation{}
+	h := &Handler{compiled: c}
+	r.RemoteAddr = netip.AddrPortFrom(peer, 0).String()
+	if claims != nil {
+		// The session's cookie as the rules see it, in the one Cookie line
+		// a browser sends; its value, sealed and random, is left out.
+		addCookie(r.Header, c.sessionOptions(nil).Name()+"=(session)")
+	}
 	before := headerNames(r.Header)
-	c.pass.Strip(r.Header)
-	stripUpgrade(r.Header)
-	dropConnectionListed(r.Header)
+	h.cleanHeaders(r, []string{h.requestID(r)})
 	for _, name := range before {
 		if _, ok := r.Header[name]; !ok {
 			e.Stripped = append(e.Stripped, name)
 		}
 	}
+	// A Connection header that names Cookie drops the session's cookie
+	// with the others, and with it the session.
+	_, hasCookie := r.Header["Cookie"]
+	dropped := claims != nil && !hasCookie
 	if status, err := checkMethod(r.Method); err != nil {
 		e.Decision, e.Reason = decisionDenied, strconv.Itoa(status)+": the method is refused: "+err.Error()
 		return e, nil
@@ -69,12 +90,11 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 		return e, nil
 	}
 	e.Path = path
-	h := &Handler{compiled: c}
 	if h.isAuthPath(path) {
 		e.Decision, e.Reason = "endpoint", "a portcullis endpoint under server.auth_prefix; never forwarded"
 		return e, nil
 	}
-	req := rules.NewRequest(r, path, source)
+	req := rules.NewRequest(r, path, h.clientAddr(r))
 	rule, err := c.rules.Evaluate(req, time.Now())
 	if err != nil {
 		// What Match does, with the whole error, which its log line leaves out.
@@ -97,17 +117,21 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 	if basic {
 		idpID = rule.Config.BasicAuth
 	}
-	if claims == nil {
+	if claims == nil || dropped && !basic {
 		e.Decision = decisionUnauthorized
+		next := " (give --claims to go on)"
+		if dropped {
+			next = " (the Connection header names Cookie, which drops the session's cookie)"
+		}
 		switch {
 		case basic:
-			e.Reason = "Authorization: Basic is checked at LDAP IdP " + idpID + ", with no session: the right password goes on as that user " +
-				"(give --claims to go on), a wrong one gets 401 with WWW-Authenticate"
+			e.Reason = "Authorization: Basic is checked at LDAP IdP " + idpID + ", with no session: the right password goes on as that user" +
+				next + ", a wrong one gets 401 with WWW-Authenticate"
 		case isNavigation(r):
 			e.Decision = decisionRedirect
-			e.Reason = "needs a session: a browser is sent to " + cfg.Server.AuthPrefix + "/login (give --claims to go on)"
+			e.Reason = "needs a session: a browser is sent to " + cfg.Server.AuthPrefix + "/login" + next
 		default:
-			e.Reason = "needs a session: 401 JSON, or a redirect to the login page for a browser navigating (give --claims to go on)"
+			e.Reason = "needs a session: 401 JSON, or a redirect to the login page for a browser navigating" + next
 		}
 		return e, nil
 	}
@@ -164,6 +188,136 @@ func Explain(cfg *Config, r *http.Request, source netip.Addr, claims map[string]
 		e.Reason += ", without its Authorization header"
 	}
 	return e, nil
+}
+
+// ExplainRequest is the request `portcullis explain` describes: method,
+// the URL (a bare path is one to public_url) and the header lines ("Name:
+// value") as curl or a browser send them, with the URL's path and query
+// as the request-target, its fragment left out, and a Host line of the
+// URL's host unless the lines have one; then read as serve reads a request
+// (readRequest). An error is a request serve's server refuses, or a URL
+// that is none.
+func ExplainRequest(cfg *Config, method, rawURL string, header []string) (*http.Request, error) {
+	host, target, err := splitURL(cfg, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(header, isHostLine) {
+		header = append([]string{"Host: " + host}, header...)
+	}
+	return readRequest(method, target, header)
+}
+
+// splitURL is the host and the request-target of a URL given to explain.
+func splitURL(cfg *Config, u string) (host, target string, err error) {
+	if strings.HasPrefix(u, "/") {
+		pu, err := url.Parse(cfg.Server.PublicURL)
+		if err != nil {
+			return "", "", fmt.Errorf("server.public_url: %w", err)
+		}
+		host, target = browserHost(pu), u
+	} else {
+		scheme, rest, ok := strings.Cut(u, "://")
+		if !ok || scheme == "" {
+			return "", "", fmt.Errorf("URL %q: want an absolute URL (https://host/path) or a path (/path)", u)
+		}
+		end := strings.IndexAny(rest, "/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		host, target = rest[:end], rest[end:]
+		if _, after, ok := strings.Cut(host, "@"); ok {
+			host = after // userinfo goes in Authorization, if anywhere
+		}
+	}
+	target, _, _ = strings.Cut(target, "#")
+	if target == "" || target[0] == '?' {
+		target = "/" + target
+	}
+	return host, target, nil
+}
+
+func isHostLine(line string) bool {
+	name, _, _ := strings.Cut(line, ":")
+	return strings.EqualFold(strings.TrimSpace(name), "Host")
+}
+
+// readRequest is the request whose request line is method and target (as
+// HTTP/1.1) and whose header lines are header, as the public listener's
+// server reads it off a connection (newPublicServer): the same Host, path,
+// header keys, values and continuations, and the same refusals (no Host,
+// two Host lines, invalid names or values). An error says what that server
+// answered instead of passing the request on.
+func readRequest(method, target string, header []string) (*http.Request, error) {
+	var raw strings.Builder
+	raw.WriteString(method + " " + target + " HTTP/1.1\r\n")
+	for _, line := range append([]string{method, target}, header...) {
+		if strings.ContainsAny(line, "\r\n") {
+			return nil, fmt.Errorf("%q: a line break in a request line or a header", line)
+		}
+	}
+	for _, line := range header {
+		if line == "" {
+			return nil, errors.New("an empty header line")
+		}
+		raw.WriteString(line + "\r\n")
+	}
+	raw.WriteString("\r\n")
+
+	client, conn := net.Pipe()
+	defer client.Close()
+	got := make(chan *http.Request, 1)
+	srv := newPublicServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got <- r }), log.New(io.Discard, "", 0))
+	defer srv.Close()
+	go srv.Serve(&oneConn{conn: conn})
+	go client.Write([]byte(raw.String())) // until the server has read it, or client is closed
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		answer <- strings.TrimSpace(string(body))
+	}()
+	select {
+	case r := <-got:
+		return r, nil
+	case why := <-answer:
+		select {
+		case r := <-got: // the handler had it; this is its answer
+			return r, nil
+		default:
+			return nil, fmt.Errorf("the proxy's server refuses the request: %s", why)
+		}
+	}
+}
+
+// oneConn is a listener that accepts one connection, then no more.
+type oneConn struct {
+	conn net.Conn
+	done bool
+}
+
+func (l *oneConn) Accept() (net.Conn, error) {
+	if l.done {
+		return nil, net.ErrClosed
+	}
+	l.done = true
+	return l.conn, nil
+}
+
+func (l *oneConn) Close() error   { return nil }
+func (l *oneConn) Addr() net.Addr { return l.conn.LocalAddr() }
+
+// addCookie adds the cookie pair to h's last Cookie line.
+func addCookie(h http.Header, pair string) {
+	if lines := h["Cookie"]; len(lines) > 0 {
+		h["Cookie"] = append(lines[:len(lines)-1:len(lines)-1], lines[len(lines)-1]+"; "+pair)
+		return
+	}
+	h["Cookie"] = []string{pair}
 }
 
 // The keys of a claims file for SAML and LDAP that are not attributes: an

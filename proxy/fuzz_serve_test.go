@@ -345,7 +345,17 @@ type answer struct {
 // client closes its side once it has sent everything, so that the server
 // stops waiting for more.
 func exchangeRaw(t *testing.T, addr string, raw []byte, sent *http.Request, finished bool) []answer {
-	conn, err := net.Dial("tcp", addr)
+	return exchangeRawFrom(t, netip.Addr{}, addr, raw, sent, finished)
+}
+
+// exchangeRawFrom is exchangeRaw on a connection from the local address
+// from (the invalid Addr: any).
+func exchangeRawFrom(t *testing.T, from netip.Addr, addr string, raw []byte, sent *http.Request, finished bool) []answer {
+	var d net.Dialer
+	if from.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,12 +119,7 @@ type exchange struct {
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) string {
-	// Nothing a client sends may pose as the proxy's own word about identity,
-	// nor change how the upstream reads the method or path.
-	h.pass.Strip(r.Header)
-	stripUpgrade(r.Header)
-	dropConnectionListed(r.Header)
-	r.Header[requestIDHeader] = o.requestID // the proxy's own, once every client spelling is gone
+	h.cleanHeaders(r, o.requestID)
 
 	// A method rule compares methods as sent; an upstream that upper-cases
 	// them (Django) would run `delete` as the DELETE the rule refuses.
@@ -201,6 +196,18 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		return decisionForbidden
 	}
 	return h.forwardSession(w, r, s) // attribute pass: identity headers for the upstream
+}
+
+// cleanHeaders removes from r what no client may send and sets the
+// request's ID (requestID, read before), before anything reads the
+// headers: nothing a client sends may pose as the proxy's own word about
+// identity, nor change how the upstream reads the method or path. Explain
+// calls it too, so that the rules see there what they see here.
+func (h *Handler) cleanHeaders(r *http.Request, id []string) {
+	h.pass.Strip(r.Header)
+	stripUpgrade(r.Header)
+	dropConnectionListed(r.Header)
+	r.Header[requestIDHeader] = id // the proxy's own, once every client spelling is gone
 }
 
 // loadSession is the request's session, nil for none. A session whose IdP

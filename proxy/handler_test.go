@@ -125,7 +125,13 @@ func newTestHandlerVia(t testing.TB, y string, idpTransport http.RoundTripper) *
 // login makes a session for a user as a login would, and returns its cookies.
 func (f *fixture) login(t testing.TB, email string, groups ...string) []*http.Cookie {
 	t.Helper()
-	p := idp.Profile{IdP: "company", Sub: email, Email: email, Groups: groups}
+	return f.loginAs(t, idp.Profile{IdP: "company", Sub: email, Email: email, Groups: groups})
+}
+
+// loginAs makes a session for the profile an IdP gave, as a login would:
+// roles mapped, then saved; it returns its cookies.
+func (f *fixture) loginAs(t testing.TB, p idp.Profile) []*http.Cookie {
+	t.Helper()
 	roles, err := f.h.roles.Map(&p)
 	if err != nil {
 		t.Fatal(err)

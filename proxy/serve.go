@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +18,23 @@ import (
 // the configuration; Run does.
 func Serve(ctx context.Context, cfg *Config, log *slog.Logger, grace time.Duration) error {
 	return Run(ctx, cfg, ServeOptions{Log: log, Grace: grace})
+}
+
+// newPublicServer is the server of the public listener, serving handler:
+// how it reads requests is how explain reads the one it describes
+// (readRequest).
+func newPublicServer(handler http.Handler, errLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errLog,
+		// OPTIONS * comes to the handler, which refuses it as no path,
+		// rather than net/http's 200: nothing is answered but by the
+		// pipeline.
+		DisableGeneralOptionsHandler: true,
+	}
 }
 
 func listen(cfg *Config) (proxyLn, adminLn net.Listener, err error) {
@@ -46,21 +64,11 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	h := l.cur.Load()
 	errLog := slogErrorLog(l.log)
 	conns := &connSet{m: map[*trackedConn]struct{}{}}
-	public := &http.Server{
-		Handler: l,
-		// Handlers find the set of hijacked connections in every request's
-		// context (statusRecorder.Hijack).
-		BaseContext: func(net.Listener) context.Context {
-			return context.WithValue(context.Background(), connSetKey{}, conns)
-		},
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
-		// OPTIONS * comes to the handler, which refuses it as no path,
-		// rather than net/http's 200: nothing is answered but by the
-		// pipeline.
-		DisableGeneralOptionsHandler: true,
+	public := newPublicServer(l, errLog)
+	// Handlers find the set of hijacked connections in every request's
+	// context (statusRecorder.Hijack).
+	public.BaseContext = func(net.Listener) context.Context {
+		return context.WithValue(context.Background(), connSetKey{}, conns)
 	}
 	admin := &http.Server{
 		Handler:           l.admin(),

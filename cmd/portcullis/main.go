@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -264,7 +263,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("explain", stderr)
 	path := configFlag(fs)
 	claimsFile := fs.String("claims", "", "JSON file with the user's claims as the IdP sends them (SAML, LDAP: attribute name -> string or list of strings; NameID, dn)")
-	source := fs.String("source", "127.0.0.1", "client IP address")
+	source := fs.String("source", "127.0.0.1", "the address the request comes from; when it is one of server.trusted_proxies, the client is the one its X-Forwarded-For names, as serve reads it")
 	idpID := fs.String("idp", "", "the IdP whose claim mapping and admission rules apply to --claims (default: the first)")
 	var headers headerFlags
 	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
@@ -281,30 +280,21 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, *path, err)
 		return 1
 	}
-	target := rest[1]
-	switch {
-	case strings.HasPrefix(target, "/"):
-		// A bare path is a request to the public origin, so that rules and
-		// expressions that look at the host see what they would in production.
-		target = strings.TrimSuffix(cfg.Server.PublicURL, "/") + target
-	case !strings.Contains(target, "://"):
-		fmt.Fprintf(stderr, "portcullis explain: URL %q: want an absolute URL (https://host/path) or a path (/path)\n", target)
-		return 2
-	}
 	// The method as given: the proxy refuses a lower-case one (400), and so
 	// does the explanation.
-	req, err := http.NewRequest(rest[0], target, nil)
-	if err != nil {
-		fmt.Fprintln(stderr, "portcullis explain: URL:", err)
-		return 2
-	}
+	var lines []string
 	for _, h := range headers {
 		name, value, ok := strings.Cut(h, ":")
 		if !ok {
 			fmt.Fprintf(stderr, "portcullis explain: -H %q: want 'Name: value'\n", h)
 			return 2
 		}
-		req.Header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+		lines = append(lines, strings.TrimSpace(name)+":"+value)
+	}
+	req, err := proxy.ExplainRequest(cfg, rest[0], rest[1], lines)
+	if err != nil {
+		fmt.Fprintln(stderr, "portcullis explain:", err)
+		return 2
 	}
 	src, err := netip.ParseAddr(*source)
 	if err != nil {
@@ -330,7 +320,11 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, *path, err)
 		return 1
 	}
-	printExplanation(stdout, req, e)
+	target := rest[1]
+	if strings.HasPrefix(target, "/") {
+		target = strings.TrimSuffix(cfg.Server.PublicURL, "/") + target
+	}
+	printExplanation(stdout, rest[0], target, e)
 	return 0
 }
 
@@ -354,8 +348,9 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func printExplanation(w io.Writer, req *http.Request, e *proxy.Explanation) {
-	fmt.Fprintf(w, "request:   %s %s\n", req.Method, req.URL.String())
+// printExplanation prints e, the explanation of method and target (a URL).
+func printExplanation(w io.Writer, method, target string, e *proxy.Explanation) {
+	fmt.Fprintf(w, "request:   %s %s\n", method, target)
 	if len(e.Stripped) > 0 {
 		fmt.Fprintf(w, "stripped:  %s\n", strings.Join(e.Stripped, ", "))
 	}

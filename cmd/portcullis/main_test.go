@@ -478,6 +478,79 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestExplainReadsTheRequestAsServeDoes: explain describes the request
+// serve would get from the same bytes: the client a trusted proxy names in
+// X-Forwarded-For, the Host header, the proxy's own X-Request-Id, the
+// session cookie --claims stands for (which a Connection header can drop),
+// and refusals of net/http's server. Each case is one that explain told
+// otherwise than serve did (FuzzExplainAgreesWithServe).
+func TestExplainReadsTheRequestAsServeDoes(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", strings.Replace(strings.Replace(validConfig,
+		"  public_url: https://cvat.example.com\n", "  public_url: https://cvat.example.com\n  trusted_proxies: [10.0.0.0/8]\n", 1),
+		"\nrules:\n", `
+rules:
+  - {name: office, path_prefix: /internal/, sources: [192.0.2.0/24], action: bypass}
+  - {name: internal, path_prefix: /internal/, action: deny}
+  - {name: admin-host, when: 'request.host == "admin.example.com"', action: deny}
+  - {name: traced, path_prefix: /traced/, headers: {X-Request-Id: '.'}, action: bypass}
+  - {name: host-header, path_prefix: /hosts/, when: '"Host" in request.headers', action: deny}
+`, 1))
+	admin := writeFile(t, "admin.json", `{"sub": "a1", "email": "alice@example.com", "groups": ["cvat-admins"]}`)
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		want, not []string
+	}{
+		{"a trusted proxy's X-Forwarded-For names the client",
+			[]string{"--source", "10.0.0.5", "GET", "/internal/x", "-H", "X-Forwarded-For: 192.0.2.7"},
+			[]string{"rule:      office (bypass)"}, nil},
+		{"a trusted proxy's X-Forwarded-For, in the mapped form",
+			[]string{"--source", "::ffff:10.0.0.5", "GET", "/internal/x", "-H", "X-Forwarded-For: ::ffff:192.0.2.7"},
+			[]string{"rule:      office (bypass)"}, nil},
+		{"another client's X-Forwarded-For is not believed",
+			[]string{"--source", "203.0.113.9", "GET", "/internal/x", "-H", "X-Forwarded-For: 192.0.2.7"},
+			[]string{"rule:      internal (deny)"}, nil},
+		{"the Host header is the request's host",
+			[]string{"GET", "/tasks", "-H", "Host: admin.example.com"},
+			[]string{"rule:      admin-host (deny)"}, nil},
+		{"an absolute URL's host is the request's host",
+			[]string{"GET", "https://admin.example.com/tasks"},
+			[]string{"rule:      admin-host (deny)"}, nil},
+		{"the Host header is no header the rules see, as net/http's server takes it out",
+			[]string{"GET", "/hosts/x", "-H", "Host: cvat.example.com"},
+			[]string{"rule:      default (authenticate)"}, nil},
+		{"the rules see the request's ID the proxy sets",
+			[]string{"GET", "/traced/x"},
+			[]string{"rule:      traced (bypass)"}, nil},
+		{"a Connection header naming Cookie drops the session's cookie",
+			[]string{"--claims", admin, "GET", "/tasks", "-H", "Connection: Cookie"},
+			[]string{"stripped:  Cookie", "decision:  unauthorized", "drops the session's cookie"},
+			[]string{"X-Email"}},
+		{"with claims and no Connection header, the session is there",
+			[]string{"--claims", admin, "GET", "/tasks", "-H", "Connection: keep-alive"},
+			[]string{"decision:  authenticated", "  X-Email: alice@example.com"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			explainShows(t, config, tc.args, tc.want, tc.not)
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"two Host headers", []string{"GET", "/tasks", "-H", "Host: cvat.example.com", "-H", "Host: admin.example.com"}},
+		{"a space in a header name", []string{"GET", "/tasks", "-H", "X Email: evil@example.com"}},
+		{"a control character in a header value", []string{"GET", "/tasks", "-H", "X-Debug: a\x00b"}},
+	} {
+		t.Run("serve's server refuses "+tc.name+", and so does explain", func(t *testing.T) {
+			code, stdout, stderr := runCLI(append([]string{"explain", "--config", config}, tc.args...)...)
+			if code != 2 || !strings.Contains(stderr, "refuses the request") {
+				t.Errorf("exit %d, stderr %q, stdout:\n%s\nwant 2 and the server's refusal", code, stderr, stdout)
+			}
+		})
+	}
+}
+
 // explain --claims for a SAML entry reads the file as the assertion's
 // attributes, by the names crewjam's samlidp (test/samlserver) sends, through
 // attribute_mapping and its defaults, as the login does; and names a missing
