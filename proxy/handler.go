@@ -283,6 +283,13 @@ func clientLeft(w http.ResponseWriter, r *http.Request, err error) bool {
 // re-escapes the decoded path, so /a%2F..%2Fb{ would reach CleanPath as
 // /a/../b%7B and its encoded slashes would go unseen.
 func requestPath(r *http.Request) string {
+	if r.URL.Opaque != "" {
+		// An absolute-form target without // after its scheme (GET
+		// http:admin/x): net/url keeps what follows the scheme as opaque,
+		// which the reverse proxy sends on as the upstream's
+		// request-target. It never starts with /, and CleanPath refuses it.
+		return r.URL.Opaque
+	}
 	p := r.URL.RawPath // set whenever the client's encoding is not net/url's own
 	if p == "" {
 		p = r.URL.EscapedPath() // which is then exactly what the client sent

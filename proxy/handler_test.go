@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -397,6 +398,34 @@ func TestPathTricksAgainstABypassRule(t *testing.T) {
 			}
 			if !ok || got.Path != tc.path {
 				t.Fatalf("upstream path %q (reached %v), want %q", got.Path, ok, tc.path)
+			}
+		})
+	}
+}
+
+// Invariant 4 for an absolute-form target without // after its scheme
+// (GET http:admin/x): net/url reads what follows the scheme as opaque, not
+// as a path. The rules took it for the root, and the reverse proxy sent
+// the opaque part on as the upstream's request-target (admin/x), which an
+// upstream that adds the missing / would serve as /admin/x. It is refused,
+// as every path that does not start with / is.
+func TestOpaqueTargetsAreRefused(t *testing.T) {
+	f := newFixtureWith(t, "  - {name: home, path: /, action: bypass}\n")
+	var sent []string
+	f.h.upstream.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		sent = append(sent, r.URL.RequestURI())
+		return memUpstream{}.RoundTrip(r)
+	})
+	for _, target := range []string{"http:admin/x", "https:cvat.example.com/admin/x", "http:%2e%2e/admin"} {
+		t.Run(target, func(t *testing.T) {
+			sent = nil
+			r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + target + " HTTP/1.1\r\nHost: cvat.example.com\r\n\r\n")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, _, _ := f.do(t, r)
+			if resp.StatusCode != http.StatusBadRequest || len(sent) > 0 {
+				t.Errorf("status %d, the upstream was sent %q; want 400 and nothing", resp.StatusCode, sent)
 			}
 		})
 	}
