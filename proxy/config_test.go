@@ -513,10 +513,18 @@ func TestWarningsOfRulesAndTrustedProxies(t *testing.T) {
   - {name: api-root, path: /api, action: bypass}
   - {name: api, path_prefix: /api, action: authenticate}
 `, nil},
-		{"a path_regex first is not read for what it takes", `rules:
-  - {name: git, path_regex: '/.*', action: authenticate}
+		{"a path_regex first that is no path or prefix is not read for what it takes", `rules:
+  - {name: api-or-docs, path_regex: '/(api|docs)/.*', action: authenticate}
   - {name: api, path: /api/x, action: deny}
 `, nil},
+		{"a path_regex first that is a prefix leaves nothing to a path under it", `rules:
+  - {name: everything, path_regex: '/.*', action: authenticate}
+  - {name: api, path: /api/x, action: deny}
+`, []Warning{shadowed("rules[1]", 0, "everything")}},
+		{"a prefix leaves nothing to a path_regex anchored again under it", `rules:
+  - {name: api, path_prefix: /api/, action: authenticate}
+  - {name: api-any, path_regex: '^/api/.*$', action: deny}
+`, []Warning{shadowed("rules[1]", 0, "api")}},
 
 		// Bypass of every path.
 		{"bypass with path_prefix /", `rules:

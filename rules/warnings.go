@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/http"
+	"regexp/syntax"
 	"strings"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -12,8 +13,9 @@ import (
 // each keyed `rules[i]` or `default_action`: a rule that never matches
 // because an earlier one takes every request it would, and a bypass that
 // makes every path public, by rule or by default. It says only what it is
-// sure of: an earlier rule with headers, sources, when or a path_regex is
-// taken to leave requests to the rules after it, and a bypass with headers,
+// sure of: an earlier rule with headers, sources or when, or a path_regex
+// that is not a path, a prefix or the later rule's own (covers), is taken
+// to leave requests to the rules after it, and a bypass with headers,
 // sources or when to be limited to what was meant.
 func (s *Set) Warnings() []idp.Warning {
 	var out []idp.Warning
@@ -47,11 +49,12 @@ func (s *Set) shadowing(i int) *Rule {
 }
 
 // covers reports whether r matches every request that l matches. Only a
-// rule whose conditions are a path (exact or prefix) and methods is read
-// for that, by asking its own matcher about l's exact path or prefix: what
-// headers, sources, when or a path_regex leave is not worked out.
+// rule whose conditions are a path and methods is read for that, and only
+// what is sure of their paths: a path or path_prefix, a path_regex that
+// reads as one (regexPaths), and a path_regex the same as l's. What
+// headers, sources, when or another path_regex leave is not worked out.
 func (r *Rule) covers(l *Rule) bool {
-	if !r.onlyPathsAndMethods() || r.pathRegex != nil {
+	if !r.onlyPathsAndMethods() {
 		return false
 	}
 	if len(r.methods) > 0 {
@@ -64,26 +67,134 @@ func (r *Rule) covers(l *Rule) bool {
 			}
 		}
 	}
-	if r.onEveryPath() {
+	if r.pathRegex != nil && l.pathRegex != nil && r.Config.PathRegex == l.Config.PathRegex {
+		return true
+	}
+	takes, ok := r.pathCondition()
+	if !ok {
+		return false
+	}
+	if takes.everyPath() {
 		return true
 	}
 	// Every path that starts with l's prefix starts with r's exactly when
 	// l's prefix does; r's exact path takes no prefix's every path.
+	lit, exact := l.pathBound()
+	if exact {
+		return takes.matches(lit)
+	}
+	return takes.path == "" && strings.HasPrefix(lit, takes.prefix)
+}
+
+// pathCondition is the paths a rule's path condition takes: exactly path,
+// when it is not "", else every path that starts with prefix.
+type pathCondition struct {
+	path, prefix string
+}
+
+func (c pathCondition) matches(path string) bool {
+	if c.path != "" {
+		return path == c.path
+	}
+	return strings.HasPrefix(path, c.prefix)
+}
+
+// everyPath reports whether c takes every normalized path, each of which
+// starts with /.
+func (c pathCondition) everyPath() bool {
+	return c.path == "" && (c.prefix == "" || c.prefix == "/")
+}
+
+// pathCondition is r's path condition as a path or a prefix; false for a
+// path_regex that is neither (regexPaths).
+func (r *Rule) pathCondition() (pathCondition, bool) {
+	switch {
+	case r.path != "":
+		return pathCondition{path: r.path}, true
+	case r.pathRegex != nil:
+		lit, kind := regexPaths(r.Config.PathRegex)
+		switch {
+		case kind == regexExact && lit != "": // "" is no path: it takes none
+			return pathCondition{path: lit}, true
+		case kind == regexPrefix:
+			return pathCondition{prefix: lit}, true
+		}
+		return pathCondition{}, false
+	}
+	return pathCondition{prefix: r.prefix}, true
+}
+
+// pathBound is what every path l takes is: exactly lit, or one that starts
+// with lit.
+func (l *Rule) pathBound() (lit string, exact bool) {
 	switch {
 	case l.path != "":
-		return r.matchesPath(l.path)
-	case l.prefix != "":
-		return r.path == "" && r.matchesPath(l.prefix)
+		return l.path, true
 	case l.pathRegex != nil:
-		// Every match of l's regex starts with its literal prefix, and is
-		// it when the regex is that literal alone.
-		lit, whole := l.pathRegex.LiteralPrefix()
-		if whole {
-			return r.matchesPath(lit)
-		}
-		return r.path == "" && r.matchesPath(lit)
+		lit, kind := regexPaths(l.Config.PathRegex)
+		return lit, kind == regexExact
 	}
-	return false // l takes every path, r only some
+	return l.prefix, false
+}
+
+// regexKind is what regexPaths found a path_regex to be.
+type regexKind int
+
+const (
+	regexOther  regexKind = iota // only: every match starts with the literal
+	regexExact                   // the literal alone
+	regexPrefix                  // every path that starts with the literal
+)
+
+// regexPaths reads a path_regex as rules compile it, anchored at both
+// ends: the literal that every path it matches starts with, and whether it
+// matches that path alone (the regex is the literal) or every path that
+// starts with it (the literal, then .*: normalized paths hold no control
+// character, so no line break that . would not match). Anchors at the
+// start (^, \A) are read as the compiled regex's own; a literal that
+// ignores case ends the literal.
+func regexPaths(src string) (lit string, kind regexKind) {
+	re, err := syntax.Parse(`^(?:`+src+`)$`, syntax.Perl) // as compileRule compiles it
+	if err != nil {
+		return "", regexOther
+	}
+	parts := concatenation(re.Simplify(), nil)
+	for len(parts) > 0 && (parts[0].Op == syntax.OpBeginText || parts[0].Op == syntax.OpBeginLine) {
+		parts = parts[1:]
+	}
+	for n := len(parts); n > 0 && (parts[n-1].Op == syntax.OpEndText || parts[n-1].Op == syntax.OpEndLine); n-- {
+		parts = parts[:n-1]
+	}
+	var b strings.Builder
+	for len(parts) > 0 && parts[0].Op == syntax.OpLiteral && parts[0].Flags&syntax.FoldCase == 0 {
+		for _, r := range parts[0].Rune {
+			if !literalRune(r) {
+				return b.String(), regexOther
+			}
+			b.WriteRune(r)
+		}
+		parts = parts[1:]
+	}
+	switch {
+	case len(parts) == 0:
+		return b.String(), regexExact
+	case len(parts) == 1 && parts[0].Op == syntax.OpStar &&
+		(parts[0].Sub[0].Op == syntax.OpAnyChar || parts[0].Sub[0].Op == syntax.OpAnyCharNotNL):
+		return b.String(), regexPrefix
+	}
+	return b.String(), regexOther
+}
+
+// concatenation appends to out the parts re is a concatenation of, nested
+// concatenations flattened.
+func concatenation(re *syntax.Regexp, out []*syntax.Regexp) []*syntax.Regexp {
+	if re.Op != syntax.OpConcat {
+		return append(out, re)
+	}
+	for _, sub := range re.Sub {
+		out = concatenation(sub, out)
+	}
+	return out
 }
 
 // onlyPathsAndMethods reports whether r has no condition besides its path
@@ -93,9 +204,11 @@ func (r *Rule) onlyPathsAndMethods() bool {
 }
 
 // onEveryPath reports whether r's path condition takes every path: it has
-// none, or the prefix "/" that every normalized path starts with.
+// none, the prefix "/" that every normalized path starts with, or a
+// path_regex that reads as one of those (.*, /.*).
 func (r *Rule) onEveryPath() bool {
-	return r.path == "" && r.pathRegex == nil && r.matchesPath("/")
+	c, ok := r.pathCondition()
+	return ok && c.everyPath()
 }
 
 // public reports whether r, were it a bypass, would let anyone's requests

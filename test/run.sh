@@ -71,7 +71,7 @@ go test -race -count=1 -timeout 15m "$@" ./proxy/... ./rules ./idp
 # SAML IdP, once a process): each execution starts the logins its input asks
 # for and may reach the OIDC provider's token endpoint, about 1 ms, and
 # minimizing an input stalled its runs for 10 s at a time.
-for target in rules:FuzzCleanPath:70000x rules:FuzzMatch:60000x rules:FuzzValueMatcher:50000x \
+for target in rules:FuzzCleanPath:70000x rules:FuzzMatch:60000x rules:FuzzValueMatcher:50000x rules:FuzzShadowWarningsHold:50000x \
 	proxy:FuzzSafeRedirect:10000x proxy:FuzzParseConfig:2000x proxy:FuzzServeHTTP:12000x:100x proxy:FuzzLoginEndpoints:3000x:100x \
 	proxy:FuzzExplainAgreesWithServe:3000x:100x \
 	proxy/session:FuzzLoad:35000x \

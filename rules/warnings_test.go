@@ -1,0 +1,216 @@
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestWarningsOfPathRegexRules: a rule shadowed by an earlier one is warned
+// of when a path_regex is on either side, where what the regex matches is
+// sure without working out regex inclusion: a rule with no path condition
+// or path_prefix / first; the same path_regex twice; a path_regex that is a
+// literal (a path) or a literal then .* (a prefix), whatever anchors it
+// repeats; a later path_regex every match of which starts with an earlier
+// prefix. Everything else is not read, and not warned of: a false warning
+// would have an operator reorder rules that work.
+func TestWarningsOfPathRegexRules(t *testing.T) {
+	git := `/repo/[^/]+\.git/(info/refs|git-upload-pack)`
+	for _, tc := range []struct {
+		name  string
+		rules []Config
+		want  []string // each rules[i]: the start of its warning
+	}{
+		// Warned of.
+		{"a rule with no path condition takes a path_regex after it", []Config{
+			{Name: "everyone", Action: Authenticate},
+			{Name: "git", PathRegex: git, Action: Bypass},
+		}, []string{"rules[1]: never matches: rules[0] (everyone)"}},
+		{"path_prefix / takes a path_regex after it", []Config{
+			{Name: "root", PathPrefix: "/", Action: Authenticate},
+			{Name: "git", PathRegex: git, Action: Bypass},
+		}, []string{"rules[1]: never matches: rules[0] (root)"}},
+		{"the same path_regex twice", []Config{
+			{Name: "git", PathRegex: git, Action: Authenticate},
+			{Name: "git-reads", PathRegex: git, Methods: []string{"GET"}, Action: Bypass},
+		}, []string{"rules[1]: never matches: rules[0] (git)"}},
+		{"^/api/.* under path_prefix /api/", []Config{
+			{Name: "api", PathPrefix: "/api/", Action: Authenticate},
+			{Name: "api-any", PathRegex: `^/api/.*`, Action: Bypass},
+		}, []string{"rules[1]: never matches: rules[0] (api)"}},
+		{`\A/api/v[0-9]+/.*\z under path_prefix /api/`, []Config{
+			{Name: "api", PathPrefix: "/api/", Action: Authenticate},
+			{Name: "api-versions", PathRegex: `\A/api/v[0-9]+/.*\z`, Action: Deny},
+		}, []string{"rules[1]: never matches: rules[0] (api)"}},
+		{"a path_regex that is a literal then .* is a prefix", []Config{
+			{Name: "api", PathRegex: `/api/.*`, Action: Authenticate},
+			{Name: "users", Path: "/api/users", Action: Deny},
+			{Name: "admin", PathPrefix: "/api/admin/", Action: Deny},
+			{Name: "versions", PathRegex: `^/api/v[0-9]+$`, Action: Deny},
+		}, []string{
+			"rules[1]: never matches: rules[0] (api)",
+			"rules[2]: never matches: rules[0] (api)",
+			"rules[3]: never matches: rules[0] (api)",
+		}},
+		{"and so with . matching line breaks", []Config{
+			{Name: "api", PathRegex: `(?s)^/api/.*$`, Action: Authenticate},
+			{Name: "users", PathPrefix: "/api/users/", Action: Deny},
+		}, []string{"rules[1]: never matches: rules[0] (api)"}},
+		{"a path_regex that is a literal is a path", []Config{
+			{Name: "health", PathRegex: `^/health$`, Action: Bypass},
+			{Name: "health-get", Path: "/health", Methods: []string{"GET"}, Action: Deny},
+			{Name: "health-again", PathRegex: `/health`, Action: Deny},
+		}, []string{
+			"rules[1]: never matches: rules[0] (health)",
+			"rules[2]: never matches: rules[0] (health)",
+		}},
+		{"a path_regex of every path", []Config{
+			{Name: "everything", PathRegex: `/.*`, Action: Authenticate},
+			{Name: "api", PathPrefix: "/api/", Action: Bypass},
+		}, []string{"rules[1]: never matches: rules[0] (everything)"}},
+		{"a bypass with a path_regex of every path is public", []Config{
+			{Name: "public", PathRegex: `.*`, Action: Bypass},
+		}, []string{"rules[0]: bypass on every path"}},
+
+		// Not warned of.
+		{"a path_regex that also matches the prefix's parent", []Config{
+			{Name: "api", PathPrefix: "/api/", Action: Authenticate},
+			{Name: "api-or-root", PathRegex: `/api|/api/.*`, Action: Deny},
+		}, nil},
+		{"a path_regex that ignores case", []Config{
+			{Name: "api", PathPrefix: "/api/", Action: Authenticate},
+			{Name: "api-any-case", PathRegex: `(?i)/api/.*`, Action: Deny},
+		}, nil},
+		{"an earlier path_regex that is no path or prefix", []Config{
+			{Name: "api-or-docs", PathRegex: `/(api|docs)/.*`, Action: Authenticate},
+			{Name: "users", Path: "/api/users", Action: Deny},
+		}, nil},
+		{"an earlier literal then .+ leaves the literal itself", []Config{
+			{Name: "below-api", PathRegex: `/api/.+`, Action: Authenticate},
+			{Name: "api", PathPrefix: "/api/", Action: Deny},
+		}, nil},
+		{"an earlier path_regex with something after its .*", []Config{
+			{Name: "edits", PathRegex: `/api/.*/edit`, Action: Deny},
+			{Name: "task-edit", Path: "/api/tasks/edit", Action: Authenticate},
+		}, nil},
+		{"an earlier path_regex that matches no path", []Config{
+			{Name: "nothing", PathRegex: `()`, Action: Deny},
+			{Name: "root", Path: "/", Action: Authenticate},
+		}, nil},
+		{"the same path_regex, the first with headers", []Config{
+			{Name: "git-credentials", PathRegex: git, Headers: map[string]string{"Authorization": "^Basic "}, Action: Bypass},
+			{Name: "git", PathRegex: git, Action: Authenticate},
+		}, nil},
+		{"the same path_regex, the first for fewer methods", []Config{
+			{Name: "git-writes", PathRegex: git, Methods: []string{"POST"}, Action: Deny},
+			{Name: "git", PathRegex: git, Action: Authenticate},
+		}, nil},
+		{"an exact path leaves a path_regex below it", []Config{
+			{Name: "api-root", Path: "/api", Action: Bypass},
+			{Name: "api", PathRegex: `/api/.*`, Action: Authenticate},
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustCompile(t, tc.rules, Authenticate)
+			var got []string
+			for _, w := range s.Warnings() {
+				got = append(got, w.Key+": "+w.Message)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tc.want[i]) {
+					t.Errorf("warning %q; want %q...", got[i], tc.want[i])
+				}
+			}
+			checkShadowsHold(t, s)
+		})
+	}
+}
+
+// checkShadowsHold checks each warning of a rule shadowed by another on
+// paths made of the rules' own paths, prefixes and regex literals and what
+// may follow them: wherever the later rule matches, the earlier one does.
+func checkShadowsHold(t *testing.T, s *Set) {
+	t.Helper()
+	var paths []string
+	for _, r := range s.Rules() {
+		for _, base := range []string{r.path, r.prefix, r.Config.PathRegex, strings.Trim(r.Config.PathRegex, `^$\Az`)} {
+			for _, tail := range []string{"", "/", "x", "/x", "/users", "/v1/", "/x/edit", "/info/refs"} {
+				paths = append(paths, base+tail, "/"+base+tail)
+			}
+		}
+	}
+	paths = append(paths, "/", "/API/x", "/repo/a.git/info/refs", "/api/v12")
+	for i, r := range s.Rules() {
+		by := s.shadowing(i)
+		if by == nil {
+			continue
+		}
+		for _, p := range paths {
+			for _, m := range slices.Concat(r.methods, []string{"GET"}) {
+				req := &Request{Method: m, Path: p}
+				if l, _ := r.matches(req, s.now()); l {
+					if e, _ := by.matches(req, s.now()); !e {
+						t.Errorf("%s: rules[%d] matches %s %q, which rules[%d] does not", fmt.Sprint(r.Name), i, m, p, by.Index)
+					}
+				}
+			}
+		}
+	}
+}
+
+// FuzzShadowWarningsHold compiles two rules, each with a path, path_prefix
+// or path_regex (by kind) and maybe methods, and checks that when the
+// second is warned of as shadowed by the first, no path the second
+// matches escapes the first: among the paths tried are the fuzzer's, and
+// the fuzzer's after each rule's own condition.
+func FuzzShadowWarningsHold(f *testing.F) {
+	for _, s := range [][2]string{
+		{"/api/", `^/api/.*`}, {`/api/.*`, "/api/users"}, {`/.*`, "/x"}, {`.*`, `/a|/b`}, {`^/health$`, "/health"},
+		{`(?s)/api/.*`, `\A/api/v[0-9]+/.*\z`}, {`/api/.+`, "/api/"}, {`(?i)/api/.*`, "/API/x"}, {`()`, "/"},
+		{`/a\x{D800}.*`, `/a\x{FFFD}`}, {`/a(?m)^.*`, "/a/b"}, {`/é.*`, "/é/x"},
+	} {
+		for kinds := range uint8(9) {
+			f.Add(kinds, s[0], s[1], false, "x")
+		}
+	}
+	f.Fuzz(func(t *testing.T, kinds uint8, first, second string, get bool, path string) {
+		rule := func(name string, kind uint8, cond string) Config {
+			c := Config{Name: name, Action: Deny}
+			switch kind % 3 {
+			case 0:
+				c.Path = cond
+			case 1:
+				c.PathPrefix = cond
+			case 2:
+				c.PathRegex = cond
+			}
+			return c
+		}
+		a, b := rule("a", kinds, first), rule("b", kinds/3, second)
+		if get {
+			b.Methods = []string{"GET"}
+		}
+		s, err := Compile([]Config{a, b}, Authenticate, nil)
+		if err != nil || s.shadowing(1) == nil {
+			return
+		}
+		lit, _ := regexPaths(second)
+		for _, p := range []string{path, "/" + path, first + path, second + path, lit + path} {
+			clean, err := CleanPath(escape(p))
+			if err != nil {
+				continue
+			}
+			req := &Request{Method: "GET", Path: clean}
+			if ok, _ := s.rules[1].matches(req, s.now()); !ok {
+				continue
+			}
+			if ok, _ := s.rules[0].matches(req, s.now()); !ok {
+				t.Fatalf("rules %+v and %+v: the second is warned of as never matching, yet it matches %q and the first does not", a, b, clean)
+			}
+		}
+	})
+}
