@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -153,10 +154,10 @@ func TestLDAPDeviceCookieVouchesOnlyForItsUser(t *testing.T) {
 	}
 
 	// sealed is a device cookie for alice at corp-ldap made by a proxy
-	// with o, which names IdP idpID.
-	sealed := func(o session.Options, idpID string) *http.Cookie {
+	// with o, which names IdP idpID and the account dn.
+	sealed := func(o session.Options, idpID, dn string) *http.Cookie {
 		rec := httptest.NewRecorder()
-		if err := session.NewDevices(o).Issue(rec, ldapFormURL.Path, idpID, userKey("corp-ldap", ldapserver.Alice)); err != nil {
+		if err := session.NewDevices(o).Issue(rec, ldapFormURL.Path, idpID, userKey("corp-ldap", ldapserver.Alice), accountKey("corp-ldap", dn)); err != nil {
 			t.Fatal(err)
 		}
 		return rec.Result().Cookies()[0]
@@ -179,16 +180,25 @@ func TestLDAPDeviceCookieVouchesOnlyForItsUser(t *testing.T) {
 		{"bob's device cookie", bob.deviceCookie(h)},
 		{"a made-up value", &http.Cookie{Name: h.cookies.DeviceName(), Value: "MTcwMDAwMDAwMHxhbGljZXx4eHh4"}},
 		{"alice's device cookie altered", &tampered},
-		{"alice's, sealed with other session keys", sealed(otherKeys, "corp-ldap")},
-		{"alice's, sealed for another public_url", sealed(otherDeployment, "corp-ldap")},
-		{"alice's, for another IdP", sealed(h.cookies, "other-ldap")},
-		{"alice's, expired", sealed(longAgo, "corp-ldap")},
+		{"alice's, sealed with other session keys", sealed(otherKeys, "corp-ldap", ldapserver.UserDN(ldapserver.Alice))},
+		{"alice's, sealed for another public_url", sealed(otherDeployment, "corp-ldap", ldapserver.UserDN(ldapserver.Alice))},
+		{"alice's, for another IdP", sealed(h.cookies, "other-ldap", ldapserver.UserDN(ldapserver.Alice))},
+		{"alice's, expired", sealed(longAgo, "corp-ldap", ldapserver.UserDN(ldapserver.Alice))},
 	} {
 		t.Run(tc.name+" is no exemption", func(t *testing.T) {
 			if code := holding("198.51.100.22", tc.cookie).signIn(t, h, ldapserver.Alice, ldapserver.AlicePassword); code != http.StatusTooManyRequests {
 				t.Errorf("alice's password with %s while her username is held back: %d, want 429", tc.name, code)
 			}
 		})
+	}
+	// A cookie for her username from a login to another account is counted
+	// as for any client once the directory found hers: refused as a wrong
+	// password, with no bind.
+	before := binds(h)
+	if code := holding("198.51.100.23", sealed(h.cookies, "corp-ldap", ldapserver.UserDN(ldapserver.Bob))).signIn(t, h,
+		ldapserver.Alice, ldapserver.AlicePassword); code != http.StatusUnauthorized || binds(h) != before {
+		t.Errorf("alice's password with a cookie for her username from a login to bob's account: %d, %d binds; want 401, none",
+			code, binds(h)-before)
 	}
 	// Basic auth clients keep no cookies: one sent anyway vouches for nothing.
 	r := request("GET", "/legacy/api", []*http.Cookie{aliceCookie})
@@ -238,6 +248,76 @@ func TestLDAPStolenDeviceCookieGetsOnlyItsOwnAttempts(t *testing.T) {
 	}
 	if n := binds(h) - before; n != userFailureBurst {
 		t.Errorf("%d binds after the cookie's attempts ran out, want the username's %d", n, userFailureBurst)
+	}
+}
+
+// A device cookie vouches for the account its login signed in to, not
+// for every username that reads as its username: the limits fold ß into ss
+// and katakana into hiragana, as Active Directory does, but OpenLDAP keeps
+// jürgen.strauß and jürgen.strauss apart, two people. Mallory, the second,
+// signs in to her own account as often as she likes, and each sign-in
+// leaves a cookie with five attempts of its own that named her username:
+// had it vouched for the victim's spelling too, it would have skipped the
+// victim's account limit, and each new cookie would have bought five more
+// guesses at the victim's password (4 cookies: 20 binds). Those guesses
+// are counted as anyone's, against the username and the victim's account,
+// and held back with them.
+func TestLDAPDeviceCookieVouchesOnlyForTheAccountItSignedInTo(t *testing.T) {
+	const (
+		victim, victimPassword     = "jürgen.strauß", "victim-pw"
+		attacker, attackerPassword = "jürgen.strauss", "attacker-pw"
+		cookies                    = 4
+	)
+	if userKey("corp-ldap", victim) != userKey("corp-ldap", attacker) {
+		t.Fatalf("the limits read %q and %q apart; the test needs two usernames they read as one", victim, attacker)
+	}
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	var people strings.Builder
+	for i, u := range [][2]string{{victim, victimPassword}, {attacker, attackerPassword}} {
+		fmt.Fprintf(&people, "dn: cn=person%d,%s\nobjectClass: inetOrgPerson\ncn: person%d\nsn: Strauss\nuid: %s\nuserPassword: %s\n\n",
+			i, ldapserver.PeopleDN, i, u[0], ldapserver.SSHA(u[1]))
+	}
+	dir.Add(t, people.String())
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	srv := redisserver.Start(t)
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			cfg := ldapProxyConfig(dir.URL, upstream.URL)
+			if store == "redis" {
+				cfg = strings.Replace(cfg, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+			}
+			h := newTestHandler(t, cfg)
+			quickFailures(h)
+			var held []*formBrowser
+			for i := range cookies + 1 {
+				b := newFormBrowser(fmt.Sprintf("203.0.113.%d", 80+i))
+				if code := b.signIn(t, h, attacker, attackerPassword); code != http.StatusFound || b.deviceCookie(h) == nil {
+					t.Fatalf("mallory's sign-in %d to her own account: %d, or no device cookie", i+1, code)
+				}
+				held = append(held, b)
+			}
+			before := binds(h)
+			for _, b := range held[:cookies] {
+				for range userFailureBurst {
+					if code := b.signIn(t, h, victim, "guess"); code != http.StatusUnauthorized && code != http.StatusTooManyRequests {
+						t.Fatalf("a guess at the victim's password: %d", code)
+					}
+				}
+				if code := b.signIn(t, h, victim, victimPassword); code == http.StatusFound {
+					t.Errorf("the victim's password with mallory's device cookie, after her guesses: %d, want refused", code)
+				}
+			}
+			if n := binds(h) - before; n != userFailureBurst {
+				t.Errorf("%d guesses at the victim's password reached the directory with %d of mallory's device cookies, want the victim's %d",
+					n, cookies, userFailureBurst)
+			}
+			// Her cookies still vouch for her own account, held back now
+			// by her username's count.
+			if code := held[cookies].signIn(t, h, attacker, attackerPassword); code != http.StatusFound {
+				t.Errorf("mallory's own password from a browser of hers that guessed nothing: %d, want 302", code)
+			}
+		})
 	}
 }
 

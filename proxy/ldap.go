@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -72,50 +73,67 @@ var errRateLimited = errors.New("too many failed logins")
 // failures and gives the client its attempt back; an attempt the directory
 // could not answer is given back whole, unless its password was sent.
 //
-// device is the nonce of the browser's device cookie for this username
-// (session.Devices), "" for none: while the cookie has attempts left, the
-// attempt is counted against it and the client instead of the username
-// and the account, and no failures of other clients hold it back; once it
-// has none, it is a login like any other (trustedAttempt).
+// device is the browser's device cookie for this username
+// (session.Devices), with no Nonce for none: while the cookie has attempts
+// left, the attempt is counted against it and the client instead of the
+// username, and no failures of other clients hold it back; once it has
+// none, it is a login like any other (trustedAttempt). It stands for the
+// account's count only when the directory finds the account the cookie's
+// login signed in to: a username the limits read as the cookie's can find
+// another (OpenLDAP tells jürgen.strauß from jürgen.strauss, the limits do
+// not), and that account is counted, with the username, as for any client.
+// account is the key (accountKey) of the account the directory found for
+// username, "" when it found none; a successful login's new device cookie
+// names it.
 //
 // A check refused as wrong credentials returns no sooner than p's failure
 // floor after it began (failuredelay.go), whether the directory found the
 // user or not; it waits with the failure already counted, so that the
 // limits hold back at once a client that keeps trying meanwhile, and with
 // no directory connection or lock held.
-func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password, device string) (*idp.Profile, time.Duration, error) {
+func (h *Handler) checkPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string, device session.Device) (prof *idp.Profile, account string, wait time.Duration, err error) {
 	start := h.now()
-	prof, wait, err := h.tryPassword(r, p, checker, username, password, device)
+	prof, account, wait, err = h.tryPassword(r, p, checker, username, password, device)
 	if errors.Is(err, idp.ErrInvalidCredentials) {
 		h.pause(r.Context(), p.pace.answerAt(start))
 	}
-	return prof, wait, err
+	return prof, account, wait, err
 }
 
 // tryPassword is checkPassword without the wait at the failure floor,
 // which is the caller's.
-func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password, device string) (*idp.Profile, time.Duration, error) {
+func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.PasswordChecker, username, password string, device session.Device) (*idp.Profile, string, time.Duration, error) {
 	id := p.cfg.ID
 	limits := h.passwords.limits
 	start := h.now()
-	keys, trust := h.trustedAttempt(r, id, username, device, start)
+	keys, trust := h.trustedAttempt(r, id, username, device.Nonce, start)
 	keys, wait := limits.take(keys, start)
 	if wait > 0 {
 		h.metrics.login(id, "rate_limited", 0)
 		h.audit(r, slog.LevelWarn, "login_rate_limited", append(trust, slog.String("idp", id), slog.String("username", username))...)
-		return nil, wait, errRateLimited
+		return nil, "", wait, errRateLimited
 	}
 	triedPassword := false
-	prof, err := checker.Authenticate(r, username, password, func(account string) error {
-		// A device cookie vouches for the username, and so for the
-		// account it finds: the account's count is the other clients'.
-		if keys.device == "" {
-			taken, wait := limits.take(loginKeys{account: accountKey(id, account)}, h.now())
+	account := ""
+	prof, err := checker.Authenticate(r, username, password, func(dn string) error {
+		account = accountKey(id, dn)
+		// A device cookie stands for the count of the account its login
+		// signed in to: that is the other clients'. Any other account
+		// the username finds is counted as for any client, with the
+		// username, which the cookie kept out of the count.
+		if keys.device == "" || !device.SignedInTo(account) {
+			extra := loginKeys{account: account}
+			if keys.user == "" {
+				extra.user = userKey(id, username)
+				trust = []slog.Attr{slog.String("device", deviceOtherAccount)}
+			}
+			taken, wait := limits.take(extra, h.now())
 			if wait > 0 {
 				return errRateLimited
 			}
 			// Counted: settled with the others below.
-			keys.account, keys.taken = taken.account, append(keys.taken, taken.taken...)
+			keys.user, keys.account = cmp.Or(keys.user, taken.user), taken.account
+			keys.taken = append(keys.taken, taken.taken...)
 		}
 		triedPassword = true // PasswordChecker: the password is tried next
 		return nil
@@ -123,7 +141,7 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 	switch {
 	case err == nil:
 		limits.succeeded(keys, h.now())
-		return prof, 0, nil
+		return prof, account, 0, nil
 	case errors.Is(err, errRateLimited):
 		// Another spelling of a limited account: only a username that
 		// finds an entry gets here, so a 429 would tell that it does. It
@@ -131,9 +149,9 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 		// username and the client as one; the account's failures stay
 		// as they are.
 		h.metrics.login(id, "rate_limited", 0)
-		h.audit(r, slog.LevelWarn, "login_rate_limited", slog.String("idp", id), slog.String("username", username),
-			slog.String("limit", "account"))
-		return nil, 0, idp.ErrInvalidCredentials
+		h.audit(r, slog.LevelWarn, "login_rate_limited", append(trust, slog.String("idp", id), slog.String("username", username),
+			slog.String("limit", "account"))...)
+		return nil, "", 0, idp.ErrInvalidCredentials
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		if triedPassword {
 			p.pace.observe(h.now().Sub(start))
@@ -161,14 +179,16 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 		}
 		h.audit(r, slog.LevelError, "login_failed", append(append(trust, attrs...), slog.Bool("password_sent", triedPassword), slog.Any("err", err))...)
 	}
-	return nil, 0, err
+	return nil, "", 0, err
 }
 
 // Values of the device attribute of login lines: the browser's device
-// cookie vouched for the username, or had no attempts left.
+// cookie vouched for the username, had no attempts left, or was issued at
+// a login to another account than the one the username found.
 const (
-	deviceTrusted   = "trusted"
-	deviceLockedOut = "locked_out"
+	deviceTrusted      = "trusted"
+	deviceLockedOut    = "locked_out"
+	deviceOtherAccount = "other_account"
 )
 
 // trustedAttempt is what a login as username from r is counted against:
@@ -286,8 +306,8 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	device := h.devices.Nonce(r, id, userKey(id, username))
-	prof, wait, err := h.checkPassword(r, p, checker, username, password, device)
+	device := h.devices.Find(r, id, userKey(id, username))
+	prof, account, wait, err := h.checkPassword(r, p, checker, username, password, device)
 	var refused *idp.AccountError
 	switch {
 	case errors.Is(err, errRateLimited):
@@ -300,20 +320,20 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		h.directoryUnavailable(w, r, p, err)
 	default:
-		h.trustDevice(w, p, username)
+		h.trustDevice(w, p, username, account)
 		h.establish(w, r, prof, nil, f.Redirect, start)
 	}
 }
 
-// trustDevice gives the browser whose password login as username just
-// succeeded a fresh device cookie for it (OWASP: a new one at every
-// successful login), sent back only to the form of p, which posts to the
-// path it is shown at. The password was right, which is all the cookie
-// vouches for: it is set even if the login is then refused (admission,
-// role mapping).
-func (h *Handler) trustDevice(w http.ResponseWriter, p *provider, username string) {
+// trustDevice gives the browser whose password login as username to
+// account (accountKey) just succeeded a fresh device cookie for them
+// (OWASP: a new one at every successful login), sent back only to the
+// form of p, which posts to the path it is shown at. The password was
+// right, which is all the cookie vouches for: it is set even if the login
+// is then refused (admission, role mapping).
+func (h *Handler) trustDevice(w http.ResponseWriter, p *provider, username, account string) {
 	id := p.cfg.ID
-	if err := h.devices.Issue(w, h.ldapFormPath(id, ""), id, userKey(id, username)); err != nil {
+	if err := h.devices.Issue(w, h.ldapFormPath(id, ""), id, userKey(id, username), account); err != nil {
 		h.log.Error("login: no device cookie set", "idp", id, "err", err)
 	}
 }
@@ -503,7 +523,7 @@ func (h *Handler) sharedCheck(r *http.Request, p *provider, checker idp.Password
 		}
 	}()
 	// API clients keep no cookies: no device cookie vouches for them.
-	prof, wait, err := h.tryPassword(r, p, checker, username, password, "")
+	prof, _, wait, err := h.tryPassword(r, p, checker, username, password, session.Device{})
 	return basicCheck{prof, wait, err}
 }
 

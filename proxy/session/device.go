@@ -30,14 +30,16 @@ const (
 	// and set over https. A device cookie cannot have __Host-, which
 	// demands Path=/: it is kept to the login form's path.
 	securePrefix = "__Secure-"
-	// deviceWireVersion changes when the sealed layout does.
-	deviceWireVersion = 1
+	// deviceWireVersion changes when the sealed layout does. Version 1
+	// named no account: its cookies vouch for nothing.
+	deviceWireVersion = 2
 )
 
 // Devices seals and opens device cookies (OWASP's "Slow Down Online
 // Guessing Attacks with Device Cookies"): a browser that signed in with a
-// password as a user gets one, and a later password login as that user
-// from that browser is counted against the cookie's own failure limit
+// password as a user gets one, and a later password login as that user,
+// to the same account, from that browser is counted against the cookie's
+// own failure limit
 // rather than the one every client of that username shares, so that
 // someone failing guesses as the user elsewhere does not lock the user's
 // own browser out.
@@ -55,7 +57,11 @@ type wireDevice struct {
 	// User is userTag of the caller's key of the username: the normalized
 	// name can be long (NFKC spells some characters out in 18), its hash
 	// is not.
-	User    string `json:"u"`
+	User string `json:"u"`
+	// Account is userTag of the caller's key of the account the login
+	// signed in to (an LDAP entry's DN): a username the limits read as
+	// this one can find another account, another person's.
+	Account string `json:"d"`
 	Nonce   string `json:"n"`
 	Expires int64  `json:"e"`
 	Aud     string `json:"a,omitempty"`
@@ -87,16 +93,17 @@ func userTag(user string) string {
 }
 
 // Issue sets a fresh device cookie, with a new nonce, for user at IdP
-// idpID, sent back only to path (the login form's). user is the caller's
-// key of the username, normalized as its failure limit compares them.
+// idpID, who signed in to account, sent back only to path (the login
+// form's). user is the caller's key of the username, normalized as its
+// failure limit compares them, and account its key of the account.
 // SameSite=Strict: the form posts from the proxy's own page, and no other
 // site's request needs it.
-func (d *Devices) Issue(w http.ResponseWriter, path, idpID, user string) error {
+func (d *Devices) Issue(w http.ResponseWriter, path, idpID, user, account string) error {
 	if d.err != nil {
 		return fmt.Errorf("device cookie: %w", d.err)
 	}
 	sealed, err := d.codecs[0].Encode(deviceCodecName, wireDevice{
-		V: deviceWireVersion, IdP: idpID, User: userTag(user), Nonce: randomToken(),
+		V: deviceWireVersion, IdP: idpID, User: userTag(user), Account: userTag(account), Nonce: randomToken(),
 		Expires: d.opts.now().Add(DeviceLifetime).Unix(), Aud: d.aud,
 	})
 	if err != nil {
@@ -109,15 +116,28 @@ func (d *Devices) Issue(w http.ResponseWriter, path, idpID, user string) error {
 	return nil
 }
 
-// Nonce is the nonce of r's device cookie for user at IdP idpID, or ""
+// Device is a browser's device cookie for a username, as Find opened it.
+type Device struct {
+	// Nonce identifies the cookie, "" for none.
+	Nonce   string
+	account string // userTag of the account its login signed in to
+}
+
+// SignedInTo reports whether d's login signed in to account (the caller's
+// key of it, as given to Issue): the cookie vouches for that account only.
+func (d Device) SignedInTo(account string) bool {
+	return d.Nonce != "" && subtle.ConstantTimeCompare([]byte(d.account), []byte(userTag(account))) == 1
+}
+
+// Find is r's device cookie for user at IdP idpID, or none (Nonce "")
 // when r carries none that opens with the session keys, was sealed for
 // this deployment, has not expired and names that IdP and user. Of several
 // values under the name (another site of the domain can add its own, but
 // not remove the browser's), the first that does is taken: a cookie added
 // that way vouches for nobody it was not issued to.
-func (d *Devices) Nonce(r *http.Request, idpID, user string) string {
+func (d *Devices) Find(r *http.Request, idpID, user string) Device {
 	if d.err != nil {
-		return ""
+		return Device{}
 	}
 	var j jar
 	j.collectExact(r.Header["Cookie"], d.opts.DeviceName())
@@ -128,10 +148,10 @@ func (d *Devices) Nonce(r *http.Request, idpID, user string) string {
 		if securecookie.DecodeMulti(deviceCodecName, v, &w, d.codecs...) != nil {
 			continue
 		}
-		if w.V == deviceWireVersion && w.Aud == d.aud && w.IdP == idpID && now < w.Expires && w.Nonce != "" &&
+		if w.V == deviceWireVersion && w.Aud == d.aud && w.IdP == idpID && now < w.Expires && w.Nonce != "" && w.Account != "" &&
 			subtle.ConstantTimeCompare([]byte(w.User), []byte(tag)) == 1 {
-			return w.Nonce
+			return Device{Nonce: w.Nonce, account: w.Account}
 		}
 	}
-	return ""
+	return Device{}
 }

@@ -3,13 +3,15 @@ package session
 import (
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
-// issued is the value of the device cookie d sets for user at IdP corp.
+// issued is the value of the device cookie d sets for user at IdP corp,
+// who signed in to the account "corp\x00dn-of-"+user.
 func issued(t *testing.T, d *Devices, user string) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	if err := d.Issue(rec, "/.portcullis/ldap/corp", "corp", user); err != nil {
+	if err := d.Issue(rec, "/.portcullis/ldap/corp", "corp", user, "corp\x00dn-of-"+user); err != nil {
 		t.Fatal(err)
 	}
 	return rec.Result().Cookies()[0].Value
@@ -17,20 +19,37 @@ func issued(t *testing.T, d *Devices, user string) string {
 
 // A device cookie opens to its nonce for the user and IdP it was issued
 // for, with any of the session keys (rotation), and to nothing otherwise;
-// every login gets a new nonce.
+// it vouches for the account its login signed in to, and no other; every
+// login gets a new nonce.
 func TestDevices(t *testing.T) {
 	c := newClock()
 	o := testOptions(c)
 	d := NewDevices(o)
-	nonce := func(d *Devices, value, idpID, user string) string {
+	find := func(d *Devices, value, idpID, user string) Device {
 		r := httptest.NewRequest("POST", "/.portcullis/ldap/corp", nil)
 		r.Header.Set("Cookie", "other=1; "+d.opts.DeviceName()+"="+value)
-		return d.Nonce(r, idpID, user)
+		return d.Find(r, idpID, user)
 	}
+	nonce := func(d *Devices, value, idpID, user string) string { return find(d, value, idpID, user).Nonce }
 	alice := issued(t, d, "corp\x00alice")
 	first := nonce(d, alice, "corp", "corp\x00alice")
 	if first == "" {
 		t.Fatal("alice's device cookie does not open for her")
+	}
+	if found := find(d, alice, "corp", "corp\x00alice"); !found.SignedInTo("corp\x00dn-of-corp\x00alice") || found.SignedInTo("corp\x00dn-of-corp\x00bob") {
+		t.Error("alice's device cookie does not vouch for her account alone")
+	}
+	if (Device{}).SignedInTo("") {
+		t.Error("no device cookie vouches for an account")
+	}
+	// Version 1 named no account.
+	v1, err := d.codecs[0].Encode(deviceCodecName, wireDevice{V: 1, IdP: "corp", User: userTag("corp\x00alice"), Nonce: "n",
+		Expires: c.Now().Add(time.Hour).Unix(), Aud: d.aud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := nonce(d, v1, "corp", "corp\x00alice"); got != "" {
+		t.Errorf("a version 1 device cookie, which names no account, opens: %q", got)
 	}
 	if again := nonce(d, issued(t, d, "corp\x00alice"), "corp", "corp\x00alice"); again == "" || again == first {
 		t.Errorf("a second login's cookie has nonce %q, the first's %q: want a new one", again, first)
