@@ -23,7 +23,13 @@ const LogoutTokenMaxAge = 5 * time.Minute
 // LogoutToken is a verified back-channel logout token: the IdP says that the
 // session SessionID, or when that is empty every session of Subject, ended.
 type LogoutToken struct {
-	Subject   string
+	// Subject is the token's sub, the ID token's (Tokens.Subject).
+	Subject string
+	// Sub is the profile sub of the sessions of Subject: Subject when the
+	// entry takes the profile's sub from the sub claim, "" when claims.sub
+	// maps another claim, whose values are another list of names: one
+	// user's may be another's sub.
+	Sub       string
 	SessionID string
 	// ID is the jti claim, single-use.
 	ID       string
@@ -100,7 +106,11 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 	if problem != nil {
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, problem)
 	}
-	return &LogoutToken{Subject: tok.Subject, SessionID: claims.SID, ID: claims.JTI, IssuedAt: tok.IssuedAt}, nil
+	out := &LogoutToken{Subject: tok.Subject, SessionID: claims.SID, ID: claims.JTI, IssuedAt: tok.IssuedAt}
+	if p.mapping["sub"] == "sub" {
+		out.Sub = tok.Subject
+	}
+	return out, nil
 }
 
 // logoutTokenType reports whether the JOSE header of the compact JWT raw

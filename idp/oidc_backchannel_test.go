@@ -100,6 +100,18 @@ func TestVerifyLogoutToken(t *testing.T) {
 	if _, err := p.VerifyLogoutToken(t.Context(), "not-a-jwt"); err == nil {
 		t.Error("garbage accepted as a logout token")
 	}
+	if tok, err := p.VerifyLogoutToken(t.Context(), typedLogoutToken(t, li, "logout+jwt", valid(), nil)); err != nil || tok.Sub != "alice" {
+		t.Errorf("token %+v (%v): want the profile sub of its sessions to be its sub, which the entry maps sub from", tok, err)
+	}
+	mapped := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s",
+		Claims: map[string]string{"sub": "email"}}, testOptions("http://127.0.0.1:1", false))
+	waitReady(t, mapped, 10*time.Second)
+	claims := valid()
+	claims["jti"] = "jti-2"
+	if tok, err := mapped.VerifyLogoutToken(t.Context(), typedLogoutToken(t, li, "logout+jwt", claims, nil)); err != nil ||
+		tok.Subject != "alice" || tok.Sub != "" {
+		t.Errorf("token %+v (%v) at an entry with claims.sub: email: want subject alice and no profile sub, another list of names", tok, err)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -74,9 +74,13 @@ type SAMLLogoutRequest struct {
 	// NameID is the user's NameID value.
 	NameID string
 	// Subject is the Tokens.Subject of the user's sessions: the NameID's
-	// value, trimmed. It is their profile's sub too, unless
-	// attribute_mapping.uid takes that from an attribute.
-	Subject        string
+	// value, trimmed.
+	Subject string
+	// Sub is the profile sub of the user's sessions, Subject; "" when
+	// attribute_mapping.uid takes sub from an attribute, whose values are
+	// another list of names than NameIDs: one user's may be another's
+	// NameID.
+	Sub            string
 	SessionIndexes []string
 	// IssueInstant is when the IdP made the request: the logout happened
 	// then, and sessions made after it are not the ones it ends.
@@ -219,6 +223,9 @@ func (p *SAMLProvider) VerifyLogoutRequest(r *http.Request) (*SAMLLogoutRequest,
 	}
 	out := &SAMLLogoutRequest{ID: req.ID, NameID: req.NameID.Value, Subject: strings.TrimSpace(req.NameID.Value),
 		IssueInstant: req.IssueInstant, RelayState: relayState}
+	if !p.mapping.explicit["uid"] {
+		out.Sub = out.Subject // as the profile's sub is made
+	}
 	for _, si := range req.AllSessionIndexes() {
 		if si.Value != "" {
 			out.SessionIndexes = append(out.SessionIndexes, si.Value)

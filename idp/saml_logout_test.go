@@ -421,10 +421,10 @@ func TestSAMLIdPLogoutRequests(t *testing.T) {
 					if err != nil {
 						t.Fatalf("VerifyLogoutRequest: %v", err)
 					}
-					want := SAMLLogoutRequest{ID: req.ID, NameID: "alice@example.com", Subject: "alice@example.com",
+					want := SAMLLogoutRequest{ID: req.ID, NameID: "alice@example.com", Subject: "alice@example.com", Sub: "alice@example.com",
 						SessionIndexes: []string{"idx-1", "idx-2"}, RelayState: "relay-1"}
 					if strings.Join(got.SessionIndexes, ",") != "idx-1,idx-2" || got.ID != want.ID || got.NameID != want.NameID ||
-						got.Subject != want.Subject || got.RelayState != want.RelayState {
+						got.Subject != want.Subject || got.Sub != want.Sub || got.RelayState != want.RelayState {
 						t.Errorf("VerifyLogoutRequest = %+v, want %+v", *got, want)
 					}
 					// The same request again is refused.
@@ -448,7 +448,7 @@ func TestSAMLIdPLogoutRequests(t *testing.T) {
 			}
 		})
 	}
-	t.Run("with attribute_mapping.uid the request still names the sessions' subject, the NameID", func(t *testing.T) {
+	t.Run("with attribute_mapping.uid the request still names the sessions' subject, the NameID, and no profile sub", func(t *testing.T) {
 		e := newSLOEnv(t, func(c *Config) { c.AttributeMapping = map[string]string{"uid": "uid"} })
 		sp := e.sloForger(nil)
 		req, err := sp.MakeLogoutRequest(testSLOURL, " alice@example.com ")
@@ -456,8 +456,9 @@ func TestSAMLIdPLogoutRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, err := e.p.VerifyLogoutRequest(logoutRequestHTTP(t, sp, req, saml.HTTPRedirectBinding, ""))
-		if err != nil || got.Subject != "alice@example.com" || got.NameID != " alice@example.com " {
-			t.Errorf("VerifyLogoutRequest = %+v, %v; want the NameID as sent and, trimmed, as the subject", got, err)
+		if err != nil || got.Subject != "alice@example.com" || got.NameID != " alice@example.com " || got.Sub != "" {
+			t.Errorf("VerifyLogoutRequest = %+v, %v; want the NameID as sent and, trimmed, as the subject, and no sub: "+
+				"the uid attribute is another list of names", got, err)
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
 )
 
 // OIDC Back-Channel Logout 1.0: the IdP POSTs a signed logout token to
@@ -18,11 +19,17 @@ import (
 
 // userRevoker is a session store that can end every session of a user,
 // named as the IdP names them (Tokens.Subject: a logout token's sub is the
-// ID token's, whatever claim the entry maps the profile's sub to), or of one
-// IdP session, named by the Tokens.SessionKey of its sessions (both stores).
+// ID token's, whatever claim the entry maps the profile's sub to) or by
+// their profile's sub, or of one IdP session, named by the
+// Tokens.SessionKey of its sessions (both stores).
 type userRevoker interface {
-	RevokeUser(ctx context.Context, idp, sub, sid string, before time.Time) (int, error)
+	RevokeUser(ctx context.Context, idp string, who session.User, sid string, before time.Time) (int, error)
 }
+
+var (
+	_ userRevoker = (*session.CookieStore)(nil)
+	_ userRevoker = (*session.RedisStore)(nil)
+)
 
 // maxLogoutTokenForm bounds the posted form; logout tokens are small JWTs.
 const maxLogoutTokenForm = 64 << 10
@@ -74,7 +81,10 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token was already used"))
 		return
 	}
-	n, err := revoker.RevokeUser(r.Context(), id, tok.Subject, tok.SessionID, h.now().Truncate(time.Second))
+	// Sub: the sessions of the user made before they were found by the
+	// IdP's subject, where the profile's sub is that subject.
+	who := session.User{Subject: tok.Subject, Sub: tok.Sub}
+	n, err := revoker.RevokeUser(r.Context(), id, who, tok.SessionID, h.now().Truncate(time.Second))
 	if err != nil {
 		h.log.Error("back-channel logout: sessions not ended", "idp", id, "sub", tok.Subject, "sid", tok.SessionID, "err", err)
 		// The token ended nothing (or not all): the IdP's retry of it must

@@ -35,7 +35,7 @@ func TestBackchannelLogoutThatFailsCanBeSentAgain(t *testing.T) {
 	y = strings.Replace(y, "session:\n  keys: ["+testKey+"]", "session:\n  keys: ["+testKey+"]\n  store: redis\n  redis: {url: "+srv.URL+"}", 1)
 	h := newTestHandler(t, y)
 	p := h.providers["company"]
-	p.impl = fixedLogoutToken{Provider: p.impl, tok: idp.LogoutToken{Subject: "u-1", ID: "jti-1", IssuedAt: time.Now()}}
+	p.impl = fixedLogoutToken{Provider: p.impl, tok: idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", IssuedAt: time.Now()}}
 
 	rec := httptest.NewRecorder()
 	s := session.New(idp.Profile{IdP: "company", Sub: "u-1", Email: "alice@example.com"}, idp.Tokens{}, h.cookies)

@@ -81,7 +81,7 @@ func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
 		}, 10 * time.Second, toIdP, "", 0},
 		{"ended by a back-channel logout", func(t *testing.T, h *Handler) []*http.Cookie {
 			cookies := signedIn(t, h)
-			if _, err := h.sessions.(userRevoker).RevokeUser(context.Background(), "company", "alice", "", time.Now()); err != nil {
+			if _, err := h.sessions.(userRevoker).RevokeUser(context.Background(), "company", session.User{Sub: "alice"}, "", time.Now()); err != nil {
 				t.Fatal(err)
 			}
 			return cookies

@@ -593,7 +593,7 @@ func TestReload(t *testing.T) {
 		}
 		revoke := func(sub string) time.Time {
 			before := time.Now().Truncate(time.Second)
-			if _, err := cur.sessions.(userRevoker).RevokeUser(context.Background(), "company", sub, "", before); err != nil {
+			if _, err := cur.sessions.(userRevoker).RevokeUser(context.Background(), "company", session.User{Sub: sub}, "", before); err != nil {
 				t.Fatal(err)
 			}
 			return before

@@ -148,19 +148,15 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 	case len(req.SessionIndexes) > 0:
 		for _, si := range req.SessionIndexes {
 			var ended int
-			if ended, err = revoker.RevokeUser(r.Context(), id, req.Subject, idp.SAMLSessionKey(req.NameID, si), before); err != nil {
+			if ended, err = revoker.RevokeUser(r.Context(), id, session.User{}, idp.SAMLSessionKey(req.NameID, si), before); err != nil {
 				break
 			}
 			n += ended
 		}
 	default:
-		for _, sub := range logoutSubjects(req, own, id) {
-			var ended int
-			if ended, err = revoker.RevokeUser(r.Context(), id, sub, "", before); err != nil {
-				break
-			}
-			n += ended
-		}
+		var ended int
+		ended, err = revoker.RevokeUser(r.Context(), id, loggedOutUser(req, own, id), "", before)
+		n += ended
 	}
 	if err != nil {
 		h.log.Error("single logout: sessions not ended", "idp", id, "name_id", req.NameID, "err", err)
@@ -200,19 +196,22 @@ func logoutCutoff(issued, now time.Time) time.Time {
 	return issued.Truncate(time.Second)
 }
 
-// logoutSubjects are the subjects (session.Session's IdP subject) whose
-// sessions a LogoutRequest from IdP id without SessionIndex ends: its
-// NameID's, and also, when own (the browser's session, or nil) is one of
-// them with another profile sub (attribute_mapping.uid), that sub. The
-// sessions of a user were found by the profile's sub before they were by
-// the NameID: those the Redis store indexed then, and those made before
-// single_sign_out was on (their tokens name no NameID), are found by it as
-// they were, from the browser's session.
-func logoutSubjects(req *idp.SAMLLogoutRequest, own *session.Session, id string) []string {
-	if own != nil && samlSessionNamed(own, id, req) && own.Profile.Sub != req.Subject {
-		return []string{req.Subject, own.Profile.Sub}
+// loggedOutUser is whose sessions a LogoutRequest from IdP id without
+// SessionIndex ends: those whose tokens name its NameID, and those of the
+// NameID's profile sub, which is the NameID itself unless
+// attribute_mapping.uid takes sub from an attribute; then, when own (the
+// browser's session, or nil) is one of the NameID's, its sub. The sessions
+// made before single_sign_out was on (their tokens name no NameID), and
+// those the Redis store indexed before it indexed NameIDs, are found by
+// that sub. Never by the NameID among profile subs, nor by a sub among
+// NameIDs: with attribute_mapping.uid they are two lists of names, and one
+// user's attribute can be another user's NameID.
+func loggedOutUser(req *idp.SAMLLogoutRequest, own *session.Session, id string) session.User {
+	who := session.User{Subject: req.Subject, Sub: req.Sub}
+	if who.Sub == "" && own != nil && samlSessionNamed(own, id, req) {
+		who.Sub = own.Profile.Sub
 	}
-	return []string{req.Subject}
+	return who
 }
 
 // samlSessionNamed reports whether s is a session of the user a

@@ -573,7 +573,7 @@ func TestCookieStoreAbsentTellsAnEndedSessionFromAnUnreadableCookie(t *testing.T
 			s := New(testProfile(), idp.Tokens{}, o)
 			cookies := saved(t, st, s)
 			c.Advance(time.Second)
-			if _, err := st.RevokeUser(context.Background(), s.Profile.IdP, s.Profile.Sub, "", c.Now()); err != nil {
+			if _, err := st.RevokeUser(context.Background(), s.Profile.IdP, User{Sub: s.Profile.Sub}, "", c.Now()); err != nil {
 				t.Fatal(err)
 			}
 			return cookies

@@ -26,10 +26,11 @@ type Info struct {
 // given a changed public_url) may still open and have to revoke.
 func (st *RedisStore) ListByEmail(ctx context.Context, email string) ([]Info, error) {
 	ix := st.emailIndex(email)
-	ids, legacy, err := st.indexed(ctx, ix)
+	found, err := st.indexed(ctx, []index{ix})
 	if err != nil {
 		return nil, err
 	}
+	ids, legacy := found[0].ids, found[0].legacy
 	all := append(ids, legacy...)
 	sessions, gone, err := st.getAll(ctx, all)
 	if err != nil {
@@ -55,7 +56,7 @@ func (st *RedisStore) ListByEmail(ctx context.Context, email string) ([]Info, er
 			Created: s.Created, Expires: s.Expires, LastSeen: s.LastSeen,
 		})
 	}
-	st.dropIndexed(ctx, ix, ended, endedLegacy) // best effort: a stale entry costs a lookup
+	st.dropIndexed(ctx, []index{ix}, []indexedIDs{{ended, endedLegacy}}) // best effort: a stale entry costs a lookup
 	slices.SortFunc(out, func(a, b Info) int { return a.Created.Compare(b.Created) })
 	return out, nil
 }

@@ -119,7 +119,7 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 				if err != nil || len(list) != 6 {
 					t.Fatalf("ListByEmail = %d sessions, %v; want 6", len(list), err)
 				}
-				if n, err := rotated.RevokeUser(ctx, "company", carol.Sub, "carol-sid-0", c.Now()); err != nil || n != 1 {
+				if n, err := rotated.RevokeUser(ctx, "company", User{Sub: carol.Sub}, "carol-sid-0", c.Now()); err != nil || n != 1 {
 					t.Fatalf("RevokeUser by sid = %d, %v; want 1", n, err)
 				}
 				if loadFrom(t, rotated, all[0]) != nil || loadFrom(t, rotated, all[1]) == nil {
@@ -139,7 +139,7 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 				dave := testProfile()
 				dave.Sub, dave.Email = "u-dave", "dave@example.com"
 				d := saveTo(t, two, New(dave, idp.Tokens{}, testOptions(c)))
-				if n, err := rotated.RevokeUser(ctx, "company", dave.Sub, "", c.Now()); err != nil || n != 1 || loadFrom(t, two, d) != nil {
+				if n, err := rotated.RevokeUser(ctx, "company", User{Sub: dave.Sub}, "", c.Now()); err != nil || n != 1 || loadFrom(t, two, d) != nil {
 					t.Errorf("RevokeUser by sub = %d, %v; want 1 and the session gone", n, err)
 				}
 				// A logout on the rotated replica ends a session indexed

@@ -101,8 +101,16 @@ func (st *RedisStore) sessionKey(id string) string { return st.redis.key("s", id
 // endedKey marks, for EndedKept, that session id was ended here.
 func (st *RedisStore) endedKey(id string) string { return st.redis.key("ended", id) }
 
+// subIndex finds the sessions whose profile's sub at idp is sub.
 func (st *RedisStore) subIndex(idp, sub string) index {
 	return st.indexOf("sub", idp+"\x00"+sub, st.redis.key("idx", "sub", idp, sub))
+}
+
+// subjectIndex finds the sessions whose tokens name subject at idp
+// (Tokens.Subject). It is younger than the others: no older version wrote
+// a legacy set of it.
+func (st *RedisStore) subjectIndex(idp, subject string) index {
+	return st.indexOf("subject", idp+"\x00"+subject, "")
 }
 
 func (st *RedisStore) sidIndex(idp, sid string) index {
@@ -122,7 +130,7 @@ func (st *RedisStore) emailIndex(email string) index {
 // listed (which it must for their cookies to open anyway). legacy is named
 // in the clear: replicas of older versions, during a rolling update, still
 // add to those, which expire within session.lifetime and a minute of the
-// last. Readers take all of them.
+// last; "" for an index no older version wrote. Readers take all of them.
 type index struct {
 	key    string
 	old    []string
@@ -407,15 +415,19 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
 end
 return 1`)
 
-// indexes are the sets that find s: by user (the IdP's subject, which a
-// logout from the IdP names), by IdP session and by email. The user's set
-// is the one its profile's sub named before, unless the IdP entry maps sub
-// to another claim or attribute: sessions indexed before then are not in
-// the set of the IdP's subject, and a logout that names it finds them
-// once a refresh saves them again (with a sid or SessionIndex, or by
-// email, they are found as before).
+// indexes are the sets that find s: by user (its profile's sub, and the
+// IdP's own name for the user, which a logout from the IdP names, when its
+// tokens name one), by IdP session and by email. The two by user stay
+// apart: where the IdP entry maps sub to another claim or attribute, one
+// user's profile sub can be another's name at the IdP. Sessions indexed
+// before the IdP's subject was are found by it once a refresh saves them
+// again (with a sid or SessionIndex, or by email, they are found as
+// before; where sub is not mapped, by their sub too).
 func (st *RedisStore) indexes(s *Session) []index {
-	ixs := []index{st.subIndex(s.Profile.IdP, s.idpSubject())}
+	ixs := []index{st.subIndex(s.Profile.IdP, s.Profile.Sub)}
+	if subject := s.idpSubject(); subject != "" {
+		ixs = append(ixs, st.subjectIndex(s.Profile.IdP, subject))
+	}
 	if sid := s.Tokens.SessionKey(); sid != "" {
 		ixs = append(ixs, st.sidIndex(s.Profile.IdP, sid))
 	}

@@ -236,19 +236,19 @@ func TestRedisStoreRevokeUser(t *testing.T) {
 	b1 := saveTo(t, st, New(bob, idp.Tokens{SID: "sid-3"}, testOptions(c)))
 	ctx := context.Background()
 
-	if n, err := st.RevokeUser(ctx, "company", alice.Sub, "sid-1", c.Now()); err != nil || n != 1 {
+	if n, err := st.RevokeUser(ctx, "company", User{Sub: alice.Sub}, "sid-1", c.Now()); err != nil || n != 1 {
 		t.Fatalf("revoke by sid: %d, %v; want 1", n, err)
 	}
 	if loadFrom(t, st, a1) != nil || loadFrom(t, st, a2) == nil {
 		t.Error("revoking sid-1 must end that IdP session's session only")
 	}
-	if n, err := st.RevokeUser(ctx, "company", alice.Sub, "", c.Now()); err != nil || n != 1 {
+	if n, err := st.RevokeUser(ctx, "company", User{Sub: alice.Sub}, "", c.Now()); err != nil || n != 1 {
 		t.Fatalf("revoke by sub: %d, %v; want the 1 left", n, err)
 	}
 	if loadFrom(t, st, a2) != nil || loadFrom(t, st, b1) == nil {
 		t.Error("revoking alice must end hers and not bob's")
 	}
-	if n, _ := st.RevokeUser(ctx, "other-idp", bob.Sub, "", c.Now()); n != 0 || loadFrom(t, st, b1) == nil {
+	if n, _ := st.RevokeUser(ctx, "other-idp", User{Sub: bob.Sub}, "", c.Now()); n != 0 || loadFrom(t, st, b1) == nil {
 		t.Error("the same sub at another IdP is another user")
 	}
 
@@ -443,13 +443,13 @@ func TestCookieStoreRevokeUserIsPerProcess(t *testing.T) {
 	alice := testProfile()
 	before := saved(t, st, New(alice, idp.Tokens{SID: "sid-1"}, testOptions(c)))
 	other := saved(t, st, New(alice, idp.Tokens{SID: "sid-2"}, testOptions(c)))
-	if _, err := st.RevokeUser(context.Background(), "company", alice.Sub, "sid-1", c.Now()); err != nil {
+	if _, err := st.RevokeUser(context.Background(), "company", User{Sub: alice.Sub}, "sid-1", c.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if load(t, st, request(before...)) != nil || load(t, st, request(other...)) == nil {
 		t.Error("revoking sid-1 must end its session and no other")
 	}
-	st.RevokeUser(context.Background(), "company", alice.Sub, "", c.Now())
+	st.RevokeUser(context.Background(), "company", User{Sub: alice.Sub}, "", c.Now())
 	if load(t, st, request(other...)) != nil {
 		t.Error("revoking the user must end every session created before")
 	}
@@ -568,7 +568,7 @@ func TestRedisRevokeFindsSessionsOfOlderReplicas(t *testing.T) {
 	if list, err := st.ListByEmail(ctx, s.Profile.Email); err != nil || len(list) != 1 {
 		t.Errorf("ListByEmail = %+v, %v; want the session an older replica indexed", list, err)
 	}
-	if n, err := st.RevokeUser(ctx, "company", s.Profile.Sub, "sid-1", c.Now()); err != nil || n != 1 || loadFrom(t, st, cookies) != nil {
+	if n, err := st.RevokeUser(ctx, "company", User{Sub: s.Profile.Sub}, "sid-1", c.Now()); err != nil || n != 1 || loadFrom(t, st, cookies) != nil {
 		t.Errorf("RevokeUser = %d, %v; want 1 and the session gone", n, err)
 	}
 }
@@ -594,12 +594,12 @@ func TestRedisIndexesAcrossAKeyRotation(t *testing.T) {
 	}
 
 	_, c1 := old("sid-1")
-	if n, err := rotated.RevokeUser(ctx, "company", alice.Sub, "sid-1", c.Now()); err != nil || n != 1 || loadFrom(t, rotated, c1) != nil {
+	if n, err := rotated.RevokeUser(ctx, "company", User{Sub: alice.Sub}, "sid-1", c.Now()); err != nil || n != 1 || loadFrom(t, rotated, c1) != nil {
 		t.Errorf("back-channel logout by sid after the rotation: %d, %v; want 1 and the session gone", n, err)
 	}
 	_, c2 := old("sid-2")
 	fresh := saveTo(t, rotated, New(alice, idp.Tokens{SID: "sid-3"}, rotatedOpts))
-	if n, err := rotated.RevokeUser(ctx, "company", alice.Sub, "", c.Now()); err != nil || n != 2 || loadFrom(t, rotated, c2) != nil || loadFrom(t, rotated, fresh) != nil {
+	if n, err := rotated.RevokeUser(ctx, "company", User{Sub: alice.Sub}, "", c.Now()); err != nil || n != 2 || loadFrom(t, rotated, c2) != nil || loadFrom(t, rotated, fresh) != nil {
 		t.Errorf("back-channel logout by sub after the rotation: %d, %v; want the 2 made before and after it", n, err)
 	}
 	_, c3 := old("sid-4")
@@ -663,7 +663,7 @@ func TestRedisSessionsOfARemovedKey(t *testing.T) {
 	if list, err := removed.ListByEmail(ctx, alice.Email); err != nil || len(list) != 1 || list[0].ID != refreshed.ID {
 		t.Errorf("sessions list = %+v, %v; want only the session refreshed under the new key", list, err)
 	}
-	if n, err := removed.RevokeUser(ctx, "company", alice.Sub, "sid-2", c.Now()); err != nil || n != 1 || loadFrom(t, removed, refreshedCookies) != nil {
+	if n, err := removed.RevokeUser(ctx, "company", User{Sub: alice.Sub}, "sid-2", c.Now()); err != nil || n != 1 || loadFrom(t, removed, refreshedCookies) != nil {
 		t.Errorf("back-channel logout by sid = %d, %v; want the refreshed session ended", n, err)
 	}
 	for _, ix := range before.indexes(idle) {
@@ -715,7 +715,7 @@ func TestRedisIndexesTakeOneRoundTripWhateverTheKeys(t *testing.T) {
 		run  func()
 	}{
 		{"indexing a login", func() { st.index(ctx, s, c.Now()) }},
-		{"reading the sessions of a user", func() { st.indexed(ctx, st.subIndex("company", s.Profile.Sub)) }},
+		{"reading the sessions of a user", func() { st.indexed(ctx, []index{st.subIndex("company", s.Profile.Sub)}) }},
 		{"taking a logout out of the indexes", func() { st.unindex(ctx, s) }},
 	} {
 		rt.n.Store(0)
@@ -741,7 +741,7 @@ func TestRedisRevokeTakesThreeRoundTripsWhateverTheSessions(t *testing.T) {
 	}
 	var rt roundTrips
 	st.redis.client.AddHook(&rt)
-	n, err := st.RevokeUser(context.Background(), "company", alice.Sub, "", c.Now())
+	n, err := st.RevokeUser(context.Background(), "company", User{Sub: alice.Sub}, "", c.Now())
 	if err != nil || n != 10 {
 		t.Fatalf("RevokeUser = %d, %v; want 10", n, err)
 	}
@@ -871,7 +871,7 @@ func TestRedisStoreEndedIsKnownOnEveryReplica(t *testing.T) {
 			p := testProfile()
 			p.Sub = "u-backchannel"
 			cookies := saveTo(t, one, New(p, idp.Tokens{}, o))
-			if n, err := two.RevokeUser(context.Background(), p.IdP, p.Sub, "", c.Now()); n != 1 || err != nil {
+			if n, err := two.RevokeUser(context.Background(), p.IdP, User{Sub: p.Sub}, "", c.Now()); n != 1 || err != nil {
 				t.Fatalf("RevokeUser: %d, %v", n, err)
 			}
 			return cookies
@@ -929,7 +929,7 @@ func TestRedisEndsSessionsWhenRedisIsFull(t *testing.T) {
 			return st.Delete(httptest.NewRecorder(), request(cookies...), s)
 		}},
 		{"back-channel logout", func(s *Session, _ []*http.Cookie) error {
-			n, err := st.RevokeUser(ctx, s.Profile.IdP, s.Profile.Sub, "", c.Now())
+			n, err := st.RevokeUser(ctx, s.Profile.IdP, User{Sub: s.Profile.Sub}, "", c.Now())
 			if err == nil && n != 1 {
 				t.Errorf("RevokeUser ended %d sessions, want 1", n)
 			}

@@ -38,8 +38,8 @@ type userRevocations struct {
 	// of them pairs a time made with one keep with a time made with the
 	// other. It is taken before a set's own lock.
 	mu sync.RWMutex
-	// subs remembers idp\x00sub until before+keep: its sessions created up
-	// to before are ended. sub is the IdP's own subject (idpSubject).
+	// subs remembers a user (subKey or subjectKey) until before+keep: the
+	// user's sessions created up to before are ended.
 	subs *expiringSet
 	// sids remembers idp\x00sid until the logout+keep: its sessions are
 	// ended. sid is a session's Tokens.SessionKey.
@@ -62,9 +62,27 @@ func newUserRevocations(keep time.Duration, log *slog.Logger) *userRevocations {
 	}
 }
 
-// add ends the sessions of sid (when set), else all of sub's created up to
+// User names a user's sessions at an IdP, for RevokeUser: by the IdP's
+// own name for the user (Tokens.Subject), by the profile's sub, or both.
+// The two are names from different lists wherever the IdP entry maps the
+// profile's sub to another claim or attribute (one user's email can be
+// another's NameID at the IdP), so each ends only the sessions named so.
+type User struct {
+	// Subject ends the sessions whose tokens name this subject (a logout
+	// token's sub, a SAML LogoutRequest's NameID); "" none.
+	Subject string
+	// Sub ends the sessions whose profile's sub it is; "" none.
+	Sub string
+}
+
+// subKey and subjectKey name a user's record: by the profile's sub, by
+// the IdP's subject. An IdP's id holds neither \x00 nor \x01.
+func subKey(idp, sub string) string         { return idp + "\x00" + sub }
+func subjectKey(idp, subject string) string { return idp + "\x01" + subject }
+
+// add ends the sessions of sid (when set), else all of who's created up to
 // before.
-func (u *userRevocations) add(idp, sub, sid string, before, now time.Time) {
+func (u *userRevocations) add(idp string, who User, sid string, before, now time.Time) {
 	u.added.Store(true)
 	u.mu.RLock()
 	defer u.mu.RUnlock()
@@ -73,7 +91,12 @@ func (u *userRevocations) add(idp, sub, sid string, before, now time.Time) {
 		return
 	}
 	// Add keeps the later of two ends for the same user.
-	u.subs.Add(idp+"\x00"+sub, before.Add(u.keep), now)
+	if who.Subject != "" {
+		u.subs.Add(subjectKey(idp, who.Subject), before.Add(u.keep), now)
+	}
+	if who.Sub != "" {
+		u.subs.Add(subKey(idp, who.Sub), before.Add(u.keep), now)
+	}
 }
 
 // ended reports whether s was ended by a revocation of its user or its IdP
@@ -92,11 +115,16 @@ func (u *userRevocations) ended(s *Session) bool {
 			return true
 		}
 	}
-	sub := s.openedSubject
-	if sub == "" {
-		sub = s.idpSubject()
+	subject := s.openedSubject
+	if subject == "" {
+		subject = s.idpSubject()
 	}
-	until, ok, forgotten := u.subs.lookup(s.Profile.IdP+"\x00"+sub, end)
+	if subject != "" {
+		if until, ok, forgotten := u.subs.lookup(subjectKey(s.Profile.IdP, subject), end); (ok && !end.After(until)) || forgotten {
+			return true
+		}
+	}
+	until, ok, forgotten := u.subs.lookup(subKey(s.Profile.IdP, s.Profile.Sub), end)
 	return (ok && !end.After(until)) || forgotten
 }
 
@@ -117,43 +145,58 @@ func (u *userRevocations) lengthen(lifetime time.Duration) {
 }
 
 // RevokeUser ends, in this process, the sessions of the IdP session sid (a
-// Tokens.SessionKey) at idp when sid is set, else every session of sub (the
-// IdP's subject, Tokens.Subject, or the profile's sub for sessions whose
-// tokens name none) at idp created up to before.
+// Tokens.SessionKey) at idp when sid is set, else every session of who at
+// idp created up to before.
 // The store cannot count them (they live in browsers): it returns 0.
-func (st *CookieStore) RevokeUser(_ context.Context, idp, sub, sid string, before time.Time) (int, error) {
-	st.users.add(idp, sub, sid, before, st.opts.now())
+func (st *CookieStore) RevokeUser(_ context.Context, idp string, who User, sid string, before time.Time) (int, error) {
+	st.users.add(idp, who, sid, before, st.opts.now())
 	return 0, nil
 }
 
 // RevokeUser ends every session of the IdP session sid (a
-// Tokens.SessionKey) at idp when sid is set, else every session of sub (as
-// for CookieStore.RevokeUser) at idp, on every replica, and returns how
-// many there were.
-func (st *RedisStore) RevokeUser(ctx context.Context, idp, sub, sid string, _ time.Time) (int, error) {
-	ix := st.subIndex(idp, sub)
-	if sid != "" {
-		ix = st.sidIndex(idp, sid)
+// Tokens.SessionKey) at idp when sid is set, else every session of who at
+// idp, on every replica, and returns how many there were.
+func (st *RedisStore) RevokeUser(ctx context.Context, idp string, who User, sid string, _ time.Time) (int, error) {
+	var ixs []index
+	switch {
+	case sid != "":
+		ixs = append(ixs, st.sidIndex(idp, sid))
+	default:
+		if who.Subject != "" {
+			ixs = append(ixs, st.subjectIndex(idp, who.Subject))
+		}
+		if who.Sub != "" {
+			ixs = append(ixs, st.subIndex(idp, who.Sub))
+		}
 	}
-	return st.endIndexed(ctx, ix)
+	return st.endIndexed(ctx, ixs...)
 }
 
-// endIndexed ends every session the index names and returns how many were
-// still there. It takes three round trips however many sessions there are
-// (read, end, drop from the index): a back-channel logout waits on it.
-func (st *RedisStore) endIndexed(ctx context.Context, ix index) (int, error) {
+// endIndexed ends every session the indexes name and returns how many were
+// still there. It takes three round trips however many sessions and
+// indexes there are (read, end, drop from the indexes): a back-channel
+// logout waits on it.
+func (st *RedisStore) endIndexed(ctx context.Context, ixs ...index) (int, error) {
+	if len(ixs) == 0 {
+		return 0, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	ids, legacy, err := st.indexed(ctx, ix)
+	found, err := st.indexed(ctx, ixs)
 	if err != nil {
 		return 0, err
 	}
-	n, err := st.endAll(ctx, append(slices.Clip(ids), legacy...))
+	var all []string
+	for _, f := range found {
+		all = append(append(all, f.ids...), f.legacy...)
+	}
+	slices.Sort(all)
+	n, err := st.endAll(ctx, slices.Compact(all))
 	if err != nil {
 		return n, err
 	}
 	// Only the IDs read: a session indexed meanwhile stays findable.
-	if err := st.dropIndexed(ctx, ix, ids, legacy); err != nil {
+	if err := st.dropIndexed(ctx, ixs, found); err != nil {
 		return n, unavailable("update index", err)
 	}
 	return n, nil
@@ -193,39 +236,56 @@ func (st *RedisStore) endAll(ctx context.Context, ids []string) (int, error) {
 	return n, nil
 }
 
-// indexed reads the session IDs the index names, in its sorted sets under
-// every session key and in its legacy set, in one round trip whatever the
-// number of keys. An ID in several sets is returned once.
-func (st *RedisStore) indexed(ctx context.Context, ix index) (ids, legacy []string, err error) {
-	names := ix.sorted()
-	zr := make([]*redis.StringSliceCmd, len(names))
-	var sm *redis.StringSliceCmd
-	_, err = st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, name := range names {
-			zr[i] = p.ZRange(ctx, name, 0, -1)
+// indexedIDs are the session IDs one index names: in its sorted sets, and
+// in its legacy set.
+type indexedIDs struct {
+	ids, legacy []string
+}
+
+// indexed reads the session IDs each index names, in its sorted sets under
+// every session key and in its legacy set (if it has one), in one round
+// trip whatever the number of indexes and keys. An ID in several sets of
+// one index is returned once for it.
+func (st *RedisStore) indexed(ctx context.Context, ixs []index) ([]indexedIDs, error) {
+	zr := make([][]*redis.StringSliceCmd, len(ixs))
+	sm := make([]*redis.StringSliceCmd, len(ixs))
+	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, ix := range ixs {
+			for _, name := range ix.sorted() {
+				zr[i] = append(zr[i], p.ZRange(ctx, name, 0, -1))
+			}
+			if ix.legacy != "" {
+				sm[i] = p.SMembers(ctx, ix.legacy)
+			}
 		}
-		sm = p.SMembers(ctx, ix.legacy)
 		return nil
 	})
 	if err != nil {
-		return nil, nil, unavailable("read index", err)
+		return nil, unavailable("read index", err)
 	}
-	seen := map[string]bool{}
-	for _, z := range zr {
-		for _, id := range z.Val() {
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
+	found := make([]indexedIDs, len(ixs))
+	for i := range ixs {
+		seen := map[string]bool{}
+		for _, z := range zr[i] {
+			for _, id := range z.Val() {
+				if !seen[id] {
+					seen[id] = true
+					found[i].ids = append(found[i].ids, id)
+				}
 			}
 		}
+		if sm[i] != nil {
+			found[i].legacy = sm[i].Val()
+		}
 	}
-	return ids, sm.Val(), nil
+	return found, nil
 }
 
-// dropIndexed removes ids from the index's sorted sets (from each: a
-// session may be in the sets of two keys) and legacy from its legacy set.
-func (st *RedisStore) dropIndexed(ctx context.Context, ix index, ids, legacy []string) error {
-	if len(ids) == 0 && len(legacy) == 0 {
+// dropIndexed removes from each index what indexed found in it: the ids
+// from its sorted sets (from each: a session may be in the sets of two
+// keys) and legacy from its legacy set.
+func (st *RedisStore) dropIndexed(ctx context.Context, ixs []index, found []indexedIDs) error {
+	if !slices.ContainsFunc(found, func(f indexedIDs) bool { return len(f.ids) > 0 || len(f.legacy) > 0 }) {
 		return nil
 	}
 	members := func(ids []string) []any {
@@ -236,13 +296,15 @@ func (st *RedisStore) dropIndexed(ctx context.Context, ix index, ids, legacy []s
 		return m
 	}
 	_, err := st.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if len(ids) > 0 {
-			for _, name := range ix.sorted() {
-				p.ZRem(ctx, name, members(ids)...)
+		for i, ix := range ixs {
+			if ids := found[i].ids; len(ids) > 0 {
+				for _, name := range ix.sorted() {
+					p.ZRem(ctx, name, members(ids)...)
+				}
 			}
-		}
-		if len(legacy) > 0 {
-			p.SRem(ctx, ix.legacy, members(legacy)...)
+			if legacy := found[i].legacy; len(legacy) > 0 {
+				p.SRem(ctx, ix.legacy, members(legacy)...)
+			}
 		}
 		return nil
 	})

@@ -38,13 +38,13 @@ func TestUserRevocationsSurviveAFloodOfLogouts(t *testing.T) {
 			}
 
 			victim := login("alice", "alice-sid")
-			st.RevokeUser(ctx, "company", "alice", tt.sid("alice"), c.Now())
+			st.RevokeUser(ctx, "company", User{Sub: "alice"}, tt.sid("alice"), c.Now())
 			c.Advance(time.Second)
 			older := login("bob", "bob-sid")
 			c.Advance(time.Second)
 			for i := range 100 { // ten times the bound: unexpired records are forgotten
 				who := fmt.Sprint("mallory-", i)
-				st.RevokeUser(ctx, "company", who, tt.sid(who), c.Now())
+				st.RevokeUser(ctx, "company", User{Sub: who}, tt.sid(who), c.Now())
 			}
 			c.Advance(time.Second)
 			newer := login("alice", "alice-sid-2")
@@ -103,13 +103,13 @@ func TestUserRevocationsLastAsLongAsALengthenedLifetime(t *testing.T) {
 
 			victim := login(tt.sid("alice"))
 			c.Advance(time.Second)
-			revoker.RevokeUser(ctx, "company", "alice", tt.sid("alice"), c.Now())
+			revoker.RevokeUser(ctx, "company", User{Sub: "alice"}, tt.sid("alice"), c.Now())
 			c.Advance(time.Second)
 			newer := login(tt.sid("alice-again"))
 			// Past the end of the record under the old lifetime, within the
 			// victim's; another logout sweeps what has expired.
 			c.Advance(o.Lifetime)
-			st.RevokeUser(ctx, "company", "mallory", tt.sid("mallory"), c.Now())
+			st.RevokeUser(ctx, "company", User{Sub: "mallory"}, tt.sid("mallory"), c.Now())
 
 			if load(t, st, request(victim...)) != nil {
 				t.Error("a session made under the longer lifetime opens again once the old lifetime has passed since its user's logout")
@@ -137,10 +137,10 @@ func TestUserRevocationsBeforeAReloadThatLengthensTheLifetime(t *testing.T) {
 	older := login(old, o, "bob")
 	c.Advance(time.Second)
 	for i := range 100 { // ten times the bound: unexpired records are forgotten
-		old.RevokeUser(ctx, "company", fmt.Sprint("mallory-", i), "", c.Now())
+		old.RevokeUser(ctx, "company", User{Sub: fmt.Sprint("mallory-", i)}, "", c.Now())
 	}
 	c.Advance(time.Second)
-	old.RevokeUser(ctx, "company", "alice", "", c.Now()) // the newest record: kept
+	old.RevokeUser(ctx, "company", User{Sub: "alice"}, "", c.Now()) // the newest record: kept
 	c.Advance(time.Second)
 	st, longer := reloaded(t, old, o)
 	newer := login(st, longer, "alice")
@@ -164,12 +164,12 @@ func TestUserRevocationsLengthenWhileInUse(t *testing.T) {
 	o := testOptions(c)
 	old := mustStore(t, o)
 	cookies := saved(t, old, New(testProfile(), idp.Tokens{}, o))
-	old.RevokeUser(ctx, "company", "someone", "", c.Now())
+	old.RevokeUser(ctx, "company", User{Sub: "someone"}, "", c.Now())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i := range 100 {
-			old.RevokeUser(ctx, "company", fmt.Sprint("user-", i), "", c.Now())
+			old.RevokeUser(ctx, "company", User{Sub: fmt.Sprint("user-", i)}, "", c.Now())
 			old.Load(request(cookies...))
 		}
 	}()
@@ -188,7 +188,7 @@ func TestUserRevocationsWarnInTheStoresLog(t *testing.T) {
 	o.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 	st := mustStore(t, o)
 	for i := range maxUserRevocations + 1 {
-		st.RevokeUser(ctx, "company", "", fmt.Sprint("sid-", i), c.Now())
+		st.RevokeUser(ctx, "company", User{}, fmt.Sprint("sid-", i), c.Now())
 	}
 	if !strings.Contains(logged.String(), "memory bound reached") || !strings.Contains(logged.String(), "IdP sessions logged out") {
 		t.Errorf("no warning about the forgotten records in the store's log:\n%s", logged.String())
@@ -204,8 +204,11 @@ func idToken(sub string) string {
 
 // A logout from the IdP names the user as the IdP does: a logout token the
 // ID token's sub, a SAML LogoutRequest the NameID. Both stores find the
-// sessions by it, whatever the IdP entry maps the profile's sub to, and by
-// the profile's sub only when the tokens name no subject (OAuth2).
+// sessions by it (User.Subject), whatever the IdP entry maps the profile's
+// sub to, and by the profile's sub (User.Sub), which the proxy knows from
+// the browser's session or where sub is not mapped. The two are names from
+// different lists: neither is looked for among the other, where one user's
+// name can be another's.
 func TestRevokeUserFindsSessionsByTheIdPsSubject(t *testing.T) {
 	srv := redisserver.Start(t)
 	for _, store := range []string{"cookie", "redis"} {
@@ -214,7 +217,7 @@ func TestRevokeUserFindsSessionsByTheIdPsSubject(t *testing.T) {
 			o := testOptions(c)
 			var st interface {
 				Store
-				RevokeUser(ctx context.Context, idp, sub, sid string, before time.Time) (int, error)
+				RevokeUser(ctx context.Context, idp string, who User, sid string, before time.Time) (int, error)
 			}
 			st = mustStore(t, o)
 			if store == "redis" {
@@ -225,10 +228,17 @@ func TestRevokeUserFindsSessionsByTheIdPsSubject(t *testing.T) {
 				p.IdP, p.Sub = idpID, sub
 				return saveTo(t, st, New(p, tokens, o))
 			}
+			nameID := func(v string) idp.Tokens { return idp.Tokens{NameID: &idp.SAMLNameID{Value: v}} }
 			// claims: {sub: email}; attribute_mapping.uid; GitHub.
 			oidc := login("company", "alice@example.com", idp.Tokens{IDToken: idToken("00u1"), RefreshToken: "r"})
 			collides := login("company", "00u1", idp.Tokens{IDToken: idToken("00u9")}) // a mapped sub that is alice's at the IdP
 			saml := login("corp", "alice", idp.Tokens{NameID: &idp.SAMLNameID{Value: "alice@example.com"}, SID: "idx-1"})
+			// Made before single_sign_out, so with no NameID: alice's, and
+			// that of a user whose uid is alice's NameID.
+			older := login("corp", "alice", idp.Tokens{})
+			stranger := login("corp", "alice@example.com", idp.Tokens{})
+			mallorys := login("corp", "bob@example.com", nameID("mallory@example.com"))
+			bobs := login("corp", "bob", nameID("bob@example.com"))
 			oauth2 := login("gh", "123", idp.Tokens{RefreshToken: "r"})
 			alive := func(name string, cookies []*http.Cookie, want bool) {
 				t.Helper()
@@ -238,14 +248,23 @@ func TestRevokeUserFindsSessionsByTheIdPsSubject(t *testing.T) {
 			}
 			ctx := context.Background()
 
-			st.RevokeUser(ctx, "company", "alice@example.com", "", c.Now())
-			alive("alice's OIDC session after a logout naming her profile's sub, which is not the IdP's name for her", oidc, true)
-			st.RevokeUser(ctx, "company", "00u1", "", c.Now())
+			st.RevokeUser(ctx, "company", User{Subject: "alice@example.com"}, "", c.Now())
+			alive("alice's OIDC session after a logout naming her profile's sub as the IdP's subject", oidc, true)
+			st.RevokeUser(ctx, "company", User{Subject: "00u1"}, "", c.Now())
 			alive("alice's OIDC session after a logout naming her ID token's sub", oidc, false)
 			alive("the session whose profile's sub is that sub", collides, true)
-			st.RevokeUser(ctx, "corp", "alice@example.com", "", c.Now())
+			st.RevokeUser(ctx, "corp", User{Subject: "alice@example.com"}, "", c.Now())
 			alive("alice's SAML session after a logout naming her NameID", saml, false)
-			st.RevokeUser(ctx, "gh", "123", "", c.Now())
+			alive("a session made before single_sign_out whose profile's sub is that NameID", stranger, true)
+			alive("alice's session made before single_sign_out", older, true)
+			st.RevokeUser(ctx, "corp", User{Sub: "alice"}, "", c.Now())
+			alive("alice's session made before single_sign_out after a logout naming her sub", older, false)
+			st.RevokeUser(ctx, "corp", User{Subject: "mallory@example.com", Sub: "bob@example.com"}, "", c.Now())
+			alive("mallory's session after a logout naming her NameID and her sub", mallorys, false)
+			alive("the session of bob, whose NameID is mallory's sub", bobs, true)
+			st.RevokeUser(ctx, "gh", User{Subject: "123"}, "", c.Now())
+			alive("an OAuth2 session after a logout naming its profile's sub as the IdP's subject", oauth2, true)
+			st.RevokeUser(ctx, "gh", User{Sub: "123"}, "", c.Now())
 			alive("an OAuth2 session after a logout naming its profile's sub", oauth2, false)
 		})
 	}

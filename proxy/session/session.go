@@ -179,17 +179,11 @@ type Session struct {
 
 // idpSubject is the IdP's own name for s's user, by which a logout from
 // the IdP (a back-channel logout token's sub, a SAML LogoutRequest's
-// NameID) finds the session: Tokens.Subject, which is not the profile's
-// sub when the IdP entry maps sub to another claim or attribute. When the
-// tokens name none (OAuth2, LDAP, SAML without single_sign_out) it is the
-// profile's sub, which is what found every session before sessions were
-// found by the IdP's subject.
-func (s *Session) idpSubject() string {
-	if sub := s.Tokens.Subject(); sub != "" {
-		return sub
-	}
-	return s.Profile.Sub
-}
+// NameID) finds the session: Tokens.Subject, "" when the tokens name none
+// (OAuth2, LDAP, SAML without single_sign_out). It is not the profile's
+// sub when the IdP entry maps sub to another claim or attribute, and is
+// never compared with one (User).
+func (s *Session) idpSubject() string { return s.Tokens.Subject() }
 
 // New starts a session for a user who just logged in. Times are kept to the
 // second, the precision the cookie stores.

@@ -31,11 +31,11 @@ func sloStack(t *testing.T, source, store string) (*stack, *samlserver.Server) {
 	return sloStackOf(t, source, store, samlserver.Options{}, "{groups: groups}")
 }
 
-// sloStackOf is sloStack with the IdP's options (its users are alice and
-// bob) and the entry's attribute_mapping.
+// sloStackOf is sloStack with the IdP's options (its users are alice, bob
+// and o.Users) and the entry's attribute_mapping.
 func sloStackOf(t *testing.T, source, store string, o samlserver.Options, mapping string) (*stack, *samlserver.Server) {
 	t.Helper()
-	o.Users = []samlserver.User{samlAlice, samlBob}
+	o.Users = append([]samlserver.User{samlAlice, samlBob}, o.Users...)
 	idpSrv := samlserver.Start(t, o)
 	s := listen(t)
 	src := "metadata_url: " + idpSrv.MetadataURL()
@@ -645,6 +645,38 @@ func TestSAMLSingleLogoutOfAUserWhoseSubIsAnAttribute(t *testing.T) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// With attribute_mapping.uid, the profile's sub and the NameID are names
+// from two different lists: one user's uid attribute can be another's
+// NameID (here mallory chose the username bob@example.com, and the IdP
+// names bob by his email). A logout from the IdP that mallory's browser
+// brings ends mallory's sessions, found by her NameID and by her own
+// session's sub among the sessions of that sub, never bob's, whose NameID
+// her sub happens to be.
+func TestSAMLSingleLogoutEndsNoOtherUsersSessions(t *testing.T) {
+	mallory := samlserver.User{Name: samlBob.Email, Password: "mallory-pw", Email: "mallory@example.com"}
+	for _, store := range []string{cookieStore, redisStore} {
+		t.Run(store+" store", func(t *testing.T) {
+			s, idpSrv := sloStackOf(t, fromMetadataURL, store,
+				samlserver.Options{AssertionMaker: withoutSessionIndex{}, Users: []samlserver.User{mallory}}, "{groups: groups, uid: uid}")
+			_, bobs := sloLogin(t, s, idpSrv, samlBob)
+			b, hers := sloLogin(t, s, idpSrv, mallory)
+			if sub := profileSub(t, s, hers); sub != samlBob.Email {
+				t.Fatalf("mallory's profile sub is %q, want her uid attribute %q", sub, samlBob.Email)
+			}
+			via, resp := chain(t, b, idpSrv.URL+"/logout", nil)
+			if body := readBody(t, resp); len(via) != 2 || resp.StatusCode != http.StatusOK {
+				t.Fatalf("mallory's logout at the IdP went through %q to status %d\n%s", via, resp.StatusCode, body)
+			}
+			if code := userinfo(t, s, hers); code != http.StatusUnauthorized {
+				t.Errorf("mallory's session after her logout at the IdP: userinfo %d, want 401", code)
+			}
+			if code := userinfo(t, s, bobs); code != http.StatusOK {
+				t.Errorf("bob's session after mallory's logout at the IdP: userinfo %d, want 200", code)
+			}
 		})
 	}
 }
