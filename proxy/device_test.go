@@ -422,3 +422,76 @@ func TestLDAPDeviceCookieAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// Guesses sent at once with one stolen device cookie get no more binds
+// than sent one after the other: the cookie's attempts, then the
+// username's. trustedAttempt reads the cookie's count before take counts
+// it, so that many find its last attempt left; take lets one through and
+// refuses the others (429), counted nowhere. Those that find none left
+// are the username's, held back with everyone's. (How many go each way
+// depends on the order they come in: always 10 and 6 binds here, but at
+// least the cookie's attempts.)
+func TestLDAPStolenDeviceCookieGuessesAtOnceAreLimited(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	for _, tc := range []struct {
+		name     string
+		redis    bool
+		replicas int
+		used     int // the cookie's attempts used before
+	}{
+		{"one replica", false, 1, 0},
+		{"one replica, the cookie's last attempt left", false, 1, userFailureBurst - 1},
+		{"two replicas sharing Redis", true, 2, 0},
+		{"two replicas sharing Redis, the cookie's last attempt left", true, 2, userFailureBurst - 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ldapProxyConfig(dir.URL, upstream.URL)
+			if tc.redis {
+				srv := redisserver.Start(t)
+				cfg = strings.Replace(cfg, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+			}
+			var hs []*Handler
+			for range tc.replicas {
+				h := newTestHandler(t, cfg)
+				quickFailures(h)
+				hs = append(hs, h)
+			}
+			alice := newFormBrowser("198.51.100.90")
+			if alice.signIn(t, hs[0], ldapserver.Alice, ldapserver.AlicePassword) != http.StatusFound {
+				t.Fatal("alice could not sign in")
+			}
+			stolen := alice.deviceCookie(hs[0])
+			thief := holding("203.0.113.90", stolen)
+			for range tc.used {
+				thief.signIn(t, hs[0], ldapserver.Alice, "guess")
+			}
+			// From as many addresses, so that no address's limit holds
+			// them back.
+			var reqs []*http.Request
+			for i := range concurrentGuesses {
+				f := openLDAPForm(t, hs[i%len(hs)])
+				f.cookies = append(f.cookies, &http.Cookie{Name: stolen.Name, Value: stolen.Value})
+				form := url.Values{"username": {ldapserver.Alice}, "password": {fmt.Sprint("guess-", i)}, "state": {f.state}}
+				r := httptest.NewRequest("POST", "/.portcullis/ldap/corp-ldap", strings.NewReader(form.Encode()))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				r.RemoteAddr = fmt.Sprintf("198.18.0.%d:40000", i+1)
+				for _, c := range f.cookies {
+					r.AddCookie(c)
+				}
+				reqs = append(reqs, r)
+			}
+			before := binds(hs...)
+			codes := guessAtOnce(t, reqs, hs)
+			n := binds(hs...) - before
+			most := userFailureBurst - tc.used + userFailureBurst
+			t.Logf("%d guesses at once with one stolen cookie (%d of its attempts used): %d binds, answers %v", concurrentGuesses, tc.used, n, codes)
+			if n < int64(userFailureBurst-tc.used) || n > int64(most) ||
+				codes[http.StatusUnauthorized] != int(n) || codes[http.StatusTooManyRequests] != concurrentGuesses-int(n) {
+				t.Errorf("%d binds, answers %v; want at most %d binds (the cookie's attempts left and the username's), "+
+					"a 401 for each and the rest 429", n, codes, most)
+			}
+		})
+	}
+}
