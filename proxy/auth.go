@@ -155,7 +155,7 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Redirect: rd, Created: h.now().Unix()}
 	target, err := redirector.LoginURL(f)
 	if err == nil {
-		err = h.flows.Start(w, r, f)
+		err = h.flows.Start(w, r, session.LoginFlow, f)
 	}
 	if err != nil {
 		h.log.Error("cannot start login", "idp", p.cfg.ID, "err", err)
@@ -198,7 +198,7 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		return
 	}
 	start := h.now()
-	f, err := h.flows.Finish(w, r, state)
+	f, err := h.flows.Finish(w, r, session.LoginFlow, state)
 	switch {
 	case errors.Is(err, session.ErrUnavailable):
 		h.storeUnavailable(w, r, id, err)
@@ -597,7 +597,7 @@ func (h *Handler) singleSignOut(w http.ResponseWriter, r *http.Request, s *sessi
 	done := h.publicURL.Scheme + "://" + h.publicURL.Host + h.cfg.Server.AuthPrefix + "/logout/done"
 	target, err := so.LogoutURL(&s.Tokens, done, f)
 	if err == nil && target != "" {
-		err = h.flows.Start(w, r, f)
+		err = h.flows.Start(w, r, session.LogoutFlow, f)
 	}
 	switch {
 	case err != nil:
@@ -622,7 +622,7 @@ func (h *Handler) clearUpstreamCookies(w http.ResponseWriter) {
 }
 
 func (h *Handler) logoutDone(w http.ResponseWriter, r *http.Request) {
-	f, err := h.flows.Finish(w, r, r.URL.Query().Get("state"))
+	f, err := h.flows.Finish(w, r, session.LogoutFlow, r.URL.Query().Get("state"))
 	if err == nil && f.Redirect != "" {
 		http.Redirect(w, r, f.Redirect, http.StatusFound)
 		return

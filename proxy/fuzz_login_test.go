@@ -128,6 +128,17 @@ func (lf *loginFuzz) startLogin(t testing.TB, id string) (*url.URL, []*http.Cook
 func (lf *loginFuzz) spendOIDC(t testing.TB) {
 	t.Helper()
 	loc, cookies := lf.startLogin(t, "company")
+	answer := lf.signInAtOIDC(t, loc)
+	lf.complete(t, request("GET", "/.portcullis/oidc/company/callback?"+answer.RawQuery, cookies))
+	lf.spent["{oidc-code}"], lf.spent["{oidc-spent}"] = answer.Query().Get("code"), answer.Query().Get("state")
+	lf.spentOIDC = cookies
+}
+
+// signInAtOIDC signs alice in at the OIDC provider that loc, a login's
+// authorization URL, leads to, and returns the provider's answer: the
+// callback URL with its code and state, not yet brought to the Handler.
+func (lf *loginFuzz) signInAtOIDC(t testing.TB, loc *url.URL) *url.URL {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(r *http.Request, _ []*http.Request) error {
 		if strings.HasPrefix(r.URL.String(), lf.oidc.Issuer) {
@@ -141,9 +152,7 @@ func (lf *loginFuzz) spendOIDC(t testing.TB) {
 	if err != nil || answer.Query().Get("code") == "" {
 		t.Fatalf("the OIDC provider answered %d to %q, no code", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	lf.complete(t, request("GET", "/.portcullis/oidc/company/callback?"+answer.RawQuery, cookies))
-	lf.spent["{oidc-code}"], lf.spent["{oidc-spent}"] = answer.Query().Get("code"), answer.Query().Get("state")
-	lf.spentOIDC = cookies
+	return answer
 }
 
 // spendSAML logs alice in at corp for real, and keeps the signed response,

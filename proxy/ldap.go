@@ -250,7 +250,7 @@ func (h *Handler) ldapForm(w http.ResponseWriter, r *http.Request) {
 // logins.
 func (h *Handler) showLDAPForm(w http.ResponseWriter, r *http.Request, p *provider, rd string, status int, username, msg string) {
 	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Redirect: rd, Created: h.now().Unix()}
-	if err := h.flows.Start(w, r, f); err != nil {
+	if err := h.flows.Start(w, r, session.LoginFlow, f); err != nil {
 		h.log.Error("cannot start login", "idp", p.cfg.ID, "err", err)
 		h.pages.fail(w, r, http.StatusInternalServerError, "Internal error", "The sign-in could not be started.")
 		return
@@ -282,7 +282,7 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	start := h.now()
 	username, password := r.PostForm.Get("username"), r.PostForm.Get("password")
-	f, err := h.flows.Finish(w, r, r.PostForm.Get("state"))
+	f, err := h.flows.Finish(w, r, session.LoginFlow, r.PostForm.Get("state"))
 	if errors.Is(err, session.ErrUnavailable) {
 		h.storeUnavailable(w, r, id, err)
 		return

@@ -45,11 +45,38 @@ var (
 	// session.keys, another deployment on the host uses the cookie name, or
 	// it was tampered with.
 	ErrFlowUnopened = fmt.Errorf("%w: its cookie does not open with these session keys", ErrFlowInvalid)
+	// ErrFlowOtherKind is an ErrFlowInvalid whose cookie opens for the state
+	// but was started for another step (FlowKind): a logout's state at a
+	// login's callback, or the other way round, or a flow sealed before
+	// flows had kinds (an update while a login was under way). Finish
+	// leaves it for the step it is for.
+	ErrFlowOtherKind = fmt.Errorf("%w: it was started for another step", ErrFlowInvalid)
 )
 
-// Flows keeps login flows (idp.Flow) between the start of a login and the
-// IdP's answer, in a sealed short-lived cookie bound to the browser. Each one
-// is single use. The caller still checks that the flow's IdP is the one that
+// FlowKind is what a flow was started for. Each endpoint finishes only its
+// own kind: the state of a login is no answer to a logout, nor the other
+// way round, even at the same IdP.
+type FlowKind string
+
+const (
+	// LoginFlow is a login at the flow's IdP, finished at its OIDC
+	// callback, SAML ACS or LDAP form.
+	LoginFlow FlowKind = "login"
+	// LogoutFlow is a single sign-out at the flow's IdP, finished at
+	// {auth_prefix}/logout/done or its SAML SLO endpoint.
+	LogoutFlow FlowKind = "logout"
+)
+
+// sealedFlow is what a flow cookie seals: the flow, and what it is for.
+type sealedFlow struct {
+	idp.Flow
+	Kind FlowKind `json:"k,omitempty"`
+}
+
+// Flows keeps login flows (idp.Flow) between the start of a login, or of a
+// single sign-out at the IdP, and the IdP's answer, in a sealed short-lived
+// cookie bound to the browser and to its kind (FlowKind). Each one is
+// single use. The caller still checks that the flow's IdP is the one that
 // answered.
 type Flows struct {
 	opts   Options
@@ -101,22 +128,23 @@ func (f *Flows) CookieName(state string) string {
 	return f.opts.Name() + "_login_" + state[:min(8, len(state))]
 }
 
-// Start seals flow into its cookie. flow.State must be set (NewState);
-// flow.Created is set to now when zero. When r, the request that starts it,
-// already carries maxOpenFlows login cookies, they are all expired first.
-func (f *Flows) Start(w http.ResponseWriter, r *http.Request, flow *idp.Flow) error {
+// Start seals flow, started for kind, into its cookie. flow.State must be
+// set (NewState); flow.Created is set to now when zero. When r, the request
+// that starts it, already carries maxOpenFlows login cookies, they are all
+// expired first.
+func (f *Flows) Start(w http.ResponseWriter, r *http.Request, kind FlowKind, flow *idp.Flow) error {
 	if f.err != nil {
-		return fmt.Errorf("start login: %w", f.err)
+		return fmt.Errorf("start %s: %w", kind, f.err)
 	}
 	if !validState(flow.State) {
-		return fmt.Errorf("start login at %s: %w", flow.IdP, ErrFlowInvalid)
+		return fmt.Errorf("start %s at %s: %w", kind, flow.IdP, ErrFlowInvalid)
 	}
 	if flow.Created == 0 {
 		flow.Created = f.opts.now().Unix()
 	}
-	sealed, err := f.codecs[0].Encode(flowCodecName, flow)
+	sealed, err := f.codecs[0].Encode(flowCodecName, sealedFlow{Flow: *flow, Kind: kind})
 	if err != nil {
-		return fmt.Errorf("start login at %s: seal flow: %w", flow.IdP, err)
+		return fmt.Errorf("start %s at %s: seal flow: %w", kind, flow.IdP, err)
 	}
 	f.expireAbandoned(w, r)
 	http.SetCookie(w, f.cookie(f.CookieName(flow.State), sealed, int(FlowLifetime/time.Second)))
@@ -150,14 +178,16 @@ func (f *Flows) expireAbandoned(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Finish returns the flow started in this browser for state, and deletes its
-// cookie. It refuses a state that has no cookie here, a cookie that does not
-// open or belongs to another state, an expired flow and a state already
-// finished once (remembered until it would have expired; under a flood that
-// exceeds the memory bound, flows older than the newest state forgotten).
-func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*idp.Flow, error) {
+// Finish returns the flow of kind started in this browser for state, and
+// deletes its cookie. It refuses a state that has no cookie here, a cookie
+// that does not open or belongs to another state, an expired flow and a
+// state already finished once (remembered until it would have expired;
+// under a flood that exceeds the memory bound, flows older than the newest
+// state forgotten). A flow of another kind is refused and left as it was,
+// cookie and state, for the endpoint it is for (ErrFlowOtherKind).
+func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, kind FlowKind, state string) (*idp.Flow, error) {
 	if f.err != nil {
-		return nil, fmt.Errorf("finish login: %w", f.err)
+		return nil, fmt.Errorf("finish %s: %w", kind, f.err)
 	}
 	if !validState(state) {
 		return nil, ErrFlowInvalid
@@ -168,17 +198,49 @@ func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*i
 	if j.count[0] == 0 {
 		return nil, ErrFlowMissing
 	}
+	flow, err := f.open(&j, state)
+	if err == nil && flow.Kind != kind {
+		return nil, fmt.Errorf("%w: %s, not %s", ErrFlowOtherKind, flow.Kind.describe(), kind)
+	}
 	// The cookie has done its job whatever the outcome.
 	http.SetCookie(w, f.cookie(name, "", -1))
+	if err != nil {
+		return nil, err
+	}
+	now := f.opts.now()
+	expires := time.Unix(flow.Created, 0).Add(FlowLifetime)
+	if !now.Before(expires) {
+		return nil, ErrFlowExpired
+	}
+	if f.shared != nil {
+		first, err := f.shared.MarkOnce(r.Context(), "state:"+state, expires)
+		if err != nil {
+			return nil, fmt.Errorf("finish %s: %w", kind, err)
+		}
+		if !first {
+			return nil, ErrFlowReused
+		}
+		return &flow.Flow, nil
+	}
+	if !f.used.Add(state, expires, now) {
+		if f.used.Forgets(expires) {
+			return nil, ErrFlowForgotten
+		}
+		return nil, ErrFlowReused
+	}
+	return &flow.Flow, nil
+}
+
+// open opens the flow cookie values j collected for state. With duplicates
+// (cookie tossing), exactly one value must open for this state.
+func (f *Flows) open(j *jar, state string) (*sealedFlow, error) {
 	if j.overflow {
 		return nil, ErrFlowInvalid
 	}
-	// With duplicates (cookie tossing), exactly one value must open for
-	// this state.
-	var flow *idp.Flow
+	var flow *sealedFlow
 	opened := false
 	for _, v := range j.values[0][:j.count[0]] {
-		var candidate idp.Flow
+		var candidate sealedFlow
 		if securecookie.DecodeMulti(flowCodecName, v, &candidate, f.codecs...) != nil {
 			continue
 		}
@@ -197,28 +259,16 @@ func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, state string) (*i
 	if flow == nil {
 		return nil, ErrFlowInvalid
 	}
-	now := f.opts.now()
-	expires := time.Unix(flow.Created, 0).Add(FlowLifetime)
-	if !now.Before(expires) {
-		return nil, ErrFlowExpired
-	}
-	if f.shared != nil {
-		first, err := f.shared.MarkOnce(r.Context(), "state:"+state, expires)
-		if err != nil {
-			return nil, fmt.Errorf("finish login: %w", err)
-		}
-		if !first {
-			return nil, ErrFlowReused
-		}
-		return flow, nil
-	}
-	if !f.used.Add(state, expires, now) {
-		if f.used.Forgets(expires) {
-			return nil, ErrFlowForgotten
-		}
-		return nil, ErrFlowReused
-	}
 	return flow, nil
+}
+
+// describe names the kind in an error: a flow without one was sealed by a
+// version from before kinds.
+func (k FlowKind) describe() string {
+	if k == "" {
+		return "a flow from before login states had kinds"
+	}
+	return "a " + string(k)
 }
 
 // Release forgets that state was used, once its login has failed (the

@@ -14,7 +14,7 @@ import (
 func started(t *testing.T, f *Flows, state string) *http.Cookie {
 	t.Helper()
 	w := httptest.NewRecorder()
-	if err := f.Start(w, nil, &idp.Flow{State: state, IdP: "company", Redirect: "https://cvat.example.com/tasks", Nonce: "n", Verifier: "v"}); err != nil {
+	if err := f.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company", Redirect: "https://cvat.example.com/tasks", Nonce: "n", Verifier: "v"}); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	return w.Result().Cookies()[0]
@@ -27,7 +27,7 @@ func TestFlowRoundTrip(t *testing.T) {
 	cookie := started(t, f, state)
 	c.Advance(9 * time.Minute)
 	w := httptest.NewRecorder()
-	flow, err := f.Finish(w, request(cookie), state)
+	flow, err := f.Finish(w, request(cookie), LoginFlow, state)
 	if err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
@@ -52,7 +52,7 @@ func TestFinishRefuses(t *testing.T) {
 		{"a second Finish with the same cookie", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
 			state := NewState()
 			cookie := started(t, f, state)
-			if _, err := f.Finish(httptest.NewRecorder(), request(cookie), state); err != nil {
+			if _, err := f.Finish(httptest.NewRecorder(), request(cookie), LoginFlow, state); err != nil {
 				t.Fatalf("first Finish: %v", err)
 			}
 			return request(cookie), state
@@ -93,6 +93,22 @@ func TestFinishRefuses(t *testing.T) {
 			state := NewState()
 			return request(&http.Cookie{Name: f.CookieName(state), Value: sc.Value}), state
 		}, ErrFlowUnopened},
+		{"a logout's flow finished as a login", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			state := NewState()
+			w := httptest.NewRecorder()
+			if err := f.Start(w, nil, LogoutFlow, &idp.Flow{State: state, IdP: "company"}); err != nil {
+				t.Fatal(err)
+			}
+			return request(w.Result().Cookies()...), state
+		}, ErrFlowOtherKind},
+		{"a flow sealed before flows had kinds (an update during a login)", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			state := NewState()
+			sealed, err := f.codecs[0].Encode(flowCodecName, &idp.Flow{State: state, IdP: "company", Created: c.Now().Unix()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return request(&http.Cookie{Name: f.CookieName(state), Value: sealed}), state
+		}, ErrFlowOtherKind},
 		{"two flow cookies for the same state that both open", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
 			state := NewState()
 			a := started(t, f, state)
@@ -106,7 +122,7 @@ func TestFinishRefuses(t *testing.T) {
 			c := newClock()
 			f := NewFlows(testOptions(c))
 			r, state := tt.finish(t, f, c)
-			flow, err := f.Finish(httptest.NewRecorder(), r, state)
+			flow, err := f.Finish(httptest.NewRecorder(), r, LoginFlow, state)
 			if flow != nil || !errors.Is(err, tt.want) {
 				t.Errorf("Finish = %+v, %v; want nil, %v", flow, err, tt.want)
 			}
@@ -114,6 +130,33 @@ func TestFinishRefuses(t *testing.T) {
 			// blames other replicas' keys for it.
 			if errors.Is(err, ErrFlowUnopened) != (tt.want == ErrFlowUnopened) {
 				t.Errorf("Finish = %v; want ErrFlowUnopened: %v", err, tt.want == ErrFlowUnopened)
+			}
+		})
+	}
+}
+
+// A flow finished as another kind is refused, and left as it was for the
+// endpoint it is for: its cookie stays, its state unused.
+func TestFlowOfAnotherKindIsLeftForItsOwnStep(t *testing.T) {
+	for _, kinds := range [][2]FlowKind{{LoginFlow, LogoutFlow}, {LogoutFlow, LoginFlow}} {
+		started, other := kinds[0], kinds[1]
+		t.Run("a "+string(started)+" finished as a "+string(other), func(t *testing.T) {
+			f := NewFlows(testOptions(newClock()))
+			state := NewState()
+			w := httptest.NewRecorder()
+			if err := f.Start(w, nil, started, &idp.Flow{State: state, IdP: "company"}); err != nil {
+				t.Fatal(err)
+			}
+			cookie := w.Result().Cookies()[0]
+			w = httptest.NewRecorder()
+			if flow, err := f.Finish(w, request(cookie), other, state); flow != nil || !errors.Is(err, ErrFlowOtherKind) || !errors.Is(err, ErrFlowInvalid) {
+				t.Errorf("Finish as a %s = %+v, %v; want nil, ErrFlowOtherKind", other, flow, err)
+			}
+			if set := w.Header().Values("Set-Cookie"); len(set) != 0 {
+				t.Errorf("Finish as a %s set %q, want the flow cookie left alone", other, set)
+			}
+			if flow, err := f.Finish(httptest.NewRecorder(), request(cookie), started, state); err != nil || flow.State != state {
+				t.Errorf("Finish as a %s afterwards = %+v, %v; want the flow", started, flow, err)
 			}
 		})
 	}
@@ -128,7 +171,7 @@ func TestFlowsInTwoTabs(t *testing.T) {
 		t.Fatalf("both logins use cookie %q", a.Name)
 	}
 	for _, state := range []string{second, first} {
-		flow, err := f.Finish(httptest.NewRecorder(), request(a, b), state)
+		flow, err := f.Finish(httptest.NewRecorder(), request(a, b), LoginFlow, state)
 		if err != nil || flow.State != state {
 			t.Errorf("Finish(%s) = %+v, %v", state, flow, err)
 		}
@@ -141,7 +184,7 @@ func TestFlowWithGarbageNextToIt(t *testing.T) {
 	state := NewState()
 	cookie := started(t, f, state)
 	tossed := &http.Cookie{Name: cookie.Name, Value: "Zm9vYmFy"}
-	if flow, err := f.Finish(httptest.NewRecorder(), request(tossed, cookie), state); err != nil || flow.State != state {
+	if flow, err := f.Finish(httptest.NewRecorder(), request(tossed, cookie), LoginFlow, state); err != nil || flow.State != state {
 		t.Errorf("Finish = %+v, %v; want the flow that opens", flow, err)
 	}
 }
@@ -149,7 +192,7 @@ func TestFlowWithGarbageNextToIt(t *testing.T) {
 func TestStartRefusesAFlowWithoutState(t *testing.T) {
 	f := NewFlows(testOptions(newClock()))
 	for _, state := range []string{"", "short", "not/url+safe/base64=="} {
-		if err := f.Start(httptest.NewRecorder(), nil, &idp.Flow{State: state}); !errors.Is(err, ErrFlowInvalid) {
+		if err := f.Start(httptest.NewRecorder(), nil, LoginFlow, &idp.Flow{State: state}); !errors.Is(err, ErrFlowInvalid) {
 			t.Errorf("Start with state %q: %v, want %v", state, err, ErrFlowInvalid)
 		}
 	}
@@ -160,12 +203,12 @@ func TestFlowsInheritUsedStatesAcrossReload(t *testing.T) {
 	before := NewFlows(testOptions(c))
 	state := NewState()
 	cookie := started(t, before, state)
-	if _, err := before.Finish(httptest.NewRecorder(), request(cookie), state); err != nil {
+	if _, err := before.Finish(httptest.NewRecorder(), request(cookie), LoginFlow, state); err != nil {
 		t.Fatal(err)
 	}
 	after := NewFlows(testOptions(c))
 	after.Inherit(before)
-	if _, err := after.Finish(httptest.NewRecorder(), request(cookie), state); !errors.Is(err, ErrFlowReused) {
+	if _, err := after.Finish(httptest.NewRecorder(), request(cookie), LoginFlow, state); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("Finish after reload: %v, want %v", err, ErrFlowReused)
 	}
 }
@@ -176,7 +219,7 @@ func TestUsedStatesStaySingleUseUnderAFlood(t *testing.T) {
 	f.used = newExpiringSet(10, "used login states", quiet)
 	victim := NewState()
 	victimCookie := started(t, f, victim)
-	if _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), victim); err != nil {
+	if _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), LoginFlow, victim); err != nil {
 		t.Fatalf("the victim's Finish: %v", err)
 	}
 	c.Advance(time.Second)
@@ -188,7 +231,7 @@ func TestUsedStatesStaySingleUseUnderAFlood(t *testing.T) {
 	for range 20 {
 		c.Advance(time.Second)
 		s := NewState()
-		if _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), s); err != nil {
+		if _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), LoginFlow, s); err != nil {
 			t.Fatalf("the flood's Finish: %v", err)
 		}
 	}
@@ -196,13 +239,13 @@ func TestUsedStatesStaySingleUseUnderAFlood(t *testing.T) {
 	fresh := NewState()
 	freshCookie := started(t, f, fresh)
 
-	if _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), victim); !errors.Is(err, ErrFlowForgotten) {
+	if _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), LoginFlow, victim); !errors.Is(err, ErrFlowForgotten) {
 		t.Errorf("the victim's used state again: %v, want %v", err, ErrFlowForgotten)
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), pending); !errors.Is(err, ErrFlowForgotten) {
+	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), LoginFlow, pending); !errors.Is(err, ErrFlowForgotten) {
 		t.Errorf("a login started before the flood: %v, want %v (fail closed)", err, ErrFlowForgotten)
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(freshCookie), fresh); err != nil {
+	if _, err := f.Finish(httptest.NewRecorder(), request(freshCookie), LoginFlow, fresh); err != nil {
 		t.Errorf("a login started after the flood: %v", err)
 	}
 }
@@ -220,14 +263,14 @@ func TestReleasedStatesDoNotFillTheUsedSet(t *testing.T) {
 	pendingCookie := started(t, f, pending)
 	done := NewState()
 	doneCookie := started(t, f, done)
-	if _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), done); err != nil {
+	if _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), LoginFlow, done); err != nil {
 		t.Fatal(err)
 	}
 	most := 0
 	for range 20 * bound {
 		c.Advance(time.Second)
 		s := NewState()
-		if _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), s); err != nil {
+		if _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), LoginFlow, s); err != nil {
 			t.Fatalf("the flood's Finish: %v", err)
 		}
 		if err := f.Release(t.Context(), s); err != nil {
@@ -235,13 +278,13 @@ func TestReleasedStatesDoNotFillTheUsedSet(t *testing.T) {
 		}
 		most = max(most, len(f.used.order))
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), done); !errors.Is(err, ErrFlowReused) {
+	if _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), LoginFlow, done); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("a login finished before a flood of failed answers, again: %v, want %v", err, ErrFlowReused)
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), pending); err != nil {
+	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), LoginFlow, pending); err != nil {
 		t.Errorf("a login started before a flood of failed answers: %v", err)
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), pending); !errors.Is(err, ErrFlowReused) {
+	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), LoginFlow, pending); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("the same login again, not released: %v, want %v", err, ErrFlowReused)
 	}
 	if most > 2*bound+staleSlack {

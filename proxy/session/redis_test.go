@@ -316,10 +316,10 @@ func TestRedisDownIsAnErrorNotASession(t *testing.T) {
 	}
 	state := NewState()
 	w := httptest.NewRecorder()
-	if err := flows.Start(w, nil, &idp.Flow{State: state, IdP: "company"}); err != nil {
+	if err := flows.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := flows.Finish(httptest.NewRecorder(), request(w.Result().Cookies()...), state); !errors.Is(err, ErrUnavailable) {
+	if _, err := flows.Finish(httptest.NewRecorder(), request(w.Result().Cookies()...), LoginFlow, state); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Finish with Redis down: %v, want ErrUnavailable (a state that cannot be marked used is refused)", err)
 	}
 
@@ -347,14 +347,14 @@ func TestSharedUsedStatesAreSingleUseAcrossReplicas(t *testing.T) {
 
 	state := NewState()
 	w := httptest.NewRecorder()
-	if err := f1.Start(w, nil, &idp.Flow{State: state, IdP: "company"}); err != nil {
+	if err := f1.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}); err != nil {
 		t.Fatal(err)
 	}
 	cookies := w.Result().Cookies()
-	if _, err := f2.Finish(httptest.NewRecorder(), request(cookies...), state); err != nil {
+	if _, err := f2.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, state); err != nil {
 		t.Fatalf("finishing on another replica: %v", err)
 	}
-	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), state); !errors.Is(err, ErrFlowReused) {
+	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, state); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("the same state on the first replica: %v, want ErrFlowReused", err)
 	}
 }

@@ -149,7 +149,7 @@ func TestCookieAttributes(t *testing.T) {
 			f := NewFlows(o)
 			w = httptest.NewRecorder()
 			state := NewState()
-			if err := f.Start(w, nil, &idp.Flow{State: state, IdP: "company"}); err != nil {
+			if err := f.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}); err != nil {
 				t.Fatal(err)
 			}
 			fc := w.Result().Cookies()[0]
@@ -183,7 +183,7 @@ func TestNewCookieStoreRefusesBadKeys(t *testing.T) {
 				t.Error("NewCookieStore accepted the keys")
 			}
 			f := NewFlows(Options{Keys: tt.keys})
-			if err := f.Start(httptest.NewRecorder(), nil, &idp.Flow{State: NewState()}); err == nil {
+			if err := f.Start(httptest.NewRecorder(), nil, LoginFlow, &idp.Flow{State: NewState()}); err == nil {
 				t.Error("Flows.Start worked with bad keys")
 			}
 		})

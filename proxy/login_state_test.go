@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// stateBrowser is one browser at the login fixture's public URL: it sends
+// the cookies the proxy's answers set, and forgets those they expire, so
+// that a login state an answer spent is gone as it is from a browser.
+type stateBrowser struct {
+	h   *Handler
+	jar *cookiejar.Jar
+	at  *url.URL
+}
+
+func newStateBrowser(t testing.TB, h *Handler) *stateBrowser {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &stateBrowser{h: h, jar: jar, at: &url.URL{Scheme: h.publicURL.Scheme, Host: h.publicURL.Host, Path: "/"}}
+}
+
+// do sends r with the browser's cookies and keeps what its answer sets.
+func (b *stateBrowser) do(r *http.Request) *httptest.ResponseRecorder {
+	for _, c := range b.jar.Cookies(b.at) {
+		r.AddCookie(c)
+	}
+	r.RemoteAddr = "203.0.113.7:40000"
+	rec := httptest.NewRecorder()
+	b.h.ServeHTTP(rec, r)
+	b.jar.SetCookies(b.at, rec.Result().Cookies())
+	return rec
+}
+
+func (b *stateBrowser) get(target string) *httptest.ResponseRecorder {
+	return b.do(httptest.NewRequest("GET", target, nil))
+}
+
+func (b *stateBrowser) post(target string, form url.Values) *httptest.ResponseRecorder {
+	r := httptest.NewRequest("POST", target, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return b.do(r)
+}
+
+// started starts a login at IdP id and returns where it sends the browser.
+func (b *stateBrowser) started(t *testing.T, id string) *url.URL {
+	t.Helper()
+	rec := b.get("/.portcullis/login/" + id + "?rd=/tasks")
+	loc, err := url.Parse(rec.Header().Get("Location"))
+	if rec.Code != http.StatusFound || err != nil {
+		t.Fatalf("login at %s: %d to %q\n%s", id, rec.Code, rec.Header().Get("Location"), rec.Body)
+	}
+	return loc
+}
+
+// signedIn signs the browser in at IdP id (company or corp) for real.
+func (b *stateBrowser) signedIn(t *testing.T, lf *loginFuzz, id string) {
+	t.Helper()
+	loc := b.started(t, id)
+	var rec *httptest.ResponseRecorder
+	if id == "corp" {
+		rec = b.post("/.portcullis/saml/corp/acs", signInAtSAMLIdP(t, loc.String(), "alice", "alice-pw"))
+	} else {
+		rec = b.get("/.portcullis/oidc/company/callback?" + lf.signInAtOIDC(t, loc).RawQuery)
+	}
+	if s, _ := lf.sessionSet(rec); rec.Code != http.StatusFound || s == nil {
+		t.Fatalf("a real login at %s: %d, session %v\n%s", id, rec.Code, s, rec.Body)
+	}
+}
+
+// A login's state is an answer to that login only, and a logout's to that
+// logout (SPEC invariant 7): shown to the other's endpoint it is refused
+// and left alone, so the step it was made for still finishes.
+func TestLoginStateIsAnAnswerOnlyToItsOwnStep(t *testing.T) {
+	lf := newLoginFuzz(t)
+
+	t.Run("a login's state at /logout/done is no logout, and the login still finishes", func(t *testing.T) {
+		b := newStateBrowser(t, lf.h)
+		loc := b.started(t, "company")
+		rec := b.get("/.portcullis/logout/done?state=" + loc.Query().Get("state"))
+		if rec.Code != http.StatusOK || rec.Header().Get("Location") != "" {
+			t.Errorf("/logout/done with a login's state: %d to %q, want the signed-out page", rec.Code, rec.Header().Get("Location"))
+		}
+		rec = b.get("/.portcullis/oidc/company/callback?" + lf.signInAtOIDC(t, loc).RawQuery)
+		if s, _ := lf.sessionSet(rec); rec.Code != http.StatusFound || s == nil {
+			t.Errorf("the login after /logout/done saw its state: %d, session %v, want signed in\n%s", rec.Code, s, rec.Body)
+		}
+	})
+
+	t.Run("a SAML login's state at the SLO endpoint is no logout, and the login still finishes", func(t *testing.T) {
+		b := newStateBrowser(t, lf.h)
+		loc := b.started(t, "corp")
+		junk := url.Values{"SAMLResponse": {"PHNhbWxwOkxvZ291dFJlc3BvbnNlLz4="}, "RelayState": {loc.Query().Get("RelayState")}}
+		if rec := b.get("/.portcullis/saml/corp/slo?" + junk.Encode()); rec.Code != http.StatusBadRequest {
+			t.Errorf("the SLO endpoint with a login's RelayState: %d, want 400", rec.Code)
+		}
+		rec := b.post("/.portcullis/saml/corp/acs", signInAtSAMLIdP(t, loc.String(), "alice", "alice-pw"))
+		if s, _ := lf.sessionSet(rec); rec.Code != http.StatusFound || s == nil {
+			t.Errorf("the login after the SLO endpoint saw its state: %d, session %v, want signed in\n%s", rec.Code, s, rec.Body)
+		}
+	})
+
+	t.Run("a logout's state at the callback is no login, and the logout still finishes", func(t *testing.T) {
+		b := newStateBrowser(t, lf.h)
+		b.signedIn(t, lf, "company")
+		rec := b.get("/.portcullis/logout?rd=/bye")
+		loc, _ := url.Parse(rec.Header().Get("Location"))
+		if rec.Code != http.StatusFound || !strings.HasPrefix(loc.String(), lf.oidc.Issuer+"/session/end?") {
+			t.Fatalf("logout: %d to %q, want the IdP's end-session endpoint", rec.Code, loc)
+		}
+		state := loc.Query().Get("state")
+		exchanges := lf.oidc.TokenRequests(t)
+		rec = b.get("/.portcullis/oidc/company/callback?" + url.Values{"code": {"abc"}, "state": {state}, "iss": {lf.oidc.Issuer}}.Encode())
+		if s, _ := lf.sessionSet(rec); rec.Code != http.StatusBadRequest || s != nil {
+			t.Errorf("the callback with a logout's state: %d, session %v, want 400\n%s", rec.Code, s, rec.Body)
+		}
+		if n := lf.oidc.TokenRequests(t) - exchanges; n != 0 {
+			t.Errorf("the callback with a logout's state sent its code to the IdP's token endpoint (%d requests): it was taken for a login", n)
+		}
+		rec = b.get("/.portcullis/logout/done?state=" + state)
+		if loc := rec.Header().Get("Location"); rec.Code != http.StatusFound || !strings.HasSuffix(loc, "/bye") {
+			t.Errorf("/logout/done after the callback saw its state: %d to %q, want on to /bye", rec.Code, loc)
+		}
+	})
+}
