@@ -31,6 +31,14 @@ type provider struct {
 	missingWarned sync.Map
 }
 
+// answersByPost reports whether p's IdP answers the proxy with a cross-site
+// POST (SAML's HTTP-POST binding, at the ACS and the SLO endpoint), which
+// browsers send SameSite=None cookies with only: its login states must be
+// None, any other's are Lax (session.Flows.Start).
+func (p *provider) answersByPost() bool {
+	return p.cfg.Protocol == idp.SAML
+}
+
 // metadataServer is a provider that publishes metadata about the proxy as
 // its client (SAML SP metadata).
 type metadataServer interface {
@@ -132,7 +140,7 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
 		return
 	}
-	if h.loginLoop(w, r) {
+	if h.startedByAnotherSite(w, r, p.cfg.ID) || h.loginLoop(w, r) {
 		return
 	}
 	rd := h.safeRedirect(r.URL.Query().Get("rd"))
@@ -155,7 +163,7 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Redirect: rd, Created: h.now().Unix()}
 	target, err := redirector.LoginURL(f)
 	if err == nil {
-		err = h.flows.Start(w, r, session.LoginFlow, f)
+		err = h.flows.Start(w, r, session.LoginFlow, f, p.answersByPost())
 	}
 	if err != nil {
 		h.log.Error("cannot start login", "idp", p.cfg.ID, "err", err)
@@ -163,6 +171,39 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// startedByAnotherSite answers 403, and reports true, for a request that
+// would start a login at IdP id, and set its login state, but that another
+// site's page had the browser send as anything but a top-level navigation:
+// an <img>, a frame, a script's fetch or form post. Each would leave a
+// login state in the browser (SAML's are SameSite=None, which such loads
+// set), and a handful expire the user's real login in progress
+// (session.Flows keeps 8). A link, a redirect or a bookmark from anywhere
+// still starts one, and so does every request of a client that does not
+// say where it comes from (curl, browsers without Sec-Fetch-*).
+func (h *Handler) startedByAnotherSite(w http.ResponseWriter, r *http.Request, id string) bool {
+	if !fromAnotherSitesPage(r) {
+		return false
+	}
+	h.audit(r, slog.LevelInfo, "login_not_started", slog.String("idp", id), slog.String("reason", "another_site"),
+		slog.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")), slog.String("sec_fetch_dest", r.Header.Get("Sec-Fetch-Dest")))
+	h.pages.fail(w, r, http.StatusForbidden, "Sign-in not started",
+		"Another site's page tried to start a sign-in here. To sign in, open this application in your browser.")
+	return true
+}
+
+// fromAnotherSitesPage reports whether the browser sent r for a page of
+// another site, or of a sibling subdomain (Sec-Fetch-Site), as anything
+// but the top-level document (Sec-Fetch-Dest): a subresource or a frame.
+// Requests that say neither are not.
+func fromAnotherSitesPage(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		dest := r.Header.Get("Sec-Fetch-Dest")
+		return dest != "" && dest != "document"
+	}
+	return false
 }
 
 // oidcCallback is where OIDC and OAuth2 providers send the browser back.
@@ -597,7 +638,7 @@ func (h *Handler) singleSignOut(w http.ResponseWriter, r *http.Request, s *sessi
 	done := h.publicURL.Scheme + "://" + h.publicURL.Host + h.cfg.Server.AuthPrefix + "/logout/done"
 	target, err := so.LogoutURL(&s.Tokens, done, f)
 	if err == nil && target != "" {
-		err = h.flows.Start(w, r, session.LogoutFlow, f)
+		err = h.flows.Start(w, r, session.LogoutFlow, f, p.answersByPost())
 	}
 	switch {
 	case err != nil:

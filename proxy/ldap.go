@@ -241,6 +241,9 @@ func (h *Handler) ldapForm(w http.ResponseWriter, r *http.Request) {
 		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
 		return
 	}
+	if h.startedByAnotherSite(w, r, p.cfg.ID) {
+		return
+	}
 	h.showLDAPForm(w, r, p, h.safeRedirect(r.URL.Query().Get("rd")), http.StatusOK, "", "")
 }
 
@@ -250,7 +253,7 @@ func (h *Handler) ldapForm(w http.ResponseWriter, r *http.Request) {
 // logins.
 func (h *Handler) showLDAPForm(w http.ResponseWriter, r *http.Request, p *provider, rd string, status int, username, msg string) {
 	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Redirect: rd, Created: h.now().Unix()}
-	if err := h.flows.Start(w, r, session.LoginFlow, f); err != nil {
+	if err := h.flows.Start(w, r, session.LoginFlow, f, false); err != nil {
 		h.log.Error("cannot start login", "idp", p.cfg.ID, "err", err)
 		h.pages.fail(w, r, http.StatusInternalServerError, "Internal error", "The sign-in could not be started.")
 		return
@@ -273,6 +276,10 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	p, checker, ok := h.passwordProvider(id)
 	if !ok {
 		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
+		return
+	}
+	// A post the user did not make from the form starts no fresh one.
+	if h.startedByAnotherSite(w, r, id) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)

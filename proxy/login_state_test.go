@@ -75,6 +75,17 @@ func (b *stateBrowser) signedIn(t *testing.T, lf *loginFuzz, id string) {
 	}
 }
 
+// flowCookies are the login-state cookies rec sets (not those it expires).
+func flowCookies(rec *httptest.ResponseRecorder) []*http.Cookie {
+	var set []*http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if strings.Contains(c.Name, "_login_") && c.MaxAge > 0 {
+			set = append(set, c)
+		}
+	}
+	return set
+}
+
 // A login's state is an answer to that login only, and a logout's to that
 // logout (SPEC invariant 7): shown to the other's endpoint it is refused
 // and left alone, so the step it was made for still finishes.
@@ -127,6 +138,97 @@ func TestLoginStateIsAnAnswerOnlyToItsOwnStep(t *testing.T) {
 		rec = b.get("/.portcullis/logout/done?state=" + state)
 		if loc := rec.Header().Get("Location"); rec.Code != http.StatusFound || !strings.HasSuffix(loc, "/bye") {
 			t.Errorf("/logout/done after the callback saw its state: %d to %q, want on to /bye", rec.Code, loc)
+		}
+	})
+}
+
+// Only a SAML IdP answers with a cross-site POST (the HTTP-POST binding at
+// the ACS, and at the SLO endpoint), for which browsers send only
+// SameSite=None cookies; every other login state is Lax, which another
+// site's subresources (an <img> starting logins) neither set nor send.
+func TestLoginStateCookiesAreSameSiteNoneOnlyForSAML(t *testing.T) {
+	lf := newLoginFuzz(t)
+	check := func(t *testing.T, what string, rec *httptest.ResponseRecorder, want http.SameSite) {
+		t.Helper()
+		set := flowCookies(rec)
+		if len(set) != 1 || set[0].SameSite != want || !set[0].Secure || !set[0].HttpOnly {
+			t.Errorf("%s sets login-state cookies %q, want one, HttpOnly, Secure, SameSite %v", what, rec.Header().Values("Set-Cookie"), want)
+		}
+	}
+	b := newStateBrowser(t, lf.h)
+	for _, tc := range []struct {
+		what, target string
+		want         http.SameSite
+	}{
+		{"an OIDC login", "/.portcullis/login/company", http.SameSiteLaxMode},
+		{"a SAML login", "/.portcullis/login/corp", http.SameSiteNoneMode},
+		{"the LDAP form", "/.portcullis/ldap/corp-ldap", http.SameSiteLaxMode},
+	} {
+		check(t, tc.what, b.get(tc.target), tc.want)
+	}
+	for _, tc := range []struct {
+		id   string
+		want http.SameSite
+	}{{"company", http.SameSiteLaxMode}, {"corp", http.SameSiteNoneMode}} {
+		b := newStateBrowser(t, lf.h)
+		b.signedIn(t, lf, tc.id)
+		rec := b.get("/.portcullis/logout")
+		if rec.Code != http.StatusFound {
+			t.Fatalf("logout from %s: %d, want a redirect to the IdP", tc.id, rec.Code)
+		}
+		check(t, "a single sign-out at "+tc.id, rec, tc.want)
+	}
+}
+
+// Another site's page can make a browser load any URL (<img src=...>, a
+// frame, a script's fetch); were a login started each time, a handful of
+// them would expire the browser's real login in progress (session.Flows
+// keeps 8). Browsers say what a request is for (Sec-Fetch-*): a login
+// starts only in a top-level navigation when another site caused it, and
+// as before for browsers that do not say.
+func TestLoginStartsFromAnotherSiteOnlyInATopLevelNavigation(t *testing.T) {
+	lf := newLoginFuzz(t)
+	fetch := func(site, mode, dest string) []string {
+		return []string{"Sec-Fetch-Site", site, "Sec-Fetch-Mode", mode, "Sec-Fetch-Dest", dest}
+	}
+	for _, tc := range []struct {
+		name    string
+		headers []string
+		starts  bool
+	}{
+		{"another site's <img>", fetch("cross-site", "no-cors", "image"), false},
+		{"another site's frame", fetch("cross-site", "navigate", "iframe"), false},
+		{"another site's script", fetch("cross-site", "cors", "empty"), false},
+		{"a sibling subdomain's <img>", fetch("same-site", "no-cors", "image"), false},
+		{"a link on another site", fetch("cross-site", "navigate", "document"), true},
+		{"a bookmark", fetch("none", "navigate", "document"), true},
+		{"a frame of the application's own", fetch("same-origin", "navigate", "iframe"), true},
+		{"a client that sends no Sec-Fetch headers (curl, older browsers)", nil, true},
+	} {
+		for _, target := range []string{"/.portcullis/login/company", "/.portcullis/login/corp", "/.portcullis/ldap/corp-ldap"} {
+			t.Run(tc.name+" at "+target, func(t *testing.T) {
+				rec := httptest.NewRecorder()
+				lf.h.ServeHTTP(rec, request("GET", target, nil, append([]string{"Accept", "text/html"}, tc.headers...)...))
+				started := len(flowCookies(rec)) > 0
+				switch {
+				case tc.starts && !started:
+					t.Errorf("no login started: %d\n%s", rec.Code, rec.Body)
+				case !tc.starts && (started || rec.Code != http.StatusForbidden):
+					t.Errorf("%d, login-state cookies %q; want 403 and none", rec.Code, rec.Header().Values("Set-Cookie"))
+				}
+			})
+		}
+	}
+	t.Run("another site's script posting the LDAP form", func(t *testing.T) {
+		r := httptest.NewRequest("POST", "/.portcullis/ldap/corp-ldap", strings.NewReader("username=alice&password=x&state=abcdefghijklmnopqrstuv"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("Sec-Fetch-Site", "cross-site")
+		r.Header.Set("Sec-Fetch-Mode", "no-cors")
+		r.Header.Set("Sec-Fetch-Dest", "empty")
+		rec := httptest.NewRecorder()
+		lf.h.ServeHTTP(rec, r)
+		if set := flowCookies(rec); len(set) > 0 || rec.Code != http.StatusForbidden {
+			t.Errorf("%d, login-state cookies %q; want 403 and none", rec.Code, rec.Header().Values("Set-Cookie"))
 		}
 	})
 }

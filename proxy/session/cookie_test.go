@@ -117,7 +117,7 @@ func TestLoadRefuses(t *testing.T) {
 		}},
 		{"a login flow cookie presented as the session cookie", func(t *testing.T, st *CookieStore, c *clock, s *Session) []*http.Cookie {
 			w := httptest.NewRecorder()
-			if err := NewFlows(st.opts).Start(w, nil, LoginFlow, &idp.Flow{State: NewState(), IdP: "company"}); err != nil {
+			if err := NewFlows(st.opts).Start(w, nil, LoginFlow, &idp.Flow{State: NewState(), IdP: "company"}, false); err != nil {
 				t.Fatal(err)
 			}
 			return []*http.Cookie{{Name: st.opts.Name(), Value: w.Result().Cookies()[0].Value}}

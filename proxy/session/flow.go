@@ -129,10 +129,13 @@ func (f *Flows) CookieName(state string) string {
 }
 
 // Start seals flow, started for kind, into its cookie. flow.State must be
-// set (NewState); flow.Created is set to now when zero. When r, the request
-// that starts it, already carries maxOpenFlows login cookies, they are all
-// expired first.
-func (f *Flows) Start(w http.ResponseWriter, r *http.Request, kind FlowKind, flow *idp.Flow) error {
+// set (NewState); flow.Created is set to now when zero. postedCrossSite
+// says that the IdP answers with a cross-site POST (SAML's HTTP-POST
+// binding), which needs a SameSite=None cookie; any other answer is a
+// top-level navigation or a post from the proxy's own page, for which Lax
+// will do. When r, the request that starts it, already carries
+// maxOpenFlows login cookies, they are all expired first.
+func (f *Flows) Start(w http.ResponseWriter, r *http.Request, kind FlowKind, flow *idp.Flow, postedCrossSite bool) error {
 	if f.err != nil {
 		return fmt.Errorf("start %s: %w", kind, f.err)
 	}
@@ -147,7 +150,7 @@ func (f *Flows) Start(w http.ResponseWriter, r *http.Request, kind FlowKind, flo
 		return fmt.Errorf("start %s at %s: seal flow: %w", kind, flow.IdP, err)
 	}
 	f.expireAbandoned(w, r)
-	http.SetCookie(w, f.cookie(f.CookieName(flow.State), sealed, int(FlowLifetime/time.Second)))
+	http.SetCookie(w, f.cookie(f.CookieName(flow.State), sealed, int(FlowLifetime/time.Second), postedCrossSite))
 	return nil
 }
 
@@ -174,7 +177,7 @@ func (f *Flows) expireAbandoned(w http.ResponseWriter, r *http.Request) {
 	}
 	f.opts.logger().Info("login: the browser holds too many unfinished logins; expiring them", "count", len(names))
 	for _, name := range names {
-		http.SetCookie(w, f.cookie(name, "", -1))
+		http.SetCookie(w, f.expired(name))
 	}
 }
 
@@ -203,7 +206,7 @@ func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, kind FlowKind, st
 		return nil, fmt.Errorf("%w: %s, not %s", ErrFlowOtherKind, flow.Kind.describe(), kind)
 	}
 	// The cookie has done its job whatever the outcome.
-	http.SetCookie(w, f.cookie(name, "", -1))
+	http.SetCookie(w, f.expired(name))
 	if err != nil {
 		return nil, err
 	}
@@ -286,20 +289,34 @@ func (f *Flows) Release(ctx context.Context, state string) error {
 	return nil
 }
 
-// cookie makes a flow cookie. Over https it is SameSite=None: a SAML IdP
-// answers with a cross-site POST to the ACS, on which browsers withhold Lax
-// cookies. That does not weaken the binding: the flow opens only with the
-// state the IdP echoes, and only once. Over plain http (development) browsers
-// refuse None without Secure, so it stays Lax.
-func (f *Flows) cookie(name, value string, maxAge int) *http.Cookie {
+// cookie makes a flow cookie. It is SameSite=Lax, which browsers send on
+// the top-level navigation that brings an OIDC or OAuth2 IdP's answer (and
+// a single sign-out's way back), and on the LDAP form's post from the
+// proxy's own page; and which they neither send nor set on another site's
+// subresources: an <img> pointing at a login's start cannot fill the
+// browser's maxOpenFlows with logins of its own and so expire the real one.
+// A flow whose IdP answers with a cross-site POST (postedCrossSite: SAML's
+// HTTP-POST binding, at the ACS and the SLO endpoint) is SameSite=None over
+// https, since browsers withhold Lax cookies from such a post. That does
+// not weaken the binding: the flow opens only with the state the IdP
+// echoes, and only once. Over plain http (development) browsers refuse
+// None without Secure, so it stays Lax.
+func (f *Flows) cookie(name, value string, maxAge int, postedCrossSite bool) *http.Cookie {
 	sameSite := http.SameSiteLaxMode
-	if f.opts.Secure {
+	if postedCrossSite && f.opts.Secure {
 		sameSite = http.SameSiteNoneMode
 	}
 	return &http.Cookie{
 		Name: name, Value: value, Path: "/", MaxAge: maxAge,
 		HttpOnly: true, Secure: f.opts.Secure, SameSite: sameSite,
 	}
+}
+
+// expired is the cookie that deletes flow cookie name, whichever SameSite
+// that had: None over https, as every flow cookie was before, which a
+// browser takes on the ACS's answer to a cross-site POST too.
+func (f *Flows) expired(name string) *http.Cookie {
+	return f.cookie(name, "", -1, true)
 }
 
 // IsState reports whether s could be a login's state (NewState): a

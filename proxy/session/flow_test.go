@@ -14,7 +14,7 @@ import (
 func started(t *testing.T, f *Flows, state string) *http.Cookie {
 	t.Helper()
 	w := httptest.NewRecorder()
-	if err := f.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company", Redirect: "https://cvat.example.com/tasks", Nonce: "n", Verifier: "v"}); err != nil {
+	if err := f.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company", Redirect: "https://cvat.example.com/tasks", Nonce: "n", Verifier: "v"}, false); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	return w.Result().Cookies()[0]
@@ -96,7 +96,7 @@ func TestFinishRefuses(t *testing.T) {
 		{"a logout's flow finished as a login", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
 			state := NewState()
 			w := httptest.NewRecorder()
-			if err := f.Start(w, nil, LogoutFlow, &idp.Flow{State: state, IdP: "company"}); err != nil {
+			if err := f.Start(w, nil, LogoutFlow, &idp.Flow{State: state, IdP: "company"}, false); err != nil {
 				t.Fatal(err)
 			}
 			return request(w.Result().Cookies()...), state
@@ -144,7 +144,7 @@ func TestFlowOfAnotherKindIsLeftForItsOwnStep(t *testing.T) {
 			f := NewFlows(testOptions(newClock()))
 			state := NewState()
 			w := httptest.NewRecorder()
-			if err := f.Start(w, nil, started, &idp.Flow{State: state, IdP: "company"}); err != nil {
+			if err := f.Start(w, nil, started, &idp.Flow{State: state, IdP: "company"}, false); err != nil {
 				t.Fatal(err)
 			}
 			cookie := w.Result().Cookies()[0]
@@ -192,7 +192,7 @@ func TestFlowWithGarbageNextToIt(t *testing.T) {
 func TestStartRefusesAFlowWithoutState(t *testing.T) {
 	f := NewFlows(testOptions(newClock()))
 	for _, state := range []string{"", "short", "not/url+safe/base64=="} {
-		if err := f.Start(httptest.NewRecorder(), nil, LoginFlow, &idp.Flow{State: state}); !errors.Is(err, ErrFlowInvalid) {
+		if err := f.Start(httptest.NewRecorder(), nil, LoginFlow, &idp.Flow{State: state}, false); !errors.Is(err, ErrFlowInvalid) {
 			t.Errorf("Start with state %q: %v, want %v", state, err, ErrFlowInvalid)
 		}
 	}

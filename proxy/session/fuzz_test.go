@@ -51,7 +51,7 @@ func FuzzLoad(f *testing.F) {
 
 	flows := NewFlows(o)
 	fw := httptest.NewRecorder()
-	flows.Start(fw, nil, LoginFlow, &idp.Flow{State: NewState(), IdP: "company", Redirect: "/x"})
+	flows.Start(fw, nil, LoginFlow, &idp.Flow{State: NewState(), IdP: "company", Redirect: "/x"}, false)
 	flowValue := fw.Result().Cookies()[0].Value
 
 	for _, s := range []string{

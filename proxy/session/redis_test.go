@@ -316,7 +316,7 @@ func TestRedisDownIsAnErrorNotASession(t *testing.T) {
 	}
 	state := NewState()
 	w := httptest.NewRecorder()
-	if err := flows.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}); err != nil {
+	if err := flows.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := flows.Finish(httptest.NewRecorder(), request(w.Result().Cookies()...), LoginFlow, state); !errors.Is(err, ErrUnavailable) {
@@ -347,7 +347,7 @@ func TestSharedUsedStatesAreSingleUseAcrossReplicas(t *testing.T) {
 
 	state := NewState()
 	w := httptest.NewRecorder()
-	if err := f1.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}); err != nil {
+	if err := f1.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}, false); err != nil {
 		t.Fatal(err)
 	}
 	cookies := w.Result().Cookies()

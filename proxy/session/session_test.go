@@ -147,22 +147,24 @@ func TestCookieAttributes(t *testing.T) {
 			}
 
 			f := NewFlows(o)
-			w = httptest.NewRecorder()
-			state := NewState()
-			if err := f.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}); err != nil {
-				t.Fatal(err)
-			}
-			fc := w.Result().Cookies()[0]
-			wantSameSite := http.SameSiteLaxMode
-			if tt.wantSecure {
-				wantSameSite = http.SameSiteNoneMode // the SAML ACS is a cross-site POST
-			}
-			if fc.Name != tt.wantName+"_login_"+state[:8] || fc.Secure != tt.wantSecure || !fc.HttpOnly ||
-				fc.SameSite != wantSameSite || fc.Path != "/" || fc.Domain != "" || fc.MaxAge != 600 {
-				t.Errorf("flow cookie %q", w.Header().Get("Set-Cookie"))
-			}
-			if !o.Owns(fc.Name) || !o.Owns(got.Name) {
-				t.Errorf("Owns does not claim %q or %q", got.Name, fc.Name)
+			for _, postedCrossSite := range []bool{false, true} {
+				w = httptest.NewRecorder()
+				state := NewState()
+				if err := f.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}, postedCrossSite); err != nil {
+					t.Fatal(err)
+				}
+				fc := w.Result().Cookies()[0]
+				wantSameSite := http.SameSiteLaxMode
+				if postedCrossSite && tt.wantSecure {
+					wantSameSite = http.SameSiteNoneMode // the SAML ACS is a cross-site POST
+				}
+				if fc.Name != tt.wantName+"_login_"+state[:8] || fc.Secure != tt.wantSecure || !fc.HttpOnly ||
+					fc.SameSite != wantSameSite || fc.Path != "/" || fc.Domain != "" || fc.MaxAge != 600 {
+					t.Errorf("flow cookie (answered by a cross-site post: %v) %q", postedCrossSite, w.Header().Get("Set-Cookie"))
+				}
+				if !o.Owns(fc.Name) || !o.Owns(got.Name) {
+					t.Errorf("Owns does not claim %q or %q", got.Name, fc.Name)
+				}
 			}
 		})
 	}
@@ -183,7 +185,7 @@ func TestNewCookieStoreRefusesBadKeys(t *testing.T) {
 				t.Error("NewCookieStore accepted the keys")
 			}
 			f := NewFlows(Options{Keys: tt.keys})
-			if err := f.Start(httptest.NewRecorder(), nil, LoginFlow, &idp.Flow{State: NewState()}); err == nil {
+			if err := f.Start(httptest.NewRecorder(), nil, LoginFlow, &idp.Flow{State: NewState()}, false); err == nil {
 				t.Error("Flows.Start worked with bad keys")
 			}
 		})

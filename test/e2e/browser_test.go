@@ -18,10 +18,11 @@ const chromiumPath = "/usr/bin/chromium"
 // stepTimeout bounds one browser step (a navigation, a login round trip).
 const stepTimeout = 20 * time.Second
 
-// newChromium starts a headless Chromium for the test and returns its
-// context; the browser closes when the test ends. A missing browser fails the
-// test: browser tests are part of the suite, not optional.
-func newChromium(t *testing.T) context.Context {
+// newChromium starts a headless Chromium for the test, with the options
+// extra besides the usual ones, and returns its context; the browser closes
+// when the test ends. A missing browser fails the test: browser tests are
+// part of the suite, not optional.
+func newChromium(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := os.Getenv("PORTCULLIS_CHROMIUM")
 	if path == "" {
@@ -40,6 +41,7 @@ func newChromium(t *testing.T) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1024, 768),
 	)
+	opts = append(opts, extra...)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
 	start := time.Now()

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/portcullis-proxy/portcullis/proxy"
 	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
 // sessionKey is a fixed test key (32 bytes, base64).
@@ -47,6 +49,22 @@ func listen(t *testing.T) *stack {
 	upSrv := httptest.NewServer(up)
 	t.Cleanup(upSrv.Close)
 	return &stack{URL: "http://" + ln.Addr().String(), Upstream: up, ln: ln, upURL: upSrv.URL}
+}
+
+// listenTLS is listen for an https public_url, served with a self-signed
+// certificate for 127.0.0.1: the proxy's cookies are then Secure and
+// __Host-, and SAML's login states SameSite=None, as in production.
+func listenTLS(t *testing.T) *stack {
+	t.Helper()
+	s := listen(t)
+	pair := testcert.New(t, "127.0.0.1", time.Now().Add(24*time.Hour))
+	cert, err := tls.X509KeyPair(pair.Cert, pair.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ln = tls.NewListener(s.ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	s.URL = "https://" + s.ln.Addr().String()
+	return s
 }
 
 // start runs portcullis with configYAML, in which PUBLIC_URL, UPSTREAM_URL and

@@ -1,0 +1,214 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
+)
+
+// loginStateConfig has an OIDC and a SAML IdP, whose login states differ:
+// SAML's answer is a cross-site POST, which needs SameSite=None cookies.
+const loginStateConfig = `
+server:
+  public_url: PUBLIC_URL
+upstream:
+  url: UPSTREAM_URL
+session:
+  keys: [SESSION_KEY]
+sso:
+  identity_providers:
+    - id: company
+      protocol: OIDC
+      server_url: ISSUER
+      client_id: portcullis
+      client_secret: portcullis-secret
+      scopes: [openid, email, profile, groups]
+    - id: corp
+      protocol: SAML
+      entity_id: ENTITY_ID
+      metadata_url: METADATA_URL
+role_mapping:
+  roles: [admin, user]
+  default: user
+attribute_pass:
+  headers:
+    X-Email: email
+`
+
+// hostileImages is how many <img> tags another site's page points at each
+// IdP's login start: more than the 8 login states a browser may hold.
+const hostileImages = 12
+
+// hostileSite serves, on another loopback address than the proxy's (so
+// another site), a page that loads images from the proxy's login starts,
+// hostileImages for each IdP in idps, one after the other; its title says
+// "loaded" once each has loaded or failed. It also links to the login at
+// the first of idps (#sign-in), as a portal does.
+func hostileSite(t *testing.T, proxyURL string, idps ...string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var srcs []string
+	for _, id := range idps {
+		for i := range hostileImages {
+			srcs = append(srcs, fmt.Sprintf("%s/.portcullis/login/%s?rd=/x%d", proxyURL, id, i))
+		}
+	}
+	list, err := json.Marshal(srcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := `<!doctype html><title>loading</title><a id="sign-in" href="` + proxyURL + `/.portcullis/login/` + idps[0] + `?rd=/projects">Sign in</a><script>
+const srcs = ` + string(list) + `;
+let i = 0;
+function next() {
+  if (i === srcs.length) { document.title = "loaded"; return; }
+  const img = new Image();
+  img.onload = img.onerror = next;
+  img.src = srcs[i++];
+}
+next();
+</script>`
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(page))
+	})}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// loginStateCookies are the names of the proxy's login-state cookies the
+// browser holds for u.
+func loginStateCookies(u string) chromedp.Action[[]string] {
+	return func(ctx context.Context, target *chromedp.Target) ([]string, error) {
+		res, err := cdp.Call(ctx, target, network.GetCookies, network.GetCookiesParams{URLs: []string{u}})
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, c := range res.Cookies {
+			if strings.Contains(c.Name, "_login_") {
+				names = append(names, c.Name+" (SameSite="+string(c.SameSite)+")")
+			}
+		}
+		return names, nil
+	}
+}
+
+// thirdPartyCookiesAllowed is a Chromium profile that sends and takes the
+// cookies of other sites than the page's, as Chrome's default settings do
+// (Firefox partitions them by the page's site, Safari blocks them); a new
+// headless Chromium blocks them ("UserPreferences"), and so hides what
+// another site's page can do to a Chrome user.
+func thirdPartyCookiesAllowed(t *testing.T) chromedp.ExecAllocatorOption {
+	t.Helper()
+	profile := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(profile, "Default"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	prefs := `{"profile": {"cookie_controls_mode": 0, "block_third_party_cookies": false}}`
+	if err := os.WriteFile(filepath.Join(profile, "Default", "Preferences"), []byte(prefs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return chromedp.UserDataDir(profile)
+}
+
+// TestAnotherSitesImagesDoNotEvictALoginInChromium has a user part way
+// through a login, at the IdP's form, when a page of another site that
+// points a few dozen <img> tags at the proxy's login starts opens in
+// another tab. A browser holds 8 login states at most: had each image
+// started a login, the user's own would have been expired, and their
+// sign-in refused when the IdP sends them back. Chromium says the images
+// are another site's subresources (Sec-Fetch-Site, Sec-Fetch-Dest), so the
+// proxy starts no login for them, and the user's finishes.
+func TestAnotherSitesImagesDoNotEvictALoginInChromium(t *testing.T) {
+	s := listenTLS(t)
+	oidcIdP := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.URL + "/.portcullis/oidc/company/callback"}})
+	samlIdP := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice}})
+	s.start(t, strings.NewReplacer("ISSUER", oidcIdP.Issuer, "ENTITY_ID", samlIdP.EntityID(),
+		"METADATA_URL", samlIdP.MetadataURL()).Replace(loginStateConfig))
+	rec := httptest.NewRecorder()
+	s.Handler.ServeHTTP(rec, httptest.NewRequest("GET", "/.portcullis/saml/corp/metadata", nil))
+	if err := samlIdP.AddServiceProviderXML(rec.Body.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	hostile := hostileSite(t, s.URL, "company", "corp")
+	// The proxy's certificate is self-signed.
+	browser := newChromium(t, chromedp.Flag("ignore-certificate-errors", true), thirdPartyCookiesAllowed(t))
+
+	type idpForm struct{ userField, submit, user, password string }
+	forms := map[string]idpForm{
+		"company": {`input[name="username"]`, `button[name="login"]`, oidcserver.Alice, oidcserver.AlicePassword},
+		"corp":    {`input[name="user"]`, `input[type="submit"]`, samlAlice.Name, samlAlice.Password},
+	}
+	signIn := func(t *testing.T, tab context.Context, id string) {
+		t.Helper()
+		f := forms[id]
+		step(t, tab, "sign in at the IdP",
+			chromedp.SendKeys(chromedp.CSS(f.userField), f.user),
+			chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), f.password),
+			chromedp.Click(chromedp.CSS(f.submit)),
+			chromedp.WaitVisible(chromedp.CSS(`#email, [role="alert"]`))) // the application, or a refusal
+		if loc := value(t, tab, "read the location", chromedp.Location()); loc != s.URL+"/projects" {
+			body := value(t, tab, "read the page", chromedp.Text(chromedp.CSS(`body`)))
+			t.Fatalf("the login ended at %s, want %s/projects:\n%s", loc, s.URL, body)
+		}
+		if email := value(t, tab, "read the email", chromedp.Text(chromedp.CSS(`#email`))); email != "alice@example.com" {
+			t.Errorf("the echo page shows %q", email)
+		}
+	}
+
+	for _, id := range []string{"company", "corp"} {
+		t.Run("a login at "+id, func(t *testing.T) {
+			tab := newTab(t, browser)
+			step(t, tab, "start the login", chromedp.Navigate(s.URL+"/.portcullis/login/"+id+"?rd=/projects"),
+				chromedp.WaitVisible(chromedp.CSS(`input[name="password"]`)))
+			own := value(t, tab, "read the login states", loginStateCookies(s.URL))
+			if len(own) != 1 {
+				t.Fatalf("the login's start left login states %q, want one", own)
+			}
+			refusedBefore := s.metric(t, `portcullis_requests_total{code="403",decision="forbidden"}`)
+
+			other, cancel := chromedp.NewContext(tab) // another tab of the same browser context
+			t.Cleanup(cancel)
+			if err := chromedp.Do(other); err != nil { // opens it, for as long as the test
+				t.Fatalf("open another tab: %v", err)
+			}
+			step(t, other, "open the other site's page", chromedp.Navigate(hostile))
+			value(t, other, "wait for its images", chromedp.Poll[bool](`document.title === "loaded"`))
+			if held := value(t, tab, "read the login states", loginStateCookies(s.URL)); len(held) != 1 || held[0] != own[0] {
+				t.Errorf("after the other site's page the browser holds login states %q, want only its own %q", held, own)
+			}
+			if n := s.metric(t, `portcullis_requests_total{code="403",decision="forbidden"}`) - max(refusedBefore, 0); n != 2*hostileImages {
+				t.Errorf("the proxy refused %v of the page's %d images: Chromium did not say they were another site's", n, 2*hostileImages)
+			}
+			signIn(t, tab, id)
+		})
+	}
+
+	t.Run("a link on the other site still starts a login", func(t *testing.T) {
+		tab := newTab(t, browser)
+		step(t, tab, "open the other site's page", chromedp.Navigate(hostile))
+		value(t, tab, "wait for its images", chromedp.Poll[bool](`document.title === "loaded"`))
+		step(t, tab, "follow its link to sign in", chromedp.Click(chromedp.CSS(`#sign-in`)),
+			chromedp.WaitVisible(chromedp.CSS(`input[name="password"]`)))
+		signIn(t, tab, "company")
+	})
+}
