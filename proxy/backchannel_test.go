@@ -32,7 +32,7 @@ func (f fixedLogoutToken) VerifyLogoutToken(context.Context, string) (*idp.Logou
 func TestBackchannelLogoutThatFailsCanBeSentAgain(t *testing.T) {
 	srv := redisserver.Start(t)
 	y := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
-	y = strings.Replace(y, "session:\n  keys: ["+testKey+"]", "session:\n  keys: ["+testKey+"]\n  store: redis\n  redis: {url: "+srv.URL+"}", 1)
+	y = storeInRedis(y, srv.URL)
 	h := newTestHandler(t, y)
 	p := h.providers["company"]
 	p.impl = fixedLogoutToken{Provider: p.impl, tok: idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", IssuedAt: time.Now()}}

@@ -285,7 +285,7 @@ func TestLDAPDeviceCookieVouchesOnlyForTheAccountItSignedInTo(t *testing.T) {
 		t.Run(store, func(t *testing.T) {
 			cfg := ldapProxyConfig(dir.URL, upstream.URL)
 			if store == "redis" {
-				cfg = strings.Replace(cfg, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+				cfg = storeInRedis(cfg, srv.URL)
 			}
 			h := newTestHandler(t, cfg)
 			quickFailures(h)
@@ -385,12 +385,8 @@ func TestLDAPDeviceCookieAcrossReplicas(t *testing.T) {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer upstream.Close()
 	srv := redisserver.Start(t)
-	cfg := strings.Replace(ldapProxyConfig(dir.URL, upstream.URL), "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
-	var hs [2]*Handler
-	for i := range hs {
-		hs[i] = newTestHandler(t, cfg)
-		quickFailures(hs[i])
-	}
+	cfg := storeInRedis(ldapProxyConfig(dir.URL, upstream.URL), srv.URL)
+	hs := quickReplicas(t, cfg, 2)
 
 	alice, stolen := newFormBrowser("198.51.100.50"), newFormBrowser("198.51.100.51")
 	if alice.signIn(t, hs[0], ldapserver.Alice, ldapserver.AlicePassword) != http.StatusFound ||
@@ -450,14 +446,9 @@ func TestLDAPStolenDeviceCookieGuessesAtOnceAreLimited(t *testing.T) {
 			cfg := ldapProxyConfig(dir.URL, upstream.URL)
 			if tc.redis {
 				srv := redisserver.Start(t)
-				cfg = strings.Replace(cfg, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+				cfg = storeInRedis(cfg, srv.URL)
 			}
-			var hs []*Handler
-			for range tc.replicas {
-				h := newTestHandler(t, cfg)
-				quickFailures(h)
-				hs = append(hs, h)
-			}
+			hs := quickReplicas(t, cfg, tc.replicas)
 			alice := newFormBrowser("198.51.100.90")
 			if alice.signIn(t, hs[0], ldapserver.Alice, ldapserver.AlicePassword) != http.StatusFound {
 				t.Fatal("alice could not sign in")

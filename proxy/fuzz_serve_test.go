@@ -243,7 +243,7 @@ type serveConfig struct {
 func startServeConfigs(f *testing.F) []*serveConfig {
 	redis := redisserver.Start(f)
 	dir := ldapserver.Start(f, ldapserver.Options{})
-	withRedis := strings.Replace(testConfig, "session:\n", "session:\n  store: redis\n  redis: {url: "+redis.URL+"}\n", 1)
+	withRedis := storeInRedis(testConfig, redis.URL)
 	var configs []*serveConfig
 	for _, c := range []struct {
 		name, yaml string

@@ -67,6 +67,18 @@ func binds(hs ...*Handler) int64 {
 	return n
 }
 
+// quickReplicas are n handlers of cfg (replicas, when its sessions are in
+// Redis) that answer failures at once (quickFailures).
+func quickReplicas(t *testing.T, cfg string, n int) []*Handler {
+	t.Helper()
+	hs := make([]*Handler, n)
+	for i := range hs {
+		hs[i] = newTestHandler(t, cfg)
+		quickFailures(hs[i])
+	}
+	return hs
+}
+
 // quickFailures makes h answer failures at once, on a standing clock.
 func quickFailures(h *Handler) {
 	t0 := time.Now()
@@ -113,14 +125,9 @@ func TestLDAPConcurrentGuessesAreLimited(t *testing.T) {
 			cfg := uidOrMail(ldapProxyConfig(dir.URL, upstream.URL))
 			if tc.redis {
 				srv := redisserver.Start(t)
-				cfg = strings.Replace(cfg, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+				cfg = storeInRedis(cfg, srv.URL)
 			}
-			var hs []*Handler
-			for range tc.replicas {
-				h := newTestHandler(t, cfg)
-				quickFailures(h)
-				hs = append(hs, h)
-			}
+			hs := quickReplicas(t, cfg, tc.replicas)
 			var reqs []*http.Request
 			for i := range concurrentGuesses {
 				reqs = append(reqs, tc.guess(i))
@@ -152,7 +159,7 @@ func TestLDAPAttemptsThatAreNotFailuresAreGivenBack(t *testing.T) {
 			cfg := ldapProxyConfig(dir.URL, upstream.URL)
 			if store == "redis" {
 				srv := redisserver.Start(t)
-				cfg = strings.Replace(cfg, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+				cfg = storeInRedis(cfg, srv.URL)
 			}
 			h := newTestHandler(t, cfg)
 			quickFailures(h)
@@ -556,7 +563,7 @@ func TestLDAPAttemptWhoseAnswerIsLostStaysCounted(t *testing.T) {
 			cfg := ldapProxyConfig(dropUserBindAnswers(t, dir.URL), upstream.URL)
 			if store == "redis" {
 				srv := redisserver.Start(t)
-				cfg = strings.Replace(cfg, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+				cfg = storeInRedis(cfg, srv.URL)
 			}
 			h := newTestHandler(t, cfg)
 			quickFailures(h)

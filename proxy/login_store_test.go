@@ -60,7 +60,7 @@ func TestLoginsAnswer503WhenRedisFailsMidway(t *testing.T) {
 			idpSrv := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{{
 				Name: "alice", Password: "alice-pw", Email: "alice@example.com",
 			}}})
-			y := strings.Replace(minimal, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+			y := storeInRedis(minimal, srv.URL)
 			y += "    - id: corp\n      protocol: SAML\n      entity_id: " + idpSrv.EntityID() +
 				"\n      x509_cert: " + base64.StdEncoding.EncodeToString(idpSrv.Certificate.Raw) +
 				"\n      sso_url: " + idpSrv.SSOURL() + "\n"
@@ -107,7 +107,7 @@ func TestLoginsAnswer503WhenRedisFailsMidway(t *testing.T) {
 
 	t.Run("LDAP: Redis stops between the form and its post", func(t *testing.T) {
 		srv := redisserver.Start(t)
-		h := newTestHandler(t, strings.Replace(withLDAP, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1))
+		h := newTestHandler(t, storeInRedis(withLDAP, srv.URL))
 		form := openLDAPForm(t, h)
 		srv.Stop()
 		rec := postLDAPForm(t, h, form, "alice", "alice-pw")

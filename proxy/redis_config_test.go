@@ -12,6 +12,11 @@ func withRedis(block string) string {
 	return strings.Replace(minimal, "session:\n", "session:\n  store: redis\n  redis:\n"+block, 1)
 }
 
+// storeInRedis is cfg with its sessions kept in the Redis server at url.
+func storeInRedis(cfg, url string) string {
+	return strings.Replace(cfg, "session:\n", "session:\n  store: redis\n  redis: {url: "+url+"}\n", 1)
+}
+
 func TestRedisConfig(t *testing.T) {
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, []byte("not a certificate"), 0o600); err != nil {

@@ -103,7 +103,7 @@ func TestReloadKeepsTheRedisConnection(t *testing.T) {
 // by half-closing connections (FuzzServeHTTP found it).
 func TestClientGoneWhileLoadingItsRedisSessionIsNoStoreFailure(t *testing.T) {
 	srv := redisserver.Start(t)
-	f := newFixtureOf(t, strings.Replace(testConfig, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1))
+	f := newFixtureOf(t, storeInRedis(testConfig, srv.URL))
 	logs := &process.Output{}
 	f.h.log = slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -122,7 +122,7 @@ func TestSAMLLogoutRequestFindsSessionsByTheProfileSubAsBefore(t *testing.T) {
 			y := minimal + sloEntry(idpSrv) + "      attribute_mapping: {uid: uid}\n"
 			if store == "redis" {
 				srv := redisserver.Start(t)
-				y = strings.Replace(y, "session:\n  keys: ["+testKey+"]", "session:\n  keys: ["+testKey+"]\n  store: redis\n  redis: {url: "+srv.URL+"}", 1)
+				y = storeInRedis(y, srv.URL)
 			}
 			h := newTestHandler(t, y)
 			sessionOf := func(uid string, nameID *idp.SAMLNameID) []*http.Cookie {

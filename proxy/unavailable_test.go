@@ -57,7 +57,7 @@ type redisUnavailable struct {
 func newRedisUnavailable(t *testing.T) *redisUnavailable {
 	t.Helper()
 	srv := redisserver.Start(t)
-	y := strings.Replace(withLDAP, "session:\n", "session:\n  store: redis\n  redis: {url: "+srv.URL+"}\n", 1)
+	y := storeInRedis(withLDAP, srv.URL)
 	y += "rules:\n  - name: legacy\n    path_prefix: /legacy/\n    action: authenticate\n    basic_auth: corp-ldap\n"
 	return &redisUnavailable{h: newTestHandler(t, y), redis: srv}
 }

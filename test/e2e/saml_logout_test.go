@@ -95,6 +95,14 @@ func sloLoginIndex(t *testing.T, s *stack, idpSrv *samlserver.Server, user samls
 // of their own.
 func userinfo(t *testing.T, s *stack, cookies []*http.Cookie) int {
 	t.Helper()
+	status, _ := userinfoBody(t, s, cookies)
+	return status
+}
+
+// userinfoBody is the status and body of /userinfo with these cookies,
+// sent by a client of their own.
+func userinfoBody(t *testing.T, s *stack, cookies []*http.Cookie) (int, string) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, s.URL+"/.portcullis/userinfo", nil)
 	for _, c := range cookies {
 		req.AddCookie(c)
@@ -103,8 +111,7 @@ func userinfo(t *testing.T, s *stack, cookies []*http.Cookie) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readBody(t, resp)
-	return resp.StatusCode
+	return resp.StatusCode, readBody(t, resp)
 }
 
 // chain follows u in b and returns every URL it was sent to, the last one
@@ -550,17 +557,10 @@ func (m withoutSessionIndex) MakeAssertion(req *saml.IdpAuthnRequest, session *s
 // shows it.
 func profileSub(t *testing.T, s *stack, cookies []*http.Cookie) string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, s.URL+"/.portcullis/userinfo", nil)
-	for _, c := range cookies {
-		req.AddCookie(c)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	status, body := userinfoBody(t, s, cookies)
 	var p struct{ Sub string }
-	if err := json.Unmarshal([]byte(readBody(t, resp)), &p); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("userinfo: status %d, %v", resp.StatusCode, err)
+	if err := json.Unmarshal([]byte(body), &p); err != nil || status != http.StatusOK {
+		t.Fatalf("userinfo: status %d, %v", status, err)
 	}
 	return p.Sub
 }
