@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -66,6 +67,20 @@ var fuzzHeaderValues = []string{
 	"/admin", "/blocked", "DELETE", "100-continue", "trailers", bobBasic, bobWrongBasic, "basic " + bobBasic[6:],
 	"/legacy/x", "",
 }
+
+// serveHeaderValues are fuzzHeaderValues and, for FuzzServeHTTP alone,
+// device cookies: the real one (fuzzDevice) and its name under the other
+// prefixes.
+var serveHeaderValues = slices.Concat(fuzzHeaderValues, []string{
+	fuzzDevice, fuzzDevice + "; sessionid=s", "portcullis_device=x", "__Host-portcullis_device=x; a=b",
+})
+
+// fuzzDevice stands, in FuzzServeHTTP's header lines, for a device cookie
+// of the LDAP form's (name and value) that the configuration's proxy
+// sealed for ldapserver.Bob: browsers send it only to the form, but one
+// set by another site of the domain, or kept under another path, comes
+// with any request.
+const fuzzDevice = "{device}"
 
 // serveSeeds are the classic tricks against a reverse proxy's decisions, as
 // FuzzServeHTTP's inputs: method, request-target, protocol, header lines
@@ -131,6 +146,10 @@ var serveSeeds = []struct {
 	{"GET", "/public/x", "HTTP/1.1", "Cookie: __Host-portcullis=x; __Host-portcullis_1=y; a=b\nCookie: __Host-portcullis_login_abc=z; __Host-portcullis_signed_in=1; sessionid=s; csrftoken=c", "", 0},
 	{"GET", "/tasks", "HTTP/1.1", "Cookie: a=b; __Host-portcullis_2=x;  portcullis=y ;\xa0__Host-portcullis_login_x=1", "", fuzzSession},
 	{"GET", "/api/x", "HTTP/1.1", "Authorization: Bearer junk\nCookie: sessionid=s; csrftoken=c", "", fuzzSession | fuzzSessionFirst},
+	{"GET", "/tasks", "HTTP/1.1", "Cookie: " + fuzzDevice + "; a=b", "", fuzzSession},
+	{"GET", "/public/x", "HTTP/1.1", "Cookie: a=b; " + fuzzDevice + "\nCookie: portcullis_device=x; __Host-portcullis_device=y", "", 0},
+	{"GET", "/legacy/x", "HTTP/1.1", "Authorization: " + bobBasic + "\nCookie: " + fuzzDevice, "", 0},
+	{"POST", "/tasks", "HTTP/1.1", "Transfer-Encoding: chunked\nTrailer: Cookie", "3\r\nabc\r\n0\r\nCookie: " + fuzzDevice + "\r\n\r\n", fuzzSession},
 	{"GET", "/tasks", "HTTP/1.1", "Cookie: __Host-portcullis=forged", "", fuzzSession},
 	// Bodies: chunked with trailers, conflicting framing.
 	{"POST", "/tasks", "HTTP/1.1", "Transfer-Encoding: chunked\nTrailer: X-Email, Cookie", "3\r\nabc\r\n0\r\nX-Email: evil@example.com\r\nCookie: __Host-portcullis=x\r\n\r\n", fuzzSession},
@@ -142,6 +161,7 @@ var serveSeeds = []struct {
 	// Protocols and methods.
 	{"GET", "/tasks", "HTTP/1.0", "", "", fuzzSession | fuzzNoHost},
 	{"GET", "/blocked", "HTTP/1.0", "", "", fuzzNoHost},
+	{"GET", "/tasks", "HTTP/1.0", "Connection: keep-alive", "", fuzzSession},
 	{"GET", "/tasks", "HTTP/1.1", "", "", fuzzNoHost},
 	{"get", "/public/x", "HTTP/1.1", "", "", 0},
 	{"DELETE", "/admin/x", "HTTP/1.1", "X-HTTP-Method-Override: GET", "", fuzzSession},
@@ -167,8 +187,10 @@ var serveSeeds = []struct {
 //   - the rules, run on the request as the upstream got it, agree with what
 //     happened: no deny, no admin path, no path of the proxy's own and no
 //     authenticate rule without the session (invariant 4);
-//   - none of the proxy's cookies reaches the upstream, nor the
-//     application's session cookies on a bypass;
+//   - none of the proxy's cookies reaches the upstream (the LDAP form's
+//     device cookie too, which the header lines can carry, sealed for
+//     ldapserver.Bob: fuzzDevice), nor the application's session cookies
+//     on a bypass;
 //   - Host and X-Forwarded-* come from public_url;
 //   - no answer is a 500 or the proxy's own 5xx, and a request that did not
 //     reach the upstream was refused with a 4xx or sent to log in.
@@ -186,9 +208,10 @@ func FuzzServeHTTP(f *testing.F) {
 		iteration++
 		probe := strconv.Itoa(iteration)
 		for i := 0; i+1 < len(picks); i += 2 {
-			headers += "\n" + fuzzHeaderNames[int(picks[i])%len(fuzzHeaderNames)] + ": " + fuzzHeaderValues[int(picks[i+1])%len(fuzzHeaderValues)]
+			headers += "\n" + fuzzHeaderNames[int(picks[i])%len(fuzzHeaderNames)] + ": " + serveHeaderValues[int(picks[i+1])%len(serveHeaderValues)]
 		}
 		fx := configs[int(flags>>fuzzConfigShift)%len(configs)]
+		headers, body = strings.ReplaceAll(headers, fuzzDevice, fx.device), strings.ReplaceAll(body, fuzzDevice, fx.device)
 		raw := fuzzRequestBytes(method, target, proto, headers, body, flags, fx.bob, probe)
 		if len(raw) > 16<<10 {
 			return // the head limit and large bodies have tests of their own
@@ -230,6 +253,9 @@ type serveConfig struct {
 	name string
 	addr string
 	bob  string // the Cookie header of bob's session
+	// device is a device cookie of the LDAP form for ldapserver.Bob, as
+	// a Cookie header's name=value, sealed by this configuration's proxy.
+	device string
 	// directory is true when the rule legacy (/legacy/) checks Basic
 	// credentials at a real slapd, where ldapserver.Bob has bob's identity.
 	directory bool
@@ -256,9 +282,22 @@ func startServeConfigs(f *testing.F) []*serveConfig {
 			fx.h.pause = func(context.Context, time.Time) {}
 		}
 		configs = append(configs, &serveConfig{fixture: fx, name: c.name, addr: fx.serve(f),
-			bob: cookieHeader(fx.login(f, bobIdentity["X-Email"], "staff")), directory: c.directory})
+			bob: cookieHeader(fx.login(f, bobIdentity["X-Email"], "staff")), device: bobsDevice(f, fx.h), directory: c.directory})
 	}
 	return configs
+}
+
+// bobsDevice is a device cookie that h seals for ldapserver.Bob's login to
+// his entry at corp-ldap (whether or not h has that IdP), as a Cookie
+// header's name=value.
+func bobsDevice(t testing.TB, h *Handler) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	const id = "corp-ldap"
+	if err := h.devices.Issue(rec, h.ldapFormPath(id, ""), id, userKey(id, ldapserver.Bob), accountKey(id, ldapserver.UserDN(ldapserver.Bob))); err != nil {
+		t.Fatal(err)
+	}
+	return cookieHeader(rec.Result().Cookies())
 }
 
 // withLegacyRule is testConfig with the LDAP IdP corp-ldap at the
@@ -516,7 +555,7 @@ func (f *fixture) checkCookies(t *testing.T, got echo.Request, bypass bool) {
 			for part := range strings.SplitSeq(line, ";") {
 				name, _, _ := strings.Cut(part, "=")
 				name = strings.TrimFunc(name, func(r rune) bool { return r <= ' ' || r >= 0x7f })
-				if f.h.ownsCookie(name) {
+				if f.h.ownsCookie(name) || f.isDeviceCookie(name) {
 					t.Errorf("upstream got the proxy's cookie %q in %q", name, line)
 				}
 				if bypass && slices.Contains(f.h.cfg.Upstream.LogoutCookies, name) {
@@ -525,6 +564,14 @@ func (f *fixture) checkCookies(t *testing.T, got echo.Request, bypass bool) {
 			}
 		}
 	}
+}
+
+// isDeviceCookie reports whether name is the LDAP form's device cookie,
+// with or without a prefix: named here, and not left to ownsCookie alone,
+// which is the proxy's own reading of its cookies.
+func (f *fixture) isDeviceCookie(name string) bool {
+	base := strings.TrimPrefix(f.h.cookies.DeviceName(), "__Secure-")
+	return name == base || name == "__Secure-"+base || name == "__Host-"+base
 }
 
 // checkAnswers checks the answers to sent (nil: net/http refused it):
