@@ -8,7 +8,7 @@ import (
 
 // issued is the value of the device cookie d sets for user at IdP corp,
 // who signed in to the account "corp\x00dn-of-"+user.
-func issued(t *testing.T, d *Devices, user string) string {
+func issued(t testing.TB, d *Devices, user string) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	if err := d.Issue(rec, "/.portcullis/ldap/corp", "corp", user, "corp\x00dn-of-"+user); err != nil {

@@ -13,7 +13,10 @@ import (
 
 // FuzzLoad checks SPEC invariant 5 on any Cookie header: Load never panics
 // and never fails, and the only sessions it returns are ones sealed with the
-// store's key (here: the seeds'), never one made of other bytes.
+// store's key (here: the seeds'), never one made of other bytes (a device
+// cookie's value among them). Devices.Find, on the same header, finds the
+// seeds' device cookie (alice's at corp) for her alone, and it vouches for
+// her account alone.
 func FuzzLoad(f *testing.F) {
 	c := newClock()
 	o := testOptions(c)
@@ -54,11 +57,17 @@ func FuzzLoad(f *testing.F) {
 	flows.Start(fw, nil, LoginFlow, &idp.Flow{State: NewState(), IdP: "company", Redirect: "/x"}, false)
 	flowValue := fw.Result().Cookies()[0].Value
 
+	devices := NewDevices(o)
+	device := issued(f, devices, "corp\x00alice")
+	deviceCookie := o.DeviceName() + "=" + device
+
 	for _, s := range []string{
 		header(small), header(chunked), header(w.Result().Cookies()),
 		"portcullis=" + flowValue, header(small) + "; " + header(small),
 		header(small) + "; portcullis=x; portcullis=y", "portcullis=3~" + small[0].Value,
 		"portcullis_1=" + small[0].Value, "", "portcullis=", `portcullis="a"`,
+		deviceCookie, "portcullis=" + device, header(small) + "; " + deviceCookie, "portcullis_device=" + small[0].Value,
+		"portcullis_device=x; " + deviceCookie + "\n" + deviceCookie,
 	} {
 		f.Add(s)
 	}
@@ -74,6 +83,15 @@ func FuzzLoad(f *testing.F) {
 		}
 		if s != nil && !c.Now().Before(s.Expires) {
 			t.Fatalf("Load(%q) returned an expired session", cookie)
+		}
+		if d := devices.Find(r, "corp", "corp\x00alice"); d.Nonce != "" &&
+			(!d.SignedInTo("corp\x00dn-of-corp\x00alice") || d.SignedInTo("corp\x00dn-of-corp\x00bob")) {
+			t.Fatalf("Find(%q) found a device cookie of alice's that does not vouch for her account alone", cookie)
+		}
+		for _, other := range [][2]string{{"corp", "corp\x00bob"}, {"other", "corp\x00alice"}} {
+			if d := devices.Find(r, other[0], other[1]); d.Nonce != "" {
+				t.Fatalf("Find(%q) found a device cookie for %q at %s", cookie, other[1], other[0])
+			}
 		}
 	})
 }
