@@ -3,7 +3,9 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
@@ -29,6 +32,7 @@ const (
 	loginSession               // a session of bob's, made for this request
 	loginSpentOIDC             // the flow cookie of company's spent login
 	loginSpentSAML             // the flow cookie of corp's spent login
+	loginDevice                // the device cookie of corp-ldap's form that ldapserver.Bob's sign-in got
 )
 
 // loginEndpoints are FuzzLoginEndpoints's paths under the auth prefix:
@@ -44,8 +48,8 @@ var loginEndpoints = []string{
 
 // loginFuzzIdPs make testConfig's IdP one of three, of each protocol: company at a
 // real OIDC provider (ISSUER), corp at a real SAML IdP, and corp-ldap at a
-// directory that is not there (a login form that cannot pass is enough:
-// no password is checked before its login state is).
+// real directory (LDAP_URL, ldapserver's tree), whose form signs its users
+// in with their passwords and sets device cookies.
 const loginFuzzIdPs = `      server_url: ISSUER
       client_id: portcullis
       client_secret: portcullis-secret
@@ -59,10 +63,10 @@ const loginFuzzIdPs = `      server_url: ISSUER
       single_sign_out: true
     - id: corp-ldap
       protocol: LDAP
-      url: ldap://127.0.0.1:1
-      bind_dn: "cn=bind,dc=example,dc=com"
-      bind_password: secret
-      user_search: {base_dn: "ou=people,dc=example,dc=com", filter: "(uid={username})"}
+      url: LDAP_URL
+      bind_dn: ` + ldapserver.ServiceDN + `
+      bind_password: ` + ldapserver.ServicePassword + `
+      user_search: {base_dn: "` + ldapserver.Suffix + `", filter: "(&(objectClass=inetOrgPerson)(uid={username}))"}
 `
 
 // loginFuzz is FuzzLoginEndpoints's fixture: one Handler with its IdPs,
@@ -76,7 +80,10 @@ type loginFuzz struct {
 	// cookies, each used once already.
 	spent                map[string]string
 	spentOIDC, spentSAML []*http.Cookie
-	idpEndpoints         []string // where the proxy may send a browser off public_url's origin
+	// device is the device cookie ldapserver.Bob's sign-in with
+	// corp-ldap's form got.
+	device       []*http.Cookie
+	idpEndpoints []string // where the proxy may send a browser off public_url's origin
 }
 
 func newLoginFuzz(t testing.TB) *loginFuzz {
@@ -87,11 +94,15 @@ func newLoginFuzz(t testing.TB) *loginFuzz {
 		saml:  samlserver.Start(t, samlserver.Options{Users: []samlserver.User{{Name: "alice", Password: "alice-pw", Email: "alice@example.com"}}}),
 		spent: map[string]string{},
 	}
+	dir := ldapserver.Start(t, ldapserver.Options{})
 	y := strings.Replace(testConfig, "      server_url: http://127.0.0.1:1/\n      client_id: portcullis\n", strings.NewReplacer(
-		"ISSUER", lf.oidc.Issuer, "SAML_ENTITY", lf.saml.EntityID(), "SAML_CERT", base64.StdEncoding.EncodeToString(lf.saml.Certificate.Raw),
+		"ISSUER", lf.oidc.Issuer, "LDAP_URL", dir.URL, "SAML_ENTITY", lf.saml.EntityID(), "SAML_CERT", base64.StdEncoding.EncodeToString(lf.saml.Certificate.Raw),
 		"SAML_SSO", lf.saml.SSOURL(), "SAML_SLO", lf.saml.URL+"/slo").Replace(loginFuzzIdPs), 1)
 	lf.fixture = newFixtureOf(t, y)
-	// corp-ldap is never ready; company is once discovery is done.
+	// A refused password is answered at once: the failure floor has tests
+	// of its own.
+	lf.h.pause = func(context.Context, time.Time) {}
+	// company is ready once discovery is done.
 	for deadline := time.Now().Add(20 * time.Second); lf.h.providers["company"].impl.Ready() != nil; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("company not ready: %v", lf.h.providers["company"].impl.Ready())
@@ -107,6 +118,7 @@ func newLoginFuzz(t testing.TB) *loginFuzz {
 	lf.idpEndpoints = []string{lf.oidc.Issuer + "/auth?", lf.oidc.Issuer + "/session/end?", lf.saml.SSOURL() + "?", lf.saml.URL + "/slo?"}
 	lf.spendOIDC(t)
 	lf.spendSAML(t)
+	lf.spendLDAP(t)
 	return lf
 }
 
@@ -169,6 +181,24 @@ func (lf *loginFuzz) spendSAML(t testing.TB) {
 	lf.complete(t, r)
 	lf.spent["{saml-response}"], lf.spent["{saml-spent}"] = answer.Get("SAMLResponse"), answer.Get("RelayState")
 	lf.spentSAML = cookies
+}
+
+// spendLDAP signs ldapserver.Bob in with corp-ldap's form for real, and
+// keeps the device cookie his browser got.
+func (lf *loginFuzz) spendLDAP(t testing.TB) {
+	t.Helper()
+	rec := postLDAPForm(t, lf.h, openLDAPForm(t, lf.h), ldapserver.Bob, ldapserver.BobPassword)
+	if s, _ := lf.sessionSet(rec); rec.Code != http.StatusFound || s == nil {
+		t.Fatalf("a real sign-in with the form: %d, session %v\n%s", rec.Code, s, rec.Body)
+	}
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == lf.h.cookies.DeviceName() {
+			lf.device = append(lf.device, &http.Cookie{Name: c.Name, Value: c.Value})
+		}
+	}
+	if len(lf.device) != 1 {
+		t.Fatalf("a real sign-in with the form set %d device cookies", len(lf.device))
+	}
 }
 
 // complete sends the IdP's answer to a login and checks that it made a
@@ -236,6 +266,9 @@ func (lf *loginFuzz) cookiesFor(t testing.TB, which uint8) loginCookies {
 	if which&loginSpentSAML != 0 {
 		cookies = append(cookies, lf.spentSAML...)
 	}
+	if which&loginDevice != 0 {
+		cookies = append(cookies, lf.device...)
+	}
 	return loginCookies{cookieHeader(cookies), states, bob}
 }
 
@@ -294,6 +327,19 @@ var loginSeeds = []struct {
 	{13, "POST", "", "username=alice&password=&state={ldap}", loginLDAP, ""},
 	{13, "POST", "", "username=*&password=x&state={oidc}", loginOIDC, ""},
 	{13, "POST", "", "username=alice&password=x&state={ldap}&state={ldap}", loginLDAP | loginSession, ""},
+	// With the right passwords, and with the device cookie of bob's
+	// sign-in: for bob, for another user, without the form's state.
+	{13, "POST", "", "username=bob&password=bob-pw&state={ldap}", loginLDAP, ""},
+	{13, "POST", "", "username=bob&password=bob-pw&state={ldap}", loginLDAP | loginDevice | loginSession, ""},
+	{13, "POST", "", "username=BOB+&password=bob-pw&state={ldap}&rd=/tasks", loginLDAP | loginDevice, ""},
+	{13, "POST", "", "username=bob&password=x&state={ldap}", loginLDAP | loginDevice, ""},
+	{13, "POST", "", "username=alice&password=bob-pw&state={ldap}", loginLDAP | loginDevice, ""},
+	{13, "POST", "", "username=alice&password=alice-pw&state={ldap}", loginLDAP | loginDevice, ""},
+	{13, "POST", "", "username=dup&password=dup-pw&state={ldap}", loginLDAP | loginDevice, ""},
+	{13, "POST", "", "username=bob&password=bob-pw", loginDevice, ""},
+	{13, "POST", "", "username=bob&password=bob-pw&state={oidc}", loginOIDC | loginDevice, ""},
+	{13, "POST", "", "username=bob&password=bob-pw&state={ldap}", loginLDAP | loginDevice, "Cookie: __Secure-portcullis_device=forged"},
+	{13, "GET", "", "", loginDevice, ""},
 	{14, "POST", "", "username=alice&password=x&state={oidc}", loginOIDC, ""},
 	{15, "POST", "", "username=alice&password=x&state={saml}", loginSAML, ""},
 	// Logout, with and without a session, and its way back.
@@ -311,10 +357,14 @@ var loginSeeds = []struct {
 
 // FuzzLoginEndpoints sends any request to the proxy's own endpoints, where
 // sessions are made: endpoint (of loginEndpoints), method, query, form,
-// the logins, spent logins and session of bob's that the harness adds as
-// cookies (bits), and header lines. Without a real login at a real IdP,
-// none of them may make a session: no answer sets cookies that open to
-// one, but for bob's own session when it was sent. None is a 500, and no
+// the logins, spent logins, session of bob's and device cookie of
+// corp-ldap's form that the harness adds as cookies (bits), and header
+// lines. Without a real login at a real IdP, none of them may make a
+// session: no answer sets cookies that open to one, but for bob's own
+// session when it was sent, or the session of the user of ldapserver's
+// tree whose password a request posted to corp-ldap's form, with the
+// state of the form opened for it; that request, and no other, gets a
+// device cookie, which vouches for that user's entry. None is a 500, and no
 // answer sends the browser off public_url's origin but to an IdP's
 // endpoints, whatever rd says (SPEC invariant 6, as FuzzSafeRedirect
 // checks it).
@@ -355,28 +405,59 @@ func FuzzLoginEndpoints(f *testing.F) {
 			return // net/http's server refuses it before the Handler sees it
 		}
 		r.RemoteAddr = "203.0.113.7:40000"
+		posted := postedForm(r)
+		// Each iteration has its own failure limits, as a client of its
+		// own: the fuzzer's one address would use the 20 failures it may
+		// have within minutes, and every form post after would be a 429.
+		lf.h.passwords.limits = newLoginLimits()
 		rec := httptest.NewRecorder()
 		lf.h.ServeHTTP(rec, r)
-		lf.checkLoginAnswer(t, rec, sent.bob)
+		lf.checkLoginAnswer(t, rec)
+		lf.checkSignIn(t, rec, sent.bob, lf.ldapSignIn(r, posted, sent.states["{ldap}"]), posted.Get("username"))
 		if t.Failed() {
 			t.Logf("request:\n%q", raw)
 		}
 	})
 }
 
-// checkLoginAnswer checks FuzzLoginEndpoints's invariants on one answer.
-// bob is the ID of the session of bob's that the request carried, if any.
-func (lf *loginFuzz) checkLoginAnswer(t *testing.T, rec *httptest.ResponseRecorder, bob string) {
+// ldapPasswords are the users of ldapserver's tree by their passwords.
+var ldapPasswords = map[string]string{
+	ldapserver.AlicePassword: ldapserver.Alice, ldapserver.BobPassword: ldapserver.Bob,
+	ldapserver.StarUserPassword: ldapserver.StarUser, ldapserver.DupPassword: ldapserver.Dup,
+}
+
+// postedForm is the form r posts, as the Handler's ParseForm reads it (nil
+// when it refuses it); r's body is left for the Handler to read again.
+func postedForm(r *http.Request) url.Values {
+	b, err := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	if err != nil {
+		return nil
+	}
+	c := r.Clone(context.Background())
+	c.Body = io.NopCloser(bytes.NewReader(b))
+	if c.ParseForm() != nil {
+		return nil
+	}
+	return c.PostForm
+}
+
+// ldapSignIn is the user of ldapserver's tree whose password r posts to
+// corp-ldap's form, with state, that of the form opened for it (the
+// harness's {ldap}); "" when r does not.
+func (lf *loginFuzz) ldapSignIn(r *http.Request, form url.Values, state string) string {
+	if r.Method != http.MethodPost || r.URL.Path != lf.h.cfg.Server.AuthPrefix+"/ldap/corp-ldap" || state == "" || form.Get("state") != state {
+		return ""
+	}
+	return ldapPasswords[form.Get("password")]
+}
+
+// checkLoginAnswer checks FuzzLoginEndpoints's invariants on one answer
+// but those of checkSignIn: no 500, and no way off public_url's origin.
+func (lf *loginFuzz) checkLoginAnswer(t *testing.T, rec *httptest.ResponseRecorder) {
 	t.Helper()
 	if rec.Code == http.StatusInternalServerError {
 		t.Errorf("answer 500:\n%s", rec.Body)
-	}
-	s, err := lf.sessionSet(rec)
-	switch {
-	case err != nil:
-		t.Errorf("the cookies it set do not load: %v", err)
-	case s != nil && (bob == "" || s.ID != bob):
-		t.Errorf("it set the cookies of a session of %s (%s), with no login at an IdP; Set-Cookie: %q", s.Profile.Email, s.ID, rec.Header().Values("Set-Cookie"))
 	}
 	if loc := rec.Header().Get("Location"); loc != "" && !lf.atIdP(loc) {
 		if strings.HasPrefix(loc, "/") {
@@ -385,6 +466,51 @@ func (lf *loginFuzz) checkLoginAnswer(t *testing.T, rec *httptest.ResponseRecord
 		if why := offOrigin(lf.h.publicURL, loc); why != "" {
 			t.Errorf("it sends the browser to %q: %s", rec.Header().Get("Location"), why)
 		}
+	}
+}
+
+// checkSignIn checks the session and the device cookie that an answer
+// set: only the user (of ldapserver's tree) whose password the request
+// posted to corp-ldap's form (ldapSignIn), as username, gets either, and
+// gets both, a device cookie that vouches for that user's entry; bob is
+// the ID of the session of bob's the request carried, which it may set
+// again.
+func (lf *loginFuzz) checkSignIn(t *testing.T, rec *httptest.ResponseRecorder, bob, user, username string) {
+	t.Helper()
+	s, err := lf.sessionSet(rec)
+	entry := ldapserver.UserDN(user) // the entry the user signed in to
+	if s != nil {
+		entry, _ = s.Profile.Claims["dn"].(string)
+	}
+	switch {
+	case err != nil:
+		t.Errorf("the cookies it set do not load: %v", err)
+	case s == nil || bob != "" && s.ID == bob:
+	case user == "":
+		t.Errorf("it set the cookies of a session of %s (%s), with no login at an IdP; Set-Cookie: %q", s.Profile.Email, s.ID, rec.Header().Values("Set-Cookie"))
+	case s.Profile.IdP != "corp-ldap" || !strings.HasPrefix(strings.ToLower(entry), "uid="+user+","):
+		t.Errorf("the form took %s's password and set the cookies of a session of %s at %s", user, entry, s.Profile.IdP)
+	}
+	var devices []*http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == lf.h.cookies.DeviceName() && c.MaxAge >= 0 && c.Value != "" {
+			devices = append(devices, &http.Cookie{Name: c.Name, Value: c.Value})
+		}
+	}
+	signedIn := s != nil && user != "" && s.ID != bob
+	switch {
+	case len(devices) > 0 && user == "":
+		t.Errorf("it set a device cookie without the password of a user: Set-Cookie: %q", rec.Header().Values("Set-Cookie"))
+	case len(devices) > 1:
+		t.Errorf("it set %d device cookies", len(devices))
+	case len(devices) == 1:
+		const id = "corp-ldap"
+		d := lf.h.devices.Find(request("POST", lf.h.ldapFormPath(id, ""), devices), id, userKey(id, username))
+		if !d.SignedInTo(accountKey(id, entry)) {
+			t.Errorf("the form took %s's password as %q, and set a device cookie that does not vouch for that entry (%+v)", user, username, d)
+		}
+	case signedIn:
+		t.Errorf("the form signed %s in as %q, and set no device cookie", user, username)
 	}
 }
 

@@ -214,14 +214,14 @@ func openLDAPForm(t testing.TB, h *Handler) ldapForm {
 }
 
 // postLDAPForm posts f to h as a browser would, signed in as username.
-func postLDAPForm(t *testing.T, h *Handler, f ldapForm, username, password string) *httptest.ResponseRecorder {
+func postLDAPForm(t testing.TB, h *Handler, f ldapForm, username, password string) *httptest.ResponseRecorder {
 	t.Helper()
 	return postLDAPFormFrom(t, h, f, "", username, password)
 }
 
 // postLDAPFormFrom is postLDAPForm from a browser at addr ("": httptest's
 // one address).
-func postLDAPFormFrom(t *testing.T, h *Handler, f ldapForm, addr, username, password string) *httptest.ResponseRecorder {
+func postLDAPFormFrom(t testing.TB, h *Handler, f ldapForm, addr, username, password string) *httptest.ResponseRecorder {
 	t.Helper()
 	form := url.Values{"username": {username}, "password": {password}, "state": {f.state}}
 	r := httptest.NewRequest("POST", "/.portcullis/ldap/corp-ldap", strings.NewReader(form.Encode()))
