@@ -163,10 +163,11 @@ func checkShadowsHold(t *testing.T, s *Set) {
 }
 
 // FuzzShadowWarningsHold compiles two rules, each with a path, path_prefix
-// or path_regex (by kind) and maybe methods, and checks that when the
-// second is warned of as shadowed by the first, no path the second
-// matches escapes the first: among the paths tried are the fuzzer's, and
-// the fuzzer's after each rule's own condition.
+// or path_regex (by kind, kinds%9) and maybe methods (the first's by
+// kinds/9, the second's by get too), and checks that when the second is
+// warned of as shadowed by the first, no request the second matches
+// escapes the first: among the paths tried are the fuzzer's, and the
+// fuzzer's after each rule's own condition, each with GET, POST and HEAD.
 func FuzzShadowWarningsHold(f *testing.F) {
 	for _, s := range [][2]string{
 		{"/api/", `^/api/.*`}, {`/api/.*`, "/api/users"}, {`/.*`, "/x"}, {`.*`, `/a|/b`}, {`^/health$`, "/health"},
@@ -175,6 +176,9 @@ func FuzzShadowWarningsHold(f *testing.F) {
 	} {
 		for kinds := range uint8(9) {
 			f.Add(kinds, s[0], s[1], false, "x")
+		}
+		for _, methods := range []uint8{1, 2, 4} {
+			f.Add(9*methods+7, s[0], s[1], methods == 1, "x") // a prefix, then a regex
 		}
 	}
 	f.Fuzz(func(t *testing.T, kinds uint8, first, second string, get bool, path string) {
@@ -194,6 +198,13 @@ func FuzzShadowWarningsHold(f *testing.F) {
 		if get {
 			b.Methods = []string{"GET"}
 		}
+		if methods := kinds / 9; methods&1 != 0 {
+			a.Methods = []string{"GET", "HEAD"}
+		} else if methods&2 != 0 {
+			a.Methods = []string{"POST"}
+		} else if methods&4 != 0 {
+			b.Methods = append(b.Methods, "POST")
+		}
 		s, err := Compile([]Config{a, b}, Authenticate, nil)
 		if err != nil || s.shadowing(1) == nil {
 			return
@@ -204,12 +215,14 @@ func FuzzShadowWarningsHold(f *testing.F) {
 			if err != nil {
 				continue
 			}
-			req := &Request{Method: "GET", Path: clean}
-			if ok, _ := s.rules[1].matches(req, s.now()); !ok {
-				continue
-			}
-			if ok, _ := s.rules[0].matches(req, s.now()); !ok {
-				t.Fatalf("rules %+v and %+v: the second is warned of as never matching, yet it matches %q and the first does not", a, b, clean)
+			for _, m := range []string{"GET", "POST", "HEAD"} {
+				req := &Request{Method: m, Path: clean}
+				if ok, _ := s.rules[1].matches(req, s.now()); !ok {
+					continue
+				}
+				if ok, _ := s.rules[0].matches(req, s.now()); !ok {
+					t.Fatalf("rules %+v and %+v: the second is warned of as never matching, yet it matches %s %q and the first does not", a, b, m, clean)
+				}
 			}
 		}
 	})
