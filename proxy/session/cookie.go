@@ -337,7 +337,7 @@ func (st *CookieStore) unseal(key [sha256.Size]byte, value string, now time.Time
 		return nil
 	}
 	s := w.session()
-	s.openedSubject = s.idpSubject()
+	s.openedSubject = s.Tokens.Subject()
 	st.cache.put(key, s, heldBytes(s), now)
 	return s
 }

@@ -425,7 +425,7 @@ return 1`)
 // before; where sub is not mapped, by their sub too).
 func (st *RedisStore) indexes(s *Session) []index {
 	ixs := []index{st.subIndex(s.Profile.IdP, s.Profile.Sub)}
-	if subject := s.idpSubject(); subject != "" {
+	if subject := s.Tokens.Subject(); subject != "" {
 		ixs = append(ixs, st.subjectIndex(s.Profile.IdP, subject))
 	}
 	if sid := s.Tokens.SessionKey(); sid != "" {

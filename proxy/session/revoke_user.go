@@ -115,11 +115,9 @@ func (u *userRevocations) ended(s *Session) bool {
 			return true
 		}
 	}
-	subject := s.openedSubject
-	if subject == "" {
-		subject = s.idpSubject()
-	}
-	if subject != "" {
+	// Only sessions the cookie store opened are asked about (valid), and
+	// it worked out their subject then.
+	if subject := s.openedSubject; subject != "" {
 		if until, ok, forgotten := u.subs.lookup(subjectKey(s.Profile.IdP, subject), end); (ok && !end.After(until)) || forgotten {
 			return true
 		}

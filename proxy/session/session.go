@@ -168,22 +168,16 @@ type Session struct {
 	// again only updates it, so that a session ended meanwhile (logout on
 	// another replica) is never written back to life.
 	stored bool
-	// openedSubject is idpSubject, worked out once when the cookie store
-	// opens the session from its cookie: the store checks it on every
-	// request against the users logged out at their IdP, and reading it
-	// from the ID token takes a few microseconds. The sessions it opens are
-	// shared and never modified; copies whose Tokens change must not rely
-	// on it.
+	// openedSubject is Tokens.Subject, the IdP's own name for the user
+	// (by which a back-channel logout token's sub or a SAML LogoutRequest's
+	// NameID finds the session; "" when the tokens name none), worked out
+	// once when the cookie store opens the session from its cookie: the
+	// store checks it on every request against the users logged out at
+	// their IdP, and reading it from the ID token takes a few microseconds.
+	// The sessions it opens are shared and never modified; copies whose
+	// Tokens change must not rely on it.
 	openedSubject string
 }
-
-// idpSubject is the IdP's own name for s's user, by which a logout from
-// the IdP (a back-channel logout token's sub, a SAML LogoutRequest's
-// NameID) finds the session: Tokens.Subject, "" when the tokens name none
-// (OAuth2, LDAP, SAML without single_sign_out). It is not the profile's
-// sub when the IdP entry maps sub to another claim or attribute, and is
-// never compared with one (User).
-func (s *Session) idpSubject() string { return s.Tokens.Subject() }
 
 // New starts a session for a user who just logged in. Times are kept to the
 // second, the precision the cookie stores.
