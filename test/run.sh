@@ -4,7 +4,8 @@
 #   Debian packages: chromium (browser tests of the login pages and the demo),
 #                    slapd and ldap-utils (the OpenLDAP directory of the LDAP tests),
 #                    redis-server (the Redis session store and the replica tests)
-#   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at)
+#   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at),
+#                    test/a11y (axe-core, the accessibility checks of the proxy's pages)
 #   Go tools:        helm (deploy/: lint and render the Helm chart)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,10 @@ fi
 if [ ! -d test/oidc/node_modules/oidc-provider ] || [ test/oidc/package-lock.json -nt test/oidc/node_modules/.package-lock.json ]; then
 	echo "test/run.sh: npm ci in test/oidc"
 	(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -d test/a11y/node_modules/axe-core ] || [ test/a11y/package-lock.json -nt test/a11y/node_modules/.package-lock.json ]; then
+	echo "test/run.sh: npm ci in test/a11y"
+	(cd test/a11y && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # helm, for deploy/helm_test.go (helm lint and helm template of charts/portcullis;
