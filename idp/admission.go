@@ -31,6 +31,8 @@ func (e *AdmissionError) Error() string {
 //     with each listed domain exactly, ignoring the case of ASCII letters only
 //     (SameDomain): subdomains do not count (list sub.example.com too to
 //     admit it), and a domain with any other character never matches. The
+//     part before it must be a local part: not empty, and without another
+//     "@" (a@evil.example@example.com is refused, whatever its domain). The
 //     email must also be verified (email_verified): a domain says who may
 //     sign in only if the IdP vouches that the address is the user's. No
 //     email is refused.
@@ -53,7 +55,7 @@ func (c *Config) Admit(p *Profile) error {
 		return &AdmissionError{Rule: "email_verified", Reason: c.unverifiedReason(p)}
 	}
 	if len(c.AllowedEmailDomains) > 0 {
-		_, domain, ok := cutLast(p.Email, "@")
+		local, domain, ok := cutLast(p.Email, "@")
 		if !ok || domain == "" {
 			return &AdmissionError{Rule: "allowed_email_domains",
 				Reason: "Your account has no email address, and only some email domains may sign in here."}
@@ -61,6 +63,14 @@ func (c *Config) Admit(p *Profile) error {
 		if !slices.ContainsFunc(c.AllowedEmailDomains, func(d string) bool { return SameDomain(d, domain) }) {
 			return &AdmissionError{Rule: "allowed_email_domains",
 				Reason: fmt.Sprintf("Email addresses at %s are not allowed to sign in here.", lowerASCII(domain))}
+		}
+		if local == "" || strings.Contains(local, "@") {
+			// a@evil.example@company.com is at no one domain: mail
+			// software reads it as one at either (source routes, the
+			// % hack), so the mail that verified it may have gone to
+			// evil.example (GHSA-c5c4-8r6x-56w3).
+			return &AdmissionError{Rule: "allowed_email_domains",
+				Reason: "The email address of your account is not one email address at one domain (it has more than one @, or nothing before it), so its domain cannot be checked here."}
 		}
 		if !p.EmailVerified {
 			return &AdmissionError{Rule: "allowed_email_domains", Reason: c.unverifiedReason(p)}

@@ -47,6 +47,14 @@ func TestAdmit(t *testing.T) {
 			p: alice, rule: "allowed_email_domains"},
 		{name: "the domain is after the last @", c: Config{AllowedEmailDomains: []string{"example.org"}},
 			p: Profile{Email: `"a@example.org"@evil.example`}, rule: "allowed_email_domains", reasons: "evil.example"},
+		// GHSA-c5c4-8r6x-56w3 (oauth2-proxy, CVE-2026-40574): the part after
+		// the last @ of an address with two was taken for its domain. Mail
+		// software reads such an address in more than one way (source routes,
+		// the % hack), so the verification mail may have gone elsewhere.
+		{name: "an address with two @ is not at the domain after the last one", c: Config{AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: "attacker@evil.example@example.org", EmailVerified: true}, rule: "allowed_email_domains", reasons: "not one email address"},
+		{name: "an address with no local part is refused", c: Config{AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: "@example.org", EmailVerified: true}, rule: "allowed_email_domains", reasons: "not one email address"},
 		{name: "a Kelvin sign does not fold to k: only ASCII letters ignore case", c: Config{AllowedEmailDomains: []string{"kompany.com"}},
 			p: Profile{Email: "eve@\u212Aompany.com", EmailVerified: true}, rule: "allowed_email_domains", reasons: "at \u212Aompany.com are not"},
 		{name: "a long s does not fold to s", c: Config{AllowedEmailDomains: []string{"sso.com"}},
