@@ -47,6 +47,14 @@ func TestAdmit(t *testing.T) {
 			p: alice, rule: "allowed_email_domains"},
 		{name: "the domain is after the last @", c: Config{AllowedEmailDomains: []string{"example.org"}},
 			p: Profile{Email: `"a@example.org"@evil.example`}, rule: "allowed_email_domains", reasons: "evil.example"},
+		// vouch-proxy#198: its domain check was strings.Contains, which
+		// admitted each of these for the domain in them.
+		{name: "an allowed domain in the local part does not count", c: Config{AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: "example.org@evil.example", EmailVerified: true}, rule: "allowed_email_domains", reasons: "evil.example"},
+		{name: "a domain that ends with an allowed one is another domain", c: Config{AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: "eve@evilexample.org", EmailVerified: true}, rule: "allowed_email_domains", reasons: "evilexample.org"},
+		{name: "an allowed domain with labels after it is another domain", c: Config{AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: "eve@example.org.evil.example", EmailVerified: true}, rule: "allowed_email_domains", reasons: "example.org.evil.example"},
 		// GHSA-c5c4-8r6x-56w3 (oauth2-proxy, CVE-2026-40574): the part after
 		// the last @ of an address with two was taken for its domain. Mail
 		// software reads such an address in more than one way (source routes,

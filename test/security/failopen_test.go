@@ -121,3 +121,26 @@ func TestFailOpenFailures(t *testing.T) {
 		checkIdentity(t, r, map[string]string{"X-Email": "bob@example.com", "X-Groups": "user", "X-Portcullis-Assertion": "jwt"})
 	})
 }
+
+// A request that looks like a load balancer's health check is an anonymous
+// request like any other: neither a checker's User-Agent nor a health or
+// metrics path lets it past the rules on the public listener (health and
+// metrics are the admin listener's). oauth2-proxy answered any path as a
+// passed health check when the User-Agent was --ping-user-agent's, which
+// nginx auth_request took for a signed-in user (GHSA-5hvv-m4w4-gf6v,
+// CVE-2026-34457).
+func TestHealthCheckRequestsAreNotExempt(t *testing.T) {
+	agents := []string{"kube-probe/1.31", "GoogleHC/1.0", "ELB-HealthChecker/2.0", "Consul Health Check", "Go-http-client/1.1"}
+	targets := []string{"/app/x", "/admin/x", "/ping", "/healthz", "/readyz", "/metrics", "/app/x?healthz", "/.portcullis/healthz", "/.portcullis/ping"}
+	for _, agent := range agents {
+		for _, target := range targets {
+			t.Run(agent+" "+target, func(t *testing.T) {
+				r := do(t, rq{target: target, headers: []string{"User-Agent: " + agent, "Accept: application/json"}})
+				refusedCleanly(t, r, agent+" "+target)
+				if r.Status != http.StatusUnauthorized && r.Status != http.StatusNotFound {
+					t.Errorf("status %d, want 401 (or 404 under the auth prefix)", r.Status)
+				}
+			})
+		}
+	}
+}
