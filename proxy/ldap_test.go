@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -307,6 +308,49 @@ func TestBasicAuthRuleNeverForwardsBasicCredentials(t *testing.T) {
 			}
 			if resp.StatusCode != http.StatusUnauthorized {
 				t.Errorf("%d, want 401", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// markupChecker is a directory where every password is wrong, and whose
+// one account, markup, has an address at a domain that is markup too.
+type markupChecker struct{}
+
+func (markupChecker) Ready() error { return nil }
+
+func (markupChecker) Authenticate(_ *http.Request, username, _ string, _ func(string) error) (*idp.Profile, error) {
+	if username != "markup" {
+		return nil, fmt.Errorf("ldap corp-ldap: %w", idp.ErrInvalidCredentials)
+	}
+	return &idp.Profile{IdP: "corp-ldap", Sub: "markup", Email: `m@"><script>alert(1)</script>.example`, EmailVerified: true}, nil
+}
+
+// What a client types and what a directory says reach the login pages as
+// text, never as markup: the username the form shows again after a wrong
+// password, and the email domain an admission refusal names. Trail of Bits'
+// 2023 audit of caddy-security found request text reflected into its portal
+// as script ("client-side code execution"); the pages' html/template
+// escapes, and their Content-Security-Policy allows no script besides.
+func TestLoginPagesEscapeWhatTheyShow(t *testing.T) {
+	const markup = `"><script>alert(1)</script>`
+	h := newTestHandler(t, withLDAP+"      allowed_email_domains: [example.com]\n")
+	h.providers["corp-ldap"].impl = markupChecker{}
+	h.pause = func(context.Context, time.Time) {}
+	for _, tc := range []struct{ name, username string }{
+		{"the username after a wrong password", markup},
+		{"the domain an admission refusal names", "markup"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := postLDAPForm(t, h, openLDAPForm(t, h), tc.username, "pw")
+			body := rec.Body.String()
+			if rec.Code < 400 || strings.Contains(body, "<script>") {
+				t.Fatalf("status %d, body with the markup unescaped:\n%s", rec.Code, body)
+			}
+			// The form is HTML; a refusal is JSON to a client that asks
+			// for no HTML, and escaped there too.
+			if !strings.Contains(body, "&lt;script&gt;") && !strings.Contains(body, `\u003cscript\u003e`) {
+				t.Errorf("the page does not show the text it was given:\n%s", body)
 			}
 		})
 	}
