@@ -53,7 +53,8 @@ type Config struct {
 	PathPrefix string `yaml:"path_prefix"`
 	// PathRegex matches the whole normalized path (compiled as ^(?:re)$).
 	PathRegex string `yaml:"path_regex"`
-	// Methods lists the request methods the rule applies to.
+	// Methods lists the request methods the rule applies to; GET brings HEAD
+	// with it, which applications answer with their GET handler.
 	Methods []string `yaml:"methods"`
 	// Headers maps a header name to a regex (unanchored) that its value must
 	// match; the header must be present exactly once.
@@ -221,6 +222,14 @@ func compileRule(key string, c Config) (*Rule, error) {
 			continue
 		}
 		r.methods = append(r.methods, m)
+	}
+	if contains(r.methods, http.MethodGet) && !contains(r.methods, http.MethodHead) {
+		// HEAD is GET without the body, and applications answer it with
+		// their GET handler (Go's ServeMux matches a GET pattern to HEAD
+		// too; Django, Rails and Express route it so): a rule for GET
+		// that let HEAD fall through to another decision would give the
+		// same handler two.
+		r.methods = append(r.methods, http.MethodHead)
 	}
 
 	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {

@@ -127,6 +127,8 @@ func TestMatchPathsAndMethods(t *testing.T) {
 		{Name: "health", Path: "/healthz", Methods: []string{"get", "head"}, Action: Bypass},
 		{Name: "static", PathRegex: `/static/.*\.(js|css)`, Action: Bypass},
 		{Name: "no-delete", Methods: []string{"DELETE"}, Action: Deny},
+		{Name: "reports", PathPrefix: "/reports/", Methods: []string{"GET"}, Action: Deny},
+		{Name: "probe", Path: "/probe", Methods: []string{"HEAD"}, Action: Bypass},
 	}, Authenticate)
 	tests := []struct {
 		name, method, path, want string
@@ -141,6 +143,12 @@ func TestMatchPathsAndMethods(t *testing.T) {
 		{"regex is anchored at the start", "GET", "/x/static/app.js", "default"},
 		{"method-only rule matches any path", "DELETE", "/anything", "no-delete"},
 		{"first match wins", "DELETE", "/static/app.js", "static"},
+		// HEAD is GET without the body, and applications answer it with
+		// their GET handler (Go's ServeMux, Django, Rails, Express): a
+		// rule for GET that let HEAD fall through would give it another
+		// decision for the same handler.
+		{"a GET rule matches HEAD too", "HEAD", "/reports/2026", "reports"},
+		{"a HEAD rule does not match GET", "GET", "/probe", "default"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
