@@ -264,6 +264,12 @@ func (st *RedisStore) open(id string, vals []any) (_ *Session, ended bool) {
 	}
 	key := valueKey(sealed)
 	shared := st.cache.get(key)
+	if shared != nil && shared.ID != id {
+		// The value is another session's, opened before under its own key:
+		// copied here by whoever can write to Redis, or an answer meant for
+		// another command. The seal names the ID so that it opens nothing.
+		return nil, false
+	}
 	if shared == nil {
 		var w wireSession
 		if err := securecookie.DecodeMulti(redisValueCodecName, sealed, &w, st.values...); err != nil {

@@ -116,6 +116,38 @@ func TestRedisStoreRefuses(t *testing.T) {
 	}
 }
 
+// A sealed session names its ID, so that a value read from under another
+// session's key opens nothing: one copied there by whoever can write to
+// Redis, or an answer go-redis gave to the wrong command (out-of-order
+// replies after a timeout, GHSA-92cp-5422-2mw7). That holds when the value
+// was opened before and sits in the store's cache, as every active user's does.
+func TestRedisStoreRefusesASessionUnderAnotherID(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	st := replica(t, srv, testOptions(c))
+	alice := New(testProfile(), idp.Tokens{}, testOptions(c))
+	aliceCookies := saveTo(t, st, alice)
+	mallory := New(idp.Profile{IdP: "corp", Sub: "mallory", Email: "mallory@example.com"}, idp.Tokens{}, testOptions(c))
+	malloryCookies := saveTo(t, st, mallory)
+
+	for _, opened := range []bool{false, true} {
+		if opened && loadFrom(t, st, aliceCookies) == nil { // alice's value is now in the cache
+			t.Fatal("alice's session does not load")
+		}
+		ctx := context.Background()
+		sealed, err := st.redis.client.HGet(ctx, st.sessionKey(alice.ID), "d").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.redis.client.HSet(ctx, st.sessionKey(mallory.ID), "d", sealed).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got := loadFrom(t, st, malloryCookies); got != nil {
+			t.Errorf("alice's value opened before %v: mallory's cookie loads session %s (%s), want none", opened, got.ID, got.Profile.Email)
+		}
+	}
+}
+
 func TestRedisStoreLifetimeAndIdleTimeout(t *testing.T) {
 	srv := redisserver.Start(t)
 	c := newClock()
