@@ -60,6 +60,12 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 	if d.provider == nil {
 		return nil, fmt.Errorf("oidc %s: logout token: plain OAuth2 has no back-channel logout", id)
 	}
+	if !compactJWT(raw) {
+		// go-jose would read the JWS JSON serialization too, into which
+		// anyone can rewrite a token the IdP signed: its header is then not
+		// where the typ check below reads it.
+		return nil, fmt.Errorf("oidc %s: logout token: not a compact JWT", id)
+	}
 	// exp is optional in a logout token; it is checked below when present.
 	v := d.provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true})
 	tok, err := v.Verify(oidc.ClientContext(ctx, p.client), raw)
@@ -111,6 +117,23 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 		out.Sub = tok.Subject
 	}
 	return out, nil
+}
+
+// compactJWT reports whether raw is in the JWS compact serialization, three
+// base64url parts and nothing else: the only form a JWT takes (RFC 7519
+// 7.2), and the one jwtHeaderType reads.
+func compactJWT(raw string) bool {
+	if strings.Count(raw, ".") != 2 {
+		return false
+	}
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // logoutTokenType reports whether the JOSE header of the compact JWT raw

@@ -100,6 +100,16 @@ func TestVerifyLogoutToken(t *testing.T) {
 	if _, err := p.VerifyLogoutToken(t.Context(), "not-a-jwt"); err == nil {
 		t.Error("garbage accepted as a logout token")
 	}
+	// go-jose's ParseSigned reads the JWS JSON serialization too, into which
+	// anyone can rewrite a compact token the IdP signed: its header is then
+	// no longer before the first dot, where the typ check reads it.
+	for _, typ := range []string{"secevent+jwt", "logout+jwt"} {
+		parts := strings.Split(typedLogoutToken(t, li, typ, valid(), nil), ".")
+		asJSON := `{"protected":"` + parts[0] + `","payload":"` + parts[1] + `","signature":"` + parts[2] + `"}`
+		if tok, err := p.VerifyLogoutToken(t.Context(), asJSON); err == nil || !strings.Contains(err.Error(), "compact") {
+			t.Errorf("a token typed %s in the JWS JSON serialization: %+v, %v; want it refused as not a compact JWT", typ, tok, err)
+		}
+	}
 	if tok, err := p.VerifyLogoutToken(t.Context(), typedLogoutToken(t, li, "logout+jwt", valid(), nil)); err != nil || tok.Sub != "alice" {
 		t.Errorf("token %+v (%v): want the profile sub of its sessions to be its sub, which the entry maps sub from", tok, err)
 	}
