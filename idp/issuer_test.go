@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,7 +21,10 @@ import (
 // refresh) with an ID token for alice carrying the claims the test sets.
 type testIssuer struct {
 	url string
-	key *rsa.PrivateKey
+	mu  sync.Mutex      // guards key, which rotate replaces
+	key *rsa.PrivateKey // published in the JWKS as kid "k1"
+	// jwksFetches counts the requests for the JWKS.
+	jwksFetches atomic.Int32
 	// edit changes the ID token's claims before they are signed.
 	edit func(claims map[string]any)
 	// nonce is the nonce the next ID token carries.
@@ -41,7 +46,11 @@ func newTestIssuer(t *testing.T) *testIssuer {
 		})
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+		ti.jwksFetches.Add(1)
+		ti.mu.Lock()
+		public := &ti.key.PublicKey
+		ti.mu.Unlock()
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: public, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
 	})
 	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
@@ -68,7 +77,9 @@ func newTestIssuer(t *testing.T) *testIssuer {
 // when nil).
 func (ti *testIssuer) sign(typ string, claims map[string]any, key *rsa.PrivateKey) (string, error) {
 	if key == nil {
+		ti.mu.Lock()
 		key = ti.key
+		ti.mu.Unlock()
 	}
 	opts := (&jose.SignerOptions{}).WithHeader("kid", "k1")
 	if typ != "" {
@@ -79,4 +90,16 @@ func (ti *testIssuer) sign(typ string, claims map[string]any, key *rsa.PrivateKe
 		return "", err
 	}
 	return jwt.Signed(signer).Claims(claims).Serialize()
+}
+
+// rotate replaces the issuer's signing key (kid "k1" still) with a new one.
+func (ti *testIssuer) rotate(t *testing.T) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti.mu.Lock()
+	ti.key = key
+	ti.mu.Unlock()
 }

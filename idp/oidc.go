@@ -56,8 +56,10 @@ func (e *CallbackError) Error() string {
 // oidcProvider logs users in with OpenID Connect (discovered from server_url)
 // or with plain OAuth2 (endpoints configured, profile from userinfo).
 type oidcProvider struct {
-	cfg      Config
-	client   *http.Client
+	cfg    Config
+	client *http.Client
+	// jwks is the transport of the client go-oidc fetches the JWKS with.
+	jwks     *jwksThrottle
 	pkce     bool
 	mapping  map[string]string
 	redirect string
@@ -89,6 +91,7 @@ func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {
 	if p.client == nil {
 		p.client = &http.Client{Timeout: discoveryTimeout}
 	}
+	p.jwks = newJWKSThrottle(p.client.Transport)
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -164,7 +167,10 @@ const notAnIssuer = "server_url must be the issuer, the URL before " + wellKnown
 	"Okta: https://ORG.okta.com/oauth2/default, GitLab: https://gitlab.example.com), or a preset's keys that make it"
 
 func (p *oidcProvider) discover(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, p.client), discoveryTimeout)
+	// The provider keeps this client for the JWKS, fetched through p.jwks.
+	client := *p.client
+	client.Transport = p.jwks
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, &client), discoveryTimeout)
 	defer cancel()
 	provider, err := oidc.NewProvider(ctx, p.cfg.ServerURL)
 	var mismatch *oidc.IssuerMismatchError
@@ -195,10 +201,12 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 	var meta struct {
 		Issuer   string `json:"issuer"`
 		IssParam bool   `json:"authorization_response_iss_parameter_supported"`
+		JWKSURI  string `json:"jwks_uri"`
 	}
 	if err := provider.Claims(&meta); err != nil {
 		return fmt.Errorf("oidc %s: read discovery document: %w", p.cfg.ID, err)
 	}
+	p.jwks.url.Store(&meta.JWKSURI)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()

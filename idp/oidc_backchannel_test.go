@@ -3,6 +3,7 @@ package idp
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -125,3 +126,48 @@ func TestVerifyLogoutToken(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// go-oidc fetches the IdP's JWKS again whenever a token's signature matches
+// no key it holds, and anyone may post a logout token: without a floor each
+// forged one was a request to the IdP.
+func TestForgedLogoutTokensDoNotFetchTheJWKSEachTime(t *testing.T) {
+	li := newTestIssuer(t)
+	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
+		testOptions("http://127.0.0.1:1", false))
+	waitReady(t, p, 10*time.Second)
+	now := time.Now()
+	p.jwks.now = func() time.Time { return now }
+	foreignKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	token := func(key *rsa.PrivateKey) string {
+		n++
+		return logoutToken(t, li, map[string]any{
+			"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": fmt.Sprint("jti-", n), "sub": "alice",
+			"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
+		}, key)
+	}
+	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err != nil {
+		t.Fatalf("a valid logout token: %v", err)
+	}
+	for range 20 {
+		if _, err := p.VerifyLogoutToken(t.Context(), token(foreignKey)); err == nil {
+			t.Fatal("a forged logout token was accepted")
+		}
+	}
+	if got := li.jwksFetches.Load(); got != 1 {
+		t.Errorf("the JWKS was fetched %d times for one valid and 20 forged logout tokens within %s; want once", got, jwksRefetchEvery)
+	}
+
+	// The IdP's new key is found once the floor has passed.
+	li.rotate(t)
+	now = now.Add(jwksRefetchEvery)
+	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err != nil {
+		t.Errorf("a logout token signed with the IdP's new key, %s later: %v", jwksRefetchEvery, err)
+	}
+	if got := li.jwksFetches.Load(); got != 2 {
+		t.Errorf("the JWKS was fetched %d times in all; want 2", got)
+	}
+}
