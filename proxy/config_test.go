@@ -156,6 +156,24 @@ func TestEnvironmentCannotInjectYAML(t *testing.T) {
 	}
 }
 
+// A configuration whose aliases would expand to 9^10 header names (a YAML
+// "billion laughs") is refused as it is written, without expanding them.
+func TestAliasesAreNotExpanded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`x0: &x0 ["a","a","a","a","a","a","a","a","a"]` + "\n")
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&b, "x%d: &x%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*x%d,", i-1), 9), ","))
+	}
+	b.WriteString("attribute_pass: {strip_headers: *x9}\n")
+	err := checkYAML(t, minimal+b.String(), nil)
+	if err == nil || !strings.Contains(err.Error(), "attribute_pass.strip_headers[0]: must be a single value") {
+		t.Fatalf("error %v, want strip_headers' elements refused as lists", err)
+	}
+	if n := strings.Count(err.Error(), "\n"); n > 100 {
+		t.Errorf("%d problems reported: the aliases were expanded", n)
+	}
+}
+
 // TestDecodeErrorsQuoteNoValues: a value of the wrong type is reported by
 // its key, never quoted, since it may be a secret put in the wrong place.
 func TestDecodeErrorsQuoteNoValues(t *testing.T) {
