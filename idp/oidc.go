@@ -58,7 +58,7 @@ func (e *CallbackError) Error() string {
 type oidcProvider struct {
 	cfg    Config
 	client *http.Client
-	// jwks is the transport of the client go-oidc fetches the JWKS with.
+	// jwks is the transport of the client logout tokens' keys are fetched with.
 	jwks     *jwksThrottle
 	pkce     bool
 	mapping  map[string]string
@@ -70,7 +70,9 @@ type oidcProvider struct {
 	oauth    *oauth2.Config
 	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
-	issuer   string
+	// logoutVerifier checks back-channel logout tokens, with keys of its own.
+	logoutVerifier *oidc.IDTokenVerifier
+	issuer         string
 	// issParam is the discovery document's
 	// authorization_response_iss_parameter_supported (RFC 9207).
 	issParam bool
@@ -167,10 +169,7 @@ const notAnIssuer = "server_url must be the issuer, the URL before " + wellKnown
 	"Okta: https://ORG.okta.com/oauth2/default, GitLab: https://gitlab.example.com), or a preset's keys that make it"
 
 func (p *oidcProvider) discover(ctx context.Context) error {
-	// The provider keeps this client for the JWKS, fetched through p.jwks.
-	client := *p.client
-	client.Transport = p.jwks
-	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, &client), discoveryTimeout)
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, p.client), discoveryTimeout)
 	defer cancel()
 	provider, err := oidc.NewProvider(ctx, p.cfg.ServerURL)
 	var mismatch *oidc.IssuerMismatchError
@@ -214,6 +213,15 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 	p.issuer = meta.Issuer
 	p.issParam = meta.IssParam
 	p.verifier = provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
+	// Logout tokens get keys of their own, fetched through p.jwks: anyone
+	// may post one, and a login's ID token must not wait for the floor
+	// that forged ones are held to (an IdP that rotates its key signs the
+	// next ID token with the new one at once).
+	throttled := *p.client
+	throttled.Transport = p.jwks
+	// exp is optional in a logout token; VerifyLogoutToken checks it when present.
+	p.logoutVerifier = provider.VerifierContext(oidc.ClientContext(context.Background(), &throttled),
+		&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true})
 	p.oauth = p.oauthConfig(provider.Endpoint())
 	p.notReady = nil
 	return nil
@@ -230,8 +238,10 @@ type discovered struct {
 	oauth    *oauth2.Config
 	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
-	issuer   string
-	issParam bool
+	// logoutVerifier checks back-channel logout tokens, with keys of its own.
+	logoutVerifier *oidc.IDTokenVerifier
+	issuer         string
+	issParam       bool
 }
 
 func (p *oidcProvider) current() (discovered, error) {
@@ -240,7 +250,8 @@ func (p *oidcProvider) current() (discovered, error) {
 	if p.oauth == nil {
 		return discovered{}, fmt.Errorf("oidc %s: %w: %w", p.cfg.ID, ErrNotReady, p.notReady)
 	}
-	return discovered{oauth: p.oauth, provider: p.provider, verifier: p.verifier, issuer: p.issuer, issParam: p.issParam}, nil
+	return discovered{oauth: p.oauth, provider: p.provider, verifier: p.verifier, logoutVerifier: p.logoutVerifier,
+		issuer: p.issuer, issParam: p.issParam}, nil
 }
 
 // LoginURL sets f's nonce (OIDC) and PKCE verifier (when enabled) and returns

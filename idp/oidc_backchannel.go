@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/coreos/go-oidc/v3/oidc"
 )
 
 // BackchannelLogoutEvent is the member of a logout token's events claim that
@@ -66,9 +64,7 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 		// where the typ check below reads it.
 		return nil, fmt.Errorf("oidc %s: logout token: not a compact JWT", id)
 	}
-	// exp is optional in a logout token; it is checked below when present.
-	v := d.provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true})
-	tok, err := v.Verify(oidc.ClientContext(ctx, p.client), raw)
+	tok, err := d.logoutVerifier.Verify(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, err)
 	}

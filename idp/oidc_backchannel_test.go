@@ -161,13 +161,31 @@ func TestForgedLogoutTokensDoNotFetchTheJWKSEachTime(t *testing.T) {
 		t.Errorf("the JWKS was fetched %d times for one valid and 20 forged logout tokens within %s; want once", got, jwksRefetchEvery)
 	}
 
-	// The IdP's new key is found once the floor has passed.
+	// The IdP rotates its key and signs with the new one at once. A login's
+	// ID token is verified with keys of its own, which the forged logout
+	// tokens did not hold back; logout tokens find the new key once the
+	// floor has passed.
 	li.rotate(t)
+	idToken, err := li.sign("", map[string]any{"iss": li.url, "aud": "portcullis", "sub": "alice",
+		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := p.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.verifier.Verify(t.Context(), idToken); err != nil {
+		t.Errorf("an ID token signed with the IdP's new key, right after the forged logout tokens: %v", err)
+	}
+	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err == nil {
+		t.Errorf("a logout token signed with the new key within %s of the last fetch was accepted; want it refused until then", jwksRefetchEvery)
+	}
 	now = now.Add(jwksRefetchEvery)
 	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err != nil {
 		t.Errorf("a logout token signed with the IdP's new key, %s later: %v", jwksRefetchEvery, err)
 	}
-	if got := li.jwksFetches.Load(); got != 2 {
-		t.Errorf("the JWKS was fetched %d times in all; want 2", got)
+	if got := li.jwksFetches.Load(); got != 3 {
+		t.Errorf("the JWKS was fetched %d times in all; want 3 (for logout tokens at the first and once the floor passed, for the ID token once)", got)
 	}
 }

@@ -9,12 +9,14 @@ import (
 	"time"
 )
 
-// jwksRefetchEvery is the least time between two fetches of an IdP's JWKS.
-// go-oidc fetches the keys again whenever a token's signature matches none
-// it holds, and anyone can post such a token to the back-channel logout
-// endpoint: without a floor, each one was a request to the IdP. Keycloak's
-// adapters wait as long (min-time-between-jwks-requests); an IdP publishes a
-// new key before it signs with it.
+// jwksRefetchEvery is the least time between two fetches of an IdP's JWKS
+// for logout tokens. go-oidc fetches the keys again whenever a token's
+// signature matches none it holds, and anyone can post such a token to the
+// back-channel logout endpoint: without a floor, each one was a request to
+// the IdP. Keycloak's adapters wait as long (min-time-between-jwks-requests).
+// ID tokens at login are verified with keys of their own, without a floor:
+// they come from the IdP's token endpoint, and an IdP that rotates its key
+// signs the next one with the new key at once.
 const jwksRefetchEvery = 10 * time.Second
 
 // maxJWKS bounds the JWKS document read, as userinfo is bounded.
