@@ -263,16 +263,13 @@ func (s *shape) walk(n *yaml.Node, t reflect.Type, path string) {
 				fields[name] = f.Type
 			}
 		}
-		s.keys(n, path, func(key string) (reflect.Type, bool) {
-			ft, ok := fields[key]
-			return ft, ok
-		})
+		s.keys(n, path, fields, nil)
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			s.mistype(path, n, t)
 			return
 		}
-		s.keys(n, path, func(string) (reflect.Type, bool) { return t.Elem(), true })
+		s.keys(n, path, nil, t.Elem())
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			s.mistype(path, n, t)
@@ -306,9 +303,10 @@ func decodesItself(t reflect.Type) bool {
 	return pt.Implements(yamlUnmarshaler) || pt.Implements(textUnmarshaler)
 }
 
-// keys walks the entries of the mapping n; field gives the type of a key's
-// value, or false for a key that no field takes.
-func (s *shape) keys(n *yaml.Node, path string, field func(string) (reflect.Type, bool)) {
+// keys walks the entries of the mapping n: a struct's, whose fields maps
+// each key it takes to the type of its value, or, with fields nil, a map's,
+// whose every key takes an elem.
+func (s *shape) keys(n *yaml.Node, path string, fields map[string]reflect.Type, elem reflect.Type) {
 	line := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
@@ -321,13 +319,63 @@ func (s *shape) keys(n *yaml.Node, path string, field func(string) (reflect.Type
 			continue
 		}
 		line[k.Value] = k.Line
-		ft, ok := field(k.Value)
+		ft, ok := elem, fields == nil
 		if !ok {
-			s.problems = append(s.problems, fmt.Errorf("%s: unknown key", key))
+			ft, ok = fields[k.Value]
+		}
+		if !ok {
+			if near := nearestKey(k.Value, fields); near != "" {
+				s.problems = append(s.problems, fmt.Errorf("%s: unknown key (did you mean %s?)", key, near))
+			} else {
+				s.problems = append(s.problems, fmt.Errorf("%s: unknown key", key))
+			}
 			continue
 		}
 		s.walk(n.Content[i+1], ft, key)
 	}
+}
+
+// nearestKey is the one key of fields that key is a slip of the keyboard
+// away from (an edit or two, one for a short key: identity_provider for
+// identity_providers, clent_id for client_id), or "" when none or several are.
+func nearestKey(key string, fields map[string]reflect.Type) string {
+	limit := min(2, max(1, len(key)/3))
+	near, tie := "", false
+	for name := range fields {
+		switch d := editDistance(strings.ToLower(key), name); {
+		case d > limit:
+		case d < limit:
+			limit, near, tie = d, name, false
+		case near == "":
+			near = name
+		default:
+			tie = true
+		}
+	}
+	if tie {
+		return ""
+	}
+	return near
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	row := make([]int, len(b)+1)
+	for j := range row {
+		row[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		diag := row[0]
+		row[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			diag, row[j] = row[j], min(row[j]+1, row[j-1]+1, diag+cost)
+		}
+	}
+	return row[len(b)]
 }
 
 // mistype records that the value n at path cannot be decoded into t. It

@@ -39,6 +39,20 @@ func checkYAML(t *testing.T, yaml string, env map[string]string) error {
 	return Check(cfg)
 }
 
+// An unknown key is only said to be a misspelling of a known one when it is
+// close to one: a key of another block, or another product's, is not.
+func TestUnknownKeyGuessesOnlyNearMisses(t *testing.T) {
+	for _, key := range []string{"colour", "cookie_domain", "secret", "keyz_backup"} {
+		err := checkYAML(t, strings.Replace(minimal, "session:\n", "session:\n  "+key+": x\n", 1), nil)
+		if err == nil || !strings.Contains(err.Error(), "session."+key+": unknown key") {
+			t.Fatalf("%s: got %v, want it named an unknown key", key, err)
+		}
+		if strings.Contains(err.Error(), "did you mean") {
+			t.Errorf("%s: %v; want no guess", key, err)
+		}
+	}
+}
+
 func TestMinimalConfigIsValid(t *testing.T) {
 	if err := checkYAML(t, minimal, nil); err != nil {
 		t.Fatal(err)
@@ -51,8 +65,9 @@ func TestCheckNamesTheKey(t *testing.T) {
 	for _, tc := range []struct {
 		name, old, new, want string
 	}{
-		{"unknown top-level key", "server:", "sever:\n  listen: x\nserver:", "sever: unknown key"},
-		{"typo in an IdP key", "client_id: portcullis", "clent_id: portcullis", "sso.identity_providers[0].clent_id: unknown key"},
+		{"unknown top-level key", "server:", "sever:\n  listen: x\nserver:", "sever: unknown key (did you mean server?)"},
+		{"typo in an IdP key", "client_id: portcullis", "clent_id: portcullis", "sso.identity_providers[0].clent_id: unknown key (did you mean client_id?)"},
+		{"a singular for a plural", "identity_providers:", "identity_provider:", "sso.identity_provider: unknown key (did you mean identity_providers?)"},
 		{"missing public_url", "public_url: https://cvat.example.com", "listen: \":9772\"", "server.public_url: required"},
 		{"public_url with a path", "https://cvat.example.com", "https://cvat.example.com/app", "server.public_url: must be an origin"},
 		{"missing upstream", "url: http://traefik:8080", "preserve_host: true", "upstream.url: required"},
