@@ -21,8 +21,12 @@ import (
 // refresh) with an ID token for alice carrying the claims the test sets.
 type testIssuer struct {
 	url string
-	mu  sync.Mutex      // guards key, which rotate replaces
-	key *rsa.PrivateKey // published in the JWKS as kid "k1"
+	// key signs the tokens; a test that swaps it for another signs tokens
+	// the JWKS does not vouch for.
+	key *rsa.PrivateKey
+	mu  sync.Mutex // guards published, which rotate replaces
+	// published is the key in the JWKS, as kid "k1".
+	published *rsa.PublicKey
 	// jwksFetches counts the requests for the JWKS.
 	jwksFetches atomic.Int32
 	// edit changes the ID token's claims before they are signed.
@@ -37,7 +41,7 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ti := &testIssuer{key: key}
+	ti := &testIssuer{key: key, published: &key.PublicKey}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{
@@ -48,7 +52,7 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
 		ti.jwksFetches.Add(1)
 		ti.mu.Lock()
-		public := &ti.key.PublicKey
+		public := ti.published
 		ti.mu.Unlock()
 		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: public, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
 	})
@@ -92,7 +96,8 @@ func (ti *testIssuer) sign(typ string, claims map[string]any, key *rsa.PrivateKe
 	return jwt.Signed(signer).Claims(claims).Serialize()
 }
 
-// rotate replaces the issuer's signing key (kid "k1" still) with a new one.
+// rotate replaces the issuer's key, the one it signs with and publishes
+// (kid "k1" still), with a new one.
 func (ti *testIssuer) rotate(t *testing.T) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -100,6 +105,6 @@ func (ti *testIssuer) rotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	ti.mu.Lock()
-	ti.key = key
+	ti.key, ti.published = key, &key.PublicKey
 	ti.mu.Unlock()
 }
