@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/beevik/etree"
 	"github.com/crewjam/saml"
 )
 
@@ -234,13 +235,20 @@ func (p *SAMLProvider) VerifyLogoutRequest(r *http.Request) (*SAMLLogoutRequest,
 	return out, nil
 }
 
+// SAMLPost is a SAML message for the HTTP-POST binding: the form fields a
+// browser posts to URL. The proxy shows it on a page of its own.
+type SAMLPost struct {
+	URL    string
+	Fields url.Values
+}
+
 // LogoutResponse answers req with a signed LogoutResponse to the IdP's
 // SingleLogoutService: a URL to redirect the browser to (HTTP-Redirect
 // binding, signed in the query) or, for an IdP that offers only HTTP-POST,
-// an HTML page whose form the browser posts. It goes to the service's
-// ResponseLocation when the metadata gives one, else to its Location, and
-// names that as its Destination.
-func (p *SAMLProvider) LogoutResponse(req *SAMLLogoutRequest, outcome SAMLLogoutOutcome) (redirect string, page []byte, err error) {
+// the form the browser posts (the response signed in its XML). It goes to
+// the service's ResponseLocation when the metadata gives one, else to its
+// Location, and names that as its Destination.
+func (p *SAMLProvider) LogoutResponse(req *SAMLLogoutRequest, outcome SAMLLogoutOutcome) (redirect string, post *SAMLPost, err error) {
 	sp := p.current.Load()
 	if sp == nil {
 		return "", nil, p.Ready()
@@ -260,11 +268,23 @@ func (p *SAMLProvider) LogoutResponse(req *SAMLLogoutRequest, outcome SAMLLogout
 		return u.String(), nil, nil
 	}
 	if to := responseLocation(sp, saml.HTTPPostBinding); to != "" {
-		form, err := answeringAt(sp, saml.HTTPPostBinding, to).MakePostLogoutResponseWithStatus(req.ID, req.RelayState, status)
+		// As crewjam/saml's MakePostLogoutResponseWithStatus, without its
+		// page: a bare form and script, with no title, language or heading.
+		resp, err := answeringAt(sp, saml.HTTPPostBinding, to).MakeLogoutResponseWithStatus(to, req.ID, status)
 		if err != nil {
 			return "", nil, fmt.Errorf("saml %s: make LogoutResponse: %w", p.cfg.ID, err)
 		}
-		return "", form, nil
+		doc := etree.NewDocument()
+		doc.SetRoot(resp.Element())
+		xml, err := doc.WriteToBytes()
+		if err != nil {
+			return "", nil, fmt.Errorf("saml %s: encode LogoutResponse: %w", p.cfg.ID, err)
+		}
+		fields := url.Values{"SAMLResponse": {base64.StdEncoding.EncodeToString(xml)}}
+		if req.RelayState != "" {
+			fields.Set("RelayState", req.RelayState)
+		}
+		return "", &SAMLPost{URL: to, Fields: fields}, nil
 	}
 	return "", nil, fmt.Errorf("saml %s: the IdP metadata has no SingleLogoutService to answer at", p.cfg.ID)
 }

@@ -432,9 +432,9 @@ func TestSAMLIdPLogoutRequests(t *testing.T) {
 						t.Errorf("the request again: %v, want it refused as a replay", err)
 					}
 					// The answer goes to the IdP's SLO, signed, answering it.
-					u, page, err := e.p.LogoutResponse(got, LogoutPartial)
-					if err != nil || page != nil {
-						t.Fatalf("LogoutResponse = %q, %d bytes, %v", u, len(page), err)
+					u, post, err := e.p.LogoutResponse(got, LogoutPartial)
+					if err != nil || post != nil {
+						t.Fatalf("LogoutResponse = %q, %+v, %v", u, post, err)
 					}
 					var resp saml.LogoutResponse
 					q := redirectMessage(t, u, "SAMLResponse", &resp)
@@ -524,7 +524,7 @@ func TestSAMLLogoutResponseGoesToResponseLocation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			target, page, err := e.p.LogoutResponse(got, LogoutSucceeded)
+			target, post, err := e.p.LogoutResponse(got, LogoutSucceeded)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -534,8 +534,11 @@ func TestSAMLLogoutResponseGoesToResponseLocation(t *testing.T) {
 				redirectMessage(t, target, "SAMLResponse", &resp)
 				sentTo, _, _ = strings.Cut(target, "?")
 			} else {
-				sentTo = samlFormAction(string(page))
-				raw, err := base64.StdEncoding.DecodeString(samlFormFields(string(page))["SAMLResponse"])
+				if post == nil || post.Fields.Get("RelayState") != "relay-1" {
+					t.Fatalf("LogoutResponse over HTTP-POST: %+v, want a form with the RelayState relay-1", post)
+				}
+				sentTo = post.URL
+				raw, err := base64.StdEncoding.DecodeString(post.Fields.Get("SAMLResponse"))
 				if err != nil {
 					t.Fatal(err)
 				}

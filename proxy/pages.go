@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"html/template"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -17,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/portcullis-proxy/portcullis/idp"
 )
 
 //go:embed pages
@@ -35,8 +40,9 @@ type PagesConfig struct {
 	// keep a contrast of at least 4.5:1 on it.
 	AccentColor string `yaml:"accent_color"`
 	// TemplateDir holds templates that replace the embedded ones of the same
-	// file name (layout.html, chooser.html, email.html, error.html,
-	// denied.html, signed_out.html, style.css). They are parsed at load.
+	// file name (layout.html, chooser.html, email.html, ldap.html,
+	// error.html, denied.html, signed_out.html, saml_post.html, style.css).
+	// They are parsed at load.
 	TemplateDir string `yaml:"template_dir"`
 }
 
@@ -45,7 +51,7 @@ const defaultTitle = "portcullis"
 
 // pageNames are the pages there are, each a template file defining
 // "content", rendered inside layout.html's "layout".
-var pageNames = []string{"chooser", "email", "error", "denied", "signed_out", "ldap"}
+var pageNames = []string{"chooser", "email", "error", "denied", "signed_out", "ldap", "saml_post"}
 
 // pages renders the proxy's own pages: plain, accessible HTML that works
 // without JavaScript. Clients that do not want HTML get JSON instead.
@@ -216,6 +222,7 @@ var samplePage = page{
 	Link: "/login", LinkText: "Sign in again", Providers: []choice{{Name: "Company SSO", Href: "/login/company"}},
 	Action: "/login", RD: "/", Email: "name@example.com",
 	IdPName: "Company directory", Username: "alice", State: "state", RequestID: "0123456789abcdef0123456789abcdef",
+	Fields: []formField{{Name: "SAMLResponse", Value: "PHNhbWxwOkxvZ291dFJlc3BvbnNlLz4="}}, Script: samlPostScript,
 }
 
 // contrast is the WCAG 2 contrast ratio of two #rrggbb colours.
@@ -259,9 +266,16 @@ type page struct {
 	// RequestID is the request's X-Request-Id, on the pages that report a
 	// failure: quoted by the user, it finds the log lines that say why.
 	RequestID string
+	// Fields are the hidden fields of a form that carries a message to
+	// Action (saml_post.html), and Script the one script a page may run:
+	// the one that posts that form.
+	Fields []formField
+	Script template.JS
 }
 
 type choice struct{ Name, Href string }
+
+type formField struct{ Name, Value string }
 
 func (p *pages) execute(buf *bytes.Buffer, name string, data page) error {
 	return p.executeTemplate(p.tmpl[name](), buf, data)
@@ -284,12 +298,23 @@ func (p *pages) render(w http.ResponseWriter, status int, name string, data page
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("X-Frame-Options", "DENY")
 	csp := p.csp
-	if name == "email" {
+	switch name {
+	case "email":
 		// The email form's answer redirects to the IdP, another origin, and
 		// browsers apply form-action to the redirects after a submission too.
 		csp = strings.Replace(csp, " form-action 'self';", "", 1)
+	case "saml_post":
+		// The form posts to the IdP, which may redirect on; its script, by
+		// hash, posts it without a click. IdPs that sign a user out of
+		// every service at once load this page in a hidden frame of their
+		// own logout page, so it may be framed, as crewjam/saml's page was.
+		csp = strings.Replace(csp, " form-action 'self';", "", 1)
+		csp = strings.Replace(csp, " frame-ancestors 'none';", "", 1)
+		csp += "; script-src " + samlPostScriptHash
+	}
+	if name != "saml_post" {
+		h.Set("X-Frame-Options", "DENY")
 	}
 	h.Set("Content-Security-Policy", csp)
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -350,4 +375,28 @@ func (p *pages) emailForm(w http.ResponseWriter, status int, rd, email, msg stri
 
 func (p *pages) signedOut(w http.ResponseWriter, r *http.Request) {
 	p.render(w, 0, "signed_out", page{Title: "Signed out", Link: p.authPrefix + "/login"})
+}
+
+// samlPostScript posts saml_post.html's form as soon as the page loads, as
+// the SAML HTTP-POST binding expects of the browser: in an IdP's hidden
+// frame there is nobody to press the button. Without JavaScript the button
+// does it.
+const samlPostScript = `document.getElementById("saml-post").submit()`
+
+// samlPostScriptHash allows samlPostScript, and no other script, in the
+// page's Content-Security-Policy.
+var samlPostScriptHash = func() string {
+	sum := sha256.Sum256([]byte(samlPostScript))
+	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+}()
+
+// samlPost shows the page that carries a SAML message on to the IdP named
+// idpName over the HTTP-POST binding: a form that posts itself, with a
+// button that says where it goes for browsers without JavaScript.
+func (p *pages) samlPost(w http.ResponseWriter, idpName string, post *idp.SAMLPost) {
+	data := page{Title: "Signing out", IdPName: idpName, Action: post.URL, Script: samlPostScript}
+	for _, name := range slices.Sorted(maps.Keys(post.Fields)) {
+		data.Fields = append(data.Fields, formField{Name: name, Value: post.Fields.Get(name)})
+	}
+	p.render(w, 0, "saml_post", data)
 }

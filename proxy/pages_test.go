@@ -1,16 +1,22 @@
 package proxy
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
 )
 
 // TestPagesConfigNamesTheKey: every mistake in the pages block, templates
@@ -166,6 +172,51 @@ func TestEveryPageCarriesTheSecurityHeaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSAMLPostPageRunsOnlyItsScript: the page that posts a LogoutResponse
+// on to the IdP (HTTP-POST binding) is a page like the others, save that
+// its policy runs the one script that posts the form, by its hash, lets
+// the form go to the IdP, and lets the IdP frame the page.
+func TestSAMLPostPageRunsOnlyItsScript(t *testing.T) {
+	p := newPages(PagesConfig{}, "/.portcullis", slog.New(slog.DiscardHandler))
+	rec := httptest.NewRecorder()
+	p.samlPost(rec, "Corporate SAML", &idp.SAMLPost{URL: "https://idp.example.com/slo",
+		Fields: url.Values{"SAMLResponse": {"PHJlc3BvbnNlLz4="}, "RelayState": {"relay-1"}}})
+	body := rec.Body.String()
+	for _, want := range []string{
+		`<html lang="en">`, `<title>Signing out · portcullis</title>`, `<h1 id="title">Signing out</h1>`,
+		`<form id="saml-post" method="post" action="https://idp.example.com/slo">`,
+		`<input type="hidden" name="RelayState" value="relay-1">`, `<input type="hidden" name="SAMLResponse" value="PHJlc3BvbnNlLz4=">`,
+		`<button type="submit">Continue to Corporate SAML</button>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %s:\n%s", want, body)
+		}
+	}
+	script := regexp.MustCompile(`<script>(.*)</script>`).FindStringSubmatch(body)
+	if script == nil {
+		t.Fatalf("the page has no script to post its form:\n%s", body)
+	}
+	sum := sha256.Sum256([]byte(script[1]))
+	csp := rec.Header().Get("Content-Security-Policy")
+	directives := map[string]string{}
+	for _, d := range strings.Split(csp, ";") {
+		name, value, _ := strings.Cut(strings.TrimSpace(d), " ")
+		directives[name] = value
+	}
+	if want := "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"; directives["script-src"] != want {
+		t.Errorf("Content-Security-Policy %q: want script-src %s alone, the hash of the page's script", csp, want)
+	}
+	for _, unwanted := range []string{"frame-ancestors", "form-action"} {
+		if _, ok := directives[unwanted]; ok {
+			t.Errorf("Content-Security-Policy %q has %s", csp, unwanted)
+		}
+	}
+	if !strings.Contains(csp, "default-src 'none'") || rec.Header().Get("X-Frame-Options") != "" ||
+		rec.Header().Get("Cache-Control") != "no-store" || rec.Header().Get("Referrer-Policy") != "no-referrer" {
+		t.Errorf("headers %v: want default-src 'none', no X-Frame-Options, no-store and no-referrer", rec.Header())
 	}
 }
 

@@ -22,7 +22,7 @@ import (
 type samlLogouter interface {
 	FinishLogout(r *http.Request, f *idp.Flow) error
 	VerifyLogoutRequest(r *http.Request) (*idp.SAMLLogoutRequest, error)
-	LogoutResponse(req *idp.SAMLLogoutRequest, outcome idp.SAMLLogoutOutcome) (redirect string, page []byte, err error)
+	LogoutResponse(req *idp.SAMLLogoutRequest, outcome idp.SAMLLogoutOutcome) (redirect string, post *idp.SAMLPost, err error)
 }
 
 // maxSLOForm bounds a posted LogoutRequest or LogoutResponse; they are a
@@ -164,7 +164,7 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 	}
 	h.audit(r, slog.LevelInfo, "saml_logout", slog.String("idp", id), slog.String("name_id", req.NameID),
 		slog.Any("session_index", req.SessionIndexes), slog.Int("sessions", n), slog.Bool("complete", outcome == idp.LogoutSucceeded))
-	target, page, err := slo.LogoutResponse(req, outcome)
+	target, post, err := slo.LogoutResponse(req, outcome)
 	if err != nil {
 		h.log.Error("single logout: LogoutResponse not made", "idp", id, "err", err)
 		h.pages.fail(w, r, http.StatusInternalServerError, "Signed out", "You are signed out, but "+p.cfg.DisplayName()+" could not be told.")
@@ -174,8 +174,7 @@ func (h *Handler) samlLogoutRequest(w http.ResponseWriter, r *http.Request, p *p
 		http.Redirect(w, r, target, http.StatusFound)
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Write(page)
+	h.pages.samlPost(w, p.cfg.DisplayName(), post)
 }
 
 // logoutCutoff is the time up to which a LogoutRequest issued at issued and

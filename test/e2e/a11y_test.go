@@ -12,13 +12,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beevik/etree"
 	"github.com/chromedp/cdproto/accessibility"
 	"github.com/chromedp/cdproto/emulation"
+	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/crewjam/saml"
 
 	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
 
 // axePath is axe-core's browser bundle, installed by test/run.sh with
@@ -121,7 +125,8 @@ rules:
 // reach, in the states they reach it in, in one headless Chromium, and
 // checks each with axe-core at WCAG 2.2 AA and best practice, with the
 // keyboard, and at 320 CSS px. Then, with JavaScript off, it signs in with
-// the chooser and the LDAP form, and submits the email form.
+// the chooser and the LDAP form, and submits the email form and the page
+// that passes a SAML logout on to the IdP.
 func TestPagesAccessible(t *testing.T) {
 	axe := axeSource(t)
 	chooser, email := listen(t), listen(t)
@@ -136,6 +141,7 @@ func TestPagesAccessible(t *testing.T) {
 	t.Cleanup(dead.Close)
 	chooser.start(t, strings.NewReplacer("ISSUER", idp.Issuer, "LDAP_URL", dir.URL, "LDAP_PASSWORD", ldapserver.ServicePassword).Replace(a11yChooserConfig))
 	email.start(t, strings.NewReplacer("ISSUER", idp.Issuer, "DEAD_UPSTREAM", dead.URL).Replace(a11yEmailConfig))
+	slo, sloIdP := postOnlySLOStack(t)
 	chrome := newChromium(t)
 	began := time.Now()
 	t.Cleanup(func() { t.Logf("pages checked in %s", time.Since(began).Round(time.Millisecond)) })
@@ -217,12 +223,20 @@ func TestPagesAccessible(t *testing.T) {
 			step(t, tab, "open a public page", chromedp.Navigate(email.URL+"/public/x"),
 				chromedp.WaitVisible(chromedp.CSS(`.request-id`)))
 		}, heading: "Bad gateway"},
+		{name: "SAML single logout answered over HTTP-POST", open: func(t *testing.T, tab context.Context) {
+			// The page posts itself on to the IdP: load it with JavaScript
+			// off to keep it, then turn JavaScript on for axe.
+			noScript(t, tab)
+			step(t, tab, "take the IdP's LogoutRequest", chromedp.Navigate(idpLogoutRequest(t, slo, sloIdP)),
+				chromedp.WaitVisible(chromedp.CSS(`form`)))
+			setScripts(t, tab, true)
+		}, heading: "Signing out"},
 	}
 	for _, p := range pages {
 		t.Run(p.name, func(t *testing.T) {
 			tab := newTab(t, chrome)
 			p.open(t, tab)
-			if h1 := value(t, tab, "read the heading", chromedp.Text(chromedp.CSS(`h1`))); h1 != p.heading {
+			if h1 := value(t, tab, "read the heading", chromedp.Evaluate[string](`document.querySelector("h1")?.textContent ?? ""`)); h1 != p.heading {
 				t.Fatalf("the page's h1 is %q, want %q", h1, p.heading)
 			}
 			if p.focus != "" {
@@ -238,6 +252,11 @@ func TestPagesAccessible(t *testing.T) {
 			reflows(t, tab, p.name)
 		})
 	}
+
+	t.Run("the SAML logout answer over HTTP-POST goes on to the IdP by itself", func(t *testing.T) {
+		tab := newTab(t, chrome)
+		postsTo(t, tab, sloIdP.URL+"/slo", chromedp.Navigate(idpLogoutRequest(t, slo, sloIdP)))
+	})
 
 	// Without JavaScript, in the same browser: the pages are plain links
 	// and forms, and a user gets through them all the same.
@@ -267,6 +286,13 @@ func TestPagesAccessible(t *testing.T) {
 		if loc := value(t, tab, "read the location", chromedp.Location()); !strings.HasPrefix(loc, idp.Issuer+"/") {
 			t.Errorf("the email form led to %s, want the IdP's login at %s", loc, idp.Issuer)
 		}
+	})
+	t.Run("without JavaScript the SAML logout answer goes on to the IdP with its button", func(t *testing.T) {
+		tab := newTab(t, chrome)
+		noScript(t, tab)
+		step(t, tab, "take the IdP's LogoutRequest", chromedp.Navigate(idpLogoutRequest(t, slo, sloIdP)),
+			chromedp.WaitVisible(chromedp.CSS(`button[type="submit"]`)))
+		postsTo(t, tab, sloIdP.URL+"/slo", chromedp.Click(chromedp.CSS(`button[type="submit"]`)))
 	})
 }
 
@@ -395,11 +421,73 @@ func focusedAXNode(t *testing.T, tab context.Context) (role, name, description s
 // Emulation.setScriptExecutionDisabled stops the page's own scripts.)
 func noScript(t *testing.T, tab context.Context) {
 	t.Helper()
-	step(t, tab, "turn JavaScript off", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
-		_, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
-		return err
-	}), chromedp.Navigate(`data:text/html,<title>off</title><script>document.title = "on"</script>`))
+	setScripts(t, tab, false)
+	step(t, tab, "load a page with a script", chromedp.Navigate(`data:text/html,<title>off</title><script>document.title = "on"</script>`))
 	if title := value(t, tab, "read the title", chromedp.Title()); title != "off" {
 		t.Fatalf("a page's script ran with JavaScript turned off: the title is %q", title)
 	}
+}
+
+// postsTo runs trigger in tab and waits until the page that it leads to
+// has posted itself on to url (the main frame navigates there).
+func postsTo(t *testing.T, tab context.Context, url string, trigger chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	value(t, tab, "be taken to "+url, chromedp.WaitEvent(cdppage.FrameNavigated, func(e cdppage.EventFrameNavigated) bool {
+		return e.Frame.ParentID == "" && strings.HasPrefix(e.Frame.URL, url)
+	}, trigger))
+}
+
+// setScripts turns the page's JavaScript in tab on or off.
+func setScripts(t *testing.T, tab context.Context, on bool) {
+	t.Helper()
+	step(t, tab, fmt.Sprintf("turn JavaScript on: %v", on), chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: !on})
+		return err
+	}))
+}
+
+// postOnlySLOStack is portcullis with single_sign_out at a SAML IdP whose
+// metadata offers single logout over HTTP-POST only, so that the proxy
+// answers the IdP's LogoutRequests with a page that posts the answer on.
+func postOnlySLOStack(t *testing.T) (*stack, *samlserver.Server) {
+	t.Helper()
+	idpSrv := samlserver.Start(t, samlserver.Options{})
+	resp, err := http.Get(idpSrv.MetadataURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := etree.NewDocument()
+	if _, err := doc.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, e := range doc.FindElements("//SingleLogoutService") {
+		if e.SelectAttrValue("Binding", "") != saml.HTTPPostBinding {
+			e.Parent().RemoveChild(e)
+		}
+	}
+	metadata, err := doc.WriteToBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/samlmetadata+xml")
+		w.Write(metadata)
+	}))
+	t.Cleanup(served.Close)
+	s := listen(t)
+	s.start(t, strings.NewReplacer("ENTITY_ID", idpSrv.EntityID(),
+		"IDP_SOURCE", "metadata_url: "+served.URL+"\n      single_sign_out: true").Replace(samlConfig))
+	return s, idpSrv
+}
+
+// idpLogoutRequest is a LogoutRequest for alice that the IdP of s signed,
+// as the URL at the proxy that its logout page sends the browser to.
+func idpLogoutRequest(t *testing.T, s *stack, idpSrv *samlserver.Server) string {
+	t.Helper()
+	u, err := idpForger(s, idpSrv).MakeRedirectLogoutRequest("alice@example.com", "relay-a11y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.String()
 }
