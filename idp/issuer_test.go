@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,6 +34,9 @@ type testIssuer struct {
 	edit func(claims map[string]any)
 	// nonce is the nonce the next ID token carries.
 	nonce string
+	// reshape, when set, rewrites the signed ID token (a compact JWT)
+	// before the token endpoint sends it: into another serialization.
+	reshape func(raw string) string
 }
 
 func newTestIssuer(t *testing.T) *testIssuer {
@@ -67,6 +71,9 @@ func newTestIssuer(t *testing.T) *testIssuer {
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
+		}
+		if ti.reshape != nil {
+			raw = ti.reshape(raw)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"access_token": "at", "token_type": "Bearer", "refresh_token": "rt", "id_token": raw})
@@ -107,4 +114,15 @@ func (ti *testIssuer) rotate(t *testing.T) {
 	ti.mu.Lock()
 	ti.key, ti.published = key, &key.PublicKey
 	ti.mu.Unlock()
+}
+
+// jwsJSON rewrites the compact JWS raw into the JWS JSON serialization
+// (RFC 7515 7.2), flattened or general, as anyone holding it can: the
+// signature still verifies.
+func jwsJSON(raw string, general bool) string {
+	parts := strings.Split(raw, ".")
+	if general {
+		return `{"payload":"` + parts[1] + `","signatures":[{"protected":"` + parts[0] + `","signature":"` + parts[2] + `"}]}`
+	}
+	return `{"protected":"` + parts[0] + `","payload":"` + parts[1] + `","signature":"` + parts[2] + `"}`
 }

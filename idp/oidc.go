@@ -360,6 +360,9 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 	if raw == "" {
 		return nil, "", fmt.Errorf("oidc %s: exchange code: token response has no id_token", id)
 	}
+	if !compactJWT(raw) {
+		return nil, "", fmt.Errorf("oidc %s: verify id token: %w", id, errNotCompact)
+	}
 	idToken, err := d.verifier.Verify(ctx, raw)
 	if err != nil {
 		err = fmt.Errorf("oidc %s: verify id token: %w", id, err)

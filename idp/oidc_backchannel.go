@@ -62,7 +62,7 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 		// go-jose would read the JWS JSON serialization too, into which
 		// anyone can rewrite a token the IdP signed: its header is then not
 		// where the typ check below reads it.
-		return nil, fmt.Errorf("oidc %s: logout token: not a compact JWT", id)
+		return nil, fmt.Errorf("oidc %s: logout token: %w", id, errNotCompact)
 	}
 	tok, err := d.logoutVerifier.Verify(ctx, raw)
 	if err != nil {
@@ -115,9 +115,19 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 	return out, nil
 }
 
+// errNotCompact is a JWT from the IdP (an ID token, a logout token) refused
+// for its form. go-jose, under go-oidc's checks, also reads the JWS JSON
+// serialization and strips whitespace anywhere in a token, so a token the
+// IdP signed, rewritten, still verifies; but what the proxy reads from a
+// token itself (a logout token's typ, the sub of the ID token a session
+// keeps, which refreshes and back-channel logouts are checked against) is
+// read from the compact form only.
+var errNotCompact = errors.New("not a compact JWT (three base64url parts, nothing else: RFC 7519 7.2); " +
+	"it came in another serialization (JWS JSON, padding, whitespace, more parts)")
+
 // compactJWT reports whether raw is in the JWS compact serialization, three
 // base64url parts and nothing else: the only form a JWT takes (RFC 7519
-// 7.2), and the one jwtHeaderType reads.
+// 7.2), and the one jwtHeaderType and subjectOf read.
 func compactJWT(raw string) bool {
 	if strings.Count(raw, ".") != 2 {
 		return false

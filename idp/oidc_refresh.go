@@ -121,6 +121,9 @@ func refusal(re *oauth2.RetrieveError) bool {
 // subject as the login's) and merges userinfo when it lacks mapped claims.
 func (p *oidcProvider) refreshedIDTokenClaims(ctx context.Context, d discovered, token *oauth2.Token, raw, sub string) (map[string]any, error) {
 	id := p.cfg.ID
+	if !compactJWT(raw) {
+		return nil, fmt.Errorf("oidc %s: refresh: verify id token: %w", id, errNotCompact)
+	}
 	idToken, err := d.verifier.Verify(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("oidc %s: refresh: verify id token: %w", id, err)

@@ -206,7 +206,7 @@ var forgeModes = []string{
 	"wrong_iss", "iss_trailing_slash", "other_idp_iss", "wrong_aud", "aud_list_without_client",
 	"no_aud", "expired", "no_exp", "nbf_future", "iat_future", "wrong_nonce", "no_nonce",
 	"empty_sub", "bad_at_hash", "no_id_token", "token_error", "token_endpoint_down",
-	"userinfo_other_sub",
+	"userinfo_other_sub", "json_flattened", "json_general", "whitespace_in_payload",
 }
 
 // idToken builds the ID token for g, forged as g.forge says.
@@ -304,6 +304,11 @@ func (p *oidcIdP) idToken(g grant, access string) string {
 			panic(err)
 		}
 		return jws.FullSerialize()
+	case "json_flattened", "json_general", "whitespace_in_payload":
+		// The IdP's own token, honest claims and all, in a form other than
+		// the compact one that go-jose reads too: what the proxy reads from
+		// the token it keeps (its sub) is read from the compact form only.
+		return reshaped(sign(jose.RS256, p.key, "k1", payload), g.forge)
 	}
 	return sign(jose.RS256, p.key, "k1", payload)
 }
@@ -330,6 +335,23 @@ func compact(s jose.Signer, payload []byte) string {
 		panic(err)
 	}
 	return out
+}
+
+// reshaped is the compact JWS tok rewritten as shape says, each a form
+// that go-jose, under go-oidc, still verifies: the JWS JSON serialization,
+// flattened or general (RFC 7515 7.2), or with whitespace in it, which
+// go-jose strips.
+func reshaped(tok, shape string) string {
+	parts := strings.Split(tok, ".")
+	switch shape {
+	case "json_flattened":
+		return `{"protected":"` + parts[0] + `","payload":"` + parts[1] + `","signature":"` + parts[2] + `"}`
+	case "json_general":
+		return `{"payload":"` + parts[1] + `","signatures":[{"protected":"` + parts[0] + `","signature":"` + parts[2] + `"}]}`
+	case "whitespace_in_payload":
+		return parts[0] + "." + parts[1][:4] + " " + parts[1][4:] + "." + parts[2]
+	}
+	panic("unknown shape " + shape)
 }
 
 func unsigned(header string, payload []byte) string {
