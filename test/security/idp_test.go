@@ -49,6 +49,8 @@ var users = map[string]map[string]any{
 	"alice": {"email": "alice@example.com", "groups": []string{"admins", "staff"}},
 	"bob":   {"email": "bob@example.com", "groups": []string{"staff"}},
 	"eve":   {"email": "eve@example.com", "groups": []string{"staff"}},
+	// carol's sessions are the ones the back-channel logout cases end.
+	"carol": {"email": "carol@example.com", "groups": []string{"staff"}},
 	// mallory's IdP lets her put a header break into her email address.
 	"mallory": {"email": "mallory@example.com\r\nX-Groups: admin", "groups": []string{"staff"}},
 }
@@ -311,6 +313,22 @@ func (p *oidcIdP) idToken(g grant, access string) string {
 		return reshaped(sign(jose.RS256, p.key, "k1", payload), g.forge)
 	}
 	return sign(jose.RS256, p.key, "k1", payload)
+}
+
+// logoutToken is a back-channel logout token for every session of sub,
+// typed typ and signed with the IdP's published key, as the IdP would send
+// it; each has a jti of its own.
+func (p *oidcIdP) logoutToken(typ, sub string) string {
+	payload, _ := json.Marshal(map[string]any{
+		"iss": p.issuer, "aud": "portcullis", "iat": time.Now().Unix(), "jti": randomText(), "sub": sub,
+		"events": map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}},
+	})
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: p.key, KeyID: "k1"}},
+		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
+	if err != nil {
+		panic(err)
+	}
+	return compact(s, payload)
 }
 
 func sign(alg jose.SignatureAlgorithm, key any, kid string, payload []byte) string {
