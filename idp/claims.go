@@ -176,3 +176,66 @@ func (c *Config) MissingHint() string {
 	return "the IdP released no such claim, in the ID token or at userinfo: ask for the scope that releases it " +
 		"(scopes: email needs \"email\"; groups need the IdP's own scope or claim setting), or name in claims one it does send (claims_sent)"
 }
+
+// MaxClaimDepth is how many levels of objects and arrays an IdP's claims
+// may nest: far above any IdP's own (Keycloak's resource_access.CLIENT.roles
+// is 3), far below the 10,000 that Go's JSON decoder accepts. Claims are
+// sealed into the session, opened at every request, and handed to every
+// expression, where expr-lang's builtins (toJSON, flatten) recurse through
+// them: at 10,000 levels, each evaluation took seconds.
+const MaxClaimDepth = 32
+
+// ClaimsTooDeepError is a login refused, or a refresh's answer, because a
+// claim nests objects and arrays more than MaxClaimDepth levels deep.
+type ClaimsTooDeepError struct {
+	// Claim is the name of the top-level claim that nests too deep.
+	Claim string
+}
+
+func (e *ClaimsTooDeepError) Error() string {
+	return fmt.Sprintf("claim %q nests objects and arrays more than %d levels deep", truncate(e.Claim, 64), MaxClaimDepth)
+}
+
+// checkClaimDepth refuses claims of which one nests deeper than
+// MaxClaimDepth. It looks no deeper than that, so that its cost is at most
+// one step per value of the claims, and nothing for a flat claim.
+func checkClaimDepth(claims map[string]any) error {
+	deep := ""
+	for name, v := range claims {
+		// The first such name in order, so that the error is the same
+		// whichever order the map gives.
+		if (deep == "" || name < deep) && nestsDeeper(v, MaxClaimDepth) {
+			deep = name
+		}
+	}
+	if deep == "" {
+		return nil
+	}
+	return &ClaimsTooDeepError{Claim: deep}
+}
+
+// nestsDeeper reports whether v, a claim as JSON decodes it, holds objects
+// or arrays nested more than levels deep ([] is one level).
+func nestsDeeper(v any, levels int) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		if levels == 0 {
+			return true
+		}
+		for _, e := range v {
+			if nestsDeeper(e, levels-1) {
+				return true
+			}
+		}
+	case []any:
+		if levels == 0 {
+			return true
+		}
+		for _, e := range v {
+			if nestsDeeper(e, levels-1) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package idp
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -140,5 +141,84 @@ func TestMissingClaims(t *testing.T) {
 				t.Errorf("Missing() = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// nestedClaim is a claim value of levels nested objects around a string.
+func nestedClaim(levels int) any {
+	var v any = "bottom"
+	for range levels {
+		v = map[string]any{"a": v}
+	}
+	return v
+}
+
+// keycloakClaims are the claims of a Keycloak ID token with 50 groups, as
+// JSON decodes them: what a login's check goes through.
+func keycloakClaims(t testing.TB) map[string]any {
+	t.Helper()
+	groups := make([]string, 50)
+	for i := range groups {
+		groups[i] = "/org/department-" + strings.Repeat("x", i%12) + "/team"
+	}
+	raw, _ := json.Marshal(map[string]any{
+		"exp": 1700000000, "iat": 1699999700, "auth_time": 1699999690, "jti": "5b9c0f3e-0d6e-4c1b-9a8e-2f1c3d4e5f60",
+		"iss": "https://sso.example.com/realms/company", "aud": "portcullis", "sub": "f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+		"typ": "ID", "azp": "portcullis", "nonce": "n-0S6_WzA2Mj", "session_state": "0a1b2c3d", "at_hash": "77QmUPtjPfzWtF2AnpK9RQ",
+		"acr": "1", "sid": "0a1b2c3d", "email_verified": true, "name": "Ann Example", "preferred_username": "ann",
+		"given_name": "Ann", "family_name": "Example", "email": "ann@example.com",
+		"realm_access":    map[string]any{"roles": []string{"offline_access", "uma_authorization", "default-roles-company"}},
+		"resource_access": map[string]any{"account": map[string]any{"roles": []string{"manage-account", "view-profile"}}},
+		"groups":          groups,
+		"address":         map[string]any{"country": "NL", "locality": "Utrecht"},
+	})
+	claims := map[string]any{}
+	if err := json.Unmarshal(raw, &claims); err != nil {
+		t.Fatal(err)
+	}
+	return claims
+}
+
+func TestCheckClaimDepth(t *testing.T) {
+	tests := []struct {
+		name   string
+		claims map[string]any
+		deep   string // the claim refused; "" accepts
+	}{
+		{name: "a Keycloak ID token with 50 groups is accepted", claims: keycloakClaims(t)},
+		{name: "a claim nested 32 levels deep is accepted", claims: map[string]any{"sub": "ann", "deep": nestedClaim(MaxClaimDepth)}},
+		{name: "a claim nested 33 levels deep is refused", claims: map[string]any{"sub": "ann", "deep": nestedClaim(MaxClaimDepth + 1)},
+			deep: "deep"},
+		{name: "a claim nested 10,000 levels deep (all JSON allows) is refused", claims: map[string]any{"deep": nestedClaim(10000)},
+			deep: "deep"},
+		{name: "arrays count as levels", claims: map[string]any{"deep": []any{[]any{nestedClaim(MaxClaimDepth - 1)}}}, deep: "deep"},
+		{name: "of two claims nested too deep, the first by name is named", claims: map[string]any{
+			"zz": nestedClaim(40), "groups": []any{nestedClaim(40)}, "email": "ann@example.com"}, deep: "groups"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkClaimDepth(tt.claims)
+			if tt.deep == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			deep, ok := errors.AsType[*ClaimsTooDeepError](err)
+			if !ok || deep.Claim != tt.deep || !strings.Contains(err.Error(), "more than 32 levels") {
+				t.Fatalf("error %v, want claim %q refused as nested more than 32 levels deep", err, tt.deep)
+			}
+		})
+	}
+}
+
+// BenchmarkCheckClaimDepth is the check's cost on a real IdP's claims,
+// which every login and refresh pays.
+func BenchmarkCheckClaimDepth(b *testing.B) {
+	claims := keycloakClaims(b)
+	for b.Loop() {
+		if checkClaimDepth(claims) != nil {
+			b.Fatal("refused")
+		}
 	}
 }

@@ -338,6 +338,9 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := checkClaimDepth(claims); err != nil {
+		return nil, nil, fmt.Errorf("oidc %s: %w", id, err)
+	}
 	if err := p.cfg.checkPresetClaims(claims); err != nil {
 		return nil, nil, fmt.Errorf("oidc %s: %w", id, err)
 	}

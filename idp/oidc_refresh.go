@@ -92,6 +92,11 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := checkClaimDepth(claims); err != nil {
+		// What the IdP now says of the user is refused, as at a login: the
+		// session, with what it said before, ends.
+		return nil, nil, fmt.Errorf("oidc %s: refresh: %w: %w", id, ErrRefreshRefused, err)
+	}
 	// The same checks as at login: an Azure group overage, say, must not
 	// slip in through a refresh.
 	if err := p.cfg.checkPresetClaims(claims); err != nil {

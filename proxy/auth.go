@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -298,6 +299,17 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	if errors.As(err, &answered) {
 		status, msg := idpErrorPage(p.cfg.DisplayName(), answered.Code)
 		h.loginFailed(w, r, id, "idp_error", err, status, msg)
+		return
+	}
+	if _, deep := errors.AsType[*idp.ClaimsTooDeepError](err); deep {
+		// The IdP vouched for the user with a claim too deep to hold: not
+		// cut down to size, which would map roles from what the IdP did not say.
+		h.loginFailed(w, r, id, "claims_too_deep", err, http.StatusBadGateway,
+			"Your account at "+p.cfg.DisplayName()+" carries details nested deeper than a sign-in here accepts. "+
+				"Tell your administrator, with the request ID below.",
+			fmt.Sprintf("the IdP sent the claim that err names nested more than %d levels of objects and arrays deep, far beyond any IdP's own claims; "+
+				"claims are sealed into the session and read by every expression: have the IdP stop releasing it to this client "+
+				"(the scope that carries it, a mapper, a user-editable attribute), or flatten it", idp.MaxClaimDepth))
 		return
 	}
 	if setup, ok := errors.AsType[*idp.SetupError](err); ok {

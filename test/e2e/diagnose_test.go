@@ -191,6 +191,37 @@ func TestWrongClientSecretIsNamedInTheLog(t *testing.T) {
 	}
 }
 
+// An IdP that releases a claim nested 100 levels deep (a user-editable
+// attribute, a mapper gone wrong): the login is refused, not cut short, and
+// the log names the reason and the claim.
+func TestDeeplyNestedClaimIsRefused(t *testing.T) {
+	var deep any = "bottom"
+	for range 100 {
+		deep = map[string]any{"a": deep}
+	}
+	dave := oidcserver.User{Password: "dave-pw", Email: "dave@example.com", EmailVerified: true, Groups: []string{"annotators"},
+		Extra: map[string]any{"profile_data": deep}}
+	s, _, logs := oidcStackLogged(t, oidcserver.Options{ExtraUsers: map[string]oidcserver.User{"dave": dave}}, nil)
+	b := browser(t)
+	resp := oidcserver.Login(t, b, s.URL+"/tasks", "dave", "dave-pw")
+	if resp.Request.URL.Path != "/.portcullis/oidc/company/callback" {
+		t.Fatalf("the login ended at %s, want the callback's page", resp.Request.URL)
+	}
+	line := operatorSees(t, s, logs, resp, http.StatusBadGateway, "nested deeper than a sign-in here accepts", "claims_too_deep",
+		"more than 32 levels", "stop releasing it")
+	if e, _ := line["err"].(string); !strings.Contains(e, `claim "profile_data"`) {
+		t.Errorf("login_failed err %q does not name the claim", e)
+	}
+	if code := userinfo(t, s, b.Jar.Cookies(mustURL(t, s.URL))); code != http.StatusUnauthorized {
+		t.Errorf("after the refused login, /userinfo answered %d, want 401", code)
+	}
+	// The others at the same IdP sign in as before.
+	readBody(t, oidcserver.Login(t, browser(t), s.URL+"/tasks", oidcserver.Bob, oidcserver.BobPassword))
+	if n := len(logs.find(t, map[string]any{"log": "audit", "event": "login", "sub": oidcserver.Bob})); n != 1 {
+		t.Errorf("%d login lines for bob, want 1", n)
+	}
+}
+
 // A callback with a code the IdP never issued, and the state of a login
 // this browser started: anyone can send one. The IdP answers invalid_grant,
 // which is the client's doing, not a set-up mistake: a plain refusal, not
