@@ -404,7 +404,7 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 
 	// Conforming IdPs keep the ID token small when an access token is issued,
 	// and release the rest at userinfo.
-	info, err := d.provider.UserInfo(ctx, oauth2.StaticTokenSource(token))
+	info, err := p.userinfo(ctx, d, token)
 	if err != nil {
 		return nil, "", fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
 	}

@@ -1,0 +1,32 @@
+package idp
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+)
+
+// go-oidc reads a userinfo answer whole, however long: an IdP that puts
+// 2 MiB in a user's claims (an attribute a user can fill) had them decoded,
+// mapped and sealed. The answer is read up to 1 MiB, as the token
+// endpoint's is; a user whose claims are large but within it signs in.
+func TestOIDCUserinfoIsBounded(t *testing.T) {
+	h := newOIDCHarness(t, oidcserver.Options{
+		ConformIDTokenClaims: true, // the claims come from userinfo
+		ExtraUsers: map[string]oidcserver.User{
+			"hoarder": {Password: "hoarder-pw", Email: "hoarder@example.com", Extra: map[string]any{"notes": strings.Repeat("x", 2<<20)}},
+			"writer":  {Password: "writer-pw", Email: "writer@example.com", Extra: map[string]any{"notes": strings.Repeat("x", 512<<10)}},
+		},
+	}, Config{}, true)
+
+	f, cb := h.login(t, "writer", "writer-pw")
+	if prof, _, err := h.provider.Complete(cb, f); err != nil || prof.Email != "writer@example.com" {
+		t.Fatalf("a user with 512 KiB of claims: %v, %v; want signed in", prof, err)
+	}
+	f, cb = h.login(t, "hoarder", "hoarder-pw")
+	prof, _, err := h.provider.Complete(cb, f)
+	if err == nil || !strings.Contains(err.Error(), "fetch userinfo") || !strings.Contains(err.Error(), "larger than 1048576 bytes") {
+		t.Fatalf("a user with 2 MiB of claims: %+v, %v; want the userinfo answer refused as too large", prof != nil, err)
+	}
+}
