@@ -1,8 +1,10 @@
 package docs
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy"
 	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
@@ -23,12 +26,23 @@ var guideEnv = map[string]string{
 }
 
 // guideFiles writes the files the guides' examples name (check loads them,
-// as a start would) and returns what puts the test's copies in their place.
+// as a start would) and returns what puts the test's copies in their place,
+// and a session key in the place of the README's placeholder for one.
 func guideFiles(t *testing.T) *strings.Replacer {
 	dir := t.TempDir()
 	crt, key := filepath.Join(dir, "saml-sp.crt"), filepath.Join(dir, "saml-sp.key")
 	testcert.New(t, "portcullis-saml-sp", time.Now().AddDate(10, 0, 0)).Write(t, crt, key)
-	return strings.NewReplacer("/etc/portcullis/saml-sp.crt", crt, "/etc/portcullis/saml-sp.key", key)
+	pages := filepath.Join(dir, "pages")
+	if err := os.Mkdir(pages, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return strings.NewReplacer(
+		"/etc/portcullis/saml-sp.crt", crt, "/etc/portcullis/saml-sp.key", key,
+		// Any certificate and P-256 key do for these.
+		"/etc/portcullis/tls/tls.crt", crt, "/etc/portcullis/tls/tls.key", key,
+		"/etc/portcullis/redis-ca.crt", crt, "/etc/portcullis/assertion.pem", key,
+		"/etc/portcullis/pages", pages,
+		`"<base64 32 bytes>"`, `"`+guideEnv["PORTCULLIS_SESSION_KEY"]+`"`)
 }
 
 var guideYAML = regexp.MustCompile("(?s)```yaml\n(.*?)```")
@@ -80,6 +94,197 @@ func TestGuideConfigsPassCheck(t *testing.T) {
 	if checked < 3 {
 		t.Errorf("found only %d configurations in docs/*.md", checked)
 	}
+}
+
+// Every yaml block of the README, SECURITY.md and docs/ that is
+// portcullis configuration passes `portcullis check` without a warning:
+// whole configurations (those of docs/*.md are also TestGuideConfigsPassCheck's,
+// the IdP pages' first TestIdPPagesHaveCheckedExamples'), and the pieces
+// shown beside them (a `session:` or `rules:` block, an IdP entry, keys of
+// one), which are checked in the page's first whole configuration
+// (deploy/cvat/portcullis.yaml for a page without one) as a reader would
+// paste them there: a key misspelt in a piece is an unknown key (a piece
+// none of whose keys is one is taken for another file's). Blocks of other
+// files (Helm values, CVAT's chart) are left to deploy/'s tests.
+func TestEveryConfigBlockPassesCheck(t *testing.T) {
+	var pages []string
+	for _, pattern := range []string{"../README.md", "../SECURITY.md", "*.md", "idp/*.md"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, m...)
+	}
+	profile, err := os.ReadFile("../deploy/cvat/portcullis.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := guideFiles(t)
+	top, entry := yamlKeys(reflect.TypeFor[proxy.Config]()), yamlKeys(reflect.TypeFor[idp.Config]())
+	checked := map[string]int{}
+	for _, page := range pages {
+		text, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var base map[string]any
+		for i, m := range guideYAML.FindAllSubmatch(text, -1) {
+			block := []byte(files.Replace(string(m[1])))
+			where := fmt.Sprintf("%s yaml block %d", page, i+1)
+			var doc any
+			if err := yaml.Unmarshal(block, &doc); err != nil {
+				t.Errorf("%s is not YAML: %v", where, err)
+				continue
+			}
+			config, kind := configOf(doc, base, top, entry)
+			if kind == "" {
+				continue // not portcullis configuration
+			}
+			if kind == "whole" && base == nil {
+				base = config
+			}
+			if config == nil { // a piece before any whole configuration
+				var profileDoc map[string]any
+				if err := yaml.Unmarshal(profile, &profileDoc); err != nil {
+					t.Fatal(err)
+				}
+				config, _ = configOf(doc, profileDoc, top, entry)
+			}
+			checked[kind]++
+			merged, err := yaml.Marshal(config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := proxy.ParseConfig(merged, func(k string) string { return guideEnv[k] })
+			if err == nil {
+				err = proxy.Check(cfg)
+			}
+			if err != nil {
+				t.Errorf("portcullis check rejects %s (a %s):\n%v\n%s", where, kind, err, m[1])
+				continue
+			}
+			if w := proxy.Warnings(cfg); len(w) > 0 {
+				t.Errorf("portcullis check warns of %s (a %s): %v", where, kind, w)
+			}
+		}
+	}
+	// The README alone shows a whole configuration and two pieces; the
+	// guides at least an IdP entry, keys of one and a rules block.
+	if checked["whole"] < 10 || checked["piece"] < 3 || checked["IdP entry"] < 1 || checked["piece of an IdP entry"] < 1 {
+		t.Errorf("checked only %v: does guideYAML still find the blocks?", checked)
+	}
+}
+
+// configOf is the configuration that the yaml block doc gives and the kind
+// of block it is: a whole configuration (with identity providers); a piece
+// of one (top-level keys), merged into base; an IdP entry, or a list of
+// them, put into base's in place of the entry with its id, or after them;
+// or keys of an entry, merged into base's first. Another document gives
+// kind "", and a piece when base is nil gives a nil configuration.
+func configOf(doc any, base map[string]any, top, entry map[string]bool) (map[string]any, string) {
+	switch d := doc.(type) {
+	case map[string]any:
+		switch {
+		case hasAnyKey(d, top):
+			if sso, ok := d["sso"].(map[string]any); ok && sso["identity_providers"] != nil {
+				return d, "whole"
+			}
+			if base == nil {
+				return nil, "piece"
+			}
+			return merge(clone(base), d), "piece"
+		case hasAnyKey(d, entry):
+			if base == nil {
+				return nil, "piece of an IdP entry"
+			}
+			c := clone(base)
+			idps := c["sso"].(map[string]any)["identity_providers"].([]any)
+			idps[0] = merge(idps[0].(map[string]any), d)
+			return c, "piece of an IdP entry"
+		}
+	case []any:
+		for _, e := range d {
+			if m, ok := e.(map[string]any); !ok || !hasAnyKey(m, entry) {
+				return nil, ""
+			}
+		}
+		if base == nil {
+			return nil, "IdP entry"
+		}
+		c := clone(base)
+		sso := c["sso"].(map[string]any)
+		idps := sso["identity_providers"].([]any)
+	entries:
+		for _, e := range d {
+			for i, have := range idps {
+				if have.(map[string]any)["id"] == e.(map[string]any)["id"] {
+					idps[i] = e
+					continue entries
+				}
+			}
+			idps = append(idps, e)
+		}
+		sso["identity_providers"] = idps
+		return c, "IdP entry"
+	}
+	return nil, ""
+}
+
+// yamlKeys are the keys a mapping decoded into struct type t takes.
+func yamlKeys(t reflect.Type) map[string]bool {
+	keys := map[string]bool{}
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			keys[name] = true
+		}
+	}
+	return keys
+}
+
+func hasAnyKey(m map[string]any, keys map[string]bool) bool {
+	for k := range m {
+		if keys[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// merge puts the keys of piece into into, mappings key by key and anything
+// else (a list, a value) whole, and returns into.
+func merge(into, piece map[string]any) map[string]any {
+	for k, v := range piece {
+		sub, isMap := v.(map[string]any)
+		have, hadMap := into[k].(map[string]any)
+		if isMap && hadMap {
+			into[k] = merge(have, sub)
+		} else {
+			into[k] = v
+		}
+	}
+	return into
+}
+
+// clone copies the mappings and lists of a decoded YAML document.
+func clone[T any](v T) T {
+	var out any
+	switch x := any(v).(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = clone(e)
+		}
+		out = m
+	case []any:
+		l := make([]any, len(x))
+		for i, e := range x {
+			l[i] = clone(e)
+		}
+		out = l
+	default:
+		return v
+	}
+	return out.(T)
 }
 
 var (
