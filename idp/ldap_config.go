@@ -123,6 +123,10 @@ func (c *Config) validateLDAP() []error {
 	return errs
 }
 
+// djangoUser is django-auth-ldap's placeholder for the username, which
+// filters copied from a Django project (CVAT's LDAP guide) carry.
+const djangoUser = "%(user)s"
+
 // checkFilter checks that filter compiles with its placeholders filled in,
 // uses only the placeholders allowed, and (when required) the first one.
 func checkFilter(key, filter string, required bool, allowed ...string) []error {
@@ -130,18 +134,24 @@ func checkFilter(key, filter string, required bool, allowed ...string) []error {
 		return []error{fmt.Errorf("%s: required, e.g. %s", key, exampleFilter(allowed[0]))}
 	}
 	var errs []error
+	django := ""
+	if strings.Contains(filter, djangoUser) {
+		django = ": django-auth-ldap's " + djangoUser + " is " + placeholderUsername + " here"
+	}
 	if required && !strings.Contains(filter, allowed[0]) {
-		errs = append(errs, fmt.Errorf("%s: must contain %s, e.g. %s", key, allowed[0], exampleFilter(allowed[0])))
+		errs = append(errs, fmt.Errorf("%s: must contain %s, e.g. %s%s", key, allowed[0], exampleFilter(allowed[0]), django))
 	}
 	if !required && !slices.ContainsFunc(allowed, func(p string) bool { return strings.Contains(filter, p) }) {
-		errs = append(errs, fmt.Errorf("%s: must contain %s, e.g. %s", key, strings.Join(allowed, " or "), exampleFilter(allowed[0])))
+		errs = append(errs, fmt.Errorf("%s: must contain %s, e.g. %s%s", key, strings.Join(allowed, " or "), exampleFilter(allowed[0]), django))
 	}
 	for _, m := range regexp.MustCompile(`\{[a-z_]*\}`).FindAllString(filter, -1) {
 		if !slices.Contains(allowed, m) {
 			errs = append(errs, fmt.Errorf("%s: unknown placeholder %s (want %s)", key, m, strings.Join(allowed, " or ")))
 		}
 	}
-	filled := filter
+	// The Django placeholder is said above; its parentheses would make the
+	// filter look broken as well.
+	filled := strings.ReplaceAll(filter, djangoUser, "x")
 	for _, p := range allowed {
 		filled = strings.ReplaceAll(filled, p, "x")
 	}

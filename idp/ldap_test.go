@@ -84,7 +84,8 @@ func TestValidateLDAP(t *testing.T) {
 		{"user_search.filter must use {username}", func(c *Config) { c.UserSearch.Filter = "(uid=alice)" }, []string{"user_search.filter: must contain {username}"}},
 		{"user_search.filter must compile", func(c *Config) { c.UserSearch.Filter = "(uid={username}" }, []string{"user_search.filter: not a valid LDAP filter"}},
 		{"user_search.filter knows no {dn}", func(c *Config) { c.UserSearch.Filter = "(&(uid={username})(x={dn}))" }, []string{"user_search.filter: unknown placeholder {dn}"}},
-		{"Django's %(user)s is refused", func(c *Config) { c.UserSearch.Filter = "(sAMAccountName=%(user)s)" }, []string{"user_search.filter: must contain {username}"}},
+		{"Django's %(user)s is refused, saying what it is here", func(c *Config) { c.UserSearch.Filter = "(sAMAccountName=%(user)s)" },
+			[]string{"user_search.filter: must contain {username}, e.g. (uid={username}): django-auth-ldap's %(user)s is {username} here"}},
 		{"group_search needs a filter with its base_dn", func(c *Config) { c.GroupSearch.Filter = "" }, []string{"group_search.filter: required, e.g. (member={dn})"}},
 		{"group_search needs a base_dn with its filter", func(c *Config) { c.GroupSearch.BaseDN = "" }, []string{"group_search.base_dn: required"}},
 		{"group_search.filter must name the user", func(c *Config) { c.GroupSearch.Filter = "(objectClass=group)" },
@@ -117,6 +118,17 @@ func TestValidateLDAP(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A filter copied from django-auth-ldap is one mistake, said once: its
+// %(user)s, not a filter that does not compile as well.
+func TestDjangoPlaceholderIsOneProblem(t *testing.T) {
+	c := ldapTestConfig("ldap://127.0.0.1:389")
+	c.UserSearch.Filter = "(&(objectClass=user)(sAMAccountName=%(user)s))"
+	err := c.Validate()
+	if err == nil || strings.Count(err.Error(), "\n") > 0 || !strings.Contains(err.Error(), "django-auth-ldap's %(user)s is {username} here") {
+		t.Errorf("Validate = %v, want one problem naming %%(user)s", err)
 	}
 }
 
