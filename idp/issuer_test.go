@@ -30,6 +30,9 @@ type testIssuer struct {
 	published *rsa.PublicKey
 	// jwksFetches counts the requests for the JWKS.
 	jwksFetches atomic.Int32
+	// jwksDown, when set, is the body of a 503 that the JWKS is answered
+	// with instead of the keys.
+	jwksDown atomic.Pointer[string]
 	// edit changes the ID token's claims before they are signed.
 	edit func(claims map[string]any)
 	// nonce is the nonce the next ID token carries.
@@ -55,6 +58,10 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
 		ti.jwksFetches.Add(1)
+		if down := ti.jwksDown.Load(); down != nil {
+			http.Error(w, *down, http.StatusServiceUnavailable)
+			return
+		}
 		ti.mu.Lock()
 		public := ti.published
 		ti.mu.Unlock()

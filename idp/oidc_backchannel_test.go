@@ -204,3 +204,52 @@ func verifyOnceFetched(t *testing.T, p *oidcProvider, token func() string) error
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// The floor holds when the IdP's JWKS fails too: an IdP that is down, or
+// that answers 429 to the fetches, is not sent one for each forged logout
+// token. A logout token is refused until the floor has passed, then the
+// keys are fetched again.
+func TestForgedLogoutTokensDoNotFetchAFailingJWKSEachTime(t *testing.T) {
+	li := newTestIssuer(t)
+	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
+		testOptions("http://127.0.0.1:1", false))
+	waitReady(t, p, 10*time.Second)
+	now := time.Now()
+	p.jwks.now = func() time.Time { return now }
+	foreignKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	token := func(key *rsa.PrivateKey) string {
+		n++
+		return logoutToken(t, li, map[string]any{
+			"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": fmt.Sprint("jti-", n), "sub": "alice",
+			"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
+		}, key)
+	}
+
+	li.jwksDown.Store(ptr("down for maintenance"))
+	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("a logout token while the JWKS answers 503: %v; want it refused, saying so", err)
+	}
+	for range 20 {
+		if _, err := p.VerifyLogoutToken(t.Context(), token(foreignKey)); err == nil {
+			t.Fatal("a forged logout token was accepted")
+		}
+	}
+	li.jwksDown.Store(nil)
+	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err == nil {
+		t.Errorf("a logout token within %s of the failed fetch was accepted; want it refused until then", jwksRefetchEvery)
+	}
+	if got := li.jwksFetches.Load(); got != 1 {
+		t.Errorf("the JWKS was fetched %d times for 22 logout tokens within %s of a fetch that failed; want once", got, jwksRefetchEvery)
+	}
+	now = now.Add(jwksRefetchEvery)
+	if err := verifyOnceFetched(t, p, func() string { return token(nil) }); err != nil {
+		t.Errorf("a logout token %s after the failed fetch, the IdP back: %v", jwksRefetchEvery, err)
+	}
+	if got := li.jwksFetches.Load(); got != 2 {
+		t.Errorf("the JWKS was fetched %d times in all; want 2", got)
+	}
+}

@@ -2,6 +2,7 @@ package idp
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -23,18 +24,24 @@ const jwksRefetchEvery = 10 * time.Second
 const maxJWKS = 1 << 20
 
 // jwksThrottle is the transport go-oidc fetches an IdP's JWKS through: a
-// fetch within jwksRefetchEvery of the last successful one gets that one's
-// document again, and reaches nothing. Every other request goes through.
+// fetch within jwksRefetchEvery of the last one, successful or not, reaches
+// nothing and gets that one's document again, or its failure. Every other
+// request goes through.
 type jwksThrottle struct {
 	next http.RoundTripper
 	now  func() time.Time
 	// url is the jwks_uri of the last discovery; nil before one.
 	url atomic.Pointer[string]
 
-	mu      sync.Mutex // held across a fetch: go-oidc makes one at a time anyway
+	mu sync.Mutex // held across a fetch: go-oidc makes one at a time anyway
+	// fetched is when the last fetch ended; body and header are its
+	// document, or failed why it brought none. A failure holds the floor
+	// too: an IdP that is down, or that answers 429 to the fetches, would
+	// otherwise get one for each forged logout token again.
+	fetched time.Time
 	body    []byte
 	header  http.Header
-	fetched time.Time
+	failed  error
 }
 
 // newJWKSThrottle wraps next (http.DefaultTransport when nil).
@@ -52,19 +59,28 @@ func (t *jwksThrottle) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.body != nil && t.now().Sub(t.fetched) < jwksRefetchEvery {
+	if !t.fetched.IsZero() && t.now().Sub(t.fetched) < jwksRefetchEvery {
+		if t.failed != nil {
+			return nil, fmt.Errorf("not fetched again within %s of a fetch that failed: %w", jwksRefetchEvery, t.failed)
+		}
 		return t.answer(req), nil
 	}
 	resp, err := t.next.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return resp, err
+	t.fetched, t.body, t.header, t.failed = t.now(), nil, nil, err
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.failed = fmt.Errorf("the JWKS answered %s", resp.Status)
+		return resp, nil
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKS))
 	if err != nil {
+		t.failed = err
 		return nil, err
 	}
-	t.body, t.header, t.fetched = body, resp.Header.Clone(), t.now()
+	t.body, t.header = body, resp.Header.Clone()
 	return t.answer(req), nil
 }
 
