@@ -253,3 +253,21 @@ func TestForgedLogoutTokensDoNotFetchAFailingJWKSEachTime(t *testing.T) {
 		t.Errorf("the JWKS was fetched %d times in all; want 2", got)
 	}
 }
+
+// A JWKS answer is read up to maxJWKS and refused beyond it, whatever its
+// status: go-oidc reads an answer other than 200 whole into its error,
+// however long.
+func TestLogoutTokensJWKSAnswerIsBounded(t *testing.T) {
+	li := newTestIssuer(t)
+	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
+		testOptions("http://127.0.0.1:1", false))
+	waitReady(t, p, 10*time.Second)
+	li.jwksDown.Store(ptr(strings.Repeat("x", 2*maxJWKS)))
+	_, err := p.VerifyLogoutToken(t.Context(), logoutToken(t, li, map[string]any{
+		"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": "jti-1", "sub": "alice",
+		"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
+	}, nil))
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("larger than %d bytes", maxJWKS)) || len(err.Error()) > 4096 {
+		t.Errorf("a 2 MiB answer from the JWKS: %d bytes of error (%.200s…); want it refused as larger than %d bytes", len(err.Error()), err, maxJWKS)
+	}
+}

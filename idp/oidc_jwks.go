@@ -44,12 +44,10 @@ type jwksThrottle struct {
 	failed  error
 }
 
-// newJWKSThrottle wraps next (http.DefaultTransport when nil).
+// newJWKSThrottle wraps next (http.DefaultTransport when nil), reading at
+// most maxJWKS bytes of each answer.
 func newJWKSThrottle(next http.RoundTripper) *jwksThrottle {
-	if next == nil {
-		next = http.DefaultTransport
-	}
-	return &jwksThrottle{next: next, now: time.Now}
+	return &jwksThrottle{next: boundedAnswers{next: next, max: maxJWKS}, now: time.Now}
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -75,7 +73,7 @@ func (t *jwksThrottle) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKS))
+	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.failed = err
 		return nil, err
