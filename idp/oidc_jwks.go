@@ -59,7 +59,9 @@ func (t *jwksThrottle) RoundTrip(req *http.Request) (*http.Response, error) {
 	defer t.mu.Unlock()
 	if !t.fetched.IsZero() && t.now().Sub(t.fetched) < jwksRefetchEvery {
 		if t.failed != nil {
-			return nil, fmt.Errorf("not fetched again within %s of a fetch that failed: %w", jwksRefetchEvery, t.failed)
+			// A redirect lands here too: its target was fetched, and
+			// go-oidc holds what it brought, but it is not fetched again.
+			return nil, fmt.Errorf("not fetched again within %s of the last fetch, which brought no keys itself: %w", jwksRefetchEvery, t.failed)
 		}
 		return t.answer(req), nil
 	}
