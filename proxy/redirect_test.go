@@ -37,6 +37,12 @@ func TestSafeRedirect(t *testing.T) {
 		{"tasks", home},
 		{"https://cvat.example.com//evil.com", "https://cvat.example.com/"},
 		{"https://cvаt.example.com/", home}, // Cyrillic а
+		// With a path, so that keeping it here is told apart from the root:
+		// only this origin's own URLs keep their path.
+		{"http://cvat.example.com/tasks", home},
+		{"https://user:pw@cvat.example.com/tasks", home},
+		{"https://evilcvat.example.com/tasks", home},
+		{"https://cvat.example.com.evil.com/tasks", home},
 		{"/ｅvil", home},
 	} {
 		if got := c.safeRedirect(tc.rd); got != tc.want {
