@@ -232,3 +232,26 @@ func TestLoginStartsFromAnotherSiteOnlyInATopLevelNavigation(t *testing.T) {
 		}
 	})
 }
+
+// A login's state is an answer only at the callback of the IdP it was
+// started at (SPEC invariant 7), whether or not that IdP checks it too: the
+// state of a login at partner, brought to company's callback, is refused
+// there even though company signs in anyone (a mix-up attack).
+func TestLoginStateIsAnAnswerOnlyAtItsOwnIdP(t *testing.T) {
+	partner := "sso:\n  identity_providers:\n    - id: partner\n      protocol: OIDC\n      server_url: http://127.0.0.1:2/\n      client_id: portcullis\n"
+	f := newFixtureOf(t, strings.Replace(testConfig, "sso:\n  identity_providers:\n", partner, 1))
+	atPartner, atCompany := &signingIn{}, &signingIn{}
+	f.h.providers["partner"].impl = atPartner
+	f.h.providers["company"].impl = atCompany
+	b := newStateBrowser(t, f.h)
+	b.started(t, "partner")
+	rec := b.get("/.portcullis/oidc/company/callback?code=c&state=" + atPartner.state)
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("partner's login state at company's callback: %d, want 400\n%s", rec.Code, rec.Body)
+	}
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == f.h.cookies.Name() && c.MaxAge >= 0 {
+			t.Errorf("partner's login state at company's callback set a session")
+		}
+	}
+}
