@@ -76,3 +76,26 @@ func TestBackchannelLogoutThatFailsCanBeSentAgain(t *testing.T) {
 		t.Errorf("after the retried logout the session is %v (%v), want gone", got, err)
 	}
 }
+
+// A logout token is an answer once (its jti): the same token posted again,
+// captured on the way or replayed from a log, is refused, so it cannot
+// end the sessions the user made after the logout it was for.
+func TestBackchannelLogoutTokenIsRefusedTheSecondTime(t *testing.T) {
+	h := newTestHandler(t, strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1))
+	p := h.providers["company"]
+	p.impl = fixedLogoutToken{Provider: p.impl, tok: idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", IssuedAt: time.Now()}}
+	post := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/.portcullis/oidc/company/backchannel-logout",
+			strings.NewReader(url.Values{"logout_token": {"signed"}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	if w := post(); w.Code != http.StatusOK {
+		t.Fatalf("first logout with the token: %d, want 200\n%s", w.Code, w.Body)
+	}
+	if w := post(); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "already used") {
+		t.Errorf("the same token again: %d %s, want 400 saying it was already used", w.Code, w.Body)
+	}
+}
