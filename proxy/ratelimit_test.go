@@ -117,6 +117,20 @@ func TestLoginLimits(t *testing.T) {
 		t.Errorf("a success under another spelling did not clear the account's failures")
 	}
 
+	// A success gives the address back the attempt it took, and no more:
+	// one password the client knows does not reset its guesses at others.
+	spray := netip.MustParseAddr("192.0.2.50")
+	for i := range 19 {
+		l.take(attemptKeys("corp", "guess"+string(rune('a'+i)), spray), t0)
+	}
+	known := attemptKeys("corp", "mallory", spray)
+	l.take(known, t0)
+	l.succeeded(known, t0)
+	l.take(attemptKeys("corp", "guesst", spray), t0)
+	if l.wait(attemptKeys("corp", "guessu", spray), t0) == 0 {
+		t.Errorf("an address is not held back after 20 failures with a success among them")
+	}
+
 	// One IPv6 host has its /64.
 	v6a, v6b := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9")
 	for i := range 20 {
