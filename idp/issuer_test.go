@@ -40,6 +40,9 @@ type testIssuer struct {
 	// reshape, when set, rewrites the signed ID token (a compact JWT)
 	// before the token endpoint sends it: into another serialization.
 	reshape func(raw string) string
+	// userinfo, when set before the provider discovers the issuer, is what
+	// its userinfo endpoint answers; with none, discovery names no endpoint.
+	userinfo map[string]any
 }
 
 func newTestIssuer(t *testing.T) *testIssuer {
@@ -51,10 +54,18 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	ti := &testIssuer{key: key, published: &key.PublicKey}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{
+		discovery := map[string]any{
 			"issuer": ti.url, "authorization_endpoint": ti.url + "/auth", "token_endpoint": ti.url + "/token",
 			"jwks_uri": ti.url + "/jwks", "id_token_signing_alg_values_supported": []string{"RS256"},
-		})
+		}
+		if ti.userinfo != nil {
+			discovery["userinfo_endpoint"] = ti.url + "/userinfo"
+		}
+		json.NewEncoder(w).Encode(discovery)
+	})
+	mux.HandleFunc("/userinfo", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(ti.userinfo)
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
 		ti.jwksFetches.Add(1)

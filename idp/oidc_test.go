@@ -362,6 +362,13 @@ func TestOIDCCompleteRefuses(t *testing.T) {
 			wantErr: "has no iss",
 		},
 		{
+			name: "an answer naming an issuer under this one's URL (another tenant of the IdP)",
+			tamper: func(f *Flow, r *http.Request) *http.Request {
+				return withQuery(r, func(q url.Values) { q.Set("iss", h.idp.Issuer+"/tenant-b") })
+			},
+			wantErr: "answer from issuer",
+		},
+		{
 			name: "an answer with an empty iss",
 			tamper: func(f *Flow, r *http.Request) *http.Request {
 				return withQuery(r, func(q url.Values) { q.Set("iss", "") })
