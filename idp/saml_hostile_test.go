@@ -129,6 +129,19 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
+			// Restrictions all apply: one whose only Audience is an element
+			// of that name in another namespace does not include this SP.
+			name: "second AudienceRestriction naming this SP only in another namespace is refused", wantErr: "AudienceRestriction 2", reason: "saml_audience",
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				c := a.FindElement("./Conditions")
+				other := c.SelectElement("AudienceRestriction").Copy()
+				foreign := other.SelectElement("Audience")
+				foreign.Space = "x"
+				foreign.CreateAttr("xmlns:x", "urn:example:not-saml")
+				c.AddChild(other)
+			},
+		},
+		{
 			name: "AudienceRestriction with an empty Audience is refused", wantErr: "AudienceRestriction 1", reason: "saml_audience",
 			mutate: func(t testing.TB, resp, a *etree.Element) {
 				setText(t, a, "./Conditions/AudienceRestriction/Audience", "")
