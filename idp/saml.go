@@ -327,6 +327,10 @@ func (p *SAMLProvider) Metadata() ([]byte, error) {
 
 // setIdPMetadata makes md the metadata that logins use from now on.
 func (p *SAMLProvider) setIdPMetadata(md *saml.EntityDescriptor) {
+	md, leftOut := withUsableLogoutServices(md)
+	for _, err := range leftOut {
+		p.log.Warn("saml: the IdP metadata's SingleLogoutService is not used: its URL is not an absolute http(s) URL; no single logout over its binding", "err", err)
+	}
 	sp := p.base
 	sp.IDPMetadata = md
 	if p.cfg.SingleSignOut && sp.GetSLOBindingLocation(saml.HTTPRedirectBinding) == "" {

@@ -92,6 +92,16 @@ func TestValidateSAML(t *testing.T) {
 		{"slo_url must be an http(s) URL", func(c *Config) {
 			c.MetadataURL, c.X509Cert, c.SSOURL, c.SLOURL, c.SingleSignOut = "", certPEM, "https://sso.company.com/sso", "ldap://sso.company.com/slo", true
 		}, []string{"slo_url: must be an http or https URL"}},
+		{"slo_url must not be a javascript: URL", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL, c.SingleSignOut = "", certPEM, "https://sso.company.com/sso", true
+			c.SLOURL = "javascript:alert(document.domain)"
+		}, []string{"slo_url: not an absolute URL"}},
+		{"slo_url must not be relative", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL, c.SLOURL, c.SingleSignOut = "", certPEM, "https://sso.company.com/sso", "/saml/slo", true
+		}, []string{"slo_url: not an absolute URL"}},
+		{"slo_url must have a host", func(c *Config) {
+			c.MetadataURL, c.X509Cert, c.SSOURL, c.SLOURL, c.SingleSignOut = "", certPEM, "https://sso.company.com/sso", "https:///evil.example/slo", true
+		}, []string{"slo_url: not an absolute URL"}},
 		{"slo_url with metadata_url is refused", func(c *Config) { c.SLOURL, c.SingleSignOut = "https://sso.company.com/slo", true },
 			[]string{"slo_url: not used with metadata_url"}},
 		{"attribute_mapping of known fields is valid", func(c *Config) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -313,6 +314,53 @@ func responseLocation(sp *saml.ServiceProvider, binding string) string {
 		}
 	}
 	return ""
+}
+
+// withUsableLogoutServices is md without the SingleLogoutServices for the
+// bindings the proxy sends over (HTTP-Redirect, HTTP-POST) whose Location
+// or ResponseLocation is not an absolute http(s) URL, and why each was left
+// out. These URLs become a redirect's Location and a form's action in the
+// user's browser. crewjam/saml refuses metadata with another scheme, or
+// none, as it parses it, but takes an http(s) URL without a host
+// ("https:///evil.example/slo", "https:slo"), which a browser reads as one
+// of the host after the slashes. A binding left without a service is one
+// the IdP offers no single logout over.
+func withUsableLogoutServices(md *saml.EntityDescriptor) (*saml.EntityDescriptor, []error) {
+	var leftOut []error
+	descriptors := slices.Clone(md.IDPSSODescriptors)
+	for i := range descriptors {
+		var kept []saml.Endpoint
+		for _, e := range descriptors[i].SingleLogoutServices {
+			if err := checkLogoutService(e); err != nil {
+				leftOut = append(leftOut, fmt.Errorf("SingleLogoutService %s: %w", e.Binding, err))
+				continue
+			}
+			kept = append(kept, e)
+		}
+		descriptors[i].SingleLogoutServices = kept
+	}
+	if len(leftOut) == 0 {
+		return md, nil
+	}
+	usable := *md
+	usable.IDPSSODescriptors = descriptors
+	return &usable, leftOut
+}
+
+// checkLogoutService refuses a SingleLogoutService for a binding the proxy
+// sends over whose Location, or ResponseLocation when it has one, is not an
+// absolute http(s) URL.
+func checkLogoutService(e saml.Endpoint) error {
+	if e.Binding != saml.HTTPRedirectBinding && e.Binding != saml.HTTPPostBinding {
+		return nil
+	}
+	if err := checkHTTPURL("Location", e.Location); err != nil {
+		return err
+	}
+	if e.ResponseLocation != "" {
+		return checkHTTPURL("ResponseLocation", e.ResponseLocation)
+	}
+	return nil
 }
 
 // answeringAt is sp with the IdP's SingleLogoutService for binding at to:

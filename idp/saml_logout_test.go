@@ -3,6 +3,7 @@ package idp
 import (
 	"bytes"
 	"compress/flate"
+	"context"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,6 +23,9 @@ import (
 	"github.com/beevik/etree"
 	"github.com/crewjam/saml"
 	dsig "github.com/russellhaering/goxmldsig"
+
+	"github.com/portcullis-proxy/portcullis/test/process"
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
 
 const testSLOURL = "https://portcullis.test/.portcullis/saml/corp/slo"
@@ -562,6 +567,87 @@ func TestSAMLLogoutResponseGoesToResponseLocation(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The IdP metadata's SingleLogoutService locations are where the proxy
+// sends browsers: a redirect's Location, a form's action. One whose
+// Location or ResponseLocation is not an absolute http(s) URL never gets
+// there. crewjam/saml refuses, as it parses it, metadata with a location of
+// another scheme (javascript:, data:) or none (a relative URL, empty): the
+// fetch fails and is logged, as for any metadata that does not parse. It
+// takes an http(s) URL without a host ("https:///evil.example/slo",
+// "https:slo"), which browsers read as a URL of the host after the
+// slashes; that service is left out, with a log line naming it, and the
+// IdP is one without single logout over its binding. Before, the
+// HTTP-Redirect binding redirected there and the HTTP-POST binding's form
+// posted there.
+func TestSAMLLogoutLocationsMustBeAbsoluteHTTPURLs(t *testing.T) {
+	for _, tc := range []struct {
+		name, attr, value string
+		// refused: the metadata does not load; else the service is left out.
+		refused bool
+	}{
+		{"a javascript: Location", "Location", "javascript:alert(document.domain)", true},
+		{"a data: Location", "Location", "data:text/html,<script>alert(1)</script>", true},
+		{"a relative Location", "Location", "/saml/slo", true},
+		{"an empty Location", "Location", "", true},
+		{"a javascript: ResponseLocation", "ResponseLocation", "javascript:alert(document.domain)", true},
+		{"a relative ResponseLocation", "ResponseLocation", "slo/answers", true},
+		{"a Location without a host", "Location", "https:///evil.example/slo", false},
+		{"an opaque https: Location", "Location", "https:evil.example/slo", false},
+		{"a ResponseLocation without a host", "ResponseLocation", "https:///evil.example/slo", false},
+	} {
+		for _, binding := range []string{saml.HTTPRedirectBinding, saml.HTTPPostBinding} {
+			t.Run(tc.name+" ("+binding[strings.LastIndex(binding, ":")+1:]+" only)", func(t *testing.T) {
+				srv := samlserver.Start(t, samlserver.Options{})
+				c := Config{ID: "corp", Protocol: SAML, EntityID: srv.EntityID(), SingleSignOut: true,
+					MetadataURL: servedMetadata(t, srv.MetadataURL(), func(root *etree.Element) {
+						for _, slo := range root.FindElements("//SingleLogoutService") {
+							if slo.SelectAttrValue("Binding", "") != binding {
+								slo.Parent().RemoveChild(slo)
+								continue
+							}
+							slo.CreateAttr(tc.attr, tc.value)
+						}
+					})}
+				logs := &process.Output{}
+				o := samlTestOptions()
+				o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+				ctx, cancel := context.WithCancel(context.Background())
+				t.Cleanup(cancel)
+				p, err := newSAMLProvider(ctx, c, o, defaultSAMLTiming)
+				if err != nil {
+					t.Fatal(err)
+				}
+
+				if tc.refused {
+					if err := p.Ready(); err == nil || !strings.Contains(err.Error(), "invalid url") {
+						t.Errorf("Ready = %v, want the metadata refused for its URL", err)
+					}
+				} else if err := p.Ready(); err != nil {
+					t.Errorf("Ready = %v, want the metadata loaded without the SingleLogoutService", err)
+				}
+				u, err := p.LogoutURL(&Tokens{NameID: &SAMLNameID{Value: "alice@example.com"}}, "", &Flow{State: "logout-state-0123456789"})
+				if u != "" || (err == nil) == tc.refused {
+					t.Errorf("LogoutURL = %q, %v; want no IdP logout", u, err)
+				}
+				req := &SAMLLogoutRequest{ID: "id-of-the-idp-logout", NameID: "alice@example.com", RelayState: "relay-1"}
+				target, post, err := p.LogoutResponse(req, LogoutSucceeded)
+				if target != "" || post != nil || err == nil {
+					t.Errorf("LogoutResponse = %q, %+v, %v; want no answer", target, post, err)
+				}
+				want := []string{"SingleLogoutService", tc.attr + ": not an absolute URL"}
+				if tc.refused {
+					want = []string{"fetching IdP metadata failed", "invalid url"}
+				}
+				for _, w := range want {
+					if !strings.Contains(logs.String(), w) {
+						t.Errorf("log %q: want a line with %q", logs.String(), w)
+					}
+				}
+			})
+		}
 	}
 }
 
