@@ -28,6 +28,14 @@ func (b boundedAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// readBounded reads an IdP's answer whole, failing as boundedBody does once
+// it is longer than max bytes: every answer the package reads itself
+// (OAuth2 userinfo, GitHub's API, SAML metadata) is bounded as go-oidc's
+// are, refused past its bound, never cut there.
+func readBounded(body io.ReadCloser, max int64) ([]byte, error) {
+	return io.ReadAll(&boundedBody{ReadCloser: body, left: max, max: max})
+}
+
 // boundedBody is an answer's body that fails once more than left bytes come.
 type boundedBody struct {
 	io.ReadCloser

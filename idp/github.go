@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -21,6 +20,9 @@ const (
 	githubAPIVersion = "2022-11-28"
 	// githubMaxPages bounds how many pages of one list a login reads.
 	githubMaxPages = 20
+	// maxGitHubAnswer bounds each API answer, read whole (a page of 100
+	// teams carries each one's organization).
+	maxGitHubAnswer = 4 << 20
 )
 
 // GitHubAPIError is a GitHub REST API answer other than 200.
@@ -200,7 +202,7 @@ func (gh githubClient) do(ctx context.Context, u string, into any) (*http.Respon
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	body, err := readBounded(resp.Body, maxGitHubAnswer)
 	if err != nil {
 		return nil, fmt.Errorf("github GET %s: %w", req.URL.Path, err)
 	}

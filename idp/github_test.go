@@ -349,3 +349,29 @@ func TestGitHubNextPage(t *testing.T) {
 		})
 	}
 }
+
+// Each GitHub API answer is read up to 4 MiB, and one larger is refused as
+// such, not cut at 4 MiB and decoded. A name of 3 MiB is within it; GET
+// /user with one of 5 MiB is not.
+func TestGitHubAnswersAreBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		size    int
+		refused bool
+	}{
+		{"a 3 MiB answer is read", 3 << 20, false},
+		{"a 5 MiB answer is refused", 5 << 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := octocat()
+			u.Name = strings.Repeat("x", tc.size)
+			p, err := newGitHubHarness(t, u, nil, false).login(t)
+			switch {
+			case tc.refused && (err == nil || !strings.Contains(err.Error(), "github GET /api/v3/user: the answer is larger than 4194304 bytes")):
+				t.Errorf("login = %v; want GET /user refused as larger than 4 MiB", err)
+			case !tc.refused && (err != nil || p.Username != "octocat"):
+				t.Errorf("login = %v; want octocat signed in", err)
+			}
+		})
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -518,7 +517,7 @@ func (p *oidcProvider) oauth2Claims(ctx context.Context, token *oauth2.Token) (m
 		return nil, fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err := readBounded(resp.Body, maxUserinfo)
 	if err != nil {
 		return nil, fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/oauth2"
+
+	"github.com/portcullis-proxy/portcullis/test/githubapi"
 )
 
 func TestOAuth2UserinfoSubject(t *testing.T) {
@@ -89,5 +91,33 @@ func TestTokenEndpointErrorBodyIsCutShort(t *testing.T) {
 		} else if strings.Contains(err.Error(), "s3cret") || len(err.Error()) > 300 {
 			t.Errorf("%s: %d bytes, past the start of the body: %v", step, len(err.Error()), err)
 		}
+	}
+}
+
+// A plain OAuth2 IdP's userinfo answer is read up to 1 MiB, as an OIDC
+// one's is, and one larger is refused as such: it was cut at 1 MiB, so
+// that what came before the cut was decoded, and an answer padded past it
+// parsed. githubapi's GET /user plays the IdP (Gitea's and others' are of
+// its shape), with a user whose name fills the answer.
+func TestOAuth2UserinfoIsBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		size    int
+		refused bool
+	}{
+		{"a 512 KiB answer is read", 512 << 10, false},
+		{"a 2 MiB answer is refused", 2 << 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gh := githubapi.Start(t, githubapi.Options{User: githubapi.User{Login: "hoarder", ID: 7, Name: strings.Repeat("x", tc.size)}})
+			p := &oidcProvider{cfg: Config{ID: "o", Protocol: OAuth2, UserinfoURL: gh.URL + "/user"}, client: gh.Client()}
+			claims, err := p.oauth2Claims(context.Background(), &oauth2.Token{AccessToken: gh.IssueToken("read:user"), TokenType: "bearer"})
+			switch {
+			case tc.refused && (err == nil || !strings.Contains(err.Error(), "fetch userinfo: the answer is larger than 1048576 bytes")):
+				t.Errorf("oauth2Claims = %d claims, %v; want the answer refused as larger than 1 MiB", len(claims), err)
+			case !tc.refused && (err != nil || claims["login"] != "hoarder"):
+				t.Errorf("oauth2Claims = %v, %v; want hoarder's claims", claims["login"], err)
+			}
+		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -100,12 +99,9 @@ func (p *SAMLProvider) fetchMetadata(ctx context.Context) (*saml.EntityDescripto
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("status %s", resp.Status)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxMetadata+1))
+	data, err := readBounded(resp.Body, maxMetadata)
 	if err != nil {
 		return nil, err
-	}
-	if len(data) > maxMetadata {
-		return nil, fmt.Errorf("larger than %d bytes", maxMetadata)
 	}
 	return parseIdPMetadata(data, p.cfg.EntityID)
 }

@@ -269,3 +269,37 @@ func TestParseIdPMetadata(t *testing.T) {
 		})
 	}
 }
+
+// IdP metadata is read up to 16 MiB (federation files are large), and a
+// document larger is refused as such: here the IdP's own metadata with
+// spaces after its root element, which would parse if it were cut.
+func TestSAMLMetadataIsBounded(t *testing.T) {
+	srv := samlserver.Start(t, samlserver.Options{})
+	body := fetchBody(t, srv.MetadataURL())
+	for _, tc := range []struct {
+		name    string
+		size    int
+		refused bool
+	}{
+		{"metadata of 15 MiB loads", 15 << 20, false},
+		{"metadata of 17 MiB is refused", 17 << 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			padded := append(slices.Clip(body), bytes.Repeat([]byte(" "), tc.size-len(body))...)
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(padded) }))
+			t.Cleanup(hs.Close)
+			c := Config{ID: "corp", Protocol: SAML, EntityID: srv.EntityID(), MetadataURL: hs.URL}
+			p, err := newSAMLProvider(t.Context(), c, samlTestOptions(), defaultSAMLTiming)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = p.Ready()
+			switch {
+			case tc.refused && (err == nil || !strings.Contains(err.Error(), "larger than 16777216 bytes")):
+				t.Errorf("Ready = %v; want the metadata refused as larger than 16 MiB", err)
+			case !tc.refused && err != nil:
+				t.Errorf("Ready = %v; want the metadata loaded", err)
+			}
+		})
+	}
+}
