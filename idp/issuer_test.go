@@ -43,6 +43,10 @@ type testIssuer struct {
 	// userinfo, when set before the provider discovers the issuer, is what
 	// its userinfo endpoint answers; with none, discovery names no endpoint.
 	userinfo map[string]any
+	// jwksURI, when set before the provider discovers the issuer, is the
+	// discovery document's jwks_uri, another spelling of url+"/jwks" or a
+	// URL under url+"/keys/", which serves the JWKS too.
+	jwksURI string
 }
 
 func newTestIssuer(t *testing.T) *testIssuer {
@@ -58,6 +62,9 @@ func newTestIssuer(t *testing.T) *testIssuer {
 			"issuer": ti.url, "authorization_endpoint": ti.url + "/auth", "token_endpoint": ti.url + "/token",
 			"jwks_uri": ti.url + "/jwks", "id_token_signing_alg_values_supported": []string{"RS256"},
 		}
+		if ti.jwksURI != "" {
+			discovery["jwks_uri"] = ti.jwksURI
+		}
 		if ti.userinfo != nil {
 			discovery["userinfo_endpoint"] = ti.url + "/userinfo"
 		}
@@ -67,7 +74,7 @@ func newTestIssuer(t *testing.T) *testIssuer {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(ti.userinfo)
 	})
-	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+	jwks := func(w http.ResponseWriter, r *http.Request) {
 		ti.jwksFetches.Add(1)
 		if down := ti.jwksDown.Load(); down != nil {
 			http.Error(w, *down, http.StatusServiceUnavailable)
@@ -77,7 +84,9 @@ func newTestIssuer(t *testing.T) *testIssuer {
 		public := ti.published
 		ti.mu.Unlock()
 		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: public, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
-	})
+	}
+	mux.HandleFunc("/jwks", jwks)
+	mux.HandleFunc("/keys/", jwks)
 	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
 		claims := map[string]any{"iss": ti.url, "aud": "portcullis", "sub": "alice", "nonce": ti.nonce,

@@ -204,7 +204,7 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 	if err := provider.Claims(&meta); err != nil {
 		return fmt.Errorf("oidc %s: read discovery document: %w", p.cfg.ID, err)
 	}
-	p.jwks.url.Store(&meta.JWKSURI)
+	p.jwks.watch(meta.JWKSURI)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -189,6 +189,52 @@ func TestForgedLogoutTokensDoNotFetchTheJWKSEachTime(t *testing.T) {
 	}
 }
 
+// The floor holds for a jwks_uri that the IdP spells otherwise than
+// go-oidc's request for it does: that request's URL is jwks_uri parsed,
+// whose String lowercases the scheme and escapes a space or non-ASCII
+// letters. The throttle compared it with jwks_uri as discovered, found them
+// different, and let every forged logout token fetch the JWKS.
+func TestForgedLogoutTokensDoNotFetchTheJWKSEachTimeWhateverItsSpelling(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		uri  func(issuer string) string
+	}{
+		{"an uppercase scheme", func(issuer string) string { return "HTTP" + strings.TrimPrefix(issuer, "http") + "/jwks" }},
+		{"a space in the path", func(issuer string) string { return issuer + "/keys/signing keys" }},
+		{"a non-ASCII path", func(issuer string) string { return issuer + "/keys/clés" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			li := newTestIssuer(t)
+			li.jwksURI = tc.uri(li.url)
+			p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
+				testOptions("http://127.0.0.1:1", false))
+			waitReady(t, p, 10*time.Second)
+			now := time.Now()
+			p.jwks.now = func() time.Time { return now }
+			foreignKey, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 21 {
+				key := foreignKey
+				if i == 0 {
+					key = nil
+				}
+				_, err := p.VerifyLogoutToken(t.Context(), logoutToken(t, li, map[string]any{
+					"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": fmt.Sprint("jti-", i), "sub": "alice",
+					"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
+				}, key))
+				if (err == nil) != (key == nil) {
+					t.Fatalf("logout token %d (forged: %v): %v", i, key != nil, err)
+				}
+			}
+			if got := li.jwksFetches.Load(); got != 1 {
+				t.Errorf("jwks_uri %q: the JWKS was fetched %d times for one valid and 20 forged logout tokens within %s; want once", li.jwksURI, got, jwksRefetchEvery)
+			}
+		})
+	}
+}
+
 // verifyOnceFetched verifies logout tokens from token until one passes, for
 // a while. go-oidc hands a token that needs the keys fetched the result of
 // the fetch just done, until the goroutine that made it has let it go: the

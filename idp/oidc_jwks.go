@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,8 @@ const maxJWKS = 1 << 20
 type jwksThrottle struct {
 	next http.RoundTripper
 	now  func() time.Time
-	// url is the jwks_uri of the last discovery; nil before one.
+	// url is the jwks_uri of the last discovery as watch spells it; nil
+	// before one.
 	url atomic.Pointer[string]
 
 	mu sync.Mutex // held across a fetch: go-oidc makes one at a time anyway
@@ -48,6 +50,18 @@ type jwksThrottle struct {
 // most maxJWKS bytes of each answer.
 func newJWKSThrottle(next http.RoundTripper) *jwksThrottle {
 	return &jwksThrottle{next: boundedAnswers{next: next, max: maxJWKS}, now: time.Now}
+}
+
+// watch makes jwksURI, from a discovery document, the URL whose fetches
+// are throttled, spelled as go-oidc's requests for it are: their URL is
+// jwks_uri parsed (http.NewRequest), whose String lowercases the scheme and
+// escapes a space or non-ASCII letters, which the IdP may have left as
+// they are. One that does not parse is no request go-oidc can make.
+func (t *jwksThrottle) watch(jwksURI string) {
+	if u, err := url.Parse(jwksURI); err == nil {
+		jwksURI = u.String()
+	}
+	t.url.Store(&jwksURI)
 }
 
 // RoundTrip implements http.RoundTripper.
