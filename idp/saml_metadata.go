@@ -127,7 +127,15 @@ func parseIdPMetadata(data []byte, entityID string) (*saml.EntityDescriptor, err
 	hasRedirect, hasCert := false, false
 	for _, d := range md.IDPSSODescriptors {
 		for _, e := range d.SingleSignOnServices {
-			hasRedirect = hasRedirect || (e.Binding == saml.HTTPRedirectBinding && e.Location != "")
+			if e.Binding != saml.HTTPRedirectBinding {
+				continue
+			}
+			// crewjam/saml takes an http(s) URL without a host, which a
+			// browser reads as one of the host after the slashes.
+			if err := checkHTTPURL("Location", e.Location); err != nil {
+				return nil, fmt.Errorf("the IdP's SingleSignOnService over HTTP-Redirect: %w", err)
+			}
+			hasRedirect = true
 		}
 		for _, k := range d.KeyDescriptors {
 			if k.Use == "" || k.Use == "signing" {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -220,6 +221,9 @@ func TestSAMLExpiredMetadataIsNotReliedOn(t *testing.T) {
 	}
 }
 
+// ssoLocations finds the Location of each SingleSignOnService in metadata.
+var ssoLocations = regexp.MustCompile(`(<SingleSignOnService [^>]*Location=")[^"]*"`)
+
 func TestParseIdPMetadata(t *testing.T) {
 	srv := samlserver.Start(t, samlserver.Options{})
 	real := string(fetchBody(t, srv.MetadataURL()))
@@ -250,6 +254,11 @@ func TestParseIdPMetadata(t *testing.T) {
 		{"metadata without an HTTP-Redirect SSO endpoint is refused",
 			strings.ReplaceAll(real, "HTTP-Redirect", "HTTP-Artifact"), srv.EntityID(), "HTTP-Redirect"},
 		{"a document that is not SAML metadata is refused", "<html>oops</html>", srv.EntityID(), "EntityDescriptor"},
+		// crewjam/saml takes an http(s) URL without a host, which a browser
+		// reads as one of the host after the slashes: every login would be
+		// sent there with its AuthnRequest.
+		{"an SSO endpoint whose URL has no host is refused",
+			ssoLocations.ReplaceAllString(real, `${1}https:///evil.example/sso"`), srv.EntityID(), "SingleSignOnService"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
