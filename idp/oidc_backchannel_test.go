@@ -126,28 +126,47 @@ func TestVerifyLogoutToken(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// go-oidc fetches the IdP's JWKS again whenever a token's signature matches
-// no key it holds, and anyone may post a logout token: without a floor each
-// forged one was a request to the IdP.
-func TestForgedLogoutTokensDoNotFetchTheJWKSEachTime(t *testing.T) {
-	li := newTestIssuer(t)
+// floorTest is an OIDC provider at an issuer, whose logout tokens' JWKS
+// floor runs on a clock the test moves (now).
+type floorTest struct {
+	p   *oidcProvider
+	now time.Time
+	// forger is a key the issuer never published.
+	forger *rsa.PrivateKey
+	// token makes a logout token for alice, each with a jti of its own,
+	// signed with key (the issuer's when nil).
+	token func(key *rsa.PrivateKey) string
+}
+
+func newFloorTest(t *testing.T, li *testIssuer) *floorTest {
+	t.Helper()
 	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
 		testOptions("http://127.0.0.1:1", false))
 	waitReady(t, p, 10*time.Second)
-	now := time.Now()
-	p.jwks.now = func() time.Time { return now }
-	foreignKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	forger, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ft := &floorTest{p: p, now: time.Now(), forger: forger}
+	p.jwks.now = func() time.Time { return ft.now }
 	n := 0
-	token := func(key *rsa.PrivateKey) string {
+	ft.token = func(key *rsa.PrivateKey) string {
 		n++
 		return logoutToken(t, li, map[string]any{
 			"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": fmt.Sprint("jti-", n), "sub": "alice",
 			"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
 		}, key)
 	}
+	return ft
+}
+
+// go-oidc fetches the IdP's JWKS again whenever a token's signature matches
+// no key it holds, and anyone may post a logout token: without a floor each
+// forged one was a request to the IdP.
+func TestForgedLogoutTokensDoNotFetchTheJWKSEachTime(t *testing.T) {
+	li := newTestIssuer(t)
+	ft := newFloorTest(t, li)
+	p, token, foreignKey := ft.p, ft.token, ft.forger
 	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err != nil {
 		t.Fatalf("a valid logout token: %v", err)
 	}
@@ -180,7 +199,7 @@ func TestForgedLogoutTokensDoNotFetchTheJWKSEachTime(t *testing.T) {
 	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err == nil {
 		t.Errorf("a logout token signed with the new key within %s of the last fetch was accepted; want it refused until then", jwksRefetchEvery)
 	}
-	now = now.Add(jwksRefetchEvery)
+	ft.now = ft.now.Add(jwksRefetchEvery)
 	if err := verifyOnceFetched(t, p, func() string { return token(nil) }); err != nil {
 		t.Errorf("a logout token signed with the IdP's new key, %s later: %v", jwksRefetchEvery, err)
 	}
@@ -206,24 +225,13 @@ func TestForgedLogoutTokensDoNotFetchTheJWKSEachTimeWhateverItsSpelling(t *testi
 		t.Run(tc.name, func(t *testing.T) {
 			li := newTestIssuer(t)
 			li.jwksURI = tc.uri(li.url)
-			p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
-				testOptions("http://127.0.0.1:1", false))
-			waitReady(t, p, 10*time.Second)
-			now := time.Now()
-			p.jwks.now = func() time.Time { return now }
-			foreignKey, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ft := newFloorTest(t, li)
 			for i := range 21 {
-				key := foreignKey
+				key := ft.forger
 				if i == 0 {
 					key = nil
 				}
-				_, err := p.VerifyLogoutToken(t.Context(), logoutToken(t, li, map[string]any{
-					"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": fmt.Sprint("jti-", i), "sub": "alice",
-					"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
-				}, key))
+				_, err := ft.p.VerifyLogoutToken(t.Context(), ft.token(key))
 				if (err == nil) != (key == nil) {
 					t.Fatalf("logout token %d (forged: %v): %v", i, key != nil, err)
 				}
@@ -257,23 +265,8 @@ func verifyOnceFetched(t *testing.T, p *oidcProvider, token func() string) error
 // keys are fetched again.
 func TestForgedLogoutTokensDoNotFetchAFailingJWKSEachTime(t *testing.T) {
 	li := newTestIssuer(t)
-	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
-		testOptions("http://127.0.0.1:1", false))
-	waitReady(t, p, 10*time.Second)
-	now := time.Now()
-	p.jwks.now = func() time.Time { return now }
-	foreignKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	token := func(key *rsa.PrivateKey) string {
-		n++
-		return logoutToken(t, li, map[string]any{
-			"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": fmt.Sprint("jti-", n), "sub": "alice",
-			"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
-		}, key)
-	}
+	ft := newFloorTest(t, li)
+	p, token, foreignKey := ft.p, ft.token, ft.forger
 
 	li.jwksDown.Store(ptr("down for maintenance"))
 	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err == nil || !strings.Contains(err.Error(), "503") {
@@ -291,7 +284,7 @@ func TestForgedLogoutTokensDoNotFetchAFailingJWKSEachTime(t *testing.T) {
 	if got := li.jwksFetches.Load(); got != 1 {
 		t.Errorf("the JWKS was fetched %d times for 22 logout tokens within %s of a fetch that failed; want once", got, jwksRefetchEvery)
 	}
-	now = now.Add(jwksRefetchEvery)
+	ft.now = ft.now.Add(jwksRefetchEvery)
 	if err := verifyOnceFetched(t, p, func() string { return token(nil) }); err != nil {
 		t.Errorf("a logout token %s after the failed fetch, the IdP back: %v", jwksRefetchEvery, err)
 	}
@@ -305,14 +298,9 @@ func TestForgedLogoutTokensDoNotFetchAFailingJWKSEachTime(t *testing.T) {
 // however long.
 func TestLogoutTokensJWKSAnswerIsBounded(t *testing.T) {
 	li := newTestIssuer(t)
-	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
-		testOptions("http://127.0.0.1:1", false))
-	waitReady(t, p, 10*time.Second)
+	ft := newFloorTest(t, li)
 	li.jwksDown.Store(ptr(strings.Repeat("x", 2*maxJWKS)))
-	_, err := p.VerifyLogoutToken(t.Context(), logoutToken(t, li, map[string]any{
-		"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": "jti-1", "sub": "alice",
-		"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
-	}, nil))
+	_, err := ft.p.VerifyLogoutToken(t.Context(), ft.token(nil))
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("larger than %d bytes", maxJWKS)) || len(err.Error()) > 4096 {
 		t.Errorf("a 2 MiB answer from the JWKS: %d bytes of error (%.200s…); want it refused as larger than %d bytes", len(err.Error()), err, maxJWKS)
 	}
