@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -82,6 +83,13 @@ func TestLoadRefuses(t *testing.T) {
 		{"a cookie cut in half", tamper(func(v string) string { return v[:len(v)/2] })},
 		{"an empty-looking cookie", tamper(func(string) string { return "x" })},
 		{"a cookie with a forged chunk marker", tamper(func(v string) string { return "2~" + v })},
+		{"a head claiming more chunks than there can be, every chunk name present", func(t *testing.T, st *CookieStore, c *clock, s *Session) []*http.Cookie {
+			cookies := []*http.Cookie{{Name: st.opts.Name(), Value: "9~" + saved(t, st, s)[0].Value}}
+			for i := 1; i <= maxChunks; i++ {
+				cookies = append(cookies, &http.Cookie{Name: chunkName(st.opts.Name(), i), Value: "x"})
+			}
+			return cookies
+		}},
 		{"a session past its lifetime", func(t *testing.T, st *CookieStore, c *clock, s *Session) []*http.Cookie {
 			cookies := saved(t, st, s)
 			// Keep it active so only the lifetime ends it.
@@ -340,6 +348,37 @@ func TestSaveRefusesASessionTooLargeForTheChunks(t *testing.T) {
 	err := st.Save(w, request(), New(bigProfile(1000), idp.Tokens{}, o))
 	if err == nil || len(w.Header().Values("Set-Cookie")) != 0 {
 		t.Errorf("Save = %v with %d cookies; want an error and none", err, len(w.Header().Values("Set-Cookie")))
+	}
+}
+
+// Save takes a session exactly as far as its cookies carry it: every
+// session it saves opens again, the largest in all maxChunks cookies, and
+// the first that would need one more is refused as too large.
+func TestSaveTakesOnlySessionsItsCookiesCarry(t *testing.T) {
+	c := newClock()
+	o := testOptions(c)
+	st := mustStore(t, o)
+	most := 0
+	for n := 100; ; n += 10 {
+		w := httptest.NewRecorder()
+		err := st.Save(w, request(), New(bigProfile(n), idp.Tokens{}, o))
+		if errors.Is(err, ErrTooLarge) {
+			if set := w.Header().Values("Set-Cookie"); len(set) != 0 {
+				t.Errorf("%d groups: refused, yet %d cookies set", n, len(set))
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("%d groups: %v", n, err)
+		}
+		cookies := w.Result().Cookies()
+		most = max(most, len(cookies))
+		if got := load(t, mustStore(t, o), request(cookies...)); got == nil || len(got.Profile.Groups) != n {
+			t.Fatalf("a session of %d groups saved in %d cookies does not open again", n, len(cookies))
+		}
+	}
+	if most != maxChunks {
+		t.Errorf("the largest session saved took %d cookies, want all %d", most, maxChunks)
 	}
 }
 

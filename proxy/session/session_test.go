@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/securecookie"
+
 	"github.com/portcullis-proxy/portcullis/idp"
 )
 
@@ -226,5 +228,43 @@ func TestLoadReturnsACopy(t *testing.T) {
 	second := load(t, st, request(cookies...))
 	if second.Profile.Email != "alice@example.com" || len(second.Profile.Roles) != 1 || second.LastSeen.IsZero() {
 		t.Errorf("a change to one loaded session showed in the next: %+v", second)
+	}
+}
+
+// Every kind of sealed value is kept apart from the others twice over: by
+// keys derived from the session keys for its purpose alone, and by a name of
+// its own bound into the MAC. Each layer is checked on its own, so that
+// losing either one shows.
+func TestEveryKindOfSealedValueHasItsOwnKeysAndName(t *testing.T) {
+	keys := [][]byte{key(1), key(2)}
+	purposes := []string{"session", "login flow", "device", "session id", "redis session"}
+	for _, sealedFor := range purposes {
+		sealer, err := codecs(keys, sealedFor, time.Hour, 0, securecookie.JSONEncoder{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed, err := sealer[0].Encode("a name", "a value")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, openedFor := range purposes {
+			opener, err := codecs(keys, openedFor, time.Hour, 0, securecookie.JSONEncoder{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got string
+			opened := securecookie.DecodeMulti("a name", sealed, &got, opener...) == nil
+			if opened != (sealedFor == openedFor) {
+				t.Errorf("a value sealed for %q, under the same name, opens for %q: %v", sealedFor, openedFor, opened)
+			}
+		}
+	}
+	names := []string{sessionCodecName, flowCodecName, deviceCodecName, sessionIDCodecName, redisValueCodecName}
+	for i, a := range names {
+		for _, b := range names[i+1:] {
+			if a == b {
+				t.Errorf("two kinds of sealed value share the name %q", a)
+			}
+		}
 	}
 }
