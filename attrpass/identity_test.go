@@ -63,7 +63,7 @@ func TestForRemembersASessionsIdentity(t *testing.T) {
 func alice2(prof *idp.Profile) *idp.Profile { c := *prof; return &c }
 
 func TestForComputesAgainWhenTheProfileChanged(t *testing.T) {
-	p := compileYAML(t, "headers: {X-Email: email, X-Groups: 'join(groups, \",\")'}")
+	p := compileYAML(t, "headers: {X-Email: email, X-Groups: 'join(groups, \",\")', X-Roles: 'join(roles, \",\")'}")
 	base := alice()
 	if _, err := p.For("session-1", base); err != nil {
 		t.Fatal(err)
@@ -76,11 +76,17 @@ func TestForComputesAgainWhenTheProfileChanged(t *testing.T) {
 	}{
 		{"a refresh that adds a group", func(p *idp.Profile) { p.Groups = []string{"cvat-admins", "annotators"} }, "X-Groups", "cvat-admins,annotators"},
 		{"a new email", func(p *idp.Profile) { p.Email = "alice@new.example.com" }, "X-Email", "alice@new.example.com"},
+		{"a refresh that maps other roles", func(p *idp.Profile) { p.Roles = []string{"user"} }, "X-Roles", "user"},
 		{"claims that are not the same map", func(p *idp.Profile) { p.Claims = map[string]any{"dept": "r&d"} }, "X-Email", "alice@example.com"},
 		{"other claims", func(p *idp.Profile) { p.Claims = map[string]any{"dept": "sales"} }, "X-Email", "alice@example.com"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// Each change is made to the identity remembered for base,
+			// not to the one the case before left.
+			if _, err := p.For("session-1", base); err != nil {
+				t.Fatal(err)
+			}
 			prof := alice2(base)
 			tc.change(prof)
 			id, err := p.For("session-1", prof)
