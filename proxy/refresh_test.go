@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,5 +70,118 @@ func TestRefreshRecordForgetsWhatNoLongerAnswers(t *testing.T) {
 	}
 	if n := len(rf.recent); n > 2*perHour {
 		t.Errorf("after 10 hours of %d refreshes an hour, %d remembered, want at most %d (two hours')", perHour, n, 2*perHour)
+	}
+}
+
+// answeringRefresher answers every refresh as the IdP would after the
+// user's account changed: with profile, or with err. It records the
+// refresh tokens it was given.
+type answeringRefresher struct {
+	profile *idp.Profile
+	err     error
+	spent   *[]string
+}
+
+func (answeringRefresher) Ready() error { return nil }
+
+func (a answeringRefresher) Refresh(_ context.Context, t *idp.Tokens) (*idp.Profile, *idp.Tokens, error) {
+	*a.spent = append(*a.spent, t.RefreshToken)
+	if a.err != nil {
+		return nil, nil, a.err
+	}
+	next := *t
+	next.RefreshToken = t.RefreshToken + "+"
+	p := *a.profile
+	return &p, &next, nil
+}
+
+// A refresh is a new word from the IdP about the user, checked as a login
+// is: the IdP answering for another user, admission rules the user no
+// longer passes, no role left and a refused refresh each end the session
+// (no request reaches the upstream, the cookies are cleared); otherwise the
+// roles are mapped afresh and the rotated refresh token is the one spent
+// next time.
+func TestRefreshChecksTheIdPsAnswerAsALogin(t *testing.T) {
+	y := strings.NewReplacer(
+		"      client_id: portcullis\n", "      client_id: portcullis\n      allowed_groups: [staff, contractors]\n",
+		"  default: user\n", "  default: \"\"\n",
+		"  rules:\n    - role: admin", "  rules:\n    - role: user\n      when: '\"staff\" in groups'\n    - role: admin",
+	).Replace(testConfig)
+	alice := idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com", EmailVerified: true, Groups: []string{"staff", "cvat-admins"}}
+	changed := func(edit func(p *idp.Profile)) *idp.Profile {
+		p := alice
+		edit(&p)
+		return &p
+	}
+	tests := []struct {
+		name      string
+		answer    answeringRefresher
+		wantRoles string // X-Groups at the upstream; "": the session ends
+	}{
+		{"the IdP answering for another user ends the session",
+			answeringRefresher{profile: changed(func(p *idp.Profile) { p.Sub = "mallory" })}, ""},
+		{"a user no longer in an allowed group is no longer admitted",
+			answeringRefresher{profile: changed(func(p *idp.Profile) { p.Groups = []string{"cvat-admins"} })}, ""},
+		{"a user no role matches any more is signed out",
+			answeringRefresher{profile: changed(func(p *idp.Profile) { p.Groups = []string{"contractors"} })}, ""},
+		{"a refused refresh ends the session",
+			answeringRefresher{err: idp.ErrRefreshRefused}, ""},
+		{"a user who left cvat-admins loses admin",
+			answeringRefresher{profile: changed(func(p *idp.Profile) { p.Groups = []string{"staff"} })}, "user"},
+		{"an unchanged user keeps admin",
+			answeringRefresher{profile: changed(func(*idp.Profile) {})}, "admin"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixtureOf(t, y)
+			f.h.refresher = newRefresher(time.Minute)
+			var spent []string
+			tc.answer.spent = &spent
+			f.h.providers["company"].impl = tc.answer
+			p := alice
+			roles, err := f.h.roles.Map(&p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Roles = roles
+			s := session.New(p, idp.Tokens{RefreshToken: "first"}, f.h.cookies)
+			s.Refreshed = time.Now().Add(-2 * time.Minute)
+			rec := httptest.NewRecorder()
+			if err := f.store.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+				t.Fatal(err)
+			}
+			cookies := rec.Result().Cookies()
+
+			resp, got, reached := f.do(t, request("GET", "/tasks", cookies, "Accept", "application/json"))
+			if tc.wantRoles == "" {
+				if resp.StatusCode != http.StatusUnauthorized || reached {
+					t.Fatalf("request at the refresh: %d (upstream reached: %v), want 401", resp.StatusCode, reached)
+				}
+				cleared := false
+				for _, c := range resp.Cookies() {
+					cleared = cleared || c.Name == f.h.cookies.Name() && c.MaxAge < 0
+				}
+				if !cleared {
+					t.Errorf("the session's cookie is not cleared: Set-Cookie %q", resp.Header.Values("Set-Cookie"))
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusOK || !reached {
+				t.Fatalf("request at the refresh: %d (upstream reached: %v), want 200", resp.StatusCode, reached)
+			}
+			if g := got.Header.Get("X-Groups"); g != tc.wantRoles {
+				t.Errorf("X-Groups = %q, want %q", g, tc.wantRoles)
+			}
+
+			// The renewed session's next refresh spends the rotated token.
+			f.h.refresher = newRefresher(time.Minute)
+			f.h.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+			if resp, _, _ := f.do(t, request("GET", "/tasks", resp.Cookies(), "Accept", "application/json")); resp.StatusCode != http.StatusOK {
+				t.Fatalf("request at the second refresh: %d", resp.StatusCode)
+			}
+			if want := []string{"first", "first+"}; strings.Join(spent, " ") != strings.Join(want, " ") {
+				t.Errorf("refresh tokens spent %q, want %q", spent, want)
+			}
+		})
 	}
 }
