@@ -167,3 +167,38 @@ func TestExplainRefusesWhatASAMLLoginRefuses(t *testing.T) {
 		t.Errorf("a number among the groups: %v, want an error naming the attribute", err)
 	}
 }
+
+// explain --claims says a login would be refused when the entry's admission
+// rules refuse the claims, as serve's login does, rather than showing the
+// headers of a user who never gets a session.
+func TestExplainRefusesWhomAdmissionRefuses(t *testing.T) {
+	y := strings.Replace(testConfig, "      client_id: portcullis\n", "      client_id: portcullis\n      allowed_email_domains: [example.com]\n", 1)
+	cfg, err := ParseConfig([]byte(strings.Replace(y, "UPSTREAM", "http://traefik:8080", 1)), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		claims   map[string]any
+		decision string
+		rule     string // the admission rule the reason names
+	}{
+		{"a verified address at the allowed domain is admitted", map[string]any{"sub": "a1", "email": "alice@example.com", "email_verified": true}, decisionAuthenticated, ""},
+		{"an address at another domain is refused", map[string]any{"sub": "m1", "email": "mallory@evil.example", "email_verified": true}, decisionForbidden, "allowed_email_domains"},
+		{"an unverified address at the allowed domain is refused", map[string]any{"sub": "m2", "email": "mallory@example.com", "email_verified": false}, decisionForbidden, "email_verified"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "https://cvat.example.com/tasks", nil)
+			e, err := Explain(cfg, r, netip.MustParseAddr("203.0.113.7"), tc.claims, "company")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Decision != tc.decision {
+				t.Fatalf("decision %s (%s), want %s", e.Decision, e.Reason, tc.decision)
+			}
+			if tc.decision == decisionForbidden && (!strings.Contains(e.Reason, "the login would be refused") || !strings.Contains(e.Reason, tc.rule) || len(e.Headers) > 0) {
+				t.Errorf("reason %q, headers %v; want the login refused by %s and no headers", e.Reason, e.Headers, tc.rule)
+			}
+		})
+	}
+}
