@@ -124,7 +124,7 @@ func TestBasicCache(t *testing.T) {
 		t.Errorf("entry found after its TTL")
 	}
 	for _, other := range [][3]string{
-		{"corp", "alice", "alice-pwx"}, {"corp", "alicealice-pw", ""}, {"corp2", "alice", "alice-pw"}, {"corpalice", "", "alice-pw"},
+		{"corp", "alice", "alice-pwx"}, {"corp", "alicealice-pw", ""}, {"corp2", "alice", "alice-pw"}, {"labs", "alice", "alice-pw"}, {"corpalice", "", "alice-pw"},
 	} {
 		if c.key(other[0], other[1], other[2]) == k {
 			t.Errorf("%q has the same key as corp/alice/alice-pw", other)
