@@ -565,6 +565,25 @@ func TestReload(t *testing.T) {
 			t.Fatal("the reload forgot the used assertions or logout tokens: they could be used again")
 		}
 	})
+	t.Run("a login state finished before a reload cannot be finished again after it", func(t *testing.T) {
+		rf := newReloadFixture(t)
+		flows := rf.live.cur.Load().flows
+		state := session.NewState()
+		rec := httptest.NewRecorder()
+		if err := flows.Start(rec, nil, session.LoginFlow, &idp.Flow{State: state, IdP: "company"}, false); err != nil {
+			t.Fatal(err)
+		}
+		cookies := rec.Result().Cookies()
+		if _, err := flows.Finish(httptest.NewRecorder(), request("GET", "/", cookies), session.LoginFlow, state); err != nil {
+			t.Fatal(err)
+		}
+		if err := rf.live.reload("signal"); err != nil {
+			t.Fatal(err)
+		}
+		if flow, err := rf.live.cur.Load().flows.Finish(httptest.NewRecorder(), request("GET", "/", cookies), session.LoginFlow, state); flow != nil || err == nil {
+			t.Fatalf("the login state used before the reload finishes again after it: %+v, %v", flow, err)
+		}
+	})
 	t.Run("a logout before a reload stays a logout after it", func(t *testing.T) {
 		rf := newReloadFixture(t)
 		cookies := rf.login(t, "alice@example.com")
