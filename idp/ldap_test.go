@@ -72,6 +72,9 @@ func TestValidateLDAP(t *testing.T) {
 		{"insecure_skip_verify outside development is refused", func(c *Config) {
 			c.URL, c.InsecureSkipVerify = "ldaps://ad.example.com", true
 		}, []string{"insecure_skip_verify: refused outside development"}},
+		{"insecure_skip_verify on a host that only ends in localhost is refused", func(c *Config) {
+			c.URL, c.InsecureSkipVerify = "ldaps://ad.corplocalhost", true
+		}, []string{"insecure_skip_verify: refused outside development"}},
 		{"ca_file without TLS is refused", func(c *Config) { c.URL, c.CAFile = "ldap://ad.example.com", caFile }, []string{"ca_file: only used with ldaps://"}},
 		{"ca_file that is missing is refused", func(c *Config) { c.URL, c.CAFile = "ldaps://ad.example.com", "/nonexistent.pem" }, []string{"ca_file: open /nonexistent.pem"}},
 		{"ca_file without a certificate is refused", func(c *Config) { c.URL, c.CAFile = "ldaps://ad.example.com", "/etc/hostname" }, []string{"ca_file: /etc/hostname: no PEM certificate"}},
