@@ -17,24 +17,34 @@ func alice() *idp.Profile {
 
 func TestForSetsWhatInjectSets(t *testing.T) {
 	p := compileYAML(t, cvatYAML)
-	prof := alice()
-	want := http.Header{}
-	if err := p.Inject(want, prof); err != nil {
-		t.Fatal(err)
-	}
-	id, err := p.For("session-1", prof)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := http.Header{}
-	id.Set(got)
-	for _, k := range []string{"X-Email", "X-Groups"} {
-		if got.Get(k) != want.Get(k) {
-			t.Errorf("%s = %q, want %q", k, got.Get(k), want.Get(k))
-		}
-	}
-	if got.Get("X-Portcullis-Assertion") == "" || len(got) != len(want) {
-		t.Errorf("headers %v, want the same keys as Inject's %v", got, want)
+	for _, tc := range []struct {
+		name string
+		prof *idp.Profile
+	}{
+		{"every header has a value", alice()},
+		// An empty identity header is worse than none, in For as in Inject.
+		{"headers without a value are not set", &idp.Profile{IdP: "company", Sub: "carol"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := http.Header{}
+			if err := p.Inject(want, tc.prof); err != nil {
+				t.Fatal(err)
+			}
+			id, err := p.For(tc.name, tc.prof)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := http.Header{}
+			id.Set(got)
+			for _, k := range []string{"X-Email", "X-Groups"} {
+				if got.Get(k) != want.Get(k) {
+					t.Errorf("%s = %q, want %q", k, got.Get(k), want.Get(k))
+				}
+			}
+			if got.Get("X-Portcullis-Assertion") == "" || len(got) != len(want) {
+				t.Errorf("headers %v, want the same keys as Inject's %v", got, want)
+			}
+		})
 	}
 }
 
