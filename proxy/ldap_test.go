@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 	"github.com/portcullis-proxy/portcullis/test/process"
 )
 
@@ -308,6 +309,34 @@ func TestBasicAuthRuleNeverForwardsBasicCredentials(t *testing.T) {
 			}
 			if resp.StatusCode != http.StatusUnauthorized {
 				t.Errorf("%d, want 401", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// On a basic_auth rule the right password is not the whole check: the
+// entry's admission rules apply as at a login, so an account they refuse
+// gets 403 and nothing reaches the upstream (in a real directory: bob is
+// not in cvat-admins).
+func TestBasicAuthRuleAppliesTheAdmissionRules(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	y := strings.Replace(withLegacyRule(dir.URL), "(uid={username}))\"}\n", "(uid={username}))\"}\n"+
+		"      group_search: {base_dn: \""+ldapserver.GroupsDN+"\", filter: \"(&(objectClass=groupOfNames)(member={dn}))\"}\n"+
+		"      allowed_groups: [cvat-admins]\n", 1)
+	f := newFixtureOf(t, y)
+	for _, tc := range []struct {
+		user, password string
+		want           int
+	}{
+		{ldapserver.Alice, ldapserver.AlicePassword, http.StatusOK},
+		{ldapserver.Bob, ldapserver.BobPassword, http.StatusForbidden},
+	} {
+		t.Run(tc.user, func(t *testing.T) {
+			r := request("GET", "/legacy/x", nil, "Accept", "application/json")
+			r.SetBasicAuth(tc.user, tc.password)
+			resp, _, reached := f.do(t, r)
+			if resp.StatusCode != tc.want || reached != (tc.want == http.StatusOK) {
+				t.Errorf("%d (upstream reached: %v), want %d", resp.StatusCode, reached, tc.want)
 			}
 		})
 	}
