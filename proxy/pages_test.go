@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"html"
 	"io"
 	"log/slog"
 	"net/http"
@@ -178,6 +179,27 @@ func TestEveryPageCarriesTheSecurityHeaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The chooser's links carry rd whole: a query string of its own (&, #, ?)
+// stays inside the rd parameter rather than ending it, so the user comes
+// back to exactly the page they asked for.
+func TestChooserLinksCarryTheWholeRD(t *testing.T) {
+	p := newPages(PagesConfig{}, "/.portcullis", slog.New(slog.DiscardHandler))
+	const rd = "https://cvat.example.com/tasks?page=2&sort=name#top"
+	rec := httptest.NewRecorder()
+	p.chooser(rec, httptest.NewRequest("GET", "/.portcullis/login", nil), []*provider{{cfg: idp.Config{ID: "company", Name: "Company SSO"}}}, rd)
+	m := regexp.MustCompile(`href="(/\.portcullis/login/company[^"]*)"`).FindStringSubmatch(rec.Body.String())
+	if m == nil {
+		t.Fatalf("no link to company's login:\n%s", rec.Body)
+	}
+	u, err := url.Parse(html.UnescapeString(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := u.Query().Get("rd"); got != rd || u.Fragment != "" {
+		t.Errorf("the link %q takes rd %q (fragment %q), want %q", m[1], got, u.Fragment, rd)
 	}
 }
 
