@@ -130,6 +130,15 @@ func (ti *testIssuer) sign(typ string, claims map[string]any, key *rsa.PrivateKe
 	return jwt.Signed(signer).Claims(claims).Serialize()
 }
 
+// provider is an OIDC entry "company" at the issuer, discovered and ready.
+func (ti *testIssuer) provider(t *testing.T) *oidcProvider {
+	t.Helper()
+	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"},
+		testOptions("http://127.0.0.1:1", false))
+	waitReady(t, p, 10*time.Second)
+	return p
+}
+
 // rotate replaces the issuer's key, the one it signs with and publishes
 // (kid "k1" still), with a new one.
 func (ti *testIssuer) rotate(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestOIDCAuthorizedParty holds ID tokens, at login and at refresh, to OpenID
@@ -14,9 +13,7 @@ import (
 // must be this client.
 func TestOIDCAuthorizedParty(t *testing.T) {
 	ti := newTestIssuer(t)
-	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"},
-		testOptions("http://127.0.0.1:1", false))
-	waitReady(t, p, 10*time.Second)
+	p := ti.provider(t)
 
 	tests := []struct {
 		name    string

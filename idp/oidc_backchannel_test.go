@@ -27,9 +27,7 @@ func typedLogoutToken(t *testing.T, ti *testIssuer, typ string, claims map[strin
 
 func TestVerifyLogoutToken(t *testing.T) {
 	li := newTestIssuer(t)
-	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
-		testOptions("http://127.0.0.1:1", false))
-	waitReady(t, p, 10*time.Second)
+	p := li.provider(t)
 	foreignKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -140,9 +138,7 @@ type floorTest struct {
 
 func newFloorTest(t *testing.T, li *testIssuer) *floorTest {
 	t.Helper()
-	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
-		testOptions("http://127.0.0.1:1", false))
-	waitReady(t, p, 10*time.Second)
+	p := li.provider(t)
 	forger, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)

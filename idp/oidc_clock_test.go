@@ -16,9 +16,7 @@ import (
 // token that is not the IdP's own is no clock's doing.
 func TestOIDCNotBeforeAheadIsClockSkew(t *testing.T) {
 	ti := newTestIssuer(t)
-	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"},
-		testOptions("http://127.0.0.1:1", false))
-	waitReady(t, p, 10*time.Second)
+	p := ti.provider(t)
 
 	for _, tc := range []struct {
 		name   string

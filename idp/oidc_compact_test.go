@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestOIDCIDTokenMustBeCompact: go-oidc verifies an ID token through
@@ -18,9 +17,7 @@ import (
 // is refused, at login and at refresh.
 func TestOIDCIDTokenMustBeCompact(t *testing.T) {
 	ti := newTestIssuer(t)
-	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"},
-		testOptions("http://127.0.0.1:1", false))
-	waitReady(t, p, 10*time.Second)
+	p := ti.provider(t)
 
 	tests := []struct {
 		name    string

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 )
 
 // An IdP's claim nested 100 levels deep (an attribute a user may edit, a
@@ -14,9 +13,7 @@ import (
 // before it reaches the session and the expressions.
 func TestOIDCClaimNestedTooDeep(t *testing.T) {
 	ti := newTestIssuer(t)
-	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"},
-		testOptions("http://127.0.0.1:1", false))
-	waitReady(t, p, 10*time.Second)
+	p := ti.provider(t)
 	ti.edit = func(c map[string]any) { c["profile_data"] = nestedClaim(100) }
 
 	t.Run("at login", func(t *testing.T) {

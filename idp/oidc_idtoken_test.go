@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestOIDCIDTokenChecksAtLogin holds a login to the checks of the ID token
@@ -19,9 +18,7 @@ import (
 func TestOIDCIDTokenChecksAtLogin(t *testing.T) {
 	ti := newTestIssuer(t)
 	ti.userinfo = map[string]any{"sub": "alice", "email": "alice@example.com"}
-	p := startOIDC(t, Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"},
-		testOptions("http://127.0.0.1:1", false))
-	waitReady(t, p, 10*time.Second)
+	p := ti.provider(t)
 	atHash := func(accessToken string) string {
 		sum := sha256.Sum256([]byte(accessToken))
 		return base64.RawURLEncoding.EncodeToString(sum[:len(sum)/2])
