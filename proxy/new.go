@@ -68,7 +68,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler, id
 	opts := idp.Options{
 		PublicURL:  c.publicURL,
 		AuthPrefix: cfg.Server.AuthPrefix,
-		HTTPClient: &http.Client{Timeout: 15 * time.Second, Transport: idpTransport},
+		HTTPClient: idpClient(idpTransport),
 		Logger:     log,
 		PKCE:       *cfg.SSO.EnablePKCE,
 		Replay:     h.assertions,

@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+)
+
+// staleConnections is how an IdP that closes idle connections after a few
+// seconds (Node's default keep-alive timeout is 5 s, Apache httpd's too)
+// looks to the proxy at the worst moment: every connection carries one
+// request and its answer, and the next request sent on it leaves just as
+// the IdP's close arrives, so it is written and never answered.
+type staleConnections struct {
+	dialer net.Dialer
+	mu     sync.Mutex
+	lost   []string // the request line of each request sent on a closed connection
+}
+
+func (s *staleConnections) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := s.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &staleConnection{Conn: c, s: s}, nil
+}
+
+func (s *staleConnections) lostRequests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.lost...)
+}
+
+// staleConnection is one connection of staleConnections. The transport
+// reads and writes it from two goroutines.
+type staleConnection struct {
+	net.Conn
+	s        *staleConnections
+	answered atomic.Bool // an answer came back: the connection is kept, idle
+	closed   atomic.Bool // the IdP closed it
+}
+
+func (c *staleConnection) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.closed.Load() {
+		return 0, io.EOF // the IdP's FIN
+	}
+	if n > 0 {
+		c.answered.Store(true)
+	}
+	return n, err
+}
+
+func (c *staleConnection) Write(p []byte) (int, error) {
+	if c.answered.Load() && c.closed.CompareAndSwap(false, true) {
+		line, _, _ := strings.Cut(string(p), "\r\n")
+		c.s.mu.Lock()
+		c.s.lost = append(c.s.lost, line)
+		c.s.mu.Unlock()
+		c.Conn.Close() // wakes the transport's read of the answer
+	}
+	if c.closed.Load() {
+		return len(p), nil // into the socket's buffer, before the close was seen
+	}
+	return c.Conn.Write(p)
+}
+
+// An IdP that closes a kept-alive connection as the proxy sends its code to
+// the token endpoint on it does not fail the login. Go's transport sends a
+// GET again on a new connection when that happens, but not a POST, which
+// it cannot know is safe to repeat: the login failed with token_exchange
+// ("EOF", or "connection reset by peer") when a user's callback came about
+// as long after the proxy's last call to the IdP as the IdP keeps
+// connections open. Sending the code again is safe: the IdP closed the
+// connection without reading the request, and an IdP that had redeemed the
+// code refuses it the second time, which fails the login as before.
+func TestIdPClosingAKeptConnectionDoesNotFailTheLogin(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	up := httptest.NewServer(echo.New())
+	t.Cleanup(up.Close)
+	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{base + "/.portcullis/oidc/company/callback"}})
+	stale := &staleConnections{}
+	y := strings.NewReplacer("PUBLIC_URL", base, "UPSTREAM_URL", up.URL, "ISSUER", op.Issuer).Replace(`
+server:
+  public_url: PUBLIC_URL
+upstream:
+  url: UPSTREAM_URL
+session:
+  keys: [` + testKey + `]
+sso:
+  identity_providers:
+    - id: company
+      protocol: OIDC
+      server_url: ISSUER
+      client_id: portcullis
+      client_secret: portcullis-secret
+      scopes: [openid, email, profile, groups]
+`)
+	h := newTestHandlerVia(t, y, &http.Transport{DialContext: stale.DialContext})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	for deadline := time.Now().Add(20 * time.Second); len(h.Ready()) > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy not ready: %v", h.Ready())
+		}
+	}
+
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	resp := oidcserver.Login(t, browser, base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/tasks" {
+		t.Fatalf("login ended with %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
+	}
+	var posts int
+	for _, line := range stale.lostRequests() {
+		if strings.HasPrefix(line, "POST ") {
+			posts++
+		}
+	}
+	if posts == 0 {
+		t.Fatalf("no POST to the IdP went out on a closed connection (lost: %q): the test tested nothing", stale.lostRequests())
+	}
+}
