@@ -343,7 +343,7 @@ func attributes(protocol string, claims map[string]any) (map[string][]string, er
 	for name, v := range claims {
 		if name == claimsNameID && protocol == idp.SAML || name == claimsDN && protocol == idp.LDAP {
 			if _, ok := v.(string); !ok {
-				return nil, fmt.Errorf("claims: %s: want a string", name)
+				return nil, fmt.Errorf("--claims: %s: want a string", name)
 			}
 			continue
 		}
@@ -354,12 +354,12 @@ func attributes(protocol string, claims map[string]any) (map[string][]string, er
 			for _, e := range v {
 				s, ok := e.(string)
 				if !ok {
-					return nil, fmt.Errorf("claims: attribute %q: want a string or a list of strings (a %s IdP sends no other)", name, protocol)
+					return nil, fmt.Errorf("--claims: attribute %q: want a string or a list of strings (a %s IdP sends no other)", name, protocol)
 				}
 				attrs[name] = append(attrs[name], s)
 			}
 		default:
-			return nil, fmt.Errorf("claims: attribute %q: want a string or a list of strings (a %s IdP sends no other)", name, protocol)
+			return nil, fmt.Errorf("--claims: attribute %q: want a string or a list of strings (a %s IdP sends no other)", name, protocol)
 		}
 	}
 	return attrs, nil
@@ -401,5 +401,5 @@ func (c *Config) identityProvider(id string) (idp.Config, error) {
 			return ic.WithPreset()
 		}
 	}
-	return idp.Config{}, fmt.Errorf("no identity provider with id %q", id)
+	return idp.Config{}, fmt.Errorf("--idp: no identity provider with id %q", id)
 }

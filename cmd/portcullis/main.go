@@ -275,7 +275,9 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: portcullis explain [--config FILE] [--claims FILE.json] [--idp ID] [--source IP] METHOD URL [-H 'Name: value']...")
 		return 2
 	}
-	cfg, err := proxy.LoadConfig(*path, os.Getenv)
+	// Checked here, as check does, so that what Explain refuses later is
+	// the arguments' fault (--idp, --claims), not the file's.
+	cfg, err := loadChecked(*path)
 	if err != nil {
 		printProblems(stderr, *path, err)
 		return 1
@@ -317,7 +319,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	}
 	e, err := proxy.Explain(cfg, req, src, claims, *idpID)
 	if err != nil {
-		printProblems(stderr, *path, err)
+		fmt.Fprintln(stderr, "portcullis explain:", err)
 		return 1
 	}
 	target := rest[1]

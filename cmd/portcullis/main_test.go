@@ -656,6 +656,37 @@ func TestExplainUsageErrors(t *testing.T) {
 	}
 }
 
+// An --idp or a --claims file that explain cannot use is the command's
+// mistake, not the configuration's: the message must not send the reader
+// to a file that check accepts.
+func TestExplainBlamesTheArgumentNotTheConfig(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", strings.Replace(validConfig, "    - id: company\n", `    - id: corp
+      protocol: SAML
+      entity_id: https://sso.example.com/metadata
+      metadata_url: https://sso.example.com/metadata
+    - id: company
+`, 1))
+	claims := writeFile(t, "ann.json", `{"sub": "1", "email": "ann@example.com"}`)
+	number := writeFile(t, "carol.json", `{"groups": ["cvat-admins", 7]}`)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"an --idp no entry has", []string{"--idp", "nope", "--claims", claims}, `--idp: no identity provider with id "nope"`},
+		{"a SAML attribute that is a number", []string{"--idp", "corp", "--claims", number}, `attribute "groups": want a string or a list of strings`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{"explain", "--config", config}, tc.args...), "GET", "/tasks")
+			code, _, stderr := runCLI(args...)
+			if code != 1 || !strings.HasPrefix(stderr, "portcullis explain: ") || !strings.Contains(stderr, tc.want) ||
+				strings.Contains(stderr, "configuration has problems") {
+				t.Errorf("exit %d, stderr %q; want 1 and `portcullis explain: …%s`, not a configuration problem", code, stderr, tc.want)
+			}
+		})
+	}
+}
+
 func TestKeysAreFresh32ByteKeys(t *testing.T) {
 	var keys []string
 	for range 2 {
