@@ -603,6 +603,11 @@ func TestExplainPrintsNoSignedAssertion(t *testing.T) {
 	if jws := regexp.MustCompile(`[\w-]+\.[\w-]+\.[\w-]{20,}`).FindString(stdout); jws != "" {
 		t.Errorf("output has a signed token %q:\n%s", jws, stdout)
 	}
+	// serve reuses a session's assertion for a quarter of its lifetime
+	// (attrpass.Pass.Identity): the output must not say it signs one per request.
+	if strings.Contains(stdout, "each request") {
+		t.Errorf("output says the assertion is signed on each request:\n%s", stdout)
+	}
 }
 
 // The header a client spoofed is named in the stripped list, however spelled.
