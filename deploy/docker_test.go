@@ -395,6 +395,21 @@ func dockerignored(patterns []string, path string) bool {
 	return false
 }
 
+// The README's Install builds the binary into the checkout (go build -o
+// portcullis ./cmd/portcullis), where the README's docker build then runs:
+// tens of MB the image builds again anyway stay out of the context.
+func TestDockerignoreLeavesOutTheLocalBuild(t *testing.T) {
+	patterns := dockerignorePatterns(t)
+	if !dockerignored(patterns, "portcullis") {
+		t.Errorf("the binary that go build -o portcullis leaves in the checkout would be sent in the build context")
+	}
+	for _, path := range []string{"cmd/portcullis/main.go", "cmd/portcullis/demo/demo.go"} {
+		if dockerignored(patterns, path) {
+			t.Errorf("%s is needed by the build but ignored", path)
+		}
+	}
+}
+
 // The README runs the image with portcullis.env and portcullis.yaml from the
 // checkout the image is built in: secrets there, and keys and certificates
 // anywhere in it, must stay out of the build context, whose builder-stage
