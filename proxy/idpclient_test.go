@@ -17,11 +17,12 @@ import (
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 )
 
-// staleConnections is how an IdP that closes idle connections after a few
-// seconds (Node's default keep-alive timeout is 5 s, Apache httpd's too)
-// looks to the proxy at the worst moment: every connection carries one
-// request and its answer, and the next request sent on it leaves just as
-// the IdP's close arrives, so it is written and never answered.
+// staleConnections is how a server that closes idle connections after a few
+// seconds (an IdP or an application: Node's default keep-alive timeout is
+// 5 s, Apache httpd's and uvicorn's too, gunicorn's 2 s) looks to the proxy
+// at the worst moment: every connection carries one request and its answer,
+// and the next request sent on it leaves just as the server's close
+// arrives, so it is written and never answered.
 type staleConnections struct {
 	dialer net.Dialer
 	mu     sync.Mutex

@@ -2,14 +2,19 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/portcullis-proxy/portcullis/attrpass"
 )
@@ -20,7 +25,7 @@ import (
 func (h *Handler) newUpstream() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
-		Transport:    h.transport,
+		Transport:    noticeKeptConnectionClosed{h.transport},
 		BufferPool:   bufferPool{},
 		ErrorHandler: h.upstreamError,
 		// The client gets the proxy's X-Request-Id (the one the upstream was
@@ -161,9 +166,57 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	if isTimeout(err) {
 		status, title, msg = http.StatusGatewayTimeout, "Gateway timeout", "The application took too long to answer."
 	}
-	h.logThrottled(&h.upstreamDown, slog.LevelWarn, "upstream request failed", slog.Any("err", err), slog.String("path", r.URL.Path))
+	attrs := []slog.Attr{slog.Any("err", err), slog.String("path", r.URL.Path)}
+	var closed *keptConnectionClosed
+	if errors.As(err, &closed) {
+		idle := h.cfg.Upstream.Timeouts.withDefaults().Idle
+		attrs = append(attrs, slog.String("method", r.Method), slog.String("idle_for", closed.idle.Round(time.Millisecond).String()),
+			slog.String("hint", fmt.Sprintf("the application closed this kept-alive connection (idle for %s) as the request went out on it, "+
+				"and a %s is not sent twice: if idle_for is about the application's keep-alive timeout, set upstream.timeouts.idle (now %s) "+
+				"below it, or raise the application's above upstream.timeouts.idle", closed.idle.Round(time.Millisecond), r.Method, idle)))
+	}
+	h.logThrottled(&h.upstreamDown, slog.LevelWarn, "upstream request failed", attrs...)
 	h.pages.fail(w, r, status, title, msg)
 }
+
+// noticeKeptConnectionClosed marks the failure of a request that went out
+// on a kept-alive connection the application closed without answering, when
+// Go's transport did not send it again: an application that closes idle
+// connections sooner than upstream.timeouts.idle (gunicorn after 2 s,
+// uvicorn and Node after 5 s) closes one now and then just as the proxy
+// sends the next request on it. Go sends a GET, HEAD, OPTIONS or TRACE again
+// on a new connection, never a POST, PUT, PATCH or DELETE, and neither does
+// the proxy: it cannot tell that close from an application that died while
+// acting on the request (a worker killed at its timeout), and sending a form
+// twice is worse than a 502 (nginx, Traefik and Caddy do not either). What
+// it can do is say which failure it was, and what to change (upstreamError).
+type noticeKeptConnectionClosed struct{ next http.RoundTripper }
+
+func (t noticeKeptConnectionClosed) RoundTrip(r *http.Request) (*http.Response, error) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return t.next.RoundTrip(r) // sent again by Go when that happens
+	}
+	var conn httptrace.GotConnInfo
+	r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+		GotConn: func(c httptrace.GotConnInfo) { conn = c }, // called before RoundTrip returns, on its goroutine
+	}))
+	resp, err := t.next.RoundTrip(r)
+	if err != nil && conn.Reused && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		err = &keptConnectionClosed{idle: conn.IdleTime, err: err}
+	}
+	return resp, err
+}
+
+// keptConnectionClosed is the error of a request that went out on a kept
+// connection the application closed (EOF, or a reset) before any answer.
+type keptConnectionClosed struct {
+	idle time.Duration // how long the connection had been kept unused
+	err  error
+}
+
+func (e *keptConnectionClosed) Error() string { return e.err.Error() }
+func (e *keptConnectionClosed) Unwrap() error { return e.err }
 
 func isTimeout(err error) bool {
 	var ne net.Error
