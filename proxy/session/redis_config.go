@@ -260,6 +260,11 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 			o.Password = c.Password
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		// One retry: a Redis whose `timeout` closes idle clients closes one
+		// now and then just as a command goes out on it, which then sees
+		// EOF; go-redis sends it again on a new connection
+		// (redis_idle_test.go). Redis closed it without reading the
+		// command, so the command does not run twice.
 		o.MaxRetries = 1
 		o.DialerRetries, o.DialerRetryTimeout = redisDialerRetries, redisDialerRetryWait
 		o.MaintNotificationsConfig = noMaint
