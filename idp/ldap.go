@@ -155,10 +155,14 @@ func (p *LDAPProvider) setState(err error) {
 
 // serviceConn returns a connection bound as the service account (or
 // anonymously, without bind_dn). A pooled connection that turns out to be
-// dead (the directory restarted) is replaced by a new one once.
+// dead (the directory restarted, or closed it idle, just as the bind went
+// out) is replaced once, by a new connection: the other kept ones most
+// likely ended with it (a restart, or the same sweep of slapd's
+// olcIdleTimeout), and the retry taking the next of them failed the login
+// with 503 although the directory was up.
 func (p *LDAPProvider) serviceConn(ctx context.Context) (*ldap.Conn, error) {
 	for attempt := 0; ; attempt++ {
-		c, reused, err := p.pool.get(ctx)
+		c, reused, err := p.pool.get(ctx, attempt > 0)
 		if err != nil {
 			err = fmt.Errorf("ldap %s: connect: %w: %w", p.cfg.ID, ErrNotReady, err)
 			p.setState(err)

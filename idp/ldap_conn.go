@@ -53,9 +53,9 @@ func newLDAPPool(u *url.URL, tlsConfig *tls.Config, startTLS bool, timing ldapTi
 	return &ldapPool{url: u, tls: tlsConfig, start: startTLS, timing: timing, slots: make(chan struct{}, timing.maxOpen)}
 }
 
-// get returns an idle connection (reused true) or a new one. The caller
-// must hand it back with put.
-func (p *ldapPool) get(ctx context.Context) (c *ldap.Conn, reused bool, err error) {
+// get returns an idle connection (reused true) or, with fresh or none idle,
+// a new one. The caller must hand it back with put.
+func (p *ldapPool) get(ctx context.Context, fresh bool) (c *ldap.Conn, reused bool, err error) {
 	wait := time.NewTimer(p.timing.op)
 	defer wait.Stop()
 	select {
@@ -66,7 +66,7 @@ func (p *ldapPool) get(ctx context.Context) (c *ldap.Conn, reused bool, err erro
 		return nil, false, ctx.Err()
 	}
 	p.mu.Lock()
-	for len(p.idle) > 0 {
+	for !fresh && len(p.idle) > 0 {
 		c = p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
 		// The reader notices a closed socket (the directory went away or

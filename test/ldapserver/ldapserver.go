@@ -85,6 +85,11 @@ type Options struct {
 	// Tests add stricter policies under PoliciesDN and point an entry at
 	// one with pwdPolicySubentry.
 	PasswordPolicy bool
+	// IdleTimeout is slapd's olcIdleTimeout: it closes a client's
+	// connection after that long without a request (whole seconds; 0
+	// keeps slapd's default, never), as directories behind an idle
+	// timeout or a firewall do.
+	IdleTimeout time.Duration
 }
 
 // Server is a running slapd.
@@ -136,6 +141,9 @@ func Start(t testing.TB, o Options) *Server {
 	config := configLDIF(s.dir)
 	if o.SizeLimit != "" {
 		config = strings.Replace(config, "olcRootDN:", "olcSizeLimit: "+o.SizeLimit+"\nolcRootDN:", 1)
+	}
+	if o.IdleTimeout > 0 {
+		config = strings.Replace(config, "olcArgsFile:", fmt.Sprintf("olcIdleTimeout: %d\nolcArgsFile:", int(o.IdleTimeout.Seconds())), 1)
 	}
 	if o.PasswordPolicy {
 		config = strings.Replace(config, "olcModuleLoad: refint\n", "olcModuleLoad: refint\nolcModuleLoad: ppolicy\n", 1) + ppolicyConfigLDIF
