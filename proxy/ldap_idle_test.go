@@ -24,6 +24,19 @@ type directoryRelay struct {
 	conns  []*relayedConn
 	open   atomic.Int64
 	lost   atomic.Int64 // requests dropped by closeIdle
+	gate   atomic.Pointer[relayGate]
+}
+
+// relayGate holds the first request that arrives after holdNext until
+// release is closed.
+type relayGate struct{ arrived, release chan struct{} }
+
+// holdNext holds the next request the proxy sends until release is
+// called; arrived is closed when it is held.
+func (r *directoryRelay) holdNext() (arrived <-chan struct{}, release func()) {
+	g := &relayGate{arrived: make(chan struct{}), release: make(chan struct{})}
+	r.gate.Store(g)
+	return g.arrived, func() { close(g.release) }
 }
 
 type relayedConn struct {
@@ -76,6 +89,10 @@ func (c *relayedConn) toDirectory() {
 			return
 		}
 		if n > 0 {
+			if g := c.relay.gate.Swap(nil); g != nil {
+				close(g.arrived)
+				<-g.release
+			}
 			if _, err := c.server.Write(buf[:n]); err != nil {
 				return
 			}
@@ -160,13 +177,26 @@ func TestLDAPIdleTimeoutClosingKeptConnectionsFailsNoLogin(t *testing.T) {
 // When the directory's close of its idle connections crosses the proxy's
 // next request on one, the login goes through: a kept connection that fails
 // its first bind is replaced once, by a new connection (serviceConn). The
-// proxy keeps two here, which the
-// directory closes together, as slapd's idle sweep or a restart does: the
-// retry that took the other kept one failed the login with 503.
+// proxy keeps two here (two logins at once), which the directory closes
+// together, as slapd's idle sweep or a restart does: the retry that took
+// the other kept one failed the login with 503.
 func TestLDAPClosingAKeptConnectionAsALoginUsesItFailsNoLogin(t *testing.T) {
 	dir := ldapserver.Start(t, ldapserver.Options{})
 	h, relay := ldapIdleProxy(t, dir)
 	formLogin(t, h, ldapserver.Alice, ldapserver.AlicePassword)
+	form := openLDAPForm(t, h)
+	arrived, release := relay.holdNext()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if rec := postLDAPForm(t, h, form, ldapserver.Alice, ldapserver.AlicePassword); rec.Code != http.StatusFound {
+			t.Errorf("form login as alice: %d %s", rec.Code, rec.Body)
+		}
+	}()
+	<-arrived // that login holds a connection: this one needs another
+	formLogin(t, h, ldapserver.Bob, ldapserver.BobPassword)
+	release()
+	<-done
 	if n := relay.open.Load(); n < 2 {
 		t.Fatalf("the proxy keeps %d connections to the directory, want 2 or more", n)
 	}
