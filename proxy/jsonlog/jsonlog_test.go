@@ -94,6 +94,19 @@ func TestSameLinesAsSlog(t *testing.T) {
 			h = h.WithAttrs([]slog.Attr{slog.String("a", "b")}).WithGroup("g").WithAttrs([]slog.Attr{slog.Int("n", 2)})
 			return h.Handle(context.Background(), record("m", slog.String("c", "d")))
 		}},
+		{"handlers derived from one parent keep their own attributes", func(h slog.Handler) error {
+			// The access log's handler is the parent of one per decision:
+			// what one child bound must not show on another's lines,
+			// whatever room the parent's formatted attributes left.
+			var errs []error
+			for n := range 64 {
+				parent := h.WithAttrs([]slog.Attr{slog.String("log", strings.Repeat("p", n))})
+				bypass := parent.WithAttrs([]slog.Attr{slog.String("decision", "bypass")})
+				denied := parent.WithAttrs([]slog.Attr{slog.String("decision", "denied")})
+				errs = append(errs, bypass.Handle(context.Background(), record("m")), denied.Handle(context.Background(), record("m")))
+			}
+			return errors.Join(errs...)
+		}},
 		{"WithAttrs of nothing and of an empty Attr", func(h slog.Handler) error {
 			h = h.WithAttrs(nil).WithAttrs([]slog.Attr{{}})
 			return h.Handle(context.Background(), record("m"))
