@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -71,6 +72,24 @@ func TestFinishRefuses(t *testing.T) {
 			c.Advance(10*time.Minute + time.Second)
 			return request(cookie), state
 		}, ErrFlowExpired},
+		{"a login exactly ten minutes old", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			state := NewState()
+			cookie := started(t, f, state)
+			c.Advance(FlowLifetime)
+			return request(cookie), state
+		}, ErrFlowExpired},
+		{"more values under the flow cookie's name than are read, the login's among them", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			// Another site of the domain can add values under the name but
+			// not remove the browser's: with more than are read, which one
+			// is the browser's cannot be told.
+			state := NewState()
+			cookie := started(t, f, state)
+			cookies := []*http.Cookie{cookie}
+			for i := range maxValuesPerName {
+				cookies = append(cookies, &http.Cookie{Name: cookie.Name, Value: fmt.Sprintf("tossed%d", i)})
+			}
+			return request(cookies...), state
+		}, ErrFlowInvalid},
 		{"a state too short to be one of ours", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
 			return request(), "abc"
 		}, ErrFlowInvalid},
