@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -47,6 +48,27 @@ func TestSessionsOpenOnlyAtTheDeploymentThatSealedThem(t *testing.T) {
 				t.Errorf("a session sealed without an audience: %v, want it to open after the update", got)
 			}
 		})
+	}
+}
+
+// A device cookie, like a session, opens only at the deployment that sealed
+// it: another application's LDAP form given the same keys (and an IdP of
+// the same id) must not count its user's logins against that cookie.
+func TestDeviceCookiesOpenOnlyAtTheDeploymentThatSealedThem(t *testing.T) {
+	c := newClock()
+	at := func(audience string) *Devices {
+		o := testOptions(c)
+		o.Audience = audience
+		return NewDevices(o)
+	}
+	cvat, grafana := at("https://cvat.example.com"), at("https://grafana.example.com")
+	r := httptest.NewRequest("POST", "/.portcullis/ldap/corp", nil)
+	r.Header.Set("Cookie", cvat.opts.DeviceName()+"="+issued(t, cvat, "corp\x00alice"))
+	if cvat.Find(r, "corp", "corp\x00alice").Nonce == "" {
+		t.Fatal("the device cookie does not open at its own deployment")
+	}
+	if got := grafana.Find(r, "corp", "corp\x00alice"); got.Nonce != "" {
+		t.Errorf("a deployment with the same keys and another public_url opened it: nonce %q", got.Nonce)
 	}
 }
 
