@@ -391,6 +391,49 @@ func TestSharedUsedStatesAreSingleUseAcrossReplicas(t *testing.T) {
 	}
 }
 
+// A state marked used in Redis stays marked as long as its flow could
+// still be finished, and a failed login's Release gives it back on every
+// replica, as the memory set does for one.
+func TestSharedUsedStatesLastTheFlowAndAreReleased(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	one, two := replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c))
+	f1, f2 := NewFlows(testOptions(c)), NewFlows(testOptions(c))
+	f1.ShareUsedStates(one.Redis())
+	f2.ShareUsedStates(two.Redis())
+	start := func() (string, []*http.Cookie) {
+		state := NewState()
+		w := httptest.NewRecorder()
+		if err := f1.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}, false); err != nil {
+			t.Fatal(err)
+		}
+		return state, w.Result().Cookies()
+	}
+
+	state, cookies := start()
+	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, state); err != nil {
+		t.Fatal(err)
+	}
+	mark := one.redis.key("once", "state:"+state)
+	if left, err := one.redis.client.PTTL(context.Background(), mark).Result(); err != nil || left < FlowLifetime-time.Minute {
+		t.Errorf("the used state is marked for %s (%v), want about the flow's %s", left, err, FlowLifetime)
+	}
+
+	failed, cookies := start()
+	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, failed); err != nil {
+		t.Fatal(err)
+	}
+	if err := f1.Release(context.Background(), failed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f2.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, failed); err != nil {
+		t.Errorf("a released state finished on another replica: %v, want the flow", err)
+	}
+	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, failed); !errors.Is(err, ErrFlowReused) {
+		t.Errorf("the same state once more, not released: %v, want ErrFlowReused", err)
+	}
+}
+
 func TestRedisFailureCounts(t *testing.T) {
 	srv := redisserver.Start(t)
 	st := replica(t, srv, testOptions(newClock()))
