@@ -434,6 +434,54 @@ func TestSharedUsedStatesLastTheFlowAndAreReleased(t *testing.T) {
 	}
 }
 
+// A session ends at its own expiry and at its creation plus the store's
+// session.lifetime, whichever comes first: a reload that shortens the
+// lifetime ends the longer-lived sessions made before it, and one that
+// lengthens it does not lengthen them.
+func TestSessionsEndAtTheEarlierOfTheirExpiryAndTheLifetime(t *testing.T) {
+	c := newClock()
+	srv := redisserver.Start(t)
+	with := func(lifetime time.Duration) Options {
+		o := testOptions(c)
+		o.Lifetime, o.IdleTimeout = lifetime, 0
+		return o
+	}
+	stores := []struct {
+		name string
+		make func(Options) Store // the redis ones share one Redis
+	}{
+		{"cookie", func(o Options) Store { return mustStore(t, o) }},
+		{"redis", func(o Options) Store { return replica(t, srv, o) }},
+	}
+	for _, st := range stores {
+		t.Run(st.name, func(t *testing.T) {
+			long, short := with(12*time.Hour), with(time.Hour)
+
+			s := New(testProfile(), idp.Tokens{}, long)
+			cookies := saveTo(t, st.make(long), s)
+			c.Advance(time.Hour - time.Second)
+			if loadFrom(t, st.make(short), cookies) == nil {
+				t.Fatal("a session within the shortened lifetime does not open")
+			}
+			c.Advance(time.Second)
+			if got := loadFrom(t, st.make(short), cookies); got != nil {
+				t.Errorf("a session as old as the shortened lifetime opens (expires %s)", got.Expires.Sub(c.Now()))
+			}
+
+			s = New(testProfile(), idp.Tokens{}, short)
+			cookies = saveTo(t, st.make(short), s)
+			c.Advance(time.Hour - time.Second)
+			if loadFrom(t, st.make(long), cookies) == nil {
+				t.Fatal("a session before its expiry does not open after the lifetime was lengthened")
+			}
+			c.Advance(time.Second)
+			if loadFrom(t, st.make(long), cookies) != nil {
+				t.Error("a session at its expiry opens after the lifetime was lengthened")
+			}
+		})
+	}
+}
+
 func TestRedisFailureCounts(t *testing.T) {
 	srv := redisserver.Start(t)
 	st := replica(t, srv, testOptions(newClock()))
