@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -36,6 +38,21 @@ func TestFailureLimiter(t *testing.T) {
 				t.Errorf("another key waits %s", got)
 			}
 		})
+	}
+}
+
+// A key that failed once and then went quiet for a day has the burst back,
+// and no more: attempts do not pile up while nobody tries.
+func TestFailureLimiterRefillsToTheBurstOnly(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	l := newFailureLimiter(5, 5*time.Minute, 100)
+	l.fail("k", t0)
+	later := t0.Add(24 * time.Hour)
+	for range 5 {
+		l.fail("k", later)
+	}
+	if got := l.wait("k", later); got != time.Minute {
+		t.Errorf("after a quiet day and 5 failures, wait = %s, want a minute", got)
 	}
 }
 
@@ -129,6 +146,17 @@ func TestLoginLimits(t *testing.T) {
 	l.take(attemptKeys("corp", "guesst", spray), t0)
 	if l.wait(attemptKeys("corp", "guessu", spray), t0) == 0 {
 		t.Errorf("an address is not held back after 20 failures with a success among them")
+	}
+
+	// A login whose device cookie vouches for the username is counted
+	// against the client's address all the same: device cookies, each with
+	// attempts of its own, do not buy an address fresh guesses.
+	trusted := netip.MustParseAddr("192.0.2.80")
+	for i := range 20 {
+		l.take(trustedKeys("corp", fmt.Sprintf("nonce-%d", i), trusted), t0)
+	}
+	if l.wait(attemptKeys("corp", "dave", trusted), t0) == 0 {
+		t.Errorf("an address is not held back after 20 failures of logins with device cookies")
 	}
 
 	// One IPv6 host has its /64.
@@ -238,6 +266,32 @@ func TestFailureLimiterSweepKeepsWhatHasNotRefilled(t *testing.T) {
 			t.Errorf("%s, %.3f attempts of 5, forgotten before it refilled", key, level)
 		} else if got := l.level(b, now); got != level {
 			t.Errorf("%s has %.3f attempts after the sweeps, %.3f before", key, got, level)
+		}
+	}
+}
+
+// take checks and counts under the limiters' locks: of many attempts made
+// at once, the burst and no more get through.
+func TestLoginLimitsLetTheBurstThroughWhenAttemptsComeAtOnce(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	keys := attemptKeys("corp", "bob", netip.MustParseAddr("192.0.2.1"))
+	for round := range 3000 {
+		l := newLoginLimits()
+		var through atomic.Int32
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 16 {
+			wg.Go(func() {
+				<-start
+				if _, wait := l.take(keys, t0); wait == 0 {
+					through.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if n := through.Load(); n != userFailureBurst {
+			t.Fatalf("round %d: %d of 16 attempts made at once got through, want %d", round, n, userFailureBurst)
 		}
 	}
 }
