@@ -162,6 +162,37 @@ func TestLoginLoopPageOnlyForACookieThatFailed(t *testing.T) {
 	}
 }
 
+// A mark is read for loginLoopWindow after the login that left it, and
+// for loginLoopSkew before (the replica that set it may run ahead): a
+// browser that kept one longer than its Max-Age, or whose mark is dated
+// further ahead, signs in as any other does. The session cookie missing
+// would be the loop page's first case.
+func TestLoginLoopMarkIsReadOnlyWithinItsWindow(t *testing.T) {
+	h := newTestHandler(t, strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1))
+	if h.cfg.Session.IdleTimeout <= loginLoopWindow {
+		t.Fatalf("idle_timeout %s: a session idle past it ended, whatever the mark", h.cfg.Session.IdleTimeout)
+	}
+	for _, tc := range []struct {
+		name string
+		ago  time.Duration
+		loop bool
+	}{
+		{"just within the window", loginLoopWindow - 10*time.Second, true},
+		{"past the window", loginLoopWindow + 10*time.Second, false},
+		{"just within the skew ahead", -loginLoopSkew + 10*time.Second, true},
+		{"further ahead than the skew", -loginLoopSkew - 10*time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mark := &http.Cookie{Name: h.cookies.SignedInName(), Value: strconv.FormatInt(time.Now().Add(-tc.ago).Unix(), 10) + ".company"}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, request("GET", "https://cvat.example.com/.portcullis/login/company?rd=/tasks", []*http.Cookie{mark}, "Accept", "text/html"))
+			if loop := strings.Contains(rec.Body.String(), "Sign-in did not hold"); loop != tc.loop || !loop && !wentToIdP(rec) {
+				t.Errorf("%d, loop page %v, want the loop page %v:\n%s", rec.Code, loop, tc.loop, rec.Body)
+			}
+		})
+	}
+}
+
 // wentToIdP says the login went on past the loop check to the IdP, which
 // testConfig puts where nothing answers: the login start's 503 page.
 func wentToIdP(rec *httptest.ResponseRecorder) bool {
