@@ -310,6 +310,13 @@ func TestRenewedCertificateIsServedWithoutRestart(t *testing.T) {
 		if n := len(tf.logs.find(t, map[string]any{"msg": "tls certificate has expired; serving it until the files hold a valid one"})); n != 1 {
 			t.Errorf("%d warnings that the certificate has expired, want 1", n)
 		}
+		// In place of one expired too, a renewal that came late is taken.
+		late := testcert.New(t, "late.example", time.Now().Add(-time.Minute))
+		tf.writePair(t, late)
+		if !tf.certs(t).check("poll") {
+			t.Fatal("an expired certificate did not replace one expired too")
+		}
+		tf.wantServed(t, "late.example")
 		tf.writePair(t, a)
 		tf.certs(t).check("poll")
 		tf.wantServed(t, "a.example")
