@@ -149,6 +149,28 @@ func TestAccessLineAndRequestID(t *testing.T) {
 	}
 }
 
+// A trusted proxy's request ID is kept in the forms IDs come in, and in
+// none that could forge a log line or a header.
+func TestValidRequestID(t *testing.T) {
+	for _, id := range []string{
+		"0af7651916cd43dd8448eb211c80319c", "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+		"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "Root=1-67891233-abcdef012345678912345678",
+		"a_b.c:d+e/f=", strings.Repeat("a", maxRequestIDLen),
+	} {
+		if !validRequestID(id) {
+			t.Errorf("%q is refused", id)
+		}
+	}
+	for _, id := range []string{
+		"", "two words", "tab\there", "line\nbreak", "carriage\rreturn", `quo"te`, `back\slash`,
+		"semi;colon", "com,ma", "ünicode", "nul\x00", strings.Repeat("a", maxRequestIDLen+1),
+	} {
+		if validRequestID(id) {
+			t.Errorf("%q is kept", id)
+		}
+	}
+}
+
 func TestAuditLinesForRefusals(t *testing.T) {
 	f, logs, _ := newLoggedFixture(t, testConfig)
 	user := f.login(t, "bob@example.com")
