@@ -239,3 +239,15 @@ var ErrInvalidCredentials = errors.New("invalid username or password")
 func ProfileFromClaims(idpID string, claims map[string]any, mapping map[string]string) *Profile {
 	return profileFromClaims(idpID, claims, claimMapping(mapping))
 }
+
+// OIDCProfile is the profile a login at the OIDC or OAuth2 entry c (its
+// preset filled in) would produce from claims: first what the preset does to
+// a login's claims (Entra ID's group overage refuses it, Hugging Face's orgs
+// become groups; claims may be changed), then c's claims mapping. An error
+// is one the login would fail with. `portcullis explain --claims` uses it.
+func OIDCProfile(c Config, claims map[string]any) (*Profile, error) {
+	if err := c.checkPresetClaims(claims); err != nil {
+		return nil, err
+	}
+	return ProfileFromClaims(c.ID, claims, c.Claims), nil
+}

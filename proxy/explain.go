@@ -381,7 +381,7 @@ func loginProfile(ic idp.Config, claims map[string]any, attrs map[string][]strin
 		dn, _ := claims[claimsDN].(string)
 		return idp.LDAPProfile(ic, dn, attrs), nil
 	}
-	return idp.ProfileFromClaims(ic.ID, claims, ic.Claims), nil
+	return idp.OIDCProfile(ic, claims)
 }
 
 func headerNames(h http.Header) []string {

@@ -202,3 +202,71 @@ func TestExplainRefusesWhomAdmissionRefuses(t *testing.T) {
 		})
 	}
 }
+
+// explain --claims for an OIDC or OAuth2 entry passes the claims through
+// what the entry's preset does to a login's claims before they become a
+// profile: Entra ID's group overage refuses the login, and Hugging Face's
+// orgs become groups. Without it, explain showed the default role for a
+// user the login refuses, and refused one whom allowed_groups admits.
+func TestExplainAppliesThePresetToClaimsAsTheLoginDoes(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`
+server:
+  public_url: https://cvat.example.com
+upstream:
+  url: http://traefik:8080
+session:
+  keys: [`+testKey+`]
+sso:
+  identity_providers:
+    - id: azure
+      preset: azure
+      tenant: 72f988bf-86f1-41af-91ab-2d7cd011db47
+      client_id: app
+      client_secret: x
+    - id: huggingface
+      preset: huggingface
+      client_id: app
+      client_secret: x
+      allowed_groups: [cvat-ai]
+role_mapping:
+  roles: [admin, user]
+  default: user
+  rules:
+    - role: admin
+      when: '"cvat-ai" in groups'
+`), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, idp string
+		claims    map[string]any
+		decision  string
+		reason    string // in the reason, when the login is refused
+		roles     []string
+	}{
+		{"an Entra ID token that points to Graph for its groups (_claim_names) is refused", "azure",
+			map[string]any{"sub": "d", "_claim_names": map[string]any{"groups": "src1"}, "_claim_sources": map[string]any{"src1": map[string]any{"endpoint": "https://graph.microsoft.com/v1.0/users/d/getMemberObjects"}}},
+			decisionForbidden, "more groups than Microsoft can list", nil},
+		{"an Entra ID token with hasgroups is refused", "azure",
+			map[string]any{"sub": "d", "hasgroups": true}, decisionForbidden, "more groups than Microsoft can list", nil},
+		{"an Entra ID token with its groups is admitted", "azure",
+			map[string]any{"sub": "a", "groups": []any{"g1"}}, decisionAuthenticated, "", []string{"user"}},
+		{"Hugging Face's orgs are the groups", "huggingface",
+			map[string]any{"sub": "h", "orgs": []any{map[string]any{"sub": "o1", "preferred_username": "cvat-ai"}}}, decisionAuthenticated, "", []string{"admin"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "https://cvat.example.com/tasks", nil)
+			e, err := Explain(cfg, r, netip.MustParseAddr("203.0.113.7"), tc.claims, tc.idp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Decision != tc.decision || !strings.Contains(e.Reason, tc.reason) {
+				t.Fatalf("decision %s (%s), want %s naming %q", e.Decision, e.Reason, tc.decision, tc.reason)
+			}
+			if tc.roles != nil && !slices.Equal(e.Roles, tc.roles) {
+				t.Errorf("roles %v, want %v", e.Roles, tc.roles)
+			}
+		})
+	}
+}
