@@ -307,32 +307,57 @@ func anchor(h string) string {
 	return b.String()
 }
 
-// A reader can follow the CVAT guide and the recipes: every relative link
-// leads to a file of the repository (the IdP pages among them) and every
-// in-page link to a heading.
+// A reader can follow the guides: on every page of docs/ (the IdP pages
+// among them), every relative link leads to a file of the repository, and
+// every link with an anchor, in the page or into another page, to a heading
+// there (ldap.md and saml.md link to their own sections by name, and a
+// renamed heading would leave those links dead).
 func TestGuideLinksResolve(t *testing.T) {
-	for _, page := range []string{"cvat.md", "recipes.md"} {
+	var pages []string
+	for _, pattern := range []string{"*.md", "idp/*.md"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, m...)
+	}
+	headings := map[string]map[string]bool{}
+	anchorsOf := func(page string) map[string]bool {
+		if a, ok := headings[page]; ok {
+			return a
+		}
 		text, err := os.ReadFile(page)
 		if err != nil {
 			t.Fatal(err)
 		}
-		anchors := map[string]bool{}
+		a := map[string]bool{}
 		for _, h := range heading.FindAllSubmatch(text, -1) {
-			anchors[anchor(string(h[1]))] = true
+			a[anchor(string(h[1]))] = true
+		}
+		headings[page] = a
+		return a
+	}
+	for _, page := range pages {
+		text, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
 		}
 		for _, m := range mdLink.FindAllSubmatch(text, -1) {
 			target := string(m[1])
-			switch {
-			case strings.HasPrefix(target, "http://") || strings.HasPrefix(target, "https://"):
-			case strings.HasPrefix(target, "#"):
-				if !anchors[target[1:]] {
-					t.Errorf("%s links to #%s, which is no heading of the page", page, target[1:])
-				}
-			default:
-				path, _, _ := strings.Cut(target, "#")
-				if _, err := os.Stat(filepath.Join(filepath.Dir(page), path)); err != nil {
+			if strings.HasPrefix(target, "http://") || strings.HasPrefix(target, "https://") {
+				continue
+			}
+			path, fragment, _ := strings.Cut(target, "#")
+			linked := page
+			if path != "" {
+				linked = filepath.Join(filepath.Dir(page), path)
+				if _, err := os.Stat(linked); err != nil {
 					t.Errorf("%s links to %s, which does not exist", page, target)
+					continue
 				}
+			}
+			if fragment != "" && strings.HasSuffix(linked, ".md") && !anchorsOf(linked)[fragment] {
+				t.Errorf("%s links to %s, and #%s is no heading of %s", page, target, fragment, linked)
 			}
 		}
 	}
