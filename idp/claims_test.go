@@ -119,6 +119,29 @@ func TestMissingClaims(t *testing.T) {
 		{"claims sent empty are not missing", func(t *testing.T) *Profile {
 			return profileFromClaims("corp", map[string]any{"sub": "u1", "email": "", "groups": []any{}}, claimMapping(nil))
 		}, nil},
+		{"Google, which has no groups claim, misses only the email", func(t *testing.T) *Profile {
+			c := Config{ID: "google", Preset: PresetGoogle, ClientID: "id", ClientSecret: "s"}
+			p, err := OIDCProfile(mustPreset(t, c), map[string]any{"sub": "u1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, map[string]string{"email": "email"}},
+		{"Google with groups mapped to a claim of the operator's misses it when it does not come", func(t *testing.T) *Profile {
+			c := Config{ID: "google", Preset: PresetGoogle, ClientID: "id", ClientSecret: "s", Claims: map[string]string{"groups": "workspace_groups"}}
+			p, err := OIDCProfile(mustPreset(t, c), map[string]any{"sub": "u1", "email": "a@b.c"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, map[string]string{"groups": "workspace_groups"}},
+		{"Google with nothing missing", func(t *testing.T) *Profile {
+			p, err := OIDCProfile(mustPreset(t, Config{ID: "google", Preset: PresetGoogle, ClientID: "id", ClientSecret: "s"}), map[string]any{"sub": "u1", "email": "a@b.c"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, nil},
 		{"a SAML assertion without groups misses them by the attributes tried", func(t *testing.T) *Profile {
 			m := newSAMLMapping(map[string]string{"groups": "memberOf"})
 			p, err := m.profile("corp", samlWith("mail"))
@@ -142,6 +165,15 @@ func TestMissingClaims(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustPreset(t *testing.T, c Config) Config {
+	t.Helper()
+	c, err := c.WithPreset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // nestedClaim is a claim value of levels nested objects around a string.

@@ -347,7 +347,7 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 		// The IdP's session, which a back-channel logout names.
 		tokens.SID, _ = claims["sid"].(string)
 	}
-	profile := profileFromClaims(id, claims, p.mapping)
+	profile := p.cfg.profile(claims, p.mapping)
 	if profile.Sub == "" {
 		return nil, nil, fmt.Errorf("oidc %s: map claims: no subject in claim %q", id, p.mapping["sub"])
 	}

@@ -102,7 +102,7 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 	if err := p.cfg.checkPresetClaims(claims); err != nil {
 		return nil, nil, fmt.Errorf("oidc %s: refresh: %w", id, err)
 	}
-	profile := profileFromClaims(id, claims, p.mapping)
+	profile := p.cfg.profile(claims, p.mapping)
 	if profile.Sub == "" {
 		return nil, nil, fmt.Errorf("oidc %s: refresh: map claims: no subject in claim %q", id, p.mapping["sub"])
 	}

@@ -249,5 +249,5 @@ func OIDCProfile(c Config, claims map[string]any) (*Profile, error) {
 	if err := c.checkPresetClaims(claims); err != nil {
 		return nil, err
 	}
-	return ProfileFromClaims(c.ID, claims, c.Claims), nil
+	return c.profile(claims, claimMapping(c.Claims)), nil
 }
