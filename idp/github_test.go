@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -373,5 +374,69 @@ func TestGitHubAnswersAreBounded(t *testing.T) {
 				t.Errorf("login = %v; want octocat signed in", err)
 			}
 		})
+	}
+}
+
+// A login reads at most 20 pages of one list (2,000 teams at 100 a page),
+// and a list longer than that fails the login rather than being cut short:
+// a cut list of teams is a user in fewer groups than GitHub says.
+func TestGitHubListsAreReadToTwentyPages(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		teams   int
+		refused bool
+	}{
+		{"2,000 teams, 20 pages, are all read", 2000, false},
+		{"2,001 teams, 21 pages, fail the login", 2001, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := octocat()
+			u.Teams = nil
+			for i := range tc.teams {
+				u.Teams = append(u.Teams, githubapi.Team{Org: "cvat-ai", Slug: fmt.Sprintf("team-%d", i), Name: fmt.Sprintf("Team %d", i), ID: int64(100 + i)})
+			}
+			h := newGitHubHarness(t, u, nil, false)
+			p, err := h.login(t)
+			switch {
+			case tc.refused && (err == nil || !strings.Contains(err.Error(), "oidc gh: fetch teams: github GET /user/teams: more than 20 pages")):
+				t.Errorf("login = %v; want the teams refused as more than 20 pages", err)
+			case !tc.refused && (err != nil || len(p.Groups) != 2+tc.teams):
+				t.Errorf("login = %v; want %d groups", err, 2+tc.teams)
+			}
+			pages := 0
+			for _, r := range h.gh.APIRequests() {
+				if strings.HasSuffix(r.URL.Path, "/user/teams") {
+					pages++
+				}
+			}
+			if pages > 20 {
+				t.Errorf("read %d pages of teams, want at most 20", pages)
+			}
+		})
+	}
+}
+
+// A next link to another origin fails the login and is not followed: the
+// token would go with it, and stopping there instead would give the user
+// only the first page of their groups.
+func TestGitHubListRefusesANextPageOffTheAPIOrigin(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.Write([]byte(`[]`))
+	}))
+	t.Cleanup(other.Close)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", fmt.Sprintf(`<%s/user/teams?page=2>; rel="next"`, other.URL))
+		w.Write([]byte(`[{"slug": "admins", "organization": {"login": "cvat-ai"}}]`))
+	}))
+	t.Cleanup(api.Close)
+	gh := githubClient{client: api.Client(), token: &oauth2.Token{AccessToken: "gho_x", TokenType: "bearer"}, api: api.URL}
+	teams, err := githubList[githubTeam](context.Background(), gh, "/user/teams")
+	if err == nil || err.Error() != "github GET /user/teams: next page link leaves the API's origin" {
+		t.Errorf("githubList = %v, %v; want the next page refused as leaving the API's origin", teams, err)
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the other origin got %d requests", n)
 	}
 }
