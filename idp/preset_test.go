@@ -166,6 +166,8 @@ func TestPresetValidation(t *testing.T) {
 			want: []string{"preset: cognito needs region", "preset: cognito needs user_pool_id"}},
 		{name: "a cognito pool id of another region is refused", c: Config{Preset: PresetCognito, Region: "us-east-1", UserPoolID: "eu-west-1_AbC"},
 			want: []string{`user_pool_id: not a user pool id of region us-east-1 like us-east-1_AbC123xyz: "eu-west-1_AbC"`}},
+		{name: "a region that is not an AWS region is refused as region", c: Config{Preset: PresetCognito, Region: "evil", UserPoolID: "us-east-1_AbC"},
+			want: []string{`region: not an AWS region like us-east-1: "evil"`}},
 		{name: "github cannot speak OIDC", c: Config{Preset: PresetGitHub, Protocol: OIDC},
 			want: []string{"protocol: preset github uses OAUTH2, not OIDC"}},
 		{name: "a base_url that is not a URL is refused", c: Config{Preset: PresetGitHub, BaseURL: "ftp://ghe.example.com"},
@@ -254,6 +256,16 @@ func TestPresetClaims(t *testing.T) {
 		}
 		if got := claimList(claims["groups"]); !slices.Equal(got, []string{"cvat-ai", "argilla"}) {
 			t.Errorf("groups = %q", got)
+		}
+	})
+	t.Run("huggingface keeps a groups claim the IdP sent rather than reading orgs", func(t *testing.T) {
+		hf := Config{Preset: PresetHuggingFace}
+		claims := map[string]any{"groups": []any{"staff"}, "orgs": []any{map[string]any{"preferred_username": "cvat-ai"}}}
+		if err := hf.checkPresetClaims(claims); err != nil {
+			t.Fatal(err)
+		}
+		if got := claimList(claims["groups"]); !slices.Equal(got, []string{"staff"}) {
+			t.Errorf("groups = %q, want the IdP's own [staff]", got)
 		}
 	})
 }
