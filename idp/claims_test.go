@@ -185,6 +185,15 @@ func nestedClaim(levels int) any {
 	return v
 }
 
+// nestedArrays is a claim of arrays alone, levels deep: [[..."bottom"...]].
+func nestedArrays(levels int) any {
+	var v any = "bottom"
+	for range levels {
+		v = []any{v}
+	}
+	return v
+}
+
 // keycloakClaims are the claims of a Keycloak ID token with 50 groups, as
 // JSON decodes them: what a login's check goes through.
 func keycloakClaims(t testing.TB) map[string]any {
@@ -224,6 +233,8 @@ func TestCheckClaimDepth(t *testing.T) {
 		{name: "a claim nested 10,000 levels deep (all JSON allows) is refused", claims: map[string]any{"deep": nestedClaim(10000)},
 			deep: "deep"},
 		{name: "arrays count as levels", claims: map[string]any{"deep": []any{[]any{nestedClaim(MaxClaimDepth - 1)}}}, deep: "deep"},
+		{name: "arrays alone nested 32 levels deep are accepted", claims: map[string]any{"deep": nestedArrays(MaxClaimDepth)}},
+		{name: "arrays alone nested 33 levels deep are refused", claims: map[string]any{"deep": nestedArrays(MaxClaimDepth + 1)}, deep: "deep"},
 		{name: "of two claims nested too deep, the first by name is named", claims: map[string]any{
 			"zz": nestedClaim(40), "groups": []any{nestedClaim(40)}, "email": "ann@example.com"}, deep: "groups"},
 	}
