@@ -53,6 +53,26 @@ func TestFootprintCountsEveryClaimType(t *testing.T) {
 	}
 }
 
+// A logout from the IdP finds sessions by SessionKey: a SAML SessionIndex
+// counts only within its NameID (another user's session may have the same
+// index), and a login that left no session index has no key at all.
+func TestTokensSessionKey(t *testing.T) {
+	alice := Tokens{NameID: &SAMLNameID{Value: "alice"}, SID: "idx-1"}
+	bob := Tokens{NameID: &SAMLNameID{Value: "bob"}, SID: "idx-1"}
+	if alice.SessionKey() == bob.SessionKey() {
+		t.Errorf("alice's and bob's sessions with SessionIndex idx-1 share the key %q", alice.SessionKey())
+	}
+	if got, want := alice.SessionKey(), SAMLSessionKey("alice", "idx-1"); got != want {
+		t.Errorf("SessionKey() = %q, want SAMLSessionKey %q", got, want)
+	}
+	if got := (Tokens{NameID: &SAMLNameID{Value: "alice"}}).SessionKey(); got != "" {
+		t.Errorf("SAML login without SessionIndex: SessionKey() = %q, want none", got)
+	}
+	if got := (Tokens{SID: "oidc-sid"}).SessionKey(); got != "oidc-sid" {
+		t.Errorf("OIDC login: SessionKey() = %q, want its sid", got)
+	}
+}
+
 func TestTokensSubjectIsTheIdPsNameForTheUser(t *testing.T) {
 	idToken := func(claims string) string {
 		enc := base64.RawURLEncoding.EncodeToString
