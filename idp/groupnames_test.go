@@ -73,6 +73,12 @@ func TestGroupNameWarnings(t *testing.T) {
 			providers: []Config{github},
 		},
 		{
+			// GitHub's organisation names are case-insensitive: My-Org is my-org.
+			name:      "an organisation the entry admits by is the operator's in any case",
+			expr:      `"MY-ORG" in groups`,
+			providers: []Config{github},
+		},
+		{
 			name:      "the operator's organisation is still a name another IdP can give",
 			expr:      `"my-org" in groups`,
 			providers: []Config{company, github},
