@@ -22,6 +22,17 @@ func TestValidateOIDC(t *testing.T) {
 		{name: "a complete OIDC entry is valid", base: valid},
 		{name: "a public client needs no secret", base: valid, edit: func(c *Config) { c.ClientSecret = "" }},
 		{name: "a complete OAUTH2 entry is valid", base: oauth},
+		{name: "an id of 63 bytes is valid", base: valid, edit: func(c *Config) { c.ID = strings.Repeat("a", 63) }},
+		{
+			name: "an id of 64 bytes is refused",
+			base: valid, edit: func(c *Config) { c.ID = strings.Repeat("a", 64) },
+			want: []string{`id: must be 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit (got "` + strings.Repeat("a", 64) + `")`},
+		},
+		{
+			name: "an id with a slash is refused: it is a path segment of the callback URLs",
+			base: valid, edit: func(c *Config) { c.ID = "corp/sso" },
+			want: []string{`id: must be 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit (got "corp/sso")`},
+		},
 		{
 			name: "OIDC needs server_url and client_id",
 			base: valid, edit: func(c *Config) { c.ServerURL, c.ClientID = "", "" },
