@@ -145,3 +145,19 @@ func TestValidateOIDC(t *testing.T) {
 		})
 	}
 }
+
+// Secrets come from PORTCULLIS_IDP_<ID>_*, the id in upper case with '-'
+// read as '_'; a variable that is set but empty overrides nothing, so that
+// an empty line in an env file does not blank the configured secret.
+func TestApplyEnv(t *testing.T) {
+	env := map[string]string{
+		"PORTCULLIS_IDP_CORP_SSO_CLIENT_ID":     "from-env",
+		"PORTCULLIS_IDP_CORP_SSO_CLIENT_SECRET": "",
+		"PORTCULLIS_IDP_CORP_SSO_BIND_PASSWORD": "b1nd",
+	}
+	c := Config{ID: "corp-sso", ClientID: "from-file", ClientSecret: "file-secret"}
+	c.ApplyEnv(func(k string) string { return env[k] })
+	if c.ClientID != "from-env" || c.ClientSecret != "file-secret" || c.BindPassword != "b1nd" {
+		t.Errorf("client_id %q, client_secret %q, bind_password %q; want from-env, file-secret, b1nd", c.ClientID, c.ClientSecret, c.BindPassword)
+	}
+}
