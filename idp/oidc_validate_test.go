@@ -161,3 +161,18 @@ func TestApplyEnv(t *testing.T) {
 		t.Errorf("client_id %q, client_secret %q, bind_password %q; want from-env, file-secret, b1nd", c.ClientID, c.ClientSecret, c.BindPassword)
 	}
 }
+
+// A URL a problem quotes has its password masked, whether or not net/url
+// reads it as a URL with one.
+func TestRedactURL(t *testing.T) {
+	for _, tc := range []struct{ raw, want string }{
+		{"https://admin:s3cret@login.example.com/realms/x", "https://xxxxx@login.example.com/realms/x"},
+		{"login.example.com:s3cret@host", "xxxxx@host"},
+		{"https://admin:s3 cret@login.example.com", "xxxxx@login.example.com"},
+		{"https://login.example.com/", "https://login.example.com/"},
+	} {
+		if got := RedactURL(tc.raw); got != tc.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tc.raw, got, tc.want)
+		}
+	}
+}
