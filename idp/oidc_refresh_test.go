@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,4 +177,31 @@ func mustParse(t *testing.T, raw string) *url.URL {
 func fakeJWT(payload string) string {
 	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 	return enc(`{"alg":"none"}`) + "." + enc(payload) + ".sig"
+}
+
+// A refreshed ID token that lacks mapped claims is merged with userinfo as
+// at login: the signed ID token's claims win, and userinfo about another
+// subject than the token's ends the session.
+func TestOIDCRefreshMergesUserinfoOfTheSameSubject(t *testing.T) {
+	t.Run("the ID token's claims win over userinfo's, which fills in the rest", func(t *testing.T) {
+		ti := newTestIssuer(t)
+		ti.userinfo = map[string]any{"sub": "alice", "email": "not-the-id-token@example.com", "groups": []string{"staff"}}
+		p := ti.provider(t)
+		prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
+		if err != nil {
+			t.Fatalf("Refresh: %v", err)
+		}
+		if prof.Email != "alice@example.com" || !slices.Equal(prof.Groups, []string{"staff"}) {
+			t.Errorf("email %q groups %q; want the ID token's alice@example.com and userinfo's [staff]", prof.Email, prof.Groups)
+		}
+	})
+	t.Run("userinfo about another subject is refused", func(t *testing.T) {
+		ti := newTestIssuer(t)
+		ti.userinfo = map[string]any{"sub": "mallory", "groups": []string{"admins"}}
+		p := ti.provider(t)
+		prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
+		if !errors.Is(err, ErrRefreshRefused) || !strings.Contains(err.Error(), `userinfo names subject "mallory"`) {
+			t.Errorf("Refresh = %+v, %v; want ErrRefreshRefused naming userinfo's subject", prof, err)
+		}
+	})
 }
