@@ -205,3 +205,19 @@ func TestOIDCRefreshMergesUserinfoOfTheSameSubject(t *testing.T) {
 		}
 	})
 }
+
+// A refresh's claims pass the preset's checks as a login's do: an Azure
+// group overage announced by the refreshed ID token ends the session rather
+// than leaving the user in the groups of before.
+func TestOIDCRefreshChecksPresetClaims(t *testing.T) {
+	ti := newTestIssuer(t)
+	ti.edit = func(claims map[string]any) { claims["hasgroups"] = true }
+	// server_url, a key the user gave, wins over the preset's Microsoft URL.
+	c := Config{ID: "company", Preset: PresetAzure, Tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47", ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"}
+	p := startOIDC(t, c, testOptions("http://127.0.0.1:1", false))
+	waitReady(t, p, 10*time.Second)
+	prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
+	if ae, ok := errors.AsType[*AdmissionError](err); !ok || ae.Rule != "groups" {
+		t.Errorf("Refresh = %+v, %v; want the group overage refused", prof, err)
+	}
+}
