@@ -221,3 +221,16 @@ func TestOIDCRefreshChecksPresetClaims(t *testing.T) {
 		t.Errorf("Refresh = %+v, %v; want the group overage refused", prof, err)
 	}
 }
+
+// An entry whose sub is another claim (claims.sub) needs it at refresh as at
+// login: a refreshed ID token without it maps to no user and is refused.
+func TestOIDCRefreshWithoutTheMappedSubjectIsRefused(t *testing.T) {
+	ti := newTestIssuer(t)
+	c := Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s", Claims: map[string]string{"sub": "employee_id"}}
+	p := startOIDC(t, c, testOptions("http://127.0.0.1:1", false))
+	waitReady(t, p, 10*time.Second)
+	prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
+	if err == nil || !strings.Contains(err.Error(), `no subject in claim "employee_id"`) {
+		t.Errorf("Refresh = %+v, %v; want it refused for no subject in employee_id", prof, err)
+	}
+}
