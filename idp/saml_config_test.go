@@ -1,14 +1,19 @@
 package idp
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crewjam/saml"
 )
@@ -30,9 +35,38 @@ func writeSPKeyPair(t *testing.T) (certFile, keyFile string, cert *x509.Certific
 	return certFile, keyFile, cert
 }
 
+// writeEd25519KeyPair writes a self-signed Ed25519 certificate and its key
+// as PEM files, a pair tls.LoadX509KeyPair loads.
+func writeEd25519KeyPair(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sp"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "sp.crt"), filepath.Join(dir, "sp.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
 func TestValidateSAML(t *testing.T) {
 	certFile, keyFile, cert := writeSPKeyPair(t)
 	otherCert, _, _ := writeSPKeyPair(t)
+	edCert, edKey := writeEd25519KeyPair(t)
 	certPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
 	certB64 := base64.StdEncoding.EncodeToString(cert.Raw)
 	wrapped := strings.Join([]string{certB64[:64], certB64[64:]}, "\n  ")
@@ -79,6 +113,8 @@ func TestValidateSAML(t *testing.T) {
 			[]string{"sp_cert_file: cannot load key pair"}},
 		{"a missing key file is refused", func(c *Config) { c.SPCertFile, c.SPKeyFile = certFile, "/nonexistent/sp.key" },
 			[]string{"sp_cert_file: cannot load key pair"}},
+		{"an Ed25519 key pair is refused: AuthnRequests are signed with RSA or ECDSA", func(c *Config) { c.SPCertFile, c.SPKeyFile = edCert, edKey },
+			[]string{"sp_cert_file: key type ed25519.PrivateKey not supported (want RSA or ECDSA)"}},
 		{"single_sign_out with metadata_url is valid (the metadata names the SingleLogoutService)", func(c *Config) { c.SingleSignOut = true }, nil},
 		{"single_sign_out with x509_cert, sso_url and slo_url is valid", func(c *Config) {
 			c.MetadataURL, c.X509Cert, c.SSOURL, c.SLOURL, c.SingleSignOut = "", certPEM, "https://sso.company.com/sso", "https://sso.company.com/slo", true
