@@ -1,8 +1,10 @@
 package idp
 
 import (
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 )
@@ -28,5 +30,17 @@ func TestOIDCUserinfoIsBounded(t *testing.T) {
 	prof, _, err := h.provider.Complete(cb, f)
 	if err == nil || !strings.Contains(err.Error(), "fetch userinfo") || !strings.Contains(err.Error(), "larger than 1048576 bytes") {
 		t.Fatalf("a user with 2 MiB of claims: %+v, %v; want the userinfo answer refused as too large", prof != nil, err)
+	}
+}
+
+// readBounded refuses an answer one byte past its bound also when the read
+// that crosses the bound ends the answer too (its data comes with io.EOF,
+// which ends io.ReadAll at once), and reads one exactly at the bound.
+func TestReadBoundedRefusesWhatCrossesTheBoundWithEOF(t *testing.T) {
+	if got, err := readBounded(io.NopCloser(iotest.DataErrReader(strings.NewReader("1234"))), 4); err != nil || string(got) != "1234" {
+		t.Errorf("4 bytes bounded at 4: %q, %v; want them read", got, err)
+	}
+	if got, err := readBounded(io.NopCloser(iotest.DataErrReader(strings.NewReader("12345"))), 4); err == nil || err.Error() != "the answer is larger than 4 bytes" {
+		t.Errorf("5 bytes bounded at 4: %q, %v; want them refused as larger than 4 bytes", got, err)
 	}
 }
