@@ -224,6 +224,18 @@ func TestSAMLExpiredMetadataIsNotReliedOn(t *testing.T) {
 // ssoLocations finds the Location of each SingleSignOnService in metadata.
 var ssoLocations = regexp.MustCompile(`(<SingleSignOnService [^>]*Location=")[^"]*"`)
 
+// keysWithoutUse is metadata with the use attribute of every KeyDescriptor
+// left out, and those for encryption only dropped.
+func keysWithoutUse(t *testing.T, md string) string {
+	t.Helper()
+	out := regexp.MustCompile(`(?s)<KeyDescriptor use="encryption">.*?</KeyDescriptor>`).ReplaceAllString(md, "")
+	out = strings.ReplaceAll(out, `<KeyDescriptor use="signing">`, "<KeyDescriptor>")
+	if strings.Contains(out, "use=") || !strings.Contains(out, "<KeyDescriptor>") {
+		t.Fatalf("metadata's KeyDescriptors are not as expected:\n%s", md)
+	}
+	return out
+}
+
 func TestParseIdPMetadata(t *testing.T) {
 	srv := samlserver.Start(t, samlserver.Options{})
 	real := string(fetchBody(t, srv.MetadataURL()))
@@ -251,6 +263,9 @@ func TestParseIdPMetadata(t *testing.T) {
 			strings.Replace(real, "<IDPSSODescriptor ", `<IDPSSODescriptor validUntil="2020-01-01T00:00:00Z" `, 1), srv.EntityID(), "expired"},
 		{"metadata for another entity id is refused", real, "https://sso.company.com", "check entity_id"},
 		{"metadata without a signing certificate is refused", strip(real, "<KeyDescriptor", "</KeyDescriptor>"), srv.EntityID(), "signing certificate"},
+		// A KeyDescriptor without use is for signing and encryption both
+		// (SAML metadata 2.4.1.1), as many IdPs publish it.
+		{"a certificate without use is a signing certificate", keysWithoutUse(t, real), srv.EntityID(), ""},
 		{"metadata without an HTTP-Redirect SSO endpoint is refused",
 			strings.ReplaceAll(real, "HTTP-Redirect", "HTTP-Artifact"), srv.EntityID(), "HTTP-Redirect"},
 		{"a document that is not SAML metadata is refused", "<html>oops</html>", srv.EntityID(), "EntityDescriptor"},
@@ -310,5 +325,30 @@ func TestSAMLMetadataIsBounded(t *testing.T) {
 				t.Errorf("Ready = %v; want the metadata loaded", err)
 			}
 		})
+	}
+}
+
+// Metadata is taken only from a 200 answer: a server that answers 503 with
+// a document (a cache's stale copy, a maintenance page that happens to be
+// the old metadata) leaves the provider not ready, saying so.
+func TestSAMLMetadataOnlyFromA200(t *testing.T) {
+	srv := samlserver.Start(t, samlserver.Options{})
+	body := fetchBody(t, srv.MetadataURL())
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/samlmetadata+xml")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write(body)
+	}))
+	t.Cleanup(hs.Close)
+	c := Config{ID: "corp", Protocol: SAML, EntityID: srv.EntityID(), MetadataURL: hs.URL}
+	p, err := newSAMLProvider(t.Context(), c, samlTestOptions(), samlTiming{fetchTimeout: time.Second, refresh: time.Hour, retry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.refreshMetadata(t.Context()); err == nil || !strings.Contains(err.Error(), "status 503") {
+		t.Errorf("refreshMetadata = %v; want it refused for status 503", err)
+	}
+	if err := p.Ready(); !errors.Is(err, ErrNotReady) {
+		t.Errorf("Ready = %v, want ErrNotReady", err)
 	}
 }
