@@ -165,6 +165,19 @@ func TestFillFilterEscapesEveryValue(t *testing.T) {
 	}
 }
 
+// A password hash a directory hands back unasked never becomes a claim:
+// claims go to the session, the upstream's headers and every expression.
+func TestLDAPProfileNeverCarriesUserPassword(t *testing.T) {
+	m := newLDAPMapping(nil)
+	e := ldap.NewEntry("uid=ann,ou=people,dc=example,dc=com", map[string][]string{"uid": {"ann"}, "userPassword": {"{SSHA}c2VjcmV0"}})
+	p := m.profile("corp", e, "ann", nil)
+	for k := range p.Claims {
+		if strings.EqualFold(k, "userPassword") {
+			t.Errorf("claims carry %s: %v", k, p.Claims[k])
+		}
+	}
+}
+
 func TestLDAPGroupNamesAndGUID(t *testing.T) {
 	m := newLDAPMapping(nil)
 	dns := []string{"cn=cvat-admins,ou=groups,dc=example,dc=com", "CN=CVAT Admins,CN=Users,DC=ad,DC=example,DC=com",
