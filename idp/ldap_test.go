@@ -165,6 +165,16 @@ func TestFillFilterEscapesEveryValue(t *testing.T) {
 	}
 }
 
+// An entry without a stable id attribute (entryUUID, ipaUniqueID,
+// objectGUID) is named by its DN: a profile always has a sub.
+func TestLDAPProfileSubFallsBackToTheDN(t *testing.T) {
+	dn := "uid=ann,ou=people,dc=example,dc=com"
+	p := newLDAPMapping(nil).profile("corp", ldap.NewEntry(dn, map[string][]string{"uid": {"ann"}}), "ann", nil)
+	if p.Sub != dn {
+		t.Errorf("sub = %q, want the DN %q", p.Sub, dn)
+	}
+}
+
 // A password hash a directory hands back unasked never becomes a claim:
 // claims go to the session, the upstream's headers and every expression.
 func TestLDAPProfileNeverCarriesUserPassword(t *testing.T) {
