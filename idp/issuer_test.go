@@ -43,6 +43,9 @@ type testIssuer struct {
 	// userinfo, when set before the provider discovers the issuer, is what
 	// its userinfo endpoint answers; with none, discovery names no endpoint.
 	userinfo map[string]any
+	// endSession, when set before the provider discovers the issuer, is the
+	// discovery document's end_session_endpoint.
+	endSession string
 	// jwksURI, when set before the provider discovers the issuer, is the
 	// discovery document's jwks_uri, another spelling of url+"/jwks" or a
 	// URL under url+"/keys/", which serves the JWKS too.
@@ -64,6 +67,9 @@ func newTestIssuer(t *testing.T) *testIssuer {
 		}
 		if ti.jwksURI != "" {
 			discovery["jwks_uri"] = ti.jwksURI
+		}
+		if ti.endSession != "" {
+			discovery["end_session_endpoint"] = ti.endSession
 		}
 		if ti.userinfo != nil {
 			discovery["userinfo_endpoint"] = ti.url + "/userinfo"

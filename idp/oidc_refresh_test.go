@@ -155,6 +155,21 @@ func TestOIDCLogoutURLEndsTheIdPSession(t *testing.T) {
 	}
 }
 
+// An end_session_endpoint that is no absolute http(s) URL is refused, not
+// made the browser's next stop: a relative one would land on the proxy's
+// own host, a javascript: one is no logout.
+func TestOIDCLogoutURLRefusesAnEndSessionEndpointThatIsNotAbsolute(t *testing.T) {
+	for _, endSession := range []string{"/logout", "javascript:alert(document.domain)", "https:///logout"} {
+		ti := newTestIssuer(t)
+		ti.endSession = endSession
+		p := ti.provider(t)
+		u, err := p.LogoutURL(&Tokens{}, "https://proxy.example/done", &Flow{State: "s"})
+		if err == nil || !strings.Contains(err.Error(), "is not an absolute URL") {
+			t.Errorf("end_session_endpoint %q: LogoutURL = %q, %v; want it refused as not an absolute URL", endSession, u, err)
+		}
+	}
+}
+
 func TestOIDCLogoutURLWithoutEndSessionEndpoint(t *testing.T) {
 	// Plain OAuth2 has no discovery document and so no logout endpoint.
 	p := startOIDC(t, Config{ID: testIdP, Protocol: OAuth2, ClientID: "c", AuthURL: "https://idp.example/a",
