@@ -118,9 +118,25 @@ func (c *Config) validateLDAP() []error {
 			bad(key, "empty attribute name")
 		case !attributeName.MatchString(value):
 			bad(key, "not an LDAP attribute name: %q", value)
+		case isPasswordAttribute(value):
+			bad(key, "%s holds the account's password (or its hash): a profile field goes upstream in headers and into the session", value)
 		}
 	}
 	return errs
+}
+
+// passwordAttributes hold an account's password or a hash of it, in
+// OpenLDAP, 389-ds, FreeIPA, Samba and Active Directory. A directory whose
+// ACLs let the service account read them would hand them to whatever
+// attribute_mapping names them (a copy-paste mistake, or a test of what the
+// directory returns), and so to the upstream.
+var passwordAttributes = []string{"userPassword", "authPassword", "unicodePwd", "sambaNTPassword", "sambaLMPassword", "ntPwdHistory", "lmPwdHistory", "supplementalCredentials", "userPKCS12", "krbPrincipalKey"}
+
+// isPasswordAttribute reports whether the attribute name (options like
+// ";binary" aside) is one of passwordAttributes, in any case.
+func isPasswordAttribute(name string) bool {
+	name, _, _ = strings.Cut(name, ";")
+	return slices.ContainsFunc(passwordAttributes, func(p string) bool { return strings.EqualFold(p, name) })
 }
 
 // djangoUser is django-auth-ldap's placeholder for the username, which

@@ -173,7 +173,7 @@ func (m ldapMapping) profile(idpID string, e *ldap.Entry, typed string, groupDNs
 		p.Name = strings.TrimSpace(p.FirstName + " " + p.LastName)
 	}
 	for _, a := range e.Attributes {
-		if strings.EqualFold(a.Name, "objectGUID") || strings.EqualFold(a.Name, "userPassword") || len(a.Values) == 0 {
+		if strings.EqualFold(a.Name, "objectGUID") || isPasswordAttribute(a.Name) || len(a.Values) == 0 {
 			continue
 		}
 		name, values := a.Name, a.Values

@@ -100,6 +100,10 @@ func TestValidateLDAP(t *testing.T) {
 		{"attribute_mapping values are attribute names", func(c *Config) {
 			c.AttributeMapping = map[string]string{"email": "mail address", "username": ""}
 		}, []string{"attribute_mapping.email: not an LDAP attribute name", "attribute_mapping.username: empty attribute name"}},
+		{"attribute_mapping names no password attribute", func(c *Config) {
+			c.AttributeMapping = map[string]string{"name": "userPassword", "first_name": "unicodePwd", "last_name": "sambaNTPassword;binary"}
+		}, []string{"attribute_mapping.first_name: unicodePwd holds the account's password", "attribute_mapping.last_name: sambaNTPassword;binary holds",
+			"attribute_mapping.name: userPassword holds the account's password (or its hash): a profile field goes upstream in headers and into the session"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
