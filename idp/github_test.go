@@ -319,6 +319,45 @@ func TestGitHubClaimsWithABadToken(t *testing.T) {
 	}
 }
 
+// TestGitHubAPIErrorAnswers: an answer other than 200 is never read as the
+// user, and GitHub's secondary rate limit, which says when to retry only in
+// Retry-After, is reported as a rate limit with that time.
+func TestGitHubAPIErrorAnswers(t *testing.T) {
+	tests := []struct {
+		name        string
+		status      int
+		retryAfter  string
+		rateLimited bool
+	}{
+		{name: "a 202 answer with a user in it is an error", status: http.StatusAccepted},
+		{name: "a secondary rate limit (403 with Retry-After) is a rate limit", status: http.StatusForbidden, retryAfter: "120", rateLimited: true},
+		{name: "429 with Retry-After is a rate limit", status: http.StatusTooManyRequests, retryAfter: "120", rateLimited: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.retryAfter != "" {
+					w.Header().Set("Retry-After", tt.retryAfter)
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tt.status)
+				_, _ = io.WriteString(w, `{"login":"octocat","id":583231,"message":"You have exceeded a secondary rate limit."}`)
+			}))
+			t.Cleanup(api.Close)
+			p := &oidcProvider{cfg: Config{ID: githubIdP, Preset: PresetGitHub, UserinfoURL: api.URL + "/user"}, client: api.Client()}
+			before := time.Now()
+			claims, err := p.oauth2Claims(context.Background(), &oauth2.Token{AccessToken: "gho_x", TokenType: "bearer"})
+			var ge *GitHubAPIError
+			if !errors.As(err, &ge) || ge.Status != tt.status || ge.RateLimited != tt.rateLimited {
+				t.Fatalf("claims = %v, err = %v (%#v), want a GitHubAPIError %d rate-limited=%v", claims, err, ge, tt.status, tt.rateLimited)
+			}
+			if tt.rateLimited && ge.Reset.Before(before.Add(time.Minute)) {
+				t.Errorf("Reset = %v, want about two minutes after %v (Retry-After: %s)", ge.Reset, before, tt.retryAfter)
+			}
+		})
+	}
+}
+
 func TestGitHubNextPage(t *testing.T) {
 	gh := githubClient{api: "https://api.github.com"}
 	tests := []struct {
