@@ -71,6 +71,13 @@ func TestPresetsFillInWhatTheProvidersDocument(t *testing.T) {
 				Scopes: []string{"openid", "email", "profile"}, Claims: map[string]string{"username": "username"}},
 		},
 		{
+			name: "a cognito domain given with its /oauth2 path has it once",
+			in:   Config{Preset: PresetCognito, Domain: "https://cvat.auth.us-east-1.amazoncognito.com/oauth2/"},
+			want: Config{Protocol: OAuth2, AuthURL: "https://cvat.auth.us-east-1.amazoncognito.com/oauth2/authorize",
+				TokenURL: "https://cvat.auth.us-east-1.amazoncognito.com/oauth2/token", UserinfoURL: "https://cvat.auth.us-east-1.amazoncognito.com/oauth2/userInfo",
+				Scopes: []string{"openid", "email", "profile"}, Claims: map[string]string{"username": "username"}},
+		},
+		{
 			name: "azure is the tenant's v2.0 issuer with groups and xms_edov",
 			in:   Config{Preset: PresetAzure, Tenant: tenant},
 			want: Config{Protocol: OIDC, ServerURL: "https://login.microsoftonline.com/" + tenant + "/v2.0", Scopes: []string{"openid", "profile", "email"},
