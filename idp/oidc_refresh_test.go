@@ -170,6 +170,38 @@ func TestOIDCLogoutURLRefusesAnEndSessionEndpointThatIsNotAbsolute(t *testing.T)
 	}
 }
 
+// An end_session_endpoint with a query of its own (a tenant or policy some
+// IdPs put there) keeps it beside the parameters the proxy adds.
+func TestOIDCLogoutURLKeepsTheEndSessionEndpointsQuery(t *testing.T) {
+	ti := newTestIssuer(t)
+	ti.endSession = ti.url + "/logout?p=b2c_1_signin&client_id=not-ours"
+	p := ti.provider(t)
+	target, err := p.LogoutURL(&Tokens{IDToken: "idt"}, "https://proxy.example/done", &Flow{State: "s"})
+	if err != nil {
+		t.Fatalf("LogoutURL: %v", err)
+	}
+	q := mustParse(t, target).Query()
+	if q.Get("p") != "b2c_1_signin" || len(q["client_id"]) != 1 || q.Get("client_id") != p.cfg.ClientID ||
+		q.Get("id_token_hint") != "idt" || q.Get("state") != "s" {
+		t.Errorf("logout URL %s: want p=b2c_1_signin kept and one client_id, ours (%s)", target, p.cfg.ClientID)
+	}
+}
+
+// Cognito's logout, which is not RP-Initiated Logout, refuses an
+// end_session_endpoint that is no absolute http(s) URL all the same.
+func TestCognitoLogoutURLRefusesAnEndSessionEndpointThatIsNotAbsolute(t *testing.T) {
+	for _, endSession := range []string{"/logout", "javascript:alert(document.domain)", "https:///logout"} {
+		ti := newTestIssuer(t)
+		ti.endSession = endSession
+		p := ti.provider(t)
+		p.cfg.Preset = PresetCognito
+		u, err := p.LogoutURL(&Tokens{}, "https://proxy.example/done", &Flow{State: "s"})
+		if err == nil || !strings.Contains(err.Error(), "cognito logout endpoint") || !strings.Contains(err.Error(), "is not an absolute URL") {
+			t.Errorf("end_session_endpoint %q: LogoutURL = %q, %v; want it refused as not an absolute URL", endSession, u, err)
+		}
+	}
+}
+
 func TestOIDCLogoutURLWithoutEndSessionEndpoint(t *testing.T) {
 	// Plain OAuth2 has no discovery document and so no logout endpoint.
 	p := startOIDC(t, Config{ID: testIdP, Protocol: OAuth2, ClientID: "c", AuthURL: "https://idp.example/a",
