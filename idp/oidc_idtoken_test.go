@@ -71,3 +71,31 @@ func TestOIDCIDTokenChecksAtLogin(t *testing.T) {
 		})
 	}
 }
+
+// TestOIDCRefreshChecksAtHash: an ID token from a refresh whose at_hash is
+// not that of the access token it came with is refused, as at login.
+func TestOIDCRefreshChecksAtHash(t *testing.T) {
+	ti := newTestIssuer(t)
+	p := ti.provider(t)
+	atHash := func(accessToken string) string {
+		sum := sha256.Sum256([]byte(accessToken))
+		return base64.RawURLEncoding.EncodeToString(sum[:len(sum)/2])
+	}
+	for _, tt := range []struct {
+		accessToken string
+		wantErr     string
+	}{
+		{accessToken: "at"},
+		{accessToken: "another", wantErr: "access token hash"},
+	} {
+		ti.edit = func(c map[string]any) { c["at_hash"] = atHash(tt.accessToken) }
+		prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
+		if tt.wantErr == "" {
+			if err != nil || prof == nil || prof.Sub != "alice" {
+				t.Errorf("at_hash of %q: got %+v, %v; want alice", tt.accessToken, prof, err)
+			}
+		} else if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("at_hash of %q: got %+v, %v; want an error containing %q", tt.accessToken, prof, err, tt.wantErr)
+		}
+	}
+}
