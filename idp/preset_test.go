@@ -179,6 +179,8 @@ func TestPresetValidation(t *testing.T) {
 			want: []string{"protocol: preset github uses OAUTH2, not OIDC"}},
 		{name: "a base_url that is not a URL is refused", c: Config{Preset: PresetGitHub, BaseURL: "ftp://ghe.example.com"},
 			want: []string{`base_url: not a host name or http(s) URL: "ftp://ghe.example.com"`}},
+		{name: "a base_url with a user and password is refused, the password not repeated", c: Config{Preset: PresetGitHub, BaseURL: "https://octocat:hunter2@ghe.example.com"},
+			want: []string{`base_url: not a host name or http(s) URL: "https://xxxxx@ghe.example.com"`}},
 		{name: "a plain http base_url is refused as base_url", c: Config{Preset: PresetGitHub, BaseURL: "http://ghe.example.com"},
 			want: []string{`base_url: plain http refused outside development: the host "ghe.example.com" is not loopback, and the preset's login, token and user endpoints are under it; use https`}},
 		{name: "a plain http domain is refused as domain", c: Config{Preset: PresetOkta, Domain: "http://acme.okta.com"},
