@@ -88,6 +88,8 @@ func TestAdmit(t *testing.T) {
 		{name: "azure with xms_edov false is not verified at Microsoft", c: Config{Preset: PresetAzure, RequireVerifiedEmail: true},
 			p:    Profile{Email: "ceo@example.com", Claims: map[string]any{"xms_edov": false}},
 			rule: "require_verified_email", reasons: "not verified at Microsoft"},
+		{name: "azure without an email is not told to ask for xms_edov", c: Config{Preset: PresetAzure, RequireVerifiedEmail: true},
+			p: Profile{Claims: map[string]any{}}, rule: "require_verified_email", reasons: "not verified at Microsoft"},
 		{name: "azure with xms_edov true admits the domain", c: Config{Preset: PresetAzure, AllowedEmailDomains: []string{"example.com"}},
 			p: Profile{Email: "ceo@example.com", EmailVerified: true, Claims: map[string]any{"xms_edov": true}}},
 		{name: "a verified email passes require_verified_email", c: Config{RequireVerifiedEmail: true}, p: alice},
