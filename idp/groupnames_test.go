@@ -189,6 +189,12 @@ func TestGroupNameWarnings(t *testing.T) {
 			want:      []string{orgAtGitHub + `name a team (my-org/admins)`},
 		},
 		{
+			name:      "one(groups, # == name) is followed like any",
+			expr:      `one(groups, {# == "cvat-admins"})`,
+			providers: []Config{company, github},
+			want:      []string{orgBesideCompany},
+		},
+		{
 			name:      "a name tested twice is one warning",
 			expr:      `"cvat-admins" in groups || any(groups, # == "cvat-admins")`,
 			providers: []Config{github},
