@@ -266,6 +266,20 @@ func TestGitHubLoginVariants(t *testing.T) {
 			}
 		}
 	})
+	t.Run("write:org and admin:org include read:org: organisations and teams are read", func(t *testing.T) {
+		for _, scope := range []string{"write:org", "admin:org"} {
+			h := newGitHubHarness(t, octocat(), func(c *Config, _ *githubapi.Server) {
+				c.Scopes = []string{"read:user", "user:email", scope}
+			}, false)
+			p, err := h.login(t)
+			if err != nil {
+				t.Fatalf("with %s: Complete: %v", scope, err)
+			}
+			if len(p.Groups) != 132 {
+				t.Errorf("with %s: %d groups, want 132", scope, len(p.Groups))
+			}
+		}
+	})
 	t.Run("a GitHub App's token, whose granted scope is always empty, reads organisations and teams", func(t *testing.T) {
 		h := newGitHubHarnessWith(t, githubapi.Options{User: octocat(), GitHubApp: true}, nil)
 		p, err := h.login(t)
@@ -377,6 +391,11 @@ func TestGitHubNextPage(t *testing.T) {
 		{
 			name:    "a next link to another host is refused: the token would go with it",
 			link:    `<https://evil.example/user/emails?page=2>; rel="next"`,
+			wantErr: true,
+		},
+		{
+			name:    "a next link to plain http on the API's host is refused: the token would cross unencrypted",
+			link:    `<http://api.github.com/user/emails?page=2>; rel="next"`,
 			wantErr: true,
 		},
 	}
