@@ -642,3 +642,27 @@ func TestLDAPLoginRunningWhenTheProviderStopsKeepsNoConnection(t *testing.T) {
 		t.Errorf("%d connections kept open to the directory by a stopped provider", idle)
 	}
 }
+
+// TestLDAPWarnings: plain ldap:// to a directory off loopback is warned
+// about; start_tls, ldaps:// or loopback each make it no warning.
+func TestLDAPWarnings(t *testing.T) {
+	plain := []Warning{{"url", "plain ldap:// without start_tls: passwords cross the network unencrypted; use ldaps:// or start_tls: true outside development"}}
+	for _, tt := range []struct {
+		name     string
+		url      string
+		startTLS bool
+		want     []Warning
+	}{
+		{name: "plain ldap:// off loopback", url: "ldap://ad.example.com", want: plain},
+		{name: "ldap:// with start_tls", url: "ldap://ad.example.com", startTLS: true},
+		{name: "ldaps://", url: "ldaps://ad.example.com"},
+		{name: "plain ldap:// on loopback", url: "ldap://127.0.0.1:3890"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{ID: "ad", Protocol: LDAP, URL: tt.url, StartTLS: tt.startTLS}
+			if got := c.Warnings(); !slices.Equal(got, tt.want) {
+				t.Errorf("Warnings() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
