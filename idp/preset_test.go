@@ -57,6 +57,12 @@ func TestPresetsFillInWhatTheProvidersDocument(t *testing.T) {
 				Claims: map[string]string{"groups": "groups", "username": "preferred_username"}},
 		},
 		{
+			name: "self-hosted gitlab under a path keeps the path, without its trailing slash",
+			in:   Config{Preset: PresetGitLab, BaseURL: "https://example.com/gitlab/"},
+			want: Config{Protocol: OIDC, ServerURL: "https://example.com/gitlab", Scopes: []string{"openid", "profile", "email"},
+				Claims: map[string]string{"groups": "groups", "username": "preferred_username"}},
+		},
+		{
 			name: "cognito with a user pool is OIDC at the pool's issuer, region read from the pool id",
 			in:   Config{Preset: PresetCognito, UserPoolID: "eu-west-1_AbC123xyz"},
 			want: Config{Protocol: OIDC, ServerURL: "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123xyz",
@@ -164,6 +170,8 @@ func TestPresetValidation(t *testing.T) {
 		{name: "azure needs tenant", c: Config{Preset: PresetAzure}, want: []string{"preset: azure needs tenant"}},
 		{name: "azure refuses the multi-tenant common endpoint", c: Config{Preset: PresetAzure, Tenant: "common"},
 			want: []string{`tenant: must be the directory (tenant) id, a GUID like 72f988bf-86f1-41af-91ab-2d7cd011db47 (got "common"): other values discover an issuer that cannot be verified`}},
+		{name: "azure refuses a tenant GUID with a path after it", c: Config{Preset: PresetAzure, Tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47/../common"},
+			want: []string{`tenant: must be the directory (tenant) id, a GUID like 72f988bf-86f1-41af-91ab-2d7cd011db47 (got "72f988bf-86f1-41af-91ab-2d7cd011db47/../common"): other values discover an issuer that cannot be verified`}},
 		{name: "okta needs domain", c: Config{Preset: PresetOkta}, want: []string{"preset: okta needs domain"}},
 		{name: "auth0 needs domain", c: Config{Preset: PresetAuth0}, want: []string{"preset: auth0 needs domain"}},
 		{name: "keycloak needs the realm URL", c: Config{Preset: PresetKeycloak},
