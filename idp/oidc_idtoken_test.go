@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestOIDCIDTokenChecksAtLogin holds a login to the checks of the ID token
@@ -97,5 +98,35 @@ func TestOIDCRefreshChecksAtHash(t *testing.T) {
 		} else if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("at_hash of %q: got %+v, %v; want an error containing %q", tt.accessToken, prof, err, tt.wantErr)
 		}
+	}
+}
+
+// TestOIDCRefreshRefusesAnIDTokenIssuedInTheFuture: an iat past the clock
+// skew is refused at a refresh, as at a login.
+func TestOIDCRefreshRefusesAnIDTokenIssuedInTheFuture(t *testing.T) {
+	ti := newTestIssuer(t)
+	p := ti.provider(t)
+	ti.edit = func(c map[string]any) {
+		c["iat"] = time.Now().Add(time.Hour).Unix()
+		c["exp"] = time.Now().Add(2 * time.Hour).Unix()
+	}
+	prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
+	if err == nil || !strings.Contains(err.Error(), "issued in the future") {
+		t.Fatalf("got %+v, %v; want the ID token refused as issued in the future", prof, err)
+	}
+}
+
+// TestOIDCRefreshKeepsTheNewIDToken: the ID token of a refresh replaces the
+// login's, so that the next refresh and the logout's id_token_hint use it.
+func TestOIDCRefreshKeepsTheNewIDToken(t *testing.T) {
+	ti := newTestIssuer(t)
+	p := ti.provider(t)
+	old := fakeJWT(`{"sub":"alice"}`)
+	_, next, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: old})
+	if err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	if next.IDToken == old || subjectOf(next.IDToken) != "alice" {
+		t.Errorf("ID token after the refresh = %q, want the new one the issuer sent", next.IDToken)
 	}
 }
