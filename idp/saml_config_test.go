@@ -341,3 +341,19 @@ func TestSAMLProfileMapping(t *testing.T) {
 		}
 	})
 }
+
+// TestStaticIdPMetadataHasTheSLOURL: an IdP configured by x509_cert and
+// sso_url has slo_url as its SingleLogoutService, where single sign-out
+// sends the browser.
+func TestStaticIdPMetadataHasTheSLOURL(t *testing.T) {
+	_, _, cert := writeSPKeyPair(t)
+	md, err := staticIdPMetadata(Config{X509Cert: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),
+		SSOURL: "https://sso.company.com/sso", SLOURL: "https://sso.company.com/slo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slo := md.IDPSSODescriptors[0].SingleLogoutServices
+	if len(slo) != 1 || slo[0].Location != "https://sso.company.com/slo" || slo[0].Binding != saml.HTTPRedirectBinding {
+		t.Errorf("SingleLogoutServices = %+v, want slo_url over HTTP-Redirect", slo)
+	}
+}
