@@ -261,6 +261,9 @@ func TestParseIdPMetadata(t *testing.T) {
 			strings.Replace(federation, "<EntitiesDescriptor ", `<EntitiesDescriptor validUntil="2020-01-01T00:00:00Z" `, 1), srv.EntityID(), "expired"},
 		{"an IDPSSODescriptor whose validUntil has passed is refused",
 			strings.Replace(real, "<IDPSSODescriptor ", `<IDPSSODescriptor validUntil="2020-01-01T00:00:00Z" `, 1), srv.EntityID(), "expired"},
+		{"an entity that is no IdP is named as such",
+			`<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://sp.example"><SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"/></EntityDescriptor>`,
+			"https://sp.example", `entity "https://sp.example" has no IDPSSODescriptor`},
 		{"metadata for another entity id is refused", real, "https://sso.company.com", "check entity_id"},
 		{"metadata without a signing certificate is refused", strip(real, "<KeyDescriptor", "</KeyDescriptor>"), srv.EntityID(), "signing certificate"},
 		// A KeyDescriptor without use is for signing and encryption both
