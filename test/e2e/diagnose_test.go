@@ -64,6 +64,9 @@ func (l *operatorLog) find(t *testing.T, match map[string]any) []map[string]any 
 	t.Helper()
 	var found []map[string]any
 	for _, text := range strings.Split(strings.TrimSpace(l.out.String()), "\n") {
+		if text == "" {
+			continue // nothing logged yet: callers poll
+		}
 		var line map[string]any
 		if err := json.Unmarshal([]byte(text), &line); err != nil {
 			t.Fatalf("log line is not JSON: %q", text)
