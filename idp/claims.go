@@ -59,19 +59,6 @@ func (c *Config) profile(claims map[string]any, mapping map[string]string) *Prof
 	return p
 }
 
-// unsentFields are the profile fields that entry c's IdP has no claim for,
-// unless the operator mapped one: a login without them is missing nothing,
-// and a hint to ask for a scope that releases them would send the operator
-// looking for one the IdP does not have. Google's ID token and userinfo
-// carry no groups (a Workspace's groups are its Directory API's): every
-// Google login was logged as missing them.
-func (c *Config) unsentFields() []string {
-	if _, mapped := c.Claims["groups"]; c.Preset == PresetGoogle && !mapped {
-		return []string{"groups"}
-	}
-	return nil
-}
-
 // profileFromClaims fills a profile from claims through mapping (as built by
 // claimMapping). Groups may be a list, or a string holding exactly one group
 // (no splitting on commas or spaces: group names may contain both).

@@ -177,3 +177,19 @@ func (c *Config) checkPresetClaims(claims map[string]any) error {
 	}
 	return nil
 }
+
+// unsentFields are the profile fields that entry c's IdP has no claim for,
+// per preset, unless the operator mapped one: a login without them is
+// missing nothing (Config.profile), and a hint to ask for a scope that
+// releases them would send the operator looking for one the IdP does not
+// have. Google's ID token and userinfo carry no groups (a Workspace's groups
+// are its Directory API's): every Google login was logged as missing them.
+func (c *Config) unsentFields() []string {
+	switch c.Preset {
+	case PresetGoogle:
+		if _, mapped := c.Claims["groups"]; !mapped {
+			return []string{"groups"}
+		}
+	}
+	return nil
+}
