@@ -62,13 +62,16 @@ func (d *redisDiesAfterRefresh) RoundTrip(r *http.Request) (*http.Response, erro
 
 // refreshAfterRedisCameBack is a user signed in through the real
 // oidc-provider, with her session in a Redis that keeps its data across a
-// crash (appendonly), and the proxy's clock, which the test moves on.
+// crash (appendonly), and the proxy's clock, which stands still unless the
+// test moves it on: sessions keep their refresh times to the second, and a
+// clock that ran would make the login's own last request refresh the
+// session it had just made whenever the login crossed a second.
 type refreshAfterRedisCameBack struct {
 	h      *Handler
 	url    string
 	redis  *redisserver.Server
 	idp    *redisDiesAfterRefresh
-	offset atomic.Int64 // added to the proxy's clock
+	offset atomic.Int64 // the proxy's clock, from the fixture's start
 	cookie string
 }
 
@@ -87,7 +90,8 @@ func newRefreshAfterRedisCameBack(t *testing.T) *refreshAfterRedisCameBack {
 
 	y := strings.NewReplacer("PUBLIC_URL", e.url, "UPSTREAM_URL", up.URL, "REDIS_URL", e.redis.URL, "ISSUER", op.Issuer).Replace(refreshRedisConfig)
 	e.h = newTestHandlerVia(t, y, e.idp)
-	e.h.now = func() time.Time { return time.Now().Add(time.Duration(e.offset.Load())) }
+	start := time.Now()
+	e.h.now = func() time.Time { return start.Add(time.Duration(e.offset.Load())) }
 	srv := &http.Server{Handler: e.h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
