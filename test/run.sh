@@ -10,6 +10,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# retry runs a download (apt, npm, go install) up to three times: a mirror or
+# registry that fails once must not fail the run before a test has started.
+retry() {
+	local attempt
+	for attempt in 1 2 3; do
+		"$@" && return 0
+		echo "test/run.sh: $* failed (attempt $attempt of 3)" >&2
+		[ "$attempt" -eq 3 ] || sleep $((attempt * 15))
+	done
+	return 1
+}
+
 apt_packages=(chromium slapd ldap-utils redis-server)
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -19,17 +31,17 @@ if ((${#missing[@]})); then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	echo "test/run.sh: installing ${missing[*]}"
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	retry $sudo apt-get update -qq
+	retry $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -d test/oidc/node_modules/oidc-provider ] || [ test/oidc/package-lock.json -nt test/oidc/node_modules/.package-lock.json ]; then
 	echo "test/run.sh: npm ci in test/oidc"
-	(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
+	(cd test/oidc && retry npm ci --no-audit --no-fund --loglevel=error)
 fi
 if [ ! -d test/a11y/node_modules/axe-core ] || [ test/a11y/package-lock.json -nt test/a11y/node_modules/.package-lock.json ]; then
 	echo "test/run.sh: npm ci in test/a11y"
-	(cd test/a11y && npm ci --no-audit --no-fund --loglevel=error)
+	(cd test/a11y && retry npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # helm, for deploy/helm_test.go (helm lint and helm template of charts/portcullis;
@@ -38,7 +50,7 @@ fi
 helm_version=v3.22.0
 if ! command -v helm >/dev/null && [ ! -x "$(go env GOPATH)/bin/helm" ]; then
 	echo "test/run.sh: go install helm.sh/helm/v3/cmd/helm@$helm_version"
-	go install "helm.sh/helm/v3/cmd/helm@$helm_version"
+	retry go install "helm.sh/helm/v3/cmd/helm@$helm_version"
 fi
 
 echo "test/run.sh: go vet"
