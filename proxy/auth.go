@@ -500,6 +500,18 @@ func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason
 func (h *Handler) flowFailure(r *http.Request, err error) (reason, hint, msg string) {
 	public := h.cfg.Server.PublicURL
 	switch {
+	case errors.Is(err, session.ErrFlowMissing) && !h.cookies.Secure && r.Method == http.MethodPost &&
+		r.Header.Get("Sec-Fetch-Site") == "cross-site":
+		// The browser says where the post came from: no cookie of ours
+		// could have come with it, whatever else is right.
+		reason = "state_cookie_missing"
+		hint = "the IdP's answer is a POST from another site (SAML's HTTP-POST binding) to a public_url on plain http (" + public + "): " +
+			"browsers send a login's cookie with a cross-site POST only when it is SameSite=None, which they accept only with Secure, over https. " +
+			"Serve the proxy on https, as in production, or, in development, put the IdP on the same host as the proxy " +
+			"(another port is fine: 127.0.0.1 for both, or localhost for both)"
+		msg = "This sign-in cannot be finished: the application is reached over plain http, and your browser does not send back " +
+			"the cookie this sign-in started with after the identity provider's answer. This is a problem with how the application is set up, " +
+			"not with your account: tell your administrator, with the request ID below."
 	case errors.Is(err, session.ErrFlowMissing) && !h.carriesOwnCookie(r):
 		reason = "state_cookie_missing"
 		hint = "the browser sent back none of the proxy's cookies, so not the one set when this login started: it was started at another address " +

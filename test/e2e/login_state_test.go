@@ -212,3 +212,49 @@ func TestAnotherSitesImagesDoNotEvictALoginInChromium(t *testing.T) {
 		signIn(t, tab, "company")
 	})
 }
+
+// TestSAMLAnswerFromAnotherSiteOverHTTPIsNamedInChromium: a SAML IdP on
+// another site (127.0.0.2) posts its answer to a proxy on plain http, as in
+// a development set-up with the IdP in a container of its own. Chromium
+// withholds the login's state cookie from that cross-site POST: it is
+// SameSite=Lax, since browsers refuse SameSite=None without Secure, which
+// needs https. The login cannot finish; the log says why and what to
+// change, rather than the list of causes for a cookie that did not come
+// back, and the user is told it is not their doing.
+func TestSAMLAnswerFromAnotherSiteOverHTTPIsNamedInChromium(t *testing.T) {
+	s := listen(t)
+	samlIdP := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice}, Addr: "127.0.0.2:0"})
+	logs := s.startLogged(t, strings.NewReplacer("ENTITY_ID", samlIdP.EntityID(),
+		"IDP_SOURCE", "metadata_url: "+samlIdP.MetadataURL()).Replace(samlConfig))
+	rec := httptest.NewRecorder()
+	s.Handler.ServeHTTP(rec, httptest.NewRequest("GET", "/.portcullis/saml/corp/metadata", nil))
+	if err := samlIdP.AddServiceProviderXML(rec.Body.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+
+	tab := newTab(t, newChromium(t))
+	step(t, tab, "start the login", chromedp.Navigate(s.URL+"/.portcullis/login/corp?rd=/projects"),
+		chromedp.WaitVisible(chromedp.CSS(`input[name="password"]`)))
+	step(t, tab, "sign in at the IdP",
+		chromedp.SendKeys(chromedp.CSS(`input[name="user"]`), samlAlice.Name),
+		chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), samlAlice.Password),
+		chromedp.Click(chromedp.CSS(`input[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#email, [role="alert"]`))) // the application, or a refusal
+	page := value(t, tab, "read the page", chromedp.Text(chromedp.CSS(`body`)))
+	if loc := value(t, tab, "read the location", chromedp.Location()); loc != s.URL+"/.portcullis/saml/corp/acs" {
+		t.Fatalf("the login ended at %s, want the ACS's refusal:\n%s", loc, page)
+	}
+	if !strings.Contains(page, "not with your account") {
+		t.Errorf("the page does not tell the user that the set-up is at fault:\n%s", page)
+	}
+	lines := logs.find(t, map[string]any{"log": "audit", "event": "login_failed"})
+	if len(lines) != 1 {
+		t.Fatalf("%d login_failed lines, want 1", len(lines))
+	}
+	hint, _ := lines[0]["hint"].(string)
+	for _, want := range []string{"another site", "SameSite", "https", "same host"} {
+		if lines[0]["reason"] != "state_cookie_missing" || !strings.Contains(hint, want) {
+			t.Errorf("login_failed line %v: want reason state_cookie_missing and a hint with %q", lines[0], want)
+		}
+	}
+}
