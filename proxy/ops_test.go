@@ -344,7 +344,7 @@ func TestEveryMetricIsFedWithBoundedLabels(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "portcullis.yaml")
 	os.WriteFile(path, []byte(yaml), 0o600)
-	l := newLive(context.Background(), f.h, f.h.log)
+	l := newLive(t.Context(), f.h, f.h.log)
 	l.src = &configSource{path: path, getenv: os.Getenv}
 	if err := l.reload("test"); err != nil {
 		t.Fatal(err)
@@ -449,7 +449,10 @@ func newReloadFixtureFrom(t *testing.T, config string) *reloadFixture {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l := newLive(context.Background(), f.h, f.h.log)
+	// The providers a reload builds run until this context ends: one
+	// left to retry discovery after its test was counted as the proxy's
+	// by TestLongRunningServeHoldsNoMore in a later run (-count).
+	l := newLive(t.Context(), f.h, f.h.log)
 	l.src = &configSource{path: path, getenv: os.Getenv}
 	_, l.src.stamp, _ = l.src.read()
 	return &reloadFixture{fixture: f, live: l, logs: logs, path: path, yaml: yaml}

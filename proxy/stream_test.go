@@ -28,7 +28,7 @@ import (
 // address.
 func (f *fixture) serve(t testing.TB) string {
 	t.Helper()
-	return serveLive(t, newLive(context.Background(), f.h, f.h.log))
+	return serveLive(t, newLive(t.Context(), f.h, f.h.log))
 }
 
 // serveLive runs l on loopback listeners until the test ends and returns
