@@ -71,7 +71,7 @@ type refreshAfterRedisCameBack struct {
 	url    string
 	redis  *redisserver.Server
 	idp    *redisDiesAfterRefresh
-	offset atomic.Int64 // the proxy's clock, from the fixture's start
+	at     atomic.Int64 // the proxy's clock, in Unix nanoseconds
 	cookie string
 }
 
@@ -90,8 +90,8 @@ func newRefreshAfterRedisCameBack(t *testing.T) *refreshAfterRedisCameBack {
 
 	y := strings.NewReplacer("PUBLIC_URL", e.url, "UPSTREAM_URL", up.URL, "REDIS_URL", e.redis.URL, "ISSUER", op.Issuer).Replace(refreshRedisConfig)
 	e.h = newTestHandlerVia(t, y, e.idp)
-	start := time.Now()
-	e.h.now = func() time.Time { return start.Add(time.Duration(e.offset.Load())) }
+	e.at.Store(time.Now().UnixNano())
+	e.h.now = func() time.Time { return time.Unix(0, e.at.Load()) }
 	srv := &http.Server{Handler: e.h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -114,6 +114,12 @@ func newRefreshAfterRedisCameBack(t *testing.T) *refreshAfterRedisCameBack {
 	if resp.StatusCode != http.StatusOK || e.cookie == "" {
 		t.Fatalf("login: %d at %s, session cookie %q", resp.StatusCode, resp.Request.URL, e.cookie)
 	}
+	// The session's times come from the store's clock, the real one, at
+	// the callback: the proxy's clock, which stood before that during the
+	// login, stands from now on at the end of the login, or, on a loaded
+	// machine, a test's advance past session.refresh might not reach past
+	// the session's refresh time.
+	e.at.Store(time.Now().UnixNano())
 	return e
 }
 
@@ -132,7 +138,7 @@ func (e *refreshAfterRedisCameBack) get(t *testing.T) int {
 	return resp.StatusCode
 }
 
-func (e *refreshAfterRedisCameBack) advance(d time.Duration) { e.offset.Add(int64(d)) }
+func (e *refreshAfterRedisCameBack) advance(d time.Duration) { e.at.Add(int64(d)) }
 
 // When Redis dies between the IdP's answer to a refresh and the save of
 // the renewed session, the IdP has rotated the refresh token and Redis
