@@ -77,11 +77,21 @@ func TestSAMLMetadataRefreshKeepsLastGoodCopy(t *testing.T) {
 	if err := p.Ready(); err != nil {
 		t.Fatalf("not ready after a good first fetch: %v", err)
 	}
-	good := p.current.Load()
+	// fetched waits until n more fetches have begun since it was called:
+	// those that began before, served as the metadata was then, have
+	// finished with all but the last (one fetch at a time). A refresh in
+	// flight while the test looked would otherwise replace the metadata
+	// after it, or clear the error after the test saw the new copy.
+	fetched := func(what string, n int32) {
+		t.Helper()
+		hits := md.hits.Load()
+		waitFor(t, what, func() bool { return md.hits.Load() >= hits+n })
+	}
 
 	md.broken.Store(true)
-	hits := md.hits.Load()
-	waitFor(t, "failed refreshes", func() bool { return md.hits.Load() >= hits+3 })
+	fetched("a failed refresh", 2)
+	good := p.current.Load()
+	fetched("failed refreshes", 3)
 	if err := p.Ready(); err != nil {
 		t.Errorf("a failed refresh made the provider unready: %v", err)
 	}
@@ -96,7 +106,10 @@ func TestSAMLMetadataRefreshKeepsLastGoodCopy(t *testing.T) {
 	}
 
 	md.broken.Store(false)
-	waitFor(t, "a successful refresh", func() bool { return p.current.Load() != good })
+	fetched("a successful refresh", 2)
+	if p.current.Load() == good {
+		t.Errorf("a successful refresh kept the old copy")
+	}
 	if p.lastErr.Load() != nil {
 		t.Errorf("the error stayed after a successful refresh")
 	}
