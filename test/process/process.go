@@ -25,20 +25,38 @@ import (
 // client connection between FreePort and the server's start (EADDRINUSE).
 func FreePort(t testing.TB) int {
 	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	return port
+}
+
+// FreeAddr is FreePort as 127.0.0.1:port, for a caller with no test to
+// fail (TestMain).
+func FreeAddr() (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	return "127.0.0.1:" + strconv.Itoa(port), nil
+}
+
+func freePort() (int, error) {
 	low := ephemeralLow()
 	for range 100 {
 		port := freePortBase + rand.IntN(low-freePortBase)
 		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
 			l.Close()
-			return port
+			return port, nil
 		}
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("free port: %v", err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // freePortBase is where FreePort's ports start: above the fixed ports the

@@ -8,7 +8,6 @@ package security
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -227,14 +226,15 @@ func moduleRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// freeAddr reserves a loopback port and releases it for a server to take.
+// freeAddr is a loopback address for a server to take, below the kernel's
+// ephemeral range (process.FreePort): one from ":0" can be taken by a
+// client connection before the server starts.
 func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := process.FreeAddr()
 	if err != nil {
 		panic(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 func tail(s string, n int) string {
