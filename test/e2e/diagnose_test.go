@@ -590,6 +590,34 @@ func TestLDAPFormCookieNotComingBackIsNamed(t *testing.T) {
 	if hint, _ := line["hint"].(string); line["reason"] != "state_cookie_missing" || !strings.Contains(hint, "blocks them") {
 		t.Errorf("login_failed line %v, want reason state_cookie_missing with a hint", line)
 	}
+
+	// Posted from another site's page (a browser says so), the form is no
+	// IdP's answer: the hint for a SAML IdP on another site over http is
+	// not the one given.
+	crossSite := &http.Client{Transport: crossSitePosts{noCookies.Transport}, Timeout: 30 * time.Second}
+	if form, err = crossSite.Get(s.URL + "/tasks"); err != nil {
+		t.Fatal(err)
+	}
+	resp = postLDAPForm(t, crossSite, form, "alice", "alice-pw")
+	readBody(t, resp)
+	line = logs.audit(t, resp, "login_failed")
+	if hint, _ := line["hint"].(string); line["reason"] != "state_cookie_missing" || !strings.Contains(hint, "blocks them") || strings.Contains(hint, "SAML") {
+		t.Errorf("login_failed line of a cross-site post %v, want reason state_cookie_missing with the form's hint", line)
+	}
+}
+
+// crossSitePosts says of every POST what a browser says of a form another
+// site's page submits.
+type crossSitePosts struct{ next http.RoundTripper }
+
+func (c crossSitePosts) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPost {
+		r = r.Clone(r.Context())
+		r.Header.Set("Sec-Fetch-Site", "cross-site")
+		r.Header.Set("Sec-Fetch-Mode", "navigate")
+		r.Header.Set("Sec-Fetch-Dest", "document")
+	}
+	return c.next.RoundTrip(r)
 }
 
 // keepCookies is a proxy in front that passes on only the cookies whose
