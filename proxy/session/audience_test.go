@@ -22,14 +22,7 @@ func TestSessionsOpenOnlyAtTheDeploymentThatSealedThem(t *testing.T) {
 	}
 	a, b := at("https://grafana.example.com"), at("https://cvat.example.com")
 	srv := redisserver.Start(t)
-	stores := []struct {
-		name string
-		make func(Options) Store // the redis ones share one Redis
-	}{
-		{"cookie", func(o Options) Store { return mustStore(t, o) }},
-		{"redis", func(o Options) Store { return replica(t, srv, o) }},
-	}
-	for _, st := range stores {
+	for _, st := range bothStores(t, srv) {
 		t.Run(st.name, func(t *testing.T) {
 			s := New(testProfile(), idp.Tokens{}, a)
 			cookies := saveTo(t, st.make(a), s)

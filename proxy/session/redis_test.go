@@ -369,13 +369,21 @@ func TestRedisDownIsAnErrorNotASession(t *testing.T) {
 	}
 }
 
-func TestSharedUsedStatesAreSingleUseAcrossReplicas(t *testing.T) {
+// flowsOnTwoReplicas are the login flows of two replicas that share their
+// used states in one Redis; one is the first replica's store.
+func flowsOnTwoReplicas(t *testing.T) (one *RedisStore, f1, f2 *Flows) {
+	t.Helper()
 	srv := redisserver.Start(t)
 	c := newClock()
 	one, two := replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c))
-	f1, f2 := NewFlows(testOptions(c)), NewFlows(testOptions(c))
+	f1, f2 = NewFlows(testOptions(c)), NewFlows(testOptions(c))
 	f1.ShareUsedStates(one.Redis())
 	f2.ShareUsedStates(two.Redis())
+	return one, f1, f2
+}
+
+func TestSharedUsedStatesAreSingleUseAcrossReplicas(t *testing.T) {
+	_, f1, f2 := flowsOnTwoReplicas(t)
 
 	state := NewState()
 	w := httptest.NewRecorder()
@@ -395,12 +403,7 @@ func TestSharedUsedStatesAreSingleUseAcrossReplicas(t *testing.T) {
 // still be finished, and a failed login's Release gives it back on every
 // replica, as the memory set does for one.
 func TestSharedUsedStatesLastTheFlowAndAreReleased(t *testing.T) {
-	srv := redisserver.Start(t)
-	c := newClock()
-	one, two := replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c))
-	f1, f2 := NewFlows(testOptions(c)), NewFlows(testOptions(c))
-	f1.ShareUsedStates(one.Redis())
-	f2.ShareUsedStates(two.Redis())
+	one, f1, f2 := flowsOnTwoReplicas(t)
 	start := func() (string, []*http.Cookie) {
 		state := NewState()
 		w := httptest.NewRecorder()
@@ -446,14 +449,7 @@ func TestSessionsEndAtTheEarlierOfTheirExpiryAndTheLifetime(t *testing.T) {
 		o.Lifetime, o.IdleTimeout = lifetime, 0
 		return o
 	}
-	stores := []struct {
-		name string
-		make func(Options) Store // the redis ones share one Redis
-	}{
-		{"cookie", func(o Options) Store { return mustStore(t, o) }},
-		{"redis", func(o Options) Store { return replica(t, srv, o) }},
-	}
-	for _, st := range stores {
+	for _, st := range bothStores(t, srv) {
 		t.Run(st.name, func(t *testing.T) {
 			long, short := with(12*time.Hour), with(time.Hour)
 
@@ -1072,5 +1068,20 @@ func TestRedisEndsSessionsWhenRedisIsFull(t *testing.T) {
 				t.Error("the session still opens")
 			}
 		})
+	}
+}
+
+// storeKind makes a store of one kind from options.
+type storeKind struct {
+	name string
+	make func(Options) Store
+}
+
+// bothStores are the cookie store and the Redis store, whose replicas
+// share srv.
+func bothStores(t *testing.T, srv *redisserver.Server) []storeKind {
+	return []storeKind{
+		{"cookie", func(o Options) Store { return mustStore(t, o) }},
+		{"redis", func(o Options) Store { return replica(t, srv, o) }},
 	}
 }
