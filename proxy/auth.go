@@ -600,6 +600,12 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 			rd = r.PostForm.Get("rd")
 		}
 	}
+	if signOutFromAnotherSite(r) {
+		h.audit(r, slog.LevelInfo, "logout_not_done", slog.String("reason", "another_site"),
+			slog.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")))
+		h.pages.askToSignOut(w, r, rd)
+		return
+	}
 	s, err := h.sessions.Load(r)
 	if err == nil {
 		err = h.sessions.Delete(w, r, s)
@@ -636,6 +642,23 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.pages.signedOut(w, r)
+}
+
+// signOutFromAnotherSite reports whether the browser says that another
+// site's page, or a sibling subdomain's, sent r: a link, a redirect, a form
+// or a frame. Such a logout is asked, not done, so that no other site can
+// sign a user out (logout CSRF): the page it gets posts the same logout from
+// the proxy's own origin with a click. A logout the user typed or bookmarked
+// (Sec-Fetch-Site: none), or the application's own pages sent, is done at
+// once, and so is every logout of a client that does not say where it comes
+// from (curl, browsers without Sec-Fetch-*): as before, and as other SSO
+// proxies do.
+func signOutFromAnotherSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		return true
+	}
+	return false
 }
 
 // singleSignOut returns the IdP's end-session URL for s when its IdP entry

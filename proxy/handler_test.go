@@ -1169,3 +1169,81 @@ func TestRefreshTooLargeForTheCookiesEndsTheSession(t *testing.T) {
 		t.Errorf("the old cookie again: %d (upstream reached: %v), want 401: the session is revoked", resp.StatusCode, reached)
 	}
 }
+
+// A logout that another site's page sent (a link, a redirect, a form) is
+// asked, not done: another site must not be able to sign the user out
+// (logout CSRF). The page asks with a form that posts the same logout, rd
+// kept, from the proxy's own origin. The logouts the user or the
+// application asks for, and those of clients that do not say where they come
+// from, are done at once, as before.
+func TestLogoutFromAnotherSiteIsAsked(t *testing.T) {
+	f := newFixture(t)
+	cookies := f.login(t, "alice@example.com")
+	stillSignedIn := func(t *testing.T) {
+		t.Helper()
+		if resp, got, ok := f.do(t, request("GET", "/tasks", cookies)); resp.StatusCode != http.StatusOK || !ok || got.Header.Get("X-Email") != "alice@example.com" {
+			t.Fatalf("after the logout another site asked for, /tasks: %d (upstream reached: %v, X-Email %q); want alice still signed in",
+				resp.StatusCode, ok, got.Header.Get("X-Email"))
+		}
+	}
+	form := func(rd string) *http.Request {
+		r := request("POST", "/.portcullis/logout", cookies, "Accept", "text/html")
+		r.Body = io.NopCloser(strings.NewReader(url.Values{"rd": {rd}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return r
+	}
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+	}{
+		{"a link on another site", request("GET", "/.portcullis/logout?rd=/tasks", cookies, "Accept", "text/html", "Sec-Fetch-Site", "cross-site")},
+		{"a link on a sibling subdomain", request("GET", "/.portcullis/logout?rd=/tasks", cookies, "Accept", "text/html", "Sec-Fetch-Site", "same-site")},
+		{"a form on another site", func() *http.Request { r := form("/tasks"); r.Header.Set("Sec-Fetch-Site", "cross-site"); return r }()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _, reached := f.do(t, tc.r)
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || reached {
+				t.Fatalf("status %d (upstream reached: %v), want 200 from the proxy's page", resp.StatusCode, reached)
+			}
+			for _, want := range []string{`<form method="post" action="/.portcullis/logout">`, `<input type="hidden" name="rd" value="/tasks">`, `<button type="submit">Sign out</button>`} {
+				if !strings.Contains(string(body), want) {
+					t.Errorf("the page lacks %s:\n%s", want, body)
+				}
+			}
+			if sc := resp.Header.Values("Set-Cookie"); len(sc) != 0 {
+				t.Errorf("the page sets cookies %q, want none: nothing is signed out yet", sc)
+			}
+			stillSignedIn(t)
+		})
+	}
+	t.Run("a script on another site", func(t *testing.T) {
+		resp, _, _ := f.do(t, request("GET", "/.portcullis/logout", cookies, "Sec-Fetch-Site", "cross-site"))
+		if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), `"error":"sign_out_not_done"`) {
+			t.Errorf("status %d, body %s; want 403 sign_out_not_done", resp.StatusCode, body)
+		}
+		stillSignedIn(t)
+	})
+
+	for _, tc := range []struct {
+		name string
+		r    func() *http.Request
+	}{
+		{"the page's own form", func() *http.Request { r := form("/tasks"); r.Header.Set("Sec-Fetch-Site", "same-origin"); return r }},
+		{"a typed address or a bookmark", func() *http.Request {
+			return request("GET", "/.portcullis/logout?rd=/tasks", cookies, "Accept", "text/html", "Sec-Fetch-Site", "none")
+		}},
+		{"a client that does not say", func() *http.Request { return request("GET", "/.portcullis/logout?rd=/tasks", cookies) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cookies = f.login(t, "alice@example.com")
+			resp, _, _ := f.do(t, tc.r())
+			if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "https://cvat.example.com/tasks" {
+				t.Fatalf("status %d to %q, want 302 to /tasks", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			if resp, _, reached := f.do(t, request("GET", "/tasks", cookies)); reached || resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("after the logout, /tasks: %d (upstream reached: %v), want 401", resp.StatusCode, reached)
+			}
+		})
+	}
+}

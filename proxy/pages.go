@@ -41,7 +41,8 @@ type PagesConfig struct {
 	AccentColor string `yaml:"accent_color"`
 	// TemplateDir holds templates that replace the embedded ones of the same
 	// file name (layout.html, chooser.html, email.html, ldap.html,
-	// error.html, denied.html, signed_out.html, saml_post.html, style.css).
+	// error.html, denied.html, sign_out.html, signed_out.html,
+	// saml_post.html, style.css).
 	// They are parsed at load.
 	TemplateDir string `yaml:"template_dir"`
 }
@@ -51,7 +52,7 @@ const defaultTitle = "portcullis"
 
 // pageNames are the pages there are, each a template file defining
 // "content", rendered inside layout.html's "layout".
-var pageNames = []string{"chooser", "email", "error", "denied", "signed_out", "ldap", "saml_post"}
+var pageNames = []string{"chooser", "email", "error", "denied", "sign_out", "signed_out", "ldap", "saml_post"}
 
 // pages renders the proxy's own pages: plain, accessible HTML that works
 // without JavaScript. Clients that do not want HTML get JSON instead.
@@ -300,9 +301,10 @@ func (p *pages) render(w http.ResponseWriter, status int, name string, data page
 	h.Set("Cache-Control", "no-store")
 	csp := p.csp
 	switch name {
-	case "email":
+	case "email", "sign_out":
 		// The email form's answer redirects to the IdP, another origin, and
-		// browsers apply form-action to the redirects after a submission too.
+		// so does a sign-out with single_sign_out; browsers apply
+		// form-action to the redirects after a submission too.
 		csp = strings.Replace(csp, " form-action 'self';", "", 1)
 	case "saml_post":
 		// The form posts to the IdP, which may redirect on; its script, by
@@ -371,6 +373,19 @@ func (p *pages) chooser(w http.ResponseWriter, r *http.Request, providers []*pro
 
 func (p *pages) emailForm(w http.ResponseWriter, status int, rd, email, msg string) {
 	p.render(w, status, "email", page{Title: "Sign in", Message: msg, Action: p.authPrefix + "/login", RD: rd, Email: email})
+}
+
+// askToSignOut asks the user whether to sign out, for a logout that another
+// site sent (signOutFromAnotherSite): a form that posts it, with rd, from
+// the proxy's own origin, and a way back to the application instead.
+func (p *pages) askToSignOut(w http.ResponseWriter, r *http.Request, rd string) {
+	if !wantsHTML(r) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "sign_out_not_done",
+			"message": "another site asked for this sign-out; sign out from this application's own pages"})
+		return
+	}
+	p.render(w, 0, "sign_out", page{Title: "Sign out?", Message: "Another site sent you here to sign out of this application.",
+		Action: p.authPrefix + "/logout", RD: rd, Link: "/", LinkText: "Back to the application"})
 }
 
 func (p *pages) signedOut(w http.ResponseWriter, r *http.Request) {

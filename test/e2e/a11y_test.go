@@ -204,6 +204,11 @@ func TestPagesAccessible(t *testing.T) {
 			step(t, tab, "sign out", chromedp.Navigate(chooser.URL+"/.portcullis/logout"),
 				chromedp.WaitVisible(chromedp.CSS(`[role="status"]`)))
 		}, heading: "Signed out"},
+		{name: "sign-out asked by another site", open: func(t *testing.T, tab context.Context) {
+			other := anotherSitesPage(t, `<!doctype html><title>elsewhere</title><a id="out" href="`+chooser.URL+`/.portcullis/logout?rd=/projects">Sign out</a>`)
+			step(t, tab, "follow another site's link to the logout", chromedp.Navigate(other), chromedp.Click(chromedp.CSS(`#out`)),
+				chromedp.WaitVisible(chromedp.CSS(`form`)))
+		}, heading: "Sign out?"},
 		{name: "email form", open: func(t *testing.T, tab context.Context) {
 			step(t, tab, "open the application", chromedp.Navigate(email.URL+"/projects"),
 				chromedp.WaitVisible(chromedp.CSS(`#email`)))

@@ -60,10 +60,6 @@ const hostileImages = 12
 // the first of idps (#sign-in), as a portal does.
 func hostileSite(t *testing.T, proxyURL string, idps ...string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var srcs []string
 	for _, id := range idps {
 		for i := range hostileImages {
@@ -85,6 +81,17 @@ function next() {
 }
 next();
 </script>`
+	return anotherSitesPage(t, page)
+}
+
+// anotherSitesPage serves page on another loopback address than the
+// proxy's, so on another site, and returns its URL.
+func anotherSitesPage(t *testing.T, page string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write([]byte(page))
@@ -221,6 +228,59 @@ func TestAnotherSitesImagesDoNotEvictALoginInChromium(t *testing.T) {
 // needs https. The login cannot finish; the log says why and what to
 // change, rather than the list of causes for a cookie that did not come
 // back, and the user is told it is not their doing.
+// TestLogoutFromAnotherSiteIsAskedInChromium: a link on another site to
+// the proxy's logout does not sign the user out (logout CSRF); the page it
+// opens asks, and its button signs out, at the IdP too (single_sign_out).
+// That answer goes on to the IdP, another origin, which the page's
+// Content-Security-Policy must let a form's redirect reach.
+func TestLogoutFromAnotherSiteIsAskedInChromium(t *testing.T) {
+	s := listen(t)
+	idp := oidcserver.Start(t, oidcserver.Options{
+		RedirectURIs:           []string{s.URL + "/.portcullis/oidc/company/callback"},
+		PostLogoutRedirectURIs: []string{s.URL + "/.portcullis/logout/done"},
+	})
+	s.start(t, strings.NewReplacer("ISSUER", idp.Issuer, "  refresh: 1s\n", "").Replace(refreshConfig))
+	other := anotherSitesPage(t, `<!doctype html><title>elsewhere</title><a id="out" href="`+s.URL+`/.portcullis/logout?rd=/projects">Sign out</a>`)
+	tab := newTab(t, newChromium(t))
+	signedIn := func(what string) {
+		t.Helper()
+		step(t, tab, what, chromedp.Navigate(s.URL+"/projects"), chromedp.WaitVisible(chromedp.CSS(`strong#email, input[name="password"]`)))
+		if loc := value(t, tab, "read the location", chromedp.Location()); loc != s.URL+"/projects" {
+			t.Fatalf("%s: the browser is at %s, want the application at %s/projects", what, loc, s.URL)
+		}
+	}
+	askedToSignOut := func() {
+		t.Helper()
+		step(t, tab, "follow another site's link to the logout", chromedp.Navigate(other), chromedp.Click(chromedp.CSS(`#out`)),
+			chromedp.WaitVisible(chromedp.CSS(`h1`)))
+		if h1 := value(t, tab, "read the heading", chromedp.Text(chromedp.CSS(`h1`))); h1 != "Sign out?" {
+			t.Fatalf("another site's link to the logout opened a page headed %q, want the question Sign out?", h1)
+		}
+	}
+
+	step(t, tab, "open the application", chromedp.Navigate(s.URL+"/projects"))
+	step(t, tab, "log in at the IdP",
+		chromedp.WaitVisible(chromedp.CSS(`input[name="password"]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name="username"]`), oidcserver.Alice),
+		chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), oidcserver.AlicePassword),
+		chromedp.Click(chromedp.CSS(`button[name="login"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`strong#email`)))
+	askedToSignOut()
+	signedIn("open the application again")
+
+	askedToSignOut()
+	step(t, tab, "sign out with the page's button", chromedp.Click(chromedp.CSS(`button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button[name="logout"]`))) // the IdP's own "sign out?"
+	if loc := value(t, tab, "read the location", chromedp.Location()); !strings.HasPrefix(loc, idp.Issuer+"/") {
+		t.Fatalf("the sign-out went to %s, want the IdP's end-session page at %s", loc, idp.Issuer)
+	}
+	step(t, tab, "confirm at the IdP", chromedp.Click(chromedp.CSS(`button[name="logout"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name="password"]`)))
+	if loc := value(t, tab, "read the location", chromedp.Location()); !strings.HasPrefix(loc, idp.Issuer+"/") {
+		t.Errorf("after the sign-out the browser is at %s, want the IdP's login (rd /projects needs a new login)", loc)
+	}
+}
+
 func TestSAMLAnswerFromAnotherSiteOverHTTPIsNamedInChromium(t *testing.T) {
 	s := listen(t)
 	samlIdP := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice}, Addr: "127.0.0.2:0"})
