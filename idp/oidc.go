@@ -340,16 +340,13 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err := checkClaimDepth(claims); err != nil {
 		return nil, nil, fmt.Errorf("oidc %s: %w", id, err)
 	}
-	if err := p.cfg.checkPresetClaims(claims); err != nil {
+	profile, err := p.cfg.mapClaims(claims, p.mapping)
+	if err != nil {
 		return nil, nil, fmt.Errorf("oidc %s: %w", id, err)
 	}
 	if tokens.IDToken != "" {
 		// The IdP's session, which a back-channel logout names.
 		tokens.SID, _ = claims["sid"].(string)
-	}
-	profile := p.cfg.profile(claims, p.mapping)
-	if profile.Sub == "" {
-		return nil, nil, fmt.Errorf("oidc %s: map claims: no subject in claim %q", id, p.mapping["sub"])
 	}
 	return profile, tokens, nil
 }

@@ -99,12 +99,9 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 	}
 	// The same checks as at login: an Azure group overage, say, must not
 	// slip in through a refresh.
-	if err := p.cfg.checkPresetClaims(claims); err != nil {
+	profile, err := p.cfg.mapClaims(claims, p.mapping)
+	if err != nil {
 		return nil, nil, fmt.Errorf("oidc %s: refresh: %w", id, err)
-	}
-	profile := p.cfg.profile(claims, p.mapping)
-	if profile.Sub == "" {
-		return nil, nil, fmt.Errorf("oidc %s: refresh: map claims: no subject in claim %q", id, p.mapping["sub"])
 	}
 	return profile, next, nil
 }

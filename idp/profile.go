@@ -4,6 +4,7 @@ package idp
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -241,13 +242,26 @@ func ProfileFromClaims(idpID string, claims map[string]any, mapping map[string]s
 }
 
 // OIDCProfile is the profile a login at the OIDC or OAuth2 entry c (its
-// preset filled in) would produce from claims: first what the preset does to
-// a login's claims (Entra ID's group overage refuses it, Hugging Face's orgs
-// become groups; claims may be changed), then c's claims mapping. An error
-// is one the login would fail with. `portcullis explain --claims` uses it.
+// preset filled in) would produce from claims, by the function the login
+// uses (mapClaims). An error is one the login would fail with.
+// `portcullis explain --claims` uses it.
 func OIDCProfile(c Config, claims map[string]any) (*Profile, error) {
+	return c.mapClaims(claims, claimMapping(c.Claims))
+}
+
+// mapClaims is what a login or a refresh at the OIDC or OAuth2 entry c makes
+// of the IdP's claims: first what the preset does to them (Entra ID's group
+// overage refuses the login, Hugging Face's orgs become groups; claims may be
+// changed), then mapping; a profile without a subject is refused. One
+// function for the login, the refresh and explain, so that explain cannot
+// show a login that never happens.
+func (c Config) mapClaims(claims map[string]any, mapping map[string]string) (*Profile, error) {
 	if err := c.checkPresetClaims(claims); err != nil {
 		return nil, err
 	}
-	return c.profile(claims, claimMapping(c.Claims)), nil
+	p := c.profile(claims, mapping)
+	if p.Sub == "" {
+		return nil, fmt.Errorf("map claims: no subject in claim %q", mapping["sub"])
+	}
+	return p, nil
 }

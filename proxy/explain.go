@@ -145,7 +145,7 @@ func Explain(cfg *Config, r *http.Request, peer netip.Addr, claims map[string]an
 	}
 	profile, err := loginProfile(ic, claims, attrs)
 	if err != nil {
-		e.Decision, e.Reason = decisionForbidden, "the login would be refused: "+err.Error()
+		e.Decision, e.Reason = decisionForbidden, loginRefused+err.Error()
 		return e, nil
 	}
 	// As a login's line has it (missingClaims); none for LDAP, where the
@@ -159,12 +159,12 @@ func Explain(cfg *Config, r *http.Request, peer netip.Addr, claims map[string]an
 		e.Missing = nil
 	}
 	if err := ic.Admit(profile); err != nil {
-		e.Decision, e.Reason = decisionForbidden, "the login would be refused: "+err.Error()
+		e.Decision, e.Reason = decisionForbidden, loginRefused+err.Error()
 		return e, nil
 	}
 	roles, err := c.roles.Map(profile)
 	if errors.Is(err, rolemap.ErrNoRole) {
-		e.Decision, e.Reason = decisionForbidden, "the login would be refused: no role matches and role_mapping.default is empty"
+		e.Decision, e.Reason = decisionForbidden, loginRefused+"no role matches and role_mapping.default is empty"
 		return e, nil
 	}
 	if err != nil {
@@ -189,6 +189,10 @@ func Explain(cfg *Config, r *http.Request, peer netip.Addr, claims map[string]an
 	}
 	return e, nil
 }
+
+// loginRefused starts the reason of an explanation whose claims a login
+// would refuse: no subject, an admission rule, a preset's refusal, no role.
+const loginRefused = "the login would be refused: "
 
 // ExplainRequest is the request `portcullis explain` describes: method,
 // the URL (a bare path is one to public_url) and the header lines ("Name:
@@ -367,8 +371,9 @@ func attributes(protocol string, claims map[string]any) (map[string][]string, er
 
 // loginProfile is the profile a login at ic would give: from the claims
 // through ic's claims mapping (OIDC, OAuth2), or from attrs through its
-// attribute_mapping, by the function the SAML or LDAP provider itself
-// uses. An error is one the login would fail with.
+// attribute_mapping, by the function the OIDC, SAML or LDAP provider itself
+// uses, so that what it refuses (no subject, a preset's refusal) is
+// refused. An error is one the login would fail with.
 func loginProfile(ic idp.Config, claims map[string]any, attrs map[string][]string) (*idp.Profile, error) {
 	switch ic.Protocol {
 	case idp.SAML:

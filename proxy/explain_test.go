@@ -270,3 +270,46 @@ role_mapping:
 		})
 	}
 }
+
+// A login refuses a profile without a subject (OIDC and OAuth2: none in the
+// claim the mapping reads sub from; SAML: no NameID and no uid attribute),
+// and so does explain, naming where it read sub from, rather than showing
+// the roles and headers of a session that never exists. (An LDAP login's
+// subject is at worst the entry's DN, which every entry has.)
+func TestExplainRefusesALoginWithoutASubject(t *testing.T) {
+	cfg, err := ParseConfig([]byte(strings.Replace(explainIdPs, "role_mapping:", `    - id: company
+      protocol: OIDC
+      server_url: https://login.example.com/
+      client_id: portcullis
+    - id: employees
+      protocol: OAUTH2
+      preset: github
+      client_id: portcullis
+      client_secret: x
+      claims: {sub: employee_id}
+role_mapping:`, 1)), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, idp string
+		claims    map[string]any
+		reason    string // in the reason: where sub was read from
+	}{
+		{"OIDC claims without sub", "company", map[string]any{"email": "alice@example.com", "groups": []any{"cvat-admins"}}, `no subject in claim "sub"`},
+		{"OIDC claims with an empty sub", "company", map[string]any{"sub": "", "email": "alice@example.com"}, `no subject in claim "sub"`},
+		{"OAuth2 claims without the claim claims.sub names", "employees", map[string]any{"id": 7, "sub": "u1", "email": "alice@example.com"}, `no subject in claim "employee_id"`},
+		{"a SAML assertion with an empty NameID and no uid attribute", "samlidp", map[string]any{"NameID": " ", "urn:oid:0.9.2342.19200300.100.1.3": "alice@example.com"}, "no NameID and attribute_mapping.uid is not set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "https://cvat.example.com/tasks", nil)
+			e, err := Explain(cfg, r, netip.MustParseAddr("203.0.113.7"), tc.claims, tc.idp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Decision != decisionForbidden || !strings.Contains(e.Reason, "the login would be refused") || !strings.Contains(e.Reason, tc.reason) || len(e.Roles) > 0 || len(e.Headers) > 0 {
+				t.Errorf("decision %s (%s), roles %v, headers %v; want the login refused naming %q, and no roles or headers", e.Decision, e.Reason, e.Roles, e.Headers, tc.reason)
+			}
+		})
+	}
+}

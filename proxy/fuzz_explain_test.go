@@ -107,10 +107,12 @@ default_action: deny
 
 // explainUsers are the claims an IdP sends for each user
 // FuzzExplainAgreesWithServe may be signed in as (by the input's who): bob,
-// in staff, and alice, an admin with a username.
+// in staff, alice, an admin with a username, and carol, in staff, whose
+// claims have no sub, so that her login is refused and she has no session.
 var explainUsers = []map[string]any{
 	{"sub": "bob@example.com", "email": "bob@example.com", "groups": []any{"staff"}},
 	{"sub": "alice@example.com", "email": "alice@example.com", "groups": []any{"cvat-admins"}, "preferred_username": "alice"},
+	{"email": "carol@example.com", "groups": []any{"staff"}},
 }
 
 // explainPeers are the addresses FuzzExplainAgreesWithServe connects from,
@@ -136,7 +138,8 @@ var (
 // explainSeeds are the requests operators ask explain about and the tricks
 // that make a path or a header mean something else to one reader than to
 // another: method, request-target, header lines (separated by \n), the
-// user signed in (0 none, 1 bob, 2 alice) and the peer (explainPeers).
+// user signed in (0 none, 1 bob, 2 alice, 3 carol, refused) and the peer
+// (explainPeers).
 var explainSeeds = []struct {
 	method, target, headers string
 	who, peer               uint8
@@ -223,6 +226,13 @@ var explainSeeds = []struct {
 	{"GET", "/open/x", "Accept: text/html\nSec-Fetch-Mode: cors", 0, 0},
 	{"HEAD", "/open/x", "Accept: text/html", 0, 0},
 	{"GET", "/open/x", "Connection: Cookie", 1, 0},
+	// A login refused for want of a subject: the request goes on without
+	// a session.
+	{"GET", "/open/x", "", 3, 0},
+	{"GET", "/open/x", "Accept: text/html", 3, 0},
+	{"GET", "/staff/x", "", 3, 0},
+	{"GET", "/admin/users", "", 3, 0},
+	{"GET", "/docs/a", "", 3, 0},
 }
 
 // FuzzExplainAgreesWithServe asks `portcullis explain` and a running proxy
@@ -258,7 +268,11 @@ func FuzzExplainAgreesWithServe(f *testing.F) {
 		}
 		var claims map[string]any
 		if user > 0 {
-			flags, claims = flags|fuzzSession, explainUsers[user-1]
+			claims = explainUsers[user-1]
+		}
+		refusedLogin := user > 0 && fx.sessions[user-1] == ""
+		if user > 0 && !refusedLogin {
+			flags |= fuzzSession
 		}
 		raw := fuzzRequestBytes(method, target, "HTTP/1.1", headers, "", flags, fx.sessions[max(user-1, 0)], probe)
 		if len(raw) > 16<<10 {
@@ -283,7 +297,7 @@ func FuzzExplainAgreesWithServe(f *testing.F) {
 		// Explain gets the same lines but the session's: --claims stands
 		// for it.
 		lines := strings.Split(strings.TrimSuffix(string(raw), "\r\n\r\n"), "\r\n")[1:]
-		if user > 0 {
+		if user > 0 && !refusedLogin {
 			lines = slices.DeleteFunc(lines, func(l string) bool { return l == "Cookie: "+fx.sessions[user-1] })
 		}
 		refused := len(answers) == 0 || !answers[0].handler
@@ -300,6 +314,21 @@ func FuzzExplainAgreesWithServe(f *testing.F) {
 		e, err := Explain(fx.cfg, r, from, claims, "")
 		if err != nil {
 			t.Fatalf("explain: %v", err)
+		}
+		if said := strings.HasPrefix(e.Reason, loginRefused); said || refusedLogin {
+			// The login's own mapping refused the user (no session), or
+			// explain says it would: both or neither, once explain gets
+			// that far. Serve then saw a request without a session, which
+			// is what explain must describe without claims.
+			if said != refusedLogin && (said || e.Roles != nil) {
+				t.Errorf("explain says %s (%s) with roles %v; the login's mapping refused the user: %v", e.Decision, e.Reason, e.Roles, refusedLogin)
+			}
+			if r, err = readRequest(method, target, lines); err != nil {
+				t.Fatal(err)
+			}
+			if e, err = Explain(fx.cfg, r, from, nil, ""); err != nil {
+				t.Fatalf("explain without claims: %v", err)
+			}
 		}
 		fx.compare(t, e, answers, served, reached)
 		if t.Failed() {
@@ -319,7 +348,9 @@ type explainConfig struct {
 }
 
 // startExplainConfigs serves each of explainRuleSets, once a process, and
-// signs explainUsers in to each as their claims would at its OIDC IdP.
+// signs explainUsers in to each as their claims would at its OIDC IdP,
+// through the login's own mapping (idp.OIDCProfile): a user it refuses
+// gets no session ("").
 func startExplainConfigs(f *testing.F) []*explainConfig {
 	var configs []*explainConfig
 	for _, set := range explainRuleSets {
@@ -327,8 +358,17 @@ func startExplainConfigs(f *testing.F) []*explainConfig {
 		start := strings.Index(y, "rules:\n  - name: cvat-api-credentials")
 		fx := newFixtureOf(f, y[:start]+set.rules)
 		c := &explainConfig{fixture: fx, name: set.name, cfg: fx.h.cfg, addr: fx.serve(f)}
+		ic, err := c.cfg.identityProvider("company")
+		if err != nil {
+			f.Fatal(err)
+		}
 		for _, claims := range explainUsers {
-			c.sessions = append(c.sessions, cookieHeader(fx.loginAs(f, *idp.ProfileFromClaims("company", claims, nil))))
+			p, err := idp.OIDCProfile(ic, maps.Clone(claims))
+			if err != nil {
+				c.sessions = append(c.sessions, "")
+				continue
+			}
+			c.sessions = append(c.sessions, cookieHeader(fx.loginAs(f, *p)))
 		}
 		configs = append(configs, c)
 	}
