@@ -336,6 +336,12 @@ const (
 // names an attribute.
 const explainNameID = "(NameID)"
 
+// explainDN stands for the entry's DN when the claims file gives none (or an
+// empty one): every entry a login finds has one, and it is sub when the
+// entry has no attribute_mapping.uid attribute, so a login never has an
+// empty sub.
+const explainDN = "(dn)"
+
 // attributes reads claims as a SAML IdP's or an LDAP directory's attributes
 // for those protocols, each a string or a list of strings: what a real one
 // sends. Nil for OIDC and OAuth2, whose claims are any JSON.
@@ -384,6 +390,9 @@ func loginProfile(ic idp.Config, claims map[string]any, attrs map[string][]strin
 		return idp.SAMLProfile(ic, attrs, nameID)
 	case idp.LDAP:
 		dn, _ := claims[claimsDN].(string)
+		if strings.TrimSpace(dn) == "" {
+			dn = explainDN
+		}
 		return idp.LDAPProfile(ic, dn, attrs), nil
 	}
 	return idp.OIDCProfile(ic, claims)

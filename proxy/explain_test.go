@@ -120,6 +120,16 @@ func TestExplainReadsAttributesAsTheLoginDoes(t *testing.T) {
 			roles:   []string{"admin"},
 			headers: map[string]string{"X-Email": "dave@example.com", "X-User": "dave", "X-Sub": "CN=Dave,OU=Staff,DC=example,DC=com"},
 		},
+		{
+			name: "LDAP: an entry given without its DN or a uid attribute: sub is (dn), as a login's is the DN every entry has",
+			idp:  "ad",
+			claims: map[string]any{
+				"sAMAccountName": "dave",
+				"mail":           "dave@example.com",
+			},
+			roles:   []string{"user"},
+			headers: map[string]string{"X-Email": "dave@example.com", "X-User": "dave", "X-Sub": "(dn)"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "https://cvat.example.com/tasks", nil)
