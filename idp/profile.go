@@ -234,13 +234,6 @@ var ErrNotReady = errors.New("identity provider not ready")
 // ErrInvalidCredentials means a password login was refused by the directory.
 var ErrInvalidCredentials = errors.New("invalid username or password")
 
-// ProfileFromClaims builds the profile an OIDC provider would produce from
-// claims, with mapping as in an IdP entry's `claims` (nil for the defaults).
-// `portcullis explain --claims` uses it.
-func ProfileFromClaims(idpID string, claims map[string]any, mapping map[string]string) *Profile {
-	return profileFromClaims(idpID, claims, claimMapping(mapping))
-}
-
 // OIDCProfile is the profile a login at the OIDC or OAuth2 entry c (its
 // preset filled in) would produce from claims, by the function the login
 // uses (mapClaims). An error is one the login would fail with.
