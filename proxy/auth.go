@@ -187,11 +187,17 @@ func (h *Handler) startedByAnotherSite(w http.ResponseWriter, r *http.Request, i
 	if !fromAnotherSitesPage(r) {
 		return false
 	}
+	h.loginNotStarted(w, r, id)
+	return true
+}
+
+// loginNotStarted answers 403 to a request that another site's page sent to
+// start or finish a login at IdP id, and audits it.
+func (h *Handler) loginNotStarted(w http.ResponseWriter, r *http.Request, id string) {
 	h.audit(r, slog.LevelInfo, "login_not_started", slog.String("idp", id), slog.String("reason", "another_site"),
 		slog.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")), slog.String("sec_fetch_dest", r.Header.Get("Sec-Fetch-Dest")))
 	h.pages.fail(w, r, http.StatusForbidden, "Sign-in not started",
 		"Another site's page tried to start a sign-in here. To sign in, open this application in your browser.")
-	return true
 }
 
 // fromAnotherSitesPage reports whether the browser sent r for a page of
@@ -199,12 +205,8 @@ func (h *Handler) startedByAnotherSite(w http.ResponseWriter, r *http.Request, i
 // but the top-level document (Sec-Fetch-Dest): a subresource or a frame.
 // Requests that say neither are not.
 func fromAnotherSitesPage(r *http.Request) bool {
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "cross-site", "same-site":
-		dest := r.Header.Get("Sec-Fetch-Dest")
-		return dest != "" && dest != "document"
-	}
-	return false
+	dest := r.Header.Get("Sec-Fetch-Dest")
+	return sentByAnotherSite(r) && dest != "" && dest != "document"
 }
 
 // oidcCallback is where OIDC and OAuth2 providers send the browser back.
@@ -600,7 +602,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 			rd = r.PostForm.Get("rd")
 		}
 	}
-	if signOutFromAnotherSite(r) {
+	if sentByAnotherSite(r) {
 		h.audit(r, slog.LevelInfo, "logout_not_done", slog.String("reason", "another_site"),
 			slog.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")))
 		h.pages.askToSignOut(w, r, rd)
@@ -644,16 +646,16 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	h.pages.signedOut(w, r)
 }
 
-// signOutFromAnotherSite reports whether the browser says that another
-// site's page, or a sibling subdomain's, sent r: a link, a redirect, a form
-// or a frame. Such a logout is asked, not done, so that no other site can
-// sign a user out (logout CSRF): the page it gets posts the same logout from
-// the proxy's own origin with a click. A logout the user typed or bookmarked
-// (Sec-Fetch-Site: none), or the application's own pages sent, is done at
-// once, and so is every logout of a client that does not say where it comes
-// from (curl, browsers without Sec-Fetch-*): as before, and as other SSO
-// proxies do.
-func signOutFromAnotherSite(r *http.Request) bool {
+// sentByAnotherSite reports whether the browser says that another site's
+// page, or a sibling subdomain's, sent r: a link, a redirect, a form or a
+// frame. Such a logout is asked, not done, so that no other site can sign
+// a user out (logout CSRF): the page it gets posts the same logout from
+// the proxy's own origin with a click. A logout the user typed or
+// bookmarked (Sec-Fetch-Site: none), or the application's own pages sent,
+// is done at once, and so is every logout of a client that does not say
+// where it comes from (curl, browsers without Sec-Fetch-*): as before, and
+// as other SSO proxies do. The LDAP form refuses such a post (ldapLogin).
+func sentByAnotherSite(r *http.Request) bool {
 	switch r.Header.Get("Sec-Fetch-Site") {
 	case "cross-site", "same-site":
 		return true

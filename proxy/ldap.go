@@ -278,8 +278,13 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
 		return
 	}
-	// A post the user did not make from the form starts no fresh one.
-	if h.startedByAnotherSite(w, r, id) {
+	// Only the form's own page posts it, from the proxy's origin. Another
+	// site's post, even a top-level one, cannot hold this browser's state:
+	// it checks no password and starts no fresh form, which would show
+	// this origin's form with the username that site chose, and log a
+	// missing cookie with a hint that blames the set-up.
+	if sentByAnotherSite(r) {
+		h.loginNotStarted(w, r, id)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)

@@ -219,6 +219,26 @@ func TestLoginStartsFromAnotherSiteOnlyInATopLevelNavigation(t *testing.T) {
 			})
 		}
 	}
+	// Only the form's own page posts it, from the proxy's origin: another
+	// site's form can hold no state of this browser's, so it checks no
+	// password. Answered with a fresh form, it would start a login there
+	// and show this origin's form with the username it chose, and log a
+	// missing cookie with a hint that blames the set-up.
+	for _, site := range []string{"cross-site", "same-site"} {
+		t.Run("a "+site+" form posting the LDAP form", func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/.portcullis/ldap/corp-ldap", strings.NewReader("username=mallory&password=x&state=abcdefghijklmnopqrstuv"))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			r.Header.Set("Accept", "text/html")
+			r.Header.Set("Sec-Fetch-Site", site)
+			r.Header.Set("Sec-Fetch-Mode", "navigate")
+			r.Header.Set("Sec-Fetch-Dest", "document")
+			rec := httptest.NewRecorder()
+			lf.h.ServeHTTP(rec, r)
+			if set := flowCookies(rec); len(set) > 0 || rec.Code != http.StatusForbidden || strings.Contains(rec.Body.String(), "mallory") {
+				t.Errorf("%d, login-state cookies %q; want 403 and none, and no username shown\n%s", rec.Code, rec.Header().Values("Set-Cookie"), rec.Body)
+			}
+		})
+	}
 	t.Run("another site's script posting the LDAP form", func(t *testing.T) {
 		r := httptest.NewRequest("POST", "/.portcullis/ldap/corp-ldap", strings.NewReader("username=alice&password=x&state=abcdefghijklmnopqrstuv"))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")

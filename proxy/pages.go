@@ -376,7 +376,7 @@ func (p *pages) emailForm(w http.ResponseWriter, status int, rd, email, msg stri
 }
 
 // askToSignOut asks the user whether to sign out, for a logout that another
-// site sent (signOutFromAnotherSite): a form that posts it, with rd, from
+// site sent (sentByAnotherSite): a form that posts it, with rd, from
 // the proxy's own origin, and a way back to the application instead.
 func (p *pages) askToSignOut(w http.ResponseWriter, r *http.Request, rd string) {
 	if !wantsHTML(r) {
