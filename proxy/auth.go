@@ -752,6 +752,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff") // as on the pages
+	// Kept out of frames as the pages are: a sibling subdomain's frame
+	// gets the session cookie (SameSite=Lax lets same-site requests carry
+	// it) and would show the user's profile (userinfo) in a page of its own.
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
 }

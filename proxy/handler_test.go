@@ -654,6 +654,49 @@ func TestUserinfo(t *testing.T) {
 	}
 }
 
+// The proxy's JSON answers (userinfo, a script's 401, an error for a
+// client that does not want HTML) are kept out of other sites' frames, as
+// its pages are: a sibling subdomain's frame gets the session cookie
+// (SameSite=Lax lets same-site requests carry it) and would show the
+// user's profile inside a page of its own. And no other origin may read
+// them: no answer, a preflight's included, grants CORS.
+func TestJSONAnswersAreNotFramedNorSharedWithOtherOrigins(t *testing.T) {
+	f := newFixture(t)
+	cookies := f.login(t, "alice@example.com", "cvat-admins")
+	const origin = "https://evil.example.com"
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+		want int
+	}{
+		{"userinfo", request("GET", "/.portcullis/userinfo", cookies, "Origin", origin, "Sec-Fetch-Site", "same-site"), http.StatusOK},
+		{"userinfo without a session", request("GET", "/.portcullis/userinfo", nil, "Origin", origin), http.StatusUnauthorized},
+		{"a script's request without a session", request("GET", "/tasks", nil, "Origin", origin), http.StatusUnauthorized},
+		{"an unknown endpoint, for a script", request("GET", "/.portcullis/nothing", cookies), http.StatusNotFound},
+		// No OPTIONS route: the catch-all's 404.
+		{"a preflight of userinfo", request("OPTIONS", "/.portcullis/userinfo", nil, "Origin", origin,
+			"Access-Control-Request-Method", "GET", "Access-Control-Request-Headers", "authorization"), http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _, _ := f.do(t, tc.r)
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+			for name := range resp.Header {
+				if strings.HasPrefix(name, "Access-Control-") {
+					t.Errorf("%s: %q; no other origin may read the proxy's answers", name, resp.Header.Values(name))
+				}
+			}
+			if got := resp.Header.Get("X-Frame-Options"); got != "DENY" {
+				t.Errorf("X-Frame-Options %q, want DENY", got)
+			}
+			if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
+				t.Errorf("Content-Security-Policy %q, want frame-ancestors 'none'", csp)
+			}
+		})
+	}
+}
+
 func TestUpstreamDownAnswers502WithoutInternals(t *testing.T) {
 	f := newFixture(t)
 	f.h.upstreamURL.Host = "127.0.0.1:1"
