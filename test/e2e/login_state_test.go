@@ -281,6 +281,23 @@ func TestLogoutFromAnotherSiteIsAskedInChromium(t *testing.T) {
 	}
 }
 
+// TestLDAPFormPostedByAnotherSiteIsRefusedInChromium: another site's page
+// holds a copy of the LDAP form, which a user is led to submit. Chromium
+// says the post is cross-site, a top-level one; the proxy checks no
+// password and shows no form of its own with the username that site chose.
+func TestLDAPFormPostedByAnotherSiteIsRefusedInChromium(t *testing.T) {
+	s, _ := ldapStack(t)
+	other := anotherSitesPage(t, `<!doctype html><title>elsewhere</title><form method="post" action="`+s.URL+`/.portcullis/ldap/corp-ldap">`+
+		`<input name="username" value="mallory"><input name="password" value="guess"><button id="go">Sign in</button></form>`)
+	tab := newTab(t, newChromium(t))
+	step(t, tab, "submit another site's copy of the form", chromedp.Navigate(other), chromedp.Click(chromedp.CSS(`#go`)),
+		chromedp.WaitVisible(chromedp.CSS(`h1`)))
+	page := value(t, tab, "read the page", chromedp.OuterHTML(chromedp.CSS(`html`)))
+	if h1 := value(t, tab, "read the heading", chromedp.Text(chromedp.CSS(`h1`))); h1 != "Sign-in not started" || strings.Contains(page, "mallory") {
+		t.Errorf("another site's post of the LDAP form got a page headed %q, want Sign-in not started, without the username it chose:\n%s", h1, page)
+	}
+}
+
 func TestSAMLAnswerFromAnotherSiteOverHTTPIsNamedInChromium(t *testing.T) {
 	s := listen(t)
 	samlIdP := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice}, Addr: "127.0.0.2:0"})
