@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -48,5 +50,31 @@ func TestSafeRedirect(t *testing.T) {
 		if got := c.safeRedirect(tc.rd); got != tc.want {
 			t.Errorf("safeRedirect(%q) = %q, want %q", tc.rd, got, tc.want)
 		}
+	}
+}
+
+// Invariant 6 holds for a logout that goes by the IdP too (single_sign_out):
+// rd is made safe before it is sealed into the logout's state, since
+// /logout/done follows that as it stands, after the IdP's end-session page.
+func TestSingleSignOutLeadsOnlyToThisOrigin(t *testing.T) {
+	lf := newLoginFuzz(t)
+	for _, tc := range []struct{ rd, want string }{
+		{"https://evil.example/", "https://cvat.example.com/"},
+		{"//evil.example/tasks", "https://cvat.example.com/"},
+		{"/bye?x=1", "https://cvat.example.com/bye?x=1"},
+	} {
+		t.Run(tc.rd, func(t *testing.T) {
+			b := newStateBrowser(t, lf.h)
+			b.signedIn(t, lf, "company")
+			rec := b.get("/.portcullis/logout?rd=" + url.QueryEscape(tc.rd))
+			loc, _ := url.Parse(rec.Header().Get("Location"))
+			if rec.Code != http.StatusFound || !strings.HasPrefix(loc.String(), lf.oidc.Issuer+"/session/end?") {
+				t.Fatalf("logout: %d to %q, want the IdP's end-session endpoint", rec.Code, loc)
+			}
+			rec = b.get("/.portcullis/logout/done?state=" + loc.Query().Get("state"))
+			if got := rec.Header().Get("Location"); rec.Code != http.StatusFound || got != tc.want {
+				t.Errorf("/logout/done: %d to %q, want %q", rec.Code, got, tc.want)
+			}
+		})
 	}
 }

@@ -168,3 +168,25 @@ func TestEvery503SaysWhenToRetry(t *testing.T) {
 		})
 	}
 }
+
+// A sign-out that Redis cannot record still signs the browser out: its
+// session cookie is expired, as the 503 page says ("You are signed out in
+// this browser"), so that the next user of the browser is not the last one.
+func TestSignOutRedisCannotRecordStillExpiresTheCookie(t *testing.T) {
+	e := newRedisUnavailable(t)
+	cookies := e.session(t)
+	e.redis.Stop()
+	rec := e.serve(request("POST", "/.portcullis/logout", cookies, "Accept", "text/html"))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("%d, want 503: %s", rec.Code, rec.Body)
+	}
+	for _, c := range cookies {
+		expired := false
+		for _, set := range rec.Result().Cookies() {
+			expired = expired || set.Name == c.Name && set.MaxAge < 0
+		}
+		if !expired {
+			t.Errorf("session cookie %s is not expired: Set-Cookie %q", c.Name, rec.Header().Values("Set-Cookie"))
+		}
+	}
+}
