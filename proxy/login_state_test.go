@@ -204,6 +204,7 @@ func TestLoginStartsFromAnotherSiteOnlyInATopLevelNavigation(t *testing.T) {
 		{"a bookmark", fetch("none", "navigate", "document"), true},
 		{"a frame of the application's own", fetch("same-origin", "navigate", "iframe"), true},
 		{"a client that sends no Sec-Fetch headers (curl, older browsers)", nil, true},
+		{"a client that says where it comes from but not what for", []string{"Sec-Fetch-Site", "cross-site"}, true},
 	} {
 		for _, target := range []string{"/.portcullis/login/company", "/.portcullis/login/corp", "/.portcullis/ldap/corp-ldap"} {
 			t.Run(tc.name+" at "+target, func(t *testing.T) {
@@ -274,4 +275,40 @@ func TestLoginStateIsAnAnswerOnlyAtItsOwnIdP(t *testing.T) {
 			t.Errorf("partner's login state at company's callback set a session")
 		}
 	}
+}
+
+// An IdP answers only at its own protocol's endpoint: a login at an OIDC
+// IdP is no answer at a SAML ACS of the same id, nor a SAML login at an
+// OIDC callback (which would check its assertion outside the check slots,
+// samlchecks.go). Such a request is 404 and leaves the login state alone,
+// so that the login still finishes where it belongs.
+func TestLoginIsFinishedOnlyAtItsProtocolsEndpoint(t *testing.T) {
+	lf := newLoginFuzz(t)
+
+	t.Run("an OIDC login's answer posted to a SAML ACS", func(t *testing.T) {
+		b := newStateBrowser(t, lf.h)
+		loc := b.started(t, "company")
+		answer := lf.signInAtOIDC(t, loc)
+		rec := b.post("/.portcullis/saml/company/acs?"+answer.RawQuery, url.Values{"RelayState": {answer.Query().Get("state")}})
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("the ACS of an OIDC IdP: %d, want 404\n%s", rec.Code, rec.Body)
+		}
+		rec = b.get("/.portcullis/oidc/company/callback?" + answer.RawQuery)
+		if s, _ := lf.sessionSet(rec); rec.Code != http.StatusFound || s == nil {
+			t.Errorf("the callback after the ACS saw its state: %d, session %v, want signed in\n%s", rec.Code, s, rec.Body)
+		}
+	})
+
+	t.Run("a SAML login's state at an OIDC callback", func(t *testing.T) {
+		b := newStateBrowser(t, lf.h)
+		loc := b.started(t, "corp")
+		rec := b.get("/.portcullis/oidc/corp/callback?state=" + url.QueryEscape(loc.Query().Get("RelayState")))
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("the OIDC callback of a SAML IdP: %d, want 404\n%s", rec.Code, rec.Body)
+		}
+		rec = b.post("/.portcullis/saml/corp/acs", signInAtSAMLIdP(t, loc.String(), "alice", "alice-pw"))
+		if s, _ := lf.sessionSet(rec); rec.Code != http.StatusFound || s == nil {
+			t.Errorf("the ACS after the callback saw its state: %d, session %v, want signed in\n%s", rec.Code, s, rec.Body)
+		}
+	})
 }
