@@ -197,6 +197,36 @@ func TestFlowsInTwoTabs(t *testing.T) {
 	}
 }
 
+// A browser holds at most maxOpenFlows unfinished logins: the login that
+// finds that many login cookies already there expires them all before it
+// sets its own, and one fewer are left alone.
+func TestStartExpiresTheOpenFlowsOnceThereAreEight(t *testing.T) {
+	f := NewFlows(testOptions(newClock()))
+	for _, open := range []int{maxOpenFlows - 1, maxOpenFlows} {
+		var held []*http.Cookie
+		for range open {
+			held = append(held, started(t, f, NewState()))
+		}
+		w := httptest.NewRecorder()
+		if err := f.Start(w, request(held...), LoginFlow, &idp.Flow{State: NewState(), IdP: "company"}, false); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		expired := 0
+		for _, c := range w.Result().Cookies() {
+			if c.MaxAge < 0 {
+				expired++
+			}
+		}
+		want := 0
+		if open == maxOpenFlows {
+			want = open
+		}
+		if expired != want {
+			t.Errorf("a login started beside %d open ones expired %d of them, want %d", open, expired, want)
+		}
+	}
+}
+
 func TestFlowWithGarbageNextToIt(t *testing.T) {
 	c := newClock()
 	f := NewFlows(testOptions(c))
