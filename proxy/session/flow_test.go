@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -141,9 +142,18 @@ func TestFinishRefuses(t *testing.T) {
 			c := newClock()
 			f := NewFlows(testOptions(c))
 			r, state := tt.finish(t, f, c)
-			flow, err := f.Finish(httptest.NewRecorder(), r, LoginFlow, state)
+			w := httptest.NewRecorder()
+			flow, err := f.Finish(w, r, LoginFlow, state)
 			if flow != nil || !errors.Is(err, tt.want) {
 				t.Errorf("Finish = %+v, %v; want nil, %v", flow, err, tt.want)
+			}
+			// The flow cookie that came with a refused answer is spent all
+			// the same, but for one of another kind, left for its own step.
+			named := func(c *http.Cookie) bool { return c.Name == f.CookieName(state) }
+			carried := validState(state) && slices.ContainsFunc(r.Cookies(), named)
+			expired := slices.ContainsFunc(w.Result().Cookies(), func(c *http.Cookie) bool { return named(c) && c.MaxAge < 0 })
+			if want := carried && tt.want != ErrFlowOtherKind; expired != want {
+				t.Errorf("Finish expired the flow cookie: %v, want %v (Set-Cookie %q)", expired, want, w.Header().Values("Set-Cookie"))
 			}
 			// Only a cookie that opens with no key says so: the proxy
 			// blames other replicas' keys for it.
