@@ -324,6 +324,16 @@ func TestOIDCCompleteRefuses(t *testing.T) {
 			wantErr: "state does not match",
 		},
 		{
+			// The proxy never finishes a flow without a state; the provider
+			// must not take one for a match with an answer that has none.
+			name: "a callback without state for a flow without one",
+			tamper: func(f *Flow, r *http.Request) *http.Request {
+				f.State = ""
+				return withQuery(r, func(q url.Values) { q.Del("state") })
+			},
+			wantErr: "state does not match",
+		},
+		{
 			name:    "an ID token whose nonce is not the flow's",
 			tamper:  func(f *Flow, r *http.Request) *http.Request { f.Nonce = rand.Text(); return r },
 			wantErr: "nonce does not match",

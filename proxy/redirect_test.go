@@ -33,6 +33,7 @@ func TestSafeRedirect(t *testing.T) {
 		{"/\t/evil.com", home},
 		{"/\n/evil.com", home},
 		{" //evil.com", home},
+		{"/ /evil.com", home}, // a space, which url.Parse lets through to the Location header
 		{"javascript:alert(1)", home},
 		{"data:text/html,x", home},
 		{"evil.com", home},
