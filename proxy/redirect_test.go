@@ -17,6 +17,8 @@ func TestSafeRedirect(t *testing.T) {
 		{"/tasks#frag", "https://cvat.example.com/tasks#frag"},
 		{"https://cvat.example.com/tasks", "https://cvat.example.com/tasks"},
 		{"HTTPS://CVAT.EXAMPLE.COM/tasks", "https://cvat.example.com/tasks"},
+		{"https://cvat.example.com/tasks?id=1", "https://cvat.example.com/tasks?id=1"},
+		{"https://cvat.example.com/%2F%2Fevil.com", "https://cvat.example.com/%2F%2Fevil.com"}, // kept as escaped, not decoded
 		{"/%2F%2Fevil.com", "https://cvat.example.com/%2F%2Fevil.com"},
 		{"//evil.com", home},
 		{"///evil.com", home},
