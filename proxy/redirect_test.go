@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 )
 
 // Invariant 6: after login and logout, rd leads only to public_url's origin.
@@ -80,4 +84,40 @@ func TestSingleSignOutLeadsOnlyToThisOrigin(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Invariant 6 holds for the LDAP form too: rd is made safe when the form is
+// shown, and again when a refused post shows it anew, since the login state
+// the form carries is where the browser goes once the password checks out.
+func TestLDAPFormLeadsOnlyToThisOrigin(t *testing.T) {
+	lf := newLoginFuzz(t)
+	stateIn := func(t *testing.T, rec *httptest.ResponseRecorder) string {
+		t.Helper()
+		m := regexp.MustCompile(`name="state" value="([^"]+)"`).FindStringSubmatch(rec.Body.String())
+		if m == nil {
+			t.Fatalf("no form: %d\n%s", rec.Code, rec.Body)
+		}
+		return m[1]
+	}
+	signIn := func(t *testing.T, b *stateBrowser, state string) {
+		t.Helper()
+		rec := b.post("/.portcullis/ldap/corp-ldap", url.Values{"username": {ldapserver.Bob}, "password": {ldapserver.BobPassword}, "state": {state}})
+		if got := rec.Header().Get("Location"); rec.Code != http.StatusFound || got != "https://cvat.example.com/" {
+			t.Errorf("signed in: %d to %q, want https://cvat.example.com/", rec.Code, got)
+		}
+	}
+	const evil = "https://evil.example/"
+	t.Run("the form", func(t *testing.T) {
+		b := newStateBrowser(t, lf.h)
+		signIn(t, b, stateIn(t, b.get("/.portcullis/ldap/corp-ldap?rd="+url.QueryEscape(evil))))
+	})
+	t.Run("the form shown again after a refused post", func(t *testing.T) {
+		b := newStateBrowser(t, lf.h)
+		rec := b.post("/.portcullis/ldap/corp-ldap", url.Values{"username": {ldapserver.Bob}, "password": {ldapserver.BobPassword},
+			"state": {"expired-or-never-started-state"}, "rd": {evil}})
+		if rec.Code != http.StatusBadRequest {
+			t.Fatalf("a post without its login state: %d, want 400 and the form again", rec.Code)
+		}
+		signIn(t, b, stateIn(t, rec))
+	})
 }
