@@ -1,7 +1,11 @@
 package idp
 
 import (
+	"crypto/rand"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -42,5 +46,25 @@ func TestReadBoundedRefusesWhatCrossesTheBoundWithEOF(t *testing.T) {
 	}
 	if got, err := readBounded(io.NopCloser(iotest.DataErrReader(strings.NewReader("12345"))), 4); err == nil || err.Error() != "the answer is larger than 4 bytes" {
 		t.Errorf("5 bytes bounded at 4: %q, %v; want them refused as larger than 4 bytes", got, err)
+	}
+}
+
+// At login, as at refresh, userinfo only fills in what the signed ID token
+// lacks: a claim both carry is the ID token's.
+func TestOIDCLoginIDTokenClaimsWinOverUserinfo(t *testing.T) {
+	ti := newTestIssuer(t)
+	ti.userinfo = map[string]any{"sub": "alice", "email": "not-the-id-token@example.com", "groups": []string{"staff"}}
+	p := ti.provider(t)
+	f := &Flow{State: rand.Text()}
+	if _, err := p.LoginURL(f); err != nil {
+		t.Fatal(err)
+	}
+	ti.nonce = f.Nonce
+	prof, _, err := p.Complete(httptest.NewRequest(http.MethodGet, "/cb?state="+f.State+"&code=c", nil), f)
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	if prof.Email != "alice@example.com" || !slices.Equal(prof.Groups, []string{"staff"}) {
+		t.Errorf("email %q groups %q; want the ID token's alice@example.com and userinfo's [staff]", prof.Email, prof.Groups)
 	}
 }
