@@ -631,3 +631,33 @@ func TestCookieStoreAbsentTellsAnEndedSessionFromAnUnreadableCookie(t *testing.T
 		})
 	}
 }
+
+// A value the keys open is a session only in this layout (wire version) and
+// with an ID, as Save seals them: any other sealed value, from a version
+// with another layout, is no session rather than a misread one, and one
+// without an ID could never be revoked.
+func TestSealedValueOfAnotherLayoutOrWithoutIDIsNoSession(t *testing.T) {
+	o := testOptions(newClock())
+	st := mustStore(t, o)
+	for _, tc := range []struct {
+		name  string
+		edit  func(*wireSession)
+		opens bool
+	}{
+		{"as Save seals it", func(*wireSession) {}, true},
+		{"another layout", func(w *wireSession) { w.V = wireVersion + 1 }, false},
+		{"no ID", func(w *wireSession) { w.ID = "" }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := toWire(New(testProfile(), idp.Tokens{}, o), st.aud)
+			tc.edit(&w)
+			sealed, err := st.sealer.Encode(sessionCodecName, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := load(t, st, request(&http.Cookie{Name: st.name, Value: sealed})); (s != nil) != tc.opens {
+				t.Errorf("Load gave a session: %v, want %v", s != nil, tc.opens)
+			}
+		})
+	}
+}
