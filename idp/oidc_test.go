@@ -379,6 +379,15 @@ func TestOIDCCompleteRefuses(t *testing.T) {
 			wantErr: "answer from issuer",
 		},
 		{
+			// RFC 9207 2.4: simple string comparison; paths, tenants among
+			// them, are case-sensitive.
+			name: "an answer naming this issuer in other letter case",
+			tamper: func(f *Flow, r *http.Request) *http.Request {
+				return withQuery(r, func(q url.Values) { q.Set("iss", strings.ToUpper(h.idp.Issuer)) })
+			},
+			wantErr: "answer from issuer",
+		},
+		{
 			name: "an answer with an empty iss",
 			tamper: func(f *Flow, r *http.Request) *http.Request {
 				return withQuery(r, func(q url.Values) { q.Set("iss", "") })
