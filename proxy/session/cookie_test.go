@@ -420,6 +420,8 @@ func TestDuplicateCookies(t *testing.T) {
 		{"a chunked session with a tossed garbage chunk still opens", append([]*http.Cookie{garbage(big[1].Name)}, big...), "u-123"},
 		{"four values of one name are no session", append([]*http.Cookie{garbage("portcullis"), {Name: "portcullis", Value: "b"}, {Name: "portcullis", Value: "c"}}, alice...), ""},
 		{"hundreds of chunk cookies are no session", append(append([]*http.Cookie{}, alice...), hundreds...), ""},
+		{"more combinations of tossed chunks than are tried are no session, though one opens", append([]*http.Cookie{
+			{Name: big[0].Name, Value: "a"}, {Name: big[0].Name, Value: "b"}, {Name: big[1].Name, Value: "c"}, {Name: big[1].Name, Value: "d"}}, big...), ""},
 		{"unrelated cookies around the session are ignored", append([]*http.Cookie{{Name: "csrftoken", Value: "x"}, {Name: "portcullis_99", Value: "y"}}, alice...), "u-123"},
 	}
 	for _, tt := range tests {
