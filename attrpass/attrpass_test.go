@@ -80,6 +80,19 @@ func TestStrip(t *testing.T) {
 	}
 }
 
+// Strip's quick length check spans every name it removes, whichever was
+// added first: a name shorter than the first one (strip_headers, or the
+// proxy's own list added after the config's) is removed too.
+func TestStripShortNameAddedAfterALongOne(t *testing.T) {
+	p := compileYAML(t, "headers:\n  X-Auth-Request-Email: email\nstrip_headers: [X-Id]\n")
+	p.AlsoStrip("Client-Ip")
+	h := http.Header{"X-Auth-Request-Email": {"spoofed"}, "X-Id": {"spoofed"}, "Client-Ip": {"spoofed"}}
+	p.Strip(h)
+	if len(h) != 0 {
+		t.Errorf("after Strip: %v, want every spoofed header removed", h)
+	}
+}
+
 // TestStripOverHTTP sends spoofed headers on the wire to a real Go server, so
 // the test does not depend on assumptions about how net/http keys them.
 func TestStripOverHTTP(t *testing.T) {
