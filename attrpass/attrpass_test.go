@@ -176,7 +176,9 @@ func TestInjectCVAT(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := http.Header{"Accept": {"*/*"}}
+			// Inject is safe on its own, without Strip first: it replaces
+			// or removes a client's copy of every header it owns.
+			h := http.Header{"Accept": {"*/*"}, "X-Email": {"spoofed"}, "X-Groups": {"spoofed"}}
 			if err := p.Inject(h, &tt.profile); err != nil {
 				t.Fatalf("Inject: %v", err)
 			}
