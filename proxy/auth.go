@@ -699,8 +699,6 @@ func (h *Handler) singleSignOut(w http.ResponseWriter, r *http.Request, s *sessi
 	return target
 }
 
-// logoutDone is where the IdP sends the browser back after a single
-// sign-out: on to where the logout was asked to lead, or the signed-out page.
 // clearUpstreamCookies expires the application's own session cookies
 // (upstream.logout_cookies): CVAT, for one, trusts its Django session cookie
 // before the identity headers, so without this a second user signing in in
@@ -711,6 +709,8 @@ func (h *Handler) clearUpstreamCookies(w http.ResponseWriter) {
 	}
 }
 
+// logoutDone is where the IdP sends the browser back after a single
+// sign-out: on to where the logout was asked to lead, or the signed-out page.
 func (h *Handler) logoutDone(w http.ResponseWriter, r *http.Request) {
 	f, err := h.flows.Finish(w, r, session.LogoutFlow, r.URL.Query().Get("state"))
 	if err == nil && f.Redirect != "" {
