@@ -601,12 +601,15 @@ func (c *Config) validate(p *problems) {
 		ic := &c.SSO.IdentityProviders[i]
 		key := fmt.Sprintf("sso.identity_providers[%d]", i)
 		p.addAll(key+".", ic.Validate())
-		if resolved, err := ic.WithPreset(); err == nil && ic.SingleSignOut {
-			// A preset entry speaks its preset's protocol (okta OIDC, github
-			// OAUTH2); an unknown protocol is a problem of protocol.
-			switch resolved.Protocol {
-			case idp.OAuth2, idp.LDAP:
-				p.add(key+".single_sign_out", "only OIDC and SAML providers offer single sign-out (protocol is %s)", resolved.Protocol)
+		// A preset entry speaks its preset's protocol (okta OIDC, github
+		// OAUTH2); an unknown protocol is a problem of protocol.
+		if resolved, err := ic.WithPreset(); err == nil {
+			proto := resolved.Protocol
+			if ic.SingleSignOut && (proto == idp.OAuth2 || proto == idp.LDAP) {
+				p.add(key+".single_sign_out", "only OIDC and SAML providers offer single sign-out (protocol is %s)", proto)
+			}
+			if ic.AllowIdPInitiated && (proto == idp.OIDC || proto == idp.OAuth2 || proto == idp.LDAP) {
+				p.add(key+".allow_idp_initiated", "only SAML providers send logins the user did not start here (protocol is %s)", proto)
 			}
 		}
 		if seen[ic.ID] && ic.ID != "" {

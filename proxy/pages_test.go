@@ -110,7 +110,7 @@ func TestSingleSignOutOfAnOIDCPreset(t *testing.T) {
 	}
 }
 
-func TestConfigRefusesRefreshAndSingleSignOutMistakes(t *testing.T) {
+func TestConfigRefusesRefreshAndProtocolKeyMistakes(t *testing.T) {
 	for _, tc := range []struct{ name, old, new, want string }{
 		{"a negative session.refresh", "session:\n", "session:\n  refresh: -1m\n", "session.refresh: must be 0 (off) or a positive duration"},
 		{"single_sign_out on plain OAuth2", "      protocol: OIDC\n      server_url: https://login.example.com/\n",
@@ -118,6 +118,11 @@ func TestConfigRefusesRefreshAndSingleSignOutMistakes(t *testing.T) {
 			"sso.identity_providers[0].single_sign_out: only OIDC and SAML providers offer single sign-out"},
 		{"single_sign_out on a preset of plain OAuth2", "      protocol: OIDC\n      server_url: https://login.example.com/\n",
 			"      preset: github\n      single_sign_out: true\n", "sso.identity_providers[0].single_sign_out: only OIDC and SAML providers offer single sign-out (protocol is OAUTH2)"},
+		{"allow_idp_initiated on OIDC", "      server_url: https://login.example.com/\n",
+			"      server_url: https://login.example.com/\n      allow_idp_initiated: true\n",
+			"sso.identity_providers[0].allow_idp_initiated: only SAML providers send logins the user did not start here (protocol is OIDC)"},
+		{"allow_idp_initiated on a preset of plain OAuth2", "      protocol: OIDC\n      server_url: https://login.example.com/\n",
+			"      preset: github\n      allow_idp_initiated: true\n", "sso.identity_providers[0].allow_idp_initiated: only SAML providers send logins the user did not start here (protocol is OAUTH2)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), nil)
