@@ -200,6 +200,20 @@ func (h *Handler) loginNotStarted(w http.ResponseWriter, r *http.Request, id str
 		"Another site's page tried to start a sign-in here. To sign in, open this application in your browser.")
 }
 
+// sentByAnotherSite reports whether the browser says that another site's
+// page, or a sibling subdomain's, sent r: a link, a redirect, a form, a frame
+// or a subresource. A request the user typed or bookmarked (Sec-Fetch-Site:
+// none), or a page of this origin sent, is not, and neither is one from a
+// client that does not say where it comes from (curl, browsers without
+// Sec-Fetch-*).
+func sentByAnotherSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		return true
+	}
+	return false
+}
+
 // fromAnotherSitesPage reports whether the browser sent r for a page of
 // another site, or of a sibling subdomain (Sec-Fetch-Site), as anything
 // but the top-level document (Sec-Fetch-Dest): a subresource or a frame.
@@ -602,6 +616,10 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 			rd = r.PostForm.Get("rd")
 		}
 	}
+	// Another site cannot sign the user out (logout CSRF): it gets a page
+	// whose button posts the same logout from this origin. Other logouts,
+	// those of clients that do not say where they come from included, are
+	// done at once, as before and as other SSO proxies do.
 	if sentByAnotherSite(r) {
 		h.audit(r, slog.LevelInfo, "logout_not_done", slog.String("reason", "another_site"),
 			slog.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")))
@@ -644,23 +662,6 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.pages.signedOut(w, r)
-}
-
-// sentByAnotherSite reports whether the browser says that another site's
-// page, or a sibling subdomain's, sent r: a link, a redirect, a form or a
-// frame. Such a logout is asked, not done, so that no other site can sign
-// a user out (logout CSRF): the page it gets posts the same logout from
-// the proxy's own origin with a click. A logout the user typed or
-// bookmarked (Sec-Fetch-Site: none), or the application's own pages sent,
-// is done at once, and so is every logout of a client that does not say
-// where it comes from (curl, browsers without Sec-Fetch-*): as before, and
-// as other SSO proxies do. The LDAP form refuses such a post (ldapLogin).
-func sentByAnotherSite(r *http.Request) bool {
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "cross-site", "same-site":
-		return true
-	}
-	return false
 }
 
 // singleSignOut returns the IdP's end-session URL for s when its IdP entry
