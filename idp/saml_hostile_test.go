@@ -148,6 +148,17 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
+			// etree's Text is the text before the first child, this SP's
+			// entity ID here; the Audience crewjam reads is all of its
+			// character data, another SP's.
+			name: "Audience starting with this SP's entity ID, then an element and more text, is refused", wantErr: "AudienceRestriction 1", reason: "saml_audience",
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				aud := a.FindElement("./Conditions/AudienceRestriction/Audience")
+				aud.CreateElement("Split")
+				aud.CreateText(".other-sp.example")
+			},
+		},
+		{
 			name: "AudienceRestriction naming this SP and, after it, another is accepted",
 			mutate: func(t testing.TB, resp, a *etree.Element) {
 				ar := a.FindElement("./Conditions/AudienceRestriction")
