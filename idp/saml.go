@@ -274,6 +274,11 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err != nil {
 		return nil, nil, p.samlDiagnose(sp, assertionEl, fmt.Errorf("saml %s: verify response: %w", id, err))
 	}
+	if assertionEl == nil {
+		// crewjam returned an assertion that inspectResponse, which visits
+		// every element, did not see: refused rather than left unchecked.
+		return nil, nil, fmt.Errorf("saml %s: verify response: crewjam/saml found an assertion outside the response's elements", id)
+	}
 	if err := checkAudience(assertionEl, sp.EntityID); err != nil {
 		return nil, nil, p.samlDiagnose(sp, assertionEl, fmt.Errorf("saml %s: verify response: %w", id, err))
 	}

@@ -30,6 +30,11 @@ func (p *SAMLProvider) samlDiagnose(sp *saml.ServiceProvider, assertion *etree.E
 		code := bad.Status[strings.LastIndex(bad.Status, ":")+1:]
 		return fmt.Errorf("saml %s: response status: %w", p.cfg.ID, &CallbackError{Code: truncate(code, 64), Description: truncate(bad.Status, 256)})
 	}
+	if assertion == nil {
+		// A response without assertion that is no refusal by the IdP:
+		// nothing in it tells a set-up mistake apart.
+		return err
+	}
 	response := assertion.Parent()
 	if !signed(response) && signed(assertion) && responseLevel(err) && !genuineAssertion(sp, assertion) {
 		// crewjam reads an unsigned response's Destination, Issuer and

@@ -259,6 +259,20 @@ func samlHostileCases(now time.Time) []samlForgery {
 			},
 		},
 		{
+			// As IdPs refuse a login: saml-profiles 4.1.4.2 forbids an
+			// assertion in an error response.
+			name: "response whose status is not Success, without assertion, is the IdP refusing the login", sign: unsigned,
+			wantErr: "Responder", idpError: "Responder",
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				resp.RemoveChild(a)
+				setAttr(t, resp, "./Status/StatusCode", "Value", "urn:oasis:names:tc:SAML:2.0:status:Responder")
+			},
+		},
+		{
+			name: "response whose status is Success, without assertion, is refused", sign: unsigned, wantErr: "Assertion",
+			mutate: func(t testing.TB, resp, a *etree.Element) { resp.RemoveChild(a) },
+		},
+		{
 			name: "response issued long ago is refused", wantErr: "IssueInstant",
 			mutate: func(t testing.TB, resp, a *etree.Element) { resp.CreateAttr("IssueInstant", later(-30*time.Minute)) },
 		},

@@ -69,7 +69,11 @@ var errEncryptedAssertion = errors.New("EncryptedAssertion refused: this SP offe
 // canonicalization drops them, so a comment can split a signed NameID such
 // as alice@example.com<!---->.evil.com without breaking the signature). It
 // returns the one assertion, for the checks that need more of it than
-// crewjam's parsed form keeps (checkAudience).
+// crewjam's parsed form keeps (checkAudience), or nil for a response with
+// none: an IdP that refuses the login says so in the status and MUST NOT
+// send an assertion (saml-profiles 4.1.4.2), and crewjam reads that status
+// once it has checked the response's Destination, InResponseTo and Issuer;
+// one with a status of Success and no assertion it refuses.
 func inspectResponse(data []byte) (*etree.Element, error) {
 	if err := scanXML(data, "response", responseLimits); err != nil {
 		return nil, err
@@ -108,7 +112,7 @@ func inspectResponse(data []byte) (*etree.Element, error) {
 	if err := walk(root); err != nil {
 		return nil, err
 	}
-	if assertions != 1 {
+	if assertions > 1 {
 		return nil, fmt.Errorf("response carries %d assertions, want exactly 1", assertions)
 	}
 	return assertion, nil
