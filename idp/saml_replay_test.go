@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crewjam/saml"
 )
 
 // memoryMarks is the ReplayStore of these tests, standing in for the
@@ -64,5 +66,37 @@ func TestSAMLAssertionWithoutIDIsRefused(t *testing.T) {
 	p := &SAMLProvider{cfg: Config{ID: "corp"}, replay: &memoryMarks{}}
 	if err := p.useAssertion(t.Context(), "", time.Now().Add(time.Minute)); err == nil {
 		t.Fatal("empty ID accepted")
+	}
+}
+
+// An assertion is recorded until crewjam would refuse it anyway: past every
+// NotOnOrAfter it carries, and past the clock skew allowed after them.
+// Forgotten sooner, it could be posted again in the time left.
+func TestSAMLReplayExpiryIsTheLastAcceptableInstant(t *testing.T) {
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	bearer := func(until time.Time) saml.SubjectConfirmation {
+		return saml.SubjectConfirmation{Method: "urn:oasis:names:tc:SAML:2.0:cm:bearer",
+			SubjectConfirmationData: &saml.SubjectConfirmationData{NotOnOrAfter: until}}
+	}
+	tests := []struct {
+		name          string
+		conditions    time.Time
+		confirmations []saml.SubjectConfirmation
+		want          time.Time
+	}{
+		{"conditions end last", base.Add(5 * time.Minute), []saml.SubjectConfirmation{bearer(base)}, base.Add(5 * time.Minute)},
+		{"the confirmation ends last", base, []saml.SubjectConfirmation{bearer(base.Add(5 * time.Minute))}, base.Add(5 * time.Minute)},
+		{"the later of two confirmations", base, []saml.SubjectConfirmation{bearer(base.Add(time.Minute)), bearer(base.Add(2 * time.Minute))}, base.Add(2 * time.Minute)},
+		{"conditions without NotOnOrAfter", time.Time{}, []saml.SubjectConfirmation{bearer(base)}, base},
+		{"a confirmation without data", base, []saml.SubjectConfirmation{{Method: "urn:oasis:names:tc:SAML:2.0:cm:bearer"}}, base},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &saml.Assertion{Conditions: &saml.Conditions{NotOnOrAfter: tc.conditions},
+				Subject: &saml.Subject{SubjectConfirmations: tc.confirmations}}
+			if got, want := replayExpiry(a), tc.want.Add(saml.MaxClockSkew); !got.Equal(want) {
+				t.Errorf("recorded until %s, want %s (the last NotOnOrAfter and the clock skew)", got, want)
+			}
+		})
 	}
 }
