@@ -376,6 +376,22 @@ func samlShapeForgeries() []samlForgery {
 			},
 		},
 		{
+			// An element declares one default namespace; nested, they
+			// add up as prefixed ones do.
+			name: "2,000 empty elements under 20 nested default namespace declarations are refused", sign: untouchedSignatures,
+			wantErr: "more than 16 XML namespace declarations in scope",
+			mutate: func(t testing.TB, resp, a *etree.Element) {
+				el := a.FindElement("./Subject")
+				for i := range 20 {
+					el = el.CreateElement("a")
+					el.CreateAttr("xmlns", fmt.Sprintf("u%d", i))
+				}
+				for range 2_000 {
+					el.CreateElement("a")
+				}
+			},
+		},
+		{
 			name: "2,000 elements with 10 attributes each are refused", sign: untouchedSignatures,
 			wantErr: "more than 8192 XML attributes",
 			mutate: pad(2_000, func(parent *etree.Element, _ int) {
