@@ -263,6 +263,25 @@ func TestSAMLProfileMapping(t *testing.T) {
 			want: Profile{IdP: "corp", Sub: "n", Email: "m@x.org", EmailVerified: true, Username: "mx", Groups: []string{"a", "b"}},
 		},
 		{
+			name:    "an email_verified attribute saying false leaves the address unverified",
+			mapping: map[string]string{"email_verified": "verified"},
+			in:      assertion("n", attr("mail", "", "m@x.org"), attr("verified", "", "false")),
+			want:    Profile{IdP: "corp", Sub: "n", Email: "m@x.org"},
+		},
+		{
+			name: "blank group values are dropped and the others trimmed",
+			in:   assertion("n", attr("groups", "", " staff ", "", "  ")),
+			want: Profile{IdP: "corp", Sub: "n", Groups: []string{"staff"}},
+		},
+		{
+			// Shibboleth sends eduPersonTargetedID so.
+			name:    "an attribute value that is a NameID counts as the NameID's value",
+			mapping: map[string]string{"uid": "urn:oid:1.3.6.1.4.1.5923.1.1.1.10"},
+			in: assertion("transient-1", saml.Attribute{Name: "urn:oid:1.3.6.1.4.1.5923.1.1.1.10",
+				Values: []saml.AttributeValue{{NameID: &saml.NameID{Value: "a1b2c3", Format: "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"}}}}),
+			want: Profile{IdP: "corp", Sub: "a1b2c3"},
+		},
+		{
 			name:    "no NameID and no uid mapping refuses the login",
 			in:      assertion(""),
 			wantErr: "no NameID",
