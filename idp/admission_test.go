@@ -194,4 +194,15 @@ func TestTrustEmailMarksTheAdmittedProfile(t *testing.T) {
 	if !p.EmailVerified {
 		t.Error("email_verified is still false: expressions and headers would not see what admission decided")
 	}
+
+	// No address, nothing to trust: email_verified true beside an empty
+	// email would tell the upstream and expressions of an address vouched for.
+	c = Config{Protocol: SAML, TrustEmail: true}
+	p = Profile{}
+	if err := c.Admit(&p); err != nil {
+		t.Fatalf("Admit = %v", err)
+	}
+	if p.EmailVerified {
+		t.Error("a profile without email is marked email_verified")
+	}
 }
