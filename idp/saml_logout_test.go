@@ -396,6 +396,7 @@ func samlLogoutRequestCases(now time.Time, keys samlSigners) []samlLogoutRequest
 			r.IssueInstant = now.Add(-10 * time.Minute)
 		}}, want: "expired"},
 		{name: "a request without NameID is refused", opts: []opt{func(r *saml.LogoutRequest) { r.NameID = nil }}, want: "NameID"},
+		{name: "a request whose NameID is blank is refused", opts: []opt{func(r *saml.LogoutRequest) { r.NameID.Value = " \n " }}, want: "NameID"},
 	}
 }
 
@@ -431,6 +432,12 @@ func TestSAMLIdPLogoutRequests(t *testing.T) {
 					if strings.Join(got.SessionIndexes, ",") != "idx-1,idx-2" || got.ID != want.ID || got.NameID != want.NameID ||
 						got.Subject != want.Subject || got.Sub != want.Sub || got.RelayState != want.RelayState {
 						t.Errorf("VerifyLogoutRequest = %+v, want %+v", *got, want)
+					}
+					// Its ID is kept as long as the request could be
+					// accepted: forgotten sooner, it could be sent again.
+					marks := e.p.replay.(*memoryMarks)
+					if until := marks.keys["saml:corp:logout:"+req.ID]; until.Before(req.IssueInstant.Add(saml.MaxIssueDelay)) {
+						t.Errorf("request ID recorded until %s, want at least its IssueInstant %s and MaxIssueDelay", until, req.IssueInstant)
 					}
 					// The same request again is refused.
 					if _, err := e.p.VerifyLogoutRequest(logoutRequestHTTP(t, sp, req, binding, "relay-1")); err == nil || !strings.Contains(err.Error(), "replay") {
