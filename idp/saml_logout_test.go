@@ -384,6 +384,10 @@ func samlLogoutRequestCases(now time.Time, keys samlSigners) []samlLogoutRequest
 	type opt = saml.LogoutRequestOption
 	return []samlLogoutRequestCase{
 		{name: "a signed request is accepted", opts: []opt{saml.WithSessionIndexes("idx-1", "idx-2")}},
+		// An empty one would name the sessions that have none.
+		{name: "an empty SessionIndex is left out", opts: []opt{saml.WithSessionIndexes("idx-1", "idx-2"), func(r *saml.LogoutRequest) {
+			r.AdditionalSessionIndexes = append(r.AdditionalSessionIndexes, saml.SessionIndex{})
+		}}},
 		{name: "an unsigned request is refused", edit: func(sp *saml.ServiceProvider) { sp.SignatureMethod = "" }, want: "ignature"},
 		{name: "a request signed with another key is refused", edit: func(sp *saml.ServiceProvider) { sp.Key, sp.Certificate = keys.foreignKey, keys.foreignCert }, want: "ignature"},
 		{name: "a request from another issuer is refused", edit: func(sp *saml.ServiceProvider) { sp.EntityID = "https://evil.example/idp" }, want: "issuer"},
