@@ -495,6 +495,9 @@ func TestLDAPCountsBinds(t *testing.T) {
 	p.Authenticate(r, "alice", ldapserver.AlicePassword, nil)
 	p.Authenticate(r, "alice", "wrong", nil)
 	p.Authenticate(r, "alice", "", nil)
+	// Longer than maxPasswordBytes: refused before the directory is
+	// asked, as an empty one is.
+	p.Authenticate(r, "alice", strings.Repeat("x", maxPasswordBytes+1), nil)
 	p.Authenticate(r, "nobody", "x", nil)
 	if got := p.Binds(); got != 2 {
 		t.Errorf("Binds = %d, want 2", got)
