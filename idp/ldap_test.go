@@ -488,6 +488,24 @@ func TestLDAPTimeouts(t *testing.T) {
 
 // TestLDAPCountsBinds checks that Binds counts the password checks that
 // reached the directory, and that refused-early attempts do not.
+// A user filter that matches three or more entries ends the search at its
+// size limit of 2, which the directory reports as an error: that is a
+// username with many entries (wrong username or password), not a directory
+// failing.
+func TestLDAPUsernameWithManyEntriesIsRefused(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	c := ldapTestConfig(srv.URL)
+	c.UserSearch.Filter = "(&(objectClass=inetOrgPerson)(|(uid={username})(sn=*)))"
+	p := newTestLDAP(t, c)
+	prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
+	if !errors.Is(err, ErrInvalidCredentials) || errors.Is(err, ErrNotReady) || prof != nil {
+		t.Fatalf("got %+v, %v; want ErrInvalidCredentials", prof, err)
+	}
+	if p.Binds() != 0 {
+		t.Errorf("Binds = %d, want none", p.Binds())
+	}
+}
+
 func TestLDAPCountsBinds(t *testing.T) {
 	srv := ldapserver.Start(t, ldapserver.Options{})
 	p := newTestLDAP(t, ldapTestConfig(srv.URL))
