@@ -506,6 +506,20 @@ func TestLDAPUsernameWithManyEntriesIsRefused(t *testing.T) {
 	}
 }
 
+// After the user's bind, groups are searched as the service account again:
+// a directory may hide its groups from the users in them.
+func TestLDAPGroupsAreSearchedAsTheServiceAccount(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{GroupsForServiceOnly: true})
+	p := newTestLDAP(t, ldapTestConfig(srv.URL))
+	prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "bob", ldapserver.BobPassword, nil)
+	if err != nil {
+		t.Fatalf("Authenticate: %v", err)
+	}
+	if want := []string{"annotators", "workers"}; !slices.Equal(prof.Groups, want) {
+		t.Errorf("groups %q, want %q (searched as the service account)", prof.Groups, want)
+	}
+}
+
 func TestLDAPCountsBinds(t *testing.T) {
 	srv := ldapserver.Start(t, ldapserver.Options{})
 	p := newTestLDAP(t, ldapTestConfig(srv.URL))

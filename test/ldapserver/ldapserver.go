@@ -85,6 +85,10 @@ type Options struct {
 	// Tests add stricter policies under PoliciesDN and point an entry at
 	// one with pwdPolicySubentry.
 	PasswordPolicy bool
+	// GroupsForServiceOnly lets only the service account read the groups
+	// under GroupsDN, as hardened directories do: a search for them bound
+	// as a user finds none.
+	GroupsForServiceOnly bool
 	// IdleTimeout is slapd's olcIdleTimeout: it closes a client's
 	// connection after that long without a request (whole seconds; 0
 	// keeps slapd's default, never), as directories behind an idle
@@ -141,6 +145,11 @@ func Start(t testing.TB, o Options) *Server {
 	config := configLDIF(s.dir)
 	if o.SizeLimit != "" {
 		config = strings.Replace(config, "olcRootDN:", "olcSizeLimit: "+o.SizeLimit+"\nolcRootDN:", 1)
+	}
+	if o.GroupsForServiceOnly {
+		config = strings.Replace(config, "olcAccess: {1}to * by users read by * none",
+			"olcAccess: {1}to dn.subtree=\""+GroupsDN+"\" by dn.exact=\""+ServiceDN+"\" read by * none\n"+
+				"olcAccess: {2}to * by users read by * none", 1)
 	}
 	if o.IdleTimeout > 0 {
 		config = strings.Replace(config, "olcArgsFile:", fmt.Sprintf("olcIdleTimeout: %d\nolcArgsFile:", int(o.IdleTimeout.Seconds())), 1)
