@@ -727,6 +727,8 @@ func TestSAMLCostlyLogoutMessagesAreRefused(t *testing.T) {
 		{"the signed message as it is is accepted", func(raw []byte) []byte { return raw }, false, "", 0},
 		{"padded inside its start tag to 1 MiB", func(raw []byte) []byte { return insert(raw, " ", " ", 1<<20-len(raw)) }, false, "larger than", 0},
 		{"a deflate bomb: 16 MiB of spaces in 16 KB", func(raw []byte) []byte { return insert(raw, " ", " ", 16<<20) }, false, "larger than", 0},
+		// Within the form's limit, which allows for base64.
+		{"padded inside its start tag to 80 KB, posted", func(raw []byte) []byte { return insert(raw, " ", " ", 80<<10-len(raw)) }, true, "larger than", 0},
 		{"1 MiB of comments", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 1<<20-len(raw)) }, false, "larger than", 0},
 		{"50 KB of comments", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 50<<10) }, false, "comment", 0},
 		{"50 KB of comments, posted", func(raw []byte) []byte { return insert(raw, "</saml:Issuer>", "<!---->", 50<<10) }, true, "comment", 0},
