@@ -816,4 +816,22 @@ func TestSAMLLogoutRequestRelayStateIsTheSignedOne(t *testing.T) {
 	if got.RelayState != "signed-relay" {
 		t.Errorf("RelayState %q, want the one the IdP signed, %q", got.RelayState, "signed-relay")
 	}
+
+	// Query parameter names are case-sensitive: a relaystate before the
+	// signed RelayState is another parameter, which the signature does not
+	// cover.
+	req, err = sp.MakeLogoutRequest(testSLOURL, "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err = sp.RedirectLogoutRequestURL(req, "signed-relay"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = e.p.VerifyLogoutRequest(httptest.NewRequest(http.MethodGet, testSLOURL+"?relaystate=https%3A%2F%2Fevil.example%2F&"+u.RawQuery, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RelayState != "signed-relay" {
+		t.Errorf("RelayState %q, want the one the IdP signed, %q", got.RelayState, "signed-relay")
+	}
 }
