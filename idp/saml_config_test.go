@@ -350,11 +350,16 @@ func TestSAMLProfileMapping(t *testing.T) {
 		got, err := m.profile("corp", assertion("n",
 			attr("urn:oid:2.5.4.42", "givenName", "Ada"),
 			attr("roles", "", "x", "y"),
-			attr("department", "", "R&D")))
+			attr("department", "", "R&D"),
+			// A FriendlyName that is another attribute's Name does not
+			// take that claim: expressions that name it read the IdP's
+			// attribute of that Name.
+			attr("urn:oid:2.5.4.11", "department", "Sales")))
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := map[string]any{"urn:oid:2.5.4.42": "Ada", "givenName": "Ada", "roles": []string{"x", "y"}, "department": "R&D"}
+		want := map[string]any{"urn:oid:2.5.4.42": "Ada", "givenName": "Ada", "roles": []string{"x", "y"}, "department": "R&D",
+			"urn:oid:2.5.4.11": "Sales"}
 		if !reflect.DeepEqual(got.Claims, want) {
 			t.Errorf("claims %#v, want %#v", got.Claims, want)
 		}
