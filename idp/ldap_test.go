@@ -179,6 +179,18 @@ func TestLDAPProfileSubFallsBackToTheDN(t *testing.T) {
 	}
 }
 
+// A value of spaces counts as none, so the next attribute is read; others
+// lose the spaces around them.
+func TestLDAPProfileTrimsValues(t *testing.T) {
+	dn := "uid=ann,ou=people,dc=example,dc=com"
+	p := newLDAPMapping(nil).profile("corp", ldap.NewEntry(dn, map[string][]string{
+		"uid": {"ann"}, "mail": {" ann@example.com "}, "displayName": {"  "}, "cn": {"Ann Example"},
+	}), "ann", nil)
+	if p.Email != "ann@example.com" || p.Name != "Ann Example" {
+		t.Errorf("email %q name %q, want %q %q", p.Email, p.Name, "ann@example.com", "Ann Example")
+	}
+}
+
 // A password hash a directory hands back unasked never becomes a claim:
 // claims go to the session, the upstream's headers and every expression.
 func TestLDAPProfileNeverCarriesUserPassword(t *testing.T) {
