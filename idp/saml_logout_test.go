@@ -835,3 +835,14 @@ func TestSAMLLogoutRequestRelayStateIsTheSignedOne(t *testing.T) {
 		t.Errorf("RelayState %q, want the one the IdP signed, %q", got.RelayState, "signed-relay")
 	}
 }
+
+// The session keeps the first SessionIndex the assertion carries: an
+// AuthnStatement without one before it does not leave the session without.
+func TestSAMLLogoutTokensKeepTheFirstSessionIndex(t *testing.T) {
+	p := &SAMLProvider{cfg: Config{ID: "corp", SingleSignOut: true}}
+	a := &saml.Assertion{Subject: &saml.Subject{NameID: &saml.NameID{Value: "alice@example.com"}},
+		AuthnStatements: []saml.AuthnStatement{{}, {SessionIndex: "idx-2"}, {SessionIndex: "idx-3"}}}
+	if got := p.logoutTokens(a); got == nil || got.SID != "idx-2" || got.NameID.Value != "alice@example.com" {
+		t.Errorf("logoutTokens = %+v, want NameID alice@example.com and SessionIndex idx-2", got)
+	}
+}
