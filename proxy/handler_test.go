@@ -399,6 +399,39 @@ func TestPathTricksAgainstABypassRule(t *testing.T) {
 			if !ok || got.Path != tc.path {
 				t.Fatalf("upstream path %q (reached %v), want %q", got.Path, ok, tc.path)
 			}
+			// In one encoding, net/url's of the cleaned path, never the
+			// client's: an upstream that routes on the raw bytes would
+			// read /public/%61pp.js as another path than the rule did.
+			if want := (&url.URL{Path: tc.path}).EscapedPath(); got.RequestURI != want {
+				t.Errorf("upstream request-target %q, want %q", got.RequestURI, want)
+			}
+		})
+	}
+}
+
+// The proxy's endpoints are auth_prefix and the paths under it, not every
+// path that starts with its letters: /.portcullis-assets/ is the
+// application's, and its rules decide on it.
+func TestPathsThatOnlyBeginLikeTheAuthPrefixAreTheApplications(t *testing.T) {
+	f := newFixtureWith(t, `  - name: assets
+    path_prefix: /.portcullis-assets/
+    action: bypass
+`)
+	for _, tc := range []struct {
+		target  string
+		status  int
+		reached bool
+	}{
+		{"/.portcullis-assets/app.js", http.StatusOK, true},
+		{"/.portcullisx", http.StatusUnauthorized, false},     // no rule: authenticate
+		{"/.portcullis", http.StatusTemporaryRedirect, false}, // ServeMux: to /.portcullis/
+		{"/.portcullis/", http.StatusNotFound, false},
+	} {
+		t.Run(tc.target, func(t *testing.T) {
+			resp, _, reached := f.do(t, request("GET", tc.target, nil, "Accept", "application/json"))
+			if resp.StatusCode != tc.status || reached != tc.reached {
+				t.Errorf("status %d reached %v, want %d %v", resp.StatusCode, reached, tc.status, tc.reached)
+			}
 		})
 	}
 }
