@@ -253,6 +253,27 @@ func TestConnectionHeaderCannotRemoveInjectedIdentity(t *testing.T) {
 	}
 }
 
+// A header that the client's Connection header names is gone before the
+// rules look, however the list is spaced: the reverse proxy drops it on the
+// way upstream, so a credentials bypass rule that saw it would send the
+// request on anonymous.
+func TestConnectionListedHeadersAreGoneBeforeTheRules(t *testing.T) {
+	f := newFixture(t)
+	for _, lines := range [][]string{
+		{"Authorization"}, {"keep-alive, Authorization"}, {"keep-alive,Authorization"}, {"keep-alive ,\tauthorization "},
+		{"keep-alive", "Authorization"}, // one line each
+	} {
+		t.Run(strings.Join(lines, " | "), func(t *testing.T) {
+			r := request("GET", "/api/tasks", nil, "Authorization", "Token abc", "Accept", "application/json")
+			r.Header["Connection"] = lines
+			resp, got, reached := f.do(t, r)
+			if resp.StatusCode != http.StatusUnauthorized || reached {
+				t.Errorf("status %d, upstream reached with Authorization %q; want 401 before the upstream", resp.StatusCode, got.Header.Get("Authorization"))
+			}
+		})
+	}
+}
+
 // Invariant 2: a bypassed request carries no identity set by the proxy, even
 // with a valid session cookie.
 func TestBypassWithSessionCarriesNoIdentity(t *testing.T) {

@@ -384,3 +384,39 @@ func TestLoginPagesEscapeWhatTheyShow(t *testing.T) {
 		})
 	}
 }
+
+// A form post held back by the failure limits links back to the form with
+// the rd the login began with: the user who waits and signs in then lands
+// where they were going, not at the root.
+func TestLDAPTooManyAttemptsLinksBackWithTheRedirect(t *testing.T) {
+	h := newTestHandler(t, withLDAP)
+	h.providers["corp-ldap"].impl = markupChecker{} // every password wrong
+	h.pause = func(context.Context, time.Time) {}
+	for i := 0; ; i++ {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/.portcullis/ldap/corp-ldap?rd=%2Ftasks%2F7", nil))
+		m := regexp.MustCompile(`name="state" value="([^"]+)"`).FindStringSubmatch(rec.Body.String())
+		if rec.Code != http.StatusOK || m == nil {
+			t.Fatalf("form: %d %s", rec.Code, rec.Body)
+		}
+		form := url.Values{"username": {"alice"}, "password": {"guess"}, "state": {m[1]}}
+		r := httptest.NewRequest("POST", "/.portcullis/ldap/corp-ldap", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("Accept", "text/html")
+		for _, c := range rec.Result().Cookies() {
+			r.AddCookie(c)
+		}
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if rec.Code == http.StatusUnauthorized && i < 10 {
+			continue
+		}
+		if rec.Code != http.StatusTooManyRequests {
+			t.Fatalf("attempt %d: %d, want 429 after a few wrong passwords", i+1, rec.Code)
+		}
+		if link := regexp.MustCompile(`href="/\.portcullis/ldap/corp-ldap\?rd=[^"]*%2Ftasks%2F7"`); !link.MatchString(rec.Body.String()) {
+			t.Errorf("429 page without a link back to the form with its rd (%s):\n%s", link, rec.Body)
+		}
+		return
+	}
+}
