@@ -546,6 +546,15 @@ func TestDecisions(t *testing.T) {
 			if tc.location != "" && resp.Header.Get("Location") != tc.location {
 				t.Errorf("Location %q, want %q", resp.Header.Get("Location"), tc.location)
 			}
+			// A script's 401 says where its user can log in.
+			if tc.status == http.StatusUnauthorized {
+				var body struct {
+					LoginURL string `json:"login_url"`
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.LoginURL != "/.portcullis/login" {
+					t.Errorf("401 body login_url %q (%v), want /.portcullis/login", body.LoginURL, err)
+				}
+			}
 			// The proxy's own answers, JSON ones too, are never sniffed.
 			if !tc.reached && tc.location == "" && resp.Header.Get("X-Content-Type-Options") != "nosniff" {
 				t.Errorf("X-Content-Type-Options %q on the proxy's %d, want nosniff", resp.Header.Get("X-Content-Type-Options"), resp.StatusCode)

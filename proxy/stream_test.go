@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -192,6 +193,21 @@ func TestWebSocketUpgradeWithSessionPasses(t *testing.T) {
 	}
 	if c := seen[0].Get("Cookie"); strings.Contains(c, "portcullis") || !strings.Contains(c, "csrftoken=app") {
 		t.Errorf("upstream Cookie = %q, want the application's cookie only", c)
+	}
+}
+
+// The Upgrade token is case-insensitive (RFC 9110 7.8): a client that spells
+// it WebSocket gets its connection, as one that spells it websocket does.
+func TestWebSocketUpgradeTokenInAnyCase(t *testing.T) {
+	f := newFixture(t)
+	f.useUpstream(t, &switcher{})
+	addr := f.serve(t)
+	alice := f.login(t, "alice@example.com", "cvat-admins")
+	headers := slices.Clone(webSocketHeaders)
+	headers[slices.Index(headers, "Upgrade: websocket")] = "Upgrade: WebSocket"
+	resp, _, _ := rawRequest(t, addr, "/ws/notifications", append(headers, "Cookie: "+cookieHeader(alice))...)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
 	}
 }
 
