@@ -99,3 +99,43 @@ func TestBackchannelLogoutTokenIsRefusedTheSecondTime(t *testing.T) {
 		t.Errorf("the same token again: %d %s, want 400 saying it was already used", w.Code, w.Body)
 	}
 }
+
+// A logout token that names an IdP session (sid) ends the sessions of that
+// IdP session only: the user's login in another browser, another session
+// at the IdP, stays.
+func TestBackchannelLogoutWithASidEndsThatIdPSessionOnly(t *testing.T) {
+	h := newTestHandler(t, strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1))
+	p := h.providers["company"]
+	p.impl = fixedLogoutToken{Provider: p.impl, tok: idp.LogoutToken{Subject: "u-1", Sub: "u-1", SessionID: "sid-a", ID: "jti-1", IssuedAt: time.Now()}}
+	h.now = func() time.Time { return time.Now().Add(time.Second) } // the sessions were made before the logout
+	login := func(sid string) []*http.Cookie {
+		rec := httptest.NewRecorder()
+		s := session.New(idp.Profile{IdP: "company", Sub: "u-1", Email: "alice@example.com"}, idp.Tokens{SID: sid}, h.cookies)
+		if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Result().Cookies()
+	}
+	a, b := login("sid-a"), login("sid-b")
+	r := httptest.NewRequest("POST", "/.portcullis/oidc/company/backchannel-logout",
+		strings.NewReader(url.Values{"logout_token": {"signed"}}.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Fatalf("logout: %d %s", w.Code, w.Body)
+	}
+	for _, tc := range []struct {
+		name    string
+		cookies []*http.Cookie
+		ended   bool
+	}{{"sid-a", a, true}, {"sid-b", b, false}} {
+		r := httptest.NewRequest("GET", "/", nil)
+		for _, c := range tc.cookies {
+			r.AddCookie(c)
+		}
+		if got, err := h.sessions.Load(r); err != nil || (got == nil) != tc.ended {
+			t.Errorf("the session of %s after the logout of sid-a: %v (%v), want ended %v", tc.name, got, err, tc.ended)
+		}
+	}
+}

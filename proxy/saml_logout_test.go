@@ -172,3 +172,54 @@ func TestSAMLLogoutRequestFindsSessionsByTheProfileSubAsBefore(t *testing.T) {
 		})
 	}
 }
+
+// A LogoutRequest that names a SessionIndex ends the sessions of that IdP
+// session only, those of the user's other IdP sessions (another browser)
+// stay, and so does the session of the browser that brings it when it is of
+// another IdP session.
+func TestSAMLLogoutRequestWithASessionIndexEndsThatIdPSessionOnly(t *testing.T) {
+	idpSrv := samlserver.Start(t, samlserver.Options{})
+	h := newTestHandler(t, minimal+sloEntry(idpSrv))
+	created := time.Now().Add(-time.Minute).Truncate(time.Second)
+	sessionOf := func(index string) []*http.Cookie {
+		s := session.New(idp.Profile{IdP: "corp", Sub: "alice@example.com", Email: "alice@example.com", Roles: []string{"user"}},
+			idp.Tokens{NameID: &idp.SAMLNameID{Value: "alice@example.com"}, SID: index}, h.cookies)
+		s.Created, s.LastSeen, s.Refreshed = created, created, created
+		rec := httptest.NewRecorder()
+		if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Result().Cookies()
+	}
+	userinfo := func(cookies []*http.Cookie) int {
+		r := httptest.NewRequest("GET", "/.portcullis/userinfo", nil)
+		for _, c := range cookies {
+			r.AddCookie(c)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	ended, other := sessionOf("idx-1"), sessionOf("idx-2")
+	u, err := idpSide(idpSrv).MakeRedirectLogoutRequest("alice@example.com", "", func(r *saml.LogoutRequest) {
+		r.SessionIndex = &saml.SessionIndex{Value: "idx-1"}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/.portcullis/saml/corp/slo?"+u.RawQuery, nil)
+	for _, c := range other {
+		r.AddCookie(c)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	if rec.Code != http.StatusFound {
+		t.Fatalf("the LogoutRequest: %d, want the LogoutResponse to the IdP\n%s", rec.Code, rec.Body)
+	}
+	if code := userinfo(ended); code != http.StatusUnauthorized {
+		t.Errorf("the session of idx-1: userinfo %d, want 401", code)
+	}
+	if code := userinfo(other); code != http.StatusOK {
+		t.Errorf("the session of idx-2, whose browser brought the request: userinfo %d, want 200", code)
+	}
+}
