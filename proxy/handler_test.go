@@ -323,6 +323,12 @@ func TestOwnCookiesNeverReachTheUpstream(t *testing.T) {
 			t.Errorf("%s: upstream Cookie = %q, lost the application's session", target, c)
 		}
 	}
+	// A request with the proxy's cookies alone goes on without a Cookie
+	// header, not with an empty one.
+	_, got, ok := f.do(t, request("GET", "/tasks", alice))
+	if v, sent := got.Header["Cookie"]; !ok || sent {
+		t.Errorf("upstream Cookie %q (reached %v), want none", v, ok)
+	}
 }
 
 // A bypassed request never carries the application's session cookies
