@@ -420,3 +420,22 @@ func TestLDAPTooManyAttemptsLinksBackWithTheRedirect(t *testing.T) {
 		return
 	}
 }
+
+// The form links to the other ways to sign in only when there are others:
+// with the directory alone, /login would lead straight back to the form.
+func TestLDAPFormLinksToOtherWaysOnlyWhenThereAreOthers(t *testing.T) {
+	alone := strings.Replace(withLDAP, "    - id: company\n      protocol: OIDC\n      server_url: https://login.example.com/\n      client_id: portcullis\n", "", 1)
+	for _, tc := range []struct {
+		name, yaml string
+		link       bool
+	}{{"beside an OIDC IdP", withLDAP, true}, {"alone", alone, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, tc.yaml)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", "/.portcullis/ldap/corp-ldap", nil))
+			if rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), "Other ways to sign in") != tc.link {
+				t.Errorf("form: %d, link to other ways %v, want 200 and %v", rec.Code, !tc.link, tc.link)
+			}
+		})
+	}
+}
