@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -55,23 +56,7 @@ func TestSAMLLogoutRequestEndsSessionsUpToItsIssueInstant(t *testing.T) {
 	// issued half a minute ago, within the 90 s it is accepted for.
 	issued := time.Now().Add(-30 * time.Second).Truncate(time.Second)
 	sessionOf := func(email string, created time.Time) []*http.Cookie {
-		s := session.New(idp.Profile{IdP: "corp", Sub: email, Email: email, Roles: []string{"user"}},
-			idp.Tokens{NameID: &idp.SAMLNameID{Value: email}}, h.cookies)
-		s.Created, s.LastSeen, s.Refreshed = created, created, created
-		rec := httptest.NewRecorder()
-		if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
-			t.Fatal(err)
-		}
-		return rec.Result().Cookies()
-	}
-	userinfo := func(cookies []*http.Cookie) int {
-		r := httptest.NewRequest("GET", "/.portcullis/userinfo", nil)
-		for _, c := range cookies {
-			r.AddCookie(c)
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		return rec.Code
+		return samlSessionCookies(t, h, email, "", created)
 	}
 	sessions := []struct {
 		name    string
@@ -99,7 +84,7 @@ func TestSAMLLogoutRequestEndsSessionsUpToItsIssueInstant(t *testing.T) {
 		t.Fatalf("the LogoutRequest: %d to %q, want the LogoutResponse to the IdP\n%s", rec.Code, loc, rec.Body)
 	}
 	for _, s := range sessions {
-		if code := userinfo(s.cookies); code != s.want {
+		if code := userinfoStatus(h, s.cookies); code != s.want {
 			t.Errorf("%s: userinfo %d, want %d", s.name, code, s.want)
 		}
 	}
@@ -141,15 +126,7 @@ func TestSAMLLogoutRequestFindsSessionsByTheProfileSubAsBefore(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := httptest.NewRequest("GET", "/.portcullis/saml/corp/slo?"+u.RawQuery, nil)
-			for _, c := range own {
-				r.AddCookie(c)
-			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, r)
-			if rec.Code != http.StatusFound {
-				t.Fatalf("the LogoutRequest: %d, want the LogoutResponse to the IdP\n%s", rec.Code, rec.Body)
-			}
+			takeLogoutRequest(t, h, u, own)
 			for _, s := range []struct {
 				name    string
 				cookies []*http.Cookie
@@ -182,23 +159,7 @@ func TestSAMLLogoutRequestWithASessionIndexEndsThatIdPSessionOnly(t *testing.T) 
 	h := newTestHandler(t, minimal+sloEntry(idpSrv))
 	created := time.Now().Add(-time.Minute).Truncate(time.Second)
 	sessionOf := func(index string) []*http.Cookie {
-		s := session.New(idp.Profile{IdP: "corp", Sub: "alice@example.com", Email: "alice@example.com", Roles: []string{"user"}},
-			idp.Tokens{NameID: &idp.SAMLNameID{Value: "alice@example.com"}, SID: index}, h.cookies)
-		s.Created, s.LastSeen, s.Refreshed = created, created, created
-		rec := httptest.NewRecorder()
-		if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
-			t.Fatal(err)
-		}
-		return rec.Result().Cookies()
-	}
-	userinfo := func(cookies []*http.Cookie) int {
-		r := httptest.NewRequest("GET", "/.portcullis/userinfo", nil)
-		for _, c := range cookies {
-			r.AddCookie(c)
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		return rec.Code
+		return samlSessionCookies(t, h, "alice@example.com", index, created)
 	}
 	ended, other := sessionOf("idx-1"), sessionOf("idx-2")
 	u, err := idpSide(idpSrv).MakeRedirectLogoutRequest("alice@example.com", "", func(r *saml.LogoutRequest) {
@@ -207,19 +168,54 @@ func TestSAMLLogoutRequestWithASessionIndexEndsThatIdPSessionOnly(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	takeLogoutRequest(t, h, u, other)
+	if code := userinfoStatus(h, ended); code != http.StatusUnauthorized {
+		t.Errorf("the session of idx-1: userinfo %d, want 401", code)
+	}
+	if code := userinfoStatus(h, other); code != http.StatusOK {
+		t.Errorf("the session of idx-2, whose browser brought the request: userinfo %d, want 200", code)
+	}
+}
+
+// samlSessionCookies saves a session of the SAML entry corp for the user
+// whose NameID and email are email, in the IdP session index (SID), made at
+// created, and returns its cookies.
+func samlSessionCookies(t *testing.T, h *Handler, email, index string, created time.Time) []*http.Cookie {
+	t.Helper()
+	s := session.New(idp.Profile{IdP: "corp", Sub: email, Email: email, Roles: []string{"user"}},
+		idp.Tokens{NameID: &idp.SAMLNameID{Value: email}, SID: index}, h.cookies)
+	s.Created, s.LastSeen, s.Refreshed = created, created, created
+	rec := httptest.NewRecorder()
+	if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Result().Cookies()
+}
+
+// userinfoStatus is the status of /userinfo with cookies: 200 while their
+// session lives, 401 once it has ended.
+func userinfoStatus(h *Handler, cookies []*http.Cookie) int {
+	r := httptest.NewRequest("GET", "/.portcullis/userinfo", nil)
+	for _, c := range cookies {
+		r.AddCookie(c)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	return rec.Code
+}
+
+// takeLogoutRequest brings the IdP's LogoutRequest u (HTTP-Redirect) to the
+// SLO endpoint of corp in a browser holding cookies, and wants the
+// LogoutResponse to the IdP in return.
+func takeLogoutRequest(t *testing.T, h *Handler, u *url.URL, cookies []*http.Cookie) {
+	t.Helper()
 	r := httptest.NewRequest("GET", "/.portcullis/saml/corp/slo?"+u.RawQuery, nil)
-	for _, c := range other {
+	for _, c := range cookies {
 		r.AddCookie(c)
 	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, r)
 	if rec.Code != http.StatusFound {
 		t.Fatalf("the LogoutRequest: %d, want the LogoutResponse to the IdP\n%s", rec.Code, rec.Body)
-	}
-	if code := userinfo(ended); code != http.StatusUnauthorized {
-		t.Errorf("the session of idx-1: userinfo %d, want 401", code)
-	}
-	if code := userinfo(other); code != http.StatusOK {
-		t.Errorf("the session of idx-2, whose browser brought the request: userinfo %d, want 200", code)
 	}
 }
