@@ -3,6 +3,7 @@ package idp
 import (
 	"bytes"
 	"compress/flate"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -192,10 +193,18 @@ func (e *samlFuzzEnv) logoutForger(edit func(sp *saml.ServiceProvider)) *saml.Se
 func (e *samlFuzzEnv) logoutSeeds(tb testing.TB) []samlLogoutFuzzSeed {
 	tb.Helper()
 	// crewjam draws the messages' IDs from saml.RandReader (no test of
-	// this package runs in parallel with this one).
+	// this package runs in parallel with this one). Each message draws
+	// from a stream of its own, named after its case: a case added or
+	// removed changes no other seed. The inputs a fuzz run keeps (go's fuzz
+	// cache, testdata) carry the fuzz IdP's real signatures over the seeds
+	// of their day, and the target takes an accepted message that is no
+	// seed's for a forgery: with one stream for all, a case added to the
+	// table gave every later seed another ID, and such an input failed.
 	saved := saml.RandReader
-	saml.RandReader = rand.NewChaCha8([32]byte([]byte("portcullis FuzzSAMLLogout seeds!")))
 	defer func() { saml.RandReader = saved }()
+	drawIDsFor := func(name string) {
+		saml.RandReader = rand.NewChaCha8(sha256.Sum256([]byte("portcullis FuzzSAMLLogout seed " + name)))
+	}
 
 	xmlOf := func(el *etree.Element) []byte {
 		doc := etree.NewDocument()
@@ -240,6 +249,7 @@ func (e *samlFuzzEnv) logoutSeeds(tb testing.TB) []samlLogoutFuzzSeed {
 	}
 
 	for _, tc := range samlLogoutRequestCases(samlFuzzTime, e.keys) {
+		drawIDsFor("request " + tc.name)
 		sp := e.logoutForger(tc.edit)
 		dest := testSLOURL
 		if tc.dest != "" {
@@ -259,6 +269,7 @@ func (e *samlFuzzEnv) logoutSeeds(tb testing.TB) []samlLogoutFuzzSeed {
 			func() ([]byte, error) { return unsigned.SimpleSign(samlFuzzRelayState, sp) })
 	}
 	for _, tc := range samlLogoutResponseCases(e.keys) {
+		drawIDsFor("response " + tc.name)
 		sp := e.logoutForger(tc.edit)
 		irt := samlFuzzLogoutID
 		if tc.inResponseTo != "" {
@@ -281,6 +292,7 @@ func (e *samlFuzzEnv) logoutSeeds(tb testing.TB) []samlLogoutFuzzSeed {
 	// A deflate bomb: a sound request, and a response, padded with 4 MiB
 	// of spaces, which deflate to 4 KB; and each with a comment, which its
 	// XML signature does not cover.
+	drawIDsFor("deflate bomb")
 	sp := e.logoutForger(nil)
 	req, err := sp.MakeLogoutRequest(testSLOURL, "alice@example.com")
 	if err != nil {
@@ -387,7 +399,7 @@ func FuzzSAMLLogout(f *testing.F) {
 			want, ok := acceptedResponses[content(t, r, mode)]
 			switch {
 			case !ok:
-				t.Fatalf("accepted (%v) a LogoutResponse that no accepted seed carries", err)
+				t.Fatalf("accepted (%v) a LogoutResponse that no accepted seed carries (or an input kept from a run over other seeds: go clean -fuzzcache)", err)
 			case outcome != want:
 				t.Fatalf("accepted as %q, but the seed with this LogoutResponse as %q", outcome, want)
 			}
@@ -402,7 +414,7 @@ func FuzzSAMLLogout(f *testing.F) {
 		}
 		want, ok := acceptedRequests[content(t, r, mode)]
 		if !ok {
-			t.Fatalf("accepted as %+v a LogoutRequest that no accepted seed carries", got)
+			t.Fatalf("accepted as %+v a LogoutRequest that no accepted seed carries (or an input kept from a run over other seeds: go clean -fuzzcache)", got)
 		}
 		if sent := sloFuzzRelayState(r, "SAMLRequest"); got.RelayState != sent {
 			t.Fatalf("RelayState %q, but %q came with the request", got.RelayState, sent)
