@@ -272,7 +272,7 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 				"set allow_idp_initiated: true on this entry to accept such logins (docs/saml.md), or have users start at the application")
 		return
 	case err != nil:
-		reason, hint, msg := h.flowFailure(r, err, saml)
+		reason, hint, msg := h.flowFailure(r, err)
 		h.loginFailed(w, r, id, reason, err, http.StatusBadRequest, msg, hint)
 		return
 	case f.IdP != id:
@@ -512,14 +512,15 @@ func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason
 // message. A browser that sends back none of the proxy's cookies is the
 // proxy reached at another address than public_url, or cookies lost on
 // the way: the first login of a new set-up fails so, and "expired or
-// already used" would send its operator looking elsewhere. samlAnswer says
-// r is a SAML IdP's answer, posted by the browser from the IdP's page.
-func (h *Handler) flowFailure(r *http.Request, err error, samlAnswer bool) (reason, hint, msg string) {
+// already used" would send its operator looking elsewhere.
+func (h *Handler) flowFailure(r *http.Request, err error) (reason, hint, msg string) {
 	public := h.cfg.Server.PublicURL
 	switch {
-	case errors.Is(err, session.ErrFlowMissing) && samlAnswer && !h.cookies.Secure && r.Header.Get("Sec-Fetch-Site") == "cross-site":
+	case errors.Is(err, session.ErrFlowMissing) && r.Method == http.MethodPost && !h.cookies.Secure && r.Header.Get("Sec-Fetch-Site") == "cross-site":
 		// The browser says where the post came from: no cookie of ours
-		// could have come with it, whatever else is right.
+		// could have come with it, whatever else is right. Of the posts
+		// that get here, only a SAML IdP's answer can be cross-site: the
+		// LDAP form refuses another site's post before (sentByAnotherSite).
 		reason = "state_cookie_missing"
 		hint = "the IdP's answer is a POST from another site (SAML's HTTP-POST binding) to a public_url on plain http (" + public + "): " +
 			"browsers send a login's cookie with a cross-site POST only when it is SameSite=None, which they accept only with Secure, over https. " +

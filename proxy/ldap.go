@@ -306,7 +306,7 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 		// No password is checked without a form this browser got from us;
 		// the user gets a fresh one. The form's cookie not coming back
 		// would bring them back here at every try: they are told why.
-		reason, hint, msg := h.flowFailure(r, err, false)
+		reason, hint, msg := h.flowFailure(r, err)
 		attrs := []slog.Attr{slog.String("idp", id), slog.String("reason", reason)}
 		if hint != "" {
 			attrs = append(attrs, slog.String("hint", hint))
