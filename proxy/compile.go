@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/rolemap"
 	"github.com/portcullis-proxy/portcullis/rules"
+	"golang.org/x/net/publicsuffix"
 )
 
 // compiled is everything in a Config that can be checked and built without
@@ -106,6 +107,11 @@ func Warnings(cfg *Config) []Warning {
 	}
 	for i, ic := range cfg.SSO.IdentityProviders {
 		under(fmt.Sprintf("sso.identity_providers[%d].", i), ic.Warnings())
+		if key, idpSite, ok := samlAnswersFromAnotherSite(cfg.Server.PublicURL, ic); ok {
+			out = append(out, Warning{fmt.Sprintf("sso.identity_providers[%d].%s", i, key), "this SAML IdP's pages are on another site (" + idpSite + ") than server.public_url, which is plain http: " +
+				"browsers send the login's cookie with the IdP's answer, a POST from its site, only when the cookie is SameSite=None, which they accept only with Secure, over https; " +
+				"so every login started here fails with state_cookie_missing. Serve the proxy on https, or, in development, put the IdP on the proxy's host (another port is fine)"})
+		}
 	}
 	providers := cfg.SSO.IdentityProviders
 	expression := func(key, src string) {
@@ -134,6 +140,52 @@ func Warnings(cfg *Config) []Warning {
 		condition(fmt.Sprintf("rules[%d].allow_if", i), r.AllowIf)
 	}
 	return out
+}
+
+// samlAnswersFromAnotherSite says whether ic is a SAML IdP whose answers
+// no login started at a plain-http public can take: its pages (sso_url, or
+// else where its metadata is) on another site than public's, so that its
+// HTTP-POST answer comes without the login's Lax cookie (session.Flows
+// makes it None only over https). It names the key it read and the IdP's
+// site. The runtime's side of this is flowFailure's hint.
+func samlAnswersFromAnotherSite(public string, ic idp.Config) (key, idpSite string, ok bool) {
+	pu, err := url.Parse(public)
+	if err != nil || pu.Scheme != "http" {
+		return "", "", false
+	}
+	if resolved, err := ic.WithPreset(); err == nil {
+		ic = resolved
+	}
+	if ic.Protocol != idp.SAML {
+		return "", "", false
+	}
+	key, at := "sso_url", ic.SSOURL
+	if at == "" {
+		key, at = "metadata_url", ic.MetadataURL
+	}
+	iu, err := url.Parse(at)
+	if err != nil || iu.Host == "" {
+		return "", "", false // validate says what is wrong
+	}
+	if idpSite = site(iu); idpSite == site(pu) {
+		return "", "", false
+	}
+	return key, idpSite, true
+}
+
+// site is u's site as browsers compare sites for SameSite cookies: its
+// scheme (Chromium's schemeful same-site, since version 89) and its
+// registrable domain, or the whole host for an IP address or a name with
+// none (localhost; the public suffix list's default rule makes each name
+// under localhost, as under any unlisted top-level name, a site of its own).
+func site(u *url.URL) string {
+	host := strings.ToLower(u.Hostname())
+	if _, err := netip.ParseAddr(host); err != nil {
+		if domain, err := publicsuffix.EffectiveTLDPlusOne(host); err == nil {
+			host = domain
+		}
+	}
+	return u.Scheme + "://" + host
 }
 
 func compile(cfg *Config, log *slog.Logger) (*compiled, error) {

@@ -638,3 +638,56 @@ func warningLines(ws []Warning) []string {
 	}
 	return out
 }
+
+// A SAML IdP answers with a POST from its own pages to the ACS; over plain
+// http the login's cookie is Lax (browsers refuse None without Secure), so
+// a browser withholds it from that POST when the IdP is on another site,
+// and every SP-initiated login fails with state_cookie_missing. check says
+// so before the first login does. A site is the scheme and the registrable
+// domain (Chromium's schemeful same-site), or the whole host for an IP
+// address or a name with no registrable domain (localhost).
+func TestWarningOfSAMLAnswersFromAnotherSiteOverPlainHTTP(t *testing.T) {
+	saml := func(public, idpURL string) string {
+		key := "metadata_url"
+		if strings.HasSuffix(idpURL, "/saml/sso") {
+			key = "sso_url"
+		}
+		return strings.Replace(minimal, "https://cvat.example.com", public, 1) + `    - id: corp
+      protocol: SAML
+      entity_id: https://sso.example.com
+      ` + key + `: ` + idpURL + `
+      sp_cert_file: /etc/portcullis/sp.crt
+      sp_key_file: /etc/portcullis/sp.key
+`
+	}
+	crossSite := func(key, idpSite string) []Warning {
+		return []Warning{{"sso.identity_providers[1]." + key, "this SAML IdP's pages are on another site (" + idpSite + ") than server.public_url, which is plain http: " +
+			"browsers send the login's cookie with the IdP's answer, a POST from its site, only when the cookie is SameSite=None, which they accept only with Secure, over https; " +
+			"so every login started here fails with state_cookie_missing. Serve the proxy on https, or, in development, put the IdP on the proxy's host (another port is fine)"}}
+	}
+	plainHTTP := Warning{"server.public_url", "plain http: session cookies are sent unencrypted; use https outside development"}
+	for _, tc := range []struct {
+		name, config string
+		want         []Warning
+	}{
+		{"https public_url: the cookie is SameSite=None", saml("https://cvat.example.com", "https://sso.example.org/saml/metadata"), nil},
+		{"both on 127.0.0.1, other ports (the demo)", saml("http://127.0.0.1:9772", "http://127.0.0.1:9774/metadata"), nil},
+		{"both on localhost", saml("http://localhost:9772", "http://localhost:8080/realms/cvat/protocol/saml/descriptor"), nil},
+		{"localhost and 127.0.0.1 are two sites", saml("http://localhost:9772", "http://127.0.0.1:8080/metadata"), crossSite("metadata_url", "http://127.0.0.1")},
+		{"another registrable domain", saml("http://127.0.0.1:9772", "http://sso.example.org/saml/sso"), crossSite("sso_url", "http://example.org")},
+		{"a sibling subdomain over http is the same site", saml("http://cvat.example.com", "http://sso.example.com/saml/metadata"), []Warning{plainHTTP}},
+		{"the same domain over https is another site (schemeful)", saml("http://cvat.example.com", "https://sso.example.com/saml/metadata"), append([]Warning{plainHTTP}, crossSite("metadata_url", "https://example.com")...)},
+		{"subdomains under a public suffix are sites of their own", saml("http://cvat.github.io", "http://sso.github.io/saml/metadata"), append([]Warning{plainHTTP}, crossSite("metadata_url", "http://sso.github.io")...)},
+		{"names under localhost are sites of their own", saml("http://cvat.localhost:9772", "http://keycloak.localhost:8080/metadata"), crossSite("metadata_url", "http://keycloak.localhost")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tc.config), func(string) string { return "" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := Warnings(cfg); !slices.Equal(got, tc.want) {
+				t.Errorf("warnings:\n%v\nwant:\n%v", got, tc.want)
+			}
+		})
+	}
+}
