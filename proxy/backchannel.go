@@ -77,7 +77,7 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !first {
-		h.audit(r, slog.LevelWarn, "backchannel_logout_refused", slog.String("idp", id), slog.String("reason", "jti already used"))
+		h.audit(r, slog.LevelWarn, "backchannel_logout_refused", slog.String("idp", id), slog.String("reason", "replayed"))
 		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token was already used"))
 		return
 	}

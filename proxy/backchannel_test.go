@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -95,8 +96,15 @@ func TestBackchannelLogoutTokenIsRefusedTheSecondTime(t *testing.T) {
 	if w := post(); w.Code != http.StatusOK {
 		t.Fatalf("first logout with the token: %d, want 200\n%s", w.Code, w.Body)
 	}
+	logs := &logBuffer{}
+	h.log = slog.New(slog.NewJSONHandler(logs, nil))
 	if w := post(); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "already used") {
 		t.Errorf("the same token again: %d %s, want 400 saying it was already used", w.Code, w.Body)
+	}
+	// The audit line's reason is a stable word, as every other reason is,
+	// that troubleshooting.md and the README can name and an alert match.
+	if got := logs.find(t, map[string]any{"event": "backchannel_logout_refused", "reason": "replayed"}); len(got) != 1 {
+		t.Errorf("the replay's audit lines: %v, want one backchannel_logout_refused with reason replayed", logs.lines(t))
 	}
 }
 
