@@ -341,12 +341,21 @@ func (p *pages) fail(w http.ResponseWriter, r *http.Request, status int, title, 
 
 func (p *pages) failWithLink(w http.ResponseWriter, r *http.Request, status int, title, msg, link, linkText string) {
 	if !wantsHTML(r) {
-		writeJSON(w, status, map[string]string{"error": strings.ToLower(strings.ReplaceAll(title, " ", "_")), "message": msg})
+		writeJSON(w, status, map[string]string{"error": errorCode(title), "message": msg})
 		return
 	}
 	p.render(w, status, "error", page{Title: title, Message: msg, Status: status, Link: link, LinkText: linkText,
 		RequestID: r.Header.Get(requestIDHeader)})
 }
+
+// errorCode is a page title as the code of a JSON error: snake case, as the
+// proxy's other codes (access_denied, sign_out_not_done), so "Sign-in
+// failed" is sign_in_failed.
+func errorCode(title string) string {
+	return strings.ToLower(titleToCode.Replace(title))
+}
+
+var titleToCode = strings.NewReplacer(" ", "_", "-", "_")
 
 // denied says that the user signed in but may not use the application, and
 // why (from role mapping or the IdP entry's admission rules).

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"html"
 	"io"
 	"log/slog"
@@ -261,6 +262,29 @@ func TestDeniedPageForScriptsIsJSON(t *testing.T) {
 	p.denied(rec, httptest.NewRequest("GET", "/", nil), "Email addresses at x.example are not allowed to sign in here.")
 	if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), `"access_denied"`) || !strings.Contains(rec.Body.String(), "x.example") {
 		t.Errorf("denied for a script: %d %s, want 403 JSON with the reason", rec.Code, rec.Body)
+	}
+}
+
+// A client that does not ask for HTML gets the page's title as a JSON error
+// code in snake case, like every other code the proxy answers with
+// (access_denied, sign_out_not_done): "Sign-in failed" is sign_in_failed,
+// not a code with a hyphen in it for a script to match.
+func TestFailureForScriptsHasASnakeCaseCode(t *testing.T) {
+	p := newPages(PagesConfig{}, "/.portcullis", slog.New(slog.DiscardHandler))
+	for title, want := range map[string]string{
+		"Bad request":          "bad_request",
+		"Sign-in failed":       "sign_in_failed",
+		"Sign-in not started":  "sign_in_not_started",
+		"Sign-in did not hold": "sign_in_did_not_hold",
+		"Sign-out incomplete":  "sign_out_incomplete",
+		"Signed out here only": "signed_out_here_only",
+	} {
+		rec := httptest.NewRecorder()
+		p.fail(rec, httptest.NewRequest("GET", "/.portcullis/login/company", nil), http.StatusBadRequest, title, "No.")
+		var body struct{ Error string }
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error != want {
+			t.Errorf("%q for a script: %s, want error %q", title, rec.Body, want)
+		}
 	}
 }
 
