@@ -384,3 +384,114 @@ func TestCVATGuideNamesTheProfilesCallback(t *testing.T) {
 		}
 	}
 }
+
+// configKeyPath is a key path in backquotes, as the pages write them in
+// prose: `session.keys`, `upstream.timeouts.idle`, `role_mapping.rules[].when`.
+var configKeyPath = regexp.MustCompile("`([a-z_]+(?:\\[[0-9]*\\])?(?:\\.[a-z_]+(?:\\[[0-9]*\\])?)+)`")
+
+// Every key path the README, SECURITY.md and the guides name in prose is
+// one the configuration has: a path whose first key is a configuration key
+// with keys under it (server, session, user_search, attribute_mapping…)
+// must be a path of proxy.Config from the top or from some key down
+// (`user_search.filter` is an IdP entry's), a map's keys being any. A key
+// renamed in the code and not on a page, or misspelt on one
+// (`session.idle_timout`), fails here; YAML blocks are
+// TestEveryConfigBlockPassesCheck's.
+func TestConfigKeysInProseExist(t *testing.T) {
+	paths, parents := map[string]bool{}, map[string]bool{}
+	configPaths(reflect.TypeFor[proxy.Config](), "", paths, parents)
+	var pages []string
+	for _, pattern := range []string{"../README.md", "../SECURITY.md", "*.md", "idp/*.md"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, m...)
+	}
+	checked := 0
+	for _, page := range pages {
+		text, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range configKeyPath.FindAllSubmatchIndex(text, -1) {
+			path := string(text[m[2]:m[3]])
+			keys := strings.Split(listIndex.ReplaceAllString(path, ""), ".")
+			if !parents[keys[0]] {
+				continue // not a configuration path: a claim, a file name, an expression
+			}
+			checked++
+			if !hasKeyPath(paths, keys) {
+				line := 1 + strings.Count(string(text[:m[2]]), "\n")
+				t.Errorf("%s:%d names `%s`, which is no key path of the configuration", page, line, path)
+			}
+		}
+	}
+	// The README alone names over a hundred.
+	if checked < 100 {
+		t.Errorf("checked only %d key paths: does configKeyPath still find them?", checked)
+	}
+}
+
+var listIndex = regexp.MustCompile(`\[[0-9]*\]`)
+
+// configPaths adds to paths every key path of the YAML that decodes into t
+// under prefix (a map's keys as "*"), and to parents every key with keys
+// under it.
+func configPaths(t reflect.Type, prefix string, paths, parents map[string]bool) {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Map:
+		paths[prefix+".*"] = true
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if opts == "inline" {
+				configPaths(f.Type, prefix, paths, parents)
+				continue
+			}
+			if name == "" || name == "-" {
+				continue
+			}
+			p := strings.TrimPrefix(prefix+"."+name, ".")
+			paths[p] = true
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct || ft.Kind() == reflect.Map {
+				parents[name] = true
+			}
+			configPaths(f.Type, p, paths, parents)
+		}
+	}
+}
+
+// hasKeyPath reports whether keys are a path of paths from some key down:
+// the keys of a path in order, a "*" taking any one and what follows.
+func hasKeyPath(paths map[string]bool, keys []string) bool {
+	for p := range paths {
+		full := strings.Split(p, ".")
+	starts:
+		for start, k := range full {
+			if k == "*" {
+				continue
+			}
+			for j, want := range keys {
+				switch {
+				case start+j >= len(full):
+					continue starts
+				case full[start+j] == "*":
+					return true
+				case full[start+j] != want:
+					continue starts
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
