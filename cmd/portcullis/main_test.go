@@ -830,6 +830,72 @@ func TestEveryFlagIsInTheUsageAndTheREADME(t *testing.T) {
 	}
 }
 
+// documentedCommand is a portcullis command line as the pages write one, in
+// a code block or in backquotes, in a shell or a Dockerfile comment: the
+// verb, then the rest of the line or of the code span (`\|` is a table
+// cell's escaped `|`, a usage line's "or").
+var documentedCommand = regexp.MustCompile("portcullis(?::local)? (serve|check|explain|demo|keys|version|health|sessions(?: list| revoke)?)\\b((?:[^`\n|]|\\\\\\|)*)")
+
+// A flag a command line of the pages gives (the README, SECURITY.md, the
+// guides, the Dockerfile and the compose files) is one the command takes,
+// as its -h lists them: TestEveryFlagIsInTheUsageAndTheREADME finds every
+// flag in the README, this the converse, a flag renamed or taken away in
+// the code and still on a page.
+func TestDocumentedFlagsExist(t *testing.T) {
+	var pages []string
+	for _, pattern := range []string{"../../README.md", "../../SECURITY.md", "../../docs/*.md", "../../docs/idp/*.md",
+		"../../Dockerfile", "../../deploy/*.yml", "../../charts/portcullis/templates/NOTES.txt", "../../charts/portcullis/values.yaml"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, m...)
+	}
+	flagLine := regexp.MustCompile(`(?m)^  -(\S+)`)
+	takes := map[string]map[string]bool{}
+	flagsOf := func(verb string) map[string]bool {
+		if f, ok := takes[verb]; ok {
+			return f
+		}
+		f := map[string]bool{}
+		if verb != "keys" && verb != "version" {
+			_, _, help := runCLI(append(strings.Fields(verb), "-h")...)
+			for _, m := range flagLine.FindAllStringSubmatch(help, -1) {
+				f[m[1]] = true
+			}
+			if len(f) == 0 {
+				t.Fatalf("`portcullis %s -h` lists no flags:\n%s", verb, help)
+			}
+		}
+		takes[verb] = f
+		return f
+	}
+	given := regexp.MustCompile(`(?:^|[\s\[])--?([A-Za-z][\w-]*)`)
+	checked := 0
+	for _, page := range pages {
+		text, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range documentedCommand.FindAllSubmatchIndex(text, -1) {
+			verb, rest := string(text[m[2]:m[3]]), string(text[m[4]:m[5]])
+			if verb == "sessions" {
+				verb = "sessions list" // list and revoke take the same flags
+			}
+			for _, f := range given.FindAllStringSubmatch(rest, -1) {
+				checked++
+				if !flagsOf(verb)[f[1]] {
+					line := 1 + bytes.Count(text[:m[2]], []byte("\n"))
+					t.Errorf("%s:%d: `portcullis %s` takes no flag %s:\n%s", page, line, verb, strings.TrimLeft(f[0], " \t\n["), text[m[0]:m[1]])
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Errorf("checked only %d flags: does documentedCommand still find the command lines?", checked)
+	}
+}
+
 // README's Install names the Go that go.mod requires: an older one refuses
 // to build the module (GOTOOLCHAIN=local) or downloads another first.
 func TestREADMENamesTheGoOfGoMod(t *testing.T) {
