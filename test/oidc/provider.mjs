@@ -7,6 +7,8 @@
 //        [--post-logout-redirect-uri URI]... [--backchannel-logout-uri URI]
 //        [--backchannel-logout-session-required true|false]
 //        [--clock-skew SECONDS] [--id-token-ttl SECONDS] [--watch-stdin]
+//        [--signing-algs RS256,PS256,ES256,EdDSA] [--clients FILE.json]
+//        [--issuer-trailing-slash]
 //
 // Every flag also reads from the environment (OIDC_PORT, OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URIS comma separated,
@@ -39,6 +41,29 @@
 // few minutes issues tokens already expired while its own login cookies,
 // which live an hour, still work.
 //
+// --signing-algs names the algorithms the provider holds a signing key for
+// (default RS256 alone): PS256 adds an RSA key for RSASSA-PSS, ES256 a P-256
+// key, EdDSA an Ed25519 key (which also signs for the fully-specified alg
+// Ed25519). Discovery lists an algorithm only when it has a key for it.
+//
+// --clients FILE.json registers more clients beside the one the flags
+// describe: a JSON array of client metadata (client_id and redirect_uris at
+// least; the secret, auth method and grant types default to the main
+// client's), for instance id_token_signed_response_alg,
+// userinfo_signed_response_alg or subject_type "pairwise". Keys starting
+// with x_ are the provider's behaviour towards that client, not metadata:
+//   x_userinfo_only: [claims]  kept out of its ID tokens, released at
+//                              userinfo alone (a Keycloak mapper with "add
+//                              to ID token" off)
+//   x_refresh_tokens: "always" issued at every code exchange, without
+//                              offline_access (Okta, Keycloak); "never"
+//                              none at all; default: only with offline_access
+//   x_rotate_refresh_tokens: false  the same refresh token again at every
+//                              refresh, instead of a new one (the default)
+//
+// --issuer-trailing-slash names the issuer http://127.0.0.1:PORT/ (with
+// the slash), as some IdPs spell theirs; its ID tokens carry it so.
+//
 // GET /test/token-requests answers {"count": N}, the POSTs to the token
 // endpoint since start (code exchanges and refreshes, answered or refused),
 // so that a test can tell how often the client asked without wrapping the
@@ -70,6 +95,9 @@ const { values: args } = parseArgs({
     'clock-skew': { type: 'string', default: env.OIDC_CLOCK_SKEW || '0' },
     'id-token-ttl': { type: 'string', default: env.OIDC_ID_TOKEN_TTL || '' },
     'watch-stdin': { type: 'boolean', default: false },
+    'signing-algs': { type: 'string', default: env.OIDC_SIGNING_ALGS || 'RS256' },
+    clients: { type: 'string', default: env.OIDC_CLIENTS || '' },
+    'issuer-trailing-slash': { type: 'boolean', default: false },
   },
 });
 
@@ -146,14 +174,33 @@ for (const user of Object.values(users)) {
 }
 
 // Signing keys: kept in --jwks across restarts, so tokens issued before a
-// restart still verify.
+// restart still verify. One key per algorithm of --signing-algs, the RS256
+// one first: oidc-provider signs with the first key that fits the alg.
+const signingAlgs = splitList(args['signing-algs']);
+const keyKinds = {
+  RS256: () => [crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }), 'RS256'],
+  PS256: () => [crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }), 'PS256'],
+  ES256: () => [crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }), 'ES256'],
+  // No alg: an Ed25519 key signs for both EdDSA and Ed25519 (RFC 9864).
+  EdDSA: () => [crypto.generateKeyPairSync('ed25519'), undefined],
+};
+for (const alg of signingAlgs) {
+  if (!Object.hasOwn(keyKinds, alg)) {
+    fail(`--signing-algs: unknown algorithm ${alg} (want RS256, PS256, ES256 or EdDSA)`);
+  }
+}
+
 function loadKeys(file) {
   if (file && fs.existsSync(file)) {
     return JSON.parse(fs.readFileSync(file, 'utf8'));
   }
-  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const jwk = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'RS256' };
-  const jwks = { keys: [jwk] };
+  const keys = signingAlgs.map((alg) => {
+    const [{ privateKey }, jwkAlg] = keyKinds[alg]();
+    const jwk = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig' };
+    if (jwkAlg) jwk.alg = jwkAlg;
+    return jwk;
+  });
+  const jwks = { keys };
   if (file) {
     fs.writeFileSync(file, JSON.stringify(jwks), { mode: 0o600 });
   }
@@ -185,6 +232,47 @@ if (args['backchannel-logout-uri']) {
 if (client.redirect_uris.length === 0) {
   fail('at least one --redirect-uri is required');
 }
+
+// More clients, from --clients, and how the provider treats each (x_ keys).
+const behaviour = {};
+const extraClients = (args.clients ? JSON.parse(fs.readFileSync(args.clients, 'utf8')) : []).map((c) => {
+  const meta = {
+    grant_types: client.grant_types,
+    response_types: client.response_types,
+    token_endpoint_auth_method: authMethod,
+    ...(authMethod !== 'none' ? { client_secret: client.client_secret } : {}),
+  };
+  const knobs = {};
+  for (const [k, v] of Object.entries(c)) {
+    if (k.startsWith('x_')) knobs[k] = v;
+    else meta[k] = v;
+  }
+  if (!meta.client_id || !meta.redirect_uris?.length) {
+    fail('--clients: every client needs client_id and redirect_uris');
+  }
+  if (![undefined, 'always', 'never'].includes(knobs.x_refresh_tokens)) {
+    fail(`--clients: ${meta.client_id}: x_refresh_tokens must be always or never, got ${knobs.x_refresh_tokens}`);
+  }
+  behaviour[meta.client_id] = {
+    userinfoOnly: knobs.x_userinfo_only || [],
+    refreshTokens: knobs.x_refresh_tokens,
+    rotate: knobs.x_rotate_refresh_tokens !== false,
+  };
+  return meta;
+});
+const behaviourOf = (clientId) => behaviour[clientId] || { userinfoOnly: [], rotate: true };
+const anyClient = (pred) => extraClients.some(pred);
+// Only what some client asks for is switched on, so that with no --clients
+// the discovery document stays oidc-provider's default.
+const pairwise = anyClient((c) => c.subject_type === 'pairwise');
+const jwtUserinfo = anyClient((c) => c.userinfo_signed_response_alg);
+const idTokenAlgs = ['RS256', 'PS256', 'ES256', 'Ed25519', 'EdDSA'];
+for (const c of extraClients) {
+  const alg = c.id_token_signed_response_alg;
+  if (alg && !idTokenAlgs.includes(alg)) idTokenAlgs.push(alg); // HS256: keyed with the client secret
+}
+// Fixed, so that a restarted provider names its users alike.
+const pairwiseSalt = 'portcullis-test';
 
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -286,9 +374,9 @@ const server = http.createServer(async (req, res) => {
 
 server.listen(Number(args.port), args.host, () => {
   const { port } = server.address();
-  const issuer = `http://${args.host}:${port}`;
+  const issuer = `http://${args.host}:${port}${args['issuer-trailing-slash'] ? '/' : ''}`;
   provider = new Provider(issuer, {
-    clients: [client],
+    clients: [client, ...extraClients],
     jwks: loadKeys(args.jwks),
     cookies: {
       keys: [crypto.randomBytes(32).toString('base64')],
@@ -301,8 +389,11 @@ server.listen(Number(args.port), args.host, () => {
       if (!user) return undefined;
       return {
         accountId: sub,
-        async claims() {
+        async claims(use) {
           const { password, ...claims } = user;
+          if (use === 'id_token') {
+            for (const k of behaviourOf(ctx.oidc.client?.clientId).userinfoOnly) delete claims[k];
+          }
           return { preferred_username: sub, ...claims, sub: user.sub || sub };
         },
       };
@@ -315,7 +406,22 @@ server.listen(Number(args.port), args.host, () => {
     },
     // Public clients always need PKCE (oidc-provider's own rule).
     pkce: { required: (ctx, c) => pkceRequired || c.clientAuthMethod === 'none' },
-    rotateRefreshToken: true,
+    rotateRefreshToken: (ctx) => behaviourOf(ctx.oidc.client.clientId).rotate,
+    async issueRefreshToken(ctx, c, code) {
+      switch (behaviourOf(c.clientId).refreshTokens) {
+        case 'always': return c.grantTypeAllowed('refresh_token');
+        case 'never': return false;
+        default: return c.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access');
+      }
+    },
+    ...(pairwise ? {
+      subjectTypes: ['public', 'pairwise'],
+      // Per sector (the host of the client's redirect URIs) and user, stable across
+      // logins, as OIDC Core 8.1 asks.
+      pairwiseIdentifier: async (ctx, accountId, c) => crypto.createHash('sha256')
+        .update(`${c.sectorIdentifier}|${accountId}|${pairwiseSalt}`).digest('hex'),
+    } : {}),
+    ...(idTokenAlgs.length > 5 ? { enabledJWA: { idTokenSigningAlgValues: idTokenAlgs } } : {}),
     ...(args['id-token-ttl'] ? { ttl: { IdToken: Number(args['id-token-ttl']) } } : {}),
     // oidc-provider refuses outgoing requests to loopback and private
     // addresses (SSRF protection); in tests the back-channel logout URI is
@@ -340,6 +446,7 @@ ${form}
         },
       },
       backchannelLogout: { enabled: true },
+      jwtUserinfo: { enabled: jwtUserinfo },
     },
     renderError(ctx, out) {
       ctx.type = 'html';

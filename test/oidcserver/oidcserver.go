@@ -78,6 +78,62 @@ type Options struct {
 	// IDTokenTTL is how long its ID tokens live (whole seconds); zero is
 	// oidc-provider's hour.
 	IDTokenTTL time.Duration
+	// SigningAlgs are the algorithms the provider holds a signing key for,
+	// among RS256, PS256, ES256 and EdDSA (an Ed25519 key, which also signs
+	// for the fully-specified alg Ed25519); nil is RS256 alone. A client
+	// picks one with Client.Metadata's id_token_signed_response_alg.
+	SigningAlgs []string
+	// Clients are registered beside the one the fields above describe,
+	// with the same secret and authentication method.
+	Clients []Client
+	// IssuerTrailingSlash names the issuer with a trailing slash
+	// (http://127.0.0.1:PORT/), as some IdPs spell theirs.
+	IssuerTrailingSlash bool
+}
+
+// Client is one more client at the provider, registered the way a real
+// IdP's administrator might have set it up.
+type Client struct {
+	// ID is its client_id.
+	ID string
+	// RedirectURIs it may use; at least one.
+	RedirectURIs []string
+	// Metadata is more client metadata (OpenID Connect Dynamic Client
+	// Registration 2), e.g. id_token_signed_response_alg: ES256,
+	// userinfo_signed_response_alg: RS256 (userinfo as a signed JWT,
+	// application/jwt) or subject_type: pairwise.
+	Metadata map[string]any
+	// UserinfoOnly are claims kept out of this client's ID tokens and
+	// released at userinfo alone, as a Keycloak mapper with "add to ID
+	// token" off does.
+	UserinfoOnly []string
+	// RefreshTokens is when this client gets a refresh token: "" with
+	// offline_access alone (oidc-provider's default, and OIDC Core 11's),
+	// "always" at every code exchange (Okta, Keycloak), "never".
+	RefreshTokens string
+	// ReuseRefreshTokens answers a refresh with the same refresh token
+	// instead of rotating it (as Keycloak and Entra ID do by default).
+	ReuseRefreshTokens bool
+}
+
+// MarshalJSON writes c as --clients reads it: metadata, with the
+// provider's behaviour as x_ keys.
+func (c Client) MarshalJSON() ([]byte, error) {
+	m := map[string]any{}
+	for k, v := range c.Metadata {
+		m[k] = v
+	}
+	m["client_id"], m["redirect_uris"] = c.ID, c.RedirectURIs
+	if len(c.UserinfoOnly) > 0 {
+		m["x_userinfo_only"] = c.UserinfoOnly
+	}
+	if c.RefreshTokens != "" {
+		m["x_refresh_tokens"] = c.RefreshTokens
+	}
+	if c.ReuseRefreshTokens {
+		m["x_rotate_refresh_tokens"] = false
+	}
+	return json.Marshal(m)
 }
 
 // User is one account at the provider. Extra claims may hold anything that
@@ -197,6 +253,23 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	if o.BackchannelLogoutWithoutSID {
 		args = append(args, "--backchannel-logout-session-required", "false")
+	}
+	if len(o.SigningAlgs) > 0 {
+		args = append(args, "--signing-algs", strings.Join(o.SigningAlgs, ","))
+	}
+	if o.IssuerTrailingSlash {
+		args = append(args, "--issuer-trailing-slash")
+	}
+	if len(o.Clients) > 0 {
+		b, err := json.Marshal(o.Clients)
+		if err != nil {
+			t.Fatalf("oidcserver: marshal clients: %v", err)
+		}
+		file := filepath.Join(dir, "clients.json")
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatalf("oidcserver: write clients: %v", err)
+		}
+		args = append(args, "--clients", file)
 	}
 	if len(o.ExtraUsers) > 0 {
 		b, err := json.Marshal(o.ExtraUsers)
@@ -343,7 +416,7 @@ func (s *Server) RotateKeys() {
 // a client asked without wrapping the client's transport.
 func (s *Server) TokenRequests(t testing.TB) int {
 	t.Helper()
-	resp, body := get(t, http.DefaultClient, s.Issuer+"/test/token-requests")
+	resp, body := get(t, http.DefaultClient, strings.TrimSuffix(s.Issuer, "/")+"/test/token-requests")
 	var v struct{ Count int }
 	if err := json.Unmarshal(body, &v); resp.StatusCode != http.StatusOK || err != nil {
 		t.Fatalf("oidcserver: token requests: %d %v: %s", resp.StatusCode, err, body)
