@@ -19,7 +19,7 @@ import (
 // the code logs: a reason renamed in one place and not the other fails.
 func TestTroubleshootingExplainsEveryReason(t *testing.T) {
 	reasons := []string{
-		"invalid_client", "unauthorized_client", "token_exchange", "clock_skew",
+		"invalid_client", "unauthorized_client", "token_exchange", "clock_skew", "id_token_signing_alg",
 		"state", "state_cookie_missing", "state_cookie_invalid", "session_cookie_missing", "session_cookie_invalid",
 		"session_cookie_malformed",
 		"saml_signature", "saml_audience", "saml_acs_url", "saml_issuer", "saml_unsigned", "saml_sha1", "saml_encrypted",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +76,8 @@ type oidcProvider struct {
 	// issParam is the discovery document's
 	// authorization_response_iss_parameter_supported (RFC 9207).
 	issParam bool
+	// idTokenAlgs are the algorithms ID tokens are verified with.
+	idTokenAlgs []string
 	// notReady says why oauth is still nil.
 	notReady error
 }
@@ -197,9 +200,10 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 		return fmt.Errorf("oidc %s: discover %s: %w", p.cfg.ID, p.cfg.ServerURL, err)
 	}
 	var meta struct {
-		Issuer   string `json:"issuer"`
-		IssParam bool   `json:"authorization_response_iss_parameter_supported"`
-		JWKSURI  string `json:"jwks_uri"`
+		Issuer   string   `json:"issuer"`
+		IssParam bool     `json:"authorization_response_iss_parameter_supported"`
+		JWKSURI  string   `json:"jwks_uri"`
+		Algs     []string `json:"id_token_signing_alg_values_supported"`
 	}
 	if err := provider.Claims(&meta); err != nil {
 		return fmt.Errorf("oidc %s: read discovery document: %w", p.cfg.ID, err)
@@ -211,7 +215,8 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 	p.provider = provider
 	p.issuer = meta.Issuer
 	p.issParam = meta.IssParam
-	p.verifier = provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
+	p.idTokenAlgs = verifiableAlgs(meta.Algs)
+	p.verifier = provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SupportedSigningAlgs: p.idTokenAlgs})
 	// Logout tokens get keys of their own, fetched through p.jwks: anyone
 	// may post one, and a login's ID token must not wait for the floor
 	// that forged ones are held to (an IdP that rotates its key signs the
@@ -241,6 +246,7 @@ type discovered struct {
 	logoutVerifier *oidc.IDTokenVerifier
 	issuer         string
 	issParam       bool
+	idTokenAlgs    []string
 }
 
 func (p *oidcProvider) current() (discovered, error) {
@@ -250,7 +256,7 @@ func (p *oidcProvider) current() (discovered, error) {
 		return discovered{}, fmt.Errorf("oidc %s: %w: %w", p.cfg.ID, ErrNotReady, p.notReady)
 	}
 	return discovered{oauth: p.oauth, provider: p.provider, verifier: p.verifier, logoutVerifier: p.logoutVerifier,
-		issuer: p.issuer, issParam: p.issParam}, nil
+		issuer: p.issuer, issParam: p.issParam, idTokenAlgs: p.idTokenAlgs}, nil
 }
 
 // LoginURL sets f's nonce (OIDC) and PKCE verifier (when enabled) and returns
@@ -365,6 +371,9 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 	idToken, err := d.verifier.Verify(ctx, raw)
 	if err != nil {
 		err = fmt.Errorf("oidc %s: verify id token: %w", id, err)
+		if alg := jwtAlg(raw); alg != "" && !slices.Contains(d.idTokenAlgs, alg) {
+			return nil, "", p.unverifiableAlg(d, alg, err)
+		}
 		if skewed := p.clockSkew(ctx, d, raw, err); skewed != nil {
 			return nil, "", skewed
 		}
@@ -458,12 +467,65 @@ func (p *oidcProvider) clockSkew(ctx context.Context, d discovered, raw string, 
 // them; nil when it is not the IdP's: a forged token must not be logged as
 // the IdP's clock being wrong.
 func (p *oidcProvider) genuine(ctx context.Context, d discovered, raw string) *oidc.IDToken {
-	v := d.provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true})
+	v := d.provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true, SupportedSigningAlgs: d.idTokenAlgs})
 	tok, err := v.Verify(ctx, raw)
 	if err != nil {
 		return nil
 	}
 	return tok
+}
+
+// verifiedAlgs are the JWS algorithms go-oidc verifies ID tokens with
+// (its supportedAlgorithms), in the order a hint lists them.
+var verifiedAlgs = []string{oidc.RS256, oidc.RS384, oidc.RS512, oidc.ES256, oidc.ES384, oidc.ES512,
+	oidc.PS256, oidc.PS384, oidc.PS512, oidc.EdDSA}
+
+// verifiableAlgs are the algorithms of discovered (the discovery
+// document's id_token_signing_alg_values_supported) that go-oidc verifies,
+// or RS256 alone when it lists none of them: go-oidc's own choice when it
+// is given none, made here so that a refused token's alg can be named.
+func verifiableAlgs(discovered []string) []string {
+	var algs []string
+	for _, a := range verifiedAlgs {
+		if slices.Contains(discovered, a) {
+			algs = append(algs, a)
+		}
+	}
+	if len(algs) == 0 {
+		return []string{oidc.RS256}
+	}
+	return algs
+}
+
+// unverifiableAlg is the set-up error for an ID token signed with alg,
+// which the proxy does not verify: HS256 (keyed with the client secret),
+// Ed25519 (RFC 9864's name for EdDSA), or one the IdP's discovery does not
+// list. Every login at this client fails alike until the IdP's client
+// settings change. The token came straight from the token endpoint, so its
+// header is the IdP's own, though its signature cannot be checked.
+func (p *oidcProvider) unverifiableAlg(d discovered, alg string, err error) error {
+	return setupError("id_token_signing_alg", fmt.Sprintf("the IdP signs this client's ID tokens with %q; this proxy verifies only %s: "+
+		"those of %s that the IdP's discovery document lists in id_token_signing_alg_values_supported. "+
+		"Set the client's ID token signature algorithm at the IdP to one of them (Keycloak: the client's Advanced tab, "+
+		"\"ID token signature algorithm\"; RS256 is every IdP's default)",
+		truncate(alg, 32), strings.Join(d.idTokenAlgs, ", "), strings.Join(verifiedAlgs, ", ")), err)
+}
+
+// jwtAlg is the alg in the header of the compact JWT raw, "" when there is
+// none to read.
+func jwtAlg(raw string) string {
+	header, _, _ := strings.Cut(raw, ".")
+	b, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(b, &h) != nil {
+		return ""
+	}
+	return h.Alg
 }
 
 // checkAuthorizedParty applies OpenID Connect Core 3.1.3.7 steps 4 and 5,
