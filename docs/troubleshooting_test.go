@@ -20,6 +20,7 @@ import (
 func TestTroubleshootingExplainsEveryReason(t *testing.T) {
 	reasons := []string{
 		"invalid_client", "unauthorized_client", "token_exchange", "clock_skew", "id_token_signing_alg",
+		"userinfo_signing_alg",
 		"state", "state_cookie_missing", "state_cookie_invalid", "session_cookie_missing", "session_cookie_invalid",
 		"session_cookie_malformed",
 		"saml_signature", "saml_audience", "saml_acs_url", "saml_issuer", "saml_unsigned", "saml_sha1", "saml_encrypted",

@@ -409,9 +409,13 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 
 	// Conforming IdPs keep the ID token small when an access token is issued,
 	// and release the rest at userinfo.
-	info, err := p.userinfo(ctx, d, token)
+	info, alg, err := p.userinfo(ctx, d, token)
 	if err != nil {
-		return nil, "", fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
+		err = fmt.Errorf("oidc %s: fetch userinfo: %w", id, err)
+		if alg != "" && !slices.Contains(verifiedAlgs, alg) {
+			return nil, "", unverifiableUserinfo(alg, err)
+		}
+		return nil, "", err
 	}
 	if info.Subject != idToken.Subject {
 		// OIDC Core 5.3.2: a userinfo answer about someone else must not be used.

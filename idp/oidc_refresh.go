@@ -167,7 +167,7 @@ func (p *oidcProvider) refreshedIDTokenClaims(ctx context.Context, d discovered,
 // answer about another subject than sub is refused.
 func (p *oidcProvider) userinfoClaims(ctx context.Context, d discovered, token *oauth2.Token, sub string) (map[string]any, error) {
 	id := p.cfg.ID
-	info, err := p.userinfo(ctx, d, token)
+	info, _, err := p.userinfo(ctx, d, token)
 	if err != nil {
 		return nil, fmt.Errorf("oidc %s: refresh: fetch userinfo: %w", id, err)
 	}
