@@ -55,6 +55,17 @@ type Options struct {
 	Logger *slog.Logger
 	// AssertionMaker makes the assertions; default: GroupsAssertionMaker.
 	AssertionMaker saml.AssertionMaker
+	// Shapes are how the answers to some service providers, by entity ID,
+	// are signed, encrypted and changed; the others get samlidp's.
+	Shapes map[string]Shape
+	// NextCertificate generates a second key pair, published in the
+	// metadata after the first as the one the IdP rolls over to (Server's
+	// NextKey; Shape.SignWithNext signs with it).
+	NextCertificate bool
+	// EncryptionCertificate publishes a certificate of its own as the
+	// metadata's use="encryption" key, as IdPs with separate keys do;
+	// default: the signing certificate, as samlidp does.
+	EncryptionCertificate bool
 }
 
 // Server is a running SAML identity provider. Its entity id is its metadata
@@ -66,6 +77,10 @@ type Server struct {
 	// responses that only the signature check can tell apart.
 	Key         *rsa.PrivateKey
 	Certificate *x509.Certificate
+	// NextKey and NextCertificate are the key pair the IdP rolls over
+	// to, with Options.NextCertificate; nil without.
+	NextKey         *rsa.PrivateKey
+	NextCertificate *x509.Certificate
 	// IDP is the underlying samlidp server.
 	IDP *samlidp.Server
 
@@ -118,10 +133,20 @@ func New(opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	s := &Server{URL: base.String(), Key: key, Certificate: cert, ln: ln}
+	var extra []*x509.Certificate
+	if opts.NextCertificate {
+		if s.NextKey, s.NextCertificate, err = newKeyPair(base.Host + " next"); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("samlserver: generate next key pair: %w", err)
+		}
+		extra = append(extra, s.NextCertificate)
+	}
 	idp, err := samlidp.New(samlidp.Options{
 		URL:               base,
 		Key:               key,
 		Certificate:       cert,
+		ExtraCertificates: extra,
 		Store:             &samlidp.MemoryStore{},
 		Logger:            printfLogger{log},
 		LoginFormTemplate: loginForm,
@@ -130,12 +155,22 @@ func New(opts Options) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("samlserver: create idp: %w", err)
 	}
+	s.IDP = idp
 	idp.IDP.AssertionMaker = opts.AssertionMaker
 	if idp.IDP.AssertionMaker == nil {
 		idp.IDP.AssertionMaker = GroupsAssertionMaker{}
 	}
+	if opts.EncryptionCertificate {
+		// Only published: nothing in these tests encrypts to the IdP.
+		if _, idp.IDP.EncryptionCertificate, err = newKeyPair(base.Host + " encryption"); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("samlserver: generate encryption key pair: %w", err)
+		}
+	}
+	if len(opts.Shapes) > 0 {
+		idp.IDP.ResponseWriter = shapedWriter{s: s, shapes: opts.Shapes}
+	}
 
-	s := &Server{URL: base.String(), Key: key, Certificate: cert, IDP: idp, ln: ln}
 	for _, u := range opts.Users {
 		if err := s.AddUser(u); err != nil {
 			ln.Close()
