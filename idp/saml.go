@@ -2,6 +2,8 @@ package idp
 
 import (
 	"context"
+	"crypto/rsa"
+	"encoding/base64"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/crewjam/saml"
+	"github.com/crewjam/saml/xmlenc"
 )
 
 // SAMLProvider logs users in at a SAML 2.0 identity provider: SP-initiated
@@ -260,19 +263,26 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("saml %s: decode response: %w", id, err)
 	}
-	assertionEl, err := inspectResponse(raw)
-	if errors.Is(err, errEncryptedAssertion) {
-		// Its message says what to do; what sent it is mostly an IdP set
-		// to encrypt (a user encrypting a forgery cannot be told apart).
-		return nil, nil, setupError("saml_encrypted", "turn off assertion encryption for this application at the IdP",
-			fmt.Errorf("saml %s: inspect response: %w", id, err))
+	assertionEl, encrypted, err := inspectResponse(raw, p.decryptionKey())
+	if hint := p.encryptionHint(err); hint != "" {
+		// What sent it is mostly an IdP set to encrypt; a user encrypting
+		// a forgery learns nothing from the hint: nothing was decrypted.
+		return nil, nil, setupError("saml_encrypted", hint, fmt.Errorf("saml %s: inspect response: %w", id, err))
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("saml %s: inspect response: %w", id, err)
 	}
 	assertion, err := parseAssertion(sp, raw, requestIDs, p.acsURL)
 	if err != nil {
-		return nil, nil, p.samlDiagnose(sp, assertionEl, fmt.Errorf("saml %s: verify response: %w", id, err))
+		err = fmt.Errorf("saml %s: verify response: %w", id, err)
+		if encrypted && !signed(assertionEl.Parent()) && !genuineAssertion(sp, assertionEl) {
+			// A decrypted assertion that nothing vouches for gets the one
+			// plain refusal, whatever else is wrong with it: a set-up
+			// error for some would tell whoever modified a CBC ciphertext
+			// which modifications decrypt to well-formed XML.
+			return nil, nil, err
+		}
+		return nil, nil, p.samlDiagnose(sp, assertionEl, err)
 	}
 	if assertionEl == nil {
 		// crewjam returned an assertion that inspectResponse, which visits
@@ -297,6 +307,41 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	return prof, p.logoutTokens(assertion), nil
 }
 
+// decryptionKey is the key that decrypts EncryptedAssertions: sp_key_file's
+// when it is RSA. A generated key, another after every restart, is none:
+// no IdP can have been given its certificate.
+func (p *SAMLProvider) decryptionKey() *rsa.PrivateKey {
+	if p.cfg.SPCertFile == "" {
+		return nil
+	}
+	key, _ := p.base.Key.(*rsa.PrivateKey)
+	return key
+}
+
+// encryptionHint says what to change when err, inspectResponse's, is an
+// EncryptedAssertion this entry cannot decrypt; "" for any other err.
+func (p *SAMLProvider) encryptionHint(err error) string {
+	certificate := "sp_cert_file's certificate (SHA-256 " + fingerprint(base64.StdEncoding.EncodeToString(p.base.Certificate.Raw)) + ")"
+	var alg xmlenc.ErrAlgorithmNotImplemented
+	switch {
+	case errors.Is(err, errEncryptedAssertion) && p.cfg.SPCertFile == "":
+		return "the IdP encrypts its assertions: configure sp_cert_file and sp_key_file (an RSA pair, the same on every replica) " +
+			"and give the IdP that certificate to encrypt to, or turn assertion encryption off at the IdP"
+	case errors.Is(err, errEncryptedAssertion):
+		return "the IdP encrypts its assertions, and sp_key_file holds no RSA key, which decryption needs: " +
+			"use an RSA pair for sp_cert_file and sp_key_file, or turn assertion encryption off at the IdP"
+	case errors.As(err, &alg) && strings.HasSuffix(string(alg), "#rsa-1_5"):
+		return "the IdP encrypts the assertion's key with RSA 1.5 (rsa-1_5), which is refused (it is open to padding-oracle attacks): " +
+			"set its key encryption (key transport) algorithm to RSA-OAEP"
+	case errors.As(err, &alg):
+		return fmt.Sprintf("the IdP encrypts the assertion's key with %q, which is not supported: set it to RSA-OAEP", truncate(string(alg), 128))
+	case errors.As(err, new(encryptionError)):
+		return "the IdP encrypted the assertion to a certificate whose key is not sp_key_file's: give it " + certificate +
+			" as this application's encryption certificate, or turn assertion encryption off"
+	}
+	return ""
+}
+
 var errIdPInitiated = errors.New("IdP-initiated login refused (allow_idp_initiated is false)")
 
 // Metadata is the service provider metadata XML to register at the IdP
@@ -305,8 +350,10 @@ func (p *SAMLProvider) Metadata() ([]byte, error) {
 	md := p.base.Metadata()
 	for i := range md.SPSSODescriptors {
 		d := &md.SPSSODescriptors[i]
-		// Advertise no encryption key: responses then arrive in plaintext,
-		// where every check in Complete can see them.
+		// Advertise no encryption key: an IdP that reads one (ADFS,
+		// Shibboleth) would start encrypting by itself, to a key generated
+		// at start without sp_cert_file; an operator who wants encryption
+		// gives the IdP sp_cert_file's certificate (decryptionKey).
 		var keys []saml.KeyDescriptor
 		for _, k := range d.KeyDescriptors {
 			if k.Use == "signing" {

@@ -63,6 +63,10 @@ func (p *SAMLProvider) samlDiagnose(sp *saml.ServiceProvider, assertion *etree.E
 		// crewjam/saml's own refusal of SHA-1, which has no error of its own.
 		return setupError("saml_sha1", "the IdP signs with SHA-1, which is refused: set its signature and digest algorithms to SHA-256 "+
 			"(Auth0's SAML add-on: \"signatureAlgorithm\": \"rsa-sha256\", \"digestAlgorithm\": \"sha256\")", err)
+	case errors.Is(err, saml.ErrMissingElement) && strings.Contains(err.Error(), "has no BaseID, NameID or EncryptedID"):
+		// crewjam checks the Subject once a signature verified.
+		return setupError("saml_nameid", "the IdP sends no NameID in the assertion's Subject, and crewjam/saml, which checks the answer, refuses an assertion without one: "+
+			"give this application a NameID at the IdP (persistent, or the email address); attribute_mapping.uid still takes sub from an attribute", err)
 	case errors.Is(err, saml.ErrAudienceMismatch) || isAudienceError(err):
 		return setupError("saml_audience", fmt.Sprintf("the IdP addressed its assertion to %s, not to this SP's entity ID: "+
 			"set the IdP's Audience URI (Identifier, SP entity ID) for this application to %s", quoteAll(audiences(assertion)), sp.EntityID), err)

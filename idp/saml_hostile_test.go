@@ -475,50 +475,96 @@ func TestSAMLHostileResponses(t *testing.T) {
 	}
 }
 
-// The SP advertises no encryption key, so an EncryptedAssertion is refused
-// before anything decrypts it: inspectResponse's checks could not see inside.
-func TestSAMLEncryptedAssertionRefused(t *testing.T) {
+// An EncryptedAssertion is decrypted with sp_key_file's RSA key and held to
+// the checks of a plaintext one; without sp_cert_file (a key generated at
+// start, which no IdP can have been given) it is refused before anything
+// decrypts it, with a hint that names the keys to set.
+func TestSAMLEncryptedAssertions(t *testing.T) {
+	withKeyFiles := func(c *Config) { c.SPCertFile, c.SPKeyFile = "testdata/saml-fuzz-sp.crt", "testdata/saml-fuzz-sp.key" }
+	// encryptedByIdP is the IdP's answer, encrypted: registered with
+	// crewjam's full metadata, which offers the SP certificate for
+	// encryption, samlidp encrypts.
+	encryptedByIdP := func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
+		if err := e.idp.AddServiceProvider(e.p.base.Metadata()); err != nil {
+			t.Fatal(err)
+		}
+		f, post := e.login(t, "alice", "alice-pw")
+		if raw, _ := base64.StdEncoding.DecodeString(post.SAMLResponse); !strings.Contains(string(raw), "EncryptedAssertion") {
+			t.Fatal("the IdP did not encrypt the assertion")
+		}
+		return f, post
+	}
+	selfEncrypted := func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
+		f, post := e.login(t, "mallory", "mallory-pw")
+		post.SAMLResponse = forgeResponse(t, post.SAMLResponse, samlSelfEncrypted(e.p.base.Certificate), samlSigners{})
+		return f, post
+	}
 	tests := []struct {
 		name    string
+		keys    func(c *Config)
 		respond func(t *testing.T, e *samlEnv) (*Flow, samlACSPost)
+		// wantErr is what the error says; "" is a login as alice.
+		wantErr string
+		// setup: the refusal is a saml_encrypted set-up error; else a
+		// plain one.
+		setup bool
 	}{
+		{name: "assertion the IdP encrypted to sp_cert_file's certificate logs in", keys: withKeyFiles, respond: encryptedByIdP},
 		{
-			name: "assertion the IdP encrypted to the SP certificate is refused",
-			respond: func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
-				// Registered with crewjam's full metadata, which offers the
-				// SP certificate for encryption, samlidp encrypts.
-				if err := e.idp.AddServiceProvider(e.p.base.Metadata()); err != nil {
-					t.Fatal(err)
-				}
-				f, post := e.login(t, "alice", "alice-pw")
-				if raw, _ := base64.StdEncoding.DecodeString(post.SAMLResponse); !strings.Contains(string(raw), "EncryptedAssertion") {
-					t.Fatal("the IdP did not encrypt the assertion")
-				}
-				return f, post
-			},
+			name: "assertion the IdP encrypted without sp_cert_file is refused, naming sp_cert_file", respond: encryptedByIdP,
+			wantErr: "inspect response: EncryptedAssertion refused", setup: true,
 		},
 		{
 			name: "signed assertion with a comment in its NameID, encrypted by the user to the SP certificate, is refused",
+			keys: withKeyFiles, respond: selfEncrypted, wantErr: "XML comment",
+		},
+		{
+			name: "the same without sp_cert_file is refused before decryption", respond: selfEncrypted,
+			wantErr: "inspect response: EncryptedAssertion refused", setup: true,
+		},
+		{
+			name: "a modified ciphertext gets a plain refusal, whatever it decrypts to", keys: withKeyFiles,
 			respond: func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
-				f, post := e.login(t, "mallory", "mallory-pw")
-				post.SAMLResponse = forgeResponse(t, post.SAMLResponse, samlSelfEncrypted(e.p.base.Certificate), samlSigners{})
+				f, post := encryptedByIdP(t, e)
+				raw, _ := base64.StdEncoding.DecodeString(post.SAMLResponse)
+				doc := etree.NewDocument()
+				if err := doc.ReadFromBytes(raw); err != nil {
+					t.Fatal(err)
+				}
+				v := doc.FindElement("//EncryptedData/CipherData/CipherValue")
+				cipher, _ := base64.StdEncoding.DecodeString(v.Text())
+				cipher[len(cipher)-20] ^= 1 // the last CBC block but one: the padding changes
+				v.SetText(base64.StdEncoding.EncodeToString(cipher))
+				out, _ := doc.WriteToBytes()
+				post.SAMLResponse = base64.StdEncoding.EncodeToString(out)
 				return f, post
 			},
+			wantErr: "decrypt EncryptedAssertion",
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newSAMLEnv(t, nil)
+			e := newSAMLEnv(t, tc.keys)
 			f, post := tc.respond(t, e)
 			prof, _, err := e.p.Complete(post.request(), f)
+			if tc.wantErr == "" {
+				if err != nil || prof.Email != "alice@example.com" {
+					t.Fatalf("profile %+v, error %v; want alice logged in", prof, err)
+				}
+				return
+			}
 			if err == nil {
 				t.Fatalf("accepted as %q", prof.Email)
 			}
-			if !strings.Contains(err.Error(), "inspect response: EncryptedAssertion refused") {
-				t.Fatalf("error %q, want the EncryptedAssertion refusal", err)
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %q, want one saying %q", err, tc.wantErr)
 			}
-			if setup, ok := errors.AsType[*SetupError](err); !ok || setup.Reason != "saml_encrypted" {
-				t.Errorf("logged as %+v, want reason saml_encrypted", setup)
+			setup, ok := errors.AsType[*SetupError](err)
+			switch {
+			case tc.setup && (!ok || setup.Reason != "saml_encrypted" || !strings.Contains(setup.Hint, "sp_cert_file")):
+				t.Errorf("logged as %+v, want reason saml_encrypted with a hint naming sp_cert_file", setup)
+			case !tc.setup && ok:
+				t.Errorf("logged as set-up error %+v, want a plain refusal", setup)
 			}
 		})
 	}

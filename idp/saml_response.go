@@ -3,6 +3,7 @@ package idp
 import (
 	"bytes"
 	"compress/flate"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
@@ -14,11 +15,13 @@ import (
 
 	"github.com/beevik/etree"
 	"github.com/crewjam/saml"
+	"github.com/crewjam/saml/xmlenc"
 )
 
 const (
 	samlProtocolNS  = "urn:oasis:names:tc:SAML:2.0:protocol"
 	samlAssertionNS = "urn:oasis:names:tc:SAML:2.0:assertion"
+	xmlencNS        = "http://www.w3.org/2001/04/xmlenc#"
 )
 
 var errResponseTooLarge = fmt.Errorf("SAMLResponse larger than %d bytes", maxSAMLResponse)
@@ -55,43 +58,67 @@ func decodeSAMLResponse(form string) ([]byte, error) {
 	return inflated, nil
 }
 
-// errEncryptedAssertion refuses what crewjam/saml would decrypt with the SP
-// key: the SP metadata offers no encryption key (see Metadata), so an IdP
-// has no reason to encrypt, and the checks below could not see inside; a
-// user could encrypt their own tampered assertion to the SP certificate,
-// which the metadata publishes for signing.
-var errEncryptedAssertion = errors.New("EncryptedAssertion refused: this SP offers no encryption key in its metadata; turn off assertion encryption for it at the IdP")
+// errEncryptedAssertion refuses what this entry cannot decrypt: without
+// sp_cert_file and sp_key_file the SP key is generated at start, so no IdP
+// can have been given its certificate to encrypt to; an ECDSA key decrypts
+// nothing.
+var errEncryptedAssertion = errors.New("EncryptedAssertion refused: this entry has no RSA key of sp_cert_file and sp_key_file to decrypt it with")
+
+// encryptionError is an EncryptedAssertion whose key transport this entry
+// cannot undo: an algorithm crewjam/saml refuses (RSA 1.5), or a key
+// encrypted to another certificate. Nothing of the assertion has been
+// decrypted then, so saying which tells a sender nothing about it.
+type encryptionError struct{ err error }
+
+func (e encryptionError) Error() string { return e.err.Error() }
+func (e encryptionError) Unwrap() error { return e.err }
 
 // inspectResponse refuses shapes that crewjam/saml would accept but that
-// carry known attacks: an encrypted assertion (errEncryptedAssertion), more
-// than one assertion (signature wrapping: crewjam returns the first that
-// verifies, wherever the others hide), and XML comments (exclusive
-// canonicalization drops them, so a comment can split a signed NameID such
-// as alice@example.com<!---->.evil.com without breaking the signature). It
-// returns the one assertion, for the checks that need more of it than
-// crewjam's parsed form keeps (checkAudience), or nil for a response with
+// carry known attacks: more than one assertion (signature wrapping: crewjam
+// returns the first that verifies, wherever the others hide), and XML
+// comments (exclusive canonicalization drops them, so a comment can split a
+// signed NameID such as alice@example.com<!---->.evil.com without breaking
+// the signature). An EncryptedAssertion is decrypted with key (nil:
+// errEncryptedAssertion) and its plaintext held to the same rules, since a
+// user could encrypt a tampered assertion of their own to the SP
+// certificate; crewjam decrypts it again, to the same plaintext: both use
+// the one EncryptedKey allowed. It returns the one assertion, decrypted,
+// in place of the EncryptedAssertion in the tree of the response, for the
+// checks that need more of it than crewjam's parsed form keeps
+// (checkAudience), and whether it was encrypted; or nil for a response with
 // none: an IdP that refuses the login says so in the status and MUST NOT
 // send an assertion (saml-profiles 4.1.4.2), and crewjam reads that status
 // once it has checked the response's Destination, InResponseTo and Issuer;
 // one with a status of Success and no assertion it refuses.
-func inspectResponse(data []byte) (*etree.Element, error) {
+func inspectResponse(data []byte, key *rsa.PrivateKey) (*etree.Element, bool, error) {
 	if err := scanXML(data, "response", responseLimits); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	doc := etree.NewDocument()
 	if err := doc.ReadFromBytes(data); err != nil {
-		return nil, fmt.Errorf("parse XML: %w", err)
+		return nil, false, fmt.Errorf("parse XML: %w", err)
 	}
 	root := doc.Root()
 	if root == nil || root.Tag != "Response" || root.NamespaceURI() != samlProtocolNS {
-		return nil, errors.New("root element is not a SAML 2.0 Response")
+		return nil, false, errors.New("root element is not a SAML 2.0 Response")
 	}
-	assertions := 0
+	assertions, encrypted := 0, false
 	var assertion *etree.Element
 	var walk func(el *etree.Element) error
 	walk = func(el *etree.Element) error {
 		if el.NamespaceURI() == samlAssertionNS && el.Tag == "EncryptedAssertion" {
-			return errEncryptedAssertion
+			if key == nil {
+				return errEncryptedAssertion
+			}
+			plain, err := decryptAssertion(el, key)
+			if err != nil {
+				return err
+			}
+			encrypted = true
+			parent := el.Parent()
+			parent.InsertChildAt(el.Index(), plain)
+			parent.RemoveChild(el)
+			el = plain
 		}
 		if el.NamespaceURI() == samlAssertionNS && el.Tag == "Assertion" {
 			assertions++
@@ -110,12 +137,65 @@ func inspectResponse(data []byte) (*etree.Element, error) {
 		return nil
 	}
 	if err := walk(root); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if assertions > 1 {
-		return nil, fmt.Errorf("response carries %d assertions, want exactly 1", assertions)
+		return nil, false, fmt.Errorf("response carries %d assertions, want exactly 1", assertions)
 	}
-	return assertion, nil
+	return assertion, encrypted, nil
+}
+
+// decryptAssertion decrypts an EncryptedAssertion with crewjam/saml's
+// xmlenc: one EncryptedData, its content key in the one EncryptedKey,
+// inside its KeyInfo (most IdPs) or beside it. A failure to unwrap the key
+// is an encryptionError; a failure past it (the data's padding or tag, a
+// plaintext that is no well-formed assertion within responseLimits) is one
+// plain error, whatever failed: which one would tell whoever modified a
+// CBC ciphertext about its plaintext.
+func decryptAssertion(enc *etree.Element, key *rsa.PrivateKey) (*etree.Element, error) {
+	var data, encKeys []*etree.Element
+	for _, c := range enc.ChildElements() {
+		switch {
+		case c.Tag == "EncryptedData" && c.NamespaceURI() == xmlencNS:
+			data = append(data, c)
+		case c.Tag == "EncryptedKey" && c.NamespaceURI() == xmlencNS:
+			encKeys = append(encKeys, c)
+		}
+	}
+	if len(data) != 1 {
+		return nil, fmt.Errorf("EncryptedAssertion has %d EncryptedData, want 1", len(data))
+	}
+	encKeys = append(encKeys, data[0].FindElements("./KeyInfo/EncryptedKey")...)
+	if len(encKeys) != 1 {
+		return nil, fmt.Errorf("EncryptedAssertion has %d EncryptedKeys, want 1", len(encKeys))
+	}
+	contentKey, err := xmlenc.Decrypt(key, encKeys[0])
+	if err != nil {
+		return nil, encryptionError{fmt.Errorf("decrypt EncryptedAssertion key: %w", err)}
+	}
+	// The block ciphers would unwrap a KeyInfo EncryptedKey again; the
+	// key is known now.
+	cipher := data[0].Copy()
+	for _, k := range cipher.FindElements("./KeyInfo/EncryptedKey") {
+		k.Parent().RemoveChild(k)
+	}
+	errDecrypt := errors.New("decrypt EncryptedAssertion: the data does not decrypt to a well-formed assertion")
+	plain, err := xmlenc.Decrypt(contentKey, cipher)
+	if err != nil {
+		return nil, errDecrypt
+	}
+	if scanXML(plain, "decrypted assertion", responseLimits) != nil {
+		return nil, errDecrypt
+	}
+	doc := etree.NewDocument()
+	if doc.ReadFromBytes(plain) != nil {
+		return nil, errDecrypt
+	}
+	a := doc.Root()
+	if a == nil || a.Tag != "Assertion" || a.NamespaceURI() != samlAssertionNS {
+		return nil, errDecrypt
+	}
+	return a, nil
 }
 
 // xmlLimits bound the shape of a SAML message's XML; scanXML checks them.
