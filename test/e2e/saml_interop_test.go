@@ -152,6 +152,11 @@ func TestSAMLProviderVariationsLogIn(t *testing.T) {
 			shape: samlserver.Shape{EncryptTo: spCert, Encrypter: enc(xmlenc.OAEP, xmlenc.AES256CBC)}},
 		{name: "assertion encrypted AES-128-GCM, signed only itself (Entra ID)", id: "enc-entra", spKey: true,
 			shape: samlserver.Shape{Sign: samlserver.SignAssertion, EncryptTo: spCert, Encrypter: enc(xmlenc.OAEP, xmlenc.AES128GCM)}},
+		{name: "assertion encrypted and signed only itself, for another SP entity ID, is named as such", id: "enc-audience", spKey: true,
+			shape: samlserver.Shape{Sign: samlserver.SignAssertion, EncryptTo: spCert, Assertion: func(a *saml.Assertion) {
+				a.Conditions.AudienceRestrictions[0].Audience.Value = "https://cvat.example.com"
+			}},
+			failReason: "saml_audience", hints: []string{`"https://cvat.example.com"`, "Audience URI"}},
 		{name: "assertion key transported with RSA 1.5 is refused, naming RSA-OAEP", id: "enc-rsa15", spKey: true,
 			shape:      samlserver.Shape{EncryptTo: spCert, Encrypter: enc(xmlenc.PKCS1v15, xmlenc.AES128CBC)},
 			failReason: "saml_encrypted", hints: []string{"RSA 1.5", "RSA-OAEP"}},
