@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/beevik/etree"
 	"github.com/crewjam/saml"
 	"github.com/crewjam/saml/xmlenc"
 )
@@ -147,6 +148,13 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 			// SHA-1 signatures and digests are refused: every IdP in
 			// docs/saml.md signs with SHA-256 by default or on one setting.
 			RejectSHA1Signatures: true,
+			// An EncryptedAssertion in CBC mode is decrypted only in a
+			// Response whose signature verified first, as the saml-core
+			// errata (E93) say relying parties SHOULD: decrypting
+			// unauthenticated CBC data is a format oracle (Jager and
+			// Somorovsky, 2011). inspectResponse holds its own
+			// decryption to the same rule.
+			RequireSignedResponseForCBC: true,
 			// Metadata past its validUntil (its own, or its federation
 			// aggregate's) is not relied on, as SAML metadata says; the
 			// last good copy kept through failed refreshes expires too.
@@ -263,7 +271,7 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("saml %s: decode response: %w", id, err)
 	}
-	assertionEl, encrypted, err := inspectResponse(raw, p.decryptionKey())
+	found, err := inspectResponse(raw, p.decryptionKey(), func(el *etree.Element) (*etree.Element, error) { return verifiedElement(sp, el) })
 	if hint := p.encryptionHint(err); hint != "" {
 		// What sent it is mostly an IdP set to encrypt; a user encrypting
 		// a forgery learns nothing from the hint: nothing was decrypted.
@@ -275,22 +283,22 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	assertion, err := parseAssertion(sp, raw, requestIDs, p.acsURL)
 	if err != nil {
 		err = fmt.Errorf("saml %s: verify response: %w", id, err)
-		if encrypted && !signed(assertionEl.Parent()) && !genuineAssertion(sp, assertionEl) {
+		if found.encrypted && !signed(found.response) && !genuineAssertion(sp, found.assertion) {
 			// A decrypted assertion that nothing vouches for gets the one
 			// plain refusal, whatever else is wrong with it: a set-up
-			// error for some would tell whoever modified a CBC ciphertext
-			// which modifications decrypt to well-formed XML.
+			// error for some would tell whoever sent it something of a
+			// plaintext it may not know.
 			return nil, nil, err
 		}
-		return nil, nil, p.samlDiagnose(sp, assertionEl, err)
+		return nil, nil, p.samlDiagnose(sp, found.response, found.assertion, err)
 	}
-	if assertionEl == nil {
-		// crewjam returned an assertion that inspectResponse, which visits
-		// every element, did not see: refused rather than left unchecked.
-		return nil, nil, fmt.Errorf("saml %s: verify response: crewjam/saml found an assertion outside the response's elements", id)
+	if found.assertion == nil {
+		// crewjam returned an assertion that inspectResponse did not see
+		// (or left encrypted): refused rather than left unchecked.
+		return nil, nil, fmt.Errorf("saml %s: verify response: crewjam/saml found an assertion that inspectResponse did not check", id)
 	}
-	if err := checkAudience(assertionEl, sp.EntityID); err != nil {
-		return nil, nil, p.samlDiagnose(sp, assertionEl, fmt.Errorf("saml %s: verify response: %w", id, err))
+	if err := checkAudience(found.assertion, sp.EntityID); err != nil {
+		return nil, nil, p.samlDiagnose(sp, found.response, found.assertion, fmt.Errorf("saml %s: verify response: %w", id, err))
 	}
 	if err := p.useAssertion(r.Context(), assertion.ID, replayExpiry(assertion)); err != nil {
 		return nil, nil, fmt.Errorf("saml %s: replay check: %w", id, err)
@@ -323,6 +331,7 @@ func (p *SAMLProvider) decryptionKey() *rsa.PrivateKey {
 func (p *SAMLProvider) encryptionHint(err error) string {
 	certificate := "sp_cert_file's certificate (SHA-256 " + fingerprint(base64.StdEncoding.EncodeToString(p.base.Certificate.Raw)) + ")"
 	var alg xmlenc.ErrAlgorithmNotImplemented
+	var cbc cbcUnsignedError
 	switch {
 	case errors.Is(err, errEncryptedAssertion) && p.cfg.SPCertFile == "":
 		return "the IdP encrypts its assertions: configure sp_cert_file and sp_key_file (an RSA pair, the same on every replica) " +
@@ -330,6 +339,11 @@ func (p *SAMLProvider) encryptionHint(err error) string {
 	case errors.Is(err, errEncryptedAssertion):
 		return "the IdP encrypts its assertions, and sp_key_file holds no RSA key, which decryption needs: " +
 			"use an RSA pair for sp_cert_file and sp_key_file, or turn assertion encryption off at the IdP"
+	case errors.As(err, &cbc):
+		return fmt.Sprintf("the IdP encrypts the assertion with %s, a CBC cipher, without signing the response, and CBC data is decrypted only in a signed response "+
+			"(decrypting it unauthenticated lets a sender learn the plaintext): sign the response too (ADFS: Set-AdfsRelyingPartyTrust -SamlResponseSignature MessageAndAssertion; "+
+			"Entra ID: signing option \"Sign SAML response and assertion\"; Keycloak: \"Sign documents\"), or encrypt with AES-GCM, or turn assertion encryption off",
+			algorithmName(cbc.algorithm))
 	case errors.As(err, &alg) && strings.HasSuffix(string(alg), "#rsa-1_5"):
 		return "the IdP encrypts the assertion's key with RSA 1.5 (rsa-1_5), which is refused (it is open to padding-oracle attacks): " +
 			"set its key encryption (key transport) algorithm to RSA-OAEP"
@@ -340,6 +354,12 @@ func (p *SAMLProvider) encryptionHint(err error) string {
 			" as this application's encryption certificate, or turn assertion encryption off"
 	}
 	return ""
+}
+
+// algorithmName is the fragment of an XML Encryption algorithm URI, as IdP
+// consoles name it (aes128-cbc).
+func algorithmName(uri string) string {
+	return uri[strings.LastIndex(uri, "#")+1:]
 }
 
 var errIdPInitiated = errors.New("IdP-initiated login refused (allow_idp_initiated is false)")

@@ -25,7 +25,7 @@ import (
 // operator to compare. Anything else, a broken signature above all, stays
 // as it is: a forgery is no set-up mistake. A status other than Success is
 // the IdP refusing the login, a *CallbackError as an OIDC IdP's error is.
-func (p *SAMLProvider) samlDiagnose(sp *saml.ServiceProvider, assertion *etree.Element, err error) error {
+func (p *SAMLProvider) samlDiagnose(sp *saml.ServiceProvider, response, assertion *etree.Element, err error) error {
 	if bad, ok := errors.AsType[saml.ErrBadStatus](err); ok {
 		code := bad.Status[strings.LastIndex(bad.Status, ":")+1:]
 		return fmt.Errorf("saml %s: response status: %w", p.cfg.ID, &CallbackError{Code: truncate(code, 64), Description: truncate(bad.Status, 256)})
@@ -35,7 +35,6 @@ func (p *SAMLProvider) samlDiagnose(sp *saml.ServiceProvider, assertion *etree.E
 		// nothing in it tells a set-up mistake apart.
 		return err
 	}
-	response := assertion.Parent()
 	if !signed(response) && signed(assertion) && responseLevel(err) && !genuineAssertion(sp, assertion) {
 		// crewjam reads an unsigned response's Destination, Issuer and
 		// IssueInstant before it checks the assertion's signature: refused
@@ -102,6 +101,15 @@ func responseLevel(err error) bool {
 // passed. It costs one more canonicalization of the assertion, within the
 // bounds scanXML set, and only for an answer already refused.
 func genuineAssertion(sp *saml.ServiceProvider, assertion *etree.Element) bool {
+	_, err := verifiedElement(sp, assertion)
+	return err == nil
+}
+
+// verifiedElement returns el as its enveloped signature covers it, if that
+// signature verifies with a signing certificate of the IdP's metadata (or
+// x509_cert), with goxmldsig, which crewjam/saml verifies with too. It
+// costs a canonicalization of el and an RSA verification.
+func verifiedElement(sp *saml.ServiceProvider, el *etree.Element) (*etree.Element, error) {
 	var roots []*x509.Certificate
 	if sp.IDPMetadata != nil {
 		for _, d := range sp.IDPMetadata.IDPSSODescriptors {
@@ -122,25 +130,24 @@ func genuineAssertion(sp *saml.ServiceProvider, assertion *etree.Element) bool {
 		}
 	}
 	if len(roots) == 0 {
-		return false
+		return nil, errors.New("no signing certificate of the IdP")
 	}
 	// Detached with the namespaces it has in scope, as crewjam does: the
-	// response may declare the assertion's prefixes.
-	ns, err := etreeutils.NSBuildParentContext(assertion)
+	// response may declare the prefixes of the assertion in it.
+	ns, err := etreeutils.NSBuildParentContext(el)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	if ns, err = ns.SubContext(assertion); err != nil {
-		return false
+	if ns, err = ns.SubContext(el); err != nil {
+		return nil, err
 	}
-	el, err := etreeutils.NSDetatch(ns, assertion)
+	detached, err := etreeutils.NSDetatch(ns, el)
 	if err != nil {
-		return false
+		return nil, err
 	}
 	v := dsig.NewDefaultValidationContext(&dsig.MemoryX509CertificateStore{Roots: roots})
 	v.IdAttribute = "ID"
-	_, err = v.Validate(el)
-	return err == nil
+	return v.Validate(detached)
 }
 
 // audienceError is checkAudience's refusal.

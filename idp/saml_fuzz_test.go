@@ -182,11 +182,13 @@ func samlFuzzForm(input []byte, mode byte) string {
 // covers it: exclusive c14n, in the namespaces in scope, without the
 // signature. Two responses whose assertions have the same signedContent
 // assert the same.
-func signedContent(raw []byte, key *rsa.PrivateKey) (string, error) {
-	el, _, err := inspectResponse(raw, key)
+func signedContent(raw []byte, p *SAMLProvider) (string, error) {
+	sp := p.current.Load()
+	found, err := inspectResponse(raw, p.decryptionKey(), func(el *etree.Element) (*etree.Element, error) { return verifiedElement(sp, el) })
 	if err != nil {
 		return "", err
 	}
+	el := found.assertion
 	ctx, err := etreeutils.NSBuildParentContext(el)
 	if err != nil {
 		return "", err
@@ -280,7 +282,7 @@ func FuzzSAMLResponse(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
-			content, err := signedContent(raw, e.spInitiated.decryptionKey())
+			content, err := signedContent(raw, e.spInitiated)
 			if err != nil {
 				f.Fatal(err)
 			}
@@ -302,7 +304,7 @@ func FuzzSAMLResponse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted, but the form does not decode: %v", err)
 		}
-		content, err := signedContent(raw, e.spInitiated.decryptionKey())
+		content, err := signedContent(raw, e.spInitiated)
 		if err != nil {
 			t.Fatalf("accepted, but its assertion cannot be canonicalized: %v", err)
 		}

@@ -478,19 +478,27 @@ func TestSAMLHostileResponses(t *testing.T) {
 // An EncryptedAssertion is decrypted with sp_key_file's RSA key and held to
 // the checks of a plaintext one; without sp_cert_file (a key generated at
 // start, which no IdP can have been given) it is refused before anything
-// decrypts it, with a hint that names the keys to set.
+// decrypts it, with a hint that names the keys to set. A CBC one is
+// decrypted only inside a Response whose signature verifies: decrypting
+// unauthenticated CBC is the XML Encryption format oracle.
 func TestSAMLEncryptedAssertions(t *testing.T) {
 	withKeyFiles := func(c *Config) { c.SPCertFile, c.SPKeyFile = "testdata/saml-fuzz-sp.crt", "testdata/saml-fuzz-sp.key" }
-	// encryptedByIdP is the IdP's answer, encrypted: registered with
-	// crewjam's full metadata, which offers the SP certificate for
-	// encryption, samlidp encrypts.
+	// encryptedByIdP is the IdP's answer, response and assertion signed,
+	// the assertion encrypted AES-128-CBC: registered with crewjam's full
+	// metadata, which offers the SP certificate for encryption, samlidp
+	// encrypts (with AES-256-GCM, which the metadata lists, but for the
+	// encrypter set here).
 	encryptedByIdP := func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
 		if err := e.idp.AddServiceProvider(e.p.base.Metadata()); err != nil {
 			t.Fatal(err)
 		}
+		cbc := xmlenc.OAEP()
+		cbc.BlockCipher = xmlenc.AES128CBC
+		cbc.DigestMethod = &xmlenc.SHA1
+		e.idp.IDP.IDP.AssertionEncrypter = cbc
 		f, post := e.login(t, "alice", "alice-pw")
-		if raw, _ := base64.StdEncoding.DecodeString(post.SAMLResponse); !strings.Contains(string(raw), "EncryptedAssertion") {
-			t.Fatal("the IdP did not encrypt the assertion")
+		if raw, _ := base64.StdEncoding.DecodeString(post.SAMLResponse); !strings.Contains(string(raw), xmlenc.AES128CBC.Algorithm()) {
+			t.Fatal("the IdP did not encrypt the assertion AES-128-CBC")
 		}
 		return f, post
 	}
@@ -499,20 +507,72 @@ func TestSAMLEncryptedAssertions(t *testing.T) {
 		post.SAMLResponse = forgeResponse(t, post.SAMLResponse, samlSelfEncrypted(e.p.base.Certificate), samlSigners{})
 		return f, post
 	}
+	// encryptedBy is alice's answer with its assertion, which the IdP
+	// signed (or, after edit, signed again with the IdP's key), encrypted
+	// with cipher to the SP certificate by whoever holds it, in a response
+	// without signature: what Entra ID sends, or a user who re-wraps it.
+	encryptedBy := func(cipher xmlenc.BlockCipher, edit func(a *etree.Element)) func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
+		return func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
+			f, post := e.login(t, "alice", "alice-pw")
+			post.SAMLResponse = editResponse(t, post.SAMLResponse, func(resp *etree.Element) {
+				resp.RemoveChild(resp.SelectElement("Signature"))
+				a := resp.SelectElement("Assertion")
+				if edit != nil {
+					a.RemoveChild(a.SelectElement("Signature"))
+					edit(a)
+					signed := signElement(t, a, e.idp.Key, [][]byte{e.idp.Certificate.Raw}, dsig.RSASHA256SignatureMethod)
+					i := a.Index()
+					resp.RemoveChildAt(i)
+					resp.InsertChildAt(i, signed)
+					a = signed
+				}
+				i := a.Index()
+				resp.RemoveChildAt(i)
+				resp.InsertChildAt(i, samlEncrypt(t, a, e.p.base.Certificate, cipher))
+			})
+			return f, post
+		}
+	}
+	// then applies edit to what respond posts.
+	then := func(respond func(t *testing.T, e *samlEnv) (*Flow, samlACSPost), edits ...func(resp *etree.Element)) func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
+		return func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
+			f, post := respond(t, e)
+			for _, edit := range edits {
+				post.SAMLResponse = editResponse(t, post.SAMLResponse, edit)
+			}
+			return f, post
+		}
+	}
+	unsign := func(resp *etree.Element) { resp.RemoveChild(resp.SelectElement("Signature")) }
+	// garble replaces the data's ciphertext with one that decrypts with
+	// no key: 17 bytes, not a whole number of AES blocks, too short for a
+	// GCM nonce and tag.
+	garble := func(resp *etree.Element) {
+		for _, v := range resp.FindElements("//EncryptedData/CipherData/CipherValue") {
+			v.SetText(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 17)))
+		}
+	}
+	cbcUnsigned := func(setup *SetupError) bool {
+		return setup.Reason == "saml_encrypted" && strings.Contains(setup.Hint, "CBC") &&
+			strings.Contains(setup.Hint, "-SamlResponseSignature MessageAndAssertion") && strings.Contains(setup.Hint, "AES-GCM")
+	}
+	namesKeys := func(setup *SetupError) bool {
+		return setup.Reason == "saml_encrypted" && strings.Contains(setup.Hint, "sp_cert_file")
+	}
 	tests := []struct {
 		name    string
 		keys    func(c *Config)
 		respond func(t *testing.T, e *samlEnv) (*Flow, samlACSPost)
 		// wantErr is what the error says; "" is a login as alice.
 		wantErr string
-		// setup: the refusal is a saml_encrypted set-up error; else a
-		// plain one.
-		setup bool
+		// setup, when set, says whether the refusal is the set-up error
+		// wanted; when nil, the refusal must be a plain one.
+		setup func(*SetupError) bool
 	}{
-		{name: "assertion the IdP encrypted to sp_cert_file's certificate logs in", keys: withKeyFiles, respond: encryptedByIdP},
+		{name: "CBC assertion the IdP encrypted to sp_cert_file's certificate, in a signed response, logs in", keys: withKeyFiles, respond: encryptedByIdP},
 		{
 			name: "assertion the IdP encrypted without sp_cert_file is refused, naming sp_cert_file", respond: encryptedByIdP,
-			wantErr: "inspect response: EncryptedAssertion refused", setup: true,
+			wantErr: "inspect response: EncryptedAssertion refused", setup: namesKeys,
 		},
 		{
 			name: "signed assertion with a comment in its NameID, encrypted by the user to the SP certificate, is refused",
@@ -520,26 +580,63 @@ func TestSAMLEncryptedAssertions(t *testing.T) {
 		},
 		{
 			name: "the same without sp_cert_file is refused before decryption", respond: selfEncrypted,
-			wantErr: "inspect response: EncryptedAssertion refused", setup: true,
+			wantErr: "inspect response: EncryptedAssertion refused", setup: namesKeys,
 		},
 		{
-			name: "a modified ciphertext gets a plain refusal, whatever it decrypts to", keys: withKeyFiles,
-			respond: func(t *testing.T, e *samlEnv) (*Flow, samlACSPost) {
-				f, post := encryptedByIdP(t, e)
-				raw, _ := base64.StdEncoding.DecodeString(post.SAMLResponse)
-				doc := etree.NewDocument()
-				if err := doc.ReadFromBytes(raw); err != nil {
-					t.Fatal(err)
-				}
-				v := doc.FindElement("//EncryptedData/CipherData/CipherValue")
-				cipher, _ := base64.StdEncoding.DecodeString(v.Text())
-				cipher[len(cipher)-20] ^= 1 // the last CBC block but one: the padding changes
-				v.SetText(base64.StdEncoding.EncodeToString(cipher))
-				out, _ := doc.WriteToBytes()
-				post.SAMLResponse = base64.StdEncoding.EncodeToString(out)
-				return f, post
-			},
-			wantErr: "decrypt EncryptedAssertion",
+			name: "GCM assertion signed by the IdP, in an unsigned response, logs in", keys: withKeyFiles,
+			respond: encryptedBy(xmlenc.AES256GCM, nil),
+		},
+		{
+			name: "CBC assertion in an unsigned response is refused undecrypted, naming response signing", keys: withKeyFiles,
+			respond: then(encryptedByIdP, unsign), wantErr: "not decrypted", setup: cbcUnsigned,
+		},
+		{
+			name: "the same with a ciphertext that decrypts with no key gets the same refusal: nothing was decrypted", keys: withKeyFiles,
+			respond: then(encryptedByIdP, unsign, garble), wantErr: "not decrypted", setup: cbcUnsigned,
+		},
+		{
+			name: "CBC assertion in a response whose signature a changed ciphertext broke is refused for the signature, undecrypted", keys: withKeyFiles,
+			respond: then(encryptedByIdP, garble), wantErr: "Signature could not be verified",
+		},
+		{
+			name: "an EncryptedKey beside the data in another namespace, which crewjam/saml would try too, is refused", keys: withKeyFiles,
+			respond: then(encryptedBy(xmlenc.AES256GCM, nil), func(resp *etree.Element) {
+				enc := resp.SelectElement("EncryptedAssertion")
+				decoy := enc.FindElement("./EncryptedData/KeyInfo/EncryptedKey").Copy()
+				decoy.Space = "x"
+				decoy.CreateAttr("xmlns:x", "urn:other")
+				enc.AddChild(decoy)
+			}),
+			wantErr: "2 EncryptedKeys",
+		},
+		{
+			name: "an EncryptedAssertion elsewhere than in the response is refused undecrypted", keys: withKeyFiles,
+			respond: then(encryptedBy(xmlenc.AES256GCM, nil), garble, func(resp *etree.Element) {
+				enc := resp.SelectElement("EncryptedAssertion")
+				resp.RemoveChild(enc)
+				ext := resp.CreateElement("samlp:Extensions")
+				ext.AddChild(enc)
+			}),
+			wantErr: "EncryptedAssertion inside <Extensions>",
+		},
+		{
+			name: "two EncryptedAssertions are refused before either is decrypted", keys: withKeyFiles,
+			respond: then(encryptedBy(xmlenc.AES256GCM, nil), garble, func(resp *etree.Element) {
+				enc := resp.SelectElement("EncryptedAssertion")
+				resp.InsertChildAt(enc.Index(), enc.Copy())
+			}),
+			wantErr: "2 assertions",
+		},
+		{
+			// The plaintext is read alone, as crewjam/saml verifies and
+			// reads it: an unprefixed Audience there is in no namespace,
+			// whatever default namespace the response declares.
+			name: "a decrypted assertion is read in its own namespaces, not the response's", keys: withKeyFiles,
+			respond: then(encryptedBy(xmlenc.AES256GCM, func(a *etree.Element) {
+				a.FindElement("./Conditions/AudienceRestriction/Audience").Space = ""
+			}), func(resp *etree.Element) { resp.CreateAttr("xmlns", samlAssertionNS) }),
+			wantErr: "AudienceRestriction 1 does not name this SP",
+			setup:   func(s *SetupError) bool { return s.Reason == "saml_audience" },
 		},
 	}
 	for _, tc := range tests {
@@ -561,18 +658,62 @@ func TestSAMLEncryptedAssertions(t *testing.T) {
 			}
 			setup, ok := errors.AsType[*SetupError](err)
 			switch {
-			case tc.setup && (!ok || setup.Reason != "saml_encrypted" || !strings.Contains(setup.Hint, "sp_cert_file")):
-				t.Errorf("logged as %+v, want reason saml_encrypted with a hint naming sp_cert_file", setup)
-			case !tc.setup && ok:
+			case tc.setup != nil && (!ok || !tc.setup(setup)):
+				t.Errorf("logged as %+v, not the set-up error wanted", setup)
+			case tc.setup == nil && ok:
 				t.Errorf("logged as set-up error %+v, want a plain refusal", setup)
 			}
 		})
 	}
 }
 
+// editResponse applies edit to the response of a base64 SAMLResponse.
+func editResponse(t testing.TB, b64 string, edit func(resp *etree.Element)) string {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := etree.NewDocument()
+	if err := doc.ReadFromBytes(raw); err != nil {
+		t.Fatal(err)
+	}
+	edit(doc.Root())
+	out, err := doc.WriteToBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(out)
+}
+
+// samlEncrypt is assertion as an EncryptedAssertion to cert: RSA-OAEP-MGF1P
+// key transport, data with cipher, the EncryptedKey in the data's KeyInfo,
+// as crewjam/saml's IdP makes it.
+func samlEncrypt(t testing.TB, assertion *etree.Element, cert *x509.Certificate, cipher xmlenc.BlockCipher) *etree.Element {
+	t.Helper()
+	doc := etree.NewDocument()
+	doc.SetRoot(assertion.Copy())
+	plain, err := doc.WriteToBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := xmlenc.OAEP()
+	enc.BlockCipher = cipher
+	enc.DigestMethod = &xmlenc.SHA1
+	data, err := enc.Encrypt(cert, plain, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data.CreateAttr("Type", "http://www.w3.org/2001/04/xmlenc#Element")
+	encrypted := etree.NewElement("saml:EncryptedAssertion")
+	encrypted.AddChild(data)
+	return encrypted
+}
+
 // samlSelfEncrypted is mallory hiding the comment trick from
 // inspectResponse by encrypting her own signed assertion to spCert, which
-// the SP metadata publishes.
+// the SP metadata publishes, with AES-GCM, which is decrypted whether or
+// not the response is signed.
 func samlSelfEncrypted(spCert *x509.Certificate) samlForgery {
 	return samlForgery{
 		name: "signed assertion with a comment in its NameID, encrypted by the user to the SP certificate",
@@ -582,25 +723,9 @@ func samlSelfEncrypted(spCert *x509.Certificate) samlForgery {
 			nameID.SetText("alice@example.com")
 			nameID.CreateComment("")
 			nameID.CreateText(".evil.com")
-			doc := etree.NewDocument()
-			doc.SetRoot(a.Copy())
-			plain, err := doc.WriteToBytes()
-			if err != nil {
-				t.Fatal(err)
-			}
-			enc := xmlenc.OAEP()
-			enc.BlockCipher = xmlenc.AES128CBC
-			enc.DigestMethod = &xmlenc.SHA1
-			data, err := enc.Encrypt(spCert, plain, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			data.CreateAttr("Type", "http://www.w3.org/2001/04/xmlenc#Element")
-			encrypted := etree.NewElement("saml:EncryptedAssertion")
-			encrypted.AddChild(data)
 			i := a.Index()
 			resp.RemoveChildAt(i)
-			resp.InsertChildAt(i, encrypted)
+			resp.InsertChildAt(i, samlEncrypt(t, a, spCert, xmlenc.AES256GCM))
 		},
 	}
 }

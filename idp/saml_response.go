@@ -73,56 +73,160 @@ type encryptionError struct{ err error }
 func (e encryptionError) Error() string { return e.err.Error() }
 func (e encryptionError) Unwrap() error { return e.err }
 
+// cbcUnsignedError is an EncryptedAssertion in CBC mode in a Response
+// without signature, refused before anything of it is decrypted.
+type cbcUnsignedError struct{ algorithm string }
+
+func (e cbcUnsignedError) Error() string {
+	return fmt.Sprintf("EncryptedAssertion not decrypted: its data is encrypted with %s, a CBC cipher, which authenticates nothing, and the Response is not signed", e.algorithm)
+}
+
+// gcmAlgorithms are the XML Encryption 1.1 block ciphers in GCM mode:
+// authenticated, so a modified ciphertext fails to decrypt whatever it
+// would decrypt to.
+var gcmAlgorithms = map[string]bool{
+	xmlenc.AES128GCM.Algorithm(): true,
+	xmlenc.AES192GCM.Algorithm(): true,
+	xmlenc.AES256GCM.Algorithm(): true,
+}
+
+// cbcAlgorithms are those crewjam/saml's RequireSignedResponseForCBC
+// holds back: the block ciphers in CBC mode.
+var cbcAlgorithms = map[string]bool{
+	xmlenc.AES128CBC.Algorithm(): true,
+	xmlenc.AES192CBC.Algorithm(): true,
+	xmlenc.AES256CBC.Algorithm(): true,
+	xmlenc.TripleDES.Algorithm(): true,
+}
+
+// inspectedResponse is what inspectResponse found in a response.
+type inspectedResponse struct {
+	// response is the Response element, as received.
+	response *etree.Element
+	// assertion is its one assertion, for the checks that need more of it
+	// than crewjam's parsed form keeps (checkAudience, samlDiagnose): a
+	// child of response or, decrypted from an EncryptedAssertion, the root
+	// of its plaintext, read alone, as crewjam/saml verifies and reads it
+	// (the response's namespace declarations do not reach it). nil for a
+	// response with none, and for an EncryptedAssertion left encrypted.
+	assertion *etree.Element
+	// encrypted: assertion was decrypted from an EncryptedAssertion.
+	encrypted bool
+}
+
 // inspectResponse refuses shapes that crewjam/saml would accept but that
-// carry known attacks: more than one assertion (signature wrapping: crewjam
-// returns the first that verifies, wherever the others hide), and XML
-// comments (exclusive canonicalization drops them, so a comment can split a
-// signed NameID such as alice@example.com<!---->.evil.com without breaking
-// the signature). An EncryptedAssertion is decrypted with key (nil:
-// errEncryptedAssertion) and its plaintext held to the same rules, since a
-// user could encrypt a tampered assertion of their own to the SP
-// certificate; crewjam decrypts it again, to the same plaintext: both use
-// the one EncryptedKey allowed. It returns the one assertion, decrypted,
-// in place of the EncryptedAssertion in the tree of the response, for the
-// checks that need more of it than crewjam's parsed form keeps
-// (checkAudience), and whether it was encrypted; or nil for a response with
-// none: an IdP that refuses the login says so in the status and MUST NOT
-// send an assertion (saml-profiles 4.1.4.2), and crewjam reads that status
-// once it has checked the response's Destination, InResponseTo and Issuer;
-// one with a status of Success and no assertion it refuses.
-func inspectResponse(data []byte, key *rsa.PrivateKey) (*etree.Element, bool, error) {
+// carry known attacks: more than one assertion, encrypted or not (signature
+// wrapping: crewjam returns the first that verifies, wherever the others
+// hide), and XML comments (exclusive canonicalization drops them, so a
+// comment can split a signed NameID such as alice@example.com<!---->.evil.com
+// without breaking the signature). Both are checked before anything is
+// decrypted.
+//
+// An EncryptedAssertion, which crewjam reads only as a child of the
+// Response, is decrypted with key (nil: errEncryptedAssertion) and its
+// plaintext held to the same rules, since a user could encrypt a tampered
+// assertion of their own to the SP certificate; crewjam decrypts it again,
+// to the same plaintext: both use the one EncryptedKey allowed. Data in GCM
+// mode is decrypted whoever sent it. Data in CBC mode (or any mode but GCM)
+// is decrypted only from the Response as its signature covers it, when
+// verify, the check of a signature against the IdP's certificates, accepts
+// it, as crewjam does with RequireSignedResponseForCBC: decrypting
+// unauthenticated CBC data is the format oracle of Jager and Somorovsky
+// (2011), which learns the plaintext from how fast the answer comes, bad
+// padding or XML at once, well-formed XML after the signature check. In a
+// Response without signature it is a cbcUnsignedError; in one whose
+// signature does not verify it is left encrypted, for crewjam to refuse the
+// signature.
+//
+// A response with no assertion is one an IdP that refuses the login sends:
+// it says so in the status and MUST NOT send an assertion (saml-profiles
+// 4.1.4.2), and crewjam reads that status once it has checked the
+// response's Destination, InResponseTo and Issuer; one with a status of
+// Success and no assertion it refuses.
+func inspectResponse(data []byte, key *rsa.PrivateKey, verify func(*etree.Element) (*etree.Element, error)) (inspectedResponse, error) {
+	var none inspectedResponse
 	if err := scanXML(data, "response", responseLimits); err != nil {
-		return nil, false, err
+		return none, err
 	}
 	doc := etree.NewDocument()
 	if err := doc.ReadFromBytes(data); err != nil {
-		return nil, false, fmt.Errorf("parse XML: %w", err)
+		return none, fmt.Errorf("parse XML: %w", err)
 	}
 	root := doc.Root()
 	if root == nil || root.Tag != "Response" || root.NamespaceURI() != samlProtocolNS {
-		return nil, false, errors.New("root element is not a SAML 2.0 Response")
+		return none, errors.New("root element is not a SAML 2.0 Response")
 	}
-	assertions, encrypted := 0, false
-	var assertion *etree.Element
+	found := inspectedResponse{response: root}
+	assertions, encrypted, err := findAssertions(root)
+	if err != nil {
+		return none, err
+	}
+	if n := len(assertions) + len(encrypted); n > 1 {
+		return none, fmt.Errorf("response carries %d assertions, want exactly 1", n)
+	}
+	if len(assertions) == 1 {
+		found.assertion = assertions[0]
+		return found, nil
+	}
+	if len(encrypted) == 0 {
+		return found, nil
+	}
+	enc := encrypted[0]
+	if enc.Parent() != root {
+		return none, fmt.Errorf("EncryptedAssertion inside <%s>: refused, crewjam/saml reads one only as a child of the Response", enc.Parent().Tag)
+	}
+	if key == nil {
+		return none, errEncryptedAssertion
+	}
+	if algorithm, authenticated := dataAlgorithm(enc); !authenticated {
+		if !signed(root) {
+			if cbcAlgorithms[algorithm] {
+				return none, cbcUnsignedError{algorithm}
+			}
+			return none, fmt.Errorf("EncryptedAssertion not decrypted: its data algorithm %q is not supported in a Response without signature", truncate(algorithm, 128))
+		}
+		covered, err := verify(root)
+		if err != nil {
+			// Nothing is decrypted before the signature holds.
+			return found, nil
+		}
+		// Decrypted from what the signature covers, as crewjam does.
+		_, coveredEnc, err := findAssertions(covered)
+		if err != nil || len(coveredEnc) != 1 || coveredEnc[0].Parent() != covered {
+			return found, nil
+		}
+		enc = coveredEnc[0]
+	}
+	plain, err := decryptAssertion(enc, key)
+	if err != nil {
+		return none, err
+	}
+	// Whatever fails from here on is refused like a plaintext assertion:
+	// the one plain refusal, as for data that does not decrypt.
+	inner, innerEncrypted, err := findAssertions(plain)
+	if err != nil {
+		return none, err
+	}
+	if n := len(inner) + len(innerEncrypted); n > 1 {
+		return none, fmt.Errorf("response carries %d assertions, want exactly 1", n)
+	}
+	found.assertion, found.encrypted = plain, true
+	return found, nil
+}
+
+// findAssertions returns the Assertion and EncryptedAssertion elements of
+// the SAML assertion namespace in el and below, el included, and refuses
+// XML comments anywhere in el.
+func findAssertions(el *etree.Element) (assertions, encrypted []*etree.Element, err error) {
 	var walk func(el *etree.Element) error
 	walk = func(el *etree.Element) error {
-		if el.NamespaceURI() == samlAssertionNS && el.Tag == "EncryptedAssertion" {
-			if key == nil {
-				return errEncryptedAssertion
+		if el.NamespaceURI() == samlAssertionNS {
+			switch el.Tag {
+			case "Assertion":
+				assertions = append(assertions, el)
+			case "EncryptedAssertion":
+				encrypted = append(encrypted, el)
 			}
-			plain, err := decryptAssertion(el, key)
-			if err != nil {
-				return err
-			}
-			encrypted = true
-			parent := el.Parent()
-			parent.InsertChildAt(el.Index(), plain)
-			parent.RemoveChild(el)
-			el = plain
-		}
-		if el.NamespaceURI() == samlAssertionNS && el.Tag == "Assertion" {
-			assertions++
-			assertion = el
 		}
 		for _, tok := range el.Child {
 			switch t := tok.(type) {
@@ -136,36 +240,65 @@ func inspectResponse(data []byte, key *rsa.PrivateKey) (*etree.Element, bool, er
 		}
 		return nil
 	}
-	if err := walk(root); err != nil {
-		return nil, false, err
+	err = walk(el)
+	return assertions, encrypted, err
+}
+
+// dataAlgorithm is the algorithm that decrypts the data of enc, an
+// EncryptedAssertion, and whether it authenticates the data: it does only
+// if every EncryptionMethod of every EncryptedData in enc, of any
+// namespace, names AES-GCM, since crewjam/saml's RequireSignedResponseForCBC
+// looks at them all and xmlenc uses the first it finds. The algorithm
+// returned is a CBC one, if any is.
+func dataAlgorithm(enc *etree.Element) (string, bool) {
+	var algorithms []string
+	for _, data := range enc.ChildElements() {
+		if data.Tag != "EncryptedData" {
+			continue
+		}
+		for _, method := range data.ChildElements() {
+			if method.Tag == "EncryptionMethod" {
+				algorithms = append(algorithms, method.SelectAttrValue("Algorithm", ""))
+			}
+		}
 	}
-	if assertions > 1 {
-		return nil, false, fmt.Errorf("response carries %d assertions, want exactly 1", assertions)
+	for _, a := range algorithms {
+		if cbcAlgorithms[a] {
+			return a, false
+		}
 	}
-	return assertion, encrypted, nil
+	for _, a := range algorithms {
+		if !gcmAlgorithms[a] {
+			return a, false
+		}
+	}
+	if len(algorithms) == 0 {
+		return "", false
+	}
+	return algorithms[0], true
 }
 
 // decryptAssertion decrypts an EncryptedAssertion with crewjam/saml's
-// xmlenc: one EncryptedData, its content key in the one EncryptedKey,
-// inside its KeyInfo (most IdPs) or beside it. A failure to unwrap the key
-// is an encryptionError; a failure past it (the data's padding or tag, a
-// plaintext that is no well-formed assertion within responseLimits) is one
-// plain error, whatever failed: which one would tell whoever modified a
-// CBC ciphertext about its plaintext.
+// xmlenc as crewjam's decryptWithKeys does: its one EncryptedData of the
+// XML Encryption namespace, the content key in the one EncryptedKey that
+// crewjam would try, of any namespace, beside the data or inside its
+// KeyInfo (crewjam tries them all and uses the first that decrypts, so
+// with two it could decrypt another plaintext than this one). A failure
+// to unwrap the key is an encryptionError; a failure past it (the data's
+// padding or tag, a plaintext that is no well-formed assertion within
+// responseLimits) is one plain error, whatever failed: which one would
+// tell whoever modified a ciphertext about its plaintext.
 func decryptAssertion(enc *etree.Element, key *rsa.PrivateKey) (*etree.Element, error) {
-	var data, encKeys []*etree.Element
+	var data []*etree.Element
 	for _, c := range enc.ChildElements() {
-		switch {
-		case c.Tag == "EncryptedData" && c.NamespaceURI() == xmlencNS:
+		if c.Tag == "EncryptedData" && c.NamespaceURI() == xmlencNS {
 			data = append(data, c)
-		case c.Tag == "EncryptedKey" && c.NamespaceURI() == xmlencNS:
-			encKeys = append(encKeys, c)
 		}
 	}
 	if len(data) != 1 {
 		return nil, fmt.Errorf("EncryptedAssertion has %d EncryptedData, want 1", len(data))
 	}
-	encKeys = append(encKeys, data[0].FindElements("./KeyInfo/EncryptedKey")...)
+	encKeys := append(enc.FindElements("./EncryptedKey"), data[0].FindElements("./KeyInfo/EncryptedKey")...)
 	if len(encKeys) != 1 {
 		return nil, fmt.Errorf("EncryptedAssertion has %d EncryptedKeys, want 1", len(encKeys))
 	}
