@@ -116,6 +116,9 @@ func TestSAMLProviderVariationsLogIn(t *testing.T) {
 		e.BlockCipher = cipher
 		return e
 	}
+	// cbcHints are what the hint for CBC data in an unsigned response
+	// names: the ADFS and Entra ID settings that sign it, and AES-GCM.
+	cbcHints := []string{"CBC", "-SamlResponseSignature MessageAndAssertion", "Sign SAML response and assertion", "AES-GCM"}
 	alice := samlAlice
 	azure := []saml.Attribute{
 		attr("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress", "", alice.Email),
@@ -144,16 +147,24 @@ func TestSAMLProviderVariationsLogIn(t *testing.T) {
 			shape:      samlserver.Shape{Sign: samlserver.SignAssertion, SignatureMethod: dsig.RSASHA1SignatureMethod},
 			failReason: "saml_sha1", hints: []string{"SHA-1"}},
 
-		{name: "assertion encrypted AES-128-CBC, RSA-OAEP-MGF1P, signed only itself (ADFS)", id: "enc-adfs", spKey: true,
-			shape: samlserver.Shape{Sign: samlserver.SignAssertion, EncryptTo: spCert}},
+		{name: "assertion encrypted AES-128-CBC, RSA-OAEP-MGF1P, signed only itself (ADFS) is refused, naming response signing", id: "enc-adfs", spKey: true,
+			shape:      samlserver.Shape{Sign: samlserver.SignAssertion, EncryptTo: spCert},
+			failReason: "saml_encrypted", hints: cbcHints},
+		{name: "the same with the response signed too (ADFS MessageAndAssertion)", id: "enc-adfs-signed", spKey: true,
+			shape: samlserver.Shape{EncryptTo: spCert}},
+		{name: "assertion encrypted AES-256-CBC, signed only itself (Entra ID) is refused, naming response signing", id: "enc-entra", spKey: true,
+			shape:      samlserver.Shape{Sign: samlserver.SignAssertion, EncryptTo: spCert, Encrypter: enc(xmlenc.OAEP, xmlenc.AES256CBC)},
+			failReason: "saml_encrypted", hints: cbcHints},
+		{name: "the same with the response signed too (Entra ID: Sign SAML response and assertion)", id: "enc-entra-signed", spKey: true,
+			shape: samlserver.Shape{EncryptTo: spCert, Encrypter: enc(xmlenc.OAEP, xmlenc.AES256CBC)}},
+		{name: "assertion encrypted AES-128-GCM, signed only itself", id: "enc-gcm", spKey: true,
+			shape: samlserver.Shape{Sign: samlserver.SignAssertion, EncryptTo: spCert, Encrypter: enc(xmlenc.OAEP, xmlenc.AES128GCM)}},
 		{name: "assertion encrypted AES-256-GCM, RSA-OAEP (XML Encryption 1.1), response signed (Shibboleth)", id: "enc-shibboleth", spKey: true,
 			shape: samlserver.Shape{Sign: samlserver.SignResponse, EncryptTo: spCert, Encrypter: enc(xmlenc.OAEP_SHA256, xmlenc.AES256GCM)}},
 		{name: "assertion encrypted AES-256-CBC, both signed (Okta)", id: "enc-okta", spKey: true,
 			shape: samlserver.Shape{EncryptTo: spCert, Encrypter: enc(xmlenc.OAEP, xmlenc.AES256CBC)}},
-		{name: "assertion encrypted AES-128-GCM, signed only itself (Entra ID)", id: "enc-entra", spKey: true,
-			shape: samlserver.Shape{Sign: samlserver.SignAssertion, EncryptTo: spCert, Encrypter: enc(xmlenc.OAEP, xmlenc.AES128GCM)}},
-		{name: "assertion encrypted and signed only itself, for another SP entity ID, is named as such", id: "enc-audience", spKey: true,
-			shape: samlserver.Shape{Sign: samlserver.SignAssertion, EncryptTo: spCert, Assertion: func(a *saml.Assertion) {
+		{name: "assertion encrypted AES-128-GCM and signed only itself, for another SP entity ID, is named as such", id: "enc-audience", spKey: true,
+			shape: samlserver.Shape{Sign: samlserver.SignAssertion, EncryptTo: spCert, Encrypter: enc(xmlenc.OAEP, xmlenc.AES128GCM), Assertion: func(a *saml.Assertion) {
 				a.Conditions.AudienceRestrictions[0].Audience.Value = "https://cvat.example.com"
 			}},
 			failReason: "saml_audience", hints: []string{`"https://cvat.example.com"`, "Audience URI"}},
