@@ -138,6 +138,65 @@ func TestCheckReportsEveryProblem(t *testing.T) {
 	}
 }
 
+// TestCheckListsEachMistakeAlone: each mistake in the server, upstream,
+// session and sso blocks is refused with its key, and is the one problem
+// listed: the whole output is compared, so that a check dropped, a key
+// misnamed or a problem that hides behind another all show.
+func TestCheckListsEachMistakeAlone(t *testing.T) {
+	ldap := strings.Replace(plainLDAP, "URL", "ldaps://ad.example.com", 1)
+	for _, tc := range []struct {
+		name, old, new string
+		want           []string
+	}{
+		{"public_url without a host", "https://cvat.example.com", "https://",
+			[]string{`server.public_url: not an absolute http(s) URL: "https://"`}},
+		{"public_url with a query", "https://cvat.example.com", "https://cvat.example.com?tenant=a",
+			[]string{`server.public_url: must be an origin only (scheme://host[:port]), got "https://cvat.example.com?tenant=a"`}},
+		{"public_url with a fragment", "https://cvat.example.com", "'https://cvat.example.com#top'",
+			[]string{`server.public_url: must be an origin only (scheme://host[:port]), got "https://cvat.example.com#top"`}},
+		{"listen without a colon", "server:\n", "server:\n  listen: \"9772\"\n",
+			[]string{`server.listen: not a host:port address: "9772"`}},
+		{"admin_listen without a colon", "server:\n", "server:\n  admin_listen: \"9773\"\n",
+			[]string{`server.admin_listen: not a host:port address: "9773"`}},
+		{"auth_prefix /", "server:\n", "server:\n  auth_prefix: /\n",
+			[]string{`server.auth_prefix: must be a plain path like /.portcullis (leading slash, no trailing slash), got "/"`}},
+		{"auth_prefix with a trailing slash", "server:\n", "server:\n  auth_prefix: /.portcullis/\n",
+			[]string{`server.auth_prefix: must be a plain path like /.portcullis (leading slash, no trailing slash), got "/.portcullis/"`}},
+		{"auth_prefix with a space", "server:\n", "server:\n  auth_prefix: /.port cullis\n",
+			[]string{`server.auth_prefix: must be a plain path like /.portcullis (leading slash, no trailing slash), got "/.port cullis"`}},
+		{"auth_prefix that is not clean", "server:\n", "server:\n  auth_prefix: /sso/../.portcullis\n",
+			[]string{`server.auth_prefix: must be a plain path like /.portcullis (leading slash, no trailing slash), got "/sso/../.portcullis"`}},
+		{"upstream.url without a host", "url: http://traefik:8080", "url: http://",
+			[]string{`upstream.url: not an absolute http(s) URL: "http://"`}},
+		{"no session key", "keys: [" + testKey + "]", "keys: []",
+			[]string{"session.keys: at least one key is required (make one with `portcullis keys`, or set PORTCULLIS_SESSION_KEYS)"}},
+		{"no identity provider", "sso:\n  identity_providers:\n    - id: company\n      protocol: OIDC\n      server_url: https://login.example.com/\n      client_id: portcullis\n", "sso:\n  identity_providers: []\n",
+			[]string{"sso.identity_providers: at least one identity provider is required"}},
+		{"single_sign_out on LDAP", "      client_id: portcullis\n", ldap + "      single_sign_out: true\n",
+			[]string{"sso.identity_providers[1].single_sign_out: only OIDC and SAML providers offer single sign-out (protocol is LDAP)"}},
+		{"allow_idp_initiated on LDAP", "      client_id: portcullis\n", ldap + "      allow_idp_initiated: true\n",
+			[]string{"sso.identity_providers[1].allow_idp_initiated: only SAML providers send logins the user did not start here (protocol is LDAP)"}},
+		{"email_address mode without an email_domain", "sso:\n", "sso:\n  selection_mode: email_address\n",
+			[]string{"sso.identity_providers[0].email_domain: required when sso.selection_mode is email_address"}},
+		{"one email_domain for two IdPs, written in another case", "sso:\n  identity_providers:\n    - id: company\n",
+			"sso:\n  selection_mode: email_address\n  identity_providers:\n    - id: partner\n      protocol: OIDC\n      server_url: https://login.partner.example/\n      client_id: portcullis\n      email_domain: Company.COM\n    - id: company\n      email_domain: company.com\n",
+			[]string{`sso.identity_providers[1].email_domain: domain "company.com" already belongs to partner`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(minimal, tc.old) {
+				t.Fatalf("test case: %q not in the config", tc.old)
+			}
+			var got []string
+			if err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), nil); err != nil {
+				got = strings.Split(err.Error(), "\n")
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("problems:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}
+
 func TestEnvironment(t *testing.T) {
 	yaml := strings.Replace(minimal, "client_id: portcullis", "client_id: ${CLIENT}\n      client_secret: from-file", 1)
 	yaml = strings.Replace(yaml, "keys: ["+testKey+"]", "keys: [\"${NOPE}\"]", 1)
@@ -156,6 +215,25 @@ func TestEnvironment(t *testing.T) {
 	ic := cfg.SSO.IdentityProviders[0]
 	if ic.ClientID != "from-env" || ic.ClientSecret != "secret-from-env" || cfg.Session.Keys[0] != testKey {
 		t.Fatalf("client_id %q client_secret %q keys %q", ic.ClientID, ic.ClientSecret, cfg.Session.Keys)
+	}
+}
+
+// Valid choices that no other test's configuration makes: each must check
+// clean.
+func TestCheckAccepts(t *testing.T) {
+	for _, tc := range []struct {
+		name, old, new string
+		env            map[string]string
+	}{
+		{name: "selection_mode lowest_weight", old: "sso:\n", new: "sso:\n  selection_mode: lowest_weight\n"},
+		{name: "PORTCULLIS_SESSION_KEYS written with a space after each comma", old: "keys: [" + testKey + "]", new: "keys: []",
+			env: map[string]string{"PORTCULLIS_SESSION_KEYS": testKey + ", " + testKey}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), tc.env); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
@@ -238,6 +316,11 @@ func TestValuesOfTheWrongType(t *testing.T) {
 			[]string{"sso.identity_providers[0]: must be a mapping of keys to values, got a list"}},
 		{"next to a key whose name begins with its own", "sso:\n", "attribute_pass:\n  headers:\n    X-Email: [email]\n    X-Email-Verified: emial_verified\nsso:\n",
 			[]string{"attribute_pass.headers.X-Email: must be a single value, got a list", "attribute_pass.headers.X-Email-Verified: unknown name emial_verified (at 1:1)"}},
+		{"an entry of a list, before an entry with a mistake that would be named by the wrong index", "    - id: company\n      protocol: OIDC\n      server_url: https://login.example.com/\n      client_id: portcullis\n",
+			"    - [partner]\n    - id: company\n      protocol: OIDC\n      server_url: https://login.example.com/\n      client_id: portcullis\n    - id: partner\n      protocol: KERBEROS\n",
+			[]string{"sso.identity_providers[0]: must be a mapping of keys to values, got a list"}},
+		{"a top-level key given twice, which leaves the whole file undecoded", "sso:\n", "upstream:\n  url: http://app:8080\nsso:\n",
+			[]string{"upstream: given twice (lines 4 and 8)"}},
 		{"with every other problem", "keys: [" + testKey + "]\n", "keys: " + testKey + "\n  lifetime: 12 hours\n" + "  store: memcached\n",
 			[]string{"session.keys: must be a list, got a string", "session.lifetime: must be a duration like 90s or 12h, got a string", `session.store: unknown store "memcached" (want cookie or redis)`}},
 	} {
@@ -608,6 +691,12 @@ default_action: bypass
 		{"private ranges, however wide (a cluster's pod CIDR)", `server:
   trusted_proxies: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 127.0.0.0/8, "fc00::/7"]
 `, nil},
+		{"a public IPv4 /9 and IPv6 /17 are narrower than any client on the internet", `server:
+  trusted_proxies: [52.0.0.0/9, "2a00::/17"]
+`, nil},
+		{"a public IPv6 /16", `server:
+  trusted_proxies: ["2a00::/16"]
+`, []Warning{trusted("server.trusted_proxies[0]", "2a00::/16")}},
 		{"a CDN's published ranges", `server:
   trusted_proxies: [173.245.48.0/20, 104.16.0.0/13, 203.0.113.9, "2a06:98c0::/29", "2606:4700::/32"]
 `, nil},
