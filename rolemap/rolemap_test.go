@@ -249,6 +249,11 @@ func TestCompileErrors(t *testing.T) {
 			want:   []string{`roles: required when default or rules are set`},
 		},
 		{
+			name:   "a default without roles is refused: mapping would be off and the default never given",
+			config: Config{Default: "user"},
+			want:   []string{`roles: required when default or rules are set`},
+		},
+		{
 			name: "every problem is reported at once",
 			config: Config{Roles: []string{"admin", "admin"}, Default: "x", Rules: []Rule{
 				{Role: "boss", When: "true"}, {Role: "admin", When: `"x" in roles`},

@@ -129,6 +129,7 @@ func TestMatchPathsAndMethods(t *testing.T) {
 		{Name: "no-delete", Methods: []string{"DELETE"}, Action: Deny},
 		{Name: "reports", PathPrefix: "/reports/", Methods: []string{"GET"}, Action: Deny},
 		{Name: "probe", Path: "/probe", Methods: []string{"HEAD"}, Action: Bypass},
+		{Name: "spaced", Path: "/spaced", Methods: []string{" post "}, Action: Deny},
 	}, Authenticate)
 	tests := []struct {
 		name, method, path, want string
@@ -149,6 +150,7 @@ func TestMatchPathsAndMethods(t *testing.T) {
 		// decision for the same handler.
 		{"a GET rule matches HEAD too", "HEAD", "/reports/2026", "reports"},
 		{"a HEAD rule does not match GET", "GET", "/probe", "default"},
+		{"a method written with spaces around it is the method", "POST", "/spaced", "spaced"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
