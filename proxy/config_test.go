@@ -557,6 +557,28 @@ rules:
 	}
 }
 
+// A rule's allow_if that admits by a group's name is warned of as
+// role_mapping's when is: both decide who gets in.
+func TestWarningsOfGroupNamesInAllowIf(t *testing.T) {
+	config := strings.Replace(minimal, "      client_id: portcullis\n", "      client_id: portcullis\n    - id: github\n      preset: github\n      client_id: gh\n", 1) + `rules:
+  - name: admin
+    path_prefix: /admin/
+    action: authenticate
+    allow_if: '"cvat-admins" in groups'
+`
+	cfg, err := ParseConfig([]byte(config), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(cfg); err != nil {
+		t.Fatalf("the configuration is valid: %v", err)
+	}
+	got := Warnings(cfg)
+	if len(got) == 0 || got[0].Key != "rules[0].allow_if" || !strings.HasPrefix(got[0].Message, `"cvat-admins" in groups: github (preset github) gives its users' organisations as groups`) {
+		t.Errorf("warnings:\n%s\nwant rules[0].allow_if warned of as a group name github's users can take", strings.Join(warningLines(got), "\n"))
+	}
+}
+
 // What a reviewer of the rules would point out is a warning keyed by the
 // rule: one that an earlier rule leaves nothing to match, a bypass of every
 // path, and a trusted proxy range that takes in public addresses by the

@@ -36,6 +36,8 @@ func TestPagesConfigNamesTheKey(t *testing.T) {
 		{name: "a logo host that would add a directive to the CSP", pages: "logo_url: https://cdn.example.com;script-src/logo.png", want: "pages.logo_url: must be an https:// URL or a data:image/... URI"},
 		{name: "a logo host that is a wildcard", pages: "logo_url: https://*.example.com/logo.png", want: "pages.logo_url: must be an https:// URL or a data:image/... URI"},
 		{name: "a logo data URI that is not an image", pages: "logo_url: 'data:text/html,<script>'", want: "pages.logo_url:"},
+		{name: "a logo URL with credentials, which every visitor's page would carry", pages: "logo_url: https://cdn:s3cret@cdn.example.com/logo.png", want: "pages.logo_url: must be an https:// URL or a data:image/... URI"},
+		{name: "a logo data URI that would end the src attribute", pages: `logo_url: 'data:image/svg+xml,<svg onload="x">'`, want: "pages.logo_url: must be an https:// URL or a data:image/... URI"},
 		{name: "a template directory that does not exist", pages: "template_dir: /nonexistent/pages", want: "pages.template_dir: open /nonexistent/pages"},
 		{name: "a template that does not parse", files: map[string]string{"chooser.html": `{{define "content"}}{{range .Providers}}{{end}`}, want: "pages.template_dir: chooser.html: template:"},
 		{name: "a template naming a field pages do not have", files: map[string]string{"denied.html": `{{define "content"}}{{.Nope}}{{end}}`}, want: "pages.template_dir: denied.html:"},

@@ -53,6 +53,8 @@ func TestRedisConfig(t *testing.T) {
 		{"an unreadable CA file is refused", "    url: rediss://r:6379\n    tls: {ca_file: /nonexistent/ca.pem}\n", "session.redis.tls.ca_file: read:"},
 		{"a CA file with no certificate is refused", "    url: rediss://r:6379\n    tls: {ca_file: " + ca + "}\n", "session.redis.tls.ca_file:"},
 		{"a typo in the block is refused", "    ur: redis://r:6379\n", "session.redis.ur: unknown key"},
+		{"a URL without a host is refused, not read as localhost", "    url: redis://\n", "session.redis.url: not a redis:// or rediss:// URL"},
+		{"Sentinel without addresses is refused", "    sentinel:\n      master_name: mymaster\n", "session.redis.sentinel.addrs: at least one sentinel host:port is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkYAML(t, withRedis(tc.block), nil)
