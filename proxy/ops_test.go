@@ -770,6 +770,32 @@ func TestReload(t *testing.T) {
 			t.Errorf("a refused reload warned that it needs a restart")
 		}
 	})
+	t.Run("a reload that moves a listener says it takes a restart, and one that does not says nothing", func(t *testing.T) {
+		const restart = "config reload: server.listen, server.admin_listen and turning server.tls on or off take effect only after a restart"
+		rf := newReloadFixtureFrom(t, strings.Replace(testConfig, "server:\n", "server:\n  listen: \"127.0.0.1:9999\"\n", 1))
+		cur := rf.yaml
+		for _, tc := range []struct { // each changes the file as the one before left it
+			name, old, new string
+			warned         int
+		}{
+			{"another role default", "default: user", "default: worker", 0},
+			{"server.listen", "listen: \"127.0.0.1:9999\"", "listen: \"127.0.0.1:9998\"", 1},
+			{"server.admin_listen", "server:\n", "server:\n  admin_listen: \"127.0.0.1:9997\"\n", 2},
+		} {
+			next := strings.Replace(cur, tc.old, tc.new, 1)
+			if next == cur {
+				t.Fatalf("%s: test case: the config is unchanged", tc.name)
+			}
+			cur = next
+			rf.write(t, next)
+			if err := rf.live.reload("file"); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if lines := rf.logs.find(t, map[string]any{"level": "WARN", "msg": restart}); len(lines) != tc.warned {
+				t.Errorf("after a reload that changed %s: %d restart warnings in all, want %d", tc.name, len(lines), tc.warned)
+			}
+		}
+	})
 	t.Run("cookies of a cookie_name a reload replaced still never reach the upstream", func(t *testing.T) {
 		rf := newReloadFixture(t)
 		old := rf.login(t, "alice@example.com")
