@@ -661,6 +661,21 @@ func TestExplainUsageErrors(t *testing.T) {
 	}
 }
 
+// explain refuses a configuration that check refuses, with the same
+// problems by key: it does not explain what serve would never run.
+func TestExplainRefusesABrokenConfigAsCheckDoes(t *testing.T) {
+	broken := writeFile(t, "broken.yaml", brokenConfig)
+	_, _, checked := runCLI("check", "--config", broken)
+	_, problems, ok := strings.Cut(checked, broken+": configuration has problems:\n")
+	if !ok {
+		t.Fatalf("check's stderr has no problems: %q", checked)
+	}
+	code, stdout, stderr := runCLI("explain", "--config", broken, "GET", "/a")
+	if want := broken + ": configuration has problems:\n" + problems; code != 1 || stdout != "" || stderr != want {
+		t.Errorf("explain: exit %d, stdout %q, stderr:\n%s\nwant 1, nothing and check's problems:\n%s", code, stdout, stderr, want)
+	}
+}
+
 // An --idp or a --claims file that explain cannot use is the command's
 // mistake, not the configuration's: the message must not send the reader
 // to a file that check accepts.
