@@ -190,7 +190,10 @@ var (
 // maxGitHubLogin is the length of the longest GitHub login.
 const maxGitHubLogin = 39
 
-func isDomain(d string) bool {
+// IsDomain reports whether d is a domain name as email addresses have it
+// (example.com: no @, no wildcard, no trailing dot), the form that
+// allowed_email_domains and email_domain must take to match any address.
+func IsDomain(d string) bool {
 	if !emailDomain.MatchString(d) {
 		return false
 	}
@@ -224,7 +227,7 @@ func (c *Config) validateAdmission() []error {
 			bad(key, "wildcards are not supported; list each domain, subdomains included (got %q)", d)
 		case strings.Contains(d, "@"):
 			bad(key, "a domain, not an email address (got %q)", d)
-		case !isDomain(d):
+		case !IsDomain(d):
 			bad(key, "not a domain name like example.com (got %q)", d)
 		}
 	}

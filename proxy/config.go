@@ -621,6 +621,10 @@ func (c *Config) validate(p *problems) {
 			switch {
 			case d == "":
 				p.add(key+".email_domain", "required when sso.selection_mode is email_address")
+			case !idp.IsDomain(d):
+				// No address's domain would ever equal it: every user would
+				// be told there is no sign-in for theirs.
+				p.add(key+".email_domain", "not a domain name like company.com (got %q)", ic.EmailDomain)
 			case domains[d] != "":
 				p.add(key+".email_domain", "domain %q already belongs to %s", d, domains[d])
 			}
