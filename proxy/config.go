@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -518,6 +519,8 @@ func (c *Config) validate(p *problems) {
 		p.add("server.public_url", "not an absolute http(s) URL: %q", idp.RedactURL(c.Server.PublicURL))
 	case pub.Path != "" && pub.Path != "/" || pub.RawQuery != "" || pub.Fragment != "" || pub.User != nil:
 		p.add("server.public_url", "must be an origin only (scheme://host[:port]), got %q", idp.RedactURL(c.Server.PublicURL))
+	case !tcpPort(pub.Port()):
+		p.add("server.public_url", "port %s is not a TCP port (1-65535)", pub.Port())
 	}
 	for key, addr := range map[string]string{"server.listen": c.Server.Listen, "server.admin_listen": c.Server.AdminListen} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -546,6 +549,8 @@ func (c *Config) validate(p *problems) {
 	case up.User != nil:
 		// The reverse proxy would drop them, and the startup line log them.
 		p.add("upstream.url", "must not carry credentials (user:password@): they are not sent to the upstream")
+	case !tcpPort(up.Port()):
+		p.add("upstream.url", "port %s is not a TCP port (1-65535)", up.Port())
 	}
 	c.Upstream.Timeouts.validate(p)
 	c.Pages.validate(p)
@@ -631,6 +636,18 @@ func (c *Config) validate(p *problems) {
 			domains[d] = ic.ID
 		}
 	}
+}
+
+// tcpPort reports whether port, as net/url gives it (digits only, or "" for
+// the scheme's default), is one a connection can use: net/url takes any
+// number, so that a public_url of :94430 made every redirect and callback
+// URL one no browser follows, and an upstream's :0 one no dial reaches.
+func tcpPort(port string) bool {
+	if port == "" {
+		return true
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // Cookie names are checked by a pattern and a length: a counted repetition

@@ -154,6 +154,10 @@ func TestCheckListsEachMistakeAlone(t *testing.T) {
 			[]string{`server.public_url: must be an origin only (scheme://host[:port]), got "https://cvat.example.com?tenant=a"`}},
 		{"public_url with a fragment", "https://cvat.example.com", "'https://cvat.example.com#top'",
 			[]string{`server.public_url: must be an origin only (scheme://host[:port]), got "https://cvat.example.com#top"`}},
+		{"public_url with a port past 65535", "https://cvat.example.com", "https://cvat.example.com:94430",
+			[]string{`server.public_url: port 94430 is not a TCP port (1-65535)`}},
+		{"upstream.url with port 0", "url: http://traefik:8080", "url: http://traefik:0",
+			[]string{`upstream.url: port 0 is not a TCP port (1-65535)`}},
 		{"listen without a colon", "server:\n", "server:\n  listen: \"9772\"\n",
 			[]string{`server.listen: not a host:port address: "9772"`}},
 		{"admin_listen without a colon", "server:\n", "server:\n  admin_listen: \"9773\"\n",
@@ -232,6 +236,8 @@ func TestCheckAccepts(t *testing.T) {
 		env            map[string]string
 	}{
 		{name: "selection_mode lowest_weight", old: "sso:\n", new: "sso:\n  selection_mode: lowest_weight\n"},
+		{name: "public_url on the highest port, upstream.url on the lowest", old: "https://cvat.example.com\nupstream:\n  url: http://traefik:8080",
+			new: "https://cvat.example.com:65535\nupstream:\n  url: http://traefik:1"},
 		{name: "PORTCULLIS_SESSION_KEYS written with a space after each comma", old: "keys: [" + testKey + "]", new: "keys: []",
 			env: map[string]string{"PORTCULLIS_SESSION_KEYS": testKey + ", " + testKey}},
 	} {
