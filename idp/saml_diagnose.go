@@ -107,8 +107,10 @@ func genuineAssertion(sp *saml.ServiceProvider, assertion *etree.Element) bool {
 
 // verifiedElement returns el as its enveloped signature covers it, if that
 // signature verifies with a signing certificate of the IdP's metadata (or
-// x509_cert), with goxmldsig, which crewjam/saml verifies with too. It
-// costs a canonicalization of el and an RSA verification.
+// x509_cert), with goxmldsig, which crewjam/saml verifies with too, and as
+// crewjam does. It costs a canonicalization of el and an RSA verification,
+// one per signing certificate when the signature carries none, as it
+// costs crewjam.
 func verifiedElement(sp *saml.ServiceProvider, el *etree.Element) (*etree.Element, error) {
 	var roots []*x509.Certificate
 	if sp.IDPMetadata != nil {
@@ -145,9 +147,35 @@ func verifiedElement(sp *saml.ServiceProvider, el *etree.Element) (*etree.Elemen
 	if err != nil {
 		return nil, err
 	}
+	if detached.FindElement("./Signature/KeyInfo/X509Data/X509Certificate") != nil {
+		return validateSignature(detached, roots)
+	}
+	// As crewjam/saml verifies a signature without certificate: its
+	// KeyInfo (a KeyName, an RSAKeyValue), which goxmldsig refuses, is
+	// dropped, and each trusted certificate is tried alone, since
+	// goxmldsig picks none of several. Verified otherwise, an IdP that
+	// does not embed its certificate, or lists two during a rollover,
+	// had its CBC assertions refused although crewjam accepts them.
+	if sig := detached.FindElement("./Signature"); sig != nil {
+		if keyInfo := sig.FindElement("KeyInfo"); keyInfo != nil {
+			sig.RemoveChild(keyInfo)
+		}
+	}
+	for _, root := range roots {
+		var covered *etree.Element
+		if covered, err = validateSignature(detached, []*x509.Certificate{root}); err == nil {
+			return covered, nil
+		}
+	}
+	return nil, err
+}
+
+// validateSignature returns el as its enveloped signature covers it, if
+// that signature verifies with one of roots.
+func validateSignature(el *etree.Element, roots []*x509.Certificate) (*etree.Element, error) {
 	v := dsig.NewDefaultValidationContext(&dsig.MemoryX509CertificateStore{Roots: roots})
 	v.IdAttribute = "ID"
-	return v.Validate(detached)
+	return v.Validate(el)
 }
 
 // audienceError is checkAudience's refusal.

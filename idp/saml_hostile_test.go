@@ -559,10 +559,26 @@ func TestSAMLEncryptedAssertions(t *testing.T) {
 	namesKeys := func(setup *SetupError) bool {
 		return setup.Reason == "saml_encrypted" && strings.Contains(setup.Hint, "sp_cert_file")
 	}
+	// keyName leaves the response signature's KeyInfo naming the key
+	// (KeyName), no certificate, as IdPs set not to embed it do; noKeyInfo
+	// leaves it without KeyInfo. KeyInfo is outside what is signed.
+	keyName := func(resp *etree.Element) {
+		keyInfo := resp.FindElement("./Signature/KeyInfo")
+		for _, c := range keyInfo.ChildElements() {
+			keyInfo.RemoveChild(c)
+		}
+		keyInfo.CreateElement("ds:KeyName").SetText("idp-signing")
+	}
+	noKeyInfo := func(resp *etree.Element) {
+		sig := resp.SelectElement("Signature")
+		sig.RemoveChild(sig.SelectElement("KeyInfo"))
+	}
 	tests := []struct {
-		name    string
-		keys    func(c *Config)
-		respond func(t *testing.T, e *samlEnv) (*Flow, samlACSPost)
+		name string
+		// rollover: the IdP's metadata lists a second signing certificate.
+		rollover bool
+		keys     func(c *Config)
+		respond  func(t *testing.T, e *samlEnv) (*Flow, samlACSPost)
 		// wantErr is what the error says; "" is a login as alice.
 		wantErr string
 		// setup, when set, says whether the refusal is the set-up error
@@ -570,6 +586,17 @@ func TestSAMLEncryptedAssertions(t *testing.T) {
 		setup func(*SetupError) bool
 	}{
 		{name: "CBC assertion the IdP encrypted to sp_cert_file's certificate, in a signed response, logs in", keys: withKeyFiles, respond: encryptedByIdP},
+		{
+			// crewjam/saml drops a KeyInfo without certificate and tries
+			// every trusted one, so the response's signature must hold
+			// for the decryption before it as it does for crewjam.
+			name: "the same with the response signature naming its key by KeyName, no certificate, logs in", keys: withKeyFiles,
+			respond: then(encryptedByIdP, keyName),
+		},
+		{
+			name: "the same with no KeyInfo, the IdP's metadata listing two signing certificates, logs in", rollover: true, keys: withKeyFiles,
+			respond: then(encryptedByIdP, noKeyInfo),
+		},
 		{
 			name: "assertion the IdP encrypted without sp_cert_file is refused, naming sp_cert_file", respond: encryptedByIdP,
 			wantErr: "inspect response: EncryptedAssertion refused", setup: namesKeys,
@@ -641,7 +668,7 @@ func TestSAMLEncryptedAssertions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newSAMLEnv(t, tc.keys)
+			e := newSAMLEnvWith(t, samlserver.Options{Users: samlUsers, NextCertificate: tc.rollover}, tc.keys)
 			f, post := tc.respond(t, e)
 			prof, _, err := e.p.Complete(post.request(), f)
 			if tc.wantErr == "" {
