@@ -18,6 +18,7 @@ import (
 
 	"github.com/beevik/etree"
 	"github.com/crewjam/saml"
+	"github.com/crewjam/saml/xmlenc"
 	dsig "github.com/russellhaering/goxmldsig"
 	"github.com/russellhaering/goxmldsig/etreeutils"
 
@@ -250,6 +251,53 @@ func (e *samlFuzzEnv) seeds(tb testing.TB) []samlFuzzSeed {
 	}
 	self := samlSelfEncrypted(e.spInitiated.base.Certificate)
 	seeds = append(seeds, samlFuzzSeed{name: self.name, input: forge(self), wantErr: "XML comment"})
+	// Encrypted assertions, after every seed above so that none of those
+	// changes: each respond draws its IDs from a stream of its own, and the
+	// ciphertexts are random (xmlenc's RandReader) but decrypt to the
+	// same assertion, which is what accepted seeds are known by.
+	cbc := xmlenc.OAEP()
+	cbc.BlockCipher = xmlenc.AES128CBC
+	cbc.DigestMethod = &xmlenc.SHA1
+	cbcSigned := func(requestID string) []byte {
+		e.idp.AssertionEncrypter = cbc
+		defer func() { e.idp.AssertionEncrypter = nil }()
+		return e.respond(tb, alice, requestID, e.encrypting)
+	}
+	edit := func(raw []byte, edits ...func(resp *etree.Element)) []byte {
+		b64 := base64.StdEncoding.EncodeToString(raw)
+		for _, ed := range edits {
+			b64 = editResponse(tb, b64, ed)
+		}
+		out, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return out
+	}
+	unsign := func(resp *etree.Element) { resp.RemoveChild(resp.SelectElement("Signature")) }
+	// gcmUnsigned encrypts the assertion, which the IdP signed, with
+	// AES-256-GCM in a response without signature, as Entra ID sends it.
+	gcmUnsigned := func(resp *etree.Element) {
+		a := resp.SelectElement("Assertion")
+		i := a.Index()
+		resp.RemoveChildAt(i)
+		resp.InsertChildAt(i, samlEncrypt(tb, a, e.spInitiated.base.Certificate, xmlenc.AES256GCM))
+	}
+	keyName := func(resp *etree.Element) {
+		keyInfo := resp.FindElement("./Signature/KeyInfo")
+		for _, c := range keyInfo.ChildElements() {
+			keyInfo.RemoveChild(c)
+		}
+		keyInfo.CreateElement("ds:KeyName").SetText("idp-signing")
+	}
+	seeds = append(seeds,
+		samlFuzzSeed{name: "GCM assertion the IdP signed, in an unsigned response", input: edit(good, unsign, gcmUnsigned), user: alice},
+		samlFuzzSeed{name: "the same IdP-initiated", input: edit(e.respond(tb, alice, "", e.spMetadata), unsign, gcmUnsigned), mode: samlFuzzUnsolicited, user: alice},
+		samlFuzzSeed{name: "CBC assertion in a signed response", input: cbcSigned(samlFuzzRequestID), user: alice},
+		samlFuzzSeed{name: "the same IdP-initiated", input: cbcSigned(""), mode: samlFuzzUnsolicited, user: alice},
+		samlFuzzSeed{name: "the same with a signature that names its key by KeyName", input: edit(cbcSigned(samlFuzzRequestID), keyName), user: alice},
+		samlFuzzSeed{name: "CBC assertion in an unsigned response", input: edit(cbcSigned(samlFuzzRequestID), unsign), wantErr: "not decrypted"},
+	)
 	return seeds
 }
 
