@@ -569,6 +569,7 @@ func TestSAMLEncryptedAssertions(t *testing.T) {
 		}
 		keyInfo.CreateElement("ds:KeyName").SetText("idp-signing")
 	}
+	_, otherCert := samlTestKeyPair(t)
 	noKeyInfo := func(resp *etree.Element) {
 		sig := resp.SelectElement("Signature")
 		sig.RemoveChild(sig.SelectElement("KeyInfo"))
@@ -664,6 +665,50 @@ func TestSAMLEncryptedAssertions(t *testing.T) {
 			}), func(resp *etree.Element) { resp.CreateAttr("xmlns", samlAssertionNS) }),
 			wantErr: "AudienceRestriction 1 does not name this SP",
 			setup:   func(s *SetupError) bool { return s.Reason == "saml_audience" },
+		},
+		{
+			// xmlenc decrypts with the first EncryptionMethod, of any
+			// namespace; crewjam's RequireSignedResponseForCBC looks at all.
+			name: "GCM data with a CBC EncryptionMethod of another namespace before its own, in an unsigned response, is refused undecrypted", keys: withKeyFiles,
+			respond: then(encryptedBy(xmlenc.AES256GCM, nil), func(resp *etree.Element) {
+				data := resp.FindElement("./EncryptedAssertion/EncryptedData")
+				decoy := etree.NewElement("x:EncryptionMethod")
+				decoy.CreateAttr("xmlns:x", "urn:other")
+				decoy.CreateAttr("Algorithm", xmlenc.AES128CBC.Algorithm())
+				data.InsertChildAt(0, decoy)
+			}),
+			wantErr: "not decrypted", setup: cbcUnsigned,
+		},
+		{
+			// KeyInfo is outside what the response's signature covers.
+			name: "a second EncryptedAssertion in the response signature's KeyInfo is counted before anything is decrypted", keys: withKeyFiles,
+			respond: then(encryptedByIdP, func(resp *etree.Element) {
+				resp.FindElement("./Signature/KeyInfo").AddChild(resp.SelectElement("EncryptedAssertion").Copy())
+			}),
+			wantErr: "2 assertions",
+		},
+		{
+			name: "a decrypted assertion holding another EncryptedAssertion is refused", keys: withKeyFiles,
+			respond: encryptedBy(xmlenc.AES256GCM, func(a *etree.Element) {
+				advice := etree.NewElement("saml:Advice")
+				advice.AddChild(samlEncrypt(t, a, otherCert, xmlenc.AES256GCM))
+				a.InsertChildAt(a.SelectElement("Conditions").Index()+1, advice)
+			}),
+			wantErr: "2 assertions",
+		},
+		{
+			// crewjam/saml follows no RetrievalMethod: an EncryptedKey
+			// elsewhere is none it would try.
+			name: "data whose EncryptedKey is referred to by a RetrievalMethod is refused", keys: withKeyFiles,
+			respond: then(encryptedBy(xmlenc.AES256GCM, nil), func(resp *etree.Element) {
+				keyInfo := resp.FindElement("./EncryptedAssertion/EncryptedData/KeyInfo")
+				key := keyInfo.SelectElement("EncryptedKey")
+				keyInfo.RemoveChild(key)
+				key.CreateAttr("Id", "k1")
+				resp.FindElement("./Status").AddChild(key)
+				keyInfo.CreateElement("ds:RetrievalMethod").CreateAttr("URI", "#k1")
+			}),
+			wantErr: "0 EncryptedKeys",
 		},
 	}
 	for _, tc := range tests {
