@@ -1,0 +1,72 @@
+package idp
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+)
+
+// The verifier discovery builds (verifiableAlgs, passed as
+// SupportedSigningAlgs so that a refusal can name the algs) takes exactly
+// the ID token algs go-oidc's own default takes for the same discovery
+// document: those it supports of the listed ones, or RS256 alone when the
+// document lists none of them. go-oidc may come to support more (RFC
+// 9864's Ed25519): verifiedAlgs, a copy of its list, would then refuse
+// tokens its default takes, and this fails on the upgrade.
+func TestIDTokenAlgsAreGoOIDCDefaults(t *testing.T) {
+	// Every JWS alg of the IANA registry (and RSA-OAEP, a JWE's), not
+	// verifiedAlgs: the test must not take its list from what it tests.
+	candidates := []string{"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512",
+		"EdDSA", "Ed25519", "Ed448", "ES256K", "HS256", "HS384", "HS512", "none", "RSA-OAEP"}
+	var listed atomic.Pointer[[]string] // what the discovery document says, per case
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		discovery := map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + "/jwks"}
+		if l := *listed.Load(); l != nil {
+			discovery["id_token_signing_alg_values_supported"] = l
+		}
+		json.NewEncoder(w).Encode(discovery)
+	})
+	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"keys":[]}`)) })
+
+	// takes reports whether v gets past the alg check for a token signed
+	// alg: with no key to verify it, it then fails for the signature.
+	takes := func(v *oidc.IDTokenVerifier, alg string) bool {
+		header, _ := json.Marshal(map[string]string{"alg": alg, "kid": "k1"})
+		raw := base64.RawURLEncoding.EncodeToString(header) + "." +
+			base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"x","sub":"alice"}`)) + "." +
+			base64.RawURLEncoding.EncodeToString([]byte("signature"))
+		_, err := v.Verify(context.Background(), raw)
+		if err == nil {
+			t.Fatalf("a token signed %s with no key verified", alg)
+		}
+		return !strings.Contains(err.Error(), "unexpected signature algorithm")
+	}
+	lists := [][]string{nil, {}, {"HS256", "none"}, {"Ed25519"}, {"HS256", "RS256"}, {"ES256", "RS256"}, candidates}
+	for _, a := range candidates {
+		lists = append(lists, []string{a})
+	}
+	for _, l := range lists {
+		listed.Store(&l)
+		provider, err := oidc.NewProvider(context.Background(), srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs := provider.Verifier(&oidc.Config{ClientID: "portcullis"})
+		ours := provider.Verifier(&oidc.Config{ClientID: "portcullis", SupportedSigningAlgs: verifiableAlgs(l)})
+		for _, alg := range candidates {
+			if got, want := takes(ours, alg), takes(theirs, alg); got != want {
+				t.Errorf("discovery listing %q: a token signed %s taken %t, go-oidc's default %t", l, alg, got, want)
+			}
+		}
+	}
+}
