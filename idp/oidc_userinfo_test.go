@@ -1,7 +1,9 @@
 package idp
 
 import (
+	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,7 +12,9 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+	"golang.org/x/oauth2"
 )
 
 // go-oidc reads a userinfo answer whole, however long: an IdP that puts
@@ -66,5 +70,31 @@ func TestOIDCLoginIDTokenClaimsWinOverUserinfo(t *testing.T) {
 	}
 	if prof.Email != "alice@example.com" || !slices.Equal(prof.Groups, []string{"staff"}) {
 		t.Errorf("email %q groups %q; want the ID token's alice@example.com and userinfo's [staff]", prof.Email, prof.Groups)
+	}
+}
+
+// A userinfo answer that is a JWT (application/jwt) is read by the
+// transport that notes its alg before go-oidc reads it: it is held to the
+// same 1 MiB, and one go-oidc cannot verify is refused with its alg noted
+// for the hint.
+func TestOIDCUserinfoJWTIsBoundedAndItsAlgNoted(t *testing.T) {
+	var body string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/jwt; charset=utf-8")
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	d := discovered{provider: (&oidc.ProviderConfig{IssuerURL: srv.URL, UserInfoURL: srv.URL, JWKSURL: srv.URL}).NewProvider(context.Background())}
+	p := &oidcProvider{client: srv.Client()}
+	token := &oauth2.Token{AccessToken: "at", TokenType: "Bearer"}
+
+	header := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+	body = header + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"alice"}`)) + ".c2ln"
+	if _, alg, err := p.userinfo(context.Background(), d, token); err == nil || alg != "HS256" {
+		t.Errorf("a userinfo JWT signed HS256: alg %q, err %v; want it refused with alg HS256", alg, err)
+	}
+	body = header + "." + strings.Repeat("x", 2<<20) + ".c2ln"
+	if _, _, err := p.userinfo(context.Background(), d, token); err == nil || !strings.Contains(err.Error(), "larger than 1048576 bytes") {
+		t.Errorf("a userinfo JWT of 2 MiB: %v; want it refused as too large", err)
 	}
 }
