@@ -199,18 +199,8 @@ func TestOIDCProviderVariationsLogIn(t *testing.T) {
 			t.Parallel()
 			b := browser(t)
 			resp := oidcserver.Login(t, b, s.URL+"/.portcullis/login/"+c.id+"?rd=/tasks", c.user, c.password)
-			if c.failReason != "" {
-				if resp.Request.URL.Path != "/.portcullis/oidc/"+c.id+"/callback" {
-					t.Fatalf("the login ended at %s, want the callback's page", resp.Request.URL)
-				}
-				operatorSees(t, s, logs, resp, http.StatusBadGateway, setupPage, c.failReason, c.hints...)
-				if code := userinfo(t, s, b.Jar.Cookies(mustURL(t, s.URL))); code != http.StatusUnauthorized {
-					t.Errorf("after the refused login, /userinfo answered %d, want 401", code)
-				}
+			if !interopLoginEnded(t, s, logs, b, resp, "/.portcullis/oidc/"+c.id+"/callback", c.failReason, c.hints) {
 				return
-			}
-			if body := readBody(t, resp); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Echo") != "1" {
-				t.Fatalf("after login: status %d at %s, want the upstream's page; body:\n%s", resp.StatusCode, resp.Request.URL, body)
 			}
 			sub := interopIdentity(t, c, upstreamSees(t, b, s), "")
 			login := interopSession(t, s, config, b)
@@ -259,6 +249,30 @@ func TestOIDCProviderVariationsLogIn(t *testing.T) {
 			}
 		})
 	}
+}
+
+// interopLoginEnded checks where a login of an interop case ended, resp
+// being the browser's last answer: a case that names failReason was
+// refused at answeredAt (the callback or ACS) with the set-up page, the
+// log line of that reason and its hints, and no session; it returns false
+// then, and the test has nothing more to check. Any other case ended at
+// the upstream's page, signed in.
+func interopLoginEnded(t *testing.T, s *stack, logs *operatorLog, b *http.Client, resp *http.Response, answeredAt, failReason string, hints []string) bool {
+	t.Helper()
+	if failReason != "" {
+		if resp.Request.URL.Path != answeredAt {
+			t.Fatalf("the login ended at %s, want %s's page", resp.Request.URL, answeredAt)
+		}
+		operatorSees(t, s, logs, resp, http.StatusBadGateway, setupPage, failReason, hints...)
+		if code := userinfo(t, s, b.Jar.Cookies(mustURL(t, s.URL))); code != http.StatusUnauthorized {
+			t.Errorf("after the refused login, /userinfo answered %d, want 401", code)
+		}
+		return false
+	}
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Echo") != "1" {
+		t.Fatalf("after login: status %d at %s, want the upstream's page; body:\n%s", resp.StatusCode, resp.Request.URL, body)
+	}
+	return true
 }
 
 // upstreamSees is a script's request with b's session, and the headers the
