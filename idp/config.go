@@ -176,6 +176,8 @@ func (c *Config) Validate() error {
 		}
 		return errors.Join(errs...)
 	}
+	refused, _ := c.ignoredKeys(&resolved)
+	errs = append(errs, refused...)
 	c = &resolved
 	switch c.Protocol {
 	case OIDC, OAuth2:
@@ -201,21 +203,24 @@ type Warning struct {
 }
 
 // Warnings lists what in c is valid but weakens the set-up outside
-// development, with keys relative to this provider's entry: plain ldap://
-// to a directory off loopback, a SAML key pair generated at start. The IdP
-// is built without logging these itself, so that each is said once.
+// development, or does nothing, with keys relative to this provider's
+// entry: plain ldap:// to a directory off loopback, a SAML key pair
+// generated at start, a key that this entry does not read (entryKeys). The
+// IdP is built without logging these itself, so that each is said once.
 func (c Config) Warnings() []Warning {
 	resolved, err := c.WithPreset()
 	if err != nil {
 		return nil // Validate says what is wrong
 	}
+	var ws []Warning
 	switch resolved.Protocol {
 	case SAML:
-		return resolved.samlWarnings()
+		ws = resolved.samlWarnings()
 	case LDAP:
-		return resolved.ldapWarnings()
+		ws = resolved.ldapWarnings()
 	}
-	return nil
+	_, ignored := c.ignoredKeys(&resolved)
+	return append(ws, ignored...)
 }
 
 // ApplyEnv overrides secrets from the environment:

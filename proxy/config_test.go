@@ -814,3 +814,108 @@ func TestWarningOfSAMLAnswersFromAnotherSiteOverPlainHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestIdPEntryKeysItDoesNotRead: a key that the entry it is written on does
+// not read (another protocol's, another preset's) is said by check, keyed:
+// as a warning where the entry works without it, and refused where its
+// being ignored lets users sign in whom it was written to keep out.
+func TestIdPEntryKeysItDoesNotRead(t *testing.T) {
+	const (
+		oidc   = "protocol: OIDC\n      server_url: https://login.example.com/\n      client_id: portcullis\n"
+		oauth2 = "protocol: OAUTH2\n      auth_url: https://login.example.com/authorize\n      token_url: https://login.example.com/token\n      userinfo_url: https://login.example.com/userinfo\n      client_id: portcullis\n"
+		saml   = "protocol: SAML\n      entity_id: https://sso.example.com\n      metadata_url: https://sso.example.com/saml/metadata\n      sp_cert_file: ../idp/testdata/saml-fuzz-sp.crt\n      sp_key_file: ../idp/testdata/saml-fuzz-sp.key\n"
+		ldap   = "protocol: LDAP\n      url: ldaps://ad.example.com\n      user_search: {base_dn: \"dc=example,dc=com\", filter: \"(uid={username})\"}\n"
+		key    = "sso.identity_providers[0]."
+	)
+	for _, tc := range []struct {
+		name, entry        string
+		problems, warnings []string
+	}{
+		{name: "an OIDC entry with its own keys: nothing", entry: oidc + "      client_secret: s\n      scopes: [openid, email]\n      token_auth_method: client_secret_post\n      claims: {groups: roles}\n"},
+		{name: "a SAML entry with its own keys: nothing", entry: saml + "      attribute_mapping: {email: mail}\n"},
+		{name: "an LDAP entry with its own keys: nothing", entry: ldap + "      attribute_mapping: {groups: memberOf}\n"},
+		{name: "preset keys where the preset reads them: nothing", entry: "preset: okta\n      domain: acme.okta.com\n      authorization_server: default\n      client_id: portcullis\n"},
+		{name: "cognito's region with its pool: nothing", entry: "preset: cognito\n      region: us-east-1\n      user_pool_id: us-east-1_AbC123xyz\n      client_id: portcullis\n"},
+		{name: "github's own endpoints and scopes: nothing", entry: "preset: github\n      base_url: https://github.example.com\n      scopes: [read:user]\n      client_id: portcullis\n"},
+		{name: "client_secret on SAML", entry: saml + "      client_secret: s\n",
+			warnings: []string{key + "client_secret: ignored: a SAML entry does not read it (OIDC and OAUTH2 entries do)"}},
+		{name: "claims on SAML say where SAML maps attributes", entry: saml + "      claims: {groups: roles}\n",
+			warnings: []string{key + "claims: ignored: a SAML entry does not read it (OIDC and OAUTH2 entries do); SAML and LDAP entries map attributes with attribute_mapping"}},
+		{name: "the OIDC client's keys on LDAP, each", entry: ldap + "      client_id: x\n      scopes: [openid]\n      token_auth_method: client_secret_basic\n",
+			warnings: []string{
+				key + "client_id: ignored: an LDAP entry does not read it (OIDC and OAUTH2 entries do)",
+				key + "scopes: ignored: an LDAP entry does not read it (OIDC and OAUTH2 entries do)",
+				key + "token_auth_method: ignored: an LDAP entry does not read it (OIDC and OAUTH2 entries do)",
+			}},
+		{name: "SAML's keys on OIDC", entry: oidc + "      entity_id: https://sso.example.com\n      metadata_url: https://sso.example.com/md\n      x509_cert: x\n      sso_url: https://sso.example.com/sso\n      slo_url: https://sso.example.com/slo\n      sp_cert_file: /x\n      sp_key_file: /y\n",
+			warnings: []string{
+				key + "entity_id: ignored: an OIDC entry does not read it (SAML entries do)",
+				key + "metadata_url: ignored: an OIDC entry does not read it (SAML entries do)",
+				key + "x509_cert: ignored: an OIDC entry does not read it (SAML entries do)",
+				key + "sso_url: ignored: an OIDC entry does not read it (SAML entries do)",
+				key + "slo_url: ignored: an OIDC entry does not read it (SAML entries do)",
+				key + "sp_cert_file: ignored: an OIDC entry does not read it (SAML entries do)",
+				key + "sp_key_file: ignored: an OIDC entry does not read it (SAML entries do)",
+			}},
+		{name: "attribute_mapping on OAUTH2 says where OAUTH2 maps claims", entry: oauth2 + "      attribute_mapping: {email: mail}\n",
+			warnings: []string{key + "attribute_mapping: ignored: an OAUTH2 entry does not read it (SAML and LDAP entries do); OIDC and OAUTH2 entries map claims with claims"}},
+		{name: "LDAP's keys on SAML", entry: saml + "      url: ldaps://ad.example.com\n      bind_dn: cn=x\n      bind_password: p\n      start_tls: true\n      ca_file: /ca.pem\n      insecure_skip_verify: true\n      user_search: {base_dn: \"dc=x\"}\n      group_search: {filter: \"(member={dn})\"}\n",
+			warnings: []string{
+				key + "url: ignored: a SAML entry does not read it (LDAP entries do)",
+				key + "bind_dn: ignored: a SAML entry does not read it (LDAP entries do)",
+				key + "bind_password: ignored: a SAML entry does not read it (LDAP entries do)",
+				key + "start_tls: ignored: a SAML entry does not read it (LDAP entries do)",
+				key + "ca_file: ignored: a SAML entry does not read it (LDAP entries do)",
+				key + "insecure_skip_verify: ignored: a SAML entry does not read it (LDAP entries do)",
+				key + "user_search: ignored: a SAML entry does not read it (LDAP entries do)",
+				key + "group_search: ignored: a SAML entry does not read it (LDAP entries do)",
+			}},
+		{name: "server_url on OAUTH2", entry: oauth2 + "      server_url: https://login.example.com/\n",
+			warnings: []string{key + "server_url: ignored: an OAUTH2 entry does not read it (OIDC entries do)"}},
+		{name: "OAUTH2's endpoints on OIDC, which discovers them", entry: oidc + "      auth_url: https://login.example.com/a\n      token_url: https://login.example.com/t\n      userinfo_url: https://login.example.com/u\n",
+			warnings: []string{
+				key + "auth_url: ignored: an OIDC entry does not read it (OAUTH2 entries do)",
+				key + "token_url: ignored: an OIDC entry does not read it (OAUTH2 entries do)",
+				key + "userinfo_url: ignored: an OIDC entry does not read it (OAUTH2 entries do)",
+			}},
+		{name: "preset keys on an entry without a preset", entry: oidc + "      tenant: 72f988bf-86f1-41af-91ab-2d7cd011db47\n      base_url: https://login.example.com\n      domain: login.example.com\n      region: us-east-1\n      user_pool_id: us-east-1_AbC123xyz\n      authorization_server: default\n",
+			warnings: []string{
+				key + "base_url: ignored: an OIDC entry without a preset does not read it (presets github, gitlab and azure do)",
+				key + "domain: ignored: an OIDC entry without a preset does not read it (presets okta, auth0 and cognito over OAUTH2 do)",
+				key + "tenant: ignored: an OIDC entry without a preset does not read it (preset azure does)",
+				key + "region: ignored: an OIDC entry without a preset does not read it (preset cognito over OIDC does)",
+				key + "user_pool_id: ignored: an OIDC entry without a preset does not read it (preset cognito over OIDC does)",
+				key + "authorization_server: ignored: an OIDC entry without a preset does not read it (preset okta does)",
+			}},
+		{name: "another preset's key", entry: "preset: okta\n      domain: acme.okta.com\n      tenant: 72f988bf-86f1-41af-91ab-2d7cd011db47\n      client_id: portcullis\n",
+			warnings: []string{key + "tenant: ignored: an entry of preset okta does not read it (preset azure does)"}},
+		{name: "cognito's domain beside its pool", entry: "preset: cognito\n      domain: acme.auth.us-east-1.amazoncognito.com\n      user_pool_id: us-east-1_AbC123xyz\n      client_id: portcullis\n",
+			warnings: []string{key + "domain: ignored: an entry of preset cognito over OIDC does not read it (presets okta, auth0 and cognito over OAUTH2 do)"}},
+		{name: "domain on google is refused: it keeps no one out", entry: "preset: google\n      domain: company.com\n      client_id: portcullis\n",
+			problems: []string{key + "domain: not read by preset google: any Google account would sign in, whatever its domain; to admit only your Workspace's addresses, list its domains in allowed_email_domains"}},
+		{name: "domain on github is refused: users would sign in at github.com", entry: "preset: github\n      domain: github.example.com\n      client_id: portcullis\n",
+			problems: []string{key + "domain: not read by preset github: users would sign in at github.com, where anyone can take an organization or team name; GitHub Enterprise's address is base_url"}},
+		{name: "server_url on github is refused: users would sign in at github.com", entry: "preset: github\n      server_url: https://github.example.com\n      client_id: portcullis\n",
+			problems: []string{key + "server_url: not read by preset github: users would sign in at github.com, where anyone can take an organization or team name; GitHub Enterprise's address is base_url"}},
+		{name: "domain on gitlab is refused: users would sign in at gitlab.com", entry: "preset: gitlab\n      domain: gitlab.example.com\n      client_id: portcullis\n",
+			problems: []string{key + "domain: not read by preset gitlab: users would sign in at gitlab.com, where anyone can take a group name; a self-managed GitLab's address is base_url"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := strings.Replace(minimal, "protocol: OIDC\n      server_url: https://login.example.com/\n      client_id: portcullis\n", tc.entry, 1)
+			cfg, err := ParseConfig([]byte(yaml), func(string) string { return "" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			var problems []string
+			if err := Check(cfg); err != nil {
+				problems = strings.Split(err.Error(), "\n")
+			}
+			if !slices.Equal(problems, tc.problems) {
+				t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(problems, "\n  "), strings.Join(tc.problems, "\n  "))
+			}
+			if got := warningLines(Warnings(cfg)); !slices.Equal(got, tc.warnings) {
+				t.Errorf("warnings:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.warnings, "\n  "))
+			}
+		})
+	}
+}
