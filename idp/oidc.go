@@ -718,7 +718,7 @@ func (c *Config) validateClient() []error {
 	for _, field := range slices.Sorted(maps.Keys(c.Claims)) {
 		if _, ok := defaultClaims[field]; !ok {
 			bad("claims."+field, "unknown profile field (want one of %s)", profileFields())
-		} else if c.Claims[field] == "" {
+		} else if strings.TrimSpace(c.Claims[field]) == "" {
 			bad("claims."+field, "empty claim name")
 		}
 	}

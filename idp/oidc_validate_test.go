@@ -95,6 +95,11 @@ func TestValidateOIDC(t *testing.T) {
 			},
 		},
 		{
+			name: "a claim name of only spaces is refused, as attribute_mapping's attribute names are",
+			base: valid, edit: func(c *Config) { c.Claims = map[string]string{"groups": "  ", "email": "\t"} },
+			want: []string{"claims.email: empty claim name", "claims.groups: empty claim name"},
+		},
+		{
 			name: "OAUTH2 needs its three endpoints",
 			base: oauth, edit: func(c *Config) { c.AuthURL, c.TokenURL, c.UserinfoURL = "", "github.com/token", "" },
 			want: []string{"auth_url: required", `token_url: not an absolute http(s) URL: "github.com/token"`, "userinfo_url: required"},

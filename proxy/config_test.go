@@ -75,6 +75,7 @@ func TestCheckNamesTheKey(t *testing.T) {
 		{"session key not base64", testKey, "not base64!", "session.keys[0]: not base64"},
 		{"long session key", testKey, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v", "session.keys[0]: must be 32 bytes of base64, got 48"},
 		{"duplicate IdP id", "      client_id: portcullis\n", "      client_id: portcullis\n    - id: company\n      protocol: OIDC\n      server_url: https://x.example.com/\n      client_id: y\n", "sso.identity_providers[1].id: duplicate id"},
+		{"claim name of only spaces", "client_id: portcullis", "client_id: portcullis\n      claims: {groups: \"  \"}", "sso.identity_providers[0].claims.groups: empty claim name"},
 		{"unknown protocol", "protocol: OIDC", "protocol: KERBEROS", "sso.identity_providers[0].protocol: unknown protocol"},
 		{"bad IdP id", "id: company", "id: Company SSO", "sso.identity_providers[0].id:"},
 		{"unknown selection mode", "sso:\n", "sso:\n  selection_mode: random\n", "sso.selection_mode: unknown mode"},
