@@ -549,6 +549,15 @@ func (c *Config) validate(p *problems) {
 	case up.User != nil:
 		// The reverse proxy would drop them, and the startup line log them.
 		p.add("upstream.url", "must not carry credentials (user:password@): they are not sent to the upstream")
+	case up.RawQuery != "" || up.ForceQuery:
+		// ProxyRequest.SetURL joins it to every request's query, before
+		// the client's own: a surprise, and never quoted, as it may be a
+		// token.
+		p.add("upstream.url", "must not have a query (?…): ReverseProxy puts it before the query of every request sent upstream; give scheme://host[:port][/path]")
+	case strings.Contains(c.Upstream.URL, "#"):
+		// Past parsing, only a fragment has a literal '#'; an empty one
+		// leaves no Fragment to test.
+		p.add("upstream.url", "must not have a fragment (#…): it is never sent; give scheme://host[:port][/path]")
 	case !tcpPort(up.Port()):
 		p.add("upstream.url", "port %s is not a TCP port (1-65535)", up.Port())
 	}

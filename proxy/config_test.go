@@ -76,6 +76,10 @@ func TestCheckNamesTheKey(t *testing.T) {
 		{"long session key", testKey, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v", "session.keys[0]: must be 32 bytes of base64, got 48"},
 		{"duplicate IdP id", "      client_id: portcullis\n", "      client_id: portcullis\n    - id: company\n      protocol: OIDC\n      server_url: https://x.example.com/\n      client_id: y\n", "sso.identity_providers[1].id: duplicate id"},
 		{"claim name of only spaces", "client_id: portcullis", "client_id: portcullis\n      claims: {groups: \"  \"}", "sso.identity_providers[0].claims.groups: empty claim name"},
+		{"upstream url with a query", "url: http://traefik:8080", "url: http://traefik:8080/?token=s3cret", "upstream.url: must not have a query (?…): ReverseProxy puts it before the query of every request sent upstream; give scheme://host[:port][/path]"},
+		{"upstream url with an empty query", "url: http://traefik:8080", "url: http://traefik:8080/?", "upstream.url: must not have a query (?…)"},
+		{"upstream url with a fragment", "url: http://traefik:8080", "url: http://traefik:8080/#app", "upstream.url: must not have a fragment (#…): it is never sent; give scheme://host[:port][/path]"},
+		{"upstream url with an empty fragment", "url: http://traefik:8080", "url: http://traefik:8080/#", "upstream.url: must not have a fragment (#…)"},
 		{"unknown protocol", "protocol: OIDC", "protocol: KERBEROS", "sso.identity_providers[0].protocol: unknown protocol"},
 		{"bad IdP id", "id: company", "id: Company SSO", "sso.identity_providers[0].id:"},
 		{"unknown selection mode", "sso:\n", "sso:\n  selection_mode: random\n", "sso.selection_mode: unknown mode"},
@@ -239,6 +243,7 @@ func TestCheckAccepts(t *testing.T) {
 		{name: "selection_mode lowest_weight", old: "sso:\n", new: "sso:\n  selection_mode: lowest_weight\n"},
 		{name: "public_url on the highest port, upstream.url on the lowest", old: "https://cvat.example.com\nupstream:\n  url: http://traefik:8080",
 			new: "https://cvat.example.com:65535\nupstream:\n  url: http://traefik:1"},
+		{name: "upstream.url with a path, which prefixes every request's", old: "url: http://traefik:8080", new: "url: http://traefik:8080/app"},
 		{name: "PORTCULLIS_SESSION_KEYS written with a space after each comma", old: "keys: [" + testKey + "]", new: "keys: []",
 			env: map[string]string{"PORTCULLIS_SESSION_KEYS": testKey + ", " + testKey}},
 	} {
