@@ -642,6 +642,16 @@ func TestForwardedHeadersFromUntrustedPeersAreReplaced(t *testing.T) {
 	if xff := got.Header.Get("X-Forwarded-For"); xff != "198.51.100.9, 10.1.2.3" {
 		t.Errorf("through a trusted proxy X-Forwarded-For = %q, want \"198.51.100.9, 10.1.2.3\"", xff)
 	}
+	// Every line of it, in order, as the client address is read from
+	// them all (clientAddr): a chain cut to its first line would hide the
+	// hops the upstream's own trusted-proxy logic reads from the right.
+	r = request("GET", "/tasks", alice)
+	r.Header["X-Forwarded-For"] = []string{"198.51.100.9", "192.0.2.1, 10.4.4.4"}
+	r.RemoteAddr = "10.1.2.3:5555"
+	_, got, _ = f.do(t, r)
+	if xff := got.Header.Values("X-Forwarded-For"); len(xff) != 1 || xff[0] != "198.51.100.9, 192.0.2.1, 10.4.4.4, 10.1.2.3" {
+		t.Errorf("through a trusted proxy sending two X-Forwarded-For lines, X-Forwarded-For = %q, want [\"198.51.100.9, 192.0.2.1, 10.4.4.4, 10.1.2.3\"]", xff)
+	}
 }
 
 // The forwarding headers are the proxy's word in every spelling, as identity
@@ -1047,6 +1057,35 @@ func TestTrustedProxiesInMappedFormTrustTheirPeers(t *testing.T) {
 	r.RemoteAddr = "10.1.2.3:4444"
 	if got := f.h.clientAddr(r); got != netip.MustParseAddr("203.0.113.9") {
 		t.Errorf("client %v from the trusted peer 10.1.2.3, want 203.0.113.9 from its X-Forwarded-For", got)
+	}
+}
+
+// A peer address in IPv4-mapped form (`portcullis explain --source
+// ::ffff:10.1.2.3`) is the IPv4 peer it names: trusted as 10.1.2.3 is, so
+// the client is the one its X-Forwarded-For names, and explain answers as
+// serve does for the same peer.
+func TestTrustedPeerInMappedFormIsTrusted(t *testing.T) {
+	internal := "rules:\n  - name: internal\n    path_prefix: /internal/\n    sources: [10.0.0.0/8]\n    action: bypass\n  - name: cvat-api-credentials"
+	f, _, _ := newLoggedFixture(t, strings.Replace(testConfig, "rules:\n  - name: cvat-api-credentials", internal, 1))
+	for _, tc := range []struct {
+		name, xff string
+		bypass    bool
+	}{
+		{"forwarding an outside client: not the internal rule", "203.0.113.9", false},
+		{"forwarding an internal client: the internal rule", "10.9.9.9", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, peer := range []string{"10.1.2.3", "::ffff:10.1.2.3"} {
+				r := request("GET", "/internal/x", nil, "X-Forwarded-For", tc.xff, "Accept", "application/json")
+				e, err := Explain(f.h.cfg, r, netip.MustParseAddr(peer), nil, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if bypassed := e.Decision == decisionBypass; bypassed != tc.bypass {
+					t.Errorf("from %s: decision %s (%s), want bypass %v", peer, e.Decision, e.Reason, tc.bypass)
+				}
+			}
+		})
 	}
 }
 
