@@ -312,6 +312,12 @@ func TestLDAPDeviceCookieVouchesOnlyForTheAccountItSignedInTo(t *testing.T) {
 				t.Errorf("%d guesses at the victim's password reached the directory with %d of mallory's device cookies, want the victim's %d",
 					n, cookies, userFailureBurst)
 			}
+			// Those guesses were counted against the username too, as any
+			// client's are: a browser with no device cookie is held back
+			// by its count before the directory is asked.
+			if code := newFormBrowser("203.0.113.99").signIn(t, h, victim, victimPassword); code != http.StatusTooManyRequests {
+				t.Errorf("the victim's username from a browser without a device cookie, after guesses with mallory's: %d, want 429 (the username's count)", code)
+			}
 			// Her cookies still vouch for her own account, held back now
 			// by her username's count.
 			if code := held[cookies].signIn(t, h, attacker, attackerPassword); code != http.StatusFound {
