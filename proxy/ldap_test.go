@@ -439,3 +439,39 @@ func TestLDAPFormLinksToOtherWaysOnlyWhenThereAreOthers(t *testing.T) {
 		})
 	}
 }
+
+// A basic_auth rule asks the directory once for an API client's
+// credentials and reuses the answer for basicAuthTTL: without it, each of
+// the client's requests costs a search and a bind. Other credentials, and
+// the same ones once the answer is stale, are checked again.
+func TestBasicAuthRuleReusesACheckForItsTTL(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	f := newFixtureOf(t, withLegacyRule(dir.URL))
+	now := time.Now()
+	f.h.now = func() time.Time { return now }
+	for _, step := range []struct {
+		name           string
+		after          time.Duration // the clock moves on this much first
+		user, password string
+		status         int
+		binds          int64 // binds this request costs the directory
+	}{
+		{"first request: checked at the directory", 0, ldapserver.Alice, ldapserver.AlicePassword, http.StatusOK, 1},
+		{"same credentials: reused", time.Second, ldapserver.Alice, ldapserver.AlicePassword, http.StatusOK, 0},
+		{"same username, a wrong password: checked", 0, ldapserver.Alice, "wrong", http.StatusUnauthorized, 1},
+		{"same credentials just before the TTL ends: reused", basicAuthTTL - 2*time.Second, ldapserver.Alice, ldapserver.AlicePassword, http.StatusOK, 0},
+		{"same credentials once the TTL ended: checked again", time.Second, ldapserver.Alice, ldapserver.AlicePassword, http.StatusOK, 1},
+	} {
+		now = now.Add(step.after)
+		before := binds(f.h)
+		r := request("GET", "/legacy/x", nil, "Accept", "application/json")
+		r.SetBasicAuth(step.user, step.password)
+		resp, _, _ := f.do(t, r)
+		if resp.StatusCode != step.status {
+			t.Errorf("%s: %d, want %d", step.name, resp.StatusCode, step.status)
+		}
+		if n := binds(f.h) - before; n != step.binds {
+			t.Errorf("%s: %d binds, want %d", step.name, n, step.binds)
+		}
+	}
+}
