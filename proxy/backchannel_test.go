@@ -147,3 +147,51 @@ func TestBackchannelLogoutWithASidEndsThatIdPSessionOnly(t *testing.T) {
 		}
 	}
 }
+
+// A jti is chosen by the IdP that issued it, unique among its own tokens
+// only (RFC 7519 leaves collisions across issuers to the application):
+// another IdP's token that happens to carry the same jti is no replay, and
+// ends its user's sessions.
+func TestBackchannelLogoutTokenIDsAreEachIdPsOwn(t *testing.T) {
+	y := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
+	y = strings.Replace(y, "      client_id: portcullis\n", "      client_id: portcullis\n"+
+		"    - id: partner\n      protocol: OIDC\n      server_url: http://127.0.0.1:2/\n      client_id: portcullis\n", 1)
+	h := newTestHandler(t, y)
+	for _, id := range []string{"company", "partner"} {
+		p := h.providers[id]
+		p.impl = fixedLogoutToken{Provider: p.impl, tok: idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", IssuedAt: time.Now()}}
+	}
+	h.now = func() time.Time { return time.Now().Add(time.Second) } // the session was made before the logout
+	rec := httptest.NewRecorder()
+	s := session.New(idp.Profile{IdP: "partner", Sub: "u-1", Email: "alice@partner.example"}, idp.Tokens{}, h.cookies)
+	if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+		t.Fatal(err)
+	}
+	post := func(id string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/.portcullis/oidc/"+id+"/backchannel-logout",
+			strings.NewReader(url.Values{"logout_token": {"signed"}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for _, step := range []struct {
+		name, idp string
+		status    int
+	}{
+		{"company's token", "company", http.StatusOK},
+		{"partner's token with the same jti", "partner", http.StatusOK},
+		{"partner's token again", "partner", http.StatusBadRequest},
+	} {
+		if w := post(step.idp); w.Code != step.status {
+			t.Errorf("%s: %d %s, want %d", step.name, w.Code, w.Body, step.status)
+		}
+	}
+	r := httptest.NewRequest("GET", "/", nil)
+	for _, c := range rec.Result().Cookies() {
+		r.AddCookie(c)
+	}
+	if got, err := h.sessions.Load(r); err != nil || got != nil {
+		t.Errorf("partner's session after partner's logout: %v (%v), want ended", got, err)
+	}
+}
