@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,16 @@ func TestFinishRefuses(t *testing.T) {
 			}
 			return request(cookies...), state
 		}, ErrFlowInvalid},
+		{"the flow cookie under its name in other case", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
+			// Cookie names are case-sensitive (RFC 6265): a name in other
+			// case is another cookie, one that another site of the domain
+			// can set (__HOST-… has no __Host- guarantees in browsers that
+			// check prefixes case-sensitively).
+			state := NewState()
+			cookie := started(t, f, state)
+			cookie.Name = strings.ToUpper(cookie.Name)
+			return request(cookie), state
+		}, ErrFlowMissing},
 		{"a state too short to be one of ours", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
 			return request(), "abc"
 		}, ErrFlowInvalid},
