@@ -466,9 +466,14 @@ func TestBasicAuthRuleReusesACheckForItsTTL(t *testing.T) {
 		before := binds(f.h)
 		r := request("GET", "/legacy/x", nil, "Accept", "application/json")
 		r.SetBasicAuth(step.user, step.password)
-		resp, _, _ := f.do(t, r)
+		resp, got, reached := f.do(t, r)
 		if resp.StatusCode != step.status {
 			t.Errorf("%s: %d, want %d", step.name, resp.StatusCode, step.status)
+		}
+		// Checked or reused, the directory password stays here: the
+		// upstream gets the identity headers instead.
+		if reached && got.Header.Get("Authorization") != "" {
+			t.Errorf("%s: the upstream got Authorization %q", step.name, got.Header.Get("Authorization"))
 		}
 		if n := binds(f.h) - before; n != step.binds {
 			t.Errorf("%s: %d binds, want %d", step.name, n, step.binds)
