@@ -1044,10 +1044,6 @@ func TestUpstreamHostLeavesOutTheDefaultPort(t *testing.T) {
 	}
 }
 
-// A trusted proxy's X-Forwarded-For entry may carry a port or brackets; one
-// that does not parse makes the client unknown, which no sources rule
-// matches, never the trusted proxy itself (10.1.2.3, whose 10.0.0.0/8 a
-// sources rule covers).
 // A trusted proxy range written in IPv4-mapped form (::ffff:10.0.0.0/104)
 // trusts the IPv4 peers it names, as the same form does in a rule's sources:
 // peers are compared unmapped, and the range trusted nobody.
@@ -1089,6 +1085,10 @@ func TestTrustedPeerInMappedFormIsTrusted(t *testing.T) {
 	}
 }
 
+// A trusted proxy's X-Forwarded-For entry may carry a port or brackets; one
+// that does not parse makes the client unknown, which no sources rule
+// matches, never the trusted proxy itself (10.1.2.3, whose 10.0.0.0/8 a
+// sources rule covers).
 func TestForwardedForEntries(t *testing.T) {
 	internal := "rules:\n  - name: internal\n    path_prefix: /internal/\n    sources: [10.0.0.0/8]\n    action: bypass\n  - name: cvat-api-credentials"
 	f, logs, _ := newLoggedFixture(t, strings.Replace(testConfig, "rules:\n  - name: cvat-api-credentials", internal, 1))
