@@ -264,13 +264,13 @@ func (s *shape) walk(n *yaml.Node, t reflect.Type, path string) {
 				fields[name] = f.Type
 			}
 		}
-		s.keys(n, path, fields, nil)
+		s.keys(n, path, fields, nil, t == reflect.TypeFor[idp.Config]())
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			s.mistype(path, n, t)
 			return
 		}
-		s.keys(n, path, nil, t.Elem())
+		s.keys(n, path, nil, t.Elem(), false)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			s.mistype(path, n, t)
@@ -306,8 +306,10 @@ func decodesItself(t reflect.Type) bool {
 
 // keys walks the entries of the mapping n: a struct's, whose fields maps
 // each key it takes to the type of its value, or, with fields nil, a map's,
-// whose every key takes an elem.
-func (s *shape) keys(n *yaml.Node, path string, fields map[string]reflect.Type, elem reflect.Type) {
+// whose every key takes an elem. onEntry is whether n is an
+// identity_providers entry, where an unknown key that limits who signs in
+// elsewhere is guessed differently (admissionHint).
+func (s *shape) keys(n *yaml.Node, path string, fields map[string]reflect.Type, elem reflect.Type, onEntry bool) {
 	line := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
@@ -325,8 +327,12 @@ func (s *shape) keys(n *yaml.Node, path string, fields map[string]reflect.Type, 
 			ft, ok = fields[k.Value]
 		}
 		if !ok {
-			if near := nearestKey(k.Value, fields); near != "" {
-				s.problems = append(s.problems, fmt.Errorf("%s: unknown key (did you mean %s?)", key, near))
+			// Another proxy's admission option is told where
+			// portcullis's is before any key close in spelling.
+			if hint := admissionHint(k.Value, onEntry); hint != "" {
+				s.problems = append(s.problems, fmt.Errorf("%s: unknown key (%s)", key, hint))
+			} else if near := nearestKey(k.Value, fields); near != "" {
+				s.problems = append(s.problems, fmt.Errorf("%s: unknown key (%s)", key, nearMissHint(near)))
 			} else {
 				s.problems = append(s.problems, fmt.Errorf("%s: unknown key", key))
 			}

@@ -925,3 +925,84 @@ func TestIdPEntryKeysItDoesNotRead(t *testing.T) {
 		})
 	}
 }
+
+// TestUnknownAdmissionKeysPointToAdmission: an option that another proxy
+// (oauth2-proxy, Pomerium, Vouch) limits who signs in with, written here, is
+// an unknown key whose message names what limits sign-in in portcullis, on
+// an IdP entry and wherever else it is written; never a key close in
+// spelling that admits anyone (email_domain, domain).
+func TestUnknownAdmissionKeysPointToAdmission(t *testing.T) {
+	const (
+		entry     = "entry"
+		rule      = "rule"
+		entryKey  = "sso.identity_providers[0]."
+		domainsOn = "did you mean allowed_email_domains? It admits only verified addresses at the domains it lists; email_domain only picks this IdP when sso.selection_mode is email_address, and admits anyone"
+		domainsAt = "who may sign in is set on each identity provider: allowed_email_domains on its sso.identity_providers entry; an entry's email_domain only picks the IdP, and admits anyone"
+		groupsAt  = "who may sign in is set on each identity provider: allowed_groups on its sso.identity_providers entry; a rule admits by group with allow_if: '\"staff\" in groups'"
+		users     = "portcullis keeps no list of users: admit by email domain or group on each identity provider (allowed_email_domains, allowed_groups), or name users in a condition, a rule's allow_if or a role_mapping rule's when with role_mapping.default \"\" (whom no rule gives a role is refused at login): 'email_verified && email in [\"ana@company.com\"]'"
+		roles     = "an IdP's roles are admitted as groups: map their claim with claims.groups (attribute_mapping.groups on SAML and LDAP), then list them in allowed_groups; portcullis's own roles come from role_mapping, and a rule requires one with allow_if: '\"admin\" in roles'"
+		google    = "Google sends no groups (a Workspace's groups are in its Directory API), so none can be checked here: list the Workspace's domains in allowed_email_domains"
+	)
+	for _, tc := range []struct {
+		name, where, key, want string
+	}{
+		{"oauth2-proxy's email_domains on an entry", entry, "email_domains", domainsOn},
+		{"oauth2-proxy's flag spelling on an entry", entry, "email-domain", domainsOn},
+		{"camel case on an entry", entry, "emailDomains", domainsOn},
+		{"Pomerium's allowed_domains on an entry", entry, "allowed_domains", domainsOn},
+		{"Vouch's domains on an entry", entry, "domains", "to limit who signs in by email domain: allowed_email_domains; domain is only where an okta, auth0 or cognito tenant is"},
+		{"email_domains at the top", "", "email_domains", domainsAt},
+		{"email_domain at the top", "", "email_domain", domainsAt},
+		{"email_domain in sso", "sso", "email_domain", domainsAt},
+		{"allowed_email_domains in sso", "sso", "allowed_email_domains", domainsAt},
+		{"allowed_domains in a rule", rule, "allowed_domains", domainsAt},
+		{"allowed_groups at the top", "", "allowed_groups", groupsAt},
+		{"allowed_groups in sso", "sso", "allowed_groups", groupsAt},
+		{"allowed_groups in a rule", rule, "allowed_groups", groupsAt},
+		{"groups on an entry", entry, "groups", "did you mean allowed_groups? It admits members of any group it lists, named as the IdP sends them"},
+		{"oauth2-proxy's gitlab_group on an entry", entry, "gitlab_group", "did you mean allowed_groups? It admits members of any group it lists, named as the IdP sends them"},
+		{"oauth2-proxy's keycloak_groups on an entry", entry, "keycloak_groups", "did you mean allowed_groups? It admits members of any group it lists, named as the IdP sends them"},
+		{"oauth2-proxy's google_group on an entry", entry, "google_group", google},
+		{"oauth2-proxy's google_groups at the top", "", "google_groups", google + " on the preset google entry"},
+		{"oauth2-proxy's github_org on an entry", entry, "github_org", "did you mean allowed_organizations? (preset github)"},
+		{"oauth2-proxy's github_org at the top", "", "github_org", "who may sign in is set on each identity provider: allowed_organizations on the preset github entry"},
+		{"oauth2-proxy's github_team on an entry", entry, "github_team", `did you mean allowed_teams? Each is "org/team-slug" (preset github)`},
+		{"allowed_teams in sso", "sso", "allowed_teams", `who may sign in is set on each identity provider: allowed_teams on the preset github entry, each "org/team-slug"`},
+		{"require_verified_email in sso", "sso", "require_verified_email", "require_verified_email goes on each sso.identity_providers entry"},
+		{"Pomerium's allowed_users on an entry", entry, "allowed_users", users},
+		{"Pomerium's allowed_users in a rule", rule, "allowed_users", users},
+		{"allowed_emails at the top", "", "allowed_emails", users},
+		{"oauth2-proxy's authenticated_emails_file at the top", "", "authenticated_emails_file", users},
+		{"oauth2-proxy's github_users on an entry", entry, "github_users", users},
+		{"oauth2-proxy's allowed_roles on an entry", entry, "allowed_roles", roles},
+		{"allowed_role in a rule", rule, "allowed_role", roles},
+		// A slip of the keyboard near email_domain is still guessed, and
+		// the guess says what it does not do.
+		{"a misspelt email_domain", entry, "emial_domain", "did you mean email_domain? It only picks this IdP when sso.selection_mode is email_address, and admits anyone; to limit who signs in use allowed_email_domains"},
+		{"mail_domains, close to email_domain", entry, "mail_domains", "did you mean email_domain? It only picks this IdP when sso.selection_mode is email_address, and admits anyone; to limit who signs in use allowed_email_domains"},
+		{"a singular of an admission key", entry, "allowed_email_domain", domainsOn},
+		{"a misspelt admission key is still guessed", entry, "alowed_groups", "did you mean allowed_groups?"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml, key := minimal, tc.key
+			switch tc.where {
+			case entry:
+				yaml = strings.Replace(yaml, "      client_id: portcullis\n", "      client_id: portcullis\n      "+tc.key+": [company.com]\n", 1)
+				key = entryKey + tc.key
+			case rule:
+				yaml += "rules:\n  - name: r\n    action: authenticate\n    " + tc.key + ": [company.com]\n"
+				key = "rules[0]." + tc.key
+			case "sso":
+				yaml = strings.Replace(yaml, "sso:\n", "sso:\n  "+tc.key+": [company.com]\n", 1)
+				key = "sso." + tc.key
+			default:
+				yaml = tc.key + ": [company.com]\n" + yaml
+			}
+			err := checkYAML(t, yaml, nil)
+			want := key + ": unknown key (" + tc.want + ")"
+			if err == nil || err.Error() != want {
+				t.Errorf("got  %v\nwant %s", err, want)
+			}
+		})
+	}
+}
