@@ -82,8 +82,10 @@ func (w Warning) String() string { return w.Key + ": " + w.Message }
 // development (a plain-http public_url off loopback; a trusted_proxies
 // entry that makes any client on the internet a proxy, trustsThePublic; the
 // IdPs' and attribute_pass's own, idp.Config.Warnings and
-// attrpass.Config.Warnings); a rule that an earlier one leaves nothing to
-// match, and a bypass of every path (rules.Set.Warnings);
+// attrpass.Config.Warnings); an entry's email_domain or weight that
+// sso.selection_mode does not read (selectionKeyWarnings); a rule that an
+// earlier one leaves nothing to match, and a bypass of every path
+// (rules.Set.Warnings);
 // in every expression over the profile, a comparison of idp with an id no
 // IdP has (idp.UnknownIdPWarnings); and the conditions that admit users by
 // a group's name (role_mapping's when, a rule's allow_if) that some IdP's
@@ -107,6 +109,7 @@ func Warnings(cfg *Config) []Warning {
 	}
 	for i, ic := range cfg.SSO.IdentityProviders {
 		under(fmt.Sprintf("sso.identity_providers[%d].", i), ic.Warnings())
+		under(fmt.Sprintf("sso.identity_providers[%d].", i), selectionKeyWarnings(cfg.SSO.SelectionMode, ic))
 		if key, idpSite, ok := samlAnswersFromAnotherSite(cfg.Server.PublicURL, ic); ok {
 			out = append(out, Warning{fmt.Sprintf("sso.identity_providers[%d].%s", i, key), "this SAML IdP's pages are on another site (" + idpSite + ") than server.public_url, which is plain http: " +
 				"browsers send the login's cookie with the IdP's answer, a POST from its site, only when the cookie is SameSite=None, which they accept only with Secure, over https; " +
@@ -140,6 +143,22 @@ func Warnings(cfg *Config) []Warning {
 		condition(fmt.Sprintf("rules[%d].allow_if", i), r.AllowIf)
 	}
 	return out
+}
+
+// selectionKeyWarnings: email_domain and weight only pick the IdP a login
+// goes to, each in one sso.selection_mode, and in any other do nothing.
+// email_domain above all may have been written to limit who signs in,
+// which it never does (an operator from oauth2-proxy, whose email_domains
+// does), so its warning names the key that does.
+func selectionKeyWarnings(mode string, ic idp.Config) []idp.Warning {
+	var ws []idp.Warning
+	if ic.EmailDomain != "" && mode != SelectEmailAddress {
+		ws = append(ws, idp.Warning{Key: "email_domain", Message: "ignored: only sso.selection_mode email_address reads it, to pick the IdP by the address a user types (the mode is " + mode + "); to limit who signs in use allowed_email_domains"})
+	}
+	if ic.Weight != 0 && mode != SelectLowestWeight {
+		ws = append(ws, idp.Warning{Key: "weight", Message: "ignored: only sso.selection_mode lowest_weight reads it, to send every login to the entry of lowest weight (the mode is " + mode + ")"})
+	}
+	return ws
 }
 
 // samlAnswersFromAnotherSite says whether ic is a SAML IdP whose answers

@@ -1006,3 +1006,49 @@ func TestUnknownAdmissionKeysPointToAdmission(t *testing.T) {
 		})
 	}
 }
+
+// TestWarningOfSelectionKeysTheModeDoesNotRead: email_domain and weight
+// only pick the IdP, each in its own sso.selection_mode; in any other they
+// do nothing, and check says so (email_domain above all, which an operator
+// may have written to limit who signs in).
+func TestWarningOfSelectionKeysTheModeDoesNotRead(t *testing.T) {
+	const second = "    - id: partner\n      protocol: OIDC\n      server_url: https://login.partner.example/\n      client_id: portcullis\n"
+	for _, tc := range []struct {
+		name, mode, keys string
+		warnings         []string
+	}{
+		{name: "email_domain under email_address: nothing", mode: "email_address", keys: "      email_domain: company.com\n"},
+		{name: "weight under lowest_weight: nothing", mode: "lowest_weight", keys: "      weight: 10\n"},
+		{name: "neither key under chooser: nothing", mode: "chooser"},
+		{name: "email_domain under the default mode", keys: "      email_domain: company.com\n",
+			warnings: []string{"sso.identity_providers[0].email_domain: ignored: only sso.selection_mode email_address reads it, to pick the IdP by the address a user types (the mode is chooser); to limit who signs in use allowed_email_domains"}},
+		{name: "email_domain under lowest_weight", mode: "lowest_weight", keys: "      email_domain: company.com\n",
+			warnings: []string{"sso.identity_providers[0].email_domain: ignored: only sso.selection_mode email_address reads it, to pick the IdP by the address a user types (the mode is lowest_weight); to limit who signs in use allowed_email_domains"}},
+		{name: "weight under chooser", mode: "chooser", keys: "      weight: 10\n",
+			warnings: []string{"sso.identity_providers[0].weight: ignored: only sso.selection_mode lowest_weight reads it, to send every login to the entry of lowest weight (the mode is chooser)"}},
+		{name: "weight under email_address", mode: "email_address", keys: "      email_domain: company.com\n      weight: 10\n",
+			warnings: []string{"sso.identity_providers[0].weight: ignored: only sso.selection_mode lowest_weight reads it, to send every login to the entry of lowest weight (the mode is email_address)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := strings.Replace(minimal, "      client_id: portcullis\n", "      client_id: portcullis\n"+tc.keys, 1)
+			second := second
+			if tc.mode == "email_address" {
+				second += "      email_domain: partner.example\n"
+			}
+			yaml += second
+			if tc.mode != "" {
+				yaml = strings.Replace(yaml, "sso:\n", "sso:\n  selection_mode: "+tc.mode+"\n", 1)
+			}
+			cfg, err := ParseConfig([]byte(yaml), func(string) string { return "" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Check(cfg); err != nil {
+				t.Fatal(err)
+			}
+			if got := warningLines(Warnings(cfg)); !slices.Equal(got, tc.warnings) {
+				t.Errorf("warnings:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.warnings, "\n  "))
+			}
+		})
+	}
+}
