@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
@@ -119,5 +122,152 @@ func TestClientGoneWhileLoadingItsRedisSessionIsNoStoreFailure(t *testing.T) {
 	resp, _, _ = f.do(t, request("GET", "/.portcullis/userinfo", f.login(t, "bob@example.com")).WithContext(ctx))
 	if resp.StatusCode != statusClientClosed {
 		t.Errorf("/userinfo: %d, want 499", resp.StatusCode)
+	}
+}
+
+// The failed-login counts replicas share in Redis, seen from a second
+// replica whose memory has counted nothing: what it does, it does because
+// of what Redis holds. Each case has a Redis of its own.
+func TestSharedFailedLoginLimits(t *testing.T) {
+	addr := netip.MustParseAddr("192.0.2.7")
+	elsewhere := netip.MustParseAddr("198.51.100.1")
+	// spray fails n different usernames from a, as a password sprayer does.
+	spray := func(l *sharedLimits, a netip.Addr, n int, now time.Time) {
+		for i := range n {
+			l.take(attemptKeys("corp", fmt.Sprint("user", i), a), now)
+		}
+	}
+	type env struct {
+		srv     *redisserver.Server
+		admin   *redis.Client
+		replica func(sessionKey byte) *sharedLimits
+		now     time.Time
+	}
+	// limitKey is the Redis key of a limit, as l names it.
+	limitKey := func(l *sharedLimits, kind, key string) string {
+		return session.DefaultRedisKeyPrefix + "lim:" + l.limitName(kind, key)
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T, e env)
+	}{
+		{"an address's failures hold it back at every replica", func(t *testing.T, e env) {
+			one, two := e.replica(0), e.replica(0)
+			spray(one, addr, addrFailureBurst, e.now)
+			if wait := two.wait(attemptKeys("corp", "newcomer", addr), e.now); wait <= 0 {
+				t.Errorf("another replica lets the address that failed %d times try a new username at once", addrFailureBurst)
+			}
+			if wait := two.wait(attemptKeys("corp", "newcomer", elsewhere), e.now); wait != 0 {
+				t.Errorf("another address waits %s for this one's failures", wait)
+			}
+		}},
+		{"a success from an address gives back its own attempt, not the address's failures", func(t *testing.T, e env) {
+			one, two := e.replica(0), e.replica(0)
+			spray(one, addr, addrFailureBurst-1, e.now)
+			k, _ := one.take(attemptKeys("corp", "mallory", addr), e.now)
+			one.succeeded(k, e.now) // the sprayer's own account, signed in to between guesses
+			if _, wait := two.take(attemptKeys("corp", "victim1", addr), e.now); wait != 0 {
+				t.Fatalf("the address's last attempt refused after a success gave one back (wait %s)", wait)
+			}
+			if _, wait := two.take(attemptKeys("corp", "victim2", addr), e.now); wait <= 0 {
+				t.Errorf("a success wiped the address's %d failures: one more guess let through", addrFailureBurst-1)
+			}
+		}},
+		{"an attempt the address's limit refuses is not counted against the username", func(t *testing.T, e env) {
+			one, two := e.replica(0), e.replica(0)
+			spray(one, addr, addrFailureBurst, e.now)
+			for i := range userFailureBurst {
+				if _, wait := two.take(attemptKeys("corp", "alice", addr), e.now); wait <= 0 {
+					t.Fatalf("attempt %d as alice from the held-back address let through", i+1)
+				}
+			}
+			if _, wait := two.take(attemptKeys("corp", "alice", elsewhere), e.now); wait != 0 {
+				t.Errorf("alice is held back (%s) by attempts her username never got: a held-back address locks out whom it names", wait)
+			}
+		}},
+		{"a replica whose memory holds a username back says how long Redis holds it", func(t *testing.T, e env) {
+			one := e.replica(0)
+			for range userFailureBurst {
+				one.take(attemptKeys("corp", "alice", addr), e.now)
+			}
+			// Memory earns an attempt back every failureWindow/userFailureBurst;
+			// the shared window lasts failureWindow from the first failure.
+			if _, wait := one.take(attemptKeys("corp", "alice", addr), e.now); wait <= failureWindow/2 {
+				t.Errorf("Retry-After %s, want the shared window's %s", wait, failureWindow)
+			}
+		}},
+		{"a refusal says how long the longest of its limits lasts", func(t *testing.T, e env) {
+			one, two := e.replica(0), e.replica(0)
+			for range userFailureBurst {
+				one.take(attemptKeys("corp", "alice", elsewhere), e.now)
+			}
+			spray(one, addr, addrFailureBurst, e.now)
+			// alice's window began four minutes before the address's.
+			if err := e.admin.PExpire(t.Context(), limitKey(one, "user", userKey("corp", "alice")), time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if _, wait := two.take(attemptKeys("corp", "alice", addr), e.now); wait <= 2*time.Minute {
+				t.Errorf("Retry-After %s: the username's window, not the address's that lasts %s more", wait, failureWindow-time.Minute)
+			}
+		}},
+		{"a window lasts failureWindow from the first failure, under names that hold no username or address", func(t *testing.T, e env) {
+			one := e.replica(0)
+			k := attemptKeys("corp", "alice", addr)
+			k.account = accountKey("corp", "uid=alice,dc=example,dc=com")
+			one.take(k, e.now)
+			keys, err := e.admin.Keys(t.Context(), "*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(keys) != 3 {
+				t.Fatalf("Redis keys %q, want the username's, the account's and the address's", keys)
+			}
+			for _, key := range keys {
+				if strings.Contains(key, "alice") || strings.Contains(key, addr.String()) {
+					t.Errorf("Redis key %q names the user or the address", key)
+				}
+				ttl, err := e.admin.PTTL(t.Context(), key).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ttl <= failureWindow-30*time.Second || ttl > failureWindow {
+					t.Errorf("%s lives %s, want %s", key, ttl, failureWindow)
+				}
+			}
+		}},
+		{"the names of the counts are keyed by the session key, so that no one reading Redis can hash every address to find them", func(t *testing.T, e env) {
+			one, other := e.replica(0), e.replica(1)
+			if a, b := limitKey(one, "addr", addrKey(addr)), limitKey(other, "addr", addrKey(addr)); a == b {
+				t.Errorf("the address's key is %s under either session key", a)
+			}
+		}},
+		{"with Redis down each replica limits what it sees itself, and no more", func(t *testing.T, e env) {
+			one := e.replica(0)
+			e.srv.Stop()
+			for i := range userFailureBurst {
+				if _, wait := one.take(attemptKeys("corp", "erin", addr), e.now); wait != 0 {
+					t.Fatalf("attempt %d while Redis is down refused (wait %s): an outage of Redis locks everyone out", i+1, wait)
+				}
+			}
+			if _, wait := one.take(attemptKeys("corp", "erin", addr), e.now); wait <= 0 {
+				t.Errorf("attempt %d while Redis is down let through", userFailureBurst+1)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redisserver.Start(t)
+			admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+			t.Cleanup(func() { admin.Close() })
+			replica := func(sessionKey byte) *sharedLimits {
+				r, err := session.DialRedis(session.RedisConfig{URL: srv.URL})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { r.Close() })
+				return newSharedLimits(r, newLoginLimits(), bytes.Repeat([]byte{sessionKey}, 32))
+			}
+			tc.run(t, env{srv: srv, admin: admin, replica: replica, now: time.Now()})
+		})
 	}
 }
