@@ -156,6 +156,7 @@ func TestValidRequestID(t *testing.T) {
 		"0af7651916cd43dd8448eb211c80319c", "3fa85f64-5717-4562-b3fc-2c963f66afa6",
 		"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "Root=1-67891233-abcdef012345678912345678",
 		"a_b.c:d+e/f=", strings.Repeat("a", maxRequestIDLen),
+		"AZaz09", // each end of each range
 	} {
 		if !validRequestID(id) {
 			t.Errorf("%q is refused", id)
@@ -164,10 +165,19 @@ func TestValidRequestID(t *testing.T) {
 	for _, id := range []string{
 		"", "two words", "tab\there", "line\nbreak", "carriage\rreturn", `quo"te`, `back\slash`,
 		"semi;colon", "com,ma", "ünicode", "nul\x00", strings.Repeat("a", maxRequestIDLen+1),
+		"at@", "bracket[", "back`tick", "brace{", // next to the ranges
 	} {
 		if validRequestID(id) {
 			t.Errorf("%q is kept", id)
 		}
+	}
+}
+
+// A fresh request ID is 128 random bits: both halves of it vary.
+func TestNewRequestIDsDifferInBothHalves(t *testing.T) {
+	a, b := newRequestID(), newRequestID()
+	if a[:16] == b[:16] || a[16:] == b[16:] {
+		t.Errorf("two fresh IDs %s and %s share a half", a, b)
 	}
 }
 
