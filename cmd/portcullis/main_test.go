@@ -368,6 +368,7 @@ func TestExplain(t *testing.T) {
 	user := writeFile(t, "user.json", `{"sub": "b1", "email": "bob@example.com", "groups": ["staff"]}`)
 	noGroups := writeFile(t, "no-groups.json", `{"sub": "c1", "email": "carol@example.com"}`)
 	otherNames := writeFile(t, "other-names.json", `{"sub": "d1", "mail": "dave@example.com", "memberOf": ["cvat-admins"]}`)
+	null := writeFile(t, "null.json", "null")
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -466,16 +467,35 @@ func TestExplain(t *testing.T) {
 			want: []string{"request:   GET https://cvat.example.com/api/tasks", "decision:  bypass"},
 		},
 		{
+			name: "a -H name padded with spaces is read without them",
+			args: []string{"GET", "/api/tasks", "-H", " Authorization : Bearer x"},
+			want: []string{"rule:      cvat-api-credentials (bypass)", "decision:  bypass"},
+		},
+		{
+			name: "a claims file of null is a user with no claims, not no user",
+			args: []string{"--claims", null, "GET", "/tasks"},
+			want: []string{"decision:  forbidden", "the login would be refused"},
+			not:  []string{"give --claims"},
+		},
+		{
 			name: "a lower-case method is refused with 400, as the proxy does",
 			args: []string{"delete", "/tasks"},
 			want: []string{"request:   delete https://cvat.example.com/tasks", "decision:  denied", "400", "lower-case"},
-			not:  []string{"rule:"},
+			not:  []string{"rule:", "path:"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			explainShows(t, config, tc.args, tc.want, tc.not)
 		})
 	}
+}
+
+// A bare path is printed as the URL it is a request to, whether public_url
+// ends in a slash or not.
+func TestExplainPrintsABarePathAsAURLOfPublicURL(t *testing.T) {
+	config := writeFile(t, "portcullis.yaml", strings.Replace(validConfig, "public_url: https://cvat.example.com\n", "public_url: https://cvat.example.com/\n", 1))
+	explainShows(t, config, []string{"GET", "/api/tasks", "-H", "Authorization: Bearer x"},
+		[]string{"request:   GET https://cvat.example.com/api/tasks", "decision:  bypass"}, nil)
 }
 
 // TestExplainReadsTheRequestAsServeDoes: explain describes the request
@@ -650,6 +670,7 @@ func TestExplainUsageErrors(t *testing.T) {
 		{"URL without scheme or leading slash", []string{"--config", config, "GET", "cvat.example.com/a"}, 2},
 		{"bad source address", []string{"--config", config, "--source", "nope", "GET", "/a"}, 2},
 		{"unknown flag", []string{"--config", config, "--frob", "GET", "/a"}, 2},
+		{"a flag after -- is an argument", []string{"--config", config, "--", "GET", "/a", "-H", "X-A: b"}, 2},
 		{"broken config", []string{"--config", broken, "GET", "/a"}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
