@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"maps"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"slices"
@@ -319,6 +320,62 @@ role_mapping:`, 1)), func(string) string { return "" })
 			}
 			if e.Decision != decisionForbidden || !strings.Contains(e.Reason, "the login would be refused") || !strings.Contains(e.Reason, tc.reason) || len(e.Roles) > 0 || len(e.Headers) > 0 {
 				t.Errorf("decision %s (%s), roles %v, headers %v; want the login refused naming %q, and no roles or headers", e.Decision, e.Reason, e.Roles, e.Headers, tc.reason)
+			}
+		})
+	}
+}
+
+// explain's URL is read as curl sends it: userinfo and the fragment stay
+// out of the request, a URL with no path asks for /, and a Host line in
+// any case takes the URL host's place rather than making a second one.
+func TestExplainRequestReadsTheURLAsCurlSendsIt(t *testing.T) {
+	cfg, err := ParseConfig([]byte(explainIdPs), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, url    string
+		header       []string
+		host, target string
+	}{
+		{"userinfo in the URL is not part of the Host", "https://u:p@cvat.example.com/tasks", nil, "cvat.example.com", "/tasks"},
+		{"the fragment is not sent", "https://cvat.example.com/tasks?a=1#top", nil, "cvat.example.com", "/tasks?a=1"},
+		{"a URL with only a query asks for /", "https://cvat.example.com?a=1", nil, "cvat.example.com", "/?a=1"},
+		{"a host line in lower case is the Host", "/tasks", []string{"host: other.example.com"}, "other.example.com", "/tasks"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := ExplainRequest(cfg, "GET", tc.url, tc.header)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Host != tc.host || r.RequestURI != tc.target {
+				t.Errorf("Host %q, request-target %q; want %q, %q", r.Host, r.RequestURI, tc.host, tc.target)
+			}
+		})
+	}
+}
+
+// The session cookie --claims stands for joins the last Cookie line, as a
+// browser sends its cookies in one: a header rule or expression reads the
+// lines joined by ", ", which would otherwise differ from serve's.
+func TestExplainAddsTheSessionCookieToTheLastCookieLine(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  []string
+	}{
+		{"no Cookie line", nil, []string{"s=1"}},
+		{"one Cookie line", []string{"a=b"}, []string{"a=b; s=1"}},
+		{"two Cookie lines", []string{"a=b", "c=d"}, []string{"a=b", "c=d; s=1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			if tc.lines != nil {
+				h["Cookie"] = slices.Clone(tc.lines)
+			}
+			addCookie(h, "s=1")
+			if !slices.Equal(h["Cookie"], tc.want) {
+				t.Errorf("Cookie %q, want %q", h["Cookie"], tc.want)
 			}
 		})
 	}
