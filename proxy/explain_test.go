@@ -131,6 +131,27 @@ func TestExplainReadsAttributesAsTheLoginDoes(t *testing.T) {
 			roles:   []string{"user"},
 			headers: map[string]string{"X-Email": "dave@example.com", "X-User": "dave", "X-Sub": "(dn)"},
 		},
+		{
+			name: "LDAP: a blank DN is no DN: sub is (dn)",
+			idp:  "ad",
+			claims: map[string]any{
+				"dn":             "  ",
+				"sAMAccountName": "dave",
+				"mail":           "dave@example.com",
+			},
+			roles:   []string{"user"},
+			headers: map[string]string{"X-Email": "dave@example.com", "X-User": "dave", "X-Sub": "(dn)"},
+		},
+		{
+			name: "LDAP: an entry without mail or groups lacks nothing, the directory's word being final",
+			idp:  "ad",
+			claims: map[string]any{
+				"dn":             "CN=Erin,OU=Staff,DC=example,DC=com",
+				"sAMAccountName": "erin",
+			},
+			roles:   []string{"user"},
+			headers: map[string]string{"X-User": "erin", "X-Sub": "CN=Erin,OU=Staff,DC=example,DC=com"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "https://cvat.example.com/tasks", nil)
