@@ -329,7 +329,6 @@ func (p *SAMLProvider) decryptionKey() *rsa.PrivateKey {
 // encryptionHint says what to change when err, inspectResponse's, is an
 // EncryptedAssertion this entry cannot decrypt; "" for any other err.
 func (p *SAMLProvider) encryptionHint(err error) string {
-	certificate := "sp_cert_file's certificate (SHA-256 " + fingerprint(base64.StdEncoding.EncodeToString(p.base.Certificate.Raw)) + ")"
 	var alg xmlenc.ErrAlgorithmNotImplemented
 	var cbc cbcUnsignedError
 	switch {
@@ -350,8 +349,8 @@ func (p *SAMLProvider) encryptionHint(err error) string {
 	case errors.As(err, &alg):
 		return fmt.Sprintf("the IdP encrypts the assertion's key with %q, which is not supported: set it to RSA-OAEP", truncate(string(alg), 128))
 	case errors.As(err, new(encryptionError)):
-		return "the IdP encrypted the assertion to a certificate whose key is not sp_key_file's: give it " + certificate +
-			" as this application's encryption certificate, or turn assertion encryption off"
+		return "the IdP encrypted the assertion to a certificate whose key is not sp_key_file's: give it sp_cert_file's certificate (SHA-256 " +
+			fingerprint(base64.StdEncoding.EncodeToString(p.base.Certificate.Raw)) + ") as this application's encryption certificate, or turn assertion encryption off"
 	}
 	return ""
 }
