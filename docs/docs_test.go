@@ -107,14 +107,7 @@ func TestGuideConfigsPassCheck(t *testing.T) {
 // none of whose keys is one is taken for another file's). Blocks of other
 // files (Helm values, CVAT's chart) are left to deploy/'s tests.
 func TestEveryConfigBlockPassesCheck(t *testing.T) {
-	var pages []string
-	for _, pattern := range []string{"../README.md", "../SECURITY.md", "*.md", "idp/*.md"} {
-		m, err := filepath.Glob(pattern)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pages = append(pages, m...)
-	}
+	pages := userPages(t)
 	profile, err := os.ReadFile("../deploy/cvat/portcullis.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -400,14 +393,7 @@ var configKeyPath = regexp.MustCompile("`([a-z_]+(?:\\[[0-9]*\\])?(?:\\.[a-z_]+(
 func TestConfigKeysInProseExist(t *testing.T) {
 	paths, parents := map[string]bool{}, map[string]bool{}
 	configPaths(reflect.TypeFor[proxy.Config](), "", paths, parents)
-	var pages []string
-	for _, pattern := range []string{"../README.md", "../SECURITY.md", "*.md", "idp/*.md"} {
-		m, err := filepath.Glob(pattern)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pages = append(pages, m...)
-	}
+	pages := userPages(t)
 	checked := 0
 	for _, page := range pages {
 		text, err := os.ReadFile(page)
@@ -494,4 +480,19 @@ func hasKeyPath(paths map[string]bool, keys []string) bool {
 		}
 	}
 	return false
+}
+
+// userPages are the pages an operator reads configuration from: the README,
+// SECURITY.md and the guides.
+func userPages(t *testing.T) []string {
+	t.Helper()
+	var pages []string
+	for _, pattern := range []string{"../README.md", "../SECURITY.md", "*.md", "idp/*.md"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, m...)
+	}
+	return pages
 }
