@@ -268,7 +268,10 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 		healthy = false
 		return nil, p.classify("bind as service account", err)
 	}
-	groups, err := p.groups(c, entry, username)
+	// {username} in group_search is the directory's name of the user, as
+	// a posixGroup's memberUid holds it (case-exact), not what was typed:
+	// "ANN", or ann's mail address with a filter that takes either.
+	groups, err := p.groups(c, entry, p.mapping.username(entry, username))
 	if err != nil {
 		healthy = !isUnavailable(err)
 		return nil, p.classifySearch("search groups", "group_search", p.cfg.GroupSearch.BaseDN, err)

@@ -152,7 +152,7 @@ func (m ldapMapping) profile(idpID string, e *ldap.Entry, typed string, groupDNs
 		IdP:       idpID,
 		Sub:       m.first(e, "uid"),
 		Email:     m.first(e, "email"),
-		Username:  m.first(e, "username"),
+		Username:  m.username(e, typed),
 		FirstName: m.first(e, "first_name"),
 		LastName:  m.first(e, "last_name"),
 		Name:      m.first(e, "name"),
@@ -165,9 +165,6 @@ func (m ldapMapping) profile(idpID string, e *ldap.Entry, typed string, groupDNs
 		// No stable id attribute: the DN is unique, though it changes when
 		// the entry is renamed or moved.
 		p.Sub = e.DN
-	}
-	if p.Username == "" {
-		p.Username = strings.TrimSpace(typed)
 	}
 	if p.Name == "" {
 		p.Name = strings.TrimSpace(p.FirstName + " " + p.LastName)
@@ -193,6 +190,15 @@ func (m ldapMapping) profile(idpID string, e *ldap.Entry, typed string, groupDNs
 	}
 	p.Groups = m.groupNames(groupDNs)
 	return p
+}
+
+// username is the user's username: the entry's attribute_mapping.username
+// (uid, sAMAccountName), else typed, what the user typed.
+func (m ldapMapping) username(e *ldap.Entry, typed string) string {
+	if u := m.first(e, "username"); u != "" {
+		return u
+	}
+	return strings.TrimSpace(typed)
 }
 
 // groupNames names groups per attribute_mapping.group_name, without

@@ -355,6 +355,10 @@ func TestLDAPGroupSources(t *testing.T) {
 		{"a group filter on {username} alone does not walk nesting", func(c *Config) {
 			c.GroupSearch.Filter = "(member=uid={username},ou=people,dc=example,dc=com)"
 		}, "bob", ldapserver.BobPassword, []string{"annotators"}, ""},
+		{"{username} in the group filter is the directory's uid, not the mail address typed", func(c *Config) {
+			c.UserSearch.Filter = "(|(uid={username})(mail={username}))"
+			c.GroupSearch.Filter = "(member=uid={username},ou=people,dc=example,dc=com)"
+		}, "alice@example.com", ldapserver.AlicePassword, []string{"cvat-admins"}, ""},
 		{"attribute_mapping picks the attributes", func(c *Config) {
 			c.AttributeMapping = map[string]string{"uid": "uid", "username": "mail", "email": "mail"}
 		}, "alice", ldapserver.AlicePassword, []string{"cvat-admins"}, "alice"},
