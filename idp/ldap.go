@@ -122,7 +122,11 @@ func (p *LDAPProvider) checkLoop(ctx context.Context) {
 	for {
 		err := p.check(ctx)
 		if setup, ok := errors.AsType[*SetupError](err); ok {
-			p.log.Error("ldap: the directory refuses the service account", "reason", setup.Reason, "hint", setup.Hint, "err", err)
+			msg := "ldap: the directory refuses the service account"
+			if setup.Reason != "service_bind" {
+				msg = "ldap: the directory's certificate is refused"
+			}
+			p.log.Error(msg, "reason", setup.Reason, "hint", setup.Hint, "err", err)
 		} else if err != nil && ctx.Err() == nil {
 			p.log.Warn("ldap: directory unavailable", "err", err)
 		}
@@ -164,7 +168,7 @@ func (p *LDAPProvider) serviceConn(ctx context.Context) (*ldap.Conn, error) {
 	for attempt := 0; ; attempt++ {
 		c, reused, err := p.pool.get(ctx, attempt > 0)
 		if err != nil {
-			err = fmt.Errorf("ldap %s: connect: %w: %w", p.cfg.ID, ErrNotReady, err)
+			err = p.cfg.certificateSetupError(fmt.Errorf("ldap %s: connect: %w: %w", p.cfg.ID, ErrNotReady, err))
 			p.setState(err)
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package idp
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -153,8 +154,12 @@ func (p *ldapPool) dial() (*ldap.Conn, error) {
 	c.Start()
 	c.SetTimeout(p.timing.op)
 	if p.start {
-		if err := c.StartTLS(p.tls); err != nil {
+		tc, verifyErr := startTLSConfig(p.tls)
+		if err := c.StartTLS(tc); err != nil {
 			c.Close()
+			if *verifyErr != nil {
+				err = fmt.Errorf("%w: %w", err, *verifyErr)
+			}
 			return nil, fmt.Errorf("starttls with %s: %w", host, err)
 		}
 	}
@@ -163,6 +168,69 @@ func (p *ldapPool) dial() (*ldap.Conn, error) {
 	// clears it for the TLS connection too.
 	_ = raw.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// startTLSConfig is base with the certificate checked in VerifyConnection
+// (as crypto/tls's documentation shows for custom checks), and where that
+// check's error will be: go-ldap's StartTLS keeps a failed handshake's
+// error as text only, and certificateSetupError needs the x509 error to
+// tell an unknown CA from a wrong host name.
+func startTLSConfig(base *tls.Config) (*tls.Config, *error) {
+	failed := new(error)
+	if base.InsecureSkipVerify {
+		return base, failed
+	}
+	tc := base.Clone()
+	tc.InsecureSkipVerify = true
+	tc.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			*failed = errors.New("the directory sent no certificate")
+			return *failed
+		}
+		opts := x509.VerifyOptions{DNSName: base.ServerName, Roots: base.RootCAs, Intermediates: x509.NewCertPool()}
+		for _, cert := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(cert)
+		}
+		if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			*failed = &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+			return *failed
+		}
+		return nil
+	}
+	return tc, failed
+}
+
+// certificateSetupError is err, a failed connection's, as a *SetupError
+// when the directory's certificate is what the TLS handshake refused: an
+// unknown CA, another host's certificate, an expired one. Waiting does not
+// mend those, and "try again in a moment" sent users away to come back to
+// the same refusal. Anything else is returned as it is.
+func (c *Config) certificateSetupError(err error) error {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		hint     string
+	)
+	switch {
+	case errors.As(err, &unknown):
+		issuer := ""
+		if unknown.Cert != nil {
+			issuer = fmt.Sprintf(" (issuer %q)", unknown.Cert.Issuer.String())
+		}
+		hint = fmt.Sprintf("the directory's certificate is signed by a CA this system does not trust%s: "+
+			"set ca_file to the PEM file of that CA (FreeIPA: /etc/ipa/ca.crt; Active Directory: the enterprise root CA)", issuer)
+		if c.CAFile != "" {
+			hint = fmt.Sprintf("ca_file %q does not hold the CA that signed the directory's certificate%s: give that CA's PEM file", c.CAFile, issuer)
+		}
+	case errors.As(err, &hostname):
+		hint = fmt.Sprintf("the directory's certificate is not for the url's host: %v; put a name the certificate holds in url", &hostname)
+	case errors.As(err, &invalid):
+		hint = fmt.Sprintf("the directory's certificate is refused: %v; renew it at the directory", &invalid)
+	default:
+		return err
+	}
+	return setupError("directory_certificate", hint, err)
 }
 
 // tlsConfig is the TLS configuration for c's url, or nil when the

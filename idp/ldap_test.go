@@ -17,6 +17,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/portcullis-proxy/portcullis/test/ldapserver"
+	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
 // testLDAPTiming keeps the tests quick when the directory is away.
@@ -553,19 +554,27 @@ func TestLDAPCountsBinds(t *testing.T) {
 }
 
 // TestLDAPTLS logs in over StartTLS and ldaps:// against slapd with a test
-// CA, and refuses a directory whose certificate the proxy cannot verify.
+// CA, and refuses a directory whose certificate the proxy cannot verify as
+// a set-up mistake (directory_certificate) whose hint names ca_file: not
+// "unavailable", which waiting would mend.
 func TestLDAPTLS(t *testing.T) {
 	srv := ldapserver.Start(t, ldapserver.Options{TLS: true})
+	otherCA := filepath.Join(t.TempDir(), "other-ca.pem")
+	if err := os.WriteFile(otherCA, testcert.NewCA(t, "another CA").PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		name    string
-		edit    func(c *Config)
-		wantErr bool
+		name string
+		edit func(c *Config)
+		// wantHint, when set, is what the *SetupError's hint must say.
+		wantHint string
 	}{
-		{"start_tls with the CA", func(c *Config) { c.StartTLS, c.CAFile = true, srv.CAFile }, false},
-		{"ldaps with the CA", func(c *Config) { c.URL, c.CAFile = srv.LDAPSURL, srv.CAFile }, false},
-		{"ldaps with an unknown CA is unavailable", func(c *Config) { c.URL = srv.LDAPSURL }, true},
-		{"start_tls with an unknown CA is unavailable", func(c *Config) { c.StartTLS = true }, true},
-		{"insecure_skip_verify on loopback (development)", func(c *Config) { c.URL, c.InsecureSkipVerify = srv.LDAPSURL, true }, false},
+		{"start_tls with the CA", func(c *Config) { c.StartTLS, c.CAFile = true, srv.CAFile }, ""},
+		{"ldaps with the CA", func(c *Config) { c.URL, c.CAFile = srv.LDAPSURL, srv.CAFile }, ""},
+		{"ldaps with an unknown CA", func(c *Config) { c.URL = srv.LDAPSURL }, "set ca_file"},
+		{"start_tls with an unknown CA", func(c *Config) { c.StartTLS = true }, "set ca_file"},
+		{"start_tls with a ca_file of another CA", func(c *Config) { c.StartTLS, c.CAFile = true, otherCA }, `ca_file "` + otherCA + `" does not hold the CA`},
+		{"insecure_skip_verify on loopback (development)", func(c *Config) { c.URL, c.InsecureSkipVerify = srv.LDAPSURL, true }, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -573,9 +582,13 @@ func TestLDAPTLS(t *testing.T) {
 			tc.edit(&c)
 			p := newTestLDAP(t, c)
 			prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
-			if tc.wantErr {
-				if !errors.Is(err, ErrNotReady) {
-					t.Fatalf("got %v, want ErrNotReady", err)
+			if tc.wantHint != "" {
+				setup, ok := errors.AsType[*SetupError](err)
+				if !errors.Is(err, ErrNotReady) || !ok || setup.Reason != "directory_certificate" || !strings.Contains(setup.Hint, tc.wantHint) {
+					t.Fatalf("got %v, want ErrNotReady as a directory_certificate SetupError whose hint says %q", err, tc.wantHint)
+				}
+				if ready, _ := errors.AsType[*SetupError](p.Ready()); ready == nil || ready.Reason != "directory_certificate" {
+					t.Errorf("Ready: %v, want the directory_certificate SetupError", p.Ready())
 				}
 				return
 			}
