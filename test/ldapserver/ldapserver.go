@@ -94,6 +94,9 @@ type Options struct {
 	// keeps slapd's default, never), as directories behind an idle
 	// timeout or a firewall do.
 	IdleTimeout time.Duration
+	// Schemas are more of /etc/ldap/schema's to load after core, cosine
+	// and inetorgperson: "nis" for RFC 2307's posixGroup and memberUid.
+	Schemas []string
 }
 
 // Server is a running slapd.
@@ -142,7 +145,7 @@ func Start(t testing.TB, o Options) *Server {
 			t.Fatalf("ldapserver: %v", err)
 		}
 	}
-	config := configLDIF(s.dir)
+	config := configLDIF(s.dir, o.Schemas)
 	if o.SizeLimit != "" {
 		config = strings.Replace(config, "olcRootDN:", "olcSizeLimit: "+o.SizeLimit+"\nolcRootDN:", 1)
 	}
@@ -366,9 +369,9 @@ o: Example
 // configLDIF is the cn=config tree: schemas, an mdb database with the
 // memberof and refint overlays, and access rules that make the service
 // account necessary (anonymous clients may only bind).
-func configLDIF(dir string) string {
+func configLDIF(dir string, extraSchemas []string) string {
 	var schemas strings.Builder
-	for _, name := range []string{"core", "cosine", "inetorgperson"} {
+	for _, name := range append([]string{"core", "cosine", "inetorgperson"}, extraSchemas...) {
 		fmt.Fprintf(&schemas, "include: file:///etc/ldap/schema/%s.ldif\n\n", name)
 	}
 	return `dn: cn=config
