@@ -1,0 +1,100 @@
+package idp
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/testcert"
+)
+
+// TestStartTLSConfigVerifiesAsGoDoes holds startTLSConfig, which turns
+// crypto/tls's own certificate check off to do it in VerifyConnection (so
+// that the x509 error survives go-ldap's StartTLS), to refusing every
+// certificate crypto/tls refuses and accepting what it accepts: another
+// CA's, another host's, an expired one, and any at all when the config
+// names no server (crypto/tls refuses to connect then; x509 without a
+// DNSName checks no host).
+func TestStartTLSConfigVerifiesAsGoDoes(t *testing.T) {
+	ca, other := testcert.NewCA(t, "directory CA"), testcert.NewCA(t, "another CA")
+	roots := func(c *testcert.CA) *x509.CertPool {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(c.PEM) {
+			t.Fatal("no CA certificate")
+		}
+		return pool
+	}
+	tomorrow := time.Now().Add(24 * time.Hour)
+	tests := []struct {
+		name       string
+		pair       testcert.Pair
+		serverName string
+		roots      *x509.CertPool
+		want       string // what the refusal says; "" accepts
+	}{
+		{"the directory's certificate", ca.Issue(t, "ad.example.com", tomorrow), "ad.example.com", roots(ca), ""},
+		{"signed by a CA not in the roots", other.Issue(t, "ad.example.com", tomorrow), "ad.example.com", roots(ca), "unknown authority"},
+		{"for another host", ca.Issue(t, "ipa.example.com", tomorrow), "ad.example.com", roots(ca), "not ad.example.com"},
+		{"expired", ca.Issue(t, "ad.example.com", time.Now().Add(-time.Hour)), "ad.example.com", roots(ca), "expired"},
+		{"a config that names no server", ca.Issue(t, "ad.example.com", tomorrow), "", roots(ca), "ServerName"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cert, err := tls.X509KeyPair(tc.pair.Cert, tc.pair.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := &tls.Config{ServerName: tc.serverName, RootCAs: tc.roots, MinVersion: tls.VersionTLS12}
+			// A loopback listener, not net.Pipe: a client's alert and the
+			// server's flight written at once block each other on a pipe.
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+					_ = s.SetDeadline(time.Now().Add(30 * time.Second))
+					_ = s.Handshake()
+					c.Close()
+				}
+			}()
+			handshake := func(client *tls.Config) error {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				return tls.Client(c, client).Handshake()
+			}
+			goErr := handshake(base)
+			tc2, failed := startTLSConfig(base)
+			ourErr := handshake(tc2)
+			if (goErr == nil) != (tc.want == "") {
+				t.Fatalf("crypto/tls's own check: %v; the case is wrong", goErr)
+			}
+			if (ourErr == nil) != (goErr == nil) {
+				t.Fatalf("startTLSConfig's handshake: %v; crypto/tls's own: %v", ourErr, goErr)
+			}
+			if tc.want == "" {
+				return
+			}
+			if !strings.Contains(ourErr.Error(), tc.want) {
+				t.Errorf("startTLSConfig's handshake: %v, want it to say %q", ourErr, tc.want)
+			}
+			if tc.serverName != "" && !errors.As(*failed, new(*tls.CertificateVerificationError)) {
+				t.Errorf("the check's error %v is no *tls.CertificateVerificationError, which certificateSetupError reads", *failed)
+			}
+		})
+	}
+}
