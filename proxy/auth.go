@@ -96,7 +96,8 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	h.pages.chooser(w, r, h.order, rd)
 }
 
-// loginByEmail picks the IdP by the domain of the email address the user gave.
+// loginByEmail picks the IdP by the domain of the email address the user
+// gave, when there is more than one to pick from.
 func (h *Handler) loginByEmail(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	if err := r.ParseForm(); err != nil {
@@ -104,6 +105,13 @@ func (h *Handler) loginByEmail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	email, rd := strings.TrimSpace(r.PostForm.Get("email")), r.PostForm.Get("rd")
+	if len(h.order) == 1 {
+		// The address picks nothing, as at GET /login, which sends every
+		// user to the one IdP without asking (its email_domain, if any,
+		// keeps no one out: allowed_email_domains does).
+		http.Redirect(w, r, h.startPath(h.order[0].cfg.ID, rd), http.StatusSeeOther)
+		return
+	}
 	at := strings.LastIndex(email, "@")
 	domain := strings.TrimSuffix(email[at+1:], ".")
 	// The domain is named on the page when no IdP has it: only a domain

@@ -109,7 +109,7 @@ func Warnings(cfg *Config) []Warning {
 	}
 	for i, ic := range cfg.SSO.IdentityProviders {
 		under(fmt.Sprintf("sso.identity_providers[%d].", i), ic.Warnings())
-		under(fmt.Sprintf("sso.identity_providers[%d].", i), selectionKeyWarnings(cfg.SSO.SelectionMode, ic))
+		under(fmt.Sprintf("sso.identity_providers[%d].", i), selectionKeyWarnings(cfg.SSO.SelectionMode, len(cfg.SSO.IdentityProviders) == 1, ic))
 		if key, idpSite, ok := samlAnswersFromAnotherSite(cfg.Server.PublicURL, ic); ok {
 			out = append(out, Warning{fmt.Sprintf("sso.identity_providers[%d].%s", i, key), "this SAML IdP's pages are on another site (" + idpSite + ") than server.public_url, which is plain http: " +
 				"browsers send the login's cookie with the IdP's answer, a POST from its site, only when the cookie is SameSite=None, which they accept only with Secure, over https; " +
@@ -146,14 +146,20 @@ func Warnings(cfg *Config) []Warning {
 }
 
 // selectionKeyWarnings: email_domain and weight only pick the IdP a login
-// goes to, each in one sso.selection_mode, and in any other do nothing.
-// email_domain above all may have been written to limit who signs in,
-// which it never does (an operator from oauth2-proxy, whose email_domains
-// does), so its warning names the key that does.
-func selectionKeyWarnings(mode string, ic idp.Config) []idp.Warning {
+// goes to, each in one sso.selection_mode, and in any other do nothing;
+// nor does email_domain with one IdP (alone), to which /login sends every
+// user without asking an address. email_domain above all may have been
+// written to limit who signs in, which it never does (an operator from
+// oauth2-proxy, whose email_domains does), so its warning names the key
+// that does.
+func selectionKeyWarnings(mode string, alone bool, ic idp.Config) []idp.Warning {
 	var ws []idp.Warning
-	if ic.EmailDomain != "" && mode != SelectEmailAddress {
+	switch {
+	case ic.EmailDomain == "":
+	case mode != SelectEmailAddress:
 		ws = append(ws, idp.Warning{Key: "email_domain", Message: "ignored: only sso.selection_mode email_address reads it, to pick the IdP by the address a user types (the mode is " + mode + "); to limit who signs in use allowed_email_domains"})
+	case alone:
+		ws = append(ws, idp.Warning{Key: "email_domain", Message: "ignored: with one identity provider every login goes to it, whatever the address (sso.selection_mode email_address asks for none); to limit who signs in use allowed_email_domains"})
 	}
 	if ic.Weight != 0 && mode != SelectLowestWeight {
 		ws = append(ws, idp.Warning{Key: "weight", Message: "ignored: only sso.selection_mode lowest_weight reads it, to send every login to the entry of lowest weight (the mode is " + mode + ")"})

@@ -639,8 +639,11 @@ func (c *Config) validate(p *problems) {
 		if c.SSO.SelectionMode == SelectEmailAddress {
 			d := strings.ToLower(ic.EmailDomain)
 			switch {
+			case d == "" && len(c.SSO.IdentityProviders) == 1:
+				// Every login goes to the one IdP: there is nothing to pick
+				// (selectionKeyWarnings says so of one given).
 			case d == "":
-				p.add(key+".email_domain", "required when sso.selection_mode is email_address")
+				p.add(key+".email_domain", "required when sso.selection_mode is email_address and there is more than one identity provider")
 			case !idp.IsDomain(d):
 				// No address's domain would ever equal it: every user would
 				// be told there is no sign-in for theirs.

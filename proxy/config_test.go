@@ -185,8 +185,9 @@ func TestCheckListsEachMistakeAlone(t *testing.T) {
 			[]string{"sso.identity_providers[1].single_sign_out: only OIDC and SAML providers offer single sign-out (protocol is LDAP)"}},
 		{"allow_idp_initiated on LDAP", "      client_id: portcullis\n", ldap + "      allow_idp_initiated: true\n",
 			[]string{"sso.identity_providers[1].allow_idp_initiated: only SAML providers send logins the user did not start here (protocol is LDAP)"}},
-		{"email_address mode without an email_domain", "sso:\n", "sso:\n  selection_mode: email_address\n",
-			[]string{"sso.identity_providers[0].email_domain: required when sso.selection_mode is email_address"}},
+		{"email_address mode without an email_domain on one of two IdPs", "sso:\n  identity_providers:\n",
+			"sso:\n  selection_mode: email_address\n  identity_providers:\n    - id: partner\n      protocol: OIDC\n      server_url: https://login.partner.example/\n      client_id: portcullis\n      email_domain: partner.example\n",
+			[]string{"sso.identity_providers[1].email_domain: required when sso.selection_mode is email_address and there is more than one identity provider"}},
 		{"email_domain that is an address", "sso:\n  identity_providers:\n    - id: company\n",
 			"sso:\n  selection_mode: email_address\n  identity_providers:\n    - id: company\n      email_domain: '@company.com'\n",
 			[]string{`sso.identity_providers[0].email_domain: not a domain name like company.com (got "@company.com")`}},
@@ -1015,6 +1016,7 @@ func TestWarningOfSelectionKeysTheModeDoesNotRead(t *testing.T) {
 	const second = "    - id: partner\n      protocol: OIDC\n      server_url: https://login.partner.example/\n      client_id: portcullis\n"
 	for _, tc := range []struct {
 		name, mode, keys string
+		alone            bool // the one identity provider
 		warnings         []string
 	}{
 		{name: "email_domain under email_address: nothing", mode: "email_address", keys: "      email_domain: company.com\n"},
@@ -1028,6 +1030,10 @@ func TestWarningOfSelectionKeysTheModeDoesNotRead(t *testing.T) {
 			warnings: []string{"sso.identity_providers[0].weight: ignored: only sso.selection_mode lowest_weight reads it, to send every login to the entry of lowest weight (the mode is chooser)"}},
 		{name: "weight under email_address", mode: "email_address", keys: "      email_domain: company.com\n      weight: 10\n",
 			warnings: []string{"sso.identity_providers[0].weight: ignored: only sso.selection_mode lowest_weight reads it, to send every login to the entry of lowest weight (the mode is email_address)"}},
+		// With one IdP every login goes to it: GET /login shows no form.
+		{name: "email_address with one IdP and no email_domain: nothing", mode: "email_address", alone: true},
+		{name: "email_domain under email_address with one IdP", mode: "email_address", alone: true, keys: "      email_domain: company.com\n",
+			warnings: []string{"sso.identity_providers[0].email_domain: ignored: with one identity provider every login goes to it, whatever the address (sso.selection_mode email_address asks for none); to limit who signs in use allowed_email_domains"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			yaml := strings.Replace(minimal, "      client_id: portcullis\n", "      client_id: portcullis\n"+tc.keys, 1)
@@ -1035,7 +1041,9 @@ func TestWarningOfSelectionKeysTheModeDoesNotRead(t *testing.T) {
 			if tc.mode == "email_address" {
 				second += "      email_domain: partner.example\n"
 			}
-			yaml += second
+			if !tc.alone {
+				yaml += second
+			}
 			if tc.mode != "" {
 				yaml = strings.Replace(yaml, "sso:\n", "sso:\n  selection_mode: "+tc.mode+"\n", 1)
 			}

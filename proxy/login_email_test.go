@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// emailModeConfig picks the one IdP by the domain sso.example.
+// emailModeConfig has one IdP, of the domain sso.example.
 const emailModeConfig = `
 server:
   public_url: https://cvat.example.com
@@ -29,8 +29,13 @@ role_mapping:
   default: user
 `
 
+// emailModeTwoConfig picks between two IdPs by the domains sso.example and
+// partner.example.
+var emailModeTwoConfig = strings.Replace(emailModeConfig, "      email_domain: sso.example\n",
+	"      email_domain: sso.example\n    - id: partner\n      protocol: OIDC\n      server_url: http://127.0.0.1:1/\n      client_id: portcullis\n      email_domain: partner.example\n", 1)
+
 func TestEmailAddressModeMatchesDomainsInASCIIOnly(t *testing.T) {
-	h := newTestHandler(t, emailModeConfig)
+	h := newTestHandler(t, emailModeTwoConfig)
 	for _, tt := range []struct {
 		name, email string
 		want        int
@@ -54,7 +59,7 @@ func TestEmailAddressModeMatchesDomainsInASCIIOnly(t *testing.T) {
 // names it only when it is a domain name; anything else would let a
 // cross-site form put its own words on this origin's login page.
 func TestEmailFormNamesOnlyADomain(t *testing.T) {
-	h := newTestHandler(t, emailModeConfig)
+	h := newTestHandler(t, emailModeTwoConfig)
 	for _, tt := range []struct{ name, email, want string }{
 		{"a domain no IdP has", "eve@other.example", "There is no sign-in for the domain other.example."},
 		{"an IDN domain no IdP has", "eve@b\u00FCcher.example", "There is no sign-in for the domain b\u00FCcher.example."},
@@ -73,6 +78,41 @@ func TestEmailFormNamesOnlyADomain(t *testing.T) {
 			}
 			if strings.Contains(alert, "locked") {
 				t.Errorf("the alert repeats the posted prose: %q", alert)
+			}
+		})
+	}
+}
+
+// TestEmailAddressModeWithOneIdP: with one identity provider there is
+// nothing for an address to pick, so GET /login goes straight to it, as in
+// every mode (SPEC: "straight to the one IdP that selection picks"), and a
+// POST of any address goes there too rather than telling a user of another
+// domain there is no sign-in for it, which the GET never would: email_domain
+// admits no one and keeps no one out.
+func TestEmailAddressModeWithOneIdP(t *testing.T) {
+	for _, tt := range []struct {
+		name, config string
+	}{
+		{"with an email_domain", emailModeConfig},
+		{"without one", strings.Replace(emailModeConfig, "      email_domain: sso.example\n", "", 1)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newTestHandler(t, tt.config)
+			r := httptest.NewRequest(http.MethodGet, "/.portcullis/login?rd=/tasks", nil)
+			r.Header.Set("Accept", "text/html")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			if rec.Code != http.StatusFound || rec.Header().Get("Location") != "/.portcullis/login/sso?rd=%2Ftasks" {
+				t.Errorf("GET login: status %d, Location %q; want 302 to the one IdP", rec.Code, rec.Header().Get("Location"))
+			}
+			for _, email := range []string{"eve@sso.example", "eve@other.example"} {
+				r := httptest.NewRequest(http.MethodPost, "/.portcullis/login", strings.NewReader(url.Values{"email": {email}, "rd": {"/tasks"}}.Encode()))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, r)
+				if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/.portcullis/login/sso?rd=%2Ftasks" {
+					t.Errorf("POST login with %q: status %d, Location %q; want 303 to the one IdP", email, rec.Code, rec.Header().Get("Location"))
+				}
 			}
 		})
 	}
