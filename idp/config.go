@@ -178,6 +178,11 @@ func (c *Config) Validate() error {
 	}
 	refused, _ := c.ignoredKeys(&resolved)
 	errs = append(errs, refused...)
+	if why := resolved.noGroups(); why != "" && len(c.AllowedGroups) > 0 {
+		// Admit would refuse every user: not a setting that does nothing,
+		// but one that locks everyone out until the file changes.
+		bad("allowed_groups", "admits no one: %s", why)
+	}
 	c = &resolved
 	switch c.Protocol {
 	case OIDC, OAuth2:

@@ -182,14 +182,31 @@ func (c *Config) checkPresetClaims(claims map[string]any) error {
 // per preset, unless the operator mapped one: a login without them is
 // missing nothing (Config.profile), and a hint to ask for a scope that
 // releases them would send the operator looking for one the IdP does not
-// have. Google's ID token and userinfo carry no groups (a Workspace's groups
-// are its Directory API's): every Google login was logged as missing them.
+// have. Every Google login was logged as missing groups.
 func (c *Config) unsentFields() []string {
-	switch c.Preset {
-	case PresetGoogle:
-		if _, mapped := c.Claims["groups"]; !mapped {
-			return []string{"groups"}
-		}
+	if c.noGroups() != "" {
+		return []string{"groups"}
 	}
 	return nil
+}
+
+// noGroups says why entry c, its preset applied, never has groups, or ""
+// when its IdP sends them or can be set up to (an Auth0 Action, Okta's and
+// Azure's groups claims, Hugging Face's orgs): Google's ID token and
+// userinfo carry none (a Workspace's groups are its Directory API's), nor
+// does the userInfo of Cognito's hosted UI, which an entry with domain
+// alone reads. A claims.groups the operator mapped is believed.
+func (c *Config) noGroups() string {
+	if _, mapped := c.Claims["groups"]; mapped {
+		return ""
+	}
+	switch {
+	case c.Preset == PresetGoogle:
+		return "Google sends no groups (a Workspace's groups are in its Cloud Identity and Admin SDK Directory APIs, which portcullis does not call); " +
+			"to admit only your Workspace, list its domains in allowed_email_domains, or admit by its hd claim in a condition: claims.hd == \"company.com\""
+	case c.Preset == PresetCognito && c.Protocol == OAuth2:
+		return "an entry of preset cognito with domain alone speaks OAUTH2 and reads the user from userInfo, which has no groups; " +
+			"give user_pool_id (and region) instead, to read cognito:groups from the ID token"
+	}
+	return ""
 }
