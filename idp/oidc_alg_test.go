@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 )
@@ -68,5 +70,39 @@ func TestIDTokenAlgsAreGoOIDCDefaults(t *testing.T) {
 				t.Errorf("discovery listing %q: a token signed %s taken %t, go-oidc's default %t", l, alg, got, want)
 			}
 		}
+	}
+}
+
+// A refresh whose new ID token is signed with an alg the verifier does not
+// take fails as such a login does: a *SetupError id_token_signing_alg whose
+// hint names the alg and the ones verified, not a bare verify error that
+// leaves the operator to guess. The IdP's client settings changed after the
+// login; every session of this client fails alike at its next refresh.
+func TestRefreshWithAnUnverifiableAlgSaysWhichAndWhatToSet(t *testing.T) {
+	ti := newTestIssuer(t)
+	// The token as an IdP that now signs HS256 sends it: the header says
+	// so, and the signature is never looked at.
+	ti.reshape = func(raw string) string {
+		_, rest, _ := strings.Cut(raw, ".")
+		return base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","kid":"k1","typ":"JWT"}`)) + "." + rest
+	}
+	c := Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"}
+	p := startOIDC(t, c, testOptions("http://127.0.0.1:1", false))
+	waitReady(t, p, 10*time.Second)
+	prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
+	setup, ok := errors.AsType[*SetupError](err)
+	if !ok || setup.Reason != "id_token_signing_alg" {
+		t.Fatalf("Refresh = %+v, %v; want a SetupError id_token_signing_alg", prof, err)
+	}
+	for _, want := range []string{`"HS256"`, "verifies only RS256", "ID token signature algorithm"} {
+		if !strings.Contains(setup.Hint, want) {
+			t.Errorf("hint %q does not say %q", setup.Hint, want)
+		}
+	}
+	if errors.Is(err, ErrRefreshRefused) {
+		t.Errorf("err %v ends the session: the IdP did not refuse the user, it is set up otherwise", err)
+	}
+	if !strings.Contains(err.Error(), "oidc company: refresh: verify id token") {
+		t.Errorf("err %q does not say the step", err)
 	}
 }

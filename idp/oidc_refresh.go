@@ -128,7 +128,13 @@ func (p *oidcProvider) refreshedIDTokenClaims(ctx context.Context, d discovered,
 	}
 	idToken, err := d.verifier.Verify(ctx, raw)
 	if err != nil {
-		return nil, fmt.Errorf("oidc %s: refresh: verify id token: %w", id, err)
+		err = fmt.Errorf("oidc %s: refresh: verify id token: %w", id, err)
+		if alg := jwtAlg(raw); alg != "" && !slices.Contains(d.idTokenAlgs, alg) {
+			// The client's signing alg changed at the IdP since the login:
+			// said as a login says it, with what to set.
+			return nil, p.unverifiableAlg(d, alg, err)
+		}
+		return nil, err
 	}
 	if sub != "" && idToken.Subject != sub {
 		return nil, fmt.Errorf("oidc %s: refresh: %w: id token names subject %q, the login was %q", id, ErrRefreshRefused, idToken.Subject, sub)

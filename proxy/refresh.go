@@ -229,6 +229,14 @@ func (h *Handler) refreshAtIdP(ctx context.Context, impl idp.Refresher, s *sessi
 		h.log.Info("refresh refused by the IdP; session ended", "idp", id, "sub", s.Profile.Sub, "err", err)
 		return nil, refreshRefused
 	case err != nil:
+		if setup, ok := errors.AsType[*idp.SetupError](err); ok {
+			// As a login's setupFailed: every refresh at this IdP fails
+			// alike until an administrator changes something, and the
+			// hint says what.
+			h.log.Error("refresh failed; keeping the session for now", "idp", id, "sub", s.Profile.Sub,
+				"reason", setup.Reason, "hint", setup.Hint, "err", err)
+			return s, refreshError
+		}
 		h.log.Warn("refresh failed; keeping the session for now", "idp", id, "sub", s.Profile.Sub, "err", err)
 		return s, refreshError
 	}

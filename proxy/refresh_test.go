@@ -2,6 +2,9 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -183,5 +186,43 @@ func TestRefreshChecksTheIdPsAnswerAsALogin(t *testing.T) {
 				t.Errorf("refresh tokens spent %q, want %q", spent, want)
 			}
 		})
+	}
+}
+
+// A refresh the proxy and the IdP are not set up to complete (an
+// idp.SetupError: the client's ID token signing alg changed at the IdP) is
+// logged with its reason and hint, as the login's login_failed line has
+// them, so that the operator learns what to change from the first session
+// that meets it; the session is kept, as for any refresh that failed
+// without the IdP refusing the user.
+func TestRefreshSetUpOtherwiseLogsTheReasonAndHint(t *testing.T) {
+	f := newFixture(t)
+	f.h.refresher = newRefresher(time.Minute)
+	var spent []string
+	setup := &idp.SetupError{Reason: "id_token_signing_alg", Hint: `the IdP signs this client's ID tokens with "HS256"; this proxy verifies only RS256`,
+		Err: errors.New(`oidc company: refresh: verify id token: unexpected signature algorithm "HS256"`)}
+	f.h.providers["company"].impl = answeringRefresher{err: fmt.Errorf("wrapped: %w", setup), spent: &spent}
+	logs := &logBuffer{}
+	f.h.log = slog.New(slog.NewJSONHandler(logs, nil))
+	s := session.New(idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com"}, idp.Tokens{RefreshToken: "first"}, f.h.cookies)
+	s.Refreshed = time.Now().Add(-2 * time.Minute)
+	rec := httptest.NewRecorder()
+	if err := f.store.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+		t.Fatal(err)
+	}
+	resp, _, reached := f.do(t, request("GET", "/tasks", rec.Result().Cookies(), "Accept", "application/json"))
+	if resp.StatusCode != http.StatusOK || !reached {
+		t.Fatalf("request at the refresh: %d (upstream reached: %v), want 200: the session is kept", resp.StatusCode, reached)
+	}
+	lines := logs.find(t, map[string]any{"msg": "refresh failed; keeping the session for now", "idp": "company",
+		"reason": setup.Reason, "hint": setup.Hint})
+	if len(lines) != 1 {
+		t.Fatalf("want one refresh line with reason and hint, got:\n%s", logs.String())
+	}
+	if lines[0]["level"] != "ERROR" {
+		t.Errorf("level %v, want ERROR: every refresh at this IdP fails alike until its set-up changes", lines[0]["level"])
+	}
+	if err, _ := lines[0]["err"].(string); !strings.Contains(err, "unexpected signature algorithm") {
+		t.Errorf("err %q, want the verifier's error", err)
 	}
 }
