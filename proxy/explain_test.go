@@ -401,3 +401,42 @@ func TestExplainAddsTheSessionCookieToTheLastCookieLine(t *testing.T) {
 		})
 	}
 }
+
+// TestExplainSaysWhyAllowIfRefuses pins the reason explain gives for a 403
+// of allow_if: "allow_if is false" alone when the expression gave false, and
+// with the whole run-time error in parentheses when it failed, which serve
+// refuses alike but logs only where it failed (rules.FailedAt: the values
+// come from request headers, which carry credentials). explain is where an
+// operator reads what the failure was.
+func TestExplainSaysWhyAllowIfRefuses(t *testing.T) {
+	y := strings.NewReplacer(
+		"UPSTREAM", "http://traefik:8080",
+		"  - name: blocked\n", "  - name: quota\n    path_prefix: /quota\n    action: authenticate\n    allow_if: 'int(request.headers[\"X-Quota\"]) > 1'\n  - name: blocked\n",
+	).Replace(testConfig)
+	cfg, err := ParseConfig([]byte(y), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := map[string]any{"sub": "u1", "email": "ulla@example.com", "email_verified": true}
+	for _, tc := range []struct {
+		name, path, quota, want string
+	}{
+		{"an allow_if that is false says so, and nothing more", "/admin/", "", "403: allow_if is false"},
+		{"an allow_if that fails says how, in parentheses", "/quota", "lots",
+			"403: allow_if is false (rule quota: allow_if: invalid operation: int(lots) (1:1)\n | int(request.headers[\"X-Quota\"]) > 1\n | ^)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "https://cvat.example.com"+tc.path, nil)
+			if tc.quota != "" {
+				r.Header.Set("X-Quota", tc.quota)
+			}
+			e, err := Explain(cfg, r, netip.MustParseAddr("203.0.113.7"), user, "company")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Decision != decisionForbidden || e.Reason != tc.want || len(e.Headers) > 0 {
+				t.Errorf("decision %s, reason %q, headers %v;\nwant forbidden, %q and no headers", e.Decision, e.Reason, e.Headers, tc.want)
+			}
+		})
+	}
+}
