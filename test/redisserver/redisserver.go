@@ -5,26 +5,36 @@
 package redisserver
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/test/process"
+	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
 // Server is a running redis-server.
 type Server struct {
 	// Addr is host:port; it stays the same across Restart.
 	Addr string
-	// URL is redis://Addr/0.
+	// URL is redis://Addr/0, or rediss://Addr/0 when it serves TLS only.
 	URL string
+	// CAFile is the PEM file of the CA that signed its certificate, when
+	// it serves TLS; ClientCert and ClientKey are a pair that CA signed
+	// for clients (Options.ClientCerts).
+	CAFile, ClientCert, ClientKey string
 
 	t      testing.TB
 	port   int
-	args   []string // besides the loopback, no-persistence ones
+	args   []string    // besides the loopback, no-persistence ones
+	tls    *tls.Config // how answers dials it; nil for plain TCP
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	done   chan struct{}
@@ -47,8 +57,67 @@ func StartPersistent(t testing.TB) *Server {
 	return startWith(t, "--dir", t.TempDir(), "--appendonly", "yes", "--appendfsync", "always")
 }
 
+// Options are the ways operators run Redis that StartWith sets up; the
+// zero value is Start's Redis.
+type Options struct {
+	// TLS serves TLS only (--port 0 --tls-port), as managed Redis with
+	// in-transit encryption does, with a certificate signed by a CA of the
+	// test's (CAFile).
+	TLS bool
+	// ClientCerts makes TLS require a client certificate signed by that
+	// CA (--tls-auth-clients yes); ClientCert and ClientKey are one.
+	ClientCerts bool
+	// Args are more redis-server arguments (--requirepass, --user,
+	// --maxmemory, --replicaof…).
+	Args []string
+}
+
+// StartWith is Start with opts.
+func StartWith(t testing.TB, opts Options) *Server {
+	t.Helper()
+	if !opts.TLS {
+		return startWith(t, opts.Args...)
+	}
+	dir := t.TempDir()
+	ca := testcert.NewCA(t, "redis test CA")
+	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "redis.pem"), filepath.Join(dir, "redis.key")
+	if err := os.WriteFile(caFile, ca.PEM, 0o600); err != nil {
+		t.Fatalf("redisserver: %v", err)
+	}
+	ca.Issue(t, "localhost", time.Now().Add(time.Hour)).Write(t, certFile, keyFile)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.PEM)
+	tc := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	auth := "no"
+	var clientCert, clientKey string
+	if opts.ClientCerts {
+		auth = "yes"
+		clientCert, clientKey = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+		ca.IssueClient(t, "portcullis", time.Now().Add(time.Hour)).Write(t, clientCert, clientKey)
+		pair, err := tls.LoadX509KeyPair(clientCert, clientKey)
+		if err != nil {
+			t.Fatalf("redisserver: %v", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	s := newServer(t, append([]string{"--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", caFile, "--tls-auth-clients", auth}, opts.Args...)...)
+	s.tls, s.URL = tc, "rediss://"+s.Addr+"/0"
+	s.CAFile, s.ClientCert, s.ClientKey = caFile, clientCert, clientKey
+	s.start()
+	return s
+}
+
 // startWith is Start with more redis-server arguments.
 func startWith(t testing.TB, args ...string) *Server {
+	t.Helper()
+	s := newServer(t, args...)
+	s.start()
+	return s
+}
+
+// newServer is the Server of args on a free port, not started.
+func newServer(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redisserver: redis-server is not installed (apt-get install redis-server): %v", err)
@@ -62,7 +131,6 @@ func startWith(t testing.TB, args ...string) *Server {
 			t.Logf("redisserver: output:\n%s", s.output.String())
 		}
 	})
-	s.start()
 	return s
 }
 
@@ -73,10 +141,14 @@ func (s *Server) start() {
 	if s.cmd != nil {
 		s.t.Fatalf("redisserver: already running")
 	}
-	cmd := exec.Command("redis-server", append([]string{
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+	port := []string{"--port", strconv.Itoa(s.port)}
+	if s.tls != nil {
+		port = []string{"--port", "0", "--tls-port", strconv.Itoa(s.port)}
+	}
+	cmd := exec.Command("redis-server", append(append(port,
+		"--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--protected-mode", "no", "--loglevel", "warning"}, s.args...)...)
+		"--protected-mode", "no", "--loglevel", "warning"), s.args...)...)
 	cmd.Stdout, cmd.Stderr = &s.output, &s.output
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("redisserver: start: %v", err)
@@ -103,9 +175,16 @@ func (s *Server) start() {
 	s.cmd, s.done = cmd, done
 }
 
-// answers reports whether a PING gets PONG.
+// answers reports whether a PING gets PONG, or the NOAUTH of a Redis
+// that wants a password first.
 func (s *Server) answers() bool {
-	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	var c net.Conn
+	var err error
+	if s.tls != nil {
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", s.Addr, s.tls)
+	} else {
+		c, err = net.DialTimeout("tcp", s.Addr, time.Second)
+	}
 	if err != nil {
 		return false
 	}
@@ -116,7 +195,7 @@ func (s *Server) answers() bool {
 	}
 	buf := make([]byte, 7)
 	n, _ := c.Read(buf)
-	return string(buf[:n]) == "+PONG\r\n"
+	return string(buf[:n]) == "+PONG\r\n" || string(buf[:n]) == "-NOAUTH"
 }
 
 // Stop kills redis-server with SIGKILL, as a crash or an OOM kill would:

@@ -67,9 +67,21 @@ func (ca *CA) Issue(t testing.TB, name string, notAfter time.Time) Pair {
 	return issue(t, name, notAfter, ca)
 }
 
+// IssueClient makes a client certificate for name signed by ca, for
+// servers that require one (mutual TLS).
+func (ca *CA) IssueClient(t testing.TB, name string, notAfter time.Time) Pair {
+	t.Helper()
+	return issueFor(t, name, notAfter, ca, x509.ExtKeyUsageClientAuth)
+}
+
 // issue makes a server pair for name, localhost and 127.0.0.1, signed by ca
 // or, when ca is nil, by itself.
 func issue(t testing.TB, name string, notAfter time.Time, ca *CA) Pair {
+	t.Helper()
+	return issueFor(t, name, notAfter, ca, x509.ExtKeyUsageServerAuth)
+}
+
+func issueFor(t testing.TB, name string, notAfter time.Time, ca *CA, usage x509.ExtKeyUsage) Pair {
 	t.Helper()
 	key := newKey(t)
 	notAfter = notAfter.Truncate(time.Second)
@@ -81,7 +93,7 @@ func issue(t testing.TB, name string, notAfter time.Time, ca *CA) Pair {
 		NotBefore:    notAfter.Add(-90 * 24 * time.Hour),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
 	if net.ParseIP(name) == nil && name != "localhost" {
 		tmpl.DNSNames = append([]string{name}, tmpl.DNSNames...)
