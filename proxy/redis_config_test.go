@@ -54,6 +54,12 @@ func TestRedisConfig(t *testing.T) {
 		{"a CA file with no certificate is refused", "    url: rediss://r:6379\n    tls: {ca_file: " + ca + "}\n", "session.redis.tls.ca_file:"},
 		{"a typo in the block is refused", "    ur: redis://r:6379\n", "session.redis.ur: unknown key"},
 		{"a URL without a host is refused, not read as localhost", "    url: redis://\n", "session.redis.url: not a redis:// or rediss:// URL"},
+		{"a client certificate without its key is refused", "    url: rediss://r:6380\n    tls: {cert_file: /etc/portcullis/redis-client.pem}\n",
+			"session.redis.tls.key_file: required with tls.cert_file"},
+		{"an unreadable client certificate is refused", "    url: rediss://r:6380\n    tls: {cert_file: /nonexistent/c.pem, key_file: /nonexistent/c.key}\n",
+			"session.redis.tls.cert_file: open /nonexistent/c.pem"},
+		{"a password with / # % unencoded in the URL is refused, saying to encode it", "    url: 'redis://:hunter2/#%x@r:6379/0'\n",
+			"session.redis.url: does not parse as a URL: a password with / # % ? in it must be percent-encoded"},
 		{"Sentinel without addresses is refused", "    sentinel:\n      master_name: mymaster\n", "session.redis.sentinel.addrs: at least one sentinel host:port is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

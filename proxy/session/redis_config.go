@@ -65,6 +65,10 @@ type RedisTLS struct {
 	// ServerName is the name checked in the certificate when it is not
 	// the host dialled.
 	ServerName string `yaml:"server_name"`
+	// CertFile and KeyFile are a client certificate and its key (PEM),
+	// for a Redis that requires one (tls-auth-clients yes).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // DefaultRedisKeyPrefix starts every key when session.redis.key_prefix is empty.
@@ -131,7 +135,13 @@ func (c *RedisConfig) Validate() error {
 	}
 	if c.URL != "" {
 		u, err := url.Parse(c.URL)
+		scheme, rest, _ := strings.Cut(c.URL, "://")
 		switch {
+		case (err != nil || u.Host == "") && (scheme == "redis" || scheme == "rediss") && strings.Contains(rest, "@"):
+			// A password, or a ${VAR} expanded into one, that holds a
+			// character a URL gives a meaning to ends the user part early.
+			bad("url", "does not parse as a URL: a password with / # %% ? in it must be percent-encoded there (%%2F %%23 %%25 %%3F), "+
+				"or set in session.redis.password (or PORTCULLIS_REDIS_PASSWORD) and left out of the url")
 		case err != nil || u.Host == "":
 			bad("url", "not a redis:// or rediss:// URL")
 		case u.Scheme != "redis" && u.Scheme != "rediss":
@@ -193,6 +203,16 @@ func (c *RedisConfig) Validate() error {
 			bad("tls.ca_file", "%v", err)
 		}
 	}
+	switch {
+	case c.TLS.CertFile != "" && c.TLS.KeyFile == "":
+		bad("tls.key_file", "required with tls.cert_file (the client certificate's key, PEM)")
+	case c.TLS.KeyFile != "" && c.TLS.CertFile == "":
+		bad("tls.cert_file", "required with tls.key_file (the client certificate, PEM)")
+	case c.TLS.CertFile != "":
+		if _, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
+			bad("tls.cert_file", "%v", err)
+		}
+	}
 	if strings.ContainsAny(c.KeyPrefix, " \t\r\n{}") {
 		bad("key_prefix", "must not contain spaces or braces, got %q", c.KeyPrefix)
 	}
@@ -227,7 +247,7 @@ func (c *RedisConfig) prefix() string {
 // Without tls.server_name, each connection checks the certificate against
 // the host it dials (every node of a cluster, the master Sentinel names).
 func (c *RedisConfig) tlsConfig() (*tls.Config, error) {
-	if !c.TLS.Enabled && c.TLS.CAFile == "" && !strings.HasPrefix(c.URL, "rediss://") {
+	if !c.TLS.Enabled && c.TLS.CAFile == "" && c.TLS.CertFile == "" && !strings.HasPrefix(c.URL, "rediss://") {
 		return nil, nil
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLS.ServerName}
@@ -237,6 +257,13 @@ func (c *RedisConfig) tlsConfig() (*tls.Config, error) {
 			return nil, fmt.Errorf("tls.ca_file: %w", err)
 		}
 		tc.RootCAs = pool
+	}
+	if c.TLS.CertFile != "" {
+		pair, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
 	}
 	return tc, nil
 }
