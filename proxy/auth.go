@@ -496,21 +496,33 @@ func (h *Handler) missingClaims(p *idp.Profile) []slog.Attr {
 // record, its login state, assertion or session: 503 to try again, never a
 // refusal that reads like an authentication failure, since nothing may be
 // wrong with the login itself.
+// Its line says why Redis failed: store_reason and hint (session.FaultOf).
 func (h *Handler) storeUnavailable(w http.ResponseWriter, r *http.Request, id string, err error) {
 	retryLater(w)
-	h.loginFailed(w, r, id, "session_store", err, http.StatusServiceUnavailable,
-		"Sign-in is not available right now. Try again in a moment.")
+	f := session.FaultOf(err)
+	h.loginFailedWith(w, r, id, "session_store", err, http.StatusServiceUnavailable,
+		"Sign-in is not available right now. Try again in a moment.", f.Hint, slog.String("store_reason", f.Reason))
 }
 
 // loginFailed answers a login that failed with msg on a page, and writes
 // its login_failed line with reason, err and, when there is one, the
 // operator's hint.
 func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg string, hint ...string) {
+	first := ""
+	if len(hint) > 0 {
+		first = hint[0]
+	}
+	h.loginFailedWith(w, r, id, reason, err, status, msg, first)
+}
+
+// loginFailedWith is loginFailed with more attributes for the line.
+func (h *Handler) loginFailedWith(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg, hint string, more ...slog.Attr) {
 	h.metrics.login(id, "failure", 0)
 	attrs := []slog.Attr{slog.String("idp", id), slog.String("reason", reason)}
-	if len(hint) > 0 && hint[0] != "" {
-		attrs = append(attrs, slog.String("hint", hint[0]))
+	if hint != "" {
+		attrs = append(attrs, slog.String("hint", hint))
 	}
+	attrs = append(attrs, more...)
 	h.audit(r, slog.LevelWarn, "login_failed", append(attrs, slog.Any("err", err))...)
 	h.pages.failWithLink(w, r, status, "Sign-in failed", msg, h.cfg.Server.AuthPrefix+"/login", "Sign in again")
 }

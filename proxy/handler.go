@@ -171,7 +171,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 		return decisionUnauthorized
 	}
 	if err != nil {
-		h.logThrottled(&h.storeDown, slog.LevelError, "session store unavailable", slog.Any("err", err))
+		h.logThrottled(&h.storeDown, slog.LevelError, "session store unavailable", append(storeFault(err), slog.Any("err", err))...)
 		retryLater(w)
 		h.pages.fail(w, r, http.StatusServiceUnavailable, "Temporarily unavailable", "Sessions cannot be checked right now. Try again in a moment.")
 		return decisionInternal

@@ -110,9 +110,23 @@ func (h *Handler) storeProblem() string {
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	if err := p.Ping(ctx); err != nil {
+		if f := session.FaultOf(err); f.Hint != "" {
+			return err.Error() + " (" + f.Reason + ": " + f.Hint + ")"
+		}
 		return err.Error()
 	}
 	return ""
+}
+
+// storeFault are the log attributes that say why the session store failed
+// with err: its reason and, when it can tell, what to change.
+func storeFault(err error) []slog.Attr {
+	f := session.FaultOf(err)
+	attrs := []slog.Attr{slog.String("reason", f.Reason)}
+	if f.Hint != "" {
+		attrs = append(attrs, slog.String("hint", f.Hint))
+	}
+	return attrs
 }
 
 // refreshShared runs refreshAtIdP for s, on one replica at a time when the

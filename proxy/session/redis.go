@@ -64,12 +64,25 @@ func (r *Redis) Close() error {
 	return r.client.Close()
 }
 
-// Ping checks that Redis answers, for readiness.
+// readyScript is the readiness check's script: it reads its key and writes
+// nothing, so that a full Redis (which still serves the sessions made) is
+// not taken for one that cannot serve.
+var readyScript = redis.NewScript(`return redis.call('EXISTS', KEYS[1])`)
+
+// Ping checks, for readiness, that Redis answers and takes what portcullis
+// sends: a write (DEL, which a read-only replica refuses and a full Redis
+// takes) and a script, on a key under the prefix, as the user portcullis
+// is (an ACL that lacks those or the prefix's keys refuses them). Redis
+// answers PING in each of those cases, while no login can succeed.
 func (r *Redis) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	if err := r.client.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis: ping: %w", err)
+	key := r.key("ready")
+	if err := r.client.Del(ctx, key).Err(); err != nil {
+		return fmt.Errorf("redis: write: %w", err)
+	}
+	if err := readyScript.Run(ctx, r.client, []string{key}).Err(); err != nil {
+		return fmt.Errorf("redis: script: %w", err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -81,6 +82,10 @@ const (
 	redisIOTimeout   = time.Second
 	// redisOpTimeout bounds one operation, retries included.
 	redisOpTimeout = 3 * time.Second
+	// redisHandshakeTimeout bounds a TLS handshake, a round trip or two:
+	// a port that speaks plain Redis never answers one, and both dial
+	// attempts must fail within a readiness check's 2 s for it to say so.
+	redisHandshakeTimeout = 800 * time.Millisecond
 	// go-redis dials 5 times 100 ms apart by default: with Redis down every
 	// request would wait about a second for its 503, and with Sentinel
 	// (each sentinel, then the master) the whole of redisOpTimeout.
@@ -268,6 +273,77 @@ func (c *RedisConfig) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// redisDialer dials a Redis server and, with tc, shakes hands in TLS
+// within redisHandshakeTimeout. A handshake that fails says so (FaultOf): a
+// rediss:// URL to a port that speaks plain Redis gets no answer at all
+// (Redis waits for the end of a line that never comes), which would
+// otherwise read as a Redis that is down.
+func redisDialer(tc *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: redisDialTimeout, KeepAliveConfig: net.KeepAliveConfig{
+		Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3,
+	}}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err := d.DialContext(ctx, network, addr)
+		if err != nil || tc == nil {
+			return raw, err
+		}
+		cfg := tc.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		asked := false
+		if len(cfg.Certificates) == 0 {
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				asked = true
+				return &tls.Certificate{}, nil // none: Redis may take that (tls-auth-clients optional)
+			}
+		}
+		ctx, cancel := context.WithTimeout(ctx, redisHandshakeTimeout)
+		defer cancel()
+		conn := tls.Client(raw, cfg)
+		if err := conn.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, &errTLSHandshake{addr: addr, err: err}
+		}
+		if asked {
+			// In TLS 1.3 a server refuses a missing client certificate
+			// after the client's side of the handshake is done: the
+			// refusal comes with the first answer, as an alert or, as
+			// often, a closed connection. One PING tells.
+			if err := pingOnce(ctx, conn); err != nil {
+				raw.Close()
+				return nil, &errTLSHandshake{addr: addr, err: fmt.Errorf("%w (%w)", errNoClientCert, err)}
+			}
+		}
+		return conn, nil
+	}
+}
+
+// errNoClientCert is a Redis that asked for a client certificate, was
+// given none, and did not answer.
+var errNoClientCert = errors.New("Redis asked for a client certificate and session.redis.tls.cert_file sets none")
+
+// pingOnce sends PING on a new connection and reads the one line of its
+// answer (+PONG, or an error such as NOAUTH: either way Redis took the
+// connection), byte by byte so that nothing after it is read.
+func pingOnce(ctx context.Context, conn net.Conn) error {
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	defer conn.SetDeadline(time.Time{})
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	b := make([]byte, 1)
+	for {
+		if _, err := conn.Read(b); err != nil {
+			return err
+		}
+		if b[0] == '\n' {
+			return nil
+		}
+	}
+}
+
 // client builds the go-redis client c describes; it connects lazily.
 func (c *RedisConfig) client() (redis.UniversalClient, error) {
 	noMaint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
@@ -295,6 +371,7 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 		o.MaxRetries = 1
 		o.DialerRetries, o.DialerRetryTimeout = redisDialerRetries, redisDialerRetryWait
 		o.MaintNotificationsConfig = noMaint
+		o.Dialer = redisDialer(o.TLSConfig)
 		return redis.NewClient(o), nil
 	case len(c.ClusterAddrs) > 0:
 		tc, err := c.tlsConfig()
@@ -309,7 +386,7 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
 			DialerRetries: redisDialerRetries, DialerRetryTimeout: redisDialerRetryWait,
 			MaxRetries: 1, MaintNotificationsConfig: noMaint,
-			ClusterStateReloadInterval: redisClusterReload,
+			ClusterStateReloadInterval: redisClusterReload, Dialer: redisDialer(tc),
 		}), nil
 	default:
 		tc, err := c.tlsConfig()
@@ -322,7 +399,7 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 			Username: c.Username, Password: c.Password, DB: c.DB, TLSConfig: tc,
 			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
 			DialerRetries: redisDialerRetries, DialerRetryTimeout: redisDialerRetryWait,
-			MaxRetries: 1,
+			MaxRetries: 1, Dialer: redisDialer(tc),
 		}), nil
 	}
 }

@@ -1,0 +1,93 @@
+package session
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+)
+
+// RedisFault is why Redis could not serve a command, for the operator: a
+// stable Reason for the log line and /readyz, and a Hint that says what to
+// change. Redis answers most set-up mistakes (a wrong password, a replica
+// given as the master, an ACL that lacks a command) while it answers PING
+// and takes connections, so "session store unavailable" alone sends its
+// operator looking at the network.
+type RedisFault struct {
+	Reason, Hint string
+}
+
+// errTLSHandshake marks a TLS handshake with Redis that failed (redisDialer).
+type errTLSHandshake struct {
+	addr string
+	err  error
+}
+
+func (e *errTLSHandshake) Error() string {
+	return "tls handshake with " + e.addr + ": " + e.err.Error()
+}
+func (e *errTLSHandshake) Unwrap() error { return e.err }
+
+// FaultOf is the RedisFault of an error of the Redis store; Reason
+// "redis_error" with no Hint for one it cannot tell.
+func FaultOf(err error) RedisFault {
+	msg := err.Error()
+	// Redis's own answers start with an upper-case code.
+	code := func(c string) bool { return strings.Contains(msg, ": "+c+" ") || strings.HasPrefix(msg, c+" ") }
+	var handshake *errTLSHandshake
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case code("WRONGPASS") || code("NOAUTH") || strings.Contains(msg, "invalid password"):
+		return RedisFault{Reason: "redis_auth", Hint: "Redis refused the credentials (NOAUTH: none were sent): set session.redis.password " +
+			"(or PORTCULLIS_REDIS_PASSWORD; a password in the url must be percent-encoded) and, for an ACL user, username"}
+	case code("NOPERM") || strings.Contains(msg, "user executing the script can't run"): // the latter: a command inside a script
+		return RedisFault{Reason: "redis_acl", Hint: "Redis's ACL does not let this user run a command portcullis sends, or use keys " +
+			"under session.redis.key_prefix: give the user the rules in the README (Scaling, ACL user)"}
+	case code("READONLY"):
+		return RedisFault{Reason: "redis_read_only", Hint: "session.redis.url is a read-only replica: give the master's address, " +
+			"or sentinel (which finds the master), or cluster_addrs"}
+	case code("OOM"):
+		return RedisFault{Reason: "redis_full", Hint: "Redis is at its maxmemory and, with maxmemory-policy noeviction, refuses writes: " +
+			"logins and sign-outs fail while sessions already made still work; raise maxmemory (a session takes about 2 KB)"}
+	case code("DENIED"):
+		return RedisFault{Reason: "redis_protected_mode", Hint: "Redis is in protected mode: it has no password and admits only loopback clients; " +
+			"give it a password (requirepass, or an ACL user) and set it here"}
+	case errors.As(err, &unknownCA):
+		return RedisFault{Reason: "redis_certificate", Hint: "Redis's certificate is signed by a CA this system does not trust (" +
+			unknownCA.Cert.Issuer.String() + "): set session.redis.tls.ca_file to that CA's PEM (a managed Redis's provider publishes it)"}
+	case errors.As(err, &hostname):
+		return RedisFault{Reason: "redis_certificate", Hint: "Redis's certificate is not for the host dialled: set session.redis.tls.server_name " +
+			"to a name it is for, or dial that name"}
+	case errors.As(err, &verify):
+		return RedisFault{Reason: "redis_certificate", Hint: "Redis's certificate is refused (expired, or not for a server): renew it"}
+	case errors.Is(err, errNoClientCert) || strings.Contains(msg, "tls: certificate required"):
+		return RedisFault{Reason: "redis_client_certificate", Hint: "Redis requires a client certificate (tls-auth-clients): set session.redis.tls.cert_file " +
+			"and key_file to one signed by a CA in Redis's tls-ca-cert-file"}
+	case errors.As(err, &handshake):
+		return RedisFault{Reason: "redis_tls_mismatch", Hint: "Redis does not answer TLS at " + handshake.addr +
+			": that port speaks plain Redis; use redis:// (and no tls.enabled), or Redis's tls-port"}
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		return RedisFault{Reason: "redis_closed", Hint: "Redis closed the connection without answering: a port that serves TLS only " +
+			"(managed Redis with in-transit encryption; Azure Cache's 6380) does that to plain connections, so use rediss://; " +
+			"or Redis was restarting, or a proxy in between closed it"}
+	case errors.Is(err, syscall.ECONNREFUSED) || isDNS(err) || isTimeout(err):
+		return RedisFault{Reason: "redis_unreachable", Hint: "nothing answers at session.redis's address: check its host and port, " +
+			"that Redis runs, and what lies between (firewall, network policy)"}
+	}
+	return RedisFault{Reason: "redis_error"}
+}
+
+func isDNS(err error) bool {
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || strings.Contains(err.Error(), "context deadline exceeded")
+}
