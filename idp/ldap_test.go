@@ -472,7 +472,7 @@ func TestLDAPDirectoryAway(t *testing.T) {
 }
 
 // TestLDAPTimeouts talks to a server that accepts connections and never
-// answers: the login fails as unavailable within the operation timeout.
+// answers: the operation timeout ends the login, as unavailable.
 func TestLDAPTimeouts(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -492,19 +492,19 @@ func TestLDAPTimeouts(t *testing.T) {
 		c := ldapTestConfig("ldap://" + ln.Addr().String())
 		c.StartTLS, c.InsecureSkipVerify = startTLS, startTLS
 		p := newTestLDAP(t, c)
-		began := time.Now()
 		_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
 		if !errors.Is(err, ErrNotReady) {
 			t.Errorf("start_tls %v: %v, want ErrNotReady", startTLS, err)
 		}
-		if d := time.Since(began); d > 3*testLDAPTiming.op {
-			t.Errorf("start_tls %v: took %s", startTLS, d)
+		// The operation timeout ended it (without one it never ends, and
+		// the test binary's timeout fails it): no bound on the time taken,
+		// which a loaded machine stretches.
+		if err == nil || !strings.Contains(err.Error(), "timed out") && !strings.Contains(err.Error(), "i/o timeout") {
+			t.Errorf("start_tls %v: %v, want the operation timeout's error", startTLS, err)
 		}
 	}
 }
 
-// TestLDAPCountsBinds checks that Binds counts the password checks that
-// reached the directory, and that refused-early attempts do not.
 // A user filter that matches three or more entries ends the search at its
 // size limit of 2, which the directory reports as an error: that is a
 // username with many entries (wrong username or password), not a directory
@@ -537,6 +537,8 @@ func TestLDAPGroupsAreSearchedAsTheServiceAccount(t *testing.T) {
 	}
 }
 
+// TestLDAPCountsBinds checks that Binds counts the password checks that
+// reached the directory, and that refused-early attempts do not.
 func TestLDAPCountsBinds(t *testing.T) {
 	srv := ldapserver.Start(t, ldapserver.Options{})
 	p := newTestLDAP(t, ldapTestConfig(srv.URL))
