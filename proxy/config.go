@@ -72,6 +72,7 @@ type UpstreamConfig struct {
 	// Host never reaches the upstream.
 	PreserveHost *bool            `yaml:"preserve_host"`
 	Timeouts     UpstreamTimeouts `yaml:"timeouts"`
+	TLS          UpstreamTLS      `yaml:"tls"`
 	// LogoutCookies are the application's own session cookies, expired by
 	// /logout and at every login so that the next person to sign in in the
 	// same browser does not inherit the previous one's session at the
@@ -568,6 +569,7 @@ func (c *Config) validate(p *problems) {
 		p.add("upstream.url", "port %s is not a TCP port (1-65535)", up.Port())
 	}
 	c.Upstream.Timeouts.validate(p)
+	c.Upstream.TLS.validate(p, up)
 	c.Pages.validate(p)
 
 	for i, name := range c.Upstream.LogoutCookies {

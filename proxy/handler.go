@@ -26,25 +26,26 @@ import (
 // ServeHTTP.
 type Handler struct {
 	*compiled
-	sessions   session.Store
-	flows      *session.Flows
-	devices    *session.Devices // device cookies of the LDAP form (ldap.go)
-	cookies    session.Options
-	providers  map[string]*provider
-	order      []*provider // as configured, for the login pages
-	upstream   *httputil.ReverseProxy
-	transport  *http.Transport // upstream's, kept by a reload (timeouts.go)
-	auth       http.Handler    // the endpoints under server.auth_prefix
-	pages      *pages
-	metrics    *metrics
-	ruleSeries *ruleSeries // rule_matches_total of this config's rules
-	log        *slog.Logger
-	accessLogs *accessLogs // the access log by rule and decision (accesslog.go)
-	now        func() time.Time
-	idpStop    map[string]context.CancelFunc // ends each provider's background work (reload.go)
-	refresher  *refresher                    // renews sessions at the IdP (refresh.go)
-	passwords  *passwordLogins               // LDAP failure limits and Basic auth cache (ldap.go)
-	samlChecks *checkSlots                   // SAML responses checked at once (samlchecks.go)
+	sessions    session.Store
+	flows       *session.Flows
+	devices     *session.Devices // device cookies of the LDAP form (ldap.go)
+	cookies     session.Options
+	providers   map[string]*provider
+	order       []*provider // as configured, for the login pages
+	upstream    *httputil.ReverseProxy
+	transport   *http.Transport // upstream's, kept by a reload (timeouts.go)
+	upstreamCAs []byte          // upstream.tls.ca_file's PEM the transport trusts; nil: the system's CAs
+	auth        http.Handler    // the endpoints under server.auth_prefix
+	pages       *pages
+	metrics     *metrics
+	ruleSeries  *ruleSeries // rule_matches_total of this config's rules
+	log         *slog.Logger
+	accessLogs  *accessLogs // the access log by rule and decision (accesslog.go)
+	now         func() time.Time
+	idpStop     map[string]context.CancelFunc // ends each provider's background work (reload.go)
+	refresher   *refresher                    // renews sessions at the IdP (refresh.go)
+	passwords   *passwordLogins               // LDAP failure limits and Basic auth cache (ldap.go)
+	samlChecks  *checkSlots                   // SAML responses checked at once (samlchecks.go)
 	// idpTransport carries the requests to the IdPs; nil is
 	// http.DefaultTransport (build). A reload keeps it.
 	idpTransport http.RoundTripper

@@ -91,7 +91,9 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler, id
 		h.providers[ic.ID] = p
 		h.order = append(h.order, p)
 	}
-	h.transport = upstreamTransport(cfg.Upstream.Timeouts, prev)
+	if h.transport, h.upstreamCAs, err = upstreamTransport(cfg.Upstream, prev); err != nil {
+		return nil, err
+	}
 	h.upstream = h.newUpstream()
 	h.auth = h.authRoutes()
 	return h, nil

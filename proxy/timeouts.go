@@ -1,8 +1,14 @@
 package proxy
 
 import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"time"
 )
 
@@ -45,17 +51,63 @@ func (t UpstreamTimeouts) withDefaults() UpstreamTimeouts {
 	return t
 }
 
-// upstreamTransport is prev's upstream transport when upstream.timeouts did
-// not change, else a new one. A reload keeps the connections to the
-// upstream: with a transport of its own, each reload under load opened one
-// more connection for every request in flight, and the old ones stayed idle
-// for upstream.timeouts.idle (10 reloads with 20 requests at a time left 220
-// connections open at the upstream).
-func upstreamTransport(t UpstreamTimeouts, prev *Handler) *http.Transport {
-	if prev != nil && prev.transport != nil && prev.cfg.Upstream.Timeouts.withDefaults() == t.withDefaults() {
-		return prev.transport
+// UpstreamTLS is the `upstream.tls:` block, for an https upstream.url.
+type UpstreamTLS struct {
+	// CAFile is a PEM bundle of the CAs that sign the application's
+	// certificate (a private CA, a self-signed certificate), trusted in
+	// place of the system's; empty: the system's.
+	CAFile string `yaml:"ca_file"`
+}
+
+func (c UpstreamTLS) validate(p *problems, up *url.URL) {
+	if c.CAFile == "" {
+		return
 	}
-	return newTransport(t)
+	if up != nil && up.Scheme != "https" {
+		p.add("upstream.tls.ca_file", "only for an https upstream.url: the connections to %s are plain http", up.Redacted())
+		return
+	}
+	if _, _, err := loadUpstreamCAs(c.CAFile); err != nil {
+		p.add("upstream.tls.ca_file", "%v", err)
+	}
+}
+
+// loadUpstreamCAs reads a PEM bundle of CAs; nil for no file.
+func loadUpstreamCAs(file string) (*x509.CertPool, []byte, error) {
+	if file == "" {
+		return nil, nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, b, nil
+}
+
+// upstreamTransport is prev's upstream transport when upstream.timeouts and
+// the CAs of upstream.tls.ca_file (read again at every reload, so that a
+// renewed CA is trusted) did not change, else a new one. A reload keeps the
+// connections to the upstream: with a transport of its own, each reload
+// under load opened one more connection for every request in flight, and
+// the old ones stayed idle for upstream.timeouts.idle (10 reloads with 20
+// requests at a time left 220 connections open at the upstream).
+func upstreamTransport(c UpstreamConfig, prev *Handler) (*http.Transport, []byte, error) {
+	pool, pem, err := loadUpstreamCAs(c.TLS.CAFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upstream.tls.ca_file: %w", err)
+	}
+	if prev != nil && prev.transport != nil && prev.cfg.Upstream.Timeouts.withDefaults() == c.Timeouts.withDefaults() && bytes.Equal(prev.upstreamCAs, pem) {
+		return prev.transport, pem, nil
+	}
+	t := newTransport(c.Timeouts)
+	if pool != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	return t, pem, nil
 }
 
 // releaseTransport closes the idle upstream connections of h's transport

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -24,15 +25,49 @@ import (
 // client's `Connection: X-Email` cannot delete a header the proxy injects.
 func (h *Handler) newUpstream() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:      h.rewrite,
-		Transport:    noticeKeptConnectionClosed{h.transport},
-		BufferPool:   bufferPool{},
-		ErrorHandler: h.upstreamError,
-		// The client gets the proxy's X-Request-Id (the one the upstream was
-		// sent), once, not again as the upstream echoes it.
-		ModifyResponse: func(resp *http.Response) error { delete(resp.Header, requestIDHeader); return nil },
+		Rewrite:        h.rewrite,
+		Transport:      noticeKeptConnectionClosed{h.transport},
+		BufferPool:     bufferPool{},
+		ErrorHandler:   h.upstreamError,
+		ModifyResponse: h.modifyResponse,
 		ErrorLog:       slogErrorLog(h.log),
 	}
+}
+
+func (h *Handler) modifyResponse(resp *http.Response) error {
+	// The client gets the proxy's X-Request-Id (the one the upstream was
+	// sent), once, not again as the upstream echoes it.
+	delete(resp.Header, requestIDHeader)
+	if loc := resp.Header["Location"]; len(loc) == 1 {
+		if public, ok := h.publicLocation(loc[0]); ok {
+			resp.Header["Location"] = []string{public}
+		}
+	}
+	return nil
+}
+
+// publicLocation is a redirect to upstream.url (an application that builds
+// its own URLs from the Host it got, with preserve_host: false, or from its
+// configured name) turned into the same path at public_url, as nginx's
+// proxy_redirect default does: the browser cannot reach the application's
+// address, and must not go around the proxy if it could. ok is false for
+// any other Location, which passes as the application sent it.
+func (h *Handler) publicLocation(loc string) (string, bool) {
+	u := h.upstreamURL
+	// scheme://host[:port], then upstream.url's path, which the proxy put
+	// before the request's, taken off again.
+	n := len(u.Scheme) + len("://") + len(u.Host)
+	if len(loc) < n || !strings.EqualFold(loc[:n], u.Scheme+"://"+u.Host) {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(loc[n:], strings.TrimSuffix(u.Path, "/"))
+	if !ok || rest != "" && rest[0] != '/' && rest[0] != '?' && rest[0] != '#' {
+		return "", false // another port, a longer host name, another path
+	}
+	if rest == "" || rest[0] != '/' {
+		rest = "/" + rest
+	}
+	return h.publicURL.Scheme + "://" + h.publicURL.Host + rest, true
 }
 
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
@@ -174,6 +209,9 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			slog.String("hint", fmt.Sprintf("the application closed this kept-alive connection (idle for %s) as the request went out on it, "+
 				"and a %s is not sent twice: if idle_for is about the application's keep-alive timeout, set upstream.timeouts.idle (now %s) "+
 				"below it, or raise the application's above upstream.timeouts.idle", closed.idle.Round(time.Millisecond), r.Method, idle)))
+	}
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		attrs = append(attrs, slog.String("hint", "the application's certificate is signed by a CA the proxy does not trust: set upstream.tls.ca_file to that CA's PEM"))
 	}
 	h.logThrottled(&h.upstreamDown, slog.LevelWarn, "upstream request failed", attrs...)
 	h.pages.fail(w, r, status, title, msg)
