@@ -68,6 +68,11 @@ func FaultOf(err error) RedisFault {
 	case errors.Is(err, errNoClientCert) || strings.Contains(msg, "tls: certificate required"):
 		return RedisFault{Reason: "redis_client_certificate", Hint: "Redis requires a client certificate (tls-auth-clients): set session.redis.tls.cert_file " +
 			"and key_file to one signed by a CA in Redis's tls-ca-cert-file"}
+	case errors.As(err, &handshake) && isTimeout(err):
+		// redisHandshakeTimeout is short: a busy Redis ends there too.
+		return RedisFault{Reason: "redis_tls_mismatch", Hint: "Redis at " + handshake.addr + " took the connection but did not answer " +
+			"the TLS handshake in time: that port speaks plain Redis (use redis:// and no tls.enabled, or Redis's tls-port), " +
+			"or Redis is too busy to answer (a slow command, a burst of new connections)"}
 	case errors.As(err, &handshake):
 		return RedisFault{Reason: "redis_tls_mismatch", Hint: "Redis does not answer TLS at " + handshake.addr +
 			": that port speaks plain Redis; use redis:// (and no tls.enabled), or Redis's tls-port"}
