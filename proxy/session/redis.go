@@ -45,18 +45,20 @@ func KeyName(nameKey []byte, kind, value string) string {
 // marks of single-use values (login states, SAML assertions, logout tokens)
 // and the failed-login counts. It is safe for concurrent use.
 type Redis struct {
-	client redis.UniversalClient
-	prefix string
+	client     redis.UniversalClient
+	prefix     string
+	handshakes *handshakes // the last TLS handshake that failed, for Ping
 }
 
 // DialRedis builds the connection c describes. It connects lazily and
 // reconnects by itself, so it succeeds while Redis is down; Ping tells.
 func DialRedis(c RedisConfig) (*Redis, error) {
-	client, err := c.client()
+	hs := &handshakes{}
+	client, err := c.client(hs)
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	return &Redis{client: client, prefix: c.prefix()}, nil
+	return &Redis{client: client, prefix: c.prefix(), handshakes: hs}, nil
 }
 
 // Close closes the connections.
@@ -79,10 +81,10 @@ func (r *Redis) Ping(ctx context.Context) error {
 	defer cancel()
 	key := r.key("ready")
 	if err := r.client.Del(ctx, key).Err(); err != nil {
-		return fmt.Errorf("redis: write: %w", err)
+		return fmt.Errorf("redis: write: %w", r.handshakes.explain(err))
 	}
 	if err := readyScript.Run(ctx, r.client, []string{key}).Err(); err != nil {
-		return fmt.Errorf("redis: script: %w", err)
+		return fmt.Errorf("redis: script: %w", r.handshakes.explain(err))
 	}
 	return nil
 }
@@ -92,9 +94,10 @@ func (r *Redis) key(parts ...string) string {
 	return r.prefix + strings.Join(parts, ":")
 }
 
-// unavailable wraps an error of Redis as ErrUnavailable, with the step.
-func unavailable(step string, err error) error {
-	return fmt.Errorf("redis: %s: %w: %w", step, ErrUnavailable, err)
+// unavailable wraps an error of Redis as ErrUnavailable, with the step,
+// and with the last failed TLS handshake when err only timed out (handshakes).
+func (r *Redis) unavailable(step string, err error) error {
+	return fmt.Errorf("redis: %s: %w: %w", step, ErrUnavailable, r.handshakes.explain(err))
 }
 
 // MarkOnce records key until the given time and reports whether it was new:
@@ -106,7 +109,7 @@ func (r *Redis) MarkOnce(ctx context.Context, key string, until time.Time) (bool
 	ttl := max(time.Until(until), time.Second)
 	first, err := r.client.SetNX(ctx, r.key("once", key), "1", ttl).Result()
 	if err != nil {
-		return false, unavailable("mark used", err)
+		return false, r.unavailable("mark used", err)
 	}
 	return first, nil
 }
@@ -116,7 +119,7 @@ func (r *Redis) Unmark(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
 	if err := r.client.Del(ctx, r.key("once", key)).Err(); err != nil {
-		return unavailable("unmark", err)
+		return r.unavailable("unmark", err)
 	}
 	return nil
 }
@@ -186,7 +189,7 @@ func (r *Redis) TakeAttempt(ctx context.Context, key string, burst int64, window
 		err = fmt.Errorf("answer %v", res)
 	}
 	if err != nil {
-		return Attempt{}, 0, unavailable("take attempt", err)
+		return Attempt{}, 0, r.unavailable("take attempt", err)
 	}
 	left := time.Duration(res[1]) * time.Millisecond
 	if res[0] != 1 {
@@ -213,7 +216,7 @@ func (r *Redis) GiveBack(ctx context.Context, a Attempt) error {
 		return nil
 	}
 	if err := giveBackScript.Run(ctx, r.client, []string{r.key("lim", a.key)}, most.Milliseconds()).Err(); err != nil {
-		return unavailable("give back attempt", err)
+		return r.unavailable("give back attempt", err)
 	}
 	return nil
 }
@@ -235,7 +238,7 @@ func (r *Redis) Failures(ctx context.Context, key string) (int64, time.Duration,
 		return 0, 0, nil
 	}
 	if err != nil {
-		return 0, 0, unavailable("read failures", err)
+		return 0, 0, r.unavailable("read failures", err)
 	}
 	n, err := get.Int64()
 	if err != nil {
@@ -249,7 +252,7 @@ func (r *Redis) ForgetFailures(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
 	if err := r.client.Del(ctx, r.key("lim", key)).Err(); err != nil {
-		return unavailable("forget failures", err)
+		return r.unavailable("forget failures", err)
 	}
 	return nil
 }

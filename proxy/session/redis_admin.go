@@ -90,7 +90,7 @@ func (st *RedisStore) getAll(ctx context.Context, ids []string) (_ []*Session, g
 		})
 		cancel()
 		if err != nil {
-			return nil, nil, unavailable("load sessions", err)
+			return nil, nil, st.redis.unavailable("load sessions", err)
 		}
 		for i, id := range batch {
 			vals := cmds[i].Val()

@@ -82,10 +82,14 @@ const (
 	redisIOTimeout   = time.Second
 	// redisOpTimeout bounds one operation, retries included.
 	redisOpTimeout = 3 * time.Second
-	// redisHandshakeTimeout bounds a TLS handshake, a round trip or two:
-	// a port that speaks plain Redis never answers one, and both dial
-	// attempts must fail within a readiness check's 2 s for it to say so.
-	redisHandshakeTimeout = 800 * time.Millisecond
+	// redisHandshakeTimeout bounds a TLS handshake, as go-redis's own
+	// dialer bounded it (tls.DialWithDialer within the dial timeout): Redis
+	// shakes hands on its one main thread, and a Redis busy with a slow
+	// command or every replica reconnecting after a failover must not have
+	// its handshakes given up on and started again. A port that speaks
+	// plain Redis never answers one; the readiness check names that
+	// handshake (handshakes) when its own command only timed out.
+	redisHandshakeTimeout = redisDialTimeout
 	// go-redis dials 5 times 100 ms apart by default: with Redis down every
 	// request would wait about a second for its 503, and with Sentinel
 	// (each sentinel, then the master) the whole of redisOpTimeout.
@@ -278,7 +282,7 @@ func (c *RedisConfig) tlsConfig() (*tls.Config, error) {
 // rediss:// URL to a port that speaks plain Redis gets no answer at all
 // (Redis waits for the end of a line that never comes), which would
 // otherwise read as a Redis that is down.
-func redisDialer(tc *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func redisDialer(tc *tls.Config, hs *handshakes) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: redisDialTimeout, KeepAliveConfig: net.KeepAliveConfig{
 		Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3,
 	}}
@@ -303,7 +307,9 @@ func redisDialer(tc *tls.Config) func(ctx context.Context, network, addr string)
 		conn := tls.Client(raw, cfg)
 		if err := conn.HandshakeContext(ctx); err != nil {
 			raw.Close()
-			return nil, &errTLSHandshake{addr: addr, err: err}
+			failed := &errTLSHandshake{addr: addr, err: err}
+			hs.last.Store(failed)
+			return nil, failed
 		}
 		if asked {
 			// In TLS 1.3 a server refuses a missing client certificate
@@ -312,9 +318,12 @@ func redisDialer(tc *tls.Config) func(ctx context.Context, network, addr string)
 			// often, a closed connection. One PING tells.
 			if err := pingOnce(ctx, conn); err != nil {
 				raw.Close()
-				return nil, &errTLSHandshake{addr: addr, err: fmt.Errorf("%w (%w)", errNoClientCert, err)}
+				failed := &errTLSHandshake{addr: addr, err: fmt.Errorf("%w (%w)", errNoClientCert, err)}
+				hs.last.Store(failed)
+				return nil, failed
 			}
 		}
+		hs.last.Store(nil)
 		return conn, nil
 	}
 }
@@ -345,7 +354,7 @@ func pingOnce(ctx context.Context, conn net.Conn) error {
 }
 
 // client builds the go-redis client c describes; it connects lazily.
-func (c *RedisConfig) client() (redis.UniversalClient, error) {
+func (c *RedisConfig) client(hs *handshakes) (redis.UniversalClient, error) {
 	noMaint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	switch {
 	case c.URL != "":
@@ -371,7 +380,7 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 		o.MaxRetries = 1
 		o.DialerRetries, o.DialerRetryTimeout = redisDialerRetries, redisDialerRetryWait
 		o.MaintNotificationsConfig = noMaint
-		o.Dialer = redisDialer(o.TLSConfig)
+		o.Dialer = redisDialer(o.TLSConfig, hs)
 		return redis.NewClient(o), nil
 	case len(c.ClusterAddrs) > 0:
 		tc, err := c.tlsConfig()
@@ -386,7 +395,7 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
 			DialerRetries: redisDialerRetries, DialerRetryTimeout: redisDialerRetryWait,
 			MaxRetries: 1, MaintNotificationsConfig: noMaint,
-			ClusterStateReloadInterval: redisClusterReload, Dialer: redisDialer(tc),
+			ClusterStateReloadInterval: redisClusterReload, Dialer: redisDialer(tc, hs),
 		}), nil
 	default:
 		tc, err := c.tlsConfig()
@@ -399,7 +408,7 @@ func (c *RedisConfig) client() (redis.UniversalClient, error) {
 			Username: c.Username, Password: c.Password, DB: c.DB, TLSConfig: tc,
 			DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout,
 			DialerRetries: redisDialerRetries, DialerRetryTimeout: redisDialerRetryWait,
-			MaxRetries: 1, Dialer: redisDialer(tc),
+			MaxRetries: 1, Dialer: redisDialer(tc, hs),
 		}), nil
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -13,12 +14,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// TestRedisHandshakeTimeoutMayBeABusyRedis: Redis shakes hands in TLS on
-// its one main thread, so a Redis busy with a slow command (or with the
-// handshakes of every replica's pool after a failover) answers a handshake
-// late, past redisHandshakeTimeout. Its hint must not send the operator to
-// the URL's scheme alone, as it did ("that port speaks plain Redis").
-func TestRedisHandshakeTimeoutMayBeABusyRedis(t *testing.T) {
+// TestRedisDialWaitsForABusyRedis: Redis shakes hands in TLS on its one
+// main thread, so a Redis busy with a slow command (or with the handshakes
+// of every replica's pool after a failover) answers a handshake late. The
+// dialer must wait for it as go-redis's own did (the dial timeout), not
+// give up and come back with another handshake for Redis to do.
+func TestRedisDialWaitsForABusyRedis(t *testing.T) {
 	srv := redisserver.StartWith(t, redisserver.Options{TLS: true, Args: []string{"--enable-debug-command", "yes"}})
 	c := RedisConfig{URL: srv.URL, TLS: RedisTLS{CAFile: srv.CAFile}}
 	tc, err := c.tlsConfig()
@@ -31,18 +32,44 @@ func TestRedisHandshakeTimeoutMayBeABusyRedis(t *testing.T) {
 		t.Fatalf("ping: %v", err)
 	}
 	slept := make(chan error, 1)
-	go func() { slept <- busy.Do(context.Background(), "DEBUG", "SLEEP", "1.3").Err() }()
+	go func() { slept <- busy.Do(context.Background(), "DEBUG", "SLEEP", "1").Err() }()
 	// Let Redis take the DEBUG SLEEP before the dial's ClientHello comes.
 	time.Sleep(100 * time.Millisecond)
 
-	conn, err := redisDialer(tc)(context.Background(), "tcp", srv.Addr)
-	if err == nil {
+	hs := &handshakes{}
+	conn, err := redisDialer(tc, hs)(context.Background(), "tcp", srv.Addr)
+	if err != nil {
+		t.Errorf("dial a Redis busy for a second: %v", err)
+	} else {
 		conn.Close()
-	} else if f := FaultOf(err); !strings.Contains(f.Hint, "too busy") {
-		t.Errorf("dial a Redis busy for about a second: %v; hint %q does not say Redis may be busy", err, f.Hint)
+	}
+	if last := hs.last.Load(); last != nil {
+		t.Errorf("a handshake that succeeded left a failed one recorded: %v", last)
 	}
 	if err := <-slept; err != nil {
 		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+}
+
+// TestRedisHandshakeTimeoutMayBeABusyRedis: a handshake that timed out may
+// be a port that speaks plain Redis or a Redis too busy to answer; its hint
+// must not send the operator to the URL's scheme alone. And a command that
+// only timed out, after such a handshake, is explained by it.
+func TestRedisHandshakeTimeoutMayBeABusyRedis(t *testing.T) {
+	failed := &errTLSHandshake{addr: "redis:6380", err: context.DeadlineExceeded}
+	if f := FaultOf(failed); f.Reason != "redis_tls_mismatch" || !strings.Contains(f.Hint, "too busy") {
+		t.Errorf("FaultOf(%v) = %+v; want redis_tls_mismatch, a hint that says Redis may be busy", failed, f)
+	}
+	hs := &handshakes{}
+	if err := hs.explain(context.DeadlineExceeded); err != context.DeadlineExceeded {
+		t.Errorf("with no handshake failed: %v", err)
+	}
+	hs.last.Store(failed)
+	if f := FaultOf(hs.explain(context.DeadlineExceeded)); f.Reason != "redis_tls_mismatch" {
+		t.Errorf("a timed-out command after a failed handshake: %+v, want redis_tls_mismatch", f)
+	}
+	if err := errors.New("WRONGPASS invalid username-password pair"); hs.explain(err) != err {
+		t.Errorf("an error that is no timeout was changed: %v", hs.explain(err))
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -30,6 +32,26 @@ func (e *errTLSHandshake) Error() string {
 	return "tls handshake with " + e.addr + ": " + e.err.Error()
 }
 func (e *errTLSHandshake) Unwrap() error { return e.err }
+
+// handshakes keeps the last TLS handshake with Redis that failed, until
+// one succeeds. A command whose every connection attempt failed in its
+// handshake often reports only its own deadline; the readiness check then
+// says which handshake failed (Redis.Ping).
+type handshakes struct {
+	last atomic.Pointer[errTLSHandshake]
+}
+
+// explain is err with the last failed handshake added when err, a
+// command's, is a timeout that names none.
+func (hs *handshakes) explain(err error) error {
+	if err == nil || errors.As(err, new(*errTLSHandshake)) || !isTimeout(err) {
+		return err
+	}
+	if last := hs.last.Load(); last != nil {
+		return fmt.Errorf("%w (%w)", err, last)
+	}
+	return err
+}
 
 // FaultOf is the RedisFault of an error of the Redis store; Reason
 // "redis_error" with no Hint for one it cannot tell.

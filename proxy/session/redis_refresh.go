@@ -52,14 +52,14 @@ func (st *RedisStore) RefreshOnce(ctx context.Context, s *Session, remember, kep
 		}
 		took, err := st.redis.client.SetNX(ctx, lock, token, refreshLockTTL).Result()
 		if err != nil {
-			return RefreshOutcome{}, false, unavailable("take refresh lock", err)
+			return RefreshOutcome{}, false, st.redis.unavailable("take refresh lock", err)
 		}
 		if took {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return RefreshOutcome{}, false, unavailable("wait for refresh", ctx.Err())
+			return RefreshOutcome{}, false, st.redis.unavailable("wait for refresh", ctx.Err())
 		case <-time.After(refreshPoll):
 		}
 	}
@@ -82,7 +82,7 @@ func (st *RedisStore) RefreshOnce(ctx context.Context, s *Session, remember, kep
 	}
 	if keep > 0 {
 		if err := st.redis.client.Set(context.WithoutCancel(ctx), result, value, keep).Err(); err != nil {
-			return out, true, unavailable("store refresh outcome", err)
+			return out, true, st.redis.unavailable("store refresh outcome", err)
 		}
 	}
 	return out, true, nil
@@ -96,7 +96,7 @@ func (st *RedisStore) refreshResult(ctx context.Context, id, key string) (Refres
 		return RefreshOutcome{}, false, nil
 	}
 	if err != nil {
-		return RefreshOutcome{}, false, unavailable("read refresh outcome", err)
+		return RefreshOutcome{}, false, st.redis.unavailable("read refresh outcome", err)
 	}
 	switch {
 	case v == "e":

@@ -234,7 +234,7 @@ func (st *RedisStore) Absent(r *http.Request) (Absence, error) {
 		return nil
 	})
 	if err != nil {
-		return NoCookie, unavailable("load session", err)
+		return NoCookie, st.redis.unavailable("load session", err)
 	}
 	if _, ended := st.open(id, vals.Val()); ended || marked.Val() > 0 {
 		return Ended, nil
@@ -248,7 +248,7 @@ func (st *RedisStore) get(ctx context.Context, id string) (*Session, error) {
 	defer cancel()
 	vals, err := st.redis.client.HMGet(ctx, st.sessionKey(id), "d", "l").Result()
 	if err != nil {
-		return nil, unavailable("load session", err)
+		return nil, st.redis.unavailable("load session", err)
 	}
 	s, _ := st.open(id, vals)
 	return s, nil
@@ -360,7 +360,7 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 	saved, err := saveScript.Run(ctx, st.redis.client, []string{st.sessionKey(s.ID)},
 		sealed, s.LastSeen.Unix(), ttl.Milliseconds(), mustExist).Int()
 	if err != nil {
-		return fmt.Errorf("save session %s: %w", s.ID, unavailable("write", err))
+		return fmt.Errorf("save session %s: %w", s.ID, st.redis.unavailable("write", err))
 	}
 	if saved == 0 {
 		return fmt.Errorf("save session %s: %w", s.ID, errEnded)
@@ -402,7 +402,7 @@ func (st *RedisStore) index(ctx context.Context, s *Session, now time.Time) erro
 		return nil
 	})
 	if err != nil {
-		return unavailable("index session", err)
+		return st.redis.unavailable("index session", err)
 	}
 	return nil
 }
@@ -507,7 +507,7 @@ func (st *RedisStore) Touch(w http.ResponseWriter, r *http.Request, s *Session) 
 	ctx, cancel := context.WithTimeout(r.Context(), redisOpTimeout)
 	defer cancel()
 	if err := touchScript.Run(ctx, st.redis.client, []string{st.sessionKey(s.ID)}, s.LastSeen.Unix(), ttl.Milliseconds()).Err(); err != nil {
-		return fmt.Errorf("touch session %s: %w", s.ID, unavailable("write", err))
+		return fmt.Errorf("touch session %s: %w", s.ID, st.redis.unavailable("write", err))
 	}
 	return nil
 }

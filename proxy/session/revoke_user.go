@@ -195,7 +195,7 @@ func (st *RedisStore) endIndexed(ctx context.Context, ixs ...index) (int, error)
 	}
 	// Only the IDs read: a session indexed meanwhile stays findable.
 	if err := st.dropIndexed(ctx, ixs, found); err != nil {
-		return n, unavailable("update index", err)
+		return n, st.redis.unavailable("update index", err)
 	}
 	return n, nil
 }
@@ -229,7 +229,7 @@ func (st *RedisStore) endAll(ctx context.Context, ids []string) (int, error) {
 		n += int(d.Val())
 	}
 	if err != nil {
-		return n, unavailable("delete", err)
+		return n, st.redis.unavailable("delete", err)
 	}
 	return n, nil
 }
@@ -259,7 +259,7 @@ func (st *RedisStore) indexed(ctx context.Context, ixs []index) ([]indexedIDs, e
 		return nil
 	})
 	if err != nil {
-		return nil, unavailable("read index", err)
+		return nil, st.redis.unavailable("read index", err)
 	}
 	found := make([]indexedIDs, len(ixs))
 	for i := range ixs {
