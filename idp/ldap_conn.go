@@ -2,6 +2,7 @@ package idp
 
 import (
 	"context"
+	"crypto/fips140"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -178,8 +179,11 @@ func (p *ldapPool) dial() (*ldap.Conn, error) {
 func startTLSConfig(base *tls.Config) (*tls.Config, *error) {
 	failed := new(error)
 	// Without a ServerName crypto/tls refuses to connect, but x509 given no
-	// DNSName checks no host at all: leave that refusal to crypto/tls.
-	if base.InsecureSkipVerify || base.ServerName == "" {
+	// DNSName checks no host at all: leave that refusal to crypto/tls. In
+	// FIPS 140 mode crypto/tls also refuses chains with keys FIPS does not
+	// allow, which x509.Verify does not: leave those to it too, at the price
+	// of the hint.
+	if base.InsecureSkipVerify || base.ServerName == "" || fips140.Enabled() {
 		return base, failed
 	}
 	tc := base.Clone()

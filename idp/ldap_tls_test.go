@@ -1,10 +1,13 @@
 package idp
 
 import (
+	"crypto/fips140"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +99,24 @@ func TestStartTLSConfigVerifiesAsGoDoes(t *testing.T) {
 				t.Errorf("the check's error %v is no *tls.CertificateVerificationError, which certificateSetupError reads", *failed)
 			}
 		})
+	}
+}
+
+// TestStartTLSConfigLeavesFIPSModeToCryptoTLS: under GODEBUG=fips140=on,
+// crypto/tls refuses certificate chains with keys FIPS 140 does not allow,
+// a check x509.Verify lacks, so startTLSConfig must not stand in for it.
+// The test binary runs itself again in that mode.
+func TestStartTLSConfigLeavesFIPSModeToCryptoTLS(t *testing.T) {
+	if os.Getenv("PORTCULLIS_FIPS_CHILD") == "1" {
+		base := &tls.Config{ServerName: "ad.example.com"}
+		if tc, _ := startTLSConfig(base); !fips140.Enabled() || tc != base {
+			t.Fatalf("fips140 %v: startTLSConfig gave another config (InsecureSkipVerify %v)", fips140.Enabled(), tc.InsecureSkipVerify)
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestStartTLSConfigLeavesFIPSModeToCryptoTLS$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "PORTCULLIS_FIPS_CHILD=1", "GODEBUG=fips140=on")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "PASS") {
+		t.Fatalf("in FIPS mode: %v\n%s", err, out)
 	}
 }
