@@ -58,6 +58,7 @@ func DialRedis(c RedisConfig) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
+	client.AddHook(hs)
 	return &Redis{client: client, prefix: c.prefix(), handshakes: hs}, nil
 }
 

@@ -83,3 +83,57 @@ func caTLS(t *testing.T, caFile string) *tls.Config {
 	pool.AppendCertsFromPEM(pem)
 	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
 }
+
+// TestRedisTimeoutIsNotExplainedByAnOldHandshake: a handshake that failed
+// once (with another node, whose certificate another CA signed) says
+// nothing of a command that timed out after Redis had answered on its
+// pooled connection since: that command met a Redis busy for seconds, a
+// timeout (redis_unreachable), not a certificate to trust.
+func TestRedisTimeoutIsNotExplainedByAnOldHandshake(t *testing.T) {
+	srv := redisserver.StartWith(t, redisserver.Options{TLS: true, Args: []string{"--enable-debug-command", "yes"}})
+	other := redisserver.StartWith(t, redisserver.Options{TLS: true})
+	c := RedisConfig{URL: srv.URL, TLS: RedisTLS{CAFile: srv.CAFile}}
+	r, err := DialRedis(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	if err := r.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	tc, err := c.tlsConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := redisDialer(tc, r.handshakes)(ctx, "tcp", other.Addr); err == nil {
+		t.Fatal("a handshake with a certificate of another CA succeeded")
+	}
+	// Redis answers on the pooled connection after that failure.
+	if err := r.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr, TLSConfig: caTLS(t, srv.CAFile)})
+	defer admin.Close()
+	if err := admin.Ping(ctx).Err(); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	slept := make(chan error, 1)
+	go func() { slept <- admin.Do(ctx, "DEBUG", "SLEEP", "2.5").Err() }()
+	defer func() { <-slept }()
+	time.Sleep(100 * time.Millisecond) // DEBUG SLEEP first
+
+	busyCtx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	_, _, err = r.Failures(busyCtx, "someone")
+	if err == nil {
+		t.Fatal("a command on a Redis in DEBUG SLEEP succeeded")
+	}
+	if !errors.Is(err, ErrUnavailable) {
+		t.Errorf("%v is not ErrUnavailable", err)
+	}
+	if f := FaultOf(err); f.Reason != "redis_unreachable" || strings.Contains(err.Error(), other.Addr) {
+		t.Errorf("a timeout on a busy Redis: %v\nFaultOf: %+v; want redis_unreachable, and not the other node's handshake", err, f)
+	}
+}

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // RedisFault is why Redis could not serve a command, for the operator: a
@@ -34,11 +37,45 @@ func (e *errTLSHandshake) Error() string {
 func (e *errTLSHandshake) Unwrap() error { return e.err }
 
 // handshakes keeps the last TLS handshake with Redis that failed, until
-// one succeeds. A command whose every connection attempt failed in its
-// handshake often reports only its own deadline; the readiness check then
-// says which handshake failed (Redis.Ping).
+// one succeeds or Redis answers a command. A command whose every
+// connection attempt failed in its handshake often reports only its own
+// deadline; the readiness check then says which handshake failed
+// (Redis.Ping). An answer ends it too: go-redis dials only when its pool
+// lacks a connection, so a failure (a burst's dial while Redis was busy,
+// another node of a Cluster, a Sentinel) could otherwise stay for as long
+// as the pooled connections served, and be given as the cause of a
+// timeout much later (a busy Redis, read as a certificate to trust).
 type handshakes struct {
 	last atomic.Pointer[errTLSHandshake]
+}
+
+// answered forgets the failed handshake when err shows that Redis
+// answered: no error, or one of Redis's own replies (redis.Nil included).
+func (hs *handshakes) answered(err error) {
+	var reply redis.Error
+	if (err == nil || errors.As(err, &reply)) && hs.last.Load() != nil {
+		hs.last.Store(nil)
+	}
+}
+
+// DialHook, ProcessHook and ProcessPipelineHook make handshakes a
+// redis.Hook that sees every command's outcome (answered).
+func (hs *handshakes) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (hs *handshakes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		hs.answered(err)
+		return err
+	}
+}
+
+func (hs *handshakes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		hs.answered(err)
+		return err
+	}
 }
 
 // explain is err with the last failed handshake added when err, a
