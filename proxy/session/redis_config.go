@@ -304,6 +304,9 @@ func redisDialer(tc *tls.Config, hs *handshakes) func(ctx context.Context, netwo
 		}
 		ctx, cancel := context.WithTimeout(ctx, redisHandshakeTimeout)
 		defer cancel()
+		waiting := &errTLSHandshake{addr: addr, err: errNoHandshakeAnswer}
+		hs.waiting.Store(waiting)
+		defer hs.waiting.CompareAndSwap(waiting, nil)
 		conn := tls.Client(raw, cfg)
 		if err := conn.HandshakeContext(ctx); err != nil {
 			raw.Close()

@@ -64,6 +64,13 @@ func TestRedisHandshakeTimeoutMayBeABusyRedis(t *testing.T) {
 	if err := hs.explain(context.DeadlineExceeded); err != context.DeadlineExceeded {
 		t.Errorf("with no handshake failed: %v", err)
 	}
+	// A readiness check's 2 s can end before the handshake it waits for
+	// (2 s of its own) does: the handshake under way is the cause.
+	hs.waiting.Store(&errTLSHandshake{addr: "redis:6380", err: errNoHandshakeAnswer})
+	if f := FaultOf(hs.explain(context.DeadlineExceeded)); f.Reason != "redis_tls_mismatch" {
+		t.Errorf("a timed-out command while a handshake is under way: %+v, want redis_tls_mismatch", f)
+	}
+	hs.waiting.Store(nil)
 	hs.last.Store(failed)
 	if f := FaultOf(hs.explain(context.DeadlineExceeded)); f.Reason != "redis_tls_mismatch" {
 		t.Errorf("a timed-out command after a failed handshake: %+v, want redis_tls_mismatch", f)

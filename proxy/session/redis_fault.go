@@ -45,9 +45,18 @@ func (e *errTLSHandshake) Unwrap() error { return e.err }
 // another node of a Cluster, a Sentinel) could otherwise stay for as long
 // as the pooled connections served, and be given as the cause of a
 // timeout much later (a busy Redis, read as a certificate to trust).
+//
+// waiting is a handshake under way: a command can time out before the
+// handshake it waited for does (a readiness check's 2 s against the
+// handshake's own 2 s), and that handshake, still unanswered, is its cause.
 type handshakes struct {
-	last atomic.Pointer[errTLSHandshake]
+	last    atomic.Pointer[errTLSHandshake]
+	waiting atomic.Pointer[errTLSHandshake]
 }
+
+// errNoHandshakeAnswer is a TLS handshake with Redis still unanswered when
+// a command that waited for it timed out.
+var errNoHandshakeAnswer = errors.New("no answer to the TLS handshake yet")
 
 // answered forgets the failed handshake when err shows that Redis
 // answered: no error, or one of Redis's own replies (redis.Nil included).
@@ -78,14 +87,17 @@ func (hs *handshakes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 	}
 }
 
-// explain is err with the last failed handshake added when err, a
-// command's, is a timeout that names none.
+// explain is err with the last failed handshake, else one under way,
+// added when err, a command's, is a timeout that names none.
 func (hs *handshakes) explain(err error) error {
 	if err == nil || errors.As(err, new(*errTLSHandshake)) || !isTimeout(err) {
 		return err
 	}
 	if last := hs.last.Load(); last != nil {
 		return fmt.Errorf("%w (%w)", err, last)
+	}
+	if waiting := hs.waiting.Load(); waiting != nil {
+		return fmt.Errorf("%w (%w)", err, waiting)
 	}
 	return err
 }
