@@ -21,7 +21,7 @@ import (
 // certificate crypto/tls refuses and accepting what it accepts: another
 // CA's, another host's, an expired one, and any at all when the config
 // names no server (crypto/tls refuses to connect then; x509 without a
-// DNSName checks no host).
+// DNSName checks no host); with insecure_skip_verify, any certificate.
 func TestStartTLSConfigVerifiesAsGoDoes(t *testing.T) {
 	ca, other := testcert.NewCA(t, "directory CA"), testcert.NewCA(t, "another CA")
 	roots := func(c *testcert.CA) *x509.CertPool {
@@ -37,13 +37,15 @@ func TestStartTLSConfigVerifiesAsGoDoes(t *testing.T) {
 		pair       testcert.Pair
 		serverName string
 		roots      *x509.CertPool
+		insecure   bool   // insecure_skip_verify
 		want       string // what the refusal says; "" accepts
 	}{
-		{"the directory's certificate", ca.Issue(t, "ad.example.com", tomorrow), "ad.example.com", roots(ca), ""},
-		{"signed by a CA not in the roots", other.Issue(t, "ad.example.com", tomorrow), "ad.example.com", roots(ca), "unknown authority"},
-		{"for another host", ca.Issue(t, "ipa.example.com", tomorrow), "ad.example.com", roots(ca), "not ad.example.com"},
-		{"expired", ca.Issue(t, "ad.example.com", time.Now().Add(-time.Hour)), "ad.example.com", roots(ca), "expired"},
-		{"a config that names no server", ca.Issue(t, "ad.example.com", tomorrow), "", roots(ca), "ServerName"},
+		{"the directory's certificate", ca.Issue(t, "ad.example.com", tomorrow), "ad.example.com", roots(ca), false, ""},
+		{"signed by a CA not in the roots", other.Issue(t, "ad.example.com", tomorrow), "ad.example.com", roots(ca), false, "unknown authority"},
+		{"for another host", ca.Issue(t, "ipa.example.com", tomorrow), "ad.example.com", roots(ca), false, "not ad.example.com"},
+		{"expired", ca.Issue(t, "ad.example.com", time.Now().Add(-time.Hour)), "ad.example.com", roots(ca), false, "expired"},
+		{"a config that names no server", ca.Issue(t, "ad.example.com", tomorrow), "", roots(ca), false, "ServerName"},
+		{"insecure_skip_verify takes another CA's, for another host", other.Issue(t, "ipa.example.com", tomorrow), "ad.example.com", roots(ca), true, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,7 +53,7 @@ func TestStartTLSConfigVerifiesAsGoDoes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			base := &tls.Config{ServerName: tc.serverName, RootCAs: tc.roots, MinVersion: tls.VersionTLS12}
+			base := &tls.Config{ServerName: tc.serverName, RootCAs: tc.roots, InsecureSkipVerify: tc.insecure, MinVersion: tls.VersionTLS12}
 			// A loopback listener, not net.Pipe: a client's alert and the
 			// server's flight written at once block each other on a pipe.
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
