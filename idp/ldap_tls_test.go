@@ -21,7 +21,9 @@ import (
 // certificate crypto/tls refuses and accepting what it accepts: another
 // CA's, another host's, an expired one, and any at all when the config
 // names no server (crypto/tls refuses to connect then; x509 without a
-// DNSName checks no host); with insecure_skip_verify, any certificate.
+// DNSName checks no host); with insecure_skip_verify, any certificate; one
+// an issuing CA signed, which the directory sends (Active Directory
+// Certificate Services' two tiers).
 func TestStartTLSConfigVerifiesAsGoDoes(t *testing.T) {
 	ca, other := testcert.NewCA(t, "directory CA"), testcert.NewCA(t, "another CA")
 	roots := func(c *testcert.CA) *x509.CertPool {
@@ -32,6 +34,9 @@ func TestStartTLSConfigVerifiesAsGoDoes(t *testing.T) {
 		return pool
 	}
 	tomorrow := time.Now().Add(24 * time.Hour)
+	issuing := ca.Intermediate(t, "issuing CA")
+	chained := issuing.Issue(t, "ad.example.com", tomorrow)
+	chained.Cert = append(chained.Cert, issuing.PEM...) // the directory sends its issuing CA
 	tests := []struct {
 		name       string
 		pair       testcert.Pair
@@ -45,6 +50,7 @@ func TestStartTLSConfigVerifiesAsGoDoes(t *testing.T) {
 		{"for another host", ca.Issue(t, "ipa.example.com", tomorrow), "ad.example.com", roots(ca), false, "not ad.example.com"},
 		{"expired", ca.Issue(t, "ad.example.com", time.Now().Add(-time.Hour)), "ad.example.com", roots(ca), false, "expired"},
 		{"a config that names no server", ca.Issue(t, "ad.example.com", tomorrow), "", roots(ca), false, "ServerName"},
+		{"signed by an issuing CA it sends, under the trusted root", chained, "ad.example.com", roots(ca), false, ""},
 		{"insecure_skip_verify takes another CA's, for another host", other.Issue(t, "ipa.example.com", tomorrow), "ad.example.com", roots(ca), true, ""},
 	}
 	for _, tc := range tests {
