@@ -27,6 +27,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
 const publicOrigin = "https://cvat.example.com"
@@ -543,4 +545,82 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestPublicLocationUpstreamPathWithSlash: an upstream.url written with a
+// trailing slash (http://app:8080/cvat/) is cut as the same path without it,
+// so that the application's redirect to its root (…/cvat) and to a query on
+// it reach public_url too; a fragment passes as a query does.
+func TestPublicLocationUpstreamPathWithSlash(t *testing.T) {
+	f, _ := interopProxy(t, "http://cvat-server:8080/cvat/", "")
+	for loc, want := range map[string]string{
+		"http://cvat-server:8080/cvat/tasks":  publicOrigin + "/tasks",
+		"http://cvat-server:8080/cvat":        publicOrigin + "/",
+		"http://cvat-server:8080/cvat?next=/": publicOrigin + "/?next=/",
+		"http://cvat-server:8080/cvat#top":    publicOrigin + "/#top",
+		"http://cvat-server:8080/cvatx":       "http://cvat-server:8080/cvatx",
+	} {
+		resp := &http.Response{Header: http.Header{"Location": {loc}}}
+		f.h.modifyResponse(resp)
+		if got := resp.Header.Get("Location"); got != want {
+			t.Errorf("Location %q reached the browser as %q, want %q", loc, got, want)
+		}
+	}
+}
+
+// TestUpstreamTransportAcrossReload: a reload keeps the upstream transport
+// (and its open connections) only when upstream.timeouts and the CAs of
+// upstream.tls.ca_file are what they were; a renewed CA file, one added or
+// one taken away, or other timeouts, get a transport of their own, which
+// trusts the file's CAs or the system's.
+func TestUpstreamTransportAcrossReload(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, cn string) string {
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, testcert.NewCA(t, cn).PEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	caFile, renewed := write("ca.pem", "app CA"), write("renewed.pem", "app CA 2")
+	sameBytes := filepath.Join(dir, "copy.pem")
+	if b, err := os.ReadFile(caFile); err != nil || os.WriteFile(sameBytes, b, 0o600) != nil {
+		t.Fatal(err)
+	}
+	up := func(ca string, idle time.Duration) UpstreamConfig {
+		return UpstreamConfig{TLS: UpstreamTLS{CAFile: ca}, Timeouts: UpstreamTimeouts{Idle: idle}}
+	}
+	tests := []struct {
+		name       string
+		before, at UpstreamConfig
+		kept       bool
+	}{
+		{"nothing changed", up("", 0), up("", 0), true},
+		{"the same CA file", up(caFile, 0), up(caFile, 0), true},
+		{"another file with the same CAs", up(caFile, 0), up(sameBytes, 0), true},
+		{"the timeouts' defaults written out", up("", 0), up("", 90*time.Second), true},
+		{"a renewed CA", up(caFile, 0), up(renewed, 0), false},
+		{"a CA file added", up("", 0), up(caFile, 0), false},
+		{"the CA file taken away", up(caFile, 0), up("", 0), false},
+		{"another idle timeout", up(caFile, 0), up(caFile, time.Minute), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			first, pem, err := upstreamTransport(tc.before, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prev := &Handler{compiled: &compiled{cfg: &Config{Upstream: tc.before}}, transport: first, upstreamCAs: pem}
+			next, _, err := upstreamTransport(tc.at, prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (next == first) != tc.kept {
+				t.Fatalf("transport kept: %v, want %v", next == first, tc.kept)
+			}
+			if trusts := next.TLSClientConfig != nil && next.TLSClientConfig.RootCAs != nil; trusts != (tc.at.TLS.CAFile != "") {
+				t.Errorf("the transport trusts a CA file's CAs: %v, want %v", trusts, tc.at.TLS.CAFile != "")
+			}
+		})
+	}
 }
