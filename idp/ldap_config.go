@@ -69,7 +69,7 @@ func (c *Config) validateLDAP() []error {
 		}
 	}
 	if c.CAFile != "" {
-		if _, err := loadCAFile(c.CAFile); err != nil {
+		if _, _, err := LoadCAFile(c.CAFile); err != nil {
 			bad("ca_file", "%v", err)
 		}
 	}
@@ -190,18 +190,19 @@ func (c *Config) envName(secret string) string {
 	return "PORTCULLIS_IDP_" + strings.ToUpper(strings.ReplaceAll(c.ID, "-", "_")) + "_" + secret
 }
 
-// loadCAFile reads PEM certificates that a directory's certificate must
-// chain to.
-func loadCAFile(path string) (*x509.CertPool, error) {
+// LoadCAFile reads a PEM bundle of CA certificates that a server's
+// certificate must chain to (an LDAP directory's, Redis's, the upstream's),
+// and its bytes, so that a reload can tell whether it changed.
+func LoadCAFile(path string) (*x509.CertPool, []byte, error) {
 	pem, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("read: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s: no PEM certificate in it", path)
+		return nil, nil, fmt.Errorf("%s: no PEM certificate in it", path)
 	}
-	return pool, nil
+	return pool, pem, nil
 }
 
 // ldapWarnings: plain ldap:// off loopback sends every password a user

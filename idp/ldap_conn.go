@@ -247,7 +247,7 @@ func (c *Config) tlsConfig(u *url.URL) (*tls.Config, error) {
 	}
 	tc := &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
 	if c.CAFile != "" {
-		pool, err := loadCAFile(c.CAFile)
+		pool, _, err := LoadCAFile(c.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("ca_file: %w", err)
 		}

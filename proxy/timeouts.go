@@ -8,8 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
 )
 
 // UpstreamTimeouts is the `upstream.timeouts:` block: how long the proxy
@@ -72,20 +73,12 @@ func (c UpstreamTLS) validate(p *problems, up *url.URL) {
 	}
 }
 
-// loadUpstreamCAs reads a PEM bundle of CAs; nil for no file.
+// loadUpstreamCAs reads upstream.tls.ca_file; nil for none.
 func loadUpstreamCAs(file string) (*x509.CertPool, []byte, error) {
 	if file == "" {
 		return nil, nil, nil
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, b, nil
+	return idp.LoadCAFile(file)
 }
 
 // upstreamTransport is prev's upstream transport when upstream.timeouts and

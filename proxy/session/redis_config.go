@@ -3,17 +3,17 @@ package session
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/portcullis-proxy/portcullis/idp"
 )
 
 // RedisConfig is the `session.redis:` block: where the Redis that replicas
@@ -208,7 +208,7 @@ func (c *RedisConfig) Validate() error {
 		bad("db", "a Redis Cluster has only database 0")
 	}
 	if c.TLS.CAFile != "" {
-		if _, err := loadCAs(c.TLS.CAFile); err != nil {
+		if _, _, err := idp.LoadCAFile(c.TLS.CAFile); err != nil {
 			bad("tls.ca_file", "%v", err)
 		}
 	}
@@ -233,18 +233,6 @@ func hostPort(a string) bool {
 	return err == nil && host != "" && port != ""
 }
 
-func loadCAs(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("read: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
-}
-
 func (c *RedisConfig) prefix() string {
 	if c.KeyPrefix == "" {
 		return DefaultRedisKeyPrefix
@@ -261,7 +249,7 @@ func (c *RedisConfig) tlsConfig() (*tls.Config, error) {
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLS.ServerName}
 	if c.TLS.CAFile != "" {
-		pool, err := loadCAs(c.TLS.CAFile)
+		pool, _, err := idp.LoadCAFile(c.TLS.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("tls.ca_file: %w", err)
 		}
