@@ -601,6 +601,58 @@ func TestLDAPTLS(t *testing.T) {
 	}
 }
 
+// A directory certificate for another host, or an expired one, is a
+// directory_certificate SetupError whose hint says which, over ldaps and
+// StartTLS alike: waiting does not mend it. A directory that does not
+// answer, with TLS set up, stays a plain ErrNotReady: "try again in a
+// moment" is right for it, and a certificate hint would send the
+// administrator to the wrong place.
+func TestLDAPTLSRefusedCertificates(t *testing.T) {
+	otherHost := ldapserver.Start(t, ldapserver.Options{TLS: true, Certificate: func(t testing.TB, ca *testcert.CA) testcert.Pair {
+		return ca.IssueOnlyFor(t, "ldap.corp.example", time.Now().Add(24*time.Hour))
+	}})
+	expired := ldapserver.Start(t, ldapserver.Options{TLS: true, Certificate: func(t testing.TB, ca *testcert.CA) testcert.Pair {
+		return ca.Issue(t, "127.0.0.1", time.Now().Add(-time.Hour))
+	}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobody := "ldaps://" + l.Addr().String()
+	l.Close()
+	tests := []struct {
+		name string
+		edit func(c *Config)
+		// wantHint, when set, is what the *SetupError's hint must say;
+		// when empty the error must be ErrNotReady and no SetupError.
+		wantHint string
+	}{
+		{"ldaps to another host's certificate", func(c *Config) { c.URL, c.CAFile = otherHost.LDAPSURL, otherHost.CAFile }, "not for the url's host"},
+		{"start_tls to another host's certificate", func(c *Config) { c.URL, c.StartTLS, c.CAFile = otherHost.URL, true, otherHost.CAFile }, "not for the url's host"},
+		{"ldaps to an expired certificate", func(c *Config) { c.URL, c.CAFile = expired.LDAPSURL, expired.CAFile }, "renew it"},
+		{"start_tls to an expired certificate", func(c *Config) { c.URL, c.StartTLS, c.CAFile = expired.URL, true, expired.CAFile }, "renew it"},
+		{"ldaps to a directory that is not there", func(c *Config) { c.URL, c.CAFile = nobody, expired.CAFile }, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ldapTestConfig("")
+			tc.edit(&c)
+			p := newTestLDAP(t, c)
+			_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
+			setup, isSetup := errors.AsType[*SetupError](err)
+			if tc.wantHint == "" {
+				if !errors.Is(err, ErrNotReady) || isSetup {
+					t.Fatalf("got %v, want ErrNotReady and no SetupError", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNotReady) || !isSetup || setup.Reason != "directory_certificate" || !strings.Contains(setup.Hint, tc.wantHint) {
+				t.Fatalf("got %v, want ErrNotReady as a directory_certificate SetupError whose hint says %q", err, tc.wantHint)
+			}
+		})
+	}
+}
+
 // A directory's refusal of a user's bind reads as a wrong password, the
 // same for every password; only a directory that cannot answer is
 // unavailable. 389 Directory Server and FreeIPA refuse an account that

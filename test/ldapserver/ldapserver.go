@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/test/process"
+	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
 // The directory's suffix and accounts.
@@ -72,6 +73,10 @@ type Options struct {
 	// TLS makes a CA and a certificate for 127.0.0.1, offers StartTLS on
 	// URL and listens for ldaps:// on LDAPSURL too.
 	TLS bool
+	// Certificate, with TLS, issues the server's certificate from the CA in
+	// CAFile instead of one for 127.0.0.1 for a day: another host's, or
+	// one already expired, for tests of what a client refuses.
+	Certificate func(testing.TB, *testcert.CA) testcert.Pair
 	// SizeLimit is the database's olcSizeLimit, which binds every account
 	// but the administrator: "size.soft=20 size.hard=20
 	// size.prtotal=unlimited" answers at most 20 entries to a plain search
@@ -164,7 +169,7 @@ func Start(t testing.TB, o Options) *Server {
 		s.tlsPort = process.FreePort(t)
 		s.LDAPSURL = "ldaps://127.0.0.1:" + strconv.Itoa(s.tlsPort)
 		var certFile, keyFile string
-		s.CAFile, certFile, keyFile = writeCertificates(t, s.dir)
+		s.CAFile, certFile, keyFile = writeCertificates(t, s.dir, o.Certificate)
 		config = strings.Replace(config, "olcArgsFile:", "olcTLSCertificateFile: "+certFile+"\nolcTLSCertificateKeyFile: "+keyFile+"\nolcArgsFile:", 1)
 	}
 	ldif := filepath.Join(s.dir, "config.ldif")

@@ -84,21 +84,31 @@ func (ca *CA) Issue(t testing.TB, name string, notAfter time.Time) Pair {
 	return issue(t, name, notAfter, ca)
 }
 
+// IssueOnlyFor makes a pair for name alone, signed by ca: without the
+// localhost and 127.0.0.1 that Issue adds, a server on 127.0.0.1 serving it
+// presents another host's certificate to its clients.
+func (ca *CA) IssueOnlyFor(t testing.TB, name string, notAfter time.Time) Pair {
+	t.Helper()
+	return issueFor(t, name, notAfter, ca, x509.ExtKeyUsageServerAuth, true)
+}
+
 // IssueClient makes a client certificate for name signed by ca, for
 // servers that require one (mutual TLS).
 func (ca *CA) IssueClient(t testing.TB, name string, notAfter time.Time) Pair {
 	t.Helper()
-	return issueFor(t, name, notAfter, ca, x509.ExtKeyUsageClientAuth)
+	return issueFor(t, name, notAfter, ca, x509.ExtKeyUsageClientAuth, false)
 }
 
 // issue makes a server pair for name, localhost and 127.0.0.1, signed by ca
 // or, when ca is nil, by itself.
 func issue(t testing.TB, name string, notAfter time.Time, ca *CA) Pair {
 	t.Helper()
-	return issueFor(t, name, notAfter, ca, x509.ExtKeyUsageServerAuth)
+	return issueFor(t, name, notAfter, ca, x509.ExtKeyUsageServerAuth, false)
 }
 
-func issueFor(t testing.TB, name string, notAfter time.Time, ca *CA, usage x509.ExtKeyUsage) Pair {
+// issueFor makes a pair for name and, unless nameOnly, localhost and
+// 127.0.0.1.
+func issueFor(t testing.TB, name string, notAfter time.Time, ca *CA, usage x509.ExtKeyUsage, nameOnly bool) Pair {
 	t.Helper()
 	key := newKey(t)
 	notAfter = notAfter.Truncate(time.Second)
@@ -112,7 +122,14 @@ func issueFor(t testing.TB, name string, notAfter time.Time, ca *CA, usage x509.
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
-	if net.ParseIP(name) == nil && name != "localhost" {
+	if nameOnly {
+		tmpl.DNSNames, tmpl.IPAddresses = nil, nil
+		if ip := net.ParseIP(name); ip != nil {
+			tmpl.IPAddresses = []net.IP{ip}
+		} else {
+			tmpl.DNSNames = []string{name}
+		}
+	} else if net.ParseIP(name) == nil && name != "localhost" {
 		tmpl.DNSNames = append([]string{name}, tmpl.DNSNames...)
 	}
 	parent, parentKey := tmpl, key
