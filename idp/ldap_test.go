@@ -392,6 +392,24 @@ func TestLDAPGroupSources(t *testing.T) {
 	}
 }
 
+// An entry without attribute_mapping.username's attribute has the name
+// the user typed as its username, without the spaces around it: the
+// directory ignores those when it matches (RFC 4518), so " alice " logs
+// in as alice and must not become a user of its own.
+func TestLDAPUsernameOfLastResort(t *testing.T) {
+	srv := ldapserver.Start(t, ldapserver.Options{})
+	c := ldapTestConfig(srv.URL)
+	c.AttributeMapping = map[string]string{"username": "employeeNumber"} // alice has none
+	p := newTestLDAP(t, c)
+	prof, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), " alice ", ldapserver.AlicePassword, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prof.Username != "alice" {
+		t.Errorf("username %q, want %q", prof.Username, "alice")
+	}
+}
+
 // TestLDAPProfileIsTheLogins gives LDAPProfile (what `portcullis explain
 // --claims` shows for an LDAP entry) the user's whole entry, as an operator
 // exports it with ldapsearch, and wants the profile a real login of that
