@@ -106,3 +106,39 @@ func TestRefreshWithAnUnverifiableAlgSaysWhichAndWhatToSet(t *testing.T) {
 		t.Errorf("err %q does not say the step", err)
 	}
 }
+
+// An ID token from a refresh that fails verification for another reason
+// than its alg (a signature that does not verify under an alg the client
+// takes, a header that names no alg) is no id_token_signing_alg setup
+// error: its hint would send the operator to change a setting that is
+// right.
+func TestRefreshVerifyFailureIsAnAlgSetupErrorOnlyForTheAlg(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		reshape func(raw string) string
+	}{
+		{"RS256 with a signature that does not verify", func(raw string) string {
+			i := strings.LastIndex(raw, ".")
+			return raw[:i+1] + base64.RawURLEncoding.EncodeToString([]byte("not the signature"))
+		}},
+		{"a header without alg", func(raw string) string {
+			_, rest, _ := strings.Cut(raw, ".")
+			return base64.RawURLEncoding.EncodeToString([]byte(`{"kid":"k1","typ":"JWT"}`)) + "." + rest
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ti := newTestIssuer(t)
+			ti.reshape = tc.reshape
+			c := Config{ID: "company", Protocol: OIDC, ServerURL: ti.url, ClientID: "portcullis", ClientSecret: "s"}
+			p := startOIDC(t, c, testOptions("http://127.0.0.1:1", false))
+			waitReady(t, p, 10*time.Second)
+			prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
+			if err == nil || !strings.Contains(err.Error(), "oidc company: refresh: verify id token") {
+				t.Fatalf("Refresh = %+v, %v; want the verification refused", prof, err)
+			}
+			if setup, ok := errors.AsType[*SetupError](err); ok {
+				t.Errorf("Refresh: %v, a SetupError %q: the alg is not what failed", err, setup.Reason)
+			}
+		})
+	}
+}
