@@ -177,6 +177,10 @@ func TestCheckListsEachMistakeAlone(t *testing.T) {
 			[]string{`server.auth_prefix: must be a plain path like /.portcullis (leading slash, no trailing slash), got "/sso/../.portcullis"`}},
 		{"upstream.url without a host", "url: http://traefik:8080", "url: http://",
 			[]string{`upstream.url: not an absolute http(s) URL: "http://"`}},
+		// A CA file on plain http would be read and never used: the
+		// operator meant https, or a file of no use.
+		{"upstream.tls.ca_file on an http upstream", "url: http://traefik:8080", "url: http://traefik:8080\n  tls: {ca_file: /nonexistent/ca.pem}",
+			[]string{"upstream.tls.ca_file: only for an https upstream.url: the connections to http://traefik:8080 are plain http"}},
 		{"no session key", "keys: [" + testKey + "]", "keys: []",
 			[]string{"session.keys: at least one key is required (make one with `portcullis keys`, or set PORTCULLIS_SESSION_KEYS)"}},
 		{"no identity provider", "sso:\n  identity_providers:\n    - id: company\n      protocol: OIDC\n      server_url: https://login.example.com/\n      client_id: portcullis\n", "sso:\n  identity_providers: []\n",

@@ -77,3 +77,14 @@ func TestUpstreamCAFileAtReload(t *testing.T) {
 		t.Errorf("a request in flight across the transport's replacement: %d, want 200", code)
 	}
 }
+
+// upstreamTransport reads upstream.tls.ca_file itself (the check read it
+// before, and it may have gone or changed since): one it cannot read is
+// an error naming the key, never the system's CAs trusted in its place.
+func TestUpstreamTransportRefusesAnUnreadableCAFile(t *testing.T) {
+	c := UpstreamConfig{TLS: UpstreamTLS{CAFile: filepath.Join(t.TempDir(), "gone.pem")}}
+	tr, _, err := upstreamTransport(c, nil)
+	if err == nil || !strings.Contains(err.Error(), "upstream.tls.ca_file") {
+		t.Fatalf("upstreamTransport: %v, %v; want an error of upstream.tls.ca_file", tr, err)
+	}
+}

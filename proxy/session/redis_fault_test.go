@@ -64,6 +64,13 @@ func TestFaultOf(t *testing.T) {
 		{"a client certificate asked for, the connection then reset", handshake(fmt.Errorf("%w (%w)", errNoClientCert, syscall.ECONNRESET)), "redis_client_certificate", "cert_file"},
 		{"a client certificate refused with an alert", command("remote error: tls: certificate required"), "redis_client_certificate", "cert_file"},
 		{"a handshake that timed out", handshake(os.ErrDeadlineExceeded), "redis_tls_mismatch", "too busy"},
+		// A code is Redis's when it leads the answer, not when the text
+		// names it: a proxy in front of Redis that lacks Cluster's
+		// READONLY command is no read-only replica.
+		{"an answer that names a code inside its text", command("ERR unknown command 'READONLY', with args beginning with: "), "redis_error", ""},
+		// A deadline that reached us as text only (an error wrapped with
+		// %v on its way) is a timeout still.
+		{"a handshake that timed out, said in text only", handshake(errors.New("read tcp 10.0.0.1:6380: context deadline exceeded")), "redis_tls_mismatch", "too busy"},
 		{"a handshake with a plain port that closed", handshake(io.EOF), "redis_tls_mismatch", "does not answer TLS"},
 		{"a plain connection to a TLS port closed", fmt.Errorf("redis: write: %w", io.EOF), "redis_closed", "rediss://"},
 		{"a plain connection to a TLS port reset", fmt.Errorf("redis: write: %w", &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), "redis_closed", "rediss://"},
