@@ -77,7 +77,7 @@ func TestValidateLDAP(t *testing.T) {
 			c.URL, c.InsecureSkipVerify = "ldaps://ad.corplocalhost", true
 		}, []string{"insecure_skip_verify: refused outside development"}},
 		{"ca_file without TLS is refused", func(c *Config) { c.URL, c.CAFile = "ldap://ad.example.com", caFile }, []string{"ca_file: only used with ldaps://"}},
-		{"ca_file that is missing is refused", func(c *Config) { c.URL, c.CAFile = "ldaps://ad.example.com", "/nonexistent.pem" }, []string{"ca_file: open /nonexistent.pem"}},
+		{"ca_file that is missing is refused", func(c *Config) { c.URL, c.CAFile = "ldaps://ad.example.com", "/nonexistent.pem" }, []string{"ca_file: read: open /nonexistent.pem"}},
 		{"ca_file without a certificate is refused", func(c *Config) { c.URL, c.CAFile = "ldaps://ad.example.com", "/etc/hostname" }, []string{"ca_file: /etc/hostname: no PEM certificate"}},
 		{"bind_password needs bind_dn", func(c *Config) { c.BindDN = "" }, []string{"bind_dn: required with bind_password"}},
 		{"bind_dn needs bind_password, naming the env override", func(c *Config) { c.BindPassword = "" },
