@@ -17,6 +17,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/portcullis-proxy/portcullis/test/ldapserver"
+	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
@@ -492,22 +493,9 @@ func TestLDAPDirectoryAway(t *testing.T) {
 // TestLDAPTimeouts talks to a server that accepts connections and never
 // answers: the operation timeout ends the login, as unavailable.
 func TestLDAPTimeouts(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // hold it open, say nothing
-		}
-	}()
+	addr := process.Serve(t, func(net.Conn) {}) // hold it open, say nothing
 	for _, startTLS := range []bool{false, true} {
-		c := ldapTestConfig("ldap://" + ln.Addr().String())
+		c := ldapTestConfig("ldap://" + addr)
 		c.StartTLS, c.InsecureSkipVerify = startTLS, startTLS
 		p := newTestLDAP(t, c)
 		_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
@@ -62,25 +63,14 @@ func TestStartTLSConfigVerifiesAsGoDoes(t *testing.T) {
 			base := &tls.Config{ServerName: tc.serverName, RootCAs: tc.roots, InsecureSkipVerify: tc.insecure, MinVersion: tls.VersionTLS12}
 			// A loopback listener, not net.Pipe: a client's alert and the
 			// server's flight written at once block each other on a pipe.
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
-					_ = s.SetDeadline(time.Now().Add(30 * time.Second))
-					_ = s.Handshake()
-					c.Close()
-				}
-			}()
+			addr := process.Serve(t, func(c net.Conn) {
+				s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+				_ = s.SetDeadline(time.Now().Add(30 * time.Second))
+				_ = s.Handshake()
+				c.Close()
+			})
 			handshake := func(client *tls.Config) error {
-				c, err := net.Dial("tcp", ln.Addr().String())
+				c, err := net.Dial("tcp", addr)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
 )
 
@@ -16,28 +17,15 @@ import (
 // go-redis dials with its own, but a dial that hung would hold a pool slot
 // and its caller forever.
 func TestRedisHandshakeEndsWithoutADeadlineOfTheCaller(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	c := RedisConfig{URL: "rediss://" + ln.Addr().String() + "/0"}
+	silent := process.Serve(t, func(net.Conn) {}) // takes connections, never answers
+	c := RedisConfig{URL: "rediss://" + silent + "/0"}
 	tc, err := c.tlsConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		conn, err := redisDialer(tc, &handshakes{})(context.Background(), "tcp", ln.Addr().String())
+		conn, err := redisDialer(tc, &handshakes{})(context.Background(), "tcp", silent)
 		if conn != nil {
 			conn.Close()
 		}

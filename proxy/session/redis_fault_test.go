@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
 	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
@@ -102,27 +103,14 @@ func TestRedisDialerKeepsTheLastFailedHandshake(t *testing.T) {
 	}
 	// A port that takes the connection and closes it, as a proxy in
 	// between may.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	closing := process.Serve(t, func(c net.Conn) { c.Close() })
 	hs := &handshakes{}
 	dial := redisDialer(tc, hs)
-	if conn, err := dial(context.Background(), "tcp", ln.Addr().String()); err == nil {
+	if conn, err := dial(context.Background(), "tcp", closing); err == nil {
 		conn.Close()
 		t.Fatal("a handshake with a port that closed succeeded")
 	}
-	if last := hs.last.Load(); last == nil || last.addr != ln.Addr().String() {
+	if last := hs.last.Load(); last == nil || last.addr != closing {
 		t.Fatalf("the failed handshake was not kept: %v", last)
 	}
 	conn, err := dial(context.Background(), "tcp", srv.Addr)
@@ -159,31 +147,19 @@ func TestRedisDialerClientCertificateAskedFor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS13})
-				_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-				if s.Handshake() == nil && len(s.ConnectionState().PeerCertificates) == 0 {
-					c.Close() // no alert: a closed connection
-					continue
-				}
-				io.Copy(io.Discard, s)
-				c.Close()
+		addr := process.Serve(t, func(c net.Conn) {
+			defer c.Close()
+			s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS13})
+			_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+			if s.Handshake() == nil && len(s.ConnectionState().PeerCertificates) == 0 {
+				return // no alert: a closed connection
 			}
-		}()
+			io.Copy(io.Discard, s)
+		})
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(pair.Cert)
 		hs := &handshakes{}
-		conn, err := redisDialer(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, hs)(context.Background(), "tcp", ln.Addr().String())
+		conn, err := redisDialer(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, hs)(context.Background(), "tcp", addr)
 		if err == nil {
 			conn.Close()
 			t.Fatal("the dial took a connection the server closed for want of a client certificate")

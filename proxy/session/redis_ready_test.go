@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
 	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
@@ -60,27 +61,8 @@ func TestHandshakeTimeoutIsNotExplainedByAnotherHandshake(t *testing.T) {
 // timeout sends the operator to look for a Redis that is down. The server
 // here takes connections and never answers, as a busy one does.
 func TestRedisTimeoutIsExplainedByTheFailedHandshake(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	r, err := DialRedis(RedisConfig{URL: "redis://" + ln.Addr().String() + "/0"})
+	silent := process.Serve(t, func(net.Conn) {}) // takes connections, never answers
+	r, err := DialRedis(RedisConfig{URL: "redis://" + silent + "/0"})
 	if err != nil {
 		t.Fatal(err)
 	}
