@@ -442,6 +442,43 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 		rd = h.safeRedirect("")
 	}
 	http.Redirect(w, r, rd, http.StatusFound)
+	h.warnLargeLoginAnswer(w.Header(), p.IdP)
+}
+
+// frontHeaderBuffer is the response-header buffer of nginx's and
+// ingress-nginx's defaults (proxy_buffer_size, one 4 KiB page): a login
+// answer whose status line and headers outgrow it reaches the browser as
+// nginx's 502, which nginx logs as "upstream sent too big header", and
+// portcullis logs the login as a success.
+const frontHeaderBuffer = 4096
+
+// answerOverhead is what Go's server adds to the headers a handler set, on
+// a redirect: the status line, Date, Content-Length and the blank line.
+const answerOverhead = 96
+
+// warnLargeLoginAnswer logs, once a process, that a login's answer (session
+// cookies, chiefly: a profile with many groups) is larger than the header
+// buffer of a front proxy with its defaults, and what to set: the browser
+// sees only that front's 502, with nothing of portcullis's in it.
+func (h *Handler) warnLargeLoginAnswer(header http.Header, idpID string) {
+	size, cookies := answerOverhead, 0
+	for name, values := range header {
+		for _, v := range values {
+			size += len(name) + len(": ") + len(v) + len("\r\n")
+			if name == "Set-Cookie" {
+				cookies += len(v)
+			}
+		}
+	}
+	if size <= frontHeaderBuffer || h.largeLoginWarned.Swap(true) {
+		return
+	}
+	h.log.LogAttrs(context.Background(), slog.LevelWarn, "login: the answer's headers are larger than a front proxy's default buffer",
+		slog.String("idp", idpID), slog.Int("header_bytes", size), slog.Int("set_cookie_bytes", cookies),
+		slog.String("hint", "behind nginx with its defaults this login fails with 502 and nginx logs \"upstream sent too big header\": "+
+			"set proxy_buffer_size 32k, proxy_buffers 8 32k, proxy_busy_buffers_size 64k and large_client_header_buffers 4 32k "+
+			"(ingress-nginx: the annotation nginx.ingress.kubernetes.io/proxy-buffer-size: \"32k\" and the ConfigMap's large-client-header-buffers: \"4 32k\"); "+
+			"HAProxy's tune.bufsize (16384) fails past 16 KB: set 32768; or set session.store: redis, whose cookie stays small. See docs/troubleshooting.md"))
 }
 
 // admit applies the IdP entry's admission rules (allowed domains, groups,

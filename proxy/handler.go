@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/attrpass"
@@ -61,6 +62,9 @@ type Handler struct {
 	// storeDown and upstreamDown throttle the diagnostic line that each
 	// request would write while Redis or the upstream fails (accesslog.go).
 	storeDown, upstreamDown oncePerSecond
+	// largeLoginWarned is set once a login's answer outgrew a front
+	// proxy's default header buffer and the log said so (auth.go).
+	largeLoginWarned atomic.Bool
 	// formerCookies are the session.cookie_name of the configurations that
 	// reloads replaced: browsers send their cookies until they expire, and
 	// the upstream must not get them either (upstream.go).

@@ -3,7 +3,9 @@
 # on a fresh Debian machine that has only Go, Node and gcc, then runs them all.
 #   Debian packages: chromium (browser tests of the login pages and the demo),
 #                    slapd and ldap-utils (the OpenLDAP directory of the LDAP tests),
-#                    redis-server (the Redis session store and the replica tests)
+#                    redis-server (the Redis session store and the replica tests),
+#                    nginx-light and haproxy (the front proxies of test/e2e's
+#                    TestFrontProxy* tests: TLS, HTTP/2, WebSocket, cookie sizes)
 #   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at),
 #                    test/a11y (axe-core, the accessibility checks of the proxy's pages)
 #   Go tools:        helm (deploy/: lint and render the Helm chart)
@@ -22,7 +24,7 @@ retry() {
 	return 1
 }
 
-apt_packages=(chromium slapd ldap-utils redis-server)
+apt_packages=(chromium slapd ldap-utils redis-server nginx-light haproxy)
 missing=()
 for pkg in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
