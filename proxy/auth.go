@@ -279,6 +279,14 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 			"the IdP started this login itself (its application portal, a tile or bookmark there), with no request from the proxy: "+
 				"set allow_idp_initiated: true on this entry to accept such logins (docs/saml.md), or have users start at the application")
 		return
+	case err != nil && h.signedIn(r):
+		// The answer came again (the back button, a reload, a bookmark of
+		// the callback) to a browser that is signed in: its login used the
+		// state already. Nothing is signed in by it; the user goes on to
+		// the application rather than to an error about a login that worked.
+		h.log.Info("login answer for a browser already signed in", "idp", id, "err", err)
+		http.Redirect(w, r, h.safeRedirect(""), http.StatusSeeOther)
+		return
 	case err != nil:
 		reason, hint, msg := h.flowFailure(r, err)
 		h.loginFailed(w, r, id, reason, err, http.StatusBadRequest, msg, hint)
@@ -322,7 +330,8 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	var answered *idp.CallbackError
 	if errors.As(err, &answered) {
 		status, msg := idpErrorPage(p.cfg.DisplayName(), answered.Code)
-		h.loginFailed(w, r, id, "idp_error", err, status, msg)
+		// Signing in again leads where this login was going.
+		h.loginFailedAt(w, r, id, "idp_error", err, status, msg, "", f.Redirect)
 		return
 	}
 	if _, deep := errors.AsType[*idp.ClaimsTooDeepError](err); deep {
@@ -554,6 +563,12 @@ func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, id, reason
 
 // loginFailedWith is loginFailed with more attributes for the line.
 func (h *Handler) loginFailedWith(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg, hint string, more ...slog.Attr) {
+	h.loginFailedAt(w, r, id, reason, err, status, msg, hint, "", more...)
+}
+
+// loginFailedAt is loginFailedWith for a login that was going to rd: the
+// page's link to sign in again leads there too.
+func (h *Handler) loginFailedAt(w http.ResponseWriter, r *http.Request, id, reason string, err error, status int, msg, hint, rd string, more ...slog.Attr) {
 	h.metrics.login(id, "failure", 0)
 	attrs := []slog.Attr{slog.String("idp", id), slog.String("reason", reason)}
 	if hint != "" {
@@ -561,7 +576,14 @@ func (h *Handler) loginFailedWith(w http.ResponseWriter, r *http.Request, id, re
 	}
 	attrs = append(attrs, more...)
 	h.audit(r, slog.LevelWarn, "login_failed", append(attrs, slog.Any("err", err))...)
-	h.pages.failWithLink(w, r, status, "Sign-in failed", msg, h.cfg.Server.AuthPrefix+"/login", "Sign in again")
+	h.pages.failWithLink(w, r, status, "Sign-in failed", msg, h.loginPath(rd), "Sign in again")
+}
+
+// signedIn reports whether r carries a session that opens, of an IdP this
+// configuration has.
+func (h *Handler) signedIn(r *http.Request) bool {
+	s, err := h.sessions.Load(r)
+	return err == nil && s != nil && h.providers[s.Profile.IdP] != nil
 }
 
 // flowFailure says why a login's answer came without a login flow that
