@@ -47,7 +47,11 @@ func (h *Handler) clearSignedIn(w http.ResponseWriter, r *http.Request) {
 // nothing of it (Redis, once its TTL is up; the browser, once the cookie's
 // Max-Age is) cannot tell.
 func (h *Handler) whyNoSession(r *http.Request, ago time.Duration) (session.Absence, error) {
-	if ago >= h.cfg.Session.Lifetime || (h.cfg.Session.IdleTimeout > 0 && ago > h.cfg.Session.IdleTimeout) {
+	// The session cookie's Max-Age is whole seconds, rounded down from
+	// the session's end, so the browser drops it up to a second before
+	// the lifetime is up; and the mark's second may be one after the
+	// session's start. Within those two seconds it has ended all the same.
+	if ago+2*time.Second >= h.cfg.Session.Lifetime || (h.cfg.Session.IdleTimeout > 0 && ago > h.cfg.Session.IdleTimeout) {
 		return session.Ended, nil
 	}
 	return h.sessions.Absent(r)
