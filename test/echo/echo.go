@@ -1,6 +1,7 @@
 // Package echo is an upstream application for tests and the demo: it answers
 // every request with what it received (method, path, headers, body size), as
-// JSON, or as a small HTML page for browsers, and remembers the requests so
+// JSON, or as a small HTML page for browsers (with a link and a form that
+// posts back to the page, for journeys through it), and remembers the requests so
 // tests can assert what reached it.
 package echo
 
@@ -109,6 +110,8 @@ var page = template.Must(template.New("echo").Parse(`<!doctype html>
 <p><a href="/.portcullis/logout">Sign out</a></p>
 {{else}}<p id="anonymous">This request carried no identity headers.</p>{{end}}
 <h2>{{.Req.Method}} <code>{{.Req.RequestURI}}</code></h2>
+<nav><a id="projects" href="/projects">Projects</a></nav>
+<form method="post" id="note-form"><label>Note <input name="note" value="a note"></label> <button id="post">Post this page</button></form>
 <table><caption>Headers the upstream received</caption><tr><th scope="col">Header</th><th scope="col">Value</th></tr>
 {{range .Headers}}<tr><td>{{.Name}}</td><td><code>{{.Value}}</code></td></tr>
 {{end}}</table></body></html>`))
