@@ -68,12 +68,6 @@ func TestBrowserJourneys(t *testing.T) {
 	chooser.start(t, strings.NewReplacer("MODE", "chooser", "ALPHA", alpha.Issuer, "BETA", beta.Issuer).Replace(pagesConfig))
 	browser := newChromium(t)
 
-	// j is one journey's browser context, with helpers that read like the user's steps.
-	type j struct {
-		t   *testing.T
-		tab context.Context
-	}
-	journey := func(t *testing.T) *j { return &j{t, newTab(t, browser)} }
 	// anotherTab opens a second tab in tab's browser context (same cookies).
 	anotherTab := func(t *testing.T, tab context.Context) context.Context {
 		t.Helper()
@@ -123,7 +117,6 @@ func TestBrowserJourneys(t *testing.T) {
 		h1 := value(t, tab, "read the heading", chromedp.Evaluate[string](`(document.querySelector("h1") || {}).textContent || ""`))
 		return h1, value(t, tab, "read the page", chromedp.Text(chromedp.CSS(`body`)))
 	}
-	_ = journey
 
 	t.Run("two tabs start a login; tab 1 finishes first, then tab 2", func(t *testing.T) {
 		one := newTab(t, browser)
