@@ -297,6 +297,10 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 			"This sign-in was started somewhere else. Start again.")
 		return
 	}
+	rd := ""
+	if f != nil { // nil for an IdP-initiated SAML login: it was going nowhere in particular
+		rd = f.Redirect
+	}
 	profile, tokens, err := h.complete(redirector, r, f, saml)
 	if err != nil && f != nil {
 		if err := h.flows.Release(r.Context(), f.State); err != nil {
@@ -331,7 +335,7 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	if errors.As(err, &answered) {
 		status, msg := idpErrorPage(p.cfg.DisplayName(), answered.Code)
 		// Signing in again leads where this login was going.
-		h.loginFailedAt(w, r, id, "idp_error", err, status, msg, "", f.Redirect)
+		h.loginFailedAt(w, r, id, "idp_error", err, status, msg, "", rd)
 		return
 	}
 	if _, deep := errors.AsType[*idp.ClaimsTooDeepError](err); deep {
@@ -352,10 +356,6 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	if err != nil {
 		h.loginFailed(w, r, id, "idp", err, http.StatusForbidden, "The sign-in could not be completed.")
 		return
-	}
-	rd := ""
-	if f != nil {
-		rd = f.Redirect
 	}
 	h.establish(w, r, profile, tokens, rd, start)
 }

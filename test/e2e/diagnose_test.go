@@ -931,3 +931,23 @@ func TestLDAPUnknownUserAndWrongPasswordAreToldApartInTheLog(t *testing.T) {
 		})
 	}
 }
+
+// An IdP-initiated answer that is the IdP's refusal (a status other than
+// Success), at an entry that accepts IdP-initiated logins: there is no
+// login state, so no login's rd for the "Sign in again" link. Anyone can
+// post such a response (the status is read before any signature), and it
+// is the sign-in-failed page, not a panic in the handler.
+func TestSAMLIdPInitiatedRefusalIsSignInFailed(t *testing.T) {
+	s, _, logs := samlStackLogged(t, nil, func(c string) string {
+		return strings.Replace(c, "      attribute_mapping:", "      allow_idp_initiated: true\n      attribute_mapping:", 1)
+	})
+	response := `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="_refused" Version="2.0" IssueInstant="` +
+		time.Now().UTC().Format(time.RFC3339) + `"><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Responder"/></samlp:Status></samlp:Response>`
+	post := acsPost{Action: s.URL + "/.portcullis/saml/corp/acs", Form: url.Values{"SAMLResponse": {base64.StdEncoding.EncodeToString([]byte(response))}}}
+	resp := post.post(t, noRedirect(browser(t)))
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "Sign in again") || !strings.Contains(body, `href="/.portcullis/login"`) {
+		t.Fatalf("refusal posted without a login: status %d, want 502 with a link to sign in again:\n%s", resp.StatusCode, body)
+	}
+	logs.audit(t, resp, "login_failed")
+}
