@@ -279,11 +279,14 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 			"the IdP started this login itself (its application portal, a tile or bookmark there), with no request from the proxy: "+
 				"set allow_idp_initiated: true on this entry to accept such logins (docs/saml.md), or have users start at the application")
 		return
-	case err != nil && h.signedIn(r):
+	case errors.Is(err, session.ErrFlowMissing) && h.signedIn(r):
 		// The answer came again (the back button, a reload, a bookmark of
-		// the callback) to a browser that is signed in: its login used the
-		// state already. Nothing is signed in by it; the user goes on to
-		// the application rather than to an error about a login that worked.
+		// the callback) to a browser that is signed in: its login spent
+		// the state, and its cookie, already. Nothing is signed in by it;
+		// the user goes on to the application rather than to an error
+		// about a login that worked. Only without the cookie: one that
+		// came back and was refused (forged, spent and sent again, another
+		// state's) is no browser's doing, and stays a failure at WARN.
 		h.log.Info("login answer for a browser already signed in", "idp", id, "err", err)
 		http.Redirect(w, r, h.safeRedirect(""), http.StatusSeeOther)
 		return
