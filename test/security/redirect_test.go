@@ -1,8 +1,10 @@
 package security
 
 import (
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -49,6 +51,9 @@ func redirectPayloads() []string {
 	)
 	return out
 }
+
+// signInAgain finds the link of a "Sign-in failed" page.
+var signInAgain = regexp.MustCompile(`<a[^>]* href="([^"]*)"[^>]*>Sign in again</a>`)
 
 func portOf(hostport string) string { return hostport[strings.LastIndexByte(hostport, ':')+1:] }
 
@@ -99,6 +104,33 @@ func TestOpenRedirect(t *testing.T) {
 			if !strings.HasPrefix(s.Location, suite.public+"/") {
 				t.Errorf("after login Location %q, want an absolute URL on %s", s.Location, suite.public)
 			}
+		})
+		t.Run("login refused at the IdP/"+name, func(t *testing.T) {
+			// The page after the IdP's refusal links to a new login
+			// towards the refused one's rd.
+			b := newBrowser(t)
+			s := b.get(suite.public + "/.portcullis/login/alpha?rd=" + url.QueryEscape(p))
+			auth, err := url.Parse(s.Location)
+			if s.Status != http.StatusFound || err != nil || !strings.HasPrefix(s.Location, suite.alpha.issuer+"/") {
+				t.Fatalf("/login/alpha: status %d, Location %q", s.Status, s.Location)
+			}
+			s = b.get(suite.public + "/.portcullis/oidc/alpha/callback?" + url.Values{"error": {"access_denied"}, "state": {auth.Query().Get("state")}}.Encode())
+			link := signInAgain.FindStringSubmatch(s.Body)
+			if s.Status != http.StatusForbidden || link == nil {
+				t.Fatalf("refusal: status %d, want 403 with a link to sign in again; body %q", s.Status, s.Body)
+			}
+			again, err := url.Parse(html.UnescapeString(link[1]))
+			if err != nil || again.Path != "/.portcullis/login" || again.Host != "" {
+				t.Fatalf("the link to sign in again is %q, want the proxy's /login", link[1])
+			}
+			if rd := again.Query().Get("rd"); rd != "" {
+				checkLocation(t, rd)
+			}
+			s = b.get(suite.public + again.String())
+			if s.Status != http.StatusFound {
+				t.Fatalf("following %q: status %d", again, s.Status)
+			}
+			checkLocation(t, s.Location)
 		})
 	}
 }
