@@ -490,7 +490,7 @@ func (h *Handler) warnLargeLoginAnswer(header http.Header, idpID string) {
 		slog.String("hint", "behind nginx with its defaults this login fails with 502 and nginx logs \"upstream sent too big header\": "+
 			"set proxy_buffer_size 32k, proxy_buffers 8 32k, proxy_busy_buffers_size 64k and large_client_header_buffers 4 32k "+
 			"(ingress-nginx: the annotation nginx.ingress.kubernetes.io/proxy-buffer-size: \"32k\" and the ConfigMap's large-client-header-buffers: \"4 32k\"); "+
-			"HAProxy's tune.bufsize (16384) fails past 16 KB: set 32768; or set session.store: redis, whose cookie stays small. See docs/troubleshooting.md"))
+			"HAProxy's tune.bufsize (16384, of which tune.maxrewrite keeps 1024 free) fails past 15 KB: set 32768; or set session.store: redis, whose cookie stays small. See docs/troubleshooting.md"))
 }
 
 // admit applies the IdP entry's admission rules (allowed domains, groups,
