@@ -582,11 +582,11 @@ func (h *Handler) loginFailedAt(w http.ResponseWriter, r *http.Request, id, reas
 	h.pages.failWithLink(w, r, status, "Sign-in failed", msg, h.loginPath(rd), "Sign in again")
 }
 
-// signedIn reports whether r carries a session that opens, of an IdP this
-// configuration has.
+// signedIn reports whether r carries a session that a request for a page
+// would be let in with (loadSession), before session.refresh asks the IdP.
 func (h *Handler) signedIn(r *http.Request) bool {
-	s, err := h.sessions.Load(r)
-	return err == nil && s != nil && h.providers[s.Profile.IdP] != nil
+	s, err := h.loadSession(r)
+	return err == nil && s != nil
 }
 
 // flowFailure says why a login's answer came without a login flow that
