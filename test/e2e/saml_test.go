@@ -283,7 +283,7 @@ func TestSAMLHostileACSPostsAreRefused(t *testing.T) {
 		loggedIn bool
 	}{
 		{
-			name: "a response posted again by the browser it was for is refused",
+			name: "a response posted again by the browser it was for signs in no one",
 			attack: func(t *testing.T) (*http.Client, acsPost) {
 				b := browser(t)
 				post := answer(t, b, idpSrv, s.URL+"/tasks", samlAlice)
@@ -331,7 +331,17 @@ func TestSAMLHostileACSPostsAreRefused(t *testing.T) {
 			before := len(s.Upstream.Requests())
 			resp := post.post(t, noRedirect(b))
 			body := readBody(t, resp)
-			if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusForbidden {
+			switch {
+			case tc.loggedIn:
+				// The browser's own answer again (the back button into the
+				// IdP's posting page): its login is spent, and the signed-in
+				// user goes on to the application's root, with no cookie
+				// of a new session (README, "What users see around a sign-in").
+				if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != s.URL+"/" || len(resp.Cookies()) != 0 {
+					t.Errorf("the browser's own ACS post again: status %d Location %q cookies %v, want 303 to %s/ and no cookie",
+						resp.StatusCode, resp.Header.Get("Location"), resp.Cookies(), s.URL)
+				}
+			case resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusForbidden:
 				t.Errorf("hostile ACS post: status %d Location %q, want 400 or 403; body:\n%s",
 					resp.StatusCode, resp.Header.Get("Location"), body)
 			}
