@@ -33,8 +33,23 @@ if ((${#missing[@]})); then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	echo "test/run.sh: installing ${missing[*]}"
+	# The tests run their own servers on loopback ports; the packages' own
+	# services (nginx's default site on port 80, slapd, redis-server) are not
+	# wanted, and where no init system runs, starting one can fail the
+	# install. A policy-rc.d that refuses every start, as containers have,
+	# for the install only, unless the machine has one already.
+	policy=/usr/sbin/policy-rc.d
+	if [ ! -e "$policy" ]; then
+		trap '$sudo rm -f "$policy"' EXIT
+		printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+		$sudo chmod 755 "$policy"
+	fi
 	retry $sudo apt-get update -qq
 	retry $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	if [ "$(trap -p EXIT)" ]; then
+		$sudo rm -f "$policy"
+		trap - EXIT
+	fi
 fi
 
 if [ ! -d test/oidc/node_modules/oidc-provider ] || [ test/oidc/package-lock.json -nt test/oidc/node_modules/.package-lock.json ]; then
