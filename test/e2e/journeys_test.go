@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
@@ -68,16 +70,6 @@ func TestBrowserJourneys(t *testing.T) {
 	chooser.start(t, strings.NewReplacer("MODE", "chooser", "ALPHA", alpha.Issuer, "BETA", beta.Issuer).Replace(pagesConfig))
 	browser := newChromium(t)
 
-	// anotherTab opens a second tab in tab's browser context (same cookies).
-	anotherTab := func(t *testing.T, tab context.Context) context.Context {
-		t.Helper()
-		other, cancel := chromedp.NewContext(tab)
-		t.Cleanup(cancel)
-		if err := chromedp.Do(other); err != nil {
-			t.Fatalf("open another tab: %v", err)
-		}
-		return other
-	}
 	atIdP := func(t *testing.T, tab context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		step(t, tab, what, append(actions, chromedp.WaitVisible(chromedp.CSS(`input[name="password"]`)))...)
@@ -93,31 +85,6 @@ func TestBrowserJourneys(t *testing.T) {
 			// a page without it is the application's, or the proxy's.
 			chromedp.WaitVisible(chromedp.CSS(`body:not(:has(form[action^="/interaction/"])) h1`)))
 	}
-	// landed checks that tab shows the application at want (a URL) as email.
-	landed := func(t *testing.T, tab context.Context, want, email string) {
-		t.Helper()
-		step(t, tab, "wait for a page", chromedp.WaitVisible(chromedp.CSS(`h1`)))
-		loc := value(t, tab, "read the location", chromedp.Location())
-		h1 := value(t, tab, "read the heading", chromedp.Text(chromedp.CSS(`h1`)))
-		if h1 != "Echo upstream" {
-			body := value(t, tab, "read the page", chromedp.Text(chromedp.CSS(`body`)))
-			t.Fatalf("at %s the browser shows %q, want the application at %s:\n%s", loc, h1, want, body)
-		}
-		if loc != want {
-			t.Errorf("the browser landed at %s, want %s", loc, want)
-		}
-		got := value(t, tab, "read the identity", chromedp.Evaluate[string](`(document.querySelector("strong#email") || {}).textContent || ""`))
-		if got != email {
-			t.Errorf("at %s the upstream saw X-Email %q, want %q", loc, got, email)
-		}
-	}
-	heading := func(t *testing.T, tab context.Context) (string, string) {
-		t.Helper()
-		step(t, tab, "wait for a page", chromedp.WaitVisible(chromedp.CSS(`body`)))
-		h1 := value(t, tab, "read the heading", chromedp.Evaluate[string](`(document.querySelector("h1") || {}).textContent || ""`))
-		return h1, value(t, tab, "read the page", chromedp.Text(chromedp.CSS(`body`)))
-	}
-
 	t.Run("two tabs start a login; tab 1 finishes first, then tab 2", func(t *testing.T) {
 		one := newTab(t, browser)
 		two := anotherTab(t, one)
@@ -315,6 +282,76 @@ func TestBrowserJourneys(t *testing.T) {
 		step(t, tab, "open the page with the form again", chromedp.Navigate(short.URL+"/tasks"))
 		landed(t, tab, short.URL+"/tasks", "alice@example.com")
 	})
+}
+
+// anotherTab opens a second tab in tab's browser context (same cookies).
+func anotherTab(t *testing.T, tab context.Context) context.Context {
+	t.Helper()
+	other, cancel := chromedp.NewContext(tab)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(other); err != nil {
+		t.Fatalf("open another tab: %v", err)
+	}
+	return other
+}
+
+// landed checks that tab shows the application at want (a URL) as email.
+func landed(t *testing.T, tab context.Context, want, email string) {
+	t.Helper()
+	page := arrived(t, tab, "the application at "+want, func(loc string) bool { return loc == want })
+	if page.H1 != "Echo upstream" {
+		t.Fatalf("at %s the browser shows %q, want the application:\n%s", page.Loc, page.H1, page.Body)
+	}
+	if page.Email != email {
+		t.Errorf("at %s the upstream saw X-Email %q, want %q", page.Loc, page.Email, email)
+	}
+}
+
+// shownPage is what a tab shows: its location, heading, the email the echo
+// upstream shows (if it is the upstream's) and its text.
+type shownPage struct{ Loc, H1, Email, Body string }
+
+// arrived waits, up to stepTimeout, for tab to show a loaded page with a
+// heading at a location that at accepts, and not one that leaving marked,
+// and returns it; what is what the test waits for, for the failure. A
+// click or a login that goes on through the IdP and back by redirects
+// leaves the page it started from, or one on the way, in the tab for a
+// while, and a heading read in one document can be another's location:
+// the page is read in one go.
+func arrived(t *testing.T, tab context.Context, what string, at func(loc string) bool) shownPage {
+	t.Helper()
+	var page shownPage
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(tab, stepTimeout)
+		raw, err := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify(document.readyState !== "complete" || window.journeyLeft ? {} : {
+			Loc: location.href, H1: (document.querySelector("h1") || {}).textContent || "",
+			Email: (document.querySelector("strong#email") || {}).textContent || "", Body: document.body.innerText})`))
+		cancel()
+		// An error is a document going away under the read: read again.
+		if err == nil && json.Unmarshal([]byte(raw), &page) == nil && page.H1 != "" && at(page.Loc) {
+			return page
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the browser shows %s headed %q, want %s:\n%s", page.Loc, page.H1, what, page.Body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// leaving marks the page a tab shows as one that the next actions leave:
+// arrived waits for another.
+var leaving = chromedp.Func(func(ctx context.Context, target *chromedp.Target) error {
+	_, err := chromedp.Evaluate[bool](`window.journeyLeft = true`)(ctx, target)
+	return err
+})
+
+// heading is the heading of the page tab shows ("" for none) and its text.
+func heading(t *testing.T, tab context.Context) (string, string) {
+	t.Helper()
+	step(t, tab, "wait for a page", chromedp.WaitVisible(chromedp.CSS(`body`)))
+	h1 := value(t, tab, "read the heading", chromedp.Evaluate[string](`(document.querySelector("h1") || {}).textContent || ""`))
+	return h1, value(t, tab, "read the page", chromedp.Text(chromedp.CSS(`body`)))
 }
 
 // lastRequest records the URLs tab requests that start with prefix; the
