@@ -56,6 +56,7 @@ func (h *Handler) authRoutes() http.Handler {
 	mux.HandleFunc("GET "+p+"/oidc/{idp}/callback", h.oidcCallback)
 	mux.HandleFunc("POST "+p+"/oidc/{idp}/backchannel-logout", h.backchannelLogout) // backchannel.go
 	mux.HandleFunc("POST "+p+"/saml/{idp}/acs", h.samlACS)
+	mux.HandleFunc("GET "+p+"/saml/{idp}/acs", h.samlAnswerAgain)
 	mux.HandleFunc("GET "+p+"/saml/{idp}/metadata", h.samlMetadata)
 	mux.HandleFunc("GET "+p+"/saml/{idp}/slo", h.samlSLO) // saml_logout.go
 	mux.HandleFunc("POST "+p+"/saml/{idp}/slo", h.samlSLO)
@@ -252,6 +253,27 @@ func (h *Handler) samlACS(w http.ResponseWriter, r *http.Request) {
 	h.finishRedirect(w, r, r.PostForm.Get("RelayState"), true)
 }
 
+// samlAnswerAgain is the ACS loaded with GET: where an answer posted again
+// from the IdP's site is sent on (finishRedirect), or the ACS's page in the
+// browser's history. A signed-in browser goes on to the application, as
+// for an OIDC callback loaded again; any other gets the page of an answer
+// whose login state did not come back.
+func (h *Handler) samlAnswerAgain(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("idp")
+	p := h.providers[id]
+	if p == nil || p.cfg.Protocol != idp.SAML {
+		h.pages.fail(w, r, http.StatusNotFound, "Unknown sign-in", "There is no such sign-in method.")
+		return
+	}
+	if h.signedIn(r) {
+		h.log.Info("login answer for a browser already signed in", "idp", id, "err", session.ErrFlowMissing)
+		http.Redirect(w, r, h.safeRedirect(""), http.StatusSeeOther)
+		return
+	}
+	reason, hint, msg := h.flowFailure(r, session.ErrFlowMissing)
+	h.loginFailed(w, r, id, reason, session.ErrFlowMissing, http.StatusBadRequest, msg, hint)
+}
+
 // finishRedirect completes a login at a Redirector: the flow is opened from
 // this browser's cookie (single use), must belong to the IdP whose callback
 // this is, and the IdP's answer is checked against it.
@@ -278,6 +300,16 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 			"This sign-in was started at "+p.cfg.DisplayName()+", which this application does not accept. Open the application and sign in from there.",
 			"the IdP started this login itself (its application portal, a tile or bookmark there), with no request from the proxy: "+
 				"set allow_idp_initiated: true on this entry to accept such logins (docs/saml.md), or have users start at the application")
+		return
+	case saml && h.cookies.Secure && errors.Is(err, session.ErrFlowMissing) &&
+		r.Header.Get("Sec-Fetch-Site") == "cross-site" && !h.carriesOwnCookie(r):
+		// The answer came again from the IdP's site (the back button, a
+		// reload of the IdP's answer page), with no login state of ours,
+		// and without the session cookie, which is SameSite=Lax: whether
+		// this browser is signed in cannot be told from this post. The
+		// GET it is sent on to carries that cookie, and nothing of the
+		// answer: it is refused here, and nothing is signed in by it.
+		http.Redirect(w, r, r.URL.Path, http.StatusSeeOther)
 		return
 	case errors.Is(err, session.ErrFlowMissing) && h.signedIn(r):
 		// The answer came again (the back button, a reload, a bookmark of
