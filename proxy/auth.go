@@ -621,6 +621,12 @@ func (h *Handler) signedIn(r *http.Request) bool {
 	return err == nil && s != nil
 }
 
+// signedInAt reports whether r carries a session that opens, of IdP id.
+func (h *Handler) signedInAt(r *http.Request, id string) bool {
+	s, err := h.sessions.Load(r)
+	return err == nil && s != nil && s.Profile.IdP == id
+}
+
 // flowFailure says why a login's answer came without a login flow that
 // opens (session.Flows.Finish): the log's reason and hint, and the user's
 // message. A browser that sends back none of the proxy's cookies is the

@@ -244,7 +244,15 @@ func (h *Handler) ldapForm(w http.ResponseWriter, r *http.Request) {
 	if h.startedByAnotherSite(w, r, p.cfg.ID) {
 		return
 	}
-	h.showLDAPForm(w, r, p, h.safeRedirect(r.URL.Query().Get("rd")), http.StatusOK, "", "")
+	rd := h.safeRedirect(r.URL.Query().Get("rd"))
+	if h.signedInAt(r, p.cfg.ID) {
+		// Signed in with this directory already (a bookmark of the form,
+		// the back button onto it): on to the page, as a login at an IdP
+		// that remembers the user goes. Another user signs out first.
+		http.Redirect(w, r, rd, http.StatusSeeOther)
+		return
+	}
+	h.showLDAPForm(w, r, p, rd, http.StatusOK, "", "")
 }
 
 // showLDAPForm renders the form with a fresh login flow: its state, in a
@@ -310,7 +318,17 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 		attrs := []slog.Attr{slog.String("idp", id), slog.String("reason", reason)}
 		if hint != "" {
 			attrs = append(attrs, slog.String("hint", hint))
-		} else {
+		}
+		switch {
+		case errors.Is(err, session.ErrFlowMissing) && !h.carriesOwnCookie(r):
+			// A form left open past its state's lifetime, in a browser
+			// with no other cookie of ours, looks just like a browser that
+			// keeps none: both are told, and a second try tells which.
+			msg = "This sign-in form has expired, or your browser did not send back the cookie it came with. Enter your password again; " +
+				"if this page comes back at once, open this application at " + h.cfg.Server.PublicURL + " and make sure your browser accepts its cookies."
+		case errors.Is(err, session.ErrFlowMissing) || hint == "":
+			// Its state used (a reload of the form's answer, a form of
+			// another tab's) or gone: the fresh form below is the way on.
 			msg = "This sign-in form has expired. Enter your password again."
 		}
 		h.audit(r, slog.LevelWarn, "login_failed", append(attrs, slog.Any("err", err))...)
