@@ -193,6 +193,36 @@ func TestLoginLoopMarkIsReadOnlyWithinItsWindow(t *testing.T) {
 	}
 }
 
+// A browser back at /login without its session cookie, near the end of a
+// session.lifetime shorter than the mark's window, lost it to the cookie's
+// Max-Age (whole seconds, rounded down) or to the mark's second (which may
+// follow the session's start): within two seconds of the lifetime the
+// session has ended, and it signs in again; earlier, the cookie did not
+// come back, and it gets the loop page.
+func TestLoginLoopMarkNearTheEndOfTheSession(t *testing.T) {
+	h := newTestHandler(t, strings.NewReplacer("UPSTREAM", "http://127.0.0.1:1", "session:\n", "session:\n  lifetime: 60s\n").Replace(testConfig))
+	marked := time.Unix(time.Now().Unix(), 0)
+	for _, tc := range []struct {
+		name string
+		ago  time.Duration
+		loop bool
+	}{
+		{"a second and a half before the lifetime is up: ended", 58500 * time.Millisecond, false},
+		{"exactly two seconds before: ended", 58 * time.Second, false},
+		{"two and a half seconds before: the cookie did not come back", 57500 * time.Millisecond, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.now = func() time.Time { return marked.Add(tc.ago) }
+			mark := &http.Cookie{Name: h.cookies.SignedInName(), Value: strconv.FormatInt(marked.Unix(), 10) + ".company"}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, request("GET", "https://cvat.example.com/.portcullis/login/company?rd=/tasks", []*http.Cookie{mark}, "Accept", "text/html"))
+			if loop := strings.Contains(rec.Body.String(), "Sign-in did not hold"); loop != tc.loop || !loop && !wentToIdP(rec) {
+				t.Errorf("%d, loop page %v, want the loop page %v:\n%s", rec.Code, loop, tc.loop, rec.Body)
+			}
+		})
+	}
+}
+
 // wentToIdP says the login went on past the loop check to the IdP, which
 // testConfig puts where nothing answers: the login start's 503 page.
 func wentToIdP(rec *httptest.ResponseRecorder) bool {
