@@ -47,9 +47,13 @@ attribute_pass:
     X-Groups: 'join(roles, ",")'
 `
 
-// shortSession is a session that ends two seconds after the login, so that
-// a journey can have it end under a user's open page.
-const shortSession = "  lifetime: 2s\n"
+// shortSession is a session that ends four seconds after the login, so that
+// a journey can have it end under a user's open page. The cookie's Max-Age
+// is rounded down from the session's end, so the browser keeps it about
+// three seconds: the page after the login must come within that, which a
+// loaded machine may miss by more than the one second that 2s would leave
+// (the LDAP journey would then show its form, where the IdPs sign in again).
+const shortSession = "  lifetime: 4s\n"
 
 // TestBrowserJourneys walks, in one headless Chromium, what users do in a
 // browser around a sign-in: several tabs, deep links, the back button,
