@@ -621,9 +621,9 @@ func (h *Handler) signedIn(r *http.Request) bool {
 	return err == nil && s != nil
 }
 
-// signedInAt reports whether r carries a session that opens, of IdP id.
+// signedInAt is signedIn with a session of IdP id.
 func (h *Handler) signedInAt(r *http.Request, id string) bool {
-	s, err := h.sessions.Load(r)
+	s, err := h.loadSession(r)
 	return err == nil && s != nil && s.Profile.IdP == id
 }
 
