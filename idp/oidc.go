@@ -354,6 +354,7 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 		// The IdP's session, which a back-channel logout names.
 		tokens.SID, _ = claims["sid"].(string)
 	}
+	tokens.keepIDToken(p.cfg.SingleSignOut)
 	return profile, tokens, nil
 }
 

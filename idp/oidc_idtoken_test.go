@@ -116,11 +116,12 @@ func TestOIDCRefreshRefusesAnIDTokenIssuedInTheFuture(t *testing.T) {
 	}
 }
 
-// TestOIDCRefreshKeepsTheNewIDToken: the ID token of a refresh replaces the
-// login's, so that the next refresh and the logout's id_token_hint use it.
+// TestOIDCRefreshKeepsTheNewIDToken: with single_sign_out, the ID token of a
+// refresh replaces the login's, so that the logout's id_token_hint uses it.
 func TestOIDCRefreshKeepsTheNewIDToken(t *testing.T) {
 	ti := newTestIssuer(t)
 	p := ti.provider(t)
+	p.cfg.SingleSignOut = true
 	old := fakeJWT(`{"sub":"alice"}`)
 	_, next, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: old})
 	if err != nil {

@@ -68,7 +68,10 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 		}
 		return nil, nil, fmt.Errorf("oidc %s: refresh: %w", id, tokenEndpointError(err))
 	}
-	next := &Tokens{RefreshToken: token.RefreshToken, IDToken: t.IDToken, SID: t.SID}
+	next := &Tokens{RefreshToken: token.RefreshToken, IDToken: t.IDToken, Sub: t.Sub, SID: t.SID}
+	// Whichever way the refresh ends, the ID token (the login's or the
+	// refresh's) is kept as the login's is.
+	defer next.keepIDToken(p.cfg.SingleSignOut)
 	if next.RefreshToken == "" {
 		next.RefreshToken = t.RefreshToken // an IdP that does not rotate keeps the old one valid
 	}
@@ -81,10 +84,10 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 	case p.cfg.Protocol == OAuth2:
 		claims, err = p.oauth2Claims(ctx, token)
 	case raw != "":
-		claims, err = p.refreshedIDTokenClaims(ctx, d, token, raw, subjectOf(t.IDToken))
+		claims, err = p.refreshedIDTokenClaims(ctx, d, token, raw, t.Subject())
 		next.IDToken = raw
 	case d.provider.UserInfoEndpoint() != "":
-		claims, err = p.userinfoClaims(ctx, d, token, subjectOf(t.IDToken))
+		claims, err = p.userinfoClaims(ctx, d, token, t.Subject())
 	default:
 		// The IdP renewed the token and said nothing more about the user.
 		return nil, next, nil

@@ -228,6 +228,9 @@ func TestOIDCLoginMapsProfile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// single_sign_out: the tokens keep the ID token, which tells
+			// whether the IdP is set up as the row needs.
+			tt.c.SingleSignOut = true
 			h := newOIDCHarness(t, tt.so, tt.c, tt.pkce)
 			f, cb := h.login(t, "alice", "alice-pw")
 			if tt.pkce != (f.Verifier != "") {

@@ -151,9 +151,14 @@ type Flow struct {
 // session: refreshing it and logging out at the IdP.
 type Tokens struct {
 	RefreshToken string `json:"rt,omitempty"`
-	// IDToken is the OIDC ID token of the login (or of its last refresh):
-	// sent as id_token_hint at logout, and whose sub is Subject.
+	// IDToken is the OIDC ID token of the login (or of its last refresh),
+	// kept only for an IdP entry with single_sign_out, whose logout sends it
+	// back as id_token_hint: it is most of an OIDC session's size (Entra ID
+	// and others put the user's groups in it, which the profile holds
+	// already), and each request carries the cookie-store session.
 	IDToken string `json:"it,omitempty"`
+	// Sub is the ID token's sub where the ID token itself is not kept.
+	Sub string `json:"sub,omitempty"`
 	// Expiry is the Unix time the access token expires (0 when unknown).
 	Expiry int64 `json:"exp,omitempty"`
 	// SID is the IdP's session ID, which a logout from the IdP names: the
@@ -166,8 +171,8 @@ type Tokens struct {
 }
 
 // Subject is the IdP's own name for the user the tokens were issued to,
-// which a logout from the IdP names: the sub of the OIDC ID token, or the
-// SAML NameID's value (kept with single_sign_out), trimmed as a profile's
+// which a logout from the IdP names: the sub of the OIDC ID token (Sub, or
+// read from the ID token where it is kept), or the SAML NameID's value (kept with single_sign_out), trimmed as a profile's
 // sub is; "" when the login left neither (OAuth2, LDAP, SAML without
 // single_sign_out). It is the profile's sub unless the IdP entry maps sub
 // to another claim (claims.sub) or attribute (attribute_mapping.uid).
@@ -175,7 +180,23 @@ func (t Tokens) Subject() string {
 	if t.NameID != nil {
 		return strings.TrimSpace(t.NameID.Value)
 	}
+	if t.Sub != "" {
+		return t.Sub
+	}
 	return subjectOf(t.IDToken)
+}
+
+// keepIDToken keeps the ID token for an IdP entry with single_sign_out, or
+// only its sub (Sub) for one without: a session made before the ID token
+// was dropped loses it at its next refresh.
+func (t *Tokens) keepIDToken(keep bool) {
+	switch {
+	case t.IDToken == "":
+	case keep:
+		t.Sub = "" // the ID token names the user
+	default:
+		t.Sub, t.IDToken = subjectOf(t.IDToken), ""
+	}
 }
 
 // SessionKey is what a logout from the IdP finds the session by, "" when

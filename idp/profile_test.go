@@ -84,6 +84,7 @@ func TestTokensSubjectIsTheIdPsNameForTheUser(t *testing.T) {
 		want   string
 	}{
 		{"an OIDC login's is its ID token's sub", Tokens{IDToken: idToken(`{"sub":"00u1","email":"a@example.com"}`), SID: "s"}, "00u1"},
+		{"an OIDC login without single_sign_out keeps only the sub", Tokens{Sub: "00u1", SID: "s"}, "00u1"},
 		{"a SAML login's is its NameID's value, trimmed as a profile's sub", Tokens{NameID: &SAMLNameID{Value: " a@example.com\n", Format: "f"}, SID: "i"}, "a@example.com"},
 		{"an OAuth2 login has none", Tokens{RefreshToken: "r"}, ""},
 		{"an ID token that does not decode names none", Tokens{IDToken: "not.a-jwt"}, ""},

@@ -303,7 +303,7 @@ func (c *openedCache) drop(id string) {
 func heldBytes(s *Session) int {
 	n := 512 + s.Profile.Footprint() // with the Session and its cache entry
 	t := &s.Tokens
-	n += len(s.ID) + len(t.RefreshToken) + len(t.IDToken) + len(t.SID) + len(s.openedSubject)
+	n += len(s.ID) + len(t.RefreshToken) + len(t.IDToken) + len(t.Sub) + len(t.SID) + len(s.openedSubject)
 	if id := t.NameID; id != nil {
 		n += 80 + len(id.Value) + len(id.Format) + len(id.NameQualifier) + len(id.SPNameQualifier) + len(id.SPProvidedID)
 	}

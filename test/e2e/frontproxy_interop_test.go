@@ -65,7 +65,7 @@ sso:
       server_url: ISSUER
       client_id: portcullis
       client_secret: portcullis-secret
-      scopes: [openid, email, profile, groups]
+      scopes: [openid, email, profile, groups]SINGLE_SIGN_OUT
 attribute_pass:
   headers:
     X-Email: email
@@ -111,7 +111,15 @@ var fronts = []frontKind{{"nginx", startNginx}, {"haproxy", startHAProxy}}
 // startFront runs portcullis (trusted says whether it trusts loopback's
 // 127.0.0.1, the front's address) behind the front f, which is configured
 // with its usual lines plus extra, and users at the provider.
-func startFront(t *testing.T, f frontKind, trusted bool, extra string, users map[string]oidcserver.User) *frontStack {
+// frontEntry is what a front's stack signs in with: the IdP's users besides
+// alice and bob, and whether the IdP entry has single_sign_out (whose
+// sessions keep the ID token).
+type frontEntry struct {
+	users         map[string]oidcserver.User
+	singleSignOut bool
+}
+
+func startFront(t *testing.T, f frontKind, trusted bool, extra string, entry frontEntry) *frontStack {
 	t.Helper()
 	s := listen(t)
 	release := make(chan struct{})
@@ -126,12 +134,16 @@ func startFront(t *testing.T, f frontKind, trusted bool, extra string, users map
 	backend := s.ln.Addr().String()
 	s.URL = public
 
-	idp := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"}, ExtraUsers: users})
+	idp := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"}, ExtraUsers: entry.users})
 	trust := ""
 	if trusted {
 		trust = "  trusted_proxies: [127.0.0.1/32]"
 	}
-	cfg := strings.NewReplacer("ISSUER", idp.Issuer, "TRUSTED", trust).Replace(frontConfig)
+	sso := ""
+	if entry.singleSignOut {
+		sso = "\n      single_sign_out: true"
+	}
+	cfg := strings.NewReplacer("ISSUER", idp.Issuer, "TRUSTED", trust, "SINGLE_SIGN_OUT", sso).Replace(frontConfig)
 	log := &process.Output{}
 	s.serve(t, cfg, slogText(log))
 	s.waitReady(t)
@@ -365,7 +377,7 @@ func TestFrontProxyVariations(t *testing.T) {
 		for _, h2 := range []bool{false, true} {
 			proto := map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2]
 			t.Run(f.name+"/TLS at the front, "+proto+": login, upstream, API bypass, logout", func(t *testing.T) {
-				fs := startFront(t, f, true, "", nil)
+				fs := startFront(t, f, true, "", frontEntry{})
 				c := fs.client(t, h2, "")
 				resp, body := fs.login(t, c, oidcserver.Alice, oidcserver.AlicePassword)
 				if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Echo") != "1" {
@@ -431,7 +443,7 @@ func TestFrontProxyClientAddress(t *testing.T) {
 				if f.name == "nginx" && !trusted {
 					extra = "proxy_set_header Host $proxy_host;" // and nginx's default Host, too
 				}
-				fs := startFront(t, f, trusted, extra, nil)
+				fs := startFront(t, f, trusted, extra, frontEntry{})
 				office := fs.client(t, false, "127.0.0.2")
 				resp, body := fs.login(t, office, oidcserver.Alice, oidcserver.AlicePassword)
 				if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Echo") != "1" {
@@ -489,7 +501,7 @@ func TestFrontProxyClientAddress(t *testing.T) {
 func TestFrontProxyStreams(t *testing.T) {
 	for _, f := range fronts {
 		t.Run(f.name, func(t *testing.T) {
-			fs := startFront(t, f, true, "", nil)
+			fs := startFront(t, f, true, "", frontEntry{})
 			c := fs.client(t, false, "")
 			if resp, body := fs.login(t, c, oidcserver.Alice, oidcserver.AlicePassword); resp.StatusCode != http.StatusOK {
 				t.Fatalf("login: %d: %.300s", resp.StatusCode, body)
@@ -627,9 +639,11 @@ const (
 // troubleshooting.md gives, every size signs in and stays signed in. Group
 // names as Active Directory writes them deflate well; Entra ID's object
 // IDs do not. Each login measures the callback's Set-Cookie lines and the
-// Cookie line sent after it.
+// Cookie line sent after it. The IdP puts the groups in the ID token too,
+// as Entra ID and Keycloak's group mapper do, which sessions keep only for
+// an entry with single_sign_out.
 func TestFrontProxySessionSizes(t *testing.T) {
-	counts := []int{0, 10, 50, 200}
+	counts := []int{0, 10, 50, 200, 500}
 	users := map[string]oidcserver.User{}
 	for _, guid := range []bool{false, true} {
 		for _, n := range counts {
@@ -642,15 +656,18 @@ func TestFrontProxySessionSizes(t *testing.T) {
 	}
 	all := slices.Sorted(maps.Keys(users))
 	// About the largest session the cookie store holds (8 cookies, 31 KB
-	// of Set-Cookie; 305 of these groups are refused as session_too_large),
+	// of Set-Cookie; 790 of these groups are refused as session_too_large),
 	// for which troubleshooting.md says its settings suffice.
-	users["guid300"] = oidcserver.User{Password: "pw", Email: "guid300@example.com", Groups: groupNames(300, true)}
-	largest := append(slices.Clone(all), "guid300")
+	users["guid760"] = oidcserver.User{Password: "pw", Email: "guid760@example.com", Groups: groupNames(760, true)}
+	largest := append(slices.Clone(all), "guid760")
 	cases := []struct {
 		front kindName
 		name  string
 		extra string
-		users []string
+		// singleSignOut keeps the ID token, and the groups in it, in the
+		// session.
+		singleSignOut bool
+		users         []string
 		// fails are the users whose login the front answers with 502, and
 		// tooBig the line its log has then.
 		fails  []string
@@ -662,17 +679,19 @@ func TestFrontProxySessionSizes(t *testing.T) {
 		refusal string
 	}{
 		{front: "nginx", name: "defaults", users: all,
-			fails: []string{"ad200", "guid50", "guid200"}, tooBig: "upstream sent too big header"},
-		{front: "nginx", name: "proxy_buffer_size alone", extra: "    proxy_buffer_size 32k;\n    proxy_buffers 8 32k;\n    proxy_busy_buffers_size 64k;\n", users: []string{"guid50", "guid200"},
-			refused: []string{"guid200"}, refusal: "Request Header Or Cookie Too Large"},
+			fails: []string{"ad500", "guid200", "guid500"}, tooBig: "upstream sent too big header"},
+		{front: "nginx", name: "defaults, single_sign_out", singleSignOut: true, users: []string{"ad50", "ad200", "guid10", "guid50"},
+			fails: []string{"ad200", "guid50"}, tooBig: "upstream sent too big header"},
+		{front: "nginx", name: "proxy_buffer_size alone", extra: "    proxy_buffer_size 32k;\n    proxy_buffers 8 32k;\n    proxy_busy_buffers_size 64k;\n", users: []string{"guid50", "guid500"},
+			refused: []string{"guid500"}, refusal: "Request Header Or Cookie Too Large"},
 		{front: "nginx", name: "troubleshooting.md's settings", extra: nginxLargeSessions, users: largest},
 		{front: "haproxy", name: "defaults", users: all,
-			fails: []string{"guid200"}, tooBig: " 502 209 - - PH--"},
+			fails: []string{"guid500"}, tooBig: " 502 209 - - PH--"},
 		{front: "haproxy", name: "troubleshooting.md's settings", extra: haproxyLargeSessions, users: largest},
 	}
 	for _, tc := range cases {
 		t.Run(string(tc.front)+"/"+tc.name, func(t *testing.T) {
-			fs := startFront(t, tc.front.kind(), true, tc.extra, users)
+			fs := startFront(t, tc.front.kind(), true, tc.extra, frontEntry{users, tc.singleSignOut})
 			for _, user := range tc.users {
 				for _, h2 := range []bool{false, true} {
 					c := fs.client(t, h2, "")
