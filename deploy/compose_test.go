@@ -354,3 +354,30 @@ func TestComposeOverrideLetsRequestsInFlightFinish(t *testing.T) {
 		t.Errorf("stop_grace_period %v: Docker kills portcullis before serve's %s --grace ends", pc.StopGracePeriod, serveGrace)
 	}
 }
+
+// The override's header shows the lines to put in .env, and the guide passes
+// that .env to `docker run --env-file` for `portcullis check`: unlike
+// Compose, docker run keeps an inline comment as part of the value
+// (docker/cli#4404), so a line copied with one would hand check
+// "https://cvat.example.com   # what users open" as public_url.
+func TestComposeOverrideEnvSampleHasNoInlineComments(t *testing.T) {
+	override, err := os.ReadFile("docker-compose.header-auth.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	envLine := regexp.MustCompile(`^#\s+([A-Z][A-Z0-9_]*)=(.*)$`)
+	seen := 0
+	for _, line := range strings.Split(string(override), "\n") {
+		m := envLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		seen++
+		if strings.Contains(m[2], "#") {
+			t.Errorf("the .env sample line for %s carries an inline comment, which docker run --env-file keeps in the value: %q", m[1], line)
+		}
+	}
+	if seen == 0 {
+		t.Error("the override's header shows no .env lines")
+	}
+}
