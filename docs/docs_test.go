@@ -378,6 +378,29 @@ func TestCVATGuideNamesTheProfilesCallback(t *testing.T) {
 	}
 }
 
+// The README's quick start runs the CVAT profile as it is, so it says how to
+// give each of the profile's IdPs the client ID the IdP assigned: the profile
+// writes a placeholder (cvat), and most IdPs (Okta, Entra ID, Google, Auth0,
+// Cognito) make up their own, which the IdP refuses on its own error page.
+func TestREADMEQuickStartSetsTheProfilesClientID(t *testing.T) {
+	cfg, err := proxy.LoadConfig("../deploy/cvat/portcullis.yaml", func(k string) string { return guideEnv[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, quickStart, _ := strings.Cut(string(readme), "## Quick start")
+	quickStart, _, _ = strings.Cut(quickStart, "\n## ")
+	for _, ic := range cfg.SSO.IdentityProviders {
+		env := "PORTCULLIS_IDP_" + strings.ToUpper(strings.ReplaceAll(ic.ID, "-", "_")) + "_CLIENT_ID"
+		if !strings.Contains(quickStart, env) {
+			t.Errorf("README's Quick start does not say how to set %s (the profile's client_id is %q)", env, ic.ClientID)
+		}
+	}
+}
+
 // configKeyPath is a key path in backquotes, as the pages write them in
 // prose: `session.keys`, `upstream.timeouts.idle`, `role_mapping.rules[].when`.
 var configKeyPath = regexp.MustCompile("`([a-z_]+(?:\\[[0-9]*\\])?(?:\\.[a-z_]+(?:\\[[0-9]*\\])?)+)`")
