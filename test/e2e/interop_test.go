@@ -95,12 +95,15 @@ func interopEntry(c interopCase, issuer string) string {
 	if c.scopes != "" {
 		scopes = c.scopes
 	}
+	// single_sign_out: the session keeps the ID token, whose alg the
+	// tests read.
 	return fmt.Sprintf(`    - id: %s
       protocol: OIDC
       server_url: %s
       client_id: %s
       client_secret: portcullis-secret
       scopes: %s
+      single_sign_out: true
 `, c.id, serverURL, c.id, scopes)
 }
 
