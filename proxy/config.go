@@ -308,8 +308,8 @@ func decodesItself(t reflect.Type) bool {
 // keys walks the entries of the mapping n: a struct's, whose fields maps
 // each key it takes to the type of its value, or, with fields nil, a map's,
 // whose every key takes an elem. onEntry is whether n is an
-// identity_providers entry, where an unknown key that limits who signs in
-// elsewhere is guessed differently (admissionHint).
+// identity_providers entry, where an unknown key that is another proxy's
+// option is pointed at portcullis's differently (foreignKeyHint).
 func (s *shape) keys(n *yaml.Node, path string, fields map[string]reflect.Type, elem reflect.Type, onEntry bool) {
 	line := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -328,9 +328,9 @@ func (s *shape) keys(n *yaml.Node, path string, fields map[string]reflect.Type, 
 			ft, ok = fields[k.Value]
 		}
 		if !ok {
-			// Another proxy's admission option is told where
-			// portcullis's is before any key close in spelling.
-			if hint := admissionHint(k.Value, onEntry); hint != "" {
+			// Another proxy's option is told where portcullis's
+			// is before any key close in spelling.
+			if hint := foreignKeyHint(k.Value, onEntry); hint != "" {
 				s.problems = append(s.problems, fmt.Errorf("%s: unknown key (%s)", key, hint))
 			} else if near := nearestKey(k.Value, fields); near != "" {
 				s.problems = append(s.problems, fmt.Errorf("%s: unknown key (%s)", key, nearMissHint(near)))

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -997,20 +998,7 @@ func TestUnknownAdmissionKeysPointToAdmission(t *testing.T) {
 		{"a misspelt admission key is still guessed", entry, "alowed_groups", "did you mean allowed_groups?"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			yaml, key := minimal, tc.key
-			switch tc.where {
-			case entry:
-				yaml = strings.Replace(yaml, "      client_id: portcullis\n", "      client_id: portcullis\n      "+tc.key+": [company.com]\n", 1)
-				key = entryKey + tc.key
-			case rule:
-				yaml += "rules:\n  - name: r\n    action: authenticate\n    " + tc.key + ": [company.com]\n"
-				key = "rules[0]." + tc.key
-			case "sso":
-				yaml = strings.Replace(yaml, "sso:\n", "sso:\n  "+tc.key+": [company.com]\n", 1)
-				key = "sso." + tc.key
-			default:
-				yaml = tc.key + ": [company.com]\n" + yaml
-			}
+			yaml, key := withKeyAt(tc.where, tc.key)
 			err := checkYAML(t, yaml, nil)
 			want := key + ": unknown key (" + tc.want + ")"
 			if err == nil || err.Error() != want {
@@ -1018,6 +1006,135 @@ func TestUnknownAdmissionKeysPointToAdmission(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withKeyAt is minimal with key written where: "entry" (its IdP entry),
+// "rule" (a rule), "sso", "session", or "" (the top), and the path check
+// names it by.
+func withKeyAt(where, key string) (yaml, path string) {
+	switch where {
+	case "entry":
+		return strings.Replace(minimal, "      client_id: portcullis\n", "      client_id: portcullis\n      "+key+": [company.com]\n", 1),
+			"sso.identity_providers[0]." + key
+	case "rule":
+		return minimal + "rules:\n  - name: r\n    action: authenticate\n    " + key + ": [company.com]\n", "rules[0]." + key
+	case "sso", "session":
+		return strings.Replace(minimal, where+":\n", where+":\n  "+key+": [company.com]\n", 1), where + "." + key
+	}
+	return key + ": [company.com]\n" + minimal, key
+}
+
+// TestUnknownOAuth2ProxyKeysPointToTheirEquivalent: an oauth2-proxy option
+// pasted into the YAML, as its config file spells it (or as its flag, or
+// camel-cased as its alpha config), is an unknown key whose message starts
+// with the key that does its work here, from the top, or says there is
+// none; an entry's key is named as on the entry where it is written there,
+// and placed on an entry where it is written elsewhere.
+func TestUnknownOAuth2ProxyKeysPointToTheirEquivalent(t *testing.T) {
+	for _, tc := range []struct {
+		where, key, want string
+	}{
+		{"", "cookie_secret", "did you mean session.keys? "},
+		{"session", "cookie_secret", "did you mean session.keys? "},
+		{"", "cookie-secret", "did you mean session.keys? "},
+		{"", "cookieSecret", "did you mean session.keys? "},
+		{"entry", "cookie_secret", "did you mean session.keys? "},
+		{"", "cookie_expire", "did you mean session.lifetime? "},
+		{"", "cookie_refresh", "did you mean session.refresh? "},
+		{"", "cookie_name", "did you mean session.cookie_name?"},
+		{"", "cookie_domain", "no equivalent: "},
+		{"session", "cookie_domains", "no equivalent: "},
+		{"", "cookie_samesite", "no equivalent: "},
+		{"", "cookie_secure", "no equivalent: "},
+		{"", "session_store_type", "did you mean session.store? "},
+		{"", "redis_connection_url", "did you mean session.redis.url? "},
+		{"", "upstreams", "did you mean upstream.url? "},
+		{"", "skip_auth_routes", "a rule with rules[].action: bypass"},
+		{"", "skip_auth_regex", "a rule with rules[].action: bypass"},
+		{"", "skip-auth-route", "a rule with rules[].action: bypass"},
+		{"", "skip_auth_preflight", "a rule with rules[].methods: [OPTIONS]"},
+		{"entry", "oidc_issuer_url", "did you mean server_url?"},
+		{"", "oidc_issuer_url", "server_url on each sso.identity_providers entry"},
+		{"entry", "oidc_groups_claim", "did you mean claims.groups?"},
+		{"entry", "groupsClaim", "did you mean claims.groups?"},
+		{"", "oidc_groups_claim", "claims.groups on each sso.identity_providers entry"},
+		{"entry", "oidc_email_claim", "did you mean claims.email?"},
+		{"entry", "redirect_url", "not configured: "},
+		{"", "redirect_url", "not configured: "},
+		{"entry", "provider", "did you mean protocol? "},
+		{"", "provider", "each identity provider is an sso.identity_providers entry"},
+		{"sso", "providers", "each identity provider is an sso.identity_providers entry"},
+		{"", "http_address", "did you mean server.listen? "},
+		{"", "reverse_proxy", "did you mean server.trusted_proxies? "},
+		{"", "set_xauthrequest", "no equivalent: "},
+		{"", "pass_access_token", "no equivalent: "},
+	} {
+		t.Run(tc.where+" "+tc.key, func(t *testing.T) {
+			yaml, key := withKeyAt(tc.where, tc.key)
+			err := checkYAML(t, yaml, nil)
+			want := key + ": unknown key (" + tc.want
+			if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("got  %v\nwant %s…)", err, want)
+			}
+		})
+	}
+}
+
+// TestForeignKeyHintsNameKeysThatExist: every key a hint for another
+// proxy's option names is one portcullis has, from the top, on an
+// identity_providers entry, or on a rule, so that renaming a key fails here
+// rather than leave check pointing at nothing. The names are the hints'
+// words joined by '.' or '_' (a key's segments are words) and the key a
+// "did you mean" names.
+func TestForeignKeyHintsNameKeysThatExist(t *testing.T) {
+	// Words of that shape that are not keys: a value of sso.selection_mode
+	// and a profile field in an example condition; and what is quoted
+	// (a condition's strings: "ana@company.com") is not read.
+	notKeys := []string{"email_address", "email_verified"}
+	named := regexp.MustCompile(`[a-z]+(?:(?:\[\])?[._][a-z]+)+|did you mean ([a-z]+)\?`)
+	quoted := regexp.MustCompile(`"[^"]*"`)
+	checked := 0
+	for _, f := range foreignKeys {
+		hints := []string{f.onEntry}
+		if f.elsewhere != f.onEntry {
+			hints = append(hints, f.elsewhere)
+		}
+		for _, hint := range hints {
+			for _, m := range named.FindAllStringSubmatch(quoted.ReplaceAllString(hint, ""), -1) {
+				name := m[0]
+				if m[1] != "" {
+					name = m[1]
+				}
+				if slices.Contains(notKeys, name) {
+					continue
+				}
+				checked++
+				if !isKey(name) && !isKey("sso.identity_providers[]."+name) && !isKey("rules[]."+name) {
+					t.Errorf("%s names %s, which is no key (hint: %s)", f.names[0], name, hint)
+				}
+			}
+		}
+	}
+	if checked < 60 {
+		t.Errorf("checked only %d names: does the pattern still find them?", checked)
+	}
+}
+
+// isKey reports whether path ("a.b[].c") is a key of the configuration,
+// as check's own walk of a document with only that key, set to null, finds.
+func isKey(path string) bool {
+	leaf := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
+	segs := strings.Split(path, ".")
+	for i := len(segs) - 1; i >= 0; i-- {
+		name, list := strings.CutSuffix(segs[i], "[]")
+		if list {
+			leaf = &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{leaf}}
+		}
+		leaf = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Value: name}, leaf}}
+	}
+	s := &shape{}
+	s.walk(leaf, reflect.TypeFor[Config](), "")
+	return len(s.problems) == 0
 }
 
 // TestWarningOfSelectionKeysTheModeDoesNotRead: email_domain and weight
