@@ -4,15 +4,18 @@ import (
 	"fmt"
 	"net/http"
 	"regexp/syntax"
+	"slices"
 	"strings"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 )
 
 // Warnings lists what in the set is valid but may not do what was meant,
-// each keyed `rules[i]` or `default_action`: a rule that never matches
-// because an earlier one takes every request it would, and a bypass that
-// makes every path public, by rule or by default. It says only what it is
+// each keyed `rules[i]`, `rules[i].path_regex` or `default_action`: a rule
+// that never matches because an earlier one takes every request it would,
+// a path_regex written as if it were not anchored at its end
+// (unanchoredRegexWarning), and a bypass that makes every path public, by
+// rule or by default. It says only what it is
 // sure of: an earlier rule with headers, sources or when, or a path_regex
 // that is not a path, a prefix or the later rule's own (covers), is taken
 // to leave requests to the rules after it, and a bypass with headers,
@@ -25,6 +28,11 @@ func (s *Set) Warnings() []idp.Warning {
 		if by := s.shadowing(i); by != nil {
 			out = append(out, idp.Warning{Key: key, Message: fmt.Sprintf("never matches: rules[%d] (%s) comes first and takes every request this rule would (the first rule that matches wins); move this rule above it, or remove it", by.Index, by.Name)})
 			continue
+		}
+		if r.pathRegex != nil {
+			if msg := unanchoredRegexWarning(r.Config.PathRegex); msg != "" {
+				out = append(out, idp.Warning{Key: key + ".path_regex", Message: msg})
+			}
 		}
 		if r.Action == Bypass && r.public() {
 			out = append(out, idp.Warning{Key: key, Message: "bypass on every path with no headers, sources or when: " + r.publicScope() + " reaches the upstream without a login or identity headers; if only part of the application is public, narrow this rule with path_prefix, or with headers that only credentials carry"})
@@ -183,6 +191,53 @@ func regexPaths(src string) (lit string, kind regexKind) {
 		return b.String(), regexPrefix
 	}
 	return b.String(), regexOther
+}
+
+// unanchoredRegexWarning says what a path_regex matches when it reads as
+// written for a matcher that finds it anywhere in the path (oauth2-proxy's
+// skip_auth_regex: ^/api/ for every path under /api/), where rules anchor
+// it at both ends; "" when it does not. It is said only where that is sure:
+// a literal path (then it matches that path alone), or a regex that starts
+// with ^ and does not end anywhere (neither with $ nor with a .* or .+ that
+// takes whatever follows). A regex that ends with $ says where it ends, and
+// one with no ^ that is no literal may well mean to be anchored.
+func unanchoredRegexWarning(src string) string {
+	re, err := syntax.Parse(src, syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	parts := concatenation(re.Simplify(), nil)
+	if len(parts) == 0 {
+		return ""
+	}
+	if last := parts[len(parts)-1].Op; last == syntax.OpEndText || last == syntax.OpEndLine {
+		return ""
+	}
+	const anchored = "path_regex is anchored at both ends"
+	if lit, kind := regexPaths(src); kind == regexExact && lit != "" {
+		return fmt.Sprintf("%s matches only the path %s itself: %s; for every path that starts with it, path_prefix: %s (or append .*); for that path alone, path: %s", src, lit, anchored, lit, lit)
+	}
+	if first := parts[0].Op; len(parts) > 1 && (first == syntax.OpBeginText || first == syntax.OpBeginLine) && !mayEndAnyhow(parts[len(parts)-1]) {
+		return fmt.Sprintf("%s matches a path only as a whole, none that goes on after it: %s; for the paths that start with a match, append .*; to say it ends there, end it with $", src, anchored)
+	}
+	return ""
+}
+
+// mayEndAnyhow reports whether re, the end of a regex, can end with a .*
+// or .+, which takes whatever follows: then the regex was written knowing
+// where it ends, or means any end.
+func mayEndAnyhow(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpStar, syntax.OpPlus:
+		return re.Sub[0].Op == syntax.OpAnyChar || re.Sub[0].Op == syntax.OpAnyCharNotNL
+	case syntax.OpCapture, syntax.OpQuest:
+		return mayEndAnyhow(re.Sub[0])
+	case syntax.OpConcat:
+		return mayEndAnyhow(re.Sub[len(re.Sub)-1])
+	case syntax.OpAlternate:
+		return slices.ContainsFunc(re.Sub, mayEndAnyhow)
+	}
+	return false
 }
 
 // concatenation appends to out the parts re is a concatenation of, nested

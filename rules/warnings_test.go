@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -226,4 +227,64 @@ func FuzzShadowWarningsHold(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWarningOfPathRegexWrittenUnanchored: path_regex is anchored at both
+// ends, so a regex written for a matcher that finds it anywhere (oauth2-proxy's
+// skip_auth_regex = ["^/api/"]) matches one path where it was meant for
+// many. check warns where that is sure: the regex is a literal path not
+// ended with $, or starts with ^ and has no end: neither $ nor a .* or .+
+// that takes whatever follows. A regex that says where it ends, or that is
+// no literal and has no ^, is not warned of.
+func TestWarningOfPathRegexWrittenUnanchored(t *testing.T) {
+	for _, tc := range []struct {
+		regex, want string
+	}{
+		// Warned of.
+		{`^/api/`, "rules[0].path_regex: ^/api/ matches only the path /api/ itself: path_regex is anchored at both ends; for every path that starts with it, path_prefix: /api/ (or append .*); for that path alone, path: /api/"},
+		{`/api/`, "rules[0].path_regex: /api/ matches only the path /api/ itself"},
+		{`/healthz`, "rules[0].path_regex: /healthz matches only the path /healthz itself"},
+		{`\A/metrics`, `rules[0].path_regex: \A/metrics matches only the path /metrics itself`},
+		{`^/api/v[0-9]+/`, "rules[0].path_regex: ^/api/v[0-9]+/ matches a path only as a whole, none that goes on after it: path_regex is anchored at both ends; for the paths that start with a match, append .*; to say it ends there, end it with $"},
+		{`^/(api|static)/`, "rules[0].path_regex: ^/(api|static)/ matches a path only as a whole"},
+		{`(?i)^/api/`, "rules[0].path_regex: (?i)^/api/ matches a path only as a whole"},
+
+		// Not warned of.
+		{`^/health$`, ""},
+		{`/api/$`, ""},
+		{`\A/health\z`, ""},
+		{`^/api/.*`, ""},
+		{`^/api/.+`, ""},
+		{`^/api/(.*)`, ""},
+		{`^/api(/.*)?`, ""},
+		{`^/(api/.*|docs)`, ""},
+		{`/api/.*`, ""},
+		{`/static/[^/]+\.(js|css)`, ""},
+		{`/api|/api/.*`, ""},
+		{`()`, ""},
+		{`.*`, ""},
+	} {
+		t.Run(tc.regex, func(t *testing.T) {
+			s := mustCompile(t, []Config{{Name: "r", PathRegex: tc.regex, Action: Deny}}, Authenticate)
+			var got []string
+			for _, w := range s.Warnings() {
+				got = append(got, w.Key+": "+w.Message)
+			}
+			switch {
+			case tc.want == "" && len(got) > 0:
+				t.Errorf("warnings %q; want none", got)
+			case tc.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], tc.want)):
+				t.Errorf("warnings %q; want one that starts %q", got, tc.want)
+			}
+			// What the warning says the regex matches is what the rule does.
+			if m := regexp.MustCompile(`only the path (\S+) itself`).FindStringSubmatch(tc.want); m != nil {
+				for _, p := range []string{m[1], m[1] + "x", m[1] + "/x"} {
+					ok, _ := s.rules[0].matches(&Request{Method: "GET", Path: p}, s.now())
+					if ok != (p == m[1]) {
+						t.Errorf("%s matches %s: %v", tc.regex, p, ok)
+					}
+				}
+			}
+		})
+	}
 }
