@@ -230,17 +230,28 @@ func (c Config) Warnings() []Warning {
 
 // ApplyEnv overrides secrets from the environment:
 // PORTCULLIS_IDP_<ID>_CLIENT_ID, _CLIENT_SECRET and _BIND_PASSWORD, where <ID>
-// is the id in upper case with '-' read as '_'.
+// is the id in upper case with '-' read as '_' (EnvOverrides), each when set.
 func (c *Config) ApplyEnv(getenv func(string) string) {
-	prefix := "PORTCULLIS_IDP_" + strings.ToUpper(strings.ReplaceAll(c.ID, "-", "_")) + "_"
-	for name, field := range map[string]*string{
-		"CLIENT_ID":     &c.ClientID,
-		"CLIENT_SECRET": &c.ClientSecret,
-		"BIND_PASSWORD": &c.BindPassword,
-	} {
-		if v := getenv(prefix + name); v != "" {
-			*field = v
+	fields := map[string]*string{
+		"client_id":     &c.ClientID,
+		"client_secret": &c.ClientSecret,
+		"bind_password": &c.BindPassword,
+	}
+	for key, name := range c.EnvOverrides() {
+		if v := getenv(name); v != "" {
+			*fields[key] = v
 		}
+	}
+}
+
+// EnvOverrides names, by key relative to this entry, the environment
+// variable that ApplyEnv takes that key's value from when it is set.
+func (c *Config) EnvOverrides() map[string]string {
+	prefix := "PORTCULLIS_IDP_" + strings.ToUpper(strings.ReplaceAll(c.ID, "-", "_")) + "_"
+	return map[string]string{
+		"client_id":     prefix + "CLIENT_ID",
+		"client_secret": prefix + "CLIENT_SECRET",
+		"bind_password": prefix + "BIND_PASSWORD",
 	}
 }
 

@@ -230,7 +230,9 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 		c.pass.AlsoStrip(requestIDHeader) // every spelling; the proxy sets its own after the strip
 		c.pass.AlsoStripOtherSpellings(forwardedHeaders[:]...)
 	}
-	if p = slices.Concat(cfg.shape, p.except(cfg.undecoded)); len(p) > 0 {
+	// A value of the wrong type stays one whatever a PORTCULLIS_* variable
+	// says, so only the rest may name one.
+	if p = slices.Concat(cfg.blameEmptyVars(cfg.shape, false), cfg.blameEmptyVars(p.except(cfg.undecoded), true)); len(p) > 0 {
 		return nil, errors.Join(p...)
 	}
 	// validate has already refused anything these could fail on.

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -46,6 +47,11 @@ type Config struct {
 	// the wrong type, or a mapping with a key given twice. What that would
 	// cause under the same key is no problem of the file's.
 	undecoded []string
+	// emptyVars are the ${VAR}s that expanded to nothing, by the key of the
+	// value that writes them, less those whose value a PORTCULLIS_*
+	// variable replaced (applyEnv): a problem of that key says where its
+	// emptiness came from (blameEmptyVars).
+	emptyVars map[string][]string
 }
 
 // ServerConfig is the `server:` block: listeners and how users reach the proxy.
@@ -133,17 +139,17 @@ func ParseConfig(raw []byte, getenv func(string) string) (*Config, error) {
 	cfg := &Config{}
 	if len(doc.Content) > 0 {
 		root := doc.Content[0]
-		expandEnv(root, getenv)
-		var s shape
+		s := shape{emptyAt: map[*yaml.Node][]string{}, emptyVars: map[string][]string{}}
+		expandEnv(root, getenv, s.emptyAt)
 		s.walk(root, reflect.TypeOf(cfg).Elem(), "")
-		cfg.shape, cfg.undecoded = s.problems, s.undecoded
+		cfg.shape, cfg.undecoded, cfg.emptyVars = s.problems, s.undecoded, s.emptyVars
 		// Decoding goes on past a value of the wrong type and leaves its
 		// field empty. When the walk named every one by its key, Check
 		// reports them with the rest; otherwise (the file itself is a list
 		// or a string) the decoder's own error says where.
 		var te *yaml.TypeError
 		if err := root.Decode(cfg); err != nil && (!errors.As(err, &te) || len(te.Errors) > s.decodeErrors) {
-			return nil, errors.Join(append(cfg.shape, fmt.Errorf("config: %w", withoutValues(err)))...)
+			return nil, errors.Join(append(cfg.blameEmptyVars(cfg.shape, false), fmt.Errorf("config: %w", withoutValues(err)))...)
 		}
 	}
 	cfg.applyDefaults()
@@ -173,7 +179,7 @@ func LoadAdminListen(path string, getenv func(string) string) (string, error) {
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return "", fmt.Errorf("config: %w", withoutValues(err))
 	}
-	addr := expandString(doc.Server.AdminListen, getenv)
+	addr, _ := expandString(doc.Server.AdminListen, getenv)
 	setDefault(&addr, DefaultAdminListen)
 	return addr, nil
 }
@@ -201,24 +207,90 @@ func withoutValues(err error) error {
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // expandEnv replaces ${VAR} in every scalar value (not in the YAML text, so a
-// secret containing YAML syntax cannot change the document's structure).
-func expandEnv(n *yaml.Node, getenv func(string) string) {
+// secret containing YAML syntax cannot change the document's structure), and
+// records in empty the VARs of each scalar that expanded to nothing.
+func expandEnv(n *yaml.Node, getenv func(string) string, empty map[*yaml.Node][]string) {
 	if n.Kind == yaml.ScalarNode {
-		n.Value = expandString(n.Value, getenv)
+		var names []string
+		if n.Value, names = expandString(n.Value, getenv); len(names) > 0 {
+			empty[n] = names
+		}
 	}
 	for _, c := range n.Content {
-		expandEnv(c, getenv)
+		expandEnv(c, getenv, empty)
 	}
 }
 
-// expandString replaces every ${VAR} in s.
-func expandString(s string, getenv func(string) string) string {
+// expandString replaces every ${VAR} in s, and names the VARs that are unset
+// or empty: getenv does not tell the two apart.
+func expandString(s string, getenv func(string) string) (string, []string) {
 	if !strings.Contains(s, "${") {
-		return s
+		return s, nil
 	}
+	var empty []string
 	return envRef.ReplaceAllStringFunc(s, func(ref string) string {
-		return getenv(ref[2 : len(ref)-1])
-	})
+		name := ref[2 : len(ref)-1]
+		v := getenv(name)
+		if v == "" && !slices.Contains(empty, name) {
+			empty = append(empty, name)
+		}
+		return v
+	}), empty
+}
+
+// blameEmptyVars is errs with each problem of a key whose value writes a
+// ${VAR} that expanded to nothing saying so, and, when overridable, naming
+// the PORTCULLIS_* variable that would set that key instead, if there is
+// one: the key alone does not say that the file has a value there, and the
+// value quoted, if any, is what is left of it. A problem of a value whose
+// variables are all set is left as it is (the value is wrong, not the
+// environment), and no value is quoted: only the variables' names.
+func (c *Config) blameEmptyVars(errs []error, overridable bool) []error {
+	if len(c.emptyVars) == 0 {
+		return errs
+	}
+	var overrides map[string]string
+	if overridable {
+		overrides = c.envOverrides()
+	}
+	out := make([]error, len(errs))
+	for i, err := range errs {
+		out[i] = err
+		key, _, ok := strings.Cut(err.Error(), ": ")
+		names := c.emptyVars[key]
+		if !ok || len(names) == 0 {
+			continue
+		}
+		refs := make([]string, len(names))
+		for j, name := range names {
+			refs[j] = "${" + name + "}"
+		}
+		verb := "is"
+		if len(refs) > 1 {
+			verb = "are"
+		}
+		note := fmt.Sprintf("the file writes %s, which %s unset or empty", joinAnd(refs), verb)
+		for over, name := range overrides {
+			if within(key, over) {
+				note += " (or set " + name + ")"
+			}
+		}
+		out[i] = fmt.Errorf("%w; %s", err, note)
+	}
+	return out
+}
+
+// joinAnd is list as a sentence says it: "a", "a and b", "a, b and c".
+func joinAnd(list []string) string {
+	if len(list) < 2 {
+		return strings.Join(list, "")
+	}
+	return strings.Join(list[:len(list)-1], ", ") + " and " + list[len(list)-1]
+}
+
+// within reports whether path is key or a key below it (any path, for "").
+func within(path, key string) bool {
+	return key == "" || path == key || strings.HasPrefix(path, key) && len(path) > len(key) && strings.IndexByte(".[", path[len(key)]) >= 0
 }
 
 // shape is what walking the document beside the Go type it decodes into
@@ -228,6 +300,11 @@ func expandString(s string, getenv func(string) string) string {
 type shape struct {
 	problems  []error
 	undecoded []string
+	// emptyAt are the ${VAR}s of each scalar that expanded to nothing
+	// (expandEnv), and emptyVars the same by the path the walk finds each
+	// scalar at.
+	emptyAt   map[*yaml.Node][]string
+	emptyVars map[string][]string
 	// decodeErrors counts the problems that yaml.v3's decoder reports too.
 	decodeErrors int
 }
@@ -241,6 +318,11 @@ func (s *shape) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	if names := s.emptyAt[n]; len(names) > 0 {
+		// Before the null test: an unquoted ${VAR} that expands to
+		// nothing reads as no value, which a key may require.
+		s.emptyVars[path] = names
 	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return // empty: the field keeps its zero value
@@ -466,6 +548,28 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	for i := range c.SSO.IdentityProviders {
 		c.SSO.IdentityProviders[i].ApplyEnv(getenv)
 	}
+	// A value the environment replaced is no longer the file's: its
+	// problems are the variable's value's.
+	for key, name := range c.envOverrides() {
+		if getenv(name) != "" {
+			maps.DeleteFunc(c.emptyVars, func(path string, _ []string) bool { return within(path, key) })
+		}
+	}
+}
+
+// envOverrides names, by key, the PORTCULLIS_* variable that applyEnv takes
+// the key's value from when it is set.
+func (c *Config) envOverrides() map[string]string {
+	out := map[string]string{"session.keys": "PORTCULLIS_SESSION_KEYS"}
+	for key, name := range c.Session.Redis.EnvOverrides() {
+		out["session.redis."+key] = name
+	}
+	for i := range c.SSO.IdentityProviders {
+		for key, name := range c.SSO.IdentityProviders[i].EnvOverrides() {
+			out[fmt.Sprintf("sso.identity_providers[%d].%s", i, key)] = name
+		}
+	}
+	return out
 }
 
 func setDefault(field *string, value string) {
@@ -505,10 +609,8 @@ func (p *problems) addAll(prefix string, err error) {
 func (p problems) except(keys []string) problems {
 	var out problems
 	for _, e := range p {
-		msg := e.Error()
-		if !slices.ContainsFunc(keys, func(key string) bool {
-			return key == "" || strings.HasPrefix(msg, key) && len(msg) > len(key) && strings.IndexByte(":.[", msg[len(key)]) >= 0
-		}) {
+		key, _, _ := strings.Cut(e.Error(), ": ")
+		if !slices.ContainsFunc(keys, func(undecoded string) bool { return within(key, undecoded) }) {
 			out = append(out, e)
 		}
 	}

@@ -239,6 +239,58 @@ func TestEnvironment(t *testing.T) {
 	}
 }
 
+// TestCheckNamesAnEmptyVariable: a value that is empty, or cut short,
+// because a ${VAR} it writes expanded to nothing says so, whatever key and
+// problem it is, and with the PORTCULLIS_* variable that would set it
+// where there is one; a value whose variables are all set is not blamed on
+// the environment, nor is one the PORTCULLIS_* variable set instead. Every
+// problem of the file is compared, so that an unchanged text shows too.
+func TestCheckNamesAnEmptyVariable(t *testing.T) {
+	for _, tc := range []struct {
+		name, old, new string
+		env            map[string]string
+		want           []string
+	}{
+		{"an unset variable for a required URL", "https://cvat.example.com", `"${PUBLIC_URL}"`, nil,
+			[]string{"server.public_url: required (the origin users see, e.g. https://cvat.example.com); the file writes ${PUBLIC_URL}, which is unset or empty"}},
+		{"an unquoted one, which YAML reads as no value", "https://cvat.example.com", "${PUBLIC_URL}", nil,
+			[]string{"server.public_url: required (the origin users see, e.g. https://cvat.example.com); the file writes ${PUBLIC_URL}, which is unset or empty"}},
+		{"an empty variable that leaves a URL without its host", "https://cvat.example.com", "https://${HOST}", map[string]string{"HOST": ""},
+			[]string{`server.public_url: not an absolute http(s) URL: "https://"; the file writes ${HOST}, which is unset or empty`}},
+		{"only the unset one of two", "https://cvat.example.com", "${SCHEME}://${HOST}", map[string]string{"SCHEME": "https"},
+			[]string{`server.public_url: not an absolute http(s) URL: "https://"; the file writes ${HOST}, which is unset or empty`}},
+		{"two unset", "https://cvat.example.com", "${SCHEME}://${HOST}", nil,
+			[]string{`server.public_url: not an absolute http(s) URL: "://"; the file writes ${SCHEME} and ${HOST}, which are unset or empty`}},
+		{"a set variable with a wrong value is the value's problem", "https://cvat.example.com", "${PUBLIC_URL}", map[string]string{"PUBLIC_URL": "https://cvat.example.com/app"},
+			[]string{`server.public_url: must be an origin only (scheme://host[:port]), got "https://cvat.example.com/app"`}},
+		{"an IdP's required key, which its PORTCULLIS_IDP_ variable could set", "client_id: portcullis", "client_id: ${CLIENT_ID}", nil,
+			[]string{"sso.identity_providers[0].client_id: required; the file writes ${CLIENT_ID}, which is unset or empty (or set PORTCULLIS_IDP_COMPANY_CLIENT_ID)"}},
+		{"a session key, which PORTCULLIS_SESSION_KEYS could set", "keys: [" + testKey + "]", `keys: ["${SESSION_KEY}"]`, nil,
+			[]string{"session.keys[0]: must be 32 bytes of base64, got 0 bytes (make one with `portcullis keys`); the file writes ${SESSION_KEY}, which is unset or empty (or set PORTCULLIS_SESSION_KEYS)"}},
+		{"a list written as a variable, a string whatever PORTCULLIS_SESSION_KEYS says", "keys: [" + testKey + "]", "keys: ${SESSION_KEYS}", nil,
+			[]string{"session.keys: must be a list, got a string; the file writes ${SESSION_KEYS}, which is unset or empty"}},
+		{"a session key that PORTCULLIS_SESSION_KEYS replaced is not the file's", "keys: [" + testKey + "]", `keys: ["${SESSION_KEY}"]`, map[string]string{"PORTCULLIS_SESSION_KEYS": "c2hvcnQ="},
+			[]string{"session.keys[0]: must be 32 bytes of base64, got 5 bytes (make one with `portcullis keys`)"}},
+		{"a value of the wrong type", "session:\n", "session:\n  lifetime: \"${LIFETIME}\"\n", nil,
+			[]string{"session.lifetime: must be a duration like 90s or 12h, got a string; the file writes ${LIFETIME}, which is unset or empty"}},
+		{"a redis key, which PORTCULLIS_REDIS_URL could set", "session:\n", "session:\n  store: redis\n  redis: {url: \"${REDIS_URL}\"}\n", nil,
+			[]string{"session.redis.url: required with session.store redis (redis://host:6379/0, rediss:// for TLS), or set sentinel or cluster_addrs instead; the file writes ${REDIS_URL}, which is unset or empty (or set PORTCULLIS_REDIS_URL)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(minimal, tc.old) {
+				t.Fatalf("test case: %q not in the config", tc.old)
+			}
+			var got []string
+			if err := checkYAML(t, strings.Replace(minimal, tc.old, tc.new, 1), tc.env); err != nil {
+				got = strings.Split(err.Error(), "\n")
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("problems:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}
+
 // Valid choices that no other test's configuration makes: each must check
 // clean.
 func TestCheckAccepts(t *testing.T) {

@@ -160,6 +160,27 @@ func explainShows(t *testing.T, config string, args, want, not []string) {
 
 var problemLine = regexp.MustCompile(`^[A-Za-z0-9_.\[\]-]+: \S.*$`)
 
+// TestCheckNamesTheUnsetVariables: the CVAT profile run where its
+// variables are not set (the walkthrough's `env -i … check`) says which
+// ${VAR} each empty value came from, in check and at serve's start alike.
+func TestCheckNamesTheUnsetVariables(t *testing.T) {
+	for _, name := range []string{"CVAT_PUBLIC_URL", "OIDC_ISSUER", "PORTCULLIS_SESSION_KEY", "PORTCULLIS_SESSION_KEYS", "PORTCULLIS_IDP_COMPANY_CLIENT_ID"} {
+		t.Setenv(name, "")
+	}
+	want := []string{
+		"../../deploy/cvat/portcullis.yaml: configuration has problems:",
+		"  server.public_url: required (the origin users see, e.g. https://cvat.example.com); the file writes ${CVAT_PUBLIC_URL}, which is unset or empty",
+		"  session.keys[0]: must be 32 bytes of base64, got 0 bytes (make one with `portcullis keys`); the file writes ${PORTCULLIS_SESSION_KEY}, which is unset or empty (or set PORTCULLIS_SESSION_KEYS)",
+		"  sso.identity_providers[0].server_url: required; the file writes ${OIDC_ISSUER}, which is unset or empty",
+	}
+	for _, cmd := range []string{"check", "serve"} {
+		code, _, stderr := runCLI(cmd, "--config", "../../deploy/cvat/portcullis.yaml")
+		if got := strings.Split(strings.TrimSpace(stderr), "\n"); code != 1 || !slices.Equal(got, want) {
+			t.Errorf("%s: exit %d, stderr:\n%s\nwant 1 and\n%s", cmd, code, stderr, strings.Join(want, "\n"))
+		}
+	}
+}
+
 // Every mistake is reported, each on a line of its own that starts with the
 // key it concerns: an unknown key does not hide the others.
 func TestCheckListsEveryProblemByKey(t *testing.T) {

@@ -107,19 +107,29 @@ const (
 // ApplyEnv applies the environment overrides: PORTCULLIS_REDIS_URL (so a
 // deployment can take the whole URL from a secret),
 // PORTCULLIS_REDIS_PASSWORD, PORTCULLIS_REDIS_SENTINEL_USERNAME and
-// PORTCULLIS_REDIS_SENTINEL_PASSWORD.
+// PORTCULLIS_REDIS_SENTINEL_PASSWORD (EnvOverrides), each when set.
 func (c *RedisConfig) ApplyEnv(getenv func(string) string) {
-	if v := getenv("PORTCULLIS_REDIS_URL"); v != "" {
-		c.URL = v
+	fields := map[string]*string{
+		"url":               &c.URL,
+		"password":          &c.Password,
+		"sentinel.username": &c.Sentinel.Username,
+		"sentinel.password": &c.Sentinel.Password,
 	}
-	if v := getenv("PORTCULLIS_REDIS_PASSWORD"); v != "" {
-		c.Password = v
+	for key, name := range c.EnvOverrides() {
+		if v := getenv(name); v != "" {
+			*fields[key] = v
+		}
 	}
-	if v := getenv("PORTCULLIS_REDIS_SENTINEL_USERNAME"); v != "" {
-		c.Sentinel.Username = v
-	}
-	if v := getenv("PORTCULLIS_REDIS_SENTINEL_PASSWORD"); v != "" {
-		c.Sentinel.Password = v
+}
+
+// EnvOverrides names, by key relative to session.redis, the environment
+// variable that ApplyEnv takes that key's value from when it is set.
+func (c *RedisConfig) EnvOverrides() map[string]string {
+	return map[string]string{
+		"url":               "PORTCULLIS_REDIS_URL",
+		"password":          "PORTCULLIS_REDIS_PASSWORD",
+		"sentinel.username": "PORTCULLIS_REDIS_SENTINEL_USERNAME",
+		"sentinel.password": "PORTCULLIS_REDIS_SENTINEL_PASSWORD",
 	}
 }
 
