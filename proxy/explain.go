@@ -293,9 +293,26 @@ func readRequest(method, target string, header []string) (*http.Request, error) 
 		case r := <-got: // the handler had it; this is its answer
 			return r, nil
 		default:
-			return nil, fmt.Errorf("the proxy's server refuses the request: %s", why)
+			return nil, fmt.Errorf("the proxy's server refuses the request: %s", withReason(why, raw.String()))
 		}
 	}
+}
+
+// withReason is the server's answer to the request raw, with the reason
+// net/http's request reader refused it for when the answer gives none:
+// the server answers a bare "400 Bad Request" to two Host lines or a header
+// line its reader refuses, and reads requests with the same reader as
+// http.ReadRequest. Only the reason is kept, not the line it may quote.
+func withReason(answer, raw string) string {
+	if strings.Contains(answer, ":") {
+		return answer
+	}
+	_, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+	if err == nil {
+		return answer
+	}
+	reason, _, _ := strings.Cut(err.Error(), ":")
+	return answer + ": " + reason
 }
 
 // oneConn is a listener that accepts one connection, then no more.
