@@ -83,13 +83,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// configFlag adds --config with the documented fallbacks.
+// configFlag adds --config with the documented fallbacks: FILE, else
+// $PORTCULLIS_CONFIG, else portcullis.yaml. Its help says so itself, with
+// the variable's value when it has one: flag's own "(default …)" names only
+// the value the default has, portcullis.yaml wherever the variable is unset.
 func configFlag(fs *flag.FlagSet) *string {
-	def := os.Getenv("PORTCULLIS_CONFIG")
-	if def == "" {
-		def = "portcullis.yaml"
+	path := os.Getenv("PORTCULLIS_CONFIG")
+	help := "configuration `FILE` (default $PORTCULLIS_CONFIG, else portcullis.yaml)"
+	if path == "" {
+		path = "portcullis.yaml"
+	} else {
+		help = strings.TrimSuffix(help, ")") + fmt.Sprintf("; $PORTCULLIS_CONFIG is %q)", path)
 	}
-	return fs.String("config", def, "configuration file")
+	// A flag.Func's default prints as none, so only help names one.
+	fs.Func("config", help, func(s string) error {
+		path = s
+		return nil
+	})
+	return &path
 }
 
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {

@@ -891,6 +891,24 @@ func TestEveryFlagIsInTheUsageAndTheREADME(t *testing.T) {
 	}
 }
 
+// Every command's -h says that --config defaults to $PORTCULLIS_CONFIG
+// before portcullis.yaml, as the usage text and the README do, and what
+// $PORTCULLIS_CONFIG is when it is set: flag's own "(default …)" named only
+// the value the default had, portcullis.yaml with the variable unset.
+func TestConfigFlagHelpNamesTheEnvironment(t *testing.T) {
+	for _, tc := range []struct{ env, want string }{
+		{"", "  -config FILE\n    \tconfiguration FILE (default $PORTCULLIS_CONFIG, else portcullis.yaml)\n"},
+		{"/etc/portcullis/portcullis.yaml", "  -config FILE\n    \tconfiguration FILE (default $PORTCULLIS_CONFIG, else portcullis.yaml; $PORTCULLIS_CONFIG is \"/etc/portcullis/portcullis.yaml\")\n"},
+	} {
+		t.Setenv("PORTCULLIS_CONFIG", tc.env)
+		for _, args := range [][]string{{"serve"}, {"check"}, {"explain"}, {"sessions", "list"}, {"health"}} {
+			if _, _, help := runCLI(append(args, "-h")...); !strings.Contains(help, tc.want) {
+				t.Errorf("PORTCULLIS_CONFIG=%q portcullis %s -h:\n%s\nwant\n%s", tc.env, strings.Join(args, " "), help, tc.want)
+			}
+		}
+	}
+}
+
 // documentedCommand is a portcullis command line as the pages write one, in
 // a code block or in backquotes, in a shell or a Dockerfile comment: the
 // verb, then the rest of the line or of the code span (`\|` is a table
