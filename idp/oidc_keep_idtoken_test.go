@@ -2,6 +2,7 @@ package idp
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
@@ -55,6 +56,51 @@ func TestOIDCRefreshKeepsTheIDTokenOnlyForSingleSignOut(t *testing.T) {
 			if !errors.Is(err, ErrRefreshRefused) {
 				t.Errorf("%s, single_sign_out %v: a session of bob refreshed with alice's ID token: %v, want ErrRefreshRefused", name, sso, err)
 			}
+		}
+	}
+}
+
+// TestOIDCRefreshWithoutAnIDTokenKeepsTheSub: an IdP may answer a refresh
+// with no ID token (OpenID Connect Core 12.2 makes it optional). The
+// session then keeps its sub, which userinfo's answer is checked against,
+// and one made before the ID token was dropped loses its ID token all the
+// same, keeping its sub.
+func TestOIDCRefreshWithoutAnIDTokenKeepsTheSub(t *testing.T) {
+	sessions := map[string]func() *Tokens{
+		"only its sub":  func() *Tokens { return &Tokens{RefreshToken: "rt", Sub: "alice", SID: "s1"} },
+		"ID token kept": func() *Tokens { return &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`), SID: "s1"} },
+	}
+	answers := []struct {
+		name     string
+		userinfo map[string]any
+	}{
+		{"userinfo of the same subject", map[string]any{"sub": "alice", "email": "alice@example.com"}},
+		{"no userinfo endpoint", nil},
+	}
+	for _, answer := range answers {
+		ti := newTestIssuer(t)
+		ti.reshape = func(string) string { return "" } // no id_token in the token response
+		ti.userinfo = answer.userinfo
+		p := ti.provider(t)
+		for name, session := range sessions {
+			_, next, err := p.Refresh(t.Context(), session())
+			if err != nil {
+				t.Fatalf("%s, %s: Refresh: %v", answer.name, name, err)
+			}
+			if next.IDToken != "" || next.Sub != "alice" || next.SID != "s1" {
+				t.Errorf("%s, %s: tokens after the refresh %+v; want alice's sub and sid, no ID token (no single_sign_out)", answer.name, name, next)
+			}
+		}
+	}
+
+	ti := newTestIssuer(t)
+	ti.reshape = func(string) string { return "" }
+	ti.userinfo = map[string]any{"sub": "mallory", "email": "mallory@example.com"}
+	p := ti.provider(t)
+	for name, session := range sessions {
+		prof, _, err := p.Refresh(t.Context(), session())
+		if !errors.Is(err, ErrRefreshRefused) || !strings.Contains(err.Error(), `userinfo names subject "mallory"`) {
+			t.Errorf("%s: userinfo about mallory at a refresh of alice's session: %+v, %v; want ErrRefreshRefused naming userinfo's subject", name, prof, err)
 		}
 	}
 }
