@@ -10,10 +10,12 @@ import (
 
 // TestOIDCLoginKeepsTheIDTokenOnlyForSingleSignOut: a session keeps the ID
 // token only when its logout will send it back (single_sign_out); without,
-// only its sub, which a back-channel logout and the next refresh check.
+// only its sub, which a back-channel logout and the next refresh check, and
+// its sid.
 func TestOIDCLoginKeepsTheIDTokenOnlyForSingleSignOut(t *testing.T) {
 	for _, sso := range []bool{false, true} {
-		h := newOIDCHarness(t, oidcserver.Options{}, Config{SingleSignOut: sso}, false)
+		// A client with a back-channel logout URI gets ID tokens with sid.
+		h := newOIDCHarness(t, oidcserver.Options{BackchannelLogoutURI: "http://127.0.0.1:1/backchannel"}, Config{SingleSignOut: sso}, false)
 		f, cb := h.login(t, oidcserver.Alice, oidcserver.AlicePassword)
 		_, tokens, err := h.provider.Complete(cb, f)
 		if err != nil {
@@ -25,6 +27,11 @@ func TestOIDCLoginKeepsTheIDTokenOnlyForSingleSignOut(t *testing.T) {
 		}
 		if !sso && tokens.Sub != oidcserver.Alice {
 			t.Errorf("tokens %+v: want alice's sub in place of the ID token", tokens)
+		}
+		// The sid is read from the ID token before it is dropped: a
+		// back-channel logout by sid finds the session either way.
+		if tokens.SID == "" {
+			t.Errorf("single_sign_out %v: tokens %+v; want the ID token's sid", sso, tokens)
 		}
 	}
 }
