@@ -6,6 +6,7 @@ import (
 	"regexp/syntax"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 )
@@ -229,13 +230,26 @@ func unanchoredRegexWarning(src string) string {
 func mayEndAnyhow(re *syntax.Regexp) bool {
 	switch re.Op {
 	case syntax.OpStar, syntax.OpPlus:
-		return re.Sub[0].Op == syntax.OpAnyChar || re.Sub[0].Op == syntax.OpAnyCharNotNL
+		return anyChar(re.Sub[0])
 	case syntax.OpCapture, syntax.OpQuest:
 		return mayEndAnyhow(re.Sub[0])
 	case syntax.OpConcat:
 		return mayEndAnyhow(re.Sub[len(re.Sub)-1])
 	case syntax.OpAlternate:
 		return slices.ContainsFunc(re.Sub, mayEndAnyhow)
+	}
+	return false
+}
+
+// anyChar reports whether re is a . or a class that takes the same
+// characters: [\s\S] and [^\n], which syntax.Parse leaves classes, are how
+// JavaScript and others write "anything".
+func anyChar(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+		return true
+	case syntax.OpCharClass:
+		return slices.Equal(re.Rune, []rune{0, unicode.MaxRune}) || slices.Equal(re.Rune, []rune{0, '\n' - 1, '\n' + 1, unicode.MaxRune})
 	}
 	return false
 }
