@@ -74,6 +74,13 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("sso: {identity_providers: [{id: a, protocol: SAML}, {id: a, protocol: LDAP}]}"))
 	f.Add([]byte("- 1\n- 2"))
 	f.Add([]byte("session: {keys: [\"\"], lifetime: -1h}"))
+	// ${VAR}s that expand to nothing, whose problems name them
+	// (blameEmptyVars), wherever YAML lets one be written.
+	f.Add([]byte("server: {public_url: \"${}\", listen: \"${A}${B}\", auth_prefix: \"${A\"}\n${K}: 1\n"))
+	f.Add([]byte("session: {keys: [\"${URL}${UNSET}\", ${UNSET}], lifetime: \"${UNSET}\", client_id: ${UNSET}}"))
+	f.Add([]byte("session: {keys: ${UNSET}, store: redis, redis: {url: \"redis://${UNSET}\", sentinel: {password: ${UNSET}}}}"))
+	f.Add([]byte("sso: {identity_providers: [{id: my-idp, protocol: OIDC, server_url: \"${UNSET}\", client_id: ${UNSET}}, {id: \"${UNSET}\", client_secret: [${UNSET}]}]}"))
+	f.Add([]byte("sso: {identity_providers: [&a {id: a, protocol: LDAP, bind_password: ${UNSET}}, *a]}\nrules: [{name: ${UNSET}, path_regex: \"^/${UNSET}/\", action: deny}]"))
 	getenv := func(name string) string {
 		switch name {
 		case "URL":

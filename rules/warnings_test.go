@@ -291,3 +291,34 @@ func TestWarningOfPathRegexWrittenUnanchored(t *testing.T) {
 		})
 	}
 }
+
+// FuzzUnanchoredRegexWarningHolds compiles a rule with the fuzzer's
+// path_regex and reads its warnings, which must not panic whatever the
+// regex (check, serve's start and every reload read them), and when the
+// regex is warned of as matching only one path, the rule matches that path
+// and neither one that goes on after it nor one under it.
+func FuzzUnanchoredRegexWarningHolds(f *testing.F) {
+	for _, re := range []string{`^/api/`, `/api/`, `\A/metrics`, `^/api/v[0-9]+/`, `(?i)^/API/`, `^`, `$`, `^$`, `\A`,
+		`(?s).*`, `^(|/x)`, `[^/]*`, `^/é`, `^^/a`, `/a^`, `(^/a)`, `^/api/[\s\S]*`, `^/api/[^\n]*`, `^/a(?m)$`,
+		`^((((/a))))`, `^/x{2,}`, `^\b/a`, `/api/[a]`, `\/api\/`, `^/static/.*\.(js|css)`, `^/a\x{D800}`} {
+		f.Add(re)
+	}
+	only := regexp.MustCompile(`^\S+ matches only the path (.*) itself: `)
+	f.Fuzz(func(t *testing.T, re string) {
+		s, err := Compile([]Config{{Name: "r", PathRegex: re, Action: Deny}}, Authenticate, nil)
+		if err != nil {
+			return
+		}
+		for _, w := range s.Warnings() {
+			m := only.FindStringSubmatch(w.Message)
+			if w.Key != "rules[0].path_regex" || m == nil {
+				continue
+			}
+			for _, p := range []string{m[1], m[1] + "x", m[1] + "/x"} {
+				if ok, _ := s.rules[0].matches(&Request{Method: "GET", Path: p}, s.now()); ok != (p == m[1]) {
+					t.Fatalf("%q is warned of as matching only %q, yet matching %q is %v", re, m[1], p, ok)
+				}
+			}
+		}
+	})
+}
