@@ -261,6 +261,10 @@ func TestCheckNamesAnEmptyVariable(t *testing.T) {
 			[]string{`server.public_url: not an absolute http(s) URL: "https://"; the file writes ${HOST}, which is unset or empty`}},
 		{"two unset", "https://cvat.example.com", "${SCHEME}://${HOST}", nil,
 			[]string{`server.public_url: not an absolute http(s) URL: "://"; the file writes ${SCHEME} and ${HOST}, which are unset or empty`}},
+		{"three unset", "https://cvat.example.com", "${SCHEME}://${HOST}:${PORT}", nil,
+			[]string{`server.public_url: not an absolute http(s) URL: "://:"; the file writes ${SCHEME}, ${HOST} and ${PORT}, which are unset or empty`}},
+		{"one unset written twice, named once", "https://cvat.example.com", "https://${HOST}${HOST}", nil,
+			[]string{`server.public_url: not an absolute http(s) URL: "https://"; the file writes ${HOST}, which is unset or empty`}},
 		{"a set variable with a wrong value is the value's problem", "https://cvat.example.com", "${PUBLIC_URL}", map[string]string{"PUBLIC_URL": "https://cvat.example.com/app"},
 			[]string{`server.public_url: must be an origin only (scheme://host[:port]), got "https://cvat.example.com/app"`}},
 		{"an IdP's required key, which its PORTCULLIS_IDP_ variable could set", "client_id: portcullis", "client_id: ${CLIENT_ID}", nil,
@@ -273,6 +277,13 @@ func TestCheckNamesAnEmptyVariable(t *testing.T) {
 			[]string{"session.keys[0]: must be 32 bytes of base64, got 5 bytes (make one with `portcullis keys`)"}},
 		{"a value of the wrong type", "session:\n", "session:\n  lifetime: \"${LIFETIME}\"\n", nil,
 			[]string{"session.lifetime: must be a duration like 90s or 12h, got a string; the file writes ${LIFETIME}, which is unset or empty"}},
+		{"a value of the wrong type beside a key given twice, which the decoder stops at", "session:\n", "session:\n  lifetime: \"${LIFETIME}\"\n  idle_timeout: 1h\n  idle_timeout: 2h\n", nil,
+			[]string{"session.lifetime: must be a duration like 90s or 12h, got a string; the file writes ${LIFETIME}, which is unset or empty", "session.idle_timeout: given twice (lines 8 and 9)"}},
+		// yaml.v3 merges <<, which the walk takes for an unknown key, so
+		// the decoder finds a mistake more than the walk: ParseConfig
+		// returns its error beside the walk's problems.
+		{"a value of the wrong type where the decoder finds more mistakes than the walk", "session:\n", "session:\n  <<: {lifetime: 1}\n  idle_timeout: \"${IDLE}\"\n", nil,
+			[]string{"session.<<: unknown key", "session.idle_timeout: must be a duration like 90s or 12h, got a string; the file writes ${IDLE}, which is unset or empty", "config: yaml: unmarshal errors:", "  line 8: cannot unmarshal !!str into time.Duration", "  line 7: cannot unmarshal !!int into time.Duration"}},
 		{"a redis key, which PORTCULLIS_REDIS_URL could set", "session:\n", "session:\n  store: redis\n  redis: {url: \"${REDIS_URL}\"}\n", nil,
 			[]string{"session.redis.url: required with session.store redis (redis://host:6379/0, rediss:// for TLS), or set sentinel or cluster_addrs instead; the file writes ${REDIS_URL}, which is unset or empty (or set PORTCULLIS_REDIS_URL)"}},
 	} {

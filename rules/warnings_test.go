@@ -248,6 +248,7 @@ func TestWarningOfPathRegexWrittenUnanchored(t *testing.T) {
 		{`^/api/v[0-9]+/`, "rules[0].path_regex: ^/api/v[0-9]+/ matches a path only as a whole, none that goes on after it: path_regex is anchored at both ends; for the paths that start with a match, append .*; to say it ends there, end it with $"},
 		{`^/(api|static)/`, "rules[0].path_regex: ^/(api|static)/ matches a path only as a whole"},
 		{`(?i)^/api/`, "rules[0].path_regex: (?i)^/api/ matches a path only as a whole"},
+		{`(?m)^/api/v[0-9]+/`, "rules[0].path_regex: (?m)^/api/v[0-9]+/ matches a path only as a whole"},
 
 		// Not warned of.
 		{`^/health$`, ""},
@@ -265,6 +266,9 @@ func TestWarningOfPathRegexWrittenUnanchored(t *testing.T) {
 		{`/static/[^/]+\.(js|css)`, ""},
 		{`/api|/api/.*`, ""},
 		{`()`, ""},
+		{`(?m)^/api/$`, ""},
+		{`^`, ""},
+		{`\A`, ""},
 		{`.*`, ""},
 	} {
 		t.Run(tc.regex, func(t *testing.T) {
