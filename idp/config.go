@@ -245,8 +245,14 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 }
 
 // EnvOverrides names, by key relative to this entry, the environment
-// variable that ApplyEnv takes that key's value from when it is set.
+// variable that ApplyEnv takes that key's value from when it is set; none
+// when the id is no id (empty, or with a space or a dot), which Validate
+// refuses whatever the environment says: a problem naming
+// PORTCULLIS_IDP__CLIENT_ID would send the reader to set it in vain.
 func (c *Config) EnvOverrides() map[string]string {
+	if !idPattern.MatchString(c.ID) {
+		return nil
+	}
 	prefix := "PORTCULLIS_IDP_" + strings.ToUpper(strings.ReplaceAll(c.ID, "-", "_")) + "_"
 	return map[string]string{
 		"client_id":     prefix + "CLIENT_ID",

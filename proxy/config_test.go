@@ -269,6 +269,9 @@ func TestCheckNamesAnEmptyVariable(t *testing.T) {
 			[]string{`server.public_url: must be an origin only (scheme://host[:port]), got "https://cvat.example.com/app"`}},
 		{"an IdP's required key, which its PORTCULLIS_IDP_ variable could set", "client_id: portcullis", "client_id: ${CLIENT_ID}", nil,
 			[]string{"sso.identity_providers[0].client_id: required; the file writes ${CLIENT_ID}, which is unset or empty (or set PORTCULLIS_IDP_COMPANY_CLIENT_ID)"}},
+		// PORTCULLIS_IDP__CLIENT_ID would set nothing: the entry is refused.
+		{"an IdP's required key on an entry whose id is no id names no variable", "id: company\n      protocol: OIDC\n      server_url: https://login.example.com/\n      client_id: portcullis", "id: \"${IDP_ID}\"\n      protocol: OIDC\n      server_url: https://login.example.com/\n      client_id: ${CLIENT_ID}", nil,
+			[]string{`sso.identity_providers[0].id: must be 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit (got ""); the file writes ${IDP_ID}, which is unset or empty`, "sso.identity_providers[0].client_id: required; the file writes ${CLIENT_ID}, which is unset or empty"}},
 		{"a session key, which PORTCULLIS_SESSION_KEYS could set", "keys: [" + testKey + "]", `keys: ["${SESSION_KEY}"]`, nil,
 			[]string{"session.keys[0]: must be 32 bytes of base64, got 0 bytes (make one with `portcullis keys`); the file writes ${SESSION_KEY}, which is unset or empty (or set PORTCULLIS_SESSION_KEYS)"}},
 		{"a list written as a variable, a string whatever PORTCULLIS_SESSION_KEYS says", "keys: [" + testKey + "]", "keys: ${SESSION_KEYS}", nil,
