@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp/syntax"
-	"slices"
 	"strings"
-	"unicode"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 )
@@ -199,9 +197,9 @@ func regexPaths(src string) (lit string, kind regexKind) {
 // skip_auth_regex: ^/api/ for every path under /api/), where rules anchor
 // it at both ends; "" when it does not. It is said only where that is sure:
 // a literal path (then it matches that path alone), or a regex that starts
-// with ^ and does not end anywhere (neither with $ nor with a .* or .+ that
-// takes whatever follows). A regex that ends with $ says where it ends, and
-// one with no ^ that is no literal may well mean to be anchored.
+// with ^ and ends with a / (endsAtASlash). A regex that ends with $ says
+// where it ends, and one with no ^ that is no literal may well mean to be
+// anchored.
 func unanchoredRegexWarning(src string) string {
 	re, err := syntax.Parse(src, syntax.Perl)
 	if err != nil {
@@ -218,40 +216,18 @@ func unanchoredRegexWarning(src string) string {
 	if lit, kind := regexPaths(src); kind == regexExact && lit != "" {
 		return fmt.Sprintf("%s matches only the path %s itself: %s; for every path that starts with it, path_prefix: %s (or append .*); for that path alone, path: %s", src, lit, anchored, lit, lit)
 	}
-	if first := parts[0].Op; len(parts) > 1 && (first == syntax.OpBeginText || first == syntax.OpBeginLine) && !mayEndAnyhow(parts[len(parts)-1]) {
+	if first := parts[0].Op; len(parts) > 1 && (first == syntax.OpBeginText || first == syntax.OpBeginLine) && endsAtASlash(parts[len(parts)-1]) {
 		return fmt.Sprintf("%s matches a path only as a whole, none that goes on after it: %s; for the paths that start with a match, append .*; to say it ends there, end it with $", src, anchored)
 	}
 	return ""
 }
 
-// mayEndAnyhow reports whether re, the end of a regex, can end with a .*
-// or .+, which takes whatever follows: then the regex was written knowing
-// where it ends, or means any end.
-func mayEndAnyhow(re *syntax.Regexp) bool {
-	switch re.Op {
-	case syntax.OpStar, syntax.OpPlus:
-		return anyChar(re.Sub[0])
-	case syntax.OpCapture, syntax.OpQuest:
-		return mayEndAnyhow(re.Sub[0])
-	case syntax.OpConcat:
-		return mayEndAnyhow(re.Sub[len(re.Sub)-1])
-	case syntax.OpAlternate:
-		return slices.ContainsFunc(re.Sub, mayEndAnyhow)
-	}
-	return false
-}
-
-// anyChar reports whether re is a . or a class that takes the same
-// characters: [\s\S] and [^\n], which syntax.Parse leaves classes, are how
-// JavaScript and others write "anything".
-func anyChar(re *syntax.Regexp) bool {
-	switch re.Op {
-	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
-		return true
-	case syntax.OpCharClass:
-		return slices.Equal(re.Rune, []rune{0, unicode.MaxRune}) || slices.Equal(re.Rune, []rune{0, '\n' - 1, '\n' + 1, unicode.MaxRune})
-	}
-	return false
+// endsAtASlash reports whether re, the end of a regex, is a literal that
+// ends with /: written after a ^, that reads as a prefix of paths (^/api/,
+// ^/api/v[0-9]+/), and an anchored one takes none of them. A regex that
+// ends otherwise (\.(js|css), [0-9]+, /?) may well mean to end there.
+func endsAtASlash(re *syntax.Regexp) bool {
+	return re.Op == syntax.OpLiteral && len(re.Rune) > 0 && re.Rune[len(re.Rune)-1] == '/'
 }
 
 // concatenation appends to out the parts re is a concatenation of, nested

@@ -267,6 +267,11 @@ func TestWarningOfPathRegexWrittenUnanchored(t *testing.T) {
 		{`/api|/api/.*`, ""},
 		{`()`, ""},
 		{`(?m)^/api/$`, ""},
+		// Written after a ^ as well, but may mean to end where they end.
+		{`^/static/.*\.(js|css)`, ""},
+		{`^/api/v1/users/[0-9]+`, ""},
+		{`^/health/?`, ""},
+		{`^/repo\.git/(info/refs|git-upload-pack)`, ""},
 		{`^`, ""},
 		{`\A`, ""},
 		{`.*`, ""},
