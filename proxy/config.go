@@ -320,8 +320,9 @@ func (s *shape) walk(n *yaml.Node, t reflect.Type, path string) {
 		n = n.Alias
 	}
 	if names := s.emptyAt[n]; len(names) > 0 {
-		// Before the null test: an unquoted ${VAR} that expands to
-		// nothing reads as no value, which a key may require.
+		// Before the null test, for a value tagged !!null ${VAR}; an
+		// unquoted ${VAR} was tagged a string before it expanded, and
+		// stays one.
 		s.emptyVars[path] = names
 	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
