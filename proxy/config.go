@@ -319,12 +319,9 @@ func (s *shape) walk(n *yaml.Node, t reflect.Type, path string) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
-	if names := s.emptyAt[n]; len(names) > 0 {
-		// Before the null test, for a value tagged !!null ${VAR}; an
-		// unquoted ${VAR} was tagged a string before it expanded, and
-		// stays one.
-		s.emptyVars[path] = names
-	}
+	// Before the null test, for a value tagged !!null ${VAR}; an unquoted
+	// ${VAR} was tagged a string before it expanded, and stays one.
+	s.blame(path, n)
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return // empty: the field keeps its zero value
 	}
@@ -388,6 +385,17 @@ func decodesItself(t reflect.Type) bool {
 	return pt.Implements(yamlUnmarshaler) || pt.Implements(textUnmarshaler)
 }
 
+// blame records that the problems of the key at path are those of a value
+// written with the ${VAR}s that n expanded to nothing, if any: n is that
+// key's value, or the key itself.
+func (s *shape) blame(path string, n *yaml.Node) {
+	for _, name := range s.emptyAt[n] {
+		if !slices.Contains(s.emptyVars[path], name) {
+			s.emptyVars[path] = append(s.emptyVars[path], name)
+		}
+	}
+}
+
 // keys walks the entries of the mapping n: a struct's, whose fields maps
 // each key it takes to the type of its value, or, with fields nil, a map's,
 // whose every key takes an elem. onEntry is whether n is an
@@ -398,6 +406,9 @@ func (s *shape) keys(n *yaml.Node, path string, fields map[string]reflect.Type, 
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
 		key := joinKey(path, k.Value)
+		// A key written as ${VAR} that expanded to nothing is the key ""
+		// of whatever problem it makes.
+		s.blame(key, k)
 		if first, dup := line[k.Value]; dup {
 			// yaml.v3 then decodes none of the mapping.
 			s.problems = append(s.problems, fmt.Errorf("%s: given twice (lines %d and %d)", key, first, k.Line))

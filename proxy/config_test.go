@@ -287,6 +287,16 @@ func TestCheckNamesAnEmptyVariable(t *testing.T) {
 		// returns its error beside the walk's problems.
 		{"a value of the wrong type where the decoder finds more mistakes than the walk", "session:\n", "session:\n  <<: {lifetime: 1}\n  idle_timeout: \"${IDLE}\"\n", nil,
 			[]string{"session.<<: unknown key", "session.idle_timeout: must be a duration like 90s or 12h, got a string; the file writes ${IDLE}, which is unset or empty", "config: yaml: unmarshal errors:", "  line 8: cannot unmarshal !!str into time.Duration", "  line 7: cannot unmarshal !!int into time.Duration"}},
+		// A mapping key written as ${VAR} is the key "" when it expands to
+		// nothing, which says little by itself.
+		{"a header name written as an unset variable", "session:\n", "attribute_pass:\n  headers: {\"${EMAIL_HEADER}\": email}\nsession:\n", nil,
+			[]string{`attribute_pass.headers.: "" is not a valid header name; the file writes ${EMAIL_HEADER}, which is unset or empty`}},
+		{"a header name and its expression both written as unset variables", "session:\n", "attribute_pass:\n  headers: {\"${EMAIL_HEADER}\": \"${EXPR}\"}\nsession:\n", nil,
+			[]string{`attribute_pass.headers.: "" is not a valid header name; the file writes ${EMAIL_HEADER} and ${EXPR}, which are unset or empty`}},
+		{"two header names written as unset variables", "session:\n", "attribute_pass:\n  headers: {\"${A}\": email, \"${B}\": username}\nsession:\n", nil,
+			[]string{"attribute_pass.headers.: given twice (lines 7 and 7); the file writes ${A} and ${B}, which are unset or empty"}},
+		{"a key of a block written as an unset variable", "session:\n", "session:\n  \"${SESSION_KEY_NAME}\": 12h\n", nil,
+			[]string{"session.: unknown key; the file writes ${SESSION_KEY_NAME}, which is unset or empty"}},
 		{"a redis key, which PORTCULLIS_REDIS_URL could set", "session:\n", "session:\n  store: redis\n  redis: {url: \"${REDIS_URL}\"}\n", nil,
 			[]string{"session.redis.url: required with session.store redis (redis://host:6379/0, rediss:// for TLS), or set sentinel or cluster_addrs instead; the file writes ${REDIS_URL}, which is unset or empty (or set PORTCULLIS_REDIS_URL)"}},
 	} {

@@ -81,6 +81,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("session: {keys: ${UNSET}, store: redis, redis: {url: \"redis://${UNSET}\", sentinel: {password: ${UNSET}}}}"))
 	f.Add([]byte("sso: {identity_providers: [{id: my-idp, protocol: OIDC, server_url: \"${UNSET}\", client_id: ${UNSET}}, {id: \"${UNSET}\", client_secret: [${UNSET}]}]}"))
 	f.Add([]byte("sso: {identity_providers: [&a {id: a, protocol: LDAP, bind_password: ${UNSET}}, *a]}\nrules: [{name: ${UNSET}, path_regex: \"^/${UNSET}/\", action: deny}]"))
+	f.Add([]byte("attribute_pass: {headers: {\"${UNSET}\": \"${UNSET}\", ${K}: email}}\nsession: {\"${UNSET}\": 1h}"))
 	getenv := func(name string) string {
 		switch name {
 		case "URL":
