@@ -152,7 +152,7 @@ func TestBrowserJourneysSAML(t *testing.T) {
 
 		// The ACS answered with a redirect: the page is a GET, and a
 		// reload posts nothing.
-		step(t, tab, "reload", chromedp.Reload())
+		step(t, tab, "reload", leaving, chromedp.Reload())
 		landed(t, tab, main.URL+"/projects", samlAlice.Email)
 
 		// Back is the IdP's answer page, the result of a POST, which
