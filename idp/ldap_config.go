@@ -129,8 +129,12 @@ func (c *Config) validateLDAP() []error {
 // OpenLDAP, 389-ds, FreeIPA, Samba and Active Directory. A directory whose
 // ACLs let the service account read them would hand them to whatever
 // attribute_mapping names them (a copy-paste mistake, or a test of what the
-// directory returns), and so to the upstream.
-var passwordAttributes = []string{"userPassword", "authPassword", "unicodePwd", "sambaNTPassword", "sambaLMPassword", "ntPwdHistory", "lmPwdHistory", "supplementalCredentials", "userPKCS12", "krbPrincipalKey"}
+// directory returns), and so to the upstream. 389 Directory Server's
+// passwordHistory (with passwordHistory on) holds the hashes of earlier
+// passwords, and an ACI that leaves out userPassword only (389's older
+// default, "Enable anonymous access", in template-baseacis.ldif) gave them
+// to anyone who asked.
+var passwordAttributes = []string{"userPassword", "authPassword", "unicodePwd", "sambaNTPassword", "sambaLMPassword", "ntPwdHistory", "lmPwdHistory", "supplementalCredentials", "userPKCS12", "krbPrincipalKey", "passwordHistory"}
 
 // isPasswordAttribute reports whether the attribute name (options like
 // ";binary" aside) is one of passwordAttributes, in any case.

@@ -106,6 +106,9 @@ func TestValidateLDAP(t *testing.T) {
 			c.AttributeMapping = map[string]string{"name": "userPassword", "first_name": "unicodePwd", "last_name": "sambaNTPassword;binary"}
 		}, []string{"attribute_mapping.first_name: unicodePwd holds the account's password", "attribute_mapping.last_name: sambaNTPassword;binary holds",
 			"attribute_mapping.name: userPassword holds the account's password (or its hash): a profile field goes upstream in headers and into the session"}},
+		{"389 Directory Server's passwordHistory is a password attribute too", func(c *Config) {
+			c.AttributeMapping = map[string]string{"name": "passwordHistory"}
+		}, []string{"attribute_mapping.name: passwordHistory holds the account's password"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
