@@ -3,6 +3,8 @@
 # on a fresh Debian machine that has only Go, Node and gcc, then runs them all.
 #   Debian packages: chromium (browser tests of the login pages and the demo),
 #                    slapd and ldap-utils (the OpenLDAP directory of the LDAP tests),
+#                    389-ds-base (the 389 Directory Server of test/dsserver and
+#                    test/e2e's TestLDAP389DirectoryServer),
 #                    redis-server (the Redis session store and the replica tests),
 #                    nginx-light and haproxy (the front proxies of test/e2e's
 #                    TestFrontProxy* tests: TLS, HTTP/2, WebSocket, cookie sizes)
@@ -24,7 +26,7 @@ retry() {
 	return 1
 }
 
-apt_packages=(chromium slapd ldap-utils redis-server nginx-light haproxy)
+apt_packages=(chromium slapd ldap-utils 389-ds-base redis-server nginx-light haproxy)
 missing=()
 for pkg in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
