@@ -6,8 +6,9 @@
 #                    389-ds-base (the 389 Directory Server of test/dsserver and
 #                    test/e2e's TestLDAP389DirectoryServer),
 #                    redis-server (the Redis session store and the replica tests),
-#                    nginx-light and haproxy (the front proxies of test/e2e's
-#                    TestFrontProxy* tests: TLS, HTTP/2, WebSocket, cookie sizes)
+#                    nginx-light, haproxy, caddy and apache2-bin (the front
+#                    proxies of test/e2e's TestFrontProxy* tests: TLS, HTTP/2,
+#                    WebSocket, cookie sizes; each runs from its own config)
 #   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at),
 #                    test/a11y (axe-core, the accessibility checks of the proxy's pages)
 #   Go tools:        helm (deploy/: lint and render the Helm chart)
@@ -26,7 +27,7 @@ retry() {
 	return 1
 }
 
-apt_packages=(chromium slapd ldap-utils 389-ds-base redis-server nginx-light haproxy)
+apt_packages=(chromium slapd ldap-utils 389-ds-base redis-server nginx-light haproxy caddy apache2-bin)
 missing=()
 for pkg in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -36,7 +37,7 @@ if ((${#missing[@]})); then
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	echo "test/run.sh: installing ${missing[*]}"
 	# The tests run their own servers on loopback ports; the packages' own
-	# services (nginx's default site on port 80, slapd, redis-server) are not
+	# services (nginx's and Caddy's default sites on port 80, slapd, redis-server) are not
 	# wanted, and where no init system runs, starting one can fail the
 	# install. A policy-rc.d that refuses every start, as containers have,
 	# for the install only, unless the machine has one already.

@@ -1,10 +1,10 @@
 package e2e
 
 // The front proxies operators put before portcullis, set up the way they
-// set them up: Debian's nginx and HAProxy, terminating TLS on loopback
-// with portcullis on plain http behind them, each with its defaults except
-// the lines every guide tells operators to write (the forwarded headers,
-// WebSocket's Upgrade). Through each, a browser logs in at the real
+// set them up: Debian's nginx, HAProxy, Caddy 2 and Apache httpd 2.4,
+// terminating TLS on loopback with portcullis on plain http behind them,
+// each with its defaults except the lines every guide tells operators to
+// write (the forwarded headers, WebSocket's Upgrade). Through each, a browser logs in at the real
 // oidc-provider over HTTP/1.1 and over HTTP/2, reaches the upstream, calls
 // the API with its own credentials and logs out; a user with many groups
 // brings a session of several cookie chunks; a WebSocket and a
@@ -29,11 +29,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,6 +48,11 @@ import (
 const (
 	nginxPath   = "/usr/sbin/nginx"
 	haproxyPath = "/usr/sbin/haproxy"
+	caddyPath   = "/usr/bin/caddy"
+	apachePath  = "/usr/sbin/apache2"
+	// apacheModules is where apache2-bin puts the modules a configuration
+	// loads by absolute path.
+	apacheModules = "/usr/lib/apache2/modules"
 )
 
 // frontConfig is the proxy behind a front: public_url is the front's https
@@ -106,7 +113,7 @@ type frontKind struct {
 	start func(t *testing.T, dir, listen, backend string, pair testcert.Pair, extra string) *process.Output
 }
 
-var fronts = []frontKind{{"nginx", startNginx}, {"haproxy", startHAProxy}}
+var fronts = []frontKind{{"nginx", startNginx}, {"haproxy", startHAProxy}, {"caddy", startCaddy}, {"apache", startApache}}
 
 // startFront runs portcullis (trusted says whether it trusts loopback's
 // 127.0.0.1, the front's address) behind the front f, which is configured
@@ -123,7 +130,9 @@ func startFront(t *testing.T, f frontKind, trusted bool, extra string, entry fro
 	t.Helper()
 	s := listen(t)
 	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
+	var ended sync.Once
+	endStreams := func() { ended.Do(func() { close(release) }) }
+	t.Cleanup(endStreams)
 	s.upURL = upstreamApp(t, s, release)
 
 	dir := t.TempDir()
@@ -151,6 +160,10 @@ func startFront(t *testing.T, f frontKind, trusted bool, extra string, entry fro
 	s.handOver(t, &http.Server{Handler: sizes.wrap(s.Handler), ReadHeaderTimeout: 10 * time.Second})
 
 	front := f.start(t, dir, listenAddr, backend, pair, extra)
+	// The upstream's open event streams end before the front stops (the
+	// cleanups run last first): an Apache child that proxies one does not
+	// stop when its parent tells it to.
+	t.Cleanup(endStreams)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca.PEM)
 	t.Cleanup(func() {
@@ -257,7 +270,7 @@ HOSTLINE
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return runFront(t, listen, nginxPath, "-e", "stderr", "-p", dir, "-c", file,
+	return runFront(t, listen, os.Kill, nil, nginxPath, "-e", "stderr", "-p", dir, "-c", file,
 		"-g", "daemon off; master_process off; pid "+dir+"/nginx.pid; error_log stderr;")
 }
 
@@ -298,24 +311,145 @@ backend portcullis
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return runFront(t, listen, haproxyPath, "-f", file, "-db")
+	return runFront(t, listen, os.Kill, nil, haproxyPath, "-f", file, "-db")
+}
+
+// startCaddy runs Caddy 2 as its docs and self-hosting guides set it up: a
+// site https://localhost:PORT with the test's certificate and
+// reverse_proxy to portcullis, extra in the site block. It is kept to its
+// listener: no admin endpoint, no HTTP-to-HTTPS redirect server on :80
+// (auto_https disable_redirects; off would do too, as the tls line names
+// the certificate, but what guides leave on stays on), HTTP/3 off (2.6
+// listens on UDP for it by default, on the same port number, which a
+// parallel test may hold), and its data and autosaved config in dir.
+func startCaddy(t *testing.T, dir, listen, backend string, pair testcert.Pair, extra string) *process.Output {
+	t.Helper()
+	if _, err := os.Stat(caddyPath); err != nil {
+		t.Fatalf("caddy not found (%v): run the tests with test/run.sh, which installs Debian's caddy", err)
+	}
+	pair.Write(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	conf := `{
+	admin off
+	auto_https disable_redirects
+	servers {
+		protocols h1 h2
+	}
+}
+
+https://localhost:PORT {
+	bind 127.0.0.1
+	tls DIR/cert.pem DIR/key.pem
+	reverse_proxy BACKEND
+EXTRA
+}
+`
+	_, port, _ := net.SplitHostPort(listen)
+	conf = strings.NewReplacer("DIR", dir, "PORT", port, "BACKEND", backend, "EXTRA", extra).Replace(conf)
+	file := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"HOME=" + dir, "XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
+	// Killed, not stopped: Caddy's graceful stop waits for the open event
+	// streams, with no grace period by default.
+	return runFront(t, listen, os.Kill, env, caddyPath, "run", "--config", file, "--adapter", "caddyfile")
+}
+
+// startApache runs Apache httpd 2.4 in the foreground from a configuration
+// of its own (none of Debian's /etc/apache2), with its defaults but for
+// the lines every guide writes: ProxyPass with upgrade=websocket (mod_proxy_http
+// tunnels the WebSocket itself since 2.4.47, no mod_proxy_wstunnel),
+// ProxyPassReverse, ProxyPreserveHost and X-Forwarded-Proto; extra goes in
+// the server's configuration. Its error log is its stderr, read as nginx's
+// is, and everything else it writes is in dir.
+func startApache(t *testing.T, dir, listen, backend string, pair testcert.Pair, extra string) *process.Output {
+	t.Helper()
+	if _, err := os.Stat(apachePath); err != nil {
+		t.Fatalf("apache2 not found (%v): run the tests with test/run.sh, which installs Debian's apache2-bin", err)
+	}
+	pair.Write(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	conf := `
+ServerRoot DIR
+ServerName localhost
+PidFile DIR/apache2.pid
+DefaultRuntimeDir DIR
+ErrorLog /dev/stderr
+USER
+LoadModule mpm_event_module MODULES/mod_mpm_event.so
+LoadModule authz_core_module MODULES/mod_authz_core.so
+LoadModule socache_shmcb_module MODULES/mod_socache_shmcb.so
+LoadModule ssl_module MODULES/mod_ssl.so
+LoadModule http2_module MODULES/mod_http2.so
+LoadModule headers_module MODULES/mod_headers.so
+LoadModule proxy_module MODULES/mod_proxy.so
+LoadModule proxy_http_module MODULES/mod_proxy_http.so
+Listen LISTEN https
+SSLSessionCache shmcb:DIR/ssl_scache(512000)
+Protocols h2 http/1.1
+EXTRA
+<VirtualHost LISTEN>
+  ServerName localhost
+  SSLEngine on
+  SSLCertificateFile DIR/cert.pem
+  SSLCertificateKeyFile DIR/key.pem
+  ProxyPass / http://BACKEND/ upgrade=websocket
+  ProxyPassReverse / http://BACKEND/
+  ProxyPreserveHost On
+  RequestHeader set X-Forwarded-Proto https
+</VirtualHost>
+`
+	conf = strings.NewReplacer("DIR", dir, "MODULES", apacheModules, "LISTEN", listen, "BACKEND", backend, "EXTRA", extra, "USER", apacheUser(t)).Replace(conf)
+	file := filepath.Join(dir, "apache2.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// SIGTERM: the parent stops its children and frees its semaphores and
+	// shared memory, which a killed parent would leave behind.
+	return runFront(t, listen, syscall.SIGTERM, []string{}, apachePath, "-f", file, "-DFOREGROUND")
+}
+
+// apacheUser is the User and Group lines of an Apache run as root, which
+// refuses to serve as root: the children run as www-data, or nobody where
+// there is no www-data. Run as another user, Apache cannot change users
+// and needs no lines.
+func apacheUser(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	u, err := user.Lookup("www-data")
+	if err != nil {
+		if u, err = user.Lookup("nobody"); err != nil {
+			t.Fatalf("Apache as root needs a user to run its children as: neither www-data nor nobody: %v", err)
+		}
+	}
+	return "User #" + u.Uid + "\nGroup #" + u.Gid
 }
 
 // runFront starts the front and waits until it accepts connections on
-// listen, or fails the test when it exits first.
-func runFront(t *testing.T, listen, path string, args ...string) *process.Output {
+// listen, or fails the test when it exits first. At the end of the test
+// the front is sent stop; env, when not nil, is the front's whole
+// environment.
+func runFront(t *testing.T, listen string, stop os.Signal, env []string, path string, args ...string) *process.Output {
 	t.Helper()
 	out := &process.Output{}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = env
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", path, err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
+		cmd.Process.Signal(stop)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s still running 10 s after %v: killed; it wrote:\n%s", path, stop, out)
+			cmd.Process.Kill()
+			<-exited
+		}
 	})
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		if c, err := net.Dial("tcp", listen); err == nil {
@@ -429,8 +563,8 @@ func TestFrontProxyVariations(t *testing.T) {
 // The client address that sources rules and allow_if see, behind each
 // front: with the front trusted, the client's as the front saw it
 // (127.0.0.2 or 127.0.0.3, the front being 127.0.0.1), whatever
-// X-Forwarded-For the client wrote, since the front appends to it; without
-// trusted_proxies, the front's own.
+// X-Forwarded-For the client wrote, since the front appends to it (or,
+// Caddy, replaces it); without trusted_proxies, the front's own.
 // Sign-in works either way: portcullis builds every URL from public_url,
 // never from Host or X-Forwarded-Proto, so nginx's default Host (the
 // backend's address) changes nothing either.
@@ -487,17 +621,36 @@ func TestFrontProxyClientAddress(t *testing.T) {
 						t.Errorf("from %s: allow_if on request.source answered %d, want %d", tc.from, got, want)
 					}
 				}
+				// The X-Forwarded-For that portcullis received, as it passes
+				// it on with the front's address after it: Caddy, which
+				// trusts no proxy before it unless told to, replaces the
+				// client's with the address it saw; the others append to it.
+				// Untrusted, the front's list is dropped.
+				want := "127.0.0.2, 127.0.0.3, 127.0.0.1"
+				if f.name == "caddy" {
+					want = "127.0.0.3, 127.0.0.1"
+				}
+				if !trusted {
+					want = "127.0.0.1"
+				}
+				if code := get(home, "/tasks", "127.0.0.2"); code != http.StatusOK {
+					t.Fatalf("from 127.0.0.3: /tasks answered %d", code)
+				}
+				if got, _ := fs.Upstream.Last(); got.Header.Get("X-Forwarded-For") != want {
+					t.Errorf("from 127.0.0.3 claiming 127.0.0.2: upstream X-Forwarded-For = %q, want %q", got.Header.Get("X-Forwarded-For"), want)
+				}
 			})
 		}
 	}
 }
 
 // A WebSocket and an event stream through each front, signed in: the
-// WebSocket with nginx's usual Upgrade and Connection lines; the event
-// stream reaches the client while it is still open, through nginx (whose
-// proxy_buffering holds a response until its buffers fill or it ends)
-// when the application sends X-Accel-Buffering: no, which portcullis
-// passes on.
+// WebSocket with nginx's usual Upgrade and Connection lines (Apache's
+// ProxyPass upgrade=websocket); the event stream reaches the client while
+// it is still open, through nginx (whose proxy_buffering holds a response
+// until its buffers fill or it ends) when the application sends
+// X-Accel-Buffering: no, which portcullis passes on, and through the
+// others as it is.
 func TestFrontProxyStreams(t *testing.T) {
 	for _, f := range fronts {
 		t.Run(f.name, func(t *testing.T) {
@@ -621,7 +774,9 @@ func groupNames(n int, guid bool) []string {
 
 // The settings docs/troubleshooting.md gives for sessions of several
 // cookie chunks: nginx's buffer for the response's headers and its limit
-// on a request header line, HAProxy's buffer for all headers of a message.
+// on a request header line, HAProxy's buffer for all headers of a message,
+// Apache httpd's limit on a request header field (over HTTP/2 too, where it
+// joins the cookie fields into one). Caddy needs none.
 const (
 	nginxLargeSessions = `
     proxy_buffer_size 32k;
@@ -630,13 +785,17 @@ const (
     large_client_header_buffers 4 32k;
 `
 	haproxyLargeSessions = "  tune.bufsize 32768"
+	apacheLargeSessions  = "LimitRequestFieldSize 32768"
 )
 
 // A user with many groups signs in through each front: with the front's
 // defaults, the sessions whose login answer's headers pass its buffer sign
-// in, and the larger ones fail there (a 502 the front's log names) and
-// portcullis's log says which settings to raise; with the settings
-// troubleshooting.md gives, every size signs in and stays signed in. Group
+// in, and the larger ones fail there (a 502 the front's log names) or on
+// the next request, whose Cookie line nginx over HTTP/1.1 and Apache over
+// either protocol refuse past their limit, and portcullis's log says which
+// settings to raise; Caddy's defaults pass the largest session; with the
+// settings troubleshooting.md gives, every size signs in and stays signed
+// in. Group
 // names as Active Directory writes them deflate well; Entra ID's object
 // IDs do not. Each login measures the callback's Set-Cookie lines and the
 // Cookie line sent after it. The IdP puts the groups in the ID token too,
@@ -674,9 +833,10 @@ func TestFrontProxySessionSizes(t *testing.T) {
 		tooBig string
 		// refused are the users whose first request with the session
 		// the front refuses over HTTP/1.1 (400), and refusal the words of
-		// its page.
-		refused []string
-		refusal string
+		// its page; refusalH2, the words of its page when it refuses them
+		// over HTTP/2 too (431), "" where HTTP/2 lets them in.
+		refused            []string
+		refusal, refusalH2 string
 	}{
 		{front: "nginx", name: "defaults", users: all,
 			fails: []string{"ad500", "guid200", "guid500"}, tooBig: "upstream sent too big header"},
@@ -688,6 +848,12 @@ func TestFrontProxySessionSizes(t *testing.T) {
 		{front: "haproxy", name: "defaults", users: all,
 			fails: []string{"guid500"}, tooBig: " 502 209 - - PH--"},
 		{front: "haproxy", name: "troubleshooting.md's settings", extra: haproxyLargeSessions, users: largest},
+		{front: "caddy", name: "defaults", users: largest},
+		{front: "apache", name: "defaults", users: all,
+			refused: []string{"guid500"}, refusal: "Size of a request header field exceeds server limit", refusalH2: "Request Header Fields Too Large"},
+		{front: "apache", name: "defaults, single_sign_out", singleSignOut: true, users: []string{"ad200", "ad500", "guid50", "guid200"},
+			refused: []string{"ad500", "guid200"}, refusal: "Size of a request header field exceeds server limit", refusalH2: "Request Header Fields Too Large"},
+		{front: "apache", name: "troubleshooting.md's settings", extra: apacheLargeSessions, users: largest},
 	}
 	for _, tc := range cases {
 		t.Run(string(tc.front)+"/"+tc.name, func(t *testing.T) {
@@ -711,9 +877,13 @@ func TestFrontProxySessionSizes(t *testing.T) {
 					// with the session's cookies: over HTTP/1.1 one Cookie line,
 					// over HTTP/2 one field a cookie, which nginx's limit of a
 					// header line does not see.
-					if slices.Contains(tc.refused, user) && !h2 {
-						if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, tc.refusal) {
-							t.Errorf("%s: the first request with the session answered %d, want the front's 400 %q: %.200s", what, resp.StatusCode, tc.refusal, body)
+					if slices.Contains(tc.refused, user) && (!h2 || tc.refusalH2 != "") {
+						code, words := http.StatusBadRequest, tc.refusal
+						if h2 {
+							code, words = http.StatusRequestHeaderFieldsTooLarge, tc.refusalH2
+						}
+						if resp.StatusCode != code || !strings.Contains(body, words) {
+							t.Errorf("%s: the first request with the session answered %d, want the front's %d %q: %.300s", what, resp.StatusCode, code, words, body)
 						}
 						continue
 					}
