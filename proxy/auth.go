@@ -503,7 +503,8 @@ const answerOverhead = 96
 // warnLargeLoginAnswer logs, once a process, that a login's answer (session
 // cookies, chiefly: a profile with many groups) is larger than the header
 // buffer of a front proxy with its defaults, and what to set: the browser
-// sees only that front's 502, with nothing of portcullis's in it.
+// sees only that front's 502 (or, from Apache httpd, a 400 on the cookies
+// the next request brings), with nothing of portcullis's in it.
 func (h *Handler) warnLargeLoginAnswer(header http.Header, idpID string) {
 	size, cookies := answerOverhead, 0
 	for name, values := range header {
@@ -522,7 +523,9 @@ func (h *Handler) warnLargeLoginAnswer(header http.Header, idpID string) {
 		slog.String("hint", "behind nginx with its defaults this login fails with 502 and nginx logs \"upstream sent too big header\": "+
 			"set proxy_buffer_size 32k, proxy_buffers 8 32k, proxy_busy_buffers_size 64k and large_client_header_buffers 4 32k "+
 			"(ingress-nginx: the annotation nginx.ingress.kubernetes.io/proxy-buffer-size: \"32k\" and the ConfigMap's large-client-header-buffers: \"4 32k\"); "+
-			"HAProxy's tune.bufsize (16384, of which tune.maxrewrite keeps 1024 free) fails past 15 KB: set 32768; or set session.store: redis, whose cookie stays small. See docs/troubleshooting.md"))
+			"HAProxy's tune.bufsize (16384, of which tune.maxrewrite keeps 1024 free) fails past 15 KB: set 32768; "+
+			"Apache httpd's LimitRequestFieldSize (8190) refuses the next request's Cookie past 8 KB with 400 (431 over HTTP/2): set LimitRequestFieldSize 32768; "+
+			"or set session.store: redis, whose cookie stays small. See docs/troubleshooting.md"))
 }
 
 // admit applies the IdP entry's admission rules (allowed domains, groups,
