@@ -408,10 +408,11 @@ EXTRA
 	return runFront(t, listen, syscall.SIGTERM, []string{}, apachePath, "-f", file, "-DFOREGROUND")
 }
 
-// apacheUser is the User and Group lines of an Apache run as root, which
-// refuses to serve as root: the children run as www-data, or nobody where
-// there is no www-data. Run as another user, Apache cannot change users
-// and needs no lines.
+// apacheUser is the User and Group lines of an Apache run as root: it
+// refuses User root, and its default, #-1, is no user (its children log
+// AH02155 "couldn't determine user name from uid 4294967295"), so the
+// children run as www-data, or nobody where there is no www-data. Run as
+// another user, Apache cannot change users and needs no lines.
 func apacheUser(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
