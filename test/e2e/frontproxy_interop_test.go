@@ -874,7 +874,10 @@ func TestFrontProxySessionSizes(t *testing.T) {
 			fails: []string{"guid500"}, tooBig: " 502 209 - - PH--"},
 		{front: "haproxy", name: "troubleshooting.md's settings", extra: haproxyLargeSessions, users: largest},
 		{front: "caddy", name: "defaults", users: largest},
-		{front: "apache", name: "defaults", users: all,
+		// guid200's Cookie line (8.12–8.13 KB) is some 60 bytes under
+		// Apache's 8190: a row that any later byte of session would turn
+		// over, for a reason of its own, so the row leaves it out.
+		{front: "apache", name: "defaults", users: slices.DeleteFunc(slices.Clone(all), func(u string) bool { return u == "guid200" }),
 			refused: []string{"guid500"}, refusal: "Size of a request header field exceeds server limit", refusalH2: "Request Header Fields Too Large"},
 		{front: "apache", name: "defaults, single_sign_out", singleSignOut: true, users: []string{"ad200", "ad500", "guid50", "guid200"},
 			refused: []string{"ad500", "guid200"}, refusal: "Size of a request header field exceeds server limit", refusalH2: "Request Header Fields Too Large"},
