@@ -27,7 +27,6 @@ package dsserver
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -83,7 +82,7 @@ type Server struct {
 	name string // the instance's, as ns-slapd reads it from its configuration directory
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{}
+	done <-chan struct{}
 	logs *process.Output
 }
 
@@ -93,11 +92,11 @@ type Server struct {
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
 	began := time.Now()
-	slapd, err := lookPath("ns-slapd")
+	slapd, err := process.LookPath("ns-slapd")
 	if err != nil {
 		t.Fatalf("dsserver: %v: install Debian's 389-ds-base (test/run.sh does)", err)
 	}
-	if _, err := lookPath("ldapadd"); err != nil {
+	if _, err := process.LookPath("ldapadd"); err != nil {
 		t.Fatalf("dsserver: %v: install Debian's ldap-utils (test/run.sh does)", err)
 	}
 	s := &Server{t: t, Port: o.Port, dir: t.TempDir(), logs: &process.Output{}}
@@ -240,7 +239,7 @@ func (s *Server) Modify(t testing.TB, ldif string) {
 
 func (s *Server) ldap(t testing.TB, tool, ldif string) {
 	t.Helper()
-	path, err := lookPath(tool)
+	path, err := process.LookPath(tool)
 	if err != nil {
 		t.Fatalf("dsserver: %v", err)
 	}
@@ -260,32 +259,9 @@ func (s *Server) start(slapd string) {
 	// logs to the instance's log directory.
 	cmd := exec.Command(slapd, "-D", filepath.Join(s.dir, s.name), "-i", filepath.Join(s.dir, "run", "slapd.pid"), "-d", "0")
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("dsserver: start ns-slapd: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(s.Port), time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-done:
-			s.t.Fatalf("dsserver: ns-slapd exited before it listened (%v); errors log in %s:\n%s", cmd.ProcessState, filepath.Join(s.dir, "log", "errors"), s.logs)
-		default:
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-done
-			s.t.Fatalf("dsserver: ns-slapd not listening after 30s:\n%s", s.logs)
-		}
-		time.Sleep(10 * time.Millisecond)
+	done, err := process.Start(cmd, process.Accepts("127.0.0.1:"+strconv.Itoa(s.Port)), 30*time.Second)
+	if err != nil {
+		s.t.Fatalf("dsserver: ns-slapd: %v; errors log in %s:\n%s", err, filepath.Join(s.dir, "log", "errors"), s.logs)
 	}
 	s.cmd, s.done = cmd, done
 }
@@ -337,17 +313,3 @@ dc: example
 o: Example
 aci: (targetattr != "userPassword")(version 3.0; acl "bound users read all but passwords"; allow (read, search, compare) userdn = "ldap:///all";)
 `
-
-// lookPath finds a Debian tool in /usr/sbin even when PATH lacks it.
-func lookPath(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/bin"} {
-		p := filepath.Join(dir, name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s: not in PATH, /usr/sbin or /usr/bin", name)
-}

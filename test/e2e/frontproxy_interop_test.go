@@ -456,11 +456,10 @@ func runFront(t *testing.T, listen string, stop func(p *os.Process, exited <-cha
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = env
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", path, err)
+	exited, err := process.Start(cmd, process.Accepts(listen), 20*time.Second)
+	if err != nil {
+		t.Fatalf("%s, to listen on %s: %v:\n%s", path, listen, err, out)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		if stop == nil {
 			cmd.Process.Kill()
@@ -476,20 +475,7 @@ func runFront(t *testing.T, listen string, stop func(p *os.Process, exited <-cha
 			<-exited
 		}
 	})
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if c, err := net.Dial("tcp", listen); err == nil {
-			c.Close()
-			return out
-		}
-		select {
-		case <-exited:
-			t.Fatalf("%s exited before it listened on %s:\n%s", path, listen, out)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listening on %s after 20 s:\n%s", path, listen, out)
-		}
-	}
+	return out
 }
 
 // client is a browser reaching the front: it trusts the test CA, dials

@@ -24,7 +24,6 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,7 +122,7 @@ type Server struct {
 	dir  string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{}
+	done <-chan struct{}
 	logs *process.Output
 }
 
@@ -134,7 +133,7 @@ func Start(t testing.TB, o Options) *Server {
 	t.Helper()
 	began := time.Now()
 	for _, tool := range []string{"slapd", "slapadd", "ldapadd"} {
-		if _, err := lookPath(tool); err != nil {
+		if _, err := process.LookPath(tool); err != nil {
 			t.Fatalf("ldapserver: %s not found (%v): install Debian's slapd and ldap-utils (test/run.sh does)", tool, err)
 		}
 	}
@@ -240,32 +239,9 @@ func (s *Server) start() {
 	}
 	cmd := command("slapd", "-d", "0", "-h", urls, "-F", filepath.Join(s.dir, "slapd.d"))
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("ldapserver: start slapd: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(s.Port), time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-done:
-			s.t.Fatalf("ldapserver: slapd exited before it listened:\n%s", s.logs)
-		default:
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-done
-			s.t.Fatalf("ldapserver: slapd not listening after 15s:\n%s", s.logs)
-		}
-		time.Sleep(10 * time.Millisecond)
+	done, err := process.Start(cmd, process.Accepts("127.0.0.1:"+strconv.Itoa(s.Port)), 15*time.Second)
+	if err != nil {
+		s.t.Fatalf("ldapserver: slapd: %v:\n%s", err, s.logs)
 	}
 	s.cmd, s.done = cmd, done
 }
@@ -466,22 +442,9 @@ pwdAllowUserChange: TRUE
 
 // command runs a Debian tool found in /usr/sbin even when PATH lacks it.
 func command(name string, args ...string) *exec.Cmd {
-	path, err := lookPath(name)
+	path, err := process.LookPath(name)
 	if err != nil {
 		path = name
 	}
 	return exec.Command(path, args...)
-}
-
-func lookPath(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/bin"} {
-		p := filepath.Join(dir, name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s: not in PATH, /usr/sbin or /usr/bin", name)
 }

@@ -1,8 +1,10 @@
 // Package process holds what the test servers that run as child processes
-// (oidc-provider, slapd, redis-server) need alike: a free loopback port to
-// start on, and a place for the process's output that tests can read while
-// it is still being written; and the resident memory of a process, which
-// the security suite and the load run's commands measure.
+// (oidc-provider, slapd, ns-slapd, redis-server, the front proxies) need
+// alike: a free loopback port to start on, their program found where
+// Debian puts it, a start that waits until they serve, and a place for the
+// process's output that tests can read while it is still being written;
+// and the resident memory of a process, which the security suite and the
+// load run's commands measure.
 package process
 
 import (

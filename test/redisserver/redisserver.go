@@ -37,7 +37,7 @@ type Server struct {
 	tls    *tls.Config // how answers dials it; nil for plain TCP
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	done   chan struct{}
+	done   <-chan struct{}
 	output process.Output
 }
 
@@ -150,27 +150,9 @@ func (s *Server) start() {
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
 		"--protected-mode", "no", "--loglevel", "warning"), s.args...)...)
 	cmd.Stdout, cmd.Stderr = &s.output, &s.output
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("redisserver: start: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.answers() {
-		select {
-		case <-done:
-			s.t.Fatalf("redisserver: redis-server exited at start:\n%s", s.output.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-done
-			s.t.Fatalf("redisserver: not answering after 10s:\n%s", s.output.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	done, err := process.Start(cmd, s.answers, 10*time.Second)
+	if err != nil {
+		s.t.Fatalf("redisserver: redis-server: %v:\n%s", err, s.output.String())
 	}
 	s.cmd, s.done = cmd, done
 }
