@@ -9,6 +9,10 @@
 #                    nginx-light, haproxy, caddy and apache2-bin (the front
 #                    proxies of test/e2e's TestFrontProxy* tests: TLS, HTTP/2,
 #                    WebSocket, cookie sizes; each runs from its own config)
+#                    simplesamlphp, php8.2-cli and php8.2-xml (the SimpleSAMLphp
+#                    IdP of test/sspserver and test/e2e's
+#                    TestSAMLSimpleSAMLphpLogsIn, run with php -S; its
+#                    mbstring use is polyfilled, php8.2-mbstring not needed)
 #   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at),
 #                    test/a11y (axe-core, the accessibility checks of the proxy's pages)
 #   Go tools:        helm (deploy/: lint and render the Helm chart)
@@ -27,7 +31,7 @@ retry() {
 	return 1
 }
 
-apt_packages=(chromium slapd ldap-utils 389-ds-base redis-server nginx-light haproxy caddy apache2-bin)
+apt_packages=(chromium slapd ldap-utils 389-ds-base redis-server nginx-light haproxy caddy apache2-bin simplesamlphp php8.2-cli php8.2-xml)
 missing=()
 for pkg in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
