@@ -97,7 +97,7 @@ type Server struct {
 
 	dir  string
 	cmd  *exec.Cmd
-	done chan struct{}
+	done <-chan struct{}
 	logs *process.Output
 }
 
@@ -132,14 +132,14 @@ func (s *Server) Logs() string { return s.logs.String() }
 // the test when php or simplesamlphp is missing.
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
-	php, err := exec.LookPath("php")
+	php, err := process.LookPath("php")
 	if err != nil {
 		t.Fatalf("sspserver: %v: install Debian's php8.2-cli (test/run.sh does)", err)
 	}
 	if _, err := os.Stat(filepath.Join(WebRoot, "saml2", "idp", "SSOService.php")); err != nil {
 		t.Fatalf("sspserver: %v: install Debian's simplesamlphp (test/run.sh does)", err)
 	}
-	s := &Server{dir: t.TempDir(), logs: &process.Output{}, done: make(chan struct{})}
+	s := &Server{dir: t.TempDir(), logs: &process.Output{}}
 	addr := "127.0.0.1:" + strconv.Itoa(process.FreePort(t))
 	s.URL = "http://" + addr
 	if s.Key, s.Certificate, err = newKeyPair("sspserver " + addr); err != nil {
@@ -155,10 +155,17 @@ func Start(t testing.TB, o Options) *Server {
 		"-S", addr, "-t", WebRoot)
 	s.cmd.Env = append(os.Environ(), "SIMPLESAMLPHP_CONFIG_DIR="+filepath.Join(s.dir, "config"))
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("sspserver: start php: %v", err)
+	serves := func() bool {
+		resp, err := http.Get(s.MetadataURL())
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
 	}
-	go func() { s.cmd.Wait(); close(s.done) }()
+	if s.done, err = process.Start(s.cmd, serves, 15*time.Second); err != nil {
+		t.Fatalf("sspserver: php -S serving %s: %v:\n%s", s.MetadataURL(), err, s.logs)
+	}
 	t.Cleanup(func() {
 		s.cmd.Process.Kill()
 		<-s.done
@@ -166,26 +173,7 @@ func Start(t testing.TB, o Options) *Server {
 			t.Logf("sspserver: output:\n%s", s.logs)
 		}
 	})
-
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get(s.MetadataURL())
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
-			}
-		}
-		select {
-		case <-s.done:
-			t.Fatalf("sspserver: php exited at start:\n%s", s.logs)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sspserver: no metadata at %s after 15s (last: %v):\n%s", s.MetadataURL(), err, s.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return s
 }
 
 // write makes the config and metadata directories and the key pair.
