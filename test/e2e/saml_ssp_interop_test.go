@@ -182,6 +182,8 @@ func TestSAMLSimpleSAMLphpLogsIn(t *testing.T) {
 		lines := logs.find(t, map[string]any{"event": "saml_logout_refused", "idp": "oid"})
 		if len(lines) != 1 || lines[0]["reason"] != "invalid_response" || !strings.Contains(fmt.Sprint(lines[0]["err"]), "signature") {
 			t.Errorf("saml_logout_refused lines: %v, want one naming the missing signature", lines)
+		} else if !strings.Contains(fmt.Sprint(lines[0]["hint"]), "sign.logout") {
+			t.Errorf("saml_logout_refused hint %q, want it to say what to set at the IdP", lines[0]["hint"])
 		}
 		if code := userinfo(t, s, cookies); code != http.StatusUnauthorized {
 			t.Errorf("the session cookie after logout: userinfo %d, want 401", code)
@@ -199,6 +201,8 @@ func TestSAMLSimpleSAMLphpLogsIn(t *testing.T) {
 		lines := logs.find(t, map[string]any{"event": "saml_logout_refused", "idp": "oid", "reason": "invalid_request"})
 		if len(lines) != 1 {
 			t.Errorf("saml_logout_refused invalid_request lines of oid: %v, want one", lines)
+		} else if !strings.Contains(fmt.Sprint(lines[0]["hint"]), "sign.logout") {
+			t.Errorf("saml_logout_refused hint %q, want it to say what to set at the IdP", lines[0]["hint"])
 		}
 		if code := userinfo(t, s, cookies); code != http.StatusOK {
 			t.Errorf("the session after an unsigned LogoutRequest: userinfo %d, want 200 (still signed in)", code)
