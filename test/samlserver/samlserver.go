@@ -124,7 +124,7 @@ func New(opts Options) (*Server, error) {
 	}
 	base := url.URL{Scheme: "http", Host: ln.Addr().String()}
 
-	key, cert, err := newKeyPair(base.Host)
+	key, cert, err := NewKeyPair("portcullis demo idp " + base.Host)
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("samlserver: generate key pair: %w", err)
@@ -136,7 +136,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{URL: base.String(), Key: key, Certificate: cert, ln: ln}
 	var extra []*x509.Certificate
 	if opts.NextCertificate {
-		if s.NextKey, s.NextCertificate, err = newKeyPair(base.Host + " next"); err != nil {
+		if s.NextKey, s.NextCertificate, err = NewKeyPair("portcullis demo idp " + base.Host + " next"); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("samlserver: generate next key pair: %w", err)
 		}
@@ -162,7 +162,7 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.EncryptionCertificate {
 		// Only published: nothing in these tests encrypts to the IdP.
-		if _, idp.IDP.EncryptionCertificate, err = newKeyPair(base.Host + " encryption"); err != nil {
+		if _, idp.IDP.EncryptionCertificate, err = NewKeyPair("portcullis demo idp " + base.Host + " encryption"); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("samlserver: generate encryption key pair: %w", err)
 		}
@@ -384,8 +384,10 @@ func (GroupsAssertionMaker) MakeAssertion(req *saml.IdpAuthnRequest, session *sa
 	return nil
 }
 
-// newKeyPair makes an RSA key and a self-signed certificate for host.
-func newKeyPair(host string) (*rsa.PrivateKey, *x509.Certificate, error) {
+// NewKeyPair makes an RSA key and a self-signed certificate named name: an
+// IdP's signing pair (SimpleSAMLphp's too, which signs with RSA only), or
+// what a service provider's key files hold, for a Shape to encrypt to.
+func NewKeyPair(name string) (*rsa.PrivateKey, *x509.Certificate, error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, nil, err
@@ -396,7 +398,7 @@ func newKeyPair(host string) (*rsa.PrivateKey, *x509.Certificate, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "portcullis demo idp " + host},
+		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(10 * 365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature,

@@ -2,7 +2,6 @@ package samlserver
 
 import (
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -168,10 +167,4 @@ func (s *Server) shapedResponse(req *saml.IdpAuthnRequest, shape Shape) (*etree.
 		responseEl.AddChild(assertionEl)
 	}
 	return responseEl, nil
-}
-
-// NewKeyPair makes an RSA key and a self-signed certificate: what a service
-// provider's key files hold, for a Shape to encrypt to.
-func NewKeyPair(name string) (*rsa.PrivateKey, *x509.Certificate, error) {
-	return newKeyPair(name)
 }

@@ -17,11 +17,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/url"
 	"os"
@@ -34,6 +32,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/test/process"
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
 
 // WebRoot is where Debian's simplesamlphp package puts the web root.
@@ -142,7 +141,7 @@ func Start(t testing.TB, o Options) *Server {
 	s := &Server{dir: t.TempDir(), logs: &process.Output{}}
 	addr := "127.0.0.1:" + strconv.Itoa(process.FreePort(t))
 	s.URL = "http://" + addr
-	if s.Key, s.Certificate, err = newKeyPair("sspserver " + addr); err != nil {
+	if s.Key, s.Certificate, err = samlserver.NewKeyPair("sspserver " + addr); err != nil {
 		t.Fatalf("sspserver: generate key pair: %v", err)
 	}
 	if err := s.write(o); err != nil {
@@ -330,25 +329,4 @@ func randomString() string {
 	b := make([]byte, 18)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// newKeyPair makes the IdP's self-signed RSA signing pair: SimpleSAMLphp
-// 1.19 signs with RSA only.
-func newKeyPair(name string) (*rsa.PrivateKey, *x509.Certificate, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	return key, cert, err
 }

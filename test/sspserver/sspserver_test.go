@@ -12,10 +12,12 @@ import (
 
 	"github.com/crewjam/saml"
 	dsig "github.com/russellhaering/goxmldsig"
+
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
 
 func TestServer(t *testing.T) {
-	spKey, spCert, err := newKeyPair("sp")
+	spKey, spCert, err := samlserver.NewKeyPair("sp")
 	if err != nil {
 		t.Fatal(err)
 	}
