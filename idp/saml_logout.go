@@ -36,6 +36,10 @@ var (
 	ErrPartialLogout = errors.New("the IdP ended its session, but not in every application (PartialLogout)")
 	// ErrLogoutFailed: the IdP answered with a status other than Success.
 	ErrLogoutFailed = errors.New("the IdP did not end its session")
+	// ErrUnsignedLogout: a LogoutRequest or LogoutResponse refused because
+	// it carries no signature, as SimpleSAMLphp sends them unless told to
+	// sign them (sign.logout); an unsigned one could come from any site.
+	ErrUnsignedLogout = errors.New("the IdP did not sign it")
 )
 
 // maxLogoutMessage bounds the XML of a logout message, inflated
@@ -460,11 +464,16 @@ func redirectValues(rawQuery, name string) []string {
 }
 
 // unwrapInvalid returns the reason behind crewjam's InvalidResponseError,
-// whose own message is fixed.
+// whose own message is fixed, as ErrUnsignedLogout too when the reason is
+// that the message carries no signature: crewjam's error for that, in the
+// binding's query or in the XML, is not exported, so its words are matched.
 func unwrapInvalid(err error) error {
 	var ire *saml.InvalidResponseError
 	if errors.As(err, &ire) && ire.PrivateErr != nil {
-		return ire.PrivateErr
+		err = ire.PrivateErr
+	}
+	if err != nil && strings.Contains(err.Error(), "signature element not present") {
+		return fmt.Errorf("%w: %w", ErrUnsignedLogout, err)
 	}
 	return err
 }

@@ -258,6 +258,8 @@ type samlLogoutResponseCase struct {
 	// answer that is sound but says the IdP did not end every session.
 	want    string
 	wantErr error
+	// unsigned is an answer refused as ErrUnsignedLogout, and no other.
+	unsigned bool
 }
 
 // samlLogoutResponseCases are the LogoutResponses of
@@ -277,7 +279,7 @@ func samlLogoutResponseCases(keys samlSigners) []samlLogoutResponseCase {
 		{name: "PartialLogout is reported", status: status(saml.StatusSuccess, saml.StatusPartialLogout), wantErr: ErrPartialLogout},
 		{name: "a failure status is reported", status: status(saml.StatusResponder, ""), wantErr: ErrLogoutFailed},
 		{name: "an unsigned answer is refused", edit: func(sp *saml.ServiceProvider) { sp.SignatureMethod = "" },
-			status: success, want: "signature"},
+			status: success, want: "signature", unsigned: true},
 		{name: "an answer signed with another key is refused", edit: func(sp *saml.ServiceProvider) { sp.Key, sp.Certificate = keys.foreignKey, keys.foreignCert },
 			status: success, want: "ignature"},
 		{name: "an answer from another issuer is refused", edit: func(sp *saml.ServiceProvider) { sp.EntityID = "https://evil.example/idp" },
@@ -319,6 +321,8 @@ func TestSAMLHostileLogoutResponses(t *testing.T) {
 				}
 			case err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, ErrLogoutFailed):
 				t.Errorf("FinishLogout = %v, want it refused for %q", err, tc.want)
+			case errors.Is(err, ErrUnsignedLogout) != tc.unsigned:
+				t.Errorf("FinishLogout = %v: errors.Is ErrUnsignedLogout %v, want %v", err, !tc.unsigned, tc.unsigned)
 			default:
 				t.Logf("refused: %v", err)
 			}
@@ -375,6 +379,8 @@ type samlLogoutRequestCase struct {
 	dest string
 	// want is part of the error that refuses it; "" accepts it.
 	want string
+	// unsigned is a request refused as ErrUnsignedLogout, and no other.
+	unsigned bool
 }
 
 // samlLogoutRequestCases are the LogoutRequests of
@@ -388,7 +394,7 @@ func samlLogoutRequestCases(now time.Time, keys samlSigners) []samlLogoutRequest
 		{name: "an empty SessionIndex is left out", opts: []opt{saml.WithSessionIndexes("idx-1", "idx-2"), func(r *saml.LogoutRequest) {
 			r.AdditionalSessionIndexes = append(r.AdditionalSessionIndexes, saml.SessionIndex{})
 		}}},
-		{name: "an unsigned request is refused", edit: func(sp *saml.ServiceProvider) { sp.SignatureMethod = "" }, want: "ignature"},
+		{name: "an unsigned request is refused", edit: func(sp *saml.ServiceProvider) { sp.SignatureMethod = "" }, want: "ignature", unsigned: true},
 		{name: "a request signed with another key is refused", edit: func(sp *saml.ServiceProvider) { sp.Key, sp.Certificate = keys.foreignKey, keys.foreignCert }, want: "ignature"},
 		{name: "a request from another issuer is refused", edit: func(sp *saml.ServiceProvider) { sp.EntityID = "https://evil.example/idp" }, want: "issuer"},
 		{name: "a request addressed to another SP is refused", dest: "https://other.example/slo", want: "Destination"},
@@ -424,6 +430,9 @@ func TestSAMLIdPLogoutRequests(t *testing.T) {
 					if tc.want != "" {
 						if err == nil || !strings.Contains(err.Error(), tc.want) {
 							t.Fatalf("VerifyLogoutRequest = %+v, %v; want it refused for %q", got, err, tc.want)
+						}
+						if errors.Is(err, ErrUnsignedLogout) != tc.unsigned {
+							t.Errorf("VerifyLogoutRequest = %v: errors.Is ErrUnsignedLogout %v, want %v", err, !tc.unsigned, tc.unsigned)
 						}
 						t.Logf("refused: %v", err)
 						return

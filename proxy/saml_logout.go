@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -110,18 +109,13 @@ func (h *Handler) samlLogoutResponse(w http.ResponseWriter, r *http.Request, p *
 // its logout messages.
 func (h *Handler) samlLogoutRefused(w http.ResponseWriter, r *http.Request, id, reason string, err error, msg string) {
 	attrs := []slog.Attr{slog.String("idp", id), slog.String("reason", reason), slog.Any("err", err)}
-	if err != nil && strings.Contains(err.Error(), unsignedLogoutMessage) {
+	if errors.Is(err, idp.ErrUnsignedLogout) {
 		attrs = append(attrs, slog.String("hint", "the IdP sent this logout message unsigned, and an unsigned one is refused (any site could send it): "+
 			"have the IdP sign its logout messages (SimpleSAMLphp: 'sign.logout' => true in the SP's saml20-sp-remote.php entry); see docs/saml.md"))
 	}
 	h.audit(r, slog.LevelWarn, "saml_logout_refused", attrs...)
 	h.pages.failWithLink(w, r, http.StatusBadRequest, "Bad logout request", msg, h.cfg.Server.AuthPrefix+"/login", "Sign in")
 }
-
-// unsignedLogoutMessage is how crewjam/saml says that a logout message
-// carries no signature (its error is not exported), in the binding's query
-// or in the XML. SimpleSAMLphp sends them so unless told to sign them.
-const unsignedLogoutMessage = "signature element not present"
 
 // samlLogoutRequest ends the sessions a verified LogoutRequest from the IdP
 // names and answers the IdP with a signed LogoutResponse: of the IdP
