@@ -78,6 +78,11 @@ type ServiceProvider struct {
 	// NameIDAttribute is the attribute whose value becomes the NameID
 	// (simplesaml.nameidattribute), for persistent and emailAddress formats.
 	NameIDAttribute string
+	// PersistentNameID is the attribute that the saml:PersistentNameID
+	// filter hashes, with the secret salt and both entity IDs, into a
+	// persistent NameID (what eduGAIN IdPs send); with NameIDFormat
+	// persistent.
+	PersistentNameID string
 }
 
 // Options configure a Server.
@@ -117,6 +122,17 @@ func (s *Server) SLOURL() string { return s.URL + "/saml2/idp/SingleLogoutServic
 // session signed in to, then sends the browser to relayState.
 func (s *Server) InitSLOURL(relayState string) string {
 	return s.URL + "/saml2/idp/initSLO.php?RelayState=" + url.QueryEscape(relayState)
+}
+
+// IdPInitiatedURL starts a login at the IdP, with no AuthnRequest, for the
+// service provider spEntityID: the link an IdP's users are given for it.
+// relayState, when not empty, is sent along with the answer.
+func (s *Server) IdPInitiatedURL(spEntityID, relayState string) string {
+	q := url.Values{"spentityid": {spEntityID}}
+	if relayState != "" {
+		q.Set("RelayState", relayState)
+	}
+	return s.SSOURL() + "?" + q.Encode()
 }
 
 // LoginPath is the path of the login form, which SimpleSAMLphp's SSO
@@ -301,11 +317,18 @@ func spRemote(sps []ServiceProvider) string {
 		if sp.NameIDAttribute != "" {
 			fmt.Fprintf(&b, "    'simplesaml.nameidattribute' => %s,\n", php(sp.NameIDAttribute))
 		}
+		var authproc []string
+		if sp.PersistentNameID != "" {
+			authproc = append(authproc, fmt.Sprintf("20 => ['class' => 'saml:PersistentNameID', 'attribute' => %s]", php(sp.PersistentNameID)))
+		}
 		if sp.OIDNames {
-			b.WriteString("    'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:uri',\n" +
-				"    'authproc' => [90 => ['class' => 'core:AttributeMap', 'name2oid']],\n")
+			b.WriteString("    'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:uri',\n")
+			authproc = append(authproc, "90 => ['class' => 'core:AttributeMap', 'name2oid']")
 		} else {
 			b.WriteString("    'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:basic',\n")
+		}
+		if len(authproc) > 0 {
+			fmt.Fprintf(&b, "    'authproc' => [%s],\n", strings.Join(authproc, ", "))
 		}
 		b.WriteString("];\n")
 	}

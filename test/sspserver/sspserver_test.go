@@ -3,10 +3,14 @@ package sspserver
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/xml"
+	"html"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -87,6 +91,67 @@ func TestServer(t *testing.T) {
 				t.Errorf("SimpleSAMLphp's log does not say %q:\n%s", tc.refusal, s.Logs())
 			}
 		})
+	}
+}
+
+// An IdP-initiated login (IdPInitiatedURL) needs no AuthnRequest: after
+// the login form the IdP posts an unsolicited Response, with the
+// RelayState, to the SP's ACS; saml:PersistentNameID gives it a
+// persistent NameID, not the uid it hashes.
+func TestServerIdPInitiated(t *testing.T) {
+	const entity = "http://127.0.0.1:1/persistent/metadata"
+	s := Start(t, Options{
+		Users: []User{{Name: "ann", Password: "pw", Attributes: map[string][]string{"uid": {"ann"}}}},
+		ServiceProviders: []ServiceProvider{{EntityID: entity, ACS: "http://127.0.0.1:1/persistent/acs",
+			NameIDFormat: string(saml.PersistentNameIDFormat), PersistentNameID: "uid"}},
+	})
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	resp, err := c.Get(s.IdPInitiatedURL(entity, "/somewhere"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	authState := resp.Request.URL.Query().Get("AuthState")
+	if resp.Request.URL.Path != LoginPath || authState == "" {
+		t.Fatalf("IdPInitiatedURL led to %s, want the login form", resp.Request.URL)
+	}
+	resp, err = c.PostForm(resp.Request.URL.String(), url.Values{"username": {"ann"}, "password": {"pw"}, "AuthState": {authState}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page strings.Builder
+	_, err = io.Copy(&page, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := func(name string) string {
+		m := regexp.MustCompile(`name="` + name + `" value="([^"]*)"`).FindStringSubmatch(page.String())
+		if m == nil {
+			t.Fatalf("no %s in the IdP's answer page:\n%s", name, page.String())
+		}
+		return html.UnescapeString(m[1])
+	}
+	if got := field("RelayState"); got != "/somewhere" {
+		t.Errorf("RelayState %q, want /somewhere", got)
+	}
+	raw, err := base64.StdEncoding.DecodeString(field("SAMLResponse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r saml.Response
+	if err := xml.Unmarshal(raw, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.InResponseTo != "" || r.Destination != "http://127.0.0.1:1/persistent/acs" {
+		t.Errorf("Response InResponseTo %q, Destination %q; want none and the ACS", r.InResponseTo, r.Destination)
+	}
+	if r.Assertion == nil || r.Assertion.Subject == nil || r.Assertion.Subject.NameID == nil {
+		t.Fatalf("no NameID in the assertion:\n%s", raw)
+	}
+	if nid := r.Assertion.Subject.NameID; nid.Format != string(saml.PersistentNameIDFormat) || nid.Value == "" || nid.Value == "ann" {
+		t.Errorf("NameID %+v, want a persistent one that is not the uid itself", nid)
 	}
 }
 
