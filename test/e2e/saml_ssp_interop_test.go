@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"bytes"
+	"compress/flate"
 	"encoding/base64"
 	"encoding/xml"
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crewjam/saml"
 
@@ -76,23 +80,47 @@ func TestSAMLSimpleSAMLphpLogsIn(t *testing.T) {
 			sp: sspserver.ServiceProvider{NameIDFormat: string(saml.EmailAddressNameIDFormat), NameIDAttribute: "mail"}},
 	}
 
+	// Besides the cases' entries: "idpinit" accepts IdP-initiated logins,
+	// "persistent" gets saml:PersistentNameID's NameID; and two service
+	// providers that are no entry here, SP B, whose answers must not sign
+	// anyone in at the entries: one whose ACS is an entry's (only the
+	// audience tells it apart), one whose ACS is elsewhere.
+	extras := []sspCase{
+		{id: "idpinit", mapping: sspBasicMapping},
+		{id: "persistent", mapping: "{email: mail, groups: isMemberOf}",
+			sp: sspserver.ServiceProvider{NameIDFormat: string(saml.PersistentNameIDFormat), PersistentNameID: "uid"}},
+	}
+	entityID := func(id string) string { return s.URL + "/.portcullis/saml/" + id + "/metadata" }
+	acsURL := func(id string) string { return s.URL + "/.portcullis/saml/" + id + "/acs" }
+	spB := map[string]sspserver.ServiceProvider{
+		"basic":     {EntityID: "https://sp-b.example/basic", ACS: acsURL("basic")},
+		"idpinit":   {EntityID: "https://sp-b.example/idpinit", ACS: acsURL("idpinit")},
+		"elsewhere": {EntityID: "https://sp-b.example/elsewhere", ACS: "https://sp-b.example/acs"},
+	}
+
 	var sps []sspserver.ServiceProvider
-	for _, c := range cases {
+	for _, c := range append(cases, extras...) {
 		sp := c.sp
 		base := s.URL + "/.portcullis/saml/" + c.id
-		sp.EntityID, sp.ACS, sp.SLO, sp.Certificate = base+"/metadata", base+"/acs", base+"/slo", spCert
+		sp.EntityID, sp.ACS, sp.SLO, sp.Certificate = entityID(c.id), acsURL(c.id), base+"/slo", spCert
+		sps = append(sps, sp)
+	}
+	for _, sp := range spB {
 		sps = append(sps, sp)
 	}
 	idpSrv := sspserver.Start(t, sspserver.Options{Users: []sspserver.User{sspAnn}, ServiceProviders: sps})
 
 	var entries strings.Builder
-	for _, c := range cases {
+	for _, c := range append(cases, extras...) {
 		fmt.Fprintf(&entries, "    - id: %s\n      protocol: SAML\n      entity_id: %s\n", c.id, idpSrv.EntityID())
 		if c.fromCert {
 			fmt.Fprintf(&entries, "      x509_cert: %s\n      sso_url: %s\n      slo_url: %s\n",
 				base64.StdEncoding.EncodeToString(idpSrv.Certificate.Raw), idpSrv.SSOURL(), idpSrv.SLOURL())
 		} else {
 			fmt.Fprintf(&entries, "      metadata_url: %s\n", idpSrv.MetadataURL())
+		}
+		if c.id == "idpinit" {
+			entries.WriteString("      allow_idp_initiated: true\n")
 		}
 		fmt.Fprintf(&entries, "      attribute_mapping: %s\n      sp_cert_file: %s\n      sp_key_file: %s\n      single_sign_out: true\n",
 			c.mapping, certFile, keyFile)
@@ -238,6 +266,187 @@ func TestSAMLSimpleSAMLphpLogsIn(t *testing.T) {
 		}
 	})
 
+	// IdP-initiated: the link SimpleSAMLphp's users are given,
+	// SSOService.php?spentityid=, with a RelayState of the IdP's choosing.
+	// The entry that allows it signs ann in and sends her to public_url's
+	// root, whatever the RelayState, as docs/saml.md says: never off the
+	// origin (SPEC invariant 6).
+	for _, relay := range []string{"", "/tasks", "https://evil.example/", "//evil.example", "javascript:alert(document.domain)",
+		`/\evil.example`, `\\evil.example`, "http://" + mustURL(t, s.URL).Host + ".evil.example/"} {
+		t.Run(fmt.Sprintf("IdP-initiated login with RelayState %q lands on public_url", relay), func(t *testing.T) {
+			b := browser(t)
+			post, page := sspAnswer(t, b, idpSrv, idpSrv.IdPInitiatedURL(entityID("idpinit"), relay), sspAnn.Password)
+			if post == nil {
+				t.Fatalf("SimpleSAMLphp did not answer the IdP-initiated login: %s", readBody(t, page))
+			}
+			if post.Action != acsURL("idpinit") || post.Form.Get("RelayState") != relay {
+				t.Errorf("SimpleSAMLphp posts to %s with RelayState %q, want the entry's ACS with %q", post.Action, post.Form.Get("RelayState"), relay)
+			}
+			resp := post.post(t, noRedirect(b))
+			readBody(t, resp)
+			if resp.StatusCode != http.StatusFound {
+				t.Fatalf("the ACS answered %d, want a redirect after the login", resp.StatusCode)
+			}
+			if to, err := resp.Location(); err != nil || to.String() != s.URL+"/" {
+				t.Errorf("after the IdP-initiated login the browser goes to %v (%v), want public_url's root %s/", to, err, s.URL)
+			}
+			h := upstreamSees(t, b, s)
+			if sub, e, r := h.Get("X-Sub"), h.Get("X-Email"), h.Get("X-Roles"); sub != "ann" || e != "ann@example.edu" || r != "admin" {
+				t.Errorf("X-Sub %q, X-Email %q, X-Roles %q; want ann, ann@example.edu, admin", sub, e, r)
+			}
+		})
+	}
+
+	t.Run("IdP-initiated login at an entry without allow_idp_initiated is refused", func(t *testing.T) {
+		b := browser(t)
+		post, page := sspAnswer(t, b, idpSrv, idpSrv.IdPInitiatedURL(entityID("basic"), "/tasks"), sspAnn.Password)
+		if post == nil {
+			t.Fatalf("SimpleSAMLphp did not answer the IdP-initiated login: %s", readBody(t, page))
+		}
+		resp := post.post(t, noRedirect(b))
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "sign in from there") {
+			t.Errorf("the ACS answered %d, want 400 saying to sign in from the application:\n%s", resp.StatusCode, body)
+		}
+		line := logs.audit(t, resp, "login_failed")
+		if line["reason"] != "saml_idp_initiated" || !strings.Contains(fmt.Sprint(line["hint"]), "allow_idp_initiated: true") {
+			t.Errorf("login_failed line %v, want reason saml_idp_initiated with a hint naming allow_idp_initiated", line)
+		}
+		if code := userinfo(t, s, b.Jar.Cookies(mustURL(t, s.URL))); code != http.StatusUnauthorized {
+			t.Errorf("/userinfo after the refused login: %d, want 401", code)
+		}
+	})
+
+	// An answer SimpleSAMLphp issued for SP B, another service, posted to an
+	// entry's ACS: B (or whoever B's answers reach) must not sign its users
+	// in here. SP-initiated, B asks with the ID of the entry's own
+	// AuthnRequest (a request of B's own making, unsigned, which B's
+	// SimpleSAMLphp entry allows), so that InResponseTo and RelayState
+	// match: only the audience, and the Destination and Recipient where
+	// B's ACS is not the entry's, are left to refuse it.
+	for _, tc := range []struct {
+		name, entry, spB, reason, hint string
+		idpInitiated                   bool
+	}{
+		{name: "SP B's answer, its ACS the entry's, to a login the entry started, is refused for its audience",
+			entry: "basic", spB: "basic", reason: "saml_audience", hint: "https://sp-b.example/basic"},
+		{name: "SP B's answer, its ACS elsewhere, to a login the entry started, is refused for its Destination",
+			entry: "basic", spB: "elsewhere", reason: "saml_acs_url", hint: "https://sp-b.example/acs"},
+		{name: "SP B's IdP-initiated answer, its ACS the entry's, is refused for its audience",
+			entry: "idpinit", spB: "idpinit", reason: "saml_audience", hint: "https://sp-b.example/idpinit", idpInitiated: true},
+		{name: "SP B's IdP-initiated answer, its ACS elsewhere, is refused for its Destination",
+			entry: "idpinit", spB: "elsewhere", reason: "saml_acs_url", hint: "https://sp-b.example/acs", idpInitiated: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := browser(t)
+			b2 := spB[tc.spB]
+			start := idpSrv.IdPInitiatedURL(b2.EntityID, "")
+			relay := ""
+			if !tc.idpInitiated {
+				start, relay = sspForeignRequest(t, b, s, idpSrv, tc.entry, b2)
+			}
+			post, page := sspAnswer(t, b, idpSrv, start, sspAnn.Password)
+			if post == nil {
+				t.Fatalf("SimpleSAMLphp did not answer SP B's login: %s", readBody(t, page))
+			}
+			if post.Action != b2.ACS {
+				t.Errorf("SimpleSAMLphp posts SP B's answer to %s, want %s", post.Action, b2.ACS)
+			}
+			if relay != "" && post.Form.Get("RelayState") != relay {
+				t.Errorf("SP B's answer carries RelayState %q, want the entry's login state %q", post.Form.Get("RelayState"), relay)
+			}
+			post.Action = acsURL(tc.entry)
+			resp := post.post(t, noRedirect(b))
+			readBody(t, resp)
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("the ACS answered SP B's response with %d, want 502 (the set-up page)", resp.StatusCode)
+			}
+			line := logs.audit(t, resp, "login_failed")
+			if line["reason"] != tc.reason || !strings.Contains(fmt.Sprint(line["hint"]), tc.hint) {
+				t.Errorf("login_failed line %v, want reason %s with a hint quoting %s", line, tc.reason, tc.hint)
+			}
+			if code := userinfo(t, s, b.Jar.Cookies(mustURL(t, s.URL))); code != http.StatusUnauthorized {
+				t.Errorf("/userinfo after SP B's response: %d, want 401", code)
+			}
+		})
+	}
+
+	t.Run("an IdP-initiated answer accepted once is refused when posted again", func(t *testing.T) {
+		b := browser(t)
+		post, page := sspAnswer(t, b, idpSrv, idpSrv.IdPInitiatedURL(entityID("idpinit"), ""), sspAnn.Password)
+		if post == nil {
+			t.Fatalf("SimpleSAMLphp did not answer the IdP-initiated login: %s", readBody(t, page))
+		}
+		if resp := post.post(t, noRedirect(b)); resp.StatusCode != http.StatusFound {
+			t.Fatalf("first post: %d, want 302 signed in: %s", resp.StatusCode, readBody(t, resp))
+		}
+		other := browser(t)
+		resp := post.post(t, noRedirect(other))
+		readBody(t, resp)
+		line := logs.audit(t, resp, "login_failed")
+		if resp.StatusCode != http.StatusForbidden || line["reason"] != "idp" || !strings.Contains(fmt.Sprint(line["err"]), "already used") {
+			t.Errorf("the answer posted again: %d, login_failed %v; want 403 and the replay named", resp.StatusCode, line)
+		}
+		if code := userinfo(t, s, other.Jar.Cookies(mustURL(t, s.URL))); code != http.StatusUnauthorized {
+			t.Errorf("/userinfo of the browser that posted it again: %d, want 401", code)
+		}
+	})
+
+	t.Run("an answer to a login the entry started is refused when posted again from another browser", func(t *testing.T) {
+		b := browser(t)
+		post, _ := sspAnswer(t, b, idpSrv, s.URL+"/.portcullis/login/basic?rd=/tasks", sspAnn.Password)
+		if post == nil {
+			t.Fatal("SimpleSAMLphp did not answer the login")
+		}
+		if resp := post.post(t, b); resp.StatusCode != http.StatusOK {
+			t.Fatalf("first post: %d, want the upstream's page: %s", resp.StatusCode, readBody(t, resp))
+		}
+		other := browser(t)
+		resp := post.post(t, noRedirect(other))
+		readBody(t, resp)
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("the answer posted again from another browser: %d, want 400", resp.StatusCode)
+		}
+		logs.audit(t, resp, "login_failed")
+		if code := userinfo(t, s, other.Jar.Cookies(mustURL(t, s.URL))); code != http.StatusUnauthorized {
+			t.Errorf("/userinfo of the browser that posted it again: %d, want 401", code)
+		}
+	})
+
+	// saml:PersistentNameID: a NameID of its own per user and SP (a hash of
+	// uid, the secret salt and both entity IDs), the same at every login; it
+	// is the sub, as docs/saml.md says of a NameID without attribute_mapping.uid.
+	t.Run("a persistent NameID (saml:PersistentNameID) is the same sub at every login", func(t *testing.T) {
+		var subs []string
+		for range 2 {
+			b := browser(t)
+			post, _ := sspAnswer(t, b, idpSrv, s.URL+"/.portcullis/login/persistent?rd=/tasks", sspAnn.Password)
+			if post == nil {
+				t.Fatal("SimpleSAMLphp did not answer the login")
+			}
+			raw, _ := base64.StdEncoding.DecodeString(post.Form.Get("SAMLResponse"))
+			var r saml.Response
+			if err := xml.Unmarshal(raw, &r); err != nil || r.Assertion == nil || r.Assertion.Subject.NameID == nil ||
+				r.Assertion.Subject.NameID.Format != string(saml.PersistentNameIDFormat) {
+				t.Fatalf("SimpleSAMLphp's answer has no persistent NameID (%v):\n%s", err, raw)
+			}
+			if resp := post.post(t, b); resp.StatusCode != http.StatusOK {
+				t.Fatalf("login: %d, want the upstream's page: %s", resp.StatusCode, readBody(t, resp))
+			}
+			sub := upstreamSees(t, b, s).Get("X-Sub")
+			if sub != r.Assertion.Subject.NameID.Value {
+				t.Errorf("X-Sub %q, want the NameID %q", sub, r.Assertion.Subject.NameID.Value)
+			}
+			subs = append(subs, sub)
+		}
+		if !regexp.MustCompile(`^[0-9a-f]{40}$`).MatchString(subs[0]) || subs[0] != subs[1] {
+			t.Errorf("sub of two logins: %q, want one persistent NameID (a SHA-1 in hex) twice", subs)
+		}
+		if lines := logs.find(t, map[string]any{"event": "login", "idp": "persistent"}); len(lines) != 2 || lines[0]["sub"] != subs[0] || lines[1]["sub"] != subs[0] {
+			t.Errorf("login lines of persistent: %v, want two of sub %s", lines, subs[0])
+		}
+	})
+
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("SimpleSAMLphp's log:\n%s", idpSrv.Logs())
@@ -295,4 +504,35 @@ func sspLogin(t *testing.T, s *stack, idpSrv *sspserver.Server, id string) (*htt
 		t.Fatalf("login at %s: status %d\n%s", id, resp.StatusCode, body)
 	}
 	return b, b.Jar.Cookies(mustURL(t, s.URL))
+}
+
+// sspForeignRequest starts a login at the proxy's entry in b without going
+// to the IdP, and returns the URL of an AuthnRequest of SP B's, unsigned,
+// that carries the ID of the entry's AuthnRequest and the entry's login
+// state as RelayState: what SP B, or whoever controls it, would send the
+// user to SimpleSAMLphp with to get an answer that passes for the entry's.
+func sspForeignRequest(t *testing.T, b *http.Client, s *stack, idpSrv *sspserver.Server, entry string, spB sspserver.ServiceProvider) (string, string) {
+	t.Helper()
+	resp, err := noRedirect(b).Get(s.URL + "/.portcullis/login/" + entry + "?rd=/tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	to := resp.Header.Get("Location")
+	if !strings.HasPrefix(to, idpSrv.SSOURL()+"?") {
+		t.Fatalf("the login at %s goes to %q, want SimpleSAMLphp's SSO", entry, to)
+	}
+	var own saml.AuthnRequest
+	decodeRedirect(t, to, "SAMLRequest", &own)
+	relay := mustURL(t, to).Query().Get("RelayState")
+	request := fmt.Sprintf(`<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion"`+
+		` ID="%s" Version="2.0" IssueInstant="%s" Destination="%s" AssertionConsumerServiceURL="%s" ProtocolBinding="%s">`+
+		`<saml:Issuer>%s</saml:Issuer></samlp:AuthnRequest>`,
+		own.ID, time.Now().UTC().Format(time.RFC3339), idpSrv.SSOURL(), spB.ACS, saml.HTTPPostBinding, spB.EntityID)
+	var deflated bytes.Buffer
+	w, _ := flate.NewWriter(&deflated, flate.DefaultCompression)
+	w.Write([]byte(request))
+	w.Close()
+	q := url.Values{"SAMLRequest": {base64.StdEncoding.EncodeToString(deflated.Bytes())}, "RelayState": {relay}}
+	return idpSrv.SSOURL() + "?" + q.Encode(), relay
 }
