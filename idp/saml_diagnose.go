@@ -68,10 +68,12 @@ func (p *SAMLProvider) samlDiagnose(sp *saml.ServiceProvider, response, assertio
 			"give this application a NameID at the IdP (persistent, or the email address); attribute_mapping.uid still takes sub from an attribute", err)
 	case errors.Is(err, saml.ErrAudienceMismatch) || isAudienceError(err):
 		return setupError("saml_audience", fmt.Sprintf("the IdP addressed its assertion to %s, not to this SP's entity ID: "+
-			"set the IdP's Audience URI (Identifier, SP entity ID) for this application to %s", quoteAll(audiences(assertion)), sp.EntityID), err)
+			"set the IdP's Audience URI (Identifier, SP entity ID) for this application to %s; if it has that already, "+
+			"the answer was meant for another application and was posted here", quoteAll(audiences(assertion)), sp.EntityID), err)
 	case errors.Is(err, saml.ErrDestinationMismatch):
 		return setupError("saml_acs_url", fmt.Sprintf("the IdP addressed its answer to %s, not to this SP's ACS URL: "+
-			"set the IdP's ACS URL (Reply URL, Single sign-on URL) to %s; if it has that already, public_url is not the address the browser uses",
+			"set the IdP's ACS URL (Reply URL, Single sign-on URL) to %s; if it has that already, public_url is not the address the browser uses, "+
+			"or the answer was meant for another application and was posted here",
 			quoteAll(recipients(response, assertion, sp.AcsURL.String())), sp.AcsURL.String()), err)
 	case errors.Is(err, saml.ErrIssuerMismatch):
 		return setupError("saml_issuer", fmt.Sprintf("the answer's Issuer is %s: entity_id must be the IdP's entity ID exactly, as in its metadata (entityID)",
