@@ -41,6 +41,7 @@ import (
 
 	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 	"github.com/portcullis-proxy/portcullis/test/process"
+	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
 // The directory's suffix and administrator (389's "directory manager",
@@ -66,6 +67,17 @@ type Options struct {
 	// LDIF is the tree to load after the suffix entry; empty means
 	// ldapserver.Tree().
 	LDIF string
+	// TLS makes a CA and a certificate for 127.0.0.1, offers StartTLS on
+	// URL and listens for ldaps:// on LDAPSURL too. 389 reads its
+	// certificates from an NSS database only (it can write PEM files out of
+	// one, nsslapd-extract-pemfiles, but not read them), so the pair goes
+	// in with certutil and pk12util (Debian's libnss3-tools, which
+	// 389-ds-base brings through python3-lib389) and openssl.
+	TLS bool
+	// SizeLimit, when not 0, is nsslapd-sizelimit: the most entries one
+	// search answers to anyone but the directory manager (389's default
+	// is 2000).
+	SizeLimit int
 }
 
 // Server is a running ns-slapd.
@@ -76,6 +88,10 @@ type Server struct {
 	// StartupTime is how long Start took, from writing the configuration
 	// to a loaded tree.
 	StartupTime time.Duration
+	// With Options.TLS: LDAPSURL is ldaps://127.0.0.1:PORT, and CAFile the
+	// PEM file of the CA that signed the server's certificate.
+	LDAPSURL string
+	CAFile   string
 
 	t    testing.TB
 	dir  string
@@ -104,13 +120,21 @@ func Start(t testing.TB, o Options) *Server {
 		s.Port = process.FreePort(t)
 	}
 	s.URL = "ldap://127.0.0.1:" + strconv.Itoa(s.Port)
+	securePort := 0
+	if o.TLS {
+		securePort = process.FreePort(t)
+		s.LDAPSURL = "ldaps://127.0.0.1:" + strconv.Itoa(securePort)
+	}
 	// ns-slapd names a POSIX semaphore (/dev/shm/sem.NAME.stats, its SNMP
 	// counters) after its configuration directory, machine-wide: two
 	// instances of one name share it, and one that another user left
 	// behind (a killed root run's) keeps a non-root ns-slapd from
 	// starting, with nothing in its log.
 	s.name = fmt.Sprintf("slapd-portcullis-%d-%d", os.Getpid(), s.Port)
-	s.writeInstance(t)
+	s.writeInstance(t, securePort, o.SizeLimit)
+	if o.TLS {
+		s.writeCertificates(t)
+	}
 
 	t.Cleanup(func() {
 		s.Stop()
@@ -132,7 +156,7 @@ func Start(t testing.TB, o Options) *Server {
 
 // writeInstance lays out the instance's directories and writes its
 // dse.ldif from 389's template, as dscreate does.
-func (s *Server) writeInstance(t testing.TB) {
+func (s *Server) writeInstance(t testing.TB, securePort, sizeLimit int) {
 	t.Helper()
 	path := func(name string) string { return filepath.Join(s.dir, name) }
 	for _, d := range []string{s.name + "/schema", "db", "log", "run", "lock", "bak", "ldif", "tmp"} {
@@ -192,11 +216,55 @@ func (s *Server) writeInstance(t testing.TB) {
 	if err == nil {
 		dse, err = editEntry(dse, "cn=config", "nsslapd-rootdn: ", "nsslapd-pwpolicy-local: on\nnsslapd-rootdn: ")
 	}
+	if err == nil && securePort != 0 {
+		// The template's cn=RSA,cn=encryption already names the
+		// certificate Server-Cert in the internal token.
+		dse, err = editEntry(dse, "cn=config", "nsslapd-rootdn: ",
+			"nsslapd-security: on\nnsslapd-securePort: "+strconv.Itoa(securePort)+"\nnsslapd-rootdn: ")
+	}
+	if err == nil && sizeLimit != 0 {
+		dse, err = editEntry(dse, "cn=config", "nsslapd-rootdn: ", "nsslapd-sizelimit: "+strconv.Itoa(sizeLimit)+"\nnsslapd-rootdn: ")
+	}
 	if err != nil {
 		t.Fatalf("dsserver: %s: %v", templateDSE, err)
 	}
 	if err := os.WriteFile(path(s.name+"/dse.ldif"), []byte(dse), 0o600); err != nil {
 		t.Fatalf("dsserver: %v", err)
+	}
+}
+
+// writeCertificates makes a CA and a certificate for 127.0.0.1 signed by
+// it, writes the CA as CAFile, and puts both into an NSS database in the
+// instance's nsslapd-certdir: the CA trusted, the certificate with its key
+// as Server-Cert, the name the template's cn=RSA,cn=encryption gives. The
+// database has no password, so ns-slapd needs no pin.txt.
+func (s *Server) writeCertificates(t testing.TB) {
+	t.Helper()
+	ca := testcert.NewCA(t, "dsserver test CA")
+	pair := ca.Issue(t, "127.0.0.1", time.Now().Add(24*time.Hour))
+	s.CAFile = filepath.Join(s.dir, "ca.pem")
+	certFile, keyFile, p12 := filepath.Join(s.dir, "server.pem"), filepath.Join(s.dir, "server.key"), filepath.Join(s.dir, "server.p12")
+	if err := os.WriteFile(s.CAFile, ca.PEM, 0o600); err != nil {
+		t.Fatalf("dsserver: %v", err)
+	}
+	pair.Write(t, certFile, keyFile)
+	certDir := filepath.Join(s.dir, s.name)
+	// pk12util takes a key only inside PKCS #12, with a password: an
+	// empty one is read differently by openssl and NSS.
+	const p12Password = "dsserver"
+	for _, args := range [][]string{
+		{"certutil", "-N", "-d", certDir, "--empty-password"},
+		{"certutil", "-A", "-d", certDir, "-n", "dsserver test CA", "-t", "CT,,", "-i", s.CAFile},
+		{"openssl", "pkcs12", "-export", "-in", certFile, "-inkey", keyFile, "-name", "Server-Cert", "-out", p12, "-passout", "pass:" + p12Password},
+		{"pk12util", "-i", p12, "-d", certDir, "-W", p12Password},
+	} {
+		path, err := process.LookPath(args[0])
+		if err != nil {
+			t.Fatalf("dsserver: %v: install Debian's libnss3-tools and openssl (389-ds-base brings both)", err)
+		}
+		if out, err := exec.Command(path, args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("dsserver: %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 }
 

@@ -42,3 +42,18 @@ func TestAnonymousCannotSearch(t *testing.T) {
 		t.Errorf("anonymous search found alice:\n%s", out)
 	}
 }
+
+// TestTLSServesLDAPSAndStartTLS checks that ns-slapd took the certificate
+// from its NSS database: ldapsearch, trusting CAFile alone, reads over
+// ldaps:// and after StartTLS.
+func TestTLSServesLDAPSAndStartTLS(t *testing.T) {
+	s := Start(t, Options{TLS: true})
+	for _, args := range [][]string{{"-H", s.LDAPSURL}, {"-H", s.URL, "-ZZ"}} {
+		cmd := exec.Command("ldapsearch", append(args, "-x", "-LLL", "-D", ldapserver.ServiceDN, "-w", ldapserver.ServicePassword, "-b", Suffix, "(uid=alice)", "uid")...)
+		cmd.Env = append(cmd.Environ(), "LDAPTLS_CACERT="+s.CAFile, "LDAPTLS_REQCERT=demand")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "uid: alice") {
+			t.Errorf("ldapsearch %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
