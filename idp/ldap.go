@@ -384,6 +384,17 @@ walk:
 				req.Controls = nil
 				res, err = c.Search(req)
 			}
+			if n := len(res.Entries); ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) && n > 1 && n < groupPageSize {
+				// 389 Directory Server's nsslapd-sizelimit bounds each
+				// page, not the whole paged search: a limit under
+				// groupPageSize ends the first page early, with the
+				// limit's number of entries. A page that reaches the
+				// limit ends so too; pages one smaller get every group.
+				// A limit on the whole search (OpenLDAP's) ends this one
+				// where the first did.
+				req.Controls = nil
+				res, err = c.SearchWithPaging(req, uint32(n-1))
+			}
 			if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
 				if len(res.Entries) <= maxGroups {
 					cut = "the directory's size limit for the service account ended the group search"
