@@ -20,6 +20,9 @@
 // are on (nsslapd-pwpolicy-local): an entry's pwdpolicysubentry names a
 // passwordpolicy entry, as `dsconf localpwp adduser` makes.
 //
+// With Options.TLS it serves ldaps:// and StartTLS with a certificate from
+// a test CA, put into the NSS database 389 reads certificates from.
+//
 // The default tree is test/ldapserver's Tree, with the same accounts and
 // passwords. Anonymous clients can bind and nothing else; bound users read
 // everything but passwords.

@@ -176,8 +176,8 @@ func TestLDAP389DirectoryServer(t *testing.T) {
 		{name: "more groups than nsslapd-sizelimit, from memberOf: all of them", id: "ds389", user: "joiner", password: "joiner-pw",
 			groups: joinerGroupNames()},
 		// 389 applies nsslapd-sizelimit to each page of a paged search:
-		// a page of 500 ends at 50 with sizeLimitExceeded, pages of 50
-		// do not.
+		// a page of 500, or of 50, ends at 50 with sizeLimitExceeded;
+		// pages of 49 do not.
 		{name: "more groups than nsslapd-sizelimit, by group_search: all of them, in pages the size the directory allows", id: "ds389-groups",
 			user: "joiner", password: "joiner-pw", groups: joinerGroupNames(), unlogged: "ldap: group list cut; rules may miss groups the user is in"},
 	}
