@@ -384,7 +384,9 @@ walk:
 				req.Controls = nil
 				res, err = c.Search(req)
 			}
-			if n := len(res.Entries); ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) && n > 1 && n < groupPageSize {
+			// res is nil when the plain search above could not be sent;
+			// a size limit's error comes with the entries before it.
+			if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) && len(res.Entries) > 1 && len(res.Entries) < groupPageSize {
 				// 389 Directory Server's nsslapd-sizelimit bounds each
 				// page, not the whole paged search: a limit under
 				// groupPageSize ends the first page early, with the
@@ -393,7 +395,7 @@ walk:
 				// A limit on the whole search (OpenLDAP's) ends this one
 				// where the first did.
 				req.Controls = nil
-				res, err = c.SearchWithPaging(req, uint32(n-1))
+				res, err = c.SearchWithPaging(req, uint32(len(res.Entries)-1))
 			}
 			if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
 				if len(res.Entries) <= maxGroups {
