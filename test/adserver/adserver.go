@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -152,7 +153,7 @@ func freeLoopback(t testing.TB) string {
 func (s *Server) writeTLS(t testing.TB) {
 	t.Helper()
 	ca := testcert.NewCA(t, "adserver test CA")
-	pair := ca.Issue(t, s.Addr, time.Now().Add(24*time.Hour))
+	pair := ca.IssueOnlyFor(t, s.Addr, time.Now().Add(24*time.Hour))
 	s.CAFile = filepath.Join(s.dir, "ca.pem")
 	certFile, keyFile := filepath.Join(s.dir, "server.pem"), filepath.Join(s.dir, "server.key")
 	if err := os.WriteFile(s.CAFile, ca.PEM, 0o600); err != nil {
@@ -302,13 +303,20 @@ func GroupDN(name string) string { return "CN=" + name + "," + UsersDN }
 
 // User is the LDIF of an enabled user account under CN=Users, as Active
 // Directory Users and Computers makes one: CN and sAMAccountName name,
-// UPN name@ad.example.com, mail the same, the password given, and attrs
-// (name, value pairs) added.
+// UPN name@ad.example.com, mail the same, sn Tester, the password given;
+// attrs (name, value pairs) replace those or are added.
 func User(name, password string, attrs ...string) string {
 	a := []string{"objectClass", "user", "sAMAccountName", name, "userPrincipalName", name + "@" + DNSDomain,
-		"mail", name + "@" + DNSDomain, "givenName", name, "sn", "Tester",
+		"mail", name + "@" + DNSDomain, "sn", "Tester",
 		"unicodePwd:", UnicodePwd(password), "userAccountControl", "512"}
-	return entry(UserDN(name), append(a, attrs...)...)
+	for i := 0; i+1 < len(attrs); i += 2 {
+		if at := slices.Index(a, attrs[i]); at >= 0 && at%2 == 0 {
+			a[at+1] = attrs[i+1]
+		} else {
+			a = append(a, attrs[i], attrs[i+1])
+		}
+	}
+	return entry(UserDN(name), a...)
 }
 
 // Group is the LDIF of a global security group under CN=Users with members
@@ -342,4 +350,30 @@ func entry(dn string, attrs ...string) string {
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// GUID is the objectGUID of the account named sAMAccountName as Windows'
+// tools show it, as `samba-tool user show` prints it: read from the
+// database, not over LDAP, to check what an LDAP client makes of the
+// attribute's bytes against.
+func (s *Server) GUID(t testing.TB, sAMAccountName string) string {
+	t.Helper()
+	tool, err := process.LookPath("samba-tool")
+	if err != nil {
+		t.Fatalf("adserver: %v", err)
+	}
+	args := []string{tool, "user", "show", sAMAccountName, "--attributes=objectGUID", "-H", filepath.Join(s.dir, "dc", "private", "sam.ldb")}
+	if s.sudo {
+		args = append([]string{"sudo", "-n"}, args...)
+	}
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("adserver: samba-tool user show %s: %v\n%s", sAMAccountName, err, out)
+	}
+	// "dn: CN=…\nobjectGUID: 3f40d051-472c-4c00-b0fe-0407219769d2"
+	_, guid, ok := strings.Cut(string(out), "objectGUID: ")
+	if !ok {
+		t.Fatalf("adserver: samba-tool user show %s printed no objectGUID:\n%s", sAMAccountName, out)
+	}
+	return strings.TrimSpace(guid)
 }

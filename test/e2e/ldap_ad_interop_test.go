@@ -1,0 +1,312 @@
+package e2e
+
+// What docs/ldap.md says of Active Directory, made in a real domain
+// controller (Samba's, test/adserver) with the docs' configuration as it
+// stands: logins by sAMAccountName and by UPN, nested groups through
+// LDAP_MATCHING_RULE_IN_CHAIN, memberOf, objectGUID as the uid, AD's data
+// codes for accounts it refuses, ldaps:// and StartTLS with ca_file, and
+// basic_auth.
+
+import (
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/adserver"
+)
+
+const adConfig = `
+server:
+  public_url: PUBLIC_URL
+  trusted_proxies: [127.0.0.1/32]
+upstream:
+  url: UPSTREAM_URL
+session:
+  keys: [SESSION_KEY]
+sso:
+  identity_providers:
+IDENTITY_PROVIDERS
+role_mapping:
+  roles: [admin, user]
+  default: user
+  rules:
+    - role: admin
+      when: '"CN=CVAT Admins,CN=Users,DC=ad,DC=example,DC=com" in groups'
+attribute_pass:
+  headers:
+    X-Sub: sub
+    X-Username: username
+    X-Email: email
+    X-Groups: 'join(sort(groups), "|")'
+    X-Roles: 'join(roles, ",")'
+rules:
+  - name: legacy-api
+    path_prefix: /legacy/
+    basic_auth: ad
+    action: authenticate
+`
+
+// adEntry is docs/ldap.md's Active Directory entry, named id, at url,
+// with extra keys, and its filters replaced when userFilter or
+// groupSearch are not empty (groupSearch "-": none, groups from
+// memberOf).
+func adEntry(id, url, extra, userFilter, groupSearch string) string {
+	if userFilter == "" {
+		userFilter = "(&(objectCategory=person)(objectClass=user)(|(sAMAccountName={username})(userPrincipalName={username})))"
+	}
+	switch groupSearch {
+	case "":
+		groupSearch = fmt.Sprintf("      group_search:\n        base_dn: %q\n        filter: %q\n", adserver.UsersDN,
+			"(&(objectClass=group)(member:1.2.840.113556.1.4.1941:={dn}))")
+	case "-":
+		groupSearch = ""
+	}
+	return fmt.Sprintf(`    - id: %s
+      name: Company account
+      protocol: LDAP
+      url: %s
+%s      bind_dn: %q
+      bind_password: %q
+      user_search:
+        base_dn: %q
+        filter: %q
+%s      attribute_mapping:
+        uid: objectGUID
+        username: sAMAccountName
+        first_name: givenName
+        last_name: sn
+        email: mail
+        group_name: dn
+`, id, url, extra, adserver.ServiceDN, adserver.ServicePassword, adserver.UsersDN, userFilter, groupSearch)
+}
+
+// adTree: alice in CVAT Admins, which is in CVAT Users; carol for the
+// failure limit; the accounts AD refuses with a data code; a computer
+// account in CN=Users; and a lockout threshold of 3 for locked only, by a
+// fine-grained password policy (the domain's stays 0, so the tests' wrong
+// passwords lock nobody else).
+func adTree() string {
+	const password = "Right-Pass1!"
+	never := base64.StdEncoding.EncodeToString(make([]byte, 21)) // logonHours: no hour allowed
+	return adserver.User("alice", "Alice-Pass1!", "givenName", "Alice") +
+		adserver.User("carol", "Carol-Pass1!") +
+		adserver.User("mustchange", password, "pwdLastSet", "0") +
+		adserver.User("expired", password) +
+		adserver.User("hours", password, "logonHours:", never) +
+		adserver.User("workstation", password, "userWorkstations", "NOWHERE") +
+		adserver.User("disabled", password, "userAccountControl", "514") +
+		adserver.User("acctexpired", password, "accountExpires", strconv.FormatInt((time.Now().Add(-48*time.Hour).Unix()+11644473600)*10_000_000, 10)) +
+		adserver.User("locked", password) +
+		adserver.Group("CVAT Admins", adserver.UserDN("alice")) +
+		adserver.Group("CVAT Users", adserver.GroupDN("CVAT Admins")) +
+		// What a joined workstation's account looks like; a computer's
+		// class derives from user.
+		"dn: CN=WS01," + adserver.UsersDN + "\nobjectClass: computer\nsAMAccountName: WS01$\n" +
+		"userAccountControl: 4096\nunicodePwd:: " + adserver.UnicodePwd(password) + "\n\n" +
+		"dn: CN=lock-after-3,CN=Password Settings Container,CN=System," + adserver.BaseDN + `
+objectClass: msDS-PasswordSettings
+msDS-PasswordSettingsPrecedence: 1
+msDS-PasswordReversibleEncryptionEnabled: FALSE
+msDS-PasswordHistoryLength: 0
+msDS-PasswordComplexityEnabled: TRUE
+msDS-MinimumPasswordLength: 7
+msDS-MinimumPasswordAge: 0
+msDS-MaximumPasswordAge: -36288000000000
+msDS-LockoutThreshold: 3
+msDS-LockoutObservationWindow: -18000000000
+msDS-LockoutDuration: -18000000000
+msDS-PSOAppliesTo: ` + adserver.UserDN("locked") + "\n\n"
+}
+
+func TestLDAPActiveDirectory(t *testing.T) {
+	dc := adserver.Start(t)
+	dc.Add(t, adTree())
+	// The domain's maximum password age is 42 days.
+	dc.AgePassword(t, "expired", 100*24*time.Hour)
+	t.Logf("Samba AD DC ready at %s in %s (provisioning %s)", dc.Addr, dc.StartupTime.Round(time.Millisecond), dc.ProvisionTime.Round(time.Millisecond))
+
+	startTLS := "      start_tls: true\n      ca_file: " + dc.CAFile + "\n"
+	entries := adEntry("ad", dc.URL, startTLS, "", "") +
+		adEntry("ad-ldaps", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "", "") +
+		adEntry("ad-memberof", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "", "-") +
+		adEntry("ad-user-class", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "(&(objectClass=user)(sAMAccountName={username}))", "")
+	config := strings.Replace(adConfig, "IDENTITY_PROVIDERS", entries, 1)
+	s := listen(t)
+	logs := s.startLogged(t, config)
+
+	admins, users := adserver.GroupDN("CVAT Admins"), adserver.GroupDN("CVAT Users")
+	aliceGUID := dc.GUID(t, "alice")
+	const wrong = "Wrong username or password."
+	type row struct {
+		name, id, user, password string
+		// groups is the X-Groups of a login, sorted; nil when refused.
+		groups []string
+		// says is what the refused form says.
+		says string
+		// logged is the idp's log line of the check, whose err must
+		// contain loggedErr; err is what the login_failed line's must.
+		logged, loggedErr, err string
+	}
+	rows := []row{
+		{name: "by sAMAccountName, StartTLS: nested groups by the in-chain rule, Domain Users not among them", id: "ad", user: "alice", password: "Alice-Pass1!",
+			groups: []string{admins, users}},
+		{name: "by UPN: the same account and username", id: "ad", user: "alice@ad.example.com", password: "Alice-Pass1!",
+			groups: []string{admins, users}},
+		{name: "ldaps://", id: "ad-ldaps", user: "alice", password: "Alice-Pass1!",
+			groups: []string{admins, users}},
+		{name: "memberOf: direct groups only, Domain Users not among them", id: "ad-memberof", user: "alice", password: "Alice-Pass1!",
+			groups: []string{admins}},
+		{name: `AD\alice is no username`, id: "ad", user: `AD\alice`, password: "Alice-Pass1!", says: wrong,
+			err: "no entry under user_search.base_dn matches"},
+		{name: "a wrong password: AD's 52e", id: "ad", user: "alice", password: "wrong", says: wrong,
+			logged: "ldap: password refused", loggedErr: "data 52e,", err: "refused the password of CN=alice,"},
+		{name: "a computer account is not matched by the docs' filter", id: "ad", user: "WS01$", password: "Right-Pass1!", says: wrong,
+			err: "no entry under user_search.base_dn matches"},
+		{name: "an expired password (532)", id: "ad", user: "expired", password: "Right-Pass1!", says: "Your password has expired.",
+			logged: "ldap: account refused", loggedErr: "data 532,", err: "(532)"},
+		{name: "an expired password, wrong: AD says 52e, and the form nothing of the expiry", id: "ad", user: "expired", password: "Wrong-Pass1!", says: wrong,
+			logged: "ldap: password refused", loggedErr: "data 52e,", err: "refused the password of CN=expired,"},
+		{name: "a password to change at next logon (773)", id: "ad", user: "mustchange", password: "Right-Pass1!",
+			says: "Your password must be changed before you can sign in.", logged: "ldap: account refused", loggedErr: "data 773,", err: "(773)"},
+		{name: "outside logon hours (530)", id: "ad", user: "hours", password: "Right-Pass1!",
+			says: "Your account may not sign in at this time.", logged: "ldap: account refused", loggedErr: "data 530,", err: "(530)"},
+		{name: "not from this workstation (531)", id: "ad", user: "workstation", password: "Right-Pass1!",
+			says: "Your account may not sign in from here.", logged: "ldap: account refused", loggedErr: "data 531,", err: "(531)"},
+		{name: "a disabled account (533)", id: "ad", user: "disabled", password: "Right-Pass1!", says: wrong,
+			logged: "ldap: password refused", loggedErr: "data 533,", err: "refused the password of CN=disabled,"},
+		{name: "an expired account (701)", id: "ad", user: "acctexpired", password: "Right-Pass1!", says: wrong,
+			logged: "ldap: password refused", loggedErr: "data 701,", err: "refused the password of CN=acctexpired,"},
+	}
+	check := func(t *testing.T, c row, addr string) {
+		t.Helper()
+		b := fromAddr(browser(t), addr)
+		before := len(logs.find(t, map[string]any{"msg": c.logged}))
+		form := openForm(t, b, s.URL+"/.portcullis/ldap/"+c.id+"?rd=/tasks")
+		resp, body := form.submit(t, b, c.user, c.password)
+		if c.groups != nil {
+			if resp.StatusCode != http.StatusFound {
+				t.Fatalf("login: status %d, want 302 to the page asked for:\n%s", resp.StatusCode, body)
+			}
+			h := upstreamSees(t, b, s)
+			want := []string{aliceGUID, "alice", "alice@ad.example.com", strings.Join(c.groups, "|"), "admin"}
+			got := []string{h.Get("X-Sub"), h.Get("X-Username"), h.Get("X-Email"), h.Get("X-Groups"), h.Get("X-Roles")}
+			if !slices.Equal(got, want) {
+				t.Errorf("upstream saw X-Sub, X-Username, X-Email, X-Groups, X-Roles %q, want %q", got, want)
+			}
+			return
+		}
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, c.says) {
+			t.Fatalf("status %d, want 401 with the form saying %q:\n%s", resp.StatusCode, c.says, body)
+		}
+		line := logs.audit(t, resp, "login_failed")
+		if line["reason"] != "invalid_credentials" || !strings.Contains(fmt.Sprint(line["err"]), c.err) {
+			t.Errorf("login_failed reason %v, err %q; want invalid_credentials and an err saying %q", line["reason"], line["err"], c.err)
+		}
+		if c.logged == "" {
+			return
+		}
+		lines := logs.find(t, map[string]any{"msg": c.logged})
+		if len(lines) != before+1 {
+			t.Fatalf("%d %q lines, want 1 more than the %d before", len(lines), c.logged, before)
+		}
+		if got := fmt.Sprint(lines[len(lines)-1]["err"]); !strings.Contains(got, c.loggedErr) {
+			t.Errorf("%q line's err = %q, want it to say %q", c.logged, got, c.loggedErr)
+		}
+	}
+	for i, c := range rows {
+		t.Run(c.name, func(t *testing.T) { check(t, c, "10.39.1."+strconv.Itoa(i+1)) })
+	}
+
+	t.Run("the filter without objectCategory=person matches the computer account", func(t *testing.T) {
+		// The contrast to the docs' filter above: found, so the
+		// directory is asked for its password.
+		b := fromAddr(browser(t), "10.39.2.1")
+		form := openForm(t, b, s.URL+"/.portcullis/ldap/ad-user-class?rd=/tasks")
+		resp, body := form.submit(t, b, "WS01$", "Wrong-Pass1!")
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("status %d, want 401:\n%s", resp.StatusCode, body)
+		}
+		if line := logs.audit(t, resp, "login_failed"); !strings.Contains(fmt.Sprint(line["err"]), "refused the password of CN=WS01,") {
+			t.Errorf("login_failed err %q, want the computer's entry found and its password refused", line["err"])
+		}
+	})
+
+	t.Run("a locked account (775), after the policy's 3 wrong passwords", func(t *testing.T) {
+		for i, p := range []string{"Wrong-1!", "Wrong-2!", "Wrong-3!"} {
+			b := fromAddr(browser(t), "10.39.3."+strconv.Itoa(i+1))
+			form := openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+			if resp, body := form.submit(t, b, "locked", p); resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("password %q first: status %d, want 401:\n%s", p, resp.StatusCode, body)
+			}
+		}
+		check(t, row{id: "ad", user: "locked", password: "Right-Pass1!", says: wrong,
+			logged: "ldap: password refused", loggedErr: "data 775,", err: "refused the password of CN=locked,"}, "10.39.3.9")
+	})
+
+	t.Run("sAMAccountName and UPN share one account's failure limit", func(t *testing.T) {
+		for i := range 5 {
+			b := fromAddr(browser(t), "10.39.4."+strconv.Itoa(i+1))
+			form := openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+			if resp, body := form.submit(t, b, "carol", "Wrong-Pass1!"); resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("wrong password %d: status %d, want 401:\n%s", i+1, resp.StatusCode, body)
+			}
+		}
+		binds := logs.find(t, map[string]any{"msg": "ldap: password refused"})
+		b := fromAddr(browser(t), "10.39.4.9")
+		form := openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+		resp, body := form.submit(t, b, "carol@ad.example.com", "Carol-Pass1!")
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, wrong) {
+			t.Fatalf("the UPN with the right password: status %d, want 401 %q:\n%s", resp.StatusCode, wrong, body)
+		}
+		if after := logs.find(t, map[string]any{"msg": "ldap: password refused"}); len(after) != len(binds) {
+			t.Errorf("the held-back UPN's password went to the directory: %v", after[len(after)-1])
+		}
+		form = openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+		if resp, body := form.submit(t, b, "carol", "Carol-Pass1!"); resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("sAMAccountName with the right password: status %d, want 429:\n%s", resp.StatusCode, body)
+		}
+	})
+
+	call := func(user, password string) (*http.Response, string) {
+		t.Helper()
+		s.Upstream.Reset()
+		req, _ := http.NewRequest("GET", s.URL+"/legacy/items", nil)
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("X-Forwarded-For", "10.39.6.1")
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(user+":"+password)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(body)
+	}
+	t.Run("basic_auth: the right password reaches the upstream as that user", func(t *testing.T) {
+		resp, body := call("alice", "Alice-Pass1!")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		got, _ := s.Upstream.Last()
+		h := got.Header
+		want := []string{aliceGUID, "alice", "alice@ad.example.com", admins + "|" + users, "admin", ""}
+		if g := []string{h.Get("X-Sub"), h.Get("X-Username"), h.Get("X-Email"), h.Get("X-Groups"), h.Get("X-Roles"), h.Get("Authorization")}; !slices.Equal(g, want) {
+			t.Errorf("upstream saw X-Sub, X-Username, X-Email, X-Groups, X-Roles, Authorization %q, want %q", g, want)
+		}
+	})
+	t.Run("basic_auth: a wrong password gets 401", func(t *testing.T) {
+		resp, body := call("alice", "Wrong-Pass1!")
+		if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic realm=") {
+			t.Errorf("status %d WWW-Authenticate %q, want 401 asking for Basic credentials: %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+		}
+		if _, reached := s.Upstream.Last(); reached {
+			t.Errorf("the request reached the upstream")
+		}
+	})
+}
