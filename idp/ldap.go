@@ -123,8 +123,11 @@ func (p *LDAPProvider) checkLoop(ctx context.Context) {
 		err := p.check(ctx)
 		if setup, ok := errors.AsType[*SetupError](err); ok {
 			msg := "ldap: the directory refuses the service account"
-			if setup.Reason != "service_bind" {
+			switch setup.Reason {
+			case "directory_certificate":
 				msg = "ldap: the directory's certificate is refused"
+			case "directory_requires_tls":
+				msg = "ldap: the directory requires TLS"
 			}
 			p.log.Error(msg, "reason", setup.Reason, "hint", setup.Hint, "err", err)
 		} else if err != nil && ctx.Err() == nil {
@@ -181,9 +184,12 @@ func (p *LDAPProvider) serviceConn(ctx context.Context) (*ldap.Conn, error) {
 		if reused && attempt == 0 && isUnavailable(err) {
 			continue
 		}
-		refused := passwordRefused(err)
+		refused, wantsTLS := passwordRefused(err), p.wantsTLS(err)
 		err = fmt.Errorf("ldap %s: bind as service account: %w: %w", p.cfg.ID, ErrNotReady, err)
-		if refused {
+		switch {
+		case wantsTLS:
+			err = p.requiresTLSError(err)
+		case refused:
 			// Not the directory being away, which waiting mends: every
 			// login fails so until the configuration changes.
 			hint := fmt.Sprintf("the directory refused the service account: check bind_dn (%q) and bind_password (or %s); "+
@@ -196,6 +202,27 @@ func (p *LDAPProvider) serviceConn(ctx context.Context) (*ldap.Conn, error) {
 		p.setState(err)
 		return nil, err
 	}
+}
+
+// wantsTLS tells a bind refused because the connection is not encrypted:
+// Active Directory with LDAP signing required (Windows Server 2025's
+// default; Samba's `ldap server require strong auth`, on by default)
+// answers strongerAuthRequired, OpenLDAP with olcSecurity's tls or ssf
+// confidentialityRequired. Over TLS the same codes mean something else
+// (AD's channel binding, a stronger ssf), which TLS would not mend.
+func (p *LDAPProvider) wantsTLS(err error) bool {
+	return p.pool.tls == nil && ldap.IsErrorAnyOf(err, ldap.LDAPResultStrongAuthRequired, ldap.LDAPResultConfidentialityRequired)
+}
+
+// requiresTLSError is err, a bind that wantsTLS, as the *SetupError it is:
+// every login fails so until the url or start_tls changes, and "try again
+// in a moment" would send users away to come back to the same refusal.
+func (p *LDAPProvider) requiresTLSError(err error) error {
+	err = setupError("directory_requires_tls", fmt.Sprintf("the directory refuses passwords over a connection without TLS: "+
+		"use ldaps://%s (port 636) or keep ldap:// with start_tls: true, and ca_file when its CA is not in the system's trust store",
+		p.pool.url.Hostname()), err)
+	p.setState(err)
+	return err
 }
 
 func (p *LDAPProvider) bindService(c *ldap.Conn) error {
@@ -261,6 +288,9 @@ func (p *LDAPProvider) Authenticate(r *http.Request, username, password string, 
 			// since it says so whatever the password.
 			p.log.Info("ldap: password refused", "dn", entry.DN, "err", err)
 			return nil, fmt.Errorf("%w: the directory refused the password of %s", ErrInvalidCredentials, entry.DN)
+		}
+		if p.wantsTLS(err) {
+			return nil, p.requiresTLSError(p.classify("bind as user", err))
 		}
 		return nil, p.classify("bind as user", err)
 	}

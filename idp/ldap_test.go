@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/portcullis-proxy/portcullis/test/ldapserver"
@@ -789,6 +790,72 @@ func TestLDAPWarnings(t *testing.T) {
 			c := Config{ID: "ad", Protocol: LDAP, URL: tt.url, StartTLS: tt.startTLS}
 			if got := c.Warnings(); !slices.Equal(got, tt.want) {
 				t.Errorf("Warnings() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// bindRefuser is a directory that answers every bind with code and
+// diagnostic, and closes the connection at anything else.
+func bindRefuser(t *testing.T, code int64, diagnostic string) string {
+	t.Helper()
+	return process.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		for {
+			req, err := ber.ReadPacket(c)
+			if err != nil || len(req.Children) < 2 || req.Children[1].Tag != ldap.ApplicationBindRequest {
+				return
+			}
+			res := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "")
+			res.AppendChild(req.Children[0]) // the message ID
+			bind := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationBindResponse, nil, "")
+			bind.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, code, ""))
+			bind.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "", ""))
+			bind.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, diagnostic, ""))
+			res.AppendChild(bind)
+			if _, err := c.Write(res.Bytes()); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// A directory that refuses simple binds over a connection without TLS
+// (Active Directory with LDAP signing required, Samba by default:
+// strongerAuthRequired; OpenLDAP with olcSecurity tls: confidentiality
+// required) is a directory_requires_tls SetupError whose hint says to use
+// ldaps:// or start_tls: waiting does not mend it, and "unavailable" sent
+// the administrator looking at the network.
+func TestLDAPDirectoryRequiresTLS(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		code       int64
+		diagnostic string
+		bindDN     string
+	}{
+		{"Active Directory, LDAP signing required", ldap.LDAPResultStrongAuthRequired,
+			`00002028: LdapErr: DSID-0C090259, comment: The server requires binds to turn on integrity checking if SSL\TLS are not already active on the connection, data 0, v4563`, ldapserver.ServiceDN},
+		{"Samba", ldap.LDAPResultStrongAuthRequired, "BindSimple: Transport encryption required.", ldapserver.ServiceDN},
+		{"OpenLDAP, olcSecurity tls=1", ldap.LDAPResultConfidentialityRequired, "TLS confidentiality required", ldapserver.ServiceDN},
+		{"anonymous, without bind_dn", ldap.LDAPResultConfidentialityRequired, "TLS confidentiality required", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ldapTestConfig("ldap://" + bindRefuser(t, tc.code, tc.diagnostic))
+			if tc.bindDN == "" {
+				c.BindDN, c.BindPassword = "", ""
+			}
+			p := newTestLDAP(t, c)
+			_, err := p.Authenticate(httptest.NewRequest("POST", "/", nil), "alice", ldapserver.AlicePassword, nil)
+			setup, ok := errors.AsType[*SetupError](err)
+			if !errors.Is(err, ErrNotReady) || !ok || setup.Reason != "directory_requires_tls" ||
+				!strings.Contains(setup.Hint, "ldaps://") || !strings.Contains(setup.Hint, "start_tls: true") {
+				t.Fatalf("got %v (%#v), want ErrNotReady as a directory_requires_tls SetupError whose hint names ldaps:// and start_tls: true", err, setup)
+			}
+			if !strings.Contains(err.Error(), tc.diagnostic) {
+				t.Errorf("err %q does not carry the directory's words %q", err, tc.diagnostic)
+			}
+			if ready, _ := errors.AsType[*SetupError](p.Ready()); ready == nil || ready.Reason != "directory_requires_tls" {
+				t.Errorf("Ready: %v, want the directory_requires_tls SetupError", p.Ready())
 			}
 		})
 	}

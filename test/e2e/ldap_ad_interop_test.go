@@ -4,8 +4,8 @@ package e2e
 // controller (Samba's, test/adserver) with the docs' configuration as it
 // stands: logins by sAMAccountName and by UPN, nested groups through
 // LDAP_MATCHING_RULE_IN_CHAIN, memberOf, objectGUID as the uid, AD's data
-// codes for accounts it refuses, ldaps:// and StartTLS with ca_file, and
-// basic_auth.
+// codes for accounts it refuses, ldaps:// and StartTLS with ca_file,
+// plain ldap:// (which AD refuses simple binds over), and basic_auth.
 
 import (
 	"encoding/base64"
@@ -135,10 +135,12 @@ func TestLDAPActiveDirectory(t *testing.T) {
 	entries := adEntry("ad", dc.URL, startTLS, "", "") +
 		adEntry("ad-ldaps", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "", "") +
 		adEntry("ad-memberof", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "", "-") +
-		adEntry("ad-user-class", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "(&(objectClass=user)(sAMAccountName={username}))", "")
+		adEntry("ad-user-class", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "(&(objectClass=user)(sAMAccountName={username}))", "") +
+		adEntry("ad-plain", dc.URL, "", "", "")
 	config := strings.Replace(adConfig, "IDENTITY_PROVIDERS", entries, 1)
 	s := listen(t)
-	logs := s.startLogged(t, config)
+	// Not waiting for every IdP: ad-plain is never ready.
+	logs := s.serveLogged(t, config)
 
 	admins, users := adserver.GroupDN("CVAT Admins"), adserver.GroupDN("CVAT Users")
 	aliceGUID := dc.GUID(t, "alice")
@@ -270,6 +272,18 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		form = openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
 		if resp, body := form.submit(t, b, "carol", "Carol-Pass1!"); resp.StatusCode != http.StatusTooManyRequests {
 			t.Errorf("sAMAccountName with the right password: status %d, want 429:\n%s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("plain ldap:// without TLS: the operator is told the directory wants TLS", func(t *testing.T) {
+		b := fromAddr(browser(t), "10.39.5.1")
+		form := openForm(t, b, s.URL+"/.portcullis/ldap/ad-plain?rd=/tasks")
+		resp, body := form.submit(t, b, "alice", "Alice-Pass1!")
+		resp.Body = io.NopCloser(strings.NewReader(body))
+		line := operatorSees(t, s, logs, resp, http.StatusServiceUnavailable, "not set up right", "directory_requires_tls",
+			"ldaps://", "start_tls: true")
+		if err := fmt.Sprint(line["err"]); !strings.Contains(err, "bind as service account") {
+			t.Errorf("login_failed err %q does not name the step", err)
 		}
 	})
 
