@@ -31,7 +31,7 @@ retry() {
 	return 1
 }
 
-apt_packages=(chromium slapd ldap-utils 389-ds-base redis-server nginx-light haproxy caddy apache2-bin simplesamlphp php8.2-cli php8.2-xml)
+apt_packages=(chromium slapd ldap-utils 389-ds-base samba-ad-dc samba-ad-provision redis-server nginx-light haproxy caddy apache2-bin simplesamlphp php8.2-cli php8.2-xml)
 missing=()
 for pkg in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

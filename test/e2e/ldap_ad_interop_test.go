@@ -182,6 +182,10 @@ func TestLDAPActiveDirectory(t *testing.T) {
 			says: "Your account may not sign in from here.", logged: "ldap: account refused", loggedErr: "data 531,", err: "(531)"},
 		{name: "a disabled account (533)", id: "ad", user: "disabled", password: "Right-Pass1!", says: wrong,
 			logged: "ldap: password refused", loggedErr: "data 533,", err: "refused the password of CN=disabled,"},
+		{name: "a disabled account, wrong password: AD says 52e", id: "ad", user: "disabled", password: "Wrong-Pass1!", says: wrong,
+			logged: "ldap: password refused", loggedErr: "data 52e,", err: "refused the password of CN=disabled,"},
+		{name: "outside logon hours, wrong password: AD says 52e", id: "ad", user: "hours", password: "Wrong-Pass1!", says: wrong,
+			logged: "ldap: password refused", loggedErr: "data 52e,", err: "refused the password of CN=hours,"},
 		{name: "an expired account (701)", id: "ad", user: "acctexpired", password: "Right-Pass1!", says: wrong,
 			logged: "ldap: password refused", loggedErr: "data 701,", err: "refused the password of CN=acctexpired,"},
 	}
