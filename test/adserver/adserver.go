@@ -107,7 +107,8 @@ func Start(t testing.TB) *Server {
 
 	provisioned := time.Now()
 	dc := filepath.Join(s.dir, "dc")
-	provision := exec.Command(tool, "domain", "provision", "--targetdir="+dc,
+	// Provisioning chowns the sysvol share to root: as root too.
+	provision := s.command(tool, "domain", "provision", "--targetdir="+dc,
 		"--realm="+Realm, "--domain="+NetBIOSDomain, "--adminpass="+AdminPassword,
 		"--server-role=dc", "--dns-backend=NONE", "--use-rfc2307", "--host-ip="+s.Addr,
 		"--option=interfaces="+s.Addr+"/8", "--option=bind interfaces only=yes",
@@ -116,13 +117,20 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("adserver: samba-tool domain provision: %v\n%s", err, out)
 	}
 	s.ProvisionTime = time.Since(provisioned)
+	if s.sudo {
+		// writeTLS edits it.
+		conf := filepath.Join(dc, "etc", "smb.conf")
+		if out, err := s.command("chown", fmt.Sprint(os.Geteuid()), conf).CombinedOutput(); err != nil {
+			t.Fatalf("adserver: chown %s: %v: %s", conf, err, out)
+		}
+	}
 	s.writeTLS(t)
 
 	t.Cleanup(func() {
 		s.Stop()
 		if s.sudo {
 			// Files samba made as root would make t.TempDir's removal fail.
-			_ = exec.Command("sudo", "-n", "chown", "-R", fmt.Sprint(os.Geteuid()), s.dir).Run()
+			_ = s.command("chown", "-R", fmt.Sprint(os.Geteuid()), s.dir).Run()
 		}
 		if t.Failed() {
 			t.Logf("adserver: samba output:\n%s", s.logs)
@@ -132,6 +140,14 @@ func Start(t testing.TB) *Server {
 	s.Add(t, User("cvat_bind", ServicePassword))
 	s.StartupTime = time.Since(began)
 	return s
+}
+
+// command is name run as root: through `sudo -n` when the tests are not.
+func (s *Server) command(name string, args ...string) *exec.Cmd {
+	if s.sudo {
+		return exec.Command("sudo", append([]string{"-n", name}, args...)...)
+	}
+	return exec.Command(name, args...)
 }
 
 // freeLoopback picks a 127.x.y.z nobody listens on at 389.
@@ -162,7 +178,7 @@ func (s *Server) writeTLS(t testing.TB) {
 	pair.Write(t, certFile, keyFile)
 	if s.sudo {
 		// Samba refuses a key file that is not its own user's.
-		if out, err := exec.Command("sudo", "-n", "chown", "0", keyFile).CombinedOutput(); err != nil {
+		if out, err := s.command("chown", "0", keyFile).CombinedOutput(); err != nil {
 			t.Fatalf("adserver: sudo -n chown 0 %s: %v: %s", keyFile, err, out)
 		}
 	}
@@ -197,11 +213,7 @@ func (s *Server) start(t testing.TB, samba string) {
 	defer s.mu.Unlock()
 	// -i: in the foreground, logging to stdout; -M single: one process,
 	// which SIGTERM ends.
-	args := []string{samba, "-i", "-M", "single", "-s", filepath.Join(s.dir, "dc", "etc", "smb.conf")}
-	if s.sudo {
-		args = append([]string{"sudo", "-n"}, args...)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := s.command(samba, "-i", "-M", "single", "-s", filepath.Join(s.dir, "dc", "etc", "smb.conf"))
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	ldap, ldaps := process.Accepts(net.JoinHostPort(s.Addr, "389")), process.Accepts(net.JoinHostPort(s.Addr, "636"))
 	done, err := process.Start(cmd, func() bool { return ldap() && ldaps() }, 30*time.Second)
@@ -286,11 +298,7 @@ m = ldb.Message(found[0].dn)
 m["pwdLastSet"] = ldb.MessageElement(sys.argv[3], ldb.FLAG_MOD_REPLACE, "pwdLastSet")
 db.modify(m)
 `
-	args := []string{python, "-c", script, partition, sAMAccountName, fmt.Sprint(set)}
-	if s.sudo {
-		args = append([]string{"sudo", "-n"}, args...)
-	}
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+	if out, err := s.command(python, "-c", script, partition, sAMAccountName, fmt.Sprint(set)).CombinedOutput(); err != nil {
 		t.Fatalf("adserver: set pwdLastSet of %s: %v\n%s", sAMAccountName, err, out)
 	}
 }
@@ -362,11 +370,7 @@ func (s *Server) GUID(t testing.TB, sAMAccountName string) string {
 	if err != nil {
 		t.Fatalf("adserver: %v", err)
 	}
-	args := []string{tool, "user", "show", sAMAccountName, "--attributes=objectGUID", "-H", filepath.Join(s.dir, "dc", "private", "sam.ldb")}
-	if s.sudo {
-		args = append([]string{"sudo", "-n"}, args...)
-	}
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	out, err := s.command(tool, "user", "show", sAMAccountName, "--attributes=objectGUID", "-H", filepath.Join(s.dir, "dc", "private", "sam.ldb")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("adserver: samba-tool user show %s: %v\n%s", sAMAccountName, err, out)
 	}
