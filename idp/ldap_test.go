@@ -822,25 +822,34 @@ func bindRefuser(t *testing.T, code int64, diagnostic string) string {
 
 // A directory that refuses simple binds over a connection without TLS
 // (Active Directory with LDAP signing required, Samba by default:
-// strongerAuthRequired; OpenLDAP with olcSecurity tls: confidentiality
+// strongerAuthRequired; OpenLDAP with olcSecurity: confidentiality
 // required) is a directory_requires_tls SetupError whose hint says to use
 // ldaps:// or start_tls: waiting does not mend it, and "unavailable" sent
-// the administrator looking at the network.
+// the administrator looking at the network. Active Directory's words come
+// from a stand-in, as Windows cannot run here (test/e2e has Samba's);
+// OpenLDAP's from slapd, refusing the service account's bind or, without
+// bind_dn, the user's.
 func TestLDAPDirectoryRequiresTLS(t *testing.T) {
+	slapd := func(t *testing.T) string {
+		dir := ldapserver.Start(t, ldapserver.Options{})
+		dir.ReadableByAnyone(t)
+		dir.RequireTLSForBinds(t)
+		return dir.URL
+	}
 	for _, tc := range []struct {
 		name       string
-		code       int64
+		directory  func(t *testing.T) string
 		diagnostic string
 		bindDN     string
 	}{
-		{"Active Directory, LDAP signing required", ldap.LDAPResultStrongAuthRequired,
-			`00002028: LdapErr: DSID-0C090259, comment: The server requires binds to turn on integrity checking if SSL\TLS are not already active on the connection, data 0, v4563`, ldapserver.ServiceDN},
-		{"Samba", ldap.LDAPResultStrongAuthRequired, "BindSimple: Transport encryption required.", ldapserver.ServiceDN},
-		{"OpenLDAP, olcSecurity tls=1", ldap.LDAPResultConfidentialityRequired, "TLS confidentiality required", ldapserver.ServiceDN},
-		{"anonymous, without bind_dn", ldap.LDAPResultConfidentialityRequired, "TLS confidentiality required", ""},
+		{"Active Directory, LDAP signing required", func(t *testing.T) string {
+			return "ldap://" + bindRefuser(t, ldap.LDAPResultStrongAuthRequired, adSigningRequired)
+		}, adSigningRequired, ldapserver.ServiceDN},
+		{"OpenLDAP, olcSecurity simple_bind=64", slapd, "confidentiality required", ldapserver.ServiceDN},
+		{"OpenLDAP, anonymous, without bind_dn", slapd, "confidentiality required", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := ldapTestConfig("ldap://" + bindRefuser(t, tc.code, tc.diagnostic))
+			c := ldapTestConfig(tc.directory(t))
 			if tc.bindDN == "" {
 				c.BindDN, c.BindPassword = "", ""
 			}
@@ -860,3 +869,7 @@ func TestLDAPDirectoryRequiresTLS(t *testing.T) {
 		})
 	}
 }
+
+// adSigningRequired is Active Directory's answer to a simple bind over
+// plain LDAP when its LDAP server signing requirement is on.
+const adSigningRequired = `00002028: LdapErr: DSID-0C090259, comment: The server requires binds to turn on integrity checking if SSL\TLS are not already active on the connection, data 0, v4563`

@@ -267,6 +267,39 @@ func (s *Server) Restart() {
 	s.start()
 }
 
+// RequireTLSForBinds makes slapd take passwords over TLS only
+// (olcSecurity simple_bind=64): a simple bind with a password over plain
+// ldap:// gets confidentialityRequired (13). Set once the tree is loaded,
+// which the harness does so.
+func (s *Server) RequireTLSForBinds(t testing.TB) {
+	t.Helper()
+	s.ModifyConfig(t, "dn: cn=config\nchangetype: modify\nreplace: olcSecurity\nolcSecurity: simple_bind=64\n")
+}
+
+// ReadableByAnyone lets anonymous clients read the tree (but for
+// passwords), as a directory that needs no service account does.
+func (s *Server) ReadableByAnyone(t testing.TB) {
+	t.Helper()
+	s.ModifyConfig(t, "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcAccess\n"+
+		"olcAccess: {0}to attrs=userPassword by anonymous auth by * none\nolcAccess: {1}to * by * read\n")
+}
+
+// ModifyConfig applies ldif (changetype: modify records of cn=config) with
+// slapmodify while slapd is stopped, and starts it again: cn=config has no
+// account to change it over LDAP here.
+func (s *Server) ModifyConfig(t testing.TB, ldif string) {
+	t.Helper()
+	s.Stop()
+	file := filepath.Join(s.dir, "modify-config.ldif")
+	if err := os.WriteFile(file, []byte(ldif), 0o600); err != nil {
+		t.Fatalf("ldapserver: %v", err)
+	}
+	if out, err := command("slapmodify", "-n", "0", "-F", filepath.Join(s.dir, "slapd.d"), "-l", file).CombinedOutput(); err != nil {
+		t.Fatalf("ldapserver: slapmodify -n 0: %v\n%s", err, out)
+	}
+	s.start()
+}
+
 // UserDN is the DN of a user of the default tree under ou=people.
 func UserDN(uid string) string { return "uid=" + uid + "," + PeopleDN }
 
