@@ -122,7 +122,7 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 		// the username finds is counted as for any client, with the
 		// username, which the cookie kept out of the count.
 		if keys.device == "" || !device.SignedInTo(account) {
-			extra := loginKeys{account: account}
+			extra := loginKeys{account: accountLimitKey(dn)}
 			if keys.user == "" {
 				extra.user = userKey(id, username)
 				trust = []slog.Attr{slog.String("device", deviceOtherAccount)}

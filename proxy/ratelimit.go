@@ -201,7 +201,7 @@ func newLoginLimits() *loginLimits {
 // (trustedKeys).
 type loginKeys struct {
 	user    string // userKey
-	account string // accountKey
+	account string // accountLimitKey
 	device  string // deviceKey
 	addr    string // addrKey
 	// taken are the counts in Redis that take made (sharedLimits), for
@@ -229,13 +229,24 @@ func deviceKey(idpID, nonce string) string {
 	return idpID + "\x00" + nonce
 }
 
-// accountKey identifies a directory account: the DN of its entry at an
-// IdP, as the directory returned it, in lower case (DNs compare without
-// case). Every spelling of a username that finds the entry (uid or mail,
-// sAMAccountName or userPrincipalName) shares it, whatever userKey makes
-// of them.
+// accountKey identifies a directory account at an IdP, as a device cookie
+// names the account its login signed in to: the DN of its entry, as the
+// directory returned it, in lower case (DNs compare without case).
 func accountKey(idpID, dn string) string {
 	return idpID + "\x00" + strings.ToLower(dn)
+}
+
+// accountLimitKey is what an account's failures are counted against: its
+// DN in lower case, at every IdP. Every spelling of a username that finds
+// the entry (uid or mail, sAMAccountName or userPrincipalName) shares it,
+// whatever userKey makes of them, and so does every IdP entry that reaches
+// the directory: two entries for one domain (one per domain controller,
+// ldaps:// beside StartTLS, other groups) each had five guesses of their
+// own at every account, 19 binds to one account from 4 entries against
+// Samba, where 5 were promised. Accounts of two directories with one DN
+// share a limit; that only holds back more.
+func accountLimitKey(dn string) string {
+	return strings.ToLower(dn)
 }
 
 // maxUserKeyBytes is as long a username as the LDAP provider checks at all;

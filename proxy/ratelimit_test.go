@@ -118,19 +118,19 @@ func TestLoginLimits(t *testing.T) {
 	dn := "uid=carol,ou=people,dc=example,dc=com"
 	for i := range 5 {
 		k := attemptKeys("corp", "carol", netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}))
-		k.account = accountKey("corp", dn)
+		k.account = accountLimitKey(dn)
 		l.take(k, t0)
 	}
 	if l.wait(attemptKeys("corp", "carol@example.com", a), t0) != 0 {
 		t.Errorf("another spelling is held back before its account is known")
 	}
-	if l.wait(loginKeys{account: accountKey("corp", "UID=Carol,ou=people,dc=example,dc=com")}, t0) == 0 {
+	if l.wait(loginKeys{account: accountLimitKey("UID=Carol,ou=people,dc=example,dc=com")}, t0) == 0 {
 		t.Errorf("carol's account (its DN in any case) is not held back after 5 failures")
 	}
 	k := attemptKeys("corp", "carol@example.com", a)
-	k.account = accountKey("corp", dn)
+	k.account = accountLimitKey(dn)
 	l.succeeded(k, t0)
-	if l.wait(loginKeys{account: accountKey("corp", dn)}, t0) != 0 {
+	if l.wait(loginKeys{account: accountLimitKey(dn)}, t0) != 0 {
 		t.Errorf("a success under another spelling did not clear the account's failures")
 	}
 

@@ -46,7 +46,7 @@ func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
 
 	// The account the directory found is shared too.
 	k := attemptKeys("corp", "dave", addr)
-	k.account = accountKey("corp", "uid=dave,dc=example,dc=com")
+	k.account = accountLimitKey("uid=dave,dc=example,dc=com")
 	for range userFailureBurst {
 		one.take(k, now)
 	}
@@ -213,7 +213,7 @@ func TestSharedFailedLoginLimits(t *testing.T) {
 		{"a window lasts failureWindow from the first failure, under names that hold no username or address", func(t *testing.T, e env) {
 			one := e.replica(0)
 			k := attemptKeys("corp", "alice", addr)
-			k.account = accountKey("corp", "uid=alice,dc=example,dc=com")
+			k.account = accountLimitKey("uid=alice,dc=example,dc=com")
 			one.take(k, e.now)
 			keys, err := e.admin.Keys(t.Context(), "*").Result()
 			if err != nil {

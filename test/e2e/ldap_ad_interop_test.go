@@ -15,10 +15,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/test/adserver"
+	"golang.org/x/text/width"
 )
 
 const adConfig = `
@@ -86,8 +88,8 @@ func adEntry(id, url, extra, userFilter, groupSearch string) string {
 `, id, url, extra, adserver.ServiceDN, adserver.ServicePassword, adserver.UsersDN, userFilter, groupSearch)
 }
 
-// adTree: alice in CVAT Admins, which is in CVAT Users; carol for the
-// failure limit; the accounts AD refuses with a data code; a computer
+// adTree: alice in CVAT Admins, which is in CVAT Users; carol, dave,
+// erin and José for the failure limit; the accounts AD refuses with a data code; a computer
 // account in CN=Users; and a lockout threshold of 3 for locked only, by a
 // fine-grained password policy (the domain's stays 0, so the tests' wrong
 // passwords lock nobody else).
@@ -96,6 +98,12 @@ func adTree() string {
 	never := base64.StdEncoding.EncodeToString(make([]byte, 21)) // logonHours: no hour allowed
 	return adserver.User("alice", "Alice-Pass1!", "givenName", "Alice") +
 		adserver.User("carol", "Carol-Pass1!") +
+		adserver.User("dave", "Dave-Pass1!") +
+		adserver.User("erin", "Erin-Pass1!") +
+		// José's names in base64, as LDIF takes any beyond ASCII.
+		"dn: CN=jose," + adserver.UsersDN + "\nobjectClass: user\nsAMAccountName:: " + base64.StdEncoding.EncodeToString([]byte("José")) +
+		"\nuserPrincipalName:: " + base64.StdEncoding.EncodeToString([]byte("José@"+adserver.DNSDomain)) +
+		"\nsn: Tester\nunicodePwd:: " + adserver.UnicodePwd("Jose-Pass1!") + "\nuserAccountControl: 512\n\n" +
 		adserver.User("mustchange", password, "pwdLastSet", "0") +
 		adserver.User("expired", password) +
 		adserver.User("hours", password, "logonHours:", never) +
@@ -279,18 +287,6 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		}
 	})
 
-	t.Run("plain ldap:// without TLS: the operator is told the directory wants TLS", func(t *testing.T) {
-		b := fromAddr(browser(t), "10.39.5.1")
-		form := openForm(t, b, s.URL+"/.portcullis/ldap/ad-plain?rd=/tasks")
-		resp, body := form.submit(t, b, "alice", "Alice-Pass1!")
-		resp.Body = io.NopCloser(strings.NewReader(body))
-		line := operatorSees(t, s, logs, resp, http.StatusServiceUnavailable, "not set up right", "directory_requires_tls",
-			"ldaps://", "start_tls: true")
-		if err := fmt.Sprint(line["err"]); !strings.Contains(err, "bind as service account") {
-			t.Errorf("login_failed err %q does not name the step", err)
-		}
-	})
-
 	call := func(user, password string) (*http.Response, string) {
 		t.Helper()
 		s.Upstream.Reset()
@@ -306,6 +302,88 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		resp.Body.Close()
 		return resp, string(body)
 	}
+	// Every IdP entry above that reaches the domain controller: a second
+	// entry for one domain (another DC, ldaps:// beside StartTLS, other
+	// groups) is the same accounts.
+	reaching := []string{"ad", "ad-ldaps", "ad-memberof", "ad-user-class"}
+	t.Run("every spelling Samba matches, at every entry, shares the account's five binds", func(t *testing.T) {
+		// Samba finds dave by each of these (case, spaces at either end,
+		// the UPN with its suffix in any case); the full-width one and
+		// the tab it does not find, and the limits count them as dave.
+		spell := func(name string) []string {
+			upper := strings.ToUpper(name)
+			return []string{name, upper, " " + name, name + " ", name + "@" + adserver.DNSDomain, upper + "@AD.EXAMPLE.COM",
+				name + "@AD.example.com ", width.Widen.String(name), name + "\t"}
+		}
+		type attack struct {
+			account, dn string
+			spellings   []string
+			addr        func(i int) string
+		}
+		attacks := []attack{
+			{"dave, from one address", adserver.UserDN("dave"), spell("dave"), func(int) string { return "10.39.7.1" }},
+			{"erin, from a new address each time", adserver.UserDN("erin"), spell("erin"), func(i int) string { return "10.39.8." + strconv.Itoa(i+1) }},
+			{"José, from a new address each time", "CN=jose," + adserver.UsersDN, append(spell("José"), "JOSÉ", "josé", "josé@AD.EXAMPLE.COM"),
+				func(i int) string { return "10.39.9." + strconv.Itoa(i+1) }},
+		}
+		refusedBinds := func(dn string) int {
+			return len(logs.find(t, map[string]any{"msg": "ldap: password refused", "dn": dn}))
+		}
+		// At once, a few at a time: each refusal waits for the floor.
+		var wg sync.WaitGroup
+		slots := make(chan struct{}, 12)
+		for _, a := range attacks {
+			i := 0
+			for _, u := range a.spellings {
+				for _, id := range reaching {
+					addr := a.addr(i)
+					i++
+					wg.Go(func() {
+						slots <- struct{}{}
+						defer func() { <-slots }()
+						b := fromAddr(browser(t), addr)
+						form := openForm(t, b, s.URL+"/.portcullis/ldap/"+id+"?rd=/tasks")
+						if resp, body := form.submit(t, b, u, "Wrong-Pass1!"); resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusTooManyRequests {
+							t.Errorf("%s: %q at %s: status %d, want 401 or 429:\n%s", a.account, u, id, resp.StatusCode, body)
+						}
+					})
+				}
+			}
+		}
+		wg.Wait()
+		for _, a := range attacks {
+			if n := refusedBinds(a.dn); n != 5 {
+				t.Errorf("%s: %d spellings at %d entries: %d wrong passwords reached the directory, want 5", a.account, len(a.spellings), len(reaching), n)
+			}
+		}
+		// The right password, spelled anew at an entry it was not tried
+		// at, from a new address: held back, as a wrong one.
+		before := refusedBinds(adserver.UserDN("dave"))
+		b := fromAddr(browser(t), "10.39.7.99")
+		form := openForm(t, b, s.URL+"/.portcullis/ldap/ad-user-class?rd=/tasks")
+		if resp, body := form.submit(t, b, "Dave@Ad.Example.Com", "Dave-Pass1!"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, wrong) {
+			t.Errorf("dave's right password as Dave@Ad.Example.Com: status %d, want 401 %q:\n%s", resp.StatusCode, wrong, body)
+		}
+		if resp, body := call("ERIN@ad.example.com", "Erin-Pass1!"); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("erin's right password by Basic auth as ERIN@ad.example.com: status %d, want 401: %s", resp.StatusCode, body)
+		}
+		if n := refusedBinds(adserver.UserDN("dave")); n != before {
+			t.Errorf("dave's held-back password reached the directory")
+		}
+	})
+
+	t.Run("plain ldap:// without TLS: the operator is told the directory wants TLS", func(t *testing.T) {
+		b := fromAddr(browser(t), "10.39.5.1")
+		form := openForm(t, b, s.URL+"/.portcullis/ldap/ad-plain?rd=/tasks")
+		resp, body := form.submit(t, b, "alice", "Alice-Pass1!")
+		resp.Body = io.NopCloser(strings.NewReader(body))
+		line := operatorSees(t, s, logs, resp, http.StatusServiceUnavailable, "not set up right", "directory_requires_tls",
+			"ldaps://", "start_tls: true")
+		if err := fmt.Sprint(line["err"]); !strings.Contains(err, "bind as service account") {
+			t.Errorf("login_failed err %q does not name the step", err)
+		}
+	})
+
 	t.Run("basic_auth: the right password reaches the upstream as that user", func(t *testing.T) {
 		resp, body := call("alice", "Alice-Pass1!")
 		if resp.StatusCode != http.StatusOK {
