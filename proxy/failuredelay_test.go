@@ -312,3 +312,45 @@ func TestLDAPLimitedAccountAnsweredAsAWrongPassword(t *testing.T) {
 		}
 	}
 }
+
+// Two identity provider entries that reach one directory (one per domain
+// controller, ldaps:// beside StartTLS) share each account's failures:
+// five wrong passwords at one hold the account back at the other, before
+// the password is tried, where each entry used to give every account five
+// guesses of its own.
+func TestLDAPAccountFailuresAreSharedByEntriesOfOneDirectory(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	cfg := ldapProxyConfig(dir.URL, upstream.URL)
+	entry := cfg[strings.Index(cfg, "    - id: corp-ldap\n"):strings.Index(cfg, "rules:\n")]
+	cfg = strings.Replace(cfg, "rules:\n", strings.Replace(entry, "id: corp-ldap\n", "id: corp-ldap-2\n", 1)+"rules:\n", 1) +
+		"  - name: legacy-2\n    path_prefix: /legacy-2/\n    basic_auth: corp-ldap-2\n    action: authenticate\n"
+	h := newTestHandler(t, cfg)
+	t0 := time.Now()
+	h.now = func() time.Time { return t0 } // the limits do not refill
+	h.pause = func(context.Context, time.Time) {}
+	addr := 0
+	try := func(path, password string) int {
+		addr++
+		r := httptest.NewRequest("GET", path, nil)
+		r.SetBasicAuth(ldapserver.Alice, password)
+		r.RemoteAddr = fmt.Sprintf("203.0.113.%d:40000", addr)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	for i := range userFailureBurst {
+		if code := try("/legacy/api", "guess"); code != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d at corp-ldap: %d, want 401", i+1, code)
+		}
+	}
+	second := h.providers["corp-ldap-2"].impl.(interface{ Binds() int64 })
+	binds := second.Binds()
+	if code := try("/legacy-2/api", ldapserver.AlicePassword); code != http.StatusUnauthorized {
+		t.Errorf("the right password at corp-ldap-2 after %d failures at corp-ldap: %d, want 401", userFailureBurst, code)
+	}
+	if n := second.Binds() - binds; n != 0 {
+		t.Errorf("%d binds at corp-ldap-2 as an account corp-ldap holds back, want none", n)
+	}
+}
