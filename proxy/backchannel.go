@@ -81,10 +81,18 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token was already used"))
 		return
 	}
-	// Sub: the sessions of the user made before they were found by the
-	// IdP's subject, where the profile's sub is that subject.
-	who := session.User{Subject: tok.Subject, Sub: tok.Sub}
-	n, err := revoker.RevokeUser(r.Context(), id, who, tok.SessionID, h.now().Truncate(time.Second))
+	n, err := 0, error(nil)
+	for _, at := range h.logoutTargets(r.Context(), id, tok, raw) {
+		// Sub: the sessions of the user made before they were found by
+		// the IdP's subject, where the profile's sub is that subject.
+		who := session.User{Subject: at.tok.Subject, Sub: at.tok.Sub}
+		var ended int
+		ended, err = revoker.RevokeUser(r.Context(), at.id, who, at.tok.SessionID, h.now().Truncate(time.Second))
+		n += ended
+		if err != nil {
+			break
+		}
+	}
 	if err != nil {
 		h.log.Error("back-channel logout: sessions not ended", "idp", id, "sub", tok.Subject, "sid", tok.SessionID, "err", err)
 		// The token ended nothing (or not all): the IdP's retry of it must
@@ -99,6 +107,37 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	h.audit(r, slog.LevelInfo, "backchannel_logout", slog.String("idp", id), slog.String("sub", tok.Subject),
 		slog.String("sid", tok.SessionID), slog.Int("sessions", n))
 	w.WriteHeader(http.StatusOK)
+}
+
+// logoutTarget is an IdP entry whose sessions a logout token ends, and
+// the token as that entry reads it (its own claim mapping of sub).
+type logoutTarget struct {
+	id  string
+	tok *idp.LogoutToken
+}
+
+// logoutTargets are the entries whose sessions a logout token posted to
+// entry id ends: id, and every other entry that verifies the same token,
+// one with the same issuer and a client_id among its aud. An IdP knows one
+// back-channel URI per client, so two entries for one client (other
+// scopes, a preset beside a generic entry) hear of a logout only at the
+// one registered; the other's sessions of the user stayed signed in after
+// the IdP ended theirs. An entry of another client of the issuer is not
+// named by the token's aud, and keeps its sessions. Another issuer's, or
+// another client's, token fails verification at its iss or aud check,
+// before any signature key is fetched.
+func (h *Handler) logoutTargets(ctx context.Context, id string, tok *idp.LogoutToken, raw string) []logoutTarget {
+	targets := []logoutTarget{{id: id, tok: tok}}
+	for _, p := range h.order {
+		other, ok := p.impl.(idp.BackchannelLogouter)
+		if !ok || p.cfg.ID == id {
+			continue
+		}
+		if t, err := other.VerifyLogoutToken(ctx, raw); err == nil {
+			targets = append(targets, logoutTarget{id: p.cfg.ID, tok: t})
+		}
+	}
+	return targets
 }
 
 func logoutError(code, description string) map[string]string {
