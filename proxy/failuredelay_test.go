@@ -354,3 +354,33 @@ func TestLDAPAccountFailuresAreSharedByEntriesOfOneDirectory(t *testing.T) {
 		t.Errorf("%d binds at corp-ldap-2 as an account corp-ldap holds back, want none", n)
 	}
 }
+
+// A password that one entry checked is no answer for another entry of the
+// same directory whose user_search finds other accounts: the Basic auth
+// cache is each entry's own. corp-ldap-2 admits bob alone, so alice's
+// password, just accepted at corp-ldap, is refused there.
+func TestLDAPBasicAuthCacheIsEachEntrysOwn(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	cfg := ldapProxyConfig(dir.URL, upstream.URL)
+	entry := cfg[strings.Index(cfg, "    - id: corp-ldap\n"):strings.Index(cfg, "rules:\n")]
+	entry = strings.NewReplacer("id: corp-ldap\n", "id: corp-ldap-2\n", "(uid={username})", "(uid={username})(uid=bob)").Replace(entry)
+	cfg = strings.Replace(cfg, "rules:\n", entry+"rules:\n", 1) +
+		"  - name: legacy-2\n    path_prefix: /legacy-2/\n    basic_auth: corp-ldap-2\n    action: authenticate\n"
+	h := newTestHandler(t, cfg)
+	h.pause = func(context.Context, time.Time) {}
+	try := func(path string) int {
+		r := httptest.NewRequest("GET", path, nil)
+		r.SetBasicAuth(ldapserver.Alice, ldapserver.AlicePassword)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	if code := try("/legacy/api"); code != http.StatusOK {
+		t.Fatalf("alice's password at corp-ldap: %d, want 200", code)
+	}
+	if code := try("/legacy-2/api"); code != http.StatusUnauthorized {
+		t.Errorf("alice's password at corp-ldap-2, which finds bob alone, after corp-ldap accepted it: %d, want 401", code)
+	}
+}
