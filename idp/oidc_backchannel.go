@@ -29,8 +29,10 @@ type LogoutToken struct {
 	// user's may be another's sub.
 	Sub       string
 	SessionID string
-	// ID is the jti claim, single-use.
+	// ID is the jti claim, single-use; Issuer, the iss claim, whose tokens
+	// it tells apart.
 	ID       string
+	Issuer   string
 	IssuedAt time.Time
 }
 
@@ -108,7 +110,7 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 	if problem != nil {
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, problem)
 	}
-	out := &LogoutToken{Subject: tok.Subject, SessionID: claims.SID, ID: claims.JTI, IssuedAt: tok.IssuedAt}
+	out := &LogoutToken{Subject: tok.Subject, SessionID: claims.SID, ID: claims.JTI, Issuer: tok.Issuer, IssuedAt: tok.IssuedAt}
 	if p.mapping["sub"] == "sub" {
 		out.Sub = tok.Subject
 	}

@@ -86,7 +86,7 @@ func TestVerifyLogoutToken(t *testing.T) {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
 				}
-				if tok.ID != "jti-1" || tok.Subject != claims["sub"] && claims["sub"] != nil || tok.SessionID != claims["sid"] && claims["sid"] != nil {
+				if tok.ID != "jti-1" || tok.Issuer != li.url || tok.Subject != claims["sub"] && claims["sub"] != nil || tok.SessionID != claims["sid"] && claims["sid"] != nil {
 					t.Errorf("token %+v does not carry the claims %v", tok, claims)
 				}
 				return

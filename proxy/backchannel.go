@@ -68,7 +68,10 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token is not valid"))
 		return
 	}
-	jti := "jti:" + id + ":" + tok.ID
+	// A jti is its issuer's: the token ends the sessions of every entry
+	// that verifies it (logoutTargets), so posted again at another of them
+	// it is a replay too.
+	jti := "jti:" + tok.Issuer + "\x00" + tok.ID
 	first, err := h.logoutTokens.MarkOnce(r.Context(), jti, tok.IssuedAt.Add(idp.LogoutTokenMaxAge+time.Minute))
 	if err != nil {
 		h.log.Error("back-channel logout: the session store is unavailable", "idp", id, "err", err)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,13 +17,19 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// fixedLogoutToken is an IdP whose every logout token verifies to tok.
+// fixedLogoutToken is an IdP whose every logout token verifies to tok, or
+// only the token accept when that is set (as another issuer's tokens fail
+// at their iss).
 type fixedLogoutToken struct {
 	idp.Provider
-	tok idp.LogoutToken
+	tok    idp.LogoutToken
+	accept string
 }
 
-func (f fixedLogoutToken) VerifyLogoutToken(context.Context, string) (*idp.LogoutToken, error) {
+func (f fixedLogoutToken) VerifyLogoutToken(_ context.Context, raw string) (*idp.LogoutToken, error) {
+	if f.accept != "" && raw != f.accept {
+		return nil, errors.New("logout token: issued by another issuer")
+	}
 	tok := f.tok
 	return &tok, nil
 }
@@ -159,7 +166,8 @@ func TestBackchannelLogoutTokenIDsAreEachIdPsOwn(t *testing.T) {
 	h := newTestHandler(t, y)
 	for _, id := range []string{"company", "partner"} {
 		p := h.providers[id]
-		p.impl = fixedLogoutToken{Provider: p.impl, tok: idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", IssuedAt: time.Now()}}
+		p.impl = fixedLogoutToken{Provider: p.impl, accept: id + "-signed",
+			tok: idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", Issuer: "https://" + id + ".example", IssuedAt: time.Now()}}
 	}
 	h.now = func() time.Time { return time.Now().Add(time.Second) } // the session was made before the logout
 	rec := httptest.NewRecorder()
@@ -169,7 +177,7 @@ func TestBackchannelLogoutTokenIDsAreEachIdPsOwn(t *testing.T) {
 	}
 	post := func(id string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest("POST", "/.portcullis/oidc/"+id+"/backchannel-logout",
-			strings.NewReader(url.Values{"logout_token": {"signed"}}.Encode()))
+			strings.NewReader(url.Values{"logout_token": {id + "-signed"}}.Encode()))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
@@ -193,5 +201,37 @@ func TestBackchannelLogoutTokenIDsAreEachIdPsOwn(t *testing.T) {
 	}
 	if got, err := h.sessions.Load(r); err != nil || got != nil {
 		t.Errorf("partner's session after partner's logout: %v (%v), want ended", got, err)
+	}
+}
+
+// Two entries for one client of an issuer both end the user's sessions at
+// a logout token posted to either (logoutTargets), so the token posted
+// again at the other is a replay: it would end the sessions made since the
+// logout, at both entries, for as long as the token is young.
+func TestBackchannelLogoutTokenIsSpentAtEveryEntryOfItsIssuer(t *testing.T) {
+	y := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
+	y = strings.Replace(y, "      client_id: portcullis\n", "      client_id: portcullis\n"+
+		"    - id: company-groups\n      protocol: OIDC\n      server_url: http://127.0.0.1:2/\n      client_id: portcullis\n", 1)
+	h := newTestHandler(t, y)
+	for _, id := range []string{"company", "company-groups"} {
+		p := h.providers[id]
+		p.impl = fixedLogoutToken{Provider: p.impl, accept: "signed",
+			tok: idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", Issuer: "https://login.example", IssuedAt: time.Now()}}
+	}
+	for _, step := range []struct {
+		name, idp string
+		status    int
+	}{
+		{"the token at company", "company", http.StatusOK},
+		{"the same token at company-groups", "company-groups", http.StatusBadRequest},
+	} {
+		r := httptest.NewRequest("POST", "/.portcullis/oidc/"+step.idp+"/backchannel-logout",
+			strings.NewReader(url.Values{"logout_token": {"signed"}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != step.status {
+			t.Errorf("%s: %d %s, want %d", step.name, w.Code, w.Body, step.status)
+		}
 	}
 }
