@@ -39,6 +39,7 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
@@ -257,16 +258,7 @@ func (s *Server) Modify(t testing.TB, ldif string) {
 
 func (s *Server) ldap(t testing.TB, tool, ldif string) {
 	t.Helper()
-	path, err := process.LookPath(tool)
-	if err != nil {
-		t.Fatalf("adserver: %v", err)
-	}
-	cmd := exec.Command(path, "-x", "-H", s.LDAPSURL, "-D", AdminDN, "-w", AdminPassword)
-	cmd.Env = append(os.Environ(), "LDAPTLS_CACERT="+s.CAFile, "LDAPTLS_REQCERT=demand")
-	cmd.Stdin = strings.NewReader(ldif)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("adserver: %s: %v\n%s\nLDIF:\n%s", tool, err, out, ldif)
-	}
+	ldapserver.Apply(t, tool, s.LDAPSURL, AdminDN, AdminPassword, s.CAFile, ldif)
 }
 
 // AgePassword makes the password of the account named sAMAccountName

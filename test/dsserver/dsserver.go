@@ -310,15 +310,7 @@ func (s *Server) Modify(t testing.TB, ldif string) {
 
 func (s *Server) ldap(t testing.TB, tool, ldif string) {
 	t.Helper()
-	path, err := process.LookPath(tool)
-	if err != nil {
-		t.Fatalf("dsserver: %v", err)
-	}
-	cmd := exec.Command(path, "-x", "-H", s.URL, "-D", AdminDN, "-w", AdminPassword)
-	cmd.Stdin = strings.NewReader(ldif)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("dsserver: %s: %v\n%s", tool, err, out)
-	}
+	ldapserver.Apply(t, tool, s.URL, AdminDN, AdminPassword, "", ldif)
 }
 
 // start runs ns-slapd and waits until it accepts connections.

@@ -204,11 +204,7 @@ func Start(t testing.TB, o Options) *Server {
 // administrator.
 func (s *Server) Add(t testing.TB, ldif string) {
 	t.Helper()
-	cmd := command("ldapadd", "-x", "-H", s.URL, "-D", AdminDN, "-w", AdminPassword)
-	cmd.Stdin = strings.NewReader(ldif)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ldapserver: ldapadd: %v\n%s", err, out)
-	}
+	Apply(t, "ldapadd", s.URL, AdminDN, AdminPassword, "", ldif)
 }
 
 // Modify changes entries in the running server with ldapmodify, bound as
@@ -216,10 +212,21 @@ func (s *Server) Add(t testing.TB, ldif string) {
 // the ppolicy overlay.
 func (s *Server) Modify(t testing.TB, ldif string) {
 	t.Helper()
-	cmd := command("ldapmodify", "-x", "-H", s.URL, "-D", AdminDN, "-w", AdminPassword)
+	Apply(t, "ldapmodify", s.URL, AdminDN, AdminPassword, "", ldif)
+}
+
+// Apply runs tool (ldapadd or ldapmodify, from ldap-utils) on ldif at the
+// directory at url, bound as bindDN, trusting only caFile's CA when it is
+// not empty: the one way every directory harness here writes entries.
+func Apply(t testing.TB, tool, url, bindDN, password, caFile, ldif string) {
+	t.Helper()
+	cmd := command(tool, "-x", "-H", url, "-D", bindDN, "-w", password)
+	if caFile != "" {
+		cmd.Env = append(os.Environ(), "LDAPTLS_CACERT="+caFile, "LDAPTLS_REQCERT=demand")
+	}
 	cmd.Stdin = strings.NewReader(ldif)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ldapserver: ldapmodify: %v\n%s", err, out)
+		t.Fatalf("%s at %s: %v\n%s", tool, url, err, out)
 	}
 }
 
