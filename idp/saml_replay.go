@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/crewjam/saml"
 )
 
 // ReplayStore records values that may be used once: given to the SAML
@@ -18,13 +20,15 @@ type ReplayStore interface {
 	MarkOnce(ctx context.Context, key string, until time.Time) (bool, error)
 }
 
-// useAssertion accepts the assertion id once. An assertion that cannot be
-// recorded is refused.
-func (p *SAMLProvider) useAssertion(ctx context.Context, id string, expiry time.Time) error {
-	if id == "" {
+// useAssertion accepts an assertion once. It is marked by its issuer and
+// ID, not by this entry: two entries for one IdP (other attributes, another
+// SP entity) must not each accept an assertion whose audience names both.
+// An assertion that cannot be recorded is refused.
+func (p *SAMLProvider) useAssertion(ctx context.Context, a *saml.Assertion) error {
+	if a.ID == "" {
 		return errors.New("assertion has no ID")
 	}
-	first, err := p.replay.MarkOnce(ctx, "saml:"+p.cfg.ID+":"+id, expiry)
+	first, err := p.replay.MarkOnce(ctx, "saml:"+a.Issuer.Value+"\x00"+a.ID, replayExpiry(a))
 	if err != nil {
 		return fmt.Errorf("record assertion: %w", err)
 	}
