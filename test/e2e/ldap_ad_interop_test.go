@@ -2,7 +2,8 @@ package e2e
 
 // What docs/ldap.md says of Active Directory, made in a real domain
 // controller (Samba's, test/adserver) with the docs' configuration as it
-// stands: logins by sAMAccountName and by UPN, nested groups through
+// stands: logins by sAMAccountName and by UPN (an alternative suffix, none,
+// names with an @), nested groups through
 // LDAP_MATCHING_RULE_IN_CHAIN, memberOf, objectGUID as the uid, AD's data
 // codes for accounts it refuses, ldaps:// and StartTLS with ca_file,
 // plain ldap:// (which AD refuses simple binds over), and basic_auth.
@@ -60,7 +61,7 @@ rules:
 // memberOf).
 func adEntry(id, url, extra, userFilter, groupSearch string) string {
 	if userFilter == "" {
-		userFilter = "(&(objectCategory=person)(objectClass=user)(|(sAMAccountName={username})(userPrincipalName={username})))"
+		userFilter = "(&(objectCategory=person)(objectClass=user)(|(userPrincipalName={username})(&(sAMAccountName={username})(!(sAMAccountName=*@*)))))"
 	}
 	switch groupSearch {
 	case "":
@@ -89,7 +90,8 @@ func adEntry(id, url, extra, userFilter, groupSearch string) string {
 }
 
 // adTree: alice in CVAT Admins, which is in CVAT Users; carol, dave,
-// erin and José for the failure limit; the accounts AD refuses with a data code; a computer
+// erin and José for the failure limit; logon names (asmith, frank and two
+// sAMAccountNames that look like UPNs); the accounts AD refuses with a data code; a computer
 // account in CN=Users; and a lockout threshold of 3 for locked only, by a
 // fine-grained password policy (the domain's stays 0, so the tests' wrong
 // passwords lock nobody else).
@@ -111,6 +113,14 @@ func adTree() string {
 		adserver.User("disabled", password, "userAccountControl", "514") +
 		adserver.User("acctexpired", password, "accountExpires", strconv.FormatInt((time.Now().Add(-48*time.Hour).Unix()+11644473600)*10_000_000, 10)) +
 		adserver.User("locked", password) +
+		// Logon names: asmith's UPN has the forest's alternative suffix
+		// and alice's name before it; frank loses his UPN below; two
+		// sAMAccountNames (AD allows "@" in them) are asmith's UPN and
+		// the UPN frank does not have.
+		adserver.User("asmith", "Asmith-Pass1!", "userPrincipalName", "alice@"+altUPNSuffix, "mail", "asmith@"+altUPNSuffix) +
+		adserver.User("frank", "Frank-Pass1!") +
+		adserver.User("upnlike", password, "sAMAccountName", "alice@"+altUPNSuffix) +
+		adserver.User("implicitlike", password, "sAMAccountName", "frank@"+adserver.DNSDomain) +
 		adserver.Group("CVAT Admins", adserver.UserDN("alice")) +
 		adserver.Group("CVAT Users", adserver.GroupDN("CVAT Admins")) +
 		// What a joined workstation's account looks like; a computer's
@@ -132,9 +142,18 @@ msDS-LockoutDuration: -18000000000
 msDS-PSOAppliesTo: ` + adserver.UserDN("locked") + "\n\n"
 }
 
+// altUPNSuffix is the forest's alternative UPN suffix (uPNSuffixes).
+const altUPNSuffix = "corp.example"
+
 func TestLDAPActiveDirectory(t *testing.T) {
 	dc := adserver.Start(t)
+	// An alternative UPN suffix, as Active Directory Domains and Trusts
+	// adds one.
+	dc.Modify(t, "dn: CN=Partitions,CN=Configuration,"+adserver.BaseDN+"\nchangetype: modify\nadd: uPNSuffixes\nuPNSuffixes: "+altUPNSuffix+"\n\n")
 	dc.Add(t, adTree())
+	// AD does not require a UPN: Active Directory Users and Computers
+	// leaves it out when the logon name's field is left empty.
+	dc.Modify(t, "dn: "+adserver.UserDN("frank")+"\nchangetype: modify\ndelete: userPrincipalName\n\n")
 	// The domain's maximum password age is 42 days.
 	dc.AgePassword(t, "expired", 100*24*time.Hour)
 	t.Logf("Samba AD DC ready at %s in %s (provisioning %s)", dc.Addr, dc.StartupTime.Round(time.Millisecond), dc.ProvisionTime.Round(time.Millisecond))
@@ -237,6 +256,49 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { check(t, c, "10.39.1."+strconv.Itoa(i+1)) })
 	}
 
+	t.Run("logon names: an alternative UPN suffix, no UPN, sAMAccountNames that look like UPNs", func(t *testing.T) {
+		const password = "Right-Pass1!"
+		cases := []struct {
+			name, user, password string
+			// username is the X-Username of a login; "" when refused,
+			// with err what the login_failed line's says.
+			username, err string
+		}{
+			{"asmith by sAMAccountName", "asmith", "Asmith-Pass1!", "asmith", ""},
+			{"asmith by her UPN at the alternative suffix, though a sAMAccountName is the same", "alice@corp.example", "Asmith-Pass1!", "asmith", ""},
+			{"the UPN in capitals", "ALICE@CORP.EXAMPLE", "Asmith-Pass1!", "asmith", ""},
+			{"the UPN's name before the @ is another account's", "alice", "Asmith-Pass1!", "", "refused the password of CN=alice,"},
+			{"asmith at the domain's suffix: not her UPN", "asmith@ad.example.com", "Asmith-Pass1!", "", "no entry under user_search.base_dn matches"},
+			{"frank, without a UPN, by sAMAccountName", "frank", "Frank-Pass1!", "frank", ""},
+			{"frank's implicit UPN is no username", "frank@ad.example.com", "Frank-Pass1!", "", "no entry under user_search.base_dn matches"},
+			{"nor the account whose sAMAccountName it is", "frank@ad.example.com", password, "", "no entry under user_search.base_dn matches"},
+			{"which signs in by its UPN", "implicitlike@ad.example.com", password, "frank@ad.example.com", ""},
+		}
+		for i, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				b := fromAddr(browser(t), "10.39.10."+strconv.Itoa(i+1))
+				form := openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+				resp, body := form.submit(t, b, c.user, c.password)
+				if c.username != "" {
+					if resp.StatusCode != http.StatusFound {
+						t.Fatalf("status %d, want 302: %s", resp.StatusCode, logs.audit(t, resp, "login_failed")["err"])
+					}
+					if got := upstreamSees(t, b, s).Get("X-Username"); got != c.username {
+						t.Errorf("X-Username %q, want %q", got, c.username)
+					}
+					return
+				}
+				if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, wrong) {
+					t.Fatalf("status %d, want 401 %q:\n%s", resp.StatusCode, wrong, body)
+				}
+				if line := logs.audit(t, resp, "login_failed"); !strings.Contains(fmt.Sprint(line["err"]), c.err) {
+					t.Errorf("login_failed err %q, want it to say %q", line["err"], c.err)
+				}
+			})
+		}
+	})
+
 	t.Run("the filter without objectCategory=person matches the computer account", func(t *testing.T) {
 		// The contrast to the docs' filter above: found, so the
 		// directory is asked for its password.
@@ -261,6 +323,34 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		}
 		check(t, row{id: "ad", user: "locked", password: "Right-Pass1!", says: wrong,
 			logged: "ldap: password refused", loggedErr: "data 775,", err: "refused the password of CN=locked,"}, "10.39.3.9")
+	})
+
+	t.Run("a UPN at the alternative suffix shares the account's failure limit with its sAMAccountName", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for i := range 5 {
+			wg.Go(func() {
+				b := fromAddr(browser(t), "10.39.12."+strconv.Itoa(i+1))
+				form := openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+				if resp, body := form.submit(t, b, "alice@"+altUPNSuffix, "Wrong-Pass1!"); resp.StatusCode != http.StatusUnauthorized {
+					t.Errorf("wrong password %d: status %d, want 401:\n%s", i+1, resp.StatusCode, body)
+				}
+			})
+		}
+		wg.Wait()
+		binds := len(logs.find(t, map[string]any{"msg": "ldap: password refused", "dn": adserver.UserDN("asmith")}))
+		b := fromAddr(browser(t), "10.39.12.9")
+		form := openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+		if resp, body := form.submit(t, b, "asmith", "Asmith-Pass1!"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, wrong) {
+			t.Errorf("asmith with the right password: status %d, want 401 %q:\n%s", resp.StatusCode, wrong, body)
+		}
+		if n := len(logs.find(t, map[string]any{"msg": "ldap: password refused", "dn": adserver.UserDN("asmith")})); binds != 5 || n != binds {
+			t.Errorf("%d wrong passwords by the UPN reached the directory, want 5; then %d more as asmith, want none", binds, n-binds)
+		}
+		// alice, whose name is the UPN's before the @, is another account.
+		form = openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+		if resp, body := form.submit(t, b, "alice", "Alice-Pass1!"); resp.StatusCode != http.StatusFound {
+			t.Errorf("alice: status %d, want 302:\n%s", resp.StatusCode, body)
+		}
 	})
 
 	t.Run("sAMAccountName and UPN share one account's failure limit", func(t *testing.T) {
