@@ -113,6 +113,7 @@ func adTree() string {
 		adserver.User("disabled", password, "userAccountControl", "514") +
 		adserver.User("acctexpired", password, "accountExpires", strconv.FormatInt((time.Now().Add(-48*time.Hour).Unix()+11644473600)*10_000_000, 10)) +
 		adserver.User("locked", password) +
+		adserver.User("gina", "Gina-Pass1!") +
 		// Logon names: asmith's UPN has the forest's alternative suffix
 		// and alice's name before it; frank loses his UPN below; two
 		// sAMAccountNames (AD allows "@" in them) are asmith's UPN and
@@ -163,7 +164,11 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		adEntry("ad-ldaps", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "", "") +
 		adEntry("ad-memberof", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "", "-") +
 		adEntry("ad-user-class", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "(&(objectClass=user)(sAMAccountName={username}))", "") +
-		adEntry("ad-plain", dc.URL, "", "", "")
+		adEntry("ad-plain", dc.URL, "", "", "") +
+		// Both searches from the domain's root, where a domain controller
+		// answers with a continuation reference to CN=Configuration too.
+		strings.ReplaceAll(adEntry("ad-root", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "", ""),
+			fmt.Sprintf("base_dn: %q", adserver.UsersDN), fmt.Sprintf("base_dn: %q", adserver.BaseDN))
 	config := strings.Replace(adConfig, "IDENTITY_PROVIDERS", entries, 1)
 	s := listen(t)
 	// Not waiting for every IdP: ad-plain is never ready.
@@ -191,6 +196,8 @@ func TestLDAPActiveDirectory(t *testing.T) {
 			groups: []string{admins, users}},
 		{name: "memberOf: direct groups only, Domain Users not among them", id: "ad-memberof", user: "alice", password: "Alice-Pass1!",
 			groups: []string{admins}},
+		{name: "base_dn at the domain's root: Samba's reference to CN=Configuration is not followed", id: "ad-root", user: "alice", password: "Alice-Pass1!",
+			groups: []string{admins, users}},
 		{name: `AD\alice is no username`, id: "ad", user: `AD\alice`, password: "Alice-Pass1!", says: wrong,
 			err: "no entry under user_search.base_dn matches"},
 		{name: "a wrong password: AD's 52e", id: "ad", user: "alice", password: "wrong", says: wrong,
@@ -313,7 +320,50 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		}
 	})
 
+	// signIn logs b in as user at IdP ad and out again, which leaves b
+	// the device cookie of that login.
+	signIn := func(t *testing.T, b *http.Client, user, password string) {
+		t.Helper()
+		form := openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+		if resp, body := form.submit(t, b, user, password); resp.StatusCode != http.StatusFound {
+			t.Fatalf("%s's login: status %d, want 302:\n%s", user, resp.StatusCode, body)
+		}
+		resp, err := b.Get(s.URL + "/.portcullis/logout")
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, resp)
+	}
+	// trustedRefusal checks that b, whose device cookie is user's, is
+	// refused with user's right password, and that the directory said why.
+	trustedRefusal := func(t *testing.T, b *http.Client, user, password, dataCode string) {
+		t.Helper()
+		form := openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
+		resp, body := form.submit(t, b, user, password)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, wrong) {
+			t.Fatalf("%s with the right password and a device cookie: status %d, want 401 %q:\n%s", user, resp.StatusCode, wrong, body)
+		}
+		if line := logs.audit(t, resp, "login_failed"); line["device"] != "trusted" {
+			t.Errorf("login_failed device %v, want trusted: the device cookie was not used", line["device"])
+		}
+		lines := logs.find(t, map[string]any{"msg": "ldap: password refused", "dn": adserver.UserDN(user)})
+		if len(lines) == 0 || !strings.Contains(fmt.Sprint(lines[len(lines)-1]["err"]), "data "+dataCode+",") {
+			t.Errorf("no %q line for %s saying data %s", "ldap: password refused", user, dataCode)
+		}
+	}
+
+	t.Run("a device cookie does not let a disabled account in", func(t *testing.T) {
+		b := fromAddr(browser(t), "10.39.11.1")
+		signIn(t, b, "gina", "Gina-Pass1!")
+		dc.Modify(t, "dn: "+adserver.UserDN("gina")+"\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n\n")
+		trustedRefusal(t, b, "gina", "Gina-Pass1!", "533")
+	})
+
 	t.Run("a locked account (775), after the policy's 3 wrong passwords", func(t *testing.T) {
+		// Its own browser signed in before: its device cookie does not
+		// let it in once the directory locked the account.
+		own := fromAddr(browser(t), "10.39.3.8")
+		signIn(t, own, "locked", "Right-Pass1!")
 		for i, p := range []string{"Wrong-1!", "Wrong-2!", "Wrong-3!"} {
 			b := fromAddr(browser(t), "10.39.3."+strconv.Itoa(i+1))
 			form := openForm(t, b, s.URL+"/.portcullis/ldap/ad?rd=/tasks")
@@ -323,6 +373,7 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		}
 		check(t, row{id: "ad", user: "locked", password: "Right-Pass1!", says: wrong,
 			logged: "ldap: password refused", loggedErr: "data 775,", err: "refused the password of CN=locked,"}, "10.39.3.9")
+		trustedRefusal(t, own, "locked", "Right-Pass1!", "775")
 	})
 
 	t.Run("a UPN at the alternative suffix shares the account's failure limit with its sAMAccountName", func(t *testing.T) {
