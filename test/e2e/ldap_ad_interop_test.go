@@ -122,6 +122,11 @@ func adTree() string {
 		adserver.User("frank", "Frank-Pass1!") +
 		adserver.User("upnlike", password, "sAMAccountName", "alice@"+altUPNSuffix) +
 		adserver.User("implicitlike", password, "sAMAccountName", "frank@"+adserver.DNSDomain) +
+		// AD's "Last, First" names, and groups whose names need escaping
+		// in a DN, one of them nested.
+		adserver.User(`Smith\, John`, "John-Pass1!", "sAMAccountName", "jsmith", "userPrincipalName", "jsmith@"+adserver.DNSDomain) +
+		"dn: CN=R&D\\, Ops," + adserver.UsersDN + "\nobjectClass: group\nsAMAccountName: rdops\nmember: " + adserver.UserDN(`Smith\, John`) + "\n\n" +
+		"dn: CN=Eng (all) #1," + adserver.UsersDN + "\nobjectClass: group\nsAMAccountName: engall\nmember: CN=R&D\\, Ops," + adserver.UsersDN + "\n\n" +
 		adserver.Group("CVAT Admins", adserver.UserDN("alice")) +
 		adserver.Group("CVAT Users", adserver.GroupDN("CVAT Admins")) +
 		// What a joined workstation's account looks like; a computer's
@@ -169,6 +174,10 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		// answers with a continuation reference to CN=Configuration too.
 		strings.ReplaceAll(adEntry("ad-root", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "", ""),
 			fmt.Sprintf("base_dn: %q", adserver.UsersDN), fmt.Sprintf("base_dn: %q", adserver.BaseDN))
+	// portcullis walks the nesting itself, and names groups by their cn.
+	entries += strings.Replace(adEntry("ad-walk", dc.LDAPSURL, "      ca_file: "+dc.CAFile+"\n", "",
+		fmt.Sprintf("      group_search:\n        base_dn: %q\n        filter: %q\n", adserver.UsersDN, "(&(objectClass=group)(member={dn}))")),
+		"group_name: dn", "group_name: cn", 1)
 	config := strings.Replace(adConfig, "IDENTITY_PROVIDERS", entries, 1)
 	s := listen(t)
 	// Not waiting for every IdP: ad-plain is never ready.
@@ -226,7 +235,10 @@ func TestLDAPActiveDirectory(t *testing.T) {
 	check := func(t *testing.T, c row, addr string) {
 		t.Helper()
 		b := fromAddr(browser(t), addr)
-		before := len(logs.find(t, map[string]any{"msg": c.logged}))
+		// The directory's lines for this account: rows of other accounts
+		// run beside this one.
+		logged := map[string]any{"msg": c.logged, "dn": adserver.UserDN(c.user)}
+		before := len(logs.find(t, logged))
 		form := openForm(t, b, s.URL+"/.portcullis/ldap/"+c.id+"?rd=/tasks")
 		resp, body := form.submit(t, b, c.user, c.password)
 		if c.groups != nil {
@@ -251,7 +263,7 @@ func TestLDAPActiveDirectory(t *testing.T) {
 		if c.logged == "" {
 			return
 		}
-		lines := logs.find(t, map[string]any{"msg": c.logged})
+		lines := logs.find(t, logged)
 		if len(lines) != before+1 {
 			t.Fatalf("%d %q lines, want 1 more than the %d before", len(lines), c.logged, before)
 		}
@@ -259,9 +271,26 @@ func TestLDAPActiveDirectory(t *testing.T) {
 			t.Errorf("%q line's err = %q, want it to say %q", c.logged, got, c.loggedErr)
 		}
 	}
-	for i, c := range rows {
-		t.Run(c.name, func(t *testing.T) { check(t, c, "10.39.1."+strconv.Itoa(i+1)) })
-	}
+	t.Run("logins and refusals", func(t *testing.T) {
+		// Each account's rows one after the other (check counts its
+		// lines), the accounts side by side: most rows wait for the floor.
+		var mu sync.Mutex
+		accounts := map[string]*sync.Mutex{}
+		for i, c := range rows {
+			mu.Lock()
+			if accounts[c.user] == nil {
+				accounts[c.user] = &sync.Mutex{}
+			}
+			account := accounts[c.user]
+			mu.Unlock()
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				account.Lock()
+				defer account.Unlock()
+				check(t, c, "10.39.1."+strconv.Itoa(i+1))
+			})
+		}
+	})
 
 	t.Run("logon names: an alternative UPN suffix, no UPN, sAMAccountNames that look like UPNs", func(t *testing.T) {
 		const password = "Right-Pass1!"
@@ -303,6 +332,24 @@ func TestLDAPActiveDirectory(t *testing.T) {
 					t.Errorf("login_failed err %q, want it to say %q", line["err"], c.err)
 				}
 			})
+		}
+	})
+
+	t.Run("DNs with escaped characters: a comma in the user's, a comma and a # in the groups'", func(t *testing.T) {
+		cases := []struct{ id, groups string }{
+			// As Samba writes the DNs: it escapes a # anywhere in a value.
+			{"ad", `CN=Eng (all) \#1,` + adserver.UsersDN + `|CN=R&D\, Ops,` + adserver.UsersDN},
+			{"ad-walk", "Eng (all) #1|R&D, Ops"},
+		}
+		for i, c := range cases {
+			b := fromAddr(browser(t), "10.39.13."+strconv.Itoa(i+1))
+			form := openForm(t, b, s.URL+"/.portcullis/ldap/"+c.id+"?rd=/tasks")
+			if resp, _ := form.submit(t, b, "jsmith", "John-Pass1!"); resp.StatusCode != http.StatusFound {
+				t.Fatalf("%s: status %d, want 302: %s", c.id, resp.StatusCode, logs.audit(t, resp, "login_failed")["err"])
+			}
+			if got := upstreamSees(t, b, s).Get("X-Groups"); got != c.groups {
+				t.Errorf("%s: X-Groups %q, want %q", c.id, got, c.groups)
+			}
 		}
 	})
 
