@@ -2,8 +2,6 @@ package attrpass
 
 import (
 	"net/http"
-	"reflect"
-	"slices"
 	"sync"
 	"time"
 
@@ -66,7 +64,7 @@ func (p *Pass) For(session string, prof *idp.Profile) (*Identity, error) {
 		p.ids.mu.RLock()
 		id := p.ids.m[session]
 		p.ids.mu.RUnlock()
-		if id != nil && sameProfile(&id.prof, prof) && (p.jwt == nil || now.Sub(id.signed) < p.jwt.lifetime/4) {
+		if id != nil && id.prof.Same(prof) && (p.jwt == nil || now.Sub(id.signed) < p.jwt.lifetime/4) {
 			return id, nil
 		}
 	}
@@ -142,23 +140,6 @@ func (c *identities) put(session string, id *Identity) {
 	}
 	c.m[session] = id
 	c.bytes += id.footprint
-}
-
-// sameProfile reports whether b is the profile a was copied from. Sessions
-// opened from the same cookie share their slices and claims, so the usual
-// case costs a few comparisons of equal pointers; claims decoded afresh (a
-// re-sealed cookie, the Redis store) are compared in depth.
-func sameProfile(a, b *idp.Profile) bool {
-	return a.IdP == b.IdP && a.Sub == b.Sub && a.Email == b.Email && a.EmailVerified == b.EmailVerified &&
-		a.Username == b.Username && a.FirstName == b.FirstName && a.LastName == b.LastName && a.Name == b.Name &&
-		slices.Equal(a.Groups, b.Groups) && slices.Equal(a.Roles, b.Roles) && sameMap(a.Claims, b.Claims)
-}
-
-func sameMap(a, b map[string]any) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return len(a) == len(b)
-	}
-	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() || reflect.DeepEqual(a, b)
 }
 
 // readsClock reports whether an expression calls now(): its value then

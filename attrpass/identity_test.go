@@ -108,7 +108,7 @@ func TestForComputesAgainWhenTheProfileChanged(t *testing.T) {
 			if got := h.Get(tc.header); got != tc.want {
 				t.Fatalf("%s = %q, want %q", tc.header, got, tc.want)
 			}
-			if !sameProfile(&id.prof, prof) {
+			if !id.prof.Same(prof) {
 				t.Fatalf("identity remembered for another profile")
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -48,6 +49,23 @@ func (p *Profile) Footprint() int {
 		}
 	}
 	return n + claimFootprint(p.Claims)
+}
+
+// Same reports whether q holds what p holds, field for field. Sessions
+// opened from the same cookie share their slices and claims, so the usual
+// case costs a few comparisons of equal pointers; claims decoded afresh (a
+// re-sealed cookie, the Redis store) are compared in depth.
+func (p *Profile) Same(q *Profile) bool {
+	return p.IdP == q.IdP && p.Sub == q.Sub && p.Email == q.Email && p.EmailVerified == q.EmailVerified &&
+		p.Username == q.Username && p.FirstName == q.FirstName && p.LastName == q.LastName && p.Name == q.Name &&
+		slices.Equal(p.Groups, q.Groups) && slices.Equal(p.Roles, q.Roles) && sameClaims(p.Claims, q.Claims)
+}
+
+func sameClaims(a, b map[string]any) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() || reflect.DeepEqual(a, b)
 }
 
 // valueHeader is what Footprint counts for a value besides its bytes: a
