@@ -182,8 +182,21 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		}
 	})
+	b.Run("authorize_session", func(b *testing.B) {
+		// Per request: the roles this configuration mapped the session to,
+		// remembered (authz.go).
+		r := br.make()
+		b.ReportAllocs()
+		for b.Loop() {
+			s, _ := h.sessions.Load(r)
+			if h.authorize(s) == nil {
+				b.Fatal("session refused")
+			}
+		}
+	})
 	b.Run("map_roles_at_login", func(b *testing.B) {
-		// Not per request: roles are mapped once, when the session is made.
+		// Not per request: roles are mapped once per session under each
+		// configuration (authorize_session).
 		p := idp.Profile{IdP: "company", Sub: "alice@example.com", Email: "alice@example.com", Groups: []string{"cvat-admins", "annotators"}}
 		b.ReportAllocs()
 		for b.Loop() {

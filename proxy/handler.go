@@ -46,6 +46,7 @@ type Handler struct {
 	idpStop     map[string]context.CancelFunc // ends each provider's background work (reload.go)
 	refresher   *refresher                    // renews sessions at the IdP (refresh.go)
 	passwords   *passwordLogins               // LDAP failure limits and Basic auth cache (ldap.go)
+	authz       *sessionAuthz                 // sessions' roles under this configuration (authz.go)
 	samlChecks  *checkSlots                   // SAML responses checked at once (samlchecks.go)
 	// idpTransport carries the requests to the IdPs; nil is
 	// http.DefaultTransport (build). A reload keeps it.
@@ -102,7 +103,8 @@ func retryLater(w http.ResponseWriter) { w.Header().Set("Retry-After", retryAfte
 //	strip spoofable headers → normalize path → rules.Match → bypass | deny |
 //	authenticate → session (or login) → allow_if → attribute pass → upstream.
 //
-// Roles were mapped (rolemap) when the session was made, at login.
+// A session's roles are what this configuration's role_mapping gives its
+// profile (authz.go), not what the configuration that made it gave.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
 	x := &exchange{statusRecorder: statusRecorder{ResponseWriter: w, req: r}}
@@ -215,17 +217,22 @@ func (h *Handler) cleanHeaders(r *http.Request, id []string) {
 	r.Header[requestIDHeader] = id // the proxy's own, once every client spelling is gone
 }
 
-// loadSession is the request's session, nil for none. A session whose IdP
-// this configuration does not have (removed, renamed) is none: the proxy no
-// longer trusts what that IdP said, so the user logs in again. It is not
-// deleted: during a rolling update the IdP may be one that only newer
-// replicas know, and with the Redis store a delete would end it on those too.
+// loadSession is the request's session, nil for none, with the roles this
+// configuration maps its profile to. A session whose IdP this configuration
+// does not have (removed, renamed) is none: the proxy no longer trusts what
+// that IdP said, so the user logs in again; so is one whose user this
+// configuration would not let sign in (authorize). It is not deleted:
+// during a rolling update the IdP may be one that only newer replicas know,
+// and with the Redis store a delete would end it on those too.
 func (h *Handler) loadSession(r *http.Request) (*session.Session, error) {
 	s, err := h.sessions.Load(r)
-	if err != nil || s == nil || h.providers[s.Profile.IdP] != nil {
+	if err != nil || s == nil {
 		return s, err
 	}
-	return nil, nil
+	if h.providers[s.Profile.IdP] == nil {
+		return nil, nil
+	}
+	return h.authorize(s), nil
 }
 
 // errLowerCaseMethod refuses a method with a lower-case letter. Methods are

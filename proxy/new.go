@@ -34,6 +34,7 @@ func build(ctx context.Context, cfg *Config, log *slog.Logger, prev *Handler, id
 	}
 	h = &Handler{
 		passwords: newPasswordLogins(),
+		authz:     newSessionAuthz(),
 		compiled:  c,
 		providers: map[string]*provider{},
 		pages:     newPages(cfg.Pages, cfg.Server.AuthPrefix, log),

@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"errors"
+	"slices"
+	"sync"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+	"github.com/portcullis-proxy/portcullis/rolemap"
+)
+
+// authzEntries and authzBytes bound the sessions a Handler remembers the
+// roles of, and the memory the profiles they were worked out from hold, as
+// the attribute pass bounds its identities: about one per active session.
+const (
+	authzEntries = 10000
+	authzBytes   = 16 << 20
+)
+
+// sessionAuthz remembers what each session's profile comes to under one
+// configuration: the roles its role_mapping gives it, or why its IdP
+// entry's admission rules (allowed_groups, allowed_email_domains…) or the
+// role mapping now refuse it. A session keeps the roles mapped when it was
+// made, by whatever configuration was live then; a reload (or a restart)
+// that takes a role or the access away must take it from the sessions made
+// before it too, at once, or a demoted admin stays admin until the session
+// ends. Every Handler has its own, so a reload starts afresh; the
+// expressions then run once per session rather than on every request.
+type sessionAuthz struct {
+	mu    sync.RWMutex
+	m     map[string]*authzEntry
+	bytes int // the footprints of the profiles in m
+}
+
+type authzEntry struct {
+	prof      idp.Profile // what it was worked out from, without roles
+	roles     []string    // shared by every request of the session: never modified
+	refused   string      // why the session is no session under this configuration; "" when it is one
+	footprint int
+}
+
+func newSessionAuthz() *sessionAuthz { return &sessionAuthz{m: map[string]*authzEntry{}} }
+
+// authorize is s with the roles this configuration maps its profile to,
+// or nil when this configuration would not let its user sign in: the
+// session is then no session, as one of an IdP no longer configured
+// (loadSession), and its user signs in again, where the login's own
+// refusal says why. s is the caller's copy; its profile's roles are
+// replaced, never modified in place.
+func (h *Handler) authorize(s *session.Session) *session.Session {
+	key := s.Profile
+	key.Roles = nil
+	h.authz.mu.RLock()
+	e := h.authz.m[s.ID]
+	h.authz.mu.RUnlock()
+	if e == nil || !e.prof.Same(&key) {
+		e = h.reauthorize(s, key)
+	}
+	if e.refused != "" {
+		return nil
+	}
+	if !slices.Equal(s.Profile.Roles, e.roles) {
+		s.Profile.Roles = e.roles
+	}
+	return s
+}
+
+// reauthorize works out and remembers what s's profile, key without its
+// roles, comes to under this configuration.
+func (h *Handler) reauthorize(s *session.Session, key idp.Profile) *authzEntry {
+	e := &authzEntry{prof: key}
+	p := key // Admit may fill in email_verified (trust_email); the key stays as the session has it
+	if reason := h.admit(&p); reason != "" {
+		e.refused = reason
+	} else if roles, err := h.roles.Map(&p); errors.Is(err, rolemap.ErrNoRole) {
+		e.refused = "Your account has no role in this application."
+	} else if err != nil {
+		e.refused = "Your roles could not be determined."
+	} else {
+		e.roles = slices.Clip(roles)
+	}
+	switch {
+	case e.refused != "":
+		h.log.Info("session no longer admitted by the configuration; treated as none",
+			"idp", key.IdP, "sub", key.Sub, "reason", e.refused)
+	case !slices.Equal(s.Profile.Roles, e.roles):
+		h.log.Info("session's roles mapped again under the configuration",
+			"idp", key.IdP, "sub", key.Sub, "was", s.Profile.Roles, "roles", e.roles)
+	}
+	h.authz.put(s.ID, e)
+	return e
+}
+
+func (c *sessionAuthz) put(id string, e *authzEntry) {
+	e.footprint = 64 + e.prof.Footprint()
+	if e.footprint > authzBytes/16 {
+		return // worked out on every request instead, rather than pushing out many others
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[id]; ok {
+		c.bytes -= old.footprint
+		delete(c.m, id)
+	}
+	for len(c.m) >= authzEntries || (len(c.m) > 0 && c.bytes+e.footprint > authzBytes) {
+		// Forget a few at random (map order) rather than grow: they are
+		// worked out again at their next request.
+		n := 0
+		for k, old := range c.m {
+			c.bytes -= old.footprint
+			delete(c.m, k)
+			if n++; n >= 16 {
+				break
+			}
+		}
+	}
+	c.m[id] = e
+	c.bytes += e.footprint
+}

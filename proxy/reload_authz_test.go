@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
+)
+
+// authzReloadConfig is one OIDC IdP, an admin area and the role CVAT gets
+// in X-Groups; alice (groups cvat-admins, annotators at test/oidc) is admin.
+const authzReloadConfig = `
+server:
+  public_url: PUBLIC_URL
+upstream:
+  url: UPSTREAM_URL
+session:
+  keys: [` + testKey + `]
+STORE
+sso:
+  identity_providers:
+    - id: company
+      protocol: OIDC
+      server_url: ISSUER
+      client_id: portcullis
+      client_secret: portcullis-secret
+      scopes: [openid, email, profile, groups]
+role_mapping:
+  roles: [admin, user]
+  default: user
+  rules:
+    - role: admin
+      when: '"cvat-admins" in groups'
+attribute_pass:
+  headers:
+    X-Groups: 'join(roles, ",")'
+rules:
+  - name: admin-only
+    path_prefix: /admin
+    action: authenticate
+    allow_if: '"admin" in roles'
+default_action: authenticate
+`
+
+// signedInBeforeReload is portcullis served as `serve` runs it, from a
+// config file it reloads, with alice signed in through the real
+// oidc-provider.
+type signedInBeforeReload struct {
+	live     *live
+	url      string
+	yaml     string
+	path     string
+	upstream *echo.Server
+	cookies  string
+}
+
+func newSignedInBeforeReload(t *testing.T, store string) *signedInBeforeReload {
+	t.Helper()
+	e := &signedInBeforeReload{upstream: echo.New()}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.url = "http://" + ln.Addr().String()
+	up := httptest.NewServer(e.upstream)
+	t.Cleanup(up.Close)
+	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{e.url + "/.portcullis/oidc/company/callback"}})
+	storeYAML := "  store: cookie"
+	if store == "redis" {
+		storeYAML = "  store: redis\n  redis: {url: " + redisserver.Start(t).URL + "}"
+	}
+	e.yaml = strings.NewReplacer("PUBLIC_URL", e.url, "UPSTREAM_URL", up.URL, "ISSUER", op.Issuer, "STORE", storeYAML).Replace(authzReloadConfig)
+	e.path = filepath.Join(t.TempDir(), "portcullis.yaml")
+	e.write(t, e.yaml)
+
+	cfg, err := ParseConfig([]byte(e.yaml), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.live = newLive(ctx, h, h.log)
+	e.live.src = &configSource{path: e.path, getenv: os.Getenv}
+	_, e.live.src.stamp, _ = e.live.src.read()
+	srv := &http.Server{Handler: e.live, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	for deadline := time.Now().Add(20 * time.Second); len(h.Ready()) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy not ready: %v", h.Ready())
+		}
+	}
+
+	jar, _ := cookiejar.New(nil)
+	b := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	resp := oidcserver.Login(t, b, e.url+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	var kept []string
+	for _, c := range jar.Cookies(resp.Request.URL) {
+		if strings.HasPrefix(c.Name, "portcullis") {
+			kept = append(kept, c.Name+"="+c.Value)
+		}
+	}
+	e.cookies = strings.Join(kept, "; ")
+	if resp.StatusCode != http.StatusOK || e.cookies == "" {
+		t.Fatalf("login: %d at %s, session cookies %q", resp.StatusCode, resp.Request.URL, e.cookies)
+	}
+	if status, groups := e.get(t, "/admin/users"); status != http.StatusOK || groups != "admin" {
+		t.Fatalf("before the reload: /admin %d with X-Groups %q, want 200 as admin", status, groups)
+	}
+	return e
+}
+
+func (e *signedInBeforeReload) write(t *testing.T, yaml string) {
+	t.Helper()
+	if err := os.WriteFile(e.path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reload rewrites the config with each old→new replacement and reloads.
+func (e *signedInBeforeReload) reload(t *testing.T, oldNew ...string) {
+	t.Helper()
+	y := e.yaml
+	for i := 0; i < len(oldNew); i += 2 {
+		if !strings.Contains(y, oldNew[i]) {
+			t.Fatalf("the config has no %q to replace", oldNew[i])
+		}
+		y = strings.Replace(y, oldNew[i], oldNew[i+1], 1)
+	}
+	e.write(t, y)
+	if err := e.live.reload("signal"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get is a script's request with the session's cookies: its status, and the
+// X-Groups the upstream got ("" when nothing reached it).
+func (e *signedInBeforeReload) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	e.upstream.Reset()
+	req, _ := http.NewRequest("GET", e.url+path, nil)
+	req.Header.Set("Cookie", e.cookies)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	got, ok := e.upstream.Last()
+	if !ok {
+		return resp.StatusCode, ""
+	}
+	return resp.StatusCode, got.Header.Get("X-Groups")
+}
+
+// A reload that takes access away takes it away from the sessions made
+// before it, at their next request: roles are what the role_mapping live
+// now gives the session's profile, and a session that the IdP entry's
+// admission rules live now refuse is no session. Before, the roles mapped
+// at login were kept until the session ended (12 hours by default), so a
+// demoted admin stayed admin, upstream and in allow_if.
+func TestReloadTakesAccessAwayFromSessions(t *testing.T) {
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store+" store: role_mapping no longer makes the user admin", func(t *testing.T) {
+			t.Parallel()
+			e := newSignedInBeforeReload(t, store)
+			e.reload(t, `'"cvat-admins" in groups'`, `'"cvat-owners" in groups'`)
+			if status, groups := e.get(t, "/admin/users"); status != http.StatusForbidden {
+				t.Errorf("/admin after the reload demoted the user: %d with X-Groups %q, want 403", status, groups)
+			}
+			if status, groups := e.get(t, "/tasks"); status != http.StatusOK || groups != "user" {
+				t.Errorf("/tasks after the reload: %d with X-Groups %q, want 200 as user", status, groups)
+			}
+		})
+		t.Run(store+" store: allowed_groups no longer admits the user", func(t *testing.T) {
+			t.Parallel()
+			e := newSignedInBeforeReload(t, store)
+			e.reload(t, "      client_secret: portcullis-secret\n", "      client_secret: portcullis-secret\n      allowed_groups: [cvat-owners]\n")
+			if status, groups := e.get(t, "/tasks"); status != http.StatusUnauthorized {
+				t.Errorf("/tasks after the reload refused the user's group: %d with X-Groups %q, want 401", status, groups)
+			}
+		})
+		t.Run(store+" store: role_mapping that gives the user no role", func(t *testing.T) {
+			t.Parallel()
+			e := newSignedInBeforeReload(t, store)
+			e.reload(t, "  default: user\n", "  default: \"\"\n", `'"cvat-admins" in groups'`, `'"cvat-owners" in groups'`)
+			if status, groups := e.get(t, "/tasks"); status != http.StatusUnauthorized {
+				t.Errorf("/tasks after the reload left the user no role: %d with X-Groups %q, want 401", status, groups)
+			}
+		})
+	}
+}
