@@ -47,6 +47,10 @@ attribute_pass:
   headers:
     X-Groups: 'join(roles, ",")'
 rules:
+  - name: api-credentials
+    path_prefix: /api/
+    headers: {Authorization: '^Token '}
+    action: bypass
   - name: admin-only
     path_prefix: /admin
     action: authenticate
@@ -153,11 +157,14 @@ func (e *signedInBeforeReload) reload(t *testing.T, oldNew ...string) {
 
 // get is a script's request with the session's cookies: its status, and the
 // X-Groups the upstream got ("" when nothing reached it).
-func (e *signedInBeforeReload) get(t *testing.T, path string) (int, string) {
+func (e *signedInBeforeReload) get(t *testing.T, path string, headers ...string) (int, string) {
 	t.Helper()
 	e.upstream.Reset()
 	req, _ := http.NewRequest("GET", e.url+path, nil)
 	req.Header.Set("Cookie", e.cookies)
+	for i := 0; i < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -204,6 +211,67 @@ func TestReloadTakesAccessAwayFromSessions(t *testing.T) {
 			e.reload(t, "  default: user\n", "  default: \"\"\n", `'"cvat-admins" in groups'`, `'"cvat-owners" in groups'`)
 			if status, groups := e.get(t, "/tasks"); status != http.StatusUnauthorized {
 				t.Errorf("/tasks after the reload left the user no role: %d with X-Groups %q, want 401", status, groups)
+			}
+		})
+	}
+}
+
+// anonymousToken are the headers of an API caller with its own token and no
+// session (headers of get: an empty Cookie sends none).
+var anonymousToken = []string{"Cookie", "", "Authorization", "Token abc"}
+
+// What a reload already took away at once, before sessions' roles did too,
+// kept so: rules are matched and allow_if decided by the configuration
+// live at each request, a session of an IdP entry renamed is none, a
+// shortened session.lifetime ends the sessions older than it, and a reload
+// refused for one problem applies none of its other changes.
+func TestReloadTakesAccessAwayWithRulesAndSessions(t *testing.T) {
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store+" store", func(t *testing.T) {
+			t.Parallel()
+			e := newSignedInBeforeReload(t, store)
+			if status, _ := e.get(t, "/api/tasks", anonymousToken...); status != http.StatusOK {
+				t.Fatalf("bypassed request before the reload: %d, want 200", status)
+			}
+
+			e.write(t, strings.NewReplacer(`'"cvat-admins" in groups'`, `'"cvat-owners" in groups'`,
+				"      client_secret: portcullis-secret\n", "      client_secret: portcullis-secret\n      allowed_groups: [cvat-owners]\n",
+				"default_action: authenticate", "default_action: explode").Replace(e.yaml))
+			if err := e.live.reload("signal"); err == nil {
+				t.Fatal("a config with an unknown default_action was taken")
+			}
+			if status, groups := e.get(t, "/admin/users"); status != http.StatusOK || groups != "admin" {
+				t.Errorf("after a refused reload that demoted the user among other changes: /admin %d with X-Groups %q, want 200 as admin (nothing of it applied)", status, groups)
+			}
+
+			steps := []struct {
+				name, path string
+				headers    []string
+				want       int
+				oldNew     []string
+			}{
+				{"allow_if tightened", "/admin/users", nil, http.StatusForbidden, []string{`allow_if: '"admin" in roles'`, `allow_if: '"admin" in roles && "cvat-owners" in groups'`}},
+				{"default_action deny", "/tasks", nil, http.StatusForbidden, []string{"default_action: authenticate", "default_action: deny"}},
+				{"bypass rule removed", "/api/tasks", anonymousToken, http.StatusUnauthorized, []string{"    action: bypass\n", "    action: authenticate\n"}},
+				{"IdP entry renamed", "/tasks", nil, http.StatusUnauthorized, []string{"    - id: company\n", "    - id: corp\n"}},
+			}
+			for _, step := range steps {
+				e.reload(t, step.oldNew...)
+				if status, groups := e.get(t, step.path, step.headers...); status != step.want {
+					t.Errorf("%s: %s %d with X-Groups %q, want %d", step.name, step.path, status, groups, step.want)
+				}
+				e.reload(t) // back to the first config
+				if status, _ := e.get(t, step.path, step.headers...); status != http.StatusOK {
+					t.Errorf("%s, then the change undone: %s %d, want 200", step.name, step.path, status)
+				}
+			}
+
+			// The session was made at least a second ago (its times are
+			// kept to the second) once a second has passed.
+			time.Sleep(time.Second)
+			e.reload(t, "  keys: [", "  lifetime: 1s\n  keys: [")
+			if status, _ := e.get(t, "/tasks"); status != http.StatusUnauthorized {
+				t.Errorf("session.lifetime shortened below the session's age: /tasks %d, want 401", status)
 			}
 		})
 	}
