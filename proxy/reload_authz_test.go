@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
 )
@@ -67,10 +69,12 @@ type signedInBeforeReload struct {
 	yaml     string
 	path     string
 	upstream *echo.Server
-	cookies  string
+	cookies  string // sent with every request, unless empty
 }
 
-func newSignedInBeforeReload(t *testing.T, store string) *signedInBeforeReload {
+// newReloadingProxy serves the config configFor gives for the proxy's and
+// the upstream's URLs from a file that reload reads again.
+func newReloadingProxy(t *testing.T, configFor func(publicURL, upstreamURL string) string) *signedInBeforeReload {
 	t.Helper()
 	e := &signedInBeforeReload{upstream: echo.New()}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -80,12 +84,7 @@ func newSignedInBeforeReload(t *testing.T, store string) *signedInBeforeReload {
 	e.url = "http://" + ln.Addr().String()
 	up := httptest.NewServer(e.upstream)
 	t.Cleanup(up.Close)
-	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{e.url + "/.portcullis/oidc/company/callback"}})
-	storeYAML := "  store: cookie"
-	if store == "redis" {
-		storeYAML = "  store: redis\n  redis: {url: " + redisserver.Start(t).URL + "}"
-	}
-	e.yaml = strings.NewReplacer("PUBLIC_URL", e.url, "UPSTREAM_URL", up.URL, "ISSUER", op.Issuer, "STORE", storeYAML).Replace(authzReloadConfig)
+	e.yaml = configFor(e.url, up.URL)
 	e.path = filepath.Join(t.TempDir(), "portcullis.yaml")
 	e.write(t, e.yaml)
 
@@ -110,6 +109,19 @@ func newSignedInBeforeReload(t *testing.T, store string) *signedInBeforeReload {
 			t.Fatalf("proxy not ready: %v", h.Ready())
 		}
 	}
+	return e
+}
+
+func newSignedInBeforeReload(t *testing.T, store string) *signedInBeforeReload {
+	t.Helper()
+	e := newReloadingProxy(t, func(publicURL, upstreamURL string) string {
+		op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{publicURL + "/.portcullis/oidc/company/callback"}})
+		storeYAML := "  store: cookie"
+		if store == "redis" {
+			storeYAML = "  store: redis\n  redis: {url: " + redisserver.Start(t).URL + "}"
+		}
+		return strings.NewReplacer("PUBLIC_URL", publicURL, "UPSTREAM_URL", upstreamURL, "ISSUER", op.Issuer, "STORE", storeYAML).Replace(authzReloadConfig)
+	})
 
 	jar, _ := cookiejar.New(nil)
 	b := &http.Client{Jar: jar, Timeout: 30 * time.Second}
@@ -161,7 +173,9 @@ func (e *signedInBeforeReload) get(t *testing.T, path string, headers ...string)
 	t.Helper()
 	e.upstream.Reset()
 	req, _ := http.NewRequest("GET", e.url+path, nil)
-	req.Header.Set("Cookie", e.cookies)
+	if e.cookies != "" {
+		req.Header.Set("Cookie", e.cookies)
+	}
 	for i := 0; i < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
@@ -272,6 +286,42 @@ func TestReloadTakesAccessAwayWithRulesAndSessions(t *testing.T) {
 			e.reload(t, "  keys: [", "  lifetime: 1s\n  keys: [")
 			if status, _ := e.get(t, "/tasks"); status != http.StatusUnauthorized {
 				t.Errorf("session.lifetime shortened below the session's age: /tasks %d, want 401", status)
+			}
+		})
+	}
+}
+
+// A Basic auth check that the directory passed before a reload is not
+// reused after it: the cache of checks belongs to the configuration that
+// made them, so a reload that changes the entry's group_search (alice
+// found in no group: no longer admin) or user_search (alice not found)
+// decides the very next request with the directory (slapd) again.
+func TestReloadForgetsBasicAuthChecks(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	for _, tc := range []struct {
+		name   string
+		oldNew []string
+		want   int
+	}{
+		{"group_search finds no group", []string{"(member={dn})", "(member={dn})(cn=cvat-owners)"}, http.StatusForbidden},
+		{"user_search finds no alice", []string{"(uid={username})", "(uid={username})(uid=bob)"}, http.StatusUnauthorized},
+		{"the entry removed", []string{"    basic_auth: corp-ldap\n", "", "    - id: corp-ldap\n", "    - id: corp-ldap-gone\n"}, http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newReloadingProxy(t, func(publicURL, upstreamURL string) string {
+				cfg := strings.Replace(ldapProxyConfig(dir.URL, upstreamURL), "https://cvat.example.com", publicURL, 1)
+				return cfg + "    allow_if: '\"admin\" in roles'\n" +
+					"role_mapping:\n  roles: [admin, user]\n  default: user\n  rules:\n    - role: admin\n      when: '\"cvat-admins\" in groups'\n" +
+					"attribute_pass:\n  headers:\n    X-Groups: 'join(roles, \",\")'\n"
+			})
+			basic := []string{"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte(ldapserver.Alice+":"+ldapserver.AlicePassword))}
+			if status, groups := e.get(t, "/legacy/api", basic...); status != http.StatusOK || groups != "admin" {
+				t.Fatalf("before the reload: %d with X-Groups %q, want 200 as admin", status, groups)
+			}
+			e.reload(t, tc.oldNew...)
+			if status, groups := e.get(t, "/legacy/api", basic...); status != tc.want {
+				t.Errorf("after the reload: %d with X-Groups %q, want %d", status, groups, tc.want)
 			}
 		})
 	}
