@@ -74,8 +74,9 @@ func newRefresher(every time.Duration) *refresher {
 // refreshSession returns the session to carry on with: s itself when no
 // refresh is due, the renewed one (saved in w) after a refresh, s again when
 // the IdP could not be asked, and nil when the IdP refused, in which case the
-// session has been deleted and the request has no session (or, which serve's
-// loadSession rules out, when the IdP is no longer configured).
+// session has been deleted and the request has no session, or when this
+// configuration does not admit the renewed one (authorize), or, which serve's
+// loadSession rules out, when the IdP is no longer configured.
 func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *session.Session) *session.Session {
 	rf := h.refresher
 	now := h.now()
@@ -135,7 +136,10 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 		// before the refresh, on this replica, saves it (remembers).
 		h.log.Error("refresh: session not saved", "idp", s.Profile.IdP, "err", err)
 	}
-	return &next
+	// The refresh may have been made, and its roles mapped, by the
+	// configuration before a reload: remembered for the requests still
+	// carrying the cookie it replaced, it answers them under this one.
+	return h.authorize(&next)
 }
 
 // join returns the refresh of s to wait for: one already running or just

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +71,14 @@ type signedInBeforeReload struct {
 	path     string
 	upstream *echo.Server
 	cookies  string // sent with every request, unless empty
+	// ahead runs the proxy's clock this far ahead of the machine's (in
+	// nanoseconds), past session.refresh without waiting; it is every
+	// Handler's, the reloaded ones' too.
+	ahead atomic.Int64
+}
+
+func (e *signedInBeforeReload) now() time.Time {
+	return time.Now().Add(time.Duration(e.ahead.Load()))
 }
 
 // newReloadingProxy serves the config configFor gives for the proxy's and
@@ -98,6 +107,7 @@ func newReloadingProxy(t *testing.T, configFor func(publicURL, upstreamURL strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.now = e.now
 	e.live = newLive(ctx, h, h.log)
 	e.live.src = &configSource{path: e.path, getenv: os.Getenv}
 	_, e.live.src.stamp, _ = e.live.src.read()
@@ -112,7 +122,9 @@ func newReloadingProxy(t *testing.T, configFor func(publicURL, upstreamURL strin
 	return e
 }
 
-func newSignedInBeforeReload(t *testing.T, store string) *signedInBeforeReload {
+// newSignedInBeforeReload is alice signed in, with her session in store;
+// oldNew are replacements in authzReloadConfig.
+func newSignedInBeforeReload(t *testing.T, store string, oldNew ...string) *signedInBeforeReload {
 	t.Helper()
 	e := newReloadingProxy(t, func(publicURL, upstreamURL string) string {
 		op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{publicURL + "/.portcullis/oidc/company/callback"}})
@@ -120,7 +132,8 @@ func newSignedInBeforeReload(t *testing.T, store string) *signedInBeforeReload {
 		if store == "redis" {
 			storeYAML = "  store: redis\n  redis: {url: " + redisserver.Start(t).URL + "}"
 		}
-		return strings.NewReplacer("PUBLIC_URL", publicURL, "UPSTREAM_URL", upstreamURL, "ISSUER", op.Issuer, "STORE", storeYAML).Replace(authzReloadConfig)
+		// oldNew first: of two replacements of one string, the first counts.
+		return strings.NewReplacer(append(oldNew, "PUBLIC_URL", publicURL, "UPSTREAM_URL", upstreamURL, "ISSUER", op.Issuer, "STORE", storeYAML)...).Replace(authzReloadConfig)
 	})
 
 	jar, _ := cookiejar.New(nil)
@@ -165,6 +178,7 @@ func (e *signedInBeforeReload) reload(t *testing.T, oldNew ...string) {
 	if err := e.live.reload("signal"); err != nil {
 		t.Fatal(err)
 	}
+	e.live.cur.Load().now = e.now // before any request reaches it
 }
 
 // get is a script's request with the session's cookies: its status, and the
@@ -325,4 +339,45 @@ func TestReloadForgetsBasicAuthChecks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A refresh that the configuration before a reload made, and remembers for
+// the requests still on their way with the cookie it replaced (a minute),
+// answers them after the reload with the roles of the configuration live
+// now, not with those it mapped.
+func TestReloadTakesAccessAwayFromARefreshJustMade(t *testing.T) {
+	t.Parallel()
+	e := newSignedInBeforeReload(t, "cookie", "STORE", "  store: cookie\n  refresh: 1s",
+		"scopes: [openid, email, profile, groups]", "scopes: [openid, email, profile, groups, offline_access]")
+	e.ahead.Store(int64(2 * time.Second)) // past session.refresh
+	if status, groups := e.get(t, "/admin/users"); status != http.StatusOK || groups != "admin" {
+		t.Fatalf("the request that refreshed the session: %d with X-Groups %q, want 200 as admin", status, groups)
+	}
+	if n := refreshesCounted(t, e.live.cur.Load()); n != 1 {
+		t.Fatalf("%v refreshes, want 1", n)
+	}
+	e.reload(t, `'"cvat-admins" in groups'`, `'"cvat-owners" in groups'`)
+	// Still the cookie from before the refresh, as a request sent with it
+	// at the same time would be.
+	if status, groups := e.get(t, "/admin/users"); status != http.StatusForbidden {
+		t.Errorf("/admin with the cookie the refresh replaced, after the reload demoted the user: %d with X-Groups %q, want 403", status, groups)
+	}
+	if n := refreshesCounted(t, e.live.cur.Load()); n != 1 {
+		t.Errorf("%v refreshes, want 1: the refresh before the reload answers", n)
+	}
+}
+
+// refreshesCounted is session_refreshes_total{idp="company",result="success"}.
+func refreshesCounted(t *testing.T, h *Handler) float64 {
+	t.Helper()
+	for _, m := range gather(t, h)["portcullis_session_refreshes_total"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["idp"] == "company" && labels["result"] == refreshSuccess {
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
