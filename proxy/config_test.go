@@ -1142,6 +1142,9 @@ func TestUnknownOAuth2ProxyKeysPointToTheirEquivalent(t *testing.T) {
 		{"sso", "providers", "each identity provider is an sso.identity_providers entry"},
 		{"", "http_address", "did you mean server.listen? "},
 		{"", "reverse_proxy", "did you mean server.trusted_proxies? "},
+		{"", "trusted_proxy_ips", "did you mean server.trusted_proxies? "},
+		{"", "skip_jwt_bearer_tokens", "no equivalent: portcullis verifies no bearer token"},
+		{"", "skip-jwt-bearer-tokens", "no equivalent: portcullis verifies no bearer token"},
 		{"", "set_xauthrequest", "no equivalent: "},
 		{"", "pass_access_token", "no equivalent: "},
 	} {

@@ -108,7 +108,11 @@ var foreignKeys = []foreignKey{
 	everywhere("did you mean server.tls.key_file?", "tls_key_file"),
 	everywhere("did you mean server.admin_listen? It serves /metrics, /healthz and /readyz", "metrics_address"),
 	everywhere("did you mean server.trusted_proxies? The CIDRs whose X-Forwarded-For is believed; X-Real-IP and the like are never read",
-		"reverse_proxy", "real_client_ip_header"),
+		"reverse_proxy", "real_client_ip_header", "trusted_proxy_ips"),
+	// oauth2-proxy verified the JWT and admitted its user like a session's:
+	// the rule a migration would write instead lets any token through.
+	everywhere("no equivalent: portcullis verifies no bearer token. A rule with rules[].headers {Authorization: '^Bearer '} and rules[].action: bypass passes every token, forged or expired, with no identity headers: only for an application that verifies the token itself",
+		"skip_jwt_bearer_tokens", "extra_jwt_issuers"),
 	everywhere("nothing to set: with one identity provider, the login goes straight to it", "skip_provider_button"),
 	everywhere("attribute_pass.headers: no header is sent unless named there, each with an expression (X-Forwarded-Email: email)",
 		"pass_user_headers", "pass_basic_auth", "prefer_email_to_user", "inject_request_headers"),
