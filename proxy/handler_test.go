@@ -912,6 +912,41 @@ func TestSessionOfARemovedIdPIsNoSession(t *testing.T) {
 	}
 }
 
+// A session whose user the entry's admission keys no longer admit (they
+// were tightened, and the proxy reloaded or restarted, since the login) is
+// no session, as in oauth2-proxy, which checks its email domains and groups
+// at every request: taking a group off allowed_groups after an incident
+// must lock its members out now, not when their sessions end.
+func TestSessionOfAUserNoLongerAdmittedIsNoSession(t *testing.T) {
+	f := newFixtureOf(t, strings.Replace(testConfig, "      client_id: portcullis\n",
+		"      client_id: portcullis\n      allowed_email_domains: [example.com]\n      allowed_groups: [cvat-users]\n", 1))
+	for _, c := range []struct {
+		name    string
+		p       idp.Profile
+		reached bool
+	}{
+		{"in an allowed group at an allowed domain", idp.Profile{Email: "bob@example.com", EmailVerified: true, Groups: []string{"cvat-users"}}, true},
+		{"in no allowed group", idp.Profile{Email: "alice@example.com", EmailVerified: true, Groups: []string{"cvat-admins"}}, false},
+		{"at a domain no longer allowed", idp.Profile{Email: "carol@example.org", EmailVerified: true, Groups: []string{"cvat-users"}}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.p.IdP, c.p.Sub = "company", c.p.Email
+			cookies := f.loginAs(t, c.p)
+			resp, got, reached := f.do(t, request("GET", "/tasks", cookies, "Accept", "application/json"))
+			if reached != c.reached {
+				t.Fatalf("GET /tasks: %d, reached upstream %v as %q; want reached %v", resp.StatusCode, reached, got.Header.Get("X-Email"), c.reached)
+			}
+			if !c.reached && resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("GET /tasks: %d, want 401", resp.StatusCode)
+			}
+			resp, _, _ = f.do(t, request("GET", "/.portcullis/userinfo", cookies))
+			if want := map[bool]int{true: http.StatusOK, false: http.StatusUnauthorized}[c.reached]; resp.StatusCode != want {
+				t.Errorf("userinfo: %d, want %d", resp.StatusCode, want)
+			}
+		})
+	}
+}
+
 // Two deployments given the same session keys (sidecars sharing one
 // Secret) do not take each other's sessions: each carries the roles its own
 // deployment mapped, and admin at one application is not admin at the other.
