@@ -229,6 +229,12 @@ func (p *Pass) Strip(h http.Header) {
 	}
 }
 
+// Strips reports whether Strip removes name, in some spelling.
+func (p *Pass) Strips(name string) bool {
+	_, ok := p.strip[normalize(name)]
+	return ok
+}
+
 // Names returns every header name Strip removes, sorted, one spelling each.
 func (p *Pass) Names() []string {
 	return slices.Clone(p.names)

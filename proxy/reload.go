@@ -388,6 +388,26 @@ func (h *Handler) inherit(prev *Handler) {
 		}
 	}
 	h.flows.Inherit(prev.flows)
+	h.keepStripping(prev)
+}
+
+// keepStripping keeps removing from client requests every header prev
+// removed (set by attribute_pass, or in strip_headers) that this
+// configuration does not: a reload that renames X-Email to X-User-Email
+// must not start letting clients send X-Email to an upstream that may still
+// trust it. A restart forgets them, so each is a warning naming the key to
+// put it in.
+func (h *Handler) keepStripping(prev *Handler) {
+	for _, name := range prev.pass.Names() {
+		if h.pass.Strips(name) {
+			continue
+		}
+		h.pass.AlsoStrip(name)
+		h.log.Warn("attribute_pass: a header the configuration before the reload set or stripped is no longer in it; "+
+			"still removed from client requests until the process restarts, then passed to the upstream as the client sent it: "+
+			"if the upstream may trust it, add it to attribute_pass.strip_headers",
+			"header", name)
+	}
 }
 
 // startProvider returns prev's provider for ic when nothing it was built

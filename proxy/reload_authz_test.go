@@ -430,3 +430,24 @@ func TestReloadClosesTheWebSocketsItRefuses(t *testing.T) {
 		t.Errorf("the WebSocket at /tasks, which the user may still use, after the reload: %q %v, want its echo", line, err)
 	}
 }
+
+// A reload that renames an identity header keeps removing the old name from
+// client requests: the upstream may still trust X-Groups (CVAT does, until
+// its own settings change), and a client that sends it on a bypassed
+// request, or beside a session, must not reach it with a role of its
+// choosing. Before, the old name reached the upstream as the client sent it
+// from the request after the reload on.
+func TestReloadKeepsStrippingAHeaderItNoLongerSets(t *testing.T) {
+	e := newSignedInBeforeReload(t, "cookie")
+	e.reload(t, "    X-Groups: 'join(roles, \",\")'", "    X-Roles: 'join(roles, \",\")'")
+
+	if status, groups := e.get(t, "/api/tasks", "Authorization", "Token abc", "X-Groups", "admin"); status != http.StatusOK || groups != "" {
+		t.Errorf("bypassed with X-Groups: admin after the rename: %d, upstream got X-Groups %q; want 200 without it", status, groups)
+	}
+	if status, groups := e.get(t, "/tasks", "X-Groups", "admin"); status != http.StatusOK || groups != "" {
+		t.Errorf("signed in, with X-Groups: admin after the rename: %d, upstream got X-Groups %q; want 200 without it", status, groups)
+	}
+	if got, _ := e.upstream.Last(); got.Header.Get("X-Roles") != "admin" {
+		t.Errorf("upstream got X-Roles %q, want the renamed header set: admin", got.Header.Get("X-Roles"))
+	}
+}
