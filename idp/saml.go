@@ -300,7 +300,7 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err := checkAudience(found.assertion, sp.EntityID); err != nil {
 		return nil, nil, p.samlDiagnose(sp, found.response, found.assertion, fmt.Errorf("saml %s: verify response: %w", id, err))
 	}
-	if err := p.useAssertion(r.Context(), assertion); err != nil {
+	if err := p.useAssertion(r.Context(), assertion.ID, replayExpiry(assertion)); err != nil {
 		return nil, nil, fmt.Errorf("saml %s: replay check: %w", id, err)
 	}
 	prof, err := p.mapping.profile(id, assertion)

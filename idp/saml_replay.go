@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/crewjam/saml"
 )
 
 // ReplayStore records values that may be used once: given to the SAML
@@ -20,15 +18,21 @@ type ReplayStore interface {
 	MarkOnce(ctx context.Context, key string, until time.Time) (bool, error)
 }
 
-// useAssertion accepts an assertion once. It is marked by its issuer and
-// ID, not by this entry: two entries for one IdP (other attributes, another
-// SP entity) must not each accept an assertion whose audience names both.
-// An assertion that cannot be recorded is refused.
-func (p *SAMLProvider) useAssertion(ctx context.Context, a *saml.Assertion) error {
-	if a.ID == "" {
+// useAssertion accepts the assertion id once. An assertion that cannot be
+// recorded is refused.
+//
+// The mark is per entry. Keying it by the IdP's issuer instead (tried)
+// would stop a sibling entry of the same IdP accepting the assertion again,
+// but only an assertion with a bearer confirmation naming each entry's ACS
+// and an audience naming both could pass there, which IdPs do not issue;
+// while it broke rolling updates: the replicas of the release before, which
+// share Redis, read the old key, so each version accepted an assertion once
+// (seen with both binaries behind one load balancer).
+func (p *SAMLProvider) useAssertion(ctx context.Context, id string, expiry time.Time) error {
+	if id == "" {
 		return errors.New("assertion has no ID")
 	}
-	first, err := p.replay.MarkOnce(ctx, "saml:"+a.Issuer.Value+"\x00"+a.ID, replayExpiry(a))
+	first, err := p.replay.MarkOnce(ctx, "saml:"+p.cfg.ID+":"+id, expiry)
 	if err != nil {
 		return fmt.Errorf("record assertion: %w", err)
 	}
