@@ -123,11 +123,9 @@ func (c *sessionAuthz) put(id string, e *authzEntry) {
 	c.bytes += e.footprint
 }
 
-// upgradedRecheckTimeout bounds the session store's answers for all the
-// upgraded connections a reload decides again, together: the reload holds
-// its lock meanwhile, and a Redis that does not answer would otherwise hold
-// it for a timeout per connection. Those not decided by then are kept.
-const upgradedRecheckTimeout = 5 * time.Second
+// upgradedRecheckTimeout bounds the session store's answer for each
+// upgraded connection a reload decides again.
+const upgradedRecheckTimeout = 2 * time.Second
 
 // admitsUpgraded says whether this configuration lets r through, the
 // request of a connection that an earlier one upgraded (a WebSocket): its
@@ -135,7 +133,7 @@ const upgradedRecheckTimeout = 5 * time.Second
 // rule's allow_if, as serve decides them. A session store that does not
 // answer is no reason to cut a connection; Basic credentials on a
 // basic_auth rule are not checked at the directory again.
-func (h *Handler) admitsUpgraded(ctx context.Context, r *http.Request) bool {
+func (h *Handler) admitsUpgraded(r *http.Request) bool {
 	var req rules.Request
 	req.Init(r, r.URL.Path, h.clientAddr(r))
 	rule := h.rules.Match(&req)
@@ -145,6 +143,8 @@ func (h *Handler) admitsUpgraded(ctx context.Context, r *http.Request) bool {
 	case rule.Action == rules.Bypass, rule.Config.BasicAuth != "" && hasBasicCredentials(r):
 		return true
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), upgradedRecheckTimeout)
+	defer cancel()
 	s, err := h.loadSession(r.WithContext(ctx))
 	if err != nil {
 		return true

@@ -208,11 +208,9 @@ func (s *connSet) closeRefused(h *Handler) int {
 		open = append(open, c)
 	}
 	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), upgradedRecheckTimeout)
-	defer cancel()
 	closed := 0
 	for _, c := range open {
-		if c.req != nil && !h.admitsUpgraded(ctx, c.req) {
+		if c.req != nil && !h.admitsUpgraded(c.req) {
 			c.Close()
 			closed++
 		}
