@@ -1,17 +1,13 @@
 package proxy
 
 import (
-	"context"
 	"errors"
-	"net/http"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"github.com/portcullis-proxy/portcullis/rolemap"
-	"github.com/portcullis-proxy/portcullis/rules"
 )
 
 // authzEntries and authzBytes bound the sessions a Handler remembers the
@@ -121,37 +117,4 @@ func (c *sessionAuthz) put(id string, e *authzEntry) {
 	}
 	c.m[id] = e
 	c.bytes += e.footprint
-}
-
-// upgradedRecheckTimeout bounds the session store's answer for each
-// upgraded connection a reload decides again.
-const upgradedRecheckTimeout = 2 * time.Second
-
-// admitsUpgraded says whether this configuration lets r through, the
-// request of a connection that an earlier one upgraded (a WebSocket): its
-// rule, its session (roles and admission included, authorize) and the
-// rule's allow_if, as serve decides them. A session store that does not
-// answer is no reason to cut a connection; Basic credentials on a
-// basic_auth rule are not checked at the directory again.
-func (h *Handler) admitsUpgraded(r *http.Request) bool {
-	var req rules.Request
-	req.Init(r, r.URL.Path, h.clientAddr(r))
-	rule := h.rules.Match(&req)
-	switch {
-	case rule.Action == rules.Deny:
-		return false
-	case rule.Action == rules.Bypass, rule.Config.BasicAuth != "" && hasBasicCredentials(r):
-		return true
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), upgradedRecheckTimeout)
-	defer cancel()
-	s, err := h.loadSession(r.WithContext(ctx))
-	if err != nil {
-		return true
-	}
-	if s == nil {
-		return false
-	}
-	allowed, _ := rule.Allow(&s.Profile, &req, h.now())
-	return allowed
 }

@@ -489,7 +489,7 @@ func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !ok { // a Handler served without serveOn (tests): nothing to close at shutdown
 		return c, brw, nil
 	}
-	tc := &trackedConn{Conn: c, set: set, req: s.req}
+	tc := &trackedConn{Conn: c, set: set}
 	set.add(tc)
 	return tc, brw, nil
 }

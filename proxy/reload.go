@@ -34,11 +34,6 @@ import (
 // Providers that are new or changed start afresh; the swap waits up to
 // readyWait for them to become ready, then happens anyway (an IdP that is
 // down is the IdP's problem, not the configuration's, and /readyz says so).
-//
-// What does not carry over is any decision about access: every request after
-// the swap is decided by the new Handler, sessions made before it included
-// (authz.go), and the connections already upgraded (WebSockets) that it would
-// not let through are closed (connSet.closeRefused).
 
 // readyWait bounds how long a reload waits for new or changed IdPs.
 const readyWait = 5 * time.Second
@@ -115,7 +110,6 @@ type live struct {
 	mu    sync.Mutex // one reload at a time
 	src   *configSource
 	certs *certificate // what the proxy listener serves, set by serveOn; nil without server.tls
-	conns *connSet     // the public listener's upgraded connections, set by serveOn
 }
 
 func newLive(ctx context.Context, h *Handler, log *slog.Logger) *live {
@@ -205,12 +199,8 @@ func (l *live) reload(trigger string) error {
 	prev.releaseRedis(next)
 	prev.releaseTransport(next)
 	prev.metrics.reloaded("success")
-	closed := 0
-	if l.conns != nil {
-		closed = l.conns.closeRefused(next)
-	}
 	l.log.Info("config reloaded", "trigger", trigger, "path", l.src.path,
-		"duration_seconds", time.Since(start).Seconds(), "waited_for_idps", waited, "websockets_closed", closed)
+		"duration_seconds", time.Since(start).Seconds(), "waited_for_idps", waited)
 	l.reloadCertificate(next.cfg.Server.TLS, trigger)
 	return nil
 }

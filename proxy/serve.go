@@ -64,9 +64,6 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	h := l.cur.Load()
 	errLog := slogErrorLog(l.log)
 	conns := &connSet{m: map[*trackedConn]struct{}{}}
-	l.mu.Lock()
-	l.conns = conns // a reload closes those its config refuses
-	l.mu.Unlock()
 	public := newPublicServer(l, errLog)
 	// Handlers find the set of hijacked connections in every request's
 	// context (statusRecorder.Hijack).
@@ -197,27 +194,6 @@ func (s *connSet) wait(ctx context.Context) int {
 	}
 }
 
-// closeRefused closes the connections whose upgrade request h, the
-// Handler a reload just made live, would not let through: a WebSocket was
-// let in by the configuration live when it opened, and would otherwise run
-// on under it however long it lasts.
-func (s *connSet) closeRefused(h *Handler) int {
-	s.mu.Lock()
-	open := make([]*trackedConn, 0, len(s.m))
-	for c := range s.m {
-		open = append(open, c)
-	}
-	s.mu.Unlock()
-	closed := 0
-	for _, c := range open {
-		if c.req != nil && !h.admitsUpgraded(c.req) {
-			c.Close()
-			closed++
-		}
-	}
-	return closed
-}
-
 func (s *connSet) closeAll() {
 	s.mu.Lock()
 	open := make([]*trackedConn, 0, len(s.m))
@@ -241,9 +217,6 @@ type trackedConn struct {
 	net.Conn
 	set  *connSet
 	once sync.Once
-	// req is the request that upgraded it, as the pipeline saw it (headers
-	// stripped, path normalized): a reload decides it again (closeRefused).
-	req *http.Request
 }
 
 func (c *trackedConn) Close() error {
