@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
 )
 
 // The roles remembered per session are bounded in number and in the memory
@@ -40,4 +42,29 @@ func TestSessionAuthzIsBounded(t *testing.T) {
 			t.Error("a profile of a sixteenth of the bound is remembered, pushing out many others")
 		}
 	})
+}
+
+// A session's profile decoded afresh with nothing changed (a re-sealed
+// cookie, a refresh at which the IdP said the same) keeps its roles and is
+// remembered in the place of the copy before it: its next requests share
+// its groups and claims, and are told apart from it by pointers, not by
+// comparing every group and claim on every request.
+func TestSessionAuthzRemembersTheProfileDecodedAfresh(t *testing.T) {
+	t.Parallel()
+	h := newTestHandler(t, strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1))
+	profile := func() idp.Profile {
+		return idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com", Groups: []string{"cvat-admins", "annotators"},
+			Claims: map[string]any{"sub": "alice", "groups": []any{"cvat-admins", "annotators"}}}
+	}
+	first := session.Session{ID: "s1", Profile: profile()}
+	if s := h.authorize(&first); s == nil || !slices.Equal(s.Profile.Roles, []string{"admin"}) {
+		t.Fatalf("first request: %+v, want admin", s)
+	}
+	resealed := session.Session{ID: "s1", Profile: profile()}
+	if s := h.authorize(&resealed); s == nil || !slices.Equal(s.Profile.Roles, []string{"admin"}) {
+		t.Fatalf("the profile decoded afresh: %+v, want admin", s)
+	}
+	if e := h.authz.m["s1"]; !sharesBacking(&e.prof, &resealed.Profile) {
+		t.Error("the profile decoded afresh is not the one remembered: every request after it compares its groups and claims in depth")
+	}
 }
