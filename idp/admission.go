@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -50,6 +51,11 @@ func (e *AdmissionError) Error() string {
 func (c *Config) Admit(p *Profile) error {
 	if c.TrustEmail && p.Email != "" {
 		p.EmailVerified = true
+	} else if p.EmailVerified && c.saidFalse(p) {
+		// A session's profile, admitted at its login under trust_email
+		// by a configuration since reloaded without it: the IdP's word
+		// counts again.
+		p.EmailVerified = false
 	}
 	if c.saysUnverified(p) {
 		return &AdmissionError{Rule: "email_verified", Reason: c.unverifiedReason(p)}
@@ -107,17 +113,50 @@ func (c *Config) saysUnverified(p *Profile) bool {
 	if p.Email == "" || p.EmailVerified {
 		return false
 	}
+	_, said := c.verifiedClaim(p)
+	return said
+}
+
+// saidFalse reports whether p's claims hold the IdP's word that the email
+// is not verified, read as a login reads it: a claim that is not true
+// (claimBool), a SAML attribute whose first value strconv.ParseBool does
+// not read as true.
+func (c *Config) saidFalse(p *Profile) bool {
+	v, said := c.verifiedClaim(p)
+	if !said {
+		return false
+	}
+	if c.Protocol != SAML {
+		return !claimBool(v)
+	}
+	switch list := v.(type) {
+	case []any:
+		if len(list) > 0 {
+			v = list[0]
+		}
+	case []string:
+		if len(list) > 0 {
+			v = list[0]
+		}
+	}
+	text, _ := v.(string)
+	verified, _ := strconv.ParseBool(strings.ToLower(strings.TrimSpace(text)))
+	return !verified
+}
+
+// verifiedClaim is the claim (or SAML attribute) that p's email_verified
+// is read from, and whether it is there. LDAP has none.
+func (c *Config) verifiedClaim(p *Profile) (any, bool) {
 	var from string
 	switch c.Protocol {
 	case LDAP:
-		return false
+		return nil, false
 	case SAML:
 		from = c.AttributeMapping["email_verified"]
 	default:
 		from = claimMapping(c.Claims)["email_verified"]
 	}
-	_, said := lookupClaim(p.Claims, from)
-	return said
+	return lookupClaim(p.Claims, from)
 }
 
 // unverifiedReason tells a user whose email is not verified what to do.

@@ -126,8 +126,15 @@ func newReloadingProxy(t *testing.T, configFor func(publicURL, upstreamURL strin
 // oldNew are replacements in authzReloadConfig.
 func newSignedInBeforeReload(t *testing.T, store string, oldNew ...string) *signedInBeforeReload {
 	t.Helper()
+	return newSignedInAs(t, store, oidcserver.Alice, oidcserver.AlicePassword, nil, oldNew...)
+}
+
+// newSignedInAs is newSignedInBeforeReload with user signed in, among
+// the IdP's users and users.
+func newSignedInAs(t *testing.T, store, user, password string, users map[string]oidcserver.User, oldNew ...string) *signedInBeforeReload {
+	t.Helper()
 	e := newReloadingProxy(t, func(publicURL, upstreamURL string) string {
-		op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{publicURL + "/.portcullis/oidc/company/callback"}})
+		op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{publicURL + "/.portcullis/oidc/company/callback"}, ExtraUsers: users})
 		storeYAML := "  store: cookie"
 		if store == "redis" {
 			storeYAML = "  store: redis\n  redis: {url: " + redisserver.Start(t).URL + "}"
@@ -138,7 +145,7 @@ func newSignedInBeforeReload(t *testing.T, store string, oldNew ...string) *sign
 
 	jar, _ := cookiejar.New(nil)
 	b := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	resp := oidcserver.Login(t, b, e.url+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
+	resp := oidcserver.Login(t, b, e.url+"/.portcullis/login/company?rd=/", user, password)
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	var kept []string
@@ -401,5 +408,26 @@ func TestReloadKeepsStrippingAHeaderItNoLongerSets(t *testing.T) {
 	}
 	if got, _ := e.upstream.Last(); got.Header.Get("X-Roles") != "admin" {
 		t.Errorf("upstream got X-Roles %q, want the renamed header set: admin", got.Header.Get("X-Roles"))
+	}
+}
+
+// A session made under trust_email, of a user whose IdP says in so many
+// words that the email is not verified, is no session once a reload takes
+// trust_email away: the login would now be refused (email_verified), and
+// the email_verified: true that trust_email put in the session's profile
+// is not the IdP's word.
+func TestReloadTakesTrustEmailAway(t *testing.T) {
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store+" store", func(t *testing.T) {
+			t.Parallel()
+			carol := map[string]oidcserver.User{"carol": {Password: "carol-pw", Email: "carol@example.com", EmailVerified: false,
+				Groups: []string{"cvat-admins"}}}
+			trust := []string{"      client_secret: portcullis-secret\n", "      client_secret: portcullis-secret\n      trust_email: true\n"}
+			e := newSignedInAs(t, store, "carol", "carol-pw", carol, trust...)
+			e.reload(t, "      trust_email: true\n", "")
+			if status, groups := e.get(t, "/tasks"); status != http.StatusUnauthorized {
+				t.Errorf("/tasks after the reload took trust_email away from an IdP that says the email is not verified: %d with X-Groups %q, want 401", status, groups)
+			}
+		})
 	}
 }
