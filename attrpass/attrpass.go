@@ -47,7 +47,7 @@ type Pass struct {
 
 	// ids remembers the identity of recent sessions (identity.go), unless
 	// volatile: a header's expression reads the clock.
-	ids      identities
+	ids      *idp.Remembered[*Identity]
 	volatile bool
 }
 
@@ -83,7 +83,7 @@ func Compile(c Config, issuer string) (*Pass, error) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 
-	p := &Pass{strip: map[string]string{}}
+	p := &Pass{strip: map[string]string{}, ids: idp.NewRemembered[*Identity](identityEntries, identityBytes)}
 	// owner remembers which key first named each normalized header, so a
 	// second spelling of the same header is reported against the first.
 	owner := map[string]string{}

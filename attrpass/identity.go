@@ -2,7 +2,6 @@ package attrpass
 
 import (
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/expr-lang/expr/ast"
@@ -61,10 +60,8 @@ func (p *Pass) For(session string, prof *idp.Profile) (*Identity, error) {
 	}
 	remember := session != "" && !p.volatile
 	if remember {
-		p.ids.mu.RLock()
-		id := p.ids.m[session]
-		p.ids.mu.RUnlock()
-		if id != nil && id.prof.Same(prof) && (p.jwt == nil || now.Sub(id.signed) < p.jwt.lifetime/4) {
+		id, ok := p.ids.Get(session)
+		if ok && id.prof.Same(prof) && (p.jwt == nil || now.Sub(id.signed) < p.jwt.lifetime/4) {
 			return id, nil
 		}
 	}
@@ -73,7 +70,7 @@ func (p *Pass) For(session string, prof *idp.Profile) (*Identity, error) {
 		return nil, err
 	}
 	if remember {
-		p.ids.put(session, id)
+		p.ids.Put(session, id, id.footprint)
 	}
 	return id, nil
 }
@@ -102,44 +99,6 @@ func (p *Pass) identity(prof *idp.Profile, now time.Time) (*Identity, error) {
 		id.footprint += 64 + len(f.value[0])
 	}
 	return id, nil
-}
-
-// identities remembers the identity of recent sessions, bounded in number
-// and in the memory they hold.
-type identities struct {
-	mu    sync.RWMutex
-	m     map[string]*Identity
-	bytes int // the footprints of those in m
-}
-
-func (c *identities) put(session string, id *Identity) {
-	if id.footprint > identityBytes/16 {
-		// Computed on every request instead, rather than pushing out
-		// the identities of a sixteenth of the bound's worth of sessions.
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[string]*Identity)
-	}
-	if old, ok := c.m[session]; ok {
-		c.bytes -= old.footprint
-		delete(c.m, session)
-	}
-	for len(c.m) >= identityEntries || (len(c.m) > 0 && c.bytes+id.footprint > identityBytes) {
-		// Forget a few at random (map order) rather than grow.
-		n := 0
-		for k, old := range c.m {
-			c.bytes -= old.footprint
-			delete(c.m, k)
-			if n++; n >= 16 {
-				break
-			}
-		}
-	}
-	c.m[session] = id
-	c.bytes += id.footprint
 }
 
 // readsClock reports whether an expression calls now(): its value then

@@ -160,7 +160,7 @@ func TestForIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(p.ids.m); n > identityEntries {
+	if n := p.ids.Len(); n > identityEntries {
 		t.Fatalf("%d identities remembered, want at most %d", n, identityEntries)
 	}
 }
@@ -186,7 +186,7 @@ func TestForBoundsTheMemoryItRemembers(t *testing.T) {
 	}
 	held := liveHeap() - before
 	runtime.KeepAlive(p)
-	t.Logf("%d identities remembered, %d KiB live", len(p.ids.m), held>>10)
+	t.Logf("%d identities remembered, %d KiB live", p.ids.Len(), held>>10)
 	if held > 2*identityBytes {
 		t.Errorf("2000 identities of users with 300 groups hold %d KiB, want at most about %d", held>>10, identityBytes>>10)
 	}

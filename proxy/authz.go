@@ -4,7 +4,6 @@ import (
 	"errors"
 	"reflect"
 	"slices"
-	"sync"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
@@ -28,20 +27,18 @@ const (
 // before it too, at once, or a demoted admin stays admin until the session
 // ends. Every Handler has its own, so a reload starts afresh; the
 // expressions then run once per session rather than on every request.
-type sessionAuthz struct {
-	mu    sync.RWMutex
-	m     map[string]*authzEntry
-	bytes int // the footprints of the profiles in m
-}
+type sessionAuthz = idp.Remembered[*authzEntry]
 
 type authzEntry struct {
-	prof      idp.Profile // what it was worked out from, without roles
-	roles     []string    // shared by every request of the session: never modified
-	refused   string      // why the session is no session under this configuration; "" when it is one
-	footprint int
+	prof    idp.Profile // what it was worked out from, without roles
+	roles   []string    // shared by every request of the session: never modified
+	refused string      // why the session is no session under this configuration; "" when it is one
 }
 
-func newSessionAuthz() *sessionAuthz { return &sessionAuthz{m: map[string]*authzEntry{}} }
+func newSessionAuthz() *sessionAuthz { return idp.NewRemembered[*authzEntry](authzEntries, authzBytes) }
+
+// footprint is the bytes e holds, most of them its profile's.
+func (e *authzEntry) footprint() int { return 64 + e.prof.Footprint() }
 
 // authorize is s with the roles this configuration maps its profile to,
 // or nil when this configuration would not let its user sign in: the
@@ -52,11 +49,9 @@ func newSessionAuthz() *sessionAuthz { return &sessionAuthz{m: map[string]*authz
 func (h *Handler) authorize(s *session.Session) *session.Session {
 	key := s.Profile
 	key.Roles = nil
-	h.authz.mu.RLock()
-	e := h.authz.m[s.ID]
-	h.authz.mu.RUnlock()
+	e, ok := h.authz.Get(s.ID)
 	switch {
-	case e == nil || !e.prof.Same(&key):
+	case !ok || !e.prof.Same(&key):
 		e = h.reauthorize(s, key)
 	case !sharesBacking(&e.prof, &key):
 		// The same profile decoded afresh: a re-sealed cookie (Touch), a
@@ -65,7 +60,8 @@ func (h *Handler) authorize(s *session.Session) *session.Session {
 		// requests share, so that they compare pointers rather than every
 		// group and claim again (a quarter of a millisecond a request for
 		// 1,000 groups named by their DN, as long as the entry lasts).
-		h.authz.put(s.ID, &authzEntry{prof: key, roles: e.roles, refused: e.refused})
+		fresh := &authzEntry{prof: key, roles: e.roles, refused: e.refused}
+		h.authz.Put(s.ID, fresh, fresh.footprint())
 	}
 	if e.refused != "" {
 		return nil
@@ -105,33 +101,6 @@ func (h *Handler) reauthorize(s *session.Session, key idp.Profile) *authzEntry {
 		h.log.Info("session's roles mapped again under the configuration",
 			"idp", key.IdP, "sub", key.Sub, "was", s.Profile.Roles, "roles", e.roles)
 	}
-	h.authz.put(s.ID, e)
+	h.authz.Put(s.ID, e, e.footprint())
 	return e
-}
-
-func (c *sessionAuthz) put(id string, e *authzEntry) {
-	e.footprint = 64 + e.prof.Footprint()
-	if e.footprint > authzBytes/16 {
-		return // worked out on every request instead, rather than pushing out many others
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old, ok := c.m[id]; ok {
-		c.bytes -= old.footprint
-		delete(c.m, id)
-	}
-	for len(c.m) >= authzEntries || (len(c.m) > 0 && c.bytes+e.footprint > authzBytes) {
-		// Forget a few at random (map order) rather than grow: they are
-		// worked out again at their next request.
-		n := 0
-		for k, old := range c.m {
-			c.bytes -= old.footprint
-			delete(c.m, k)
-			if n++; n >= 16 {
-				break
-			}
-		}
-	}
-	c.m[id] = e
-	c.bytes += e.footprint
 }

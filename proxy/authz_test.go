@@ -18,9 +18,10 @@ func TestSessionAuthzIsBounded(t *testing.T) {
 	t.Run("in number", func(t *testing.T) {
 		c := newSessionAuthz()
 		for i := range authzEntries + 100 {
-			c.put(strconv.Itoa(i), &authzEntry{prof: idp.Profile{IdP: "company", Sub: strconv.Itoa(i)}, roles: []string{"user"}})
+			e := &authzEntry{prof: idp.Profile{IdP: "company", Sub: strconv.Itoa(i)}, roles: []string{"user"}}
+			c.Put(strconv.Itoa(i), e, e.footprint())
 		}
-		if n := len(c.m); n > authzEntries {
+		if n := c.Len(); n > authzEntries {
 			t.Errorf("%d sessions remembered, want at most %d", n, authzEntries)
 		}
 	})
@@ -31,14 +32,16 @@ func TestSessionAuthzIsBounded(t *testing.T) {
 			groups[i] = "cn=group-" + strconv.Itoa(i) + "," + strings.Repeat("ou=unit,", 8) + "dc=example,dc=com"
 		}
 		for i := range 2000 {
-			c.put(strconv.Itoa(i), &authzEntry{prof: idp.Profile{IdP: "company", Sub: strconv.Itoa(i), Groups: groups}})
+			e := &authzEntry{prof: idp.Profile{IdP: "company", Sub: strconv.Itoa(i), Groups: groups}}
+			c.Put(strconv.Itoa(i), e, e.footprint())
 		}
-		if c.bytes > authzBytes {
-			t.Errorf("the profiles remembered hold %d bytes, want at most %d", c.bytes, authzBytes)
+		if c.Bytes() > authzBytes {
+			t.Errorf("the profiles remembered hold %d bytes, want at most %d", c.Bytes(), authzBytes)
 		}
 		huge := idp.Profile{IdP: "company", Sub: "huge", Claims: map[string]any{"blob": strings.Repeat("x", authzBytes/16)}}
-		c.put("huge", &authzEntry{prof: huge})
-		if _, ok := c.m["huge"]; ok {
+		e := &authzEntry{prof: huge}
+		c.Put("huge", e, e.footprint())
+		if _, ok := c.Get("huge"); ok {
 			t.Error("a profile of a sixteenth of the bound is remembered, pushing out many others")
 		}
 	})
@@ -64,7 +67,7 @@ func TestSessionAuthzRemembersTheProfileDecodedAfresh(t *testing.T) {
 	if s := h.authorize(&resealed); s == nil || !slices.Equal(s.Profile.Roles, []string{"admin"}) {
 		t.Fatalf("the profile decoded afresh: %+v, want admin", s)
 	}
-	if e := h.authz.m["s1"]; !sharesBacking(&e.prof, &resealed.Profile) {
+	if e, _ := h.authz.Get("s1"); !sharesBacking(&e.prof, &resealed.Profile) {
 		t.Error("the profile decoded afresh is not the one remembered: every request after it compares its groups and claims in depth")
 	}
 }
