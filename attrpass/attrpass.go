@@ -121,7 +121,7 @@ func Compile(c Config, issuer string) (*Pass, error) {
 			continue
 		}
 		p.headers = append(p.headers, header{name: name, key: textproto.CanonicalMIMEHeaderKey(name), program: prog})
-		p.volatile = p.volatile || readsClock(prog.Node())
+		p.volatile = p.volatile || idp.ReadsClock(prog)
 	}
 
 	if c.JWT != nil {

@@ -4,8 +4,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/expr-lang/expr/ast"
-
 	"github.com/portcullis-proxy/portcullis/idp"
 )
 
@@ -99,25 +97,4 @@ func (p *Pass) identity(prof *idp.Profile, now time.Time) (*Identity, error) {
 		id.footprint += 64 + len(f.value[0])
 	}
 	return id, nil
-}
-
-// readsClock reports whether an expression calls now(): its value then
-// changes from one request to the next, and cannot be remembered.
-func readsClock(node ast.Node) bool {
-	v := &clockFinder{}
-	ast.Walk(&node, v)
-	return v.found
-}
-
-type clockFinder struct{ found bool }
-
-func (f *clockFinder) Visit(node *ast.Node) {
-	switch n := (*node).(type) {
-	case *ast.BuiltinNode:
-		f.found = f.found || n.Name == "now"
-	case *ast.CallNode:
-		if id, ok := n.Callee.(*ast.IdentifierNode); ok && id.Value == "now" {
-			f.found = true
-		}
-	}
 }

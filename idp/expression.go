@@ -367,3 +367,26 @@ func ExprMessage(err error) string {
 	}
 	return err.Error()
 }
+
+// ReadsClock reports whether a compiled expression calls now(): its value
+// then changes from one request to the next, and what it gives a session
+// cannot be remembered.
+func ReadsClock(prog *vm.Program) bool {
+	node := prog.Node()
+	v := &clockFinder{}
+	ast.Walk(&node, v)
+	return v.found
+}
+
+type clockFinder struct{ found bool }
+
+func (f *clockFinder) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.BuiltinNode:
+		f.found = f.found || n.Name == "now"
+	case *ast.CallNode:
+		if id, ok := n.Callee.(*ast.IdentifierNode); ok && id.Value == "now" {
+			f.found = true
+		}
+	}
+}

@@ -45,12 +45,15 @@ func (e *authzEntry) footprint() int { return 64 + e.prof.Footprint() }
 // session is then no session, as one of an IdP no longer configured
 // (loadSession), and its user signs in again, where the login's own
 // refusal says why. s is the caller's copy; its profile's roles are
-// replaced, never modified in place.
+// replaced, never modified in place. When a role rule reads the clock
+// (now(): a role until a date), the roles are mapped at every request.
 func (h *Handler) authorize(s *session.Session) *session.Session {
 	key := s.Profile
 	key.Roles = nil
 	e, ok := h.authz.Get(s.ID)
 	switch {
+	case h.roles.ReadsClock():
+		e = h.reauthorize(s, key)
 	case !ok || !e.prof.Same(&key):
 		e = h.reauthorize(s, key)
 	case !sharesBacking(&e.prof, &key):
@@ -92,6 +95,9 @@ func (h *Handler) reauthorize(s *session.Session, key idp.Profile) *authzEntry {
 		e.refused = "Your roles could not be determined."
 	} else {
 		e.roles = slices.Clip(roles)
+	}
+	if h.roles.ReadsClock() {
+		return e // neither remembered nor logged: it is worked out at every request
 	}
 	switch {
 	case e.refused != "":

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
 	"github.com/portcullis-proxy/portcullis/proxy/session"
@@ -69,5 +70,27 @@ func TestSessionAuthzRemembersTheProfileDecodedAfresh(t *testing.T) {
 	}
 	if e, _ := h.authz.Get("s1"); !sharesBacking(&e.prof, &resealed.Profile) {
 		t.Error("the profile decoded afresh is not the one remembered: every request after it compares its groups and claims in depth")
+	}
+}
+
+// A role rule that reads the clock (a role until a date) is decided at
+// every request: remembered per session, the role would last until the
+// session was forgotten or the configuration reloaded, at a different time
+// at every replica.
+func TestSessionRolesThatReadTheClockAreNotRemembered(t *testing.T) {
+	t.Parallel()
+	until := time.Now().Add(time.Second)
+	cfg := strings.Replace(testConfig, `      when: '"cvat-admins" in groups'`,
+		`      when: 'now() < date("`+until.Format(time.RFC3339Nano)+`") && "cvat-admins" in groups'`, 1)
+	h := newTestHandler(t, strings.Replace(cfg, "UPSTREAM", "http://127.0.0.1:1", 1))
+	alice := func() *session.Session {
+		return &session.Session{ID: "s1", Profile: idp.Profile{IdP: "company", Sub: "alice", Groups: []string{"cvat-admins"}}}
+	}
+	if s := h.authorize(alice()); s == nil || !slices.Equal(s.Profile.Roles, []string{"admin"}) {
+		t.Fatalf("before the date: %+v, want admin", s)
+	}
+	time.Sleep(time.Until(until) + 50*time.Millisecond)
+	if s := h.authorize(alice()); s == nil || !slices.Equal(s.Profile.Roles, []string{"user"}) {
+		t.Errorf("after the date: %+v, want user (the rule's date has passed)", s)
 	}
 }

@@ -44,6 +44,7 @@ type Mapper struct {
 	def         string
 	highestOnly bool
 	rules       []rule
+	readsClock  bool // a rule calls now()
 }
 
 type rule struct {
@@ -122,12 +123,17 @@ func Compile(c Config) (*Mapper, error) {
 			continue
 		}
 		m.rules = append(m.rules, rule{priority: p, when: r.When, program: prog})
+		m.readsClock = m.readsClock || idp.ReadsClock(prog)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return m, nil
 }
+
+// ReadsClock reports whether a rule calls now(): the roles Map gives a
+// profile then change with the time, and are not to be remembered.
+func (m *Mapper) ReadsClock() bool { return m.readsClock }
 
 // Map returns p's roles, highest priority first. Every rule that is true for
 // p contributes its role; with highest_only only the first is kept; when no
