@@ -482,6 +482,15 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 	key := cache.key(id, username, password)
 	start := h.now()
 	if prof, ok := cache.get(key, start); ok {
+		if !h.roles.ReadsClock() {
+			return prof, ""
+		}
+		// A role until a date ends at that date, as a session's does
+		// (authorize), not up to basicAuthTTL after it.
+		prof = new(*prof)
+		if decision := h.basicRoles(w, id, prof); decision != "" {
+			return nil, decision
+		}
 		return prof, ""
 	}
 	// A clone: the request that began the check may have been answered
@@ -515,26 +524,36 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 		return nil, decisionInternal
 	}
 	prof := new(*check.prof) // each request maps roles onto its own copy
+	if decision := h.basicRoles(w, id, prof); decision != "" {
+		return nil, decision
+	}
+	h.metrics.login(id, "success", 0)
+	cache.put(key, prof, h.now())
+	return prof, ""
+}
+
+// basicRoles applies IdP id's admission rules to prof, the caller's own
+// copy, and sets its roles; it returns "", or the decision after answering
+// the request when they refuse it.
+func (h *Handler) basicRoles(w http.ResponseWriter, id string, prof *idp.Profile) string {
 	if reason := h.admit(prof); reason != "" {
 		h.metrics.login(id, "denied", 0)
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": reason})
-		return nil, decisionForbidden
+		return decisionForbidden
 	}
 	roles, err := h.roles.Map(prof)
 	if errors.Is(err, rolemap.ErrNoRole) {
 		h.metrics.login(id, "denied", 0)
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": "your account has no role in this application"})
-		return nil, decisionForbidden
+		return decisionForbidden
 	}
 	if err != nil {
 		h.log.Error("role mapping failed", "idp", id, "err", err)
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal", "message": "your roles could not be determined"})
-		return nil, decisionInternal
+		return decisionInternal
 	}
 	prof.Roles = roles
-	h.metrics.login(id, "success", 0)
-	cache.put(key, prof, h.now())
-	return prof, ""
+	return ""
 }
 
 // statusClientClosed records a request whose client went away before it

@@ -431,3 +431,28 @@ func TestReloadTakesTrustEmailAway(t *testing.T) {
 		})
 	}
 }
+
+// A role rule that reads the clock gives an API caller with Basic
+// credentials the role until the rule's date, as it does a session: the
+// check the directory passed is reused for a minute (basicAuthTTL), but
+// its roles are mapped again at each request. Before, they were those of
+// the check, a minute past the date.
+func TestBasicAuthRolesThatReadTheClockAreNotReused(t *testing.T) {
+	t.Parallel()
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	until := time.Now().Add(2 * time.Second)
+	e := newReloadingProxy(t, func(publicURL, upstreamURL string) string {
+		cfg := strings.Replace(ldapProxyConfig(dir.URL, upstreamURL), "https://cvat.example.com", publicURL, 1)
+		return cfg + "role_mapping:\n  roles: [admin, user]\n  default: user\n  rules:\n    - role: admin\n" +
+			"      when: 'now() < date(\"" + until.Format(time.RFC3339Nano) + "\") && \"cvat-admins\" in groups'\n" +
+			"attribute_pass:\n  headers:\n    X-Groups: 'join(roles, \",\")'\n"
+	})
+	basic := []string{"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte(ldapserver.Alice+":"+ldapserver.AlicePassword))}
+	if status, groups := e.get(t, "/legacy/api", basic...); status != http.StatusOK || groups != "admin" {
+		t.Fatalf("before the date: %d with X-Groups %q, want 200 as admin", status, groups)
+	}
+	time.Sleep(time.Until(until) + 50*time.Millisecond)
+	if status, groups := e.get(t, "/legacy/api", basic...); status != http.StatusOK || groups != "user" {
+		t.Errorf("after the date, the check reused: %d with X-Groups %q, want 200 as user", status, groups)
+	}
+}
