@@ -51,10 +51,11 @@ func (e *AdmissionError) Error() string {
 func (c *Config) Admit(p *Profile) error {
 	if c.TrustEmail && p.Email != "" {
 		p.EmailVerified = true
-	} else if p.EmailVerified && c.saidFalse(p) {
+	} else if p.EmailVerified && c.Protocol != LDAP && !c.saidVerified(p) {
 		// A session's profile, admitted at its login under trust_email
-		// by a configuration since reloaded without it: the IdP's word
-		// counts again.
+		// by a configuration since reloaded without it: verified as a
+		// login now would have it, by the IdP's word only (at a login,
+		// the provider read the same claim the same way).
 		p.EmailVerified = false
 	}
 	if c.saysUnverified(p) {
@@ -117,17 +118,22 @@ func (c *Config) saysUnverified(p *Profile) bool {
 	return said
 }
 
-// saidFalse reports whether p's claims hold the IdP's word that the email
-// is not verified, read as a login reads it: a claim that is not true
-// (claimBool), a SAML attribute whose first value strconv.ParseBool does
-// not read as true.
-func (c *Config) saidFalse(p *Profile) bool {
+// saidVerified reports whether p's claims hold the IdP's word that the
+// email is verified, read as a login reads it: a claim that is true
+// (claimBool), a SAML attribute whose first value strconv.ParseBool reads
+// as true.
+func (c *Config) saidVerified(p *Profile) bool {
+	// The proxy keeps the entry as configured; the provider read the
+	// claim its preset names (azure: xms_edov).
+	if resolved, err := c.WithPreset(); err == nil {
+		c = &resolved
+	}
 	v, said := c.verifiedClaim(p)
 	if !said {
 		return false
 	}
 	if c.Protocol != SAML {
-		return !claimBool(v)
+		return claimBool(v)
 	}
 	switch list := v.(type) {
 	case []any:
@@ -141,7 +147,7 @@ func (c *Config) saidFalse(p *Profile) bool {
 	}
 	text, _ := v.(string)
 	verified, _ := strconv.ParseBool(strings.ToLower(strings.TrimSpace(text)))
-	return !verified
+	return verified
 }
 
 // verifiedClaim is the claim (or SAML attribute) that p's email_verified
@@ -152,7 +158,7 @@ func (c *Config) verifiedClaim(p *Profile) (any, bool) {
 	case LDAP:
 		return nil, false
 	case SAML:
-		from = c.AttributeMapping["email_verified"]
+		from = strings.TrimSpace(c.AttributeMapping["email_verified"]) // as newSAMLMapping reads it
 	default:
 		from = claimMapping(c.Claims)["email_verified"]
 	}

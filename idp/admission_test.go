@@ -8,7 +8,8 @@ import (
 )
 
 func TestAdmit(t *testing.T) {
-	alice := Profile{Email: "alice@Example.org", EmailVerified: true, Groups: []string{"annotators", "cvat-admins"}}
+	alice := Profile{Email: "alice@Example.org", EmailVerified: true, Groups: []string{"annotators", "cvat-admins"},
+		Claims: map[string]any{"email_verified": true}}
 	tests := []struct {
 		name    string
 		c       Config
@@ -101,7 +102,7 @@ func TestAdmit(t *testing.T) {
 			rule: "require_verified_email", reasons: "not verified at Microsoft"},
 		{name: "azure without an email is not told to ask for xms_edov", c: Config{Preset: PresetAzure, RequireVerifiedEmail: true},
 			p: Profile{Claims: map[string]any{}}, rule: "require_verified_email", reasons: "not verified at Microsoft"},
-		{name: "azure with xms_edov true admits the domain", c: Config{Preset: PresetAzure, AllowedEmailDomains: []string{"example.com"}},
+		{name: "azure with xms_edov true admits the domain", c: Config{Preset: PresetAzure, Tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47", AllowedEmailDomains: []string{"example.com"}},
 			p: Profile{Email: "ceo@example.com", EmailVerified: true, Claims: map[string]any{"xms_edov": true}}},
 		{name: "a verified email passes require_verified_email", c: Config{RequireVerifiedEmail: true}, p: alice},
 		{name: "an unverified email is refused by require_verified_email", c: Config{ID: "corp", Name: "Company SSO", RequireVerifiedEmail: true},
@@ -215,5 +216,43 @@ func TestTrustEmailMarksTheAdmittedProfile(t *testing.T) {
 	}
 	if p.EmailVerified {
 		t.Error("a profile without email is marked email_verified")
+	}
+}
+
+// A session's profile that trust_email marked verified at its login, of an
+// IdP that says nothing about the email, is verified no longer once a
+// reload takes trust_email away: a login now would not be (nothing else
+// makes an OIDC or SAML email verified), and the admission keys that need
+// a verified email (allowed_email_domains, require_verified_email) refuse
+// it as they would refuse that login. LDAP's addresses stay verified.
+func TestAdmitHoldsASessionToTheIdPsWordWithoutTrustEmail(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    Config
+		p    Profile
+		rule string
+	}{
+		{"OIDC, allowed_email_domains", Config{Protocol: OIDC, AllowedEmailDomains: []string{"example.com"}},
+			Profile{Email: "eve@example.com", EmailVerified: true, Claims: map[string]any{"sub": "eve"}}, "allowed_email_domains"},
+		{"SAML, require_verified_email", Config{Protocol: SAML, RequireVerifiedEmail: true, AttributeMapping: map[string]string{"email_verified": "verified"}},
+			Profile{Email: "eve@example.com", EmailVerified: true, Claims: map[string]any{"mail": "eve@example.com"}}, "require_verified_email"},
+		{"OIDC, the IdP said verified", Config{Protocol: OIDC, AllowedEmailDomains: []string{"example.com"}},
+			Profile{Email: "eve@example.com", EmailVerified: true, Claims: map[string]any{"email_verified": true}}, ""},
+		{"SAML, the IdP said verified under a name with spaces around it in the config", Config{Protocol: SAML, RequireVerifiedEmail: true,
+			AttributeMapping: map[string]string{"email_verified": " verified "}},
+			Profile{Email: "eve@example.com", EmailVerified: true, Claims: map[string]any{"verified": []any{"true"}}}, ""},
+		{"LDAP", Config{Protocol: LDAP, AllowedEmailDomains: []string{"example.com"}},
+			Profile{Email: "eve@example.com", EmailVerified: true, Claims: map[string]any{"dn": "uid=eve"}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.c.Admit(&tc.p)
+			var refused *AdmissionError
+			switch {
+			case tc.rule == "" && err != nil:
+				t.Errorf("Admit = %v, want admitted", err)
+			case tc.rule != "" && (!errors.As(err, &refused) || refused.Rule != tc.rule):
+				t.Errorf("Admit = %v, want refused by %s", err, tc.rule)
+			}
+		})
 	}
 }

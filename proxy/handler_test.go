@@ -931,6 +931,7 @@ func TestSessionOfAUserNoLongerAdmittedIsNoSession(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.p.IdP, c.p.Sub = "company", c.p.Email
+			c.p.Claims = map[string]any{"email_verified": true} // as the IdP said it
 			cookies := f.loginAs(t, c.p)
 			resp, got, reached := f.do(t, request("GET", "/tasks", cookies, "Accept", "application/json"))
 			if reached != c.reached {

@@ -41,7 +41,9 @@ func mint(path, email, groups, idpID string) (string, error) {
 		return "", fmt.Errorf("config: %w", err)
 	}
 
-	p := idp.Profile{IdP: idpID, Sub: email, Email: email, EmailVerified: true, Username: email}
+	// email_verified as an OIDC IdP says it: the proxy holds a session to its IdP's word.
+	p := idp.Profile{IdP: idpID, Sub: email, Email: email, EmailVerified: true, Username: email,
+		Claims: map[string]any{"email_verified": true}}
 	if groups != "" {
 		p.Groups = strings.Split(groups, ",")
 	}
