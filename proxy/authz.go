@@ -99,12 +99,15 @@ func (h *Handler) reauthorize(s *session.Session, key idp.Profile) *authzEntry {
 	if h.roles.ReadsClock() {
 		return e // neither remembered nor logged: it is worked out at every request
 	}
+	// At debug level: a session worked out again (forgotten past the bound,
+	// or too large to remember) logs again, at every request for some; the
+	// login that a refused user is sent to writes the audit line.
 	switch {
 	case e.refused != "":
-		h.log.Info("session no longer admitted by the configuration; treated as none",
+		h.log.Debug("session no longer admitted by the configuration; treated as none",
 			"idp", key.IdP, "sub", key.Sub, "reason", e.refused)
 	case !slices.Equal(s.Profile.Roles, e.roles):
-		h.log.Info("session's roles mapped again under the configuration",
+		h.log.Debug("session's roles mapped again under the configuration",
 			"idp", key.IdP, "sub", key.Sub, "was", s.Profile.Roles, "roles", e.roles)
 	}
 	h.authz.Put(s.ID, e, e.footprint())
