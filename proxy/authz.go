@@ -33,6 +33,10 @@ type authzEntry struct {
 	prof    idp.Profile // what it was worked out from, without roles
 	roles   []string    // shared by every request of the session: never modified
 	refused string      // why the session is no session under this configuration; "" when it is one
+	// verified is the profile's email_verified as this configuration's
+	// admission reads it (trust_email given or taken away since the
+	// login), for allow_if and the headers to see what admission saw.
+	verified bool
 }
 
 func newSessionAuthz() *sessionAuthz { return idp.NewRemembered[*authzEntry](authzEntries, authzBytes) }
@@ -52,9 +56,7 @@ func (h *Handler) authorize(s *session.Session) *session.Session {
 	key.Roles = nil
 	e, ok := h.authz.Get(s.ID)
 	switch {
-	case h.roles.ReadsClock():
-		e = h.reauthorize(s, key)
-	case !ok || !e.prof.Same(&key):
+	case h.roles.ReadsClock(), !ok || !e.prof.Same(&key):
 		e = h.reauthorize(s, key)
 	case !sharesBacking(&e.prof, &key):
 		// The same profile decoded afresh: a re-sealed cookie (Touch), a
@@ -63,7 +65,7 @@ func (h *Handler) authorize(s *session.Session) *session.Session {
 		// requests share, so that they compare pointers rather than every
 		// group and claim again (a quarter of a millisecond a request for
 		// 1,000 groups named by their DN, as long as the entry lasts).
-		fresh := &authzEntry{prof: key, roles: e.roles, refused: e.refused}
+		fresh := &authzEntry{prof: key, roles: e.roles, refused: e.refused, verified: e.verified}
 		h.authz.Put(s.ID, fresh, fresh.footprint())
 	}
 	if e.refused != "" {
@@ -72,6 +74,7 @@ func (h *Handler) authorize(s *session.Session) *session.Session {
 	if !slices.Equal(s.Profile.Roles, e.roles) {
 		s.Profile.Roles = e.roles
 	}
+	s.Profile.EmailVerified = e.verified
 	return s
 }
 
@@ -86,7 +89,7 @@ func sharesBacking(a, b *idp.Profile) bool {
 // roles, comes to under this configuration.
 func (h *Handler) reauthorize(s *session.Session, key idp.Profile) *authzEntry {
 	e := &authzEntry{prof: key}
-	p := key // Admit may fill in email_verified (trust_email); the key stays as the session has it
+	p := key // Admit sets email_verified as this configuration reads it (trust_email); the key stays as the session has it
 	if reason := h.admit(&p); reason != "" {
 		e.refused = reason
 	} else if roles, err := h.roles.Map(&p); errors.Is(err, rolemap.ErrNoRole) {
@@ -96,6 +99,7 @@ func (h *Handler) reauthorize(s *session.Session, key idp.Profile) *authzEntry {
 	} else {
 		e.roles = slices.Clip(roles)
 	}
+	e.verified = p.EmailVerified
 	if h.roles.ReadsClock() {
 		return e // neither remembered nor logged: it is worked out at every request
 	}

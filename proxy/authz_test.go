@@ -94,3 +94,32 @@ func TestSessionRolesThatReadTheClockAreNotRemembered(t *testing.T) {
 		t.Errorf("after the date: %+v, want user (the rule's date has passed)", s)
 	}
 }
+
+// A session's email_verified is what this configuration's admission makes
+// of it, as its roles are: allow_if and the headers see what admission saw.
+// trust_email given since the login verifies the email; taken away, the
+// email is verified only on the IdP's word (here the IdP said nothing).
+func TestSessionEmailVerifiedIsTheLiveConfigs(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name          string
+		trustEmail    bool
+		stored, wants bool
+	}{
+		{"trust_email taken away", false, true, false},
+		{"trust_email given", true, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
+			if c.trustEmail {
+				cfg = strings.Replace(cfg, "      client_id: portcullis\n", "      client_id: portcullis\n      trust_email: true\n", 1)
+			}
+			h := newTestHandler(t, cfg)
+			s := &session.Session{ID: "s1", Profile: idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com",
+				EmailVerified: c.stored, Groups: []string{"cvat-admins"}}}
+			if got := h.authorize(s); got == nil || got.Profile.EmailVerified != c.wants {
+				t.Errorf("email_verified stored %v: authorized as %+v, want email_verified %v", c.stored, got, c.wants)
+			}
+		})
+	}
+}
