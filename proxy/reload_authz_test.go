@@ -354,9 +354,11 @@ func TestReloadForgetsBasicAuthChecks(t *testing.T) {
 // now, not with those it mapped.
 func TestReloadTakesAccessAwayFromARefreshJustMade(t *testing.T) {
 	t.Parallel()
-	e := newSignedInBeforeReload(t, "cookie", "STORE", "  store: cookie\n  refresh: 1s",
+	// session.refresh far longer than the login takes on a loaded machine:
+	// at 1s, the check at the end of the login could refresh already.
+	e := newSignedInBeforeReload(t, "cookie", "STORE", "  store: cookie\n  refresh: 1m",
 		"scopes: [openid, email, profile, groups]", "scopes: [openid, email, profile, groups, offline_access]")
-	e.ahead.Store(int64(2 * time.Second)) // past session.refresh
+	e.ahead.Store(int64(2 * time.Minute)) // past session.refresh
 	if status, groups := e.get(t, "/admin/users"); status != http.StatusOK || groups != "admin" {
 		t.Fatalf("the request that refreshed the session: %d with X-Groups %q, want 200 as admin", status, groups)
 	}
