@@ -442,7 +442,7 @@ func TestReloadTakesTrustEmailAway(t *testing.T) {
 func TestBasicAuthRolesThatReadTheClockAreNotReused(t *testing.T) {
 	t.Parallel()
 	dir := ldapserver.Start(t, ldapserver.Options{})
-	until := time.Now().Add(2 * time.Second)
+	until := time.Now().Add(5 * time.Second) // room for slapd and the proxy to start on a loaded machine
 	e := newReloadingProxy(t, func(publicURL, upstreamURL string) string {
 		cfg := strings.Replace(ldapProxyConfig(dir.URL, upstreamURL), "https://cvat.example.com", publicURL, 1)
 		return cfg + "role_mapping:\n  roles: [admin, user]\n  default: user\n  rules:\n    - role: admin\n" +
