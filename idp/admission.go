@@ -11,10 +11,12 @@ import (
 // AdmissionError is a login that the IdP accepted and this entry's admission
 // rules refuse. Reason is written for the user and safe to show on the 403
 // page (it names nothing the configuration keeps secret); Rule is the
-// configuration key that refused, for logs and metrics.
+// configuration key that refused, for logs and metrics. Hint, when set, is
+// for the operator alone: what to change at the IdP or in the entry.
 type AdmissionError struct {
 	Rule   string
 	Reason string
+	Hint   string
 }
 
 func (e *AdmissionError) Error() string {
@@ -59,7 +61,7 @@ func (c *Config) Admit(p *Profile) error {
 		p.EmailVerified = false
 	}
 	if c.saysUnverified(p) {
-		return &AdmissionError{Rule: "email_verified", Reason: c.unverifiedReason(p)}
+		return c.unverified("email_verified", p)
 	}
 	if len(c.AllowedEmailDomains) > 0 {
 		local, domain, ok := cutLast(p.Email, "@")
@@ -80,11 +82,11 @@ func (c *Config) Admit(p *Profile) error {
 				Reason: "The email address of your account is not one email address at one domain (it has more than one @, or nothing before it), so its domain cannot be checked here."}
 		}
 		if !p.EmailVerified {
-			return &AdmissionError{Rule: "allowed_email_domains", Reason: c.unverifiedReason(p)}
+			return c.unverified("allowed_email_domains", p)
 		}
 	}
 	if c.RequireVerifiedEmail && (p.Email == "" || !p.EmailVerified) {
-		return &AdmissionError{Rule: "require_verified_email", Reason: c.unverifiedReason(p)}
+		return c.unverified("require_verified_email", p)
 	}
 	if len(c.AllowedGroups) > 0 && !slices.ContainsFunc(p.Groups, func(g string) bool { return slices.Contains(c.AllowedGroups, g) }) {
 		return &AdmissionError{Rule: "allowed_groups",
@@ -153,24 +155,47 @@ func (c *Config) saidVerified(p *Profile) bool {
 // verifiedClaim is the claim (or SAML attribute) that p's email_verified
 // is read from, and whether it is there. LDAP has none.
 func (c *Config) verifiedClaim(p *Profile) (any, bool) {
-	var from string
-	switch c.Protocol {
-	case LDAP:
+	if c.Protocol == LDAP {
 		return nil, false
-	case SAML:
-		from = strings.TrimSpace(c.AttributeMapping["email_verified"]) // as newSAMLMapping reads it
-	default:
-		from = claimMapping(c.Claims)["email_verified"]
 	}
-	return lookupClaim(p.Claims, from)
+	return lookupClaim(p.Claims, c.verifiedFrom())
 }
 
-// unverifiedReason tells a user whose email is not verified what to do.
-func (c *Config) unverifiedReason(p *Profile) string {
-	if reason := c.azureUnverifiedReason(p); reason != "" {
-		return reason
+// verifiedFrom names the claim (or SAML attribute) that email_verified is
+// read from; "" for a SAML entry that maps none.
+func (c *Config) verifiedFrom() string {
+	if c.Protocol == SAML {
+		return strings.TrimSpace(c.AttributeMapping["email_verified"]) // as newSAMLMapping reads it
 	}
-	return fmt.Sprintf("Your email address is not verified at %s. Verify it there, then sign in again.", c.DisplayName())
+	return claimMapping(c.Claims)["email_verified"]
+}
+
+// unverified is rule's refusal of p, whose email is not verified: it tells
+// the user what to do. When the IdP did not say either way (LemonLDAP::NG
+// and ADFS send no email_verified unless told to), there is nothing for the
+// user to verify: the reason says the IdP did not say, and the hint tells
+// the operator which claim to have it send, or trust_email.
+func (c *Config) unverified(rule string, p *Profile) *AdmissionError {
+	if reason := c.azureUnverifiedReason(p); reason != "" {
+		return &AdmissionError{Rule: rule, Reason: reason}
+	}
+	// Entra ID's unsaid case is azureUnverifiedReason's.
+	if _, said := c.verifiedClaim(p); !said && p.Email != "" && c.Protocol != LDAP && c.Preset != PresetAzure {
+		hint := fmt.Sprintf("the IdP sent no %q claim, so no address it sends counts as verified: have it send the claim "+
+			"(true for a verified address) to this client", c.verifiedFrom())
+		if c.Protocol == SAML {
+			hint = fmt.Sprintf("the IdP sent no %q attribute, so no address it sends counts as verified: have it send one "+
+				"(true for a verified address)", c.verifiedFrom())
+			if c.verifiedFrom() == "" {
+				hint = "no address a SAML IdP sends counts as verified unless attribute_mapping.email_verified names an attribute it sends"
+			}
+		}
+		return &AdmissionError{Rule: rule,
+			Reason: fmt.Sprintf("%s did not say whether your email address is verified, which signing in here requires. Ask the administrator of this application.", c.DisplayName()),
+			Hint:   hint + ", or set trust_email: true if only the IdP's administrators set its users' addresses"}
+	}
+	return &AdmissionError{Rule: rule,
+		Reason: fmt.Sprintf("Your email address is not verified at %s. Verify it there, then sign in again.", c.DisplayName())}
 }
 
 // SameDomain reports whether two domain names are the same: equal byte for

@@ -14,8 +14,9 @@ func TestAdmit(t *testing.T) {
 		name    string
 		c       Config
 		p       Profile
-		rule    string // empty: admitted
-		reasons string // part of the user-facing reason
+		rule    string   // empty: admitted
+		reasons string   // part of the user-facing reason
+		hints   []string // parts of the operator's hint; none: no hint
 	}{
 		{name: "no rules admit everyone", p: Profile{}},
 		{name: "an email the OIDC IdP says is unverified is refused, with no rule configured",
@@ -89,7 +90,22 @@ func TestAdmit(t *testing.T) {
 		{name: "no email is refused when domains are listed", c: Config{AllowedEmailDomains: []string{"example.org"}},
 			p: Profile{}, rule: "allowed_email_domains", reasons: "no email address"},
 		{name: "an unverified address at an allowed domain is refused", c: Config{ID: "corp", Name: "Company SSO", AllowedEmailDomains: []string{"example.org"}},
-			p: Profile{Email: "a@example.org"}, rule: "allowed_email_domains", reasons: "not verified at Company SSO"},
+			p: Profile{Email: "a@example.org", Claims: map[string]any{"email_verified": false}}, rule: "email_verified", reasons: "not verified at Company SSO. Verify it there"},
+		{name: "an address at an allowed domain that the IdP says nothing of is refused, saying so",
+			c: Config{ID: "corp", Name: "Company SSO", Protocol: OIDC, AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: "a@example.org", Claims: map[string]any{}}, rule: "allowed_email_domains", reasons: "Company SSO did not say whether your email address is verified",
+			hints: []string{`no "email_verified" claim`, "trust_email"}},
+		{name: "the hint names the claim email_verified is mapped from",
+			c: Config{ID: "corp", Name: "Company SSO", Protocol: OIDC, Claims: map[string]string{"email_verified": "mail_ok"}, AllowedEmailDomains: []string{"example.org"}},
+			p: Profile{Email: "a@example.org", Claims: map[string]any{"email_verified": true}}, rule: "allowed_email_domains", reasons: "did not say",
+			hints: []string{`no "mail_ok" claim`}},
+		{name: "a SAML IdP that sends no verification attribute is named as such",
+			c: Config{ID: "corp", Name: "Company SSO", Protocol: SAML, AttributeMapping: map[string]string{"email_verified": "verified"}, RequireVerifiedEmail: true},
+			p: Profile{Email: "a@example.org", Claims: map[string]any{}}, rule: "require_verified_email", reasons: "did not say",
+			hints: []string{`no "verified" attribute`, "trust_email"}},
+		{name: "LDAP, which has no such claim, is not told to send one",
+			c: Config{ID: "corp", Name: "Company SSO", Protocol: LDAP, RequireVerifiedEmail: true},
+			p: Profile{Email: "a@example.org"}, rule: "require_verified_email", reasons: "not verified at Company SSO"},
 		{name: "trust_email makes an address at an allowed domain verified", c: Config{AllowedEmailDomains: []string{"example.org"}, TrustEmail: true},
 			p: Profile{Email: "a@example.org"}},
 		{name: "trust_email makes no address up", c: Config{RequireVerifiedEmail: true, TrustEmail: true},
@@ -106,7 +122,9 @@ func TestAdmit(t *testing.T) {
 			p: Profile{Email: "ceo@example.com", EmailVerified: true, Claims: map[string]any{"xms_edov": true}}},
 		{name: "a verified email passes require_verified_email", c: Config{RequireVerifiedEmail: true}, p: alice},
 		{name: "an unverified email is refused by require_verified_email", c: Config{ID: "corp", Name: "Company SSO", RequireVerifiedEmail: true},
-			p: Profile{Email: "a@example.org"}, rule: "require_verified_email", reasons: "not verified at Company SSO"},
+			p: Profile{Email: "a@example.org", Claims: map[string]any{"email_verified": "false"}}, rule: "email_verified", reasons: "not verified at Company SSO"},
+		{name: "an email the IdP says nothing of is refused by require_verified_email, saying so", c: Config{ID: "corp", Name: "Company SSO", RequireVerifiedEmail: true},
+			p: Profile{Email: "a@example.org"}, rule: "require_verified_email", reasons: "Company SSO did not say whether", hints: []string{"trust_email"}},
 		{name: "no email is refused by require_verified_email", c: Config{RequireVerifiedEmail: true},
 			p: Profile{EmailVerified: true}, rule: "require_verified_email"},
 		{name: "one allowed group is enough", c: Config{AllowedGroups: []string{"cvat-admins", "other"}}, p: alice},
@@ -128,6 +146,17 @@ func TestAdmit(t *testing.T) {
 			}
 			if !errors.As(err, &ae) || ae.Rule != tt.rule || !strings.Contains(ae.Reason, tt.reasons) {
 				t.Fatalf("Admit = %v, want refusal by %s saying %q", err, tt.rule, tt.reasons)
+			}
+			for _, h := range tt.hints {
+				if !strings.Contains(ae.Hint, h) {
+					t.Errorf("hint %q does not say %q", ae.Hint, h)
+				}
+			}
+			if tt.hints == nil && ae.Hint != "" {
+				t.Errorf("hint %q, want none", ae.Hint)
+			}
+			if strings.Contains(ae.Reason, "trust_email") {
+				t.Errorf("reason %q names a configuration key to the user", ae.Reason)
 			}
 			if strings.Contains(ae.Reason, "secret-ops") {
 				t.Errorf("reason %q names a configured group", ae.Reason)

@@ -363,7 +363,7 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	if errors.As(err, &refused) {
 		// The IdP vouched for the user, but what it sent cannot be used here
 		// (Entra ID's group overage): the user gets the reason and what to do.
-		h.accessDenied(w, r, &idp.Profile{IdP: id}, refused.Rule, refused.Reason)
+		h.accessDenied(w, r, &idp.Profile{IdP: id}, refused.Rule, refused.Reason, refused.Hint)
 		return
 	}
 	var answered *idp.CallbackError
@@ -442,13 +442,13 @@ func (p *provider) implAsRedirector() (idp.Redirector, bool) {
 // establish turns a verified profile into a session: roles are mapped once,
 // here, and kept with it.
 func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profile, t *idp.Tokens, rd string, start time.Time) {
-	if reason := h.admit(p); reason != "" {
-		h.accessDenied(w, r, p, "admission", reason)
+	if refused := h.admission(p); refused != nil {
+		h.accessDenied(w, r, p, "admission", refused.Reason, refused.Hint)
 		return
 	}
 	roles, err := h.roles.Map(p)
 	if errors.Is(err, rolemap.ErrNoRole) {
-		h.accessDenied(w, r, p, "no_role", "Your account has no role in this application.")
+		h.accessDenied(w, r, p, "no_role", "Your account has no role in this application.", "")
 		return
 	}
 	if err != nil {
@@ -532,27 +532,48 @@ func (h *Handler) warnLargeLoginAnswer(header http.Header, idpID string) {
 // verified email) to p; it returns the reason to show the user when they
 // refuse, "" when p may go on.
 func (h *Handler) admit(p *idp.Profile) string {
+	if refused := h.admission(p); refused != nil {
+		return refused.Reason
+	}
+	return ""
+}
+
+// admission is admit's refusal whole, with the hint for the operator that
+// a login's denied line carries; nil when p may go on.
+func (h *Handler) admission(p *idp.Profile) *idp.AdmissionError {
 	pr := h.providers[p.IdP]
 	if pr == nil {
-		return "This sign-in method is no longer configured."
+		return &idp.AdmissionError{Reason: "This sign-in method is no longer configured."}
 	}
 	err := pr.cfg.Admit(p)
 	if err == nil {
-		return ""
+		return nil
 	}
 	var refused *idp.AdmissionError
 	if errors.As(err, &refused) {
-		return refused.Reason
+		return refused
 	}
-	return "Your account could not be checked."
+	return &idp.AdmissionError{Reason: "Your account could not be checked."}
 }
 
 // accessDenied answers a login that the IdP accepted but this application
-// refuses, with the reason on a 403 page.
-func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, p *idp.Profile, kind, reason string) {
+// refuses, with the reason on a 403 page; hint, for the operator, goes to
+// the log line alone.
+func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, p *idp.Profile, kind, reason, hint string) {
 	h.metrics.login(p.IdP, "denied", 0)
-	h.log.LogAttrs(r.Context(), slog.LevelInfo, "login denied", append([]slog.Attr{slog.String("idp", p.IdP), slog.String("sub", p.Sub),
-		slog.String("email", p.Email), slog.String("why", kind), slog.String("reason", reason)}, h.missingClaims(p)...)...)
+	attrs := []slog.Attr{slog.String("idp", p.IdP), slog.String("sub", p.Sub),
+		slog.String("email", p.Email), slog.String("why", kind), slog.String("reason", reason)}
+	for _, a := range h.missingClaims(p) {
+		if a.Key == "hint" && hint != "" {
+			hint += "; " + a.Value.String() // one hint field: a JSON line with the key twice loses one
+			continue
+		}
+		attrs = append(attrs, a)
+	}
+	if hint != "" {
+		attrs = append(attrs, slog.String("hint", hint))
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "login denied", attrs...)
 	h.pages.denied(w, r, reason)
 }
 

@@ -434,6 +434,53 @@ func TestMissingSAMLAttributesAreNamedInTheLoginLine(t *testing.T) {
 	checkMissing(t, lines[0], map[string]any{"groups": "memberOf"}, samlserver.GroupsAttribute, "attribute_mapping")
 }
 
+// An IdP that sends no email_verified at all (LemonLDAP::NG as it comes,
+// ADFS) and an entry with allowed_email_domains, which admits only verified
+// addresses: the login is refused, as it should be, but the page does not
+// send the user to verify an address at an IdP that has nothing to verify,
+// and the denied line tells the operator which claim the IdP left out and
+// what else would do (trust_email). An IdP that says the address is
+// verified, or that it is not, is answered as before.
+func TestUnsaidEmailVerificationIsNamed(t *testing.T) {
+	dave := oidcserver.User{Password: "dave-pw", Email: "dave@example.com", Groups: []string{"annotators"}}
+	erin := oidcserver.User{Password: "erin-pw", Email: "erin@example.com", EmailVerified: "false", Groups: []string{"annotators"}}
+	s, _, logs := oidcStackLogged(t, oidcserver.Options{ExtraUsers: map[string]oidcserver.User{"dave": dave, "erin": erin}}, func(c string) string {
+		return strings.Replace(c, "      scopes: [openid, email, profile, groups]\n",
+			"      scopes: [openid, email, profile, groups]\n      allowed_email_domains: [example.com]\n", 1)
+	})
+	for _, tc := range []struct {
+		user, password string
+		says, not      string // on the page
+		hints          []string
+	}{
+		{"dave", "dave-pw", "Company SSO did not say whether your email address is verified", "Verify it there", []string{"email_verified", "trust_email"}},
+		{"erin", "erin-pw", "Your email address is not verified at Company SSO", "did not say", nil},
+	} {
+		resp := oidcserver.Login(t, browser(t), s.URL+"/tasks", tc.user, tc.password)
+		page := readBody(t, resp)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(page, tc.says) || strings.Contains(page, tc.not) {
+			t.Errorf("%s: page %d, want 403 saying %q and not %q:\n%s", tc.user, resp.StatusCode, tc.says, tc.not, page)
+		}
+		lines := logs.find(t, map[string]any{"msg": "login denied", "sub": tc.user})
+		if len(lines) != 1 {
+			t.Fatalf("%s: %d login denied lines, want 1", tc.user, len(lines))
+		}
+		hint, _ := lines[0]["hint"].(string)
+		for _, h := range tc.hints {
+			if !strings.Contains(hint, h) {
+				t.Errorf("%s: login denied hint %q does not mention %s", tc.user, hint, h)
+			}
+		}
+		if tc.hints == nil && hint != "" {
+			t.Errorf("%s: login denied hint %q for an IdP that said the address is not verified", tc.user, hint)
+		}
+	}
+	readBody(t, oidcserver.Login(t, browser(t), s.URL+"/tasks", oidcserver.Alice, oidcserver.AlicePassword))
+	if n := len(logs.find(t, map[string]any{"log": "audit", "event": "login", "sub": oidcserver.Alice})); n != 1 {
+		t.Errorf("%d login lines for alice, whose address the IdP verified, want 1", n)
+	}
+}
+
 // public_url names another host than the one the browser uses (localhost
 // and 127.0.0.1 here; a proxy's internal name and the public one, in real
 // set-ups): the login starts where the browser is, the IdP sends it back to
