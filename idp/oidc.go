@@ -512,7 +512,8 @@ func (p *oidcProvider) unverifiableAlg(d discovered, alg string, err error) erro
 	return setupError("id_token_signing_alg", fmt.Sprintf("the IdP signs this client's ID tokens with %q; this proxy verifies only %s: "+
 		"those of %s that the IdP's discovery document lists in id_token_signing_alg_values_supported. "+
 		"Set the client's ID token signature algorithm at the IdP to one of them (Keycloak: the client's Advanced tab, "+
-		"\"ID token signature algorithm\"; RS256 is every IdP's default)",
+		"\"ID token signature algorithm\"; LemonLDAP::NG, whose default is HS512: the relying party's Options, Security, "+
+		"\"ID Token signature algorithm\"; RS256 is most IdPs' default)",
 		truncate(alg, 32), strings.Join(d.idTokenAlgs, ", "), strings.Join(verifiedAlgs, ", ")), err)
 }
 

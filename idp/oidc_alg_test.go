@@ -94,10 +94,16 @@ func TestRefreshWithAnUnverifiableAlgSaysWhichAndWhatToSet(t *testing.T) {
 	if !ok || setup.Reason != "id_token_signing_alg" {
 		t.Fatalf("Refresh = %+v, %v; want a SetupError id_token_signing_alg", prof, err)
 	}
-	for _, want := range []string{`"HS256"`, "verifies only RS256", "ID token signature algorithm"} {
+	// LemonLDAP::NG 2.x signs a new relying party's ID tokens HS512 unless
+	// told otherwise: the hint says where, and does not claim that RS256 is
+	// every IdP's default.
+	for _, want := range []string{`"HS256"`, "verifies only RS256", "ID token signature algorithm", "LemonLDAP::NG", "HS512"} {
 		if !strings.Contains(setup.Hint, want) {
 			t.Errorf("hint %q does not say %q", setup.Hint, want)
 		}
+	}
+	if strings.Contains(setup.Hint, "every IdP") {
+		t.Errorf("hint %q says RS256 is every IdP's default; LemonLDAP::NG's is HS512", setup.Hint)
 	}
 	if errors.Is(err, ErrRefreshRefused) {
 		t.Errorf("err %v ends the session: the IdP did not refuse the user, it is set up otherwise", err)
