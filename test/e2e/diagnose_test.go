@@ -444,7 +444,10 @@ func TestMissingSAMLAttributesAreNamedInTheLoginLine(t *testing.T) {
 func TestUnsaidEmailVerificationIsNamed(t *testing.T) {
 	dave := oidcserver.User{Password: "dave-pw", Email: "dave@example.com", Groups: []string{"annotators"}}
 	erin := oidcserver.User{Password: "erin-pw", Email: "erin@example.com", EmailVerified: "false", Groups: []string{"annotators"}}
-	s, _, logs := oidcStackLogged(t, oidcserver.Options{ExtraUsers: map[string]oidcserver.User{"dave": dave, "erin": erin}}, func(c string) string {
+	// fay's IdP sends no groups either: the line's one hint says both.
+	fay := oidcserver.User{Password: "fay-pw", Email: "fay@example.com"}
+	users := map[string]oidcserver.User{"dave": dave, "erin": erin, "fay": fay}
+	s, _, logs := oidcStackLogged(t, oidcserver.Options{ExtraUsers: users}, func(c string) string {
 		return strings.Replace(c, "      scopes: [openid, email, profile, groups]\n",
 			"      scopes: [openid, email, profile, groups]\n      allowed_email_domains: [example.com]\n", 1)
 	})
@@ -455,6 +458,7 @@ func TestUnsaidEmailVerificationIsNamed(t *testing.T) {
 	}{
 		{"dave", "dave-pw", "Company SSO did not say whether your email address is verified", "Verify it there", []string{"email_verified", "trust_email"}},
 		{"erin", "erin-pw", "Your email address is not verified at Company SSO", "did not say", nil},
+		{"fay", "fay-pw", "Company SSO did not say whether your email address is verified", "Verify it there", []string{"trust_email", "ask for the scope that releases it"}},
 	} {
 		resp := oidcserver.Login(t, browser(t), s.URL+"/tasks", tc.user, tc.password)
 		page := readBody(t, resp)
