@@ -30,7 +30,10 @@ type Refresher interface {
 	// them now and the tokens to keep instead of t. The profile is nil when
 	// the IdP confirmed the token but released nothing to map anew. An error
 	// wrapping ErrRefreshRefused means the session must end; any other error
-	// means the IdP could not be asked.
+	// means the IdP could not be asked, or, when it comes with tokens, that
+	// the IdP renewed them but the user could not be read anew (userinfo
+	// failed, say): t's refresh token may be spent (rotated), so those
+	// tokens replace t's all the same.
 	Refresh(ctx context.Context, t *Tokens) (*Profile, *Tokens, error)
 }
 
@@ -85,7 +88,9 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 		claims, err = p.oauth2Claims(ctx, token)
 	case raw != "":
 		claims, err = p.refreshedIDTokenClaims(ctx, d, token, raw, t.Subject())
-		next.IDToken = raw
+		if err == nil {
+			next.IDToken = raw
+		}
 	case d.provider.UserInfoEndpoint() != "":
 		claims, err = p.userinfoClaims(ctx, d, token, t.Subject())
 	default:
@@ -93,18 +98,21 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 		return nil, next, nil
 	}
 	if err != nil {
-		return nil, nil, err
+		// The refresh token in t may be spent: an IdP that rotates them
+		// (Hydra, Okta, Auth0, oidc-provider) refuses it when it comes
+		// again, and revokes the whole grant, the new one included.
+		return nil, next, err
 	}
 	if err := checkClaimDepth(claims); err != nil {
 		// What the IdP now says of the user is refused, as at a login: the
 		// session, with what it said before, ends.
-		return nil, nil, fmt.Errorf("oidc %s: refresh: %w: %w", id, ErrRefreshRefused, err)
+		return nil, next, fmt.Errorf("oidc %s: refresh: %w: %w", id, ErrRefreshRefused, err)
 	}
 	// The same checks as at login: an Azure group overage, say, must not
 	// slip in through a refresh.
 	profile, err := p.cfg.mapClaims(claims, p.mapping)
 	if err != nil {
-		return nil, nil, fmt.Errorf("oidc %s: refresh: %w", id, err)
+		return nil, next, fmt.Errorf("oidc %s: refresh: %w", id, err)
 	}
 	return profile, next, nil
 }

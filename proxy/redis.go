@@ -143,7 +143,8 @@ func (h *Handler) refreshShared(ctx context.Context, impl idp.Refresher, s *sess
 	out, ran, err := rs.RefreshOnce(ctx, s, refreshMemory, min(h.refresher.every, refreshMemory), func() session.RefreshOutcome {
 		next, res := h.refreshAtIdP(ctx, impl, s)
 		result = res
-		return session.RefreshOutcome{Session: next, Kept: res == refreshError}
+		// Kept: the IdP could not be asked, and the session is s itself.
+		return session.RefreshOutcome{Session: next, Kept: next == s}
 	})
 	switch {
 	case ran:

@@ -99,7 +99,8 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 		if ran {
 			h.metrics.refreshes.WithLabelValues(s.Profile.IdP, result).Inc()
 		}
-		rf.finish(s.ID, call, next, result == refreshError, h.now())
+		// Kept: the IdP could not be asked, and the session is s itself.
+		rf.finish(s.ID, call, next, next == s, h.now())
 	}
 	<-call.done
 
@@ -218,8 +219,10 @@ func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, ke
 }
 
 // refreshAtIdP asks the IdP about s's user and builds the session that
-// follows: s with new tokens and a re-mapped profile, s unchanged when the
-// IdP could not be asked, or nil when the session must end.
+// follows: s with new tokens and a re-mapped profile, s with new tokens and
+// its profile as it was when the IdP renewed them but the user could not be
+// read anew (result refreshError), s itself, unchanged, when the IdP could
+// not be asked, or nil when the session must end.
 func (h *Handler) refreshAtIdP(ctx context.Context, impl idp.Refresher, s *session.Session) (*session.Session, string) {
 	id := s.Profile.IdP
 	// Detached from the request: others wait on this refresh, and a client
@@ -228,27 +231,41 @@ func (h *Handler) refreshAtIdP(ctx context.Context, impl idp.Refresher, s *sessi
 	defer cancel()
 	tokens := s.Tokens
 	profile, next, err := impl.Refresh(ctx, &tokens)
-	switch {
-	case errors.Is(err, idp.ErrRefreshRefused):
+	if errors.Is(err, idp.ErrRefreshRefused) {
 		h.log.Info("refresh refused by the IdP; session ended", "idp", id, "sub", s.Profile.Sub, "err", err)
 		return nil, refreshRefused
-	case err != nil:
+	}
+	if err != nil {
+		msg := "refresh failed; keeping the session for now"
+		if next != nil {
+			msg = "refresh: the IdP renewed the tokens but the user could not be read anew; keeping the profile until the next refresh"
+		}
 		if setup, ok := errors.AsType[*idp.SetupError](err); ok {
 			// As a login's setupFailed: every refresh at this IdP fails
 			// alike until an administrator changes something, and the
 			// hint says what.
-			h.log.Error("refresh failed; keeping the session for now", "idp", id, "sub", s.Profile.Sub,
-				"reason", setup.Reason, "hint", setup.Hint, "err", err)
+			h.log.Error(msg, "idp", id, "sub", s.Profile.Sub, "reason", setup.Reason, "hint", setup.Hint, "err", err)
+		} else {
+			h.log.Warn(msg, "idp", id, "sub", s.Profile.Sub, "err", err)
+		}
+		if next == nil {
 			return s, refreshError
 		}
-		h.log.Warn("refresh failed; keeping the session for now", "idp", id, "sub", s.Profile.Sub, "err", err)
-		return s, refreshError
+		// The IdP has spent the refresh token the session held: kept, it
+		// would be sent again at the next refresh, refused as reused, and
+		// the grant revoked (Hydra, Okta, Auth0). The session carries on
+		// with the new tokens and the profile as it was, until the next
+		// refresh reads the user again.
+		profile = nil
 	}
 	out := *s
 	out.Tokens = *next
 	out.Refreshed = h.now().Truncate(time.Second)
 	out.LastSeen = out.Refreshed
 	if profile == nil {
+		if err != nil {
+			return &out, refreshError
+		}
 		return &out, refreshSuccess
 	}
 	if profile.Sub != s.Profile.Sub {

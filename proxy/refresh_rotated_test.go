@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+	"github.com/portcullis-proxy/portcullis/test/redisserver"
+)
+
+// userinfoFailsOnce passes the proxy's calls to the IdP on and, once armed,
+// answers the next userinfo request itself with a 503, as an IdP behind a
+// load balancer does for a moment: the token endpoint has already rotated
+// the refresh token by then. It counts the refreshes sent to the token
+// endpoint.
+type userinfoFailsOnce struct {
+	next      http.RoundTripper
+	userinfo  string
+	token     string
+	armed     atomic.Bool
+	refreshes atomic.Int64
+}
+
+func (u *userinfoFailsOnce) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodGet && r.URL.String() == u.userinfo && u.armed.CompareAndSwap(true, false) {
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable",
+			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: r,
+			Header: http.Header{"Content-Type": {"text/plain"}}, Body: io.NopCloser(strings.NewReader("busy"))}, nil
+	}
+	if r.Method == http.MethodPost && r.URL.String() == u.token && r.Body != nil {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		if strings.Contains(string(body), "grant_type=refresh_token") {
+			u.refreshes.Add(1)
+		}
+	}
+	return u.next.RoundTrip(r)
+}
+
+// When the IdP has rotated the refresh token and what follows in the
+// refresh fails (userinfo answering 503 for a moment), the session keeps
+// the rotated refresh token, not the one just spent: spent again at the
+// next refresh, an IdP that detects reuse (oidc-provider, ORY Hydra,
+// Okta, Auth0) refuses it and revokes the whole grant, which signed the
+// user out. With both stores.
+func TestRefreshKeepsTheRotatedTokenWhenUserinfoFails(t *testing.T) {
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			public := "http://" + ln.Addr().String()
+			up := httptest.NewServer(echo.New())
+			t.Cleanup(up.Close)
+			// email and groups only at userinfo: every refresh reads it.
+			op := oidcserver.Start(t, oidcserver.Options{ConformIDTokenClaims: true,
+				RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"}})
+			var meta struct {
+				Token    string `json:"token_endpoint"`
+				Userinfo string `json:"userinfo_endpoint"`
+			}
+			resp, err := http.Get(op.Issuer + "/.well-known/openid-configuration")
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = json.NewDecoder(resp.Body).Decode(&meta)
+			resp.Body.Close()
+			if err != nil || meta.Userinfo == "" || meta.Token == "" {
+				t.Fatalf("discovery: %+v, %v", meta, err)
+			}
+			via := &userinfoFailsOnce{next: http.DefaultTransport, userinfo: meta.Userinfo, token: meta.Token}
+
+			y := strings.NewReplacer("PUBLIC_URL", public, "UPSTREAM_URL", up.URL, "ISSUER", op.Issuer).Replace(refreshRedisConfig)
+			if store == "redis" {
+				y = strings.Replace(y, "REDIS_URL", redisserver.Start(t).URL, 1)
+			} else {
+				y = strings.Replace(y, "  store: redis\n  redis: {url: REDIS_URL}\n", "", 1)
+			}
+			h := newTestHandlerVia(t, y, via)
+			// The proxy's clock stands still unless the test moves it on,
+			// so that no request but those meant to refresh the session.
+			var at atomic.Int64
+			h.now = func() time.Time { return time.Unix(0, at.Load()) }
+			at.Store(time.Now().UnixNano())
+			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
+			for deadline := time.Now().Add(20 * time.Second); len(h.Ready()) > 0; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("proxy not ready: %v", h.Ready())
+				}
+			}
+
+			jar, _ := cookiejar.New(nil)
+			b := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+			resp = oidcserver.Login(t, b, public+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("login: %d at %s", resp.StatusCode, resp.Request.URL)
+			}
+			// The session's times are the store's clock's, the real one.
+			at.Store(time.Now().UnixNano())
+			get := func() int {
+				t.Helper()
+				req, _ := http.NewRequest("GET", public+"/data", nil)
+				req.Header.Set("Accept", "application/json")
+				resp, err := b.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+
+			// The IdP rotates the refresh token, then its userinfo fails:
+			// the user carries on as they were.
+			via.armed.Store(true)
+			at.Add(int64(2 * time.Second))
+			if code := get(); code != http.StatusOK {
+				t.Fatalf("the refresh whose userinfo failed: %d, want 200 (the session kept)", code)
+			}
+			if via.armed.Load() || via.refreshes.Load() != 1 {
+				t.Fatalf("userinfo failure not reached (armed %v) or %d refreshes, want 1", via.armed.Load(), via.refreshes.Load())
+			}
+			// Past the minute a refresh's outcome is remembered: the next
+			// refresh spends the token the IdP rotated to, and so does the
+			// one after it.
+			for i := 2; i <= 3; i++ {
+				at.Add(int64(2 * time.Minute))
+				// Redis remembers an outcome for a minute, or a second
+				// when the IdP could not be asked, of its own clock; the
+				// proxy's moves on with it.
+				for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+					at.Add(int64(100 * time.Millisecond))
+					if code := get(); code != http.StatusOK {
+						t.Fatalf("refresh %d after the one whose userinfo failed: %d, want 200: the spent refresh token was sent again, and the IdP revoked the grant", i, code)
+					}
+					if via.refreshes.Load() >= int64(i) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("no refresh %d at the IdP in 20 s", i)
+					}
+				}
+				if n := via.refreshes.Load(); n != int64(i) {
+					t.Fatalf("%d refreshes at the IdP, want %d", n, i)
+				}
+			}
+		})
+	}
+}
