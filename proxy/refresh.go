@@ -236,17 +236,18 @@ func (h *Handler) refreshAtIdP(ctx context.Context, impl idp.Refresher, s *sessi
 		return nil, refreshRefused
 	}
 	if err != nil {
-		msg := "refresh failed; keeping the session for now"
+		attrs := []any{"idp", id, "sub", s.Profile.Sub}
 		if next != nil {
-			msg = "refresh: the IdP renewed the tokens but the user could not be read anew; keeping the profile until the next refresh"
+			// The profile is kept until the next refresh reads it.
+			attrs = append(attrs, "tokens", "renewed")
 		}
 		if setup, ok := errors.AsType[*idp.SetupError](err); ok {
 			// As a login's setupFailed: every refresh at this IdP fails
 			// alike until an administrator changes something, and the
 			// hint says what.
-			h.log.Error(msg, "idp", id, "sub", s.Profile.Sub, "reason", setup.Reason, "hint", setup.Hint, "err", err)
+			h.log.Error("refresh failed; keeping the session for now", append(attrs, "reason", setup.Reason, "hint", setup.Hint, "err", err)...)
 		} else {
-			h.log.Warn(msg, "idp", id, "sub", s.Profile.Sub, "err", err)
+			h.log.Warn("refresh failed; keeping the session for now", append(attrs, "err", err)...)
 		}
 		if next == nil {
 			return s, refreshError
