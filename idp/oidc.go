@@ -300,6 +300,13 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if f.IdP != "" && f.IdP != id {
 		return nil, nil, fmt.Errorf("oidc %s: callback: login was started at %q", id, f.IdP)
 	}
+	// RFC 6749 3.1: no answer parameter comes twice. Which copy counts would
+	// be a guess, and the iss check below would hold for one copy only.
+	for _, name := range []string{"state", "code", "iss", "error"} {
+		if n := len(q[name]); n > 1 {
+			return nil, nil, fmt.Errorf("oidc %s: callback: answer gives %s %d times", id, name, n)
+		}
+	}
 	// RFC 9207 2.4: an answer naming another issuer is a mix-up attack, and
 	// so is one without iss from an IdP whose discovery says it sends it
 	// (another server answered in its place). error answers carry it too.

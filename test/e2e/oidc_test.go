@@ -303,3 +303,54 @@ func TestAbandonedLoginsDoNotPileUpInTheBrowser(t *testing.T) {
 		t.Errorf("login after the abandoned ones: status %d, X-Email %q", resp.StatusCode, got.Header.Get("X-Email"))
 	}
 }
+
+// An answer at the callback that gives state, code, iss or error more than
+// once is refused (RFC 6749 3.1: response parameters must not be included
+// more than once): which copy counts would be the proxy's guess, and the
+// RFC 9207 issuer check would hold only for the copy it happened to read.
+// The genuine answer from the real provider, with one parameter repeated
+// after it, is refused and makes no session.
+func TestCallbackWithARepeatedParameterIsRefused(t *testing.T) {
+	s, idp := oidcStack(t, oidcserver.Options{})
+	for _, tt := range []struct{ name, extra string }{
+		{"a second iss naming another issuer", "iss=" + url.QueryEscape("http://evil.example")},
+		{"a second, empty iss", "iss="},
+		{"a second code", "code=bogus"},
+		{"a second state", "state=junk"},
+		{"an error beside the code", "error=access_denied"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := browser(t)
+			// The browser logs in at the IdP but stops before the callback...
+			stop := *b
+			stop.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+				if strings.HasSuffix(r.URL.Path, "/callback") {
+					return http.ErrUseLastResponse
+				}
+				return nil
+			}
+			resp := oidcserver.Login(t, &stop, s.URL+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+			readBody(t, resp)
+			callback := resp.Header.Get("Location")
+			if !strings.HasPrefix(callback, s.URL+"/.portcullis/oidc/company/callback?") || !strings.Contains(callback, "iss="+url.QueryEscape(idp.Issuer)) {
+				t.Fatalf("the IdP redirected to %q, want the callback with its iss", callback)
+			}
+			// ...where the answer arrives with the parameter given twice.
+			resp, err := noRedirect(b).Get(callback + "&" + tt.extra)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readBody(t, resp)
+			if resp.StatusCode < 400 || !strings.Contains(body, "Sign-in failed") {
+				t.Errorf("status %d (Location %q), want the answer refused with Sign-in failed:\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
+			}
+			info, err := b.Get(s.URL + "/.portcullis/userinfo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if readBody(t, info); info.StatusCode != http.StatusUnauthorized {
+				t.Errorf("after the refused answer /userinfo answered %d, want 401: it made a session", info.StatusCode)
+			}
+		})
+	}
+}
