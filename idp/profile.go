@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Profile is what every identity provider produces after a login, what role
@@ -186,6 +187,11 @@ type Tokens struct {
 	// NameID is the SAML assertion's NameID, kept with single_sign_out to
 	// name the user in the LogoutRequest exactly as the IdP did.
 	NameID *SAMLNameID `json:"nid,omitempty"`
+	// SessionEnd is the latest the session of this login may last, as the
+	// IdP bounds it (a SAML AuthnStatement's SessionNotOnOrAfter); zero
+	// when it does not. The session's own expiry keeps it, so it is not
+	// stored here.
+	SessionEnd time.Time `json:"-"`
 }
 
 // Subject is the IdP's own name for the user the tokens were issued to,

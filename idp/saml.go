@@ -300,6 +300,13 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err := checkAudience(found.assertion, sp.EntityID); err != nil {
 		return nil, nil, p.samlDiagnose(sp, found.response, found.assertion, fmt.Errorf("saml %s: verify response: %w", id, err))
 	}
+	end := sessionNotOnOrAfter(assertion)
+	if !end.IsZero() && !time.Now().Before(end) {
+		// The IdP says the session this assertion starts has ended: one
+		// made from it would be refused at once, and the browser sent
+		// back to the IdP, which answers the same way.
+		return nil, nil, fmt.Errorf("saml %s: verify response: the assertion's SessionNotOnOrAfter %s has passed", id, end.UTC().Format(time.RFC3339))
+	}
 	if err := p.useAssertion(r.Context(), assertion.ID, replayExpiry(assertion)); err != nil {
 		return nil, nil, fmt.Errorf("saml %s: replay check: %w", id, err)
 	}
@@ -312,7 +319,28 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 			p.log.Warn("saml: the IdP sends a transient NameID, so sub changes on every login; set attribute_mapping.uid or a persistent NameID format at the IdP")
 		})
 	}
-	return prof, p.logoutTokens(assertion), nil
+	tokens := p.logoutTokens(assertion)
+	if !end.IsZero() {
+		if tokens == nil {
+			tokens = &Tokens{}
+		}
+		tokens.SessionEnd = end
+	}
+	return prof, tokens, nil
+}
+
+// sessionNotOnOrAfter is the earliest SessionNotOnOrAfter of the
+// assertion's AuthnStatements, "an upper bound on sessions with the subject
+// derived from the enclosing assertion" (SAML core 2.7.2); zero when none
+// has one.
+func sessionNotOnOrAfter(a *saml.Assertion) time.Time {
+	var end time.Time
+	for _, st := range a.AuthnStatements {
+		if st.SessionNotOnOrAfter != nil && !st.SessionNotOnOrAfter.IsZero() && (end.IsZero() || st.SessionNotOnOrAfter.Before(end)) {
+			end = *st.SessionNotOnOrAfter
+		}
+	}
+	return end
 }
 
 // decryptionKey is the key that decrypts EncryptedAssertions: sp_key_file's

@@ -461,6 +461,11 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 		tokens = *t
 	}
 	s := session.New(*p, tokens, h.cookies)
+	if end := tokens.SessionEnd; !end.IsZero() && end.Before(s.Expires) {
+		// The IdP bounds the session (SAML's SessionNotOnOrAfter), as
+		// Shibboleth's SP and mod_auth_mellon honour it.
+		s.Expires = end.Truncate(time.Second)
+	}
 	switch err := h.sessions.Save(w, r, s); {
 	case errors.Is(err, session.ErrUnavailable):
 		h.storeUnavailable(w, r, p.IdP, err)

@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crewjam/saml"
+
+	"github.com/portcullis-proxy/portcullis/test/samlserver"
+	"github.com/portcullis-proxy/portcullis/test/sspserver"
+)
+
+// TestSAMLSessionEndsAtSessionNotOnOrAfter: an AuthnStatement's
+// SessionNotOnOrAfter is "an upper bound on sessions with the subject
+// derived from the enclosing assertion" (SAML core 2.7.2), and the proxy's
+// session is one: it ends then, before session.lifetime (12h) would end
+// it, as Shibboleth's SP and mod_auth_mellon end theirs. An assertion whose
+// SessionNotOnOrAfter has passed signs no one in.
+func TestSAMLSessionEndsAtSessionNotOnOrAfter(t *testing.T) {
+	s := listen(t)
+	entityID := s.URL + "/.portcullis/saml/corp/metadata"
+	shapes := map[string]samlserver.Shape{entityID: {}}
+	idpSrv := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice}, Shapes: shapes})
+	s.start(t, strings.NewReplacer("ENTITY_ID", idpSrv.EntityID(), "IDP_SOURCE", "metadata_url: "+idpSrv.MetadataURL()).Replace(samlConfig))
+	if err := idpSrv.AddServiceProviderURL(t.Context(), entityID); err != nil {
+		t.Fatal(err)
+	}
+	sessionEnd := func(end time.Time) samlserver.Shape {
+		return samlserver.Shape{Assertion: func(a *saml.Assertion) {
+			for i := range a.AuthnStatements {
+				a.AuthnStatements[i].SessionNotOnOrAfter = &end
+			}
+		}}
+	}
+
+	t.Run("the session ends at SessionNotOnOrAfter, an hour ahead", func(t *testing.T) {
+		end := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+		shapes[entityID] = sessionEnd(end)
+		b := browser(t)
+		resp := samlLogin(t, b, idpSrv.SSOURL(), s.URL+"/tasks", samlAlice.Name, samlAlice.Password)
+		if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+			t.Fatalf("login: status %d\n%s", resp.StatusCode, body)
+		}
+		status, body := userinfoBody(t, s, b.Jar.Cookies(mustURL(t, s.URL)))
+		var info struct {
+			Expires time.Time `json:"expires"`
+		}
+		if err := json.Unmarshal([]byte(body), &info); status != http.StatusOK || err != nil {
+			t.Fatalf("userinfo: status %d %v\n%s", status, err, body)
+		}
+		if info.Expires.After(end) {
+			t.Errorf("the session expires at %s, after the assertion's SessionNotOnOrAfter %s", info.Expires, end)
+		}
+	})
+
+	t.Run("an assertion whose SessionNotOnOrAfter has passed signs no one in", func(t *testing.T) {
+		shapes[entityID] = sessionEnd(time.Now().Add(-10 * time.Minute).UTC())
+		b := browser(t)
+		post := answer(t, b, idpSrv, s.URL+"/tasks", samlAlice)
+		before := len(s.Upstream.Requests())
+		resp := post.post(t, noRedirect(b))
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("ACS: status %d Location %q, want the login refused\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
+		}
+		if n := len(s.Upstream.Requests()); n != before {
+			t.Errorf("the upstream saw %d more requests, want none", n-before)
+		}
+		if status := userinfo(t, s, b.Jar.Cookies(mustURL(t, s.URL))); status != http.StatusUnauthorized {
+			t.Errorf("userinfo after the refused login: status %d, want 401", status)
+		}
+	})
+}
+
+// TestSAMLSimpleSAMLphpSessionDurationBoundsTheSession: SimpleSAMLphp sends
+// every assertion with SessionNotOnOrAfter at the login plus its
+// session.duration (8h by default), which ends the proxy's session before
+// session.lifetime's 12h.
+func TestSAMLSimpleSAMLphpSessionDurationBoundsTheSession(t *testing.T) {
+	s := listen(t)
+	idpSrv := sspserver.Start(t, sspserver.Options{Users: []sspserver.User{sspAnn}, ServiceProviders: []sspserver.ServiceProvider{
+		{EntityID: s.URL + "/.portcullis/saml/ssp/metadata", ACS: s.URL + "/.portcullis/saml/ssp/acs"},
+	}})
+	entry := "    - id: ssp\n      protocol: SAML\n      entity_id: " + idpSrv.EntityID() + "\n      metadata_url: " + idpSrv.MetadataURL() +
+		"\n      attribute_mapping: " + sspBasicMapping + "\n"
+	s.start(t, strings.Replace(samlInteropConfig, "IDENTITY_PROVIDERS\n", entry, 1))
+	before := time.Now()
+	_, cookies := sspLogin(t, s, idpSrv, "ssp")
+	after := time.Now()
+	status, body := userinfoBody(t, s, cookies)
+	var info struct {
+		Expires time.Time `json:"expires"`
+	}
+	if err := json.Unmarshal([]byte(body), &info); status != http.StatusOK || err != nil {
+		t.Fatalf("userinfo: status %d %v\n%s", status, err, body)
+	}
+	// SimpleSAMLphp counts from its AuthnInstant, within the login.
+	if info.Expires.Before(before.Add(8*time.Hour).Add(-time.Minute)) || info.Expires.After(after.Add(8*time.Hour)) {
+		t.Errorf("the session expires at %s, want SimpleSAMLphp's session.duration (8h) after the login at %s", info.Expires, before.UTC())
+	}
+}
