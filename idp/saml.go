@@ -395,8 +395,15 @@ var errIdPInitiated = errors.New("IdP-initiated login refused (allow_idp_initiat
 // (served at {auth_prefix}/saml/{id}/metadata).
 func (p *SAMLProvider) Metadata() ([]byte, error) {
 	md := p.base.Metadata()
+	// No validUntil (crewjam puts one 48h ahead): operators upload a saved
+	// copy to IdPs that stop trusting an SP whose metadata has expired
+	// (SimpleSAMLphp's converter keeps it as the entry's 'expire',
+	// Shibboleth's IdP drops expired metadata), and nothing in it changes
+	// unless the configuration does; mod_auth_mellon publishes none either.
+	md.ValidUntil, md.CacheDuration = time.Time{}, 0
 	for i := range md.SPSSODescriptors {
 		d := &md.SPSSODescriptors[i]
+		d.ValidUntil, d.CacheDuration = nil, 0
 		// Advertise no encryption key: an IdP that reads one (ADFS,
 		// Shibboleth) would start encrypting by itself, to a key generated
 		// at start without sp_cert_file; an operator who wants encryption

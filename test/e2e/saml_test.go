@@ -267,6 +267,12 @@ func TestSAMLServiceProviderMetadata(t *testing.T) {
 		md.SPSSODescriptors[0].AssertionConsumerServices[0].Location != s.URL+"/.portcullis/saml/corp/acs" {
 		t.Errorf("metadata does not name the ACS %s:\n%s", s.URL+"/.portcullis/saml/corp/acs", body)
 	}
+	// Operators upload a saved copy of it to IdPs that refuse an SP whose
+	// metadata's validUntil has passed: SimpleSAMLphp's converter keeps it
+	// as the entry's 'expire', and Shibboleth's IdP drops expired metadata.
+	if strings.Contains(body, "validUntil") || strings.Contains(body, "cacheDuration") {
+		t.Errorf("metadata carries a validUntil or cacheDuration, after which a saved copy stops working at the IdP:\n%s", body)
+	}
 	if n := len(s.Upstream.Requests()); n != 0 {
 		t.Errorf("the metadata request reached the upstream (%d requests)", n)
 	}
