@@ -125,12 +125,7 @@ func (c *Config) saysUnverified(p *Profile) bool {
 // (claimBool), a SAML attribute whose first value strconv.ParseBool reads
 // as true.
 func (c *Config) saidVerified(p *Profile) bool {
-	// The proxy keeps the entry as configured; the provider read the
-	// claim its preset names (azure: xms_edov).
-	if resolved, err := c.WithPreset(); err == nil {
-		c = &resolved
-	}
-	v, said := c.verifiedClaim(p)
+	v, said := c.verifiedClaim(p) // the claim its preset names (verifiedFrom)
 	if !said {
 		return false
 	}
@@ -167,6 +162,12 @@ func (c *Config) verifiedFrom() string {
 	if c.Protocol == SAML {
 		return strings.TrimSpace(c.AttributeMapping["email_verified"]) // as newSAMLMapping reads it
 	}
+	// The proxy keeps the entry as configured; the provider read the
+	// claim its preset names (azure: xms_edov), and so must admission:
+	// read as email_verified, Entra ID's xms_edov: false went unseen.
+	if resolved, err := c.WithPreset(); err == nil {
+		return claimMapping(resolved.Claims)["email_verified"]
+	}
 	return claimMapping(c.Claims)["email_verified"]
 }
 
@@ -179,8 +180,7 @@ func (c *Config) unverified(rule string, p *Profile) *AdmissionError {
 	if reason := c.azureUnverifiedReason(p); reason != "" {
 		return &AdmissionError{Rule: rule, Reason: reason}
 	}
-	// Entra ID's unsaid case is azureUnverifiedReason's.
-	if _, said := c.verifiedClaim(p); !said && p.Email != "" && c.Protocol != LDAP && c.Preset != PresetAzure {
+	if _, said := c.verifiedClaim(p); !said && p.Email != "" && c.Protocol != LDAP {
 		hint := fmt.Sprintf("the IdP sent no %q claim, so no address it sends counts as verified: have it send the claim "+
 			"(true for a verified address) to this client", c.verifiedFrom())
 		if c.Protocol == SAML {

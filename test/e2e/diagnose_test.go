@@ -1002,3 +1002,31 @@ func TestSAMLIdPInitiatedRefusalIsSignInFailed(t *testing.T) {
 	}
 	logs.audit(t, resp, "login_failed")
 }
+
+// Entra ID's word on an address is the claim preset azure reads its
+// email_verified from, xms_edov: one that says false refuses the login
+// with no admission key set, as an IdP's email_verified: false does (the
+// address would go upstream as the user's), and one that says true admits.
+func TestEntraUnverifiedAddressIsRefused(t *testing.T) {
+	gus := oidcserver.User{Password: "gus-pw", Email: "gus@example.com", Groups: []string{"annotators"}, Extra: map[string]any{"xms_edov": false}}
+	hal := oidcserver.User{Password: "hal-pw", Email: "hal@example.com", Groups: []string{"annotators"}, Extra: map[string]any{"xms_edov": true}}
+	s, _, logs := oidcStackLogged(t, oidcserver.Options{ExtraUsers: map[string]oidcserver.User{"gus": gus, "hal": hal}}, func(c string) string {
+		// server_url, given, wins over the preset's Microsoft URL.
+		return strings.Replace(c, "      protocol: OIDC\n", "      preset: azure\n      tenant: 72f988bf-86f1-41af-91ab-2d7cd011db47\n", 1)
+	})
+	resp := oidcserver.Login(t, browser(t), s.URL+"/tasks", "gus", "gus-pw")
+	page := readBody(t, resp)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(page, "Your email address is not verified at Company SSO") {
+		t.Errorf("gus (xms_edov false): page %d, want 403 saying the address is not verified:\n%s", resp.StatusCode, page)
+	}
+	if got, ok := s.Upstream.Last(); ok && got.Header.Get("X-Email") == "gus@example.com" {
+		t.Errorf("gus's unverified address went upstream")
+	}
+	resp = oidcserver.Login(t, browser(t), s.URL+"/tasks", "hal", "hal-pw")
+	if page := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Errorf("hal (xms_edov true): page %d, want the upstream's:\n%s", resp.StatusCode, page)
+	}
+	if n := len(logs.find(t, map[string]any{"log": "audit", "event": "login", "sub": "hal"})); n != 1 {
+		t.Errorf("%d login lines for hal, want 1", n)
+	}
+}
