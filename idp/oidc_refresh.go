@@ -19,8 +19,9 @@ import (
 const ScopeOfflineAccess = "offline_access"
 
 // ErrRefreshRefused means the IdP refused the refresh token (invalid_grant:
-// revoked, expired, already used, or the user was disabled). The session it
-// belonged to must end.
+// revoked, expired, already used, or the user was disabled), or answered for
+// another user, or said what a login would refuse (claims nested too deep,
+// Entra ID's group overage, no subject). The session it belonged to must end.
 var ErrRefreshRefused = errors.New("identity provider refused the refresh token")
 
 // Refresher is an IdP whose logins can be renewed without the browser: with
@@ -109,10 +110,13 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 		return nil, next, fmt.Errorf("oidc %s: refresh: %w: %w", id, ErrRefreshRefused, err)
 	}
 	// The same checks as at login: an Azure group overage, say, must not
-	// slip in through a refresh.
+	// slip in through a refresh. What a login refuses (the overage, no
+	// subject) the IdP will say again at every refresh: as with
+	// checkClaimDepth, the session ends, rather than keep the groups of
+	// before until it expires.
 	profile, err := p.cfg.mapClaims(claims, p.mapping)
 	if err != nil {
-		return nil, next, fmt.Errorf("oidc %s: refresh: %w", id, err)
+		return nil, next, fmt.Errorf("oidc %s: refresh: %w: %w", id, ErrRefreshRefused, err)
 	}
 	return profile, next, nil
 }

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -28,6 +30,9 @@ type userinfoFailsOnce struct {
 	token     string
 	armed     atomic.Bool
 	refreshes atomic.Int64
+	// adds, when set, are claims added to every userinfo answer from
+	// then on, as an IdP that now says more of the user.
+	adds atomic.Pointer[map[string]any]
 }
 
 func (u *userinfoFailsOnce) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -35,6 +40,23 @@ func (u *userinfoFailsOnce) RoundTrip(r *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable",
 			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: r,
 			Header: http.Header{"Content-Type": {"text/plain"}}, Body: io.NopCloser(strings.NewReader("busy"))}, nil
+	}
+	if adds := u.adds.Load(); adds != nil && r.Method == http.MethodGet && r.URL.String() == u.userinfo {
+		resp, err := u.next.RoundTrip(r)
+		if err != nil {
+			return nil, err
+		}
+		claims := map[string]any{}
+		err = json.NewDecoder(resp.Body).Decode(&claims)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(claims, *adds)
+		body, _ := json.Marshal(claims)
+		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		resp.Header.Del("Content-Length")
+		return resp, nil
 	}
 	if r.Method == http.MethodPost && r.URL.String() == u.token && r.Body != nil {
 		body, err := io.ReadAll(r.Body)
@@ -58,74 +80,8 @@ func (u *userinfoFailsOnce) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestRefreshKeepsTheRotatedTokenWhenUserinfoFails(t *testing.T) {
 	for _, store := range []string{"cookie", "redis"} {
 		t.Run(store, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			public := "http://" + ln.Addr().String()
-			up := httptest.NewServer(echo.New())
-			t.Cleanup(up.Close)
-			// email and groups only at userinfo: every refresh reads it.
-			op := oidcserver.Start(t, oidcserver.Options{ConformIDTokenClaims: true,
-				RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"}})
-			var meta struct {
-				Token    string `json:"token_endpoint"`
-				Userinfo string `json:"userinfo_endpoint"`
-			}
-			resp, err := http.Get(op.Issuer + "/.well-known/openid-configuration")
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = json.NewDecoder(resp.Body).Decode(&meta)
-			resp.Body.Close()
-			if err != nil || meta.Userinfo == "" || meta.Token == "" {
-				t.Fatalf("discovery: %+v, %v", meta, err)
-			}
-			via := &userinfoFailsOnce{next: http.DefaultTransport, userinfo: meta.Userinfo, token: meta.Token}
-
-			y := strings.NewReplacer("PUBLIC_URL", public, "UPSTREAM_URL", up.URL, "ISSUER", op.Issuer).Replace(refreshRedisConfig)
-			if store == "redis" {
-				y = strings.Replace(y, "REDIS_URL", redisserver.Start(t).URL, 1)
-			} else {
-				y = strings.Replace(y, "  store: redis\n  redis: {url: REDIS_URL}\n", "", 1)
-			}
-			h := newTestHandlerVia(t, y, via)
-			// The proxy's clock stands still unless the test moves it on,
-			// so that no request but those meant to refresh the session.
-			var at atomic.Int64
-			h.now = func() time.Time { return time.Unix(0, at.Load()) }
-			at.Store(time.Now().UnixNano())
-			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-			go srv.Serve(ln)
-			t.Cleanup(func() { srv.Close() })
-			for deadline := time.Now().Add(20 * time.Second); len(h.Ready()) > 0; time.Sleep(50 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("proxy not ready: %v", h.Ready())
-				}
-			}
-
-			jar, _ := cookiejar.New(nil)
-			b := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-			resp = oidcserver.Login(t, b, public+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("login: %d at %s", resp.StatusCode, resp.Request.URL)
-			}
-			// The session's times are the store's clock's, the real one.
-			at.Store(time.Now().UnixNano())
-			get := func() int {
-				t.Helper()
-				req, _ := http.NewRequest("GET", public+"/data", nil)
-				req.Header.Set("Accept", "application/json")
-				resp, err := b.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				return resp.StatusCode
-			}
+			rs := startRotatedStack(t, store, nil)
+			via, at, get := rs.via, rs.at, rs.get
 
 			// The IdP rotates the refresh token, then its userinfo fails:
 			// the user carries on as they were.
@@ -163,4 +119,117 @@ func TestRefreshKeepsTheRotatedTokenWhenUserinfoFails(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An IdP whose answer to a refresh is refused as a login's would be, as
+// Entra ID's group overage is (preset azure: hasgroups, the groups left
+// out), ends the session, rather than leaving the user the groups of
+// before until the session ends. With both stores.
+func TestRefreshWhoseClaimsALoginRefusesEndsTheSession(t *testing.T) {
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			rs := startRotatedStack(t, store, func(y string) string {
+				// server_url, given, wins over the preset's Microsoft URL.
+				return strings.Replace(y, "      protocol: OIDC\n", "      preset: azure\n      tenant: 72f988bf-86f1-41af-91ab-2d7cd011db47\n", 1)
+			})
+			via, at, get := rs.via, rs.at, rs.get
+			at.Add(int64(2 * time.Second))
+			if code := get(); code != http.StatusOK || via.refreshes.Load() != 1 {
+				t.Fatalf("a refresh without overage: %d, %d refreshes; want 200 after 1", code, via.refreshes.Load())
+			}
+			via.adds.Store(&map[string]any{"hasgroups": true})
+			at.Add(int64(2 * time.Minute))
+			if code := get(); code != http.StatusUnauthorized || via.refreshes.Load() != 2 {
+				t.Fatalf("the refresh that announced a group overage: %d, %d refreshes; want 401 (the session ended) after 2", code, via.refreshes.Load())
+			}
+		})
+	}
+}
+
+// rotatedStack is the proxy in front of the echo upstream, logged in as
+// alice at a real oidc-provider that rotates refresh tokens and releases
+// email and groups at userinfo alone, so that every refresh reads it.
+// The proxy's clock (at) stands still unless the test moves it on.
+type rotatedStack struct {
+	via *userinfoFailsOnce
+	at  *atomic.Int64
+	get func() int // GET /data as a script: 200, or 401 without a session
+}
+
+// startRotatedStack starts it with store ("cookie" or "redis"); edit, when
+// set, changes the config.
+func startRotatedStack(t *testing.T, store string, edit func(string) string) *rotatedStack {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	public := "http://" + ln.Addr().String()
+	up := httptest.NewServer(echo.New())
+	t.Cleanup(up.Close)
+	// email and groups only at userinfo: every refresh reads it.
+	op := oidcserver.Start(t, oidcserver.Options{ConformIDTokenClaims: true,
+		RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"}})
+	var meta struct {
+		Token    string `json:"token_endpoint"`
+		Userinfo string `json:"userinfo_endpoint"`
+	}
+	resp, err := http.Get(op.Issuer + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&meta)
+	resp.Body.Close()
+	if err != nil || meta.Userinfo == "" || meta.Token == "" {
+		t.Fatalf("discovery: %+v, %v", meta, err)
+	}
+	via := &userinfoFailsOnce{next: http.DefaultTransport, userinfo: meta.Userinfo, token: meta.Token}
+
+	y := strings.NewReplacer("PUBLIC_URL", public, "UPSTREAM_URL", up.URL, "ISSUER", op.Issuer).Replace(refreshRedisConfig)
+	if store == "redis" {
+		y = strings.Replace(y, "REDIS_URL", redisserver.Start(t).URL, 1)
+	} else {
+		y = strings.Replace(y, "  store: redis\n  redis: {url: REDIS_URL}\n", "", 1)
+	}
+	if edit != nil {
+		y = edit(y)
+	}
+	h := newTestHandlerVia(t, y, via)
+	// The proxy's clock stands still unless the test moves it on,
+	// so that no request but those meant to refresh the session.
+	at := new(atomic.Int64)
+	h.now = func() time.Time { return time.Unix(0, at.Load()) }
+	at.Store(time.Now().UnixNano())
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	for deadline := time.Now().Add(20 * time.Second); len(h.Ready()) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy not ready: %v", h.Ready())
+		}
+	}
+
+	jar, _ := cookiejar.New(nil)
+	b := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	resp = oidcserver.Login(t, b, public+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	// The session's times are the store's clock's, the real one.
+	at.Store(time.Now().UnixNano())
+	get := func() int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", public+"/data", nil)
+		req.Header.Set("Accept", "application/json")
+		resp, err := b.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	return &rotatedStack{via: via, at: at, get: get}
 }
