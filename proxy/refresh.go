@@ -265,6 +265,16 @@ func (h *Handler) refreshAtIdP(ctx context.Context, impl idp.Refresher, s *sessi
 	out.LastSeen = out.Refreshed
 	if profile == nil {
 		if err != nil {
+			// The user was not read: the next refresh is due when one
+			// the IdP could not answer would be retried, not a whole
+			// interval on, so that what the IdP now says of the user (a
+			// group taken away) counts as soon as it did before. Still
+			// after s's, so that requests carrying s are told apart.
+			every := h.refresher.every
+			out.Refreshed = out.Refreshed.Add(min(every, refreshMemory) - every)
+			if !out.Refreshed.After(s.Refreshed) {
+				out.Refreshed = s.Refreshed.Add(time.Second)
+			}
 			return &out, refreshError
 		}
 		return &out, refreshSuccess

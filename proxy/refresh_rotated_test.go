@@ -121,6 +121,44 @@ func TestRefreshKeepsTheRotatedTokenWhenUserinfoFails(t *testing.T) {
 	}
 }
 
+// A refresh whose tokens were renewed but whose user could not be read
+// (userinfo answering 503) keeps the profile it had: the user is read
+// again as soon as a refresh the IdP could not answer would be retried
+// (session.refresh, at most a minute), not a whole session.refresh later,
+// so that a group taken away at the IdP meanwhile counts as soon as it
+// would have before. With both stores.
+func TestRefreshReadsTheUserAgainSoonAfterUserinfoFailed(t *testing.T) {
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			rs := startRotatedStack(t, store, func(y string) string {
+				return strings.Replace(y, "  refresh: 1s\n", "  refresh: 1h\n", 1)
+			})
+			via, at, get := rs.via, rs.at, rs.get
+			via.armed.Store(true)
+			at.Add(int64(time.Hour + time.Second))
+			if code := get(); code != http.StatusOK || via.armed.Load() || via.refreshes.Load() != 1 {
+				t.Fatalf("the refresh whose userinfo failed: %d, armed %v, %d refreshes; want 200 after 1", code, via.armed.Load(), via.refreshes.Load())
+			}
+			// Two minutes on: past the minute a failed refresh waits.
+			at.Add(int64(2 * time.Minute))
+			for deadline := time.Now().Add(20 * time.Second); via.refreshes.Load() < 2; time.Sleep(50 * time.Millisecond) {
+				if code := get(); code != http.StatusOK {
+					t.Fatalf("the refresh after the one whose userinfo failed: %d, want 200", code)
+				}
+				if via.refreshes.Load() < 2 && time.Now().After(deadline) {
+					t.Fatalf("the user was not read again 2 minutes after userinfo failed (%d refreshes): the profile waits for session.refresh, an hour", via.refreshes.Load())
+				}
+				at.Add(int64(100 * time.Millisecond))
+			}
+			// Read, the user waits for session.refresh again.
+			at.Add(int64(2 * time.Minute))
+			if code := get(); code != http.StatusOK || via.refreshes.Load() != 2 {
+				t.Fatalf("2 minutes after a refresh that read the user: %d, %d refreshes; want 200 and no refresh before the hour", code, via.refreshes.Load())
+			}
+		})
+	}
+}
+
 // An IdP whose answer to a refresh is refused as a login's would be, as
 // Entra ID's group overage is (preset azure: hasgroups, the groups left
 // out), ends the session, rather than leaving the user the groups of
