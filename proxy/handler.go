@@ -151,6 +151,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 	}
 	r.URL.Path, r.URL.RawPath = path, ""
 	if h.isAuthPath(path) {
+		// Every answer of the proxy's own endpoints is for one browser at
+		// one moment (a login's state cookie, a redirect that depends on
+		// the session): a shared cache in front must not keep it. The
+		// public ones (jwks.json) say otherwise for themselves.
+		w.Header().Set("Cache-Control", "no-store")
 		h.auth.ServeHTTP(w, r)
 		return decisionOf(w.(*statusRecorder).status())
 	}
@@ -322,6 +327,10 @@ func requestPath(r *http.Request) string {
 // navigating go to the login page, everything else gets 401.
 func (h *Handler) challenge(w http.ResponseWriter, r *http.Request) string {
 	if isNavigation(r) {
+		// Not stored by a cache in front: nginx's proxy_cache_valid 302
+		// kept it for every visitor of the URL, the signed-in ones too,
+		// who were sent back to the login after each sign-in, in a loop.
+		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, h.loginPath(r.URL.RequestURI()), http.StatusFound)
 		return decisionRedirect
 	}
@@ -428,6 +437,10 @@ func dropConnectionListed(h http.Header) {
 
 type identityKey struct{}
 
+// sessionCookieSetKey marks, in a request's context, that the proxy sets
+// a session cookie on the answer the upstream is about to give.
+type sessionCookieSetKey struct{}
+
 // forward sends r upstream; with a profile, as that user. The identity
 // headers are computed here, where a failure can still refuse the request,
 // and set in rewrite.
@@ -452,7 +465,13 @@ func (h *Handler) forwardAs(w http.ResponseWriter, r *http.Request, session stri
 			h.pages.fail(w, r, http.StatusInternalServerError, "Internal error", "Your identity could not be passed to the application.")
 			return decisionInternal
 		}
-		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, identity))
+		ctx := context.WithValue(r.Context(), identityKey{}, identity)
+		if len(w.Header()["Set-Cookie"]) > 0 {
+			// A renewed session (Touch, a refresh) rides on the
+			// upstream's answer: modifyResponse keeps caches from it.
+			ctx = context.WithValue(ctx, sessionCookieSetKey{}, true)
+		}
+		r = r.WithContext(ctx)
 	}
 	if rec, ok := w.(*statusRecorder); ok {
 		rec.held.keep(rec.Header())

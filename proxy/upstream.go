@@ -38,12 +38,59 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	// The client gets the proxy's X-Request-Id (the one the upstream was
 	// sent), once, not again as the upstream echoes it.
 	delete(resp.Header, requestIDHeader)
+	if resp.Request != nil && resp.Request.Context().Value(identityKey{}) != nil {
+		_, cookie := resp.Request.Context().Value(sessionCookieSetKey{}).(bool)
+		keepFromSharedCaches(resp.Header, cookie)
+	}
 	if loc := resp.Header["Location"]; len(loc) == 1 {
 		if public, ok := h.publicLocation(loc[0]); ok {
 			resp.Header["Location"] = []string{public}
 		}
 	}
 	return nil
+}
+
+// keepFromSharedCaches marks the upstream's answer to a signed-in user
+// private, so that a shared cache in front (nginx's proxy_cache, Apache's
+// mod_cache, a CDN) does not serve it to other visitors without asking
+// the proxy: such a cache keys by URL, and it cannot tell a session cookie
+// from any other. It is what RFC 9111 3.5 has caches do for requests with
+// Authorization, which portcullis's cookie stands in for: an answer is
+// shared only when it says so, with public or s-maxage. Without a word on
+// caching (nginx's proxy_cache_valid stores it then, and Apache's
+// heuristics when it has a Last-Modified) it gets private; the upstream's
+// no-store, private, public and s-maxage are kept. An answer that carries
+// a Set-Cookie (the proxy's renewed session when cookie, or the
+// upstream's) is private whatever it said: mod_cache stores the
+// Set-Cookie with the page and sends it to whoever asks next.
+func keepFromSharedCaches(h http.Header, cookie bool) {
+	cc := h["Cache-Control"]
+	if cookie || len(h["Set-Cookie"]) > 0 {
+		var kept []string
+		for _, v := range cc {
+			for d := range strings.SplitSeq(v, ",") {
+				d = strings.TrimSpace(d)
+				name, _, _ := strings.Cut(d, "=")
+				if d == "" || strings.EqualFold(name, "public") || strings.EqualFold(name, "s-maxage") || strings.EqualFold(name, "private") {
+					continue
+				}
+				kept = append(kept, d)
+			}
+		}
+		h["Cache-Control"] = []string{strings.Join(append([]string{"private"}, kept...), ", ")}
+		return
+	}
+	for _, v := range cc {
+		for d := range strings.SplitSeq(v, ",") {
+			name, _, _ := strings.Cut(strings.TrimSpace(d), "=")
+			for _, shared := range [...]string{"public", "s-maxage", "private", "no-store"} {
+				if strings.EqualFold(name, shared) {
+					return
+				}
+			}
+		}
+	}
+	h["Cache-Control"] = []string{strings.Join(append([]string{"private"}, cc...), ", ")}
 }
 
 // publicLocation is a redirect to upstream.url (an application that builds

@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
+)
+
+// A shared cache in front (nginx's proxy_cache, Apache's mod_cache, a CDN)
+// keys by URL and cannot tell a session cookie from any other: the proxy's
+// own answers are no-store, and the upstream's answers to a signed-in user
+// are private unless the upstream said they may be shared.
+func TestSharedCachesKeepNoAnswerForOneUser(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		for _, v := range r.URL.Query()["cc"] {
+			w.Header().Add("Cache-Control", v)
+		}
+		if r.URL.Query().Has("cookie") {
+			w.Header().Add("Set-Cookie", "app=1")
+		}
+		w.Write([]byte("hello " + r.Header.Get("X-Email")))
+	})
+	up := httptest.NewServer(mux)
+	t.Cleanup(up.Close)
+	y := strings.Replace(testConfig, "UPSTREAM", up.URL, 1)
+	y = strings.Replace(y, "session:\n", "session:\n  idle_timeout: 1h\n", 1)
+	h := newTestHandler(t, y)
+	f := &fixture{h: h, store: h.sessions}
+	alice := f.login(t, "alice@example.com")
+	// A session last seen minutes ago is renewed (Touch): its cookie rides
+	// on the upstream's answer.
+	stale := session.New(idp.Profile{IdP: "company", Sub: "bob", Email: "bob@example.com", Roles: []string{"user"}}, idp.Tokens{}, h.cookies)
+	stale.LastSeen = stale.LastSeen.Add(-10 * time.Minute)
+	rec := httptest.NewRecorder()
+	if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), stale); err != nil {
+		t.Fatal(err)
+	}
+	bob := rec.Result().Cookies()
+
+	for _, tc := range []struct {
+		name    string
+		r       *http.Request
+		want    string
+		renewed bool // the answer sets the session cookie (renewed, or cleared)
+	}{
+		{"the redirect of a browser without a session to the login", request("GET", "/tasks", nil, "Accept", "text/html"), "no-store", false},
+		{"the login's redirect to the one IdP", request("GET", "/.portcullis/login?rd=/tasks", nil, "Accept", "text/html"), "no-store", false},
+		{"a path under auth_prefix that is none of its endpoints", request("GET", "/.portcullis/nothing", alice), "no-store", false},
+		{"userinfo", request("GET", "/.portcullis/userinfo", alice), "no-store", false},
+		{"jwks.json, the same for everyone", request("GET", "/.portcullis/jwks.json", nil), "public, max-age=300", false},
+		{"the 401 of a script", request("GET", "/tasks", nil), "no-store", false},
+		{"the 403 of allow_if", request("GET", "/admin", alice, "Accept", "text/html"), "no-store", false},
+		{"an upstream answer without a word on caching", request("GET", "/tasks", alice), "private", false},
+		{"an upstream answer with max-age only", request("GET", "/tasks?cc=max-age%3D600", alice), "private, max-age=600", false},
+		{"an upstream answer with no-cache", request("GET", "/tasks?cc=no-cache", alice), "private, no-cache", false},
+		{"an upstream answer the upstream calls public", request("GET", "/tasks?cc=public,+max-age%3D600", alice), "public, max-age=600", false},
+		{"an upstream answer with s-maxage", request("GET", "/tasks?cc=S-Maxage%3D60", alice), "S-Maxage=60", false},
+		{"an upstream answer already private", request("GET", "/tasks?cc=private,+max-age%3D60", alice), "private, max-age=60", false},
+		{"an upstream answer with no-store", request("GET", "/tasks?cc=no-store", alice), "no-store", false},
+		{"an upstream answer that sets a cookie, called public", request("GET", "/tasks?cc=public,+max-age%3D600&cookie", alice), "private, max-age=600", false},
+		{"an upstream answer that carries a renewed session, called public", request("GET", "/tasks?cc=public&cc=s-maxage%3D60,+max-age%3D600,+immutable", bob), "private, max-age=600, immutable", true},
+		{"a bypassed answer is the upstream's", request("GET", "/public/x", nil), "", false},
+		// Last: it ends alice's session, and clears its cookie.
+		{"the logout's redirect", request("POST", "/.portcullis/logout?rd=/bye", alice, "Accept", "text/html"), "no-store", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, tc.r)
+			if got := strings.Join(rec.Header()["Cache-Control"], ", "); got != tc.want {
+				t.Errorf("%d: Cache-Control %q, want %q", rec.Code, got, tc.want)
+			}
+			renewed := false
+			for _, c := range rec.Result().Cookies() {
+				renewed = renewed || c.Name == h.cfg.Session.CookieName || strings.HasPrefix(c.Name, "__Host-"+h.cfg.Session.CookieName)
+			}
+			if renewed != tc.renewed {
+				t.Errorf("session cookie set: %v, want %v", renewed, tc.renewed)
+			}
+		})
+	}
+}
