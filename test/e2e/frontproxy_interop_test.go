@@ -175,9 +175,10 @@ func startFront(t *testing.T, f frontKind, trusted bool, extra string, entry fro
 }
 
 // upstreamApp serves /events (one event, then the stream stays open until
-// release; X-Accel-Buffering: no when the query says accel=no) and /ws (a
-// WebSocket that greets the user and echoes a line); anything else is the
-// echo upstream.
+// release; X-Accel-Buffering: no when the query says accel=no), /personal
+// (a page that greets the user, with a Last-Modified and no
+// Cache-Control) and /ws (a WebSocket that greets the user and echoes a
+// line); anything else is the echo upstream.
 func upstreamApp(t *testing.T, s *stack, release chan struct{}) string {
 	mux := http.NewServeMux()
 	mux.Handle("/", s.Upstream)
@@ -193,6 +194,13 @@ func upstreamApp(t *testing.T, s *stack, release chan struct{}) string {
 		case <-release:
 		case <-r.Context().Done():
 		}
+	})
+	mux.HandleFunc("/personal", func(w http.ResponseWriter, r *http.Request) {
+		// A page for one user with a validator and no word on caching, as
+		// many applications serve them: caches may keep it heuristically.
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Last-Modified", time.Now().Add(-24*time.Hour).UTC().Format(http.TimeFormat))
+		fmt.Fprintf(w, "<p>hello %s</p>", r.Header.Get("X-Email"))
 	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
@@ -222,7 +230,8 @@ func upstreamApp(t *testing.T, s *stack, release chan struct{}) string {
 
 // startNginx runs nginx in the foreground, one process, with its defaults
 // but for the lines of every "nginx in front of an app" guide, and extra
-// in its server block.
+// in its server block (what extra has before a line "---", in its http
+// block).
 func startNginx(t *testing.T, dir, listen, backend string, pair testcert.Pair, extra string) *process.Output {
 	t.Helper()
 	if _, err := os.Stat(nginxPath); err != nil {
@@ -239,6 +248,7 @@ http {
   uwsgi_temp_path DIR/uwsgi;
   scgi_temp_path DIR/scgi;
   map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+HTTPEXTRA
   server {
     listen LISTEN ssl http2;
     server_name localhost;
@@ -265,7 +275,13 @@ HOSTLINE
 	if strings.Contains(extra, "proxy_set_header Host $proxy_host;") {
 		host, extra = "", strings.ReplaceAll(extra, "proxy_set_header Host $proxy_host;", "")
 	}
-	conf = strings.NewReplacer("DIR", dir, "LISTEN", listen, "BACKEND", backend, "EXTRA", extra, "HOSTLINE", host).Replace(conf)
+	// What extra has before a line "---" goes in the http block, which
+	// alone takes some directives (proxy_cache_path).
+	httpExtra := ""
+	if before, after, ok := strings.Cut(extra, "\n---\n"); ok {
+		httpExtra, extra = before, after
+	}
+	conf = strings.NewReplacer("DIR", dir, "LISTEN", listen, "BACKEND", backend, "HTTPEXTRA", httpExtra, "EXTRA", extra, "HOSTLINE", host).Replace(conf)
 	file := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
