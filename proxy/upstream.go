@@ -90,8 +90,17 @@ func keepFromSharedCaches(h http.Header, cookie bool) {
 			}
 		}
 	}
+	if len(cc) == 0 {
+		h["Cache-Control"] = privateOnly // the common case, without an allocation
+		return
+	}
 	h["Cache-Control"] = []string{strings.Join(append([]string{"private"}, cc...), ", ")}
 }
+
+// privateOnly is the Cache-Control of an answer that said nothing of
+// caching. Shared by every such answer: header values are replaced, never
+// written in place, and its capacity makes an append copy it.
+var privateOnly = []string{"private"}[:1:1]
 
 // publicLocation is a redirect to upstream.url (an application that builds
 // its own URLs from the Host it got, with preserve_host: false, or from its
