@@ -188,8 +188,8 @@ type Tokens struct {
 	// name the user in the LogoutRequest exactly as the IdP did.
 	NameID *SAMLNameID `json:"nid,omitempty"`
 	// SessionEnd is the latest the session of this login may last, as the
-	// IdP bounds it (a SAML AuthnStatement's SessionNotOnOrAfter); zero
-	// when it does not. The session's own expiry keeps it, so it is not
+	// IdP bounds it (a SAML AuthnStatement's SessionNotOnOrAfter, with the
+	// clock skew allowed); zero when it does not. The session's own expiry keeps it, so it is not
 	// stored here.
 	SessionEnd time.Time `json:"-"`
 }

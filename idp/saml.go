@@ -300,12 +300,14 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	if err := checkAudience(found.assertion, sp.EntityID); err != nil {
 		return nil, nil, p.samlDiagnose(sp, found.response, found.assertion, fmt.Errorf("saml %s: verify response: %w", id, err))
 	}
-	end := sessionNotOnOrAfter(assertion)
-	if !end.IsZero() && !time.Now().Before(end) {
-		// The IdP says the session this assertion starts has ended: one
-		// made from it would be refused at once, and the browser sent
-		// back to the IdP, which answers the same way.
-		return nil, nil, fmt.Errorf("saml %s: verify response: the assertion's SessionNotOnOrAfter %s has passed", id, end.UTC().Format(time.RFC3339))
+	end := sessionEnd(assertion)
+	if !end.IsZero() && end.Sub(time.Now()) < minSAMLSession {
+		// The IdP says the session this assertion starts has ended, even
+		// read with the clock skew: one made from it would be refused at
+		// once, and the browser sent back to the IdP, which answers the
+		// same way.
+		return nil, nil, fmt.Errorf("saml %s: verify response: the assertion's SessionNotOnOrAfter %s has passed, by more than the %s of clock skew allowed",
+			id, end.Add(-saml.MaxClockSkew).UTC().Format(time.RFC3339), saml.MaxClockSkew)
 	}
 	if err := p.useAssertion(r.Context(), assertion.ID, replayExpiry(assertion)); err != nil {
 		return nil, nil, fmt.Errorf("saml %s: replay check: %w", id, err)
@@ -329,18 +331,33 @@ func (p *SAMLProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 	return prof, tokens, nil
 }
 
-// sessionNotOnOrAfter is the earliest SessionNotOnOrAfter of the
-// assertion's AuthnStatements, "an upper bound on sessions with the subject
-// derived from the enclosing assertion" (SAML core 2.7.2); zero when none
-// has one.
-func sessionNotOnOrAfter(a *saml.Assertion) time.Time {
+// minSAMLSession is the least of a session that an assertion's
+// SessionNotOnOrAfter may leave: a session's end is kept to the second,
+// and its cookie's Max-Age in whole seconds, so one that ends sooner
+// cannot be saved.
+const minSAMLSession = 2 * time.Second
+
+// sessionEnd is the latest a session made from the assertion may last: the
+// earliest SessionNotOnOrAfter of its AuthnStatements, "an upper bound on
+// sessions with the subject derived from the enclosing assertion" (SAML
+// core 2.7.2), read with the clock skew that its other times are allowed
+// (crewjam's MaxClockSkew), as Shibboleth's SP adds its clockSkew to it;
+// zero when none has one. Without the skew an IdP whose clock is behind
+// this one, or whose session ends just as the proxy's did (the browser's
+// cookie goes up to a second early), answers the browser sent back to it
+// with its session still, and so with the same bound, which has passed
+// here: every try fails until the IdP's session ends.
+func sessionEnd(a *saml.Assertion) time.Time {
 	var end time.Time
 	for _, st := range a.AuthnStatements {
 		if st.SessionNotOnOrAfter != nil && !st.SessionNotOnOrAfter.IsZero() && (end.IsZero() || st.SessionNotOnOrAfter.Before(end)) {
 			end = *st.SessionNotOnOrAfter
 		}
 	}
-	return end
+	if end.IsZero() {
+		return end
+	}
+	return end.Add(saml.MaxClockSkew)
 }
 
 // decryptionKey is the key that decrypts EncryptedAssertions: sp_key_file's

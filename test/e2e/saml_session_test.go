@@ -36,27 +36,42 @@ func TestSAMLSessionEndsAtSessionNotOnOrAfter(t *testing.T) {
 		}}
 	}
 
-	t.Run("the session ends at SessionNotOnOrAfter, an hour ahead", func(t *testing.T) {
-		end := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
-		shapes[entityID] = sessionEnd(end)
-		b := browser(t)
-		resp := samlLogin(t, b, idpSrv.SSOURL(), s.URL+"/tasks", samlAlice.Name, samlAlice.Password)
-		if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
-			t.Fatalf("login: status %d\n%s", resp.StatusCode, body)
-		}
-		status, body := userinfoBody(t, s, b.Jar.Cookies(mustURL(t, s.URL)))
-		var info struct {
-			Expires time.Time `json:"expires"`
-		}
-		if err := json.Unmarshal([]byte(body), &info); status != http.StatusOK || err != nil {
-			t.Fatalf("userinfo: status %d %v\n%s", status, err, body)
-		}
-		if info.Expires.After(end) {
-			t.Errorf("the session expires at %s, after the assertion's SessionNotOnOrAfter %s", info.Expires, end)
-		}
-	})
+	// The bound is the IdP's clock's, read on the proxy's: it is allowed
+	// the clock skew that the assertion's other times are (Shibboleth's SP
+	// adds its clockSkew to it the same way).
+	for _, tc := range []struct {
+		name, why string
+		end       time.Duration
+	}{
+		{"the session ends at SessionNotOnOrAfter, an hour ahead", "", time.Hour},
+		{"a SessionNotOnOrAfter less than a second ahead signs in",
+			"the IdP's session ends as the proxy's did: the browser, whose cookie went a second early, is answered by the IdP's session still", 300 * time.Millisecond},
+		{"a SessionNotOnOrAfter passed by less than the clock skew signs in",
+			"an IdP whose clock is behind the proxy's, within the skew every other check allows, still holds its session", -30 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			end := time.Now().Add(tc.end).UTC()
+			shapes[entityID] = sessionEnd(end)
+			b := browser(t)
+			resp := samlLogin(t, b, idpSrv.SSOURL(), s.URL+"/tasks", samlAlice.Name, samlAlice.Password)
+			if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+				t.Fatalf("login: status %d, want it signed in (%s)\n%s", resp.StatusCode, tc.why, body)
+			}
+			status, body := userinfoBody(t, s, b.Jar.Cookies(mustURL(t, s.URL)))
+			var info struct {
+				Expires time.Time `json:"expires"`
+			}
+			if err := json.Unmarshal([]byte(body), &info); status != http.StatusOK || err != nil {
+				t.Fatalf("userinfo: status %d %v\n%s", status, err, body)
+			}
+			if info.Expires.After(end.Add(saml.MaxClockSkew)) {
+				t.Errorf("the session expires at %s, after the assertion's SessionNotOnOrAfter %s and the clock skew %s", info.Expires, end, saml.MaxClockSkew)
+			}
+		})
+	}
 
 	t.Run("an assertion whose SessionNotOnOrAfter has passed signs no one in", func(t *testing.T) {
+		// Ten minutes: beyond the clock skew allowed.
 		shapes[entityID] = sessionEnd(time.Now().Add(-10 * time.Minute).UTC())
 		b := browser(t)
 		post := answer(t, b, idpSrv, s.URL+"/tasks", samlAlice)
@@ -97,8 +112,9 @@ func TestSAMLSimpleSAMLphpSessionDurationBoundsTheSession(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &info); status != http.StatusOK || err != nil {
 		t.Fatalf("userinfo: status %d %v\n%s", status, err, body)
 	}
-	// SimpleSAMLphp counts from its AuthnInstant, within the login.
-	if info.Expires.Before(before.Add(8*time.Hour).Add(-time.Minute)) || info.Expires.After(after.Add(8*time.Hour)) {
-		t.Errorf("the session expires at %s, want SimpleSAMLphp's session.duration (8h) after the login at %s", info.Expires, before.UTC())
+	// SimpleSAMLphp counts from its AuthnInstant, within the login; the
+	// proxy allows the clock skew after it.
+	if info.Expires.Before(before.Add(8*time.Hour).Add(-time.Minute)) || info.Expires.After(after.Add(8*time.Hour).Add(saml.MaxClockSkew)) {
+		t.Errorf("the session expires at %s, want SimpleSAMLphp's session.duration (8h) after the login at %s, and the clock skew", info.Expires, before.UTC())
 	}
 }
