@@ -483,7 +483,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 	// back-channel logout) may be another user's, and CVAT believes its
 	// cookie before the identity headers.
 	h.clearUpstreamCookies(w)
-	h.markSignedIn(w, p.IdP)
+	h.markSignedIn(w, p.IdP, s.Expires)
 	h.metrics.login(p.IdP, "success", h.now().Sub(start))
 	h.audit(r, slog.LevelInfo, "login", append([]slog.Attr{slog.String("idp", p.IdP), slog.String("sub", p.Sub),
 		slog.String("email", p.Email), slog.Any("roles", roles)}, h.missingClaims(p)...)...)

@@ -25,9 +25,18 @@ const loginLoopSkew = 30 * time.Second
 // IdP it last signed in: the only way to tell, at the next /login, a
 // browser that just signed in and lost its session at once from one that
 // signs in. It holds nothing secret, and a forged one can do no more than
-// show its browser the loop page.
-func (h *Handler) markSignedIn(w http.ResponseWriter, idpID string) {
-	http.SetCookie(w, h.signedInCookie(strconv.FormatInt(h.now().Unix(), 10)+"."+idpID, int(loginLoopWindow/time.Second)))
+// show its browser the loop page. It goes no later than the session made
+// at that login, ends: one the IdP bounds (SAML's SessionNotOnOrAfter) may
+// end within the window, and its browser, back without it, has no loop.
+// Both cookies' Max-Age are whole seconds rounded down, the mark's counted
+// after the session's, so the mark never outlasts the session cookie.
+func (h *Handler) markSignedIn(w http.ResponseWriter, idpID string, sessionEnd time.Time) {
+	now := h.now()
+	maxAge := min(loginLoopWindow, sessionEnd.Sub(now)) / time.Second
+	if maxAge <= 0 {
+		return // 0 would be a cookie with no Max-Age, kept until the browser closes
+	}
+	http.SetCookie(w, h.signedInCookie(strconv.FormatInt(now.Unix(), 10)+"."+idpID, int(maxAge)))
 }
 
 // clearSignedIn removes the mark: wherever the proxy ends the browser's

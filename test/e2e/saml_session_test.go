@@ -118,3 +118,74 @@ func TestSAMLSimpleSAMLphpSessionDurationBoundsTheSession(t *testing.T) {
 		t.Errorf("the session expires at %s, want SimpleSAMLphp's session.duration (8h) after the login at %s, and the clock skew", info.Expires, before.UTC())
 	}
 }
+
+// TestSAMLSessionShorterThanTheLoopWindowIsNoLoop: a SessionNotOnOrAfter can
+// leave a session shorter than the two minutes after a login in which a
+// browser sent to sign in again without a session is taken for a login
+// loop (an IdP whose session was almost over; SiteMinder's "Use Assertion
+// Validity"). When it ends, the browser signs in again at the IdP, as after
+// session.lifetime; it is not shown "Sign-in did not hold".
+func TestSAMLSessionShorterThanTheLoopWindowIsNoLoop(t *testing.T) {
+	s := listen(t)
+	entityID := s.URL + "/.portcullis/saml/corp/metadata"
+	shapes := map[string]samlserver.Shape{entityID: {}}
+	idpSrv := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice}, Shapes: shapes})
+	s.start(t, strings.NewReplacer("ENTITY_ID", idpSrv.EntityID(), "IDP_SOURCE", "metadata_url: "+idpSrv.MetadataURL()).Replace(samlConfig))
+	if err := idpSrv.AddServiceProviderURL(t.Context(), entityID); err != nil {
+		t.Fatal(err)
+	}
+	// The session ends about ten seconds after the login: the bound, read
+	// with the clock skew, is that far ahead.
+	end := time.Now().Add(10*time.Second - saml.MaxClockSkew).UTC()
+	shapes[entityID] = samlserver.Shape{Assertion: func(a *saml.Assertion) {
+		for i := range a.AuthnStatements {
+			a.AuthnStatements[i].SessionNotOnOrAfter = &end
+		}
+	}}
+	b := browser(t)
+	resp := answer(t, b, idpSrv, s.URL+"/tasks", samlAlice).post(t, noRedirect(b))
+	if body := readBody(t, resp); resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != s.URL+"/tasks" {
+		t.Fatalf("ACS: status %d Location %q, want the login to lead to /tasks\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	// The browser drops the session cookie when its Max-Age is up.
+	app := mustURL(t, s.URL)
+	deadline := time.Now().Add(time.Minute)
+	for hasCookie(b.Jar.Cookies(app), "portcullis") {
+		if time.Now().After(deadline) {
+			t.Fatal("the session cookie is still in the browser a minute after its session's end")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, err := noRedirect(b).Get(s.URL + "/tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := resp.Header.Get("Location")
+	if readBody(t, resp); resp.StatusCode != http.StatusFound || !strings.Contains(login, "/.portcullis/login") {
+		t.Fatalf("/tasks after the session ended: status %d Location %q, want sent to sign in", resp.StatusCode, login)
+	}
+	// /login, then /login/corp, then the IdP.
+	for hop := 0; strings.Contains(login, "/.portcullis/login") && hop < 3; hop++ {
+		resp, err = noRedirect(b).Get(app.ResolveReference(mustURL(t, login)).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusFound {
+			t.Fatalf("%s after the session ended: status %d, want on to the IdP\n%s", login, resp.StatusCode, body)
+		}
+		login = resp.Header.Get("Location")
+	}
+	if !strings.HasPrefix(login, idpSrv.SSOURL()) {
+		t.Errorf("signing in after the session ended leads to %q, want the IdP", login)
+	}
+}
+
+func hasCookie(cookies []*http.Cookie, name string) bool {
+	for _, c := range cookies {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
