@@ -314,13 +314,98 @@ func (p *Pass) value(hd header, prof *idp.Profile) (string, error) {
 		return "", fmt.Errorf("attribute pass: header %s: %w", hd.name, err)
 	}
 	if i := strings.IndexFunc(v, isControl); i >= 0 {
-		return "", fmt.Errorf("attribute pass: header %s: value has control character %q at byte %d", hd.name, v[i], i)
+		return "", &ValueError{Header: hd.name, Byte: v[i], At: i, Fields: controlFields(prof)}
 	}
 	// net/http trims spaces and tabs around a header value as it writes it:
 	// trimmed here, a value of only whitespace is left unset rather than
 	// reaching the upstream as an empty header, and explain shows what is
 	// sent.
 	return strings.Trim(v, " \t"), nil
+}
+
+// ValueError is a header value that the attribute pass refuses to set for
+// a profile: it holds a byte that no header value may carry (isControl).
+// The profile is then one whose identity cannot be passed to the upstream;
+// its values stay out of the message, which names only where the byte is.
+type ValueError struct {
+	Header string // the header's name, as configured
+	Byte   byte   // the first such byte of the value
+	At     int    // its offset in the value
+	// Fields are the profile's fields that hold such a byte, as
+	// expressions name them (email, groups, claims.dept): where the value
+	// got it from. Empty when none does (the expression added it).
+	Fields []string
+}
+
+func (e *ValueError) Error() string {
+	msg := fmt.Sprintf("attribute pass: header %s: value has control character %q at byte %d", e.Header, e.Byte, e.At)
+	if len(e.Fields) > 0 {
+		msg += " (from the profile's " + strings.Join(e.Fields, ", ") + ")"
+	}
+	return msg
+}
+
+// Class names the kind of byte a header cannot carry that the value has,
+// with its code, as an operator would look for it at the IdP.
+func (e *ValueError) Class() string {
+	switch e.Byte {
+	case '\r':
+		return "a line break (CR, 0x0d)"
+	case '\n':
+		return "a line break (LF, 0x0a)"
+	case 0:
+		return "a NUL byte (0x00)"
+	case 0x7f:
+		return "a control character (DEL, 0x7f)"
+	}
+	return fmt.Sprintf("a control character (0x%02x)", e.Byte)
+}
+
+// controlFields are the fields of prof that hold a byte no header value
+// may carry, as expressions name them; claims by their top-level name.
+func controlFields(prof *idp.Profile) []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		v    string
+	}{{"sub", prof.Sub}, {"email", prof.Email}, {"username", prof.Username},
+		{"first_name", prof.FirstName}, {"last_name", prof.LastName}, {"name", prof.Name}} {
+		if strings.ContainsFunc(f.v, isControl) {
+			out = append(out, f.name)
+		}
+	}
+	if slices.ContainsFunc(prof.Groups, func(g string) bool { return strings.ContainsFunc(g, isControl) }) {
+		out = append(out, "groups")
+	}
+	for _, k := range slices.Sorted(maps.Keys(prof.Claims)) {
+		if holdsControl(prof.Claims[k], 0) {
+			out = append(out, "claims."+k)
+		}
+	}
+	return out
+}
+
+// holdsControl reports whether a claim's value holds a string with a byte
+// no header value may carry, looking depth levels down at most.
+func holdsControl(v any, depth int) bool {
+	if depth > idp.MaxClaimDepth {
+		return false
+	}
+	switch v := v.(type) {
+	case string:
+		return strings.ContainsFunc(v, isControl)
+	case []string:
+		return slices.ContainsFunc(v, func(s string) bool { return strings.ContainsFunc(s, isControl) })
+	case []any:
+		return slices.ContainsFunc(v, func(e any) bool { return holdsControl(e, depth+1) })
+	case map[string]any:
+		for _, e := range v {
+			if holdsControl(e, depth+1) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // format turns an expression's result into a header value: strings as they

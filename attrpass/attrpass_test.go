@@ -3,6 +3,7 @@ package attrpass
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -525,5 +526,42 @@ func TestStripLongName(t *testing.T) {
 	p.Strip(h)
 	if _, present := h[spoofed]; present || len(h) != 1 {
 		t.Errorf("after Strip headers = %v, want only Accept", h)
+	}
+}
+
+// A value no header can carry is a ValueError that names the header, the
+// kind of byte and the profile fields that hold one, never the value.
+func TestValueErrorNamesWhereTheByteIs(t *testing.T) {
+	tests := []struct {
+		name       string
+		profile    idp.Profile
+		expr       string
+		wantFields []string
+		wantClass  string
+	}{
+		{"CR LF in the email", idp.Profile{Email: "a@b.c\r\nX-Admin: 1"}, "email", []string{"email"}, "a line break (CR, 0x0d)"},
+		{"NUL in the name and a claim", idp.Profile{Name: "a\x00b", Claims: map[string]any{"name": "a\x00b", "ok": "fine"}}, "name", []string{"name", "claims.name"}, "a NUL byte (0x00)"},
+		{"ESC in a nested claim", idp.Profile{Claims: map[string]any{"org": map[string]any{"dept": []any{"R&D\x1b"}}}}, "claims.org.dept", []string{"claims.org"}, "a control character (0x1b)"},
+		{"LF in a group", idp.Profile{Groups: []string{"ok", "bad\n"}}, "groups", []string{"groups"}, "a line break (LF, 0x0a)"},
+		{"the expression's own LF", idp.Profile{Email: "a@b.c"}, `email + "\n"`, nil, "a line break (LF, 0x0a)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Compile(Config{Headers: map[string]string{"X-Value": tt.expr}}, "https://x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.For("s", &tt.profile)
+			bad, ok := errors.AsType[*ValueError](err)
+			if !ok {
+				t.Fatalf("For error = %v, want a *ValueError", err)
+			}
+			if bad.Header != "X-Value" || !slices.Equal(bad.Fields, tt.wantFields) || bad.Class() != tt.wantClass {
+				t.Errorf("header %s, fields %v, class %q; want X-Value, %v, %q", bad.Header, bad.Fields, bad.Class(), tt.wantFields, tt.wantClass)
+			}
+			if msg := err.Error(); strings.ContainsAny(msg, "\r\n\x00\x1b") || strings.Contains(msg, "R&D") || strings.Contains(msg, "X-Admin") {
+				t.Errorf("message %q carries the value", msg)
+			}
+		})
 	}
 }
