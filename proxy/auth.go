@@ -466,6 +466,13 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, p *idp.Profi
 		// Shibboleth's SP and mod_auth_mellon honour it.
 		s.Expires = end.Truncate(time.Second)
 	}
+	// The identity headers, worked out once for the session's requests:
+	// a profile they cannot carry is refused now, never a session whose
+	// every request fails.
+	if refused := h.unpassable(s.ID, &s.Profile); refused != nil {
+		h.accessDenied(w, r, p, whyUnpassable, refused.Reason, refused.Hint)
+		return
+	}
 	switch err := h.sessions.Save(w, r, s); {
 	case errors.Is(err, session.ErrUnavailable):
 		h.storeUnavailable(w, r, p.IdP, err)

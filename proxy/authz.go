@@ -96,8 +96,14 @@ func (h *Handler) reauthorize(s *session.Session, key idp.Profile) *authzEntry {
 		e.refused = "Your account has no role in this application."
 	} else if err != nil {
 		e.refused = "Your roles could not be determined."
+	} else if p.Roles = slices.Clip(roles); h.unpassable(s.ID, &p) != nil {
+		// As the login would refuse it now (establish): a reload gave
+		// attribute_pass a header that this profile's values cannot fill.
+		// None rather than a session whose every request fails with 500;
+		// its user signs in again and learns why.
+		e.refused = "Your account's details cannot be passed on to this application."
 	} else {
-		e.roles = slices.Clip(roles)
+		e.roles = p.Roles
 	}
 	e.verified = p.EmailVerified
 	if h.roles.ReadsClock() {

@@ -553,6 +553,15 @@ func (h *Handler) basicRoles(w http.ResponseWriter, id string, prof *idp.Profile
 		return decisionInternal
 	}
 	prof.Roles = roles
+	if refused := h.unpassable("", prof); refused != nil {
+		// As the form's login refuses it (establish), in the JSON of
+		// Basic auth's other refusals.
+		h.metrics.login(id, "denied", 0)
+		h.log.Info("login denied", "idp", id, "sub", prof.Sub, "email", prof.Email, "why", whyUnpassable,
+			"reason", refused.Reason, "hint", refused.Hint, "via", "basic_auth")
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": refused.Reason})
+		return decisionForbidden
+	}
 	return ""
 }
 

@@ -85,6 +85,12 @@ func (e *signedInBeforeReload) now() time.Time {
 // the upstream's URLs from a file that reload reads again.
 func newReloadingProxy(t *testing.T, configFor func(publicURL, upstreamURL string) string) *signedInBeforeReload {
 	t.Helper()
+	return newReloadingProxyLogged(t, slog.New(slog.DiscardHandler), configFor)
+}
+
+// newReloadingProxyLogged is newReloadingProxy writing to log.
+func newReloadingProxyLogged(t *testing.T, log *slog.Logger, configFor func(publicURL, upstreamURL string) string) *signedInBeforeReload {
+	t.Helper()
 	e := &signedInBeforeReload{upstream: echo.New()}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -103,7 +109,7 @@ func newReloadingProxy(t *testing.T, configFor func(publicURL, upstreamURL strin
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	h, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	h, err := New(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
