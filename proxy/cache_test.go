@@ -21,6 +21,10 @@ func TestSharedCachesKeepNoAnswerForOneUser(t *testing.T) {
 		for _, v := range r.URL.Query()["cc"] {
 			w.Header().Add("Cache-Control", v)
 		}
+		for _, f := range r.URL.Query()["field"] {
+			name, v, _ := strings.Cut(f, ":")
+			w.Header().Add(name, v)
+		}
 		if r.URL.Query().Has("cookie") {
 			w.Header().Add("Set-Cookie", "app=1")
 		}
@@ -48,26 +52,45 @@ func TestSharedCachesKeepNoAnswerForOneUser(t *testing.T) {
 		r       *http.Request
 		want    string
 		renewed bool // the answer sets the session cookie (renewed, or cleared)
+		// fields are other headers the answer must carry, as they must
+		// read ("" for none): those that shared caches obey instead of
+		// Cache-Control.
+		fields map[string]string
 	}{
-		{"the redirect of a browser without a session to the login", request("GET", "/tasks", nil, "Accept", "text/html"), "no-store", false},
-		{"the login's redirect to the one IdP", request("GET", "/.portcullis/login?rd=/tasks", nil, "Accept", "text/html"), "no-store", false},
-		{"a path under auth_prefix that is none of its endpoints", request("GET", "/.portcullis/nothing", alice), "no-store", false},
-		{"userinfo", request("GET", "/.portcullis/userinfo", alice), "no-store", false},
-		{"jwks.json, the same for everyone", request("GET", "/.portcullis/jwks.json", nil), "public, max-age=300", false},
-		{"the 401 of a script", request("GET", "/tasks", nil), "no-store", false},
-		{"the 403 of allow_if", request("GET", "/admin", alice, "Accept", "text/html"), "no-store", false},
-		{"an upstream answer without a word on caching", request("GET", "/tasks", alice), "private", false},
-		{"an upstream answer with max-age only", request("GET", "/tasks?cc=max-age%3D600", alice), "private, max-age=600", false},
-		{"an upstream answer with no-cache", request("GET", "/tasks?cc=no-cache", alice), "private, no-cache", false},
-		{"an upstream answer the upstream calls public", request("GET", "/tasks?cc=public,+max-age%3D600", alice), "public, max-age=600", false},
-		{"an upstream answer with s-maxage", request("GET", "/tasks?cc=S-Maxage%3D60", alice), "S-Maxage=60", false},
-		{"an upstream answer already private", request("GET", "/tasks?cc=private,+max-age%3D60", alice), "private, max-age=60", false},
-		{"an upstream answer with no-store", request("GET", "/tasks?cc=no-store", alice), "no-store", false},
-		{"an upstream answer that sets a cookie, called public", request("GET", "/tasks?cc=public,+max-age%3D600&cookie", alice), "private, max-age=600", false},
-		{"an upstream answer that carries a renewed session, called public", request("GET", "/tasks?cc=public&cc=s-maxage%3D60,+max-age%3D600,+immutable", bob), "private, max-age=600, immutable", true},
-		{"a bypassed answer is the upstream's", request("GET", "/public/x", nil), "", false},
+		{"the redirect of a browser without a session to the login", request("GET", "/tasks", nil, "Accept", "text/html"), "no-store", false, nil},
+		{"the login's redirect to the one IdP", request("GET", "/.portcullis/login?rd=/tasks", nil, "Accept", "text/html"), "no-store", false, nil},
+		{"a path under auth_prefix that is none of its endpoints", request("GET", "/.portcullis/nothing", alice), "no-store", false, nil},
+		{"userinfo", request("GET", "/.portcullis/userinfo", alice), "no-store", false, nil},
+		{"jwks.json, the same for everyone", request("GET", "/.portcullis/jwks.json", nil), "public, max-age=300", false, nil},
+		{"the 401 of a script", request("GET", "/tasks", nil), "no-store", false, nil},
+		{"the 403 of allow_if", request("GET", "/admin", alice, "Accept", "text/html"), "no-store", false, nil},
+		{"an upstream answer without a word on caching", request("GET", "/tasks", alice), "private", false, nil},
+		{"an upstream answer with max-age only", request("GET", "/tasks?cc=max-age%3D600", alice), "private, max-age=600", false, nil},
+		{"an upstream answer with no-cache", request("GET", "/tasks?cc=no-cache", alice), "private, no-cache", false, nil},
+		{"an upstream answer the upstream calls public", request("GET", "/tasks?cc=public,+max-age%3D600", alice), "public, max-age=600", false, nil},
+		{"an upstream answer with s-maxage", request("GET", "/tasks?cc=S-Maxage%3D60", alice), "S-Maxage=60", false, nil},
+		{"an upstream answer already private", request("GET", "/tasks?cc=private,+max-age%3D60", alice), "private, max-age=60", false, nil},
+		{"an upstream answer with no-store", request("GET", "/tasks?cc=no-store", alice), "no-store", false, nil},
+		{"an upstream answer that sets a cookie, called public", request("GET", "/tasks?cc=public,+max-age%3D600&cookie", alice), "private, max-age=600", false, nil},
+		{"an upstream answer that carries a renewed session, called public", request("GET", "/tasks?cc=public&cc=s-maxage%3D60,+max-age%3D600,+immutable", bob), "private, max-age=600, immutable", true, nil},
+		{"an upstream answer private only for its Set-Cookie field, which lets shared caches keep the rest", request("GET", `/tasks?cc=private="Set-Cookie",+max-age%3D600`, alice), "private, max-age=600", false, nil},
+		{"an upstream answer with a comma in a quoted value, that sets a cookie", request("GET", `/tasks?cc=private="Set-Cookie,+Set-Cookie2",+max-age%3D60&cookie`, alice), "private, max-age=60", false, nil},
+		{"an upstream answer with a comma in a quoted value", request("GET", `/tasks?cc=no-cache="Set-Cookie,+public",+max-age%3D60`, alice), `private, no-cache="Set-Cookie, public", max-age=60`, false, nil},
+		{"an upstream answer with Surrogate-Control for ESI only, which turns Varnish from Cache-Control", request("GET", `/tasks?field=Surrogate-Control:content%3D"ESI/1.0"`, alice), "private", false,
+			map[string]string{"Surrogate-Control": `no-store, content="ESI/1.0"`}},
+		{"an upstream answer whose Surrogate-Control gives surrogates a lifetime", request("GET", `/tasks?field=Surrogate-Control:max-age%3D60,+content%3D"ESI/1.0"`, alice), "private", false,
+			map[string]string{"Surrogate-Control": `max-age=60, content="ESI/1.0"`}},
+		{"an upstream answer whose Surrogate-Control gives surrogates a lifetime, that sets a cookie", request("GET", `/tasks?field=Surrogate-Control:max-age%3D60,+content%3D"ESI/1.0"&cookie`, alice), "private", false,
+			map[string]string{"Surrogate-Control": `no-store, content="ESI/1.0"`}},
+		{"an upstream answer whose CDN-Cache-Control gives CDNs a lifetime", request("GET", "/tasks?field=CDN-Cache-Control:max-age%3D600", alice), "private", false,
+			map[string]string{"CDN-Cache-Control": "max-age=600"}},
+		{"an upstream answer whose CDN-Cache-Control says nothing of storing", request("GET", "/tasks?field=Cloudflare-CDN-Cache-Control:stale-if-error%3D60", alice), "private", false,
+			map[string]string{"Cloudflare-CDN-Cache-Control": "private, stale-if-error=60"}},
+		{"an upstream answer that carries a renewed session, with CDN-Cache-Control public", request("GET", "/tasks?field=CDN-Cache-Control:public,+max-age%3D600", bob), "private", true,
+			map[string]string{"CDN-Cache-Control": "private, max-age=600"}},
+		{"a bypassed answer is the upstream's", request("GET", "/public/x", nil), "", false, nil},
 		// Last: it ends alice's session, and clears its cookie.
-		{"the logout's redirect", request("POST", "/.portcullis/logout?rd=/bye", alice, "Accept", "text/html"), "no-store", true},
+		{"the logout's redirect", request("POST", "/.portcullis/logout?rd=/bye", alice, "Accept", "text/html"), "no-store", true, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
@@ -81,6 +104,11 @@ func TestSharedCachesKeepNoAnswerForOneUser(t *testing.T) {
 			}
 			if renewed != tc.renewed {
 				t.Errorf("session cookie set: %v, want %v", renewed, tc.renewed)
+			}
+			for name, want := range tc.fields {
+				if got := strings.Join(rec.Header()[http.CanonicalHeaderKey(name)], ", "); got != want {
+					t.Errorf("%s %q, want %q", name, got, want)
+				}
 			}
 		})
 	}

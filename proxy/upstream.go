@@ -52,49 +52,140 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 
 // keepFromSharedCaches marks the upstream's answer to a signed-in user
 // private, so that a shared cache in front (nginx's proxy_cache, Apache's
-// mod_cache, a CDN) does not serve it to other visitors without asking
-// the proxy: such a cache keys by URL, and it cannot tell a session cookie
-// from any other. It is what RFC 9111 3.5 has caches do for requests with
-// Authorization, which portcullis's cookie stands in for: an answer is
-// shared only when it says so, with public or s-maxage. Without a word on
-// caching (nginx's proxy_cache_valid stores it then, and Apache's
-// heuristics when it has a Last-Modified) it gets private; the upstream's
-// no-store, private, public and s-maxage are kept. An answer that carries
-// a Set-Cookie (the proxy's renewed session when cookie, or the
-// upstream's) is private whatever it said: mod_cache stores the
-// Set-Cookie with the page and sends it to whoever asks next.
+// mod_cache, Varnish, a CDN) does not serve it to other visitors without
+// asking the proxy: such a cache keys by URL, and it cannot tell a session
+// cookie from any other. It is what RFC 9111 3.5 has caches do for
+// requests with Authorization, which portcullis's cookie stands in for: an
+// answer is shared only when it says so, with public or s-maxage. Without
+// a word on caching (nginx's proxy_cache_valid stores it then, and
+// Apache's heuristics when it has a Last-Modified) it gets private; the
+// upstream's no-store, private, public and s-maxage are kept. A private
+// with field names (private="Set-Cookie") lets shared caches keep the rest
+// of the answer (RFC 9111 5.2.2.7): it is no word that the answer is one
+// user's, and becomes a plain private. An answer that carries a Set-Cookie
+// (the proxy's renewed session when cookie, or the upstream's) is private
+// whatever it said: mod_cache stores the Set-Cookie with the page and
+// sends it to whoever asks next.
+//
+// The fields that shared caches obey instead of Cache-Control say the
+// same (sharedCacheFields).
 func keepFromSharedCaches(h http.Header, cookie bool) {
 	cc := h["Cache-Control"]
 	if cookie || len(h["Set-Cookie"]) > 0 {
-		var kept []string
-		for _, v := range cc {
-			for d := range strings.SplitSeq(v, ",") {
-				d = strings.TrimSpace(d)
-				name, _, _ := strings.Cut(d, "=")
-				if d == "" || strings.EqualFold(name, "public") || strings.EqualFold(name, "s-maxage") || strings.EqualFold(name, "private") {
-					continue
-				}
-				kept = append(kept, d)
-			}
-		}
-		h["Cache-Control"] = []string{strings.Join(append([]string{"private"}, kept...), ", ")}
+		h["Cache-Control"] = privately(cc)
+		sharedCacheFields(h, true)
 		return
 	}
-	for _, v := range cc {
-		for d := range strings.SplitSeq(v, ",") {
-			name, _, _ := strings.Cut(strings.TrimSpace(d), "=")
-			for _, shared := range [...]string{"public", "s-maxage", "private", "no-store"} {
-				if strings.EqualFold(name, shared) {
-					return
-				}
-			}
-		}
+	if saysAny(cc, "public", "s-maxage", "private", "no-store") {
+		return
 	}
 	if len(cc) == 0 {
 		h["Cache-Control"] = privateOnly // the common case, without an allocation
-		return
+	} else {
+		h["Cache-Control"] = privately(cc)
 	}
-	h["Cache-Control"] = []string{strings.Join(append([]string{"private"}, cc...), ", ")}
+	sharedCacheFields(h, false)
+}
+
+// sharedCacheFields makes the fields that shared caches read instead of
+// Cache-Control keep from them an answer that keepFromSharedCaches made
+// private. CDN-Cache-Control (RFC 9213) and a CDN's own
+// (Cloudflare-CDN-Cache-Control) have CDNs ignore Cache-Control, and
+// Surrogate-Control has Varnish's built-in VCL ignore its private (Varnish
+// 7.1 kept an answer with Cache-Control: private and Surrogate-Control:
+// content="ESI/1.0" for two minutes). One that says how long shared caches
+// may keep the answer (max-age, s-maxage, public) is the upstream's word
+// to them, as s-maxage is in Cache-Control, and is kept; one that does not
+// (an ESI content= only) says no-store there too, and private here. With a
+// Set-Cookie (cookie) none of them may share the answer.
+func sharedCacheFields(h http.Header, cookie bool) {
+	for k, v := range h {
+		switch {
+		case k == "Surrogate-Control":
+			if cookie || !saysAny(v, "max-age", "no-store") {
+				h[k] = noStore(v)
+			}
+		case k == "Cdn-Cache-Control" || strings.HasSuffix(k, "-Cdn-Cache-Control"):
+			if cookie || !saysAny(v, "public", "s-maxage", "max-age", "private", "no-store", "no-cache") {
+				h[k] = privately(v)
+			}
+		}
+	}
+}
+
+// privately is a Cache-Control value that begins with private, followed by
+// the directives of vals but its public, s-maxage and private ones.
+func privately(vals []string) []string {
+	kept := []string{"private"}
+	for _, v := range vals {
+		for rest := v; rest != ""; {
+			var d, name string
+			d, name, rest = nextDirective(rest)
+			if d == "" || strings.EqualFold(name, "public") || strings.EqualFold(name, "s-maxage") || strings.EqualFold(name, "private") {
+				continue
+			}
+			kept = append(kept, d)
+		}
+	}
+	return []string{strings.Join(kept, ", ")}
+}
+
+// noStore is a Surrogate-Control value that begins with no-store, followed
+// by the directives of vals but its max-age ones: what ESI's content= asks
+// of the surrogate is still done, but nothing is kept.
+func noStore(vals []string) []string {
+	kept := []string{"no-store"}
+	for _, v := range vals {
+		for rest := v; rest != ""; {
+			var d, name string
+			d, name, rest = nextDirective(rest)
+			if d == "" || strings.EqualFold(name, "max-age") || strings.EqualFold(name, "no-store") {
+				continue
+			}
+			kept = append(kept, d)
+		}
+	}
+	return []string{strings.Join(kept, ", ")}
+}
+
+// saysAny reports whether the cache directives of vals include one of
+// names; a private with field names is not private.
+func saysAny(vals []string, names ...string) bool {
+	for _, v := range vals {
+		for rest := v; rest != ""; {
+			var d, name string
+			d, name, rest = nextDirective(rest)
+			for _, n := range names {
+				if strings.EqualFold(name, n) && (n != "private" || len(d) == len(name)) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// nextDirective splits the first directive off a cache directive list:
+// d is it, without the spaces around it, name its name, and rest what
+// follows its comma. A comma inside a quoted value
+// (no-cache="Set-Cookie, Set-Cookie2") is part of the value.
+func nextDirective(s string) (d, name, rest string) {
+	quoted, i := false, 0
+	for ; i < len(s); i++ {
+		switch c := s[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case !quoted && c == ',':
+			d, rest = strings.TrimSpace(s[:i]), s[i+1:]
+			name, _, _ = strings.Cut(d, "=")
+			return d, name, rest
+		}
+	}
+	d = strings.TrimSpace(s)
+	name, _, _ = strings.Cut(d, "=")
+	return d, name, ""
 }
 
 // privateOnly is the Cache-Control of an answer that said nothing of
