@@ -787,6 +787,13 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = h.sessions.Delete(w, r, s)
 	}
+	if err == nil {
+		var former *session.Session
+		former, err = h.endFormerSessions(w, r)
+		if s == nil {
+			s = former
+		}
+	}
 	if err != nil {
 		// The store (Redis) did not answer: the cookie goes, but the session
 		// may live on for a copy of it; say so rather than "signed out".
@@ -820,6 +827,77 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	h.pages.signedOut(w, r)
 }
+
+// endFormerSessions ends the sessions r carries under a session.cookie_name
+// that a reload replaced, and expires every cookie of the proxy's under such
+// a name. The live configuration does not see them, but a reload back to
+// that name (a rollback) would, and would sign in again a user who signed
+// out in between. It returns one of the sessions it ended.
+func (h *Handler) endFormerSessions(w http.ResponseWriter, r *http.Request) (*session.Session, error) {
+	if len(h.formerCookies) == 0 || len(r.Header["Cookie"]) == 0 {
+		return nil, nil
+	}
+	cookies := r.Cookies()
+	current := h.cookies.Name()
+	var ended *session.Session
+	for _, o := range h.formerCookies {
+		name := session.Options{CookieName: o.CookieName, Secure: h.cookies.Secure}.Name()
+		var renamed []string
+		for _, c := range cookies {
+			if !o.Owns(c.Name) || h.cookies.Owns(c.Name) {
+				continue
+			}
+			http.SetCookie(w, &http.Cookie{Name: c.Name, Value: "", Path: "/", MaxAge: -1,
+				HttpOnly: true, Secure: h.publicURL.Scheme == "https", SameSite: http.SameSiteLaxMode})
+			// The session cookie and its chunks, under the live name,
+			// open as the live store opens its own: the keys and the
+			// store are what a rollback would open them with.
+			if rest, ok := strings.CutPrefix(c.Name, name); ok && (rest == "" || isChunkSuffix(rest)) {
+				renamed = append(renamed, current+rest+"="+c.Value)
+			}
+		}
+		if len(renamed) == 0 {
+			continue
+		}
+		former := r.Clone(r.Context())
+		former.Header.Set("Cookie", strings.Join(renamed, "; "))
+		s, err := h.sessions.Load(former)
+		if err == nil && s != nil {
+			// Its cookies are expired above, under their own name.
+			err = h.sessions.Delete(discardHeaders{}, former, s)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if s != nil {
+			ended = s
+		}
+	}
+	return ended, nil
+}
+
+// isChunkSuffix says whether rest ("_1", "_2"…) names a chunk of a session
+// cookie after the cookie's own name.
+func isChunkSuffix(rest string) bool {
+	digits, ok := strings.CutPrefix(rest, "_")
+	if !ok || digits == "" || len(digits) > 2 {
+		return false
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// discardHeaders is a ResponseWriter that writes nowhere: for a store's
+// Delete whose cookies are expired under another name.
+type discardHeaders struct{}
+
+func (discardHeaders) Header() http.Header         { return http.Header{} }
+func (discardHeaders) Write(b []byte) (int, error) { return len(b), nil }
+func (discardHeaders) WriteHeader(int)             {}
 
 // singleSignOut returns the IdP's end-session URL for s when its IdP entry
 // has single_sign_out, so that the IdP's session ends too; "" to finish here.

@@ -464,3 +464,50 @@ func TestBasicAuthRolesThatReadTheClockAreNotReused(t *testing.T) {
 		t.Errorf("after the date, the check reused: %d with X-Groups %q, want 200 as user", status, groups)
 	}
 }
+
+// A sign-out after a reload renamed session.cookie_name ends the session the
+// browser still carries under the name before: a reload that renames it
+// back (a rollback) must not sign the user in again. The soak run found it:
+// /logout looked at the new name only, answered "signed out", and left the
+// session, which the rollback brought back, admin headers and all. Its
+// cookies under the old name are expired too.
+func TestLogoutAfterCookieRenameEndsTheSession(t *testing.T) {
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store+" store", func(t *testing.T) {
+			t.Parallel()
+			e := newSignedInBeforeReload(t, store)
+			e.reload(t, "session:\n", "session:\n  cookie_name: renamed\n")
+
+			req, _ := http.NewRequest("GET", e.url+"/.portcullis/logout", nil)
+			req.Header.Set("Cookie", e.cookies)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("logout: %d, want 200", resp.StatusCode)
+			}
+			expired := map[string]bool{}
+			for _, c := range resp.Cookies() {
+				if c.MaxAge < 0 {
+					expired[c.Name] = true
+				}
+			}
+			for part := range strings.SplitSeq(e.cookies, "; ") {
+				name, _, _ := strings.Cut(part, "=")
+				if !expired[name] {
+					t.Errorf("logout left the cookie %s of the name before the reload in the browser", name)
+				}
+			}
+
+			// The rollback; the cookies sent as they were, as by a copy
+			// of them.
+			e.reload(t)
+			if status, groups := e.get(t, "/tasks"); status != http.StatusUnauthorized {
+				t.Errorf("/tasks after the logout and a reload back to the old cookie name: %d with X-Groups %q, want 401", status, groups)
+			}
+		})
+	}
+}
