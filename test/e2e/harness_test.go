@@ -155,6 +155,19 @@ func (a acceptHTML) RoundTrip(r *http.Request) (*http.Response, error) {
 	return a.next.RoundTrip(r)
 }
 
+// beforeCallback is c stopping at the redirect to a login's callback: the
+// IdP's answer is in the last response's Location, not yet delivered.
+func beforeCallback(c *http.Client) *http.Client {
+	cc := *c
+	cc.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if strings.HasSuffix(r.URL.Path, "/callback") {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	return &cc
+}
+
 // noRedirect makes c stop at the first redirect.
 func noRedirect(c *http.Client) *http.Client {
 	cc := *c

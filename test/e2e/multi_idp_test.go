@@ -182,14 +182,7 @@ func TestMultiIdP(t *testing.T) {
 		s := m.byMode["chooser"]
 		b := browser(t)
 		// The browser logs in at alpha but stops before alpha's callback...
-		stop := *b
-		stop.CheckRedirect = func(r *http.Request, via []*http.Request) error {
-			if strings.HasSuffix(r.URL.Path, "/callback") {
-				return http.ErrUseLastResponse
-			}
-			return nil
-		}
-		resp := oidcserver.Login(t, &stop, s.URL+"/.portcullis/login/alpha", oidcserver.Alice, oidcserver.AlicePassword)
+		resp := oidcserver.Login(t, beforeCallback(b), s.URL+"/.portcullis/login/alpha", oidcserver.Alice, oidcserver.AlicePassword)
 		readBody(t, resp)
 		callback := resp.Header.Get("Location")
 		if !strings.HasPrefix(callback, s.URL+"/.portcullis/oidc/alpha/callback?") {

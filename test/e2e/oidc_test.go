@@ -322,14 +322,7 @@ func TestCallbackWithARepeatedParameterIsRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := browser(t)
 			// The browser logs in at the IdP but stops before the callback...
-			stop := *b
-			stop.CheckRedirect = func(r *http.Request, via []*http.Request) error {
-				if strings.HasSuffix(r.URL.Path, "/callback") {
-					return http.ErrUseLastResponse
-				}
-				return nil
-			}
-			resp := oidcserver.Login(t, &stop, s.URL+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+			resp := oidcserver.Login(t, beforeCallback(b), s.URL+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
 			readBody(t, resp)
 			callback := resp.Header.Get("Location")
 			if !strings.HasPrefix(callback, s.URL+"/.portcullis/oidc/company/callback?") || !strings.Contains(callback, "iss="+url.QueryEscape(idp.Issuer)) {
