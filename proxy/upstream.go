@@ -121,7 +121,7 @@ func privately(vals []string) []string {
 		for rest := v; rest != ""; {
 			var d, name string
 			d, name, rest = nextDirective(rest)
-			if d == "" || strings.EqualFold(name, "public") || strings.EqualFold(name, "s-maxage") || strings.EqualFold(name, "private") {
+			if d == "" || isName(name, "public") || isName(name, "s-maxage") || isName(name, "private") {
 				continue
 			}
 			kept = append(kept, d)
@@ -139,7 +139,7 @@ func noStore(vals []string) []string {
 		for rest := v; rest != ""; {
 			var d, name string
 			d, name, rest = nextDirective(rest)
-			if d == "" || strings.EqualFold(name, "max-age") || strings.EqualFold(name, "no-store") {
+			if d == "" || isName(name, "max-age") || isName(name, "no-store") {
 				continue
 			}
 			kept = append(kept, d)
@@ -149,20 +149,68 @@ func noStore(vals []string) []string {
 }
 
 // saysAny reports whether the cache directives of vals include one of
-// names; a private with field names is not private.
+// names, written as RFC 9111 writes it: max-age and s-maxage with a number
+// of seconds, the others bare. A private with field names is not private,
+// and a directive that does not follow the grammar (no-store=, max-age=)
+// says nothing: a cache that reads it by the grammar ignores it.
 func saysAny(vals []string, names ...string) bool {
 	for _, v := range vals {
 		for rest := v; rest != ""; {
 			var d, name string
 			d, name, rest = nextDirective(rest)
 			for _, n := range names {
-				if strings.EqualFold(name, n) && (n != "private" || len(d) == len(name)) {
+				if isName(name, n) && wellFormed(d, n) {
 					return true
 				}
 			}
 		}
 	}
 	return false
+}
+
+// isName reports whether a directive's name is want, a lower-case
+// directive name, in any case of ASCII letters alone: a cache does not
+// read ſ-maxage as s-maxage, as strings.EqualFold would.
+func isName(name, want string) bool {
+	if len(name) != len(want) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// wellFormed reports whether directive d, named name, has the argument its
+// name takes: delta-seconds (a token, or a quoted string, which RFC 9111
+// 1.2.2 has recipients accept) for max-age and s-maxage, none for the rest.
+func wellFormed(d, name string) bool {
+	arg := d[len(name):]
+	if name != "max-age" && name != "s-maxage" {
+		return arg == ""
+	}
+	arg, ok := strings.CutPrefix(arg, "=")
+	if !ok {
+		return false
+	}
+	if len(arg) >= 2 && arg[0] == '"' && arg[len(arg)-1] == '"' {
+		arg = arg[1 : len(arg)-1]
+	}
+	if arg == "" {
+		return false
+	}
+	for i := 0; i < len(arg); i++ {
+		if arg[i] < '0' || arg[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // nextDirective splits the first directive off a cache directive list:
