@@ -76,6 +76,8 @@ func TestSharedCachesKeepNoAnswerForOneUser(t *testing.T) {
 		{"an upstream answer private only for its Set-Cookie field, which lets shared caches keep the rest", request("GET", `/tasks?cc=private="Set-Cookie",+max-age%3D600`, alice), "private, max-age=600", false, nil},
 		{"an upstream answer with a comma in a quoted value, that sets a cookie", request("GET", `/tasks?cc=private="Set-Cookie,+Set-Cookie2",+max-age%3D60&cookie`, alice), "private, max-age=60", false, nil},
 		{"an upstream answer with a comma in a quoted value", request("GET", `/tasks?cc=no-cache="Set-Cookie,+public",+max-age%3D60`, alice), `private, no-cache="Set-Cookie, public", max-age=60`, false, nil},
+		{"an upstream answer with public only inside a quoted value", request("GET", `/tasks?cc=community="a,public,b"`, alice), `private, community="a,public,b"`, false, nil},
+		{"an upstream answer with a malformed no-store=, which a cache reading the grammar ignores", request("GET", "/tasks?cc=no-store%3D", alice), "private, no-store=", false, nil},
 		{"an upstream answer with Surrogate-Control for ESI only, which turns Varnish from Cache-Control", request("GET", `/tasks?field=Surrogate-Control:content%3D"ESI/1.0"`, alice), "private", false,
 			map[string]string{"Surrogate-Control": `no-store, content="ESI/1.0"`}},
 		{"an upstream answer whose Surrogate-Control gives surrogates a lifetime", request("GET", `/tasks?field=Surrogate-Control:max-age%3D60,+content%3D"ESI/1.0"`, alice), "private", false,

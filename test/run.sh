@@ -112,6 +112,9 @@ go test -race -count=1 -timeout 15m "$@" ./proxy/... ./rules ./idp
 # took 7.8 s from an empty fuzz cache (its seeds run in all three).
 # FuzzKeepFromSharedCaches checks the Cache-Control given to signed-in
 # answers against RFC 9111's grammar: 20000 executions, about 7 s.
+# FuzzChunksReassemble (a chunked session cookie found exactly when all its
+# chunks are there) and FuzzFillFilter (no username or DN changes what an
+# LDAP filter asks): about 1,800 and 2,400 executions a second here.
 # FuzzLoginEndpoints has about 7 s (1 s of it starting its oidc-provider,
 # SAML IdP and slapd, once a process): each execution starts the logins its
 # input asks for and may reach the OIDC provider's token endpoint or bind at
@@ -121,7 +124,7 @@ go test -race -count=1 -timeout 15m "$@" ./proxy/... ./rules ./idp
 for target in rules:FuzzCleanPath:70000x rules:FuzzMatch:60000x rules:FuzzValueMatcher:50000x rules:FuzzShadowWarningsHold:50000x \
 	rules:FuzzUnanchoredRegexWarningHolds:30000x proxy:FuzzSafeRedirect:10000x proxy:FuzzParseConfig:2000x proxy:FuzzServeHTTP:12000x:100x proxy:FuzzLoginEndpoints:3000x:100x \
 	proxy:FuzzExplainAgreesWithServe:3000x:100x proxy:FuzzKeepFromSharedCaches:20000x \
-	proxy/session:FuzzLoad:35000x \
+	proxy/session:FuzzLoad:35000x proxy/session:FuzzChunksReassemble:12000x idp:FuzzFillFilter:15000x:100x \
 	proxy/jsonlog:FuzzSameLinesAsSlog:40000x idp:FuzzSAMLResponse:6000x:200x idp:FuzzSAMLLogout:15000x:100x; do
 	IFS=: read -r pkg fn budget minimize <<<"$target"
 	budget="${PORTCULLIS_FUZZTIME:-$budget}"
