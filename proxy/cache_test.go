@@ -80,6 +80,8 @@ func TestSharedCachesKeepNoAnswerForOneUser(t *testing.T) {
 		{"an upstream answer with a malformed no-store=, which a cache reading the grammar ignores", request("GET", "/tasks?cc=no-store%3D", alice), "private, no-store=", false, nil},
 		{"an upstream answer with Surrogate-Control for ESI only, which turns Varnish from Cache-Control", request("GET", `/tasks?field=Surrogate-Control:content%3D"ESI/1.0"`, alice), "private", false,
 			map[string]string{"Surrogate-Control": `no-store, content="ESI/1.0"`}},
+		{"an upstream answer private by its own word, with Surrogate-Control for ESI only", request("GET", `/tasks?cc=private&field=Surrogate-Control:content%3D"ESI/1.0"`, alice), "private", false,
+			map[string]string{"Surrogate-Control": `no-store, content="ESI/1.0"`}},
 		{"an upstream answer whose Surrogate-Control gives surrogates a lifetime", request("GET", `/tasks?field=Surrogate-Control:max-age%3D60,+content%3D"ESI/1.0"`, alice), "private", false,
 			map[string]string{"Surrogate-Control": `max-age=60, content="ESI/1.0"`}},
 		{"an upstream answer whose Surrogate-Control gives surrogates a lifetime, that sets a cookie", request("GET", `/tasks?field=Surrogate-Control:max-age%3D60,+content%3D"ESI/1.0"&cookie`, alice), "private", false,

@@ -76,7 +76,11 @@ func keepFromSharedCaches(h http.Header, cookie bool) {
 		sharedCacheFields(h, true)
 		return
 	}
-	if saysAny(cc, "public", "s-maxage", "private", "no-store") {
+	if saysAny(cc, "public", "s-maxage") {
+		return // the upstream's word that the answer may be shared
+	}
+	if saysAny(cc, "private", "no-store") {
+		sharedCacheFields(h, false) // kept from shared caches by the upstream: there too
 		return
 	}
 	if len(cc) == 0 {
