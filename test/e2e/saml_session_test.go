@@ -20,14 +20,7 @@ import (
 // it, as Shibboleth's SP and mod_auth_mellon end theirs. An assertion whose
 // SessionNotOnOrAfter has passed signs no one in.
 func TestSAMLSessionEndsAtSessionNotOnOrAfter(t *testing.T) {
-	s := listen(t)
-	entityID := s.URL + "/.portcullis/saml/corp/metadata"
-	shapes := map[string]samlserver.Shape{entityID: {}}
-	idpSrv := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice}, Shapes: shapes})
-	s.start(t, strings.NewReplacer("ENTITY_ID", idpSrv.EntityID(), "IDP_SOURCE", "metadata_url: "+idpSrv.MetadataURL()).Replace(samlConfig))
-	if err := idpSrv.AddServiceProviderURL(t.Context(), entityID); err != nil {
-		t.Fatal(err)
-	}
+	s, idpSrv, entityID, shapes := shapedSAMLStack(t)
 	sessionEnd := func(end time.Time) samlserver.Shape {
 		return samlserver.Shape{Assertion: func(a *saml.Assertion) {
 			for i := range a.AuthnStatements {
@@ -126,14 +119,7 @@ func TestSAMLSimpleSAMLphpSessionDurationBoundsTheSession(t *testing.T) {
 // Validity"). When it ends, the browser signs in again at the IdP, as after
 // session.lifetime; it is not shown "Sign-in did not hold".
 func TestSAMLSessionShorterThanTheLoopWindowIsNoLoop(t *testing.T) {
-	s := listen(t)
-	entityID := s.URL + "/.portcullis/saml/corp/metadata"
-	shapes := map[string]samlserver.Shape{entityID: {}}
-	idpSrv := samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice}, Shapes: shapes})
-	s.start(t, strings.NewReplacer("ENTITY_ID", idpSrv.EntityID(), "IDP_SOURCE", "metadata_url: "+idpSrv.MetadataURL()).Replace(samlConfig))
-	if err := idpSrv.AddServiceProviderURL(t.Context(), entityID); err != nil {
-		t.Fatal(err)
-	}
+	s, idpSrv, entityID, shapes := shapedSAMLStack(t)
 	// The session ends about ten seconds after the login: the bound, read
 	// with the clock skew, is that far ahead.
 	end := time.Now().Add(10*time.Second - saml.MaxClockSkew).UTC()
@@ -188,4 +174,20 @@ func hasCookie(cookies []*http.Cookie, name string) bool {
 		}
 	}
 	return false
+}
+
+// shapedSAMLStack is samlStack (from metadata_url, alice alone) with the
+// IdP's answers to the proxy shaped by shapes[entityID], which a test sets
+// before each login.
+func shapedSAMLStack(t *testing.T) (s *stack, idpSrv *samlserver.Server, entityID string, shapes map[string]samlserver.Shape) {
+	t.Helper()
+	s = listen(t)
+	entityID = s.URL + "/.portcullis/saml/corp/metadata"
+	shapes = map[string]samlserver.Shape{entityID: {}}
+	idpSrv = samlserver.Start(t, samlserver.Options{Users: []samlserver.User{samlAlice}, Shapes: shapes})
+	s.start(t, strings.NewReplacer("ENTITY_ID", idpSrv.EntityID(), "IDP_SOURCE", "metadata_url: "+idpSrv.MetadataURL()).Replace(samlConfig))
+	if err := idpSrv.AddServiceProviderURL(t.Context(), entityID); err != nil {
+		t.Fatal(err)
+	}
+	return s, idpSrv, entityID, shapes
 }
