@@ -61,10 +61,40 @@ func TestForRemembersASessionsIdentity(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if again, _ := p.For("session-1", tc.prof); again != first {
+			// The very same header values: the expressions did not run
+			// again (a copy decoded afresh may be remembered in a new
+			// Identity that shares them).
+			if again, _ := p.For("session-1", tc.prof); &again.fields[0] != &first.fields[0] {
 				t.Fatalf("the same session with the same profile was computed again")
 			}
 		})
+	}
+}
+
+// TestForRemembersTheCopyItWasLastGiven: the identity is first computed at
+// the login, from the IdP's profile; every request after it brings the
+// profile its cookie decodes to, equal but another copy. Remembered with the
+// login's copy, each of those requests compared every claim in depth.
+func TestForRemembersTheCopyItWasLastGiven(t *testing.T) {
+	p := compileYAML(t, "headers: {X-Email: email, X-Groups: 'join(groups, \",\")'}")
+	first, err := p.For("session-1", alice())
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoded := alice()
+	again, err := p.For("session-1", decoded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &again.fields[0] != &first.fields[0] {
+		t.Fatalf("the identity was computed again for the same profile")
+	}
+	id, _ := p.ids.Get("session-1")
+	if !id.prof.SharesBacking(decoded) {
+		t.Fatalf("the identity is still remembered with the login's copy of the profile: every request compares its claims in depth")
+	}
+	if next, _ := p.For("session-1", alice2(decoded)); next != id {
+		t.Fatalf("the next request of the session computed its identity again")
 	}
 }
 

@@ -62,6 +62,21 @@ func (p *Profile) Same(q *Profile) bool {
 		slices.Equal(p.Groups, q.Groups) && slices.Equal(p.Roles, q.Roles) && sameClaims(p.Claims, q.Claims)
 }
 
+// SharesBacking reports whether p and q hold the same groups, roles and
+// claims, not equal copies of them: Same's fast path. A cache that found q
+// the Same as the p it remembered, but not sharing its backing (the profile
+// of a session decoded afresh: a re-sealed cookie, a refresh, the login's
+// own profile against its cookie's), remembers q instead, so that the
+// session's next requests compare pointers rather than every claim again.
+func (p *Profile) SharesBacking(q *Profile) bool {
+	return sameBacking(p.Groups, q.Groups) && sameBacking(p.Roles, q.Roles) &&
+		reflect.ValueOf(p.Claims).UnsafePointer() == reflect.ValueOf(q.Claims).UnsafePointer()
+}
+
+func sameBacking(a, b []string) bool {
+	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
 func sameClaims(a, b map[string]any) bool {
 	if len(a) == 0 || len(b) == 0 {
 		return len(a) == len(b)

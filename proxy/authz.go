@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"errors"
-	"reflect"
 	"slices"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -58,7 +57,7 @@ func (h *Handler) authorize(s *session.Session) *session.Session {
 	switch {
 	case h.roles.ReadsClock(), !ok || !e.prof.Same(&key):
 		e = h.reauthorize(s, key)
-	case !sharesBacking(&e.prof, &key):
+	case !e.prof.SharesBacking(&key):
 		// The same profile decoded afresh: a re-sealed cookie (Touch), a
 		// refresh at which the IdP said what it said before. Remembered
 		// with this copy's groups and claims, which the session's next
@@ -76,13 +75,6 @@ func (h *Handler) authorize(s *session.Session) *session.Session {
 	}
 	s.Profile.EmailVerified = e.verified
 	return s
-}
-
-// sharesBacking reports whether a and b hold the same groups and claims, not
-// copies of them: Same's fast path.
-func sharesBacking(a, b *idp.Profile) bool {
-	return len(a.Groups) == len(b.Groups) && reflect.ValueOf(a.Groups).UnsafePointer() == reflect.ValueOf(b.Groups).UnsafePointer() &&
-		reflect.ValueOf(a.Claims).UnsafePointer() == reflect.ValueOf(b.Claims).UnsafePointer()
 }
 
 // reauthorize works out and remembers what s's profile, key without its

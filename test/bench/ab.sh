@@ -17,6 +17,13 @@
 # 0.99 to 1.01 (of requests: 0.99 to 1.03), so CPU per request is the figure
 # to read; a change below a percent is not measurable this way either.
 #
+# Sessions come from mintcookie (a cookie sealed as a login would), not from
+# a login: what a login leaves behind for the requests after it is not in
+# this comparison. The identity headers the login worked out from the IdP's
+# copy of the profile, compared in depth on every request against the
+# cookie's copy, cost 10 to 20% of the proxy's CPU under run.sh's real login
+# and nothing here; run.sh (PROFILE=1) is the check for such paths.
+#
 # APART=1 loads one build at a time instead, alternating within each round,
 # as run.sh loads a proxy (wrk's 2 threads, CONNS=64): the machine is then
 # not saturated, and a change to the latency of a request shows in the
