@@ -133,7 +133,7 @@ func (p *oidcProvider) oauthConfig(endpoint oauth2.Endpoint) *oauth2.Config {
 		ClientSecret: p.cfg.ClientSecret,
 		Endpoint:     endpoint,
 		RedirectURL:  p.redirect,
-		Scopes:       scopes,
+		Scopes:       p.requestScopes(scopes),
 	}
 }
 
@@ -279,7 +279,7 @@ func (p *oidcProvider) LoginURL(f *Flow) (string, error) {
 		f.Verifier = oauth2.GenerateVerifier()
 		opts = append(opts, oauth2.S256ChallengeOption(f.Verifier))
 	}
-	opts = append(opts, p.offlineAccessOptions(d.oauth.Scopes)...)
+	opts = append(opts, p.offlineAccessOptions(p.cfg.Scopes)...)
 	return d.oauth.AuthCodeURL(f.State, opts...), nil
 }
 

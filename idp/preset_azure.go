@@ -3,6 +3,8 @@ package idp
 import (
 	"fmt"
 	"regexp"
+
+	"golang.org/x/oauth2"
 )
 
 var tenantID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -42,6 +44,13 @@ func (c *Config) presetAzure() error {
 		},
 	})
 }
+
+// azureOfflineAccess is how an Entra ID login asks for a refresh token, for
+// an entry whose scopes list offline_access: that scope alone does it, and
+// prompt=consent, OpenID Connect's way, "triggers the OAuth consent dialog
+// after the user signs in", at every sign-in
+// (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow).
+var azureOfflineAccess []oauth2.AuthCodeOption
 
 // azureUnverifiedReason is the reason to give a user refused for an
 // unverified email when Entra ID said nothing about it: the application's

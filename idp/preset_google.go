@@ -1,5 +1,7 @@
 package idp
 
+import "golang.org/x/oauth2"
+
 // presetGoogle is Google's OpenID Connect provider. Google releases no
 // preferred_username, so the email address is the username; Workspace
 // accounts carry their domain in the hd claim (claims.hd in expressions).
@@ -11,4 +13,16 @@ func (c *Config) presetGoogle() error {
 		scopes:    []string{"openid", "email", "profile"},
 		claims:    map[string]string{"username": "email"},
 	})
+}
+
+// googleOfflineAccess is how a Google login asks for a refresh token, for
+// an entry whose scopes list offline_access: Google refuses that scope
+// (invalid_scope) and issues a refresh token for access_type=offline, and
+// only at the first code exchange of a user's grant unless the login asks
+// for consent again, as each login here must, its session being new
+// (https://developers.google.com/identity/openid-connect/openid-connect,
+// https://developers.google.com/identity/protocols/oauth2/web-server#offline).
+var googleOfflineAccess = []oauth2.AuthCodeOption{
+	oauth2.AccessTypeOffline,
+	oauth2.SetAuthURLParam("prompt", "consent"),
 }

@@ -137,3 +137,69 @@ func TestCognitoSingleSignOutSendsLogoutURI(t *testing.T) {
 		})
 	}
 }
+
+// TestPresetOfflineAccess: how a preset entry whose scopes list
+// offline_access asks its IdP for a refresh token, in the authorization
+// request the IdP documents (the IdP itself stood in for by oidc-provider
+// at server_url: only the request is checked).
+func TestPresetOfflineAccess(t *testing.T) {
+	public := callbackCatcher(t)
+	o := testOptions(public.URL, false)
+	idpServer := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
+	tests := []struct {
+		name string
+		c    Config
+		// want are the authorization request's parameters that matter.
+		want url.Values
+	}{
+		{
+			// Google refuses the scope: "Error 400: invalid_scope. Some
+			// requested scopes were invalid. {invalid=[offline_access]}".
+			// It issues a refresh token for access_type=offline, and only
+			// at the first exchange unless consent is asked again
+			// (https://developers.google.com/identity/openid-connect/openid-connect,
+			// https://developers.google.com/identity/protocols/oauth2/web-server#offline).
+			name: "google: offline_access becomes access_type=offline with prompt=consent, out of the scope",
+			c:    Config{Preset: PresetGoogle, Scopes: []string{"openid", "email", "profile", ScopeOfflineAccess}},
+			want: url.Values{"scope": {"openid email profile"}, "access_type": {"offline"}, "prompt": {"consent"}},
+		},
+		{
+			name: "google without offline_access asks for no refresh token",
+			c:    Config{Preset: PresetGoogle},
+			want: url.Values{"scope": {"openid email profile"}, "access_type": nil, "prompt": nil},
+		},
+		{
+			// Microsoft issues a refresh token for the offline_access scope
+			// alone, and prompt=consent "triggers the OAuth consent dialog
+			// after the user signs in" at every login
+			// (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow).
+			name: "azure: offline_access is sent without prompt=consent",
+			c: Config{Preset: PresetAzure, Tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47",
+				Scopes: []string{"openid", "profile", "email", ScopeOfflineAccess}},
+			want: url.Values{"scope": {"openid profile email offline_access"}, "access_type": nil, "prompt": nil},
+		},
+		{
+			name: "another IdP gets offline_access with prompt=consent (OpenID Connect Core 11)",
+			c:    Config{Preset: PresetKeycloak, Scopes: []string{"openid", "email", ScopeOfflineAccess}},
+			want: url.Values{"scope": {"openid email offline_access"}, "access_type": nil, "prompt": {"consent"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.c
+			c.ID, c.ServerURL, c.ClientID, c.ClientSecret = testIdP, idpServer.Issuer, idpServer.ClientID, idpServer.ClientSecret
+			p := startOIDC(t, c, o)
+			waitReady(t, p, 10*time.Second)
+			u, err := p.LoginURL(&Flow{State: "state-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := mustParse(t, u).Query()
+			for name, want := range tt.want {
+				if got := q[name]; !slices.Equal(got, want) {
+					t.Errorf("%s = %q, want %q (login URL %s)", name, got, want, u)
+				}
+			}
+		})
+	}
+}
