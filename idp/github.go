@@ -51,6 +51,24 @@ func (e *GitHubAPIError) Error() string {
 	return fmt.Sprintf("github GET %s: %d %s", e.Path, e.Status, e.Message)
 }
 
+// oauthErrorCode is the RFC 6749 error code (section 5.2) that an error
+// code of GitHub's token endpoint stands for, which GitHub answers with
+// status 200 and codes of its own
+// (https://docs.github.com/en/apps/oauth-apps/maintaining-oauth-apps/troubleshooting-oauth-app-access-token-request-errors):
+// bad_verification_code for a code that is wrong, expired or spent, and
+// bad_refresh_token for a GitHub App's refresh token that is, or whose
+// grant the user revoked, invalid_grant both; incorrect_client_credentials
+// invalid_client. Any other code is itself.
+func oauthErrorCode(code string) string {
+	switch code {
+	case "bad_verification_code", "bad_refresh_token":
+		return "invalid_grant"
+	case "incorrect_client_credentials":
+		return "invalid_client"
+	}
+	return code
+}
+
 // githubEmail is one entry of GET /user/emails.
 type githubEmail struct {
 	Email    string `json:"email"`

@@ -79,6 +79,21 @@ func newGitHubHarnessWith(t *testing.T, so githubapi.Options, edit func(c *Confi
 // callback and hands the callback to Complete.
 func (h *githubHarness) login(t *testing.T) (*Profile, error) {
 	t.Helper()
+	p, _, err := h.loginTokens(t)
+	return p, err
+}
+
+// loginTokens is login, with the tokens Complete kept.
+func (h *githubHarness) loginTokens(t *testing.T) (*Profile, *Tokens, error) {
+	t.Helper()
+	f, cb := h.callback(t)
+	return h.provider.Complete(httptest.NewRequest(http.MethodGet, cb, nil), f)
+}
+
+// callback runs a browser from LoginURL through the authorize page and
+// returns the login's flow and the callback URL it ended at.
+func (h *githubHarness) callback(t *testing.T) (*Flow, string) {
+	t.Helper()
 	f := &Flow{State: rand.Text(), IdP: githubIdP}
 	start, err := h.provider.LoginURL(f)
 	if err != nil {
@@ -94,8 +109,7 @@ func (h *githubHarness) login(t *testing.T) (*Profile, error) {
 	if !strings.HasPrefix(cb, h.public.URL+"/.portcullis/oidc/"+githubIdP+"/callback?") {
 		t.Fatalf("browser ended at %s, not the callback", cb)
 	}
-	p, _, err := h.provider.Complete(httptest.NewRequest(http.MethodGet, cb, nil), f)
-	return p, err
+	return f, cb
 }
 
 func TestGitHubLoginEndToEnd(t *testing.T) {
@@ -497,4 +511,52 @@ func TestGitHubListRefusesANextPageOffTheAPIOrigin(t *testing.T) {
 	if n := elsewhere.Load(); n != 0 {
 		t.Errorf("the other origin got %d requests", n)
 	}
+}
+
+// TestGitHubTokenEndpointErrors: GitHub's token endpoint answers its errors
+// with status 200 and codes of its own
+// (https://docs.github.com/en/apps/oauth-apps/maintaining-oauth-apps/troubleshooting-oauth-app-access-token-request-errors):
+// bad_verification_code where RFC 6749 says invalid_grant, and, for a
+// GitHub App's refresh token that is spent, expired or revoked,
+// bad_refresh_token. They must count as those.
+func TestGitHubTokenEndpointErrors(t *testing.T) {
+	t.Run("a code spent already is the browser's doing, not a set-up error", func(t *testing.T) {
+		h := newGitHubHarness(t, octocat(), nil, false)
+		f, cb := h.callback(t)
+		if _, _, err := h.provider.Complete(httptest.NewRequest(http.MethodGet, cb, nil), f); err != nil {
+			t.Fatalf("first Complete: %v", err)
+		}
+		_, _, err := h.provider.Complete(httptest.NewRequest(http.MethodGet, cb, nil), f)
+		if err == nil || !strings.Contains(err.Error(), "bad_verification_code") {
+			t.Fatalf("second Complete err = %v, want GitHub's bad_verification_code", err)
+		}
+		if se, ok := errors.AsType[*SetupError](err); ok {
+			t.Errorf("a replayed code is a set-up error (%s: %s)", se.Reason, se.Hint)
+		}
+	})
+	t.Run("a wrong client secret is invalid_client's set-up error", func(t *testing.T) {
+		h := newGitHubHarness(t, octocat(), func(c *Config, _ *githubapi.Server) { c.ClientSecret = "wrong" }, false)
+		_, err := h.login(t)
+		if se, ok := errors.AsType[*SetupError](err); !ok || se.Reason != "invalid_client" {
+			t.Fatalf("Complete err = %v, want the set-up error invalid_client", err)
+		}
+	})
+	t.Run("a GitHub App's refresh rotates the token, and a spent or revoked one ends the session", func(t *testing.T) {
+		h := newGitHubHarnessWith(t, githubapi.Options{User: octocat(), GitHubApp: true}, nil)
+		_, old, err := h.loginTokens(t)
+		if err != nil || old.RefreshToken == "" {
+			t.Fatalf("Complete = %+v, %v; want a refresh token", old, err)
+		}
+		p, next, err := h.provider.Refresh(context.Background(), old)
+		if err != nil || p == nil || p.Email != "octocat@github.com" || next.RefreshToken == old.RefreshToken {
+			t.Fatalf("Refresh = %+v, %+v, %v; want octocat anew with a new refresh token", p, next, err)
+		}
+		if _, _, err := h.provider.Refresh(context.Background(), old); !errors.Is(err, ErrRefreshRefused) {
+			t.Errorf("Refresh with the spent token: err = %v, want ErrRefreshRefused", err)
+		}
+		h.gh.RevokeGrants()
+		if _, _, err := h.provider.Refresh(context.Background(), next); !errors.Is(err, ErrRefreshRefused) {
+			t.Errorf("Refresh after the user revoked the app: err = %v, want ErrRefreshRefused", err)
+		}
+	})
 }

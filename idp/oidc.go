@@ -616,7 +616,7 @@ func (p *oidcProvider) oauth2Claims(ctx context.Context, token *oauth2.Token) (m
 func (p *oidcProvider) exchangeError(d discovered, logged, raw error) error {
 	code := ""
 	if re, ok := errors.AsType[*oauth2.RetrieveError](raw); ok {
-		code = re.ErrorCode
+		code = oauthErrorCode(re.ErrorCode)
 	}
 	switch code {
 	case "invalid_client", "unauthorized_client":

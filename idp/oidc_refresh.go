@@ -142,7 +142,7 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 // refusal tells an answer that revokes the login (the grant is gone, the
 // client may no longer use it) from a passing failure of the IdP.
 func refusal(re *oauth2.RetrieveError) bool {
-	switch re.ErrorCode {
+	switch oauthErrorCode(re.ErrorCode) {
 	case "invalid_grant", "unauthorized_client", "invalid_client":
 		return true
 	}

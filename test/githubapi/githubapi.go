@@ -90,9 +90,10 @@ type Server struct {
 
 	o  Options
 	mu sync.Mutex
-	// codes and tokens map what the fake issued to the grant behind it.
+	// codes, tokens and refresh map what the fake issued to the grant behind it.
 	codes       map[string]grant
 	tokens      map[string]grant
+	refresh     map[string]grant
 	rateLimited bool
 	requests    []*http.Request
 }
@@ -108,7 +109,7 @@ type grant struct {
 // Start runs the fake until the test ends.
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
-	s := &Server{o: o, codes: map[string]grant{}, tokens: map[string]grant{}}
+	s := &Server{o: o, codes: map[string]grant{}, tokens: map[string]grant{}, refresh: map[string]grant{}}
 	s.ClientID, s.ClientSecret = o.ClientID, o.ClientSecret
 	if s.ClientID == "" {
 		s.ClientID = "Iv1.portcullis"
@@ -252,6 +253,10 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request) {
 		fail("incorrect_client_credentials", "The client_id and/or client_secret passed are incorrect.", "incorrect-client-credentials")
 		return
 	}
+	if r.PostForm.Get("grant_type") == "refresh_token" {
+		s.refreshToken(r.PostForm.Get("refresh_token"), reply, fail)
+		return
+	}
 	s.mu.Lock()
 	g, ok := s.codes[r.PostForm.Get("code")]
 	delete(s.codes, r.PostForm.Get("code"))
@@ -265,14 +270,7 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if g.app {
-		// A GitHub App's user access token expires and comes with a refresh
-		// token; its scope is always the empty string.
-		token := "ghu_" + randomHex(18)
-		s.mu.Lock()
-		s.tokens[token] = g
-		s.mu.Unlock()
-		reply(url.Values{"access_token": {token}, "expires_in": {"28800"}, "refresh_token": {"ghr_" + randomHex(30)},
-			"refresh_token_expires_in": {"15811200"}, "scope": {""}, "token_type": {"bearer"}})
+		reply(s.appTokens(g))
 		return
 	}
 	token := "gho_" + randomHex(18)
@@ -280,6 +278,46 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request) {
 	s.tokens[token] = g
 	s.mu.Unlock()
 	reply(url.Values{"access_token": {token}, "scope": {strings.Join(g.scopes, ",")}, "token_type": {"bearer"}})
+}
+
+// appTokens issues a GitHub App's user access token, which expires and
+// comes with a refresh token; its scope is always the empty string.
+func (s *Server) appTokens(g grant) url.Values {
+	token, refresh := "ghu_"+randomHex(18), "ghr_"+randomHex(30)
+	s.mu.Lock()
+	s.tokens[token] = g
+	s.refresh[refresh] = g
+	s.mu.Unlock()
+	return url.Values{"access_token": {token}, "expires_in": {"28800"}, "refresh_token": {refresh},
+		"refresh_token_expires_in": {"15811200"}, "scope": {""}, "token_type": {"bearer"}}
+}
+
+// refreshToken is the refresh_token grant of a GitHub App's user access
+// token: a new access token and a new refresh token, the one spent no
+// longer working
+// (https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/refreshing-user-access-tokens).
+// A refresh token that is unknown, spent or revoked is answered, like the
+// other errors of this endpoint, with status 200 and the error code
+// bad_refresh_token.
+func (s *Server) refreshToken(refresh string, reply func(url.Values), fail func(code, description, anchor string)) {
+	s.mu.Lock()
+	g, ok := s.refresh[refresh]
+	delete(s.refresh, refresh)
+	s.mu.Unlock()
+	if !ok {
+		fail("bad_refresh_token", "The refresh token passed is incorrect or expired.", "bad-refresh-token")
+		return
+	}
+	reply(s.appTokens(g))
+}
+
+// RevokeGrants revokes every token the fake issued, as a user does who
+// revokes the app at Settings, Applications.
+func (s *Server) RevokeGrants() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.tokens)
+	clear(s.refresh)
 }
 
 func pkceMatches(challenge, verifier string) bool {
