@@ -377,7 +377,7 @@ func namingOf(c Config) groupNaming {
 		if c.BaseURL == "" {
 			n.anyone = &userGroups{
 				groups: "its users' groups by path, where a top-level group's is its bare name", one: "a top-level group",
-				fix: "name a subgroup (my-group/admins)", creatable: gitlabTopGroup.MatchString,
+				fix: "name a subgroup (my-group/admins) with claims: {groups: groups_direct}, since groups lists every member of my-group in all its subgroups", creatable: gitlabTopGroup.MatchString,
 			}
 		}
 		return n

@@ -126,7 +126,7 @@ func TestGroupNameWarnings(t *testing.T) {
 			name:      "gitlab.com: a top-level group is anyone's",
 			expr:      `"cvat-admins" in groups`,
 			providers: []Config{gitlab},
-			want:      []string{`"cvat-admins" in groups: gitlab (preset gitlab) gives its users' groups by path, where a top-level group's is its bare name, and anyone can create a top-level group of that name; name a subgroup (my-group/admins)`},
+			want:      []string{`"cvat-admins" in groups: gitlab (preset gitlab) gives its users' groups by path, where a top-level group's is its bare name, and anyone can create a top-level group of that name; name a subgroup (my-group/admins) with claims: {groups: groups_direct}, since groups lists every member of my-group in all its subgroups`},
 		},
 		{
 			name:      "gitlab.com: a subgroup is its group's owners'",
