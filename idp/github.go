@@ -153,7 +153,7 @@ func verifiedEmail(emails []githubEmail) (string, bool) {
 }
 
 // grantedReadOrg reports whether the token may list the user's organisations
-// and teams. An OAuth app's token answer lists the granted scopes,
+// and teams (read:org or a scope that includes it, or user). An OAuth app's token answer lists the granted scopes,
 // comma-separated. A GitHub App's lists none (its scope is always the empty
 // string: the app's permissions, Members among them, say what the token may
 // read), and neither does another server: then the lists are tried.
@@ -164,7 +164,10 @@ func grantedReadOrg(token *oauth2.Token) bool {
 	}
 	for s := range strings.SplitSeq(granted, ",") {
 		switch strings.TrimSpace(s) {
-		case "read:org", "write:org", "admin:org":
+		case "read:org", "write:org", "admin:org", "user":
+			// user is enough for both lists too: GET /user/orgs "requires
+			// at least user or read:org", GET /user/teams user, repo or
+			// read:org (repo alone lets GitHub list teams, not orgs).
 			return true
 		}
 	}

@@ -294,6 +294,20 @@ func TestGitHubLoginVariants(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the user scope alone lets GitHub list organisations and teams: they are read", func(t *testing.T) {
+		// GET /user/orgs "requires at least user or read:org scope", GET
+		// /user/teams "the user, repo, or read:org scope"
+		// (https://docs.github.com/en/rest/orgs/orgs#list-organizations-for-the-authenticated-user,
+		// https://docs.github.com/en/rest/teams/teams#list-teams-for-the-authenticated-user);
+		// user also includes read:user and user:email.
+		h := newGitHubHarness(t, octocat(), func(c *Config, _ *githubapi.Server) {
+			c.Scopes = []string{"user"}
+		}, false)
+		p, err := h.login(t)
+		if err != nil || p.Email != "octocat@github.com" || len(p.Groups) != 132 {
+			t.Fatalf("Complete = %+v, %v; want the primary email and 132 groups", p, err)
+		}
+	})
 	t.Run("a GitHub App's token, whose granted scope is always empty, reads organisations and teams", func(t *testing.T) {
 		h := newGitHubHarnessWith(t, githubapi.Options{User: octocat(), GitHubApp: true}, nil)
 		p, err := h.login(t)
