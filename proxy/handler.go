@@ -388,18 +388,27 @@ func (h *Handler) loginPath(rd string) string {
 }
 
 // spoofable are request headers that change how an upstream reads the
-// method, path, origin or client address of a request; a client never gets
-// to set them. The attribute pass strips them with the identity headers, in
-// every spelling. The client's address goes upstream in X-Forwarded-For
-// only: middleware believes the others from its proxy (chi's RealIP takes
-// True-Client-IP first, django-ipware X-Client-IP, Rails Client-IP).
+// method, path, scheme, origin or client address of a request; a client
+// never gets to set them. The attribute pass strips them with the identity
+// headers, in every spelling. The client's address goes upstream in
+// X-Forwarded-For only: middleware believes the others from its proxy
+// (chi's RealIP takes True-Client-IP first, django-ipware X-Client-IP, Rails
+// Client-IP). The scheme and host go in X-Forwarded-Proto and -Host only:
+// Rack takes X-Forwarded-Ssl, -Scheme and X-Url-Scheme from anyone. A
+// forward-auth check behind the upstream's router (Traefik's ForwardAuth,
+// nginx auth_request in front of Authelia) judges the method that
+// X-Forwarded-Method or X-Original-Method names, as it judges the path of
+// X-Forwarded-Uri.
 var spoofable = []string{
 	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
+	"X-Forwarded-Method", "X-Original-Method",
 	"X-Original-Url", "X-Original-Uri", "X-Rewrite-Url", "X-Envoy-Original-Path",
 	"X-Forwarded-Uri", "X-Forwarded-Prefix",
 	"X-Forwarded-Path", "X-Forwarded-Port", "X-Forwarded-Server",
+	"X-Forwarded-Scheme", "X-Forwarded-Ssl", "X-Forwarded-Protocol", "X-Url-Scheme", "X-Scheme", "Front-End-Https",
+	"X-Original-Host", "X-Host",
 	"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip",
-	"X-Cluster-Client-Ip", "X-Originating-Ip", "X-Forwarded", "Forwarded-For",
+	"X-Cluster-Client-Ip", "X-Originating-Ip", "X-Forwarded", "Forwarded-For", "X-Original-Forwarded-For",
 	"Http2-Settings",
 }
 

@@ -624,6 +624,55 @@ func TestClientAddressHeadersAreStripped(t *testing.T) {
 	}
 }
 
+// Headers in which a proxy tells what follows it the request's method,
+// scheme or host are the proxy's word too, and it sends its own in
+// X-Forwarded-Proto and X-Forwarded-Host only. A client's X-Forwarded-Method
+// or X-Original-Method reached the upstream: a forward-auth check behind it
+// (Traefik's ForwardAuth trusting portcullis's forwarded headers, in front
+// of Authelia; nginx auth_request) would judge a DELETE as the GET it names,
+// as oauth2-proxy's skip rules judged the path a client's X-Forwarded-Uri
+// named (GHSA-7x63-xv5r-3p2x). Rack reads X-Forwarded-Ssl, -Scheme and
+// X-Url-Scheme as the scheme, whoever sent them; some frameworks take
+// X-Original-Host or X-Host as the host links are built on.
+func TestMethodSchemeAndHostClaimsAreStripped(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	claims := []string{
+		"X-Forwarded-Method", "GET", "X-Original-Method", "GET", "x_forwarded_method", "GET",
+		"X-Forwarded-Scheme", "https", "X-Forwarded-Ssl", "on", "X-Url-Scheme", "https",
+		"Front-End-Https", "on", "X-Forwarded-Protocol", "https", "X-Scheme", "https",
+		"X-Original-Host", "evil.example", "X-Host", "evil.example", "X-Original-Forwarded-For", "10.0.0.1",
+	}
+	for _, tc := range []struct {
+		name, target string
+		peer         string
+		cookies      []*http.Cookie
+	}{
+		{"bypass", "/public/x", "203.0.113.7:40000", nil},
+		{"authenticated", "/tasks", "203.0.113.7:40000", alice},
+		{"through a trusted proxy", "/tasks", "10.1.2.3:5555", alice},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := request("DELETE", tc.target, tc.cookies, claims...)
+			r.RemoteAddr = tc.peer
+			_, got, ok := f.do(t, r)
+			if !ok {
+				t.Fatal("did not reach the upstream")
+			}
+			for i := 0; i < len(claims); i += 2 {
+				if v := got.Header.Values(claims[i]); len(v) > 0 {
+					t.Errorf("upstream got %s: %q", claims[i], v)
+				}
+			}
+			for name, v := range got.Header {
+				if strings.EqualFold(strings.NewReplacer("_", "-").Replace(name), "X-Forwarded-Method") {
+					t.Errorf("upstream got %s: %q", name, v)
+				}
+			}
+		})
+	}
+}
+
 func TestForwardedHeadersFromUntrustedPeersAreReplaced(t *testing.T) {
 	f := newFixture(t)
 	alice := f.login(t, "alice@example.com")

@@ -13,7 +13,8 @@ import (
 // one the proxy's rules saw; they never reach the upstream.
 func TestMethodOverride(t *testing.T) {
 	bob := sessionFor(t, "bob")
-	names := []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "x_http_method_override", "X.HTTP.Method", "X-HTTP-METHOD-OVERRIDE"}
+	names := []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "x_http_method_override", "X.HTTP.Method", "X-HTTP-METHOD-OVERRIDE",
+		"X-Forwarded-Method", "x_forwarded_method", "X-Original-Method"} // what forward-auth checks behind the upstream judge
 	for _, ctx := range []struct{ name, target, cookie string }{
 		{"bypass", "/public/x", ""}, {"authenticated", "/app/x", bob},
 	} {
