@@ -168,6 +168,7 @@ func TestRefreshWhoseClaimsALoginRefusesEndsTheSession(t *testing.T) {
 		t.Run(store, func(t *testing.T) {
 			rs := startRotatedStack(t, store, func(y string) string {
 				// server_url, given, wins over the preset's Microsoft URL.
+				y = strings.Replace(y, "      client_id: portcullis\n", "      client_id: entra\n", 1)
 				return strings.Replace(y, "      protocol: OIDC\n", "      preset: azure\n      tenant: 72f988bf-86f1-41af-91ab-2d7cd011db47\n", 1)
 			})
 			via, at, get := rs.via, rs.at, rs.get
@@ -206,8 +207,12 @@ func startRotatedStack(t *testing.T, store string, edit func(string) string) *ro
 	up := httptest.NewServer(echo.New())
 	t.Cleanup(up.Close)
 	// email and groups only at userinfo: every refresh reads it.
+	// entra is a client set up as Entra ID issues refresh tokens: for
+	// offline_access without prompt=consent, which preset azure does not
+	// send.
 	op := oidcserver.Start(t, oidcserver.Options{ConformIDTokenClaims: true,
-		RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"}})
+		RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"},
+		Clients:      []oidcserver.Client{{ID: "entra", RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"}, RefreshTokens: "always"}}})
 	var meta struct {
 		Token    string `json:"token_endpoint"`
 		Userinfo string `json:"userinfo_endpoint"`
