@@ -43,6 +43,19 @@ func (id *Identity) Set(h http.Header) {
 	}
 }
 
+// LongestLine is the identity header with the longest line as HTTP/1.1
+// sends it ("Name: value", one line a value), and that line's length.
+func (id *Identity) LongestLine() (name string, n int) {
+	for _, f := range id.fields {
+		for _, v := range f.value {
+			if l := len(f.key) + len(": ") + len(v); l > n {
+				name, n = f.key, l
+			}
+		}
+	}
+	return name, n
+}
+
 // For is Inject for the requests of one session: it returns the identity of
 // prof, remembered under the session's key (its ID) so that the expressions
 // run and the assertion is signed once per session rather than per request.

@@ -63,6 +63,7 @@ type Handler struct {
 	// storeDown and upstreamDown throttle the diagnostic line that each
 	// request would write while Redis or the upstream fails (accesslog.go).
 	storeDown, upstreamDown oncePerSecond
+	headerTooLong           oncePerSecond // warnHeaderTooLong
 	// largeLoginWarned is set once a login's answer outgrew a front
 	// proxy's default header buffer and the log said so (auth.go).
 	largeLoginWarned atomic.Bool

@@ -38,9 +38,12 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	// The client gets the proxy's X-Request-Id (the one the upstream was
 	// sent), once, not again as the upstream echoes it.
 	delete(resp.Header, requestIDHeader)
-	if resp.Request != nil && resp.Request.Context().Value(identityKey{}) != nil {
-		_, cookie := resp.Request.Context().Value(sessionCookieSetKey{}).(bool)
-		keepFromSharedCaches(resp.Header, cookie)
+	if resp.Request != nil {
+		if identity, ok := resp.Request.Context().Value(identityKey{}).(*attrpass.Identity); ok {
+			_, cookie := resp.Request.Context().Value(sessionCookieSetKey{}).(bool)
+			keepFromSharedCaches(resp.Header, cookie)
+			h.warnHeaderTooLong(resp, identity)
+		}
 	}
 	if loc := resp.Header["Location"]; len(loc) == 1 {
 		if public, ok := h.publicLocation(loc[0]); ok {
@@ -48,6 +51,35 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// appHeaderLine is the longest request header line that application
+// servers and the proxies in front of them take by default: gunicorn's
+// limit_request_field_size and Apache httpd's LimitRequestFieldSize (8190),
+// nginx's large_client_header_buffers (8k; CVAT's cvat_server runs nginx
+// before uvicorn).
+const appHeaderLine = 8190
+
+// warnHeaderTooLong logs, at most once a second, that the upstream refused
+// a request (400, 431) whose identity header line is longer than
+// appHeaderLine: gunicorn then answers every request of that user with its
+// bare "Error parsing headers: 'limit request headers fields size'", nginx
+// with "Request Header Or Cookie Too Large", and nothing else says why.
+func (h *Handler) warnHeaderTooLong(resp *http.Response, identity *attrpass.Identity) {
+	if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		return
+	}
+	name, n := identity.LongestLine()
+	if n <= appHeaderLine {
+		return
+	}
+	h.logThrottled(&h.headerTooLong, slog.LevelWarn, "upstream refused an identity header longer than application servers take",
+		slog.String("header", name), slog.Int("line_bytes", n), slog.Int("status", resp.StatusCode),
+		slog.String("path", resp.Request.URL.Path),
+		slog.String("hint", "gunicorn (limit_request_field_size), Apache httpd (LimitRequestFieldSize) and nginx (large_client_header_buffers, also inside CVAT's cvat_server) "+
+			"refuse a header line over 8190 bytes (8 KB) by default, with 400 on every request of this user: "+
+			"pass fewer values in attribute_pass (roles rather than every group, or filter() the groups the application reads), "+
+			"or raise that limit (gunicorn --limit-request-field_size 32768). See docs/troubleshooting.md"))
 }
 
 // keepFromSharedCaches marks the upstream's answer to a signed-in user

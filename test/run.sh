@@ -13,6 +13,9 @@
 #                    IdP of test/sspserver and test/e2e's
 #                    TestSAMLSimpleSAMLphpLogsIn, run with php -S; its
 #                    mbstring use is polyfilled, php8.2-mbstring not needed)
+#                    python3-django, gunicorn and python3-uvicorn (CVAT's
+#                    Python stack, Django under WSGI and ASGI, behind the
+#                    proxy in proxy's TestDjangoUpstream; about 10 MB)
 #   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at),
 #                    test/a11y (axe-core, the accessibility checks of the proxy's pages)
 #   Go tools:        helm (deploy/: lint and render the Helm chart)
@@ -31,7 +34,7 @@ retry() {
 	return 1
 }
 
-apt_packages=(chromium slapd ldap-utils 389-ds-base samba-ad-dc samba-ad-provision redis-server nginx-light haproxy caddy apache2-bin simplesamlphp php8.2-cli php8.2-xml)
+apt_packages=(chromium slapd ldap-utils 389-ds-base samba-ad-dc samba-ad-provision redis-server nginx-light haproxy caddy apache2-bin simplesamlphp php8.2-cli php8.2-xml python3-django gunicorn python3-uvicorn)
 missing=()
 for pkg in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
