@@ -77,6 +77,18 @@ func (h *Handler) authorize(s *session.Session) *session.Session {
 	return s
 }
 
+// sameRoles is roles, mapped just now, as the session's own slice when they
+// are what it holds: the attribute pass remembers the session's identity
+// with the roles its requests bring, and one that brought an equal copy
+// would be remembered again (under its lock), at every request where the
+// roles are mapped at every request (a role rule reading the clock).
+func sameRoles(session, roles []string) []string {
+	if slices.Equal(session, roles) {
+		return session
+	}
+	return slices.Clip(roles)
+}
+
 // reauthorize works out and remembers what s's profile, key without its
 // roles, comes to under this configuration.
 func (h *Handler) reauthorize(s *session.Session, key idp.Profile) *authzEntry {
@@ -88,7 +100,7 @@ func (h *Handler) reauthorize(s *session.Session, key idp.Profile) *authzEntry {
 		e.refused = "Your account has no role in this application."
 	} else if err != nil {
 		e.refused = "Your roles could not be determined."
-	} else if p.Roles = slices.Clip(roles); h.unpassable(s.ID, &p) != nil {
+	} else if p.Roles = sameRoles(s.Profile.Roles, roles); h.unpassable(s.ID, &p) != nil {
 		// As the login would refuse it now (establish): a reload gave
 		// attribute_pass a header that this profile's values cannot fill.
 		// None rather than a session whose every request fails with 500;
