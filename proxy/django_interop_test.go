@@ -8,10 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +25,13 @@ import (
 // python3-django and python3-uvicorn (a pyenv or venv python3 earlier in
 // PATH does not see them).
 const debianPython = "/usr/bin/python3"
+
+// isolatedPython are the interpreter's options that keep the machine's
+// Python set-up out (-I: no PYTHONPATH, PYTHONHOME or user site-packages,
+// any of which could put another Django or gunicorn in front of Debian's),
+// and do what the environment would have: no bytecode written into
+// testdata (-B), output unbuffered for the failure log (-u).
+var isolatedPython = []string{"-I", "-B", "-u"}
 
 // djangoSaw is what testdata/django's view reports of a request.
 type djangoSaw struct {
@@ -44,7 +51,7 @@ type djangoSaw struct {
 // test/run.sh installs python3-django, gunicorn and python3-uvicorn.
 func startDjango(t *testing.T, server string) string {
 	t.Helper()
-	if out, err := exec.Command(debianPython, "-c", "import django, gunicorn, uvicorn").CombinedOutput(); err != nil {
+	if out, err := exec.Command(debianPython, slices.Concat(isolatedPython, []string{"-c", "import django, gunicorn, uvicorn"})...).CombinedOutput(); err != nil {
 		t.Fatalf("Debian's Django stack is missing (apt-get install python3-django gunicorn python3-uvicorn, as test/run.sh does): %v %s", err, out)
 	}
 	dir, err := filepath.Abs("testdata/django")
@@ -55,18 +62,17 @@ func startDjango(t *testing.T, server string) string {
 	var cmd *exec.Cmd
 	switch server {
 	case "gunicorn sync", "gunicorn gthread":
-		args := []string{"-m", "gunicorn", "--bind", addr, "--chdir", dir, "--workers", "1"}
+		args := slices.Concat(isolatedPython, []string{"-m", "gunicorn", "--bind", addr, "--chdir", dir, "--workers", "1"})
 		if server == "gunicorn gthread" {
 			args = append(args, "--worker-class", "gthread", "--threads", "2")
 		}
 		cmd = exec.Command(debianPython, append(args, "labwsgi:application")...)
 	case "uvicorn":
 		host, port, _ := strings.Cut(addr, ":")
-		cmd = exec.Command(debianPython, "-m", "uvicorn", "--app-dir", dir, "--host", host, "--port", port, "--no-access-log", "labasgi:application")
+		cmd = exec.Command(debianPython, slices.Concat(isolatedPython, []string{"-m", "uvicorn", "--app-dir", dir, "--host", host, "--port", port, "--no-access-log", "labasgi:application"})...)
 	default:
 		t.Fatalf("no server %q", server)
 	}
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
 	// Its own process group, killed whole: gunicorn's worker would
 	// otherwise outlive its master for seconds, holding the output open.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
