@@ -64,12 +64,16 @@ func startDjango(t *testing.T, server string) string {
 	case "gunicorn sync", "gunicorn gthread":
 		args := slices.Concat(isolatedPython, []string{"-m", "gunicorn", "--bind", addr, "--chdir", dir, "--workers", "1"})
 		if server == "gunicorn gthread" {
-			args = append(args, "--worker-class", "gthread", "--threads", "2")
+			// Keep-alive above the proxy's idle timeout (docs/troubleshooting.md),
+			// as operators are told to set it: with gunicorn's 2 s, a
+			// loaded machine's pause before the chunked PUT could meet a
+			// connection gunicorn is closing, and that PUT is not sent again.
+			args = append(args, "--worker-class", "gthread", "--threads", "2", "--keep-alive", "95")
 		}
 		cmd = exec.Command(debianPython, append(args, "labwsgi:application")...)
 	case "uvicorn":
 		host, port, _ := strings.Cut(addr, ":")
-		cmd = exec.Command(debianPython, slices.Concat(isolatedPython, []string{"-m", "uvicorn", "--app-dir", dir, "--host", host, "--port", port, "--no-access-log", "labasgi:application"})...)
+		cmd = exec.Command(debianPython, slices.Concat(isolatedPython, []string{"-m", "uvicorn", "--app-dir", dir, "--host", host, "--port", port, "--timeout-keep-alive", "95", "--no-access-log", "labasgi:application"})...)
 	default:
 		t.Fatalf("no server %q", server)
 	}
