@@ -422,7 +422,7 @@ func hasBasicCredentials(r *http.Request) bool {
 // a session; then, as in serve, allow_if and the attribute pass. The
 // credentials themselves do not go upstream.
 func (h *Handler) serveBasic(w http.ResponseWriter, r *http.Request, rule *rules.Rule, req *rules.Request, o *outcome) string {
-	prof, decision := h.basicIdentity(w, r, rule.Config.BasicAuth)
+	prof, key, decision := h.basicIdentity(w, r, rule.Config.BasicAuth)
 	if prof == nil {
 		return decision
 	}
@@ -436,8 +436,16 @@ func (h *Handler) serveBasic(w http.ResponseWriter, r *http.Request, rule *rules
 		return decisionForbidden
 	}
 	r.Header.Del("Authorization")
-	return h.forward(w, r, prof)
+	// The identity worked out when the credentials were checked
+	// (basicRoles), remembered as a session's is: the expressions run and
+	// the assertion is signed once, not at every request of the client.
+	return h.forwardAs(w, r, key, prof)
 }
+
+// basicIdentityKey is the key under which the attribute pass remembers the
+// identity of the Basic credentials whose cache key is k; no session ID
+// (URL-safe base64) has its ':'.
+func basicIdentityKey(k [32]byte) string { return "basic:" + string(k[:]) }
 
 // basicCheck is the outcome of checking one set of Basic credentials at
 // the directory (tryPassword's results).
@@ -448,7 +456,8 @@ type basicCheck struct {
 }
 
 // basicIdentity checks the request's Basic credentials at IdP id, returning
-// the user with roles mapped; or nil after answering the request.
+// the user with roles mapped and the key its identity is remembered under
+// (basicIdentityKey); or nil after answering the request.
 //
 // Requests that bring the same credentials while they are being checked
 // share that check (an API client that opens many connections at once,
@@ -464,39 +473,40 @@ type basicCheck struct {
 // answered 499 at once and leaves the check, and its counting, to the
 // others. A refusal is answered no sooner than the floor after each
 // request's own start.
-func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id string) (*idp.Profile, string) {
+func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id string) (_ *idp.Profile, key, decision string) {
 	p, checker, ok := h.passwordProvider(id)
 	if !ok {
 		// check refuses such a config; this is a safety net.
 		h.log.Error("basic_auth names no password IdP", "idp", id)
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal", "message": "basic_auth is misconfigured"})
-		return nil, decisionInternal
+		return nil, "", decisionInternal
 	}
 	// Of several Authorization lines, the upstream might read another
 	// than the one checked.
 	username, password, ok := r.BasicAuth()
 	if !ok || len(r.Header.Values("Authorization")) != 1 {
-		return nil, h.basicChallenge(w, p, "malformed Basic credentials")
+		return nil, "", h.basicChallenge(w, p, "malformed Basic credentials")
 	}
 	cache := h.passwords.cache
-	key := cache.key(id, username, password)
+	k := cache.key(id, username, password)
+	key = basicIdentityKey(k)
 	start := h.now()
-	if prof, ok := cache.get(key, start); ok {
+	if prof, ok := cache.get(k, start); ok {
 		if !h.roles.ReadsClock() {
-			return prof, ""
+			return prof, key, ""
 		}
 		// A role until a date ends at that date, as a session's does
 		// (authorize), not up to basicAuthTTL after it.
 		prof = new(*prof)
-		if decision := h.basicRoles(w, id, prof); decision != "" {
-			return nil, decision
+		if decision := h.basicRoles(w, id, key, prof); decision != "" {
+			return nil, "", decision
 		}
-		return prof, ""
+		return prof, key, ""
 	}
 	// A clone: the request that began the check may have been answered
 	// before the check ends.
 	detached := r.Clone(context.WithoutCancel(r.Context()))
-	outcome := h.passwords.checks.DoChan(string(key[:]), func() (any, error) {
+	outcome := h.passwords.checks.DoChan(string(k[:]), func() (any, error) {
 		return h.sharedCheck(detached, p, checker, username, password), nil
 	})
 	var check basicCheck
@@ -507,35 +517,36 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 		// Nobody reads the answer; the status tells the access log
 		// (nginx's and Caddy's "client closed request").
 		w.WriteHeader(statusClientClosed)
-		return nil, decisionUnauthorized
+		return nil, "", decisionUnauthorized
 	}
 	wait, err := check.wait, check.err
 	switch {
 	case errors.Is(err, errRateLimited):
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too_many_attempts", "message": "too many failed logins; try again later"})
-		return nil, decisionUnauthorized
+		return nil, "", decisionUnauthorized
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		h.pause(r.Context(), p.pace.answerAt(start))
-		return nil, h.basicChallenge(w, p, "wrong username or password")
+		return nil, "", h.basicChallenge(w, p, "wrong username or password")
 	case err != nil:
 		retryLater(w)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "directory_unavailable", "message": "the directory cannot check passwords right now"})
-		return nil, decisionInternal
+		return nil, "", decisionInternal
 	}
 	prof := new(*check.prof) // each request maps roles onto its own copy
-	if decision := h.basicRoles(w, id, prof); decision != "" {
-		return nil, decision
+	if decision := h.basicRoles(w, id, key, prof); decision != "" {
+		return nil, "", decision
 	}
 	h.metrics.login(id, "success", 0)
-	cache.put(key, prof, h.now())
-	return prof, ""
+	cache.put(k, prof, h.now())
+	return prof, key, ""
 }
 
 // basicRoles applies IdP id's admission rules to prof, the caller's own
-// copy, and sets its roles; it returns "", or the decision after answering
-// the request when they refuse it.
-func (h *Handler) basicRoles(w http.ResponseWriter, id string, prof *idp.Profile) string {
+// copy, sets its roles and works out its identity, remembered under key
+// (basicIdentityKey); it returns "", or the decision after answering the
+// request when they refuse it.
+func (h *Handler) basicRoles(w http.ResponseWriter, id, key string, prof *idp.Profile) string {
 	if reason := h.admit(prof); reason != "" {
 		h.metrics.login(id, "denied", 0)
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": reason})
@@ -553,7 +564,7 @@ func (h *Handler) basicRoles(w http.ResponseWriter, id string, prof *idp.Profile
 		return decisionInternal
 	}
 	prof.Roles = roles
-	if refused := h.unpassable("", prof); refused != nil {
+	if refused := h.unpassable(key, prof); refused != nil {
 		// As the form's login refuses it (establish), in the JSON of
 		// Basic auth's other refusals.
 		h.metrics.login(id, "denied", 0)

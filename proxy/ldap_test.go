@@ -480,3 +480,30 @@ func TestBasicAuthRuleReusesACheckForItsTTL(t *testing.T) {
 		}
 	}
 }
+
+// An API client's Basic credentials taken from the cache pass the identity
+// worked out when they were checked: the assertion is signed once, not at
+// every request (an ECDSA signature and 260 allocations a request, which a
+// session pays once per quarter of the assertion's lifetime).
+func TestBasicAuthPassesTheIdentityOfItsCheck(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	f := newFixtureOf(t, strings.Replace(withLegacyRule(dir.URL), "  strip_headers:", "  jwt: {header: X-Portcullis-Assertion}\n  strip_headers:", 1))
+	var assertions []string
+	for range 3 {
+		r := request("GET", "/legacy/x", nil, "Accept", "application/json")
+		r.SetBasicAuth(ldapserver.Alice, ldapserver.AlicePassword)
+		resp, got, reached := f.do(t, r)
+		if resp.StatusCode != http.StatusOK || !reached {
+			t.Fatalf("%d, reached the upstream %v; want 200", resp.StatusCode, reached)
+		}
+		assertions = append(assertions, got.Header.Get("X-Portcullis-Assertion"))
+	}
+	if assertions[0] == "" {
+		t.Fatal("no assertion reached the upstream")
+	}
+	for i, a := range assertions[1:] {
+		if a != assertions[0] {
+			t.Errorf("request %d: the assertion was signed again for the same credentials", i+2)
+		}
+	}
+}
