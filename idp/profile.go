@@ -59,7 +59,15 @@ func (p *Profile) Footprint() int {
 func (p *Profile) Same(q *Profile) bool {
 	return p.IdP == q.IdP && p.Sub == q.Sub && p.Email == q.Email && p.EmailVerified == q.EmailVerified &&
 		p.Username == q.Username && p.FirstName == q.FirstName && p.LastName == q.LastName && p.Name == q.Name &&
-		slices.Equal(p.Groups, q.Groups) && slices.Equal(p.Roles, q.Roles) && sameClaims(p.Claims, q.Claims)
+		sameStrings(p.Groups, q.Groups) && sameStrings(p.Roles, q.Roles) && sameClaims(p.Claims, q.Claims)
+}
+
+// sameStrings is slices.Equal, which compares every element even of one
+// and the same list: 1.5 µs for 1,000 groups, twice a request (the roles
+// and the identity headers remembered), where a session's requests share
+// their lists.
+func sameStrings(a, b []string) bool {
+	return sameBacking(a, b) || slices.Equal(a, b)
 }
 
 // SharesBacking reports whether p and q hold the same groups, roles and
