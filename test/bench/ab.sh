@@ -17,12 +17,14 @@
 # 0.99 to 1.01 (of requests: 0.99 to 1.03), so CPU per request is the figure
 # to read; a change below a percent is not measurable this way either.
 #
-# Sessions come from mintcookie (a cookie sealed as a login would), not from
-# a login: what a login leaves behind for the requests after it is not in
-# this comparison. The identity headers the login worked out from the IdP's
-# copy of the profile, compared in depth on every request against the
-# cookie's copy, cost 10 to 20% of the proxy's CPU under run.sh's real login
-# and nothing here; run.sh (PROFILE=1) is the check for such paths.
+# With SCENARIO=auth, each build's session comes from a real login through
+# it (SESSIONS=login, the default): test/bench/login at test/oidc's
+# oidc-provider, as run.sh logs in. What the login leaves behind is then in
+# the comparison: the identity headers and roles the login worked out from
+# the IdP's copy of the profile, which the requests' cookie copies meet (a
+# deep compare of every claim on each request cost 10 to 20% of the proxy's
+# CPU under run.sh's login and nothing with a minted cookie). SESSIONS=mint
+# seals the cookie with mintcookie instead, which needs no node.
 #
 # APART=1 loads one build at a time instead, alternating within each round,
 # as run.sh loads a proxy (wrk's 2 threads, CONNS=64): the machine is then
@@ -30,7 +32,7 @@
 # requests it serves although its CPU per request stays the same.
 #
 # Knobs (environment): ROUNDS=12 DURATION=5s CONNS=32 SCENARIO=bypass|auth
-# APART=0 PORT_BASE=19800
+# SESSIONS=login|mint APART=0 PORT_BASE=19800
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -48,7 +50,16 @@ CONNS=${CONNS:-32}
 SCENARIO=${SCENARIO:-bypass}
 PORT_BASE=${PORT_BASE:-19800}
 UPSTREAM_ADDR=127.0.0.1:$((PORT_BASE + 1))
-OIDC_PORT=$((PORT_BASE + 2)) # nothing listens there: the bypass and minted sessions need no IdP
+OIDC_PORT=$((PORT_BASE + 2)) # test/oidc's provider with SESSIONS=login; bypass and minted sessions need none
+SESSIONS=${SESSIONS:-login}
+case $SESSIONS in
+login | mint) ;;
+*)
+	echo "SESSIONS: login or mint, not $SESSIONS" >&2
+	exit 2
+	;;
+esac
+[ "$SCENARIO" = auth ] || SESSIONS=none
 case $SCENARIO in
 bypass) path=/api/tasks ;;
 auth) path=/tasks ;;
@@ -78,7 +89,7 @@ build() {
 echo "building A=$A and B=$B..."
 build a "$A"
 build b "$B"
-go build -o "$work/" ./test/bench/upstream
+go build -o "$work/" ./test/bench/upstream ./test/bench/login
 
 SESSION_KEY=$("$work/a/portcullis" keys)
 start upstream "$work/upstream" -listen "$UPSTREAM_ADDR"
@@ -88,16 +99,35 @@ for side in a b; do
 	[ "$side" = b ] && n=2
 	addr[$side]=127.0.0.1:$((PORT_BASE + 3 + n))
 	admin[$side]=127.0.0.1:$((PORT_BASE + 4 + n))
+done
+if [ "$SESSIONS" = login ]; then
+	command -v node >/dev/null || { echo "SESSIONS=login needs node (test/oidc's provider); SESSIONS=mint does not" >&2; exit 1; }
+	if [ ! -d test/oidc/node_modules/oidc-provider ]; then
+		echo "npm ci in test/oidc..."
+		(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
+	fi
+	start oidc node test/oidc/provider.mjs --port "$OIDC_PORT" \
+		--redirect-uri "http://${addr[a]}/.portcullis/oidc/bench/callback" \
+		--redirect-uri "http://${addr[b]}/.portcullis/oidc/bench/callback"
+	wait_up "http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration"
+fi
+for side in a b; do
 	bench_config "${addr[$side]}" "${admin[$side]}" >"$work/$side.yaml"
 	start "$side" "$work/$side/portcullis" serve --config "$work/$side.yaml"
 	pid[$side]=$started
 	hdr[$side]="Authorization: Basic YTpi"
-	if [ "$SCENARIO" = auth ]; then
+	if [ "$SESSIONS" = mint ]; then
 		hdr[$side]="Cookie: $("$work/$side/mintcookie" -config "$work/$side.yaml" -idp bench -email alice@example.com -groups cvat-admins)"
 	fi
 done
 wait_up "http://$UPSTREAM_ADDR/"
 for side in a b; do
+	if [ "$SESSIONS" = login ]; then
+		wait_up "http://${admin[$side]}/readyz" # the IdP's discovery is done
+		# A browser's login through this build: the session its requests
+		# bring is the one the login made.
+		hdr[$side]="Cookie: $("$work/login" -proxy "http://${addr[$side]}" -idp bench)"
+	fi
 	wait_up "http://${admin[$side]}/healthz"
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "${hdr[$side]}" "http://${addr[$side]}$path")
 	[ "$code" = 200 ] || { echo "$SCENARIO GET through $side: $code, want 200" >&2; exit 1; }
@@ -108,7 +138,9 @@ requests() { awk '/requests in/ {print $1}' "$1"; }
 echo
 how="each at the same time"
 [ "$APART" = 1 ] && how="one at a time"
-echo "$SCENARIO: A=$A B=$B, $ROUNDS rounds of $DURATION, $CONNS connections each, $how, $(nproc) CPUs"
+sessions=""
+[ "$SESSIONS" != none ] && sessions=" (sessions: $SESSIONS)"
+echo "$SCENARIO$sessions: A=$A B=$B, $ROUNDS rounds of $DURATION, $CONNS connections each, $how, $(nproc) CPUs"
 for round in $(seq "$ROUNDS"); do
 	ca=$(cpu_us "${pid[a]}")
 	cb=$(cpu_us "${pid[b]}")
