@@ -71,6 +71,10 @@ esac
 
 . test/bench/lib.sh
 install_deb wrk wrk || { echo "ab.sh needs wrk" >&2; exit 1; }
+# Before the builds, which take a minute or two.
+if [ "$SESSIONS" = login ]; then
+	command -v node >/dev/null || { echo "SESSIONS=login needs node (test/oidc's provider); SESSIONS=mint does not" >&2; exit 1; }
+fi
 
 work=$(mktemp -d)
 trap cleanup EXIT
@@ -101,7 +105,6 @@ for side in a b; do
 	admin[$side]=127.0.0.1:$((PORT_BASE + 4 + n))
 done
 if [ "$SESSIONS" = login ]; then
-	command -v node >/dev/null || { echo "SESSIONS=login needs node (test/oidc's provider); SESSIONS=mint does not" >&2; exit 1; }
 	if [ ! -d test/oidc/node_modules/oidc-provider ]; then
 		echo "npm ci in test/oidc..."
 		(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
