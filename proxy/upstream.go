@@ -69,6 +69,11 @@ func (h *Handler) warnHeaderTooLong(resp *http.Response, identity *attrpass.Iden
 	if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		return
 	}
+	if mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); strings.HasSuffix(strings.TrimSpace(strings.ToLower(mt)), "json") {
+		// The application's own answer (an API's validation error), not a
+		// server's refusal of the request's headers, which is a page.
+		return
+	}
 	name, n := identity.LongestLine()
 	if n <= appHeaderLine {
 		return
