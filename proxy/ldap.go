@@ -122,7 +122,7 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 		// the username finds is counted as for any client, with the
 		// username, which the cookie kept out of the count.
 		if keys.device == "" || !device.SignedInTo(account) {
-			extra := loginKeys{account: accountLimitKey(dn)}
+			extra := accountAttemptKeys(id, dn)
 			if keys.user == "" {
 				extra.user = userKey(id, username)
 				trust = []slog.Attr{slog.String("device", deviceOtherAccount)}
@@ -132,7 +132,7 @@ func (h *Handler) tryPassword(r *http.Request, p *provider, checker idp.Password
 				return errRateLimited
 			}
 			// Counted: settled with the others below.
-			keys.user, keys.account = cmp.Or(keys.user, taken.user), taken.account
+			keys.user, keys.account, keys.legacyAccount = cmp.Or(keys.user, taken.user), taken.account, taken.legacyAccount
 			keys.taken = append(keys.taken, taken.taken...)
 		}
 		triedPassword = true // PasswordChecker: the password is tried next

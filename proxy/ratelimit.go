@@ -202,8 +202,15 @@ func newLoginLimits() *loginLimits {
 type loginKeys struct {
 	user    string // userKey
 	account string // accountLimitKey
-	device  string // deviceKey
-	addr    string // addrKey
+	// legacyAccount is the account's key as builds before 453e932
+	// counted it in Redis (accountKey, by IdP and DN): counted and read
+	// beside account, so that during a rolling update from such a build
+	// an account's failures hold at replicas of both versions. Memory
+	// counts account only. It can go when no supported build predates
+	// 453e932.
+	legacyAccount string
+	device        string // deviceKey
+	addr          string // addrKey
 	// taken are the counts in Redis that take made (sharedLimits), for
 	// giveBack and succeeded to settle in their own windows.
 	taken []session.Attempt
@@ -247,6 +254,12 @@ func accountKey(idpID, dn string) string {
 // share a limit; that only holds back more.
 func accountLimitKey(dn string) string {
 	return strings.ToLower(dn)
+}
+
+// accountAttemptKeys are what a login is counted against once the
+// directory found its account, dn, at IdP idpID.
+func accountAttemptKeys(idpID, dn string) loginKeys {
+	return loginKeys{account: accountLimitKey(dn), legacyAccount: accountKey(idpID, dn)}
 }
 
 // maxUserKeyBytes is as long a username as the LDAP provider checks at all;

@@ -233,6 +233,9 @@ func (l *sharedLimits) sharedKeys(k loginKeys) []sharedKey {
 	if k.account != "" {
 		keys = append(keys, sharedKey{l.limitName("account", k.account), userFailureBurst})
 	}
+	if k.legacyAccount != "" {
+		keys = append(keys, sharedKey{l.limitName("account", k.legacyAccount), userFailureBurst})
+	}
 	if k.device != "" {
 		keys = append(keys, sharedKey{l.limitName("device", k.device), userFailureBurst})
 	}

@@ -54,6 +54,24 @@ func TestFailedLoginLimitsHoldAcrossReplicas(t *testing.T) {
 		t.Error("another replica lets dave's account try again at once")
 	}
 
+	// During a rolling update from a build before accounts were counted by
+	// their DN alone (453e932), replicas of both versions see each other's
+	// failures of an account: the older named the count by IdP and DN.
+	erin := "uid=erin,dc=example,dc=com"
+	for range userFailureBurst {
+		one.take(loginKeys{account: accountKey("corp", erin)}, now) // as the older build counted
+	}
+	if wait := two.wait(accountAttemptKeys("corp", erin), now); wait <= 0 {
+		t.Error("a replica lets erin's account try again at once after an older replica counted its failures")
+	}
+	fred := "uid=fred,dc=example,dc=com"
+	for range userFailureBurst {
+		two.take(accountAttemptKeys("corp", fred), now)
+	}
+	if wait := one.wait(loginKeys{account: accountKey("corp", fred)}, now); wait <= 0 {
+		t.Error("an older replica lets fred's account try again at once after a newer one counted its failures")
+	}
+
 	// Without Redis each replica still limits what it saw itself.
 	for range userFailureBurst {
 		one.take(attemptKeys("corp", "carol", addr), now)
