@@ -71,17 +71,7 @@ func (w *discardWriter) reset()                      { clear(w.h) }
 // session made as a login makes it.
 func benchProxy(b *testing.B) (*Handler, string) {
 	b.Helper()
-	cfg, err := ParseConfig([]byte(strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)), os.Getenv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(cancel)
-	h, err := New(ctx, cfg, slog.New(jsonlog.New(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	if err != nil {
-		b.Fatal(err)
-	}
-	h.upstream.Transport = memUpstream{}
+	h := benchHandler(b, strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1))
 
 	// As an OIDC login leaves it: the claims of the ID token and userinfo.
 	p := idp.Profile{IdP: "company", Sub: "alice@example.com", Email: "alice@example.com", EmailVerified: true, Groups: []string{"cvat-admins", "annotators"},
@@ -91,9 +81,11 @@ func benchProxy(b *testing.B) (*Handler, string) {
 			"email": "alice@example.com", "email_verified": true, "name": "Alice Example", "given_name": "Alice", "family_name": "Example",
 			"preferred_username": "alice", "groups": []any{"cvat-admins", "annotators"},
 		}}
-	if p.Roles, err = h.roles.Map(&p); err != nil {
+	roles, err := h.roles.Map(&p)
+	if err != nil {
 		b.Fatal(err)
 	}
+	p.Roles = roles
 	s := session.New(p, idp.Tokens{}, h.cookies)
 	// The login works out the session's identity from the IdP's profile
 	// (establish); its requests bring the copy their cookie decodes to.

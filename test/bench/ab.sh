@@ -105,14 +105,7 @@ for side in a b; do
 	admin[$side]=127.0.0.1:$((PORT_BASE + 4 + n))
 done
 if [ "$SESSIONS" = login ]; then
-	if [ ! -d test/oidc/node_modules/oidc-provider ]; then
-		echo "npm ci in test/oidc..."
-		(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
-	fi
-	start oidc node test/oidc/provider.mjs --port "$OIDC_PORT" \
-		--redirect-uri "http://${addr[a]}/.portcullis/oidc/bench/callback" \
-		--redirect-uri "http://${addr[b]}/.portcullis/oidc/bench/callback"
-	wait_up "http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration"
+	start_oidc "$OIDC_PORT" "${addr[a]}" "${addr[b]}"
 fi
 for side in a b; do
 	bench_config "${addr[$side]}" "${admin[$side]}" >"$work/$side.yaml"

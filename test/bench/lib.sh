@@ -39,6 +39,25 @@ wait_up() { # url
 	exit 1
 }
 
+# start_oidc PORT PROXY_ADDR...: test/oidc's provider (npm ci first if
+# need be) on PORT, with each proxy's callback as a redirect URI, once it
+# answers (its pid is left in $started).
+start_oidc() {
+	local port=$1 uris=() a
+	shift
+	for a in "$@"; do
+		uris+=(--redirect-uri "http://$a/.portcullis/oidc/bench/callback")
+	done
+	if [ ! -d test/oidc/node_modules/oidc-provider ]; then
+		echo "npm ci in test/oidc..."
+		(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
+	fi
+	start oidc node test/oidc/provider.mjs --port "$port" "${uris[@]}"
+	local pid=$started
+	wait_up "http://127.0.0.1:$port/.well-known/openid-configuration"
+	started=$pid
+}
+
 # cpu_us PID: the CPU time of a process so far, in µs, from the scheduler's
 # per-thread accounting (finer than /proc/PID/stat's clock ticks).
 cpu_us() {

@@ -113,16 +113,9 @@ done
 # with the proxy's session package instead (and the run says so).
 SESSIONS=minted
 if command -v node >/dev/null; then
-	if [ ! -d test/oidc/node_modules/oidc-provider ]; then
-		echo "npm ci in test/oidc..."
-		(cd test/oidc && npm ci --no-audit --no-fund --loglevel=error)
-	fi
-	start oidc node test/oidc/provider.mjs --port "$OIDC_PORT" \
-		--redirect-uri "http://$PROXY_ADDR/.portcullis/oidc/bench/callback" \
-		--redirect-uri "http://$REDIS_PROXY_ADDR/.portcullis/oidc/bench/callback"
+	start_oidc "$OIDC_PORT" "$PROXY_ADDR" "$REDIS_PROXY_ADDR"
 	OIDC_PID=$started
 	SESSIONS=oidc
-	wait_up "http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration"
 else
 	echo "node not found: sessions are minted, and logins are not measured"
 fi
