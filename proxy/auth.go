@@ -287,12 +287,14 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	}
 	start := h.now()
 	f, err := h.flows.Finish(w, r, session.LoginFlow, state)
+	var flowErr error // why an answer read as IdP-initiated had no login state
 	switch {
 	case errors.Is(err, session.ErrUnavailable):
 		h.storeUnavailable(w, r, id, err)
 		return
 	case err != nil && saml && p.cfg.AllowIdPInitiated:
 		f = nil // IdP-initiated: the provider checks the assertion has no InResponseTo
+		flowErr = err
 	case err != nil && saml && !session.IsState(state):
 		// No login of ours has this RelayState (none, or the IdP's own):
 		// the IdP started it, from its portal, which this entry refuses.
@@ -301,30 +303,8 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 			"the IdP started this login itself (its application portal, a tile or bookmark there), with no request from the proxy: "+
 				"set allow_idp_initiated: true on this entry to accept such logins (docs/saml.md), or have users start at the application")
 		return
-	case saml && h.cookies.Secure && errors.Is(err, session.ErrFlowMissing) &&
-		r.Header.Get("Sec-Fetch-Site") == "cross-site" && !h.carriesOwnCookie(r):
-		// The answer came again from the IdP's site (the back button, a
-		// reload of the IdP's answer page), with no login state of ours,
-		// and without the session cookie, which is SameSite=Lax: whether
-		// this browser is signed in cannot be told from this post. The
-		// GET it is sent on to carries that cookie, and nothing of the
-		// answer: it is refused here, and nothing is signed in by it.
-		http.Redirect(w, r, r.URL.Path, http.StatusSeeOther)
-		return
-	case errors.Is(err, session.ErrFlowMissing) && h.signedIn(r):
-		// The answer came again (the back button, a reload, a bookmark of
-		// the callback) to a browser that is signed in: its login spent
-		// the state, and its cookie, already. Nothing is signed in by it;
-		// the user goes on to the application rather than to an error
-		// about a login that worked. Only without the cookie: one that
-		// came back and was refused (forged, spent and sent again, another
-		// state's) is no browser's doing, and stays a failure at WARN.
-		h.log.Info("login answer for a browser already signed in", "idp", id, "err", err)
-		http.Redirect(w, r, h.safeRedirect(""), http.StatusSeeOther)
-		return
 	case err != nil:
-		reason, hint, msg := h.flowFailure(r, err)
-		h.loginFailed(w, r, id, reason, err, http.StatusBadRequest, msg, hint)
+		h.answerWithoutLogin(w, r, id, saml, err)
 		return
 	case f.IdP != id:
 		// A callback at one IdP for a login started at another: a mix-up attack.
@@ -388,11 +368,51 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		h.setupFailed(w, r, p, setup)
 		return
 	}
+	if err != nil && flowErr != nil && session.IsState(state) {
+		// No IdP-initiated login holds, and the RelayState is one the
+		// proxy makes: the answer to a login started here whose state did
+		// not come back (a cross-site post to a public_url on plain http,
+		// the back button, another browser). Said as such, as at an entry
+		// that refuses IdP-initiated logins, not as the InResponseTo that
+		// no login state was there to match.
+		h.log.Info("saml answer is no IdP-initiated login either", "idp", id, "err", err)
+		h.answerWithoutLogin(w, r, id, saml, flowErr)
+		return
+	}
 	if err != nil {
 		h.loginFailed(w, r, id, "idp", err, http.StatusForbidden, "The sign-in could not be completed.")
 		return
 	}
 	h.establish(w, r, profile, tokens, rd, start)
+}
+
+// answerWithoutLogin answers an IdP's answer for which no login state of
+// this browser's opened (err, from session.Flows.Finish).
+func (h *Handler) answerWithoutLogin(w http.ResponseWriter, r *http.Request, id string, saml bool, err error) {
+	switch {
+	case saml && h.cookies.Secure && errors.Is(err, session.ErrFlowMissing) &&
+		r.Header.Get("Sec-Fetch-Site") == "cross-site" && !h.carriesOwnCookie(r):
+		// The answer came again from the IdP's site (the back button, a
+		// reload of the IdP's answer page), with no login state of ours,
+		// and without the session cookie, which is SameSite=Lax: whether
+		// this browser is signed in cannot be told from this post. The
+		// GET it is sent on to carries that cookie, and nothing of the
+		// answer: it is refused here, and nothing is signed in by it.
+		http.Redirect(w, r, r.URL.Path, http.StatusSeeOther)
+	case errors.Is(err, session.ErrFlowMissing) && h.signedIn(r):
+		// The answer came again (the back button, a reload, a bookmark of
+		// the callback) to a browser that is signed in: its login spent
+		// the state, and its cookie, already. Nothing is signed in by it;
+		// the user goes on to the application rather than to an error
+		// about a login that worked. Only without the cookie: one that
+		// came back and was refused (forged, spent and sent again, another
+		// state's) is no browser's doing, and stays a failure at WARN.
+		h.log.Info("login answer for a browser already signed in", "idp", id, "err", err)
+		http.Redirect(w, r, h.safeRedirect(""), http.StatusSeeOther)
+	case err != nil:
+		reason, hint, msg := h.flowFailure(r, err)
+		h.loginFailed(w, r, id, reason, err, http.StatusBadRequest, msg, hint)
+	}
 }
 
 // complete has the IdP check its answer: a SAML response only in one of the

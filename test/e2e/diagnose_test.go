@@ -1030,3 +1030,33 @@ func TestEntraUnverifiedAddressIsRefused(t *testing.T) {
 		t.Errorf("%d login lines for hal, want 1", n)
 	}
 }
+
+// An entry that accepts IdP-initiated logins, on plain http, with the IdP
+// on another site: the answer to a login the proxy started comes back as
+// Firefox 153 posts it (seen in the lab: Origin of the IdP, Sec-Fetch-Site
+// cross-site, and no login cookie, which is SameSite=Lax). Its RelayState
+// is the proxy's own state, so it is no IdP-initiated login: the page and
+// the log say what TestSAMLAnswerFromAnotherSiteOverHTTPIsNamedInChromium
+// sees, not "could not be completed" with an InResponseTo mismatch.
+func TestSAMLAnswerFromAnotherSiteOverHTTPIsNamedWithIdPInitiatedAllowed(t *testing.T) {
+	s, idpSrv, logs := samlStackLogged(t, nil, func(c string) string {
+		return strings.Replace(c, "      attribute_mapping:", "      allow_idp_initiated: true\n      attribute_mapping:", 1)
+	})
+	answer := samlAnswer(t, browser(t), idpSrv.SSOURL(), s.URL+"/tasks", samlAlice.Name, samlAlice.Password)
+	req, err := http.NewRequest(http.MethodPost, answer.Action, strings.NewReader(answer.Form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+		"Origin": "http://127.0.0.2:25504", "Referer": "http://127.0.0.2:25504/", "Upgrade-Insecure-Requests": "1",
+		"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "cross-site",
+	} {
+		req.Header.Set(k, v)
+	}
+	resp, err := noRedirect(browser(t)).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	operatorSees(t, s, logs, resp, http.StatusBadRequest, setupPage, "state_cookie_missing", "another site", "SameSite", "same host")
+}
