@@ -408,6 +408,11 @@ func algorithmName(uri string) string {
 
 var errIdPInitiated = errors.New("IdP-initiated login refused (allow_idp_initiated is false)")
 
+// ErrAnswersRequest is in the error of a SAML response refused because its
+// InResponseTo names a request that is not this login's: taken as
+// IdP-initiated, it is the answer to a login some browser started here.
+var ErrAnswersRequest = saml.ErrRequestIDMismatch
+
 // Metadata is the service provider metadata XML to register at the IdP
 // (served at {auth_prefix}/saml/{id}/metadata).
 func (p *SAMLProvider) Metadata() ([]byte, error) {

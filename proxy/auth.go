@@ -368,13 +368,16 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		h.setupFailed(w, r, p, setup)
 		return
 	}
-	if err != nil && flowErr != nil && session.IsState(state) {
-		// No IdP-initiated login holds, and the RelayState is one the
-		// proxy makes: the answer to a login started here whose state did
-		// not come back (a cross-site post to a public_url on plain http,
-		// the back button, another browser). Said as such, as at an entry
-		// that refuses IdP-initiated logins, not as the InResponseTo that
-		// no login state was there to match.
+	if flowErr != nil && errors.Is(err, idp.ErrAnswersRequest) && session.IsState(state) {
+		// No IdP-initiated login holds, for it answers a request, and the
+		// RelayState is one the proxy makes: the answer to a login started
+		// here whose state did not come back (a cross-site post to a
+		// public_url on plain http, the back button, another browser).
+		// Said as such, as at an entry that refuses IdP-initiated logins,
+		// not as the InResponseTo that no login state was there to match.
+		// Only then: whoever posts an answer chooses its RelayState, and
+		// one refused for anything else (a replay, a signature) stays
+		// that failure, at WARN, for any RelayState.
 		h.log.Info("saml answer is no IdP-initiated login either", "idp", id, "err", err)
 		h.answerWithoutLogin(w, r, id, saml, flowErr)
 		return

@@ -1060,3 +1060,52 @@ func TestSAMLAnswerFromAnotherSiteOverHTTPIsNamedWithIdPInitiatedAllowed(t *test
 	}
 	operatorSees(t, s, logs, resp, http.StatusBadRequest, setupPage, "state_cookie_missing", "another site", "SameSite", "same host")
 }
+
+// An IdP-initiated answer posted again (a replay), at an entry that accepts
+// IdP-initiated logins, with a RelayState shaped like the proxy's own login
+// states, which whoever posts it chooses: refused for the replay, at WARN
+// with the IdP's reason, as with any other RelayState, whether the browser
+// is signed in or not. It is no answer to a login started here (it answers
+// no request), so neither said as a login state that did not come back nor
+// sent on to the application.
+func TestSAMLIdPInitiatedReplayWithStateShapedRelayStateIsRefused(t *testing.T) {
+	s, idpSrv, logs := samlStackLogged(t, nil, func(c string) string {
+		return strings.Replace(c, "      attribute_mapping:", "      allow_idp_initiated: true\n      attribute_mapping:", 1)
+	})
+	if err := idpSrv.AddShortcut("cvat", s.URL+"/.portcullis/saml/corp/metadata", ""); err != nil {
+		t.Fatal(err)
+	}
+	b := browser(t)
+	tile := idpSrv.URL + "/login/cvat"
+	resp, err := b.Get(tile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	resp, err = b.PostForm(tile, url.Values{"user": {samlAlice.Name}, "password": {samlAlice.Password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := readBody(t, resp)
+	fields := formFields(page)
+	post := acsPost{Action: formAction(page), Form: url.Values{"SAMLResponse": {fields["SAMLResponse"]}}}
+	if resp := post.post(t, b); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the IdP-initiated login: %d, want the application:\n%s", resp.StatusCode, readBody(t, resp))
+	}
+	post.Form.Set("RelayState", strings.Repeat("A", 43)) // as session.NewState makes them
+	for _, c := range []struct {
+		name string
+		b    *http.Client
+	}{{"signed-in browser", b}, {"another browser", browser(t)}} {
+		t.Run(c.name, func(t *testing.T) {
+			resp := post.post(t, noRedirect(c.b))
+			if page := readBody(t, resp); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("replayed answer: %d %s, want 403:\n%s", resp.StatusCode, resp.Header.Get("Location"), page)
+			}
+			line := logs.audit(t, resp, "login_failed")
+			if e, _ := line["err"].(string); line["reason"] != "idp" || !strings.Contains(e, "replay") {
+				t.Errorf("login_failed line %v, want reason idp and err naming the replay", line)
+			}
+		})
+	}
+}
