@@ -26,6 +26,7 @@ func TestHeaderTooLongIsWarnedOfOnlyAtAServersRefusal(t *testing.T) {
 		{"431", http.StatusRequestHeaderFieldsTooLarge, "text/html; charset=utf-8", true},
 		{"an API's 400 in JSON", http.StatusBadRequest, "application/json", false},
 		{"an API's 400 in problem+json", http.StatusBadRequest, "application/problem+json; charset=utf-8", false},
+		{"a 431 in JSON (it says the headers are too large, whatever its body)", http.StatusRequestHeaderFieldsTooLarge, "application/json; charset=utf-8", true},
 		{"a 200", http.StatusOK, "text/html", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -69,9 +69,11 @@ func (h *Handler) warnHeaderTooLong(resp *http.Response, identity *attrpass.Iden
 	if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		return
 	}
-	if mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); strings.HasSuffix(strings.TrimSpace(strings.ToLower(mt)), "json") {
+	if mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); resp.StatusCode == http.StatusBadRequest &&
+		strings.HasSuffix(strings.TrimSpace(strings.ToLower(mt)), "json") {
 		// The application's own answer (an API's validation error), not a
-		// server's refusal of the request's headers, which is a page.
+		// server's refusal of the request's headers, which is a page. A
+		// 431 says the headers are too large, in whatever body.
 		return
 	}
 	name, n := identity.LongestLine()
