@@ -866,10 +866,19 @@ func TestSAMLSetUpMismatchesAreNamed(t *testing.T) {
 // accepts it.
 func TestSAMLIdPInitiatedLoginIsNamed(t *testing.T) {
 	s, idpSrv, logs := samlStackLogged(t, nil, nil)
+	b := browser(t)
+	post := portalAnswer(t, s, idpSrv, b)
+	operatorSees(t, s, logs, post.post(t, b), http.StatusBadRequest, "sign in from there", "saml_idp_initiated", "allow_idp_initiated")
+}
+
+// portalAnswer signs alice in at the IdP's portal tile for the proxy's SAML
+// entry corp, as browser b, and returns the answer the IdP's page would
+// post to the proxy's ACS, not yet posted.
+func portalAnswer(t *testing.T, s *stack, idpSrv *samlserver.Server, b *http.Client) acsPost {
+	t.Helper()
 	if err := idpSrv.AddShortcut("cvat", s.URL+"/.portcullis/saml/corp/metadata", ""); err != nil {
 		t.Fatal(err)
 	}
-	b := browser(t)
 	tile := idpSrv.URL + "/login/cvat"
 	resp, err := b.Get(tile)
 	if err != nil {
@@ -886,7 +895,7 @@ func TestSAMLIdPInitiatedLoginIsNamed(t *testing.T) {
 	if fields["SAMLResponse"] == "" || post.Action != s.URL+"/.portcullis/saml/corp/acs" {
 		t.Fatalf("the IdP's portal gave no answer for the proxy's ACS:\n%s", page)
 	}
-	operatorSees(t, s, logs, post.post(t, b), http.StatusBadRequest, "sign in from there", "saml_idp_initiated", "allow_idp_initiated")
+	return post
 }
 
 // The mistakes of an LDAP entry: a service account the directory refuses
@@ -1072,23 +1081,9 @@ func TestSAMLIdPInitiatedReplayWithStateShapedRelayStateIsRefused(t *testing.T) 
 	s, idpSrv, logs := samlStackLogged(t, nil, func(c string) string {
 		return strings.Replace(c, "      attribute_mapping:", "      allow_idp_initiated: true\n      attribute_mapping:", 1)
 	})
-	if err := idpSrv.AddShortcut("cvat", s.URL+"/.portcullis/saml/corp/metadata", ""); err != nil {
-		t.Fatal(err)
-	}
 	b := browser(t)
-	tile := idpSrv.URL + "/login/cvat"
-	resp, err := b.Get(tile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readBody(t, resp)
-	resp, err = b.PostForm(tile, url.Values{"user": {samlAlice.Name}, "password": {samlAlice.Password}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := readBody(t, resp)
-	fields := formFields(page)
-	post := acsPost{Action: formAction(page), Form: url.Values{"SAMLResponse": {fields["SAMLResponse"]}}}
+	post := portalAnswer(t, s, idpSrv, b)
+	post.Form.Del("RelayState")
 	if resp := post.post(t, b); resp.StatusCode != http.StatusOK {
 		t.Fatalf("the IdP-initiated login: %d, want the application:\n%s", resp.StatusCode, readBody(t, resp))
 	}
