@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -51,6 +52,14 @@ type djangoSaw struct {
 // test/run.sh installs python3-django, gunicorn and python3-uvicorn.
 func startDjango(t *testing.T, server string) string {
 	t.Helper()
+	return startDjangoApp(t, server, "lab")
+}
+
+// startDjangoApp is startDjango for testdata/django's application app
+// (its module appwsgi or appasgi), with env added to the server's
+// environment.
+func startDjangoApp(t *testing.T, server, app string, env ...string) string {
+	t.Helper()
 	if out, err := exec.Command(debianPython, slices.Concat(isolatedPython, []string{"-c", "import django, gunicorn, uvicorn"})...).CombinedOutput(); err != nil {
 		t.Fatalf("Debian's Django stack is missing (apt-get install python3-django gunicorn python3-uvicorn, as test/run.sh does): %v %s", err, out)
 	}
@@ -70,13 +79,14 @@ func startDjango(t *testing.T, server string) string {
 			// connection gunicorn is closing, and that PUT is not sent again.
 			args = append(args, "--worker-class", "gthread", "--threads", "2", "--keep-alive", "95")
 		}
-		cmd = exec.Command(debianPython, append(args, "labwsgi:application")...)
+		cmd = exec.Command(debianPython, append(args, app+"wsgi:application")...)
 	case "uvicorn":
 		host, port, _ := strings.Cut(addr, ":")
-		cmd = exec.Command(debianPython, slices.Concat(isolatedPython, []string{"-m", "uvicorn", "--app-dir", dir, "--host", host, "--port", port, "--timeout-keep-alive", "95", "--no-access-log", "labasgi:application"})...)
+		cmd = exec.Command(debianPython, slices.Concat(isolatedPython, []string{"-m", "uvicorn", "--app-dir", dir, "--host", host, "--port", port, "--timeout-keep-alive", "95", "--no-access-log", app + "asgi:application"})...)
 	default:
 		t.Fatalf("no server %q", server)
 	}
+	cmd.Env = append(os.Environ(), env...)
 	// Its own process group, killed whole: gunicorn's worker would
 	// otherwise outlive its master for seconds, holding the output open.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

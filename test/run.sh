@@ -15,7 +15,11 @@
 #                    mbstring use is polyfilled, php8.2-mbstring not needed)
 #                    python3-django, gunicorn and python3-uvicorn (CVAT's
 #                    Python stack, Django under WSGI and ASGI, behind the
-#                    proxy in proxy's TestDjangoUpstream; about 10 MB)
+#                    proxy in proxy's TestDjangoUpstream; about 10 MB),
+#                    python3-djangorestframework (CVAT's REST framework, its
+#                    sign-in and upload views in proxy's
+#                    TestCVATSDKThroughProxy) and python3-urllib3 (the
+#                    transport of CVAT's SDK, whose requests that test sends)
 #   npm packages:    test/oidc (the oidc-provider the OIDC tests log in at),
 #                    test/a11y (axe-core, the accessibility checks of the proxy's pages)
 #   Go tools:        helm (deploy/: lint and render the Helm chart)
@@ -34,7 +38,7 @@ retry() {
 	return 1
 }
 
-apt_packages=(chromium slapd ldap-utils 389-ds-base samba-ad-dc samba-ad-provision redis-server nginx-light haproxy caddy apache2-bin simplesamlphp php8.2-cli php8.2-xml python3-django gunicorn python3-uvicorn)
+apt_packages=(chromium slapd ldap-utils 389-ds-base samba-ad-dc samba-ad-provision redis-server nginx-light haproxy caddy apache2-bin simplesamlphp php8.2-cli php8.2-xml python3-django gunicorn python3-uvicorn python3-djangorestframework python3-urllib3)
 missing=()
 for pkg in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
