@@ -112,15 +112,15 @@ func cvatProfileFor(t *testing.T, upstream, rules string) *Handler {
 	return newTestHandler(t, y)
 }
 
-// cvatGuideRule is the yaml block of docs/cvat.md that starts with the
-// rule named name, as it is to be put into the profile's rules.
+// cvatGuideRule is the rule named name of docs/cvat.md, the rules: block
+// that holds it alone, as it is to be put into the profile's rules.
 func cvatGuideRule(t *testing.T, name string) string {
 	t.Helper()
 	guide, err := os.ReadFile("../docs/cvat.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)```yaml\n(  - name: " + regexp.QuoteMeta(name) + "\n.*?)```").FindSubmatch(guide)
+	m := regexp.MustCompile("(?s)```yaml\nrules:\n(  - name: " + regexp.QuoteMeta(name) + "\n.*?)```").FindSubmatch(guide)
 	if m == nil {
 		t.Fatalf("docs/cvat.md has no yaml block starting with the rule %s", name)
 	}
@@ -227,5 +227,22 @@ func TestCVATSDKThroughProxy(t *testing.T) {
 		if loc := steps["tus create"].Location; !strings.HasPrefix(loc, "http://evil.example/") {
 			t.Errorf("straight to Django, the spoofed TUS Location is %q, want it at http://evil.example/: the control no longer shows what the proxy prevents", loc)
 		}
+	})
+	// docs/cvat.md's opt-in rules, for deployments that keep CVAT's
+	// passwords and want the SDK's version check answered.
+	optIn := (&fixture{h: cvatProfileFor(t, app, cvatGuideRule(t, "cvat-password-login")+cvatGuideRule(t, "cvat-server-about"))}).serve(t)
+	t.Run("password sign-in, opted in", func(t *testing.T) {
+		steps, order := runSDK(t, optIn, "password", "alice:alice-password")
+		s := steps["password sign-in"]
+		if s.Status != 200 || !slices.Contains(s.SetCookies, "sessionid") || !slices.Contains(s.SetCookies, "csrftoken") {
+			t.Fatalf("POST /api/auth/login: %d %s, cookies %q; want CVAT's key with sessionid and csrftoken", s.Status, s.Body, s.SetCookies)
+		}
+		if s := steps["about before sign-in"]; s.Status != 200 || s.saw.User != nil {
+			t.Errorf("GET /api/server/about without credentials: %d, user %v; want CVAT's anonymous answer", s.Status, s.saw.User)
+		}
+		// The SDK sends the sessionid and csrftoken it got with its Token:
+		// the proxy keeps them from CVAT (upstream.logout_cookies), and
+		// CVAT knows the user by the key.
+		signedIn(t, steps, order, "TokenAuthentication")
 	})
 }
