@@ -145,18 +145,18 @@ func TestCVATSDKThroughProxy(t *testing.T) {
 	// cookie, and Django knows the user by the credential.
 	signedIn := func(t *testing.T, steps map[string]sdkStep, order []string, authenticator string) {
 		t.Helper()
-		want := []string{"about before sign-in", "about", "self", "upload start", "tus create", "tus offset", "tus chunk", "tus offset after", "upload finish", "wait for completion"}
+		want := []string{"about before sign-in", "about", "self", "upload start", "tus create", "tus offset", "tus chunk", "tus offset after", "upload finish", "wait for completion", "wait for an export"}
 		if !slices.Equal(slices.DeleteFunc(slices.Clone(order), func(s string) bool { return s == "password sign-in" }), want) {
 			t.Fatalf("the SDK made %q, want %q", order, want)
 		}
-		status := map[string]int{"about": 200, "self": 200, "upload start": 202, "tus create": 201, "tus offset": 200, "tus chunk": 204, "tus offset after": 200, "upload finish": 202, "wait for completion": 200}
+		status := map[string]int{"about": 200, "self": 200, "upload start": 202, "tus create": 201, "tus offset": 200, "tus chunk": 204, "tus offset after": 200, "upload finish": 202, "wait for completion": 200, "wait for an export": 200}
 		for _, name := range want[1:] {
 			s := steps[name]
 			if s.Status != status[name] {
 				t.Errorf("%s: %s %s: %d %s, want %d", name, s.Method, s.URL, s.Status, s.Body, status[name])
 			}
 		}
-		for _, name := range []string{"self", "upload start", "tus create", "upload finish", "wait for completion"} {
+		for _, name := range []string{"self", "upload start", "tus create", "upload finish", "wait for completion", "wait for an export"} {
 			saw := steps[name].saw
 			if saw.User == nil || *saw.User != "alice" || saw.Authenticator == nil || *saw.Authenticator != authenticator {
 				t.Errorf("%s: Django's user %v by %v, want alice by %s", name, saw.User, saw.Authenticator, authenticator)
@@ -180,6 +180,9 @@ func TestCVATSDKThroughProxy(t *testing.T) {
 		// reaches Django as the id CVAT gave.
 		if s := steps["wait for completion"]; s.rqID != steps["upload finish"].rqID || s.requestStatus != "finished" {
 			t.Errorf("polled request %q (%s), want %q", s.rqID, s.requestStatus, steps["upload finish"].rqID)
+		}
+		if s, want := steps["wait for an export"], "export:task-1-dataset-in-CVAT_for_images_1@1-format-by-1"; s.rqID != want {
+			t.Errorf("polled request %q, want %q", s.rqID, want)
 		}
 	}
 

@@ -30,6 +30,7 @@ http = urllib3.PoolManager(retries=False, timeout=10)
 # The SDK's ApiClient.default_headers.
 common = {"User-Agent": "cvat_sdk/2.50.0"}
 cookies = {}
+OLDER_RQ_ID = "export:task-1-dataset-in-CVAT_for_images_1@1-format-by-1"
 SPOOF = {
     "Host": "evil.example",
     "X-Forwarded-Host": "evil.example",
@@ -127,3 +128,6 @@ r, data = call("upload finish", "POST", data_url, {"Upload-Finish": "", "Content
 if isinstance(data, dict) and data.get("rq_id"):
     call("wait for completion", "GET", api + "/requests/" + quote(data["rq_id"], safe=""),
          {"Accept": "application/vnd.cvat+json"})
+# An id of the form CVAT's RQId.render gave before (an export's).
+call("wait for an export", "GET", api + "/requests/" + quote(OLDER_RQ_ID, safe=""),
+     {"Accept": "application/vnd.cvat+json"})
