@@ -200,6 +200,11 @@ func TestCVATSDKThroughProxy(t *testing.T) {
 		versionCheckRefused(t, steps)
 		signedIn(t, steps, order, "AccessTokenAuthentication")
 	})
+	t.Run("legacy API key", func(t *testing.T) {
+		steps, order := runSDK(t, shipped, "token", "5ba1c0ffee5ba1c0ffee5ba1c0ffee5ba1c0ffee")
+		versionCheckRefused(t, steps)
+		signedIn(t, steps, order, "TokenAuthentication")
+	})
 	t.Run("HTTP Basic", func(t *testing.T) {
 		steps, order := runSDK(t, shipped, "basic", "alice:alice-password")
 		versionCheckRefused(t, steps)

@@ -8,6 +8,7 @@
 # MODE is how the client signs in:
 #   pat       Authorization: Bearer SECRET (CVAT_ACCESS_TOKEN,
 #             AccessTokenCredentials)
+#   token     Authorization: Token SECRET, a legacy API key
 #   basic     Authorization: Basic, SECRET being user:password
 #             (Configuration(username=, password=))
 #   password  POST /api/auth/login with user:password SECRET and no
@@ -84,6 +85,8 @@ call("about before sign-in", "GET", api + "/server/about", {"Accept": "applicati
 
 if mode == "pat":
     common["Authorization"] = "Bearer " + secret
+elif mode == "token":
+    common["Authorization"] = "Token " + secret
 elif mode == "basic":
     common["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
 elif mode == "password":
