@@ -219,6 +219,14 @@ func TestComposeOverridePutsPortcullisInFrontOfCVAT(t *testing.T) {
 	if addr := traefik.Environment["TRAEFIK_ENTRYPOINTS_web_ADDRESS"]; addr == nil || *addr != ":"+up.Port() {
 		t.Errorf("upstream port %s is not traefik's web entrypoint %v", up.Port(), addr)
 	}
+	// On that entry point traefik believes portcullis's X-Forwarded-Proto,
+	// -Host and -For. By default it replaces them from a sender it does not
+	// trust with its own (http, and portcullis's address): CVAT would then
+	// build http:// links, the TUS Location that the SDK sends its token to
+	// among them, and know no client's address.
+	if v := traefik.Environment["TRAEFIK_ENTRYPOINTS_web_FORWARDEDHEADERS_INSECURE"]; v == nil || *v != "true" {
+		t.Errorf("traefik's web entrypoint must trust the forwarded headers portcullis sends (TRAEFIK_ENTRYPOINTS_web_FORWARDEDHEADERS_INSECURE=true), has %v", v)
+	}
 	if _, ok := pc.Networks["cvat"]; !ok {
 		t.Errorf("portcullis must join CVAT's network, is on %v", pc.Networks)
 	}
