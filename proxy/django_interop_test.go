@@ -166,14 +166,20 @@ func TestDjangoUpstream(t *testing.T) {
 			// A body of unknown length, as curl -T - or a streaming client
 			// sends it, goes upstream chunked. uvicorn reads it whole;
 			// gunicorn gives Django no CONTENT_LENGTH, and Django reads an
-			// empty body (docs/troubleshooting.md says so).
-			payload := strings.Repeat("frame", 20000)
-			api := browserFor(t, addr, nil)
-			resp, body2 := send(t, api, "PUT", "/api/uploads", io.NopCloser(strings.NewReader(payload)), "Authorization", "Token abc")
-			saw = decodeSaw(t, "chunked upload", resp, body2)
-			full := saw.BodySHA256 == sha256Hex(payload)
-			if wsgi := strings.HasPrefix(server, "gunicorn"); full == wsgi || (wsgi && saw.ContentLength != nil) {
-				t.Errorf("chunked upload: Django read the whole body: %v, CONTENT_LENGTH %v; the docs say %s reads it whole: %v", full, saw.ContentLength, server, !wsgi)
+			// empty body (docs/troubleshooting.md says so). Not asked of
+			// gunicorn's sync worker: it closes the connection after its
+			// answer with the body unread, and the reset that sends can
+			// overtake the answer (a 502 about once in eight runs on a
+			// loaded machine), so its outcome is the machine's timing.
+			if server != "gunicorn sync" {
+				payload := strings.Repeat("frame", 20000)
+				api := browserFor(t, addr, nil)
+				resp, body := send(t, api, "PUT", "/api/uploads", io.NopCloser(strings.NewReader(payload)), "Authorization", "Token abc")
+				saw = decodeSaw(t, "chunked upload", resp, body)
+				full := saw.BodySHA256 == sha256Hex(payload)
+				if wsgi := strings.HasPrefix(server, "gunicorn"); full == wsgi || (wsgi && saw.ContentLength != nil) {
+					t.Errorf("chunked upload: Django read the whole body: %v, CONTENT_LENGTH %v; the docs say %s reads it whole: %v", full, saw.ContentLength, server, !wsgi)
+				}
 			}
 
 			// An identity header line over 8190 bytes: 500 groups.
@@ -182,7 +188,7 @@ func TestDjangoUpstream(t *testing.T) {
 				many = append(many, fmt.Sprintf("cvat-project-group-%04d", i))
 			}
 			b := browserFor(t, addr, f.login(t, "bob@example.com", many...))
-			resp, body2 = send(t, b, "GET", "/tasks", nil, "Accept", "text/html")
+			resp, body2 := send(t, b, "GET", "/tasks", nil, "Accept", "text/html")
 			warned := strings.Contains(logged.String(), "upstream refused an identity header longer than application servers take") &&
 				strings.Contains(logged.String(), "header=X-Groups")
 			if strings.HasPrefix(server, "gunicorn") {
