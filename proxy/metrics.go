@@ -104,6 +104,15 @@ func newMetrics() *metrics {
 	for i, d := range decisions {
 		m.byDecision[i].duration = m.duration.WithLabelValues(d)
 	}
+	// The server errors start at zero too: a series that its first event
+	// creates shows no increase to rate() until its second, so an error
+	// ratio or a 5xx alert would miss a process's first errors of each
+	// kind (the proxy's own 502/503/504, the application's 500).
+	for _, d := range []string{decisionBypass, decisionAuthenticated, decisionInternal} {
+		for _, code := range []string{"500", "502", "503", "504"} {
+			m.requests.WithLabelValues(d, code)
+		}
+	}
 	m.registry.MustRegister(m.requests, m.duration, m.upstreamErrors, m.logins, m.loginDuration,
 		m.refreshes, m.ruleMatches, m.reloads, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

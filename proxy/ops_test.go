@@ -1093,3 +1093,21 @@ func TestEarlyHintsNeverCarryTheUpstreamsRequestID(t *testing.T) {
 		t.Errorf("final X-Request-Id %q, want the proxy's only", id)
 	}
 }
+
+// A rate over requests_total sees a status only from its second
+// occurrence when its series is created by the first, so a dashboard's
+// error ratio and an alert on 5xx missed the first errors of a process (in
+// the lab, the first three 502s and two 503s of a run never showed). The
+// 5xx series start at zero.
+func TestServerErrorSeriesStartAtZero(t *testing.T) {
+	f, _, _ := newLoggedFixture(t, testConfig)
+	for _, decision := range []string{"bypass", "authenticated", "internal"} {
+		for _, code := range []string{"500", "502", "503", "504"} {
+			checkCounter(t, gather(t, f.h), "portcullis_requests_total", map[string]string{"decision": decision, "code": code}, 0)
+		}
+	}
+	admin := f.login(t, "alice@example.com", "cvat-admins")
+	f.h.upstreamURL.Host = "127.0.0.1:1"
+	f.do(t, request("GET", "/tasks", admin))
+	checkCounter(t, gather(t, f.h), "portcullis_requests_total", map[string]string{"decision": "authenticated", "code": "502"}, 1)
+}
