@@ -537,7 +537,7 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 	if decision := h.basicRoles(w, id, key, prof); decision != "" {
 		return nil, "", decision
 	}
-	h.metrics.login(id, "success", 0)
+	h.metrics.login(id, "success", h.now().Sub(start)) // the check, as a form login's counts it
 	cache.put(k, prof, h.now())
 	return prof, key, ""
 }
