@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,6 +115,138 @@ func TestGrafanaDashboard(t *testing.T) {
 		"portcullis_upstream_errors", "portcullis_config_reloads"} {
 		if !used[want] {
 			t.Errorf("no panel charts %s", want)
+		}
+	}
+}
+
+// dashboardPanel is what TestGrafanaQueriesMeanWhatTheyShow reads of a panel.
+type dashboardPanel struct {
+	ID          int    `json:"id"`
+	Type        string `json:"type"`
+	Title       string `json:"title"`
+	FieldConfig struct {
+		Defaults struct {
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+		Overrides []struct {
+			Matcher struct {
+				ID      string `json:"id"`
+				Options string `json:"options"`
+			} `json:"matcher"`
+			Properties []struct {
+				ID    string `json:"id"`
+				Value any    `json:"value"`
+			} `json:"properties"`
+		} `json:"overrides"`
+	} `json:"fieldConfig"`
+	Options struct {
+		TextMode string `json:"textMode"`
+	} `json:"options"`
+	Targets []struct {
+		RefID        string `json:"refId"`
+		Expr         string `json:"expr"`
+		LegendFormat string `json:"legendFormat"`
+	} `json:"targets"`
+}
+
+// unit is the unit Grafana shows the target refID's series in: an override
+// by query, else the panel's.
+func (p dashboardPanel) unit(refID string) string {
+	for _, o := range p.FieldConfig.Overrides {
+		if o.Matcher.ID == "byFrameRefID" && o.Matcher.Options == refID {
+			for _, prop := range o.Properties {
+				if prop.ID == "unit" {
+					return fmt.Sprint(prop.Value)
+				}
+			}
+		}
+	}
+	return p.FieldConfig.Defaults.Unit
+}
+
+var (
+	// outerGrouping is an expression's outermost aggregation: what labels
+	// its series keep (none without by).
+	outerGrouping = regexp.MustCompile(`^(histogram_quantile\([0-9.]+, )?(?:[0-9.]+ \* )?(?:sum|max|min|avg|count)(?: by \(([^)]*)\))? ?\(`)
+	legendLabel   = regexp.MustCompile(`\{\{\s*(\w+)\s*\}\}`)
+	quantileOf    = regexp.MustCompile(`histogram_quantile\([0-9.]+, sum by \(([^)]*)\) \(rate\(([a-z_]+)\{`)
+	variableUse   = regexp.MustCompile(`\$\{?(\w+)\}?`)
+)
+
+// The dashboard's queries were run by hand against a real Prometheus (1 s
+// scrapes) of a proxy under a known workload; what such a run showed wrong
+// and the JSON alone can tell is held here: histogram_quantile over
+// buckets summed by le, no increase over a window that changes with the
+// zoom, legends naming labels the query keeps, the unit of what is
+// charted, and the version shown by its name.
+func TestGrafanaQueriesMeanWhatTheyShow(t *testing.T) {
+	raw, err := os.ReadFile("grafana/portcullis.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Templating struct {
+			List []struct {
+				Name  string `json:"name"`
+				Type  string `json:"type"`
+				Query string `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+		Panels []dashboardPanel `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{"__rate_interval": true, "__interval": true, "__range": true}
+	for _, v := range dash.Templating.List {
+		defined[v.Name] = true
+	}
+	for _, p := range dash.Panels {
+		for _, q := range p.Targets {
+			where := fmt.Sprintf("panel %q query %s", p.Title, q.RefID)
+			for _, m := range variableUse.FindAllStringSubmatch(q.Expr, -1) {
+				if !defined[m[1]] {
+					t.Errorf("%s uses $%s, which the dashboard does not define", where, m[1])
+				}
+			}
+			if strings.Contains(q.Expr, "histogram_quantile(") {
+				m := quantileOf.FindStringSubmatch(q.Expr)
+				if m == nil || !slices.Contains(strings.Split(strings.ReplaceAll(m[1], " ", ""), ","), "le") {
+					t.Errorf("%s: histogram_quantile needs the buckets' rates summed by le (and what the legend names): %s", where, q.Expr)
+				} else if strings.HasSuffix(m[2], "_seconds_bucket") && p.unit(q.RefID) != "s" {
+					t.Errorf("%s: a quantile of %s is in seconds, the panel says %q", where, m[2], p.unit(q.RefID))
+				}
+			}
+			// A count over $__rate_interval, drawn at every $__interval,
+			// counts each event in several points, as many as the zoom
+			// makes (4 at a 1 s step in the lab).
+			if regexp.MustCompile(`increase\([^\[]*\[\$__(rate_)?interval\]`).MatchString(q.Expr) {
+				t.Errorf("%s: increase over $__rate_interval counts an event at several points, more the closer the zoom; chart rate (× 60 for per minute): %s", where, q.Expr)
+			}
+			switch unit := p.unit(q.RefID); {
+			case strings.Contains(q.Expr, "_bytes") && unit != "bytes":
+				t.Errorf("%s charts bytes in unit %q", where, unit)
+			case strings.Contains(q.Expr, ") / ") && unit != "percentunit":
+				t.Errorf("%s charts a ratio (0 to 1) in unit %q, want percentunit", where, unit)
+			case strings.HasPrefix(q.Expr, "60 * ") && unit != "opm":
+				t.Errorf("%s charts a rate per minute in unit %q, want opm", where, unit)
+			}
+			if labels := legendLabel.FindAllStringSubmatch(q.LegendFormat, -1); len(labels) > 0 {
+				m := outerGrouping.FindStringSubmatch(q.Expr)
+				if m == nil {
+					t.Errorf("%s: the test cannot tell what labels %q keeps for its legend %q", where, q.Expr, q.LegendFormat)
+					continue
+				}
+				kept := strings.Split(strings.ReplaceAll(m[2], " ", ""), ",")
+				for _, l := range labels {
+					if !slices.Contains(kept, l[1]) || (m[1] != "" && l[1] == "le") {
+						t.Errorf("%s: the legend names {{%s}}, which the query's series do not have (by %q)", where, l[1], m[2])
+					}
+				}
+			}
+			if p.Type == "stat" && strings.Contains(q.Expr, "build_info") && p.Options.TextMode != "name" {
+				t.Errorf("panel %q shows build_info's value, always 1; textMode name shows the version", p.Title)
+			}
 		}
 	}
 }
