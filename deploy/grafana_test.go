@@ -5,15 +5,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis-proxy/portcullis/proxy"
+	"github.com/portcullis-proxy/portcullis/test/process"
+	"github.com/portcullis-proxy/portcullis/test/testcert"
 )
 
 // dashboardConfig is the smallest configuration a Handler is built from,
@@ -31,7 +37,11 @@ sso:
 // (histograms with their _bucket, _sum and _count series).
 func exposedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	page := metricsPage(t)
+	return metricNames(metricsPage(t))
+}
+
+// metricNames are the metric names a /metrics page lists.
+func metricNames(page string) map[string]bool {
 	names := map[string]bool{}
 	sc := bufio.NewScanner(strings.NewReader(page))
 	for sc.Scan() {
@@ -69,6 +79,42 @@ func metricsPage(t *testing.T) string {
 	return rec.Body.String()
 }
 
+// tlsMetricsPage is what the admin listener of a proxy serving TLS (with
+// `portcullis serve`'s Serve) lists: the certificate's expiry besides the rest.
+func tlsMetricsPage(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	testcert.New(t, "127.0.0.1", time.Now().Add(30*24*time.Hour)).Write(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	admin := fmt.Sprintf("127.0.0.1:%d", process.FreePort(t))
+	yaml := strings.Replace(dashboardConfig, "server: {", fmt.Sprintf(
+		"server: {listen: \"127.0.0.1:%d\", admin_listen: %q, tls: {cert_file: %q, key_file: %q}, ",
+		process.FreePort(t), admin, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")), 1)
+	cfg, err := proxy.ParseConfig([]byte(yaml), os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- proxy.Serve(ctx, cfg, slog.New(slog.DiscardHandler), time.Second) }()
+	defer func() { cancel(); <-done }()
+	for {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err == nil {
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(body)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve with TLS ended: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // metricName finds the metric names in a PromQL expression: identifiers
 // with the prefixes portcullis exposes.
 var metricName = regexp.MustCompile(`\b(?:portcullis|go|process)_[a-zA-Z0-9_:]*`)
@@ -91,6 +137,9 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Fatalf("grafana/portcullis.json is not valid JSON: %v", err)
 	}
 	exposed := exposedMetrics(t)
+	for name := range metricNames(tlsMetricsPage(t)) {
+		exposed[name] = true // the certificate's expiry: only with server.tls
+	}
 	used := map[string]bool{}
 	for _, p := range dash.Panels {
 		if len(p.Targets) == 0 {
