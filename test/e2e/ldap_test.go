@@ -218,6 +218,32 @@ func TestLDAPFormLogin(t *testing.T) {
 	})
 }
 
+// TestLDAPFormPostedAgainWhenSignedIn: the form a login used, posted again
+// by the browser it signed in. WebKit keeps the form's page in its
+// back-forward cache over plain http (it skips no-store pages only over
+// https), so back after the login shows that very form, not the GET that
+// would send a signed-in browser on; its Sign in posts the spent state.
+// The browser goes on to the form's rd, as from the GET, not to a fresh
+// form that says it expired.
+func TestLDAPFormPostedAgainWhenSignedIn(t *testing.T) {
+	s, _ := ldapStack(t)
+	c := browser(t)
+	form := openForm(t, c, s.URL+"/tasks/7?page=2")
+	if resp, body := form.submit(t, c, ldapserver.Alice, ldapserver.AlicePassword); resp.StatusCode != http.StatusFound {
+		t.Fatalf("login: %d, want 302:\n%s", resp.StatusCode, body)
+	}
+	resp, body := form.submit(t, c, ldapserver.Alice, ldapserver.AlicePassword)
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != s.URL+"/tasks/7?page=2" {
+		t.Fatalf("the used form posted again when signed in: %d to %q, want 303 to the form's rd:\n%s", resp.StatusCode, loc, body)
+	}
+
+	// Not signed in, the same post is still refused with a fresh form.
+	resp, body = form.submit(t, browser(t), ldapserver.Alice, ldapserver.AlicePassword)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "expired") {
+		t.Errorf("the used form posted by a browser not signed in: %d, want 400 with a fresh form that says it expired:\n%s", resp.StatusCode, body)
+	}
+}
+
 // TestLDAPFormRefusals tries every way in that must fail: each gets the
 // form again with the same message and a 401, and no session.
 func TestLDAPFormRefusals(t *testing.T) {
