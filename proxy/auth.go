@@ -65,6 +65,7 @@ func (h *Handler) authRoutes() http.Handler {
 	mux.HandleFunc("GET "+p+"/logout", h.logout)
 	mux.HandleFunc("POST "+p+"/logout", h.logout)
 	mux.HandleFunc("GET "+p+"/logout/done", h.logoutDone)
+	mux.HandleFunc("GET "+p+"/logout/confirm", h.confirmLogout)
 	mux.HandleFunc("GET "+p+"/userinfo", h.userinfo)
 	mux.HandleFunc("GET "+p+"/jwks.json", h.jwks)
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
@@ -803,7 +804,19 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if sentByAnotherSite(r) {
 		h.audit(r, slog.LevelInfo, "logout_not_done", slog.String("reason", "another_site"),
 			slog.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")))
-		h.pages.askToSignOut(w, r, rd)
+		if !wantsHTML(r) {
+			h.pages.askToSignOut(w, r, rd)
+			return
+		}
+		// The page is shown at an address of its own, which only asks: the
+		// browser loads it again at the back button or a reload as its own
+		// request (WebKit: Sec-Fetch-Site none, Chromium: same-origin),
+		// which at this one would sign the user out unasked.
+		confirm := h.cfg.Server.AuthPrefix + "/logout/confirm"
+		if rd != "" {
+			confirm += "?rd=" + queryEscape(rd)
+		}
+		http.Redirect(w, r, confirm, http.StatusSeeOther)
 		return
 	}
 	s, err := h.sessions.Load(r)
@@ -966,6 +979,12 @@ func (h *Handler) clearUpstreamCookies(w http.ResponseWriter) {
 	for _, name := range h.cfg.Upstream.LogoutCookies {
 		http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, Secure: h.publicURL.Scheme == "https"})
 	}
+}
+
+// confirmLogout asks whether to sign out, for a logout that another site
+// sent (logout): it signs nobody out, however it is loaded.
+func (h *Handler) confirmLogout(w http.ResponseWriter, r *http.Request) {
+	h.pages.askToSignOut(w, r, r.URL.Query().Get("rd"))
 }
 
 // logoutDone is where the IdP sends the browser back after a single

@@ -1388,6 +1388,59 @@ func TestRefreshTooLargeForTheCookiesEndsTheSession(t *testing.T) {
 	}
 }
 
+// The page that asks whether to sign out, loaded again by the browser that
+// shows it: the back button onto it (after "Back to the application"), a
+// reload. Browsers send such a history load as their own: WebKit with
+// Sec-Fetch-Site none (as a typed address), Chromium same-origin (from the
+// page it left), never cross-site. The page's address in the history must
+// ask again, not sign the user out at once.
+func TestLogoutQuestionLoadedAgainAsksAgain(t *testing.T) {
+	f := newFixture(t)
+	cookies := f.login(t, "alice@example.com")
+	form := func(rd string) *http.Request {
+		r := request("POST", "/.portcullis/logout", cookies, "Accept", "text/html", "Sec-Fetch-Site", "cross-site")
+		r.Body = io.NopCloser(strings.NewReader(url.Values{"rd": {rd}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return r
+	}
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+	}{
+		{"a link on another site", request("GET", "/.portcullis/logout?rd=/tasks", cookies, "Accept", "text/html", "Sec-Fetch-Site", "cross-site")},
+		{"a form on another site", form("/tasks")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Where the browser ends up showing the question: the answer's
+			// address, or the one it redirects to.
+			resp, _, _ := f.do(t, tc.r)
+			shown, method := tc.r.URL.RequestURI(), tc.r.Method
+			if loc := resp.Header.Get("Location"); resp.StatusCode == http.StatusSeeOther {
+				shown, method = loc, "GET"
+				resp, _, _ = f.do(t, request("GET", shown, cookies, "Accept", "text/html", "Sec-Fetch-Site", "cross-site"))
+			}
+			if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `<input type="hidden" name="rd" value="/tasks">`) {
+				t.Fatalf("the question: status %d, want 200 with a form that keeps rd:\n%s", resp.StatusCode, body)
+			}
+			for _, site := range []string{"none", "same-origin"} {
+				again := request(method, shown, cookies, "Accept", "text/html", "Sec-Fetch-Site", site)
+				if method == "POST" {
+					again = form("/tasks")
+					again.Header.Set("Sec-Fetch-Site", site)
+				}
+				resp, _, _ := f.do(t, again)
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `<button type="submit">Sign out</button>`) {
+					t.Errorf("%s %s loaded again (Sec-Fetch-Site %s): status %d to %q, want the question again", method, shown, site, resp.StatusCode, resp.Header.Get("Location"))
+				}
+				if resp, got, ok := f.do(t, request("GET", "/tasks", cookies)); resp.StatusCode != http.StatusOK || !ok || got.Header.Get("X-Email") != "alice@example.com" {
+					t.Fatalf("after %s loaded again (Sec-Fetch-Site %s), /tasks: %d; want alice still signed in", shown, site, resp.StatusCode)
+				}
+			}
+		})
+	}
+}
+
 // A logout that another site's page sent (a link, a redirect, a form) is
 // asked, not done: another site must not be able to sign the user out
 // (logout CSRF). The page asks with a form that posts the same logout, rd
@@ -1419,7 +1472,16 @@ func TestLogoutFromAnotherSiteIsAsked(t *testing.T) {
 		{"a form on another site", func() *http.Request { r := form("/tasks"); r.Header.Set("Sec-Fetch-Site", "cross-site"); return r }()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// The page is at an address of its own, which only asks
+			// (TestLogoutQuestionLoadedAgainAsksAgain).
 			resp, _, reached := f.do(t, tc.r)
+			if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/.portcullis/logout/confirm?rd=%2Ftasks" || reached {
+				t.Fatalf("status %d to %q (upstream reached: %v), want 303 to the proxy's page that asks", resp.StatusCode, loc, reached)
+			}
+			if sc := resp.Header.Values("Set-Cookie"); len(sc) != 0 {
+				t.Errorf("the redirect sets cookies %q, want none: nothing is signed out yet", sc)
+			}
+			resp, _, reached = f.do(t, request("GET", resp.Header.Get("Location"), cookies, "Accept", "text/html", "Sec-Fetch-Site", tc.r.Header.Get("Sec-Fetch-Site")))
 			body, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != http.StatusOK || reached {
 				t.Fatalf("status %d (upstream reached: %v), want 200 from the proxy's page", resp.StatusCode, reached)
