@@ -687,6 +687,24 @@ func (h *Handler) signedInAt(r *http.Request, id string) bool {
 	return err == nil && s != nil && s.Profile.IdP == id
 }
 
+// signedInAs reports whether r's session is one at IdP id of the user a
+// login form names as username: the profile's username, email or sub,
+// whatever the case and surrounding spaces. A name that the directory
+// spells otherwise does not match, and is asked to sign in again.
+func (h *Handler) signedInAs(r *http.Request, id, username string) bool {
+	s, err := h.loadSession(r)
+	if err != nil || s == nil || s.Profile.IdP != id {
+		return false
+	}
+	username = strings.TrimSpace(username)
+	for _, name := range [...]string{s.Profile.Username, s.Profile.Email, s.Profile.Sub} {
+		if name != "" && strings.EqualFold(name, username) {
+			return true
+		}
+	}
+	return false
+}
+
 // flowFailure says why a login's answer came without a login flow that
 // opens (session.Flows.Finish): the log's reason and hint, and the user's
 // message. A browser that sends back none of the proxy's cookies is the

@@ -310,15 +310,17 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	if err == nil && f.IdP != id {
 		err = fmt.Errorf("flow belongs to %s", f.IdP)
 	}
-	if errors.Is(err, session.ErrFlowMissing) && h.signedInAt(r, id) {
+	if errors.Is(err, session.ErrFlowMissing) && h.signedInAs(r, id, username) {
 		// The form a login spent, posted again by the browser it signed
 		// in: WebKit keeps the form's page in its back-forward cache over
 		// plain http (it leaves out only https pages that are no-store),
 		// so back after the login shows this form rather than loading it,
 		// which sends a signed-in browser on (ldapForm). On to its rd, as
 		// from there; no password is checked. A state that came back and
-		// was refused (forged, another IdP's) stays a failure.
-		h.log.Info("login form posted again by a browser already signed in", "idp", id, "err", err)
+		// was refused (forged, another IdP's) stays a failure, and so does
+		// another name than the session's: someone else at this browser
+		// must not stay signed in as its user unawares.
+		h.log.Info("login form posted again by a browser already signed in", "idp", id, "username", username, "err", err)
 		http.Redirect(w, r, h.safeRedirect(r.PostForm.Get("rd")), http.StatusSeeOther)
 		return
 	}

@@ -242,6 +242,27 @@ func TestLDAPFormPostedAgainWhenSignedIn(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "expired") {
 		t.Errorf("the used form posted by a browser not signed in: %d, want 400 with a fresh form that says it expired:\n%s", resp.StatusCode, body)
 	}
+
+	// Another user at the same browser (a shared machine) types their own
+	// name into the used form: they are not silently left signed in as
+	// alice, but get a fresh form, with which they sign in as themselves.
+	resp, body = form.submit(t, c, ldapserver.Bob, ldapserver.BobPassword)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "expired") {
+		t.Fatalf("alice's used form posted with bob's name: %d to %q, want 400 with a fresh form, not alice's page:\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	fresh := readForm(t, mustURL(t, form.action), body)
+	if resp, body := fresh.submit(t, c, ldapserver.Bob, ldapserver.BobPassword); resp.StatusCode != http.StatusFound {
+		t.Fatalf("bob with the fresh form: %d, want 302:\n%s", resp.StatusCode, body)
+	}
+	s.Upstream.Reset()
+	resp, err := c.Get(s.URL + "/tasks/7?page=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if got, ok := s.Upstream.Last(); !ok || got.Header.Get("X-Email") != "bob@example.com" {
+		t.Errorf("after bob's login the upstream saw X-Email %q, want bob@example.com", got.Header.Get("X-Email"))
+	}
 }
 
 // TestLDAPFormRefusals tries every way in that must fail: each gets the
