@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -467,6 +468,11 @@ type basicCheck struct {
 	prof *idp.Profile
 	wait time.Duration
 	err  error
+	// took is how long the check itself took, and counted whether one of
+	// the requests that share it counted its login: one login, however
+	// many requests wait for it (as its failures are counted, once).
+	took    time.Duration
+	counted *atomic.Bool
 }
 
 // basicIdentity checks the request's Basic credentials at IdP id, returning
@@ -551,7 +557,9 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 	if decision := h.basicRoles(w, id, key, prof); decision != "" {
 		return nil, "", decision
 	}
-	h.metrics.login(id, "success", h.now().Sub(start)) // the check, as a form login's counts it
+	if check.counted.CompareAndSwap(false, true) {
+		h.metrics.login(id, "success", check.took) // the check, as a form login's counts it
+	}
 	cache.put(k, prof, h.now())
 	return prof, key, ""
 }
@@ -606,8 +614,9 @@ func (h *Handler) sharedCheck(r *http.Request, p *provider, checker idp.Password
 		}
 	}()
 	// API clients keep no cookies: no device cookie vouches for them.
+	start := h.now()
 	prof, _, wait, err := h.tryPassword(r, p, checker, username, password, session.Device{})
-	return basicCheck{prof, wait, err}
+	return basicCheck{prof: prof, wait: wait, err: err, took: h.now().Sub(start), counted: new(atomic.Bool)}
 }
 
 // basicChallenge answers 401 asking for Basic credentials for p.

@@ -546,3 +546,91 @@ func TestBasicAuthLoginDurationIsTheCheck(t *testing.T) {
 	}
 	t.Error("login_duration_seconds has no corp-ldap series")
 }
+
+// gateChecker signs everyone in once the test lets it: entered says a check
+// began, and the handler's clock moves on by took when it ends.
+type gateChecker struct {
+	clock   *atomic.Int64
+	took    time.Duration
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (gateChecker) Ready() error { return nil }
+
+func (c gateChecker) Authenticate(_ *http.Request, username, _ string, _ func(string) error) (*idp.Profile, error) {
+	c.entered <- struct{}{}
+	<-c.release
+	c.clock.Add(int64(c.took))
+	return &idp.Profile{IdP: "corp-ldap", Sub: username, Email: username + "@example.com"}, nil
+}
+
+// waitingForCheck counts the requests waiting for a shared Basic auth
+// check's outcome (blocked in basicIdentity's select).
+func waitingForCheck() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	waiting := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "[select") && strings.Contains(g, "proxy.(*Handler).basicIdentity(") {
+			waiting++
+		}
+	}
+	return waiting
+}
+
+// Requests that share one Basic auth check (the same credentials at once)
+// are one login: login_duration_seconds gets the check's time once, not
+// once per request, each from when it joined (a late one's share of the
+// wait pulled the quantiles down, and the count up).
+func TestBasicAuthSharedCheckIsOneLogin(t *testing.T) {
+	h := newTestHandler(t, withLDAP+"rules:\n  - name: legacy\n    path_prefix: /legacy/\n    action: authenticate\n    basic_auth: corp-ldap\n")
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	h.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	checker := gateChecker{clock: &clock, took: 300 * time.Millisecond, entered: make(chan struct{}, 2), release: make(chan struct{})}
+	h.providers["corp-ldap"].impl = checker
+	codes := make(chan int, 2)
+	call := func() {
+		r := httptest.NewRequest("GET", "/legacy/api", nil)
+		r.SetBasicAuth("alice", "alice-pw")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		codes <- w.Code
+	}
+	go call()
+	<-checker.entered
+	// The second request comes 100 ms into the check, and waits for it.
+	clock.Add(int64(100 * time.Millisecond))
+	go call()
+	for waitingForCheck() < 2 {
+		runtime.Gosched()
+	}
+	close(checker.release)
+	for range 2 {
+		// Signed in, on to the upstream (none here: 502).
+		if code := <-codes; code != http.StatusBadGateway {
+			t.Fatalf("status %d, want the upstream's 502", code)
+		}
+	}
+	if len(checker.entered) != 0 {
+		t.Fatal("the second request checked the password again; want it to share the first's check")
+	}
+	for _, m := range gather(t, h)["portcullis_login_duration_seconds"].GetMetric() {
+		if m.GetLabel()[0].GetValue() != "corp-ldap" {
+			continue
+		}
+		if got := m.GetHistogram(); got.GetSampleCount() != 1 || got.GetSampleSum() != 0.4 {
+			t.Errorf("login_duration_seconds{idp=corp-ldap}: %d logins, %v s in all; want 1 of 0.4 s (the check, from its start)", got.GetSampleCount(), got.GetSampleSum())
+		}
+		return
+	}
+	t.Error("login_duration_seconds has no corp-ldap series")
+}
