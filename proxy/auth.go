@@ -831,7 +831,9 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		// request (WebKit: Sec-Fetch-Site none, Chromium: same-origin),
 		// which at this one would sign the user out unasked.
 		confirm := h.cfg.Server.AuthPrefix + "/logout/confirm"
-		if rd != "" {
+		// An rd that safeRedirect would not follow is not carried either:
+		// escaped, a form's could make a Location too long for a front.
+		if rd != "" && len(rd) <= maxRedirect {
 			confirm += "?rd=" + queryEscape(rd)
 		}
 		http.Redirect(w, r, confirm, http.StatusSeeOther)

@@ -1527,3 +1527,20 @@ func TestLogoutFromAnotherSiteIsAsked(t *testing.T) {
 		})
 	}
 }
+
+// Another site's sign-out form may post an rd as long as the form allows
+// (16 KB). Past the 4 KB that safeRedirect ever follows it is dropped from
+// the 303 to the question, whose Location would otherwise be up to three
+// times its size: more than a front proxy takes in a header (nginx's
+// proxy_buffer_size, 4 or 8 KB), which answers 502 instead of the question.
+func TestLogoutQuestionCarriesNoOverlongRD(t *testing.T) {
+	f := newFixture(t)
+	cookies := f.login(t, "alice@example.com")
+	r := request("POST", "/.portcullis/logout", cookies, "Accept", "text/html", "Sec-Fetch-Site", "cross-site")
+	r.Body = io.NopCloser(strings.NewReader(url.Values{"rd": {"/tasks?q=" + strings.Repeat("ä", 2500)}}.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, _, _ := f.do(t, r)
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/.portcullis/logout/confirm" {
+		t.Errorf("a 5 KB rd (15 KB escaped) from another site: %d to a Location of %d bytes, want 303 to the question without rd", resp.StatusCode, len(loc))
+	}
+}

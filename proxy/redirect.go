@@ -13,7 +13,7 @@ import (
 func (c *compiled) safeRedirect(rd string) string {
 	origin := c.publicURL.Scheme + "://" + c.publicURL.Host
 	home := origin + "/"
-	if rd == "" || len(rd) > 4096 {
+	if rd == "" || len(rd) > maxRedirect {
 		return home
 	}
 	for i := 0; i < len(rd); i++ {
@@ -43,5 +43,8 @@ func (c *compiled) safeRedirect(rd string) string {
 	}
 	return home
 }
+
+// maxRedirect is the longest rd that safeRedirect follows.
+const maxRedirect = 4096
 
 func queryEscape(s string) string { return url.QueryEscape(s) }
