@@ -61,6 +61,12 @@ func FuzzCleanPath(f *testing.F) {
 		if want := path.Clean(out); strings.TrimSuffix(out, "/") != want && out != "/" {
 			t.Fatalf("CleanPath(%q) = %q: path.Clean gives %q", in, out, want)
 		}
+		// What the rules see is what the client asked for: the decoded
+		// path, cleaned as the standard library cleans it, keeping a
+		// trailing slash (or the directory a final dot segment names).
+		if want := referenceClean(in); out != want {
+			t.Fatalf("CleanPath(%q) = %q; decoding and path.Clean give %q", in, out, want)
+		}
 		// Idempotent over the forwarding round trip ...
 		again, err := CleanPath(escape(out))
 		if err != nil || again != out {
@@ -72,6 +78,23 @@ func FuzzCleanPath(f *testing.F) {
 			t.Fatalf("upstream reads %q as %v, %v; rules saw %q", escape(out), u, err, out)
 		}
 	})
+}
+
+// referenceClean is what CleanPath must make of an escaped path it accepts:
+// the path decoded once (url.PathUnescape) and cleaned lexically (path.Clean),
+// with a trailing slash where the decoded path ends in /, /. or /.. (but for
+// the root itself).
+func referenceClean(escaped string) string {
+	decoded, err := url.PathUnescape(escaped)
+	if err != nil {
+		return "(PathUnescape: " + err.Error() + ")"
+	}
+	clean := path.Clean(decoded)
+	last := decoded[strings.LastIndexByte(decoded, '/')+1:]
+	if clean != "/" && (last == "" || last == "." || last == "..") {
+		clean += "/"
+	}
+	return clean
 }
 
 func FuzzMatch(f *testing.F) {
