@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -114,6 +116,14 @@ func FuzzMatch(f *testing.F) {
 		f.Add("GET", s, "Bearer x", "10.1.2.3")
 		f.Add("POST", s, "", "::ffff:172.16.0.1")
 	}
+	// Each rule's own conditions, met and just missed.
+	for _, s := range [][4]string{
+		{"HEAD", "/static/app.js", "", ""}, {"POST", "/static/app.js", "", ""}, {"GET", "/static/a/b.css", "", ""},
+		{"GET", "/metrics", "", "::ffff:172.16.0.1"}, {"GET", "/metrics", "", "172.32.0.1"}, {"GET", "/metrics", "", "fe80::1%eth0"},
+		{"GET", "/x/dbg", "1", ""}, {"GET", "/api/dbg", "1", ""}, {"GET", "/exact/%C3%A9", "", ""}, {"GET", "/api/x", "bearer x", ""},
+	} {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
 	f.Fuzz(func(t *testing.T, method, target, authz, source string) {
 		r := &http.Request{Method: method, URL: &url.URL{Path: target}, Header: http.Header{}}
 		if authz != "" {
@@ -136,5 +146,46 @@ func FuzzMatch(f *testing.F) {
 		if second := set.Match(NewRequest(r, p2, addr)); second != first {
 			t.Fatalf("%q matched %q, after the round trip %q matched %q", p, first.Name, p2, second.Name)
 		}
+		// The rule is the first whose conditions, as the configuration
+		// states them, hold: a bypass that matched more would let requests
+		// through anonymous, a deny that matched less would let them on.
+		if want := matchReference(set.Default().Name, method, p, authz, source); first.Name != want {
+			t.Fatalf("%s %q (Authorization %q, source %q) matched %q; its conditions say %q", method, p, authz, source, first.Name, want)
+		}
 	})
+}
+
+var (
+	matchAuthorization = regexp.MustCompile(`^(Basic|Token|Bearer) `)
+	matchStatic        = regexp.MustCompile(`^/static/[^/]+\.(js|css)$`)
+	matchOffice        = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12")}
+)
+
+// matchReference is the rule of FuzzMatch's set that matches a request
+// with the cleaned path p, read from the set's configuration without the
+// matcher: each condition as documented (path_prefix a string prefix,
+// path_regex anchored at both ends, methods with HEAD for GET, a header
+// pattern on its one value, sources on the plain address, IPv4 for
+// ::ffff:-mapped), first match wins, else deflt.
+func matchReference(deflt, method, p, authz, source string) string {
+	addr, _ := netip.ParseAddr(source)
+	addr = addr.Unmap().WithZone("")
+	office := addr.IsValid() && slices.ContainsFunc(matchOffice, func(n netip.Prefix) bool { return n.Contains(addr) })
+	switch {
+	case strings.HasPrefix(p, "/api/") && matchAuthorization.MatchString(authz):
+		return "api"
+	case strings.HasPrefix(p, "/public/"):
+		return "public"
+	case strings.HasPrefix(p, "/admin"):
+		return "admin"
+	case matchStatic.MatchString(p) && (method == "GET" || method == "HEAD"):
+		return "static"
+	case p == "/metrics" && office:
+		return "office"
+	case authz == "1" && strings.Contains(p, "dbg"):
+		return "debug"
+	case p == "/exact/é":
+		return "exact"
+	}
+	return deflt
 }
