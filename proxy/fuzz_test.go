@@ -62,8 +62,10 @@ func offOrigin(origin *url.URL, loc string) string {
 }
 
 // FuzzParseConfig feeds any bytes to the config loader and, when they load,
-// to the full check: neither may panic, and a config that checks clean has
-// the keys the proxy relies on.
+// to what `portcullis check` does with them: the full check, the warnings
+// (printed whether or not the check passes) and, for a config that checks
+// clean, the URLs to register at each IdP. None may panic, and a config that
+// checks clean has the keys the proxy relies on.
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)))
 	f.Add([]byte("server: {public_url: https://x.example}\nupstream: {url: http://u}\n"))
@@ -102,8 +104,14 @@ func FuzzParseConfig(f *testing.F) {
 			}
 			return
 		}
-		if Check(cfg) == nil && (cfg.Server.PublicURL == "" || cfg.Upstream.URL == "" || len(cfg.Session.Keys) == 0) {
+		err = Check(cfg)
+		Warnings(cfg)
+		if err != nil {
+			return
+		}
+		if cfg.Server.PublicURL == "" || cfg.Upstream.URL == "" || len(cfg.Session.Keys) == 0 {
 			t.Fatalf("config passed Check without public_url, upstream.url or session keys:\n%s", raw)
 		}
+		Registrations(cfg)
 	})
 }
