@@ -78,6 +78,8 @@ func TestSharedCachesKeepNoAnswerForOneUser(t *testing.T) {
 		{"an upstream answer with a comma in a quoted value", request("GET", `/tasks?cc=no-cache="Set-Cookie,+public",+max-age%3D60`, alice), `private, no-cache="Set-Cookie, public", max-age=60`, false, nil},
 		{"an upstream answer with public only inside a quoted value", request("GET", `/tasks?cc=community="a,public,b"`, alice), `private, community="a,public,b"`, false, nil},
 		{"an upstream answer with a malformed no-store=, which a cache reading the grammar ignores", request("GET", "/tasks?cc=no-store%3D", alice), "private, no-store=", false, nil},
+		{"an upstream answer with public after a no-break space, which a cache reading the grammar ignores", request("GET", "/tasks?cc=%C2%A0public", alice), "private, \u00a0public", false, nil},
+		{"an upstream answer with private after a no-break space, which a cache reading the grammar ignores", request("GET", "/tasks?cc=%C2%A0private,+max-age%3D60", alice), "private, \u00a0private, max-age=60", false, nil},
 		{"an upstream answer with Surrogate-Control for ESI only, which turns Varnish from Cache-Control", request("GET", `/tasks?field=Surrogate-Control:content%3D"ESI/1.0"`, alice), "private", false,
 			map[string]string{"Surrogate-Control": `no-store, content="ESI/1.0"`}},
 		{"an upstream answer private by its own word, with Surrogate-Control for ESI only", request("GET", `/tasks?cc=private&field=Surrogate-Control:content%3D"ESI/1.0"`, alice), "private", false,

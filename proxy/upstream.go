@@ -257,9 +257,12 @@ func wellFormed(d, name string) bool {
 }
 
 // nextDirective splits the first directive off a cache directive list:
-// d is it, without the spaces around it, name its name, and rest what
-// follows its comma. A comma inside a quoted value
-// (no-cache="Set-Cookie, Set-Cookie2") is part of the value.
+// d is it, without the spaces and tabs around it (RFC 9110's OWS), name its
+// name, and rest what follows its comma. A comma inside a quoted value
+// (no-cache="Set-Cookie, Set-Cookie2") is part of the value. Other white
+// space (a no-break space, U+0085) is part of the directive, as it is to a
+// cache that reads the grammar and ignores it: trimmed, "\u00a0public" would
+// pass as the upstream's word that the answer may be shared.
 func nextDirective(s string) (d, name, rest string) {
 	quoted, i := false, 0
 	for ; i < len(s); i++ {
@@ -269,12 +272,12 @@ func nextDirective(s string) (d, name, rest string) {
 		case c == '"':
 			quoted = !quoted
 		case !quoted && c == ',':
-			d, rest = strings.TrimSpace(s[:i]), s[i+1:]
+			d, rest = strings.Trim(s[:i], " \t"), s[i+1:]
 			name, _, _ = strings.Cut(d, "=")
 			return d, name, rest
 		}
 	}
-	d = strings.TrimSpace(s)
+	d = strings.Trim(s, " \t")
 	name, _, _ = strings.Cut(d, "=")
 	return d, name, ""
 }
