@@ -1394,21 +1394,24 @@ func TestRefreshTooLargeForTheCookiesEndsTheSession(t *testing.T) {
 // Sec-Fetch-Site none (as a typed address), Chromium same-origin (from the
 // page it left), never cross-site. The page's address in the history must
 // ask again, not sign the user out at once.
+// logoutForm is a browser's POST of a form with rd to the proxy's logout,
+// from a page of site (its Sec-Fetch-Site).
+func logoutForm(cookies []*http.Cookie, rd, site string) *http.Request {
+	r := request("POST", "/.portcullis/logout", cookies, "Accept", "text/html", "Sec-Fetch-Site", site)
+	r.Body = io.NopCloser(strings.NewReader(url.Values{"rd": {rd}}.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return r
+}
+
 func TestLogoutQuestionLoadedAgainAsksAgain(t *testing.T) {
 	f := newFixture(t)
 	cookies := f.login(t, "alice@example.com")
-	form := func(rd string) *http.Request {
-		r := request("POST", "/.portcullis/logout", cookies, "Accept", "text/html", "Sec-Fetch-Site", "cross-site")
-		r.Body = io.NopCloser(strings.NewReader(url.Values{"rd": {rd}}.Encode()))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		return r
-	}
 	for _, tc := range []struct {
 		name string
 		r    *http.Request
 	}{
 		{"a link on another site", request("GET", "/.portcullis/logout?rd=/tasks", cookies, "Accept", "text/html", "Sec-Fetch-Site", "cross-site")},
-		{"a form on another site", form("/tasks")},
+		{"a form on another site", logoutForm(cookies, "/tasks", "cross-site")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Where the browser ends up showing the question: the answer's
@@ -1425,8 +1428,7 @@ func TestLogoutQuestionLoadedAgainAsksAgain(t *testing.T) {
 			for _, site := range []string{"none", "same-origin"} {
 				again := request(method, shown, cookies, "Accept", "text/html", "Sec-Fetch-Site", site)
 				if method == "POST" {
-					again = form("/tasks")
-					again.Header.Set("Sec-Fetch-Site", site)
+					again = logoutForm(cookies, "/tasks", site)
 				}
 				resp, _, _ := f.do(t, again)
 				body, _ := io.ReadAll(resp.Body)
@@ -1457,19 +1459,13 @@ func TestLogoutFromAnotherSiteIsAsked(t *testing.T) {
 				resp.StatusCode, ok, got.Header.Get("X-Email"))
 		}
 	}
-	form := func(rd string) *http.Request {
-		r := request("POST", "/.portcullis/logout", cookies, "Accept", "text/html")
-		r.Body = io.NopCloser(strings.NewReader(url.Values{"rd": {rd}}.Encode()))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		return r
-	}
 	for _, tc := range []struct {
 		name string
 		r    *http.Request
 	}{
 		{"a link on another site", request("GET", "/.portcullis/logout?rd=/tasks", cookies, "Accept", "text/html", "Sec-Fetch-Site", "cross-site")},
 		{"a link on a sibling subdomain", request("GET", "/.portcullis/logout?rd=/tasks", cookies, "Accept", "text/html", "Sec-Fetch-Site", "same-site")},
-		{"a form on another site", func() *http.Request { r := form("/tasks"); r.Header.Set("Sec-Fetch-Site", "cross-site"); return r }()},
+		{"a form on another site", logoutForm(cookies, "/tasks", "cross-site")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The page is at an address of its own, which only asks
@@ -1509,7 +1505,7 @@ func TestLogoutFromAnotherSiteIsAsked(t *testing.T) {
 		name string
 		r    func() *http.Request
 	}{
-		{"the page's own form", func() *http.Request { r := form("/tasks"); r.Header.Set("Sec-Fetch-Site", "same-origin"); return r }},
+		{"the page's own form", func() *http.Request { return logoutForm(cookies, "/tasks", "same-origin") }},
 		{"a typed address or a bookmark", func() *http.Request {
 			return request("GET", "/.portcullis/logout?rd=/tasks", cookies, "Accept", "text/html", "Sec-Fetch-Site", "none")
 		}},

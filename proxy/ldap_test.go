@@ -535,16 +535,22 @@ func TestBasicAuthLoginDurationIsTheCheck(t *testing.T) {
 	r := httptest.NewRequest("GET", "/legacy/api", nil)
 	r.SetBasicAuth("alice", "alice-pw")
 	h.ServeHTTP(httptest.NewRecorder(), r)
-	for _, m := range gather(t, h)["portcullis_login_duration_seconds"].GetMetric() {
-		if m.GetLabel()[0].GetValue() != "corp-ldap" {
-			continue
-		}
-		if got := m.GetHistogram(); got.GetSampleCount() != 1 || got.GetSampleSum() != 0.3 {
-			t.Errorf("login_duration_seconds{idp=corp-ldap}: %d logins, %v s in all; want 1 of 0.3 s", got.GetSampleCount(), got.GetSampleSum())
-		}
-		return
+	if n, sum := corpLDAPLoginDurations(t, h); n != 1 || sum != 0.3 {
+		t.Errorf("login_duration_seconds{idp=corp-ldap}: %d logins, %v s in all; want 1 of 0.3 s", n, sum)
 	}
-	t.Error("login_duration_seconds has no corp-ldap series")
+}
+
+// corpLDAPLoginDurations is how many logins at corp-ldap h's
+// login_duration_seconds observed, and their seconds in all.
+func corpLDAPLoginDurations(t *testing.T, h *Handler) (uint64, float64) {
+	t.Helper()
+	for _, m := range gather(t, h)["portcullis_login_duration_seconds"].GetMetric() {
+		if m.GetLabel()[0].GetValue() == "corp-ldap" {
+			return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+		}
+	}
+	t.Fatal("login_duration_seconds has no corp-ldap series")
+	return 0, 0
 }
 
 // gateChecker signs everyone in once the test lets it: entered says a check
@@ -623,14 +629,7 @@ func TestBasicAuthSharedCheckIsOneLogin(t *testing.T) {
 	if len(checker.entered) != 0 {
 		t.Fatal("the second request checked the password again; want it to share the first's check")
 	}
-	for _, m := range gather(t, h)["portcullis_login_duration_seconds"].GetMetric() {
-		if m.GetLabel()[0].GetValue() != "corp-ldap" {
-			continue
-		}
-		if got := m.GetHistogram(); got.GetSampleCount() != 1 || got.GetSampleSum() != 0.4 {
-			t.Errorf("login_duration_seconds{idp=corp-ldap}: %d logins, %v s in all; want 1 of 0.4 s (the check, from its start)", got.GetSampleCount(), got.GetSampleSum())
-		}
-		return
+	if n, sum := corpLDAPLoginDurations(t, h); n != 1 || sum != 0.4 {
+		t.Errorf("login_duration_seconds{idp=corp-ldap}: %d logins, %v s in all; want 1 of 0.4 s (the check, from its start)", n, sum)
 	}
-	t.Error("login_duration_seconds has no corp-ldap series")
 }
