@@ -1178,6 +1178,10 @@ func TestForwardedForEntries(t *testing.T) {
 		{[]string{"203.0.113.9,"}, ""},
 		{[]string{""}, ""},
 		{[]string{"_hidden"}, ""},
+		// Optional white space is spaces and tabs (RFC 9110), not every
+		// Unicode space: the proxy took these for 203.0.113.9.
+		{[]string{"203.0.113.9\u00a0"}, ""},
+		{[]string{"\u0085203.0.113.9"}, ""},
 	} {
 		t.Run(fmt.Sprintf("%q", tc.xff), func(t *testing.T) {
 			r := request("GET", "/internal/x", nil, "Accept", "application/json")

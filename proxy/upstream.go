@@ -535,7 +535,9 @@ func (h *Handler) clientAddr(r *http.Request) netip.Addr {
 // Application Gateway writes them), or a bracketed IPv6 address. Anything
 // else (unknown, obfuscated names, garbage) is the invalid address.
 func parseForwardedFor(s string) netip.Addr {
-	s = strings.TrimSpace(s)
+	// Optional white space (RFC 9110: spaces and tabs), not every Unicode
+	// space: "192.0.2.10\u00a0" is no address a proxy wrote.
+	s = strings.Trim(s, " \t")
 	if a, err := netip.ParseAddr(s); err == nil {
 		return a
 	}
