@@ -523,7 +523,9 @@ func (h *Handler) clientAddr(r *http.Request) netip.Addr {
 		if !a.IsValid() {
 			return netip.Addr{}
 		}
-		if a = a.Unmap(); !h.isTrusted(a) {
+		// Compared as the rules compare it: unmapped, and without a zone,
+		// which names an interface, not another address.
+		if a = a.Unmap().WithZone(""); !h.isTrusted(a) {
 			return a
 		}
 	}
@@ -578,7 +580,10 @@ func peerAddr(r *http.Request) netip.Addr {
 	if err != nil {
 		return netip.Addr{}
 	}
-	return ap.Addr().Unmap()
+	// A link-local peer's zone (fe80::1%eth0) names the interface it came
+	// in on: with it, a trusted proxy at that address was never trusted,
+	// and every client behind it was taken for the proxy.
+	return ap.Addr().Unmap().WithZone("")
 }
 
 // bufferPool lends the reverse proxy its copy buffers instead of allocating
