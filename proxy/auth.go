@@ -682,9 +682,16 @@ func (h *Handler) signedIn(r *http.Request) bool {
 }
 
 // signedInAt is signedIn with a session of IdP id.
-func (h *Handler) signedInAt(r *http.Request, id string) bool {
+func (h *Handler) signedInAt(r *http.Request, id string) bool { return h.sessionAt(r, id) != nil }
+
+// sessionAt is r's session if it is one at IdP id that would be let in
+// (loadSession), or nil.
+func (h *Handler) sessionAt(r *http.Request, id string) *session.Session {
 	s, err := h.loadSession(r)
-	return err == nil && s != nil && s.Profile.IdP == id
+	if err != nil || s == nil || s.Profile.IdP != id {
+		return nil
+	}
+	return s
 }
 
 // signedInAs reports whether r's session is one at IdP id of the user a
@@ -692,8 +699,8 @@ func (h *Handler) signedInAt(r *http.Request, id string) bool {
 // whatever the case and surrounding spaces. A name that the directory
 // spells otherwise does not match, and is asked to sign in again.
 func (h *Handler) signedInAs(r *http.Request, id, username string) bool {
-	s, err := h.loadSession(r)
-	if err != nil || s == nil || s.Profile.IdP != id {
+	s := h.sessionAt(r, id)
+	if s == nil {
 		return false
 	}
 	username = strings.TrimSpace(username)
