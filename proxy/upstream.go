@@ -272,12 +272,12 @@ func nextDirective(s string) (d, name, rest string) {
 		case c == '"':
 			quoted = !quoted
 		case !quoted && c == ',':
-			d, rest = strings.Trim(s[:i], " \t"), s[i+1:]
+			d, rest = trimOWS(s[:i]), s[i+1:]
 			name, _, _ = strings.Cut(d, "=")
 			return d, name, rest
 		}
 	}
-	d = strings.Trim(s, " \t")
+	d = trimOWS(s)
 	name, _, _ = strings.Cut(d, "=")
 	return d, name, ""
 }
@@ -539,7 +539,7 @@ func (h *Handler) clientAddr(r *http.Request) netip.Addr {
 func parseForwardedFor(s string) netip.Addr {
 	// Optional white space (RFC 9110: spaces and tabs), not every Unicode
 	// space: "192.0.2.10\u00a0" is no address a proxy wrote.
-	s = strings.Trim(s, " \t")
+	s = trimOWS(s)
 	if a, err := netip.ParseAddr(s); err == nil {
 		return a
 	}
@@ -594,3 +594,9 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// trimOWS trims a header element of the optional white space around it
+// (RFC 9110: spaces and tabs), and of nothing else: a no-break space or
+// another Unicode space is part of the element, as it is to a server or a
+// cache that reads the grammar.
+func trimOWS(s string) string { return strings.Trim(s, " \t") }
