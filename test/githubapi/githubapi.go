@@ -54,6 +54,14 @@ type Email struct {
 type Org struct {
 	Login string
 	ID    int64
+	// SSOUnauthorized makes it an organisation that enforces SAML single
+	// sign-on, for which the user had no active SSO session when they
+	// authorized the app: the token may not read it, so the lists of
+	// organisations and teams leave it and its teams out, and name its id
+	// in X-GitHub-SSO: partial-results
+	// (https://docs.github.com/en/authentication/authenticating-with-single-sign-on/about-authentication-with-single-sign-on,
+	// https://docs.github.com/en/rest/authentication/authenticating-to-the-rest-api).
+	SSOUnauthorized bool
 }
 
 // Team is a team the user belongs to, in the organisation Org (a login).
@@ -503,11 +511,34 @@ func (s *Server) orgs(w http.ResponseWriter, r *http.Request, g grant) {
 		return
 	}
 	base := apiBase(r)
-	items := make([]any, len(s.o.User.Orgs))
-	for i, o := range s.o.User.Orgs {
-		items[i] = orgSimple(base, o)
+	var items []any
+	for _, o := range s.o.User.Orgs {
+		if !o.SSOUnauthorized {
+			items = append(items, orgSimple(base, o))
+		}
 	}
+	s.ssoPartial(w)
 	paginate(w, r, items)
+}
+
+// ssoPartial sets GitHub's X-GitHub-SSO header on a list that left out the
+// organisations (and their teams) the token is not authorized for by SAML
+// single sign-on: "partial-results; organizations=" and their ids.
+func (s *Server) ssoPartial(w http.ResponseWriter) {
+	var ids []string
+	for _, o := range s.o.User.Orgs {
+		if o.SSOUnauthorized {
+			ids = append(ids, strconv.FormatInt(o.ID, 10))
+		}
+	}
+	if len(ids) > 0 {
+		w.Header().Set("X-GitHub-SSO", "partial-results; organizations="+strings.Join(ids, ","))
+	}
+}
+
+// ssoHidden reports whether org (a login) is one the token may not read.
+func (s *Server) ssoHidden(org string) bool {
+	return slices.ContainsFunc(s.o.User.Orgs, func(o Org) bool { return o.SSOUnauthorized && strings.EqualFold(o.Login, org) })
 }
 
 func orgSimple(base string, o Org) map[string]any {
@@ -530,15 +561,24 @@ func orgSimple(base string, o Org) map[string]any {
 // teams is GET /user/teams: full team objects with their organization.
 func (s *Server) teams(w http.ResponseWriter, r *http.Request, g grant) {
 	base := apiBase(r)
-	items := make([]any, len(s.o.User.Teams))
+	var items []any
 	for i, t := range s.o.User.Teams {
-		org := orgSimple(base, Org{Login: t.Org, ID: int64(1000 + i)})
+		if s.ssoHidden(t.Org) {
+			continue
+		}
+		// The team's organization is the user's organisation of that login,
+		// with its id.
+		o := Org{Login: t.Org, ID: int64(1000 + i)}
+		if j := slices.IndexFunc(s.o.User.Orgs, func(o Org) bool { return strings.EqualFold(o.Login, t.Org) }); j >= 0 {
+			o = s.o.User.Orgs[j]
+		}
+		org := orgSimple(base, o)
 		org["name"] = t.Org
 		org["html_url"] = "https://github.com/" + t.Org
 		org["type"] = "Organization"
 		org["created_at"] = "2008-01-14T04:33:35Z"
 		org["updated_at"] = "2014-03-03T18:58:10Z"
-		items[i] = map[string]any{
+		items = append(items, map[string]any{
 			"id":                   t.ID,
 			"node_id":              "MDQ6VGVhbT" + strconv.FormatInt(t.ID, 10),
 			"url":                  base + "/teams/" + strconv.FormatInt(t.ID, 10),
@@ -557,8 +597,9 @@ func (s *Server) teams(w http.ResponseWriter, r *http.Request, g grant) {
 			"created_at":           "2017-07-14T16:53:42Z",
 			"updated_at":           "2017-08-17T12:37:15Z",
 			"organization":         org,
-		}
+		})
 	}
+	s.ssoPartial(w)
 	paginate(w, r, items)
 }
 

@@ -139,4 +139,28 @@ func TestAnswersAsGitHubDoes(t *testing.T) {
 			t.Errorf("page 2: %d items, Link %s", len(got), resp.Header.Get("Link"))
 		}
 	})
+	t.Run("an organisation enforcing SAML SSO that the token is not authorized for is left out of orgs and teams, named in X-GitHub-SSO", func(t *testing.T) {
+		s.o.User.Orgs = []Org{{Login: "open", ID: 7}, {Login: "sso-a", ID: 21955855, SSOUnauthorized: true}, {Login: "sso-b", ID: 20582480, SSOUnauthorized: true}}
+		s.o.User.Teams = []Team{{Org: "open", Slug: "devs", ID: 1}, {Org: "sso-a", Slug: "admins", ID: 2}}
+		token := s.IssueToken("read:org")
+		const want = "partial-results; organizations=21955855,20582480"
+		resp, body := get(t, "/user/orgs", token, "test")
+		var orgs []map[string]any
+		json.Unmarshal([]byte(body), &orgs)
+		if len(orgs) != 1 || orgs[0]["login"] != "open" || resp.Header.Get("X-GitHub-SSO") != want {
+			t.Errorf("orgs: X-GitHub-SSO %q, %s", resp.Header.Get("X-GitHub-SSO"), body)
+		}
+		resp, body = get(t, "/user/teams", token, "test")
+		var teams []struct {
+			Slug         string
+			Organization struct {
+				Login string
+				ID    int64
+			}
+		}
+		json.Unmarshal([]byte(body), &teams)
+		if len(teams) != 1 || teams[0].Slug != "devs" || teams[0].Organization.ID != 7 || resp.Header.Get("X-GitHub-SSO") != want {
+			t.Errorf("teams: X-GitHub-SSO %q, %+v", resp.Header.Get("X-GitHub-SSO"), teams)
+		}
+	})
 }
