@@ -103,7 +103,7 @@ func (c *Config) Admit(p *Profile) error {
 				rule = "allowed_teams"
 			}
 			return &AdmissionError{Rule: rule,
-				Reason: fmt.Sprintf("You are not a member of an organization or team on %s that may sign in here. If you are, an organization owner may have to approve this application first.", c.DisplayName())}
+				Reason: fmt.Sprintf("You are not a member of an organization or team on %s that may sign in here. If you are, an organization owner may have to approve this application first; for an organization that uses single sign-on, sign in to it on %s first, then here again.", c.DisplayName(), c.DisplayName())}
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -104,7 +105,7 @@ func (p *oidcProvider) githubClaims(ctx context.Context, token *oauth2.Token) (m
 	}
 	claims["sub"] = claimText(claims["id"])
 
-	emails, err := githubList[githubEmail](ctx, gh, "/user/emails")
+	emails, _, err := githubList[githubEmail](ctx, gh, "/user/emails")
 	if err != nil {
 		return nil, fmt.Errorf("oidc %s: fetch emails: %w", id, err)
 	}
@@ -117,19 +118,26 @@ func (p *oidcProvider) githubClaims(ctx context.Context, token *oauth2.Token) (m
 
 	groups := []any{}
 	if grantedReadOrg(token) {
-		orgs, err := githubList[githubOrg](ctx, gh, "/user/orgs")
+		orgs, hiddenOrgs, err := githubList[githubOrg](ctx, gh, "/user/orgs")
 		if err != nil {
 			return nil, fmt.Errorf("oidc %s: fetch organizations: %w", id, err)
 		}
 		for _, o := range orgs {
 			groups = append(groups, o.Login)
 		}
-		teams, err := githubList[githubTeam](ctx, gh, "/user/teams")
+		teams, hiddenTeams, err := githubList[githubTeam](ctx, gh, "/user/teams")
 		if err != nil {
 			return nil, fmt.Errorf("oidc %s: fetch teams: %w", id, err)
 		}
 		for _, t := range teams {
 			groups = append(groups, t.Organization.Login+"/"+t.Slug)
+		}
+		if hidden := slices.Compact(slices.Sorted(slices.Values(append(hiddenOrgs, hiddenTeams...)))); len(hidden) > 0 {
+			// GitHub says nothing else: the user is simply not in them here,
+			// and allowed_organizations or a rule refuses a member.
+			p.log.Warn("github left out organizations that enforce SAML single sign-on, which the user had no single sign-on session for when authorizing the app: "+
+				"groups lack them and their teams until the user signs in to each at https://github.com/orgs/ORG/sso and then here again",
+				"user", claimText(claims["login"]), "organization_ids", strings.Join(hidden, ","))
 		}
 	}
 	claims["groups"] = groups
@@ -182,24 +190,55 @@ type githubClient struct {
 }
 
 // githubList reads every page of a list endpoint, following Link rel="next".
-func githubList[T any](ctx context.Context, gh githubClient, path string) ([]T, error) {
+// It also returns the ids of the organisations GitHub left out of the list
+// (X-GitHub-SSO: partial-results): those that enforce SAML single sign-on,
+// which the token was not authorized for.
+func githubList[T any](ctx context.Context, gh githubClient, path string) ([]T, []string, error) {
 	var all []T
+	var ssoHidden []string
 	next := gh.api + path + "?per_page=100"
 	for page := 0; next != ""; page++ {
 		if page == githubMaxPages {
-			return nil, fmt.Errorf("github GET %s: more than %d pages", path, githubMaxPages)
+			return nil, nil, fmt.Errorf("github GET %s: more than %d pages", path, githubMaxPages)
 		}
 		var items []T
 		resp, err := gh.do(ctx, next, &items)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		all = append(all, items...)
+		for _, id := range ssoPartialResults(resp.Header.Get("X-GitHub-SSO")) {
+			if !slices.Contains(ssoHidden, id) {
+				ssoHidden = append(ssoHidden, id)
+			}
+		}
 		if next, err = gh.nextPage(resp.Header.Get("Link")); err != nil {
-			return nil, fmt.Errorf("github GET %s: %w", path, err)
+			return nil, nil, fmt.Errorf("github GET %s: %w", path, err)
 		}
 	}
-	return all, nil
+	return all, ssoHidden, nil
+}
+
+// ssoPartialResults reads the organisation ids of an X-GitHub-SSO header
+// "partial-results; organizations=21955855,20582480"
+// (https://docs.github.com/en/rest/authentication/authenticating-to-the-rest-api);
+// nil for any other value.
+func ssoPartialResults(header string) []string {
+	kind, params, _ := strings.Cut(header, ";")
+	if strings.TrimSpace(kind) != "partial-results" {
+		return nil
+	}
+	var ids []string
+	for param := range strings.SplitSeq(params, ";") {
+		if list, ok := strings.CutPrefix(strings.TrimSpace(param), "organizations="); ok {
+			for id := range strings.SplitSeq(list, ",") {
+				if id = strings.TrimSpace(id); id != "" {
+					ids = append(ids, id)
+				}
+			}
+		}
+	}
+	return ids
 }
 
 func (gh githubClient) get(ctx context.Context, u string, into any) error {

@@ -1,11 +1,13 @@
 package idp
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -246,8 +248,51 @@ func TestGitHubAllowedOrganizationsAndTeams(t *testing.T) {
 				t.Errorf("Admit = %v, want an AdmissionError", err)
 			case !tt.wantAdmit && !strings.Contains(ae.Reason, "GitHub"):
 				t.Errorf("reason %q does not say where", ae.Reason)
+			case !tt.wantAdmit && !strings.Contains(ae.Reason, "single sign-on, sign in to it on GitHub first"):
+				// A member of an organisation enforcing SAML SSO without an
+				// SSO session when authorizing is left out of the lists.
+				t.Errorf("reason %q does not say what a member of an organisation with single sign-on does", ae.Reason)
 			}
 		})
+	}
+}
+
+// TestGitHubSSOPartialResults: an organisation that enforces SAML single
+// sign-on, which the user had no SSO session for when authorizing the app,
+// is left out of /user/orgs and /user/teams with only the header
+// X-GitHub-SSO: partial-results; organizations=ID to say so
+// (https://docs.github.com/en/authentication/authenticating-with-single-sign-on/about-authentication-with-single-sign-on).
+// The login goes on without it, and the log says why a member lacks it.
+func TestGitHubSSOPartialResults(t *testing.T) {
+	u := octocat()
+	u.Orgs = append(u.Orgs, githubapi.Org{Login: "sso-corp", ID: 21955855, SSOUnauthorized: true})
+	u.Teams = append(u.Teams, githubapi.Team{Org: "sso-corp", Slug: "admins", Name: "Admins", ID: 7})
+	h := newGitHubHarness(t, u, nil, false)
+	var logged bytes.Buffer
+	h.provider.log = slog.New(slog.NewTextHandler(&logged, nil))
+	p, err := h.login(t)
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	if slices.Contains(p.Groups, "sso-corp") || slices.Contains(p.Groups, "sso-corp/admins") || !slices.Contains(p.Groups, "cvat-ai") {
+		t.Errorf("groups = %q, want the SSO organisation and its team left out, the others kept", p.Groups)
+	}
+	if line := logged.String(); !strings.Contains(line, "level=WARN") || !strings.Contains(line, "SAML single sign-on") ||
+		!strings.Contains(line, "organization_ids=21955855") || !strings.Contains(line, "user=octocat") {
+		t.Errorf("log = %q, want a warning naming the organisation id GitHub left out", line)
+	}
+}
+
+func TestSSOPartialResults(t *testing.T) {
+	for header, want := range map[string][]string{
+		"partial-results; organizations=21955855,20582480":                       {"21955855", "20582480"},
+		"partial-results;organizations=1":                                        {"1"},
+		"required; url=https://github.com/orgs/acme/sso?authorization_request=x": nil,
+		"": nil,
+	} {
+		if got := ssoPartialResults(header); !slices.Equal(got, want) {
+			t.Errorf("ssoPartialResults(%q) = %q, want %q", header, got, want)
+		}
 	}
 }
 
@@ -518,7 +563,7 @@ func TestGitHubListRefusesANextPageOffTheAPIOrigin(t *testing.T) {
 	}))
 	t.Cleanup(api.Close)
 	gh := githubClient{client: api.Client(), token: &oauth2.Token{AccessToken: "gho_x", TokenType: "bearer"}, api: api.URL}
-	teams, err := githubList[githubTeam](context.Background(), gh, "/user/teams")
+	teams, _, err := githubList[githubTeam](context.Background(), gh, "/user/teams")
 	if err == nil || err.Error() != "github GET /user/teams: next page link leaves the API's origin" {
 		t.Errorf("githubList = %v, %v; want the next page refused as leaving the API's origin", teams, err)
 	}
