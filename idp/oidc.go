@@ -73,6 +73,8 @@ type oidcProvider struct {
 	// logoutVerifier checks back-channel logout tokens, with keys of its own.
 	logoutVerifier *oidc.IDTokenVerifier
 	issuer         string
+	// jwksURI is the discovery document's jwks_uri.
+	jwksURI string
 	// issParam is the discovery document's
 	// authorization_response_iss_parameter_supported (RFC 9207).
 	issParam bool
@@ -214,6 +216,7 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 	defer p.mu.Unlock()
 	p.provider = provider
 	p.issuer = meta.Issuer
+	p.jwksURI = meta.JWKSURI
 	p.issParam = meta.IssParam
 	p.idTokenAlgs = verifiableAlgs(meta.Algs)
 	p.verifier = provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SupportedSigningAlgs: p.idTokenAlgs})
@@ -245,6 +248,7 @@ type discovered struct {
 	// logoutVerifier checks back-channel logout tokens, with keys of its own.
 	logoutVerifier *oidc.IDTokenVerifier
 	issuer         string
+	jwksURI        string
 	issParam       bool
 	idTokenAlgs    []string
 }
@@ -256,7 +260,7 @@ func (p *oidcProvider) current() (discovered, error) {
 		return discovered{}, fmt.Errorf("oidc %s: %w: %w", p.cfg.ID, ErrNotReady, p.notReady)
 	}
 	return discovered{oauth: p.oauth, provider: p.provider, verifier: p.verifier, logoutVerifier: p.logoutVerifier,
-		issuer: p.issuer, issParam: p.issParam, idTokenAlgs: p.idTokenAlgs}, nil
+		issuer: p.issuer, jwksURI: p.jwksURI, issParam: p.issParam, idTokenAlgs: p.idTokenAlgs}, nil
 }
 
 // LoginURL sets f's nonce (OIDC) and PKCE verifier (when enabled) and returns
@@ -527,18 +531,26 @@ func (p *oidcProvider) unverifiableAlg(d discovered, alg string, err error) erro
 // jwtAlg is the alg in the header of the compact JWT raw, "" when there is
 // none to read.
 func jwtAlg(raw string) string {
+	alg, _ := jwtHeader(raw)
+	return alg
+}
+
+// jwtHeader is the alg and the kid in the header of the compact JWT raw,
+// "" where there is none to read.
+func jwtHeader(raw string) (alg, kid string) {
 	header, _, _ := strings.Cut(raw, ".")
 	b, err := base64.RawURLEncoding.DecodeString(header)
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	var h struct {
 		Alg string `json:"alg"`
+		Kid string `json:"kid"`
 	}
 	if json.Unmarshal(b, &h) != nil {
-		return ""
+		return "", ""
 	}
-	return h.Alg
+	return h.Alg, h.Kid
 }
 
 // checkAuthorizedParty applies OpenID Connect Core 3.1.3.7 steps 4 and 5,

@@ -2,6 +2,13 @@ package idp
 
 import (
 	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +16,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 )
 
 // jwksRefetchEvery is the least time between two fetches of an IdP's JWKS
@@ -105,4 +115,46 @@ func (t *jwksThrottle) answer(req *http.Request) *http.Response {
 		Header: t.header.Clone(), Body: io.NopCloser(bytes.NewReader(t.body)),
 		ContentLength: int64(len(t.body)), Request: req,
 	}
+}
+
+// verifyWithAnyKey verifies raw, an ID token from the token endpoint, as
+// d.verifier does, but with every signing key the IdP publishes at its
+// jwks_uri, whichever its header's kid names.
+func (p *oidcProvider) verifyWithAnyKey(ctx context.Context, d discovered, raw string) (*oidc.IDToken, error) {
+	if d.jwksURI == "" {
+		return nil, errors.New("the discovery document names no jwks_uri")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.jwksURI, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := readBounded(resp.Body, maxJWKS)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch keys: %s", resp.Status)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(body, &set); err != nil {
+		return nil, fmt.Errorf("decode keys: %w", err)
+	}
+	var keys []crypto.PublicKey
+	for _, k := range set.Keys {
+		if (k.Use != "" && k.Use != "sig") || !k.IsPublic() || !k.Valid() {
+			continue
+		}
+		switch k.Key.(type) {
+		case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+			keys = append(keys, k.Key)
+		}
+	}
+	v := oidc.NewVerifier(d.issuer, &oidc.StaticKeySet{PublicKeys: keys},
+		&oidc.Config{ClientID: p.cfg.ClientID, SupportedSigningAlgs: d.idTokenAlgs})
+	return v.Verify(ctx, raw)
 }

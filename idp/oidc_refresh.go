@@ -160,6 +160,18 @@ func (p *oidcProvider) refreshedIDTokenClaims(ctx context.Context, d discovered,
 		return nil, fmt.Errorf("oidc %s: refresh: verify id token: %w", id, errNotCompact)
 	}
 	idToken, err := d.verifier.Verify(ctx, raw)
+	if _, kid := jwtHeader(raw); err != nil && kid != "" {
+		// go-oidc tries only the key the header's kid names. ORY Hydra
+		// (v2.3.0, ory/hydra#3573) signs the ID tokens of refresh token
+		// chains begun before its key was rotated with the new key, and
+		// names the old one: every refresh of those sessions failed until
+		// their lifetime ended. The token comes from the token endpoint,
+		// and a signature by any key the IdP publishes is the IdP's.
+		if tok, anyErr := p.verifyWithAnyKey(ctx, d, raw); anyErr == nil {
+			p.log.Debug("refreshed ID token verified with another of the IdP's keys than its kid names", "kid", truncate(kid, 64))
+			idToken, err = tok, nil
+		}
+	}
 	if err != nil {
 		err = fmt.Errorf("oidc %s: refresh: verify id token: %w", id, err)
 		if alg := jwtAlg(raw); alg != "" && !slices.Contains(d.idTokenAlgs, alg) {
