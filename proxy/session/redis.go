@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -108,11 +109,33 @@ func (r *Redis) MarkOnce(ctx context.Context, key string, until time.Time) (bool
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
 	ttl := max(time.Until(until), time.Second)
-	first, err := r.client.SetNX(ctx, r.key("once", key), "1", ttl).Result()
+	first, err := r.setOnce(ctx, r.key("once", key), rand.Text(), ttl)
 	if err != nil {
 		return false, r.unavailable("mark used", err)
 	}
 	return first, nil
+}
+
+// setOnceScript sets KEYS[1] to ARGV[1] for ARGV[2] ms unless it is set,
+// and returns 1 when it set it or found ARGV[1] there already, else 0.
+var setOnceScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then return 1 end
+if v then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+
+// setOnce sets key to token, unique to the caller, for ttl unless key is
+// set, and reports whether this caller set it. It is SETNX made safe to
+// send twice: go-redis sends a command again on a new connection when the
+// first timed out (MaxRetries), and a Redis that stalled past the read
+// timeout (SIGSTOP, a frozen VM, a long fork) runs the first one when it
+// resumes, before the second. SETNX would then answer the second "taken",
+// by the caller itself: a login state spent by its own login, a refresh
+// lock held by the replica that waits for it.
+func (r *Redis) setOnce(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
+	n, err := setOnceScript.Run(ctx, r.client, []string{key}, token, max(ttl.Milliseconds(), 1)).Int64()
+	return n == 1, err
 }
 
 // Unmark forgets key, so that it may be marked again.

@@ -50,7 +50,7 @@ func (st *RedisStore) RefreshOnce(ctx context.Context, s *Session, remember, kep
 		if out, ok, err := st.refreshResult(ctx, s.ID, result); err != nil || ok {
 			return out, false, err
 		}
-		took, err := st.redis.client.SetNX(ctx, lock, token, refreshLockTTL).Result()
+		took, err := st.redis.setOnce(ctx, lock, token, refreshLockTTL)
 		if err != nil {
 			return RefreshOutcome{}, false, st.redis.unavailable("take refresh lock", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -207,6 +208,34 @@ func (s *Server) Restart() {
 func (s *Server) Start() {
 	s.t.Helper()
 	s.start()
+}
+
+// Pause stops redis-server with SIGSTOP, as a Redis that stalls does (a
+// long fork or swap, a frozen VM, a network that drops packets): the
+// kernel still takes connections and the bytes sent on them, and nothing
+// answers until Resume. The test's end resumes it, whatever it did.
+func (s *Server) Pause() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+	s.t.Cleanup(s.Resume)
+}
+
+// Resume continues a paused redis-server (SIGCONT): it then reads and
+// answers, in order, whatever was sent to it meanwhile, on connections
+// their clients may have closed. It is safe to call more than once.
+func (s *Server) Resume() {
+	s.signal(syscall.SIGCONT)
+}
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Errorf("redisserver: %v: %v", sig, err)
+	}
 }
 
 // Running reports whether redis-server runs (it was not stopped).
