@@ -26,6 +26,7 @@ func TestTroubleshootingExplainsEveryReason(t *testing.T) {
 		"saml_signature", "saml_audience", "saml_acs_url", "saml_issuer", "saml_unsigned", "saml_sha1", "saml_encrypted",
 		"saml_idp_initiated", "idp_error", "busy", "another_site", "identity_unpassable",
 		"service_bind", "user_search", "group_search", "directory_certificate", "invalid_credentials", "directory_unavailable",
+		"idp_unavailable",
 	}
 	page, err := os.ReadFile("troubleshooting.md")
 	if err != nil {

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -363,6 +365,10 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 			fmt.Sprintf("the IdP sent the claim that err names nested more than %d levels of objects and arrays deep, far beyond any IdP's own claims; "+
 				"claims are sealed into the session and read by every expression: have the IdP stop releasing it to this client "+
 				"(the scope that carries it, a mapper, a user-editable attribute), or flatten it", idp.MaxClaimDepth))
+		return
+	}
+	if idpNotAnswering(err) {
+		h.idpUnavailable(w, r, p, err, rd)
 		return
 	}
 	if setup, ok := errors.AsType[*idp.SetupError](err); ok {
@@ -768,6 +774,40 @@ func (h *Handler) carriesOwnCookie(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// idpNotAnswering reports whether err, a login's at its IdP (the token
+// endpoint, userinfo, the signing keys), is the IdP not answering in time
+// or not taking the connection, rather than an answer the proxy refused:
+// an IdP that stalls (a frozen VM, a long pause) or restarts. The same
+// login may well work a moment later.
+func idpNotAnswering(err error) bool {
+	if errors.Is(err, idp.ErrNotReady) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// idpUnavailable answers a login whose IdP did not answer the proxy
+// (idpNotAnswering) as the IdP briefly away: 503 with Retry-After and a
+// link to sign in again, never a refusal. The code of this answer may be
+// spent by the time the IdP resumes, so the way on is a new sign-in,
+// which a session at the IdP makes quick. The line keeps the reason and
+// hint of a token endpoint that does not answer (token_exchange: on a
+// first set-up, a firewall looks the same), idp_unavailable otherwise.
+func (h *Handler) idpUnavailable(w http.ResponseWriter, r *http.Request, p *provider, err error, rd string) {
+	h.metrics.login(p.cfg.ID, "failure", 0)
+	attrs := []slog.Attr{slog.String("idp", p.cfg.ID), slog.String("reason", "idp_unavailable")}
+	if setup, ok := errors.AsType[*idp.SetupError](err); ok {
+		attrs = []slog.Attr{slog.String("idp", p.cfg.ID), slog.String("reason", setup.Reason), slog.String("hint", setup.Hint)}
+	}
+	h.audit(r, slog.LevelWarn, "login_failed", append(attrs, slog.Any("err", err))...)
+	retryLater(w)
+	h.pages.failWithLink(w, r, http.StatusServiceUnavailable, "Temporarily unavailable",
+		p.cfg.DisplayName()+" did not answer in time, so this sign-in could not be finished. Sign in again in a moment.",
+		h.loginPath(rd), "Sign in again")
 }
 
 // setupFailed answers a login that the proxy and its IdP are not set up to

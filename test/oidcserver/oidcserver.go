@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -389,6 +390,31 @@ func (s *Server) Stop() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
 	s.cmd = nil
+}
+
+// Pause stops the provider with SIGSTOP, as an IdP that stalls does (a
+// frozen VM, a long garbage collection): the kernel still takes
+// connections and requests, and nothing answers until Resume. The test's
+// end resumes it, whatever it did.
+func (s *Server) Pause() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+	s.t.Cleanup(s.Resume)
+}
+
+// Resume continues a paused provider (SIGCONT). It is safe to call more
+// than once.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Errorf("oidcserver: %v: %v", sig, err)
+	}
 }
 
 // Restart stops the provider and starts it again on the same port with the
