@@ -530,7 +530,7 @@ func BenchmarkSessions(b *testing.B) {
 			h := benchHandler(b, tc.y)
 			prof := new(*benchLogins(b, h, 2)["ldap"])
 			k := h.passwords.cache.key("directory", "alice", "secret")
-			if decision := h.basicRoles(httptest.NewRecorder(), "directory", basicIdentityKey(k), prof); decision != "" {
+			if decision := h.basicRoles(httptest.NewRecorder(), "directory", basicIdentityKey(k), prof, nil); decision != "" {
 				b.Fatal(decision)
 			}
 			h.passwords.cache.put(k, prof, h.now())

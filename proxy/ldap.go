@@ -469,8 +469,9 @@ type basicCheck struct {
 	wait time.Duration
 	err  error
 	// took is how long the check itself took, and counted whether one of
-	// the requests that share it counted its login: one login, however
-	// many requests wait for it (as its failures are counted, once).
+	// the requests that share it counted its login, let in or denied: one
+	// login, however many requests wait for it (as its failures are
+	// counted, once). See countBasicLogin.
 	took    time.Duration
 	counted *atomic.Bool
 }
@@ -518,7 +519,7 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 		// A role until a date ends at that date, as a session's does
 		// (authorize), not up to basicAuthTTL after it.
 		prof = new(*prof)
-		if decision := h.basicRoles(w, id, key, prof); decision != "" {
+		if decision := h.basicRoles(w, id, key, prof, nil); decision != "" {
 			return nil, "", decision
 		}
 		return prof, key, ""
@@ -554,29 +555,42 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 		return nil, "", decisionInternal
 	}
 	prof := new(*check.prof) // each request maps roles onto its own copy
-	if decision := h.basicRoles(w, id, key, prof); decision != "" {
+	if decision := h.basicRoles(w, id, key, prof, &check); decision != "" {
 		return nil, "", decision
 	}
-	if check.counted.CompareAndSwap(false, true) {
-		h.metrics.login(id, "success", check.took) // the check, as a form login's counts it
-	}
+	h.countBasicLogin(id, "success", &check)
 	cache.put(k, prof, h.now())
 	return prof, key, ""
+}
+
+// countBasicLogin counts the login of a Basic auth check at IdP id as
+// result: once for all the requests that share check, as its failures are
+// counted (tryPassword, in the check), timed from the check's start as a
+// form login is; once per request for a profile from the cache (check
+// nil), whose success is no login.
+func (h *Handler) countBasicLogin(id, result string, check *basicCheck) {
+	if check == nil {
+		h.metrics.login(id, result, 0)
+		return
+	}
+	if check.counted.CompareAndSwap(false, true) {
+		h.metrics.login(id, result, check.took)
+	}
 }
 
 // basicRoles applies IdP id's admission rules to prof, the caller's own
 // copy, sets its roles and works out its identity, remembered under key
 // (basicIdentityKey); it returns "", or the decision after answering the
-// request when they refuse it.
-func (h *Handler) basicRoles(w http.ResponseWriter, id, key string, prof *idp.Profile) string {
+// request when they refuse it, counted as check's login (countBasicLogin).
+func (h *Handler) basicRoles(w http.ResponseWriter, id, key string, prof *idp.Profile, check *basicCheck) string {
 	if reason := h.admit(prof); reason != "" {
-		h.metrics.login(id, "denied", 0)
+		h.countBasicLogin(id, "denied", check)
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": reason})
 		return decisionForbidden
 	}
 	roles, err := h.roles.Map(prof)
 	if errors.Is(err, rolemap.ErrNoRole) {
-		h.metrics.login(id, "denied", 0)
+		h.countBasicLogin(id, "denied", check)
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": "your account has no role in this application"})
 		return decisionForbidden
 	}
@@ -589,7 +603,7 @@ func (h *Handler) basicRoles(w http.ResponseWriter, id, key string, prof *idp.Pr
 	if refused := h.unpassable(key, prof); refused != nil {
 		// As the form's login refuses it (establish), in the JSON of
 		// Basic auth's other refusals.
-		h.metrics.login(id, "denied", 0)
+		h.countBasicLogin(id, "denied", check)
 		h.log.Info("login denied", "idp", id, "sub", prof.Sub, "email", prof.Email, "why", whyUnpassable,
 			"reason", refused.Reason, "hint", refused.Hint, "via", "basic_auth")
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "message": refused.Reason})

@@ -581,3 +581,57 @@ func TestLDAPAttemptWhoseAnswerIsLostStaysCounted(t *testing.T) {
 		})
 	}
 }
+
+// Requests that share one Basic auth check are one login, whatever its
+// outcome: logins_total counts a wrong password once (as the failure
+// limits do: one guess), and an account the admission rules refuse once,
+// as it counts the right password once (TestBasicAuthSharedCheckIsOneLogin),
+// not once per request that waited for the check.
+func TestLDAPBasicAuthSharedCheckCountsOneLogin(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	// Only cvat-admins may sign in: alice is one, bob is not.
+	cfg := strings.Replace(ldapProxyConfig(dir.URL, upstream.URL), "(member={dn}))\"}\n",
+		"(member={dn}))\"}\n      allowed_groups: [cvat-admins]\n", 1)
+	const n = 10
+	for _, tc := range []struct {
+		name, username, password string
+		code                     int
+		result                   string // the one logins_total result counted
+		left                     int    // the username's guesses left after it
+	}{
+		{"the right password", ldapserver.Alice, ldapserver.AlicePassword, http.StatusOK, "success", userFailureBurst},
+		{"a wrong password", ldapserver.Alice, "guess", http.StatusUnauthorized, "failure", userFailureBurst - 1},
+		{"the right password of an account the admission rules refuse", ldapserver.Bob, ldapserver.BobPassword, http.StatusForbidden, "denied", userFailureBurst},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, cfg)
+			var clock atomic.Pointer[time.Time]
+			t0 := time.Now()
+			clock.Store(&t0)
+			h.now = func() time.Time { return *clock.Load() }
+			h.pause = func(context.Context, time.Time) {}
+			recs := sameCredentialsAtOnce(t, h, &clock, tc.username, tc.password, "203.0.113.7", n, false)
+			for i, rec := range recs {
+				if rec.Code != tc.code {
+					t.Fatalf("request %d: %d, want %d: %s", i, rec.Code, tc.code, rec.Body)
+				}
+			}
+			if b := binds(h); b != 1 {
+				t.Errorf("%d binds, want 1", b)
+			}
+			mfs := gather(t, h)
+			for _, result := range []string{"success", "failure", "denied", "rate_limited"} {
+				want := 0.0
+				if result == tc.result {
+					want = 1
+				}
+				checkCounter(t, mfs, "portcullis_logins_total", map[string]string{"idp": "corp-ldap", "result": result}, want)
+			}
+			if left := guessesLeft(t, h, tc.username); left != tc.left {
+				t.Errorf("%s has %d guesses left, want %d", tc.username, left, tc.left)
+			}
+		})
+	}
+}
