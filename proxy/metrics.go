@@ -113,6 +113,27 @@ func newMetrics() *metrics {
 			m.requests.WithLabelValues(d, code)
 		}
 	}
+	// So do the other decisions' answers, with the codes each answers
+	// with (a rate of 401s, 403s or 429s, and the dashboard's panels by
+	// decision and code): a redirect to the login (302) or on from the
+	// email or LDAP form (303); no session or Basic credentials refused
+	// (401), Basic auth past the failure limits (429); allow_if or the
+	// login's admission refusing the user (403); a deny rule (403), a
+	// method, path or trailer refused (400), the login form past the
+	// failure limits (429). Eight series, the same for every process.
+	for _, s := range []struct {
+		decision string
+		codes    []string
+	}{
+		{decisionRedirect, []string{"302", "303"}},
+		{decisionUnauthorized, []string{"401", "429"}},
+		{decisionForbidden, []string{"403"}},
+		{decisionDenied, []string{"400", "403", "429"}},
+	} {
+		for _, code := range s.codes {
+			m.requests.WithLabelValues(s.decision, code)
+		}
+	}
 	m.registry.MustRegister(m.requests, m.duration, m.upstreamErrors, m.logins, m.loginDuration,
 		m.refreshes, m.ruleMatches, m.reloads, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -1111,3 +1111,78 @@ func TestServerErrorSeriesStartAtZero(t *testing.T) {
 	f.do(t, request("GET", "/tasks", admin))
 	checkCounter(t, gather(t, f.h), "portcullis_requests_total", map[string]string{"decision": "authenticated", "code": "502"}, 1)
 }
+
+// The other decisions' answers start at zero too, each with the codes it
+// answers with, so that a rate of 401s, 403s or 429s, an alert on them and
+// the dashboard's panels by decision and by code see a process's first: a
+// series created by its first event shows no increase until its second.
+// Each case then makes its answer once, which lands in that series: the
+// codes are the ones the decisions answer with, not a guess.
+func TestEveryDecisionsSeriesStartAtZero(t *testing.T) {
+	ldapConfig := withLDAP + "rules:\n  - name: legacy\n    path_prefix: /legacy/\n    action: authenticate\n    basic_auth: corp-ldap\n"
+	wrongPasswords := func(t *testing.T) *Handler { // every password is wrong
+		h := newTestHandler(t, ldapConfig)
+		h.providers["corp-ldap"].impl = markupChecker{}
+		quickFailures(h)
+		return h
+	}
+	tests := []struct {
+		decision, code string
+		answer         func(t *testing.T) *Handler // makes the answer once, with the handler it used
+	}{
+		{"redirect", "302", func(t *testing.T) *Handler { // a browser with no session, to the login
+			f := newFixture(t)
+			f.do(t, request("GET", "/tasks", nil, "Accept", "text/html"))
+			return f.h
+		}},
+		{"redirect", "303", func(t *testing.T) *Handler { // the email form, on to the IdP
+			f := newFixture(t)
+			r := httptest.NewRequest("POST", "/.portcullis/login", strings.NewReader("email=ana%40example.com"))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			f.do(t, r)
+			return f.h
+		}},
+		{"unauthorized", "401", func(t *testing.T) *Handler { // an API call with no session
+			f := newFixture(t)
+			f.do(t, request("GET", "/tasks", nil, "Accept", "application/json"))
+			return f.h
+		}},
+		{"unauthorized", "429", func(t *testing.T) *Handler { // Basic auth past the failure limits
+			h := wrongPasswords(t)
+			for i := range userFailureBurst + 1 {
+				h.ServeHTTP(httptest.NewRecorder(), basicGuess("ana", i, "203.0.113.9"))
+			}
+			return h
+		}},
+		{"forbidden", "403", func(t *testing.T) *Handler { // allow_if refuses the user
+			f := newFixture(t)
+			f.do(t, request("GET", "/admin", f.login(t, "bob@example.com")))
+			return f.h
+		}},
+		{"denied", "400", func(t *testing.T) *Handler { // a method an upstream could read otherwise
+			f := newFixture(t)
+			f.do(t, request("get", "/tasks", nil))
+			return f.h
+		}},
+		{"denied", "403", func(t *testing.T) *Handler { // a deny rule
+			f := newFixture(t)
+			f.do(t, request("GET", "/blocked", nil))
+			return f.h
+		}},
+		{"denied", "429", func(t *testing.T) *Handler { // the login form past the failure limits
+			h := wrongPasswords(t)
+			for range userFailureBurst + 1 {
+				postLDAPForm(t, h, openLDAPForm(t, h), "ana", "guess")
+			}
+			return h
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.decision+" "+tc.code, func(t *testing.T) {
+			labels := map[string]string{"decision": tc.decision, "code": tc.code}
+			checkCounter(t, gather(t, newFixture(t).h), "portcullis_requests_total", labels, 0)
+			checkCounter(t, gather(t, newTestHandler(t, ldapConfig)), "portcullis_requests_total", labels, 0)
+			checkCounter(t, gather(t, tc.answer(t)), "portcullis_requests_total", labels, 1)
+		})
+	}
+}
