@@ -98,6 +98,8 @@ var clientSeeds = []struct {
 	{0, 1, "", []byte{3, 1, 255, 10, 13}},
 	{0, 2, "x-forwarded-for: 192.0.2.10\u00a0", nil},
 	{0, 0, "X-Forwarded-For: 203.0.113.9,\n 10.9.9.9", nil},
+	{0, 0, "X-Forwarded-For: ", nil},
+	{0, 2, "X-Forwarded-For: 192.0.2.10\nX-Forwarded-For: ", nil},
 }
 
 // FuzzClientAddress sends requests from trusted and untrusted peers with
@@ -112,7 +114,8 @@ var clientSeeds = []struct {
 //   - the rules decide on that address (sources, allow_if and when), and
 //     LDAP's failed-login limits count it;
 //   - the upstream gets one X-Forwarded-For: a trusted peer's lines, in
-//     order, then the peer; from any other peer the peer alone; and no
+//     order, an empty one too, then the peer; from any other peer the
+//     peer alone; and no
 //     Forwarded or X-Real-IP.
 func FuzzClientAddress(f *testing.F) {
 	fx := newFixtureOf(f, clientConfig)
@@ -353,6 +356,47 @@ func TestZonedAddressesOfTrustedProxies(t *testing.T) {
 			}
 			r = request("GET", "/public/x", nil, "X-Forwarded-For", tc.xff)
 			r.RemoteAddr = tc.peer
+			if _, got, reached := f.do(t, r); !reached || got.Header.Get("X-Forwarded-For") != tc.upstream {
+				t.Errorf("upstream got X-Forwarded-For %q (reached %v), want %q", got.Header.Get("X-Forwarded-For"), reached, tc.upstream)
+			}
+		})
+	}
+}
+
+// An empty X-Forwarded-For line from a trusted proxy is an entry that is
+// no address: the client is unknown to the rules, and the upstream gets
+// the line as it came, then the peer, as Go's ReverseProxy
+// (ProxyRequest.SetXForwarded) and nginx's $proxy_add_x_forwarded_for
+// forward it. Left out, the upstream's list would end at the trusted
+// proxy, and an upstream that reads the rightmost address it does not
+// trust, and refuses what does not parse as portcullis does, would take
+// that proxy for the client rather than an unknown one: a sources rule
+// that covers it (clientConfig's internal) would let the client through
+// there.
+func TestEmptyForwardedForOfATrustedProxy(t *testing.T) {
+	f := newFixtureOf(t, clientConfig)
+	for _, tc := range []struct {
+		name     string
+		lines    []string
+		upstream string
+	}{
+		{"one empty line", []string{""}, ", 10.1.2.3"},
+		{"an empty line after an address", []string{"192.0.2.10", ""}, "192.0.2.10, , 10.1.2.3"},
+		{"a line of spaces", []string{"  "}, ", 10.1.2.3"}, // the upstream's server trims the value it reads
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := request("GET", "/internal/x", nil, "Accept", "application/json")
+			r.Header["X-Forwarded-For"] = tc.lines
+			r.RemoteAddr = "10.1.2.3:5555"
+			if got := f.h.clientAddr(r); got.IsValid() {
+				t.Errorf("client %v, want unknown", got)
+			}
+			if resp, _, reached := f.do(t, r); reached {
+				t.Errorf("an unknown client bypassed by the rule internal (sources: its proxy's range), status %d", resp.StatusCode)
+			}
+			r = request("GET", "/public/x", nil)
+			r.Header["X-Forwarded-For"] = tc.lines
+			r.RemoteAddr = "10.1.2.3:5555"
 			if _, got, reached := f.do(t, r); !reached || got.Header.Get("X-Forwarded-For") != tc.upstream {
 				t.Errorf("upstream got X-Forwarded-For %q (reached %v), want %q", got.Header.Get("X-Forwarded-For"), reached, tc.upstream)
 			}

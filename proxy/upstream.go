@@ -320,9 +320,13 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Host = h.publicURL.Host
 	}
 	// X-Forwarded-For as ProxyRequest.SetXForwarded makes it: a trusted
-	// peer's list, then the peer. Its X-Forwarded-Host and -Proto would be
-	// overwritten: they come from public_url, prepared once (compile.go)
-	// and shared by every request, never modified in place.
+	// peer's list, then the peer. An empty line stays an empty entry (as
+	// nginx's $proxy_add_x_forwarded_for keeps it too): the client was
+	// unknown to the rules (clientAddr), and without it the list would
+	// end at the trusted peer, which an upstream could take for the
+	// client. Its X-Forwarded-Host and -Proto would be overwritten: they
+	// come from public_url, prepared once (compile.go) and shared by every
+	// request, never modified in place.
 	var prior []string
 	if h.trustedPeer(pr.In) {
 		prior = pr.In.Header["X-Forwarded-For"]
