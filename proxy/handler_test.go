@@ -376,6 +376,33 @@ func TestBypassDropsTheApplicationsSessionCookies(t *testing.T) {
 	})
 }
 
+// The application's cookies reach it as the browser sent them: the parts
+// of a Cookie line the proxy takes its own out of are trimmed of spaces
+// and tabs (RFC 6265, net/http), not of every Unicode space. A cookie that
+// the browser keeps as "\u00a0__Host-sessionid" (a sibling subdomain can
+// set that name, not the prefixed one) was sent on as __Host-sessionid,
+// past the prefix that keeps the application's session its own. A proxy
+// cookie under such a name is still taken out.
+func TestApplicationCookiesReachTheUpstreamAsSent(t *testing.T) {
+	f := newFixture(t)
+	alice := f.login(t, "alice@example.com")
+	for _, tc := range []struct{ name, line, want string }{
+		{"a no-break space before a name", "\u00a0__Host-sessionid=planted; csrftoken=t", "\u00a0__Host-sessionid=planted; csrftoken=t"},
+		{"an ideographic space after a value", "csrftoken=t\u3000; theme=dark", "csrftoken=t\u3000; theme=dark"},
+		{"a proxy cookie behind a no-break space", "theme=dark; \u00a0__Host-portcullis=x", "theme=dark"},
+		{"spaces and tabs around the parts", "theme=dark ;\t csrftoken=t", "theme=dark; csrftoken=t"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := request("GET", "/tasks", alice)
+			r.Header["Cookie"] = append(r.Header["Cookie"], tc.line)
+			_, got, ok := f.do(t, r)
+			if c := strings.Join(got.Header.Values("Cookie"), "; "); !ok || c != tc.want {
+				t.Errorf("upstream Cookie %q (reached %v), want %q", c, ok, tc.want)
+			}
+		})
+	}
+}
+
 // Invariant 4: the path a rule sees is the path the upstream gets, or the
 // request is refused.
 func TestPathTricksAgainstABypassRule(t *testing.T) {

@@ -393,7 +393,12 @@ func (h *Handler) dropCookies(hdr http.Header, appSession bool) {
 	kept := buf[:0]
 	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
-			part = strings.TrimSpace(part)
+			// As the application's server and the proxy's (session's
+			// cookiePair) read the pair: spaces and tabs around it are
+			// no part of it, any other byte is the cookie's, sent on as
+			// it came. Its name is compared as leniently as an upstream
+			// may read it (trimCookieName).
+			part = trimOWS(part)
 			name, _, _ := strings.Cut(part, "=")
 			name = trimCookieName(name)
 			if part == "" || h.ownsCookie(name) || slices.Contains(app, name) {

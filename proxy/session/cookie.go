@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
@@ -487,7 +488,7 @@ type jar struct {
 func (j *jar) collect(lines []string, name string) {
 	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
-			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			k, v, ok := cookiePair(part)
 			if !ok {
 				continue
 			}
@@ -505,6 +506,18 @@ func (j *jar) collect(lines []string, name string) {
 			j.add(i, v)
 		}
 	}
+}
+
+// cookiePair is the name and value of one name=value part of a Cookie
+// line, read as net/http's readCookies reads it: the part and the name
+// trimmed of spaces and tabs (textproto.TrimString: RFC 6265's WSP; a
+// server's reader never leaves CR or LF in a header value), and of
+// nothing else. A name led by a no-break space or another Unicode space is
+// another cookie to a browser, one that the __Host- prefix does not keep a
+// sibling subdomain or a script from setting: it is not this one.
+func cookiePair(part string) (name, value string, ok bool) {
+	name, value, ok = strings.Cut(textproto.TrimString(part), "=")
+	return textproto.TrimString(name), value, ok
 }
 
 // add keeps v as a value of cookie i unless it is empty or already kept.

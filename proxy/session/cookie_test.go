@@ -663,3 +663,57 @@ func TestSealedValueOfAnotherLayoutOrWithoutIDIsNoSession(t *testing.T) {
 		})
 	}
 }
+
+// A cookie is read under the name a browser stores it by: net/http and RFC
+// 6265 trim spaces and tabs around a cookie pair and its name, nothing
+// else. A name led by another Unicode space (a no-break space, NEL, an
+// ideographic space) is another cookie to the browser, one that a sibling
+// subdomain or a script can set where the __Host- prefix lets nobody set
+// the session's: read as the session, the login state or the device
+// cookie, it was a way around that prefix (a session of the attacker's,
+// a login state bound to another browser). Spaces and tabs around a pair
+// are read through, as net/http reads them.
+func TestCookieNamesAreReadAsBrowsersSendThem(t *testing.T) {
+	c := newClock()
+	o := testOptions(c)
+	o.Secure = true // __Host-portcullis
+	st := mustStore(t, o)
+	session := saved(t, st, New(testProfile(), idp.Tokens{}, o))[0]
+	flows := NewFlows(o)
+	devices := NewDevices(o)
+	device := issued(t, devices, "corp\x00alice")
+	for _, tc := range []struct {
+		name  string
+		pair  func(name, value string) string // a Cookie line with the cookie name=value in it
+		reads bool
+	}{
+		{"as sent", func(n, v string) string { return n + "=" + v }, true},
+		{"among others", func(n, v string) string { return "a=1; " + n + "=" + v + "; b=2" }, true},
+		{"spaces and tabs around the pair and its name", func(n, v string) string { return "a=1;\t " + n + " \t=" + v + " ; b=2" }, true},
+		{"a no-break space before the name", func(n, v string) string { return "a=1; \u00a0" + n + "=" + v }, false},
+		{"a no-break space before the name, first", func(n, v string) string { return "\u00a0" + n + "=" + v }, false},
+		{"NEL before the name", func(n, v string) string { return "\u0085" + n + "=" + v }, false},
+		{"an ideographic space before the name", func(n, v string) string { return "a=1;\u3000" + n + "=" + v }, false},
+		{"a line separator before the name", func(n, v string) string { return "\u2028" + n + "=" + v }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header.Set("Cookie", tc.pair(session.Name, session.Value))
+			if got := load(t, mustStore(t, o), r); (got != nil) != tc.reads {
+				t.Errorf("session cookie in %q: a session %v, want %v", r.Header.Get("Cookie"), got != nil, tc.reads)
+			}
+			state := NewState()
+			flow := started(t, flows, state)
+			r = httptest.NewRequest("GET", "/", nil)
+			r.Header.Set("Cookie", tc.pair(flow.Name, flow.Value))
+			if _, err := flows.Finish(httptest.NewRecorder(), r, LoginFlow, state); (err == nil) != tc.reads {
+				t.Errorf("login state cookie in %q: %v, want it read %v", r.Header.Get("Cookie"), err, tc.reads)
+			}
+			r = httptest.NewRequest("POST", "/.portcullis/ldap/corp", nil)
+			r.Header.Set("Cookie", tc.pair(o.DeviceName(), device))
+			if got := devices.Find(r, "corp", "corp\x00alice"); (got.Nonce != "") != tc.reads {
+				t.Errorf("device cookie in %q: nonce %q, want it read %v", r.Header.Get("Cookie"), got.Nonce, tc.reads)
+			}
+		})
+	}
+}

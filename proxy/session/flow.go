@@ -342,7 +342,7 @@ func validState(s string) bool {
 func (j *jar) collectExact(lines []string, name string) {
 	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
-			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			k, v, ok := cookiePair(part)
 			if !ok || k != name {
 				continue
 			}
