@@ -171,11 +171,7 @@ func FuzzClientAddress(f *testing.F) {
 		if got, want := addrKey(addr), wantLimitKey(client, known); got != want || addr.Zone() != "" {
 			t.Errorf("from %s with X-Forwarded-For %q the client is %v, limited under %q; want %q", peer, forwarded, addr, got, want)
 		}
-		host, _, _ := net.SplitHostPort(peer)
-		wantXFF := host
-		if trustedPeer(peer) && len(forwarded) > 0 {
-			wantXFF = strings.Join(forwarded, ", ") + ", " + host
-		}
+		wantXFF := wantForwardedFor(clientTrusted, peer, forwarded)
 
 		fx.upstream.Reset()
 		rec := httptest.NewRecorder()
@@ -217,6 +213,12 @@ func FuzzClientAddress(f *testing.F) {
 // interface, not another address: it is dropped before anything is
 // compared.
 func wantClient(peer string, forwarded []string) (net.IP, bool) {
+	return wantClientBehind(clientTrusted, peer, forwarded)
+}
+
+// wantClientBehind is wantClient behind the trusted proxies in trusted
+// (CIDRs).
+func wantClientBehind(trusted []string, peer string, forwarded []string) (net.IP, bool) {
 	host, _, err := net.SplitHostPort(peer)
 	if err != nil {
 		return nil, false
@@ -225,7 +227,7 @@ func wantClient(peer string, forwarded []string) (net.IP, bool) {
 	if ip == nil {
 		return nil, false
 	}
-	if !inAny(ip, clientTrusted) || len(forwarded) == 0 {
+	if !inAny(ip, trusted) || len(forwarded) == 0 {
 		return ip, true
 	}
 	entries := strings.Split(strings.Join(forwarded, ","), ",")
@@ -234,7 +236,7 @@ func wantClient(peer string, forwarded []string) (net.IP, bool) {
 		if a == nil {
 			return nil, false
 		}
-		if !inAny(a, clientTrusted) {
+		if !inAny(a, trusted) {
 			return a, true
 		}
 	}
@@ -304,9 +306,26 @@ func inAny(ip net.IP, cidrs []string) bool {
 }
 
 func trustedPeer(peer string) bool {
+	return trustedPeerBehind(clientTrusted, peer)
+}
+
+// trustedPeerBehind reports whether peer (host:port) is in trusted (CIDRs).
+func trustedPeerBehind(trusted []string, peer string) bool {
 	host, _, _ := net.SplitHostPort(peer)
 	ip := parseIPNoZone(host)
-	return ip != nil && inAny(ip, clientTrusted)
+	return ip != nil && inAny(ip, trusted)
+}
+
+// wantForwardedFor is the X-Forwarded-For the upstream must get for a
+// request from peer (host:port) with the X-Forwarded-For lines forwarded,
+// behind trusted: a trusted peer's lines, in order, an empty one too, then
+// the peer; from any other peer the peer alone.
+func wantForwardedFor(trusted []string, peer string, forwarded []string) string {
+	host, _, _ := net.SplitHostPort(peer)
+	if trustedPeerBehind(trusted, peer) && len(forwarded) > 0 {
+		return strings.Join(forwarded, ", ") + ", " + host
+	}
+	return host
 }
 
 // wantDecision is clientConfig's rules on path for bob's session from the

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,20 +192,29 @@ var serveSeeds = []struct {
 //     device cookie too, which the header lines can carry, sealed for
 //     ldapserver.Bob: fuzzDevice), nor the application's session cookies
 //     on a bypass;
-//   - Host and X-Forwarded-* come from public_url;
+//   - Host and X-Forwarded-Host and -Proto come from public_url, and
+//     X-Forwarded-For is the peer's (servePeers: trusted and untrusted,
+//     IPv4-mapped, zoned link-local), after a trusted peer's own lines;
+//     the rules above are run as from the client that list names
+//     (wantClientBehind), sources, allow_if and when on request.source
+//     included (the configuration trusted_proxies);
 //   - no answer is a 500 or the proxy's own 5xx, and a request that did not
 //     reach the upstream was refused with a 4xx or sent to log in.
 func FuzzServeHTTP(f *testing.F) {
 	configs := startServeConfigs(f)
 	for c := range configs {
 		for _, s := range serveSeeds {
-			f.Add(s.method, s.target, s.proto, s.headers, []byte(nil), s.body, s.flags|uint8(c)<<fuzzConfigShift)
+			f.Add(s.method, s.target, s.proto, s.headers, []byte(nil), s.body, s.flags|uint8(c)<<fuzzConfigShift, uint8(0))
 		}
 	}
-	f.Add("GET", "/api/x", "HTTP/1.1", "", []byte{6, 2, 7, 8}, "", uint8(fuzzSession))
-	f.Add("POST", "/tasks", "HTTP/1.1", "", []byte{8, 12, 16, 5, 0, 0}, "3\r\nabc\r\n0\r\nX-Email: evil@example.com\r\n\r\n", uint8(fuzzSession))
+	f.Add("GET", "/api/x", "HTTP/1.1", "", []byte{6, 2, 7, 8}, "", uint8(fuzzSession), uint8(0))
+	f.Add("POST", "/tasks", "HTTP/1.1", "", []byte{8, 12, 16, 5, 0, 0}, "3\r\nabc\r\n0\r\nX-Email: evil@example.com\r\n\r\n", uint8(fuzzSession), uint8(0))
+	for _, s := range peerSeeds {
+		c := slices.IndexFunc(configs, func(c *serveConfig) bool { return c.name == s.config })
+		f.Add("GET", s.target, "HTTP/1.1", s.headers, []byte(nil), "", s.flags|uint8(c)<<fuzzConfigShift, s.peer)
+	}
 	iteration := 0
-	f.Fuzz(func(t *testing.T, method, target, proto, headers string, picks []byte, body string, flags uint8) {
+	f.Fuzz(func(t *testing.T, method, target, proto, headers string, picks []byte, body string, flags, peerPick uint8) {
 		iteration++
 		probe := strconv.Itoa(iteration)
 		for i := 0; i+1 < len(picks); i += 2 {
@@ -225,15 +235,20 @@ func FuzzServeHTTP(f *testing.F) {
 			// would be a 429.
 			fx.h.passwords.limits = newLoginLimits()
 		}
-		answers := exchangeRaw(t, fx.addr, raw, sent, finished)
+		peer := int(peerPick) % len(servePeers)
+		answers := exchangeRawFrom(t, peerSource(peer), fx.addr, raw, sent, finished)
 		var reached []echo.Request
 		for _, got := range fx.upstream.Requests() {
 			if p := got.Header.Values(fuzzProbeHeader); len(p) == 0 {
 				// A request of the fuzzer's own, pipelined: its credentials
-				// are somewhere in raw.
-				fx.checkUpstreamGot(t, got, false, fx.directory && bytes.Contains(raw, []byte(bobBasic[len("Basic "):])))
+				// are somewhere in raw, its X-Forwarded-For lines unknown.
+				fx.checkUpstreamGot(t, got, false, fx.directory && bytes.Contains(raw, []byte(bobBasic[len("Basic "):])), peer, nil)
 			} else if slices.Contains(p, probe) {
-				fx.checkUpstreamGot(t, got, flags&fuzzSession != 0, fx.directory && sentBobsPassword(sent))
+				forwarded := []string{}
+				if sent != nil && !namedInConnection(sent.Header, "X-Forwarded-For") {
+					forwarded = sent.Header["X-Forwarded-For"]
+				}
+				fx.checkUpstreamGot(t, got, flags&fuzzSession != 0, fx.directory && sentBobsPassword(sent), peer, &forwarded)
 			} else {
 				continue
 			}
@@ -241,7 +256,7 @@ func FuzzServeHTTP(f *testing.F) {
 		}
 		checkAnswers(t, fx.h, answers, sent, finished, len(reached) > 0)
 		if t.Failed() {
-			t.Logf("request to the %s configuration:\n%q", fx.name, raw)
+			t.Logf("request to the %s configuration from %s:\n%q", fx.name, servePeers[peer], raw)
 		}
 	})
 }
@@ -259,13 +274,18 @@ type serveConfig struct {
 	// directory is true when the rule legacy (/legacy/) checks Basic
 	// credentials at a real slapd, where ldapserver.Bob has bob's identity.
 	directory bool
+	// trusted is the configuration's server.trusted_proxies.
+	trusted []string
 }
 
 // startServeConfigs starts FuzzServeHTTP's configurations, once a process:
 // testConfig as it is (cookie sessions); with session.store redis, at a
 // redis-server of its own, so that sessions go through RedisStore's Load,
-// its cache of opened sessions and its ended and absent sessions; and with
-// the rule legacy, basic_auth at a real slapd, before the others.
+// its cache of opened sessions and its ended and absent sessions; with
+// the rule legacy, basic_auth at a real slapd, before the others; and
+// clientConfig, behind IPv4, IPv6 and link-local trusted proxies, with
+// rules on the client address (sources, allow_if and when). Each listens
+// for servePeers (peerListener).
 func startServeConfigs(f *testing.F) []*serveConfig {
 	redis := redisserver.Start(f)
 	dir := ldapserver.Start(f, ldapserver.Options{})
@@ -274,17 +294,109 @@ func startServeConfigs(f *testing.F) []*serveConfig {
 	for _, c := range []struct {
 		name, yaml string
 		directory  bool
-	}{{"cookie", testConfig, false}, {"redis", withRedis, false}, {"basic_auth", withLegacyRule(dir.URL), true}} {
+	}{{"cookie", testConfig, false}, {"redis", withRedis, false}, {"basic_auth", withLegacyRule(dir.URL), true},
+		{"trusted_proxies", clientConfig, false}} {
 		fx := newFixtureOf(f, c.yaml)
 		if c.directory {
 			// A refused password is answered at once: the failure floor
 			// (250 ms and more) has tests of its own.
 			fx.h.pause = func(context.Context, time.Time) {}
 		}
-		configs = append(configs, &serveConfig{fixture: fx, name: c.name, addr: fx.serve(f),
-			bob: cookieHeader(fx.login(f, bobIdentity["X-Email"], "staff")), device: bobsDevice(f, fx.h), directory: c.directory})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			f.Fatal(err)
+		}
+		addr := serveLiveOn(f, newLive(f.Context(), fx.h, fx.h.log), peerListener{ln})
+		configs = append(configs, &serveConfig{fixture: fx, name: c.name, addr: addr,
+			bob: cookieHeader(fx.login(f, bobIdentity["X-Email"], "staff")), device: bobsDevice(f, fx.h), directory: c.directory,
+			trusted: fx.h.cfg.Server.TrustedProxies})
 	}
 	return configs
+}
+
+// servePeers are the addresses FuzzServeHTTP's requests come from, as
+// http.Request.RemoteAddr has them: the first the loopback address they
+// are sent from, the others clientPeers (trusted and untrusted, in a
+// sources rule, IPv4-mapped, link-local with a zone), which loopback alone
+// cannot give: peerListener says each comes from there.
+var servePeers = append([]string{"127.0.0.1"}, clientPeers...)
+
+// peerSource is the loopback address FuzzServeHTTP connects from to come
+// from servePeers[i].
+func peerSource(i int) netip.Addr {
+	if i == 0 {
+		return netip.MustParseAddr("127.0.0.1")
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 1, byte(i)})
+}
+
+// peerListener is a loopback listener whose connections from
+// peerSource(i) come from servePeers[i], as far as the server can tell.
+type peerListener struct{ net.Listener }
+
+func (l peerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	from := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+	for i := 1; i < len(servePeers); i++ {
+		if from == peerSource(i) {
+			return peerConn{c.(*net.TCPConn), servePeers[i]}, nil
+		}
+	}
+	return c, nil
+}
+
+// peerConn is a connection from the peer it names (host:port); the
+// *net.TCPConn stays what the server reads, writes and half-closes.
+type peerConn struct {
+	*net.TCPConn
+	peer string
+}
+
+func (c peerConn) RemoteAddr() net.Addr { return peerName(c.peer) }
+
+// peerName is a net.Addr that is a host:port.
+type peerName string
+
+func (peerName) Network() string  { return "tcp" }
+func (p peerName) String() string { return string(p) }
+
+// namedInConnection reports whether a Connection line of h names the
+// header name: the README's "headers a client names in Connection are
+// dropped before the rules run", a trusted proxy's X-Forwarded-For too,
+// read as the proxy reads the list (dropConnectionListed).
+func namedInConnection(h http.Header, name string) bool {
+	for _, v := range h["Connection"] {
+		for token := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(token)) == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// peerSeeds are FuzzServeHTTP's seeds on the client address: the request
+// (a GET), the configuration (by name), the peer (servePeers) and flags.
+var peerSeeds = []struct {
+	target, headers, config string
+	peer, flags             uint8
+}{
+	{"/internal/x", "X-Forwarded-For: 203.0.113.9", "trusted_proxies", 1, fuzzSession},                 // a trusted peer's client, not in sources
+	{"/internal/x", "X-Forwarded-For: 192.168.1.1", "trusted_proxies", 1, 0},                           // a trusted peer's client, in sources
+	{"/internal/x", "X-Forwarded-For: 203.0.113.9", "trusted_proxies", 6, fuzzSession},                 // behind a zoned link-local proxy
+	{"/internal/x", "X-Forwarded-For: 203.0.113.9", "trusted_proxies", 2, fuzzSession},                 // behind an IPv4-mapped one
+	{"/internal/x", "X-Forwarded-For: 192.168.1.1", "trusted_proxies", 3, fuzzSession},                 // from an untrusted peer: not believed
+	{"/office/x", "X-Forwarded-For: 192.0.2.10", "trusted_proxies", 4, fuzzSession},                    // trusted IPv6 proxy, allow_if on the source
+	{"/office/x", "X-Forwarded-For: 192.0.2.10\u00a0", "trusted_proxies", 1, fuzzSession},              // an entry that is no address
+	{"/lab/x", "X-Forwarded-For: 192.0.2.66, 10.9.9.9", "trusted_proxies", 1, 0},                       // when on the source, past a trusted hop
+	{"/public/x", "X-Forwarded-For: 198.51.100.7\nX-Real-IP: 10.0.0.1", "trusted_proxies", 1, 0},       // a banned client
+	{"/public/x", "X-Forwarded-For: \nx_forwarded_for: 192.168.1.1", "trusted_proxies", 1, 0},          // an empty line, another spelling
+	{"/office/x", "", "trusted_proxies", 10, fuzzSession},                                              // the peer itself in allow_if
+	{"/tasks", "X-Forwarded-For: 203.0.113.9, fe80::2%eth0", "cookie", 1, fuzzSession},                 // testConfig's trusted proxy
+	{"/legacy/x", "Authorization: " + bobBasic + "\nX-Forwarded-For: 203.0.113.9", "basic_auth", 1, 0}, // the failure limits' client
 }
 
 // bobsDevice is a device cookie that h seals for ldapserver.Bob's login to
@@ -437,8 +549,10 @@ func exchangeRawFrom(t *testing.T, from netip.Addr, addr string, raw []byte, sen
 // checkUpstreamGot checks one request the upstream got against the rules
 // and against what the proxy may have set, session telling whether the
 // client sent bob's session and password whether it sent bob's directory
-// password.
-func (f *fixture) checkUpstreamGot(t *testing.T, got echo.Request, session, password bool) {
+// password, from servePeers[peer] with the X-Forwarded-For lines
+// *forwarded (nil: not known, as of a pipelined request; its client is
+// read from the X-Forwarded-For the upstream got).
+func (f *serveConfig) checkUpstreamGot(t *testing.T, got echo.Request, session, password bool, peer int, forwarded *[]string) {
 	t.Helper()
 	// Invariant 4: the upstream got a canonical path, one that cleaning
 	// again leaves as it is, and the decision on it is what happened.
@@ -450,9 +564,10 @@ func (f *fixture) checkUpstreamGot(t *testing.T, got echo.Request, session, pass
 		t.Errorf("upstream got %q, under the proxy's own auth_prefix", got.Path)
 	}
 	identity := f.checkIdentityHeaders(t, got, session || password)
+	client, xff := f.wantClient(t, got, peer, forwarded)
 	view := &http.Request{Method: got.Method, Host: got.Host, Header: got.Header.Clone()}
 	f.h.pass.Strip(view.Header) // what the rules saw of the client's headers
-	req := rules.NewRequest(view, got.Path, netip.MustParseAddr("127.0.0.1"))
+	req := rules.NewRequest(view, got.Path, client)
 	rule := f.h.rules.Match(req)
 	if rule.Config.BasicAuth != "" {
 		checkNoBasicCredentials(t, got, rule.Name)
@@ -477,13 +592,50 @@ func (f *fixture) checkUpstreamGot(t *testing.T, got echo.Request, session, pass
 	if got.Host != "cvat.example.com" {
 		t.Errorf("upstream got Host %q, not public_url's", got.Host)
 	}
-	want := map[string]string{"x-forwarded-host": "cvat.example.com", "x-forwarded-proto": "https", "x-forwarded-for": "127.0.0.1", "forwarded": ""}
+	want := map[string]string{"x-forwarded-host": "cvat.example.com", "x-forwarded-proto": "https", "x-forwarded-for": xff, "forwarded": ""}
 	for name, values := range got.Header {
 		n := foldHeaderName(name)
 		if v, ok := want[n]; ok && (v == "" || name != http.CanonicalHeaderKey(n) || len(values) != 1 || values[0] != v) {
-			t.Errorf("upstream got %s: %q; want only the proxy's %s: %s", name, values, http.CanonicalHeaderKey(n), v)
+			t.Errorf("upstream got %s: %q; want only the proxy's %s: %q", name, values, http.CanonicalHeaderKey(n), v)
 		}
 	}
+	if got.Header.Get("X-Forwarded-For") == "" {
+		t.Errorf("upstream got no X-Forwarded-For; want %q", xff)
+	}
+}
+
+// wantClient is the client the rules must have seen for a request the
+// upstream got from servePeers[peer] with the X-Forwarded-For lines
+// *forwarded (wantClientBehind: the README read with package net, not the
+// proxy's netip), the invalid Addr when unknown, and the X-Forwarded-For
+// the upstream must have got, as its server reads it (spaces and tabs
+// around the value trimmed). Without forwarded, the lines are read back
+// from the upstream's X-Forwarded-For, which must then end with the peer.
+func (f *serveConfig) wantClient(t *testing.T, got echo.Request, peer int, forwarded *[]string) (netip.Addr, string) {
+	t.Helper()
+	from := servePeers[peer]
+	if peer == 0 {
+		from = net.JoinHostPort(from, "1") // the real port is the connection's
+	}
+	host, _, _ := net.SplitHostPort(from)
+	var lines []string
+	switch xff := got.Header.Get("X-Forwarded-For"); {
+	case forwarded != nil:
+		lines = *forwarded
+	case !trustedPeerBehind(f.trusted, from) || xff == host:
+	case strings.HasSuffix(xff, ", "+host):
+		lines = []string{strings.TrimSuffix(xff, ", "+host)}
+	default:
+		t.Errorf("upstream got X-Forwarded-For %q from %s; want it to end with the peer", xff, from)
+	}
+	ip, known := wantClientBehind(f.trusted, from, lines)
+	client := netip.Addr{}
+	if v4 := ip.To4(); known && v4 != nil {
+		client = netip.AddrFrom4([4]byte(v4))
+	} else if known {
+		client = netip.AddrFrom16([16]byte(ip))
+	}
+	return client, textproto.TrimString(wantForwardedFor(f.trusted, from, lines))
 }
 
 // checkNoBasicCredentials checks that no Authorization header or trailer

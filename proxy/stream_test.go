@@ -40,6 +40,12 @@ func serveLive(t testing.TB, l *live) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveLiveOn(t, l, proxyLn)
+}
+
+// serveLiveOn is serveLive on the proxy listener proxyLn.
+func serveLiveOn(t testing.TB, l *live, proxyLn net.Listener) string {
+	t.Helper()
 	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -110,8 +110,8 @@ go test -race -count=1 -timeout 15m "$@" ./proxy/... ./rules ./idp
 # did FuzzServeHTTP's: its coverage counts the goroutines of a real server,
 # transport and upstream, which a minimized input seldom repeats exactly.
 # FuzzServeHTTP starts a redis-server and a slapd (once a process) for two of
-# its three configurations and runs its seeds in each: 12000 executions took
-# 9.7 s from an empty fuzz cache.
+# its four configurations and runs its seeds in each: 12000 executions took
+# 9.7 s from an empty fuzz cache with three.
 # FuzzUnanchoredRegexWarningHolds: 30000 executions took 5 s from an empty
 # fuzz cache.
 # FuzzExplainAgreesWithServe serves three rule sets on listeners of their
