@@ -422,3 +422,27 @@ func TestEmptyForwardedForOfATrustedProxy(t *testing.T) {
 		})
 	}
 }
+
+// A trusted proxy's X-Forwarded-For names the client even when its
+// Connection header names X-Forwarded-For: a front that passes a client's
+// Connection line on (none should: RFC 9110 7.6.1) let the client drop
+// the list, and the proxy itself was taken for the client, which a sources
+// rule covering it (clientConfig's internal) let through. The list is for
+// the proxy to read, hop-by-hop or not; the upstream gets the proxy's own.
+func TestConnectionCannotHideTheForwardedClient(t *testing.T) {
+	f := newFixtureOf(t, clientConfig)
+	for _, connection := range []string{"X-Forwarded-For", "keep-alive, x-forwarded-for"} {
+		t.Run(connection, func(t *testing.T) {
+			r := request("GET", "/internal/x", nil, "X-Forwarded-For", "203.0.113.9", "Connection", connection, "Accept", "application/json")
+			r.RemoteAddr = "10.1.2.3:5555"
+			if resp, _, reached := f.do(t, r); reached {
+				t.Errorf("203.0.113.9 bypassed by the rule internal (sources: its proxy's range), status %d", resp.StatusCode)
+			}
+			r = request("GET", "/public/x", nil, "X-Forwarded-For", "203.0.113.9", "Connection", connection)
+			r.RemoteAddr = "10.1.2.3:5555"
+			if _, got, reached := f.do(t, r); !reached || got.Header.Get("X-Forwarded-For") != "203.0.113.9, 10.1.2.3" {
+				t.Errorf("upstream got X-Forwarded-For %q (reached %v), want %q", got.Header.Get("X-Forwarded-For"), reached, "203.0.113.9, 10.1.2.3")
+			}
+		})
+	}
+}

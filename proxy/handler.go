@@ -434,11 +434,14 @@ func stripUpgrade(h http.Header) {
 // header the upstream will not get (`Connection: Authorization` would
 // otherwise pass a credentials bypass rule and reach the upstream anonymous).
 // Upgrade stays: the reverse proxy needs it to carry a WebSocket upgrade.
+// So does X-Forwarded-For: a trusted proxy's list is this hop's to read
+// (clientAddr), and the upstream gets the proxy's own; dropped, the proxy
+// was taken for the client.
 func dropConnectionListed(h http.Header) {
 	for _, v := range h["Connection"] {
 		for name := range strings.SplitSeq(v, ",") {
 			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if name != "" && name != "Upgrade" && name != "Connection" {
+			if name != "" && name != "Upgrade" && name != "Connection" && name != "X-Forwarded-For" {
 				delete(h, name)
 			}
 		}
