@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -105,5 +106,49 @@ func TestGuideValuesForCVATsChart(t *testing.T) {
 	if !v.Ingress.Enabled || v.Ingress.Hostname != public.Hostname() {
 		t.Errorf("ingress.enabled %v, ingress.hostname %q: traefik routes only that host, and portcullis sends %q",
 			v.Ingress.Enabled, v.Ingress.Hostname, public.Hostname())
+	}
+}
+
+// With a CVAT NetworkPolicy on, the notes say how to see that its selector
+// takes CVAT's pods (one that matches no pod, as the server's default does
+// on CVAT charts with one backend Deployment, protects nothing, silently), and
+// which host CVAT's chart must route.
+func TestHelmNotesShowWhatTheCVATPoliciesSelect(t *testing.T) {
+	raw, err := os.ReadFile(guideValues(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := renderNotes(t, string(raw))
+	for _, want := range []string{
+		"kubectl -n cvat get pods -l app.kubernetes.io/name=traefik",
+		"kubectl -n cvat get pods -l app=cvat-app,component=server,tier=backend",
+		"kubectl -n cvat get pods -l app=cvat-app,tier=opa",
+		"ingress.hostname: cvat.example.com",
+		"traefik.enabled: true",
+	} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("NOTES.txt lacks %q:\n%s", want, notes)
+		}
+	}
+
+	// A selector with expressions reads as kubectl takes it.
+	notes = renderNotes(t, `
+networkPolicy:
+  cvatServer:
+    enabled: true
+    namespace: cvat
+    podSelector:
+      matchLabels: {app: cvat-app, component: null, tier: null}
+      matchExpressions:
+        - {key: tier, operator: In, values: [backend, api]}
+        - {key: component, operator: NotIn, values: [worker]}
+        - {key: release, operator: Exists}
+        - {key: canary, operator: DoesNotExist}
+`)
+	if want := "kubectl -n cvat get pods -l 'app=cvat-app,tier in (backend,api),component notin (worker),release,!canary'"; !strings.Contains(notes, want) {
+		t.Errorf("NOTES.txt lacks %q:\n%s", want, notes)
+	}
+	if strings.Contains(notes, "only portcullis reaches it") {
+		t.Errorf("traefik's policy is off: nothing of it to check:\n%s", notes)
 	}
 }

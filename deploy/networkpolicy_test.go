@@ -19,13 +19,18 @@ type pod struct {
 
 // The pods of the guide's cluster: portcullis's release cvat-sso in namespace
 // cvat-sso (render's), CVAT's chart as release cvat in namespace cvat, with
-// the labels CVAT's chart and its traefik subchart give them.
+// the labels CVAT's chart and its traefik subchart give them: read from
+// cvat-ai/cvat helm-chart 2.56.1's templates/cvat_backend/server,
+// worker_export, cvat_frontend and cvat_opa deployment.yml (rendered; the
+// app.kubernetes.io/version, managed-by and helm.sh/chart labels left out)
+// and traefik-helm-chart's templates/_helpers.tpl (traefik.labelselector).
 var (
 	portcullisPod = pod{"cvat-sso", map[string]string{"app.kubernetes.io/name": "portcullis", "app.kubernetes.io/instance": "cvat-sso"}}
 	traefikPod    = pod{"cvat", map[string]string{"app.kubernetes.io/name": "traefik", "app.kubernetes.io/instance": "cvat-cvat"}}
 	cvatServerPod = pod{"cvat", map[string]string{"app": "cvat-app", "tier": "backend", "component": "server", "app.kubernetes.io/name": "cvat", "app.kubernetes.io/instance": "cvat"}}
 	cvatOPAPod    = pod{"cvat", map[string]string{"app": "cvat-app", "tier": "opa", "app.kubernetes.io/name": "cvat", "app.kubernetes.io/instance": "cvat"}}
 	cvatWorkerPod = pod{"cvat", map[string]string{"app": "cvat-app", "tier": "backend", "component": "worker-export", "app.kubernetes.io/name": "cvat", "app.kubernetes.io/instance": "cvat"}}
+	cvatUIPod     = pod{"cvat", map[string]string{"app": "cvat-app", "tier": "frontend", "app.kubernetes.io/name": "cvat", "app.kubernetes.io/instance": "cvat"}}
 	otherAppPod   = pod{"default", map[string]string{"run": "probe"}}
 )
 
@@ -128,6 +133,8 @@ func TestHelmGuideValuesLeaveOnlyPortcullisInFrontOfCVAT(t *testing.T) {
 		{"portcullis reaches traefik", portcullisPod, traefikPod, true},
 		{"traefik reaches CVAT's server", traefikPod, cvatServerPod, true},
 		{"CVAT's OPA loads its rules from the server", cvatOPAPod, cvatServerPod, true},
+		{"traefik reaches CVAT's UI", traefikPod, cvatUIPod, true},
+		{"CVAT's server asks its OPA", cvatServerPod, cvatOPAPod, true},
 		{"another app's pod cannot reach traefik", otherAppPod, traefikPod, false},
 		{"another app's pod cannot reach CVAT's server past traefik", otherAppPod, cvatServerPod, false},
 		{"a pod in CVAT's namespace cannot reach traefik", cvatWorkerPod, traefikPod, false},

@@ -151,3 +151,27 @@ naming every such key, never its value.
 {{- fail (printf "%s: a secret written into values.config would be rendered into the ConfigMap; put it in the Secret (secret.sessionKeys, secret.clientSecrets, secret.env or secret.existingSecret) and drop the key, or write ${VARIABLE} for a variable that Secret sets" (join ", " $inline)) }}
 {{- end }}
 {{- end }}
+
+{{/*
+A LabelSelector (matchLabels, matchExpressions) as kubectl's -l takes it,
+single-quoted when a shell would otherwise split or expand it.
+*/}}
+{{- define "portcullis.kubectlSelector" -}}
+{{- $terms := list }}
+{{- range $k, $v := .matchLabels }}
+{{- $terms = append $terms (printf "%s=%s" $k (toString $v)) }}
+{{- end }}
+{{- range .matchExpressions }}
+{{- if eq .operator "In" }}
+{{- $terms = append $terms (printf "%s in (%s)" .key (join "," .values)) }}
+{{- else if eq .operator "NotIn" }}
+{{- $terms = append $terms (printf "%s notin (%s)" .key (join "," .values)) }}
+{{- else if eq .operator "Exists" }}
+{{- $terms = append $terms .key }}
+{{- else if eq .operator "DoesNotExist" }}
+{{- $terms = append $terms (printf "!%s" .key) }}
+{{- end }}
+{{- end }}
+{{- $s := join "," $terms }}
+{{- if regexMatch "[ !()]" $s }}'{{ $s }}'{{ else }}{{ $s }}{{ end }}
+{{- end }}
