@@ -324,7 +324,7 @@ func (l *sharedLimits) succeeded(k loginKeys, now time.Time) {
 	}
 	k.addr = ""
 	for _, s := range l.sharedKeys(k) {
-		_ = l.redis.ForgetFailures(ctx, s.key)
+		_ = l.redis.ForgetFailures(ctx, s.key, k.taken...)
 	}
 }
 

@@ -237,8 +237,9 @@ func TestSharedFailedLoginLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(keys) != 3 {
-				t.Fatalf("Redis keys %q, want the username's, the account's and the address's", keys)
+			// Each count, and the mark of the attempt counted in it.
+			if len(keys) != 6 {
+				t.Fatalf("Redis keys %q, want the username's, the account's and the address's, and a mark of the attempt in each", keys)
 			}
 			for _, key := range keys {
 				if strings.Contains(key, "alice") || strings.Contains(key, addr.String()) {
@@ -251,6 +252,16 @@ func TestSharedFailedLoginLimits(t *testing.T) {
 				if ttl <= failureWindow-30*time.Second || ttl > failureWindow {
 					t.Errorf("%s lives %s, want %s", key, ttl, failureWindow)
 				}
+			}
+		}},
+		{"a success leaves nothing behind: its counts are forgotten and given back, with their attempts' marks", func(t *testing.T, e env) {
+			one := e.replica(0)
+			k := attemptKeys("corp", "alice", addr)
+			k.account = accountLimitKey("uid=alice,dc=example,dc=com")
+			k, _ = one.take(k, e.now)
+			one.succeeded(k, e.now)
+			if keys, err := e.admin.Keys(t.Context(), "*").Result(); err != nil || len(keys) != 0 {
+				t.Errorf("Redis keys %q, %v; want none", keys, err)
 			}
 		}},
 		{"the names of the counts are keyed by the session key, so that no one reading Redis can hash every address to find them", func(t *testing.T, e env) {
@@ -274,11 +285,13 @@ func TestSharedFailedLoginLimits(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := redisserver.Start(t)
-			admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+			// The replicas are the README's ACL user: whatever the limits
+			// write, that user may.
+			srv := redisserver.StartWith(t, redisserver.Options{Args: append(aclUser(redisACL), "--user", "admin", "on", ">adm", "~*", "+@all")})
+			admin := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "admin", Password: "adm"})
 			t.Cleanup(func() { admin.Close() })
 			replica := func(sessionKey byte) *sharedLimits {
-				r, err := session.DialRedis(session.RedisConfig{URL: srv.URL})
+				r, err := session.DialRedis(session.RedisConfig{URL: "redis://portcullis:pw@" + srv.Addr + "/0"})
 				if err != nil {
 					t.Fatal(err)
 				}

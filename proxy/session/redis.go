@@ -152,8 +152,14 @@ func (r *Redis) Unmark(ctx context.Context, key string) error {
 // its window, which starts with its first failure and lasts ARGV[2] ms. It
 // returns {1, ms the window still lasts} when it counted, or {0, ms the
 // window still lasts}: the check and the count are one step, however many
-// replicas ask at once.
+// replicas ask at once. KEYS[2] marks the attempt it counted, for the
+// window: the same attempt sent again (attemptMark) is answered as counted
+// and not counted again. KEYS[1] stays the plain count that replicas of
+// versions before the marks read and write.
 var takeScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {1, redis.call('PTTL', KEYS[1])}
+end
 local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if n >= tonumber(ARGV[1]) then
   local left = redis.call('PTTL', KEYS[1])
@@ -165,13 +171,19 @@ if n >= tonumber(ARGV[1]) then
 end
 redis.call('SET', KEYS[1], 0, 'PX', ARGV[2], 'NX')
 redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
 return {1, redis.call('PTTL', KEYS[1])}
 `)
 
-// giveBackScript takes back one failure of KEYS[1] if its window lasts no
-// more than ARGV[1] ms: longer means that the window of the failure ended
-// and this one began after it. The last failure ends the window.
+// giveBackScript takes back the failure of KEYS[1] that KEYS[2] marks, if
+// the mark is still there (a give-back sent again finds it gone) and the
+// window lasts no more than ARGV[1] ms: longer means that the window of
+// the failure ended and this one began after it. The last failure ends the
+// window.
 var giveBackScript = redis.NewScript(`
+if redis.call('DEL', KEYS[2]) == 0 then
+  return 0
+end
 local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if n == 0 or redis.call('PTTL', KEYS[1]) > tonumber(ARGV[1]) then
   return 0
@@ -184,10 +196,24 @@ end
 return 0
 `)
 
+// attemptMark is the key that marks one attempt counted against the
+// count countKey (takeScript), named by token, which the attempt alone
+// knows. go-redis sends a command again on a new connection when the first
+// try timed out (MaxRetries), and a Redis that stalled past the read
+// timeout runs the first try when it resumes, before the second: with a
+// plain count, one wrong password was counted twice, and a give-back given
+// twice. The count's name is the mark's hash tag, so that a Cluster keeps
+// both on one node; key_prefix has no braces (RedisConfig.Validate) and
+// the mark starts with it, as the README's ACL rule wants.
+func (r *Redis) attemptMark(countKey, token string) string {
+	return r.prefix + "{" + countKey + "}:attempt:" + token
+}
+
 // Attempt is a failure TakeAttempt counted, which GiveBack takes back if it
 // turns out not to be one. The zero Attempt counted nothing.
 type Attempt struct {
 	key    string    // as the caller named it
+	token  string    // names its mark (attemptMark)
 	ends   time.Time // its window's end, on this process's clock
 	window time.Duration
 }
@@ -202,13 +228,15 @@ func (a Attempt) Key() string { return a.key }
 // has burst failures already in its current window (which starts with its
 // first failure and lasts window): then it counts nothing and says how long
 // the window still lasts. Replicas asking at once never count more than
-// burst. key goes into a key name as it is (under "lim:"): the caller keeps
-// user data out of it.
+// burst, and an attempt is counted once however often go-redis sends it.
+// key goes into a key name as it is (under "lim:"): the caller keeps user
+// data out of it.
 func (r *Redis) TakeAttempt(ctx context.Context, key string, burst int64, window time.Duration) (Attempt, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
 	asked := time.Now()
-	res, err := takeScript.Run(ctx, r.client, []string{r.key("lim", key)}, burst, window.Milliseconds()).Int64Slice()
+	count, token := r.key("lim", key), rand.Text()
+	res, err := takeScript.Run(ctx, r.client, []string{count, r.attemptMark(count, token)}, burst, window.Milliseconds()).Int64Slice()
 	if err == nil && len(res) != 2 {
 		err = fmt.Errorf("answer %v", res)
 	}
@@ -219,13 +247,14 @@ func (r *Redis) TakeAttempt(ctx context.Context, key string, burst int64, window
 	if res[0] != 1 {
 		return Attempt{}, left, nil
 	}
-	return Attempt{key: key, ends: asked.Add(left), window: window}, 0, nil
+	return Attempt{key: key, token: token, ends: asked.Add(left), window: window}, 0, nil
 }
 
 // GiveBack takes back a failure TakeAttempt counted for an attempt that
-// was not one (it succeeded, or could not be made). A failure whose window
-// has ended is not taken from the next one's count: a client that timed
-// its good logins to a window's end would get attempts in the next.
+// was not one (it succeeded, or could not be made), once however often
+// go-redis sends it. A failure whose window has ended is not taken from
+// the next one's count: a client that timed its good logins to a window's
+// end would get attempts in the next.
 func (r *Redis) GiveBack(ctx context.Context, a Attempt) error {
 	if !a.Taken() {
 		return nil
@@ -239,7 +268,8 @@ func (r *Redis) GiveBack(ctx context.Context, a Attempt) error {
 	if most < 0 {
 		return nil
 	}
-	if err := giveBackScript.Run(ctx, r.client, []string{r.key("lim", a.key)}, most.Milliseconds()).Err(); err != nil {
+	count := r.key("lim", a.key)
+	if err := giveBackScript.Run(ctx, r.client, []string{count, r.attemptMark(count, a.token)}, most.Milliseconds()).Err(); err != nil {
 		return r.unavailable("give back attempt", err)
 	}
 	return nil
@@ -271,11 +301,20 @@ func (r *Redis) Failures(ctx context.Context, key string) (int64, time.Duration,
 	return n, max(ttl.Val(), 0), nil
 }
 
-// ForgetFailures clears key's failures.
-func (r *Redis) ForgetFailures(ctx context.Context, key string) error {
+// ForgetFailures clears key's failures, and the marks of those of taken
+// that were counted against it (which would otherwise stay for their
+// window).
+func (r *Redis) ForgetFailures(ctx context.Context, key string, taken ...Attempt) error {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	if err := r.client.Del(ctx, r.key("lim", key)).Err(); err != nil {
+	count := r.key("lim", key)
+	keys := []string{count}
+	for _, a := range taken {
+		if a.key == key && a.token != "" {
+			keys = append(keys, r.attemptMark(count, a.token))
+		}
+	}
+	if err := r.client.Del(ctx, keys...).Err(); err != nil {
 		return r.unavailable("forget failures", err)
 	}
 	return nil

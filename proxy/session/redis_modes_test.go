@@ -169,16 +169,29 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 				if first, err := one.Redis().MarkOnce(ctx, "state-1", until); err != nil || !first {
 					t.Errorf("MarkOnce after the other replica's Unmark = %v, %v; want true", first, err)
 				}
+				var taken []Attempt
 				for i := 1; i <= 2; i++ {
-					if a, _, err := []*RedisStore{one, two}[i-1].Redis().TakeAttempt(ctx, "user:carol", 2, time.Minute); err != nil || !a.Taken() {
+					a, _, err := []*RedisStore{one, two}[i-1].Redis().TakeAttempt(ctx, "user:carol", 2, time.Minute)
+					if err != nil || !a.Taken() {
 						t.Fatalf("TakeAttempt %d = %v, %v", i, a.Taken(), err)
 					}
+					taken = append(taken, a)
 				}
 				if n, ttl, err := one.Redis().Failures(ctx, "user:carol"); err != nil || n != 2 || ttl <= 0 {
 					t.Errorf("Failures = %d, %s, %v; want 2 in a running window", n, ttl, err)
 				}
 				if a, wait, err := two.Redis().TakeAttempt(ctx, "user:carol", 2, time.Minute); err != nil || a.Taken() || wait <= 0 {
 					t.Errorf("a third TakeAttempt of 2 = %v, %s, %v; want refused with a wait", a.Taken(), wait, err)
+				}
+				// Each attempt's mark lives beside its count (a Cluster: on its node).
+				if err := two.Redis().GiveBack(ctx, taken[1]); err != nil {
+					t.Errorf("GiveBack: %v", err)
+				}
+				if n, _, err := one.Redis().Failures(ctx, "user:carol"); err != nil || n != 1 {
+					t.Errorf("Failures after a give-back = %d, %v; want 1", n, err)
+				}
+				if err := one.Redis().ForgetFailures(ctx, "user:carol", taken[0]); err != nil {
+					t.Errorf("ForgetFailures: %v", err)
 				}
 			})
 

@@ -115,3 +115,115 @@ func TestRefreshLockTakenDuringAStallIsTheCallersOwn(t *testing.T) {
 		t.Errorf("RefreshOnce: ran %v, %+v, %v; want it run here, at once", ran, out, err)
 	}
 }
+
+// A failed login counted while Redis stalled past the read timeout is
+// counted once: go-redis sends the script again on a new connection, and
+// Redis, resumed, runs the first try before it. Counted twice, a user was
+// refused after fewer wrong passwords than the burst.
+func TestFailureCountedDuringAStallCountsOnce(t *testing.T) {
+	srv := redisserver.Start(t)
+	r := replica(t, srv, testOptions(newClock())).Redis()
+	ctx := t.Context()
+	if _, _, err := r.TakeAttempt(ctx, "user:warm", 5, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	stallOnce(t, r, srv, "lim:user:alice")
+	a, _, err := r.TakeAttempt(ctx, "user:alice", 5, time.Minute)
+	if err != nil || !a.Taken() {
+		t.Fatalf("TakeAttempt = %v, %v; want counted (the retry, after the resume, is answered)", a.Taken(), err)
+	}
+	if n, _, err := r.Failures(ctx, "user:alice"); err != nil || n != 1 {
+		t.Errorf("Failures = %d, %v; want 1: one attempt", n, err)
+	}
+}
+
+// A failure given back while Redis stalled past the read timeout is given
+// back once, for the same reason: given back twice, a client had an
+// attempt more than the burst.
+func TestFailureGivenBackDuringAStallIsGivenBackOnce(t *testing.T) {
+	srv := redisserver.Start(t)
+	r := replica(t, srv, testOptions(newClock())).Redis()
+	ctx := t.Context()
+	// Redis knows the script (EVALSHA is answered, not NOSCRIPT).
+	warm, _, _ := r.TakeAttempt(ctx, "addr:warm", 5, time.Minute)
+	if err := r.GiveBack(ctx, warm); err != nil {
+		t.Fatal(err)
+	}
+	var last Attempt
+	for range 3 {
+		a, _, err := r.TakeAttempt(ctx, "addr:bob", 5, time.Minute)
+		if err != nil || !a.Taken() {
+			t.Fatalf("TakeAttempt = %v, %v", a.Taken(), err)
+		}
+		last = a
+	}
+	stallOnce(t, r, srv, "lim:addr:bob")
+	if err := r.GiveBack(ctx, last); err != nil {
+		t.Fatalf("GiveBack: %v", err)
+	}
+	if n, _, err := r.Failures(ctx, "addr:bob"); err != nil || n != 2 {
+		t.Errorf("Failures = %d, %v; want 2: one of 3 given back", n, err)
+	}
+}
+
+// previousTakeScript is takeScript as replicas before the attempt marks
+// run it (25f04a2): during a rolling update they count on the same keys.
+var previousTakeScript = redis.NewScript(`
+local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if n >= tonumber(ARGV[1]) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    left = tonumber(ARGV[2])
+  end
+  return {0, left}
+end
+redis.call('SET', KEYS[1], 0, 'PX', ARGV[2], 'NX')
+redis.call('INCR', KEYS[1])
+return {1, redis.call('PTTL', KEYS[1])}
+`)
+
+// Replicas of the version before the attempt marks and of this one count
+// the same failures in the same window, during a rolling update: the count
+// stays a plain number under the same key.
+func TestFailureCountsSharedWithThePreviousVersion(t *testing.T) {
+	srv := redisserver.Start(t)
+	r := replica(t, srv, testOptions(newClock())).Redis()
+	ctx := t.Context()
+	previous := func() []int64 {
+		t.Helper()
+		res, err := previousTakeScript.Run(ctx, r.client, []string{r.key("lim", "user:carol")}, 3, time.Minute.Milliseconds()).Int64Slice()
+		if err != nil {
+			t.Fatalf("previous version's take: %v", err)
+		}
+		return res
+	}
+	if res := previous(); res[0] != 1 {
+		t.Fatalf("previous version's first take = %v, want counted", res)
+	}
+	a, _, err := r.TakeAttempt(ctx, "user:carol", 3, time.Minute)
+	if err != nil || !a.Taken() {
+		t.Fatalf("TakeAttempt = %v, %v", a.Taken(), err)
+	}
+	if res := previous(); res[0] != 1 {
+		t.Fatalf("previous version's second take = %v, want counted", res)
+	}
+	if n, _, err := r.Failures(ctx, "user:carol"); err != nil || n != 3 {
+		t.Errorf("Failures = %d, %v; want 3", n, err)
+	}
+	if res := previous(); res[0] != 0 || res[1] <= 0 {
+		t.Errorf("previous version's fourth take of 3 = %v, want refused with a wait", res)
+	}
+	if b, wait, err := r.TakeAttempt(ctx, "user:carol", 3, time.Minute); err != nil || b.Taken() || wait <= 0 {
+		t.Errorf("a fourth TakeAttempt of 3 = %v, %s, %v; want refused with a wait", b.Taken(), wait, err)
+	}
+	if err := r.GiveBack(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := r.Failures(ctx, "user:carol"); err != nil || n != 2 {
+		t.Errorf("Failures after GiveBack = %d, %v; want 2", n, err)
+	}
+	if res := previous(); res[0] != 1 {
+		t.Errorf("previous version's take after the give-back = %v, want counted", res)
+	}
+}
