@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/redisserver"
 )
 
@@ -82,6 +84,8 @@ func TestSignedInRequestsWhileRedisStalls(t *testing.T) {
 	}
 	before := goroutines()
 
+	logs := &process.Output{}
+	f.h.log = slog.New(slog.NewJSONHandler(logs, nil))
 	for stall := range 2 {
 		srv.Pause()
 		if stall == 0 {
@@ -123,8 +127,10 @@ func TestSignedInRequestsWhileRedisStalls(t *testing.T) {
 				})
 			}
 			wg.Go(func() {
-				if rec := probe("/readyz"); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "session store") {
-					t.Errorf("stall %d: /readyz %d: %s; want 503 naming the session store", stall, rec.Code, rec.Body)
+				// A stall, not an address where nothing answers.
+				if rec := probe("/readyz"); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "session store") ||
+					!strings.Contains(rec.Body.String(), "redis_timeout") {
+					t.Errorf("stall %d: /readyz %d: %s; want 503 naming the session store and redis_timeout", stall, rec.Code, rec.Body)
 				}
 			})
 			wg.Go(func() {
@@ -143,6 +149,15 @@ func TestSignedInRequestsWhileRedisStalls(t *testing.T) {
 			mu.Lock()
 			t.Logf("stall %d: answers %v, the slowest in %v, all in %v; at most %d connections to Redis, %d goroutines (%d before)",
 				stall, codes, slowest.Round(time.Millisecond), time.Since(started).Round(time.Millisecond), mostConns, mostGoroutines, before)
+			for line := range strings.Lines(logs.String()) {
+				var l map[string]any
+				if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "session store unavailable" && l["reason"] != "redis_timeout" {
+					t.Errorf("stall %d: %s; want reason redis_timeout", stall, line)
+				}
+			}
+			if line := logLine(t, logs.String(), "session store unavailable"); line["reason"] != "redis_timeout" {
+				t.Errorf("stall %d: session store unavailable: reason %v, want redis_timeout", stall, line["reason"])
+			}
 			if codes[http.StatusServiceUnavailable] != 200 {
 				t.Errorf("stall %d: answers %v, want 200 times 503", stall, codes)
 			}

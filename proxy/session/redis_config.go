@@ -285,7 +285,16 @@ func redisDialer(tc *tls.Config, hs *handshakes) func(ctx context.Context, netwo
 		Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3,
 	}}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		hs.dialing.Add(1)
 		raw, err := d.DialContext(ctx, network, addr)
+		hs.dialing.Add(-1)
+		var op *net.OpError
+		switch {
+		case errors.As(err, &op):
+			hs.dialFailed.Store(op)
+		case err == nil:
+			hs.dialFailed.Store(nil)
+		}
 		if err != nil || tc == nil {
 			return raw, err
 		}

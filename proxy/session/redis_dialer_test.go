@@ -95,7 +95,7 @@ func caTLS(t *testing.T, caFile string) *tls.Config {
 // once (with another node, whose certificate another CA signed) says
 // nothing of a command that timed out after Redis had answered on its
 // pooled connection since: that command met a Redis busy for seconds, a
-// timeout (redis_unreachable), not a certificate to trust.
+// timeout (redis_timeout), not a certificate to trust.
 func TestRedisTimeoutIsNotExplainedByAnOldHandshake(t *testing.T) {
 	srv := redisserver.StartWith(t, redisserver.Options{TLS: true, Args: []string{"--enable-debug-command", "yes"}})
 	other := redisserver.StartWith(t, redisserver.Options{TLS: true})
@@ -142,7 +142,7 @@ func TestRedisTimeoutIsNotExplainedByAnOldHandshake(t *testing.T) {
 	}
 	// A timeout, or (when the command had gone on to a new connection)
 	// the busy Redis's own handshake under way; never the other node's.
-	if f := FaultOf(err); f.Reason != "redis_unreachable" && f.Reason != "redis_tls_mismatch" || strings.Contains(err.Error(), other.Addr) {
-		t.Errorf("a timeout on a busy Redis: %v\nFaultOf: %+v; want redis_unreachable or redis_tls_mismatch, and not the other node's handshake", err, f)
+	if f := FaultOf(err); f.Reason != "redis_timeout" && f.Reason != "redis_tls_mismatch" || strings.Contains(err.Error(), other.Addr) {
+		t.Errorf("a timeout on a busy Redis: %v\nFaultOf: %+v; want redis_timeout or redis_tls_mismatch, and not the other node's handshake", err, f)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -49,10 +50,23 @@ func (e *errTLSHandshake) Unwrap() error { return e.err }
 // waiting is a handshake under way: a command can time out before the
 // handshake it waited for does (a readiness check's 2 s against the
 // handshake's own 2 s), and that handshake, still unanswered, is its cause.
+//
+// It keeps the connections' dials too: a command that timed out after its
+// connection was made met a Redis that took it and did not answer (stalled
+// or overloaded: errNoAnswer), not one that nothing answers for (its host
+// and port). A connection's read or write deadline says so itself; a
+// command's own deadline does when no dial failed since the last that
+// succeeded (dialFailed) and none is under way (dialing).
 type handshakes struct {
-	last    atomic.Pointer[errTLSHandshake]
-	waiting atomic.Pointer[errTLSHandshake]
+	last       atomic.Pointer[errTLSHandshake]
+	waiting    atomic.Pointer[errTLSHandshake]
+	dialFailed atomic.Pointer[net.OpError]
+	dialing    atomic.Int64
 }
+
+// errNoAnswer is a command that timed out on a connection Redis took,
+// while no dial failed or was under way: Redis runs and does not answer.
+var errNoAnswer = errors.New("Redis took the connection and did not answer in time")
 
 // errNoHandshakeAnswer is a TLS handshake with Redis still unanswered when
 // a command that waited for it timed out.
@@ -99,7 +113,22 @@ func (hs *handshakes) explain(err error) error {
 	if waiting := hs.waiting.Load(); waiting != nil {
 		return fmt.Errorf("%w (%w)", err, waiting)
 	}
-	return err
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return err
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A connection's own read or write deadline: it was made.
+		return fmt.Errorf("%w (%w)", err, errNoAnswer)
+	}
+	// The command's deadline: it may have waited for a dial.
+	if failed := hs.dialFailed.Load(); failed != nil {
+		return fmt.Errorf("%w (%w)", err, failed)
+	}
+	if hs.dialing.Load() > 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", err, errNoAnswer)
 }
 
 // FaultOf is the RedisFault of an error of the Redis store; Reason
@@ -151,6 +180,10 @@ func FaultOf(err error) RedisFault {
 		return RedisFault{Reason: "redis_closed", Hint: "Redis closed the connection without answering: a port that serves TLS only " +
 			"(managed Redis with in-transit encryption; Azure Cache's 6380) does that to plain connections, so use rediss://; " +
 			"or Redis was restarting, or a proxy in between closed it"}
+	case errors.Is(err, errNoAnswer):
+		return RedisFault{Reason: "redis_timeout", Hint: "Redis took the connection but did not answer within the 1 s read timeout: " +
+			"it runs and is stalled or overloaded (a fork for a save or an AOF rewrite, swapping, a paused or migrating VM, " +
+			"a slow command or script, CPU throttling); see its LATENCY DOCTOR, SLOWLOG and INFO persistence, and the host's memory and CPU"}
 	case errors.Is(err, syscall.ECONNREFUSED) || isDNS(err) || isTimeout(err):
 		return RedisFault{Reason: "redis_unreachable", Hint: "nothing answers at session.redis's address: check its host and port, " +
 			"that Redis runs, and what lies between (firewall, network policy)"}

@@ -78,6 +78,7 @@ func TestFaultOf(t *testing.T) {
 		{"nothing listening", dial(syscall.ECONNREFUSED), "redis_unreachable", "host and port"},
 		{"a host name that does not resolve", &net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "redis.internal", IsNotFound: true}}, "redis_unreachable", "host and port"},
 		{"a command that timed out", fmt.Errorf("redis: write: %w", context.DeadlineExceeded), "redis_unreachable", "host and port"},
+		{"a command that timed out on a connection Redis took", fmt.Errorf("redis: write: %w (%w)", os.ErrDeadlineExceeded, errNoAnswer), "redis_timeout", "stalled"},
 		{"an answer it cannot tell", command("ERR unknown command 'FOO'"), "redis_error", ""},
 	}
 	for _, tc := range tests {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,4 +228,72 @@ func TestFailureCountsSharedWithThePreviousVersion(t *testing.T) {
 	if res := previous(); res[0] != 1 {
 		t.Errorf("previous version's take after the give-back = %v, want counted", res)
 	}
+}
+
+// A Redis that takes connections and answers nothing (stalled: a long
+// fork, swapping, a paused VM) is a timeout (redis_timeout), for commands
+// on pooled and new connections and for the readiness check; an address
+// where no connection is taken (a full accept queue here, as a firewall
+// that drops) stays redis_unreachable: check its host and port.
+func TestAStalledRedisIsATimeoutNotAnUnreachableOne(t *testing.T) {
+	srv := redisserver.Start(t)
+	pooled := replica(t, srv, testOptions(newClock())).Redis()
+	if err := pooled.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	fresh := replica(t, srv, testOptions(newClock())).Redis()
+	srv.Pause()
+	for name, err := range map[string]error{
+		"a pooled connection's command": func() error { _, err := pooled.MarkOnce(t.Context(), "x", time.Now().Add(time.Minute)); return err }(),
+		"a new connection's command":    func() error { _, err := fresh.MarkOnce(t.Context(), "x", time.Now().Add(time.Minute)); return err }(),
+		"the readiness check":           pooled.Ping(t.Context()),
+	} {
+		if f := FaultOf(err); f.Reason != "redis_timeout" || !strings.Contains(f.Hint, "stalled") {
+			t.Errorf("%s: %v: %+v; want redis_timeout", name, err, f)
+		}
+	}
+	srv.Resume()
+
+	l := fullAcceptQueue(t)
+	r, err := DialRedis(RedisConfig{URL: "redis://" + l + "/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	_, err = r.MarkOnce(ctx, "x", time.Now().Add(time.Minute))
+	if f := FaultOf(err); f.Reason != "redis_unreachable" {
+		t.Errorf("no connection taken: %v: %+v; want redis_unreachable", err, f)
+	}
+}
+
+// fullAcceptQueue is the address of a loopback listener that takes no
+// more connections: its accept queue (backlog 0) holds one never
+// accepted, and the kernel drops the SYNs of the rest, so their dials
+// time out.
+func fullAcceptQueue(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatalf("the first connection, which fills the queue: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return addr
 }
