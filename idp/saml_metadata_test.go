@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/crewjam/saml"
 
+	"github.com/portcullis-proxy/portcullis/test/process"
 	"github.com/portcullis-proxy/portcullis/test/samlserver"
 )
 
@@ -367,4 +369,85 @@ func TestSAMLMetadataOnlyFromA200(t *testing.T) {
 	if err := p.Ready(); !errors.Is(err, ErrNotReady) {
 		t.Errorf("Ready = %v, want ErrNotReady", err)
 	}
+}
+
+// stallingMetadata serves good metadata until stalled: then it takes each
+// request and answers nothing (an IdP that hangs), until the client gives
+// up.
+type stallingMetadata struct {
+	stalled atomic.Bool
+	hits    atomic.Int32
+	body    []byte
+}
+
+func (m *stallingMetadata) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.hits.Add(1)
+	if m.stalled.Load() {
+		<-r.Context().Done()
+		return
+	}
+	w.Header().Set("Content-Type", "application/samlmetadata+xml")
+	w.Write(m.body)
+}
+
+// A metadata_url that takes connections and answers nothing is given up on
+// after fetchTimeout, at the start (the provider starts, not ready, and
+// says why) and at a refresh (the last good copy is kept, and logins go
+// on with it), and the log says which.
+func TestSAMLMetadataURLThatStalls(t *testing.T) {
+	srv := samlserver.Start(t, samlserver.Options{})
+	md := &stallingMetadata{body: fetchBody(t, srv.MetadataURL())}
+	hs := httptest.NewServer(md)
+	t.Cleanup(hs.Close)
+	c := Config{ID: "corp", Protocol: SAML, EntityID: srv.EntityID(), MetadataURL: hs.URL}
+	bound := 300 * time.Millisecond
+
+	t.Run("at the start", func(t *testing.T) {
+		md.stalled.Store(true)
+		logs := &process.Output{}
+		o := samlTestOptions()
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		asked := time.Now()
+		p, err := newSAMLProvider(t.Context(), c, o, samlTiming{fetchTimeout: bound, refresh: time.Hour, retry: time.Hour})
+		if err != nil {
+			t.Fatalf("a stalled IdP must not fail the start: %v", err)
+		}
+		t.Logf("start gave up after %v", time.Since(asked).Round(time.Millisecond))
+		if err := p.Ready(); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "fetch metadata") {
+			t.Errorf("Ready = %v; want ErrNotReady saying the fetch failed", err)
+		}
+		if !strings.Contains(logs.String(), "fetching IdP metadata failed; retrying in the background") ||
+			!strings.Contains(logs.String(), "Timeout") && !strings.Contains(logs.String(), "deadline") {
+			t.Errorf("log:\n%s\nwant the failed fetch and its timeout", logs.String())
+		}
+	})
+
+	t.Run("at a refresh", func(t *testing.T) {
+		md.stalled.Store(false)
+		logs := &process.Output{}
+		o := samlTestOptions()
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		p, err := newSAMLProvider(t.Context(), c, o, samlTiming{fetchTimeout: bound, refresh: 20 * time.Millisecond, retry: 20 * time.Millisecond})
+		if err != nil || p.Ready() != nil {
+			t.Fatalf("start: %v, %v", err, p.Ready())
+		}
+		good := p.current.Load()
+		md.stalled.Store(true)
+		hits := md.hits.Load()
+		waitFor(t, "two refreshes given up on", func() bool {
+			return md.hits.Load() >= hits+3 && strings.Count(logs.String(), "keeping the last good copy") >= 2
+		})
+		if err := p.Ready(); err != nil {
+			t.Errorf("stalled refreshes made the provider unready: %v", err)
+		}
+		if p.current.Load() != good {
+			t.Error("a stalled refresh replaced the metadata")
+		}
+		if _, err := p.LoginURL(&Flow{State: "s"}); err != nil {
+			t.Errorf("login with the last good metadata: %v", err)
+		}
+		if line := logs.String(); !strings.Contains(line, "Timeout") && !strings.Contains(line, "deadline") {
+			t.Errorf("log:\n%s\nwant the refresh's timeout", line)
+		}
+	})
 }
