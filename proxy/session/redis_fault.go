@@ -55,13 +55,14 @@ func (e *errTLSHandshake) Unwrap() error { return e.err }
 // connection was made met a Redis that took it and did not answer (stalled
 // or overloaded: errNoAnswer), not one that nothing answers for (its host
 // and port). A connection's read or write deadline says so itself; a
-// command's own deadline does when no dial failed since the last that
-// succeeded (dialFailed) and none is under way (dialing).
+// command's own deadline does when a dial succeeded (connected), none
+// failed since (dialFailed) and none is under way (dialing).
 type handshakes struct {
 	last       atomic.Pointer[errTLSHandshake]
 	waiting    atomic.Pointer[errTLSHandshake]
 	dialFailed atomic.Pointer[net.OpError]
 	dialing    atomic.Int64
+	connected  atomic.Bool // a dial succeeded
 }
 
 // errNoAnswer is a command that timed out on a connection Redis took,
@@ -125,7 +126,7 @@ func (hs *handshakes) explain(err error) error {
 	if failed := hs.dialFailed.Load(); failed != nil {
 		return fmt.Errorf("%w (%w)", err, failed)
 	}
-	if hs.dialing.Load() > 0 {
+	if hs.dialing.Load() > 0 || !hs.connected.Load() {
 		return err
 	}
 	return fmt.Errorf("%w (%w)", err, errNoAnswer)
