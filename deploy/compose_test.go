@@ -15,6 +15,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"gopkg.in/yaml.v3"
 
 	"github.com/portcullis-proxy/portcullis/proxy"
 )
@@ -55,14 +56,89 @@ services:
       - 8090:8090
     environment:
       CVAT_HOST: ${CVAT_HOST:-localhost}
+      DJANGO_LOG_VIEWER_HOST: grafana
+      DJANGO_LOG_VIEWER_PORT: 3000
       TRAEFIK_ENTRYPOINTS_web_ADDRESS: :8080
       TRAEFIK_PROVIDERS_DOCKER_EXPOSEDBYDEFAULT: "false"
       TRAEFIK_PROVIDERS_DOCKER_NETWORK: cvat
+      TRAEFIK_PROVIDERS_FILE_DIRECTORY: /etc/traefik/rules
     volumes:
       - /var/run/docker.sock:/var/run/docker.sock:ro
+      - ./components/analytics/grafana_conf.yml:/etc/traefik/rules/grafana_conf.yml:ro
     networks: [cvat]
+  # CVAT's analytics: Grafana with anonymous Admin and no login form, which
+  # only traefik's /analytics route (cvatGrafanaConf) guards; ClickHouse and
+  # Vector's HTTP source. None publishes a port.
+  cvat_grafana:
+    image: grafana/grafana-oss:10.1.2
+    container_name: cvat_grafana
+    environment:
+      GF_AUTH_ANONYMOUS_ENABLED: "true"
+      GF_AUTH_ANONYMOUS_ORG_ROLE: Admin
+      GF_AUTH_DISABLE_LOGIN_FORM: "true"
+      GF_SERVER_ROOT_URL: http://${CVAT_HOST:-localhost}/analytics
+    networks:
+      cvat:
+        aliases: [grafana]
+  cvat_clickhouse:
+    image: clickhouse/clickhouse-server:23.11-alpine
+    container_name: cvat_clickhouse
+    networks:
+      cvat:
+        aliases: [clickhouse]
+  cvat_vector:
+    image: timberio/vector:0.26.0-alpine
+    container_name: cvat_vector
+    networks:
+      cvat:
+        aliases: [vector]
 networks:
   cvat:
+`
+
+// cvatGrafanaConf is CVAT's components/analytics/grafana_conf.yml, a rules
+// file of traefik's file provider (Go templates, env): /analytics goes to
+// Grafana behind a forward-auth to cvat_server's /analytics view that
+// passes only the Cookie and Authorization of the request.
+const cvatGrafanaConf = `http:
+  routers:
+    grafana:
+      entryPoints:
+      - web
+      middlewares:
+      - analytics-auth
+      - strip-prefix
+      service: grafana
+      rule: Host(` + "`{{ env \"CVAT_HOST\" }}`" + `) && PathPrefix(` + "`/analytics`" + `)
+    grafana_https:
+      entryPoints:
+      - websecure
+      middlewares:
+      - analytics-auth
+      - strip-prefix
+      service: grafana
+      tls: {}
+      rule: Host(` + "`{{ env \"CVAT_HOST\" }}`" + `) && PathPrefix(` + "`/analytics`" + `)
+
+  middlewares:
+    analytics-auth:
+      forwardauth:
+        address: http://cvat_server:8080/analytics
+        authRequestHeaders:
+          - "Cookie"
+          - "Authorization"
+
+    strip-prefix:
+      stripprefix:
+        prefixes:
+        - /analytics
+
+  services:
+    grafana:
+      loadBalancer:
+        servers:
+        - url: http://{{ env "DJANGO_LOG_VIEWER_HOST" }}:{{ env "DJANGO_LOG_VIEWER_PORT" }}
+        passHostHeader: false
 `
 
 // composeEnv is what the guide puts in CVAT's .env.
@@ -123,11 +199,14 @@ func loadCVATCompose(t *testing.T, env map[string]string, files ...string) (*typ
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "components", "serverless"), 0o700); err != nil {
-		t.Fatal(err)
+	for _, sub := range []string{"serverless", "analytics"} {
+		if err := os.MkdirAll(filepath.Join(dir, "components", sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for name, content := range map[string][]byte{
-		"docker-compose.yml": []byte(cvatCompose),
+		"docker-compose.yml":                                  []byte(cvatCompose),
+		"components/analytics/grafana_conf.yml":               []byte(cvatGrafanaConf),
 		"components/serverless/docker-compose.serverless.yml": []byte(cvatServerless),
 		"docker-compose.header-auth.yml":                      override,
 		"docker-compose.header-auth.serverless.yml":           serverlessOverride,
@@ -387,5 +466,156 @@ func TestComposeOverrideEnvSampleHasNoInlineComments(t *testing.T) {
 	}
 	if seen == 0 {
 		t.Error("the override's header shows no .env lines")
+	}
+}
+
+// traefikRules is the part of a traefik file-provider rules file that the
+// /analytics route is made of.
+type traefikRules struct {
+	HTTP struct {
+		Routers map[string]struct {
+			EntryPoints []string `yaml:"entryPoints"`
+			Rule        string   `yaml:"rule"`
+			Priority    int      `yaml:"priority"`
+			Middlewares []string `yaml:"middlewares"`
+			Service     string   `yaml:"service"`
+		} `yaml:"routers"`
+		Middlewares map[string]map[string]struct {
+			Address            string   `yaml:"address"`
+			AuthRequestHeaders []string `yaml:"authRequestHeaders"`
+		} `yaml:"middlewares"`
+		Services map[string]any `yaml:"services"`
+	} `yaml:"http"`
+}
+
+// forwardAuth is the forward-auth middleware name defines in rules (traefik
+// takes forwardAuth and forwardauth alike), if it is one.
+func (r traefikRules) forwardAuth(name string) (address string, headers []string, ok bool) {
+	for kind, m := range r.HTTP.Middlewares[name] {
+		if strings.EqualFold(kind, "forwardAuth") {
+			return m.Address, m.AuthRequestHeaders, true
+		}
+	}
+	return "", nil, false
+}
+
+// parseTraefikRules reads a rules file as traefik's file provider does once
+// its template has run: {{ env "X" }} is traefik's environment variable X.
+func parseTraefikRules(t *testing.T, name, content string, env types.MappingWithEquals) traefikRules {
+	t.Helper()
+	content = regexp.MustCompile(`\{\{ env "(\w+)" \}\}`).ReplaceAllStringFunc(content, func(m string) string {
+		k := regexp.MustCompile(`"(\w+)"`).FindStringSubmatch(m)[1]
+		if v := env[k]; v != nil {
+			return *v
+		}
+		return ""
+	})
+	var r traefikRules
+	if err := yaml.Unmarshal([]byte(content), &r); err != nil {
+		t.Fatalf("%s is no traefik rules file: %v", name, err)
+	}
+	return r
+}
+
+// CVAT's /analytics (its Grafana, anonymous Admin behind traefik) asks
+// cvat_server's /analytics view with the identity portcullis sends, not only
+// with CVAT's session cookie, which a browser has only once another CVAT
+// page has run through header auth (portcullis expires it at every
+// sign-in). The override's router wins over CVAT's for the same requests,
+// asks the same view (CVAT still decides who sees analytics), and goes on
+// through CVAT's own middlewares to CVAT's Grafana service.
+func TestComposeOverrideAsksCVATForAnalyticsWithTheIdentity(t *testing.T) {
+	p, _, err := loadCVATWithPortcullis(t, composeEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	traefik := p.Services["traefik"]
+	dir := traefik.Environment["TRAEFIK_PROVIDERS_FILE_DIRECTORY"]
+	if dir == nil {
+		t.Fatal("CVAT's traefik has no rules directory (TRAEFIK_PROVIDERS_FILE_DIRECTORY)")
+	}
+	cvat := parseTraefikRules(t, "CVAT's grafana_conf.yml", cvatGrafanaConf, traefik.Environment)
+	var ours *traefikRules
+	for _, c := range traefik.Configs {
+		if filepath.Dir(c.Target) != *dir || !strings.HasSuffix(c.Target, ".yml") {
+			continue
+		}
+		cfg, ok := p.Configs[c.Source]
+		if !ok || cfg.Content == "" {
+			t.Fatalf("traefik's config %s has no inline content in the override", c.Source)
+		}
+		r := parseTraefikRules(t, c.Source, cfg.Content, traefik.Environment)
+		ours = &r
+	}
+	if ours == nil {
+		t.Fatalf("the override gives traefik no rules in %s: /analytics keeps CVAT's forward-auth, which sees only CVAT's session cookie and answers 401 before CVAT's UI has made one", *dir)
+	}
+	// A name both files define is a conflict traefik resolves by dropping
+	// both: CVAT's /analytics would go.
+	for name := range ours.HTTP.Routers {
+		if _, ok := cvat.HTTP.Routers[name]; ok {
+			t.Errorf("router %s is CVAT's too", name)
+		}
+	}
+	for name := range ours.HTTP.Middlewares {
+		if _, ok := cvat.HTTP.Middlewares[name]; ok {
+			t.Errorf("middleware %s is CVAT's too", name)
+		}
+	}
+
+	theirs := cvat.HTTP.Routers["grafana"]
+	found := false
+	for name, r := range ours.HTTP.Routers {
+		if r.Rule != theirs.Rule {
+			continue
+		}
+		found = true
+		if !slices.Equal(r.EntryPoints, theirs.EntryPoints) {
+			t.Errorf("router %s is on %v, CVAT's on %v", name, r.EntryPoints, theirs.EntryPoints)
+		}
+		// traefik's default priority is the rule's length: CVAT's router
+		// has the same rule, with any host name (253 bytes at most).
+		if r.Priority <= len(strings.Replace(theirs.Rule, "cvat.example.com", strings.Repeat("x", 253), 1)) {
+			t.Errorf("router %s has priority %d: CVAT's own router, with the same rule, could win", name, r.Priority)
+		}
+		if r.Service != theirs.Service {
+			t.Errorf("router %s goes to %q, CVAT's to %q", name, r.Service, theirs.Service)
+		}
+		var auth []string
+		var rest []string
+		for _, m := range r.Middlewares {
+			if address, headers, ok := ours.forwardAuth(m); ok {
+				auth = append(auth, m)
+				cvatAddress, cvatHeaders, _ := cvat.forwardAuth("analytics-auth")
+				if address != cvatAddress {
+					t.Errorf("middleware %s asks %s, CVAT's %s", m, address, cvatAddress)
+				}
+				for _, h := range append(cvatHeaders, "X-Email", "X-Groups") {
+					if !slices.Contains(headers, h) {
+						t.Errorf("middleware %s does not pass %s to CVAT's /analytics view (it passes %v)", m, h, headers)
+					}
+				}
+				continue
+			}
+			if _, ok := ours.HTTP.Middlewares[m]; ok {
+				t.Errorf("router %s adds middleware %s of its own: it should differ from CVAT's only in what the forward-auth passes", name, m)
+			}
+			rest = append(rest, m)
+		}
+		if len(auth) != 1 || r.Middlewares[0] != auth[0] {
+			t.Errorf("router %s should ask CVAT first, with one forward-auth: %v", name, r.Middlewares)
+		}
+		var cvatRest []string
+		for _, m := range theirs.Middlewares {
+			if _, _, ok := cvat.forwardAuth(m); !ok {
+				cvatRest = append(cvatRest, m)
+			}
+		}
+		if !slices.Equal(rest, cvatRest) {
+			t.Errorf("router %s goes through %v after its forward-auth, CVAT's through %v", name, rest, cvatRest)
+		}
+	}
+	if !found {
+		t.Errorf("no router of the override's takes CVAT's /analytics rule %q", theirs.Rule)
 	}
 }
