@@ -112,6 +112,14 @@ type Options struct {
 	// Replay records the assertions SAML providers accept, so that each is
 	// accepted once; SAML providers require it.
 	Replay ReplayStore
+	// Running is the provider of the same entry id that this one replaces
+	// at a configuration reload (nil at the start). What it fetched from
+	// the same place, the OIDC discovery document of the same server_url
+	// and the IdP metadata of the same metadata_url and entity_id, carries
+	// over: a changed entry (a name, scopes, a client secret) takes effect
+	// at once and is as ready as the running one was, rather than not
+	// ready until its IdP answers again.
+	Running Provider
 }
 
 // CallbackURL is the absolute URL of one of this provider's endpoints under the

@@ -109,6 +109,14 @@ func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {
 		p.notReady = nil
 		return p, nil
 	}
+	if running, ok := o.Running.(*oidcProvider); ok && running.cfg.Protocol == OIDC && running.cfg.ServerURL == c.ServerURL {
+		if d, err := running.current(); err == nil {
+			if err := p.use(d.provider); err == nil {
+				p.log.Debug("oidc: discovery carried over from the provider before the reload", "issuer", p.issuer)
+				return p, nil
+			}
+		}
+	}
 	go p.discoverLoop(ctx)
 	return p, nil
 }
@@ -201,6 +209,12 @@ func (p *oidcProvider) discover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("oidc %s: discover %s: %w", p.cfg.ID, p.cfg.ServerURL, err)
 	}
+	return p.use(provider)
+}
+
+// use makes what discovery found in provider's document, with this
+// entry's client, what logins and tokens are checked with.
+func (p *oidcProvider) use(provider *oidc.Provider) error {
 	var meta struct {
 		Issuer   string   `json:"issuer"`
 		IssParam bool     `json:"authorization_response_iss_parameter_supported"`

@@ -40,6 +40,8 @@ type SAMLProvider struct {
 	current atomic.Pointer[saml.ServiceProvider]
 	// lastErr is why the last metadata fetch failed (for Ready).
 	lastErr atomic.Pointer[error]
+	// fetched is when the last metadata fetch ended (Unix nanoseconds).
+	fetched atomic.Int64
 
 	replay  ReplayStore // where accepted assertions are recorded (saml_replay.go)
 	mapping samlMapping
@@ -90,7 +92,14 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 		client = &http.Client{Timeout: timing.fetchTimeout}
 	}
 
+	running, _ := o.Running.(*SAMLProvider)
 	key, cert, err := loadSPKeyPair(c) // generated without sp_cert_file: samlWarnings
+	if c.SPCertFile == "" && running != nil && running.cfg.SPCertFile == "" {
+		// The key pair generated at the start stays until a restart: an
+		// IdP that took the SP metadata's certificate checks requests
+		// with it.
+		key, cert, err = running.base.Key, running.base.Certificate, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("saml %s: sp key pair: %w", c.ID, err)
 	}
@@ -177,6 +186,18 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 		return p, nil
 	}
 
+	if running != nil && running.cfg.MetadataURL == c.MetadataURL && running.cfg.EntityID == c.EntityID {
+		if sp := running.current.Load(); sp != nil {
+			// The same metadata, fetched again on the running one's
+			// schedule: a metadata_url that is away now leaves this one
+			// as ready as the running one is.
+			p.setIdPMetadata(sp.IDPMetadata)
+			p.lastErr.Store(running.lastErr.Load())
+			p.fetched.Store(running.fetched.Load())
+			go p.refreshLoop(ctx)
+			return p, nil
+		}
+	}
 	// The first fetch happens now so that a reachable IdP is ready at once;
 	// an unreachable one is retried in the background.
 	if err := p.refreshMetadata(ctx); err != nil {

@@ -49,6 +49,8 @@ func (p *SAMLProvider) refreshLoop(ctx context.Context) {
 		if p.lastErr.Load() != nil {
 			wait = p.timing.retry
 		}
+		// From the last fetch: one a reload carried over counts.
+		wait -= time.Since(time.Unix(0, p.fetched.Load()))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -70,6 +72,7 @@ func (p *SAMLProvider) refreshLoop(ctx context.Context) {
 // current.
 func (p *SAMLProvider) refreshMetadata(ctx context.Context) error {
 	md, err := p.fetchMetadata(ctx)
+	p.fetched.Store(time.Now().UnixNano())
 	if err != nil {
 		p.lastErr.Store(&err)
 		return fmt.Errorf("saml %s: fetch metadata: %w", p.cfg.ID, err)

@@ -31,9 +31,12 @@ import (
 // public_url, auth_prefix and enable_pkce are unchanged (its discovery, keys
 // and metadata, so its readiness does not flap), and the upstream transport
 // while upstream.timeouts is unchanged (its connections).
-// Providers that are new or changed start afresh; the swap waits up to
-// readyWait for them to become ready, then happens anyway (an IdP that is
-// down is the IdP's problem, not the configuration's, and /readyz says so).
+// Providers that are new or changed start afresh, but a changed one takes
+// over what was discovered or fetched from where it still fetches from
+// (idp.Options.Running), so it is as ready as the one it replaces. The swap
+// waits up to readyWait for those still not ready, then happens anyway (an
+// IdP that is down is the IdP's problem, not the configuration's, and
+// /readyz says so).
 
 // readyWait bounds how long a reload waits for new or changed IdPs.
 const readyWait = 5 * time.Second
@@ -402,7 +405,10 @@ func (h *Handler) keepStripping(prev *Handler) {
 
 // startProvider returns prev's provider for ic when nothing it was built
 // from changed, else starts a new one whose background work (discovery,
-// metadata refresh) lasts until stopProviders ends it.
+// metadata refresh) lasts until stopProviders ends it. A new one takes over
+// what prev's provider of the same id discovered or fetched from where it
+// does too (idp.Options.Running): a changed name or scope must not make
+// logins 503 until an IdP that is away answers again.
 func (h *Handler) startProvider(ctx context.Context, ic idp.Config, opts idp.Options, prev *Handler) (idp.Provider, error) {
 	if prev != nil {
 		if p, ok := prev.providers[ic.ID]; ok && reflect.DeepEqual(p.cfg, ic) &&
@@ -414,6 +420,10 @@ func (h *Handler) startProvider(ctx context.Context, ic idp.Config, opts idp.Opt
 			h.idpStop[ic.ID] = prev.idpStop[ic.ID]
 			return p.impl, nil
 		}
+	}
+	if prev != nil && prev.providers[ic.ID] != nil {
+		// What it fetched from the IdP, where this entry fetches from too.
+		opts.Running = prev.providers[ic.ID].impl
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	impl, err := idp.New(pctx, ic, opts)
