@@ -42,7 +42,9 @@ type BackchannelLogouter interface {
 	// VerifyLogoutToken checks raw (signature by the IdP's keys, typ when
 	// present, iss, aud, iat, events, sub or sid, no nonce, jti) and returns
 	// what it says. It
-	// does not check that jti is unused; the caller does.
+	// does not check that jti is unused; the caller does. An error that is
+	// ErrNotReady says the token could not be checked (discovery has not
+	// succeeded, or the IdP's keys could not be fetched), not that it is bad.
 	VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error)
 }
 
@@ -67,6 +69,11 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, errNotCompact)
 	}
 	tok, err := d.logoutVerifier.Verify(ctx, raw)
+	if err != nil && p.jwks.keysUnavailable() {
+		// Its signature could not be checked: the IdP's keys did not
+		// come (it is down or stalls). Nothing says the token is bad.
+		return nil, fmt.Errorf("oidc %s: logout token: the IdP's signing keys could not be fetched: %w: %w", id, ErrNotReady, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, err)
 	}

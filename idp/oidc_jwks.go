@@ -54,7 +54,13 @@ type jwksThrottle struct {
 	body    []byte
 	header  http.Header
 	failed  error
+	// unfetched is set while the last fetch brought no keys (failed is
+	// set), read without waiting for a fetch under way.
+	unfetched atomic.Bool
 }
+
+// keysUnavailable reports whether the last fetch of the keys brought none.
+func (t *jwksThrottle) keysUnavailable() bool { return t.unfetched.Load() }
 
 // newJWKSThrottle wraps next (http.DefaultTransport when nil), reading at
 // most maxJWKS bytes of each answer.
@@ -91,6 +97,7 @@ func (t *jwksThrottle) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.next.RoundTrip(req)
 	t.fetched, t.body, t.header, t.failed = t.now(), nil, nil, err
+	defer func() { t.unfetched.Store(t.failed != nil) }()
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -37,8 +38,9 @@ const maxLogoutTokenForm = 64 << 10
 // backchannelLogout verifies the logout token and ends the sessions it
 // names. It answers 200 when they have ended, 400 for a token that is
 // missing, invalid or used before (the spec's answers), and 503 when the
-// session store could not be reached (the sessions may still be there, and
-// the same token may be sent again).
+// session store could not be reached, or the IdP's signing keys could not
+// be fetched to check the token (the sessions may still be there, and the
+// same token may be sent again).
 func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	id := r.PathValue("idp")
@@ -63,6 +65,14 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, err := verifier.VerifyLogoutToken(r.Context(), raw)
+	if errors.Is(err, idp.ErrNotReady) {
+		// The IdP did not give the keys to check it with: the token may
+		// be good, and the same one sent again may end the sessions.
+		h.log.Warn("back-channel logout: the token could not be checked; sessions not ended", "idp", id, "err", err)
+		retryLater(w)
+		writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable", "the identity provider's signing keys cannot be fetched right now"))
+		return
+	}
 	if err != nil {
 		h.audit(r, slog.LevelWarn, "backchannel_logout_refused", slog.String("idp", id), slog.Any("err", err))
 		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token is not valid"))
