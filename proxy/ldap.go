@@ -512,14 +512,15 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 	k := cache.key(id, username, password)
 	key = basicIdentityKey(k)
 	start := h.now()
-	if prof, ok := cache.get(k, start); ok {
+	if prof, refused, ok := cache.get(k, start); ok {
 		if !h.roles.ReadsClock() {
 			return prof, key, ""
 		}
 		// A role until a date ends at that date, as a session's does
-		// (authorize), not up to basicAuthTTL after it.
+		// (authorize), not up to basicAuthTTL after it. The refusal is
+		// counted once for the entry, as its check's outcome was.
 		prof = new(*prof)
-		if decision := h.basicRoles(w, id, key, prof, nil); decision != "" {
+		if decision := h.basicRoles(w, id, key, prof, &basicCheck{counted: refused}); decision != "" {
 			return nil, "", decision
 		}
 		return prof, key, ""
@@ -566,13 +567,11 @@ func (h *Handler) basicIdentity(w http.ResponseWriter, r *http.Request, id strin
 // countBasicLogin counts the login of a Basic auth check at IdP id as
 // result: once for all the requests that share check, as its failures are
 // counted (tryPassword, in the check), timed from the check's start as a
-// form login is; once per request for a profile from the cache (check
-// nil), whose success is no login.
+// form login is. A profile from the cache is no login when it is let in
+// (its check counted one); when the role mapping refuses it now (a role
+// until a date), check is its cache entry's, and the refusal counts once
+// for the entry, not once per request of the client.
 func (h *Handler) countBasicLogin(id, result string, check *basicCheck) {
-	if check == nil {
-		h.metrics.login(id, result, 0)
-		return
-	}
 	if check.counted.CompareAndSwap(false, true) {
 		h.metrics.login(id, result, check.took)
 	}
@@ -665,6 +664,9 @@ type basicEntry struct {
 	profile *idp.Profile
 	expires time.Time
 	size    int // the profile's Footprint
+	// refused is set once a request with these credentials was refused
+	// and counted as a denied login (countBasicLogin).
+	refused *atomic.Bool
 }
 
 func newBasicCache(ttl time.Duration, max int) *basicCache {
@@ -683,16 +685,17 @@ func (c *basicCache) key(id, username, password string) [32]byte {
 	return k
 }
 
-// get returns a copy of the profile cached under k, if still fresh.
-func (c *basicCache) get(k [32]byte, now time.Time) (*idp.Profile, bool) {
+// get returns a copy of the profile cached under k, if still fresh, and
+// whether a refusal of it was counted (basicEntry.refused).
+func (c *basicCache) get(k [32]byte, now time.Time) (*idp.Profile, *atomic.Bool, bool) {
 	c.mu.Lock()
 	e, ok := c.entries[k]
 	c.mu.Unlock()
 	if !ok || !now.Before(e.expires) {
-		return nil, false
+		return nil, nil, false
 	}
 	p := *e.profile
-	return &p, true
+	return &p, e.refused, true
 }
 
 func (c *basicCache) put(k [32]byte, p *idp.Profile, now time.Time) {
@@ -725,7 +728,7 @@ func (c *basicCache) put(k [32]byte, p *idp.Profile, now time.Time) {
 		}
 	}
 	saved := *p
-	c.entries[k] = basicEntry{profile: &saved, expires: now.Add(c.ttl), size: size}
+	c.entries[k] = basicEntry{profile: &saved, expires: now.Add(c.ttl), size: size, refused: new(atomic.Bool)}
 	c.bytes += size
 }
 

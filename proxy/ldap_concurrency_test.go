@@ -635,3 +635,46 @@ func TestLDAPBasicAuthSharedCheckCountsOneLogin(t *testing.T) {
 		})
 	}
 }
+
+// Credentials from the Basic auth cache whose role the mapping takes away
+// at a date (now() in role_mapping) count one denied login, as their check
+// counted one success: not one per request of the client until the cache
+// forgets them. A cached success is no login.
+func TestLDAPBasicAuthCachedRefusalCountsOneLogin(t *testing.T) {
+	dir := ldapserver.Start(t, ldapserver.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	until := time.Now().Add(time.Second)
+	cfg := ldapProxyConfig(dir.URL, upstream.URL) + `role_mapping:
+  roles: [admin]
+  default: ""
+  rules:
+    - role: admin
+      when: 'now() < date("` + until.Format(time.RFC3339Nano) + `") && "cvat-admins" in groups'
+`
+	h := newTestHandler(t, cfg)
+	get := func() int {
+		r := httptest.NewRequest("GET", "/legacy/x", nil)
+		r.SetBasicAuth(ldapserver.Alice, ldapserver.AlicePassword)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	for i := range 3 {
+		if code := get(); code != http.StatusOK {
+			t.Fatalf("request %d before the role's end: %d, want 200", i, code)
+		}
+	}
+	waitFor(t, "the role's end", func() bool { return time.Now().After(until) })
+	for i := range 5 {
+		if code := get(); code != http.StatusForbidden {
+			t.Fatalf("request %d after the role's end: %d, want 403", i, code)
+		}
+	}
+	if b := binds(h); b != 1 {
+		t.Errorf("%d binds, want 1: the cache was not used", b)
+	}
+	mfs := gather(t, h)
+	checkCounter(t, mfs, "portcullis_logins_total", map[string]string{"idp": "corp-ldap", "result": "success"}, 1)
+	checkCounter(t, mfs, "portcullis_logins_total", map[string]string{"idp": "corp-ldap", "result": "denied"}, 1)
+}

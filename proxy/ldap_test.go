@@ -119,10 +119,10 @@ func TestBasicCache(t *testing.T) {
 	k := c.key("corp", "alice", "alice-pw")
 	c.put(k, &idp.Profile{Sub: "alice", Roles: []string{"admin"}}, t0)
 
-	if p, ok := c.get(k, t0.Add(59*time.Second)); !ok || p.Sub != "alice" {
+	if p, _, ok := c.get(k, t0.Add(59*time.Second)); !ok || p.Sub != "alice" {
 		t.Errorf("fresh entry not found: %v %v", p, ok)
 	}
-	if _, ok := c.get(k, t0.Add(time.Minute)); ok {
+	if _, _, ok := c.get(k, t0.Add(time.Minute)); ok {
 		t.Errorf("entry found after its TTL")
 	}
 	for _, other := range [][3]string{
