@@ -240,9 +240,13 @@ func (p *oidcProvider) use(provider *oidc.Provider) error {
 	// next ID token with the new one at once).
 	throttled := *p.client
 	throttled.Transport = p.jwks
-	// exp is optional in a logout token; VerifyLogoutToken checks it when present.
-	p.logoutVerifier = provider.VerifierContext(oidc.ClientContext(context.Background(), &throttled),
-		&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true})
+	// exp is optional in a logout token; VerifyLogoutToken checks it when
+	// present. The issuer, keys and algorithms are those provider's own
+	// verifiers take; logoutKeys tells VerifyLogoutToken when the
+	// signature check was what failed.
+	keys := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), &throttled), meta.JWKSURI)
+	p.logoutVerifier = oidc.NewVerifier(meta.Issuer, logoutKeys{keys},
+		&oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true, SupportedSigningAlgs: p.idTokenAlgs})
 	p.oauth = p.oauthConfig(provider.Endpoint())
 	p.notReady = nil
 	return nil

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
 )
 
 // BackchannelLogoutEvent is the member of a logout token's events claim that
@@ -68,10 +70,15 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 		// where the typ check below reads it.
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, errNotCompact)
 	}
-	tok, err := d.logoutVerifier.Verify(ctx, raw)
-	if err != nil && p.jwks.keysUnavailable() {
-		// Its signature could not be checked: the IdP's keys did not
-		// come (it is down or stalls). Nothing says the token is bad.
+	check := &signatureCheck{}
+	tok, err := d.logoutVerifier.Verify(context.WithValue(ctx, signatureCheckKey{}, check), raw)
+	if err != nil && check.err != nil && p.jwks.keysUnavailable() {
+		// Its signature could not be checked: the keys held do not
+		// verify it, and those the IdP was asked for (now, or within
+		// the floor) did not come (it is down or stalls). Nothing says
+		// the token is bad. A token refused before or after its
+		// signature check (not a JWT of the IdP's algorithms, another
+		// issuer or audience) is bad, whenever a fetch last failed.
 		return nil, fmt.Errorf("oidc %s: logout token: the IdP's signing keys could not be fetched: %w: %w", id, ErrNotReady, err)
 	}
 	if err != nil {
@@ -184,4 +191,25 @@ func jwtHeaderType(raw string) string {
 		return string(h.Typ)
 	}
 	return typ
+}
+
+// logoutKeys is the key set logout tokens are verified with: go-oidc's,
+// fetched through the provider's jwksThrottle, which records the outcome
+// of each signature check in the signatureCheck its context carries.
+// go-oidc's Verify gives its key set's error only as text.
+type logoutKeys struct{ keys *oidc.RemoteKeySet }
+
+// signatureCheck is the outcome of a logout token's signature check.
+type signatureCheck struct{ err error }
+
+// signatureCheckKey is the context key of a *signatureCheck.
+type signatureCheckKey struct{}
+
+// VerifySignature implements oidc.KeySet.
+func (k logoutKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	payload, err := k.keys.VerifySignature(ctx, jwt)
+	if c, ok := ctx.Value(signatureCheckKey{}).(*signatureCheck); ok {
+		c.err = err
+	}
+	return payload, err
 }

@@ -3,6 +3,7 @@ package idp
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -302,5 +303,51 @@ func TestLogoutTokensJWKSAnswerIsBounded(t *testing.T) {
 	_, err := ft.p.VerifyLogoutToken(t.Context(), ft.token(nil))
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("larger than %d bytes", maxJWKS)) || len(err.Error()) > 4096 {
 		t.Errorf("a 2 MiB answer from the JWKS: %d bytes of error (%.200s…); want it refused as larger than %d bytes", len(err.Error()), err, maxJWKS)
+	}
+}
+
+// A logout token is "could not be checked" (ErrNotReady, a 503 to send it
+// again) only when its signature check needed the IdP's keys and they did
+// not come, never because some earlier fetch failed: after an outage the
+// keys held verify the IdP's tokens without a fetch, and a token refused
+// for what it says (another client's audience, another issuer, not a JWT
+// the IdP's algorithms sign) is invalid, a 400, not one to send again.
+func TestLogoutTokenRefusedForItsClaimsAfterAKeysOutageIsInvalid(t *testing.T) {
+	li := newTestIssuer(t)
+	ft := newFloorTest(t, li)
+	p, token := ft.p, ft.token
+	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err != nil {
+		t.Fatalf("a valid logout token: %v", err)
+	}
+	// The IdP's JWKS fails once, at a token whose key the proxy does not
+	// hold: that one could not be checked.
+	ft.now = ft.now.Add(jwksRefetchEvery)
+	li.jwksDown.Store(ptr("down for maintenance"))
+	if _, err := p.VerifyLogoutToken(t.Context(), token(ft.forger)); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("a token of a key not held while the JWKS fails: %v; want ErrNotReady", err)
+	}
+	li.jwksDown.Store(nil)
+
+	claims := func(edit func(map[string]any)) map[string]any {
+		c := map[string]any{"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": rand.Text(), "sub": "alice",
+			"events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}
+		edit(c)
+		return c
+	}
+	for name, raw := range map[string]string{
+		"another client's audience": logoutToken(t, li, claims(func(c map[string]any) { c["aud"] = "another-client" }), nil),
+		"another issuer":            logoutToken(t, li, claims(func(c map[string]any) { c["iss"] = "https://elsewhere.example" }), nil),
+		"not a signed JWT":          "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.c2ln",
+	} {
+		_, err := p.VerifyLogoutToken(t.Context(), raw)
+		if err == nil || errors.Is(err, ErrNotReady) {
+			t.Errorf("%s, signed with a key held, after the failed fetch: %v; want it refused as invalid, not ErrNotReady", name, err)
+		}
+	}
+	if _, err := p.VerifyLogoutToken(t.Context(), token(nil)); err != nil {
+		t.Errorf("a valid logout token after the failed fetch: %v", err)
+	}
+	if got := li.jwksFetches.Load(); got != 2 {
+		t.Errorf("the JWKS was fetched %d times; want 2 (the keys held verify the rest)", got)
 	}
 }
