@@ -28,7 +28,9 @@ var ErrRefreshRefused = errors.New("identity provider refused the refresh token"
 // the refresh token the login left behind.
 type Refresher interface {
 	// Refresh spends t's refresh token and returns the user as the IdP sees
-	// them now and the tokens to keep instead of t. The profile is nil when
+	// them now and the tokens to keep instead of t. When ctx has a
+	// deadline, the token endpoint is waited for until then, however short
+	// the IdP client's own timeout. The profile is nil when
 	// the IdP confirmed the token but released nothing to map anew. An error
 	// wrapping ErrRefreshRefused means the session must end; any other error
 	// means the IdP could not be asked, or, when it comes with tokens, that
@@ -80,9 +82,17 @@ func (p *oidcProvider) Refresh(ctx context.Context, t *Tokens) (*Profile, *Token
 	if err != nil {
 		return nil, nil, err
 	}
+	// The token endpoint is waited for as long as ctx allows, past the
+	// client's own bound on a call: a refresh given up on may still be run
+	// by an IdP that resumes from a stall, and one that rotates refresh
+	// tokens has then spent t's, with the new one lost.
+	spend := *p.client
+	if _, ok := ctx.Deadline(); ok {
+		spend.Timeout = 0
+	}
 	ctx = oidc.ClientContext(ctx, p.client)
 	// No access token: the token source goes straight to the token endpoint.
-	token, err := d.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: t.RefreshToken}).Token()
+	token, err := d.oauth.TokenSource(oidc.ClientContext(ctx, &spend), &oauth2.Token{RefreshToken: t.RefreshToken}).Token()
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && refusal(re) {
