@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -19,8 +20,18 @@ const (
 )
 
 const (
-	// refreshTimeout bounds one call to the IdP's token endpoint.
-	refreshTimeout = 15 * time.Second
+	// refreshTimeout bounds a refresh at the IdP: its token endpoint and
+	// what follows. Longer than idpTimeout: a refresh given up on may still
+	// be run by an IdP that resumes (a stall), and one that rotates refresh
+	// tokens has then spent the session's, with the new one lost, so that
+	// the next refresh is refused as reused. No request waits that long
+	// (refreshWait).
+	refreshTimeout = time.Minute
+	// refreshWait is the longest the requests of a session wait for its
+	// refresh at the IdP: past it they are served with the session as it
+	// was, and the refresh goes on (refreshTimeout); a later request gets
+	// its outcome.
+	refreshWait = 3 * time.Second
 	// refreshMemory is the longest an outcome is remembered for requests
 	// that still carry the cookie from before the refresh.
 	refreshMemory = time.Minute
@@ -53,6 +64,9 @@ type refreshCalls struct {
 // refreshCall is one refresh of one session: in flight until done closes.
 type refreshCall struct {
 	done chan struct{}
+	// started is when it was started, by the real clock: requests wait
+	// for it until refreshWait after that.
+	started time.Time
 	// from is the Refreshed time of the session that was refreshed.
 	from time.Time
 	// s is the session to use from now on; nil when it ended.
@@ -60,10 +74,41 @@ type refreshCall struct {
 	// kept says the IdP could not be asked: every request keeps its own.
 	kept     bool
 	finished time.Time
-	// unsaved says that s could not be saved (Redis was away): the store
-	// still holds the session from before the refresh, with the refresh
-	// token the IdP has rotated away. Under refreshCalls.mu.
+	// unsaved says that s is not saved yet: it could not be (Redis was
+	// away), or it came after every request had stopped waiting for it
+	// (refreshWait) and only a later request of the session can write
+	// it (the cookie store). The store still holds the session from before
+	// the refresh, with the refresh token the IdP has rotated away. Under
+	// refreshCalls.mu.
 	unsaved bool
+}
+
+// wait waits for c to finish until refreshWait after it started, or until
+// r's client goes away, and reports whether it finished.
+func (c *refreshCall) wait(r *http.Request) bool {
+	left := refreshWait - time.Since(c.started)
+	if left <= 0 {
+		select {
+		case <-c.done:
+			return true
+		default:
+			return false
+		}
+	}
+	timer := time.NewTimer(left)
+	defer timer.Stop()
+	select {
+	case <-c.done:
+		return true
+	case <-timer.C:
+	case <-r.Context().Done():
+	}
+	select { // done as the wait ended: taken, not left to a later request
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func newRefresher(every time.Duration) *refresher {
@@ -94,15 +139,17 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 
 	call, leader := rf.join(s, now)
 	if leader {
-		// Across replicas too, with the Redis store (redis.go).
-		next, result, ran := h.refreshShared(r.Context(), impl, s)
-		if ran {
-			h.metrics.refreshes.WithLabelValues(s.Profile.IdP, result).Inc()
-		}
-		// Kept: the IdP could not be asked, and the session is s itself.
-		rf.finish(s.ID, call, next, next == s, h.now())
+		// Detached from the request: others wait on this refresh, and
+		// neither a client that goes away nor the end of the wait may
+		// leave a spent token with no session to keep it.
+		go h.runRefresh(context.WithoutCancel(r.Context()), rf, impl, s, call)
 	}
-	<-call.done
+	if !call.wait(r) {
+		// Still at the IdP (stalling): served as the session was, as when
+		// the IdP could not be asked. Its outcome is remembered for the
+		// session's next request (unsaved).
+		return s
+	}
 
 	switch {
 	case call.s == nil:
@@ -118,7 +165,7 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 	err := h.sessions.Save(w, r, &next)
 	// Redis away: the IdP has rotated the refresh token, and only this
 	// process knows the new one (remembers).
-	rf.markUnsaved(call, errors.Is(err, session.ErrUnavailable))
+	rf.markUnsaved(call, errors.Is(err, session.ErrUnavailable), h.now())
 	switch {
 	case errors.Is(err, session.ErrTooLarge):
 		// The IdP now says more about the user than the cookies hold, and
@@ -156,9 +203,60 @@ func (rf *refresher) join(s *session.Session, now time.Time) (call *refreshCall,
 	if c := rf.recent[s.ID]; c != nil && !s.Refreshed.After(c.from) && rf.remembers(c, now) {
 		return c, false
 	}
-	c := &refreshCall{done: make(chan struct{}), from: s.Refreshed}
+	c := &refreshCall{done: make(chan struct{}), from: s.Refreshed, started: time.Now()}
 	rf.inFlight[s.ID] = c
 	return c, true
+}
+
+// runRefresh runs the refresh c of s that rf.join gave this request to
+// lead, across replicas too with the Redis store (redis.go), and finishes
+// it. A renewed session that comes when no request waits for it any more
+// is saved here when the store can save it without a response (Redis);
+// otherwise it stays unsaved, remembered until a request of the session
+// writes it. A panic, which net/http no longer recovers here, keeps the
+// session for now (and ends no process).
+func (h *Handler) runRefresh(ctx context.Context, rf *refresher, impl idp.Refresher, s *session.Session, c *refreshCall) {
+	finished := false
+	defer func() {
+		if v := recover(); v != nil && !finished {
+			h.log.Error("refresh panicked; keeping the session for now", "idp", s.Profile.IdP, "sub", s.Profile.Sub,
+				"panic", v, "stack", string(debug.Stack()))
+			h.metrics.refreshes.WithLabelValues(s.Profile.IdP, refreshError).Inc()
+			rf.finish(s.ID, c, s, true, false, h.now())
+		}
+	}()
+	next, result, ran := h.refreshShared(ctx, impl, s)
+	if ran {
+		h.metrics.refreshes.WithLabelValues(s.Profile.IdP, result).Inc()
+	}
+	// Kept: the IdP could not be asked, and the session is s itself.
+	kept := next == s
+	unsaved := false
+	if next != nil && !kept && time.Since(c.started) >= refreshWait {
+		unsaved = !h.saveLateRefresh(ctx, next, ran)
+	}
+	finished = true
+	rf.finish(s.ID, c, next, kept, unsaved, h.now())
+}
+
+// saveLateRefresh saves next, the outcome of a refresh that no request
+// waits for any more, where the store can without a response: in Redis,
+// when this replica asked the IdP (ran; another replica's outcome is its
+// own to save). It reports false when next is still to be written by a
+// request of the session.
+func (h *Handler) saveLateRefresh(ctx context.Context, next *session.Session, ran bool) bool {
+	rs, ok := h.sessions.(*session.RedisStore)
+	if !ok {
+		return false // the cookie store: only a response carries it
+	}
+	if !ran {
+		return true
+	}
+	err := rs.SaveRenewed(ctx, next)
+	if err != nil {
+		h.log.Warn("refresh: the renewed session not saved yet", "idp", next.Profile.IdP, "err", err)
+	}
+	return !errors.Is(err, session.ErrUnavailable)
 }
 
 // remembers says whether the finished refresh c still answers for its
@@ -179,9 +277,14 @@ func (rf *refresher) remembers(c *refreshCall, now time.Time) bool {
 }
 
 // markUnsaved records whether the renewed session of c is still to be
-// saved, after a request tried to.
-func (rf *refresher) markUnsaved(c *refreshCall, unsaved bool) {
+// saved, after a request tried to at now. One saved only now is
+// remembered a while from now, for the requests that still carry the
+// session it replaces (a page's parallel requests).
+func (rf *refresher) markUnsaved(c *refreshCall, unsaved bool, now time.Time) {
 	rf.mu.Lock()
+	if c.unsaved && !unsaved {
+		c.finished = now
+	}
 	c.unsaved = unsaved
 	rf.mu.Unlock()
 }
@@ -196,10 +299,12 @@ func (rf *refresher) forgetDone(now time.Time) {
 	}
 }
 
-func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, kept bool, now time.Time) {
+// finish records the outcome of c, the refresh of session id, and wakes
+// the requests waiting for it; unsaved as refreshCall's.
+func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, kept, unsaved bool, now time.Time) {
 	rf.mu.Lock()
 	defer rf.mu.Unlock()
-	c.s, c.kept, c.finished = next, kept, now
+	c.s, c.kept, c.unsaved, c.finished = next, kept, unsaved, now
 	delete(rf.inFlight, id)
 	// Each outcome holds a renewed session, tokens included: swept only
 	// once refreshEntries are held, those of every session refreshed
@@ -225,8 +330,9 @@ func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, ke
 // not be asked, or nil when the session must end.
 func (h *Handler) refreshAtIdP(ctx context.Context, impl idp.Refresher, s *session.Session) (*session.Session, string) {
 	id := s.Profile.IdP
-	// Detached from the request: others wait on this refresh, and a client
-	// that goes away must not leave a spent token with no session to keep it.
+	// Detached from the request (runRefresh already is): others wait on
+	// this refresh, and a client that goes away must not leave a spent
+	// token with no session to keep it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 	defer cancel()
 	tokens := s.Tokens

@@ -193,6 +193,8 @@ type rotatedStack struct {
 	via *userinfoFailsOnce
 	at  *atomic.Int64
 	get func() int // GET /data as a script: 200, or 401 without a session
+	op  *oidcserver.Server
+	h   *Handler
 }
 
 // startRotatedStack starts it with store ("cookie" or "redis"); edit, when
@@ -274,5 +276,5 @@ func startRotatedStack(t *testing.T, store string, edit func(string) string) *ro
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	return &rotatedStack{via: via, at: at, get: get}
+	return &rotatedStack{via: via, at: at, get: get, op: op, h: h}
 }

@@ -30,8 +30,7 @@ func TestRefreshRecordIsBoundedWithUnsavedSessions(t *testing.T) {
 		}
 		next := *s
 		next.Expires = expires
-		rf.finish(id, c, &next, false, now)
-		rf.markUnsaved(c, true)
+		rf.finish(id, c, &next, false, true, now)
 	}
 	add("expiring", now.Add(2*time.Minute))
 	for i := range refreshEntries - 1 {
@@ -68,7 +67,7 @@ func TestRefreshRecordForgetsWhatNoLongerAnswers(t *testing.T) {
 			c, _ := rf.join(s, now)
 			next := *s
 			next.Refreshed, next.Expires = now, now.Add(12*time.Hour)
-			rf.finish(s.ID, c, &next, false, now)
+			rf.finish(s.ID, c, &next, false, false, now)
 		}
 	}
 	if n := len(rf.recent); n > 2*perHour {
@@ -224,5 +223,37 @@ func TestRefreshSetUpOtherwiseLogsTheReasonAndHint(t *testing.T) {
 	}
 	if err, _ := lines[0]["err"].(string); !strings.Contains(err, "unexpected signature algorithm") {
 		t.Errorf("err %q, want the verifier's error", err)
+	}
+}
+
+// panickingRefresher is an IdP whose refresh panics: a bug in the proxy.
+type panickingRefresher struct{}
+
+func (panickingRefresher) Ready() error { return nil }
+
+func (panickingRefresher) Refresh(context.Context, *idp.Tokens) (*idp.Profile, *idp.Tokens, error) {
+	panic("a bug in the refresh")
+}
+
+// A refresh that panics, which runs apart from the request that started
+// it, where net/http recovers nothing, keeps the session for now (counted
+// as an error) and ends no process.
+func TestRefreshThatPanicsKeepsTheSession(t *testing.T) {
+	f := newFixture(t)
+	f.h.refresher = newRefresher(time.Minute)
+	f.h.providers["company"].impl = panickingRefresher{}
+	p := idp.Profile{IdP: "company", Sub: "alice", Email: "alice@example.com", Roles: []string{"user"}}
+	s := session.New(p, idp.Tokens{RefreshToken: "first"}, f.h.cookies)
+	rec := httptest.NewRecorder()
+	if err := f.store.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+		t.Fatal(err)
+	}
+	f.h.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	resp, _, reached := f.do(t, request("GET", "/tasks", rec.Result().Cookies(), "Accept", "application/json"))
+	if resp.StatusCode != http.StatusOK || !reached {
+		t.Errorf("request at the refresh that panicked: %d (upstream reached: %v), want 200 with the session kept", resp.StatusCode, reached)
+	}
+	if n := refreshResults(t, f.h, refreshError); n != 1 {
+		t.Errorf("%v refresh errors counted, want 1", n)
 	}
 }

@@ -23,8 +23,10 @@ type RefreshOutcome struct {
 
 const (
 	// refreshLockTTL bounds how long a replica that died mid-refresh holds
-	// the others back; longer than one call to the token endpoint.
-	refreshLockTTL = 20 * time.Second
+	// the others back. Longer than the proxy's bound on one refresh at the
+	// IdP (a minute): a lock that lapsed while the IdP still held the
+	// refresh would let another replica spend the refresh token again.
+	refreshLockTTL = 75 * time.Second
 	// refreshPoll is how often a waiting replica looks for the outcome.
 	refreshPoll = 25 * time.Millisecond
 )

@@ -347,7 +347,33 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 	if s == nil || s.ID == "" {
 		return errors.New("save session: no session ID")
 	}
+	cookie, err := st.ids[0].Encode(sessionIDCodecName, s.ID)
+	if err != nil {
+		return fmt.Errorf("save session %s: seal id: %w", s.ID, err)
+	}
 	now := st.opts.now()
+	if err := st.put(r.Context(), s, now); err != nil {
+		return err
+	}
+	http.SetCookie(w, sessionCookie(st.opts, st.name, cookie, int(s.Expires.Sub(now)/time.Second)))
+	// Chunks left by the cookie store (a switch of session.store) go.
+	expireChunks(w, r, st.opts, st.name, 1)
+	return nil
+}
+
+// SaveRenewed writes s, a session loaded from the store and renewed by a
+// refresh that no request waited for, over the one stored: the cookie,
+// its ID, stays as it is. A session ended meanwhile is not brought back
+// (an error that is not ErrUnavailable).
+func (st *RedisStore) SaveRenewed(ctx context.Context, s *Session) error {
+	if s == nil || s.ID == "" || !s.stored {
+		return errors.New("save renewed session: not a stored session")
+	}
+	return st.put(ctx, s, st.opts.now())
+}
+
+// put writes s to Redis and indexes it (Save).
+func (st *RedisStore) put(ctx context.Context, s *Session, now time.Time) error {
 	ttl := st.ttl(s, now)
 	if ttl <= 0 {
 		return fmt.Errorf("save session %s: already expired", s.ID)
@@ -356,11 +382,7 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 	if err != nil {
 		return fmt.Errorf("save session %s: seal: %w", s.ID, err)
 	}
-	cookie, err := st.ids[0].Encode(sessionIDCodecName, s.ID)
-	if err != nil {
-		return fmt.Errorf("save session %s: seal id: %w", s.ID, err)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), redisOpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
 	mustExist := "0"
 	if s.stored {
@@ -383,9 +405,6 @@ func (st *RedisStore) Save(w http.ResponseWriter, r *http.Request, s *Session) e
 	if err := st.index(ctx, s, now); err != nil {
 		return fmt.Errorf("save session %s: %w", s.ID, err)
 	}
-	http.SetCookie(w, sessionCookie(st.opts, st.name, cookie, int(s.Expires.Sub(now)/time.Second)))
-	// Chunks left by the cookie store (a switch of session.store) go.
-	expireChunks(w, r, st.opts, st.name, 1)
 	return nil
 }
 
