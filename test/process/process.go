@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // FreePort returns a loopback port that was free a moment ago, for a server
@@ -97,6 +98,20 @@ func (o *Output) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.buf.String()
+}
+
+// Awaits reports whether s has been written, waiting up to limit for it:
+// a child's log line comes through its pipe on its own time, and may
+// arrive after the answer it explains.
+func (o *Output) Awaits(s string, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for !strings.Contains(o.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // RSS is the resident memory of process pid in bytes (0 when pid is 0).

@@ -142,6 +142,11 @@ const LoginPath = "/module.php/core/loginuserpass.php"
 // Logs is what PHP's server and SimpleSAMLphp (logging to stderr) wrote.
 func (s *Server) Logs() string { return s.logs.String() }
 
+// Logged reports whether SimpleSAMLphp's log says line, waiting a while
+// for it: PHP writes it to its stderr as it answers, and the pipe may
+// bring it after the answer.
+func (s *Server) Logged(line string) bool { return s.logs.Awaits(line, 10*time.Second) }
+
 // Start writes the configuration, starts php -S and waits until the IdP
 // serves its metadata; the process is killed when the test ends. It fails
 // the test when php or simplesamlphp is missing.
