@@ -47,6 +47,10 @@ const (
 // token again.
 type refresher struct {
 	every time.Duration
+	// wait is how long requests wait for their session's refresh at the
+	// IdP: refreshWait (a test waits longer, where it asks whether the
+	// answer carries the refresh's outcome, not how long it took).
+	wait time.Duration
 	*refreshCalls
 }
 
@@ -65,8 +69,12 @@ type refreshCalls struct {
 type refreshCall struct {
 	done chan struct{}
 	// started is when it was started, by the real clock: requests wait
-	// for it until refreshWait after that.
+	// for it until refresher.wait after that.
 	started time.Time
+	// waiting counts the requests waiting for it that have not given up
+	// (wait): when none is left as it finishes, no request takes its
+	// outcome to the store, and runRefresh does. Under refreshCalls.mu.
+	waiting int
 	// from is the Refreshed time of the session that was refreshed.
 	from time.Time
 	// s is the session to use from now on; nil when it ended.
@@ -76,43 +84,41 @@ type refreshCall struct {
 	finished time.Time
 	// unsaved says that s is not saved yet: it could not be (Redis was
 	// away), or it came after every request had stopped waiting for it
-	// (refreshWait) and only a later request of the session can write
-	// it (the cookie store). The store still holds the session from before
-	// the refresh, with the refresh token the IdP has rotated away. Under
-	// refreshCalls.mu.
+	// and only a later request of the session can write it (the cookie
+	// store), or runRefresh is still writing it (Redis). The store still
+	// holds the session from before the refresh, with the refresh token
+	// the IdP has rotated away. Under refreshCalls.mu.
 	unsaved bool
 }
 
-// wait waits for c to finish until refreshWait after it started, or until
-// r's client goes away, and reports whether it finished.
-func (c *refreshCall) wait(r *http.Request) bool {
-	left := refreshWait - time.Since(c.started)
-	if left <= 0 {
+// waitFor waits for c to finish until rf.wait after it started, or until r's
+// client goes away, and reports whether it finished. A request that joined
+// c in flight and gives up on it is no longer counted as waiting: whether
+// one is left to take the outcome, finish decides under the same lock.
+func (rf *refresher) waitFor(c *refreshCall, r *http.Request) bool {
+	if left := rf.wait - time.Since(c.started); left > 0 {
+		timer := time.NewTimer(left)
+		defer timer.Stop()
 		select {
 		case <-c.done:
 			return true
-		default:
-			return false
+		case <-timer.C:
+		case <-r.Context().Done():
 		}
 	}
-	timer := time.NewTimer(left)
-	defer timer.Stop()
-	select {
-	case <-c.done:
-		return true
-	case <-timer.C:
-	case <-r.Context().Done():
-	}
-	select { // done as the wait ended: taken, not left to a later request
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	select { // done as the wait ended: taken, not left to nobody
 	case <-c.done:
 		return true
 	default:
-		return false
 	}
+	c.waiting--
+	return false
 }
 
 func newRefresher(every time.Duration) *refresher {
-	return &refresher{every: every, refreshCalls: &refreshCalls{inFlight: map[string]*refreshCall{},
+	return &refresher{every: every, wait: refreshWait, refreshCalls: &refreshCalls{inFlight: map[string]*refreshCall{},
 		recent: map[string]*refreshCall{}, sweepAt: minSweep}}
 }
 
@@ -144,7 +150,7 @@ func (h *Handler) refreshSession(w http.ResponseWriter, r *http.Request, s *sess
 		// leave a spent token with no session to keep it.
 		go h.runRefresh(context.WithoutCancel(r.Context()), rf, impl, s, call)
 	}
-	if !call.wait(r) {
+	if !rf.waitFor(call, r) {
 		// Still at the IdP (stalling): served as the session was, as when
 		// the IdP could not be asked. Its outcome is remembered for the
 		// session's next request (unsaved).
@@ -196,6 +202,7 @@ func (rf *refresher) join(s *session.Session, now time.Time) (call *refreshCall,
 	rf.mu.Lock()
 	defer rf.mu.Unlock()
 	if c := rf.inFlight[s.ID]; c != nil {
+		c.waiting++
 		return c, false
 	}
 	// A finished refresh answers requests still carrying the cookie it
@@ -203,18 +210,22 @@ func (rf *refresher) join(s *session.Session, now time.Time) (call *refreshCall,
 	if c := rf.recent[s.ID]; c != nil && !s.Refreshed.After(c.from) && rf.remembers(c, now) {
 		return c, false
 	}
-	c := &refreshCall{done: make(chan struct{}), from: s.Refreshed, started: time.Now()}
+	c := &refreshCall{done: make(chan struct{}), from: s.Refreshed, started: time.Now(), waiting: 1}
 	rf.inFlight[s.ID] = c
 	return c, true
 }
 
 // runRefresh runs the refresh c of s that rf.join gave this request to
 // lead, across replicas too with the Redis store (redis.go), and finishes
-// it. A renewed session that comes when no request waits for it any more
-// is saved here when the store can save it without a response (Redis);
-// otherwise it stays unsaved, remembered until a request of the session
-// writes it. A panic, which net/http no longer recovers here, keeps the
-// session for now (and ends no process).
+// it. A session the IdP ended is ended in the store here, before any
+// request hears of it: one that no request waits for any more would
+// otherwise live on once the outcome is forgotten. A renewed session that
+// no request waits for any more (their wait over, their clients gone) is
+// saved here when the store can save it without a response (Redis, when
+// this replica asked the IdP: another replica's outcome is its own to
+// save); otherwise it stays unsaved, remembered until a request of the
+// session writes it. A panic, which net/http no longer recovers here,
+// keeps the session for now (and ends no process).
 func (h *Handler) runRefresh(ctx context.Context, rf *refresher, impl idp.Refresher, s *session.Session, c *refreshCall) {
 	finished := false
 	defer func() {
@@ -229,35 +240,35 @@ func (h *Handler) runRefresh(ctx context.Context, rf *refresher, impl idp.Refres
 	if ran {
 		h.metrics.refreshes.WithLabelValues(s.Profile.IdP, result).Inc()
 	}
+	if next == nil && ran {
+		// Before any request hears of it, which may be none: the store
+		// forgets the session (Redis), or refuses its cookie from now on
+		// (cookies); a request that waited clears the cookies too.
+		if err := h.sessions.Delete(&noResponse{h: http.Header{}}, nil, s); err != nil {
+			h.log.Error("refresh: session not deleted", "err", err)
+		}
+	}
 	// Kept: the IdP could not be asked, and the session is s itself.
 	kept := next == s
-	unsaved := false
-	if next != nil && !kept && time.Since(c.started) >= refreshWait {
-		unsaved = !h.saveLateRefresh(ctx, next, ran)
-	}
+	rs, inRedis := h.sessions.(*session.RedisStore)
 	finished = true
-	rf.finish(s.ID, c, next, kept, unsaved, h.now())
-}
-
-// saveLateRefresh saves next, the outcome of a refresh that no request
-// waits for any more, where the store can without a response: in Redis,
-// when this replica asked the IdP (ran; another replica's outcome is its
-// own to save). It reports false when next is still to be written by a
-// request of the session.
-func (h *Handler) saveLateRefresh(ctx context.Context, next *session.Session, ran bool) bool {
-	rs, ok := h.sessions.(*session.RedisStore)
-	if !ok {
-		return false // the cookie store: only a response carries it
-	}
-	if !ran {
-		return true
+	if rf.finish(s.ID, c, next, kept, !inRedis || ran, h.now()) || next == nil || kept || !inRedis || !ran {
+		return
 	}
 	err := rs.SaveRenewed(ctx, next)
 	if err != nil {
 		h.log.Warn("refresh: the renewed session not saved yet", "idp", next.Profile.IdP, "err", err)
 	}
-	return !errors.Is(err, session.ErrUnavailable)
+	rf.markUnsaved(c, errors.Is(err, session.ErrUnavailable), h.now())
 }
+
+// noResponse is where what a store writes to a response goes when there
+// is none (a refresh that no request waits for).
+type noResponse struct{ h http.Header }
+
+func (w *noResponse) Header() http.Header         { return w.h }
+func (w *noResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (w *noResponse) WriteHeader(int)             {}
 
 // remembers says whether the finished refresh c still answers for its
 // session. When the IdP could not be asked, it is asked again after the
@@ -299,12 +310,15 @@ func (rf *refresher) forgetDone(now time.Time) {
 	}
 }
 
-// finish records the outcome of c, the refresh of session id, and wakes
-// the requests waiting for it; unsaved as refreshCall's.
-func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, kept, unsaved bool, now time.Time) {
+// finish records the outcome of c, the refresh of session id, wakes the
+// requests waiting for it, and reports whether one is left to take it to
+// the store. When none is, a renewed session is unsaved if untaken says
+// so (it is still to be written).
+func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, kept, untaken bool, now time.Time) (taken bool) {
 	rf.mu.Lock()
 	defer rf.mu.Unlock()
-	c.s, c.kept, c.unsaved, c.finished = next, kept, unsaved, now
+	taken = c.waiting > 0
+	c.s, c.kept, c.unsaved, c.finished = next, kept, !taken && untaken && next != nil && !kept, now
 	delete(rf.inFlight, id)
 	// Each outcome holds a renewed session, tokens included: swept only
 	// once refreshEntries are held, those of every session refreshed
@@ -321,6 +335,7 @@ func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, ke
 	}
 	rf.recent[id] = c
 	close(c.done)
+	return taken
 }
 
 // refreshAtIdP asks the IdP about s's user and builds the session that

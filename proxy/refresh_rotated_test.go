@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"github.com/portcullis-proxy/portcullis/proxy/session"
 	"io"
 	"maps"
 	"net"
@@ -193,8 +195,12 @@ type rotatedStack struct {
 	via *userinfoFailsOnce
 	at  *atomic.Int64
 	get func() int // GET /data as a script: 200, or 401 without a session
-	op  *oidcserver.Server
-	h   *Handler
+	// getCtx is get with ctx: an error when the client gave up.
+	getCtx func(ctx context.Context) (int, error)
+	op     *oidcserver.Server
+	h      *Handler
+	// stored is the session the store holds for the client's cookie.
+	stored func() *session.Session
 }
 
 // startRotatedStack starts it with store ("cookie" or "redis"); edit, when
@@ -264,17 +270,36 @@ func startRotatedStack(t *testing.T, store string, edit func(string) string) *ro
 	}
 	// The session's times are the store's clock's, the real one.
 	at.Store(time.Now().UnixNano())
-	get := func() int {
-		t.Helper()
-		req, _ := http.NewRequest("GET", public+"/data", nil)
+	getCtx := func(ctx context.Context) (int, error) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", public+"/data", nil)
 		req.Header.Set("Accept", "application/json")
 		resp, err := b.Do(req)
 		if err != nil {
-			t.Fatal(err)
+			return 0, err
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		return resp.StatusCode
+		return resp.StatusCode, nil
 	}
-	return &rotatedStack{via: via, at: at, get: get, op: op, h: h}
+	get := func() int {
+		t.Helper()
+		code, err := getCtx(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code
+	}
+	stored := func() *session.Session {
+		t.Helper()
+		req, _ := http.NewRequest("GET", public+"/data", nil)
+		for _, c := range jar.Cookies(req.URL) {
+			req.AddCookie(c)
+		}
+		s, err := h.sessions.Load(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	return &rotatedStack{via: via, at: at, get: get, getCtx: getCtx, op: op, h: h, stored: stored}
 }
