@@ -23,6 +23,7 @@ func TestRefreshWhoseIdPStallsCarriesOnWhenItResumes(t *testing.T) {
 		t.Run(store, func(t *testing.T) {
 			rs := startRotatedStack(t, store, nil)
 			via, at, get, h := rs.via, rs.at, rs.get, rs.h
+			h.refresher.wait = refreshWait // what this test is about
 			succeeded := func() float64 {
 				return refreshResults(t, h, refreshSuccess)
 			}

@@ -114,6 +114,11 @@ func newReloadingProxyLogged(t *testing.T, log *slog.Logger, configFor func(publ
 		t.Fatal(err)
 	}
 	h.now = e.now
+	// A request waits for the refresh it finds due as long as the refresh
+	// may take (refreshTimeout), not refreshWait: these tests ask what its
+	// answer carries, which on a loaded machine must not depend on how
+	// soon the IdP answers.
+	h.refresher.wait = refreshTimeout
 	e.live = newLive(ctx, h, h.log)
 	e.live.src = &configSource{path: e.path, getenv: os.Getenv}
 	_, e.live.src.stamp, _ = e.live.src.read()
@@ -192,6 +197,7 @@ func (e *signedInBeforeReload) reload(t *testing.T, oldNew ...string) {
 		t.Fatal(err)
 	}
 	e.live.cur.Load().now = e.now // before any request reaches it
+	e.live.cur.Load().refresher.wait = refreshTimeout
 }
 
 // get is a script's request with the session's cookies: its status, and the
