@@ -3,15 +3,12 @@ package proxy
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/portcullis-proxy/portcullis/test/echo"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 )
 
@@ -23,35 +20,7 @@ import (
 // to the IdP wait for answer headers 2 s here (idpTimeout's 15 s in
 // production: the same timeout error, sooner).
 func TestLoginWhoseIdPStallsAtTheTokenEndpointIsARetry(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	up := httptest.NewServer(echo.New())
-	t.Cleanup(up.Close)
-	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{base + "/.portcullis/oidc/company/callback"}})
-	y := strings.NewReplacer("PUBLIC_URL", base, "UPSTREAM_URL", up.URL, "ISSUER", op.Issuer).Replace(`
-server:
-  public_url: PUBLIC_URL
-upstream:
-  url: UPSTREAM_URL
-session:
-  keys: [` + testKey + `]
-sso:
-  identity_providers:
-    - id: company
-      protocol: OIDC
-      server_url: ISSUER
-      client_id: portcullis
-      client_secret: portcullis-secret
-      scopes: [openid, email, profile, groups]
-`)
-	h := newTestHandlerVia(t, y, &http.Transport{ResponseHeaderTimeout: 2 * time.Second})
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	waitFor(t, "the proxy to be ready", func() bool { return len(h.Ready()) == 0 })
+	base, _, op := serveWithOIDC(t, &http.Transport{ResponseHeaderTimeout: 2 * time.Second})
 
 	jar, _ := cookiejar.New(nil)
 	stalled := false

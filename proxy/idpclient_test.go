@@ -86,7 +86,11 @@ func (c *staleConnection) Write(p []byte) (int, error) {
 // connections open. Sending the code again is safe: the IdP closed the
 // connection without reading the request, and an IdP that had redeemed the
 // code refuses it the second time, which fails the login as before.
-func TestIdPClosingAKeptConnectionDoesNotFailTheLogin(t *testing.T) {
+// serveWithOIDC serves a proxy on a loopback port, in front of the echo
+// upstream, with one OIDC IdP, company: a real oidc-provider, called
+// through via. It returns the proxy's base URL once it is ready.
+func serveWithOIDC(t *testing.T, via *http.Transport) (string, *Handler, *oidcserver.Server) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +99,6 @@ func TestIdPClosingAKeptConnectionDoesNotFailTheLogin(t *testing.T) {
 	up := httptest.NewServer(echo.New())
 	t.Cleanup(up.Close)
 	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{base + "/.portcullis/oidc/company/callback"}})
-	stale := &staleConnections{}
 	y := strings.NewReplacer("PUBLIC_URL", base, "UPSTREAM_URL", up.URL, "ISSUER", op.Issuer).Replace(`
 server:
   public_url: PUBLIC_URL
@@ -112,15 +115,17 @@ sso:
       client_secret: portcullis-secret
       scopes: [openid, email, profile, groups]
 `)
-	h := newTestHandlerVia(t, y, &http.Transport{DialContext: stale.DialContext})
+	h := newTestHandlerVia(t, y, via)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	for deadline := time.Now().Add(20 * time.Second); len(h.Ready()) > 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy not ready: %v", h.Ready())
-		}
-	}
+	waitFor(t, "the proxy to be ready", func() bool { return len(h.Ready()) == 0 })
+	return base, h, op
+}
+
+func TestIdPClosingAKeptConnectionDoesNotFailTheLogin(t *testing.T) {
+	stale := &staleConnections{}
+	base, _, _ := serveWithOIDC(t, &http.Transport{DialContext: stale.DialContext})
 
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
