@@ -550,8 +550,12 @@ func TestComposeOverrideAsksCVATForAnalyticsWithTheIdentity(t *testing.T) {
 	if ours == nil {
 		t.Fatalf("the override gives traefik no rules in %s: /analytics keeps CVAT's forward-auth, which sees only CVAT's session cookie and answers 401 before CVAT's UI has made one", *dir)
 	}
-	// A name both files define is a conflict traefik resolves by dropping
-	// both: CVAT's /analytics would go.
+	// traefik's file provider reads its directory in name order and keeps
+	// the first definition of a name: a router, middleware or service of the
+	// override's that CVAT's grafana_conf.yml also names is skipped, with a
+	// warning CVAT's traefik does not print at its default log level
+	// (ERROR), and /analytics keeps CVAT's forward-auth. (traefik v3.6.12:
+	// "HTTP router already configured, skipping", grafana_conf.yml's kept.)
 	for name := range ours.HTTP.Routers {
 		if _, ok := cvat.HTTP.Routers[name]; ok {
 			t.Errorf("router %s is CVAT's too", name)
@@ -560,6 +564,11 @@ func TestComposeOverrideAsksCVATForAnalyticsWithTheIdentity(t *testing.T) {
 	for name := range ours.HTTP.Middlewares {
 		if _, ok := cvat.HTTP.Middlewares[name]; ok {
 			t.Errorf("middleware %s is CVAT's too", name)
+		}
+	}
+	for name := range ours.HTTP.Services {
+		if _, ok := cvat.HTTP.Services[name]; ok {
+			t.Errorf("service %s is CVAT's too", name)
 		}
 	}
 
