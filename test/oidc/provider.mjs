@@ -68,6 +68,14 @@
 // endpoint since start (code exchanges and refreshes, answered or refused),
 // so that a test can tell how often the client asked without wrapping the
 // client's own transport.
+//
+// POST /test/rotate-keys rotates the signing keys as Keycloak, Entra ID,
+// Okta and Hydra (POST /admin/keys/...) do, without a restart: a new key
+// (a new kid) for each algorithm of --signing-algs signs from then on, and
+// the keys before stay published after it, for tokens signed with them.
+// Sessions, grants and tokens are kept, so the next logout token for a
+// session begun before is signed with the new key. The keys go to --jwks
+// too. It answers {"kids": [...]}, the new keys' kids.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -75,6 +83,10 @@ import http from 'node:http';
 import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
+// Not part of oidc-provider's API (its keys are set once, from the jwks
+// option): what the constructor calls with that option, called again with
+// the rotated set. package-lock.json pins the version it is read from.
+import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 
 const env = process.env;
 const { values: args } = parseArgs({
@@ -190,21 +202,43 @@ for (const alg of signingAlgs) {
   }
 }
 
-function loadKeys(file) {
-  if (file && fs.existsSync(file)) {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
-  }
-  const keys = signingAlgs.map((alg) => {
+// newKeys are a new signing key (private JWK) for each of signingAlgs.
+function newKeys() {
+  return signingAlgs.map((alg) => {
     const [{ privateKey }, jwkAlg] = keyKinds[alg]();
     const jwk = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig' };
     if (jwkAlg) jwk.alg = jwkAlg;
     return jwk;
   });
-  const jwks = { keys };
+}
+
+function saveKeys(file, jwks) {
   if (file) {
     fs.writeFileSync(file, JSON.stringify(jwks), { mode: 0o600 });
   }
-  return jwks;
+}
+
+let signingKeys;
+
+function loadKeys(file) {
+  if (file && fs.existsSync(file)) {
+    signingKeys = JSON.parse(fs.readFileSync(file, 'utf8'));
+    return structuredClone(signingKeys);
+  }
+  signingKeys = { keys: newKeys() };
+  saveKeys(file, signingKeys);
+  return structuredClone(signingKeys);
+}
+
+// rotateKeys puts a new key for each algorithm before the keys held (the
+// first that fits an alg signs), and has the provider sign and publish
+// with the set.
+function rotateKeys() {
+  const fresh = newKeys();
+  signingKeys = { keys: [...fresh, ...signingKeys.keys] };
+  saveKeys(args.jwks, signingKeys);
+  initializeKeystore.call(provider, structuredClone(signingKeys));
+  return fresh.map((k) => k.kid);
 }
 
 const authMethod = args['client-secret'] === '' ? 'none' : args['auth-method'];
@@ -359,6 +393,10 @@ const server = http.createServer(async (req, res) => {
   if (req.method === 'GET' && path === '/test/token-requests') {
     res.setHeader('Content-Type', 'application/json');
     return res.end(JSON.stringify({ count: tokenRequests }));
+  }
+  if (req.method === 'POST' && path === '/test/rotate-keys') {
+    res.setHeader('Content-Type', 'application/json');
+    return res.end(JSON.stringify({ kids: rotateKeys() }));
   }
   const m = /^\/interaction\/([A-Za-z0-9_-]+)$/.exec(path);
   if (!m) {

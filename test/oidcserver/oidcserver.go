@@ -436,6 +436,23 @@ func (s *Server) RotateKeys() {
 	s.start()
 }
 
+// RotateKeysInPlace rotates the provider's signing keys without a
+// restart, as Keycloak, Entra ID, Okta and Hydra do: a new key (a new kid)
+// for each signing algorithm signs from now on, and the keys before stay
+// published after it. Unlike RotateKeys, its sessions are kept: the
+// logout token of a session begun before is signed with the new key. It
+// returns the new keys' kids.
+func (s *Server) RotateKeysInPlace(t testing.TB) []string {
+	t.Helper()
+	resp := post(t, http.DefaultClient, strings.TrimSuffix(s.Issuer, "/")+"/test/rotate-keys", url.Values{})
+	defer resp.Body.Close()
+	var v struct{ Kids []string }
+	if err := json.NewDecoder(resp.Body).Decode(&v); resp.StatusCode != http.StatusOK || err != nil || len(v.Kids) == 0 {
+		t.Fatalf("oidcserver: rotate keys: %d %v %v", resp.StatusCode, err, v.Kids)
+	}
+	return v.Kids
+}
+
 // TokenRequests is how many requests the token endpoint received since the
 // provider last started: code exchanges and refreshes, answered or
 // refused. It is counted by the provider, so that a test can tell how often

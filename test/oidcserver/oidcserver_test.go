@@ -1,11 +1,13 @@
 package oidcserver
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +105,32 @@ func TestTokenRequestsCountsEveryPOSTToTheTokenEndpoint(t *testing.T) {
 	}
 	if n := s.TokenRequests(t); n != 2 {
 		t.Errorf("token requests after two refused refreshes = %d, want 2", n)
+	}
+}
+
+// RotateKeysInPlace publishes a new key first, keeps the old one published
+// after it, and keeps them across a restart.
+func TestRotateKeysInPlacePublishesTheNewKeyBeforeTheOld(t *testing.T) {
+	s := Start(t, Options{RedirectURIs: []string{"http://127.0.0.1:1/cb"}})
+	kids := func() []string {
+		var set struct{ Keys []struct{ Kid string } }
+		if err := json.Unmarshal([]byte(fetch(t, s.Issuer+"/jwks")), &set); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, k := range set.Keys {
+			out = append(out, k.Kid)
+		}
+		return out
+	}
+	before := kids()
+	rotated := s.RotateKeysInPlace(t)
+	want := append(slices.Clone(rotated), before...)
+	if got := kids(); !slices.Equal(got, want) {
+		t.Errorf("kids after the rotation: %v, want %v (the new ones, then those before)", got, want)
+	}
+	s.Restart()
+	if got := kids(); !slices.Equal(got, want) {
+		t.Errorf("kids after a restart: %v, want %v", got, want)
 	}
 }
