@@ -25,14 +25,21 @@ type testIssuer struct {
 	// key signs the tokens; a test that swaps it for another signs tokens
 	// the JWKS does not vouch for.
 	key *rsa.PrivateKey
-	mu  sync.Mutex // guards published, which rotate replaces
-	// published is the key in the JWKS, as kid "k1".
+	mu  sync.Mutex // guards published, kid and retired, which rotate and rotateTo replace
+	// published is the key in the JWKS, as kid: "k1" until rotateTo.
 	published *rsa.PublicKey
+	kid       string
+	// retired are the keys rotateTo replaced, published after the one
+	// signing, as IdPs keep publishing a key for tokens signed before.
+	retired []jose.JSONWebKey
 	// jwksFetches counts the requests for the JWKS.
 	jwksFetches atomic.Int32
 	// jwksDown, when set, is the body of a 503 that the JWKS is answered
 	// with instead of the keys.
 	jwksDown atomic.Pointer[string]
+	// jwksHeld, when set, holds the JWKS's answers back, with the keys
+	// published when asked, until it is closed.
+	jwksHeld atomic.Pointer[chan struct{}]
 	// edit changes the ID token's claims before they are signed.
 	edit func(claims map[string]any)
 	// nonce is the nonce the next ID token carries.
@@ -58,7 +65,7 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ti := &testIssuer{key: key, published: &key.PublicKey}
+	ti := &testIssuer{key: key, published: &key.PublicKey, kid: "k1"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		discovery := map[string]any{
@@ -87,9 +94,16 @@ func newTestIssuer(t *testing.T) *testIssuer {
 			return
 		}
 		ti.mu.Lock()
-		public := ti.published
+		keys := append([]jose.JSONWebKey{{Key: ti.published, KeyID: ti.kid, Algorithm: "RS256", Use: "sig"}}, ti.retired...)
 		ti.mu.Unlock()
-		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: public, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+		if held := ti.jwksHeld.Load(); held != nil {
+			select {
+			case <-*held:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: keys})
 	}
 	mux.HandleFunc("/jwks", jwks)
 	mux.HandleFunc("/keys/", jwks)
@@ -118,14 +132,24 @@ func newTestIssuer(t *testing.T) *testIssuer {
 }
 
 // sign makes a JWT of type typ (no typ header when "") from claims, signed with key (the issuer's
-// when nil).
+// when nil), whose header names the kid of the issuer's key.
 func (ti *testIssuer) sign(typ string, claims map[string]any, key *rsa.PrivateKey) (string, error) {
+	ti.mu.Lock()
+	kid := ti.kid
 	if key == nil {
-		ti.mu.Lock()
 		key = ti.key
-		ti.mu.Unlock()
 	}
-	opts := (&jose.SignerOptions{}).WithHeader("kid", "k1")
+	ti.mu.Unlock()
+	return signJWT(typ, claims, key, kid)
+}
+
+// signJWT makes a JWT of type typ (no typ header when "") from claims,
+// signed with key, whose header names kid (none when "").
+func signJWT(typ string, claims map[string]any, key *rsa.PrivateKey, kid string) (string, error) {
+	opts := &jose.SignerOptions{}
+	if kid != "" {
+		opts = opts.WithHeader("kid", kid)
+	}
 	if typ != "" {
 		opts = opts.WithType(jose.ContentType(typ))
 	}
@@ -146,7 +170,7 @@ func (ti *testIssuer) provider(t *testing.T) *oidcProvider {
 }
 
 // rotate replaces the issuer's key, the one it signs with and publishes
-// (kid "k1" still), with a new one.
+// (under its kid still), with a new one.
 func (ti *testIssuer) rotate(t *testing.T) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -155,6 +179,21 @@ func (ti *testIssuer) rotate(t *testing.T) {
 	}
 	ti.mu.Lock()
 	ti.key, ti.published = key, &key.PublicKey
+	ti.mu.Unlock()
+}
+
+// rotateTo makes a new key, published as kid, the issuer's: it signs with
+// it from now on, and publishes the one before (and any before that)
+// after it, as Keycloak, Entra ID, Okta and Hydra rotate their keys.
+func (ti *testIssuer) rotateTo(t *testing.T, kid string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti.mu.Lock()
+	ti.retired = append([]jose.JSONWebKey{{Key: ti.published, KeyID: ti.kid, Algorithm: "RS256", Use: "sig"}}, ti.retired...)
+	ti.key, ti.published, ti.kid = key, &key.PublicKey, kid
 	ti.mu.Unlock()
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 )
 
 // BackchannelLogoutEvent is the member of a logout token's events claim that
@@ -46,7 +47,9 @@ type BackchannelLogouter interface {
 	// what it says. It
 	// does not check that jti is unused; the caller does. An error that is
 	// ErrNotReady says the token could not be checked (discovery has not
-	// succeeded, or the IdP's keys could not be fetched), not that it is bad.
+	// succeeded, the IdP's keys could not be fetched, or, an
+	// *UnfetchedKeyError, its key may be one published since they were),
+	// not that it is bad.
 	VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error)
 }
 
@@ -71,19 +74,62 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, errNotCompact)
 	}
 	check := &signatureCheck{}
+	fetches := p.jwks.fetchesBegun()
 	tok, err := d.logoutVerifier.Verify(context.WithValue(ctx, signatureCheckKey{}, check), raw)
-	if err != nil && check.err != nil && p.jwks.keysUnavailable() {
-		// Its signature could not be checked: the keys held do not
-		// verify it, and those the IdP was asked for (now, or within
-		// the floor) did not come (it is down or stalls). Nothing says
-		// the token is bad. A token refused before or after its
-		// signature check (not a JWT of the IdP's algorithms, another
-		// issuer or audience) is bad, whenever a fetch last failed.
-		return nil, fmt.Errorf("oidc %s: logout token: the IdP's signing keys could not be fetched: %w: %w", id, ErrNotReady, err)
+	if err != nil && check.err != nil && p.saysLogout(ctx, d, raw) {
+		if p.jwks.keysUnavailable() {
+			// Its signature could not be checked: the keys held do not
+			// verify it, and those the IdP was asked for (now, or
+			// within the floor) did not come (it is down or stalls).
+			// Nothing says the token is bad. A token refused before
+			// its signature check (not a JWT of the IdP's algorithms),
+			// or for what it says, is bad, whenever a fetch last failed.
+			return nil, fmt.Errorf("oidc %s: logout token: the IdP's signing keys could not be fetched: %w: %w", id, ErrNotReady, err)
+		}
+		// The keys held do not verify it, and were fetched before it
+		// came: the floor answered its check with them. An IdP that
+		// rotates its key signs with the new one at once, and anyone
+		// can have the keys fetched just before, with a token naming a
+		// kid never published. Unless the key its kid names is held,
+		// it may be good: a fetch once the floor has passed will tell,
+		// and a 400 now would be final (Back-Channel Logout 1.0, 2.8).
+		kid := signedKeyID(raw, d.idTokenAlgs)
+		if wait, ok := p.jwks.keyNotFetched(fetches, kid); ok {
+			return nil, &UnfetchedKeyError{KeyID: truncate(kid, 64), RetryAfter: wait,
+				err: fmt.Errorf("oidc %s: logout token: signed with a key not among the IdP's keys as last fetched, "+
+					"within %s of that fetch: %w", id, jwksRefetchEvery, err)}
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, err)
 	}
+	out, err := p.logoutToken(tok, raw, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("oidc %s: logout token: %w", id, err)
+	}
+	return out, nil
+}
+
+// saysLogout reports whether raw, a logout token whose signature the keys
+// held did not verify, says what a logout token for this client says (its
+// issuer, audience and claims, read unverified): only then may it be good
+// once checked with other keys. One that does not is invalid, whatever
+// key it is signed with.
+func (p *oidcProvider) saysLogout(ctx context.Context, d discovered, raw string) bool {
+	v := oidc.NewVerifier(d.issuer, nil, &oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true,
+		SupportedSigningAlgs: d.idTokenAlgs, InsecureSkipSignatureCheck: true})
+	tok, err := v.Verify(ctx, raw)
+	if err != nil {
+		return false
+	}
+	_, err = p.logoutToken(tok, raw, time.Now())
+	return err == nil
+}
+
+// logoutToken checks the claims that make tok, an ID token as go-oidc
+// read it from raw, a logout token rather than an ID token, and returns
+// what it says.
+func (p *oidcProvider) logoutToken(tok *oidc.IDToken, raw string, now time.Time) (*LogoutToken, error) {
 	var claims struct {
 		SID    string                     `json:"sid"`
 		JTI    string                     `json:"jti"`
@@ -91,9 +137,8 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 		Nonce  json.RawMessage            `json:"nonce"`
 	}
 	if err := tok.Claims(&claims); err != nil {
-		return nil, fmt.Errorf("oidc %s: logout token: read claims: %w", id, err)
+		return nil, fmt.Errorf("read claims: %w", err)
 	}
-	now := time.Now()
 	var problem error
 	switch event, ok := claims.Events[BackchannelLogoutEvent]; {
 	case !logoutTokenType(raw):
@@ -122,7 +167,7 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 		problem = errors.New("it has expired")
 	}
 	if problem != nil {
-		return nil, fmt.Errorf("oidc %s: logout token: %w", id, problem)
+		return nil, problem
 	}
 	out := &LogoutToken{Subject: tok.Subject, SessionID: claims.SID, ID: claims.JTI, Issuer: tok.Issuer, IssuedAt: tok.IssuedAt}
 	if p.mapping["sub"] == "sub" {
@@ -130,6 +175,33 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 	}
 	return out, nil
 }
+
+// UnfetchedKeyError is a logout token that the IdP's keys, as last
+// fetched, do not verify, whose header names a kid not among them (or
+// none), within jwksRefetchEvery of that fetch: the IdP may have
+// published the key it is signed with since, and the floor holds the
+// next fetch back. It is ErrNotReady, a token that could not be checked:
+// sent again after RetryAfter, it is checked with the keys fetched then.
+// A forged one is refused then.
+type UnfetchedKeyError struct {
+	// KeyID is the kid the token's header names (its first 64 bytes),
+	// "" for none: whatever its sender chose.
+	KeyID string
+	// RetryAfter is how long until the keys may be fetched again, a
+	// second at least.
+	RetryAfter time.Duration
+	err        error
+}
+
+func (e *UnfetchedKeyError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("logout token: signed with a key (kid %q) not among the IdP's keys as last fetched", e.KeyID)
+	}
+	return e.err.Error()
+}
+
+// Unwrap makes it ErrNotReady, and the signature check's error.
+func (e *UnfetchedKeyError) Unwrap() []error { return []error{ErrNotReady, e.err} }
 
 // errNotCompact is a JWT from the IdP (an ID token, a logout token) refused
 // for its form. go-jose, under go-oidc's checks, also reads the JWS JSON
@@ -191,6 +263,20 @@ func jwtHeaderType(raw string) string {
 		return string(h.Typ)
 	}
 	return typ
+}
+
+// signedKeyID is the kid that the header of raw, a JWS of one of algs,
+// names, as go-oidc reads it to pick the key: "" for none.
+func signedKeyID(raw string, algs []string) string {
+	sigAlgs := make([]jose.SignatureAlgorithm, len(algs))
+	for i, a := range algs {
+		sigAlgs[i] = jose.SignatureAlgorithm(a)
+	}
+	jws, err := jose.ParseSigned(raw, sigAlgs)
+	if err != nil || len(jws.Signatures) == 0 {
+		return ""
+	}
+	return jws.Signatures[0].Header.KeyID
 }
 
 // logoutKeys is the key set logout tokens are verified with: go-oidc's,

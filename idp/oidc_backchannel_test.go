@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // logoutToken makes a logout token from claims, signed with key (ti's when nil).
@@ -135,6 +138,9 @@ type floorTest struct {
 	// token makes a logout token for alice, each with a jti of its own,
 	// signed with key (the issuer's when nil).
 	token func(key *rsa.PrivateKey) string
+	// forge makes a logout token for alice like token, signed with forger,
+	// whose header names kid (none when "").
+	forge func(kid string) string
 }
 
 func newFloorTest(t *testing.T, li *testIssuer) *floorTest {
@@ -147,12 +153,20 @@ func newFloorTest(t *testing.T, li *testIssuer) *floorTest {
 	ft := &floorTest{p: p, now: time.Now(), forger: forger}
 	p.jwks.now = func() time.Time { return ft.now }
 	n := 0
-	ft.token = func(key *rsa.PrivateKey) string {
+	claims := func() map[string]any {
 		n++
-		return logoutToken(t, li, map[string]any{
+		return map[string]any{
 			"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": fmt.Sprint("jti-", n), "sub": "alice",
 			"events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
-		}, key)
+		}
+	}
+	ft.token = func(key *rsa.PrivateKey) string { return logoutToken(t, li, claims(), key) }
+	ft.forge = func(kid string) string {
+		raw, err := signJWT("logout+jwt", claims(), forger, kid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
 	}
 	return ft
 }
@@ -356,5 +370,212 @@ func TestLogoutTokenRefusedForItsClaimsAfterAKeysOutageIsInvalid(t *testing.T) {
 	}
 	if got := li.jwksFetches.Load(); got != 2 {
 		t.Errorf("the JWKS was fetched %d times; want 2 (the keys held verify the rest)", got)
+	}
+}
+
+// fetchForForged posts forged logout tokens naming a kid the issuer never
+// published until one has the keys fetched (the floor having passed): go-oidc
+// may hand the first the fetch just before it, until the goroutine that made
+// it lets it go (verifyOnceFetched). Each is refused; the one whose check
+// fetched the keys as invalid, not as one to send again: the keys, fetched
+// after it came, do not have its kid.
+func fetchForForged(t *testing.T, li *testIssuer, ft *floorTest) {
+	t.Helper()
+	want := li.jwksFetches.Load() + 1
+	for deadline := time.Now().Add(5 * time.Second); li.jwksFetches.Load() < want; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("forged logout tokens past the floor had the keys fetched %d times, want once", li.jwksFetches.Load()-want+1)
+		}
+		_, err := ft.p.VerifyLogoutToken(t.Context(), ft.forge("never-published"))
+		if err == nil {
+			t.Fatal("a forged logout token was accepted")
+		}
+		if li.jwksFetches.Load() == want && errors.Is(err, ErrNotReady) {
+			t.Errorf("a forged logout token whose check fetched the keys: %v; want it refused as invalid, not ErrNotReady", err)
+		}
+	}
+}
+
+// An IdP that rotates its signing key signs its next logout token with the
+// new key at once. Right after a fetch of its keys (which anyone can make
+// happen, posting a token that names a kid never published), the floor
+// answers that token's check with the keys fetched before: refused as
+// invalid, a 400, the IdP would not send it again (Back-Channel Logout 1.0,
+// 2.8) and the user's sessions here would outlive the logout. It could not
+// be checked yet: ErrNotReady, with the time left of the floor; sent again
+// once the floor has passed, it verifies. The floor holds all along.
+func TestLogoutTokenOfAKeyRotatedWithinTheFloorIsToBeSentAgain(t *testing.T) {
+	li := newTestIssuer(t)
+	ft := newFloorTest(t, li)
+	p := ft.p
+	if _, err := p.VerifyLogoutToken(t.Context(), ft.token(nil)); err != nil {
+		t.Fatalf("a valid logout token: %v", err)
+	}
+	ft.now = ft.now.Add(jwksRefetchEvery)
+	fetchForForged(t, li, ft)
+
+	// The IdP rotates its key a second later, and signs a logout token
+	// with the new one.
+	li.rotateTo(t, "k2")
+	ft.now = ft.now.Add(time.Second)
+	raw := ft.token(nil)
+	_, err := p.VerifyLogoutToken(t.Context(), raw)
+	var unfetched *UnfetchedKeyError
+	if !errors.As(err, &unfetched) || !errors.Is(err, ErrNotReady) {
+		t.Fatalf("a logout token signed with the IdP's new key %s after a fetch: %v; want ErrNotReady, a key not fetched yet", time.Second, err)
+	}
+	if unfetched.KeyID != "k2" || unfetched.RetryAfter != jwksRefetchEvery-time.Second {
+		t.Errorf("the token's kid %q, to be sent again after %s; want k2 after %s", unfetched.KeyID, unfetched.RetryAfter, jwksRefetchEvery-time.Second)
+	}
+	if got := li.jwksFetches.Load(); got != 2 {
+		t.Errorf("the JWKS was fetched %d times; want 2 (the floor holds)", got)
+	}
+
+	// Sent again when the floor has passed, the same token verifies.
+	ft.now = ft.now.Add(unfetched.RetryAfter)
+	if err := verifyOnceFetched(t, p, func() string { return raw }); err != nil {
+		t.Errorf("the same logout token sent again after %s: %v", unfetched.RetryAfter, err)
+	}
+	if got := li.jwksFetches.Load(); got != 3 {
+		t.Errorf("the JWKS was fetched %d times in all; want 3", got)
+	}
+}
+
+// Within the floor, a logout token is invalid, not one to send again, when
+// the keys held refuse it for anything but a key they may lack: what it
+// says (another audience or issuer: those are checked before its signature,
+// whatever its kid), its algorithm (none, HS256), or a signature that the
+// key its kid names does not verify. Only one naming a kid not held, or
+// none, could be signed with a key published since the fetch; a forged one
+// is refused once the floor has passed. None has the keys fetched.
+func TestLogoutTokenRefusedWithinTheFloorIsInvalidUnlessItsKeyMayBeNew(t *testing.T) {
+	li := newTestIssuer(t)
+	ft := newFloorTest(t, li)
+	p := ft.p
+	if _, err := p.VerifyLogoutToken(t.Context(), ft.token(nil)); err != nil {
+		t.Fatalf("a valid logout token: %v", err)
+	}
+	ft.now = ft.now.Add(time.Second)
+	signed := func(edit func(map[string]any), kid string) string {
+		c := map[string]any{"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": rand.Text(), "sub": "alice",
+			"events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}
+		edit(c)
+		raw, err := signJWT("logout+jwt", c, ft.forger, kid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	hs256, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: []byte("portcullis-client-secret-32-bytes")},
+		(&jose.SignerOptions{}).WithHeader("kid", "k9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	macked, err := jwt.Signed(hs256).Claims(map[string]any{"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(),
+		"jti": "mac", "sub": "alice", "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		raw   string
+		again bool // ErrNotReady, to send again
+	}{
+		{"a forged signature under the kid of a key held", ft.forge("k1"), false},
+		{"another client's audience, naming a kid not held", signed(func(c map[string]any) { c["aud"] = "another-client" }, "k9"), false},
+		{"another issuer, naming a kid not held", signed(func(c map[string]any) { c["iss"] = "https://elsewhere.example" }, "k9"), false},
+		{"alg none", "eyJhbGciOiJub25lIiwia2lkIjoiazkifQ.eyJzdWIiOiJhbGljZSJ9.", false},
+		{"HS256, naming a kid not held", macked, false},
+		{"a kid not held", ft.forge("k9"), true},
+		{"no kid", ft.forge(""), true},
+	} {
+		_, err := p.VerifyLogoutToken(t.Context(), tc.raw)
+		var unfetched *UnfetchedKeyError
+		switch {
+		case err == nil:
+			t.Errorf("%s: accepted", tc.name)
+		case tc.again && (!errors.As(err, &unfetched) || unfetched.RetryAfter != jwksRefetchEvery-time.Second):
+			t.Errorf("%s, %s after a fetch: %v; want ErrNotReady, to send again after %s", tc.name, time.Second, err, jwksRefetchEvery-time.Second)
+		case !tc.again && errors.Is(err, ErrNotReady):
+			t.Errorf("%s, %s after a fetch: %v; want it refused as invalid, not ErrNotReady", tc.name, time.Second, err)
+		}
+	}
+	if got := li.jwksFetches.Load(); got != 1 {
+		t.Errorf("the JWKS was fetched %d times; want once", got)
+	}
+}
+
+// Two logout tokens at once: a forged one, whose check fetches the keys
+// once the floor has passed, and, while that fetch is under way (the
+// IdP's JWKS answering with the keys it published when asked), the IdP's
+// own, signed with a key it published since. go-oidc checks the second
+// with what that fetch brings, which cannot have its key: it began before
+// the token came. That token is to be sent again, and verifies once the
+// floor has passed; the forged one, whose check began before that fetch,
+// is invalid.
+func TestLogoutTokenOfAKeyPublishedDuringAFetchIsToBeSentAgain(t *testing.T) {
+	li := newTestIssuer(t)
+	ft := newFloorTest(t, li)
+	p := ft.p
+	if _, err := p.VerifyLogoutToken(t.Context(), ft.token(nil)); err != nil {
+		t.Fatalf("a valid logout token: %v", err)
+	}
+	ft.now = ft.now.Add(jwksRefetchEvery)
+	held := make(chan struct{})
+	li.jwksHeld.Store(&held)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(held)
+		}
+	}
+	t.Cleanup(release)
+
+	// go-oidc may hand a forged token the fetch before it (see
+	// fetchForForged); the next one fetches.
+	forged := make(chan error, 1)
+	for deadline := time.Now().Add(5 * time.Second); li.jwksFetches.Load() < 2; {
+		go func() {
+			_, err := p.VerifyLogoutToken(t.Context(), ft.forge("never-published"))
+			forged <- err
+		}()
+		for li.jwksFetches.Load() < 2 && len(forged) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no forged logout token past the floor had the keys fetched")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if li.jwksFetches.Load() < 2 {
+			if err := <-forged; err == nil {
+				t.Fatal("a forged logout token was accepted")
+			}
+		}
+	}
+	// The fetch is under way, the keys it answers with read. The IdP
+	// rotates its key and posts a logout token signed with the new one.
+	li.rotateTo(t, "k2")
+	raw := ft.token(nil)
+	fromIdP := make(chan error, 1)
+	go func() {
+		_, err := p.VerifyLogoutToken(t.Context(), raw)
+		fromIdP <- err
+	}()
+	release()
+	if err := <-forged; err == nil || errors.Is(err, ErrNotReady) {
+		t.Errorf("the forged logout token whose check fetched the keys: %v; want it refused as invalid", err)
+	}
+	err := <-fromIdP
+	var unfetched *UnfetchedKeyError
+	if !errors.As(err, &unfetched) || unfetched.KeyID != "k2" || unfetched.RetryAfter != jwksRefetchEvery {
+		t.Fatalf("the IdP's logout token, signed with a key published while a fetch was under way: %v; want ErrNotReady, to send again after %s",
+			err, jwksRefetchEvery)
+	}
+	if got := li.jwksFetches.Load(); got != 2 {
+		t.Errorf("the JWKS was fetched %d times; want 2", got)
+	}
+	ft.now = ft.now.Add(unfetched.RetryAfter)
+	if err := verifyOnceFetched(t, p, func() string { return raw }); err != nil {
+		t.Errorf("the same logout token sent again after %s: %v", unfetched.RetryAfter, err)
 	}
 }

@@ -57,10 +57,48 @@ type jwksThrottle struct {
 	// unfetched is set while the last fetch brought no keys (failed is
 	// set), read without waiting for a fetch under way.
 	unfetched atomic.Bool
+	// begun counts the fetches begun, each numbered by it as it begins;
+	// last is the last one ended, both read without waiting for a fetch
+	// under way.
+	begun atomic.Uint64
+	last  atomic.Pointer[jwksFetch]
+}
+
+// jwksFetch is one fetch of the JWKS that ended.
+type jwksFetch struct {
+	n     uint64    // its number (begun)
+	ended time.Time // when it ended, as fetched
+	// kids are the kid of each key its document holds ("" for a key
+	// without one), nil when it brought no keys or no JWKS.
+	kids map[string]bool
 }
 
 // keysUnavailable reports whether the last fetch of the keys brought none.
 func (t *jwksThrottle) keysUnavailable() bool { return t.unfetched.Load() }
+
+// fetchesBegun is the number of fetches begun so far, for keyNotFetched.
+func (t *jwksThrottle) fetchesBegun() uint64 { return t.begun.Load() }
+
+// keyNotFetched reports whether a logout token that the keys held did not
+// verify may yet be good, signed with a key the IdP published after they
+// were fetched, and how long until they may be fetched again (a second at
+// least). before is what fetchesBegun said before the token was checked,
+// kid what its header names ("" for none). It may when
+//   - the last fetch that ended began before the token came: the fetch its
+//     check asked for was answered with a document fetched before (the
+//     floor's, or that of a fetch already under way), and the IdP's keys
+//     have not been asked for since it came;
+//   - that fetch brought a JWKS;
+//   - and it has no key of that kid. A key of that kid was tried, and the
+//     signature is not its: an IdP publishes a new key under a kid of its
+//     own. A token naming none was tried with every key held.
+func (t *jwksThrottle) keyNotFetched(before uint64, kid string) (time.Duration, bool) {
+	last := t.last.Load()
+	if last == nil || last.kids == nil || last.n > before || (kid != "" && last.kids[kid]) {
+		return 0, false
+	}
+	return max(last.ended.Add(jwksRefetchEvery).Sub(t.now()), time.Second), true
+}
 
 // newJWKSThrottle wraps next (http.DefaultTransport when nil), reading at
 // most maxJWKS bytes of each answer.
@@ -95,9 +133,17 @@ func (t *jwksThrottle) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return t.answer(req), nil
 	}
+	n := t.begun.Add(1)
 	resp, err := t.next.RoundTrip(req)
 	t.fetched, t.body, t.header, t.failed = t.now(), nil, nil, err
-	defer func() { t.unfetched.Store(t.failed != nil) }()
+	defer func() {
+		t.unfetched.Store(t.failed != nil)
+		fetch := &jwksFetch{n: n, ended: t.fetched}
+		if t.failed == nil {
+			fetch.kids = keyIDs(t.body)
+		}
+		t.last.Store(fetch)
+	}()
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +159,24 @@ func (t *jwksThrottle) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.body, t.header = body, resp.Header.Clone()
 	return t.answer(req), nil
+}
+
+// keyIDs are the kid of each key of the JWKS document body ("" for a key
+// without one), nil when body is no JWKS.
+func keyIDs(body []byte) map[string]bool {
+	var set struct {
+		Keys []struct {
+			KeyID string `json:"kid"`
+		} `json:"keys"`
+	}
+	if json.Unmarshal(body, &set) != nil {
+		return nil
+	}
+	kids := make(map[string]bool, len(set.Keys))
+	for _, k := range set.Keys {
+		kids[k.KeyID] = true
+	}
+	return kids
 }
 
 // answer is the last document fetched, as a response to req.
