@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/idp"
@@ -38,9 +40,10 @@ const maxLogoutTokenForm = 64 << 10
 // backchannelLogout verifies the logout token and ends the sessions it
 // names. It answers 200 when they have ended, 400 for a token that is
 // missing, invalid or used before (the spec's answers), and 503 when the
-// session store could not be reached, or the IdP's signing keys could not
-// be fetched to check the token (the sessions may still be there, and the
-// same token may be sent again).
+// session store could not be reached, the IdP's signing keys could not
+// be fetched to check the token, or the token is signed with a key they
+// lacked when last fetched, within the floor on fetching them again (the
+// sessions may still be there, and the same token may be sent again).
 func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	id := r.PathValue("idp")
@@ -65,6 +68,10 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, err := verifier.VerifyLogoutToken(r.Context(), raw)
+	if unfetched := (*idp.UnfetchedKeyError)(nil); errors.As(err, &unfetched) {
+		h.keyNotFetched(w, id, unfetched)
+		return
+	}
 	if errors.Is(err, idp.ErrNotReady) {
 		// The IdP did not give the keys to check it with: the token may
 		// be good, and the same one sent again may end the sessions.
@@ -76,6 +83,14 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.audit(r, slog.LevelWarn, "backchannel_logout_refused", slog.String("idp", id), slog.Any("err", err))
 		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token is not valid"))
+		return
+	}
+	targets, unfetched := h.logoutTargets(r.Context(), id, tok, raw)
+	if unfetched != nil {
+		// Another entry of the token's issuer and client holds keys that
+		// lack its key, within its floor (its error names it): ended now,
+		// its sessions would stay, and the token sent again be a replay.
+		h.keyNotFetched(w, id, unfetched)
 		return
 	}
 	// A jti is its issuer's: the token ends the sessions of every entry
@@ -95,7 +110,7 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := 0, error(nil)
-	for _, at := range h.logoutTargets(r.Context(), id, tok, raw) {
+	for _, at := range targets {
 		// Sub: the sessions of the user made before they were found by
 		// the IdP's subject, where the profile's sub is that subject.
 		who := session.User{Subject: at.tok.Subject, Sub: at.tok.Sub}
@@ -122,6 +137,20 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// keyNotFetched answers a logout token posted to entry id that an
+// entry's keys (err names it), as last fetched, lack the key of, within
+// the floor on fetching them again: the IdP may have rotated its key since. The same token sent again once they
+// may be fetched is checked with the keys then, and a forged one refused
+// then. Nothing is ended or spent now.
+func (h *Handler) keyNotFetched(w http.ResponseWriter, id string, err *idp.UnfetchedKeyError) {
+	wait := int(math.Ceil(err.RetryAfter.Seconds()))
+	h.log.Warn("back-channel logout: the token could not be checked; sessions not ended", "idp", id,
+		"reason", "signing_key_not_fetched", "kid", err.KeyID, "retry_after", wait, "err", err)
+	w.Header().Set("Retry-After", strconv.Itoa(wait))
+	writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable",
+		"the logout token is signed with a key that the identity provider's keys, as last fetched, do not have; they are fetched again after Retry-After"))
+}
+
 // logoutTarget is an IdP entry whose sessions a logout token ends, and
 // the token as that entry reads it (its own claim mapping of sub).
 type logoutTarget struct {
@@ -137,20 +166,28 @@ type logoutTarget struct {
 // one registered; the other's sessions of the user stayed signed in after
 // the IdP ended theirs. An entry of another client of the issuer is not
 // named by the token's aud, and keeps its sessions. Another issuer's, or
-// another client's, token fails verification at its iss or aud check,
-// before any signature key is fetched.
-func (h *Handler) logoutTargets(ctx context.Context, id string, tok *idp.LogoutToken, raw string) []logoutTarget {
-	targets := []logoutTarget{{id: id, tok: tok}}
+// another client's, token fails verification (at its signature check,
+// whose keys of that issuer do not verify it, or at its iss or aud check).
+// unfetched is the error of an entry that could not check the token,
+// though it says it is for that entry's client: its keys as last fetched
+// lack the token's key, within its floor on fetching them again (of them
+// all, the one whose keys may be fetched again last).
+func (h *Handler) logoutTargets(ctx context.Context, id string, tok *idp.LogoutToken, raw string) (targets []logoutTarget, unfetched *idp.UnfetchedKeyError) {
+	targets = []logoutTarget{{id: id, tok: tok}}
 	for _, p := range h.order {
 		other, ok := p.impl.(idp.BackchannelLogouter)
 		if !ok || p.cfg.ID == id {
 			continue
 		}
-		if t, err := other.VerifyLogoutToken(ctx, raw); err == nil {
+		t, err := other.VerifyLogoutToken(ctx, raw)
+		if e := (*idp.UnfetchedKeyError)(nil); errors.As(err, &e) && (unfetched == nil || e.RetryAfter > unfetched.RetryAfter) {
+			unfetched = e
+		}
+		if err == nil {
 			targets = append(targets, logoutTarget{id: p.cfg.ID, tok: t})
 		}
 	}
-	return targets
+	return targets, unfetched
 }
 
 func logoutError(code, description string) map[string]string {

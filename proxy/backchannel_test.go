@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,5 +234,94 @@ func TestBackchannelLogoutTokenIsSpentAtEveryEntryOfItsIssuer(t *testing.T) {
 		if w.Code != step.status {
 			t.Errorf("%s: %d %s, want %d", step.name, w.Code, w.Body, step.status)
 		}
+	}
+}
+
+// unfetchedLogoutKey is an IdP whose keys, as last fetched, lack the key
+// of every logout token, within its floor on fetching them again, until
+// fetched is set: then every token verifies to tok.
+type unfetchedLogoutKey struct {
+	idp.Provider
+	tok     idp.LogoutToken
+	fetched *atomic.Bool
+}
+
+func (u unfetchedLogoutKey) VerifyLogoutToken(context.Context, string) (*idp.LogoutToken, error) {
+	if !u.fetched.Load() {
+		return nil, &idp.UnfetchedKeyError{KeyID: "k2", RetryAfter: 6500 * time.Millisecond}
+	}
+	tok := u.tok
+	return &tok, nil
+}
+
+// A logout token that the entry it is posted to verifies, but that
+// another entry for the same client of that issuer (logoutTargets) cannot
+// check yet, its keys lacking the token's key within its floor, is
+// answered 503 with that entry's Retry-After, nothing ended or spent:
+// taken then, it would leave the other entry's sessions, and the IdP's
+// retry would be a replay. Sent again once that entry has the key, it ends
+// the sessions at both.
+func TestBackchannelLogoutWaitsForEveryEntryOfItsClientToHaveTheKey(t *testing.T) {
+	y := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
+	y = strings.Replace(y, "      client_id: portcullis\n", "      client_id: portcullis\n"+
+		"    - id: company-groups\n      protocol: OIDC\n      server_url: http://127.0.0.1:2/\n      client_id: portcullis\n", 1)
+	h := newTestHandler(t, y)
+	logs := &logBuffer{}
+	h.log = slog.New(slog.NewJSONHandler(logs, nil))
+	tok := idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", Issuer: "https://login.example", IssuedAt: time.Now()}
+	p := h.providers["company"]
+	p.impl = fixedLogoutToken{Provider: p.impl, tok: tok}
+	fetched := &atomic.Bool{}
+	other := h.providers["company-groups"]
+	other.impl = unfetchedLogoutKey{Provider: other.impl, tok: tok, fetched: fetched}
+
+	var cookies [][]*http.Cookie
+	for _, id := range []string{"company", "company-groups"} {
+		rec := httptest.NewRecorder()
+		s := session.New(idp.Profile{IdP: id, Sub: "u-1", Email: "alice@example.com"}, idp.Tokens{}, h.cookies)
+		if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+			t.Fatal(err)
+		}
+		cookies = append(cookies, rec.Result().Cookies())
+	}
+	signedIn := func() []bool {
+		var out []bool
+		for _, c := range cookies {
+			r := httptest.NewRequest("GET", "/", nil)
+			for _, c := range c {
+				r.AddCookie(c)
+			}
+			s, err := h.sessions.Load(r)
+			out = append(out, err == nil && s != nil)
+		}
+		return out
+	}
+	post := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/.portcullis/oidc/company/backchannel-logout",
+			strings.NewReader(url.Values{"logout_token": {"signed"}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+
+	w := post()
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "7" || !strings.Contains(w.Body.String(), "temporarily_unavailable") {
+		t.Errorf("a token company-groups cannot check yet: %d (Retry-After %q) %s, want 503 temporarily_unavailable with Retry-After 7",
+			w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if got := signedIn(); !got[0] || !got[1] {
+		t.Errorf("sessions (company, company-groups) signed in after the 503: %v, want both", got)
+	}
+	if got := logs.find(t, map[string]any{"reason": "signing_key_not_fetched", "idp": "company", "kid": "k2"}); len(got) != 1 {
+		t.Errorf("log lines: %v, want one with reason signing_key_not_fetched", logs.lines(t))
+	}
+
+	fetched.Store(true)
+	if w := post(); w.Code != http.StatusOK {
+		t.Errorf("the same token, sent again once company-groups has the key: %d %s, want 200", w.Code, w.Body)
+	}
+	if got := signedIn(); got[0] || got[1] {
+		t.Errorf("sessions (company, company-groups) signed in after the token was taken: %v, want neither", got)
 	}
 }

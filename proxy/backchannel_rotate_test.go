@@ -1,0 +1,224 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/portcullis-proxy/portcullis/idp"
+	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+)
+
+// The IdP (oidc-provider) rotates its signing key right after the proxy
+// fetched its keys, a fetch that anyone can cause by posting a logout
+// token that names a kid never published, and then logs alice out: its
+// logout token, signed with the new key, comes within the floor on
+// fetching the keys again (10 s). It is answered 503 with Retry-After
+// until the floor has passed, alice's session kept and the token not
+// spent, where a 400 told the IdP that the token was refused for good
+// (Back-Channel Logout 1.0, 2.8): she stayed signed in here. Sent again
+// after Retry-After, it ends her session. A forged token naming the kid of
+// a key held is refused as invalid.
+func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
+	up := httptest.NewServer(echo.New())
+	t.Cleanup(up.Close)
+	tokens := make(chan string, 1)
+	capture := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		select {
+		case tokens <- r.PostForm.Get("logout_token"):
+		default:
+		}
+	}))
+	t.Cleanup(capture.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	op := oidcserver.Start(t, oidcserver.Options{
+		RedirectURIs:         []string{base + "/.portcullis/oidc/company/callback"},
+		BackchannelLogoutURI: capture.URL, // posted to the proxy by the test, when it says
+	})
+	y := strings.NewReplacer("UPSTREAM_URL", up.URL, "ISSUER", op.Issuer, "NAME", "", "SCOPES", "openid, email, profile, groups",
+		"SECRET", "portcullis-secret", "MORE", "").Replace(stalledOIDCConfig)
+	s := startStallReloadStack(t, ln, y, nil)
+	waitFor(t, "the proxy to be ready", func() bool { return len(s.live.cur.Load().Ready()) == 0 })
+
+	forger, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forge := func(kid string) string {
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: forger},
+			(&jose.SignerOptions{}).WithType("logout+jwt").WithHeader("kid", kid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := jwt.Signed(signer).Claims(map[string]any{"iss": op.Issuer, "aud": "portcullis", "iat": time.Now().Unix(),
+			"jti": rand.Text(), "sub": oidcserver.Alice, "events": map[string]any{idp.BackchannelLogoutEvent: map[string]any{}}}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	type answer struct {
+		code       int
+		retryAfter int
+		body       string
+	}
+	post := func(token string) answer {
+		resp, err := (&http.Client{Timeout: time.Minute}).PostForm(s.base+"/.portcullis/oidc/company/backchannel-logout", url.Values{"logout_token": {token}})
+		if err != nil {
+			t.Fatalf("post: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		a := answer{code: resp.StatusCode, body: string(body)}
+		if v := resp.Header.Get("Retry-After"); v != "" {
+			if a.retryAfter, err = strconv.Atoi(v); err != nil {
+				t.Fatalf("Retry-After %q: %v", v, err)
+			}
+		}
+		return a
+	}
+	signedIn := func(session []*http.Cookie) int {
+		req, _ := http.NewRequest("GET", s.base+"/tasks", nil)
+		req.Header.Set("Accept", "application/json")
+		for _, c := range session {
+			req.AddCookie(c)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	kidOf := func(raw string) string {
+		tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Headers[0].KeyID
+	}
+
+	// The floor's 10 s run on the clock: the rotation and the IdP's
+	// logout must come within them of the fetch before. A machine so
+	// loaded that they did not is seen (the token is taken at once,
+	// the keys fetched for it), and the whole is done again.
+	for attempt := 1; ; attempt++ {
+		jar, _ := cookiejar.New(nil)
+		browser := &http.Client{Jar: jar, Timeout: time.Minute}
+		resp := oidcserver.Login(t, browser, s.base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("login: %d", resp.StatusCode)
+		}
+		session := jar.Cookies(resp.Request.URL)
+
+		// A forged token naming a kid never published: once the floor
+		// allows, its check fetches the keys, which do not have its kid,
+		// and it is refused as invalid; within the floor of an earlier
+		// fetch it is to be sent again.
+		waitFor(t, "a forged logout token to have the keys fetched", func() bool {
+			a := post(forge("never-published"))
+			switch {
+			case a.code == http.StatusBadRequest:
+				return true
+			case a.code == http.StatusServiceUnavailable && a.retryAfter >= 1 && a.retryAfter <= 10:
+				time.Sleep(time.Duration(a.retryAfter) * time.Second)
+				return false
+			}
+			t.Fatalf("a forged logout token: %d (Retry-After %d) %s", a.code, a.retryAfter, a.body)
+			return false
+		})
+		kids := op.RotateKeysInPlace(t)
+		oidcserver.Logout(t, browser, op.Issuer+"/session/end").Body.Close()
+		var token string
+		select {
+		case token = <-tokens:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the IdP sent no logout token")
+		}
+		if kidOf(token) != kids[0] {
+			t.Fatalf("the IdP's logout token names kid %q, want its new key's %q", kidOf(token), kids[0])
+		}
+
+		first := post(token)
+		if first.code == http.StatusOK && attempt < 3 {
+			t.Logf("attempt %d: the IdP's logout token came after the floor and was taken at once; again", attempt)
+			continue
+		}
+		if first.code != http.StatusServiceUnavailable || first.retryAfter < 1 || first.retryAfter > 10 ||
+			!strings.Contains(first.body, "temporarily_unavailable") {
+			t.Fatalf("the IdP's logout token, signed with its new key within the floor: %d (Retry-After %d) %s; "+
+				"want 503 temporarily_unavailable with Retry-After 1 to 10", first.code, first.retryAfter, first.body)
+		}
+		t.Logf("attempt %d: the IdP's logout token answered 503, Retry-After %d", attempt, first.retryAfter)
+		if code := signedIn(session); code != http.StatusOK {
+			t.Errorf("alice's session after the 503: %d, want 200 (not ended)", code)
+		}
+		lines := s.logs.find(t, map[string]any{"msg": "back-channel logout: the token could not be checked; sessions not ended",
+			"reason": "signing_key_not_fetched", "kid": kids[0]})
+		if len(lines) != 1 || lines[0]["level"] != "WARN" {
+			t.Errorf("log lines of the token to send again: %v; want one WARN, reason signing_key_not_fetched, kid %s", lines, kids[0])
+		}
+
+		// A forged token naming the kid of a key held: invalid.
+		var set struct{ Keys []struct{ Kid string } }
+		if err := json.Unmarshal([]byte(fetchBody(t, op.Issuer+"/jwks")), &set); err != nil {
+			t.Fatal(err)
+		}
+		if a := post(forge(set.Keys[len(set.Keys)-1].Kid)); a.code != http.StatusBadRequest {
+			t.Errorf("a forged logout token naming the kid of the IdP's old key: %d %s, want 400", a.code, a.body)
+		}
+
+		// The IdP's retry, after Retry-After, ends the session.
+		a := first
+		waitFor(t, "the logout token sent again to be taken", func() bool {
+			time.Sleep(time.Duration(a.retryAfter) * time.Second)
+			a = post(token)
+			if a.code != http.StatusOK && a.code != http.StatusServiceUnavailable {
+				t.Fatalf("the logout token sent again: %d %s", a.code, a.body)
+			}
+			return a.code == http.StatusOK
+		})
+		if code := signedIn(session); code != http.StatusUnauthorized {
+			t.Errorf("alice's session after the logout token was taken: %d, want 401", code)
+		}
+		if a := post(token); a.code != http.StatusBadRequest || !strings.Contains(a.body, "already used") {
+			t.Errorf("the logout token once more: %d %s, want 400, already used", a.code, a.body)
+		}
+		return
+	}
+}
+
+// fetchBody is the body of a GET of u, which must answer 200.
+func fetchBody(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", u, resp.StatusCode, err)
+	}
+	return string(b)
+}
