@@ -201,7 +201,12 @@ func (e *UnfetchedKeyError) Error() string {
 }
 
 // Unwrap makes it ErrNotReady, and the signature check's error.
-func (e *UnfetchedKeyError) Unwrap() []error { return []error{ErrNotReady, e.err} }
+func (e *UnfetchedKeyError) Unwrap() []error {
+	if e.err == nil {
+		return []error{ErrNotReady}
+	}
+	return []error{ErrNotReady, e.err}
+}
 
 // errNotCompact is a JWT from the IdP (an ID token, a logout token) refused
 // for its form. go-jose, under go-oidc's checks, also reads the JWS JSON

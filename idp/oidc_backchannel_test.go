@@ -347,14 +347,24 @@ func TestLogoutTokenRefusedForItsClaimsAfterAKeysOutageIsInvalid(t *testing.T) {
 	if !errors.Is(err, ErrNotReady) {
 		t.Fatalf("a token of a key not held while the JWKS fails: %v; want ErrNotReady", err)
 	}
-	li.jwksDown.Store(nil)
-
 	claims := func(edit func(map[string]any)) map[string]any {
 		c := map[string]any{"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": rand.Text(), "sub": "alice",
 			"events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}
 		edit(c)
 		return c
 	}
+	// While the keys cannot be fetched, a token of a key not held that
+	// says what no logout token for this client says is invalid all the
+	// same (go-oidc checks the signature before iss and aud).
+	otherAudience, err := signJWT("logout+jwt", claims(func(c map[string]any) { c["aud"] = "another-client" }), ft.forger, "k9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.VerifyLogoutToken(t.Context(), otherAudience); err == nil || errors.Is(err, ErrNotReady) {
+		t.Errorf("another client's token, of a key not held, while the JWKS fails: %v; want it refused as invalid, not ErrNotReady", err)
+	}
+	li.jwksDown.Store(nil)
+
 	for name, raw := range map[string]string{
 		"another client's audience": logoutToken(t, li, claims(func(c map[string]any) { c["aud"] = "another-client" }), nil),
 		"another issuer":            logoutToken(t, li, claims(func(c map[string]any) { c["iss"] = "https://elsewhere.example" }), nil),
