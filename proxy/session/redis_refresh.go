@@ -19,6 +19,12 @@ type RefreshOutcome struct {
 	Session *Session
 	// Kept says the IdP could not be asked: every request keeps its own.
 	Kept bool
+	// Abandoned, from RefreshOnce's refresh, says it was given up on
+	// unanswered while the IdP may still run it (the process stops):
+	// RefreshOnce stores no outcome and leaves the lock to lapse, as a
+	// replica that died mid-refresh does, so that no replica spends the
+	// same refresh token again before the IdP's answer would have come.
+	Abandoned bool
 }
 
 const (
@@ -41,7 +47,8 @@ return 0`)
 // that takes the lock in Redis runs refresh and stores its outcome there for
 // remember (kept outcomes for keptRemember); the others wait for it and
 // return it. ran reports whether refresh ran here. An error means Redis could
-// not be asked; refresh did not run.
+// not be asked; refresh did not run. An outcome that says Abandoned is
+// returned as it is, neither stored nor unlocked.
 func (st *RedisStore) RefreshOnce(ctx context.Context, s *Session, remember, keptRemember time.Duration, refresh func() RefreshOutcome) (out RefreshOutcome, ran bool, err error) {
 	from := strconv.FormatInt(s.Refreshed.Unix(), 10)
 	lock, result := st.redis.key("refresh", "lock", s.ID, from), st.redis.key("refresh", "result", s.ID, from)
@@ -65,12 +72,21 @@ func (st *RedisStore) RefreshOnce(ctx context.Context, s *Session, remember, kep
 		case <-time.After(refreshPoll):
 		}
 	}
-	defer releaseScript.Run(context.WithoutCancel(ctx), st.redis.client, []string{lock}, token)
+	release := true
+	defer func() {
+		if release {
+			releaseScript.Run(context.WithoutCancel(ctx), st.redis.client, []string{lock}, token)
+		}
+	}()
 	// The winner before this one may have finished between the look and the lock.
 	if out, ok, err := st.refreshResult(ctx, s.ID, result); err != nil || ok {
 		return out, false, err
 	}
 	out = refresh()
+	if out.Abandoned {
+		release = false
+		return out, true, nil
+	}
 	value, keep := "e", remember
 	switch {
 	case out.Kept:

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -553,6 +554,60 @@ func TestRefreshOnceRunsOnOneReplica(t *testing.T) {
 		if out.Session == nil || out.Session.Tokens.RefreshToken != "rt-2" {
 			t.Errorf("request %d got %+v, want the rotated token", i, out)
 		}
+	}
+}
+
+// A refresh given up on unanswered (Abandoned: the process stops while the
+// IdP may still run it) leaves its lock for the lock's lifetime and stores
+// no outcome: another replica does not spend the same refresh token until
+// then, as when the replica had died mid-refresh. One that panics releases
+// it, as before.
+func TestRefreshOnceLeavesAnAbandonedRefreshLocked(t *testing.T) {
+	srv := redisserver.Start(t)
+	c := newClock()
+	one, two := replica(t, srv, testOptions(c)), replica(t, srv, testOptions(c))
+	s := New(testProfile(), idp.Tokens{RefreshToken: "rt-1"}, testOptions(c))
+	saveTo(t, one, s)
+	loaded, _ := one.get(context.Background(), s.ID)
+
+	out, ran, err := one.RefreshOnce(context.Background(), loaded, time.Minute, time.Second, func() RefreshOutcome {
+		return RefreshOutcome{Session: loaded, Kept: true, Abandoned: true}
+	})
+	if err != nil || !ran || !out.Abandoned {
+		t.Fatalf("the abandoned refresh: ran %v, %+v, %v; want it run here and returned as it was", ran, out, err)
+	}
+	lock := one.redis.key("refresh", "lock", s.ID, strconv.FormatInt(loaded.Refreshed.Unix(), 10))
+	if ttl, err := one.redis.client.TTL(context.Background(), lock).Result(); err != nil || ttl <= 0 || ttl > refreshLockTTL {
+		t.Errorf("the abandoned refresh's lock lives %v more (%v), want it left to lapse within %v", ttl, err, refreshLockTTL)
+	}
+	result := one.redis.key("refresh", "result", s.ID, strconv.FormatInt(loaded.Refreshed.Unix(), 10))
+	if n, err := one.redis.client.Exists(context.Background(), result).Result(); err != nil || n != 0 {
+		t.Errorf("an outcome stored for the abandoned refresh: %d (%v), want none", n, err)
+	}
+	// The other replica waits for an outcome that does not come, and never
+	// runs the refresh itself meanwhile.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, ran, err = two.RefreshOnce(ctx, loaded, time.Minute, time.Second, func() RefreshOutcome {
+		t.Error("another replica ran the refresh while the abandoned one's lock held")
+		return RefreshOutcome{Kept: true}
+	})
+	if ran || !errors.Is(err, ErrUnavailable) {
+		t.Errorf("another replica, while the abandoned refresh's lock holds: ran %v, %v; want it waiting until it gives up", ran, err)
+	}
+
+	// A refresh that panics is no abandoned one: its lock is released.
+	c.Advance(time.Second)
+	later := New(testProfile(), idp.Tokens{RefreshToken: "rt-1"}, testOptions(c))
+	saveTo(t, one, later)
+	later, _ = one.get(context.Background(), later.ID)
+	func() {
+		defer func() { recover() }()
+		one.RefreshOnce(context.Background(), later, time.Minute, time.Second, func() RefreshOutcome { panic("a bug") })
+	}()
+	lock = one.redis.key("refresh", "lock", later.ID, strconv.FormatInt(later.Refreshed.Unix(), 10))
+	if n, err := one.redis.client.Exists(context.Background(), lock).Result(); err != nil || n != 0 {
+		t.Errorf("the lock of a refresh that panicked is still held: %d (%v)", n, err)
 	}
 }
 
