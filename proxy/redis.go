@@ -132,8 +132,9 @@ func storeFault(err error) []slog.Attr {
 // refreshShared runs refreshAtIdP for s, on one replica at a time when the
 // sessions are in Redis: the others wait for its outcome and use it, so that
 // a rotating refresh token is spent once. ran says whether this replica asked
-// the IdP (and should count it).
-func (h *Handler) refreshShared(ctx context.Context, impl idp.Refresher, s *session.Session) (*session.Session, string, bool) {
+// the IdP (and should count it). c is the refresh in rf that runs it, which
+// a shutdown waits for while this replica holds its lock in Redis.
+func (h *Handler) refreshShared(ctx context.Context, rf *refresher, impl idp.Refresher, s *session.Session, c *refreshCall) (*session.Session, string, bool) {
 	rs, ok := h.sessions.(*session.RedisStore)
 	if !ok {
 		next, result := h.refreshAtIdP(ctx, impl, s)
@@ -141,10 +142,24 @@ func (h *Handler) refreshShared(ctx context.Context, impl idp.Refresher, s *sess
 	}
 	result := ""
 	out, ran, err := rs.RefreshOnce(ctx, s, refreshMemory, min(h.refresher.every, refreshMemory), func() session.RefreshOutcome {
+		if !rf.hold(c) {
+			// The process stops and would not write what the IdP
+			// answers: the IdP is not asked, and the lock lapses as
+			// an abandoned refresh's does.
+			result = refreshError
+			return session.RefreshOutcome{Session: s, Kept: true, Abandoned: true}
+		}
 		next, res := h.refreshAtIdP(ctx, impl, s)
 		result = res
 		// Kept: the IdP could not be asked, and the session is s itself.
-		return session.RefreshOutcome{Session: next, Kept: next == s}
+		kept := next == s
+		// Given up on at shutdown before the IdP answered, which it may
+		// yet do, spending the session's refresh token: released, the
+		// lock would let another replica spend it again at once, and an
+		// IdP that detects reuse would then revoke the grant, the new
+		// token too. It lapses (75 s) after the IdP's bound (a minute).
+		abandoned := kept && errors.Is(context.Cause(ctx), errRefreshAbandoned)
+		return session.RefreshOutcome{Session: next, Kept: kept, Abandoned: abandoned}
 	})
 	switch {
 	case ran:
@@ -152,6 +167,10 @@ func (h *Handler) refreshShared(ctx context.Context, impl idp.Refresher, s *sess
 			h.log.Warn("refresh: outcome not shared with other replicas", "idp", s.Profile.IdP, "err", err)
 		}
 		return out.Session, result, true
+	case err != nil && errors.Is(context.Cause(ctx), errRefreshAbandoned):
+		// Waiting for another replica's refresh at shutdown: its
+		// outcome is that replica's to write.
+		return s, refreshError, false
 	case err != nil:
 		h.log.Warn("refresh: Redis not available; keeping the session for now", "idp", s.Profile.IdP, "err", err)
 		return s, refreshError, false

@@ -63,7 +63,25 @@ type refreshCalls struct {
 	// sweepAt is how many are remembered when those that no longer answer
 	// are next forgotten (minSweep).
 	sweepAt int
+
+	// held counts the refreshes this process runs for sessions in Redis
+	// from when it takes their refresh lock until their outcome is
+	// written (hold): no other replica writes it, so a shutdown waits for
+	// them (stop). idle is closed when none is left.
+	held int
+	idle chan struct{}
+	// stopping says that a shutdown has stopped waiting: no refresh is
+	// held, nor asked of an IdP for a session in Redis, any more.
+	stopping bool
+	// abandoned ends, at that shutdown, every refresh still running
+	// (runRefresh), with errRefreshAbandoned.
+	abandoned context.Context
+	abandon   context.CancelCauseFunc
 }
+
+// errRefreshAbandoned ends the refreshes still running when a shutdown stops
+// waiting for them.
+var errRefreshAbandoned = errors.New("refresh abandoned: the process is stopping")
 
 // refreshCall is one refresh of one session: in flight until done closes.
 type refreshCall struct {
@@ -89,6 +107,9 @@ type refreshCall struct {
 	// holds the session from before the refresh, with the refresh token
 	// the IdP has rotated away. Under refreshCalls.mu.
 	unsaved bool
+	// held says that the refresh counts in refreshCalls.held. Under
+	// refreshCalls.mu.
+	held bool
 }
 
 // waitFor waits for c to finish until rf.wait after it started, or until r's
@@ -118,8 +139,66 @@ func (rf *refresher) waitFor(c *refreshCall, r *http.Request) bool {
 }
 
 func newRefresher(every time.Duration) *refresher {
+	abandoned, abandon := context.WithCancelCause(context.Background())
 	return &refresher{every: every, wait: refreshWait, refreshCalls: &refreshCalls{inFlight: map[string]*refreshCall{},
-		recent: map[string]*refreshCall{}, sweepAt: minSweep}}
+		recent: map[string]*refreshCall{}, sweepAt: minSweep, abandoned: abandoned, abandon: abandon}}
+}
+
+// hold counts c, a refresh of a session in Redis whose lock this process
+// has just taken, among those a shutdown waits for, until letGo. It
+// reports false once a shutdown has stopped waiting: then the IdP must not
+// be asked, for an outcome that nobody would write.
+func (rc *refreshCalls) hold(c *refreshCall) bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.stopping {
+		return false
+	}
+	if rc.held == 0 {
+		rc.idle = make(chan struct{})
+	}
+	rc.held++
+	c.held = true
+	return true
+}
+
+// letGo ends hold's count of c, if it counts.
+func (rc *refreshCalls) letGo(c *refreshCall) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if !c.held {
+		return
+	}
+	c.held = false
+	if rc.held--; rc.held == 0 {
+		close(rc.idle)
+	}
+}
+
+// stop is a shutdown's end of the refreshes: it waits, until ctx ends, for
+// those held (hold), whose outcome only this process can write to Redis,
+// then abandons every refresh still running and returns how many of the
+// held it abandoned. Those of cookie-store sessions are not waited for:
+// with no request left to carry a renewed session's cookie, their outcome
+// is lost with the process, waited for or not. Nor are those that wait for
+// another replica's refresh: their outcome is that replica's to write.
+func (rc *refreshCalls) stop(ctx context.Context) int {
+	for {
+		rc.mu.Lock()
+		if rc.held == 0 || ctx.Err() != nil {
+			rc.stopping = true
+			n := rc.held
+			rc.mu.Unlock()
+			rc.abandon(errRefreshAbandoned)
+			return n
+		}
+		idle := rc.idle
+		rc.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+		}
+	}
 }
 
 // refreshSession returns the session to carry on with: s itself when no
@@ -225,8 +304,12 @@ func (rf *refresher) join(s *session.Session, now time.Time) (call *refreshCall,
 // this replica asked the IdP: another replica's outcome is its own to
 // save); otherwise it stays unsaved, remembered until a request of the
 // session writes it. A panic, which net/http no longer recovers here,
-// keeps the session for now (and ends no process).
+// keeps the session for now (and ends no process). ctx, detached from the
+// request, ends only when a shutdown abandons the refresh (refreshCalls.stop).
 func (h *Handler) runRefresh(ctx context.Context, rf *refresher, impl idp.Refresher, s *session.Session, c *refreshCall) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(rf.abandoned, func() { cancel(context.Cause(rf.abandoned)) })()
 	finished := false
 	defer func() {
 		if v := recover(); v != nil && !finished {
@@ -235,8 +318,10 @@ func (h *Handler) runRefresh(ctx context.Context, rf *refresher, impl idp.Refres
 			h.metrics.refreshes.WithLabelValues(s.Profile.IdP, refreshError).Inc()
 			rf.finish(s.ID, c, s, true, false, h.now())
 		}
+		// Its outcome written, or never to be: a shutdown waits no more.
+		rf.letGo(c)
 	}()
-	next, result, ran := h.refreshShared(ctx, impl, s)
+	next, result, ran := h.refreshShared(ctx, rf, impl, s, c)
 	if ran {
 		h.metrics.refreshes.WithLabelValues(s.Profile.IdP, result).Inc()
 	}
@@ -345,16 +430,23 @@ func (rf *refresher) finish(id string, c *refreshCall, next *session.Session, ke
 // not be asked, or nil when the session must end.
 func (h *Handler) refreshAtIdP(ctx context.Context, impl idp.Refresher, s *session.Session) (*session.Session, string) {
 	id := s.Profile.IdP
-	// Detached from the request (runRefresh already is): others wait on
-	// this refresh, and a client that goes away must not leave a spent
-	// token with no session to keep it.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	// ctx is runRefresh's, detached from the request: others wait on this
+	// refresh, and a client that goes away must not leave a spent token
+	// with no session to keep it. Only a shutdown ends it sooner.
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
 	defer cancel()
 	tokens := s.Tokens
 	profile, next, err := impl.Refresh(ctx, &tokens)
 	if errors.Is(err, idp.ErrRefreshRefused) {
 		h.log.Info("refresh refused by the IdP; session ended", "idp", id, "sub", s.Profile.Sub, "err", err)
 		return nil, refreshRefused
+	}
+	if err != nil && next == nil && errors.Is(context.Cause(ctx), errRefreshAbandoned) {
+		// The shutdown said how many it gave up on; this says whose
+		// session may meet a spent refresh token at its next refresh.
+		h.log.Info("refresh abandoned at shutdown; an IdP that runs it all the same and rotates refresh tokens refuses the session's next refresh",
+			"idp", id, "sub", s.Profile.Sub)
+		return s, refreshError
 	}
 	if err != nil {
 		attrs := []any{"idp", id, "sub", s.Profile.Sub}

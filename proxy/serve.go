@@ -57,9 +57,11 @@ func (h *Handler) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, gr
 
 // serveOn runs the public and admin servers until ctx ends, then shuts down:
 // /readyz turns 503, the public listener stops accepting, requests in flight
-// (long uploads too) finish, and connections taken over by a protocol
-// switch (WebSockets), which http.Server no longer tracks, are given until
-// the end of the grace period and then closed.
+// (long uploads too) finish, refreshes whose outcome only this process can
+// write to Redis finish, and connections taken over by a protocol switch
+// (WebSockets), which http.Server no longer tracks, are given until the end
+// of the grace period and then closed. Every refresh still running is then
+// abandoned.
 func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace time.Duration) error {
 	h := l.cur.Load()
 	errLog := slogErrorLog(l.log)
@@ -134,6 +136,15 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	if err := public.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
 		l.log.Warn("grace period over; closing remaining connections")
 		public.Close()
+	}
+	// Before Redis closes: a refresh the IdP answers late has spent the
+	// session's refresh token, and the renewed session is to reach Redis,
+	// which no other replica can do (refreshCalls.stop). Reloads handed
+	// the refreshes on, so the Handler live now has them all.
+	if n := l.cur.Load().refresher.stop(sctx); n > 0 {
+		l.log.Warn("grace period over; abandoning session refreshes not finished, their refresh locks left to lapse: "+
+			"an IdP that runs them all the same and rotates refresh tokens refuses those sessions' next refresh",
+			"refreshes", n)
 	}
 	if n := conns.wait(sctx); n > 0 {
 		l.log.Warn("grace period over; closing upgraded connections (WebSockets)", "connections", n)
