@@ -84,6 +84,21 @@ func refreshes(t *testing.T, s *stack, result string) int {
 	return 0
 }
 
+// eventually waits until cond holds, for up to 90 s: past the proxy's bound
+// on a refresh at the IdP (a minute), a failure's bound, not a measure. A
+// request waits 3 s for its session's refresh: an IdP slower than that (a
+// loaded machine) answers after it, and what the refresh did shows in the
+// metrics then, and to the session's following requests, as to a
+// browser's next page.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 90 s", what)
+		}
+	}
+}
+
 // cookieHeader is the Cookie header the browser sends to the proxy now.
 func cookieHeader(t *testing.T, b *http.Client, s *stack) string {
 	t.Helper()
@@ -141,6 +156,7 @@ func TestRefreshIsSpentOnceUnderConcurrentRequests(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
+	eventually(t, "the refresh to succeed", func() bool { return refreshes(t, s, "success")-loginRefreshes >= 1 })
 
 	idpRefreshes := idp.TokenRequests(t) - loginCalls
 	t.Logf("%d concurrent requests after the refresh interval: %d succeeded, %d refresh(es) at the IdP", concurrent, ok.Load(), idpRefreshes)
@@ -184,6 +200,7 @@ func TestRefreshOutcomes(t *testing.T) {
 	if status, email := apiGet(t, s, cookie); status != http.StatusOK {
 		t.Fatalf("IdP down: status %d (%q), want the session kept", status, email)
 	}
+	eventually(t, "the refresh to fail", func() bool { return refreshes(t, s, "error") >= 1 })
 	if n := refreshes(t, s, "error"); n != 1 {
 		t.Errorf("session_refreshes_total{result=error} = %d, want 1", n)
 	}
@@ -192,9 +209,15 @@ func TestRefreshOutcomes(t *testing.T) {
 	// and the session ends.
 	idp.Restart()
 	time.Sleep(1100 * time.Millisecond) // the failed attempt is retried after session.refresh
-	if status, _ := apiGet(t, s, cookie); status != http.StatusUnauthorized {
-		t.Fatalf("refused refresh: status %d, want 401 (session ended)", status)
-	}
+	// The request that starts the refresh, or one that follows it, finds
+	// the session ended; until then the session is kept.
+	eventually(t, "the refused refresh to end the session", func() bool {
+		status, _ := apiGet(t, s, cookie)
+		if status != http.StatusOK && status != http.StatusUnauthorized {
+			t.Fatalf("refused refresh: status %d, want 401 (session ended)", status)
+		}
+		return status == http.StatusUnauthorized
+	})
 	if n := refreshes(t, s, "refused"); n != 1 {
 		t.Errorf("session_refreshes_total{result=refused} = %d, want 1", n)
 	}
@@ -213,8 +236,16 @@ func TestSessionEndedAtARefreshIsNoLoginLoop(t *testing.T) {
 
 	idp.Restart() // forgets every token: the next refresh is refused
 	time.Sleep(1100 * time.Millisecond)
-	via, resp := chain(t, b, s.URL+"/data", func(u *url.URL) bool { return !strings.HasPrefix(u.String(), s.URL) })
-	body := readBody(t, resp)
+	// The request that starts the refresh, or one that follows it, meets
+	// the session's end; until then the session is kept.
+	var via []string
+	var resp *http.Response
+	var body string
+	eventually(t, "a request to meet the session's end", func() bool {
+		via, resp = chain(t, b, s.URL+"/data", func(u *url.URL) bool { return !strings.HasPrefix(u.String(), s.URL) })
+		body = readBody(t, resp)
+		return resp.StatusCode != http.StatusOK
+	})
 	if n := refreshes(t, s, "refused"); n != 1 {
 		t.Fatalf("session_refreshes_total{result=refused} = %d, want 1", n)
 	}
@@ -334,6 +365,10 @@ func TestReloadChangingRefreshKeepsRefreshesInFlight(t *testing.T) {
 	if status, _ := apiGet(t, s, oldCookie); status != http.StatusOK {
 		t.Fatalf("request that refreshes: status %d, want 200", status)
 	}
+	// The refresh is over, as the reload comes.
+	eventually(t, "the refresh to succeed", func() bool {
+		return metric(`portcullis_session_refreshes_total{idp="company",result="success"}`) > loginRefreshes
+	})
 
 	// The interval shortened: the old cookie is due again under it.
 	if err := os.WriteFile(path, configYAML("1s"), 0o600); err != nil {

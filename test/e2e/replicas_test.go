@@ -388,6 +388,7 @@ func TestReplicasSpendARotatingRefreshTokenOnce(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
+	eventually(t, "the refresh to succeed", func() bool { return rs.successes(t)-loginRefreshes >= 1 })
 
 	calls, successes := rs.IdP.TokenRequests(t)-loginCalls, rs.successes(t)-loginRefreshes
 	t.Logf("%d requests over 3 replicas after the refresh interval: %d succeeded, %d refresh(es) at the IdP", concurrent, ok.Load(), calls)
