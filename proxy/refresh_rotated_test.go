@@ -73,6 +73,26 @@ func (u *userinfoFailsOnce) RoundTrip(r *http.Request) (*http.Response, error) {
 	return u.next.RoundTrip(r)
 }
 
+// countRefreshes is a way to op that counts the refreshes sent to its
+// token endpoint, as they leave (an IdP that stalls has them all the same).
+func countRefreshes(t *testing.T, op *oidcserver.Server) *userinfoFailsOnce {
+	t.Helper()
+	var meta struct {
+		Token    string `json:"token_endpoint"`
+		Userinfo string `json:"userinfo_endpoint"`
+	}
+	resp, err := http.Get(op.Issuer + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&meta)
+	resp.Body.Close()
+	if err != nil || meta.Userinfo == "" || meta.Token == "" {
+		t.Fatalf("discovery: %+v, %v", meta, err)
+	}
+	return &userinfoFailsOnce{next: http.DefaultTransport, userinfo: meta.Userinfo, token: meta.Token}
+}
+
 // When the IdP has rotated the refresh token and what follows in the
 // refresh fails (userinfo answering 503 for a moment), the session keeps
 // the rotated refresh token, not the one just spent: spent again at the
@@ -221,20 +241,7 @@ func startRotatedStack(t *testing.T, store string, edit func(string) string) *ro
 	op := oidcserver.Start(t, oidcserver.Options{ConformIDTokenClaims: true,
 		RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"},
 		Clients:      []oidcserver.Client{{ID: "entra", RedirectURIs: []string{public + "/.portcullis/oidc/company/callback"}, RefreshTokens: "always"}}})
-	var meta struct {
-		Token    string `json:"token_endpoint"`
-		Userinfo string `json:"userinfo_endpoint"`
-	}
-	resp, err := http.Get(op.Issuer + "/.well-known/openid-configuration")
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = json.NewDecoder(resp.Body).Decode(&meta)
-	resp.Body.Close()
-	if err != nil || meta.Userinfo == "" || meta.Token == "" {
-		t.Fatalf("discovery: %+v, %v", meta, err)
-	}
-	via := &userinfoFailsOnce{next: http.DefaultTransport, userinfo: meta.Userinfo, token: meta.Token}
+	via := countRefreshes(t, op)
 
 	y := strings.NewReplacer("PUBLIC_URL", public, "UPSTREAM_URL", up.URL, "ISSUER", op.Issuer).Replace(refreshRedisConfig)
 	if store == "redis" {
@@ -267,7 +274,7 @@ func startRotatedStack(t *testing.T, store string, edit func(string) string) *ro
 
 	jar, _ := cookiejar.New(nil)
 	b := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	resp = oidcserver.Login(t, b, public+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
+	resp := oidcserver.Login(t, b, public+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

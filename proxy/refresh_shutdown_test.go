@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -140,26 +139,6 @@ func startShutdownStack(t *testing.T, store string, grace time.Duration) *shutdo
 	s.aAt.Store(time.Now().UnixNano())
 	s.bAt.Store(s.aAt.Load())
 	return s
-}
-
-// countRefreshes is a way to op that counts the refreshes sent to its
-// token endpoint, as they leave (an IdP that stalls has them all the same).
-func countRefreshes(t *testing.T, op *oidcserver.Server) *userinfoFailsOnce {
-	t.Helper()
-	var meta struct {
-		Token    string `json:"token_endpoint"`
-		Userinfo string `json:"userinfo_endpoint"`
-	}
-	resp, err := http.Get(op.Issuer + "/.well-known/openid-configuration")
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = json.NewDecoder(resp.Body).Decode(&meta)
-	resp.Body.Close()
-	if err != nil || meta.Userinfo == "" || meta.Token == "" {
-		t.Fatalf("discovery: %+v, %v", meta, err)
-	}
-	return &userinfoFailsOnce{next: http.DefaultTransport, userinfo: meta.Userinfo, token: meta.Token}
 }
 
 // getA is a script's request to a with alice's cookie: 200, or 401
