@@ -399,13 +399,18 @@ func (h *Handler) loginPath(rd string) string {
 // forward-auth check behind the upstream's router (Traefik's ForwardAuth,
 // nginx auth_request in front of Authelia) judges the method that
 // X-Forwarded-Method or X-Original-Method names, as it judges the path of
-// X-Forwarded-Uri.
+// X-Forwarded-Uri. Traefik's passTLSClientCert middleware tells the
+// application the client's certificate in X-Forwarded-Tls-Client-Cert and
+// -Info, and leaves a client's in place when there is none: only traefik's
+// forwardedHeaders drops them, from peers it does not trust, and a traefik
+// behind portcullis trusts portcullis (docs/cvat.md).
 var spoofable = []string{
 	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
 	"X-Forwarded-Method", "X-Original-Method",
 	"X-Original-Url", "X-Original-Uri", "X-Rewrite-Url", "X-Envoy-Original-Path",
 	"X-Forwarded-Uri", "X-Forwarded-Prefix",
 	"X-Forwarded-Path", "X-Forwarded-Port", "X-Forwarded-Server",
+	"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info",
 	"X-Forwarded-Scheme", "X-Forwarded-Ssl", "X-Forwarded-Protocol", "X-Url-Scheme", "X-Scheme", "Front-End-Https",
 	"X-Original-Host", "X-Host",
 	"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip",

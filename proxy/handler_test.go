@@ -645,6 +645,20 @@ func TestMethodSchemeAndHostClaimsAreStripped(t *testing.T) {
 	})
 }
 
+// Traefik's passTLSClientCert middleware tells the application the
+// client's certificate in X-Forwarded-Tls-Client-Cert and -Info, and
+// removes neither when the request has no certificate: it relies on the
+// entry point's forwardedHeaders, which drops both from untrusted clients
+// alone. Behind portcullis, a traefik that trusts portcullis's forwarded
+// headers (docs/cvat.md) kept a client's, so any client could name the
+// certificate (Subject CN=admin) an application authenticates by.
+func TestClientCertificateHeadersAreStripped(t *testing.T) {
+	noneReachesTheUpstream(t, "GET", []string{
+		"X-Forwarded-Tls-Client-Cert", "MIIBforged", "X-Forwarded-Tls-Client-Cert-Info", `Subject%3D%22CN%3Dadmin%22`,
+		"x_forwarded_tls_client_cert", "MIIBforged",
+	})
+}
+
 // noneReachesTheUpstream sends headers (name, value pairs) with a request
 // of method on a bypassed path, a signed-in one and one through a trusted
 // proxy, and fails if the upstream gets any of them, in any spelling.

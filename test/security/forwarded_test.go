@@ -114,6 +114,55 @@ func TestForwardedHeaderTrustRewrite(t *testing.T) {
 	}
 }
 
+// traefik in front, trusting its client's forwarded headers (insecure, or
+// trustedIPs naming a load balancer), forwards a client's
+// X-Forwarded-Tls-Client-Cert and -Info with its own headers, as this head
+// is what traefik v3.6.12 sent. Neither reaches the upstream: a traefik
+// behind portcullis that believes its forwarded headers (docs/cvat.md)
+// keeps them where its passTLSClientCert middleware finds no certificate,
+// and the application would take the client's word for its certificate.
+func TestTraefikClientCertificateHeaders(t *testing.T) {
+	bob := sessionFor(t, "bob")
+	traefik := []string{
+		"X-Forwarded-For: 203.0.113.9", "X-Forwarded-Host: cvat.example.com", "X-Forwarded-Port: 443",
+		"X-Forwarded-Proto: https", "X-Forwarded-Server: traefik-7d9f",
+		"X-Forwarded-Tls-Client-Cert: MIIBforged", "X-Forwarded-Tls-Client-Cert-Info: Subject%3D%22CN%3Dadmin%22",
+		"X-Real-Ip: 203.0.113.9",
+	}
+	for _, peer := range []string{"", trustedPeer} {
+		peerName := map[string]string{"": "untrusted peer", trustedPeer: "traefik as a trusted peer"}[peer]
+		for _, tc := range []struct{ name, target, cookie, auth string }{
+			{"bypass", "/public/x", "", ""},
+			{"credentials bypass", "/api/x", "", "Authorization: Bearer api-token"},
+			{"signed in", "/app/page", bob, ""},
+		} {
+			for _, spelling := range []string{"canonical", "underscores"} {
+				t.Run(peerName+"/"+tc.name+"/"+spelling, func(t *testing.T) {
+					hs := append([]string{"Accept: application/json"}, traefik...)
+					if spelling == "underscores" {
+						hs = append(hs[:0:0], "Accept: application/json", "X_Forwarded_Tls_Client_Cert: MIIBforged", "x_forwarded_tls_client_cert_info: Subject%3D%22CN%3Dadmin%22")
+					}
+					if tc.cookie != "" {
+						hs = append(hs, "Cookie: "+tc.cookie)
+					}
+					if tc.auth != "" {
+						hs = append(hs, tc.auth)
+					}
+					r := do(t, rq{target: tc.target, from: peer, headers: hs})
+					if r.Status != 200 || len(r.Upstream) != 1 {
+						t.Fatalf("want it forwarded; got %s", fmtReply(r))
+					}
+					for _, n := range []string{"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-Forwarded-Port", "X-Forwarded-Server", "X-Real-Ip"} {
+						if got := r.Upstream[0].Values(n); len(got) > 0 {
+							t.Errorf("upstream got the client's %s %q", n, got)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
 // The upstream's Host is public_url's, whatever host the client names: a
 // host-routing upstream would otherwise send the request to another
 // application, past the rules (SPEC: upstream.preserve_host).
