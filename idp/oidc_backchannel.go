@@ -99,6 +99,21 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 				err: fmt.Errorf("oidc %s: logout token: signed with a key not among the IdP's keys as last fetched, "+
 					"within %s of that fetch: %w", id, jwksRefetchEvery, err)}
 		}
+		if p.jwks.fetchedSince(fetches) {
+			// A fetch begun after it came has ended, but its check may
+			// have been answered before that fetch ended, with the keys
+			// fetched before: the floor passed, and another token had
+			// them fetched, while the check was under way. Checked again,
+			// it is checked with that fetch's keys (or a later one's),
+			// which an IdP publishes before it signs with them; refused
+			// then, it is invalid. The floor holds for this check as for
+			// any: that fetch has just ended.
+			check = &signatureCheck{}
+			tok, err = d.logoutVerifier.Verify(context.WithValue(ctx, signatureCheckKey{}, check), raw)
+			if err != nil && check.err != nil && p.jwks.keysUnavailable() {
+				return nil, fmt.Errorf("oidc %s: logout token: the IdP's signing keys could not be fetched: %w: %w", id, ErrNotReady, err)
+			}
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, err)

@@ -100,6 +100,13 @@ func (t *jwksThrottle) keyNotFetched(before uint64, kid string) (time.Duration, 
 	return max(last.ended.Add(jwksRefetchEvery).Sub(t.now()), time.Second), true
 }
 
+// fetchedSince reports whether a fetch begun after fetchesBegun said
+// before has ended.
+func (t *jwksThrottle) fetchedSince(before uint64) bool {
+	last := t.last.Load()
+	return last != nil && last.n > before
+}
+
 // newJWKSThrottle wraps next (http.DefaultTransport when nil), reading at
 // most maxJWKS bytes of each answer.
 func newJWKSThrottle(next http.RoundTripper) *jwksThrottle {
