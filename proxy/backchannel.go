@@ -69,13 +69,14 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, err := verifier.VerifyLogoutToken(r.Context(), raw)
 	if unfetched := (*idp.UnfetchedKeyError)(nil); errors.As(err, &unfetched) {
-		h.keyNotFetched(w, id, unfetched)
+		h.keyNotFetched(w, r, id, unfetched)
 		return
 	}
 	if errors.Is(err, idp.ErrNotReady) {
 		// The IdP did not give the keys to check it with: the token may
 		// be good, and the same one sent again may end the sessions.
-		h.log.Warn("back-channel logout: the token could not be checked; sessions not ended", "idp", id, "err", err)
+		h.log.Warn("back-channel logout: the token could not be checked; sessions not ended", "idp", id,
+			"request_id", r.Header.Get(requestIDHeader), "client", clientText(h.clientAddr(r)), "err", err)
 		retryLater(w)
 		writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable", "the identity provider's signing keys cannot be fetched right now"))
 		return
@@ -90,7 +91,7 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		// Another entry of the token's issuer and client holds keys that
 		// lack its key, within its floor (its error names it): ended now,
 		// its sessions would stay, and the token sent again be a replay.
-		h.keyNotFetched(w, id, unfetched)
+		h.keyNotFetched(w, r, id, unfetched)
 		return
 	}
 	// A jti is its issuer's: the token ends the sessions of every entry
@@ -141,10 +142,13 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 // entry's keys (err names it), as last fetched, lack the key of, within
 // the floor on fetching them again: the IdP may have rotated its key since. The same token sent again once they
 // may be fetched is checked with the keys then, and a forged one refused
-// then. Nothing is ended or spent now.
-func (h *Handler) keyNotFetched(w http.ResponseWriter, id string, err *idp.UnfetchedKeyError) {
+// then. Nothing is ended or spent now. The line names the request and
+// its client, as the refusal a forged token got before (an audit line)
+// did: a 503 is what a forged token naming a kid not held gets too.
+func (h *Handler) keyNotFetched(w http.ResponseWriter, r *http.Request, id string, err *idp.UnfetchedKeyError) {
 	wait := int(math.Ceil(err.RetryAfter.Seconds()))
 	h.log.Warn("back-channel logout: the token could not be checked; sessions not ended", "idp", id,
+		"request_id", r.Header.Get(requestIDHeader), "client", clientText(h.clientAddr(r)),
 		"reason", "signing_key_not_fetched", "kid", err.KeyID, "retry_after", wait, "err", err)
 	w.Header().Set("Retry-After", strconv.Itoa(wait))
 	writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable",
