@@ -182,14 +182,38 @@ func (rc *refreshCalls) letGo(c *refreshCall) {
 // with no request left to carry a renewed session's cookie, their outcome
 // is lost with the process, waited for or not. Nor are those that wait for
 // another replica's refresh: their outcome is that replica's to write.
+//
+// The held are abandoned a little before ctx's deadline (a tenth of what
+// is left, at most abandonedWrites), which is kept for those the IdP had
+// half answered: its token endpoint rotated the refresh token, userinfo
+// had not answered yet. Their renewed session, the new token in it, is
+// then written to Redis before stop returns and Redis is closed.
 func (rc *refreshCalls) stop(ctx context.Context) int {
+	waiting := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		waiting, cancel = context.WithDeadline(ctx, deadline.Add(-min(time.Until(deadline)/10, abandonedWrites)))
+		defer cancel()
+	}
+	n := rc.waitHeld(waiting, true)
+	rc.abandon(errRefreshAbandoned)
+	rc.waitHeld(ctx, false)
+	return n
+}
+
+// abandonedWrites bounds the end of a shutdown's grace that stop keeps for
+// the refreshes it abandons to write what the IdP answered.
+const abandonedWrites = time.Second
+
+// waitHeld waits until no refresh is held or ctx ends, and returns how many
+// still are. stopping then holds none any more (hold), under the same lock.
+func (rc *refreshCalls) waitHeld(ctx context.Context, stopping bool) int {
 	for {
 		rc.mu.Lock()
 		if rc.held == 0 || ctx.Err() != nil {
-			rc.stopping = true
+			rc.stopping = rc.stopping || stopping
 			n := rc.held
 			rc.mu.Unlock()
-			rc.abandon(errRefreshAbandoned)
 			return n
 		}
 		idle := rc.idle
@@ -340,7 +364,9 @@ func (h *Handler) runRefresh(ctx context.Context, rf *refresher, impl idp.Refres
 	if rf.finish(s.ID, c, next, kept, !inRedis || ran, h.now()) || next == nil || kept || !inRedis || !ran {
 		return
 	}
-	err := rs.SaveRenewed(ctx, next)
+	// Not ctx, which a shutdown may have ended as the IdP answered: the
+	// renewed session holds the refresh token the IdP just issued.
+	err := rs.SaveRenewed(context.WithoutCancel(ctx), next)
 	if err != nil {
 		h.log.Warn("refresh: the renewed session not saved yet", "idp", next.Profile.IdP, "err", err)
 	}

@@ -35,9 +35,19 @@ type userinfoFailsOnce struct {
 	// adds, when set, are claims added to every userinfo answer from
 	// then on, as an IdP that now says more of the user.
 	adds atomic.Pointer[map[string]any]
+	// stall, when set, holds every userinfo request until its caller
+	// gives up on it, as an IdP that stalls just after its token endpoint
+	// answered; stalled counts the requests held.
+	stall   atomic.Bool
+	stalled atomic.Int64
 }
 
 func (u *userinfoFailsOnce) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodGet && r.URL.String() == u.userinfo && u.stall.Load() {
+		u.stalled.Add(1)
+		<-r.Context().Done()
+		return nil, r.Context().Err()
+	}
 	if r.Method == http.MethodGet && r.URL.String() == u.userinfo && u.armed.CompareAndSwap(true, false) {
 		return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable",
 			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: r,

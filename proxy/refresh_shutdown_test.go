@@ -48,9 +48,9 @@ type shutdownStack struct {
 	returned chan struct{}
 }
 
-// startShutdownStack starts it with store ("cookie" or "redis"), and a's
-// grace period.
-func startShutdownStack(t *testing.T, store string, grace time.Duration) *shutdownStack {
+// startShutdownStack starts it with store ("cookie" or "redis"), a's
+// grace period, and op's options (its redirect URIs are set here).
+func startShutdownStack(t *testing.T, store string, grace time.Duration, op oidcserver.Options) *shutdownStack {
 	t.Helper()
 	s := &shutdownStack{aLog: &process.Output{}, returned: make(chan struct{})}
 	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -64,7 +64,8 @@ func startShutdownStack(t *testing.T, store string, grace time.Duration) *shutdo
 	s.url = "http://" + proxyLn.Addr().String()
 	up := httptest.NewServer(echo.New())
 	t.Cleanup(up.Close)
-	s.op = oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{s.url + "/.portcullis/oidc/company/callback"}})
+	op.RedirectURIs = []string{s.url + "/.portcullis/oidc/company/callback"}
+	s.op = oidcserver.Start(t, op)
 	s.aIdP, s.bIdP = countRefreshes(t, s.op), countRefreshes(t, s.op)
 	y := strings.NewReplacer("PUBLIC_URL", s.url, "UPSTREAM_URL", up.URL, "ISSUER", s.op.Issuer).Replace(refreshRedisConfig)
 	if store == "redis" {
@@ -221,7 +222,7 @@ func TestShutdownWaitsForARefreshStillAtTheIdP(t *testing.T) {
 			name = "refresh started by the configuration before a reload"
 		}
 		t.Run(name, func(t *testing.T) {
-			s := startShutdownStack(t, "redis", time.Minute)
+			s := startShutdownStack(t, "redis", time.Minute, oidcserver.Options{})
 			before := s.stored(t)
 			s.refreshAtAStalled(t)
 			if reload {
@@ -278,7 +279,7 @@ func TestShutdownWaitsForARefreshStillAtTheIdP(t *testing.T) {
 // and another replica that took the lock at once would spend the same
 // refresh token again.
 func TestShutdownAbandonsARefreshPastTheGrace(t *testing.T) {
-	s := startShutdownStack(t, "redis", time.Second)
+	s := startShutdownStack(t, "redis", time.Second, oidcserver.Options{})
 	s.refreshAtAStalled(t)
 
 	s.stop() // SIGTERM; the IdP stalls on
@@ -313,11 +314,58 @@ func TestShutdownAbandonsARefreshPastTheGrace(t *testing.T) {
 	}
 }
 
+// A refresh abandoned at the end of the grace after the IdP's token
+// endpoint answered (the IdP stalls at userinfo, which oidc-provider's
+// default ID tokens need) holds the session's new refresh token, the one
+// it was sent spent: the renewed session reaches Redis before the shutdown
+// closes it, as when userinfo fails at any other time, and the next
+// refresh, at another replica, spends the new token. Before, the
+// abandonment cancelled the renewed session's write too: Redis kept the
+// rotated-away token, found by the other replicas once the refresh's
+// outcome was forgotten (a minute), and the IdP refused it as reused.
+func TestShutdownSavesTheTokensOfARefreshAbandonedAtUserinfo(t *testing.T) {
+	// A grace long enough that its end is not reached before the refresh
+	// is at userinfo, on a loaded machine.
+	s := startShutdownStack(t, "redis", 10*time.Second, oidcserver.Options{ConformIDTokenClaims: true})
+	before := s.stored(t)
+	s.aIdP.stall.Store(true)
+	s.a.refresher.wait = 0 // served as it was at once, as after refreshWait
+	s.aAt.Add(int64(2 * time.Second))
+	if code := s.getA(t); code != http.StatusOK {
+		t.Fatalf("the request that starts the refresh: %d, want 200 with the session as it was", code)
+	}
+	waitFor(t, "the refresh at userinfo", func() bool { return s.aIdP.stalled.Load() == 1 })
+	if n := s.aIdP.refreshes.Load(); n != 1 {
+		t.Fatalf("%d refreshes sent to the token endpoint, want 1", n)
+	}
+
+	s.stop() // SIGTERM; userinfo stalls on
+	s.awaitReturned(t, 2*time.Minute, "with userinfo stalled past the grace")
+	waitFor(t, "the abandoned refresh to end", func() bool { return refreshResults(t, s.a, refreshError) == 1 })
+	after := s.stored(t)
+	if after.Tokens.RefreshToken == before.Tokens.RefreshToken {
+		t.Fatalf("after a's shutdown, Redis holds the refresh token the IdP rotated away at the abandoned refresh: the new one was lost")
+	}
+
+	// b refreshes the session when due with the token Redis holds, and the
+	// IdP renews it.
+	s.aIdP.stall.Store(false)
+	s.bAt.Store(s.aAt.Load() + int64(2*time.Second))
+	s.b.refresher.wait = refreshTimeout // b's answer is to carry its outcome
+	if code := s.getB(t); code != http.StatusOK {
+		t.Fatalf("b's refresh after a's shutdown: %d, want 200", code)
+	}
+	if s.bIdP.refreshes.Load() != 1 || refreshResults(t, s.b, refreshSuccess) != 1 || refreshResults(t, s.b, refreshRefused) != 0 {
+		t.Errorf("b: %d refreshes sent, %v succeeded, %v refused; want 1, 1 and 0", s.bIdP.refreshes.Load(),
+			refreshResults(t, s.b, refreshSuccess), refreshResults(t, s.b, refreshRefused))
+	}
+}
+
 // With the cookie store a renewed session can only ride on a response,
 // and a shutdown has none left to give: a refresh still at the IdP is
 // not waited for, however long the grace period, and is abandoned at once.
 func TestShutdownDoesNotWaitForACookieStoreRefresh(t *testing.T) {
-	s := startShutdownStack(t, "cookie", 10*time.Minute)
+	s := startShutdownStack(t, "cookie", 10*time.Minute, oidcserver.Options{})
 	s.refreshAtAStalled(t)
 
 	s.stop() // SIGTERM; the IdP stalls on
