@@ -192,7 +192,8 @@ func (rc *refreshCalls) stop(ctx context.Context) int {
 	waiting := ctx
 	if deadline, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
-		waiting, cancel = context.WithDeadline(ctx, deadline.Add(-min(time.Until(deadline)/10, abandonedWrites)))
+		margin := min(max(time.Until(deadline), 0)/10, abandonedWrites)
+		waiting, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
 		defer cancel()
 	}
 	n := rc.waitHeld(waiting, true)
