@@ -49,7 +49,8 @@ type BackchannelLogouter interface {
 	// ErrNotReady says the token could not be checked (discovery has not
 	// succeeded, the IdP's keys could not be fetched, or, an
 	// *UnfetchedKeyError, its key may be one published since they were),
-	// not that it is bad.
+	// not that it is bad; it is said only of a token whose issuer,
+	// audience and claims are those of a logout token for this client.
 	VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error)
 }
 
@@ -62,6 +63,18 @@ func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*Logo
 	id := p.cfg.ID
 	d, err := p.current()
 	if err != nil {
+		// Nothing but what it says can be checked before discovery: only
+		// a token that says it is for this client could be good.
+		// Another's is invalid here, not one to send again: a token
+		// posted to another entry ends this one's sessions too if it
+		// verifies here, and waits for this one if it could not be
+		// checked here (proxy's logoutTargets).
+		if !compactJWT(raw) {
+			return nil, fmt.Errorf("oidc %s: logout token: %w", id, errNotCompact)
+		}
+		if bad := p.undiscoveredSaysLogout(ctx, raw); bad != nil {
+			return nil, fmt.Errorf("oidc %s: logout token: %w", id, bad)
+		}
 		return nil, err
 	}
 	if d.provider == nil {
@@ -139,6 +152,25 @@ func (p *oidcProvider) saysLogout(ctx context.Context, d discovered, raw string)
 	}
 	_, err = p.logoutToken(tok, raw, time.Now())
 	return err == nil
+}
+
+// undiscoveredSaysLogout is saysLogout before this entry's discovery has
+// succeeded: why raw, a compact JWT read unverified, is not what a logout
+// token for this client says, or nil. The issuer discovery is to find is
+// server_url, but for a trailing slash (discover); the algorithms, any
+// that ID tokens may be verified with.
+func (p *oidcProvider) undiscoveredSaysLogout(ctx context.Context, raw string) error {
+	v := oidc.NewVerifier("", nil, &oidc.Config{ClientID: p.cfg.ClientID, SkipIssuerCheck: true, SkipExpiryCheck: true,
+		SupportedSigningAlgs: verifiedAlgs, InsecureSkipSignatureCheck: true})
+	tok, err := v.Verify(ctx, raw)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSuffix(tok.Issuer, "/") != strings.TrimSuffix(p.cfg.ServerURL, "/") {
+		return fmt.Errorf("issued by a different provider, %q, than server_url %q", truncate(tok.Issuer, 256), p.cfg.ServerURL)
+	}
+	_, err = p.logoutToken(tok, raw, time.Now())
+	return err
 }
 
 // logoutToken checks the claims that make tok, an ID token as go-oidc

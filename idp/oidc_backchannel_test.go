@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
@@ -587,5 +588,63 @@ func TestLogoutTokenOfAKeyPublishedDuringAFetchIsToBeSentAgain(t *testing.T) {
 	ft.now = ft.now.Add(unfetched.RetryAfter)
 	if err := verifyOnceFetched(t, p, func() string { return raw }); err != nil {
 		t.Errorf("the same logout token sent again after %s: %v", unfetched.RetryAfter, err)
+	}
+}
+
+// Before an entry's discovery has succeeded nothing can be checked but
+// what a logout token says: one that says what a logout token for this
+// client says (the issuer that discovery must find, server_url, with or
+// without its trailing slash; this client among its aud; the claims of
+// a logout token) could not be checked (ErrNotReady, to send again); any
+// other is invalid here, whatever key signed it. A token posted to another
+// entry also ends the sessions of this one when it verifies here
+// (proxy's logoutTargets), and waits for an entry that could not check
+// it: an entry of another issuer or client, whose discovery has not
+// succeeded (its IdP down, or a server_url mistyped), must not have every
+// logout at the others answered 503.
+func TestLogoutTokenBeforeDiscoveryIsToBeSentAgainOnlyWhenItIsForThisClient(t *testing.T) {
+	li := newTestIssuer(t)
+	for _, serverURL := range []string{li.url, li.url + "/"} {
+		// Its discovery ends with the context it was started with,
+		// before it succeeded.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		prov, err := New(ctx, Config{ID: "company-groups", Protocol: OIDC, ServerURL: serverURL, ClientID: "portcullis", ClientSecret: "s"},
+			testOptions("http://127.0.0.1:1", false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := prov.(*oidcProvider)
+		if err := p.Ready(); !errors.Is(err, ErrNotReady) {
+			t.Fatalf("an entry whose discovery has not succeeded: Ready %v, want ErrNotReady", err)
+		}
+		token := func(edit func(map[string]any)) string {
+			c := map[string]any{"iss": li.url, "aud": []string{"other", "portcullis"}, "iat": time.Now().Unix(), "jti": rand.Text(),
+				"sub": "alice", "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}
+			edit(c)
+			return logoutToken(t, li, c, nil)
+		}
+		for _, tc := range []struct {
+			name  string
+			raw   string
+			again bool // ErrNotReady, to send again
+		}{
+			{"a logout token for this client", token(func(map[string]any) {}), true},
+			{"another client's", token(func(c map[string]any) { c["aud"] = "another-client" }), false},
+			{"another issuer's", token(func(c map[string]any) { c["iss"] = "https://elsewhere.example" }), false},
+			{"another issuer's whose path extends this one's", token(func(c map[string]any) { c["iss"] = li.url + "/realms/x" }), false},
+			{"an ID token (a nonce, no logout event)", token(func(c map[string]any) { c["nonce"] = "n"; delete(c, "events") }), false},
+			{"one issued long ago", token(func(c map[string]any) { c["iat"] = time.Now().Add(-time.Hour).Unix() }), false},
+			{"not a JWT", "signed", false},
+			{"in the JWS JSON serialization", jwsJSON(token(func(map[string]any) {}), false), false},
+		} {
+			_, err := p.VerifyLogoutToken(t.Context(), tc.raw)
+			switch {
+			case err == nil:
+				t.Errorf("server_url %s, %s: accepted before discovery", serverURL, tc.name)
+			case tc.again != errors.Is(err, ErrNotReady):
+				t.Errorf("server_url %s, %s, before discovery: %v; want ErrNotReady %v", serverURL, tc.name, err, tc.again)
+			}
+		}
 	}
 }
