@@ -44,6 +44,9 @@ const maxLogoutTokenForm = 64 << 10
 // be fetched to check the token, or the token is signed with a key they
 // lacked when last fetched, within the floor on fetching them again (the
 // sessions may still be there, and the same token may be sent again).
+// When the entry it is posted to verifies it but another entry for its
+// client cannot check it so, the sessions of the entries that verify it
+// end now, and the 503 has the IdP send it again for the others'.
 func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	id := r.PathValue("idp")
@@ -86,17 +89,12 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, logoutError("invalid_request", "the logout token is not valid"))
 		return
 	}
-	targets, unfetched := h.logoutTargets(r.Context(), id, tok, raw)
-	if unfetched != nil {
-		// Another entry of the token's issuer and client holds keys that
-		// lack its key, within its floor (its error names it): ended now,
-		// its sessions would stay, and the token sent again be a replay.
-		h.keyNotFetched(w, r, id, unfetched)
-		return
-	}
+	targets, unchecked := h.logoutTargets(r.Context(), id, tok, raw)
 	// A jti is its issuer's: the token ends the sessions of every entry
 	// that verifies it (logoutTargets), so posted again at another of them
-	// it is a replay too.
+	// it is a replay too. It is marked while the sessions are ended, so
+	// that a replay of a token spent is refused before it ends anything,
+	// and unmarked when not all of them could be (below).
 	jti := "jti:" + tok.Issuer + "\x00" + tok.ID
 	first, err := h.logoutTokens.MarkOnce(r.Context(), jti, tok.IssuedAt.Add(idp.LogoutTokenMaxAge+time.Minute))
 	if err != nil {
@@ -111,42 +109,60 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := 0, error(nil)
+	ended := make([]string, 0, len(targets))
 	for _, at := range targets {
 		// Sub: the sessions of the user made before they were found by
 		// the IdP's subject, where the profile's sub is that subject.
 		who := session.User{Subject: at.tok.Subject, Sub: at.tok.Sub}
-		var ended int
-		ended, err = revoker.RevokeUser(r.Context(), at.id, who, at.tok.SessionID, h.now().Truncate(time.Second))
-		n += ended
+		var found int
+		found, err = revoker.RevokeUser(r.Context(), at.id, who, at.tok.SessionID, h.now().Truncate(time.Second))
+		n += found
 		if err != nil {
 			break
+		}
+		ended = append(ended, at.id)
+	}
+	if err != nil || len(unchecked) > 0 {
+		// The token ended nothing, or not everywhere it is for: the IdP's
+		// retry of it must not be refused as a replay. It ends again what
+		// this one ended, which is no more there to count.
+		if err := h.logoutTokens.Unmark(context.WithoutCancel(r.Context()), jti); err != nil {
+			h.log.Error("back-channel logout: token left marked used; a retry of it will be refused", "idp", id, "err", err)
 		}
 	}
 	if err != nil {
 		h.log.Error("back-channel logout: sessions not ended", "idp", id, "sub", tok.Subject, "sid", tok.SessionID, "err", err)
-		// The token ended nothing (or not all): the IdP's retry of it must
-		// not be refused as a replay.
-		if err := h.logoutTokens.Unmark(context.WithoutCancel(r.Context()), jti); err != nil {
-			h.log.Error("back-channel logout: token left marked used; a retry of it will be refused", "idp", id, "err", err)
-		}
 		retryLater(w)
 		writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable", "sessions cannot be ended right now"))
 		return
 	}
-	h.audit(r, slog.LevelInfo, "backchannel_logout", slog.String("idp", id), slog.String("sub", tok.Subject),
-		slog.String("sid", tok.SessionID), slog.Int("sessions", n))
+	attrs := []slog.Attr{slog.String("idp", id), slog.String("sub", tok.Subject), slog.String("sid", tok.SessionID),
+		slog.Int("sessions", n), slog.Any("ended_at", ended)}
+	if len(unchecked) > 0 {
+		names := make([]string, len(unchecked))
+		for i, u := range unchecked {
+			names[i] = u.id
+		}
+		attrs = append(attrs, slog.Any("not_checked_at", names))
+	}
+	h.audit(r, slog.LevelInfo, "backchannel_logout", attrs...)
+	if len(unchecked) > 0 {
+		h.notCheckedEverywhere(w, r, id, unchecked)
+		return
+	}
 	w.WriteHeader(http.StatusOK)
 }
 
-// keyNotFetched answers a logout token posted to entry id that an
-// entry's keys (err names it), as last fetched, lack the key of, within
-// the floor on fetching them again: the IdP may have rotated its key since. The same token sent again once they
-// may be fetched is checked with the keys then, and a forged one refused
-// then. Nothing is ended or spent now. The line names the request and
-// its client, as the refusal a forged token got before (an audit line)
-// did: a 503 is what a forged token naming a kid not held gets too.
+// keyNotFetched answers a logout token posted to entry id that its keys
+// (err names it), as last fetched, lack the key of, within the floor on
+// fetching them again: the IdP may have rotated its key since. The same
+// token sent again once they may be fetched is checked with the keys then,
+// and a forged one refused then. Nothing is ended or spent now. The line
+// names the request and its client, as the refusal a forged token got
+// before (an audit line) did: a 503 is what a forged token naming a kid
+// not held gets too.
 func (h *Handler) keyNotFetched(w http.ResponseWriter, r *http.Request, id string, err *idp.UnfetchedKeyError) {
-	wait := int(math.Ceil(err.RetryAfter.Seconds()))
+	wait := retryAfterOf(err)
 	h.log.Warn("back-channel logout: the token could not be checked; sessions not ended", "idp", id,
 		"request_id", r.Header.Get(requestIDHeader), "client", clientText(h.clientAddr(r)),
 		"reason", "signing_key_not_fetched", "kid", err.KeyID, "retry_after", wait, "err", err)
@@ -155,11 +171,52 @@ func (h *Handler) keyNotFetched(w http.ResponseWriter, r *http.Request, id strin
 		"the logout token is signed with a key that the identity provider's keys, as last fetched, do not have; they are fetched again after Retry-After"))
 }
 
+// notCheckedEverywhere answers a logout token posted to entry id, which
+// ended the sessions of the entries that verify it, when other entries
+// for its client (unchecked) could not check it: their sessions stay
+// until the IdP sends it again, after the longest of their Retry-Afters.
+// Each is named in a line of its own, with the request and its client (a
+// forged token posted elsewhere may have had their keys fetched just
+// before).
+func (h *Handler) notCheckedEverywhere(w http.ResponseWriter, r *http.Request, id string, unchecked []uncheckedEntry) {
+	wait := 0
+	for _, u := range unchecked {
+		attrs := []any{"idp", id, "not_checked_at", u.id, "request_id", r.Header.Get(requestIDHeader), "client", clientText(h.clientAddr(r))}
+		if e := (*idp.UnfetchedKeyError)(nil); errors.As(u.err, &e) {
+			attrs = append(attrs, "reason", "signing_key_not_fetched", "kid", e.KeyID)
+		}
+		wait = max(wait, retryAfterOf(u.err))
+		h.log.Warn("back-channel logout: the token could not be checked at another entry of its client; sessions there not ended",
+			append(attrs, "retry_after", retryAfterOf(u.err), "err", u.err)...)
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(wait))
+	writeJSON(w, http.StatusServiceUnavailable, logoutError("temporarily_unavailable",
+		"the logout token could not be checked at every entry of its client; the sessions of those that checked it have ended, send it again after Retry-After for the others"))
+}
+
+// retryAfterOf is the Retry-After, in seconds, of a logout token that
+// could not be checked (err, an idp.ErrNotReady): what is left of the
+// floor for a key not fetched yet, else retryAfter.
+func retryAfterOf(err error) int {
+	if e := (*idp.UnfetchedKeyError)(nil); errors.As(err, &e) {
+		return int(math.Ceil(e.RetryAfter.Seconds()))
+	}
+	wait, _ := strconv.Atoi(retryAfter)
+	return wait
+}
+
 // logoutTarget is an IdP entry whose sessions a logout token ends, and
 // the token as that entry reads it (its own claim mapping of sub).
 type logoutTarget struct {
 	id  string
 	tok *idp.LogoutToken
+}
+
+// uncheckedEntry is an IdP entry for a logout token's client that could
+// not check it, and why (an idp.ErrNotReady).
+type uncheckedEntry struct {
+	id  string
+	err error
 }
 
 // logoutTargets are the entries whose sessions a logout token posted to
@@ -172,11 +229,13 @@ type logoutTarget struct {
 // named by the token's aud, and keeps its sessions. Another issuer's, or
 // another client's, token fails verification (at its signature check,
 // whose keys of that issuer do not verify it, or at its iss or aud check).
-// unfetched is the error of an entry that could not check the token,
-// though it says it is for that entry's client: its keys as last fetched
-// lack the token's key, within its floor on fetching them again (of them
-// all, the one whose keys may be fetched again last).
-func (h *Handler) logoutTargets(ctx context.Context, id string, tok *idp.LogoutToken, raw string) (targets []logoutTarget, unfetched *idp.UnfetchedKeyError) {
+// unchecked are the entries that could not check it (idp.ErrNotReady:
+// their keys could not be fetched, or as last fetched lack its key within
+// the floor, or their discovery has not succeeded), though it says it is
+// for their client: an entry says ErrNotReady only of a token whose
+// issuer, audience and claims are those of a logout token for its client,
+// so another client's or issuer's token, forged or not, is never one.
+func (h *Handler) logoutTargets(ctx context.Context, id string, tok *idp.LogoutToken, raw string) (targets []logoutTarget, unchecked []uncheckedEntry) {
 	targets = []logoutTarget{{id: id, tok: tok}}
 	for _, p := range h.order {
 		other, ok := p.impl.(idp.BackchannelLogouter)
@@ -184,14 +243,14 @@ func (h *Handler) logoutTargets(ctx context.Context, id string, tok *idp.LogoutT
 			continue
 		}
 		t, err := other.VerifyLogoutToken(ctx, raw)
-		if e := (*idp.UnfetchedKeyError)(nil); errors.As(err, &e) && (unfetched == nil || e.RetryAfter > unfetched.RetryAfter) {
-			unfetched = e
-		}
-		if err == nil {
+		switch {
+		case err == nil:
 			targets = append(targets, logoutTarget{id: p.cfg.ID, tok: t})
+		case errors.Is(err, idp.ErrNotReady):
+			unchecked = append(unchecked, uncheckedEntry{id: p.cfg.ID, err: err})
 		}
 	}
-	return targets, unfetched
+	return targets, unchecked
 }
 
 func logoutError(code, description string) map[string]string {

@@ -3,10 +3,12 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -237,93 +239,186 @@ func TestBackchannelLogoutTokenIsSpentAtEveryEntryOfItsIssuer(t *testing.T) {
 	}
 }
 
-// unfetchedLogoutKey is an IdP whose keys, as last fetched, lack the key
-// of every logout token, within its floor on fetching them again, until
-// fetched is set: then every token verifies to tok.
-type unfetchedLogoutKey struct {
+// uncheckedLogoutToken is an IdP entry that cannot check a logout token
+// (err, an idp.ErrNotReady) until checked is set: then every token
+// verifies to tok.
+type uncheckedLogoutToken struct {
 	idp.Provider
 	tok     idp.LogoutToken
-	fetched *atomic.Bool
+	err     error
+	checked *atomic.Bool
 }
 
-func (u unfetchedLogoutKey) VerifyLogoutToken(context.Context, string) (*idp.LogoutToken, error) {
-	if !u.fetched.Load() {
-		return nil, &idp.UnfetchedKeyError{KeyID: "k2", RetryAfter: 6500 * time.Millisecond}
+func (u uncheckedLogoutToken) VerifyLogoutToken(context.Context, string) (*idp.LogoutToken, error) {
+	if !u.checked.Load() {
+		return nil, u.err
 	}
 	tok := u.tok
 	return &tok, nil
 }
 
-// A logout token that the entry it is posted to verifies, but that
-// another entry for the same client of that issuer (logoutTargets) cannot
-// check yet, its keys lacking the token's key within its floor, is
-// answered 503 with that entry's Retry-After, nothing ended or spent:
-// taken then, it would leave the other entry's sessions, and the IdP's
-// retry would be a replay. Sent again once that entry has the key, it ends
-// the sessions at both.
-func TestBackchannelLogoutWaitsForEveryEntryOfItsClientToHaveTheKey(t *testing.T) {
-	y := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
-	y = strings.Replace(y, "      client_id: portcullis\n", "      client_id: portcullis\n"+
-		"    - id: company-groups\n      protocol: OIDC\n      server_url: http://127.0.0.1:2/\n      client_id: portcullis\n", 1)
-	h := newTestHandler(t, y)
-	logs := &logBuffer{}
-	h.log = slog.New(slog.NewJSONHandler(logs, nil))
-	tok := idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", Issuer: "https://login.example", IssuedAt: time.Now()}
-	p := h.providers["company"]
-	p.impl = fixedLogoutToken{Provider: p.impl, tok: tok}
-	fetched := &atomic.Bool{}
-	other := h.providers["company-groups"]
-	other.impl = unfetchedLogoutKey{Provider: other.impl, tok: tok, fetched: fetched}
-
-	var cookies [][]*http.Cookie
-	for _, id := range []string{"company", "company-groups"} {
-		rec := httptest.NewRecorder()
-		s := session.New(idp.Profile{IdP: id, Sub: "u-1", Email: "alice@example.com"}, idp.Tokens{}, h.cookies)
-		if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
-			t.Fatal(err)
-		}
-		cookies = append(cookies, rec.Result().Cookies())
-	}
-	signedIn := func() []bool {
-		var out []bool
-		for _, c := range cookies {
-			r := httptest.NewRequest("GET", "/", nil)
-			for _, c := range c {
-				r.AddCookie(c)
+// A logout token posted to one entry, which it verifies, ends at once the
+// sessions of every entry that verifies it (the same client of its
+// issuer), and when another entry for that client cannot check it yet
+// (its keys lack the token's key within the floor, or cannot be fetched at
+// all) it is answered 503 with the largest Retry-After among them, the
+// token not spent, the entries that could not check it named in a WARN
+// line: the IdP's retry ends the rest, ending those ended before again
+// (a sessions count of what it found still there), and the token is spent
+// then, a replay refused. Before, a token that another entry lacked the
+// key of ended nothing until the retry, and one whose keys could not be
+// fetched at all was spent at once, its sessions there kept for good.
+func TestBackchannelLogoutEndsWhatItCanAndIsSentAgainForTheRest(t *testing.T) {
+	keyNotFetched := func(wait time.Duration) error { return &idp.UnfetchedKeyError{KeyID: "k2", RetryAfter: wait} }
+	keysUnavailable := fmt.Errorf("oidc: logout token: the IdP's signing keys could not be fetched: %w", idp.ErrNotReady)
+	for _, tc := range []struct {
+		name  string
+		redis bool
+		// unchecked are the entries that cannot check the token at first,
+		// and why.
+		unchecked  map[string]error
+		retryAfter string
+	}{
+		{name: "another entry lacks the token's key", unchecked: map[string]error{"company-groups": keyNotFetched(6500 * time.Millisecond)}, retryAfter: "7"},
+		{name: "another entry cannot fetch its keys", unchecked: map[string]error{"company-groups": keysUnavailable}, retryAfter: retryAfter},
+		{name: "two entries cannot check it, the longer wait", retryAfter: retryAfter,
+			unchecked: map[string]error{"company-groups": keyNotFetched(2500 * time.Millisecond), "company-admin": keysUnavailable}},
+		{name: "another entry cannot fetch its keys, with Redis", redis: true, unchecked: map[string]error{"company-groups": keysUnavailable}, retryAfter: retryAfter},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := strings.Replace(testConfig, "UPSTREAM", "http://127.0.0.1:1", 1)
+			entries := []string{"company", "company-groups", "company-admin", "company-other"}
+			for _, id := range slices.Backward(entries[1:]) { // each goes right after company
+				y = strings.Replace(y, "      client_id: portcullis\n", "      client_id: portcullis\n"+
+					"    - id: "+id+"\n      protocol: OIDC\n      server_url: http://127.0.0.1:2/\n      client_id: portcullis\n", 1)
 			}
-			s, err := h.sessions.Load(r)
-			out = append(out, err == nil && s != nil)
-		}
-		return out
-	}
-	post := func() *httptest.ResponseRecorder {
-		r := httptest.NewRequest("POST", "/.portcullis/oidc/company/backchannel-logout",
-			strings.NewReader(url.Values{"logout_token": {"signed"}}.Encode()))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w
-	}
+			if tc.redis {
+				y = storeInRedis(y, redisserver.Start(t).URL)
+			}
+			h := newTestHandler(t, y)
+			logs := &logBuffer{}
+			h.log = slog.New(slog.NewJSONHandler(logs, nil))
+			h.now = func() time.Time { return time.Now().Add(time.Second) } // the sessions were made before the logout
+			tok := idp.LogoutToken{Subject: "u-1", Sub: "u-1", ID: "jti-1", Issuer: "https://login.example", IssuedAt: time.Now()}
+			checked := &atomic.Bool{}
+			for _, id := range entries {
+				p := h.providers[id]
+				switch err, ok := tc.unchecked[id]; {
+				case id == "company-other":
+					// Another client's entry: the token is invalid there.
+					p.impl = fixedLogoutToken{Provider: p.impl, accept: "another client's token"}
+				case ok:
+					p.impl = uncheckedLogoutToken{Provider: p.impl, tok: tok, err: err, checked: checked}
+				default:
+					p.impl = fixedLogoutToken{Provider: p.impl, tok: tok}
+				}
+			}
 
-	w := post()
-	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "7" || !strings.Contains(w.Body.String(), "temporarily_unavailable") {
-		t.Errorf("a token company-groups cannot check yet: %d (Retry-After %q) %s, want 503 temporarily_unavailable with Retry-After 7",
-			w.Code, w.Header().Get("Retry-After"), w.Body)
-	}
-	if got := signedIn(); !got[0] || !got[1] {
-		t.Errorf("sessions (company, company-groups) signed in after the 503: %v, want both", got)
-	}
-	// Named by its request and client, as the audit line of a refused
-	// token is: a forged token naming a kid not held gets this 503 too.
-	if got := logs.find(t, map[string]any{"reason": "signing_key_not_fetched", "idp": "company", "kid": "k2", "client": "192.0.2.1"}); len(got) != 1 || got[0]["request_id"] == "" {
-		t.Errorf("log lines: %v, want one with reason signing_key_not_fetched, its client and request_id", logs.lines(t))
-	}
+			cookies := map[string][]*http.Cookie{}
+			for _, id := range entries {
+				rec := httptest.NewRecorder()
+				s := session.New(idp.Profile{IdP: id, Sub: "u-1", Email: "alice@example.com"}, idp.Tokens{}, h.cookies)
+				if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+					t.Fatal(err)
+				}
+				cookies[id] = rec.Result().Cookies()
+			}
+			// signedOut are the entries whose session of alice has ended.
+			signedOut := func() []string {
+				var out []string
+				for _, id := range entries {
+					r := httptest.NewRequest("GET", "/", nil)
+					for _, c := range cookies[id] {
+						r.AddCookie(c)
+					}
+					if s, err := h.sessions.Load(r); err != nil || s == nil {
+						out = append(out, id)
+					}
+				}
+				return out
+			}
+			post := func() *httptest.ResponseRecorder {
+				r := httptest.NewRequest("POST", "/.portcullis/oidc/company/backchannel-logout",
+					strings.NewReader(url.Values{"logout_token": {"signed"}}.Encode()))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				return w
+			}
+			sessions := func(n int) float64 {
+				if tc.redis {
+					return float64(n)
+				}
+				return 0 // the cookie store cannot count them
+			}
+			var ended, unchecked []any
+			for _, id := range entries[:3] {
+				if _, ok := tc.unchecked[id]; ok {
+					unchecked = append(unchecked, id)
+				} else {
+					ended = append(ended, id)
+				}
+			}
 
-	fetched.Store(true)
-	if w := post(); w.Code != http.StatusOK {
-		t.Errorf("the same token, sent again once company-groups has the key: %d %s, want 200", w.Code, w.Body)
-	}
-	if got := signedIn(); got[0] || got[1] {
-		t.Errorf("sessions (company, company-groups) signed in after the token was taken: %v, want neither", got)
+			w := post()
+			if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != tc.retryAfter || !strings.Contains(w.Body.String(), "temporarily_unavailable") {
+				t.Errorf("a token that %v cannot check yet: %d (Retry-After %q) %s, want 503 temporarily_unavailable with Retry-After %s",
+					unchecked, w.Code, w.Header().Get("Retry-After"), w.Body, tc.retryAfter)
+			}
+			if got, want := fmt.Sprint(signedOut()), fmt.Sprint(ended); got != want {
+				t.Errorf("entries signed out after the first post: %s, want %s (those that checked the token)", got, want)
+			}
+			// Each entry that could not check it is named, with the
+			// request and its client, as the audit line of a refused
+			// token is: a forged token naming a kid not held gets a 503.
+			for _, id := range unchecked {
+				lines := logs.find(t, map[string]any{"level": "WARN", "idp": "company", "not_checked_at": id, "client": "192.0.2.1"})
+				if len(lines) != 1 || lines[0]["request_id"] == "" {
+					t.Errorf("WARN lines naming %s: %v; want one, with its client and request_id", id, logs.lines(t))
+				} else if _, lacksKey := tc.unchecked[id.(string)].(*idp.UnfetchedKeyError); lacksKey &&
+					(lines[0]["reason"] != "signing_key_not_fetched" || lines[0]["kid"] != "k2") {
+					t.Errorf("WARN line naming %s: %v; want reason signing_key_not_fetched and kid k2", id, lines[0])
+				}
+			}
+			if got := logs.find(t, map[string]any{"event": "backchannel_logout"}); len(got) != 1 ||
+				fmt.Sprint(got[0]["ended_at"]) != fmt.Sprint(ended) || fmt.Sprint(got[0]["not_checked_at"]) != fmt.Sprint(unchecked) ||
+				got[0]["sessions"] != sessions(len(ended)) {
+				t.Errorf("audit lines: %v; want one backchannel_logout ended_at %v, not_checked_at %v, sessions %v", got, ended, unchecked, sessions(len(ended)))
+			}
+
+			// The IdP's retry, once they can check it, ends the rest.
+			checked.Store(true)
+			logs = &logBuffer{}
+			h.log = slog.New(slog.NewJSONHandler(logs, nil))
+			if w := post(); w.Code != http.StatusOK {
+				t.Errorf("the same token, sent again once every entry can check it: %d %s, want 200", w.Code, w.Body)
+			}
+			if got, want := fmt.Sprint(signedOut()), fmt.Sprint(entries[:3]); got != want {
+				t.Errorf("entries signed out after the retry: %s, want %s", got, want)
+			}
+			if got := logs.find(t, map[string]any{"event": "backchannel_logout"}); len(got) != 1 ||
+				fmt.Sprint(got[0]["ended_at"]) != fmt.Sprint(entries[:3]) || got[0]["not_checked_at"] != nil || got[0]["sessions"] != sessions(len(unchecked)) {
+				t.Errorf("audit lines of the retry: %v; want one backchannel_logout ended_at %v, sessions %v (those still there)", got, entries[:3], sessions(len(unchecked)))
+			}
+
+			// Spent now: a replay is refused before it ends anything, the
+			// session alice has made since at company too, even while
+			// another entry cannot check it again.
+			later := h.cookies
+			later.Now = func() time.Time { return time.Now().Add(3 * time.Second) } // after the retry's logout
+			rec := httptest.NewRecorder()
+			s := session.New(idp.Profile{IdP: "company", Sub: "u-1", Email: "alice@example.com"}, idp.Tokens{}, later)
+			if err := h.sessions.Save(rec, httptest.NewRequest("GET", "/", nil), s); err != nil {
+				t.Fatal(err)
+			}
+			cookies["company"] = rec.Result().Cookies()
+			checked.Store(false)
+			if w := post(); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "already used") {
+				t.Errorf("the token a third time: %d %s, want 400, already used", w.Code, w.Body)
+			}
+			if got := signedOut(); slices.Contains(got, "company") {
+				t.Errorf("entries signed out after the replay: %v; want alice's new session at company kept", got)
+			}
+		})
 	}
 }
