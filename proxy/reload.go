@@ -183,6 +183,12 @@ func (l *live) watch(ctx context.Context, signals <-chan os.Signal, poll time.Du
 func (l *live) reload(trigger string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.draining.Load() || l.ctx.Err() != nil {
+		// Whatever it built would start providers for nothing, and
+		// the shutdown closes the Handler live now (closeLast).
+		l.log.Info("config reload skipped: the process is stopping", "trigger", trigger)
+		return errStopping
+	}
 	prev := l.cur.Load()
 	start := time.Now()
 	next, err := l.build(prev)
@@ -207,6 +213,9 @@ func (l *live) reload(trigger string) error {
 	l.reloadCertificate(next.cfg.Server.TLS, trigger)
 	return nil
 }
+
+// errStopping is the answer of a reload asked for once the shutdown began.
+var errStopping = errors.New("config reload skipped: the process is stopping")
 
 // reloadCertificate checks the certificate files on a reload, at the paths
 // files names now. Turning TLS on or off takes a restart: until then the

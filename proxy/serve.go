@@ -123,9 +123,15 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 
 	select {
 	case err := <-errc:
+		// Fatal: nothing waits, but what the graceful path closes is
+		// closed, and every refresh still running is abandoned.
+		l.draining.Store(true)
 		public.Close()
 		admin.Close()
 		conns.closeAll()
+		done, cancel := context.WithCancel(context.Background())
+		cancel()
+		l.closeLast(done)
 		return err
 	case <-ctx.Done():
 	}
@@ -151,7 +157,26 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	}
 	conns.closeAll()
 	admin.Close()
-	h = l.cur.Load()
+	l.closeLast(nil)
+	l.log.Info("portcullis stopped")
+	return nil
+}
+
+// closeLast closes what the last Handler holds: its providers' background
+// work, its idle upstream connections and its Redis connection, after
+// abandoning the refreshes still running when refreshes is not nil (a
+// context already over: nothing is waited for). draining is set: a reload
+// still running is waited for, so that the Handler it swaps in is the one
+// closed, and every later one refuses (reload). It waits at most for what
+// is left of that reload once the context of Run ended: build, and one
+// readiness round of awaitReady (the two Redis pings, readyTimeout each).
+func (l *live) closeLast(refreshes context.Context) {
+	l.mu.Lock()
+	h := l.cur.Load()
+	l.mu.Unlock()
+	if refreshes != nil {
+		h.refresher.stop(refreshes)
+	}
 	h.stopProviders(nil)
 	h.releaseTransport(nil)
 	// The requests are over; a process that embeds the proxy (the tests)
@@ -159,8 +184,6 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 	if h.redis != nil {
 		h.redis.Close()
 	}
-	l.log.Info("portcullis stopped")
-	return nil
 }
 
 // connSet is every connection of the public listener that a handler took
