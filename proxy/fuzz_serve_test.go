@@ -416,14 +416,17 @@ func withLegacyRule(url string) string {
   - name: cvat-api-credentials`, 1)
 }
 
-// sentBobsPassword reports whether sent carries bobBasic as the proxy reads
-// Basic credentials.
+// sentBobsPassword reports whether sent carries bob's directory password
+// as the proxy reads Basic credentials, under a username the directory
+// takes for his: slapd matches uid without regard to case or to
+// insignificant spaces (caseIgnoreMatch), so "boB" is bob and signs in as
+// him, as it does at the LDAP form.
 func sentBobsPassword(sent *http.Request) bool {
 	if sent == nil {
 		return false
 	}
 	user, password, ok := sent.BasicAuth()
-	return ok && user == ldapserver.Bob && password == ldapserver.BobPassword
+	return ok && strings.EqualFold(strings.Join(strings.Fields(user), " "), ldapserver.Bob) && password == ldapserver.BobPassword
 }
 
 // fuzzRequestBytes lays out FuzzServeHTTP's request: the request line, the
