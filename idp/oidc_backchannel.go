@@ -21,6 +21,11 @@ const BackchannelLogoutEvent = "http://schemas.openid.net/event/backchannel-logo
 // jti needs to be remembered only this long.
 const LogoutTokenMaxAge = 5 * time.Minute
 
+// maxLogoutErrorText bounds the text of VerifyLogoutToken's errors: they
+// name what a token says (go-oidc's name its aud and iss whole), and
+// anyone may post one, of up to the 64 KiB form, to have it logged.
+const maxLogoutErrorText = 1024
+
 // LogoutToken is a verified back-channel logout token: the IdP says that the
 // session SessionID, or when that is empty every session of Subject, ended.
 type LogoutToken struct {
@@ -60,6 +65,24 @@ var _ BackchannelLogouter = (*oidcProvider)(nil)
 // signing keys from its JWKS, issuer, audience this client), then the claims
 // that make it a logout token rather than an ID token.
 func (p *oidcProvider) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error) {
+	tok, err := p.verifyLogoutToken(ctx, raw)
+	if err != nil && len(err.Error()) > maxLogoutErrorText {
+		err = clippedError{err}
+	}
+	return tok, err
+}
+
+// clippedError is err, its text cut at maxLogoutErrorText bytes.
+type clippedError struct{ err error }
+
+func (e clippedError) Error() string {
+	return strings.ToValidUTF8(truncate(e.err.Error(), maxLogoutErrorText-len(" (cut)")), "") + " (cut)"
+}
+
+func (e clippedError) Unwrap() error { return e.err }
+
+// verifyLogoutToken is VerifyLogoutToken, its errors' text unbounded.
+func (p *oidcProvider) verifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error) {
 	id := p.cfg.ID
 	d, err := p.current()
 	if err != nil {

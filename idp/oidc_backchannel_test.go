@@ -648,3 +648,64 @@ func TestLogoutTokenBeforeDiscoveryIsToBeSentAgainOnlyWhenItIsForThisClient(t *t
 		}
 	}
 }
+
+// Anyone may post a logout token, and what a refused one says is logged
+// (the proxy's backchannel_logout_refused line): what it says itself is
+// bounded there, as its typ, kid and issuer are, however long the claims
+// go-oidc names in its errors (aud, iss) are. The form it comes in may
+// be 64 KiB.
+func TestLogoutTokenErrorTextIsBounded(t *testing.T) {
+	li := newTestIssuer(t)
+	discovered := li.provider(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	prov, err := New(ctx, Config{ID: "company-groups", Protocol: OIDC, ServerURL: li.url, ClientID: "portcullis", ClientSecret: "s"},
+		testOptions("http://127.0.0.1:1", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	undiscovered := prov.(*oidcProvider)
+	long := strings.Repeat("A", 30_000)
+	for _, tc := range []struct {
+		name string
+		edit func(map[string]any)
+	}{
+		{"a long audience", func(c map[string]any) { c["aud"] = []string{long} }},
+		{"a long issuer", func(c map[string]any) { c["iss"] = long }},
+	} {
+		c := map[string]any{"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": rand.Text(),
+			"sub": "alice", "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}
+		tc.edit(c)
+		raw := logoutToken(t, li, c, nil)
+		for _, p := range []*oidcProvider{discovered, undiscovered} {
+			_, err := p.VerifyLogoutToken(t.Context(), raw)
+			if err == nil {
+				t.Fatalf("%s at %s: accepted", tc.name, p.cfg.ID)
+			}
+			if errors.Is(err, ErrNotReady) || len(err.Error()) > maxLogoutErrorText {
+				t.Errorf("%s at %s (discovered %v): %d bytes of error text (ErrNotReady %v), want it refused in at most %d",
+					tc.name, p.cfg.ID, p.Ready() == nil, len(err.Error()), errors.Is(err, ErrNotReady), maxLogoutErrorText)
+			}
+		}
+	}
+}
+
+// An entry whose server_url is the issuer spelled otherwise than but for
+// a trailing slash never discovers (go-oidc wants the issuer exactly), so
+// a token of that issuer is not one to send again there: the entry that
+// verifies it would otherwise wait for it forever.
+func TestLogoutTokenBeforeDiscoveryAtAnotherSpellingOfTheIssuerIsInvalid(t *testing.T) {
+	li := newTestIssuer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	prov, err := New(ctx, Config{ID: "company-groups", Protocol: OIDC, ServerURL: "HTTP" + strings.TrimPrefix(li.url, "http"),
+		ClientID: "portcullis", ClientSecret: "s"}, testOptions("http://127.0.0.1:1", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := logoutToken(t, li, map[string]any{"iss": li.url, "aud": "portcullis", "iat": time.Now().Unix(), "jti": rand.Text(),
+		"sub": "alice", "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}, nil)
+	if _, err := prov.(*oidcProvider).VerifyLogoutToken(t.Context(), raw); err == nil || errors.Is(err, ErrNotReady) {
+		t.Errorf("a token of %s at an entry whose server_url is spelled otherwise, before discovery: %v; want it invalid", li.url, err)
+	}
+}
