@@ -3,13 +3,10 @@ package proxy
 import (
 	"crypto/rand"
 	"crypto/rsa"
-	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"net/url"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,15 +33,7 @@ import (
 func TestBackchannelLogoutWaitsOnlyForTheEntriesOfItsClient(t *testing.T) {
 	up := httptest.NewServer(echo.New())
 	t.Cleanup(up.Close)
-	tokens := make(chan string, 1)
-	capture := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.ParseForm()
-		select {
-		case tokens <- r.PostForm.Get("logout_token"):
-		default:
-		}
-	}))
-	t.Cleanup(capture.Close)
+	tokens, catcher := logoutCatcher(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +42,7 @@ func TestBackchannelLogoutWaitsOnlyForTheEntriesOfItsClient(t *testing.T) {
 	op := oidcserver.Start(t, oidcserver.Options{
 		RedirectURIs: []string{base + "/.portcullis/oidc/company/callback", base + "/.portcullis/oidc/company-groups/callback"},
 		// kept, to be posted to the proxy while the IdP stalls
-		BackchannelLogoutURI: capture.URL,
+		BackchannelLogoutURI: catcher,
 		// a token by sub, for alice's sessions in both browsers
 		BackchannelLogoutWithoutSID: true,
 	})
@@ -84,26 +73,7 @@ rules:
 		return len(problems) == 1 && partner
 	})
 
-	type answer struct {
-		code       int
-		retryAfter int
-		body       string
-	}
-	post := func(token string) answer {
-		resp, err := (&http.Client{Timeout: time.Minute}).PostForm(s.base+"/.portcullis/oidc/company/backchannel-logout", url.Values{"logout_token": {token}})
-		if err != nil {
-			t.Fatalf("post: %v", err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		a := answer{code: resp.StatusCode, body: string(body)}
-		if v := resp.Header.Get("Retry-After"); v != "" {
-			if a.retryAfter, err = strconv.Atoi(v); err != nil {
-				t.Fatalf("Retry-After %q: %v", v, err)
-			}
-		}
-		return a
-	}
+	post := func(token string) logoutAnswer { return postLogoutToken(t, s.base, "company", token) }
 	login := func(id string) (*http.Client, []*http.Cookie) {
 		jar, _ := cookiejar.New(nil)
 		browser := &http.Client{Jar: jar, Timeout: time.Minute}
@@ -114,19 +84,7 @@ rules:
 		}
 		return browser, jar.Cookies(resp.Request.URL)
 	}
-	signedIn := func(session []*http.Cookie) bool {
-		req, _ := http.NewRequest("GET", s.base+"/tasks", nil)
-		req.Header.Set("Accept", "application/json")
-		for _, c := range session {
-			req.AddCookie(c)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}
+	signedIn := func(session []*http.Cookie) bool { return sessionAnswers(t, s.base, session) == http.StatusOK }
 	browser, atCompany := login("company")
 	_, atGroups := login("company-groups")
 

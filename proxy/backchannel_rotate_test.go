@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"net/url"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,15 +34,7 @@ import (
 func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 	up := httptest.NewServer(echo.New())
 	t.Cleanup(up.Close)
-	tokens := make(chan string, 1)
-	capture := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.ParseForm()
-		select {
-		case tokens <- r.PostForm.Get("logout_token"):
-		default:
-		}
-	}))
-	t.Cleanup(capture.Close)
+	tokens, catcher := logoutCatcher(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +42,7 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 	base := "http://" + ln.Addr().String()
 	op := oidcserver.Start(t, oidcserver.Options{
 		RedirectURIs:         []string{base + "/.portcullis/oidc/company/callback"},
-		BackchannelLogoutURI: capture.URL, // posted to the proxy by the test, when it says
+		BackchannelLogoutURI: catcher, // posted to the proxy by the test, when it says
 	})
 	y := strings.NewReplacer("UPSTREAM_URL", up.URL, "ISSUER", op.Issuer, "NAME", "", "SCOPES", "openid, email, profile, groups",
 		"SECRET", "portcullis-secret", "MORE", "").Replace(stalledOIDCConfig)
@@ -76,39 +66,8 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 		}
 		return raw
 	}
-	type answer struct {
-		code       int
-		retryAfter int
-		body       string
-	}
-	post := func(token string) answer {
-		resp, err := (&http.Client{Timeout: time.Minute}).PostForm(s.base+"/.portcullis/oidc/company/backchannel-logout", url.Values{"logout_token": {token}})
-		if err != nil {
-			t.Fatalf("post: %v", err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		a := answer{code: resp.StatusCode, body: string(body)}
-		if v := resp.Header.Get("Retry-After"); v != "" {
-			if a.retryAfter, err = strconv.Atoi(v); err != nil {
-				t.Fatalf("Retry-After %q: %v", v, err)
-			}
-		}
-		return a
-	}
-	signedIn := func(session []*http.Cookie) int {
-		req, _ := http.NewRequest("GET", s.base+"/tasks", nil)
-		req.Header.Set("Accept", "application/json")
-		for _, c := range session {
-			req.AddCookie(c)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	post := func(token string) logoutAnswer { return postLogoutToken(t, s.base, "company", token) }
+	signedIn := func(session []*http.Cookie) int { return sessionAnswers(t, s.base, session) }
 	kidOf := func(raw string) string {
 		tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
 		if err != nil {

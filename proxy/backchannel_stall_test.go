@@ -26,15 +26,7 @@ import (
 func TestBackchannelLogoutWhileTheIdPStalls(t *testing.T) {
 	up := httptest.NewServer(echo.New())
 	t.Cleanup(up.Close)
-	tokens := make(chan string, 1)
-	capture := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.ParseForm()
-		select {
-		case tokens <- r.PostForm.Get("logout_token"):
-		default:
-		}
-	}))
-	t.Cleanup(capture.Close)
+	tokens, catcher := logoutCatcher(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +34,7 @@ func TestBackchannelLogoutWhileTheIdPStalls(t *testing.T) {
 	base := "http://" + ln.Addr().String()
 	op := oidcserver.Start(t, oidcserver.Options{
 		RedirectURIs:         []string{base + "/.portcullis/oidc/company/callback"},
-		BackchannelLogoutURI: capture.URL, // kept, to be posted to the proxy while the IdP stalls
+		BackchannelLogoutURI: catcher, // kept, to be posted to the proxy while the IdP stalls
 	})
 	y := strings.NewReplacer("UPSTREAM_URL", up.URL, "ISSUER", op.Issuer, "NAME", "", "SCOPES", "openid, email, profile, groups",
 		"SECRET", "portcullis-secret", "MORE", "").Replace(stalledOIDCConfig)
@@ -67,19 +59,7 @@ func TestBackchannelLogoutWhileTheIdPStalls(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the IdP sent no logout token")
 	}
-	signedIn := func() int {
-		req, _ := http.NewRequest("GET", s.base+"/tasks", nil)
-		req.Header.Set("Accept", "application/json")
-		for _, c := range session {
-			req.AddCookie(c)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	signedIn := func() int { return sessionAnswers(t, s.base, session) }
 	if code := signedIn(); code != http.StatusOK {
 		t.Fatalf("alice's first session before the logout token is posted: %d", code)
 	}
