@@ -78,6 +78,13 @@ func Run(ctx context.Context, cfg *Config, o ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	return run(ctx, h, o)
+}
+
+// run is Run once h is built: whatever it returns, h's providers, Redis
+// client and transport are closed, and the configuration watcher it starts
+// has ended.
+func run(ctx context.Context, h *Handler, o ServeOptions) error {
 	l := newLive(ctx, h, o.Log)
 	l.certPoll = o.CertPollInterval
 	if o.ConfigPath != "" {
@@ -89,12 +96,29 @@ func Run(ctx context.Context, cfg *Config, o ServeOptions) error {
 		if _, stamp, err := l.src.read(); err == nil {
 			l.src.stamp = stamp
 		}
-		go l.watch(ctx, o.Reload, o.PollInterval)
 	}
-	proxyLn, adminLn, err := listen(cfg)
+	proxyLn, adminLn, err := listen(h.cfg)
 	if err != nil {
-		h.stopProviders(nil)
+		// Nothing was served: no refresh to abandon, no reload to wait for.
+		l.closeLast(nil)
 		return err
+	}
+	if l.src != nil {
+		// Until serveOn returns, not until ctx ends: serveOn returns early
+		// when a listener fails or the certificate cannot be loaded, and a
+		// process that embeds the proxy (the tests, the demo) goes on.
+		// A reload it started has ended by then (closeLast), and every
+		// later one is refused at once (draining).
+		wctx, stop := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			l.watch(wctx, o.Reload, o.PollInterval)
+		}()
+		defer func() {
+			stop()
+			<-watched
+		}()
 	}
 	return l.serveOn(ctx, proxyLn, adminLn, o.Grace)
 }

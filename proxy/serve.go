@@ -91,10 +91,26 @@ func (l *live) serveOn(ctx context.Context, proxyLn, adminLn net.Listener, grace
 		if err != nil {
 			proxyLn.Close()
 			adminLn.Close()
+			// Nothing was served: no refresh to abandon. A reload the
+			// watcher of Run began is waited for, and every later one
+			// refused, as at any other end.
+			l.draining.Store(true)
+			l.closeLast(nil)
 			return err
 		}
 		h.metrics.certificateExpiry(certs.notAfter)
-		go certs.watch(ctx, l.certPoll)
+		// Until serveOn returns, which a failed listener makes sooner
+		// than ctx ends.
+		wctx, stop := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			certs.watch(wctx, l.certPoll)
+		}()
+		defer func() {
+			stop()
+			<-watched
+		}()
 		// ServeTLS without files adds to this what it always did (HTTP/2
 		// and HTTP/1.1 by ALPN); only where the certificate comes from
 		// differs.
