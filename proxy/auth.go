@@ -289,7 +289,7 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 		return
 	}
 	start := h.now()
-	f, err := h.flows.Finish(w, r, session.LoginFlow, state)
+	f, mark, err := h.flows.Finish(w, r, session.LoginFlow, state)
 	var flowErr error // why an answer read as IdP-initiated had no login state
 	switch {
 	case errors.Is(err, session.ErrUnavailable):
@@ -321,7 +321,7 @@ func (h *Handler) finishRedirect(w http.ResponseWriter, r *http.Request, state s
 	}
 	profile, tokens, err := h.complete(redirector, r, f, saml)
 	if err != nil && f != nil {
-		if err := h.flows.Release(r.Context(), f.State); err != nil {
+		if err := h.flows.Release(r.Context(), mark); err != nil {
 			h.log.Warn("failed login state not released", "idp", id, "err", err)
 		}
 	}
@@ -1057,7 +1057,7 @@ func (h *Handler) confirmLogout(w http.ResponseWriter, r *http.Request) {
 // logoutDone is where the IdP sends the browser back after a single
 // sign-out: on to where the logout was asked to lead, or the signed-out page.
 func (h *Handler) logoutDone(w http.ResponseWriter, r *http.Request) {
-	f, err := h.flows.Finish(w, r, session.LogoutFlow, r.URL.Query().Get("state"))
+	f, _, err := h.flows.Finish(w, r, session.LogoutFlow, r.URL.Query().Get("state"))
 	if err == nil && f.Redirect != "" {
 		http.Redirect(w, r, f.Redirect, http.StatusFound)
 		return

@@ -96,7 +96,7 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 	// that a replay of a token spent is refused before it ends anything,
 	// and unmarked when not all of them could be (below).
 	jti := "jti:" + tok.Issuer + "\x00" + tok.ID
-	first, err := h.logoutTokens.MarkOnce(r.Context(), jti, tok.IssuedAt.Add(idp.LogoutTokenMaxAge+time.Minute))
+	mark, first, err := h.logoutTokens.Claim(r.Context(), jti, tok.IssuedAt.Add(idp.LogoutTokenMaxAge+time.Minute))
 	if err != nil {
 		h.log.Error("back-channel logout: the session store is unavailable", "idp", id, "err", err)
 		retryLater(w)
@@ -126,7 +126,7 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
 		// The token ended nothing, or not everywhere it is for: the IdP's
 		// retry of it must not be refused as a replay. It ends again what
 		// this one ended, which is no more there to count.
-		if err := h.logoutTokens.Unmark(context.WithoutCancel(r.Context()), jti); err != nil {
+		if err := h.logoutTokens.Unmark(context.WithoutCancel(r.Context()), mark); err != nil {
 			h.log.Error("back-channel logout: token left marked used; a retry of it will be refused", "idp", id, "err", err)
 		}
 	}

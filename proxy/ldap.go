@@ -303,7 +303,7 @@ func (h *Handler) ldapLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	start := h.now()
 	username, password := r.PostForm.Get("username"), r.PostForm.Get("password")
-	f, err := h.flows.Finish(w, r, session.LoginFlow, r.PostForm.Get("state"))
+	f, _, err := h.flows.Finish(w, r, session.LoginFlow, r.PostForm.Get("state"))
 	if errors.Is(err, session.ErrUnavailable) {
 		h.storeUnavailable(w, r, id, err)
 		return

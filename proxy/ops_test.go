@@ -609,13 +609,13 @@ func TestReload(t *testing.T) {
 			t.Fatal(err)
 		}
 		cookies := rec.Result().Cookies()
-		if _, err := flows.Finish(httptest.NewRecorder(), request("GET", "/", cookies), session.LoginFlow, state); err != nil {
+		if _, _, err := flows.Finish(httptest.NewRecorder(), request("GET", "/", cookies), session.LoginFlow, state); err != nil {
 			t.Fatal(err)
 		}
 		if err := rf.live.reload("signal"); err != nil {
 			t.Fatal(err)
 		}
-		if flow, err := rf.live.cur.Load().flows.Finish(httptest.NewRecorder(), request("GET", "/", cookies), session.LoginFlow, state); flow != nil || err == nil {
+		if flow, _, err := rf.live.cur.Load().flows.Finish(httptest.NewRecorder(), request("GET", "/", cookies), session.LoginFlow, state); flow != nil || err == nil {
 			t.Fatalf("the login state used before the reload finishes again after it: %+v, %v", flow, err)
 		}
 	})

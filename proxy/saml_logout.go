@@ -62,7 +62,7 @@ func (h *Handler) samlSLO(w http.ResponseWriter, r *http.Request) {
 // and bound to this browser and IdP like a login's (SPEC invariant 7).
 func (h *Handler) samlLogoutResponse(w http.ResponseWriter, r *http.Request, p *provider, slo samlLogouter) {
 	id, name := p.cfg.ID, p.cfg.DisplayName()
-	f, err := h.flows.Finish(w, r, session.LogoutFlow, r.Form.Get("RelayState"))
+	f, _, err := h.flows.Finish(w, r, session.LogoutFlow, r.Form.Get("RelayState"))
 	switch {
 	case errors.Is(err, session.ErrUnavailable):
 		h.log.Error("single logout: the session store is unavailable", "idp", id, "err", err)

@@ -242,7 +242,7 @@ func checkCompat(t *testing.T, cf *compatFile, file string) {
 	flows := NewFlows(o)
 	timeless(flows.codecs)
 	for _, f := range cf.Flows {
-		got, err := flows.Finish(httptest.NewRecorder(), compatRequest(f.Cookie), f.Kind, f.State)
+		got, _, err := flows.Finish(httptest.NewRecorder(), compatRequest(f.Cookie), f.Kind, f.State)
 		if err != nil {
 			fail("login state (%s) does not finish: %v: a login started on an older replica fails on a newer one", f.Kind, err)
 			continue

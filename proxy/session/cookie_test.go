@@ -706,7 +706,7 @@ func TestCookieNamesAreReadAsBrowsersSendThem(t *testing.T) {
 			flow := started(t, flows, state)
 			r = httptest.NewRequest("GET", "/", nil)
 			r.Header.Set("Cookie", tc.pair(flow.Name, flow.Value))
-			if _, err := flows.Finish(httptest.NewRecorder(), r, LoginFlow, state); (err == nil) != tc.reads {
+			if _, _, err := flows.Finish(httptest.NewRecorder(), r, LoginFlow, state); (err == nil) != tc.reads {
 				t.Errorf("login state cookie in %q: %v, want it read %v", r.Header.Get("Cookie"), err, tc.reads)
 			}
 			r = httptest.NewRequest("POST", "/.portcullis/ldap/corp", nil)

@@ -87,13 +87,29 @@ type Flows struct {
 }
 
 // OnceMarker records values that may be used once, until they expire anyway,
-// where every replica sees them (Redis).
+// where every replica sees them (Redis), and gives back the uses that did
+// not happen after all.
 type OnceMarker interface {
-	// MarkOnce records key until the given time and reports whether it was
-	// new; an error means it could not be recorded (the use is refused).
-	MarkOnce(ctx context.Context, key string, until time.Time) (bool, error)
-	// Unmark forgets key, so that it may be marked again.
-	Unmark(ctx context.Context, key string) error
+	// Claim records key until the given time and reports whether it was
+	// new, with the Mark that gives it back when it was; an error means it
+	// could not be recorded (the use is refused).
+	Claim(ctx context.Context, key string, until time.Time) (Mark, bool, error)
+	// Unmark forgets the mark's key if it still holds that mark, so that it
+	// may be marked again; a mark set on the key since is kept.
+	Unmark(ctx context.Context, m Mark) error
+}
+
+// Mark is a key as one caller marked it (OnceMarker.Claim), to give back
+// with Unmark. Unmark forgets that mark only, never a newer one that
+// another caller set on the key once this one was given back or ran out:
+// the IdP's retry of a logout token, a login's answer posted again. An
+// Unmark that runs late, as one sent to a Redis that stalled does, or
+// twice, as go-redis sends one again that timed out, would otherwise let
+// the key be used once more. The zero Mark gives back nothing.
+type Mark struct {
+	key   string
+	token string // in Redis: the value this caller set (setOnce)
+	seq   uint64 // in memory: this addition of the key (expiringSet.Mark)
 }
 
 // ShareUsedStates records finished login states in m rather than in this
@@ -187,51 +203,53 @@ func (f *Flows) expireAbandoned(w http.ResponseWriter, r *http.Request) {
 // state already finished once (remembered until it would have expired;
 // under a flood that exceeds the memory bound, flows older than the newest
 // state forgotten). A flow of another kind is refused and left as it was,
-// cookie and state, for the endpoint it is for (ErrFlowOtherKind).
-func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, kind FlowKind, state string) (*idp.Flow, error) {
+// cookie and state, for the endpoint it is for (ErrFlowOtherKind). The
+// Mark of the state finished is for Release, should the login fail.
+func (f *Flows) Finish(w http.ResponseWriter, r *http.Request, kind FlowKind, state string) (*idp.Flow, Mark, error) {
 	if f.err != nil {
-		return nil, fmt.Errorf("finish %s: %w", kind, f.err)
+		return nil, Mark{}, fmt.Errorf("finish %s: %w", kind, f.err)
 	}
 	if !validState(state) {
-		return nil, ErrFlowInvalid
+		return nil, Mark{}, ErrFlowInvalid
 	}
 	name := f.CookieName(state)
 	var j jar
 	j.collectExact(r.Header["Cookie"], name)
 	if j.count[0] == 0 {
-		return nil, ErrFlowMissing
+		return nil, Mark{}, ErrFlowMissing
 	}
 	flow, err := f.open(&j, state)
 	if err == nil && flow.Kind != kind {
-		return nil, fmt.Errorf("%w: %s, not %s", ErrFlowOtherKind, flow.Kind.describe(), kind)
+		return nil, Mark{}, fmt.Errorf("%w: %s, not %s", ErrFlowOtherKind, flow.Kind.describe(), kind)
 	}
 	// The cookie has done its job whatever the outcome.
 	http.SetCookie(w, f.expired(name))
 	if err != nil {
-		return nil, err
+		return nil, Mark{}, err
 	}
 	now := f.opts.now()
 	expires := time.Unix(flow.Created, 0).Add(FlowLifetime)
 	if !now.Before(expires) {
-		return nil, ErrFlowExpired
+		return nil, Mark{}, ErrFlowExpired
 	}
 	if f.shared != nil {
-		first, err := f.shared.MarkOnce(r.Context(), "state:"+state, expires)
+		mark, first, err := f.shared.Claim(r.Context(), "state:"+state, expires)
 		if err != nil {
-			return nil, fmt.Errorf("finish %s: %w", kind, err)
+			return nil, Mark{}, fmt.Errorf("finish %s: %w", kind, err)
 		}
 		if !first {
-			return nil, ErrFlowReused
+			return nil, Mark{}, ErrFlowReused
 		}
-		return &flow.Flow, nil
+		return &flow.Flow, mark, nil
 	}
-	if !f.used.Add(state, expires, now) {
+	seq, first := f.used.Mark(state, expires, now)
+	if !first {
 		if f.used.Forgets(expires) {
-			return nil, ErrFlowForgotten
+			return nil, Mark{}, ErrFlowForgotten
 		}
-		return nil, ErrFlowReused
+		return nil, Mark{}, ErrFlowReused
 	}
-	return &flow.Flow, nil
+	return &flow.Flow, Mark{key: state, seq: seq}, nil
 }
 
 // open opens the flow cookie values j collected for state. With duplicates
@@ -280,12 +298,14 @@ func (k FlowKind) describe() string {
 // bounded set of used states and push real logins past its watermark; only
 // logins that succeeded stay marked. A flow retried after its failure is no
 // use to anyone but its browser: the IdP's answer must still match its
-// nonce, PKCE verifier or request ID.
-func (f *Flows) Release(ctx context.Context, state string) error {
+// nonce, PKCE verifier or request ID. m is the Mark Finish returned: a
+// Release that runs late gives back that finish only, not a later one of
+// the state.
+func (f *Flows) Release(ctx context.Context, m Mark) error {
 	if f.shared != nil {
-		return f.shared.Unmark(ctx, "state:"+state)
+		return f.shared.Unmark(ctx, m)
 	}
-	f.used.Remove(state)
+	f.used.RemoveMark(m.key, m.seq)
 	return nil
 }
 

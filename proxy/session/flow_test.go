@@ -30,7 +30,7 @@ func TestFlowRoundTrip(t *testing.T) {
 	cookie := started(t, f, state)
 	c.Advance(9 * time.Minute)
 	w := httptest.NewRecorder()
-	flow, err := f.Finish(w, request(cookie), LoginFlow, state)
+	flow, _, err := f.Finish(w, request(cookie), LoginFlow, state)
 	if err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
@@ -55,7 +55,7 @@ func TestFinishRefuses(t *testing.T) {
 		{"a second Finish with the same cookie", func(t *testing.T, f *Flows, c *clock) (*http.Request, string) {
 			state := NewState()
 			cookie := started(t, f, state)
-			if _, err := f.Finish(httptest.NewRecorder(), request(cookie), LoginFlow, state); err != nil {
+			if _, _, err := f.Finish(httptest.NewRecorder(), request(cookie), LoginFlow, state); err != nil {
 				t.Fatalf("first Finish: %v", err)
 			}
 			return request(cookie), state
@@ -154,7 +154,7 @@ func TestFinishRefuses(t *testing.T) {
 			f := NewFlows(testOptions(c))
 			r, state := tt.finish(t, f, c)
 			w := httptest.NewRecorder()
-			flow, err := f.Finish(w, r, LoginFlow, state)
+			flow, _, err := f.Finish(w, r, LoginFlow, state)
 			if flow != nil || !errors.Is(err, tt.want) {
 				t.Errorf("Finish = %+v, %v; want nil, %v", flow, err, tt.want)
 			}
@@ -189,13 +189,13 @@ func TestFlowOfAnotherKindIsLeftForItsOwnStep(t *testing.T) {
 			}
 			cookie := w.Result().Cookies()[0]
 			w = httptest.NewRecorder()
-			if flow, err := f.Finish(w, request(cookie), other, state); flow != nil || !errors.Is(err, ErrFlowOtherKind) || !errors.Is(err, ErrFlowInvalid) {
+			if flow, _, err := f.Finish(w, request(cookie), other, state); flow != nil || !errors.Is(err, ErrFlowOtherKind) || !errors.Is(err, ErrFlowInvalid) {
 				t.Errorf("Finish as a %s = %+v, %v; want nil, ErrFlowOtherKind", other, flow, err)
 			}
 			if set := w.Header().Values("Set-Cookie"); len(set) != 0 {
 				t.Errorf("Finish as a %s set %q, want the flow cookie left alone", other, set)
 			}
-			if flow, err := f.Finish(httptest.NewRecorder(), request(cookie), started, state); err != nil || flow.State != state {
+			if flow, _, err := f.Finish(httptest.NewRecorder(), request(cookie), started, state); err != nil || flow.State != state {
 				t.Errorf("Finish as a %s afterwards = %+v, %v; want the flow", started, flow, err)
 			}
 		})
@@ -211,7 +211,7 @@ func TestFlowsInTwoTabs(t *testing.T) {
 		t.Fatalf("both logins use cookie %q", a.Name)
 	}
 	for _, state := range []string{second, first} {
-		flow, err := f.Finish(httptest.NewRecorder(), request(a, b), LoginFlow, state)
+		flow, _, err := f.Finish(httptest.NewRecorder(), request(a, b), LoginFlow, state)
 		if err != nil || flow.State != state {
 			t.Errorf("Finish(%s) = %+v, %v", state, flow, err)
 		}
@@ -254,7 +254,7 @@ func TestFlowWithGarbageNextToIt(t *testing.T) {
 	state := NewState()
 	cookie := started(t, f, state)
 	tossed := &http.Cookie{Name: cookie.Name, Value: "Zm9vYmFy"}
-	if flow, err := f.Finish(httptest.NewRecorder(), request(tossed, cookie), LoginFlow, state); err != nil || flow.State != state {
+	if flow, _, err := f.Finish(httptest.NewRecorder(), request(tossed, cookie), LoginFlow, state); err != nil || flow.State != state {
 		t.Errorf("Finish = %+v, %v; want the flow that opens", flow, err)
 	}
 }
@@ -273,12 +273,12 @@ func TestFlowsInheritUsedStatesAcrossReload(t *testing.T) {
 	before := NewFlows(testOptions(c))
 	state := NewState()
 	cookie := started(t, before, state)
-	if _, err := before.Finish(httptest.NewRecorder(), request(cookie), LoginFlow, state); err != nil {
+	if _, _, err := before.Finish(httptest.NewRecorder(), request(cookie), LoginFlow, state); err != nil {
 		t.Fatal(err)
 	}
 	after := NewFlows(testOptions(c))
 	after.Inherit(before)
-	if _, err := after.Finish(httptest.NewRecorder(), request(cookie), LoginFlow, state); !errors.Is(err, ErrFlowReused) {
+	if _, _, err := after.Finish(httptest.NewRecorder(), request(cookie), LoginFlow, state); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("Finish after reload: %v, want %v", err, ErrFlowReused)
 	}
 }
@@ -289,7 +289,7 @@ func TestUsedStatesStaySingleUseUnderAFlood(t *testing.T) {
 	f.used = newExpiringSet(10, "used login states", quiet)
 	victim := NewState()
 	victimCookie := started(t, f, victim)
-	if _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), LoginFlow, victim); err != nil {
+	if _, _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), LoginFlow, victim); err != nil {
 		t.Fatalf("the victim's Finish: %v", err)
 	}
 	c.Advance(time.Second)
@@ -301,7 +301,7 @@ func TestUsedStatesStaySingleUseUnderAFlood(t *testing.T) {
 	for range 20 {
 		c.Advance(time.Second)
 		s := NewState()
-		if _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), LoginFlow, s); err != nil {
+		if _, _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), LoginFlow, s); err != nil {
 			t.Fatalf("the flood's Finish: %v", err)
 		}
 	}
@@ -309,13 +309,13 @@ func TestUsedStatesStaySingleUseUnderAFlood(t *testing.T) {
 	fresh := NewState()
 	freshCookie := started(t, f, fresh)
 
-	if _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), LoginFlow, victim); !errors.Is(err, ErrFlowForgotten) {
+	if _, _, err := f.Finish(httptest.NewRecorder(), request(victimCookie), LoginFlow, victim); !errors.Is(err, ErrFlowForgotten) {
 		t.Errorf("the victim's used state again: %v, want %v", err, ErrFlowForgotten)
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), LoginFlow, pending); !errors.Is(err, ErrFlowForgotten) {
+	if _, _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), LoginFlow, pending); !errors.Is(err, ErrFlowForgotten) {
 		t.Errorf("a login started before the flood: %v, want %v (fail closed)", err, ErrFlowForgotten)
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(freshCookie), LoginFlow, fresh); err != nil {
+	if _, _, err := f.Finish(httptest.NewRecorder(), request(freshCookie), LoginFlow, fresh); err != nil {
 		t.Errorf("a login started after the flood: %v", err)
 	}
 }
@@ -333,28 +333,29 @@ func TestReleasedStatesDoNotFillTheUsedSet(t *testing.T) {
 	pendingCookie := started(t, f, pending)
 	done := NewState()
 	doneCookie := started(t, f, done)
-	if _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), LoginFlow, done); err != nil {
+	if _, _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), LoginFlow, done); err != nil {
 		t.Fatal(err)
 	}
 	most := 0
 	for range 20 * bound {
 		c.Advance(time.Second)
 		s := NewState()
-		if _, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), LoginFlow, s); err != nil {
+		_, mark, err := f.Finish(httptest.NewRecorder(), request(started(t, f, s)), LoginFlow, s)
+		if err != nil {
 			t.Fatalf("the flood's Finish: %v", err)
 		}
-		if err := f.Release(t.Context(), s); err != nil {
+		if err := f.Release(t.Context(), mark); err != nil {
 			t.Fatal(err)
 		}
 		most = max(most, len(f.used.order))
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), LoginFlow, done); !errors.Is(err, ErrFlowReused) {
+	if _, _, err := f.Finish(httptest.NewRecorder(), request(doneCookie), LoginFlow, done); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("a login finished before a flood of failed answers, again: %v, want %v", err, ErrFlowReused)
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), LoginFlow, pending); err != nil {
+	if _, _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), LoginFlow, pending); err != nil {
 		t.Errorf("a login started before a flood of failed answers: %v", err)
 	}
-	if _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), LoginFlow, pending); !errors.Is(err, ErrFlowReused) {
+	if _, _, err := f.Finish(httptest.NewRecorder(), request(pendingCookie), LoginFlow, pending); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("the same login again, not released: %v, want %v", err, ErrFlowReused)
 	}
 	if most > 2*bound+staleSlack {

@@ -28,8 +28,19 @@ func (m *MemoryMarks) MarkOnce(_ context.Context, key string, until time.Time) (
 	return m.set.Add(key, until, time.Now()), nil
 }
 
-// Unmark forgets key, so that it may be marked again.
-func (m *MemoryMarks) Unmark(_ context.Context, key string) error {
-	m.set.Remove(key)
+// Claim records key until the given time as MarkOnce does and, when it was
+// new, returns the Mark that gives it back (Unmark).
+func (m *MemoryMarks) Claim(_ context.Context, key string, until time.Time) (Mark, bool, error) {
+	seq, first := m.set.Mark(key, until, time.Now())
+	if !first {
+		return Mark{}, false, nil
+	}
+	return Mark{key: key, seq: seq}, true, nil
+}
+
+// Unmark forgets mark's key if it still holds that mark, so that it may be
+// marked again.
+func (m *MemoryMarks) Unmark(_ context.Context, mark Mark) error {
+	m.set.RemoveMark(mark.key, mark.seq)
 	return nil
 }

@@ -24,6 +24,10 @@ type expiringSet struct {
 	order expiryHeap // every key in until has an entry here with the same time
 	// forgotten is the latest time of a key forgotten before it expired.
 	forgotten time.Time
+	// marks tells, for keys added by Mark, which addition they are from
+	// (RemoveMark); nil until Mark is used.
+	marks map[string]uint64
+	seq   uint64 // the last mark handed out
 
 	what    string // names the set in the warning
 	log     *slog.Logger
@@ -55,6 +59,41 @@ func (s *expiringSet) Add(key string, until, now time.Time) bool {
 	key = strings.Clone(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.add(key, until, now)
+}
+
+// Mark is Add that also returns, when it added key, a number that tells
+// this addition of key from every other, for RemoveMark.
+func (s *expiringSet) Mark(key string, until, now time.Time) (uint64, bool) {
+	key = strings.Clone(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.add(key, until, now) {
+		return 0, false
+	}
+	if s.marks == nil {
+		s.marks = make(map[string]uint64)
+	}
+	s.seq++
+	s.marks[key] = s.seq
+	return s.seq, true
+}
+
+// RemoveMark forgets key if it is still remembered from the addition that
+// mark (Mark) stands for: not once it was added again since, after it
+// expired or was removed, by another caller, whose addition a late
+// RemoveMark must not undo.
+func (s *expiringSet) RemoveMark(key string, mark uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.marks[key]; ok && m == mark {
+		delete(s.until, key)
+		delete(s.marks, key)
+	}
+}
+
+// add is Add under the lock, with key already its own copy.
+func (s *expiringSet) add(key string, until, now time.Time) bool {
 	s.sweep(now)
 	if old, ok := s.until[key]; ok && now.Before(old) {
 		if until.After(old) {
@@ -70,6 +109,7 @@ func (s *expiringSet) Add(key string, until, now time.Time) bool {
 		s.makeRoom(now)
 	}
 	s.until[key] = until
+	delete(s.marks, key) // the mark of an addition before, expired
 	s.push(key, until)
 	return true
 }
@@ -108,6 +148,7 @@ func (s *expiringSet) Remove(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.until, key)
+	delete(s.marks, key)
 }
 
 // postpone moves the time of every key, and that of the keys forgotten
@@ -195,6 +236,7 @@ func (s *expiringSet) drop(e expiryEntry) bool {
 		return false
 	}
 	delete(s.until, e.key)
+	delete(s.marks, e.key)
 	return true
 }
 

@@ -106,14 +106,26 @@ func (r *Redis) unavailable(step string, err error) error {
 // false means it was already recorded, by this replica or another. It is the
 // single-use check of login states, SAML assertion IDs and logout tokens.
 func (r *Redis) MarkOnce(ctx context.Context, key string, until time.Time) (bool, error) {
+	_, first, err := r.Claim(ctx, key, until)
+	return first, err
+}
+
+// Claim records key until the given time as MarkOnce does and, when it was
+// new, returns the Mark that gives it back (Unmark): the random token this
+// caller set there, which no other caller's mark of the key holds.
+func (r *Redis) Claim(ctx context.Context, key string, until time.Time) (Mark, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
 	ttl := max(time.Until(until), time.Second)
-	first, err := r.setOnce(ctx, r.key("once", key), rand.Text(), ttl)
+	token := rand.Text()
+	first, err := r.setOnce(ctx, r.key("once", key), token, ttl)
 	if err != nil {
-		return false, r.unavailable("mark used", err)
+		return Mark{}, false, r.unavailable("mark used", err)
 	}
-	return first, nil
+	if !first {
+		return Mark{}, false, nil
+	}
+	return Mark{key: key, token: token}, true, nil
 }
 
 // setOnceScript sets KEYS[1] to ARGV[1] for ARGV[2] ms unless it is set,
@@ -138,11 +150,19 @@ func (r *Redis) setOnce(ctx context.Context, key, token string, ttl time.Duratio
 	return n == 1, err
 }
 
-// Unmark forgets key, so that it may be marked again.
-func (r *Redis) Unmark(ctx context.Context, key string) error {
+// Unmark forgets m's key if it still holds m's token, so that it may be
+// marked again. A plain DEL, sent again by go-redis after a timeout or run
+// late by a Redis that stalled, would also delete the mark another request
+// set once this one was gone (the IdP's retry of a logout token), and let
+// the key be used once more. A key an older replica set with SETNX holds
+// no token of this caller's and is kept; older replicas still DEL.
+func (r *Redis) Unmark(ctx context.Context, m Mark) error {
+	if m.token == "" {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, redisOpTimeout)
 	defer cancel()
-	if err := r.client.Del(ctx, r.key("once", key)).Err(); err != nil {
+	if err := releaseScript.Run(ctx, r.client, []string{r.key("once", m.key)}, m.token).Err(); err != nil {
 		return r.unavailable("unmark", err)
 	}
 	return nil

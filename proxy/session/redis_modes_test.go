@@ -157,17 +157,18 @@ func TestRedisStoreOnSentinelAndCluster(t *testing.T) {
 
 			t.Run("marks and failure counts are shared", func(t *testing.T) {
 				until := c.Now().Add(time.Minute)
-				if first, err := one.Redis().MarkOnce(ctx, "state-1", until); err != nil || !first {
-					t.Fatalf("first MarkOnce = %v, %v; want true", first, err)
+				mark, first, err := one.Redis().Claim(ctx, "state-1", until)
+				if err != nil || !first {
+					t.Fatalf("first Claim = %v, %v; want true", first, err)
 				}
 				if first, err := two.Redis().MarkOnce(ctx, "state-1", until); err != nil || first {
 					t.Errorf("MarkOnce on the other replica = %v, %v; want false", first, err)
 				}
-				if err := two.Redis().Unmark(ctx, "state-1"); err != nil {
+				if err := one.Redis().Unmark(ctx, mark); err != nil {
 					t.Fatal(err)
 				}
-				if first, err := one.Redis().MarkOnce(ctx, "state-1", until); err != nil || !first {
-					t.Errorf("MarkOnce after the other replica's Unmark = %v, %v; want true", first, err)
+				if first, err := two.Redis().MarkOnce(ctx, "state-1", until); err != nil || !first {
+					t.Errorf("MarkOnce on the other replica after the Unmark = %v, %v; want true", first, err)
 				}
 				var taken []Attempt
 				for i := 1; i <= 2; i++ {

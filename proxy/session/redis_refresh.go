@@ -37,7 +37,8 @@ const (
 	refreshPoll = 25 * time.Millisecond
 )
 
-// releaseScript deletes the lock only when it is still this replica's.
+// releaseScript deletes KEYS[1] only when it still holds ARGV[1], the token
+// this caller set there (setOnce): a refresh lock, a Mark (Unmark).
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -33,9 +34,12 @@ func stallOnce(t *testing.T, r *Redis, srv *redisserver.Server, keyPart string) 
 type stallHook struct {
 	srv     *redisserver.Server
 	keyPart string
-	mu      sync.Mutex
-	paused  bool
-	resumed bool
+	// beforeResume, when set, runs before the resume: what other clients
+	// send then reaches Redis after the first try and before the retry.
+	beforeResume func()
+	mu           sync.Mutex
+	paused       bool
+	resumed      bool
 }
 
 func (h *stallHook) DialHook(next redis.DialHook) redis.DialHook {
@@ -43,6 +47,9 @@ func (h *stallHook) DialHook(next redis.DialHook) redis.DialHook {
 		h.mu.Lock()
 		if h.paused && !h.resumed {
 			h.resumed = true
+			if h.beforeResume != nil {
+				h.beforeResume()
+			}
 			h.srv.Resume()
 		}
 		h.mu.Unlock()
@@ -89,6 +96,94 @@ func TestMarkOnceSentAgainAfterAStallIsTheCallersOwn(t *testing.T) {
 	if err != nil || again {
 		t.Errorf("marked again: %v, %v; want false: it is used", again, err)
 	}
+}
+
+// A mark given back while Redis stalled past the read timeout is given back
+// once: go-redis sends the Unmark again on a new connection, and Redis,
+// resumed, runs the first try, then what another replica sent meanwhile
+// (the IdP's retry of the logout token, which marks it anew), then the
+// retry. With a plain DEL the retry erased that newer mark, and the spent
+// token was accepted once more.
+func TestUnmarkSentAgainAfterAStallKeepsANewerMark(t *testing.T) {
+	srv := redisserver.Start(t)
+	a := replica(t, srv, testOptions(newClock())).Redis()
+	b := replica(t, srv, testOptions(newClock())).Redis()
+	sent := &sentHook{sent: make(chan struct{})}
+	b.client.AddHook(sent)
+	ctx := t.Context()
+	until := time.Now().Add(time.Minute)
+	if _, err := b.MarkOnce(ctx, "warm", until); err != nil { // b's pool holds a connection
+		t.Fatal(err)
+	}
+	warm, _, err := a.Claim(ctx, "jti:warm", until)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Unmark(ctx, warm); err != nil { // Redis knows the script: EVALSHA runs it
+		t.Fatal(err)
+	}
+	mark, first, err := a.Claim(ctx, "jti:late", until)
+	if err != nil || !first {
+		t.Fatalf("Claim = %v, %v; want true", first, err)
+	}
+	bFirst := make(chan bool, 1)
+	a.client.AddHook(&stallHook{srv: srv, keyPart: "once:jti:late", beforeResume: func() {
+		sent.armed.Store(true)
+		go func() {
+			first, err := b.MarkOnce(ctx, "jti:late", until)
+			if err != nil {
+				t.Errorf("the other replica's MarkOnce: %v", err)
+			}
+			bFirst <- first
+		}()
+		<-sent.sent // in Redis's socket, behind the first try
+	}})
+	t.Cleanup(srv.Resume)
+	if err := a.Unmark(ctx, mark); err != nil {
+		t.Fatalf("Unmark: %v", err) // the retry, after the resume, is answered
+	}
+	if !<-bFirst {
+		t.Fatal("the other replica's mark, sent after the first try of the Unmark, found the key marked")
+	}
+	if again, err := b.MarkOnce(ctx, "jti:late", until); err != nil || again {
+		t.Errorf("marked once more = %v, %v; want false: the Unmark sent again erased the other replica's mark", again, err)
+	}
+}
+
+// sentHook closes sent once the next command is written to Redis's
+// socket after armed is set.
+type sentHook struct {
+	armed atomic.Bool
+	sent  chan struct{}
+}
+
+func (h *sentHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := next(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return sentConn{c, h}, nil
+	}
+}
+
+func (h *sentHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *sentHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+type sentConn struct {
+	net.Conn
+	h *sentHook
+}
+
+func (c sentConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.h.armed.CompareAndSwap(true, false) {
+		close(c.h.sent)
+	}
+	return n, err
 }
 
 // A refresh whose lock was taken while Redis stalled past the read timeout

@@ -352,7 +352,7 @@ func TestRedisDownIsAnErrorNotASession(t *testing.T) {
 	if err := flows.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company"}, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := flows.Finish(httptest.NewRecorder(), request(w.Result().Cookies()...), LoginFlow, state); !errors.Is(err, ErrUnavailable) {
+	if _, _, err := flows.Finish(httptest.NewRecorder(), request(w.Result().Cookies()...), LoginFlow, state); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Finish with Redis down: %v, want ErrUnavailable (a state that cannot be marked used is refused)", err)
 	}
 
@@ -392,10 +392,10 @@ func TestSharedUsedStatesAreSingleUseAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	cookies := w.Result().Cookies()
-	if _, err := f2.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, state); err != nil {
+	if _, _, err := f2.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, state); err != nil {
 		t.Fatalf("finishing on another replica: %v", err)
 	}
-	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, state); !errors.Is(err, ErrFlowReused) {
+	if _, _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, state); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("the same state on the first replica: %v, want ErrFlowReused", err)
 	}
 }
@@ -415,7 +415,7 @@ func TestSharedUsedStatesLastTheFlowAndAreReleased(t *testing.T) {
 	}
 
 	state, cookies := start()
-	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, state); err != nil {
+	if _, _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, state); err != nil {
 		t.Fatal(err)
 	}
 	mark := one.redis.key("once", "state:"+state)
@@ -424,16 +424,17 @@ func TestSharedUsedStatesLastTheFlowAndAreReleased(t *testing.T) {
 	}
 
 	failed, cookies := start()
-	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, failed); err != nil {
+	_, released, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, failed)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f1.Release(context.Background(), failed); err != nil {
+	if err := f1.Release(context.Background(), released); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f2.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, failed); err != nil {
+	if _, _, err := f2.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, failed); err != nil {
 		t.Errorf("a released state finished on another replica: %v, want the flow", err)
 	}
-	if _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, failed); !errors.Is(err, ErrFlowReused) {
+	if _, _, err := f1.Finish(httptest.NewRecorder(), request(cookies...), LoginFlow, failed); !errors.Is(err, ErrFlowReused) {
 		t.Errorf("the same state once more, not released: %v, want ErrFlowReused", err)
 	}
 }
