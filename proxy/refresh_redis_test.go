@@ -106,19 +106,7 @@ func newRefreshAfterRedisCameBack(t *testing.T) *refreshAfterRedisCameBack {
 		}
 	}
 
-	jar, _ := cookiejar.New(nil)
-	b := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	resp := oidcserver.Login(t, b, e.url+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	for _, c := range jar.Cookies(resp.Request.URL) {
-		if c.Name == "portcullis" {
-			e.cookie = c.Name + "=" + c.Value
-		}
-	}
-	if resp.StatusCode != http.StatusOK || e.cookie == "" {
-		t.Fatalf("login: %d at %s, session cookie %q", resp.StatusCode, resp.Request.URL, e.cookie)
-	}
+	e.cookie = aliceSessionCookie(t, e.url)
 	// The session's times come from the store's clock, the real one, at
 	// the callback: the proxy's clock, which stood before that during the
 	// login, stands from now on at the end of the login, or, on a loaded
@@ -220,4 +208,26 @@ func TestRefreshThatRedisFailedToSaveDoesNotOutliveLogout(t *testing.T) {
 	if got := e.get(t); got != http.StatusUnauthorized {
 		t.Errorf("the signed-out cookie after logout: %d, want 401", got)
 	}
+}
+
+// aliceSessionCookie logs alice in at entry company of the proxy at base,
+// through the real oidc-provider, and returns her session cookie as a
+// Cookie line ("portcullis=...").
+func aliceSessionCookie(t *testing.T, base string) string {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	resp := oidcserver.Login(t, browser, base+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	cookie := ""
+	for _, c := range jar.Cookies(resp.Request.URL) {
+		if c.Name == "portcullis" {
+			cookie = c.Name + "=" + c.Value
+		}
+	}
+	if resp.StatusCode != http.StatusOK || cookie == "" {
+		t.Fatalf("login: %d at %s, session cookie %q", resp.StatusCode, resp.Request.URL, cookie)
+	}
+	return cookie
 }

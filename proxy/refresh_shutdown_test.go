@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -121,19 +120,7 @@ func startShutdownStack(t *testing.T, store string, grace time.Duration, op oidc
 		}
 	}
 
-	jar, _ := cookiejar.New(nil)
-	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	resp := oidcserver.Login(t, browser, s.url+"/.portcullis/login/company?rd=/", oidcserver.Alice, oidcserver.AlicePassword)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	for _, c := range jar.Cookies(resp.Request.URL) {
-		if c.Name == "portcullis" {
-			s.cookie = c.Name + "=" + c.Value
-		}
-	}
-	if resp.StatusCode != http.StatusOK || s.cookie == "" {
-		t.Fatalf("login: %d at %s, session cookie %q", resp.StatusCode, resp.Request.URL, s.cookie)
-	}
+	s.cookie = aliceSessionCookie(t, s.url)
 	// The session's times are the store's clock's, the real one, at the
 	// callback: the replicas' clocks stand from now on at the end of the
 	// login (refreshAfterRedisCameBack says why).
