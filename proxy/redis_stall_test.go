@@ -25,8 +25,8 @@ import (
 // connections and bytes, nothing answering), as a long fork, swapping or a
 // paused VM does, is a Redis away for the signed-in: each request gets its
 // 503 with Retry-After within the operation timeout, however many come,
-// with no more connections than go-redis's pool, and /readyz says so while
-// /healthz does not. When Redis resumes, it answers the commands given up
+// with connections bounded by go-redis's pool, not by the calls, and
+// /readyz says so while /healthz does not. When Redis resumes, it answers the commands given up
 // on, late: none of those answers may be read as a later command's, which
 // would give one user's request another's session (its seal names its ID,
 // so that reads as signed out: 401). Calls keep coming as Redis resumes,
@@ -91,8 +91,8 @@ func TestSignedInRequestsWhileRedisStalls(t *testing.T) {
 		if stall == 0 {
 			// 200 calls at once, and the probes: each call answered 503 with
 			// Retry-After, none held past a generous ceiling over the 3 s
-			// operation timeout, with no more connections to Redis than
-			// go-redis's pool holds.
+			// operation timeout, with connections to Redis bounded by
+			// go-redis's pool.
 			var wg sync.WaitGroup
 			var mu sync.Mutex
 			codes := map[int]int{}
@@ -161,8 +161,14 @@ func TestSignedInRequestsWhileRedisStalls(t *testing.T) {
 			if codes[http.StatusServiceUnavailable] != 200 {
 				t.Errorf("stall %d: answers %v, want 200 times 503", stall, codes)
 			}
-			if pool := 10 * runtime.GOMAXPROCS(0); mostConns > pool+2 {
-				t.Errorf("stall %d: %d connections to Redis at once, more than go-redis's pool (%d)", stall, mostConns, pool)
+			// go-redis hands a timed-out connection's turn on before it
+			// closes the connection, so on a starved CPU (CI runs packages
+			// side by side) a turn's next connection can be open while the
+			// last one is still closing: at most one more a turn. (CI saw 24
+			// with a pool of 20.) Connections that grew with the calls, 200
+			// here, would not fit.
+			if pool := 10 * runtime.GOMAXPROCS(0); mostConns > 2*pool {
+				t.Errorf("stall %d: %d connections to Redis at once, more than twice go-redis's pool (%d)", stall, mostConns, pool)
 			}
 			mu.Unlock()
 		}
