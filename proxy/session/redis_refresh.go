@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -33,9 +34,37 @@ const (
 	// IdP (a minute): a lock that lapsed while the IdP still held the
 	// refresh would let another replica spend the refresh token again.
 	refreshLockTTL = 75 * time.Second
-	// refreshPoll is how often a waiting replica looks for the outcome.
+	// refreshPoll is how soon a replica that waits for another's refresh
+	// first looks again for its outcome: an IdP answers a refresh in a
+	// few hundred ms. Each look is two commands (the outcome, the lock).
 	refreshPoll = 25 * time.Millisecond
+	// refreshPollMax bounds the wait between looks, which grows from
+	// refreshPoll (refreshPollGrowth): an IdP that stalls holds the
+	// waiters of every replica but one, one per session, for as long as
+	// it stalls (refreshLockTTL at most), and looking every refreshPoll
+	// they sent Redis 80 commands a second per session, 117 counting
+	// those of the lock's script. From about 2 s on, near the end of the
+	// proxy's refreshWait (3 s), past which no request waits for the
+	// outcome, a waiter looks about twice a second and finds it at most
+	// refreshPollMax late.
+	refreshPollMax = 500 * time.Millisecond
 )
+
+// refreshPollGrowth is the wait between a waiter's looks after d: a quarter
+// longer, up to refreshPollMax. With refreshPollJitter, a waiter finds the
+// outcome of a refresh that takes 300 ms some 30 to 40 ms late in the
+// middle, about 110 ms at most, in 8 looks where refreshPoll alone took
+// 12; it looks 18 times in 3 s (120) and some 180 times in 75 s (3,000).
+func refreshPollGrowth(d time.Duration) time.Duration {
+	return min(d+d/4, refreshPollMax)
+}
+
+// refreshPollJitter is the wait of a look due d after the last: between
+// 3d/4 and d, at random, so that replicas that began waiting together (a
+// page's parallel requests, spread over them) do not look together.
+func refreshPollJitter(d time.Duration) time.Duration {
+	return d - mrand.N(d/4+1)
+}
 
 // releaseScript deletes KEYS[1] only when it still holds ARGV[1], the token
 // this caller set there (setOnce): a refresh lock, a Mark (Unmark).
@@ -56,6 +85,7 @@ func (st *RedisStore) RefreshOnce(ctx context.Context, s *Session, remember, kep
 	token := rand.Text()
 	ctx, cancel := context.WithTimeout(ctx, refreshLockTTL+redisOpTimeout)
 	defer cancel()
+	poll := refreshPoll
 	for {
 		if out, ok, err := st.refreshResult(ctx, s.ID, result); err != nil || ok {
 			return out, false, err
@@ -67,11 +97,18 @@ func (st *RedisStore) RefreshOnce(ctx context.Context, s *Session, remember, kep
 		if took {
 			break
 		}
+		// Not a blocking command (BLPOP on a list the holder pushes to):
+		// each waiter would hold one of the pool's connections (10 per
+		// CPU) for as long as the IdP stalls, as many stalled sessions
+		// would drain it, and every signed-in request needs it. Nor
+		// Pub/Sub, which the documented ACL (resetchannels) refuses and
+		// older replicas do not publish to.
 		select {
 		case <-ctx.Done():
 			return RefreshOutcome{}, false, st.redis.unavailable("wait for refresh", ctx.Err())
-		case <-time.After(refreshPoll):
+		case <-time.After(refreshPollJitter(poll)):
 		}
+		poll = refreshPollGrowth(poll)
 	}
 	release := true
 	defer func() {

@@ -558,6 +558,39 @@ func TestRefreshOnceRunsOnOneReplica(t *testing.T) {
 	}
 }
 
+// A replica that waits for another's refresh looks again within
+// refreshPoll at first, for an IdP that answers in a few hundred ms, then
+// less and less often, from some 2 s on no more often than every
+// 3/4 refreshPollMax and never less often than refreshPollMax, each wait
+// drawn at random so that replicas do not look together.
+func TestRefreshPollBacksOffWithJitter(t *testing.T) {
+	if w := refreshPollJitter(refreshPoll); w < refreshPoll*3/4 || w > refreshPoll {
+		t.Errorf("first wait %v, want within [%v, %v]", w, refreshPoll*3/4, refreshPoll)
+	}
+	d, looks, slowest := refreshPoll, 0, time.Duration(0)
+	for ; d < refreshPollMax && looks < 100; looks++ {
+		slowest += d
+		d = refreshPollGrowth(d)
+	}
+	if d != refreshPollMax || slowest > 2500*time.Millisecond {
+		t.Errorf("the wait reaches %v after %d looks, %v at most, want %v within 2.5 s", d, looks, slowest, refreshPollMax)
+	}
+	if refreshPollGrowth(refreshPollMax) != refreshPollMax {
+		t.Errorf("the wait grows past refreshPollMax: %v", refreshPollGrowth(refreshPollMax))
+	}
+	seen := map[time.Duration]bool{}
+	for range 100 {
+		w := refreshPollJitter(refreshPollMax)
+		if w < refreshPollMax*3/4 || w > refreshPollMax {
+			t.Fatalf("wait %v, want within [%v, %v]", w, refreshPollMax*3/4, refreshPollMax)
+		}
+		seen[w] = true
+	}
+	if len(seen) < 50 {
+		t.Errorf("%d distinct waits of 100: replicas that began together would look together", len(seen))
+	}
+}
+
 // A refresh given up on unanswered (Abandoned: the process stops while the
 // IdP may still run it) leaves its lock for the lock's lifetime and stores
 // no outcome: another replica does not spend the same refresh token until
