@@ -52,6 +52,34 @@ func (p *Profile) Footprint() int {
 	return n + claimFootprint(p.Claims)
 }
 
+// signInClaims are the ID token claims that say how and when the user
+// signed in (OpenID Connect Core 2): the login's, which a refresh does not
+// change (Core 12.2: a refreshed ID token's auth_time is the login's).
+var signInClaims = []string{"auth_time", "acr", "amr"}
+
+// KeepSignIn gives p, the profile a refresh read, the claims of login,
+// the session's profile, that say how the user signed in, where p has
+// none of its own: an IdP that answers a refresh without an ID token
+// (Glewlwyd 2.7), or with one that leaves them out, has its user read
+// from userinfo, which never carries them, and a rule reading claims.amr
+// or claims.acr would otherwise change its answer at the first refresh.
+// What the refresh says of them wins.
+func (p *Profile) KeepSignIn(login *Profile) {
+	for _, name := range signInClaims {
+		v, ok := login.Claims[name]
+		if !ok {
+			continue
+		}
+		if _, has := p.Claims[name]; has {
+			continue
+		}
+		if p.Claims == nil {
+			p.Claims = map[string]any{}
+		}
+		p.Claims[name] = v
+	}
+}
+
 // Same reports whether q holds what p holds, field for field. Sessions
 // opened from the same cookie share their slices and claims, so the usual
 // case costs a few comparisons of equal pointers; claims decoded afresh (a

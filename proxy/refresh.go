@@ -523,6 +523,7 @@ func (h *Handler) refreshAtIdP(ctx context.Context, impl idp.Refresher, s *sessi
 		h.log.Warn("refresh answered for another user; session ended", "idp", id, "sub", s.Profile.Sub, "got", profile.Sub)
 		return nil, refreshRefused
 	}
+	profile.KeepSignIn(&s.Profile)
 	if reason := h.admit(profile); reason != "" {
 		h.log.Info("refresh: user no longer admitted; session ended", "idp", id, "sub", s.Profile.Sub, "reason", reason)
 		return nil, refreshRefused

@@ -8,7 +8,7 @@
 //        [--backchannel-logout-session-required true|false]
 //        [--clock-skew SECONDS] [--id-token-ttl SECONDS] [--watch-stdin]
 //        [--signing-algs RS256,PS256,ES256,EdDSA] [--clients FILE.json]
-//        [--issuer-trailing-slash]
+//        [--issuer-trailing-slash] [--amr pwd,otp] [--acr VALUE]
 //
 // Every flag also reads from the environment (OIDC_PORT, OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URIS comma separated,
@@ -60,6 +60,14 @@
 //                              none at all; default: only with offline_access
 //   x_rotate_refresh_tokens: false  the same refresh token again at every
 //                              refresh, instead of a new one (the default)
+//   x_refresh_id_token: false  no ID token in a refresh's answer, only
+//                              access and refresh tokens (Glewlwyd 2.7),
+//                              as OIDC Core 12.2 allows
+//
+// --amr and --acr are what every login says of how the user authenticated
+// (RFC 8176 values, comma separated, and an acr): its ID tokens carry them
+// as amr and acr, with auth_time, and so do those of its refreshes. Without
+// them they carry none of the three.
 //
 // --issuer-trailing-slash names the issuer http://127.0.0.1:PORT/ (with
 // the slash), as some IdPs spell theirs; its ID tokens carry it so.
@@ -110,6 +118,8 @@ const { values: args } = parseArgs({
     'signing-algs': { type: 'string', default: env.OIDC_SIGNING_ALGS || 'RS256' },
     clients: { type: 'string', default: env.OIDC_CLIENTS || '' },
     'issuer-trailing-slash': { type: 'boolean', default: false },
+    amr: { type: 'string', default: env.OIDC_AMR || '' },
+    acr: { type: 'string', default: env.OIDC_ACR || '' },
   },
 });
 
@@ -173,6 +183,11 @@ const standardClaims = {
   profile: ['preferred_username', 'name', 'given_name', 'family_name'],
   groups: ['groups'],
 };
+// With --amr or --acr, ID tokens say how the user signed in (and when):
+// released with openid, as a provider that always sends them does.
+if (args.amr || args.acr) {
+  standardClaims.openid.push('amr', 'acr', 'auth_time');
+}
 // Any other claim a user carries is released with the profile scope, so tests
 // can exercise custom and nested claims.
 const known = new Set(['password', 'sub', ...Object.values(standardClaims).flat()]);
@@ -291,10 +306,11 @@ const extraClients = (args.clients ? JSON.parse(fs.readFileSync(args.clients, 'u
     userinfoOnly: knobs.x_userinfo_only || [],
     refreshTokens: knobs.x_refresh_tokens,
     rotate: knobs.x_rotate_refresh_tokens !== false,
+    refreshIdToken: knobs.x_refresh_id_token !== false,
   };
   return meta;
 });
-const behaviourOf = (clientId) => behaviour[clientId] || { userinfoOnly: [], rotate: true };
+const behaviourOf = (clientId) => behaviour[clientId] || { userinfoOnly: [], rotate: true, refreshIdToken: true };
 const anyClient = (pred) => extraClients.some(pred);
 // Only what some client asks for is switched on, so that with no --clients
 // the discovery document stays oidc-provider's default.
@@ -380,7 +396,11 @@ async function interaction(provider, req, res, uid) {
   if (!user || user.password !== form.get('password')) {
     return send(res, 200, loginPage(uid, 'Invalid username or password.', username));
   }
-  return provider.interactionFinished(req, res, { login: { accountId: username } }, { mergeWithLastSubmission: false });
+  const login = { accountId: username };
+  const amr = splitList(args.amr);
+  if (amr.length) login.amr = amr;
+  if (args.acr) login.acr = args.acr;
+  return provider.interactionFinished(req, res, { login }, { mergeWithLastSubmission: false });
 }
 
 let provider;
@@ -503,6 +523,10 @@ ${form}
       }
     }
     await next();
+    if (ctx.method === 'POST' && ctx.path === '/token' && ctx.oidc?.params?.grant_type === 'refresh_token'
+      && ctx.status === 200 && ctx.body && !behaviourOf(ctx.oidc.client?.clientId).refreshIdToken) {
+      delete ctx.body.id_token;
+    }
   });
   provider.on('server_error', (ctx, err) => console.error('server_error:', err));
   console.log(`READY ${issuer}`);

@@ -90,6 +90,11 @@ type Options struct {
 	// IssuerTrailingSlash names the issuer with a trailing slash
 	// (http://127.0.0.1:PORT/), as some IdPs spell theirs.
 	IssuerTrailingSlash bool
+	// AMR and ACR are what every login says of how the user authenticated
+	// (RFC 8176 values such as "pwd", and an acr): its ID tokens, and
+	// those of its refreshes, carry them as amr and acr. Empty: neither.
+	AMR []string
+	ACR string
 }
 
 // Client is one more client at the provider, registered the way a real
@@ -115,6 +120,9 @@ type Client struct {
 	// ReuseRefreshTokens answers a refresh with the same refresh token
 	// instead of rotating it (as Keycloak and Entra ID do by default).
 	ReuseRefreshTokens bool
+	// RefreshWithoutIDToken answers a refresh with access and refresh
+	// tokens and no ID token (Glewlwyd 2.7), as OIDC Core 12.2 allows.
+	RefreshWithoutIDToken bool
 }
 
 // MarshalJSON writes c as --clients reads it: metadata, with the
@@ -133,6 +141,9 @@ func (c Client) MarshalJSON() ([]byte, error) {
 	}
 	if c.ReuseRefreshTokens {
 		m["x_rotate_refresh_tokens"] = false
+	}
+	if c.RefreshWithoutIDToken {
+		m["x_refresh_id_token"] = false
 	}
 	return json.Marshal(m)
 }
@@ -260,6 +271,12 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	if o.IssuerTrailingSlash {
 		args = append(args, "--issuer-trailing-slash")
+	}
+	if len(o.AMR) > 0 {
+		args = append(args, "--amr", strings.Join(o.AMR, ","))
+	}
+	if o.ACR != "" {
+		args = append(args, "--acr", o.ACR)
 	}
 	if len(o.Clients) > 0 {
 		b, err := json.Marshal(o.Clients)
