@@ -658,7 +658,11 @@ func (p *oidcProvider) exchangeError(d discovered, logged, raw error) error {
 			"that client_secret (or %s) is its current secret, and that the IdP expects the secret the way token_auth_method says (%s)",
 			p.cfg.ClientID, p.cfg.envName("CLIENT_SECRET"), method)
 		if code == "unauthorized_client" {
-			hint = "the IdP does not let this client use the authorization code grant: enable it (and refresh tokens, with session.refresh) in the client's settings at the IdP"
+			// RFC 6749 5.2 keeps it for a grant the client may not use,
+			// but Glewlwyd (2.7) answers it for credentials it does not
+			// take as well: a wrong secret, the other auth method.
+			hint = "the IdP does not let this client use the authorization code grant: enable it (and refresh tokens, with session.refresh) in the client's settings at the IdP. " +
+				"Some IdPs (Glewlwyd) answer so when they do not accept the client's credentials, too: " + hint
 		}
 		return setupError(code, hint, logged)
 	case "invalid_grant":

@@ -194,6 +194,22 @@ func TestWrongClientSecretIsNamedInTheLog(t *testing.T) {
 	}
 }
 
+// The same at an IdP that answers a client authentication it does not
+// accept with unauthorized_client (Glewlwyd 2.7.5, 403), which RFC 6749
+// keeps for a grant type the client may not use: the log names the
+// credentials to check too, not only the grant.
+func TestWrongClientSecretAtAnIdPThatSaysUnauthorizedClient(t *testing.T) {
+	s, _, logs := oidcStackLogged(t, oidcserver.Options{ClientAuthUnauthorized: true}, func(c string) string {
+		return strings.Replace(c, "client_secret: portcullis-secret", "client_secret: not-the-secret", 1)
+	})
+	resp := oidcserver.Login(t, browser(t), s.URL+"/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+	if resp.Request.URL.Path != "/.portcullis/oidc/company/callback" {
+		t.Fatalf("the login ended at %s, want the callback's page", resp.Request.URL)
+	}
+	operatorSees(t, s, logs, resp, http.StatusBadGateway, setupPage, "unauthorized_client",
+		"authorization code grant", "client_secret", "PORTCULLIS_IDP_COMPANY_CLIENT_SECRET", "token_auth_method", "client_secret_basic")
+}
+
 // An IdP that releases a claim nested 100 levels deep (a user-editable
 // attribute, a mapper gone wrong): the login is refused, not cut short, and
 // the log names the reason and the claim.

@@ -9,6 +9,7 @@
 //        [--clock-skew SECONDS] [--id-token-ttl SECONDS] [--watch-stdin]
 //        [--signing-algs RS256,PS256,ES256,EdDSA] [--clients FILE.json]
 //        [--issuer-trailing-slash] [--amr pwd,otp] [--acr VALUE]
+//        [--client-auth-error unauthorized_client]
 //
 // Every flag also reads from the environment (OIDC_PORT, OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URIS comma separated,
@@ -69,6 +70,12 @@
 // as amr and acr, with auth_time, and so do those of its refreshes. Without
 // them they carry none of the three.
 //
+// --client-auth-error unauthorized_client answers a client authentication
+// at the token endpoint that it does not accept (a wrong secret, an unknown
+// client, the other of client_secret_basic and client_secret_post) with
+// 403 {"error":"unauthorized_client"}, as Glewlwyd 2.7 does, instead of
+// RFC 6749's 401 invalid_client.
+//
 // --issuer-trailing-slash names the issuer http://127.0.0.1:PORT/ (with
 // the slash), as some IdPs spell theirs; its ID tokens carry it so.
 //
@@ -120,6 +127,7 @@ const { values: args } = parseArgs({
     'issuer-trailing-slash': { type: 'boolean', default: false },
     amr: { type: 'string', default: env.OIDC_AMR || '' },
     acr: { type: 'string', default: env.OIDC_ACR || '' },
+    'client-auth-error': { type: 'string', default: env.OIDC_CLIENT_AUTH_ERROR || 'invalid_client' },
   },
 });
 
@@ -513,16 +521,27 @@ ${form}
   });
   // oidc-provider takes client_secret_basic and client_secret_post as one
   // another; some real IdPs do not, and tests must be able to tell them apart.
+  const clientAuthRefused = (ctx, description) => {
+    if (args['client-auth-error'] === 'unauthorized_client') {
+      ctx.status = 403;
+      ctx.body = { error: 'unauthorized_client' };
+    } else {
+      ctx.status = 401;
+      ctx.body = { error: 'invalid_client', error_description: description };
+    }
+  };
   provider.use(async (ctx, next) => {
     if (ctx.method === 'POST' && ctx.path === '/token' && authMethod !== 'none') {
       const basic = ctx.get('authorization') !== '';
       if (basic !== (authMethod === 'client_secret_basic')) {
-        ctx.status = 401;
-        ctx.body = { error: 'invalid_client', error_description: `client must authenticate with ${authMethod}` };
+        clientAuthRefused(ctx, `client must authenticate with ${authMethod}`);
         return;
       }
     }
     await next();
+    if (ctx.method === 'POST' && ctx.path === '/token' && ctx.body?.error === 'invalid_client') {
+      clientAuthRefused(ctx, ctx.body.error_description);
+    }
     if (ctx.method === 'POST' && ctx.path === '/token' && ctx.oidc?.params?.grant_type === 'refresh_token'
       && ctx.status === 200 && ctx.body && !behaviourOf(ctx.oidc.client?.clientId).refreshIdToken) {
       delete ctx.body.id_token;

@@ -95,6 +95,11 @@ type Options struct {
 	// those of its refreshes, carry them as amr and acr. Empty: neither.
 	AMR []string
 	ACR string
+	// ClientAuthUnauthorized answers a client authentication the token
+	// endpoint does not accept (a wrong secret, an unknown client, the
+	// other auth method) with 403 unauthorized_client, as Glewlwyd 2.7
+	// does, instead of RFC 6749's 401 invalid_client.
+	ClientAuthUnauthorized bool
 }
 
 // Client is one more client at the provider, registered the way a real
@@ -277,6 +282,9 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	if o.ACR != "" {
 		args = append(args, "--acr", o.ACR)
+	}
+	if o.ClientAuthUnauthorized {
+		args = append(args, "--client-auth-error", "unauthorized_client")
 	}
 	if len(o.Clients) > 0 {
 		b, err := json.Marshal(o.Clients)
