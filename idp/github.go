@@ -59,10 +59,12 @@ func (e *GitHubAPIError) Error() string {
 // bad_verification_code for a code that is wrong, expired or spent, and
 // bad_refresh_token for a GitHub App's refresh token that is, or whose
 // grant the user revoked, invalid_grant both; incorrect_client_credentials
-// invalid_client. Any other code is itself.
+// invalid_client. Glewlwyd (2.7) answers invalid_code, with status 403,
+// for a code it does not take (made up, spent, expired): invalid_grant
+// too. Any other code is itself.
 func oauthErrorCode(code string) string {
 	switch code {
-	case "bad_verification_code", "bad_refresh_token":
+	case "bad_verification_code", "bad_refresh_token", "invalid_code":
 		return "invalid_grant"
 	case "incorrect_client_credentials":
 		return "invalid_client"

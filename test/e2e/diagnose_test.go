@@ -242,30 +242,41 @@ func TestDeeplyNestedClaimIsRefused(t *testing.T) {
 }
 
 // A callback with a code the IdP never issued, and the state of a login
-// this browser started: anyone can send one. The IdP answers invalid_grant,
-// which is the client's doing, not a set-up mistake: a plain refusal, not
-// an error line telling the operator to change the set-up.
+// this browser started: anyone can send one. The IdP answers invalid_grant
+// (Glewlwyd 2.7: 403 invalid_code), which is the client's doing, not a
+// set-up mistake: a plain refusal, not an error line telling the operator
+// to change the set-up.
 func TestMadeUpCodeIsNoSetUpMistake(t *testing.T) {
-	s, idpSrv, logs := oidcStackLogged(t, oidcserver.Options{}, nil)
-	b := browser(t)
-	start, err := noRedirect(b).Get(s.URL + "/.portcullis/login/company?rd=/tasks")
-	if err != nil {
-		t.Fatal(err)
-	}
-	start.Body.Close()
-	at, err := url.Parse(start.Header.Get("Location"))
-	if err != nil || at.Query().Get("state") == "" {
-		t.Fatalf("the login went to %q, want the IdP with a state", start.Header.Get("Location"))
-	}
-	resp, err := b.Get(s.URL + "/.portcullis/oidc/company/callback?code=made-up&state=" + url.QueryEscape(at.Query().Get("state")) +
-		"&iss=" + url.QueryEscape(idpSrv.Issuer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := readBody(t, resp)
-	line := logs.audit(t, resp, "login_failed")
-	if resp.StatusCode == http.StatusBadGateway || strings.Contains(page, setupPage) || line["reason"] != "idp" || line["level"] == "ERROR" || line["hint"] != nil {
-		t.Errorf("status %d, login_failed line %v: want a plain refusal (reason idp, no hint, not an error)", resp.StatusCode, line)
+	for _, tc := range []struct {
+		name string
+		o    oidcserver.Options
+	}{
+		{"the IdP answers invalid_grant", oidcserver.Options{}},
+		{"the IdP answers invalid_code", oidcserver.Options{CodeRefusedAsInvalidCode: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, idpSrv, logs := oidcStackLogged(t, tc.o, nil)
+			b := browser(t)
+			start, err := noRedirect(b).Get(s.URL + "/.portcullis/login/company?rd=/tasks")
+			if err != nil {
+				t.Fatal(err)
+			}
+			start.Body.Close()
+			at, err := url.Parse(start.Header.Get("Location"))
+			if err != nil || at.Query().Get("state") == "" {
+				t.Fatalf("the login went to %q, want the IdP with a state", start.Header.Get("Location"))
+			}
+			resp, err := b.Get(s.URL + "/.portcullis/oidc/company/callback?code=made-up&state=" + url.QueryEscape(at.Query().Get("state")) +
+				"&iss=" + url.QueryEscape(idpSrv.Issuer))
+			if err != nil {
+				t.Fatal(err)
+			}
+			page := readBody(t, resp)
+			line := logs.audit(t, resp, "login_failed")
+			if resp.StatusCode == http.StatusBadGateway || strings.Contains(page, setupPage) || line["reason"] != "idp" || line["level"] == "ERROR" || line["hint"] != nil {
+				t.Errorf("status %d, login_failed line %v: want a plain refusal (reason idp, no hint, not an error)", resp.StatusCode, line)
+			}
+		})
 	}
 }
 

@@ -9,7 +9,7 @@
 //        [--clock-skew SECONDS] [--id-token-ttl SECONDS] [--watch-stdin]
 //        [--signing-algs RS256,PS256,ES256,EdDSA] [--clients FILE.json]
 //        [--issuer-trailing-slash] [--amr pwd,otp] [--acr VALUE]
-//        [--client-auth-error unauthorized_client]
+//        [--client-auth-error unauthorized_client] [--code-error invalid_code]
 //
 // Every flag also reads from the environment (OIDC_PORT, OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URIS comma separated,
@@ -76,6 +76,10 @@
 // 403 {"error":"unauthorized_client"}, as Glewlwyd 2.7 does, instead of
 // RFC 6749's 401 invalid_client.
 //
+// --code-error invalid_code answers a code it does not take (made up,
+// spent, expired) with 403 {"error":"invalid_code"}, as Glewlwyd 2.7 does,
+// instead of RFC 6749's 400 invalid_grant.
+//
 // --issuer-trailing-slash names the issuer http://127.0.0.1:PORT/ (with
 // the slash), as some IdPs spell theirs; its ID tokens carry it so.
 //
@@ -128,6 +132,7 @@ const { values: args } = parseArgs({
     amr: { type: 'string', default: env.OIDC_AMR || '' },
     acr: { type: 'string', default: env.OIDC_ACR || '' },
     'client-auth-error': { type: 'string', default: env.OIDC_CLIENT_AUTH_ERROR || 'invalid_client' },
+    'code-error': { type: 'string', default: env.OIDC_CODE_ERROR || 'invalid_grant' },
   },
 });
 
@@ -541,6 +546,11 @@ ${form}
     await next();
     if (ctx.method === 'POST' && ctx.path === '/token' && ctx.body?.error === 'invalid_client') {
       clientAuthRefused(ctx, ctx.body.error_description);
+    }
+    if (ctx.method === 'POST' && ctx.path === '/token' && ctx.body?.error === 'invalid_grant'
+      && ctx.oidc?.params?.grant_type === 'authorization_code' && args['code-error'] === 'invalid_code') {
+      ctx.status = 403;
+      ctx.body = { error: 'invalid_code' };
     }
     if (ctx.method === 'POST' && ctx.path === '/token' && ctx.oidc?.params?.grant_type === 'refresh_token'
       && ctx.status === 200 && ctx.body && !behaviourOf(ctx.oidc.client?.clientId).refreshIdToken) {

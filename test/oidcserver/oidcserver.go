@@ -100,6 +100,10 @@ type Options struct {
 	// other auth method) with 403 unauthorized_client, as Glewlwyd 2.7
 	// does, instead of RFC 6749's 401 invalid_client.
 	ClientAuthUnauthorized bool
+	// CodeRefusedAsInvalidCode answers a code the token endpoint does not
+	// take (made up, spent, expired) with 403 invalid_code, as Glewlwyd
+	// 2.7 does, instead of RFC 6749's 400 invalid_grant.
+	CodeRefusedAsInvalidCode bool
 }
 
 // Client is one more client at the provider, registered the way a real
@@ -285,6 +289,9 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	if o.ClientAuthUnauthorized {
 		args = append(args, "--client-auth-error", "unauthorized_client")
+	}
+	if o.CodeRefusedAsInvalidCode {
+		args = append(args, "--code-error", "invalid_code")
 	}
 	if len(o.Clients) > 0 {
 		b, err := json.Marshal(o.Clients)
