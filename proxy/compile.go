@@ -121,6 +121,9 @@ func Warnings(cfg *Config) []Warning {
 		for _, msg := range idp.UnknownIdPWarnings(src, providers) {
 			out = append(out, Warning{Key: key, Message: msg})
 		}
+		for _, msg := range idp.EmailDomainWarnings(src) {
+			out = append(out, Warning{Key: key, Message: msg})
+		}
 	}
 	condition := func(key, src string) {
 		expression(key, src)

@@ -657,6 +657,54 @@ rules:
 	}
 }
 
+// A condition that finds an email address's domain in its text, as
+// email endsWith "@company.com" does, is warned of in every expression over
+// the profile, keyed by it: it is true of eve@evil.example@company.com,
+// which mail software may deliver to evil.example and which
+// allowed_email_domains refuses (oauth2-proxy's GHSA-c5c4-8r6x-56w3, the
+// same test in its domain check); contains and split(email, "@")[1] take
+// others' domains too. The matches the warnings suggest, which docs/cvat.md
+// and docs/ldap.md write, are no warning.
+func TestWarningsOfEmailDomainsReadFromText(t *testing.T) {
+	config := minimal + `role_mapping:
+  roles: [admin, business, user]
+  default: user
+  rules:
+    - role: admin
+      when: 'email_verified && email endsWith "@company.com"'
+    - role: business
+      when: 'email matches "^[^@]+@contractor[.]example$" || claims.mail matches "^[^@]+@research[.]example[.]com$"'
+attribute_pass:
+  headers:
+    X-Partner: 'lower(email) endsWith "partner.example" ? "yes" : "no"'
+rules:
+  - name: staff
+    path_prefix: /staff/
+    action: authenticate
+    allow_if: 'split(email, "@")[1] == "company.com"'
+  - name: research
+    path_prefix: /research/
+    action: authenticate
+    when: 'claims.mail contains "@research.example.com"'
+`
+	cfg, err := ParseConfig([]byte(config), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(cfg); err != nil {
+		t.Fatalf("the configuration is valid, only mistaken: %v", err)
+	}
+	want := []Warning{
+		{"role_mapping.rules[0].when", `email endsWith "@company.com": also true of eve@evil.example@company.com, an address with two @ that mail software may deliver to evil.example (allowed_email_domains refuses it); write email matches "^[^@]+@company[.]com$"`},
+		{"attribute_pass.headers.X-Partner", `lower(email) endsWith "partner.example": also true of eve@evilpartner.example, an address at another domain; write lower(email) matches "^[^@]+@partner[.]example$"`},
+		{"rules[0].allow_if", `split(email, "@")[1]: the text after the first @, not the domain of an address with two (company.com of eve@company.com@evil.example, which mail software may deliver to evil.example); write email matches "^[^@]+@company[.]com$" with your domain`},
+		{"rules[1].when", `claims.mail contains "@research.example.com": also true of eve@research.example.com.evil.example, an address at another domain; write claims.mail matches "^[^@]+@research[.]example[.]com$"`},
+	}
+	if got := Warnings(cfg); !slices.Equal(got, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(warningLines(got), "\n"), strings.Join(warningLines(want), "\n"))
+	}
+}
+
 // A rule's allow_if that admits by a group's name is warned of as
 // role_mapping's when is: both decide who gets in.
 func TestWarningsOfGroupNamesInAllowIf(t *testing.T) {
