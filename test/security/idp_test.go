@@ -36,6 +36,7 @@ type oidcIdP struct {
 	attacker *rsa.PrivateKey // never published
 	mu       sync.Mutex
 	codes    map[string]grant
+	issued   map[string][]string // by user: every token the token endpoint gave for them
 }
 
 // grant is what a code stands for.
@@ -51,6 +52,9 @@ var users = map[string]map[string]any{
 	"eve":   {"email": "eve@example.com", "groups": []string{"staff"}},
 	// carol's sessions are the ones the back-channel logout cases end.
 	"carol": {"email": "carol@example.com", "groups": []string{"staff"}},
+	// dave's logins get a refresh token besides the access and ID tokens:
+	// what no answer to the browser nor the upstream may show.
+	"dave": {"email": "dave@example.com", "groups": []string{"staff"}},
 	// mallory's IdP lets her put a header break into her email address.
 	"mallory": {"email": "mallory@example.com\r\nX-Groups: admin", "groups": []string{"staff"}},
 }
@@ -60,7 +64,7 @@ func startIdP(name string) *oidcIdP {
 	if err != nil {
 		panic(err)
 	}
-	p := &oidcIdP{name: name, issuer: "http://" + ln.Addr().String(), codes: map[string]grant{}}
+	p := &oidcIdP{name: name, issuer: "http://" + ln.Addr().String(), codes: map[string]grant{}, issued: map[string][]string{}}
 	if p.key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
 		panic(err)
 	}
@@ -79,6 +83,13 @@ func startIdP(name string) *oidcIdP {
 }
 
 func (p *oidcIdP) close() { p.srv.Close() }
+
+// tokensOf is every token the token endpoint gave for user.
+func (p *oidcIdP) tokensOf(user string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.issued[user]...)
+}
 
 func (p *oidcIdP) discovery(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]any{
@@ -163,6 +174,16 @@ func (p *oidcIdP) token(w http.ResponseWriter, r *http.Request) {
 	if g.forge != "no_id_token" {
 		resp["id_token"] = p.idToken(g, access)
 	}
+	if g.user == "dave" {
+		resp["refresh_token"] = "rt-" + randomText()
+	}
+	p.mu.Lock()
+	for _, k := range []string{"access_token", "id_token", "refresh_token"} {
+		if tok, ok := resp[k].(string); ok {
+			p.issued[g.user] = append(p.issued[g.user], tok)
+		}
+	}
+	p.mu.Unlock()
 	writeJSON(w, resp)
 }
 
