@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -95,5 +96,41 @@ func TestTokensSubjectIsTheIdPsNameForTheUser(t *testing.T) {
 				t.Errorf("Subject() = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// A refresh keeps the login's amr, acr and auth_time only where what it read
+// has none of its own: a refresh that says acr anew (a step-up that has
+// lapsed at the IdP: a lower level) or amr null is taken at its word, and
+// a login that had none gives none (an OAuth2 or SAML login never had them).
+func TestKeepSignInOnlyFillsWhatTheRefreshLacks(t *testing.T) {
+	login := &Profile{Claims: map[string]any{"acr": "2", "amr": []any{"pwd", "otp"}, "auth_time": float64(100), "email": "a@x"}}
+	for _, tc := range []struct {
+		name    string
+		refresh map[string]any
+		want    map[string]any
+	}{
+		{"from userinfo: all three kept", map[string]any{"sub": "s"},
+			map[string]any{"sub": "s", "acr": "2", "amr": []any{"pwd", "otp"}, "auth_time": float64(100)}},
+		{"a lower acr and amr null from the refresh win", map[string]any{"sub": "s", "acr": "1", "amr": nil},
+			map[string]any{"sub": "s", "acr": "1", "amr": nil, "auth_time": float64(100)}},
+		{"no claims at all", nil,
+			map[string]any{"acr": "2", "amr": []any{"pwd", "otp"}, "auth_time": float64(100)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Profile{Claims: tc.refresh}
+			p.KeepSignIn(login)
+			if !reflect.DeepEqual(p.Claims, tc.want) {
+				t.Errorf("claims %v, want %v", p.Claims, tc.want)
+			}
+		})
+	}
+	if len(login.Claims) != 4 {
+		t.Errorf("the login's claims changed: %v", login.Claims)
+	}
+	p := &Profile{Claims: map[string]any{"sub": "s"}}
+	p.KeepSignIn(&Profile{Claims: map[string]any{"sub": "s", "login": "octocat"}})
+	if len(p.Claims) != 1 {
+		t.Errorf("a login without amr, acr or auth_time gave %v", p.Claims)
 	}
 }
