@@ -84,8 +84,13 @@ func emailDomainWarning(n ast.Node) string {
 		domain = text[1:]
 		example, what = "eve@evil.example"+text, twoAt
 	case strings.HasPrefix(text, "."):
-		// A parent domain and its subdomains: only the two @ are wrong.
-		example, what = "eve@evil.example@x"+text, twoAt
+		// A parent domain's subdomains: only the two @ are wrong, and
+		// what to write keeps the subdomains.
+		w := fmt.Sprintf("%s: also true of eve@evil.example@x%s, %s", n, text, twoAt)
+		if pattern, ok := domainPattern(text[1:]); ok {
+			return w + fmt.Sprintf(`; write %s matches "^[^@]+@[^@]+[.]%s$"`, operand(addr), pattern)
+		}
+		return w + fmt.Sprintf(`; write %s matches "^[^@]+@[^@]+[.]company[.]com$" with your domain`, operand(addr))
 	case !strings.Contains(text, "@"):
 		domain = text
 		example, what = "eve@evil"+text, "an address at another domain"

@@ -19,7 +19,7 @@ func TestEmailDomainWarnings(t *testing.T) {
 		{"endsWith a bare domain takes another domain", `email endsWith "company.com"`,
 			[]string{`email endsWith "company.com": also true of eve@evilcompany.com, an address at another domain; write email matches "^[^@]+@company[.]com$"`}},
 		{"endsWith .domain, for subdomains, takes an address with two @", `email endsWith ".company.com"`,
-			[]string{`email endsWith ".company.com": also true of eve@evil.example@x.company.com, ` + twoAt + `; write email matches "^[^@]+@company[.]com$" with your domain`}},
+			[]string{`email endsWith ".company.com": also true of eve@evil.example@x.company.com, ` + twoAt + `; write email matches "^[^@]+@[^@]+[.]company[.]com$"`}},
 		{"contains an @domain takes a domain under another", `email contains "@company.com"`,
 			[]string{`email contains "@company.com": also true of eve@company.com.evil.example, an address at another domain; write email matches "^[^@]+@company[.]com$"`}},
 		{"through lower, upper, trim and $env", `upper(trim($env.email)) endsWith "@CO.EXAMPLE"`,
