@@ -62,9 +62,12 @@ func emailDomainWarning(n ast.Node) string {
 		return ""
 	}
 	const twoAt = "an address with two @ that mail software may deliver to evil.example (allowed_email_domains refuses it)"
-	var example, what, domain string
+	var example, what, domain, flags string
 	switch {
 	case op == "matches":
+		if strings.HasPrefix(text, "(?i)") {
+			flags = "(?i)" // what to write folds case as this did
+		}
 		// A pattern for one domain that also takes an address with two @
 		// before it: ".+@company[.]com$", "@company\\.com$".
 		domain = patternDomain(text)
@@ -99,7 +102,7 @@ func emailDomainWarning(n ast.Node) string {
 	}
 	w := fmt.Sprintf("%s: also true of %s, %s", n, example, what)
 	if pattern, ok := domainPattern(domain); ok {
-		return w + fmt.Sprintf(`; write %s matches "^[^@]+@%s$"`, operand(addr), pattern)
+		return w + fmt.Sprintf(`; write %s matches "%s^[^@]+@%s$"`, operand(addr), flags, pattern)
 	}
 	return w + fmt.Sprintf(`; write %s matches "^[^@]+@company[.]com$" with your domain`, operand(addr))
 }

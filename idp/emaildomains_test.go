@@ -47,6 +47,8 @@ func TestEmailDomainWarnings(t *testing.T) {
 				`email matches "^.+@company[.]com$": also true of eve@evil.example@company.com, ` + twoAt + `; write email matches "^[^@]+@company[.]com$"`,
 				`lower(email) matches "@partner\\.example$": also true of eve@evil.example@partner.example, ` + twoAt + `; write lower(email) matches "^[^@]+@partner[.]example$"`,
 			}},
+		{"matches that folds case is told to write one that does", `email matches "(?i)^.*@company[.]com$"`,
+			[]string{`email matches "(?i)^.*@company[.]com$": also true of eve@evil.example@company.com, ` + twoAt + `; write email matches "(?i)^[^@]+@company[.]com$"`}},
 		{"split of a claim names that claim", `split(claims.mail, "@")[1] == "company.com"`,
 			[]string{`split(claims.mail, "@")[1]: the text after the first @, not the domain of an address with two (company.com of eve@company.com@evil.example, which mail software may deliver to evil.example); write claims.mail matches "^[^@]+@company[.]com$" with your domain`}},
 		{"an @ alone is no domain test", `email contains "@" ? email : sub + "@users.invalid"`, nil},
