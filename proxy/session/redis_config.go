@@ -285,6 +285,7 @@ func redisDialer(tc *tls.Config, hs *handshakes) func(ctx context.Context, netwo
 		Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3,
 	}}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		hs.dials.Add(1)
 		hs.dialing.Add(1)
 		raw, err := d.DialContext(ctx, network, addr)
 		hs.dialing.Add(-1)

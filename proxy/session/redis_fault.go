@@ -56,12 +56,15 @@ func (e *errTLSHandshake) Unwrap() error { return e.err }
 // or overloaded: errNoAnswer), not one that nothing answers for (its host
 // and port). A connection's read or write deadline says so itself; a
 // command's own deadline does when a dial succeeded (connected), none
-// failed since (dialFailed) and none is under way (dialing).
+// failed since (dialFailed) and none is under way (dialing). dials counts
+// them all: a command with Redis down makes as many as the retries
+// configured allow (redisDialerRetries), no more.
 type handshakes struct {
 	last       atomic.Pointer[errTLSHandshake]
 	waiting    atomic.Pointer[errTLSHandshake]
 	dialFailed atomic.Pointer[net.OpError]
 	dialing    atomic.Int64
+	dials      atomic.Int64
 	connected  atomic.Bool // a dial succeeded
 }
 
