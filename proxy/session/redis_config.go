@@ -295,7 +295,7 @@ func redisDialer(tc *tls.Config, hs *handshakes) func(ctx context.Context, netwo
 			hs.dialFailed.Store(op)
 		case err == nil:
 			hs.dialFailed.Store(nil)
-			hs.connected.Store(true)
+			hs.succeeded(time.Now())
 		}
 		if err != nil || tc == nil {
 			return raw, err

@@ -80,6 +80,33 @@ func TestRedisHandshakeTimeoutMayBeABusyRedis(t *testing.T) {
 	}
 }
 
+// TestStalledRedisIsATimeoutWhileOtherDialsAreUnderWay: a command whose own
+// deadline passed while Redis took connections and answered nothing is a
+// timeout (redis_timeout), also when, at that moment, a dial is under way
+// for another command: with many requests at once a stalled Redis's
+// connections are replaced as their reads time out, and a dial is nearly
+// always under way somewhere, on a starved CPU the longer. The readiness
+// check of a busy proxy (TestSignedInRequestsWhileRedisStalls, one run in
+// about twenty under load) named such a Redis unreachable: check its host
+// and port. A dial under way while none has succeeded lately is still
+// what the command may have waited for: an address that drops SYNs.
+func TestStalledRedisIsATimeoutWhileOtherDialsAreUnderWay(t *testing.T) {
+	hs := &handshakes{}
+	hs.succeeded(time.Now())
+	hs.dialing.Add(1) // another command's dial
+	if f := FaultOf(hs.explain(context.DeadlineExceeded)); f.Reason != "redis_timeout" {
+		t.Errorf("a command's deadline while dials succeed and one is under way: %+v, want redis_timeout", f)
+	}
+	hs.succeeded(time.Now().Add(-redisDialTimeout - time.Second))
+	if f := FaultOf(hs.explain(context.DeadlineExceeded)); f.Reason != "redis_unreachable" {
+		t.Errorf("a command's deadline while a dial is under way and none succeeded lately: %+v, want redis_unreachable", f)
+	}
+	hs.dialing.Add(-1)
+	if f := FaultOf(hs.explain(context.DeadlineExceeded)); f.Reason != "redis_timeout" {
+		t.Errorf("a command's deadline with no dial under way after one succeeded: %+v, want redis_timeout", f)
+	}
+}
+
 func caTLS(t *testing.T, caFile string) *tls.Config {
 	t.Helper()
 	pem, err := os.ReadFile(caFile)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -56,7 +57,9 @@ func (e *errTLSHandshake) Unwrap() error { return e.err }
 // or overloaded: errNoAnswer), not one that nothing answers for (its host
 // and port). A connection's read or write deadline says so itself; a
 // command's own deadline does when a dial succeeded (connected), none
-// failed since (dialFailed) and none is under way (dialing). dials counts
+// failed since (dialFailed) and none is under way (dialing), or dials
+// still succeed (dialedAt, within the dial timeout): with many requests at
+// once one is nearly always under way for another command. dials counts
 // them all: a command with Redis down makes as many as the retries
 // configured allow (redisDialerRetries), no more.
 type handshakes struct {
@@ -65,7 +68,14 @@ type handshakes struct {
 	dialFailed atomic.Pointer[net.OpError]
 	dialing    atomic.Int64
 	dials      atomic.Int64
-	connected  atomic.Bool // a dial succeeded
+	connected  atomic.Bool  // a dial succeeded
+	dialedAt   atomic.Int64 // when one last did (Unix ns)
+}
+
+// succeeded records a dial that succeeded at at.
+func (hs *handshakes) succeeded(at time.Time) {
+	hs.dialedAt.Store(at.UnixNano())
+	hs.connected.Store(true)
 }
 
 // errNoAnswer is a command that timed out on a connection Redis took,
@@ -129,7 +139,12 @@ func (hs *handshakes) explain(err error) error {
 	if failed := hs.dialFailed.Load(); failed != nil {
 		return fmt.Errorf("%w (%w)", err, failed)
 	}
-	if hs.dialing.Load() > 0 || !hs.connected.Load() {
+	// A dial under way may be what it waited for (an address that drops
+	// SYNs holds a dial until its timeout), unless dials succeed: then
+	// it is another command's, one of the many that replace a stalled
+	// Redis's connections as their reads time out.
+	dialedLately := time.Since(time.Unix(0, hs.dialedAt.Load())) < redisDialTimeout
+	if !hs.connected.Load() || hs.dialing.Load() > 0 && !dialedLately {
 		return err
 	}
 	return fmt.Errorf("%w (%w)", err, errNoAnswer)
