@@ -56,7 +56,7 @@ func (e *errTLSHandshake) Unwrap() error { return e.err }
 // connection was made met a Redis that took it and did not answer (stalled
 // or overloaded: errNoAnswer), not one that nothing answers for (its host
 // and port). A connection's read or write deadline says so itself; a
-// command's own deadline does when a dial succeeded (connected), none
+// command's own deadline does when a dial succeeded (dialedAt), none
 // failed since (dialFailed) and none is under way (dialing), or dials
 // still succeed (dialedAt, within the dial timeout): with many requests at
 // once one is nearly always under way for another command. dials counts
@@ -68,14 +68,12 @@ type handshakes struct {
 	dialFailed atomic.Pointer[net.OpError]
 	dialing    atomic.Int64
 	dials      atomic.Int64
-	connected  atomic.Bool  // a dial succeeded
-	dialedAt   atomic.Int64 // when one last did (Unix ns)
+	dialedAt   atomic.Int64 // when a dial last succeeded (Unix ns); 0: none has
 }
 
 // succeeded records a dial that succeeded at at.
 func (hs *handshakes) succeeded(at time.Time) {
 	hs.dialedAt.Store(at.UnixNano())
-	hs.connected.Store(true)
 }
 
 // errNoAnswer is a command that timed out on a connection Redis took,
@@ -143,8 +141,9 @@ func (hs *handshakes) explain(err error) error {
 	// SYNs holds a dial until its timeout), unless dials succeed: then
 	// it is another command's, one of the many that replace a stalled
 	// Redis's connections as their reads time out.
-	dialedLately := time.Since(time.Unix(0, hs.dialedAt.Load())) < redisDialTimeout
-	if !hs.connected.Load() || hs.dialing.Load() > 0 && !dialedLately {
+	dialedAt := hs.dialedAt.Load()
+	dialedLately := time.Since(time.Unix(0, dialedAt)) < redisDialTimeout
+	if dialedAt == 0 || hs.dialing.Load() > 0 && !dialedLately {
 		return err
 	}
 	return fmt.Errorf("%w (%w)", err, errNoAnswer)
