@@ -2,7 +2,9 @@ package idp
 
 import (
 	"context"
+	"crypto"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
@@ -93,12 +95,19 @@ func newSAMLProvider(ctx context.Context, c Config, o Options, timing samlTiming
 	}
 
 	running, _ := o.Running.(*SAMLProvider)
-	key, cert, err := loadSPKeyPair(c) // generated without sp_cert_file: samlWarnings
+	var (
+		key  crypto.Signer
+		cert *x509.Certificate
+		err  error
+	)
 	if c.SPCertFile == "" && running != nil && running.cfg.SPCertFile == "" {
 		// The key pair generated at the start stays until a restart: an
 		// IdP that took the SP metadata's certificate checks requests
-		// with it.
-		key, cert, err = running.base.Key, running.base.Certificate, nil
+		// with it. None is generated to be dropped (an RSA key costs a
+		// reload 150 ms of CPU, a second on a loaded machine).
+		key, cert = running.base.Key, running.base.Certificate
+	} else {
+		key, cert, err = loadSPKeyPair(c) // generated without sp_cert_file: samlWarnings
 	}
 	if err != nil {
 		return nil, fmt.Errorf("saml %s: sp key pair: %w", c.ID, err)
