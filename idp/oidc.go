@@ -82,6 +82,12 @@ type oidcProvider struct {
 	idTokenAlgs []string
 	// notReady says why oauth is still nil.
 	notReady error
+
+	// rediscovering, holding one value while forAlgOf reads the discovery
+	// document again, makes those reads one at a time; the last began at
+	// rediscovered.
+	rediscovering chan struct{}
+	rediscovered  time.Time
 }
 
 func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {
@@ -93,6 +99,8 @@ func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {
 		redirect: o.CallbackURL("oidc", c.ID, "callback"),
 		log:      o.Logger,
 		notReady: errors.New("discovery has not finished yet"),
+
+		rediscovering: make(chan struct{}, 1),
 	}
 	if p.client == nil {
 		p.client = &http.Client{Timeout: discoveryTimeout}
@@ -229,10 +237,17 @@ func (p *oidcProvider) use(provider *oidc.Provider) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.provider = provider
-	p.issuer = meta.Issuer
 	p.jwksURI = meta.JWKSURI
 	p.issParam = meta.IssParam
-	p.idTokenAlgs = verifiableAlgs(meta.Algs)
+	algs := verifiableAlgs(meta.Algs)
+	if p.issuer == meta.Issuer {
+		// Read again (forAlgOf): an algorithm listed before may still
+		// sign tokens in flight, and an IdP that lists its current key's
+		// alone (ORY Hydra) still publishes the key before.
+		algs = verifiableAlgs(append(algs, p.idTokenAlgs...))
+	}
+	p.issuer = meta.Issuer
+	p.idTokenAlgs = algs
 	p.verifier = provider.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SupportedSigningAlgs: p.idTokenAlgs})
 	// Logout tokens get keys of their own, fetched through p.jwks: anyone
 	// may post one, and a login's ID token must not wait for the floor
@@ -398,6 +413,7 @@ func (p *oidcProvider) oidcClaims(ctx context.Context, d discovered, token *oaut
 	if !compactJWT(raw) {
 		return nil, "", fmt.Errorf("oidc %s: verify id token: %w", id, errNotCompact)
 	}
+	d = p.forAlgOf(ctx, d, raw)
 	idToken, err := d.verifier.Verify(ctx, raw)
 	if err != nil {
 		err = fmt.Errorf("oidc %s: verify id token: %w", id, err)

@@ -109,6 +109,7 @@ func (p *oidcProvider) verifyLogoutToken(ctx context.Context, raw string) (*Logo
 		// where the typ check below reads it.
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, errNotCompact)
 	}
+	d = p.forAlgOf(ctx, d, raw)
 	check := &signatureCheck{}
 	fetches := p.jwks.fetchesBegun()
 	tok, err := d.logoutVerifier.Verify(context.WithValue(ctx, signatureCheckKey{}, check), raw)

@@ -169,6 +169,7 @@ func (p *oidcProvider) refreshedIDTokenClaims(ctx context.Context, d discovered,
 	if !compactJWT(raw) {
 		return nil, fmt.Errorf("oidc %s: refresh: verify id token: %w", id, errNotCompact)
 	}
+	d = p.forAlgOf(ctx, d, raw)
 	idToken, err := d.verifier.Verify(ctx, raw)
 	if _, kid := jwtHeader(raw); err != nil && kid != "" {
 		// go-oidc tries only the key the header's kid names. ORY Hydra

@@ -95,6 +95,13 @@
 // Sessions, grants and tokens are kept, so the next logout token for a
 // session begun before is signed with the new key. The keys go to --jwks
 // too. It answers {"kids": [...]}, the new keys' kids.
+//
+// POST /test/rotate-keys?alg=ES256 (or RS256, PS256) rotates to a key of
+// that algorithm alone, as Hydra does when its ID token key set gets a key
+// of another algorithm (hydra create jwks hydra.openid.id-token --alg
+// ES256): every client's ID tokens and logout tokens are signed with it
+// from then on, and the discovery document lists it, beside the
+// algorithms of the keys before, which stay published.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -261,11 +268,24 @@ function loadKeys(file) {
 // rotateKeys puts a new key for each algorithm before the keys held (the
 // first that fits an alg signs), and has the provider sign and publish
 // with the set.
-function rotateKeys() {
+async function rotateKeys(alg) {
+  if (alg) {
+    if (!['RS256', 'PS256', 'ES256'].includes(alg)) {
+      throw new Error(`rotate-keys: alg must be RS256, PS256 or ES256, got ${alg}`);
+    }
+    signingAlgs.splice(0, signingAlgs.length, alg);
+  }
   const fresh = newKeys();
   signingKeys = { keys: [...fresh, ...signingKeys.keys] };
   saveKeys(args.jwks, signingKeys);
   initializeKeystore.call(provider, structuredClone(signingKeys));
+  if (alg) {
+    // The clients' registered alg is what oidc-provider signs with; Hydra
+    // has none per client and signs with its newest key.
+    for (const c of [client, ...extraClients]) {
+      (await provider.Client.find(c.client_id)).idTokenSignedResponseAlg = alg;
+    }
+  }
   return fresh.map((k) => k.kid);
 }
 
@@ -428,8 +448,13 @@ const server = http.createServer(async (req, res) => {
     return res.end(JSON.stringify({ count: tokenRequests }));
   }
   if (req.method === 'POST' && path === '/test/rotate-keys') {
-    res.setHeader('Content-Type', 'application/json');
-    return res.end(JSON.stringify({ kids: rotateKeys() }));
+    try {
+      const kids = await rotateKeys(new URL(req.url, 'http://x').searchParams.get('alg'));
+      res.setHeader('Content-Type', 'application/json');
+      return res.end(JSON.stringify({ kids }));
+    } catch (err) {
+      return send(res, 400, esc(err.message));
+    }
   }
   const m = /^\/interaction\/([A-Za-z0-9_-]+)$/.exec(path);
   if (!m) {

@@ -485,6 +485,23 @@ func (s *Server) RotateKeysInPlace(t testing.TB) []string {
 	return v.Kids
 }
 
+// RotateKeysTo rotates the provider's signing key, without a restart, to a
+// key of alg (RS256, PS256 or ES256) alone, as ORY Hydra does when its ID
+// token key set gets a key of another algorithm: every client's ID tokens
+// and logout tokens are signed with it from now on, its discovery document
+// lists alg beside the algorithms before, and the keys before stay
+// published. It returns the new key's kid.
+func (s *Server) RotateKeysTo(t testing.TB, alg string) string {
+	t.Helper()
+	resp := post(t, http.DefaultClient, strings.TrimSuffix(s.Issuer, "/")+"/test/rotate-keys?alg="+url.QueryEscape(alg), url.Values{})
+	defer resp.Body.Close()
+	var v struct{ Kids []string }
+	if err := json.NewDecoder(resp.Body).Decode(&v); resp.StatusCode != http.StatusOK || err != nil || len(v.Kids) != 1 {
+		t.Fatalf("oidcserver: rotate keys to %s: %d %v %v", alg, resp.StatusCode, err, v.Kids)
+	}
+	return v.Kids[0]
+}
+
 // TokenRequests is how many requests the token endpoint received since the
 // provider last started: code exchanges and refreshes, answered or
 // refused. It is counted by the provider, so that a test can tell how often

@@ -134,3 +134,35 @@ func TestRotateKeysInPlacePublishesTheNewKeyBeforeTheOld(t *testing.T) {
 		t.Errorf("kids after a restart: %v, want %v", got, want)
 	}
 }
+
+// RotateKeysTo publishes the new key, of the algorithm asked for, before
+// those held, and the discovery document lists that algorithm beside the
+// one before.
+func TestRotateKeysToAnotherAlgorithm(t *testing.T) {
+	s := Start(t, Options{RedirectURIs: []string{"http://127.0.0.1:1/cb"}})
+	algs := func() []string {
+		var d struct {
+			Algs []string `json:"id_token_signing_alg_values_supported"`
+		}
+		if err := json.Unmarshal([]byte(fetch(t, s.Issuer+"/.well-known/openid-configuration")), &d); err != nil {
+			t.Fatal(err)
+		}
+		return d.Algs
+	}
+	if got := algs(); slices.Contains(got, "ES256") {
+		t.Fatalf("discovery lists %v before the rotation, want no ES256", got)
+	}
+	kid := s.RotateKeysTo(t, "ES256")
+	var set struct {
+		Keys []struct{ Kid, Kty, Alg string }
+	}
+	if err := json.Unmarshal([]byte(fetch(t, s.Issuer+"/jwks")), &set); err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Keys) != 2 || set.Keys[0].Kid != kid || set.Keys[0].Kty != "EC" || set.Keys[1].Kty != "RSA" {
+		t.Errorf("keys after the rotation: %+v, want the new EC key %s, then the RSA key before", set.Keys, kid)
+	}
+	if got := algs(); !slices.Contains(got, "ES256") || !slices.Contains(got, "RS256") {
+		t.Errorf("discovery lists %v after the rotation, want ES256 and RS256", got)
+	}
+}

@@ -1,0 +1,55 @@
+package idp
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// rediscoverEvery is how often, at most, the IdP's discovery document is
+// read again for a token signed with an algorithm it did not list: anyone
+// may post a logout token, so that no one can have it read more often than
+// the IdP's keys are fetched for one.
+const rediscoverEvery = jwksRefetchEvery
+
+// forAlgOf is d, or what the IdP's discovery document says now when raw,
+// an ID token or a logout token, is signed with an algorithm this proxy
+// verifies that d's document did not list. An IdP whose document lists
+// the algorithm of its current key alone (ORY Hydra v2.3.0) lists another
+// once its ID token key is rotated to a key of that algorithm, and signs
+// with it at once: read at start and never again, the document refused
+// every login after such a rotation and every logout token. The document
+// is read again at most once every rediscoverEvery, the algorithms listed
+// before kept (use); a read that fails, or that the token's request cannot
+// wait for, leaves d as it is.
+func (p *oidcProvider) forAlgOf(ctx context.Context, d discovered, raw string) discovered {
+	alg := jwtAlg(raw)
+	if alg == "" || slices.Contains(d.idTokenAlgs, alg) || !slices.Contains(verifiedAlgs, alg) || p.rediscovering == nil {
+		return d
+	}
+	// One read at a time; a token waits for the one under way only as
+	// long as its request may (the IdP may stall).
+	select {
+	case p.rediscovering <- struct{}{}:
+		defer func() { <-p.rediscovering }()
+	case <-ctx.Done():
+		return d
+	}
+	if cur, err := p.current(); err == nil && (slices.Contains(cur.idTokenAlgs, alg) || time.Since(p.rediscovered) < rediscoverEvery) {
+		// Read again meanwhile, for another token, or within the floor.
+		return cur
+	}
+	p.rediscovered = time.Now()
+	if err := p.discover(ctx); err != nil {
+		p.log.Warn("oidc discovery read again for a token's signing algorithm failed", "alg", truncate(alg, 32), "err", err)
+		return d
+	}
+	cur, err := p.current()
+	if err != nil {
+		return d
+	}
+	if slices.Contains(cur.idTokenAlgs, alg) {
+		p.log.Info("oidc discovery read again: the IdP now lists the signing algorithm of a token", "alg", alg, "algs", cur.idTokenAlgs)
+	}
+	return cur
+}
