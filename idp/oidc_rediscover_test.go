@@ -1,0 +1,76 @@
+package idp
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+)
+
+// discoveryReads counts the GETs of a discovery document sent through it.
+type discoveryReads struct {
+	n    atomic.Int64
+	next http.RoundTripper
+}
+
+func (d *discoveryReads) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, wellKnown) {
+		d.n.Add(1)
+	}
+	return d.next.RoundTrip(r)
+}
+
+// Anyone may post a logout token. Forged ones whose header names an
+// algorithm that the IdP's discovery document does not list (an IdP that
+// moved to another algorithm lists it) have the document read again once
+// within 10 s, not once each, and are refused as invalid, not as tokens to
+// send again.
+func TestForgedTokensOfAnUnlistedAlgorithmReadTheDiscoveryDocumentOnce(t *testing.T) {
+	o := testOptions(callbackCatcher(t).URL, false)
+	reads := &discoveryReads{next: http.DefaultTransport}
+	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: reads}
+	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
+	p := startOIDC(t, Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}, o)
+	waitReady(t, p, 10*time.Second)
+
+	part := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	forged := func() string {
+		return part(map[string]any{"alg": "ES384", "kid": "made-up", "typ": "logout+jwt"}) + "." +
+			part(map[string]any{"iss": op.Issuer, "aud": op.ClientID, "iat": time.Now().Unix(), "jti": rand.Text(),
+				"sub": oidcserver.Alice, "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}) + "." +
+			base64.RawURLEncoding.EncodeToString(make([]byte, 96))
+	}
+	before := reads.n.Load()
+	start := time.Now()
+	errs := make([]error, 20)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = p.VerifyLogoutToken(t.Context(), forged()) })
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	for i, err := range errs {
+		if err == nil || errors.Is(err, ErrNotReady) {
+			t.Errorf("forged token %d: %v, want refused as invalid", i, err)
+		}
+	}
+	// Each 10 s begun may read it once: a loaded machine may take longer
+	// than 10 s for the 20.
+	if n, most := reads.n.Load()-before, 1+int64(elapsed/rediscoverEvery); n < 1 || n > most {
+		t.Errorf("20 forged tokens of an unlisted algorithm in %s read the discovery document %d times, want 1 to %d", elapsed, n, most)
+	}
+}
