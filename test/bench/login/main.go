@@ -4,6 +4,10 @@
 // password on its login form, and follows the redirects back to the proxy's
 // callback, which sets the session cookie.
 //
+// It logs in through oauth2-proxy alike, for the benchmark's comparison:
+//
+//	login -proxy http://ADDR -prefix /oauth2 -start '/oauth2/start?rd=%2F' -cookie-name _oauth2_proxy
+//
 // With -d 0 it logs in once and prints the session's Cookie header, for the
 // load run to send. With -d > 0 it runs -c browsers, each logging in again
 // and again with a fresh cookie jar (a full login, password form included),
@@ -32,13 +36,17 @@ func main() {
 	proxy := flag.String("proxy", "", "the proxy's public URL")
 	idpID := flag.String("idp", "bench", "the IdP id to log in at")
 	prefix := flag.String("prefix", "/.portcullis", "the proxy's auth_prefix")
-	cookieName := flag.String("cookie-name", "portcullis", "the proxy's session cookie name")
+	cookieName := flag.String("cookie-name", "portcullis", "the proxy's session cookie name (its chunks NAME_0 to NAME_9 too)")
+	start := flag.String("start", "", "the path and query that start a login at the proxy (default PREFIX/login/IDP?rd=%2F)")
 	user := flag.String("user", "alice", "username at the IdP")
 	password := flag.String("password", "alice-pw", "password at the IdP")
 	conc := flag.Int("c", 4, "browsers logging in at once (with -d)")
 	duration := flag.Duration("d", 0, "log in repeatedly for this long; 0 logs in once and prints the Cookie header")
 	flag.Parse()
-	l := &login{proxy: strings.TrimSuffix(*proxy, "/"), idp: *idpID, prefix: *prefix, cookieName: *cookieName,
+	if *start == "" {
+		*start = *prefix + "/login/" + *idpID + "?rd=%2F"
+	}
+	l := &login{proxy: strings.TrimSuffix(*proxy, "/"), start: *start, prefix: *prefix, cookieName: *cookieName,
 		form: url.Values{"username": {*user}, "password": {*password}, "login": {"yes"}}}
 	var err error
 	if *duration <= 0 {
@@ -56,8 +64,8 @@ func main() {
 }
 
 type login struct {
-	proxy, idp, prefix, cookieName string
-	form                           url.Values
+	proxy, start, prefix, cookieName string
+	form                             url.Values
 }
 
 var loginForm = regexp.MustCompile(`<form method="post" action="(/interaction/[A-Za-z0-9_-]+)"`)
@@ -80,7 +88,7 @@ func (l *login) once() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("-proxy: %w", err)
 	}
-	next := l.proxy + l.prefix + "/login/" + l.idp + "?rd=%2F"
+	next := l.proxy + l.start
 	method, body := http.MethodGet, url.Values(nil)
 	for hop := 0; hop < 20; hop++ {
 		resp, err := send(client, method, next, body)
@@ -137,12 +145,13 @@ func send(client *http.Client, method, target string, form url.Values) (*http.Re
 }
 
 // cookieHeader is the Cookie header of the proxy's session cookies only (the
-// IdP's cookies share the host in the jar).
+// IdP's cookies share the host in the jar): NAME, and the chunks of a session
+// too big for one cookie, NAME_1... (portcullis) or NAME_0... (oauth2-proxy).
 func (l *login) cookieHeader(jar http.CookieJar, proxyURL *url.URL) (string, error) {
 	var parts []string
 	for _, c := range jar.Cookies(proxyURL) {
 		rest, ok := strings.CutPrefix(c.Name, l.cookieName)
-		if ok && (rest == "" || len(rest) == 2 && rest[0] == '_' && rest[1] >= '1' && rest[1] <= '9') {
+		if ok && (rest == "" || len(rest) == 2 && rest[0] == '_' && rest[1] >= '0' && rest[1] <= '9') {
 			parts = append(parts, c.Name+"="+c.Value)
 		}
 	}
