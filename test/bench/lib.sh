@@ -41,12 +41,16 @@ wait_up() { # url
 
 # start_oidc PORT PROXY_ADDR...: test/oidc's provider (npm ci first if
 # need be) on PORT, with each proxy's callback as a redirect URI, once it
-# answers (its pid is left in $started).
+# answers (its pid is left in $started). An argument that is a URL
+# (http://...) is a redirect URI as it is: another proxy's callback.
 start_oidc() {
 	local port=$1 uris=() a
 	shift
 	for a in "$@"; do
-		uris+=(--redirect-uri "http://$a/.portcullis/oidc/bench/callback")
+		case $a in
+		*://*) uris+=(--redirect-uri "$a") ;;
+		*) uris+=(--redirect-uri "http://$a/.portcullis/oidc/bench/callback") ;;
+		esac
 	done
 	if [ ! -d test/oidc/node_modules/oidc-provider ]; then
 		echo "npm ci in test/oidc..."

@@ -25,6 +25,14 @@
 # runs as `portcullis serve` does by default: JSON logs at info, so every
 # request writes its access line (to a file here).
 #
+# With OAUTH2_PROXY=/path/to/oauth2-proxy (a binary built outside the
+# clone; docs/performance.md says how), oauth2-proxy is a third contestant
+# in the auth and bypass rounds, set up as CVAT's users set it up: the same
+# IdP, client and upstream, its cookie session store, its access lines on
+# (to a file), the user's email and groups passed upstream in headers, and
+# /api/ let through unauthenticated (--skip-auth-route). It logs in through
+# it like a browser, and prints oauth2-proxy/bare next to portcullis/bare.
+#
 # It is a benchmark, not a test: nothing in test/run.sh or CI runs it. Every
 # process shares the machine's CPUs, so only ratios measured in the same run
 # mean anything; the load average is printed before and after.
@@ -34,6 +42,8 @@
 # LOGIN_DURATION=10s (0, like IDLE_CONNS=0 or STREAM_ROUNDS=0, skips that part) LOADGEN=auto|wrk|go PORT_BASE=19770 LOG_LEVEL=info
 # PORTCULLIS_GOGC (GOGC of the portcullis processes only; empty: portcullis's
 # default of 200)
+# OAUTH2_PROXY (empty: oauth2-proxy is not measured) OAUTH2_PROXY_FLAGS (more
+# flags for it, split on spaces)
 # PROFILE=1 (then CPU profiles of both proxies under the auth load, or the
 # bypass load with PROFILE_SCENARIO=bypass, saved to PROFILE_OUT, default
 # /tmp/portcullis-cpu.pprof, and PROFILE_OUT with -bare).
@@ -66,6 +76,8 @@ LOG_LEVEL=${LOG_LEVEL:-info}
 # proxy runs as Go sets it (100, unless GOGC is in the environment).
 PORTCULLIS_GOGC=${PORTCULLIS_GOGC:-}
 PROFILE=${PROFILE:-0}
+OAUTH2_PROXY=${OAUTH2_PROXY:-}
+OAUTH2_PROXY_FLAGS=${OAUTH2_PROXY_FLAGS:-}
 
 UPSTREAM_ADDR=127.0.0.1:$((PORT_BASE + 1))
 BARE_ADDR=127.0.0.1:$((PORT_BASE + 2))
@@ -78,6 +90,7 @@ OIDC_PORT=$((PORT_BASE + 6))
 REDIS_PROXY_ADDR=127.0.0.1:$((PORT_BASE + 8))
 REDIS_ADMIN_ADDR=127.0.0.1:$((PORT_BASE + 9))
 REDIS_PORT=$((PORT_BASE + 10))
+OAUTH2_ADDR=127.0.0.1:$((PORT_BASE + 11)) # oauth2-proxy, with OAUTH2_PROXY
 
 . test/bench/lib.sh
 
@@ -113,11 +126,15 @@ done
 # with the proxy's session package instead (and the run says so).
 SESSIONS=minted
 if command -v node >/dev/null; then
-	start_oidc "$OIDC_PORT" "$PROXY_ADDR" "$REDIS_PROXY_ADDR"
+	start_oidc "$OIDC_PORT" "$PROXY_ADDR" "$REDIS_PROXY_ADDR" ${OAUTH2_PROXY:+"http://$OAUTH2_ADDR/oauth2/callback"}
 	OIDC_PID=$started
 	SESSIONS=oidc
 else
 	echo "node not found: sessions are minted, and logins are not measured"
+	if [ -n "$OAUTH2_PROXY" ]; then
+		echo "OAUTH2_PROXY needs node: oauth2-proxy's sessions come from logins at test/oidc's provider" >&2
+		exit 1
+	fi
 fi
 
 SESSION_KEY=$("$work/portcullis" keys)
@@ -146,8 +163,51 @@ if [ "$REDIS_STORE" = 1 ]; then
 	start portcullis-redis "${proxy_env[@]}" "$work/portcullis" serve --config "$work/portcullis-redis.yaml" --log-level "$LOG_LEVEL"
 	REDIS_PROXY_PID=$started
 fi
+if [ -n "$OAUTH2_PROXY" ]; then
+	# oauth2-proxy as CVAT's users run it in front of the application (its
+	# defaults but for what this list says):
+	#   --provider oidc, the client, the scopes: those portcullis uses
+	#   --cookie-secure=false: the benchmark is plain HTTP, as for portcullis
+	#   --email-domain '*': every user of the IdP, as portcullis admits them
+	#   --pass-basic-auth=false: no Authorization header made up for the
+	#     upstream (portcullis sends none); --pass-user-headers (its default)
+	#     passes X-Forwarded-User, -Email, -Groups and -Preferred-Username,
+	#     its counterpart of portcullis's X-Email and X-Groups
+	#   --skip-auth-route '^/api/': the bypass (it matches the path alone;
+	#     portcullis's rule also wants an Authorization header)
+	# Its session store is the cookie (the default), --reverse-proxy is off
+	# (the default), and its request log, on by default, goes to a file like
+	# portcullis's access lines; off (--request-logging=false) when
+	# LOG_LEVEL turns those off. It writes each line with a write(2) per
+	# field of its template (26 a line), and its upstream transport is Go's
+	# default (2 idle connections kept per host): both are oauth2-proxy as
+	# it ships, with no flag to change them.
+	oauth2_flags=()
+	case $LOG_LEVEL in warn | error) oauth2_flags+=(--request-logging=false) ;; esac
+	# shellcheck disable=SC2206 # split on spaces, as documented
+	oauth2_flags+=($OAUTH2_PROXY_FLAGS)
+	start oauth2-proxy "$OAUTH2_PROXY" \
+		--http-address "$OAUTH2_ADDR" \
+		--upstream "http://$UPSTREAM_ADDR/" \
+		--provider oidc \
+		--oidc-issuer-url "http://127.0.0.1:$OIDC_PORT" \
+		--client-id portcullis \
+		--client-secret portcullis-secret \
+		--scope "openid email profile groups" \
+		--redirect-url "http://$OAUTH2_ADDR/oauth2/callback" \
+		--cookie-secret "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+		--cookie-secure=false \
+		--email-domain '*' \
+		--pass-basic-auth=false \
+		--pass-user-headers=true \
+		--skip-auth-route '^/api/' \
+		--reverse-proxy=false \
+		"${oauth2_flags[@]}"
+	OAUTH2_PID=$started
+fi
 wait_up "http://$UPSTREAM_ADDR/"
 wait_up "http://$BARE_ADDR/"
+[ -n "$OAUTH2_PROXY" ] && wait_up "http://$OAUTH2_ADDR/ready" # its IdP's discovery is done
 if [ "$SESSIONS" = oidc ]; then
 	wait_up "http://$ADMIN_ADDR/readyz" # the IdP's discovery is done
 else
@@ -174,6 +234,20 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://$PROXY_ADDR/tasks")
 [ "$code" = 401 ] || { echo "GET without a session: $code, want 401" >&2; exit 1; }
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Basic YTpi' "http://$PROXY_ADDR/api/tasks")
 [ "$code" = 200 ] || { echo "bypassed GET through portcullis: $code, want 200" >&2; exit 1; }
+# oauth2_session prints the Cookie header of a fresh login through
+# oauth2-proxy (/oauth2/start, the IdP, /oauth2/callback).
+oauth2_session() {
+	"$work/login" -proxy "http://$OAUTH2_ADDR" -prefix /oauth2 -start '/oauth2/start?rd=%2F' -cookie-name _oauth2_proxy
+}
+if [ -n "$OAUTH2_PROXY" ]; then
+	oauth2_cookie=$(oauth2_session)
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $oauth2_cookie" "http://$OAUTH2_ADDR/tasks")
+	[ "$code" = 200 ] || { echo "authenticated GET through oauth2-proxy: $code, want 200" >&2; exit 1; }
+	code=$(curl -s -o /dev/null -w '%{http_code}' "http://$OAUTH2_ADDR/tasks")
+	[ "$code" != 200 ] || { echo "GET without a session through oauth2-proxy: 200, want a refusal" >&2; exit 1; }
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Basic YTpi' "http://$OAUTH2_ADDR/api/tasks")
+	[ "$code" = 200 ] || { echo "bypassed GET through oauth2-proxy: $code, want 200" >&2; exit 1; }
+fi
 if [ "$REDIS_STORE" = 1 ]; then
 	redis_cookie=$("$work/login" -proxy "http://$REDIS_PROXY_ADDR" -idp bench)
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $redis_cookie" "http://$REDIS_PROXY_ADDR/tasks")
@@ -187,10 +261,12 @@ cputicks() { # utime + stime of a process, in clock ticks
 }
 CLK_TCK=$(getconf CLK_TCK)
 syscw() { awk '/^syscw/ {print $2}' "/proc/$1/io"; }
-# Targets: bare, portcullis (cookie store) and redis (portcullis with the
-# Redis store).
-addr_of() { case $1 in portcullis) echo "$PROXY_ADDR" ;; redis) echo "$REDIS_PROXY_ADDR" ;; *) echo "$BARE_ADDR" ;; esac; }
-pid_of() { case $1 in portcullis) echo "$PROXY_PID" ;; redis) echo "$REDIS_PROXY_PID" ;; *) echo "$BARE_PID" ;; esac; }
+# Targets: bare, portcullis (cookie store), redis (portcullis with the
+# Redis store) and oauth2-proxy (with OAUTH2_PROXY).
+addr_of() { case $1 in portcullis) echo "$PROXY_ADDR" ;; redis) echo "$REDIS_PROXY_ADDR" ;; oauth2-proxy) echo "$OAUTH2_ADDR" ;; *) echo "$BARE_ADDR" ;; esac; }
+pid_of() { case $1 in portcullis) echo "$PROXY_PID" ;; redis) echo "$REDIS_PROXY_PID" ;; oauth2-proxy) echo "$OAUTH2_PID" ;; *) echo "$BARE_PID" ;; esac; }
+# auth_header TARGET: the Cookie header of that target's session.
+auth_header() { case $1 in redis) echo "Cookie: $redis_cookie" ;; oauth2-proxy) echo "Cookie: $oauth2_cookie" ;; *) echo "Cookie: $cookie" ;; esac; }
 
 # drive URL HEADER: one load run; prints "rps= p50_ms= p99_ms= requests="
 drive() {
@@ -248,17 +324,20 @@ order() { # round target...: the targets, reversed every other round, so drift i
 }
 auth_targets="bare portcullis"
 [ "$REDIS_STORE" = 1 ] && auth_targets="$auth_targets redis"
+bypass_targets="bare portcullis"
+if [ -n "$OAUTH2_PROXY" ]; then
+	auth_targets="$auth_targets oauth2-proxy"
+	bypass_targets="$bypass_targets oauth2-proxy"
+fi
 
 echo
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(go version | cut -d' ' -f3), load generator: $LOADGEN ($THREADS threads, $CONNS connections, $DURATION per run), sessions: $SESSIONS${PORTCULLIS_GOGC:+, portcullis with GOGC=$PORTCULLIS_GOGC}"
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(go version | cut -d' ' -f3), load generator: $LOADGEN ($THREADS threads, $CONNS connections, $DURATION per run), sessions: $SESSIONS${PORTCULLIS_GOGC:+, portcullis with GOGC=$PORTCULLIS_GOGC}${OAUTH2_PROXY:+, $("$OAUTH2_PROXY" --version 2>&1)}"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
 echo "== requests (${ROUNDS} rounds)"
 for target in $auth_targets; do # warm them up, unrecorded
-	hdr="Cookie: $cookie"
-	[ "$target" = redis ] && hdr="Cookie: $redis_cookie"
-	DURATION=1s drive "http://$(addr_of "$target")/tasks" "$hdr" >/dev/null
+	DURATION=1s drive "http://$(addr_of "$target")/tasks" "$(auth_header "$target")" >/dev/null
 done
 for round in $(seq "$ROUNDS"); do
 	# A fresh login each round, as a browser's cookie would be: one sealed
@@ -268,12 +347,11 @@ for round in $(seq "$ROUNDS"); do
 	# The Redis store's session comes from a login through its own proxy:
 	# one lookup in Redis per request.
 	[ "$REDIS_STORE" = 1 ] && redis_cookie=$("$work/login" -proxy "http://$REDIS_PROXY_ADDR" -idp bench)
+	[ -n "$OAUTH2_PROXY" ] && oauth2_cookie=$(oauth2_session)
 	for target in $(order "$round" $auth_targets); do
-		hdr="Cookie: $cookie"
-		[ "$target" = redis ] && hdr="Cookie: $redis_cookie"
-		load auth "$target" "$round" "$hdr" /tasks
+		load auth "$target" "$round" "$(auth_header "$target")" /tasks
 	done
-	for target in $(order $((round + 1)) bare portcullis); do
+	for target in $(order $((round + 1)) $bypass_targets); do
 		load bypass "$target" "$round" "Authorization: Basic YTpi" /api/tasks
 	done
 done
@@ -317,6 +395,7 @@ fi
 echo
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "portcullis wrote $(wc -l <"$work/portcullis.log") log lines ($(grep -c '"log":"access"' "$work/portcullis.log" || true) access lines)"
+[ -n "$OAUTH2_PROXY" ] && echo "oauth2-proxy wrote $(wc -l <"$work/oauth2-proxy.log") log lines ($(grep -c ' GET .* HTTP/1\.1 ' "$work/oauth2-proxy.log" || true) GET request lines)"
 echo
 
 awk "$awk_median"'
@@ -339,6 +418,7 @@ function ratios(s, k, p,   list, r) {
 	for (i = 4; i <= NF; i++) { split($i, kv, "="); v[$1, $2, kv[1]] = v[$1, $2, kv[1]] " " kv[2]; x[$1, $2, $3, kv[1]] = kv[2] }
 	seen[$1] = 1
 	if ($2 == "redis") seen_redis = 1
+	if ($2 == "oauth2-proxy") seen_oauth2 = 1
 	if ($3 > rounds[$1]) rounds[$1] = $3
 }
 END {
@@ -352,6 +432,10 @@ END {
 		}
 		if (s == "auth" && seen_redis)
 			printf "%-9s %-11s %10.0f %9.3f %9.3f %9.0f µs %11.0f µs  (+ %.0f µs in redis-server)\n", s, "redis", m(s, "redis", "rps"), m(s, "redis", "p50_ms"), m(s, "redis", "p99_ms"), m(s, "redis", "cpu_us"), m(s, "redis", "upstream_cpu_us"), m(s, "redis", "redis_cpu_us")
+		if (seen_oauth2) {
+			p = "oauth2-proxy"
+			printf "%-9s %-12s %9.0f %9.3f %9.3f %9.0f µs %11.0f µs\n", s, p, m(s, p, "rps"), m(s, p, "p50_ms"), m(s, p, "p99_ms"), m(s, p, "cpu_us"), m(s, p, "upstream_cpu_us")
+		}
 	}
 	printf "\n%-9s %-11s %10s %16s\n", "stream", "proxy", "MiB/s", "RSS growth MiB"
 	for (si = 1; si <= 2; si++) {
@@ -384,6 +468,17 @@ END {
 	printf "%-48s %6.2f   (%s)\n", "authenticated GET, proxy CPU per request", pr("auth", "cpu_us"), spr("auth", "cpu_us")
 	printf "%-48s %6.2f   (%s)\n", "bypassed GET, proxy CPU per request", pr("bypass", "cpu_us"), spr("bypass", "cpu_us")
 	printf "%-48s %6.2f   (%s)\n", "bypassed GET, upstream CPU per request", pr("bypass", "upstream_cpu_us"), spr("bypass", "upstream_cpu_us")
+	if (seen_oauth2) {
+		# The same ratios for oauth2-proxy, each next to portcullis/bare.
+		p = "oauth2-proxy"
+		print "\noauth2-proxy / bare (median of the per-round ratios)  ratio   portcullis / bare"
+		printf "%-48s %6.2f   %6.2f   (%s)\n", "authenticated GET, req/s", pr("auth", "rps", p), pr("auth", "rps"), spr("auth", "rps", p)
+		printf "%-48s %6.2f   %6.2f   (%s)\n", "authenticated GET, p99 latency", pr("auth", "p99_ms", p), pr("auth", "p99_ms"), spr("auth", "p99_ms", p)
+		printf "%-48s %6.2f   %6.2f   (%s)\n", "bypassed GET (/api/ by --skip-auth-route), req/s", pr("bypass", "rps", p), pr("bypass", "rps"), spr("bypass", "rps", p)
+		printf "%-48s %6.2f   %6.2f   (%s)\n", "bypassed GET, p99 latency", pr("bypass", "p99_ms", p), pr("bypass", "p99_ms"), spr("bypass", "p99_ms", p)
+		printf "%-48s %6.2f   %6.2f   (%s)\n", "authenticated GET, proxy CPU per request", pr("auth", "cpu_us", p), pr("auth", "cpu_us"), spr("auth", "cpu_us", p)
+		printf "%-48s %6.2f   %6.2f   (%s)\n", "bypassed GET, proxy CPU per request", pr("bypass", "cpu_us", p), pr("bypass", "cpu_us"), spr("bypass", "cpu_us", p)
+	}
 	if (seen["upload"]) {
 		r = pr("upload", "mib_s")
 		printf "%-48s %6.2f   >= 0.90 %-6s (%s)\n", "1 GiB upload, MiB/s", r, mark(r >= 0.9), spr("upload", "mib_s")
