@@ -35,7 +35,7 @@ wait_up() { # url
 		sleep 0.1
 	done
 	echo "not up: $1" >&2
-	tail -20 "$work"/*.log >&2
+	tail -n 20 "$work"/*.log >&2
 	exit 1
 }
 
