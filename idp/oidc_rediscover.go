@@ -21,7 +21,7 @@ const rediscoverEvery = jwksRefetchEvery
 // every login after such a rotation and every logout token. The document
 // is read again at most once every rediscoverEvery, the algorithms listed
 // before kept (use); a read that fails, or that the token's request cannot
-// wait for, leaves d as it is.
+// wait for, leaves d as it is (the read goes on without it).
 func (p *oidcProvider) forAlgOf(ctx context.Context, d discovered, raw string) discovered {
 	alg := jwtAlg(raw)
 	if alg == "" || slices.Contains(d.idTokenAlgs, alg) || !slices.Contains(verifiedAlgs, alg) || p.rediscovering == nil {
@@ -31,25 +31,41 @@ func (p *oidcProvider) forAlgOf(ctx context.Context, d discovered, raw string) d
 	// long as its request may (the IdP may stall).
 	select {
 	case p.rediscovering <- struct{}{}:
-		defer func() { <-p.rediscovering }()
 	case <-ctx.Done():
 		return d
 	}
 	if cur, err := p.current(); err == nil && (slices.Contains(cur.idTokenAlgs, alg) || time.Since(p.rediscovered) < rediscoverEvery) {
 		// Read again meanwhile, for another token, or within the floor.
+		<-p.rediscovering
 		return cur
 	}
 	p.rediscovered = time.Now()
-	if err := p.discover(ctx); err != nil {
-		p.log.Warn("oidc discovery read again for a token's signing algorithm failed", "alg", truncate(alg, 32), "err", err)
+	// The read is not the request's: one whose client hangs up (anyone
+	// may post a logout token) would otherwise end it and spend the
+	// floor, and the IdP's own tokens of that algorithm would be refused
+	// until the next. discover bounds it by discoveryTimeout.
+	done := make(chan error, 1)
+	go func() {
+		defer func() { <-p.rediscovering }()
+		err := p.discover(context.WithoutCancel(ctx))
+		if err != nil {
+			p.log.Warn("oidc discovery read again for a token's signing algorithm failed", "alg", truncate(alg, 32), "err", err)
+		} else if cur, cerr := p.current(); cerr == nil && slices.Contains(cur.idTokenAlgs, alg) {
+			p.log.Info("oidc discovery read again: the IdP now lists the signing algorithm of a token", "alg", alg, "algs", cur.idTokenAlgs)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return d
+		}
+	case <-ctx.Done():
 		return d
 	}
 	cur, err := p.current()
 	if err != nil {
 		return d
-	}
-	if slices.Contains(cur.idTokenAlgs, alg) {
-		p.log.Info("oidc discovery read again: the IdP now lists the signing algorithm of a token", "alg", alg, "algs", cur.idTokenAlgs)
 	}
 	return cur
 }

@@ -1,11 +1,13 @@
 package idp
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,5 +74,55 @@ func TestForgedTokensOfAnUnlistedAlgorithmReadTheDiscoveryDocumentOnce(t *testin
 	// than 10 s for the 20.
 	if n, most := reads.n.Load()-before, 1+int64(elapsed/rediscoverEvery); n < 1 || n > most {
 		t.Errorf("20 forged tokens of an unlisted algorithm in %s read the discovery document %d times, want 1 to %d", elapsed, n, most)
+	}
+}
+
+// cancelOnDiscovery calls cancel, when set, as a GET of a discovery
+// document is sent through it: the request that had it read goes away
+// while the read is under way.
+type cancelOnDiscovery struct {
+	cancel atomic.Pointer[context.CancelFunc]
+	next   http.RoundTripper
+}
+
+func (c *cancelOnDiscovery) RoundTrip(r *http.Request) (*http.Response, error) {
+	if f := c.cancel.Swap(nil); f != nil && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, wellKnown) {
+		(*f)()
+	}
+	return c.next.RoundTrip(r)
+}
+
+// A forged logout token of an algorithm the IdP now lists, posted by a
+// client that hangs up while the discovery document is read again, does
+// not spend the read: the IdP's own token of that algorithm, within 10 s,
+// is checked with the document read then. Before, the read ended with the
+// forger's request and the floor held: one forged token every 10 s kept
+// the IdP's tokens of its new algorithm refused (logout tokens for good).
+func TestAForgerHangingUpDoesNotSpendTheDiscoveryRead(t *testing.T) {
+	o := testOptions(callbackCatcher(t).URL, false)
+	hangUp := &cancelOnDiscovery{next: http.DefaultTransport}
+	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: hangUp}
+	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
+	p := startOIDC(t, Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}, o)
+	waitReady(t, p, 10*time.Second)
+	op.RotateKeysTo(t, "ES256")
+
+	token := func() string {
+		head, _ := json.Marshal(map[string]any{"alg": "ES256", "kid": "made-up", "typ": "logout+jwt"})
+		return base64.RawURLEncoding.EncodeToString(head) + ".e30." + base64.RawURLEncoding.EncodeToString(make([]byte, 64))
+	}
+	d, err := p.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	hangUp.cancel.Store(&cancel)
+	p.forAlgOf(ctx, d, token())
+	if hangUp.cancel.Load() != nil {
+		t.Fatal("the forged token did not have the discovery document read")
+	}
+	// The IdP's token: it waits for the read under way, if any.
+	if got := p.forAlgOf(t.Context(), d, token()); !slices.Contains(got.idTokenAlgs, "ES256") {
+		t.Errorf("the IdP's ES256 token within 10 s of a read begun for a forger who hung up: checked with %v, want ES256 among them", got.idTokenAlgs)
 	}
 }
