@@ -162,7 +162,10 @@ func (p *oidcProvider) discoverLoop(ctx context.Context) {
 	for {
 		err := p.discover(ctx)
 		if err == nil {
-			p.log.Info("oidc discovery succeeded", "issuer", p.issuer)
+			// Read under p.mu: a token of an algorithm not listed may
+			// have the document read again already (forAlgOf).
+			d, _ := p.current()
+			p.log.Info("oidc discovery succeeded", "issuer", d.issuer)
 			return
 		}
 		p.mu.Lock()
