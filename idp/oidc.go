@@ -119,6 +119,10 @@ func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {
 	}
 	if running, ok := o.Running.(*oidcProvider); ok && running.cfg.Protocol == OIDC && running.cfg.ServerURL == c.ServerURL {
 		if d, err := running.current(); err == nil {
+			// The algorithms the running entry verifies, those listed
+			// in a document read before among them (use keeps them for
+			// the same issuer).
+			p.issuer, p.idTokenAlgs = d.issuer, d.idTokenAlgs
 			if err := p.use(d.provider); err == nil {
 				p.log.Debug("oidc: discovery carried over from the provider before the reload", "issuer", p.issuer)
 				return p, nil

@@ -1,11 +1,13 @@
 package idp
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -124,5 +126,75 @@ func TestAForgerHangingUpDoesNotSpendTheDiscoveryRead(t *testing.T) {
 	// The IdP's token: it waits for the read under way, if any.
 	if got := p.forAlgOf(t.Context(), d, token()); !slices.Contains(got.idTokenAlgs, "ES256") {
 		t.Errorf("the IdP's ES256 token within 10 s of a read begun for a forger who hung up: checked with %v, want ES256 among them", got.idTokenAlgs)
+	}
+}
+
+// hydraListing answers a discovery document, once only is set, with
+// id_token_signing_alg_values_supported holding that algorithm alone, as
+// ORY Hydra v2.3.0's lists its current ID token key's (the test IdP lists
+// the algorithms of the keys before too).
+type hydraListing struct {
+	only atomic.Pointer[string]
+	next http.RoundTripper
+}
+
+func (h *hydraListing) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := h.next.RoundTrip(r)
+	alg := h.only.Load()
+	if err != nil || alg == nil || r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, wellKnown) {
+		return resp, err
+	}
+	defer resp.Body.Close()
+	var doc map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return nil, err
+	}
+	doc["id_token_signing_alg_values_supported"] = []string{*alg}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// The IdP moves to ES256 and its discovery document lists ES256 alone
+// (ORY Hydra): read again for an ES256 token, the algorithms verified are
+// RS256, listed before, and ES256; a reload carries both over, as the
+// running entry keeps them (use). The reload took the last document's
+// alone.
+func TestTheAlgorithmsListedBeforeAreKeptAcrossAReload(t *testing.T) {
+	o := testOptions(callbackCatcher(t).URL, false)
+	hydra := &hydraListing{next: http.DefaultTransport}
+	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: hydra}
+	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
+	c := Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}
+	p := startOIDC(t, c, o)
+	waitReady(t, p, 10*time.Second)
+	d, err := p.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(d.idTokenAlgs, []string{"RS256"}) {
+		t.Fatalf("at start: %v, want [RS256]", d.idTokenAlgs)
+	}
+	op.RotateKeysTo(t, "ES256")
+	es256 := "ES256"
+	hydra.only.Store(&es256)
+	head, _ := json.Marshal(map[string]any{"alg": "ES256", "typ": "JWT"})
+	want := []string{"RS256", "ES256"}
+	if d = p.forAlgOf(t.Context(), d, base64.RawURLEncoding.EncodeToString(head)+".e30.AA"); !slices.Equal(d.idTokenAlgs, want) {
+		t.Fatalf("read again for an ES256 token: %v, want %v", d.idTokenAlgs, want)
+	}
+
+	o.Running = p
+	reloaded := startOIDC(t, c, o)
+	got, err := reloaded.current()
+	if err != nil {
+		t.Fatalf("reloaded: %v", err)
+	}
+	if !slices.Equal(got.idTokenAlgs, want) {
+		t.Errorf("after a reload: %v, want %v as before it", got.idTokenAlgs, want)
 	}
 }
