@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -87,7 +88,7 @@ type oidcProvider struct {
 	// document again, makes those reads one at a time; the last began at
 	// rediscovered.
 	rediscovering chan struct{}
-	rediscovered  time.Time
+	rediscovered  atomic.Int64 // Unix ns
 }
 
 func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {

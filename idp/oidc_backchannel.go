@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -109,7 +110,18 @@ func (p *oidcProvider) verifyLogoutToken(ctx context.Context, raw string) (*Logo
 		// where the typ check below reads it.
 		return nil, fmt.Errorf("oidc %s: logout token: %w", id, errNotCompact)
 	}
+	came := time.Now()
 	d = p.forAlgOf(ctx, d, raw)
+	if wait, ok := p.unlistedAlgWait(d, raw, came); ok {
+		alg, kid := jwtHeader(raw)
+		listed := d
+		listed.idTokenAlgs = append(slices.Clip(d.idTokenAlgs), alg)
+		if p.saysLogout(ctx, listed, raw) {
+			return nil, &UnfetchedKeyError{KeyID: truncate(kid, 64), RetryAfter: wait,
+				err: fmt.Errorf("oidc %s: logout token: signed with %s, which the IdP's discovery document, as read within %s before it came, does not list",
+					id, alg, rediscoverEvery)}
+		}
+	}
 	check := &signatureCheck{}
 	fetches := p.jwks.fetchesBegun()
 	tok, err := d.logoutVerifier.Verify(context.WithValue(ctx, signatureCheckKey{}, check), raw)

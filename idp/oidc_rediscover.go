@@ -34,12 +34,12 @@ func (p *oidcProvider) forAlgOf(ctx context.Context, d discovered, raw string) d
 	case <-ctx.Done():
 		return d
 	}
-	if cur, err := p.current(); err == nil && (slices.Contains(cur.idTokenAlgs, alg) || time.Since(p.rediscovered) < rediscoverEvery) {
+	if cur, err := p.current(); err == nil && (slices.Contains(cur.idTokenAlgs, alg) || time.Since(p.lastRediscovery()) < rediscoverEvery) {
 		// Read again meanwhile, for another token, or within the floor.
 		<-p.rediscovering
 		return cur
 	}
-	p.rediscovered = time.Now()
+	p.rediscovered.Store(time.Now().UnixNano())
 	// The read is not the request's: one whose client hangs up (anyone
 	// may post a logout token) would otherwise end it and spend the
 	// floor, and the IdP's own tokens of that algorithm would be refused
@@ -68,4 +68,40 @@ func (p *oidcProvider) forAlgOf(ctx context.Context, d discovered, raw string) d
 		return d
 	}
 	return cur
+}
+
+// lastRediscovery is when forAlgOf last began to read the discovery
+// document again; the zero time when it never has.
+func (p *oidcProvider) lastRediscovery() time.Time {
+	if ns := p.rediscovered.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// unlistedAlgWait says whether raw, which came at came, is signed with an
+// algorithm this proxy verifies that d, the discovery document as forAlgOf
+// left it, does not list, the document last read again before raw came
+// and within the floor, and how long until it may be read again (a second
+// at least). Such a token may be the IdP's first of a new algorithm: anyone
+// can have the document read just before an IdP that lists its current
+// key's algorithm alone (ORY Hydra) rotates to another, with a token of
+// that algorithm, and a refusal of a logout token is final (Back-Channel
+// Logout 1.0, 2.8). A document read again after raw came, which still does
+// not list it, says raw is bad.
+func (p *oidcProvider) unlistedAlgWait(d discovered, raw string, came time.Time) (time.Duration, bool) {
+	alg := jwtAlg(raw)
+	if alg == "" || slices.Contains(d.idTokenAlgs, alg) || !slices.Contains(verifiedAlgs, alg) {
+		return 0, false
+	}
+	last := p.lastRediscovery()
+	if last.IsZero() || !last.Before(came) {
+		return 0, false
+	}
+	wait := rediscoverEvery - time.Since(last)
+	if wait <= 0 {
+		// The floor passed while it waited for a read under way.
+		return 0, false
+	}
+	return max(wait, time.Second), true
 }

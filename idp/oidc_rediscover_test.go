@@ -35,8 +35,7 @@ func (d *discoveryReads) RoundTrip(r *http.Request) (*http.Response, error) {
 // Anyone may post a logout token. Forged ones whose header names an
 // algorithm that the IdP's discovery document does not list (an IdP that
 // moved to another algorithm lists it) have the document read again once
-// within 10 s, not once each, and are refused as invalid, not as tokens to
-// send again.
+// within 10 s, not once each, and none verifies.
 func TestForgedTokensOfAnUnlistedAlgorithmReadTheDiscoveryDocumentOnce(t *testing.T) {
 	o := testOptions(callbackCatcher(t).URL, false)
 	reads := &discoveryReads{next: http.DefaultTransport}
@@ -68,8 +67,20 @@ func TestForgedTokensOfAnUnlistedAlgorithmReadTheDiscoveryDocumentOnce(t *testin
 	wg.Wait()
 	elapsed := time.Since(start)
 	for i, err := range errs {
-		if err == nil || errors.Is(err, ErrNotReady) {
-			t.Errorf("forged token %d: %v, want refused as invalid", i, err)
+		// Those that came before the read began are invalid: the read
+		// does not list ES384. Those that came after, within the floor,
+		// may be the IdP's first of a new algorithm: to send again once
+		// the document may be read again.
+		var unfetched *UnfetchedKeyError
+		switch {
+		case err == nil:
+			t.Errorf("forged token %d verified", i)
+		case errors.As(err, &unfetched):
+			if unfetched.RetryAfter < time.Second || unfetched.RetryAfter > rediscoverEvery {
+				t.Errorf("forged token %d: to send again after %s, want 1 s to %s", i, unfetched.RetryAfter, rediscoverEvery)
+			}
+		case errors.Is(err, ErrNotReady):
+			t.Errorf("forged token %d: %v, want refused as invalid or to send again after the floor", i, err)
 		}
 	}
 	// Each 10 s begun may read it once: a loaded machine may take longer
@@ -196,5 +207,55 @@ func TestTheAlgorithmsListedBeforeAreKeptAcrossAReload(t *testing.T) {
 	}
 	if !slices.Equal(got.idTokenAlgs, want) {
 		t.Errorf("after a reload: %v, want %v as before it", got.idTokenAlgs, want)
+	}
+}
+
+// Anyone can have the discovery document read again, with a logout token
+// of an algorithm it does not list, just before an IdP that lists its
+// current key's algorithm alone (ORY Hydra) rotates to a key of that
+// algorithm. The IdP's first logout token of it, within 10 s of that read,
+// is answered "send again after the floor" (503 with Retry-After), not
+// refused: a refusal is final (Back-Channel Logout 1.0, 2.8), and its user
+// stayed signed in. A token read for after it came, or not for this
+// client, is still refused.
+func TestALogoutTokenOfAnAlgorithmListedSinceTheLastReadIsToBeSentAgain(t *testing.T) {
+	o := testOptions(callbackCatcher(t).URL, false)
+	hydra := &hydraListing{next: http.DefaultTransport}
+	rs256, es256 := "RS256", "ES256"
+	hydra.only.Store(&rs256)
+	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: hydra}
+	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
+	p := startOIDC(t, Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}, o)
+	waitReady(t, p, 10*time.Second)
+
+	part := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	token := func(aud string) string {
+		return part(map[string]any{"alg": "ES256", "kid": "new-key", "typ": "logout+jwt"}) + "." +
+			part(map[string]any{"iss": op.Issuer, "aud": aud, "iat": time.Now().Unix(), "jti": rand.Text(),
+				"sub": oidcserver.Alice, "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}) + "." +
+			base64.RawURLEncoding.EncodeToString(make([]byte, 64))
+	}
+	// A forger's: the document is read for it, and lists RS256 alone.
+	if _, err := p.VerifyLogoutToken(t.Context(), token(op.ClientID)); err == nil || errors.Is(err, ErrNotReady) {
+		t.Fatalf("a token of an algorithm the document read for it does not list: %v, want refused as invalid", err)
+	}
+	// The IdP rotates to an ES256 key, and lists ES256 alone.
+	hydra.only.Store(&es256)
+	_, err := p.VerifyLogoutToken(t.Context(), token(op.ClientID))
+	var unfetched *UnfetchedKeyError
+	if !errors.As(err, &unfetched) {
+		t.Fatalf("the IdP's first ES256 logout token within 10 s of a read that listed RS256 alone: %v, want to send again after the floor", err)
+	}
+	if unfetched.RetryAfter < time.Second || unfetched.RetryAfter > rediscoverEvery || unfetched.KeyID != "new-key" {
+		t.Errorf("to send again after %s, kid %q; want 1 s to %s, new-key", unfetched.RetryAfter, unfetched.KeyID, rediscoverEvery)
+	}
+	if _, err := p.VerifyLogoutToken(t.Context(), token("another-client")); err == nil || errors.Is(err, ErrNotReady) {
+		t.Errorf("an ES256 token for another client within the floor: %v, want refused as invalid", err)
 	}
 }
