@@ -2,12 +2,17 @@ package proxy
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/echo"
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 )
 
 // logoutCatcher is a back-channel logout URI to register at the test IdP
@@ -71,4 +76,28 @@ func sessionAnswers(t *testing.T, base string, session []*http.Cookie) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// startBackchannelStack starts, ready, the proxy of stalledOIDCConfig (its
+// entry company, at oidc-provider, its IdP calls through idpTransport when
+// not nil) in front of an echo upstream, and the IdP, whose back-channel
+// logout tokens the test is given (tokens) and posts to the proxy itself.
+func startBackchannelStack(t *testing.T, idpTransport http.RoundTripper) (*stallReloadStack, *oidcserver.Server, <-chan string) {
+	t.Helper()
+	up := httptest.NewServer(echo.New())
+	t.Cleanup(up.Close)
+	tokens, catcher := logoutCatcher(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := oidcserver.Start(t, oidcserver.Options{
+		RedirectURIs:         []string{"http://" + ln.Addr().String() + "/.portcullis/oidc/company/callback"},
+		BackchannelLogoutURI: catcher,
+	})
+	y := strings.NewReplacer("UPSTREAM_URL", up.URL, "ISSUER", op.Issuer, "NAME", "", "SCOPES", "openid, email, profile, groups",
+		"SECRET", "portcullis-secret", "MORE", "").Replace(stalledOIDCConfig)
+	s := startStallReloadStack(t, ln, y, idpTransport)
+	waitFor(t, "the proxy to be ready", func() bool { return len(s.live.cur.Load().Ready()) == 0 })
+	return s, op, tokens
 }

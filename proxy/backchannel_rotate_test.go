@@ -5,10 +5,8 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +15,6 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/portcullis-proxy/portcullis/idp"
-	"github.com/portcullis-proxy/portcullis/test/echo"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 )
 
@@ -32,22 +29,7 @@ import (
 // after Retry-After, it ends her session. A forged token naming the kid of
 // a key held is refused as invalid.
 func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
-	up := httptest.NewServer(echo.New())
-	t.Cleanup(up.Close)
-	tokens, catcher := logoutCatcher(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	op := oidcserver.Start(t, oidcserver.Options{
-		RedirectURIs:         []string{base + "/.portcullis/oidc/company/callback"},
-		BackchannelLogoutURI: catcher, // posted to the proxy by the test, when it says
-	})
-	y := strings.NewReplacer("UPSTREAM_URL", up.URL, "ISSUER", op.Issuer, "NAME", "", "SCOPES", "openid, email, profile, groups",
-		"SECRET", "portcullis-secret", "MORE", "").Replace(stalledOIDCConfig)
-	s := startStallReloadStack(t, ln, y, nil)
-	waitFor(t, "the proxy to be ready", func() bool { return len(s.live.cur.Load().Ready()) == 0 })
+	s, op, tokens := startBackchannelStack(t, nil)
 
 	forger, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

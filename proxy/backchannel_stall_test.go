@@ -2,10 +2,8 @@ package proxy
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-proxy/portcullis/test/echo"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 )
 
@@ -24,23 +21,8 @@ import (
 // at once make one fetch of the keys. The same token posted again once the
 // IdP answers ends the user's sessions.
 func TestBackchannelLogoutWhileTheIdPStalls(t *testing.T) {
-	up := httptest.NewServer(echo.New())
-	t.Cleanup(up.Close)
-	tokens, catcher := logoutCatcher(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	op := oidcserver.Start(t, oidcserver.Options{
-		RedirectURIs:         []string{base + "/.portcullis/oidc/company/callback"},
-		BackchannelLogoutURI: catcher, // kept, to be posted to the proxy while the IdP stalls
-	})
-	y := strings.NewReplacer("UPSTREAM_URL", up.URL, "ISSUER", op.Issuer, "NAME", "", "SCOPES", "openid, email, profile, groups",
-		"SECRET", "portcullis-secret", "MORE", "").Replace(stalledOIDCConfig)
 	keyFetches := &countingTransport{next: &http.Transport{ResponseHeaderTimeout: 2 * time.Second}, path: "/jwks"}
-	s := startStallReloadStack(t, ln, y, keyFetches)
-	waitFor(t, "the proxy to be ready", func() bool { return len(s.live.cur.Load().Ready()) == 0 })
+	s, op, tokens := startBackchannelStack(t, keyFetches)
 
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar, Timeout: time.Minute}

@@ -1,18 +1,14 @@
 package proxy
 
 import (
-	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/portcullis-proxy/portcullis/test/echo"
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
 )
 
@@ -27,22 +23,7 @@ import (
 // in here. A token signed with an algorithm the document did not list has
 // it read again.
 func TestIdPRotatingItsKeyToAnotherAlgorithm(t *testing.T) {
-	up := httptest.NewServer(echo.New())
-	t.Cleanup(up.Close)
-	tokens, catcher := logoutCatcher(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	op := oidcserver.Start(t, oidcserver.Options{
-		RedirectURIs:         []string{base + "/.portcullis/oidc/company/callback"},
-		BackchannelLogoutURI: catcher, // posted to the proxy by the test
-	})
-	y := strings.NewReplacer("UPSTREAM_URL", up.URL, "ISSUER", op.Issuer, "NAME", "", "SCOPES", "openid, email, profile, groups",
-		"SECRET", "portcullis-secret", "MORE", "").Replace(stalledOIDCConfig)
-	s := startStallReloadStack(t, ln, y, nil)
-	waitFor(t, "the proxy to be ready", func() bool { return len(s.live.cur.Load().Ready()) == 0 })
+	s, op, tokens := startBackchannelStack(t, nil)
 
 	jar, _ := cookiejar.New(nil)
 	alice := &http.Client{Jar: jar, Timeout: time.Minute}
