@@ -89,6 +89,8 @@ type oidcProvider struct {
 	// rediscovered.
 	rediscovering chan struct{}
 	rediscovered  atomic.Int64 // Unix ns
+	// rediscoverFailed says the read begun at rediscovered failed.
+	rediscoverFailed atomic.Bool
 }
 
 func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {

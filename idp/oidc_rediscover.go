@@ -39,6 +39,7 @@ func (p *oidcProvider) forAlgOf(ctx context.Context, d discovered, raw string) d
 		<-p.rediscovering
 		return cur
 	}
+	p.rediscoverFailed.Store(false)
 	p.rediscovered.Store(time.Now().UnixNano())
 	// The read is not the request's: one whose client hangs up (anyone
 	// may post a logout token) would otherwise end it and spend the
@@ -48,6 +49,7 @@ func (p *oidcProvider) forAlgOf(ctx context.Context, d discovered, raw string) d
 	go func() {
 		defer func() { <-p.rediscovering }()
 		err := p.discover(context.WithoutCancel(ctx))
+		p.rediscoverFailed.Store(err != nil)
 		if err != nil {
 			p.log.Warn("oidc discovery read again for a token's signing algorithm failed", "alg", truncate(alg, 32), "err", err)
 		} else if cur, cerr := p.current(); cerr == nil && slices.Contains(cur.idTokenAlgs, alg) {
@@ -88,14 +90,15 @@ func (p *oidcProvider) lastRediscovery() time.Time {
 // key's algorithm alone (ORY Hydra) rotates to another, with a token of
 // that algorithm, and a refusal of a logout token is final (Back-Channel
 // Logout 1.0, 2.8). A document read again after raw came, which still does
-// not list it, says raw is bad.
+// not list it, says raw is bad; one whose read failed (the IdP's discovery
+// is down or stalls) says nothing.
 func (p *oidcProvider) unlistedAlgWait(d discovered, raw string, came time.Time) (time.Duration, bool) {
 	alg := jwtAlg(raw)
 	if alg == "" || slices.Contains(d.idTokenAlgs, alg) || !slices.Contains(verifiedAlgs, alg) {
 		return 0, false
 	}
 	last := p.lastRediscovery()
-	if last.IsZero() || !last.Before(came) {
+	if last.IsZero() || !last.Before(came) && !p.rediscoverFailed.Load() {
 		return 0, false
 	}
 	wait := rediscoverEvery - time.Since(last)

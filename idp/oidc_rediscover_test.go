@@ -259,3 +259,46 @@ func TestALogoutTokenOfAnAlgorithmListedSinceTheLastReadIsToBeSentAgain(t *testi
 		t.Errorf("an ES256 token for another client within the floor: %v, want refused as invalid", err)
 	}
 }
+
+// failingDiscovery fails the GETs of a discovery document sent through it
+// while fail is set: the IdP's discovery is down.
+type failingDiscovery struct {
+	fail atomic.Bool
+	next http.RoundTripper
+}
+
+func (f *failingDiscovery) RoundTrip(r *http.Request) (*http.Response, error) {
+	if f.fail.Load() && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, wellKnown) {
+		return nil, errors.New("the discovery document is down")
+	}
+	return f.next.RoundTrip(r)
+}
+
+// A logout token of an algorithm the document did not list, whose read
+// again fails (the IdP's discovery down at that moment), could not be
+// checked: it is answered "send again after the floor", not refused for
+// good. Once the document answers, after the floor, its retry is checked
+// with what it lists.
+func TestALogoutTokenWhoseDiscoveryReadFailsIsToBeSentAgain(t *testing.T) {
+	o := testOptions(callbackCatcher(t).URL, false)
+	down := &failingDiscovery{next: http.DefaultTransport}
+	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: down}
+	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
+	p := startOIDC(t, Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}, o)
+	waitReady(t, p, 10*time.Second)
+
+	head, _ := json.Marshal(map[string]any{"alg": "ES256", "kid": "new-key", "typ": "logout+jwt"})
+	claims, _ := json.Marshal(map[string]any{"iss": op.Issuer, "aud": op.ClientID, "iat": time.Now().Unix(), "jti": rand.Text(),
+		"sub": oidcserver.Alice, "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}})
+	token := base64.RawURLEncoding.EncodeToString(head) + "." + base64.RawURLEncoding.EncodeToString(claims) + "." +
+		base64.RawURLEncoding.EncodeToString(make([]byte, 64))
+	down.fail.Store(true)
+	_, err := p.VerifyLogoutToken(t.Context(), token)
+	var unfetched *UnfetchedKeyError
+	if !errors.As(err, &unfetched) {
+		t.Fatalf("a logout token of an unlisted algorithm whose discovery read failed: %v, want to send again after the floor", err)
+	}
+	if unfetched.RetryAfter < time.Second || unfetched.RetryAfter > rediscoverEvery {
+		t.Errorf("to send again after %s, want 1 s to %s", unfetched.RetryAfter, rediscoverEvery)
+	}
+}
