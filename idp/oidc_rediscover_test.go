@@ -37,26 +37,10 @@ func (d *discoveryReads) RoundTrip(r *http.Request) (*http.Response, error) {
 // moved to another algorithm lists it) have the document read again once
 // within 10 s, not once each, and none verifies.
 func TestForgedTokensOfAnUnlistedAlgorithmReadTheDiscoveryDocumentOnce(t *testing.T) {
-	o := testOptions(callbackCatcher(t).URL, false)
 	reads := &discoveryReads{next: http.DefaultTransport}
-	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: reads}
-	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
-	p := startOIDC(t, Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}, o)
-	waitReady(t, p, 10*time.Second)
+	p, op, _, _ := startOIDCThrough(t, reads)
 
-	part := func(v any) string {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	forged := func() string {
-		return part(map[string]any{"alg": "ES384", "kid": "made-up", "typ": "logout+jwt"}) + "." +
-			part(map[string]any{"iss": op.Issuer, "aud": op.ClientID, "iat": time.Now().Unix(), "jti": rand.Text(),
-				"sub": oidcserver.Alice, "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}) + "." +
-			base64.RawURLEncoding.EncodeToString(make([]byte, 96))
-	}
+	forged := func() string { return unsignedLogoutToken(t, "ES384", "made-up", op.Issuer, op.ClientID) }
 	before := reads.n.Load()
 	start := time.Now()
 	errs := make([]error, 20)
@@ -112,18 +96,11 @@ func (c *cancelOnDiscovery) RoundTrip(r *http.Request) (*http.Response, error) {
 // forger's request and the floor held: one forged token every 10 s kept
 // the IdP's tokens of its new algorithm refused (logout tokens for good).
 func TestAForgerHangingUpDoesNotSpendTheDiscoveryRead(t *testing.T) {
-	o := testOptions(callbackCatcher(t).URL, false)
 	hangUp := &cancelOnDiscovery{next: http.DefaultTransport}
-	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: hangUp}
-	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
-	p := startOIDC(t, Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}, o)
-	waitReady(t, p, 10*time.Second)
+	p, op, _, _ := startOIDCThrough(t, hangUp)
 	op.RotateKeysTo(t, "ES256")
 
-	token := func() string {
-		head, _ := json.Marshal(map[string]any{"alg": "ES256", "kid": "made-up", "typ": "logout+jwt"})
-		return base64.RawURLEncoding.EncodeToString(head) + ".e30." + base64.RawURLEncoding.EncodeToString(make([]byte, 64))
-	}
+	token := func() string { return unsignedLogoutToken(t, "ES256", "made-up", op.Issuer, op.ClientID) }
 	d, err := p.current()
 	if err != nil {
 		t.Fatal(err)
@@ -176,13 +153,8 @@ func (h *hydraListing) RoundTrip(r *http.Request) (*http.Response, error) {
 // running entry keeps them (use). The reload took the last document's
 // alone.
 func TestTheAlgorithmsListedBeforeAreKeptAcrossAReload(t *testing.T) {
-	o := testOptions(callbackCatcher(t).URL, false)
 	hydra := &hydraListing{next: http.DefaultTransport}
-	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: hydra}
-	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
-	c := Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}
-	p := startOIDC(t, c, o)
-	waitReady(t, p, 10*time.Second)
+	p, op, c, o := startOIDCThrough(t, hydra)
 	d, err := p.current()
 	if err != nil {
 		t.Fatal(err)
@@ -219,28 +191,12 @@ func TestTheAlgorithmsListedBeforeAreKeptAcrossAReload(t *testing.T) {
 // stayed signed in. A token read for after it came, or not for this
 // client, is still refused.
 func TestALogoutTokenOfAnAlgorithmListedSinceTheLastReadIsToBeSentAgain(t *testing.T) {
-	o := testOptions(callbackCatcher(t).URL, false)
 	hydra := &hydraListing{next: http.DefaultTransport}
 	rs256, es256 := "RS256", "ES256"
 	hydra.only.Store(&rs256)
-	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: hydra}
-	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
-	p := startOIDC(t, Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}, o)
-	waitReady(t, p, 10*time.Second)
+	p, op, _, _ := startOIDCThrough(t, hydra)
 
-	part := func(v any) string {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	token := func(aud string) string {
-		return part(map[string]any{"alg": "ES256", "kid": "new-key", "typ": "logout+jwt"}) + "." +
-			part(map[string]any{"iss": op.Issuer, "aud": aud, "iat": time.Now().Unix(), "jti": rand.Text(),
-				"sub": oidcserver.Alice, "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}) + "." +
-			base64.RawURLEncoding.EncodeToString(make([]byte, 64))
-	}
+	token := func(aud string) string { return unsignedLogoutToken(t, "ES256", "new-key", op.Issuer, aud) }
 	// A forger's: the document is read for it, and lists RS256 alone.
 	if _, err := p.VerifyLogoutToken(t.Context(), token(op.ClientID)); err == nil || errors.Is(err, ErrNotReady) {
 		t.Fatalf("a token of an algorithm the document read for it does not list: %v, want refused as invalid", err)
@@ -280,18 +236,10 @@ func (f *failingDiscovery) RoundTrip(r *http.Request) (*http.Response, error) {
 // good. Once the document answers, after the floor, its retry is checked
 // with what it lists.
 func TestALogoutTokenWhoseDiscoveryReadFailsIsToBeSentAgain(t *testing.T) {
-	o := testOptions(callbackCatcher(t).URL, false)
 	down := &failingDiscovery{next: http.DefaultTransport}
-	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: down}
-	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
-	p := startOIDC(t, Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}, o)
-	waitReady(t, p, 10*time.Second)
+	p, op, _, _ := startOIDCThrough(t, down)
 
-	head, _ := json.Marshal(map[string]any{"alg": "ES256", "kid": "new-key", "typ": "logout+jwt"})
-	claims, _ := json.Marshal(map[string]any{"iss": op.Issuer, "aud": op.ClientID, "iat": time.Now().Unix(), "jti": rand.Text(),
-		"sub": oidcserver.Alice, "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}})
-	token := base64.RawURLEncoding.EncodeToString(head) + "." + base64.RawURLEncoding.EncodeToString(claims) + "." +
-		base64.RawURLEncoding.EncodeToString(make([]byte, 64))
+	token := unsignedLogoutToken(t, "ES256", "new-key", op.Issuer, op.ClientID)
 	down.fail.Store(true)
 	_, err := p.VerifyLogoutToken(t.Context(), token)
 	var unfetched *UnfetchedKeyError
@@ -301,4 +249,34 @@ func TestALogoutTokenWhoseDiscoveryReadFailsIsToBeSentAgain(t *testing.T) {
 	if unfetched.RetryAfter < time.Second || unfetched.RetryAfter > rediscoverEvery {
 		t.Errorf("to send again after %s, want 1 s to %s", unfetched.RetryAfter, rediscoverEvery)
 	}
+}
+
+// startOIDCThrough starts the test IdP and, ready, an entry for it whose
+// calls to the IdP go through rt.
+func startOIDCThrough(t *testing.T, rt http.RoundTripper) (*oidcProvider, *oidcserver.Server, Config, Options) {
+	t.Helper()
+	o := testOptions(callbackCatcher(t).URL, false)
+	o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: rt}
+	op := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
+	c := Config{ID: testIdP, Protocol: OIDC, ServerURL: op.Issuer, ClientID: op.ClientID, ClientSecret: op.ClientSecret}
+	p := startOIDC(t, c, o)
+	waitReady(t, p, 10*time.Second)
+	return p, op, c, o
+}
+
+// unsignedLogoutToken is a logout token for alice from iss to aud, with a
+// header naming alg and kid, whose signature is zeros: what anyone may post.
+func unsignedLogoutToken(t *testing.T, alg, kid, iss, aud string) string {
+	t.Helper()
+	part := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	return part(map[string]any{"alg": alg, "kid": kid, "typ": "logout+jwt"}) + "." +
+		part(map[string]any{"iss": iss, "aud": aud, "iat": time.Now().Unix(), "jti": rand.Text(),
+			"sub": oidcserver.Alice, "events": map[string]any{BackchannelLogoutEvent: map[string]any{}}}) + "." +
+		base64.RawURLEncoding.EncodeToString(make([]byte, 64))
 }
