@@ -660,8 +660,8 @@ rules:
 // A condition that finds an email address's domain in its text, as
 // email endsWith "@company.com" does, is warned of in every expression over
 // the profile, keyed by it: it is true of eve@evil.example@company.com,
-// which mail software may deliver to evil.example and which
-// allowed_email_domains refuses (oauth2-proxy's GHSA-c5c4-8r6x-56w3, the
+// a string with two unquoted @ (no address under RFC 5322, yet some IdPs
+// pass one on) that allowed_email_domains refuses (oauth2-proxy's GHSA-c5c4-8r6x-56w3, the
 // same test in its domain check); contains and split(email, "@")[1] take
 // others' domains too. The matches the warnings suggest, which docs/cvat.md
 // and docs/ldap.md write, are no warning.
@@ -695,9 +695,9 @@ rules:
 		t.Fatalf("the configuration is valid, only mistaken: %v", err)
 	}
 	want := []Warning{
-		{"role_mapping.rules[0].when", `email endsWith "@company.com": also true of eve@evil.example@company.com, an address with two @ that mail software may deliver to evil.example (allowed_email_domains refuses it); write email matches "^[^@]+@company[.]com$"`},
-		{"attribute_pass.headers.X-Partner", `lower(email) endsWith "partner.example": also true of eve@evilpartner.example, an address at another domain; write lower(email) matches "^[^@]+@partner[.]example$"`},
-		{"rules[0].allow_if", `split(email, "@")[1]: the text after the first @, not the domain of an address with two (company.com of eve@company.com@evil.example, which mail software may deliver to evil.example); write email matches "^[^@]+@company[.]com$" with your domain`},
+		{"role_mapping.rules[0].when", `email endsWith "@company.com": also true of eve@evil.example@company.com, a string with two unquoted @, no address under RFC 5322 (an @ in a local part must be quoted) but one that some IdPs pass on, so their verification vouches for nothing at the domain (allowed_email_domains refuses it); write email matches "^[^@]+@company[.]com$"`},
+		{"attribute_pass.headers.X-Partner", `lower(email) endsWith "partner.example": also true of eve@evilpartner.example, an address at another domain; write lower(email) matches "^[^@]+@([^@]+[.])?partner[.]example$"`},
+		{"rules[0].allow_if", `split(email, "@")[1]: the text after the first @, not the domain: company.com of eve@company.com@evil.example, a string with two unquoted @, no address under RFC 5322 (an @ in a local part must be quoted) but one that some IdPs pass on, so their verification vouches for nothing at the domain (allowed_email_domains refuses it); write email matches "^[^@]+@company[.]com$" with your domain`},
 		{"rules[1].when", `claims.mail contains "@research.example.com": also true of eve@research.example.com.evil.example, an address at another domain; write claims.mail matches "^[^@]+@research[.]example[.]com$"`},
 	}
 	if got := Warnings(cfg); !slices.Equal(got, want) {
