@@ -39,10 +39,13 @@ type Pass struct {
 
 	// strip holds the normalized form (see normalize) of every header that
 	// Strip removes, with the one spelling of it Strip keeps ("": none);
-	// minLen, maxLen and first let Strip skip most keys at once.
+	// minLen, maxLen, first and second let Strip skip most keys at once
+	// (second: a browser's Sec-Fetch-* and Sec-Ch-Ua-* pass by it when
+	// Ssl-Client-Cert is stripped).
 	strip          map[string]string
 	minLen, maxLen int
 	first          [256]bool // the first bytes of the normalized names
+	second         [256]bool // their second bytes
 	names          []string
 
 	// ids remembers the identity of recent sessions (identity.go), unless
@@ -197,6 +200,9 @@ func (p *Pass) addStrip(name string) {
 // index lets Strip's quick checks pass the normalized name n.
 func (p *Pass) index(n string) {
 	p.first[n[0]] = true
+	if len(n) > 1 {
+		p.second[n[1]] = true
+	}
 	if p.minLen == 0 || len(n) < p.minLen {
 		p.minLen = len(n)
 	}
@@ -216,7 +222,7 @@ func (p *Pass) Strip(h http.Header) {
 	// m[string(b)], which Go does without allocating.
 	var buf [64]byte
 	for k := range h {
-		if len(k) < p.minLen || len(k) > p.maxLen || !p.first[fold(k[0])] {
+		if len(k) < p.minLen || len(k) > p.maxLen || !p.first[fold(k[0])] || len(k) > 1 && !p.second[fold(k[1])] {
 			continue
 		}
 		b := buf[:0]

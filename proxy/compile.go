@@ -230,6 +230,7 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	p.addAll("attribute_pass.", err)
 	if c.pass != nil {
 		c.pass.AlsoStrip(spoofable...)
+		c.pass.AlsoStrip(clientCertificateHeaders...)
 		c.pass.AlsoStrip(requestIDHeader) // every spelling; the proxy sets its own after the strip
 		c.pass.AlsoStripOtherSpellings(forwardedHeaders[:]...)
 	}

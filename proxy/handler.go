@@ -418,6 +418,56 @@ var spoofable = []string{
 	"Http2-Settings",
 }
 
+// clientCertificateHeaders are where other front proxies, load balancers
+// and meshes tell the application the client's TLS certificate, as
+// traefik's passTLSClientCert does in X-Forwarded-Tls-Client-Cert (in
+// spoofable, with its reasons): an application that authenticates by them
+// takes whoever set them at their word. A client never gets to set them,
+// and portcullis, which sees no client certificate, sets none; they are
+// removed from every request, a trusted proxy's too: trusted_proxies says
+// whose X-Forwarded-For to believe, not who removes a client's certificate
+// headers, and a proxy in front that sets none passes a client's on
+// (ingress-nginx without auth-tls, an ALB listener without mTLS, a
+// Cloudflare zone without the managed transform).
+//
+//   - RFC 9440's Client-Cert and Client-Cert-Chain, which CloudFront and
+//     Cloudflare's request header rules set, and whose processing rules
+//     ask a proxy to remove a client's;
+//   - Envoy's X-Forwarded-Client-Cert (Istio's sidecars and gateways);
+//   - the names nginx and HAProxy set-ups give $ssl_client_cert and its
+//     kin (X-Ssl-Client-*, X-Client-Cert, X-Client-Verify, X-Client-Dn),
+//     ingress-nginx's auth-tls-pass-certificate-to-upstream headers
+//     (ssl-client-cert, -verify, -subject-dn, -issuer-dn), and ssl_client_cert,
+//     which Tomcat's SSLValve reads by default;
+//   - AWS ALB mTLS's X-Amzn-Mtls-Clientcert and its -Serial-Number, -Issuer,
+//     -Subject, -Validity and -Leaf, and CloudFront's
+//     CloudFront-Viewer-Cert-*;
+//   - Cloudflare's "Add TLS client auth headers" managed transform (cf-cert-*);
+//   - the names Google Cloud's load balancer mTLS examples give its
+//     client_cert_* variables (X-Client-Cert-Present, -Chain-Verified, ...):
+//     that load balancer sets no header of its own name.
+//
+// Caddy sets none by default (reverse_proxy's header_up names them).
+var clientCertificateHeaders = []string{
+	"Client-Cert", "Client-Cert-Chain",
+	"X-Forwarded-Client-Cert",
+	"X-Ssl-Client-Cert", "X-Ssl-Client-Verify", "X-Ssl-Client-S-Dn", "X-Ssl-Client-I-Dn",
+	"X-Ssl-Client-Subject-Dn", "X-Ssl-Client-Issuer-Dn", "X-Ssl-Client-Dn",
+	"X-Client-Cert", "X-Client-Verify", "X-Client-Dn",
+	"Ssl-Client-Cert", "Ssl-Client-Verify", "Ssl-Client-Subject-Dn", "Ssl-Client-Issuer-Dn",
+	"X-Amzn-Mtls-Clientcert", "X-Amzn-Mtls-Clientcert-Leaf", "X-Amzn-Mtls-Clientcert-Serial-Number",
+	"X-Amzn-Mtls-Clientcert-Issuer", "X-Amzn-Mtls-Clientcert-Subject", "X-Amzn-Mtls-Clientcert-Validity",
+	"Cloudfront-Viewer-Cert-Pem", "Cloudfront-Viewer-Cert-Serial-Number", "Cloudfront-Viewer-Cert-Issuer",
+	"Cloudfront-Viewer-Cert-Subject", "Cloudfront-Viewer-Cert-Present", "Cloudfront-Viewer-Cert-Sha256",
+	"Cloudfront-Viewer-Cert-Validity",
+	"Cf-Cert-Verified", "Cf-Cert-Presented", "Cf-Cert-Revoked", "Cf-Cert-Subject-Dn", "Cf-Cert-Issuer-Dn",
+	"Cf-Cert-Subject-Dn-Rfc2253", "Cf-Cert-Issuer-Dn-Rfc2253", "Cf-Cert-Subject-Dn-Legacy", "Cf-Cert-Issuer-Dn-Legacy",
+	"Cf-Cert-Serial", "Cf-Cert-Issuer-Serial",
+	"X-Client-Cert-Present", "X-Client-Cert-Chain-Verified", "X-Client-Cert-Error", "X-Client-Cert-Hash",
+	"X-Client-Cert-Serial-Number", "X-Client-Cert-Spiffe", "X-Client-Cert-Uri-Sans", "X-Client-Cert-Dnsname-Sans",
+	"X-Client-Cert-Valid-Not-Before", "X-Client-Cert-Valid-Not-After",
+}
+
 // forwardedHeaders say where a request came from. The reverse proxy
 // removes a client's under these spellings and rewrite sets the proxy's own
 // (X-Forwarded-For after a trusted proxy's list); the attribute pass

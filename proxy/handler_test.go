@@ -659,6 +659,54 @@ func TestClientCertificateHeadersAreStripped(t *testing.T) {
 	})
 }
 
+// Other front proxies, load balancers and meshes tell the application the
+// client's certificate in headers of their own, which applications believe
+// as they believe traefik's; a client never gets to set them, and a trusted
+// proxy in front that does not set one passes a client's on (ingress-nginx
+// without auth-tls, an ALB without mTLS), so each is stripped from every
+// request, a trusted proxy's too.
+func TestOtherProxiesClientCertificateHeadersAreStripped(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers []string
+	}{
+		{"RFC 9440 (CloudFront, Cloudflare rules)", []string{"Client-Cert", ":MIIBforged:", "Client-Cert-Chain", ":MIIBca:"}},
+		{"Envoy and Istio XFCC", []string{"X-Forwarded-Client-Cert", `Hash=00;Subject="CN=admin";URI=spiffe://cluster.local/ns/a/sa/admin`}},
+		{"nginx and HAProxy conventions", []string{
+			"X-Ssl-Client-Cert", "MIIBforged", "X-Ssl-Client-Verify", "SUCCESS", "X-Ssl-Client-S-Dn", "CN=admin",
+			"X-Ssl-Client-I-Dn", "CN=ca", "X-Ssl-Client-Subject-Dn", "CN=admin", "X-Ssl-Client-Issuer-Dn", "CN=ca",
+			"X-Ssl-Client-Dn", "CN=admin", "X-Client-Cert", "MIIBforged", "X-Client-Verify", "SUCCESS", "X-Client-Dn", "CN=admin",
+		}},
+		{"ingress-nginx auth-tls and Tomcat's SSLValve", []string{
+			"Ssl-Client-Cert", "MIIBforged", "ssl_client_cert", "MIIBforged", "Ssl-Client-Verify", "SUCCESS",
+			"Ssl-Client-Subject-Dn", "CN=admin", "Ssl-Client-Issuer-Dn", "CN=ca",
+		}},
+		{"AWS ALB mTLS", []string{
+			"X-Amzn-Mtls-Clientcert", "MIIBforged", "X-Amzn-Mtls-Clientcert-Leaf", "MIIBforged",
+			"X-Amzn-Mtls-Clientcert-Serial-Number", "01", "X-Amzn-Mtls-Clientcert-Issuer", "CN=ca",
+			"X-Amzn-Mtls-Clientcert-Subject", "CN=admin", "X-Amzn-Mtls-Clientcert-Validity", "NotBefore=2020-01-01T00:00:00Z;NotAfter=2099-01-01T00:00:00Z",
+		}},
+		{"CloudFront viewer mTLS", []string{
+			"Cloudfront-Viewer-Cert-Pem", "MIIBforged", "Cloudfront-Viewer-Cert-Serial-Number", "01", "Cloudfront-Viewer-Cert-Issuer", "CN=ca",
+			"Cloudfront-Viewer-Cert-Subject", "CN=admin", "Cloudfront-Viewer-Cert-Present", "1", "Cloudfront-Viewer-Cert-Sha256", "00",
+			"Cloudfront-Viewer-Cert-Validity", "NotBefore=2020-01-01T00:00:00Z;NotAfter=2099-01-01T00:00:00Z",
+		}},
+		{"Cloudflare's TLS client auth headers", []string{
+			"Cf-Cert-Verified", "true", "Cf-Cert-Presented", "true", "Cf-Cert-Revoked", "false", "Cf-Cert-Subject-Dn", "CN=admin",
+			"Cf-Cert-Issuer-Dn", "CN=ca", "Cf-Cert-Subject-Dn-Rfc2253", "CN=admin", "Cf-Cert-Issuer-Dn-Rfc2253", "CN=ca",
+			"Cf-Cert-Subject-Dn-Legacy", "/CN=admin", "Cf-Cert-Issuer-Dn-Legacy", "/CN=ca", "Cf-Cert-Serial", "01", "Cf-Cert-Issuer-Serial", "02",
+		}},
+		{"Google Cloud load balancer mTLS, as its examples name them", []string{
+			"X-Client-Cert-Present", "true", "X-Client-Cert-Chain-Verified", "true", "X-Client-Cert-Error", "",
+			"X-Client-Cert-Hash", "00", "X-Client-Cert-Serial-Number", "01", "X-Client-Cert-Spiffe", "spiffe://x/admin",
+			"X-Client-Cert-Uri-Sans", "spiffe://x/admin", "X-Client-Cert-Dnsname-Sans", "admin.example",
+			"X-Client-Cert-Valid-Not-Before", "2020-01-01T00:00:00Z", "X-Client-Cert-Valid-Not-After", "2099-01-01T00:00:00Z",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { noneReachesTheUpstream(t, "GET", tc.headers) })
+	}
+}
+
 // noneReachesTheUpstream sends headers (name, value pairs) with a request
 // of method on a bypassed path, a signed-in one and one through a trusted
 // proxy, and fails if the upstream gets any of them, in any spelling.

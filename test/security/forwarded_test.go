@@ -121,7 +121,12 @@ func TestForwardedHeaderTrustRewrite(t *testing.T) {
 // behind portcullis that believes its forwarded headers (docs/cvat.md)
 // keeps them where its passTLSClientCert middleware finds no certificate,
 // and the application would take the client's word for its certificate.
-func TestTraefikClientCertificateHeaders(t *testing.T) {
+// Nor do the headers in which other proxies, load balancers and meshes
+// tell the application the client's certificate (Envoy's XFCC, RFC 9440's
+// Client-Cert, nginx's and ingress-nginx's, AWS ALB's, CloudFront's,
+// Cloudflare's), from any peer: a proxy in front that does not set one
+// passes a client's on.
+func TestClientCertificateHeaders(t *testing.T) {
 	bob := sessionFor(t, "bob")
 	traefik := []string{
 		"X-Forwarded-For: 203.0.113.9", "X-Forwarded-Host: cvat.example.com", "X-Forwarded-Port: 443",
@@ -130,18 +135,33 @@ func TestTraefikClientCertificateHeaders(t *testing.T) {
 		"X-Real-Ip: 203.0.113.9",
 	}
 	for _, peer := range []string{"", trustedPeer} {
-		peerName := map[string]string{"": "untrusted peer", trustedPeer: "traefik as a trusted peer"}[peer]
+		peerName := map[string]string{"": "untrusted peer", trustedPeer: "trusted peer"}[peer]
 		for _, tc := range []struct{ name, target, cookie, auth string }{
 			{"bypass", "/public/x", "", ""},
 			{"credentials bypass", "/api/x", "", "Authorization: Bearer api-token"},
 			{"signed in", "/app/page", bob, ""},
 		} {
-			for _, spelling := range []string{"canonical", "underscores"} {
-				t.Run(peerName+"/"+tc.name+"/"+spelling, func(t *testing.T) {
-					hs := append([]string{"Accept: application/json"}, traefik...)
-					if spelling == "underscores" {
-						hs = append(hs[:0:0], "Accept: application/json", "X_Forwarded_Tls_Client_Cert: MIIBforged", "x_forwarded_tls_client_cert_info: Subject%3D%22CN%3Dadmin%22")
-					}
+			for _, sent := range []struct {
+				name    string
+				headers []string
+				names   []string
+			}{
+				{"traefik", traefik, []string{"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-Forwarded-Port", "X-Forwarded-Server", "X-Real-Ip"}},
+				{"traefik with underscores", []string{"X_Forwarded_Tls_Client_Cert: MIIBforged", "x_forwarded_tls_client_cert_info: Subject%3D%22CN%3Dadmin%22"},
+					[]string{"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info"}},
+				{"Envoy XFCC", []string{`X-Forwarded-Client-Cert: Hash=00;Subject="CN=admin";URI=spiffe://cluster.local/ns/a/sa/admin`}, []string{"X-Forwarded-Client-Cert"}},
+				{"RFC 9440", []string{"Client-Cert: :MIIBforged:", "Client-Cert-Chain: :MIIBca:"}, []string{"Client-Cert", "Client-Cert-Chain"}},
+				{"nginx", []string{"X-SSL-Client-Cert: MIIBforged", "X-SSL-Client-Verify: SUCCESS", "X-SSL-Client-S-DN: CN=admin", "X-Client-Cert: MIIBforged", "X-Client-Verify: SUCCESS"},
+					[]string{"X-Ssl-Client-Cert", "X-Ssl-Client-Verify", "X-Ssl-Client-S-Dn", "X-Client-Cert", "X-Client-Verify"}},
+				{"ingress-nginx and Tomcat's SSLValve", []string{"ssl-client-cert: MIIBforged", "ssl-client-verify: SUCCESS", "ssl-client-subject-dn: CN=admin", "ssl_client_cert: MIIBforged"},
+					[]string{"Ssl-Client-Cert", "Ssl-Client-Verify", "Ssl-Client-Subject-Dn"}},
+				{"AWS ALB", []string{"X-Amzn-Mtls-Clientcert-Subject: CN=admin", "X-Amzn-Mtls-Clientcert-Leaf: MIIBforged", "X-Amzn-Mtls-Clientcert: MIIBforged"},
+					[]string{"X-Amzn-Mtls-Clientcert-Subject", "X-Amzn-Mtls-Clientcert-Leaf", "X-Amzn-Mtls-Clientcert"}},
+				{"CloudFront", []string{"CloudFront-Viewer-Cert-Subject: CN=admin", "CloudFront-Viewer-Cert-Present: 1"}, []string{"Cloudfront-Viewer-Cert-Subject", "Cloudfront-Viewer-Cert-Present"}},
+				{"Cloudflare", []string{"cf-cert-verified: true", "cf-cert-subject-dn: CN=admin"}, []string{"Cf-Cert-Verified", "Cf-Cert-Subject-Dn"}},
+			} {
+				t.Run(peerName+"/"+tc.name+"/"+sent.name, func(t *testing.T) {
+					hs := append([]string{"Accept: application/json"}, sent.headers...)
 					if tc.cookie != "" {
 						hs = append(hs, "Cookie: "+tc.cookie)
 					}
@@ -152,9 +172,14 @@ func TestTraefikClientCertificateHeaders(t *testing.T) {
 					if r.Status != 200 || len(r.Upstream) != 1 {
 						t.Fatalf("want it forwarded; got %s", fmtReply(r))
 					}
-					for _, n := range []string{"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-Forwarded-Port", "X-Forwarded-Server", "X-Real-Ip"} {
+					for _, n := range sent.names {
 						if got := r.Upstream[0].Values(n); len(got) > 0 {
 							t.Errorf("upstream got the client's %s %q", n, got)
+						}
+					}
+					for _, f := range r.Upstream[0].Fields {
+						if strings.Contains(strings.ToLower(f.Name), "cert") {
+							t.Errorf("upstream got %s: %q", f.Name, f.Value)
 						}
 					}
 				})
