@@ -125,7 +125,11 @@ func (p *oidcProvider) verifyLogoutToken(ctx context.Context, raw string) (*Logo
 	check := &signatureCheck{}
 	fetches := p.jwks.fetchesBegun()
 	tok, err := d.logoutVerifier.Verify(context.WithValue(ctx, signatureCheckKey{}, check), raw)
-	if err != nil && check.err != nil && p.saysLogout(ctx, d, raw) {
+	var said *LogoutToken
+	if err != nil && check.err != nil {
+		said, _ = p.saidLogout(ctx, d, raw)
+	}
+	if said != nil {
 		if p.jwks.keysUnavailable() {
 			// Its signature could not be checked: the keys held do not
 			// verify it, and those the IdP was asked for (now, or
@@ -139,11 +143,13 @@ func (p *oidcProvider) verifyLogoutToken(ctx context.Context, raw string) (*Logo
 		// came: the floor answered its check with them. An IdP that
 		// rotates its key signs with the new one at once, and anyone
 		// can have the keys fetched just before, with a token naming a
-		// kid never published. Unless the key its kid names is held,
-		// it may be good: a fetch once the floor has passed will tell,
-		// and a 400 now would be final (Back-Channel Logout 1.0, 2.8).
+		// kid never published. Unless the key its kid names is held
+		// and was fetched after the token was issued, it may be good
+		// (an IdP with a constant kid publishes its new key under the
+		// old one's): a fetch once the floor has passed will tell, and
+		// a 400 now would be final (Back-Channel Logout 1.0, 2.8).
 		kid := signedKeyID(raw, d.idTokenAlgs)
-		if wait, ok := p.jwks.keyNotFetched(fetches, kid); ok {
+		if wait, ok := p.jwks.keyNotFetched(fetches, kid, said.IssuedAt); ok {
 			return nil, &UnfetchedKeyError{KeyID: truncate(kid, 64), RetryAfter: wait,
 				err: fmt.Errorf("oidc %s: logout token: signed with a key not among the IdP's keys as last fetched, "+
 					"within %s of that fetch: %w", id, jwksRefetchEvery, err)}
@@ -180,14 +186,20 @@ func (p *oidcProvider) verifyLogoutToken(ctx context.Context, raw string) (*Logo
 // once checked with other keys. One that does not is invalid, whatever
 // key it is signed with.
 func (p *oidcProvider) saysLogout(ctx context.Context, d discovered, raw string) bool {
+	_, ok := p.saidLogout(ctx, d, raw)
+	return ok
+}
+
+// saidLogout is what raw says, read unverified, when saysLogout.
+func (p *oidcProvider) saidLogout(ctx context.Context, d discovered, raw string) (*LogoutToken, bool) {
 	v := oidc.NewVerifier(d.issuer, nil, &oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true,
 		SupportedSigningAlgs: d.idTokenAlgs, InsecureSkipSignatureCheck: true})
 	tok, err := v.Verify(ctx, raw)
 	if err != nil {
-		return false
+		return nil, false
 	}
-	_, err = p.logoutToken(tok, raw, time.Now())
-	return err == nil
+	out, err := p.logoutToken(tok, raw, time.Now())
+	return out, err == nil
 }
 
 // undiscoveredSaysLogout is saysLogout before this entry's discovery has
@@ -261,7 +273,8 @@ func (p *oidcProvider) logoutToken(tok *oidc.IDToken, raw string, now time.Time)
 
 // UnfetchedKeyError is a logout token that the IdP's keys, as last
 // fetched, do not verify, whose header names a kid not among them (or
-// none), within jwksRefetchEvery of that fetch: the IdP may have
+// none, or one among them when it was issued after that fetch: an IdP
+// with a constant kid), within jwksRefetchEvery of that fetch: the IdP may have
 // published the key it is signed with since, and the floor holds the
 // next fetch back. It is ErrNotReady, a token that could not be checked:
 // sent again after RetryAfter, it is checked with the keys fetched then.

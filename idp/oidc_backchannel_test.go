@@ -456,9 +456,12 @@ func TestLogoutTokenOfAKeyRotatedWithinTheFloorIsToBeSentAgain(t *testing.T) {
 // the keys held refuse it for anything but a key they may lack: what it
 // says (another audience or issuer: those are checked before its signature,
 // whatever its kid), its algorithm (none, HS256), or a signature that the
-// key its kid names does not verify. Only one naming a kid not held, or
-// none, could be signed with a key published since the fetch; a forged one
-// is refused once the floor has passed. None has the keys fetched.
+// key its kid names does not verify when it was issued before the keys
+// were fetched. Only one naming a kid not held, or none, or one naming a
+// kid held and issued since the fetch (an IdP with a constant kid that
+// rotated its key), could be signed with a key published since the fetch;
+// a forged one is refused once the floor has passed. None has the keys
+// fetched.
 func TestLogoutTokenRefusedWithinTheFloorIsInvalidUnlessItsKeyMayBeNew(t *testing.T) {
 	li := newTestIssuer(t)
 	ft := newFloorTest(t, li)
@@ -492,7 +495,10 @@ func TestLogoutTokenRefusedWithinTheFloorIsInvalidUnlessItsKeyMayBeNew(t *testin
 		raw   string
 		again bool // ErrNotReady, to send again
 	}{
-		{"a forged signature under the kid of a key held", ft.forge("k1"), false},
+		{"a forged signature under the kid of a key held, issued a minute before the fetch", signed(func(c map[string]any) {
+			c["iat"] = time.Now().Add(-time.Minute).Unix()
+		}, "k1"), false},
+		{"a signature under the kid of a key held, issued since the fetch (a new key under a constant kid)", ft.forge("k1"), true},
 		{"another client's audience, naming a kid not held", signed(func(c map[string]any) { c["aud"] = "another-client" }, "k9"), false},
 		{"another issuer, naming a kid not held", signed(func(c map[string]any) { c["iss"] = "https://elsewhere.example" }, "k9"), false},
 		{"alg none", "eyJhbGciOiJub25lIiwia2lkIjoiazkifQ.eyJzdWIiOiJhbGljZSJ9.", false},

@@ -89,12 +89,20 @@ func (t *jwksThrottle) fetchesBegun() uint64 { return t.begun.Load() }
 //     floor's, or that of a fetch already under way), and the IdP's keys
 //     have not been asked for since it came;
 //   - that fetch brought a JWKS;
-//   - and it has no key of that kid. A key of that kid was tried, and the
-//     signature is not its: an IdP publishes a new key under a kid of its
-//     own. A token naming none was tried with every key held.
-func (t *jwksThrottle) keyNotFetched(before uint64, kid string) (time.Duration, bool) {
+//   - and it has no key of that kid, or the token was issued (iat, the
+//     IdP's clock, in whole seconds) after that fetch ended, or less than
+//     jwksRefetchEvery before (the clocks differ). Most
+//     IdPs publish a new key under a kid of its own, but one whose
+//     administrator configured a constant kid publishes the new key under
+//     the old key's kid, and signs with it at once: a token it signed
+//     after the keys were fetched may be the new key's. One issued before
+//     was signed with a key the IdP published before that fetch, which
+//     brought the key of that kid. A token naming none was tried with
+//     every key held.
+func (t *jwksThrottle) keyNotFetched(before uint64, kid string, issued time.Time) (time.Duration, bool) {
 	last := t.last.Load()
-	if last == nil || last.kids == nil || last.n > before || (kid != "" && last.kids[kid]) {
+	if last == nil || last.kids == nil || last.n > before ||
+		(kid != "" && last.kids[kid] && !issued.Add(jwksRefetchEvery).After(last.ended)) {
 		return 0, false
 	}
 	return max(last.ended.Add(jwksRefetchEvery).Sub(t.now()), time.Second), true

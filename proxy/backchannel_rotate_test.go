@@ -27,7 +27,7 @@ import (
 // spent, where a 400 told the IdP that the token was refused for good
 // (Back-Channel Logout 1.0, 2.8): she stayed signed in here. Sent again
 // after Retry-After, it ends her session. A forged token naming the kid of
-// a key held is refused as invalid.
+// a key held, issued before the fetch, is refused as invalid.
 func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 	s, op, tokens := startBackchannelStack(t, nil)
 
@@ -35,13 +35,13 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forge := func(kid string) string {
+	forge := func(kid string, issued time.Time) string {
 		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: forger},
 			(&jose.SignerOptions{}).WithType("logout+jwt").WithHeader("kid", kid))
 		if err != nil {
 			t.Fatal(err)
 		}
-		raw, err := jwt.Signed(signer).Claims(map[string]any{"iss": op.Issuer, "aud": "portcullis", "iat": time.Now().Unix(),
+		raw, err := jwt.Signed(signer).Claims(map[string]any{"iss": op.Issuer, "aud": "portcullis", "iat": issued.Unix(),
 			"jti": rand.Text(), "sub": oidcserver.Alice, "events": map[string]any{idp.BackchannelLogoutEvent: map[string]any{}}}).Serialize()
 		if err != nil {
 			t.Fatal(err)
@@ -77,7 +77,7 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 		// and it is refused as invalid; within the floor of an earlier
 		// fetch it is to be sent again.
 		waitFor(t, "a forged logout token to have the keys fetched", func() bool {
-			a := post(forge("never-published"))
+			a := post(forge("never-published", time.Now()))
 			switch {
 			case a.code == http.StatusBadRequest:
 				return true
@@ -120,13 +120,15 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 			t.Errorf("log lines of the token to send again: %v; want one WARN, reason signing_key_not_fetched, kid %s", lines, kids[0])
 		}
 
-		// A forged token naming the kid of a key held: invalid.
+		// A forged token naming the kid of a key held, issued before the
+		// keys were fetched: invalid (one issued since could be signed
+		// with a new key under that kid).
 		var set struct{ Keys []struct{ Kid string } }
 		if err := json.Unmarshal([]byte(fetchBody(t, op.Issuer+"/jwks")), &set); err != nil {
 			t.Fatal(err)
 		}
-		if a := post(forge(set.Keys[len(set.Keys)-1].Kid)); a.code != http.StatusBadRequest {
-			t.Errorf("a forged logout token naming the kid of the IdP's old key: %d %s, want 400", a.code, a.body)
+		if a := post(forge(set.Keys[len(set.Keys)-1].Kid, time.Now().Add(-time.Minute))); a.code != http.StatusBadRequest {
+			t.Errorf("a forged logout token naming the kid of the IdP's old key, issued a minute ago: %d %s, want 400", a.code, a.body)
 		}
 
 		// The IdP's retry, after Retry-After, ends the session.
@@ -144,6 +146,145 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 		}
 		if a := post(token); a.code != http.StatusBadRequest || !strings.Contains(a.body, "already used") {
 			t.Errorf("the logout token once more: %d %s, want 400, already used", a.code, a.body)
+		}
+		return
+	}
+}
+
+// The IdP (oidc-provider) rotates its signing key but keeps its kid, as
+// one whose administrator configured a constant kid does, right after the
+// proxy fetched its keys, and then logs alice out: its logout token,
+// signed with the new key under the kid of the key the proxy holds, fails
+// that key's check, and within the floor the keys are not fetched again.
+// It is answered 503 with Retry-After, not a final 400 that left her
+// signed in, and sent again after Retry-After it ends her session. A
+// forged token under that kid, issued before the fetch, is refused as
+// invalid; one issued since is to be sent again, and refused once the keys
+// were fetched again more than the floor after it was issued. A login after the rotation succeeds: its ID token,
+// signed with the new key, has the keys fetched again at once (no floor).
+func TestBackchannelLogoutSignedWithANewKeyUnderTheSameKid(t *testing.T) {
+	s, op, tokens := startBackchannelStack(t, nil)
+	forger, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forge := func(kid string, issued time.Time) string {
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: forger},
+			(&jose.SignerOptions{}).WithType("logout+jwt").WithHeader("kid", kid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := jwt.Signed(signer).Claims(map[string]any{"iss": op.Issuer, "aud": "portcullis", "iat": issued.Unix(),
+			"jti": rand.Text(), "sub": oidcserver.Alice, "events": map[string]any{idp.BackchannelLogoutEvent: map[string]any{}}}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	post := func(token string) logoutAnswer { return postLogoutToken(t, s.base, "company", token) }
+	login := func() []*http.Cookie {
+		jar, _ := cookiejar.New(nil)
+		browser := &http.Client{Jar: jar, Timeout: time.Minute}
+		resp := oidcserver.Login(t, browser, s.base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("login: %d", resp.StatusCode)
+		}
+		return jar.Cookies(resp.Request.URL)
+	}
+
+	for attempt := 1; ; attempt++ {
+		jar, _ := cookiejar.New(nil)
+		browser := &http.Client{Jar: jar, Timeout: time.Minute}
+		resp := oidcserver.Login(t, browser, s.base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("login: %d", resp.StatusCode)
+		}
+		session := jar.Cookies(resp.Request.URL)
+
+		waitFor(t, "a forged logout token to have the keys fetched", func() bool {
+			a := post(forge("never-published", time.Now()))
+			switch {
+			case a.code == http.StatusBadRequest:
+				return true
+			case a.code == http.StatusServiceUnavailable && a.retryAfter >= 1 && a.retryAfter <= 10:
+				time.Sleep(time.Duration(a.retryAfter) * time.Second)
+				return false
+			}
+			t.Fatalf("a forged logout token: %d (Retry-After %d) %s", a.code, a.retryAfter, a.body)
+			return false
+		})
+		fetched := time.Now()
+		kids := op.RotateKeysKeepingKids(t)
+		oidcserver.Logout(t, browser, op.Issuer+"/session/end").Body.Close()
+		var token string
+		select {
+		case token = <-tokens:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the IdP sent no logout token")
+		}
+		tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kid := tok.Headers[0].KeyID; kid != kids[0] {
+			t.Fatalf("the IdP's logout token names kid %q, want the kid kept, %q", kid, kids[0])
+		}
+
+		first := post(token)
+		if first.code == http.StatusOK && attempt < 3 {
+			t.Logf("attempt %d: the IdP's logout token came after the floor and was taken at once; again", attempt)
+			continue
+		}
+		if first.code != http.StatusServiceUnavailable || first.retryAfter < 1 || first.retryAfter > 10 ||
+			!strings.Contains(first.body, "temporarily_unavailable") {
+			t.Fatalf("the IdP's logout token, signed with its new key under the kid kept, within the floor: %d (Retry-After %d) %s; "+
+				"want 503 temporarily_unavailable with Retry-After 1 to 10", first.code, first.retryAfter, first.body)
+		}
+		if code := sessionAnswers(t, s.base, session); code != http.StatusOK {
+			t.Errorf("alice's session after the 503: %d, want 200 (not ended)", code)
+		}
+		if a := post(forge(kids[0], fetched.Add(-time.Minute))); a.code != http.StatusBadRequest {
+			t.Errorf("a forged logout token under the kid, issued a minute before the keys were fetched: %d %s, want 400", a.code, a.body)
+		}
+		forged := forge(kids[0], time.Now())
+		if a := post(forged); a.code != http.StatusServiceUnavailable {
+			t.Errorf("a forged logout token under the kid, issued since the keys were fetched, within the floor: %d %s, want 503", a.code, a.body)
+		}
+
+		a := first
+		waitFor(t, "the logout token sent again to be taken", func() bool {
+			time.Sleep(time.Duration(a.retryAfter) * time.Second)
+			a = post(token)
+			if a.code != http.StatusOK && a.code != http.StatusServiceUnavailable {
+				t.Fatalf("the logout token sent again: %d %s", a.code, a.body)
+			}
+			return a.code == http.StatusOK
+		})
+		if code := sessionAnswers(t, s.base, session); code != http.StatusUnauthorized {
+			t.Errorf("alice's session after the logout token was taken: %d, want 401", code)
+		}
+		// Sent again, it is refused for good once a fetch of the keys
+		// ended more than the floor after it was issued (iat allows for
+		// the IdP's clock as much).
+		waitFor(t, "the forged logout token sent again to be refused", func() bool {
+			a := post(forged)
+			switch {
+			case a.code == http.StatusBadRequest:
+				return true
+			case a.code == http.StatusServiceUnavailable && a.retryAfter >= 1 && a.retryAfter <= 10:
+				time.Sleep(time.Duration(a.retryAfter) * time.Second)
+				return false
+			}
+			t.Fatalf("the forged logout token sent again: %d (Retry-After %d) %s", a.code, a.retryAfter, a.body)
+			return false
+		})
+
+		// A login after the rotation: its ID token is signed with the new
+		// key under the kid whose old key the login's keys held.
+		if code := sessionAnswers(t, s.base, login()); code != http.StatusOK {
+			t.Errorf("a session from a login after the rotation: %d, want 200", code)
 		}
 		return
 	}

@@ -102,6 +102,10 @@
 // ES256): every client's ID tokens and logout tokens are signed with it
 // from then on, and the discovery document lists it, beside the
 // algorithms of the keys before, which stay published.
+//
+// POST /test/rotate-keys?keep_kid=1 rotates the keys but keeps their kids,
+// as an IdP whose administrator configured a constant kid does: each new
+// key takes the kid of the key it replaces, which is published no more.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -268,7 +272,7 @@ function loadKeys(file) {
 // rotateKeys puts a new key for each algorithm before the keys held (the
 // first that fits an alg signs), and has the provider sign and publish
 // with the set.
-async function rotateKeys(alg) {
+async function rotateKeys(alg, keepKid) {
   if (alg) {
     if (!['RS256', 'PS256', 'ES256'].includes(alg)) {
       throw new Error(`rotate-keys: alg must be RS256, PS256 or ES256, got ${alg}`);
@@ -276,7 +280,18 @@ async function rotateKeys(alg) {
     signingAlgs.splice(0, signingAlgs.length, alg);
   }
   const fresh = newKeys();
-  signingKeys = { keys: [...fresh, ...signingKeys.keys] };
+  if (keepKid) {
+    // A constant kid that the IdP's administrator configured: each new key
+    // takes the kid of the key of its kind it replaces, which is no longer
+    // published (a kid names one key).
+    for (const k of fresh) {
+      const old = signingKeys.keys.find((o) => o.kty === k.kty && o.alg === k.alg);
+      if (old) k.kid = old.kid;
+    }
+    signingKeys = { keys: [...fresh, ...signingKeys.keys.filter((o) => !fresh.some((k) => k.kid === o.kid))] };
+  } else {
+    signingKeys = { keys: [...fresh, ...signingKeys.keys] };
+  }
   saveKeys(args.jwks, signingKeys);
   initializeKeystore.call(provider, structuredClone(signingKeys));
   if (alg) {
@@ -449,7 +464,8 @@ const server = http.createServer(async (req, res) => {
   }
   if (req.method === 'POST' && path === '/test/rotate-keys') {
     try {
-      const kids = await rotateKeys(new URL(req.url, 'http://x').searchParams.get('alg'));
+      const q = new URL(req.url, 'http://x').searchParams;
+      const kids = await rotateKeys(q.get('alg'), q.get('keep_kid') === '1');
       res.setHeader('Content-Type', 'application/json');
       return res.end(JSON.stringify({ kids }));
     } catch (err) {

@@ -485,6 +485,21 @@ func (s *Server) RotateKeysInPlace(t testing.TB) []string {
 	return v.Kids
 }
 
+// RotateKeysKeepingKids rotates the provider's signing keys without a
+// restart, as RotateKeysInPlace does, but each new key takes the kid of the
+// key it replaces, which is no longer published: an IdP whose
+// administrator configured a constant kid. It returns the kids, unchanged.
+func (s *Server) RotateKeysKeepingKids(t testing.TB) []string {
+	t.Helper()
+	resp := post(t, http.DefaultClient, strings.TrimSuffix(s.Issuer, "/")+"/test/rotate-keys?keep_kid=1", url.Values{})
+	defer resp.Body.Close()
+	var v struct{ Kids []string }
+	if err := json.NewDecoder(resp.Body).Decode(&v); resp.StatusCode != http.StatusOK || err != nil || len(v.Kids) == 0 {
+		t.Fatalf("oidcserver: rotate keys keeping their kids: %d %v %v", resp.StatusCode, err, v.Kids)
+	}
+	return v.Kids
+}
+
 // RotateKeysTo rotates the provider's signing key, without a restart, to a
 // key of alg (RS256, PS256 or ES256) alone, as ORY Hydra does when its ID
 // token key set gets a key of another algorithm: every client's ID tokens

@@ -166,3 +166,31 @@ func TestRotateKeysToAnotherAlgorithm(t *testing.T) {
 		t.Errorf("discovery lists %v after the rotation, want ES256 and RS256", got)
 	}
 }
+
+// RotateKeysKeepingKids publishes a new key under each old key's kid, and
+// the old key no more.
+func TestRotateKeysKeepingKidsReplacesTheKeyUnderItsKid(t *testing.T) {
+	s := Start(t, Options{RedirectURIs: []string{"http://127.0.0.1:1/cb"}})
+	keys := func() map[string]string {
+		var set struct{ Keys []struct{ Kid, N string } }
+		if err := json.Unmarshal([]byte(fetch(t, s.Issuer+"/jwks")), &set); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, k := range set.Keys {
+			out[k.Kid] = k.N
+		}
+		return out
+	}
+	before := keys()
+	kids := s.RotateKeysKeepingKids(t)
+	after := keys()
+	if len(after) != len(before) {
+		t.Errorf("keys after the rotation: %v, want as many as before, %v", after, before)
+	}
+	for _, kid := range kids {
+		if before[kid] == "" || after[kid] == "" || before[kid] == after[kid] {
+			t.Errorf("kid %s: modulus before %.12q, after %.12q; want a new key under the kid kept", kid, before[kid], after[kid])
+		}
+	}
+}
