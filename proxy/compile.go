@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strings"
@@ -30,6 +31,9 @@ type compiled struct {
 	rules       *rules.Set
 	roles       *rolemap.Mapper
 	pass        *attrpass.Pass
+	// keepFromProxy are server.trusted_proxy_certificate_headers, spelt
+	// canonically: kept from a trusted proxy by the strip.
+	keepFromProxy []string
 
 	// forwardedProto and forwardedHost are the X-Forwarded-Proto and
 	// X-Forwarded-Host values of public_url, set on every upstream request.
@@ -246,6 +250,9 @@ func compile(cfg *Config, log *slog.Logger) (*compiled, error) {
 	c.forwardedProto, c.forwardedHost = []string{c.publicURL.Scheme}, []string{c.publicURL.Host}
 	c.upstreamURL, _ = url.Parse(cfg.Upstream.URL)
 	c.trusted, _ = parsePrefixes(cfg.Server.TrustedProxies)
+	for _, name := range cfg.Server.TrustedProxyCertificateHeaders {
+		c.keepFromProxy = append(c.keepFromProxy, textproto.CanonicalMIMEHeaderKey(name))
+	}
 	for _, k := range cfg.Session.Keys {
 		key, err := decodeKey(k)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"os"
 	"reflect"
@@ -56,12 +57,17 @@ type Config struct {
 
 // ServerConfig is the `server:` block: listeners and how users reach the proxy.
 type ServerConfig struct {
-	Listen         string    `yaml:"listen"`
-	AdminListen    string    `yaml:"admin_listen"`
-	PublicURL      string    `yaml:"public_url"`
-	AuthPrefix     string    `yaml:"auth_prefix"`
-	TrustedProxies []string  `yaml:"trusted_proxies"`
-	TLS            TLSConfig `yaml:"tls"`
+	Listen         string   `yaml:"listen"`
+	AdminListen    string   `yaml:"admin_listen"`
+	PublicURL      string   `yaml:"public_url"`
+	AuthPrefix     string   `yaml:"auth_prefix"`
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// TrustedProxyCertificateHeaders are client-certificate headers
+	// (clientCertificateHeaders, traefik's) that a proxy in front sets on
+	// every request, having removed a client's: kept from trusted_proxies,
+	// as spelt canonically, and stripped from every other peer.
+	TrustedProxyCertificateHeaders []string  `yaml:"trusted_proxy_certificate_headers"`
+	TLS                            TLSConfig `yaml:"tls"`
 }
 
 // TLSConfig names the certificate and key the proxy listener serves, if any.
@@ -655,6 +661,15 @@ func (c *Config) validate(p *problems) {
 	for i, s := range c.Server.TrustedProxies {
 		if _, err := rules.ParsePrefix(s); err != nil {
 			p.add(fmt.Sprintf("server.trusted_proxies[%d]", i), "%v", err)
+		}
+	}
+	for i, name := range c.Server.TrustedProxyCertificateHeaders {
+		key := fmt.Sprintf("server.trusted_proxy_certificate_headers[%d]", i)
+		switch {
+		case !slices.Contains(keepableCertificateHeaders(), textproto.CanonicalMIMEHeaderKey(name)):
+			p.add(key, "%q is none of the client-certificate headers portcullis strips (README, Security); only those can be kept from a trusted proxy", name)
+		case len(c.Server.TrustedProxies) == 0:
+			p.add(key, "kept from server.trusted_proxies only, and there are none")
 		}
 	}
 	if (c.Server.TLS.CertFile == "") != (c.Server.TLS.KeyFile == "") {

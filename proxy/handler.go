@@ -217,7 +217,21 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, o *outcome) stri
 // identity, nor change how the upstream reads the method or path. Explain
 // calls it too, so that the rules see there what they see here.
 func (h *Handler) cleanHeaders(r *http.Request, id []string) {
+	// A trusted proxy's certificate headers that the configuration keeps,
+	// as spelt canonically: only then is the peer's address read.
+	var kept [][]string
+	if len(h.keepFromProxy) > 0 && h.trustedPeer(r) {
+		kept = make([][]string, len(h.keepFromProxy))
+		for i, name := range h.keepFromProxy {
+			kept[i] = r.Header[name]
+		}
+	}
 	h.pass.Strip(r.Header)
+	for i, v := range kept {
+		if v != nil {
+			r.Header[h.keepFromProxy[i]] = v
+		}
+	}
 	stripUpgrade(r.Header)
 	dropConnectionListed(r.Header)
 	r.Header[requestIDHeader] = id // the proxy's own, once every client spelling is gone
@@ -466,6 +480,13 @@ var clientCertificateHeaders = []string{
 	"X-Client-Cert-Present", "X-Client-Cert-Chain-Verified", "X-Client-Cert-Error", "X-Client-Cert-Hash",
 	"X-Client-Cert-Serial-Number", "X-Client-Cert-Spiffe", "X-Client-Cert-Uri-Sans", "X-Client-Cert-Dnsname-Sans",
 	"X-Client-Cert-Valid-Not-Before", "X-Client-Cert-Valid-Not-After",
+}
+
+// keepableCertificateHeaders are the headers that
+// server.trusted_proxy_certificate_headers may name: those above and
+// traefik's.
+func keepableCertificateHeaders() []string {
+	return append([]string{"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info"}, clientCertificateHeaders...)
 }
 
 // forwardedHeaders say where a request came from. The reverse proxy

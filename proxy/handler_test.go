@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -704,6 +705,53 @@ func TestOtherProxiesClientCertificateHeadersAreStripped(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { noneReachesTheUpstream(t, "GET", tc.headers) })
+	}
+}
+
+// A load balancer in front that checks client certificates (an ALB with
+// mTLS) and sets its headers on every request, a client's removed, may
+// have the application get them: server.trusted_proxy_certificate_headers
+// names those kept, from trusted_proxies alone and as spelt canonically. A
+// client's, or any other spelling, is stripped as before.
+func TestTrustedProxyCertificateHeadersAreKeptWhenNamed(t *testing.T) {
+	f := newFixtureOf(t, strings.Replace(testConfig, "trusted_proxies: [10.0.0.0/8]",
+		"trusted_proxies: [10.0.0.0/8]\n  trusted_proxy_certificate_headers: [x-amzn-mtls-clientcert-leaf, X-Forwarded-Client-Cert]", 1))
+	alice := f.login(t, "alice@example.com")
+	sent := []string{
+		"X-Amzn-Mtls-Clientcert-Leaf", "MIIBalb", "X-Forwarded-Client-Cert", "Hash=00",
+		"x_amzn_mtls_clientcert_leaf", "MIIBforged", "X-Amzn-Mtls-Clientcert-Subject", "CN=admin", "Client-Cert", ":MIIBforged:",
+	}
+	for _, tc := range []struct {
+		name, target, peer string
+		cookies            []*http.Cookie
+		kept               bool
+	}{
+		{"a trusted proxy's, bypassed", "/public/x", "10.1.2.3:5555", nil, true},
+		{"a trusted proxy's, signed in", "/tasks", "10.1.2.3:5555", alice, true},
+		{"a client's, bypassed", "/public/x", "203.0.113.7:40000", nil, false},
+		{"a client's, signed in", "/tasks", "203.0.113.7:40000", alice, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := request("GET", tc.target, tc.cookies, sent...)
+			r.RemoteAddr = tc.peer
+			_, got, ok := f.do(t, r)
+			if !ok {
+				t.Fatal("did not reach the upstream")
+			}
+			want := map[string][]string{}
+			if tc.kept {
+				want = map[string][]string{"X-Amzn-Mtls-Clientcert-Leaf": {"MIIBalb"}, "X-Forwarded-Client-Cert": {"Hash=00"}}
+			}
+			gotCert := map[string][]string{}
+			for name, v := range got.Header {
+				if strings.Contains(strings.ToLower(name), "cert") {
+					gotCert[name] = v
+				}
+			}
+			if !maps.EqualFunc(gotCert, want, slices.Equal) {
+				t.Errorf("upstream's certificate headers: %q, want %q", gotCert, want)
+			}
+		})
 	}
 }
 
