@@ -238,9 +238,19 @@ func (p *oidcProvider) use(provider *oidc.Provider) error {
 		IssParam bool     `json:"authorization_response_iss_parameter_supported"`
 		JWKSURI  string   `json:"jwks_uri"`
 		Algs     []string `json:"id_token_signing_alg_values_supported"`
+		// EndSession is OIDC RP-Initiated Logout's endpoint.
+		EndSession string `json:"end_session_endpoint"`
 	}
 	if err := provider.Claims(&meta); err != nil {
 		return fmt.Errorf("oidc %s: read discovery document: %w", p.cfg.ID, err)
+	}
+	if p.cfg.SingleSignOut && meta.EndSession == "" && p.cfg.Preset != PresetCognito {
+		// Said before the first login, as of SAML metadata without a
+		// SingleLogoutService, not only at each sign-out: the user has
+		// been told they signed out by then. Cognito's logout endpoint
+		// is its own, outside the document.
+		p.log.Warn("oidc: single_sign_out is on, but the IdP's discovery document has no end_session_endpoint; /logout signs users out here only, " +
+			"and the IdP's session signs them in again at their next login")
 	}
 	p.jwks.watch(meta.JWKSURI)
 

@@ -10,6 +10,7 @@
 //        [--signing-algs RS256,PS256,ES256,EdDSA] [--clients FILE.json]
 //        [--issuer-trailing-slash] [--amr pwd,otp] [--acr VALUE]
 //        [--client-auth-error unauthorized_client] [--code-error invalid_code]
+//        [--rp-initiated-logout true|false]
 //
 // Every flag also reads from the environment (OIDC_PORT, OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URIS comma separated,
@@ -80,6 +81,10 @@
 // spent, expired) with 403 {"error":"invalid_code"}, as Glewlwyd 2.7 does,
 // instead of RFC 6749's 400 invalid_grant.
 //
+// --rp-initiated-logout false turns off RP-Initiated Logout 1.0: the
+// discovery document names no end_session_endpoint, as Authelia 4.38's and
+// Google's do not.
+//
 // --issuer-trailing-slash names the issuer http://127.0.0.1:PORT/ (with
 // the slash), as some IdPs spell theirs; its ID tokens carry it so.
 //
@@ -144,6 +149,7 @@ const { values: args } = parseArgs({
     acr: { type: 'string', default: env.OIDC_ACR || '' },
     'client-auth-error': { type: 'string', default: env.OIDC_CLIENT_AUTH_ERROR || 'invalid_client' },
     'code-error': { type: 'string', default: env.OIDC_CODE_ERROR || 'invalid_grant' },
+    'rp-initiated-logout': { type: 'string', default: env.OIDC_RP_INITIATED_LOGOUT || 'true' },
   },
 });
 
@@ -545,7 +551,7 @@ server.listen(Number(args.port), args.host, () => {
     features: {
       devInteractions: { enabled: false },
       rpInitiatedLogout: {
-        enabled: true,
+        enabled: flag('rp-initiated-logout'),
         async logoutSource(ctx, form) {
           ctx.body = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>Logout</title></head><body>
 ${form}

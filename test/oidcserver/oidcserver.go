@@ -104,6 +104,10 @@ type Options struct {
 	// take (made up, spent, expired) with 403 invalid_code, as Glewlwyd
 	// 2.7 does, instead of RFC 6749's 400 invalid_grant.
 	CodeRefusedAsInvalidCode bool
+	// NoRPInitiatedLogout turns RP-Initiated Logout off: the discovery
+	// document names no end_session_endpoint, as Authelia 4.38's and
+	// Google's do not.
+	NoRPInitiatedLogout bool
 }
 
 // Client is one more client at the provider, registered the way a real
@@ -292,6 +296,9 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	if o.CodeRefusedAsInvalidCode {
 		args = append(args, "--code-error", "invalid_code")
+	}
+	if o.NoRPInitiatedLogout {
+		args = append(args, "--rp-initiated-logout", "false")
 	}
 	if len(o.Clients) > 0 {
 		b, err := json.Marshal(o.Clients)
