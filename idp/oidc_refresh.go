@@ -19,7 +19,8 @@ import (
 const ScopeOfflineAccess = "offline_access"
 
 // ErrRefreshRefused means the IdP refused the refresh token (invalid_grant:
-// revoked, expired, already used, or the user was disabled), or answered for
+// revoked, expired, already used, or the user was disabled; Dex's 400
+// invalid_request for the same), or answered for
 // another user, or said what a login would refuse (claims nested too deep,
 // Entra ID's group overage, no subject). The session it belonged to must end.
 var ErrRefreshRefused = errors.New("identity provider refused the refresh token")
@@ -155,6 +156,13 @@ func refusal(re *oauth2.RetrieveError) bool {
 	switch oauthErrorCode(re.ErrorCode) {
 	case "invalid_grant", "unauthorized_client", "invalid_client":
 		return true
+	case "invalid_request":
+		// Dex answers a refresh token it does not take (spent, expired,
+		// lost with its storage) 400 invalid_request, and its own
+		// failures (storage, an LDAP server down) 500 invalid_request.
+		// A request of this shape the IdP calls malformed will not do
+		// better a minute later either.
+		return re.Response != nil && re.Response.StatusCode == http.StatusBadRequest
 	}
 	// An answer without an error code: 400 and 401 still mean "no".
 	return re.ErrorCode == "" && re.Response != nil &&

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+	"golang.org/x/oauth2"
 )
 
 // offlineScopes ask the test IdP for a refresh token.
@@ -279,5 +281,49 @@ func TestOIDCRefreshWithoutTheMappedSubjectIsRefused(t *testing.T) {
 	prof, _, err := p.Refresh(t.Context(), &Tokens{RefreshToken: "rt", IDToken: fakeJWT(`{"sub":"alice"}`)})
 	if err == nil || !strings.Contains(err.Error(), `no subject in claim "employee_id"`) {
 		t.Errorf("Refresh = %+v, %v; want it refused for no subject in employee_id", prof, err)
+	}
+}
+
+// Dex answers a refresh token it does not take (spent, expired, or lost
+// with its in-memory storage at a restart) with 400 invalid_request, not
+// RFC 6749's invalid_grant: the session ends all the same, rather than
+// being kept, and its refresh tried again every minute, until its lifetime.
+func TestOIDCRefreshRefusedAsInvalidRequestIsARefusal(t *testing.T) {
+	h := newOIDCHarness(t, oidcserver.Options{RefreshRefusedAsInvalidRequest: true}, Config{Scopes: offlineScopes}, true)
+	ctx := context.Background()
+	old := loginWithRefreshToken(t, h)
+	if _, _, err := h.provider.Refresh(ctx, old); err != nil {
+		t.Fatalf("first refresh: %v", err)
+	}
+	for name, tokens := range map[string]*Tokens{
+		"the spent refresh token":              old,
+		"a refresh token the IdP never issued": {RefreshToken: rand.Text()},
+	} {
+		_, _, err := h.provider.Refresh(ctx, tokens)
+		if !errors.Is(err, ErrRefreshRefused) || !strings.Contains(err.Error(), "invalid_request") {
+			t.Errorf("%s: Refresh = %v, want ErrRefreshRefused naming invalid_request", name, err)
+		}
+	}
+}
+
+func TestRefusal(t *testing.T) {
+	answer := func(status int, code string) *oauth2.RetrieveError {
+		return &oauth2.RetrieveError{Response: &http.Response{StatusCode: status}, ErrorCode: code}
+	}
+	for _, tt := range []struct {
+		name string
+		re   *oauth2.RetrieveError
+		want bool
+	}{
+		{"invalid_grant", answer(http.StatusBadRequest, "invalid_grant"), true},
+		{"400 invalid_request (Dex: a refresh token spent, expired or unknown)", answer(http.StatusBadRequest, "invalid_request"), true},
+		{"500 invalid_request (Dex: its storage or the connector failed, an LDAP server down)", answer(http.StatusInternalServerError, "invalid_request"), false},
+		{"400 without an error code", answer(http.StatusBadRequest, ""), true},
+		{"503 without an error code", answer(http.StatusServiceUnavailable, ""), false},
+		{"temporarily_unavailable", answer(http.StatusServiceUnavailable, "temporarily_unavailable"), false},
+	} {
+		if got := refusal(tt.re); got != tt.want {
+			t.Errorf("%s: refusal = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -11,6 +11,7 @@
 //        [--issuer-trailing-slash] [--amr pwd,otp] [--acr VALUE]
 //        [--client-auth-error unauthorized_client] [--code-error invalid_code]
 //        [--rp-initiated-logout true|false]
+//        [--refresh-error invalid_request]
 //
 // Every flag also reads from the environment (OIDC_PORT, OIDC_CLIENT_ID,
 // OIDC_CLIENT_SECRET, OIDC_REDIRECT_URIS comma separated,
@@ -84,6 +85,10 @@
 // --rp-initiated-logout false turns off RP-Initiated Logout 1.0: the
 // discovery document names no end_session_endpoint, as Authelia 4.38's and
 // Google's do not.
+// --refresh-error invalid_request answers a refresh token it does not take
+// (spent, expired, made up) with 400 {"error":"invalid_request"}, as Dex
+// does ("Refresh token is invalid or has already been claimed by another
+// client."), instead of RFC 6749's invalid_grant.
 //
 // --issuer-trailing-slash names the issuer http://127.0.0.1:PORT/ (with
 // the slash), as some IdPs spell theirs; its ID tokens carry it so.
@@ -150,6 +155,7 @@ const { values: args } = parseArgs({
     'client-auth-error': { type: 'string', default: env.OIDC_CLIENT_AUTH_ERROR || 'invalid_client' },
     'code-error': { type: 'string', default: env.OIDC_CODE_ERROR || 'invalid_grant' },
     'rp-initiated-logout': { type: 'string', default: env.OIDC_RP_INITIATED_LOGOUT || 'true' },
+    'refresh-error': { type: 'string', default: env.OIDC_REFRESH_ERROR || 'invalid_grant' },
   },
 });
 
@@ -598,6 +604,14 @@ ${form}
       && ctx.oidc?.params?.grant_type === 'authorization_code' && args['code-error'] === 'invalid_code') {
       ctx.status = 403;
       ctx.body = { error: 'invalid_code' };
+    }
+    if (ctx.method === 'POST' && ctx.path === '/token' && ctx.body?.error === 'invalid_grant'
+      && ctx.oidc?.params?.grant_type === 'refresh_token' && args['refresh-error'] === 'invalid_request') {
+      ctx.status = 400;
+      ctx.body = {
+        error: 'invalid_request',
+        error_description: 'Refresh token is invalid or has already been claimed by another client.',
+      };
     }
     if (ctx.method === 'POST' && ctx.path === '/token' && ctx.oidc?.params?.grant_type === 'refresh_token'
       && ctx.status === 200 && ctx.body && !behaviourOf(ctx.oidc.client?.clientId).refreshIdToken) {

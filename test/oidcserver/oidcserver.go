@@ -108,6 +108,10 @@ type Options struct {
 	// document names no end_session_endpoint, as Authelia 4.38's and
 	// Google's do not.
 	NoRPInitiatedLogout bool
+	// RefreshRefusedAsInvalidRequest answers a refresh token the token
+	// endpoint does not take (spent, expired, made up) with 400
+	// invalid_request, as Dex does, instead of RFC 6749's invalid_grant.
+	RefreshRefusedAsInvalidRequest bool
 }
 
 // Client is one more client at the provider, registered the way a real
@@ -299,6 +303,9 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	if o.NoRPInitiatedLogout {
 		args = append(args, "--rp-initiated-logout", "false")
+	}
+	if o.RefreshRefusedAsInvalidRequest {
+		args = append(args, "--refresh-error", "invalid_request")
 	}
 	if len(o.Clients) > 0 {
 		b, err := json.Marshal(o.Clients)
