@@ -39,6 +39,10 @@ type Config struct {
 	AuthURL         string            `yaml:"auth_url"`
 	TokenURL        string            `yaml:"token_url"`
 	UserinfoURL     string            `yaml:"userinfo_url"`
+	// Prompt is the prompt parameter every login sends (prompt.go): auto
+	// (the default, also when empty), omit, or a space-separated list of
+	// login, consent and select_account.
+	Prompt string `yaml:"prompt"`
 
 	// Where a preset's IdP lives (see preset.go): base_url for GitHub
 	// Enterprise (Server, or Cloud with data residency) and self-hosted GitLab, domain for Cognito, Okta and Auth0,
@@ -201,9 +205,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, c.validateLDAP()...)
 	case "":
 		bad("protocol", "required (OIDC, OAUTH2, SAML or LDAP)")
+		return errors.Join(errs...)
 	default:
 		bad("protocol", "unknown protocol %q (want OIDC, OAUTH2, SAML or LDAP)", c.Protocol)
+		return errors.Join(errs...)
 	}
+	errs = append(errs, c.validatePrompt()...)
 	return errors.Join(errs...)
 }
 
@@ -218,7 +225,9 @@ type Warning struct {
 // Warnings lists what in c is valid but weakens the set-up outside
 // development, or does nothing, with keys relative to this provider's
 // entry: plain ldap:// to a directory off loopback, a SAML key pair
-// generated at start, a key that this entry does not read (entryKeys). The
+// generated at start, a prompt that keeps offline_access from bringing a
+// refresh token (promptWarnings), a key that this entry does not read
+// (entryKeys). The
 // IdP is built without logging these itself, so that each is said once.
 func (c Config) Warnings() []Warning {
 	resolved, err := c.WithPreset()
@@ -231,6 +240,8 @@ func (c Config) Warnings() []Warning {
 		ws = resolved.samlWarnings()
 	case LDAP:
 		ws = resolved.ldapWarnings()
+	case OIDC:
+		ws = resolved.promptWarnings()
 	}
 	_, ignored := c.ignoredKeys(&resolved)
 	return append(ws, ignored...)

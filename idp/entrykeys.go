@@ -13,7 +13,8 @@ import (
 //
 // single_sign_out and allow_idp_initiated (the proxy's check), trust_email
 // on LDAP and allowed_organizations/allowed_teams off preset github
-// (validateAdmission) are refused where they do nothing, and are not here.
+// (validateAdmission), and prompt on SAML and LDAP (validatePrompt) are
+// refused where they do nothing, and are not here.
 type entryKey struct {
 	name string
 	// set reports whether the user's entry (before its preset, after the

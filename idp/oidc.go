@@ -336,7 +336,11 @@ func (p *oidcProvider) LoginURL(f *Flow) (string, error) {
 		f.Verifier = oauth2.GenerateVerifier()
 		opts = append(opts, oauth2.S256ChallengeOption(f.Verifier))
 	}
-	opts = append(opts, p.offlineAccessOptions(p.cfg.Scopes)...)
+	offline, auto := p.offlineAccess(p.cfg.Scopes)
+	opts = append(opts, offline...)
+	if prompt := p.cfg.loginPrompt(auto); prompt != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", prompt))
+	}
 	return d.oauth.AuthCodeURL(f.State, opts...), nil
 }
 

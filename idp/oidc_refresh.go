@@ -43,27 +43,28 @@ type Refresher interface {
 
 var _ Refresher = (*oidcProvider)(nil)
 
-// offlineAccessOptions are the extra authorization parameters a login needs
-// for the IdP to issue a refresh token when scopes, the entry's, list
-// offline_access: OpenID Connect Core 11 makes offline_access count only
+// offlineAccess is what a login needs for the IdP to issue a refresh token
+// when scopes, the entry's, list offline_access: extra authorization
+// parameters, and the prompt that an entry with prompt auto sends
+// (loginPrompt). OpenID Connect Core 11 makes offline_access count only
 // with prompt=consent. Google and Entra ID do it their own way
 // (googleOfflineAccess, azureOfflineAccess).
-func (p *oidcProvider) offlineAccessOptions(scopes []string) []oauth2.AuthCodeOption {
+func (p *oidcProvider) offlineAccess(scopes []string) (opts []oauth2.AuthCodeOption, prompt string) {
 	if p.cfg.Protocol != OIDC || !slices.Contains(scopes, ScopeOfflineAccess) {
-		return nil
+		return nil, ""
 	}
 	switch p.cfg.Preset {
 	case PresetGoogle:
-		return googleOfflineAccess
+		return googleOfflineAccess, googleOfflineAccessPrompt
 	case PresetAzure:
-		return azureOfflineAccess
+		return azureOfflineAccess, ""
 	}
-	return []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "consent")}
+	return nil, "consent"
 }
 
 // requestScopes are the scopes an entry's logins ask for: scopes, less
 // offline_access at an IdP that refuses it and is asked for a refresh token
-// otherwise (offlineAccessOptions).
+// otherwise (offlineAccess).
 func (p *oidcProvider) requestScopes(scopes []string) []string {
 	if p.cfg.Preset == PresetGoogle && slices.Contains(scopes, ScopeOfflineAccess) {
 		return slices.DeleteFunc(slices.Clone(scopes), func(s string) bool { return s == ScopeOfflineAccess })

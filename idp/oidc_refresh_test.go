@@ -48,8 +48,8 @@ func TestOIDCRefresh(t *testing.T) {
 		if q := mustParse(t, u).Query(); q.Get("prompt") != "consent" || !strings.Contains(q.Get("scope"), ScopeOfflineAccess) {
 			t.Errorf("login URL %s: want prompt=consent with scope offline_access", u)
 		}
-		if opts := h.provider.offlineAccessOptions([]string{"openid", "email"}); len(opts) != 0 {
-			t.Errorf("without offline_access: %d extra parameters, want none", len(opts))
+		if opts, prompt := h.provider.offlineAccess([]string{"openid", "email"}); len(opts) != 0 || prompt != "" {
+			t.Errorf("without offline_access: %d extra parameters and prompt %q, want none", len(opts), prompt)
 		}
 	})
 

@@ -19,10 +19,12 @@ func (c *Config) presetGoogle() error {
 // an entry whose scopes list offline_access: Google refuses that scope
 // (invalid_scope) and issues a refresh token for access_type=offline, and
 // only at the first code exchange of a user's grant unless the login asks
-// for consent again, as each login here must, its session being new
+// for consent again (googleOfflineAccessPrompt), as each login here must,
+// its session being new
 // (https://developers.google.com/identity/openid-connect/openid-connect,
 // https://developers.google.com/identity/protocols/oauth2/web-server#offline).
-var googleOfflineAccess = []oauth2.AuthCodeOption{
-	oauth2.AccessTypeOffline,
-	oauth2.SetAuthURLParam("prompt", "consent"),
-}
+var googleOfflineAccess = []oauth2.AuthCodeOption{oauth2.AccessTypeOffline}
+
+// googleOfflineAccessPrompt is the prompt of googleOfflineAccess, sent
+// unless the entry gives its own (Config.Prompt).
+const googleOfflineAccessPrompt = "consent"

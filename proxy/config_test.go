@@ -1320,3 +1320,38 @@ func TestWarningOfSelectionKeysTheModeDoesNotRead(t *testing.T) {
 		})
 	}
 }
+
+// TestPromptIsCheckedUnderItsEntry: an entry's prompt is refused and warned
+// of under the key the file has, sso.identity_providers[N].prompt.
+func TestPromptIsCheckedUnderItsEntry(t *testing.T) {
+	entry := func(keys string) string {
+		return strings.Replace(minimal, "      client_id: portcullis\n", "      client_id: portcullis\n"+keys, 1)
+	}
+	for _, tc := range []struct {
+		name, yaml, problem string
+		warnings            []string
+	}{
+		{name: "omit without offline_access: valid and quiet", yaml: entry("      prompt: omit\n")},
+		{name: "none is refused", yaml: entry("      prompt: none\n"),
+			problem: "sso.identity_providers[0].prompt: none is refused: the IdP then shows no page and fails the login of every user who has no session there (login_required), which no sign-in here can get past; to send no prompt parameter, write omit"},
+		{name: "an unknown value is refused", yaml: entry("      prompt: force\n"),
+			problem: `sso.identity_providers[0].prompt: unknown value "force" (want auto, omit, or a space-separated list of login, consent and select_account)`},
+		{name: "omit with offline_access is warned of", yaml: entry("      prompt: omit\n      scopes: [openid, email, offline_access]\n"),
+			warnings: []string{"sso.identity_providers[0].prompt: with offline_access in scopes and no consent in prompt, an IdP that follows OpenID Connect Core 11 " +
+				"(oidc-provider, and those built on it) issues no refresh token, and sessions last session.lifetime unrefreshed; Dex, Keycloak, Okta, Auth0 and Authelia issue one without it"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tc.yaml), func(string) string { return "" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = Check(cfg)
+			if got := fmt.Sprint(err); tc.problem == "" && err != nil || tc.problem != "" && got != tc.problem {
+				t.Errorf("Check() = %v\nwant %q", err, tc.problem)
+			}
+			if got := warningLines(Warnings(cfg)); !slices.Equal(got, tc.warnings) {
+				t.Errorf("warnings:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.warnings, "\n  "))
+			}
+		})
+	}
+}

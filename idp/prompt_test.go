@@ -1,0 +1,202 @@
+package idp
+
+import (
+	"encoding/base64"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-proxy/portcullis/test/oidcserver"
+)
+
+// TestPromptValidation: which prompt values an entry may give, and the one
+// problem each refused one is, whole.
+func TestPromptValidation(t *testing.T) {
+	_, _, cert := writeSPKeyPair(t)
+	oidc := Config{ID: "corp", Protocol: OIDC, ServerURL: "https://login.example.com/", ClientID: "cid"}
+	oauth2 := Config{ID: "corp", Protocol: OAuth2, ClientID: "cid", AuthURL: "https://as.example.com/authorize",
+		TokenURL: "https://as.example.com/token", UserinfoURL: "https://as.example.com/user"}
+	google := Config{ID: "google", Preset: PresetGoogle, ClientID: "cid"}
+	saml := Config{ID: "corp", Protocol: SAML, EntityID: "https://idp.example.com", X509Cert: base64.StdEncoding.EncodeToString(cert.Raw),
+		SSOURL: "https://idp.example.com/sso", TrustEmail: true}
+	ldap := ldapTestConfig("ldaps://ad.example.com")
+	const want = "(want auto, omit, or a space-separated list of login, consent and select_account)"
+	tests := []struct {
+		name   string
+		base   Config
+		prompt string
+		want   []string // nil: valid
+	}{
+		{"absent is auto", oidc, "", nil},
+		{"auto is accepted", oidc, "auto", nil},
+		{"omit is accepted", oidc, "omit", nil},
+		{"one value is accepted", oidc, "consent", nil},
+		{"a list is accepted, spaced as written", oidc, "  select_account   consent ", nil},
+		{"every value at once is accepted", oidc, "login consent select_account", nil},
+		{"an OAUTH2 entry takes a list", oauth2, "select_account", nil},
+		{"a preset entry over OIDC takes a list", google, "select_account consent", nil},
+
+		{"none is refused with why and what to write instead", oidc, "none",
+			[]string{"prompt: none is refused: the IdP then shows no page and fails the login of every user who has no session there (login_required), which no sign-in here can get past; to send no prompt parameter, write omit"}},
+		{"none in a list is refused as none", oidc, "login none",
+			[]string{"prompt: none is refused: the IdP then shows no page and fails the login of every user who has no session there (login_required), which no sign-in here can get past; to send no prompt parameter, write omit"}},
+		{"an unknown value is refused naming it", oidc, "force", []string{`prompt: unknown value "force" ` + want}},
+		{"a value in capitals is unknown: the IdP compares them as written", oidc, "Consent", []string{`prompt: unknown value "Consent" ` + want}},
+		{"a comma-separated list is refused", oidc, "login,consent", []string{`prompt: unknown value "login,consent" ` + want}},
+		{"spaces alone are no value", oidc, "  ", []string{`prompt: empty ` + want}},
+		{"omit in a list is refused", oidc, "omit consent", []string{`prompt: omit stands alone, not in a list`}},
+		{"auto in a list is refused", oidc, "login auto", []string{`prompt: auto stands alone, not in a list`}},
+		{"a value listed twice is refused", oidc, "consent login consent", []string{`prompt: consent listed twice`}},
+
+		{"a SAML entry refuses it", saml, "login",
+			[]string{"prompt: OIDC and OAUTH2 only (protocol is SAML); SAML's ForceAuthn is not this key"}},
+		{"an LDAP entry refuses it", ldap, "omit", []string{"prompt: OIDC and OAUTH2 only (protocol is LDAP)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.base
+			c.Prompt = tt.prompt
+			var got []string
+			if err := c.Validate(); err != nil {
+				got = strings.Split(err.Error(), "\n")
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Validate() = %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestPromptWarnings: a prompt that keeps a strict IdP from issuing the
+// refresh token that offline_access asks for is warned of, and only then.
+func TestPromptWarnings(t *testing.T) {
+	offline := []string{"openid", "email", ScopeOfflineAccess}
+	generic := Config{ID: "corp", Protocol: OIDC, ServerURL: "https://login.example.com/", ClientID: "cid", Scopes: offline}
+	const strict = "with offline_access in scopes and no consent in prompt, an IdP that follows OpenID Connect Core 11 " +
+		"(oidc-provider, and those built on it) issues no refresh token, and sessions last session.lifetime unrefreshed; " +
+		"Dex, Keycloak, Okta, Auth0 and Authelia issue one without it"
+	const googleFirst = "with offline_access in scopes and no consent in prompt, Google issues a refresh token only at a user's first consent to this client: " +
+		"sessions of later sign-ins last session.lifetime unrefreshed"
+	with := func(c Config, edit func(c *Config)) Config { edit(&c); return c }
+	tests := []struct {
+		name string
+		c    Config
+		want []Warning
+	}{
+		{"omit with offline_access is warned of", with(generic, func(c *Config) { c.Prompt = "omit" }), []Warning{{"prompt", strict}}},
+		{"a list without consent with offline_access is warned of", with(generic, func(c *Config) { c.Prompt = "login select_account" }), []Warning{{"prompt", strict}}},
+		{"a list with consent is not", with(generic, func(c *Config) { c.Prompt = "select_account consent" }), nil},
+		{"auto is not", with(generic, func(c *Config) { c.Prompt = "auto" }), nil},
+		{"omit without offline_access is not", with(generic, func(c *Config) { c.Prompt, c.Scopes = "omit", nil }), nil},
+		{"google's first consent alone gives a refresh token",
+			Config{ID: "google", Preset: PresetGoogle, ClientID: "cid", Scopes: []string{"openid", "email", ScopeOfflineAccess}, Prompt: "select_account"},
+			[]Warning{{"prompt", googleFirst}}},
+		{"entra ID needs no consent for a refresh token",
+			Config{ID: "azure", Preset: PresetAzure, Tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47", ClientID: "cid", Scopes: []string{"openid", ScopeOfflineAccess}, Prompt: "omit"}, nil},
+		{"keycloak needs no consent for a refresh token",
+			Config{ID: "kc", Preset: PresetKeycloak, ServerURL: "https://kc.example.com/realms/x", ClientID: "cid", Scopes: offline, Prompt: "omit"}, nil},
+		{"an OAUTH2 entry is sent no offline prompt anyway",
+			Config{ID: "corp", Protocol: OAuth2, ClientID: "cid", AuthURL: "https://as.example.com/a", TokenURL: "https://as.example.com/t",
+				UserinfoURL: "https://as.example.com/u", Scopes: []string{ScopeOfflineAccess}, Prompt: "omit"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.c.Validate(); err != nil {
+				t.Fatalf("config does not validate: %v", err)
+			}
+			if got := tt.c.Warnings(); !slices.Equal(got, tt.want) {
+				t.Errorf("Warnings() = %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestPromptInLoginURL: the authorization request carries exactly the
+// prompt the entry gives, in place of the one offline_access would bring,
+// and no prompt with omit; a preset's other offline parameters stay (the
+// IdPs stood in for by oidc-provider at server_url: only the request is
+// checked).
+func TestPromptInLoginURL(t *testing.T) {
+	public := callbackCatcher(t)
+	o := testOptions(public.URL, false)
+	idpServer := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{o.CallbackURL("oidc", testIdP, "callback")}})
+	offline := []string{"openid", "email", ScopeOfflineAccess}
+	tests := []struct {
+		name string
+		c    Config
+		want map[string][]string // nil: the parameter is absent
+	}{
+		{"auto with offline_access asks for consent", Config{Protocol: OIDC, Scopes: offline},
+			map[string][]string{"prompt": {"consent"}}},
+		{"omit sends no prompt, even with offline_access", Config{Protocol: OIDC, Scopes: offline, Prompt: "omit"},
+			map[string][]string{"prompt": nil, "scope": {"openid email offline_access"}}},
+		{"a list replaces the automatic consent", Config{Protocol: OIDC, Scopes: offline, Prompt: "login"},
+			map[string][]string{"prompt": {"login"}}},
+		{"a list is sent as written, one space apart", Config{Protocol: OIDC, Scopes: offline, Prompt: " select_account  consent"},
+			map[string][]string{"prompt": {"select_account consent"}}},
+		{"a list is sent without offline_access too", Config{Protocol: OIDC, Prompt: "select_account"},
+			map[string][]string{"prompt": {"select_account"}}},
+		{"an OAUTH2 entry sends its list", Config{Protocol: OAuth2, AuthURL: "{issuer}/auth", TokenURL: "{issuer}/token", UserinfoURL: "{issuer}/me", Prompt: "login"},
+			map[string][]string{"prompt": {"login"}}},
+		{"google keeps access_type=offline under the entry's prompt", Config{Preset: PresetGoogle, Scopes: offline, Prompt: "select_account consent"},
+			map[string][]string{"prompt": {"select_account consent"}, "access_type": {"offline"}, "scope": {"openid email"}}},
+		{"google with omit keeps access_type=offline and sends no prompt", Config{Preset: PresetGoogle, Scopes: offline, Prompt: "omit"},
+			map[string][]string{"prompt": nil, "access_type": {"offline"}}},
+		{"azure sends the entry's prompt", Config{Preset: PresetAzure, Tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47", Scopes: offline, Prompt: "select_account"},
+			map[string][]string{"prompt": {"select_account"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.c
+			c.ID, c.ClientID, c.ClientSecret = testIdP, idpServer.ClientID, idpServer.ClientSecret
+			if c.Protocol == OIDC || c.Preset != "" {
+				c.ServerURL = idpServer.Issuer
+			}
+			for _, u := range []*string{&c.AuthURL, &c.TokenURL, &c.UserinfoURL} {
+				*u = strings.ReplaceAll(*u, "{issuer}", idpServer.Issuer)
+			}
+			p := startOIDC(t, c, o)
+			waitReady(t, p, 10*time.Second)
+			u, err := p.LoginURL(&Flow{State: "state-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := mustParse(t, u).Query()
+			for name, want := range tt.want {
+				if got := q[name]; !slices.Equal(got, want) {
+					t.Errorf("%s = %q, want %q (login URL %s)", name, got, want, u)
+				}
+			}
+		})
+	}
+}
+
+// TestPromptAtAStrictIdP: what the warning of TestPromptWarnings says,
+// at oidc-provider, which follows OpenID Connect Core 11: with omit and
+// offline_access the user signs in, and no refresh token is issued; a
+// list with consent brings one.
+func TestPromptAtAStrictIdP(t *testing.T) {
+	tests := []struct {
+		prompt      string
+		wantRefresh bool
+	}{
+		{"omit", false},
+		{"login", false},
+		{"login consent", true},
+	}
+	for _, tt := range tests {
+		t.Run("prompt "+tt.prompt, func(t *testing.T) {
+			h := newOIDCHarness(t, oidcserver.Options{}, Config{Scopes: offlineScopes, Prompt: tt.prompt}, true)
+			f, cb := h.login(t, oidcserver.Alice, oidcserver.AlicePassword)
+			profile, tokens, err := h.provider.Complete(cb, f)
+			if err != nil {
+				t.Fatalf("Complete: %v", err)
+			}
+			wantAlice(t, profile)
+			if got := tokens.RefreshToken != ""; got != tt.wantRefresh {
+				t.Errorf("refresh token issued: %v, want %v", got, tt.wantRefresh)
+			}
+		})
+	}
+}
