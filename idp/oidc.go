@@ -91,6 +91,8 @@ type oidcProvider struct {
 	rediscovered  atomic.Int64 // Unix ns
 	// rediscoverFailed says the read begun at rediscovered failed.
 	rediscoverFailed atomic.Bool
+	// noRefreshTokenWarned: warnNoRefreshToken has logged.
+	noRefreshTokenWarned atomic.Bool
 }
 
 func newOIDC(ctx context.Context, c Config, o Options) (Provider, error) {
@@ -423,6 +425,7 @@ func (p *oidcProvider) Complete(r *http.Request, f *Flow) (*Profile, *Tokens, er
 		tokens.SID, _ = claims["sid"].(string)
 	}
 	tokens.keepIDToken(p.cfg.SingleSignOut)
+	p.warnNoRefreshToken(tokens.RefreshToken)
 	return profile, tokens, nil
 }
 

@@ -82,29 +82,47 @@ func (c *Config) loginPrompt(auto string) string {
 	return strings.Join(strings.Fields(c.Prompt), " ")
 }
 
-// promptWarnings: a prompt without consent on an entry whose scopes list
-// offline_access, at an IdP that then issues no refresh token (c resolved
-// with its preset). Which IdPs do is not known from the configuration:
-// the warning says which do not mind.
+// asksNoConsent reports whether c's prompt is one of the entry's own that
+// lacks consent (omit, or a list without it).
+func (c *Config) asksNoConsent() bool {
+	return c.Prompt != "" && c.Prompt != PromptAuto && !slices.Contains(strings.Fields(c.Prompt), "consent")
+}
+
+// promptWarnings: a prompt without consent on an entry of preset google
+// whose scopes list offline_access (c resolved with its preset), which
+// then gets a refresh token at a user's first sign-in only. An entry
+// without a preset is not warned of here: whether its IdP needs consent
+// for a refresh token (OpenID Connect Core 11, oidc-provider) or shows an
+// approval page for it at every login and issues one without (Dex) is
+// not in the configuration, and a warning on the set-up that Dex needs
+// could not be silenced. Its first login without a refresh token says so
+// instead (warnNoRefreshToken).
 func (c *Config) promptWarnings() []Warning {
-	if c.Protocol != OIDC || !slices.Contains(c.Scopes, ScopeOfflineAccess) ||
-		c.Prompt == "" || c.Prompt == PromptAuto || slices.Contains(strings.Fields(c.Prompt), "consent") {
+	if c.Preset != PresetGoogle || !slices.Contains(c.Scopes, ScopeOfflineAccess) || !c.asksNoConsent() {
 		return nil
 	}
-	const lead = "with offline_access in scopes and no consent in prompt, "
-	switch c.Preset {
-	case "":
-		// OpenID Connect Core 11: offline_access is ignored unless prompt
-		// has consent. oidc-provider follows it (TestPromptAtAStrictIdP).
-		return []Warning{{"prompt", lead + "an IdP that follows OpenID Connect Core 11 (oidc-provider, and those built on it) issues no refresh token, " +
-			"and sessions last session.lifetime unrefreshed; Dex, Keycloak, Okta, Auth0 and Authelia issue one without it"}}
-	case PresetGoogle:
-		// googleOfflineAccess: the refresh token comes with the first
-		// code exchange of a user's grant, or again with consent.
-		return []Warning{{"prompt", lead + "Google issues a refresh token only at a user's first consent to this client: " +
-			"sessions of later sign-ins last session.lifetime unrefreshed"}}
+	// googleOfflineAccess: the refresh token comes with the first code
+	// exchange of a user's grant, or again with consent.
+	return []Warning{{"prompt", "with offline_access in scopes and no consent in prompt, Google issues a refresh token only at a user's first consent to this client: " +
+		"sessions of later sign-ins last session.lifetime unrefreshed"}}
+}
+
+// warnNoRefreshToken logs, once for this provider, a login that asked for
+// a refresh token (offline_access in scopes) and that the IdP answered
+// without one (refreshToken empty): its session, and each like it, lasts
+// session.lifetime unrefreshed. With a prompt without consent, the
+// likely cause is named: an IdP that follows OpenID Connect Core 11
+// (oidc-provider) ignores offline_access without it.
+func (p *oidcProvider) warnNoRefreshToken(refreshToken string) {
+	if refreshToken != "" || p.cfg.Protocol != OIDC || !slices.Contains(p.cfg.Scopes, ScopeOfflineAccess) ||
+		!p.noRefreshTokenWarned.CompareAndSwap(false, true) {
+		return
 	}
-	// Entra ID issues one for the scope alone; the other presets' IdPs
-	// (Keycloak, Okta, Auth0, GitLab, Cognito) without consent too.
-	return nil
+	const msg = "oidc: a login asked for a refresh token (offline_access in scopes) and the IdP issued none: such sessions last session.lifetime unrefreshed"
+	if p.cfg.asksNoConsent() {
+		p.log.Warn(msg+"; prompt asks no consent, without which an IdP that follows OpenID Connect Core 11 (oidc-provider, and those built on it) issues none: "+
+			"leave prompt out (auto), or list consent in it", "prompt", p.cfg.Prompt)
+		return
+	}
+	p.log.Warn(msg + "; check that the IdP's client may use the refresh_token grant")
 }

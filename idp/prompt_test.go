@@ -1,7 +1,10 @@
 package idp
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -68,37 +71,35 @@ func TestPromptValidation(t *testing.T) {
 	}
 }
 
-// TestPromptWarnings: a prompt that keeps a strict IdP from issuing the
-// refresh token that offline_access asks for is warned of, and only then.
+// TestPromptWarnings: check warns of a prompt that keeps an IdP known to
+// need consent from issuing the refresh token that offline_access asks
+// for, and only then: whether an entry without a preset's IdP does (as
+// oidc-provider) or not (as Dex) is not in the configuration, and its
+// login says so (TestPromptWithoutConsentAtAStrictIdPIsLoggedAtLogin).
 func TestPromptWarnings(t *testing.T) {
 	offline := []string{"openid", "email", ScopeOfflineAccess}
 	generic := Config{ID: "corp", Protocol: OIDC, ServerURL: "https://login.example.com/", ClientID: "cid", Scopes: offline}
-	const strict = "with offline_access in scopes and no consent in prompt, an IdP that follows OpenID Connect Core 11 " +
-		"(oidc-provider, and those built on it) issues no refresh token, and sessions last session.lifetime unrefreshed; " +
-		"Dex, Keycloak, Okta, Auth0 and Authelia issue one without it"
 	const googleFirst = "with offline_access in scopes and no consent in prompt, Google issues a refresh token only at a user's first consent to this client: " +
 		"sessions of later sign-ins last session.lifetime unrefreshed"
+	google := Config{ID: "google", Preset: PresetGoogle, ClientID: "cid", Scopes: offline}
 	with := func(c Config, edit func(c *Config)) Config { edit(&c); return c }
 	tests := []struct {
 		name string
 		c    Config
 		want []Warning
 	}{
-		{"omit with offline_access is warned of", with(generic, func(c *Config) { c.Prompt = "omit" }), []Warning{{"prompt", strict}}},
-		{"a list without consent with offline_access is warned of", with(generic, func(c *Config) { c.Prompt = "login select_account" }), []Warning{{"prompt", strict}}},
-		{"a list with consent is not", with(generic, func(c *Config) { c.Prompt = "select_account consent" }), nil},
-		{"auto is not", with(generic, func(c *Config) { c.Prompt = "auto" }), nil},
-		{"omit without offline_access is not", with(generic, func(c *Config) { c.Prompt, c.Scopes = "omit", nil }), nil},
-		{"google's first consent alone gives a refresh token",
-			Config{ID: "google", Preset: PresetGoogle, ClientID: "cid", Scopes: []string{"openid", "email", ScopeOfflineAccess}, Prompt: "select_account"},
-			[]Warning{{"prompt", googleFirst}}},
+		{"google with a list without consent: a refresh token at the first consent only",
+			with(google, func(c *Config) { c.Prompt = "select_account" }), []Warning{{"prompt", googleFirst}}},
+		{"google with omit: the same", with(google, func(c *Config) { c.Prompt = "omit" }), []Warning{{"prompt", googleFirst}}},
+		{"google with consent listed: nothing", with(google, func(c *Config) { c.Prompt = "select_account consent" }), nil},
+		{"google with auto: nothing", with(google, func(c *Config) { c.Prompt = "auto" }), nil},
+		{"google without offline_access: nothing", with(google, func(c *Config) { c.Prompt, c.Scopes = "select_account", nil }), nil},
+		{"an entry without a preset with omit: nothing, Dex's set-up", with(generic, func(c *Config) { c.Prompt = "omit" }), nil},
+		{"an entry without a preset with a list without consent: nothing", with(generic, func(c *Config) { c.Prompt = "login select_account" }), nil},
 		{"entra ID needs no consent for a refresh token",
 			Config{ID: "azure", Preset: PresetAzure, Tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47", ClientID: "cid", Scopes: []string{"openid", ScopeOfflineAccess}, Prompt: "omit"}, nil},
 		{"keycloak needs no consent for a refresh token",
 			Config{ID: "kc", Preset: PresetKeycloak, ServerURL: "https://kc.example.com/realms/x", ClientID: "cid", Scopes: offline, Prompt: "omit"}, nil},
-		{"an OAUTH2 entry is sent no offline prompt anyway",
-			Config{ID: "corp", Protocol: OAuth2, ClientID: "cid", AuthURL: "https://as.example.com/a", TokenURL: "https://as.example.com/t",
-				UserinfoURL: "https://as.example.com/u", Scopes: []string{ScopeOfflineAccess}, Prompt: "omit"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,10 +173,9 @@ func TestPromptInLoginURL(t *testing.T) {
 	}
 }
 
-// TestPromptAtAStrictIdP: what the warning of TestPromptWarnings says,
-// at oidc-provider, which follows OpenID Connect Core 11: with omit and
-// offline_access the user signs in, and no refresh token is issued; a
-// list with consent brings one.
+// TestPromptAtAStrictIdP: at oidc-provider, which follows OpenID Connect
+// Core 11, with omit and offline_access the user signs in, and no refresh
+// token is issued; a list with consent brings one.
 func TestPromptAtAStrictIdP(t *testing.T) {
 	tests := []struct {
 		prompt      string
@@ -196,6 +196,60 @@ func TestPromptAtAStrictIdP(t *testing.T) {
 			wantAlice(t, profile)
 			if got := tokens.RefreshToken != ""; got != tt.wantRefresh {
 				t.Errorf("refresh token issued: %v, want %v", got, tt.wantRefresh)
+			}
+		})
+	}
+}
+
+// TestPromptWithoutConsentAtAStrictIdPIsLoggedAtLogin: a login that asked
+// for a refresh token and got none is logged at WARN, once for the entry,
+// naming the prompt without consent where it is the cause; at an IdP that
+// issues one without consent (Dex, stood in for by a client that gets one
+// at every code exchange) nothing is logged.
+func TestPromptWithoutConsentAtAStrictIdPIsLoggedAtLogin(t *testing.T) {
+	tests := []struct {
+		name, prompt string
+		dexLike      bool
+		want         []string // WARN messages, in order
+	}{
+		{"omit at a strict IdP is logged once", "omit", false, []string{
+			"oidc: a login asked for a refresh token (offline_access in scopes) and the IdP issued none: such sessions last session.lifetime unrefreshed; " +
+				"prompt asks no consent, without which an IdP that follows OpenID Connect Core 11 (oidc-provider, and those built on it) issues none: leave prompt out (auto), or list consent in it"}},
+		{"omit at an IdP that needs no consent is not", "omit", true, nil},
+		{"auto at a strict IdP is not: it asks for consent", "auto", false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			public := callbackCatcher(t)
+			o := testOptions(public.URL, true)
+			var logs bytes.Buffer
+			o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			callback := o.CallbackURL("oidc", testIdP, "callback")
+			idpServer := oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{callback},
+				Clients: []oidcserver.Client{{ID: "dex-like", RedirectURIs: []string{callback}, RefreshTokens: "always"}}})
+			c := Config{ID: testIdP, Protocol: OIDC, ServerURL: idpServer.Issuer, ClientID: idpServer.ClientID, ClientSecret: idpServer.ClientSecret,
+				Scopes: offlineScopes, Prompt: tt.prompt}
+			if tt.dexLike {
+				c.ClientID = "dex-like"
+			}
+			h := &oidcHarness{idp: idpServer, public: public, provider: startOIDC(t, c, o)}
+			waitReady(t, h.provider, 10*time.Second)
+			for range 2 {
+				f, cb := h.login(t, oidcserver.Alice, oidcserver.AlicePassword)
+				if _, _, err := h.provider.Complete(cb, f); err != nil {
+					t.Fatalf("Complete: %v", err)
+				}
+			}
+			var got []string
+			for line := range strings.Lines(logs.String()) {
+				var rec struct{ Msg string }
+				if err := json.Unmarshal([]byte(line), &rec); err != nil {
+					t.Fatalf("log line %q: %v", line, err)
+				}
+				got = append(got, rec.Msg)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("WARN lines after two logins:\n  %q\nwant\n  %q", got, tt.want)
 			}
 		})
 	}

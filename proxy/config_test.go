@@ -1336,9 +1336,12 @@ func TestPromptIsCheckedUnderItsEntry(t *testing.T) {
 			problem: "sso.identity_providers[0].prompt: none is refused: the IdP then shows no page and fails the login of every user who has no session there (login_required), which no sign-in here can get past; to send no prompt parameter, write omit"},
 		{name: "an unknown value is refused", yaml: entry("      prompt: force\n"),
 			problem: `sso.identity_providers[0].prompt: unknown value "force" (want auto, omit, or a space-separated list of login, consent and select_account)`},
-		{name: "omit with offline_access is warned of", yaml: entry("      prompt: omit\n      scopes: [openid, email, offline_access]\n"),
-			warnings: []string{"sso.identity_providers[0].prompt: with offline_access in scopes and no consent in prompt, an IdP that follows OpenID Connect Core 11 " +
-				"(oidc-provider, and those built on it) issues no refresh token, and sessions last session.lifetime unrefreshed; Dex, Keycloak, Okta, Auth0 and Authelia issue one without it"}},
+		{name: "omit with offline_access at an IdP that may not need consent: valid and quiet", yaml: entry("      prompt: omit\n      scopes: [openid, email, offline_access]\n")},
+		{name: "google without consent with offline_access is warned of",
+			yaml: strings.Replace(strings.Replace(minimal, "      protocol: OIDC\n      server_url: https://login.example.com/\n", "      preset: google\n", 1),
+				"      client_id: portcullis\n", "      client_id: portcullis\n      scopes: [openid, email, profile, offline_access]\n      prompt: select_account\n", 1),
+			warnings: []string{"sso.identity_providers[0].prompt: with offline_access in scopes and no consent in prompt, Google issues a refresh token only at a user's first consent to this client: " +
+				"sessions of later sign-ins last session.lifetime unrefreshed"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := ParseConfig([]byte(tc.yaml), func(string) string { return "" })
