@@ -31,23 +31,7 @@ import (
 func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 	s, op, tokens := startBackchannelStack(t, nil)
 
-	forger, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forge := func(kid string, issued time.Time) string {
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: forger},
-			(&jose.SignerOptions{}).WithType("logout+jwt").WithHeader("kid", kid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := jwt.Signed(signer).Claims(map[string]any{"iss": op.Issuer, "aud": "portcullis", "iat": issued.Unix(),
-			"jti": rand.Text(), "sub": oidcserver.Alice, "events": map[string]any{idp.BackchannelLogoutEvent: map[string]any{}}}).Serialize()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return raw
-	}
+	forge := logoutTokenForger(t, op.Issuer)
 	post := func(token string) logoutAnswer { return postLogoutToken(t, s.base, "company", token) }
 	signedIn := func(session []*http.Cookie) int { return sessionAnswers(t, s.base, session) }
 	kidOf := func(raw string) string {
@@ -63,31 +47,13 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 	// loaded that they did not is seen (the token is taken at once,
 	// the keys fetched for it), and the whole is done again.
 	for attempt := 1; ; attempt++ {
-		jar, _ := cookiejar.New(nil)
-		browser := &http.Client{Jar: jar, Timeout: time.Minute}
-		resp := oidcserver.Login(t, browser, s.base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("login: %d", resp.StatusCode)
-		}
-		session := jar.Cookies(resp.Request.URL)
+		browser, session := aliceSignsIn(t, s.base)
 
 		// A forged token naming a kid never published: once the floor
 		// allows, its check fetches the keys, which do not have its kid,
 		// and it is refused as invalid; within the floor of an earlier
 		// fetch it is to be sent again.
-		waitFor(t, "a forged logout token to have the keys fetched", func() bool {
-			a := post(forge("never-published", time.Now()))
-			switch {
-			case a.code == http.StatusBadRequest:
-				return true
-			case a.code == http.StatusServiceUnavailable && a.retryAfter >= 1 && a.retryAfter <= 10:
-				time.Sleep(time.Duration(a.retryAfter) * time.Second)
-				return false
-			}
-			t.Fatalf("a forged logout token: %d (Retry-After %d) %s", a.code, a.retryAfter, a.body)
-			return false
-		})
+		haveKeysFetched(t, post, forge)
 		kids := op.RotateKeysInPlace(t)
 		oidcserver.Logout(t, browser, op.Issuer+"/session/end").Body.Close()
 		var token string
@@ -164,57 +130,13 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 // signed with the new key, has the keys fetched again at once (no floor).
 func TestBackchannelLogoutSignedWithANewKeyUnderTheSameKid(t *testing.T) {
 	s, op, tokens := startBackchannelStack(t, nil)
-	forger, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forge := func(kid string, issued time.Time) string {
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: forger},
-			(&jose.SignerOptions{}).WithType("logout+jwt").WithHeader("kid", kid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := jwt.Signed(signer).Claims(map[string]any{"iss": op.Issuer, "aud": "portcullis", "iat": issued.Unix(),
-			"jti": rand.Text(), "sub": oidcserver.Alice, "events": map[string]any{idp.BackchannelLogoutEvent: map[string]any{}}}).Serialize()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return raw
-	}
+	forge := logoutTokenForger(t, op.Issuer)
 	post := func(token string) logoutAnswer { return postLogoutToken(t, s.base, "company", token) }
-	login := func() []*http.Cookie {
-		jar, _ := cookiejar.New(nil)
-		browser := &http.Client{Jar: jar, Timeout: time.Minute}
-		resp := oidcserver.Login(t, browser, s.base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("login: %d", resp.StatusCode)
-		}
-		return jar.Cookies(resp.Request.URL)
-	}
 
 	for attempt := 1; ; attempt++ {
-		jar, _ := cookiejar.New(nil)
-		browser := &http.Client{Jar: jar, Timeout: time.Minute}
-		resp := oidcserver.Login(t, browser, s.base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("login: %d", resp.StatusCode)
-		}
-		session := jar.Cookies(resp.Request.URL)
+		browser, session := aliceSignsIn(t, s.base)
 
-		waitFor(t, "a forged logout token to have the keys fetched", func() bool {
-			a := post(forge("never-published", time.Now()))
-			switch {
-			case a.code == http.StatusBadRequest:
-				return true
-			case a.code == http.StatusServiceUnavailable && a.retryAfter >= 1 && a.retryAfter <= 10:
-				time.Sleep(time.Duration(a.retryAfter) * time.Second)
-				return false
-			}
-			t.Fatalf("a forged logout token: %d (Retry-After %d) %s", a.code, a.retryAfter, a.body)
-			return false
-		})
+		haveKeysFetched(t, post, forge)
 		fetched := time.Now()
 		kids := op.RotateKeysKeepingKids(t)
 		oidcserver.Logout(t, browser, op.Issuer+"/session/end").Body.Close()
@@ -283,7 +205,8 @@ func TestBackchannelLogoutSignedWithANewKeyUnderTheSameKid(t *testing.T) {
 
 		// A login after the rotation: its ID token is signed with the new
 		// key under the kid whose old key the login's keys held.
-		if code := sessionAnswers(t, s.base, login()); code != http.StatusOK {
+		_, again := aliceSignsIn(t, s.base)
+		if code := sessionAnswers(t, s.base, again); code != http.StatusOK {
 			t.Errorf("a session from a login after the rotation: %d, want 200", code)
 		}
 		return
@@ -303,4 +226,61 @@ func fetchBody(t *testing.T, u string) string {
 		t.Fatalf("GET %s: %d %v", u, resp.StatusCode, err)
 	}
 	return string(b)
+}
+
+// logoutTokenForger signs logout tokens for alice at issuer with a key of
+// its own, under the kid and iat asked for.
+func logoutTokenForger(t *testing.T, issuer string) func(kid string, issued time.Time) string {
+	t.Helper()
+	forger, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(kid string, issued time.Time) string {
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: forger},
+			(&jose.SignerOptions{}).WithType("logout+jwt").WithHeader("kid", kid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := jwt.Signed(signer).Claims(map[string]any{"iss": issuer, "aud": "portcullis", "iat": issued.Unix(),
+			"jti": rand.Text(), "sub": oidcserver.Alice, "events": map[string]any{idp.BackchannelLogoutEvent: map[string]any{}}}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+}
+
+// aliceSignsIn logs alice in through the proxy at base, entry company, and
+// returns her browser and its session cookies.
+func aliceSignsIn(t *testing.T, base string) (*http.Client, []*http.Cookie) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Timeout: time.Minute}
+	resp := oidcserver.Login(t, browser, base+"/.portcullis/login/company?rd=/tasks", oidcserver.Alice, oidcserver.AlicePassword)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d", resp.StatusCode)
+	}
+	return browser, jar.Cookies(resp.Request.URL)
+}
+
+// haveKeysFetched posts forged logout tokens naming a kid never published
+// until one is refused as invalid: its check fetched the IdP's keys, which
+// lack that kid. Within the floor of an earlier fetch each is to be sent
+// again after its Retry-After.
+func haveKeysFetched(t *testing.T, post func(string) logoutAnswer, forge func(string, time.Time) string) {
+	t.Helper()
+	waitFor(t, "a forged logout token to have the keys fetched", func() bool {
+		a := post(forge("never-published", time.Now()))
+		switch {
+		case a.code == http.StatusBadRequest:
+			return true
+		case a.code == http.StatusServiceUnavailable && a.retryAfter >= 1 && a.retryAfter <= 10:
+			time.Sleep(time.Duration(a.retryAfter) * time.Second)
+			return false
+		}
+		t.Fatalf("a forged logout token: %d (Retry-After %d) %s", a.code, a.retryAfter, a.body)
+		return false
+	})
 }
