@@ -188,18 +188,24 @@ func TestPresetOfflineAccess(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := tt.c
 			c.ID, c.ServerURL, c.ClientID, c.ClientSecret = testIdP, idpServer.Issuer, idpServer.ClientID, idpServer.ClientSecret
-			p := startOIDC(t, c, o)
-			waitReady(t, p, 10*time.Second)
-			u, err := p.LoginURL(&Flow{State: "state-1"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			q := mustParse(t, u).Query()
-			for name, want := range tt.want {
-				if got := q[name]; !slices.Equal(got, want) {
-					t.Errorf("%s = %q, want %q (login URL %s)", name, got, want, u)
-				}
-			}
+			checkLoginParams(t, startOIDC(t, c, o), tt.want)
 		})
+	}
+}
+
+// checkLoginParams checks that p's login URL, once p is ready, carries each
+// parameter of want with exactly its values (nil: absent).
+func checkLoginParams(t *testing.T, p *oidcProvider, want url.Values) {
+	t.Helper()
+	waitReady(t, p, 10*time.Second)
+	u, err := p.LoginURL(&Flow{State: "state-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := mustParse(t, u).Query()
+	for name, values := range want {
+		if got := q[name]; !slices.Equal(got, values) {
+			t.Errorf("%s = %q, want %q (login URL %s)", name, got, values, u)
+		}
 	}
 }

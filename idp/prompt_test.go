@@ -157,18 +157,7 @@ func TestPromptInLoginURL(t *testing.T) {
 			for _, u := range []*string{&c.AuthURL, &c.TokenURL, &c.UserinfoURL} {
 				*u = strings.ReplaceAll(*u, "{issuer}", idpServer.Issuer)
 			}
-			p := startOIDC(t, c, o)
-			waitReady(t, p, 10*time.Second)
-			u, err := p.LoginURL(&Flow{State: "state-1"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			q := mustParse(t, u).Query()
-			for name, want := range tt.want {
-				if got := q[name]; !slices.Equal(got, want) {
-					t.Errorf("%s = %q, want %q (login URL %s)", name, got, want, u)
-				}
-			}
+			checkLoginParams(t, startOIDC(t, c, o), tt.want)
 		})
 	}
 }
