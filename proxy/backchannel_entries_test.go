@@ -138,15 +138,7 @@ rules:
 	// The IdP's retries, once it answers, after Retry-After each.
 	op.Resume()
 	resumed = true
-	a := first
-	waitFor(t, "the logout token sent again to be taken", func() bool {
-		time.Sleep(time.Duration(a.retryAfter) * time.Second)
-		a = post(token)
-		if a.code != http.StatusOK && a.code != http.StatusServiceUnavailable {
-			t.Fatalf("the logout token sent again: %d %s", a.code, a.body)
-		}
-		return a.code == http.StatusOK
-	})
+	sendAgainUntilTaken(t, post, token, first)
 	if signedIn(atGroups) {
 		t.Error("alice signed in at company-groups after the logout token was taken")
 	}

@@ -71,11 +71,7 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 			t.Logf("attempt %d: the IdP's logout token came after the floor and was taken at once; again", attempt)
 			continue
 		}
-		if first.code != http.StatusServiceUnavailable || first.retryAfter < 1 || first.retryAfter > 10 ||
-			!strings.Contains(first.body, "temporarily_unavailable") {
-			t.Fatalf("the IdP's logout token, signed with its new key within the floor: %d (Retry-After %d) %s; "+
-				"want 503 temporarily_unavailable with Retry-After 1 to 10", first.code, first.retryAfter, first.body)
-		}
+		mustBeSentAgain(t, "the IdP's logout token, signed with its new key within the floor", first)
 		t.Logf("attempt %d: the IdP's logout token answered 503, Retry-After %d", attempt, first.retryAfter)
 		if code := signedIn(session); code != http.StatusOK {
 			t.Errorf("alice's session after the 503: %d, want 200 (not ended)", code)
@@ -98,15 +94,7 @@ func TestBackchannelLogoutSignedWithAKeyRotatedWithinTheFloor(t *testing.T) {
 		}
 
 		// The IdP's retry, after Retry-After, ends the session.
-		a := first
-		waitFor(t, "the logout token sent again to be taken", func() bool {
-			time.Sleep(time.Duration(a.retryAfter) * time.Second)
-			a = post(token)
-			if a.code != http.StatusOK && a.code != http.StatusServiceUnavailable {
-				t.Fatalf("the logout token sent again: %d %s", a.code, a.body)
-			}
-			return a.code == http.StatusOK
-		})
+		sendAgainUntilTaken(t, post, token, first)
 		if code := signedIn(session); code != http.StatusUnauthorized {
 			t.Errorf("alice's session after the logout token was taken: %d, want 401", code)
 		}
@@ -166,11 +154,7 @@ func TestBackchannelLogoutSignedWithANewKeyUnderTheSameKid(t *testing.T) {
 			t.Logf("attempt %d: the IdP's logout token came after the floor and was taken at once; again", attempt)
 			continue
 		}
-		if first.code != http.StatusServiceUnavailable || first.retryAfter < 1 || first.retryAfter > 10 ||
-			!strings.Contains(first.body, "temporarily_unavailable") {
-			t.Fatalf("the IdP's logout token, signed with its new key under the kid kept, within the floor: %d (Retry-After %d) %s; "+
-				"want 503 temporarily_unavailable with Retry-After 1 to 10", first.code, first.retryAfter, first.body)
-		}
+		mustBeSentAgain(t, "the IdP's logout token, signed with its new key under the kid kept, within the floor", first)
 		t.Logf("attempt %d: the IdP's logout token answered 503, Retry-After %d", attempt, first.retryAfter)
 		if forgedFirst.code != http.StatusServiceUnavailable {
 			t.Errorf("a forged logout token under the kid, issued since the keys were fetched, within the floor: %d %s, want 503",
@@ -183,15 +167,7 @@ func TestBackchannelLogoutSignedWithANewKeyUnderTheSameKid(t *testing.T) {
 			t.Errorf("a forged logout token under the kid, issued a minute before the keys were fetched: %d %s, want 400", a.code, a.body)
 		}
 
-		a := first
-		waitFor(t, "the logout token sent again to be taken", func() bool {
-			time.Sleep(time.Duration(a.retryAfter) * time.Second)
-			a = post(token)
-			if a.code != http.StatusOK && a.code != http.StatusServiceUnavailable {
-				t.Fatalf("the logout token sent again: %d %s", a.code, a.body)
-			}
-			return a.code == http.StatusOK
-		})
+		sendAgainUntilTaken(t, post, token, first)
 		if code := sessionAnswers(t, s.base, session); code != http.StatusUnauthorized {
 			t.Errorf("alice's session after the logout token was taken: %d, want 401", code)
 		}
@@ -290,5 +266,31 @@ func haveKeysFetched(t *testing.T, post func(string) logoutAnswer, forge func(st
 		}
 		t.Fatalf("a forged logout token: %d (Retry-After %d) %s", a.code, a.retryAfter, a.body)
 		return false
+	})
+}
+
+// mustBeSentAgain fails t unless a, the answer to what, is 503
+// temporarily_unavailable with a Retry-After within the 10 s floor.
+func mustBeSentAgain(t *testing.T, what string, a logoutAnswer) {
+	t.Helper()
+	if a.code != http.StatusServiceUnavailable || a.retryAfter < 1 || a.retryAfter > 10 ||
+		!strings.Contains(a.body, "temporarily_unavailable") {
+		t.Fatalf("%s: %d (Retry-After %d) %s; want 503 temporarily_unavailable with Retry-After 1 to 10", what, a.code, a.retryAfter, a.body)
+	}
+}
+
+// sendAgainUntilTaken posts token again, after each answer's Retry-After
+// (first's to begin with), as an IdP retries, until it is taken (200);
+// any answer but 200 or 503 fails t.
+func sendAgainUntilTaken(t *testing.T, post func(string) logoutAnswer, token string, first logoutAnswer) {
+	t.Helper()
+	a := first
+	waitFor(t, "the logout token sent again to be taken", func() bool {
+		time.Sleep(time.Duration(a.retryAfter) * time.Second)
+		a = post(token)
+		if a.code != http.StatusOK && a.code != http.StatusServiceUnavailable {
+			t.Fatalf("the logout token sent again: %d %s", a.code, a.body)
+		}
+		return a.code == http.StatusOK
 	})
 }
