@@ -176,7 +176,7 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Redirect: rd, Created: h.now().Unix()}
 	target, err := redirector.LoginURL(f)
 	if err == nil {
-		err = h.flows.Start(w, r, session.LoginFlow, f, p.answersByPost())
+		err = h.startFlow(w, r, session.LoginFlow, f, p.answersByPost())
 	}
 	if err != nil {
 		h.log.Error("cannot start login", "idp", p.cfg.ID, "err", err)
@@ -184,6 +184,39 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// startFlow starts flow f (session.Flows.Start). A page to go back to too
+// long for the flow's cookie (a query of kilobytes: rd may have 4096
+// bytes, the cookie holds about half that) is given up for less rather
+// than the login: the same page without its query, else public_url's
+// root. f.Redirect is then the one kept. The IdP's URL does not hold it,
+// so one built from f already stays right.
+func (h *Handler) startFlow(w http.ResponseWriter, r *http.Request, kind session.FlowKind, f *idp.Flow, postedCrossSite bool) error {
+	err := h.flows.Start(w, r, kind, f, postedCrossSite)
+	for _, less := range h.shorterRedirects(f.Redirect) {
+		if !errors.Is(err, session.ErrFlowTooLarge) {
+			break
+		}
+		h.log.Info("login: the page to go back to is too long to keep through the sign-in; going back to a shorter one",
+			"idp", f.IdP, "kind", kind, "length", len(f.Redirect), "to", less)
+		f.Redirect = less
+		err = h.flows.Start(w, r, kind, f, postedCrossSite)
+	}
+	return err
+}
+
+// shorterRedirects are what startFlow tries in place of rd, a safeRedirect
+// result, in order: rd without its query, and public_url's root.
+func (h *Handler) shorterRedirects(rd string) []string {
+	home := h.safeRedirect("")
+	if rd == "" || rd == home {
+		return nil
+	}
+	if path, _, ok := strings.Cut(rd, "?"); ok && path != home {
+		return []string{path, home}
+	}
+	return []string{home}
 }
 
 // startedByAnotherSite answers 403, and reports true, for a request that
@@ -1026,7 +1059,7 @@ func (h *Handler) singleSignOut(w http.ResponseWriter, r *http.Request, s *sessi
 	done := h.publicURL.Scheme + "://" + h.publicURL.Host + h.cfg.Server.AuthPrefix + "/logout/done"
 	target, err := so.LogoutURL(&s.Tokens, done, f)
 	if err == nil && target != "" {
-		err = h.flows.Start(w, r, session.LogoutFlow, f, p.answersByPost())
+		err = h.startFlow(w, r, session.LogoutFlow, f, p.answersByPost())
 	}
 	switch {
 	case err != nil:

@@ -453,11 +453,17 @@ func (lf *loginFuzz) ldapSignIn(r *http.Request, form url.Values, state string) 
 }
 
 // checkLoginAnswer checks FuzzLoginEndpoints's invariants on one answer
-// but those of checkSignIn: no 500, and no way off public_url's origin.
+// but those of checkSignIn: no 500, no cookie that a browser would drop
+// (over 4096 bytes of name and value), and no way off public_url's origin.
 func (lf *loginFuzz) checkLoginAnswer(t *testing.T, rec *httptest.ResponseRecorder) {
 	t.Helper()
 	if rec.Code == http.StatusInternalServerError {
 		t.Errorf("answer 500:\n%s", rec.Body)
+	}
+	for _, c := range rec.Result().Cookies() {
+		if n := len(c.Name) + len(c.Value); n > 4096 {
+			t.Errorf("cookie %s of %d bytes, which browsers drop", c.Name, n)
+		}
 	}
 	if loc := rec.Header().Get("Location"); loc != "" && !lf.atIdP(loc) {
 		if strings.HasPrefix(loc, "/") {

@@ -262,17 +262,17 @@ func (h *Handler) ldapForm(w http.ResponseWriter, r *http.Request) {
 // logins.
 func (h *Handler) showLDAPForm(w http.ResponseWriter, r *http.Request, p *provider, rd string, status int, username, msg string) {
 	f := &idp.Flow{State: session.NewState(), IdP: p.cfg.ID, Redirect: rd, Created: h.now().Unix()}
-	if err := h.flows.Start(w, r, session.LoginFlow, f, false); err != nil {
+	if err := h.startFlow(w, r, session.LoginFlow, f, false); err != nil {
 		h.log.Error("cannot start login", "idp", p.cfg.ID, "err", err)
 		h.pages.fail(w, r, http.StatusInternalServerError, "Internal error", "The sign-in could not be started.")
 		return
 	}
 	data := page{
 		Title: "Sign in", Message: msg, IdPName: p.cfg.DisplayName(),
-		Action: h.ldapFormPath(p.cfg.ID, ""), RD: rd, State: f.State, Username: username,
+		Action: h.ldapFormPath(p.cfg.ID, ""), RD: f.Redirect, State: f.State, Username: username,
 	}
 	if len(h.order) > 1 {
-		data.Link, data.LinkText = h.loginPath(rd), "Other ways to sign in"
+		data.Link, data.LinkText = h.loginPath(f.Redirect), "Other ways to sign in"
 	}
 	h.pages.render(w, status, "ldap", data)
 }

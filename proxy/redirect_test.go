@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -119,5 +120,69 @@ func TestLDAPFormLeadsOnlyToThisOrigin(t *testing.T) {
 			t.Fatalf("a post without its login state: %d, want 400 and the form again", rec.Code)
 		}
 		signIn(t, b, stateIn(t, rec))
+	})
+}
+
+// A page to go back to may be kilobytes long (rd may have maxRedirect
+// bytes), more than a login's cookie holds: sealed into it, the cookie was
+// more than a browser keeps, or the login's start a 500. The login goes
+// on, back to the same page without its query, or to the root when even
+// the page's path is that long. The cookie's JSON spells each & of a
+// query in six bytes, so a page well under half of maxRedirect can be too
+// long as well.
+func TestLoginKeepsWhatItsCookieHoldsOfALongPage(t *testing.T) {
+	lf := newLoginFuzz(t)
+	const root = "https://cvat.example.com/"
+	pages := []struct{ name, rd, want string }{
+		{"a long query", "/tasks?filter=" + strings.Repeat("e", 3000), root + "tasks"},
+		{"a query of many &", "/tasks?" + strings.Repeat("a&", 700), root + "tasks"},
+		{"a long path", "/tasks/" + strings.Repeat("e", 3000), root},
+		{"a page that fits", "/tasks?filter=" + strings.Repeat("e", 1000), root + "tasks?filter=" + strings.Repeat("e", 1000)},
+	}
+	// signIn finishes a login the browser started with loc, and returns
+	// where it then went.
+	signIn := map[string]func(t *testing.T, b *stateBrowser, loc *url.URL) *httptest.ResponseRecorder{
+		"company": func(t *testing.T, b *stateBrowser, loc *url.URL) *httptest.ResponseRecorder {
+			return b.get("/.portcullis/oidc/company/callback?" + lf.signInAtOIDC(t, loc).RawQuery)
+		},
+		"corp": func(t *testing.T, b *stateBrowser, loc *url.URL) *httptest.ResponseRecorder {
+			return b.post("/.portcullis/saml/corp/acs", signInAtSAMLIdP(t, loc.String(), "alice", "alice-pw"))
+		},
+		"corp-ldap": func(t *testing.T, b *stateBrowser, loc *url.URL) *httptest.ResponseRecorder {
+			form := b.get(loc.String())
+			fields := map[string]string{}
+			for _, m := range formInputRe.FindAllStringSubmatch(form.Body.String(), -1) {
+				fields[m[1]] = html.UnescapeString(m[2])
+			}
+			if form.Code != http.StatusOK || fields["state"] == "" {
+				t.Fatalf("the form: %d\n%s", form.Code, form.Body)
+			}
+			return b.post("/.portcullis/ldap/corp-ldap", url.Values{"username": {ldapserver.Bob}, "password": {ldapserver.BobPassword},
+				"state": {fields["state"]}, "rd": {fields["rd"]}})
+		},
+	}
+	for _, id := range []string{"company", "corp", "corp-ldap"} {
+		for _, p := range pages {
+			t.Run(id+"/"+p.name, func(t *testing.T) {
+				b := newStateBrowser(t, lf.h)
+				rec := signIn[id](t, b, b.startedFor(t, id, p.rd))
+				if s, _ := lf.sessionSet(rec); rec.Code != http.StatusFound || s == nil || rec.Header().Get("Location") != p.want {
+					t.Errorf("signed in: %d to %.80q…, session %v; want 302 to %.80q…\n%.300s", rec.Code, rec.Header().Get("Location"), s != nil, p.want, rec.Body)
+				}
+			})
+		}
+	}
+	t.Run("single sign-out", func(t *testing.T) {
+		b := newStateBrowser(t, lf.h)
+		b.signedIn(t, lf, "company")
+		rec := b.get("/.portcullis/logout?rd=" + url.QueryEscape(pages[0].rd))
+		loc, _ := url.Parse(rec.Header().Get("Location"))
+		if rec.Code != http.StatusFound || !strings.HasPrefix(loc.String(), lf.oidc.Issuer+"/session/end?") {
+			t.Fatalf("logout: %d to %q, want the IdP's end-session endpoint", rec.Code, loc)
+		}
+		rec = b.get("/.portcullis/logout/done?state=" + loc.Query().Get("state"))
+		if got := rec.Header().Get("Location"); rec.Code != http.StatusFound || got != pages[0].want {
+			t.Errorf("/logout/done: %d to %q, want %q", rec.Code, got, pages[0].want)
+		}
 	})
 }

@@ -51,7 +51,17 @@ var (
 	// flows had kinds (an update while a login was under way). Finish
 	// leaves it for the step it is for.
 	ErrFlowOtherKind = fmt.Errorf("%w: it was started for another step", ErrFlowInvalid)
+	// ErrFlowTooLarge is a flow Start cannot seal into a cookie that
+	// browsers keep (maxFlowCookie): its Redirect is kilobytes long. No
+	// cookie is set; the caller may start it again with less.
+	ErrFlowTooLarge = errors.New("login state is too large for a cookie")
 )
+
+// maxFlowCookie is the most a flow cookie's name and value may hold
+// together: browsers drop a larger cookie silently (RFC 6265bis 5.6, "the
+// sum of the lengths of the cookie's name and value exceeds 4096 octets"),
+// and the login's answer would then find no login in progress.
+const maxFlowCookie = 4096
 
 // FlowKind is what a flow was started for. Each endpoint finishes only its
 // own kind: the state of a login is no answer to a logout, nor the other
@@ -124,7 +134,11 @@ func (f *Flows) ShareUsedStates(m OnceMarker) {
 func NewFlows(o Options) *Flows {
 	f := &Flows{opts: o, used: newExpiringSet(usedStates, "used login states", o.logger())}
 	if f.err = checkKeys(o.Keys); f.err == nil {
-		f.codecs, f.err = codecs(o.Keys, "login flow", FlowLifetime, 4096, securecookie.JSONEncoder{})
+		// No length limit in the codecs: Start's own check, which counts
+		// the cookie's name too, refuses a large flow with ErrFlowTooLarge
+		// (a redirect of & spelt \u0026 seals to several times its
+		// length), and open skips a value longer than Start seals.
+		f.codecs, f.err = codecs(o.Keys, "login flow", FlowLifetime, 0, securecookie.JSONEncoder{})
 	}
 	return f
 }
@@ -150,7 +164,8 @@ func (f *Flows) CookieName(state string) string {
 // binding), which needs a SameSite=None cookie; any other answer is a
 // top-level navigation or a post from the proxy's own page, for which Lax
 // will do. When r, the request that starts it, already carries
-// maxOpenFlows login cookies, they are all expired first.
+// maxOpenFlows login cookies, they are all expired first. A flow too large
+// for a cookie that browsers keep sets nothing and is ErrFlowTooLarge.
 func (f *Flows) Start(w http.ResponseWriter, r *http.Request, kind FlowKind, flow *idp.Flow, postedCrossSite bool) error {
 	if f.err != nil {
 		return fmt.Errorf("start %s: %w", kind, f.err)
@@ -165,8 +180,12 @@ func (f *Flows) Start(w http.ResponseWriter, r *http.Request, kind FlowKind, flo
 	if err != nil {
 		return fmt.Errorf("start %s at %s: seal flow: %w", kind, flow.IdP, err)
 	}
+	name := f.CookieName(flow.State)
+	if len(name)+len(sealed) > maxFlowCookie {
+		return fmt.Errorf("start %s at %s: %w (%d bytes with a redirect of %d)", kind, flow.IdP, ErrFlowTooLarge, len(name)+len(sealed), len(flow.Redirect))
+	}
 	f.expireAbandoned(w, r)
-	http.SetCookie(w, f.cookie(f.CookieName(flow.State), sealed, int(FlowLifetime/time.Second), postedCrossSite))
+	http.SetCookie(w, f.cookie(name, sealed, int(FlowLifetime/time.Second), postedCrossSite))
 	return nil
 }
 
@@ -262,7 +281,7 @@ func (f *Flows) open(j *jar, state string) (*sealedFlow, error) {
 	opened := false
 	for _, v := range j.values[0][:j.count[0]] {
 		var candidate sealedFlow
-		if securecookie.DecodeMulti(flowCodecName, v, &candidate, f.codecs...) != nil {
+		if len(v) > maxFlowCookie || securecookie.DecodeMulti(flowCodecName, v, &candidate, f.codecs...) != nil {
 			continue
 		}
 		opened = true

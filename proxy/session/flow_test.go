@@ -268,6 +268,44 @@ func TestStartRefusesAFlowWithoutState(t *testing.T) {
 	}
 }
 
+// A flow whose page to go back to is kilobytes long would be sealed into a
+// cookie that browsers drop (its name and value over 4096 bytes), or not be
+// sealed at all: either way the login could not finish. Start says so with
+// ErrFlowTooLarge, for the caller to start it again with less, and sets
+// nothing; every flow it does set fits, and opens again.
+func TestStartRefusesAFlowTooLargeForACookie(t *testing.T) {
+	f := NewFlows(testOptions(newClock()))
+	var fits, refused int
+	for n := 1500; n <= 3000; n++ {
+		state := NewState()
+		rd := "https://cvat.example.com/tasks?q=" + strings.Repeat("e", n)
+		w := httptest.NewRecorder()
+		err := f.Start(w, nil, LoginFlow, &idp.Flow{State: state, IdP: "company", Redirect: rd, Nonce: NewState(), Verifier: NewState() + NewState()}, false)
+		set := w.Result().Cookies()
+		switch {
+		case errors.Is(err, ErrFlowTooLarge):
+			refused++
+			if len(set) != 0 {
+				t.Fatalf("redirect of %d: refused, but set %q", len(rd), w.Header().Values("Set-Cookie"))
+			}
+		case err != nil:
+			t.Fatalf("redirect of %d: %v, want nil or %v", len(rd), err, ErrFlowTooLarge)
+		default:
+			fits++
+			if len(set) != 1 || len(set[0].Name)+len(set[0].Value) > 4096 {
+				t.Fatalf("redirect of %d: set %d cookies, the first %d bytes of name and value; want one of at most 4096", len(rd), len(set), len(set[0].Name)+len(set[0].Value))
+			}
+			flow, _, err := f.Finish(httptest.NewRecorder(), request(set[0]), LoginFlow, state)
+			if err != nil || flow.Redirect != rd {
+				t.Fatalf("redirect of %d: Finish = %v; want the flow back", len(rd), err)
+			}
+		}
+	}
+	if fits == 0 || refused == 0 {
+		t.Errorf("%d redirects fit and %d were refused; want some of each", fits, refused)
+	}
+}
+
 func TestFlowsInheritUsedStatesAcrossReload(t *testing.T) {
 	c := newClock()
 	before := NewFlows(testOptions(c))
