@@ -174,18 +174,7 @@ func TestBackchannelLogoutSignedWithANewKeyUnderTheSameKid(t *testing.T) {
 		// Sent again, it is refused for good once a fetch of the keys
 		// ended more than the floor after it was issued (iat allows for
 		// the IdP's clock as much).
-		waitFor(t, "the forged logout token sent again to be refused", func() bool {
-			a := post(forged)
-			switch {
-			case a.code == http.StatusBadRequest:
-				return true
-			case a.code == http.StatusServiceUnavailable && a.retryAfter >= 1 && a.retryAfter <= 10:
-				time.Sleep(time.Duration(a.retryAfter) * time.Second)
-				return false
-			}
-			t.Fatalf("the forged logout token sent again: %d (Retry-After %d) %s", a.code, a.retryAfter, a.body)
-			return false
-		})
+		sendUntilRefused(t, "the forged logout token sent again", func() logoutAnswer { return post(forged) })
 
 		// A login after the rotation: its ID token is signed with the new
 		// key under the kid whose old key the login's keys held.
@@ -255,8 +244,16 @@ func aliceSignsIn(t *testing.T, base string) (*http.Client, []*http.Cookie) {
 // again after its Retry-After.
 func haveKeysFetched(t *testing.T, post func(string) logoutAnswer, forge func(string, time.Time) string) {
 	t.Helper()
-	waitFor(t, "a forged logout token to have the keys fetched", func() bool {
-		a := post(forge("never-published", time.Now()))
+	sendUntilRefused(t, "a forged logout token", func() logoutAnswer { return post(forge("never-published", time.Now())) })
+}
+
+// sendUntilRefused sends what until it is refused as invalid (400),
+// sleeping each 503's Retry-After within the 10 s floor; any other answer
+// fails t.
+func sendUntilRefused(t *testing.T, what string, send func() logoutAnswer) {
+	t.Helper()
+	waitFor(t, what+" to be refused", func() bool {
+		a := send()
 		switch {
 		case a.code == http.StatusBadRequest:
 			return true
@@ -264,7 +261,7 @@ func haveKeysFetched(t *testing.T, post func(string) logoutAnswer, forge func(st
 			time.Sleep(time.Duration(a.retryAfter) * time.Second)
 			return false
 		}
-		t.Fatalf("a forged logout token: %d (Retry-After %d) %s", a.code, a.retryAfter, a.body)
+		t.Fatalf("%s: %d (Retry-After %d) %s", what, a.code, a.retryAfter, a.body)
 		return false
 	})
 }
