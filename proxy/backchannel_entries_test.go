@@ -108,13 +108,7 @@ rules:
 		t.Fatalf("a forged logout token, company's first: %d %s, want 400 (the keys fetched for it)", a.code, a.body)
 	}
 
-	oidcserver.Logout(t, browser, op.Issuer+"/session/end").Body.Close()
-	var token string
-	select {
-	case token = <-tokens:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the IdP sent no logout token")
-	}
+	token := signsOutAtIdP(t, op, browser, tokens)
 	op.Pause()
 	resumed := false
 	t.Cleanup(func() {

@@ -32,6 +32,20 @@ func logoutCatcher(t *testing.T) (tokens <-chan string, uri string) {
 	return kept, catcher.URL
 }
 
+// signsOutAtIdP signs browser out at op's end-session endpoint and returns
+// the logout token op then sends to tokens (logoutCatcher's).
+func signsOutAtIdP(t *testing.T, op *oidcserver.Server, browser *http.Client, tokens <-chan string) string {
+	t.Helper()
+	oidcserver.Logout(t, browser, op.Issuer+"/session/end").Body.Close()
+	select {
+	case token := <-tokens:
+		return token
+	case <-time.After(30 * time.Second):
+		t.Fatal("the IdP sent no logout token")
+		return ""
+	}
+}
+
 // logoutAnswer is the proxy's answer to a logout token posted to its
 // back-channel logout endpoint; retryAfter is its Retry-After in seconds,
 // 0 without one.
