@@ -88,6 +88,13 @@ type loginFuzz struct {
 
 func newLoginFuzz(t testing.TB) *loginFuzz {
 	t.Helper()
+	return newLoginFuzzOf(t, testConfig)
+}
+
+// newLoginFuzzOf is newLoginFuzz of base, testConfig changed elsewhere
+// than its one IdP.
+func newLoginFuzzOf(t testing.TB, base string) *loginFuzz {
+	t.Helper()
 	const callback = "https://cvat.example.com/.portcullis/oidc/company/callback"
 	lf := &loginFuzz{
 		oidc:  oidcserver.Start(t, oidcserver.Options{RedirectURIs: []string{callback}, PostLogoutRedirectURIs: []string{"https://cvat.example.com/.portcullis/logout/done"}}),
@@ -95,7 +102,7 @@ func newLoginFuzz(t testing.TB) *loginFuzz {
 		spent: map[string]string{},
 	}
 	dir := ldapserver.Start(t, ldapserver.Options{})
-	y := strings.Replace(testConfig, "      server_url: http://127.0.0.1:1/\n      client_id: portcullis\n", strings.NewReplacer(
+	y := strings.Replace(base, "      server_url: http://127.0.0.1:1/\n      client_id: portcullis\n", strings.NewReplacer(
 		"ISSUER", lf.oidc.Issuer, "LDAP_URL", dir.URL, "SAML_ENTITY", lf.saml.EntityID(), "SAML_CERT", base64.StdEncoding.EncodeToString(lf.saml.Certificate.Raw),
 		"SAML_SSO", lf.saml.SSOURL(), "SAML_SLO", lf.saml.URL+"/slo").Replace(loginFuzzIdPs), 1)
 	lf.fixture = newFixtureOf(t, y)

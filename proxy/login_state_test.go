@@ -16,6 +16,8 @@ type stateBrowser struct {
 	h   *Handler
 	jar *cookiejar.Jar
 	at  *url.URL
+	// answered, if set, checks each answer the browser gets.
+	answered func(*httptest.ResponseRecorder)
 }
 
 func newStateBrowser(t testing.TB, h *Handler) *stateBrowser {
@@ -44,6 +46,9 @@ func (b *stateBrowser) do(r *http.Request) *httptest.ResponseRecorder {
 		}
 	}
 	b.jar.SetCookies(b.at, kept)
+	if b.answered != nil {
+		b.answered(rec)
+	}
 	return rec
 }
 
