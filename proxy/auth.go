@@ -138,11 +138,7 @@ func (h *Handler) loginByEmail(w http.ResponseWriter, r *http.Request) {
 var domainName = regexp.MustCompile(`^[\p{L}\p{N}-]+(\.[\p{L}\p{N}-]+)*$`)
 
 func (h *Handler) startPath(id, rd string) string {
-	u := h.cfg.Server.AuthPrefix + "/login/" + url.PathEscape(id)
-	if rd != "" {
-		u += "?rd=" + queryEscape(rd)
-	}
-	return u
+	return withRedirect(h.cfg.Server.AuthPrefix+"/login/"+url.PathEscape(id), rd)
 }
 
 // startLogin sends the browser to the IdP, remembering the login in a sealed
@@ -910,13 +906,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		// browser loads it again at the back button or a reload as its own
 		// request (WebKit: Sec-Fetch-Site none, Chromium: same-origin),
 		// which at this one would sign the user out unasked.
-		confirm := h.cfg.Server.AuthPrefix + "/logout/confirm"
-		// An rd that safeRedirect would not follow is not carried either:
-		// escaped, a form's could make a Location too long for a front.
-		if rd != "" && len(rd) <= maxRedirect {
-			confirm += "?rd=" + queryEscape(rd)
-		}
-		http.Redirect(w, r, confirm, http.StatusSeeOther)
+		http.Redirect(w, r, withRedirect(h.cfg.Server.AuthPrefix+"/logout/confirm", rd), http.StatusSeeOther)
 		return
 	}
 	s, err := h.sessions.Load(r)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -461,7 +462,8 @@ func (lf *loginFuzz) ldapSignIn(r *http.Request, form url.Values, state string) 
 
 // checkLoginAnswer checks FuzzLoginEndpoints's invariants on one answer
 // but those of checkSignIn: no 500, no cookie that a browser would drop
-// (over 4096 bytes of name and value), and no way off public_url's origin.
+// (over 4096 bytes of name and value), no Location or link longer than
+// maxLocation, and no way off public_url's origin.
 func (lf *loginFuzz) checkLoginAnswer(t *testing.T, rec *httptest.ResponseRecorder) {
 	t.Helper()
 	if rec.Code == http.StatusInternalServerError {
@@ -470,6 +472,15 @@ func (lf *loginFuzz) checkLoginAnswer(t *testing.T, rec *httptest.ResponseRecord
 	for _, c := range rec.Result().Cookies() {
 		if n := len(c.Name) + len(c.Value); n > 4096 {
 			t.Errorf("cookie %s of %d bytes, which browsers drop", c.Name, n)
+		}
+	}
+	if loc := rec.Header().Get("Location"); len(loc) > maxLocation {
+		t.Errorf("a Location of %d bytes, more than %d: %.100q…", len(loc), maxLocation, loc)
+	}
+	// A link is the request line the browser sends next.
+	for _, m := range hrefRe.FindAllStringSubmatch(rec.Body.String(), -1) {
+		if href := html.UnescapeString(m[1]); len(href) > maxLocation {
+			t.Errorf("a link of %d bytes, more than %d: %.100q…", len(href), maxLocation, href)
 		}
 	}
 	if loc := rec.Header().Get("Location"); loc != "" && !lf.atIdP(loc) {

@@ -395,11 +395,7 @@ func (h *Handler) isAuthPath(path string) bool {
 }
 
 func (h *Handler) loginPath(rd string) string {
-	u := h.cfg.Server.AuthPrefix + "/login"
-	if rd != "" {
-		u += "?rd=" + queryEscape(rd)
-	}
-	return u
+	return withRedirect(h.cfg.Server.AuthPrefix+"/login", rd)
 }
 
 // spoofable are request headers that change how an upstream reads the

@@ -228,11 +228,7 @@ func (h *Handler) passwordProvider(id string) (*provider, idp.PasswordChecker, b
 
 // ldapFormPath is where the login form of IdP id is.
 func (h *Handler) ldapFormPath(id, rd string) string {
-	u := h.cfg.Server.AuthPrefix + "/ldap/" + url.PathEscape(id)
-	if rd != "" {
-		u += "?rd=" + queryEscape(rd)
-	}
-	return u
+	return withRedirect(h.cfg.Server.AuthPrefix+"/ldap/"+url.PathEscape(id), rd)
 }
 
 // ldapForm shows the login form.

@@ -371,10 +371,7 @@ func (p *pages) denied(w http.ResponseWriter, r *http.Request, reason string) {
 func (p *pages) chooser(w http.ResponseWriter, r *http.Request, providers []*provider, rd string) {
 	data := page{Title: "Sign in"}
 	for _, pr := range providers {
-		href := p.authPrefix + "/login/" + url.PathEscape(pr.cfg.ID)
-		if rd != "" {
-			href += "?rd=" + url.QueryEscape(rd)
-		}
+		href := withRedirect(p.authPrefix+"/login/"+url.PathEscape(pr.cfg.ID), rd)
 		data.Providers = append(data.Providers, choice{Name: pr.cfg.DisplayName(), Href: href})
 	}
 	p.render(w, 0, "chooser", data)

@@ -47,4 +47,16 @@ func (c *compiled) safeRedirect(rd string) string {
 // maxRedirect is the longest rd that safeRedirect follows.
 const maxRedirect = 4096
 
-func queryEscape(s string) string { return url.QueryEscape(s) }
+// withRedirect is path with rd as its query, for a page that passes rd on
+// to where a login or logout happens. An rd longer than safeRedirect
+// follows is left out: it leads to the root all the same, and escaped
+// (/, ?, & and % take three bytes each) it would make a Location or a link
+// of up to three times its size, more than a front proxy takes in a header
+// (nginx's proxy_buffer_size) or the proxy's own listener in a request
+// (431 past 64 KB).
+func withRedirect(path, rd string) string {
+	if rd == "" || len(rd) > maxRedirect {
+		return path
+	}
+	return path + "?rd=" + url.QueryEscape(rd)
+}
