@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"html"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis-proxy/portcullis/test/ldapserver"
 )
@@ -172,6 +174,21 @@ func TestLoginKeepsWhatItsCookieHoldsOfALongPage(t *testing.T) {
 			})
 		}
 	}
+	for _, p := range []struct{ name, rd, want string }{pages[0], pages[2]} {
+		t.Run("single sign-out at corp (SAML)/"+p.name, func(t *testing.T) {
+			b := newStateBrowser(t, lf.h)
+			b.signedIn(t, lf, "corp")
+			rec := b.get("/.portcullis/logout?rd=" + url.QueryEscape(p.rd))
+			loc := rec.Header().Get("Location")
+			if rec.Code != http.StatusFound || !strings.HasPrefix(loc, lf.saml.URL+"/slo?SAMLRequest=") {
+				t.Fatalf("logout: %d to %.100q…, want the IdP's SLO endpoint", rec.Code, loc)
+			}
+			rec = b.get(atSAMLIdPSLO(t, loc).RequestURI())
+			if got := rec.Header().Get("Location"); rec.Code != http.StatusFound || got != p.want {
+				t.Errorf("the IdP's LogoutResponse: %d to %q, want %q\n%.300s", rec.Code, got, p.want, rec.Body)
+			}
+		})
+	}
 	t.Run("single sign-out", func(t *testing.T) {
 		b := newStateBrowser(t, lf.h)
 		b.signedIn(t, lf, "company")
@@ -185,4 +202,23 @@ func TestLoginKeepsWhatItsCookieHoldsOfALongPage(t *testing.T) {
 			t.Errorf("/logout/done: %d to %q, want %q", rec.Code, got, pages[0].want)
 		}
 	})
+}
+
+// atSAMLIdPSLO takes the LogoutRequest that loc brings to the SAML IdP's
+// SLO endpoint, and returns where the IdP sends the browser with its
+// LogoutResponse.
+func atSAMLIdPSLO(t *testing.T, loc string) *url.URL {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	back, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusFound || err != nil || back.Query().Get("SAMLResponse") == "" {
+		t.Fatalf("the IdP's SLO endpoint: %d to %q, want a LogoutResponse\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	return back
 }
