@@ -346,7 +346,14 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request) string {
 		// kept it for every visitor of the URL, the signed-in ones too,
 		// who were sent back to the login after each sign-in, in a loop.
 		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, h.loginPath(r.URL.RequestURI()), http.StatusFound)
+		rd := r.URL.RequestURI()
+		if len(rd) > maxRedirect {
+			// As startFlow keeps a page too long for its cookie: the page
+			// without its query, rather than the root (withRedirect
+			// leaves out a path that is still too long).
+			rd, _, _ = strings.Cut(rd, "?")
+		}
+		http.Redirect(w, r, h.loginPath(rd), http.StatusFound)
 		return decisionRedirect
 	}
 	writeJSON(w, http.StatusUnauthorized, map[string]string{

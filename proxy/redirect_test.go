@@ -222,3 +222,33 @@ func atSAMLIdPSLO(t *testing.T, loc string) *url.URL {
 	}
 	return back
 }
+
+// A browser that opens a page of more than maxRedirect bytes without a
+// session is sent to /login with that page's path, where the address is
+// that long only for its query, as startFlow keeps a page too long for its
+// cookie; else with no rd, and the login ends at the root.
+func TestLoginFromAnOverlongPageKeepsItsPath(t *testing.T) {
+	lf := newLoginFuzz(t)
+	for _, tc := range []struct{ name, page, login, want string }{
+		{"a query of 5 KB", "/tasks?q=" + strings.Repeat("e", 5<<10), "/.portcullis/login?rd=" + url.QueryEscape("/tasks"), "https://cvat.example.com/tasks"},
+		{"a path of 5 KB", "/tasks/" + strings.Repeat("e", 5<<10), "/.portcullis/login", "https://cvat.example.com/"},
+		{"a path of 5 KB with a query", "/tasks/" + strings.Repeat("e", 5<<10) + "?q=1", "/.portcullis/login", "https://cvat.example.com/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newStateBrowser(t, lf.h)
+			rec := b.do(request("GET", tc.page, nil, "Accept", "text/html"))
+			if loc := rec.Header().Get("Location"); rec.Code != http.StatusFound || loc != tc.login {
+				t.Fatalf("the page: %d to %.100q, want %q", rec.Code, loc, tc.login)
+			}
+			start := b.get(link(t, b.get(tc.login), "/.portcullis/login/company"))
+			loc, err := url.Parse(start.Header().Get("Location"))
+			if start.Code != http.StatusFound || err != nil {
+				t.Fatalf("the login at company: %d to %q", start.Code, start.Header().Get("Location"))
+			}
+			rec = b.get("/.portcullis/oidc/company/callback?" + lf.signInAtOIDC(t, loc).RawQuery)
+			if s, _ := lf.sessionSet(rec); rec.Code != http.StatusFound || s == nil || rec.Header().Get("Location") != tc.want {
+				t.Errorf("signed in: %d to %.100q, session %v; want 302 to %q", rec.Code, rec.Header().Get("Location"), s != nil, tc.want)
+			}
+		})
+	}
+}
